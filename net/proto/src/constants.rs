@@ -9,7 +9,7 @@ pub const CLIENT_FRAME_BYTES_MAX: usize = 256 * 1024;
 
 /// Largest frame the server sends. Sync replies are bounded by the core's
 /// inline limits well below this.
-pub const SERVER_FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+pub const SERVER_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Flatbuffers verifier: deepest nesting accepted (our schema nests ≤ 6).
 pub const VERIFIER_DEPTH_MAX: usize = 16;
