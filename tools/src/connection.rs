@@ -32,6 +32,7 @@ use courier_core::api::{
 use courier_proto::{decode_server, ClientFrame, DecodeError, Encoder, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -99,9 +100,9 @@ pub struct Welcome {
 pub enum Incoming {
     /// An event pushed by the server, in the order it arrived.
     Event(Event),
-    /// The consumer fell behind and `dropped` events were discarded just
-    /// before this point. Whatever state the consumer derives from events
-    /// must be refreshed (e.g. with `Sync`).
+    /// The consumer fell behind and `dropped` events were discarded (the
+    /// report comes once the queue has drained). Whatever state the consumer
+    /// derives from events must be refreshed (e.g. with `Sync`).
     Lagged {
         /// How many events were dropped.
         dropped: u64,
@@ -121,6 +122,8 @@ enum Command {
 struct Shared {
     /// Why the connection ended; set once by the driver before it exits.
     closed: OnceLock<ClientError>,
+    /// Events dropped because the queue was full, not yet reported.
+    dropped: AtomicU64,
 }
 
 impl Shared {
@@ -181,13 +184,26 @@ pub struct Events {
 impl Events {
     /// The next event, or `None` once the connection has ended and every
     /// queued event was returned ([`Events::close_reason`] then says why).
+    /// [`Incoming::Lagged`] comes once the queue has been drained after an
+    /// overflow.
     pub async fn next(&mut self) -> Option<Incoming> {
+        if let Some(incoming) = self.try_next() {
+            return Some(incoming);
+        }
+        // The queue is empty, so nothing can be dropped until it fills up
+        // again, which wakes this receive.
         self.rx.recv().await
     }
 
-    /// An event if one is queued now.
+    /// An event (or lag report) if one is available now.
     pub fn try_next(&mut self) -> Option<Incoming> {
-        self.rx.try_recv().ok()
+        if let Ok(incoming) = self.rx.try_recv() {
+            return Some(incoming);
+        }
+        match self.shared.dropped.swap(0, Ordering::Relaxed) {
+            0 => None,
+            dropped => Some(Incoming::Lagged { dropped }),
+        }
     }
 
     /// Why the connection ended, once it has.
@@ -263,6 +279,7 @@ impl Connection {
         let (event_tx, event_rx) = mpsc::channel(options.event_queue_max.max(1));
         let shared = Arc::new(Shared {
             closed: OnceLock::new(),
+            dropped: AtomicU64::new(0),
         });
         let driver = Driver {
             ws,
@@ -272,7 +289,6 @@ impl Connection {
             pending: HashMap::with_capacity(in_flight_max),
             encoder: Encoder::new(),
             next_req: 2,
-            dropped: 0,
             last_heard: Instant::now(),
             last_sent: Instant::now(),
         };
@@ -468,7 +484,6 @@ struct Driver {
     pending: Pending,
     encoder: Encoder,
     next_req: ReqId,
-    dropped: u64,
     last_heard: Instant,
     last_sent: Instant,
 }
@@ -628,19 +643,8 @@ impl Driver {
     }
 
     fn push_event(&mut self, event: Event) {
-        if self.dropped > 0 {
-            match self.events.try_send(Incoming::Lagged {
-                dropped: self.dropped,
-            }) {
-                Ok(()) => self.dropped = 0,
-                Err(_) => {
-                    self.dropped += 1;
-                    return;
-                }
-            }
-        }
         if self.events.try_send(Incoming::Event(event)).is_err() {
-            self.dropped += 1;
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 

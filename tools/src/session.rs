@@ -307,10 +307,19 @@ impl Session {
         };
         match incoming {
             None => {
-                let reason = events.close_reason().unwrap_or(ClientError::Closed {
-                    code: None,
-                    reason: "connection ended".to_owned(),
-                });
+                let reason = match events.close_reason() {
+                    // An undecodable event may have been a message: a new
+                    // connection and a Sync recover it.
+                    Some(ClientError::Protocol(p)) => ClientError::Closed {
+                        code: None,
+                        reason: format!("protocol error: {p}"),
+                    },
+                    Some(reason) => reason,
+                    None => ClientError::Closed {
+                        code: None,
+                        reason: "connection ended".to_owned(),
+                    },
+                };
                 Err(reason)
             }
             Some(Incoming::Lagged { .. }) => {
