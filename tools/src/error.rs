@@ -62,7 +62,7 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Connect { .. } | ClientError::Timeout(_) => true,
-            ClientError::Closed { code, .. } => !matches!(code, Some(4001) | Some(4003)),
+            ClientError::Closed { code, .. } => code.is_none_or(|c| !is_permanent_close(c)),
             ClientError::Rejected(Reject::Unavailable(_)) => true,
             ClientError::Rejected(Reject::RateLimited { .. }) => true,
             ClientError::Rejected(_) => false,
@@ -79,7 +79,7 @@ impl ClientError {
             ClientError::Connect { .. } | ClientError::Timeout(_) | ClientError::BadUrl { .. } => {
                 true
             }
-            ClientError::Closed { code, .. } => !matches!(code, Some(4001) | Some(4003)),
+            ClientError::Closed { code, .. } => code.is_none_or(|c| !is_permanent_close(c)),
             _ => false,
         }
     }
@@ -96,6 +96,13 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// Close codes after which reconnecting cannot help: a bad or revoked token
+/// (4001, 4003) or a client bug the server refused (1002 protocol error,
+/// 1003 text frame, 1008 malformed frames, 1009 frame too big).
+pub fn is_permanent_close(code: u16) -> bool {
+    matches!(code, 4001 | 4003 | 1002 | 1003 | 1008 | 1009)
 }
 
 /// A one-line human description of a rejection, with a hint where one helps.
@@ -120,6 +127,11 @@ fn describe_close(code: &Option<u16>, reason: &str) -> String {
     let meaning = match code {
         Some(1000) => "normal close",
         Some(1001) => "server shutting down",
+        Some(1002) => "protocol error",
+        Some(1003) => "text frame refused",
+        Some(1008) => "too many malformed frames",
+        Some(1009) => "frame too big",
+        Some(1013) => "server busy, retry later",
         Some(4001) => "unauthenticated",
         Some(4003) => "token revoked",
         Some(4008) => "slow consumer",

@@ -54,7 +54,7 @@ pub use backoff::Backoff;
 pub use client::{is_idempotent, new_client_msg_id, Client, ClientOptions, Notice};
 pub use connection::{normalize_url, ConnectOptions, Connection, Events, Incoming, Welcome};
 pub use cursor_file::CursorFile;
-pub use error::{describe_reject, ClientError};
+pub use error::{describe_reject, is_permanent_close, ClientError};
 pub use requester::{HistoryPage, IssuedToken, Outgoing, Requester, SendAck, SyncReply};
 pub use session::{Session, SessionEvent, SessionOptions};
 pub use tracker::{Backlog, Tracker, TrackerStats, Verdict};
