@@ -254,6 +254,14 @@ impl ServerProcess {
         }
     }
 
+    /// The last lines of the daemon's log (a temporary directory may be gone
+    /// by the time someone reads the error).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     fn start(&mut self, listen: SocketAddr) -> Result<(), TestkitError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -309,10 +317,11 @@ impl ServerProcess {
                     .as_mut()
                     .and_then(|c| c.try_wait().ok().flatten());
                 self.kill9();
-                Err(self.process_error(match status {
+                let what = match status {
                     Some(s) => format!("exited with {s} before it was ready"),
                     None => format!("not ready within {READY_TIMEOUT:?}"),
-                }))
+                };
+                Err(self.process_error(format!("{what}; log ends with:\n{}", self.log_tail(20))))
             }
         }
     }
