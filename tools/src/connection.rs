@@ -22,7 +22,7 @@
 
 use crate::constants::{
     CONNECT_TIMEOUT_DEFAULT, EVENT_QUEUE_MAX_DEFAULT, IN_FLIGHT_MAX_DEFAULT, PING_INTERVAL,
-    REQUEST_TIMEOUT_DEFAULT, SERVER_FRAME_BYTES_MAX, SERVER_SILENCE_MAX,
+    REQUEST_TIMEOUT_DEFAULT, SERVER_FRAME_BYTES_MAX, SERVER_SILENCE_MAX, WRITE_TIMEOUT,
 };
 use crate::error::ClientError;
 use courier_core::api::{
@@ -514,6 +514,25 @@ impl Driver {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
     }
 
+    /// Writes one message, giving up after [`WRITE_TIMEOUT`] (a server that
+    /// stopped reading must not wedge the driver).
+    async fn write(&mut self, msg: WsMessage) -> Result<(), ClientError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.send(msg)).await {
+            Ok(Ok(())) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ClientError::Closed {
+                code: None,
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(ClientError::Closed {
+                code: None,
+                reason: format!("the server took no data for {WRITE_TIMEOUT:?}"),
+            }),
+        }
+    }
+
     fn alloc_req(&mut self) -> ReqId {
         loop {
             let req = self.next_req;
@@ -533,8 +552,7 @@ impl Driver {
             }),
             Some(Command::Close) => {
                 let _ = self
-                    .ws
-                    .send(WsMessage::Close(Some(CloseFrame {
+                    .write(WsMessage::Close(Some(CloseFrame {
                         code: CloseCode::Normal,
                         reason: "bye".into(),
                     })))
@@ -555,15 +573,9 @@ impl Driver {
                 let req = self.alloc_req();
                 let bytes = self.encoder.client(&ClientFrame::Request { req, request });
                 self.pending.insert(req, (reply, permit));
-                match self.ws.send(WsMessage::Binary(bytes.into())).await {
-                    Ok(()) => {
-                        self.last_sent = Instant::now();
-                        Step::Continue
-                    }
-                    Err(e) => Step::End(ClientError::Closed {
-                        code: None,
-                        reason: e.to_string(),
-                    }),
+                match self.write(WsMessage::Binary(bytes.into())).await {
+                    Ok(()) => Step::Continue,
+                    Err(e) => Step::End(e),
                 }
             }
         }
@@ -659,13 +671,9 @@ impl Driver {
         if now.duration_since(self.last_heard) > PING_INTERVAL
             && now.duration_since(self.last_sent) > PING_INTERVAL
         {
-            if let Err(e) = self.ws.send(WsMessage::Ping(Default::default())).await {
-                return Step::End(ClientError::Closed {
-                    code: None,
-                    reason: e.to_string(),
-                });
+            if let Err(e) = self.write(WsMessage::Ping(Default::default())).await {
+                return Step::End(e);
             }
-            self.last_sent = now;
         }
         // Forget requests whose callers timed out, releasing their slots.
         self.pending.retain(|_, (reply, _)| !reply.is_closed());

@@ -29,6 +29,10 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// connection is closed and a [`crate::Session`] reconnects.
 pub const SERVER_SILENCE_MAX: Duration = Duration::from_secs(45);
 
+/// A frame the server does not take within this long (its socket buffer
+/// stays full) ends the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// First reconnect delay; doubles per failed attempt up to
 /// [`BACKOFF_MAX`], with full jitter.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
