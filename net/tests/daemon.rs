@@ -316,10 +316,11 @@ fn sigterm_drains_and_exits_zero() {
 #[test]
 fn a_second_daemon_and_a_different_shard_count_are_refused() {
     let mut server = Server::start(2);
+    let data_dir = server.data_dir();
     let run = |shards: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_courierd"))
             .arg("--data-dir")
-            .arg(server.data_dir())
+            .arg(&data_dir)
             .args(["--listen", "127.0.0.1:0", "--shards", shards])
             .output()
             .unwrap()
