@@ -11,6 +11,7 @@
 use crate::constants::{
     BAD_FRAMES_MAX, HANDSHAKE_TIMEOUT, HTTP_HEAD_BYTES_MAX, PING_INTERVAL, WS_READ_BUFFER_BYTES,
 };
+use crate::http::{self, Route};
 use crate::metrics::M;
 use crate::shard::ShardCtx;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -181,93 +182,33 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
     let head = match with_timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream)).await {
         Some(Ok(head)) => head,
         Some(Err(reason)) => {
-            let _ = respond(&mut stream, 400, "Bad Request", "text/plain", reason).await;
+            let _ = respond(&mut stream, 400, "text/plain", reason).await;
             return;
         }
         None => return, // slowloris: drop silently
     };
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    let consumed = match req.parse(&head) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => {
-            let _ = respond(
-                &mut stream,
-                400,
-                "Bad Request",
-                "text/plain",
-                "malformed request\n",
-            )
-            .await;
-            return;
-        }
-    };
     ctx.count(M::http_requests_total, 1);
-    let path = req.path.unwrap_or("");
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
-    if req.method != Some("GET") {
-        let _ = respond(
-            &mut stream,
-            405,
-            "Method Not Allowed",
-            "text/plain",
-            "only GET\n",
-        )
-        .await;
-        return;
-    }
-    match path {
-        "/healthz" => {
+    match http::route(&head) {
+        Route::Health => {
             let (code, text) = ctx.health();
-            let _ = respond(
-                &mut stream,
-                code,
-                if code == 200 {
-                    "OK"
-                } else {
-                    "Service Unavailable"
-                },
-                "text/plain",
-                &text,
-            )
-            .await;
+            let _ = respond(&mut stream, code, "text/plain", &text).await;
         }
-        "/metrics" => {
+        Route::Metrics => {
             let text = ctx.render_metrics();
-            let _ = respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &text).await;
+            let _ = respond(&mut stream, 200, "text/plain; version=0.0.4", &text).await;
         }
-        "/" | "/ws" => {
-            let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-            let version_ok = header("sec-websocket-version") == Some("13");
-            let Some(key) = header("sec-websocket-key").filter(|_| upgrade && version_ok) else {
-                let _ = respond(
-                    &mut stream,
-                    426,
-                    "Upgrade Required",
-                    "text/plain",
-                    "a WebSocket (version 13) upgrade is required here\n",
-                )
-                .await;
-                return;
-            };
-            let accept =
-                async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        Route::Refuse { code, body } => {
+            let _ = respond(&mut stream, code, "text/plain", body).await;
+        }
+        Route::Upgrade { accept, head_len } => {
             let response = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
             );
             if stream.write_all(response.as_bytes()).await.is_err() {
                 return;
             }
-            let leftover = head[consumed..].to_vec();
+            let leftover = head[head_len..].to_vec();
             websocket(ctx, stream, leftover).await;
-        }
-        _ => {
-            let _ = respond(&mut stream, 404, "Not Found", "text/plain", "not found\n").await;
         }
     }
 }
@@ -282,7 +223,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, &'static str> {
             return Err("connection closed during request\n");
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if http::head_complete(&buf) {
             return Ok(buf);
         }
         if buf.len() > HTTP_HEAD_BYTES_MAX {
@@ -294,10 +235,10 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, &'static str> {
 async fn respond(
     stream: &mut TcpStream,
     code: u16,
-    status: &str,
     content_type: &str,
     body: &str,
 ) -> std::io::Result<()> {
+    let status = http::reason(code);
     let text = format!(
         "HTTP/1.1 {code} {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

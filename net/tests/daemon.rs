@@ -1,6 +1,8 @@
 //! End-to-end tests of `courierd` over real sockets: a real daemon process,
 //! a temp data directory, real WebSocket clients.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

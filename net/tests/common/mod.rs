@@ -300,14 +300,12 @@ impl Client {
         if let Some(e) = self.events.pop_front() {
             return e;
         }
-        loop {
-            match self
-                .read_frame()
-                .expect("closed while waiting for an event")
-            {
-                ServerFrame::Event(e) => return e,
-                ServerFrame::Reply { req, result } => panic!("unexpected reply {req}: {result:?}"),
-            }
+        match self
+            .read_frame()
+            .expect("closed while waiting for an event")
+        {
+            ServerFrame::Event(e) => e,
+            ServerFrame::Reply { req, result } => panic!("unexpected reply {req}: {result:?}"),
         }
     }
 
