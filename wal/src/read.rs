@@ -13,7 +13,7 @@ use glommio::io::ReadResult;
 
 use crate::{
     constants::{BLOCK_BYTES, POINT_READ_BYTES_MAX, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SCAN_CHUNK_BYTES},
-    format::{align_down, align_up, RecordHeader},
+    format::{align_down, align_up, check_record_header, HeaderCheck, RecordHeader},
     scan::{read_record, Chunk, Scanned},
     state::Shared,
     Error, Lsn, Result,
@@ -96,15 +96,31 @@ pub(crate) async fn read_one(shared: &Shared, lsn: u64) -> Result<(u8, Payload)>
     let window = align_up(located.end_offset, BLOCK_BYTES) - align_down(located.start_offset, BLOCK_BYTES);
     let mut chunk = Chunk::new(file, segment.path.clone(), segment.segment_bytes, window.clamp(BLOCK_BYTES, POINT_READ_BYTES_MAX));
     let mut pos = located.start_offset;
-    let mut expected = located.start_lsn;
-    loop {
-        let header = expect_record(shared, &mut chunk, &segment, pos, expected).await?;
-        if expected == lsn {
-            let (buf, at) = chunk.buffer_at(pos + RECORD_HEADER_BYTES);
-            return Ok((header.kind, Payload::new(buf, at, header.len as usize)));
+    for expected in located.start_lsn..lsn {
+        // Records before the wanted one are only stepped over: their headers
+        // must frame correctly; their payloads are not ours to verify.
+        pos += skip_record(shared, &mut chunk, &segment, pos, expected).await?;
+    }
+    let header = expect_record(shared, &mut chunk, &segment, pos, lsn).await?;
+    let (buf, at) = chunk.buffer_at(pos + RECORD_HEADER_BYTES);
+    Ok((header.kind, Payload::new(buf, at, header.len as usize)))
+}
+
+/// Step over the record at `pos`, which must frame as record `expected`:
+/// returns its size. Its checksum is not verified (it is not returned).
+async fn skip_record(shared: &Shared, chunk: &mut Chunk, segment: &SegmentRef, pos: u64, expected: u64) -> Result<u64> {
+    if pos + RECORD_HEADER_BYTES > segment.segment_bytes
+        || !chunk.fill(&shared.storage, pos, RECORD_HEADER_BYTES).await?
+    {
+        return Err(Error::corrupt(&segment.path, pos, format!("record lsn {expected} is missing")));
+    }
+    match check_record_header(chunk.bytes(pos, RECORD_HEADER_BYTES), segment.segment_bytes - pos) {
+        HeaderCheck::Plausible(header) if header.lsn == expected => Ok(header.record_bytes()),
+        HeaderCheck::Plausible(header) => {
+            Err(Error::corrupt(&segment.path, pos, format!("expected lsn {expected}, found {}", header.lsn)))
         }
-        pos += header.record_bytes();
-        expected += 1;
+        HeaderCheck::Zero => Err(Error::corrupt(&segment.path, pos, format!("record lsn {expected} is missing"))),
+        HeaderCheck::Invalid(reason) => Err(Error::corrupt(&segment.path, pos, reason)),
     }
 }
 
@@ -186,8 +202,7 @@ impl Reader {
             let mut pos = located.start_offset;
             let mut expected = located.start_lsn;
             while expected < lsn {
-                let header = expect_record(&self.shared, &mut chunk, &segment, pos, expected).await?;
-                pos += header.record_bytes();
+                pos += skip_record(&self.shared, &mut chunk, &segment, pos, expected).await?;
                 expected += 1;
             }
             self.current = Some((segment, chunk, pos));

@@ -402,6 +402,11 @@ async fn check_sealed(
     Ok(())
 }
 
+enum StopKind {
+    End,
+    Invalid,
+}
+
 /// Decide whether what follows the last valid record of the last segment is a
 /// torn tail (zero it) or corruption (fail). Returns the tail offset.
 async fn repair_tail(
@@ -412,10 +417,10 @@ async fn repair_tail(
     stop: Stop,
 ) -> Result<(u64, Option<TailTruncation>)> {
     let path = &segment.path;
-    let (at, reason) = match stop {
-        Stop::End(pos) => (pos, None),
-        Stop::Eof(pos) => (pos, Some(format!("file ends at {file_len}, inside the record"))),
-        Stop::Invalid(pos, reason) => (pos, Some(reason)),
+    let (at, reason, stop_kind) = match stop {
+        Stop::End(pos) => (pos, None, StopKind::End),
+        Stop::Eof(pos) => (pos, Some(format!("file ends at {file_len}, inside the record")), StopKind::End),
+        Stop::Invalid(pos, reason) => (pos, Some(reason), StopKind::Invalid),
     };
     let after = examine_after_tail(chunk, &shared.storage, at, file_len, segment.segment_bytes, segment.next_lsn).await?;
     if let Some((offset, header)) = after.later_batch {
@@ -431,7 +436,9 @@ async fn repair_tail(
             ),
         ));
     }
-    let torn = reason.is_some() || after.nonzero_end > at;
+    // A file that simply ends (no bytes of a next record) is a clean end; a
+    // partial record or stray bytes after the last valid record are a torn tail.
+    let torn = matches!(stop_kind, StopKind::Invalid) || after.nonzero_end > at;
     let short = file_len < segment.segment_bytes;
     if !torn && !short {
         return Ok((at, None));
