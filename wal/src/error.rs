@@ -160,7 +160,8 @@ impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Error {
         let source: io::Error = source.into();
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) {
+        // glommio wraps OS errors in its own messages, keeping only the kind.
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull {
             Error::NoSpace { op, path }
         } else {
             Error::Io { op, path, source }

@@ -212,6 +212,13 @@ impl FileCache {
         self.active = Some((number, file));
     }
 
+    /// Take every cached handle (for closing the files).
+    pub(crate) fn take_all(&mut self) -> Vec<Rc<DmaFile>> {
+        let mut all: Vec<Rc<DmaFile>> = self.sealed.drain(..).map(|(_, f)| f).collect();
+        all.extend(self.active.take().map(|(_, f)| f));
+        all
+    }
+
     /// Forget a deleted segment.
     pub(crate) fn forget(&mut self, number: u64) {
         self.sealed.retain(|(n, _)| *n != number);

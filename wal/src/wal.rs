@@ -24,7 +24,7 @@ use crate::{
     snapshot,
     state::{FileCache, Shared, State},
     storage::{sync_dir_blocking, Paths, Storage},
-    writer::Writer,
+    writer::{close_file, Writer},
     Error, Lsn, Result,
 };
 
@@ -397,6 +397,12 @@ impl Wal {
             Poll::Pending
         })
         .await?;
+        // Close files explicitly: a dropped glommio file is only closed at the
+        // executor's next I/O cycle, which may never come at shutdown.
+        let files = shared.files.borrow_mut().take_all();
+        for file in files {
+            let _ = close_file(file).await;
+        }
         match self.failure() {
             Some(error) => Err(error),
             None => Ok(()),

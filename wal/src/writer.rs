@@ -105,6 +105,11 @@ pub(crate) async fn install_segment(shared: &Shared, prepared: Prepared, first_l
     })
 }
 
+/// Close a file now if this is its last handle (else it closes with the last one).
+pub(crate) async fn close_file(file: Rc<DmaFile>) -> Result<()> {
+    file.close_rc().await.map(|_| ()).map_err(|e| crate::Error::io("close", PathBuf::new(), e))
+}
+
 /// One batch on its way to disk.
 struct Batch {
     buf: DmaBuffer,
@@ -152,11 +157,14 @@ impl Writer {
         }
         if let Some(task) = self.prepared.take() {
             if let Ok(prepared) = task.await {
-                drop(prepared.file);
+                let _ = close_file(prepared.file).await;
                 let _ = self.shared.storage.remove(&prepared.tmp_path).await;
             }
         }
-        self.shared.writer_exited();
+        // Release the active file before telling `close` we are done.
+        let shared = self.shared.clone();
+        drop(self);
+        shared.writer_exited();
     }
 
     async fn next_step(&self) -> Step {

@@ -14,7 +14,17 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    LocalExecutorBuilder::new(Placement::Unbound).spawn(f).unwrap().join().unwrap()
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let out = f().await;
+            // Let the reactor run one more I/O cycle: files dropped (not closed)
+            // at the end of `f` are closed asynchronously on the next cycle.
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            out
+        })
+        .unwrap()
+        .join()
+        .unwrap()
 }
 
 /// Base directory for test data: `COURIER_WAL_TEST_DIR` or the system temp
