@@ -122,15 +122,24 @@ const _: () = assert!(BLOCK_BYTES.is_power_of_two());
 const _: () = assert!(RECORD_ALIGN_BYTES.is_power_of_two());
 const _: () = assert!(BLOCK_BYTES % RECORD_ALIGN_BYTES == 0);
 const _: () = assert!(RECORD_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
-const _: () = assert!(RECORD_ALIGN_BYTES % 8 == 0, "rkyv needs 8-byte aligned roots");
+const _: () = assert!(
+    RECORD_ALIGN_BYTES % 8 == 0,
+    "rkyv needs 8-byte aligned roots"
+);
 const _: () = assert!(SEGMENT_HEADER_BYTES % BLOCK_BYTES == 0);
 const _: () = assert!(SNAPSHOT_HEADER_BYTES % BLOCK_BYTES == 0);
 const _: () = assert!(RECORD_BYTES_LIMIT % RECORD_ALIGN_BYTES == 0);
 const _: () = assert!(SEGMENT_BYTES_MIN % BLOCK_BYTES == 0);
 const _: () = assert!(SEGMENT_BYTES_MAX % BLOCK_BYTES == 0);
 const _: () = assert!(SEGMENT_BYTES_MIN > SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES);
-const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64, "index offsets are u32");
-const _: () = assert!(SEGMENT_RECORDS_MAX <= u32::MAX as u64, "index LSN deltas are u32");
+const _: () = assert!(
+    SEGMENT_BYTES_MAX <= u32::MAX as u64,
+    "index offsets are u32"
+);
+const _: () = assert!(
+    SEGMENT_RECORDS_MAX <= u32::MAX as u64,
+    "index LSN deltas are u32"
+);
 const _: () = assert!(SEGMENT_BYTES_MAX >= SEGMENT_HEADER_BYTES + RECORD_BYTES_LIMIT);
 const _: () = assert!(BATCH_BYTES_LIMIT >= RECORD_BYTES_LIMIT);
 const _: () = assert!(BATCH_BYTES_LIMIT <= u32::MAX as u64);

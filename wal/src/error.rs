@@ -157,18 +157,32 @@ impl Error {
     }
 
     /// Wrap an I/O error from `op` on `path`, turning `ENOSPC` into [`Error::NoSpace`].
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: impl Into<io::Error>,
+    ) -> Error {
         let source: io::Error = source.into();
         let path = path.into();
         // glommio wraps OS errors in its own messages, keeping only the kind.
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull {
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
+        {
             Error::NoSpace { op, path }
         } else {
             Error::Io { op, path, source }
         }
     }
 
-    pub(crate) fn corrupt(segment: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Error {
-        Error::Corrupt { segment: segment.into(), offset, reason: reason.into() }
+    pub(crate) fn corrupt(
+        segment: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error::Corrupt {
+            segment: segment.into(),
+            offset,
+            reason: reason.into(),
+        }
     }
 }

@@ -113,7 +113,10 @@ impl SegmentHeader {
     /// Parse and fully validate a header block. The error says what is wrong.
     pub fn decode(block: &[u8]) -> Result<SegmentHeader, String> {
         if (block.len() as u64) < BLOCK_BYTES {
-            return Err(format!("header block is {} bytes, expected {BLOCK_BYTES}", block.len()));
+            return Err(format!(
+                "header block is {} bytes, expected {BLOCK_BYTES}",
+                block.len()
+            ));
         }
         let block = &block[..BLOCK_BYTES as usize];
         if block[0..8] != SEGMENT_MAGIC {
@@ -126,7 +129,9 @@ impl SegmentHeader {
         }
         let version = le_u32(block, 8);
         if version != FORMAT_VERSION {
-            return Err(format!("unsupported format version {version} (this build reads {FORMAT_VERSION})"));
+            return Err(format!(
+                "unsupported format version {version} (this build reads {FORMAT_VERSION})"
+            ));
         }
         let header = SegmentHeader {
             shard: le_u16(block, 12),
@@ -234,10 +239,15 @@ pub fn check_record_header(bytes: &[u8], room: u64) -> HeaderCheck {
         return HeaderCheck::Invalid(format!("record length {} exceeds the limit", header.len));
     }
     if size > room {
-        return HeaderCheck::Invalid(format!("record of {size} bytes overruns the segment ({room} bytes left)"));
+        return HeaderCheck::Invalid(format!(
+            "record of {size} bytes overruns the segment ({room} bytes left)"
+        ));
     }
     if header.lsn == 0 || header.batch_lsn == 0 || header.batch_lsn > header.lsn {
-        return HeaderCheck::Invalid(format!("implausible lsn {} / batch lsn {}", header.lsn, header.batch_lsn));
+        return HeaderCheck::Invalid(format!(
+            "implausible lsn {} / batch lsn {}",
+            header.lsn, header.batch_lsn
+        ));
     }
     HeaderCheck::Plausible(header)
 }
@@ -314,7 +324,10 @@ impl SnapshotHeader {
     /// Parse and validate a snapshot header block.
     pub fn decode(block: &[u8]) -> Result<SnapshotHeader, String> {
         if (block.len() as u64) < BLOCK_BYTES {
-            return Err(format!("snapshot header is {} bytes, expected {BLOCK_BYTES}", block.len()));
+            return Err(format!(
+                "snapshot header is {} bytes, expected {BLOCK_BYTES}",
+                block.len()
+            ));
         }
         let block = &block[..BLOCK_BYTES as usize];
         if block[0..8] != SNAPSHOT_MAGIC {
@@ -336,7 +349,10 @@ impl SnapshotHeader {
             body_crc: le_u32(block, 32),
         };
         if header.body_len > SNAPSHOT_BYTES_LIMIT {
-            return Err(format!("snapshot body length {} exceeds the limit", header.body_len));
+            return Err(format!(
+                "snapshot body length {} exceeds the limit",
+                header.body_len
+            ));
         }
         Ok(header)
     }
@@ -380,14 +396,22 @@ mod tests {
 
     #[test]
     fn segment_header_round_trips_and_detects_every_bit_flip_in_its_block() {
-        let header = SegmentHeader { shard: 7, number: 3, first_lsn: 1234, segment_bytes: 1 << 20 };
+        let header = SegmentHeader {
+            shard: 7,
+            number: 3,
+            first_lsn: 1234,
+            segment_bytes: 1 << 20,
+        };
         let mut block = vec![0u8; BLOCK_BYTES as usize];
         header.encode(&mut block);
         assert_eq!(SegmentHeader::decode(&block), Ok(header));
         for bit in 0..BLOCK_BYTES as usize * 8 {
             let mut damaged = block.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(SegmentHeader::decode(&damaged).is_err(), "bit {bit} flip not detected");
+            assert!(
+                SegmentHeader::decode(&damaged).is_err(),
+                "bit {bit} flip not detected"
+            );
         }
     }
 
@@ -405,7 +429,10 @@ mod tests {
             HeaderCheck::Plausible(h) => h,
             other => panic!("unexpected {other:?}"),
         };
-        assert_eq!((header.lsn, header.batch_lsn, header.kind, header.len), (9, 8, 3, 45));
+        assert_eq!(
+            (header.lsn, header.batch_lsn, header.kind, header.len),
+            (9, 8, 3, 45)
+        );
         assert_eq!(verify_record(&rec, &header), Ok(()));
         assert_eq!(record_payload(&rec, &header), &payload[..]);
         for bit in 0..size * 8 {
@@ -427,21 +454,38 @@ mod tests {
         let mut rec = vec![0u8; 48];
         encode_record_header(&mut rec, 16, 1, 1, 0);
         seal_record(&mut rec);
-        assert!(matches!(check_record_header(&rec, 32), HeaderCheck::Invalid(_)));
+        assert!(matches!(
+            check_record_header(&rec, 32),
+            HeaderCheck::Invalid(_)
+        ));
     }
 
     #[test]
     fn file_names_parse_back_and_reject_lookalikes() {
         assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
-        assert_eq!(parse_snapshot_file_name(&snapshot_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_snapshot_file_name(&snapshot_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert_eq!(parse_segment_file_name("wal-42.seg"), None);
-        assert_eq!(parse_segment_file_name("wal-00000000000000000042.seg.tmp"), None);
-        assert_eq!(parse_snapshot_file_name("snap-0000000000000000004x.snap"), None);
+        assert_eq!(
+            parse_segment_file_name("wal-00000000000000000042.seg.tmp"),
+            None
+        );
+        assert_eq!(
+            parse_snapshot_file_name("snap-0000000000000000004x.snap"),
+            None
+        );
     }
 
     #[test]
     fn snapshot_header_round_trips() {
-        let header = SnapshotHeader { shard: 1, lsn: 77, body_len: 5, body_crc: 0xdead_beef };
+        let header = SnapshotHeader {
+            shard: 1,
+            lsn: 77,
+            body_len: 5,
+            body_crc: 0xdead_beef,
+        };
         let mut block = vec![0u8; BLOCK_BYTES as usize];
         header.encode(&mut block);
         assert_eq!(SnapshotHeader::decode(&block), Ok(header));

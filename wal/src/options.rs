@@ -103,28 +103,76 @@ impl WalOptions {
         if !(2 * RECORD_HEADER_BYTES..=RECORD_BYTES_LIMIT).contains(&self.record_bytes_max)
             || self.record_bytes_max % 16 != 0
         {
-            return bad("record_bytes_max", format!("{} is not a multiple of 16 in 64..={RECORD_BYTES_LIMIT}", self.record_bytes_max));
+            return bad(
+                "record_bytes_max",
+                format!(
+                    "{} is not a multiple of 16 in 64..={RECORD_BYTES_LIMIT}",
+                    self.record_bytes_max
+                ),
+            );
         }
         if self.record_bytes_max > self.segment_bytes - SEGMENT_HEADER_BYTES {
-            return bad("record_bytes_max", format!("{} does not fit in a segment of {} bytes", self.record_bytes_max, self.segment_bytes));
+            return bad(
+                "record_bytes_max",
+                format!(
+                    "{} does not fit in a segment of {} bytes",
+                    self.record_bytes_max, self.segment_bytes
+                ),
+            );
         }
         if !(self.record_bytes_max..=BATCH_BYTES_LIMIT).contains(&self.batch_bytes_max) {
-            return bad("batch_bytes_max", format!("{} is outside record_bytes_max..={BATCH_BYTES_LIMIT}", self.batch_bytes_max));
+            return bad(
+                "batch_bytes_max",
+                format!(
+                    "{} is outside record_bytes_max..={BATCH_BYTES_LIMIT}",
+                    self.batch_bytes_max
+                ),
+            );
         }
         if !(1..=BATCH_RECORDS_LIMIT).contains(&self.batch_records_max) {
-            return bad("batch_records_max", format!("{} is outside 1..={BATCH_RECORDS_LIMIT}", self.batch_records_max));
+            return bad(
+                "batch_records_max",
+                format!(
+                    "{} is outside 1..={BATCH_RECORDS_LIMIT}",
+                    self.batch_records_max
+                ),
+            );
         }
         if !(2 * self.batch_bytes_max..=QUEUE_BYTES_LIMIT).contains(&self.queue_bytes_max) {
-            return bad("queue_bytes_max", format!("{} is outside 2 * batch_bytes_max..={QUEUE_BYTES_LIMIT}", self.queue_bytes_max));
+            return bad(
+                "queue_bytes_max",
+                format!(
+                    "{} is outside 2 * batch_bytes_max..={QUEUE_BYTES_LIMIT}",
+                    self.queue_bytes_max
+                ),
+            );
         }
         if !(self.batch_records_max..=QUEUE_RECORDS_LIMIT).contains(&self.queue_records_max) {
-            return bad("queue_records_max", format!("{} is outside batch_records_max..={QUEUE_RECORDS_LIMIT}", self.queue_records_max));
+            return bad(
+                "queue_records_max",
+                format!(
+                    "{} is outside batch_records_max..={QUEUE_RECORDS_LIMIT}",
+                    self.queue_records_max
+                ),
+            );
         }
         if !(self.queue_records_max..=WAITERS_LIMIT).contains(&self.waiters_max) {
-            return bad("waiters_max", format!("{} is outside queue_records_max..={WAITERS_LIMIT}", self.waiters_max));
+            return bad(
+                "waiters_max",
+                format!(
+                    "{} is outside queue_records_max..={WAITERS_LIMIT}",
+                    self.waiters_max
+                ),
+            );
         }
         if !(1..=SNAPSHOTS_KEPT_LIMIT).contains(&self.snapshots_kept) {
-            return bad("snapshots_kept", format!("{} is outside 1..={SNAPSHOTS_KEPT_LIMIT}", self.snapshots_kept));
+            return bad(
+                "snapshots_kept",
+                format!(
+                    "{} is outside 1..={SNAPSHOTS_KEPT_LIMIT}",
+                    self.snapshots_kept
+                ),
+            );
         }
         Ok(())
     }
@@ -172,12 +220,18 @@ impl Faults {
     /// Make the operation at `point` fail once with `errno`, after `skip`
     /// more successful operations at that point.
     pub fn fail_once(&self, point: FaultPoint, skip: u64, errno: i32) {
-        self.plan.lock().unwrap_or_else(PoisonError::into_inner).push(Fault { point, skip, errno });
+        self.plan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Fault { point, skip, errno });
     }
 
     /// Remove every armed fault.
     pub fn clear(&self) {
-        self.plan.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.plan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Called by the storage layer before each operation at `point`.
@@ -202,7 +256,9 @@ mod tests {
     #[test]
     fn recommended_and_test_options_are_valid() {
         WalOptions::recommended().validate().unwrap();
-        WalOptions::small_for_tests(SEGMENT_BYTES_MIN).validate().unwrap();
+        WalOptions::small_for_tests(SEGMENT_BYTES_MIN)
+            .validate()
+            .unwrap();
         WalOptions::small_for_tests(1 << 20).validate().unwrap();
     }
 
@@ -217,11 +273,17 @@ mod tests {
             }
         };
         check(&|o| o.segment_bytes = 1000, "segment_bytes");
-        check(&|o| o.segment_bytes = SEGMENT_BYTES_MAX + BLOCK_BYTES, "segment_bytes");
+        check(
+            &|o| o.segment_bytes = SEGMENT_BYTES_MAX + BLOCK_BYTES,
+            "segment_bytes",
+        );
         check(&|o| o.record_bytes_max = 8, "record_bytes_max");
         check(&|o| o.batch_bytes_max = 1024, "batch_bytes_max");
         check(&|o| o.batch_records_max = 0, "batch_records_max");
-        check(&|o| o.queue_bytes_max = o.batch_bytes_max, "queue_bytes_max");
+        check(
+            &|o| o.queue_bytes_max = o.batch_bytes_max,
+            "queue_bytes_max",
+        );
         check(&|o| o.queue_records_max = 1, "queue_records_max");
         check(&|o| o.waiters_max = 1, "waiters_max");
         check(&|o| o.snapshots_kept = 0, "snapshots_kept");

@@ -12,7 +12,10 @@ use std::{fmt, ops::Deref, path::PathBuf, rc::Rc};
 use glommio::io::ReadResult;
 
 use crate::{
-    constants::{BLOCK_BYTES, POINT_READ_BYTES_MAX, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SCAN_CHUNK_BYTES},
+    constants::{
+        BLOCK_BYTES, POINT_READ_BYTES_MAX, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES,
+        SCAN_CHUNK_BYTES,
+    },
     format::{align_down, align_up, check_record_header, HeaderCheck, RecordHeader},
     scan::{read_record, Chunk, Scanned},
     state::Shared,
@@ -31,7 +34,11 @@ pub struct Payload {
 impl Payload {
     fn new(buf: ReadResult, start: usize, len: usize) -> Payload {
         let payload = Payload { buf, start, len };
-        assert_eq!(payload.as_ptr() as usize % RECORD_ALIGN_BYTES as usize, 0, "payloads are 16-byte aligned");
+        assert_eq!(
+            payload.as_ptr() as usize % RECORD_ALIGN_BYTES as usize,
+            0,
+            "payloads are 16-byte aligned"
+        );
         payload
     }
 }
@@ -81,7 +88,9 @@ pub(crate) async fn read_one(shared: &Shared, lsn: u64) -> Result<(u8, Payload)>
         if lsn == 0 || lsn > st.durable_lsn || lsn < st.first_lsn() {
             return Err(st.out_of_range(lsn, st.durable_lsn));
         }
-        let segment = st.segment_of(lsn).ok_or_else(|| st.out_of_range(lsn, st.durable_lsn))?;
+        let segment = st
+            .segment_of(lsn)
+            .ok_or_else(|| st.out_of_range(lsn, st.durable_lsn))?;
         (
             SegmentRef {
                 number: segment.number,
@@ -93,8 +102,14 @@ pub(crate) async fn read_one(shared: &Shared, lsn: u64) -> Result<(u8, Payload)>
         )
     };
     let file = shared.segment_file(segment.number, &segment.path).await?;
-    let window = align_up(located.end_offset, BLOCK_BYTES) - align_down(located.start_offset, BLOCK_BYTES);
-    let mut chunk = Chunk::new(file, segment.path.clone(), segment.segment_bytes, window.clamp(BLOCK_BYTES, POINT_READ_BYTES_MAX));
+    let window =
+        align_up(located.end_offset, BLOCK_BYTES) - align_down(located.start_offset, BLOCK_BYTES);
+    let mut chunk = Chunk::new(
+        file,
+        segment.path.clone(),
+        segment.segment_bytes,
+        window.clamp(BLOCK_BYTES, POINT_READ_BYTES_MAX),
+    );
     let mut pos = located.start_offset;
     for expected in located.start_lsn..lsn {
         // Records before the wanted one are only stepped over: their headers
@@ -108,18 +123,39 @@ pub(crate) async fn read_one(shared: &Shared, lsn: u64) -> Result<(u8, Payload)>
 
 /// Step over the record at `pos`, which must frame as record `expected`:
 /// returns its size. Its checksum is not verified (it is not returned).
-async fn skip_record(shared: &Shared, chunk: &mut Chunk, segment: &SegmentRef, pos: u64, expected: u64) -> Result<u64> {
+async fn skip_record(
+    shared: &Shared,
+    chunk: &mut Chunk,
+    segment: &SegmentRef,
+    pos: u64,
+    expected: u64,
+) -> Result<u64> {
     if pos + RECORD_HEADER_BYTES > segment.segment_bytes
-        || !chunk.fill(&shared.storage, pos, RECORD_HEADER_BYTES).await?
+        || !chunk
+            .fill(&shared.storage, pos, RECORD_HEADER_BYTES)
+            .await?
     {
-        return Err(Error::corrupt(&segment.path, pos, format!("record lsn {expected} is missing")));
+        return Err(Error::corrupt(
+            &segment.path,
+            pos,
+            format!("record lsn {expected} is missing"),
+        ));
     }
-    match check_record_header(chunk.bytes(pos, RECORD_HEADER_BYTES), segment.segment_bytes - pos) {
+    match check_record_header(
+        chunk.bytes(pos, RECORD_HEADER_BYTES),
+        segment.segment_bytes - pos,
+    ) {
         HeaderCheck::Plausible(header) if header.lsn == expected => Ok(header.record_bytes()),
-        HeaderCheck::Plausible(header) => {
-            Err(Error::corrupt(&segment.path, pos, format!("expected lsn {expected}, found {}", header.lsn)))
-        }
-        HeaderCheck::Zero => Err(Error::corrupt(&segment.path, pos, format!("record lsn {expected} is missing"))),
+        HeaderCheck::Plausible(header) => Err(Error::corrupt(
+            &segment.path,
+            pos,
+            format!("expected lsn {expected}, found {}", header.lsn),
+        )),
+        HeaderCheck::Zero => Err(Error::corrupt(
+            &segment.path,
+            pos,
+            format!("record lsn {expected} is missing"),
+        )),
         HeaderCheck::Invalid(reason) => Err(Error::corrupt(&segment.path, pos, reason)),
     }
 }
@@ -132,15 +168,22 @@ async fn expect_record(
     pos: u64,
     expected: u64,
 ) -> Result<RecordHeader> {
-    assert!(expected < segment.next_lsn, "reads stay within written records");
+    assert!(
+        expected < segment.next_lsn,
+        "reads stay within written records"
+    );
     match read_record(chunk, &shared.storage, pos, segment.segment_bytes).await? {
         Scanned::Record(header) if header.lsn == expected => Ok(header),
-        Scanned::Record(header) => {
-            Err(Error::corrupt(&segment.path, pos, format!("expected lsn {expected}, found {}", header.lsn)))
-        }
-        Scanned::End | Scanned::Eof => {
-            Err(Error::corrupt(&segment.path, pos, format!("record lsn {expected} is missing")))
-        }
+        Scanned::Record(header) => Err(Error::corrupt(
+            &segment.path,
+            pos,
+            format!("expected lsn {expected}, found {}", header.lsn),
+        )),
+        Scanned::End | Scanned::Eof => Err(Error::corrupt(
+            &segment.path,
+            pos,
+            format!("record lsn {expected} is missing"),
+        )),
         Scanned::Invalid(reason) => Err(Error::corrupt(&segment.path, pos, reason)),
     }
 }
@@ -166,7 +209,12 @@ impl Reader {
             }
             st.durable_lsn
         };
-        Ok(Reader { shared, next_lsn: from.0, end_lsn, current: None })
+        Ok(Reader {
+            shared,
+            next_lsn: from.0,
+            end_lsn,
+            current: None,
+        })
     }
 
     /// The last LSN this reader will return.
@@ -185,7 +233,9 @@ impl Reader {
             self.current = None;
             let (segment, located) = {
                 let st = self.shared.state.borrow();
-                let segment = st.segment_of(lsn).ok_or_else(|| st.out_of_range(lsn, self.end_lsn))?;
+                let segment = st
+                    .segment_of(lsn)
+                    .ok_or_else(|| st.out_of_range(lsn, self.end_lsn))?;
                 (
                     SegmentRef {
                         number: segment.number,
@@ -196,8 +246,16 @@ impl Reader {
                     segment.locate(lsn),
                 )
             };
-            let file = self.shared.segment_file(segment.number, &segment.path).await?;
-            let mut chunk = Chunk::new(file, segment.path.clone(), segment.segment_bytes, SCAN_CHUNK_BYTES);
+            let file = self
+                .shared
+                .segment_file(segment.number, &segment.path)
+                .await?;
+            let mut chunk = Chunk::new(
+                file,
+                segment.path.clone(),
+                segment.segment_bytes,
+                SCAN_CHUNK_BYTES,
+            );
             // Skip from the indexed record to the one asked for.
             let mut pos = located.start_offset;
             let mut expected = located.start_lsn;
@@ -214,6 +272,10 @@ impl Reader {
         self.next_lsn += 1;
         let payload = chunk.bytes(record_pos + RECORD_HEADER_BYTES, u64::from(header.len));
         debug_assert_eq!(payload.as_ptr() as usize % RECORD_ALIGN_BYTES as usize, 0);
-        Ok(Some(Record { lsn: Lsn(lsn), kind: header.kind, payload }))
+        Ok(Some(Record {
+            lsn: Lsn(lsn),
+            kind: header.kind,
+            payload,
+        }))
     }
 }

@@ -27,9 +27,12 @@ use std::{
 use glommio::io::DmaFile;
 
 use crate::{
-    constants::{BLOCK_BYTES, PROBE_FILE_NAME, SCAN_CHUNK_BYTES, SEGMENT_HEADER_BYTES, ZERO_FILL_CHUNK_BYTES},
+    constants::{
+        BLOCK_BYTES, PROBE_FILE_NAME, SCAN_CHUNK_BYTES, SEGMENT_HEADER_BYTES, ZERO_FILL_CHUNK_BYTES,
+    },
     format::{
-        align_down, align_up, parse_segment_file_name, parse_snapshot_file_name, SegmentHeader, TEMP_SUFFIX,
+        align_down, align_up, parse_segment_file_name, parse_snapshot_file_name, SegmentHeader,
+        TEMP_SUFFIX,
     },
     options::FaultPoint,
     scan::{examine_after_tail, read_record, Chunk, Scanned},
@@ -123,7 +126,11 @@ async fn list(dir: &Path) -> Result<Listing> {
         })
         .await
         .map_err(|e| Error::io("read directory", dir, e))?;
-    let mut listing = Listing { segments: Vec::new(), snapshots: Vec::new(), temporaries: Vec::new() };
+    let mut listing = Listing {
+        segments: Vec::new(),
+        snapshots: Vec::new(),
+        temporaries: Vec::new(),
+    };
     for name in names {
         if name.ends_with(TEMP_SUFFIX) {
             listing.temporaries.push(dir.join(&name));
@@ -158,7 +165,10 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
     while let Some(&lsn) = kept.last() {
         match snapshot::load(shared, lsn).await? {
             Loaded::Valid(bytes) => {
-                snapshot = Some(Snapshot { lsn: Lsn(lsn), bytes });
+                snapshot = Some(Snapshot {
+                    lsn: Lsn(lsn),
+                    bytes,
+                });
                 break;
             }
             Loaded::Invalid(reason) => {
@@ -175,7 +185,10 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
 
     if listing.segments.is_empty() {
         if !kept.is_empty() || !invalid_snapshots.is_empty() {
-            return Err(Error::Inconsistent { dir, reason: "snapshots exist but no segment does".to_string() });
+            return Err(Error::Inconsistent {
+                dir,
+                reason: "snapshots exist but no segment does".to_string(),
+            });
         }
         let prepared = prepare_segment(shared.clone(), 1, shared.options.segment_bytes).await?;
         let active = install_segment(shared, prepared, 1).await?;
@@ -198,7 +211,12 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
         if pair[1] != pair[0] + 1 {
             return Err(Error::Inconsistent {
                 dir,
-                reason: format!("segment {} is missing (found {} and {})", pair[0] + 1, pair[0], pair[1]),
+                reason: format!(
+                    "segment {} is missing (found {} and {})",
+                    pair[0] + 1,
+                    pair[0],
+                    pair[1]
+                ),
             });
         }
     }
@@ -213,19 +231,36 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
         } else {
             shared.storage.open_read(&path).await?
         };
-        let file_len = file.file_size().await.map_err(|e| Error::io("stat", &path, e))?;
+        let file_len = file
+            .file_size()
+            .await
+            .map_err(|e| Error::io("stat", &path, e))?;
         if file_len < BLOCK_BYTES {
-            return Err(Error::corrupt(&path, 0, format!("file of {file_len} bytes has no complete header")));
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("file of {file_len} bytes has no complete header"),
+            ));
         }
         let block = shared.storage.read(&file, &path, 0, BLOCK_BYTES).await?;
-        let header = SegmentHeader::decode(&block).map_err(|reason| Error::corrupt(&path, 0, reason))?;
+        let header =
+            SegmentHeader::decode(&block).map_err(|reason| Error::corrupt(&path, 0, reason))?;
         if header.number != number {
-            return Err(Error::corrupt(&path, 0, format!("header says segment {}", header.number)));
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("header says segment {}", header.number),
+            ));
         }
         if header.shard != shared.shard {
             return Err(Error::Inconsistent {
                 dir,
-                reason: format!("{} belongs to shard {}, not {}", path.display(), header.shard, shared.shard),
+                reason: format!(
+                    "{} belongs to shard {}, not {}",
+                    path.display(),
+                    header.shard,
+                    shared.shard
+                ),
             });
         }
         if let Some((previous, _, _)) = opened.last() {
@@ -233,21 +268,34 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
                 return Err(Error::corrupt(
                     &path,
                     0,
-                    format!("first lsn {} does not follow the previous segment's {}", header.first_lsn, previous.first_lsn),
+                    format!(
+                        "first lsn {} does not follow the previous segment's {}",
+                        header.first_lsn, previous.first_lsn
+                    ),
                 ));
             }
         }
-        opened.push((Segment::new(number, header.first_lsn, path, header.segment_bytes), file, file_len));
+        opened.push((
+            Segment::new(number, header.first_lsn, path, header.segment_bytes),
+            file,
+            file_len,
+        ));
     }
 
     // Pass 2: records.
     let mut segments = VecDeque::with_capacity(opened.len());
     let mut active = None;
     let mut truncated_tail = None;
-    let next_first: Vec<Option<u64>> =
-        (0..opened.len()).map(|i| opened.get(i + 1).map(|(s, _, _)| s.first_lsn)).collect();
+    let next_first: Vec<Option<u64>> = (0..opened.len())
+        .map(|i| opened.get(i + 1).map(|(s, _, _)| s.first_lsn))
+        .collect();
     for (i, (mut segment, file, file_len)) in opened.into_iter().enumerate() {
-        let mut chunk = Chunk::new(file.clone(), segment.path.clone(), segment.segment_bytes, SCAN_CHUNK_BYTES);
+        let mut chunk = Chunk::new(
+            file.clone(),
+            segment.path.clone(),
+            segment.segment_bytes,
+            SCAN_CHUNK_BYTES,
+        );
         let stop = scan_records(shared, &mut chunk, &mut segment).await?;
         match next_first[i] {
             Some(next_first_lsn) => {
@@ -255,15 +303,23 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
                 segments.push_back(segment);
             }
             None => {
-                let (tail, truncation) = repair_tail(shared, &mut chunk, &segment, file_len, stop).await?;
+                let (tail, truncation) =
+                    repair_tail(shared, &mut chunk, &segment, file_len, stop).await?;
                 assert_eq!(tail, segment.end_offset);
                 truncated_tail = truncation;
                 let mut tail_block = vec![0u8; BLOCK_BYTES as usize];
                 let block_start = align_down(tail, BLOCK_BYTES);
                 if tail > block_start {
                     let prefix = (tail - block_start) as usize;
-                    if !chunk.fill(&shared.storage, block_start, prefix as u64).await? {
-                        return Err(Error::corrupt(&segment.path, block_start, "tail block vanished while recovering"));
+                    if !chunk
+                        .fill(&shared.storage, block_start, prefix as u64)
+                        .await?
+                    {
+                        return Err(Error::corrupt(
+                            &segment.path,
+                            block_start,
+                            "tail block vanished while recovering",
+                        ));
                     }
                     tail_block[..prefix].copy_from_slice(chunk.bytes(block_start, prefix as u64));
                 }
@@ -343,7 +399,10 @@ async fn scan_records(shared: &Shared, chunk: &mut Chunk, segment: &mut Segment)
             Scanned::Invalid(reason) => return Ok(Stop::Invalid(pos, reason)),
             Scanned::Record(header) => {
                 if header.lsn != segment.next_lsn {
-                    return Ok(Stop::Invalid(pos, format!("expected lsn {}, found {}", segment.next_lsn, header.lsn)));
+                    return Ok(Stop::Invalid(
+                        pos,
+                        format!("expected lsn {}, found {}", segment.next_lsn, header.lsn),
+                    ));
                 }
                 let size = header.record_bytes();
                 segment.note_record(header.lsn, pos, size);
@@ -366,7 +425,11 @@ async fn check_sealed(
     let end = match stop {
         Stop::End(pos) => pos,
         Stop::Eof(pos) => {
-            return Err(Error::corrupt(path, pos, format!("sealed segment file ends at {file_len}, inside a record")))
+            return Err(Error::corrupt(
+                path,
+                pos,
+                format!("sealed segment file ends at {file_len}, inside a record"),
+            ))
         }
         Stop::Invalid(pos, reason) => return Err(Error::corrupt(path, pos, reason)),
     };
@@ -384,7 +447,10 @@ async fn check_sealed(
         return Err(Error::corrupt(
             path,
             file_len.min(segment.segment_bytes),
-            format!("sealed segment file is {file_len} bytes, its header says {}", segment.segment_bytes),
+            format!(
+                "sealed segment file is {file_len} bytes, its header says {}",
+                segment.segment_bytes
+            ),
         ));
     }
     // Everything after the last record was zero-filled; damage there is damage too.
@@ -392,10 +458,18 @@ async fn check_sealed(
     while pos < segment.segment_bytes {
         let len = (segment.segment_bytes - pos).min(SCAN_CHUNK_BYTES - BLOCK_BYTES);
         if !chunk.fill(&shared.storage, pos, len).await? {
-            return Err(Error::corrupt(path, pos, "sealed segment is shorter than its size"));
+            return Err(Error::corrupt(
+                path,
+                pos,
+                "sealed segment is shorter than its size",
+            ));
         }
         if let Some(at) = chunk.bytes(pos, len).iter().position(|&b| b != 0) {
-            return Err(Error::corrupt(path, pos + at as u64, "non-zero bytes after the last record of a sealed segment"));
+            return Err(Error::corrupt(
+                path,
+                pos + at as u64,
+                "non-zero bytes after the last record of a sealed segment",
+            ));
         }
         pos += len;
     }
@@ -419,10 +493,22 @@ async fn repair_tail(
     let path = &segment.path;
     let (at, reason, stop_kind) = match stop {
         Stop::End(pos) => (pos, None, StopKind::End),
-        Stop::Eof(pos) => (pos, Some(format!("file ends at {file_len}, inside the record")), StopKind::End),
+        Stop::Eof(pos) => (
+            pos,
+            Some(format!("file ends at {file_len}, inside the record")),
+            StopKind::End,
+        ),
         Stop::Invalid(pos, reason) => (pos, Some(reason), StopKind::Invalid),
     };
-    let after = examine_after_tail(chunk, &shared.storage, at, file_len, segment.segment_bytes, segment.next_lsn).await?;
+    let after = examine_after_tail(
+        chunk,
+        &shared.storage,
+        at,
+        file_len,
+        segment.segment_bytes,
+        segment.next_lsn,
+    )
+    .await?;
     if let Some((offset, header)) = after.later_batch {
         return Err(Error::corrupt(
             path,
@@ -457,16 +543,33 @@ async fn repair_tail(
     }
     if short {
         // Restore the preallocated, zero-filled length so later writes stay overwrites.
-        shared.storage.preallocate(FaultPoint::SegmentPrepare, &chunk.file, path, segment.segment_bytes).await?;
+        shared
+            .storage
+            .preallocate(
+                FaultPoint::SegmentPrepare,
+                &chunk.file,
+                path,
+                segment.segment_bytes,
+            )
+            .await?;
         let from = align_up(file_len, BLOCK_BYTES).max(align_up(at, BLOCK_BYTES));
         zero_blocks(shared, &chunk.file, path, from, segment.segment_bytes).await?;
     }
-    shared.storage.sync(FaultPoint::SegmentSync, &chunk.file, path).await?;
+    shared
+        .storage
+        .sync(FaultPoint::SegmentSync, &chunk.file, path)
+        .await?;
     Ok((at, truncation))
 }
 
 /// Overwrite `[from, to)` with zeros, keeping the bytes before `from` in its block.
-async fn zero_range(shared: &Shared, chunk: &mut Chunk, segment: &Segment, from: u64, to: u64) -> Result<()> {
+async fn zero_range(
+    shared: &Shared,
+    chunk: &mut Chunk,
+    segment: &Segment,
+    from: u64,
+    to: u64,
+) -> Result<()> {
     let path = &segment.path;
     let block_start = align_down(from, BLOCK_BYTES);
     let mut first = chunk.file.alloc_dma_buffer(BLOCK_BYTES as usize);
@@ -474,17 +577,30 @@ async fn zero_range(shared: &Shared, chunk: &mut Chunk, segment: &Segment, from:
     let prefix = from - block_start;
     if prefix > 0 {
         if !chunk.fill(&shared.storage, block_start, prefix).await? {
-            return Err(Error::corrupt(path, block_start, "tail block vanished while recovering"));
+            return Err(Error::corrupt(
+                path,
+                block_start,
+                "tail block vanished while recovering",
+            ));
         }
         first.as_bytes_mut()[..prefix as usize].copy_from_slice(chunk.bytes(block_start, prefix));
     }
-    shared.storage.write_all(None, &chunk.file, path, first, block_start).await?;
+    shared
+        .storage
+        .write_all(None, &chunk.file, path, first, block_start)
+        .await?;
     let end = align_up(to, BLOCK_BYTES).min(segment.segment_bytes);
     zero_blocks(shared, &chunk.file, path, block_start + BLOCK_BYTES, end).await
 }
 
 /// Write zero blocks over `[from, to)` (both block-aligned).
-async fn zero_blocks(shared: &Shared, file: &DmaFile, path: &Path, from: u64, to: u64) -> Result<()> {
+async fn zero_blocks(
+    shared: &Shared,
+    file: &DmaFile,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> Result<()> {
     let mut pos = from;
     while pos < to {
         let len = (to - pos).min(ZERO_FILL_CHUNK_BYTES);

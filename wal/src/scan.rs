@@ -29,7 +29,14 @@ pub(crate) struct Chunk {
 impl Chunk {
     pub(crate) fn new(file: Rc<DmaFile>, path: PathBuf, limit: u64, chunk_bytes: u64) -> Chunk {
         assert_eq!(chunk_bytes % BLOCK_BYTES, 0);
-        Chunk { file, path, limit, chunk_bytes, base: 0, data: None }
+        Chunk {
+            file,
+            path,
+            limit,
+            chunk_bytes,
+            base: 0,
+            data: None,
+        }
     }
 
     fn loaded_end(&self) -> u64 {
@@ -48,9 +55,13 @@ impl Chunk {
         }
         assert!(pos + len <= self.limit, "read past the segment end");
         let base = align_down(pos, BLOCK_BYTES);
-        let end = (base + self.chunk_bytes).max(align_up(pos + len, BLOCK_BYTES)).min(align_up(self.limit, BLOCK_BYTES));
+        let end = (base + self.chunk_bytes)
+            .max(align_up(pos + len, BLOCK_BYTES))
+            .min(align_up(self.limit, BLOCK_BYTES));
         self.data = None;
-        let data = storage.read(&self.file, &self.path, base, end - base).await?;
+        let data = storage
+            .read(&self.file, &self.path, base, end - base)
+            .await?;
         self.base = base;
         self.data = Some(data);
         Ok(self.covers(pos, len))
@@ -87,18 +98,24 @@ pub(crate) enum Scanned {
 }
 
 /// Read and verify the record at `pos` (not its LSN: the caller knows what it expects).
-pub(crate) async fn read_record(chunk: &mut Chunk, storage: &Storage, pos: u64, segment_bytes: u64) -> Result<Scanned> {
+pub(crate) async fn read_record(
+    chunk: &mut Chunk,
+    storage: &Storage,
+    pos: u64,
+    segment_bytes: u64,
+) -> Result<Scanned> {
     if pos + RECORD_HEADER_BYTES > segment_bytes {
         return Ok(Scanned::End);
     }
     if !chunk.fill(storage, pos, RECORD_HEADER_BYTES).await? {
         return Ok(Scanned::Eof);
     }
-    let header = match check_record_header(chunk.bytes(pos, RECORD_HEADER_BYTES), segment_bytes - pos) {
-        HeaderCheck::Zero => return Ok(Scanned::End),
-        HeaderCheck::Invalid(reason) => return Ok(Scanned::Invalid(reason)),
-        HeaderCheck::Plausible(header) => header,
-    };
+    let header =
+        match check_record_header(chunk.bytes(pos, RECORD_HEADER_BYTES), segment_bytes - pos) {
+            HeaderCheck::Zero => return Ok(Scanned::End),
+            HeaderCheck::Invalid(reason) => return Ok(Scanned::Invalid(reason)),
+            HeaderCheck::Plausible(header) => header,
+        };
     let size = header.record_bytes();
     if !chunk.fill(storage, pos, size).await? {
         return Ok(Scanned::Eof);
@@ -135,10 +152,17 @@ pub(crate) async fn examine_after_tail(
     missing: u64,
 ) -> Result<AfterTail> {
     let end = file_end.min(segment_bytes);
-    let mut out = AfterTail { nonzero_end: from, later_batch: None, same_batch_records: 0 };
+    let mut out = AfterTail {
+        nonzero_end: from,
+        later_batch: None,
+        same_batch_records: 0,
+    };
     let mut pos = from;
     while pos < end {
-        if !chunk.fill(storage, pos, (end - pos).min(RECORD_HEADER_BYTES)).await? {
+        if !chunk
+            .fill(storage, pos, (end - pos).min(RECORD_HEADER_BYTES))
+            .await?
+        {
             break;
         }
         // Fast path over the loaded bytes: note non-zero bytes and stop at the

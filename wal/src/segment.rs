@@ -50,7 +50,10 @@ impl Segment {
     pub(crate) fn note_record(&mut self, lsn: u64, offset: u64, size: u64) {
         assert_eq!(lsn, self.next_lsn, "records are noted in LSN order");
         assert_eq!(offset, self.end_offset, "records are contiguous");
-        assert!(offset + size <= self.segment_bytes, "record overruns its segment");
+        assert!(
+            offset + size <= self.segment_bytes,
+            "record overruns its segment"
+        );
         self.index.note(self.first_lsn, lsn, offset);
         self.next_lsn = lsn + 1;
         self.end_offset = offset + size;
@@ -59,7 +62,10 @@ impl Segment {
     /// Where to start scanning for `lsn` (which must be in this segment), and
     /// where the scan can stop at the latest.
     pub(crate) fn locate(&self, lsn: u64) -> Located {
-        assert!(lsn >= self.first_lsn && lsn < self.next_lsn, "lsn {lsn} not in segment");
+        assert!(
+            lsn >= self.first_lsn && lsn < self.next_lsn,
+            "lsn {lsn} not in segment"
+        );
         let delta = lsn - self.first_lsn;
         let entries = &self.index.entries;
         // Entries are sorted by LSN delta; find the last one at or before `delta`.

@@ -5,16 +5,9 @@
 //! Everything is single-threaded (`Rc` + `RefCell`); a `RefCell` borrow is never
 //! held across an `.await` (each access is a short synchronous section).
 
-use std::{
-    cell::RefCell,
-    collections::VecDeque,
-    path::Path,
-    rc::Rc,
-    sync::Arc,
-    task::Waker,
-};
+use std::{cell::RefCell, collections::VecDeque, path::Path, rc::Rc, sync::Arc, task::Waker};
 
-use glommio::io::{DmaFile, Directory};
+use glommio::io::{Directory, DmaFile};
 
 use crate::{
     constants::OPEN_SEALED_SEGMENTS_MAX,
@@ -80,7 +73,9 @@ pub(crate) struct State {
 impl State {
     /// The sticky error as the error every caller gets.
     pub(crate) fn failure(&self) -> Option<Error> {
-        self.failed.as_ref().map(|cause| Error::Failed { cause: cause.clone() })
+        self.failed.as_ref().map(|cause| Error::Failed {
+            cause: cause.clone(),
+        })
     }
 
     /// Oldest LSN still retained.
@@ -96,7 +91,11 @@ impl State {
     }
 
     pub(crate) fn out_of_range(&self, lsn: u64, last: u64) -> Error {
-        Error::LsnOutOfRange { lsn: Lsn(lsn), first: Lsn(self.first_lsn()), last: Lsn(last) }
+        Error::LsnOutOfRange {
+            lsn: Lsn(lsn),
+            first: Lsn(self.first_lsn()),
+            last: Lsn(last),
+        }
     }
 
     pub(crate) fn check(&self, options: &WalOptions) {

@@ -15,7 +15,7 @@ use std::{
     rc::Rc,
 };
 
-use glommio::io::{DmaBuffer, DmaFile, Directory, OpenOptions, ReadResult};
+use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use crate::{
     constants::{BLOCK_BYTES, PROBE_FILE_NAME},
@@ -86,12 +86,19 @@ impl Storage {
         pos: u64,
     ) -> Result<()> {
         assert_eq!(pos % BLOCK_BYTES, 0, "unaligned direct write position");
-        assert_eq!(buf.len() as u64 % BLOCK_BYTES, 0, "unaligned direct write length");
+        assert_eq!(
+            buf.len() as u64 % BLOCK_BYTES,
+            0,
+            "unaligned direct write length"
+        );
         if let Some(point) = point {
             self.inject(point, "write", path)?;
         }
         let len = buf.len();
-        let written = file.write_at(buf, pos).await.map_err(|e| Error::io("write", path, e))?;
+        let written = file
+            .write_at(buf, pos)
+            .await
+            .map_err(|e| Error::io("write", path, e))?;
         if written != len {
             // Direct writes to preallocated space are not expected to be short;
             // treat it like the failure it most likely hides (ENOSPC, EIO).
@@ -110,31 +117,53 @@ impl Storage {
     /// `fdatasync` a file.
     pub(crate) async fn sync(&self, point: FaultPoint, file: &DmaFile, path: &Path) -> Result<()> {
         self.inject(point, "fdatasync", path)?;
-        file.fdatasync().await.map_err(|e| Error::io("fdatasync", path, e))
+        file.fdatasync()
+            .await
+            .map_err(|e| Error::io("fdatasync", path, e))
     }
 
     /// Preallocate `bytes` for a file (the file size becomes `bytes`).
-    pub(crate) async fn preallocate(&self, point: FaultPoint, file: &DmaFile, path: &Path, bytes: u64) -> Result<()> {
+    pub(crate) async fn preallocate(
+        &self,
+        point: FaultPoint,
+        file: &DmaFile,
+        path: &Path,
+        bytes: u64,
+    ) -> Result<()> {
         self.inject(point, "fallocate", path)?;
-        file.pre_allocate(bytes, false).await.map_err(|e| Error::io("fallocate", path, e))
+        file.pre_allocate(bytes, false)
+            .await
+            .map_err(|e| Error::io("fallocate", path, e))
     }
 
     /// Read `len` bytes at the aligned position `pos` (fewer at end of file).
-    pub(crate) async fn read(&self, file: &DmaFile, path: &Path, pos: u64, len: u64) -> Result<ReadResult> {
+    pub(crate) async fn read(
+        &self,
+        file: &DmaFile,
+        path: &Path,
+        pos: u64,
+        len: u64,
+    ) -> Result<ReadResult> {
         assert_eq!(pos % BLOCK_BYTES, 0, "unaligned direct read position");
         assert_eq!(len % BLOCK_BYTES, 0, "unaligned direct read length");
-        file.read_at_aligned(pos, len as usize).await.map_err(|e| Error::io("read", path, e))
+        file.read_at_aligned(pos, len as usize)
+            .await
+            .map_err(|e| Error::io("read", path, e))
     }
 
     /// `fsync` the directory, making creations, renames and deletions durable.
     pub(crate) async fn sync_dir(&self, dir: &Directory, path: &Path) -> Result<()> {
         self.inject(FaultPoint::DirSync, "fsync directory", path)?;
-        dir.sync().await.map_err(|e| Error::io("fsync directory", path, e))
+        dir.sync()
+            .await
+            .map_err(|e| Error::io("fsync directory", path, e))
     }
 
     /// Rename `from` to `to` (same directory).
     pub(crate) async fn rename(&self, file: &DmaFile, from: &Path, to: &Path) -> Result<()> {
-        file.rename(to).await.map_err(|e| Error::io("rename", from, e))
+        file.rename(to)
+            .await
+            .map_err(|e| Error::io("rename", from, e))
     }
 
     /// Delete a file without blocking the executor.
@@ -161,12 +190,21 @@ impl Storage {
         if data.len() as u64 != BLOCK_BYTES || data.iter().any(|&b| b != PROBE_BYTE) {
             return Err(Error::DirectIoUnsupported {
                 path: dir.to_path_buf(),
-                reason: format!("direct read of {} returned unexpected data", probe.display()),
+                reason: format!(
+                    "direct read of {} returned unexpected data",
+                    probe.display()
+                ),
             });
         }
         drop(data);
         Rc::try_unwrap(file)
-            .map_err(|_| Error::io("close", &probe, std::io::Error::other("probe file still shared")))?
+            .map_err(|_| {
+                Error::io(
+                    "close",
+                    &probe,
+                    std::io::Error::other("probe file still shared"),
+                )
+            })?
             .close()
             .await
             .map_err(|e| Error::io("close", &probe, e))
@@ -202,7 +240,12 @@ fn prepare_probe(dir: &Path, probe: &Path) -> Result<()> {
     let c_path = CString::new(probe.as_os_str().as_bytes())
         .map_err(|_| Error::io("open", probe, std::io::Error::other("path contains NUL")))?;
     // SAFETY: c_path is a valid NUL-terminated string; the fd is closed below.
-    let fd = unsafe { libc::open(c_path.as_ptr(), libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EINVAL) {
@@ -263,7 +306,11 @@ impl Paths {
     }
 
     pub(crate) fn segment_tmp(&self, number: u64) -> PathBuf {
-        self.dir.join(format!("{}{}", crate::format::segment_file_name(number), crate::format::TEMP_SUFFIX))
+        self.dir.join(format!(
+            "{}{}",
+            crate::format::segment_file_name(number),
+            crate::format::TEMP_SUFFIX
+        ))
     }
 
     pub(crate) fn snapshot(&self, lsn: u64) -> PathBuf {
@@ -271,6 +318,10 @@ impl Paths {
     }
 
     pub(crate) fn snapshot_tmp(&self, lsn: u64) -> PathBuf {
-        self.dir.join(format!("{}{}", crate::format::snapshot_file_name(lsn), crate::format::TEMP_SUFFIX))
+        self.dir.join(format!(
+            "{}{}",
+            crate::format::snapshot_file_name(lsn),
+            crate::format::TEMP_SUFFIX
+        ))
     }
 }

@@ -70,11 +70,15 @@ impl Wal {
         }
         let storage = Storage::new(options.faults.clone());
         storage.probe_direct_io(dir).await?;
-        let directory = Directory::open(dir).await.map_err(|e| Error::io("open directory", dir, e))?;
+        let directory = Directory::open(dir)
+            .await
+            .map_err(|e| Error::io("open directory", dir, e))?;
         let staging_capacity = options.queue_bytes_max.min(1024 * 1024) as usize;
         let shared = Rc::new(Shared {
             shard,
-            paths: Paths { dir: dir.to_path_buf() },
+            paths: Paths {
+                dir: dir.to_path_buf(),
+            },
             options,
             storage,
             dir: directory,
@@ -108,9 +112,17 @@ impl Wal {
             st.snapshots = outcome.snapshots;
             st.check(&shared.options);
         }
-        shared.files.borrow_mut().set_active(outcome.active.number, outcome.active.file.clone());
+        shared
+            .files
+            .borrow_mut()
+            .set_active(outcome.active.number, outcome.active.file.clone());
         glommio::spawn_local(Writer::new(shared.clone(), outcome.active).run()).detach();
-        Ok((Wal { inner: Rc::new(Handle { shared }) }, outcome.recovered))
+        Ok((
+            Wal {
+                inner: Rc::new(Handle { shared }),
+            },
+            outcome.recovered,
+        ))
     }
 
     fn shared(&self) -> &Shared {
@@ -136,10 +148,15 @@ impl Wal {
         }
         let len = payload.len() as u64;
         if len > options.payload_bytes_max() {
-            return Err(Error::PayloadTooLarge { len, max: options.payload_bytes_max() });
+            return Err(Error::PayloadTooLarge {
+                len,
+                max: options.payload_bytes_max(),
+            });
         }
         let size = record_bytes(len);
-        if st.queued_records + 1 > options.queue_records_max || st.queued_bytes + size > options.queue_bytes_max {
+        if st.queued_records + 1 > options.queue_records_max
+            || st.queued_bytes + size > options.queue_bytes_max
+        {
             st.counters.backpressure_rejections += 1;
             return Err(Error::Backpressure {
                 queued_records: st.queued_records,
@@ -156,7 +173,8 @@ impl Wal {
         st.staging.extend_from_slice(&header);
         st.staging.extend_from_slice(payload);
         let pad = (size - RECORD_HEADER_BYTES - len) as usize;
-        st.staging.extend_from_slice(&[0u8; RECORD_ALIGN_BYTES as usize][..pad]);
+        st.staging
+            .extend_from_slice(&[0u8; RECORD_ALIGN_BYTES as usize][..pad]);
         st.staged_records += 1;
         st.queued_records += 1;
         st.queued_bytes += size;
@@ -172,7 +190,8 @@ impl Wal {
     fn room_for(&self, st: &State, records: u64, payload_bytes: u64) -> bool {
         let bytes = payload_bytes + records * (RECORD_HEADER_BYTES + RECORD_ALIGN_BYTES);
         let options = &self.shared().options;
-        st.queued_records + records <= options.queue_records_max && st.queued_bytes + bytes <= options.queue_bytes_max
+        st.queued_records + records <= options.queue_records_max
+            && st.queued_bytes + bytes <= options.queue_bytes_max
     }
 
     /// True if `records` records carrying `payload_bytes` bytes in total would
@@ -210,7 +229,9 @@ impl Wal {
             }
             if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 if st.room_waiters.len() as u64 >= options.waiters_max {
-                    return Poll::Ready(Err(Error::TooManyWaiters { max: options.waiters_max }));
+                    return Poll::Ready(Err(Error::TooManyWaiters {
+                        max: options.waiters_max,
+                    }));
                 }
                 st.room_waiters.push(cx.waker().clone());
                 registered = Some(cx.waker().clone());
@@ -246,7 +267,9 @@ impl Wal {
             }
             if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 if st.waiters.len() as u64 >= options.waiters_max {
-                    return Poll::Ready(Err(Error::TooManyWaiters { max: options.waiters_max }));
+                    return Poll::Ready(Err(Error::TooManyWaiters {
+                        max: options.waiters_max,
+                    }));
                 }
                 st.waiters.push((lsn.0, cx.waker().clone()));
                 registered = Some(cx.waker().clone());
@@ -359,7 +382,9 @@ impl Wal {
                 None => 0,
             };
             let mut doomed = Vec::new();
-            while st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.next_lsn <= horizon) {
+            while st.segments.len() > 1
+                && st.segments.front().is_some_and(|s| s.next_lsn <= horizon)
+            {
                 let segment = st.segments.pop_front().expect("checked non-empty");
                 doomed.push((segment.number, segment.path));
             }
@@ -371,7 +396,10 @@ impl Wal {
             shared.storage.remove(path).await?;
         }
         if !doomed.is_empty() {
-            shared.storage.sync_dir(&shared.dir, &shared.paths.dir).await?;
+            shared
+                .storage
+                .sync_dir(&shared.dir, &shared.paths.dir)
+                .await?;
         }
         Ok(self.first_lsn())
     }
@@ -389,7 +417,9 @@ impl Wal {
             }
             if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 if st.done_waiters.len() as u64 >= shared.options.waiters_max {
-                    return Poll::Ready(Err(Error::TooManyWaiters { max: shared.options.waiters_max }));
+                    return Poll::Ready(Err(Error::TooManyWaiters {
+                        max: shared.options.waiters_max,
+                    }));
                 }
                 st.done_waiters.push(cx.waker().clone());
                 registered = Some(cx.waker().clone());

@@ -61,20 +61,35 @@ pub(crate) struct Prepared {
 }
 
 /// Create, preallocate and zero-fill segment file `number` under a temporary name.
-pub(crate) async fn prepare_segment(shared: Rc<Shared>, number: u64, segment_bytes: u64) -> Result<Prepared> {
+pub(crate) async fn prepare_segment(
+    shared: Rc<Shared>,
+    number: u64,
+    segment_bytes: u64,
+) -> Result<Prepared> {
     let tmp_path = shared.paths.segment_tmp(number);
     let result = async {
         let file = shared.storage.create_rw(&tmp_path).await?;
-        shared.storage.preallocate(FaultPoint::SegmentPrepare, &file, &tmp_path, segment_bytes).await?;
+        shared
+            .storage
+            .preallocate(FaultPoint::SegmentPrepare, &file, &tmp_path, segment_bytes)
+            .await?;
         let mut pos = 0;
         while pos < segment_bytes {
             let len = ZERO_FILL_CHUNK_BYTES.min(segment_bytes - pos);
             let mut buf = file.alloc_dma_buffer(len as usize);
             buf.as_bytes_mut().fill(0);
-            shared.storage.write_all(None, &file, &tmp_path, buf, pos).await?;
+            shared
+                .storage
+                .write_all(None, &file, &tmp_path, buf, pos)
+                .await?;
             pos += len;
         }
-        Ok(Prepared { number, tmp_path: tmp_path.clone(), file, segment_bytes })
+        Ok(Prepared {
+            number,
+            tmp_path: tmp_path.clone(),
+            file,
+            segment_bytes,
+        })
     }
     .await;
     if result.is_err() {
@@ -86,15 +101,39 @@ pub(crate) async fn prepare_segment(shared: Rc<Shared>, number: u64, segment_byt
 
 /// Install a prepared segment as segment `number` starting at `first_lsn`:
 /// header, sync, rename, directory sync. Returns the new active segment.
-pub(crate) async fn install_segment(shared: &Shared, prepared: Prepared, first_lsn: u64) -> Result<ActiveSegment> {
-    let Prepared { number, tmp_path, file, segment_bytes } = prepared;
+pub(crate) async fn install_segment(
+    shared: &Shared,
+    prepared: Prepared,
+    first_lsn: u64,
+) -> Result<ActiveSegment> {
+    let Prepared {
+        number,
+        tmp_path,
+        file,
+        segment_bytes,
+    } = prepared;
     let mut header = file.alloc_dma_buffer(BLOCK_BYTES as usize);
-    SegmentHeader { shard: shared.shard, number, first_lsn, segment_bytes }.encode(header.as_bytes_mut());
-    shared.storage.write_all(None, &file, &tmp_path, header, 0).await?;
-    shared.storage.sync(FaultPoint::SegmentSync, &file, &tmp_path).await?;
+    SegmentHeader {
+        shard: shared.shard,
+        number,
+        first_lsn,
+        segment_bytes,
+    }
+    .encode(header.as_bytes_mut());
+    shared
+        .storage
+        .write_all(None, &file, &tmp_path, header, 0)
+        .await?;
+    shared
+        .storage
+        .sync(FaultPoint::SegmentSync, &file, &tmp_path)
+        .await?;
     let path = shared.paths.segment(number);
     shared.storage.rename(&file, &tmp_path, &path).await?;
-    shared.storage.sync_dir(&shared.dir, &shared.paths.dir).await?;
+    shared
+        .storage
+        .sync_dir(&shared.dir, &shared.paths.dir)
+        .await?;
     Ok(ActiveSegment {
         number,
         path,
@@ -107,7 +146,10 @@ pub(crate) async fn install_segment(shared: &Shared, prepared: Prepared, first_l
 
 /// Close a file now if this is its last handle (else it closes with the last one).
 pub(crate) async fn close_file(file: Rc<DmaFile>) -> Result<()> {
-    file.close_rc().await.map(|_| ()).map_err(|e| crate::Error::io("close", PathBuf::new(), e))
+    file.close_rc()
+        .await
+        .map(|_| ())
+        .map_err(|e| crate::Error::io("close", PathBuf::new(), e))
 }
 
 /// One batch on its way to disk.
@@ -140,7 +182,12 @@ impl Writer {
             active.number + 1,
             shared.options.segment_bytes,
         )));
-        Writer { shared, active, prepared, ready: Vec::new() }
+        Writer {
+            shared,
+            active,
+            prepared,
+            ready: Vec::new(),
+        }
     }
 
     /// The task body: batch, write, sync, complete; until closed or failed.
@@ -188,7 +235,8 @@ impl Writer {
     async fn commit_batch(&mut self) -> Result<()> {
         let (first_size, first_lsn) = {
             let st = self.shared.state.borrow();
-            let len = u32::from_le_bytes([st.staging[0], st.staging[1], st.staging[2], st.staging[3]]);
+            let len =
+                u32::from_le_bytes([st.staging[0], st.staging[1], st.staging[2], st.staging[3]]);
             let mut lsn = [0u8; 8];
             lsn.copy_from_slice(&st.staging[8..16]);
             (record_bytes(u64::from(len)), u64::from_le_bytes(lsn))
@@ -201,10 +249,23 @@ impl Writer {
         let started = Instant::now();
         self.shared
             .storage
-            .write_all(Some(FaultPoint::SegmentWrite), &self.active.file, &self.active.path, batch.buf, batch.pos)
+            .write_all(
+                Some(FaultPoint::SegmentWrite),
+                &self.active.file,
+                &self.active.path,
+                batch.buf,
+                batch.pos,
+            )
             .await?;
         let written = Instant::now();
-        self.shared.storage.sync(FaultPoint::SegmentSync, &self.active.file, &self.active.path).await?;
+        self.shared
+            .storage
+            .sync(
+                FaultPoint::SegmentSync,
+                &self.active.file,
+                &self.active.path,
+            )
+            .await?;
         let synced = Instant::now();
         self.complete(
             batch.first_lsn,
@@ -223,7 +284,11 @@ impl Writer {
         let segment_bytes = self.shared.options.segment_bytes;
         let prepared = match self.prepared.take() {
             Some(task) => match task.await {
-                Ok(prepared) if prepared.number == number && prepared.segment_bytes == segment_bytes => Ok(prepared),
+                Ok(prepared)
+                    if prepared.number == number && prepared.segment_bytes == segment_bytes =>
+                {
+                    Ok(prepared)
+                }
                 Ok(other) => {
                     drop(other.file);
                     let _ = self.shared.storage.remove(&other.tmp_path).await;
@@ -240,12 +305,24 @@ impl Writer {
         let active = install_segment(&self.shared, prepared, first_lsn).await?;
         {
             let mut st = self.shared.state.borrow_mut();
-            st.segments.push_back(Segment::new(number, first_lsn, active.path.clone(), segment_bytes));
+            st.segments.push_back(Segment::new(
+                number,
+                first_lsn,
+                active.path.clone(),
+                segment_bytes,
+            ));
             st.counters.segments_rolled += 1;
         }
-        self.shared.files.borrow_mut().set_active(number, active.file.clone());
+        self.shared
+            .files
+            .borrow_mut()
+            .set_active(number, active.file.clone());
         self.active = active;
-        self.prepared = Some(glommio::spawn_local(prepare_segment(self.shared.clone(), number + 1, segment_bytes)));
+        self.prepared = Some(glommio::spawn_local(prepare_segment(
+            self.shared.clone(),
+            number + 1,
+            segment_bytes,
+        )));
         Ok(())
     }
 
@@ -261,7 +338,12 @@ impl Writer {
         let mut records: u64 = 0;
         while (taken as usize) < st.staging.len() && records < options.batch_records_max {
             let at = taken as usize;
-            let len = u32::from_le_bytes([st.staging[at], st.staging[at + 1], st.staging[at + 2], st.staging[at + 3]]);
+            let len = u32::from_le_bytes([
+                st.staging[at],
+                st.staging[at + 1],
+                st.staging[at + 2],
+                st.staging[at + 3],
+            ]);
             let size = record_bytes(u64::from(len));
             if taken + size > room || (records > 0 && taken + size > options.batch_bytes_max) {
                 break;
@@ -269,7 +351,10 @@ impl Writer {
             taken += size;
             records += 1;
         }
-        assert!(records > 0, "a batch carries at least one record (rolled if needed)");
+        assert!(
+            records > 0,
+            "a batch carries at least one record (rolled if needed)"
+        );
 
         let first_lsn = st.durable_lsn + 1;
         let prefix = self.active.tail % BLOCK_BYTES;
@@ -282,7 +367,10 @@ impl Writer {
         bytes[prefix..prefix + taken_usize].copy_from_slice(&st.staging[..taken_usize]);
         bytes[prefix + taken_usize..].fill(0);
 
-        let segment = st.segments.back_mut().expect("the active segment is in the table");
+        let segment = st
+            .segments
+            .back_mut()
+            .expect("the active segment is in the table");
         assert_eq!(segment.number, self.active.number);
         let mut offset = 0usize;
         let mut lsn = first_lsn;
@@ -293,7 +381,11 @@ impl Writer {
             let record = &mut bytes[at..at + size];
             let mut staged_lsn = [0u8; 8];
             staged_lsn.copy_from_slice(&record[8..16]);
-            assert_eq!(u64::from_le_bytes(staged_lsn), lsn, "staged records are consecutive");
+            assert_eq!(
+                u64::from_le_bytes(staged_lsn),
+                lsn,
+                "staged records are consecutive"
+            );
             set_batch_lsn(record, first_lsn);
             seal_record(record);
             segment.note_record(lsn, self.active.tail + offset as u64, size as u64);
@@ -308,10 +400,19 @@ impl Writer {
             self.active.tail_block.fill(0);
         } else {
             let last_block = (align_down(new_tail, BLOCK_BYTES) - pos) as usize;
-            self.active.tail_block.copy_from_slice(&bytes[last_block..last_block + BLOCK_BYTES as usize]);
+            self.active
+                .tail_block
+                .copy_from_slice(&bytes[last_block..last_block + BLOCK_BYTES as usize]);
         }
         self.active.tail = new_tail;
-        Batch { buf, pos, first_lsn, last_lsn: lsn - 1, records, record_bytes: taken }
+        Batch {
+            buf,
+            pos,
+            first_lsn,
+            last_lsn: lsn - 1,
+            records,
+            record_bytes: taken,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -327,7 +428,11 @@ impl Writer {
     ) {
         let room_wakers = {
             let mut st = self.shared.state.borrow_mut();
-            assert_eq!(st.durable_lsn + 1, first_lsn, "batches complete in LSN order");
+            assert_eq!(
+                st.durable_lsn + 1,
+                first_lsn,
+                "batches complete in LSN order"
+            );
             st.durable_lsn = last_lsn;
             st.queued_records -= records;
             st.queued_bytes -= record_bytes;

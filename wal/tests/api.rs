@@ -19,7 +19,9 @@ fn appends_get_consecutive_lsns_and_survive_reopen() {
         assert_eq!(recovered.snapshot, None);
         assert_eq!(wal.durable_lsn(), Lsn(0));
         // Synchronous appends in a row, as the runtime does for one core step.
-        let lsns: Vec<Lsn> = (1..=10).map(|i| wal.append(kind(i), &payload(1, i, 300)).unwrap()).collect();
+        let lsns: Vec<Lsn> = (1..=10)
+            .map(|i| wal.append(kind(i), &payload(1, i, 300)).unwrap())
+            .collect();
         assert_eq!(lsns, (1..=10).map(Lsn).collect::<Vec<_>>());
         wal.wait_durable(Lsn(10)).await.unwrap();
         assert_eq!(wal.durable_lsn(), Lsn(10));
@@ -64,14 +66,20 @@ fn concurrent_appenders_share_fsyncs_and_complete_in_lsn_order() {
         for task in tasks {
             task.await;
         }
-        let completed = completed.borrow();
+        let completed = completed.take();
         assert_eq!(completed.len(), 64 * 40);
-        assert!(completed.windows(2).all(|w| w[0] < w[1]), "waiters complete in LSN order");
+        assert!(
+            completed.windows(2).all(|w| w[0] < w[1]),
+            "waiters complete in LSN order"
+        );
         let c = wal.counters();
         assert_eq!(c.records_durable, 64 * 40);
         assert_eq!(c.fsyncs, c.batches);
         // 64 closed-loop appenders: batches must be shared, not one fsync per record.
-        assert!(c.records_durable / c.batches >= 16, "records per fsync too low: {c:?}");
+        assert!(
+            c.records_durable / c.batches >= 16,
+            "records per fsync too low: {c:?}"
+        );
         assert!(c.batch_records_max <= small_options(4 << 20).batch_records_max);
         wal.close().await.unwrap();
     });
@@ -91,18 +99,28 @@ fn full_queue_refuses_appends_with_backpressure_until_room() {
         }
         assert!(!wal.has_room(1, 3));
         match wal.append(1, b"abc") {
-            Err(Error::Backpressure { queued_records: 8, records_max: 8, .. }) => {}
+            Err(Error::Backpressure {
+                queued_records: 8,
+                records_max: 8,
+                ..
+            }) => {}
             other => panic!("expected backpressure, got {other:?}"),
         }
         assert_eq!(wal.counters().backpressure_rejections, 1);
         assert_eq!(wal.next_lsn(), Lsn(9), "a refused append takes no LSN");
         wal.wait_for_room(1, 3).await.unwrap();
         assert_eq!(wal.append(1, b"abc").unwrap(), Lsn(9));
-        assert!(matches!(wal.wait_for_room(9, 0).await, Err(Error::Backpressure { .. })));
+        assert!(matches!(
+            wal.wait_for_room(9, 0).await,
+            Err(Error::Backpressure { .. })
+        ));
         wal.wait_durable(Lsn(9)).await.unwrap();
         // Byte bound too.
         let too_big = vec![0u8; wal_payload_max(&wal) as usize + 1];
-        assert!(matches!(wal.append(1, &too_big), Err(Error::PayloadTooLarge { .. })));
+        assert!(matches!(
+            wal.append(1, &too_big),
+            Err(Error::PayloadTooLarge { .. })
+        ));
         wal.close().await.unwrap();
     });
 }
@@ -125,7 +143,11 @@ fn queue_byte_bound_is_enforced() {
         loop {
             match wal.append(2, &record) {
                 Ok(_) => accepted += 1,
-                Err(Error::Backpressure { queued_bytes, bytes_max, .. }) => {
+                Err(Error::Backpressure {
+                    queued_bytes,
+                    bytes_max,
+                    ..
+                }) => {
                     assert!(queued_bytes <= bytes_max);
                     break;
                 }
@@ -153,12 +175,25 @@ fn records_span_many_segments_and_read_back_by_lsn_after_reopen() {
         for _ in 0..300 {
             let lsn = 1 + rng.below(3000);
             let (k, p) = wal.read(Lsn(lsn)).await.unwrap();
-            assert_eq!((k, &p[..]), (kind(lsn), &payload(5, lsn, 1500)[..]), "lsn {lsn}");
+            assert_eq!(
+                (k, &p[..]),
+                (kind(lsn), &payload(5, lsn, 1500)[..]),
+                "lsn {lsn}"
+            );
         }
-        let many = wal.read_many(&[Lsn(3000), Lsn(1), Lsn(1500)]).await.unwrap();
+        let many = wal
+            .read_many(&[Lsn(3000), Lsn(1), Lsn(1500)])
+            .await
+            .unwrap();
         assert_eq!(many[1].1.as_ref(), &payload(5, 1, 1500)[..]);
-        assert!(matches!(wal.read(Lsn(3001)).await, Err(Error::LsnOutOfRange { .. })));
-        assert!(matches!(wal.read(Lsn(0)).await, Err(Error::LsnOutOfRange { .. })));
+        assert!(matches!(
+            wal.read(Lsn(3001)).await,
+            Err(Error::LsnOutOfRange { .. })
+        ));
+        assert!(matches!(
+            wal.read(Lsn(0)).await,
+            Err(Error::LsnOutOfRange { .. })
+        ));
         wal.close().await.unwrap();
 
         let (wal, recovered) = Wal::open(&path, 0, options).await.unwrap();
@@ -197,14 +232,23 @@ fn snapshots_are_returned_on_open_and_retention_keeps_what_they_need() {
         fill(&wal, 8, 1000, 50, 1000).await;
         // Retention without a snapshot deletes nothing.
         assert_eq!(wal.delete_segments_before(Lsn(900)).await.unwrap(), Lsn(1));
-        assert!(matches!(wal.write_snapshot(Lsn(1001), b"future").await, Err(Error::SnapshotRejected { .. })));
+        assert!(matches!(
+            wal.write_snapshot(Lsn(1001), b"future").await,
+            Err(Error::SnapshotRejected { .. })
+        ));
         wal.write_snapshot(Lsn(400), b"state@400").await.unwrap();
-        assert!(matches!(wal.write_snapshot(Lsn(400), b"again").await, Err(Error::SnapshotRejected { .. })));
+        assert!(matches!(
+            wal.write_snapshot(Lsn(400), b"again").await,
+            Err(Error::SnapshotRejected { .. })
+        ));
         wal.write_snapshot(Lsn(800), b"state@800").await.unwrap();
         // The oldest kept snapshot (400) bounds retention.
         let first = wal.delete_segments_before(Lsn(800)).await.unwrap();
         assert!(first.0 > 1 && first.0 <= 401, "first retained {first}");
-        assert!(matches!(wal.read(Lsn(1)).await, Err(Error::LsnOutOfRange { .. })));
+        assert!(matches!(
+            wal.read(Lsn(1)).await,
+            Err(Error::LsnOutOfRange { .. })
+        ));
         wal.write_snapshot(Lsn(1000), b"state@1000").await.unwrap();
         let first = wal.delete_segments_before(Lsn(1000)).await.unwrap();
         assert!(first.0 > 401 && first.0 <= 801, "first retained {first}");
@@ -216,11 +260,18 @@ fn snapshots_are_returned_on_open_and_retention_keeps_what_they_need() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.starts_with("snap-"))
             .collect();
-        assert_eq!(snapshots.len(), 2, "pruned to snapshots_kept: {snapshots:?}");
+        assert_eq!(
+            snapshots.len(),
+            2,
+            "pruned to snapshots_kept: {snapshots:?}"
+        );
 
         let (wal, recovered) = Wal::open(&path, 9, options.clone()).await.unwrap();
         let snapshot = recovered.snapshot.clone().unwrap();
-        assert_eq!((snapshot.lsn, &snapshot.bytes[..]), (Lsn(1000), &b"state@1000"[..]));
+        assert_eq!(
+            (snapshot.lsn, &snapshot.bytes[..]),
+            (Lsn(1000), &b"state@1000"[..])
+        );
         assert_eq!(recovered.first_lsn, first);
         assert_eq!(recovered.replay_from(), Lsn(1001));
         assert_eq!(check_all(&wal, 8, first, 1000).await, 1001 - first.0);
@@ -252,7 +303,10 @@ fn close_flushes_appended_records_and_refuses_new_ones() {
         wal.close().await.unwrap();
         assert_eq!(wal.durable_lsn(), Lsn(500));
         assert!(matches!(wal.append(0, b"late"), Err(Error::Closed)));
-        assert!(matches!(wal.wait_durable(Lsn(501)).await, Err(Error::LsnOutOfRange { .. })));
+        assert!(matches!(
+            wal.wait_durable(Lsn(501)).await,
+            Err(Error::LsnOutOfRange { .. })
+        ));
         let (wal, recovered) = Wal::open(&path, 0, small_options(64 * 1024)).await.unwrap();
         assert_eq!(recovered.next_lsn, Lsn(501));
         assert_eq!(check_all(&wal, 3, Lsn(1), 400).await, 500);
@@ -278,11 +332,20 @@ fn open_refuses_tmpfs_and_bad_options_and_foreign_shards() {
         }
         let mut bad = WalOptions::recommended();
         bad.segment_bytes = 12345;
-        assert!(matches!(Wal::open(&path, 0, bad).await, Err(Error::InvalidOptions { field: "segment_bytes", .. })));
+        assert!(matches!(
+            Wal::open(&path, 0, bad).await,
+            Err(Error::InvalidOptions {
+                field: "segment_bytes",
+                ..
+            })
+        ));
 
         let (wal, _) = Wal::open(&path, 1, small_options(64 * 1024)).await.unwrap();
         wal.close().await.unwrap();
         drop(wal);
-        assert!(matches!(Wal::open(&path, 2, small_options(64 * 1024)).await, Err(Error::Inconsistent { .. })));
+        assert!(matches!(
+            Wal::open(&path, 2, small_options(64 * 1024)).await,
+            Err(Error::Inconsistent { .. })
+        ));
     });
 }

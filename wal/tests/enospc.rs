@@ -26,9 +26,16 @@ struct LoopMount {
 }
 
 fn sh(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{program} {args:?}: {} {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "{program} {args:?}: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -42,7 +49,12 @@ impl LoopMount {
         std::fs::File::create(&image)
             .and_then(|f| f.set_len(size_mib * 1024 * 1024))
             .map_err(|e| e.to_string())?;
-        let mut guard = LoopMount { image_dir, mount_point, device: None, mounted: false };
+        let mut guard = LoopMount {
+            image_dir,
+            mount_point,
+            device: None,
+            mounted: false,
+        };
         let image = image.to_string_lossy().into_owned();
         sh("mkfs.ext4", &["-q", "-F", "-m", "0", "-b", "4096", &image])?;
         guard.device = Some(sh("losetup", &["--find", "--show", &image])?);
@@ -82,7 +94,8 @@ fn a_full_disk_fails_appends_cleanly_and_loses_nothing_acknowledged() {
         println!("skipped: the ENOSPC test needs root for a loop-mounted ext4");
         return;
     }
-    let mount = LoopMount::new(24).unwrap_or_else(|e| panic!("cannot set up the loop-mounted ext4 as root: {e}"));
+    let mount = LoopMount::new(24)
+        .unwrap_or_else(|e| panic!("cannot set up the loop-mounted ext4 as root: {e}"));
     let path = mount.path().join("wal");
     let mut options = WalOptions::small_for_tests(1024 * 1024);
     options.record_bytes_max = 16 * 1024;
@@ -123,16 +136,25 @@ fn a_full_disk_fails_appends_cleanly_and_loses_nothing_acknowledged() {
         for t in tasks {
             t.await;
         }
-        let errors = errors.borrow();
+        let errors = errors.take();
         assert_eq!(errors.len(), 8);
         for e in errors.iter() {
-            assert!(e.is_no_space() || matches!(e, Error::Failed { .. }), "unexpected error {e}");
+            assert!(
+                e.is_no_space() || matches!(e, Error::Failed { .. }),
+                "unexpected error {e}"
+            );
         }
-        assert!(errors.iter().any(|e| e.is_no_space()), "no NoSpace among {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.is_no_space()),
+            "no NoSpace among {errors:?}"
+        );
         let max_acked = acked.borrow().iter().copied().max().unwrap();
         assert!(max_acked > 1000, "the disk held only {max_acked} records");
         assert_eq!(wal.durable_lsn(), Lsn(max_acked));
-        println!("disk full after {max_acked} acknowledged records ({} segments)", wal.counters().segments_rolled + 1);
+        println!(
+            "disk full after {max_acked} acknowledged records ({} segments)",
+            wal.counters().segments_rolled + 1
+        );
         assert!(wal.close().await.is_err());
         drop(wal);
 
@@ -163,7 +185,9 @@ fn a_full_disk_fails_appends_cleanly_and_loses_nothing_acknowledged() {
         drop(wal);
         let (wal, _) = Wal::open(&path, 0, options).await.unwrap();
         assert!(check_all(&wal, SEED, Lsn(1), MAX_LEN).await >= durable.0);
-        wal.close().await.unwrap_or_else(|e| panic!("close after reopen: {e}"));
+        wal.close()
+            .await
+            .unwrap_or_else(|e| panic!("close after reopen: {e}"));
     });
     drop(mount);
 }

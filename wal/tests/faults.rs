@@ -14,16 +14,21 @@ use courier_wal::{Error, FaultPoint, Faults, Lsn, Wal};
 const SEED: u64 = 21;
 const MAX_LEN: u64 = 600;
 
+type Outcomes = Vec<(Lsn, Result<(), Error>)>;
+
 /// Outcome of every wait of `tasks` concurrent appenders, `per_task` records each.
-async fn append_concurrently(wal: &Wal, tasks: u64, per_task: u64) -> Vec<(Lsn, Result<(), Error>)> {
-    let results: Rc<RefCell<Vec<(Lsn, Result<(), Error>)>>> = Rc::default();
+async fn append_concurrently(wal: &Wal, tasks: u64, per_task: u64) -> Outcomes {
+    let results: Rc<RefCell<Outcomes>> = Rc::default();
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
             let wal = wal.clone();
             let results = results.clone();
             glommio::spawn_local(async move {
                 for _ in 0..per_task {
-                    let lsn = match wal.append(kind(wal.next_lsn().0), &payload(SEED, wal.next_lsn().0, MAX_LEN)) {
+                    let lsn = match wal.append(
+                        kind(wal.next_lsn().0),
+                        &payload(SEED, wal.next_lsn().0, MAX_LEN),
+                    ) {
                         Ok(lsn) => lsn,
                         Err(e) => {
                             results.borrow_mut().push((Lsn(0), Err(e)));
@@ -58,8 +63,14 @@ fn assert_sticky(wal: &Wal, durable_before: Lsn, results: &[(Lsn, Result<(), Err
         }
     }
     // Nothing was acknowledged after the failure.
-    assert_eq!(wal.durable_lsn(), durable_before, "{what}: durable LSN moved after the failure");
-    assert!(results.iter().all(|(lsn, r)| r.is_err() || *lsn <= durable_before));
+    assert_eq!(
+        wal.durable_lsn(),
+        durable_before,
+        "{what}: durable LSN moved after the failure"
+    );
+    assert!(results
+        .iter()
+        .all(|(lsn, r)| r.is_err() || *lsn <= durable_before));
     assert!(wal.failure().is_some());
 }
 
@@ -86,10 +97,20 @@ fn check_fault(point: FaultPoint) {
         // The fault is gone, yet the log never retries and refuses everything new.
         faults.clear();
         assert!(matches!(wal.append(1, b"after"), Err(Error::Failed { .. })));
-        assert!(matches!(wal.wait_durable(Lsn(durable_before.0 + 1)).await, Err(Error::Failed { .. })));
-        assert!(matches!(wal.write_snapshot(durable_before, b"s").await, Err(Error::Failed { .. })));
+        assert!(matches!(
+            wal.wait_durable(Lsn(durable_before.0 + 1)).await,
+            Err(Error::Failed { .. })
+        ));
+        assert!(matches!(
+            wal.write_snapshot(durable_before, b"s").await,
+            Err(Error::Failed { .. })
+        ));
         wal.wait_durable(durable_before).await.unwrap(); // acknowledged earlier, still true
-        assert_eq!(wal.counters().fsyncs, fsyncs_before, "no batch completed after the failure");
+        assert_eq!(
+            wal.counters().fsyncs,
+            fsyncs_before,
+            "no batch completed after the failure"
+        );
         assert!(matches!(wal.close().await, Err(Error::Failed { .. })));
 
         // A restart recovers every acknowledged record.
@@ -125,7 +146,10 @@ fn no_space_for_the_next_segment_fails_appends_with_a_typed_error() {
         let (wal, _) = Wal::open(&path, 0, options).await.unwrap();
         let mut acked = Lsn(0);
         let error = loop {
-            let lsn = match wal.append(kind(wal.next_lsn().0), &payload(SEED, wal.next_lsn().0, MAX_LEN)) {
+            let lsn = match wal.append(
+                kind(wal.next_lsn().0),
+                &payload(SEED, wal.next_lsn().0, MAX_LEN),
+            ) {
                 Ok(lsn) => lsn,
                 Err(e) => break e,
             };
@@ -135,7 +159,13 @@ fn no_space_for_the_next_segment_fails_appends_with_a_typed_error() {
             }
         };
         assert!(error.is_no_space(), "expected NoSpace, got {error}");
-        assert!(matches!(error.root_cause(), Error::NoSpace { op: "fallocate", .. }));
+        assert!(matches!(
+            error.root_cause(),
+            Error::NoSpace {
+                op: "fallocate",
+                ..
+            }
+        ));
         assert!(acked.0 > 10);
         assert_eq!(wal.durable_lsn(), acked);
         assert!(matches!(wal.append(0, b"x"), Err(e) if e.is_no_space()));
@@ -164,13 +194,27 @@ fn failed_directory_sync_at_roll_is_sticky() {
         faults.fail_once(FaultPoint::DirSync, 0, libc::EIO);
         let mut acked = wal.durable_lsn();
         let error = loop {
-            let lsn = wal.append(kind(wal.next_lsn().0), &payload(SEED, wal.next_lsn().0, MAX_LEN)).unwrap();
+            let lsn = wal
+                .append(
+                    kind(wal.next_lsn().0),
+                    &payload(SEED, wal.next_lsn().0, MAX_LEN),
+                )
+                .unwrap();
             match wal.wait_durable(lsn).await {
                 Ok(()) => acked = lsn,
                 Err(e) => break e,
             }
         };
-        assert!(matches!(error.root_cause(), Error::Io { op: "fsync directory", .. }), "{error}");
+        assert!(
+            matches!(
+                error.root_cause(),
+                Error::Io {
+                    op: "fsync directory",
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert_eq!(wal.durable_lsn(), acked);
         assert!(matches!(wal.append(0, b"x"), Err(Error::Failed { .. })));
         drop(wal);
@@ -194,7 +238,9 @@ fn failed_snapshot_leaves_the_log_running_and_no_partial_file() {
         faults.fail_once(FaultPoint::SnapshotSync, 0, libc::EIO);
         let big = vec![7u8; 3 * 1024 * 1024 + 5];
         match wal.write_snapshot(last, &big).await {
-            Err(Error::Io { op: "fdatasync", .. }) => {}
+            Err(Error::Io {
+                op: "fdatasync", ..
+            }) => {}
             other => panic!("expected the injected fdatasync error, got {other:?}"),
         }
         let leftovers: Vec<_> = std::fs::read_dir(&path)

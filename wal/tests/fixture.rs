@@ -28,7 +28,10 @@ fn records() -> Vec<(u8, Vec<u8>)> {
         (5, vec![0xAB; 1000]),
     ];
     for i in 0..7u8 {
-        out.push((10 + i, format!("message {i} in the v1 fixture").into_bytes()));
+        out.push((
+            10 + i,
+            format!("message {i} in the v1 fixture").into_bytes(),
+        ));
     }
     out
 }
@@ -59,7 +62,10 @@ fn regenerate() {
     });
     let target = fixture_dir();
     std::fs::create_dir_all(&target).unwrap();
-    for name in [courier_wal::format::segment_file_name(1), courier_wal::format::snapshot_file_name(SNAPSHOT_LSN)] {
+    for name in [
+        courier_wal::format::segment_file_name(1),
+        courier_wal::format::snapshot_file_name(SNAPSHOT_LSN),
+    ] {
         std::fs::copy(work.path().join(&name), target.join(&name)).unwrap();
     }
 }
@@ -90,26 +96,46 @@ fn version_1_fixture_opens_replays_and_matches_the_documented_layout() {
         let len = u32::from_le_bytes(rec[0..4].try_into().unwrap()) as usize;
         assert_eq!(len, payload.len());
         let crc = u32::from_le_bytes(rec[4..8].try_into().unwrap());
-        assert_eq!(crc, crc32c::crc32c(&rec[8..32 + len]), "lsn {lsn}: checksum covers bytes 8..32+len");
+        assert_eq!(
+            crc,
+            crc32c::crc32c(&rec[8..32 + len]),
+            "lsn {lsn}: checksum covers bytes 8..32+len"
+        );
         assert_eq!(rec[8..16], lsn.to_le_bytes());
-        assert_eq!(rec[16..24], lsn.to_le_bytes(), "batch lsn: one record per batch");
+        assert_eq!(
+            rec[16..24],
+            lsn.to_le_bytes(),
+            "batch lsn: one record per batch"
+        );
         assert_eq!((rec[24], rec[25]), (*kind, 0xA5));
         assert!(rec[26..32].iter().all(|&b| b == 0));
         assert_eq!(&rec[32..32 + len], &payload[..]);
         let size = (32 + len).div_ceil(16) * 16;
-        assert!(rec[32 + len..size].iter().all(|&b| b == 0), "padding is zero");
+        assert!(
+            rec[32 + len..size].iter().all(|&b| b == 0),
+            "padding is zero"
+        );
         assert_eq!(pos % 16, 0);
         pos += size;
     }
-    assert!(segment[pos..].iter().all(|&b| b == 0), "zero after the last record");
+    assert!(
+        segment[pos..].iter().all(|&b| b == 0),
+        "zero after the last record"
+    );
 
     // Snapshot header (docs/WAL.md, "Snapshot file").
     assert_eq!(&snapshot[0..8], b"CRWALSNP");
     assert_eq!(snapshot[8..12], 1u32.to_le_bytes());
     assert_eq!(snapshot[12..14], SHARD.to_le_bytes());
     assert_eq!(snapshot[16..24], SNAPSHOT_LSN.to_le_bytes());
-    assert_eq!(snapshot[24..32], (SNAPSHOT_BYTES.len() as u64).to_le_bytes());
-    assert_eq!(snapshot[32..36], crc32c::crc32c(SNAPSHOT_BYTES).to_le_bytes());
+    assert_eq!(
+        snapshot[24..32],
+        (SNAPSHOT_BYTES.len() as u64).to_le_bytes()
+    );
+    assert_eq!(
+        snapshot[32..36],
+        crc32c::crc32c(SNAPSHOT_BYTES).to_le_bytes()
+    );
     assert_eq!(&snapshot[4096..4096 + SNAPSHOT_BYTES.len()], SNAPSHOT_BYTES);
 
     // And the current code opens and replays it (on a copy: opening writes).
@@ -125,7 +151,10 @@ fn version_1_fixture_opens_replays_and_matches_the_documented_layout() {
         assert_eq!(recovered.next_lsn, Lsn(expected.len() as u64 + 1));
         assert_eq!(recovered.truncated_tail, None);
         let snapshot = recovered.snapshot.clone().unwrap();
-        assert_eq!((snapshot.lsn, &snapshot.bytes[..]), (Lsn(SNAPSHOT_LSN), SNAPSHOT_BYTES));
+        assert_eq!(
+            (snapshot.lsn, &snapshot.bytes[..]),
+            (Lsn(SNAPSHOT_LSN), SNAPSHOT_BYTES)
+        );
         let mut seen = Vec::new();
         wal.replay(Lsn(1), |r| {
             seen.push((r.lsn.0, r.kind, r.payload.to_vec()));
@@ -133,10 +162,17 @@ fn version_1_fixture_opens_replays_and_matches_the_documented_layout() {
         })
         .await
         .unwrap();
-        let want: Vec<_> = expected.iter().enumerate().map(|(i, (k, p))| (i as u64 + 1, *k, p.clone())).collect();
+        let want: Vec<_> = expected
+            .iter()
+            .enumerate()
+            .map(|(i, (k, p))| (i as u64 + 1, *k, p.clone()))
+            .collect();
         assert_eq!(seen, want);
         let (kind, payload) = wal.read(Lsn(4)).await.unwrap();
-        assert_eq!((kind, &payload[..]), (4, &(0u8..=255).collect::<Vec<_>>()[..]));
+        assert_eq!(
+            (kind, &payload[..]),
+            (4, &(0u8..=255).collect::<Vec<_>>()[..])
+        );
         // The log goes on from the fixture.
         let lsn = wal.append(99, b"after the fixture").unwrap();
         assert_eq!(lsn, Lsn(expected.len() as u64 + 1));

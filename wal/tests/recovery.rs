@@ -37,7 +37,12 @@ fn records_of(path: &Path) -> Vec<OnDisk> {
     while pos + 32 <= bytes.len() as u64 {
         match check_record_header(&bytes[pos as usize..], bytes.len() as u64 - pos) {
             HeaderCheck::Plausible(h) => {
-                out.push(OnDisk { lsn: h.lsn, offset: pos, size: h.record_bytes(), batch_lsn: h.batch_lsn });
+                out.push(OnDisk {
+                    lsn: h.lsn,
+                    offset: pos,
+                    size: h.record_bytes(),
+                    batch_lsn: h.batch_lsn,
+                });
                 pos += h.record_bytes();
             }
             _ => break,
@@ -87,16 +92,38 @@ async fn build_log(path: &Path, records: u64) -> u64 {
     last
 }
 
-fn expect_corrupt(result: Result<(Wal, courier_wal::Recovered), Error>, file: &Path, offset: u64, what: &str) {
+fn expect_corrupt(
+    result: Result<(Wal, courier_wal::Recovered), Error>,
+    file: &Path,
+    offset: u64,
+    what: &str,
+) {
     match result {
-        Err(Error::Corrupt { segment, offset: got, reason }) => {
+        Err(Error::Corrupt {
+            segment,
+            offset: got,
+            reason,
+        }) => {
             assert_eq!(segment, file, "{what}: wrong file ({reason})");
             assert_eq!(got, offset, "{what}: wrong offset ({reason})");
-            let shown = Error::Corrupt { segment, offset: got, reason }.to_string();
-            assert!(shown.contains(&file.display().to_string()) && shown.contains(&offset.to_string()));
+            let shown = Error::Corrupt {
+                segment,
+                offset: got,
+                reason,
+            }
+            .to_string();
+            assert!(
+                shown.contains(&file.display().to_string()) && shown.contains(&offset.to_string())
+            );
         }
-        Err(other) => panic!("{what}: expected Corrupt at {}:{offset}, got {other}", file.display()),
-        Ok((_, recovered)) => panic!("{what}: expected Corrupt at {}:{offset}, opened: {recovered:?}", file.display()),
+        Err(other) => panic!(
+            "{what}: expected Corrupt at {}:{offset}, got {other}",
+            file.display()
+        ),
+        Ok((_, recovered)) => panic!(
+            "{what}: expected Corrupt at {}:{offset}, opened: {recovered:?}",
+            file.display()
+        ),
     }
 }
 
@@ -107,7 +134,11 @@ async fn check_recovered(wal: &Wal, total_regular: u64) -> u64 {
     wal.replay(Lsn(1), |r| {
         assert_eq!(r.lsn.0, expected);
         if expected <= total_regular {
-            assert_eq!(r.payload, &payload(SEED, expected, MAX_LEN)[..], "lsn {expected}");
+            assert_eq!(
+                r.payload,
+                &payload(SEED, expected, MAX_LEN)[..],
+                "lsn {expected}"
+            );
         } else {
             let len = [0usize, 45, 100][(expected - total_regular - 1) as usize];
             assert_eq!(r.payload, &vec![len as u8; len][..], "lsn {expected}");
@@ -139,25 +170,43 @@ fn tail_cut_at_every_byte_offset_keeps_exactly_the_whole_records() {
         for cut in from..=to {
             let copy = copy_dir(&path);
             let seg = copy.path().join(tail_file.file_name().unwrap());
-            std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .unwrap()
+                .set_len(cut)
+                .unwrap();
             let whole = records.iter().filter(|r| r.offset + r.size <= cut).count() as u64;
             let first_in_file = records[0].lsn;
             let expected_next = first_in_file + whole;
-            let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT)).await.unwrap();
+            let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT))
+                .await
+                .unwrap();
             assert_eq!(recovered.next_lsn, Lsn(expected_next), "cut at {cut}");
             // A partial record is a torn tail if any of its bytes that remain
             // are non-zero (a cut inside an all-zero prefix looks like the end).
-            let partial = records
-                .iter()
-                .any(|r| r.offset < cut && cut < r.offset + r.size && original[r.offset as usize..cut as usize].iter().any(|&b| b != 0));
-            assert_eq!(recovered.truncated_tail.is_some(), partial, "cut at {cut}: {:?}", recovered.truncated_tail);
+            let partial = records.iter().any(|r| {
+                r.offset < cut
+                    && cut < r.offset + r.size
+                    && original[r.offset as usize..cut as usize]
+                        .iter()
+                        .any(|&b| b != 0)
+            });
+            assert_eq!(
+                recovered.truncated_tail.is_some(),
+                partial,
+                "cut at {cut}: {:?}",
+                recovered.truncated_tail
+            );
             assert_eq!(check_recovered(&wal, last - 3).await, expected_next - 1);
             // New records overwrite the torn bytes; the old ones never come back.
             if cut % 5 == 0 {
                 let lsn = wal.append(200, b"after-recovery").unwrap();
                 wal.wait_durable(lsn).await.unwrap();
                 wal.close().await.unwrap();
-                let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT)).await.unwrap();
+                let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT))
+                    .await
+                    .unwrap();
                 assert_eq!(recovered.next_lsn, Lsn(expected_next + 1));
                 assert_eq!(recovered.truncated_tail, None);
                 let (k, p) = wal.read(Lsn(expected_next)).await.unwrap();
@@ -189,17 +238,31 @@ fn garbage_in_the_last_batch_is_truncated_and_zeroed_for_good() {
             let seg = copy.path().join(tail_file.file_name().unwrap());
             let flip = 1u8 << rng.below(8);
             patch(&seg, |b| b[byte as usize] ^= flip);
-            let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT)).await.unwrap();
-            let cut = recovered.truncated_tail.clone().unwrap_or_else(|| panic!("byte {byte}: not truncated"));
+            let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT))
+                .await
+                .unwrap();
+            let cut = recovered
+                .truncated_tail
+                .clone()
+                .unwrap_or_else(|| panic!("byte {byte}: not truncated"));
             assert_eq!(cut.offset, victim.offset);
             assert_eq!(recovered.next_lsn, Lsn(last), "byte {byte}");
             assert_eq!(check_recovered(&wal, last - 3).await, last - 1);
             wal.close().await.unwrap();
             // The damaged bytes were zeroed on disk.
             let bytes = std::fs::read(&seg).unwrap();
-            assert!(bytes[victim.offset as usize..(victim.offset + victim.size) as usize].iter().all(|&b| b == 0));
-            let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT)).await.unwrap();
-            assert_eq!((recovered.next_lsn, recovered.truncated_tail), (Lsn(last), None));
+            assert!(
+                bytes[victim.offset as usize..(victim.offset + victim.size) as usize]
+                    .iter()
+                    .all(|&b| b == 0)
+            );
+            let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT))
+                .await
+                .unwrap();
+            assert_eq!(
+                (recovered.next_lsn, recovered.truncated_tail),
+                (Lsn(last), None)
+            );
             wal.close().await.unwrap();
         }
     });
@@ -218,14 +281,24 @@ fn random_bit_flips_in_sealed_segments_are_always_detected_with_file_and_offset(
         for trial in 0..250 {
             let victim = &sealed[rng.below(sealed.len() as u64) as usize];
             let records = records_of(victim);
-            let end = records.last().map_or(SEGMENT_HEADER_BYTES, |r| r.offset + r.size);
+            let end = records
+                .last()
+                .map_or(SEGMENT_HEADER_BYTES, |r| r.offset + r.size);
             // Half the flips in the header and records, half anywhere.
-            let byte = if trial % 2 == 0 { rng.below(end) } else { rng.below(SEGMENT) };
+            let byte = if trial % 2 == 0 {
+                rng.below(end)
+            } else {
+                rng.below(SEGMENT)
+            };
             let bit = rng.below(8);
             let expected = if byte < SEGMENT_HEADER_BYTES {
                 0
             } else if byte < end {
-                records.iter().find(|r| byte < r.offset + r.size).unwrap().offset
+                records
+                    .iter()
+                    .find(|r| byte < r.offset + r.size)
+                    .unwrap()
+                    .offset
             } else if SEGMENT - end >= 32 && byte < end + 32 {
                 end // read as an invalid record header
             } else {
@@ -235,7 +308,12 @@ fn random_bit_flips_in_sealed_segments_are_always_detected_with_file_and_offset(
             let file = copy.path().join(victim.file_name().unwrap());
             patch(&file, |b| b[byte as usize] ^= 1 << bit);
             let result = Wal::open(copy.path(), 0, small_options(SEGMENT)).await;
-            expect_corrupt(result, &file, expected, &format!("trial {trial}: flip byte {byte} bit {bit}"));
+            expect_corrupt(
+                result,
+                &file,
+                expected,
+                &format!("trial {trial}: flip byte {byte} bit {bit}"),
+            );
         }
     });
 }
@@ -256,13 +334,24 @@ fn every_zeroed_block_of_a_sealed_segment_is_detected() {
                 let expected = if block == 0 {
                     0
                 } else {
-                    records.iter().find(|r| r.offset + r.size > start).unwrap().offset
+                    records
+                        .iter()
+                        .find(|r| r.offset + r.size > start)
+                        .unwrap()
+                        .offset
                 };
                 let copy = copy_dir(&path);
                 let file = copy.path().join(victim.file_name().unwrap());
-                patch(&file, |b| b[start as usize..(start + BLOCK_BYTES) as usize].fill(0));
+                patch(&file, |b| {
+                    b[start as usize..(start + BLOCK_BYTES) as usize].fill(0)
+                });
                 let result = Wal::open(copy.path(), 0, small_options(SEGMENT)).await;
-                expect_corrupt(result, &file, expected, &format!("{} block {block}", victim.display()));
+                expect_corrupt(
+                    result,
+                    &file,
+                    expected,
+                    &format!("{} block {block}", victim.display()),
+                );
                 trials += 1;
             }
         }
@@ -290,15 +379,31 @@ fn damage_followed_by_later_batches_in_the_last_segment_is_corruption_not_a_torn
         let copy = copy_dir(&path);
         let f = copy.path().join(file.file_name().unwrap());
         patch(&f, |b| b[records[29].offset as usize + 40] ^= 4);
-        expect_corrupt(Wal::open(copy.path(), 0, small_options(1 << 20)).await, &f, records[29].offset, "mid flip");
+        expect_corrupt(
+            Wal::open(copy.path(), 0, small_options(1 << 20)).await,
+            &f,
+            records[29].offset,
+            "mid flip",
+        );
 
         // A zeroed block in the middle.
         let copy = copy_dir(&path);
         let f = copy.path().join(file.file_name().unwrap());
         let block = records[20].offset / BLOCK_BYTES * BLOCK_BYTES;
-        let expected = records.iter().find(|r| r.offset + r.size > block).unwrap().offset;
-        patch(&f, |b| b[block as usize..(block + BLOCK_BYTES) as usize].fill(0));
-        expect_corrupt(Wal::open(copy.path(), 0, small_options(1 << 20)).await, &f, expected, "zeroed block");
+        let expected = records
+            .iter()
+            .find(|r| r.offset + r.size > block)
+            .unwrap()
+            .offset;
+        patch(&f, |b| {
+            b[block as usize..(block + BLOCK_BYTES) as usize].fill(0)
+        });
+        expect_corrupt(
+            Wal::open(copy.path(), 0, small_options(1 << 20)).await,
+            &f,
+            expected,
+            "zeroed block",
+        );
 
         // Damage inside the newest batch is indistinguishable from a torn
         // write: that batch is dropped, nothing before it.
@@ -307,9 +412,14 @@ fn damage_followed_by_later_batches_in_the_last_segment_is_corruption_not_a_torn
         let copy = copy_dir(&path);
         let f = copy.path().join(file.file_name().unwrap());
         patch(&f, |b| b[first_of_newest.offset as usize + 33] ^= 1);
-        let (wal, recovered) = Wal::open(copy.path(), 0, small_options(1 << 20)).await.unwrap();
+        let (wal, recovered) = Wal::open(copy.path(), 0, small_options(1 << 20))
+            .await
+            .unwrap();
         assert_eq!(recovered.next_lsn, Lsn(newest));
-        assert_eq!(recovered.truncated_tail.unwrap().offset, first_of_newest.offset);
+        assert_eq!(
+            recovered.truncated_tail.unwrap().offset,
+            first_of_newest.offset
+        );
         assert_eq!(check_all(&wal, SEED, Lsn(1), MAX_LEN).await, newest - 1);
         wal.close().await.unwrap();
     });
@@ -327,11 +437,18 @@ fn damage_after_open_is_reported_by_reads_never_returned_as_data() {
         let victim = records[10];
         patch(&first, |b| b[victim.offset as usize + 35] ^= 0x10);
         match wal.read(Lsn(victim.lsn)).await {
-            Err(Error::Corrupt { segment, offset, .. }) => assert_eq!((segment, offset), (first.clone(), victim.offset)),
+            Err(Error::Corrupt {
+                segment, offset, ..
+            }) => assert_eq!((segment, offset), (first.clone(), victim.offset)),
             other => panic!("expected Corrupt, got {other:?}"),
         }
-        match wal.replay(Lsn(1), |_| std::ops::ControlFlow::Continue(())).await {
-            Err(Error::Corrupt { segment, offset, .. }) => assert_eq!((segment, offset), (first.clone(), victim.offset)),
+        match wal
+            .replay(Lsn(1), |_| std::ops::ControlFlow::Continue(()))
+            .await
+        {
+            Err(Error::Corrupt {
+                segment, offset, ..
+            }) => assert_eq!((segment, offset), (first.clone(), victim.offset)),
             other => panic!("expected Corrupt, got {other:?}"),
         }
         // Other records still read fine.
@@ -359,9 +476,16 @@ fn missing_segments_bad_headers_and_leftover_temporaries() {
 
         // A damaged header of the last segment is corruption, not a torn tail.
         let copy = copy_dir(&path);
-        let f = copy.path().join(segments.last().unwrap().file_name().unwrap());
+        let f = copy
+            .path()
+            .join(segments.last().unwrap().file_name().unwrap());
         patch(&f, |b| b[20] ^= 1);
-        expect_corrupt(Wal::open(copy.path(), 0, small_options(SEGMENT)).await, &f, 0, "last header");
+        expect_corrupt(
+            Wal::open(copy.path(), 0, small_options(SEGMENT)).await,
+            &f,
+            0,
+            "last header",
+        );
 
         // The oldest segment deleted without a snapshot: records 1.. are gone.
         let copy = copy_dir(&path);
@@ -375,7 +499,9 @@ fn missing_segments_bad_headers_and_leftover_temporaries() {
         let copy = copy_dir(&path);
         let tmp = copy.path().join(format!("{}.tmp", segment_file_name(999)));
         std::fs::write(&tmp, b"half-prepared").unwrap();
-        let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT)).await.unwrap();
+        let (wal, recovered) = Wal::open(copy.path(), 0, small_options(SEGMENT))
+            .await
+            .unwrap();
         assert!(!tmp.exists());
         assert_eq!(recovered.truncated_tail, None);
         wal.close().await.unwrap();

@@ -30,7 +30,9 @@ where
 /// Base directory for test data: `COURIER_WAL_TEST_DIR` or the system temp
 /// dir, which must be on a file system with O_DIRECT (not tmpfs).
 pub fn base_dir() -> PathBuf {
-    let base = std::env::var_os("COURIER_WAL_TEST_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("COURIER_WAL_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let fs = courier_wal::fs_type_name(&base);
     assert!(
         fs != "tmpfs",
@@ -42,7 +44,10 @@ pub fn base_dir() -> PathBuf {
 
 /// A fresh temporary directory on a real file system.
 pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("courier-wal-test-").tempdir_in(base_dir()).unwrap()
+    tempfile::Builder::new()
+        .prefix("courier-wal-test-")
+        .tempdir_in(base_dir())
+        .unwrap()
 }
 
 /// xorshift64*: small, seeded, deterministic.
