@@ -518,6 +518,8 @@ pub enum CloseReason {
     Revoked,
     /// Authentication failed.
     Unauthenticated,
+    /// The shard tracks CONNECTIONS_PER_SHARD_MAX connections already.
+    Overloaded,
 }
 
 /// Device facts sent in `Hello`.

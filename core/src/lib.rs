@@ -1,1 +1,78 @@
-//! placeholder
+//! `courier-core`: the deterministic, sans-IO brain of Courier.
+//!
+//! A node runs one [`Shard`] per core. A shard is a state machine: the
+//! runtime feeds it [`api::Input`]s (client frames already decoded, messages
+//! from other shards, "the WAL is durable up to LSN n", time) and carries
+//! out the [`api::Effect`]s it returns (append this record, send this to
+//! shard 3, deliver this event to these sockets, read these records back).
+//! It never touches a socket, a file, a clock, a thread or a random source,
+//! so the whole server runs inside a seeded simulation (`core/tests/sim`)
+//! that checks the product's promises on thousands of schedules and crashes.
+//!
+//! The design in brief:
+//!
+//! - **Placement.** Every id carries a placement slot; [`ids::shard_of`]
+//!   maps it to the shard that owns the entity. A conversation's owner
+//!   sequences it; a user's home shard holds their credentials, cursors and
+//!   devices; a workspace's shard holds its name directories. Ids are unique
+//!   without coordination (allocating shard + counter, restored on replay).
+//! - **Persist, then act.** Every state change is one [`record::Record`]
+//!   appended to the shard's own WAL and applied by the same function live
+//!   and on replay. Acks, live events, and messages to other shards that
+//!   depend on a record wait for `Durable`. Readers see durable state only.
+//! - **Derived state converges.** The user → conversations index on the
+//!   home shard is derived from the owners: kept current by their messages
+//!   and replaced wholesale by a membership round from every owner at every
+//!   start, so a crash between two shards' records heals on restart.
+//! - **One authorization function** ([`auth::authorize`]) guards every read,
+//!   subscription, sync, history and send at the owner; denial is
+//!   indistinguishable from nonexistence.
+//! - **Interest, not membership, drives fanout.** Owners keep a bitset of
+//!   shards with subscribed sessions; a message costs one cross-shard hop
+//!   per interested shard, carrying one shared `Arc<Event>`.
+//! - **Everything is bounded**: see [`constants`].
+//!
+//! # Layout
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`api`] | the contract with the runtime: ids, requests, responses, events, inputs, effects |
+//! | [`constants`] | every limit, with compile-time checks of their relations |
+//! | [`ids`] | id layout, placement (`shard_of`), allocation, DM slots |
+//! | [`record`] | the WAL records (rkyv) and their kind bytes |
+//! | `state` | the persistent entities and `State::apply` |
+//! | [`snapshot`] | versioned snapshot encoding, restore |
+//! | [`auth`] | the authorization function, secret hashing |
+//! | `shard` | [`Shard`]: recovery, dispatch, commit/durability machinery |
+//! | `conn` | connection-shard role: sessions, routing, subscriptions, delivery |
+//! | `home` | home-shard role: tokens, devices, cursors, preferences, derived lists |
+//! | `owner` | owner role: membership, sequencer, history, interest, summaries |
+//! | `directory` | workspace role: name directories, two-shard creations |
+//! | `gather` | `Sync`, `Boot`, `ListConversations` scatter-gathers |
+//! | `peer` | the cross-shard protocol |
+//! | `cache`, `bitset`, `hash`, `text` | recent-message cache, shard sets, keyed hashing, text checks |
+
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+mod bitset;
+mod cache;
+mod conn;
+pub mod constants;
+mod directory;
+mod gather;
+mod hash;
+mod home;
+pub mod ids;
+mod owner;
+mod peer;
+pub mod record;
+mod shard;
+pub mod snapshot;
+mod state;
+mod text;
+
+pub use shard::{Metrics, ReplayError, Shard, ShardConfig};
+pub use snapshot::RestoreError;

@@ -11,6 +11,7 @@
 use crate::constants::{
     BAD_FRAMES_MAX, HANDSHAKE_TIMEOUT, HTTP_HEAD_BYTES_MAX, PING_INTERVAL, WS_READ_BUFFER_BYTES,
 };
+use crate::http::{self, Route};
 use crate::metrics::M;
 use crate::shard::ShardCtx;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -181,93 +182,33 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
     let head = match with_timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream)).await {
         Some(Ok(head)) => head,
         Some(Err(reason)) => {
-            let _ = respond(&mut stream, 400, "Bad Request", "text/plain", reason).await;
+            let _ = respond(&mut stream, 400, "text/plain", reason).await;
             return;
         }
         None => return, // slowloris: drop silently
     };
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    let consumed = match req.parse(&head) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => {
-            let _ = respond(
-                &mut stream,
-                400,
-                "Bad Request",
-                "text/plain",
-                "malformed request\n",
-            )
-            .await;
-            return;
-        }
-    };
     ctx.count(M::http_requests_total, 1);
-    let path = req.path.unwrap_or("");
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
-    if req.method != Some("GET") {
-        let _ = respond(
-            &mut stream,
-            405,
-            "Method Not Allowed",
-            "text/plain",
-            "only GET\n",
-        )
-        .await;
-        return;
-    }
-    match path {
-        "/healthz" => {
+    match http::route(&head) {
+        Route::Health => {
             let (code, text) = ctx.health();
-            let _ = respond(
-                &mut stream,
-                code,
-                if code == 200 {
-                    "OK"
-                } else {
-                    "Service Unavailable"
-                },
-                "text/plain",
-                &text,
-            )
-            .await;
+            let _ = respond(&mut stream, code, "text/plain", &text).await;
         }
-        "/metrics" => {
+        Route::Metrics => {
             let text = ctx.render_metrics();
-            let _ = respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &text).await;
+            let _ = respond(&mut stream, 200, "text/plain; version=0.0.4", &text).await;
         }
-        "/" | "/ws" => {
-            let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-            let version_ok = header("sec-websocket-version") == Some("13");
-            let Some(key) = header("sec-websocket-key").filter(|_| upgrade && version_ok) else {
-                let _ = respond(
-                    &mut stream,
-                    426,
-                    "Upgrade Required",
-                    "text/plain",
-                    "a WebSocket (version 13) upgrade is required here\n",
-                )
-                .await;
-                return;
-            };
-            let accept =
-                async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        Route::Refuse { code, body } => {
+            let _ = respond(&mut stream, code, "text/plain", body).await;
+        }
+        Route::Upgrade { accept, head_len } => {
             let response = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
             );
             if stream.write_all(response.as_bytes()).await.is_err() {
                 return;
             }
-            let leftover = head[consumed..].to_vec();
+            let leftover = head[head_len..].to_vec();
             websocket(ctx, stream, leftover).await;
-        }
-        _ => {
-            let _ = respond(&mut stream, 404, "Not Found", "text/plain", "not found\n").await;
         }
     }
 }
@@ -282,7 +223,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, &'static str> {
             return Err("connection closed during request\n");
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if http::head_complete(&buf) {
             return Ok(buf);
         }
         if buf.len() > HTTP_HEAD_BYTES_MAX {
@@ -294,10 +235,10 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, &'static str> {
 async fn respond(
     stream: &mut TcpStream,
     code: u16,
-    status: &str,
     content_type: &str,
     body: &str,
 ) -> std::io::Result<()> {
+    let status = http::reason(code);
     let text = format!(
         "HTTP/1.1 {code} {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -307,7 +248,8 @@ async fn respond(
     stream.close().await
 }
 
-fn ws_config() -> WebSocketConfig {
+/// The WebSocket limits every connection runs with.
+pub fn ws_config() -> WebSocketConfig {
     let frame_max = courier_proto::constants::CLIENT_FRAME_BYTES_MAX;
     WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER_BYTES)
@@ -456,6 +398,40 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
     ctx.unregister_conn(&conn);
 }
 
+/// Reads WebSocket messages from raw post-upgrade bytes exactly as a
+/// connection would (same config, server role), returning the data messages
+/// until the stream ends or errs. For fuzzing and tests of the frame layer.
+pub fn read_ws_messages(bytes: &[u8]) -> Vec<Bytes> {
+    struct Mem<'a>(std::io::Cursor<&'a [u8]>);
+    impl std::io::Read for Mem<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl std::io::Write for Mem<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut ws = tungstenite::WebSocket::from_raw_socket(
+        Mem(std::io::Cursor::new(bytes)),
+        Role::Server,
+        Some(ws_config()),
+    );
+    let mut out = Vec::new();
+    while let Ok(message) = ws.read() {
+        match message {
+            Message::Binary(b) => out.push(b),
+            Message::Text(t) => out.push(Bytes::copy_from_slice(t.as_bytes())),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Creates the shard-side state of a new connection.
 pub fn new_conn(id: ConnId, outbox_bytes_max: usize) -> Rc<Conn> {
     Rc::new(Conn::new(id, outbox_bytes_max))
@@ -478,5 +454,61 @@ mod tests {
             Some(close::SLOW_CONSUMER)
         );
         assert_eq!(conn.push(Bytes::from_static(b"1")), Queued::Closed);
+    }
+
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65536 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    #[test]
+    fn frame_layer_enforces_masking_and_sizes() {
+        let ok = masked(2, b"hello");
+        assert_eq!(read_ws_messages(&ok), vec![Bytes::from_static(b"hello")]);
+        // Unmasked client frame: refused.
+        assert!(read_ws_messages(&[0x82, 0x02, b'h', b'i']).is_empty());
+        // A length header promising more than the limit: refused before reading it.
+        let mut huge = vec![0x82, 0x80 | 127];
+        huge.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
+        huge.extend_from_slice(&[0; 4]);
+        assert!(read_ws_messages(&huge).is_empty());
+        // Fragments within the limit are reassembled.
+        let mut first = masked(2, b"hel");
+        first[0] &= 0x7f;
+        let mut small = first;
+        small.extend(masked(0, b"lo"));
+        assert_eq!(read_ws_messages(&small), vec![Bytes::from_static(b"hello")]);
+        // Fragments adding up to more than the message limit: refused.
+        let frame_max = courier_proto::constants::CLIENT_FRAME_BYTES_MAX;
+        let mut frags = Vec::new();
+        let part = vec![7u8; frame_max / 2 + 1];
+        frags.extend(masked(2, &part));
+        frags[0] &= 0x7f; // not FIN
+        let mut cont = masked(0, &part);
+        cont[0] &= 0x7f;
+        frags.extend(cont);
+        frags.extend(masked(0, b"end"));
+        assert!(read_ws_messages(&frags).is_empty());
+        // Control frame over 125 bytes: refused.
+        let mut ping = vec![0x89, 0x80 | 126];
+        ping.extend_from_slice(&200u16.to_be_bytes());
+        ping.extend_from_slice(&[0; 4]);
+        ping.extend_from_slice(&[0; 200]);
+        ping.extend(masked(2, b"after"));
+        assert!(read_ws_messages(&ping).is_empty());
     }
 }

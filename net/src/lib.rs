@@ -27,6 +27,7 @@ pub mod config;
 pub mod constants;
 pub mod datadir;
 pub mod gateway;
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod shard;

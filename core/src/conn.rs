@@ -1,0 +1,953 @@
+//! The connection shard's role: sessions, request routing, local
+//! subscriptions and delivery.
+//!
+//! A request is checked for framing and limits here (cheap, before any
+//! cross-shard hop) and forwarded to the shard that decides it; the answer
+//! comes back as `PeerBody::Reply`.
+//!
+//! Subscriptions: each `(conversation, user, connection)` is *pending*
+//! until the conversation's owner confirms the user's membership (a
+//! `Watch` verdict); only *active* ones receive live events. The owner
+//! keeps one bit per interested shard and vetoes stale subscriptions (a
+//! user removed while their home shard's list still named the
+//! conversation), so no live event reaches a non-member. Removal
+//! (`Unsubscribed`) drops the user's active subscriptions at once; since
+//! owner→shard messages are FIFO it overtakes no later fanout.
+//! `Welcome` and join acks are sent after the verdicts, so a client that
+//! syncs after them cannot miss a message between its read and its
+//! subscription.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::api::{
+    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Effect, Event, Millis, ReqId,
+    Reject, Request, Response, ShardId, UserId, WorkspaceId,
+};
+use crate::auth::hash_secret;
+use crate::constants::{
+    BOOT_CONVERSATIONS_MAX, CONNECTIONS_PER_SHARD_MAX, GROUP_DM_MEMBERS_MAX, HISTORY_PAGE_MAX,
+    PEER_BATCH_MAX, PENDING_HELLOS_MAX, PENDING_WATCH_WAITERS_MAX, REQUEST_TIMEOUT_MS,
+    SYNC_CURSORS_MAX,
+};
+use crate::ids::{compose, spread_slot};
+use crate::peer::{Actor, DeviceReg, GatherRequest, Origin, PeerBody, Who};
+use crate::shard::{Conn, LocalSub, Session, Shard, SubConn, Waiter, WaiterAction};
+use crate::text::{check_body, check_name, NameKind};
+
+impl Shard {
+    pub(crate) fn on_connected(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
+        assert_eq!(conn.shard(), self.me(), "connection of another shard");
+        if self.conns.len() >= CONNECTIONS_PER_SHARD_MAX {
+            out.push(Effect::Close {
+                conn,
+                reason: CloseReason::Overloaded,
+            });
+            return;
+        }
+        self.conns.insert(
+            conn,
+            Conn {
+                session: Session::Anonymous,
+                device: None,
+                subs: Default::default(),
+            },
+        );
+    }
+
+    fn direct_reply(
+        &mut self,
+        conn: ConnId,
+        req: ReqId,
+        result: Result<Response, Reject>,
+        out: &mut Vec<Effect>,
+    ) {
+        let origin = self.origin(conn, req);
+        self.reply(origin, result, out);
+    }
+
+    pub(crate) fn on_hello(
+        &mut self,
+        conn: ConnId,
+        req: ReqId,
+        credential: Credential,
+        device: DeviceInfo,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(c) = self.conns.get(&conn) else {
+            return; // Never connected (or already gone): nobody to answer.
+        };
+        if c.session != Session::Anonymous {
+            let r = Err(Reject::Invalid("hello: session already established".into()));
+            return self.direct_reply(conn, req, r, out);
+        }
+        if let Err(r) = check_name("device.name", &device.name, NameKind::Display) {
+            return self.direct_reply(conn, req, Err(r), out);
+        }
+        match credential {
+            Credential::Admin(secret) => {
+                let good: bool = subtle::ConstantTimeEq::ct_eq(
+                    &hash_secret(&secret)[..],
+                    &self.config.admin_token_hash[..],
+                )
+                .into();
+                if !good {
+                    self.direct_reply(conn, req, Err(Reject::Unauthenticated), out);
+                    out.push(Effect::Close {
+                        conn,
+                        reason: CloseReason::Unauthenticated,
+                    });
+                    return;
+                }
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.session = Session::Admin;
+                    c.device = Some(device);
+                }
+                let now = self.now;
+                let welcome = Response::Welcome {
+                    user: None,
+                    workspace: None,
+                    now,
+                };
+                self.direct_reply(conn, req, Ok(welcome), out);
+            }
+            Credential::User {
+                user,
+                token,
+                secret,
+            } => {
+                if self.hellos.len() >= PENDING_HELLOS_MAX {
+                    let r = Err(Reject::Unavailable("too many pending hellos".into()));
+                    return self.direct_reply(conn, req, r, out);
+                }
+                let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.session = Session::Authenticating { req, deadline };
+                    c.device = Some(device.clone());
+                }
+                self.hellos.insert(conn);
+                let home = self.home_of(user);
+                let origin = self.origin(conn, req);
+                self.send_peer(
+                    home,
+                    PeerBody::Auth {
+                        origin,
+                        user,
+                        token,
+                        secret,
+                        device,
+                    },
+                    out,
+                );
+            }
+        }
+    }
+
+    pub(crate) fn on_auth_ok(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        token: u64,
+        conversations: Vec<ConversationId>,
+        out: &mut Vec<Effect>,
+    ) {
+        let waiting = origin.incarnation == self.incarnation
+            && self.conns.get(&origin.conn).is_some_and(|c| {
+                matches!(c.session, Session::Authenticating { req, .. } if req == origin.req)
+            });
+        if !waiting {
+            // The connection went away or timed out meanwhile: the home
+            // shard registered a device that does not exist.
+            let home = self.home_of(who.user);
+            self.send_peer(
+                home,
+                PeerBody::DeviceGone {
+                    user: who.user,
+                    conn: origin.conn,
+                },
+                out,
+            );
+            return;
+        }
+        self.hellos.remove(&origin.conn);
+        if let Some(c) = self.conns.get_mut(&origin.conn) {
+            c.session = Session::User { who, token };
+        }
+        self.subscribe(
+            who,
+            &[origin.conn],
+            &conversations,
+            WaiterAction::Welcome { origin, who },
+            out,
+        );
+    }
+
+    pub(crate) fn on_auth_failed(&mut self, origin: Origin, reject: Reject, out: &mut Vec<Effect>) {
+        let waiting = origin.incarnation == self.incarnation
+            && self.conns.get(&origin.conn).is_some_and(|c| {
+                matches!(c.session, Session::Authenticating { req, .. } if req == origin.req)
+            });
+        if !waiting {
+            return;
+        }
+        self.hellos.remove(&origin.conn);
+        if let Some(c) = self.conns.get_mut(&origin.conn) {
+            c.session = Session::Anonymous;
+        }
+        let close = reject == Reject::Unauthenticated;
+        self.reply(origin, Err(reject), out);
+        if close {
+            out.push(Effect::Close {
+                conn: origin.conn,
+                reason: CloseReason::Unauthenticated,
+            });
+        }
+    }
+
+    pub(crate) fn expire_hellos(&mut self, out: &mut Vec<Effect>) {
+        let now = self.now;
+        let expired: Vec<(ConnId, ReqId)> = self
+            .hellos
+            .iter()
+            .filter_map(|conn| match self.conns.get(conn).map(|c| &c.session) {
+                Some(Session::Authenticating { req, deadline }) if *deadline <= now => {
+                    Some((*conn, *req))
+                }
+                _ => None,
+            })
+            .collect();
+        for (conn, req) in expired {
+            self.hellos.remove(&conn);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.session = Session::Anonymous;
+            }
+            let r = Err(Reject::Unavailable("home shard did not answer".into()));
+            self.direct_reply(conn, req, r, out);
+        }
+    }
+
+    pub(crate) fn on_disconnected(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.hellos.remove(&conn);
+        self.drop_conn_subs(conn, &c, out);
+        if let Session::User { who, .. } = c.session {
+            let home = self.home_of(who.user);
+            self.send_peer(
+                home,
+                PeerBody::DeviceGone {
+                    user: who.user,
+                    conn,
+                },
+                out,
+            );
+        }
+    }
+
+    /// Removes every subscription of a departed connection.
+    fn drop_conn_subs(&mut self, conn: ConnId, c: &Conn, out: &mut Vec<Effect>) {
+        let Session::User { who, .. } = c.session else {
+            return;
+        };
+        for conv in &c.subs {
+            if let Some(sub) = self.subs.get_mut(conv) {
+                sub.conns.remove(&(who.user, conn));
+            }
+            self.cleanup_sub(*conv, out);
+        }
+    }
+
+    /// Drops a conversation's entry once nothing is subscribed or awaited,
+    /// telling the owner when it counted this shard as interested.
+    fn cleanup_sub(&mut self, conv: ConversationId, out: &mut Vec<Effect>) {
+        let Some(sub) = self.subs.get(&conv) else {
+            return;
+        };
+        if !sub.conns.is_empty() || sub.outstanding > 0 {
+            return;
+        }
+        let registered = sub.registered;
+        self.subs.remove(&conv);
+        if registered {
+            let owner = self.owner_of(conv);
+            self.send_peer(owner, PeerBody::Unwatch { conversation: conv }, out);
+        }
+    }
+
+    /// Subscribes `conns` (sessions of `user`) to `convs` as pending, asks
+    /// the owners to confirm, and runs `action` when every verdict is in
+    /// (or at the deadline).
+    pub(crate) fn subscribe(
+        &mut self,
+        who: Who,
+        conns: &[ConnId],
+        convs: &[ConversationId],
+        action: WaiterAction,
+        out: &mut Vec<Effect>,
+    ) {
+        let mut by_owner: BTreeMap<ShardId, Vec<ConversationId>> = BTreeMap::new();
+        if !conns.is_empty() {
+            for &conv in convs {
+                by_owner.entry(self.owner_of(conv)).or_default().push(conv);
+            }
+        }
+        let batches: Vec<(ShardId, Vec<ConversationId>)> = by_owner
+            .into_iter()
+            .flat_map(|(owner, convs)| {
+                convs
+                    .chunks(PEER_BATCH_MAX)
+                    .map(|c| (owner, c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let waiter = if batches.is_empty() || self.waiters.len() >= PENDING_WATCH_WAITERS_MAX {
+            // Nothing to wait for (or no room to wait: answer now; the
+            // subscriptions still complete, the client's sync covers it).
+            self.run_waiter(action, out);
+            None
+        } else {
+            let id = self.next_waiter;
+            self.next_waiter += 1;
+            self.waiters.insert(
+                id,
+                Waiter {
+                    remaining: batches.len() as u32,
+                    deadline: Millis(self.now.0 + REQUEST_TIMEOUT_MS),
+                    action,
+                },
+            );
+            Some(id)
+        };
+        for (owner, batch) in batches {
+            let nonce = self.next_nonce;
+            self.next_nonce += 1;
+            if let Some(id) = waiter {
+                self.nonce_waiters.insert(nonce, id);
+            }
+            let user = who.user;
+            for &conv in &batch {
+                let sub = self.subs.entry(conv).or_insert_with(LocalSub::default);
+                sub.outstanding += 1;
+                for &conn in conns {
+                    let active = sub.conns.get(&(user, conn)).is_some_and(|s| s.active);
+                    sub.conns.insert((user, conn), SubConn { nonce, active });
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.subs.insert(conv);
+                    }
+                }
+            }
+            let items = batch.into_iter().map(|c| (who, c)).collect();
+            self.send_peer(owner, PeerBody::Watch { nonce, items }, out);
+        }
+    }
+
+    pub(crate) fn on_watch_reply(
+        &mut self,
+        from: ShardId,
+        nonce: u64,
+        verdicts: Vec<(UserId, ConversationId, bool)>,
+        out: &mut Vec<Effect>,
+    ) {
+        for (user, conv, ok) in verdicts {
+            let Some(sub) = self.subs.get_mut(&conv) else {
+                if ok {
+                    // Cannot happen while the entry waits for this verdict;
+                    // if it does, keep the owner's set exact.
+                    self.send_peer(from, PeerBody::Unwatch { conversation: conv }, out);
+                }
+                continue;
+            };
+            sub.outstanding = sub.outstanding.saturating_sub(1);
+            if ok {
+                sub.registered = true;
+            }
+            let mine: Vec<ConnId> = sub
+                .conns
+                .range((user, ConnId(0))..=(user, ConnId(u64::MAX)))
+                .filter(|(_, s)| s.nonce <= nonce)
+                .map(|((_, c), _)| *c)
+                .collect();
+            for conn in mine {
+                if ok {
+                    if let Some(s) = sub.conns.get_mut(&(user, conn)) {
+                        s.active = true;
+                    }
+                } else {
+                    sub.conns.remove(&(user, conn));
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.subs.remove(&conv);
+                    }
+                }
+            }
+            self.cleanup_sub(conv, out);
+        }
+        if let Some(id) = self.nonce_waiters.remove(&nonce) {
+            let done = match self.waiters.get_mut(&id) {
+                Some(w) => {
+                    w.remaining -= 1;
+                    w.remaining == 0
+                }
+                None => false,
+            };
+            if done {
+                if let Some(w) = self.waiters.remove(&id) {
+                    self.run_waiter(w.action, out);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn expire_waiters(&mut self, out: &mut Vec<Effect>) {
+        let now = self.now;
+        let expired: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(w) = self.waiters.remove(&id) {
+                // The owner did not answer (it restarted; it will ask for
+                // our subscriptions again). Answer anyway: sync covers it.
+                self.run_waiter(w.action, out);
+            }
+        }
+        self.nonce_waiters.retain(|_, id| self.waiters.contains_key(id));
+    }
+
+    fn run_waiter(&mut self, action: WaiterAction, out: &mut Vec<Effect>) {
+        match action {
+            WaiterAction::Welcome { origin, who } => {
+                let now = self.now;
+                let welcome = Response::Welcome {
+                    user: Some(who.user),
+                    workspace: Some(who.workspace),
+                    now,
+                };
+                self.reply(origin, Ok(welcome), out);
+            }
+            WaiterAction::Joined {
+                user,
+                conns,
+                event,
+                reply,
+            } => {
+                if let Some(event) = event {
+                    let alive = self.user_conns(user, &conns);
+                    self.deliver(alive, event, out);
+                }
+                if let Some((origin, result)) = reply {
+                    self.reply(origin, result, out);
+                }
+            }
+        }
+    }
+
+    /// The connections in `conns` that are still sessions of `user`.
+    fn user_conns(&self, user: UserId, conns: &[ConnId]) -> Vec<ConnId> {
+        conns
+            .iter()
+            .copied()
+            .filter(|c| {
+                self.conns.get(c).is_some_and(
+                    |c| matches!(c.session, Session::User { who, .. } if who.user == user),
+                )
+            })
+            .collect()
+    }
+
+    fn deliver(&mut self, conns: Vec<ConnId>, event: Arc<Event>, out: &mut Vec<Effect>) {
+        if conns.is_empty() {
+            return;
+        }
+        self.metrics.deliveries += 1;
+        self.metrics.delivered_conns += conns.len() as u64;
+        out.push(Effect::Deliver { conns, event });
+    }
+
+    pub(crate) fn on_subscribe_conns(
+        &mut self,
+        user: UserId,
+        conversation: ConversationId,
+        conns: Vec<ConnId>,
+        event: Option<Arc<Event>>,
+        reply: Option<(Origin, Result<Response, Reject>)>,
+        out: &mut Vec<Effect>,
+    ) {
+        let alive = self.user_conns(user, &conns);
+        let who = alive.first().and_then(|c| match self.conns.get(c).map(|c| &c.session) {
+            Some(Session::User { who, .. }) => Some(*who),
+            _ => None,
+        });
+        let action = WaiterAction::Joined {
+            user,
+            conns: alive.clone(),
+            event,
+            reply,
+        };
+        match who {
+            Some(who) => self.subscribe(who, &alive, &[conversation], action, out),
+            None => self.run_waiter(action, out),
+        }
+    }
+
+    pub(crate) fn on_deliver_to_conns(
+        &mut self,
+        user: UserId,
+        conns: Vec<ConnId>,
+        event: Arc<Event>,
+        out: &mut Vec<Effect>,
+    ) {
+        let alive = self.user_conns(user, &conns);
+        self.deliver(alive, event, out);
+    }
+
+    pub(crate) fn on_close_conns(
+        &mut self,
+        conns: Vec<ConnId>,
+        reason: CloseReason,
+        out: &mut Vec<Effect>,
+    ) {
+        for conn in conns {
+            let Some(c) = self.conns.remove(&conn) else {
+                continue;
+            };
+            self.hellos.remove(&conn);
+            self.drop_conn_subs(conn, &c, out);
+            out.push(Effect::Close { conn, reason });
+        }
+    }
+
+    pub(crate) fn on_unsubscribed(
+        &mut self,
+        conversation: ConversationId,
+        user: UserId,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(sub) = self.subs.get_mut(&conversation) else {
+            return;
+        };
+        // Active subscriptions stop now. Pending ones keep waiting for their
+        // own verdict, which the owner decides after this removal.
+        let gone: Vec<ConnId> = sub
+            .conns
+            .range((user, ConnId(0))..=(user, ConnId(u64::MAX)))
+            .filter(|(_, s)| s.active)
+            .map(|((_, c), _)| *c)
+            .collect();
+        for conn in gone {
+            sub.conns.remove(&(user, conn));
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.subs.remove(&conversation);
+            }
+        }
+        self.cleanup_sub(conversation, out);
+    }
+
+    pub(crate) fn on_fanout(
+        &mut self,
+        from: ShardId,
+        conversation: ConversationId,
+        event: Arc<Event>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(sub) = self.subs.get(&conversation) else {
+            // Stale interest (e.g. this shard restarted): correct the owner.
+            self.send_peer(from, PeerBody::Unwatch { conversation }, out);
+            return;
+        };
+        let conns: Vec<ConnId> = sub
+            .conns
+            .iter()
+            .filter(|(_, s)| s.active)
+            .map(|((_, c), _)| *c)
+            .collect();
+        self.deliver(conns, event, out);
+    }
+
+    /// Owner `owner` restarted and lost its interest sets: ask again for
+    /// every local subscription of its conversations.
+    pub(crate) fn rewatch_owner(&mut self, owner: ShardId, out: &mut Vec<Effect>) {
+        let mut convs: Vec<ConversationId> = self
+            .subs
+            .keys()
+            .copied()
+            .filter(|c| self.owner_of(*c) == owner)
+            .collect();
+        convs.sort_unstable();
+        let mut items: Vec<(Who, ConversationId)> = Vec::new();
+        for conv in convs {
+            let Some(sub) = self.subs.get_mut(&conv) else {
+                continue;
+            };
+            sub.registered = false;
+            let mut whos: Vec<Who> = Vec::new();
+            for (user, conn) in sub.conns.keys() {
+                if whos.last().is_some_and(|w| w.user == *user) {
+                    continue;
+                }
+                if let Some(Session::User { who, .. }) = self.conns.get(conn).map(|c| &c.session) {
+                    whos.push(*who);
+                }
+            }
+            sub.outstanding += whos.len() as u32;
+            items.extend(whos.into_iter().map(|w| (w, conv)));
+        }
+        for chunk in items.chunks(PEER_BATCH_MAX) {
+            let nonce = self.next_nonce;
+            self.next_nonce += 1;
+            for (who, conv) in chunk {
+                if let Some(sub) = self.subs.get_mut(conv) {
+                    for ((_, _), s) in sub
+                        .conns
+                        .range_mut((who.user, ConnId(0))..=(who.user, ConnId(u64::MAX)))
+                    {
+                        s.nonce = nonce;
+                    }
+                }
+            }
+            let items = chunk.to_vec();
+            self.send_peer(owner, PeerBody::Watch { nonce, items }, out);
+        }
+    }
+
+    /// Home shard `home` restarted and lost its device registry: register
+    /// our sessions of its users again.
+    pub(crate) fn register_devices_with(&mut self, home: ShardId, out: &mut Vec<Effect>) {
+        let mut devices: Vec<DeviceReg> = self
+            .conns
+            .iter()
+            .filter_map(|(conn, c)| match (&c.session, &c.device) {
+                (Session::User { who, token }, Some(device)) if self.home_of(who.user) == home => {
+                    Some(DeviceReg {
+                        conn: *conn,
+                        user: who.user,
+                        token: *token,
+                        device: device.clone(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        devices.sort_by_key(|d| d.conn);
+        for chunk in devices.chunks(PEER_BATCH_MAX) {
+            self.send_peer(
+                home,
+                PeerBody::DevicesRegister {
+                    devices: chunk.to_vec(),
+                },
+                out,
+            );
+        }
+    }
+
+    pub(crate) fn on_request(
+        &mut self,
+        conn: ConnId,
+        req: ReqId,
+        request: Request,
+        out: &mut Vec<Effect>,
+    ) {
+        let origin = self.origin(conn, req);
+        let session = match self.conns.get(&conn) {
+            Some(c) => c.session.clone(),
+            None => return,
+        };
+        let result = match session {
+            Session::Anonymous | Session::Authenticating { .. } => Err(Reject::Unauthenticated),
+            Session::Admin => self.route_admin(origin, request, out),
+            Session::User { who, .. } => self.route_user(origin, who, request, out),
+        };
+        if let Err(reject) = result {
+            self.reply(origin, Err(reject), out);
+        }
+    }
+
+    fn route_admin(
+        &mut self,
+        origin: Origin,
+        request: Request,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Reject> {
+        match request {
+            Request::CreateWorkspace { name } => {
+                check_name("name", &name, NameKind::Display)?;
+                self.placement_counter += 1;
+                let seed = self.placement_counter ^ (self.now.0 << 20) ^ u64::from(self.me().0);
+                let slot = spread_slot(seed);
+                // Placement of the id-to-be, through the one placement function.
+                let to = self.workspace_shard(WorkspaceId(compose(slot, self.me(), 0)));
+                self.send_peer(to, PeerBody::CreateWorkspace { origin, slot, name }, out);
+            }
+            Request::CreateUser { workspace, name } => {
+                check_name("name", &name, NameKind::Handle)?;
+                let to = self.workspace_shard(workspace);
+                self.send_peer(
+                    to,
+                    PeerBody::CreateUser {
+                        origin,
+                        workspace,
+                        name,
+                    },
+                    out,
+                );
+            }
+            Request::IssueToken { user } => {
+                let to = self.home_of(user);
+                self.send_peer(to, PeerBody::IssueToken { origin, user }, out);
+            }
+            Request::RevokeToken { user, token } => {
+                let to = self.home_of(user);
+                self.send_peer(
+                    to,
+                    PeerBody::RevokeToken {
+                        origin,
+                        user,
+                        token,
+                    },
+                    out,
+                );
+            }
+            Request::Remove { conversation, user } => {
+                let to = self.owner_of(conversation);
+                self.send_peer(
+                    to,
+                    PeerBody::RemoveMember {
+                        origin,
+                        actor: Actor::Admin,
+                        user,
+                        conversation,
+                    },
+                    out,
+                );
+            }
+            _ => {
+                return Err(Reject::Invalid(
+                    "an admin session has no user; use a user token".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn route_user(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        request: Request,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Reject> {
+        let home = self.home_of(who.user);
+        match request {
+            Request::CreateWorkspace { .. }
+            | Request::CreateUser { .. }
+            | Request::IssueToken { .. }
+            | Request::RevokeToken { .. } => return Err(Reject::NotAdmin),
+            Request::CreateChannel { name, private } => {
+                check_name("name", &name, NameKind::Handle)?;
+                let body = PeerBody::CreateChannel {
+                    origin,
+                    who,
+                    name,
+                    private,
+                };
+                self.send_peer(home, body, out);
+            }
+            Request::Join { conversation } => {
+                let body = PeerBody::Join {
+                    origin,
+                    who,
+                    conversation,
+                };
+                self.send_peer(home, body, out);
+            }
+            Request::Leave { conversation } => {
+                let to = self.owner_of(conversation);
+                let body = PeerBody::RemoveMember {
+                    origin,
+                    actor: Actor::User(who),
+                    user: who.user,
+                    conversation,
+                };
+                self.send_peer(to, body, out);
+            }
+            Request::Invite { conversation, user } => {
+                let to = self.home_of(user);
+                let body = PeerBody::Invite {
+                    origin,
+                    who,
+                    conversation,
+                    user,
+                };
+                self.send_peer(to, body, out);
+            }
+            Request::Remove { conversation, user } => {
+                let to = self.owner_of(conversation);
+                let body = PeerBody::RemoveMember {
+                    origin,
+                    actor: Actor::User(who),
+                    user,
+                    conversation,
+                };
+                self.send_peer(to, body, out);
+            }
+            Request::OpenDm { users } => {
+                let mut members = users;
+                members.push(who.user);
+                members.sort_unstable();
+                members.dedup();
+                if members.len() < 2 {
+                    return Err(Reject::Invalid("users: name at least one other user".into()));
+                }
+                if members.len() > GROUP_DM_MEMBERS_MAX {
+                    return Err(Reject::TooLarge(format!(
+                        "users: a group DM has at most GROUP_DM_MEMBERS_MAX ({GROUP_DM_MEMBERS_MAX}) members"
+                    )));
+                }
+                let body = PeerBody::OpenDm {
+                    origin,
+                    who,
+                    members,
+                };
+                self.send_peer(home, body, out);
+            }
+            Request::ListConversations => {
+                let body = PeerBody::Gather {
+                    origin,
+                    who,
+                    request: GatherRequest::List,
+                };
+                self.send_peer(home, body, out);
+            }
+            Request::Lookup { name, kind } => {
+                check_name("name", &name, NameKind::Handle)?;
+                let to = self.workspace_shard(who.workspace);
+                let body = PeerBody::Lookup {
+                    origin,
+                    who,
+                    name,
+                    kind,
+                };
+                self.send_peer(to, body, out);
+            }
+            Request::Send {
+                conversation,
+                client_msg_id,
+                body,
+                mut mentions,
+                broadcast,
+            } => {
+                check_body(&body, mentions.len())?;
+                mentions.sort_unstable();
+                mentions.dedup();
+                let to = self.owner_of(conversation);
+                let msg = PeerBody::Send {
+                    origin,
+                    who,
+                    conversation,
+                    client_msg_id,
+                    body,
+                    mentions,
+                    broadcast,
+                };
+                self.send_peer(to, msg, out);
+            }
+            Request::Sync { cursors } => {
+                if cursors.len() > SYNC_CURSORS_MAX {
+                    return Err(Reject::TooLarge(format!(
+                        "cursors: more than SYNC_CURSORS_MAX ({SYNC_CURSORS_MAX})"
+                    )));
+                }
+                let body = PeerBody::Gather {
+                    origin,
+                    who,
+                    request: GatherRequest::Sync { cursors },
+                };
+                self.send_peer(home, body, out);
+            }
+            Request::History {
+                conversation,
+                anchor,
+                limit,
+            } => {
+                if limit == 0 {
+                    return Err(Reject::Invalid("limit: must be positive".into()));
+                }
+                if limit > HISTORY_PAGE_MAX {
+                    return Err(Reject::TooLarge(format!(
+                        "limit: more than HISTORY_PAGE_MAX ({HISTORY_PAGE_MAX})"
+                    )));
+                }
+                let to = self.owner_of(conversation);
+                let body = PeerBody::History {
+                    origin,
+                    who,
+                    conversation,
+                    anchor,
+                    limit,
+                };
+                self.send_peer(to, body, out);
+            }
+            Request::Boot { limit, offset } => {
+                if limit == 0 {
+                    return Err(Reject::Invalid("limit: must be positive".into()));
+                }
+                if limit > BOOT_CONVERSATIONS_MAX {
+                    return Err(Reject::TooLarge(format!(
+                        "limit: more than BOOT_CONVERSATIONS_MAX ({BOOT_CONVERSATIONS_MAX})"
+                    )));
+                }
+                let body = PeerBody::Gather {
+                    origin,
+                    who,
+                    request: GatherRequest::Boot { limit, offset },
+                };
+                self.send_peer(home, body, out);
+            }
+            Request::MarkRead { conversation, seq } => {
+                let to = self.owner_of(conversation);
+                let body = PeerBody::MarkRead {
+                    origin,
+                    who,
+                    conversation,
+                    seq,
+                };
+                self.send_peer(to, body, out);
+            }
+            Request::SetNotify {
+                conversation,
+                level,
+                muted,
+            } => {
+                let to = self.owner_of(conversation);
+                let body = PeerBody::SetNotify {
+                    origin,
+                    who,
+                    conversation,
+                    level,
+                    muted,
+                };
+                self.send_peer(to, body, out);
+            }
+            Request::SetFocus { focused, active } => {
+                let body = PeerBody::SetFocus {
+                    origin,
+                    user: who.user,
+                    focused,
+                    active,
+                };
+                self.send_peer(home, body, out);
+            }
+            Request::SetDnd { until } => {
+                let body = PeerBody::SetDnd {
+                    origin,
+                    user: who.user,
+                    until,
+                };
+                self.send_peer(home, body, out);
+            }
+        }
+        Ok(())
+    }
+}

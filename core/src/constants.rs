@@ -1,0 +1,237 @@
+//! Every limit of the core, in one place, with compile-time checks of how
+//! the limits relate.
+//!
+//! A limit is a promise in two directions: clients may rely on requests
+//! within it being served, and the shard relies on it to bound memory and
+//! work per request. Request-side limits are enforced where a request enters
+//! the node (its connection's shard) and re-checked where they matter; a
+//! violation is a [`crate::api::Reject::TooLarge`] or
+//! [`crate::api::Reject::Invalid`] naming the limit, never a panic.
+//! `docs/ARCHITECTURE.md` ("Core: limits") lists them with their reasons.
+
+// ---------------------------------------------------------------------------
+// Placement and time.
+
+/// Most shards a node may run. Shard ids travel in 16 bits (ids, connection
+/// ids); the interest bitset of a conversation grows with the count.
+pub const SHARD_COUNT_MAX: u16 = 1024;
+
+/// Period of `Input::Tick` the runtime promises (timeouts are multiples).
+pub const TICK_MS: u64 = 100;
+
+/// A request forwarded to another shard that gets no answer within this
+/// time is answered `Reject::Unavailable` (the other shard restarted).
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// A creation that reserved a name but whose second half (the user's home
+/// record, the channel's owner record) is not confirmed yet is retried this
+/// often until it is.
+pub const CLAIM_RETRY_MS: u64 = 2_000;
+
+// ---------------------------------------------------------------------------
+// Text.
+
+/// Names: workspaces, users, channels, device names (bytes of UTF-8).
+pub const NAME_BYTES_MAX: usize = 80;
+
+/// Message body (bytes of UTF-8). Slack's limit is 40,000 characters; a
+/// smaller one keeps history pages and sync replies small.
+pub const BODY_BYTES_MAX: usize = 16 * 1024;
+
+/// Directly mentioned users per message.
+pub const MENTIONS_PER_MESSAGE_MAX: usize = 64;
+
+/// Length of the last-message preview in conversation lists.
+pub const PREVIEW_BYTES_MAX: usize = 100;
+
+// ---------------------------------------------------------------------------
+// Entities.
+
+/// Members of one conversation.
+pub const MEMBERS_PER_CONVERSATION_MAX: u32 = 100_000;
+
+/// Members of a group DM (the requester included); a DM has exactly two.
+pub const GROUP_DM_MEMBERS_MAX: usize = 8;
+
+/// `@channel` / `@here` count as mentions (and will notify) only in
+/// conversations with at most this many members; above it the send is
+/// accepted with `broadcast_ignored`.
+pub const BROADCAST_MEMBERS_MAX: u32 = 10_000;
+
+/// Conversations a user may be in. A soft bound: it is checked at the
+/// user's home shard when a membership is requested, so concurrent requests
+/// in flight may overshoot it by their number.
+pub const CONVERSATIONS_PER_USER_MAX: usize = 10_000;
+
+/// Live tokens per user.
+pub const TOKENS_PER_USER_MAX: usize = 64;
+
+/// Connected devices (sessions) per user across the node.
+pub const DEVICES_PER_USER_MAX: usize = 32;
+
+/// Users per workspace.
+pub const USERS_PER_WORKSPACE_MAX: usize = 1_000_000;
+
+/// Channels (public and private) per workspace.
+pub const CHANNELS_PER_WORKSPACE_MAX: usize = 100_000;
+
+/// Connections a shard tracks; beyond it new sockets are closed.
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 1_000_000;
+
+// ---------------------------------------------------------------------------
+// Messages, caches, idempotency.
+
+/// Per conversation, the last this-many `(sender, client_msg_id)` pairs are
+/// remembered (persisted through the message records and snapshots): a retry
+/// is idempotent while fewer than this many messages were posted in the
+/// conversation since the original. Clients reconcile older unacked sends by
+/// matching `client_msg_id` in `Sync` (see docs/ARCHITECTURE.md).
+pub const DEDUP_WINDOW_PER_CONVERSATION: usize = 512;
+
+/// Newest messages kept in memory per conversation.
+pub const RECENT_MESSAGES_PER_CONVERSATION: usize = 64;
+
+/// Memory of all recent-message caches of a shard together; beyond it the
+/// caches of the least recently written conversations are dropped (their
+/// history is then read from the WAL).
+pub const RECENT_CACHE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Fixed per-message size estimate (ids, seq, timestamp, framing) added to
+/// the body and mentions when budgets are measured in bytes.
+pub const MESSAGE_OVERHEAD_BYTES: usize = 64;
+
+/// Largest size estimate of one message.
+pub const MESSAGE_BYTES_MAX: usize =
+    MESSAGE_OVERHEAD_BYTES + BODY_BYTES_MAX + 8 * MENTIONS_PER_MESSAGE_MAX;
+
+/// Fixed size estimate of a `ConversationInfo` besides its name, members
+/// and preview.
+pub const INFO_OVERHEAD_BYTES: usize = 96;
+
+/// Largest size estimate of one `ConversationInfo`.
+pub const INFO_BYTES_MAX: usize =
+    INFO_OVERHEAD_BYTES + NAME_BYTES_MAX + PREVIEW_BYTES_MAX + 8 * GROUP_DM_MEMBERS_MAX;
+
+// ---------------------------------------------------------------------------
+// Reads: history, sync, boot, lists.
+
+/// Messages per `History` page.
+pub const HISTORY_PAGE_MAX: u32 = 100;
+
+/// Bytes per `History` page (the page is cut short to stay within it).
+pub const HISTORY_PAGE_BYTES_MAX: usize = 1024 * 1024;
+
+/// `(conversation, seq)` cursors one `Sync` may name.
+pub const SYNC_CURSORS_MAX: usize = CONVERSATIONS_PER_USER_MAX;
+
+/// Messages inlined in one `Sync` reply, over all conversations.
+pub const SYNC_INLINE_MESSAGES_MAX: usize = 1_000;
+
+/// Bytes of messages inlined in one `Sync` reply, over all conversations.
+pub const SYNC_INLINE_BYTES_MAX: usize = 1024 * 1024;
+
+/// A conversation whose gap is at most this many messages (and in the
+/// recent cache) is synced inline; a larger gap is `truncated`.
+pub const SYNC_GAP_INLINE_MAX: usize = 50;
+
+/// The newest page sent for a `truncated` conversation.
+pub const SYNC_PAGE_MESSAGES: usize = 20;
+
+/// Conversations per `Boot` page.
+pub const BOOT_CONVERSATIONS_MAX: u32 = 100;
+
+/// Conversations of a `Boot` page that come with their newest messages.
+pub const BOOT_PAGES_MAX: usize = 2;
+
+/// Newest messages per conversation in `Boot`.
+pub const BOOT_PAGE_MESSAGES: usize = 20;
+
+/// Bytes of messages in one `Boot` reply.
+pub const BOOT_MESSAGES_BYTES_MAX: usize = 24 * 1024;
+
+/// Bound on a `Boot` reply's size estimate (the product target: a user in
+/// thousands of conversations boots with tens of KB).
+pub const BOOT_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+
+/// Fixed part of a `Boot` reply (user and workspace names, counters).
+pub const BOOT_OVERHEAD_BYTES: usize = 64 + 2 * NAME_BYTES_MAX;
+
+/// Conversations in a `ListConversations` reply (most recently active first).
+pub const LIST_CONVERSATIONS_MAX: usize = 2_000;
+
+/// Public channels of the workspace considered by `ListConversations`.
+pub const LIST_PUBLIC_CHANNELS_MAX: usize = 1_000;
+
+// ---------------------------------------------------------------------------
+// Pending tables (all memory only, all bounded).
+
+/// Appended records whose durability-dependent work is still queued. When
+/// full, requests that write are refused with `Unavailable` (the WAL is
+/// not keeping up).
+pub const PENDING_COMMITS_MAX: usize = 65_536;
+
+/// Outstanding WAL reads (`Effect::ReadRecords`).
+pub const PENDING_READS_MAX: usize = 1_024;
+
+/// Outstanding scatter-gather requests (`Sync`, `Boot`, `ListConversations`)
+/// at a home shard.
+pub const PENDING_GATHERS_MAX: usize = 4_096;
+
+/// DM / group DM creations waiting for their members' home shards.
+pub const PENDING_DM_OPENS_MAX: usize = 1_024;
+
+/// Requests waiting on one DM creation (the same DM opened concurrently).
+pub const DM_OPEN_WAITERS_MAX: usize = 16;
+
+/// Name claims (users, channels) not yet confirmed by their second shard,
+/// per shard.
+pub const PENDING_CLAIMS_MAX: usize = 4_096;
+
+/// Replies on a connection's shard waiting for subscriptions to be
+/// confirmed by owners (`Welcome`, join acks).
+pub const PENDING_WATCH_WAITERS_MAX: usize = 65_536;
+
+/// Connections waiting for their home shard to check a `Hello`.
+pub const PENDING_HELLOS_MAX: usize = 65_536;
+
+/// Items in one cross-shard batch (watch requests, membership rounds,
+/// device registrations, summary requests).
+pub const PEER_BATCH_MAX: usize = 4_096;
+
+/// Guard against a cycle of messages a shard sends itself within one step.
+pub const LOCAL_STEPS_MAX: usize = 1 << 24;
+
+// ---------------------------------------------------------------------------
+// Compile-time sanity checks.
+
+const _: () = assert!(SHARD_COUNT_MAX >= 1);
+const _: () = assert!(SHARD_COUNT_MAX as u32 <= 1 << 16, "slot space is 16 bits");
+const _: () = assert!(REQUEST_TIMEOUT_MS >= 10 * TICK_MS);
+const _: () = assert!(CLAIM_RETRY_MS >= TICK_MS);
+const _: () = assert!(PREVIEW_BYTES_MAX <= BODY_BYTES_MAX);
+const _: () = assert!(PREVIEW_BYTES_MAX >= 4, "a preview holds at least one char");
+const _: () = assert!(GROUP_DM_MEMBERS_MAX >= 3 && GROUP_DM_MEMBERS_MAX <= 8);
+const _: () = assert!(BROADCAST_MEMBERS_MAX <= MEMBERS_PER_CONVERSATION_MAX);
+const _: () = assert!(MENTIONS_PER_MESSAGE_MAX <= PEER_BATCH_MAX);
+// Every page served from the cache fits in it.
+const _: () = assert!(SYNC_PAGE_MESSAGES <= RECENT_MESSAGES_PER_CONVERSATION);
+const _: () = assert!(SYNC_GAP_INLINE_MAX <= RECENT_MESSAGES_PER_CONVERSATION);
+const _: () = assert!(BOOT_PAGE_MESSAGES <= RECENT_MESSAGES_PER_CONVERSATION);
+const _: () = assert!(SYNC_PAGE_MESSAGES <= SYNC_GAP_INLINE_MAX);
+// One full conversation cache fits in the shard-wide budget.
+const _: () = assert!(RECENT_MESSAGES_PER_CONVERSATION * MESSAGE_BYTES_MAX <= RECENT_CACHE_BYTES_MAX);
+// One message always fits in a history page and a sync reply.
+const _: () = assert!(MESSAGE_BYTES_MAX <= HISTORY_PAGE_BYTES_MAX);
+const _: () = assert!(MESSAGE_BYTES_MAX <= SYNC_INLINE_BYTES_MAX);
+const _: () = assert!(SYNC_PAGE_MESSAGES <= SYNC_INLINE_MESSAGES_MAX);
+// A boot page stays within its payload target whatever the conversation count.
+const _: () = assert!(
+    BOOT_OVERHEAD_BYTES + BOOT_CONVERSATIONS_MAX as usize * INFO_BYTES_MAX + BOOT_MESSAGES_BYTES_MAX
+        <= BOOT_PAYLOAD_BYTES_MAX
+);
+const _: () = assert!(BOOT_PAGES_MAX as u32 <= BOOT_CONVERSATIONS_MAX);
+const _: () = assert!(SYNC_CURSORS_MAX >= CONVERSATIONS_PER_USER_MAX);
+const _: () = assert!(LIST_CONVERSATIONS_MAX >= LIST_PUBLIC_CHANNELS_MAX);
+const _: () = assert!(HISTORY_PAGE_MAX as usize <= PEER_BATCH_MAX);
+const _: () = assert!(DEDUP_WINDOW_PER_CONVERSATION >= 1);
+const _: () = assert!(PENDING_DM_OPENS_MAX >= 1 && DM_OPEN_WAITERS_MAX >= 1);

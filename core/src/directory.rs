@@ -1,0 +1,295 @@
+//! The workspace shard's role: workspaces and their name directories.
+//!
+//! Creating a user or a channel spans two shards: the workspace shard
+//! *claims* the name (a durable `UserClaimed` / `ChannelClaimed` record with
+//! a freshly allocated id placed on any shard), then the entity's own shard
+//! creates it and answers the client, then the workspace shard records the
+//! *confirmation*. A claim whose confirmation is missing (a crash of either
+//! shard in between, a full write queue) is re-sent every CLAIM_RETRY_MS;
+//! creation is idempotent at the receiving shard. Lookups and the public
+//! channel list only show confirmed entries, so nobody is handed an id
+//! whose entity does not exist yet.
+
+use crate::api::{
+    ConversationId, Effect, LookupKind, Millis, Reject, Response, UserId, WorkspaceId,
+};
+use crate::constants::{
+    CHANNELS_PER_WORKSPACE_MAX, CLAIM_RETRY_MS, PENDING_CLAIMS_MAX, USERS_PER_WORKSPACE_MAX,
+};
+use crate::ids::spread_slot;
+use crate::peer::{Origin, PeerBody, Who};
+use crate::record::Record;
+use crate::shard::{Action, Shard};
+use crate::state::Claim;
+
+fn exhausted() -> Reject {
+    Reject::Unavailable("id space of this shard exhausted".into())
+}
+
+impl Shard {
+    pub(crate) fn on_create_workspace(
+        &mut self,
+        origin: Origin,
+        slot: u16,
+        name: String,
+        out: &mut Vec<Effect>,
+    ) {
+        assert_eq!(slot % self.shard_count(), self.me().0, "workspace placed on the wrong shard");
+        if let Err(r) = self.writable() {
+            return self.reply(origin, Err(r), out);
+        }
+        let Some(raw) = self.state.ids.allocate(slot) else {
+            return self.reply(origin, Err(exhausted()), out);
+        };
+        let workspace = WorkspaceId(raw);
+        let record = Record::WorkspaceCreated {
+            workspace: raw,
+            name,
+            ts: self.now.0,
+        };
+        let reply = Action::Reply {
+            origin,
+            result: Ok(Response::WorkspaceCreated { workspace }),
+        };
+        self.commit(record, vec![reply], out);
+    }
+
+    fn claim_room(&self, workspace: WorkspaceId, name: &str, channel: bool) -> Result<(), Reject> {
+        let ws = self.state.workspaces.get(&workspace).ok_or(Reject::NotFound)?;
+        let (taken, count, max, what) = if channel {
+            (
+                ws.channels.contains_key(name),
+                ws.channels.len(),
+                CHANNELS_PER_WORKSPACE_MAX,
+                "CHANNELS_PER_WORKSPACE_MAX",
+            )
+        } else {
+            (
+                ws.users.contains_key(name),
+                ws.users.len(),
+                USERS_PER_WORKSPACE_MAX,
+                "USERS_PER_WORKSPACE_MAX",
+            )
+        };
+        if taken {
+            return Err(Reject::AlreadyExists);
+        }
+        if count >= max {
+            return Err(Reject::TooLarge(format!("workspace: {what} ({max}) reached")));
+        }
+        if self.state.claims.len() >= PENDING_CLAIMS_MAX {
+            return Err(Reject::Unavailable(
+                "too many creations in flight (PENDING_CLAIMS_MAX)".into(),
+            ));
+        }
+        self.writable()
+    }
+
+    pub(crate) fn on_create_user(
+        &mut self,
+        origin: Origin,
+        workspace: WorkspaceId,
+        name: String,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Err(r) = self.claim_room(workspace, &name, false) {
+            return self.reply(origin, Err(r), out);
+        }
+        let slot = spread_slot(self.state.ids.seed());
+        let Some(raw) = self.state.ids.allocate(slot) else {
+            return self.reply(origin, Err(exhausted()), out);
+        };
+        let user = UserId(raw);
+        let workspace_name = self
+            .state
+            .workspaces
+            .get(&workspace)
+            .map(|w| w.name.clone())
+            .unwrap_or_default();
+        let record = Record::UserClaimed {
+            workspace: workspace.0,
+            user: raw,
+            name: name.clone(),
+        };
+        let home = self.home_of(user);
+        let create = Action::Peer {
+            to: home,
+            body: PeerBody::CreateUserHome {
+                origin: Some(origin),
+                user,
+                workspace,
+                workspace_name,
+                name,
+            },
+        };
+        self.commit(record, vec![create], out);
+    }
+
+    pub(crate) fn on_user_home_ready(
+        &mut self,
+        workspace: WorkspaceId,
+        user: UserId,
+        out: &mut Vec<Effect>,
+    ) {
+        let pending = matches!(self.state.claims.get(&user.0), Some((Claim::User { .. }, _)));
+        if pending && self.writable().is_ok() {
+            let record = Record::UserConfirmed {
+                workspace: workspace.0,
+                user: user.0,
+            };
+            self.commit(record, Vec::new(), out);
+        }
+    }
+
+    pub(crate) fn on_claim_channel(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        name: String,
+        private: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Err(r) = self.claim_room(who.workspace, &name, true) {
+            return self.reply(origin, Err(r), out);
+        }
+        let slot = spread_slot(self.state.ids.seed());
+        let Some(raw) = self.state.ids.allocate(slot) else {
+            return self.reply(origin, Err(exhausted()), out);
+        };
+        let conversation = ConversationId(raw);
+        let record = Record::ChannelClaimed {
+            workspace: who.workspace.0,
+            conversation: raw,
+            name: name.clone(),
+            private,
+            creator: who.user.0,
+        };
+        let owner = self.owner_of(conversation);
+        let create = Action::Peer {
+            to: owner,
+            body: PeerBody::CreateChannelHome {
+                origin: Some(origin),
+                conversation,
+                workspace: who.workspace,
+                name,
+                private,
+                creator: who.user,
+            },
+        };
+        self.commit(record, vec![create], out);
+    }
+
+    pub(crate) fn on_channel_ready(
+        &mut self,
+        workspace: WorkspaceId,
+        conversation: ConversationId,
+        out: &mut Vec<Effect>,
+    ) {
+        let pending = matches!(
+            self.state.claims.get(&conversation.0),
+            Some((Claim::Channel { .. }, _))
+        );
+        if pending && self.writable().is_ok() {
+            let record = Record::ChannelConfirmed {
+                workspace: workspace.0,
+                conversation: conversation.0,
+            };
+            self.commit(record, Vec::new(), out);
+        }
+    }
+
+    pub(crate) fn on_lookup(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        name: String,
+        kind: LookupKind,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(ws) = self.state.workspaces.get(&who.workspace) else {
+            return self.reply(origin, Err(Reject::NotFound), out);
+        };
+        match kind {
+            LookupKind::User => {
+                let result = match ws.users.get(&name) {
+                    Some(e) if e.confirmed => Ok(Response::Found { id: e.user.0 }),
+                    _ => Err(Reject::NotFound),
+                };
+                self.reply(origin, result, out);
+            }
+            LookupKind::Channel => match ws.channels.get(&name).copied() {
+                Some(c) if c.confirmed && !c.private => {
+                    self.reply(origin, Ok(Response::Found { id: c.id.0 }), out)
+                }
+                Some(c) if c.confirmed => {
+                    // Only a member may learn a private channel's id: the
+                    // owner decides, with the one authorization function.
+                    let to = self.owner_of(c.id);
+                    let body = PeerBody::LookupPrivate {
+                        origin,
+                        who,
+                        conversation: c.id,
+                    };
+                    self.send_peer(to, body, out);
+                }
+                _ => self.reply(origin, Err(Reject::NotFound), out),
+            },
+        }
+    }
+
+    /// Re-sends the second half of every durable, unconfirmed claim.
+    pub(crate) fn retry_claims(&mut self, out: &mut Vec<Effect>) {
+        if self.now < self.next_claim_retry {
+            return;
+        }
+        self.next_claim_retry = Millis(self.now.0 + CLAIM_RETRY_MS);
+        let durable = self.durable;
+        let due: Vec<(u64, Claim)> = self
+            .state
+            .claims
+            .iter()
+            .filter(|(_, (_, lsn))| *lsn <= durable)
+            .map(|(id, (claim, _))| (*id, claim.clone()))
+            .collect();
+        for (id, claim) in due {
+            match claim {
+                Claim::User { workspace, name } => {
+                    let user = UserId(id);
+                    let workspace_name = self
+                        .state
+                        .workspaces
+                        .get(&workspace)
+                        .map(|w| w.name.clone())
+                        .unwrap_or_default();
+                    let body = PeerBody::CreateUserHome {
+                        origin: None,
+                        user,
+                        workspace,
+                        workspace_name,
+                        name,
+                    };
+                    let to = self.home_of(user);
+                    self.send_peer(to, body, out);
+                }
+                Claim::Channel {
+                    workspace,
+                    name,
+                    private,
+                    creator,
+                } => {
+                    let conversation = ConversationId(id);
+                    let body = PeerBody::CreateChannelHome {
+                        origin: None,
+                        conversation,
+                        workspace,
+                        name,
+                        private,
+                        creator,
+                    };
+                    let to = self.owner_of(conversation);
+                    self.send_peer(to, body, out);
+                }
+            }
+        }
+    }
+}

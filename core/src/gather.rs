@@ -1,0 +1,489 @@
+//! Scatter-gathers at the home shard: `Sync`, `Boot` and
+//! `ListConversations`.
+//!
+//! The home shard knows the user's conversations (derived list) and read
+//! cursors; the owners know heads, mentions, previews and messages. A gather
+//! sends one `Summaries` batch per owner shard (chunked to PEER_BATCH_MAX
+//! items), collects the answers, and assembles a reply whose size is
+//! bounded whatever the number of conversations:
+//!
+//! - `Sync`: every changed conversation's info; inline messages up to
+//!   SYNC_INLINE_MESSAGES_MAX / SYNC_INLINE_BYTES_MAX in total, most
+//!   recently active conversations first; beyond that a conversation is
+//!   `truncated` and carries the newest messages that still fit (possibly
+//!   none). Messages are always a gap-free run ending at the head.
+//! - `Boot`: phase 1 gathers infos of all the user's conversations and
+//!   sorts them by activity; phase 2 asks the owners of the first
+//!   BOOT_PAGES_MAX conversations of the requested page for their newest
+//!   messages (within BOOT_MESSAGES_BYTES_MAX).
+//! - `ListConversations`: the workspace shard's public channels plus the
+//!   user's conversations.
+//!
+//! A gather whose owners do not all answer within REQUEST_TIMEOUT_MS is
+//! answered `Unavailable`.
+
+use std::collections::BTreeMap;
+
+use crate::api::{
+    BootPage, ConversationId, ConversationInfo, Effect, Millis, Reject, Response, Seq, ShardId,
+    SyncConversation,
+};
+use crate::constants::{
+    BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
+    BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX,
+    LIST_PUBLIC_CHANNELS_MAX, PEER_BATCH_MAX, PENDING_GATHERS_MAX, REQUEST_TIMEOUT_MS,
+    SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
+};
+use crate::owner::fit_bytes;
+use crate::peer::{GatherRequest, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Who};
+use crate::shard::Shard;
+use crate::text::{info_bytes, message_bytes};
+
+/// An outstanding scatter-gather.
+#[derive(Debug)]
+pub(crate) struct Gather {
+    origin: Origin,
+    who: Who,
+    deadline: Millis,
+    outstanding: u32,
+    summaries: Vec<Summary>,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Sync {
+        named: BTreeMap<ConversationId, Seq>,
+    },
+    BootList {
+        limit: u32,
+        offset: u32,
+    },
+    BootPages {
+        page: Vec<ConversationInfo>,
+        total: u32,
+    },
+    ListPublic,
+    List,
+}
+
+/// Most recently active first; ties by id (deterministic).
+fn by_activity(a: &ConversationInfo, b: &ConversationInfo) -> std::cmp::Ordering {
+    b.last_activity
+        .cmp(&a.last_activity)
+        .then_with(|| a.id.cmp(&b.id))
+}
+
+/// Applies the inline budget of a `Sync` reply to its changed conversations
+/// (already sorted by activity).
+pub(crate) fn apply_sync_budget(changed: &mut [SyncConversation]) {
+    let mut messages_left = SYNC_INLINE_MESSAGES_MAX;
+    let mut bytes_left = SYNC_INLINE_BYTES_MAX;
+    for c in changed.iter_mut() {
+        let bytes: usize = c.messages.iter().map(message_bytes).sum();
+        if c.messages.len() <= messages_left && bytes <= bytes_left {
+            messages_left -= c.messages.len();
+            bytes_left -= bytes;
+            continue;
+        }
+        let kept = fit_bytes(std::mem::take(&mut c.messages), bytes_left, true);
+        let skip = kept.len().saturating_sub(messages_left);
+        c.messages = kept.into_iter().skip(skip).collect();
+        c.truncated = true;
+        messages_left -= c.messages.len();
+        bytes_left -= c.messages.iter().map(message_bytes).sum::<usize>();
+    }
+}
+
+impl Shard {
+    pub(crate) fn on_gather(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        request: GatherRequest,
+        out: &mut Vec<Effect>,
+    ) {
+        let check = if !self.state.users.contains_key(&who.user) {
+            Err(Reject::NotFound)
+        } else if !self.is_ready() {
+            Err(Reject::Unavailable("home shard is starting".into()))
+        } else if self.gathers.len() >= PENDING_GATHERS_MAX {
+            Err(Reject::Unavailable(
+                "too many syncs in flight (PENDING_GATHERS_MAX)".into(),
+            ))
+        } else {
+            Ok(())
+        };
+        if let Err(r) = check {
+            return self.reply(origin, Err(r), out);
+        }
+        let Some(user) = self.state.users.get(&who.user) else {
+            return;
+        };
+        let id = self.next_gather;
+        self.next_gather += 1;
+        let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
+        let (phase, items) = match request {
+            GatherRequest::Sync { cursors } => {
+                let mut named: BTreeMap<ConversationId, Seq> = BTreeMap::new();
+                for (conv, seq) in cursors {
+                    let e = named.entry(conv).or_insert(seq);
+                    *e = (*e).max(seq);
+                }
+                let mut convs: Vec<ConversationId> = user.conversations.iter().copied().collect();
+                convs.extend(named.keys().copied());
+                convs.sort_unstable();
+                convs.dedup();
+                let items = convs
+                    .into_iter()
+                    .map(|c| SummaryItem {
+                        conversation: c,
+                        read: user.cursor(c),
+                        mode: SummaryMode::Sync {
+                            after: named.get(&c).copied().unwrap_or(Seq(0)),
+                        },
+                    })
+                    .collect();
+                (Phase::Sync { named }, Some(items))
+            }
+            GatherRequest::Boot { limit, offset } => {
+                let items = user
+                    .conversations
+                    .iter()
+                    .map(|&c| SummaryItem {
+                        conversation: c,
+                        read: user.cursor(c),
+                        mode: SummaryMode::Info,
+                    })
+                    .collect();
+                (Phase::BootList { limit, offset }, Some(items))
+            }
+            GatherRequest::List => (Phase::ListPublic, None),
+        };
+        self.gathers.insert(
+            id,
+            Gather {
+                origin,
+                who,
+                deadline,
+                outstanding: 0,
+                summaries: Vec::new(),
+                phase,
+            },
+        );
+        match items {
+            Some(items) => self.scatter(id, items, out),
+            None => {
+                if let Some(g) = self.gathers.get_mut(&id) {
+                    g.outstanding = 1;
+                }
+                let to = self.workspace_shard(who.workspace);
+                let body = PeerBody::PublicChannels {
+                    gather: id,
+                    workspace: who.workspace,
+                };
+                self.send_peer(to, body, out);
+            }
+        }
+    }
+
+    /// Sends the items to their owners; finishes at once if there are none.
+    fn scatter(&mut self, id: u64, items: Vec<SummaryItem>, out: &mut Vec<Effect>) {
+        let Some(who) = self.gathers.get(&id).map(|g| g.who) else {
+            return;
+        };
+        let mut by_owner: BTreeMap<ShardId, Vec<SummaryItem>> = BTreeMap::new();
+        for item in items {
+            by_owner
+                .entry(self.owner_of(item.conversation))
+                .or_default()
+                .push(item);
+        }
+        let mut batches = Vec::new();
+        for (owner, items) in by_owner {
+            for chunk in items.chunks(PEER_BATCH_MAX) {
+                batches.push((owner, chunk.to_vec()));
+            }
+        }
+        if let Some(g) = self.gathers.get_mut(&id) {
+            g.outstanding = batches.len() as u32;
+        }
+        if batches.is_empty() {
+            return self.advance_gather(id, out);
+        }
+        for (owner, items) in batches {
+            let body = PeerBody::Summaries {
+                gather: id,
+                who,
+                items,
+            };
+            self.send_peer(owner, body, out);
+        }
+    }
+
+    pub(crate) fn on_summaries_reply(&mut self, gather: u64, summaries: Vec<Summary>, out: &mut Vec<Effect>) {
+        let Some(g) = self.gathers.get_mut(&gather) else {
+            return; // Timed out meanwhile.
+        };
+        g.summaries.extend(summaries);
+        g.outstanding = g.outstanding.saturating_sub(1);
+        if g.outstanding == 0 {
+            self.advance_gather(gather, out);
+        }
+    }
+
+    pub(crate) fn on_public_channels(
+        &mut self,
+        from: ShardId,
+        gather: u64,
+        workspace: crate::api::WorkspaceId,
+        out: &mut Vec<Effect>,
+    ) {
+        let conversations = self
+            .state
+            .workspaces
+            .get(&workspace)
+            .map(|w| {
+                w.public_channels
+                    .iter()
+                    .take(LIST_PUBLIC_CHANNELS_MAX)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body = PeerBody::PublicChannelsReply {
+            gather,
+            conversations,
+        };
+        self.send_peer(from, body, out);
+    }
+
+    pub(crate) fn on_public_channels_reply(
+        &mut self,
+        gather: u64,
+        public: Vec<ConversationId>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(g) = self.gathers.get_mut(&gather) else {
+            return;
+        };
+        if !matches!(g.phase, Phase::ListPublic) {
+            return;
+        }
+        g.phase = Phase::List;
+        let who = g.who;
+        let Some(user) = self.state.users.get(&who.user) else {
+            return;
+        };
+        let mut convs: Vec<ConversationId> = user.conversations.iter().copied().collect();
+        convs.extend(public);
+        convs.sort_unstable();
+        convs.dedup();
+        let items = convs
+            .into_iter()
+            .map(|c| SummaryItem {
+                conversation: c,
+                read: user.cursor(c),
+                mode: SummaryMode::Preview,
+            })
+            .collect();
+        self.scatter(gather, items, out);
+    }
+
+    pub(crate) fn expire_gathers(&mut self, out: &mut Vec<Effect>) {
+        let now = self.now;
+        let expired: Vec<u64> = self
+            .gathers
+            .iter()
+            .filter(|(_, g)| g.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(g) = self.gathers.remove(&id) {
+                let r = Reject::Unavailable("an owner shard did not answer".into());
+                self.reply(g.origin, Err(r), out);
+            }
+        }
+    }
+
+    /// All answers of the current phase are in.
+    fn advance_gather(&mut self, id: u64, out: &mut Vec<Effect>) {
+        let Some(mut g) = self.gathers.remove(&id) else {
+            return;
+        };
+        let summaries = std::mem::take(&mut g.summaries);
+        match std::mem::replace(&mut g.phase, Phase::List) {
+            Phase::Sync { named } => {
+                let mut changed = Vec::new();
+                let mut gone = Vec::new();
+                for s in summaries {
+                    let known = named.get(&s.conversation).copied();
+                    match s.info {
+                        None => {
+                            if known.is_some() {
+                                gone.push(s.conversation);
+                            }
+                        }
+                        Some(info) => {
+                            if known.is_none_or(|k| info.head > k) {
+                                changed.push(SyncConversation {
+                                    info,
+                                    messages: s.messages,
+                                    truncated: s.truncated,
+                                });
+                            }
+                        }
+                    }
+                }
+                changed.sort_by(|a, b| by_activity(&a.info, &b.info));
+                apply_sync_budget(&mut changed);
+                gone.sort_unstable();
+                self.reply(g.origin, Ok(Response::Sync { changed, gone }), out);
+            }
+            Phase::BootList { limit, offset } => {
+                let mut infos: Vec<ConversationInfo> =
+                    summaries.into_iter().filter_map(|s| s.info).collect();
+                infos.sort_by(by_activity);
+                let total = infos.len() as u32;
+                let page: Vec<ConversationInfo> = infos
+                    .into_iter()
+                    .skip(offset as usize)
+                    .take(limit as usize)
+                    .collect();
+                let items: Vec<SummaryItem> = page
+                    .iter()
+                    .take(BOOT_PAGES_MAX)
+                    .map(|info| SummaryItem {
+                        conversation: info.id,
+                        read: info.read,
+                        mode: SummaryMode::Page {
+                            count: BOOT_PAGE_MESSAGES,
+                        },
+                    })
+                    .collect();
+                g.phase = Phase::BootPages { page, total };
+                self.gathers.insert(id, g);
+                self.scatter(id, items, out);
+            }
+            Phase::BootPages { page, total } => {
+                let mut budget = BOOT_MESSAGES_BYTES_MAX;
+                let mut pages = Vec::new();
+                for info in page.iter().take(BOOT_PAGES_MAX) {
+                    let Some(s) = summaries.iter().find(|s| s.conversation == info.id) else {
+                        continue;
+                    };
+                    let kept = fit_bytes(s.messages.clone(), budget, true);
+                    budget -= kept.iter().map(message_bytes).sum::<usize>();
+                    pages.push((info.id, kept));
+                }
+                let Some(user) = self.state.users.get(&g.who.user) else {
+                    return;
+                };
+                debug_assert!(
+                    BOOT_OVERHEAD_BYTES
+                        + page.iter().map(info_bytes).sum::<usize>()
+                        + pages
+                            .iter()
+                            .flat_map(|(_, m)| m.iter().map(message_bytes))
+                            .sum::<usize>()
+                        <= BOOT_PAYLOAD_BYTES_MAX,
+                    "boot page over BOOT_PAYLOAD_BYTES_MAX"
+                );
+                let boot = BootPage {
+                    user: user.id,
+                    user_name: user.name.clone(),
+                    workspace: user.workspace,
+                    workspace_name: user.workspace_name.clone(),
+                    conversations: page,
+                    total,
+                    pages,
+                };
+                self.reply(g.origin, Ok(Response::Boot(Box::new(boot))), out);
+            }
+            Phase::ListPublic | Phase::List => {
+                let mut infos: Vec<ConversationInfo> =
+                    summaries.into_iter().filter_map(|s| s.info).collect();
+                infos.sort_by(by_activity);
+                infos.truncate(LIST_CONVERSATIONS_MAX);
+                self.reply(g.origin, Ok(Response::Conversations(infos)), out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Broadcast, ConversationKind, Message, UserId};
+
+    fn conv(id: u64, n: usize, body: usize) -> SyncConversation {
+        let messages = (1..=n as u64)
+            .map(|s| Message {
+                conversation: ConversationId(id),
+                seq: Seq(s),
+                sender: UserId(1),
+                client_msg_id: 0,
+                ts: Millis(0),
+                body: "b".repeat(body),
+                mentions: vec![],
+                broadcast: Broadcast::None,
+            })
+            .collect();
+        SyncConversation {
+            info: ConversationInfo {
+                id: ConversationId(id),
+                kind: ConversationKind::PublicChannel,
+                name: String::new(),
+                members: vec![],
+                member_count: 1,
+                head: Seq(n as u64),
+                read: Seq(0),
+                unread: n as u64,
+                mentions: 0,
+                member: true,
+                last_activity: Millis(0),
+                preview: None,
+            },
+            messages,
+            truncated: false,
+        }
+    }
+
+    /// (messages per conversation, body bytes) → (kept, truncated) per
+    /// conversation.
+    fn check(input: &[(usize, usize)], expected: &[(usize, bool)]) {
+        let mut changed: Vec<SyncConversation> = input
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, b))| conv(i as u64, n, b))
+            .collect();
+        apply_sync_budget(&mut changed);
+        let got: Vec<(usize, bool)> = changed
+            .iter()
+            .map(|c| (c.messages.len(), c.truncated))
+            .collect();
+        assert_eq!(got, expected, "{input:?}");
+        for c in &changed {
+            // Always a contiguous run ending at the head.
+            if let Some(last) = c.messages.last() {
+                assert_eq!(last.seq, c.info.head);
+            }
+            assert!(c.messages.windows(2).all(|w| w[0].seq.0 + 1 == w[1].seq.0));
+        }
+        let total: usize = changed.iter().map(|c| c.messages.len()).sum();
+        assert!(total <= SYNC_INLINE_MESSAGES_MAX);
+    }
+
+    #[test]
+    fn sync_budget() {
+        check(&[(10, 10), (5, 10)], &[(10, false), (5, false)]);
+        check(&[(20, 10); 60], &{
+            let mut v = vec![(20, false); 50];
+            v.extend([(0, true); 10]);
+            v
+        });
+        check(&[(990, 1), (20, 1)], &[(990, false), (10, true)]);
+        // Bytes: 1 MiB of 16 KiB bodies is 63 messages.
+        check(&[(100, 16 * 1024)], &[(63, true)]);
+    }
+}

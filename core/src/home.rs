@@ -1,0 +1,676 @@
+//! The home shard's role for its users: credentials, devices, cursors,
+//! preferences, and the derived list of each user's conversations.
+//!
+//! The derived list is never a source of truth: owners tell the home shard
+//! about durable membership changes (`MemberAdded`, `MemberRemoved`), and at
+//! every start each owner sends a full *membership round* for this shard's
+//! users, which replaces the entries of that owner's conversations. A crash
+//! between an owner's record and its message to the home shard therefore
+//! heals at the next start of either shard. Authorization never trusts the
+//! list: owners decide (see [`crate::auth`]).
+//!
+//! Notification state lives here for the notifier (issue 6): per device
+//! focus and activity, per conversation level and mute, DND. The notifier
+//! will ask this shard per candidate after a message is durable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::api::{
+    CloseReason, ConnId, ConversationId, ConversationInfo, DeviceInfo, Effect, Event, Millis,
+    NotifyLevel, Reject, Response, Seq, ShardId, UserId, WorkspaceId,
+};
+use crate::auth::{hash_secret, secret_matches};
+use crate::constants::{
+    CONVERSATIONS_PER_USER_MAX, DEVICES_PER_USER_MAX, TOKENS_PER_USER_MAX,
+};
+use crate::peer::{DeviceReg, Origin, PeerBody, Who};
+use crate::record::{Record, StoredLevel};
+use crate::shard::{Action, Shard};
+use crate::state::Device;
+
+fn too_many_conversations() -> Reject {
+    Reject::TooLarge(format!(
+        "conversations of the user: more than CONVERSATIONS_PER_USER_MAX ({CONVERSATIONS_PER_USER_MAX})"
+    ))
+}
+
+impl Shard {
+    /// Groups a user's devices by the shard holding them.
+    fn devices_by_shard(&self, user: UserId) -> BTreeMap<ShardId, Vec<ConnId>> {
+        let mut by_shard: BTreeMap<ShardId, Vec<ConnId>> = BTreeMap::new();
+        if let Some(u) = self.state.users.get(&user) {
+            for conn in u.devices.keys() {
+                by_shard.entry(conn.shard()).or_default().push(*conn);
+            }
+        }
+        by_shard
+    }
+
+    /// Delivers an event to every connected device of a user homed here.
+    pub(crate) fn deliver_to_user(&mut self, user: UserId, event: Arc<Event>, out: &mut Vec<Effect>) {
+        for (shard, conns) in self.devices_by_shard(user) {
+            let body = PeerBody::DeliverToConns {
+                user,
+                conns,
+                event: event.clone(),
+            };
+            self.send_peer(shard, body, out);
+        }
+    }
+
+    pub(crate) fn on_auth(
+        &mut self,
+        origin: Origin,
+        user: UserId,
+        token: u64,
+        secret: [u8; 32],
+        device: DeviceInfo,
+        out: &mut Vec<Effect>,
+    ) {
+        let from = origin.conn.shard();
+        let ready = self.is_ready();
+        let verdict = match self.state.users.get_mut(&user) {
+            None => {
+                // Same work as a real check, so timing does not say whether
+                // the user exists.
+                let _ = secret_matches(&secret, &[0; 32]);
+                Err(Reject::Unauthenticated)
+            }
+            Some(u) => {
+                let stored = u.tokens.get(&token).copied().unwrap_or([0; 32]);
+                let good = secret_matches(&secret, &stored) && u.tokens.contains_key(&token);
+                if !good {
+                    Err(Reject::Unauthenticated)
+                } else if !ready {
+                    Err(Reject::Unavailable("home shard is starting".into()))
+                } else if u.devices.len() >= DEVICES_PER_USER_MAX && !u.devices.contains_key(&origin.conn) {
+                    Err(Reject::TooLarge(format!(
+                        "devices: more than DEVICES_PER_USER_MAX ({DEVICES_PER_USER_MAX}) connected"
+                    )))
+                } else {
+                    u.devices.insert(
+                        origin.conn,
+                        Device {
+                            token,
+                            kind: device.kind,
+                            name: device.name,
+                            focused: None,
+                            active: false,
+                            changed: self.now,
+                        },
+                    );
+                    Ok((
+                        Who {
+                            user,
+                            workspace: u.workspace,
+                        },
+                        u.conversations.iter().copied().collect::<Vec<_>>(),
+                    ))
+                }
+            }
+        };
+        let body = match verdict {
+            Ok((who, conversations)) => PeerBody::AuthOk {
+                origin,
+                who,
+                token,
+                conversations,
+            },
+            Err(reject) => PeerBody::AuthFailed { origin, reject },
+        };
+        self.send_peer(from, body, out);
+    }
+
+    pub(crate) fn on_device_gone(&mut self, user: UserId, conn: ConnId) {
+        if let Some(u) = self.state.users.get_mut(&user) {
+            u.devices.remove(&conn);
+        }
+    }
+
+    /// Forgets devices on a shard that restarted (its sockets are gone).
+    pub(crate) fn forget_shard_connections(&mut self, shard: ShardId) {
+        for u in self.state.users.values_mut() {
+            u.devices.retain(|conn, _| conn.shard() != shard);
+        }
+    }
+
+    pub(crate) fn on_devices_register(
+        &mut self,
+        from: ShardId,
+        devices: Vec<DeviceReg>,
+        out: &mut Vec<Effect>,
+    ) {
+        let now = self.now;
+        let mut refused = Vec::new();
+        for d in devices {
+            let ok = match self.state.users.get_mut(&d.user) {
+                Some(u) if u.tokens.contains_key(&d.token) && u.devices.len() < DEVICES_PER_USER_MAX => {
+                    u.devices.insert(
+                        d.conn,
+                        Device {
+                            token: d.token,
+                            kind: d.device.kind,
+                            name: d.device.name,
+                            focused: None,
+                            active: false,
+                            changed: now,
+                        },
+                    );
+                    true
+                }
+                _ => false,
+            };
+            if !ok {
+                refused.push(d.conn);
+            }
+        }
+        if !refused.is_empty() {
+            let body = PeerBody::CloseConns {
+                conns: refused,
+                reason: CloseReason::Revoked,
+            };
+            self.send_peer(from, body, out);
+        }
+    }
+
+    pub(crate) fn on_issue_token(&mut self, origin: Origin, user: UserId, out: &mut Vec<Effect>) {
+        let result = (|| {
+            let u = self.state.users.get(&user).ok_or(Reject::NotFound)?;
+            if u.tokens.len() >= TOKENS_PER_USER_MAX {
+                return Err(Reject::TooLarge(format!(
+                    "tokens: more than TOKENS_PER_USER_MAX ({TOKENS_PER_USER_MAX})"
+                )));
+            }
+            self.writable()?;
+            Ok(u.next_token)
+        })();
+        let token = match result {
+            Ok(t) => t,
+            Err(r) => return self.reply(origin, Err(r), out),
+        };
+        let secret = self.new_secret();
+        let record = Record::TokenIssued {
+            user: user.0,
+            token,
+            token_hash: hash_secret(&secret),
+        };
+        let reply = Action::Reply {
+            origin,
+            result: Ok(Response::TokenIssued {
+                user,
+                token,
+                secret,
+            }),
+        };
+        self.commit(record, vec![reply], out);
+    }
+
+    pub(crate) fn on_revoke_token(
+        &mut self,
+        origin: Origin,
+        user: UserId,
+        token: Option<u64>,
+        out: &mut Vec<Effect>,
+    ) {
+        let check = match self.state.users.get(&user) {
+            None => Err(Reject::NotFound),
+            Some(u) if token.is_some_and(|t| !u.tokens.contains_key(&t)) => Err(Reject::NotFound),
+            Some(_) => self.writable(),
+        };
+        if let Err(r) = check {
+            return self.reply(origin, Err(r), out);
+        }
+        let record = Record::TokensRevoked {
+            user: user.0,
+            token,
+        };
+        let reply = Action::Reply {
+            origin,
+            result: Ok(Response::Done),
+        };
+        self.commit(record, vec![reply], out);
+        // A restriction acts at once: close the sessions of revoked tokens.
+        let mut closing: BTreeMap<ShardId, Vec<ConnId>> = BTreeMap::new();
+        if let Some(u) = self.state.users.get_mut(&user) {
+            let tokens = &u.tokens;
+            let gone: Vec<ConnId> = u
+                .devices
+                .iter()
+                .filter(|(_, d)| !tokens.contains_key(&d.token))
+                .map(|(c, _)| *c)
+                .collect();
+            for conn in gone {
+                u.devices.remove(&conn);
+                closing.entry(conn.shard()).or_default().push(conn);
+            }
+        }
+        for (shard, conns) in closing {
+            let body = PeerBody::CloseConns {
+                conns,
+                reason: CloseReason::Revoked,
+            };
+            self.send_peer(shard, body, out);
+        }
+    }
+
+    pub(crate) fn on_create_user_home(
+        &mut self,
+        origin: Option<Origin>,
+        user: UserId,
+        workspace: WorkspaceId,
+        workspace_name: String,
+        name: String,
+        out: &mut Vec<Effect>,
+    ) {
+        assert!(self.state.owns(user), "user created on the wrong home shard");
+        let ws_shard = self.workspace_shard(workspace);
+        let ready = PeerBody::UserHomeReady { workspace, user };
+        if self.state.users.contains_key(&user) {
+            // A retry: confirm once the creation is durable.
+            self.after_durable(Action::Peer { to: ws_shard, body: ready }, out);
+            if let Some(origin) = origin {
+                self.after_durable(
+                    Action::Reply {
+                        origin,
+                        result: Err(Reject::AlreadyExists),
+                    },
+                    out,
+                );
+            }
+            return;
+        }
+        if let Err(r) = self.writable() {
+            // The workspace shard retries the claim later.
+            if let Some(origin) = origin {
+                self.reply(origin, Err(r), out);
+            }
+            return;
+        }
+        let secret = self.new_secret();
+        let record = Record::UserCreated {
+            user: user.0,
+            workspace: workspace.0,
+            name,
+            workspace_name,
+            token: 1,
+            token_hash: hash_secret(&secret),
+        };
+        let mut actions = vec![Action::Peer {
+            to: ws_shard,
+            body: ready,
+        }];
+        if let Some(origin) = origin {
+            actions.push(Action::Reply {
+                origin,
+                result: Ok(Response::TokenIssued {
+                    user,
+                    token: 1,
+                    secret,
+                }),
+            });
+        }
+        self.commit(record, actions, out);
+    }
+
+    /// Checks the session user exists here and is under its conversation
+    /// limit; returns its cursor for `conv`.
+    fn member_room(&self, user: UserId, conv: Option<ConversationId>) -> Result<Seq, Reject> {
+        let u = self.state.users.get(&user).ok_or(Reject::NotFound)?;
+        if u.conversations.len() >= CONVERSATIONS_PER_USER_MAX
+            && !conv.is_some_and(|c| u.conversations.contains(&c))
+        {
+            return Err(too_many_conversations());
+        }
+        Ok(conv.map_or(Seq(0), |c| u.cursor(c)))
+    }
+
+    pub(crate) fn on_create_channel(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        name: String,
+        private: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Err(r) = self.member_room(who.user, None) {
+            return self.reply(origin, Err(r), out);
+        }
+        let to = self.workspace_shard(who.workspace);
+        let body = PeerBody::ClaimChannel {
+            origin,
+            who,
+            name,
+            private,
+        };
+        self.send_peer(to, body, out);
+    }
+
+    pub(crate) fn on_join(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        conversation: ConversationId,
+        out: &mut Vec<Effect>,
+    ) {
+        match self.member_room(who.user, Some(conversation)) {
+            Err(r) => self.reply(origin, Err(r), out),
+            Ok(read) => {
+                let to = self.owner_of(conversation);
+                let body = PeerBody::AddMember {
+                    origin,
+                    actor: who,
+                    user: who.user,
+                    conversation,
+                    read,
+                };
+                self.send_peer(to, body, out);
+            }
+        }
+    }
+
+    pub(crate) fn on_invite(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        conversation: ConversationId,
+        user: UserId,
+        out: &mut Vec<Effect>,
+    ) {
+        // The invitee must exist in the inviter's workspace: otherwise it is
+        // indistinguishable from a user that does not exist.
+        let same_ws = self
+            .state
+            .users
+            .get(&user)
+            .is_some_and(|u| u.workspace == who.workspace);
+        let result = if same_ws {
+            self.member_room(user, Some(conversation))
+        } else {
+            Err(Reject::NotFound)
+        };
+        match result {
+            Err(r) => self.reply(origin, Err(r), out),
+            Ok(read) => {
+                let to = self.owner_of(conversation);
+                let body = PeerBody::AddMember {
+                    origin,
+                    actor: who,
+                    user,
+                    conversation,
+                    read,
+                };
+                self.send_peer(to, body, out);
+            }
+        }
+    }
+
+    pub(crate) fn on_open_dm(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        members: Vec<UserId>,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Err(r) = self.member_room(who.user, None) {
+            return self.reply(origin, Err(r), out);
+        }
+        let slot = crate::ids::dm_slot(who.workspace, &members);
+        let to = ShardId(slot % self.shard_count());
+        debug_assert_eq!(
+            to,
+            crate::ids::shard_of(
+                crate::api::ConversationId(crate::ids::compose(slot, to, 0)),
+                self.shard_count()
+            )
+        );
+        let body = PeerBody::OpenDmOwner {
+            origin,
+            who,
+            members,
+        };
+        self.send_peer(to, body, out);
+    }
+
+    pub(crate) fn on_verify_member(
+        &mut self,
+        from: ShardId,
+        pending: u64,
+        user: UserId,
+        workspace: WorkspaceId,
+        out: &mut Vec<Effect>,
+    ) {
+        let ok = self.state.users.get(&user).is_some_and(|u| {
+            u.workspace == workspace && u.conversations.len() < CONVERSATIONS_PER_USER_MAX
+        });
+        self.send_peer(from, PeerBody::VerifyReply { pending, user, ok }, out);
+    }
+
+    pub(crate) fn on_member_added(
+        &mut self,
+        user: UserId,
+        conversation: ConversationId,
+        mut info: ConversationInfo,
+        origin: Option<Origin>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(u) = self.state.users.get_mut(&user) else {
+            if let Some(origin) = origin {
+                self.reply(origin, Err(Reject::NotFound), out);
+            }
+            return;
+        };
+        u.conversations.insert(conversation);
+        // The owner computed the counters with the cursor we sent it (or 0
+        // for a new conversation); refresh from the current cursor.
+        let read = u.cursor(conversation).min(info.head);
+        info.read = read;
+        info.unread = info.head.0 - read.0;
+        if matches!(
+            info.kind,
+            crate::api::ConversationKind::Dm | crate::api::ConversationKind::GroupDm
+        ) {
+            info.mentions = info.unread;
+        } else {
+            info.mentions = info.mentions.min(info.unread);
+        }
+        let mut by_shard = self.devices_by_shard(user);
+        if let Some(origin) = origin {
+            by_shard.entry(origin.conn.shard()).or_default();
+        }
+        let event = Arc::new(Event::Joined(info.clone()));
+        for (shard, conns) in by_shard {
+            let reply = origin
+                .filter(|o| o.conn.shard() == shard)
+                .map(|o| (o, Ok(Response::Conversation(info.clone()))));
+            let body = PeerBody::SubscribeConns {
+                user,
+                conversation,
+                conns,
+                event: Some(event.clone()),
+                reply,
+            };
+            self.send_peer(shard, body, out);
+        }
+    }
+
+    pub(crate) fn on_member_removed(
+        &mut self,
+        user: UserId,
+        conversation: ConversationId,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(u) = self.state.users.get_mut(&user) else {
+            return;
+        };
+        u.conversations.remove(&conversation);
+        let event = Arc::new(Event::Left { conversation });
+        self.deliver_to_user(user, event, out);
+    }
+
+    pub(crate) fn on_set_cursor(
+        &mut self,
+        origin: Option<Origin>,
+        user: UserId,
+        conversation: ConversationId,
+        seq: Seq,
+        out: &mut Vec<Effect>,
+    ) {
+        let current = match self.state.users.get(&user) {
+            Some(u) => u.cursor(conversation),
+            None => {
+                if let Some(origin) = origin {
+                    self.reply(origin, Err(Reject::NotFound), out);
+                }
+                return;
+            }
+        };
+        if seq <= current {
+            // Monotonic: nothing to write. Answer once the cursor that
+            // covers it is durable.
+            if let Some(origin) = origin {
+                let done = Action::Reply {
+                    origin,
+                    result: Ok(Response::Done),
+                };
+                self.after_durable(done, out);
+            }
+            return;
+        }
+        if let Err(r) = self.writable() {
+            if let Some(origin) = origin {
+                self.reply(origin, Err(r), out);
+            }
+            return;
+        }
+        let record = Record::CursorSet {
+            user: user.0,
+            conversation: conversation.0,
+            seq: seq.0,
+        };
+        let mut actions = vec![Action::DeliverUser {
+            user,
+            event: Arc::new(Event::ReadCursor { conversation, seq }),
+        }];
+        if let Some(origin) = origin {
+            actions.push(Action::Reply {
+                origin,
+                result: Ok(Response::Done),
+            });
+        }
+        self.commit(record, actions, out);
+    }
+
+    pub(crate) fn on_set_notify_home(
+        &mut self,
+        origin: Origin,
+        user: UserId,
+        conversation: ConversationId,
+        level: NotifyLevel,
+        muted: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let check = if self.state.users.contains_key(&user) {
+            self.writable()
+        } else {
+            Err(Reject::NotFound)
+        };
+        if let Err(r) = check {
+            return self.reply(origin, Err(r), out);
+        }
+        let record = Record::NotifySet {
+            user: user.0,
+            conversation: conversation.0,
+            level: StoredLevel::from(level),
+            muted,
+        };
+        let done = Action::Reply {
+            origin,
+            result: Ok(Response::Done),
+        };
+        self.commit(record, vec![done], out);
+    }
+
+    pub(crate) fn on_set_focus(
+        &mut self,
+        origin: Origin,
+        user: UserId,
+        focused: Option<ConversationId>,
+        active: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let now = self.now;
+        if let Some(d) = self
+            .state
+            .users
+            .get_mut(&user)
+            .and_then(|u| u.devices.get_mut(&origin.conn))
+        {
+            d.focused = focused;
+            d.active = active;
+            d.changed = now;
+        }
+        self.reply(origin, Ok(Response::Done), out);
+    }
+
+    pub(crate) fn on_set_dnd(
+        &mut self,
+        origin: Origin,
+        user: UserId,
+        until: Option<Millis>,
+        out: &mut Vec<Effect>,
+    ) {
+        let check = if self.state.users.contains_key(&user) {
+            self.writable()
+        } else {
+            Err(Reject::NotFound)
+        };
+        if let Err(r) = check {
+            return self.reply(origin, Err(r), out);
+        }
+        let record = Record::DndSet {
+            user: user.0,
+            until: until.map(|m| m.0),
+        };
+        let done = Action::Reply {
+            origin,
+            result: Ok(Response::Done),
+        };
+        self.commit(record, vec![done], out);
+    }
+
+    /// A chunk of an owner's membership round; the last one replaces the
+    /// derived entries of that owner's conversations.
+    pub(crate) fn on_membership_round(
+        &mut self,
+        owner: ShardId,
+        entries: Vec<(UserId, ConversationId)>,
+        first: bool,
+        last: bool,
+    ) {
+        if first {
+            self.rounds.insert(owner, Vec::new());
+        }
+        let Some(acc) = self.rounds.get_mut(&owner) else {
+            return; // A tail of a round whose start we never saw.
+        };
+        acc.extend(entries);
+        if !last {
+            return;
+        }
+        let entries = self.rounds.remove(&owner).unwrap_or_default();
+        let mut fresh: BTreeMap<UserId, BTreeSet<ConversationId>> = BTreeMap::new();
+        for (user, conv) in entries {
+            fresh.entry(user).or_default().insert(conv);
+        }
+        let count = self.shard_count();
+        for u in self.state.users.values_mut() {
+            u.conversations
+                .retain(|c| crate::ids::shard_of(*c, count) != owner);
+            if let Some(convs) = fresh.remove(&u.id) {
+                u.conversations.extend(convs);
+            }
+        }
+        self.rounds_done.insert(owner);
+    }
+}

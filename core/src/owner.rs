@@ -1,0 +1,1011 @@
+//! The owner shard's role for its conversations: membership, the sequencer,
+//! history, summaries for scatter-gathers, and interest.
+//!
+//! Send path: authorize → dedup window (a retry gets the original ack, once
+//! the original is durable) → `seq = head + 1` → append `MessagePosted` →
+//! on durability: ack, fan out to interested shards, advance the sender's
+//! read cursor. The notification hand-off (issue 6) goes beside the fanout
+//! in [`Shard::fanout`]: it is the commit point of a message.
+//!
+//! History: pages are served from the recent cache when it covers them, and
+//! otherwise read back from the WAL by LSN (`Effect::ReadRecords`), then
+//! authorized again before the answer leaves.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::api::{
+    Broadcast, ClientMsgId, ConversationId, ConversationInfo, ConversationKind, Effect, Event,
+    HistoryAnchor, Lsn, Message, NotifyLevel, ReadToken, Reject, Response, Seq, ShardId, UserId,
+    WorkspaceId,
+};
+use crate::auth::{authorize, Access};
+use crate::constants::{
+    BROADCAST_MEMBERS_MAX, DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX,
+    MEMBERS_PER_CONVERSATION_MAX, PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX, REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
+};
+use crate::ids::dm_slot;
+use crate::peer::{Actor, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Who};
+use crate::record::{MessageRecord, Record, StoredBroadcast};
+use crate::shard::{Action, DmOpen, PendingRead, Shard};
+use crate::state::{message_of, Conversation};
+use crate::text::{message_bytes, preview};
+
+/// Keeps the messages of a page that fit in `budget` bytes: the newest ones
+/// when paging backwards, the oldest when paging forwards. Stays contiguous.
+pub(crate) fn fit_bytes(messages: Vec<Message>, budget: usize, newest_first: bool) -> Vec<Message> {
+    let mut used = 0usize;
+    let mut keep = 0usize;
+    let sizes: Vec<usize> = messages.iter().map(message_bytes).collect();
+    let order: Box<dyn Iterator<Item = &usize>> = if newest_first {
+        Box::new(sizes.iter().rev())
+    } else {
+        Box::new(sizes.iter())
+    };
+    for size in order {
+        if used + size > budget {
+            break;
+        }
+        used += size;
+        keep += 1;
+    }
+    let n = messages.len();
+    if newest_first {
+        messages.into_iter().skip(n - keep).collect()
+    } else {
+        messages.into_iter().take(keep).collect()
+    }
+}
+
+impl Shard {
+    /// The conversation's info for `user` with read cursor `read` (as far
+    /// as durable: head, preview and counters never reflect records that
+    /// are not durable yet).
+    pub(crate) fn info_for(
+        &self,
+        conv: &Conversation,
+        user: UserId,
+        read: Seq,
+        member: bool,
+    ) -> ConversationInfo {
+        let head = conv.visible_head(self.durable);
+        let read = if member { read.min(head) } else { Seq(0) };
+        let (last_activity, preview_text) = if head == conv.head {
+            (conv.last_activity, conv.preview.clone())
+        } else {
+            match self.state.cache.range(conv.id, head, head).first() {
+                Some(m) => (m.ts, Some(preview(&m.body))),
+                None => (conv.created, None),
+            }
+        };
+        let unread = if member { head.0 - read.0 } else { 0 };
+        let mentions = if member {
+            conv.mention_count(user, read, head)
+        } else {
+            0
+        };
+        ConversationInfo {
+            id: conv.id,
+            kind: conv.kind,
+            name: conv.name.clone(),
+            members: if conv.is_dm() {
+                conv.sorted_members()
+            } else {
+                Vec::new()
+            },
+            member_count: conv.members.len() as u32,
+            head,
+            read,
+            unread,
+            mentions,
+            member,
+            last_activity,
+            preview: if head.0 == 0 { None } else { preview_text },
+        }
+    }
+
+    fn conversation_for(
+        &self,
+        conv: ConversationId,
+        who: Who,
+        access: Access,
+    ) -> Result<&Conversation, Reject> {
+        let c = self.state.conversations.get(&conv).ok_or(Reject::NotFound)?;
+        authorize(c, who, access, self.durable)?;
+        Ok(c)
+    }
+
+    // ----- Interest -----------------------------------------------------------
+
+    pub(crate) fn on_watch(
+        &mut self,
+        from: ShardId,
+        nonce: u64,
+        items: Vec<(Who, ConversationId)>,
+        out: &mut Vec<Effect>,
+    ) {
+        let durable = self.durable;
+        let mut verdicts = Vec::with_capacity(items.len());
+        for (who, conv) in items {
+            let ok = match self.state.conversations.get_mut(&conv) {
+                Some(c) if authorize(c, who, Access::Member, durable).is_ok() => {
+                    c.interested.insert(from);
+                    true
+                }
+                _ => false,
+            };
+            verdicts.push((who.user, conv, ok));
+        }
+        self.send_peer(from, PeerBody::WatchReply { nonce, verdicts }, out);
+    }
+
+    pub(crate) fn on_unwatch(&mut self, from: ShardId, conversation: ConversationId) {
+        if let Some(c) = self.state.conversations.get_mut(&conversation) {
+            c.interested.remove(from);
+        }
+    }
+
+    /// Shard `shard` restarted: its subscriptions are gone.
+    pub(crate) fn clear_interest_of(&mut self, shard: ShardId) {
+        for c in self.state.conversations.values_mut() {
+            c.interested.remove(shard);
+        }
+    }
+
+    /// The commit point of a conversation event: one message per interested
+    /// shard, sharing one `Arc<Event>`.
+    pub(crate) fn fanout(&mut self, conversation: ConversationId, event: Arc<Event>, out: &mut Vec<Effect>) {
+        let Some(c) = self.state.conversations.get(&conversation) else {
+            return;
+        };
+        let shards: Vec<ShardId> = c.interested.iter().collect();
+        for shard in shards {
+            self.metrics.fanout_messages += 1;
+            let body = PeerBody::Fanout {
+                conversation,
+                event: event.clone(),
+            };
+            self.send_peer(shard, body, out);
+        }
+        // Issue 6 hooks in here: hand the durable message to the notifier,
+        // which computes candidates in O(mentions) and asks their home
+        // shards (devices, focus, DND, preferences live there).
+    }
+
+    /// Sends home shard `to` every durable membership of its users in this
+    /// shard's conversations (see `on_membership_round`).
+    pub(crate) fn send_membership_round(&mut self, to: ShardId, out: &mut Vec<Effect>) {
+        let durable = self.durable;
+        let count = self.shard_count();
+        let mut entries: Vec<(UserId, ConversationId)> = Vec::new();
+        for c in self.state.conversations.values() {
+            for (user, m) in &c.members {
+                if m.lsn <= durable && crate::ids::shard_of(*user, count) == to {
+                    entries.push((*user, c.id));
+                }
+            }
+        }
+        entries.sort_unstable();
+        let chunks: Vec<Vec<(UserId, ConversationId)>> = if entries.is_empty() {
+            vec![Vec::new()]
+        } else {
+            entries
+                .chunks(PEER_BATCH_MAX)
+                .map(<[_]>::to_vec)
+                .collect()
+        };
+        let n = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let body = PeerBody::MembershipRound {
+                entries: chunk,
+                first: i == 0,
+                last: i + 1 == n,
+            };
+            self.send_peer(to, body, out);
+        }
+    }
+
+    // ----- Messages -------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_send(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        conversation: ConversationId,
+        client_msg_id: ClientMsgId,
+        body: String,
+        mentions: Vec<UserId>,
+        broadcast: Broadcast,
+        out: &mut Vec<Effect>,
+    ) {
+        let durable = self.durable;
+        let now = self.now;
+        let plan = self
+            .conversation_for(conversation, who, Access::Member)
+            .map(|c| match c.dedup.get(who.user, client_msg_id) {
+                Some(original) => Err((original, original.seq <= c.visible_head(durable))),
+                None => {
+                    let ignored = broadcast != Broadcast::None
+                        && c.members.len() as u64 > u64::from(BROADCAST_MEMBERS_MAX);
+                    Ok((Seq(c.head.0 + 1), now.max(c.last_activity), ignored))
+                }
+            });
+        let (seq, ts, broadcast_ignored) = match plan {
+            Err(r) => return self.reply(origin, Err(r), out),
+            Ok(Err((original, visible))) => {
+                // A retry: the original ack, once the original is durable.
+                self.metrics.sends_deduplicated += 1;
+                let ack = Action::Reply {
+                    origin,
+                    result: Ok(Response::SendAck {
+                        conversation,
+                        seq: original.seq,
+                        ts: original.ts,
+                        broadcast_ignored: original.broadcast_ignored,
+                    }),
+                };
+                if visible {
+                    self.run_action(ack, out);
+                } else {
+                    self.after_durable(ack, out);
+                }
+                return;
+            }
+            Ok(Ok(plan)) => plan,
+        };
+        if let Err(r) = self.writable() {
+            return self.reply(origin, Err(r), out);
+        }
+        let message = Message {
+            conversation,
+            seq,
+            sender: who.user,
+            client_msg_id,
+            ts,
+            body,
+            mentions,
+            broadcast,
+        };
+        let record = Record::MessagePosted(MessageRecord {
+            conversation: conversation.0,
+            seq: seq.0,
+            sender: who.user.0,
+            client_msg_id,
+            ts: ts.0,
+            body: message.body.clone(),
+            mentions: message.mentions.iter().map(|u| u.0).collect(),
+            broadcast: StoredBroadcast::from(broadcast),
+            broadcast_ignored,
+        });
+        let home = self.home_of(who.user);
+        let actions = vec![
+            Action::Reply {
+                origin,
+                result: Ok(Response::SendAck {
+                    conversation,
+                    seq,
+                    ts,
+                    broadcast_ignored,
+                }),
+            },
+            Action::Fanout {
+                conversation,
+                event: Arc::new(Event::Message(message)),
+            },
+            // Sending marks everything up to one's own message read.
+            Action::Peer {
+                to: home,
+                body: PeerBody::SetCursor {
+                    origin: None,
+                    user: who.user,
+                    conversation,
+                    seq,
+                },
+            },
+        ];
+        self.metrics.messages_sequenced += 1;
+        self.commit(record, actions, out);
+    }
+
+    pub(crate) fn on_history(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        conversation: ConversationId,
+        anchor: HistoryAnchor,
+        limit: u32,
+        out: &mut Vec<Effect>,
+    ) {
+        let durable = self.durable;
+        let c = match self.conversation_for(conversation, who, Access::Read) {
+            Ok(c) => c,
+            Err(r) => return self.reply(origin, Err(r), out),
+        };
+        let head = c.visible_head(durable).0;
+        let limit = u64::from(limit);
+        let (lo, hi, newest_first) = match anchor {
+            HistoryAnchor::Latest => (head.saturating_sub(limit - 1).max(1), head, true),
+            HistoryAnchor::Before(s) => {
+                let top = s.0.saturating_sub(1).min(head);
+                (top.saturating_sub(limit - 1).max(1), top, true)
+            }
+            HistoryAnchor::After(s) => (s.0.saturating_add(1), head.min(s.0.saturating_add(limit)), false),
+        };
+        if lo > hi {
+            let page = Response::History {
+                messages: Vec::new(),
+                head: Seq(head),
+            };
+            return self.reply(origin, Ok(page), out);
+        }
+        let cached = self.state.cache.first_seq(conversation).is_some_and(|f| f.0 <= lo);
+        if cached {
+            let messages = self.state.cache.range(conversation, Seq(lo), Seq(hi));
+            let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, newest_first);
+            let page = Response::History {
+                messages,
+                head: Seq(head),
+            };
+            return self.reply(origin, Ok(page), out);
+        }
+        if self.reads.len() >= PENDING_READS_MAX {
+            let r = Reject::Unavailable("too many history reads in flight (PENDING_READS_MAX)".into());
+            return self.reply(origin, Err(r), out);
+        }
+        // The whole page from the WAL: simpler than stitching with a cache
+        // that may change before the read completes.
+        let lsns: Vec<Lsn> = (lo..=hi).map(|s| c.lsn_of(Seq(s))).collect();
+        let token = self.next_read;
+        self.next_read += 1;
+        self.metrics.wal_reads += 1;
+        self.reads.insert(
+            token,
+            PendingRead {
+                origin,
+                who,
+                conversation,
+                lo,
+                hi,
+                newest_first,
+                head,
+                lsns: lsns.clone(),
+            },
+        );
+        out.push(Effect::ReadRecords {
+            token: ReadToken(token),
+            lsns,
+        });
+    }
+
+    pub(crate) fn on_records_read(
+        &mut self,
+        token: ReadToken,
+        records: Vec<(Lsn, u8, bytes::Bytes)>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(p) = self.reads.remove(&token.0) else {
+            return;
+        };
+        let mut messages = Vec::with_capacity(records.len());
+        let mut error = None;
+        if records.len() != p.lsns.len() {
+            error = Some(format!(
+                "WAL read returned {} records for {} LSNs",
+                records.len(),
+                p.lsns.len()
+            ));
+        }
+        for (i, (lsn, kind, payload)) in records.iter().enumerate() {
+            if error.is_some() {
+                break;
+            }
+            let expected_seq = p.lo + i as u64;
+            match Record::decode(*kind, payload) {
+                Ok(Record::MessagePosted(m))
+                    if *lsn == p.lsns[i]
+                        && m.conversation == p.conversation.0
+                        && m.seq == expected_seq =>
+                {
+                    messages.push(message_of(&m));
+                }
+                Ok(_) => {
+                    error = Some(format!(
+                        "LSN {} is not message {} of conversation {}",
+                        lsn.0, expected_seq, p.conversation.0
+                    ))
+                }
+                Err(e) => error = Some(format!("LSN {}: {e}", lsn.0)),
+            }
+        }
+        if let Some(e) = error {
+            self.metrics.wal_read_errors += 1;
+            let r = Reject::Unavailable(format!("history read failed: {e}"));
+            return self.reply(p.origin, Err(r), out);
+        }
+        debug_assert_eq!(messages.len() as u64, p.hi - p.lo + 1);
+        // Membership may have changed while the read was in flight.
+        if let Err(r) = self.conversation_for(p.conversation, p.who, Access::Read) {
+            return self.reply(p.origin, Err(r), out);
+        }
+        let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, p.newest_first);
+        let page = Response::History {
+            messages,
+            head: Seq(p.head),
+        };
+        self.reply(p.origin, Ok(page), out);
+    }
+
+    pub(crate) fn on_mark_read(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        conversation: ConversationId,
+        seq: Seq,
+        out: &mut Vec<Effect>,
+    ) {
+        let durable = self.durable;
+        let head = match self.conversation_for(conversation, who, Access::Member) {
+            Ok(c) => c.visible_head(durable),
+            Err(r) => return self.reply(origin, Err(r), out),
+        };
+        let home = self.home_of(who.user);
+        let body = PeerBody::SetCursor {
+            origin: Some(origin),
+            user: who.user,
+            conversation,
+            seq: seq.min(head),
+        };
+        self.send_peer(home, body, out);
+    }
+
+    pub(crate) fn on_set_notify(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        conversation: ConversationId,
+        level: NotifyLevel,
+        muted: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Err(r) = self.conversation_for(conversation, who, Access::Member) {
+            return self.reply(origin, Err(r), out);
+        }
+        let home = self.home_of(who.user);
+        let body = PeerBody::SetNotifyHome {
+            origin,
+            user: who.user,
+            conversation,
+            level,
+            muted,
+        };
+        self.send_peer(home, body, out);
+    }
+
+    pub(crate) fn on_lookup_private(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        conversation: ConversationId,
+        out: &mut Vec<Effect>,
+    ) {
+        let result = self
+            .conversation_for(conversation, who, Access::Read)
+            .map(|c| Response::Found { id: c.id.0 });
+        self.reply(origin, result, out);
+    }
+
+    // ----- Membership -------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_create_channel_home(
+        &mut self,
+        origin: Option<Origin>,
+        conversation: ConversationId,
+        workspace: WorkspaceId,
+        name: String,
+        private: bool,
+        creator: UserId,
+        out: &mut Vec<Effect>,
+    ) {
+        assert!(self.state.owns(conversation), "channel created on the wrong owner");
+        let ws_shard = self.workspace_shard(workspace);
+        let ready = PeerBody::ChannelReady {
+            workspace,
+            conversation,
+        };
+        if self.state.conversations.contains_key(&conversation) {
+            self.after_durable(Action::Peer { to: ws_shard, body: ready }, out);
+            if let Some(origin) = origin {
+                let r = Action::Reply {
+                    origin,
+                    result: Err(Reject::AlreadyExists),
+                };
+                self.after_durable(r, out);
+            }
+            return;
+        }
+        if let Err(r) = self.writable() {
+            if let Some(origin) = origin {
+                self.reply(origin, Err(r), out);
+            }
+            return;
+        }
+        let kind = if private {
+            ConversationKind::PrivateChannel
+        } else {
+            ConversationKind::PublicChannel
+        };
+        let now = self.now;
+        let record = Record::ConversationCreated {
+            conversation: conversation.0,
+            workspace: workspace.0,
+            kind: kind.into(),
+            name: name.clone(),
+            members: vec![creator.0],
+            creator: Some(creator.0),
+            ts: now.0,
+        };
+        let info = ConversationInfo {
+            id: conversation,
+            kind,
+            name,
+            members: Vec::new(),
+            member_count: 1,
+            head: Seq(0),
+            read: Seq(0),
+            unread: 0,
+            mentions: 0,
+            member: true,
+            last_activity: now,
+            preview: None,
+        };
+        let home = self.home_of(creator);
+        let actions = vec![
+            Action::Peer {
+                to: ws_shard,
+                body: ready,
+            },
+            Action::Peer {
+                to: home,
+                body: PeerBody::MemberAdded {
+                    user: creator,
+                    conversation,
+                    info,
+                    origin,
+                },
+            },
+        ];
+        self.commit(record, actions, out);
+    }
+
+    pub(crate) fn on_add_member(
+        &mut self,
+        origin: Origin,
+        actor: Who,
+        user: UserId,
+        conversation: ConversationId,
+        read: Seq,
+        out: &mut Vec<Effect>,
+    ) {
+        let join = actor.user == user;
+        let access = if join { Access::Read } else { Access::Member };
+        let (info, already) = match self.conversation_for(conversation, actor, access) {
+            Err(r) => return self.reply(origin, Err(r), out),
+            Ok(c) => {
+                if !join && c.is_dm() {
+                    let r = Reject::Invalid("conversation: cannot invite to a DM".into());
+                    return self.reply(origin, Err(r), out);
+                }
+                let already = c.members.contains_key(&user);
+                if !already && c.members.len() as u64 >= u64::from(MEMBERS_PER_CONVERSATION_MAX) {
+                    let r = Reject::TooLarge(format!(
+                        "members: more than MEMBERS_PER_CONVERSATION_MAX ({MEMBERS_PER_CONVERSATION_MAX})"
+                    ));
+                    return self.reply(origin, Err(r), out);
+                }
+                (self.info_for(c, user, read, true), already)
+            }
+        };
+        let home = self.home_of(user);
+        let added = |origin: Option<Origin>, info: ConversationInfo| Action::Peer {
+            to: home,
+            body: PeerBody::MemberAdded {
+                user,
+                conversation,
+                info,
+                origin,
+            },
+        };
+        if already {
+            // Idempotent: answer as for the original, once it is durable.
+            let action = if join {
+                added(Some(origin), info)
+            } else {
+                Action::Reply {
+                    origin,
+                    result: Ok(Response::Done),
+                }
+            };
+            return self.after_durable(action, out);
+        }
+        if let Err(r) = self.writable() {
+            return self.reply(origin, Err(r), out);
+        }
+        let record = Record::MemberAdded {
+            conversation: conversation.0,
+            user: user.0,
+            ts: self.now.0,
+        };
+        let actions = if join {
+            vec![added(Some(origin), info)]
+        } else {
+            vec![
+                Action::Reply {
+                    origin,
+                    result: Ok(Response::Done),
+                },
+                added(None, info),
+            ]
+        };
+        self.commit(record, actions, out);
+    }
+
+    pub(crate) fn on_remove_member(
+        &mut self,
+        origin: Origin,
+        actor: Actor,
+        user: UserId,
+        conversation: ConversationId,
+        out: &mut Vec<Effect>,
+    ) {
+        let check = (|| {
+            let c = match actor {
+                Actor::User(who) => {
+                    let c = self.conversation_for(conversation, who, Access::Member)?;
+                    if who.user != user && c.creator != Some(who.user) {
+                        return Err(Reject::NotAdmin);
+                    }
+                    c
+                }
+                Actor::Admin => self
+                    .state
+                    .conversations
+                    .get(&conversation)
+                    .ok_or(Reject::NotFound)?,
+            };
+            if c.is_dm() {
+                return Err(Reject::Invalid(
+                    "conversation: members cannot leave or be removed from a DM".into(),
+                ));
+            }
+            if !c.members.contains_key(&user) {
+                return Err(Reject::NotFound);
+            }
+            self.writable()
+        })();
+        if let Err(r) = check {
+            return self.reply(origin, Err(r), out);
+        }
+        let record = Record::MemberRemoved {
+            conversation: conversation.0,
+            user: user.0,
+            ts: self.now.0,
+        };
+        let home = self.home_of(user);
+        let actions = vec![
+            Action::Reply {
+                origin,
+                result: Ok(Response::Done),
+            },
+            Action::Peer {
+                to: home,
+                body: PeerBody::MemberRemoved { user, conversation },
+            },
+        ];
+        self.commit(record, actions, out);
+        // A restriction acts at once: cut the user's live stream before any
+        // later fanout (FIFO per shard pair).
+        let shards: Vec<ShardId> = self
+            .state
+            .conversations
+            .get(&conversation)
+            .map(|c| c.interested.iter().collect())
+            .unwrap_or_default();
+        for shard in shards {
+            self.send_peer(shard, PeerBody::Unsubscribed { conversation, user }, out);
+        }
+    }
+
+    pub(crate) fn on_open_dm_owner(
+        &mut self,
+        origin: Origin,
+        who: Who,
+        members: Vec<UserId>,
+        out: &mut Vec<Effect>,
+    ) {
+        let key = (who.workspace, members);
+        if let Some(&id) = self.state.dms.get(&key) {
+            let action = match self.state.conversations.get(&id) {
+                Some(c) => {
+                    let info = self.info_for(c, who.user, Seq(0), true);
+                    Action::Peer {
+                        to: self.home_of(who.user),
+                        body: PeerBody::MemberAdded {
+                            user: who.user,
+                            conversation: id,
+                            info,
+                            origin: Some(origin),
+                        },
+                    }
+                }
+                None => Action::Reply {
+                    origin,
+                    result: Err(Reject::NotFound),
+                },
+            };
+            return self.after_durable(action, out);
+        }
+        if let Some(&pending) = self.dm_open_keys.get(&key) {
+            let full = self
+                .dm_opens
+                .get(&pending)
+                .is_none_or(|p| p.waiters.len() >= DM_OPEN_WAITERS_MAX);
+            if full {
+                let r = Reject::Unavailable("DM being created (DM_OPEN_WAITERS_MAX)".into());
+                return self.reply(origin, Err(r), out);
+            }
+            if let Some(p) = self.dm_opens.get_mut(&pending) {
+                p.waiters.push((origin, who.user));
+            }
+            return;
+        }
+        if self.dm_opens.len() >= PENDING_DM_OPENS_MAX {
+            let r = Reject::Unavailable("too many DM creations (PENDING_DM_OPENS_MAX)".into());
+            return self.reply(origin, Err(r), out);
+        }
+        if let Err(r) = self.writable() {
+            return self.reply(origin, Err(r), out);
+        }
+        let id = self.next_dm_open;
+        self.next_dm_open += 1;
+        let unverified: BTreeSet<UserId> =
+            key.1.iter().copied().filter(|u| *u != who.user).collect();
+        for &user in &unverified {
+            let body = PeerBody::VerifyMember {
+                pending: id,
+                user,
+                workspace: who.workspace,
+            };
+            let to = self.home_of(user);
+            self.send_peer(to, body, out);
+        }
+        self.dm_open_keys.insert(key.clone(), id);
+        self.dm_opens.insert(
+            id,
+            DmOpen {
+                key,
+                waiters: vec![(origin, who.user)],
+                unverified,
+                deadline: crate::api::Millis(self.now.0 + REQUEST_TIMEOUT_MS),
+            },
+        );
+    }
+
+    fn fail_dm_open(&mut self, pending: u64, reject: Reject, out: &mut Vec<Effect>) {
+        if let Some(p) = self.dm_opens.remove(&pending) {
+            self.dm_open_keys.remove(&p.key);
+            for (origin, _) in p.waiters {
+                self.reply(origin, Err(reject.clone()), out);
+            }
+        }
+    }
+
+    pub(crate) fn expire_dm_opens(&mut self, out: &mut Vec<Effect>) {
+        let now = self.now;
+        let expired: Vec<u64> = self
+            .dm_opens
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let r = Reject::Unavailable("a member's home shard did not answer".into());
+            self.fail_dm_open(id, r, out);
+        }
+    }
+
+    pub(crate) fn on_verify_reply(&mut self, pending: u64, user: UserId, ok: bool, out: &mut Vec<Effect>) {
+        let Some(p) = self.dm_opens.get_mut(&pending) else {
+            return;
+        };
+        if !ok {
+            // A member that does not exist, is in another workspace or has
+            // no room: indistinguishable from nonexistent.
+            return self.fail_dm_open(pending, Reject::NotFound, out);
+        }
+        p.unverified.remove(&user);
+        if !p.unverified.is_empty() {
+            return;
+        }
+        if let Err(r) = self.writable() {
+            return self.fail_dm_open(pending, r, out);
+        }
+        let Some(p) = self.dm_opens.remove(&pending) else {
+            return;
+        };
+        self.dm_open_keys.remove(&p.key);
+        let (workspace, members) = p.key;
+        let slot = dm_slot(workspace, &members);
+        assert_eq!(slot % self.shard_count(), self.me().0, "DM opened on the wrong owner");
+        let Some(raw) = self.state.ids.allocate(slot) else {
+            let r = Reject::Unavailable("id space of this shard exhausted".into());
+            for (origin, _) in p.waiters {
+                self.reply(origin, Err(r.clone()), out);
+            }
+            return;
+        };
+        let conversation = ConversationId(raw);
+        let kind = if members.len() == 2 {
+            ConversationKind::Dm
+        } else {
+            ConversationKind::GroupDm
+        };
+        let now = self.now;
+        let record = Record::ConversationCreated {
+            conversation: raw,
+            workspace: workspace.0,
+            kind: kind.into(),
+            name: String::new(),
+            members: members.iter().map(|u| u.0).collect(),
+            creator: None,
+            ts: now.0,
+        };
+        let info = ConversationInfo {
+            id: conversation,
+            kind,
+            name: String::new(),
+            members: members.clone(),
+            member_count: members.len() as u32,
+            head: Seq(0),
+            read: Seq(0),
+            unread: 0,
+            mentions: 0,
+            member: true,
+            last_activity: now,
+            preview: None,
+        };
+        let mut actions = Vec::new();
+        for &member in &members {
+            let to = self.home_of(member);
+            let origins: Vec<Origin> = p
+                .waiters
+                .iter()
+                .filter(|(_, u)| *u == member)
+                .map(|(o, _)| *o)
+                .collect();
+            let origins: Vec<Option<Origin>> = if origins.is_empty() {
+                vec![None]
+            } else {
+                origins.into_iter().map(Some).collect()
+            };
+            for origin in origins {
+                actions.push(Action::Peer {
+                    to,
+                    body: PeerBody::MemberAdded {
+                        user: member,
+                        conversation,
+                        info: info.clone(),
+                        origin,
+                    },
+                });
+            }
+        }
+        self.commit(record, actions, out);
+    }
+
+    // ----- Summaries -----------------------------------------------------------
+
+    pub(crate) fn on_summaries(
+        &mut self,
+        from: ShardId,
+        gather: u64,
+        who: Who,
+        items: Vec<SummaryItem>,
+        out: &mut Vec<Effect>,
+    ) {
+        let summaries = items.iter().map(|item| self.summarize(who, item)).collect();
+        self.send_peer(from, PeerBody::SummariesReply { gather, summaries }, out);
+    }
+
+    fn summarize(&self, who: Who, item: &SummaryItem) -> Summary {
+        let conversation = item.conversation;
+        let none = Summary {
+            conversation,
+            info: None,
+            messages: Vec::new(),
+            truncated: false,
+        };
+        let Some(c) = self.state.conversations.get(&conversation) else {
+            return none;
+        };
+        if authorize(c, who, Access::Member, self.durable).is_err() {
+            if item.mode == SummaryMode::Preview && authorize(c, who, Access::Read, self.durable).is_ok() {
+                return Summary {
+                    info: Some(self.info_for(c, who.user, Seq(0), false)),
+                    ..none
+                };
+            }
+            return none;
+        }
+        let info = self.info_for(c, who.user, item.read, true);
+        let head = info.head.0;
+        let cache = &self.state.cache;
+        let (messages, truncated) = match item.mode {
+            SummaryMode::Info | SummaryMode::Preview => (Vec::new(), false),
+            SummaryMode::Sync { after } if head > after.0 => {
+                let gap = head - after.0;
+                let covered = cache
+                    .first_seq(conversation)
+                    .is_some_and(|f| f.0 <= after.0 + 1);
+                if gap <= SYNC_GAP_INLINE_MAX as u64 && covered {
+                    (cache.range(conversation, Seq(after.0 + 1), Seq(head)), false)
+                } else {
+                    let lo = (after.0 + 1).max(head.saturating_sub(SYNC_PAGE_MESSAGES as u64 - 1));
+                    (cache.range(conversation, Seq(lo), Seq(head)), true)
+                }
+            }
+            SummaryMode::Sync { .. } => (Vec::new(), false),
+            SummaryMode::Page { count } => {
+                let lo = head.saturating_sub(count as u64 - 1).max(1);
+                (cache.range(conversation, Seq(lo), Seq(head)), false)
+            }
+        };
+        Summary {
+            conversation,
+            info: Some(info),
+            messages,
+            truncated,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Millis;
+
+    fn msg(seq: u64, len: usize) -> Message {
+        Message {
+            conversation: ConversationId(1),
+            seq: Seq(seq),
+            sender: UserId(1),
+            client_msg_id: 0,
+            ts: Millis(0),
+            body: "x".repeat(len),
+            mentions: vec![],
+            broadcast: Broadcast::None,
+        }
+    }
+
+    fn check(sizes: &[usize], budget: usize, newest_first: bool, expected: &[u64]) {
+        let messages = sizes.iter().enumerate().map(|(i, &l)| msg(i as u64 + 1, l)).collect();
+        let kept: Vec<u64> = fit_bytes(messages, budget, newest_first)
+            .iter()
+            .map(|m| m.seq.0)
+            .collect();
+        assert_eq!(kept, expected, "{sizes:?} budget {budget} newest_first {newest_first}");
+    }
+
+    #[test]
+    fn fit_bytes_keeps_a_contiguous_end() {
+        let o = crate::constants::MESSAGE_OVERHEAD_BYTES;
+        check(&[10, 10, 10], 3 * (10 + o), true, &[1, 2, 3]);
+        check(&[10, 10, 10], 2 * (10 + o), true, &[2, 3]);
+        check(&[10, 10, 10], 2 * (10 + o), false, &[1, 2]);
+        check(&[10, 1000, 10], 2 * (10 + o), true, &[3]);
+        check(&[10, 1000, 10], 2 * (10 + o), false, &[1]);
+        check(&[10], 5, true, &[]);
+        check(&[], 5, false, &[]);
+    }
+}

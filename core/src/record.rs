@@ -1,0 +1,575 @@
+//! The WAL records of a shard: every persistent state change is one
+//! [`Record`], encoded with rkyv and tagged with a kind byte.
+//!
+//! The live path builds a record, appends it (`Effect::Append`) and applies
+//! it; replay decodes the same bytes and applies them with the same function
+//! (`Shard::apply`), so live state and recovered state cannot diverge.
+//! Records hold raw `u64` ids and small stored enums so that the on-disk
+//! format does not depend on the API types' derives.
+//!
+//! Format: the payload is the rkyv archive (0.8, little-endian, validated
+//! with bytecheck on decode) of the whole [`Record`] enum; the WAL frame's
+//! kind byte repeats the variant ([`Record::kind`]) so tools can filter
+//! without decoding, and decoding checks the two agree.
+//!
+//! Failure contract: [`Record::decode`] returns a [`RecordError`] for an
+//! unknown kind, bytes that do not validate, or a kind byte that disagrees
+//! with the payload; it never panics on any input.
+
+use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
+
+use crate::api::{Broadcast, ConversationKind, NotifyLevel};
+
+/// Kind byte of [`Record::WorkspaceCreated`].
+pub const KIND_WORKSPACE_CREATED: u8 = 1;
+/// Kind byte of [`Record::UserClaimed`].
+pub const KIND_USER_CLAIMED: u8 = 2;
+/// Kind byte of [`Record::UserConfirmed`].
+pub const KIND_USER_CONFIRMED: u8 = 3;
+/// Kind byte of [`Record::UserCreated`].
+pub const KIND_USER_CREATED: u8 = 4;
+/// Kind byte of [`Record::TokenIssued`].
+pub const KIND_TOKEN_ISSUED: u8 = 5;
+/// Kind byte of [`Record::TokensRevoked`].
+pub const KIND_TOKENS_REVOKED: u8 = 6;
+/// Kind byte of [`Record::ChannelClaimed`].
+pub const KIND_CHANNEL_CLAIMED: u8 = 7;
+/// Kind byte of [`Record::ChannelConfirmed`].
+pub const KIND_CHANNEL_CONFIRMED: u8 = 8;
+/// Kind byte of [`Record::ConversationCreated`].
+pub const KIND_CONVERSATION_CREATED: u8 = 9;
+/// Kind byte of [`Record::MemberAdded`].
+pub const KIND_MEMBER_ADDED: u8 = 10;
+/// Kind byte of [`Record::MemberRemoved`].
+pub const KIND_MEMBER_REMOVED: u8 = 11;
+/// Kind byte of [`Record::MessagePosted`].
+pub const KIND_MESSAGE_POSTED: u8 = 12;
+/// Kind byte of [`Record::CursorSet`].
+pub const KIND_CURSOR_SET: u8 = 13;
+/// Kind byte of [`Record::NotifySet`].
+pub const KIND_NOTIFY_SET: u8 = 14;
+/// Kind byte of [`Record::DndSet`].
+pub const KIND_DND_SET: u8 = 15;
+
+/// A conversation kind as stored.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredKind {
+    /// [`ConversationKind::PublicChannel`].
+    PublicChannel,
+    /// [`ConversationKind::PrivateChannel`].
+    PrivateChannel,
+    /// [`ConversationKind::Dm`].
+    Dm,
+    /// [`ConversationKind::GroupDm`].
+    GroupDm,
+}
+
+impl From<ConversationKind> for StoredKind {
+    fn from(kind: ConversationKind) -> StoredKind {
+        match kind {
+            ConversationKind::PublicChannel => StoredKind::PublicChannel,
+            ConversationKind::PrivateChannel => StoredKind::PrivateChannel,
+            ConversationKind::Dm => StoredKind::Dm,
+            ConversationKind::GroupDm => StoredKind::GroupDm,
+        }
+    }
+}
+
+impl From<StoredKind> for ConversationKind {
+    fn from(kind: StoredKind) -> ConversationKind {
+        match kind {
+            StoredKind::PublicChannel => ConversationKind::PublicChannel,
+            StoredKind::PrivateChannel => ConversationKind::PrivateChannel,
+            StoredKind::Dm => ConversationKind::Dm,
+            StoredKind::GroupDm => ConversationKind::GroupDm,
+        }
+    }
+}
+
+/// A notification level as stored.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredLevel {
+    /// [`NotifyLevel::All`].
+    All,
+    /// [`NotifyLevel::Mentions`].
+    Mentions,
+    /// [`NotifyLevel::Nothing`].
+    Nothing,
+}
+
+impl From<NotifyLevel> for StoredLevel {
+    fn from(level: NotifyLevel) -> StoredLevel {
+        match level {
+            NotifyLevel::All => StoredLevel::All,
+            NotifyLevel::Mentions => StoredLevel::Mentions,
+            NotifyLevel::Nothing => StoredLevel::Nothing,
+        }
+    }
+}
+
+impl From<StoredLevel> for NotifyLevel {
+    fn from(level: StoredLevel) -> NotifyLevel {
+        match level {
+            StoredLevel::All => NotifyLevel::All,
+            StoredLevel::Mentions => NotifyLevel::Mentions,
+            StoredLevel::Nothing => NotifyLevel::Nothing,
+        }
+    }
+}
+
+/// A broadcast mention as stored.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredBroadcast {
+    /// [`Broadcast::None`].
+    None,
+    /// [`Broadcast::Here`].
+    Here,
+    /// [`Broadcast::Channel`].
+    Channel,
+}
+
+impl From<Broadcast> for StoredBroadcast {
+    fn from(b: Broadcast) -> StoredBroadcast {
+        match b {
+            Broadcast::None => StoredBroadcast::None,
+            Broadcast::Here => StoredBroadcast::Here,
+            Broadcast::Channel => StoredBroadcast::Channel,
+        }
+    }
+}
+
+impl From<StoredBroadcast> for Broadcast {
+    fn from(b: StoredBroadcast) -> Broadcast {
+        match b {
+            StoredBroadcast::None => Broadcast::None,
+            StoredBroadcast::Here => Broadcast::Here,
+            StoredBroadcast::Channel => Broadcast::Channel,
+        }
+    }
+}
+
+pub use stored::{MessageRecord, Record};
+
+// rkyv derives public resolver types whose fields carry no docs.
+#[allow(missing_docs)]
+mod stored {
+    use super::{StoredBroadcast, StoredKind, StoredLevel};
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    /// A posted message: the authoritative copy of a message is this record.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct MessageRecord {
+        /// Conversation.
+        pub conversation: u64,
+        /// Its seq (head + 1 when sequenced).
+        pub seq: u64,
+        /// Author.
+        pub sender: u64,
+        /// The author's idempotency key (rebuilds the dedup window on replay).
+        pub client_msg_id: u128,
+        /// Server time at sequencing, ms.
+        pub ts: u64,
+        /// Text.
+        pub body: String,
+        /// Directly mentioned users (unique, as sent).
+        pub mentions: Vec<u64>,
+        /// `@channel` / `@here` as sent.
+        pub broadcast: StoredBroadcast,
+        /// The broadcast was ignored (conversation over BROADCAST_MEMBERS_MAX).
+        pub broadcast_ignored: bool,
+    }
+
+    /// One WAL record. Which shard writes it is stated per variant; replaying a
+    /// record on another shard is an inconsistency.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub enum Record {
+        /// Workspace shard: a workspace exists.
+        WorkspaceCreated {
+            /// Id (allocated by this shard).
+            workspace: u64,
+            /// Display name.
+            name: String,
+            /// Creation time, ms.
+            ts: u64,
+        },
+        /// Workspace shard: a user name is taken by a user id allocated here;
+        /// the user's home shard is asked to create the user.
+        UserClaimed {
+            /// Workspace.
+            workspace: u64,
+            /// The new user's id (allocated by this shard, homed anywhere).
+            user: u64,
+            /// Handle.
+            name: String,
+        },
+        /// Workspace shard: the user's home shard has durably created it.
+        UserConfirmed {
+            /// Workspace.
+            workspace: u64,
+            /// User.
+            user: u64,
+        },
+        /// Home shard: a user exists, with its first token.
+        UserCreated {
+            /// User.
+            user: u64,
+            /// Workspace.
+            workspace: u64,
+            /// Handle.
+            name: String,
+            /// The workspace's display name (immutable; copied for `Boot`).
+            workspace_name: String,
+            /// First token's id.
+            token: u64,
+            /// sha256 of the token's secret.
+            token_hash: [u8; 32],
+        },
+        /// Home shard: another token.
+        TokenIssued {
+            /// User.
+            user: u64,
+            /// Token id.
+            token: u64,
+            /// sha256 of the secret.
+            token_hash: [u8; 32],
+        },
+        /// Home shard: one token (`Some`) or all tokens (`None`) revoked.
+        TokensRevoked {
+            /// User.
+            user: u64,
+            /// Which.
+            token: Option<u64>,
+        },
+        /// Workspace shard: a channel name is taken by a conversation id
+        /// allocated here; the owner shard is asked to create the channel.
+        ChannelClaimed {
+            /// Workspace.
+            workspace: u64,
+            /// The new channel's id.
+            conversation: u64,
+            /// Name.
+            name: String,
+            /// Private channel.
+            private: bool,
+            /// Creator (its first member).
+            creator: u64,
+        },
+        /// Workspace shard: the owner shard has durably created the channel.
+        ChannelConfirmed {
+            /// Workspace.
+            workspace: u64,
+            /// Channel.
+            conversation: u64,
+        },
+        /// Owner shard: a conversation exists with these first members.
+        ConversationCreated {
+            /// Id (allocated by the workspace shard for channels, here for DMs).
+            conversation: u64,
+            /// Workspace.
+            workspace: u64,
+            /// Kind.
+            kind: StoredKind,
+            /// Channel name; empty for DMs.
+            name: String,
+            /// First members, sorted and unique.
+            members: Vec<u64>,
+            /// The creator of a channel (owner role); `None` for DMs.
+            creator: Option<u64>,
+            /// Creation time, ms.
+            ts: u64,
+        },
+        /// Owner shard: a user joined or was added.
+        MemberAdded {
+            /// Conversation.
+            conversation: u64,
+            /// User.
+            user: u64,
+            /// Time, ms.
+            ts: u64,
+        },
+        /// Owner shard: a user left or was removed.
+        MemberRemoved {
+            /// Conversation.
+            conversation: u64,
+            /// User.
+            user: u64,
+            /// Time, ms.
+            ts: u64,
+        },
+        /// Owner shard: a message.
+        MessagePosted(MessageRecord),
+        /// Home shard: a read cursor moved forward.
+        CursorSet {
+            /// User.
+            user: u64,
+            /// Conversation.
+            conversation: u64,
+            /// New cursor.
+            seq: u64,
+        },
+        /// Home shard: per-conversation notification preference.
+        NotifySet {
+            /// User.
+            user: u64,
+            /// Conversation.
+            conversation: u64,
+            /// Level.
+            level: StoredLevel,
+            /// Muted.
+            muted: bool,
+        },
+        /// Home shard: do-not-disturb window.
+        DndSet {
+            /// User.
+            user: u64,
+            /// End, ms; `None` ends it.
+            until: Option<u64>,
+        },
+    }
+}
+
+/// Why a record's bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The kind byte names no record.
+    #[error("unknown record kind {kind}")]
+    UnknownKind {
+        /// The byte.
+        kind: u8,
+    },
+    /// The payload failed validation.
+    #[error("record of kind {kind} ({name}) does not validate: {detail}")]
+    Invalid {
+        /// The kind byte.
+        kind: u8,
+        /// Its name.
+        name: &'static str,
+        /// The validator's message.
+        detail: String,
+    },
+    /// The payload is a different record than the kind byte says.
+    #[error("kind byte {kind} but payload is a {found} record")]
+    KindMismatch {
+        /// The kind byte.
+        kind: u8,
+        /// The payload's kind name.
+        found: &'static str,
+    },
+}
+
+/// Name of a kind byte (`None` if unknown), for tools and errors.
+pub fn kind_name(kind: u8) -> Option<&'static str> {
+    Some(match kind {
+        KIND_WORKSPACE_CREATED => "WorkspaceCreated",
+        KIND_USER_CLAIMED => "UserClaimed",
+        KIND_USER_CONFIRMED => "UserConfirmed",
+        KIND_USER_CREATED => "UserCreated",
+        KIND_TOKEN_ISSUED => "TokenIssued",
+        KIND_TOKENS_REVOKED => "TokensRevoked",
+        KIND_CHANNEL_CLAIMED => "ChannelClaimed",
+        KIND_CHANNEL_CONFIRMED => "ChannelConfirmed",
+        KIND_CONVERSATION_CREATED => "ConversationCreated",
+        KIND_MEMBER_ADDED => "MemberAdded",
+        KIND_MEMBER_REMOVED => "MemberRemoved",
+        KIND_MESSAGE_POSTED => "MessagePosted",
+        KIND_CURSOR_SET => "CursorSet",
+        KIND_NOTIFY_SET => "NotifySet",
+        KIND_DND_SET => "DndSet",
+        _ => return None,
+    })
+}
+
+impl Record {
+    /// The kind byte of this record.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Record::WorkspaceCreated { .. } => KIND_WORKSPACE_CREATED,
+            Record::UserClaimed { .. } => KIND_USER_CLAIMED,
+            Record::UserConfirmed { .. } => KIND_USER_CONFIRMED,
+            Record::UserCreated { .. } => KIND_USER_CREATED,
+            Record::TokenIssued { .. } => KIND_TOKEN_ISSUED,
+            Record::TokensRevoked { .. } => KIND_TOKENS_REVOKED,
+            Record::ChannelClaimed { .. } => KIND_CHANNEL_CLAIMED,
+            Record::ChannelConfirmed { .. } => KIND_CHANNEL_CONFIRMED,
+            Record::ConversationCreated { .. } => KIND_CONVERSATION_CREATED,
+            Record::MemberAdded { .. } => KIND_MEMBER_ADDED,
+            Record::MemberRemoved { .. } => KIND_MEMBER_REMOVED,
+            Record::MessagePosted(_) => KIND_MESSAGE_POSTED,
+            Record::CursorSet { .. } => KIND_CURSOR_SET,
+            Record::NotifySet { .. } => KIND_NOTIFY_SET,
+            Record::DndSet { .. } => KIND_DND_SET,
+        }
+    }
+
+    /// The rkyv payload of this record.
+    pub fn encode(&self) -> Vec<u8> {
+        match rkyv::to_bytes::<rancor::Error>(self) {
+            Ok(bytes) => bytes.into_vec(),
+            // Serializing plain owned data into memory cannot fail short of
+            // allocation failure, which aborts anyway.
+            Err(e) => panic!("record serialization failed: {e}"),
+        }
+    }
+
+    /// Decodes and validates a record read back from the WAL. `payload`
+    /// need not be aligned.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, RecordError> {
+        let name = kind_name(kind).ok_or(RecordError::UnknownKind { kind })?;
+        let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        let record = rkyv::from_bytes::<Record, rancor::Error>(&aligned).map_err(|e| {
+            RecordError::Invalid {
+                kind,
+                name,
+                detail: e.to_string(),
+            }
+        })?;
+        if record.kind() != kind {
+            return Err(RecordError::KindMismatch {
+                kind,
+                found: kind_name(record.kind()).unwrap_or("?"),
+            });
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Record> {
+        vec![
+            Record::WorkspaceCreated {
+                workspace: 1,
+                name: "Acme".into(),
+                ts: 5,
+            },
+            Record::UserClaimed {
+                workspace: 1,
+                user: 2,
+                name: "ann".into(),
+            },
+            Record::UserConfirmed {
+                workspace: 1,
+                user: 2,
+            },
+            Record::UserCreated {
+                user: 2,
+                workspace: 1,
+                name: "ann".into(),
+                workspace_name: "Acme".into(),
+                token: 1,
+                token_hash: [3; 32],
+            },
+            Record::TokenIssued {
+                user: 2,
+                token: 2,
+                token_hash: [4; 32],
+            },
+            Record::TokensRevoked {
+                user: 2,
+                token: None,
+            },
+            Record::ChannelClaimed {
+                workspace: 1,
+                conversation: 9,
+                name: "general".into(),
+                private: false,
+                creator: 2,
+            },
+            Record::ChannelConfirmed {
+                workspace: 1,
+                conversation: 9,
+            },
+            Record::ConversationCreated {
+                conversation: 9,
+                workspace: 1,
+                kind: StoredKind::GroupDm,
+                name: String::new(),
+                members: vec![2, 3, 4],
+                creator: None,
+                ts: 7,
+            },
+            Record::MemberAdded {
+                conversation: 9,
+                user: 5,
+                ts: 8,
+            },
+            Record::MemberRemoved {
+                conversation: 9,
+                user: 5,
+                ts: 9,
+            },
+            Record::MessagePosted(MessageRecord {
+                conversation: 9,
+                seq: 1,
+                sender: 2,
+                client_msg_id: u128::MAX - 3,
+                ts: 10,
+                body: "héllo @bob".into(),
+                mentions: vec![3],
+                broadcast: StoredBroadcast::Here,
+                broadcast_ignored: true,
+            }),
+            Record::CursorSet {
+                user: 2,
+                conversation: 9,
+                seq: 1,
+            },
+            Record::NotifySet {
+                user: 2,
+                conversation: 9,
+                level: StoredLevel::Mentions,
+                muted: true,
+            },
+            Record::DndSet {
+                user: 2,
+                until: Some(99),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_roundtrips() {
+        let records = samples();
+        assert_eq!(records.len(), usize::from(KIND_DND_SET));
+        for record in records {
+            let bytes = record.encode();
+            // Decode from an unaligned copy as the WAL may hand it over.
+            let mut shifted = vec![0u8];
+            shifted.extend_from_slice(&bytes);
+            let decoded = Record::decode(record.kind(), &shifted[1..]).unwrap();
+            assert_eq!(decoded, record);
+            assert!(kind_name(record.kind()).is_some());
+        }
+    }
+
+    #[test]
+    fn decode_rejects_bad_input() {
+        assert_eq!(
+            Record::decode(0, &[]),
+            Err(RecordError::UnknownKind { kind: 0 })
+        );
+        assert_eq!(
+            Record::decode(200, &[1, 2, 3]),
+            Err(RecordError::UnknownKind { kind: 200 })
+        );
+        assert!(matches!(
+            Record::decode(KIND_CURSOR_SET, &[0xff; 7]),
+            Err(RecordError::Invalid { .. })
+        ));
+        let bytes = samples()[0].encode();
+        assert!(matches!(
+            Record::decode(KIND_DND_SET, &bytes),
+            Err(RecordError::KindMismatch { .. })
+        ));
+        // Flipped bytes never panic.
+        let message = samples()[11].encode();
+        for i in 0..message.len() {
+            let mut bad = message.clone();
+            bad[i] ^= 0x5a;
+            let _ = Record::decode(KIND_MESSAGE_POSTED, &bad);
+        }
+    }
+}

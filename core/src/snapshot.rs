@@ -1,0 +1,554 @@
+//! Snapshots: the whole persistent state of a shard as of one LSN, in a
+//! versioned rkyv encoding.
+//!
+//! Byte layout: `b"CSNP"`, the format version as a little-endian `u32`,
+//! then the rkyv archive (0.8, little-endian, validated with bytecheck on
+//! restore) of [`SnapshotV1`]. Every collection is sorted by id, so the
+//! snapshot of a state is a pure function of that state: two shards that
+//! applied the same records produce identical bytes (the simulation checks
+//! live state against restore + replay this way).
+//!
+//! Not in a snapshot: memory-only state (connections, subscriptions,
+//! devices, derived conversation lists, interest sets, pending tables) and
+//! the LSNs that gate visibility (everything in a snapshot is durable once
+//! the snapshot is usable). The DM directory and public-channel lists are
+//! rebuilt from the conversations and directories.
+//!
+//! Failure contract: [`restore`] returns a [`RestoreError`] for anything
+//! that is not a valid snapshot of this shard; it never panics on input.
+
+use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
+
+use crate::api::{
+    Broadcast, ConversationId, Lsn, Message, Millis, Seq, ShardId, UserId, WorkspaceId,
+};
+use crate::hash::HashState;
+use crate::record::{StoredBroadcast, StoredKind, StoredLevel};
+use crate::state::{
+    ApplyError, ChannelName, Claim, Cursor, DedupEntry, Member, NameEntry, NotifyPref, State,
+};
+
+/// Snapshot magic.
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
+/// Current snapshot format version.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Why snapshot bytes could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// Shorter than the header.
+    #[error("snapshot too short ({len} bytes)")]
+    TooShort {
+        /// Length.
+        len: usize,
+    },
+    /// Not a snapshot.
+    #[error("not a snapshot (bad magic)")]
+    BadMagic,
+    /// A format this build does not read.
+    #[error("snapshot format version {version} is not supported (this build reads {SNAPSHOT_VERSION})")]
+    UnsupportedVersion {
+        /// The version found.
+        version: u32,
+    },
+    /// The archive does not validate.
+    #[error("snapshot does not validate: {0}")]
+    Invalid(String),
+    /// A snapshot of another shard or node layout.
+    #[error("snapshot of shard {found_shard}/{found_count}, expected {expected_shard}/{expected_count}")]
+    WrongShard {
+        /// Configured shard.
+        expected_shard: u16,
+        /// Configured count.
+        expected_count: u16,
+        /// Snapshot's shard.
+        found_shard: u16,
+        /// Snapshot's count.
+        found_count: u16,
+    },
+    /// Valid encoding, impossible content.
+    #[error("snapshot is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl From<ApplyError> for RestoreError {
+    fn from(e: ApplyError) -> RestoreError {
+        RestoreError::Inconsistent(e.to_string())
+    }
+}
+
+/// Version 1 of the snapshot.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV1 {
+    shard: u16,
+    shard_count: u16,
+    last_lsn: u64,
+    next_id_counter: u64,
+    workspaces: Vec<SnapWorkspace>,
+    users: Vec<SnapUser>,
+    conversations: Vec<SnapConversation>,
+    claims: Vec<SnapClaim>,
+    cache: Vec<SnapCache>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapWorkspace {
+    id: u64,
+    name: String,
+    created: u64,
+    /// (handle, user, confirmed)
+    users: Vec<(String, u64, bool)>,
+    /// (name, channel, private, confirmed)
+    channels: Vec<(String, u64, bool, bool)>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapUser {
+    id: u64,
+    workspace: u64,
+    name: String,
+    workspace_name: String,
+    tokens: Vec<(u64, [u8; 32])>,
+    next_token: u64,
+    cursors: Vec<(u64, u64)>,
+    prefs: Vec<(u64, StoredLevel, bool)>,
+    dnd_until: Option<u64>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapDedup {
+    sender: u64,
+    client_msg_id: u128,
+    seq: u64,
+    ts: u64,
+    broadcast_ignored: bool,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapConversation {
+    id: u64,
+    workspace: u64,
+    kind: StoredKind,
+    name: String,
+    creator: Option<u64>,
+    created: u64,
+    /// (user, joined_seq)
+    members: Vec<(u64, u64)>,
+    head: u64,
+    lsns: Vec<u64>,
+    last_activity: u64,
+    preview: Option<String>,
+    /// Oldest first.
+    dedup: Vec<SnapDedup>,
+    mentions: Vec<(u64, Vec<u64>)>,
+    broadcasts: Vec<u64>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapClaim {
+    id: u64,
+    workspace: u64,
+    name: String,
+    channel: bool,
+    private: bool,
+    creator: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapMessage {
+    seq: u64,
+    sender: u64,
+    client_msg_id: u128,
+    ts: u64,
+    body: String,
+    mentions: Vec<u64>,
+    broadcast: StoredBroadcast,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapCache {
+    conversation: u64,
+    stamp: u64,
+    messages: Vec<SnapMessage>,
+}
+
+fn sorted<T, K: Ord>(mut v: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    v.sort_by_key(key);
+    v
+}
+
+/// Encodes the state as of `last_lsn`.
+pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
+    let workspaces = state
+        .workspaces
+        .values()
+        .map(|w| SnapWorkspace {
+            id: w.id.0,
+            name: w.name.clone(),
+            created: w.created.0,
+            users: sorted(
+                w.users
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.user.0, e.confirmed))
+                    .collect(),
+                |e| e.0.clone(),
+            ),
+            channels: sorted(
+                w.channels
+                    .iter()
+                    .map(|(n, c)| (n.clone(), c.id.0, c.private, c.confirmed))
+                    .collect(),
+                |e| e.0.clone(),
+            ),
+        })
+        .collect();
+    let users = state
+        .users
+        .values()
+        .map(|u| SnapUser {
+            id: u.id.0,
+            workspace: u.workspace.0,
+            name: u.name.clone(),
+            workspace_name: u.workspace_name.clone(),
+            tokens: u.tokens.iter().map(|(t, h)| (*t, *h)).collect(),
+            next_token: u.next_token,
+            cursors: sorted(
+                u.cursors.iter().map(|(c, cur)| (c.0, cur.seq.0)).collect(),
+                |e| e.0,
+            ),
+            prefs: sorted(
+                u.prefs
+                    .iter()
+                    .map(|(c, p)| (c.0, StoredLevel::from(p.level), p.muted))
+                    .collect(),
+                |e| e.0,
+            ),
+            dnd_until: u.dnd_until.map(|m| m.0),
+        })
+        .collect();
+    let conversations = state
+        .conversations
+        .values()
+        .map(|c| SnapConversation {
+            id: c.id.0,
+            workspace: c.workspace.0,
+            kind: c.kind.into(),
+            name: c.name.clone(),
+            creator: c.creator.map(|u| u.0),
+            created: c.created.0,
+            members: sorted(
+                c.members
+                    .iter()
+                    .map(|(u, m)| (u.0, m.joined_seq.0))
+                    .collect(),
+                |e| e.0,
+            ),
+            head: c.head.0,
+            lsns: c.lsns.clone(),
+            last_activity: c.last_activity.0,
+            preview: c.preview.clone(),
+            dedup: c
+                .dedup
+                .entries()
+                .map(|(sender, cmid, e)| SnapDedup {
+                    sender: sender.0,
+                    client_msg_id: cmid,
+                    seq: e.seq.0,
+                    ts: e.ts.0,
+                    broadcast_ignored: e.broadcast_ignored,
+                })
+                .collect(),
+            mentions: sorted(
+                c.mentions.iter().map(|(u, s)| (u.0, s.clone())).collect(),
+                |e| e.0,
+            ),
+            broadcasts: c.broadcasts.clone(),
+        })
+        .collect();
+    let claims = state
+        .claims
+        .iter()
+        .map(|(id, (claim, _))| match claim {
+            Claim::User { workspace, name } => SnapClaim {
+                id: *id,
+                workspace: workspace.0,
+                name: name.clone(),
+                channel: false,
+                private: false,
+                creator: 0,
+            },
+            Claim::Channel {
+                workspace,
+                name,
+                private,
+                creator,
+            } => SnapClaim {
+                id: *id,
+                workspace: workspace.0,
+                name: name.clone(),
+                channel: true,
+                private: *private,
+                creator: creator.0,
+            },
+        })
+        .collect();
+    let cache = state
+        .cache
+        .export()
+        .into_iter()
+        .map(|(conv, stamp, messages)| SnapCache {
+            conversation: conv.0,
+            stamp,
+            messages: messages
+                .into_iter()
+                .map(|m| SnapMessage {
+                    seq: m.seq.0,
+                    sender: m.sender.0,
+                    client_msg_id: m.client_msg_id,
+                    ts: m.ts.0,
+                    body: m.body,
+                    mentions: m.mentions.iter().map(|u| u.0).collect(),
+                    broadcast: m.broadcast.into(),
+                })
+                .collect(),
+        })
+        .collect();
+    let snapshot = SnapshotV1 {
+        shard: state.shard.0,
+        shard_count: state.shard_count,
+        last_lsn: last_lsn.0,
+        next_id_counter: state.ids.next_counter(),
+        workspaces: sorted(workspaces, |w: &SnapWorkspace| w.id),
+        users: sorted(users, |u: &SnapUser| u.id),
+        conversations: sorted(conversations, |c: &SnapConversation| c.id),
+        claims,
+        cache,
+    };
+    let body = match rkyv::to_bytes::<rancor::Error>(&snapshot) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("snapshot serialization failed: {e}"),
+    };
+    let mut out = Vec::with_capacity(8 + body.len());
+    out.extend_from_slice(&SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn inconsistent(what: String) -> RestoreError {
+    RestoreError::Inconsistent(what)
+}
+
+/// Decodes a snapshot into a state for `shard` of `shard_count`; returns
+/// the state and the LSN it is as of.
+pub fn restore(
+    shard: ShardId,
+    shard_count: u16,
+    hash: HashState,
+    bytes: &[u8],
+) -> Result<(State, Lsn), RestoreError> {
+    if bytes.len() < 8 {
+        return Err(RestoreError::TooShort { len: bytes.len() });
+    }
+    if bytes[..4] != SNAPSHOT_MAGIC {
+        return Err(RestoreError::BadMagic);
+    }
+    let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if version != SNAPSHOT_VERSION {
+        return Err(RestoreError::UnsupportedVersion { version });
+    }
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len() - 8);
+    aligned.extend_from_slice(&bytes[8..]);
+    let snap = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned)
+        .map_err(|e| RestoreError::Invalid(e.to_string()))?;
+    if snap.shard != shard.0 || snap.shard_count != shard_count {
+        return Err(RestoreError::WrongShard {
+            expected_shard: shard.0,
+            expected_count: shard_count,
+            found_shard: snap.shard,
+            found_count: snap.shard_count,
+        });
+    }
+    let mut state = State::new(shard, shard_count, hash);
+    if snap.next_id_counter == 0 {
+        return Err(inconsistent("id counter 0".into()));
+    }
+    state.ids.set_next_counter(snap.next_id_counter);
+    for w in snap.workspaces {
+        let id = WorkspaceId(w.id);
+        if !state.owns(id) {
+            return Err(ApplyError::NotOwned {
+                what: "workspace",
+                id: w.id,
+            }
+            .into());
+        }
+        let mut ws = state.new_workspace(id, w.name, Millis(w.created));
+        for (name, user, confirmed) in w.users {
+            ws.users.insert(
+                name,
+                NameEntry {
+                    user: UserId(user),
+                    confirmed,
+                },
+            );
+        }
+        for (name, conv, private, confirmed) in w.channels {
+            if confirmed && !private {
+                ws.public_channels.insert(ConversationId(conv));
+            }
+            ws.channels.insert(
+                name,
+                ChannelName {
+                    id: ConversationId(conv),
+                    private,
+                    confirmed,
+                },
+            );
+        }
+        if state.workspaces.insert(id, ws).is_some() {
+            return Err(inconsistent(format!("workspace {} twice", w.id)));
+        }
+    }
+    for u in snap.users {
+        let id = UserId(u.id);
+        if !state.owns(id) {
+            return Err(ApplyError::NotOwned {
+                what: "user",
+                id: u.id,
+            }
+            .into());
+        }
+        let mut user = state.new_user(id, WorkspaceId(u.workspace), u.name, u.workspace_name);
+        user.tokens = u.tokens.into_iter().collect();
+        user.next_token = u.next_token;
+        for (conv, seq) in u.cursors {
+            user.cursors.insert(
+                ConversationId(conv),
+                Cursor {
+                    seq: Seq(seq),
+                    lsn: Lsn(0),
+                },
+            );
+        }
+        for (conv, level, muted) in u.prefs {
+            user.prefs.insert(
+                ConversationId(conv),
+                NotifyPref {
+                    level: level.into(),
+                    muted,
+                },
+            );
+        }
+        user.dnd_until = u.dnd_until.map(Millis);
+        if state.users.insert(id, user).is_some() {
+            return Err(inconsistent(format!("user {} twice", u.id)));
+        }
+    }
+    for c in snap.conversations {
+        let id = ConversationId(c.id);
+        if !state.owns(id) {
+            return Err(ApplyError::NotOwned {
+                what: "conversation",
+                id: c.id,
+            }
+            .into());
+        }
+        if c.lsns.len() as u64 != c.head {
+            return Err(inconsistent(format!("conversation {}: index length", c.id)));
+        }
+        let mut conv = state.new_conversation(
+            id,
+            WorkspaceId(c.workspace),
+            c.kind.into(),
+            c.name,
+            c.creator.map(UserId),
+            Millis(c.created),
+        );
+        for (user, joined) in c.members {
+            conv.members.insert(
+                UserId(user),
+                Member {
+                    joined_seq: Seq(joined),
+                    lsn: Lsn(0),
+                },
+            );
+        }
+        conv.head = Seq(c.head);
+        conv.lsns = c.lsns;
+        conv.last_activity = Millis(c.last_activity);
+        conv.preview = c.preview;
+        for d in c.dedup {
+            conv.dedup_restore(
+                UserId(d.sender),
+                d.client_msg_id,
+                DedupEntry {
+                    seq: Seq(d.seq),
+                    ts: Millis(d.ts),
+                    broadcast_ignored: d.broadcast_ignored,
+                },
+            );
+        }
+        for (user, seqs) in c.mentions {
+            conv.mentions.insert(UserId(user), seqs);
+        }
+        conv.broadcasts = c.broadcasts;
+        if conv.is_dm() {
+            let key = (conv.workspace, conv.sorted_members());
+            if state.dms.insert(key, id).is_some() {
+                return Err(inconsistent(format!("DM {} duplicates a member set", c.id)));
+            }
+        }
+        if state.conversations.insert(id, conv).is_some() {
+            return Err(inconsistent(format!("conversation {} twice", c.id)));
+        }
+    }
+    for claim in snap.claims {
+        let value = if claim.channel {
+            Claim::Channel {
+                workspace: WorkspaceId(claim.workspace),
+                name: claim.name,
+                private: claim.private,
+                creator: UserId(claim.creator),
+            }
+        } else {
+            Claim::User {
+                workspace: WorkspaceId(claim.workspace),
+                name: claim.name,
+            }
+        };
+        state.claims.insert(claim.id, (value, Lsn(0)));
+    }
+    for entry in snap.cache {
+        let conv = ConversationId(entry.conversation);
+        let Some(c) = state.conversations.get(&conv) else {
+            return Err(inconsistent(format!("cache of unknown conversation {}", conv.0)));
+        };
+        let head = c.head.0;
+        let count = entry.messages.len() as u64;
+        let contiguous = entry
+            .messages
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.seq + count == head + i as u64 + 1);
+        if !contiguous {
+            return Err(inconsistent(format!("cache of {} is not the newest run", conv.0)));
+        }
+        let messages = entry
+            .messages
+            .into_iter()
+            .map(|m| Message {
+                conversation: conv,
+                seq: Seq(m.seq),
+                sender: UserId(m.sender),
+                client_msg_id: m.client_msg_id,
+                ts: Millis(m.ts),
+                body: m.body,
+                mentions: m.mentions.into_iter().map(UserId).collect(),
+                broadcast: Broadcast::from(m.broadcast),
+            })
+            .collect();
+        state.cache.import(conv, entry.stamp, messages);
+    }
+    Ok((state, Lsn(snap.last_lsn)))
+}

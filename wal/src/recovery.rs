@@ -1,0 +1,613 @@
+//! Opening a log directory: find the newest valid snapshot, verify every
+//! retained segment record by record, rebuild the sparse index, and repair a
+//! torn tail.
+//!
+//! Rules (see `docs/WAL.md`):
+//! - Temporary files (`*.tmp`: a segment being prepared, a snapshot being
+//!   written) never held acknowledged data and are deleted.
+//! - A segment with a bad header is corruption: segments only get their final
+//!   name after their header is synced.
+//! - A sealed segment (not the last) must hold exactly the records from its
+//!   first LSN up to the next segment's first LSN, followed by zero bytes; any
+//!   deviation is corruption.
+//! - In the last segment, the first invalid position `X` (expected LSN `n`)
+//!   is a torn tail unless a valid record written by a *later* batch
+//!   (`batch_lsn > n`) or out of order (`lsn < n`) follows it: batches are
+//!   written one at a time, each after the previous one is durable, so such a
+//!   record proves record `n` had been durable. A torn tail is zeroed on disk
+//!   (and synced) so it can never reappear; corruption fails the open with the
+//!   file and offset.
+
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+    rc::Rc,
+};
+
+use glommio::io::DmaFile;
+
+use crate::{
+    constants::{
+        BLOCK_BYTES, PROBE_FILE_NAME, SCAN_CHUNK_BYTES, SEGMENT_HEADER_BYTES, ZERO_FILL_CHUNK_BYTES,
+    },
+    format::{
+        align_down, align_up, parse_segment_file_name, parse_snapshot_file_name, SegmentHeader,
+        TEMP_SUFFIX,
+    },
+    options::FaultPoint,
+    scan::{examine_after_tail, read_record, Chunk, Scanned},
+    segment::Segment,
+    snapshot::{self, Loaded},
+    state::Shared,
+    writer::{install_segment, prepare_segment, ActiveSegment},
+    Error, Lsn, Result,
+};
+
+/// The newest valid snapshot found when opening a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The snapshot covers every record up to and including this LSN.
+    pub lsn: Lsn,
+    /// The caller's bytes, checksum-verified.
+    pub bytes: Vec<u8>,
+}
+
+/// A torn tail that recovery removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailTruncation {
+    /// The last segment.
+    pub segment: PathBuf,
+    /// Offset of the first invalid byte position (the new end of the log).
+    pub offset: u64,
+    /// Bytes zeroed from `offset` on.
+    pub bytes_zeroed: u64,
+    /// Why the record at `offset` was not valid.
+    pub reason: String,
+}
+
+/// A snapshot file that failed validation and was renamed to `*.invalid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSnapshot {
+    /// Its new path.
+    pub path: PathBuf,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// What [`crate::Wal::open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The newest valid snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// Oldest LSN still in the log (earlier ones were deleted by retention).
+    pub first_lsn: Lsn,
+    /// The LSN the next append will get; every LSN below it (from
+    /// `first_lsn` on) is in the log and durable.
+    pub next_lsn: Lsn,
+    /// The torn tail that was removed, if there was one.
+    pub truncated_tail: Option<TailTruncation>,
+    /// Damaged snapshots that were set aside.
+    pub invalid_snapshots: Vec<InvalidSnapshot>,
+}
+
+impl Recovered {
+    /// Where replay should start: after the snapshot, or at the oldest record.
+    pub fn replay_from(&self) -> Lsn {
+        match &self.snapshot {
+            Some(snapshot) => Lsn(snapshot.lsn.0 + 1),
+            None => self.first_lsn,
+        }
+    }
+}
+
+/// Everything recovery hands to the running log.
+pub(crate) struct Outcome {
+    pub(crate) recovered: Recovered,
+    pub(crate) segments: VecDeque<Segment>,
+    pub(crate) active: ActiveSegment,
+    pub(crate) snapshots: Vec<u64>,
+}
+
+struct Listing {
+    segments: Vec<u64>,
+    snapshots: Vec<u64>,
+    temporaries: Vec<PathBuf>,
+}
+
+async fn list(dir: &Path) -> Result<Listing> {
+    let owned = dir.to_path_buf();
+    let names = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&owned)? {
+                names.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+            Ok(names)
+        })
+        .await
+        .map_err(|e| Error::io("read directory", dir, e))?;
+    let mut listing = Listing {
+        segments: Vec::new(),
+        snapshots: Vec::new(),
+        temporaries: Vec::new(),
+    };
+    for name in names {
+        if name.ends_with(TEMP_SUFFIX) {
+            listing.temporaries.push(dir.join(&name));
+        } else if let Some(number) = parse_segment_file_name(&name) {
+            listing.segments.push(number);
+        } else if let Some(lsn) = parse_snapshot_file_name(&name) {
+            listing.snapshots.push(lsn);
+        } else if name != PROBE_FILE_NAME {
+            tracing::debug!(file = %name, "ignoring unknown file in the log directory");
+        }
+    }
+    listing.segments.sort_unstable();
+    listing.snapshots.sort_unstable();
+    Ok(listing)
+}
+
+/// Run recovery for the log whose context is `shared` (its state still empty).
+pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
+    let dir = shared.paths.dir.clone();
+    let listing = list(&dir).await?;
+    for tmp in &listing.temporaries {
+        shared.storage.remove(tmp).await?;
+    }
+    if !listing.temporaries.is_empty() {
+        shared.storage.sync_dir(&shared.dir, &dir).await?;
+    }
+
+    // Newest valid snapshot; damaged newer ones are set aside.
+    let mut snapshot = None;
+    let mut invalid_snapshots = Vec::new();
+    let mut kept = listing.snapshots.clone();
+    while let Some(&lsn) = kept.last() {
+        match snapshot::load(shared, lsn).await? {
+            Loaded::Valid(bytes) => {
+                snapshot = Some(Snapshot {
+                    lsn: Lsn(lsn),
+                    bytes,
+                });
+                break;
+            }
+            Loaded::Invalid(reason) => {
+                kept.pop();
+                let from = shared.paths.snapshot(lsn);
+                let to = PathBuf::from(format!("{}.invalid", from.display()));
+                tracing::warn!(file = %from.display(), %reason, "snapshot is damaged; setting it aside");
+                std::fs::rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
+                shared.storage.sync_dir(&shared.dir, &dir).await?;
+                invalid_snapshots.push(InvalidSnapshot { path: to, reason });
+            }
+        }
+    }
+
+    if listing.segments.is_empty() {
+        if !kept.is_empty() || !invalid_snapshots.is_empty() {
+            return Err(Error::Inconsistent {
+                dir,
+                reason: "snapshots exist but no segment does".to_string(),
+            });
+        }
+        let prepared = prepare_segment(shared.clone(), 1, shared.options.segment_bytes).await?;
+        let active = install_segment(shared, prepared, 1).await?;
+        let segment = Segment::new(1, 1, active.path.clone(), active.segment_bytes);
+        return Ok(Outcome {
+            recovered: Recovered {
+                snapshot: None,
+                first_lsn: Lsn(1),
+                next_lsn: Lsn(1),
+                truncated_tail: None,
+                invalid_snapshots,
+            },
+            segments: VecDeque::from([segment]),
+            active,
+            snapshots: kept,
+        });
+    }
+
+    for pair in listing.segments.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(Error::Inconsistent {
+                dir,
+                reason: format!(
+                    "segment {} is missing (found {} and {})",
+                    pair[0] + 1,
+                    pair[0],
+                    pair[1]
+                ),
+            });
+        }
+    }
+
+    // Pass 1: headers.
+    let mut opened: Vec<(Segment, Rc<DmaFile>, u64)> = Vec::with_capacity(listing.segments.len());
+    let last_index = listing.segments.len() - 1;
+    for (i, &number) in listing.segments.iter().enumerate() {
+        let path = shared.paths.segment(number);
+        let file = if i == last_index {
+            shared.storage.open_rw(&path).await?
+        } else {
+            shared.storage.open_read(&path).await?
+        };
+        let file_len = file
+            .file_size()
+            .await
+            .map_err(|e| Error::io("stat", &path, e))?;
+        if file_len < BLOCK_BYTES {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("file of {file_len} bytes has no complete header"),
+            ));
+        }
+        let block = shared.storage.read(&file, &path, 0, BLOCK_BYTES).await?;
+        let header =
+            SegmentHeader::decode(&block).map_err(|reason| Error::corrupt(&path, 0, reason))?;
+        if header.number != number {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("header says segment {}", header.number),
+            ));
+        }
+        if header.shard != shared.shard {
+            return Err(Error::Inconsistent {
+                dir,
+                reason: format!(
+                    "{} belongs to shard {}, not {}",
+                    path.display(),
+                    header.shard,
+                    shared.shard
+                ),
+            });
+        }
+        if let Some((previous, _, _)) = opened.last() {
+            if header.first_lsn <= previous.first_lsn {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    format!(
+                        "first lsn {} does not follow the previous segment's {}",
+                        header.first_lsn, previous.first_lsn
+                    ),
+                ));
+            }
+        }
+        opened.push((
+            Segment::new(number, header.first_lsn, path, header.segment_bytes),
+            file,
+            file_len,
+        ));
+    }
+
+    // Pass 2: records.
+    let mut segments = VecDeque::with_capacity(opened.len());
+    let mut active = None;
+    let mut truncated_tail = None;
+    let next_first: Vec<Option<u64>> = (0..opened.len())
+        .map(|i| opened.get(i + 1).map(|(s, _, _)| s.first_lsn))
+        .collect();
+    for (i, (mut segment, file, file_len)) in opened.into_iter().enumerate() {
+        let mut chunk = Chunk::new(
+            file.clone(),
+            segment.path.clone(),
+            segment.segment_bytes,
+            SCAN_CHUNK_BYTES,
+        );
+        let stop = scan_records(shared, &mut chunk, &mut segment).await?;
+        match next_first[i] {
+            Some(next_first_lsn) => {
+                check_sealed(shared, &mut chunk, &segment, file_len, stop, next_first_lsn).await?;
+                segments.push_back(segment);
+            }
+            None => {
+                let (tail, truncation) =
+                    repair_tail(shared, &mut chunk, &segment, file_len, stop).await?;
+                assert_eq!(tail, segment.end_offset);
+                truncated_tail = truncation;
+                let mut tail_block = vec![0u8; BLOCK_BYTES as usize];
+                let block_start = align_down(tail, BLOCK_BYTES);
+                if tail > block_start {
+                    let prefix = (tail - block_start) as usize;
+                    if !chunk
+                        .fill(&shared.storage, block_start, prefix as u64)
+                        .await?
+                    {
+                        return Err(Error::corrupt(
+                            &segment.path,
+                            block_start,
+                            "tail block vanished while recovering",
+                        ));
+                    }
+                    tail_block[..prefix].copy_from_slice(chunk.bytes(block_start, prefix as u64));
+                }
+                active = Some(ActiveSegment {
+                    number: segment.number,
+                    path: segment.path.clone(),
+                    file: file.clone(),
+                    segment_bytes: segment.segment_bytes,
+                    tail,
+                    tail_block,
+                });
+                segments.push_back(segment);
+            }
+        }
+    }
+    let active = active.expect("the last segment becomes the active one");
+    let first_lsn = segments.front().map_or(1, |s| s.first_lsn);
+    let next_lsn = segments.back().map_or(1, |s| s.next_lsn);
+
+    match &snapshot {
+        Some(s) if first_lsn > s.lsn.0 + 1 => {
+            return Err(Error::Inconsistent {
+                dir,
+                reason: format!(
+                    "the snapshot covers up to lsn {} but the oldest retained record is {first_lsn}: records in between are gone",
+                    s.lsn
+                ),
+            })
+        }
+        Some(s) if s.lsn.0 >= next_lsn => {
+            return Err(Error::Inconsistent {
+                dir,
+                reason: format!("the snapshot covers lsn {} but the log ends before it, at {}", s.lsn, next_lsn - 1),
+            })
+        }
+        None if first_lsn != 1 => {
+            return Err(Error::Inconsistent {
+                dir,
+                reason: format!("there is no snapshot and the oldest retained record is {first_lsn}, not 1"),
+            })
+        }
+        _ => {}
+    }
+    Ok(Outcome {
+        recovered: Recovered {
+            snapshot,
+            first_lsn: Lsn(first_lsn),
+            next_lsn: Lsn(next_lsn),
+            truncated_tail,
+            invalid_snapshots,
+        },
+        segments,
+        active,
+        snapshots: kept,
+    })
+}
+
+/// Where and why a segment scan stopped.
+#[derive(Debug)]
+enum Stop {
+    /// All-zero header at the offset, or no room for another record header.
+    End(u64),
+    /// The file ends inside the record at the offset.
+    Eof(u64),
+    /// Invalid bytes at the offset.
+    Invalid(u64, String),
+}
+
+/// Verify records from the segment start, in LSN order, noting each in the
+/// segment's index; stop at the first position that is not the next record.
+async fn scan_records(shared: &Shared, chunk: &mut Chunk, segment: &mut Segment) -> Result<Stop> {
+    let mut pos = SEGMENT_HEADER_BYTES;
+    loop {
+        match read_record(chunk, &shared.storage, pos, segment.segment_bytes).await? {
+            Scanned::End => return Ok(Stop::End(pos)),
+            Scanned::Eof => return Ok(Stop::Eof(pos)),
+            Scanned::Invalid(reason) => return Ok(Stop::Invalid(pos, reason)),
+            Scanned::Record(header) => {
+                if header.lsn != segment.next_lsn {
+                    return Ok(Stop::Invalid(
+                        pos,
+                        format!("expected lsn {}, found {}", segment.next_lsn, header.lsn),
+                    ));
+                }
+                let size = header.record_bytes();
+                segment.note_record(header.lsn, pos, size);
+                pos += size;
+            }
+        }
+    }
+}
+
+/// A sealed segment must end cleanly exactly where the next one starts.
+async fn check_sealed(
+    shared: &Shared,
+    chunk: &mut Chunk,
+    segment: &Segment,
+    file_len: u64,
+    stop: Stop,
+    next_first_lsn: u64,
+) -> Result<()> {
+    let path = &segment.path;
+    let end = match stop {
+        Stop::End(pos) => pos,
+        Stop::Eof(pos) => {
+            return Err(Error::corrupt(
+                path,
+                pos,
+                format!("sealed segment file ends at {file_len}, inside a record"),
+            ))
+        }
+        Stop::Invalid(pos, reason) => return Err(Error::corrupt(path, pos, reason)),
+    };
+    if segment.next_lsn != next_first_lsn {
+        return Err(Error::corrupt(
+            path,
+            end,
+            format!(
+                "sealed segment ends before lsn {} but the next segment starts at lsn {next_first_lsn}",
+                segment.next_lsn
+            ),
+        ));
+    }
+    if file_len != segment.segment_bytes {
+        return Err(Error::corrupt(
+            path,
+            file_len.min(segment.segment_bytes),
+            format!(
+                "sealed segment file is {file_len} bytes, its header says {}",
+                segment.segment_bytes
+            ),
+        ));
+    }
+    // Everything after the last record was zero-filled; damage there is damage too.
+    let mut pos = end;
+    while pos < segment.segment_bytes {
+        let len = (segment.segment_bytes - pos).min(SCAN_CHUNK_BYTES - BLOCK_BYTES);
+        if !chunk.fill(&shared.storage, pos, len).await? {
+            return Err(Error::corrupt(
+                path,
+                pos,
+                "sealed segment is shorter than its size",
+            ));
+        }
+        if let Some(at) = chunk.bytes(pos, len).iter().position(|&b| b != 0) {
+            return Err(Error::corrupt(
+                path,
+                pos + at as u64,
+                "non-zero bytes after the last record of a sealed segment",
+            ));
+        }
+        pos += len;
+    }
+    Ok(())
+}
+
+enum StopKind {
+    End,
+    Invalid,
+}
+
+/// Decide whether what follows the last valid record of the last segment is a
+/// torn tail (zero it) or corruption (fail). Returns the tail offset.
+async fn repair_tail(
+    shared: &Shared,
+    chunk: &mut Chunk,
+    segment: &Segment,
+    file_len: u64,
+    stop: Stop,
+) -> Result<(u64, Option<TailTruncation>)> {
+    let path = &segment.path;
+    let (at, reason, stop_kind) = match stop {
+        Stop::End(pos) => (pos, None, StopKind::End),
+        Stop::Eof(pos) => (
+            pos,
+            Some(format!("file ends at {file_len}, inside the record")),
+            StopKind::End,
+        ),
+        Stop::Invalid(pos, reason) => (pos, Some(reason), StopKind::Invalid),
+    };
+    let after = examine_after_tail(
+        chunk,
+        &shared.storage,
+        at,
+        file_len,
+        segment.segment_bytes,
+        segment.next_lsn,
+    )
+    .await?;
+    if let Some((offset, header)) = after.later_batch {
+        return Err(Error::corrupt(
+            path,
+            at,
+            format!(
+                "invalid record (expected lsn {}: {}) followed by a valid record (lsn {}, batch {}) at offset {offset} that was written after it was durable",
+                segment.next_lsn,
+                reason.as_deref().unwrap_or("zero header"),
+                header.lsn,
+                header.batch_lsn
+            ),
+        ));
+    }
+    // A file that simply ends (no bytes of a next record) is a clean end; a
+    // partial record or stray bytes after the last valid record are a torn tail.
+    let torn = matches!(stop_kind, StopKind::Invalid) || after.nonzero_end > at;
+    let short = file_len < segment.segment_bytes;
+    if !torn && !short {
+        return Ok((at, None));
+    }
+    let mut truncation = None;
+    if torn {
+        let reason = reason.unwrap_or_else(|| "zero header followed by stray bytes".to_string());
+        tracing::warn!(file = %path.display(), offset = at, bytes = after.nonzero_end.saturating_sub(at), %reason, "truncating torn tail of the write-ahead log");
+        zero_range(shared, chunk, segment, at, after.nonzero_end.max(at)).await?;
+        truncation = Some(TailTruncation {
+            segment: path.clone(),
+            offset: at,
+            bytes_zeroed: after.nonzero_end.saturating_sub(at),
+            reason,
+        });
+    }
+    if short {
+        // Restore the preallocated, zero-filled length so later writes stay overwrites.
+        shared
+            .storage
+            .preallocate(
+                FaultPoint::SegmentPrepare,
+                &chunk.file,
+                path,
+                segment.segment_bytes,
+            )
+            .await?;
+        let from = align_up(file_len, BLOCK_BYTES).max(align_up(at, BLOCK_BYTES));
+        zero_blocks(shared, &chunk.file, path, from, segment.segment_bytes).await?;
+    }
+    shared
+        .storage
+        .sync(FaultPoint::SegmentSync, &chunk.file, path)
+        .await?;
+    Ok((at, truncation))
+}
+
+/// Overwrite `[from, to)` with zeros, keeping the bytes before `from` in its block.
+async fn zero_range(
+    shared: &Shared,
+    chunk: &mut Chunk,
+    segment: &Segment,
+    from: u64,
+    to: u64,
+) -> Result<()> {
+    let path = &segment.path;
+    let block_start = align_down(from, BLOCK_BYTES);
+    let mut first = chunk.file.alloc_dma_buffer(BLOCK_BYTES as usize);
+    first.as_bytes_mut().fill(0);
+    let prefix = from - block_start;
+    if prefix > 0 {
+        if !chunk.fill(&shared.storage, block_start, prefix).await? {
+            return Err(Error::corrupt(
+                path,
+                block_start,
+                "tail block vanished while recovering",
+            ));
+        }
+        first.as_bytes_mut()[..prefix as usize].copy_from_slice(chunk.bytes(block_start, prefix));
+    }
+    shared
+        .storage
+        .write_all(None, &chunk.file, path, first, block_start)
+        .await?;
+    let end = align_up(to, BLOCK_BYTES).min(segment.segment_bytes);
+    zero_blocks(shared, &chunk.file, path, block_start + BLOCK_BYTES, end).await
+}
+
+/// Write zero blocks over `[from, to)` (both block-aligned).
+async fn zero_blocks(
+    shared: &Shared,
+    file: &DmaFile,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> Result<()> {
+    let mut pos = from;
+    while pos < to {
+        let len = (to - pos).min(ZERO_FILL_CHUNK_BYTES);
+        let mut buf = file.alloc_dma_buffer(len as usize);
+        buf.as_bytes_mut().fill(0);
+        shared.storage.write_all(None, file, path, buf, pos).await?;
+        pos += len;
+    }
+    Ok(())
+}
