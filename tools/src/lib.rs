@@ -49,6 +49,7 @@ pub mod requester;
 pub mod session;
 pub mod testkit;
 pub mod tracker;
+pub mod walinspect;
 
 pub use backoff::Backoff;
 pub use client::{is_idempotent, new_client_msg_id, Client, ClientOptions, Notice};

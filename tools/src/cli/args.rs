@@ -96,6 +96,9 @@ pub enum Command {
     },
     /// List conversations with unread messages or mentions.
     Unread,
+    /// Offline tools for a data directory (the daemon need not run).
+    #[command(subcommand)]
+    Wal(WalCommand),
     /// Mark a conversation read up to SEQ (default: everything); every
     /// device of yours sees it.
     Read {
@@ -119,6 +122,26 @@ pub struct WatchArgs {
     /// Keep cursors in this file and resume from it on the next start.
     #[arg(long, value_name = "PATH")]
     pub cursor_file: Option<PathBuf>,
+}
+
+/// `courier wal …`.
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum WalCommand {
+    /// Segments, record counts, LSN ranges, per-kind counts and snapshots of
+    /// every shard's log.
+    Inspect {
+        /// A courierd data directory (or one shard-K directory).
+        #[arg(value_name = "DATA_DIR")]
+        dir: PathBuf,
+    },
+    /// Check every record; exit 1 and name the file and offset if the log
+    /// is corrupt (a torn tail, which recovery repairs, is reported but
+    /// passes).
+    Verify {
+        /// A courierd data directory (or one shard-K directory).
+        #[arg(value_name = "DATA_DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// `courier admin …`.
@@ -334,6 +357,16 @@ mod tests {
         );
         check(&["unread"], Command::Unread);
         check(
+            &["wal", "inspect", "data"],
+            Command::Wal(WalCommand::Inspect { dir: "data".into() }),
+        );
+        check(
+            &["wal", "verify", "data/shard-0"],
+            Command::Wal(WalCommand::Verify {
+                dir: "data/shard-0".into(),
+            }),
+        );
+        check(
             &["read", "general"],
             Command::Read {
                 conversation: "general".into(),
@@ -386,5 +419,6 @@ mod tests {
         check_usage_error(&["history", "c", "--limit", "-1"]);
         check_usage_error(&["read", "c", "nine"]);
         check_usage_error(&["--timeout", "soon", "unread"]);
+        check_usage_error(&["wal", "verify"]);
     }
 }

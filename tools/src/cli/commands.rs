@@ -1,7 +1,7 @@
 //! Running each `courier` subcommand: resolve names to ids, call the client
 //! library, print the result (see `output.rs`).
 
-use super::args::{AdminCommand, ChannelCommand, Cli, Command, WatchArgs};
+use super::args::{AdminCommand, ChannelCommand, Cli, Command, WalCommand, WatchArgs};
 use super::config::{self, Config};
 use super::output::{
     conversation_json, conversation_label, kind_name, message_json, message_text, Out,
@@ -97,6 +97,14 @@ impl Ctx {
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Wal(cmd) = &cli.command {
+        // Offline: no server, no token, no config file needed.
+        let out = Out { json: cli.json };
+        return match cmd {
+            WalCommand::Inspect { dir } => super::wal::inspect(&out, dir),
+            WalCommand::Verify { dir } => super::wal::verify(&out, dir),
+        };
+    }
     let ctx = Ctx::new(&cli)?;
     match cli.command {
         Command::Login { offline } => login(&ctx, &cli, offline).await,
@@ -114,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => history(&ctx, &conversation, before, after, limit).await,
         Command::Unread => unread(&ctx).await,
         Command::Read { conversation, seq } => read(&ctx, &conversation, seq).await,
+        Command::Wal(_) => Ok(()), // handled above
     }
 }
 
