@@ -345,7 +345,22 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 }
                 break;
             }
-            Some(Some(None)) | Some(Some(Some(Err(_)))) => break,
+            Some(Some(None)) => break,
+            Some(Some(Some(Err(e)))) => {
+                use async_tungstenite::tungstenite::Error as WsError;
+                match e {
+                    WsError::Capacity(_) => conn.close(
+                        CloseCode::Size.into(),
+                        "message too big (client frames are at most 256 KiB)",
+                    ),
+                    WsError::Protocol(_) => {
+                        conn.close(CloseCode::Protocol.into(), "protocol error")
+                    }
+                    WsError::Utf8(_) => conn.close(CloseCode::Invalid.into(), "invalid UTF-8"),
+                    _ => {}
+                }
+                break;
+            }
             Some(Some(Some(Ok(msg)))) => msg,
         };
         let bytes = match msg {

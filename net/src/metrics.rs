@@ -40,6 +40,16 @@ metrics! {
     wal_durable_lsn: "gauge", "highest durable LSN";
     wal_batches_total: "counter", "WAL group commits (one write + one fdatasync each)";
     wal_fsync_seconds_sum: "counter", "time spent in fdatasync (seconds)";
+    wal_fsync_seconds_max: "gauge", "longest single fdatasync (seconds)";
+    wal_batch_records_max: "gauge", "most records in one group commit";
+    wal_queue_records: "gauge", "records appended but not yet durable";
+    wal_backpressure_total: "counter", "appends refused for a full WAL queue";
+    staged_records: "gauge", "records waiting for room in the WAL queue";
+    core_messages_sequenced_total: "counter", "messages sequenced by conversations owned here";
+    core_sends_deduplicated_total: "counter", "retried sends answered from the dedup window";
+    core_rejects_total: "counter", "requests refused (any reason)";
+    core_fanout_messages_total: "counter", "fanout hops to interested shards";
+    core_sessions: "gauge", "authenticated sessions on this shard";
     wal_reads_total: "counter", "WAL records read back for history";
     snapshots_total: "counter", "snapshots written";
     http_requests_total: "counter", "plain HTTP requests (healthz, metrics)";
