@@ -15,11 +15,12 @@
 use crate::config::Config;
 use crate::constants::{PEER_QUEUE_HIGH_WATER, SNAPSHOT_EVERY_RECORDS, TICK_INTERVAL};
 use crate::gateway::{self, close, Conn, Queued, Signal};
+use crate::limits::Limiter;
 use crate::metrics::{Board, Counters, M};
 use bytes::Bytes;
 use courier_core::api::{
     CloseReason, ConnId, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId, Response,
-    ShardId,
+    ShardId, UserId,
 };
 use courier_core::{Shard, ShardConfig};
 use courier_proto::Encoder;
@@ -107,6 +108,8 @@ pub struct ShardCtx {
     storage_failed: RefCell<Option<String>>,
     snapshot_lsn: Cell<u64>,
     outbox_total: Cell<usize>,
+    /// Request budgets of users with sessions here: (limiter, sessions).
+    user_limits: RefCell<HashMap<UserId, (Rc<Limiter>, u32)>>,
 }
 
 impl ShardCtx {
@@ -155,8 +158,11 @@ impl ShardCtx {
             }
             Effect::Reply { conn, req, result } => {
                 if let Some(c) = self.conn(conn) {
-                    if matches!(result, Ok(Response::Welcome { .. })) {
+                    if let Ok(Response::Welcome { user, .. }) = &result {
                         c.authed.set(true);
+                        if let Some(user) = *user {
+                            self.session_started(&c, user);
+                        }
                     }
                     self.reply_now(&c, req, &result);
                 }
@@ -314,15 +320,55 @@ impl ShardCtx {
         }
         let local = self.next_conn.get();
         self.next_conn.set(local + 1);
-        let conn = gateway::new_conn(ConnId::new(self.id, local), self.config.outbox_bytes_max);
+        let conn = gateway::new_conn(
+            ConnId::new(self.id, local),
+            self.config.outbox_bytes_max,
+            Limiter::new(self.config.rate_conn_per_sec),
+        );
         self.conns.borrow_mut().insert(conn.id, conn.clone());
         self.count(M::connections_accepted_total, 1);
         self.submit(Input::Connected { conn: conn.id });
         Some(conn)
     }
 
+    fn session_started(&self, conn: &Conn, user: UserId) {
+        if conn.user.replace(Some(user)).is_some() {
+            return; // a second Welcome on one connection changes nothing
+        }
+        let mut limits = self.user_limits.borrow_mut();
+        if let Some(entry) = limits.get_mut(&user) {
+            entry.1 += 1;
+        } else if let Some(l) = Limiter::new(self.config.rate_user_per_sec) {
+            limits.insert(user, (Rc::new(l), 1));
+        }
+    }
+
+    /// Spends one request of the connection's and the user's budgets, or
+    /// says how long to wait.
+    pub fn rate_check(&self, conn: &Conn) -> Result<(), u64> {
+        if let Some(l) = &conn.limiter {
+            l.check()?;
+        }
+        if let Some(user) = conn.user.get() {
+            let limiter = self.user_limits.borrow().get(&user).map(|e| e.0.clone());
+            if let Some(l) = limiter {
+                l.check()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets a connection and tells the core.
     pub fn unregister_conn(self: &Rc<Self>, conn: &Conn) {
+        if let Some(user) = conn.user.take() {
+            let mut limits = self.user_limits.borrow_mut();
+            if let Some(entry) = limits.get_mut(&user) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    limits.remove(&user);
+                }
+            }
+        }
         if self.conns.borrow_mut().remove(&conn.id).is_some() {
             self.outbox_drained(conn.queued_bytes());
             self.submit(Input::Disconnected { conn: conn.id });
@@ -518,6 +564,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         storage_failed: RefCell::new(None),
         snapshot_lsn: Cell::new(from.0 - 1),
         outbox_total: Cell::new(0),
+        user_limits: RefCell::new(HashMap::new()),
     });
     // Start the core before any peer message can reach it; what start()
     // sends waits in the peer queues until the sender tasks run.
