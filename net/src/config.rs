@@ -52,6 +52,12 @@ pub struct Args {
     /// WAL segment size in MiB (only for newly created segments).
     #[arg(long, env = "COURIER_SEGMENT_MIB")]
     pub segment_mib: Option<u64>,
+    /// Requests per second per connection (bursts of twice that); 0 = off.
+    #[arg(long, env = "COURIER_RATE_CONN_PER_SEC")]
+    pub rate_conn_per_sec: Option<u32>,
+    /// Requests per second per user on each shard; 0 = off.
+    #[arg(long, env = "COURIER_RATE_USER_PER_SEC")]
+    pub rate_user_per_sec: Option<u32>,
 }
 
 /// The config file's shape; every field optional.
@@ -68,6 +74,8 @@ struct File {
     preauth_timeout_secs: Option<u64>,
     connections_per_shard_max: Option<usize>,
     segment_mib: Option<u64>,
+    rate_conn_per_sec: Option<u32>,
+    rate_user_per_sec: Option<u32>,
 }
 
 /// How logs are written (to stderr).
@@ -102,6 +110,10 @@ pub struct Config {
     pub connections_per_shard_max: usize,
     /// WAL segment size in bytes.
     pub segment_bytes: u64,
+    /// Requests per second per connection (0 = unlimited).
+    pub rate_conn_per_sec: u32,
+    /// Requests per second per user per shard (0 = unlimited).
+    pub rate_user_per_sec: u32,
 }
 
 impl Config {
@@ -172,6 +184,14 @@ impl Config {
                 .or(file.connections_per_shard_max)
                 .unwrap_or(constants::CONNECTIONS_PER_SHARD_MAX_DEFAULT),
             segment_bytes: segment_mib * 1024 * 1024,
+            rate_conn_per_sec: args
+                .rate_conn_per_sec
+                .or(file.rate_conn_per_sec)
+                .unwrap_or(constants::RATE_CONN_PER_SEC_DEFAULT),
+            rate_user_per_sec: args
+                .rate_user_per_sec
+                .or(file.rate_user_per_sec)
+                .unwrap_or(constants::RATE_USER_PER_SEC_DEFAULT),
         })
     }
 }

@@ -35,6 +35,16 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Connections per shard at most; more are refused at accept.
 pub const CONNECTIONS_PER_SHARD_MAX_DEFAULT: usize = 200_000;
 
+/// Requests per second one connection may make (bursts of twice that).
+/// A person types far slower; a reconnecting client's sync and history
+/// pages fit in the burst.
+pub const RATE_CONN_PER_SEC_DEFAULT: u32 = 100;
+
+/// Requests per second one user may make on one shard, over all devices.
+pub const RATE_USER_PER_SEC_DEFAULT: u32 = 200;
+
+const _: () = assert!(RATE_USER_PER_SEC_DEFAULT >= RATE_CONN_PER_SEC_DEFAULT);
+
 /// Undecodable frames tolerated on one connection before it is closed.
 pub const BAD_FRAMES_MAX: u32 = 16;
 

@@ -104,6 +104,10 @@ pub struct Conn {
     closing: Signal,
     /// Set when the core answered `Hello` with `Welcome`.
     pub authed: Cell<bool>,
+    /// The session's user, once welcomed (admin sessions have none).
+    pub user: Cell<Option<courier_core::api::UserId>>,
+    /// Per-connection request budget.
+    pub limiter: Option<crate::limits::Limiter>,
     outbox_bytes_max: usize,
 }
 
@@ -119,7 +123,7 @@ pub enum Queued {
 }
 
 impl Conn {
-    fn new(id: ConnId, outbox_bytes_max: usize) -> Conn {
+    fn new(id: ConnId, outbox_bytes_max: usize, limiter: Option<crate::limits::Limiter>) -> Conn {
         Conn {
             id,
             out: RefCell::new(Outbox {
@@ -130,6 +134,8 @@ impl Conn {
             wake: Signal::default(),
             closing: Signal::default(),
             authed: Cell::new(false),
+            user: Cell::new(None),
+            limiter,
             outbox_bytes_max,
         }
     }
@@ -345,7 +351,22 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 }
                 break;
             }
-            Some(Some(None)) | Some(Some(Some(Err(_)))) => break,
+            Some(Some(None)) => break,
+            Some(Some(Some(Err(e)))) => {
+                use async_tungstenite::tungstenite::Error as WsError;
+                match e {
+                    WsError::Capacity(_) => conn.close(
+                        CloseCode::Size.into(),
+                        "message too big (client frames are at most 256 KiB)",
+                    ),
+                    WsError::Protocol(_) => {
+                        conn.close(CloseCode::Protocol.into(), "protocol error")
+                    }
+                    WsError::Utf8(_) => conn.close(CloseCode::Invalid.into(), "invalid UTF-8"),
+                    _ => {}
+                }
+                break;
+            }
             Some(Some(Some(Ok(msg)))) => msg,
         };
         let bytes = match msg {
@@ -373,11 +394,17 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 credential,
                 device,
             }),
-            Ok(ClientFrame::Request { req, request }) => ctx.submit(Input::Request {
-                conn: conn.id,
-                req,
-                request,
-            }),
+            Ok(ClientFrame::Request { req, request }) => match ctx.rate_check(&conn) {
+                Ok(()) => ctx.submit(Input::Request {
+                    conn: conn.id,
+                    req,
+                    request,
+                }),
+                Err(retry_after_ms) => {
+                    ctx.count(M::rate_limited_total, 1);
+                    ctx.reply_now(&conn, req, &Err(Reject::RateLimited { retry_after_ms }));
+                }
+            },
             Err(DecodeError::Token(_)) => {
                 ctx.reply_now(&conn, 0, &Err(Reject::Unauthenticated));
                 conn.close(close::UNAUTHENTICATED, "malformed token");
@@ -433,8 +460,12 @@ pub fn read_ws_messages(bytes: &[u8]) -> Vec<Bytes> {
 }
 
 /// Creates the shard-side state of a new connection.
-pub fn new_conn(id: ConnId, outbox_bytes_max: usize) -> Rc<Conn> {
-    Rc::new(Conn::new(id, outbox_bytes_max))
+pub fn new_conn(
+    id: ConnId,
+    outbox_bytes_max: usize,
+    limiter: Option<crate::limits::Limiter>,
+) -> Rc<Conn> {
+    Rc::new(Conn::new(id, outbox_bytes_max, limiter))
 }
 
 #[cfg(test)]
@@ -443,7 +474,7 @@ mod tests {
 
     #[test]
     fn outbox_cuts_off_a_slow_consumer_and_keeps_the_bound() {
-        let conn = Conn::new(ConnId(1), 10);
+        let conn = Conn::new(ConnId(1), 10, None);
         assert_eq!(conn.push(Bytes::from_static(b"12345")), Queued::Yes);
         assert_eq!(conn.push(Bytes::from_static(b"12345")), Queued::Yes);
         assert_eq!(conn.queued_bytes(), 10);

@@ -19,6 +19,8 @@
 //! - [`shard`]: one shard's runtime — inputs in, effects out.
 //! - [`gateway`]: accept, HTTP front door, WebSocket reader/writer, outboxes.
 //! - [`datadir`]: manifest, lock, admin token.
+//! - [`limits`]: per-connection and per-user rate limits.
+//! - [`http`]: request-head routing (pure).
 //! - [`config`], [`constants`], [`metrics`], [`signals`].
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
@@ -28,6 +30,7 @@ pub mod constants;
 pub mod datadir;
 pub mod gateway;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod shard;

@@ -7,6 +7,14 @@ use courier_net::server::Node;
 use std::io::Write;
 
 fn main() {
+    // A panic is a programmer error (an assertion): take the whole node down
+    // rather than leave the other shards running without this one. The log
+    // on restart recovers everything that was acknowledged.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let args = Args::parse();
     let config = match Config::load(args) {
         Ok(c) => c,

@@ -29,6 +29,7 @@ metrics! {
     frames_out_total: "counter", "frames queued to clients";
     bytes_out_total: "counter", "bytes queued to clients";
     bad_frames_total: "counter", "undecodable client frames";
+    rate_limited_total: "counter", "requests refused by a rate limit";
     slow_consumer_cutoffs_total: "counter", "connections cut off for not reading";
     outbox_bytes: "gauge", "bytes queued in all socket outboxes";
     events_encoded_total: "counter", "events encoded (once per shard per event)";
@@ -40,6 +41,16 @@ metrics! {
     wal_durable_lsn: "gauge", "highest durable LSN";
     wal_batches_total: "counter", "WAL group commits (one write + one fdatasync each)";
     wal_fsync_seconds_sum: "counter", "time spent in fdatasync (seconds)";
+    wal_fsync_seconds_max: "gauge", "longest single fdatasync (seconds)";
+    wal_batch_records_max: "gauge", "most records in one group commit";
+    wal_queue_records: "gauge", "records appended but not yet durable";
+    wal_backpressure_total: "counter", "appends refused for a full WAL queue";
+    staged_records: "gauge", "records waiting for room in the WAL queue";
+    core_messages_sequenced_total: "counter", "messages sequenced by conversations owned here";
+    core_sends_deduplicated_total: "counter", "retried sends answered from the dedup window";
+    core_rejects_total: "counter", "requests refused (any reason)";
+    core_fanout_messages_total: "counter", "fanout hops to interested shards";
+    core_sessions: "gauge", "authenticated sessions on this shard";
     wal_reads_total: "counter", "WAL records read back for history";
     snapshots_total: "counter", "snapshots written";
     http_requests_total: "counter", "plain HTTP requests (healthz, metrics)";

@@ -15,11 +15,12 @@
 use crate::config::Config;
 use crate::constants::{PEER_QUEUE_HIGH_WATER, SNAPSHOT_EVERY_RECORDS, TICK_INTERVAL};
 use crate::gateway::{self, close, Conn, Queued, Signal};
+use crate::limits::Limiter;
 use crate::metrics::{Board, Counters, M};
 use bytes::Bytes;
 use courier_core::api::{
     CloseReason, ConnId, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId, Response,
-    ShardId,
+    ShardId, UserId,
 };
 use courier_core::{Shard, ShardConfig};
 use courier_proto::Encoder;
@@ -101,9 +102,14 @@ pub struct ShardCtx {
     /// Highest LSN appended / reported durable to the core.
     appended: Cell<u64>,
     durable_wake: Signal,
+    /// Records the WAL had no room for yet, in LSN order.
+    staged: RefCell<VecDeque<(Lsn, u8, Vec<u8>)>>,
+    staged_wake: Signal,
     storage_failed: RefCell<Option<String>>,
     snapshot_lsn: Cell<u64>,
     outbox_total: Cell<usize>,
+    /// Request budgets of users with sessions here: (limiter, sessions).
+    user_limits: RefCell<HashMap<UserId, (Rc<Limiter>, u32)>>,
 }
 
 impl ShardCtx {
@@ -134,7 +140,7 @@ impl ShardCtx {
 
     fn execute(self: &Rc<Self>, effect: Effect) {
         match effect {
-            Effect::Append { lsn, kind, payload } => self.append(lsn, kind, &payload),
+            Effect::Append { lsn, kind, payload } => self.append(lsn, kind, payload),
             Effect::ToShard { shard, msg } => {
                 if shard == self.id {
                     self.pending
@@ -152,8 +158,11 @@ impl ShardCtx {
             }
             Effect::Reply { conn, req, result } => {
                 if let Some(c) = self.conn(conn) {
-                    if matches!(result, Ok(Response::Welcome { .. })) {
+                    if let Ok(Response::Welcome { user, .. }) = &result {
                         c.authed.set(true);
+                        if let Some(user) = *user {
+                            self.session_started(&c, user);
+                        }
                     }
                     self.reply_now(&c, req, &result);
                 }
@@ -164,6 +173,9 @@ impl ShardCtx {
                     match reason {
                         CloseReason::Revoked => {
                             c.close(close::REVOKED, "token revoked or access removed")
+                        }
+                        CloseReason::Overloaded => {
+                            c.close(1013, "too many connections on this shard")
                         }
                         CloseReason::Unauthenticated => {
                             c.close(close::UNAUTHENTICATED, "authentication failed")
@@ -177,10 +189,13 @@ impl ShardCtx {
                     let mut records = Vec::with_capacity(lsns.len());
                     for lsn in lsns {
                         match ctx.wal.read(courier_wal::Lsn(lsn.0)).await {
-                            Ok((kind, payload)) => records.push((lsn, kind, Bytes::from(payload))),
+                            Ok((kind, payload)) => {
+                                records.push((lsn, kind, Bytes::copy_from_slice(&payload)))
+                            }
                             Err(e) => {
+                                // A damaged or unreadable record: the core
+                                // answers the request with what it got.
                                 tracing::error!(shard = ctx.id.0, lsn = lsn.0, error = %e, "WAL read failed");
-                                ctx.storage_failed(format!("WAL read of LSN {} failed: {e}", lsn.0));
                                 break;
                             }
                         }
@@ -193,34 +208,58 @@ impl ShardCtx {
         }
     }
 
-    fn append(self: &Rc<Self>, lsn: Lsn, kind: u8, payload: &[u8]) {
+    /// Appends in the core's order. When the WAL queue is full the record
+    /// waits in `staged` (and so does every later one, to keep LSNs in
+    /// order) until the staging task finds room; client reads pause
+    /// meanwhile (see `backpressure`), which bounds `staged`.
+    fn append(self: &Rc<Self>, lsn: Lsn, kind: u8, payload: Vec<u8>) {
         if self.storage_failed.borrow().is_some() {
-            // The core was told; it must not ask. If it does, nothing it asks
-            // for will ever be acknowledged, which is the safe outcome.
+            // The core was told and refuses writes; anything it still asks
+            // for is never acknowledged, which is the safe outcome.
             return;
         }
-        match self.wal.append(kind, payload) {
-            Ok(got) => {
-                assert_eq!(got.0, lsn.0, "core and WAL disagree on LSN numbering");
-                self.appended.set(lsn.0);
-                self.count(M::wal_appends_total, 1);
-                self.durable_wake.notify();
-            }
-            Err(e) => {
-                tracing::error!(shard = self.id.0, lsn = lsn.0, error = %e, "WAL append failed");
-                self.storage_failed(format!("WAL append failed: {e}"));
-            }
+        if !self.staged.borrow().is_empty() {
+            self.staged.borrow_mut().push_back((lsn, kind, payload));
+            return;
         }
+        match self.wal.append(kind, &payload) {
+            Ok(got) => self.appended_ok(lsn, got),
+            Err(courier_wal::Error::Backpressure { .. }) => {
+                self.staged.borrow_mut().push_back((lsn, kind, payload));
+                self.staged_wake.notify();
+            }
+            Err(e) => self.storage_error(lsn, e),
+        }
+    }
+
+    fn appended_ok(&self, want: Lsn, got: courier_wal::Lsn) {
+        assert_eq!(got.0, want.0, "core and WAL disagree on LSN numbering");
+        self.appended.set(want.0);
+        self.count(M::wal_appends_total, 1);
+        self.durable_wake.notify();
+    }
+
+    fn storage_error(self: &Rc<Self>, lsn: Lsn, e: courier_wal::Error) {
+        tracing::error!(shard = self.id.0, lsn = lsn.0, error = %e, "WAL append failed");
+        self.storage_failed(&e, format!("WAL append failed: {e}"));
     }
 
     /// Marks storage as failed for good: the core stops accepting writes,
     /// `/healthz` reports it, and the daemon exits non-zero after draining.
-    fn storage_failed(self: &Rc<Self>, reason: String) {
+    ///
+    /// A full disk (`ENOSPC`) keeps the daemon up: writes are refused, reads
+    /// go on, and a restart after freeing space recovers. Any other storage
+    /// error (EIO from fsync, …) stops the daemon with exit code 1: after a
+    /// failed fsync the page cache may have dropped data, and only a restart
+    /// that reads the log back is safe.
+    fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
         if self.storage_failed.borrow().is_some() {
             return;
         }
         *self.storage_failed.borrow_mut() = Some(reason.clone());
-        self.stop.request(1);
+        if !error.is_no_space() {
+            self.stop.request(1);
+        }
         self.submit(Input::StorageFailed { reason });
     }
 
@@ -281,15 +320,55 @@ impl ShardCtx {
         }
         let local = self.next_conn.get();
         self.next_conn.set(local + 1);
-        let conn = gateway::new_conn(ConnId::new(self.id, local), self.config.outbox_bytes_max);
+        let conn = gateway::new_conn(
+            ConnId::new(self.id, local),
+            self.config.outbox_bytes_max,
+            Limiter::new(self.config.rate_conn_per_sec),
+        );
         self.conns.borrow_mut().insert(conn.id, conn.clone());
         self.count(M::connections_accepted_total, 1);
         self.submit(Input::Connected { conn: conn.id });
         Some(conn)
     }
 
+    fn session_started(&self, conn: &Conn, user: UserId) {
+        if conn.user.replace(Some(user)).is_some() {
+            return; // a second Welcome on one connection changes nothing
+        }
+        let mut limits = self.user_limits.borrow_mut();
+        if let Some(entry) = limits.get_mut(&user) {
+            entry.1 += 1;
+        } else if let Some(l) = Limiter::new(self.config.rate_user_per_sec) {
+            limits.insert(user, (Rc::new(l), 1));
+        }
+    }
+
+    /// Spends one request of the connection's and the user's budgets, or
+    /// says how long to wait.
+    pub fn rate_check(&self, conn: &Conn) -> Result<(), u64> {
+        if let Some(l) = &conn.limiter {
+            l.check()?;
+        }
+        if let Some(user) = conn.user.get() {
+            let limiter = self.user_limits.borrow().get(&user).map(|e| e.0.clone());
+            if let Some(l) = limiter {
+                l.check()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets a connection and tells the core.
     pub fn unregister_conn(self: &Rc<Self>, conn: &Conn) {
+        if let Some(user) = conn.user.take() {
+            let mut limits = self.user_limits.borrow_mut();
+            if let Some(entry) = limits.get_mut(&user) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    limits.remove(&user);
+                }
+            }
+        }
         if self.conns.borrow_mut().remove(&conn.id).is_some() {
             self.outbox_drained(conn.queued_bytes());
             self.submit(Input::Disconnected { conn: conn.id });
@@ -352,6 +431,20 @@ impl ShardCtx {
             self.peer_out.iter().map(|q| q.borrow().len() as u64).sum(),
         );
         c.set(M::wal_durable_lsn, self.wal.durable_lsn().0);
+        let w = self.wal.counters();
+        c.set(M::wal_batches_total, w.batches);
+        c.set(M::wal_batch_records_max, w.batch_records_max);
+        c.set(M::wal_fsync_seconds_sum, w.fsync_ns_total);
+        c.set(M::wal_fsync_seconds_max, w.fsync_ns_max);
+        c.set(M::wal_queue_records, w.queue_records);
+        c.set(M::wal_backpressure_total, w.backpressure_rejections);
+        c.set(M::staged_records, self.staged.borrow().len() as u64);
+        let core = self.core.borrow().metrics();
+        c.set(M::core_messages_sequenced_total, core.messages_sequenced);
+        c.set(M::core_sends_deduplicated_total, core.sends_deduplicated);
+        c.set(M::core_rejects_total, core.rejects);
+        c.set(M::core_fanout_messages_total, core.fanout_messages);
+        c.set(M::core_sessions, core.sessions);
         self.board.publish(self.id.0, &c);
     }
 }
@@ -387,7 +480,8 @@ pub struct ShardSetup {
 pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     let id = setup.id;
     let started = Instant::now();
-    let options = courier_wal::WalOptions::new();
+    let mut options = courier_wal::WalOptions::recommended();
+    options.segment_bytes = setup.config.segment_bytes;
     let (wal, recovered) = Wal::open(&setup.dir, id.0, options).await.map_err(|e| {
         anyhow::anyhow!(
             "shard {}: opening WAL in {}: {e}",
@@ -395,36 +489,47 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
             setup.dir.display()
         )
     })?;
+    let mut entropy = [0u8; 32];
+    getrandom::getrandom(&mut entropy)
+        .map_err(|e| anyhow::anyhow!("shard {}: reading OS randomness: {e}", id.0))?;
     let core_config = || ShardConfig {
         shard: id,
         shard_count: setup.shards,
         admin_token_hash: setup.admin_token_hash,
+        entropy,
     };
-    let (mut core, from) = match &recovered.snapshot {
-        Some(s) => (
-            Shard::restore(core_config(), &s.bytes).map_err(|e| {
-                anyhow::anyhow!("shard {}: restoring snapshot at LSN {}: {e}", id.0, s.lsn.0)
-            })?,
-            s.lsn.0 + 1,
-        ),
-        None => (Shard::new(core_config()), 1),
+    let mut core = match &recovered.snapshot {
+        Some(snap) => Shard::restore(core_config(), &snap.bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "shard {}: restoring snapshot at LSN {}: {e}",
+                id.0,
+                snap.lsn.0
+            )
+        })?,
+        None => Shard::new(core_config()),
     };
+    let from = recovered.replay_from();
     let mut replayed = 0u64;
-    wal.replay(courier_wal::Lsn(from), |lsn, kind, payload| {
+    let mut replay_error = None;
+    wal.replay(from, |record| {
         replayed += 1;
-        core.replay(Lsn(lsn.0), kind, payload).map_err(|e| {
-            courier_wal::Error::Io(std::io::Error::other(format!(
-                "replaying LSN {}: {e}",
-                lsn.0
-            )))
-        })
+        match core.replay(Lsn(record.lsn.0), record.kind, record.payload) {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(e) => {
+                replay_error = Some(e);
+                std::ops::ControlFlow::Break(())
+            }
+        }
     })
     .await
-    .map_err(|e| anyhow::anyhow!("shard {}: replay: {e}", id.0))?;
+    .map_err(|e| anyhow::anyhow!("shard {}: reading the WAL for replay: {e}", id.0))?;
+    if let Some(e) = replay_error {
+        anyhow::bail!("shard {}: replay refused a record: {e}", id.0);
+    }
     let last = recovered.next_lsn.0.saturating_sub(1);
     tracing::info!(
         shard = id.0,
-        snapshot_lsn = from - 1,
+        snapshot_lsn = from.0 - 1,
         replayed,
         last_lsn = last,
         ms = started.elapsed().as_millis() as u64,
@@ -454,13 +559,15 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         peer_wake: (0..shards).map(|_| Signal::default()).collect(),
         appended: Cell::new(last),
         durable_wake: Signal::default(),
+        staged: RefCell::new(VecDeque::new()),
+        staged_wake: Signal::default(),
         storage_failed: RefCell::new(None),
-        snapshot_lsn: Cell::new(from - 1),
+        snapshot_lsn: Cell::new(from.0 - 1),
         outbox_total: Cell::new(0),
+        user_limits: RefCell::new(HashMap::new()),
     });
-    spawn_peer_tasks(&ctx, senders, receivers);
-    glommio::spawn_local(durability_task(ctx.clone())).detach();
-
+    // Start the core before any peer message can reach it; what start()
+    // sends waits in the peer queues until the sender tasks run.
     {
         let mut effects = Vec::new();
         ctx.core.borrow_mut().start(now_ms(), &mut effects);
@@ -469,6 +576,9 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         }
         ctx.drain_pending(); // anything the start effects looped back
     }
+    spawn_peer_tasks(&ctx, senders, receivers);
+    glommio::spawn_local(durability_task(ctx.clone())).detach();
+    glommio::spawn_local(staging_task(ctx.clone())).detach();
 
     let listener = glommio::net::TcpListener::bind(setup.listen)
         .map_err(|e| anyhow::anyhow!("shard {}: binding {}: {e}", id.0, setup.listen))?;
@@ -570,18 +680,51 @@ async fn durability_task(ctx: Rc<ShardCtx>) {
             continue;
         }
         let target = ctx.appended.get();
-        let t0 = Instant::now();
         match ctx.wal.wait_durable(courier_wal::Lsn(target)).await {
             Ok(()) => {
                 reported = target;
-                ctx.count(M::wal_batches_total, 1);
-                ctx.count(M::wal_fsync_seconds_sum, t0.elapsed().as_nanos() as u64);
                 ctx.submit(Input::Durable { lsn: Lsn(target) });
             }
             Err(e) => {
                 tracing::error!(shard = ctx.id.0, error = %e, "WAL failed; refusing writes");
-                ctx.storage_failed(format!("WAL failed: {e}"));
+                let reason = format!("WAL failed: {e}");
+                ctx.storage_failed(&e, reason);
                 return;
+            }
+        }
+    }
+}
+
+/// Moves staged records into the WAL as room appears.
+async fn staging_task(ctx: Rc<ShardCtx>) {
+    loop {
+        let front = ctx.staged.borrow().front().map(|(_, _, p)| p.len() as u64);
+        let Some(len) = front else {
+            ctx.staged_wake.wait().await;
+            continue;
+        };
+        if let Err(e) = ctx.wal.wait_for_room(1, len).await {
+            let lsn = ctx.staged.borrow().front().map_or(Lsn(0), |r| r.0);
+            ctx.staged.borrow_mut().clear();
+            ctx.storage_error(lsn, e);
+            continue;
+        }
+        // Append as many as fit without awaiting, keeping LSN order.
+        loop {
+            let Some((lsn, kind, payload)) = ctx.staged.borrow_mut().pop_front() else {
+                break;
+            };
+            match ctx.wal.append(kind, &payload) {
+                Ok(got) => ctx.appended_ok(lsn, got),
+                Err(courier_wal::Error::Backpressure { .. }) => {
+                    ctx.staged.borrow_mut().push_front((lsn, kind, payload));
+                    break;
+                }
+                Err(e) => {
+                    ctx.staged.borrow_mut().clear();
+                    ctx.storage_error(lsn, e);
+                    break;
+                }
             }
         }
     }

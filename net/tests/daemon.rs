@@ -335,3 +335,95 @@ fn a_second_daemon_and_a_different_shard_count_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("created with 2 shards"));
 }
+
+#[test]
+fn requests_over_the_rate_limit_are_refused_with_a_wait() {
+    let server = Server::start_with(
+        1,
+        &["--rate-conn-per-sec", "5", "--rate-user-per-sec", "1000"],
+    );
+    let w = world(&server, &["ann"]);
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let mut limited = 0;
+    let mut waits = Vec::new();
+    for _ in 0..30 {
+        match ann.request(Request::ListConversations) {
+            Ok(Response::Conversations(_)) => {}
+            Err(Reject::RateLimited { retry_after_ms }) => {
+                limited += 1;
+                waits.push(retry_after_ms);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A burst of 2×5 passes, the rest is refused with a positive wait.
+    assert!((15..=21).contains(&limited), "limited {limited} of 30");
+    assert!(waits.iter().all(|w| (1..=1000).contains(w)), "{waits:?}");
+    std::thread::sleep(Duration::from_millis(
+        waits.iter().copied().max().unwrap_or(0) + 50,
+    ));
+    assert!(matches!(
+        ann.request(Request::ListConversations),
+        Ok(Response::Conversations(_))
+    ));
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(
+        metrics.contains("courier_rate_limited_total{shard=\"0\"} "),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn user_tokens_are_never_stored_or_logged_raw() {
+    let mut server = Server::start(2);
+    let w = world(&server, &["ann", "bob"]);
+    let mut secrets = Vec::new();
+    for (_, credential) in &w.users {
+        let Credential::User { secret, .. } = credential else {
+            unreachable!()
+        };
+        // The text form's hex and the raw bytes.
+        secrets.push(
+            secret
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into_bytes(),
+        );
+        secrets.push(secret.to_vec());
+        let mut c = Client::login(server.addr, credential);
+        conversation(c.request(Request::CreateChannel {
+            name: format!("c{}", secrets.len()),
+            private: true,
+        }));
+    }
+    let admin_secret = server
+        .admin_token()
+        .trim_start_matches("ca1_")
+        .as_bytes()
+        .to_vec();
+    assert_eq!(server.terminate(), Some(0));
+    let mut files = vec![server.dir.path().join("courierd.log")];
+    let mut stack = vec![server.data_dir()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != "admin.token") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 4, "{files:?}");
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for needle in secrets.iter().chain(std::iter::once(&admin_secret)) {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "a raw secret is in {}",
+                file.display()
+            );
+        }
+    }
+}
