@@ -528,7 +528,8 @@ async fn history(
         let excess = messages.len().saturating_sub(limit as usize);
         messages.drain(..excess);
     }
-    let labels = Labels(HashMap::new());
+    let mut labels = Labels(HashMap::new());
+    labels.0.insert(id, conversation.to_owned());
     for m in &messages {
         print_message(ctx, &labels, m)?;
     }
