@@ -84,6 +84,10 @@ impl DataDir {
     pub fn open(root: &Path, shards: u16) -> anyhow::Result<DataDir> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating data directory {}", root.display()))?;
+        // Absolute from here on: the WAL opens directories through glommio,
+        // which does not resolve relative paths against the working directory.
+        let root = &std::fs::canonicalize(root)
+            .with_context(|| format!("resolving data directory {}", root.display()))?;
         let lock = lock(&root.join("LOCK"))?;
         let manifest_path = root.join("MANIFEST");
         let (manifest, created) = if manifest_path.exists() {

@@ -406,13 +406,14 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 }
             },
             Err(DecodeError::Token(_)) => {
-                ctx.reply_now(&conn, 0, &Err(Reject::Unauthenticated));
+                let req = courier_proto::peek_request_id(&bytes);
+                ctx.reply_now(&conn, req, &Err(Reject::Unauthenticated));
                 conn.close(close::UNAUTHENTICATED, "malformed token");
             }
             Err(e) => {
                 ctx.count(M::bad_frames_total, 1);
                 bad_frames += 1;
-                ctx.bad_frame(&conn, &e.to_string());
+                ctx.bad_frame(&conn, courier_proto::peek_request_id(&bytes), &e.to_string());
                 if bad_frames >= BAD_FRAMES_MAX {
                     conn.close(CloseCode::Policy.into(), "too many malformed frames");
                 }

@@ -297,8 +297,8 @@ impl ShardCtx {
     }
 
     /// Answers an undecodable frame.
-    pub fn bad_frame(&self, conn: &Conn, message: &str) {
-        let frame = Bytes::from(self.encoder.borrow_mut().bad_frame(0, message));
+    pub fn bad_frame(&self, conn: &Conn, req: ReqId, message: &str) {
+        let frame = Bytes::from(self.encoder.borrow_mut().bad_frame(req, message));
         self.queue(conn, frame);
     }
 

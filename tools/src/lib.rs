@@ -49,6 +49,7 @@ pub mod requester;
 pub mod session;
 pub mod testkit;
 pub mod tracker;
+#[cfg(feature = "wal")]
 pub mod walinspect;
 
 pub use backoff::Backoff;

@@ -887,6 +887,13 @@ fn verify<'b>(bytes: &'b [u8], max: usize, tables: usize) -> Result<wire::Frame<
     Ok(wire::root_as_frame_with_opts(&opts, bytes)?)
 }
 
+/// The request id of a client frame that verifies as a `Frame` but failed to
+/// decode further (0 if the bytes are not a frame at all), so the error reply
+/// can name the request it answers.
+pub fn peek_request_id(bytes: &[u8]) -> ReqId {
+    verify(bytes, CLIENT_FRAME_BYTES_MAX, CLIENT_VERIFIER_TABLES_MAX).map_or(0, |f| f.request_id())
+}
+
 /// Decodes a client frame (server side).
 pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
     let frame = verify(bytes, CLIENT_FRAME_BYTES_MAX, CLIENT_VERIFIER_TABLES_MAX)?;

@@ -33,5 +33,7 @@ mod generated {
     include!("generated/courier_generated.rs");
 }
 
-pub use codec::{decode_client, decode_server, ClientFrame, DecodeError, Encoder, ServerFrame};
+pub use codec::{
+    decode_client, decode_server, peek_request_id, ClientFrame, DecodeError, Encoder, ServerFrame,
+};
 pub use generated::courier::wire;
