@@ -148,6 +148,8 @@ pub struct NotifyPref {
 pub struct Device {
     /// The token it authenticated with.
     pub token: u64,
+    /// The incarnation of the shard holding the connection.
+    pub incarnation: u64,
     /// Kind.
     pub kind: DeviceKind,
     /// Client-chosen name.
@@ -576,9 +578,12 @@ impl State {
                 let id = UserId(*user);
                 self.check_owned("user", id)?;
                 if self.users.contains_key(&id) {
-                    return Err(ApplyError::Inconsistent(format!("user {user} created twice")));
+                    return Err(ApplyError::Inconsistent(format!(
+                        "user {user} created twice"
+                    )));
                 }
-                let mut u = self.new_user(id, ws_id(*workspace), name.clone(), workspace_name.clone());
+                let mut u =
+                    self.new_user(id, ws_id(*workspace), name.clone(), workspace_name.clone());
                 u.tokens.insert(*token, *token_hash);
                 u.next_token = token + 1;
                 self.users.insert(id, u);
@@ -590,7 +595,9 @@ impl State {
             } => {
                 let u = self.user_mut(*user)?;
                 if u.tokens.insert(*token, *token_hash).is_some() {
-                    return Err(ApplyError::Inconsistent(format!("token {token} issued twice")));
+                    return Err(ApplyError::Inconsistent(format!(
+                        "token {token} issued twice"
+                    )));
                 }
                 u.next_token = u.next_token.max(token + 1);
             }
@@ -706,7 +713,10 @@ impl State {
                     );
                 }
                 if conv.is_dm() {
-                    let key = (ws_id(*workspace), members.iter().copied().map(UserId).collect());
+                    let key = (
+                        ws_id(*workspace),
+                        members.iter().copied().map(UserId).collect(),
+                    );
                     if self.dms.insert(key, id).is_some() {
                         return Err(ApplyError::Inconsistent(format!(
                             "DM {conversation} duplicates a member set"
@@ -751,16 +761,22 @@ impl State {
                 seq,
             } => {
                 let u = self.user_mut(*user)?;
-                let cursor = u.cursors.entry(ConversationId(*conversation)).or_insert(Cursor {
-                    seq: Seq(0),
-                    lsn: Lsn(0),
-                });
+                let cursor = u
+                    .cursors
+                    .entry(ConversationId(*conversation))
+                    .or_insert(Cursor {
+                        seq: Seq(0),
+                        lsn: Lsn(0),
+                    });
                 if *seq <= cursor.seq.0 {
                     return Err(ApplyError::Inconsistent(format!(
                         "cursor of {user} in {conversation} moved backwards"
                     )));
                 }
-                *cursor = Cursor { seq: Seq(*seq), lsn };
+                *cursor = Cursor {
+                    seq: Seq(*seq),
+                    lsn,
+                };
             }
             Record::NotifySet {
                 user,
