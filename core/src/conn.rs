@@ -195,7 +195,8 @@ impl Shard {
             c.session = Session::Anonymous;
         }
         let close = reject == Reject::Unauthenticated;
-        self.reply(origin, Err(reject), out);
+        // Emitted here, before the close, not queued behind it.
+        self.emit_reply(origin, Err(reject), out);
         if close {
             out.push(Effect::Close {
                 conn: origin.conn,
@@ -478,6 +479,7 @@ impl Shard {
         out.push(Effect::Deliver { conns, event });
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_subscribe_conns(
         &mut self,
         user: UserId,

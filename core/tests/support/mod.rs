@@ -10,7 +10,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use courier_core::api::{
@@ -423,6 +423,8 @@ pub struct World {
     /// Chance (per 100) that a disconnecting client stays away long
     /// (thousands of steps: large gaps, truncated syncs, WAL reads).
     pub long_offline_pct: u64,
+    /// Shards whose group commits are held back (scripted tests).
+    pub hold: BTreeSet<u16>,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -466,6 +468,7 @@ impl World {
             chaos_per_mille: 10,
             client_weight: 12,
             long_offline_pct: 0,
+            hold: BTreeSet::new(),
         };
         w.model.records = (0..shard_count).map(|_| BTreeMap::new()).collect();
         for s in 0..shard_count {
@@ -563,6 +566,30 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Makes everything appended on shard `s` durable.
+    pub fn fsync_all(&mut self, s: u16) {
+        let node = &self.nodes[usize::from(s)];
+        let appended = node.wal.len() as u64;
+        if node.shard.is_none() || appended == node.durable {
+            return;
+        }
+        let from = node.durable;
+        self.nodes[usize::from(s)].durable = appended;
+        self.model.on_durable(s, from, appended, self.step);
+        self.input(s, Input::Durable { lsn: Lsn(appended) });
+    }
+
+    /// Hands a shard `Input::StorageFailed` (and holds its fsyncs).
+    pub fn fail_storage(&mut self, s: u16) {
+        self.input(
+            s,
+            Input::StorageFailed {
+                reason: "simulated fsync error".into(),
+            },
+        );
+        self.hold.insert(s);
     }
 
     fn fsync(&mut self, s: u16) {
@@ -806,6 +833,27 @@ impl World {
         Some(req)
     }
 
+    /// Delivers everything queued on client `c`'s socket to its shard now.
+    pub fn pump(&mut self, c: usize) {
+        let Some(conn) = self.clients[c].conn else {
+            return;
+        };
+        while self
+            .links
+            .get(&conn)
+            .is_some_and(|l| l.open && (!l.connected || !l.up.is_empty()))
+        {
+            self.deliver_up(conn);
+        }
+    }
+
+    /// Delivers every queued message from shard `from` to shard `to` now.
+    pub fn flush_net(&mut self, from: u16, to: u16) {
+        while self.net.get(&(from, to)).is_some_and(|q| !q.is_empty()) {
+            self.deliver_peer(from, to);
+        }
+    }
+
     fn deliver_up(&mut self, conn: ConnId) {
         let Some(link) = self.links.get_mut(&conn) else {
             return;
@@ -857,8 +905,10 @@ impl World {
     /// Whether anything is in flight.
     pub fn busy(&self) -> bool {
         self.net.values().any(|q| !q.is_empty())
-            || self.nodes.iter().any(|n| {
-                n.shard.is_some() && (n.wal.len() as u64 > n.durable || !n.reads.is_empty())
+            || self.nodes.iter().enumerate().any(|(s, n)| {
+                n.shard.is_some()
+                    && ((n.wal.len() as u64 > n.durable && !self.hold.contains(&(s as u16)))
+                        || !n.reads.is_empty())
             })
             || self
                 .links
@@ -883,7 +933,7 @@ impl World {
         let syncable: Vec<u16> = (0..self.shard_count)
             .filter(|&s| {
                 let n = &self.nodes[usize::from(s)];
-                n.shard.is_some() && n.wal.len() as u64 > n.durable
+                n.shard.is_some() && n.wal.len() as u64 > n.durable && !self.hold.contains(&s)
             })
             .collect();
         let readable: Vec<u16> = (0..self.shard_count)
