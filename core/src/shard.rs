@@ -1002,3 +1002,32 @@ impl Shard {
         self.send_membership_round(from, out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>() {}
+
+    /// The runtime moves shards onto executors and messages between cores.
+    #[test]
+    fn runtime_types_are_send() {
+        assert_send::<Shard>();
+        assert_send::<PeerMsg>();
+        assert_send::<Input>();
+        assert_send::<Effect>();
+    }
+
+    /// Cross-core channels carry messages by value: keep them small.
+    #[test]
+    fn message_sizes() {
+        let sizes = [
+            ("PeerBody", std::mem::size_of::<PeerBody>()),
+            ("Input", std::mem::size_of::<Input>()),
+            ("Effect", std::mem::size_of::<Effect>()),
+        ];
+        for (name, size) in sizes {
+            assert!(size <= 256, "{name} is {size} bytes");
+        }
+    }
+}
