@@ -91,14 +91,8 @@ mod tests {
         expected: Result<(), Reject>,
     ) {
         let state = State::new(ShardId(0), 1, HashState::new(&[0; 32]));
-        let mut conv = state.new_conversation(
-            ConversationId(7),
-            WS,
-            kind,
-            String::new(),
-            None,
-            Millis(0),
-        );
+        let mut conv =
+            state.new_conversation(ConversationId(7), WS, kind, String::new(), None, Millis(0));
         if member {
             conv.members.insert(
                 ALICE,

@@ -116,7 +116,13 @@ impl RecentCache {
         }
         let skip = (start - first) as usize;
         let take = (hi.0 - start + 1) as usize;
-        entry.messages.iter().skip(skip).take(take).cloned().collect()
+        entry
+            .messages
+            .iter()
+            .skip(skip)
+            .take(take)
+            .cloned()
+            .collect()
     }
 
     /// Every cached run with its stamp, sorted by conversation (snapshots).
@@ -176,11 +182,17 @@ mod tests {
             c.push(s, msg(1, s, 10));
         }
         assert_eq!(c.first_seq(ConversationId(1)), Some(Seq(3)));
-        assert_eq!(seqs(&c.range(ConversationId(1), Seq(1), Seq(9))), vec![3, 4, 5]);
+        assert_eq!(
+            seqs(&c.range(ConversationId(1), Seq(1), Seq(9))),
+            vec![3, 4, 5]
+        );
         assert_eq!(seqs(&c.range(ConversationId(1), Seq(4), Seq(4))), vec![4]);
         assert!(c.range(ConversationId(1), Seq(6), Seq(9)).is_empty());
         assert!(c.range(ConversationId(2), Seq(1), Seq(9)).is_empty());
-        assert_eq!(c.bytes(), 3 * (10 + crate::constants::MESSAGE_OVERHEAD_BYTES));
+        assert_eq!(
+            c.bytes(),
+            3 * (10 + crate::constants::MESSAGE_OVERHEAD_BYTES)
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::api::{
-    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Effect, Event, Millis, ReqId,
-    Reject, Request, Response, ShardId, UserId, WorkspaceId,
+    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Effect, Event, Millis, Reject,
+    ReqId, Request, Response, ShardId, UserId, WorkspaceId,
 };
 use crate::auth::hash_secret;
 use crate::constants::{
@@ -31,7 +31,7 @@ use crate::constants::{
     SYNC_CURSORS_MAX,
 };
 use crate::ids::{compose, spread_slot};
-use crate::peer::{Actor, DeviceReg, GatherRequest, Origin, PeerBody, Who};
+use crate::peer::{Actor, DeviceReg, GatherRequest, Origin, PeerBody, Ticket, Who};
 use crate::shard::{Conn, LocalSub, Session, Shard, SubConn, Waiter, WaiterAction};
 use crate::text::{check_body, check_name, NameKind};
 
@@ -63,7 +63,7 @@ impl Shard {
         out: &mut Vec<Effect>,
     ) {
         let origin = self.origin(conn, req);
-        self.reply(origin, result, out);
+        self.emit_reply(origin, result, out);
     }
 
     pub(crate) fn on_hello(
@@ -152,9 +152,9 @@ impl Shard {
         out: &mut Vec<Effect>,
     ) {
         let waiting = origin.incarnation == self.incarnation
-            && self.conns.get(&origin.conn).is_some_and(|c| {
-                matches!(c.session, Session::Authenticating { req, .. } if req == origin.req)
-            });
+            && self.conns.get(&origin.conn).is_some_and(
+                |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
+            );
         if !waiting {
             // The connection went away or timed out meanwhile: the home
             // shard registered a device that does not exist.
@@ -184,9 +184,9 @@ impl Shard {
 
     pub(crate) fn on_auth_failed(&mut self, origin: Origin, reject: Reject, out: &mut Vec<Effect>) {
         let waiting = origin.incarnation == self.incarnation
-            && self.conns.get(&origin.conn).is_some_and(|c| {
-                matches!(c.session, Session::Authenticating { req, .. } if req == origin.req)
-            });
+            && self.conns.get(&origin.conn).is_some_and(
+                |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
+            );
         if !waiting {
             return;
         }
@@ -195,7 +195,8 @@ impl Shard {
             c.session = Session::Anonymous;
         }
         let close = reject == Reject::Unauthenticated;
-        self.reply(origin, Err(reject), out);
+        // Emitted here, before the close, not queued behind it.
+        self.emit_reply(origin, Err(reject), out);
         if close {
             out.push(Effect::Close {
                 conn: origin.conn,
@@ -325,6 +326,7 @@ impl Shard {
             if let Some(id) = waiter {
                 self.nonce_waiters.insert(nonce, id);
             }
+            let ticket = self.ticket(nonce);
             let user = who.user;
             for &conv in &batch {
                 let sub = self.subs.entry(conv).or_insert_with(LocalSub::default);
@@ -338,17 +340,27 @@ impl Shard {
                 }
             }
             let items = batch.into_iter().map(|c| (who, c)).collect();
-            self.send_peer(owner, PeerBody::Watch { nonce, items }, out);
+            let body = PeerBody::Watch {
+                nonce: ticket,
+                items,
+            };
+            self.send_peer(owner, body, out);
         }
     }
 
     pub(crate) fn on_watch_reply(
         &mut self,
         from: ShardId,
-        nonce: u64,
+        ticket: Ticket,
         verdicts: Vec<(UserId, ConversationId, bool)>,
         out: &mut Vec<Effect>,
     ) {
+        if ticket.incarnation != self.incarnation {
+            // For an earlier start of this shard; the owner has since
+            // cleared our interest (it processed our `Restarted` after).
+            return;
+        }
+        let nonce = ticket.id;
         for (user, conv, ok) in verdicts {
             let Some(sub) = self.subs.get_mut(&conv) else {
                 if ok {
@@ -413,7 +425,8 @@ impl Shard {
                 self.run_waiter(w.action, out);
             }
         }
-        self.nonce_waiters.retain(|_, id| self.waiters.contains_key(id));
+        self.nonce_waiters
+            .retain(|_, id| self.waiters.contains_key(id));
     }
 
     fn run_waiter(&mut self, action: WaiterAction, out: &mut Vec<Effect>) {
@@ -466,20 +479,28 @@ impl Shard {
         out.push(Effect::Deliver { conns, event });
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_subscribe_conns(
         &mut self,
         user: UserId,
         conversation: ConversationId,
         conns: Vec<ConnId>,
+        incarnation: u64,
         event: Option<Arc<Event>>,
         reply: Option<(Origin, Result<Response, Reject>)>,
         out: &mut Vec<Effect>,
     ) {
-        let alive = self.user_conns(user, &conns);
-        let who = alive.first().and_then(|c| match self.conns.get(c).map(|c| &c.session) {
-            Some(Session::User { who, .. }) => Some(*who),
-            _ => None,
-        });
+        let alive = if incarnation == self.incarnation {
+            self.user_conns(user, &conns)
+        } else {
+            Vec::new()
+        };
+        let who = alive
+            .first()
+            .and_then(|c| match self.conns.get(c).map(|c| &c.session) {
+                Some(Session::User { who, .. }) => Some(*who),
+                _ => None,
+            });
         let action = WaiterAction::Joined {
             user,
             conns: alive.clone(),
@@ -496,9 +517,13 @@ impl Shard {
         &mut self,
         user: UserId,
         conns: Vec<ConnId>,
+        incarnation: u64,
         event: Arc<Event>,
         out: &mut Vec<Effect>,
     ) {
+        if incarnation != self.incarnation {
+            return;
+        }
         let alive = self.user_conns(user, &conns);
         self.deliver(alive, event, out);
     }
@@ -506,9 +531,13 @@ impl Shard {
     pub(crate) fn on_close_conns(
         &mut self,
         conns: Vec<ConnId>,
+        incarnation: u64,
         reason: CloseReason,
         out: &mut Vec<Effect>,
     ) {
+        if incarnation != self.incarnation {
+            return;
+        }
         for conn in conns {
             let Some(c) = self.conns.remove(&conn) else {
                 continue;
@@ -597,6 +626,7 @@ impl Shard {
         for chunk in items.chunks(PEER_BATCH_MAX) {
             let nonce = self.next_nonce;
             self.next_nonce += 1;
+            let ticket = self.ticket(nonce);
             for (who, conv) in chunk {
                 if let Some(sub) = self.subs.get_mut(conv) {
                     for ((_, _), s) in sub
@@ -608,7 +638,11 @@ impl Shard {
                 }
             }
             let items = chunk.to_vec();
-            self.send_peer(owner, PeerBody::Watch { nonce, items }, out);
+            let body = PeerBody::Watch {
+                nonce: ticket,
+                items,
+            };
+            self.send_peer(owner, body, out);
         }
     }
 
@@ -625,6 +659,7 @@ impl Shard {
                         user: who.user,
                         token: *token,
                         device: device.clone(),
+                        incarnation: self.incarnation,
                     })
                 }
                 _ => None,
@@ -798,7 +833,9 @@ impl Shard {
                 members.sort_unstable();
                 members.dedup();
                 if members.len() < 2 {
-                    return Err(Reject::Invalid("users: name at least one other user".into()));
+                    return Err(Reject::Invalid(
+                        "users: name at least one other user".into(),
+                    ));
                 }
                 if members.len() > GROUP_DM_MEMBERS_MAX {
                     return Err(Reject::TooLarge(format!(

@@ -219,14 +219,17 @@ const _: () = assert!(SYNC_GAP_INLINE_MAX <= RECENT_MESSAGES_PER_CONVERSATION);
 const _: () = assert!(BOOT_PAGE_MESSAGES <= RECENT_MESSAGES_PER_CONVERSATION);
 const _: () = assert!(SYNC_PAGE_MESSAGES <= SYNC_GAP_INLINE_MAX);
 // One full conversation cache fits in the shard-wide budget.
-const _: () = assert!(RECENT_MESSAGES_PER_CONVERSATION * MESSAGE_BYTES_MAX <= RECENT_CACHE_BYTES_MAX);
+const _: () =
+    assert!(RECENT_MESSAGES_PER_CONVERSATION * MESSAGE_BYTES_MAX <= RECENT_CACHE_BYTES_MAX);
 // One message always fits in a history page and a sync reply.
 const _: () = assert!(MESSAGE_BYTES_MAX <= HISTORY_PAGE_BYTES_MAX);
 const _: () = assert!(MESSAGE_BYTES_MAX <= SYNC_INLINE_BYTES_MAX);
 const _: () = assert!(SYNC_PAGE_MESSAGES <= SYNC_INLINE_MESSAGES_MAX);
 // A boot page stays within its payload target whatever the conversation count.
 const _: () = assert!(
-    BOOT_OVERHEAD_BYTES + BOOT_CONVERSATIONS_MAX as usize * INFO_BYTES_MAX + BOOT_MESSAGES_BYTES_MAX
+    BOOT_OVERHEAD_BYTES
+        + BOOT_CONVERSATIONS_MAX as usize * INFO_BYTES_MAX
+        + BOOT_MESSAGES_BYTES_MAX
         <= BOOT_PAYLOAD_BYTES_MAX
 );
 const _: () = assert!(BOOT_PAGES_MAX as u32 <= BOOT_CONVERSATIONS_MAX);

@@ -34,7 +34,11 @@ impl Shard {
         name: String,
         out: &mut Vec<Effect>,
     ) {
-        assert_eq!(slot % self.shard_count(), self.me().0, "workspace placed on the wrong shard");
+        assert_eq!(
+            slot % self.shard_count(),
+            self.me().0,
+            "workspace placed on the wrong shard"
+        );
         if let Err(r) = self.writable() {
             return self.reply(origin, Err(r), out);
         }
@@ -55,7 +59,11 @@ impl Shard {
     }
 
     fn claim_room(&self, workspace: WorkspaceId, name: &str, channel: bool) -> Result<(), Reject> {
-        let ws = self.state.workspaces.get(&workspace).ok_or(Reject::NotFound)?;
+        let ws = self
+            .state
+            .workspaces
+            .get(&workspace)
+            .ok_or(Reject::NotFound)?;
         let (taken, count, max, what) = if channel {
             (
                 ws.channels.contains_key(name),
@@ -75,7 +83,9 @@ impl Shard {
             return Err(Reject::AlreadyExists);
         }
         if count >= max {
-            return Err(Reject::TooLarge(format!("workspace: {what} ({max}) reached")));
+            return Err(Reject::TooLarge(format!(
+                "workspace: {what} ({max}) reached"
+            )));
         }
         if self.state.claims.len() >= PENDING_CLAIMS_MAX {
             return Err(Reject::Unavailable(
@@ -131,7 +141,10 @@ impl Shard {
         user: UserId,
         out: &mut Vec<Effect>,
     ) {
-        let pending = matches!(self.state.claims.get(&user.0), Some((Claim::User { .. }, _)));
+        let pending = matches!(
+            self.state.claims.get(&user.0),
+            Some((Claim::User { .. }, _))
+        );
         if pending && self.writable().is_ok() {
             let record = Record::UserConfirmed {
                 workspace: workspace.0,

@@ -30,13 +30,14 @@ use crate::api::{
 };
 use crate::constants::{
     BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
-    BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX,
-    LIST_PUBLIC_CHANNELS_MAX, PEER_BATCH_MAX, PENDING_GATHERS_MAX, REQUEST_TIMEOUT_MS,
-    SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
+    BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX, LIST_PUBLIC_CHANNELS_MAX, PEER_BATCH_MAX,
+    PENDING_GATHERS_MAX, REQUEST_TIMEOUT_MS, SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
 };
 use crate::owner::fit_bytes;
-use crate::peer::{GatherRequest, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Who};
-use crate::shard::Shard;
+use crate::peer::{
+    GatherRequest, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Ticket, Who,
+};
+use crate::shard::{Action, Shard};
 use crate::text::{info_bytes, message_bytes};
 
 /// An outstanding scatter-gather.
@@ -179,7 +180,7 @@ impl Shard {
                 }
                 let to = self.workspace_shard(who.workspace);
                 let body = PeerBody::PublicChannels {
-                    gather: id,
+                    gather: self.ticket(id),
                     workspace: who.workspace,
                 };
                 self.send_peer(to, body, out);
@@ -213,7 +214,7 @@ impl Shard {
         }
         for (owner, items) in batches {
             let body = PeerBody::Summaries {
-                gather: id,
+                gather: self.ticket(id),
                 who,
                 items,
             };
@@ -221,7 +222,16 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_summaries_reply(&mut self, gather: u64, summaries: Vec<Summary>, out: &mut Vec<Effect>) {
+    pub(crate) fn on_summaries_reply(
+        &mut self,
+        ticket: Ticket,
+        summaries: Vec<Summary>,
+        out: &mut Vec<Effect>,
+    ) {
+        if ticket.incarnation != self.incarnation {
+            return; // For a gather of an earlier start.
+        }
+        let gather = ticket.id;
         let Some(g) = self.gathers.get_mut(&gather) else {
             return; // Timed out meanwhile.
         };
@@ -235,7 +245,7 @@ impl Shard {
     pub(crate) fn on_public_channels(
         &mut self,
         from: ShardId,
-        gather: u64,
+        gather: Ticket,
         workspace: crate::api::WorkspaceId,
         out: &mut Vec<Effect>,
     ) {
@@ -260,10 +270,14 @@ impl Shard {
 
     pub(crate) fn on_public_channels_reply(
         &mut self,
-        gather: u64,
+        ticket: Ticket,
         public: Vec<ConversationId>,
         out: &mut Vec<Effect>,
     ) {
+        if ticket.incarnation != self.incarnation {
+            return;
+        }
+        let gather = ticket.id;
         let Some(g) = self.gathers.get_mut(&gather) else {
             return;
         };
@@ -306,6 +320,19 @@ impl Shard {
         }
     }
 
+    /// Answers a gather once every record appended before is durable: the
+    /// reply carries read cursors read from this shard's state, and must
+    /// neither show a cursor a crash could undo nor overtake the
+    /// `ReadCursor` events of earlier cursor moves.
+    fn gather_reply(
+        &mut self,
+        origin: Origin,
+        result: Result<Response, Reject>,
+        out: &mut Vec<Effect>,
+    ) {
+        self.after_durable(Action::Reply { origin, result }, out);
+    }
+
     /// All answers of the current phase are in.
     fn advance_gather(&mut self, id: u64, out: &mut Vec<Effect>) {
         let Some(mut g) = self.gathers.remove(&id) else {
@@ -338,7 +365,7 @@ impl Shard {
                 changed.sort_by(|a, b| by_activity(&a.info, &b.info));
                 apply_sync_budget(&mut changed);
                 gone.sort_unstable();
-                self.reply(g.origin, Ok(Response::Sync { changed, gone }), out);
+                self.gather_reply(g.origin, Ok(Response::Sync { changed, gone }), out);
             }
             Phase::BootList { limit, offset } => {
                 let mut infos: Vec<ConversationInfo> =
@@ -398,14 +425,14 @@ impl Shard {
                     total,
                     pages,
                 };
-                self.reply(g.origin, Ok(Response::Boot(Box::new(boot))), out);
+                self.gather_reply(g.origin, Ok(Response::Boot(Box::new(boot))), out);
             }
             Phase::ListPublic | Phase::List => {
                 let mut infos: Vec<ConversationInfo> =
                     summaries.into_iter().filter_map(|s| s.info).collect();
                 infos.sort_by(by_activity);
                 infos.truncate(LIST_CONVERSATIONS_MAX);
-                self.reply(g.origin, Ok(Response::Conversations(infos)), out);
+                self.gather_reply(g.origin, Ok(Response::Conversations(infos)), out);
             }
         }
     }

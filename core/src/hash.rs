@@ -9,6 +9,8 @@
 
 use std::hash::{BuildHasher, Hasher};
 
+use sha2::{Digest, Sha256};
+
 /// Map keyed with the shard's [`HashState`].
 pub type Map<K, V> = hashbrown::HashMap<K, V, HashState>;
 
@@ -26,16 +28,21 @@ const PI0: u64 = 0x243f_6a88_85a3_08d3;
 const PI1: u64 = 0x1319_8a2e_0370_7344;
 
 impl HashState {
-    /// A state keyed from 32 entropy bytes.
+    /// A state keyed from 32 entropy bytes (through sha256, so any
+    /// structure in the bytes does not carry into the keys).
     pub fn new(entropy: &[u8; 32]) -> HashState {
+        let digest = Sha256::new()
+            .chain_update(b"courier-hash-keys")
+            .chain_update(entropy)
+            .finalize();
         let word = |i: usize| {
             let mut b = [0u8; 8];
-            b.copy_from_slice(&entropy[i * 8..i * 8 + 8]);
+            b.copy_from_slice(&digest[i * 8..i * 8 + 8]);
             u64::from_le_bytes(b)
         };
         HashState {
-            k0: word(0) ^ word(2) ^ PI0,
-            k1: (word(1) ^ word(3) ^ PI1) | 1,
+            k0: word(0),
+            k1: word(1) | 1,
         }
     }
 

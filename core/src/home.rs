@@ -21,10 +21,8 @@ use crate::api::{
     NotifyLevel, Reject, Response, Seq, ShardId, UserId, WorkspaceId,
 };
 use crate::auth::{hash_secret, secret_matches};
-use crate::constants::{
-    CONVERSATIONS_PER_USER_MAX, DEVICES_PER_USER_MAX, TOKENS_PER_USER_MAX,
-};
-use crate::peer::{DeviceReg, Origin, PeerBody, Who};
+use crate::constants::{CONVERSATIONS_PER_USER_MAX, DEVICES_PER_USER_MAX, TOKENS_PER_USER_MAX};
+use crate::peer::{DeviceReg, Origin, PeerBody, Ticket, Who};
 use crate::record::{Record, StoredLevel};
 use crate::shard::{Action, Shard};
 use crate::state::Device;
@@ -36,23 +34,33 @@ fn too_many_conversations() -> Reject {
 }
 
 impl Shard {
-    /// Groups a user's devices by the shard holding them.
-    fn devices_by_shard(&self, user: UserId) -> BTreeMap<ShardId, Vec<ConnId>> {
-        let mut by_shard: BTreeMap<ShardId, Vec<ConnId>> = BTreeMap::new();
+    /// Groups a user's devices by the shard (and its incarnation) holding
+    /// them.
+    fn devices_by_shard(&self, user: UserId) -> BTreeMap<(ShardId, u64), Vec<ConnId>> {
+        let mut by_shard: BTreeMap<(ShardId, u64), Vec<ConnId>> = BTreeMap::new();
         if let Some(u) = self.state.users.get(&user) {
-            for conn in u.devices.keys() {
-                by_shard.entry(conn.shard()).or_default().push(*conn);
+            for (conn, d) in &u.devices {
+                by_shard
+                    .entry((conn.shard(), d.incarnation))
+                    .or_default()
+                    .push(*conn);
             }
         }
         by_shard
     }
 
     /// Delivers an event to every connected device of a user homed here.
-    pub(crate) fn deliver_to_user(&mut self, user: UserId, event: Arc<Event>, out: &mut Vec<Effect>) {
-        for (shard, conns) in self.devices_by_shard(user) {
+    pub(crate) fn deliver_to_user(
+        &mut self,
+        user: UserId,
+        event: Arc<Event>,
+        out: &mut Vec<Effect>,
+    ) {
+        for ((shard, incarnation), conns) in self.devices_by_shard(user) {
             let body = PeerBody::DeliverToConns {
                 user,
                 conns,
+                incarnation,
                 event: event.clone(),
             };
             self.send_peer(shard, body, out);
@@ -84,7 +92,9 @@ impl Shard {
                     Err(Reject::Unauthenticated)
                 } else if !ready {
                     Err(Reject::Unavailable("home shard is starting".into()))
-                } else if u.devices.len() >= DEVICES_PER_USER_MAX && !u.devices.contains_key(&origin.conn) {
+                } else if u.devices.len() >= DEVICES_PER_USER_MAX
+                    && !u.devices.contains_key(&origin.conn)
+                {
                     Err(Reject::TooLarge(format!(
                         "devices: more than DEVICES_PER_USER_MAX ({DEVICES_PER_USER_MAX}) connected"
                     )))
@@ -93,6 +103,7 @@ impl Shard {
                         origin.conn,
                         Device {
                             token,
+                            incarnation: origin.incarnation,
                             kind: device.kind,
                             name: device.name,
                             focused: None,
@@ -142,14 +153,18 @@ impl Shard {
         out: &mut Vec<Effect>,
     ) {
         let now = self.now;
-        let mut refused = Vec::new();
+        let mut refused: BTreeMap<u64, Vec<ConnId>> = BTreeMap::new();
         for d in devices {
             let ok = match self.state.users.get_mut(&d.user) {
-                Some(u) if u.tokens.contains_key(&d.token) && u.devices.len() < DEVICES_PER_USER_MAX => {
+                Some(u)
+                    if u.tokens.contains_key(&d.token)
+                        && u.devices.len() < DEVICES_PER_USER_MAX =>
+                {
                     u.devices.insert(
                         d.conn,
                         Device {
                             token: d.token,
+                            incarnation: d.incarnation,
                             kind: d.device.kind,
                             name: d.device.name,
                             focused: None,
@@ -162,12 +177,13 @@ impl Shard {
                 _ => false,
             };
             if !ok {
-                refused.push(d.conn);
+                refused.entry(d.incarnation).or_default().push(d.conn);
             }
         }
-        if !refused.is_empty() {
+        for (incarnation, conns) in refused {
             let body = PeerBody::CloseConns {
-                conns: refused,
+                conns,
+                incarnation,
                 reason: CloseReason::Revoked,
             };
             self.send_peer(from, body, out);
@@ -231,23 +247,27 @@ impl Shard {
         };
         self.commit(record, vec![reply], out);
         // A restriction acts at once: close the sessions of revoked tokens.
-        let mut closing: BTreeMap<ShardId, Vec<ConnId>> = BTreeMap::new();
+        let mut closing: BTreeMap<(ShardId, u64), Vec<ConnId>> = BTreeMap::new();
         if let Some(u) = self.state.users.get_mut(&user) {
             let tokens = &u.tokens;
-            let gone: Vec<ConnId> = u
+            let gone: Vec<(ConnId, u64)> = u
                 .devices
                 .iter()
                 .filter(|(_, d)| !tokens.contains_key(&d.token))
-                .map(|(c, _)| *c)
+                .map(|(c, d)| (*c, d.incarnation))
                 .collect();
-            for conn in gone {
+            for (conn, incarnation) in gone {
                 u.devices.remove(&conn);
-                closing.entry(conn.shard()).or_default().push(conn);
+                closing
+                    .entry((conn.shard(), incarnation))
+                    .or_default()
+                    .push(conn);
             }
         }
-        for (shard, conns) in closing {
+        for ((shard, incarnation), conns) in closing {
             let body = PeerBody::CloseConns {
                 conns,
+                incarnation,
                 reason: CloseReason::Revoked,
             };
             self.send_peer(shard, body, out);
@@ -263,12 +283,21 @@ impl Shard {
         name: String,
         out: &mut Vec<Effect>,
     ) {
-        assert!(self.state.owns(user), "user created on the wrong home shard");
+        assert!(
+            self.state.owns(user),
+            "user created on the wrong home shard"
+        );
         let ws_shard = self.workspace_shard(workspace);
         let ready = PeerBody::UserHomeReady { workspace, user };
         if self.state.users.contains_key(&user) {
             // A retry: confirm once the creation is durable.
-            self.after_durable(Action::Peer { to: ws_shard, body: ready }, out);
+            self.after_durable(
+                Action::Peer {
+                    to: ws_shard,
+                    body: ready,
+                },
+                out,
+            );
             if let Some(origin) = origin {
                 self.after_durable(
                     Action::Reply {
@@ -435,7 +464,7 @@ impl Shard {
     pub(crate) fn on_verify_member(
         &mut self,
         from: ShardId,
-        pending: u64,
+        pending: Ticket,
         user: UserId,
         workspace: WorkspaceId,
         out: &mut Vec<Effect>,
@@ -476,21 +505,25 @@ impl Shard {
         }
         let mut by_shard = self.devices_by_shard(user);
         if let Some(origin) = origin {
-            by_shard.entry(origin.conn.shard()).or_default();
+            by_shard
+                .entry((origin.conn.shard(), origin.incarnation))
+                .or_default();
         }
         let event = Arc::new(Event::Joined(info.clone()));
-        for (shard, conns) in by_shard {
+        for ((shard, incarnation), conns) in by_shard {
             let reply = origin
-                .filter(|o| o.conn.shard() == shard)
+                .filter(|o| o.conn.shard() == shard && o.incarnation == incarnation)
                 .map(|o| (o, Ok(Response::Conversation(info.clone()))));
             let body = PeerBody::SubscribeConns {
                 user,
                 conversation,
                 conns,
+                incarnation,
                 event: Some(event.clone()),
                 reply,
             };
-            self.send_peer(shard, body, out);
+            // The info carries this shard's cursor: durable first.
+            self.after_durable(Action::Peer { to: shard, body }, out);
         }
     }
 
@@ -504,8 +537,10 @@ impl Shard {
             return;
         };
         u.conversations.remove(&conversation);
+        // Same path as `Joined` (after this shard's durability), so a
+        // `Left` never overtakes the `Joined` of an earlier add.
         let event = Arc::new(Event::Left { conversation });
-        self.deliver_to_user(user, event, out);
+        self.after_durable(Action::DeliverUser { user, event }, out);
     }
 
     pub(crate) fn on_set_cursor(

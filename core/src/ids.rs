@@ -240,14 +240,14 @@ mod tests {
     #[test]
     fn allocator_unique_and_restored_by_observe() {
         let mut a = IdAllocator::new(ShardId(2));
-        let x = a.allocate(5).unwrap();
-        let y = a.allocate(5).unwrap();
+        let x = a.allocate(5).expect("id");
+        let y = a.allocate(5).expect("id");
         assert_ne!(x, y);
         let mut b = IdAllocator::new(ShardId(2));
         b.observe(x);
         b.observe(y);
         b.observe(compose(1, ShardId(3), 999)); // another shard's: ignored
-        let z = b.allocate(5).unwrap();
+        let z = b.allocate(5).expect("id");
         assert!(z != x && z != y);
         assert_eq!(b.next_counter(), a.next_counter() + 1);
     }

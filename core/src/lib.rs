@@ -50,7 +50,8 @@
 //! | `directory` | workspace role: name directories, two-shard creations |
 //! | `gather` | `Sync`, `Boot`, `ListConversations` scatter-gathers |
 //! | `peer` | the cross-shard protocol |
-//! | `cache`, `bitset`, `hash`, `text` | recent-message cache, shard sets, keyed hashing, text checks |
+//! | [`text`] | name and body checks, the size estimates that byte budgets use |
+//! | `cache`, `bitset`, `hash` | recent-message cache, shard sets, keyed hashing |
 
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
@@ -72,7 +73,7 @@ pub mod record;
 mod shard;
 pub mod snapshot;
 mod state;
-mod text;
+pub mod text;
 
 pub use shard::{Metrics, ReplayError, Shard, ShardConfig};
 pub use snapshot::RestoreError;

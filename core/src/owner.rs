@@ -22,10 +22,11 @@ use crate::api::{
 use crate::auth::{authorize, Access};
 use crate::constants::{
     BROADCAST_MEMBERS_MAX, DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX,
-    MEMBERS_PER_CONVERSATION_MAX, PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX, REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
+    MEMBERS_PER_CONVERSATION_MAX, PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX,
+    REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
 };
 use crate::ids::dm_slot;
-use crate::peer::{Actor, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Who};
+use crate::peer::{Actor, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Ticket, Who};
 use crate::record::{MessageRecord, Record, StoredBroadcast};
 use crate::shard::{Action, DmOpen, PendingRead, Shard};
 use crate::state::{message_of, Conversation};
@@ -110,7 +111,11 @@ impl Shard {
         who: Who,
         access: Access,
     ) -> Result<&Conversation, Reject> {
-        let c = self.state.conversations.get(&conv).ok_or(Reject::NotFound)?;
+        let c = self
+            .state
+            .conversations
+            .get(&conv)
+            .ok_or(Reject::NotFound)?;
         authorize(c, who, access, self.durable)?;
         Ok(c)
     }
@@ -120,7 +125,7 @@ impl Shard {
     pub(crate) fn on_watch(
         &mut self,
         from: ShardId,
-        nonce: u64,
+        nonce: Ticket,
         items: Vec<(Who, ConversationId)>,
         out: &mut Vec<Effect>,
     ) {
@@ -154,7 +159,12 @@ impl Shard {
 
     /// The commit point of a conversation event: one message per interested
     /// shard, sharing one `Arc<Event>`.
-    pub(crate) fn fanout(&mut self, conversation: ConversationId, event: Arc<Event>, out: &mut Vec<Effect>) {
+    pub(crate) fn fanout(
+        &mut self,
+        conversation: ConversationId,
+        event: Arc<Event>,
+        out: &mut Vec<Effect>,
+    ) {
         let Some(c) = self.state.conversations.get(&conversation) else {
             return;
         };
@@ -189,10 +199,7 @@ impl Shard {
         let chunks: Vec<Vec<(UserId, ConversationId)>> = if entries.is_empty() {
             vec![Vec::new()]
         } else {
-            entries
-                .chunks(PEER_BATCH_MAX)
-                .map(<[_]>::to_vec)
-                .collect()
+            entries.chunks(PEER_BATCH_MAX).map(<[_]>::to_vec).collect()
         };
         let n = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -330,7 +337,11 @@ impl Shard {
                 let top = s.0.saturating_sub(1).min(head);
                 (top.saturating_sub(limit - 1).max(1), top, true)
             }
-            HistoryAnchor::After(s) => (s.0.saturating_add(1), head.min(s.0.saturating_add(limit)), false),
+            HistoryAnchor::After(s) => (
+                s.0.saturating_add(1),
+                head.min(s.0.saturating_add(limit)),
+                false,
+            ),
         };
         if lo > hi {
             let page = Response::History {
@@ -339,7 +350,11 @@ impl Shard {
             };
             return self.reply(origin, Ok(page), out);
         }
-        let cached = self.state.cache.first_seq(conversation).is_some_and(|f| f.0 <= lo);
+        let cached = self
+            .state
+            .cache
+            .first_seq(conversation)
+            .is_some_and(|f| f.0 <= lo);
         if cached {
             let messages = self.state.cache.range(conversation, Seq(lo), Seq(hi));
             let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, newest_first);
@@ -350,7 +365,8 @@ impl Shard {
             return self.reply(origin, Ok(page), out);
         }
         if self.reads.len() >= PENDING_READS_MAX {
-            let r = Reject::Unavailable("too many history reads in flight (PENDING_READS_MAX)".into());
+            let r =
+                Reject::Unavailable("too many history reads in flight (PENDING_READS_MAX)".into());
             return self.reply(origin, Err(r), out);
         }
         // The whole page from the WAL: simpler than stitching with a cache
@@ -508,14 +524,23 @@ impl Shard {
         creator: UserId,
         out: &mut Vec<Effect>,
     ) {
-        assert!(self.state.owns(conversation), "channel created on the wrong owner");
+        assert!(
+            self.state.owns(conversation),
+            "channel created on the wrong owner"
+        );
         let ws_shard = self.workspace_shard(workspace);
         let ready = PeerBody::ChannelReady {
             workspace,
             conversation,
         };
         if self.state.conversations.contains_key(&conversation) {
-            self.after_durable(Action::Peer { to: ws_shard, body: ready }, out);
+            self.after_durable(
+                Action::Peer {
+                    to: ws_shard,
+                    body: ready,
+                },
+                out,
+            );
             if let Some(origin) = origin {
                 let r = Action::Reply {
                     origin,
@@ -773,7 +798,7 @@ impl Shard {
             key.1.iter().copied().filter(|u| *u != who.user).collect();
         for &user in &unverified {
             let body = PeerBody::VerifyMember {
-                pending: id,
+                pending: self.ticket(id),
                 user,
                 workspace: who.workspace,
             };
@@ -815,7 +840,17 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_verify_reply(&mut self, pending: u64, user: UserId, ok: bool, out: &mut Vec<Effect>) {
+    pub(crate) fn on_verify_reply(
+        &mut self,
+        ticket: Ticket,
+        user: UserId,
+        ok: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        if ticket.incarnation != self.incarnation {
+            return;
+        }
+        let pending = ticket.id;
         let Some(p) = self.dm_opens.get_mut(&pending) else {
             return;
         };
@@ -837,7 +872,11 @@ impl Shard {
         self.dm_open_keys.remove(&p.key);
         let (workspace, members) = p.key;
         let slot = dm_slot(workspace, &members);
-        assert_eq!(slot % self.shard_count(), self.me().0, "DM opened on the wrong owner");
+        assert_eq!(
+            slot % self.shard_count(),
+            self.me().0,
+            "DM opened on the wrong owner"
+        );
         let Some(raw) = self.state.ids.allocate(slot) else {
             let r = Reject::Unavailable("id space of this shard exhausted".into());
             for (origin, _) in p.waiters {
@@ -909,7 +948,7 @@ impl Shard {
     pub(crate) fn on_summaries(
         &mut self,
         from: ShardId,
-        gather: u64,
+        gather: Ticket,
         who: Who,
         items: Vec<SummaryItem>,
         out: &mut Vec<Effect>,
@@ -930,7 +969,9 @@ impl Shard {
             return none;
         };
         if authorize(c, who, Access::Member, self.durable).is_err() {
-            if item.mode == SummaryMode::Preview && authorize(c, who, Access::Read, self.durable).is_ok() {
+            if item.mode == SummaryMode::Preview
+                && authorize(c, who, Access::Read, self.durable).is_ok()
+            {
                 return Summary {
                     info: Some(self.info_for(c, who.user, Seq(0), false)),
                     ..none
@@ -949,7 +990,10 @@ impl Shard {
                     .first_seq(conversation)
                     .is_some_and(|f| f.0 <= after.0 + 1);
                 if gap <= SYNC_GAP_INLINE_MAX as u64 && covered {
-                    (cache.range(conversation, Seq(after.0 + 1), Seq(head)), false)
+                    (
+                        cache.range(conversation, Seq(after.0 + 1), Seq(head)),
+                        false,
+                    )
                 } else {
                     let lo = (after.0 + 1).max(head.saturating_sub(SYNC_PAGE_MESSAGES as u64 - 1));
                     (cache.range(conversation, Seq(lo), Seq(head)), true)
@@ -989,12 +1033,19 @@ mod tests {
     }
 
     fn check(sizes: &[usize], budget: usize, newest_first: bool, expected: &[u64]) {
-        let messages = sizes.iter().enumerate().map(|(i, &l)| msg(i as u64 + 1, l)).collect();
+        let messages = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| msg(i as u64 + 1, l))
+            .collect();
         let kept: Vec<u64> = fit_bytes(messages, budget, newest_first)
             .iter()
             .map(|m| m.seq.0)
             .collect();
-        assert_eq!(kept, expected, "{sizes:?} budget {budget} newest_first {newest_first}");
+        assert_eq!(
+            kept, expected,
+            "{sizes:?} budget {budget} newest_first {newest_first}"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::api::{
     Broadcast, ClientMsgId, CloseReason, ConnId, ConversationId, ConversationInfo, DeviceInfo,
-    Event, HistoryAnchor, LookupKind, Message, Millis, NotifyLevel, ReqId, Reject, Response, Seq,
+    Event, HistoryAnchor, LookupKind, Message, Millis, NotifyLevel, Reject, ReqId, Response, Seq,
     UserId, WorkspaceId,
 };
 
@@ -40,6 +40,18 @@ pub struct Origin {
     /// A shard drops replies for an earlier incarnation: its runtime may
     /// reuse connection ids after a restart.
     pub incarnation: u64,
+}
+
+/// A shard-local request id that crosses shards and comes back (watch
+/// batches, gathers, DM creations). The incarnation lets the issuer drop
+/// answers addressed to an earlier start of itself, whose counters began at
+/// the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket {
+    /// The issuer's incarnation.
+    pub incarnation: u64,
+    /// The issuer's id.
+    pub id: u64,
 }
 
 /// An authenticated user acting.
@@ -71,6 +83,8 @@ pub struct DeviceReg {
     pub token: u64,
     /// Its device facts.
     pub device: DeviceInfo,
+    /// The connection shard's incarnation.
+    pub incarnation: u64,
 }
 
 /// What a scatter-gather asks an owner about one conversation.
@@ -211,6 +225,8 @@ pub enum PeerBody {
     CloseConns {
         /// Connections on `C`.
         conns: Vec<ConnId>,
+        /// `C`'s incarnation they belong to (stale ones are ignored).
+        incarnation: u64,
         /// Why.
         reason: CloseReason,
     },
@@ -220,6 +236,8 @@ pub enum PeerBody {
         user: UserId,
         /// Connections on `C`.
         conns: Vec<ConnId>,
+        /// `C`'s incarnation they belong to.
+        incarnation: u64,
         /// Event.
         event: Arc<Event>,
     },
@@ -232,6 +250,8 @@ pub enum PeerBody {
         conversation: ConversationId,
         /// The user's connections on `C`.
         conns: Vec<ConnId>,
+        /// `C`'s incarnation they belong to.
+        incarnation: u64,
         /// `Event::Joined`.
         event: Option<Arc<Event>>,
         /// The join's answer, if its request came through `C`.
@@ -242,15 +262,15 @@ pub enum PeerBody {
     /// C → O: these users have sessions on `C` that want live events; the
     /// owner checks each membership and answers with verdicts.
     Watch {
-        /// Batch number (monotonic per `C`).
-        nonce: u64,
+        /// Batch number (monotonic per incarnation of `C`).
+        nonce: Ticket,
         /// (user, conversation) pairs.
         items: Vec<(Who, ConversationId)>,
     },
     /// O → C: verdicts; `true` means `C` is now in the interest set.
     WatchReply {
         /// The batch.
-        nonce: u64,
+        nonce: Ticket,
         /// (user, conversation, member).
         verdicts: Vec<(UserId, ConversationId, bool)>,
     },
@@ -396,14 +416,14 @@ pub enum PeerBody {
     /// H → W: public channels of a workspace (for a list gather).
     PublicChannels {
         /// Gather id at `H`.
-        gather: u64,
+        gather: Ticket,
         /// Workspace.
         workspace: WorkspaceId,
     },
     /// W → H: the public channels.
     PublicChannelsReply {
         /// Gather id.
-        gather: u64,
+        gather: Ticket,
         /// Channels (at most LIST_PUBLIC_CHANNELS_MAX).
         conversations: Vec<ConversationId>,
     },
@@ -474,7 +494,7 @@ pub enum PeerBody {
     /// O → H(member): may `user` be in a new DM of `workspace`?
     VerifyMember {
         /// Pending creation at `O`.
-        pending: u64,
+        pending: Ticket,
         /// Member.
         user: UserId,
         /// Workspace.
@@ -483,7 +503,7 @@ pub enum PeerBody {
     /// H → O: the verdict.
     VerifyReply {
         /// Pending creation.
-        pending: u64,
+        pending: Ticket,
         /// Member.
         user: UserId,
         /// Exists, same workspace, under its conversation limit.
@@ -623,7 +643,7 @@ pub enum PeerBody {
     /// H → O: summaries of some of the user's conversations.
     Summaries {
         /// Gather id at `H`.
-        gather: u64,
+        gather: Ticket,
         /// User.
         who: Who,
         /// Items (at most PEER_BATCH_MAX).
@@ -632,7 +652,7 @@ pub enum PeerBody {
     /// O → H: the summaries.
     SummariesReply {
         /// Gather id.
-        gather: u64,
+        gather: Ticket,
         /// One per item, same order.
         summaries: Vec<Summary>,
     },

@@ -539,7 +539,7 @@ mod tests {
             // Decode from an unaligned copy as the WAL may hand it over.
             let mut shifted = vec![0u8];
             shifted.extend_from_slice(&bytes);
-            let decoded = Record::decode(record.kind(), &shifted[1..]).unwrap();
+            let decoded = Record::decode(record.kind(), &shifted[1..]).expect("decodes");
             assert_eq!(decoded, record);
             assert!(kind_name(record.kind()).is_some());
         }

@@ -23,14 +23,14 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::api::{
-    ConnId, ConversationId, DeviceInfo, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject,
-    ReqId, Response, ShardId, UserId, WorkspaceId,
+    ConnId, ConversationId, DeviceInfo, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId,
+    Response, ShardId, UserId, WorkspaceId,
 };
 use crate::bitset::ShardSet;
 use crate::constants::{LOCAL_STEPS_MAX, PENDING_COMMITS_MAX, SHARD_COUNT_MAX};
 use crate::hash::{HashState, Map};
 use crate::ids::shard_of;
-use crate::peer::{Origin, PeerBody, Who};
+use crate::peer::{Origin, PeerBody, Ticket, Who};
 use crate::record::{Record, RecordError};
 use crate::snapshot::{self, RestoreError};
 use crate::state::{ApplyError, DmKey, State};
@@ -230,10 +230,7 @@ pub(crate) struct LocalSub {
 #[derive(Debug)]
 pub(crate) enum WaiterAction {
     /// Reply `Welcome` to a hello.
-    Welcome {
-        origin: Origin,
-        who: Who,
-    },
+    Welcome { origin: Origin, who: Who },
     /// Deliver `Event::Joined` and answer the join.
     Joined {
         user: UserId,
@@ -404,8 +401,8 @@ impl Shard {
                 got: lsn.0,
             });
         }
-        let record =
-            Record::decode(kind, payload).map_err(|source| ReplayError::Record { lsn: lsn.0, source })?;
+        let record = Record::decode(kind, payload)
+            .map_err(|source| ReplayError::Record { lsn: lsn.0, source })?;
         self.state
             .apply(lsn, &record)
             .map_err(|source| ReplayError::Apply {
@@ -517,6 +514,14 @@ impl Shard {
         self.now = self.now.max(now);
     }
 
+    /// A ticket for a cross-shard round trip issued by this incarnation.
+    pub(crate) fn ticket(&self, id: u64) -> Ticket {
+        Ticket {
+            incarnation: self.incarnation,
+            id,
+        }
+    }
+
     /// The origin of a request on a local connection.
     pub(crate) fn origin(&self, conn: ConnId, req: ReqId) -> Origin {
         Origin {
@@ -571,35 +576,52 @@ impl Shard {
         let mut steps = 0usize;
         while let Some(body) = self.local.pop_front() {
             steps += 1;
-            assert!(steps < LOCAL_STEPS_MAX, "shard sends itself messages in a cycle");
+            assert!(
+                steps < LOCAL_STEPS_MAX,
+                "shard sends itself messages in a cycle"
+            );
             let me = self.config.shard;
             self.on_peer(me, body, out);
         }
     }
 
-    /// Answers a client request wherever its connection lives.
+    /// Answers a client request wherever its connection lives. The answer
+    /// travels as a message to the connection's shard even when that is this
+    /// shard, so it stays in order with everything else this role sent the
+    /// connection (events, subscriptions) before it.
     pub(crate) fn reply(
         &mut self,
         origin: Origin,
         result: Result<Response, Reject>,
         out: &mut Vec<Effect>,
     ) {
-        if origin.conn.shard() == self.config.shard {
-            if origin.incarnation != self.incarnation || !self.conns.contains_key(&origin.conn) {
-                return; // The connection is gone; so is the reply.
-            }
-            if result.is_err() {
-                self.metrics.rejects += 1;
-            }
-            self.metrics.replies += 1;
-            out.push(Effect::Reply {
-                conn: origin.conn,
-                req: origin.req,
-                result,
-            });
-        } else {
-            self.send_peer(origin.conn.shard(), PeerBody::Reply { origin, result }, out);
+        self.send_peer(origin.conn.shard(), PeerBody::Reply { origin, result }, out);
+    }
+
+    /// Emits the answer on a local connection (the connection role).
+    pub(crate) fn emit_reply(
+        &mut self,
+        origin: Origin,
+        result: Result<Response, Reject>,
+        out: &mut Vec<Effect>,
+    ) {
+        assert_eq!(
+            origin.conn.shard(),
+            self.config.shard,
+            "reply on a foreign connection"
+        );
+        if origin.incarnation != self.incarnation || !self.conns.contains_key(&origin.conn) {
+            return; // The connection is gone; so is the reply.
         }
+        if result.is_err() {
+            self.metrics.rejects += 1;
+        }
+        self.metrics.replies += 1;
+        out.push(Effect::Reply {
+            conn: origin.conn,
+            req: origin.req,
+            result,
+        });
     }
 
     /// `Ok` if the shard accepts a write now.
@@ -623,7 +645,10 @@ impl Shard {
         actions: Vec<Action>,
         out: &mut Vec<Effect>,
     ) -> Lsn {
-        assert!(self.storage_failed.is_none(), "commit after storage failure");
+        assert!(
+            self.storage_failed.is_none(),
+            "commit after storage failure"
+        );
         let lsn = self.next_lsn;
         self.next_lsn = Lsn(lsn.0 + 1);
         out.push(Effect::Append {
@@ -706,7 +731,7 @@ impl Shard {
 
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
         match body {
-            PeerBody::Reply { origin, result } => self.reply(origin, result, out),
+            PeerBody::Reply { origin, result } => self.emit_reply(origin, result, out),
             PeerBody::Restarted => self.on_restarted(from, out),
             PeerBody::MembershipRound {
                 entries,
@@ -729,19 +754,29 @@ impl Shard {
             } => self.on_auth_ok(origin, who, token, conversations, out),
             PeerBody::AuthFailed { origin, reject } => self.on_auth_failed(origin, reject, out),
             PeerBody::DeviceGone { user, conn } => self.on_device_gone(user, conn),
-            PeerBody::CloseConns { conns, reason } => self.on_close_conns(conns, reason, out),
-            PeerBody::DeliverToConns { user, conns, event } => {
-                self.on_deliver_to_conns(user, conns, event, out)
-            }
+            PeerBody::CloseConns {
+                conns,
+                incarnation,
+                reason,
+            } => self.on_close_conns(conns, incarnation, reason, out),
+            PeerBody::DeliverToConns {
+                user,
+                conns,
+                incarnation,
+                event,
+            } => self.on_deliver_to_conns(user, conns, incarnation, event, out),
             PeerBody::SubscribeConns {
                 user,
                 conversation,
                 conns,
+                incarnation,
                 event,
                 reply,
-            } => self.on_subscribe_conns(user, conversation, conns, event, reply, out),
+            } => self.on_subscribe_conns(user, conversation, conns, incarnation, event, reply, out),
             PeerBody::Watch { nonce, items } => self.on_watch(from, nonce, items, out),
-            PeerBody::WatchReply { nonce, verdicts } => self.on_watch_reply(from, nonce, verdicts, out),
+            PeerBody::WatchReply { nonce, verdicts } => {
+                self.on_watch_reply(from, nonce, verdicts, out)
+            }
             PeerBody::Unwatch { conversation } => self.on_unwatch(from, conversation),
             PeerBody::Unsubscribed { conversation, user } => {
                 self.on_unsubscribed(conversation, user, out)
@@ -965,5 +1000,34 @@ impl Shard {
         self.rewatch_owner(from, out);
         self.register_devices_with(from, out);
         self.send_membership_round(from, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>() {}
+
+    /// The runtime moves shards onto executors and messages between cores.
+    #[test]
+    fn runtime_types_are_send() {
+        assert_send::<Shard>();
+        assert_send::<PeerMsg>();
+        assert_send::<Input>();
+        assert_send::<Effect>();
+    }
+
+    /// Cross-core channels carry messages by value: keep them small.
+    #[test]
+    fn message_sizes() {
+        let sizes = [
+            ("PeerBody", std::mem::size_of::<PeerBody>()),
+            ("Input", std::mem::size_of::<Input>()),
+            ("Effect", std::mem::size_of::<Effect>()),
+        ];
+        for (name, size) in sizes {
+            assert!(size <= 256, "{name} is {size} bytes");
+        }
     }
 }

@@ -46,7 +46,9 @@ pub enum RestoreError {
     #[error("not a snapshot (bad magic)")]
     BadMagic,
     /// A format this build does not read.
-    #[error("snapshot format version {version} is not supported (this build reads {SNAPSHOT_VERSION})")]
+    #[error(
+        "snapshot format version {version} is not supported (this build reads {SNAPSHOT_VERSION})"
+    )]
     UnsupportedVersion {
         /// The version found.
         version: u32,
@@ -55,7 +57,9 @@ pub enum RestoreError {
     #[error("snapshot does not validate: {0}")]
     Invalid(String),
     /// A snapshot of another shard or node layout.
-    #[error("snapshot of shard {found_shard}/{found_count}, expected {expected_shard}/{expected_count}")]
+    #[error(
+        "snapshot of shard {found_shard}/{found_count}, expected {expected_shard}/{expected_count}"
+    )]
     WrongShard {
         /// Configured shard.
         expected_shard: u16,
@@ -522,7 +526,10 @@ pub fn restore(
     for entry in snap.cache {
         let conv = ConversationId(entry.conversation);
         let Some(c) = state.conversations.get(&conv) else {
-            return Err(inconsistent(format!("cache of unknown conversation {}", conv.0)));
+            return Err(inconsistent(format!(
+                "cache of unknown conversation {}",
+                conv.0
+            )));
         };
         let head = c.head.0;
         let count = entry.messages.len() as u64;
@@ -532,7 +539,10 @@ pub fn restore(
             .enumerate()
             .all(|(i, m)| m.seq + count == head + i as u64 + 1);
         if !contiguous {
-            return Err(inconsistent(format!("cache of {} is not the newest run", conv.0)));
+            return Err(inconsistent(format!(
+                "cache of {} is not the newest run",
+                conv.0
+            )));
         }
         let messages = entry
             .messages

@@ -148,6 +148,8 @@ pub struct NotifyPref {
 pub struct Device {
     /// The token it authenticated with.
     pub token: u64,
+    /// The incarnation of the shard holding the connection.
+    pub incarnation: u64,
     /// Kind.
     pub kind: DeviceKind,
     /// Client-chosen name.
@@ -576,9 +578,12 @@ impl State {
                 let id = UserId(*user);
                 self.check_owned("user", id)?;
                 if self.users.contains_key(&id) {
-                    return Err(ApplyError::Inconsistent(format!("user {user} created twice")));
+                    return Err(ApplyError::Inconsistent(format!(
+                        "user {user} created twice"
+                    )));
                 }
-                let mut u = self.new_user(id, ws_id(*workspace), name.clone(), workspace_name.clone());
+                let mut u =
+                    self.new_user(id, ws_id(*workspace), name.clone(), workspace_name.clone());
                 u.tokens.insert(*token, *token_hash);
                 u.next_token = token + 1;
                 self.users.insert(id, u);
@@ -590,7 +595,9 @@ impl State {
             } => {
                 let u = self.user_mut(*user)?;
                 if u.tokens.insert(*token, *token_hash).is_some() {
-                    return Err(ApplyError::Inconsistent(format!("token {token} issued twice")));
+                    return Err(ApplyError::Inconsistent(format!(
+                        "token {token} issued twice"
+                    )));
                 }
                 u.next_token = u.next_token.max(token + 1);
             }
@@ -706,7 +713,10 @@ impl State {
                     );
                 }
                 if conv.is_dm() {
-                    let key = (ws_id(*workspace), members.iter().copied().map(UserId).collect());
+                    let key = (
+                        ws_id(*workspace),
+                        members.iter().copied().map(UserId).collect(),
+                    );
                     if self.dms.insert(key, id).is_some() {
                         return Err(ApplyError::Inconsistent(format!(
                             "DM {conversation} duplicates a member set"
@@ -751,16 +761,22 @@ impl State {
                 seq,
             } => {
                 let u = self.user_mut(*user)?;
-                let cursor = u.cursors.entry(ConversationId(*conversation)).or_insert(Cursor {
-                    seq: Seq(0),
-                    lsn: Lsn(0),
-                });
+                let cursor = u
+                    .cursors
+                    .entry(ConversationId(*conversation))
+                    .or_insert(Cursor {
+                        seq: Seq(0),
+                        lsn: Lsn(0),
+                    });
                 if *seq <= cursor.seq.0 {
                     return Err(ApplyError::Inconsistent(format!(
                         "cursor of {user} in {conversation} moved backwards"
                     )));
                 }
-                *cursor = Cursor { seq: Seq(*seq), lsn };
+                *cursor = Cursor {
+                    seq: Seq(*seq),
+                    lsn,
+                };
             }
             Record::NotifySet {
                 user,
@@ -844,5 +860,236 @@ pub fn message_of(m: &MessageRecord) -> Message {
         body: m.body.clone(),
         mentions: m.mentions.iter().copied().map(UserId).collect(),
         broadcast: Broadcast::from(m.broadcast),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{compose, slot_on_shard};
+    use crate::record::{StoredBroadcast, StoredKind};
+
+    const SHARDS: u16 = 2;
+
+    fn state() -> State {
+        State::new(ShardId(0), SHARDS, HashState::new(&[3; 32]))
+    }
+
+    /// An id placed on shard `shard`, allocated by shard 1.
+    fn id_on(shard: u16, n: u32) -> u64 {
+        compose(
+            slot_on_shard(u64::from(n), ShardId(shard), SHARDS),
+            ShardId(1),
+            n,
+        )
+    }
+
+    fn conversation(id: u64, kind: StoredKind, members: Vec<u64>) -> Record {
+        Record::ConversationCreated {
+            conversation: id,
+            workspace: 1,
+            kind,
+            name: String::new(),
+            members,
+            creator: None,
+            ts: 0,
+        }
+    }
+
+    fn message(
+        conv: u64,
+        seq: u64,
+        sender: u64,
+        cmid: u128,
+        mentions: Vec<u64>,
+        b: StoredBroadcast,
+    ) -> Record {
+        Record::MessagePosted(MessageRecord {
+            conversation: conv,
+            seq,
+            sender,
+            client_msg_id: cmid,
+            ts: seq,
+            body: format!("m{seq}"),
+            mentions,
+            broadcast: b,
+            broadcast_ignored: false,
+        })
+    }
+
+    /// Applies `records` at LSNs 1, 2, …; the last must give `expected`.
+    fn check(records: Vec<Record>, expected: Result<(), &str>) -> State {
+        let mut s = state();
+        let n = records.len();
+        for (i, r) in records.into_iter().enumerate() {
+            let got = s.apply(Lsn(i as u64 + 1), &r);
+            if i + 1 < n {
+                assert_eq!(got, Ok(()), "record {i}");
+            } else {
+                match (got, expected) {
+                    (Ok(()), Ok(())) => {}
+                    (Err(e), Err(want)) => {
+                        assert!(e.to_string().contains(want), "{e} lacks {want:?}")
+                    }
+                    (got, want) => panic!("got {got:?}, want {want:?}"),
+                }
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn apply_refuses_records_that_do_not_fit() {
+        let c = id_on(0, 5);
+        let foreign = id_on(1, 6);
+        let chan = || conversation(c, StoredKind::PublicChannel, vec![10]);
+        let none = StoredBroadcast::None;
+        check(vec![chan()], Ok(()));
+        check(vec![chan(), chan()], Err("created twice"));
+        check(
+            vec![conversation(foreign, StoredKind::PublicChannel, vec![])],
+            Err("not placed"),
+        );
+        check(
+            vec![conversation(c, StoredKind::GroupDm, vec![3, 2, 4])],
+            Err("not sorted"),
+        );
+        check(vec![chan(), message(c, 1, 10, 1, vec![], none)], Ok(()));
+        check(
+            vec![chan(), message(c, 2, 10, 1, vec![], none)],
+            Err("after head 0"),
+        );
+        check(
+            vec![
+                chan(),
+                message(c, 1, 10, 1, vec![], none),
+                message(c, 2, 10, 1, vec![], none),
+            ],
+            Err("duplicates a client_msg_id"),
+        );
+        check(
+            vec![message(c, 1, 10, 1, vec![], none)],
+            Err("does not exist"),
+        );
+        check(
+            vec![
+                chan(),
+                Record::MemberAdded {
+                    conversation: c,
+                    user: 10,
+                    ts: 0,
+                },
+            ],
+            Err("added twice"),
+        );
+        check(
+            vec![
+                chan(),
+                Record::MemberRemoved {
+                    conversation: c,
+                    user: 11,
+                    ts: 0,
+                },
+            ],
+            Err("not a member"),
+        );
+        check(
+            vec![Record::UserConfirmed {
+                workspace: 1,
+                user: 2,
+            }],
+            Err("without a pending claim"),
+        );
+        let user = id_on(0, 7);
+        let created = Record::UserCreated {
+            user,
+            workspace: 1,
+            name: "ann".into(),
+            workspace_name: "Acme".into(),
+            token: 1,
+            token_hash: [0; 32],
+        };
+        let cursor = |seq| Record::CursorSet {
+            user,
+            conversation: c,
+            seq,
+        };
+        check(vec![created.clone(), cursor(3)], Ok(()));
+        check(vec![created, cursor(3), cursor(3)], Err("backwards"));
+    }
+
+    #[test]
+    fn visibility_follows_durability() {
+        let c = id_on(0, 5);
+        let none = StoredBroadcast::None;
+        let s = check(
+            vec![
+                conversation(c, StoredKind::PublicChannel, vec![10]),
+                message(c, 1, 10, 1, vec![], none),
+                Record::MemberAdded {
+                    conversation: c,
+                    user: 11,
+                    ts: 0,
+                },
+                message(c, 2, 10, 2, vec![], none),
+                message(c, 3, 10, 3, vec![], none),
+            ],
+            Ok(()),
+        );
+        let conv = &s.conversations[&ConversationId(c)];
+        let visible: Vec<u64> = (0..=5).map(|d| conv.visible_head(Lsn(d)).0).collect();
+        assert_eq!(visible, vec![0, 0, 1, 1, 2, 3]);
+        let member: Vec<bool> = (0..=5)
+            .map(|d| conv.is_member(UserId(11), Lsn(d)))
+            .collect();
+        assert_eq!(member, vec![false, false, false, true, true, true]);
+        assert_eq!(conv.lsn_of(Seq(2)), Lsn(4));
+    }
+
+    #[test]
+    fn mention_counts() {
+        let c = id_on(0, 5);
+        let d = id_on(0, 9);
+        let none = StoredBroadcast::None;
+        let s = check(
+            vec![
+                conversation(c, StoredKind::PublicChannel, vec![10, 11]),
+                message(c, 1, 10, 1, vec![11, 11], none),
+                message(c, 2, 10, 2, vec![], none),
+                message(c, 3, 10, 3, vec![11], StoredBroadcast::Channel),
+                message(c, 4, 10, 4, vec![], StoredBroadcast::Here),
+                message(c, 5, 11, 5, vec![11, 10], none),
+                conversation(d, StoredKind::Dm, vec![10, 11]),
+                message(d, 1, 10, 1, vec![], none),
+                message(d, 2, 10, 2, vec![], none),
+            ],
+            Ok(()),
+        );
+        let conv = &s.conversations[&ConversationId(c)];
+        // (user, read, head) → mentions
+        let table = [
+            (11, 0, 5, 2), // seq 1 (once, however often named), seq 3 (@channel); 5 is self
+            (11, 1, 5, 1),
+            (11, 3, 5, 0),
+            (11, 0, 2, 1), // only what the head covers
+            (10, 0, 5, 2), // @channel at 3 and the mention at 5
+        ];
+        for (user, read, head, want) in table {
+            assert_eq!(
+                conv.mention_count(UserId(user), Seq(read), Seq(head)),
+                want,
+                "user {user} read {read} head {head}"
+            );
+        }
+        let dm = &s.conversations[&ConversationId(d)];
+        assert_eq!(
+            dm.mention_count(UserId(11), Seq(0), Seq(2)),
+            2,
+            "every DM message counts"
+        );
+        assert_eq!(
+            s.dms[&(WorkspaceId(1), vec![UserId(10), UserId(11)])],
+            ConversationId(d)
+        );
     }
 }

@@ -130,7 +130,10 @@ mod tests {
     fn bodies() {
         assert_eq!(check_body("x", 0), Ok(()));
         assert!(matches!(check_body("", 0), Err(Reject::Invalid(_))));
-        assert_eq!(check_body(&"x".repeat(BODY_BYTES_MAX), MENTIONS_PER_MESSAGE_MAX), Ok(()));
+        assert_eq!(
+            check_body(&"x".repeat(BODY_BYTES_MAX), MENTIONS_PER_MESSAGE_MAX),
+            Ok(())
+        );
         assert!(matches!(
             check_body(&"x".repeat(BODY_BYTES_MAX + 1), 0),
             Err(Reject::TooLarge(_))

@@ -71,7 +71,7 @@ mod writer;
 
 pub use counters::Counters;
 pub use error::{Error, Result};
-pub use options::{FaultPoint, Faults, WalOptions};
+pub use options::{FaultPoint, Faults, SyncMode, WalOptions};
 pub use read::{Payload, Reader, Record};
 pub use recovery::{InvalidSnapshot, Recovered, Snapshot, TailTruncation};
 pub use storage::fs_type_name;

@@ -227,7 +227,10 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
     for (i, &number) in listing.segments.iter().enumerate() {
         let path = shared.paths.segment(number);
         let file = if i == last_index {
-            shared.storage.open_rw(&path).await?
+            shared
+                .storage
+                .open_active(&path, shared.options.sync)
+                .await?
         } else {
             shared.storage.open_read(&path).await?
         };

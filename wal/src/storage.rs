@@ -19,7 +19,7 @@ use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use crate::{
     constants::{BLOCK_BYTES, PROBE_FILE_NAME},
-    options::{FaultPoint, Faults},
+    options::{FaultPoint, Faults, SyncMode},
     Error, Result,
 };
 
@@ -50,6 +50,27 @@ impl Storage {
             .await
             .map_err(|e| Error::io("open", path, e))?;
         Ok(Rc::new(file))
+    }
+
+    /// Open an existing file for direct reads and writes that complete only
+    /// once durable (`O_DSYNC`).
+    pub(crate) async fn open_rw_dsync(&self, path: &Path) -> Result<Rc<DmaFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DSYNC)
+            .dma_open(path)
+            .await
+            .map_err(|e| Error::io("open", path, e))?;
+        Ok(Rc::new(file))
+    }
+
+    /// Open the active segment for appending in the given mode.
+    pub(crate) async fn open_active(&self, path: &Path, sync: SyncMode) -> Result<Rc<DmaFile>> {
+        match sync {
+            SyncMode::Fdatasync => self.open_rw(path).await,
+            SyncMode::Dsync => self.open_rw_dsync(path).await,
+        }
     }
 
     /// Open an existing file for direct reads.
@@ -120,6 +141,11 @@ impl Storage {
         file.fdatasync()
             .await
             .map_err(|e| Error::io("fdatasync", path, e))
+    }
+
+    /// In `O_DSYNC` mode the sync is part of the write; tests can still fail it.
+    pub(crate) fn inject_sync_fault(&self, path: &Path) -> Result<()> {
+        self.inject(FaultPoint::SegmentSync, "fdatasync", path)
     }
 
     /// Preallocate `bytes` for a file (the file size becomes `bytes`).

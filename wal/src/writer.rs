@@ -32,7 +32,7 @@ use glommio::io::{DmaBuffer, DmaFile};
 use crate::{
     constants::{BLOCK_BYTES, SEGMENT_HEADER_BYTES, ZERO_FILL_CHUNK_BYTES},
     format::{align_down, align_up, record_bytes, seal_record, set_batch_lsn, SegmentHeader},
-    options::FaultPoint,
+    options::{FaultPoint, SyncMode},
     segment::Segment,
     state::Shared,
     Result,
@@ -134,6 +134,16 @@ pub(crate) async fn install_segment(
         .storage
         .sync_dir(&shared.dir, &shared.paths.dir)
         .await?;
+    let file = match shared.options.sync {
+        SyncMode::Fdatasync => file,
+        SyncMode::Dsync => {
+            // O_DSYNC cannot be added to an open file (F_SETFL ignores it), and
+            // zero-filling through it would sync every chunk: reopen now.
+            let dsync = shared.storage.open_rw_dsync(&path).await?;
+            close_file(file).await?;
+            dsync
+        }
+    };
     Ok(ActiveSegment {
         number,
         path,
@@ -258,14 +268,20 @@ impl Writer {
             )
             .await?;
         let written = Instant::now();
-        self.shared
-            .storage
-            .sync(
-                FaultPoint::SegmentSync,
-                &self.active.file,
-                &self.active.path,
-            )
-            .await?;
+        match self.shared.options.sync {
+            SyncMode::Fdatasync => {
+                self.shared
+                    .storage
+                    .sync(
+                        FaultPoint::SegmentSync,
+                        &self.active.file,
+                        &self.active.path,
+                    )
+                    .await?
+            }
+            // The write above was already durable when it completed.
+            SyncMode::Dsync => self.shared.storage.inject_sync_fault(&self.active.path)?,
+        }
         let synced = Instant::now();
         self.complete(
             batch.first_lsn,

@@ -9,7 +9,7 @@ mod common;
 use std::{cell::RefCell, rc::Rc};
 
 use common::{check_all, fill, kind, payload, run, small_options, temp_dir};
-use courier_wal::{Error, FaultPoint, Faults, Lsn, Wal};
+use courier_wal::{Error, FaultPoint, Faults, Lsn, SyncMode, Wal};
 
 const SEED: u64 = 21;
 const MAX_LEN: u64 = 600;
@@ -74,13 +74,14 @@ fn assert_sticky(wal: &Wal, durable_before: Lsn, results: &[(Lsn, Result<(), Err
     assert!(wal.failure().is_some());
 }
 
-fn check_fault(point: FaultPoint) {
+fn check_fault(point: FaultPoint, sync: SyncMode) {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
         let faults = Faults::new();
         let mut options = small_options(1 << 20);
         options.faults = Some(faults.clone());
+        options.sync = sync;
         let (wal, _) = Wal::open(&path, 0, options).await.unwrap();
         let durable_before = fill(&wal, SEED, 100, 10, MAX_LEN).await;
         let fsyncs_before = wal.counters().fsyncs;
@@ -123,12 +124,17 @@ fn check_fault(point: FaultPoint) {
 
 #[test]
 fn failed_fdatasync_is_sticky_and_acknowledges_nothing_after() {
-    check_fault(FaultPoint::SegmentSync);
+    check_fault(FaultPoint::SegmentSync, SyncMode::Fdatasync);
+}
+
+#[test]
+fn failed_sync_in_dsync_mode_is_sticky_and_acknowledges_nothing_after() {
+    check_fault(FaultPoint::SegmentSync, SyncMode::Dsync);
 }
 
 #[test]
 fn failed_batch_write_is_sticky_and_acknowledges_nothing_after() {
-    check_fault(FaultPoint::SegmentWrite);
+    check_fault(FaultPoint::SegmentWrite, SyncMode::Fdatasync);
 }
 
 #[test]

@@ -1,0 +1,1286 @@
+//! Scripted scenarios through the whole node (shards, fake WAL, fake
+//! network): the promises one at a time, the limits, and the regression
+//! tests for bugs the simulation found (named `regression_*`).
+
+mod support;
+
+use courier_core::api::{
+    Broadcast, CloseReason, ConversationId, ConversationKind, Credential, Event, HistoryAnchor,
+    LookupKind, Message, Millis, NotifyLevel, Reject, Request, Response, Seq, UserId, WorkspaceId,
+};
+use courier_core::constants::{
+    BODY_BYTES_MAX, BOOT_CONVERSATIONS_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAYLOAD_BYTES_MAX,
+    HISTORY_PAGE_MAX, MENTIONS_PER_MESSAGE_MAX, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
+};
+use courier_core::ids::shard_of;
+use courier_core::text::{info_bytes, message_bytes};
+use support::{Down, Pend, World};
+
+/// A node with an admin and one workspace.
+struct Node {
+    w: World,
+    admin: usize,
+    ws: WorkspaceId,
+}
+
+fn node(seed: u64, shards: u16) -> Node {
+    let mut w = World::new(seed, shards);
+    let admin = w.admin(0);
+    let ws = w.create_workspace(admin, "acme");
+    Node { w, admin, ws }
+}
+
+impl Node {
+    /// A user with one connected (scripted) device on shard `s`.
+    fn user(&mut self, name: &str, s: u16) -> (UserId, Credential, usize) {
+        let (user, cred) = self.w.create_user(self.admin, self.ws, name);
+        let c = self.w.user_client(user, self.ws, cred.clone(), s, false);
+        (user, cred, c)
+    }
+}
+
+fn send(
+    w: &mut World,
+    c: usize,
+    conv: ConversationId,
+    cmid: u128,
+    body: &str,
+) -> Result<Response, Reject> {
+    w.call(
+        c,
+        Request::Send {
+            conversation: conv,
+            client_msg_id: cmid,
+            body: body.into(),
+            mentions: vec![],
+            broadcast: Broadcast::None,
+        },
+    )
+}
+
+/// Queues `n` sends without waiting (pipelined), then settles.
+fn post_many(w: &mut World, c: usize, conv: ConversationId, n: u64, body_len: usize) {
+    for i in 0..n {
+        let request = Request::Send {
+            conversation: conv,
+            client_msg_id: u128::from(i) + 1_000_000,
+            body: format!("{i}:{}", "b".repeat(body_len)),
+            mentions: vec![],
+            broadcast: Broadcast::None,
+        };
+        w.request(c, request, Pend::Other);
+    }
+    w.settle();
+}
+
+fn ack_seq(r: &Result<Response, Reject>) -> (Seq, Millis) {
+    match r {
+        Ok(Response::SendAck { seq, ts, .. }) => (*seq, *ts),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+fn seqs(messages: &[Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq.0).collect()
+}
+
+fn history(
+    w: &mut World,
+    c: usize,
+    conv: ConversationId,
+    anchor: HistoryAnchor,
+    limit: u32,
+) -> (Vec<u64>, Seq) {
+    match w.call(
+        c,
+        Request::History {
+            conversation: conv,
+            anchor,
+            limit,
+        },
+    ) {
+        Ok(Response::History { messages, head }) => (seqs(&messages), head),
+        other => panic!("history: {other:?}"),
+    }
+}
+
+fn live_messages(w: &World, c: usize, conv: ConversationId) -> Vec<u64> {
+    w.clients[c]
+        .events()
+        .iter()
+        .filter_map(|e| match e.as_ref() {
+            Event::Message(m) if m.conversation == conv => Some(m.seq.0),
+            _ => None,
+        })
+        .collect()
+}
+
+// ----- Persist, then deliver -------------------------------------------------------
+
+#[test]
+fn ack_and_live_event_only_after_durability() {
+    let mut n = node(1, 2);
+    let (_, _, a) = n.user("ann", 1);
+    let (bob, bob_cred, _) = n.user("bob", 0);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "general", false);
+    let b = w.user_client(bob, n.ws, bob_cred, 1, false);
+    assert!(matches!(
+        w.call(b, Request::Join { conversation: ch }),
+        Ok(Response::Conversation(_))
+    ));
+    let owner = shard_of(ch, 2).0;
+    w.hold.insert(owner);
+    let req = w
+        .request(
+            a,
+            Request::Send {
+                conversation: ch,
+                client_msg_id: 7,
+                body: "hello".into(),
+                mentions: vec![],
+                broadcast: Broadcast::None,
+            },
+            Pend::Other,
+        )
+        .expect("connected");
+    w.settle();
+    assert!(
+        w.clients[a].reply_to(req).is_none(),
+        "acknowledged before durable"
+    );
+    assert!(
+        live_messages(w, b, ch).is_empty(),
+        "delivered before durable"
+    );
+    // Not durable, so not visible to readers either.
+    assert_eq!(
+        history(w, b, ch, HistoryAnchor::Latest, 10),
+        (vec![], Seq(0))
+    );
+    w.hold.clear();
+    w.fsync_all(owner);
+    w.settle();
+    assert_eq!(
+        ack_seq(w.clients[a].reply_to(req).expect("acked")).0,
+        Seq(1)
+    );
+    assert_eq!(live_messages(w, b, ch), vec![1]);
+    assert_eq!(
+        live_messages(w, a, ch),
+        vec![1],
+        "the sender's own devices get it too"
+    );
+}
+
+#[test]
+fn retry_after_restart_returns_the_original_ack() {
+    for snapshot_first in [false, true] {
+        let mut n = node(2, 2);
+        let (_, _, a) = n.user("ann", 0);
+        let w = &mut n.w;
+        let ch = w.create_channel(a, "general", false);
+        let owner = shard_of(ch, 2).0;
+        let first = ack_seq(&send(w, a, ch, 42, "once"));
+        send(w, a, ch, 43, "other").expect("sent");
+        if snapshot_first {
+            w.snapshot(owner);
+        }
+        w.crash(owner);
+        w.restart(owner);
+        if w.clients[a].conn.is_none() {
+            w.connect(a, owner);
+            w.settle();
+        }
+        assert_eq!(ack_seq(&send(w, a, ch, 42, "once")), first);
+        assert_eq!(w.model.durable_history(ch.0), vec![1, 2]);
+    }
+}
+
+#[test]
+fn a_send_lost_before_durability_is_stored_once_on_retry() {
+    let mut n = node(3, 2);
+    let (_, _, a) = n.user("ann", 0);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "general", false);
+    let owner = shard_of(ch, 2).0;
+    let other = 1 - owner;
+    let b = w.add_client(
+        w.clients[a].credential.clone(),
+        Some((w.clients[a].user.expect("user"), n.ws)),
+        false,
+    );
+    w.connect(b, other);
+    w.settle();
+    w.hold.insert(owner);
+    w.request(
+        b,
+        Request::Send {
+            conversation: ch,
+            client_msg_id: 9,
+            body: "maybe".into(),
+            mentions: vec![],
+            broadcast: Broadcast::None,
+        },
+        Pend::Other,
+    );
+    w.settle();
+    w.crash(owner);
+    w.hold.clear();
+    w.restart(owner);
+    w.settle();
+    assert!(
+        w.model.durable_history(ch.0).is_empty(),
+        "nothing durable was lost"
+    );
+    assert_eq!(ack_seq(&send(w, b, ch, 9, "maybe")).0, Seq(1));
+    assert_eq!(ack_seq(&send(w, b, ch, 9, "maybe")).0, Seq(1));
+    assert_eq!(w.model.durable_history(ch.0), vec![1]);
+}
+
+#[test]
+fn storage_failure_refuses_writes_and_never_acks() {
+    let mut n = node(4, 1);
+    let (_, _, a) = n.user("ann", 0);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "general", false);
+    w.hold.insert(0);
+    let req = w
+        .request(
+            a,
+            Request::Send {
+                conversation: ch,
+                client_msg_id: 1,
+                body: "in flight".into(),
+                mentions: vec![],
+                broadcast: Broadcast::None,
+            },
+            Pend::Other,
+        )
+        .expect("connected");
+    w.settle();
+    w.fail_storage(0);
+    w.settle();
+    assert!(
+        w.clients[a].reply_to(req).is_none(),
+        "acknowledged a record that is not durable"
+    );
+    assert!(matches!(
+        send(w, a, ch, 2, "later"),
+        Err(Reject::Unavailable(_))
+    ));
+    assert!(matches!(
+        w.call(a, Request::SetDnd { until: None }),
+        Err(Reject::Unavailable(_))
+    ));
+    // Reads of durable state still work.
+    assert!(matches!(
+        w.call(
+            a,
+            Request::History {
+                conversation: ch,
+                anchor: HistoryAnchor::Latest,
+                limit: 5
+            }
+        ),
+        Ok(Response::History { .. })
+    ));
+    assert_eq!(
+        w.nodes[0]
+            .shard
+            .as_ref()
+            .expect("up")
+            .metrics()
+            .storage_failed,
+        1
+    );
+}
+
+// ----- Authorization ---------------------------------------------------------------
+
+#[test]
+fn a_non_member_cannot_tell_a_hidden_conversation_from_nothing() {
+    let mut n = node(5, 3);
+    let (ann, _, a) = n.user("ann", 0);
+    let (bob, _, b) = n.user("bob", 1);
+    let other_ws = n.w.create_workspace(n.admin, "globex");
+    let (carl, carl_cred) = n.w.create_user(n.admin, other_ws, "carl");
+    let w = &mut n.w;
+    let c = w.user_client(carl, other_ws, carl_cred, 2, false);
+    let secret = w.create_channel(a, "secret", true);
+    let general = w.create_channel(a, "general", false);
+    send(w, a, secret, 1, "hidden").expect("sent");
+    send(w, a, general, 2, "open").expect("sent");
+    let nowhere = ConversationId(secret.0 ^ 0xffff_0000);
+    let probes = |conv: ConversationId| {
+        vec![
+            Request::History {
+                conversation: conv,
+                anchor: HistoryAnchor::Latest,
+                limit: 5,
+            },
+            Request::Send {
+                conversation: conv,
+                client_msg_id: 99,
+                body: "x".into(),
+                mentions: vec![],
+                broadcast: Broadcast::None,
+            },
+            Request::MarkRead {
+                conversation: conv,
+                seq: Seq(1),
+            },
+            Request::SetNotify {
+                conversation: conv,
+                level: NotifyLevel::All,
+                muted: false,
+            },
+            Request::Join { conversation: conv },
+            Request::Leave { conversation: conv },
+            Request::Invite {
+                conversation: conv,
+                user: bob,
+            },
+        ]
+    };
+    for request in probes(secret) {
+        let hidden = w.call(b, request.clone());
+        assert_eq!(hidden, Err(Reject::NotFound), "{request:?}");
+        let retargeted = match request {
+            Request::History { anchor, limit, .. } => Request::History {
+                conversation: nowhere,
+                anchor,
+                limit,
+            },
+            other => probes(nowhere)
+                .into_iter()
+                .find(|r| std::mem::discriminant(r) == std::mem::discriminant(&other))
+                .expect("same probe"),
+        };
+        assert_eq!(w.call(b, retargeted), hidden);
+    }
+    // Another workspace sees nothing, not even public channels.
+    for request in probes(general) {
+        assert_eq!(
+            w.call(c, request.clone()),
+            Err(Reject::NotFound),
+            "{request:?}"
+        );
+    }
+    let lookup = |name: &str, kind| Request::Lookup {
+        name: name.into(),
+        kind,
+    };
+    assert_eq!(
+        w.call(b, lookup("secret", LookupKind::Channel)),
+        Err(Reject::NotFound)
+    );
+    assert_eq!(
+        w.call(b, lookup("nothing", LookupKind::Channel)),
+        Err(Reject::NotFound)
+    );
+    assert_eq!(
+        w.call(b, lookup("general", LookupKind::Channel)),
+        Ok(Response::Found { id: general.0 })
+    );
+    assert_eq!(
+        w.call(a, lookup("secret", LookupKind::Channel)),
+        Ok(Response::Found { id: secret.0 })
+    );
+    assert_eq!(
+        w.call(c, lookup("general", LookupKind::Channel)),
+        Err(Reject::NotFound)
+    );
+    assert_eq!(
+        w.call(c, lookup("ann", LookupKind::User)),
+        Err(Reject::NotFound)
+    );
+    assert_eq!(
+        w.call(b, lookup("ann", LookupKind::User)),
+        Ok(Response::Found { id: ann.0 })
+    );
+    assert_eq!(
+        w.call(c, Request::OpenDm { users: vec![ann] }),
+        Err(Reject::NotFound)
+    );
+    // Workspace users may preview a public channel's history, nothing more.
+    assert_eq!(
+        history(w, b, general, HistoryAnchor::Latest, 5),
+        (vec![1], Seq(1))
+    );
+    // Sync names only the user's conversations; a hidden one named is gone.
+    match w.call(
+        b,
+        Request::Sync {
+            cursors: vec![(secret, Seq(0)), (nowhere, Seq(0))],
+        },
+    ) {
+        Ok(Response::Sync { changed, gone }) => {
+            assert!(changed.is_empty());
+            let mut want = vec![secret, nowhere];
+            want.sort();
+            assert_eq!(gone, want);
+        }
+        other => panic!("sync: {other:?}"),
+    }
+    let listed = match w.call(b, Request::ListConversations) {
+        Ok(Response::Conversations(list)) => list,
+        other => panic!("list: {other:?}"),
+    };
+    assert_eq!(
+        listed.iter().map(|i| (i.id, i.member)).collect::<Vec<_>>(),
+        vec![(general, false)]
+    );
+}
+
+#[test]
+fn removal_cuts_live_delivery_and_reads_at_once() {
+    let mut n = node(6, 2);
+    let (_, _, a) = n.user("ann", 0);
+    let (bob, _, b) = n.user("bob", 1);
+    let (_, _, c) = n.user("cyd", 1);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "team", true);
+    assert_eq!(
+        w.call(
+            a,
+            Request::Invite {
+                conversation: ch,
+                user: bob
+            }
+        ),
+        Ok(Response::Done)
+    );
+    send(w, a, ch, 1, "before").expect("sent");
+    assert_eq!(live_messages(w, b, ch), vec![1]);
+    // Only the creator (or an admin) removes others.
+    let cyd = w.clients[c].user.expect("user");
+    assert_eq!(
+        w.call(
+            a,
+            Request::Invite {
+                conversation: ch,
+                user: cyd
+            }
+        ),
+        Ok(Response::Done)
+    );
+    assert_eq!(
+        w.call(
+            c,
+            Request::Remove {
+                conversation: ch,
+                user: bob
+            }
+        ),
+        Err(Reject::NotAdmin)
+    );
+    assert_eq!(
+        w.call(
+            a,
+            Request::Remove {
+                conversation: ch,
+                user: bob
+            }
+        ),
+        Ok(Response::Done)
+    );
+    send(w, a, ch, 2, "after").expect("sent");
+    assert_eq!(
+        live_messages(w, b, ch),
+        vec![1],
+        "a removed member got a live event"
+    );
+    assert!(w.clients[b]
+        .events()
+        .iter()
+        .any(|e| matches!(e.as_ref(), Event::Left { conversation } if *conversation == ch)));
+    assert_eq!(
+        w.call(
+            b,
+            Request::History {
+                conversation: ch,
+                anchor: HistoryAnchor::Latest,
+                limit: 5
+            }
+        ),
+        Err(Reject::NotFound)
+    );
+    // An admin may remove anyone from a channel; nobody leaves a DM.
+    assert_eq!(
+        w.call(
+            n.admin,
+            Request::Remove {
+                conversation: ch,
+                user: cyd
+            }
+        ),
+        Ok(Response::Done)
+    );
+    let dm = match w.call(a, Request::OpenDm { users: vec![bob] }) {
+        Ok(Response::Conversation(info)) => info.id,
+        other => panic!("open dm: {other:?}"),
+    };
+    assert!(matches!(
+        w.call(b, Request::Leave { conversation: dm }),
+        Err(Reject::Invalid(_))
+    ));
+}
+
+#[test]
+fn revoking_a_token_closes_its_sessions() {
+    let mut n = node(7, 2);
+    let (ann, cred, a) = n.user("ann", 1);
+    let w = &mut n.w;
+    let token = match &cred {
+        Credential::User { token, .. } => *token,
+        _ => unreachable!(),
+    };
+    let second = match w.call(n.admin, Request::IssueToken { user: ann }) {
+        Ok(Response::TokenIssued {
+            user,
+            token,
+            secret,
+        }) => Credential::User {
+            user,
+            token,
+            secret,
+        },
+        other => panic!("issue: {other:?}"),
+    };
+    let a2 = w.add_client(second, Some((ann, n.ws)), false);
+    w.connect(a2, 0);
+    w.settle();
+    assert_eq!(
+        w.call(
+            n.admin,
+            Request::RevokeToken {
+                user: ann,
+                token: Some(token)
+            }
+        ),
+        Ok(Response::Done)
+    );
+    assert!(w.clients[a]
+        .inbox
+        .iter()
+        .any(|d| matches!(d, Down::Closed(CloseReason::Revoked))));
+    assert!(
+        w.clients[a2].conn.is_some(),
+        "the other token's session stays"
+    );
+    let again = w.add_client(cred, Some((ann, n.ws)), false);
+    w.connect(again, 1);
+    w.settle();
+    assert_eq!(
+        w.clients[again].reply_to(1),
+        Some(&Err(Reject::Unauthenticated))
+    );
+}
+
+// ----- DMs ------------------------------------------------------------------------------
+
+#[test]
+fn opening_a_dm_is_idempotent_from_every_member() {
+    let mut n = node(8, 3);
+    let (ann, _, a) = n.user("ann", 0);
+    let (bob, _, b) = n.user("bob", 1);
+    let (cyd, _, c) = n.user("cyd", 2);
+    let w = &mut n.w;
+    let open =
+        |w: &mut World, c: usize, users: Vec<UserId>| match w.call(c, Request::OpenDm { users }) {
+            Ok(Response::Conversation(info)) => info,
+            other => panic!("open dm: {other:?}"),
+        };
+    let dm = open(w, a, vec![bob]);
+    assert_eq!(dm.kind, ConversationKind::Dm);
+    let mut pair = vec![ann, bob];
+    pair.sort();
+    assert_eq!(dm.members, pair);
+    assert_eq!(open(w, a, vec![bob, bob, ann]).id, dm.id);
+    assert_eq!(open(w, b, vec![ann]).id, dm.id);
+    let group = open(w, c, vec![ann, bob]);
+    assert_eq!(group.kind, ConversationKind::GroupDm);
+    assert_ne!(group.id, dm.id);
+    assert_eq!(open(w, a, vec![cyd, bob]).id, group.id);
+    send(w, b, dm.id, 1, "psst").expect("sent");
+    assert_eq!(live_messages(w, a, dm.id), vec![1]);
+    assert_eq!(
+        w.call(
+            a,
+            Request::OpenDm {
+                users: vec![UserId(12345)]
+            }
+        ),
+        Err(Reject::NotFound)
+    );
+}
+
+// ----- History, sync, boot ----------------------------------------------------------------
+
+#[test]
+fn history_pages_come_from_the_cache_and_from_the_wal() {
+    let mut n = node(9, 2);
+    let (_, _, a) = n.user("ann", 0);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "general", false);
+    post_many(w, a, ch, 150, 10);
+    let reads = w.stats.wal_reads;
+    assert_eq!(
+        history(w, a, ch, HistoryAnchor::Latest, 5),
+        ((146..=150).collect(), Seq(150))
+    );
+    assert_eq!(
+        w.stats.wal_reads, reads,
+        "the newest page comes from the cache"
+    );
+    assert_eq!(
+        history(w, a, ch, HistoryAnchor::Before(Seq(21)), 10),
+        ((11..=20).collect(), Seq(150))
+    );
+    assert!(w.stats.wal_reads > reads, "older pages come from the WAL");
+    assert_eq!(
+        history(w, a, ch, HistoryAnchor::Before(Seq(3)), 10),
+        (vec![1, 2], Seq(150))
+    );
+    assert_eq!(
+        history(w, a, ch, HistoryAnchor::After(Seq(140)), 100),
+        ((141..=150).collect(), Seq(150))
+    );
+    assert_eq!(
+        history(w, a, ch, HistoryAnchor::After(Seq(150)), 10),
+        (vec![], Seq(150))
+    );
+    assert_eq!(
+        history(w, a, ch, HistoryAnchor::After(Seq(0)), HISTORY_PAGE_MAX),
+        ((1..=100).collect(), Seq(150))
+    );
+    // Pages survive a restart (cache restored from the WAL replay).
+    let owner = shard_of(ch, 2).0;
+    w.crash(owner);
+    w.restart(owner);
+    if w.clients[a].conn.is_none() {
+        w.connect(a, 1 - owner);
+        w.settle();
+    }
+    assert_eq!(
+        history(w, a, ch, HistoryAnchor::Before(Seq(51)), 50),
+        ((1..=50).collect(), Seq(150))
+    );
+}
+
+fn sync_one(w: &mut World, c: usize, conv: ConversationId, after: u64) -> Option<(Vec<u64>, bool)> {
+    match w.call(
+        c,
+        Request::Sync {
+            cursors: vec![(conv, Seq(after))],
+        },
+    ) {
+        Ok(Response::Sync { changed, .. }) => changed
+            .into_iter()
+            .find(|s| s.info.id == conv)
+            .map(|s| (seqs(&s.messages), s.truncated)),
+        other => panic!("sync: {other:?}"),
+    }
+}
+
+#[test]
+fn sync_inlines_small_gaps_and_truncates_large_ones() {
+    let mut n = node(10, 2);
+    let (_, _, a) = n.user("ann", 1);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "general", false);
+    post_many(w, a, ch, 120, 10);
+    let newest: Vec<u64> = (121 - SYNC_PAGE_MESSAGES as u64..=120).collect();
+    assert_eq!(sync_one(w, a, ch, 0), Some((newest.clone(), true)));
+    assert_eq!(
+        sync_one(w, a, ch, 100),
+        Some(((101..=120).collect(), false))
+    );
+    let edge = 120 - SYNC_GAP_INLINE_MAX as u64;
+    assert_eq!(
+        sync_one(w, a, ch, edge),
+        Some(((edge + 1..=120).collect(), false))
+    );
+    assert_eq!(sync_one(w, a, ch, edge - 1), Some((newest, true)));
+    assert_eq!(
+        sync_one(w, a, ch, 120),
+        None,
+        "an unchanged conversation is not listed"
+    );
+}
+
+#[test]
+fn boot_stays_bounded_with_two_thousand_conversations() {
+    let mut n = node(11, 2);
+    let (_, _, a) = n.user("ann", 0);
+    let w = &mut n.w;
+    for i in 0..2_000 {
+        let request = Request::CreateChannel {
+            name: format!("channel-{i:04}"),
+            private: i % 3 == 0,
+        };
+        w.request(a, request, Pend::Other);
+    }
+    w.settle();
+    let ids: Vec<ConversationId> = w.clients[a]
+        .inbox
+        .iter()
+        .filter_map(|d| match d {
+            Down::Reply(_, Ok(Response::Conversation(info))) => Some(info.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 2_000);
+    // The most active conversations carry the largest messages allowed.
+    for &conv in ids.iter().take(3) {
+        post_many(w, a, conv, 4, BODY_BYTES_MAX - 8);
+    }
+    let page = match w.call(
+        a,
+        Request::Boot {
+            limit: BOOT_CONVERSATIONS_MAX,
+            offset: 0,
+        },
+    ) {
+        Ok(Response::Boot(page)) => page,
+        other => panic!("boot: {other:?}"),
+    };
+    assert_eq!(page.total, 2_000);
+    assert_eq!(page.conversations.len(), BOOT_CONVERSATIONS_MAX as usize);
+    assert!(
+        page.conversations[..3].iter().all(|c| c.head == Seq(4)),
+        "most recent first"
+    );
+    assert!(!page.pages.is_empty());
+    let estimate = BOOT_OVERHEAD_BYTES
+        + page.conversations.iter().map(info_bytes).sum::<usize>()
+        + page
+            .pages
+            .iter()
+            .flat_map(|(_, m)| m.iter().map(message_bytes))
+            .sum::<usize>();
+    assert!(
+        estimate <= BOOT_PAYLOAD_BYTES_MAX,
+        "boot payload estimate {estimate}"
+    );
+    // Paging through the whole list.
+    let mut seen = 0;
+    let mut offset = 0;
+    while let Ok(Response::Boot(page)) = w.call(
+        a,
+        Request::Boot {
+            limit: BOOT_CONVERSATIONS_MAX,
+            offset,
+        },
+    ) {
+        if page.conversations.is_empty() {
+            break;
+        }
+        seen += page.conversations.len();
+        offset += BOOT_CONVERSATIONS_MAX;
+    }
+    assert_eq!(seen, 2_000);
+    assert!(matches!(
+        w.call(
+            a,
+            Request::Boot {
+                limit: BOOT_CONVERSATIONS_MAX + 1,
+                offset: 0
+            }
+        ),
+        Err(Reject::TooLarge(_))
+    ));
+}
+
+// ----- Read cursors, unread and mention counters -----------------------------------------
+
+#[test]
+fn cursors_are_monotonic_synced_to_devices_and_reset_mentions() {
+    let mut n = node(12, 2);
+    let (ann, _, a) = n.user("ann", 0);
+    let (bob, bob_cred, b1) = n.user("bob", 1);
+    let w = &mut n.w;
+    let b2 = w.user_client(bob, n.ws, bob_cred, 0, false);
+    let ch = w.create_channel(a, "general", false);
+    assert!(matches!(
+        w.call(b1, Request::Join { conversation: ch }),
+        Ok(Response::Conversation(_))
+    ));
+    let post = |w: &mut World, cmid: u128, mentions: Vec<UserId>, broadcast| {
+        w.call(
+            a,
+            Request::Send {
+                conversation: ch,
+                client_msg_id: cmid,
+                body: "hey".into(),
+                mentions,
+                broadcast,
+            },
+        )
+    };
+    post(w, 1, vec![bob], Broadcast::None).expect("sent");
+    post(w, 2, vec![], Broadcast::None).expect("sent");
+    post(w, 3, vec![bob, ann], Broadcast::Here).expect("sent");
+    post(w, 4, vec![bob], Broadcast::Channel).expect("sent");
+    let info = |w: &mut World, c| match w.call(c, Request::Sync { cursors: vec![] }) {
+        Ok(Response::Sync { changed, .. }) => {
+            changed
+                .into_iter()
+                .find(|s| s.info.id == ch)
+                .expect("listed")
+                .info
+        }
+        other => panic!("sync: {other:?}"),
+    };
+    let i = info(w, b1);
+    assert_eq!(
+        (i.head, i.read, i.unread, i.mentions),
+        (Seq(4), Seq(0), 4, 3)
+    );
+    let i = info(w, a);
+    assert_eq!(
+        (i.read, i.unread),
+        (Seq(4), 0),
+        "sending advances the sender's cursor"
+    );
+    assert_eq!(
+        w.call(
+            b1,
+            Request::MarkRead {
+                conversation: ch,
+                seq: Seq(2)
+            }
+        ),
+        Ok(Response::Done)
+    );
+    let i = info(w, b2);
+    assert_eq!((i.read, i.unread, i.mentions), (Seq(2), 2, 2));
+    // Lower values are ignored; values past the head are clamped.
+    assert_eq!(
+        w.call(
+            b2,
+            Request::MarkRead {
+                conversation: ch,
+                seq: Seq(1)
+            }
+        ),
+        Ok(Response::Done)
+    );
+    assert_eq!(
+        w.call(
+            b2,
+            Request::MarkRead {
+                conversation: ch,
+                seq: Seq(99)
+            }
+        ),
+        Ok(Response::Done)
+    );
+    let i = info(w, b1);
+    assert_eq!((i.read, i.unread, i.mentions), (Seq(4), 0, 0));
+    for c in [b1, b2] {
+        let cursors: Vec<u64> = w.clients[c]
+            .events()
+            .iter()
+            .filter_map(|e| match e.as_ref() {
+                Event::ReadCursor { conversation, seq } if *conversation == ch => Some(seq.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cursors, vec![2, 4], "device {c} saw the cursor move");
+    }
+    assert_eq!(
+        w.call(
+            b1,
+            Request::SetNotify {
+                conversation: ch,
+                level: NotifyLevel::Mentions,
+                muted: true
+            }
+        ),
+        Ok(Response::Done)
+    );
+    assert_eq!(
+        w.call(
+            b1,
+            Request::SetFocus {
+                focused: Some(ch),
+                active: true
+            }
+        ),
+        Ok(Response::Done)
+    );
+    assert_eq!(
+        w.call(
+            b1,
+            Request::SetDnd {
+                until: Some(Millis(1))
+            }
+        ),
+        Ok(Response::Done)
+    );
+}
+
+// ----- Limits and malformed requests --------------------------------------------------------
+
+/// What a refused request must be refused with.
+type Expect = fn(&Reject) -> bool;
+
+fn check_reject(w: &mut World, c: usize, request: Request, expected: Expect) {
+    let got = w.call(c, request.clone());
+    match &got {
+        Err(r) if expected(r) => {}
+        other => panic!("{request:?}: unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn limits_and_malformed_requests_are_refused_with_reasons() {
+    let mut n = node(13, 2);
+    let (_, _, a) = n.user("ann", 0);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "general", false);
+    let too_large: Expect = |r| matches!(r, Reject::TooLarge(_));
+    let invalid: Expect = |r| matches!(r, Reject::Invalid(_));
+    let not_admin: Expect = |r| *r == Reject::NotAdmin;
+    let send = |body: String, mentions: usize| Request::Send {
+        conversation: ch,
+        client_msg_id: 5,
+        body,
+        mentions: (0..mentions as u64).map(UserId).collect(),
+        broadcast: Broadcast::None,
+    };
+    let table: Vec<(usize, Request, Expect)> = vec![
+        (a, send("x".repeat(BODY_BYTES_MAX + 1), 0), too_large),
+        (a, send(String::new(), 0), invalid),
+        (a, send("x".into(), MENTIONS_PER_MESSAGE_MAX + 1), too_large),
+        (
+            a,
+            Request::History {
+                conversation: ch,
+                anchor: HistoryAnchor::Latest,
+                limit: 0,
+            },
+            invalid,
+        ),
+        (
+            a,
+            Request::History {
+                conversation: ch,
+                anchor: HistoryAnchor::Latest,
+                limit: HISTORY_PAGE_MAX + 1,
+            },
+            too_large,
+        ),
+        (
+            a,
+            Request::OpenDm {
+                users: (1..=8).map(UserId).collect(),
+            },
+            too_large,
+        ),
+        (a, Request::OpenDm { users: vec![] }, invalid),
+        (
+            a,
+            Request::CreateChannel {
+                name: "Not A Handle".into(),
+                private: false,
+            },
+            invalid,
+        ),
+        (
+            a,
+            Request::CreateChannel {
+                name: "general".into(),
+                private: true,
+            },
+            |r| *r == Reject::AlreadyExists,
+        ),
+        (a, Request::CreateWorkspace { name: "x".into() }, not_admin),
+        (a, Request::IssueToken { user: UserId(1) }, not_admin),
+        (n.admin, Request::ListConversations, invalid),
+        (
+            n.admin,
+            Request::CreateUser {
+                workspace: n.ws,
+                name: "ann".into(),
+            },
+            |r| *r == Reject::AlreadyExists,
+        ),
+        (
+            n.admin,
+            Request::CreateUser {
+                workspace: WorkspaceId(77),
+                name: "zed".into(),
+            },
+            |r| *r == Reject::NotFound,
+        ),
+    ];
+    for (c, request, expected) in table {
+        check_reject(w, c, request, expected);
+    }
+    // Requests before a hello, and a wrong admin secret.
+    let anon = w.add_client(Credential::Admin([0; 32]), None, false);
+    w.connect(anon, 1);
+    w.settle();
+    assert_eq!(
+        w.clients[anon].reply_to(1),
+        Some(&Err(Reject::Unauthenticated))
+    );
+    assert!(w.clients[anon]
+        .inbox
+        .iter()
+        .any(|d| matches!(d, Down::Closed(CloseReason::Unauthenticated))));
+}
+
+// ----- Recovery ----------------------------------------------------------------------------------
+
+#[test]
+fn restore_plus_replay_equals_the_live_state() {
+    let mut n = node(14, 2);
+    let (_, _, a) = n.user("ann", 0);
+    let (bob, _, b) = n.user("bob", 1);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "general", true);
+    post_many(w, a, ch, 30, 20);
+    for s in 0..2 {
+        w.snapshot(s);
+    }
+    assert_eq!(
+        w.call(
+            a,
+            Request::Invite {
+                conversation: ch,
+                user: bob
+            }
+        ),
+        Ok(Response::Done)
+    );
+    post_many(w, b, ch, 90, 30);
+    assert_eq!(
+        w.call(
+            b,
+            Request::MarkRead {
+                conversation: ch,
+                seq: Seq(50)
+            }
+        ),
+        Ok(Response::Done)
+    );
+    for s in 0..2 {
+        w.check_restore(s);
+    }
+    // Corrupt or foreign snapshots and out-of-order replay are errors.
+    let shard = w.nodes[0].shard.as_ref().expect("up");
+    let (lsn, bytes) = shard.snapshot();
+    let cfg = |shard: u16| courier_core::ShardConfig {
+        shard: courier_core::api::ShardId(shard),
+        shard_count: 2,
+        admin_token_hash: [0; 32],
+        entropy: [1; 32],
+    };
+    assert!(matches!(
+        courier_core::Shard::restore(cfg(1), &bytes),
+        Err(courier_core::RestoreError::WrongShard { .. })
+    ));
+    assert!(matches!(
+        courier_core::Shard::restore(cfg(0), &bytes[..bytes.len() / 2]),
+        Err(courier_core::RestoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        courier_core::Shard::restore(cfg(0), b"nope"),
+        Err(courier_core::RestoreError::TooShort { .. })
+    ));
+    let mut restored = courier_core::Shard::restore(cfg(0), &bytes).expect("restores");
+    assert_eq!(restored.last_lsn(), lsn);
+    assert!(matches!(
+        restored.replay(courier_core::api::Lsn(lsn.0 + 2), 1, &[]),
+        Err(courier_core::ReplayError::OutOfOrder { .. })
+    ));
+    assert!(matches!(
+        restored.replay(courier_core::api::Lsn(lsn.0 + 1), 200, &[]),
+        Err(courier_core::ReplayError::Record { .. })
+    ));
+}
+
+// ----- Regressions found by the simulation --------------------------------------------------------
+
+/// Seed 304: on a shard that is both the user's home and the connection's
+/// shard, a `Sync` reply was emitted directly while the `ReadCursor` events
+/// of earlier cursor moves went through the shard's loop-back queue; the
+/// reply overtook them (and showed a cursor not yet durable), so a device saw
+/// its cursor move backwards.
+#[test]
+fn regression_sync_reply_never_overtakes_earlier_read_cursor_events() {
+    let mut n = node(15, 1);
+    let (ann, cred, a) = n.user("ann", 0);
+    let w = &mut n.w;
+    let a2 = w.user_client(ann, n.ws, cred, 0, false);
+    let ch = w.create_channel(a, "general", false);
+    w.hold.insert(0);
+    w.request(
+        a,
+        Request::Send {
+            conversation: ch,
+            client_msg_id: 1,
+            body: "x".into(),
+            mentions: vec![],
+            broadcast: Broadcast::None,
+        },
+        Pend::Other,
+    );
+    w.settle();
+    w.fsync_all(0); // The message is durable; the cursor move it causes is not.
+    w.settle();
+    let sync = w
+        .request(a2, Request::Sync { cursors: vec![] }, Pend::Other)
+        .expect("connected");
+    w.settle();
+    assert!(
+        w.clients[a2].reply_to(sync).is_none(),
+        "sync answered with a cursor not yet durable"
+    );
+    w.hold.clear();
+    w.fsync_all(0);
+    w.settle();
+    let inbox = &w.clients[a2].inbox;
+    let event_at = inbox
+        .iter()
+        .position(|d| matches!(d, Down::Event(e) if matches!(e.as_ref(), Event::ReadCursor { seq: Seq(1), .. })))
+        .expect("cursor event");
+    let reply_at = inbox
+        .iter()
+        .position(|d| matches!(d, Down::Reply(r, _) if *r == sync))
+        .expect("sync reply");
+    assert!(
+        event_at < reply_at,
+        "the sync reply overtook the cursor event"
+    );
+}
+
+/// Seed 304 (second cause): the runtime reuses connection ids after a
+/// restart. A reply addressed to a connection of the previous incarnation
+/// must not reach the new connection that got the same id.
+#[test]
+fn regression_replies_to_a_previous_incarnation_are_dropped() {
+    let mut n = node(16, 2);
+    let (_, _, a) = n.user("ann", 0);
+    let (bob, bob_cred, _) = n.user("bob", 0);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "general", false);
+    post_many(w, a, ch, 3, 5);
+    // Find the shard that does not own the channel; put ann's device there.
+    let owner = shard_of(ch, 2).0;
+    let other = 1 - owner;
+    let old = w.add_client(
+        w.clients[a].credential.clone(),
+        Some((w.clients[a].user.expect("user"), n.ws)),
+        false,
+    );
+    w.crash(other); // Reset the runtime's connection counter of `other`.
+    w.restart(other);
+    w.settle();
+    w.connect(old, other);
+    w.settle();
+    let old_conn = w.clients[old].conn.expect("connected");
+    let req = w
+        .request(
+            old,
+            Request::History {
+                conversation: ch,
+                anchor: HistoryAnchor::Latest,
+                limit: 3,
+            },
+            Pend::Other,
+        )
+        .expect("connected");
+    w.pump(old); // The request is now queued from `other` to the owner.
+    w.crash(other);
+    w.restart(other);
+    // Bob connects first on the new incarnation and gets the same id.
+    let b = w.add_client(bob_cred, Some((bob, n.ws)), false);
+    w.connect(b, other);
+    assert_eq!(w.clients[b].conn, Some(old_conn));
+    w.settle();
+    let replies: Vec<&Result<Response, Reject>> = w.clients[b]
+        .inbox
+        .iter()
+        .filter_map(|d| match d {
+            Down::Reply(r, result) if *r == req => Some(result),
+            _ => None,
+        })
+        .collect();
+    // Bob's own request with that id is his hello.
+    assert_eq!(req, 2);
+    assert!(
+        replies.is_empty(),
+        "a stale reply reached a reused connection id: {replies:?}"
+    );
+}
+
+/// Seed 1892: the home shard sent `Joined` (for an idempotent re-join)
+/// after its own durability but `Left` at once, so a removal's `Left`
+/// overtook the earlier `Joined` and the device believed it was still a
+/// member.
+#[test]
+fn regression_left_never_overtakes_an_earlier_joined() {
+    for seed in 0..20 {
+        let mut n = node(100 + seed, 2);
+        // Ann creates; bob's home and the channel's owner differ.
+        let (_, _, a) = n.user("ann", 0);
+        let mut found = None;
+        for i in 0..20 {
+            let (user, _, c) = n.user(&format!("bob{i}"), 0);
+            let home = shard_of(user, 2).0;
+            let ch = n.w.create_channel(a, &format!("room{i}"), true);
+            if shard_of(ch, 2).0 != home {
+                found = Some((user, c, ch, home));
+                break;
+            }
+        }
+        let (bob, b, ch, home) = found.expect("placement found");
+        let w = &mut n.w;
+        assert_eq!(
+            w.call(
+                a,
+                Request::Invite {
+                    conversation: ch,
+                    user: bob
+                }
+            ),
+            Ok(Response::Done)
+        );
+        // Something of bob's home is not durable when the re-join's answer
+        // arrives there, then ann removes bob.
+        w.hold.insert(home);
+        w.request(b, Request::SetDnd { until: None }, Pend::Other);
+        w.request(b, Request::Join { conversation: ch }, Pend::Other);
+        w.settle();
+        w.call(
+            a,
+            Request::Remove {
+                conversation: ch,
+                user: bob,
+            },
+        )
+        .expect("removed");
+        w.hold.clear();
+        w.fsync_all(home);
+        w.settle();
+        let membership: Vec<bool> = w.clients[b]
+            .events()
+            .iter()
+            .filter_map(|e| match e.as_ref() {
+                Event::Joined(info) if info.id == ch => Some(true),
+                Event::Left { conversation } if *conversation == ch => Some(false),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            membership.last(),
+            Some(&false),
+            "seed {seed}: {membership:?}"
+        );
+    }
+}

@@ -1,0 +1,1830 @@
+//! A deterministic world for the shards: fake clock, fake WAL per shard
+//! (appends, group fsyncs that make a prefix durable, crashes that lose the
+//! rest, snapshots), a fake network (FIFO per ordered shard pair, random
+//! interleaving across pairs, messages to a crashed shard lost), fake
+//! sockets, and clients. A model built from the durable records checks the
+//! product's promises as events happen.
+//!
+//! Everything random comes from one seeded [`Rng`]; a run is a pure function
+//! of its seed.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use courier_core::api::{
+    Broadcast, CloseReason, ConnId, ConversationId, ConversationKind, Credential, DeviceInfo,
+    DeviceKind, Effect, Event, HistoryAnchor, Input, Lsn, Message, Millis, PeerMsg, ReadToken,
+    Reject, ReqId, Request, Response, Seq, ShardId, UserId, WorkspaceId,
+};
+use courier_core::auth::hash_secret;
+use courier_core::constants::TICK_MS;
+use courier_core::record::{MessageRecord, Record};
+use courier_core::{Shard, ShardConfig};
+
+/// The admin secret of every simulated node.
+pub const ADMIN_SECRET: [u8; 32] = [0xad; 32];
+
+/// splitmix64: small, fast, good enough for schedules.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5eed_5eed_5eed_5eed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0);
+        self.next_u64() % n
+    }
+
+    /// True with probability `num / den`.
+    pub fn chance(&mut self, num: u64, den: u64) -> bool {
+        self.below(den) < num
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        if items.is_empty() {
+            None
+        } else {
+            Some(&items[self.below(items.len() as u64) as usize])
+        }
+    }
+
+    pub fn bytes32(&mut self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        for chunk in b.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        b
+    }
+}
+
+/// What a socket carries to the server.
+#[derive(Debug)]
+pub enum Up {
+    Hello {
+        req: ReqId,
+        credential: Credential,
+        device: DeviceInfo,
+    },
+    Request {
+        req: ReqId,
+        request: Request,
+    },
+}
+
+/// What a socket carries to the client.
+#[derive(Debug, Clone)]
+pub enum Down {
+    Reply(ReqId, Result<Response, Reject>),
+    Event(Arc<Event>),
+    Closed(CloseReason),
+}
+
+/// A socket between a client and a shard.
+#[derive(Debug)]
+pub struct Link {
+    pub client: usize,
+    pub up: VecDeque<Up>,
+    pub down: VecDeque<Down>,
+    /// The server side still has it (not closed, shard not crashed).
+    pub open: bool,
+    /// `Input::Connected` was delivered.
+    pub connected: bool,
+}
+
+/// One shard and its storage.
+pub struct Node {
+    pub shard: Option<Shard>,
+    pub wal: Vec<(u8, Vec<u8>)>,
+    pub durable: u64,
+    pub snapshots: Vec<(u64, Vec<u8>)>,
+    pub reads: VecDeque<(ReadToken, Vec<Lsn>)>,
+    /// The runtime's connection counter: restarts at 0 with the process, so
+    /// connection ids are reused across restarts (the core must cope).
+    pub next_conn: u64,
+    pub crashes: u32,
+}
+
+/// A message as the model knows it.
+#[derive(Clone, Debug)]
+pub struct Posted {
+    pub shard: u16,
+    pub lsn: u64,
+    pub rec: MessageRecord,
+    pub durable_at: Option<u64>,
+}
+
+/// What the durable logs say, updated as records are appended, made
+/// durable, or lost in crashes.
+#[derive(Default)]
+pub struct Model {
+    pub records: Vec<BTreeMap<u64, Record>>,
+    pub messages: BTreeMap<(u64, u64), Posted>,
+    pub durable_keys: BTreeMap<(u64, u64, u128), u64>,
+    /// (conversation, user) → (step, member?) in durability order.
+    pub membership: BTreeMap<(u64, u64), Vec<(u64, bool)>>,
+    pub convs: BTreeMap<u64, (WorkspaceId, ConversationKind)>,
+    pub users: BTreeMap<u64, WorkspaceId>,
+    pub acked: BTreeMap<(u64, u64), (u64, u128)>,
+    /// Statistics.
+    pub acks: u64,
+    pub live_events: u64,
+    pub reads_checked: u64,
+}
+
+impl Model {
+    fn on_append(&mut self, shard: u16, lsn: u64, kind: u8, payload: &[u8]) {
+        let rec = Record::decode(kind, payload).unwrap_or_else(|e| {
+            panic!("shard {shard} appended an undecodable record at {lsn}: {e}")
+        });
+        if let Record::MessagePosted(m) = &rec {
+            let key = (m.conversation, m.seq);
+            if let Some(old) = self.messages.get(&key) {
+                panic!(
+                    "seq reused: conversation {} seq {} appended again (first at shard {} lsn {}, durable {:?})",
+                    m.conversation, m.seq, old.shard, old.lsn, old.durable_at
+                );
+            }
+            if m.seq > 1 && !self.messages.contains_key(&(m.conversation, m.seq - 1)) {
+                panic!(
+                    "gap: conversation {} seq {} appended without seq {}",
+                    m.conversation,
+                    m.seq,
+                    m.seq - 1
+                );
+            }
+            self.messages.insert(
+                key,
+                Posted {
+                    shard,
+                    lsn,
+                    rec: m.clone(),
+                    durable_at: None,
+                },
+            );
+        }
+        self.records[usize::from(shard)].insert(lsn, rec);
+    }
+
+    fn on_durable(&mut self, shard: u16, from: u64, to: u64, step: u64) {
+        for lsn in from + 1..=to {
+            let rec = self.records[usize::from(shard)]
+                .get(&lsn)
+                .cloned()
+                .unwrap_or_else(|| panic!("durable LSN {lsn} of shard {shard} unknown"));
+            match rec {
+                Record::MessagePosted(m) => {
+                    let p = self
+                        .messages
+                        .get_mut(&(m.conversation, m.seq))
+                        .expect("message in model");
+                    p.durable_at = Some(step);
+                    let key = (m.conversation, m.sender, m.client_msg_id);
+                    if let Some(seq) = self.durable_keys.insert(key, m.seq) {
+                        panic!(
+                            "duplicate: client_msg_id {} of user {} in conversation {} stored as seq {} and {}",
+                            m.client_msg_id, m.sender, m.conversation, seq, m.seq
+                        );
+                    }
+                }
+                Record::ConversationCreated {
+                    conversation,
+                    workspace,
+                    kind,
+                    members,
+                    ..
+                } => {
+                    self.convs
+                        .insert(conversation, (WorkspaceId(workspace), kind.into()));
+                    for u in members {
+                        self.membership
+                            .entry((conversation, u))
+                            .or_default()
+                            .push((step, true));
+                    }
+                }
+                Record::MemberAdded {
+                    conversation, user, ..
+                } => self
+                    .membership
+                    .entry((conversation, user))
+                    .or_default()
+                    .push((step, true)),
+                Record::MemberRemoved {
+                    conversation, user, ..
+                } => self
+                    .membership
+                    .entry((conversation, user))
+                    .or_default()
+                    .push((step, false)),
+                Record::UserCreated {
+                    user, workspace, ..
+                } => {
+                    self.users.insert(user, WorkspaceId(workspace));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_crash(&mut self, shard: u16, durable: u64) {
+        let lost: Vec<u64> = self.records[usize::from(shard)]
+            .range(durable + 1..)
+            .map(|(l, _)| *l)
+            .collect();
+        for lsn in lost {
+            if let Some(Record::MessagePosted(m)) = self.records[usize::from(shard)].remove(&lsn) {
+                let p = self.messages.remove(&(m.conversation, m.seq));
+                assert!(p.is_some_and(|p| p.durable_at.is_none()));
+            }
+        }
+    }
+
+    /// Whether `user` was a member of `conv` at some step in `[t0, t1]`.
+    pub fn member_during(&self, conv: ConversationId, user: UserId, t0: u64, t1: u64) -> bool {
+        let Some(events) = self.membership.get(&(conv.0, user.0)) else {
+            return false;
+        };
+        let at_t0 = events
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= t0)
+            .is_some_and(|(_, m)| *m);
+        at_t0 || events.iter().any(|(t, m)| *m && *t > t0 && *t <= t1)
+    }
+
+    /// Whether `user` is a member now.
+    pub fn member_now(&self, conv: u64, user: u64) -> bool {
+        self.membership
+            .get(&(conv, user))
+            .and_then(|e| e.last())
+            .is_some_and(|(_, m)| *m)
+    }
+
+    /// The expected client view of a durable message, or a panic.
+    pub fn check_message(&self, m: &Message, what: &str) -> u64 {
+        let Some(p) = self.messages.get(&(m.conversation.0, m.seq.0)) else {
+            panic!(
+                "{what}: message {:?}/{} is not in any WAL",
+                m.conversation, m.seq.0
+            );
+        };
+        let Some(durable_at) = p.durable_at else {
+            panic!(
+                "{what}: message {:?}/{} is not durable",
+                m.conversation, m.seq.0
+            );
+        };
+        let r = &p.rec;
+        let expected = Message {
+            conversation: ConversationId(r.conversation),
+            seq: Seq(r.seq),
+            sender: UserId(r.sender),
+            client_msg_id: r.client_msg_id,
+            ts: Millis(r.ts),
+            body: r.body.clone(),
+            mentions: r.mentions.iter().copied().map(UserId).collect(),
+            broadcast: r.broadcast.into(),
+        };
+        assert_eq!(m, &expected, "{what}: message differs from its record");
+        durable_at
+    }
+
+    /// Durable messages of a conversation, checked gap-free.
+    pub fn durable_history(&self, conv: u64) -> Vec<u64> {
+        let seqs: Vec<u64> = self
+            .messages
+            .range((conv, 0)..=(conv, u64::MAX))
+            .filter(|(_, p)| p.durable_at.is_some())
+            .map(|((_, s), _)| *s)
+            .collect();
+        for (i, s) in seqs.iter().enumerate() {
+            assert_eq!(
+                *s,
+                i as u64 + 1,
+                "conversation {conv}: durable seqs have a gap"
+            );
+        }
+        seqs
+    }
+}
+
+/// A request a client waits on, with the step it was sent.
+#[derive(Clone, Debug)]
+pub enum Pend {
+    Hello,
+    Sync,
+    History { conv: ConversationId },
+    Send { idx: usize },
+    Membership { conv: Option<ConversationId> },
+    Leave { conv: ConversationId },
+    Boot,
+    List,
+    Other,
+}
+
+#[derive(Default, Clone, Debug)]
+pub struct CConv {
+    pub msgs: BTreeMap<u64, Message>,
+    pub head: u64,
+    pub fetching: bool,
+    pub cursor: u64,
+}
+
+impl CConv {
+    pub fn contiguous(&self) -> u64 {
+        let mut n = 0;
+        while self.msgs.contains_key(&(n + 1)) {
+            n += 1;
+        }
+        n
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct OutSend {
+    pub conv: ConversationId,
+    pub cmid: u128,
+    pub body: String,
+    pub mentions: Vec<UserId>,
+    pub broadcast: Broadcast,
+    pub acked: Option<Seq>,
+    pub abandoned: bool,
+    pub inflight: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CState {
+    Offline,
+    Hello,
+    Online,
+}
+
+/// A device of a user (or the admin tool).
+pub struct Client {
+    pub user: Option<UserId>,
+    pub ws: Option<WorkspaceId>,
+    pub credential: Credential,
+    /// Random behaviour, gap repair and syncs on its own.
+    pub auto: bool,
+    pub conn: Option<ConnId>,
+    pub state: CState,
+    pub next_req: ReqId,
+    pub pending: BTreeMap<ReqId, (Pend, u64)>,
+    pub convs: BTreeMap<ConversationId, CConv>,
+    pub sends: Vec<OutSend>,
+    pub synced: bool,
+    pub offline_until: u64,
+    /// Scripted clients keep everything they receive.
+    pub inbox: Vec<Down>,
+}
+
+/// Switches for the random scheduler.
+#[derive(Clone, Copy, Debug)]
+pub struct Chaos {
+    pub clients_act: bool,
+    pub crashes: bool,
+}
+
+/// The world.
+pub struct World {
+    pub seed: u64,
+    pub rng: Rng,
+    pub now: u64,
+    pub step: u64,
+    pub shard_count: u16,
+    pub nodes: Vec<Node>,
+    pub net: BTreeMap<(u16, u16), VecDeque<PeerMsg>>,
+    pub links: BTreeMap<ConnId, Link>,
+    pub clients: Vec<Client>,
+    pub model: Model,
+    /// Channel ids known to the world (targets for joins and reads).
+    pub channels: Vec<(WorkspaceId, ConversationId)>,
+    pub users: Vec<(WorkspaceId, UserId)>,
+    pub stats: Stats,
+    /// Chaos events (crash, restart, snapshot, restore check) per 1000
+    /// steps.
+    pub chaos_per_mille: u64,
+    /// Client actions: weight among ~100 of a step.
+    pub client_weight: u64,
+    /// Chance (per 100) that a disconnecting client stays away long
+    /// (thousands of steps: large gaps, truncated syncs, WAL reads).
+    pub long_offline_pct: u64,
+    /// Shards whose group commits are held back (scripted tests).
+    pub hold: BTreeSet<u16>,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Stats {
+    pub crashes: u64,
+    pub snapshots: u64,
+    pub restore_checks: u64,
+    pub peer_messages: u64,
+    pub sends: u64,
+    pub retries: u64,
+    pub requests: u64,
+    pub wal_reads: u64,
+    pub truncated_syncs: u64,
+}
+
+fn config(shard: u16, shard_count: u16, entropy: [u8; 32]) -> ShardConfig {
+    ShardConfig {
+        shard: ShardId(shard),
+        shard_count,
+        admin_token_hash: hash_secret(&ADMIN_SECRET),
+        entropy,
+    }
+}
+
+impl World {
+    pub fn new(seed: u64, shard_count: u16) -> World {
+        let mut w = World {
+            seed,
+            rng: Rng::new(seed),
+            now: 1_700_000_000_000,
+            step: 0,
+            shard_count,
+            nodes: Vec::new(),
+            net: BTreeMap::new(),
+            links: BTreeMap::new(),
+            clients: Vec::new(),
+            model: Model::default(),
+            channels: Vec::new(),
+            users: Vec::new(),
+            stats: Stats::default(),
+            chaos_per_mille: 10,
+            client_weight: 12,
+            long_offline_pct: 0,
+            hold: BTreeSet::new(),
+        };
+        w.model.records = (0..shard_count).map(|_| BTreeMap::new()).collect();
+        for s in 0..shard_count {
+            let shard = Shard::new(config(s, shard_count, w.rng.bytes32()));
+            w.nodes.push(Node {
+                shard: Some(shard),
+                wal: Vec::new(),
+                durable: 0,
+                snapshots: Vec::new(),
+                reads: VecDeque::new(),
+                next_conn: 0,
+                crashes: 0,
+            });
+        }
+        for s in 0..shard_count {
+            let mut out = Vec::new();
+            let now = Millis(w.now);
+            if let Some(shard) = w.nodes[usize::from(s)].shard.as_mut() {
+                shard.start(now, &mut out);
+            }
+            w.process(s, out);
+        }
+        w
+    }
+
+    // ----- Driving shards -----------------------------------------------------
+
+    fn input(&mut self, s: u16, input: Input) {
+        let now = Millis(self.now);
+        let Some(shard) = self.nodes[usize::from(s)].shard.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        shard.handle(now, input, &mut out);
+        self.process(s, out);
+    }
+
+    fn process(&mut self, s: u16, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Append { lsn, kind, payload } => {
+                    let node = &mut self.nodes[usize::from(s)];
+                    assert_eq!(
+                        lsn.0,
+                        node.wal.len() as u64 + 1,
+                        "shard {s}: LSN out of order"
+                    );
+                    node.wal.push((kind, payload.clone()));
+                    self.model.on_append(s, lsn.0, kind, &payload);
+                }
+                Effect::ToShard { shard, msg } => {
+                    assert!(shard.0 < self.shard_count);
+                    self.stats.peer_messages += 1;
+                    if self.nodes[usize::from(shard.0)].shard.is_some() {
+                        self.net.entry((s, shard.0)).or_default().push_back(msg);
+                    }
+                }
+                Effect::Reply { conn, req, result } => {
+                    assert_eq!(
+                        conn.shard(),
+                        ShardId(s),
+                        "reply for a connection of another shard"
+                    );
+                    if let Some(link) = self.links.get_mut(&conn) {
+                        if link.open {
+                            link.down.push_back(Down::Reply(req, result));
+                        }
+                    }
+                }
+                Effect::Deliver { conns, event } => {
+                    assert!(!conns.is_empty(), "empty delivery");
+                    for conn in conns {
+                        assert_eq!(conn.shard(), ShardId(s));
+                        if let Some(link) = self.links.get_mut(&conn) {
+                            if link.open {
+                                link.down.push_back(Down::Event(event.clone()));
+                            }
+                        }
+                    }
+                }
+                Effect::Close { conn, reason } => {
+                    if let Some(link) = self.links.get_mut(&conn) {
+                        if link.open {
+                            link.open = false;
+                            link.up.clear();
+                            link.down.push_back(Down::Closed(reason));
+                        }
+                    }
+                    // The socket is gone: the runtime says so.
+                    self.input(s, Input::Disconnected { conn });
+                }
+                Effect::ReadRecords { token, lsns } => {
+                    self.stats.wal_reads += 1;
+                    self.nodes[usize::from(s)].reads.push_back((token, lsns));
+                }
+            }
+        }
+    }
+
+    /// Makes everything appended on shard `s` durable.
+    pub fn fsync_all(&mut self, s: u16) {
+        let node = &self.nodes[usize::from(s)];
+        let appended = node.wal.len() as u64;
+        if node.shard.is_none() || appended == node.durable {
+            return;
+        }
+        let from = node.durable;
+        self.nodes[usize::from(s)].durable = appended;
+        self.model.on_durable(s, from, appended, self.step);
+        self.input(s, Input::Durable { lsn: Lsn(appended) });
+    }
+
+    /// Hands a shard `Input::StorageFailed` (and holds its fsyncs).
+    pub fn fail_storage(&mut self, s: u16) {
+        self.input(
+            s,
+            Input::StorageFailed {
+                reason: "simulated fsync error".into(),
+            },
+        );
+        self.hold.insert(s);
+    }
+
+    fn fsync(&mut self, s: u16) {
+        let node = &self.nodes[usize::from(s)];
+        let appended = node.wal.len() as u64;
+        if node.shard.is_none() || appended == node.durable {
+            return;
+        }
+        let from = node.durable;
+        // A batch makes some prefix durable.
+        let to = from + 1 + self.rng.below(appended - from);
+        self.nodes[usize::from(s)].durable = to;
+        self.model.on_durable(s, from, to, self.step);
+        self.input(s, Input::Durable { lsn: Lsn(to) });
+    }
+
+    fn complete_read(&mut self, s: u16) {
+        let Some((token, lsns)) = self.nodes[usize::from(s)].reads.pop_front() else {
+            return;
+        };
+        let node = &self.nodes[usize::from(s)];
+        let records = lsns
+            .iter()
+            .map(|l| {
+                assert!(
+                    l.0 >= 1 && l.0 <= node.durable,
+                    "shard {s} read LSN {} that is not durable",
+                    l.0
+                );
+                let (kind, payload) = &node.wal[(l.0 - 1) as usize];
+                (*l, *kind, bytes::Bytes::from(payload.clone()))
+            })
+            .collect();
+        self.input(s, Input::RecordsRead { token, records });
+    }
+
+    fn deliver_peer(&mut self, from: u16, to: u16) {
+        let Some(msg) = self.net.get_mut(&(from, to)).and_then(VecDeque::pop_front) else {
+            return;
+        };
+        self.input(
+            to,
+            Input::Peer {
+                from: ShardId(from),
+                msg,
+            },
+        );
+    }
+
+    fn tick(&mut self) {
+        self.now += TICK_MS;
+        for s in 0..self.shard_count {
+            self.input(s, Input::Tick);
+        }
+    }
+
+    pub fn crash(&mut self, s: u16) {
+        let node = &mut self.nodes[usize::from(s)];
+        if node.shard.is_none() {
+            return;
+        }
+        self.stats.crashes += 1;
+        node.shard = None;
+        node.crashes += 1;
+        let durable = node.durable;
+        node.wal.truncate(durable as usize);
+        node.snapshots.retain(|(l, _)| *l <= durable);
+        node.reads.clear();
+        node.next_conn = 0;
+        self.model.on_crash(s, durable);
+        self.net.retain(|(_, to), _| *to != s);
+        let dead: Vec<ConnId> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|c| c.shard() == ShardId(s))
+            .collect();
+        for conn in dead {
+            if let Some(link) = self.links.remove(&conn) {
+                let client = &mut self.clients[link.client];
+                if client.conn == Some(conn) {
+                    client.go_offline(self.step + 5);
+                }
+            }
+        }
+    }
+
+    pub fn restart(&mut self, s: u16) {
+        if self.nodes[usize::from(s)].shard.is_some() {
+            return;
+        }
+        let entropy = self.rng.bytes32();
+        let cfg = config(s, self.shard_count, entropy);
+        let node = &self.nodes[usize::from(s)];
+        let mut shard = match node.snapshots.last() {
+            Some((_, bytes)) => Shard::restore(cfg, bytes).expect("snapshot restores"),
+            None => Shard::new(cfg),
+        };
+        let from = shard.last_lsn().0;
+        for lsn in from + 1..=node.durable {
+            let (kind, payload) = &node.wal[(lsn - 1) as usize];
+            shard
+                .replay(Lsn(lsn), *kind, payload)
+                .expect("durable record replays");
+        }
+        let mut out = Vec::new();
+        shard.start(Millis(self.now), &mut out);
+        self.nodes[usize::from(s)].shard = Some(shard);
+        self.process(s, out);
+    }
+
+    pub fn snapshot(&mut self, s: u16) {
+        let Some(shard) = self.nodes[usize::from(s)].shard.as_ref() else {
+            return;
+        };
+        self.stats.snapshots += 1;
+        let (lsn, bytes) = shard.snapshot();
+        let node = &mut self.nodes[usize::from(s)];
+        node.snapshots.push((lsn.0, bytes));
+        if node.snapshots.len() > 2 {
+            node.snapshots.remove(0);
+        }
+    }
+
+    /// Restore + replay of everything appended equals the live state.
+    pub fn check_restore(&mut self, s: u16) {
+        let entropy = self.rng.bytes32();
+        let node = &self.nodes[usize::from(s)];
+        let Some(shard) = node.shard.as_ref() else {
+            return;
+        };
+        self.stats.restore_checks += 1;
+        let (lsn, live) = shard.snapshot();
+        let cfg = config(s, self.shard_count, entropy);
+        let mut copy = match node.snapshots.first() {
+            Some((_, bytes)) => Shard::restore(cfg, bytes).expect("snapshot restores"),
+            None => Shard::new(cfg),
+        };
+        for l in copy.last_lsn().0 + 1..=lsn.0 {
+            let (kind, payload) = &node.wal[(l - 1) as usize];
+            copy.replay(Lsn(l), *kind, payload).expect("record replays");
+        }
+        let (copy_lsn, copied) = copy.snapshot();
+        assert_eq!(copy_lsn, lsn);
+        assert!(
+            copied == live,
+            "shard {s}: restore + replay differs from the live state at LSN {}",
+            lsn.0
+        );
+    }
+
+    // ----- Clients ------------------------------------------------------------
+
+    pub fn add_client(
+        &mut self,
+        credential: Credential,
+        user: Option<(UserId, WorkspaceId)>,
+        auto: bool,
+    ) -> usize {
+        self.clients.push(Client {
+            user: user.map(|u| u.0),
+            ws: user.map(|u| u.1),
+            credential,
+            auto,
+            conn: None,
+            state: CState::Offline,
+            next_req: 1,
+            pending: BTreeMap::new(),
+            convs: BTreeMap::new(),
+            sends: Vec::new(),
+            synced: false,
+            offline_until: 0,
+            inbox: Vec::new(),
+        });
+        self.clients.len() - 1
+    }
+
+    /// Opens a socket to shard `s` and says hello.
+    pub fn connect(&mut self, c: usize, s: u16) {
+        assert!(self.clients[c].conn.is_none());
+        let node = &mut self.nodes[usize::from(s)];
+        if node.shard.is_none() {
+            return;
+        }
+        let conn = ConnId::new(ShardId(s), node.next_conn);
+        node.next_conn += 1;
+        let req = self.clients[c].take_req();
+        let credential = self.clients[c].credential.clone();
+        let device = DeviceInfo {
+            kind: DeviceKind::Desktop,
+            name: format!("device-{c}"),
+        };
+        let mut up = VecDeque::new();
+        up.push_back(Up::Hello {
+            req,
+            credential,
+            device,
+        });
+        // A reused connection id belongs to a dead incarnation's socket.
+        self.links.remove(&conn);
+        self.links.insert(
+            conn,
+            Link {
+                client: c,
+                up,
+                down: VecDeque::new(),
+                open: true,
+                connected: false,
+            },
+        );
+        let client = &mut self.clients[c];
+        client.conn = Some(conn);
+        client.state = CState::Hello;
+        client.pending.insert(req, (Pend::Hello, self.step));
+    }
+
+    /// Closes a client's socket from the client side.
+    pub fn disconnect(&mut self, c: usize) {
+        let Some(conn) = self.clients[c].conn else {
+            return;
+        };
+        self.clients[c].go_offline(self.step + 3);
+        if let Some(link) = self.links.remove(&conn) {
+            if link.open && link.connected {
+                self.input(conn.shard().0, Input::Disconnected { conn });
+            }
+        }
+    }
+
+    /// Queues a request on a client's socket.
+    pub fn request(&mut self, c: usize, request: Request, pend: Pend) -> Option<ReqId> {
+        let conn = self.clients[c].conn?;
+        let req = self.clients[c].take_req();
+        let link = self.links.get_mut(&conn)?;
+        if !link.open {
+            return None;
+        }
+        self.stats.requests += 1;
+        link.up.push_back(Up::Request { req, request });
+        self.clients[c].pending.insert(req, (pend, self.step));
+        Some(req)
+    }
+
+    /// Delivers everything queued on client `c`'s socket to its shard now.
+    pub fn pump(&mut self, c: usize) {
+        let Some(conn) = self.clients[c].conn else {
+            return;
+        };
+        while self
+            .links
+            .get(&conn)
+            .is_some_and(|l| l.open && (!l.connected || !l.up.is_empty()))
+        {
+            self.deliver_up(conn);
+        }
+    }
+
+    /// Delivers every queued message from shard `from` to shard `to` now.
+    pub fn flush_net(&mut self, from: u16, to: u16) {
+        while self.net.get(&(from, to)).is_some_and(|q| !q.is_empty()) {
+            self.deliver_peer(from, to);
+        }
+    }
+
+    fn deliver_up(&mut self, conn: ConnId) {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        let s = conn.shard().0;
+        if !link.connected {
+            link.connected = true;
+            self.input(s, Input::Connected { conn });
+            return;
+        }
+        let Some(up) = link.up.pop_front() else {
+            return;
+        };
+        let input = match up {
+            Up::Hello {
+                req,
+                credential,
+                device,
+            } => Input::Hello {
+                conn,
+                req,
+                credential,
+                device,
+            },
+            Up::Request { req, request } => Input::Request { conn, req, request },
+        };
+        self.input(s, input);
+    }
+
+    fn deliver_down(&mut self, conn: ConnId) {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        let Some(down) = link.down.pop_front() else {
+            return;
+        };
+        let c = link.client;
+        if self.clients[c].conn != Some(conn) {
+            return;
+        }
+        if let Down::Closed(_) = down {
+            self.links.remove(&conn);
+        }
+        self.client_receive(c, down);
+    }
+
+    // ----- Scheduling -----------------------------------------------------------
+
+    /// Whether anything is in flight.
+    pub fn busy(&self) -> bool {
+        self.net.values().any(|q| !q.is_empty())
+            || self.nodes.iter().enumerate().any(|(s, n)| {
+                n.shard.is_some()
+                    && ((n.wal.len() as u64 > n.durable && !self.hold.contains(&(s as u16)))
+                        || !n.reads.is_empty())
+            })
+            || self
+                .links
+                .values()
+                .any(|l| !l.down.is_empty() || (l.open && (!l.up.is_empty() || !l.connected)))
+    }
+
+    /// One random step.
+    pub fn step_once(&mut self, chaos: Chaos) {
+        self.step += 1;
+        self.now += self.rng.below(3);
+        if chaos.crashes && self.rng.below(1000) < self.chaos_per_mille {
+            self.chaos_event();
+            return;
+        }
+        let pairs: Vec<(u16, u16)> = self
+            .net
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        let syncable: Vec<u16> = (0..self.shard_count)
+            .filter(|&s| {
+                let n = &self.nodes[usize::from(s)];
+                n.shard.is_some() && n.wal.len() as u64 > n.durable && !self.hold.contains(&s)
+            })
+            .collect();
+        let readable: Vec<u16> = (0..self.shard_count)
+            .filter(|&s| !self.nodes[usize::from(s)].reads.is_empty())
+            .collect();
+        let ups: Vec<ConnId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.open && (!l.connected || !l.up.is_empty()))
+            .map(|(c, _)| *c)
+            .collect();
+        let downs: Vec<ConnId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.down.is_empty())
+            .map(|(c, _)| *c)
+            .collect();
+        let mut options: Vec<(u64, u8)> = Vec::new();
+        if !pairs.is_empty() {
+            options.push((30, 0));
+        }
+        if !syncable.is_empty() {
+            options.push((12, 1));
+        }
+        if !readable.is_empty() {
+            options.push((6, 2));
+        }
+        if !ups.is_empty() {
+            options.push((20, 3));
+        }
+        if !downs.is_empty() {
+            options.push((20, 4));
+        }
+        if chaos.clients_act {
+            options.push((self.client_weight, 5));
+        }
+        options.push((1, 6)); // tick
+        let total: u64 = options.iter().map(|o| o.0).sum();
+        let mut roll = self.rng.below(total);
+        let mut choice = 6;
+        for (weight, kind) in options {
+            if roll < weight {
+                choice = kind;
+                break;
+            }
+            roll -= weight;
+        }
+        match choice {
+            0 => {
+                let &(from, to) = self.rng.pick(&pairs).expect("pairs");
+                self.deliver_peer(from, to);
+            }
+            1 => {
+                let &s = self.rng.pick(&syncable).expect("syncable");
+                self.fsync(s);
+            }
+            2 => {
+                let &s = self.rng.pick(&readable).expect("readable");
+                self.complete_read(s);
+            }
+            3 => {
+                let &c = self.rng.pick(&ups).expect("ups");
+                self.deliver_up(c);
+            }
+            4 => {
+                let &c = self.rng.pick(&downs).expect("downs");
+                self.deliver_down(c);
+            }
+            5 => {
+                let c = self.rng.below(self.clients.len() as u64) as usize;
+                if self.clients[c].auto {
+                    self.client_act(c);
+                }
+            }
+            _ => self.tick(),
+        }
+    }
+
+    fn chaos_event(&mut self) {
+        let s = self.rng.below(u64::from(self.shard_count)) as u16;
+        match self.rng.below(10) {
+            0..=2 => {
+                if self.nodes[usize::from(s)].shard.is_some() {
+                    self.crash(s);
+                } else {
+                    self.restart(s);
+                }
+            }
+            3..=5 => self.restart(s),
+            6..=8 => self.snapshot(s),
+            _ => self.check_restore(s),
+        }
+    }
+
+    /// Runs until nothing is in flight (clients may still act on what they
+    /// receive), restarting crashed shards first.
+    pub fn settle(&mut self) {
+        for s in 0..self.shard_count {
+            self.restart(s);
+        }
+        let mut idle_ticks = 0;
+        for _ in 0..2_000_000 {
+            if self.busy() {
+                self.step_once(Chaos {
+                    clients_act: false,
+                    crashes: false,
+                });
+                idle_ticks = 0;
+            } else {
+                // Let timers fire and offline clients come back.
+                idle_ticks += 1;
+                if idle_ticks > 200 {
+                    return;
+                }
+                self.step += 1;
+                self.tick();
+                self.wake_clients();
+            }
+        }
+        panic!("the world did not settle");
+    }
+
+    /// Offline auto clients whose backoff elapsed reconnect.
+    pub fn wake_clients(&mut self) {
+        for c in 0..self.clients.len() {
+            let client = &self.clients[c];
+            if client.auto && client.state == CState::Offline && client.offline_until <= self.step {
+                let s = self.rng.below(u64::from(self.shard_count)) as u16;
+                if self.nodes[usize::from(s)].shard.is_some() {
+                    self.connect(c, s);
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    fn take_req(&mut self) -> ReqId {
+        let r = self.next_req;
+        self.next_req += 1;
+        r
+    }
+
+    pub fn go_offline(&mut self, until: u64) {
+        self.conn = None;
+        self.state = CState::Offline;
+        self.synced = false;
+        self.offline_until = until;
+        for (pend, _) in std::mem::take(&mut self.pending).into_values() {
+            if let Pend::Send { idx } = pend {
+                self.sends[idx].inflight = false;
+            }
+        }
+        for conv in self.convs.values_mut() {
+            conv.fetching = false;
+        }
+    }
+
+    /// Replies of a request this client made, for scripted tests.
+    pub fn reply_to(&self, req: ReqId) -> Option<&Result<Response, Reject>> {
+        self.inbox.iter().find_map(|d| match d {
+            Down::Reply(r, result) if *r == req => Some(result),
+            _ => None,
+        })
+    }
+
+    pub fn events(&self) -> Vec<Arc<Event>> {
+        self.inbox
+            .iter()
+            .filter_map(|d| match d {
+                Down::Event(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+// ----- Client behaviour (auto clients) and checks --------------------------------
+
+impl World {
+    fn client_receive(&mut self, c: usize, down: Down) {
+        if std::env::var_os("COURIER_SIM_TRACE").is_some() {
+            eprintln!(
+                "step {} client {c} conn {:?} <- {down:?}",
+                self.step, self.clients[c].conn
+            );
+        }
+        if !self.clients[c].auto {
+            self.check_down(c, &down);
+            if let Down::Reply(req, _) = &down {
+                self.clients[c].pending.remove(req);
+            }
+            if let Down::Closed(_) = &down {
+                self.clients[c].go_offline(u64::MAX);
+            }
+            self.clients[c].inbox.push(down);
+            return;
+        }
+        self.check_down(c, &down);
+        match down {
+            Down::Closed(reason) => {
+                assert_ne!(
+                    reason,
+                    CloseReason::Revoked,
+                    "sim never revokes tokens of auto clients"
+                );
+                let until = self.step + 10;
+                self.clients[c].go_offline(until);
+            }
+            Down::Event(event) => self.on_event(c, &event),
+            Down::Reply(req, result) => {
+                let Some((pend, t0)) = self.clients[c].pending.remove(&req) else {
+                    panic!("client {c}: reply to unknown request {req}");
+                };
+                self.on_reply(c, pend, t0, result);
+            }
+        }
+    }
+
+    /// Checks that hold for every client: messages are durable, identical to
+    /// their records, and seen only by members.
+    fn check_down(&mut self, c: usize, down: &Down) {
+        let Some(user) = self.clients[c].user else {
+            return;
+        };
+        let now = self.step;
+        match down {
+            Down::Event(event) => {
+                if let Event::Message(m) = event.as_ref() {
+                    let durable_at = self.model.check_message(m, "live event");
+                    self.model.live_events += 1;
+                    assert!(
+                        self.model
+                            .member_during(m.conversation, user, durable_at, now),
+                        "live event of {:?} seq {} reached non-member {:?}",
+                        m.conversation,
+                        m.seq.0,
+                        user
+                    );
+                }
+            }
+            Down::Reply(req, Ok(response)) => {
+                let t0 = match self.clients[c].pending.get(req) {
+                    Some((_, t0)) => *t0,
+                    None if !self.clients[c].auto => 0,
+                    None => return,
+                };
+                let ws = self.clients[c].ws;
+                self.check_read(user, ws, t0, response);
+            }
+            _ => {}
+        }
+    }
+
+    fn check_read(&mut self, user: UserId, ws: Option<WorkspaceId>, t0: u64, response: &Response) {
+        let now = self.step;
+        let check = |model: &mut Model, m: &Message, preview: bool, what: &str| {
+            model.check_message(m, what);
+            model.reads_checked += 1;
+            let member = model.member_during(m.conversation, user, t0, now);
+            let public = preview
+                && model
+                    .convs
+                    .get(&m.conversation.0)
+                    .is_some_and(|(w, k)| Some(*w) == ws && *k == ConversationKind::PublicChannel);
+            assert!(
+                member || public,
+                "{what}: message {:?}/{} reached non-member {:?}",
+                m.conversation,
+                m.seq.0,
+                user
+            );
+        };
+        match response {
+            Response::History { messages, head } => {
+                for w in messages.windows(2) {
+                    assert_eq!(w[0].seq.0 + 1, w[1].seq.0, "history page has a gap");
+                }
+                for m in messages {
+                    assert!(m.seq <= *head);
+                    check(&mut self.model, m, true, "history");
+                }
+            }
+            Response::Sync { changed, .. } => {
+                for sc in changed {
+                    assert!(sc.info.member);
+                    assert_eq!(sc.info.unread, sc.info.head.0 - sc.info.read.0);
+                    for w in sc.messages.windows(2) {
+                        assert_eq!(w[0].seq.0 + 1, w[1].seq.0, "sync messages have a gap");
+                    }
+                    if let Some(last) = sc.messages.last() {
+                        assert_eq!(last.seq, sc.info.head, "sync messages end below the head");
+                    }
+                    for m in &sc.messages {
+                        check(&mut self.model, m, false, "sync");
+                    }
+                }
+            }
+            Response::Boot(page) => {
+                for (_, messages) in &page.pages {
+                    for m in messages {
+                        check(&mut self.model, m, false, "boot");
+                    }
+                }
+                for w in page.conversations.windows(2) {
+                    assert!(
+                        w[0].last_activity >= w[1].last_activity,
+                        "boot not sorted by activity"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, c: usize, event: &Event) {
+        let client = &mut self.clients[c];
+        match event {
+            Event::Message(m) => {
+                if let Some(conv) = client.convs.get_mut(&m.conversation) {
+                    conv.head = conv.head.max(m.seq.0);
+                    conv.msgs.insert(m.seq.0, m.clone());
+                }
+                self.fill_gaps(c);
+            }
+            Event::Joined(info) => {
+                let conv = client.convs.entry(info.id).or_default();
+                conv.head = conv.head.max(info.head.0);
+                self.fill_gaps(c);
+            }
+            Event::Left { conversation } => {
+                client.convs.remove(conversation);
+            }
+            Event::ReadCursor { conversation, seq } => {
+                if let Some(conv) = client.convs.get_mut(conversation) {
+                    assert!(
+                        seq.0 >= conv.cursor,
+                        "client {c}: read cursor of {conversation:?} moved backwards: {} after {}",
+                        seq.0,
+                        conv.cursor
+                    );
+                    conv.cursor = seq.0;
+                }
+            }
+            Event::Notify { .. } => {}
+        }
+    }
+
+    fn on_reply(&mut self, c: usize, pend: Pend, _t0: u64, result: Result<Response, Reject>) {
+        match (pend, result) {
+            (Pend::Hello, Ok(Response::Welcome { .. })) => {
+                self.clients[c].state = CState::Online;
+                self.send_sync(c);
+            }
+            (Pend::Hello, Err(Reject::Unavailable(_))) => {
+                // The home shard is starting; try again later.
+                self.disconnect(c);
+            }
+            (Pend::Hello, other) => panic!("client {c}: hello failed: {other:?}"),
+            (Pend::Sync, Ok(Response::Sync { changed, gone })) => {
+                let client = &mut self.clients[c];
+                for conv in gone {
+                    client.convs.remove(&conv);
+                }
+                for sc in changed {
+                    self.stats.truncated_syncs += u64::from(sc.truncated);
+                    let conv = client.convs.entry(sc.info.id).or_default();
+                    conv.head = conv.head.max(sc.info.head.0);
+                    conv.cursor = conv.cursor.max(sc.info.read.0);
+                    for m in sc.messages {
+                        conv.msgs.insert(m.seq.0, m);
+                    }
+                }
+                client.synced = true;
+                self.fill_gaps(c);
+                self.retry_unacked(c);
+            }
+            (Pend::Sync, Err(Reject::Unavailable(_))) => self.send_sync(c),
+            (Pend::Sync, other) => panic!("client {c}: sync failed: {other:?}"),
+            (Pend::History { conv }, result) => {
+                let client = &mut self.clients[c];
+                let known = client.convs.get_mut(&conv);
+                match (known, result) {
+                    (Some(cc), Ok(Response::History { messages, head })) => {
+                        cc.fetching = false;
+                        cc.head = cc.head.max(head.0);
+                        for m in messages {
+                            cc.msgs.insert(m.seq.0, m);
+                        }
+                    }
+                    (Some(_), Err(Reject::NotFound)) => {
+                        // Not a member any more: the `Left` is on its way;
+                        // a sync settles it (the conversation stays marked
+                        // as fetching until then, so no loop).
+                        self.send_sync(c);
+                        return;
+                    }
+                    (Some(cc), _) => cc.fetching = false,
+                    (None, _) => {}
+                }
+                self.fill_gaps(c);
+            }
+            (Pend::Send { idx }, result) => {
+                let user = self.clients[c].user;
+                let send = &mut self.clients[c].sends[idx];
+                send.inflight = false;
+                match result {
+                    Ok(Response::SendAck {
+                        conversation,
+                        seq,
+                        ts,
+                        ..
+                    }) => {
+                        assert_eq!(conversation, send.conv);
+                        let Some(p) = self.model.messages.get(&(conversation.0, seq.0)) else {
+                            panic!("ack of {conversation:?}/{} that is in no WAL", seq.0);
+                        };
+                        assert!(
+                            p.durable_at.is_some(),
+                            "ack before durability: {conversation:?}/{}",
+                            seq.0
+                        );
+                        assert_eq!(p.rec.client_msg_id, send.cmid, "ack names another message");
+                        assert_eq!(Some(UserId(p.rec.sender)), user);
+                        assert_eq!(p.rec.ts, ts.0);
+                        assert_eq!(p.rec.body, send.body);
+                        if let Some(first) = send.acked {
+                            assert_eq!(first, seq, "a retry was acked with another seq");
+                        }
+                        send.acked = Some(seq);
+                        self.model.acks += 1;
+                        self.model
+                            .acked
+                            .insert((conversation.0, seq.0), (p.rec.sender, send.cmid));
+                    }
+                    Err(Reject::NotFound) => send.abandoned = true,
+                    Err(Reject::Unavailable(_)) => {}
+                    other => panic!("send failed: {other:?}"),
+                }
+            }
+            (Pend::Membership { conv }, Ok(Response::Conversation(info))) => {
+                if let Some(expected) = conv {
+                    assert_eq!(expected, info.id);
+                }
+                let cc = self.clients[c].convs.entry(info.id).or_default();
+                cc.head = cc.head.max(info.head.0);
+                self.fill_gaps(c);
+            }
+            (Pend::Leave { conv }, Ok(Response::Done)) => {
+                self.clients[c].convs.remove(&conv);
+            }
+            (Pend::Boot, Ok(Response::Boot(page))) => {
+                assert!(
+                    page.conversations.len()
+                        <= courier_core::constants::BOOT_CONVERSATIONS_MAX as usize
+                );
+            }
+            (_, Err(Reject::Invalid(e))) | (_, Err(Reject::TooLarge(e))) => {
+                panic!("client {c}: a well-formed request was refused: {e}")
+            }
+            (_, Err(Reject::Unauthenticated)) => {
+                panic!("client {c}: session lost its authentication")
+            }
+            _ => {}
+        }
+    }
+
+    fn send_sync(&mut self, c: usize) {
+        let cursors = self.clients[c]
+            .convs
+            .iter()
+            .map(|(id, cc)| (*id, Seq(cc.contiguous())))
+            .collect();
+        self.request(c, Request::Sync { cursors }, Pend::Sync);
+    }
+
+    /// Asks for the messages after the contiguous prefix of each known
+    /// conversation that lacks some.
+    fn fill_gaps(&mut self, c: usize) {
+        if self.clients[c].state != CState::Online {
+            return;
+        }
+        let wanted: Vec<(ConversationId, u64)> = self.clients[c]
+            .convs
+            .iter()
+            .filter(|(_, cc)| {
+                !cc.fetching
+                    && cc.contiguous() < cc.head.max(cc.msgs.keys().last().copied().unwrap_or(0))
+            })
+            .map(|(id, cc)| (*id, cc.contiguous()))
+            .collect();
+        for (conv, after) in wanted {
+            let request = Request::History {
+                conversation: conv,
+                anchor: HistoryAnchor::After(Seq(after)),
+                limit: courier_core::constants::HISTORY_PAGE_MAX,
+            };
+            if self.request(c, request, Pend::History { conv }).is_some() {
+                if let Some(cc) = self.clients[c].convs.get_mut(&conv) {
+                    cc.fetching = true;
+                }
+            }
+        }
+    }
+
+    fn retry_unacked(&mut self, c: usize) {
+        let idxs: Vec<usize> = self.clients[c]
+            .sends
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.acked.is_none() && !s.abandoned && !s.inflight)
+            .map(|(i, _)| i)
+            .collect();
+        for idx in idxs {
+            self.resend(c, idx);
+        }
+    }
+
+    fn resend(&mut self, c: usize, idx: usize) {
+        let s = self.clients[c].sends[idx].clone();
+        let request = Request::Send {
+            conversation: s.conv,
+            client_msg_id: s.cmid,
+            body: s.body,
+            mentions: s.mentions,
+            broadcast: s.broadcast,
+        };
+        if self.request(c, request, Pend::Send { idx }).is_some() {
+            self.stats.retries += 1;
+            self.clients[c].sends[idx].inflight = true;
+        }
+    }
+
+    /// One random action of an auto client.
+    pub fn client_act(&mut self, c: usize) {
+        let client = &self.clients[c];
+        if client.state == CState::Offline {
+            if client.offline_until <= self.step {
+                let s = self.rng.below(u64::from(self.shard_count)) as u16;
+                self.connect(c, s);
+            }
+            return;
+        }
+        if client.state != CState::Online || !client.synced || client.pending.len() >= 6 {
+            return;
+        }
+        let user = client.user.expect("auto clients are users");
+        let ws = client.ws.expect("auto clients are users");
+        let member_convs: Vec<ConversationId> = client.convs.keys().copied().collect();
+        let same_ws_users: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|(w, u)| *w == ws && *u != user)
+            .map(|(_, u)| *u)
+            .collect();
+        let ws_channels: Vec<ConversationId> = self
+            .channels
+            .iter()
+            .filter(|(w, _)| *w == ws)
+            .map(|(_, c)| *c)
+            .collect();
+        let any_conv: Vec<ConversationId> = self
+            .model
+            .convs
+            .keys()
+            .map(|&c| ConversationId(c))
+            .collect();
+        let roll = self.rng.below(100);
+        match roll {
+            0..=39 => {
+                let Some(&conv) = self.rng.pick(&member_convs) else {
+                    return;
+                };
+                self.stats.sends += 1;
+                let n = self.clients[c].sends.len();
+                let mut mentions = Vec::new();
+                if self.rng.chance(1, 4) {
+                    if let Some(&u) = self.rng.pick(&same_ws_users) {
+                        mentions.push(u);
+                    }
+                }
+                let broadcast = match self.rng.below(20) {
+                    0 => Broadcast::Channel,
+                    1 => Broadcast::Here,
+                    _ => Broadcast::None,
+                };
+                let body_len = 1 + self.rng.below(40) as usize;
+                let body = format!("c{c}-m{n}-{}", "x".repeat(body_len));
+                self.clients[c].sends.push(OutSend {
+                    conv,
+                    cmid: u128::from(self.rng.next_u64()) << 64 | n as u128,
+                    body,
+                    mentions,
+                    broadcast,
+                    acked: None,
+                    abandoned: false,
+                    inflight: false,
+                });
+                self.resend(c, n);
+            }
+            40..=45 => {
+                // Retry a recent send (acked or not) with the same key.
+                let n = self.clients[c].sends.len();
+                if n == 0 {
+                    return;
+                }
+                let idx = n - 1 - self.rng.below(n.min(8) as u64) as usize;
+                let s = &self.clients[c].sends[idx];
+                if !s.inflight && !s.abandoned {
+                    self.resend(c, idx);
+                }
+            }
+            46..=55 => {
+                // History of any conversation, member or not: non-members
+                // must get exactly what a nonexistent one gets.
+                let pool = if self.rng.chance(1, 3) {
+                    &any_conv
+                } else {
+                    &member_convs
+                };
+                let Some(&conv) = self.rng.pick(pool) else {
+                    return;
+                };
+                let head = self.clients[c].convs.get(&conv).map_or(0, |cc| cc.head);
+                let anchor = match self.rng.below(3) {
+                    0 => HistoryAnchor::Latest,
+                    1 => HistoryAnchor::Before(Seq(self.rng.below(head + 2))),
+                    _ => HistoryAnchor::After(Seq(self.rng.below(head + 2))),
+                };
+                let limit = 1 + self.rng.below(20) as u32;
+                self.request(
+                    c,
+                    Request::History {
+                        conversation: conv,
+                        anchor,
+                        limit,
+                    },
+                    Pend::Other,
+                );
+            }
+            56..=61 => {
+                let Some(&conv) = self.rng.pick(&ws_channels) else {
+                    return;
+                };
+                self.request(
+                    c,
+                    Request::Join { conversation: conv },
+                    Pend::Membership { conv: Some(conv) },
+                );
+            }
+            62..=64 => {
+                let Some(&conv) = self.rng.pick(&member_convs) else {
+                    return;
+                };
+                if self.model.convs.get(&conv.0).is_some_and(|(_, k)| {
+                    matches!(k, ConversationKind::Dm | ConversationKind::GroupDm)
+                }) {
+                    return;
+                }
+                self.request(
+                    c,
+                    Request::Leave { conversation: conv },
+                    Pend::Leave { conv },
+                );
+            }
+            65..=68 => {
+                let (Some(&conv), Some(&u)) =
+                    (self.rng.pick(&member_convs), self.rng.pick(&same_ws_users))
+                else {
+                    return;
+                };
+                if self.model.convs.get(&conv.0).is_some_and(|(_, k)| {
+                    matches!(k, ConversationKind::Dm | ConversationKind::GroupDm)
+                }) {
+                    return;
+                }
+                self.request(
+                    c,
+                    Request::Invite {
+                        conversation: conv,
+                        user: u,
+                    },
+                    Pend::Other,
+                );
+            }
+            69..=70 => {
+                let (Some(&conv), Some(&u)) =
+                    (self.rng.pick(&member_convs), self.rng.pick(&same_ws_users))
+                else {
+                    return;
+                };
+                if self.model.convs.get(&conv.0).is_some_and(|(_, k)| {
+                    matches!(k, ConversationKind::Dm | ConversationKind::GroupDm)
+                }) {
+                    return;
+                }
+                self.request(
+                    c,
+                    Request::Remove {
+                        conversation: conv,
+                        user: u,
+                    },
+                    Pend::Other,
+                );
+            }
+            71..=74 => {
+                let k = 1 + self.rng.below(3) as usize;
+                let mut users = Vec::new();
+                for _ in 0..k {
+                    if let Some(&u) = self.rng.pick(&same_ws_users) {
+                        users.push(u);
+                    }
+                }
+                if self.rng.chance(1, 10) {
+                    // Someone of another workspace: must look nonexistent.
+                    if let Some(&(_, u)) = self.rng.pick(&self.users.clone()) {
+                        users.push(u);
+                    }
+                }
+                if users.is_empty() {
+                    return;
+                }
+                self.request(
+                    c,
+                    Request::OpenDm { users },
+                    Pend::Membership { conv: None },
+                );
+            }
+            75..=82 => {
+                let Some(&conv) = self.rng.pick(&member_convs) else {
+                    return;
+                };
+                let head = self.clients[c].convs.get(&conv).map_or(0, |cc| cc.head);
+                let seq = Seq(self.rng.below(head + 3));
+                self.request(
+                    c,
+                    Request::MarkRead {
+                        conversation: conv,
+                        seq,
+                    },
+                    Pend::Other,
+                );
+            }
+            83..=86 => self.send_sync(c),
+            87..=88 => {
+                let limit = 1 + self.rng.below(10) as u32;
+                let offset = self.rng.below(3) as u32;
+                self.request(c, Request::Boot { limit, offset }, Pend::Boot);
+            }
+            89 => {
+                self.request(c, Request::ListConversations, Pend::List);
+            }
+            90..=91 => {
+                let Some(&conv) = self.rng.pick(&member_convs) else {
+                    return;
+                };
+                let request = match self.rng.below(3) {
+                    0 => Request::SetNotify {
+                        conversation: conv,
+                        level: courier_core::api::NotifyLevel::Mentions,
+                        muted: self.rng.chance(1, 2),
+                    },
+                    1 => Request::SetFocus {
+                        focused: Some(conv),
+                        active: true,
+                    },
+                    _ => Request::SetDnd {
+                        until: Some(Millis(self.now + 60_000)),
+                    },
+                };
+                self.request(c, request, Pend::Other);
+            }
+            92..=93 => {
+                let name = format!("ch-{}-{}", c, self.rng.below(1000));
+                let private = self.rng.chance(1, 3);
+                self.request(
+                    c,
+                    Request::CreateChannel { name, private },
+                    Pend::Membership { conv: None },
+                );
+            }
+            _ => {
+                let until = if self.rng.below(100) < self.long_offline_pct {
+                    self.step + 1_000 + self.rng.below(4_000)
+                } else {
+                    self.step + 5 + self.rng.below(50)
+                };
+                self.disconnect(c);
+                self.clients[c].offline_until = until;
+            }
+        }
+    }
+}
+
+// ----- Scripted helpers ------------------------------------------------------------
+
+impl World {
+    /// Runs until settled and returns the reply to `req` of scripted client `c`.
+    pub fn await_reply(&mut self, c: usize, req: ReqId) -> Result<Response, Reject> {
+        self.settle();
+        self.clients[c]
+            .reply_to(req)
+            .cloned()
+            .unwrap_or_else(|| panic!("client {c}: no reply to request {req}"))
+    }
+
+    /// A scripted request; runs until settled; returns the reply.
+    pub fn call(&mut self, c: usize, request: Request) -> Result<Response, Reject> {
+        let req = self
+            .request(c, request, Pend::Other)
+            .expect("client is connected");
+        self.await_reply(c, req)
+    }
+
+    /// Connects an admin client on shard `s`.
+    pub fn admin(&mut self, s: u16) -> usize {
+        let c = self.add_client(Credential::Admin(ADMIN_SECRET), None, false);
+        self.connect(c, s);
+        self.settle();
+        c
+    }
+
+    pub fn create_workspace(&mut self, admin: usize, name: &str) -> WorkspaceId {
+        match self.call(admin, Request::CreateWorkspace { name: name.into() }) {
+            Ok(Response::WorkspaceCreated { workspace }) => workspace,
+            other => panic!("create workspace: {other:?}"),
+        }
+    }
+
+    /// Creates a user; returns its credential.
+    pub fn create_user(
+        &mut self,
+        admin: usize,
+        ws: WorkspaceId,
+        name: &str,
+    ) -> (UserId, Credential) {
+        match self.call(
+            admin,
+            Request::CreateUser {
+                workspace: ws,
+                name: name.into(),
+            },
+        ) {
+            Ok(Response::TokenIssued {
+                user,
+                token,
+                secret,
+            }) => {
+                self.users.push((ws, user));
+                (
+                    user,
+                    Credential::User {
+                        user,
+                        token,
+                        secret,
+                    },
+                )
+            }
+            other => panic!("create user: {other:?}"),
+        }
+    }
+
+    /// A connected client of a user on shard `s`.
+    pub fn user_client(
+        &mut self,
+        user: UserId,
+        ws: WorkspaceId,
+        credential: Credential,
+        s: u16,
+        auto: bool,
+    ) -> usize {
+        let c = self.add_client(credential, Some((user, ws)), auto);
+        self.connect(c, s);
+        self.settle();
+        c
+    }
+
+    pub fn create_channel(&mut self, c: usize, name: &str, private: bool) -> ConversationId {
+        let ws = self.clients[c].ws.expect("user client");
+        match self.call(
+            c,
+            Request::CreateChannel {
+                name: name.into(),
+                private,
+            },
+        ) {
+            Ok(Response::Conversation(info)) => {
+                self.channels.push((ws, info.id));
+                info.id
+            }
+            other => panic!("create channel: {other:?}"),
+        }
+    }
+}
