@@ -873,8 +873,8 @@ impl Shard {
         let (workspace, members) = p.key;
         let slot = dm_slot(workspace, &members);
         assert_eq!(
-            slot % self.shard_count(),
-            self.me().0,
+            crate::ids::shard_of_slot(slot, self.shard_count()),
+            self.me(),
             "DM opened on the wrong owner"
         );
         let Some(raw) = self.state.ids.allocate(slot) else {
