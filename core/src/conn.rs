@@ -633,7 +633,11 @@ impl Shard {
                         .conns
                         .range_mut((who.user, ConnId(0))..=(who.user, ConnId(u64::MAX)))
                     {
+                        // Pending again until the owner's verdict: a batch
+                        // split in several could otherwise let a fanout
+                        // reach a user removed while the owner was down.
                         s.nonce = nonce;
+                        s.active = false;
                     }
                 }
             }
