@@ -166,10 +166,11 @@ pub(crate) async fn install_segment(
 
 /// Close a file now if this is its last handle (else it closes with the last one).
 pub(crate) async fn close_file(file: Rc<DmaFile>) -> Result<()> {
+    let path = file.path().map(|p| p.to_path_buf()).unwrap_or_default();
     file.close_rc()
         .await
         .map(|_| ())
-        .map_err(|e| crate::Error::io("close", PathBuf::new(), e))
+        .map_err(|e| crate::Error::io("close", path, e))
 }
 
 /// One batch on its way to disk.
