@@ -1,0 +1,30 @@
+//! Limits of the wire protocol. Both ends enforce them; docs/PROTOCOL.md lists them.
+
+/// Protocol version spoken by this codec (`Hello.protocol_version`).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame a client may send (one WebSocket message). A `Sync` naming
+/// 10,000 conversations is 160 KB of cursors; a `Send` body is far smaller.
+pub const CLIENT_FRAME_BYTES_MAX: usize = 256 * 1024;
+
+/// Largest frame the server sends. Sync replies are bounded by the core's
+/// inline limits well below this.
+pub const SERVER_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Flatbuffers verifier: deepest nesting accepted (our schema nests ≤ 6).
+pub const VERIFIER_DEPTH_MAX: usize = 16;
+
+/// Flatbuffers verifier: tables in one client frame (a request is 1–3).
+pub const CLIENT_VERIFIER_TABLES_MAX: usize = 64;
+
+/// Flatbuffers verifier: tables in one server frame.
+pub const SERVER_VERIFIER_TABLES_MAX: usize = 1_000_000;
+
+/// Most ids in a vector field of a client frame (mentions, DM members).
+pub const CLIENT_IDS_MAX: usize = 4_096;
+
+/// Most cursors in one `Sync`.
+pub const SYNC_CURSORS_MAX: usize = 12_000;
+
+const _: () = assert!(SYNC_CURSORS_MAX * 16 < CLIENT_FRAME_BYTES_MAX);
+const _: () = assert!(CLIENT_FRAME_BYTES_MAX < SERVER_FRAME_BYTES_MAX);

@@ -1,0 +1,249 @@
+//! `courierd` configuration: command-line flags, environment variables
+//! (`COURIER_*`) and an optional TOML file, in that order of precedence,
+//! over documented defaults. The result is a validated [`Config`].
+
+use crate::constants;
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command line of `courierd`. Every flag also reads `COURIER_<NAME>`.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "courierd",
+    version,
+    about = "Courier messaging server (thread-per-core)"
+)]
+pub struct Args {
+    /// TOML config file (flags and env override it).
+    #[arg(long, env = "COURIER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (created on first start) [default: ./data].
+    #[arg(long, env = "COURIER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for WebSocket clients, /healthz and /metrics [default: 127.0.0.1:7070].
+    #[arg(long, env = "COURIER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Number of shards (one executor each) [default: number of CPUs]. Fixed
+    /// for a data directory once created.
+    #[arg(long, env = "COURIER_SHARDS")]
+    pub shards: Option<u16>,
+    /// Pin each shard's thread to a CPU [default: true when shards ≤ CPUs].
+    #[arg(long, env = "COURIER_PIN")]
+    pub pin: Option<bool>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "COURIER_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Bytes queued for one socket before it is cut off as a slow consumer.
+    #[arg(long, env = "COURIER_OUTBOX_BYTES_MAX")]
+    pub outbox_bytes_max: Option<usize>,
+    /// Seconds of silence after which a connection is closed.
+    #[arg(long, env = "COURIER_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds allowed between connecting and a successful Hello.
+    #[arg(long, env = "COURIER_PREAUTH_TIMEOUT_SECS")]
+    pub preauth_timeout_secs: Option<u64>,
+    /// Connections per shard at most.
+    #[arg(long, env = "COURIER_CONNECTIONS_PER_SHARD_MAX")]
+    pub connections_per_shard_max: Option<usize>,
+    /// WAL segment size in MiB (only for newly created segments).
+    #[arg(long, env = "COURIER_SEGMENT_MIB")]
+    pub segment_mib: Option<u64>,
+    /// Requests per second per connection (bursts of twice that); 0 = off.
+    #[arg(long, env = "COURIER_RATE_CONN_PER_SEC")]
+    pub rate_conn_per_sec: Option<u32>,
+    /// Requests per second per user on each shard; 0 = off.
+    #[arg(long, env = "COURIER_RATE_USER_PER_SEC")]
+    pub rate_user_per_sec: Option<u32>,
+}
+
+/// The config file's shape; every field optional.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    shards: Option<u16>,
+    pin: Option<bool>,
+    log_format: Option<String>,
+    outbox_bytes_max: Option<usize>,
+    idle_timeout_secs: Option<u64>,
+    preauth_timeout_secs: Option<u64>,
+    connections_per_shard_max: Option<usize>,
+    segment_mib: Option<u64>,
+    rate_conn_per_sec: Option<u32>,
+    rate_user_per_sec: Option<u32>,
+}
+
+/// How logs are written (to stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated daemon configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address (port 0 picks a free port; the ready line says which).
+    pub listen: SocketAddr,
+    /// Shard count requested (checked against the manifest).
+    pub shards: u16,
+    /// Pin shard threads to CPUs.
+    pub pin: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Per-socket outbound byte bound.
+    pub outbox_bytes_max: usize,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Pre-authentication deadline.
+    pub preauth_timeout: Duration,
+    /// Connections per shard at most.
+    pub connections_per_shard_max: usize,
+    /// WAL segment size in bytes.
+    pub segment_bytes: u64,
+    /// Requests per second per connection (0 = unlimited).
+    pub rate_conn_per_sec: u32,
+    /// Requests per second per user per shard (0 = unlimited).
+    pub rate_user_per_sec: u32,
+}
+
+impl Config {
+    /// Merges flags/env over the file over defaults and validates.
+    pub fn load(args: Args) -> anyhow::Result<Config> {
+        let file: File = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => File::default(),
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = args
+            .shards
+            .or(file.shards)
+            .unwrap_or_else(|| u16::try_from(cpus).unwrap_or(constants::SHARDS_MAX));
+        if shards == 0 || shards > constants::SHARDS_MAX {
+            bail!("shards must be 1..={}, got {shards}", constants::SHARDS_MAX);
+        }
+        let log_format = match args.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log_format must be text or json, got {other:?}"),
+        };
+        let outbox_bytes_max = args
+            .outbox_bytes_max
+            .or(file.outbox_bytes_max)
+            .unwrap_or(constants::OUTBOX_BYTES_MAX_DEFAULT);
+        let frame_max = courier_proto::constants::SERVER_FRAME_BYTES_MAX;
+        if outbox_bytes_max < frame_max {
+            bail!("outbox_bytes_max must be at least one server frame ({frame_max} bytes)");
+        }
+        let idle = args
+            .idle_timeout_secs
+            .or(file.idle_timeout_secs)
+            .map_or(constants::IDLE_TIMEOUT_DEFAULT, Duration::from_secs);
+        let preauth = args
+            .preauth_timeout_secs
+            .or(file.preauth_timeout_secs)
+            .map_or(constants::PREAUTH_TIMEOUT_DEFAULT, Duration::from_secs);
+        if idle < Duration::from_secs(1) || preauth < Duration::from_secs(1) {
+            bail!("idle_timeout_secs and preauth_timeout_secs must be at least 1");
+        }
+        let segment_mib = args.segment_mib.or(file.segment_mib).unwrap_or(64);
+        if !(1..=4096).contains(&segment_mib) {
+            bail!("segment_mib must be 1..=4096, got {segment_mib}");
+        }
+        Ok(Config {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            shards,
+            pin: args.pin.or(file.pin).unwrap_or(usize::from(shards) <= cpus),
+            log_format,
+            outbox_bytes_max,
+            idle_timeout: idle,
+            preauth_timeout: preauth,
+            connections_per_shard_max: args
+                .connections_per_shard_max
+                .or(file.connections_per_shard_max)
+                .unwrap_or(constants::CONNECTIONS_PER_SHARD_MAX_DEFAULT),
+            segment_bytes: segment_mib * 1024 * 1024,
+            rate_conn_per_sec: args
+                .rate_conn_per_sec
+                .or(file.rate_conn_per_sec)
+                .unwrap_or(constants::RATE_CONN_PER_SEC_DEFAULT),
+            rate_user_per_sec: args
+                .rate_user_per_sec
+                .or(file.rate_user_per_sec)
+                .unwrap_or(constants::RATE_USER_PER_SEC_DEFAULT),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nshards = 3\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Args {
+            config: Some(path),
+            shards: Some(2),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(config.shards, 2);
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert_eq!(config.outbox_bytes_max, constants::OUTBOX_BYTES_MAX_DEFAULT);
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "shardz = 3\n").unwrap();
+        let err = Config::load(Args {
+            config: Some(path),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("shardz"), "{err:#}");
+        let err = Config::load(Args {
+            shards: Some(0),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("shards"));
+        let err = Config::load(Args {
+            log_format: Some("xml".into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("log_format"));
+    }
+}

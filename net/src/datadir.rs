@@ -1,0 +1,263 @@
+//! The data directory: `MANIFEST` (format version, shard count, node id), a
+//! `LOCK` held for the daemon's lifetime, the admin token, and one
+//! `shard-K/` directory per shard for its WAL.
+//!
+//! The shard count is fixed when the directory is created: conversations and
+//! users are placed on shards by id, so starting with another count would put
+//! them on the wrong shard. That is refused with a clear error; re-sharding is
+//! an explicit offline operation, never an accident.
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// On-disk format version of the data directory as a whole.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The parsed manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// Format version.
+    pub format_version: u32,
+    /// Shards (fixed for the directory's life).
+    pub shard_count: u16,
+    /// This node's id (for the multi-node future; 1 today).
+    pub node_id: u32,
+}
+
+impl Manifest {
+    fn render(&self) -> String {
+        format!(
+            "# Courier data directory manifest. Do not edit.\nformat_version = {}\nshard_count = {}\nnode_id = {}\n",
+            self.format_version, self.shard_count, self.node_id
+        )
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Manifest> {
+        let mut format_version = None;
+        let mut shard_count = None;
+        let mut node_id = None;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .with_context(|| format!("bad manifest line {line:?}"))?;
+            let value = value.trim();
+            match key.trim() {
+                "format_version" => format_version = Some(value.parse()?),
+                "shard_count" => shard_count = Some(value.parse()?),
+                "node_id" => node_id = Some(value.parse()?),
+                other => bail!("unknown manifest key {other:?}"),
+            }
+        }
+        Ok(Manifest {
+            format_version: format_version.context("manifest lacks format_version")?,
+            shard_count: shard_count.context("manifest lacks shard_count")?,
+            node_id: node_id.context("manifest lacks node_id")?,
+        })
+    }
+}
+
+/// An opened, locked data directory.
+pub struct DataDir {
+    root: PathBuf,
+    /// Held open: the advisory lock lives as long as this file.
+    _lock: File,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// sha256 of the admin secret.
+    pub admin_token_hash: [u8; 32],
+    /// True if this start created the directory.
+    pub created: bool,
+    /// True if this start wrote a new admin token.
+    pub admin_token_written: bool,
+}
+
+impl DataDir {
+    /// Opens (creating on first start) and locks `root` for `shards` shards.
+    pub fn open(root: &Path, shards: u16) -> anyhow::Result<DataDir> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating data directory {}", root.display()))?;
+        // Absolute from here on: the WAL opens directories through glommio,
+        // which does not resolve relative paths against the working directory.
+        let root = &std::fs::canonicalize(root)
+            .with_context(|| format!("resolving data directory {}", root.display()))?;
+        let lock = lock(&root.join("LOCK"))?;
+        let manifest_path = root.join("MANIFEST");
+        let (manifest, created) = if manifest_path.exists() {
+            let text = std::fs::read_to_string(&manifest_path)
+                .with_context(|| format!("reading {}", manifest_path.display()))?;
+            let manifest = Manifest::parse(&text)
+                .with_context(|| format!("parsing {}", manifest_path.display()))?;
+            if manifest.format_version != FORMAT_VERSION {
+                bail!(
+                    "{} has format version {}, this courierd reads {}",
+                    manifest_path.display(),
+                    manifest.format_version,
+                    FORMAT_VERSION
+                );
+            }
+            if manifest.shard_count != shards {
+                bail!(
+                    "{} was created with {} shards but --shards is {shards}; data is placed by \
+                     shard, so start with --shards {} (re-sharding is an offline tool)",
+                    root.display(),
+                    manifest.shard_count,
+                    manifest.shard_count
+                );
+            }
+            (manifest, false)
+        } else {
+            let manifest = Manifest {
+                format_version: FORMAT_VERSION,
+                shard_count: shards,
+                node_id: 1,
+            };
+            write_atomically(root, "MANIFEST", manifest.render().as_bytes(), 0o644)?;
+            (manifest, true)
+        };
+        for k in 0..manifest.shard_count {
+            let dir = root.join(format!("shard-{k}"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let (admin_token_hash, admin_token_written) = admin_token(root)?;
+        Ok(DataDir {
+            root: root.to_owned(),
+            _lock: lock,
+            manifest,
+            admin_token_hash,
+            created,
+            admin_token_written,
+        })
+    }
+
+    /// The directory of shard `k`'s WAL.
+    pub fn shard_dir(&self, k: u16) -> PathBuf {
+        self.root.join(format!("shard-{k}"))
+    }
+
+    /// Where the admin token lives.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.root.join("admin.token")
+    }
+}
+
+fn lock(path: &Path) -> anyhow::Result<File> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let holder = std::fs::read_to_string(path).unwrap_or_default();
+        bail!(
+            "data directory is in use by another courierd ({}: {})",
+            path.display(),
+            holder.trim()
+        );
+    }
+    file.set_len(0)?;
+    writeln!(file, "pid {}", std::process::id())?;
+    Ok(file)
+}
+
+/// Reads the admin token (writing a fresh one, mode 0600, if absent) and
+/// returns sha256 of its secret.
+fn admin_token(root: &Path) -> anyhow::Result<([u8; 32], bool)> {
+    let path = root.join("admin.token");
+    let (text, written) = match std::fs::read_to_string(&path) {
+        Ok(text) => (text, false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            getrandom::getrandom(&mut secret)
+                .map_err(|e| anyhow::anyhow!("reading OS randomness: {e}"))?;
+            let text = courier_proto::token::format_admin(&secret) + "\n";
+            write_atomically(root, "admin.token", text.as_bytes(), 0o600)?;
+            (text, true)
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    match courier_proto::token::parse(text.trim()) {
+        Ok(courier_core::api::Credential::Admin(secret)) => {
+            Ok((Sha256::digest(secret).into(), written))
+        }
+        _ => bail!("{} does not hold an admin token (ca1_…)", path.display()),
+    }
+}
+
+/// temp file → fsync → rename → fsync directory.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let target = dir.join(name);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, &target).with_context(|| format!("renaming to {}", target.display()))?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn first_start_creates_and_second_reuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let a = DataDir::open(&root, 2).unwrap();
+        assert!(a.created && a.admin_token_written);
+        let mode = std::fs::metadata(a.admin_token_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let hash = a.admin_token_hash;
+        drop(a);
+        let b = DataDir::open(&root, 2).unwrap();
+        assert!(!b.created && !b.admin_token_written);
+        assert_eq!(b.admin_token_hash, hash);
+        assert!(root.join("shard-1").is_dir());
+    }
+
+    #[test]
+    fn refuses_other_shard_count_and_second_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = DataDir::open(dir.path(), 2).unwrap();
+        let err = DataDir::open(dir.path(), 2).err().unwrap();
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(a);
+        let err = DataDir::open(dir.path(), 3).err().unwrap();
+        assert!(err.to_string().contains("created with 2 shards"), "{err}");
+    }
+
+    #[test]
+    fn manifest_round_trips_and_rejects_junk() {
+        let m = Manifest {
+            format_version: 1,
+            shard_count: 4,
+            node_id: 1,
+        };
+        assert_eq!(Manifest::parse(&m.render()).unwrap(), m);
+        assert!(Manifest::parse("format_version = 1\n").is_err());
+        assert!(Manifest::parse("what = 1\n").is_err());
+    }
+}

@@ -1,0 +1,546 @@
+//! The gateway: one accept loop per shard on the shared port (SO_REUSEPORT),
+//! the HTTP front door (`/healthz`, `/metrics`, WebSocket upgrade), and the two
+//! tasks of each connection — a reader that decodes frames into core inputs
+//! and a writer that drains the connection's byte-bounded outbox.
+//!
+//! Failure contract: whatever a peer sends, the worst outcome is that *its*
+//! connection is closed with a code and a reason. Nothing here panics on
+//! input, and no connection can make another wait: a socket that does not
+//! read is cut off once its outbox passes the configured byte bound.
+
+use crate::constants::{
+    BAD_FRAMES_MAX, HANDSHAKE_TIMEOUT, HTTP_HEAD_BYTES_MAX, PING_INTERVAL, WS_READ_BUFFER_BYTES,
+};
+use crate::http::{self, Route};
+use crate::metrics::M;
+use crate::shard::ShardCtx;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use bytes::Bytes;
+use courier_core::api::{ConnId, Input, Reject};
+use courier_proto::{decode_client, ClientFrame, DecodeError};
+use futures::{SinkExt, StreamExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Close codes Courier uses besides the RFC 6455 ones (documented in
+/// docs/PROTOCOL.md).
+pub mod close {
+    /// `Hello` failed: bad, unknown or revoked token.
+    pub const UNAUTHENTICATED: u16 = 4001;
+    /// The session's token was revoked or the user removed.
+    pub const REVOKED: u16 = 4003;
+    /// The client did not read fast enough; reconnect and `Sync`.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// No `Hello` in time.
+    pub const AUTH_TIMEOUT: u16 = 4009;
+    /// Nothing received for the idle timeout.
+    pub const IDLE: u16 = 4010;
+}
+
+/// Runs `fut` for at most `d`; `None` on timeout.
+pub async fn with_timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(d).await;
+        None
+    })
+    .await
+}
+
+/// A one-waiter wake-up flag for a single-threaded executor.
+#[derive(Default)]
+pub struct Signal {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    /// Sets the flag and wakes the waiter, if any.
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits until notified (returns at once if notified since the last wait).
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Bytes waiting to be written to one socket.
+struct Outbox {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    /// Set once: the writer sends this close frame after what is queued (or
+    /// instead of it, for a slow consumer) and ends the connection.
+    closing: Option<(u16, &'static str)>,
+}
+
+/// The shard's handle on one connection.
+pub struct Conn {
+    /// Node-unique id.
+    pub id: ConnId,
+    out: RefCell<Outbox>,
+    wake: Signal,
+    /// Notified when the connection starts closing (stops the reader).
+    closing: Signal,
+    /// Set when the core answered `Hello` with `Welcome`.
+    pub authed: Cell<bool>,
+    /// The session's user, once welcomed (admin sessions have none).
+    pub user: Cell<Option<courier_core::api::UserId>>,
+    /// Per-connection request budget.
+    pub limiter: Option<crate::limits::Limiter>,
+    outbox_bytes_max: usize,
+}
+
+/// What happened to a frame offered to a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// In the outbox.
+    Yes,
+    /// The connection is closing; dropped.
+    Closed,
+    /// Over the byte bound: the connection is now being cut off.
+    CutOff,
+}
+
+impl Conn {
+    fn new(id: ConnId, outbox_bytes_max: usize, limiter: Option<crate::limits::Limiter>) -> Conn {
+        Conn {
+            id,
+            out: RefCell::new(Outbox {
+                frames: VecDeque::new(),
+                bytes: 0,
+                closing: None,
+            }),
+            wake: Signal::default(),
+            closing: Signal::default(),
+            authed: Cell::new(false),
+            user: Cell::new(None),
+            limiter,
+            outbox_bytes_max,
+        }
+    }
+
+    /// Queues one encoded frame (cheap: `Bytes` is shared).
+    pub fn push(&self, frame: Bytes) -> Queued {
+        let mut out = self.out.borrow_mut();
+        if out.closing.is_some() {
+            return Queued::Closed;
+        }
+        if out.bytes + frame.len() > self.outbox_bytes_max {
+            out.frames.clear();
+            out.bytes = 0;
+            out.closing = Some((
+                close::SLOW_CONSUMER,
+                "slow consumer: outbox full; reconnect and sync",
+            ));
+            drop(out);
+            self.wake.notify();
+            self.closing.notify();
+            return Queued::CutOff;
+        }
+        out.bytes += frame.len();
+        out.frames.push_back(frame);
+        drop(out);
+        self.wake.notify();
+        Queued::Yes
+    }
+
+    /// Asks the writer to close after what is already queued.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let mut out = self.out.borrow_mut();
+        if out.closing.is_none() {
+            out.closing = Some((code, reason));
+        }
+        drop(out);
+        self.wake.notify();
+        self.closing.notify();
+    }
+
+    /// Bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.borrow().bytes
+    }
+}
+
+/// Serves one accepted TCP connection to the end.
+pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let head = match with_timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream)).await {
+        Some(Ok(head)) => head,
+        Some(Err(reason)) => {
+            let _ = respond(&mut stream, 400, "text/plain", reason).await;
+            return;
+        }
+        None => return, // slowloris: drop silently
+    };
+    ctx.count(M::http_requests_total, 1);
+    match http::route(&head) {
+        Route::Health => {
+            let (code, text) = ctx.health();
+            let _ = respond(&mut stream, code, "text/plain", &text).await;
+        }
+        Route::Metrics => {
+            let text = ctx.render_metrics();
+            let _ = respond(&mut stream, 200, "text/plain; version=0.0.4", &text).await;
+        }
+        Route::Refuse { code, body } => {
+            let _ = respond(&mut stream, code, "text/plain", body).await;
+        }
+        Route::Upgrade { accept, head_len } => {
+            let response = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            if stream.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+            let leftover = head[head_len..].to_vec();
+            websocket(ctx, stream, leftover).await;
+        }
+    }
+}
+
+/// Reads an HTTP request head (up to the blank line), bounded in bytes.
+async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, &'static str> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|_| "read error\n")?;
+        if n == 0 {
+            return Err("connection closed during request\n");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if http::head_complete(&buf) {
+            return Ok(buf);
+        }
+        if buf.len() > HTTP_HEAD_BYTES_MAX {
+            return Err("request head too large\n");
+        }
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    code: u16,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let status = http::reason(code);
+    let text = format!(
+        "HTTP/1.1 {code} {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(text.as_bytes()).await?;
+    stream.flush().await?;
+    stream.close().await
+}
+
+/// The WebSocket limits every connection runs with.
+pub fn ws_config() -> WebSocketConfig {
+    let frame_max = courier_proto::constants::CLIENT_FRAME_BYTES_MAX;
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(courier_proto::constants::SERVER_FRAME_BYTES_MAX * 2)
+        .max_message_size(Some(frame_max))
+        .max_frame_size(Some(frame_max))
+        .accept_unmasked_frames(false)
+}
+
+async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
+    let ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config()))
+            .await;
+    let Some(conn) = ctx.register_conn() else {
+        let (mut tx, _rx) = ws.split();
+        let _ = tx
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Again,
+                reason: "too many connections on this shard".into(),
+            })))
+            .await;
+        return;
+    };
+    let (mut tx, mut rx) = ws.split();
+
+    // Writer: drains the outbox, pings a quiet peer, sends the close frame.
+    let writer = {
+        let conn = conn.clone();
+        let ctx = ctx.clone();
+        async move {
+            loop {
+                let woke = with_timeout(PING_INTERVAL, conn.wake.wait()).await;
+                let (frames, closing) = {
+                    let mut out = conn.out.borrow_mut();
+                    out.bytes = 0;
+                    (std::mem::take(&mut out.frames), out.closing)
+                };
+                let mut sent = 0usize;
+                for frame in frames {
+                    sent += frame.len();
+                    if tx.feed(Message::Binary(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                if woke.is_none() && tx.feed(Message::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+                if tx.flush().await.is_err() {
+                    return;
+                }
+                ctx.outbox_drained(sent);
+                if let Some((code, reason)) = closing {
+                    let _ = tx
+                        .send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    let _ = tx.close(None).await;
+                    return;
+                }
+            }
+        }
+    };
+    let writer = glommio::spawn_local(writer);
+
+    // Reader: frames → core inputs, until the peer goes or we close.
+    let mut bad_frames = 0u32;
+    let opened = Instant::now();
+    loop {
+        let deadline = if conn.authed.get() {
+            ctx.idle_timeout()
+        } else {
+            ctx.preauth_timeout().saturating_sub(opened.elapsed())
+        };
+        let next = futures_lite::future::or(
+            async { Some(with_timeout(deadline, rx.next()).await) },
+            async {
+                // Stop reading as soon as the writer is closing.
+                conn.closing.wait().await;
+                None
+            },
+        )
+        .await;
+        let msg = match next {
+            None => break,
+            Some(None) => {
+                if conn.authed.get() {
+                    conn.close(close::IDLE, "idle timeout");
+                } else {
+                    conn.close(close::AUTH_TIMEOUT, "no successful Hello in time");
+                }
+                break;
+            }
+            Some(Some(None)) => break,
+            Some(Some(Some(Err(e)))) => {
+                use async_tungstenite::tungstenite::Error as WsError;
+                match e {
+                    WsError::Capacity(_) => conn.close(
+                        CloseCode::Size.into(),
+                        "message too big (client frames are at most 256 KiB)",
+                    ),
+                    WsError::Protocol(_) => {
+                        conn.close(CloseCode::Protocol.into(), "protocol error")
+                    }
+                    WsError::Utf8(_) => conn.close(CloseCode::Invalid.into(), "invalid UTF-8"),
+                    _ => {}
+                }
+                break;
+            }
+            Some(Some(Some(Ok(msg)))) => msg,
+        };
+        let bytes = match msg {
+            Message::Binary(b) => b,
+            Message::Text(_) => {
+                conn.close(
+                    CloseCode::Unsupported.into(),
+                    "binary frames only (see docs/PROTOCOL.md)",
+                );
+                break;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+        };
+        ctx.count(M::frames_in_total, 1);
+        ctx.backpressure().await;
+        match decode_client(&bytes) {
+            Ok(ClientFrame::Hello {
+                req,
+                credential,
+                device,
+            }) => ctx.submit(Input::Hello {
+                conn: conn.id,
+                req,
+                credential,
+                device,
+            }),
+            Ok(ClientFrame::Request { req, request }) => match ctx.rate_check(&conn) {
+                Ok(()) => ctx.submit(Input::Request {
+                    conn: conn.id,
+                    req,
+                    request,
+                }),
+                Err(retry_after_ms) => {
+                    ctx.count(M::rate_limited_total, 1);
+                    ctx.reply_now(&conn, req, &Err(Reject::RateLimited { retry_after_ms }));
+                }
+            },
+            Err(DecodeError::Token(_)) => {
+                let req = courier_proto::peek_request_id(&bytes);
+                ctx.reply_now(&conn, req, &Err(Reject::Unauthenticated));
+                conn.close(close::UNAUTHENTICATED, "malformed token");
+            }
+            Err(e) => {
+                ctx.count(M::bad_frames_total, 1);
+                bad_frames += 1;
+                ctx.bad_frame(&conn, courier_proto::peek_request_id(&bytes), &e.to_string());
+                if bad_frames >= BAD_FRAMES_MAX {
+                    conn.close(CloseCode::Policy.into(), "too many malformed frames");
+                }
+            }
+        }
+    }
+    // Make sure the writer ends even if nobody closed explicitly.
+    conn.close(CloseCode::Normal.into(), "bye");
+    let _ = with_timeout(Duration::from_secs(2), writer).await;
+    ctx.unregister_conn(&conn);
+}
+
+/// Reads WebSocket messages from raw post-upgrade bytes exactly as a
+/// connection would (same config, server role), returning the data messages
+/// until the stream ends or errs. For fuzzing and tests of the frame layer.
+pub fn read_ws_messages(bytes: &[u8]) -> Vec<Bytes> {
+    struct Mem<'a>(std::io::Cursor<&'a [u8]>);
+    impl std::io::Read for Mem<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl std::io::Write for Mem<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut ws = tungstenite::WebSocket::from_raw_socket(
+        Mem(std::io::Cursor::new(bytes)),
+        Role::Server,
+        Some(ws_config()),
+    );
+    let mut out = Vec::new();
+    while let Ok(message) = ws.read() {
+        match message {
+            Message::Binary(b) => out.push(b),
+            Message::Text(t) => out.push(Bytes::copy_from_slice(t.as_bytes())),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Creates the shard-side state of a new connection.
+pub fn new_conn(
+    id: ConnId,
+    outbox_bytes_max: usize,
+    limiter: Option<crate::limits::Limiter>,
+) -> Rc<Conn> {
+    Rc::new(Conn::new(id, outbox_bytes_max, limiter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_cuts_off_a_slow_consumer_and_keeps_the_bound() {
+        let conn = Conn::new(ConnId(1), 10, None);
+        assert_eq!(conn.push(Bytes::from_static(b"12345")), Queued::Yes);
+        assert_eq!(conn.push(Bytes::from_static(b"12345")), Queued::Yes);
+        assert_eq!(conn.queued_bytes(), 10);
+        assert_eq!(conn.push(Bytes::from_static(b"1")), Queued::CutOff);
+        assert_eq!(conn.queued_bytes(), 0);
+        assert_eq!(
+            conn.out.borrow().closing.map(|c| c.0),
+            Some(close::SLOW_CONSUMER)
+        );
+        assert_eq!(conn.push(Bytes::from_static(b"1")), Queued::Closed);
+    }
+
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65536 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    #[test]
+    fn frame_layer_enforces_masking_and_sizes() {
+        let ok = masked(2, b"hello");
+        assert_eq!(read_ws_messages(&ok), vec![Bytes::from_static(b"hello")]);
+        // Unmasked client frame: refused.
+        assert!(read_ws_messages(&[0x82, 0x02, b'h', b'i']).is_empty());
+        // A length header promising more than the limit: refused before reading it.
+        let mut huge = vec![0x82, 0x80 | 127];
+        huge.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
+        huge.extend_from_slice(&[0; 4]);
+        assert!(read_ws_messages(&huge).is_empty());
+        // Fragments within the limit are reassembled.
+        let mut first = masked(2, b"hel");
+        first[0] &= 0x7f;
+        let mut small = first;
+        small.extend(masked(0, b"lo"));
+        assert_eq!(read_ws_messages(&small), vec![Bytes::from_static(b"hello")]);
+        // Fragments adding up to more than the message limit: refused.
+        let frame_max = courier_proto::constants::CLIENT_FRAME_BYTES_MAX;
+        let mut frags = Vec::new();
+        let part = vec![7u8; frame_max / 2 + 1];
+        frags.extend(masked(2, &part));
+        frags[0] &= 0x7f; // not FIN
+        let mut cont = masked(0, &part);
+        cont[0] &= 0x7f;
+        frags.extend(cont);
+        frags.extend(masked(0, b"end"));
+        assert!(read_ws_messages(&frags).is_empty());
+        // Control frame over 125 bytes: refused.
+        let mut ping = vec![0x89, 0x80 | 126];
+        ping.extend_from_slice(&200u16.to_be_bytes());
+        ping.extend_from_slice(&[0; 4]);
+        ping.extend_from_slice(&[0; 200]);
+        ping.extend(masked(2, b"after"));
+        assert!(read_ws_messages(&ping).is_empty());
+    }
+}

@@ -1,0 +1,37 @@
+//! `courier-net`: the body of Courier — the thread-per-core runtime that
+//! drives `courier-core` shards and `courier-wal` logs, the WebSocket
+//! gateway, the HTTP health and metrics endpoints, and the `courierd` daemon.
+//!
+//! Each shard is one glommio executor pinned to a core. It owns a core state
+//! machine, a WAL, a listener on the shared port (SO_REUSEPORT) and the
+//! sockets the kernel gave that listener. Shards share nothing but bounded
+//! lock-free channels (glommio's channel mesh, built before the executors
+//! start) and a board of published metrics.
+//!
+//! This crate must never decide what the core decides (ordering, membership,
+//! authorization, what to deliver); never send a client anything about a
+//! record before the core says so, which it does only after the record is
+//! durable; never hold a lock on the data path; never let a queue grow
+//! without a bound.
+//!
+//! # Layout
+//! - [`server`]: data directory, executors, mesh, start/stop.
+//! - [`shard`]: one shard's runtime — inputs in, effects out.
+//! - [`gateway`]: accept, HTTP front door, WebSocket reader/writer, outboxes.
+//! - [`datadir`]: manifest, lock, admin token.
+//! - [`limits`]: per-connection and per-user rate limits.
+//! - [`http`]: request-head routing (pure).
+//! - [`config`], [`constants`], [`metrics`], [`signals`].
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod constants;
+pub mod datadir;
+pub mod gateway;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod server;
+pub mod shard;
+pub mod signals;

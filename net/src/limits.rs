@@ -1,0 +1,60 @@
+//! Abuse limits on the request path: a token bucket per connection and one
+//! per user on each shard (GCRA, from the `governor` crate). A request over
+//! either limit is answered `RateLimited { retry_after_ms }` by the runtime
+//! and never reaches the core.
+//!
+//! The per-user bucket is per shard: a user whose devices land on k shards
+//! gets up to k times the rate. That keeps the check local (no cross-core
+//! traffic per request); the per-connection bucket bounds each device.
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+
+/// One token bucket.
+pub struct Limiter {
+    inner: DefaultDirectRateLimiter,
+    clock: DefaultClock,
+}
+
+impl Limiter {
+    /// `per_sec` requests per second with bursts of twice that; `None` when
+    /// `per_sec` is 0 (no limit).
+    pub fn new(per_sec: u32) -> Option<Limiter> {
+        let rate = NonZeroU32::new(per_sec)?;
+        let burst = NonZeroU32::new(per_sec.saturating_mul(2)).unwrap_or(rate);
+        Some(Limiter {
+            inner: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            clock: DefaultClock::default(),
+        })
+    }
+
+    /// Takes one token, or says how many milliseconds until one is free.
+    pub fn check(&self) -> Result<(), u64> {
+        self.inner.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            (wait.as_millis() as u64).max(1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_a_burst_then_refuses_with_a_wait() {
+        let l = Limiter::new(10).unwrap();
+        let allowed = (0..100).filter(|_| l.check().is_ok()).count();
+        assert!(
+            (20..=22).contains(&allowed),
+            "burst of 2×rate, got {allowed}"
+        );
+        let wait = l.check().unwrap_err();
+        assert!(
+            (1..=100).contains(&wait),
+            "about 1/rate seconds, got {wait} ms"
+        );
+        assert!(Limiter::new(0).is_none());
+    }
+}

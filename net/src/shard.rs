@@ -1,0 +1,790 @@
+//! One shard's runtime: the glue between a `courier-core` state machine, its
+//! `courier-wal` log, the shard's sockets and the channels to other shards.
+//!
+//! Everything runs on one glommio executor. Inputs from every source (sockets,
+//! peers, WAL completions, reads, ticks) go through [`ShardCtx::submit`],
+//! which hands them to the core one at a time and carries out the effects it
+//! returns, in order. Effects that need I/O (durability waits, WAL reads,
+//! cross-shard sends) are handed to small long-lived tasks; their results come
+//! back as new inputs. The runtime decides nothing the core decides.
+//!
+//! Persist, then deliver: the runtime never tells anyone about a record
+//! itself. It appends what the core asks, reports durability back with
+//! `Input::Durable`, and the core only then emits acks and deliveries.
+
+use crate::config::Config;
+use crate::constants::{PEER_QUEUE_HIGH_WATER, SNAPSHOT_EVERY_RECORDS, TICK_INTERVAL};
+use crate::gateway::{self, close, Conn, Queued, Signal};
+use crate::limits::Limiter;
+use crate::metrics::{Board, Counters, M};
+use bytes::Bytes;
+use courier_core::api::{
+    CloseReason, ConnId, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId, Response,
+    ShardId, UserId,
+};
+use courier_core::{Shard, ShardConfig};
+use courier_proto::Encoder;
+use courier_wal::Wal;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use hashbrown::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What travels between shards.
+pub struct Envelope {
+    /// Sending shard.
+    pub from: ShardId,
+    /// Core message (owned data and `Arc`s only).
+    pub msg: PeerMsg,
+}
+
+/// Process-wide stop flag and exit code, set by signal handlers and by a
+/// shard whose storage failed.
+pub struct Stop {
+    /// Shards stop accepting and drain when set.
+    pub requested: AtomicBool,
+    /// The process exit code once every shard has stopped.
+    pub exit_code: AtomicI32,
+}
+
+impl Stop {
+    /// A fresh flag.
+    pub fn new() -> Arc<Stop> {
+        Arc::new(Stop {
+            requested: AtomicBool::new(false),
+            exit_code: AtomicI32::new(0),
+        })
+    }
+
+    /// Asks every shard to stop, with this exit code (the worst code wins).
+    pub fn request(&self, code: i32) {
+        self.exit_code.fetch_max(code, Ordering::SeqCst);
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// Wall-clock milliseconds (time is an input to the core).
+pub fn now_ms() -> Millis {
+    Millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+/// State of one shard's runtime, shared by its tasks through an `Rc`.
+pub struct ShardCtx {
+    id: ShardId,
+    config: Arc<Config>,
+    core: RefCell<Shard>,
+    wal: Rc<Wal>,
+    counters: RefCell<Counters>,
+    board: Arc<Board>,
+    stop: Arc<Stop>,
+    conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
+    next_conn: Cell<u64>,
+    /// Inputs produced while the core is busy (self-addressed peer messages).
+    pending: RefCell<VecDeque<Input>>,
+    pumping: Cell<bool>,
+    encoder: RefCell<Encoder>,
+    /// Per destination shard: messages waiting for room on the channel.
+    peer_out: Vec<RefCell<VecDeque<PeerMsg>>>,
+    peer_wake: Vec<Signal>,
+    /// Highest LSN appended / reported durable to the core.
+    appended: Cell<u64>,
+    durable_wake: Signal,
+    /// Records the WAL had no room for yet, in LSN order.
+    staged: RefCell<VecDeque<(Lsn, u8, Vec<u8>)>>,
+    staged_wake: Signal,
+    storage_failed: RefCell<Option<String>>,
+    snapshot_lsn: Cell<u64>,
+    outbox_total: Cell<usize>,
+    /// Request budgets of users with sessions here: (limiter, sessions).
+    user_limits: RefCell<HashMap<UserId, (Rc<Limiter>, u32)>>,
+}
+
+impl ShardCtx {
+    /// Hands one input to the core and carries out the effects.
+    pub fn submit(self: &Rc<Self>, input: Input) {
+        self.pending.borrow_mut().push_back(input);
+        self.drain_pending();
+    }
+
+    /// Runs queued inputs through the core until none is left.
+    fn drain_pending(self: &Rc<Self>) {
+        if self.pumping.replace(true) {
+            return; // the loop below, further up the stack, will take it
+        }
+        let mut effects = Vec::new();
+        loop {
+            let Some(input) = self.pending.borrow_mut().pop_front() else {
+                break;
+            };
+            self.core.borrow_mut().handle(now_ms(), input, &mut effects);
+            self.count(M::core_inputs_total, 1);
+            for effect in effects.drain(..) {
+                self.execute(effect);
+            }
+        }
+        self.pumping.set(false);
+    }
+
+    fn execute(self: &Rc<Self>, effect: Effect) {
+        match effect {
+            Effect::Append { lsn, kind, payload } => self.append(lsn, kind, payload),
+            Effect::ToShard { shard, msg } => {
+                if shard == self.id {
+                    self.pending
+                        .borrow_mut()
+                        .push_back(Input::Peer { from: self.id, msg });
+                } else {
+                    let k = usize::from(shard.0);
+                    assert!(
+                        k < self.peer_out.len(),
+                        "core addressed shard {k} out of range"
+                    );
+                    self.peer_out[k].borrow_mut().push_back(msg);
+                    self.peer_wake[k].notify();
+                }
+            }
+            Effect::Reply { conn, req, result } => {
+                if let Some(c) = self.conn(conn) {
+                    if let Ok(Response::Welcome { user, .. }) = &result {
+                        c.authed.set(true);
+                        if let Some(user) = *user {
+                            self.session_started(&c, user);
+                        }
+                    }
+                    self.reply_now(&c, req, &result);
+                }
+            }
+            Effect::Deliver { conns, event } => self.deliver(&conns, &event),
+            Effect::Close { conn, reason } => {
+                if let Some(c) = self.conn(conn) {
+                    match reason {
+                        CloseReason::Revoked => {
+                            c.close(close::REVOKED, "token revoked or access removed")
+                        }
+                        CloseReason::Overloaded => {
+                            c.close(1013, "too many connections on this shard")
+                        }
+                        CloseReason::Unauthenticated => {
+                            c.close(close::UNAUTHENTICATED, "authentication failed")
+                        }
+                    }
+                }
+            }
+            Effect::ReadRecords { token, lsns } => {
+                let ctx = self.clone();
+                glommio::spawn_local(async move {
+                    let mut records = Vec::with_capacity(lsns.len());
+                    for lsn in lsns {
+                        match ctx.wal.read(courier_wal::Lsn(lsn.0)).await {
+                            Ok((kind, payload)) => {
+                                records.push((lsn, kind, Bytes::copy_from_slice(&payload)))
+                            }
+                            Err(e) => {
+                                // A damaged or unreadable record: the core
+                                // answers the request with what it got.
+                                tracing::error!(shard = ctx.id.0, lsn = lsn.0, error = %e, "WAL read failed");
+                                break;
+                            }
+                        }
+                    }
+                    ctx.count(M::wal_reads_total, records.len() as u64);
+                    ctx.submit(Input::RecordsRead { token, records });
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Appends in the core's order. When the WAL queue is full the record
+    /// waits in `staged` (and so does every later one, to keep LSNs in
+    /// order) until the staging task finds room; client reads pause
+    /// meanwhile (see `backpressure`), which bounds `staged`.
+    fn append(self: &Rc<Self>, lsn: Lsn, kind: u8, payload: Vec<u8>) {
+        if self.storage_failed.borrow().is_some() {
+            // The core was told and refuses writes; anything it still asks
+            // for is never acknowledged, which is the safe outcome.
+            return;
+        }
+        if !self.staged.borrow().is_empty() {
+            self.staged.borrow_mut().push_back((lsn, kind, payload));
+            return;
+        }
+        match self.wal.append(kind, &payload) {
+            Ok(got) => self.appended_ok(lsn, got),
+            Err(courier_wal::Error::Backpressure { .. }) => {
+                self.staged.borrow_mut().push_back((lsn, kind, payload));
+                self.staged_wake.notify();
+            }
+            Err(e) => self.storage_error(lsn, e),
+        }
+    }
+
+    fn appended_ok(&self, want: Lsn, got: courier_wal::Lsn) {
+        assert_eq!(got.0, want.0, "core and WAL disagree on LSN numbering");
+        self.appended.set(want.0);
+        self.count(M::wal_appends_total, 1);
+        self.durable_wake.notify();
+    }
+
+    fn storage_error(self: &Rc<Self>, lsn: Lsn, e: courier_wal::Error) {
+        tracing::error!(shard = self.id.0, lsn = lsn.0, error = %e, "WAL append failed");
+        self.storage_failed(&e, format!("WAL append failed: {e}"));
+    }
+
+    /// Marks storage as failed for good: the core stops accepting writes,
+    /// `/healthz` reports it, and the daemon exits non-zero after draining.
+    ///
+    /// A full disk (`ENOSPC`) keeps the daemon up: writes are refused, reads
+    /// go on, and a restart after freeing space recovers. Any other storage
+    /// error (EIO from fsync, …) stops the daemon with exit code 1: after a
+    /// failed fsync the page cache may have dropped data, and only a restart
+    /// that reads the log back is safe.
+    fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
+        if self.storage_failed.borrow().is_some() {
+            return;
+        }
+        *self.storage_failed.borrow_mut() = Some(reason.clone());
+        if !error.is_no_space() {
+            self.stop.request(1);
+        }
+        self.submit(Input::StorageFailed { reason });
+    }
+
+    fn deliver(&self, conns: &[ConnId], event: &Arc<Event>) {
+        let frame = Bytes::from(self.encoder.borrow_mut().event(event));
+        self.count(M::events_encoded_total, 1);
+        for id in conns {
+            if let Some(c) = self.conn(*id) {
+                self.queue(&c, frame.clone());
+                self.count(M::deliveries_total, 1);
+            }
+        }
+    }
+
+    fn queue(&self, conn: &Conn, frame: Bytes) {
+        let len = frame.len();
+        match conn.push(frame) {
+            Queued::Yes => {
+                self.outbox_total.set(self.outbox_total.get() + len);
+                self.count(M::frames_out_total, 1);
+                self.count(M::bytes_out_total, len as u64);
+            }
+            Queued::CutOff => {
+                self.count(M::slow_consumer_cutoffs_total, 1);
+                tracing::info!(shard = self.id.0, conn = conn.id.0, "slow consumer cut off");
+            }
+            Queued::Closed => {}
+        }
+    }
+
+    /// Encodes and queues a reply.
+    pub fn reply_now(&self, conn: &Conn, req: ReqId, result: &Result<Response, Reject>) {
+        let frame = Bytes::from(self.encoder.borrow_mut().reply(req, result));
+        self.queue(conn, frame);
+    }
+
+    /// Answers an undecodable frame.
+    pub fn bad_frame(&self, conn: &Conn, req: ReqId, message: &str) {
+        let frame = Bytes::from(self.encoder.borrow_mut().bad_frame(req, message));
+        self.queue(conn, frame);
+    }
+
+    /// A writer took `n` bytes out of its outbox.
+    pub fn outbox_drained(&self, n: usize) {
+        self.outbox_total
+            .set(self.outbox_total.get().saturating_sub(n));
+    }
+
+    fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
+        self.conns.borrow().get(&id).cloned()
+    }
+
+    /// Registers a new connection, or `None` at the per-shard limit.
+    pub fn register_conn(self: &Rc<Self>) -> Option<Rc<Conn>> {
+        if self.conns.borrow().len() >= self.config.connections_per_shard_max {
+            self.count(M::connections_refused_total, 1);
+            return None;
+        }
+        let local = self.next_conn.get();
+        self.next_conn.set(local + 1);
+        let conn = gateway::new_conn(
+            ConnId::new(self.id, local),
+            self.config.outbox_bytes_max,
+            Limiter::new(self.config.rate_conn_per_sec),
+        );
+        self.conns.borrow_mut().insert(conn.id, conn.clone());
+        self.count(M::connections_accepted_total, 1);
+        self.submit(Input::Connected { conn: conn.id });
+        Some(conn)
+    }
+
+    fn session_started(&self, conn: &Conn, user: UserId) {
+        if conn.user.replace(Some(user)).is_some() {
+            return; // a second Welcome on one connection changes nothing
+        }
+        let mut limits = self.user_limits.borrow_mut();
+        if let Some(entry) = limits.get_mut(&user) {
+            entry.1 += 1;
+        } else if let Some(l) = Limiter::new(self.config.rate_user_per_sec) {
+            limits.insert(user, (Rc::new(l), 1));
+        }
+    }
+
+    /// Spends one request of the connection's and the user's budgets, or
+    /// says how long to wait.
+    pub fn rate_check(&self, conn: &Conn) -> Result<(), u64> {
+        if let Some(l) = &conn.limiter {
+            l.check()?;
+        }
+        if let Some(user) = conn.user.get() {
+            let limiter = self.user_limits.borrow().get(&user).map(|e| e.0.clone());
+            if let Some(l) = limiter {
+                l.check()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a connection and tells the core.
+    pub fn unregister_conn(self: &Rc<Self>, conn: &Conn) {
+        if let Some(user) = conn.user.take() {
+            let mut limits = self.user_limits.borrow_mut();
+            if let Some(entry) = limits.get_mut(&user) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    limits.remove(&user);
+                }
+            }
+        }
+        if self.conns.borrow_mut().remove(&conn.id).is_some() {
+            self.outbox_drained(conn.queued_bytes());
+            self.submit(Input::Disconnected { conn: conn.id });
+        }
+    }
+
+    /// Adds to a counter.
+    pub fn count(&self, m: M, n: u64) {
+        self.counters.borrow_mut().add(m, n);
+    }
+
+    /// Waits while cross-shard queues are above their high-water mark, so a
+    /// burst of client requests cannot grow them without bound.
+    pub async fn backpressure(&self) {
+        while self
+            .peer_out
+            .iter()
+            .any(|q| q.borrow().len() >= PEER_QUEUE_HIGH_WATER)
+        {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// `/healthz` status and body.
+    pub fn health(&self) -> (u16, String) {
+        if let Some(reason) = &*self.storage_failed.borrow() {
+            return (
+                503,
+                format!("storage failed on shard {}: {reason}\n", self.id.0),
+            );
+        }
+        if self.stop.is_requested() {
+            return (503, "shutting down\n".into());
+        }
+        (200, "ok\n".into())
+    }
+
+    /// `/metrics` text for the whole node.
+    pub fn render_metrics(&self) -> String {
+        self.publish();
+        self.board.render(&[])
+    }
+
+    /// Idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout
+    }
+
+    /// Pre-auth deadline.
+    pub fn preauth_timeout(&self) -> Duration {
+        self.config.preauth_timeout
+    }
+
+    fn publish(&self) {
+        let mut c = self.counters.borrow_mut();
+        c.set(M::connections_open, self.conns.borrow().len() as u64);
+        c.set(M::outbox_bytes, self.outbox_total.get() as u64);
+        c.set(
+            M::peer_queue_depth,
+            self.peer_out.iter().map(|q| q.borrow().len() as u64).sum(),
+        );
+        c.set(M::wal_durable_lsn, self.wal.durable_lsn().0);
+        let w = self.wal.counters();
+        c.set(M::wal_batches_total, w.batches);
+        c.set(M::wal_batch_records_max, w.batch_records_max);
+        c.set(M::wal_fsync_seconds_sum, w.fsync_ns_total);
+        c.set(M::wal_fsync_seconds_max, w.fsync_ns_max);
+        c.set(M::wal_queue_records, w.queue_records);
+        c.set(M::wal_backpressure_total, w.backpressure_rejections);
+        c.set(M::staged_records, self.staged.borrow().len() as u64);
+        let core = self.core.borrow().metrics();
+        c.set(M::core_messages_sequenced_total, core.messages_sequenced);
+        c.set(M::core_sends_deduplicated_total, core.sends_deduplicated);
+        c.set(M::core_rejects_total, core.rejects);
+        c.set(M::core_fanout_messages_total, core.fanout_messages);
+        c.set(M::core_sessions, core.sessions);
+        self.board.publish(self.id.0, &c);
+    }
+}
+
+/// Everything a shard needs to start, built on the main thread.
+pub struct ShardSetup {
+    /// This shard.
+    pub id: ShardId,
+    /// Shard count.
+    pub shards: u16,
+    /// Config.
+    pub config: Arc<Config>,
+    /// WAL directory.
+    pub dir: std::path::PathBuf,
+    /// sha256 of the admin secret.
+    pub admin_token_hash: [u8; 32],
+    /// Channels to every shard.
+    pub mesh: glommio::channels::channel_mesh::MeshBuilder<
+        Envelope,
+        glommio::channels::channel_mesh::Full,
+    >,
+    /// Where to listen.
+    pub listen: std::net::SocketAddr,
+    /// Published metrics.
+    pub board: Arc<Board>,
+    /// Stop flag.
+    pub stop: Arc<Stop>,
+    /// Told once this shard serves (or failed to start).
+    pub ready: std::sync::mpsc::Sender<Result<ShardId, String>>,
+}
+
+/// Runs one shard until the daemon stops. Returns an error if it could not start.
+pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
+    let id = setup.id;
+    let started = Instant::now();
+    let mut options = courier_wal::WalOptions::recommended();
+    options.segment_bytes = setup.config.segment_bytes;
+    let (wal, recovered) = Wal::open(&setup.dir, id.0, options).await.map_err(|e| {
+        anyhow::anyhow!(
+            "shard {}: opening WAL in {}: {e}",
+            id.0,
+            setup.dir.display()
+        )
+    })?;
+    let mut entropy = [0u8; 32];
+    getrandom::getrandom(&mut entropy)
+        .map_err(|e| anyhow::anyhow!("shard {}: reading OS randomness: {e}", id.0))?;
+    let core_config = || ShardConfig {
+        shard: id,
+        shard_count: setup.shards,
+        admin_token_hash: setup.admin_token_hash,
+        entropy,
+    };
+    let mut core = match &recovered.snapshot {
+        Some(snap) => Shard::restore(core_config(), &snap.bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "shard {}: restoring snapshot at LSN {}: {e}",
+                id.0,
+                snap.lsn.0
+            )
+        })?,
+        None => Shard::new(core_config()),
+    };
+    let from = recovered.replay_from();
+    let mut replayed = 0u64;
+    let mut replay_error = None;
+    wal.replay(from, |record| {
+        replayed += 1;
+        match core.replay(Lsn(record.lsn.0), record.kind, record.payload) {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(e) => {
+                replay_error = Some(e);
+                std::ops::ControlFlow::Break(())
+            }
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("shard {}: reading the WAL for replay: {e}", id.0))?;
+    if let Some(e) = replay_error {
+        anyhow::bail!("shard {}: replay refused a record: {e}", id.0);
+    }
+    let last = recovered.next_lsn.0.saturating_sub(1);
+    tracing::info!(
+        shard = id.0,
+        snapshot_lsn = from.0 - 1,
+        replayed,
+        last_lsn = last,
+        ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+
+    let (senders, receivers) = setup
+        .mesh
+        .join()
+        .await
+        .map_err(|e| anyhow::anyhow!("shard {}: joining the channel mesh failed: {e}", id.0))?;
+    let shards = usize::from(setup.shards);
+    let ctx = Rc::new(ShardCtx {
+        id,
+        config: setup.config.clone(),
+        core: RefCell::new(core),
+        wal: Rc::new(wal),
+        counters: RefCell::new(Counters::default()),
+        board: setup.board.clone(),
+        stop: setup.stop.clone(),
+        conns: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(1),
+        pending: RefCell::new(VecDeque::new()),
+        pumping: Cell::new(false),
+        encoder: RefCell::new(Encoder::new()),
+        peer_out: (0..shards).map(|_| RefCell::new(VecDeque::new())).collect(),
+        peer_wake: (0..shards).map(|_| Signal::default()).collect(),
+        appended: Cell::new(last),
+        durable_wake: Signal::default(),
+        staged: RefCell::new(VecDeque::new()),
+        staged_wake: Signal::default(),
+        storage_failed: RefCell::new(None),
+        snapshot_lsn: Cell::new(from.0 - 1),
+        outbox_total: Cell::new(0),
+        user_limits: RefCell::new(HashMap::new()),
+    });
+    // Start the core before any peer message can reach it; what start()
+    // sends waits in the peer queues until the sender tasks run.
+    {
+        let mut effects = Vec::new();
+        ctx.core.borrow_mut().start(now_ms(), &mut effects);
+        for effect in effects {
+            ctx.execute(effect);
+        }
+        ctx.drain_pending(); // anything the start effects looped back
+    }
+    spawn_peer_tasks(&ctx, senders, receivers);
+    glommio::spawn_local(durability_task(ctx.clone())).detach();
+    glommio::spawn_local(staging_task(ctx.clone())).detach();
+
+    let listener = glommio::net::TcpListener::bind(setup.listen)
+        .map_err(|e| anyhow::anyhow!("shard {}: binding {}: {e}", id.0, setup.listen))?;
+    let _ = setup.ready.send(Ok(id));
+    glommio::spawn_local(tick_task(ctx.clone())).detach();
+
+    // Accept until asked to stop.
+    while !ctx.stop.is_requested() {
+        match gateway::with_timeout(TICK_INTERVAL, listener.accept()).await {
+            None => continue,
+            Some(Ok(stream)) => {
+                glommio::spawn_local(gateway::serve(ctx.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = id.0, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    shutdown(&ctx).await;
+    Ok(())
+}
+
+/// Stop sequence: no new connections (done by the caller), let in-flight
+/// commits finish and their acks go out, close every socket with 1001,
+/// snapshot, close the WAL.
+async fn shutdown(ctx: &Rc<ShardCtx>) {
+    tracing::info!(shard = ctx.id.0, "stopping");
+    // Give cross-shard requests already in flight a moment to land.
+    glommio::timer::sleep(Duration::from_millis(100)).await;
+    let target = ctx.appended.get();
+    if ctx.storage_failed.borrow().is_none() {
+        let _ = gateway::with_timeout(
+            Duration::from_secs(5),
+            ctx.wal.wait_durable(courier_wal::Lsn(target)),
+        )
+        .await;
+        // Let the durability task report it so acks are queued.
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let conns: Vec<Rc<Conn>> = ctx.conns.borrow().values().cloned().collect();
+    for c in &conns {
+        c.close(1001, "server shutting down");
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !ctx.conns.borrow().is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if ctx.storage_failed.borrow().is_none() {
+        snapshot(ctx).await;
+    }
+    if let Err(e) = ctx.wal.close().await {
+        tracing::error!(shard = ctx.id.0, error = %e, "closing WAL");
+        ctx.stop.request(1);
+    }
+    ctx.publish();
+    tracing::info!(shard = ctx.id.0, "stopped");
+}
+
+/// Writes a snapshot of the core's state once every record it covers is durable.
+async fn snapshot(ctx: &Rc<ShardCtx>) {
+    let (lsn, bytes) = ctx.core.borrow().snapshot();
+    if lsn.0 <= ctx.snapshot_lsn.get() {
+        return;
+    }
+    // Never let a snapshot claim state whose records are not on disk.
+    if ctx.wal.wait_durable(courier_wal::Lsn(lsn.0)).await.is_err() {
+        return;
+    }
+    match ctx
+        .wal
+        .write_snapshot(courier_wal::Lsn(lsn.0), &bytes)
+        .await
+    {
+        Ok(()) => {
+            ctx.snapshot_lsn.set(lsn.0);
+            ctx.count(M::snapshots_total, 1);
+            tracing::info!(
+                shard = ctx.id.0,
+                lsn = lsn.0,
+                bytes = bytes.len(),
+                "snapshot written"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(shard = ctx.id.0, error = %e, "snapshot failed (the log still has everything)")
+        }
+    }
+}
+
+/// Reports durability to the core: waits for the WAL to make the highest
+/// appended LSN durable, then feeds `Input::Durable`.
+async fn durability_task(ctx: Rc<ShardCtx>) {
+    let mut reported = ctx.appended.get();
+    loop {
+        if ctx.appended.get() <= reported {
+            ctx.durable_wake.wait().await;
+            continue;
+        }
+        let target = ctx.appended.get();
+        match ctx.wal.wait_durable(courier_wal::Lsn(target)).await {
+            Ok(()) => {
+                reported = target;
+                ctx.submit(Input::Durable { lsn: Lsn(target) });
+            }
+            Err(e) => {
+                tracing::error!(shard = ctx.id.0, error = %e, "WAL failed; refusing writes");
+                let reason = format!("WAL failed: {e}");
+                ctx.storage_failed(&e, reason);
+                return;
+            }
+        }
+    }
+}
+
+/// Moves staged records into the WAL as room appears.
+async fn staging_task(ctx: Rc<ShardCtx>) {
+    loop {
+        let front = ctx.staged.borrow().front().map(|(_, _, p)| p.len() as u64);
+        let Some(len) = front else {
+            ctx.staged_wake.wait().await;
+            continue;
+        };
+        if let Err(e) = ctx.wal.wait_for_room(1, len).await {
+            let lsn = ctx.staged.borrow().front().map_or(Lsn(0), |r| r.0);
+            ctx.staged.borrow_mut().clear();
+            ctx.storage_error(lsn, e);
+            continue;
+        }
+        // Append as many as fit without awaiting, keeping LSN order.
+        loop {
+            let Some((lsn, kind, payload)) = ctx.staged.borrow_mut().pop_front() else {
+                break;
+            };
+            match ctx.wal.append(kind, &payload) {
+                Ok(got) => ctx.appended_ok(lsn, got),
+                Err(courier_wal::Error::Backpressure { .. }) => {
+                    ctx.staged.borrow_mut().push_front((lsn, kind, payload));
+                    break;
+                }
+                Err(e) => {
+                    ctx.staged.borrow_mut().clear();
+                    ctx.storage_error(lsn, e);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Periodic work: time for the core, metrics, snapshots.
+async fn tick_task(ctx: Rc<ShardCtx>) {
+    loop {
+        glommio::timer::sleep(TICK_INTERVAL).await;
+        ctx.submit(Input::Tick);
+        ctx.publish();
+        if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get()) >= SNAPSHOT_EVERY_RECORDS
+            && ctx.storage_failed.borrow().is_none()
+        {
+            snapshot(&ctx).await;
+        }
+    }
+}
+
+fn spawn_peer_tasks(
+    ctx: &Rc<ShardCtx>,
+    senders: Senders<Envelope>,
+    mut receivers: Receivers<Envelope>,
+) {
+    let senders = Rc::new(senders);
+    for k in 0..ctx.peer_out.len() {
+        if k == usize::from(ctx.id.0) {
+            continue;
+        }
+        let ctx = ctx.clone();
+        let senders = senders.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let next = ctx.peer_out[k].borrow_mut().pop_front();
+                let Some(msg) = next else {
+                    ctx.peer_wake[k].wait().await;
+                    continue;
+                };
+                let env = Envelope { from: ctx.id, msg };
+                if senders.send_to(k, env).await.is_err() {
+                    tracing::warn!(shard = ctx.id.0, peer = k, "peer channel closed");
+                    return;
+                }
+                ctx.count(M::peer_sent_total, 1);
+            }
+        })
+        .detach();
+    }
+    for (k, receiver) in receivers.streams() {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            while let Some(env) = receiver.recv().await {
+                debug_assert_eq!(usize::from(env.from.0), k);
+                ctx.count(M::peer_received_total, 1);
+                ctx.submit(Input::Peer {
+                    from: env.from,
+                    msg: env.msg,
+                });
+            }
+        })
+        .detach();
+    }
+}

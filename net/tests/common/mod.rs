@@ -1,0 +1,395 @@
+//! Test kit for `courierd` integration tests: a real daemon process on an
+//! ephemeral port with a temporary data directory, and a small blocking
+//! WebSocket client that speaks the wire protocol frame by frame (so tests
+//! can also send things no well-behaved client would).
+#![allow(dead_code)]
+
+use courier_core::api::*;
+use courier_proto::{decode_server, ClientFrame, Encoder, ServerFrame};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message as WsMessage, WebSocket};
+
+/// A running `courierd`.
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub shards: u16,
+    pub extra: Vec<String>,
+}
+
+/// Where tests put data: a real filesystem (O_DIRECT does not work on tmpfs).
+pub fn test_root() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("courierd-tests");
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+impl Server {
+    pub fn start(shards: u16) -> Server {
+        Server::start_with(shards, &[])
+    }
+
+    pub fn start_with(shards: u16, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir_in(test_root()).unwrap();
+        let mut server = Server {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            shards,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn("127.0.0.1:0".parse().unwrap());
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self, listen: SocketAddr) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("courierd.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_courierd"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--shards")
+            .arg(self.shards.to_string())
+            .arg("--pin")
+            .arg("false")
+            .arg("--segment-mib")
+            .arg("4")
+            .args(&self.extra)
+            .env("COURIER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawning courierd");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("courierd did not become ready; log:\n{}", self.log());
+            }
+        };
+        let addr = line
+            .strip_prefix("courierd ready listen=")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", self.log()));
+        self.addr = addr.parse().unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("courierd.log")).unwrap_or_default()
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub fn admin_credential(&self) -> Credential {
+        courier_proto::token::parse(&self.admin_token()).unwrap()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("courierd did not stop on SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts again on the same data directory and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        let addr = self.addr;
+        self.spawn(addr);
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path)
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn admin(&self) -> Client {
+        let mut c = self.connect();
+        c.hello(self.admin_credential()).unwrap();
+        c
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- courierd log ----\n{}", self.log());
+        }
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// A blocking protocol client with an event buffer.
+pub struct Client {
+    pub ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    enc: Encoder,
+    next_req: u32,
+    pub events: VecDeque<Event>,
+}
+
+pub type Reply = Result<Response, Reject>;
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let (ws, _) = tungstenite::connect(format!("ws://{addr}/")).unwrap();
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        }
+        Client {
+            ws,
+            enc: Encoder::new(),
+            next_req: 1,
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws.send(WsMessage::Binary(bytes.into())).unwrap();
+    }
+
+    pub fn hello(&mut self, credential: Credential) -> Reply {
+        let req = self.take_req();
+        let bytes = self.enc.client(&ClientFrame::Hello {
+            req,
+            credential,
+            device: DeviceInfo {
+                kind: DeviceKind::Tool,
+                name: "test".into(),
+            },
+        });
+        self.send_raw(bytes);
+        self.wait_reply(req)
+    }
+
+    pub fn login(addr: SocketAddr, token: &Credential) -> Client {
+        let mut c = Client::connect(addr);
+        let welcome = c.hello(token.clone()).unwrap();
+        assert!(matches!(welcome, Response::Welcome { .. }), "{welcome:?}");
+        c
+    }
+
+    fn take_req(&mut self) -> u32 {
+        let r = self.next_req;
+        self.next_req += 1;
+        r
+    }
+
+    pub fn request(&mut self, request: Request) -> Reply {
+        let req = self.take_req();
+        let bytes = self.enc.client(&ClientFrame::Request { req, request });
+        self.send_raw(bytes);
+        self.wait_reply(req)
+    }
+
+    /// Reads frames until the reply to `req`, buffering events.
+    pub fn wait_reply(&mut self, req: u32) -> Reply {
+        loop {
+            match self
+                .read_frame()
+                .expect("connection closed while waiting for a reply")
+            {
+                ServerFrame::Reply { req: r, result } if r == req => return result,
+                ServerFrame::Reply { req: r, result } => {
+                    panic!("reply to unknown request {r}: {result:?}")
+                }
+                ServerFrame::Event(e) => self.events.push_back(e),
+            }
+        }
+    }
+
+    /// Next server frame, or the close frame's code if the server closed.
+    pub fn read_frame(&mut self) -> Result<ServerFrame, Option<u16>> {
+        loop {
+            match self.ws.read() {
+                Ok(WsMessage::Binary(b)) => {
+                    return Ok(decode_server(&b).expect("server sent an invalid frame"))
+                }
+                Ok(WsMessage::Close(frame)) => return Err(frame.map(|f| u16::from(f.code))),
+                Ok(_) => continue,
+                Err(e) => {
+                    eprintln!("websocket read ended: {e}");
+                    return Err(None);
+                }
+            }
+        }
+    }
+
+    /// Waits for the connection to be closed by the server; returns the code.
+    pub fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.read_frame() {
+                Ok(_) => continue,
+                Err(code) => return code,
+            }
+        }
+    }
+
+    /// Next event (from the buffer or the socket).
+    pub fn next_event(&mut self) -> Event {
+        if let Some(e) = self.events.pop_front() {
+            return e;
+        }
+        match self
+            .read_frame()
+            .expect("closed while waiting for an event")
+        {
+            ServerFrame::Event(e) => e,
+            ServerFrame::Reply { req, result } => panic!("unexpected reply {req}: {result:?}"),
+        }
+    }
+
+    /// Next `MessageEvent`, skipping other events.
+    pub fn next_message(&mut self) -> Message {
+        loop {
+            if let Event::Message(m) = self.next_event() {
+                return m;
+            }
+        }
+    }
+
+    pub fn send(&mut self, conversation: ConversationId, body: &str) -> Seq {
+        let client_msg_id = rand_u128();
+        match self.request(Request::Send {
+            conversation,
+            client_msg_id,
+            body: body.into(),
+            mentions: vec![],
+            broadcast: Broadcast::None,
+        }) {
+            Ok(Response::SendAck { seq, .. }) => seq,
+            other => panic!("send failed: {other:?}"),
+        }
+    }
+}
+
+pub fn rand_u128() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    t ^ (u128::from(N.fetch_add(1, Ordering::Relaxed)) << 64) ^ u128::from(std::process::id())
+}
+
+/// A workspace with users, created through the admin API.
+pub struct World {
+    pub workspace: WorkspaceId,
+    pub users: Vec<(UserId, Credential)>,
+}
+
+pub fn world(server: &Server, names: &[&str]) -> World {
+    let mut admin = server.admin();
+    let workspace = match admin.request(Request::CreateWorkspace {
+        name: "acme".into(),
+    }) {
+        Ok(Response::WorkspaceCreated { workspace }) => workspace,
+        other => panic!("{other:?}"),
+    };
+    let users = names
+        .iter()
+        .map(|name| {
+            match admin.request(Request::CreateUser {
+                workspace,
+                name: (*name).into(),
+            }) {
+                Ok(Response::TokenIssued {
+                    user,
+                    token,
+                    secret,
+                }) => (
+                    user,
+                    Credential::User {
+                        user,
+                        token,
+                        secret,
+                    },
+                ),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    World { workspace, users }
+}
+
+pub fn conversation(reply: Reply) -> ConversationId {
+    match reply {
+        Ok(Response::Conversation(info)) => info.id,
+        other => panic!("expected a conversation: {other:?}"),
+    }
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,429 @@
+//! End-to-end tests of `courierd` over real sockets: a real daemon process,
+//! a temp data directory, real WebSocket clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use courier_core::api::*;
+use std::time::Duration;
+
+#[test]
+fn two_users_chat_in_a_channel_and_a_dm_in_order() {
+    let server = Server::start(2);
+    let w = world(&server, &["ann", "bob"]);
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let mut bob = Client::login(server.addr, &w.users[1].1);
+
+    let general = conversation(ann.request(Request::CreateChannel {
+        name: "general".into(),
+        private: false,
+    }));
+    conversation(bob.request(Request::Join {
+        conversation: general,
+    }));
+    let dm = conversation(ann.request(Request::OpenDm {
+        users: vec![w.users[1].0],
+    }));
+    // Opening the same DM from the other side yields the same conversation.
+    assert_eq!(
+        conversation(bob.request(Request::OpenDm {
+            users: vec![w.users[0].0]
+        })),
+        dm
+    );
+
+    for i in 1..=20u64 {
+        let (conv, from, body) = if i % 2 == 0 {
+            (general, &mut ann, format!("g{i}"))
+        } else {
+            (dm, &mut bob, format!("d{i}"))
+        };
+        from.send(conv, &body);
+    }
+    for client in [&mut ann, &mut bob] {
+        let mut seen: std::collections::HashMap<ConversationId, Vec<(Seq, String)>> =
+            Default::default();
+        while seen.values().map(Vec::len).sum::<usize>() < 20 {
+            let m = client.next_message();
+            seen.entry(m.conversation)
+                .or_default()
+                .push((m.seq, m.body));
+        }
+        let general_seen: Vec<_> = seen[&general].iter().map(|(s, _)| s.0).collect();
+        assert_eq!(general_seen, (1..=10).collect::<Vec<_>>());
+        let dm_bodies: Vec<_> = seen[&dm].iter().map(|(_, b)| b.clone()).collect();
+        assert_eq!(
+            dm_bodies,
+            (1..=10)
+                .map(|i| format!("d{}", 2 * i - 1))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn every_device_of_a_user_sees_messages_and_cursor_moves() {
+    let server = Server::start(2);
+    let w = world(&server, &["ann", "bob"]);
+    let mut laptop = Client::login(server.addr, &w.users[0].1);
+    let mut phone = Client::login(server.addr, &w.users[0].1);
+    let mut bob = Client::login(server.addr, &w.users[1].1);
+    let dm = conversation(bob.request(Request::OpenDm {
+        users: vec![w.users[0].0],
+    }));
+    let seq = bob.send(dm, "hello ann");
+    for device in [&mut laptop, &mut phone] {
+        let m = device.next_message();
+        assert_eq!(
+            (m.conversation, m.seq, m.body.as_str()),
+            (dm, seq, "hello ann")
+        );
+    }
+    assert_eq!(
+        laptop.request(Request::MarkRead {
+            conversation: dm,
+            seq
+        }),
+        Ok(Response::Done)
+    );
+    loop {
+        match phone.next_event() {
+            Event::ReadCursor {
+                conversation,
+                seq: s,
+            } => {
+                assert_eq!((conversation, s), (dm, seq));
+                break;
+            }
+            Event::Message(m) => panic!("unexpected {m:?}"),
+            _ => continue,
+        }
+    }
+    // A message one device sends reaches the user's other device too.
+    let s2 = laptop.send(dm, "from laptop");
+    let m = phone.next_message();
+    assert_eq!((m.seq, m.body.as_str()), (s2, "from laptop"));
+}
+
+#[test]
+fn a_reconnecting_client_syncs_exactly_what_it_missed() {
+    let server = Server::start(2);
+    let w = world(&server, &["ann", "bob"]);
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let general = conversation(ann.request(Request::CreateChannel {
+        name: "general".into(),
+        private: false,
+    }));
+    let mut bob = Client::login(server.addr, &w.users[1].1);
+    conversation(bob.request(Request::Join {
+        conversation: general,
+    }));
+    for i in 1..=3 {
+        ann.send(general, &format!("before {i}"));
+    }
+    let mut last = Seq(0);
+    while last < Seq(3) {
+        let m = bob.next_message();
+        assert_eq!(m.seq.0, last.0 + 1);
+        last = m.seq;
+    }
+    drop(bob); // bob goes offline
+    for i in 4..=10 {
+        ann.send(general, &format!("missed {i}"));
+    }
+    let mut bob = Client::login(server.addr, &w.users[1].1);
+    let reply = bob
+        .request(Request::Sync {
+            cursors: vec![(general, last)],
+        })
+        .unwrap();
+    let Response::Sync { changed, gone } = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(gone.is_empty());
+    let c = changed
+        .iter()
+        .find(|c| c.info.id == general)
+        .expect("general changed");
+    assert!(!c.truncated);
+    let seqs: Vec<u64> = c.messages.iter().map(|m| m.seq.0).collect();
+    assert_eq!(seqs, (4..=10).collect::<Vec<_>>());
+    assert_eq!(c.info.head, Seq(10));
+    assert_eq!(c.messages[0].body, "missed 4");
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9() {
+    let mut server = Server::start(2);
+    let w = world(&server, &["ann", "bob"]);
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let general = conversation(ann.request(Request::CreateChannel {
+        name: "general".into(),
+        private: false,
+    }));
+    let dm = conversation(ann.request(Request::OpenDm {
+        users: vec![w.users[1].0],
+    }));
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let conv = if i % 3 == 0 { dm } else { general };
+        acked.push((conv, ann.send(conv, &format!("m{i}")), format!("m{i}")));
+    }
+    server.kill9();
+    server.restart();
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    for conv in [general, dm] {
+        let page = ann
+            .request(Request::History {
+                conversation: conv,
+                anchor: HistoryAnchor::After(Seq(0)),
+                limit: 100,
+            })
+            .unwrap();
+        let Response::History { messages, .. } = page else {
+            panic!("{page:?}")
+        };
+        let want: Vec<(Seq, String)> = acked
+            .iter()
+            .filter(|a| a.0 == conv)
+            .map(|a| (a.1, a.2.clone()))
+            .collect();
+        let got: Vec<(Seq, String)> = messages.into_iter().map(|m| (m.seq, m.body)).collect();
+        assert_eq!(got, want);
+    }
+    // The server keeps numbering after the last durable message.
+    let next = ann.send(general, "after restart");
+    assert_eq!(
+        next.0,
+        acked.iter().filter(|a| a.0 == general).count() as u64 + 1
+    );
+}
+
+#[test]
+fn hostile_frames_get_errors_or_closes_and_others_are_unaffected() {
+    let server = Server::start(2);
+    let w = world(&server, &["ann", "bob"]);
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let general = conversation(ann.request(Request::CreateChannel {
+        name: "general".into(),
+        private: false,
+    }));
+
+    // A request before Hello is refused.
+    let mut anon = server.connect();
+    assert_eq!(
+        anon.request(Request::ListConversations),
+        Err(Reject::Unauthenticated)
+    );
+
+    // Garbage bytes: a BadFrame error, the connection stays usable.
+    let mut junk = Client::login(server.addr, &w.users[1].1);
+    junk.send_raw(vec![0xde, 0xad, 0xbe, 0xef]);
+    match junk.read_frame() {
+        Ok(courier_proto::ServerFrame::Reply {
+            req: 0,
+            result: Err(Reject::Invalid(msg)),
+        }) => {
+            assert!(msg.contains("not a valid Frame"), "{msg}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        junk.request(Request::ListConversations),
+        Ok(Response::Conversations(_))
+    ));
+
+    // A bad token: Unauthenticated, then close 4001.
+    let mut bad = server.connect();
+    let fake = Credential::User {
+        user: w.users[0].0,
+        token: 1,
+        secret: [0; 32],
+    };
+    assert_eq!(bad.hello(fake), Err(Reject::Unauthenticated));
+    assert_eq!(bad.expect_close(), Some(4001));
+
+    // An oversize message: close 1009.
+    let mut big = Client::login(server.addr, &w.users[1].1);
+    big.send_raw(vec![0u8; 300 * 1024]);
+    assert_eq!(big.expect_close(), Some(1009));
+
+    // A text message: close 1003.
+    let mut text = Client::login(server.addr, &w.users[1].1);
+    text.ws
+        .send(tungstenite::Message::Text("hello".into()))
+        .unwrap();
+    assert_eq!(text.expect_close(), Some(1003));
+
+    // Many malformed frames: close 1008.
+    let mut spam = Client::login(server.addr, &w.users[1].1);
+    for _ in 0..20 {
+        spam.send_raw(vec![1, 2, 3]);
+    }
+    assert_eq!(spam.expect_close(), Some(1008));
+
+    // Plain HTTP on the port.
+    assert_eq!(server.http_get("/healthz"), (200, "ok\n".into()));
+    let (code, metrics) = server.http_get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("courier_bad_frames_total{shard="),
+        "{metrics}"
+    );
+    assert_eq!(server.http_get("/nope").0, 404);
+
+    // Everyone else is fine.
+    let seq = ann.send(general, "still here");
+    assert_eq!(seq, Seq(1));
+}
+
+#[test]
+fn no_hello_in_time_is_closed() {
+    let server = Server::start_with(1, &["--preauth-timeout-secs", "1"]);
+    let mut c = server.connect();
+    let started = std::time::Instant::now();
+    assert_eq!(c.expect_close(), Some(4009));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let mut server = Server::start(2);
+    let w = world(&server, &["ann"]);
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let general = conversation(ann.request(Request::CreateChannel {
+        name: "general".into(),
+        private: false,
+    }));
+    ann.send(general, "one");
+    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(ann.expect_close(), Some(1001));
+    server.restart();
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let page = ann
+        .request(Request::History {
+            conversation: general,
+            anchor: HistoryAnchor::Latest,
+            limit: 10,
+        })
+        .unwrap();
+    assert!(
+        matches!(page, Response::History { head: Seq(1), .. }),
+        "{page:?}"
+    );
+}
+
+#[test]
+fn a_second_daemon_and_a_different_shard_count_are_refused() {
+    let mut server = Server::start(2);
+    let data_dir = server.data_dir();
+    let run = |shards: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_courierd"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0", "--shards", shards])
+            .output()
+            .unwrap()
+    };
+    let out = run("2");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    server.kill9();
+    let out = run("3");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("created with 2 shards"));
+}
+
+#[test]
+fn requests_over_the_rate_limit_are_refused_with_a_wait() {
+    let server = Server::start_with(
+        1,
+        &["--rate-conn-per-sec", "5", "--rate-user-per-sec", "1000"],
+    );
+    let w = world(&server, &["ann"]);
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let mut limited = 0;
+    let mut waits = Vec::new();
+    for _ in 0..30 {
+        match ann.request(Request::ListConversations) {
+            Ok(Response::Conversations(_)) => {}
+            Err(Reject::RateLimited { retry_after_ms }) => {
+                limited += 1;
+                waits.push(retry_after_ms);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A burst of 2×5 passes, the rest is refused with a positive wait.
+    assert!((15..=21).contains(&limited), "limited {limited} of 30");
+    assert!(waits.iter().all(|w| (1..=1000).contains(w)), "{waits:?}");
+    std::thread::sleep(Duration::from_millis(
+        waits.iter().copied().max().unwrap_or(0) + 50,
+    ));
+    assert!(matches!(
+        ann.request(Request::ListConversations),
+        Ok(Response::Conversations(_))
+    ));
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(
+        metrics.contains("courier_rate_limited_total{shard=\"0\"} "),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn user_tokens_are_never_stored_or_logged_raw() {
+    let mut server = Server::start(2);
+    let w = world(&server, &["ann", "bob"]);
+    let mut secrets = Vec::new();
+    for (_, credential) in &w.users {
+        let Credential::User { secret, .. } = credential else {
+            unreachable!()
+        };
+        // The text form's hex and the raw bytes.
+        secrets.push(
+            secret
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into_bytes(),
+        );
+        secrets.push(secret.to_vec());
+        let mut c = Client::login(server.addr, credential);
+        conversation(c.request(Request::CreateChannel {
+            name: format!("c{}", secrets.len()),
+            private: true,
+        }));
+    }
+    let admin_secret = server
+        .admin_token()
+        .trim_start_matches("ca1_")
+        .as_bytes()
+        .to_vec();
+    assert_eq!(server.terminate(), Some(0));
+    let mut files = vec![server.dir.path().join("courierd.log")];
+    let mut stack = vec![server.data_dir()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != "admin.token") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 4, "{files:?}");
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for needle in secrets.iter().chain(std::iter::once(&admin_secret)) {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "a raw secret is in {}",
+                file.display()
+            );
+        }
+    }
+}
