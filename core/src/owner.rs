@@ -22,7 +22,7 @@ use crate::api::{
 use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
 use crate::constants::{
-    BROADCAST_MEMBERS_MAX, DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX,
+    BROADCAST_MEMBERS_MAX, DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX, HISTORY_PAGE_MAX,
     MEMBERS_PER_CONVERSATION_MAX, PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX,
     REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
 };
@@ -338,7 +338,9 @@ impl Shard {
             Err(r) => return self.reply(origin, Err(r), out),
         };
         let head = c.visible_head(durable).0;
-        let limit = u64::from(limit);
+        // Checked where the request entered; clamped again so no input can
+        // underflow below.
+        let limit = u64::from(limit.clamp(1, HISTORY_PAGE_MAX));
         let (lo, hi, newest_first) = match anchor {
             HistoryAnchor::Latest => (head.saturating_sub(limit - 1).max(1), head, true),
             HistoryAnchor::Before(s) => {
