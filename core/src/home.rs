@@ -445,14 +445,7 @@ impl Shard {
             return self.reply(origin, Err(r), out);
         }
         let slot = crate::ids::dm_slot(who.workspace, &members);
-        let to = ShardId(slot % self.shard_count());
-        debug_assert_eq!(
-            to,
-            crate::ids::shard_of(
-                crate::api::ConversationId(crate::ids::compose(slot, to, 0)),
-                self.shard_count()
-            )
-        );
+        let to = crate::ids::shard_of_slot(slot, self.shard_count());
         let body = PeerBody::OpenDmOwner {
             origin,
             who,

@@ -310,6 +310,8 @@ pub struct Shard {
     pub(crate) next_gather: u64,
     pub(crate) rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId)>>,
     pub(crate) rounds_done: ShardSet,
+    /// Owner role: restarted home shards owed a membership round.
+    pub(crate) rounds_due: ShardSet,
     // Workspace shard.
     pub(crate) next_claim_retry: Millis,
 }
@@ -369,6 +371,7 @@ impl Shard {
             next_gather: 1,
             rounds: BTreeMap::new(),
             rounds_done: ShardSet::new(),
+            rounds_due: ShardSet::new(),
             next_claim_retry: Millis(0),
         };
         shard.incarnation = incarnation;
@@ -433,9 +436,11 @@ impl Shard {
                 self.send_peer(to, PeerBody::Restarted, out);
             }
         }
+        let mut all = ShardSet::new();
         for s in 0..self.config.shard_count {
-            self.send_membership_round(ShardId(s), out);
+            all.insert(ShardId(s));
         }
+        self.send_membership_rounds(&all, out);
         self.drain_local(out);
     }
 
@@ -722,6 +727,10 @@ impl Shard {
     }
 
     fn on_tick(&mut self, out: &mut Vec<Effect>) {
+        if !self.rounds_due.is_empty() {
+            let due = std::mem::take(&mut self.rounds_due);
+            self.send_membership_rounds(&due, out);
+        }
         self.expire_hellos(out);
         self.expire_waiters(out);
         self.expire_gathers(out);
@@ -999,7 +1008,9 @@ impl Shard {
         self.clear_interest_of(from);
         self.rewatch_owner(from, out);
         self.register_devices_with(from, out);
-        self.send_membership_round(from, out);
+        // Its membership round goes out at the next tick, with those of any
+        // other shard restarting meanwhile: one scan for a whole-node start.
+        self.rounds_due.insert(from);
     }
 }
 

@@ -639,7 +639,7 @@ impl World {
         );
     }
 
-    fn tick(&mut self) {
+    pub fn tick(&mut self) {
         self.now += TICK_MS;
         for s in 0..self.shard_count {
             self.input(s, Input::Tick);
@@ -1746,6 +1746,29 @@ impl World {
             .request(c, request, Pend::Other)
             .expect("client is connected");
         self.await_reply(c, req)
+    }
+
+    /// (Re)connects scripted client `c` to shard `s` until its hello is
+    /// welcomed (a restarting home shard answers `Unavailable` at first).
+    pub fn ensure_online(&mut self, c: usize, s: u16) {
+        for _ in 0..100 {
+            if self.clients[c].conn.is_none() {
+                self.connect(c, s);
+            }
+            self.settle();
+            let welcomed = self.clients[c].inbox.iter().rev().find_map(|d| match d {
+                Down::Reply(_, Ok(Response::Welcome { .. })) => Some(true),
+                Down::Reply(_, Err(Reject::Unavailable(_))) => Some(false),
+                Down::Closed(_) => Some(false),
+                _ => None,
+            });
+            if welcomed == Some(true) && self.clients[c].conn.is_some() {
+                return;
+            }
+            self.disconnect(c);
+            self.tick();
+        }
+        panic!("client {c} could not connect");
     }
 
     /// Connects an admin client on shard `s`.
