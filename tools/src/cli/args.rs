@@ -1,0 +1,390 @@
+//! The command line of `courier`: global options and every subcommand, as
+//! clap derive types. Parsing only; `commands.rs` runs them.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Courier command-line client: administer a server, chat, and watch
+/// conversations with no gaps and no duplicates.
+#[derive(Parser, Debug)]
+#[command(
+    name = "courier",
+    version,
+    propagate_version = true,
+    after_help = "Exit codes: 0 ok, 1 the server rejected the request (or another failure), \
+                  2 usage error, 3 cannot reach the server.\n\
+                  Server and token come from --server/--token, then COURIER_SERVER/COURIER_TOKEN, \
+                  then the file written by `courier login`."
+)]
+pub struct Cli {
+    /// Server URL, e.g. ws://127.0.0.1:7070 [default: ws://127.0.0.1:7070].
+    #[arg(long, env = "COURIER_SERVER", global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// Token: a user token (cu1_…) or the admin token (ca1_…).
+    #[arg(
+        long,
+        env = "COURIER_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Print one JSON object per line (stable field names) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to keep retrying a command while the server is unreachable.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+    /// Config file [default: $XDG_CONFIG_HOME/courier/config.toml].
+    #[arg(long, env = "COURIER_CONFIG", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Store --server and --token in the config file (mode 0600).
+    Login {
+        /// Do not check the token against the server first.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Show who the token belongs to.
+    Whoami,
+    /// Administration (needs the admin token from DATA_DIR/admin.token).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Channels.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Open (or find) the direct conversation with one user, or a group DM
+    /// with up to seven; prints its conversation id.
+    Dm {
+        /// Users (names or ids).
+        #[arg(required = true, num_args = 1..=7, value_name = "USER")]
+        users: Vec<String>,
+    },
+    /// Send a message; prints its seq.
+    Send {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The message text.
+        text: String,
+    },
+    /// Stream every new message of your conversations (or of those named),
+    /// surviving server restarts and network drops with no gap and no
+    /// duplicate.
+    Watch(WatchArgs),
+    /// Print a page of a conversation's history (oldest first).
+    History {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// Only messages with seq < SEQ.
+        #[arg(long, value_name = "SEQ", conflicts_with = "after")]
+        before: Option<u64>,
+        /// Only messages with seq > SEQ.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// At most N messages.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: u32,
+    },
+    /// List conversations with unread messages or mentions.
+    Unread,
+    /// Mark a conversation read up to SEQ (default: everything); every
+    /// device of yours sees it.
+    Read {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// Highest read seq.
+        seq: Option<u64>,
+    },
+}
+
+/// `courier watch` options.
+#[derive(Args, Debug, PartialEq, Eq)]
+pub struct WatchArgs {
+    /// Only these conversations (channel names or ids, @user for DMs).
+    #[arg(value_name = "CONV")]
+    pub conversations: Vec<String>,
+    /// First print all history that can be seen, then new messages.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Keep cursors in this file and resume from it on the next start.
+    #[arg(long, value_name = "PATH")]
+    pub cursor_file: Option<PathBuf>,
+}
+
+/// `courier admin …`.
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// Create a workspace; prints its id.
+    CreateWorkspace {
+        /// Display name.
+        name: String,
+    },
+    /// Create a user; prints its id and first token.
+    CreateUser {
+        /// Workspace id.
+        #[arg(long, value_name = "ID")]
+        workspace: u64,
+        /// User name, unique in the workspace.
+        name: String,
+    },
+    /// Issue another token for a user; prints it.
+    IssueToken {
+        /// User id.
+        #[arg(value_name = "USER")]
+        user: u64,
+    },
+    /// Revoke one token of a user, or all of them.
+    RevokeToken {
+        /// User id.
+        #[arg(value_name = "USER")]
+        user: u64,
+        /// Token id (all of the user's tokens if omitted).
+        #[arg(value_name = "TOKEN_ID")]
+        token_id: Option<u64>,
+    },
+}
+
+/// `courier channel …`.
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum ChannelCommand {
+    /// Create a channel (you join it).
+    Create {
+        /// Channel name.
+        name: String,
+        /// Invitation only.
+        #[arg(long)]
+        private: bool,
+    },
+    /// Join a public channel.
+    Join {
+        /// Channel name or id.
+        #[arg(value_name = "CH")]
+        channel: String,
+    },
+    /// Add a user to a channel you are in.
+    Invite {
+        /// Channel name or id.
+        #[arg(value_name = "CH")]
+        channel: String,
+        /// User name or id.
+        #[arg(value_name = "USER")]
+        user: String,
+    },
+    /// Leave a channel.
+    Leave {
+        /// Channel name or id.
+        #[arg(value_name = "CH")]
+        channel: String,
+    },
+    /// List public channels and your conversations.
+    List,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("courier").chain(args.iter().copied()))
+    }
+
+    /// Parses `args` and checks the subcommand.
+    fn check(args: &[&str], expected: Command) {
+        let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(cli.command, expected, "{args:?}");
+    }
+
+    /// `args` must be a usage error (exit code 2).
+    fn check_usage_error(args: &[&str]) {
+        let err = parse(args).expect_err(&format!("{args:?} should not parse"));
+        assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_parses() {
+        check(&["login"], Command::Login { offline: false });
+        check(&["whoami"], Command::Whoami);
+        check(
+            &["admin", "create-workspace", "acme"],
+            Command::Admin(AdminCommand::CreateWorkspace {
+                name: "acme".into(),
+            }),
+        );
+        check(
+            &["admin", "create-user", "--workspace", "42", "ann"],
+            Command::Admin(AdminCommand::CreateUser {
+                workspace: 42,
+                name: "ann".into(),
+            }),
+        );
+        check(
+            &["admin", "issue-token", "7"],
+            Command::Admin(AdminCommand::IssueToken { user: 7 }),
+        );
+        check(
+            &["admin", "revoke-token", "7"],
+            Command::Admin(AdminCommand::RevokeToken {
+                user: 7,
+                token_id: None,
+            }),
+        );
+        check(
+            &["admin", "revoke-token", "7", "3"],
+            Command::Admin(AdminCommand::RevokeToken {
+                user: 7,
+                token_id: Some(3),
+            }),
+        );
+        check(
+            &["channel", "create", "ops", "--private"],
+            Command::Channel(ChannelCommand::Create {
+                name: "ops".into(),
+                private: true,
+            }),
+        );
+        check(
+            &["channel", "join", "general"],
+            Command::Channel(ChannelCommand::Join {
+                channel: "general".into(),
+            }),
+        );
+        check(
+            &["channel", "invite", "ops", "bob"],
+            Command::Channel(ChannelCommand::Invite {
+                channel: "ops".into(),
+                user: "bob".into(),
+            }),
+        );
+        check(
+            &["channel", "leave", "12"],
+            Command::Channel(ChannelCommand::Leave {
+                channel: "12".into(),
+            }),
+        );
+        check(&["channel", "list"], Command::Channel(ChannelCommand::List));
+        check(
+            &["dm", "bob", "carol"],
+            Command::Dm {
+                users: vec!["bob".into(), "carol".into()],
+            },
+        );
+        check(
+            &["send", "general", "hello world"],
+            Command::Send {
+                conversation: "general".into(),
+                text: "hello world".into(),
+            },
+        );
+        check(
+            &["watch"],
+            Command::Watch(WatchArgs {
+                conversations: vec![],
+                from_start: false,
+                cursor_file: None,
+            }),
+        );
+        check(
+            &[
+                "watch",
+                "general",
+                "@bob",
+                "--from-start",
+                "--cursor-file",
+                "c.txt",
+            ],
+            Command::Watch(WatchArgs {
+                conversations: vec!["general".into(), "@bob".into()],
+                from_start: true,
+                cursor_file: Some("c.txt".into()),
+            }),
+        );
+        check(
+            &["history", "general", "--before", "10", "--limit", "5"],
+            Command::History {
+                conversation: "general".into(),
+                before: Some(10),
+                after: None,
+                limit: 5,
+            },
+        );
+        check(
+            &["history", "general"],
+            Command::History {
+                conversation: "general".into(),
+                before: None,
+                after: None,
+                limit: 20,
+            },
+        );
+        check(&["unread"], Command::Unread);
+        check(
+            &["read", "general"],
+            Command::Read {
+                conversation: "general".into(),
+                seq: None,
+            },
+        );
+        check(
+            &["read", "general", "9"],
+            Command::Read {
+                conversation: "general".into(),
+                seq: Some(9),
+            },
+        );
+    }
+
+    #[test]
+    fn global_options_go_anywhere() {
+        let cli = parse(&[
+            "send",
+            "general",
+            "hi",
+            "--json",
+            "--server",
+            "ws://h:1",
+            "--token",
+            "t",
+            "--timeout",
+            "3",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.server.as_deref(), Some("ws://h:1"));
+        assert_eq!(cli.token.as_deref(), Some("t"));
+        assert_eq!(cli.timeout, 3);
+        let cli = parse(&["--json", "unread"]).unwrap();
+        assert!(cli.json);
+    }
+
+    #[test]
+    fn usage_errors_exit_with_code_2() {
+        check_usage_error(&[]);
+        check_usage_error(&["frobnicate"]);
+        check_usage_error(&["send", "general"]);
+        check_usage_error(&["dm"]);
+        check_usage_error(&["dm", "1", "2", "3", "4", "5", "6", "7", "8"]);
+        check_usage_error(&["admin", "create-user", "ann"]);
+        check_usage_error(&["admin", "create-user", "--workspace", "x", "ann"]);
+        check_usage_error(&["admin", "issue-token", "bob"]);
+        check_usage_error(&["history", "c", "--before", "1", "--after", "2"]);
+        check_usage_error(&["history", "c", "--limit", "-1"]);
+        check_usage_error(&["read", "c", "nine"]);
+        check_usage_error(&["--timeout", "soon", "unread"]);
+    }
+}

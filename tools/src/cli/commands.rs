@@ -1,0 +1,606 @@
+//! Running each `courier` subcommand: resolve names to ids, call the client
+//! library, print the result (see `output.rs`).
+
+use super::args::{AdminCommand, ChannelCommand, Cli, Command, WatchArgs};
+use super::config::{self, Config};
+use super::output::{
+    conversation_json, conversation_label, kind_name, message_json, message_text, Out,
+};
+use anyhow::anyhow;
+use courier_core::api::{
+    ConversationId, ConversationInfo, Credential, HistoryAnchor, LookupKind, Message, Reject, Seq,
+    UserId, WorkspaceId,
+};
+use courier_tools::{
+    Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, Requester, Session,
+    SessionEvent, SessionOptions,
+};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The server courierd listens on by default.
+pub const DEFAULT_SERVER: &str = "ws://127.0.0.1:7070";
+
+/// Most messages `courier history` prints in one call.
+pub const HISTORY_LIMIT_MAX: u32 = 10_000;
+
+/// A mistake in how the command was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// Everything a command needs besides its own arguments.
+pub struct Ctx {
+    /// Printing.
+    pub out: Out,
+    /// Server URL (flag, env, config file, or the default).
+    pub server: String,
+    /// Token text, if any source gave one.
+    pub token: Option<String>,
+    /// How long to keep retrying an unreachable server.
+    pub timeout: Duration,
+    /// The config file.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// Merges flags and environment (already in `cli`) over the config file.
+    pub fn new(cli: &Cli) -> anyhow::Result<Ctx> {
+        let config_path = cli.config.clone().or_else(config::default_path);
+        let file = match &config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        Ok(Ctx {
+            out: Out { json: cli.json },
+            server: cli
+                .server
+                .clone()
+                .or(file.server)
+                .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+            token: cli.token.clone().or(file.token),
+            timeout: Duration::from_secs(cli.timeout.max(1)),
+            config_path,
+        })
+    }
+
+    fn credential(&self) -> anyhow::Result<Credential> {
+        let text = self.token.as_deref().ok_or_else(|| {
+            usage("no token: pass --token TOKEN, set COURIER_TOKEN, or run `courier login --server URL --token TOKEN`")
+        })?;
+        courier_tools::token::parse(text).map_err(|_| {
+            usage("malformed token: expected cu1_ followed by 96 hex digits (user) or ca1_ followed by 64 (admin)")
+        })
+    }
+
+    fn options(&self) -> anyhow::Result<ClientOptions> {
+        courier_tools::normalize_url(&self.server).map_err(|e| usage(e.to_string()))?;
+        let mut connect = ConnectOptions::new(self.server.clone(), self.credential()?);
+        connect.device.name = "courier-cli".to_owned();
+        let mut options = ClientOptions::new(connect);
+        options.retry_deadline = Some(self.timeout);
+        Ok(options)
+    }
+
+    async fn client(&self) -> anyhow::Result<Client> {
+        let mut client = Client::new(self.options()?);
+        client.connect().await?;
+        Ok(client)
+    }
+}
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&cli)?;
+    match cli.command {
+        Command::Login { offline } => login(&ctx, &cli, offline).await,
+        Command::Whoami => whoami(&ctx).await,
+        Command::Admin(cmd) => admin(&ctx, cmd).await,
+        Command::Channel(cmd) => channel(&ctx, cmd).await,
+        Command::Dm { users } => dm(&ctx, &users).await,
+        Command::Send { conversation, text } => send(&ctx, &conversation, text).await,
+        Command::Watch(args) => watch(&ctx, args).await,
+        Command::History {
+            conversation,
+            before,
+            after,
+            limit,
+        } => history(&ctx, &conversation, before, after, limit).await,
+        Command::Unread => unread(&ctx).await,
+        Command::Read { conversation, seq } => read(&ctx, &conversation, seq).await,
+    }
+}
+
+/// A numeric argument is an id.
+fn as_id(arg: &str) -> Option<u64> {
+    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit()) {
+        arg.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// A user given by id or name (`@name` also accepted).
+pub async fn resolve_user(client: &mut Client, arg: &str) -> anyhow::Result<UserId> {
+    if let Some(id) = as_id(arg) {
+        return Ok(UserId(id));
+    }
+    let name = arg.strip_prefix('@').unwrap_or(arg);
+    if name.is_empty() {
+        return Err(usage(format!("{arg:?} is not a user name or id")));
+    }
+    match client.lookup(name, LookupKind::User).await {
+        Ok(id) => Ok(UserId(id)),
+        Err(ClientError::Rejected(Reject::NotFound)) => {
+            Err(anyhow::Error::new(ClientError::Rejected(Reject::NotFound))
+                .context(format!("no user named {name:?} in your workspace")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A conversation given by id, by channel name (`#name` also accepted), or
+/// as `@user` for the DM with that user.
+pub async fn resolve_conversation(
+    client: &mut Client,
+    arg: &str,
+) -> anyhow::Result<ConversationId> {
+    if let Some(id) = as_id(arg) {
+        return Ok(ConversationId(id));
+    }
+    if let Some(user) = arg.strip_prefix('@') {
+        let user = resolve_user(client, user).await?;
+        return Ok(client.open_dm(vec![user]).await?.id);
+    }
+    let name = arg.strip_prefix('#').unwrap_or(arg);
+    if name.is_empty() {
+        return Err(usage(format!("{arg:?} is not a conversation name or id")));
+    }
+    match client.lookup(name, LookupKind::Channel).await {
+        Ok(id) => Ok(ConversationId(id)),
+        Err(ClientError::Rejected(Reject::NotFound)) => {
+            Err(anyhow::Error::new(ClientError::Rejected(Reject::NotFound))
+                .context(format!("no channel named {name:?} that you can see")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn login(ctx: &Ctx, cli: &Cli, offline: bool) -> anyhow::Result<()> {
+    let (Some(server), Some(_)) = (&cli.server, &cli.token) else {
+        return Err(usage("usage: courier login --server URL --token TOKEN"));
+    };
+    let path = ctx.config_path.clone().ok_or_else(|| {
+        anyhow!("no config directory: set XDG_CONFIG_HOME or HOME, or pass --config")
+    })?;
+    let mut who = json!({ "server": server, "config": path.display().to_string() });
+    if !offline {
+        let welcome = ctx
+            .client()
+            .await?
+            .welcome()
+            .unwrap_or_else(unreachable_welcome);
+        who["user"] = json!(welcome.user.map(|u| u.0));
+        who["workspace"] = json!(welcome.workspace.map(|w| w.0));
+        who["admin"] = json!(welcome.user.is_none());
+    }
+    Config {
+        server: Some(server.clone()),
+        token: cli.token.clone(),
+    }
+    .save(&path)?;
+    ctx.out.emit(who.clone(), || {
+        let identity = match (offline, who["user"].as_u64()) {
+            (true, _) => "(not verified)".to_owned(),
+            (false, Some(u)) => format!("as user {u}"),
+            (false, None) => "as admin".to_owned(),
+        };
+        format!(
+            "logged in to {server} {identity}; saved to {}",
+            path.display()
+        )
+    })
+}
+
+/// `Client::connect` always sets a welcome; this is the value if it did not.
+fn unreachable_welcome() -> courier_tools::Welcome {
+    courier_tools::Welcome {
+        user: None,
+        workspace: None,
+        now: courier_core::api::Millis(0),
+    }
+}
+
+async fn whoami(ctx: &Ctx) -> anyhow::Result<()> {
+    let welcome = ctx
+        .client()
+        .await?
+        .welcome()
+        .unwrap_or_else(unreachable_welcome);
+    ctx.out.emit(
+        json!({
+            "server": ctx.server,
+            "user": welcome.user.map(|u| u.0),
+            "workspace": welcome.workspace.map(|w| w.0),
+            "admin": welcome.user.is_none(),
+        }),
+        || match (welcome.user, welcome.workspace) {
+            (Some(u), Some(w)) => format!("user {} in workspace {} at {}", u.0, w.0, ctx.server),
+            (Some(u), None) => format!("user {} at {}", u.0, ctx.server),
+            _ => format!("admin at {}", ctx.server),
+        },
+    )
+}
+
+async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
+    let mut client = ctx.client().await?;
+    match cmd {
+        AdminCommand::CreateWorkspace { name } => {
+            let ws = client.create_workspace(&name).await?;
+            ctx.out
+                .emit(json!({ "workspace": ws.0, "name": name }), || {
+                    ws.0.to_string()
+                })
+        }
+        AdminCommand::CreateUser { workspace, name } => {
+            let t = client.create_user(WorkspaceId(workspace), &name).await?;
+            ctx.out.emit(
+                json!({
+                    "user_id": t.user.0,
+                    "token": t.text,
+                    "token_id": t.token_id,
+                    "workspace": workspace,
+                    "name": name,
+                }),
+                || format!("user_id {}\ntoken {}", t.user.0, t.text),
+            )
+        }
+        AdminCommand::IssueToken { user } => {
+            let t = client.issue_token(UserId(user)).await?;
+            ctx.out.emit(
+                json!({ "user_id": t.user.0, "token": t.text, "token_id": t.token_id }),
+                || format!("token_id {}\ntoken {}", t.token_id, t.text),
+            )
+        }
+        AdminCommand::RevokeToken { user, token_id } => {
+            client.revoke_token(UserId(user), token_id).await?;
+            ctx.out.emit(
+                json!({ "user_id": user, "token_id": token_id, "revoked": true }),
+                || match token_id {
+                    Some(t) => format!("revoked token {t} of user {user}"),
+                    None => format!("revoked every token of user {user}"),
+                },
+            )
+        }
+    }
+}
+
+async fn channel(ctx: &Ctx, cmd: ChannelCommand) -> anyhow::Result<()> {
+    let mut client = ctx.client().await?;
+    match cmd {
+        ChannelCommand::Create { name, private } => {
+            let name = name.strip_prefix('#').unwrap_or(&name).to_owned();
+            let info = client.create_channel(&name, private).await?;
+            ctx.out.emit(conversation_json(&info), || {
+                format!("created {} (id {})", conversation_label(&info), info.id.0)
+            })
+        }
+        ChannelCommand::Join { channel } => {
+            let id = resolve_conversation(&mut client, &channel).await?;
+            let info = client.join(id).await?;
+            ctx.out.emit(conversation_json(&info), || {
+                format!("joined {} (id {})", conversation_label(&info), info.id.0)
+            })
+        }
+        ChannelCommand::Invite { channel, user } => {
+            let id = resolve_conversation(&mut client, &channel).await?;
+            let user_id = resolve_user(&mut client, &user).await?;
+            client.invite(id, user_id).await?;
+            ctx.out
+                .emit(json!({ "conversation": id.0, "user": user_id.0 }), || {
+                    format!("invited {user} to {channel}")
+                })
+        }
+        ChannelCommand::Leave { channel } => {
+            let id = resolve_conversation(&mut client, &channel).await?;
+            client.leave(id).await?;
+            ctx.out.emit(json!({ "conversation": id.0 }), || {
+                format!("left {channel}")
+            })
+        }
+        ChannelCommand::List => {
+            let list = client.list_conversations().await?;
+            if !ctx.out.json {
+                ctx.out.emit(json!(null), || {
+                    format!(
+                        "{:<20} {:<16} {:<24} {:>7} {:>6} {:>7}",
+                        "ID", "KIND", "NAME", "MEMBERS", "HEAD", "UNREAD"
+                    )
+                })?;
+            }
+            for c in &list {
+                ctx.out.emit(conversation_json(c), || {
+                    let member = if c.member { "" } else { " (not a member)" };
+                    format!(
+                        "{:<20} {:<16} {:<24} {:>7} {:>6} {:>7}{member}",
+                        c.id.0,
+                        kind_name(c.kind),
+                        conversation_label(c),
+                        c.member_count,
+                        c.head.0,
+                        c.unread
+                    )
+                })?;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn dm(ctx: &Ctx, users: &[String]) -> anyhow::Result<()> {
+    let mut client = ctx.client().await?;
+    let mut ids = Vec::with_capacity(users.len());
+    for u in users {
+        ids.push(resolve_user(&mut client, u).await?);
+    }
+    let info = client.open_dm(ids).await?;
+    ctx.out
+        .emit(conversation_json(&info), || info.id.0.to_string())
+}
+
+async fn send(ctx: &Ctx, conversation: &str, text: String) -> anyhow::Result<()> {
+    if text.is_empty() {
+        return Err(usage("the message text is empty"));
+    }
+    let mut client = ctx.client().await?;
+    let id = resolve_conversation(&mut client, conversation).await?;
+    let ack = client.send(id, &Outgoing::text(text)).await?;
+    ctx.out.emit(
+        json!({ "conversation": ack.conversation.0, "seq": ack.seq.0, "ts": ack.ts.0 }),
+        || ack.seq.0.to_string(),
+    )
+}
+
+/// Labels of conversations for human output.
+struct Labels(HashMap<ConversationId, String>);
+
+impl Labels {
+    fn add(&mut self, c: &ConversationInfo) {
+        self.0.insert(c.id, conversation_label(c));
+    }
+
+    fn get(&self, id: ConversationId) -> String {
+        self.0.get(&id).cloned().unwrap_or_else(|| id.0.to_string())
+    }
+}
+
+async fn watch(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
+    let options = ctx.options()?;
+    let mut client = Client::new(options.clone());
+    client.connect().await?;
+    let mut filter = None;
+    if !args.conversations.is_empty() {
+        let mut ids = Vec::new();
+        for c in &args.conversations {
+            ids.push(resolve_conversation(&mut client, c).await?);
+        }
+        filter = Some(ids);
+    }
+    let mut labels = Labels(HashMap::new());
+    if !ctx.out.json {
+        for c in client.list_conversations().await? {
+            labels.add(&c);
+        }
+    }
+    let json = ctx.out.json;
+    client.on_notice(move |notice| match notice {
+        Notice::Retrying { error, delay } => {
+            eprintln!(
+                "courier: {error}; reconnecting in {:.1}s",
+                delay.as_secs_f64()
+            )
+        }
+        Notice::Connected { generation } if generation > 1 && !json => {
+            eprintln!("courier: reconnected")
+        }
+        Notice::Connected { .. } => {}
+    });
+    let mut session_options = SessionOptions::new(options);
+    session_options.filter = filter;
+    session_options.from_start = args.from_start;
+    session_options.cursor_file = args.cursor_file;
+    let mut session = Session::with_client(client, session_options).await?;
+    let result = watch_loop(ctx, &mut session, &mut labels).await;
+    // Keep where we got to, whatever ended the loop.
+    let saved = session.save_cursors();
+    match result {
+        Err(e) if e.is::<super::output::StdoutClosed>() => saved.map_err(Into::into),
+        other => other.and(saved.map_err(Into::into)),
+    }
+}
+
+async fn watch_loop(ctx: &Ctx, session: &mut Session, labels: &mut Labels) -> anyhow::Result<()> {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let event = tokio::select! {
+            event = session.next() => event?,
+            _ = &mut interrupted => return Ok(()),
+        };
+        match event {
+            SessionEvent::Message(m) => print_message(ctx, labels, &m)?,
+            SessionEvent::Joined(info) => {
+                labels.add(&info);
+                if !ctx.out.json {
+                    eprintln!(
+                        "courier: joined {} (id {})",
+                        conversation_label(&info),
+                        info.id.0
+                    );
+                }
+            }
+            SessionEvent::Left(id) => {
+                if !ctx.out.json {
+                    eprintln!("courier: left {}", labels.get(id));
+                }
+            }
+            SessionEvent::CaughtUp { .. }
+            | SessionEvent::ReadCursor { .. }
+            | SessionEvent::Notify { .. } => {}
+        }
+    }
+}
+
+fn print_message(ctx: &Ctx, labels: &Labels, m: &Message) -> anyhow::Result<()> {
+    ctx.out.emit(message_json(m), || {
+        message_text(&labels.get(m.conversation), m)
+    })
+}
+
+async fn history(
+    ctx: &Ctx,
+    conversation: &str,
+    before: Option<u64>,
+    after: Option<u64>,
+    limit: u32,
+) -> anyhow::Result<()> {
+    if limit == 0 || limit > HISTORY_LIMIT_MAX {
+        return Err(usage(format!("--limit must be 1..={HISTORY_LIMIT_MAX}")));
+    }
+    let mut client = ctx.client().await?;
+    let id = resolve_conversation(&mut client, conversation).await?;
+    let page_max = courier_tools::constants::HISTORY_PAGE;
+    let mut messages: Vec<Message> = Vec::new();
+    if let Some(after) = after {
+        // Forward from `after`.
+        let mut cursor = Seq(after);
+        while messages.len() < limit as usize {
+            let want = (limit - messages.len() as u32).min(page_max);
+            let page = client
+                .history(id, HistoryAnchor::After(cursor), want)
+                .await?;
+            let Some(last) = page.messages.last().map(|m| m.seq) else {
+                break;
+            };
+            if last <= cursor {
+                break;
+            }
+            cursor = last;
+            messages.extend(page.messages.into_iter().filter(|m| m.seq <= last));
+        }
+        messages.truncate(limit as usize);
+    } else {
+        // Backward from the head or from `before`, then print oldest first.
+        let mut anchor = before.map_or(HistoryAnchor::Latest, |b| HistoryAnchor::Before(Seq(b)));
+        let mut pages: Vec<Vec<Message>> = Vec::new();
+        let mut count = 0usize;
+        while count < limit as usize {
+            let want = (limit - count as u32).min(page_max);
+            let page = client.history(id, anchor, want).await?;
+            let Some(first) = page.messages.first().map(|m| m.seq) else {
+                break;
+            };
+            count += page.messages.len();
+            pages.push(page.messages);
+            if first <= Seq(1) {
+                break;
+            }
+            anchor = HistoryAnchor::Before(first);
+        }
+        for page in pages.into_iter().rev() {
+            messages.extend(page);
+        }
+        let excess = messages.len().saturating_sub(limit as usize);
+        messages.drain(..excess);
+    }
+    let labels = Labels(HashMap::new());
+    for m in &messages {
+        print_message(ctx, &labels, m)?;
+    }
+    Ok(())
+}
+
+async fn unread(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut client = ctx.client().await?;
+    let list = client.list_conversations().await?;
+    let mut any = false;
+    for c in list
+        .iter()
+        .filter(|c| c.member && (c.unread > 0 || c.mentions > 0))
+    {
+        any = true;
+        ctx.out.emit(
+            json!({
+                "conversation": c.id.0,
+                "name": c.name,
+                "kind": kind_name(c.kind),
+                "unread": c.unread,
+                "mentions": c.mentions,
+                "read": c.read.0,
+                "head": c.head.0,
+            }),
+            || {
+                format!(
+                    "{:<24} {} unread, {} mention{} (id {})",
+                    conversation_label(c),
+                    c.unread,
+                    c.mentions,
+                    if c.mentions == 1 { "" } else { "s" },
+                    c.id.0
+                )
+            },
+        )?;
+    }
+    if !any && !ctx.out.json {
+        ctx.out.emit(json!(null), || "nothing unread".to_owned())?;
+    }
+    Ok(())
+}
+
+async fn read(ctx: &Ctx, conversation: &str, seq: Option<u64>) -> anyhow::Result<()> {
+    let mut client = ctx.client().await?;
+    let id = resolve_conversation(&mut client, conversation).await?;
+    let seq = match seq {
+        Some(s) => Seq(s),
+        None => client.history(id, HistoryAnchor::Latest, 1).await?.head,
+    };
+    client.mark_read(id, seq).await?;
+    ctx.out
+        .emit(json!({ "conversation": id.0, "seq": seq.0 }), || {
+            format!("marked {conversation} read up to {}", seq.0)
+        })
+}
+
+/// Exit code for an error: 2 usage, 3 cannot reach the server, 1 otherwise
+/// (a rejection or a local failure).
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        return 2;
+    }
+    match e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
+        Some(ce) if ce.is_connection() => 3,
+        _ => 1,
+    }
+}
+
+/// The error text for stderr, with a hint where one helps.
+pub fn describe_error(e: &anyhow::Error) -> String {
+    let hint = match e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
+        Some(ce) if ce.is_connection() => {
+            "\nhint: is courierd running there? Pass --server URL, set COURIER_SERVER, or run `courier login`.".to_owned()
+        }
+        Some(ce) => match ce.reject() {
+            Some(Reject::Unauthenticated) => "\nhint: check --token / COURIER_TOKEN, or run `courier login --server URL --token TOKEN`.".to_owned(),
+            Some(Reject::NotAdmin) => "\nhint: admin commands need the admin token: --token \"$(cat DATA_DIR/admin.token)\".".to_owned(),
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    format!("{e:#}{hint}")
+}

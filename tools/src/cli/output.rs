@@ -1,0 +1,134 @@
+//! How `courier` prints: one JSON object per line with stable field names
+//! under `--json`, readable text otherwise. Field names here are part of the
+//! CLI's interface (docs/CLI.md lists them); change them only compatibly.
+
+use courier_core::api::{ConversationInfo, ConversationKind, Message};
+use serde_json::{json, Value};
+use std::io::Write;
+
+/// Where results go. A closed stdout (e.g. `| head`) ends the program quietly.
+pub struct Out {
+    /// `--json`.
+    pub json: bool,
+}
+
+/// stdout was closed by the reader: stop without an error.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout closed")]
+pub struct StdoutClosed;
+
+impl Out {
+    /// Prints one result: `value` as a JSON line, or `text` (any number of
+    /// lines) for people.
+    pub fn emit(&self, value: Value, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+        let line = if self.json { value.to_string() } else { text() };
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")
+            .and_then(|_| stdout.flush())
+            .map_err(|_| StdoutClosed.into())
+    }
+}
+
+/// Stable name of a conversation kind.
+pub fn kind_name(kind: ConversationKind) -> &'static str {
+    match kind {
+        ConversationKind::PublicChannel => "public_channel",
+        ConversationKind::PrivateChannel => "private_channel",
+        ConversationKind::Dm => "dm",
+        ConversationKind::GroupDm => "group_dm",
+    }
+}
+
+/// A conversation as JSON.
+pub fn conversation_json(c: &ConversationInfo) -> Value {
+    json!({
+        "conversation": c.id.0,
+        "kind": kind_name(c.kind),
+        "name": c.name,
+        "members": c.members.iter().map(|u| u.0).collect::<Vec<_>>(),
+        "member_count": c.member_count,
+        "member": c.member,
+        "head": c.head.0,
+        "read": c.read.0,
+        "unread": c.unread,
+        "mentions": c.mentions,
+        "last_activity": c.last_activity.0,
+        "preview": c.preview,
+    })
+}
+
+/// How people see a conversation's name: `#name` for channels, the members
+/// for DMs.
+pub fn conversation_label(c: &ConversationInfo) -> String {
+    match c.kind {
+        ConversationKind::PublicChannel | ConversationKind::PrivateChannel => {
+            format!("#{}", c.name)
+        }
+        ConversationKind::Dm | ConversationKind::GroupDm => {
+            let members: Vec<String> = c.members.iter().map(|u| u.0.to_string()).collect();
+            format!("dm({})", members.join(","))
+        }
+    }
+}
+
+/// A message as JSON (the `watch` and `history` line).
+pub fn message_json(m: &Message) -> Value {
+    json!({
+        "conversation": m.conversation.0,
+        "seq": m.seq.0,
+        "sender": m.sender.0,
+        "body": m.body,
+        "ts": m.ts.0,
+    })
+}
+
+/// A message for people: `[label #seq] time <sender> body`.
+pub fn message_text(label: &str, m: &Message) -> String {
+    format!(
+        "[{label} #{}] {} <{}> {}",
+        m.seq.0,
+        format_ts(m.ts.0),
+        m.sender.0,
+        m.body
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of a millisecond Unix timestamp.
+pub fn format_ts(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_as_utc() {
+        assert_eq!(format_ts(0), "1970-01-01 00:00:00");
+        assert_eq!(format_ts(1_700_000_000_123), "2023-11-14 22:13:20");
+        assert_eq!(format_ts(951_782_400_000), "2000-02-29 00:00:00");
+    }
+}

@@ -1,0 +1,148 @@
+//! The library's error type. Every failure is a value: a server rejection
+//! keeps its [`Reject`], a closed socket keeps its close code, and nothing a
+//! server sends makes the library panic.
+
+use courier_core::api::Reject;
+use std::path::PathBuf;
+
+/// Why an operation of the client library failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered the request with a rejection (a domain value:
+    /// not found, not a member, rate limited, …).
+    #[error("server rejected the request: {}", describe_reject(.0))]
+    Rejected(Reject),
+    /// The server URL is not a `ws://host:port[/path]` URL.
+    #[error("bad server URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// TCP connect or the WebSocket upgrade failed.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The underlying error.
+        reason: String,
+    },
+    /// The connection is closed (by the server with `code`, or dropped).
+    #[error("connection closed{}", describe_close(.code, .reason))]
+    Closed {
+        /// WebSocket close code, if the server sent one (4001 unauthenticated,
+        /// 4003 revoked, 4008 slow consumer, 1001 shutting down, …).
+        code: Option<u16>,
+        /// The close reason text, or what broke.
+        reason: String,
+    },
+    /// No reply within the timeout.
+    #[error("timed out after {0:?} waiting for the server")]
+    Timeout(std::time::Duration),
+    /// The server sent bytes that are not a valid frame, or a reply of the
+    /// wrong kind for the request.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A cursor file could not be read or written.
+    #[error("cursor file {path}: {reason}")]
+    CursorFile {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// True for failures that another connection attempt may cure
+    /// (connect errors, dropped connections, timeouts, a server that is
+    /// starting or shutting down). Authentication failures, revocation and
+    /// other rejections are permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Timeout(_) => true,
+            ClientError::Closed { code, .. } => code.is_none_or(|c| !is_permanent_close(c)),
+            ClientError::Rejected(Reject::Unavailable(_)) => true,
+            ClientError::Rejected(Reject::RateLimited { .. }) => true,
+            ClientError::Rejected(_) => false,
+            ClientError::BadUrl { .. } | ClientError::Protocol(_) => false,
+            ClientError::CursorFile { .. } => false,
+        }
+    }
+
+    /// True if the failure is about reaching the server at all (connect,
+    /// closed connection, timeout) rather than an answer from it. The CLI
+    /// maps these to exit code 3.
+    pub fn is_connection(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Timeout(_) | ClientError::BadUrl { .. } => {
+                true
+            }
+            ClientError::Closed { code, .. } => code.is_none_or(|c| !is_permanent_close(c)),
+            _ => false,
+        }
+    }
+
+    /// The rejection, if the server answered with one (a close with 4001 or
+    /// 4003 counts as `Unauthenticated`).
+    pub fn reject(&self) -> Option<Reject> {
+        match self {
+            ClientError::Rejected(r) => Some(r.clone()),
+            ClientError::Closed {
+                code: Some(4001 | 4003),
+                ..
+            } => Some(Reject::Unauthenticated),
+            _ => None,
+        }
+    }
+}
+
+/// Close codes after which reconnecting cannot help: a bad or revoked token
+/// (4001, 4003) or a client bug the server refused (1002 protocol error,
+/// 1003 text frame, 1008 malformed frames, 1009 frame too big).
+pub fn is_permanent_close(code: u16) -> bool {
+    matches!(code, 4001 | 4003 | 1002 | 1003 | 1008 | 1009)
+}
+
+/// A one-line human description of a rejection, with a hint where one helps.
+pub fn describe_reject(reject: &Reject) -> String {
+    match reject {
+        Reject::Unauthenticated => {
+            "unauthenticated (the token is wrong, unknown or revoked)".to_owned()
+        }
+        Reject::NotAdmin => "this needs the admin token".to_owned(),
+        Reject::NotFound => "not found (or not visible to you)".to_owned(),
+        Reject::AlreadyExists => "already exists".to_owned(),
+        Reject::Invalid(m) => format!("invalid request: {m}"),
+        Reject::TooLarge(m) => format!("too large: {m}"),
+        Reject::RateLimited { retry_after_ms } => {
+            format!("rate limited (retry after {retry_after_ms} ms)")
+        }
+        Reject::Unavailable(m) => format!("server unavailable: {m}"),
+    }
+}
+
+fn describe_close(code: &Option<u16>, reason: &str) -> String {
+    let meaning = match code {
+        Some(1000) => "normal close",
+        Some(1001) => "server shutting down",
+        Some(1002) => "protocol error",
+        Some(1003) => "text frame refused",
+        Some(1008) => "too many malformed frames",
+        Some(1009) => "frame too big",
+        Some(1013) => "server busy, retry later",
+        Some(4001) => "unauthenticated",
+        Some(4003) => "token revoked",
+        Some(4008) => "slow consumer",
+        Some(4009) => "no Hello in time",
+        Some(4010) => "idle",
+        _ => "",
+    };
+    match (code, reason.is_empty()) {
+        (Some(c), true) => format!(" (code {c} {meaning})"),
+        (Some(c), false) => format!(" (code {c} {meaning}: {reason})"),
+        (None, true) => String::new(),
+        (None, false) => format!(": {reason}"),
+    }
+}
