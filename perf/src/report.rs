@@ -120,7 +120,46 @@ pub fn filesystem_of(path: &Path) -> Value {
     }
 }
 
-/// Facts about the machine: cores, CPU model, kernel, memory, load.
+/// Writes of 4 KiB + `fdatasync` timed by [`disk_probe`].
+const DISK_PROBE_WRITES: usize = 200;
+
+/// The disk as it is right now: latency of a 4 KiB overwrite of a
+/// preallocated file + `fdatasync` (what one WAL group commit costs at
+/// least), in a scratch file next to `dir`. Other work on the machine moves
+/// this figure a lot; every result depends on it.
+pub fn disk_probe(dir: &Path) -> Value {
+    use std::os::unix::fs::FileExt;
+    let run = || -> std::io::Result<Vec<f64>> {
+        let path = dir.join(format!(".courier-bench-disk-probe-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
+        let block = vec![0x5Au8; 4096];
+        for i in 0..256u64 {
+            file.write_all_at(&block, i * 4096)?;
+        }
+        file.sync_all()?;
+        let mut lat = Vec::with_capacity(DISK_PROBE_WRITES);
+        for i in 0..DISK_PROBE_WRITES {
+            let t = crate::clock::now_ns();
+            file.write_all_at(&block, (i as u64 % 256) * 4096)?;
+            file.sync_data()?;
+            lat.push((crate::clock::now_ns() - t) as f64 / 1e6);
+        }
+        drop(file);
+        std::fs::remove_file(&path)?;
+        lat.sort_by(f64::total_cmp);
+        Ok(lat)
+    };
+    match run() {
+        Ok(lat) => {
+            let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+            json!({"write_4k_fdatasync_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": q(1.0)}})
+        }
+        Err(e) => json!({"error": e.to_string()}),
+    }
+}
+
+/// Facts about the machine: cores, CPU model, kernel, memory, load, and a
+/// probe of the disk's fsync latency where the data lives.
 pub fn machine(data_path: &Path) -> Value {
     let cpuinfo = read("/proc/cpuinfo");
     let model = cpuinfo
@@ -142,13 +181,15 @@ pub fn machine(data_path: &Path) -> Value {
         "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
         "loadavg_at_start": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         "fs": filesystem_of(data_path),
+        "disk": disk_probe(data_path),
     })
 }
 
 /// Prints the machine block of the human report.
 pub fn print_machine(m: &Value) {
+    let d = &m["disk"]["write_4k_fdatasync_ms"];
     println!(
-        "machine: {} cores ({}), {} GiB, kernel {}, load {}, data on {} ({})",
+        "machine: {} cores ({}), {} GiB, kernel {}, load {}, data on {} ({}), 4 KiB write+fdatasync p50 {} ms p99 {} ms",
         m["cores"],
         m["cpu"].as_str().unwrap_or(""),
         m["memory_gib"],
@@ -156,6 +197,8 @@ pub fn print_machine(m: &Value) {
         m["loadavg_at_start"].as_str().unwrap_or(""),
         m["fs"]["type"].as_str().unwrap_or(""),
         m["fs"]["device"].as_str().unwrap_or(""),
+        d["p50"].as_f64().map_or("?".into(), |v| format!("{v:.3}")),
+        d["p99"].as_f64().map_or("?".into(), |v| format!("{v:.3}")),
     );
 }
 

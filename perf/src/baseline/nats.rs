@@ -40,8 +40,11 @@ use std::sync::{Arc, Mutex};
 pub enum Op {
     /// `MSG` / `HMSG` (headers are skipped).
     Msg {
-        /// Subject.
+        /// Subject (for JetStream push deliveries: the stream subject, not
+        /// the deliver subject).
         subject: String,
+        /// Subscription id.
+        sid: u64,
         /// Payload (after any headers).
         payload: Vec<u8>,
     },
@@ -75,10 +78,13 @@ pub fn parse_op(buf: &[u8], at: usize) -> io::Result<Option<(Op, usize)>> {
     let mut words = line.split_ascii_whitespace();
     let verb = words.next().unwrap_or("");
     let args: Vec<&str> = words.collect();
-    let (subject, header_len, total_len) = match verb {
-        "MSG" if args.len() == 3 || args.len() == 4 => (args[0], 0, num(args[args.len() - 1])?),
+    let (subject, sid, header_len, total_len) = match verb {
+        "MSG" if args.len() == 3 || args.len() == 4 => {
+            (args[0], num(args[1])?, 0, num(args[args.len() - 1])?)
+        }
         "HMSG" if args.len() == 4 || args.len() == 5 => (
             args[0],
+            num(args[1])?,
             num(args[args.len() - 2])?,
             num(args[args.len() - 1])?,
         ),
@@ -97,6 +103,7 @@ pub fn parse_op(buf: &[u8], at: usize) -> io::Result<Option<(Op, usize)>> {
     Ok(Some((
         Op::Msg {
             subject: subject.to_owned(),
+            sid: sid as u64,
             payload,
         },
         next + total_len + 2,
@@ -136,7 +143,7 @@ async fn request(conn: &RawConn, subject: &str, inbox: &str, body: &str) -> anyh
         let mut reply = None;
         let mut pings = 0;
         conn.drain(parse_op, |op| match op {
-            Op::Msg { subject, payload } if subject == inbox => reply = Some(payload),
+            Op::Msg { subject, payload, .. } if subject == inbox => reply = Some(payload),
             Op::Ping => pings += 1,
             Op::Err(e) => {
                 reply = Some(format!("{{\"error\":{{\"description\":{e:?}}}}}").into_bytes())
@@ -300,7 +307,7 @@ async fn closed_loop(
         let mut replies = 0;
         let mut pings = 0;
         conn.drain(parse_op, |op| match op {
-            Op::Msg { subject, payload } => {
+            Op::Msg { subject, payload, .. } => {
                 let Some(at) = subject
                     .strip_prefix(&prefix)
                     .and_then(|s| s.parse::<u64>().ok())
@@ -414,7 +421,6 @@ impl E2e {
                         .map_err(|e| anyhow!("creating consumer {uid}: {e}"))?;
                         tasks.push(tokio::task::spawn_local(consumer(
                             conn,
-                            format!("dlv.{uid}"),
                             step.clone(),
                             stop.clone(),
                         )));
@@ -523,9 +529,10 @@ async fn ack_reader(
     Ok(())
 }
 
+/// Deliveries of the push consumer arrive on subscription 1 (their subject
+/// is the stream's, `conv.{i}`, not the deliver subject).
 async fn consumer(
     conn: Rc<RawConn>,
-    subject: String,
     step: Rc<RefCell<Step>>,
     stop: Rc<Cell<bool>>,
 ) -> anyhow::Result<()> {
@@ -536,10 +543,7 @@ async fn consumer(
         {
             let mut s = step.borrow_mut();
             conn.drain(parse_op, |op| match op {
-                Op::Msg {
-                    subject: sj,
-                    payload,
-                } if sj == subject => {
+                Op::Msg { sid: 1, payload, .. } => {
                     if let Some((_, due)) =
                         crate::payload::parse_stamp(&String::from_utf8_lossy(&payload))
                     {
