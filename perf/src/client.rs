@@ -6,7 +6,7 @@
 use crate::clock::now_ns;
 use crate::ws::{WsConn, WsReader};
 use anyhow::{anyhow, bail, Context};
-use courier_core::api::{Credential, DeviceInfo, DeviceKind, Event, ReqId, Request, Response};
+use courier_core::api::{Credential, DeviceInfo, DeviceKind, ReqId, Request, Response};
 use courier_proto::{decode_server, ClientFrame, Encoder, ServerFrame};
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
@@ -42,8 +42,6 @@ pub struct Called {
     pub reply_bytes: usize,
     /// Client-observed round trip.
     pub rtt_ns: u64,
-    /// Events that arrived while waiting.
-    pub events: Vec<Event>,
 }
 
 impl Session {
@@ -104,7 +102,6 @@ impl Session {
         let bytes = encode(req, request);
         let start = now_ns();
         self.conn.send(&bytes).await?;
-        let mut events = Vec::new();
         let mut reply: Option<(anyhow::Result<Response>, usize)> = None;
         while reply.is_none() {
             self.conn
@@ -112,7 +109,7 @@ impl Session {
                     Ok(ServerFrame::Reply { req: r, result }) if r == req => {
                         reply = Some((result.map_err(|e| anyhow!("rejected: {e:?}")), bytes.len()))
                     }
-                    Ok(ServerFrame::Event(event)) => events.push(event),
+                    Ok(ServerFrame::Event(_)) => {}
                     Ok(_) => {}
                     Err(e) => reply = Some((Err(anyhow!("undecodable reply: {e}")), bytes.len())),
                 })
@@ -126,7 +123,6 @@ impl Session {
             response: response?,
             reply_bytes,
             rtt_ns,
-            events,
         })
     }
 }

@@ -108,8 +108,3 @@ impl PreciseTimer {
         }
     }
 }
-
-/// Nanoseconds as fractional milliseconds, for tables.
-pub fn ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
-}

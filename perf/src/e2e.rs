@@ -223,13 +223,16 @@ impl Schedule {
 /// fails: the server is not keeping up.
 pub const BACKLOG_MAX: u64 = 20_000;
 
+/// Every step of a sweep with its rate.
+pub type SweepSteps = Vec<(f64, Step)>;
+
 /// The sweep: rates up by `rate_factor` until a step fails, then bisect;
 /// returns every step `(rate, step)` and the highest passing rate.
 pub fn sweep(
     args: &E2eArgs,
     mut run_step: impl FnMut(f64, f64) -> anyhow::Result<Step>,
     label: &str,
-) -> anyhow::Result<(Vec<(f64, Step)>, Option<f64>)> {
+) -> anyhow::Result<(SweepSteps, Option<f64>)> {
     let mut steps = Vec::new();
     let mut best: Option<f64> = None;
     let mut fail: Option<f64> = None;

@@ -26,11 +26,9 @@ use crate::pool::{self, Phase};
 use crate::report::{self, histogram, latency_json, record_ns};
 use crate::server::{Common, Target};
 use crate::setup;
-use anyhow::Context;
 use clap::Args;
 use courier_core::api::{Broadcast, ConversationId, Event, Request, Response, UserId};
 use courier_proto::{decode_server, ServerFrame};
-use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -70,6 +68,13 @@ pub struct Cmd {
     pub common: Common,
 }
 
+/// File descriptors kept free besides the connections (WAL segments,
+/// listeners, setup connections, the peer processes' pipes).
+const FDS_SPARE: u64 = 1_000;
+
+/// Time allowed for one member's connect + upgrade + Hello/Welcome.
+const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Seconds to wait for the last deliveries after the last send.
 const DRAIN_SECS: u64 = 15;
 
@@ -103,9 +108,24 @@ struct Seen {
 /// Runs the scenario.
 pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     let members = cmd.members.max(2);
-    let connected = cmd.connected.clamp(1, members);
+    let mut connected = cmd.connected.clamp(1, members);
+    // Both this process and courierd (which inherits the limit) need one fd
+    // per connection. Without CAP_SYS_RESOURCE the hard limit cannot be
+    // raised: then connect as many as it allows and say so.
+    let limit = crate::server::raise_nofile(connected as u64 + FDS_SPARE)?;
+    let mut limited = None;
+    if connected as u64 + FDS_SPARE > limit {
+        let allowed = (limit.saturating_sub(FDS_SPARE) as usize).max(2);
+        eprintln!(
+            "fanout: RLIMIT_NOFILE is {limit} and cannot be raised here (no CAP_SYS_RESOURCE?): \
+             connecting {allowed} members instead of {connected}"
+        );
+        limited = Some(format!(
+            "open-file limit {limit}: {allowed} of {connected} requested connections"
+        ));
+        connected = allowed;
+    }
     let receivers = connected - 1;
-    crate::server::raise_nofile((connected as u64) * 2 + 20_000)?;
     let target = Target::start(&cmd.common)?;
     let machine = report::machine(
         &target
@@ -154,32 +174,69 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         let connect_done = connect_done.clone();
         async move {
             let mine = pool::share(receivers, threads, t);
-            let sessions: Vec<anyhow::Result<Session>> = stream::iter(mine.clone())
-                .map(|j| {
-                    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (j % ips) as u8));
-                    let credential = users[1 + j].credential.clone();
-                    async move {
-                        Session::login(addr, Some(ip), &credential)
-                            .await
-                            .with_context(|| format!("receiver {j} from {ip}"))
-                    }
-                })
-                .buffer_unordered(cmd.connect_in_flight.max(1))
-                .collect()
-                .await;
             let seen = Rc::new(RefCell::new(Seen {
                 arrivals: vec![Vec::new(); cmd.messages],
-                receivers: sessions.len(),
+                receivers: mine.len(),
                 ..Seen::default()
             }));
-            let mut tasks = Vec::with_capacity(sessions.len());
-            for (session, j) in sessions.into_iter().zip(mine) {
-                let session = session?;
-                tasks.push(tokio::task::spawn_local(receive(
-                    session,
-                    users[1 + j].id,
+            // Each connection's task logs in (at most `connect_in_flight`
+            // at a time per thread) and then reads at once, so connected
+            // members answer pings while the others are still connecting.
+            let gate = Rc::new(tokio::sync::Semaphore::new(cmd.connect_in_flight.max(1)));
+            let logged_in = Rc::new(std::cell::Cell::new(0usize));
+            let failed = Rc::new(RefCell::new(Vec::<String>::new()));
+            let mut tasks = Vec::with_capacity(mine.len());
+            for j in mine.clone() {
+                let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (j % ips) as u8));
+                let user = users[1 + j].clone();
+                let (gate, logged_in, failed, seen) = (
+                    gate.clone(),
+                    logged_in.clone(),
+                    failed.clone(),
                     seen.clone(),
-                )));
+                );
+                tasks.push(tokio::task::spawn_local(async move {
+                    let login = {
+                        let _permit = gate.acquire().await;
+                        tokio::time::timeout(
+                            LOGIN_TIMEOUT,
+                            Session::login(addr, Some(ip), &user.credential),
+                        )
+                        .await
+                    };
+                    match login {
+                        Ok(Ok(session)) => {
+                            logged_in.set(logged_in.get() + 1);
+                            receive(session, user.id, seen).await;
+                        }
+                        Ok(Err(e)) => failed
+                            .borrow_mut()
+                            .push(format!("receiver {j} from {ip}: {e:#}")),
+                        Err(_) => failed.borrow_mut().push(format!(
+                            "receiver {j} from {ip}: no Welcome within {LOGIN_TIMEOUT:?}"
+                        )),
+                    }
+                }));
+            }
+            let timer = PreciseTimer::new()?;
+            let mut reported = now_ns();
+            while logged_in.get() + failed.borrow().len() < mine.len() {
+                timer.sleep_until(now_ns() + 10_000_000).await?;
+                if t == 0 && now_ns() - reported > 5_000_000_000 {
+                    reported = now_ns();
+                    eprintln!(
+                        "fanout: thread 0 connected {} of {}",
+                        logged_in.get(),
+                        mine.len()
+                    );
+                }
+            }
+            if let Some(e) = failed.borrow().first() {
+                anyhow::bail!(
+                    "{} of {} connections failed; first: {e}",
+                    failed.borrow().len(),
+                    mine.len()
+                );
             }
             let sender = if t == 0 {
                 Some(Session::login(addr, None, &users[0].credential).await?)
@@ -190,7 +247,6 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
             if let Ok(mut d) = connect_done.lock() {
                 *d = (*d).max(now_ns());
             }
-            let timer = PreciseTimer::new()?;
             if t == 0 {
                 timer
                     .sleep_until(now_ns() + (cmd.settle_secs * 1e9) as u64)
@@ -341,6 +397,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     params["fanout"] = json!({
         "members": members, "connected": connected, "rate": cmd.rate, "messages": cmd.messages,
         "body_bytes": cmd.body_bytes, "source_ips": ips, "connect_in_flight": cmd.connect_in_flight,
+        "connected_requested": cmd.connected, "limited_by": limited,
     });
     let results = json!({
         "after_ack_first": sf, "after_ack_median": sm, "after_ack_last": sl,

@@ -5,7 +5,7 @@
 //! one server shard without cross-thread handoffs.
 
 use std::future::Future;
-use std::sync::{Arc, Barrier as StdBarrier};
+use std::sync::Arc;
 
 /// Runs `make(thread_index)` on each of `threads` threads and returns their
 /// results in thread order. The future may hold `Rc`s: it is created and
@@ -71,11 +71,6 @@ impl Phase {
     pub async fn wait(&self) {
         self.barrier.wait().await;
     }
-}
-
-/// A blocking rendezvous (for code outside the runtimes).
-pub fn std_barrier(n: usize) -> Arc<StdBarrier> {
-    Arc::new(StdBarrier::new(n))
 }
 
 /// Splits `0..n` into `parts` nearly equal contiguous ranges; part `i`.

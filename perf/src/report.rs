@@ -131,7 +131,12 @@ pub fn disk_probe(dir: &Path) -> Value {
     use std::os::unix::fs::FileExt;
     let run = || -> std::io::Result<Vec<f64>> {
         let path = dir.join(format!(".courier-bench-disk-probe-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
         let block = vec![0x5Au8; 4096];
         for i in 0..256u64 {
             file.write_all_at(&block, i * 4096)?;

@@ -439,6 +439,8 @@ impl Spawned {
                     lim.rlim_cur = lim.rlim_max;
                     libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
                 }
+                // The daemon dies with the harness, however the harness ends.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }

@@ -92,15 +92,6 @@ pub struct WsReader {
     bytes_in: u64,
 }
 
-/// What a read delivered besides messages.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ReadStats {
-    /// Wire bytes read.
-    pub bytes: usize,
-    /// Complete binary messages handed to the callback.
-    pub messages: usize,
-}
-
 impl WsConn {
     /// Connects and upgrades to WebSocket on path `/`.
     pub async fn connect(
@@ -251,12 +242,13 @@ impl WsConn {
     }
 
     /// Waits for data and hands every complete binary message to `on_message`
-    /// (which must not block). Pings are answered. Returns after one read.
+    /// (which must not block). Pings are answered. Returns after one read,
+    /// with the number of messages it delivered.
     pub async fn read(
         &self,
         reader: &mut WsReader,
         mut on_message: impl FnMut(&[u8]),
-    ) -> io::Result<ReadStats> {
+    ) -> io::Result<usize> {
         // Bytes left over from the upgrade are processed before any read.
         if !reader.partial.is_empty() && reader.bytes_in == 0 {
             reader.bytes_in = reader.partial.len() as u64;
@@ -267,12 +259,12 @@ impl WsConn {
             partial.drain(..used);
             reader.partial = partial;
             self.answer(pings).await?;
-            return Ok(ReadStats { bytes: 0, messages });
+            return Ok(messages);
         }
         loop {
             self.stream.readable().await?;
             let mut pings = Vec::new();
-            let result = SCRATCH.with(|scratch| -> io::Result<Option<ReadStats>> {
+            let result = SCRATCH.with(|scratch| -> io::Result<Option<usize>> {
                 let mut scratch = scratch.borrow_mut();
                 let n = match self.stream.try_read(&mut scratch) {
                     Ok(0) => {
@@ -309,7 +301,7 @@ impl WsConn {
                     }
                     messages
                 };
-                Ok(Some(ReadStats { bytes: n, messages }))
+                Ok(Some(messages))
             })?;
             self.answer(pings).await?;
             if let Some(stats) = result {
@@ -323,11 +315,6 @@ impl WsConn {
             self.send_opcode(0xA, &ping).await?;
         }
         Ok(())
-    }
-
-    /// Total wire bytes this reader has received.
-    pub fn bytes_in(reader: &WsReader) -> u64 {
-        reader.bytes_in
     }
 }
 

@@ -31,6 +31,7 @@ use anyhow::{bail, Context};
 use clap::ValueEnum;
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,7 +115,15 @@ impl PeerServer {
                 .replace("{dir}", &dir.path().display().to_string())
         };
         let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        // SAFETY: prctl is async-signal-safe; the peer dies with the harness.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
             .args(args.iter().map(subst))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -143,7 +143,9 @@ async fn request(conn: &RawConn, subject: &str, inbox: &str, body: &str) -> anyh
         let mut reply = None;
         let mut pings = 0;
         conn.drain(parse_op, |op| match op {
-            Op::Msg { subject, payload, .. } if subject == inbox => reply = Some(payload),
+            Op::Msg {
+                subject, payload, ..
+            } if subject == inbox => reply = Some(payload),
             Op::Ping => pings += 1,
             Op::Err(e) => {
                 reply = Some(format!("{{\"error\":{{\"description\":{e:?}}}}}").into_bytes())
@@ -307,7 +309,9 @@ async fn closed_loop(
         let mut replies = 0;
         let mut pings = 0;
         conn.drain(parse_op, |op| match op {
-            Op::Msg { subject, payload, .. } => {
+            Op::Msg {
+                subject, payload, ..
+            } => {
                 let Some(at) = subject
                     .strip_prefix(&prefix)
                     .and_then(|s| s.parse::<u64>().ok())
@@ -543,7 +547,9 @@ async fn consumer(
         {
             let mut s = step.borrow_mut();
             conn.drain(parse_op, |op| match op {
-                Op::Msg { sid: 1, payload, .. } => {
+                Op::Msg {
+                    sid: 1, payload, ..
+                } => {
                     if let Some((_, due)) =
                         crate::payload::parse_stamp(&String::from_utf8_lossy(&payload))
                     {
@@ -583,6 +589,7 @@ mod tests {
             ops[1],
             Op::Msg {
                 subject: "a.b".into(),
+                sid: 1,
                 payload: b"hello".to_vec()
             }
         );
@@ -590,6 +597,7 @@ mod tests {
             ops[2],
             Op::Msg {
                 subject: "c".into(),
+                sid: 2,
                 payload: b"hi".to_vec()
             }
         );
