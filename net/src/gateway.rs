@@ -259,7 +259,7 @@ pub fn ws_config() -> WebSocketConfig {
     let frame_max = courier_proto::constants::CLIENT_FRAME_BYTES_MAX;
     WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(64 * 1024)
         .max_write_buffer_size(courier_proto::constants::SERVER_FRAME_BYTES_MAX * 2)
         .max_message_size(Some(frame_max))
         .max_frame_size(Some(frame_max))

@@ -113,7 +113,7 @@ impl Board {
     pub fn render(&self, extra: &[(String, u64)]) -> String {
         let mut out = String::with_capacity(8 * 1024);
         for (i, (name, kind, help)) in NAMES.iter().enumerate() {
-            let scale = if name.ends_with("_seconds_sum") {
+            let scale = if name.ends_with("_seconds_sum") || name.ends_with("_seconds_max") {
                 1e-9
             } else {
                 1.0
