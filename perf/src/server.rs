@@ -417,6 +417,9 @@ impl Spawned {
             .arg("--shards")
             .arg(self.shards.to_string())
             .args(["--pin", "false"])
+            // Benchmarks measure the engine, not the abuse limits (which a
+            // closed-loop load generator would hit by design).
+            .args(["--rate-conn-per-sec", "0", "--rate-user-per-sec", "0"])
             .args(&self.extra)
             .env(
                 "COURIER_LOG",
