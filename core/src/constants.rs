@@ -16,7 +16,9 @@
 /// ids); the interest bitset of a conversation grows with the count.
 pub const SHARD_COUNT_MAX: u16 = 1024;
 
-/// Period of `Input::Tick` the runtime promises (timeouts are multiples).
+/// Longest period between two `Input::Tick`s the runtime may leave.
+/// Timeouts compare deadlines with the input time, so a faster tick only
+/// makes them fire closer to their deadline.
 pub const TICK_MS: u64 = 100;
 
 /// A request forwarded to another shard that gets no answer within this
