@@ -523,7 +523,7 @@ fn courier_step(
                     }
                 }
             }
-            phase.wait().await;
+            phase.wait().await?;
             let (from, to) = window.get(0.0, secs);
             if t == 0 {
                 sample_window(probe, from, to, samples.clone());
@@ -579,7 +579,7 @@ fn courier_step(
             for task in tasks {
                 task.abort();
             }
-            phase.wait().await;
+            phase.wait().await?;
             let out = std::mem::take(&mut *step.borrow_mut());
             Ok(out)
         }
