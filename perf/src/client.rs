@@ -12,6 +12,9 @@ use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
+/// Time allowed for connect + upgrade + `Hello`/`Welcome`.
+pub const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 thread_local! {
     static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
 }
@@ -45,8 +48,25 @@ pub struct Called {
 }
 
 impl Session {
-    /// Connects, upgrades, sends `Hello` and waits for `Welcome`.
+    /// Connects, upgrades, sends `Hello` and waits for `Welcome`, within
+    /// [`LOGIN_TIMEOUT`].
     pub async fn login(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        credential: &Credential,
+    ) -> anyhow::Result<Session> {
+        match tokio::time::timeout(
+            LOGIN_TIMEOUT,
+            Session::login_inner(addr, source, credential),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => bail!("no Welcome from {addr} within {LOGIN_TIMEOUT:?}"),
+        }
+    }
+
+    async fn login_inner(
         addr: SocketAddr,
         source: Option<IpAddr>,
         credential: &Credential,

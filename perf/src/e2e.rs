@@ -394,7 +394,11 @@ fn sweep_and_final(
         return Ok((Vec::new(), best, step, Some(rate)));
     }
     let (steps, best) = sweep(args, &mut run_step, label)?;
-    let final_rate = best.map(|b| b / 2.0);
+    // Half the highest passing rate; when no rate passed (a machine whose
+    // disk alone misses the SLO), the lowest rate tried, so the run still
+    // shows the latency distribution (`max_rate_p99_under_slo` is null).
+    let lowest = steps.iter().map(|(r, _)| *r).min_by(f64::total_cmp);
+    let final_rate = best.map(|b| b / 2.0).or(lowest);
     let final_step = match final_rate {
         Some(r) => run_step(r, args.final_secs)?,
         None => Step::new(),
@@ -519,7 +523,7 @@ fn courier_step(
                     }
                 }
             }
-            phase.wait().await;
+            phase.wait().await?;
             let (from, to) = window.get(0.0, secs);
             if t == 0 {
                 sample_window(probe, from, to, samples.clone());
@@ -575,7 +579,7 @@ fn courier_step(
             for task in tasks {
                 task.abort();
             }
-            phase.wait().await;
+            phase.wait().await?;
             let out = std::mem::take(&mut *step.borrow_mut());
             Ok(out)
         }

@@ -243,7 +243,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
             } else {
                 None
             };
-            phase.wait().await;
+            phase.wait().await?;
             if let Ok(mut d) = connect_done.lock() {
                 *d = (*d).max(now_ns());
             }
@@ -255,7 +255,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
                 s.rss_connected_kib = probe.rss_kib();
                 s.kernel_connected_kib = tcp_kernel_kib();
             }
-            phase.wait().await;
+            phase.wait().await?;
             if let Some(sender) = sender {
                 let acks = post(sender, channel, cmd, &timer).await?;
                 seen.borrow_mut().acks = acks;
@@ -273,7 +273,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
                 }
                 timer.sleep_until(now_ns() + 5_000_000).await?;
             }
-            phase.wait().await;
+            phase.wait().await?;
             for task in tasks {
                 task.abort();
             }

@@ -52,6 +52,9 @@ pub fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Resu
     local.block_on(&rt, fut)
 }
 
+/// Longest wait at a rendezvous of the load threads.
+pub const PHASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A rendezvous of the load threads between phases (connect, measure,
 /// drain). Async, so a waiting thread keeps serving its sockets.
 #[derive(Clone)]
@@ -67,9 +70,16 @@ impl Phase {
         }
     }
 
-    /// Waits until every thread has arrived.
-    pub async fn wait(&self) {
-        self.barrier.wait().await;
+    /// Waits until every thread has arrived, at most [`PHASE_TIMEOUT`]:
+    /// a thread that failed never arrives, and the others must not wait
+    /// for it forever.
+    pub async fn wait(&self) -> anyhow::Result<()> {
+        tokio::time::timeout(PHASE_TIMEOUT, self.barrier.wait())
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                anyhow::anyhow!("another load thread failed or is stuck (waited {PHASE_TIMEOUT:?})")
+            })
     }
 }
 

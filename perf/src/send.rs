@@ -296,7 +296,7 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
                     .with_context(|| format!("connection {i}"))?;
                 sessions.push((i, s));
             }
-            phase.wait().await;
+            phase.wait().await?;
             let (from, to) = window.get(args.warmup_secs, args.secs);
             if t == 0 {
                 sample_window(probe, from, to, samples);
@@ -320,7 +320,7 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
             for task in tasks {
                 task.await??;
             }
-            phase.wait().await;
+            phase.wait().await?;
             let out = Rc::try_unwrap(outcome)
                 .map_err(|_| anyhow::anyhow!("outcome still shared"))?
                 .into_inner();

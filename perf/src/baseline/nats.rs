@@ -229,7 +229,7 @@ pub fn send(binary: &Path, args: &SendArgs, common: &Common) -> anyhow::Result<V
                 conn.queue(format!("SUB _INBOX.c{i}.* 1\r\n").as_bytes());
                 conns.push((i, conn));
             }
-            phase.wait().await;
+            phase.wait().await?;
             let (from, to) = window.get(args.warmup_secs, args.secs);
             if t == 0 {
                 sample_window(probe, from, to, samples);
@@ -251,7 +251,7 @@ pub fn send(binary: &Path, args: &SendArgs, common: &Common) -> anyhow::Result<V
             for task in tasks {
                 out.merge(task.await??);
             }
-            phase.wait().await;
+            phase.wait().await?;
             Ok(out)
         }
     })?;
@@ -440,7 +440,7 @@ impl E2e {
                     )));
                     senders.push((ci, sender, inbox));
                 }
-                phase.wait().await;
+                phase.wait().await?;
                 let (from, to) = window.get(0.0, secs);
                 if t == 0 {
                     sample_window(probe, from, to, samples.clone());
@@ -485,7 +485,7 @@ impl E2e {
                 for task in tasks {
                     task.abort();
                 }
-                phase.wait().await;
+                phase.wait().await?;
                 let out = std::mem::take(&mut *step.borrow_mut());
                 Ok(out)
             }

@@ -99,7 +99,7 @@ pub fn send(
             for i in pool::share(k, threads, t) {
                 conns.push((i, RawConn::connect(addr).await?));
             }
-            phase.wait().await;
+            phase.wait().await?;
             let (from, to) = window.get(args.warmup_secs, args.secs);
             if t == 0 {
                 sample_window(probe, from, to, samples);
@@ -120,7 +120,7 @@ pub fn send(
             for task in tasks {
                 out.merge(task.await??);
             }
-            phase.wait().await;
+            phase.wait().await?;
             Ok(out)
         }
     })?;
@@ -275,7 +275,7 @@ impl E2e {
                     )));
                     senders.push((ci, sender));
                 }
-                phase.wait().await;
+                phase.wait().await?;
                 let (from, to) = window.get(0.0, secs);
                 if t == 0 {
                     sample_window(probe, from, to, samples.clone());
@@ -319,7 +319,7 @@ impl E2e {
                 for task in tasks {
                     task.abort();
                 }
-                phase.wait().await;
+                phase.wait().await?;
                 let out = std::mem::take(&mut *step.borrow_mut());
                 Ok(out)
             }
