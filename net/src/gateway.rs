@@ -287,8 +287,15 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
         let conn = conn.clone();
         let ctx = ctx.clone();
         async move {
+            // Pings go out every PING_INTERVAL whether or not the writer is
+            // busy: a member that only receives must still be asked for a
+            // pong, or the idle timeout would close a healthy connection.
+            let ping_every = PING_INTERVAL.min(ctx.idle_timeout() / 3);
+            let mut last_ping = Instant::now();
             loop {
-                let woke = with_timeout(PING_INTERVAL, conn.wake.wait()).await;
+                let until_ping = ping_every.saturating_sub(last_ping.elapsed());
+                with_timeout(until_ping, conn.wake.wait()).await;
+                let ping_due = last_ping.elapsed() >= ping_every;
                 let (frames, closing) = {
                     let mut out = conn.out.borrow_mut();
                     out.bytes = 0;
@@ -301,8 +308,11 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                         return;
                     }
                 }
-                if woke.is_none() && tx.feed(Message::Ping(Bytes::new())).await.is_err() {
-                    return;
+                if ping_due {
+                    last_ping = Instant::now();
+                    if tx.feed(Message::Ping(Bytes::new())).await.is_err() {
+                        return;
+                    }
                 }
                 if tx.flush().await.is_err() {
                     return;
@@ -413,7 +423,11 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
             Err(e) => {
                 ctx.count(M::bad_frames_total, 1);
                 bad_frames += 1;
-                ctx.bad_frame(&conn, courier_proto::peek_request_id(&bytes), &e.to_string());
+                ctx.bad_frame(
+                    &conn,
+                    courier_proto::peek_request_id(&bytes),
+                    &e.to_string(),
+                );
                 if bad_frames >= BAD_FRAMES_MAX {
                     conn.close(CloseCode::Policy.into(), "too many malformed frames");
                 }

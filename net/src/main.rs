@@ -24,6 +24,7 @@ fn main() {
         }
     };
     init_logging(config.log_format);
+    raise_fd_limit();
     let node = match Node::start(config) {
         Ok(node) => node,
         Err(e) => {
@@ -44,6 +45,31 @@ fn main() {
     let code = node.wait();
     tracing::info!(code, "exiting");
     std::process::exit(code);
+}
+
+/// Every connection is a file descriptor: raise the soft RLIMIT_NOFILE to
+/// the hard limit (what an unprivileged process may do) and say what we got.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                lim = wanted;
+            }
+        }
+    }
+    tracing::info!(open_files_max = lim.rlim_cur, "file descriptor limit");
 }
 
 fn init_logging(format: LogFormat) {

@@ -585,19 +585,28 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     let _ = setup.ready.send(Ok(id));
     glommio::spawn_local(tick_task(ctx.clone())).detach();
 
-    // Accept until asked to stop.
+    // Accept until asked to stop. The pending accept is kept across ticks:
+    // dropping an in-flight io_uring accept can lose a connection the kernel
+    // already accepted (a socket nobody ever reads).
+    let mut accept = Box::pin(listener.accept());
     while !ctx.stop.is_requested() {
-        match gateway::with_timeout(TICK_INTERVAL, listener.accept()).await {
+        match gateway::with_timeout(TICK_INTERVAL, &mut accept).await {
             None => continue,
-            Some(Ok(stream)) => {
-                glommio::spawn_local(gateway::serve(ctx.clone(), stream)).detach();
-            }
-            Some(Err(e)) => {
-                tracing::warn!(shard = id.0, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+            Some(result) => {
+                accept = Box::pin(listener.accept());
+                match result {
+                    Ok(stream) => {
+                        glommio::spawn_local(gateway::serve(ctx.clone(), stream)).detach();
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = id.0, error = %e, "accept failed");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
             }
         }
     }
+    drop(accept);
     drop(listener);
     shutdown(&ctx).await;
     Ok(())
