@@ -24,6 +24,7 @@ fn main() {
         }
     };
     init_logging(config.log_format);
+    raise_fd_limit();
     let node = match Node::start(config) {
         Ok(node) => node,
         Err(e) => {
@@ -44,6 +45,38 @@ fn main() {
     let code = node.wait();
     tracing::info!(code, "exiting");
     std::process::exit(code);
+}
+
+/// Raises the open-file soft limit to the hard limit: every connection is a
+/// file descriptor, and the common soft default (1,024) would refuse
+/// connections long before `connections_per_shard_max`. Logs the result.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass; no other effect.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        tracing::info!(limit = limit.rlim_cur, "open-file limit");
+        return;
+    }
+    let soft = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads the struct we pass; raising the soft limit up
+    // to the hard limit needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(
+            from = soft,
+            to = limit.rlim_max,
+            "raised the open-file limit"
+        );
+    } else {
+        tracing::warn!(limit = soft, error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+    }
 }
 
 fn init_logging(format: LogFormat) {
