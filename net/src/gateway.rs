@@ -395,11 +395,19 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 device,
             }),
             Ok(ClientFrame::Request { req, request }) => match ctx.rate_check(&conn) {
-                Ok(()) => ctx.submit(Input::Request {
-                    conn: conn.id,
-                    req,
-                    request,
-                }),
+                Ok(()) => {
+                    #[cfg(feature = "failpoints")]
+                    let request = {
+                        let mut request = request;
+                        crate::failpoints::get().rewrite(&mut request);
+                        request
+                    };
+                    ctx.submit(Input::Request {
+                        conn: conn.id,
+                        req,
+                        request,
+                    })
+                }
                 Err(retry_after_ms) => {
                     ctx.count(M::rate_limited_total, 1);
                     ctx.reply_now(&conn, req, &Err(Reject::RateLimited { retry_after_ms }));
@@ -413,7 +421,11 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
             Err(e) => {
                 ctx.count(M::bad_frames_total, 1);
                 bad_frames += 1;
-                ctx.bad_frame(&conn, courier_proto::peek_request_id(&bytes), &e.to_string());
+                ctx.bad_frame(
+                    &conn,
+                    courier_proto::peek_request_id(&bytes),
+                    &e.to_string(),
+                );
                 if bad_frames >= BAD_FRAMES_MAX {
                     conn.close(CloseCode::Policy.into(), "too many malformed frames");
                 }
