@@ -161,8 +161,13 @@ impl Config {
             bail!("idle_timeout_secs and preauth_timeout_secs must be at least 1");
         }
         let segment_mib = args.segment_mib.or(file.segment_mib).unwrap_or(64);
-        if !(1..=4096).contains(&segment_mib) {
-            bail!("segment_mib must be 1..=4096, got {segment_mib}");
+        let segment_range = constants::SEGMENT_MIB_MIN..=constants::SEGMENT_MIB_MAX;
+        if !segment_range.contains(&segment_mib) {
+            bail!(
+                "segment_mib must be {}..={} (a segment holds the largest WAL record and stays within the WAL's maximum), got {segment_mib}",
+                constants::SEGMENT_MIB_MIN,
+                constants::SEGMENT_MIB_MAX
+            );
         }
         Ok(Config {
             data_dir: args
@@ -245,5 +250,27 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("log_format"));
+        // Segment sizes the WAL cannot open are refused here, not at start.
+        for mib in [0, 1, 1025, 4096] {
+            let err = Config::load(Args {
+                segment_mib: Some(mib),
+                ..Args::default()
+            })
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("segment_mib must be 2..=1024"),
+                "{err}"
+            );
+        }
+        for mib in [2, 1024] {
+            let config = Config::load(Args {
+                segment_mib: Some(mib),
+                ..Args::default()
+            })
+            .unwrap();
+            let mut options = courier_wal::WalOptions::recommended();
+            options.segment_bytes = config.segment_bytes;
+            options.validate().unwrap();
+        }
     }
 }

@@ -55,6 +55,17 @@ pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Interval of `Input::Tick` and of publishing per-shard metrics.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(50);
 
+/// Smallest WAL segment courierd accepts, in MiB: a segment holds its
+/// header block and at least one record of the WAL's largest size.
+pub const SEGMENT_MIB_MIN: u64 = (courier_wal::constants::RECORD_BYTES_LIMIT
+    + courier_wal::constants::SEGMENT_HEADER_BYTES)
+    .div_ceil(1024 * 1024);
+
+/// Largest WAL segment courierd accepts, in MiB (the WAL's own maximum).
+pub const SEGMENT_MIB_MAX: u64 = courier_wal::constants::SEGMENT_BYTES_MAX / (1024 * 1024);
+
+const _: () = assert!(SEGMENT_MIB_MIN <= 64 && 64 <= SEGMENT_MIB_MAX);
+
 /// Records in the WAL since the last snapshot that trigger a new one.
 pub const SNAPSHOT_EVERY_RECORDS: u64 = 200_000;
 

@@ -405,11 +405,19 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 device,
             }),
             Ok(ClientFrame::Request { req, request }) => match ctx.rate_check(&conn) {
-                Ok(()) => ctx.submit(Input::Request {
-                    conn: conn.id,
-                    req,
-                    request,
-                }),
+                Ok(()) => {
+                    #[cfg(feature = "failpoints")]
+                    let request = {
+                        let mut request = request;
+                        crate::failpoints::get().rewrite(&mut request);
+                        request
+                    };
+                    ctx.submit(Input::Request {
+                        conn: conn.id,
+                        req,
+                        request,
+                    })
+                }
                 Err(retry_after_ms) => {
                     ctx.count(M::rate_limited_total, 1);
                     ctx.reply_now(&conn, req, &Err(Reject::RateLimited { retry_after_ms }));

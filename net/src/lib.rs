@@ -22,12 +22,16 @@
 //! - [`limits`]: per-connection and per-user rate limits.
 //! - [`http`]: request-head routing (pure).
 //! - [`config`], [`constants`], [`metrics`], [`signals`].
+//! - `failpoints` (only with the `failpoints` feature): crash points and
+//!   broken-on-purpose modes for reliability tests.
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod constants;
 pub mod datadir;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod gateway;
 pub mod http;
 pub mod limits;

@@ -47,29 +47,36 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Every connection is a file descriptor: raise the soft RLIMIT_NOFILE to
-/// the hard limit (what an unprivileged process may do) and say what we got.
+/// Raises the open-file soft limit to the hard limit: every connection is a
+/// file descriptor, and the common soft default (1,024) would refuse
+/// connections long before `connections_per_shard_max`. Logs the result.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
+    let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit write/read the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let wanted = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                lim = wanted;
-            }
-        }
+    // SAFETY: getrlimit writes into the struct we pass; no other effect.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
     }
-    tracing::info!(open_files_max = lim.rlim_cur, "file descriptor limit");
+    if limit.rlim_cur >= limit.rlim_max {
+        tracing::info!(limit = limit.rlim_cur, "open-file limit");
+        return;
+    }
+    let soft = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads the struct we pass; raising the soft limit up
+    // to the hard limit needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(
+            from = soft,
+            to = limit.rlim_max,
+            "raised the open-file limit"
+        );
+    } else {
+        tracing::warn!(limit = soft, error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+    }
 }
 
 fn init_logging(format: LogFormat) {

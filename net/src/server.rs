@@ -89,6 +89,8 @@ impl Node {
                 Err(_) => anyhow::bail!("a shard exited during start"),
             }
         }
+        #[cfg(feature = "failpoints")]
+        crate::failpoints::get().arm();
         Ok(Node {
             addr,
             stop,

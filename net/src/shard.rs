@@ -218,6 +218,15 @@ impl ShardCtx {
             // for is never acknowledged, which is the safe outcome.
             return;
         }
+        #[cfg(feature = "failpoints")]
+        if crate::failpoints::get().ack_before_fsync {
+            // Broken on purpose: the core hears "durable" now, the record
+            // reaches the WAL only after the staging task's delay.
+            self.staged.borrow_mut().push_back((lsn, kind, payload));
+            self.staged_wake.notify();
+            self.submit(Input::Durable { lsn });
+            return;
+        }
         if !self.staged.borrow().is_empty() {
             self.staged.borrow_mut().push_back((lsn, kind, payload));
             return;
@@ -253,6 +262,8 @@ impl ShardCtx {
     /// failed fsync the page cache may have dropped data, and only a restart
     /// that reads the log back is safe.
     fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
+        #[cfg(feature = "failpoints")]
+        crate::failpoints::get().on_storage_error(&reason);
         if self.storage_failed.borrow().is_some() {
             return;
         }
@@ -482,6 +493,10 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut options = courier_wal::WalOptions::recommended();
     options.segment_bytes = setup.config.segment_bytes;
+    #[cfg(feature = "failpoints")]
+    {
+        options.faults = crate::failpoints::get().wal_faults();
+    }
     let (wal, recovered) = Wal::open(&setup.dir, id.0, options).await.map_err(|e| {
         anyhow::anyhow!(
             "shard {}: opening WAL in {}: {e}",
@@ -674,6 +689,8 @@ async fn snapshot(ctx: &Rc<ShardCtx>) {
             );
         }
         Err(e) => {
+            #[cfg(feature = "failpoints")]
+            crate::failpoints::get().on_storage_error(&format!("snapshot failed: {e}"));
             tracing::warn!(shard = ctx.id.0, error = %e, "snapshot failed (the log still has everything)")
         }
     }
@@ -691,6 +708,8 @@ async fn durability_task(ctx: Rc<ShardCtx>) {
         let target = ctx.appended.get();
         match ctx.wal.wait_durable(courier_wal::Lsn(target)).await {
             Ok(()) => {
+                #[cfg(feature = "failpoints")]
+                crate::failpoints::get().on_durable_report();
                 reported = target;
                 ctx.submit(Input::Durable { lsn: Lsn(target) });
             }
@@ -712,6 +731,10 @@ async fn staging_task(ctx: Rc<ShardCtx>) {
             ctx.staged_wake.wait().await;
             continue;
         };
+        #[cfg(feature = "failpoints")]
+        if crate::failpoints::get().ack_before_fsync {
+            glommio::timer::sleep(crate::failpoints::ACK_BEFORE_FSYNC_DELAY).await;
+        }
         if let Err(e) = ctx.wal.wait_for_room(1, len).await {
             let lsn = ctx.staged.borrow().front().map_or(Lsn(0), |r| r.0);
             ctx.staged.borrow_mut().clear();
@@ -739,13 +762,22 @@ async fn staging_task(ctx: Rc<ShardCtx>) {
     }
 }
 
+/// Records between snapshots (a failpoint may lower it for tests).
+fn snapshot_every_records() -> u64 {
+    #[cfg(feature = "failpoints")]
+    if let Some(n) = crate::failpoints::get().snapshot_every {
+        return n;
+    }
+    SNAPSHOT_EVERY_RECORDS
+}
+
 /// Periodic work: time for the core, metrics, snapshots.
 async fn tick_task(ctx: Rc<ShardCtx>) {
     loop {
         glommio::timer::sleep(TICK_INTERVAL).await;
         ctx.submit(Input::Tick);
         ctx.publish();
-        if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get()) >= SNAPSHOT_EVERY_RECORDS
+        if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get()) >= snapshot_every_records()
             && ctx.storage_failed.borrow().is_none()
         {
             snapshot(&ctx).await;

@@ -23,7 +23,9 @@
 //! Every typed request is a method of the [`Requester`] trait, implemented
 //! by both [`Connection`] and [`Client`]. Errors are [`ClientError`] values;
 //! nothing a server sends makes the library panic. [`testkit`] starts and
-//! kills real `courierd` processes for end-to-end tests.
+//! kills real `courierd` processes for end-to-end tests; [`ledger`] checks
+//! what such tests sent against what the server kept (acknowledged messages
+//! present once, at their seq, gap-free; nothing seen ever lost).
 //!
 //! # Bounds
 //! Requests in flight per connection ([`constants::IN_FLIGHT_MAX_DEFAULT`]),
@@ -45,6 +47,7 @@ pub mod connection;
 pub mod constants;
 pub mod cursor_file;
 pub mod error;
+pub mod ledger;
 pub mod requester;
 pub mod session;
 pub mod testkit;

@@ -4,6 +4,8 @@
 //! can also send things no well-behaved client would).
 #![allow(dead_code)]
 
+pub mod load;
+
 use courier_core::api::*;
 use courier_proto::{decode_server, ClientFrame, Encoder, ServerFrame};
 use std::collections::VecDeque;
@@ -22,6 +24,10 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub shards: u16,
     pub extra: Vec<String>,
+    /// Environment of the next start (e.g. `COURIER_FAILPOINT`).
+    pub env: Vec<(String, String)>,
+    /// Data directory somewhere else than `dir/data` (e.g. a small mount).
+    pub data: Option<PathBuf>,
 }
 
 /// Where tests put data: a real filesystem (O_DIRECT does not work on tmpfs).
@@ -37,6 +43,16 @@ impl Server {
     }
 
     pub fn start_with(shards: u16, extra: &[&str]) -> Server {
+        Server::start_full(shards, extra, &[], None)
+    }
+
+    /// Starts with extra flags, environment and an optional data directory.
+    pub fn start_full(
+        shards: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        data: Option<PathBuf>,
+    ) -> Server {
         let dir = tempfile::tempdir_in(test_root()).unwrap();
         let mut server = Server {
             child: None,
@@ -44,13 +60,48 @@ impl Server {
             dir,
             shards,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            data,
         };
         server.spawn("127.0.0.1:0".parse().unwrap());
         server
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
+    }
+
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory of the daemon in KiB (`VmRSS` of /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("not running");
+        proc_status_kib(pid, "VmRSS:")
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; returns
+    /// its status (and forgets the child) if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn spawn(&mut self, listen: SocketAddr) {
@@ -68,10 +119,17 @@ impl Server {
             .arg(self.shards.to_string())
             .arg("--pin")
             .arg("false")
-            .arg("--segment-mib")
-            .arg("4")
+            .args(if self.extra.iter().any(|a| a == "--segment-mib") {
+                &[][..]
+            } else {
+                &["--segment-mib", "4"][..]
+            })
             .args(&self.extra)
-            .env("COURIER_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(
+                "COURIER_LOG",
+                std::env::var("COURIER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -175,6 +233,16 @@ impl Drop for Server {
     }
 }
 
+/// A `kB` field of /proc/PID/status (e.g. `VmRSS:`, `VmHWM:`), 0 if absent.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::Write;
     let mut s = TcpStream::connect(addr).unwrap();
@@ -250,6 +318,66 @@ impl Client {
         let bytes = self.enc.client(&ClientFrame::Request { req, request });
         self.send_raw(bytes);
         self.wait_reply(req)
+    }
+
+    /// Sends `request` under request id `req` and returns the raw bytes of
+    /// its reply frame (events on the way are buffered), so tests can
+    /// compare replies byte for byte.
+    pub fn request_raw(&mut self, req: u32, request: Request) -> Vec<u8> {
+        let bytes = self.enc.client(&ClientFrame::Request { req, request });
+        self.send_raw(bytes);
+        loop {
+            match self.ws.read() {
+                Ok(WsMessage::Binary(b)) => {
+                    match decode_server(&b).expect("invalid server frame") {
+                        ServerFrame::Reply { req: r, .. } if r == req => return b.to_vec(),
+                        ServerFrame::Reply { req: r, result } => {
+                            panic!("reply to unknown request {r}: {result:?}")
+                        }
+                        ServerFrame::Event(e) => self.events.push_back(e),
+                    }
+                }
+                Ok(WsMessage::Close(f)) => panic!("closed while waiting for a reply: {f:?}"),
+                Ok(_) => continue,
+                Err(e) => panic!("websocket read failed: {e}"),
+            }
+        }
+    }
+
+    /// Every event that arrives until the connection is quiet for `quiet`
+    /// (buffered ones first). Ends early if the server closes; the close
+    /// code is returned with the events.
+    pub fn drain_events(&mut self, quiet: Duration) -> (Vec<Event>, Option<Option<u16>>) {
+        let mut out: Vec<Event> = self.events.drain(..).collect();
+        let set = |ws: &WebSocket<MaybeTlsStream<TcpStream>>, d: Duration| {
+            if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+                s.set_read_timeout(Some(d)).unwrap();
+            }
+        };
+        set(&self.ws, quiet);
+        let closed = loop {
+            match self.ws.read() {
+                Ok(WsMessage::Binary(b)) => {
+                    match decode_server(&b).expect("invalid server frame") {
+                        ServerFrame::Event(e) => out.push(e),
+                        ServerFrame::Reply { req, result } => {
+                            panic!("unexpected reply {req}: {result:?}")
+                        }
+                    }
+                }
+                Ok(WsMessage::Close(f)) => break Some(f.map(|f| u16::from(f.code))),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    break None
+                }
+                Err(_) => break Some(None),
+            }
+        };
+        set(&self.ws, Duration::from_secs(20));
+        (out, closed)
     }
 
     /// Reads frames until the reply to `req`, buffering events.
