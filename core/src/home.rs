@@ -108,6 +108,7 @@ impl Shard {
                             name: device.name,
                             focused: None,
                             active: false,
+                            active_at: None,
                             changed: self.now,
                         },
                     );
@@ -169,6 +170,7 @@ impl Shard {
                             name: d.device.name,
                             focused: None,
                             active: false,
+                            active_at: None,
                             changed: now,
                         },
                     );
@@ -636,6 +638,7 @@ impl Shard {
         {
             d.focused = focused;
             d.active = active;
+            d.active_at = active.then_some(now);
             d.changed = now;
         }
         self.reply(origin, Ok(Response::Done), out);

@@ -50,6 +50,7 @@
 //! | `directory` | workspace role: name directories, two-shard creations |
 //! | `gather` | `Sync`, `Boot`, `ListConversations` scatter-gathers |
 //! | `peer` | the cross-shard protocol |
+//! //! | [`notify`] | notification candidates and the decision table (pure) |
 //! | [`text`] | name and body checks, the size estimates that byte budgets use |
 //! | `cache`, `bitset`, `hash` | recent-message cache, shard sets, keyed hashing |
 
@@ -67,6 +68,7 @@ mod gather;
 mod hash;
 mod home;
 pub mod ids;
+pub mod notify;
 mod owner;
 mod peer;
 pub mod record;

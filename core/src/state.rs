@@ -158,6 +158,9 @@ pub struct Device {
     pub focused: Option<ConversationId>,
     /// Recent activity.
     pub active: bool,
+    /// Last `SetFocus{active: true}` (refreshed by the client every
+    /// ACTIVITY_REFRESH_MS while used; `None` once it reports idle).
+    pub active_at: Option<Millis>,
     /// When `active` or `focused` last changed.
     pub changed: Millis,
 }
