@@ -589,6 +589,7 @@ impl Shard {
             });
         }
         self.commit(record, actions, out);
+        self.notify_read(user, conversation, seq, out);
     }
 
     pub(crate) fn on_set_notify_home(

@@ -25,8 +25,85 @@
 //! device that vanishes without closing stops counting within the TTL,
 //! long before the runtime's idle timeout closes its socket.
 
-use crate::api::{ConversationId, DeviceKind, Millis, NotifyLevel, NotifyReason, Seq, UserId};
+use crate::api::{
+    Broadcast, ConversationId, DeviceKind, Millis, NotifyLevel, NotifyReason, Seq, UserId,
+};
 pub use crate::constants::ACTIVITY_TTL_MS;
+
+/// A user who may be notified of a message, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The user.
+    pub user: UserId,
+    /// Why.
+    pub reason: NotifyReason,
+    /// Only because of `@here` (notified only if connected).
+    pub here: bool,
+}
+
+/// The facts of a committed message the candidates depend on.
+#[derive(Clone, Copy, Debug)]
+pub struct Posted<'a> {
+    /// A DM or group DM.
+    pub direct: bool,
+    /// Directly mentioned users.
+    pub mentions: &'a [UserId],
+    /// `@channel` / `@here`.
+    pub broadcast: Broadcast,
+    /// The conversation's member count.
+    pub member_count: usize,
+    /// `@channel`/`@here` notify only up to this many members.
+    pub broadcast_members_max: u32,
+}
+
+/// Whether a broadcast of this message is honored for notifications.
+pub fn broadcast_honored(broadcast: Broadcast, member_count: usize, limit: u32) -> bool {
+    broadcast != Broadcast::None && member_count as u64 <= u64::from(limit)
+}
+
+/// The candidates of a message, sorted by user, each once with its
+/// strongest reason (DM, then mention, then broadcast). `members` is
+/// iterated only for DMs (≤ GROUP_DM_MEMBERS_MAX) and honored broadcasts
+/// (≤ the broadcast limit); `is_member` filters mentions of non-members.
+/// Cost: O(mentions) for a channel message without a broadcast.
+pub fn candidates<'m>(
+    p: &Posted<'_>,
+    members: impl Iterator<Item = &'m UserId>,
+    is_member: impl Fn(UserId) -> bool,
+) -> Vec<Candidate> {
+    let mut out: std::collections::BTreeMap<UserId, Candidate> = Default::default();
+    let honored = broadcast_honored(p.broadcast, p.member_count, p.broadcast_members_max);
+    if p.direct || honored {
+        let (reason, here) = if p.direct {
+            (NotifyReason::Dm, false)
+        } else {
+            (NotifyReason::Broadcast, p.broadcast == Broadcast::Here)
+        };
+        for user in members {
+            out.insert(
+                *user,
+                Candidate {
+                    user: *user,
+                    reason,
+                    here,
+                },
+            );
+        }
+    }
+    if !p.direct {
+        for user in p.mentions {
+            if is_member(*user) {
+                let c = Candidate {
+                    user: *user,
+                    reason: NotifyReason::Mention,
+                    here: false,
+                };
+                out.insert(*user, c);
+            }
+        }
+    }
+    out.into_values().collect()
+}
 
 /// What the home shard knows of one connected device, for the decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -375,6 +452,64 @@ mod tests {
         // 9. Nobody there.
         check(base(none), PushNow);
         check(base(&[dev(Mobile, None, None)]), PushNow);
+    }
+
+    fn check_candidates(p: Posted<'_>, members: &[u64], expected: &[(u64, NotifyReason, bool)]) {
+        let members: Vec<UserId> = members.iter().map(|u| UserId(*u)).collect();
+        let got = candidates(&p, members.iter(), |u| members.contains(&u));
+        let got: Vec<(u64, NotifyReason, bool)> =
+            got.iter().map(|c| (c.user.0, c.reason, c.here)).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn candidate_table() {
+        use NotifyReason::{Dm, Mention};
+        const BROADCAST: NotifyReason = NotifyReason::Broadcast;
+        let channel = |mentions, broadcast, member_count| Posted {
+            direct: false,
+            mentions,
+            broadcast,
+            member_count,
+            broadcast_members_max: 3,
+        };
+        // A DM: every member (the sender is suppressed later, rule 1).
+        let dm = Posted {
+            direct: true,
+            ..channel(&[], Broadcast::None, 2)
+        };
+        check_candidates(dm, &[1, 2], &[(1, Dm, false), (2, Dm, false)]);
+        // A channel: mentions of members only; members are not iterated.
+        let m = [UserId(2), UserId(9)];
+        check_candidates(
+            channel(&m, Broadcast::None, 3),
+            &[1, 2, 3],
+            &[(2, Mention, false)],
+        );
+        // Broadcast under the limit: everyone, a mention wins over it.
+        check_candidates(
+            channel(&m, Broadcast::Here, 3),
+            &[1, 2, 3],
+            &[
+                (1, BROADCAST, true),
+                (2, Mention, false),
+                (3, BROADCAST, true),
+            ],
+        );
+        check_candidates(
+            channel(&[], Broadcast::Channel, 2),
+            &[1, 2],
+            &[(1, BROADCAST, false), (2, BROADCAST, false)],
+        );
+        // Over the limit: ignored, mentions still count.
+        check_candidates(
+            channel(&m, Broadcast::Channel, 4),
+            &[1, 2, 3, 4],
+            &[(2, Mention, false)],
+        );
+        assert!(!broadcast_honored(Broadcast::None, 1, 3));
+        assert!(broadcast_honored(Broadcast::Here, 3, 3));
+        assert!(!broadcast_honored(Broadcast::Here, 4, 3));
     }
 
     #[test]

@@ -1215,6 +1215,7 @@ fn restore_plus_replay_equals_the_live_state() {
         shard_count: 2,
         admin_token_hash: [0; 32],
         entropy: [1; 32],
+        notify: courier_core::NotifyConfig::with_push(courier_core::PushMode::Off),
     };
     assert!(matches!(
         courier_core::Shard::restore(cfg(1), &bytes),
