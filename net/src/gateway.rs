@@ -413,7 +413,11 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
             Err(e) => {
                 ctx.count(M::bad_frames_total, 1);
                 bad_frames += 1;
-                ctx.bad_frame(&conn, courier_proto::peek_request_id(&bytes), &e.to_string());
+                ctx.bad_frame(
+                    &conn,
+                    courier_proto::peek_request_id(&bytes),
+                    &e.to_string(),
+                );
                 if bad_frames >= BAD_FRAMES_MAX {
                     conn.close(CloseCode::Policy.into(), "too many malformed frames");
                 }
