@@ -9,9 +9,10 @@
 //! heals at the next start of either shard. Authorization never trusts the
 //! list: owners decide (see [`crate::auth`]).
 //!
-//! Notification state lives here for the notifier (issue 6): per device
-//! focus and activity, per conversation level and mute, DND. The notifier
-//! will ask this shard per candidate after a message is durable.
+//! Notification state lives here for the notifier (`crate::notifier`): per
+//! device focus and activity (memory only), per conversation level and
+//! mute, DND (durable). The owner hands each durable message's candidates
+//! to this shard, which decides and keeps the push outbox.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
