@@ -22,9 +22,9 @@ use crate::api::{
 use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
 use crate::constants::{
-    BROADCAST_MEMBERS_MAX, DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX, HISTORY_PAGE_MAX,
-    MEMBERS_PER_CONVERSATION_MAX, PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX,
-    REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
+    DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX, HISTORY_PAGE_MAX, MEMBERS_PER_CONVERSATION_MAX,
+    PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX, REQUEST_TIMEOUT_MS,
+    SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
 };
 use crate::ids::dm_slot;
 use crate::peer::{Actor, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Ticket, Who};
@@ -178,9 +178,8 @@ impl Shard {
             };
             self.send_peer(shard, body, out);
         }
-        // Issue 6 hooks in here: hand the durable message to the notifier,
-        // which computes candidates in O(mentions) and asks their home
-        // shards (devices, focus, DND, preferences live there).
+        // The commit point of the notifier: the message is durable.
+        self.notify_handoff(conversation, &event, out);
     }
 
     /// Sends each home shard in `to` every durable membership of its users
@@ -236,13 +235,18 @@ impl Shard {
     ) {
         let durable = self.durable;
         let now = self.now;
+        let broadcast_limit = self.config.notify.broadcast_members_max;
         let plan = self
             .conversation_for(conversation, who, Access::Member)
             .map(|c| match c.dedup.get(who.user, client_msg_id) {
                 Some(original) => Err((original, original.seq <= c.visible_head(durable))),
                 None => {
                     let ignored = broadcast != Broadcast::None
-                        && c.members.len() as u64 > u64::from(BROADCAST_MEMBERS_MAX);
+                        && !crate::notify::broadcast_honored(
+                            broadcast,
+                            c.members.len(),
+                            broadcast_limit,
+                        );
                     Ok((Seq(c.head.0 + 1), now.max(c.last_activity), ignored))
                 }
             });

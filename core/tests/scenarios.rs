@@ -1215,6 +1215,7 @@ fn restore_plus_replay_equals_the_live_state() {
         shard_count: 2,
         admin_token_hash: [0; 32],
         entropy: [1; 32],
+        notify: courier_core::NotifyConfig::with_push(courier_core::PushMode::Off),
     };
     assert!(matches!(
         courier_core::Shard::restore(cfg(1), &bytes),
@@ -1420,4 +1421,140 @@ fn regression_left_never_overtakes_an_earlier_joined() {
             "seed {seed}: {membership:?}"
         );
     }
+}
+
+// ----- Notifications -----------------------------------------------------------
+
+/// Runs until nothing is in flight, without the idle ticks of `settle` (so
+/// little simulated time passes: well inside the grace window).
+fn run_busy(w: &mut World) {
+    for _ in 0..100_000 {
+        if !w.busy() {
+            return;
+        }
+        w.step_once(support::Chaos {
+            clients_act: false,
+            crashes: false,
+        });
+    }
+    panic!("did not quiesce");
+}
+
+/// Ann and Bob (connected on different shards) and their DM.
+fn dm_pair(seed: u64) -> (Node, usize, usize, UserId, ConversationId) {
+    let mut n = node(seed, 2);
+    let (_, _, ann) = n.user("ann", 0);
+    let (bob_id, _, bob) = n.user("bob", 1);
+    let dm = match n.w.call(
+        ann,
+        Request::OpenDm {
+            users: vec![bob_id],
+        },
+    ) {
+        Ok(Response::Conversation(info)) => info.id,
+        other => panic!("{other:?}"),
+    };
+    (n, ann, bob, bob_id, dm)
+}
+
+/// Reports focus without `settle` (whose idle ticks would outlast the
+/// activity TTL).
+fn focus(w: &mut World, c: usize, focused: Option<ConversationId>) {
+    let request = Request::SetFocus {
+        focused,
+        active: true,
+    };
+    w.request(c, request, Pend::Other).expect("connected");
+    run_busy(w);
+}
+
+fn push_metric(w: &World, f: impl Fn(&courier_core::Metrics) -> u64) -> u64 {
+    w.nodes
+        .iter()
+        .filter_map(|n| n.shard.as_ref())
+        .map(|s| f(&s.metrics()))
+        .sum()
+}
+
+fn queue_send(w: &mut World, c: usize, conv: ConversationId, body: &str) {
+    let request = Request::Send {
+        conversation: conv,
+        client_msg_id: u128::from(body.len() as u64) << 64 | 7,
+        body: body.into(),
+        mentions: vec![],
+        broadcast: Broadcast::None,
+    };
+    w.request(c, request, Pend::Other).expect("connected");
+}
+
+#[test]
+fn active_elsewhere_gets_in_app_now_and_no_push_when_read_within_grace() {
+    let (mut n, ann, bob, _, dm) = dm_pair(61);
+    focus(&mut n.w, bob, None);
+    queue_send(&mut n.w, ann, dm, "quick one");
+    run_busy(&mut n.w);
+    let notified = n.w.clients[bob].inbox.iter().any(|d| {
+        matches!(d, Down::Event(e) if matches!(**e, Event::Notify { conversation, seq: Seq(1), .. } if conversation == dm))
+    });
+    assert!(notified, "in-app notification before the grace window ends");
+    assert!(
+        n.w.gateway.posts.is_empty(),
+        "no push within the grace window"
+    );
+    assert_eq!(push_metric(&n.w, |m| m.push_delayed), 1);
+    let read = Request::MarkRead {
+        conversation: dm,
+        seq: Seq(1),
+    };
+    assert_eq!(n.w.call(bob, read), Ok(Response::Done));
+    n.w.drain_pushes();
+    assert!(n.w.gateway.posts.is_empty(), "{:?}", n.w.gateway.posts);
+    assert_eq!(push_metric(&n.w, |m| m.push_cancelled), 1);
+}
+
+#[test]
+fn focused_and_active_means_nothing_and_idle_focus_pushes() {
+    let (mut n, ann, bob, _, dm) = dm_pair(62);
+    focus(&mut n.w, bob, Some(dm));
+    queue_send(&mut n.w, ann, dm, "hi");
+    run_busy(&mut n.w);
+    n.w.drain_pushes();
+    assert!(n.w.gateway.posts.is_empty());
+    assert_eq!(push_metric(&n.w, |m| m.notify_suppressed[6]), 1, "focused");
+    // The same screen without activity for ACTIVITY_TTL_MS: the person left.
+    for _ in 0..=courier_core::constants::ACTIVITY_TTL_MS / courier_core::constants::TICK_MS {
+        n.w.tick();
+    }
+    queue_send(&mut n.w, ann, dm, "still there?");
+    run_busy(&mut n.w);
+    n.w.drain_pushes();
+    assert_eq!(n.w.gateway.shown.len(), 1, "{:?}", n.w.gateway.posts);
+}
+
+#[test]
+fn queued_push_survives_a_crash_of_the_home_shard_and_goes_out_once() {
+    let (mut n, ann, bob, bob_id, dm) = dm_pair(63);
+    n.w.disconnect(bob);
+    n.w.settle();
+    n.w.gateway.down = true;
+    queue_send(&mut n.w, ann, dm, "while you were out");
+    run_busy(&mut n.w);
+    for _ in 0..20 {
+        n.w.tick();
+        run_busy(&mut n.w);
+    }
+    assert!(
+        !n.w.gateway.posts.is_empty(),
+        "retried while the gateway is down"
+    );
+    assert!(n.w.gateway.shown.is_empty());
+    let home = shard_of(bob_id, 2).0;
+    n.w.crash(home);
+    n.w.restart(home);
+    n.w.drain_pushes();
+    let key = format!("push-{}-{}-1", bob_id.0, dm.0);
+    assert_eq!(
+        n.w.gateway.shown.iter().cloned().collect::<Vec<_>>(),
+        vec![key]
+    );
 }

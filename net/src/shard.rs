@@ -17,6 +17,7 @@ use crate::constants::{PEER_QUEUE_HIGH_WATER, SNAPSHOT_EVERY_RECORDS, TICK_INTER
 use crate::gateway::{self, close, Conn, Queued, Signal};
 use crate::limits::Limiter;
 use crate::metrics::{Board, Counters, M};
+use crate::push::PushLink;
 use bytes::Bytes;
 use courier_core::api::{
     CloseReason, ConnId, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId, Response,
@@ -110,6 +111,8 @@ pub struct ShardCtx {
     outbox_total: Cell<usize>,
     /// Request budgets of users with sessions here: (limiter, sessions).
     user_limits: RefCell<HashMap<UserId, (Rc<Limiter>, u32)>>,
+    /// The push delivery thread, when a gateway is configured.
+    push: Option<PushLink>,
 }
 
 impl ShardCtx {
@@ -140,6 +143,20 @@ impl ShardCtx {
 
     fn execute(self: &Rc<Self>, effect: Effect) {
         match effect {
+            Effect::Push { id, push } => {
+                // The core bounds pushes in flight by the queue size, so a
+                // refusal means the thread is gone: the core retries later.
+                let refused = match &self.push {
+                    Some(link) => link.send(id, push).err(),
+                    None => Some(id),
+                };
+                if let Some(id) = refused {
+                    let outcome = courier_core::api::PushOutcome::Retry;
+                    self.pending
+                        .borrow_mut()
+                        .push_back(Input::PushResult { id, outcome });
+                }
+            }
             Effect::Append { lsn, kind, payload } => self.append(lsn, kind, payload),
             Effect::ToShard { shard, msg } => {
                 if shard == self.id {
@@ -456,6 +473,34 @@ impl ShardCtx {
         c.set(M::core_rejects_total, core.rejects);
         c.set(M::core_fanout_messages_total, core.fanout_messages);
         c.set(M::core_sessions, core.sessions);
+        c.set(M::notify_decided_total, core.notify_decided);
+        c.set(M::notify_in_app_total, core.notify_in_app);
+        let suppressed: u64 = core.notify_suppressed.iter().sum();
+        c.set(M::notify_suppressed_total, suppressed);
+        for (i, m) in [
+            M::notify_suppressed_sender_total,
+            M::notify_suppressed_read_total,
+            M::notify_suppressed_level_total,
+            M::notify_suppressed_muted_total,
+            M::notify_suppressed_dnd_total,
+            M::notify_suppressed_not_here_total,
+            M::notify_suppressed_focused_total,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c.set(m, core.notify_suppressed[i]);
+        }
+        c.set(M::push_delayed_total, core.push_delayed);
+        c.set(M::push_immediate_total, core.push_immediate);
+        c.set(M::push_cancelled_total, core.push_cancelled);
+        c.set(M::pushed_total, core.pushed);
+        c.set(M::push_cleared_total, core.push_cleared);
+        c.set(M::push_retried_total, core.push_retried);
+        c.set(M::push_rejected_total, core.push_rejected);
+        c.set(M::push_dropped_total, core.push_dropped);
+        c.set(M::push_outbox_depth, core.outbox_depth);
+        c.set(M::push_in_flight, core.push_in_flight);
         self.board.publish(self.id.0, &c);
     }
 }
@@ -512,6 +557,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         shard_count: setup.shards,
         admin_token_hash: setup.admin_token_hash,
         entropy,
+        notify: setup.config.notify,
     };
     let mut core = match &recovered.snapshot {
         Some(snap) => Shard::restore(core_config(), &snap.bytes).map_err(|e| {
@@ -557,6 +603,13 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("shard {}: joining the channel mesh failed: {e}", id.0))?;
     let shards = usize::from(setup.shards);
+    let push = match &setup.config.push_url {
+        Some(url) => Some(
+            PushLink::spawn(id.0, url.clone(), setup.config.push_redact_preview)
+                .map_err(|e| anyhow::anyhow!("shard {}: starting the push thread: {e}", id.0))?,
+        ),
+        None => None,
+    };
     let ctx = Rc::new(ShardCtx {
         id,
         config: setup.config.clone(),
@@ -580,6 +633,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         snapshot_lsn: Cell::new(from.0 - 1),
         outbox_total: Cell::new(0),
         user_limits: RefCell::new(HashMap::new()),
+        push,
     });
     // Start the core before any peer message can reach it; what start()
     // sends waits in the peer queues until the sender tasks run.
@@ -775,6 +829,11 @@ fn snapshot_every_records() -> u64 {
 async fn tick_task(ctx: Rc<ShardCtx>) {
     loop {
         glommio::timer::sleep(TICK_INTERVAL).await;
+        if let Some(link) = &ctx.push {
+            for (id, outcome) in link.results() {
+                ctx.submit(Input::PushResult { id, outcome });
+            }
+        }
         ctx.submit(Input::Tick);
         ctx.publish();
         if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get()) >= snapshot_every_records()
