@@ -266,8 +266,34 @@ impl ShardCtx {
     }
 
     fn storage_error(self: &Rc<Self>, lsn: Lsn, e: courier_wal::Error) {
+        if self.closed_for_shutdown(&e) {
+            tracing::info!(
+                shard = self.id.0,
+                lsn = lsn.0,
+                "write refused: WAL closed for shutdown"
+            );
+            return;
+        }
         tracing::error!(shard = self.id.0, lsn = lsn.0, error = %e, "WAL append failed");
         self.storage_failed(&e, format!("WAL append failed: {e}"));
+    }
+
+    /// Shutdown closes the WAL after its snapshot, while a request that was
+    /// still in flight (typically a peer shard's forwarded send or cursor
+    /// advance: peers stop on their own schedule) may still ask for a write.
+    /// That is not a storage failure: nothing is acknowledged for it (the
+    /// client retries after the restart under the same idempotency key), the
+    /// core is told to refuse further writes, and the exit code stays 0.
+    fn closed_for_shutdown(self: &Rc<Self>, error: &courier_wal::Error) -> bool {
+        if !(matches!(error, courier_wal::Error::Closed) && self.stop.is_requested()) {
+            return false;
+        }
+        if self.storage_failed.borrow().is_none() {
+            let reason = "shutting down".to_string();
+            *self.storage_failed.borrow_mut() = Some(reason.clone());
+            self.submit(Input::StorageFailed { reason });
+        }
+        true
     }
 
     /// Marks storage as failed for good: the core stops accepting writes,
@@ -279,6 +305,9 @@ impl ShardCtx {
     /// failed fsync the page cache may have dropped data, and only a restart
     /// that reads the log back is safe.
     fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
+        if self.closed_for_shutdown(error) {
+            return;
+        }
         #[cfg(feature = "failpoints")]
         crate::failpoints::get().on_storage_error(&reason);
         if self.storage_failed.borrow().is_some() {
@@ -423,6 +452,9 @@ impl ShardCtx {
     /// `/healthz` status and body.
     pub fn health(&self) -> (u16, String) {
         if let Some(reason) = &*self.storage_failed.borrow() {
+            if self.stop.is_requested() && reason == "shutting down" {
+                return (503, "shutting down\n".into());
+            }
             return (
                 503,
                 format!("storage failed on shard {}: {reason}\n", self.id.0),
