@@ -106,6 +106,8 @@ pub struct Conn {
     pub authed: Cell<bool>,
     /// The session's user, once welcomed (admin sessions have none).
     pub user: Cell<Option<courier_core::api::UserId>>,
+    /// The session user's workspace, once welcomed.
+    pub workspace: Cell<Option<courier_core::api::WorkspaceId>>,
     /// Per-connection request budget.
     pub limiter: Option<crate::limits::Limiter>,
     outbox_bytes_max: usize,
@@ -135,6 +137,7 @@ impl Conn {
             closing: Signal::default(),
             authed: Cell::new(false),
             user: Cell::new(None),
+            workspace: Cell::new(None),
             limiter,
             outbox_bytes_max,
         }
@@ -179,6 +182,11 @@ impl Conn {
     /// Bytes currently queued.
     pub fn queued_bytes(&self) -> usize {
         self.out.borrow().bytes
+    }
+
+    /// Whether the connection is closing (its writer sends the close frame).
+    pub fn is_closing(&self) -> bool {
+        self.out.borrow().closing.is_some()
     }
 }
 
@@ -393,6 +401,7 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
         };
         ctx.count(M::frames_in_total, 1);
         ctx.backpressure().await;
+        ctx.workspace_pace(&conn).await;
         match decode_client(&bytes) {
             Ok(ClientFrame::Hello {
                 req,

@@ -373,6 +373,86 @@ fn requests_over_the_rate_limit_are_refused_with_a_wait() {
     );
 }
 
+fn paced_total(server: &Server) -> u64 {
+    let (_, metrics) = server.http_get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("courier_workspace_paced_total{shard=\"0\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pacing counter: {metrics}"))
+}
+
+#[test]
+fn a_workspace_over_its_rate_is_paced_and_other_workspaces_are_not() {
+    let server = Server::start_with(
+        1,
+        &[
+            "--rate-conn-per-sec",
+            "0",
+            "--rate-user-per-sec",
+            "0",
+            "--rate-workspace-per-sec",
+            "10",
+        ],
+    );
+    let w = world(&server, &["ann", "bob"]);
+    let mut admin = server.admin();
+    let globex = match admin.request(Request::CreateWorkspace {
+        name: "globex".into(),
+    }) {
+        Ok(Response::WorkspaceCreated { workspace }) => workspace,
+        other => panic!("{other:?}"),
+    };
+    let carl = match admin.request(Request::CreateUser {
+        workspace: globex,
+        name: "carl".into(),
+    }) {
+        Ok(Response::TokenIssued {
+            user,
+            token,
+            secret,
+        }) => Credential::User {
+            user,
+            token,
+            secret,
+        },
+        other => panic!("{other:?}"),
+    };
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let mut bob = Client::login(server.addr, &w.users[1].1);
+    let mut carl = Client::login(server.addr, &carl);
+    // 40 requests of one workspace over two users: a burst of 2×10 passes,
+    // the other 20 wait for the rate (≥ 2 s). Every one is answered.
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        for c in [&mut ann, &mut bob] {
+            assert!(matches!(
+                c.request(Request::ListConversations),
+                Ok(Response::Conversations(_))
+            ));
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_800),
+        "40 requests at 10/s (bursts of 20) took {:?}",
+        started.elapsed()
+    );
+    let paced = paced_total(&server);
+    assert!(paced >= 1, "paced {paced}");
+    // Another workspace has its own pace (its burst covers these).
+    for _ in 0..15 {
+        assert!(matches!(
+            carl.request(Request::ListConversations),
+            Ok(Response::Conversations(_))
+        ));
+    }
+    assert_eq!(
+        paced_total(&server),
+        paced,
+        "globex was paced for acme's load"
+    );
+}
+
 #[test]
 fn a_member_that_only_receives_stays_connected_past_the_idle_timeout() {
     // The idle timeout counts frames from the client; a member that only
