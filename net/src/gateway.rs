@@ -344,9 +344,10 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
     // Reader: frames → core inputs, until the peer goes or we close.
     let mut bad_frames = 0u32;
     let opened = Instant::now();
+    let mut last_frame = opened;
     loop {
         let deadline = if conn.authed.get() {
-            ctx.idle_timeout()
+            ctx.idle_timeout().saturating_sub(last_frame.elapsed())
         } else {
             ctx.preauth_timeout().saturating_sub(opened.elapsed())
         };
@@ -362,6 +363,12 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
         let msg = match next {
             None => break,
             Some(None) => {
+                if conn.authed.get() && last_frame.elapsed() < ctx.idle_timeout() {
+                    // The wait began under the pre-auth deadline and the
+                    // Welcome (from another shard) came meanwhile: the idle
+                    // timeout runs from the last frame, not from here.
+                    continue;
+                }
                 if conn.authed.get() {
                     conn.close(close::IDLE, "idle timeout");
                 } else {
@@ -385,7 +392,10 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 }
                 break;
             }
-            Some(Some(Some(Ok(msg)))) => msg,
+            Some(Some(Some(Ok(msg)))) => {
+                last_frame = Instant::now();
+                msg
+            }
         };
         let bytes = match msg {
             Message::Binary(b) => b,

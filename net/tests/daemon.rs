@@ -454,6 +454,33 @@ fn a_workspace_over_its_rate_is_paced_and_other_workspaces_are_not() {
 }
 
 #[test]
+fn a_session_welcomed_late_is_not_closed_at_the_pre_auth_deadline() {
+    // Regression (found by `courier-bench fairness`): the reader waited for
+    // the next frame under the pre-auth deadline; a Welcome coming from
+    // another shard during that wait did not extend it, so a client that
+    // sent nothing after Hello was closed with 4010 "idle timeout" at the
+    // pre-auth deadline. With six users on two shards, some Welcomes cross
+    // shards.
+    let server = Server::start_with(
+        2,
+        &["--preauth-timeout-secs", "1", "--idle-timeout-secs", "30"],
+    );
+    let w = world(&server, &["u0", "u1", "u2", "u3", "u4", "u5"]);
+    let mut clients: Vec<Client> = w
+        .users
+        .iter()
+        .map(|(_, credential)| Client::login(server.addr, credential))
+        .collect();
+    std::thread::sleep(Duration::from_millis(2_500));
+    for c in &mut clients {
+        assert!(matches!(
+            c.request(Request::ListConversations),
+            Ok(Response::Conversations(_))
+        ));
+    }
+}
+
+#[test]
 fn a_member_that_only_receives_stays_connected_past_the_idle_timeout() {
     // The idle timeout counts frames from the client; a member that only
     // reads answers the server's pings, which must go out even while the
