@@ -22,12 +22,14 @@
 //! shards and in the same group commits (W·K in flight / throughput ≈ 1024 /
 //! 100K ≈ 10 ms), so its p99 should grow by one to two orders of magnitude
 //! — no per-tenant scheduling exists then. With the default limits (100
-//! requests/s per connection, 200 per user and shard) 64 noisy connections
-//! get at most ≈ 6.4K sends/s (≈ 5 % of the node's capacity), which should
-//! leave the quiet p99 within about 20 % of its value alone; a hostile
-//! client that ignores `retry_after_ms` costs the server a frame decode and
-//! an error reply per attempt instead, which is cheaper than a send but
-//! unbounded — the per-connection bad-request budget is what stops it.
+//! requests/s per connection, 200 per user and shard, and a pace of 1,000
+//! requests/s per workspace and shard) the noisy tenant gets at most
+//! 2 × 1,000 sends/s (≈ 2 % of the node's capacity) whatever its number of
+//! connections, and its excess waits in its own sockets instead of being
+//! refused and retried, which should leave the quiet p99 within about 20 %
+//! of its value alone. The per-connection and per-user limits alone would
+//! let 64 connections through at ≈ 6.4K sends/s plus a storm of refused
+//! retries (docs/PERFORMANCE.md has both).
 //!
 //! Latency is measured from each quiet message's intended send time
 //! (coordinated-omission corrected, as in `e2e`).
