@@ -767,11 +767,22 @@ impl Shard {
     /// Runs `action` once everything appended so far is durable (at once if
     /// it already is). Used when an answer depends on state some earlier,
     /// maybe not yet durable, record produced.
+    ///
+    /// After a storage failure the records not yet durable never will be
+    /// (in this incarnation): a client's answer becomes `Unavailable` naming
+    /// the failure (a `Sync` on a shard whose disk filled up is refused, not
+    /// left hanging); anything else is dropped, and the restart's
+    /// reconciliation repairs what the other shards missed.
     pub(crate) fn after_durable(&mut self, action: Action, out: &mut Vec<Effect>) {
         let last = Lsn(self.next_lsn.0 - 1);
         if last <= self.durable {
             self.run_action(action, out);
-        } else if self.storage_failed.is_none() {
+        } else if let Some(reason) = &self.storage_failed {
+            if let Action::Reply { origin, .. } = action {
+                let r = Reject::Unavailable(format!("storage failed: {reason}"));
+                self.reply(origin, Err(r), out);
+            }
+        } else {
             self.commits.push_back((last, action));
         }
     }

@@ -18,6 +18,16 @@
 //! documented window the idempotency key covers), and at the end every
 //! outbox drains (no queued push lost across crashes).
 //!
+//! Storage faults (`World::storage_faults`): a crash is a power loss that
+//! keeps an arbitrary valid prefix of the records not yet fsync'ed (sectors
+//! written back in any order, the last one maybe torn; recovery truncates
+//! at the first damaged frame); an fsync may fail with EIO (the shard stops
+//! acknowledging, the daemon exits); the log may fill up (ENOSPC: sends are
+//! refused naming the cause, reads go on). After every restart the
+//! recovered log is checked against the ledger: every acknowledged message
+//! present under its seq, none twice, seqs gap-free in LSN order, every
+//! message delivered live present as delivered.
+//!
 //! `COURIER_SIM_SEEDS=N` runs seeds 0..N (default 500);
 //! `COURIER_SIM_SEED=S` runs seed S alone. A failure prints its seed.
 
@@ -50,6 +60,7 @@ fn run_seed(seed: u64) -> Outcome {
     let shard_count = 1 + rng.below(4) as u16;
     let busy = rng.chance(1, 2);
     let mut w = World::new(seed, shard_count);
+    w.storage_faults = true;
     if busy {
         w.chaos_per_mille = 1;
         w.client_weight = 25;
@@ -95,8 +106,10 @@ fn run_seed(seed: u64) -> Outcome {
             crashes: true,
         });
     }
-    // Quiesce: shards come back, clients reconnect, retry unacked sends and
-    // sync; twice, so the second round sees every retried message.
+    // Quiesce: disks are repaired, shards come back, clients reconnect,
+    // retry unacked sends and sync; twice, so the second round sees every
+    // retried message.
+    w.repair_storage();
     for _ in 0..2 {
         w.settle();
         for &c in &clients {
@@ -213,6 +226,15 @@ fn simulation() {
         total.requests += outcome.stats.requests;
         total.wal_reads += outcome.stats.wal_reads;
         total.truncated_syncs += outcome.stats.truncated_syncs;
+        total.unsynced_records_kept += outcome.stats.unsynced_records_kept;
+        total.unsynced_records_lost += outcome.stats.unsynced_records_lost;
+        total.reordered += outcome.stats.reordered;
+        total.torn_sectors += outcome.stats.torn_sectors;
+        total.damaged_tails += outcome.stats.damaged_tails;
+        total.eio += outcome.stats.eio;
+        total.enospc += outcome.stats.enospc;
+        total.storage_refusals += outcome.stats.storage_refusals;
+        total.recovery_checks += outcome.stats.recovery_checks;
     }
     eprintln!(
         "simulation: {} seeds in {:.1?}: {} messages durable, {} acks, {} live events and {} read messages checked, \
@@ -236,5 +258,20 @@ fn simulation() {
         posts,
         shown,
         deduplicated,
+    );
+    eprintln!(
+        "storage faults: {} power losses ({} reordered write-backs, {} torn writes, {} damaged tails truncated; \
+         {} unsynced records kept, {} lost), {} failed fsyncs (EIO), {} full disks (ENOSPC), \
+         {} sends and syncs refused naming the storage failure, {} restarts checked against the ledger",
+        total.crashes,
+        total.reordered,
+        total.torn_sectors,
+        total.damaged_tails,
+        total.unsynced_records_kept,
+        total.unsynced_records_lost,
+        total.eio,
+        total.enospc,
+        total.storage_refusals,
+        total.recovery_checks,
     );
 }

@@ -58,6 +58,10 @@ pub struct Args {
     /// Requests per second per user on each shard; 0 = off.
     #[arg(long, env = "COURIER_RATE_USER_PER_SEC")]
     pub rate_user_per_sec: Option<u32>,
+    /// Requests per second per workspace on each shard, paced (not
+    /// refused) beyond it; 0 = off.
+    #[arg(long, env = "COURIER_RATE_WORKSPACE_PER_SEC")]
+    pub rate_workspace_per_sec: Option<u32>,
     /// Push gateway URL (HTTP POST of JSON); unset = in-app notifications only.
     #[arg(long, env = "COURIER_PUSH_URL")]
     pub push_url: Option<String>,
@@ -89,6 +93,7 @@ struct File {
     segment_mib: Option<u64>,
     rate_conn_per_sec: Option<u32>,
     rate_user_per_sec: Option<u32>,
+    rate_workspace_per_sec: Option<u32>,
     push_url: Option<String>,
     push_redact_preview: Option<bool>,
     push_grace_ms: Option<u64>,
@@ -131,6 +136,9 @@ pub struct Config {
     pub rate_conn_per_sec: u32,
     /// Requests per second per user per shard (0 = unlimited).
     pub rate_user_per_sec: u32,
+    /// Requests per second per workspace per shard, paced beyond it (0 =
+    /// unlimited).
+    pub rate_workspace_per_sec: u32,
     /// Push gateway URL, if any.
     pub push_url: Option<String>,
     /// Leave the preview out of pushes.
@@ -261,6 +269,10 @@ impl Config {
                 .rate_user_per_sec
                 .or(file.rate_user_per_sec)
                 .unwrap_or(constants::RATE_USER_PER_SEC_DEFAULT),
+            rate_workspace_per_sec: args
+                .rate_workspace_per_sec
+                .or(file.rate_workspace_per_sec)
+                .unwrap_or(constants::RATE_WORKSPACE_PER_SEC_DEFAULT),
         })
     }
 }

@@ -46,6 +46,22 @@ pub const RATE_USER_PER_SEC_DEFAULT: u32 = 200;
 
 const _: () = assert!(RATE_USER_PER_SEC_DEFAULT >= RATE_CONN_PER_SEC_DEFAULT);
 
+/// Requests per second one workspace's sessions may make on one shard, over
+/// all its users (bursts of twice that). Beyond it requests are *paced*
+/// (the connection's reader waits for a token, so the socket pushes back),
+/// not refused: a noisy tenant then costs the shard at most this many
+/// requests per second and no retry storm, and every other workspace keeps
+/// its latency. 1,000/s per core is far above what people type (a 10K-user
+/// workspace sending one message per user per 10 s spreads 1,000/s over
+/// every shard) and about 1–2 % of what one shard can sequence.
+pub const RATE_WORKSPACE_PER_SEC_DEFAULT: u32 = 1_000;
+
+const _: () = assert!(RATE_WORKSPACE_PER_SEC_DEFAULT >= RATE_USER_PER_SEC_DEFAULT);
+
+/// Longest single wait of a paced request before it checks again (a
+/// closing connection stops waiting at the next check).
+pub const PACE_WAIT_MAX: Duration = Duration::from_millis(100);
+
 /// Undecodable frames tolerated on one connection before it is closed.
 pub const BAD_FRAMES_MAX: u32 = 16;
 

@@ -106,6 +106,8 @@ pub struct Conn {
     pub authed: Cell<bool>,
     /// The session's user, once welcomed (admin sessions have none).
     pub user: Cell<Option<courier_core::api::UserId>>,
+    /// The session user's workspace, once welcomed.
+    pub workspace: Cell<Option<courier_core::api::WorkspaceId>>,
     /// Per-connection request budget.
     pub limiter: Option<crate::limits::Limiter>,
     outbox_bytes_max: usize,
@@ -135,6 +137,7 @@ impl Conn {
             closing: Signal::default(),
             authed: Cell::new(false),
             user: Cell::new(None),
+            workspace: Cell::new(None),
             limiter,
             outbox_bytes_max,
         }
@@ -179,6 +182,11 @@ impl Conn {
     /// Bytes currently queued.
     pub fn queued_bytes(&self) -> usize {
         self.out.borrow().bytes
+    }
+
+    /// Whether the connection is closing (its writer sends the close frame).
+    pub fn is_closing(&self) -> bool {
+        self.out.borrow().closing.is_some()
     }
 }
 
@@ -336,9 +344,10 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
     // Reader: frames → core inputs, until the peer goes or we close.
     let mut bad_frames = 0u32;
     let opened = Instant::now();
+    let mut last_frame = opened;
     loop {
         let deadline = if conn.authed.get() {
-            ctx.idle_timeout()
+            ctx.idle_timeout().saturating_sub(last_frame.elapsed())
         } else {
             ctx.preauth_timeout().saturating_sub(opened.elapsed())
         };
@@ -354,6 +363,12 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
         let msg = match next {
             None => break,
             Some(None) => {
+                if conn.authed.get() && last_frame.elapsed() < ctx.idle_timeout() {
+                    // The wait began under the pre-auth deadline and the
+                    // Welcome (from another shard) came meanwhile: the idle
+                    // timeout runs from the last frame, not from here.
+                    continue;
+                }
                 if conn.authed.get() {
                     conn.close(close::IDLE, "idle timeout");
                 } else {
@@ -377,7 +392,10 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 }
                 break;
             }
-            Some(Some(Some(Ok(msg)))) => msg,
+            Some(Some(Some(Ok(msg)))) => {
+                last_frame = Instant::now();
+                msg
+            }
         };
         let bytes = match msg {
             Message::Binary(b) => b,
@@ -393,6 +411,7 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
         };
         ctx.count(M::frames_in_total, 1);
         ctx.backpressure().await;
+        ctx.workspace_pace(&conn).await;
         match decode_client(&bytes) {
             Ok(ClientFrame::Hello {
                 req,

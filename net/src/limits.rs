@@ -1,7 +1,11 @@
-//! Abuse limits on the request path: a token bucket per connection and one
-//! per user on each shard (GCRA, from the `governor` crate). A request over
-//! either limit is answered `RateLimited { retry_after_ms }` by the runtime
-//! and never reaches the core.
+//! Abuse limits on the request path: a token bucket per connection, one per
+//! user and one per workspace on each shard (GCRA, from the `governor`
+//! crate). A request over the connection or user limit is answered
+//! `RateLimited { retry_after_ms }` by the runtime and never reaches the
+//! core. Over the workspace limit it is *paced*: the connection's reader
+//! waits for a token (`ShardCtx::workspace_pace`) and reads nothing
+//! meanwhile, so a noisy tenant's excess waits in its own sockets, costs the
+//! shard no work and cannot turn into a storm of refused retries.
 //!
 //! The per-user bucket is per shard: a user whose devices land on k shards
 //! gets up to k times the rate. That keeps the check local (no cross-core

@@ -30,6 +30,7 @@ metrics! {
     bytes_out_total: "counter", "bytes queued to clients";
     bad_frames_total: "counter", "undecodable client frames";
     rate_limited_total: "counter", "requests refused by a rate limit";
+    workspace_paced_total: "counter", "requests that waited for their workspace's rate (per-workspace pacing)";
     slow_consumer_cutoffs_total: "counter", "connections cut off for not reading";
     outbox_bytes: "gauge", "bytes queued in all socket outboxes";
     events_encoded_total: "counter", "events encoded (once per shard per event)";

@@ -13,7 +13,9 @@
 //! `Input::Durable`, and the core only then emits acks and deliveries.
 
 use crate::config::Config;
-use crate::constants::{PEER_QUEUE_HIGH_WATER, SNAPSHOT_EVERY_RECORDS, TICK_INTERVAL};
+use crate::constants::{
+    PACE_WAIT_MAX, PEER_QUEUE_HIGH_WATER, SNAPSHOT_EVERY_RECORDS, TICK_INTERVAL,
+};
 use crate::gateway::{self, close, Conn, Queued, Signal};
 use crate::limits::Limiter;
 use crate::metrics::{Board, Counters, M};
@@ -21,7 +23,7 @@ use crate::push::PushLink;
 use bytes::Bytes;
 use courier_core::api::{
     CloseReason, ConnId, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId, Response,
-    ShardId, UserId,
+    ShardId, UserId, WorkspaceId,
 };
 use courier_core::{Shard, ShardConfig};
 use courier_proto::Encoder;
@@ -111,6 +113,10 @@ pub struct ShardCtx {
     outbox_total: Cell<usize>,
     /// Request budgets of users with sessions here: (limiter, sessions).
     user_limits: RefCell<HashMap<UserId, (Rc<Limiter>, u32)>>,
+    /// Request paces of workspaces with sessions here: (limiter, sessions).
+    /// Bounded like the sessions themselves (one entry per workspace with
+    /// a live session on this shard).
+    workspace_limits: RefCell<HashMap<WorkspaceId, (Rc<Limiter>, u32)>>,
     /// The push delivery thread, when a gateway is configured.
     push: Option<PushLink>,
 }
@@ -175,10 +181,13 @@ impl ShardCtx {
             }
             Effect::Reply { conn, req, result } => {
                 if let Some(c) = self.conn(conn) {
-                    if let Ok(Response::Welcome { user, .. }) = &result {
+                    if let Ok(Response::Welcome {
+                        user, workspace, ..
+                    }) = &result
+                    {
                         c.authed.set(true);
                         if let Some(user) = *user {
-                            self.session_started(&c, user);
+                            self.session_started(&c, user, *workspace);
                         }
                     }
                     self.reply_now(&c, req, &result);
@@ -388,9 +397,18 @@ impl ShardCtx {
         Some(conn)
     }
 
-    fn session_started(&self, conn: &Conn, user: UserId) {
+    fn session_started(&self, conn: &Conn, user: UserId, workspace: Option<WorkspaceId>) {
         if conn.user.replace(Some(user)).is_some() {
             return; // a second Welcome on one connection changes nothing
+        }
+        if let Some(workspace) = workspace {
+            conn.workspace.set(Some(workspace));
+            let mut paces = self.workspace_limits.borrow_mut();
+            if let Some(entry) = paces.get_mut(&workspace) {
+                entry.1 += 1;
+            } else if let Some(l) = Limiter::new(self.config.rate_workspace_per_sec) {
+                paces.insert(workspace, (Rc::new(l), 1));
+            }
         }
         let mut limits = self.user_limits.borrow_mut();
         if let Some(entry) = limits.get_mut(&user) {
@@ -415,8 +433,47 @@ impl ShardCtx {
         Ok(())
     }
 
+    /// Waits until the connection's workspace may make one more request on
+    /// this shard (per-workspace pacing: the reader stops reading, so the
+    /// socket pushes back on a noisy tenant; other workspaces' connections
+    /// are not touched). Returns at once for sessions without a workspace,
+    /// with pacing off, or once the connection is closing.
+    pub async fn workspace_pace(&self, conn: &Conn) {
+        let Some(workspace) = conn.workspace.get() else {
+            return;
+        };
+        let Some(limiter) = self
+            .workspace_limits
+            .borrow()
+            .get(&workspace)
+            .map(|e| e.0.clone())
+        else {
+            return;
+        };
+        let mut waited = false;
+        while let Err(wait_ms) = limiter.check() {
+            if conn.is_closing() {
+                return;
+            }
+            if !waited {
+                waited = true;
+                self.count(M::workspace_paced_total, 1);
+            }
+            glommio::timer::sleep(Duration::from_millis(wait_ms).min(PACE_WAIT_MAX)).await;
+        }
+    }
+
     /// Forgets a connection and tells the core.
     pub fn unregister_conn(self: &Rc<Self>, conn: &Conn) {
+        if let Some(workspace) = conn.workspace.take() {
+            let mut paces = self.workspace_limits.borrow_mut();
+            if let Some(entry) = paces.get_mut(&workspace) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    paces.remove(&workspace);
+                }
+            }
+        }
         if let Some(user) = conn.user.take() {
             let mut limits = self.user_limits.borrow_mut();
             if let Some(entry) = limits.get_mut(&user) {
@@ -665,6 +722,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         snapshot_lsn: Cell::new(from.0 - 1),
         outbox_total: Cell::new(0),
         user_limits: RefCell::new(HashMap::new()),
+        workspace_limits: RefCell::new(HashMap::new()),
         push,
     });
     // Start the core before any peer message can reach it; what start()

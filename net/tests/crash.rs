@@ -33,7 +33,14 @@ use std::time::{Duration, Instant};
 
 /// Flags every crash test runs the daemon with: rate limits off (writers
 /// send as fast as fsyncs allow).
-const FLAGS: &[&str] = &["--rate-conn-per-sec", "0", "--rate-user-per-sec", "0"];
+const FLAGS: &[&str] = &[
+    "--rate-conn-per-sec",
+    "0",
+    "--rate-user-per-sec",
+    "0",
+    "--rate-workspace-per-sec",
+    "0",
+];
 
 /// Cycles of one set of users and conversations in long runs.
 const EPOCH_CYCLES: u64 = 25;

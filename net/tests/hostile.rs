@@ -878,6 +878,8 @@ fn consumers_that_never_read_are_cut_off_and_memory_stays_bounded() {
             "0",
             "--rate-user-per-sec",
             "0",
+            "--rate-workspace-per-sec",
+            "0",
         ],
     );
     let pair = pair(&server, ["ann", "bob"]);

@@ -11,7 +11,7 @@
 //!
 //! # Layout
 //! One module per scenario (`send`, `e2e`, `fanout`, `catchup`, `boot`,
-//! `restart`, `wal`), plus the shared pieces:
+//! `fairness`, `restart`, `wal`), plus the shared pieces:
 //! `clock` (one monotonic clock, precise sleeps), `ws` + `client` (the lean
 //! WebSocket client), `pool` (load threads), `setup` (building worlds with
 //! the client library), `server` (the server under test, /proc and
@@ -25,6 +25,7 @@ mod catchup;
 mod client;
 mod clock;
 mod e2e;
+mod fairness;
 mod fanout;
 mod payload;
 mod pool;
@@ -58,6 +59,9 @@ enum Scenario {
     Catchup(catchup::Cmd),
     /// Cold start of a user in many conversations: Boot time and payload.
     Boot(boot::Cmd),
+    /// A quiet workspace's latency alone and next to a noisy one, with the
+    /// abuse limits off and at their defaults.
+    Fairness(fairness::Cmd),
     /// Restart with a large WAL: time to serve a sync and all history.
     Restart(restart::Cmd),
     /// Durable append throughput and latency of one WAL shard, and the raw
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fanout(cmd) => fanout::run(cmd),
         Scenario::Catchup(cmd) => catchup::run(cmd),
         Scenario::Boot(cmd) => boot::run(cmd),
+        Scenario::Fairness(cmd) => fairness::run(cmd),
         Scenario::Restart(cmd) => restart::run(cmd),
         Scenario::Wal(args) => wal::run(args.clone()),
     }

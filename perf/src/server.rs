@@ -127,7 +127,29 @@ struct Spawned {
     log: PathBuf,
     shards: u16,
     extra: Vec<String>,
+    limits: RateLimits,
     _temp: tempfile::TempDir,
+}
+
+/// The abuse limits of a spawned courierd.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimits {
+    /// `--rate-conn-per-sec 0 --rate-user-per-sec 0
+    /// --rate-workspace-per-sec 0`: benchmarks measure the engine, not the
+    /// limits (which a closed-loop load would hit by design).
+    Off,
+    /// courierd's default per-connection, per-user and per-workspace limits.
+    Default,
+}
+
+impl RateLimits {
+    /// Its name in tables and JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            RateLimits::Off => "off",
+            RateLimits::Default => "default",
+        }
+    }
 }
 
 /// The server under test.
@@ -196,6 +218,7 @@ impl Target {
             log: temp.path().join("courierd.log"),
             shards: common.shards.unwrap_or(cores() as u16),
             extra: common.server_args.clone(),
+            limits: RateLimits::Off,
             _temp: temp,
         };
         let addr = spawned.start(SocketAddr::from(([127, 0, 0, 1], 0)))?.0;
@@ -262,6 +285,26 @@ impl Target {
             .as_mut()
             .ok_or_else(|| anyhow!("cannot restart an external server"))?;
         s.kill9();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match s.start(addr) {
+                Ok((_, times)) => return Ok(times),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Stops a spawned server cleanly and starts it again on the same data
+    /// directory and port with these abuse limits.
+    pub fn restart_with_limits(&mut self, limits: RateLimits) -> anyhow::Result<StartTimes> {
+        self.stop()?;
+        let addr = self.addr;
+        let s = self
+            .spawned
+            .as_mut()
+            .ok_or_else(|| anyhow!("cannot reconfigure an external server"))?;
+        s.limits = limits;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             match s.start(addr) {
@@ -417,9 +460,17 @@ impl Spawned {
             .arg("--shards")
             .arg(self.shards.to_string())
             .args(["--pin", "false"])
-            // Benchmarks measure the engine, not the abuse limits (which a
-            // closed-loop load generator would hit by design).
-            .args(["--rate-conn-per-sec", "0", "--rate-user-per-sec", "0"])
+            .args(match self.limits {
+                RateLimits::Off => &[
+                    "--rate-conn-per-sec",
+                    "0",
+                    "--rate-user-per-sec",
+                    "0",
+                    "--rate-workspace-per-sec",
+                    "0",
+                ][..],
+                RateLimits::Default => &[][..],
+            })
             .args(&self.extra)
             .env(
                 "COURIER_LOG",

@@ -150,6 +150,46 @@ fn boot_runs() {
 }
 
 #[test]
+fn fairness_runs_with_and_without_limits() {
+    let j = bench(&[
+        "fairness",
+        "--quiet-conversations",
+        "2",
+        "--quiet-rate",
+        "50",
+        "--noisy-connections",
+        "4",
+        "--noisy-conversations",
+        "2",
+        "--noisy-window",
+        "4",
+        "--warmup-secs",
+        "0.2",
+        "--secs",
+        "0.5",
+    ]);
+    let r = &j["results"];
+    for limits in ["off", "default"] {
+        for phase in ["alone", "with_noisy"] {
+            let p = &r[limits][phase];
+            assert!(
+                p["quiet_acked"].as_u64().unwrap() > 0,
+                "{limits} {phase}: {r}"
+            );
+            assert_eq!(p["errors"], 0, "{limits} {phase}: {r}");
+        }
+        assert!(
+            r[limits]["with_noisy"]["noisy_acked_per_s"]
+                .as_f64()
+                .unwrap()
+                > 0.0,
+            "{r}"
+        );
+        assert!(r[limits]["ratio_quiet_ack_p99"].is_number(), "{r}");
+    }
+}
+
+#[test]
 fn restart_runs() {
     let j = bench(&[
         "restart",

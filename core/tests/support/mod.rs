@@ -107,10 +107,35 @@ pub struct Link {
 }
 
 /// One shard and its storage.
+///
+/// The storage model (see [`World::power_loss`]): `wal` is what the shard
+/// appended (the page cache), `durable` the prefix a completed fsync made
+/// durable. A crash is a power loss: of the records after `durable`, the
+/// disk holds whatever sectors (or whole records) the kernel happened to
+/// write back, in any order, the last one possibly torn; recovery keeps the
+/// longest prefix of whole, checksummed frames. An fsync may fail with EIO (sticky: the
+/// shard is told, never fsyncs again, and the daemon exits soon after) and
+/// the log may fill up (ENOSPC: the append is refused, the shard is told,
+/// reads go on; part of the refused frame may reach the disk).
 pub struct Node {
     pub shard: Option<Shard>,
     pub wal: Vec<(u8, Vec<u8>)>,
+    /// Per appended record, the message key if it is a `MessagePosted`
+    /// (decoded once at append; checked after every restart).
+    pub index: Vec<Option<Stored>>,
     pub durable: u64,
+    /// Framed bytes of `wal` (what ENOSPC is measured against).
+    pub log_bytes: u64,
+    /// The disk is full beyond this many log bytes.
+    pub capacity: Option<u64>,
+    /// The next fsync fails with EIO.
+    pub fsync_fails: bool,
+    /// The sticky storage fault of this incarnation, and whether the shard
+    /// was told.
+    pub fault: Option<Fault>,
+    pub fault_reported: bool,
+    /// The frame an ENOSPC refused: only part of it can be on disk.
+    pub refused: Option<Vec<u8>>,
     pub snapshots: Vec<(u64, Vec<u8>)>,
     pub reads: VecDeque<(ReadToken, Vec<Lsn>)>,
     /// Pushes handed to the (fake) delivery thread, unanswered.
@@ -119,6 +144,92 @@ pub struct Node {
     /// connection ids are reused across restarts (the core must cope).
     pub next_conn: u64,
     pub crashes: u32,
+}
+
+/// A sticky storage failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// An fsync failed (EIO): nothing after it is acknowledged; the daemon
+    /// exits and a restart reads the log back.
+    Io,
+    /// The log is full (ENOSPC): writes are refused, reads go on.
+    NoSpace,
+}
+
+impl Fault {
+    /// The reason the runtime (net/src/shard.rs) gives the core.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Fault::Io => "WAL failed: fsync: Input/output error (os error 5)",
+            Fault::NoSpace => "WAL append failed: no space left on device",
+        }
+    }
+}
+
+/// The key of a stored message record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub conversation: u64,
+    pub seq: u64,
+    pub sender: u64,
+    pub client_msg_id: u128,
+    pub ts: u64,
+}
+
+/// Sector size of the simulated disk: the unit the kernel writes back, in
+/// any order, and the unit a power loss tears.
+pub const SECTOR_BYTES: usize = 512;
+
+/// Frame header: `len: u32 LE`, `kind: u8`, `checksum: u64 LE`.
+const FRAME_HEADER_BYTES: usize = 13;
+
+/// FNV-1a over the kind and payload (the simulated disk's CRC).
+fn checksum(kind: u8, payload: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in std::iter::once(&kind).chain(payload) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// One record as laid out in the simulated log.
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
+    f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    f.push(kind);
+    f.extend_from_slice(&checksum(kind, payload).to_le_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Recovery: the records of the longest prefix of whole frames with a
+/// valid checksum, and whether it stopped at a partly written frame (a torn
+/// tail) rather than at clean zeros.
+pub fn recover(disk: &[u8]) -> (Vec<(u8, Vec<u8>)>, bool) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = &disk[at..];
+        if rest.iter().all(|&b| b == 0) {
+            return (records, false);
+        }
+        if rest.len() < FRAME_HEADER_BYTES {
+            return (records, true);
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let kind = rest[4];
+        let mut sum = [0u8; 8];
+        sum.copy_from_slice(&rest[5..13]);
+        let Some(payload) = rest.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else {
+            return (records, true);
+        };
+        if len == 0 || u64::from_le_bytes(sum) != checksum(kind, payload) {
+            return (records, true);
+        }
+        records.push((kind, payload.to_vec()));
+        at += FRAME_HEADER_BYTES + len;
+    }
 }
 
 /// A message as the model knows it.
@@ -142,6 +253,8 @@ pub struct Model {
     pub convs: BTreeMap<u64, (WorkspaceId, ConversationKind)>,
     pub users: BTreeMap<u64, WorkspaceId>,
     pub acked: BTreeMap<(u64, u64), (u64, u128)>,
+    /// Messages delivered live: (conversation, seq) → (sender, key, ts).
+    pub delivered: BTreeMap<(u64, u64), (u64, u128, u64)>,
     /// Statistics.
     pub acks: u64,
     pub live_events: u64,
@@ -149,11 +262,19 @@ pub struct Model {
 }
 
 impl Model {
-    fn on_append(&mut self, shard: u16, lsn: u64, kind: u8, payload: &[u8]) {
+    fn on_append(&mut self, shard: u16, lsn: u64, kind: u8, payload: &[u8]) -> Option<Stored> {
         let rec = Record::decode(kind, payload).unwrap_or_else(|e| {
             panic!("shard {shard} appended an undecodable record at {lsn}: {e}")
         });
+        let mut stored = None;
         if let Record::MessagePosted(m) = &rec {
+            stored = Some(Stored {
+                conversation: m.conversation,
+                seq: m.seq,
+                sender: m.sender,
+                client_msg_id: m.client_msg_id,
+                ts: m.ts,
+            });
             let key = (m.conversation, m.seq);
             if let Some(old) = self.messages.get(&key) {
                 panic!(
@@ -180,6 +301,7 @@ impl Model {
             );
         }
         self.records[usize::from(shard)].insert(lsn, rec);
+        stored
     }
 
     fn on_durable(&mut self, shard: u16, from: u64, to: u64, step: u64) {
@@ -430,6 +552,10 @@ pub struct World {
     pub hold: BTreeSet<u16>,
     /// The fake push gateway.
     pub gateway: Gateway,
+    /// Power losses keep an arbitrary valid prefix of the unsynced records
+    /// (otherwise they lose all of them), and chaos fails fsyncs (EIO) and
+    /// fills disks (ENOSPC).
+    pub storage_faults: bool,
 }
 
 /// A push gateway that dedups by idempotency key, like a real one should.
@@ -451,6 +577,24 @@ pub struct Gateway {
 #[derive(Default, Debug, Clone, Copy)]
 pub struct Stats {
     pub crashes: u64,
+    /// Unsynced records that survived a power loss / were lost.
+    pub unsynced_records_kept: u64,
+    pub unsynced_records_lost: u64,
+    /// Power losses whose write-back was out of order (a later sector on
+    /// disk, an earlier one not).
+    pub reordered: u64,
+    /// Power losses that tore the last unit (sector or record) written.
+    pub torn_sectors: u64,
+    /// Recoveries that stopped at a damaged frame (torn, a sector missing
+    /// inside it, or a partial ENOSPC frame) and truncated it.
+    pub damaged_tails: u64,
+    /// Failed fsyncs (EIO) and refused appends (ENOSPC).
+    pub eio: u64,
+    pub enospc: u64,
+    /// Sends and syncs refused because a shard's storage failed.
+    pub storage_refusals: u64,
+    /// Restarts after which the ledger invariants were checked.
+    pub recovery_checks: u64,
     pub snapshots: u64,
     pub restore_checks: u64,
     pub peer_messages: u64,
@@ -499,6 +643,7 @@ impl World {
             long_offline_pct: 0,
             hold: BTreeSet::new(),
             gateway: Gateway::default(),
+            storage_faults: false,
         };
         w.model.records = (0..shard_count).map(|_| BTreeMap::new()).collect();
         for s in 0..shard_count {
@@ -506,7 +651,14 @@ impl World {
             w.nodes.push(Node {
                 shard: Some(shard),
                 wal: Vec::new(),
+                index: Vec::new(),
                 durable: 0,
+                log_bytes: 0,
+                capacity: None,
+                fsync_fails: false,
+                fault: None,
+                fault_reported: false,
+                refused: None,
                 snapshots: Vec::new(),
                 reads: VecDeque::new(),
                 pushes: VecDeque::new(),
@@ -542,13 +694,31 @@ impl World {
             match effect {
                 Effect::Append { lsn, kind, payload } => {
                     let node = &mut self.nodes[usize::from(s)];
+                    if node.fault.is_some() {
+                        // As net/src/shard.rs: after a storage failure the
+                        // runtime drops appends (the core was or is about to
+                        // be told; nothing of them is ever acknowledged).
+                        continue;
+                    }
                     assert_eq!(
                         lsn.0,
                         node.wal.len() as u64 + 1,
                         "shard {s}: LSN out of order"
                     );
+                    let framed = frame(kind, &payload);
+                    if node
+                        .capacity
+                        .is_some_and(|c| node.log_bytes + framed.len() as u64 > c)
+                    {
+                        self.stats.enospc += 1;
+                        node.fault = Some(Fault::NoSpace);
+                        node.refused = Some(framed);
+                        continue;
+                    }
+                    node.log_bytes += framed.len() as u64;
                     node.wal.push((kind, payload.clone()));
-                    self.model.on_append(s, lsn.0, kind, &payload);
+                    let stored = self.model.on_append(s, lsn.0, kind, &payload);
+                    self.nodes[usize::from(s)].index.push(stored);
                 }
                 Effect::ToShard { shard, msg } => {
                     assert!(shard.0 < self.shard_count);
@@ -612,13 +782,33 @@ impl World {
                 }
             }
         }
+        self.report_fault(s);
+    }
+
+    /// Tells the shard of a new storage fault, once (the runtime's
+    /// `storage_failed`).
+    fn report_fault(&mut self, s: u16) {
+        let node = &mut self.nodes[usize::from(s)];
+        let Some(fault) = node.fault else {
+            return;
+        };
+        if node.fault_reported || node.shard.is_none() {
+            return;
+        }
+        node.fault_reported = true;
+        self.input(
+            s,
+            Input::StorageFailed {
+                reason: fault.reason().into(),
+            },
+        );
     }
 
     /// Makes everything appended on shard `s` durable.
     pub fn fsync_all(&mut self, s: u16) {
         let node = &self.nodes[usize::from(s)];
         let appended = node.wal.len() as u64;
-        if node.shard.is_none() || appended == node.durable {
+        if node.shard.is_none() || appended == node.durable || node.fault == Some(Fault::Io) {
             return;
         }
         let from = node.durable;
@@ -639,9 +829,17 @@ impl World {
     }
 
     fn fsync(&mut self, s: u16) {
-        let node = &self.nodes[usize::from(s)];
+        let node = &mut self.nodes[usize::from(s)];
         let appended = node.wal.len() as u64;
-        if node.shard.is_none() || appended == node.durable {
+        if node.shard.is_none() || appended == node.durable || node.fault == Some(Fault::Io) {
+            return;
+        }
+        if node.fsync_fails {
+            // EIO: this batch is not durable, and nothing after it will be.
+            node.fsync_fails = false;
+            node.fault = Some(Fault::Io);
+            self.stats.eio += 1;
+            self.report_fault(s);
             return;
         }
         let from = node.durable;
@@ -760,8 +958,18 @@ impl World {
         self.stats.crashes += 1;
         node.shard = None;
         node.crashes += 1;
-        let durable = node.durable;
-        node.wal.truncate(durable as usize);
+        let synced = node.durable;
+        let durable = self.power_loss(s);
+        // Recovery reads the kept records back: from now on they are as
+        // durable as the fsync'ed ones.
+        self.model.on_durable(s, synced, durable, self.step);
+        let node = &mut self.nodes[usize::from(s)];
+        // The process is gone and the operator fixed the disk.
+        node.fault = None;
+        node.fault_reported = false;
+        node.refused = None;
+        node.capacity = None;
+        node.fsync_fails = false;
         node.snapshots.retain(|(l, _)| *l <= durable);
         node.reads.clear();
         let lost: Vec<(PushId, Push)> = node.pushes.drain(..).collect();
@@ -797,6 +1005,180 @@ impl World {
         }
     }
 
+    /// A power loss on shard `s`: lays out what the disk holds after the
+    /// fsync'ed prefix and recovers from it. Of the unsynced frames (and,
+    /// after an ENOSPC, part of the refused one) each sector may or may not
+    /// have been written back, in any order, and the last written one may
+    /// be torn; recovery keeps the longest prefix of whole, checksummed
+    /// frames, which must be a prefix of what was appended. Without
+    /// `storage_faults` the whole unsynced tail is lost. Returns the records
+    /// kept, which become the log and its durable prefix.
+    fn power_loss(&mut self, s: u16) -> u64 {
+        let node = &self.nodes[usize::from(s)];
+        let synced = node.durable as usize;
+        let appended = node.wal.len();
+        let mut kept = synced;
+        if self.storage_faults && (appended > synced || node.refused.is_some()) {
+            // The unsynced bytes, and the units the kernel writes back:
+            // sectors, or whole records (one write per record or batch).
+            let mut tail: Vec<u8> = Vec::new();
+            let mut units: Vec<std::ops::Range<usize>> = Vec::new();
+            for (kind, payload) in &node.wal[synced..] {
+                let start = tail.len();
+                tail.extend_from_slice(&frame(*kind, payload));
+                units.push(start..tail.len());
+            }
+            if let Some(refused) = &node.refused {
+                let part = self.rng.below(refused.len() as u64) as usize;
+                let start = tail.len();
+                tail.extend_from_slice(&refused[..part]);
+                units.push(start..tail.len());
+            }
+            if self.rng.chance(1, 2) {
+                units = (0..tail.len().div_ceil(SECTOR_BYTES))
+                    .map(|i| i * SECTOR_BYTES..((i + 1) * SECTOR_BYTES).min(tail.len()))
+                    .collect();
+            }
+            let n = units.len();
+            let written: Vec<bool> = match self.rng.below(4) {
+                // Nothing reached the disk.
+                0 => vec![false; n],
+                // Written back in order up to some point.
+                1 => {
+                    let k = self.rng.below(n as u64 + 1) as usize;
+                    (0..n).map(|i| i < k).collect()
+                }
+                // Written back in any order.
+                _ => (0..n).map(|_| self.rng.chance(1, 2)).collect(),
+            };
+            if let Some(first_missing) = written.iter().position(|w| !w) {
+                if written[first_missing..].iter().any(|w| *w) {
+                    self.stats.reordered += 1;
+                }
+            }
+            let mut disk = vec![0u8; tail.len()];
+            for (unit, w) in units.iter().zip(&written) {
+                if *w {
+                    disk[unit.clone()].copy_from_slice(&tail[unit.clone()]);
+                }
+            }
+            if let Some(last) = written.iter().rposition(|w| *w) {
+                let unit = units[last].clone();
+                if self.rng.chance(1, 2) && !unit.is_empty() {
+                    // Torn: the power went while this unit was written.
+                    let cut = unit.start + self.rng.below(unit.len() as u64) as usize;
+                    disk[cut..unit.end].fill(0);
+                    self.stats.torn_sectors += 1;
+                }
+            }
+            let (records, damaged) = recover(&disk);
+            let node = &self.nodes[usize::from(s)];
+            assert!(
+                synced + records.len() <= appended,
+                "seed {}: recovery of shard {s} found more records than were appended",
+                self.seed
+            );
+            for (i, rec) in records.iter().enumerate() {
+                assert!(
+                    *rec == node.wal[synced + i],
+                    "seed {}: recovery of shard {s} returned a record that differs from LSN {}",
+                    self.seed,
+                    synced + i + 1
+                );
+            }
+            kept = synced + records.len();
+            self.stats.damaged_tails += u64::from(damaged);
+            self.stats.unsynced_records_kept += records.len() as u64;
+            self.stats.unsynced_records_lost += (appended - kept) as u64;
+        }
+        let node = &mut self.nodes[usize::from(s)];
+        node.wal.truncate(kept);
+        node.index.truncate(kept);
+        node.durable = kept as u64;
+        node.log_bytes = node
+            .wal
+            .iter()
+            .map(|(_, p)| (FRAME_HEADER_BYTES + p.len()) as u64)
+            .sum();
+        kept as u64
+    }
+
+    /// The ledger invariants on the log a shard restarted from: per
+    /// conversation, seqs are 1, 2, 3, … in LSN order (no gap, no reorder);
+    /// no `(sender, client_msg_id)` is stored twice; every acknowledged
+    /// message this shard owns is there under its acknowledged seq; every
+    /// message delivered live is there, as delivered.
+    fn check_recovered(&mut self, s: u16) {
+        self.stats.recovery_checks += 1;
+        let seed = self.seed;
+        let node = &self.nodes[usize::from(s)];
+        let mut heads: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+        let mut keys: std::collections::HashSet<(u64, u64, u128)> =
+            std::collections::HashSet::new();
+        for (i, m) in node.index.iter().enumerate() {
+            let Some(m) = m else { continue };
+            let head = heads.entry(m.conversation).or_insert(0);
+            assert_eq!(
+                m.seq,
+                *head + 1,
+                "seed {seed}: shard {s} recovered conversation {} with seq {} after {} (LSN {})",
+                m.conversation,
+                m.seq,
+                *head,
+                i + 1
+            );
+            *head = m.seq;
+            assert!(
+                keys.insert((m.conversation, m.sender, m.client_msg_id)),
+                "seed {seed}: shard {s} recovered a duplicate of {:#x} in conversation {}",
+                m.client_msg_id,
+                m.conversation
+            );
+        }
+        let owned = |conv: u64| {
+            courier_core::ids::shard_of(ConversationId(conv), self.shard_count) == ShardId(s)
+        };
+        let stored_at = |conv: u64, seq: u64, what: &str| -> Stored {
+            let p = self.model.messages.get(&(conv, seq)).unwrap_or_else(|| {
+                panic!("seed {seed}: {what} message {conv}/{seq} lost by shard {s}")
+            });
+            let stored = node
+                .index
+                .get((p.lsn - 1) as usize)
+                .copied()
+                .flatten()
+                .unwrap_or_else(|| {
+                    panic!("seed {seed}: {what} message {conv}/{seq} missing after the restart of shard {s}")
+                });
+            assert_eq!(
+                (stored.conversation, stored.seq),
+                (conv, seq),
+                "seed {seed}: {what} message {conv}/{seq} stored under another seq"
+            );
+            stored
+        };
+        for (&(conv, seq), &(sender, cmid)) in &self.model.acked {
+            if owned(conv) {
+                let st = stored_at(conv, seq, "acknowledged");
+                assert_eq!(
+                    (st.sender, st.client_msg_id),
+                    (sender, cmid),
+                    "seed {seed}: acknowledged seq {conv}/{seq} holds another message after a restart"
+                );
+            }
+        }
+        for (&(conv, seq), &(sender, cmid, ts)) in &self.model.delivered {
+            if owned(conv) {
+                let st = stored_at(conv, seq, "live-delivered");
+                assert_eq!(
+                    (st.sender, st.client_msg_id, st.ts),
+                    (sender, cmid, ts),
+                    "seed {seed}: live-delivered {conv}/{seq} differs from the recovered record"
+                );
+            }
+        }
+    }
+
     pub fn restart(&mut self, s: u16) {
         if self.nodes[usize::from(s)].shard.is_some() {
             return;
@@ -815,6 +1197,7 @@ impl World {
                 .replay(Lsn(lsn), *kind, payload)
                 .expect("durable record replays");
         }
+        self.check_recovered(s);
         let mut out = Vec::new();
         shard.start(Millis(self.now), &mut out);
         self.nodes[usize::from(s)].shard = Some(shard);
@@ -822,9 +1205,15 @@ impl World {
     }
 
     pub fn snapshot(&mut self, s: u16) {
-        let Some(shard) = self.nodes[usize::from(s)].shard.as_ref() else {
+        let node = &self.nodes[usize::from(s)];
+        let Some(shard) = node.shard.as_ref() else {
             return;
         };
+        if node.fault.is_some() {
+            // As the runtime: no snapshot after a storage failure (it could
+            // cover a record the disk refused).
+            return;
+        }
         self.stats.snapshots += 1;
         let (lsn, bytes) = shard.snapshot();
         let node = &mut self.nodes[usize::from(s)];
@@ -841,6 +1230,10 @@ impl World {
         let Some(shard) = node.shard.as_ref() else {
             return;
         };
+        if node.fault.is_some() {
+            // The live state holds the record the disk refused.
+            return;
+        }
         self.stats.restore_checks += 1;
         let (lsn, live) = shard.snapshot();
         let cfg = config(s, self.shard_count, entropy);
@@ -1027,7 +1420,9 @@ impl World {
         self.net.values().any(|q| !q.is_empty())
             || self.nodes.iter().enumerate().any(|(s, n)| {
                 n.shard.is_some()
-                    && ((n.wal.len() as u64 > n.durable && !self.hold.contains(&(s as u16)))
+                    && ((n.wal.len() as u64 > n.durable
+                        && !self.hold.contains(&(s as u16))
+                        && n.fault != Some(Fault::Io))
                         || !n.reads.is_empty()
                         || !n.pushes.is_empty())
             })
@@ -1045,6 +1440,15 @@ impl World {
             self.chaos_event();
             return;
         }
+        if chaos.crashes {
+            // After a failed fsync the daemon drains and exits (exit code 1);
+            // here, within a few dozen steps, as a power loss.
+            for s in 0..self.shard_count {
+                if self.nodes[usize::from(s)].fault == Some(Fault::Io) && self.rng.chance(1, 30) {
+                    self.crash(s);
+                }
+            }
+        }
         let pairs: Vec<(u16, u16)> = self
             .net
             .iter()
@@ -1054,7 +1458,10 @@ impl World {
         let syncable: Vec<u16> = (0..self.shard_count)
             .filter(|&s| {
                 let n = &self.nodes[usize::from(s)];
-                n.shard.is_some() && n.wal.len() as u64 > n.durable && !self.hold.contains(&s)
+                n.shard.is_some()
+                    && n.wal.len() as u64 > n.durable
+                    && !self.hold.contains(&s)
+                    && n.fault != Some(Fault::Io)
             })
             .collect();
         let readable: Vec<u16> = (0..self.shard_count)
@@ -1145,7 +1552,8 @@ impl World {
 
     fn chaos_event(&mut self) {
         let s = self.rng.below(u64::from(self.shard_count)) as u16;
-        match self.rng.below(10) {
+        let kinds = if self.storage_faults { 12 } else { 10 };
+        match self.rng.below(kinds) {
             0..=2 => {
                 if self.nodes[usize::from(s)].shard.is_some() {
                     self.crash(s);
@@ -1156,7 +1564,15 @@ impl World {
             3..=5 => self.restart(s),
             6..=7 => self.snapshot(s),
             8 => self.gateway.down = !self.gateway.down,
-            _ => self.check_restore(s),
+            9 => self.check_restore(s),
+            10 => self.nodes[usize::from(s)].fsync_fails = true,
+            _ => {
+                // The disk fills up within the next few KiB of log.
+                let node = &mut self.nodes[usize::from(s)];
+                if node.capacity.is_none() {
+                    node.capacity = Some(node.log_bytes + self.rng.below(4096));
+                }
+            }
         }
     }
 
@@ -1187,6 +1603,20 @@ impl World {
             }
         }
         panic!("the world did not settle");
+    }
+
+    /// The operator fixes every disk (no armed EIO, space freed) and
+    /// restarts the daemons whose storage failed (a power loss is the
+    /// harshest way to stop them).
+    pub fn repair_storage(&mut self) {
+        for s in 0..self.shard_count {
+            let node = &mut self.nodes[usize::from(s)];
+            node.fsync_fails = false;
+            node.capacity = None;
+            if node.fault.is_some() {
+                self.crash(s);
+            }
+        }
     }
 
     /// Offline auto clients whose backoff elapsed reconnect.
@@ -1298,6 +1728,10 @@ impl World {
                 if let Event::Message(m) = event.as_ref() {
                     let durable_at = self.model.check_message(m, "live event");
                     self.model.live_events += 1;
+                    self.model.delivered.insert(
+                        (m.conversation.0, m.seq.0),
+                        (m.sender.0, m.client_msg_id, m.ts.0),
+                    );
                     assert!(
                         self.model
                             .member_during(m.conversation, user, durable_at, now),
@@ -1444,6 +1878,16 @@ impl World {
                 self.fill_gaps(c);
                 self.retry_unacked(c);
             }
+            (Pend::Sync, Err(Reject::Unavailable(why))) if why.starts_with("storage failed") => {
+                // The home shard's disk failed: come back after a while.
+                assert!(
+                    why.contains(Fault::Io.reason()) || why.contains(Fault::NoSpace.reason()),
+                    "sync refused without the storage failure's reason: {why}"
+                );
+                self.stats.storage_refusals += 1;
+                self.disconnect(c);
+                self.clients[c].offline_until = self.step + 50;
+            }
             (Pend::Sync, Err(Reject::Unavailable(_))) => self.send_sync(c),
             (Pend::Sync, other) => panic!("client {c}: sync failed: {other:?}"),
             (Pend::History { conv }, result) => {
@@ -1503,7 +1947,17 @@ impl World {
                             .insert((conversation.0, seq.0), (p.rec.sender, send.cmid));
                     }
                     Err(Reject::NotFound) => send.abandoned = true,
-                    Err(Reject::Unavailable(_)) => {}
+                    Err(Reject::Unavailable(why)) => {
+                        if why.starts_with("storage failed") {
+                            // A clear refusal naming the failure.
+                            assert!(
+                                why.contains(Fault::Io.reason())
+                                    || why.contains(Fault::NoSpace.reason()),
+                                "send refused without the storage failure's reason: {why}"
+                            );
+                            self.stats.storage_refusals += 1;
+                        }
+                    }
                     other => panic!("send failed: {other:?}"),
                 }
             }

@@ -128,20 +128,36 @@ impl Server {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "COURIER_LOG",
-                std::env::var("COURIER_LOG").unwrap_or_else(|_| "info".into()),
+                self.env
+                    .iter()
+                    .find(|(k, _)| k == "COURIER_LOG")
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| std::env::var("COURIER_LOG").ok())
+                    .unwrap_or_else(|| "info".into()),
             )
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("spawning courierd");
         let stdout = child.stdout.take().unwrap();
+        // Everything the daemon prints on stdout is kept next to its log
+        // (tests scan both), the first line is its ready line.
+        let mut captured = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stdout_path())
+            .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            use std::io::Write;
             let mut lines = BufReader::new(stdout).lines();
             if let Some(Ok(line)) = lines.next() {
+                let _ = writeln!(captured, "{line}");
                 let _ = tx.send(line);
             }
-            for _ in lines {}
+            for line in lines.map_while(Result::ok) {
+                let _ = writeln!(captured, "{line}");
+            }
         });
         let line = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => line,
@@ -155,6 +171,11 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", self.log()));
         self.addr = addr.parse().unwrap();
         self.child = Some(child);
+    }
+
+    /// Where the daemon's stdout is captured (every start appends).
+    pub fn stdout_path(&self) -> PathBuf {
+        self.dir.path().join("courierd.stdout")
     }
 
     pub fn log(&self) -> String {
