@@ -466,9 +466,14 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
     // Reader: frames → core inputs, until the peer goes or we close.
     let mut bad_frames = 0u32;
     let opened = Instant::now();
+    let mut last_frame = opened;
     loop {
+        // The deadline that applies can change during a wait: a `Welcome`
+        // usually arrives after the reader went back to waiting with the
+        // pre-auth deadline. So an expired wait is judged by the state at
+        // its end, not by the deadline it started with.
         let deadline = if conn.authed.get() {
-            ctx.idle_timeout()
+            ctx.idle_timeout().saturating_sub(last_frame.elapsed())
         } else {
             ctx.preauth_timeout().saturating_sub(opened.elapsed())
         };
@@ -485,6 +490,9 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
             None => break,
             Some(None) => {
                 if conn.authed.get() {
+                    if last_frame.elapsed() < ctx.idle_timeout() {
+                        continue; // welcomed while waiting: now the idle deadline
+                    }
                     conn.close(close::IDLE, "idle timeout");
                 } else {
                     conn.close(close::AUTH_TIMEOUT, "no successful Hello in time");
@@ -507,7 +515,10 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 }
                 break;
             }
-            Some(Some(Some(Ok(msg)))) => msg,
+            Some(Some(Some(Ok(msg)))) => {
+                last_frame = Instant::now();
+                msg
+            }
         };
         let bytes = match msg {
             Message::Binary(b) => b,
