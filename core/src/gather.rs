@@ -12,21 +12,25 @@
 //!   recently active conversations first; beyond that a conversation is
 //!   `truncated` and carries the newest messages that still fit (possibly
 //!   none). Messages are always a gap-free run ending at the head.
-//! - `Boot`: phase 1 gathers infos of all the user's conversations and
-//!   sorts them by activity; phase 2 asks the owners of the first
-//!   BOOT_PAGES_MAX conversations of the requested page for their newest
-//!   messages (within BOOT_MESSAGES_BYTES_MAX).
+//! - `Boot`: the home shard picks the page itself, ordering the user's
+//!   conversations by the last activity the owners told it (`Activity`
+//!   after each durable message, the info of `MemberAdded`, membership
+//!   rounds), and asks the owners only about the page: infos, plus the
+//!   newest messages of its first BOOT_PAGES_MAX conversations (within
+//!   BOOT_MESSAGES_BYTES_MAX). The infos are sorted again by the activity
+//!   they carry, so a page is always ordered by what it shows.
 //! - `ListConversations`: the workspace shard's public channels plus the
 //!   user's conversations.
 //!
 //! A gather whose owners do not all answer within REQUEST_TIMEOUT_MS is
 //! answered `Unavailable`.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{
-    BootPage, ConversationId, ConversationInfo, Effect, Millis, Reject, Response, Seq, ShardId,
-    SyncConversation,
+    BootPage, ConversationId, ConversationInfo, Effect, Message, Millis, Reject, Response, Seq,
+    ShardId, SyncConversation,
 };
 use crate::constants::{
     BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
@@ -56,12 +60,10 @@ enum Phase {
     Sync {
         named: BTreeMap<ConversationId, Seq>,
     },
-    BootList {
-        limit: u32,
-        offset: u32,
-    },
-    BootPages {
-        page: Vec<ConversationInfo>,
+    Boot {
+        /// The page's conversations, most recently active first as this
+        /// shard last heard.
+        page: Vec<ConversationId>,
         total: u32,
     },
     ListPublic,
@@ -148,16 +150,24 @@ impl Shard {
                 (Phase::Sync { named }, Some(items))
             }
             GatherRequest::Boot { limit, offset } => {
-                let items = user
-                    .conversations
+                let page = self.boot_page(&user.conversations, limit, offset);
+                let items = page
                     .iter()
-                    .map(|&c| SummaryItem {
+                    .enumerate()
+                    .map(|(i, &c)| SummaryItem {
                         conversation: c,
                         read: user.cursor(c),
-                        mode: SummaryMode::Info,
+                        mode: if i < BOOT_PAGES_MAX {
+                            SummaryMode::Page {
+                                count: BOOT_PAGE_MESSAGES,
+                            }
+                        } else {
+                            SummaryMode::Info
+                        },
                     })
                     .collect();
-                (Phase::BootList { limit, offset }, Some(items))
+                let total = user.conversations.len() as u32;
+                (Phase::Boot { page, total }, Some(items))
             }
             GatherRequest::List => (Phase::ListPublic, None),
         };
@@ -186,6 +196,36 @@ impl Shard {
                 self.send_peer(to, body, out);
             }
         }
+    }
+
+    /// The conversations of a `Boot` page: `limit` of the user's
+    /// conversations from `offset`, most recently active first (ties by
+    /// id), by the activity this shard heard from the owners. O(n) map
+    /// lookups and a selection, then a sort of the page: no owner is asked
+    /// about conversations outside the page.
+    fn boot_page(
+        &self,
+        conversations: &BTreeSet<ConversationId>,
+        limit: u32,
+        offset: u32,
+    ) -> Vec<ConversationId> {
+        let offset = offset as usize;
+        let end = offset
+            .saturating_add(limit as usize)
+            .min(conversations.len());
+        if offset >= end {
+            return Vec::new();
+        }
+        let mut keys: Vec<(Reverse<Millis>, ConversationId)> = conversations
+            .iter()
+            .map(|&c| (Reverse(self.activity_of(c)), c))
+            .collect();
+        if end < keys.len() {
+            keys.select_nth_unstable(end);
+            keys.truncate(end);
+        }
+        keys.sort_unstable();
+        keys.into_iter().skip(offset).map(|(_, c)| c).collect()
     }
 
     /// Sends the items to their owners; finishes at once if there are none.
@@ -367,39 +407,32 @@ impl Shard {
                 gone.sort_unstable();
                 self.gather_reply(g.origin, Ok(Response::Sync { changed, gone }), out);
             }
-            Phase::BootList { limit, offset } => {
-                let mut infos: Vec<ConversationInfo> =
-                    summaries.into_iter().filter_map(|s| s.info).collect();
+            Phase::Boot { page, total } => {
+                // Infos as the owners answered them, sorted again by the
+                // activity they carry: a message may have committed since
+                // this shard last heard of it.
+                let mut infos: Vec<ConversationInfo> = Vec::with_capacity(page.len());
+                let mut by_id: BTreeMap<ConversationId, Vec<Message>> = BTreeMap::new();
+                for s in summaries {
+                    if let Some(info) = s.info {
+                        infos.push(info);
+                        by_id.insert(s.conversation, s.messages);
+                    }
+                }
                 infos.sort_by(by_activity);
-                let total = infos.len() as u32;
-                let page: Vec<ConversationInfo> = infos
-                    .into_iter()
-                    .skip(offset as usize)
-                    .take(limit as usize)
-                    .collect();
-                let items: Vec<SummaryItem> = page
-                    .iter()
-                    .take(BOOT_PAGES_MAX)
-                    .map(|info| SummaryItem {
-                        conversation: info.id,
-                        read: info.read,
-                        mode: SummaryMode::Page {
-                            count: BOOT_PAGE_MESSAGES,
-                        },
-                    })
-                    .collect();
-                g.phase = Phase::BootPages { page, total };
-                self.gathers.insert(id, g);
-                self.scatter(id, items, out);
-            }
-            Phase::BootPages { page, total } => {
+                // Messages were asked for the first BOOT_PAGES_MAX as
+                // ordered here; the same ones unless a race reordered them.
+                let paged = &page[..BOOT_PAGES_MAX.min(page.len())];
                 let mut budget = BOOT_MESSAGES_BYTES_MAX;
                 let mut pages = Vec::new();
-                for info in page.iter().take(BOOT_PAGES_MAX) {
-                    let Some(s) = summaries.iter().find(|s| s.conversation == info.id) else {
+                for info in infos.iter().take(BOOT_PAGES_MAX) {
+                    if !paged.contains(&info.id) {
+                        continue;
+                    }
+                    let Some(messages) = by_id.remove(&info.id) else {
                         continue;
                     };
-                    let kept = fit_bytes(s.messages.clone(), budget, true);
+                    let kept = fit_bytes(messages, budget, true);
                     budget -= kept.iter().map(message_bytes).sum::<usize>();
                     pages.push((info.id, kept));
                 }
@@ -408,7 +441,7 @@ impl Shard {
                 };
                 debug_assert!(
                     BOOT_OVERHEAD_BYTES
-                        + page.iter().map(info_bytes).sum::<usize>()
+                        + infos.iter().map(info_bytes).sum::<usize>()
                         + pages
                             .iter()
                             .flat_map(|(_, m)| m.iter().map(message_bytes))
@@ -421,7 +454,7 @@ impl Shard {
                     user_name: user.name.clone(),
                     workspace: user.workspace,
                     workspace_name: user.workspace_name.clone(),
-                    conversations: page,
+                    conversations: infos,
                     total,
                     pages,
                 };

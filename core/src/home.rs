@@ -28,6 +28,16 @@ use crate::record::{Record, StoredLevel};
 use crate::shard::{Action, Shard};
 use crate::state::Device;
 
+/// What a home shard knows of one listed conversation's activity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Activity {
+    /// The owner's visible last activity, as last heard (never decreases).
+    pub(crate) at: Millis,
+    /// Users of this shard whose derived list has the conversation; the
+    /// entry goes when it reaches 0.
+    pub(crate) listed: u32,
+}
+
 fn too_many_conversations() -> Reject {
     Reject::TooLarge(format!(
         "conversations of the user: more than CONVERSATIONS_PER_USER_MAX ({CONVERSATIONS_PER_USER_MAX})"
@@ -485,7 +495,14 @@ impl Shard {
             }
             return;
         };
-        u.conversations.insert(conversation);
+        if u.conversations.insert(conversation) {
+            self.listed(conversation, info.last_activity);
+        } else {
+            self.heard_activity(conversation, info.last_activity);
+        }
+        let Some(u) = self.state.users.get_mut(&user) else {
+            return;
+        };
         // The owner computed the counters with the cursor we sent it (or 0
         // for a new conversation); refresh from the current cursor.
         let read = u.cursor(conversation).min(info.head);
@@ -532,7 +549,9 @@ impl Shard {
         let Some(u) = self.state.users.get_mut(&user) else {
             return;
         };
-        u.conversations.remove(&conversation);
+        if u.conversations.remove(&conversation) {
+            self.unlisted(conversation);
+        }
         // Same path as `Joined` (after this shard's durability), so a
         // `Left` never overtakes the `Joined` of an earlier add.
         let event = Arc::new(Event::Left { conversation });
@@ -677,7 +696,7 @@ impl Shard {
     pub(crate) fn on_membership_round(
         &mut self,
         owner: ShardId,
-        entries: Vec<(UserId, ConversationId)>,
+        entries: Vec<(UserId, ConversationId, Millis)>,
         first: bool,
         last: bool,
     ) {
@@ -693,17 +712,85 @@ impl Shard {
         }
         let entries = self.rounds.remove(&owner).unwrap_or_default();
         let mut fresh: BTreeMap<UserId, BTreeSet<ConversationId>> = BTreeMap::new();
-        for (user, conv) in entries {
+        let mut heard: BTreeMap<ConversationId, Millis> = BTreeMap::new();
+        for (user, conv, at) in entries {
             fresh.entry(user).or_default().insert(conv);
+            heard.insert(conv, at);
         }
         let count = self.shard_count();
+        let mut unlisted: Vec<ConversationId> = Vec::new();
+        let mut listed: Vec<ConversationId> = Vec::new();
         for u in self.state.users.values_mut() {
-            u.conversations
-                .retain(|c| crate::ids::shard_of(*c, count) != owner);
-            if let Some(convs) = fresh.remove(&u.id) {
-                u.conversations.extend(convs);
+            let convs = fresh.remove(&u.id).unwrap_or_default();
+            u.conversations.retain(|c| {
+                let keep = crate::ids::shard_of(*c, count) != owner || convs.contains(c);
+                if !keep {
+                    unlisted.push(*c);
+                }
+                keep
+            });
+            for c in convs {
+                if u.conversations.insert(c) {
+                    listed.push(c);
+                }
             }
         }
+        for c in unlisted {
+            self.unlisted(c);
+        }
+        for c in listed {
+            self.listed(c, Millis(0));
+        }
+        for (c, at) in heard {
+            self.heard_activity(c, at);
+        }
+        // Entries of this owner's conversations that no user lists (an
+        // `Activity` that overtook a `MemberAdded` whose record a crash
+        // undid) go now: the round is the owner's whole truth.
+        self.activity
+            .retain(|c, a| a.listed > 0 || crate::ids::shard_of(*c, count) != owner);
         self.rounds_done.insert(owner);
+    }
+
+    /// A user of this shard now lists `conversation`.
+    fn listed(&mut self, conversation: ConversationId, at: Millis) {
+        let a = self
+            .activity
+            .entry(conversation)
+            .or_insert(Activity { at, listed: 0 });
+        a.listed += 1;
+        a.at = a.at.max(at);
+    }
+
+    /// A user of this shard no longer lists `conversation`.
+    fn unlisted(&mut self, conversation: ConversationId) {
+        if let Some(a) = self.activity.get_mut(&conversation) {
+            a.listed = a.listed.saturating_sub(1);
+            if a.listed == 0 {
+                self.activity.remove(&conversation);
+            }
+        }
+    }
+
+    /// An owner says `conversation` was active at `at` (a durable message).
+    /// An entry nobody lists yet is kept (with `listed` 0): the message may
+    /// overtake the `MemberAdded` of the user that will list it, whose
+    /// info was computed before it. Such an entry exists only while a
+    /// membership is in flight, and the owner's next round clears it.
+    fn heard_activity(&mut self, conversation: ConversationId, at: Millis) {
+        let a = self
+            .activity
+            .entry(conversation)
+            .or_insert(Activity { at, listed: 0 });
+        a.at = a.at.max(at);
+    }
+
+    pub(crate) fn on_activity(&mut self, conversation: ConversationId, at: Millis) {
+        self.heard_activity(conversation, at);
+    }
+
+    /// The last activity of a conversation listed here, as last heard.
+    pub(crate) fn activity_of(&self, conversation: ConversationId) -> Millis {
+        self.activity.get(&conversation).map_or(Millis(0), |a| a.at)
     }
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use crate::api::{
     Broadcast, ClientMsgId, ConversationId, ConversationInfo, ConversationKind, Effect, Event,
-    HistoryAnchor, Lsn, Message, NotifyLevel, ReadToken, Reject, Response, Seq, ShardId, UserId,
-    WorkspaceId,
+    HistoryAnchor, Lsn, Message, Millis, NotifyLevel, ReadToken, Reject, Response, Seq, ShardId,
+    UserId, WorkspaceId,
 };
 use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
@@ -80,6 +80,7 @@ impl Shard {
                 None => (conv.created, None),
             }
         };
+        debug_assert_eq!(last_activity, self.visible_activity(conv));
         let unread = if member { head.0 - read.0 } else { 0 };
         let mentions = if member {
             conv.mention_count(user, read, head)
@@ -104,6 +105,22 @@ impl Shard {
             last_activity,
             preview: if head.0 == 0 { None } else { preview_text },
         }
+    }
+
+    /// The conversation's last activity as readers see it: the time of the
+    /// newest durable message (or of the creation). The same value as
+    /// [`Shard::info_for`]'s `last_activity`; home shards order `Boot`
+    /// pages by it (see `Shard::on_activity`).
+    pub(crate) fn visible_activity(&self, conv: &Conversation) -> Millis {
+        let head = conv.visible_head(self.durable);
+        if head == conv.head {
+            return conv.last_activity;
+        }
+        self.state
+            .cache
+            .range(conv.id, head, head)
+            .first()
+            .map_or(conv.created, |m| m.ts)
     }
 
     fn conversation_for(
@@ -170,6 +187,7 @@ impl Shard {
             return;
         };
         let shards: Vec<ShardId> = c.interested.iter().collect();
+        let homes: Vec<ShardId> = c.homes.iter().collect();
         for shard in shards {
             self.metrics.fanout_messages += 1;
             let body = PeerBody::Fanout {
@@ -177,6 +195,17 @@ impl Shard {
                 event: event.clone(),
             };
             self.send_peer(shard, body, out);
+        }
+        // The members' home shards order their `Boot` pages by activity:
+        // one message per home shard, in O(shards) whatever the member count.
+        if let Event::Message(m) = event.as_ref() {
+            for home in homes {
+                let body = PeerBody::Activity {
+                    conversation,
+                    at: m.ts,
+                };
+                self.send_peer(home, body, out);
+            }
         }
         // The commit point of the notifier: the message is durable.
         self.notify_handoff(conversation, &event, out);
@@ -188,21 +217,22 @@ impl Shard {
     pub(crate) fn send_membership_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
         let durable = self.durable;
         let count = self.shard_count();
-        let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId)>> =
+        let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId, Millis)>> =
             to.iter().map(|s| (s, Vec::new())).collect();
         for c in self.state.conversations.values() {
+            let at = self.visible_activity(c);
             for (user, m) in &c.members {
                 if m.lsn > durable {
                     continue;
                 }
                 if let Some(bucket) = entries.get_mut(&crate::ids::shard_of(*user, count)) {
-                    bucket.push((*user, c.id));
+                    bucket.push((*user, c.id, at));
                 }
             }
         }
         for (home, mut entries) in entries {
             entries.sort_unstable();
-            let chunks: Vec<Vec<(UserId, ConversationId)>> = if entries.is_empty() {
+            let chunks: Vec<Vec<(UserId, ConversationId, Millis)>> = if entries.is_empty() {
                 vec![Vec::new()]
             } else {
                 entries.chunks(PEER_BATCH_MAX).map(<[_]>::to_vec).collect()

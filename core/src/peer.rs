@@ -172,12 +172,20 @@ pub enum PeerBody {
     /// homed on `H`, in chunks; `H` replaces its derived entries for `O`'s
     /// conversations when the `last` chunk arrives.
     MembershipRound {
-        /// (user, conversation) pairs.
-        entries: Vec<(UserId, ConversationId)>,
+        /// (user, conversation, the conversation's visible last activity).
+        entries: Vec<(UserId, ConversationId, Millis)>,
         /// First chunk.
         first: bool,
         /// Last chunk.
         last: bool,
+    },
+    /// O → every home shard of the conversation's members, once per
+    /// durable message: its time, which orders `Boot` pages at `H`.
+    Activity {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message's `ts` (activity never moves backwards).
+        at: Millis,
     },
     /// C → restarted H: sessions on `C` for users homed on `H`.
     DevicesRegister {

@@ -382,7 +382,13 @@ pub struct Shard {
     // Home shard.
     pub(crate) gathers: BTreeMap<u64, crate::gather::Gather>,
     pub(crate) next_gather: u64,
-    pub(crate) rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId)>>,
+    pub(crate) rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId, Millis)>>,
+    /// Home role (memory, derived): last activity of every conversation in
+    /// a derived list here, with how many users of this shard list it; at
+    /// most one entry per conversation listed (bounded by
+    /// CONVERSATIONS_PER_USER_MAX per user). Orders `Boot` pages without
+    /// asking the owners about every conversation.
+    pub(crate) activity: Map<ConversationId, crate::home::Activity>,
     pub(crate) rounds_done: ShardSet,
     /// Owner role: restarted home shards owed a membership round.
     pub(crate) rounds_due: ShardSet,
@@ -452,6 +458,7 @@ impl Shard {
             gathers: BTreeMap::new(),
             next_gather: 1,
             rounds: BTreeMap::new(),
+            activity: hash.map(),
             rounds_done: ShardSet::new(),
             rounds_due: ShardSet::new(),
             next_claim_retry: Millis(0),
@@ -852,6 +859,7 @@ impl Shard {
                 first,
                 last,
             } => self.on_membership_round(from, entries, first, last),
+            PeerBody::Activity { conversation, at } => self.on_activity(conversation, at),
             PeerBody::DevicesRegister { devices } => self.on_devices_register(from, devices, out),
             PeerBody::Auth {
                 origin,

@@ -533,6 +533,7 @@ pub fn restore(
                 },
             );
         }
+        conv.recompute_homes(state.shard_count);
         conv.head = Seq(c.head);
         conv.lsns = c.lsns;
         conv.last_activity = Millis(c.last_activity);

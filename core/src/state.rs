@@ -292,6 +292,10 @@ pub struct Conversation {
     pub broadcasts: Vec<u64>,
     /// Memory: shards with at least one subscribed connection.
     pub interested: ShardSet,
+    /// Memory: home shards of the members (durable or not), the shards
+    /// told about each message's activity (see `Shard::fanout`). Kept by
+    /// `State::apply` and rebuilt at restore.
+    pub homes: ShardSet,
 }
 
 impl Conversation {
@@ -307,6 +311,15 @@ impl Conversation {
     /// Whether `user` is a member whose membership is durable.
     pub fn is_member(&self, user: UserId, durable: Lsn) -> bool {
         self.members.get(&user).is_some_and(|m| m.lsn <= durable)
+    }
+
+    /// Recomputes [`Conversation::homes`] from the members (O(members):
+    /// at restore and after a removal).
+    pub fn recompute_homes(&mut self, shard_count: u16) {
+        self.homes = ShardSet::new();
+        for user in self.members.keys() {
+            self.homes.insert(shard_of(*user, shard_count));
+        }
     }
 
     /// Whether this is a DM or group DM.
@@ -545,6 +558,7 @@ impl State {
             mentions: self.hash.map(),
             broadcasts: Vec::new(),
             interested: ShardSet::new(),
+            homes: ShardSet::new(),
         }
     }
 
@@ -795,6 +809,7 @@ impl State {
                         },
                     );
                 }
+                conv.recompute_homes(self.shard_count);
                 if conv.is_dm() {
                     let key = (
                         ws_id(*workspace),
@@ -813,6 +828,7 @@ impl State {
                 user,
                 ts: _,
             } => {
+                let shard_count = self.shard_count;
                 let conv = self.conversation_mut(*conversation)?;
                 let joined_seq = conv.head;
                 if conv
@@ -824,18 +840,21 @@ impl State {
                         "user {user} added twice to {conversation}"
                     )));
                 }
+                conv.homes.insert(shard_of(UserId(*user), shard_count));
             }
             Record::MemberRemoved {
                 conversation,
                 user,
                 ts: _,
             } => {
+                let shard_count = self.shard_count;
                 let conv = self.conversation_mut(*conversation)?;
                 if conv.members.remove(&UserId(*user)).is_none() {
                     return Err(ApplyError::Inconsistent(format!(
                         "user {user} removed from {conversation} but not a member"
                     )));
                 }
+                conv.recompute_homes(shard_count);
             }
             Record::MessagePosted(m) => self.apply_message(lsn, m)?,
             Record::CursorSet {

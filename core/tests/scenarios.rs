@@ -909,6 +909,97 @@ fn boot_stays_bounded_with_two_thousand_conversations() {
     ));
 }
 
+/// Every page of `Boot` for client `c`, concatenated: (id, last activity).
+fn boot_all(w: &mut World, c: usize, limit: u32) -> (Vec<(ConversationId, Millis)>, u32) {
+    let mut all = Vec::new();
+    let mut offset = 0;
+    loop {
+        match w.call(c, Request::Boot { limit, offset }) {
+            Ok(Response::Boot(page)) => {
+                if page.conversations.is_empty() {
+                    return (all, page.total);
+                }
+                all.extend(page.conversations.iter().map(|i| (i.id, i.last_activity)));
+                offset += limit;
+            }
+            other => panic!("boot: {other:?}"),
+        }
+    }
+}
+
+/// The user's conversations as `ListConversations` orders them (it asks
+/// every owner for every conversation: the reference order).
+fn listed_by_activity(w: &mut World, c: usize) -> Vec<(ConversationId, Millis)> {
+    match w.call(c, Request::ListConversations) {
+        Ok(Response::Conversations(infos)) => infos
+            .iter()
+            .filter(|i| i.member)
+            .map(|i| (i.id, i.last_activity))
+            .collect(),
+        other => panic!("list: {other:?}"),
+    }
+}
+
+#[test]
+fn boot_orders_by_the_owners_activity_across_shards_and_restarts() {
+    let mut n = node(17, 3);
+    let (_, _, a) = n.user("ann", 0);
+    let (bob, _, b) = n.user("bob", 1);
+    let w = &mut n.w;
+    let mut channels = Vec::new();
+    for i in 0..12 {
+        let ch = w.create_channel(a, &format!("c-{i:02}"), i % 2 == 0);
+        let invite = Request::Invite {
+            conversation: ch,
+            user: bob,
+        };
+        assert_eq!(w.call(a, invite), Ok(Response::Done));
+        channels.push(ch);
+        w.tick();
+    }
+    // Activity in an order unrelated to ids and owners, by both users
+    // (bob's messages reach ann's home shard only as `Activity`).
+    for (k, &i) in [7usize, 2, 11, 0, 5, 7, 9, 2].iter().enumerate() {
+        let c = if k % 2 == 0 { a } else { b };
+        send(w, c, channels[i], 500 + k as u128, "hi").expect("sent");
+        w.tick();
+    }
+    let reference = listed_by_activity(w, a);
+    assert_eq!(reference.len(), 12);
+    for limit in [1, 5, 100] {
+        assert_eq!(
+            boot_all(w, a, limit),
+            (reference.clone(), 12),
+            "limit {limit}"
+        );
+    }
+    assert_eq!(reference[0].0, channels[2], "most recent first");
+    assert_eq!(reference[1].0, channels[9]);
+    // Derived state is rebuilt at every restart (of ann's home shard and of
+    // every owner).
+    for s in 0..3u16 {
+        w.crash(s);
+        w.restart(s);
+        for c in [a, b] {
+            if w.clients[c].conn.is_none() {
+                w.ensure_online(c, (s + 1) % 3);
+            }
+        }
+        send(w, b, channels[4], 600 + u128::from(s), "again").expect("sent");
+        w.tick();
+        let reference = listed_by_activity(w, a);
+        assert_eq!(reference[0].0, channels[4]);
+        assert_eq!(boot_all(w, a, 5), (reference, 12), "after restarting {s}");
+    }
+    // Leaving drops the conversation from the index.
+    let leave = Request::Leave {
+        conversation: channels[4],
+    };
+    assert_eq!(w.call(a, leave), Ok(Response::Done));
+    let reference = listed_by_activity(w, a);
+    assert_eq!(boot_all(w, a, 5), (reference, 11));
+}
+
 // ----- Read cursors, unread and mention counters -----------------------------------------
 
 #[test]

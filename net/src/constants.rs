@@ -65,8 +65,19 @@ pub const PACE_WAIT_MAX: Duration = Duration::from_millis(100);
 /// Undecodable frames tolerated on one connection before it is closed.
 pub const BAD_FRAMES_MAX: u32 = 16;
 
-/// Bytes tungstenite reads from a socket at once (allocated per connection).
-pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes tungstenite takes from a connection at once: its read buffer,
+/// allocated per connection for the connection's lifetime (plus, while a
+/// frame is arriving, room for that frame). Small, because every idle
+/// connection holds it; socket reads are larger (`SOCKET_READ_BYTES`).
+pub const WS_READ_BUFFER_BYTES: usize = 256;
+
+/// Bytes read from a socket at once, into one buffer per shard shared by
+/// all its connections (`gateway::LeanStream`): whatever tungstenite did
+/// not take yet is kept by the connection until it does.
+pub const SOCKET_READ_BYTES: usize = 16 * 1024;
+
+const _: () = assert!(WS_READ_BUFFER_BYTES >= 14); // a whole frame header
+const _: () = assert!(SOCKET_READ_BYTES >= WS_READ_BUFFER_BYTES);
 
 /// Interval of `Input::Tick` and of publishing per-shard metrics.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(50);

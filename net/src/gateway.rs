@@ -9,7 +9,8 @@
 //! read is cut off once its outbox passes the configured byte bound.
 
 use crate::constants::{
-    BAD_FRAMES_MAX, HANDSHAKE_TIMEOUT, HTTP_HEAD_BYTES_MAX, PING_INTERVAL, WS_READ_BUFFER_BYTES,
+    BAD_FRAMES_MAX, HANDSHAKE_TIMEOUT, HTTP_HEAD_BYTES_MAX, PING_INTERVAL, SOCKET_READ_BYTES,
+    WS_READ_BUFFER_BYTES,
 };
 use crate::http::{self, Route};
 use crate::metrics::M;
@@ -47,12 +48,119 @@ pub mod close {
 }
 
 /// Runs `fut` for at most `d`; `None` on timeout.
-pub async fn with_timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(d).await;
-        None
-    })
-    .await
+///
+/// Built from combinators rather than `async` blocks: an `async` block that
+/// captures `fut` and awaits it stores it twice, which tripled the size of
+/// every per-connection task that embedded a timeout.
+pub fn with_timeout<T>(
+    d: Duration,
+    fut: impl Future<Output = T>,
+) -> impl Future<Output = Option<T>> {
+    use futures::FutureExt as _;
+    futures_lite::future::or(fut.map(Some), glommio::timer::sleep(d).map(|()| None))
+}
+
+thread_local! {
+    /// The shard's socket read buffer, shared by all its connections: a
+    /// read fills it and the bytes are handed on before the next await, so
+    /// no connection holds a read buffer while it waits for data.
+    static SOCKET_READ: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; SOCKET_READ_BYTES].into_boxed_slice());
+}
+
+/// A connection's socket as tungstenite sees it. tungstenite asks for at
+/// most WS_READ_BUFFER_BYTES at a time (its own buffer, kept per
+/// connection, stays that small); each socket read takes up to
+/// SOCKET_READ_BYTES into the shard's shared buffer, and only the bytes
+/// tungstenite did not take yet are kept here (`unread`, freed once
+/// consumed). An idle connection therefore holds no read buffer.
+pub struct LeanStream {
+    inner: TcpStream,
+    /// Received and not yet handed to tungstenite: at most
+    /// SOCKET_READ_BYTES − 1 bytes, empty (no allocation) when idle.
+    unread: Vec<u8>,
+    /// Bytes of `unread` already handed on.
+    unread_pos: usize,
+}
+
+impl LeanStream {
+    /// Wraps an accepted socket.
+    pub fn new(inner: TcpStream) -> LeanStream {
+        LeanStream {
+            inner,
+            unread: Vec::new(),
+            unread_pos: 0,
+        }
+    }
+}
+
+impl futures::io::AsyncRead for LeanStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if this.unread_pos < this.unread.len() {
+            let n = buf.len().min(this.unread.len() - this.unread_pos);
+            buf[..n].copy_from_slice(&this.unread[this.unread_pos..this.unread_pos + n]);
+            this.unread_pos += n;
+            if this.unread_pos == this.unread.len() {
+                this.unread = Vec::new();
+                this.unread_pos = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if buf.len() >= SOCKET_READ_BYTES {
+            return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        SOCKET_READ.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let got = match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut scratch) {
+                Poll::Ready(Ok(got)) => got,
+                other => return other,
+            };
+            let n = got.min(buf.len());
+            buf[..n].copy_from_slice(&scratch[..n]);
+            if got > n {
+                this.unread = scratch[n..got].to_vec();
+                this.unread_pos = 0;
+            }
+            Poll::Ready(Ok(n))
+        })
+    }
+}
+
+impl futures::io::AsyncWrite for LeanStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
+    }
 }
 
 /// A one-waiter wake-up flag for a single-threaded executor.
@@ -191,38 +299,54 @@ impl Conn {
 }
 
 /// Serves one accepted TCP connection to the end.
-pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+///
+/// The connection's task holds this future for the connection's lifetime,
+/// so its size is memory per connection: the HTTP phase (head buffer,
+/// responses) runs boxed and is freed before the WebSocket phase starts.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
+    if let Some((stream, leftover)) = Box::pin(front_door(&ctx, stream)).await {
+        websocket(ctx, stream, leftover).await;
+    }
+}
+
+/// The HTTP request: answers `/healthz`, `/metrics` and refusals itself;
+/// for a WebSocket upgrade, sends the 101 and returns the socket with the
+/// bytes read past the head.
+async fn front_door(ctx: &ShardCtx, mut stream: TcpStream) -> Option<(TcpStream, Vec<u8>)> {
     let _ = stream.set_nodelay(true);
     let head = match with_timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream)).await {
         Some(Ok(head)) => head,
         Some(Err(reason)) => {
             let _ = respond(&mut stream, 400, "text/plain", reason).await;
-            return;
+            return None;
         }
-        None => return, // slowloris: drop silently
+        None => return None, // slowloris: drop silently
     };
     ctx.count(M::http_requests_total, 1);
     match http::route(&head) {
         Route::Health => {
             let (code, text) = ctx.health();
             let _ = respond(&mut stream, code, "text/plain", &text).await;
+            None
         }
         Route::Metrics => {
             let text = ctx.render_metrics();
             let _ = respond(&mut stream, 200, "text/plain; version=0.0.4", &text).await;
+            None
         }
         Route::Refuse { code, body } => {
             let _ = respond(&mut stream, code, "text/plain", body).await;
+            None
         }
         Route::Upgrade { accept, head_len } => {
             let response = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
             );
             if stream.write_all(response.as_bytes()).await.is_err() {
-                return;
+                return None;
             }
             let leftover = head[head_len..].to_vec();
-            websocket(ctx, stream, leftover).await;
+            Some((stream, leftover))
         }
     }
 }
@@ -275,11 +399,18 @@ pub fn ws_config() -> WebSocketConfig {
 }
 
 async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
-    let ws =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config()))
-            .await;
+    // Boxed (briefly on the heap) and split at once, so that neither the
+    // constructor's future nor the unsplit stream takes room in this
+    // future, which lives as long as the connection.
+    let (mut tx, mut rx) = Box::pin(WebSocketStream::from_partially_read(
+        LeanStream::new(stream),
+        leftover,
+        Role::Server,
+        Some(ws_config()),
+    ))
+    .await
+    .split();
     let Some(conn) = ctx.register_conn() else {
-        let (mut tx, _rx) = ws.split();
         let _ = tx
             .send(Message::Close(Some(CloseFrame {
                 code: CloseCode::Again,
@@ -288,7 +419,6 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
             .await;
         return;
     };
-    let (mut tx, mut rx) = ws.split();
 
     // Writer: drains the outbox, pings a quiet peer, sends the close frame.
     let writer = {
@@ -346,6 +476,10 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
     let opened = Instant::now();
     let mut last_frame = opened;
     loop {
+        // The deadline that applies can change during a wait: a `Welcome`
+        // usually arrives after the reader went back to waiting with the
+        // pre-auth deadline. So an expired wait is judged by the state at
+        // its end, not by the deadline it started with.
         let deadline = if conn.authed.get() {
             ctx.idle_timeout().saturating_sub(last_frame.elapsed())
         } else {
@@ -363,13 +497,13 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
         let msg = match next {
             None => break,
             Some(None) => {
-                if conn.authed.get() && last_frame.elapsed() < ctx.idle_timeout() {
-                    // The wait began under the pre-auth deadline and the
-                    // Welcome (from another shard) came meanwhile: the idle
-                    // timeout runs from the last frame, not from here.
-                    continue;
-                }
                 if conn.authed.get() {
+                    if last_frame.elapsed() < ctx.idle_timeout() {
+                        // The wait began under the pre-auth deadline and the
+                        // Welcome (from another shard) came meanwhile: the
+                        // idle timeout runs from the last frame, not from here.
+                        continue;
+                    }
                     conn.close(close::IDLE, "idle timeout");
                 } else {
                     conn.close(close::AUTH_TIMEOUT, "no successful Hello in time");
@@ -527,6 +661,42 @@ mod tests {
             Some(close::SLOW_CONSUMER)
         );
         assert_eq!(conn.push(Bytes::from_static(b"1")), Queued::Closed);
+    }
+
+    #[test]
+    fn lean_stream_hands_on_every_byte_in_small_reads_and_keeps_nothing_after() {
+        let sent: Vec<u8> = (0..3 * SOCKET_READ_BYTES + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let expected = sent.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let writer = std::thread::spawn(move || {
+                    use std::io::Write as _;
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(&sent).unwrap();
+                });
+                let mut lean = LeanStream::new(listener.accept().await.unwrap());
+                let mut got = Vec::new();
+                let mut chunk = [0u8; WS_READ_BUFFER_BYTES];
+                loop {
+                    let n = lean.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    assert!(n <= WS_READ_BUFFER_BYTES);
+                    got.extend_from_slice(&chunk[..n]);
+                    assert!(lean.unread.len() < SOCKET_READ_BYTES);
+                }
+                writer.join().unwrap();
+                assert_eq!(got, expected);
+                assert_eq!(lean.unread.capacity(), 0, "nothing kept once consumed");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {

@@ -513,3 +513,44 @@ fn a_member_that_only_receives_stays_connected_past_the_idle_timeout() {
     let seqs = reader.join().expect("bob was disconnected while reading");
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_silent_member_is_not_closed_as_idle_at_the_preauth_deadline() {
+    // Regression (fanout with 19,000 connections, PERFORMANCE.md problem
+    // 4): the reader waited with the pre-auth deadline when its `Hello`
+    // went to the core, the `Welcome` came during that wait (it waits for
+    // the owners' watch verdicts, from other shards), and when the deadline
+    // passed the session was authenticated, so it was closed 4010 "idle
+    // timeout" long before the idle timeout.
+    let server = Server::start_with(
+        2,
+        &["--preauth-timeout-secs", "1", "--idle-timeout-secs", "6"],
+    );
+    let w = world(&server, &["ann", "bob"]);
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    // Conversations on both shards, so every Welcome waits for a verdict
+    // from another shard.
+    let mut channels = Vec::new();
+    for i in 0..6 {
+        let ch = conversation(ann.request(Request::CreateChannel {
+            name: format!("room-{i}"),
+            private: false,
+        }));
+        let invite = Request::Invite {
+            conversation: ch,
+            user: w.users[1].0,
+        };
+        assert_eq!(ann.request(invite), Ok(Response::Done));
+        channels.push(ch);
+    }
+    let mut bobs: Vec<Client> = (0..3)
+        .map(|_| Client::login(server.addr, &w.users[1].1))
+        .collect();
+    // Bob says nothing for 3 pre-auth timeouts (no ping is due before 2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let seq = ann.send(channels[0], "still there?").0;
+    for bob in &mut bobs {
+        let m = bob.next_message();
+        assert_eq!((m.seq.0, m.body.as_str()), (seq, "still there?"));
+    }
+}
