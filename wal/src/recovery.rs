@@ -178,7 +178,6 @@ async fn list(dir: &Path) -> Result<Listing> {
 pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
     let dir = shared.paths.dir.clone();
     let mut stats = OpenStats::default();
-    let snapshot_started = Instant::now();
     let listing = list(&dir).await?;
     for tmp in &listing.temporaries {
         shared.storage.remove(tmp).await?;
@@ -188,6 +187,7 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
     }
 
     // Newest valid snapshot; damaged newer ones are set aside.
+    let snapshot_started = Instant::now();
     let mut snapshot = None;
     let mut invalid_snapshots = Vec::new();
     let mut kept = listing.snapshots.clone();
