@@ -111,9 +111,9 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         async move {
             let mut tasks = Vec::new();
             for i in pool::share(c, threads, t) {
-                let session = Session::login(addr, None, &users[i].credential).await?;
-                tasks.push(tokio::task::spawn_local(fill(
-                    session,
+                tasks.push(tokio::task::spawn_local(fill_with_reconnects(
+                    addr,
+                    users[i].credential.clone(),
                     conversations[i],
                     cmd.body_bytes,
                     cmd.window,
@@ -229,16 +229,50 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends until the shared budget of messages is spent (or `deadline`),
-/// `window` in flight; returns how many were acked.
-async fn fill(
-    mut session: Session,
+/// Reconnections one filling connection may make after the server cut it
+/// off as a slow consumer.
+const FILL_RECONNECTS_MAX: usize = 20;
+
+/// [`fill`] on a fresh connection, again after each slow-consumer close
+/// (4008: the filler, starved of CPU on a loaded machine, read its acks and
+/// echoes too slowly and the server's bounded outbox filled — the server
+/// doing its job, not a failure of the run). The sends in flight at the
+/// close are unknown outcomes and not counted. Returns the acked sends.
+async fn fill_with_reconnects(
+    addr: std::net::SocketAddr,
+    credential: courier_core::api::Credential,
     conversation: ConversationId,
     body_bytes: usize,
     window: usize,
     budget: Arc<AtomicU64>,
     deadline: u64,
 ) -> anyhow::Result<u64> {
+    let mut acked = 0;
+    let mut reconnects = 0;
+    loop {
+        let session = Session::login(addr, None, &credential).await?;
+        match fill(session, conversation, body_bytes, window, &budget, deadline, &mut acked).await {
+            Ok(()) => return Ok(acked),
+            Err(e) if reconnects < FILL_RECONNECTS_MAX && e.to_string().contains("4008") => {
+                reconnects += 1;
+                eprintln!("fill: {e}; reconnecting ({reconnects} of at most {FILL_RECONNECTS_MAX})");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends until the shared budget of messages is spent (or `deadline`),
+/// `window` in flight, adding every ack to `acked`.
+async fn fill(
+    mut session: Session,
+    conversation: ConversationId,
+    body_bytes: usize,
+    window: usize,
+    budget: &AtomicU64,
+    deadline: u64,
+    acked: &mut u64,
+) -> anyhow::Result<()> {
     let body = crate::payload::filler(body_bytes);
     let take = |budget: &AtomicU64| {
         budget
@@ -246,7 +280,6 @@ async fn fill(
             .is_ok()
     };
     let mut in_flight = 0usize;
-    let mut acked = 0u64;
     let queue_one = |session: &mut Session| {
         let req = session.next_req();
         session.conn.queue(&encode(
@@ -260,7 +293,7 @@ async fn fill(
             },
         ));
     };
-    while in_flight < window && take(&budget) {
+    while in_flight < window && take(budget) {
         queue_one(&mut session);
         in_flight += 1;
     }
@@ -283,10 +316,10 @@ async fn fill(
             return Err(anyhow!("fill: {e}"));
         }
         in_flight -= replies;
-        acked += replies as u64;
+        *acked += replies as u64;
         if now_ns() < deadline {
             for _ in 0..replies {
-                if !take(&budget) {
+                if !take(budget) {
                     break;
                 }
                 queue_one(&mut session);
@@ -296,7 +329,7 @@ async fn fill(
         }
     }
     session.conn.close().await;
-    Ok(acked)
+    Ok(())
 }
 
 /// After a restart: retries login + `Sync` until answered (returns when),
