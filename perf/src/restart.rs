@@ -22,7 +22,7 @@ use crate::server::{dir_bytes, Common, Target};
 use crate::setup;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
-use courier_core::api::{Broadcast, ConversationId, HistoryAnchor, Request, Response};
+use courier_core::api::{Broadcast, ConversationId, HistoryAnchor, Reject, Request, Response};
 use courier_proto::{decode_server, ServerFrame};
 use serde_json::json;
 use std::collections::HashMap;
@@ -229,6 +229,10 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pause of a filling connection after the server refused sends with
+/// `Unavailable` (its bounded commit queue was full).
+const BACKPRESSURE_PAUSE_MS: u64 = 10;
+
 /// Reconnections one filling connection may make after the server cut it
 /// off as a slow consumer.
 const FILL_RECONNECTS_MAX: usize = 20;
@@ -300,6 +304,7 @@ async fn fill(
     session.conn.flush().await?;
     while in_flight > 0 {
         let mut replies = 0;
+        let mut refused = 0;
         let mut error = None;
         session
             .conn
@@ -308,6 +313,12 @@ async fn fill(
                     result: Ok(Response::SendAck { .. }),
                     ..
                 }) => replies += 1,
+                // Backpressure (the server's bounded commit queue is full):
+                // that send was not written; send it again after a pause.
+                Ok(ServerFrame::Reply {
+                    result: Err(Reject::Unavailable(_)),
+                    ..
+                }) => refused += 1,
                 Ok(ServerFrame::Reply { result, .. }) => error = Some(format!("{result:?}")),
                 _ => {}
             })
@@ -315,10 +326,14 @@ async fn fill(
         if let Some(e) = error {
             return Err(anyhow!("fill: {e}"));
         }
-        in_flight -= replies;
+        in_flight -= replies + refused;
         *acked += replies as u64;
+        if refused > 0 {
+            budget.fetch_add(refused as u64, Ordering::Relaxed);
+            tokio::time::sleep(std::time::Duration::from_millis(BACKPRESSURE_PAUSE_MS)).await;
+        }
         if now_ns() < deadline {
-            for _ in 0..replies {
+            for _ in 0..replies + refused {
                 if !take(budget) {
                     break;
                 }
