@@ -2,17 +2,19 @@
 //! clean SIGTERM with `--stop term`) and a restart: time from process start
 //! to the ready line, to the first answered `Sync`, and to every
 //! conversation's *oldest* page of history being served (full history
-//! availability). The target is ≤ 5 s for 4 GiB, scaled linearly from this
-//! run.
+//! availability). The target is ≤ 5 s for 4 GiB.
 //!
 //! Back of the envelope: recovery loads the newest snapshot of each shard
 //! (taken every 200K records) and replays the WAL after it — ≤ 200K records
-//! per shard, ≈ 100–200 ns each to CRC-check and validate (rkyv) plus the
-//! state update: ≈ 0.1 s; but it must also *scan* every segment to rebuild
-//! what the snapshot does not hold, at disk speed (virtio disk ≈ 1–2 GB/s
-//! sequential, O_DIRECT): ≈ 0.5–1 s per GiB. So ≈ 1 s for 1 GiB, and
-//! ≈ 2–4 s extrapolated to 4 GiB; the first oldest-page `History` read of
-//! each conversation is a WAL read (≈ 0.1 ms each, in parallel).
+//! per shard, ≈ 1–2 µs each to read, CRC-check and apply: ≈ 0.2–0.4 s.
+//! Open scans only the segments replay needs (the one holding the first LSN
+//! after the snapshot, and the last: ≈ 128 MiB per shard at disk speed,
+//! O_DIRECT, ≈ 0.4 GB/s on this loaded virtio disk: ≈ 0.3 s); older sealed
+//! segments are verified by their first read. So ≈ 1 s to the ready line,
+//! *independent of the WAL's size* (it grows with the snapshot interval and
+//! the state), and one more 64 MiB segment scan per shard (≈ 0.2–0.5 s) for
+//! every conversation's oldest page. The "scaled to 4 GiB" column assumes
+//! linear growth, which no longer holds: run `--wal-gib 4` to measure.
 
 use crate::client::{encode, Session};
 use crate::clock::now_ns;
@@ -255,11 +257,23 @@ async fn fill_with_reconnects(
     let mut reconnects = 0;
     loop {
         let session = Session::login(addr, None, &credential).await?;
-        match fill(session, conversation, body_bytes, window, &budget, deadline, &mut acked).await {
+        match fill(
+            session,
+            conversation,
+            body_bytes,
+            window,
+            &budget,
+            deadline,
+            &mut acked,
+        )
+        .await
+        {
             Ok(()) => return Ok(acked),
             Err(e) if reconnects < FILL_RECONNECTS_MAX && e.to_string().contains("4008") => {
                 reconnects += 1;
-                eprintln!("fill: {e}; reconnecting ({reconnects} of at most {FILL_RECONNECTS_MAX})");
+                eprintln!(
+                    "fill: {e}; reconnecting ({reconnects} of at most {FILL_RECONNECTS_MAX})"
+                );
             }
             Err(e) => return Err(e),
         }
