@@ -638,6 +638,19 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
             setup.dir.display()
         )
     })?;
+    let open_ms = started.elapsed().as_millis() as u64;
+    let stats = recovered.stats;
+    tracing::info!(
+        shard = id.0,
+        ms = open_ms,
+        snapshot_load_ms = stats.snapshot_load.as_millis() as u64,
+        segment_scan_ms = stats.segment_scan.as_millis() as u64,
+        segments = stats.segments,
+        segments_scanned = stats.segments_scanned,
+        segments_deferred = stats.segments_deferred,
+        records_verified = stats.records_verified,
+        "write-ahead log opened"
+    );
     let mut entropy = [0u8; 32];
     getrandom::getrandom(&mut entropy)
         .map_err(|e| anyhow::anyhow!("shard {}: reading OS randomness: {e}", id.0))?;
@@ -648,6 +661,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         entropy,
         notify: setup.config.notify,
     };
+    let restore_started = Instant::now();
     let mut core = match &recovered.snapshot {
         Some(snap) => Shard::restore(core_config(), &snap.bytes).map_err(|e| {
             anyhow::anyhow!(
@@ -658,6 +672,8 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         })?,
         None => Shard::new(core_config()),
     };
+    let restore_ms = restore_started.elapsed().as_millis() as u64;
+    let replay_started = Instant::now();
     let from = recovered.replay_from();
     let mut replayed = 0u64;
     let mut replay_error = None;
@@ -680,8 +696,12 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     tracing::info!(
         shard = id.0,
         snapshot_lsn = from.0 - 1,
+        snapshot_bytes = recovered.snapshot.as_ref().map_or(0, |s| s.bytes.len()),
         replayed,
         last_lsn = last,
+        wal_open_ms = open_ms,
+        restore_ms,
+        replay_ms = replay_started.elapsed().as_millis() as u64,
         ms = started.elapsed().as_millis() as u64,
         "recovered"
     );

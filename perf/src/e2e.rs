@@ -223,6 +223,109 @@ impl Schedule {
 /// fails: the server is not keeping up.
 pub const BACKLOG_MAX: u64 = 20_000;
 
+/// How long a step waits after its window for deliveries and acks still on
+/// their way.
+const DRAIN_NS: u64 = 2_000_000_000;
+
+impl Step {
+    /// Whether this thread may send its next message: false once more than
+    /// [`BACKLOG_MAX`] sends are unacknowledged, and the step then fails with
+    /// "`N {unacked}: server not keeping up`" (`unacked` names the system's
+    /// own operation, e.g. "XADDs unanswered").
+    pub fn within_backlog(&mut self, unacked: &str) -> bool {
+        let backlog = self.sent - self.acked;
+        if backlog > BACKLOG_MAX {
+            self.error(format!("{backlog} {unacked}: server not keeping up"));
+            return false;
+        }
+        true
+    }
+
+    /// Counts one message sent into a conversation of `members` members
+    /// (every member but the sender should receive it).
+    pub fn count_sent(&mut self, members: u64) {
+        self.sent += 1;
+        self.expected += members - 1;
+    }
+}
+
+/// The open-loop send loop of one thread shared by every system: for each
+/// message of `schedule`, sleep until it is due, stop if the backlog is too
+/// large, then `send(k, due)`; afterwards wait (bounded, [`DRAIN_NS`] past
+/// `to`) for the deliveries and acks still on their way.
+pub async fn send_on_schedule<F, Fut>(
+    step: &RefCell<Step>,
+    schedule: &Schedule,
+    to: u64,
+    members: u64,
+    unacked: &str,
+    mut send: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    let timer = PreciseTimer::new()?;
+    for k in 0..schedule.count {
+        let due = schedule.due(k);
+        timer.sleep_until(due).await?;
+        if !step.borrow_mut().within_backlog(unacked) {
+            break;
+        }
+        send(k, due).await?;
+        step.borrow_mut().count_sent(members);
+    }
+    step.borrow_mut().due = schedule.count;
+    let drain_until = now_ns().max(to) + DRAIN_NS;
+    while now_ns() < drain_until {
+        {
+            let s = step.borrow();
+            if s.delivered >= s.expected && s.acked >= s.sent {
+                break;
+            }
+        }
+        timer.sleep_until(now_ns() + 2_000_000).await?;
+    }
+    Ok(())
+}
+
+/// Ends one thread's step: let the server sampler (thread 0's) take its
+/// sample at the window's end — a step whose deliveries all arrived ends
+/// before it, and the CPU figures were lost — stop and abort the reader
+/// tasks, meet the other threads, and hand over what it measured.
+pub async fn end_step<T>(
+    step: &RefCell<Step>,
+    stop: &Cell<bool>,
+    tasks: Vec<tokio::task::JoinHandle<T>>,
+    sampler: Option<tokio::task::JoinHandle<()>>,
+    phase: &Phase,
+) -> anyhow::Result<Step> {
+    if let Some(sampler) = sampler {
+        // Ends at the window's end, which is at most one message interval away.
+        sampler.await?;
+    }
+    stop.set(true);
+    for task in tasks {
+        task.abort();
+    }
+    phase.wait().await?;
+    Ok(std::mem::take(&mut *step.borrow_mut()))
+}
+
+/// The threads' steps merged into one, with the server CPU sampled over the
+/// measured window.
+pub fn merge_steps(outcomes: Vec<Step>, samples: &Mutex<Vec<Sample>>) -> Step {
+    let mut total_step = Step::new();
+    for o in outcomes {
+        total_step.merge(o);
+    }
+    let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    if let [a, b, ..] = samples.as_slice() {
+        total_step.usage = usage(a, b);
+    }
+    total_step
+}
+
 /// Every step of a sweep with its rate.
 pub type SweepSteps = Vec<(f64, Step)>;
 
@@ -525,74 +628,39 @@ fn courier_step(
             }
             phase.wait().await?;
             let (from, to) = window.get(0.0, secs);
-            if t == 0 {
-                sample_window(probe, from, to, samples.clone());
-            }
+            let sampler = (t == 0).then(|| sample_window(probe, from, to, samples.clone()));
             let schedule = Schedule::new(from, rate, mine.len() as f64 / total as f64, secs);
-            let timer = PreciseTimer::new()?;
             let members = args.members.max(2) as u64;
-            for k in 0..schedule.count {
-                let due = schedule.due(k);
-                timer.sleep_until(due).await?;
-                let backlog = {
-                    let s = step.borrow();
-                    s.sent - s.acked
-                };
-                if backlog > BACKLOG_MAX {
-                    step.borrow_mut().error(format!(
-                        "{backlog} sends unacknowledged: server not keeping up"
-                    ));
-                    break;
-                }
-                let (conversation, conn) = &senders[(k as usize) % senders.len()];
-                let bytes = encode(
-                    1,
-                    Request::Send {
-                        conversation: *conversation,
-                        client_msg_id: crate::payload::client_msg_id(),
-                        body: crate::payload::stamped(0, due, args.body_bytes),
-                        mentions: Vec::new(),
-                        broadcast: Broadcast::None,
-                    },
-                );
-                conn.send(&bytes).await?;
-                let mut s = step.borrow_mut();
-                s.sent += 1;
-                s.expected += members - 1;
-            }
-            step.borrow_mut().due = schedule.count;
-            // Drain: wait for the deliveries still on their way (bounded).
-            let drain_until = now_ns().max(to) + 2_000_000_000;
-            while now_ns() < drain_until {
-                {
-                    let s = step.borrow();
-                    if s.delivered >= s.expected && s.acked >= s.sent {
-                        break;
-                    }
-                }
-                timer.sleep_until(now_ns() + 2_000_000).await?;
-            }
+            send_on_schedule(
+                &step,
+                &schedule,
+                to,
+                members,
+                "sends unacknowledged",
+                |k, due| {
+                    let (conversation, conn) = &senders[(k as usize) % senders.len()];
+                    let bytes = encode(
+                        1,
+                        Request::Send {
+                            conversation: *conversation,
+                            client_msg_id: crate::payload::client_msg_id(),
+                            body: crate::payload::stamped(0, due, args.body_bytes),
+                            mentions: Vec::new(),
+                            broadcast: Broadcast::None,
+                        },
+                    );
+                    async move { conn.send(&bytes).await }
+                },
+            )
+            .await?;
             stop.set(true);
             for (_, conn) in &senders {
                 conn.close().await;
             }
-            for task in tasks {
-                task.abort();
-            }
-            phase.wait().await?;
-            let out = std::mem::take(&mut *step.borrow_mut());
-            Ok(out)
+            end_step(&step, &stop, tasks, sampler, &phase).await
         }
     })?;
-    let mut total_step = Step::new();
-    for o in outcomes {
-        total_step.merge(o);
-    }
-    let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
-    if let [a, b, ..] = samples.as_slice() {
-        total_step.usage = usage(a, b);
-    }
-    Ok(total_step)
+    Ok(merge_steps(outcomes, &samples))
 }
 
 fn member_id(user: &setup::User) -> UserId {

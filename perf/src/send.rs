@@ -139,12 +139,15 @@ impl Window {
 }
 
 /// Samples the server at `from` and `to` on the current thread (thread 0).
+/// The sampler task ends after the sample at `to`; a caller whose work may
+/// end before `to` awaits the returned handle, or the runtime drops the task
+/// with one sample taken and the step has no CPU figures.
 pub fn sample_window(
     probe: crate::server::Probe,
     from: u64,
     to: u64,
     out: Arc<Mutex<Vec<Sample>>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_local(async move {
         let Ok(timer) = PreciseTimer::new() else {
             return;
@@ -156,7 +159,7 @@ pub fn sample_window(
                 v.push(s);
             }
         }
-    });
+    })
 }
 
 /// Runs the scenario.

@@ -73,7 +73,7 @@ pub use counters::Counters;
 pub use error::{Error, Result};
 pub use options::{FaultPoint, Faults, SyncMode, WalOptions};
 pub use read::{Payload, Reader, Record};
-pub use recovery::{InvalidSnapshot, Recovered, Snapshot, TailTruncation};
+pub use recovery::{InvalidSnapshot, OpenStats, Recovered, Snapshot, TailTruncation};
 pub use storage::fs_type_name;
 pub use wal::Wal;
 

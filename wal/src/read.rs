@@ -1,7 +1,10 @@
 //! Reading durable records back: one record by LSN (history reads) and a
 //! forward [`Reader`] from an LSN (replay). Both re-verify every record they
 //! return (checksum, padding, LSN sequence): damaged data is an
-//! [`Error::Corrupt`] naming the file and offset, never garbage.
+//! [`Error::Corrupt`] naming the file and offset, never garbage. A segment
+//! that open deferred is verified as a whole (and indexed) before the first
+//! read that needs its index; damage found then fails every read at or
+//! after it.
 //!
 //! Payload alignment: records are 16-byte aligned in segments and reads are
 //! block-aligned into block-aligned buffers, so every payload slice handed out
@@ -14,11 +17,13 @@ use glommio::io::ReadResult;
 use crate::{
     constants::{
         BLOCK_BYTES, POINT_READ_BYTES_MAX, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES,
-        SCAN_CHUNK_BYTES,
+        SCAN_CHUNK_BYTES, SEGMENT_HEADER_BYTES,
     },
     format::{align_down, align_up, check_record_header, HeaderCheck, RecordHeader},
+    recovery::verify_deferred,
     scan::{read_record, Chunk, Scanned},
-    state::Shared,
+    segment::{Located, Segment, Verification},
+    state::{Shared, State},
     Error, Lsn, Result,
 };
 
@@ -81,26 +86,65 @@ struct SegmentRef {
     next_lsn: u64,
 }
 
+impl SegmentRef {
+    fn of(segment: &Segment) -> SegmentRef {
+        SegmentRef {
+            number: segment.number,
+            path: segment.path.clone(),
+            segment_bytes: segment.segment_bytes,
+            next_lsn: segment.next_lsn,
+        }
+    }
+}
+
+/// Where a read of `lsn` starts, if the segment's index can say.
+enum Lookup {
+    Found(SegmentRef, Located),
+    /// The segment holding `lsn` (this number) was deferred at open.
+    Deferred(u64),
+}
+
+fn lookup(st: &State, lsn: u64, last: u64) -> Result<Lookup> {
+    let segment = st
+        .segment_of(lsn)
+        .ok_or_else(|| st.out_of_range(lsn, last))?;
+    match &segment.verification {
+        Verification::Deferred => Ok(Lookup::Deferred(segment.number)),
+        Verification::Damaged {
+            lsn: bad,
+            offset,
+            reason,
+        } if lsn >= *bad => Err(Error::corrupt(&segment.path, *offset, reason.clone())),
+        Verification::Verified | Verification::Damaged { .. } => {
+            Ok(Lookup::Found(SegmentRef::of(segment), segment.locate(lsn)))
+        }
+    }
+}
+
+/// Find where to read `lsn` (retained, at most `last`), verifying its
+/// segment first if open deferred it.
+async fn locate(shared: &Shared, lsn: u64, last: u64) -> Result<(SegmentRef, Located)> {
+    let number = match lookup(&shared.state.borrow(), lsn, last)? {
+        Lookup::Found(segment, located) => return Ok((segment, located)),
+        Lookup::Deferred(number) => number,
+    };
+    verify_deferred(shared, number).await?;
+    match lookup(&shared.state.borrow(), lsn, last)? {
+        Lookup::Found(segment, located) => Ok((segment, located)),
+        Lookup::Deferred(_) => unreachable!("verify_deferred leaves no retained segment deferred"),
+    }
+}
+
 /// Read the record with LSN `lsn`, which must be durable and retained.
 pub(crate) async fn read_one(shared: &Shared, lsn: u64) -> Result<(u8, Payload)> {
-    let (segment, located) = {
+    let last = {
         let st = shared.state.borrow();
         if lsn == 0 || lsn > st.durable_lsn || lsn < st.first_lsn() {
             return Err(st.out_of_range(lsn, st.durable_lsn));
         }
-        let segment = st
-            .segment_of(lsn)
-            .ok_or_else(|| st.out_of_range(lsn, st.durable_lsn))?;
-        (
-            SegmentRef {
-                number: segment.number,
-                path: segment.path.clone(),
-                segment_bytes: segment.segment_bytes,
-                next_lsn: segment.next_lsn,
-            },
-            segment.locate(lsn),
-        )
+        st.durable_lsn
     };
+    let (segment, located) = locate(shared, lsn, last).await?;
     let file = shared.segment_file(segment.number, &segment.path).await?;
     let window =
         align_up(located.end_offset, BLOCK_BYTES) - align_down(located.start_offset, BLOCK_BYTES);
@@ -231,20 +275,26 @@ impl Reader {
         let in_current = matches!(&self.current, Some((segment, _, _)) if lsn < segment.next_lsn);
         if !in_current {
             self.current = None;
-            let (segment, located) = {
+            // From a segment's first record no index is needed (this reader
+            // verifies every record it returns), so a deferred segment is
+            // not checked as a whole first.
+            let from_start = {
                 let st = self.shared.state.borrow();
                 let segment = st
                     .segment_of(lsn)
                     .ok_or_else(|| st.out_of_range(lsn, self.end_lsn))?;
-                (
-                    SegmentRef {
-                        number: segment.number,
-                        path: segment.path.clone(),
-                        segment_bytes: segment.segment_bytes,
-                        next_lsn: segment.next_lsn,
-                    },
-                    segment.locate(lsn),
-                )
+                (segment.first_lsn == lsn).then(|| {
+                    let located = Located {
+                        start_lsn: lsn,
+                        start_offset: SEGMENT_HEADER_BYTES,
+                        end_offset: segment.segment_bytes,
+                    };
+                    (SegmentRef::of(segment), located)
+                })
+            };
+            let (segment, located) = match from_start {
+                Some(found) => found,
+                None => locate(&self.shared, lsn, self.end_lsn).await?,
             };
             let file = self
                 .shared

@@ -1,6 +1,9 @@
-//! Opening a log directory: find the newest valid snapshot, verify every
-//! retained segment record by record, rebuild the sparse index, and repair a
-//! torn tail.
+//! Opening a log directory: find the newest valid snapshot, check every
+//! segment header, verify record by record every segment that replay needs
+//! (from the one holding the first LSN after the snapshot on), rebuild their
+//! sparse indexes, and repair a torn tail. Sealed segments wholly covered by
+//! the snapshot are verified later, by the first read that needs them
+//! ([`verify_deferred`]).
 //!
 //! Rules (see `docs/WAL.md`):
 //! - Temporary files (`*.tmp`: a segment being prepared, a snapshot being
@@ -9,19 +12,20 @@
 //!   name after their header is synced.
 //! - A sealed segment (not the last) must hold exactly the records from its
 //!   first LSN up to the next segment's first LSN, followed by zero bytes; any
-//!   deviation is corruption.
+//!   deviation is corruption (at open, or at the first read of a deferred one).
 //! - In the last segment, the first invalid position `X` (expected LSN `n`)
 //!   is a torn tail unless a valid record written by a *later* batch
 //!   (`batch_lsn > n`) or out of order (`lsn < n`) follows it: batches are
 //!   written one at a time, each after the previous one is durable, so such a
 //!   record proves record `n` had been durable. A torn tail is zeroed on disk
 //!   (and synced) so it can never reappear; corruption fails the open with the
-//!   file and offset.
+//!   file and offset. The last segment is always scanned at open.
 
 use std::{
     collections::VecDeque,
     path::{Path, PathBuf},
     rc::Rc,
+    time::{Duration, Instant},
 };
 
 use glommio::io::DmaFile;
@@ -36,7 +40,7 @@ use crate::{
     },
     options::FaultPoint,
     scan::{examine_after_tail, read_record, Chunk, Scanned},
-    segment::Segment,
+    segment::{Segment, Verification},
     snapshot::{self, Loaded},
     state::Shared,
     writer::{install_segment, prepare_segment, ActiveSegment},
@@ -88,6 +92,29 @@ pub struct Recovered {
     pub truncated_tail: Option<TailTruncation>,
     /// Damaged snapshots that were set aside.
     pub invalid_snapshots: Vec<InvalidSnapshot>,
+    /// What open read and how long it took (for logs and metrics).
+    pub stats: OpenStats,
+}
+
+/// Work done by [`crate::Wal::open`], for operators: where startup time goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenStats {
+    /// Retained segments.
+    pub segments: u64,
+    /// Segments verified record by record at open (the ones replay needs,
+    /// and always the last one).
+    pub segments_scanned: u64,
+    /// Sealed segments wholly covered by the snapshot: only their headers and
+    /// sizes were checked; their records are verified on first read.
+    pub segments_deferred: u64,
+    /// Records verified at open.
+    pub records_verified: u64,
+    /// Reading and verifying the newest valid snapshot (and setting aside
+    /// damaged newer ones).
+    pub snapshot_load: Duration,
+    /// Checking segment headers and scanning the segments replay needs,
+    /// including the torn-tail repair.
+    pub segment_scan: Duration,
 }
 
 impl Recovered {
@@ -150,6 +177,7 @@ async fn list(dir: &Path) -> Result<Listing> {
 /// Run recovery for the log whose context is `shared` (its state still empty).
 pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
     let dir = shared.paths.dir.clone();
+    let mut stats = OpenStats::default();
     let listing = list(&dir).await?;
     for tmp in &listing.temporaries {
         shared.storage.remove(tmp).await?;
@@ -159,6 +187,7 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
     }
 
     // Newest valid snapshot; damaged newer ones are set aside.
+    let snapshot_started = Instant::now();
     let mut snapshot = None;
     let mut invalid_snapshots = Vec::new();
     let mut kept = listing.snapshots.clone();
@@ -183,6 +212,9 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
         }
     }
 
+    stats.snapshot_load = snapshot_started.elapsed();
+    let scan_started = Instant::now();
+
     if listing.segments.is_empty() {
         if !kept.is_empty() || !invalid_snapshots.is_empty() {
             return Err(Error::Inconsistent {
@@ -200,6 +232,11 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
                 next_lsn: Lsn(1),
                 truncated_tail: None,
                 invalid_snapshots,
+                stats: OpenStats {
+                    segments: 1,
+                    segment_scan: scan_started.elapsed(),
+                    ..stats
+                },
             },
             segments: VecDeque::from([segment]),
             active,
@@ -285,7 +322,11 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
         ));
     }
 
-    // Pass 2: records.
+    // Pass 2: records. A sealed segment that ends at or before the first LSN
+    // replay needs is only checked for its size here; its records are
+    // verified by the first read of it (`verify_deferred`).
+    let replay_from = snapshot.as_ref().map_or(0, |s| s.lsn.0 + 1);
+    stats.segments = opened.len() as u64;
     let mut segments = VecDeque::with_capacity(opened.len());
     let mut active = None;
     let mut truncated_tail = None;
@@ -293,6 +334,19 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
         .map(|i| opened.get(i + 1).map(|(s, _, _)| s.first_lsn))
         .collect();
     for (i, (mut segment, file, file_len)) in opened.into_iter().enumerate() {
+        if let Some(next_first_lsn) = next_first[i].filter(|&n| n <= replay_from) {
+            check_sealed_size(&segment, file_len)?;
+            segments.push_back(Segment::deferred(
+                segment.number,
+                segment.first_lsn,
+                segment.path,
+                segment.segment_bytes,
+                next_first_lsn,
+            ));
+            stats.segments_deferred += 1;
+            continue;
+        }
+        stats.segments_scanned += 1;
         let mut chunk = Chunk::new(
             file.clone(),
             segment.path.clone(),
@@ -300,6 +354,7 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
             SCAN_CHUNK_BYTES,
         );
         let stop = scan_records(shared, &mut chunk, &mut segment).await?;
+        stats.records_verified += segment.next_lsn - segment.first_lsn;
         match next_first[i] {
             Some(next_first_lsn) => {
                 check_sealed(shared, &mut chunk, &segment, file_len, stop, next_first_lsn).await?;
@@ -373,11 +428,74 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
             next_lsn: Lsn(next_lsn),
             truncated_tail,
             invalid_snapshots,
+            stats: OpenStats {
+                segment_scan: scan_started.elapsed(),
+                ..stats
+            },
         },
         segments,
         active,
         snapshots: kept,
     })
+}
+
+/// Verify a segment that open deferred (see [`Verification::Deferred`]),
+/// as open verifies a sealed segment, and install its index. Damage is
+/// recorded in the segment table ([`Verification::Damaged`]) so every later
+/// read of a record at or after it fails with the file and offset, and
+/// earlier records stay readable; it is not an error of this call, which
+/// fails only if the file cannot be read. One check runs at a time per log
+/// (the others wait for it), so concurrent reads of a deferred segment scan
+/// it once, with one scan buffer. A segment deleted by retention meanwhile
+/// is left alone.
+pub(crate) async fn verify_deferred(shared: &Shared, number: u64) -> Result<()> {
+    // The gate is never closed, so acquiring fails only if the log is gone.
+    let _permit = shared
+        .verify_gate
+        .acquire_permit(1)
+        .await
+        .map_err(|_| Error::Closed)?;
+    let found = {
+        let st = shared.state.borrow();
+        st.segments
+            .iter()
+            .find(|s| s.number == number && s.verification == Verification::Deferred)
+            .map(|s| (s.first_lsn, s.path.clone(), s.segment_bytes, s.next_lsn))
+    };
+    let Some((first_lsn, path, segment_bytes, next_lsn)) = found else {
+        return Ok(()); // verified by another read meanwhile, or deleted
+    };
+    let started = Instant::now();
+    let file = shared.segment_file(number, &path).await?;
+    let file_len = file
+        .file_size()
+        .await
+        .map_err(|e| Error::io("stat", &path, e))?;
+    let mut scanned = Segment::new(number, first_lsn, path.clone(), segment_bytes);
+    let mut chunk = Chunk::new(file, path.clone(), segment_bytes, SCAN_CHUNK_BYTES);
+    let stop = scan_records(shared, &mut chunk, &mut scanned).await?;
+    let verification = match check_sealed(shared, &mut chunk, &scanned, file_len, stop, next_lsn)
+        .await
+    {
+        Ok(()) => Verification::Verified,
+        Err(Error::Corrupt { offset, reason, .. }) => {
+            tracing::error!(file = %path.display(), offset, %reason, first_unreadable_lsn = scanned.next_lsn, "write-ahead log segment is damaged; reads from there on fail");
+            Verification::Damaged {
+                lsn: scanned.next_lsn,
+                offset,
+                reason,
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::debug!(file = %path.display(), records = scanned.next_lsn - first_lsn, ms = started.elapsed().as_millis() as u64, "verified a segment deferred at open");
+    let mut st = shared.state.borrow_mut();
+    if let Some(segment) = st.segments.iter_mut().find(|s| s.number == number) {
+        segment.index = scanned.index;
+        segment.end_offset = scanned.end_offset;
+        segment.verification = verification;
+    }
+    Ok(())
 }
 
 /// Where and why a segment scan stopped.
@@ -415,6 +533,21 @@ async fn scan_records(shared: &Shared, chunk: &mut Chunk, segment: &mut Segment)
     }
 }
 
+/// A sealed segment file has exactly the size its header gives.
+fn check_sealed_size(segment: &Segment, file_len: u64) -> Result<()> {
+    if file_len == segment.segment_bytes {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        &segment.path,
+        file_len.min(segment.segment_bytes),
+        format!(
+            "sealed segment file is {file_len} bytes, its header says {}",
+            segment.segment_bytes
+        ),
+    ))
+}
+
 /// A sealed segment must end cleanly exactly where the next one starts.
 async fn check_sealed(
     shared: &Shared,
@@ -446,16 +579,7 @@ async fn check_sealed(
             ),
         ));
     }
-    if file_len != segment.segment_bytes {
-        return Err(Error::corrupt(
-            path,
-            file_len.min(segment.segment_bytes),
-            format!(
-                "sealed segment file is {file_len} bytes, its header says {}",
-                segment.segment_bytes
-            ),
-        ));
-    }
+    check_sealed_size(segment, file_len)?;
     // Everything after the last record was zero-filled; damage there is damage too.
     let mut pos = end;
     while pos < segment.segment_bytes {

@@ -6,6 +6,10 @@
 //! reader scans forward from there, reading at most one stride plus one record.
 //! Memory: [`INDEX_ENTRY_BYTES`] per stride, i.e. 8 KiB per 64 MiB segment,
 //! whatever the record sizes (bounded by [`INDEX_ENTRIES_PER_SEGMENT_MAX`]).
+//!
+//! A sealed segment whose records all precede the newest snapshot is not
+//! scanned at open ([`Verification::Deferred`]): its index is built, and its
+//! records verified, by the first read that needs it (`recovery::verify_deferred`).
 
 use std::path::PathBuf;
 
@@ -29,8 +33,33 @@ pub(crate) struct Segment {
     pub(crate) next_lsn: u64,
     /// One past the last byte of the last record written (header size when empty).
     pub(crate) end_offset: u64,
-    /// Sparse LSN → offset index.
+    /// Sparse LSN → offset index (complete only once `verification` is not
+    /// [`Verification::Deferred`]).
     pub(crate) index: SparseIndex,
+    /// Whether the records were verified and the index built.
+    pub(crate) verification: Verification,
+}
+
+/// How far a segment's records have been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verification {
+    /// Every record was verified (at open, or written by this process, or by
+    /// a deferred check) and the index is complete.
+    Verified,
+    /// Sealed and wholly covered by the newest snapshot: open checked only
+    /// its header and size. `next_lsn` comes from the next segment's header;
+    /// `end_offset` and the index are unknown until the first read verifies it.
+    Deferred,
+    /// The deferred check found damage: records below `lsn` verified and are
+    /// indexed; any read of `lsn` or later fails with `offset` and `reason`.
+    Damaged {
+        /// First LSN that cannot be read.
+        lsn: u64,
+        /// Offset of the first bad byte position.
+        offset: u64,
+        /// What was wrong there.
+        reason: String,
+    },
 }
 
 impl Segment {
@@ -43,6 +72,25 @@ impl Segment {
             next_lsn: first_lsn,
             end_offset: SEGMENT_HEADER_BYTES,
             index: SparseIndex::default(),
+            verification: Verification::Verified,
+        }
+    }
+
+    /// A sealed segment that open did not scan: it ends before `next_lsn`
+    /// (the next segment's first LSN), and nothing else is known yet.
+    pub(crate) fn deferred(
+        number: u64,
+        first_lsn: u64,
+        path: PathBuf,
+        segment_bytes: u64,
+        next_lsn: u64,
+    ) -> Segment {
+        assert!(next_lsn > first_lsn, "sealed segments are not empty");
+        Segment {
+            next_lsn,
+            end_offset: segment_bytes,
+            verification: Verification::Deferred,
+            ..Segment::new(number, first_lsn, path, segment_bytes)
         }
     }
 
@@ -59,13 +107,21 @@ impl Segment {
         self.end_offset = offset + size;
     }
 
-    /// Where to start scanning for `lsn` (which must be in this segment), and
-    /// where the scan can stop at the latest.
+    /// Where to start scanning for `lsn` (which must be in this segment, and
+    /// indexed: not deferred, not at or after damage), and where the scan can
+    /// stop at the latest.
     pub(crate) fn locate(&self, lsn: u64) -> Located {
         assert!(
             lsn >= self.first_lsn && lsn < self.next_lsn,
             "lsn {lsn} not in segment"
         );
+        match &self.verification {
+            Verification::Verified => {}
+            Verification::Deferred => panic!("locate in a deferred segment"),
+            Verification::Damaged { lsn: bad, .. } => {
+                assert!(lsn < *bad, "locate at or after damage")
+            }
+        }
         let delta = lsn - self.first_lsn;
         let entries = &self.index.entries;
         // Entries are sorted by LSN delta; find the last one at or before `delta`.

@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) dir: Directory,
     pub(crate) state: RefCell<State>,
     pub(crate) files: RefCell<FileCache>,
+    /// One deferred segment check at a time (`recovery::verify_deferred`).
+    pub(crate) verify_gate: glommio::sync::Semaphore,
 }
 
 /// The mutable state. Invariants (checked by [`State::check`]):

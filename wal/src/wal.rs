@@ -102,6 +102,7 @@ impl Wal {
                 counters: Counters::default(),
             }),
             files: RefCell::new(FileCache::default()),
+            verify_gate: glommio::sync::Semaphore::new(1),
         });
         let outcome = recovery::recover(&shared).await?;
         {

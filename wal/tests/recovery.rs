@@ -1,6 +1,7 @@
 //! Recovery against damaged files: torn tails cut at every byte offset,
 //! garbage tails, bit flips and zeroed blocks in sealed segments, damage in
-//! the middle of the last segment, damage after open. Every case must end in
+//! the middle of the last segment, damage after open, damage in segments that
+//! open leaves to the first read (covered by the snapshot). Every case must end in
 //! either the exact set of intact records or an error naming file and offset;
 //! never a panic, never garbage.
 #![allow(clippy::unwrap_used)]
@@ -268,6 +269,24 @@ fn garbage_in_the_last_batch_is_truncated_and_zeroed_for_good() {
     });
 }
 
+/// Where verification of a sealed segment (records ending at `end`) reports
+/// a bit flipped in byte `byte`.
+fn flip_detected_at(records: &[OnDisk], end: u64, byte: u64) -> u64 {
+    if byte < SEGMENT_HEADER_BYTES {
+        0
+    } else if byte < end {
+        records
+            .iter()
+            .find(|r| byte < r.offset + r.size)
+            .unwrap()
+            .offset
+    } else if SEGMENT - end >= 32 && byte < end + 32 {
+        end // read as an invalid record header
+    } else {
+        byte // the first non-zero byte after the last record
+    }
+}
+
 #[test]
 fn random_bit_flips_in_sealed_segments_are_always_detected_with_file_and_offset() {
     let original = temp_dir();
@@ -291,19 +310,7 @@ fn random_bit_flips_in_sealed_segments_are_always_detected_with_file_and_offset(
                 rng.below(SEGMENT)
             };
             let bit = rng.below(8);
-            let expected = if byte < SEGMENT_HEADER_BYTES {
-                0
-            } else if byte < end {
-                records
-                    .iter()
-                    .find(|r| byte < r.offset + r.size)
-                    .unwrap()
-                    .offset
-            } else if SEGMENT - end >= 32 && byte < end + 32 {
-                end // read as an invalid record header
-            } else {
-                byte // the first non-zero byte after the last record
-            };
+            let expected = flip_detected_at(&records, end, byte);
             let copy = copy_dir(&path);
             let file = copy.path().join(victim.file_name().unwrap());
             patch(&file, |b| b[byte as usize] ^= 1 << bit);
@@ -314,6 +321,85 @@ fn random_bit_flips_in_sealed_segments_are_always_detected_with_file_and_offset(
                 expected,
                 &format!("trial {trial}: flip byte {byte} bit {bit}"),
             );
+        }
+    });
+}
+
+/// With a snapshot covering the sealed segments, open checks only their
+/// headers; the first read of a segment verifies all of it. A flipped bit in
+/// a record fails every read from that record on with its file and offset,
+/// records before it still read (and verify), and open never returns damage
+/// as data. A flip in a header still fails the open.
+#[test]
+fn bit_flips_in_segments_covered_by_the_snapshot_are_detected_by_reads() {
+    let original = temp_dir();
+    let path = original.path().to_path_buf();
+    run(move || async move {
+        build_log(&path, 600).await;
+        let segments = segment_files(&path);
+        let sealed = &segments[..segments.len() - 1];
+        assert!(sealed.len() >= 4);
+        let covered = records_of(sealed.last().unwrap()).last().unwrap().lsn;
+        {
+            let (wal, recovered) = Wal::open(&path, 0, small_options(SEGMENT)).await.unwrap();
+            assert_eq!(recovered.stats.segments_deferred, 0, "no snapshot yet");
+            wal.write_snapshot(Lsn(covered), b"state").await.unwrap();
+            wal.close().await.unwrap();
+        }
+        let mut rng = Rng::new(0xDEF3);
+        for trial in 0..120 {
+            let victim = &sealed[rng.below(sealed.len() as u64) as usize];
+            let records = records_of(victim);
+            let end = records.last().unwrap().offset + records.last().unwrap().size;
+            let byte = if trial % 2 == 0 {
+                rng.below(end)
+            } else {
+                rng.below(SEGMENT)
+            };
+            let bit = rng.below(8);
+            let at = flip_detected_at(&records, end, byte);
+            let what = format!("trial {trial}: flip byte {byte} bit {bit}");
+            let copy = copy_dir(&path);
+            let file = copy.path().join(victim.file_name().unwrap());
+            patch(&file, |b| b[byte as usize] ^= 1 << bit);
+            let result = Wal::open(copy.path(), 0, small_options(SEGMENT)).await;
+            if at == 0 {
+                expect_corrupt(result, &file, 0, &what);
+                continue;
+            }
+            let (wal, recovered) = result.unwrap();
+            assert_eq!(
+                recovered.stats.segments_deferred,
+                sealed.len() as u64,
+                "{what}"
+            );
+            assert_eq!(recovered.stats.segments_scanned, 1, "{what}");
+            // Read every record of the victim, newest first (so the first read
+            // that verifies the segment is not the damaged record itself).
+            for r in records.iter().rev() {
+                match wal.read(Lsn(r.lsn)).await {
+                    Ok((_, p)) => {
+                        assert!(r.offset < at, "{what}: lsn {} at {} read", r.lsn, r.offset);
+                        assert_eq!(&p[..], &payload(SEED, r.lsn, MAX_LEN)[..], "{what}");
+                    }
+                    Err(Error::Corrupt {
+                        segment, offset, ..
+                    }) => {
+                        assert!(r.offset >= at, "{what}: lsn {} refused", r.lsn);
+                        assert_eq!((segment, offset), (file.clone(), at), "{what}");
+                    }
+                    Err(e) => panic!("{what}: {e}"),
+                }
+            }
+            // Replay from the snapshot does not touch the damage.
+            let replayed = wal
+                .replay(recovered.replay_from(), |_| {
+                    std::ops::ControlFlow::Continue(())
+                })
+                .await
+                .unwrap();
+            assert_eq!(replayed, Lsn(recovered.next_lsn.0 - 1), "{what}");
+            wal.close().await.unwrap();
         }
     });
 }

@@ -11,8 +11,8 @@
 
 use super::resp::{command, parse, RawConn, Resp};
 use super::PeerServer;
-use crate::clock::{now_ns, PreciseTimer};
-use crate::e2e::{E2eArgs, Schedule, Step, BACKLOG_MAX};
+use crate::clock::now_ns;
+use crate::e2e::{end_step, merge_steps, send_on_schedule, E2eArgs, Schedule, Step};
 use crate::pool::{self, Phase};
 use crate::report::{latency_json, record_ns};
 use crate::send::{sample_window, LoadOutcome, SendArgs, Window};
@@ -277,62 +277,28 @@ impl E2e {
                 }
                 phase.wait().await?;
                 let (from, to) = window.get(0.0, secs);
-                if t == 0 {
-                    sample_window(probe, from, to, samples.clone());
-                }
+                let sampler = (t == 0).then(|| sample_window(probe, from, to, samples.clone()));
                 let schedule = Schedule::new(from, rate, mine.len() as f64 / total as f64, secs);
-                let timer = PreciseTimer::new()?;
-                for k in 0..schedule.count {
-                    let due = schedule.due(k);
-                    timer.sleep_until(due).await?;
-                    let backlog = {
-                        let s = step.borrow();
-                        s.sent - s.acked
-                    };
-                    if backlog > BACKLOG_MAX {
-                        step.borrow_mut()
-                            .error(format!("{backlog} XADDs unanswered: server not keeping up"));
-                        break;
-                    }
-                    let (ci, conn) = &senders[(k as usize) % senders.len()];
-                    let body = crate::payload::stamped(0, due, args.body_bytes);
-                    conn.queue_with(|o| {
-                        command(o, &[b"XADD", &key(*ci), b"*", b"b", body.as_bytes()])
-                    });
-                    conn.flush().await?;
-                    let mut s = step.borrow_mut();
-                    s.sent += 1;
-                    s.expected += members as u64 - 1;
-                }
-                step.borrow_mut().due = schedule.count;
-                let drain_until = now_ns().max(to) + 2_000_000_000;
-                while now_ns() < drain_until {
-                    {
-                        let s = step.borrow();
-                        if s.delivered >= s.expected && s.acked >= s.sent {
-                            break;
-                        }
-                    }
-                    timer.sleep_until(now_ns() + 2_000_000).await?;
-                }
-                stop.set(true);
-                for task in tasks {
-                    task.abort();
-                }
-                phase.wait().await?;
-                let out = std::mem::take(&mut *step.borrow_mut());
-                Ok(out)
+                send_on_schedule(
+                    &step,
+                    &schedule,
+                    to,
+                    members as u64,
+                    "XADDs unanswered",
+                    |k, due| {
+                        let (ci, conn) = &senders[(k as usize) % senders.len()];
+                        let body = crate::payload::stamped(0, due, args.body_bytes);
+                        conn.queue_with(|o| {
+                            command(o, &[b"XADD", &key(*ci), b"*", b"b", body.as_bytes()])
+                        });
+                        conn.flush()
+                    },
+                )
+                .await?;
+                end_step(&step, &stop, tasks, sampler, &phase).await
             }
         })?;
-        let mut total_step = Step::new();
-        for o in outcomes {
-            total_step.merge(o);
-        }
-        let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
-        if let [a, b, ..] = samples.as_slice() {
-            total_step.usage = usage(a, b);
-        }
-        Ok(total_step)
+        Ok(merge_steps(outcomes, &samples))
     }
 }
 
