@@ -599,6 +599,67 @@ pub enum Input {
     },
     /// Time passes (the runtime sends one every TICK_MS).
     Tick,
+    /// The push gateway's answer to an [`Effect::Push`].
+    PushResult {
+        /// The push's id.
+        id: PushId,
+        /// What the gateway said.
+        outcome: PushOutcome,
+    },
+}
+
+/// Id of a queued push or clear: the LSN of its `PushQueued` record on the
+/// home shard (unique, and the same after replay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PushId(pub u64);
+
+/// What a push asks the gateway to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushAction {
+    /// Show a notification.
+    Notify,
+    /// Retract the notification for this message (it was read) and update
+    /// the badge.
+    Clear,
+}
+
+/// One POST to the push gateway (see docs/NOTIFICATIONS.md for the JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Push {
+    /// Notify or clear.
+    pub action: PushAction,
+    /// Recipient.
+    pub user: UserId,
+    /// Kinds of the user's devices connected when the push was sent (the
+    /// gateway targets the user's registered push tokens).
+    pub devices: Vec<DeviceKind>,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Message.
+    pub seq: Seq,
+    /// Why it notifies (the gateway JSON's `kind`: `dm`, `mention`,
+    /// `channel`; `keyword` is reserved).
+    pub reason: NotifyReason,
+    /// Author.
+    pub sender: UserId,
+    /// Start of the body (at most PREVIEW_BYTES_MAX); the runtime may
+    /// redact it.
+    pub preview: String,
+    /// The user's unread badge: conversations with a pushed, unread message.
+    pub badge: u32,
+    /// Stable across retries and restarts: the gateway drops repeats.
+    pub idempotency_key: String,
+}
+
+/// The gateway's answer to one push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// 2xx: delivered; the shard records it durably and never sends it again.
+    Delivered,
+    /// Network error, timeout, 5xx or 429: retried with backoff.
+    Retry,
+    /// Any other status: the gateway refuses it for good; dropped.
+    Rejected,
 }
 
 /// Everything a shard asks the world to do. The runtime executes effects in
@@ -652,5 +713,13 @@ pub enum Effect {
         token: ReadToken,
         /// Which records.
         lsns: Vec<Lsn>,
+    },
+    /// POST this to the push gateway; answer with `Input::PushResult`. Only
+    /// emitted for durable outbox entries, at most PUSH_IN_FLIGHT_MAX at once.
+    Push {
+        /// Id to answer with.
+        id: PushId,
+        /// The request.
+        push: Box<Push>,
     },
 }

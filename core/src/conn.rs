@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::api::{
     CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Effect, Event, Millis, Reject,
-    ReqId, Request, Response, ShardId, UserId, WorkspaceId,
+    ReqId, Request, Response, ShardId, UserId,
 };
 use crate::auth::hash_secret;
 use crate::constants::{
@@ -30,7 +30,7 @@ use crate::constants::{
     PEER_BATCH_MAX, PENDING_HELLOS_MAX, PENDING_WATCH_WAITERS_MAX, REQUEST_TIMEOUT_MS,
     SYNC_CURSORS_MAX,
 };
-use crate::ids::{compose, spread_slot};
+use crate::ids::{shard_of_slot, spread_slot};
 use crate::peer::{Actor, DeviceReg, GatherRequest, Origin, PeerBody, Ticket, Who};
 use crate::shard::{Conn, LocalSub, Session, Shard, SubConn, Waiter, WaiterAction};
 use crate::text::{check_body, check_name, NameKind};
@@ -633,7 +633,11 @@ impl Shard {
                         .conns
                         .range_mut((who.user, ConnId(0))..=(who.user, ConnId(u64::MAX)))
                     {
+                        // Pending again until the owner's verdict: a batch
+                        // split in several could otherwise let a fanout
+                        // reach a user removed while the owner was down.
                         s.nonce = nonce;
+                        s.active = false;
                     }
                 }
             }
@@ -711,8 +715,7 @@ impl Shard {
                 self.placement_counter += 1;
                 let seed = self.placement_counter ^ (self.now.0 << 20) ^ u64::from(self.me().0);
                 let slot = spread_slot(seed);
-                // Placement of the id-to-be, through the one placement function.
-                let to = self.workspace_shard(WorkspaceId(compose(slot, self.me(), 0)));
+                let to = shard_of_slot(slot, self.shard_count());
                 self.send_peer(to, PeerBody::CreateWorkspace { origin, slot, name }, out);
             }
             Request::CreateUser { workspace, name } => {

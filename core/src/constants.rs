@@ -16,7 +16,9 @@
 /// ids); the interest bitset of a conversation grows with the count.
 pub const SHARD_COUNT_MAX: u16 = 1024;
 
-/// Period of `Input::Tick` the runtime promises (timeouts are multiples).
+/// Longest period between two `Input::Tick`s the runtime may leave.
+/// Timeouts compare deadlines with the input time, so a faster tick only
+/// makes them fire closer to their deadline.
 pub const TICK_MS: u64 = 100;
 
 /// A request forwarded to another shard that gets no answer within this
@@ -53,9 +55,11 @@ pub const MEMBERS_PER_CONVERSATION_MAX: u32 = 100_000;
 /// Members of a group DM (the requester included); a DM has exactly two.
 pub const GROUP_DM_MEMBERS_MAX: usize = 8;
 
-/// `@channel` / `@here` count as mentions (and will notify) only in
-/// conversations with at most this many members; above it the send is
-/// accepted with `broadcast_ignored`.
+/// Ceiling of the configurable broadcast limit: `@channel` / `@here` count
+/// as mentions (and notify) only in conversations with at most
+/// `ShardConfig::broadcast_members_max` members (default
+/// [`BROADCAST_MEMBERS_DEFAULT`]); above it the send is accepted with
+/// `broadcast_ignored`.
 pub const BROADCAST_MEMBERS_MAX: u32 = 10_000;
 
 /// Conversations a user may be in. A soft bound: it is checked at the
@@ -202,7 +206,66 @@ pub const PEER_BATCH_MAX: usize = 4_096;
 pub const LOCAL_STEPS_MAX: usize = 1 << 24;
 
 // ---------------------------------------------------------------------------
+// Notifications (see docs/NOTIFICATIONS.md).
+
+/// A device counts as active while its last `SetFocus{active: true}` is
+/// younger than this. Short on purpose: a device that vanishes without a
+/// close stops suppressing pushes within seconds, not at the runtime's idle
+/// timeout.
+pub const ACTIVITY_TTL_MS: u64 = 15_000;
+
+/// How often a client re-sends `SetFocus{active: true}` while the person
+/// interacts (documented client contract; memory only on the server).
+pub const ACTIVITY_REFRESH_MS: u64 = 5_000;
+
+/// Default grace window between an in-app notification and its push.
+pub const PUSH_GRACE_MS_DEFAULT: u64 = 30_000;
+
+/// Longest configurable grace window.
+pub const PUSH_GRACE_MS_MAX: u64 = 10 * 60_000;
+
+/// Default member limit for `@channel` / `@here` notifications (configurable
+/// up to [`BROADCAST_MEMBERS_MAX`]).
+pub const BROADCAST_MEMBERS_DEFAULT: u32 = 1_000;
+
+/// Pushes and clears queued in one shard's outbox (durable). When full, new
+/// pushes are dropped and counted (`push_dropped`): the gateway is down for
+/// long, and the messages are still delivered by sync.
+pub const OUTBOX_ENTRIES_MAX: usize = 65_536;
+
+/// Pushes handed to the delivery thread and not yet answered, per shard.
+pub const PUSH_IN_FLIGHT_MAX: usize = 64;
+
+/// Pushes started per tick at most (bounds the work of one tick).
+pub const PUSH_STARTS_PER_TICK_MAX: usize = PUSH_IN_FLIGHT_MAX;
+
+/// First retry delay after a failed POST; doubles per attempt.
+pub const PUSH_RETRY_BASE_MS: u64 = 500;
+
+/// Longest retry delay.
+pub const PUSH_RETRY_MAX_MS: u64 = 60_000;
+
+/// Candidates of one message (DM members + mentions + broadcast members):
+/// bounded by the broadcast limit.
+pub const NOTIFY_CANDIDATES_MAX: usize =
+    BROADCAST_MEMBERS_MAX as usize + MENTIONS_PER_MESSAGE_MAX + GROUP_DM_MEMBERS_MAX;
+
+/// Remembered delivered pushes (user, conversation → seq) awaiting a read to
+/// send their `clear`, per shard; the oldest are forgotten beyond it.
+pub const PUSHED_ENTRIES_MAX: usize = 65_536;
+
+// ---------------------------------------------------------------------------
 // Compile-time sanity checks.
+
+const _: () = assert!(
+    ACTIVITY_REFRESH_MS * 2 < ACTIVITY_TTL_MS,
+    "one lost refresh is tolerated"
+);
+const _: () = assert!(ACTIVITY_TTL_MS >= 2 * TICK_MS);
+const _: () = assert!(PUSH_GRACE_MS_DEFAULT <= PUSH_GRACE_MS_MAX);
+const _: () = assert!(BROADCAST_MEMBERS_DEFAULT <= BROADCAST_MEMBERS_MAX);
+const _: () = assert!(PUSH_IN_FLIGHT_MAX <= OUTBOX_ENTRIES_MAX);
+const _: () = assert!(PUSH_RETRY_BASE_MS >= TICK_MS && PUSH_RETRY_BASE_MS <= PUSH_RETRY_MAX_MS);
 
 const _: () = assert!(SHARD_COUNT_MAX >= 1);
 const _: () = assert!(SHARD_COUNT_MAX as u32 <= 1 << 16, "slot space is 16 bits");

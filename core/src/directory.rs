@@ -35,8 +35,8 @@ impl Shard {
         out: &mut Vec<Effect>,
     ) {
         assert_eq!(
-            slot % self.shard_count(),
-            self.me().0,
+            crate::ids::shard_of_slot(slot, self.shard_count()),
+            self.me(),
             "workspace placed on the wrong shard"
         );
         if let Err(r) = self.writable() {

@@ -9,9 +9,10 @@
 //! heals at the next start of either shard. Authorization never trusts the
 //! list: owners decide (see [`crate::auth`]).
 //!
-//! Notification state lives here for the notifier (issue 6): per device
-//! focus and activity, per conversation level and mute, DND. The notifier
-//! will ask this shard per candidate after a message is durable.
+//! Notification state lives here for the notifier (`crate::notifier`): per
+//! device focus and activity (memory only), per conversation level and
+//! mute, DND (durable). The owner hands each durable message's candidates
+//! to this shard, which decides and keeps the push outbox.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -108,6 +109,7 @@ impl Shard {
                             name: device.name,
                             focused: None,
                             active: false,
+                            active_at: None,
                             changed: self.now,
                         },
                     );
@@ -169,6 +171,7 @@ impl Shard {
                             name: d.device.name,
                             focused: None,
                             active: false,
+                            active_at: None,
                             changed: now,
                         },
                     );
@@ -445,14 +448,7 @@ impl Shard {
             return self.reply(origin, Err(r), out);
         }
         let slot = crate::ids::dm_slot(who.workspace, &members);
-        let to = ShardId(slot % self.shard_count());
-        debug_assert_eq!(
-            to,
-            crate::ids::shard_of(
-                crate::api::ConversationId(crate::ids::compose(slot, to, 0)),
-                self.shard_count()
-            )
-        );
+        let to = crate::ids::shard_of_slot(slot, self.shard_count());
         let body = PeerBody::OpenDmOwner {
             origin,
             who,
@@ -594,6 +590,7 @@ impl Shard {
             });
         }
         self.commit(record, actions, out);
+        self.notify_read(user, conversation, seq, out);
     }
 
     pub(crate) fn on_set_notify_home(
@@ -643,6 +640,7 @@ impl Shard {
         {
             d.focused = focused;
             d.active = active;
+            d.active_at = active.then_some(now);
             d.changed = now;
         }
         self.reply(origin, Ok(Response::Done), out);

@@ -55,10 +55,17 @@ impl Placed for ConversationId {
 }
 
 /// The shard that owns `id` when the node runs `shard_count` shards.
-/// Stable for a fixed shard count; the only placement function.
+/// Stable for a fixed shard count; with [`shard_of_slot`], the only
+/// placement function.
 pub fn shard_of(id: impl Placed, shard_count: u16) -> ShardId {
+    shard_of_slot(slot_of(id.raw()), shard_count)
+}
+
+/// The shard that owns the ids placed on `slot` (for ids about to be
+/// allocated on a chosen slot).
+pub fn shard_of_slot(slot: u16, shard_count: u16) -> ShardId {
     assert!(shard_count >= 1, "shard_count must be positive");
-    ShardId(slot_of(id.raw()) % shard_count)
+    ShardId(slot % shard_count)
 }
 
 /// Assembles an id from its parts.
@@ -105,6 +112,7 @@ pub fn slot_on_shard(seed: u64, shard: ShardId, shard_count: u16) -> u16 {
     let k = (mix64(seed) % u64::from(choices)) as u32;
     let slot = k * count + u32::from(shard.0);
     debug_assert!(slot < SLOT_COUNT);
+    debug_assert_eq!(shard_of_slot(slot as u16, shard_count), shard);
     slot as u16
 }
 

@@ -50,6 +50,8 @@
 //! | `directory` | workspace role: name directories, two-shard creations |
 //! | `gather` | `Sync`, `Boot`, `ListConversations` scatter-gathers |
 //! | `peer` | the cross-shard protocol |
+//! //! | `notifier` | the hand-off, the home-side decision, the push outbox |
+//! | [`notify`] | notification candidates and the decision table (pure) |
 //! | [`text`] | name and body checks, the size estimates that byte budgets use |
 //! | `cache`, `bitset`, `hash` | recent-message cache, shard sets, keyed hashing |
 
@@ -67,6 +69,8 @@ mod gather;
 mod hash;
 mod home;
 pub mod ids;
+mod notifier;
+pub mod notify;
 mod owner;
 mod peer;
 pub mod record;
@@ -75,5 +79,5 @@ pub mod snapshot;
 mod state;
 pub mod text;
 
-pub use shard::{Metrics, ReplayError, Shard, ShardConfig};
+pub use shard::{Metrics, NotifyConfig, PushMode, ReplayError, Shard, ShardConfig};
 pub use snapshot::RestoreError;

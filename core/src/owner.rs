@@ -11,7 +11,7 @@
 //! otherwise read back from the WAL by LSN (`Effect::ReadRecords`), then
 //! authorized again before the answer leaves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::api::{
@@ -20,10 +20,11 @@ use crate::api::{
     WorkspaceId,
 };
 use crate::auth::{authorize, Access};
+use crate::bitset::ShardSet;
 use crate::constants::{
-    BROADCAST_MEMBERS_MAX, DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX,
-    MEMBERS_PER_CONVERSATION_MAX, PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX,
-    REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
+    DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX, HISTORY_PAGE_MAX, MEMBERS_PER_CONVERSATION_MAX,
+    PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX, REQUEST_TIMEOUT_MS,
+    SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
 };
 use crate::ids::dm_slot;
 use crate::peer::{Actor, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Ticket, Who};
@@ -177,38 +178,44 @@ impl Shard {
             };
             self.send_peer(shard, body, out);
         }
-        // Issue 6 hooks in here: hand the durable message to the notifier,
-        // which computes candidates in O(mentions) and asks their home
-        // shards (devices, focus, DND, preferences live there).
+        // The commit point of the notifier: the message is durable.
+        self.notify_handoff(conversation, &event, out);
     }
 
-    /// Sends home shard `to` every durable membership of its users in this
-    /// shard's conversations (see `on_membership_round`).
-    pub(crate) fn send_membership_round(&mut self, to: ShardId, out: &mut Vec<Effect>) {
+    /// Sends each home shard in `to` every durable membership of its users
+    /// in this shard's conversations (see `on_membership_round`), with one
+    /// scan of the memberships for all of them.
+    pub(crate) fn send_membership_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
         let durable = self.durable;
         let count = self.shard_count();
-        let mut entries: Vec<(UserId, ConversationId)> = Vec::new();
+        let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId)>> =
+            to.iter().map(|s| (s, Vec::new())).collect();
         for c in self.state.conversations.values() {
             for (user, m) in &c.members {
-                if m.lsn <= durable && crate::ids::shard_of(*user, count) == to {
-                    entries.push((*user, c.id));
+                if m.lsn > durable {
+                    continue;
+                }
+                if let Some(bucket) = entries.get_mut(&crate::ids::shard_of(*user, count)) {
+                    bucket.push((*user, c.id));
                 }
             }
         }
-        entries.sort_unstable();
-        let chunks: Vec<Vec<(UserId, ConversationId)>> = if entries.is_empty() {
-            vec![Vec::new()]
-        } else {
-            entries.chunks(PEER_BATCH_MAX).map(<[_]>::to_vec).collect()
-        };
-        let n = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let body = PeerBody::MembershipRound {
-                entries: chunk,
-                first: i == 0,
-                last: i + 1 == n,
+        for (home, mut entries) in entries {
+            entries.sort_unstable();
+            let chunks: Vec<Vec<(UserId, ConversationId)>> = if entries.is_empty() {
+                vec![Vec::new()]
+            } else {
+                entries.chunks(PEER_BATCH_MAX).map(<[_]>::to_vec).collect()
             };
-            self.send_peer(to, body, out);
+            let n = chunks.len();
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let body = PeerBody::MembershipRound {
+                    entries: chunk,
+                    first: i == 0,
+                    last: i + 1 == n,
+                };
+                self.send_peer(home, body, out);
+            }
         }
     }
 
@@ -228,13 +235,18 @@ impl Shard {
     ) {
         let durable = self.durable;
         let now = self.now;
+        let broadcast_limit = self.config.notify.broadcast_members_max;
         let plan = self
             .conversation_for(conversation, who, Access::Member)
             .map(|c| match c.dedup.get(who.user, client_msg_id) {
                 Some(original) => Err((original, original.seq <= c.visible_head(durable))),
                 None => {
                     let ignored = broadcast != Broadcast::None
-                        && c.members.len() as u64 > u64::from(BROADCAST_MEMBERS_MAX);
+                        && !crate::notify::broadcast_honored(
+                            broadcast,
+                            c.members.len(),
+                            broadcast_limit,
+                        );
                     Ok((Seq(c.head.0 + 1), now.max(c.last_activity), ignored))
                 }
             });
@@ -330,7 +342,9 @@ impl Shard {
             Err(r) => return self.reply(origin, Err(r), out),
         };
         let head = c.visible_head(durable).0;
-        let limit = u64::from(limit);
+        // Checked where the request entered; clamped again so no input can
+        // underflow below.
+        let limit = u64::from(limit.clamp(1, HISTORY_PAGE_MAX));
         let (lo, hi, newest_first) = match anchor {
             HistoryAnchor::Latest => (head.saturating_sub(limit - 1).max(1), head, true),
             HistoryAnchor::Before(s) => {
@@ -873,8 +887,8 @@ impl Shard {
         let (workspace, members) = p.key;
         let slot = dm_slot(workspace, &members);
         assert_eq!(
-            slot % self.shard_count(),
-            self.me().0,
+            crate::ids::shard_of_slot(slot, self.shard_count()),
+            self.me(),
             "DM opened on the wrong owner"
         );
         let Some(raw) = self.state.ids.allocate(slot) else {

@@ -63,6 +63,9 @@ pub struct Who {
     pub workspace: WorkspaceId,
 }
 
+/// A notification candidate (see [`crate::notify::candidates`]).
+pub use crate::notify::Candidate;
+
 /// Who performs a membership removal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Actor {
@@ -229,6 +232,16 @@ pub enum PeerBody {
         incarnation: u64,
         /// Why.
         reason: CloseReason,
+    },
+    /// O → H: a durable message's notification candidates homed on the
+    /// receiving shard (see `crate::notifier`).
+    Notify {
+        /// The message (an `Event::Message`, shared with the fanout).
+        event: Arc<Event>,
+        /// A DM or group DM (default level `All`).
+        direct: bool,
+        /// Candidates and why.
+        candidates: Vec<Candidate>,
     },
     /// H → C: an event for some of a user's devices.
     DeliverToConns {

@@ -18,7 +18,7 @@
 
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
 
-use crate::api::{Broadcast, ConversationKind, NotifyLevel};
+use crate::api::{Broadcast, ConversationKind, NotifyLevel, NotifyReason};
 
 /// Kind byte of [`Record::WorkspaceCreated`].
 pub const KIND_WORKSPACE_CREATED: u8 = 1;
@@ -50,6 +50,45 @@ pub const KIND_CURSOR_SET: u8 = 13;
 pub const KIND_NOTIFY_SET: u8 = 14;
 /// Kind byte of [`Record::DndSet`].
 pub const KIND_DND_SET: u8 = 15;
+/// Kind byte of [`Record::PushQueued`].
+pub const KIND_PUSH_QUEUED: u8 = 16;
+/// Kind byte of [`Record::PushSettled`].
+pub const KIND_PUSH_SETTLED: u8 = 17;
+
+/// Why a push notifies, as stored.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredReason {
+    /// [`NotifyReason::Dm`].
+    Dm,
+    /// [`NotifyReason::Mention`].
+    Mention,
+    /// [`NotifyReason::Broadcast`].
+    Broadcast,
+    /// [`NotifyReason::Channel`].
+    Channel,
+}
+
+impl From<NotifyReason> for StoredReason {
+    fn from(r: NotifyReason) -> StoredReason {
+        match r {
+            NotifyReason::Dm => StoredReason::Dm,
+            NotifyReason::Mention => StoredReason::Mention,
+            NotifyReason::Broadcast => StoredReason::Broadcast,
+            NotifyReason::Channel => StoredReason::Channel,
+        }
+    }
+}
+
+impl From<StoredReason> for NotifyReason {
+    fn from(r: StoredReason) -> NotifyReason {
+        match r {
+            StoredReason::Dm => NotifyReason::Dm,
+            StoredReason::Mention => NotifyReason::Mention,
+            StoredReason::Broadcast => NotifyReason::Broadcast,
+            StoredReason::Channel => NotifyReason::Channel,
+        }
+    }
+}
 
 /// A conversation kind as stored.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +192,7 @@ pub use stored::{MessageRecord, Record};
 // rkyv derives public resolver types whose fields carry no docs.
 #[allow(missing_docs)]
 mod stored {
-    use super::{StoredBroadcast, StoredKind, StoredLevel};
+    use super::{StoredBroadcast, StoredKind, StoredLevel, StoredReason};
     use rkyv::{Archive, Deserialize, Serialize};
 
     /// A posted message: the authoritative copy of a message is this record.
@@ -325,6 +364,34 @@ mod stored {
             /// End, ms; `None` ends it.
             until: Option<u64>,
         },
+        /// Home shard: a push (or, with `clear`, a retraction) joins the
+        /// outbox; its id is this record's LSN.
+        PushQueued {
+            /// Recipient.
+            user: u64,
+            /// Conversation.
+            conversation: u64,
+            /// Message.
+            seq: u64,
+            /// Author.
+            sender: u64,
+            /// Why.
+            reason: StoredReason,
+            /// Start of the body.
+            preview: String,
+            /// Not before this time, ms (the grace window).
+            due: u64,
+            /// A retraction of an earlier delivered push.
+            clear: bool,
+        },
+        /// Home shard: an outbox entry is done: `delivered` after the
+        /// gateway's 2xx, otherwise cancelled (read in time) or refused.
+        PushSettled {
+            /// The `PushQueued` record's LSN.
+            id: u64,
+            /// The gateway answered 2xx.
+            delivered: bool,
+        },
     }
 }
 
@@ -375,6 +442,8 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         KIND_CURSOR_SET => "CursorSet",
         KIND_NOTIFY_SET => "NotifySet",
         KIND_DND_SET => "DndSet",
+        KIND_PUSH_QUEUED => "PushQueued",
+        KIND_PUSH_SETTLED => "PushSettled",
         _ => return None,
     })
 }
@@ -398,6 +467,8 @@ impl Record {
             Record::CursorSet { .. } => KIND_CURSOR_SET,
             Record::NotifySet { .. } => KIND_NOTIFY_SET,
             Record::DndSet { .. } => KIND_DND_SET,
+            Record::PushQueued { .. } => KIND_PUSH_QUEUED,
+            Record::PushSettled { .. } => KIND_PUSH_SETTLED,
         }
     }
 
@@ -527,13 +598,27 @@ mod tests {
                 user: 2,
                 until: Some(99),
             },
+            Record::PushQueued {
+                user: 2,
+                conversation: 9,
+                seq: 1,
+                sender: 3,
+                reason: StoredReason::Mention,
+                preview: "héllo".into(),
+                due: 30_010,
+                clear: false,
+            },
+            Record::PushSettled {
+                id: 17,
+                delivered: true,
+            },
         ]
     }
 
     #[test]
     fn every_kind_roundtrips() {
         let records = samples();
-        assert_eq!(records.len(), usize::from(KIND_DND_SET));
+        assert_eq!(records.len(), usize::from(KIND_PUSH_SETTLED));
         for record in records {
             let bytes = record.encode();
             // Decode from an unaligned copy as the WAL may hand it over.

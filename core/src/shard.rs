@@ -51,6 +51,53 @@ pub struct ShardConfig {
     /// generator of token secrets: reusing the same bytes across starts
     /// could repeat a secret.
     pub entropy: [u8; 32],
+    /// Notification settings.
+    pub notify: NotifyConfig,
+}
+
+/// Whether pushes are queued at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushMode {
+    /// No push gateway: notifications are in-app only; nothing is queued.
+    Off,
+    /// A push gateway is configured: pushes go through the durable outbox
+    /// (`Effect::Push`).
+    Gateway,
+}
+
+/// Notification settings of a shard (see docs/NOTIFICATIONS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// Push mode.
+    pub push: PushMode,
+    /// Delay between the in-app notification and the push when the user is
+    /// active on another conversation (at most PUSH_GRACE_MS_MAX).
+    pub grace_ms: u64,
+    /// `@channel`/`@here` notify only in conversations with at most this
+    /// many members (at most BROADCAST_MEMBERS_MAX).
+    pub broadcast_members_max: u32,
+}
+
+impl NotifyConfig {
+    /// The documented defaults with the given push mode.
+    pub fn with_push(push: PushMode) -> NotifyConfig {
+        NotifyConfig {
+            push,
+            grace_ms: crate::constants::PUSH_GRACE_MS_DEFAULT,
+            broadcast_members_max: crate::constants::BROADCAST_MEMBERS_DEFAULT,
+        }
+    }
+}
+
+fn check_notify_config(n: &NotifyConfig) {
+    assert!(
+        n.grace_ms <= crate::constants::PUSH_GRACE_MS_MAX,
+        "grace window beyond PUSH_GRACE_MS_MAX"
+    );
+    assert!(
+        n.broadcast_members_max <= crate::constants::BROADCAST_MEMBERS_MAX,
+        "broadcast limit beyond BROADCAST_MEMBERS_MAX"
+    );
 }
 
 /// Why a WAL record could not be replayed.
@@ -140,6 +187,33 @@ pub struct Metrics {
     pub storage_failed: u64,
     /// 1 once every owner's membership round arrived since start.
     pub ready: u64,
+    /// Notification candidates decided on this (home) shard.
+    pub notify_decided: u64,
+    /// Suppressed notifications, by [`crate::notify::Suppressed::ALL`] order.
+    pub notify_suppressed: [u64; 7],
+    /// In-app notification events sent.
+    pub notify_in_app: u64,
+    /// Pushes queued with a grace delay.
+    pub push_delayed: u64,
+    /// Pushes queued to go at once.
+    pub push_immediate: u64,
+    /// Delayed pushes cancelled because the message was read in time.
+    pub push_cancelled: u64,
+    /// Pushes the gateway accepted (2xx), clears excluded.
+    pub pushed: u64,
+    /// Clears the gateway accepted.
+    pub push_cleared: u64,
+    /// Failed POSTs scheduled for a retry.
+    pub push_retried: u64,
+    /// Pushes the gateway refused for good.
+    pub push_rejected: u64,
+    /// Pushes not queued because the outbox was full or the shard not
+    /// writable.
+    pub push_dropped: u64,
+    /// Entries in the outbox.
+    pub outbox_depth: u64,
+    /// Pushes handed to the delivery thread, unanswered.
+    pub push_in_flight: u64,
 }
 
 /// Work that waits until a record is durable.
@@ -310,6 +384,15 @@ pub struct Shard {
     pub(crate) next_gather: u64,
     pub(crate) rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId)>>,
     pub(crate) rounds_done: ShardSet,
+    /// Owner role: restarted home shards owed a membership round.
+    pub(crate) rounds_due: ShardSet,
+    /// Home role: outbox ids by the time they are due (memory, rebuilt from
+    /// the outbox at start; retries move entries later).
+    pub(crate) push_due: BTreeSet<(Millis, u64)>,
+    /// Home role: pushes handed to the runtime, with their attempt count.
+    pub(crate) push_in_flight: BTreeMap<u64, u32>,
+    /// Home role: failed attempts of entries waiting for a retry.
+    pub(crate) push_attempts: BTreeMap<u64, u32>,
     // Workspace shard.
     pub(crate) next_claim_retry: Millis,
 }
@@ -323,6 +406,7 @@ impl Shard {
             "shard_count out of range"
         );
         assert!(config.shard.0 < config.shard_count, "shard out of range");
+        check_notify_config(&config.notify);
         let hash = HashState::new(&config.entropy);
         let state = State::new(config.shard, config.shard_count, hash);
         Shard::with_state(config, state, Lsn(0))
@@ -369,7 +453,11 @@ impl Shard {
             next_gather: 1,
             rounds: BTreeMap::new(),
             rounds_done: ShardSet::new(),
+            rounds_due: ShardSet::new(),
             next_claim_retry: Millis(0),
+            push_due: BTreeSet::new(),
+            push_in_flight: BTreeMap::new(),
+            push_attempts: BTreeMap::new(),
         };
         shard.incarnation = incarnation;
         shard
@@ -382,6 +470,7 @@ impl Shard {
             config.shard_count >= 1 && config.shard_count <= SHARD_COUNT_MAX,
             "shard_count out of range"
         );
+        check_notify_config(&config.notify);
         let hash = HashState::new(&config.entropy);
         let (state, last) =
             snapshot::restore(config.shard, config.shard_count, hash, snapshot_bytes)?;
@@ -426,6 +515,10 @@ impl Shard {
         assert!(!self.started, "Shard::start called twice");
         self.started = true;
         self.advance_clock(now);
+        // The outbox survived (snapshot + replay); its timers did not.
+        for (id, e) in &self.state.outbox {
+            self.push_due.insert((e.due, *id));
+        }
         self.next_claim_retry = self.now;
         for s in 0..self.config.shard_count {
             let to = ShardId(s);
@@ -433,9 +526,11 @@ impl Shard {
                 self.send_peer(to, PeerBody::Restarted, out);
             }
         }
+        let mut all = ShardSet::new();
         for s in 0..self.config.shard_count {
-            self.send_membership_round(ShardId(s), out);
+            all.insert(ShardId(s));
         }
+        self.send_membership_rounds(&all, out);
         self.drain_local(out);
     }
 
@@ -463,6 +558,7 @@ impl Shard {
             }
             Input::RecordsRead { token, records } => self.on_records_read(token, records, out),
             Input::Tick => self.on_tick(out),
+            Input::PushResult { id, outcome } => self.on_push_result(id, outcome, out),
         }
         self.drain_local(out);
     }
@@ -494,6 +590,8 @@ impl Shard {
         m.cache_bytes = self.state.cache.bytes() as u64;
         m.storage_failed = u64::from(self.storage_failed.is_some());
         m.ready = u64::from(self.is_ready());
+        m.outbox_depth = self.state.outbox.len() as u64;
+        m.push_in_flight = self.push_in_flight.len() as u64;
         m
     }
 
@@ -722,11 +820,16 @@ impl Shard {
     }
 
     fn on_tick(&mut self, out: &mut Vec<Effect>) {
+        if !self.rounds_due.is_empty() {
+            let due = std::mem::take(&mut self.rounds_due);
+            self.send_membership_rounds(&due, out);
+        }
         self.expire_hellos(out);
         self.expire_waiters(out);
         self.expire_gathers(out);
         self.expire_dm_opens(out);
         self.retry_claims(out);
+        self.pump_pushes(out);
     }
 
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
@@ -759,6 +862,11 @@ impl Shard {
                 incarnation,
                 reason,
             } => self.on_close_conns(conns, incarnation, reason, out),
+            PeerBody::Notify {
+                event,
+                direct,
+                candidates,
+            } => self.on_notify(&event, direct, candidates, out),
             PeerBody::DeliverToConns {
                 user,
                 conns,
@@ -999,7 +1107,9 @@ impl Shard {
         self.clear_interest_of(from);
         self.rewatch_owner(from, out);
         self.register_devices_with(from, out);
-        self.send_membership_round(from, out);
+        // Its membership round goes out at the next tick, with those of any
+        // other shard restarting meanwhile: one scan for a whole-node start.
+        self.rounds_due.insert(from);
     }
 }
 

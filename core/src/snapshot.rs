@@ -23,15 +23,16 @@ use crate::api::{
     Broadcast, ConversationId, Lsn, Message, Millis, Seq, ShardId, UserId, WorkspaceId,
 };
 use crate::hash::HashState;
-use crate::record::{StoredBroadcast, StoredKind, StoredLevel};
+use crate::record::{StoredBroadcast, StoredKind, StoredLevel, StoredReason};
 use crate::state::{
     ApplyError, ChannelName, Claim, Cursor, DedupEntry, Member, NameEntry, NotifyPref, State,
 };
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
-/// Current snapshot format version.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Current snapshot format version (2: [`SnapshotV2`], version 1 plus the
+/// push outbox; version 1 is still read, with an empty outbox).
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +48,7 @@ pub enum RestoreError {
     BadMagic,
     /// A format this build does not read.
     #[error(
-        "snapshot format version {version} is not supported (this build reads {SNAPSHOT_VERSION})"
+        "snapshot format version {version} is not supported (this build reads 1..={SNAPSHOT_VERSION})"
     )]
     UnsupportedVersion {
         /// The version found.
@@ -93,6 +94,29 @@ pub struct SnapshotV1 {
     conversations: Vec<SnapConversation>,
     claims: Vec<SnapClaim>,
     cache: Vec<SnapCache>,
+}
+
+/// Version 2: version 1 and the home role's push state.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV2 {
+    v1: SnapshotV1,
+    /// Sorted by id.
+    outbox: Vec<SnapPush>,
+    /// (user, conversation, seq), sorted.
+    pushed: Vec<(u64, u64, u64)>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapPush {
+    id: u64,
+    user: u64,
+    conversation: u64,
+    seq: u64,
+    sender: u64,
+    reason: StoredReason,
+    preview: String,
+    due: u64,
+    clear: bool,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
@@ -328,6 +352,29 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
         claims,
         cache,
     };
+    let snapshot = SnapshotV2 {
+        v1: snapshot,
+        outbox: state
+            .outbox
+            .iter()
+            .map(|(id, e)| SnapPush {
+                id: *id,
+                user: e.user.0,
+                conversation: e.conversation.0,
+                seq: e.seq.0,
+                sender: e.sender.0,
+                reason: StoredReason::from(e.reason),
+                preview: e.preview.clone(),
+                due: e.due.0,
+                clear: e.clear,
+            })
+            .collect(),
+        pushed: state
+            .pushed
+            .iter()
+            .map(|((u, c), s)| (u.0, c.0, s.0))
+            .collect(),
+    };
     let body = match rkyv::to_bytes::<rancor::Error>(&snapshot) {
         Ok(bytes) => bytes,
         Err(e) => panic!("snapshot serialization failed: {e}"),
@@ -358,13 +405,21 @@ pub fn restore(
         return Err(RestoreError::BadMagic);
     }
     let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-    if version != SNAPSHOT_VERSION {
-        return Err(RestoreError::UnsupportedVersion { version });
-    }
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len() - 8);
     aligned.extend_from_slice(&bytes[8..]);
-    let snap = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned)
-        .map_err(|e| RestoreError::Invalid(e.to_string()))?;
+    let invalid = |e: rancor::Error| RestoreError::Invalid(e.to_string());
+    let (snap, outbox, pushed) = match version {
+        1 => (
+            rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?,
+            Vec::new(),
+            Vec::new(),
+        ),
+        2 => {
+            let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(invalid)?;
+            (v2.v1, v2.outbox, v2.pushed)
+        }
+        _ => return Err(RestoreError::UnsupportedVersion { version }),
+    };
     if snap.shard != shard.0 || snap.shard_count != shard_count {
         return Err(RestoreError::WrongShard {
             expected_shard: shard.0,
@@ -559,6 +614,25 @@ pub fn restore(
             })
             .collect();
         state.cache.import(conv, entry.stamp, messages);
+    }
+    for p in outbox {
+        if !state.users.contains_key(&UserId(p.user)) {
+            return Err(inconsistent(format!("push {} for a user not here", p.id)));
+        }
+        let entry = crate::state::OutboxEntry {
+            user: UserId(p.user),
+            conversation: ConversationId(p.conversation),
+            seq: Seq(p.seq),
+            sender: UserId(p.sender),
+            reason: p.reason.into(),
+            preview: p.preview,
+            due: Millis(p.due),
+            clear: p.clear,
+        };
+        state.queue_push(p.id, entry)?;
+    }
+    for (user, conv, seq) in pushed {
+        state.remember_pushed(UserId(user), ConversationId(conv), Seq(seq));
     }
     Ok((state, Lsn(snap.last_lsn)))
 }

@@ -29,12 +29,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::api::{
     Broadcast, ConnId, ConversationId, ConversationKind, DeviceKind, Lsn, Message, Millis,
-    NotifyLevel, Seq, ShardId, UserId, WorkspaceId,
+    NotifyLevel, NotifyReason, Seq, ShardId, UserId, WorkspaceId,
 };
 use crate::bitset::ShardSet;
 use crate::cache::RecentCache;
 use crate::constants::{
-    DEDUP_WINDOW_PER_CONVERSATION, RECENT_CACHE_BYTES_MAX, RECENT_MESSAGES_PER_CONVERSATION,
+    DEDUP_WINDOW_PER_CONVERSATION, OUTBOX_ENTRIES_MAX, PUSHED_ENTRIES_MAX, RECENT_CACHE_BYTES_MAX,
+    RECENT_MESSAGES_PER_CONVERSATION,
 };
 use crate::hash::{HashState, Map};
 use crate::ids::{shard_of, IdAllocator, Placed};
@@ -158,6 +159,9 @@ pub struct Device {
     pub focused: Option<ConversationId>,
     /// Recent activity.
     pub active: bool,
+    /// Last `SetFocus{active: true}` (refreshed by the client every
+    /// ACTIVITY_REFRESH_MS while used; `None` once it reports idle).
+    pub active_at: Option<Millis>,
     /// When `active` or `focused` last changed.
     pub changed: Millis,
 }
@@ -372,6 +376,36 @@ pub struct State {
     pub claims: BTreeMap<u64, (Claim, Lsn)>,
     /// Recent messages.
     pub cache: RecentCache,
+    /// Home role: the push outbox, by id (the `PushQueued` LSN).
+    pub outbox: BTreeMap<u64, OutboxEntry>,
+    /// Home role: outbox ids by (user, conversation, seq, clear): finds a
+    /// user's entries when a cursor moves and refuses a second entry for
+    /// the same (user, message).
+    pub outbox_index: BTreeMap<(UserId, ConversationId, Seq, bool), u64>,
+    /// Home role: the newest delivered push per (user, conversation) not yet
+    /// cleared (a read sends its `clear`); at most PUSHED_ENTRIES_MAX.
+    pub pushed: BTreeMap<(UserId, ConversationId), Seq>,
+}
+
+/// A queued push or clear (durable: `PushQueued` … `PushSettled`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Recipient.
+    pub user: UserId,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Message.
+    pub seq: Seq,
+    /// Author.
+    pub sender: UserId,
+    /// Why.
+    pub reason: NotifyReason,
+    /// Start of the body.
+    pub preview: String,
+    /// Not before.
+    pub due: Millis,
+    /// A retraction.
+    pub clear: bool,
 }
 
 fn ws_id(id: u64) -> WorkspaceId {
@@ -396,6 +430,9 @@ impl State {
                 RECENT_MESSAGES_PER_CONVERSATION,
                 hash,
             ),
+            outbox: BTreeMap::new(),
+            outbox_index: BTreeMap::new(),
+            pushed: BTreeMap::new(),
         }
     }
 
@@ -419,6 +456,52 @@ impl State {
                 what: "workspace",
                 id,
             })
+    }
+
+    /// Adds an outbox entry (live, replay and snapshot restore).
+    pub(crate) fn queue_push(&mut self, id: u64, e: OutboxEntry) -> Result<(), ApplyError> {
+        let key = (e.user, e.conversation, e.seq, e.clear);
+        if self.outbox.contains_key(&id) || self.outbox_index.contains_key(&key) {
+            return Err(ApplyError::Inconsistent(format!(
+                "push {id} for user {} in {} at {} queued twice",
+                e.user.0, e.conversation.0, e.seq.0
+            )));
+        }
+        if self.outbox.len() >= OUTBOX_ENTRIES_MAX {
+            return Err(ApplyError::Inconsistent(
+                "outbox beyond OUTBOX_ENTRIES_MAX".into(),
+            ));
+        }
+        if e.clear {
+            self.pushed.remove(&(e.user, e.conversation));
+        }
+        self.outbox_index.insert(key, id);
+        self.outbox.insert(id, e);
+        Ok(())
+    }
+
+    fn settle_push(&mut self, id: u64, delivered: bool) -> Result<(), ApplyError> {
+        let e = self
+            .outbox
+            .remove(&id)
+            .ok_or(ApplyError::Missing { what: "push", id })?;
+        self.outbox_index
+            .remove(&(e.user, e.conversation, e.seq, e.clear));
+        if delivered && !e.clear {
+            self.remember_pushed(e.user, e.conversation, e.seq);
+        }
+        Ok(())
+    }
+
+    /// Notes a delivered push awaiting its clear (bounded: beyond
+    /// PUSHED_ENTRIES_MAX new ones are not remembered and get no clear).
+    pub(crate) fn remember_pushed(&mut self, user: UserId, conv: ConversationId, seq: Seq) {
+        let key = (user, conv);
+        if let Some(s) = self.pushed.get_mut(&key) {
+            *s = (*s).max(seq);
+        } else if self.pushed.len() < PUSHED_ENTRIES_MAX {
+            self.pushed.insert(key, seq);
+        }
     }
 
     fn user_mut(&mut self, id: u64) -> Result<&mut User, ApplyError> {
@@ -797,6 +880,30 @@ impl State {
                 let u = self.user_mut(*user)?;
                 u.dnd_until = until.map(Millis);
             }
+            Record::PushQueued {
+                user,
+                conversation,
+                seq,
+                sender,
+                reason,
+                preview,
+                due,
+                clear,
+            } => {
+                self.user_mut(*user)?;
+                let entry = OutboxEntry {
+                    user: UserId(*user),
+                    conversation: ConversationId(*conversation),
+                    seq: Seq(*seq),
+                    sender: UserId(*sender),
+                    reason: (*reason).into(),
+                    preview: preview.clone(),
+                    due: Millis(*due),
+                    clear: *clear,
+                };
+                self.queue_push(lsn.0, entry)?;
+            }
+            Record::PushSettled { id, delivered } => self.settle_push(*id, *delivered)?,
         }
         Ok(())
     }

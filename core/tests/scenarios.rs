@@ -189,8 +189,7 @@ fn retry_after_restart_returns_the_original_ack() {
         w.crash(owner);
         w.restart(owner);
         if w.clients[a].conn.is_none() {
-            w.connect(a, owner);
-            w.settle();
+            w.ensure_online(a, owner);
         }
         assert_eq!(ack_seq(&send(w, a, ch, 42, "once")), first);
         assert_eq!(w.model.durable_history(ch.0), vec![1, 2]);
@@ -680,8 +679,7 @@ fn history_pages_come_from_the_cache_and_from_the_wal() {
     w.crash(owner);
     w.restart(owner);
     if w.clients[a].conn.is_none() {
-        w.connect(a, 1 - owner);
-        w.settle();
+        w.ensure_online(a, 1 - owner);
     }
     assert_eq!(
         history(w, a, ch, HistoryAnchor::Before(Seq(51)), 50),
@@ -1054,6 +1052,144 @@ fn limits_and_malformed_requests_are_refused_with_reasons() {
         .any(|d| matches!(d, Down::Closed(CloseReason::Unauthenticated))));
 }
 
+/// Client input never panics a shard: thousands of requests with arbitrary
+/// ids, seqs, limits and names, from users and the admin, each answered.
+#[test]
+fn arbitrary_requests_are_answered_never_panic() {
+    let mut n = node(17, 3);
+    let (ann, _, a) = n.user("ann", 0);
+    let (bob, _, b) = n.user("bob", 1);
+    let w = &mut n.w;
+    let ch = w.create_channel(a, "general", false);
+    let secret = w.create_channel(b, "secret", true);
+    post_many(w, a, ch, 5, 3);
+    let mut rng = support::Rng::new(17);
+    let ids = [
+        0,
+        1,
+        u64::MAX,
+        ch.0,
+        secret.0,
+        ann.0,
+        bob.0,
+        ch.0 ^ 1,
+        n.ws.0,
+    ];
+    let seqs = [0, 1, 3, 5, 6, u64::MAX - 1, u64::MAX];
+    let names = ["", "general", "secret", "ann", "Bad Name", "x"];
+    for i in 0..3_000u32 {
+        let id = |rng: &mut support::Rng| *rng.pick(&ids).expect("ids");
+        let seq = |rng: &mut support::Rng| Seq(*rng.pick(&seqs).expect("seqs"));
+        let name = |rng: &mut support::Rng| rng.pick(&names).expect("names").to_string();
+        let conv = ConversationId(id(&mut rng));
+        let user = UserId(id(&mut rng));
+        let request = match rng.below(20) {
+            0 => Request::CreateWorkspace {
+                name: name(&mut rng),
+            },
+            1 => Request::CreateUser {
+                workspace: WorkspaceId(id(&mut rng)),
+                name: name(&mut rng),
+            },
+            2 => Request::IssueToken { user },
+            3 => Request::CreateChannel {
+                name: name(&mut rng),
+                private: rng.chance(1, 2),
+            },
+            4 => Request::Join { conversation: conv },
+            5 => Request::Leave { conversation: conv },
+            6 => Request::Invite {
+                conversation: conv,
+                user,
+            },
+            7 => Request::Remove {
+                conversation: conv,
+                user,
+            },
+            8 => Request::OpenDm {
+                users: (0..rng.below(10)).map(|_| UserId(id(&mut rng))).collect(),
+            },
+            9 => Request::ListConversations,
+            10 => Request::Lookup {
+                name: name(&mut rng),
+                kind: if rng.chance(1, 2) {
+                    LookupKind::User
+                } else {
+                    LookupKind::Channel
+                },
+            },
+            11 => Request::Send {
+                conversation: conv,
+                client_msg_id: u128::from(rng.below(4)),
+                body: name(&mut rng),
+                mentions: vec![user, user],
+                broadcast: Broadcast::Channel,
+            },
+            12 => Request::Sync {
+                cursors: vec![(conv, seq(&mut rng)), (conv, seq(&mut rng))],
+            },
+            13 => Request::History {
+                conversation: conv,
+                anchor: match rng.below(3) {
+                    0 => HistoryAnchor::Latest,
+                    1 => HistoryAnchor::Before(seq(&mut rng)),
+                    _ => HistoryAnchor::After(seq(&mut rng)),
+                },
+                limit: rng.below(150) as u32,
+            },
+            14 => Request::Boot {
+                limit: rng.below(150) as u32,
+                offset: rng.next_u64() as u32,
+            },
+            15 => Request::MarkRead {
+                conversation: conv,
+                seq: seq(&mut rng),
+            },
+            16 => Request::SetNotify {
+                conversation: conv,
+                level: NotifyLevel::Nothing,
+                muted: true,
+            },
+            17 => Request::SetFocus {
+                focused: Some(conv),
+                active: false,
+            },
+            18 => Request::SetDnd {
+                until: Some(Millis(rng.next_u64())),
+            },
+            // Tokens that do not exist: the sessions must stay up.
+            _ => Request::RevokeToken {
+                user,
+                token: Some(100 + rng.below(3)),
+            },
+        };
+        let c = match i % 3 {
+            0 => a,
+            1 => b,
+            _ => n.admin,
+        };
+        w.request(c, request, Pend::Other).expect("connected");
+        if i % 50 == 0 {
+            w.settle();
+        }
+    }
+    w.settle();
+    let mut answered = 0;
+    for c in [a, b, n.admin] {
+        assert!(w.clients[c].conn.is_some(), "client {c} lost its session");
+        assert!(
+            w.clients[c].pending.is_empty(),
+            "client {c}: a request got no answer"
+        );
+        answered += w.clients[c]
+            .inbox
+            .iter()
+            .filter(|d| matches!(d, Down::Reply(..)))
+            .count();
+    }
+    assert!(answered >= 3_000, "{answered} answers");
+}
+
 // ----- Recovery ----------------------------------------------------------------------------------
 
 #[test]
@@ -1099,6 +1235,7 @@ fn restore_plus_replay_equals_the_live_state() {
         shard_count: 2,
         admin_token_hash: [0; 32],
         entropy: [1; 32],
+        notify: courier_core::NotifyConfig::with_push(courier_core::PushMode::Off),
     };
     assert!(matches!(
         courier_core::Shard::restore(cfg(1), &bytes),
@@ -1201,8 +1338,7 @@ fn regression_replies_to_a_previous_incarnation_are_dropped() {
     w.crash(other); // Reset the runtime's connection counter of `other`.
     w.restart(other);
     w.settle();
-    w.connect(old, other);
-    w.settle();
+    w.ensure_online(old, other);
     let old_conn = w.clients[old].conn.expect("connected");
     let req = w
         .request(
@@ -1218,24 +1354,26 @@ fn regression_replies_to_a_previous_incarnation_are_dropped() {
     w.pump(old); // The request is now queued from `other` to the owner.
     w.crash(other);
     w.restart(other);
-    // Bob connects first on the new incarnation and gets the same id.
-    let b = w.add_client(bob_cred, Some((bob, n.ws)), false);
-    w.connect(b, other);
-    assert_eq!(w.clients[b].conn, Some(old_conn));
+    // Connections on the new incarnation get ids from 0 again; the one that
+    // gets the old id is registered before the owner even sees the request.
+    let victim = loop {
+        let c = w.add_client(bob_cred.clone(), Some((bob, n.ws)), false);
+        w.connect(c, other);
+        w.pump(c);
+        if w.clients[c].conn == Some(old_conn) {
+            break c;
+        }
+    };
     w.settle();
-    let replies: Vec<&Result<Response, Reject>> = w.clients[b]
+    let stale: Vec<&Down> = w.clients[victim]
         .inbox
         .iter()
-        .filter_map(|d| match d {
-            Down::Reply(r, result) if *r == req => Some(result),
-            _ => None,
-        })
+        .filter(|d| matches!(d, Down::Reply(r, _) if *r == req))
         .collect();
-    // Bob's own request with that id is his hello.
-    assert_eq!(req, 2);
+    assert!(req > 1, "the victim's only request is its hello");
     assert!(
-        replies.is_empty(),
-        "a stale reply reached a reused connection id: {replies:?}"
+        stale.is_empty(),
+        "a stale reply reached a reused connection id: {stale:?}"
     );
 }
 
@@ -1303,4 +1441,140 @@ fn regression_left_never_overtakes_an_earlier_joined() {
             "seed {seed}: {membership:?}"
         );
     }
+}
+
+// ----- Notifications -----------------------------------------------------------
+
+/// Runs until nothing is in flight, without the idle ticks of `settle` (so
+/// little simulated time passes: well inside the grace window).
+fn run_busy(w: &mut World) {
+    for _ in 0..100_000 {
+        if !w.busy() {
+            return;
+        }
+        w.step_once(support::Chaos {
+            clients_act: false,
+            crashes: false,
+        });
+    }
+    panic!("did not quiesce");
+}
+
+/// Ann and Bob (connected on different shards) and their DM.
+fn dm_pair(seed: u64) -> (Node, usize, usize, UserId, ConversationId) {
+    let mut n = node(seed, 2);
+    let (_, _, ann) = n.user("ann", 0);
+    let (bob_id, _, bob) = n.user("bob", 1);
+    let dm = match n.w.call(
+        ann,
+        Request::OpenDm {
+            users: vec![bob_id],
+        },
+    ) {
+        Ok(Response::Conversation(info)) => info.id,
+        other => panic!("{other:?}"),
+    };
+    (n, ann, bob, bob_id, dm)
+}
+
+/// Reports focus without `settle` (whose idle ticks would outlast the
+/// activity TTL).
+fn focus(w: &mut World, c: usize, focused: Option<ConversationId>) {
+    let request = Request::SetFocus {
+        focused,
+        active: true,
+    };
+    w.request(c, request, Pend::Other).expect("connected");
+    run_busy(w);
+}
+
+fn push_metric(w: &World, f: impl Fn(&courier_core::Metrics) -> u64) -> u64 {
+    w.nodes
+        .iter()
+        .filter_map(|n| n.shard.as_ref())
+        .map(|s| f(&s.metrics()))
+        .sum()
+}
+
+fn queue_send(w: &mut World, c: usize, conv: ConversationId, body: &str) {
+    let request = Request::Send {
+        conversation: conv,
+        client_msg_id: u128::from(body.len() as u64) << 64 | 7,
+        body: body.into(),
+        mentions: vec![],
+        broadcast: Broadcast::None,
+    };
+    w.request(c, request, Pend::Other).expect("connected");
+}
+
+#[test]
+fn active_elsewhere_gets_in_app_now_and_no_push_when_read_within_grace() {
+    let (mut n, ann, bob, _, dm) = dm_pair(61);
+    focus(&mut n.w, bob, None);
+    queue_send(&mut n.w, ann, dm, "quick one");
+    run_busy(&mut n.w);
+    let notified = n.w.clients[bob].inbox.iter().any(|d| {
+        matches!(d, Down::Event(e) if matches!(**e, Event::Notify { conversation, seq: Seq(1), .. } if conversation == dm))
+    });
+    assert!(notified, "in-app notification before the grace window ends");
+    assert!(
+        n.w.gateway.posts.is_empty(),
+        "no push within the grace window"
+    );
+    assert_eq!(push_metric(&n.w, |m| m.push_delayed), 1);
+    let read = Request::MarkRead {
+        conversation: dm,
+        seq: Seq(1),
+    };
+    assert_eq!(n.w.call(bob, read), Ok(Response::Done));
+    n.w.drain_pushes();
+    assert!(n.w.gateway.posts.is_empty(), "{:?}", n.w.gateway.posts);
+    assert_eq!(push_metric(&n.w, |m| m.push_cancelled), 1);
+}
+
+#[test]
+fn focused_and_active_means_nothing_and_idle_focus_pushes() {
+    let (mut n, ann, bob, _, dm) = dm_pair(62);
+    focus(&mut n.w, bob, Some(dm));
+    queue_send(&mut n.w, ann, dm, "hi");
+    run_busy(&mut n.w);
+    n.w.drain_pushes();
+    assert!(n.w.gateway.posts.is_empty());
+    assert_eq!(push_metric(&n.w, |m| m.notify_suppressed[6]), 1, "focused");
+    // The same screen without activity for ACTIVITY_TTL_MS: the person left.
+    for _ in 0..=courier_core::constants::ACTIVITY_TTL_MS / courier_core::constants::TICK_MS {
+        n.w.tick();
+    }
+    queue_send(&mut n.w, ann, dm, "still there?");
+    run_busy(&mut n.w);
+    n.w.drain_pushes();
+    assert_eq!(n.w.gateway.shown.len(), 1, "{:?}", n.w.gateway.posts);
+}
+
+#[test]
+fn queued_push_survives_a_crash_of_the_home_shard_and_goes_out_once() {
+    let (mut n, ann, bob, bob_id, dm) = dm_pair(63);
+    n.w.disconnect(bob);
+    n.w.settle();
+    n.w.gateway.down = true;
+    queue_send(&mut n.w, ann, dm, "while you were out");
+    run_busy(&mut n.w);
+    for _ in 0..20 {
+        n.w.tick();
+        run_busy(&mut n.w);
+    }
+    assert!(
+        !n.w.gateway.posts.is_empty(),
+        "retried while the gateway is down"
+    );
+    assert!(n.w.gateway.shown.is_empty());
+    let home = shard_of(bob_id, 2).0;
+    n.w.crash(home);
+    n.w.restart(home);
+    n.w.drain_pushes();
+    let key = format!("push-{}-{}-1", bob_id.0, dm.0);
+    assert_eq!(
+        n.w.gateway.shown.iter().cloned().collect::<Vec<_>>(),
+        vec![key]
+    );
 }

@@ -58,6 +58,19 @@ pub struct Args {
     /// Requests per second per user on each shard; 0 = off.
     #[arg(long, env = "COURIER_RATE_USER_PER_SEC")]
     pub rate_user_per_sec: Option<u32>,
+    /// Push gateway URL (HTTP POST of JSON); unset = in-app notifications only.
+    #[arg(long, env = "COURIER_PUSH_URL")]
+    pub push_url: Option<String>,
+    /// Send pushes without the message preview.
+    #[arg(long, env = "COURIER_PUSH_REDACT_PREVIEW")]
+    pub push_redact_preview: Option<bool>,
+    /// Milliseconds between the in-app notification and the push for a user
+    /// active elsewhere [default: 30000].
+    #[arg(long, env = "COURIER_PUSH_GRACE_MS")]
+    pub push_grace_ms: Option<u64>,
+    /// `@channel`/`@here` notify only in conversations up to this many members [default: 1000].
+    #[arg(long, env = "COURIER_BROADCAST_MEMBERS_MAX")]
+    pub broadcast_members_max: Option<u32>,
 }
 
 /// The config file's shape; every field optional.
@@ -76,6 +89,10 @@ struct File {
     segment_mib: Option<u64>,
     rate_conn_per_sec: Option<u32>,
     rate_user_per_sec: Option<u32>,
+    push_url: Option<String>,
+    push_redact_preview: Option<bool>,
+    push_grace_ms: Option<u64>,
+    broadcast_members_max: Option<u32>,
 }
 
 /// How logs are written (to stderr).
@@ -114,6 +131,12 @@ pub struct Config {
     pub rate_conn_per_sec: u32,
     /// Requests per second per user per shard (0 = unlimited).
     pub rate_user_per_sec: u32,
+    /// Push gateway URL, if any.
+    pub push_url: Option<String>,
+    /// Leave the preview out of pushes.
+    pub push_redact_preview: bool,
+    /// Notification settings handed to every shard's core.
+    pub notify: courier_core::NotifyConfig,
 }
 
 impl Config {
@@ -169,7 +192,48 @@ impl Config {
                 constants::SEGMENT_MIB_MAX
             );
         }
+        let push_url = args.push_url.or(file.push_url);
+        if let Some(url) = &push_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("push_url must be an http:// or https:// URL, got {url:?}");
+            }
+        }
+        let grace_ms = args
+            .push_grace_ms
+            .or(file.push_grace_ms)
+            .unwrap_or(courier_core::constants::PUSH_GRACE_MS_DEFAULT);
+        if grace_ms > courier_core::constants::PUSH_GRACE_MS_MAX {
+            bail!(
+                "push_grace_ms must be at most {}",
+                courier_core::constants::PUSH_GRACE_MS_MAX
+            );
+        }
+        let broadcast_members_max = args
+            .broadcast_members_max
+            .or(file.broadcast_members_max)
+            .unwrap_or(courier_core::constants::BROADCAST_MEMBERS_DEFAULT);
+        if broadcast_members_max > courier_core::constants::BROADCAST_MEMBERS_MAX {
+            bail!(
+                "broadcast_members_max must be at most {}",
+                courier_core::constants::BROADCAST_MEMBERS_MAX
+            );
+        }
+        let notify = courier_core::NotifyConfig {
+            push: if push_url.is_some() {
+                courier_core::PushMode::Gateway
+            } else {
+                courier_core::PushMode::Off
+            },
+            grace_ms,
+            broadcast_members_max,
+        };
         Ok(Config {
+            push_redact_preview: args
+                .push_redact_preview
+                .or(file.push_redact_preview)
+                .unwrap_or(false),
+            push_url,
+            notify,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)

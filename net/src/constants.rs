@@ -29,7 +29,8 @@ pub const PREAUTH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// A connection that sends nothing (not even a pong) for this long is closed.
 pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
-/// The server pings a quiet connection this often.
+/// The server pings every connection this often (or every third of the idle
+/// timeout, if that is shorter), busy or not.
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 
 /// Connections per shard at most; more are refused at accept.

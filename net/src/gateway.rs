@@ -259,7 +259,7 @@ pub fn ws_config() -> WebSocketConfig {
     let frame_max = courier_proto::constants::CLIENT_FRAME_BYTES_MAX;
     WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(64 * 1024)
         .max_write_buffer_size(courier_proto::constants::SERVER_FRAME_BYTES_MAX * 2)
         .max_message_size(Some(frame_max))
         .max_frame_size(Some(frame_max))
@@ -287,8 +287,15 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
         let conn = conn.clone();
         let ctx = ctx.clone();
         async move {
+            // Pings go out every PING_INTERVAL whether or not the writer is
+            // busy: a member that only receives must still be asked for a
+            // pong, or the idle timeout would close a healthy connection.
+            let ping_every = PING_INTERVAL.min(ctx.idle_timeout() / 3);
+            let mut last_ping = Instant::now();
             loop {
-                let woke = with_timeout(PING_INTERVAL, conn.wake.wait()).await;
+                let until_ping = ping_every.saturating_sub(last_ping.elapsed());
+                with_timeout(until_ping, conn.wake.wait()).await;
+                let ping_due = last_ping.elapsed() >= ping_every;
                 let (frames, closing) = {
                     let mut out = conn.out.borrow_mut();
                     out.bytes = 0;
@@ -301,8 +308,11 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                         return;
                     }
                 }
-                if woke.is_none() && tx.feed(Message::Ping(Bytes::new())).await.is_err() {
-                    return;
+                if ping_due {
+                    last_ping = Instant::now();
+                    if tx.feed(Message::Ping(Bytes::new())).await.is_err() {
+                        return;
+                    }
                 }
                 if tx.flush().await.is_err() {
                     return;

@@ -36,6 +36,7 @@ pub mod gateway;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod push;
 pub mod server;
 pub mod shard;
 pub mod signals;

@@ -55,6 +55,26 @@ metrics! {
     snapshots_total: "counter", "snapshots written";
     http_requests_total: "counter", "plain HTTP requests (healthz, metrics)";
     core_inputs_total: "counter", "inputs handled by the core state machine";
+    notify_decided_total: "counter", "notification candidates decided on their home shard";
+    notify_in_app_total: "counter", "in-app notification events sent";
+    notify_suppressed_total: "counter", "notifications suppressed (all reasons)";
+    notify_suppressed_sender_total: "counter", "suppressed: the recipient sent it";
+    notify_suppressed_read_total: "counter", "suppressed: already read";
+    notify_suppressed_level_total: "counter", "suppressed: notification level";
+    notify_suppressed_muted_total: "counter", "suppressed: conversation muted";
+    notify_suppressed_dnd_total: "counter", "suppressed: do not disturb";
+    notify_suppressed_not_here_total: "counter", "suppressed: @here and no device connected";
+    notify_suppressed_focused_total: "counter", "suppressed: conversation focused on an active device";
+    push_delayed_total: "counter", "pushes queued behind the grace window";
+    push_immediate_total: "counter", "pushes queued to go at once";
+    push_cancelled_total: "counter", "delayed pushes cancelled (read in time)";
+    pushed_total: "counter", "pushes the gateway accepted (2xx)";
+    push_cleared_total: "counter", "clears the gateway accepted";
+    push_retried_total: "counter", "failed POSTs scheduled for a retry";
+    push_rejected_total: "counter", "pushes the gateway refused for good";
+    push_dropped_total: "counter", "pushes not queued (outbox full or storage failed)";
+    push_outbox_depth: "gauge", "entries in the durable push outbox";
+    push_in_flight: "gauge", "pushes handed to the delivery thread, unanswered";
 }
 
 /// Number of metrics.
@@ -113,7 +133,7 @@ impl Board {
     pub fn render(&self, extra: &[(String, u64)]) -> String {
         let mut out = String::with_capacity(8 * 1024);
         for (i, (name, kind, help)) in NAMES.iter().enumerate() {
-            let scale = if name.ends_with("_seconds_sum") {
+            let scale = if name.ends_with("_seconds_sum") || name.ends_with("_seconds_max") {
                 1e-9
             } else {
                 1.0

@@ -17,6 +17,7 @@ use crate::constants::{PEER_QUEUE_HIGH_WATER, SNAPSHOT_EVERY_RECORDS, TICK_INTER
 use crate::gateway::{self, close, Conn, Queued, Signal};
 use crate::limits::Limiter;
 use crate::metrics::{Board, Counters, M};
+use crate::push::PushLink;
 use bytes::Bytes;
 use courier_core::api::{
     CloseReason, ConnId, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId, Response,
@@ -115,6 +116,8 @@ pub struct ShardCtx {
     outbox_total: Cell<usize>,
     /// Request budgets of users with sessions here: (limiter, sessions).
     user_limits: RefCell<HashMap<UserId, (Rc<Limiter>, u32)>>,
+    /// The push delivery thread, when a gateway is configured.
+    push: Option<PushLink>,
 }
 
 impl ShardCtx {
@@ -145,6 +148,20 @@ impl ShardCtx {
 
     fn execute(self: &Rc<Self>, effect: Effect) {
         match effect {
+            Effect::Push { id, push } => {
+                // The core bounds pushes in flight by the queue size, so a
+                // refusal means the thread is gone: the core retries later.
+                let refused = match &self.push {
+                    Some(link) => link.send(id, push).err(),
+                    None => Some(id),
+                };
+                if let Some(id) = refused {
+                    let outcome = courier_core::api::PushOutcome::Retry;
+                    self.pending
+                        .borrow_mut()
+                        .push_back(Input::PushResult { id, outcome });
+                }
+            }
             Effect::Append { lsn, kind, payload } => self.append(lsn, kind, payload),
             Effect::ToShard { shard, msg } => {
                 if shard == self.id {
@@ -254,8 +271,34 @@ impl ShardCtx {
     }
 
     fn storage_error(self: &Rc<Self>, lsn: Lsn, e: courier_wal::Error) {
+        if self.closed_for_shutdown(&e) {
+            tracing::info!(
+                shard = self.id.0,
+                lsn = lsn.0,
+                "write refused: WAL closed for shutdown"
+            );
+            return;
+        }
         tracing::error!(shard = self.id.0, lsn = lsn.0, error = %e, "WAL append failed");
         self.storage_failed(&e, format!("WAL append failed: {e}"));
+    }
+
+    /// Shutdown closes the WAL after its snapshot, while a request that was
+    /// still in flight (typically a peer shard's forwarded send or cursor
+    /// advance: peers stop on their own schedule) may still ask for a write.
+    /// That is not a storage failure: nothing is acknowledged for it (the
+    /// client retries after the restart under the same idempotency key), the
+    /// core is told to refuse further writes, and the exit code stays 0.
+    fn closed_for_shutdown(self: &Rc<Self>, error: &courier_wal::Error) -> bool {
+        if !(matches!(error, courier_wal::Error::Closed) && self.stop.is_requested()) {
+            return false;
+        }
+        if self.storage_failed.borrow().is_none() {
+            let reason = "shutting down".to_string();
+            *self.storage_failed.borrow_mut() = Some(reason.clone());
+            self.submit(Input::StorageFailed { reason });
+        }
+        true
     }
 
     /// Marks storage as failed for good: the core stops accepting writes,
@@ -267,6 +310,9 @@ impl ShardCtx {
     /// failed fsync the page cache may have dropped data, and only a restart
     /// that reads the log back is safe.
     fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
+        if self.closed_for_shutdown(error) {
+            return;
+        }
         #[cfg(feature = "failpoints")]
         crate::failpoints::get().on_storage_error(&reason);
         if self.storage_failed.borrow().is_some() {
@@ -463,6 +509,34 @@ impl ShardCtx {
         c.set(M::core_rejects_total, core.rejects);
         c.set(M::core_fanout_messages_total, core.fanout_messages);
         c.set(M::core_sessions, core.sessions);
+        c.set(M::notify_decided_total, core.notify_decided);
+        c.set(M::notify_in_app_total, core.notify_in_app);
+        let suppressed: u64 = core.notify_suppressed.iter().sum();
+        c.set(M::notify_suppressed_total, suppressed);
+        for (i, m) in [
+            M::notify_suppressed_sender_total,
+            M::notify_suppressed_read_total,
+            M::notify_suppressed_level_total,
+            M::notify_suppressed_muted_total,
+            M::notify_suppressed_dnd_total,
+            M::notify_suppressed_not_here_total,
+            M::notify_suppressed_focused_total,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c.set(m, core.notify_suppressed[i]);
+        }
+        c.set(M::push_delayed_total, core.push_delayed);
+        c.set(M::push_immediate_total, core.push_immediate);
+        c.set(M::push_cancelled_total, core.push_cancelled);
+        c.set(M::pushed_total, core.pushed);
+        c.set(M::push_cleared_total, core.push_cleared);
+        c.set(M::push_retried_total, core.push_retried);
+        c.set(M::push_rejected_total, core.push_rejected);
+        c.set(M::push_dropped_total, core.push_dropped);
+        c.set(M::push_outbox_depth, core.outbox_depth);
+        c.set(M::push_in_flight, core.push_in_flight);
         self.board.publish(self.id.0, &c);
     }
 }
@@ -519,6 +593,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         shard_count: setup.shards,
         admin_token_hash: setup.admin_token_hash,
         entropy,
+        notify: setup.config.notify,
     };
     let mut core = match &recovered.snapshot {
         Some(snap) => Shard::restore(core_config(), &snap.bytes).map_err(|e| {
@@ -564,6 +639,13 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("shard {}: joining the channel mesh failed: {e}", id.0))?;
     let shards = usize::from(setup.shards);
+    let push = match &setup.config.push_url {
+        Some(url) => Some(
+            PushLink::spawn(id.0, url.clone(), setup.config.push_redact_preview)
+                .map_err(|e| anyhow::anyhow!("shard {}: starting the push thread: {e}", id.0))?,
+        ),
+        None => None,
+    };
     let ctx = Rc::new(ShardCtx {
         id,
         config: setup.config.clone(),
@@ -587,6 +669,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         snapshot_lsn: Cell::new(from.0 - 1),
         outbox_total: Cell::new(0),
         user_limits: RefCell::new(HashMap::new()),
+        push,
     });
     // Start the core before any peer message can reach it; what start()
     // sends waits in the peer queues until the sender tasks run.
@@ -607,19 +690,28 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     let _ = setup.ready.send(Ok(id));
     glommio::spawn_local(tick_task(ctx.clone())).detach();
 
-    // Accept until asked to stop.
+    // Accept until asked to stop. The pending accept is kept across ticks:
+    // dropping an in-flight io_uring accept can lose a connection the kernel
+    // already accepted (a socket nobody ever reads).
+    let mut accept = Box::pin(listener.accept());
     while !ctx.stop.is_requested() {
-        match gateway::with_timeout(TICK_INTERVAL, listener.accept()).await {
+        match gateway::with_timeout(TICK_INTERVAL, &mut accept).await {
             None => continue,
-            Some(Ok(stream)) => {
-                glommio::spawn_local(gateway::serve(ctx.clone(), stream)).detach();
-            }
-            Some(Err(e)) => {
-                tracing::warn!(shard = id.0, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+            Some(result) => {
+                accept = Box::pin(listener.accept());
+                match result {
+                    Ok(stream) => {
+                        glommio::spawn_local(gateway::serve(ctx.clone(), stream)).detach();
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = id.0, error = %e, "accept failed");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
             }
         }
     }
+    drop(accept);
     drop(listener);
     shutdown(&ctx).await;
     Ok(())
@@ -781,6 +873,11 @@ fn snapshot_every_records() -> u64 {
 async fn tick_task(ctx: Rc<ShardCtx>) {
     loop {
         glommio::timer::sleep(TICK_INTERVAL).await;
+        if let Some(link) = &ctx.push {
+            for (id, outcome) in link.results() {
+                ctx.submit(Input::PushResult { id, outcome });
+            }
+        }
         ctx.submit(Input::Tick);
         ctx.publish();
         if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get()) >= snapshot_every_records()

@@ -427,3 +427,37 @@ fn user_tokens_are_never_stored_or_logged_raw() {
         }
     }
 }
+
+#[test]
+fn a_member_that_only_receives_stays_connected_past_the_idle_timeout() {
+    // The idle timeout counts frames from the client; a member that only
+    // reads answers the server's pings, which must go out even while the
+    // server is busy writing to it.
+    let server = Server::start_with(1, &["--idle-timeout-secs", "2"]);
+    let w = world(&server, &["ann", "bob"]);
+    let mut ann = Client::login(server.addr, &w.users[0].1);
+    let dm = conversation(ann.request(Request::OpenDm {
+        users: vec![w.users[1].0],
+    }));
+    let mut bob = Client::login(server.addr, &w.users[1].1);
+    let reader = std::thread::spawn(move || {
+        let mut seqs = Vec::new();
+        loop {
+            let m = bob.next_message();
+            seqs.push(m.seq.0);
+            if m.body == "done" {
+                return seqs;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        sent = ann.send(dm, "tick").0;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let last = ann.send(dm, "done").0;
+    assert_eq!(last, sent + 1);
+    let seqs = reader.join().expect("bob was disconnected while reading");
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+}

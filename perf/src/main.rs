@@ -1,28 +1,79 @@
-//! `courier-bench`: Courier's benchmark harnesses, one subcommand per scenario
-//! (`courier-bench wal ...`). Each scenario lives in its own module, prints
-//! p50/p99/p999/max latencies from hdrhistogram and, with `--json`, ends with
-//! one machine-readable JSON line.
+//! `courier-bench`: the benchmark harness of Courier. A load generator that
+//! is itself thread-per-core (one tokio current-thread runtime per core, see
+//! `pool.rs`) and cheap per connection (`ws.rs`), driving a real `courierd`
+//! — started here on a temporary data directory, or an external one with
+//! `--server` — and, for `send` and `e2e`, the same workloads on NATS
+//! JetStream and Redis Streams (`--against`).
+//!
+//! Every scenario prints the machine, a human table, and with `--json` one
+//! JSON object as the last line of stdout. Latency is always hdrhistogram
+//! p50/p90/p99/p999/max. docs/PERFORMANCE.md has the commands and figures.
+//!
+//! # Layout
+//! One module per scenario (`send`, `e2e`, `fanout`, `catchup`, `boot`,
+//! `restart`, `wal`), plus the shared pieces:
+//! `clock` (one monotonic clock, precise sleeps), `ws` + `client` (the lean
+//! WebSocket client), `pool` (load threads), `setup` (building worlds with
+//! the client library), `server` (the server under test, /proc and
+//! /metrics), `report` (tables, JSON, machine facts), `payload`, and
+//! `baseline/` (the peers).
+#![deny(clippy::unwrap_used)]
+
+mod baseline;
+mod boot;
+mod catchup;
+mod client;
+mod clock;
+mod e2e;
+mod fanout;
+mod payload;
+mod pool;
+mod report;
+mod restart;
+mod send;
+mod server;
+mod setup;
+mod wal;
+mod ws;
 
 use clap::{Parser, Subcommand};
 
-mod wal;
-
-#[derive(Parser)]
-#[command(name = "courier-bench", about = "Courier benchmark harnesses")]
+/// Courier benchmark harness.
+#[derive(Parser, Debug)]
+#[command(name = "courier-bench", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    scenario: Scenario,
 }
 
-#[derive(Subcommand)]
-enum Command {
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Closed-loop durable sends: acked sends/s, ack latency, server CPU.
+    Send(send::Cmd),
+    /// Open-loop end-to-end delivery latency over a rate sweep.
+    E2e(e2e::Cmd),
+    /// One big channel: delivery spread after each ack, memory per connection.
+    Fanout(fanout::Cmd),
+    /// Reconnect after missing messages: round trips, bytes, time to repaired.
+    Catchup(catchup::Cmd),
+    /// Cold start of a user in many conversations: Boot time and payload.
+    Boot(boot::Cmd),
+    /// Restart with a large WAL: time to serve a sync and all history.
+    Restart(restart::Cmd),
     /// Durable append throughput and latency of one WAL shard, and the raw
     /// pwrite+fdatasync limit of the same device for comparison.
     Wal(wal::Args),
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Wal(args) => wal::run(args),
+    let cli = Cli::parse();
+    match &cli.scenario {
+        Scenario::Send(cmd) => send::run(cmd),
+        Scenario::E2e(cmd) => e2e::run(cmd),
+        Scenario::Fanout(cmd) => fanout::run(cmd),
+        Scenario::Catchup(cmd) => catchup::run(cmd),
+        Scenario::Boot(cmd) => boot::run(cmd),
+        Scenario::Restart(cmd) => restart::run(cmd),
+        Scenario::Wal(args) => wal::run(args.clone()),
     }
 }

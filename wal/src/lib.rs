@@ -38,7 +38,7 @@
 //! # Layout
 //!
 //! - [`constants`]: every limit, with compile-time checks.
-//! - [`format`]: on-disk layout as pure functions (shared with the inspector).
+//! - [`format`](mod@format): on-disk layout as pure functions (shared with the inspector).
 //! - `options.rs`: [`WalOptions`] and the test-only [`Faults`].
 //! - `storage.rs`: the only code that touches files; fault injection.
 //! - `wal.rs`: the [`Wal`] handle (append, wait, read, snapshot, retention).

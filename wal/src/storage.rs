@@ -135,6 +135,39 @@ impl Storage {
         Ok(())
     }
 
+    /// Write all of a shared buffer at `pos` (no fault point; used for
+    /// zero-filling).
+    pub(crate) async fn write_all_shared(
+        &self,
+        file: &DmaFile,
+        path: &Path,
+        buf: Rc<DmaBuffer>,
+        pos: u64,
+    ) -> Result<()> {
+        assert_eq!(pos % BLOCK_BYTES, 0, "unaligned direct write position");
+        assert_eq!(
+            buf.len() as u64 % BLOCK_BYTES,
+            0,
+            "unaligned direct write length"
+        );
+        let len = buf.len();
+        let written = file
+            .write_rc_at(buf, pos)
+            .await
+            .map_err(|e| Error::io("write", path, e))?;
+        if written != len {
+            return Err(Error::io(
+                "write",
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write at {pos}: {written} of {len} bytes"),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// `fdatasync` a file.
     pub(crate) async fn sync(&self, point: FaultPoint, file: &DmaFile, path: &Path) -> Result<()> {
         self.inject(point, "fdatasync", path)?;

@@ -215,7 +215,6 @@ impl Wal {
                 bytes_max: options.queue_bytes_max,
             });
         }
-        let mut registered: Option<Waker> = None;
         poll_fn(|cx| {
             let mut st = self.shared().state.borrow_mut();
             if let Some(error) = st.failure() {
@@ -227,14 +226,16 @@ impl Wal {
             if self.room_for(&st, records, payload_bytes) {
                 return Poll::Ready(Ok(()));
             }
-            if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // Each batch completion takes and wakes the whole list, and another
+            // task may take the room first: register again unless this waker
+            // is still listed (the list is short: one entry per waiting task).
+            if !st.room_waiters.iter().any(|w| w.will_wake(cx.waker())) {
                 if st.room_waiters.len() as u64 >= options.waiters_max {
                     return Poll::Ready(Err(Error::TooManyWaiters {
                         max: options.waiters_max,
                     }));
                 }
                 st.room_waiters.push(cx.waker().clone());
-                registered = Some(cx.waker().clone());
             }
             Poll::Pending
         })

@@ -73,14 +73,24 @@ pub(crate) async fn prepare_segment(
             .storage
             .preallocate(FaultPoint::SegmentPrepare, &file, &tmp_path, segment_bytes)
             .await?;
+        // One zeroed buffer written over and over; a smaller one for the rest.
+        let chunk = ZERO_FILL_CHUNK_BYTES.min(segment_bytes);
+        let mut zeros = file.alloc_dma_buffer(chunk as usize);
+        zeros.as_bytes_mut().fill(0);
+        let zeros = Rc::new(zeros);
         let mut pos = 0;
         while pos < segment_bytes {
-            let len = ZERO_FILL_CHUNK_BYTES.min(segment_bytes - pos);
-            let mut buf = file.alloc_dma_buffer(len as usize);
-            buf.as_bytes_mut().fill(0);
+            let len = chunk.min(segment_bytes - pos);
+            let buf = if len == chunk {
+                zeros.clone()
+            } else {
+                let mut rest = file.alloc_dma_buffer(len as usize);
+                rest.as_bytes_mut().fill(0);
+                Rc::new(rest)
+            };
             shared
                 .storage
-                .write_all(None, &file, &tmp_path, buf, pos)
+                .write_all_shared(&file, &tmp_path, buf, pos)
                 .await?;
             pos += len;
         }
@@ -156,10 +166,11 @@ pub(crate) async fn install_segment(
 
 /// Close a file now if this is its last handle (else it closes with the last one).
 pub(crate) async fn close_file(file: Rc<DmaFile>) -> Result<()> {
+    let path = file.path().map(|p| p.to_path_buf()).unwrap_or_default();
     file.close_rc()
         .await
         .map(|_| ())
-        .map_err(|e| crate::Error::io("close", PathBuf::new(), e))
+        .map_err(|e| crate::Error::io("close", path, e))
 }
 
 /// One batch on its way to disk.
@@ -470,7 +481,8 @@ impl Writer {
             st.check(&self.shared.options);
             std::mem::take(&mut st.room_waiters)
         };
-        self.ready.sort_unstable_by_key(|(lsn, _)| *lsn);
+        // Stable sort: the list is nearly sorted already, which it detects in O(n).
+        self.ready.sort_by_key(|(lsn, _)| *lsn);
         for (_, waker) in self.ready.drain(..) {
             waker.wake();
         }

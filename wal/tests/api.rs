@@ -374,3 +374,67 @@ fn dsync_mode_acknowledges_rolls_and_recovers_like_fdatasync_mode() {
         wal.close().await.unwrap();
     });
 }
+
+#[test]
+fn segments_of_any_block_multiple_size_are_fully_preallocated() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // 1.5 MiB: not a multiple of the 1 MiB zero-fill chunk.
+        let mut options = small_options(1536 * 1024);
+        options.segment_bytes = 1536 * 1024;
+        let (wal, _) = Wal::open(&path, 0, options.clone()).await.unwrap();
+        fill(&wal, 6, 10, 10, 100).await;
+        wal.close().await.unwrap();
+        let file = path.join(courier_wal::format::segment_file_name(1));
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 1536 * 1024);
+        let (wal, recovered) = Wal::open(&path, 0, options).await.unwrap();
+        assert_eq!(recovered.next_lsn, Lsn(11));
+        wal.close().await.unwrap();
+    });
+}
+
+/// Regression: a task that was woken for room but lost the race to another
+/// task must be woken again at the next batch completion.
+#[test]
+fn room_waiters_that_lose_the_race_are_woken_again() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let mut options = small_options(1 << 20);
+        options.batch_records_max = 4;
+        options.queue_records_max = 8;
+        let (wal, _) = Wal::open(&path, 0, options).await.unwrap();
+        for _ in 0..8 {
+            wal.append(1, b"fill").unwrap();
+        }
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let wal = wal.clone();
+                glommio::spawn_local(async move {
+                    for _ in 0..3 {
+                        wal.wait_for_room(4, 16).await.unwrap();
+                        let mut last = Lsn(0);
+                        for _ in 0..4 {
+                            last = wal.append(2, b"more").unwrap();
+                        }
+                        wal.wait_durable(last).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let all = async {
+            for t in tasks {
+                t.await;
+            }
+        };
+        glommio::timer::timeout(std::time::Duration::from_secs(20), async {
+            all.await;
+            Ok(())
+        })
+        .await
+        .expect("a room waiter was never woken again");
+        assert_eq!(wal.durable_lsn(), Lsn(8 + 3 * 3 * 4));
+        wal.close().await.unwrap();
+    });
+}

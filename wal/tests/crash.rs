@@ -355,9 +355,24 @@ async fn verify_async(dir: &Path, mut model: Model) -> (Model, CycleStats) {
     )
 }
 
+const TEST_NAME: &str = "crash_kill9_acknowledged_records_survive";
+
 fn main() {
-    match std::env::var_os(CHILD_ENV) {
-        Some(dir) => child(PathBuf::from(dir)),
-        None => parent(),
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        return child(PathBuf::from(dir));
     }
+    // Behave like a libtest binary for `--list` and name filters.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        println!("{TEST_NAME}: test");
+        return;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if !filters.is_empty() && !filters.iter().any(|f| TEST_NAME.contains(f.as_str())) {
+        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
+        return;
+    }
+    println!("test {TEST_NAME} ...");
+    parent();
+    println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
 }

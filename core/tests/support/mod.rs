@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use courier_core::api::{
     Broadcast, CloseReason, ConnId, ConversationId, ConversationKind, Credential, DeviceInfo,
-    DeviceKind, Effect, Event, HistoryAnchor, Input, Lsn, Message, Millis, PeerMsg, ReadToken,
-    Reject, ReqId, Request, Response, Seq, ShardId, UserId, WorkspaceId,
+    DeviceKind, Effect, Event, HistoryAnchor, Input, Lsn, Message, Millis, PeerMsg, Push,
+    PushAction, PushId, PushOutcome, ReadToken, Reject, ReqId, Request, Response, Seq, ShardId,
+    UserId, WorkspaceId,
 };
 use courier_core::auth::hash_secret;
 use courier_core::constants::TICK_MS;
 use courier_core::record::{MessageRecord, Record};
-use courier_core::{Shard, ShardConfig};
+use courier_core::{NotifyConfig, PushMode, Shard, ShardConfig};
 
 /// The admin secret of every simulated node.
 pub const ADMIN_SECRET: [u8; 32] = [0xad; 32];
@@ -112,6 +113,8 @@ pub struct Node {
     pub durable: u64,
     pub snapshots: Vec<(u64, Vec<u8>)>,
     pub reads: VecDeque<(ReadToken, Vec<Lsn>)>,
+    /// Pushes handed to the (fake) delivery thread, unanswered.
+    pub pushes: VecDeque<(PushId, Push)>,
     /// The runtime's connection counter: restarts at 0 with the process, so
     /// connection ids are reused across restarts (the core must cope).
     pub next_conn: u64,
@@ -425,6 +428,24 @@ pub struct World {
     pub long_offline_pct: u64,
     /// Shards whose group commits are held back (scripted tests).
     pub hold: BTreeSet<u16>,
+    /// The fake push gateway.
+    pub gateway: Gateway,
+}
+
+/// A push gateway that dedups by idempotency key, like a real one should.
+#[derive(Default, Debug)]
+pub struct Gateway {
+    /// Answers 2xx (otherwise 503).
+    pub down: bool,
+    /// Every POST, in order: (key, action).
+    pub posts: Vec<(String, PushAction)>,
+    /// Keys answered 2xx (what a user saw once).
+    pub shown: BTreeSet<String>,
+    /// Keys answered 2xx whose durable mark must stop any re-send:
+    /// key → (shard, LSN of its `PushSettled`).
+    pub settled: BTreeMap<String, (u16, u64)>,
+    /// Repeats the gateway dropped by key (the documented crash window).
+    pub deduplicated: u64,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -446,8 +467,16 @@ fn config(shard: u16, shard_count: u16, entropy: [u8; 32]) -> ShardConfig {
         shard_count,
         admin_token_hash: hash_secret(&ADMIN_SECRET),
         entropy,
+        notify: NotifyConfig {
+            push: PushMode::Gateway,
+            grace_ms: SIM_GRACE_MS,
+            broadcast_members_max: 4,
+        },
     }
 }
+
+/// The grace window in the simulation (time advances ~1 ms a step).
+pub const SIM_GRACE_MS: u64 = 1_000;
 
 impl World {
     pub fn new(seed: u64, shard_count: u16) -> World {
@@ -469,6 +498,7 @@ impl World {
             client_weight: 12,
             long_offline_pct: 0,
             hold: BTreeSet::new(),
+            gateway: Gateway::default(),
         };
         w.model.records = (0..shard_count).map(|_| BTreeMap::new()).collect();
         for s in 0..shard_count {
@@ -479,6 +509,7 @@ impl World {
                 durable: 0,
                 snapshots: Vec::new(),
                 reads: VecDeque::new(),
+                pushes: VecDeque::new(),
                 next_conn: 0,
                 crashes: 0,
             });
@@ -564,6 +595,21 @@ impl World {
                     self.stats.wal_reads += 1;
                     self.nodes[usize::from(s)].reads.push_back((token, lsns));
                 }
+                Effect::Push { id, push } => {
+                    assert!(
+                        id.0 <= self.nodes[usize::from(s)].durable,
+                        "seed {}: push {} before its record is durable",
+                        self.seed,
+                        id.0
+                    );
+                    assert!(
+                        !self.gateway.settled.contains_key(&push.idempotency_key),
+                        "seed {}: {} pushed again after a durable 2xx",
+                        self.seed,
+                        push.idempotency_key
+                    );
+                    self.nodes[usize::from(s)].pushes.push_back((id, *push));
+                }
             }
         }
     }
@@ -639,7 +685,67 @@ impl World {
         );
     }
 
-    fn tick(&mut self) {
+    /// The fake delivery thread answers the oldest push of shard `s`.
+    pub fn answer_push(&mut self, s: u16) {
+        let Some((id, push)) = self.nodes[usize::from(s)].pushes.pop_front() else {
+            return;
+        };
+        let key = push.idempotency_key.clone();
+        self.gateway.posts.push((key.clone(), push.action));
+        let outcome = if self.gateway.down || self.rng.chance(1, 10) {
+            PushOutcome::Retry
+        } else {
+            if !self.gateway.shown.insert(key.clone()) {
+                self.gateway.deduplicated += 1;
+            }
+            PushOutcome::Delivered
+        };
+        let before = self.nodes[usize::from(s)].wal.len() as u64;
+        self.input(s, Input::PushResult { id, outcome });
+        if outcome == PushOutcome::Delivered && self.nodes[usize::from(s)].wal.len() as u64 > before
+        {
+            // The settle record is the first appended by the result.
+            self.gateway.settled.insert(key, (s, before + 1));
+        }
+    }
+
+    /// Ticks (with the gateway up) until every shard's outbox is empty;
+    /// panics if it does not drain: a queued push was lost or stuck.
+    pub fn drain_pushes(&mut self) {
+        self.gateway.down = false;
+        for _ in 0..10_000 {
+            let depth: u64 = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.shard.as_ref())
+                .map(|sh| sh.metrics().outbox_depth)
+                .sum();
+            if depth == 0 && !self.busy() {
+                return;
+            }
+            if self.busy() {
+                self.step_once(Chaos {
+                    clients_act: false,
+                    crashes: false,
+                });
+            } else {
+                self.step += 1;
+                self.tick();
+            }
+        }
+        let stuck: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.shard.as_ref())
+            .map(|sh| format!("{:?}", sh.metrics()))
+            .collect();
+        panic!(
+            "seed {}: the push outbox did not drain: {stuck:#?}",
+            self.seed
+        );
+    }
+
+    pub fn tick(&mut self) {
         self.now += TICK_MS;
         for s in 0..self.shard_count {
             self.input(s, Input::Tick);
@@ -658,7 +764,21 @@ impl World {
         node.wal.truncate(durable as usize);
         node.snapshots.retain(|(l, _)| *l <= durable);
         node.reads.clear();
+        let lost: Vec<(PushId, Push)> = node.pushes.drain(..).collect();
         node.next_conn = 0;
+        // A crash between the gateway's 2xx and the durable mark: the
+        // gateway saw it; the restarted shard sends it again.
+        for (_, push) in lost {
+            if self.rng.chance(1, 2) {
+                self.gateway
+                    .posts
+                    .push((push.idempotency_key.clone(), push.action));
+                self.gateway.shown.insert(push.idempotency_key);
+            }
+        }
+        self.gateway
+            .settled
+            .retain(|_, (shard, lsn)| *shard != s || *lsn <= durable);
         self.model.on_crash(s, durable);
         self.net.retain(|(_, to), _| *to != s);
         let dead: Vec<ConnId> = self
@@ -908,7 +1028,8 @@ impl World {
             || self.nodes.iter().enumerate().any(|(s, n)| {
                 n.shard.is_some()
                     && ((n.wal.len() as u64 > n.durable && !self.hold.contains(&(s as u16)))
-                        || !n.reads.is_empty())
+                        || !n.reads.is_empty()
+                        || !n.pushes.is_empty())
             })
             || self
                 .links
@@ -939,6 +1060,9 @@ impl World {
         let readable: Vec<u16> = (0..self.shard_count)
             .filter(|&s| !self.nodes[usize::from(s)].reads.is_empty())
             .collect();
+        let pushing: Vec<u16> = (0..self.shard_count)
+            .filter(|&s| !self.nodes[usize::from(s)].pushes.is_empty())
+            .collect();
         let ups: Vec<ConnId> = self
             .links
             .iter()
@@ -963,6 +1087,9 @@ impl World {
         }
         if !ups.is_empty() {
             options.push((20, 3));
+        }
+        if !pushing.is_empty() {
+            options.push((6, 7));
         }
         if !downs.is_empty() {
             options.push((20, 4));
@@ -1008,6 +1135,10 @@ impl World {
                     self.client_act(c);
                 }
             }
+            7 => {
+                let &s = self.rng.pick(&pushing).expect("pushing");
+                self.answer_push(s);
+            }
             _ => self.tick(),
         }
     }
@@ -1023,7 +1154,8 @@ impl World {
                 }
             }
             3..=5 => self.restart(s),
-            6..=8 => self.snapshot(s),
+            6..=7 => self.snapshot(s),
+            8 => self.gateway.down = !self.gateway.down,
             _ => self.check_restore(s),
         }
     }
@@ -1031,6 +1163,7 @@ impl World {
     /// Runs until nothing is in flight (clients may still act on what they
     /// receive), restarting crashed shards first.
     pub fn settle(&mut self) {
+        self.gateway.down = false;
         for s in 0..self.shard_count {
             self.restart(s);
         }
@@ -1746,6 +1879,29 @@ impl World {
             .request(c, request, Pend::Other)
             .expect("client is connected");
         self.await_reply(c, req)
+    }
+
+    /// (Re)connects scripted client `c` to shard `s` until its hello is
+    /// welcomed (a restarting home shard answers `Unavailable` at first).
+    pub fn ensure_online(&mut self, c: usize, s: u16) {
+        for _ in 0..100 {
+            if self.clients[c].conn.is_none() {
+                self.connect(c, s);
+            }
+            self.settle();
+            let welcomed = self.clients[c].inbox.iter().rev().find_map(|d| match d {
+                Down::Reply(_, Ok(Response::Welcome { .. })) => Some(true),
+                Down::Reply(_, Err(Reject::Unavailable(_))) => Some(false),
+                Down::Closed(_) => Some(false),
+                _ => None,
+            });
+            if welcomed == Some(true) && self.clients[c].conn.is_some() {
+                return;
+            }
+            self.disconnect(c);
+            self.tick();
+        }
+        panic!("client {c} could not connect");
     }
 
     /// Connects an admin client on shard `s`.

@@ -287,12 +287,18 @@ impl Client {
     }
 
     pub fn hello(&mut self, credential: Credential) -> Reply {
+        self.hello_as(credential, DeviceKind::Tool)
+    }
+
+    /// `Hello` as a device of this kind (tools never count as a person's
+    /// active device for notifications).
+    pub fn hello_as(&mut self, credential: Credential, kind: DeviceKind) -> Reply {
         let req = self.take_req();
         let bytes = self.enc.client(&ClientFrame::Hello {
             req,
             credential,
             device: DeviceInfo {
-                kind: DeviceKind::Tool,
+                kind,
                 name: "test".into(),
             },
         });

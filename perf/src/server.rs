@@ -1,0 +1,606 @@
+//! The server under test: a `courierd` the harness starts on a temporary
+//! data directory (and stops), or an external one given with `--server`.
+//! Also what the harness reads about it from outside: `/metrics`, and CPU
+//! time and resident memory from `/proc/PID`.
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use courier_core::api::Credential;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a spawned daemon may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Options shared by every scenario: which server, how many load threads,
+/// output format.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Use a running courierd at this address (ws://HOST:PORT or HOST:PORT)
+    /// instead of starting one. Needs --admin-token.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Admin token (ca1_…) of the external server (see DATA/admin.token).
+    #[arg(long, env = "COURIER_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// PID of the external server, to report its CPU time and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// courierd binary to start [default: next to this binary, else built with cargo].
+    #[arg(long, env = "COURIERD_BIN")]
+    pub courierd: Option<PathBuf>,
+    /// Shards of the started courierd [default: number of cores].
+    #[arg(long)]
+    pub shards: Option<u16>,
+    /// Extra argument for the started courierd (repeatable), e.g. --server-arg=--pin=true.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Directory for temporary data directories; must be a disk file system
+    /// (courierd uses O_DIRECT, which tmpfs lacks) [default: $TMPDIR or /tmp].
+    #[arg(long, env = "COURIER_BENCH_DIR")]
+    pub data_root: Option<PathBuf>,
+    /// Load-generator threads (one tokio current-thread runtime each)
+    /// [default: number of cores].
+    #[arg(long)]
+    pub client_threads: Option<usize>,
+    /// Print one JSON object with every figure as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Common {
+    /// Load threads to run.
+    pub fn threads(&self) -> usize {
+        self.client_threads.unwrap_or_else(cores).max(1)
+    }
+
+    /// Where temporary data goes.
+    pub fn data_root(&self) -> PathBuf {
+        self.data_root.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// Parameters for the JSON record.
+    pub fn params(&self) -> Value {
+        json!({
+            "server": self.server.clone().unwrap_or_else(|| "spawned".to_owned()),
+            "shards": self.shards.map(u64::from).unwrap_or(cores() as u64),
+            "server_args": self.server_args,
+            "client_threads": self.threads(),
+        })
+    }
+}
+
+/// Cores of this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Raises this process's open-file limit (soft and hard) to at least
+/// `want`; children started afterwards inherit it. Returns the new soft limit.
+pub fn raise_nofile(want: u64) -> anyhow::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into our struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!("getrlimit: {}", std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    let target = want.min(nr_open);
+    let new = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: target.max(lim.rlim_max),
+    };
+    // SAFETY: setrlimit reads our struct. Raising the hard limit needs
+    // CAP_SYS_RESOURCE (the harness runs as root on the bench machine).
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+        let soft = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above, within the existing hard limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) };
+        return Ok(lim.rlim_max);
+    }
+    Ok(target)
+}
+
+/// A spawned courierd process.
+struct Spawned {
+    child: Option<Child>,
+    binary: PathBuf,
+    data_dir: PathBuf,
+    log: PathBuf,
+    shards: u16,
+    extra: Vec<String>,
+    _temp: tempfile::TempDir,
+}
+
+/// The server under test.
+pub struct Target {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The admin credential.
+    pub admin: Credential,
+    spawned: Option<Spawned>,
+    external_pid: Option<u32>,
+}
+
+/// Timings of one daemon start.
+#[derive(Debug, Clone, Copy)]
+pub struct StartTimes {
+    /// From `spawn` to the ready line.
+    pub ready_ns: u64,
+}
+
+fn parse_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .trim()
+        .trim_start_matches("ws://")
+        .trim_start_matches("http://");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .parse()
+        .with_context(|| format!("--server {url:?}: expected ws://IP:PORT on this machine"))
+}
+
+impl Target {
+    /// Starts courierd (or connects to `--server`).
+    pub fn start(common: &Common) -> anyhow::Result<Target> {
+        if let Some(url) = &common.server {
+            let addr = parse_addr(url)?;
+            if !addr.ip().is_loopback() {
+                bail!("--server must be a loopback address (benchmarks only target this machine)");
+            }
+            let token = common
+                .admin_token
+                .as_deref()
+                .ok_or_else(|| anyhow!("--server needs --admin-token (DATA/admin.token)"))?;
+            let admin = courier_proto::token::parse(token.trim())
+                .map_err(|e| anyhow!("--admin-token: {e}"))?;
+            return Ok(Target {
+                addr,
+                admin,
+                spawned: None,
+                external_pid: common.server_pid,
+            });
+        }
+        let binary = match &common.courierd {
+            Some(path) => path.clone(),
+            None => courier_tools::testkit::courierd_binary()?,
+        };
+        let root = common.data_root();
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        let temp = tempfile::Builder::new()
+            .prefix("courier-bench-")
+            .tempdir_in(&root)
+            .with_context(|| format!("creating a data directory in {}", root.display()))?;
+        let mut spawned = Spawned {
+            child: None,
+            binary,
+            data_dir: temp.path().join("data"),
+            log: temp.path().join("courierd.log"),
+            shards: common.shards.unwrap_or(cores() as u16),
+            extra: common.server_args.clone(),
+            _temp: temp,
+        };
+        let addr = spawned.start(SocketAddr::from(([127, 0, 0, 1], 0)))?.0;
+        let token_path = spawned.data_dir.join("admin.token");
+        let text = std::fs::read_to_string(&token_path)
+            .with_context(|| format!("reading {}", token_path.display()))?;
+        let admin = courier_proto::token::parse(text.trim())
+            .map_err(|e| anyhow!("{}: {e}", token_path.display()))?;
+        Ok(Target {
+            addr,
+            admin,
+            spawned: Some(spawned),
+            external_pid: None,
+        })
+    }
+
+    /// `ws://ADDR/`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// The server's process id, if known.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.spawned {
+            Some(s) => s.child.as_ref().map(Child::id),
+            None => self.external_pid,
+        }
+    }
+
+    /// The data directory of a spawned server.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.spawned.as_ref().map(|s| s.data_dir.as_path())
+    }
+
+    /// `kill -9` of a spawned server (an error for an external one).
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        let s = self
+            .spawned
+            .as_mut()
+            .ok_or_else(|| anyhow!("cannot kill an external server"))?;
+        s.kill9();
+        Ok(())
+    }
+
+    /// SIGTERM and wait (a clean shutdown) of a spawned server.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let s = self
+            .spawned
+            .as_mut()
+            .ok_or_else(|| anyhow!("cannot stop an external server"))?;
+        if let Some(mut child) = s.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a spawned server again on the same data directory and port.
+    pub fn restart(&mut self) -> anyhow::Result<StartTimes> {
+        let addr = self.addr;
+        let s = self
+            .spawned
+            .as_mut()
+            .ok_or_else(|| anyhow!("cannot restart an external server"))?;
+        s.kill9();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match s.start(addr) {
+                Ok((_, times)) => return Ok(times),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// What can be read about the server from another thread.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            addr: self.addr,
+            pid: self.pid(),
+            scrape: true,
+        }
+    }
+
+    /// The last lines of a spawned server's log.
+    pub fn log_tail(&self) -> String {
+        self.spawned.as_ref().map_or_else(String::new, |s| {
+            let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        })
+    }
+}
+
+/// Reads the server's metrics, CPU time and memory; `Send`, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    addr: SocketAddr,
+    pid: Option<u32>,
+    /// Whether `addr` serves courierd's `/metrics`.
+    scrape: bool,
+}
+
+/// One reading of a [`Probe`].
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    /// When ([`crate::clock::now_ns`]).
+    pub at_ns: u64,
+    /// Server CPU time so far.
+    pub server_cpu_ns: Option<u64>,
+    /// Load generator CPU time so far.
+    pub client_cpu_ns: u64,
+    /// Server resident memory.
+    pub rss_kib: Option<u64>,
+    /// Server metrics (empty if the scrape failed).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Probe {
+    /// A probe of a peer process (CPU and memory only, no metrics).
+    pub fn process(addr: SocketAddr, pid: u32) -> Probe {
+        Probe {
+            addr,
+            pid: Some(pid),
+            scrape: false,
+        }
+    }
+
+    /// The summed value of every `courier_*` metric over all shards.
+    pub fn metrics(&self) -> anyhow::Result<BTreeMap<String, f64>> {
+        if !self.scrape {
+            return Ok(BTreeMap::new());
+        }
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(parse_metrics(&text))
+    }
+
+    /// CPU time (user + system) the server process has used, in ns.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        proc_cpu_ns(self.pid?)
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        proc_rss_kib(self.pid?)
+    }
+
+    /// Everything at once (the metrics scrape is a blocking HTTP request
+    /// of about a millisecond).
+    pub fn sample(&self) -> Sample {
+        Sample {
+            at_ns: crate::clock::now_ns(),
+            server_cpu_ns: self.cpu_ns(),
+            client_cpu_ns: self_cpu_ns(),
+            rss_kib: self.rss_kib(),
+            metrics: self.metrics().unwrap_or_default(),
+        }
+    }
+}
+
+/// Figures between two samples: CPU used by the server and the load
+/// generator (in cores), and the change of every server counter.
+pub fn usage(a: &Sample, b: &Sample) -> Value {
+    let wall = b.at_ns.saturating_sub(a.at_ns).max(1) as f64;
+    let server = match (a.server_cpu_ns, b.server_cpu_ns) {
+        (Some(x), Some(y)) => json!((y.saturating_sub(x)) as f64 / wall),
+        _ => Value::Null,
+    };
+    let d = metrics_delta(&a.metrics, &b.metrics);
+    let get = |k: &str| d.get(k).copied().unwrap_or(0.0);
+    let batches = get("wal_batches_total");
+    json!({
+        "wall_s": wall / 1e9,
+        "server_cpu_cores": server,
+        "client_cpu_cores": b.client_cpu_ns.saturating_sub(a.client_cpu_ns) as f64 / wall,
+        "server_rss_kib": b.rss_kib,
+        "wal_appends": get("wal_appends_total"),
+        "wal_batches": batches,
+        "wal_records_per_batch": if batches > 0.0 { get("wal_appends_total") / batches } else { 0.0 },
+        "wal_fsync_ms_mean": if batches > 0.0 { get("wal_fsync_seconds_sum") * 1e3 / batches } else { 0.0 },
+        "wal_fsync_ms_max": b.metrics.get("wal_fsync_seconds_max").copied().unwrap_or(0.0) * 1e3,
+        "wal_backpressure": get("wal_backpressure_total"),
+        "frames_in": get("frames_in_total"),
+        "frames_out": get("frames_out_total"),
+        "slow_consumer_cutoffs": get("slow_consumer_cutoffs_total"),
+        "rejects": get("core_rejects_total"),
+    })
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(s) = self.spawned.as_mut() {
+            s.kill9();
+        }
+    }
+}
+
+impl Spawned {
+    fn start(&mut self, listen: SocketAddr) -> anyhow::Result<(SocketAddr, StartTimes)> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--shards")
+            .arg(self.shards.to_string())
+            .args(["--pin", "false"])
+            // Benchmarks measure the engine, not the abuse limits (which a
+            // closed-loop load generator would hit by design).
+            .args(["--rate-conn-per-sec", "0", "--rate-user-per-sec", "0"])
+            .args(&self.extra)
+            .env(
+                "COURIER_LOG",
+                std::env::var("COURIER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        // courierd does not raise its own open-file limit: give the child
+        // the harness's (raised) limit explicitly, in case the harness's own
+        // raise was partial.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                }
+                // The daemon dies with the harness, however the harness ends.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let t0 = crate::clock::now_ns();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("spawning {}", self.binary.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(addr) = line.strip_prefix("courierd ready listen=") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        self.child = Some(child);
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(addr) => {
+                let ready_ns = crate::clock::now_ns() - t0;
+                let addr = addr
+                    .parse()
+                    .with_context(|| format!("ready line address {addr:?}"))?;
+                Ok((addr, StartTimes { ready_ns }))
+            }
+            Err(_) => {
+                self.kill9();
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                bail!(
+                    "courierd did not become ready; log ({}) ends with:\n{}",
+                    self.log.display(),
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                )
+            }
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sums `courier_NAME{shard="k"} V` lines by NAME (without the prefix).
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("courier_") else {
+            continue;
+        };
+        let name_end = rest.find(['{', ' ']).unwrap_or(rest.len());
+        let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let name = &rest[..name_end];
+        if name.ends_with("_max") {
+            let e = out.entry(name.to_owned()).or_insert(0.0f64);
+            *e = e.max(value);
+        } else {
+            *out.entry(name.to_owned()).or_insert(0.0) += value;
+        }
+    }
+    out
+}
+
+/// Differences of counters between two scrapes.
+pub fn metrics_delta(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .collect()
+}
+
+/// utime + stime of a process, in ns.
+pub fn proc_cpu_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some((utime + stime) * 1_000_000_000 / hz)
+}
+
+/// VmRSS of a process, in KiB.
+pub fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Our own CPU time (the load generator), in ns.
+pub fn self_cpu_ns() -> u64 {
+    proc_cpu_ns(std::process::id()).unwrap_or(0)
+}
+
+/// Bytes of every file under `dir` (apparent sizes).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    let mut visited = 0usize;
+    while let Some(d) = stack.pop() {
+        visited += 1;
+        if visited > 1_000_000 {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_summed_over_shards() {
+        let text = "# HELP courier_x y\ncourier_wal_batches_total{shard=\"0\"} 3\n\
+                    courier_wal_batches_total{shard=\"1\"} 4\ncourier_wal_fsync_seconds_max{shard=\"0\"} 0.5\n\
+                    courier_wal_fsync_seconds_max{shard=\"1\"} 0.25\nother 1\n";
+        let m = parse_metrics(text);
+        assert_eq!(m["wal_batches_total"], 7.0);
+        assert_eq!(m["wal_fsync_seconds_max"], 0.5);
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn own_cpu_and_rss_are_readable() {
+        assert!(proc_rss_kib(std::process::id()).unwrap() > 0);
+        assert!(proc_cpu_ns(std::process::id()).is_some());
+    }
+}

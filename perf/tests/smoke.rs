@@ -1,0 +1,164 @@
+//! Smoke test of every `courier-bench` scenario: each runs with tiny
+//! parameters against a real `courierd` (started by the harness on a
+//! temporary data directory) and must exit 0 and print its JSON record as
+//! the last line. No thresholds: figures from a CI machine mean nothing;
+//! this only proves that every scenario still runs end to end. Baselines run
+//! when `nats-server` / `redis-server` are installed; otherwise the harness
+//! skips them and says why, which this test prints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::process::Command;
+use std::time::Instant;
+
+fn bench(args: &[&str]) -> Value {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+        .args(args)
+        .args(["--json", "--shards", "2", "--client-threads", "2"])
+        .env("COURIER_LOG", "warn")
+        .output()
+        .expect("running courier-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "courier-bench {args:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    for line in stdout.lines().filter(|l| l.contains("skipped")) {
+        println!("{}: {line}", args[0]);
+    }
+    let last = stdout.lines().last().expect("some output");
+    let json: Value = serde_json::from_str(last).expect("the last line is JSON");
+    assert_eq!(json["scenario"], args[0]);
+    assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    println!(
+        "{} ran in {:.1} s",
+        args[0],
+        started.elapsed().as_secs_f64()
+    );
+    json
+}
+
+fn skipped_or_measured(results: &Value, peer: &str) {
+    let v = &results[peer];
+    if v["skipped"].is_string() {
+        println!("baseline {peer} skipped: {}", v["skipped"]);
+    } else {
+        assert!(v.is_object(), "no {peer} result: {results}");
+    }
+}
+
+#[test]
+fn send_runs_with_baselines() {
+    let j = bench(&[
+        "send",
+        "--connections",
+        "4",
+        "--conversations",
+        "2",
+        "--window",
+        "4",
+        "--secs",
+        "1",
+        "--warmup-secs",
+        "0.2",
+        "--against",
+        "redis,nats",
+    ]);
+    let r = &j["results"];
+    assert!(r["courier"]["acks"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["courier"]["errors"], 0);
+    skipped_or_measured(r, "redis");
+    skipped_or_measured(r, "nats");
+}
+
+#[test]
+fn e2e_sweeps_with_baselines() {
+    let j = bench(&[
+        "e2e",
+        "--conversations",
+        "4",
+        "--members",
+        "3",
+        "--rate-start",
+        "100",
+        "--steps-max",
+        "2",
+        "--step-secs",
+        "0.5",
+        "--final-secs",
+        "0.5",
+        "--slo-p99-ms",
+        "1000",
+        "--against",
+        "redis,nats",
+    ]);
+    let r = &j["results"];
+    assert!(!r["courier"]["sweep"].as_array().unwrap().is_empty(), "{r}");
+    skipped_or_measured(r, "redis");
+    skipped_or_measured(r, "nats");
+}
+
+#[test]
+fn fanout_runs() {
+    let j = bench(&[
+        "fanout",
+        "--members",
+        "50",
+        "--connected",
+        "20",
+        "--rate",
+        "20",
+        "--messages",
+        "5",
+        "--settle-secs",
+        "0.2",
+    ]);
+    assert_eq!(j["results"]["missing"], 0, "{}", j["results"]);
+    assert_eq!(j["results"]["delivered"], 19 * 5);
+}
+
+#[test]
+fn catchup_runs() {
+    let j = bench(&[
+        "catchup",
+        "--missed",
+        "50",
+        "--conversations",
+        "5",
+        "--rounds",
+        "2",
+    ]);
+    assert!(j["results"]["round_trips_max"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn boot_runs() {
+    let j = bench(&[
+        "boot",
+        "--conversations",
+        "20",
+        "--messages",
+        "1",
+        "--repeats",
+        "5",
+    ]);
+    assert_eq!(j["results"]["conversations_total"], 20);
+}
+
+#[test]
+fn restart_runs() {
+    let j = bench(&[
+        "restart",
+        "--wal-gib",
+        "0.002",
+        "--conversations",
+        "2",
+        "--restarts",
+        "1",
+    ]);
+    assert!(j["results"]["messages"].as_u64().unwrap() > 0);
+}
