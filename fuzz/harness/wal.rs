@@ -26,6 +26,10 @@ use std::path::Path;
 /// Segment size of the recovery harness (the WAL's minimum).
 pub const SEGMENT_BYTES: u64 = 64 * 1024;
 
+/// What opening a log gave: `(next LSN, whether a torn tail was
+/// truncated)`, or the error as text (`corrupt: …` for damage).
+pub type Opened = Result<(u64, bool), String>;
+
 /// Walks `data` as a segment's record area the way a scanner does.
 pub fn records(data: &[u8]) {
     // Header blocks: decode, and a decoded header re-encodes identically.
@@ -98,7 +102,7 @@ pub fn write_log(dir: &Path, data: &[u8]) {
 /// The differential check of inspector and recovery (see the module docs).
 /// `dir` must be on a file system with O_DIRECT (not tmpfs); `run` runs a
 /// future to completion on a glommio executor.
-pub fn recovery(data: &[u8], dir: &Path, run: &dyn Fn(&Path) -> Result<(u64, bool), String>) {
+pub fn recovery(data: &[u8], dir: &Path, run: &dyn Fn(&Path) -> Opened) {
     write_log(dir, data);
     let report = courier_tools::walinspect::inspect_log(dir, &mut |_| {})
         .expect("the inspector reads the directory");
@@ -145,7 +149,7 @@ pub fn recovery(data: &[u8], dir: &Path, run: &dyn Fn(&Path) -> Result<(u64, boo
 
 /// Opens the log in `dir` with the real recovery, replays every record and
 /// closes it: `(next LSN, whether a tail was truncated)`, or the error.
-pub async fn open_and_replay(dir: &Path) -> Result<(u64, bool), String> {
+pub async fn open_and_replay(dir: &Path) -> Opened {
     let options = courier_wal::WalOptions::small_for_tests(SEGMENT_BYTES);
     let (wal, recovered) = courier_wal::Wal::open(dir, 0, options)
         .await
