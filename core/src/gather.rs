@@ -364,12 +364,25 @@ impl Shard {
     /// reply carries read cursors read from this shard's state, and must
     /// neither show a cursor a crash could undo nor overtake the
     /// `ReadCursor` events of earlier cursor moves.
+    ///
+    /// Once this shard's storage failed, nothing appended after its last
+    /// durable batch ever becomes durable in this process, so waiting would
+    /// leave every read of the shard's users unanswered until a restart
+    /// (`after_durable` drops the action). The reply goes out at once
+    /// instead: reads keep working on a full disk. Its messages and heads
+    /// are durable (owners show only durable seqs); a read cursor or
+    /// membership whose record was in the failed batch may show, and a
+    /// restart undoes it — its own request was never answered, so its
+    /// client holds it as unknown (docs/RELIABILITY.md).
     fn gather_reply(
         &mut self,
         origin: Origin,
         result: Result<Response, Reject>,
         out: &mut Vec<Effect>,
     ) {
+        if self.storage_failed.is_some() {
+            return self.reply(origin, result, out);
+        }
         self.after_durable(Action::Reply { origin, result }, out);
     }
 

@@ -284,6 +284,26 @@ fn storage_failure_refuses_writes_and_never_acks() {
         ),
         Ok(Response::History { .. })
     ));
+    // Sync and Boot wait for earlier records to be durable; the failed
+    // batch never will be, yet they answer (regression: they never did).
+    match w.call(a, Request::Sync { cursors: vec![] }) {
+        Ok(Response::Sync { changed, .. }) => {
+            let general = changed.iter().find(|c| c.info.id == ch).expect("synced");
+            assert_eq!(general.info.head, Seq(0), "a message not durable shows");
+            assert!(general.messages.is_empty());
+        }
+        other => panic!("sync after a storage failure: {other:?}"),
+    }
+    assert!(matches!(
+        w.call(
+            a,
+            Request::Boot {
+                limit: 10,
+                offset: 0
+            }
+        ),
+        Ok(Response::Boot(_))
+    ));
     assert_eq!(
         w.nodes[0]
             .shard

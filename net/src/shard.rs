@@ -34,7 +34,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What travels between shards.
@@ -52,6 +52,10 @@ pub struct Stop {
     pub requested: AtomicBool,
     /// The process exit code once every shard has stopped.
     pub exit_code: AtomicI32,
+    /// The first storage failure of any shard, so that `/healthz` reports
+    /// it on every shard (a health check lands on whichever shard accepts
+    /// its connection).
+    pub storage_failure: OnceLock<String>,
 }
 
 impl Stop {
@@ -60,6 +64,7 @@ impl Stop {
         Arc::new(Stop {
             requested: AtomicBool::new(false),
             exit_code: AtomicI32::new(0),
+            storage_failure: OnceLock::new(),
         })
     }
 
@@ -323,6 +328,10 @@ impl ShardCtx {
             return;
         }
         *self.storage_failed.borrow_mut() = Some(reason.clone());
+        let _ = self
+            .stop
+            .storage_failure
+            .set(format!("storage failed on shard {}: {reason}", self.id.0));
         if !error.is_no_space() {
             self.stop.request(1);
         }
@@ -506,16 +515,11 @@ impl ShardCtx {
         }
     }
 
-    /// `/healthz` status and body.
+    /// `/healthz` status and body: 503 as soon as any shard's storage
+    /// failed, whichever shard answers.
     pub fn health(&self) -> (u16, String) {
-        if let Some(reason) = &*self.storage_failed.borrow() {
-            if self.stop.is_requested() && reason == "shutting down" {
-                return (503, "shutting down\n".into());
-            }
-            return (
-                503,
-                format!("storage failed on shard {}: {reason}\n", self.id.0),
-            );
+        if let Some(failure) = self.stop.storage_failure.get() {
+            return (503, format!("{failure}\n"));
         }
         if self.stop.is_requested() {
             return (503, "shutting down\n".into());
@@ -878,7 +882,15 @@ async fn durability_task(ctx: Rc<ShardCtx>) {
                 ctx.submit(Input::Durable { lsn: Lsn(target) });
             }
             Err(e) => {
-                tracing::error!(shard = ctx.id.0, error = %e, "WAL failed; refusing writes");
+                // Batches before the failed one were fsync'ed: report them
+                // so their acks and deliveries go out (and reads see them)
+                // rather than leaving them invisible until a restart.
+                let durable = ctx.wal.durable_lsn().0;
+                if durable > reported {
+                    reported = durable;
+                    ctx.submit(Input::Durable { lsn: Lsn(durable) });
+                }
+                tracing::error!(shard = ctx.id.0, durable_lsn = reported, error = %e, "WAL failed; refusing writes");
                 let reason = format!("WAL failed: {e}");
                 ctx.storage_failed(&e, reason);
                 return;

@@ -1,7 +1,15 @@
 //! Replays the committed fuzz corpus of the server's HTTP and WebSocket
-//! layers (fuzz/corpus/{http_route,ws_frames}) as a regression suite; every
-//! crasher a fuzzer finds is added there.
+//! layers and of the WAL (fuzz/corpus/{http_route,ws_frames,handshake,
+//! wal_records,wal_recovery}) as a regression suite, with the same checks
+//! the fuzz targets make (`fuzz/harness/`); every crasher a fuzzer finds is
+//! added there. (The flatbuffers decoders' corpora are replayed by
+//! net/proto/tests/codec.rs.)
 #![allow(clippy::unwrap_used)]
+
+#[path = "../../fuzz/harness/handshake.rs"]
+mod handshake_harness;
+#[path = "../../fuzz/harness/wal.rs"]
+mod wal_harness;
 
 use std::path::Path;
 
@@ -47,4 +55,41 @@ fn ws_frames_corpus() {
         messages >= 5,
         "the well-formed seeds must decode ({messages})"
     );
+}
+
+#[test]
+fn handshake_corpus() {
+    let inputs = corpus("handshake");
+    assert!(inputs.len() >= 5);
+    let decoded: usize = inputs.iter().map(|i| handshake_harness::handshake(i)).sum();
+    assert!(
+        decoded >= 4,
+        "the well-formed seeds must decode ({decoded})"
+    );
+}
+
+#[test]
+fn wal_records_corpus() {
+    let inputs = corpus("wal_records");
+    assert!(inputs.len() >= 5);
+    for input in &inputs {
+        wal_harness::records(input);
+    }
+}
+
+#[test]
+fn wal_recovery_corpus() {
+    let inputs = corpus("wal_recovery");
+    assert!(inputs.len() >= 5);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let log = dir.path().join("shard-0");
+    // Exactly as the fuzz target runs it.
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap();
+    for input in &inputs {
+        wal_harness::recovery(input, &log, &|d| {
+            executor.run(wal_harness::open_and_replay(d))
+        });
+    }
 }
