@@ -777,8 +777,10 @@ impl Shard {
     ///
     /// After a storage failure the records not yet durable never will be
     /// (in this incarnation): a client's answer becomes `Unavailable` naming
-    /// the failure (a `Sync` on a shard whose disk filled up is refused, not
-    /// left hanging); anything else is dropped, and the restart's
+    /// the failure (an idempotent retry on a shard whose disk filled up is
+    /// refused, not left hanging; reads that gather — `Sync`, `Boot`,
+    /// lists — answer at once instead, see `gather_reply`); anything else
+    /// is dropped, and the restart's
     /// reconciliation repairs what the other shards missed.
     pub(crate) fn after_durable(&mut self, action: Action, out: &mut Vec<Effect>) {
         let last = Lsn(self.next_lsn.0 - 1);
