@@ -202,3 +202,29 @@ fn restart_runs() {
     ]);
     assert!(j["results"]["messages"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn wal_runs() {
+    // The WAL scenario drives courier-wal directly (no courierd, no
+    // client threads), so it takes its own arguments.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+        .args(["wal", "--appenders", "16", "--seconds", "0.5"])
+        .args(["--rounds", "1", "--warmup-seconds", "0.1", "--segment-mib", "8"])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--json")
+        .output()
+        .expect("running courier-bench wal");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "courier-bench wal failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: Value = serde_json::from_str(stdout.lines().last().expect("output")).unwrap();
+    assert_eq!(json["bench"], "wal");
+    assert!(json["records_per_sec"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["cores"].as_u64().unwrap() >= 1);
+}
