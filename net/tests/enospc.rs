@@ -17,88 +17,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../wal/tests/common/loop_mount.rs"]
+mod loop_mount;
 
 use common::load::{check, fixture, runtime, Load, LoadOptions};
 use common::*;
 use courier_core::api::*;
 use courier_tools::ledger::Ledger;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use loop_mount::{LoopMount, MountError};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A loop-mounted ext4 image; unmounted and detached on drop.
-struct LoopMount {
-    image_dir: tempfile::TempDir,
-    mount_point: PathBuf,
-    device: Option<String>,
-    mounted: bool,
-}
-
-fn sh(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{program} {args:?}: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-impl LoopMount {
-    fn new(size_mib: u64) -> Result<LoopMount, String> {
-        let image_dir = tempfile::tempdir_in(test_root()).map_err(|e| e.to_string())?;
-        let image = image_dir.path().join("fs.img");
-        let mount_point = image_dir.path().join("mnt");
-        std::fs::create_dir(&mount_point).map_err(|e| e.to_string())?;
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(size_mib * 1024 * 1024))
-            .map_err(|e| e.to_string())?;
-        let mut guard = LoopMount {
-            image_dir,
-            mount_point,
-            device: None,
-            mounted: false,
-        };
-        let image = image.to_string_lossy().into_owned();
-        // A missing mkfs.ext4 is a broken test machine, not a reason to skip.
-        if let Err(e) = sh("mkfs.ext4", &["-q", "-F", "-m", "0", "-b", "4096", &image]) {
-            panic!("mkfs.ext4 (e2fsprogs) is needed by this test: {e}");
-        }
-        guard.device = Some(sh("losetup", &["--find", "--show", &image])?);
-        let device = guard.device.clone().unwrap_or_default();
-        sh("mount", &[&device, &guard.mount_point.to_string_lossy()])?;
-        guard.mounted = true;
-        Ok(guard)
-    }
-
-    fn path(&self) -> &Path {
-        &self.mount_point
-    }
-}
-
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        if self.mounted {
-            let point = self.mount_point.to_string_lossy().into_owned();
-            if let Err(e) = sh("umount", &[&point]) {
-                eprintln!("umount failed ({e}); detaching lazily");
-                let _ = sh("umount", &["-l", &point]);
-            }
-        }
-        if let Some(device) = &self.device {
-            if let Err(e) = sh("losetup", &["-d", device]) {
-                eprintln!("losetup -d {device} failed: {e}");
-            }
-        }
-        let _ = &self.image_dir; // removed by its own drop, after the unmount
-    }
-}
 
 /// Free bytes on the file system holding `path`.
 fn free_bytes(path: &Path) -> u64 {
@@ -138,9 +67,10 @@ fn a_full_disk_refuses_sends_keeps_reads_and_loses_nothing() {
     }
     // Root without loop devices or without the right to mount (e.g. an
     // unprivileged container) cannot run this test either.
-    let mount = match LoopMount::new(48) {
+    let mount = match LoopMount::new(&test_root(), 48) {
         Ok(mount) => mount,
-        Err(e) => {
+        Err(MountError::Mkfs(e)) => panic!("mkfs.ext4 (e2fsprogs) is needed by this test: {e}"),
+        Err(MountError::Mount(e)) => {
             eprintln!("SKIPPED enospc: cannot loop-mount a small ext4: {e}");
             return;
         }

@@ -6,86 +6,15 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+#[path = "common/loop_mount.rs"]
+mod loop_mount;
 
-use common::{check_all, kind, payload, run, temp_dir};
+use common::{base_dir, check_all, kind, payload, run};
 use courier_wal::{Error, Lsn, Wal, WalOptions};
+use loop_mount::LoopMount;
 
 const SEED: u64 = 31;
 const MAX_LEN: u64 = 3000;
-
-/// A loop-mounted ext4 image; unmounted and detached on drop.
-struct LoopMount {
-    image_dir: tempfile::TempDir,
-    mount_point: PathBuf,
-    device: Option<String>,
-    mounted: bool,
-}
-
-fn sh(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{program} {args:?}: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-impl LoopMount {
-    fn new(size_mib: u64) -> Result<LoopMount, String> {
-        let image_dir = temp_dir();
-        let image = image_dir.path().join("fs.img");
-        let mount_point = image_dir.path().join("mnt");
-        std::fs::create_dir(&mount_point).map_err(|e| e.to_string())?;
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(size_mib * 1024 * 1024))
-            .map_err(|e| e.to_string())?;
-        let mut guard = LoopMount {
-            image_dir,
-            mount_point,
-            device: None,
-            mounted: false,
-        };
-        let image = image.to_string_lossy().into_owned();
-        sh("mkfs.ext4", &["-q", "-F", "-m", "0", "-b", "4096", &image])?;
-        guard.device = Some(sh("losetup", &["--find", "--show", &image])?);
-        let device = guard.device.clone().unwrap_or_default();
-        sh("mount", &[&device, &guard.mount_point.to_string_lossy()])?;
-        guard.mounted = true;
-        Ok(guard)
-    }
-
-    fn path(&self) -> &Path {
-        &self.mount_point
-    }
-}
-
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        if self.mounted {
-            let point = self.mount_point.to_string_lossy().into_owned();
-            if let Err(e) = sh("umount", &[&point]) {
-                eprintln!("umount failed ({e}); detaching lazily");
-                let _ = sh("umount", &["-l", &point]);
-            }
-        }
-        if let Some(device) = &self.device {
-            if let Err(e) = sh("losetup", &["-d", device]) {
-                eprintln!("losetup -d {device} failed: {e}");
-            }
-        }
-        let _ = &self.image_dir; // removed by its own drop, after the unmount
-    }
-}
 
 #[test]
 fn a_full_disk_fails_appends_cleanly_and_loses_nothing_acknowledged() {
@@ -94,7 +23,7 @@ fn a_full_disk_fails_appends_cleanly_and_loses_nothing_acknowledged() {
         println!("skipped: the ENOSPC test needs root for a loop-mounted ext4");
         return;
     }
-    let mount = LoopMount::new(24)
+    let mount = LoopMount::new(&base_dir(), 24)
         .unwrap_or_else(|e| panic!("cannot set up the loop-mounted ext4 as root: {e}"));
     let path = mount.path().join("wal");
     let mut options = WalOptions::small_for_tests(1024 * 1024);
