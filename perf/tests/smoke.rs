@@ -210,7 +210,14 @@ fn wal_runs() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
         .args(["wal", "--appenders", "16", "--seconds", "0.5"])
-        .args(["--rounds", "1", "--warmup-seconds", "0.1", "--segment-mib", "8"])
+        .args([
+            "--rounds",
+            "1",
+            "--warmup-seconds",
+            "0.1",
+            "--segment-mib",
+            "8",
+        ])
         .arg("--dir")
         .arg(dir.path())
         .arg("--json")
