@@ -162,8 +162,12 @@ impl Server {
         let line = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => line,
             Err(_) => {
+                let dump = thread_dump(child.id());
                 let _ = child.kill();
-                panic!("courierd did not become ready; log:\n{}", self.log());
+                panic!(
+                    "courierd did not become ready; log:\n{}\nthreads:\n{dump}",
+                    self.log()
+                );
             }
         };
         let addr = line
@@ -547,4 +551,33 @@ pub fn conversation(reply: Reply) -> ConversationId {
 
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// Every thread's stack of a stuck daemon, for the failure message: `gdb`
+/// when installed (bounded to 30 s), else each thread's name and kernel
+/// wait channel from `/proc` (enough to tell a futex wait from an io_uring
+/// wait).
+pub fn thread_dump(pid: u32) -> String {
+    let gdb = std::process::Command::new("timeout")
+        .args(["30", "gdb", "-batch", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt"])
+        .output();
+    if let Ok(out) = gdb {
+        if out.status.success() && !out.stdout.is_empty() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+    }
+    let mut dump = String::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    for task in tasks.into_iter().flatten().flatten() {
+        let path = task.path();
+        let read = |f: &str| std::fs::read_to_string(path.join(f)).unwrap_or_default();
+        dump.push_str(&format!(
+            "{} {} wchan={}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan").trim()
+        ));
+    }
+    dump
 }
