@@ -180,24 +180,10 @@ fn setup() -> Fx {
         Ok(Response::WorkspaceCreated { workspace }) => workspace,
         other => panic!("{other:?}"),
     };
-    let other = match admin.request(Request::CreateUser {
+    let other = issued_credential(admin.request(Request::CreateUser {
         workspace: ws2,
         name: "stranger".into(),
-    }) {
-        Ok(Response::TokenIssued {
-            user,
-            token,
-            secret,
-        }) => (
-            user,
-            Credential::User {
-                user,
-                token,
-                secret,
-            },
-        ),
-        other => panic!("{other:?}"),
-    };
+    }));
     let u = |i: usize| w1.users[i].clone();
     let (owner, member, outsider, removed, revoked, target, victim) =
         (u(0), u(1), u(2), u(3), u(4), u(5), u(6));

@@ -403,21 +403,10 @@ fn a_workspace_over_its_rate_is_paced_and_other_workspaces_are_not() {
         Ok(Response::WorkspaceCreated { workspace }) => workspace,
         other => panic!("{other:?}"),
     };
-    let carl = match admin.request(Request::CreateUser {
+    let (_, carl) = issued_credential(admin.request(Request::CreateUser {
         workspace: globex,
         name: "carl".into(),
-    }) {
-        Ok(Response::TokenIssued {
-            user,
-            token,
-            secret,
-        }) => Credential::User {
-            user,
-            token,
-            secret,
-        },
-        other => panic!("{other:?}"),
-    };
+    }));
     let mut ann = Client::login(server.addr, &w.users[0].1);
     let mut bob = Client::login(server.addr, &w.users[1].1);
     let mut carl = Client::login(server.addr, &carl);

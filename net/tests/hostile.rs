@@ -332,21 +332,7 @@ fn create_user(admin: &mut Client, workspace: WorkspaceId, name: &str) -> (UserI
             other => break other,
         }
     };
-    match reply {
-        Ok(Response::TokenIssued {
-            user,
-            token,
-            secret,
-        }) => (
-            user,
-            Credential::User {
-                user,
-                token,
-                secret,
-            },
-        ),
-        other => panic!("{other:?}"),
-    }
+    issued_credential(reply)
 }
 
 impl Pair {

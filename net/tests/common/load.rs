@@ -87,24 +87,12 @@ pub fn fixture(server: &Server, ledger: Arc<Mutex<Ledger>>, name: &str) -> Fixtu
     };
     let mut users = Vec::new();
     for n in ["w0", "w1", "w2", "w3", "obs"] {
-        match admin.request(Request::CreateUser {
-            workspace,
-            name: n.into(),
-        }) {
-            Ok(Response::TokenIssued {
-                user,
-                token,
-                secret,
-            }) => users.push((
-                user,
-                Credential::User {
-                    user,
-                    token,
-                    secret,
-                },
-            )),
-            other => panic!("{other:?}"),
-        }
+        users.push(super::issued_credential(admin.request(
+            Request::CreateUser {
+                workspace,
+                name: n.into(),
+            },
+        )));
     }
     let mut clients: Vec<RawClient> = users
         .iter()

@@ -293,6 +293,26 @@ pub struct Client {
 
 pub type Reply = Result<Response, Reject>;
 
+/// The user and credential of a `TokenIssued` reply (any other reply fails
+/// the test).
+pub fn issued_credential(reply: Reply) -> (UserId, Credential) {
+    match reply {
+        Ok(Response::TokenIssued {
+            user,
+            token,
+            secret,
+        }) => (
+            user,
+            Credential::User {
+                user,
+                token,
+                secret,
+            },
+        ),
+        other => panic!("expected a token: {other:?}"),
+    }
+}
+
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let (ws, _) = tungstenite::connect(format!("ws://{addr}/")).unwrap();
@@ -519,24 +539,10 @@ pub fn world(server: &Server, names: &[&str]) -> World {
     let users = names
         .iter()
         .map(|name| {
-            match admin.request(Request::CreateUser {
+            issued_credential(admin.request(Request::CreateUser {
                 workspace,
                 name: (*name).into(),
-            }) {
-                Ok(Response::TokenIssued {
-                    user,
-                    token,
-                    secret,
-                }) => (
-                    user,
-                    Credential::User {
-                        user,
-                        token,
-                        secret,
-                    },
-                ),
-                other => panic!("{other:?}"),
-            }
+            }))
         })
         .collect();
     World { workspace, users }
