@@ -193,6 +193,29 @@ impl Signal {
     }
 }
 
+/// Whether a connection's session is authenticated. Setting it wakes the
+/// connection's reader, which then re-arms its read deadline at once: the
+/// idle timeout replaces the pre-auth deadline the moment the `Welcome` is
+/// out, not when the pre-auth wait happens to end.
+#[derive(Default)]
+pub struct Authed {
+    flag: Cell<bool>,
+    changed: Signal,
+}
+
+impl Authed {
+    /// True once the core answered `Hello` with `Welcome`.
+    pub fn get(&self) -> bool {
+        self.flag.get()
+    }
+
+    /// Sets the state and wakes the reader.
+    pub fn set(&self, authed: bool) {
+        self.flag.set(authed);
+        self.changed.notify();
+    }
+}
+
 /// Bytes waiting to be written to one socket.
 struct Outbox {
     frames: VecDeque<Bytes>,
@@ -211,7 +234,7 @@ pub struct Conn {
     /// Notified when the connection starts closing (stops the reader).
     closing: Signal,
     /// Set when the core answered `Hello` with `Welcome`.
-    pub authed: Cell<bool>,
+    pub authed: Authed,
     /// The session's user, once welcomed (admin sessions have none).
     pub user: Cell<Option<courier_core::api::UserId>>,
     /// The session user's workspace, once welcomed.
@@ -243,7 +266,7 @@ impl Conn {
             }),
             wake: Signal::default(),
             closing: Signal::default(),
-            authed: Cell::new(false),
+            authed: Authed::default(),
             user: Cell::new(None),
             workspace: Cell::new(None),
             limiter,
@@ -476,32 +499,48 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
     let opened = Instant::now();
     let mut last_frame = opened;
     loop {
-        // The deadline that applies can change during a wait: a `Welcome`
-        // usually arrives after the reader went back to waiting with the
-        // pre-auth deadline. So an expired wait is judged by the state at
-        // its end, not by the deadline it started with.
-        let deadline = if conn.authed.get() {
+        // The deadline that applies changes when the `Welcome` goes out
+        // (usually while the reader already waits for the next frame under
+        // the pre-auth deadline, as the Welcome may come from another
+        // shard): the wait also ends on that change and is re-armed with the
+        // idle deadline, which runs from the last frame. An expired wait is
+        // still judged by the state at its end.
+        let authed = conn.authed.get();
+        let deadline = if authed {
             ctx.idle_timeout().saturating_sub(last_frame.elapsed())
         } else {
             ctx.preauth_timeout().saturating_sub(opened.elapsed())
         };
         let next = futures_lite::future::or(
-            async { Some(with_timeout(deadline, rx.next()).await) },
+            async { Wait::Read(with_timeout(deadline, rx.next()).await) },
             async {
-                // Stop reading as soon as the writer is closing.
-                conn.closing.wait().await;
-                None
+                futures_lite::future::or(
+                    async {
+                        // Stop reading as soon as the writer is closing.
+                        conn.closing.wait().await;
+                        Wait::Closing
+                    },
+                    async {
+                        if authed {
+                            std::future::pending::<()>().await;
+                        }
+                        conn.authed.changed.wait().await;
+                        Wait::Authed
+                    },
+                )
+                .await
             },
         )
         .await;
         let msg = match next {
-            None => break,
-            Some(None) => {
+            Wait::Closing => break,
+            Wait::Authed => continue,
+            Wait::Read(None) => {
                 if conn.authed.get() {
                     if last_frame.elapsed() < ctx.idle_timeout() {
                         // The wait began under the pre-auth deadline and the
-                        // Welcome (from another shard) came meanwhile: the
-                        // idle timeout runs from the last frame, not from here.
+                        // Welcome came meanwhile: the idle timeout runs from
+                        // the last frame, not from here.
                         continue;
                     }
                     conn.close(close::IDLE, "idle timeout");
@@ -510,8 +549,8 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 }
                 break;
             }
-            Some(Some(None)) => break,
-            Some(Some(Some(Err(e)))) => {
+            Wait::Read(Some(None)) => break,
+            Wait::Read(Some(Some(Err(e)))) => {
                 use async_tungstenite::tungstenite::Error as WsError;
                 match e {
                     WsError::Capacity(_) => conn.close(
@@ -526,7 +565,7 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 }
                 break;
             }
-            Some(Some(Some(Ok(msg)))) => {
+            Wait::Read(Some(Some(Ok(msg)))) => {
                 last_frame = Instant::now();
                 msg
             }
@@ -599,6 +638,16 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
     conn.close(CloseCode::Normal.into(), "bye");
     let _ = with_timeout(Duration::from_secs(2), writer).await;
     ctx.unregister_conn(&conn);
+}
+
+/// How one wait of a connection's reader ended.
+enum Wait<T> {
+    /// The next message, the end of the stream, or `None` at the deadline.
+    Read(Option<Option<T>>),
+    /// The connection is closing.
+    Closing,
+    /// The session was authenticated meanwhile (re-arm the deadline).
+    Authed,
 }
 
 /// Reads WebSocket messages from raw post-upgrade bytes exactly as a

@@ -11,6 +11,8 @@
 //!   upgraded connections that never say `Hello` (4009 at the pre-auth
 //!   deadline), authenticated connections that start a 200 KiB message and
 //!   never finish it (4010 at the idle deadline);
+//! - silent members with the idle timeout below the pre-auth deadline:
+//!   4010 at the idle timeout, never at the pre-auth deadline;
 //! - 10,000 idle authenticated connections: resident memory per connection
 //!   (from /proc/PID/status) is bounded and printed;
 //! - 100 consumers that never read on a busy channel: every one is cut off
@@ -762,6 +764,45 @@ fn slow_handshakes_and_silent_connections_are_cut_off_at_their_deadlines() {
         rss_stalled.saturating_sub(rss_before)
     );
     healthy(&server);
+}
+
+#[test]
+fn silent_members_are_closed_at_the_idle_timeout_even_below_the_preauth_deadline() {
+    // Regression (issue 12): with `--idle-timeout-secs 3` and the pre-auth
+    // deadline at its default 10 s, members that sent nothing after `Hello`
+    // and answered no ping were closed 4010 after 3 or 10 s: a `Welcome`
+    // that came while the reader waited under the pre-auth deadline armed
+    // the idle deadline only when that wait ended. Two shards, so Welcomes
+    // also come from the other shard.
+    const IDLE: Duration = Duration::from_secs(3);
+    const SLACK: Duration = Duration::from_millis(1_500);
+    let server = Server::start_with(2, &["--idle-timeout-secs", "3"]);
+    let names: Vec<String> = (0..6).map(|i| format!("quiet{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let w = world_named(&server, "quiet", &names);
+    let addr = server.addr;
+    let members: Vec<_> = (0..12)
+        .map(|i| {
+            let credential = w.users[i % w.users.len()].1.clone();
+            std::thread::spawn(move || {
+                let mut c = Raw::ws(addr);
+                let hello_sent = Instant::now();
+                c.hello(&credential);
+                c.expect_welcome();
+                // Silent from here on; Raw answers no ping.
+                let code = c.close_code(Duration::from_secs(20));
+                (code, hello_sent.elapsed())
+            })
+        })
+        .collect();
+    let closes: Vec<(Option<u16>, Duration)> =
+        members.into_iter().map(|m| m.join().unwrap()).collect();
+    eprintln!("hostile: silent members (idle 3 s, pre-auth 10 s) closed after {closes:?}");
+    for (code, took) in &closes {
+        assert_eq!(*code, Some(4010), "{closes:?}");
+        assert!(*took >= IDLE, "closed before the idle timeout: {closes:?}");
+        assert!(*took < IDLE + SLACK, "closed late: {closes:?}");
+    }
 }
 
 #[test]
