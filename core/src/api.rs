@@ -356,6 +356,25 @@ pub struct SyncConversation {
     pub truncated: bool,
 }
 
+/// A request budget the runtime enforces (a token bucket): on average
+/// `per_sec` requests per second, with bursts of up to `burst`. `per_sec` 0
+/// means no limit (or not told).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_sec: u32,
+    /// Requests that may go at once when the budget is full.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// No limit, or none told.
+    pub const NONE: RateLimit = RateLimit {
+        per_sec: 0,
+        burst: 0,
+    };
+}
+
 /// Successful replies, one variant per request (plus `Welcome` for `Hello`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
@@ -367,6 +386,13 @@ pub enum Response {
         workspace: Option<WorkspaceId>,
         /// Server time.
         now: Millis,
+        /// The request budget of this connection, so a client can pace
+        /// itself instead of being refused. The core leaves it unset
+        /// ([`RateLimit::NONE`]); the runtime, which enforces it, fills it in.
+        conn_rate: RateLimit,
+        /// The request budget of the user on the connection's shard
+        /// (shared by the user's devices there); filled in like `conn_rate`.
+        user_rate: RateLimit,
     },
     /// A workspace was created.
     WorkspaceCreated {
@@ -461,8 +487,11 @@ pub enum Reject {
     TooLarge(String),
     /// Too many requests; retry after this many milliseconds.
     RateLimited {
-        /// Suggested wait.
+        /// Time until the budget that refused has room for one request.
         retry_after_ms: u64,
+        /// The budget that refused (the connection's or the user's), so a
+        /// client can pace the rest of its requests.
+        limit: RateLimit,
     },
     /// The shard cannot accept writes (storage failed) or is starting.
     Unavailable(String),

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::api::{
-    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Effect, Event, Millis, Reject,
-    ReqId, Request, Response, ShardId, UserId,
+    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Effect, Event, Millis, RateLimit,
+    Reject, ReqId, Request, Response, ShardId, UserId,
 };
 use crate::auth::hash_secret;
 use crate::constants::{
@@ -108,6 +108,8 @@ impl Shard {
                     user: None,
                     workspace: None,
                     now,
+                    conn_rate: RateLimit::NONE,
+                    user_rate: RateLimit::NONE,
                 };
                 self.direct_reply(conn, req, Ok(welcome), out);
             }
@@ -437,6 +439,8 @@ impl Shard {
                     user: Some(who.user),
                     workspace: Some(who.workspace),
                     now,
+                    conn_rate: RateLimit::NONE,
+                    user_rate: RateLimit::NONE,
                 };
                 self.reply(origin, Ok(welcome), out);
             }

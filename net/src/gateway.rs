@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 pub mod close {
     /// `Hello` failed: bad, unknown or revoked token.
     pub const UNAUTHENTICATED: u16 = 4001;
+    /// `Hello` refused before authentication: unsupported
+    /// `protocol_version`, invalid `device_name` or unknown `device_kind`
+    /// (the `ErrorReply` before the close names the field).
+    pub const BAD_HELLO: u16 = 4002;
     /// The session's token was revoked or the user removed.
     pub const REVOKED: u16 = 4003;
     /// The client did not read fast enough; reconnect and `Sync`.
@@ -610,11 +614,20 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                         request,
                     })
                 }
-                Err(retry_after_ms) => {
+                Err((retry_after_ms, limit)) => {
                     ctx.count(M::rate_limited_total, 1);
-                    ctx.reply_now(&conn, req, &Err(Reject::RateLimited { retry_after_ms }));
+                    let refused = Reject::RateLimited {
+                        retry_after_ms,
+                        limit,
+                    };
+                    ctx.reply_now(&conn, req, &Err(refused));
                 }
             },
+            Err(DecodeError::BadHello { reject, reason }) => {
+                let req = courier_proto::peek_request_id(&bytes);
+                ctx.reply_now(&conn, req, &Err(reject));
+                conn.close(close::BAD_HELLO, reason);
+            }
             Err(DecodeError::Token(_)) => {
                 let req = courier_proto::peek_request_id(&bytes);
                 ctx.reply_now(&conn, req, &Err(Reject::Unauthenticated));

@@ -11,26 +11,48 @@
 //! gets up to k times the rate. That keeps the check local (no cross-core
 //! traffic per request); the per-connection bucket bounds each device.
 
+use courier_core::api::RateLimit;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
+
+/// The budget a configured rate stands for: `per_sec` requests per second
+/// with bursts of twice that ([`RateLimit::NONE`] for 0, no limit). What
+/// [`Limiter::new`] enforces and what `Welcome` tells the client.
+pub fn rate_limit(per_sec: u32) -> RateLimit {
+    if per_sec == 0 {
+        return RateLimit::NONE;
+    }
+    RateLimit {
+        per_sec,
+        burst: per_sec.saturating_mul(2),
+    }
+}
 
 /// One token bucket.
 pub struct Limiter {
     inner: DefaultDirectRateLimiter,
     clock: DefaultClock,
+    limit: RateLimit,
 }
 
 impl Limiter {
     /// `per_sec` requests per second with bursts of twice that; `None` when
     /// `per_sec` is 0 (no limit).
     pub fn new(per_sec: u32) -> Option<Limiter> {
-        let rate = NonZeroU32::new(per_sec)?;
-        let burst = NonZeroU32::new(per_sec.saturating_mul(2)).unwrap_or(rate);
+        let limit = rate_limit(per_sec);
+        let rate = NonZeroU32::new(limit.per_sec)?;
+        let burst = NonZeroU32::new(limit.burst).unwrap_or(rate);
         Some(Limiter {
             inner: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
             clock: DefaultClock::default(),
+            limit,
         })
+    }
+
+    /// The budget this bucket enforces.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
     }
 
     /// Takes one token, or says how many milliseconds until one is free.
@@ -60,5 +82,13 @@ mod tests {
             "about 1/rate seconds, got {wait} ms"
         );
         assert!(Limiter::new(0).is_none());
+        assert_eq!(
+            l.limit(),
+            RateLimit {
+                per_sec: 10,
+                burst: 20
+            }
+        );
+        assert_eq!(rate_limit(0), RateLimit::NONE);
     }
 }

@@ -17,13 +17,13 @@ use crate::constants::{
     PACE_WAIT_MAX, PEER_QUEUE_HIGH_WATER, SNAPSHOT_EVERY_RECORDS, TICK_INTERVAL,
 };
 use crate::gateway::{self, close, Conn, Queued, Signal};
-use crate::limits::Limiter;
+use crate::limits::{rate_limit, Limiter};
 use crate::metrics::{Board, Counters, M};
 use crate::push::PushLink;
 use bytes::Bytes;
 use courier_core::api::{
-    CloseReason, ConnId, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId, Response,
-    ShardId, UserId, WorkspaceId,
+    CloseReason, ConnId, Effect, Event, Input, Lsn, Millis, PeerMsg, RateLimit, Reject, ReqId,
+    Response, ShardId, UserId, WorkspaceId,
 };
 use courier_core::{Shard, ShardConfig};
 use courier_proto::Encoder;
@@ -184,12 +184,26 @@ impl ShardCtx {
                     self.peer_wake[k].notify();
                 }
             }
-            Effect::Reply { conn, req, result } => {
+            Effect::Reply {
+                conn,
+                req,
+                mut result,
+            } => {
                 if let Some(c) = self.conn(conn) {
                     if let Ok(Response::Welcome {
-                        user, workspace, ..
-                    }) = &result
+                        user,
+                        workspace,
+                        conn_rate,
+                        user_rate,
+                        ..
+                    }) = &mut result
                     {
+                        // The budgets the gateway enforces, for the client
+                        // to pace itself by.
+                        *conn_rate = rate_limit(self.config.rate_conn_per_sec);
+                        if user.is_some() {
+                            *user_rate = rate_limit(self.config.rate_user_per_sec);
+                        }
                         c.authed.set(true);
                         if let Some(user) = *user {
                             self.session_started(&c, user, *workspace);
@@ -429,14 +443,14 @@ impl ShardCtx {
 
     /// Spends one request of the connection's and the user's budgets, or
     /// says how long to wait.
-    pub fn rate_check(&self, conn: &Conn) -> Result<(), u64> {
+    pub fn rate_check(&self, conn: &Conn) -> Result<(), (u64, RateLimit)> {
         if let Some(l) = &conn.limiter {
-            l.check()?;
+            l.check().map_err(|wait| (wait, l.limit()))?;
         }
         if let Some(user) = conn.user.get() {
             let limiter = self.user_limits.borrow().get(&user).map(|e| e.0.clone());
             if let Some(l) = limiter {
-                l.check()?;
+                l.check().map_err(|wait| (wait, l.limit()))?;
             }
         }
         Ok(())

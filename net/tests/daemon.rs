@@ -349,7 +349,7 @@ fn requests_over_the_rate_limit_are_refused_with_a_wait() {
     for _ in 0..30 {
         match ann.request(Request::ListConversations) {
             Ok(Response::Conversations(_)) => {}
-            Err(Reject::RateLimited { retry_after_ms }) => {
+            Err(Reject::RateLimited { retry_after_ms, .. }) => {
                 limited += 1;
                 waits.push(retry_after_ms);
             }
@@ -371,6 +371,143 @@ fn requests_over_the_rate_limit_are_refused_with_a_wait() {
         metrics.contains("courier_rate_limited_total{shard=\"0\"} "),
         "{metrics}"
     );
+}
+
+/// Sends `n` messages at once on one connection of the client library,
+/// each retried after `retry_after_ms` whenever it is refused (what a
+/// client that honours only `retry_after_ms` does); returns the refusals and
+/// how long until every send was acknowledged.
+fn burst_of_sends(
+    server: &Server,
+    credential: &Credential,
+    conversation: ConversationId,
+    n: usize,
+    pace: bool,
+) -> (u64, Duration) {
+    use courier_tools::{ClientError, ConnectOptions, Connection};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut options = ConnectOptions::new(format!("ws://{}/", server.addr), credential.clone());
+        options.pace = pace;
+        let (conn, _events) = Connection::connect(&options).await.unwrap();
+        let refusals = Arc::new(AtomicU64::new(0));
+        let started = std::time::Instant::now();
+        let sends: Vec<_> = (0..n)
+            .map(|i| {
+                let conn = conn.clone();
+                let refusals = refusals.clone();
+                let request = Request::Send {
+                    conversation,
+                    client_msg_id: rand_u128(),
+                    body: format!("burst {i}"),
+                    mentions: vec![],
+                    broadcast: Broadcast::None,
+                };
+                tokio::spawn(async move {
+                    loop {
+                        match conn.request(request.clone()).await {
+                            Ok(Response::SendAck { .. }) => return,
+                            Err(ClientError::Rejected(Reject::RateLimited {
+                                retry_after_ms,
+                                ..
+                            })) => {
+                                refusals.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
+                            }
+                            other => panic!("send failed: {other:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for send in sends {
+            send.await.unwrap();
+        }
+        (refusals.load(Ordering::Relaxed), started.elapsed())
+    })
+}
+
+#[test]
+fn clients_learn_the_request_budget_and_a_pacing_client_is_not_refused() {
+    // Issue 12: 50 sends over the budget, each retried after its
+    // `retry_after_ms` (≤ 10 ms at 100/s), drew about a thousand refusals:
+    // every retry woke when one token was free. Welcome now states the
+    // budgets, RateLimited the one that refused, and the client library
+    // paces itself by them.
+    let server = Server::start_with(
+        1,
+        &["--rate-conn-per-sec", "100", "--rate-user-per-sec", "1000"],
+    );
+    let w = world(&server, &["ann"]);
+    let ann = &w.users[0].1;
+    let mut c = Client::connect(server.addr);
+    match c.hello(ann.clone()) {
+        Ok(Response::Welcome {
+            conn_rate,
+            user_rate,
+            ..
+        }) => {
+            assert_eq!(
+                conn_rate,
+                RateLimit {
+                    per_sec: 100,
+                    burst: 200
+                }
+            );
+            assert_eq!(
+                user_rate,
+                RateLimit {
+                    per_sec: 1000,
+                    burst: 2000
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let room = conversation(c.request(Request::CreateChannel {
+        name: "room".into(),
+        private: false,
+    }));
+    // A refusal names the budget that refused.
+    let refusal = (0..400)
+        .find_map(|_| match c.request(Request::ListConversations) {
+            Ok(_) => None,
+            Err(r) => Some(r),
+        })
+        .expect("400 requests at once were never refused");
+    match refusal {
+        Reject::RateLimited {
+            retry_after_ms,
+            limit,
+        } => {
+            assert!((1..=10).contains(&retry_after_ms), "{retry_after_ms}");
+            assert_eq!(
+                limit,
+                RateLimit {
+                    per_sec: 100,
+                    burst: 200
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The burst of 200 spent and 50 more at once: 250 concurrent sends on a
+    // fresh connection, as the library sent them before (no pacing) and now.
+    let (unpaced, unpaced_took) = burst_of_sends(&server, ann, room, 250, false);
+    let (paced, paced_took) = burst_of_sends(&server, ann, room, 250, true);
+    eprintln!(
+        "rate: 250 sends at once, budget 100/s bursts of 200: {unpaced} refusals in {unpaced_took:?} unpaced, {paced} refusals in {paced_took:?} paced"
+    );
+    assert!(
+        unpaced >= 50,
+        "the unpaced burst was refused only {unpaced} times"
+    );
+    assert!(paced <= 5, "the paced burst was refused {paced} times");
 }
 
 fn paced_total(server: &Server) -> u64 {

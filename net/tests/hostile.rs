@@ -11,6 +11,10 @@
 //!   upgraded connections that never say `Hello` (4009 at the pre-auth
 //!   deadline), authenticated connections that start a 200 KiB message and
 //!   never finish it (4010 at the idle deadline);
+//! - refusals a client in another language must be able to tell apart: a
+//!   `Hello` with an unsupported version or an over-long device name
+//!   (an error naming the field, then close 4002), request id 0 (a bad
+//!   frame, not executed), a flatbuffer without the `CRR1` identifier;
 //! - silent members with the idle timeout below the pre-auth deadline:
 //!   4010 at the idle timeout, never at the pre-auth deadline;
 //! - 10,000 idle authenticated connections: resident memory per connection
@@ -328,7 +332,7 @@ fn create_user(admin: &mut Client, workspace: WorkspaceId, name: &str) -> (UserI
             workspace,
             name: name.into(),
         }) {
-            Err(Reject::RateLimited { retry_after_ms }) => {
+            Err(Reject::RateLimited { retry_after_ms, .. }) => {
                 std::thread::sleep(Duration::from_millis(retry_after_ms))
             }
             other => break other,
@@ -803,6 +807,165 @@ fn silent_members_are_closed_at_the_idle_timeout_even_below_the_preauth_deadline
         assert!(*took >= IDLE, "closed before the idle timeout: {closes:?}");
         assert!(*took < IDLE + SLACK, "closed late: {closes:?}");
     }
+}
+
+/// The next reply on a raw connection (events and control frames skipped):
+/// its request id and result, or the close code if the server closed.
+fn next_reply(c: &mut Raw) -> Result<(u32, Result<Response, Reject>), Option<u16>> {
+    loop {
+        match c.next_frame(Duration::from_secs(20)) {
+            Ok((2, payload)) => match courier_proto::decode_server(&payload).unwrap() {
+                courier_proto::ServerFrame::Reply { req, result } => return Ok((req, result)),
+                courier_proto::ServerFrame::Event(_) => continue,
+            },
+            Ok((8, payload)) if payload.len() >= 2 => {
+                return Err(Some(u16::from_be_bytes([payload[0], payload[1]])))
+            }
+            Ok((8, _)) | Err(End::Eof) => return Err(None),
+            Ok(_) => continue,
+            Err(End::Timeout) => panic!("no reply within 20 s"),
+        }
+    }
+}
+
+/// A `Hello` built field by field, with any protocol version.
+fn hello_with_version(req: u32, credential: &Credential, version: u16) -> Vec<u8> {
+    use courier_proto::wire;
+    let text = match credential {
+        Credential::User {
+            user,
+            token,
+            secret,
+        } => courier_proto::token::format_user(*user, *token, secret),
+        Credential::Admin(secret) => courier_proto::token::format_admin(secret),
+    };
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let token = fbb.create_string(&text);
+    let name = fbb.create_string("raw");
+    let hello = wire::Hello::create(
+        &mut fbb,
+        &wire::HelloArgs {
+            token: Some(token),
+            device_kind: wire::DeviceKind::Tool,
+            device_name: Some(name),
+            protocol_version: version,
+        },
+    );
+    let frame = wire::Frame::create(
+        &mut fbb,
+        &wire::FrameArgs {
+            request_id: req,
+            body_type: wire::Body::Hello,
+            body: Some(hello.as_union_value()),
+        },
+    );
+    wire::finish_frame_buffer(&mut fbb, frame);
+    fbb.finished_data().to_vec()
+}
+
+#[test]
+fn refused_hellos_request_id_zero_and_foreign_buffers_get_documented_answers() {
+    let server = Server::start(1);
+    let w = world_named(&server, "strict", &["ann"]);
+    let ann = w.users[0].1.clone();
+    let mut enc = Encoder::new();
+
+    // An unsupported protocol version: `Invalid` naming the field, under the
+    // Hello's request id, then close 4002 (not a BadFrame left open).
+    let mut c = Raw::ws(server.addr);
+    c.send(&binary(&hello_with_version(7, &ann, 2)));
+    match next_reply(&mut c) {
+        Ok((7, Err(Reject::Invalid(m)))) => assert!(m.starts_with("protocol_version"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(next_reply(&mut c), Err(Some(4002)));
+
+    // A device name over the core's NAME_BYTES_MAX: `TooLarge`, then 4002.
+    let max = courier_core::constants::NAME_BYTES_MAX;
+    let hello = |name: String| {
+        Encoder::new().client(&ClientFrame::Hello {
+            req: 3,
+            credential: ann.clone(),
+            device: DeviceInfo {
+                kind: DeviceKind::Tool,
+                name,
+            },
+        })
+    };
+    let mut c = Raw::ws(server.addr);
+    c.send(&binary(&hello("d".repeat(max + 1))));
+    match next_reply(&mut c) {
+        Ok((3, Err(Reject::TooLarge(m)))) => assert!(m.starts_with("device_name"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(next_reply(&mut c), Err(Some(4002)));
+    // Exactly NAME_BYTES_MAX is welcome: codec and core agree.
+    let mut c = Raw::ws(server.addr);
+    c.send(&binary(&hello("d".repeat(max))));
+    c.expect_welcome();
+
+    // Request id 0 (reserved for events): refused as a bad frame, *not*
+    // executed, and the connection stays usable.
+    let mut owner = Client::login(server.addr, &ann);
+    let room = conversation(owner.request(Request::CreateChannel {
+        name: "room".into(),
+        private: false,
+    }));
+    let send = |req: u32| {
+        Encoder::new().client(&ClientFrame::Request {
+            req,
+            request: Request::Send {
+                conversation: room,
+                client_msg_id: 99,
+                body: "under id zero".into(),
+                mentions: vec![],
+                broadcast: Broadcast::None,
+            },
+        })
+    };
+    c.send(&binary(&send(0)));
+    match next_reply(&mut c) {
+        Ok((0, Err(Reject::Invalid(m)))) => assert!(m.contains("request_id 0"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let head = |owner: &mut Client| match owner.request(Request::History {
+        conversation: room,
+        anchor: HistoryAnchor::Latest,
+        limit: 10,
+    }) {
+        Ok(Response::History { head, .. }) => head,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        head(&mut owner),
+        Seq(0),
+        "the request under id 0 was executed"
+    );
+    c.send(&binary(&send(5)));
+    match next_reply(&mut c) {
+        Ok((5, Ok(Response::SendAck { seq, .. }))) => assert_eq!(seq, Seq(1)),
+        other => panic!("{other:?}"),
+    }
+
+    // A flatbuffer without the CRR1 file identifier: a bad frame that says so.
+    let mut foreign = enc.client(&ClientFrame::Request {
+        req: 6,
+        request: Request::ListConversations,
+    });
+    foreign[4..8].copy_from_slice(b"XXXX");
+    c.send(&binary(&foreign));
+    match next_reply(&mut c) {
+        Ok((0, Err(Reject::Invalid(m)))) => assert!(m.contains("CRR1"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    c.send(&binary(&enc.client(&ClientFrame::Request {
+        req: 8,
+        request: Request::ListConversations,
+    })));
+    assert!(matches!(
+        next_reply(&mut c),
+        Ok((8, Ok(Response::Conversations(_))))
+    ));
 }
 
 #[test]

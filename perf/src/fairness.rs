@@ -674,7 +674,7 @@ async fn noisy_loop(
                         ..
                     }) => acks += 1,
                     Ok(ServerFrame::Reply {
-                        result: Err(Reject::RateLimited { retry_after_ms }),
+                        result: Err(Reject::RateLimited { retry_after_ms, .. }),
                         ..
                     }) => limited.push(retry_after_ms),
                     Ok(ServerFrame::Reply { result, .. }) => {

@@ -177,7 +177,7 @@ impl Client {
         deadline: Option<Instant>,
     ) -> Result<(), ClientError> {
         let mut delay = self.backoff.next_delay();
-        if let Some(Reject::RateLimited { retry_after_ms }) = error.reject() {
+        if let Some(Reject::RateLimited { retry_after_ms, .. }) = error.reject() {
             delay = delay.max(Duration::from_millis(retry_after_ms));
         }
         if let Some(deadline) = deadline {

@@ -25,15 +25,16 @@ use crate::constants::{
     REQUEST_TIMEOUT_DEFAULT, SERVER_FRAME_BYTES_MAX, SERVER_SILENCE_MAX, WRITE_TIMEOUT,
 };
 use crate::error::ClientError;
+use crate::pacer::Pacer;
 use courier_core::api::{
-    Credential, DeviceInfo, DeviceKind, Event, Millis, ReqId, Request, Response, UserId,
-    WorkspaceId,
+    Credential, DeviceInfo, DeviceKind, Event, Millis, RateLimit, Reject, ReqId, Request, Response,
+    UserId, WorkspaceId,
 };
 use courier_proto::{decode_server, ClientFrame, DecodeError, Encoder, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -63,6 +64,10 @@ pub struct ConnectOptions {
     pub in_flight_max: usize,
     /// Events buffered for the consumer at most (then [`Incoming::Lagged`]).
     pub event_queue_max: usize,
+    /// Space requests to the budget the server states in `Welcome` (and in
+    /// `RateLimited` refusals) rather than send them at once and be refused
+    /// (see [`crate::pacer`]). On by default.
+    pub pace: bool,
 }
 
 impl ConnectOptions {
@@ -80,6 +85,7 @@ impl ConnectOptions {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             in_flight_max: IN_FLIGHT_MAX_DEFAULT,
             event_queue_max: EVENT_QUEUE_MAX_DEFAULT,
+            pace: true,
         }
     }
 }
@@ -93,6 +99,11 @@ pub struct Welcome {
     pub workspace: Option<WorkspaceId>,
     /// Server time at the handshake.
     pub now: Millis,
+    /// This connection's request budget ([`RateLimit::NONE`]: no limit, or
+    /// a server that does not say).
+    pub conn_rate: RateLimit,
+    /// The user's request budget on the connection's shard.
+    pub user_rate: RateLimit,
 }
 
 /// What the [`Events`] stream yields.
@@ -163,6 +174,9 @@ pub struct Connection {
     shared: Arc<Shared>,
     request_timeout: Duration,
     welcome: Welcome,
+    /// Paces requests to the server's budget; `None` inside while the
+    /// budget is unknown or unlimited (a refusal may make it known).
+    pacer: Option<Arc<Mutex<Option<Pacer>>>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -300,6 +314,13 @@ impl Connection {
                 shared: shared.clone(),
                 request_timeout: options.request_timeout,
                 welcome,
+                pacer: options.pace.then(|| {
+                    Arc::new(Mutex::new(Pacer::for_budgets(
+                        welcome.conn_rate,
+                        welcome.user_rate,
+                        Instant::now(),
+                    )))
+                }),
             },
             Events {
                 rx: event_rx,
@@ -327,6 +348,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Response, ClientError> {
         let work = async {
+            self.pace().await;
             let permit = self
                 .permits
                 .clone()
@@ -342,14 +364,50 @@ impl Connection {
                 })
                 .await
                 .map_err(|_| self.shared.close_error())?;
-            match rx.await {
+            let result = match rx.await {
                 Ok(result) => result,
                 Err(_) => Err(self.shared.close_error()),
+            };
+            if let Err(ClientError::Rejected(Reject::RateLimited {
+                retry_after_ms,
+                limit,
+            })) = &result
+            {
+                self.refused(Duration::from_millis(*retry_after_ms), *limit);
             }
+            result
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+
+    /// Waits for this request's turn under the server's budget (nothing
+    /// with pacing off or no budget known).
+    async fn pace(&self) {
+        let Some(pacer) = &self.pacer else { return };
+        let wait = match pacer.lock() {
+            Ok(mut p) => p.as_mut().map(|p| p.reserve(Instant::now())),
+            Err(_) => None,
+        };
+        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A `RateLimited` refusal: hold later requests back until the server
+    /// has room, and learn the budget if `Welcome` did not tell it.
+    fn refused(&self, retry_after: Duration, limit: RateLimit) {
+        let Some(pacer) = &self.pacer else { return };
+        if let Ok(mut p) = pacer.lock() {
+            let now = Instant::now();
+            if p.is_none() {
+                *p = Pacer::new(limit, now);
+            }
+            if let Some(p) = p.as_mut() {
+                p.refused(now, retry_after);
+            }
         }
     }
 
@@ -412,12 +470,16 @@ async fn handshake(url: &str, options: &ConnectOptions) -> Result<(Ws, Welcome),
                             user,
                             workspace,
                             now,
+                            conn_rate,
+                            user_rate,
                         }) => Ok((
                             ws,
                             Welcome {
                                 user,
                                 workspace,
                                 now,
+                                conn_rate,
+                                user_rate,
                             },
                         )),
                         Ok(other) => Err(ClientError::Protocol(format!(

@@ -99,10 +99,11 @@ impl ClientError {
 }
 
 /// Close codes after which reconnecting cannot help: a bad or revoked token
-/// (4001, 4003) or a client bug the server refused (1002 protocol error,
-/// 1003 text frame, 1008 malformed frames, 1009 frame too big).
+/// (4001, 4003), a refused `Hello` (4002: unsupported protocol version,
+/// invalid device name) or a client bug the server refused (1002 protocol
+/// error, 1003 text frame, 1008 malformed frames, 1009 frame too big).
 pub fn is_permanent_close(code: u16) -> bool {
-    matches!(code, 4001 | 4003 | 1002 | 1003 | 1008 | 1009)
+    matches!(code, 4001 | 4002 | 4003 | 1002 | 1003 | 1008 | 1009)
 }
 
 /// A one-line human description of a rejection, with a hint where one helps.
@@ -116,8 +117,14 @@ pub fn describe_reject(reject: &Reject) -> String {
         Reject::AlreadyExists => "already exists".to_owned(),
         Reject::Invalid(m) => format!("invalid request: {m}"),
         Reject::TooLarge(m) => format!("too large: {m}"),
-        Reject::RateLimited { retry_after_ms } => {
-            format!("rate limited (retry after {retry_after_ms} ms)")
+        Reject::RateLimited {
+            retry_after_ms,
+            limit,
+        } => {
+            format!(
+                "rate limited (retry after {retry_after_ms} ms; budget {} requests/s, bursts of {})",
+                limit.per_sec, limit.burst
+            )
         }
         Reject::Unavailable(m) => format!("server unavailable: {m}"),
     }
@@ -133,6 +140,7 @@ fn describe_close(code: &Option<u16>, reason: &str) -> String {
         Some(1009) => "frame too big",
         Some(1013) => "server busy, retry later",
         Some(4001) => "unauthenticated",
+        Some(4002) => "Hello refused",
         Some(4003) => "token revoked",
         Some(4008) => "slow consumer",
         Some(4009) => "no Hello in time",

@@ -10,7 +10,8 @@
 //! Three layers, each usable on its own:
 //! - [`Connection`] (`connection.rs`): one WebSocket — `Hello`/`Welcome`,
 //!   request/response correlation by request id with a bounded number in
-//!   flight, timeouts, pings, and a bounded [`Events`] stream.
+//!   flight, timeouts, pings, a bounded [`Events`] stream, and pacing to
+//!   the request budget the server states ([`pacer`]).
 //! - [`Client`] (`client.rs`): reconnects with exponential backoff and
 //!   jitter ([`Backoff`]), retries idempotent requests, and sends messages
 //!   with a random `client_msg_id` that every retry reuses.
@@ -48,6 +49,7 @@ pub mod constants;
 pub mod cursor_file;
 pub mod error;
 pub mod ledger;
+pub mod pacer;
 pub mod requester;
 pub mod session;
 pub mod testkit;

@@ -7,17 +7,18 @@
 //! panics on any input; every failure is a [`DecodeError`].
 
 use crate::constants::{
-    CLIENT_FRAME_BYTES_MAX, CLIENT_IDS_MAX, CLIENT_VERIFIER_TABLES_MAX, SERVER_FRAME_BYTES_MAX,
-    SERVER_VERIFIER_TABLES_MAX, SYNC_CURSORS_MAX, VERIFIER_DEPTH_MAX,
+    CLIENT_FRAME_BYTES_MAX, CLIENT_IDS_MAX, CLIENT_VERIFIER_TABLES_MAX, PROTOCOL_VERSION,
+    SERVER_FRAME_BYTES_MAX, SERVER_VERIFIER_TABLES_MAX, SYNC_CURSORS_MAX, VERIFIER_DEPTH_MAX,
 };
 use crate::token;
 use crate::wire;
 use courier_core::api::{
     BootPage, Broadcast, ClientMsgId, ConversationId, ConversationInfo, ConversationKind,
     Credential, DeviceInfo, DeviceKind, Event, HistoryAnchor, LookupKind, Message, Millis,
-    NotifyLevel, NotifyReason, Reject, ReqId, Request, Response, Seq, SyncConversation, UserId,
-    WorkspaceId,
+    NotifyLevel, NotifyReason, RateLimit, Reject, ReqId, Request, Response, Seq, SyncConversation,
+    UserId, WorkspaceId,
 };
+use courier_core::text::{check_name, NameKind};
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, WIPOffset};
 
 /// A frame a client sends.
@@ -84,6 +85,24 @@ pub enum DecodeError {
     /// The `Hello` token is not a token.
     #[error(transparent)]
     Token(#[from] token::TokenError),
+    /// The buffer is a flatbuffer but not a Courier frame: its file
+    /// identifier (bytes 4..8) is not `CRR1`.
+    #[error("not a Courier frame: the file identifier (bytes 4..8) is not \"CRR1\"")]
+    Identifier,
+    /// A client frame with `request_id` 0, which is reserved for events: it
+    /// is not executed (its answer could not be told from an event).
+    #[error("request_id 0 is reserved for events; use a non-zero request id")]
+    ZeroRequestId,
+    /// A well-formed `Hello` the server refuses (unsupported protocol
+    /// version, invalid device name or kind): answered with `reject`, which
+    /// names the field, then closed with 4002 and `reason`.
+    #[error("Hello refused: {reason}")]
+    BadHello {
+        /// The rejection to answer the `Hello` with.
+        reject: Reject,
+        /// The close frame's reason.
+        reason: &'static str,
+    },
 }
 
 impl DecodeError {
@@ -138,7 +157,7 @@ impl Encoder {
                         token: Some(token),
                         device_kind: device_kind_to_wire(device.kind),
                         device_name: Some(device_name),
-                        protocol_version: crate::constants::PROTOCOL_VERSION,
+                        protocol_version: PROTOCOL_VERSION,
                     },
                 );
                 (*req, wire::Body::Hello, hello.as_union_value())
@@ -172,7 +191,7 @@ impl Encoder {
             &wire::ErrorReplyArgs {
                 code: wire::ErrorCode::BadFrame,
                 message: Some(message),
-                retry_after_ms: 0,
+                ..Default::default()
             },
         );
         finish(fbb, req, wire::Body::ErrorReply, body.as_union_value())
@@ -617,6 +636,8 @@ fn encode_response(
             user,
             workspace,
             now,
+            conn_rate,
+            user_rate,
         } => {
             let t = wire::Welcome::create(
                 fbb,
@@ -625,7 +646,11 @@ fn encode_response(
                     workspace: workspace.map_or(0, |w| w.0),
                     now_ms: now.0,
                     admin: user.is_none(),
-                    protocol_version: crate::constants::PROTOCOL_VERSION,
+                    protocol_version: PROTOCOL_VERSION,
+                    rate_conn_per_sec: conn_rate.per_sec,
+                    rate_conn_burst: conn_rate.burst,
+                    rate_user_per_sec: user_rate.per_sec,
+                    rate_user_burst: user_rate.burst,
                 },
             );
             (B::Welcome, t.as_union_value())
@@ -775,7 +800,16 @@ pub fn reject_code(reject: &Reject) -> u16 {
     reject_parts(reject).0 .0
 }
 
-fn reject_parts(reject: &Reject) -> (wire::ErrorCode, String, u64) {
+fn reject_parts(reject: &Reject) -> (wire::ErrorCode, String, u64, RateLimit) {
+    let (code, message, retry_after_ms) = reject_fields(reject);
+    let limit = match reject {
+        Reject::RateLimited { limit, .. } => *limit,
+        _ => RateLimit::NONE,
+    };
+    (code, message, retry_after_ms, limit)
+}
+
+fn reject_fields(reject: &Reject) -> (wire::ErrorCode, String, u64) {
     match reject {
         Reject::Unauthenticated => (
             wire::ErrorCode::Unauthenticated,
@@ -791,7 +825,7 @@ fn reject_parts(reject: &Reject) -> (wire::ErrorCode, String, u64) {
         Reject::AlreadyExists => (wire::ErrorCode::AlreadyExists, "already exists".into(), 0),
         Reject::Invalid(m) => (wire::ErrorCode::Invalid, m.clone(), 0),
         Reject::TooLarge(m) => (wire::ErrorCode::TooLarge, m.clone(), 0),
-        Reject::RateLimited { retry_after_ms } => (
+        Reject::RateLimited { retry_after_ms, .. } => (
             wire::ErrorCode::RateLimited,
             "rate limited".into(),
             *retry_after_ms,
@@ -801,7 +835,7 @@ fn reject_parts(reject: &Reject) -> (wire::ErrorCode, String, u64) {
 }
 
 fn encode_reject(fbb: &mut FlatBufferBuilder<'static>, reject: &Reject) -> (wire::Body, Union) {
-    let (code, message, retry_after_ms) = reject_parts(reject);
+    let (code, message, retry_after_ms, limit) = reject_parts(reject);
     let message = fbb.create_string(&message);
     let t = wire::ErrorReply::create(
         fbb,
@@ -809,6 +843,8 @@ fn encode_reject(fbb: &mut FlatBufferBuilder<'static>, reject: &Reject) -> (wire
             code,
             message: Some(message),
             retry_after_ms,
+            rate_per_sec: limit.per_sec,
+            rate_burst: limit.burst,
         },
     );
     (wire::Body::ErrorReply, t.as_union_value())
@@ -884,7 +920,11 @@ fn verify<'b>(bytes: &'b [u8], max: usize, tables: usize) -> Result<wire::Frame<
         max_apparent_size: max,
         ignore_missing_null_terminator: false,
     };
-    Ok(wire::root_as_frame_with_opts(&opts, bytes)?)
+    let frame = wire::root_as_frame_with_opts(&opts, bytes)?;
+    if bytes.get(4..8) != Some(wire::FRAME_IDENTIFIER.as_bytes()) {
+        return Err(DecodeError::Identifier);
+    }
+    Ok(frame)
 }
 
 /// The request id of a client frame that verifies as a `Frame` but failed to
@@ -898,23 +938,38 @@ pub fn peek_request_id(bytes: &[u8]) -> ReqId {
 pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
     let frame = verify(bytes, CLIENT_FRAME_BYTES_MAX, CLIENT_VERIFIER_TABLES_MAX)?;
     let req = frame.request_id();
+    if req == 0 {
+        return Err(DecodeError::ZeroRequestId);
+    }
     if let Some(hello) = frame.body_as_hello() {
         let credential = token::parse(hello.token())?;
+        if hello.protocol_version() != PROTOCOL_VERSION {
+            return Err(DecodeError::BadHello {
+                reject: Reject::Invalid(format!(
+                    "protocol_version: {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                    hello.protocol_version()
+                )),
+                reason: "Hello refused: unsupported protocol_version",
+            });
+        }
         let name = hello.device_name().unwrap_or("");
-        if name.len() > 64 {
-            return Err(DecodeError::field("device_name", "longer than 64 bytes"));
+        if let Err(reject) = check_name("device_name", name, NameKind::Display) {
+            return Err(DecodeError::BadHello {
+                reject,
+                reason: "Hello refused: invalid device_name",
+            });
         }
-        if hello.protocol_version() != crate::constants::PROTOCOL_VERSION {
-            return Err(DecodeError::field(
-                "protocol_version",
-                "unsupported version",
-            ));
-        }
+        let Ok(kind) = device_kind_from_wire(hello.device_kind()) else {
+            return Err(DecodeError::BadHello {
+                reject: Reject::Invalid("device_kind: unknown value".into()),
+                reason: "Hello refused: unknown device_kind",
+            });
+        };
         return Ok(ClientFrame::Hello {
             req,
             credential,
             device: DeviceInfo {
-                kind: device_kind_from_wire(hello.device_kind())?,
+                kind,
                 name: name.to_owned(),
             },
         });
@@ -1116,6 +1171,14 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
                 user: (!t.admin()).then_some(UserId(t.user())),
                 workspace: (t.workspace() != 0).then_some(WorkspaceId(t.workspace())),
                 now: Millis(t.now_ms()),
+                conn_rate: RateLimit {
+                    per_sec: t.rate_conn_per_sec(),
+                    burst: t.rate_conn_burst(),
+                },
+                user_rate: RateLimit {
+                    per_sec: t.rate_user_per_sec(),
+                    burst: t.rate_user_burst(),
+                },
             }
         }
         B::WorkspaceCreated => {
@@ -1258,6 +1321,10 @@ fn decode_reject(t: &wire::ErrorReply<'_>) -> Reject {
         wire::ErrorCode::TooLarge => Reject::TooLarge(message),
         wire::ErrorCode::RateLimited => Reject::RateLimited {
             retry_after_ms: t.retry_after_ms(),
+            limit: RateLimit {
+                per_sec: t.rate_per_sec(),
+                burst: t.rate_burst(),
+            },
         },
         wire::ErrorCode::Unavailable => Reject::Unavailable(message),
         // BadFrame and codes from newer servers: the request was not usable.

@@ -23,8 +23,12 @@ pub const SERVER_VERIFIER_TABLES_MAX: usize = 1_000_000;
 /// Most ids in a vector field of a client frame (mentions, DM members).
 pub const CLIENT_IDS_MAX: usize = 4_096;
 
-/// Most cursors in one `Sync`.
-pub const SYNC_CURSORS_MAX: usize = 12_000;
+/// Most cursors in one `Sync`: the core's limit (one per conversation a
+/// user may be in), so the codec and the core refuse the same requests.
+pub const SYNC_CURSORS_MAX: usize = courier_core::constants::SYNC_CURSORS_MAX;
+
+/// Longest `Hello.device_name` in bytes: the core's limit for every name.
+pub const DEVICE_NAME_BYTES_MAX: usize = courier_core::constants::NAME_BYTES_MAX;
 
 const _: () = assert!(SYNC_CURSORS_MAX * 16 < CLIENT_FRAME_BYTES_MAX);
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX < SERVER_FRAME_BYTES_MAX);

@@ -137,11 +137,21 @@ fn responses() -> Vec<Result<Response, Reject>> {
             user: Some(UserId(1)),
             workspace: Some(WorkspaceId(2)),
             now: Millis(3),
+            conn_rate: RateLimit {
+                per_sec: 100,
+                burst: 200,
+            },
+            user_rate: RateLimit {
+                per_sec: 200,
+                burst: 400,
+            },
         }),
         Ok(Response::Welcome {
             user: None,
             workspace: None,
             now: Millis(3),
+            conn_rate: RateLimit::NONE,
+            user_rate: RateLimit::NONE,
         }),
         Ok(Response::WorkspaceCreated {
             workspace: WorkspaceId(2),
@@ -190,6 +200,10 @@ fn responses() -> Vec<Result<Response, Reject>> {
         Err(Reject::TooLarge("body over 16 KiB".into())),
         Err(Reject::RateLimited {
             retry_after_ms: 250,
+            limit: RateLimit {
+                per_sec: 10,
+                burst: 20,
+            },
         }),
         Err(Reject::Unavailable("storage failed".into())),
     ]
@@ -321,30 +335,128 @@ fn every_truncation_and_bit_flip_of_a_frame_is_handled() {
     }
 }
 
-#[test]
-fn bad_token_is_a_token_error() {
+/// A `Hello` frame built field by field, finished with or without the
+/// `CRR1` file identifier.
+fn raw_hello(
+    request_id: u32,
+    token: &str,
+    device_name: &str,
+    protocol_version: u16,
+    identifier: bool,
+) -> Vec<u8> {
+    use courier_proto::wire;
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let token = fbb.create_string("not-a-token");
-    let hello = courier_proto::wire::Hello::create(
+    let token = fbb.create_string(token);
+    let device_name = fbb.create_string(device_name);
+    let hello = wire::Hello::create(
         &mut fbb,
-        &courier_proto::wire::HelloArgs {
+        &wire::HelloArgs {
             token: Some(token),
+            device_name: Some(device_name),
+            protocol_version,
             ..Default::default()
         },
     );
-    let frame = courier_proto::wire::Frame::create(
+    let frame = wire::Frame::create(
         &mut fbb,
-        &courier_proto::wire::FrameArgs {
-            request_id: 1,
-            body_type: courier_proto::wire::Body::Hello,
+        &wire::FrameArgs {
+            request_id,
+            body_type: wire::Body::Hello,
             body: Some(hello.as_union_value()),
         },
     );
-    fbb.finish(frame, None);
+    fbb.finish(frame, identifier.then_some(wire::FRAME_IDENTIFIER));
+    fbb.finished_data().to_vec()
+}
+
+fn admin_token() -> String {
+    courier_proto::token::format_admin(&[7; 32])
+}
+
+#[test]
+fn bad_token_is_a_token_error() {
     assert!(matches!(
-        decode_client(fbb.finished_data()),
+        decode_client(&raw_hello(1, "not-a-token", "phone", 1, true)),
         Err(DecodeError::Token(_))
     ));
+}
+
+#[test]
+fn a_frame_without_the_crr1_identifier_is_refused() {
+    let good = raw_hello(1, &admin_token(), "phone", 1, true);
+    assert!(matches!(
+        decode_client(&good),
+        Ok(ClientFrame::Hello { .. })
+    ));
+    let bare = raw_hello(1, &admin_token(), "phone", 1, false);
+    assert_eq!(decode_client(&bare), Err(DecodeError::Identifier));
+    assert_eq!(courier_proto::peek_request_id(&bare), 0);
+    // Another identifier in the same place.
+    let mut other = good.clone();
+    other[4..8].copy_from_slice(b"XYZ1");
+    assert_eq!(decode_client(&other), Err(DecodeError::Identifier));
+    // Server frames too.
+    let mut reply = Encoder::new().reply(3, &Ok(Response::Done));
+    assert!(decode_server(&reply).is_ok());
+    reply[4..8].copy_from_slice(b"CRR2");
+    assert_eq!(decode_server(&reply), Err(DecodeError::Identifier));
+    assert!(DecodeError::Identifier.to_string().contains("CRR1"));
+}
+
+#[test]
+fn request_id_zero_is_refused() {
+    let mut enc = Encoder::new();
+    let bytes = enc.client(&ClientFrame::Request {
+        req: 0,
+        request: Request::ListConversations,
+    });
+    assert_eq!(decode_client(&bytes), Err(DecodeError::ZeroRequestId));
+    assert_eq!(
+        decode_client(&raw_hello(0, &admin_token(), "phone", 1, true)),
+        Err(DecodeError::ZeroRequestId)
+    );
+    // Events from the server carry 0, and still decode.
+    let event = enc.event(&Event::Left {
+        conversation: ConversationId(4),
+    });
+    assert!(matches!(decode_server(&event), Ok(ServerFrame::Event(_))));
+}
+
+#[test]
+fn hello_with_an_unsupported_version_or_a_bad_device_name_is_refused() {
+    let max = courier_proto::constants::DEVICE_NAME_BYTES_MAX;
+    assert_eq!(max, courier_core::constants::NAME_BYTES_MAX);
+    let refused = |bytes: &[u8]| match decode_client(bytes) {
+        Err(DecodeError::BadHello { reject, reason }) => (reject, reason),
+        other => panic!("expected BadHello: {other:?}"),
+    };
+    let (reject, reason) = refused(&raw_hello(1, &admin_token(), "phone", 2, true));
+    assert!(
+        matches!(&reject, Reject::Invalid(m) if m.starts_with("protocol_version")),
+        "{reject:?}"
+    );
+    assert!(reason.contains("protocol_version"), "{reason}");
+    let (reject, reason) = refused(&raw_hello(1, &admin_token(), &"n".repeat(max + 1), 1, true));
+    assert!(
+        matches!(&reject, Reject::TooLarge(m) if m.starts_with("device_name")),
+        "{reject:?}"
+    );
+    assert!(reason.contains("device_name"), "{reason}");
+    let (reject, _) = refused(&raw_hello(1, &admin_token(), "", 1, true));
+    assert!(matches!(&reject, Reject::Invalid(m) if m.starts_with("device_name")));
+    // The longest allowed name (the core's NAME_BYTES_MAX) is accepted.
+    assert!(matches!(
+        decode_client(&raw_hello(1, &admin_token(), &"n".repeat(max), 1, true)),
+        Ok(ClientFrame::Hello { .. })
+    ));
+}
+
+#[test]
+fn the_codec_takes_its_sync_limit_from_the_core() {
+    assert_eq!(
+        courier_proto::constants::SYNC_CURSORS_MAX,
+        courier_core::constants::SYNC_CURSORS_MAX
+    );
 }
 
 /// The fuzz targets' committed seed corpus, replayed as a regression suite.

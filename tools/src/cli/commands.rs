@@ -223,6 +223,8 @@ fn unreachable_welcome() -> courier_tools::Welcome {
         user: None,
         workspace: None,
         now: courier_core::api::Millis(0),
+        conn_rate: courier_core::api::RateLimit::NONE,
+        user_rate: courier_core::api::RateLimit::NONE,
     }
 }
 

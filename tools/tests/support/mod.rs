@@ -219,6 +219,8 @@ impl FakeServer {
                             user: Some(USER),
                             workspace: Some(WorkspaceId(1)),
                             now: Millis(1),
+                            conn_rate: RateLimit::NONE,
+                            user_rate: RateLimit::NONE,
                         }),
                     )));
                 }

@@ -3627,6 +3627,10 @@ impl<'a> Welcome<'a> {
   pub const VT_NOW_MS: ::flatbuffers::VOffsetT = 8;
   pub const VT_ADMIN: ::flatbuffers::VOffsetT = 10;
   pub const VT_PROTOCOL_VERSION: ::flatbuffers::VOffsetT = 12;
+  pub const VT_RATE_CONN_PER_SEC: ::flatbuffers::VOffsetT = 14;
+  pub const VT_RATE_CONN_BURST: ::flatbuffers::VOffsetT = 16;
+  pub const VT_RATE_USER_PER_SEC: ::flatbuffers::VOffsetT = 18;
+  pub const VT_RATE_USER_BURST: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3641,6 +3645,10 @@ impl<'a> Welcome<'a> {
     builder.add_now_ms(args.now_ms);
     builder.add_workspace(args.workspace);
     builder.add_user(args.user);
+    builder.add_rate_user_burst(args.rate_user_burst);
+    builder.add_rate_user_per_sec(args.rate_user_per_sec);
+    builder.add_rate_conn_burst(args.rate_conn_burst);
+    builder.add_rate_conn_per_sec(args.rate_conn_per_sec);
     builder.add_protocol_version(args.protocol_version);
     builder.add_admin(args.admin);
     builder.finish()
@@ -3683,6 +3691,39 @@ impl<'a> Welcome<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u16>(Welcome::VT_PROTOCOL_VERSION, Some(1)).unwrap()}
   }
+  /// This connection's request budget: `rate_conn_per_sec` requests per
+  /// second, bursts of `rate_conn_burst` (0: no limit). Pace requests to it
+  /// rather than be refused with `RateLimited`.
+  #[inline]
+  pub fn rate_conn_per_sec(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_RATE_CONN_PER_SEC, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn rate_conn_burst(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_RATE_CONN_BURST, Some(0)).unwrap()}
+  }
+  /// The user's budget on this connection's shard, shared by the user's
+  /// devices there (0: no limit).
+  #[inline]
+  pub fn rate_user_per_sec(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_RATE_USER_PER_SEC, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn rate_user_burst(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_RATE_USER_BURST, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Welcome<'_> {
@@ -3696,6 +3737,10 @@ impl ::flatbuffers::Verifiable for Welcome<'_> {
      .visit_field::<u64>("now_ms", Self::VT_NOW_MS, false)?
      .visit_field::<bool>("admin", Self::VT_ADMIN, false)?
      .visit_field::<u16>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
+     .visit_field::<u32>("rate_conn_per_sec", Self::VT_RATE_CONN_PER_SEC, false)?
+     .visit_field::<u32>("rate_conn_burst", Self::VT_RATE_CONN_BURST, false)?
+     .visit_field::<u32>("rate_user_per_sec", Self::VT_RATE_USER_PER_SEC, false)?
+     .visit_field::<u32>("rate_user_burst", Self::VT_RATE_USER_BURST, false)?
      .finish();
     Ok(())
   }
@@ -3706,6 +3751,10 @@ pub struct WelcomeArgs {
     pub now_ms: u64,
     pub admin: bool,
     pub protocol_version: u16,
+    pub rate_conn_per_sec: u32,
+    pub rate_conn_burst: u32,
+    pub rate_user_per_sec: u32,
+    pub rate_user_burst: u32,
 }
 impl<'a> Default for WelcomeArgs {
   #[inline]
@@ -3716,6 +3765,10 @@ impl<'a> Default for WelcomeArgs {
       now_ms: 0,
       admin: false,
       protocol_version: 1,
+      rate_conn_per_sec: 0,
+      rate_conn_burst: 0,
+      rate_user_per_sec: 0,
+      rate_user_burst: 0,
     }
   }
 }
@@ -3746,6 +3799,22 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WelcomeBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u16>(Welcome::VT_PROTOCOL_VERSION, protocol_version, 1);
   }
   #[inline]
+  pub fn add_rate_conn_per_sec(&mut self, rate_conn_per_sec: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_RATE_CONN_PER_SEC, rate_conn_per_sec, 0);
+  }
+  #[inline]
+  pub fn add_rate_conn_burst(&mut self, rate_conn_burst: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_RATE_CONN_BURST, rate_conn_burst, 0);
+  }
+  #[inline]
+  pub fn add_rate_user_per_sec(&mut self, rate_user_per_sec: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_RATE_USER_PER_SEC, rate_user_per_sec, 0);
+  }
+  #[inline]
+  pub fn add_rate_user_burst(&mut self, rate_user_burst: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_RATE_USER_BURST, rate_user_burst, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WelcomeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     WelcomeBuilder {
@@ -3768,6 +3837,10 @@ impl ::core::fmt::Debug for Welcome<'_> {
       ds.field("now_ms", &self.now_ms());
       ds.field("admin", &self.admin());
       ds.field("protocol_version", &self.protocol_version());
+      ds.field("rate_conn_per_sec", &self.rate_conn_per_sec());
+      ds.field("rate_conn_burst", &self.rate_conn_burst());
+      ds.field("rate_user_per_sec", &self.rate_user_per_sec());
+      ds.field("rate_user_burst", &self.rate_user_burst());
       ds.finish()
   }
 }
@@ -5700,6 +5773,8 @@ impl<'a> ErrorReply<'a> {
   pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
   pub const VT_RETRY_AFTER_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_RATE_PER_SEC: ::flatbuffers::VOffsetT = 10;
+  pub const VT_RATE_BURST: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5712,6 +5787,8 @@ impl<'a> ErrorReply<'a> {
   ) -> ::flatbuffers::WIPOffset<ErrorReply<'bldr>> {
     let mut builder = ErrorReplyBuilder::new(_fbb);
     builder.add_retry_after_ms(args.retry_after_ms);
+    builder.add_rate_burst(args.rate_burst);
+    builder.add_rate_per_sec(args.rate_per_sec);
     if let Some(x) = args.message { builder.add_message(x); }
     builder.add_code(args.code);
     builder.finish()
@@ -5739,6 +5816,22 @@ impl<'a> ErrorReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(ErrorReply::VT_RETRY_AFTER_MS, Some(0)).unwrap()}
   }
+  /// `RateLimited` only: the budget that refused (the connection's or the
+  /// user's), requests per second and burst.
+  #[inline]
+  pub fn rate_per_sec(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ErrorReply::VT_RATE_PER_SEC, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn rate_burst(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ErrorReply::VT_RATE_BURST, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ErrorReply<'_> {
@@ -5750,6 +5843,8 @@ impl ::flatbuffers::Verifiable for ErrorReply<'_> {
      .visit_field::<ErrorCode>("code", Self::VT_CODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
      .visit_field::<u64>("retry_after_ms", Self::VT_RETRY_AFTER_MS, false)?
+     .visit_field::<u32>("rate_per_sec", Self::VT_RATE_PER_SEC, false)?
+     .visit_field::<u32>("rate_burst", Self::VT_RATE_BURST, false)?
      .finish();
     Ok(())
   }
@@ -5758,6 +5853,8 @@ pub struct ErrorReplyArgs<'a> {
     pub code: ErrorCode,
     pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub retry_after_ms: u64,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
 }
 impl<'a> Default for ErrorReplyArgs<'a> {
   #[inline]
@@ -5766,6 +5863,8 @@ impl<'a> Default for ErrorReplyArgs<'a> {
       code: ErrorCode::BadFrame,
       message: None,
       retry_after_ms: 0,
+      rate_per_sec: 0,
+      rate_burst: 0,
     }
   }
 }
@@ -5788,6 +5887,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorReplyBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u64>(ErrorReply::VT_RETRY_AFTER_MS, retry_after_ms, 0);
   }
   #[inline]
+  pub fn add_rate_per_sec(&mut self, rate_per_sec: u32) {
+    self.fbb_.push_slot::<u32>(ErrorReply::VT_RATE_PER_SEC, rate_per_sec, 0);
+  }
+  #[inline]
+  pub fn add_rate_burst(&mut self, rate_burst: u32) {
+    self.fbb_.push_slot::<u32>(ErrorReply::VT_RATE_BURST, rate_burst, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ErrorReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ErrorReplyBuilder {
@@ -5808,6 +5915,8 @@ impl ::core::fmt::Debug for ErrorReply<'_> {
       ds.field("code", &self.code());
       ds.field("message", &self.message());
       ds.field("retry_after_ms", &self.retry_after_ms());
+      ds.field("rate_per_sec", &self.rate_per_sec());
+      ds.field("rate_burst", &self.rate_burst());
       ds.finish()
   }
 }
