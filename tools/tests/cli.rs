@@ -50,7 +50,7 @@ async fn send_prints_the_seq_and_resolves_channel_names() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let lines = stdout_json(&out);
     assert_eq!(lines.len(), 1);
-    assert_eq!(lines[0]["conversation"], 10);
+    assert_eq!(lines[0]["conversation"], "10");
     assert_eq!(lines[0]["seq"], 1);
     assert!(lines[0]["ts"].is_u64());
     // Human output: the seq alone; ids work as well as names.
@@ -136,7 +136,55 @@ async fn login_stores_server_and_token_for_later_commands() {
         .args(["--json", "whoami"]);
     let out = run(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(stdout_json(&out)[0]["user"], support::USER.0);
+    assert_eq!(stdout_json(&out)[0]["user"], support::USER.0.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_above_2_pow_53_are_json_strings_that_round_trip() {
+    // JavaScript and jq read JSON numbers as doubles: 2^60 + 1 would come
+    // back as 2^60. Ids are strings; seqs and timestamps stay numbers.
+    const BIG: u64 = (1 << 60) + 1;
+    let fake = FakeServer::start().await;
+    fake.with(|s| {
+        s.convs
+            .insert(courier_core::api::ConversationId(BIG), vec![])
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let json = |args: &[&str]| {
+        let mut cmd = courier(dir.path());
+        cmd.args(["--server", &fake.url(), "--token", &token(), "--json"])
+            .args(args);
+        cmd
+    };
+    let out = run(json(&["send", &BIG.to_string(), "big"])).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let ack = &stdout_json(&out)[0];
+    assert_eq!(ack["conversation"], BIG.to_string());
+    assert_eq!(ack["seq"], 1);
+    assert!(ack["ts"].is_u64());
+    // The printed id, fed back as it was printed, names the same conversation.
+    let printed = ack["conversation"].as_str().unwrap().to_owned();
+    let out = run(json(&["history", &printed])).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let messages = stdout_json(&out);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["conversation"], BIG.to_string());
+    assert_eq!(messages[0]["sender"], support::USER.0.to_string());
+    assert!(messages[0]["client_msg_id"]
+        .as_str()
+        .unwrap()
+        .parse::<u128>()
+        .is_ok());
+    assert_eq!(messages[0]["body"], "big");
+    let out = run(json(&["channel", "list"])).await;
+    let listed = stdout_json(&out);
+    let big = listed
+        .iter()
+        .find(|c| c["conversation"] == BIG.to_string())
+        .unwrap_or_else(|| panic!("{listed:?}"));
+    assert_eq!(big["head"], 1);
+    // The raw text has the digits in quotes: nothing can round them.
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("\"conversation\":\"{BIG}\"")));
 }
 
 /// A running `courier watch --json`, its lines arriving on a channel.
@@ -196,7 +244,14 @@ async fn watch_survives_an_outage_without_gaps_or_duplicates() {
     let watch = Watch::start(cmd);
     let first = watch.take(1).await;
     assert_eq!(first[0]["body"], "old");
-    for key in ["conversation", "seq", "sender", "body", "ts"] {
+    for key in [
+        "conversation",
+        "seq",
+        "sender",
+        "client_msg_id",
+        "body",
+        "ts",
+    ] {
         assert!(first[0].get(key).is_some(), "missing {key}");
     }
     fake.post(10, "live");
@@ -213,9 +268,9 @@ async fn watch_survives_an_outage_without_gaps_or_duplicates() {
     let mut c11 = vec![];
     for m in &got {
         let seq = m["seq"].as_u64().unwrap();
-        match m["conversation"].as_u64().unwrap() {
-            10 => c10.push(seq),
-            11 => c11.push(seq),
+        match m["conversation"].as_str().unwrap() {
+            "10" => c10.push(seq),
+            "11" => c11.push(seq),
             other => panic!("conversation {other}"),
         }
     }

@@ -43,6 +43,13 @@ fn run_ok(server: &ServerProcess, token: &str, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// An id the CLI printed: a JSON string of decimal digits.
+fn id(v: &Value) -> u64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an id string: {v}"))
+}
+
 /// A workspace with users alice and bob and a channel `general` with both.
 struct World {
     server: ServerProcess,
@@ -55,9 +62,7 @@ struct World {
 fn world() -> World {
     let server = ServerProcess::spawn_temp(2).unwrap();
     let admin = server.admin_token().unwrap();
-    let ws = run_ok(&server, &admin, &["admin", "create-workspace", "acme"])[0]["workspace"]
-        .as_u64()
-        .unwrap()
+    let ws = id(&run_ok(&server, &admin, &["admin", "create-workspace", "acme"])[0]["workspace"])
         .to_string();
     let alice = run_ok(
         &server,
@@ -72,7 +77,7 @@ fn world() -> World {
     let alice_token = alice[0]["token"].as_str().unwrap().to_owned();
     let bob_token = bob[0]["token"].as_str().unwrap().to_owned();
     let general = run_ok(&server, &alice_token, &["channel", "create", "general"]);
-    let general = general[0]["conversation"].as_u64().unwrap();
+    let general = id(&general[0]["conversation"]);
     run_ok(
         &server,
         &alice_token,
@@ -82,7 +87,7 @@ fn world() -> World {
         server,
         alice: alice_token,
         bob: bob_token,
-        bob_id: bob[0]["user_id"].as_u64().unwrap(),
+        bob_id: id(&bob[0]["user_id"]),
         general,
     }
 }
@@ -91,12 +96,12 @@ fn world() -> World {
 fn the_quickstart_works_through_the_cli() {
     let w = world();
     let sent = run_ok(&w.server, &w.alice, &["send", "general", "hello bob"]);
-    assert_eq!(sent[0]["conversation"], w.general);
+    assert_eq!(id(&sent[0]["conversation"]), w.general);
     assert_eq!(sent[0]["seq"], 1);
     let dm = run_ok(&w.server, &w.alice, &["dm", "bob"]);
-    let dm_id = dm[0]["conversation"].as_u64().unwrap();
+    let dm_id = id(&dm[0]["conversation"]);
     let sent = run_ok(&w.server, &w.alice, &["send", "@bob", "psst"]);
-    assert_eq!(sent[0]["conversation"], dm_id);
+    assert_eq!(id(&sent[0]["conversation"]), dm_id);
     let history = run_ok(&w.server, &w.bob, &["history", "general"]);
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["body"], "hello bob");
@@ -105,7 +110,7 @@ fn the_quickstart_works_through_the_cli() {
     run_ok(&w.server, &w.bob, &["read", "general"]);
     let unread = run_ok(&w.server, &w.bob, &["unread"]);
     assert_eq!(unread.len(), 1, "{unread:?}");
-    assert_eq!(unread[0]["conversation"], dm_id);
+    assert_eq!(id(&unread[0]["conversation"]), dm_id);
     let list = run_ok(&w.server, &w.bob, &["channel", "list"]);
     assert!(list.iter().any(|c| c["name"] == "general"));
     // Rejections exit with 1: bob cannot create workspaces.
@@ -206,7 +211,7 @@ fn watch_prints_every_acknowledged_message_once_across_kill9_restarts() {
         let m = watch
             .next(Duration::from_secs(30))
             .unwrap_or_else(|| panic!("watch printed only {} lines", printed.len()));
-        assert_eq!(m["conversation"], w.general);
+        assert_eq!(id(&m["conversation"]), w.general);
         printed.push((
             m["seq"].as_u64().unwrap(),
             m["body"].as_str().unwrap().to_owned(),

@@ -4,7 +4,8 @@
 use super::args::{AdminCommand, ChannelCommand, Cli, Command, WalCommand, WatchArgs};
 use super::config::{self, Config};
 use super::output::{
-    conversation_json, conversation_label, kind_name, message_json, message_text, Out,
+    conversation_json, conversation_label, id_json, kind_name, message_json, message_text,
+    opt_id_json, Out,
 };
 use anyhow::anyhow;
 use courier_core::api::{
@@ -195,8 +196,8 @@ async fn login(ctx: &Ctx, cli: &Cli, offline: bool) -> anyhow::Result<()> {
             .await?
             .welcome()
             .unwrap_or_else(unreachable_welcome);
-        who["user"] = json!(welcome.user.map(|u| u.0));
-        who["workspace"] = json!(welcome.workspace.map(|w| w.0));
+        who["user"] = opt_id_json(welcome.user.map(|u| u.0));
+        who["workspace"] = opt_id_json(welcome.workspace.map(|w| w.0));
         who["admin"] = json!(welcome.user.is_none());
     }
     Config {
@@ -205,7 +206,7 @@ async fn login(ctx: &Ctx, cli: &Cli, offline: bool) -> anyhow::Result<()> {
     }
     .save(&path)?;
     ctx.out.emit(who.clone(), || {
-        let identity = match (offline, who["user"].as_u64()) {
+        let identity = match (offline, who["user"].as_str()) {
             (true, _) => "(not verified)".to_owned(),
             (false, Some(u)) => format!("as user {u}"),
             (false, None) => "as admin".to_owned(),
@@ -237,8 +238,8 @@ async fn whoami(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.out.emit(
         json!({
             "server": ctx.server,
-            "user": welcome.user.map(|u| u.0),
-            "workspace": welcome.workspace.map(|w| w.0),
+            "user": opt_id_json(welcome.user.map(|u| u.0)),
+            "workspace": opt_id_json(welcome.workspace.map(|w| w.0)),
             "admin": welcome.user.is_none(),
         }),
         || match (welcome.user, welcome.workspace) {
@@ -255,7 +256,7 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::CreateWorkspace { name } => {
             let ws = client.create_workspace(&name).await?;
             ctx.out
-                .emit(json!({ "workspace": ws.0, "name": name }), || {
+                .emit(json!({ "workspace": id_json(ws.0), "name": name }), || {
                     ws.0.to_string()
                 })
         }
@@ -263,10 +264,10 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
             let t = client.create_user(WorkspaceId(workspace), &name).await?;
             ctx.out.emit(
                 json!({
-                    "user_id": t.user.0,
+                    "user_id": id_json(t.user.0),
                     "token": t.text,
-                    "token_id": t.token_id,
-                    "workspace": workspace,
+                    "token_id": id_json(t.token_id),
+                    "workspace": id_json(workspace),
                     "name": name,
                 }),
                 || format!("user_id {}\ntoken {}", t.user.0, t.text),
@@ -275,14 +276,22 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::IssueToken { user } => {
             let t = client.issue_token(UserId(user)).await?;
             ctx.out.emit(
-                json!({ "user_id": t.user.0, "token": t.text, "token_id": t.token_id }),
+                json!({
+                    "user_id": id_json(t.user.0),
+                    "token": t.text,
+                    "token_id": id_json(t.token_id),
+                }),
                 || format!("token_id {}\ntoken {}", t.token_id, t.text),
             )
         }
         AdminCommand::RevokeToken { user, token_id } => {
             client.revoke_token(UserId(user), token_id).await?;
             ctx.out.emit(
-                json!({ "user_id": user, "token_id": token_id, "revoked": true }),
+                json!({
+                    "user_id": id_json(user),
+                    "token_id": opt_id_json(token_id),
+                    "revoked": true,
+                }),
                 || match token_id {
                     Some(t) => format!("revoked token {t} of user {user}"),
                     None => format!("revoked every token of user {user}"),
@@ -313,15 +322,15 @@ async fn channel(ctx: &Ctx, cmd: ChannelCommand) -> anyhow::Result<()> {
             let id = resolve_conversation(&mut client, &channel).await?;
             let user_id = resolve_user(&mut client, &user).await?;
             client.invite(id, user_id).await?;
-            ctx.out
-                .emit(json!({ "conversation": id.0, "user": user_id.0 }), || {
-                    format!("invited {user} to {channel}")
-                })
+            ctx.out.emit(
+                json!({ "conversation": id_json(id.0), "user": id_json(user_id.0) }),
+                || format!("invited {user} to {channel}"),
+            )
         }
         ChannelCommand::Leave { channel } => {
             let id = resolve_conversation(&mut client, &channel).await?;
             client.leave(id).await?;
-            ctx.out.emit(json!({ "conversation": id.0 }), || {
+            ctx.out.emit(json!({ "conversation": id_json(id.0) }), || {
                 format!("left {channel}")
             })
         }
@@ -373,7 +382,11 @@ async fn send(ctx: &Ctx, conversation: &str, text: String) -> anyhow::Result<()>
     let id = resolve_conversation(&mut client, conversation).await?;
     let ack = client.send(id, &Outgoing::text(text)).await?;
     ctx.out.emit(
-        json!({ "conversation": ack.conversation.0, "seq": ack.seq.0, "ts": ack.ts.0 }),
+        json!({
+            "conversation": id_json(ack.conversation.0),
+            "seq": ack.seq.0,
+            "ts": ack.ts.0,
+        }),
         || ack.seq.0.to_string(),
     )
 }
@@ -549,7 +562,7 @@ async fn unread(ctx: &Ctx) -> anyhow::Result<()> {
         any = true;
         ctx.out.emit(
             json!({
-                "conversation": c.id.0,
+                "conversation": id_json(c.id.0),
                 "name": c.name,
                 "kind": kind_name(c.kind),
                 "unread": c.unread,
@@ -583,10 +596,10 @@ async fn read(ctx: &Ctx, conversation: &str, seq: Option<u64>) -> anyhow::Result
         None => client.history(id, HistoryAnchor::Latest, 1).await?.head,
     };
     client.mark_read(id, seq).await?;
-    ctx.out
-        .emit(json!({ "conversation": id.0, "seq": seq.0 }), || {
-            format!("marked {conversation} read up to {}", seq.0)
-        })
+    ctx.out.emit(
+        json!({ "conversation": id_json(id.0), "seq": seq.0 }),
+        || format!("marked {conversation} read up to {}", seq.0),
+    )
 }
 
 /// Exit code for an error: 2 usage, 3 cannot reach the server, 1 otherwise

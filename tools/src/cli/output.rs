@@ -1,6 +1,11 @@
 //! How `courier` prints: one JSON object per line with stable field names
 //! under `--json`, readable text otherwise. Field names here are part of the
 //! CLI's interface (docs/CLI.md lists them); change them only compatibly.
+//!
+//! Ids (users, workspaces, conversations, tokens, client message ids) are
+//! JSON *strings* of decimal digits ([`id_json`]): they are 64-bit (128-bit
+//! for client message ids) and JavaScript or `jq` would round a number above
+//! 2^53. Sequence numbers, timestamps and counts stay JSON numbers.
 
 use courier_core::api::{ConversationInfo, ConversationKind, Message};
 use serde_json::{json, Value};
@@ -29,6 +34,16 @@ impl Out {
     }
 }
 
+/// An id as JSON: a string of decimal digits (see the module docs).
+pub fn id_json(id: impl Into<u128>) -> Value {
+    Value::String(id.into().to_string())
+}
+
+/// An optional id as JSON: [`id_json`] or `null`.
+pub fn opt_id_json(id: Option<impl Into<u128>>) -> Value {
+    id.map_or(Value::Null, id_json)
+}
+
 /// Stable name of a conversation kind.
 pub fn kind_name(kind: ConversationKind) -> &'static str {
     match kind {
@@ -42,10 +57,10 @@ pub fn kind_name(kind: ConversationKind) -> &'static str {
 /// A conversation as JSON.
 pub fn conversation_json(c: &ConversationInfo) -> Value {
     json!({
-        "conversation": c.id.0,
+        "conversation": id_json(c.id.0),
         "kind": kind_name(c.kind),
         "name": c.name,
-        "members": c.members.iter().map(|u| u.0).collect::<Vec<_>>(),
+        "members": c.members.iter().map(|u| id_json(u.0)).collect::<Vec<_>>(),
         "member_count": c.member_count,
         "member": c.member,
         "head": c.head.0,
@@ -74,9 +89,10 @@ pub fn conversation_label(c: &ConversationInfo) -> String {
 /// A message as JSON (the `watch` and `history` line).
 pub fn message_json(m: &Message) -> Value {
     json!({
-        "conversation": m.conversation.0,
+        "conversation": id_json(m.conversation.0),
         "seq": m.seq.0,
-        "sender": m.sender.0,
+        "sender": id_json(m.sender.0),
+        "client_msg_id": id_json(m.client_msg_id),
         "body": m.body,
         "ts": m.ts.0,
     })
@@ -124,6 +140,29 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_strings_and_seqs_numbers() {
+        let big = (1u64 << 60) + 1;
+        assert_eq!(id_json(big), Value::String("1152921504606846977".into()));
+        assert_eq!(opt_id_json(None::<u64>), Value::Null);
+        let m = Message {
+            conversation: courier_core::api::ConversationId(big),
+            seq: courier_core::api::Seq(7),
+            sender: courier_core::api::UserId(u64::MAX),
+            client_msg_id: u128::MAX,
+            ts: courier_core::api::Millis(5),
+            body: "hi".into(),
+            mentions: vec![],
+            broadcast: courier_core::api::Broadcast::None,
+        };
+        let v = message_json(&m);
+        assert_eq!(v["conversation"], "1152921504606846977");
+        assert_eq!(v["sender"], u64::MAX.to_string());
+        assert_eq!(v["client_msg_id"], u128::MAX.to_string());
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["ts"], 5);
+    }
 
     #[test]
     fn timestamps_format_as_utc() {
