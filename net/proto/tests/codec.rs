@@ -490,6 +490,17 @@ fn fuzz_corpus_replays_cleanly() {
             },
         };
         std::fs::write(client.join("hello"), enc.client(&hello)).unwrap();
+        // Refused shapes: the fuzzer starts next to each refusal path.
+        let token = admin_token();
+        let refused = [
+            ("hello-version-2", raw_hello(1, &token, "web", 2, true)),
+            ("hello-long-name", raw_hello(1, &token, &"n".repeat(81), 1, true)),
+            ("hello-no-identifier", raw_hello(1, &token, "web", 1, false)),
+            ("hello-request-id-0", raw_hello(0, &token, "web", 1, true)),
+        ];
+        for (name, bytes) in refused {
+            std::fs::write(client.join(name), bytes).unwrap();
+        }
         for (i, result) in responses().into_iter().enumerate() {
             let bytes = enc.server(&ServerFrame::Reply {
                 req: i as u32,
