@@ -494,7 +494,10 @@ fn fuzz_corpus_replays_cleanly() {
         let token = admin_token();
         let refused = [
             ("hello-version-2", raw_hello(1, &token, "web", 2, true)),
-            ("hello-long-name", raw_hello(1, &token, &"n".repeat(81), 1, true)),
+            (
+                "hello-long-name",
+                raw_hello(1, &token, &"n".repeat(81), 1, true),
+            ),
             ("hello-no-identifier", raw_hello(1, &token, "web", 1, false)),
             ("hello-request-id-0", raw_hello(0, &token, "web", 1, true)),
         ];
