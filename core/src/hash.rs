@@ -1,15 +1,17 @@
 //! Hash maps with a keyed, deterministic hasher.
 //!
 //! The shard's maps hash keys that clients influence (names,
-//! `client_msg_id`s), so the hash is keyed with bytes from
-//! [`crate::ShardConfig::entropy`] (fresh per start in production, seeded in
-//! simulations) to keep collision floods out. Given the key, hashing is
+//! `client_msg_id`s), so the hash is keyed SipHash-1-3 (the `siphasher`
+//! crate; the same function std's `RandomState` uses) with keys derived
+//! from [`crate::ShardConfig::entropy`] (fresh per start in production,
+//! seeded in simulations) to keep collision floods out. Given the key, hashing is
 //! deterministic, and iteration order never reaches an output anyway: every
 //! output that lists map contents sorts them or comes from a `BTreeMap`.
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 
 use sha2::{Digest, Sha256};
+use siphasher::sip::SipHasher13;
 
 /// Map keyed with the shard's [`HashState`].
 pub type Map<K, V> = hashbrown::HashMap<K, V, HashState>;
@@ -17,15 +19,12 @@ pub type Map<K, V> = hashbrown::HashMap<K, V, HashState>;
 /// Set keyed with the shard's [`HashState`].
 pub type Set<K> = hashbrown::HashSet<K, HashState>;
 
-/// Builds [`KeyedHasher`]s; two 64-bit keys.
+/// Builds keyed SipHash-1-3 hashers; two 64-bit keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HashState {
     k0: u64,
     k1: u64,
 }
-
-const PI0: u64 = 0x243f_6a88_85a3_08d3;
-const PI1: u64 = 0x1319_8a2e_0370_7344;
 
 impl HashState {
     /// A state keyed from 32 entropy bytes (through sha256, so any
@@ -42,7 +41,7 @@ impl HashState {
         };
         HashState {
             k0: word(0),
-            k1: word(1) | 1,
+            k1: word(1),
         }
     }
 
@@ -58,71 +57,10 @@ impl HashState {
 }
 
 impl BuildHasher for HashState {
-    type Hasher = KeyedHasher;
+    type Hasher = SipHasher13;
 
-    fn build_hasher(&self) -> KeyedHasher {
-        KeyedHasher {
-            acc: self.k0,
-            k1: self.k1,
-        }
-    }
-}
-
-/// A folded-multiply hasher (the construction of foldhash / wyhash).
-#[derive(Clone, Debug)]
-pub struct KeyedHasher {
-    acc: u64,
-    k1: u64,
-}
-
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let full = u128::from(a) * u128::from(b);
-    (full as u64) ^ ((full >> 64) as u64)
-}
-
-impl Hasher for KeyedHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(u64::from(i));
-    }
-
-    fn write_u16(&mut self, i: u16) {
-        self.write_u64(u64::from(i));
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(u64::from(i));
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.acc = folded_multiply(self.acc ^ i, self.k1 ^ PI0);
-    }
-
-    fn write_u128(&mut self, i: u128) {
-        self.write_u64(i as u64);
-        self.write_u64((i >> 64) as u64);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        folded_multiply(self.acc ^ PI1, self.k1.rotate_left(23) | 1)
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.k0, self.k1)
     }
 }
 

@@ -55,6 +55,7 @@
 //! | [`text`] | name and body checks, the size estimates that byte budgets use |
 //! | `cache`, `bitset`, `hash` | recent-message cache, shard sets, keyed hashing |
 
+#![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 

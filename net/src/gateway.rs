@@ -32,24 +32,8 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// Close codes Courier uses besides the RFC 6455 ones (documented in
-/// docs/PROTOCOL.md).
-pub mod close {
-    /// `Hello` failed: bad, unknown or revoked token.
-    pub const UNAUTHENTICATED: u16 = 4001;
-    /// `Hello` refused before authentication: unsupported
-    /// `protocol_version`, invalid `device_name` or unknown `device_kind`
-    /// (the `ErrorReply` before the close names the field).
-    pub const BAD_HELLO: u16 = 4002;
-    /// The session's token was revoked or the user removed.
-    pub const REVOKED: u16 = 4003;
-    /// The client did not read fast enough; reconnect and `Sync`.
-    pub const SLOW_CONSUMER: u16 = 4008;
-    /// No `Hello` in time.
-    pub const AUTH_TIMEOUT: u16 = 4009;
-    /// Nothing received for the idle timeout.
-    pub const IDLE: u16 = 4010;
-}
+/// Close codes (defined in courier-proto, documented in docs/PROTOCOL.md).
+pub use courier_proto::close;
 
 /// Runs `fut` for at most `d`; `None` on timeout.
 ///

@@ -25,6 +25,7 @@ use crate::setup;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
 use courier_core::api::{Broadcast, ConversationId, HistoryAnchor, Reject, Request, Response};
+use courier_proto::close;
 use courier_proto::{decode_server, ServerFrame};
 use serde_json::json;
 use std::collections::HashMap;
@@ -269,7 +270,16 @@ async fn fill_with_reconnects(
         .await
         {
             Ok(()) => return Ok(acked),
-            Err(e) if reconnects < FILL_RECONNECTS_MAX && e.to_string().contains("4008") => {
+            Err(e)
+                if reconnects < FILL_RECONNECTS_MAX
+                    && matches!(
+                        e.downcast_ref::<courier_tools::ClientError>(),
+                        Some(courier_tools::ClientError::Closed {
+                            code: Some(close::SLOW_CONSUMER),
+                            ..
+                        })
+                    ) =>
+            {
                 reconnects += 1;
                 eprintln!(
                     "fill: {e}; reconnecting ({reconnects} of at most {FILL_RECONNECTS_MAX})"

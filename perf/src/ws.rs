@@ -19,6 +19,7 @@
 //! from the server is `ConnectionAborted` with the close code in the message.
 
 use crate::clock::now_ns;
+use courier_proto::close;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -196,7 +197,7 @@ impl WsConn {
 
     /// Sends a close frame (best effort).
     pub async fn close(&self) {
-        let _ = self.send_opcode(0x8, &1000u16.to_be_bytes()).await;
+        let _ = self.send_opcode(0x8, &close::NORMAL.to_be_bytes()).await;
     }
 
     async fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {

@@ -30,6 +30,7 @@ use courier_core::api::{
     Credential, DeviceInfo, DeviceKind, Event, Millis, RateLimit, Reject, ReqId, Request, Response,
     UserId, WorkspaceId,
 };
+use courier_proto::close;
 use courier_proto::{decode_server, ClientFrame, DecodeError, Encoder, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -609,7 +610,7 @@ impl Driver {
         match command {
             // Every handle is gone: nobody can ask anything any more.
             None => Step::End(ClientError::Closed {
-                code: Some(1000),
+                code: Some(close::NORMAL),
                 reason: "closed by the client".to_owned(),
             }),
             Some(Command::Close) => {
@@ -620,7 +621,7 @@ impl Driver {
                     })))
                     .await;
                 Step::End(ClientError::Closed {
-                    code: Some(1000),
+                    code: Some(close::NORMAL),
                     reason: "closed by the client".to_owned(),
                 })
             }

@@ -3,6 +3,7 @@
 //! server sends makes the library panic.
 
 use courier_core::api::Reject;
+use courier_proto::close;
 use std::path::PathBuf;
 
 /// Why an operation of the client library failed.
@@ -90,7 +91,7 @@ impl ClientError {
         match self {
             ClientError::Rejected(r) => Some(r.clone()),
             ClientError::Closed {
-                code: Some(4001 | 4003),
+                code: Some(close::UNAUTHENTICATED | close::REVOKED),
                 ..
             } => Some(Reject::Unauthenticated),
             _ => None,
@@ -103,7 +104,16 @@ impl ClientError {
 /// invalid device name) or a client bug the server refused (1002 protocol
 /// error, 1003 text frame, 1008 malformed frames, 1009 frame too big).
 pub fn is_permanent_close(code: u16) -> bool {
-    matches!(code, 4001 | 4002 | 4003 | 1002 | 1003 | 1008 | 1009)
+    matches!(
+        code,
+        close::UNAUTHENTICATED
+            | close::BAD_HELLO
+            | close::REVOKED
+            | close::PROTOCOL_ERROR
+            | close::UNSUPPORTED_DATA
+            | close::POLICY_VIOLATION
+            | close::MESSAGE_TOO_BIG
+    )
 }
 
 /// A one-line human description of a rejection, with a hint where one helps.
@@ -131,22 +141,7 @@ pub fn describe_reject(reject: &Reject) -> String {
 }
 
 fn describe_close(code: &Option<u16>, reason: &str) -> String {
-    let meaning = match code {
-        Some(1000) => "normal close",
-        Some(1001) => "server shutting down",
-        Some(1002) => "protocol error",
-        Some(1003) => "text frame refused",
-        Some(1008) => "too many malformed frames",
-        Some(1009) => "frame too big",
-        Some(1013) => "server busy, retry later",
-        Some(4001) => "unauthenticated",
-        Some(4002) => "Hello refused",
-        Some(4003) => "token revoked",
-        Some(4008) => "slow consumer",
-        Some(4009) => "no Hello in time",
-        Some(4010) => "idle",
-        _ => "",
-    };
+    let meaning = code.and_then(close::meaning).unwrap_or("");
     match (code, reason.is_empty()) {
         (Some(c), true) => format!(" (code {c} {meaning})"),
         (Some(c), false) => format!(" (code {c} {meaning}: {reason})"),

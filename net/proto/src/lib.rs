@@ -11,11 +11,14 @@
 //! # Layout
 //! - [`codec`]: [`Encoder`], [`decode_client`], [`decode_server`].
 //! - [`token`]: the text form of credentials.
+//! - [`close`]: every WebSocket close code the server uses.
 //! - [`constants`]: frame-size and verifier limits.
 //! - [`wire`]: the generated flatbuffers accessors (schema order).
 #![deny(clippy::unwrap_used)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod close;
 pub mod codec;
 pub mod constants;
 pub mod token;
@@ -29,6 +32,7 @@ pub mod token;
     mismatched_lifetime_syntaxes,
     deprecated
 )]
+#[allow(unsafe_code)] // flatc's accessors; verified before use by the codec
 mod generated {
     include!("generated/courier_generated.rs");
 }
