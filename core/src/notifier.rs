@@ -26,22 +26,105 @@
 //! that crashes between the owner's hand-off and the `PushQueued` record
 //! loses that notification (the message itself is durable and synced).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::api::{
-    ConversationId, ConversationKind, Effect, Event, Millis, Push, PushAction, PushId, PushOutcome,
-    Seq, ShardId, UserId,
+    ConversationId, ConversationKind, Effect, Event, Millis, NotifyLevel, NotifyReason, Push,
+    PushAction, PushId, PushOutcome, Reject, Seq, ShardId, UserId,
 };
+use crate::bitset::ShardSet;
 use crate::constants::{
-    OUTBOX_ENTRIES_MAX, PEER_BATCH_MAX, PUSH_IN_FLIGHT_MAX, PUSH_RETRY_BASE_MS, PUSH_RETRY_MAX_MS,
-    PUSH_STARTS_PER_TICK_MAX,
+    NOTIFY_ALL_BACKLOG_MAX, NOTIFY_ALL_PER_CONVERSATION_MAX, OUTBOX_ENTRIES_MAX, PEER_BATCH_MAX,
+    PUSH_IN_FLIGHT_MAX, PUSH_RETRY_BASE_MS, PUSH_RETRY_MAX_MS, PUSH_STARTS_PER_TICK_MAX,
 };
 use crate::notify::{self, Candidate, Decision, DeviceView, Posted, Situation, Suppressed};
 use crate::peer::PeerBody;
 use crate::record::{Record, StoredReason};
 use crate::shard::{PushMode, Shard};
 use crate::text::preview;
+
+/// Owner role: per channel, the members whose notification level is `all`.
+///
+/// Derived, memory only, never a source of truth: the level lives in the
+/// user's home shard (`NotifySet`). The home tells the owner after the
+/// record is durable (`PeerBody::NotifyAll`), again when such a user is
+/// re-added to the channel, and sends a full round of its users' `all`
+/// levels (`PeerBody::NotifyAllRound`) at its own start and whenever the
+/// owner restarts; a round replaces that home's entries. So the set heals
+/// from any crash the way the user → conversations index does, and no
+/// second durable copy can disagree with the first.
+///
+/// It may briefly hold a user whose level is no longer `all` (a reserved
+/// slot whose write failed, a change on its way): harmless, because the
+/// home decides with its own level (`Suppressed::Level`). It never lacks a
+/// durable `all` level for longer than a message in flight, except above
+/// the cap (see `capped`). Each set holds at most
+/// NOTIFY_ALL_PER_CONVERSATION_MAX users who are members.
+#[derive(Debug, Default)]
+pub(crate) struct AllSubscribers {
+    /// Channel → subscribers.
+    by_conversation: BTreeMap<ConversationId, BTreeSet<UserId>>,
+    /// Home shards whose round arrived since this start.
+    rounds_done: ShardSet,
+    /// Rounds being received, per home shard (one round per home at a
+    /// time, at most the home's `all` levels in this shard's channels).
+    rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId)>>,
+    /// Channel messages handed off before every round arrived: their
+    /// `all`-subscribers follow when the rounds are in (at most
+    /// NOTIFY_ALL_BACKLOG_MAX).
+    backlog: VecDeque<(ConversationId, Arc<Event>)>,
+}
+
+impl AllSubscribers {
+    /// The subscribers of a channel, sorted.
+    fn of(&self, conversation: ConversationId) -> Vec<UserId> {
+        self.by_conversation
+            .get(&conversation)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds `user` unless the channel's set is full; `false` if it is.
+    fn add(&mut self, conversation: ConversationId, user: UserId) -> bool {
+        let set = self.by_conversation.entry(conversation).or_default();
+        if set.contains(&user) {
+            return true;
+        }
+        if set.len() >= NOTIFY_ALL_PER_CONVERSATION_MAX {
+            return false;
+        }
+        set.insert(user);
+        true
+    }
+
+    /// Removes `user` from a channel's set.
+    pub(crate) fn remove(&mut self, conversation: ConversationId, user: UserId) {
+        if let Some(set) = self.by_conversation.get_mut(&conversation) {
+            set.remove(&user);
+            if set.is_empty() {
+                self.by_conversation.remove(&conversation);
+            }
+        }
+    }
+
+    /// Every home shard's round arrived since start.
+    fn complete(&self, shard_count: u16) -> bool {
+        self.rounds_done.len() == usize::from(shard_count)
+    }
+
+    /// Subscribers in all channels (gauge).
+    pub(crate) fn total(&self) -> usize {
+        self.by_conversation.values().map(BTreeSet::len).sum()
+    }
+}
+
+fn all_full() -> Reject {
+    Reject::TooLarge(format!(
+        "notification level all: more than NOTIFY_ALL_PER_CONVERSATION_MAX \
+         ({NOTIFY_ALL_PER_CONVERSATION_MAX}) members of the channel have it"
+    ))
+}
 
 /// The idempotency key of a push or clear: stable across retries and
 /// restarts, distinct per (user, message, action).
@@ -75,14 +158,46 @@ impl Shard {
             return;
         };
         let direct = matches!(c.kind, ConversationKind::Dm | ConversationKind::GroupDm);
+        // A restarted owner learns the `all` levels from every home's round
+        // (one tick): until then its channel messages are handed off
+        // without them, and their subscribers follow from the backlog.
+        let complete = self.all_subscribers.complete(self.shard_count());
+        let all = if direct || !complete {
+            Vec::new()
+        } else {
+            self.all_subscribers.of(conversation)
+        };
         let posted = Posted {
             direct,
             mentions: &m.mentions,
             broadcast: m.broadcast,
             member_count: c.members.len(),
             broadcast_members_max: self.config.notify.broadcast_members_max,
+            all: &all,
         };
         let list = notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u));
+        self.send_candidates(event, direct, list, out);
+        if !direct && !complete {
+            if self.all_subscribers.backlog.len() >= NOTIFY_ALL_BACKLOG_MAX {
+                // Bounded: the oldest goes now, with the set as far as known.
+                self.handoff_backlog_front(out);
+            }
+            self.metrics.notify_all_deferred += 1;
+            self.all_subscribers
+                .backlog
+                .push_back((conversation, event.clone()));
+        }
+    }
+
+    /// Sends candidates to their home shards, one `Notify` per home and
+    /// PEER_BATCH_MAX candidates.
+    fn send_candidates(
+        &mut self,
+        event: &Arc<Event>,
+        direct: bool,
+        list: Vec<Candidate>,
+        out: &mut Vec<Effect>,
+    ) {
         let count = self.shard_count();
         let mut by_home: BTreeMap<ShardId, Vec<Candidate>> = BTreeMap::new();
         for cand in list {
@@ -101,6 +216,168 @@ impl Shard {
                 self.send_peer(home, body, out);
             }
         }
+    }
+
+    /// Hands off the `all`-subscribers (only: the other candidates went
+    /// with the message) of the oldest backlogged channel message.
+    fn handoff_backlog_front(&mut self, out: &mut Vec<Effect>) {
+        let Some((conversation, event)) = self.all_subscribers.backlog.pop_front() else {
+            return;
+        };
+        let (Event::Message(m), Some(c)) =
+            (event.as_ref(), self.state.conversations.get(&conversation))
+        else {
+            return;
+        };
+        let all = self.all_subscribers.of(conversation);
+        let posted = Posted {
+            direct: false,
+            mentions: &m.mentions,
+            broadcast: m.broadcast,
+            member_count: c.members.len(),
+            broadcast_members_max: self.config.notify.broadcast_members_max,
+            all: &all,
+        };
+        let list: Vec<Candidate> =
+            notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u))
+                .into_iter()
+                .filter(|cand| cand.reason == NotifyReason::Channel)
+                .collect();
+        self.send_candidates(&event, false, list, out);
+    }
+
+    /// Owner role: a member asks for a level. `all` takes a slot in the
+    /// channel's set now (so concurrent requests cannot pass the cap); the
+    /// home's answer after its record is durable confirms or frees it.
+    /// `Err` when the set is full.
+    pub(crate) fn reserve_notify_level(
+        &mut self,
+        conversation: ConversationId,
+        user: UserId,
+        level: NotifyLevel,
+    ) -> Result<(), Reject> {
+        let dm = self
+            .state
+            .conversations
+            .get(&conversation)
+            .is_none_or(|c| c.is_dm());
+        if dm || level != NotifyLevel::All {
+            return Ok(());
+        }
+        if self.all_subscribers.add(conversation, user) {
+            Ok(())
+        } else {
+            Err(all_full())
+        }
+    }
+
+    /// Owner role: a member left or was removed: no longer a subscriber
+    /// (the home keeps the level; a re-add brings it back).
+    pub(crate) fn notify_member_gone(&mut self, conversation: ConversationId, user: UserId) {
+        self.all_subscribers.remove(conversation, user);
+    }
+
+    /// Owner role: a home says `user`'s level for `conversation` is
+    /// (durably) `all`, or no longer.
+    pub(crate) fn on_notify_all(&mut self, user: UserId, conversation: ConversationId, all: bool) {
+        let Some(c) = self.state.conversations.get(&conversation) else {
+            return;
+        };
+        if c.is_dm() {
+            return;
+        }
+        if !all {
+            return self.all_subscribers.remove(conversation, user);
+        }
+        if c.members.contains_key(&user) && !self.all_subscribers.add(conversation, user) {
+            self.metrics.notify_all_capped += 1;
+        }
+    }
+
+    /// Owner role: a chunk of a home's round of `all` levels; the last one
+    /// replaces that home's entries.
+    pub(crate) fn on_notify_all_round(
+        &mut self,
+        home: ShardId,
+        entries: Vec<(UserId, ConversationId)>,
+        first: bool,
+        last: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let rounds = &mut self.all_subscribers.rounds;
+        if first {
+            rounds.insert(home, Vec::new());
+        }
+        let Some(acc) = rounds.get_mut(&home) else {
+            return; // A tail of a round whose start we never saw.
+        };
+        acc.extend(entries);
+        if !last {
+            return;
+        }
+        let entries = rounds.remove(&home).unwrap_or_default();
+        let count = self.shard_count();
+        for set in self.all_subscribers.by_conversation.values_mut() {
+            set.retain(|u| crate::ids::shard_of(*u, count) != home);
+        }
+        self.all_subscribers
+            .by_conversation
+            .retain(|_, set| !set.is_empty());
+        for (user, conversation) in entries {
+            self.on_notify_all(user, conversation, true);
+        }
+        self.all_subscribers.rounds_done.insert(home);
+        if self.all_subscribers.complete(count) {
+            while !self.all_subscribers.backlog.is_empty() {
+                self.handoff_backlog_front(out);
+            }
+        }
+    }
+
+    /// Home role: sends each owner in `to` the `all` levels of this shard's
+    /// users in its conversations (one scan for all of them).
+    pub(crate) fn send_notify_all_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
+        let count = self.shard_count();
+        let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId)>> =
+            to.iter().map(|s| (s, Vec::new())).collect();
+        for u in self.state.users.values() {
+            for (conversation, pref) in &u.prefs {
+                if pref.level != NotifyLevel::All {
+                    continue;
+                }
+                let owner = crate::ids::shard_of(*conversation, count);
+                if let Some(bucket) = entries.get_mut(&owner) {
+                    bucket.push((u.id, *conversation));
+                }
+            }
+        }
+        for (owner, mut entries) in entries {
+            entries.sort_unstable();
+            let chunks: Vec<Vec<(UserId, ConversationId)>> = if entries.is_empty() {
+                vec![Vec::new()]
+            } else {
+                entries.chunks(PEER_BATCH_MAX).map(<[_]>::to_vec).collect()
+            };
+            let n = chunks.len();
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let body = PeerBody::NotifyAllRound {
+                    entries: chunk,
+                    first: i == 0,
+                    last: i + 1 == n,
+                };
+                self.send_peer(owner, body, out);
+            }
+        }
+    }
+
+    /// Home role: whether `user`'s level for `conversation` is explicitly
+    /// `all` (what the owner's set mirrors).
+    pub(crate) fn level_is_all(&self, user: UserId, conversation: ConversationId) -> bool {
+        self.state
+            .users
+            .get(&user)
+            .and_then(|u| u.prefs.get(&conversation))
+            .is_some_and(|p| p.level == NotifyLevel::All)
     }
 
     /// Home role: decides each candidate homed here.
@@ -388,6 +665,32 @@ mod tests {
         assert_eq!(backoff_ms(1), PUSH_RETRY_BASE_MS);
         assert_eq!(backoff_ms(2), 2 * PUSH_RETRY_BASE_MS);
         assert_eq!(backoff_ms(100), PUSH_RETRY_MAX_MS);
+    }
+
+    #[test]
+    fn all_subscribers_are_capped_per_channel_and_refused_by_name() {
+        let mut set = AllSubscribers::default();
+        let (a, b) = (ConversationId(1), ConversationId(2));
+        for u in 0..NOTIFY_ALL_PER_CONVERSATION_MAX as u64 {
+            assert!(set.add(a, UserId(u)));
+        }
+        let over = UserId(NOTIFY_ALL_PER_CONVERSATION_MAX as u64);
+        assert!(!set.add(a, over), "the cap holds");
+        assert!(set.add(a, UserId(0)), "a subscriber already in stays in");
+        assert!(set.add(b, over), "the cap is per channel");
+        assert_eq!(set.total(), NOTIFY_ALL_PER_CONVERSATION_MAX + 1);
+        set.remove(a, UserId(0));
+        assert!(set.add(a, over), "a freed slot is reusable");
+        assert_eq!(set.of(b), vec![over]);
+        set.remove(b, over);
+        assert!(set.of(b).is_empty() && !set.by_conversation.contains_key(&b));
+        let Reject::TooLarge(why) = all_full() else {
+            panic!("a full set is TooLarge");
+        };
+        assert!(
+            why.contains("NOTIFY_ALL_PER_CONVERSATION_MAX (1000)"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -630,6 +630,30 @@ pub enum PeerBody {
         /// Muted.
         muted: bool,
     },
+    /// H → O: `user`'s level for `conversation` is durably `all` (or no
+    /// longer): keeps the owner's derived set of `all`-subscribers
+    /// (`crate::notifier::AllSubscribers`). Sent once the `NotifySet`
+    /// record is durable, and when a user whose level is `all` is re-added.
+    NotifyAll {
+        /// User.
+        user: UserId,
+        /// Conversation.
+        conversation: ConversationId,
+        /// Level `all`.
+        all: bool,
+    },
+    /// H → O: every (user, conversation) of `H`'s users whose level is
+    /// `all`, for `O`'s conversations, in chunks; `O` replaces its entries
+    /// for `H`'s users when the `last` chunk arrives. Sent at `H`'s start
+    /// and when `O` restarted.
+    NotifyAllRound {
+        /// (user, conversation), sorted.
+        entries: Vec<(UserId, ConversationId)>,
+        /// First chunk.
+        first: bool,
+        /// Last chunk.
+        last: bool,
+    },
     /// C → H: device focus / activity (memory only).
     SetFocus {
         /// Request.

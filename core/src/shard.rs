@@ -212,6 +212,15 @@ pub struct Metrics {
     pub push_dropped: u64,
     /// Entries in the outbox.
     pub outbox_depth: u64,
+    /// Owner role: `all`-subscribers in this shard's channels (gauge).
+    pub notify_all_subscribers: u64,
+    /// Owner role: `all` levels not mirrored because the channel's set was
+    /// full (a re-added member or a restart round beyond
+    /// NOTIFY_ALL_PER_CONVERSATION_MAX; new requests are refused instead).
+    pub notify_all_capped: u64,
+    /// Owner role: channel messages whose `all`-subscribers waited for the
+    /// home shards' rounds after a restart.
+    pub notify_all_deferred: u64,
     /// Pushes handed to the delivery thread, unanswered.
     pub push_in_flight: u64,
 }
@@ -392,6 +401,9 @@ pub struct Shard {
     pub(crate) rounds_done: ShardSet,
     /// Owner role: restarted home shards owed a membership round.
     pub(crate) rounds_due: ShardSet,
+    /// Owner role: per channel, the members whose level is `all` (memory,
+    /// derived from the home shards' rounds and messages).
+    pub(crate) all_subscribers: crate::notifier::AllSubscribers,
     /// Home role: outbox ids by the time they are due (memory, rebuilt from
     /// the outbox at start; retries move entries later).
     pub(crate) push_due: BTreeSet<(Millis, u64)>,
@@ -462,6 +474,7 @@ impl Shard {
             rounds_done: ShardSet::new(),
             rounds_due: ShardSet::new(),
             next_claim_retry: Millis(0),
+            all_subscribers: Default::default(),
             push_due: BTreeSet::new(),
             push_in_flight: BTreeMap::new(),
             push_attempts: BTreeMap::new(),
@@ -538,6 +551,7 @@ impl Shard {
             all.insert(ShardId(s));
         }
         self.send_membership_rounds(&all, out);
+        self.send_notify_all_rounds(&all, out);
         self.drain_local(out);
     }
 
@@ -598,6 +612,7 @@ impl Shard {
         m.storage_failed = u64::from(self.storage_failed.is_some());
         m.ready = u64::from(self.is_ready());
         m.outbox_depth = self.state.outbox.len() as u64;
+        m.notify_all_subscribers = self.all_subscribers.total() as u64;
         m.push_in_flight = self.push_in_flight.len() as u64;
         m
     }
@@ -843,6 +858,7 @@ impl Shard {
         if !self.rounds_due.is_empty() {
             let due = std::mem::take(&mut self.rounds_due);
             self.send_membership_rounds(&due, out);
+            self.send_notify_all_rounds(&due, out);
         }
         self.expire_hellos(out);
         self.expire_waiters(out);
@@ -1090,6 +1106,16 @@ impl Shard {
                 level,
                 muted,
             } => self.on_set_notify_home(origin, user, conversation, level, muted, out),
+            PeerBody::NotifyAll {
+                user,
+                conversation,
+                all,
+            } => self.on_notify_all(user, conversation, all),
+            PeerBody::NotifyAllRound {
+                entries,
+                first,
+                last,
+            } => self.on_notify_all_round(from, entries, first, last, out),
             PeerBody::SetFocus {
                 origin,
                 user,
@@ -1128,8 +1154,9 @@ impl Shard {
         self.clear_interest_of(from);
         self.rewatch_owner(from, out);
         self.register_devices_with(from, out);
-        // Its membership round goes out at the next tick, with those of any
-        // other shard restarting meanwhile: one scan for a whole-node start.
+        // Its membership round (and our users' `all` levels in its
+        // channels) goes out at the next tick, with those of any other
+        // shard restarting meanwhile: one scan for a whole-node start.
         self.rounds_due.insert(from);
     }
 }

@@ -1788,3 +1788,148 @@ fn queued_push_survives_a_crash_of_the_home_shard_and_goes_out_once() {
         vec![key]
     );
 }
+
+/// Ann, and Bob homed on a different shard than their channel's owner
+/// (Bob connected where Ann is, on his home shard): (node, ann, bob,
+/// bob's id, channel, owner shard, home shard).
+fn channel_pair(seed: u64) -> (Node, usize, usize, UserId, ConversationId, u16, u16) {
+    let mut n = node(seed, 2);
+    let (bob_id, bob_cred) = n.w.create_user(n.admin, n.ws, "bob");
+    let home = shard_of(bob_id, 2).0;
+    let bob = n.w.user_client(bob_id, n.ws, bob_cred, home, false);
+    let (ann_id, ann_cred) = n.w.create_user(n.admin, n.ws, "ann");
+    let ann = n.w.user_client(ann_id, n.ws, ann_cred, home, false);
+    for i in 0..64 {
+        let ch = n.w.create_channel(ann, &format!("general-{i}"), false);
+        if shard_of(ch, 2).0 != home {
+            let joined = n.w.call(bob, Request::Join { conversation: ch });
+            assert!(
+                matches!(joined, Ok(Response::Conversation(_))),
+                "{joined:?}"
+            );
+            return (n, ann, bob, bob_id, ch, 1 - home, home);
+        }
+    }
+    panic!("no channel placed off bob's home shard");
+}
+
+fn set_level(w: &mut World, c: usize, conversation: ConversationId, level: NotifyLevel) {
+    let request = Request::SetNotify {
+        conversation,
+        level,
+        muted: false,
+    };
+    assert_eq!(w.call(c, request), Ok(Response::Done));
+}
+
+fn shown(w: &World) -> Vec<String> {
+    w.gateway.shown.iter().cloned().collect()
+}
+
+#[test]
+fn level_all_pushes_ordinary_channel_messages_across_restarts_of_either_shard() {
+    let (mut n, ann, bob, bob_id, ch, owner, home) = channel_pair(64);
+    let key = |seq: u64| format!("push-{}-{}-{seq}", bob_id.0, ch.0);
+    // Default for a channel: mentions. An ordinary message notifies nobody.
+    set_level(&mut n.w, bob, ch, NotifyLevel::Mentions);
+    n.w.disconnect(bob);
+    n.w.settle();
+    assert_eq!(ack_seq(&send(&mut n.w, ann, ch, 1, "lunch?")).0, Seq(1));
+    n.w.drain_pushes();
+    assert!(shown(&n.w).is_empty(), "{:?}", n.w.gateway.posts);
+    assert_eq!(push_metric(&n.w, |m| m.notify_decided), 0, "O(mentions)");
+    // Level all: the next ordinary message is pushed, once.
+    n.w.ensure_online(bob, home);
+    set_level(&mut n.w, bob, ch, NotifyLevel::All);
+    n.w.disconnect(bob);
+    n.w.settle();
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 1);
+    send(&mut n.w, ann, ch, 2, "lunch at noon").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![key(2)]);
+    // The owner's set is memory only: a restart of the owner rebuilds it
+    // from the home's round.
+    n.w.crash(owner);
+    n.w.restart(owner);
+    n.w.settle();
+    send(&mut n.w, ann, ch, 3, "after the owner restarted").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![key(2), key(3)]);
+    // A message the restarted owner commits before the home's round is in
+    // waits for it, then notifies.
+    n.w.crash(owner);
+    n.w.restart(owner);
+    queue_send(&mut n.w, ann, ch, "before the round");
+    run_busy(&mut n.w);
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_deferred), 1);
+    assert!(shown(&n.w).len() == 2 && push_metric(&n.w, |m| m.outbox_depth) == 0);
+    n.w.settle(); // The home answers the restart at its next tick.
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![key(2), key(3), key(4)]);
+    // A restart of the home (the level's source of truth) resends its round.
+    n.w.crash(home);
+    n.w.restart(home);
+    n.w.ensure_online(ann, home);
+    send(&mut n.w, ann, ch, 5, "after the home restarted").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w).len(), 4, "{:?}", n.w.gateway.posts);
+    assert!(n.w.gateway.shown.contains(&key(5)));
+    // Both at once (a whole-node crash).
+    n.w.crash(owner);
+    n.w.crash(home);
+    n.w.restart(home);
+    n.w.restart(owner);
+    n.w.ensure_online(ann, home);
+    send(&mut n.w, ann, ch, 6, "after both restarted").unwrap();
+    n.w.drain_pushes();
+    assert!(
+        n.w.gateway.shown.contains(&key(6)),
+        "{:?}",
+        n.w.gateway.posts
+    );
+    // Back to mentions: ordinary messages stop notifying.
+    n.w.ensure_online(bob, home);
+    set_level(&mut n.w, bob, ch, NotifyLevel::Mentions);
+    n.w.disconnect(bob);
+    n.w.settle();
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 0);
+    send(&mut n.w, ann, ch, 7, "quiet again").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w).len(), 5, "{:?}", n.w.gateway.posts);
+}
+
+#[test]
+fn level_all_follows_membership_and_is_not_mirrored_for_dms() {
+    let (mut n, ann, bob, bob_id, ch, _, _) = channel_pair(65);
+    let key = |seq: u64| format!("push-{}-{}-{seq}", bob_id.0, ch.0);
+    set_level(&mut n.w, bob, ch, NotifyLevel::All);
+    // Leaving drops bob from the owner's set; rejoining brings the level
+    // (kept on his home shard) back.
+    let left = n.w.call(bob, Request::Leave { conversation: ch });
+    assert_eq!(left, Ok(Response::Done));
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 0);
+    send(&mut n.w, ann, ch, 1, "while bob is out").unwrap();
+    let joined = n.w.call(bob, Request::Join { conversation: ch });
+    assert!(
+        matches!(joined, Ok(Response::Conversation(_))),
+        "{joined:?}"
+    );
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 1);
+    n.w.disconnect(bob);
+    n.w.settle();
+    send(&mut n.w, ann, ch, 2, "welcome back").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![key(2)]);
+    // A DM's members are candidates anyway: its level is not mirrored.
+    let dm = match n.w.call(
+        ann,
+        Request::OpenDm {
+            users: vec![bob_id],
+        },
+    ) {
+        Ok(Response::Conversation(info)) => info.id,
+        other => panic!("{other:?}"),
+    };
+    set_level(&mut n.w, ann, dm, NotifyLevel::All);
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 1);
+}
