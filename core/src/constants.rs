@@ -254,10 +254,13 @@ pub const PUSH_RETRY_MAX_MS: u64 = 60_000;
 /// `Reject::TooLarge` naming it (docs/NOTIFICATIONS.md).
 pub const NOTIFY_ALL_PER_CONVERSATION_MAX: usize = 1_000;
 
-/// Channel messages whose `all`-subscribers wait at a restarted owner until
-/// every home shard's `all` round has arrived (typically one tick). Beyond
-/// it the oldest is handed off with the set as far as it is known.
-pub const NOTIFY_ALL_BACKLOG_MAX: usize = 1_024;
+/// Notification hand-offs an owner tracks until their home shards confirm
+/// the decisions durable (typically one group commit's worth), and also
+/// messages waiting at a restarted owner for the homes' `all` rounds (one
+/// tick) or re-driven from the durable watermark. Beyond it the oldest
+/// hand-off is no longer tracked (`notify_handoffs_abandoned`: a crash may
+/// then lose its notification) and the oldest waiting message goes at once.
+pub const NOTIFY_HANDOFFS_MAX: usize = 4_096;
 
 /// Candidates of one message (DM members + mentions + broadcast members +
 /// `all`-subscribers): bounded by the broadcast and `all` limits.

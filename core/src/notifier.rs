@@ -4,9 +4,14 @@
 //! Flow, all after durability:
 //!
 //! 1. Owner, at the commit point (`Shard::fanout`, run when the message's
-//!    record is durable): [`crate::notify::candidates`] in O(mentions) (DM
-//!    members; mentions; every member only for an honored `@channel` /
-//!    `@here`), grouped by home shard, one `PeerBody::Notify` per shard.
+//!    record is durable): [`crate::notify::candidates`] in O(mentions +
+//!    all-subscribers) (DM members; mentions; the channel's members whose
+//!    level is `all`, from [`AllSubscribers`]; every member only for an
+//!    honored `@channel` / `@here`), grouped by home shard, one
+//!    `PeerBody::Notify` per shard. The owner tracks the hand-off
+//!    ([`Handoffs`]) until each home confirms (`NotifyDone`) that its
+//!    decisions are durable, and appends the watermark of confirmed
+//!    hand-offs (`NotifyHandedOff`) at most once per tick.
 //! 2. Home: [`crate::notify::decide`] per candidate. `Delay` and `PushNow`
 //!    send `Event::Notify` to the user's connected devices; with a push
 //!    gateway they append `PushQueued` (due now, or after the grace window).
@@ -22,26 +27,32 @@
 //! Failure contract: a push is never lost once its `PushQueued` is durable,
 //! and never re-sent once its `PushSettled{delivered}` is durable. Between
 //! the gateway's 2xx and that record a crash re-sends it with the same
-//! idempotency key, which the gateway uses to drop the repeat. A home shard
-//! that crashes between the owner's hand-off and the `PushQueued` record
-//! loses that notification (the message itself is durable and synced).
+//! idempotency key, which the gateway uses to drop the repeat. A crash
+//! between the hand-off and the durable decision loses nothing: the owner
+//! re-sends unconfirmed hand-offs to a restarted home, and at its own start
+//! hands off again every message after its durable watermark (the home
+//! drops candidates already queued, delivered or read). So decisions are
+//! at least once: after a crash, about one tick of messages may be decided
+//! again (docs/NOTIFICATIONS.md, "The hand-off"). Beyond NOTIFY_HANDOFFS_MAX
+//! unconfirmed hand-offs, or for a message no longer cached at a start, the
+//! hand-off is abandoned and counted.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::api::{
-    ConversationId, ConversationKind, Effect, Event, Millis, NotifyLevel, NotifyReason, Push,
-    PushAction, PushId, PushOutcome, Reject, Seq, ShardId, UserId,
+    ConversationId, ConversationKind, Effect, Event, Millis, NotifyLevel, Push, PushAction, PushId,
+    PushOutcome, Reject, Seq, ShardId, UserId,
 };
 use crate::bitset::ShardSet;
 use crate::constants::{
-    NOTIFY_ALL_BACKLOG_MAX, NOTIFY_ALL_PER_CONVERSATION_MAX, OUTBOX_ENTRIES_MAX, PEER_BATCH_MAX,
+    NOTIFY_ALL_PER_CONVERSATION_MAX, NOTIFY_HANDOFFS_MAX, OUTBOX_ENTRIES_MAX, PEER_BATCH_MAX,
     PUSH_IN_FLIGHT_MAX, PUSH_RETRY_BASE_MS, PUSH_RETRY_MAX_MS, PUSH_STARTS_PER_TICK_MAX,
 };
 use crate::notify::{self, Candidate, Decision, DeviceView, Posted, Situation, Suppressed};
-use crate::peer::PeerBody;
+use crate::peer::{PeerBody, Ticket};
 use crate::record::{Record, StoredReason};
-use crate::shard::{PushMode, Shard};
+use crate::shard::{Action, PushMode, Shard};
 use crate::text::preview;
 
 /// Owner role: per channel, the members whose notification level is `all`.
@@ -70,10 +81,30 @@ pub(crate) struct AllSubscribers {
     /// Rounds being received, per home shard (one round per home at a
     /// time, at most the home's `all` levels in this shard's channels).
     rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId)>>,
-    /// Channel messages handed off before every round arrived: their
-    /// `all`-subscribers follow when the rounds are in (at most
-    /// NOTIFY_ALL_BACKLOG_MAX).
-    backlog: VecDeque<(ConversationId, Arc<Event>)>,
+}
+
+/// Owner role: hand-offs whose homes have not confirmed them durable, and
+/// the messages waiting to be handed off (memory; the durable part is the
+/// `NotifyHandedOff` watermark).
+#[derive(Debug, Default)]
+pub(crate) struct Handoffs {
+    /// Message LSN → who still owes a confirmation (at most
+    /// NOTIFY_HANDOFFS_MAX; typically one group commit's worth).
+    pending: BTreeMap<u64, PendingHandoff>,
+    /// Highest message LSN handed off (or owed from before this start).
+    last: u64,
+    /// (LSN, conversation, message) waiting for the rounds after a start,
+    /// in LSN order (at most NOTIFY_HANDOFFS_MAX).
+    backlog: VecDeque<(u64, ConversationId, Arc<Event>)>,
+}
+
+/// One message's hand-off awaiting confirmations.
+#[derive(Debug)]
+struct PendingHandoff {
+    conversation: ConversationId,
+    event: Arc<Event>,
+    /// Home shards that have not confirmed.
+    homes: BTreeSet<ShardId>,
 }
 
 impl AllSubscribers {
@@ -144,7 +175,9 @@ fn backoff_ms(attempts: u32) -> u64 {
 
 impl Shard {
     /// Owner role, at the commit point: hands a durable message to the home
-    /// shards of its candidates.
+    /// shards of its candidates. A restarted owner waits for every home's
+    /// round of `all` levels (one tick) before it hands anything off:
+    /// until then messages queue in the backlog, in LSN order.
     pub(crate) fn notify_handoff(
         &mut self,
         conversation: ConversationId,
@@ -157,12 +190,49 @@ impl Shard {
         let Some(c) = self.state.conversations.get(&conversation) else {
             return;
         };
+        let lsn = c.lsn_of(m.seq).0;
+        if self.all_subscribers.complete(self.shard_count()) {
+            return self.handoff(lsn, conversation, event.clone(), None, out);
+        }
+        self.metrics.notify_handoffs_deferred += 1;
+        self.defer_handoff(lsn, conversation, event.clone(), out);
+    }
+
+    /// Queues a hand-off until the rounds are in; bounded: beyond
+    /// NOTIFY_HANDOFFS_MAX the oldest goes now, with what is known.
+    fn defer_handoff(
+        &mut self,
+        lsn: u64,
+        conversation: ConversationId,
+        event: Arc<Event>,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.handoffs.backlog.len() >= NOTIFY_HANDOFFS_MAX {
+            if let Some((l, c, e)) = self.handoffs.backlog.pop_front() {
+                self.handoff(l, c, e, None, out);
+            }
+        }
+        self.handoffs.backlog.push_back((lsn, conversation, event));
+    }
+
+    /// Hands a message (at `lsn` in this shard's log) to its candidates'
+    /// home shards (only to `only` when given: a restarted home), and
+    /// tracks it until each of them confirmed its decisions durable.
+    fn handoff(
+        &mut self,
+        lsn: u64,
+        conversation: ConversationId,
+        event: Arc<Event>,
+        only: Option<ShardId>,
+        out: &mut Vec<Effect>,
+    ) {
+        let (Event::Message(m), Some(c)) =
+            (event.as_ref(), self.state.conversations.get(&conversation))
+        else {
+            return;
+        };
         let direct = matches!(c.kind, ConversationKind::Dm | ConversationKind::GroupDm);
-        // A restarted owner learns the `all` levels from every home's round
-        // (one tick): until then its channel messages are handed off
-        // without them, and their subscribers follow from the backlog.
-        let complete = self.all_subscribers.complete(self.shard_count());
-        let all = if direct || !complete {
+        let all = if direct {
             Vec::new()
         } else {
             self.all_subscribers.of(conversation)
@@ -176,74 +246,126 @@ impl Shard {
             all: &all,
         };
         let list = notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u));
-        self.send_candidates(event, direct, list, out);
-        if !direct && !complete {
-            if self.all_subscribers.backlog.len() >= NOTIFY_ALL_BACKLOG_MAX {
-                // Bounded: the oldest goes now, with the set as far as known.
-                self.handoff_backlog_front(out);
-            }
-            self.metrics.notify_all_deferred += 1;
-            self.all_subscribers
-                .backlog
-                .push_back((conversation, event.clone()));
-        }
-    }
-
-    /// Sends candidates to their home shards, one `Notify` per home and
-    /// PEER_BATCH_MAX candidates.
-    fn send_candidates(
-        &mut self,
-        event: &Arc<Event>,
-        direct: bool,
-        list: Vec<Candidate>,
-        out: &mut Vec<Effect>,
-    ) {
         let count = self.shard_count();
         let mut by_home: BTreeMap<ShardId, Vec<Candidate>> = BTreeMap::new();
         for cand in list {
-            by_home
-                .entry(crate::ids::shard_of(cand.user, count))
-                .or_default()
-                .push(cand);
+            let home = crate::ids::shard_of(cand.user, count);
+            if only.is_none_or(|h| h == home) {
+                by_home.entry(home).or_default().push(cand);
+            }
+        }
+        self.handoffs.last = self.handoffs.last.max(lsn);
+        if by_home.is_empty() {
+            return;
+        }
+        let ticket = self.ticket(lsn);
+        let homes: BTreeSet<ShardId> = by_home.keys().copied().collect();
+        match self.handoffs.pending.get_mut(&lsn) {
+            Some(p) => p.homes.extend(homes),
+            None => {
+                if self.handoffs.pending.len() >= NOTIFY_HANDOFFS_MAX {
+                    // Bounded: give up tracking the oldest (a home that
+                    // never confirms: its storage failed). Counted.
+                    self.handoffs.pending.pop_first();
+                    self.metrics.notify_handoffs_abandoned += 1;
+                }
+                let p = PendingHandoff {
+                    conversation,
+                    event: event.clone(),
+                    homes,
+                };
+                self.handoffs.pending.insert(lsn, p);
+            }
         }
         for (home, cands) in by_home {
-            for chunk in cands.chunks(PEER_BATCH_MAX) {
+            let n = cands.len().div_ceil(PEER_BATCH_MAX);
+            for (i, chunk) in cands.chunks(PEER_BATCH_MAX).enumerate() {
                 let body = PeerBody::Notify {
                     event: event.clone(),
                     direct,
                     candidates: chunk.to_vec(),
+                    // The home confirms after its last chunk's records.
+                    handoff: (i + 1 == n).then_some(ticket),
                 };
                 self.send_peer(home, body, out);
             }
         }
     }
 
-    /// Hands off the `all`-subscribers (only: the other candidates went
-    /// with the message) of the oldest backlogged channel message.
-    fn handoff_backlog_front(&mut self, out: &mut Vec<Effect>) {
-        let Some((conversation, event)) = self.all_subscribers.backlog.pop_front() else {
-            return;
+    /// Owner role: a home shard's decisions for a hand-off are durable.
+    pub(crate) fn on_notify_done(&mut self, home: ShardId, handoff: Ticket) {
+        if handoff.incarnation != self.incarnation {
+            return; // An earlier start's hand-off: the watermark re-drove it.
+        }
+        if let Some(p) = self.handoffs.pending.get_mut(&handoff.id) {
+            p.homes.remove(&home);
+            if p.homes.is_empty() {
+                self.handoffs.pending.remove(&handoff.id);
+            }
+        }
+    }
+
+    /// Owner role: `home` restarted, and may have lost hand-offs it had
+    /// not made durable: hand those off to it again (its outbox drops
+    /// what it already queued or delivered).
+    pub(crate) fn redrive_handoffs_to(&mut self, home: ShardId, out: &mut Vec<Effect>) {
+        let owed: Vec<(u64, ConversationId, Arc<Event>)> = self
+            .handoffs
+            .pending
+            .iter()
+            .filter(|(_, p)| p.homes.contains(&home))
+            .map(|(l, p)| (*l, p.conversation, p.event.clone()))
+            .collect();
+        self.metrics.notify_handoffs_resent += owed.len() as u64;
+        for (lsn, conversation, event) in owed {
+            self.handoff(lsn, conversation, event, Some(home), out);
+        }
+    }
+
+    /// Owner role, at start: the messages after the durable watermark may
+    /// have been handed off without a durable decision (a crash of this
+    /// shard or of a home): queue them to be handed off again once the
+    /// rounds are in. Their events come from the recent cache (the newest
+    /// messages of each conversation; one that is not cached is counted
+    /// as abandoned).
+    pub(crate) fn collect_redrive(&mut self) {
+        let mark = self.state.handoff_watermark;
+        let mut owed: Vec<(u64, ConversationId, Seq)> = Vec::new();
+        for c in self.state.conversations.values() {
+            let first = c.lsns.partition_point(|&l| l <= mark);
+            for (i, lsn) in c.lsns.iter().enumerate().skip(first) {
+                owed.push((*lsn, c.id, Seq(i as u64 + 1)));
+            }
+        }
+        owed.sort_unstable();
+        let skip = owed.len().saturating_sub(NOTIFY_HANDOFFS_MAX);
+        self.metrics.notify_handoffs_abandoned += skip as u64;
+        self.handoffs.last = mark;
+        for (lsn, conversation, seq) in owed.into_iter().skip(skip) {
+            let cached = self.state.cache.range(conversation, seq, seq);
+            let Some(m) = cached.into_iter().next() else {
+                self.metrics.notify_handoffs_abandoned += 1;
+                continue;
+            };
+            self.metrics.notify_handoffs_redriven += 1;
+            let event = Arc::new(Event::Message(m));
+            self.handoffs.backlog.push_back((lsn, conversation, event));
+        }
+    }
+
+    /// Owner role, every tick: appends the hand-off watermark when it moved
+    /// (at most one small record per tick, and none while idle).
+    pub(crate) fn persist_handoff_watermark(&mut self, out: &mut Vec<Effect>) {
+        if !self.all_subscribers.complete(self.shard_count()) {
+            return; // The backlog is not handed off yet.
+        }
+        let mark = match self.handoffs.pending.first_key_value() {
+            Some((first, _)) => first - 1,
+            None => self.handoffs.last,
         };
-        let (Event::Message(m), Some(c)) =
-            (event.as_ref(), self.state.conversations.get(&conversation))
-        else {
-            return;
-        };
-        let all = self.all_subscribers.of(conversation);
-        let posted = Posted {
-            direct: false,
-            mentions: &m.mentions,
-            broadcast: m.broadcast,
-            member_count: c.members.len(),
-            broadcast_members_max: self.config.notify.broadcast_members_max,
-            all: &all,
-        };
-        let list: Vec<Candidate> =
-            notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u))
-                .into_iter()
-                .filter(|cand| cand.reason == NotifyReason::Channel)
-                .collect();
-        self.send_candidates(&event, false, list, out);
+        if mark > self.state.handoff_watermark && self.writable().is_ok() {
+            self.commit(Record::NotifyHandedOff { lsn: mark }, Vec::new(), out);
+        }
     }
 
     /// Owner role: a member asks for a level. `all` takes a slot in the
@@ -328,8 +450,8 @@ impl Shard {
         }
         self.all_subscribers.rounds_done.insert(home);
         if self.all_subscribers.complete(count) {
-            while !self.all_subscribers.backlog.is_empty() {
-                self.handoff_backlog_front(out);
+            while let Some((lsn, conversation, event)) = self.handoffs.backlog.pop_front() {
+                self.handoff(lsn, conversation, event, None, out);
             }
         }
     }
@@ -380,8 +502,25 @@ impl Shard {
             .is_some_and(|p| p.level == NotifyLevel::All)
     }
 
-    /// Home role: decides each candidate homed here.
+    /// Home role: decides each candidate homed here; with `handoff`,
+    /// confirms to the owner once the resulting records are durable.
     pub(crate) fn on_notify(
+        &mut self,
+        owner: ShardId,
+        event: &Arc<Event>,
+        direct: bool,
+        candidates: Vec<Candidate>,
+        handoff: Option<Ticket>,
+        out: &mut Vec<Effect>,
+    ) {
+        self.decide_candidates(event, direct, candidates, out);
+        if let Some(handoff) = handoff {
+            let body = PeerBody::NotifyDone { handoff };
+            self.after_durable(Action::Peer { to: owner, body }, out);
+        }
+    }
+
+    fn decide_candidates(
         &mut self,
         event: &Arc<Event>,
         direct: bool,
@@ -447,8 +586,11 @@ impl Shard {
                 continue;
             }
             let key = (cand.user, m.conversation, m.seq, false);
-            if self.state.outbox_index.contains_key(&key) {
-                continue; // Handed over twice: one push per (user, message).
+            let pushed = self.state.pushed.get(&(cand.user, m.conversation));
+            if self.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| *s >= m.seq) {
+                // Handed over again (after a crash): one push per (user,
+                // message), and none older than one delivered.
+                continue;
             }
             if self.state.outbox.len() >= OUTBOX_ENTRIES_MAX || self.writable().is_err() {
                 self.metrics.push_dropped += 1;

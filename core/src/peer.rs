@@ -250,6 +250,16 @@ pub enum PeerBody {
         direct: bool,
         /// Candidates and why.
         candidates: Vec<Candidate>,
+        /// On the last chunk for this home: confirm with `NotifyDone` once
+        /// the decisions' records are durable (the id is the message's LSN
+        /// at the owner).
+        handoff: Option<Ticket>,
+    },
+    /// H → O: the decisions of a hand-off are durable; the owner's
+    /// watermark may pass the message.
+    NotifyDone {
+        /// The `Notify`'s ticket.
+        handoff: Ticket,
     },
     /// H → C: an event for some of a user's devices.
     DeliverToConns {

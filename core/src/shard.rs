@@ -218,9 +218,18 @@ pub struct Metrics {
     /// full (a re-added member or a restart round beyond
     /// NOTIFY_ALL_PER_CONVERSATION_MAX; new requests are refused instead).
     pub notify_all_capped: u64,
-    /// Owner role: channel messages whose `all`-subscribers waited for the
-    /// home shards' rounds after a restart.
-    pub notify_all_deferred: u64,
+    /// Owner role: messages whose hand-off waited for the home shards'
+    /// rounds after a start.
+    pub notify_handoffs_deferred: u64,
+    /// Owner role: messages after the durable hand-off watermark handed off
+    /// again at a start.
+    pub notify_handoffs_redriven: u64,
+    /// Owner role: unconfirmed hand-offs sent again to a restarted home.
+    pub notify_handoffs_resent: u64,
+    /// Owner role: hand-offs no longer tracked (beyond NOTIFY_HANDOFFS_MAX,
+    /// or not in the cache at a start): a crash may lose their
+    /// notifications.
+    pub notify_handoffs_abandoned: u64,
     /// Pushes handed to the delivery thread, unanswered.
     pub push_in_flight: u64,
 }
@@ -404,6 +413,9 @@ pub struct Shard {
     /// Owner role: per channel, the members whose level is `all` (memory,
     /// derived from the home shards' rounds and messages).
     pub(crate) all_subscribers: crate::notifier::AllSubscribers,
+    /// Owner role: notification hand-offs awaiting confirmation or the
+    /// rounds (memory; the durable part is the state's watermark).
+    pub(crate) handoffs: crate::notifier::Handoffs,
     /// Home role: outbox ids by the time they are due (memory, rebuilt from
     /// the outbox at start; retries move entries later).
     pub(crate) push_due: BTreeSet<(Millis, u64)>,
@@ -475,6 +487,7 @@ impl Shard {
             rounds_due: ShardSet::new(),
             next_claim_retry: Millis(0),
             all_subscribers: Default::default(),
+            handoffs: Default::default(),
             push_due: BTreeSet::new(),
             push_in_flight: BTreeMap::new(),
             push_attempts: BTreeMap::new(),
@@ -540,6 +553,8 @@ impl Shard {
             self.push_due.insert((e.due, *id));
         }
         self.next_claim_retry = self.now;
+        // Hand-offs not confirmed durable before the stop go again.
+        self.collect_redrive();
         for s in 0..self.config.shard_count {
             let to = ShardId(s);
             if to != self.config.shard {
@@ -866,6 +881,7 @@ impl Shard {
         self.expire_dm_opens(out);
         self.retry_claims(out);
         self.pump_pushes(out);
+        self.persist_handoff_watermark(out);
     }
 
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
@@ -903,7 +919,9 @@ impl Shard {
                 event,
                 direct,
                 candidates,
-            } => self.on_notify(&event, direct, candidates, out),
+                handoff,
+            } => self.on_notify(from, &event, direct, candidates, handoff, out),
+            PeerBody::NotifyDone { handoff } => self.on_notify_done(from, handoff),
             PeerBody::DeliverToConns {
                 user,
                 conns,
@@ -1154,6 +1172,7 @@ impl Shard {
         self.clear_interest_of(from);
         self.rewatch_owner(from, out);
         self.register_devices_with(from, out);
+        self.redrive_handoffs_to(from, out);
         // Its membership round (and our users' `all` levels in its
         // channels) goes out at the next tick, with those of any other
         // shard restarting meanwhile: one scan for a whole-node start.

@@ -1861,9 +1861,8 @@ fn level_all_pushes_ordinary_channel_messages_across_restarts_of_either_shard() 
     n.w.restart(owner);
     queue_send(&mut n.w, ann, ch, "before the round");
     run_busy(&mut n.w);
-    assert_eq!(push_metric(&n.w, |m| m.notify_all_deferred), 1);
-    assert!(shown(&n.w).len() == 2 && push_metric(&n.w, |m| m.outbox_depth) == 0);
-    n.w.settle(); // The home answers the restart at its next tick.
+    assert_eq!(push_metric(&n.w, |m| m.notify_handoffs_deferred), 1);
+    n.w.settle(); // The home answers the restart at a tick.
     n.w.drain_pushes();
     assert_eq!(shown(&n.w), vec![key(2), key(3), key(4)]);
     // A restart of the home (the level's source of truth) resends its round.
@@ -1932,4 +1931,80 @@ fn level_all_follows_membership_and_is_not_mirrored_for_dms() {
     };
     set_level(&mut n.w, ann, dm, NotifyLevel::All);
     assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 1);
+}
+
+/// A mention of bob in the channel, queued (not awaited).
+fn queue_mention(w: &mut World, c: usize, conv: ConversationId, bob: UserId, cmid: u128) {
+    let request = Request::Send {
+        conversation: conv,
+        client_msg_id: cmid,
+        body: format!("@bob {cmid}"),
+        mentions: vec![bob],
+        broadcast: Broadcast::None,
+    };
+    w.request(c, request, Pend::Other).expect("connected");
+}
+
+#[test]
+fn a_home_crash_between_the_hand_off_and_a_durable_push_loses_no_notification() {
+    let (mut n, ann, bob, bob_id, ch, owner, home) = channel_pair(66);
+    n.w.disconnect(bob);
+    n.w.settle();
+    // Ann talks from the owner's shard, so the home's crash leaves her be.
+    n.w.disconnect(ann);
+    n.w.ensure_online(ann, owner);
+    // The message is durable at the owner; the home decides and appends
+    // `PushQueued`, which never reaches its disk.
+    n.w.hold.insert(home);
+    queue_mention(&mut n.w, ann, ch, bob_id, 1);
+    run_busy(&mut n.w);
+    assert_eq!(
+        n.w.nodes[usize::from(home)]
+            .shard
+            .as_ref()
+            .map(|s| s.metrics().outbox_depth),
+        Some(1),
+        "queued, not durable"
+    );
+    n.w.crash(home);
+    n.w.hold.remove(&home);
+    n.w.restart(home);
+    n.w.settle();
+    n.w.drain_pushes();
+    let key = format!("push-{}-{}-1", bob_id.0, ch.0);
+    assert_eq!(shown(&n.w), vec![key]);
+    assert_eq!(push_metric(&n.w, |m| m.notify_handoffs_resent), 1);
+    assert_eq!(push_metric(&n.w, |m| m.notify_handoffs_abandoned), 0);
+}
+
+#[test]
+fn a_whole_node_crash_before_the_hand_off_is_confirmed_hands_it_off_again() {
+    let (mut n, ann, bob, bob_id, ch, owner, home) = channel_pair(67);
+    n.w.disconnect(bob);
+    n.w.settle();
+    let delivered = format!("push-{}-{}-1", bob_id.0, ch.0);
+    let lost = format!("push-{}-{}-2", bob_id.0, ch.0);
+    // Seq 1 notifies normally; the owner's watermark passes it at a tick.
+    queue_mention(&mut n.w, ann, ch, bob_id, 1);
+    n.w.settle();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![delivered.clone()]);
+    // Seq 2 is durable at the owner, its `PushQueued` is not durable at the
+    // home, and both shards die (kill -9 of the process) before a tick.
+    n.w.hold.insert(home);
+    queue_mention(&mut n.w, ann, ch, bob_id, 2);
+    run_busy(&mut n.w);
+    n.w.crash(owner);
+    n.w.crash(home);
+    n.w.hold.remove(&home);
+    n.w.restart(owner);
+    n.w.restart(home);
+    n.w.settle();
+    n.w.drain_pushes();
+    // Seq 2 is handed off again from the durable watermark; seq 1, already
+    // delivered, is not pushed twice.
+    assert_eq!(shown(&n.w), vec![delivered, lost]);
+    assert_eq!(push_metric(&n.w, |m| m.notify_handoffs_redriven), 1);
+    let keys: Vec<&String> = n.w.gateway.posts.iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 2, "one POST each: {keys:?}");
 }
