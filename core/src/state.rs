@@ -490,8 +490,13 @@ impl State {
                 "outbox beyond OUTBOX_ENTRIES_MAX".into(),
             ));
         }
-        if e.clear {
-            self.pushed.remove(&(e.user, e.conversation));
+        // A clear forgets the delivered push it retracts, not a newer one
+        // (a clear for a push read while in flight must not lose the
+        // `clear` of a later, unread push, nor let a repeated hand-off of
+        // it push again).
+        let pushed = (e.user, e.conversation);
+        if e.clear && self.pushed.get(&pushed).is_some_and(|s| *s <= e.seq) {
+            self.pushed.remove(&pushed);
         }
         self.outbox_index.insert(key, id);
         self.outbox.insert(id, e);

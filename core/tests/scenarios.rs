@@ -14,6 +14,8 @@ use courier_core::constants::{
 };
 use courier_core::ids::shard_of;
 use courier_core::text::{info_bytes, message_bytes};
+use std::collections::VecDeque;
+
 use support::{Down, Pend, World};
 
 /// A node with an admin and one workspace.
@@ -2007,4 +2009,74 @@ fn a_whole_node_crash_before_the_hand_off_is_confirmed_hands_it_off_again() {
     assert_eq!(push_metric(&n.w, |m| m.notify_handoffs_redriven), 1);
     let keys: Vec<&String> = n.w.gateway.posts.iter().map(|(k, _)| k).collect();
     assert_eq!(keys.len(), 2, "one POST each: {keys:?}");
+}
+
+/// Gets the push for `key` a 2xx while every other push in flight on shard
+/// `s` stays unanswered (the fake gateway asks for a retry now and then).
+fn deliver_push(w: &mut World, s: u16, key: &str) {
+    let node = usize::from(s);
+    for _ in 0..1_000 {
+        if w.gateway.shown.contains(key) {
+            return;
+        }
+        let all = std::mem::take(&mut w.nodes[node].pushes);
+        let (mine, others): (VecDeque<_>, VecDeque<_>) =
+            all.into_iter().partition(|(_, p)| p.idempotency_key == key);
+        w.nodes[node].pushes = mine;
+        w.answer_push(s);
+        w.tick(); // A retried push is due again after its backoff.
+        run_busy(w);
+        let mut rest = std::mem::take(&mut w.nodes[node].pushes);
+        rest.extend(others);
+        w.nodes[node].pushes = rest;
+    }
+    panic!("{key} was never delivered");
+}
+
+/// Runs `f` with shard `s`'s pushes in flight held back (unanswered).
+fn holding_pushes<T>(w: &mut World, s: u16, f: impl FnOnce(&mut World) -> T) -> T {
+    let held = std::mem::take(&mut w.nodes[usize::from(s)].pushes);
+    let r = f(w);
+    w.nodes[usize::from(s)].pushes.extend(held);
+    r
+}
+
+#[test]
+fn regression_a_clear_for_an_older_push_keeps_the_clear_of_a_newer_one() {
+    let (mut n, ann, bob, bob_id, dm) = dm_pair(68);
+    n.w.disconnect(bob);
+    n.w.settle();
+    queue_send(&mut n.w, ann, dm, "one");
+    queue_send(&mut n.w, ann, dm, "two two");
+    let home = shard_of(bob_id, 2).0;
+    holding_pushes(&mut n.w, home, |w| {
+        run_busy(w);
+        w.tick();
+    });
+    let key = |tag: &str, seq: u64| format!("{tag}-{}-{}-{seq}", bob_id.0, dm.0);
+    // The push of seq 2 is delivered first; seq 1's is still in flight
+    // when bob reads seq 1 on another device.
+    deliver_push(&mut n.w, home, &key("push", 2));
+    assert!(!n.w.gateway.shown.contains(&key("push", 1)));
+    let read = |seq| Request::MarkRead {
+        conversation: dm,
+        seq: Seq(seq),
+    };
+    holding_pushes(&mut n.w, home, |w| {
+        w.ensure_online(bob, 1);
+        assert_eq!(w.call(bob, read(1)), Ok(Response::Done));
+    });
+    // Seq 1's push lands after the read: it is retracted at once.
+    deliver_push(&mut n.w, home, &key("push", 1));
+    n.w.drain_pushes();
+    assert!(n.w.gateway.shown.contains(&key("clear", 1)));
+    // Reading seq 2 retracts its push too (the clear of seq 1 used to
+    // forget it).
+    assert_eq!(n.w.call(bob, read(2)), Ok(Response::Done));
+    n.w.drain_pushes();
+    assert!(
+        n.w.gateway.shown.contains(&key("clear", 2)),
+        "{:?}",
+        n.w.gateway.posts
+    );
 }
