@@ -256,6 +256,11 @@ impl Shard {
         }
         self.handoffs.last = self.handoffs.last.max(lsn);
         if by_home.is_empty() {
+            if let Some(home) = only {
+                // Nothing left for that home (its users left): it owes
+                // no confirmation any more.
+                self.on_notify_done(home, self.ticket(lsn));
+            }
             return;
         }
         let ticket = self.ticket(lsn);
