@@ -245,10 +245,29 @@ pub const PUSH_RETRY_BASE_MS: u64 = 500;
 /// Longest retry delay.
 pub const PUSH_RETRY_MAX_MS: u64 = 60_000;
 
-/// Candidates of one message (DM members + mentions + broadcast members):
-/// bounded by the broadcast limit.
-pub const NOTIFY_CANDIDATES_MAX: usize =
-    BROADCAST_MEMBERS_MAX as usize + MENTIONS_PER_MESSAGE_MAX + GROUP_DM_MEMBERS_MAX;
+/// Members of one channel whose notification level is `all` (notified of
+/// every message). The owner walks this set for every message, so it bounds
+/// a message's notification cost to O(mentions + this), whatever the member
+/// count. Equal to the default `@channel` limit: a message in a channel at
+/// the cap costs what an honored `@channel` costs by default. A
+/// `SetNotify{level: All}` that would pass it is refused with
+/// `Reject::TooLarge` naming it (docs/NOTIFICATIONS.md).
+pub const NOTIFY_ALL_PER_CONVERSATION_MAX: usize = 1_000;
+
+/// Notification hand-offs an owner tracks until their home shards confirm
+/// the decisions durable (typically one group commit's worth), and also
+/// messages waiting at a restarted owner for the homes' `all` rounds (one
+/// tick) or re-driven from the durable watermark. Beyond it the oldest
+/// hand-off is no longer tracked (`notify_handoffs_abandoned`: a crash may
+/// then lose its notification) and the oldest waiting message goes at once.
+pub const NOTIFY_HANDOFFS_MAX: usize = 4_096;
+
+/// Candidates of one message (DM members + mentions + broadcast members +
+/// `all`-subscribers): bounded by the broadcast and `all` limits.
+pub const NOTIFY_CANDIDATES_MAX: usize = BROADCAST_MEMBERS_MAX as usize
+    + MENTIONS_PER_MESSAGE_MAX
+    + GROUP_DM_MEMBERS_MAX
+    + NOTIFY_ALL_PER_CONVERSATION_MAX;
 
 /// Remembered delivered pushes (user, conversation → seq) awaiting a read to
 /// send their `clear`, per shard; the oldest are forgotten beyond it.
@@ -264,6 +283,8 @@ const _: () = assert!(
 const _: () = assert!(ACTIVITY_TTL_MS >= 2 * TICK_MS);
 const _: () = assert!(PUSH_GRACE_MS_DEFAULT <= PUSH_GRACE_MS_MAX);
 const _: () = assert!(BROADCAST_MEMBERS_DEFAULT <= BROADCAST_MEMBERS_MAX);
+const _: () = assert!(NOTIFY_ALL_PER_CONVERSATION_MAX <= BROADCAST_MEMBERS_DEFAULT as usize);
+const _: () = assert!(NOTIFY_ALL_PER_CONVERSATION_MAX <= PEER_BATCH_MAX);
 const _: () = assert!(PUSH_IN_FLIGHT_MAX <= OUTBOX_ENTRIES_MAX);
 const _: () = assert!(PUSH_RETRY_BASE_MS >= TICK_MS && PUSH_RETRY_BASE_MS <= PUSH_RETRY_MAX_MS);
 

@@ -516,6 +516,16 @@ impl Shard {
         } else {
             info.mentions = info.mentions.min(info.unread);
         }
+        if self.level_is_all(user, conversation) {
+            // Re-added with level `all`: the owner dropped it at the removal.
+            let body = PeerBody::NotifyAll {
+                user,
+                conversation,
+                all: true,
+            };
+            let to = self.owner_of(conversation);
+            self.after_durable(Action::Peer { to, body }, out);
+        }
         let mut by_shard = self.devices_by_shard(user);
         if let Some(origin) = origin {
             by_shard
@@ -639,7 +649,16 @@ impl Shard {
             origin,
             result: Ok(Response::Done),
         };
-        self.commit(record, vec![done], out);
+        // The owner mirrors `all` levels (crate::notifier::AllSubscribers).
+        let mirror = Action::Peer {
+            to: self.owner_of(conversation),
+            body: PeerBody::NotifyAll {
+                user,
+                conversation,
+                all: level == NotifyLevel::All,
+            },
+        };
+        self.commit(record, vec![mirror, done], out);
     }
 
     pub(crate) fn on_set_focus(

@@ -4,9 +4,14 @@
 //! Flow, all after durability:
 //!
 //! 1. Owner, at the commit point (`Shard::fanout`, run when the message's
-//!    record is durable): [`crate::notify::candidates`] in O(mentions) (DM
-//!    members; mentions; every member only for an honored `@channel` /
-//!    `@here`), grouped by home shard, one `PeerBody::Notify` per shard.
+//!    record is durable): [`crate::notify::candidates`] in O(mentions +
+//!    all-subscribers) (DM members; mentions; the channel's members whose
+//!    level is `all`, from [`AllSubscribers`]; every member only for an
+//!    honored `@channel` / `@here`), grouped by home shard, one
+//!    `PeerBody::Notify` per shard. The owner tracks the hand-off
+//!    ([`Handoffs`]) until each home confirms (`NotifyDone`) that its
+//!    decisions are durable, and appends the watermark of confirmed
+//!    hand-offs (`NotifyHandedOff`) at most once per tick.
 //! 2. Home: [`crate::notify::decide`] per candidate. `Delay` and `PushNow`
 //!    send `Event::Notify` to the user's connected devices; with a push
 //!    gateway they append `PushQueued` (due now, or after the grace window).
@@ -22,26 +27,135 @@
 //! Failure contract: a push is never lost once its `PushQueued` is durable,
 //! and never re-sent once its `PushSettled{delivered}` is durable. Between
 //! the gateway's 2xx and that record a crash re-sends it with the same
-//! idempotency key, which the gateway uses to drop the repeat. A home shard
-//! that crashes between the owner's hand-off and the `PushQueued` record
-//! loses that notification (the message itself is durable and synced).
+//! idempotency key, which the gateway uses to drop the repeat. A crash
+//! between the hand-off and the durable decision loses nothing: the owner
+//! re-sends unconfirmed hand-offs to a restarted home, and at its own start
+//! hands off again every message after its durable watermark (the home
+//! drops candidates already queued, delivered or read). So decisions are
+//! at least once: after a crash, about one tick of messages may be decided
+//! again (docs/NOTIFICATIONS.md, "The hand-off"). Beyond NOTIFY_HANDOFFS_MAX
+//! unconfirmed hand-offs, or for a message no longer cached at a start, the
+//! hand-off is abandoned and counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::api::{
-    ConversationId, ConversationKind, Effect, Event, Millis, Push, PushAction, PushId, PushOutcome,
-    Seq, ShardId, UserId,
+    ConversationId, ConversationKind, Effect, Event, Millis, NotifyLevel, Push, PushAction, PushId,
+    PushOutcome, Reject, Seq, ShardId, UserId,
 };
+use crate::bitset::ShardSet;
 use crate::constants::{
-    OUTBOX_ENTRIES_MAX, PEER_BATCH_MAX, PUSH_IN_FLIGHT_MAX, PUSH_RETRY_BASE_MS, PUSH_RETRY_MAX_MS,
-    PUSH_STARTS_PER_TICK_MAX,
+    NOTIFY_ALL_PER_CONVERSATION_MAX, NOTIFY_HANDOFFS_MAX, OUTBOX_ENTRIES_MAX, PEER_BATCH_MAX,
+    PUSH_IN_FLIGHT_MAX, PUSH_RETRY_BASE_MS, PUSH_RETRY_MAX_MS, PUSH_STARTS_PER_TICK_MAX,
 };
 use crate::notify::{self, Candidate, Decision, DeviceView, Posted, Situation, Suppressed};
-use crate::peer::PeerBody;
+use crate::peer::{PeerBody, Ticket};
 use crate::record::{Record, StoredReason};
-use crate::shard::{PushMode, Shard};
+use crate::shard::{Action, PushMode, Shard};
 use crate::text::preview;
+
+/// Owner role: per channel, the members whose notification level is `all`.
+///
+/// Derived, memory only, never a source of truth: the level lives in the
+/// user's home shard (`NotifySet`). The home tells the owner after the
+/// record is durable (`PeerBody::NotifyAll`), again when such a user is
+/// re-added to the channel, and sends a full round of its users' `all`
+/// levels (`PeerBody::NotifyAllRound`) at its own start and whenever the
+/// owner restarts; a round replaces that home's entries. So the set heals
+/// from any crash the way the user → conversations index does, and no
+/// second durable copy can disagree with the first.
+///
+/// It may briefly hold a user whose level is no longer `all` (a reserved
+/// slot whose write failed, a change on its way): harmless, because the
+/// home decides with its own level (`Suppressed::Level`). It never lacks a
+/// durable `all` level for longer than a message in flight, except above
+/// the cap (see `capped`). Each set holds at most
+/// NOTIFY_ALL_PER_CONVERSATION_MAX users who are members.
+#[derive(Debug, Default)]
+pub(crate) struct AllSubscribers {
+    /// Channel → subscribers.
+    by_conversation: BTreeMap<ConversationId, BTreeSet<UserId>>,
+    /// Home shards whose round arrived since this start.
+    rounds_done: ShardSet,
+    /// Rounds being received, per home shard (one round per home at a
+    /// time, at most the home's `all` levels in this shard's channels).
+    rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId)>>,
+}
+
+/// Owner role: hand-offs whose homes have not confirmed them durable, and
+/// the messages waiting to be handed off (memory; the durable part is the
+/// `NotifyHandedOff` watermark).
+#[derive(Debug, Default)]
+pub(crate) struct Handoffs {
+    /// Message LSN → who still owes a confirmation (at most
+    /// NOTIFY_HANDOFFS_MAX; typically one group commit's worth).
+    pending: BTreeMap<u64, PendingHandoff>,
+    /// Highest message LSN handed off (or owed from before this start).
+    last: u64,
+    /// (LSN, conversation, message) waiting for the rounds after a start,
+    /// in LSN order (at most NOTIFY_HANDOFFS_MAX).
+    backlog: VecDeque<(u64, ConversationId, Arc<Event>)>,
+}
+
+/// One message's hand-off awaiting confirmations.
+#[derive(Debug)]
+struct PendingHandoff {
+    conversation: ConversationId,
+    event: Arc<Event>,
+    /// Home shards that have not confirmed.
+    homes: BTreeSet<ShardId>,
+}
+
+impl AllSubscribers {
+    /// The subscribers of a channel, sorted.
+    fn of(&self, conversation: ConversationId) -> Vec<UserId> {
+        self.by_conversation
+            .get(&conversation)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds `user` unless the channel's set is full; `false` if it is.
+    fn add(&mut self, conversation: ConversationId, user: UserId) -> bool {
+        let set = self.by_conversation.entry(conversation).or_default();
+        if set.contains(&user) {
+            return true;
+        }
+        if set.len() >= NOTIFY_ALL_PER_CONVERSATION_MAX {
+            return false;
+        }
+        set.insert(user);
+        true
+    }
+
+    /// Removes `user` from a channel's set.
+    pub(crate) fn remove(&mut self, conversation: ConversationId, user: UserId) {
+        if let Some(set) = self.by_conversation.get_mut(&conversation) {
+            set.remove(&user);
+            if set.is_empty() {
+                self.by_conversation.remove(&conversation);
+            }
+        }
+    }
+
+    /// Every home shard's round arrived since start.
+    fn complete(&self, shard_count: u16) -> bool {
+        self.rounds_done.len() == usize::from(shard_count)
+    }
+
+    /// Subscribers in all channels (gauge).
+    pub(crate) fn total(&self) -> usize {
+        self.by_conversation.values().map(BTreeSet::len).sum()
+    }
+}
+
+fn all_full() -> Reject {
+    Reject::TooLarge(format!(
+        "notification level all: more than NOTIFY_ALL_PER_CONVERSATION_MAX \
+         ({NOTIFY_ALL_PER_CONVERSATION_MAX}) members of the channel have it"
+    ))
+}
 
 /// The idempotency key of a push or clear: stable across retries and
 /// restarts, distinct per (user, message, action).
@@ -61,7 +175,9 @@ fn backoff_ms(attempts: u32) -> u64 {
 
 impl Shard {
     /// Owner role, at the commit point: hands a durable message to the home
-    /// shards of its candidates.
+    /// shards of its candidates. A restarted owner waits for every home's
+    /// round of `all` levels (one tick) before it hands anything off:
+    /// until then messages queue in the backlog, in LSN order.
     pub(crate) fn notify_handoff(
         &mut self,
         conversation: ConversationId,
@@ -74,37 +190,342 @@ impl Shard {
         let Some(c) = self.state.conversations.get(&conversation) else {
             return;
         };
+        let lsn = c.lsn_of(m.seq).0;
+        if self.all_subscribers.complete(self.shard_count()) {
+            return self.handoff(lsn, conversation, event.clone(), None, out);
+        }
+        self.metrics.notify_handoffs_deferred += 1;
+        self.defer_handoff(lsn, conversation, event.clone(), out);
+    }
+
+    /// Queues a hand-off until the rounds are in; bounded: beyond
+    /// NOTIFY_HANDOFFS_MAX the oldest goes now, with what is known.
+    fn defer_handoff(
+        &mut self,
+        lsn: u64,
+        conversation: ConversationId,
+        event: Arc<Event>,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.handoffs.backlog.len() >= NOTIFY_HANDOFFS_MAX {
+            if let Some((l, c, e)) = self.handoffs.backlog.pop_front() {
+                self.handoff(l, c, e, None, out);
+            }
+        }
+        self.handoffs.backlog.push_back((lsn, conversation, event));
+    }
+
+    /// Hands a message (at `lsn` in this shard's log) to its candidates'
+    /// home shards (only to `only` when given: a restarted home), and
+    /// tracks it until each of them confirmed its decisions durable.
+    fn handoff(
+        &mut self,
+        lsn: u64,
+        conversation: ConversationId,
+        event: Arc<Event>,
+        only: Option<ShardId>,
+        out: &mut Vec<Effect>,
+    ) {
+        let (Event::Message(m), Some(c)) =
+            (event.as_ref(), self.state.conversations.get(&conversation))
+        else {
+            return;
+        };
         let direct = matches!(c.kind, ConversationKind::Dm | ConversationKind::GroupDm);
+        let all = if direct {
+            Vec::new()
+        } else {
+            self.all_subscribers.of(conversation)
+        };
         let posted = Posted {
             direct,
             mentions: &m.mentions,
             broadcast: m.broadcast,
             member_count: c.members.len(),
             broadcast_members_max: self.config.notify.broadcast_members_max,
+            all: &all,
         };
         let list = notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u));
         let count = self.shard_count();
         let mut by_home: BTreeMap<ShardId, Vec<Candidate>> = BTreeMap::new();
         for cand in list {
-            by_home
-                .entry(crate::ids::shard_of(cand.user, count))
-                .or_default()
-                .push(cand);
+            let home = crate::ids::shard_of(cand.user, count);
+            if only.is_none_or(|h| h == home) {
+                by_home.entry(home).or_default().push(cand);
+            }
+        }
+        self.handoffs.last = self.handoffs.last.max(lsn);
+        if by_home.is_empty() {
+            if let Some(home) = only {
+                // Nothing left for that home (its users left): it owes
+                // no confirmation any more.
+                self.on_notify_done(home, self.ticket(lsn));
+            }
+            return;
+        }
+        let ticket = self.ticket(lsn);
+        let homes: BTreeSet<ShardId> = by_home.keys().copied().collect();
+        match self.handoffs.pending.get_mut(&lsn) {
+            Some(p) => p.homes.extend(homes),
+            None => {
+                if self.handoffs.pending.len() >= NOTIFY_HANDOFFS_MAX {
+                    // Bounded: give up tracking the oldest (a home that
+                    // never confirms: its storage failed). Counted.
+                    self.handoffs.pending.pop_first();
+                    self.metrics.notify_handoffs_abandoned += 1;
+                }
+                let p = PendingHandoff {
+                    conversation,
+                    event: event.clone(),
+                    homes,
+                };
+                self.handoffs.pending.insert(lsn, p);
+            }
         }
         for (home, cands) in by_home {
-            for chunk in cands.chunks(PEER_BATCH_MAX) {
+            let n = cands.len().div_ceil(PEER_BATCH_MAX);
+            for (i, chunk) in cands.chunks(PEER_BATCH_MAX).enumerate() {
                 let body = PeerBody::Notify {
                     event: event.clone(),
                     direct,
                     candidates: chunk.to_vec(),
+                    // The home confirms after its last chunk's records.
+                    handoff: (i + 1 == n).then_some(ticket),
                 };
                 self.send_peer(home, body, out);
             }
         }
     }
 
-    /// Home role: decides each candidate homed here.
+    /// Owner role: a home shard's decisions for a hand-off are durable.
+    pub(crate) fn on_notify_done(&mut self, home: ShardId, handoff: Ticket) {
+        if handoff.incarnation != self.incarnation {
+            return; // An earlier start's hand-off: the watermark re-drove it.
+        }
+        if let Some(p) = self.handoffs.pending.get_mut(&handoff.id) {
+            p.homes.remove(&home);
+            if p.homes.is_empty() {
+                self.handoffs.pending.remove(&handoff.id);
+            }
+        }
+    }
+
+    /// Owner role: `home` restarted, and may have lost hand-offs it had
+    /// not made durable: hand those off to it again (its outbox drops
+    /// what it already queued or delivered).
+    pub(crate) fn redrive_handoffs_to(&mut self, home: ShardId, out: &mut Vec<Effect>) {
+        let owed: Vec<(u64, ConversationId, Arc<Event>)> = self
+            .handoffs
+            .pending
+            .iter()
+            .filter(|(_, p)| p.homes.contains(&home))
+            .map(|(l, p)| (*l, p.conversation, p.event.clone()))
+            .collect();
+        self.metrics.notify_handoffs_resent += owed.len() as u64;
+        for (lsn, conversation, event) in owed {
+            self.handoff(lsn, conversation, event, Some(home), out);
+        }
+    }
+
+    /// Owner role, at start: the messages after the durable watermark may
+    /// have been handed off without a durable decision (a crash of this
+    /// shard or of a home): queue them to be handed off again once the
+    /// rounds are in. Their events come from the recent cache (the newest
+    /// messages of each conversation; one that is not cached is counted
+    /// as abandoned).
+    pub(crate) fn collect_redrive(&mut self) {
+        let mark = self.state.handoff_watermark;
+        let mut owed: Vec<(u64, ConversationId, Seq)> = Vec::new();
+        for c in self.state.conversations.values() {
+            let first = c.lsns.partition_point(|&l| l <= mark);
+            for (i, lsn) in c.lsns.iter().enumerate().skip(first) {
+                owed.push((*lsn, c.id, Seq(i as u64 + 1)));
+            }
+        }
+        owed.sort_unstable();
+        let skip = owed.len().saturating_sub(NOTIFY_HANDOFFS_MAX);
+        self.metrics.notify_handoffs_abandoned += skip as u64;
+        self.handoffs.last = mark;
+        for (lsn, conversation, seq) in owed.into_iter().skip(skip) {
+            let cached = self.state.cache.range(conversation, seq, seq);
+            let Some(m) = cached.into_iter().next() else {
+                self.metrics.notify_handoffs_abandoned += 1;
+                continue;
+            };
+            self.metrics.notify_handoffs_redriven += 1;
+            let event = Arc::new(Event::Message(m));
+            self.handoffs.backlog.push_back((lsn, conversation, event));
+        }
+    }
+
+    /// Owner role, every tick: appends the hand-off watermark when it moved
+    /// (at most one small record per tick, and none while idle).
+    pub(crate) fn persist_handoff_watermark(&mut self, out: &mut Vec<Effect>) {
+        if !self.all_subscribers.complete(self.shard_count()) {
+            return; // The backlog is not handed off yet.
+        }
+        let mark = match self.handoffs.pending.first_key_value() {
+            Some((first, _)) => first - 1,
+            None => self.handoffs.last,
+        };
+        if mark > self.state.handoff_watermark && self.writable().is_ok() {
+            self.commit(Record::NotifyHandedOff { lsn: mark }, Vec::new(), out);
+        }
+    }
+
+    /// Owner role: a member asks for a level. `all` takes a slot in the
+    /// channel's set now (so concurrent requests cannot pass the cap); the
+    /// home's answer after its record is durable confirms or frees it.
+    /// `Err` when the set is full.
+    pub(crate) fn reserve_notify_level(
+        &mut self,
+        conversation: ConversationId,
+        user: UserId,
+        level: NotifyLevel,
+    ) -> Result<(), Reject> {
+        let dm = self
+            .state
+            .conversations
+            .get(&conversation)
+            .is_none_or(|c| c.is_dm());
+        if dm || level != NotifyLevel::All {
+            return Ok(());
+        }
+        if self.all_subscribers.add(conversation, user) {
+            Ok(())
+        } else {
+            Err(all_full())
+        }
+    }
+
+    /// Owner role: a member left or was removed: no longer a subscriber
+    /// (the home keeps the level; a re-add brings it back).
+    pub(crate) fn notify_member_gone(&mut self, conversation: ConversationId, user: UserId) {
+        self.all_subscribers.remove(conversation, user);
+    }
+
+    /// Owner role: a home says `user`'s level for `conversation` is
+    /// (durably) `all`, or no longer.
+    pub(crate) fn on_notify_all(&mut self, user: UserId, conversation: ConversationId, all: bool) {
+        let Some(c) = self.state.conversations.get(&conversation) else {
+            return;
+        };
+        if c.is_dm() {
+            return;
+        }
+        if !all {
+            return self.all_subscribers.remove(conversation, user);
+        }
+        if c.members.contains_key(&user) && !self.all_subscribers.add(conversation, user) {
+            self.metrics.notify_all_capped += 1;
+        }
+    }
+
+    /// Owner role: a chunk of a home's round of `all` levels; the last one
+    /// replaces that home's entries.
+    pub(crate) fn on_notify_all_round(
+        &mut self,
+        home: ShardId,
+        entries: Vec<(UserId, ConversationId)>,
+        first: bool,
+        last: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let rounds = &mut self.all_subscribers.rounds;
+        if first {
+            rounds.insert(home, Vec::new());
+        }
+        let Some(acc) = rounds.get_mut(&home) else {
+            return; // A tail of a round whose start we never saw.
+        };
+        acc.extend(entries);
+        if !last {
+            return;
+        }
+        let entries = rounds.remove(&home).unwrap_or_default();
+        let count = self.shard_count();
+        for set in self.all_subscribers.by_conversation.values_mut() {
+            set.retain(|u| crate::ids::shard_of(*u, count) != home);
+        }
+        self.all_subscribers
+            .by_conversation
+            .retain(|_, set| !set.is_empty());
+        for (user, conversation) in entries {
+            self.on_notify_all(user, conversation, true);
+        }
+        self.all_subscribers.rounds_done.insert(home);
+        if self.all_subscribers.complete(count) {
+            while let Some((lsn, conversation, event)) = self.handoffs.backlog.pop_front() {
+                self.handoff(lsn, conversation, event, None, out);
+            }
+        }
+    }
+
+    /// Home role: sends each owner in `to` the `all` levels of this shard's
+    /// users in its conversations (one scan for all of them).
+    pub(crate) fn send_notify_all_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
+        let count = self.shard_count();
+        let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId)>> =
+            to.iter().map(|s| (s, Vec::new())).collect();
+        for u in self.state.users.values() {
+            for (conversation, pref) in &u.prefs {
+                if pref.level != NotifyLevel::All {
+                    continue;
+                }
+                let owner = crate::ids::shard_of(*conversation, count);
+                if let Some(bucket) = entries.get_mut(&owner) {
+                    bucket.push((u.id, *conversation));
+                }
+            }
+        }
+        for (owner, mut entries) in entries {
+            entries.sort_unstable();
+            let chunks: Vec<Vec<(UserId, ConversationId)>> = if entries.is_empty() {
+                vec![Vec::new()]
+            } else {
+                entries.chunks(PEER_BATCH_MAX).map(<[_]>::to_vec).collect()
+            };
+            let n = chunks.len();
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let body = PeerBody::NotifyAllRound {
+                    entries: chunk,
+                    first: i == 0,
+                    last: i + 1 == n,
+                };
+                self.send_peer(owner, body, out);
+            }
+        }
+    }
+
+    /// Home role: whether `user`'s level for `conversation` is explicitly
+    /// `all` (what the owner's set mirrors).
+    pub(crate) fn level_is_all(&self, user: UserId, conversation: ConversationId) -> bool {
+        self.state
+            .users
+            .get(&user)
+            .and_then(|u| u.prefs.get(&conversation))
+            .is_some_and(|p| p.level == NotifyLevel::All)
+    }
+
+    /// Home role: decides each candidate homed here; with `handoff`,
+    /// confirms to the owner once the resulting records are durable.
     pub(crate) fn on_notify(
+        &mut self,
+        owner: ShardId,
+        event: &Arc<Event>,
+        direct: bool,
+        candidates: Vec<Candidate>,
+        handoff: Option<Ticket>,
+        out: &mut Vec<Effect>,
+    ) {
+        self.decide_candidates(event, direct, candidates, out);
+        if let Some(handoff) = handoff {
+            let body = PeerBody::NotifyDone { handoff };
+            self.after_durable(Action::Peer { to: owner, body }, out);
+        }
+    }
+
+    fn decide_candidates(
         &mut self,
         event: &Arc<Event>,
         direct: bool,
@@ -170,8 +591,11 @@ impl Shard {
                 continue;
             }
             let key = (cand.user, m.conversation, m.seq, false);
-            if self.state.outbox_index.contains_key(&key) {
-                continue; // Handed over twice: one push per (user, message).
+            let pushed = self.state.pushed.get(&(cand.user, m.conversation));
+            if self.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| *s >= m.seq) {
+                // Handed over again (after a crash): one push per (user,
+                // message), and none older than one delivered.
+                continue;
             }
             if self.state.outbox.len() >= OUTBOX_ENTRIES_MAX || self.writable().is_err() {
                 self.metrics.push_dropped += 1;
@@ -388,6 +812,32 @@ mod tests {
         assert_eq!(backoff_ms(1), PUSH_RETRY_BASE_MS);
         assert_eq!(backoff_ms(2), 2 * PUSH_RETRY_BASE_MS);
         assert_eq!(backoff_ms(100), PUSH_RETRY_MAX_MS);
+    }
+
+    #[test]
+    fn all_subscribers_are_capped_per_channel_and_refused_by_name() {
+        let mut set = AllSubscribers::default();
+        let (a, b) = (ConversationId(1), ConversationId(2));
+        for u in 0..NOTIFY_ALL_PER_CONVERSATION_MAX as u64 {
+            assert!(set.add(a, UserId(u)));
+        }
+        let over = UserId(NOTIFY_ALL_PER_CONVERSATION_MAX as u64);
+        assert!(!set.add(a, over), "the cap holds");
+        assert!(set.add(a, UserId(0)), "a subscriber already in stays in");
+        assert!(set.add(b, over), "the cap is per channel");
+        assert_eq!(set.total(), NOTIFY_ALL_PER_CONVERSATION_MAX + 1);
+        set.remove(a, UserId(0));
+        assert!(set.add(a, over), "a freed slot is reusable");
+        assert_eq!(set.of(b), vec![over]);
+        set.remove(b, over);
+        assert!(set.of(b).is_empty() && !set.by_conversation.contains_key(&b));
+        let Reject::TooLarge(why) = all_full() else {
+            panic!("a full set is TooLarge");
+        };
+        assert!(
+            why.contains("NOTIFY_ALL_PER_CONVERSATION_MAX (1000)"),
+            "{why}"
+        );
     }
 
     #[test]

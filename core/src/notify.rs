@@ -1,6 +1,11 @@
 //! The notification policy: who is a candidate for a committed message, and
 //! the per-(user, message) decision taken on the user's home shard.
 //!
+//! Candidates are DM members, mentioned members, every member for an
+//! honored `@channel`/`@here`, and the channel's `all`-subscribers (the
+//! owner's derived set of members whose level is `all`, bounded by
+//! [`crate::constants::NOTIFY_ALL_PER_CONVERSATION_MAX`]).
+//!
 //! Both are pure functions of their inputs (time included), so the rules
 //! are unit-tested as a table here and the shard only gathers the inputs.
 //! The rules, in the order they apply (docs/NOTIFICATIONS.md explains why):
@@ -8,7 +13,9 @@
 //! 1. the recipient is the sender → suppress (`Sender`);
 //! 2. the recipient already read past the message → suppress (`Read`);
 //! 3. level `Nothing` → suppress (`Level`); level `Mentions` and the
-//!    message is only an all-messages candidate → suppress (`Level`);
+//!    message is only an all-messages candidate (`Channel`: the owner
+//!    thought the level was `all`, and it changed since) → suppress
+//!    (`Level`);
 //! 4. muted, and the reason is not a DM or a direct mention → suppress
 //!    (`Muted`): DMs and direct mentions override a mute;
 //! 5. do-not-disturb window open → suppress (`Dnd`);
@@ -54,6 +61,10 @@ pub struct Posted<'a> {
     pub member_count: usize,
     /// `@channel`/`@here` notify only up to this many members.
     pub broadcast_members_max: u32,
+    /// Users whose level for this channel is `all` (the owner's derived
+    /// set, at most NOTIFY_ALL_PER_CONVERSATION_MAX; ignored for DMs, whose
+    /// members are all candidates anyway). Filtered by `is_member`.
+    pub all: &'a [UserId],
 }
 
 /// Whether a broadcast of this message is honored for notifications.
@@ -62,10 +73,16 @@ pub fn broadcast_honored(broadcast: Broadcast, member_count: usize, limit: u32) 
 }
 
 /// The candidates of a message, sorted by user, each once with its
-/// strongest reason (DM, then mention, then broadcast). `members` is
-/// iterated only for DMs (≤ GROUP_DM_MEMBERS_MAX) and honored broadcasts
-/// (≤ the broadcast limit); `is_member` filters mentions of non-members.
-/// Cost: O(mentions) for a channel message without a broadcast.
+/// strongest reason (DM, then mention, then broadcast, then `all`).
+/// `members` is iterated only for DMs (≤ GROUP_DM_MEMBERS_MAX) and honored
+/// broadcasts (≤ the broadcast limit); `is_member` filters mentions and
+/// `all`-subscribers who are not (or no longer) members. Cost:
+/// O(mentions + all-subscribers) for a channel message without a
+/// broadcast, never O(members).
+///
+/// An `all`-subscriber named by an honored `@here` is a broadcast
+/// candidate that need not be connected: their level asks for every
+/// message, present or not.
 pub fn candidates<'m>(
     p: &Posted<'_>,
     members: impl Iterator<Item = &'m UserId>,
@@ -73,6 +90,18 @@ pub fn candidates<'m>(
 ) -> Vec<Candidate> {
     let mut out: std::collections::BTreeMap<UserId, Candidate> = Default::default();
     let honored = broadcast_honored(p.broadcast, p.member_count, p.broadcast_members_max);
+    if !p.direct {
+        for user in p.all {
+            if is_member(*user) {
+                let c = Candidate {
+                    user: *user,
+                    reason: NotifyReason::Channel,
+                    here: false,
+                };
+                out.insert(*user, c);
+            }
+        }
+    }
     if p.direct || honored {
         let (reason, here) = if p.direct {
             (NotifyReason::Dm, false)
@@ -80,12 +109,13 @@ pub fn candidates<'m>(
             (NotifyReason::Broadcast, p.broadcast == Broadcast::Here)
         };
         for user in members {
+            let subscribed = out.contains_key(user);
             out.insert(
                 *user,
                 Candidate {
                     user: *user,
                     reason,
-                    here,
+                    here: here && !subscribed,
                 },
             );
         }
@@ -449,6 +479,51 @@ mod tests {
             },
             Delay,
         );
+        // Level `all` in a channel: an ordinary message is a candidate
+        // (`Channel`) and goes through the same rules as any other.
+        let all_channel = |d| Situation {
+            reason: channel,
+            level: NotifyLevel::All,
+            ..base(d)
+        };
+        check(all_channel(none), PushNow);
+        check(all_channel(&elsewhere), Delay);
+        check(all_channel(&focused_here), Suppress(Suppressed::Focused));
+        check(
+            Situation {
+                level: nothing,
+                ..all_channel(none)
+            },
+            Suppress(Suppressed::Level),
+        );
+        check(
+            Situation {
+                muted: true,
+                ..all_channel(none)
+            },
+            Suppress(Suppressed::Muted),
+        );
+        check(
+            Situation {
+                dnd_until: Some(Millis(NOW.0 + 1)),
+                ..all_channel(none)
+            },
+            Suppress(Suppressed::Dnd),
+        );
+        check(
+            Situation {
+                read: Seq(5),
+                ..all_channel(none)
+            },
+            Suppress(Suppressed::Read),
+        );
+        check(
+            Situation {
+                user: BOB,
+                ..all_channel(none)
+            },
+            Suppress(Suppressed::Sender),
+        );
         // 9. Nobody there.
         check(base(none), PushNow);
         check(base(&[dev(Mobile, None, None)]), PushNow);
@@ -464,7 +539,7 @@ mod tests {
 
     #[test]
     fn candidate_table() {
-        use NotifyReason::{Dm, Mention};
+        use NotifyReason::{Channel, Dm, Mention};
         const BROADCAST: NotifyReason = NotifyReason::Broadcast;
         let channel = |mentions, broadcast, member_count| Posted {
             direct: false,
@@ -472,6 +547,7 @@ mod tests {
             broadcast,
             member_count,
             broadcast_members_max: 3,
+            all: &[],
         };
         // A DM: every member (the sender is suppressed later, rule 1).
         let dm = Posted {
@@ -506,6 +582,62 @@ mod tests {
             channel(&m, Broadcast::Channel, 4),
             &[1, 2, 3, 4],
             &[(2, Mention, false)],
+        );
+        // Level `all`: every subscriber who is a member, for an ordinary
+        // message; members are still not iterated (9 left: not a member).
+        let subs = [UserId(1), UserId(3), UserId(9)];
+        check_candidates(
+            Posted {
+                all: &subs,
+                ..channel(&[], Broadcast::None, 5)
+            },
+            &[1, 2, 3, 4, 5],
+            &[(1, Channel, false), (3, Channel, false)],
+        );
+        // A mention of a subscriber is a mention (the stronger reason).
+        check_candidates(
+            Posted {
+                all: &subs,
+                ..channel(&m, Broadcast::None, 3)
+            },
+            &[1, 2, 3],
+            &[
+                (1, Channel, false),
+                (2, Mention, false),
+                (3, Channel, false),
+            ],
+        );
+        // `@here` under the limit: a subscriber need not be connected.
+        check_candidates(
+            Posted {
+                all: &subs,
+                ..channel(&[], Broadcast::Here, 3)
+            },
+            &[1, 2, 3],
+            &[
+                (1, BROADCAST, false),
+                (2, BROADCAST, true),
+                (3, BROADCAST, false),
+            ],
+        );
+        // A broadcast over the limit is ignored; subscribers still count.
+        check_candidates(
+            Posted {
+                all: &subs,
+                ..channel(&m, Broadcast::Channel, 4)
+            },
+            &[1, 2, 3, 4],
+            &[
+                (1, Channel, false),
+                (2, Mention, false),
+                (3, Channel, false),
+            ],
+        );
+        // DMs ignore the set: every member is a DM candidate already.
+        check_candidates(
+            Posted { all: &subs, ..dm },
+            &[1, 2],
+            &[(1, Dm, false), (2, Dm, false)],
         );
         assert!(!broadcast_honored(Broadcast::None, 1, 3));
         assert!(broadcast_honored(Broadcast::Here, 3, 3));

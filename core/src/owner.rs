@@ -531,6 +531,9 @@ impl Shard {
         if let Err(r) = self.conversation_for(conversation, who, Access::Member) {
             return self.reply(origin, Err(r), out);
         }
+        if let Err(r) = self.reserve_notify_level(conversation, who.user, level) {
+            return self.reply(origin, Err(r), out);
+        }
         let home = self.home_of(who.user);
         let body = PeerBody::SetNotifyHome {
             origin,
@@ -773,6 +776,7 @@ impl Shard {
             },
         ];
         self.commit(record, actions, out);
+        self.notify_member_gone(conversation, user);
         // A restriction acts at once: cut the user's live stream before any
         // later fanout (FIFO per shard pair).
         let shards: Vec<ShardId> = self

@@ -250,6 +250,16 @@ pub enum PeerBody {
         direct: bool,
         /// Candidates and why.
         candidates: Vec<Candidate>,
+        /// On the last chunk for this home: confirm with `NotifyDone` once
+        /// the decisions' records are durable (the id is the message's LSN
+        /// at the owner).
+        handoff: Option<Ticket>,
+    },
+    /// H → O: the decisions of a hand-off are durable; the owner's
+    /// watermark may pass the message.
+    NotifyDone {
+        /// The `Notify`'s ticket.
+        handoff: Ticket,
     },
     /// H → C: an event for some of a user's devices.
     DeliverToConns {
@@ -629,6 +639,30 @@ pub enum PeerBody {
         level: NotifyLevel,
         /// Muted.
         muted: bool,
+    },
+    /// H → O: `user`'s level for `conversation` is durably `all` (or no
+    /// longer): keeps the owner's derived set of `all`-subscribers
+    /// (`crate::notifier::AllSubscribers`). Sent once the `NotifySet`
+    /// record is durable, and when a user whose level is `all` is re-added.
+    NotifyAll {
+        /// User.
+        user: UserId,
+        /// Conversation.
+        conversation: ConversationId,
+        /// Level `all`.
+        all: bool,
+    },
+    /// H → O: every (user, conversation) of `H`'s users whose level is
+    /// `all`, for `O`'s conversations, in chunks; `O` replaces its entries
+    /// for `H`'s users when the `last` chunk arrives. Sent at `H`'s start
+    /// and when `O` restarted.
+    NotifyAllRound {
+        /// (user, conversation), sorted.
+        entries: Vec<(UserId, ConversationId)>,
+        /// First chunk.
+        first: bool,
+        /// Last chunk.
+        last: bool,
     },
     /// C → H: device focus / activity (memory only).
     SetFocus {

@@ -54,6 +54,8 @@ pub const KIND_DND_SET: u8 = 15;
 pub const KIND_PUSH_QUEUED: u8 = 16;
 /// Kind byte of [`Record::PushSettled`].
 pub const KIND_PUSH_SETTLED: u8 = 17;
+/// Kind byte of [`Record::NotifyHandedOff`].
+pub const KIND_NOTIFY_HANDED_OFF: u8 = 18;
 
 /// Why a push notifies, as stored.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,6 +394,15 @@ mod stored {
             /// The gateway answered 2xx.
             delivered: bool,
         },
+        /// Owner shard: the notification hand-off watermark. Every message
+        /// of this shard's conversations whose record has an LSN ≤ `lsn`
+        /// was handed off, and every home shard with candidates confirmed
+        /// its decisions durable. A restart hands off again the messages
+        /// after it (docs/NOTIFICATIONS.md, "The hand-off").
+        NotifyHandedOff {
+            /// The highest such message LSN (below this record's own).
+            lsn: u64,
+        },
     }
 }
 
@@ -444,6 +455,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         KIND_DND_SET => "DndSet",
         KIND_PUSH_QUEUED => "PushQueued",
         KIND_PUSH_SETTLED => "PushSettled",
+        KIND_NOTIFY_HANDED_OFF => "NotifyHandedOff",
         _ => return None,
     })
 }
@@ -469,6 +481,7 @@ impl Record {
             Record::DndSet { .. } => KIND_DND_SET,
             Record::PushQueued { .. } => KIND_PUSH_QUEUED,
             Record::PushSettled { .. } => KIND_PUSH_SETTLED,
+            Record::NotifyHandedOff { .. } => KIND_NOTIFY_HANDED_OFF,
         }
     }
 
@@ -612,13 +625,14 @@ mod tests {
                 id: 17,
                 delivered: true,
             },
+            Record::NotifyHandedOff { lsn: 41 },
         ]
     }
 
     #[test]
     fn every_kind_roundtrips() {
         let records = samples();
-        assert_eq!(records.len(), usize::from(KIND_PUSH_SETTLED));
+        assert_eq!(records.len(), usize::from(KIND_NOTIFY_HANDED_OFF));
         for record in records {
             let bytes = record.encode();
             // Decode from an unaligned copy as the WAL may hand it over.

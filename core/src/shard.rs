@@ -212,6 +212,24 @@ pub struct Metrics {
     pub push_dropped: u64,
     /// Entries in the outbox.
     pub outbox_depth: u64,
+    /// Owner role: `all`-subscribers in this shard's channels (gauge).
+    pub notify_all_subscribers: u64,
+    /// Owner role: `all` levels not mirrored because the channel's set was
+    /// full (a re-added member or a restart round beyond
+    /// NOTIFY_ALL_PER_CONVERSATION_MAX; new requests are refused instead).
+    pub notify_all_capped: u64,
+    /// Owner role: messages whose hand-off waited for the home shards'
+    /// rounds after a start.
+    pub notify_handoffs_deferred: u64,
+    /// Owner role: messages after the durable hand-off watermark handed off
+    /// again at a start.
+    pub notify_handoffs_redriven: u64,
+    /// Owner role: unconfirmed hand-offs sent again to a restarted home.
+    pub notify_handoffs_resent: u64,
+    /// Owner role: hand-offs no longer tracked (beyond NOTIFY_HANDOFFS_MAX,
+    /// or not in the cache at a start): a crash may lose their
+    /// notifications.
+    pub notify_handoffs_abandoned: u64,
     /// Pushes handed to the delivery thread, unanswered.
     pub push_in_flight: u64,
 }
@@ -392,6 +410,12 @@ pub struct Shard {
     pub(crate) rounds_done: ShardSet,
     /// Owner role: restarted home shards owed a membership round.
     pub(crate) rounds_due: ShardSet,
+    /// Owner role: per channel, the members whose level is `all` (memory,
+    /// derived from the home shards' rounds and messages).
+    pub(crate) all_subscribers: crate::notifier::AllSubscribers,
+    /// Owner role: notification hand-offs awaiting confirmation or the
+    /// rounds (memory; the durable part is the state's watermark).
+    pub(crate) handoffs: crate::notifier::Handoffs,
     /// Home role: outbox ids by the time they are due (memory, rebuilt from
     /// the outbox at start; retries move entries later).
     pub(crate) push_due: BTreeSet<(Millis, u64)>,
@@ -462,6 +486,8 @@ impl Shard {
             rounds_done: ShardSet::new(),
             rounds_due: ShardSet::new(),
             next_claim_retry: Millis(0),
+            all_subscribers: Default::default(),
+            handoffs: Default::default(),
             push_due: BTreeSet::new(),
             push_in_flight: BTreeMap::new(),
             push_attempts: BTreeMap::new(),
@@ -527,6 +553,8 @@ impl Shard {
             self.push_due.insert((e.due, *id));
         }
         self.next_claim_retry = self.now;
+        // Hand-offs not confirmed durable before the stop go again.
+        self.collect_redrive();
         for s in 0..self.config.shard_count {
             let to = ShardId(s);
             if to != self.config.shard {
@@ -538,6 +566,7 @@ impl Shard {
             all.insert(ShardId(s));
         }
         self.send_membership_rounds(&all, out);
+        self.send_notify_all_rounds(&all, out);
         self.drain_local(out);
     }
 
@@ -598,6 +627,7 @@ impl Shard {
         m.storage_failed = u64::from(self.storage_failed.is_some());
         m.ready = u64::from(self.is_ready());
         m.outbox_depth = self.state.outbox.len() as u64;
+        m.notify_all_subscribers = self.all_subscribers.total() as u64;
         m.push_in_flight = self.push_in_flight.len() as u64;
         m
     }
@@ -843,6 +873,7 @@ impl Shard {
         if !self.rounds_due.is_empty() {
             let due = std::mem::take(&mut self.rounds_due);
             self.send_membership_rounds(&due, out);
+            self.send_notify_all_rounds(&due, out);
         }
         self.expire_hellos(out);
         self.expire_waiters(out);
@@ -850,6 +881,7 @@ impl Shard {
         self.expire_dm_opens(out);
         self.retry_claims(out);
         self.pump_pushes(out);
+        self.persist_handoff_watermark(out);
     }
 
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
@@ -887,7 +919,9 @@ impl Shard {
                 event,
                 direct,
                 candidates,
-            } => self.on_notify(&event, direct, candidates, out),
+                handoff,
+            } => self.on_notify(from, &event, direct, candidates, handoff, out),
+            PeerBody::NotifyDone { handoff } => self.on_notify_done(from, handoff),
             PeerBody::DeliverToConns {
                 user,
                 conns,
@@ -1090,6 +1124,16 @@ impl Shard {
                 level,
                 muted,
             } => self.on_set_notify_home(origin, user, conversation, level, muted, out),
+            PeerBody::NotifyAll {
+                user,
+                conversation,
+                all,
+            } => self.on_notify_all(user, conversation, all),
+            PeerBody::NotifyAllRound {
+                entries,
+                first,
+                last,
+            } => self.on_notify_all_round(from, entries, first, last, out),
             PeerBody::SetFocus {
                 origin,
                 user,
@@ -1128,8 +1172,10 @@ impl Shard {
         self.clear_interest_of(from);
         self.rewatch_owner(from, out);
         self.register_devices_with(from, out);
-        // Its membership round goes out at the next tick, with those of any
-        // other shard restarting meanwhile: one scan for a whole-node start.
+        self.redrive_handoffs_to(from, out);
+        // Its membership round (and our users' `all` levels in its
+        // channels) goes out at the next tick, with those of any other
+        // shard restarting meanwhile: one scan for a whole-node start.
         self.rounds_due.insert(from);
     }
 }

@@ -30,9 +30,12 @@ use crate::state::{
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
-/// Current snapshot format version (2: [`SnapshotV2`], version 1 plus the
-/// push outbox; version 1 is still read, with an empty outbox).
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// Current snapshot format version (3: [`SnapshotV3`], version 2 plus the
+/// owner's notification hand-off watermark; 2: version 1 plus the push
+/// outbox). Versions 1 and 2 are still read: with an empty outbox (1), and
+/// a watermark at the snapshot's LSN (1, 2: the builds that wrote them
+/// never handed off again, so nothing before is owed).
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +107,14 @@ pub struct SnapshotV2 {
     outbox: Vec<SnapPush>,
     /// (user, conversation, seq), sorted.
     pushed: Vec<(u64, u64, u64)>,
+}
+
+/// Version 3: version 2 and the owner role's hand-off watermark.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV3 {
+    v2: SnapshotV2,
+    /// `State::handoff_watermark`.
+    handoff_watermark: u64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
@@ -375,6 +386,10 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
             .map(|((u, c), s)| (u.0, c.0, s.0))
             .collect(),
     };
+    let snapshot = SnapshotV3 {
+        v2: snapshot,
+        handoff_watermark: state.handoff_watermark,
+    };
     let body = match rkyv::to_bytes::<rancor::Error>(&snapshot) {
         Ok(bytes) => bytes,
         Err(e) => panic!("snapshot serialization failed: {e}"),
@@ -408,18 +423,31 @@ pub fn restore(
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len() - 8);
     aligned.extend_from_slice(&bytes[8..]);
     let invalid = |e: rancor::Error| RestoreError::Invalid(e.to_string());
-    let (snap, outbox, pushed) = match version {
+    let (snap, outbox, pushed, watermark) = match version {
         1 => (
             rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?,
             Vec::new(),
             Vec::new(),
+            None,
         ),
         2 => {
             let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(invalid)?;
-            (v2.v1, v2.outbox, v2.pushed)
+            (v2.v1, v2.outbox, v2.pushed, None)
+        }
+        3 => {
+            let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(invalid)?;
+            let w = Some(v3.handoff_watermark);
+            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w)
         }
         _ => return Err(RestoreError::UnsupportedVersion { version }),
     };
+    let watermark = watermark.unwrap_or(snap.last_lsn);
+    if watermark > snap.last_lsn {
+        return Err(inconsistent(format!(
+            "hand-off watermark {watermark} beyond the snapshot's LSN {}",
+            snap.last_lsn
+        )));
+    }
     if snap.shard != shard.0 || snap.shard_count != shard_count {
         return Err(RestoreError::WrongShard {
             expected_shard: shard.0,
@@ -635,5 +663,6 @@ pub fn restore(
     for (user, conv, seq) in pushed {
         state.remember_pushed(UserId(user), ConversationId(conv), Seq(seq));
     }
+    state.handoff_watermark = watermark;
     Ok((state, Lsn(snap.last_lsn)))
 }

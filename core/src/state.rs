@@ -398,6 +398,10 @@ pub struct State {
     /// Home role: the newest delivered push per (user, conversation) not yet
     /// cleared (a read sends its `clear`); at most PUSHED_ENTRIES_MAX.
     pub pushed: BTreeMap<(UserId, ConversationId), Seq>,
+    /// Owner role: every message with an LSN at or below this was handed
+    /// off and confirmed by its candidates' home shards
+    /// (`NotifyHandedOff`); a start hands off the later ones again.
+    pub handoff_watermark: u64,
 }
 
 /// A queued push or clear (durable: `PushQueued` … `PushSettled`).
@@ -446,6 +450,7 @@ impl State {
             outbox: BTreeMap::new(),
             outbox_index: BTreeMap::new(),
             pushed: BTreeMap::new(),
+            handoff_watermark: 0,
         }
     }
 
@@ -485,8 +490,13 @@ impl State {
                 "outbox beyond OUTBOX_ENTRIES_MAX".into(),
             ));
         }
-        if e.clear {
-            self.pushed.remove(&(e.user, e.conversation));
+        // A clear forgets the delivered push it retracts, not a newer one
+        // (a clear for a push read while in flight must not lose the
+        // `clear` of a later, unread push, nor let a repeated hand-off of
+        // it push again).
+        let pushed = (e.user, e.conversation);
+        if e.clear && self.pushed.get(&pushed).is_some_and(|s| *s <= e.seq) {
+            self.pushed.remove(&pushed);
         }
         self.outbox_index.insert(key, id);
         self.outbox.insert(id, e);
@@ -923,6 +933,15 @@ impl State {
                 self.queue_push(lsn.0, entry)?;
             }
             Record::PushSettled { id, delivered } => self.settle_push(*id, *delivered)?,
+            Record::NotifyHandedOff { lsn: mark } => {
+                if *mark < self.handoff_watermark || *mark >= lsn.0 {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "hand-off watermark {mark} after {} at LSN {}",
+                        self.handoff_watermark, lsn.0
+                    )));
+                }
+                self.handoff_watermark = *mark;
+            }
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ use courier_core::constants::{
 };
 use courier_core::ids::shard_of;
 use courier_core::text::{info_bytes, message_bytes};
+use std::collections::VecDeque;
+
 use support::{Down, Pend, World};
 
 /// A node with an admin and one workspace.
@@ -1786,5 +1788,295 @@ fn queued_push_survives_a_crash_of_the_home_shard_and_goes_out_once() {
     assert_eq!(
         n.w.gateway.shown.iter().cloned().collect::<Vec<_>>(),
         vec![key]
+    );
+}
+
+/// Ann, and Bob homed on a different shard than their channel's owner
+/// (Bob connected where Ann is, on his home shard): (node, ann, bob,
+/// bob's id, channel, owner shard, home shard).
+fn channel_pair(seed: u64) -> (Node, usize, usize, UserId, ConversationId, u16, u16) {
+    let mut n = node(seed, 2);
+    let (bob_id, bob_cred) = n.w.create_user(n.admin, n.ws, "bob");
+    let home = shard_of(bob_id, 2).0;
+    let bob = n.w.user_client(bob_id, n.ws, bob_cred, home, false);
+    let (ann_id, ann_cred) = n.w.create_user(n.admin, n.ws, "ann");
+    let ann = n.w.user_client(ann_id, n.ws, ann_cred, home, false);
+    for i in 0..64 {
+        let ch = n.w.create_channel(ann, &format!("general-{i}"), false);
+        if shard_of(ch, 2).0 != home {
+            let joined = n.w.call(bob, Request::Join { conversation: ch });
+            assert!(
+                matches!(joined, Ok(Response::Conversation(_))),
+                "{joined:?}"
+            );
+            return (n, ann, bob, bob_id, ch, 1 - home, home);
+        }
+    }
+    panic!("no channel placed off bob's home shard");
+}
+
+fn set_level(w: &mut World, c: usize, conversation: ConversationId, level: NotifyLevel) {
+    let request = Request::SetNotify {
+        conversation,
+        level,
+        muted: false,
+    };
+    assert_eq!(w.call(c, request), Ok(Response::Done));
+}
+
+fn shown(w: &World) -> Vec<String> {
+    w.gateway.shown.iter().cloned().collect()
+}
+
+#[test]
+fn level_all_pushes_ordinary_channel_messages_across_restarts_of_either_shard() {
+    let (mut n, ann, bob, bob_id, ch, owner, home) = channel_pair(64);
+    let key = |seq: u64| format!("push-{}-{}-{seq}", bob_id.0, ch.0);
+    // Default for a channel: mentions. An ordinary message notifies nobody.
+    set_level(&mut n.w, bob, ch, NotifyLevel::Mentions);
+    n.w.disconnect(bob);
+    n.w.settle();
+    assert_eq!(ack_seq(&send(&mut n.w, ann, ch, 1, "lunch?")).0, Seq(1));
+    n.w.drain_pushes();
+    assert!(shown(&n.w).is_empty(), "{:?}", n.w.gateway.posts);
+    assert_eq!(push_metric(&n.w, |m| m.notify_decided), 0, "O(mentions)");
+    // Level all: the next ordinary message is pushed, once.
+    n.w.ensure_online(bob, home);
+    set_level(&mut n.w, bob, ch, NotifyLevel::All);
+    n.w.disconnect(bob);
+    n.w.settle();
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 1);
+    send(&mut n.w, ann, ch, 2, "lunch at noon").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![key(2)]);
+    // The owner's set is memory only: a restart of the owner rebuilds it
+    // from the home's round.
+    n.w.crash(owner);
+    n.w.restart(owner);
+    n.w.settle();
+    send(&mut n.w, ann, ch, 3, "after the owner restarted").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![key(2), key(3)]);
+    // A message the restarted owner commits before the home's round is in
+    // waits for it, then notifies.
+    n.w.crash(owner);
+    n.w.restart(owner);
+    queue_send(&mut n.w, ann, ch, "before the round");
+    run_busy(&mut n.w);
+    assert_eq!(push_metric(&n.w, |m| m.notify_handoffs_deferred), 1);
+    n.w.settle(); // The home answers the restart at a tick.
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![key(2), key(3), key(4)]);
+    // A restart of the home (the level's source of truth) resends its round.
+    n.w.crash(home);
+    n.w.restart(home);
+    n.w.ensure_online(ann, home);
+    send(&mut n.w, ann, ch, 5, "after the home restarted").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w).len(), 4, "{:?}", n.w.gateway.posts);
+    assert!(n.w.gateway.shown.contains(&key(5)));
+    // Both at once (a whole-node crash).
+    n.w.crash(owner);
+    n.w.crash(home);
+    n.w.restart(home);
+    n.w.restart(owner);
+    n.w.ensure_online(ann, home);
+    send(&mut n.w, ann, ch, 6, "after both restarted").unwrap();
+    n.w.drain_pushes();
+    assert!(
+        n.w.gateway.shown.contains(&key(6)),
+        "{:?}",
+        n.w.gateway.posts
+    );
+    // Back to mentions: ordinary messages stop notifying.
+    n.w.ensure_online(bob, home);
+    set_level(&mut n.w, bob, ch, NotifyLevel::Mentions);
+    n.w.disconnect(bob);
+    n.w.settle();
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 0);
+    send(&mut n.w, ann, ch, 7, "quiet again").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w).len(), 5, "{:?}", n.w.gateway.posts);
+}
+
+#[test]
+fn level_all_follows_membership_and_is_not_mirrored_for_dms() {
+    let (mut n, ann, bob, bob_id, ch, _, _) = channel_pair(65);
+    let key = |seq: u64| format!("push-{}-{}-{seq}", bob_id.0, ch.0);
+    set_level(&mut n.w, bob, ch, NotifyLevel::All);
+    // Leaving drops bob from the owner's set; rejoining brings the level
+    // (kept on his home shard) back.
+    let left = n.w.call(bob, Request::Leave { conversation: ch });
+    assert_eq!(left, Ok(Response::Done));
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 0);
+    send(&mut n.w, ann, ch, 1, "while bob is out").unwrap();
+    let joined = n.w.call(bob, Request::Join { conversation: ch });
+    assert!(
+        matches!(joined, Ok(Response::Conversation(_))),
+        "{joined:?}"
+    );
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 1);
+    n.w.disconnect(bob);
+    n.w.settle();
+    send(&mut n.w, ann, ch, 2, "welcome back").unwrap();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![key(2)]);
+    // A DM's members are candidates anyway: its level is not mirrored.
+    let dm = match n.w.call(
+        ann,
+        Request::OpenDm {
+            users: vec![bob_id],
+        },
+    ) {
+        Ok(Response::Conversation(info)) => info.id,
+        other => panic!("{other:?}"),
+    };
+    set_level(&mut n.w, ann, dm, NotifyLevel::All);
+    assert_eq!(push_metric(&n.w, |m| m.notify_all_subscribers), 1);
+}
+
+/// A mention of bob in the channel, queued (not awaited).
+fn queue_mention(w: &mut World, c: usize, conv: ConversationId, bob: UserId, cmid: u128) {
+    let request = Request::Send {
+        conversation: conv,
+        client_msg_id: cmid,
+        body: format!("@bob {cmid}"),
+        mentions: vec![bob],
+        broadcast: Broadcast::None,
+    };
+    w.request(c, request, Pend::Other).expect("connected");
+}
+
+#[test]
+fn a_home_crash_between_the_hand_off_and_a_durable_push_loses_no_notification() {
+    let (mut n, ann, bob, bob_id, ch, owner, home) = channel_pair(66);
+    n.w.disconnect(bob);
+    n.w.settle();
+    // Ann talks from the owner's shard, so the home's crash leaves her be.
+    n.w.disconnect(ann);
+    n.w.ensure_online(ann, owner);
+    // The message is durable at the owner; the home decides and appends
+    // `PushQueued`, which never reaches its disk.
+    n.w.hold.insert(home);
+    queue_mention(&mut n.w, ann, ch, bob_id, 1);
+    run_busy(&mut n.w);
+    assert_eq!(
+        n.w.nodes[usize::from(home)]
+            .shard
+            .as_ref()
+            .map(|s| s.metrics().outbox_depth),
+        Some(1),
+        "queued, not durable"
+    );
+    n.w.crash(home);
+    n.w.hold.remove(&home);
+    n.w.restart(home);
+    n.w.settle();
+    n.w.drain_pushes();
+    let key = format!("push-{}-{}-1", bob_id.0, ch.0);
+    assert_eq!(shown(&n.w), vec![key]);
+    assert_eq!(push_metric(&n.w, |m| m.notify_handoffs_resent), 1);
+    assert_eq!(push_metric(&n.w, |m| m.notify_handoffs_abandoned), 0);
+}
+
+#[test]
+fn a_whole_node_crash_before_the_hand_off_is_confirmed_hands_it_off_again() {
+    let (mut n, ann, bob, bob_id, ch, owner, home) = channel_pair(67);
+    n.w.disconnect(bob);
+    n.w.settle();
+    let delivered = format!("push-{}-{}-1", bob_id.0, ch.0);
+    let lost = format!("push-{}-{}-2", bob_id.0, ch.0);
+    // Seq 1 notifies normally; the owner's watermark passes it at a tick.
+    queue_mention(&mut n.w, ann, ch, bob_id, 1);
+    n.w.settle();
+    n.w.drain_pushes();
+    assert_eq!(shown(&n.w), vec![delivered.clone()]);
+    // Seq 2 is durable at the owner, its `PushQueued` is not durable at the
+    // home, and both shards die (kill -9 of the process) before a tick.
+    n.w.hold.insert(home);
+    queue_mention(&mut n.w, ann, ch, bob_id, 2);
+    run_busy(&mut n.w);
+    n.w.crash(owner);
+    n.w.crash(home);
+    n.w.hold.remove(&home);
+    n.w.restart(owner);
+    n.w.restart(home);
+    n.w.settle();
+    n.w.drain_pushes();
+    // Seq 2 is handed off again from the durable watermark; seq 1, already
+    // delivered, is not pushed twice.
+    assert_eq!(shown(&n.w), vec![delivered, lost]);
+    assert_eq!(push_metric(&n.w, |m| m.notify_handoffs_redriven), 1);
+    let keys: Vec<&String> = n.w.gateway.posts.iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 2, "one POST each: {keys:?}");
+}
+
+/// Gets the push for `key` a 2xx while every other push in flight on shard
+/// `s` stays unanswered (the fake gateway asks for a retry now and then).
+fn deliver_push(w: &mut World, s: u16, key: &str) {
+    let node = usize::from(s);
+    for _ in 0..1_000 {
+        if w.gateway.shown.contains(key) {
+            return;
+        }
+        let all = std::mem::take(&mut w.nodes[node].pushes);
+        let (mine, others): (VecDeque<_>, VecDeque<_>) =
+            all.into_iter().partition(|(_, p)| p.idempotency_key == key);
+        w.nodes[node].pushes = mine;
+        w.answer_push(s);
+        w.tick(); // A retried push is due again after its backoff.
+        run_busy(w);
+        let mut rest = std::mem::take(&mut w.nodes[node].pushes);
+        rest.extend(others);
+        w.nodes[node].pushes = rest;
+    }
+    panic!("{key} was never delivered");
+}
+
+/// Runs `f` with shard `s`'s pushes in flight held back (unanswered).
+fn holding_pushes<T>(w: &mut World, s: u16, f: impl FnOnce(&mut World) -> T) -> T {
+    let held = std::mem::take(&mut w.nodes[usize::from(s)].pushes);
+    let r = f(w);
+    w.nodes[usize::from(s)].pushes.extend(held);
+    r
+}
+
+#[test]
+fn regression_a_clear_for_an_older_push_keeps_the_clear_of_a_newer_one() {
+    let (mut n, ann, bob, bob_id, dm) = dm_pair(68);
+    n.w.disconnect(bob);
+    n.w.settle();
+    queue_send(&mut n.w, ann, dm, "one");
+    queue_send(&mut n.w, ann, dm, "two two");
+    let home = shard_of(bob_id, 2).0;
+    holding_pushes(&mut n.w, home, |w| {
+        run_busy(w);
+        w.tick();
+    });
+    let key = |tag: &str, seq: u64| format!("{tag}-{}-{}-{seq}", bob_id.0, dm.0);
+    // The push of seq 2 is delivered first; seq 1's is still in flight
+    // when bob reads seq 1 on another device.
+    deliver_push(&mut n.w, home, &key("push", 2));
+    assert!(!n.w.gateway.shown.contains(&key("push", 1)));
+    let read = |seq| Request::MarkRead {
+        conversation: dm,
+        seq: Seq(seq),
+    };
+    holding_pushes(&mut n.w, home, |w| {
+        w.ensure_online(bob, 1);
+        assert_eq!(w.call(bob, read(1)), Ok(Response::Done));
+    });
+    // Seq 1's push lands after the read: it is retracted at once.
+    deliver_push(&mut n.w, home, &key("push", 1));
+    n.w.drain_pushes();
+    assert!(n.w.gateway.shown.contains(&key("clear", 1)));
+    // Reading seq 2 retracts its push too (the clear of seq 1 used to
+    // forget it).
+    assert_eq!(n.w.call(bob, read(2)), Ok(Response::Done));
+    n.w.drain_pushes();
+    assert!(
+        n.w.gateway.shown.contains(&key("clear", 2)),
+        "{:?}",
+        n.w.gateway.posts
     );
 }

@@ -76,6 +76,12 @@ metrics! {
     push_dropped_total: "counter", "pushes not queued (outbox full or storage failed)";
     push_outbox_depth: "gauge", "entries in the durable push outbox";
     push_in_flight: "gauge", "pushes handed to the delivery thread, unanswered";
+    notify_all_subscribers: "gauge", "channel members with notification level all, in channels owned here";
+    notify_all_capped_total: "counter", "level-all users not mirrored: the channel's set was full";
+    notify_handoffs_deferred_total: "counter", "hand-offs that waited for the home shards' rounds after a start";
+    notify_handoffs_redriven_total: "counter", "messages after the durable hand-off watermark handed off again at a start";
+    notify_handoffs_resent_total: "counter", "unconfirmed hand-offs sent again to a restarted home shard";
+    notify_handoffs_abandoned_total: "counter", "hand-offs no longer tracked (bound or cache): a crash may lose their notification";
 }
 
 /// Number of metrics.

@@ -608,6 +608,21 @@ impl ShardCtx {
         c.set(M::push_dropped_total, core.push_dropped);
         c.set(M::push_outbox_depth, core.outbox_depth);
         c.set(M::push_in_flight, core.push_in_flight);
+        c.set(M::notify_all_subscribers, core.notify_all_subscribers);
+        c.set(M::notify_all_capped_total, core.notify_all_capped);
+        c.set(
+            M::notify_handoffs_deferred_total,
+            core.notify_handoffs_deferred,
+        );
+        c.set(
+            M::notify_handoffs_redriven_total,
+            core.notify_handoffs_redriven,
+        );
+        c.set(M::notify_handoffs_resent_total, core.notify_handoffs_resent);
+        c.set(
+            M::notify_handoffs_abandoned_total,
+            core.notify_handoffs_abandoned,
+        );
         self.board.publish(self.id.0, &c);
     }
 }

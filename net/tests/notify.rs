@@ -1,6 +1,7 @@
 //! End-to-end notifications: a real `courierd` with `--push-url` pointing at
 //! a tiny HTTP server in the test (the push gateway), and real WebSocket
 //! clients. The grace window is 1 s so the timing cases run quickly.
+//! Notification levels are set through the protocol (`SetNotify`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -124,6 +125,7 @@ struct Setup {
     server: Server,
     gateway: Gateway,
     ann: Client,
+    ann_credential: Credential,
     bob: (UserId, Credential),
     dm: ConversationId,
 }
@@ -142,6 +144,7 @@ fn setup() -> Setup {
         server,
         gateway,
         ann,
+        ann_credential: w.users[0].1.clone(),
         bob: w.users[1].clone(),
         dm,
     }
@@ -279,4 +282,62 @@ fn queued_push_survives_a_restart() {
     assert_eq!(posts[0].body["preview"], "after restart");
     std::thread::sleep(Duration::from_millis(1_000));
     assert_eq!(s.gateway.accepted().len(), 1);
+}
+
+#[test]
+fn level_all_on_a_channel_pushes_an_ordinary_message_once_and_survives_a_restart() {
+    let mut s = setup();
+    let channel = conversation(s.ann.request(Request::CreateChannel {
+        name: "general".into(),
+        private: false,
+    }));
+    let mut bob = login_desktop(&s.server, &s.bob.1);
+    assert!(matches!(
+        bob.request(Request::Join {
+            conversation: channel
+        }),
+        Ok(Response::Conversation(_))
+    ));
+    // Default level of a channel (mentions): an ordinary message, no push.
+    drop(bob);
+    s.ann.send(channel, "standup in 5");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.gateway.posts().is_empty(), "{:?}", s.gateway.posts());
+    // Bob sets the channel to all, through the protocol, and goes offline.
+    let mut bob = login_desktop(&s.server, &s.bob.1);
+    let all = Request::SetNotify {
+        conversation: channel,
+        level: NotifyLevel::All,
+        muted: false,
+    };
+    assert_eq!(bob.request(all), Ok(Response::Done));
+    drop(bob);
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    let seq = s.ann.send(channel, "standup now");
+    let posts = s.gateway.wait_accepted(1, Duration::from_secs(2));
+    assert_eq!(posts.len(), 1, "one push: {posts:?}");
+    eprintln!(
+        "level all, channel send → push POST: {:?}",
+        posts[0].at - sent
+    );
+    let body = &posts[0].body;
+    assert_eq!(body["action"], "notify");
+    assert_eq!(body["kind"], "channel");
+    assert_eq!(body["user_id"], s.bob.0 .0.to_string());
+    assert_eq!(body["conversation_id"], channel.0.to_string());
+    assert_eq!(body["seq"], seq.0);
+    assert_eq!(body["preview"], "standup now");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.gateway.posts().len(), 1, "only one");
+    // The level survives kill -9: the restarted owner learns it again from
+    // bob's home shard.
+    s.server.kill9();
+    s.server.restart();
+    let mut ann = Client::login(s.server.addr, &s.ann_credential);
+    let seq = ann.send(channel, "after the restart");
+    let posts = s.gateway.wait_accepted(2, Duration::from_secs(5));
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert_eq!(posts[1].body["seq"], seq.0);
+    assert_eq!(posts[1].body["kind"], "channel");
 }
