@@ -384,20 +384,24 @@ async fn run(
         if started.elapsed() > 2 * BACKOFF_MAX {
             backoff = Backoff::new();
         }
-        let delay = backoff.next();
-        match &ended {
-            Error::LeaseLost { .. } => {
-                tracing::warn!(node_id = %node_id, error = %ended, "lease lost; registering again");
-                lease = None;
-                status_tx.send_modify(|s| s.registered = false);
-                continue;
-            }
-            _ => {
-                tracing::warn!(node_id = %node_id, error = %ended, retry_in = ?delay,
-                    "lost etcd; keeping the last placement and reconnecting");
-                disconnected(&status_tx, &ended, true);
-            }
+        // Whatever ended the session, find out whether the lease survived
+        // (etcd reports a lost lease in several ways: a zero TTL, "lease not
+        // found" on keep-alive, put or campaign; and a restarted etcd may
+        // have expired it). An unanswered question means etcd is away.
+        let lease_gone = match &ended {
+            Error::LeaseLost { .. } => true,
+            _ => matches!(cp.lease_remaining(current).await, Ok(None)),
+        };
+        if lease_gone {
+            tracing::warn!(node_id = %node_id, error = %ended, "lease lost; registering again");
+            lease = None;
+            status_tx.send_modify(|s| s.registered = false);
+            continue;
         }
+        let delay = backoff.next();
+        tracing::warn!(node_id = %node_id, error = %ended, retry_in = ?delay,
+            "lost etcd; keeping the last placement and reconnecting");
+        disconnected(&status_tx, &ended, true);
         tokio::select! {
             departure = &mut stop => return depart(&cp, lease, departure.unwrap_or(Departure::Leave)).await,
             () = tokio::time::sleep(delay) => {}
