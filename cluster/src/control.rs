@@ -334,7 +334,7 @@ impl ControlPlane {
                 created_at_ms: now_ms(),
                 admin_token_sha256: hex_encode_32(&params.admin_token_sha256),
             };
-            let json = to_json(&config);
+            let json = to_json(&config)?;
             let key = self.keys.config();
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -349,7 +349,7 @@ impl ControlPlane {
                 return Ok((config, Joined::Created));
             }
             let existing: ClusterConfig =
-                first_get(&response.op_responses(), &key)?.ok_or_else(|| Error::Corrupt {
+                first_get(&response.op_responses())?.ok_or_else(|| Error::Corrupt {
                     key: key.clone(),
                     reason: "vanished during creation".into(),
                 })?;
@@ -424,7 +424,7 @@ impl ControlPlane {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
                 key.clone(),
-                to_json(info),
+                to_json(info)?,
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(key.clone(), None)]);
@@ -542,7 +542,7 @@ impl ControlPlane {
         );
         let txn = Txn::new()
             .when([fenced, unchanged])
-            .and_then([TxnOp::put(key.clone(), to_json(next), None)])
+            .and_then([TxnOp::put(key.clone(), to_json(next)?, None)])
             .or_else([
                 TxnOp::get(fence.leader.key().to_vec(), None),
                 TxnOp::get(key.clone(), None),
@@ -640,10 +640,12 @@ impl ControlPlane {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Serializing these plain structs cannot fail (no maps with non-string
-    // keys, no custom serializers that error).
-    serde_json::to_vec(value).unwrap_or_default()
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    // These plain structs always serialize; the error path exists so a
+    // future field that cannot is reported rather than written as garbage.
+    serde_json::to_vec(value).map_err(|e| Error::InvalidParams {
+        reason: format!("cannot serialize: {e}"),
+    })
 }
 
 fn parse<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
@@ -671,6 +673,6 @@ fn get_kvs(responses: &[TxnOpResponse]) -> Vec<KeyValue> {
         .collect()
 }
 
-fn first_get<T: DeserializeOwned>(responses: &[TxnOpResponse], _key: &str) -> Result<Option<T>> {
+fn first_get<T: DeserializeOwned>(responses: &[TxnOpResponse]) -> Result<Option<T>> {
     get_kvs(responses).first().map(parse).transpose()
 }

@@ -8,9 +8,10 @@
 //!   registered and the set has not changed for `grace` (a node still
 //!   starting up, or a blip, does not count), epoch 1;
 //! - **replacement**: a node holding replicas that has been missing from
-//!   the registry for `replace_after` gets its replicas reassigned (epoch
-//!   + 1, [`crate::compute_placement`] moves nothing else). Nodes missing
-//!   for less are treated as present, so a blip moves nothing.
+//!   the registry for `replace_after` gets its replicas reassigned in a
+//!   placement one epoch higher ([`crate::compute_placement`] moves
+//!   nothing else). Nodes missing for less are treated as present, so a
+//!   blip moves nothing.
 //!
 //! Nodes that join later move nothing (no rebalancing yet). A new controller
 //! starts its clocks afresh, so a failover delays a replacement by at most
