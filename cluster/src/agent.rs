@@ -138,6 +138,9 @@ impl ClusterAgent {
     /// [`Error::ClusterIdMismatch`], [`Error::ClusterMissing`],
     /// [`Error::DuplicateNode`], [`Error::InvalidParams`] or
     /// [`Error::StartTimeout`].
+    ///
+    /// Blocking: call it from a plain thread (e.g. `main` before the shard
+    /// executors start), never from inside an async executor.
     pub fn start(config: AgentConfig) -> Result<ClusterAgent> {
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Ready>(1);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -179,6 +182,8 @@ impl ClusterAgent {
     }
 
     /// The latest status (what etcd said at the last successful refresh).
+    /// A clone: to look without copying the placement, use
+    /// [`ClusterAgent::subscribe`] and `borrow()`.
     pub fn status(&self) -> ClusterStatus {
         self.status.borrow().clone()
     }
@@ -359,7 +364,7 @@ async fn run(
                     Err(e) => {
                         let delay = backoff.next();
                         tracing::warn!(node_id = %node_id, error = %e, retry_in = ?delay, "cannot register again");
-                        disconnected(&status_tx, &e, e.is_transient());
+                        record_error(&status_tx, &e);
                         tokio::select! {
                             departure = &mut stop => return depart(&cp, None, departure.unwrap_or(Departure::Leave)).await,
                             () = tokio::time::sleep(delay) => continue,
@@ -399,9 +404,16 @@ async fn run(
             continue;
         }
         let delay = backoff.next();
-        tracing::warn!(node_id = %node_id, error = %ended, retry_in = ?delay,
-            "lost etcd; keeping the last placement and reconnecting");
-        disconnected(&status_tx, &ended, true);
+        if ended.is_transient() {
+            tracing::warn!(node_id = %node_id, error = %ended, retry_in = ?delay,
+                "lost etcd; keeping the last placement and reconnecting");
+        } else {
+            // E.g. a hand-edited, unparsable key: etcd is up but the data
+            // is not usable. Reported, retried, nothing withdrawn.
+            tracing::error!(node_id = %node_id, error = %ended, retry_in = ?delay,
+                "control plane error; keeping the last placement and retrying");
+        }
+        record_error(&status_tx, &ended);
         tokio::select! {
             departure = &mut stop => return depart(&cp, lease, departure.unwrap_or(Departure::Leave)).await,
             () = tokio::time::sleep(delay) => {}
@@ -409,9 +421,11 @@ async fn run(
     }
 }
 
-fn disconnected(status: &watch::Sender<ClusterStatus>, error: &Error, etcd_down: bool) {
+/// Records a failed exchange: a transient error means etcd is away; any
+/// error is shown. The placement and node list stay as last seen.
+fn record_error(status: &watch::Sender<ClusterStatus>, error: &Error) {
     status.send_modify(|s| {
-        if etcd_down {
+        if error.is_transient() {
             s.etcd_connected = false;
         }
         s.etcd_error = Some(error.to_string());
