@@ -27,7 +27,13 @@ pub struct Etcd {
 
 fn etcd_on_path() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("COURIER_ETCD_BIN") {
-        return Some(PathBuf::from(bin));
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "COURIER_ETCD_BIN={} is not a file",
+            bin.display()
+        );
+        return Some(bin);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
