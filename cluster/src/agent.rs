@@ -524,6 +524,9 @@ impl Session<'_> {
 
     async fn lead(&self, fence: &ControllerFence) -> Result<Infallible> {
         let mut state = ControllerState::new(Instant::now());
+        // The last problem logged, so a standing one is logged once, not
+        // every tick.
+        let mut problem: Option<String> = None;
         loop {
             let alive: Vec<NodeId> = self.cp.nodes().await?.iter().map(|n| n.node_id).collect();
             let current = self.cp.placement().await?;
@@ -534,24 +537,25 @@ impl Session<'_> {
                         .validate(self.params.shard_count, self.params.replication_factor)
                 })
                 .transpose();
-            match valid {
-                Err(reason) => {
-                    tracing::error!(%reason, "invalid placement in etcd; the controller will not touch it");
-                }
+            let now_problem = match valid {
+                Err(reason) => Some(format!(
+                    "invalid placement in etcd, the controller will not touch it: {reason}"
+                )),
                 Ok(_) => match state.decide(
                     Instant::now(),
                     &self.params,
                     &alive,
                     current.as_ref().map(|p| &p.value),
                 ) {
-                    Ok(None) => {}
+                    Ok(None) => None,
                     Ok(Some(next)) => match self
                         .cp
                         .write_placement(fence, current.as_ref(), &next)
                         .await
                     {
                         Ok(_) => {
-                            tracing::info!(epoch = next.epoch, nodes = ?next.nodes(), "new placement")
+                            tracing::info!(epoch = next.epoch, nodes = ?next.nodes(), "new placement");
+                            None
                         }
                         Err(Error::PlacementConflict { expected, found }) => {
                             tracing::warn!(
@@ -559,13 +563,20 @@ impl Session<'_> {
                                 ?found,
                                 "placement changed under the controller; re-reading"
                             );
+                            None
                         }
                         Err(e) => return Err(e),
                     },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "placement due but not computable; waiting for nodes")
-                    }
+                    Err(e) => Some(format!(
+                        "placement due but not computable, waiting for nodes: {e}"
+                    )),
                 },
+            };
+            if now_problem != problem {
+                if let Some(text) = &now_problem {
+                    tracing::error!("{text}");
+                }
+                problem = now_problem;
             }
             tokio::time::sleep(self.timing.tick).await;
         }
