@@ -209,8 +209,9 @@ impl Placement {
 /// `courier admin cluster status` and for the caller's decisions. It is the
 /// last state read from etcd: when etcd is unreachable, `etcd_connected` is
 /// false and the rest is what was last seen (the placement stays valid;
-/// the caller keeps serving it).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// the caller keeps serving it). Serializes to JSON for
+/// `courier admin cluster status --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ClusterStatus {
     /// Cluster name (etcd key prefix).
     pub cluster: String,
@@ -286,6 +287,35 @@ mod tests {
             ..config
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn status_serializes_with_readable_ids() {
+        let status = ClusterStatus {
+            cluster: "prod".into(),
+            config: ClusterConfig {
+                cluster_id: ClusterId(42),
+                shard_count: 1,
+                replication_factor: 1,
+                created_at_ms: 5,
+                admin_token_sha256: hex_encode_32(&[0; 32]),
+            },
+            node_id: NodeId(3),
+            etcd_connected: false,
+            etcd_error: Some("down".into()),
+            registered: true,
+            controller: Some(NodeId(3)),
+            nodes: vec![],
+            placement: Some(Placement {
+                epoch: 2,
+                shards: vec![vec![NodeId(3)]],
+            }),
+        };
+        let json: serde_json::Value = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["config"]["cluster_id"], "42");
+        assert_eq!(json["node_id"], 3);
+        assert_eq!(json["etcd_connected"], false);
+        assert_eq!(json["placement"]["shards"][0][0], 3);
     }
 
     #[test]
