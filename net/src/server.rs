@@ -12,11 +12,11 @@
 //! the shard's first timer (docs/RELIABILITY.md, "Fixed bugs"). Two things
 //! keep it from recurring:
 //! - every shard arms a wake-up timer before its first await
-//!   ([`crate::shard::start_wakeups`]) and keeps one for its whole life
+//!   (`shard::start_wakeups`) and keeps one for its whole life
 //!   (the tick task), so a lost wake-up costs at most one tick;
 //! - the channels between shards are made here, before any executor runs
 //!   ([`peer_channels`]), and each shard connects its ends first thing
-//!   ([`crate::shard::connect_peers`]): no join handshake, and the only
+//!   (`shard::connect_peers`): no join handshake, and the only
 //!   wait on a peer is at the very start, when every executor is starting.
 
 use crate::config::Config;
