@@ -5,8 +5,8 @@
 //! Each shard is one glommio executor pinned to a core. It owns a core state
 //! machine, a WAL, a listener on the shared port (SO_REUSEPORT) and the
 //! sockets the kernel gave that listener. Shards share nothing but bounded
-//! lock-free channels (glommio's channel mesh, built before the executors
-//! start) and a board of published metrics.
+//! lock-free channels (glommio shared channels, one per ordered pair of
+//! shards, built before the executors start) and a board of published metrics.
 //!
 //! This crate must never decide what the core decides (ordering, membership,
 //! authorization, what to deliver); never send a client anything about a
@@ -15,7 +15,7 @@
 //! without a bound.
 //!
 //! # Layout
-//! - [`server`]: data directory, executors, mesh, start/stop.
+//! - [`server`]: data directory, executors, shard channels, start/stop.
 //! - [`shard`]: one shard's runtime — inputs in, effects out.
 //! - [`gateway`]: accept, HTTP front door, WebSocket reader/writer, outboxes.
 //! - [`datadir`]: manifest, lock, admin token.

@@ -1,6 +1,23 @@
 //! Starting and stopping the node: data directory, one pinned glommio
-//! executor per shard, the channel mesh between them (built before any
-//! executor starts), the shared listening port, signals.
+//! executor per shard, the channels between them (built before any
+//! executor starts, see [`PeerEnds`]), the shared listening port, signals.
+//!
+//! # No start step can sleep through a peer
+//! glommio 0.9 can park an executor with no timer armed while it waits for
+//! another executor, and lose the other executor's wake-up: the parked
+//! executor then sleeps until some other event, which during start may
+//! never come. This hung `courierd`'s start about once in 300 restarts
+//! under load, in glommio's `MeshBuilder::join` (the first shard to join
+//! parks until the last one notifies it), after WAL recovery and before
+//! the shard's first timer (docs/RELIABILITY.md, "Fixed bugs"). Two things
+//! keep it from recurring:
+//! - every shard arms a wake-up timer before its first await
+//!   (`shard::start_wakeups`) and keeps one for its whole life
+//!   (the tick task), so a lost wake-up costs at most one tick;
+//! - the channels between shards are made here, before any executor runs
+//!   ([`peer_channels`]), and each shard connects its ends first thing
+//!   (`shard::connect_peers`): no join handshake, and the only
+//!   wait on a peer is at the very start, when every executor is starting.
 
 use crate::config::Config;
 use crate::datadir::DataDir;
@@ -8,10 +25,11 @@ use crate::metrics::Board;
 use crate::shard::{self, Envelope, ShardSetup, Stop};
 use anyhow::Context;
 use courier_core::api::ShardId;
-use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A started node.
 pub struct Node {
@@ -24,7 +42,14 @@ pub struct Node {
 
 impl Node {
     /// Starts every shard and returns once all of them serve.
+    ///
+    /// Each start phase is logged (`start: …` lines, with the
+    /// milliseconds since the start began), so a slow start names the
+    /// phase it is in: data directory, then per shard WAL open, recovery,
+    /// channel mesh, core start, listening; then every shard serving.
     pub fn start(config: Config) -> anyhow::Result<Node> {
+        let started = Instant::now();
+        tracing::info!(dir = %config.data_dir.display(), "start: opening the data directory");
         let data = DataDir::open(&config.data_dir, config.shards)?;
         if data.created {
             tracing::info!(dir = %config.data_dir.display(), shards = config.shards, "created data directory");
@@ -33,12 +58,16 @@ impl Node {
             tracing::info!(path = %data.admin_token_path().display(), "wrote a new admin token (mode 0600)");
         }
         let (addr, _port_holder) = resolve_port(config.listen)?;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            shards = data.manifest.shard_count,
+            %addr,
+            "start: data directory locked; starting the shards"
+        );
         let config = Arc::new(config);
         let shards = data.manifest.shard_count;
-        let mesh = MeshBuilder::<Envelope, _>::full(
-            usize::from(shards),
-            crate::constants::PEER_CHANNEL_CAPACITY,
-        );
+        let mut peers =
+            peer_channels(usize::from(shards), crate::constants::PEER_CHANNEL_CAPACITY).into_iter();
         let board = Board::new(shards);
         let stop = Stop::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -46,13 +75,16 @@ impl Node {
         let data = Arc::new(data);
         let mut handles = Vec::new();
         for k in 0..shards {
+            let Some(peers) = peers.next() else {
+                anyhow::bail!("no channel ends for shard {k}");
+            };
             let setup = ShardSetup {
                 id: ShardId(k),
                 shards,
                 config: config.clone(),
                 dir: data.shard_dir(k),
                 admin_token_hash: data.admin_token_hash,
-                mesh: mesh.clone(),
+                peers,
                 listen: addr,
                 board: board.clone(),
                 stop: stop.clone(),
@@ -81,7 +113,11 @@ impl Node {
         drop(ready_tx);
         for _ in 0..shards {
             match ready_rx.recv() {
-                Ok(Ok(_)) => {}
+                Ok(Ok(k)) => tracing::info!(
+                    shard = k.0,
+                    ms = started.elapsed().as_millis() as u64,
+                    "start: shard serving"
+                ),
                 Ok(Err(e)) => {
                     stop.request(1);
                     anyhow::bail!("{e}");
@@ -89,6 +125,10 @@ impl Node {
                 Err(_) => anyhow::bail!("a shard exited during start"),
             }
         }
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "start: every shard serves"
+        );
         #[cfg(feature = "failpoints")]
         crate::failpoints::get().arm();
         Ok(Node {
@@ -119,6 +159,39 @@ impl Node {
     }
 }
 
+/// One shard's ends of the bounded channels to and from every other shard.
+/// Made by [`peer_channels`] on the main thread before any executor starts;
+/// the shard connects them first thing on its own executor
+/// ([`crate::shard::run`]).
+pub struct PeerEnds<T: Send = Envelope> {
+    /// `to[k]`: what this shard sends to shard `k` (`None` for itself).
+    pub to: Vec<Option<SharedSender<T>>>,
+    /// `from[k]`: what shard `k` sends to this shard (`None` for itself).
+    pub from: Vec<Option<SharedReceiver<T>>>,
+}
+
+/// One bounded single-producer single-consumer channel per ordered pair of
+/// distinct shards, each holding at most `capacity` envelopes; returns the
+/// ends of shard `k` at index `k`.
+pub fn peer_channels<T: Send>(shards: usize, capacity: usize) -> Vec<PeerEnds<T>> {
+    let mut ends: Vec<PeerEnds<T>> = (0..shards)
+        .map(|_| PeerEnds {
+            to: (0..shards).map(|_| None).collect(),
+            from: (0..shards).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from != to {
+                let (sender, receiver) = shared_channel::new_bounded(capacity);
+                ends[from].to[to] = Some(sender);
+                ends[to].from[from] = Some(receiver);
+            }
+        }
+    }
+    ends
+}
+
 /// Every shard binds the same address with SO_REUSEPORT. For port 0 we pick
 /// the port once (by binding it here, also with SO_REUSEPORT, and closing
 /// that socket again) so all shards share it.
@@ -141,4 +214,69 @@ fn resolve_port(addr: SocketAddr) -> anyhow::Result<(SocketAddr, Option<socket2:
         .as_socket()
         .context("listener has no IP address")?;
     Ok((local, Some(socket)))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The shard channels' start handshake, on real glommio executors.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::time::Duration;
+
+    /// Rounds. Without `start_wakeups` this loop hung (an executor parked
+    /// for good) within 300 rounds on a loaded 2-core machine, in the
+    /// connect or in the receive; so did glommio's `MeshBuilder::join`.
+    const ROUNDS: u64 = 300;
+
+    /// How long one round may take (a healthy round takes milliseconds).
+    const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Two executors, each with the shard's start wake-ups, connect their
+    /// ends while one of them starts up to 2 ms late (so the other waits on
+    /// it), then exchange one message each way; every round must end.
+    #[test]
+    fn shard_channels_connect_with_a_late_peer_and_carry_messages() {
+        for round in 0..ROUNDS {
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let mut handles = Vec::new();
+            for (k, ends) in peer_channels::<usize>(2, 16).into_iter().enumerate() {
+                let done = done_tx.clone();
+                let late = Duration::from_micros((round * 7 + k as u64 * 13) % 5 * 500);
+                let handle = LocalExecutorBuilder::new(Placement::Unbound)
+                    .name(&format!("test-shard-{k}"))
+                    .spawn(move || async move {
+                        // As `shard::run` does before its first await.
+                        let serving = crate::shard::start_wakeups();
+                        if !late.is_zero() {
+                            // A timer sleep parks this executor, like a
+                            // shard whose thread starts late.
+                            glommio::timer::sleep(late).await;
+                        }
+                        let (senders, receivers) = crate::shard::connect_peers(ends).await;
+                        let peer = 1 - k;
+                        let sender = senders[peer].as_ref().expect("a sender to the peer");
+                        let sent = sender.send(k).await;
+                        assert!(sent.is_ok(), "send to shard {peer} failed");
+                        let (from, receiver) = &receivers[0];
+                        assert_eq!(*from, peer);
+                        let got = receiver.recv().await.expect("the peer's message");
+                        assert_eq!(got, peer);
+                        serving.set(true);
+                        let _ = done.send(k);
+                    })
+                    .unwrap();
+                handles.push(handle);
+            }
+            drop(done_tx);
+            for _ in 0..2 {
+                assert!(
+                    done_rx.recv_timeout(ROUND_TIMEOUT).is_ok(),
+                    "round {round}: the shard channels did not connect within {ROUND_TIMEOUT:?}"
+                );
+            }
+            for h in handles {
+                h.join().unwrap();
+            }
+        }
+    }
 }

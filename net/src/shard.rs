@@ -28,7 +28,7 @@ use courier_core::api::{
 use courier_core::{Shard, ShardConfig};
 use courier_proto::Encoder;
 use courier_wal::Wal;
-use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use hashbrown::HashMap;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -639,11 +639,8 @@ pub struct ShardSetup {
     pub dir: std::path::PathBuf,
     /// sha256 of the admin secret.
     pub admin_token_hash: [u8; 32],
-    /// Channels to every shard.
-    pub mesh: glommio::channels::channel_mesh::MeshBuilder<
-        Envelope,
-        glommio::channels::channel_mesh::Full,
-    >,
+    /// This shard's ends of the channels to and from every other shard.
+    pub peers: crate::server::PeerEnds,
     /// Where to listen.
     pub listen: std::net::SocketAddr,
     /// Published metrics.
@@ -658,6 +655,22 @@ pub struct ShardSetup {
 pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     let id = setup.id;
     let started = Instant::now();
+    // First thing: a timer that wakes this executor every tick until the
+    // tick task takes over, so no wait of the start (the channel connect
+    // below, WAL I/O, blocking-pool calls) can sleep through a lost
+    // cross-executor wake-up (see `server`, "No start step can sleep
+    // through a peer").
+    let serving = start_wakeups();
+    tracing::info!(
+        shard = id.0,
+        "start: connecting the channels to the other shards"
+    );
+    let (senders, receivers) = connect_peers(setup.peers).await;
+    tracing::info!(
+        shard = id.0,
+        ms = started.elapsed().as_millis() as u64,
+        "start: channels connected; opening the write-ahead log"
+    );
     let mut options = courier_wal::WalOptions::recommended();
     options.segment_bytes = setup.config.segment_bytes;
     #[cfg(feature = "failpoints")]
@@ -739,11 +752,6 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         "recovered"
     );
 
-    let (senders, receivers) = setup
-        .mesh
-        .join()
-        .await
-        .map_err(|e| anyhow::anyhow!("shard {}: joining the channel mesh failed: {e}", id.0))?;
     let shards = usize::from(setup.shards);
     let push = match &setup.config.push_url {
         Some(url) => Some(
@@ -788,14 +796,26 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         }
         ctx.drain_pending(); // anything the start effects looped back
     }
+    tracing::info!(
+        shard = id.0,
+        ms = started.elapsed().as_millis() as u64,
+        "start: core started"
+    );
     spawn_peer_tasks(&ctx, senders, receivers);
     glommio::spawn_local(durability_task(ctx.clone())).detach();
     glommio::spawn_local(staging_task(ctx.clone())).detach();
 
     let listener = glommio::net::TcpListener::bind(setup.listen)
         .map_err(|e| anyhow::anyhow!("shard {}: binding {}: {e}", id.0, setup.listen))?;
+    tracing::info!(
+        shard = id.0,
+        ms = started.elapsed().as_millis() as u64,
+        addr = %setup.listen,
+        "start: listening"
+    );
     let _ = setup.ready.send(Ok(id));
     glommio::spawn_local(tick_task(ctx.clone())).detach();
+    serving.set(true); // the tick task wakes the executor from now on
 
     // Accept until asked to stop. The pending accept is kept across ticks:
     // dropping an in-flight io_uring accept can lose a connection the kernel
@@ -976,6 +996,30 @@ fn snapshot_every_records() -> u64 {
     SNAPSHOT_EVERY_RECORDS
 }
 
+/// Keeps this executor waking at least every [`TICK_INTERVAL`] until the
+/// returned flag is set (once the tick task runs, which does the same for
+/// the shard's life).
+///
+/// glommio 0.9 can park an executor with no timer armed while it waits for
+/// another executor (a shared channel's connect or receive, the old mesh
+/// join), and the other executor's wake-up is sometimes lost: on a loaded
+/// 2-core machine about 1 in 100–400 such waits never ended (measured with
+/// two bare executors; docs/RELIABILITY.md, "Fixed bugs"). An executor
+/// with a timer armed wakes at that timer whatever happened to the
+/// wake-up, so with this no wait of the start lasts more than a tick
+/// longer than its cause. Must be spawned before the shard's first await.
+pub(crate) fn start_wakeups() -> Rc<Cell<bool>> {
+    let serving = Rc::new(Cell::new(false));
+    let done = serving.clone();
+    glommio::spawn_local(async move {
+        while !done.get() {
+            glommio::timer::sleep(TICK_INTERVAL).await;
+        }
+    })
+    .detach();
+    serving
+}
+
 /// Periodic work: time for the core, metrics, snapshots.
 async fn tick_task(ctx: Rc<ShardCtx>) {
     loop {
@@ -995,18 +1039,55 @@ async fn tick_task(ctx: Rc<ShardCtx>) {
     }
 }
 
+/// This shard's connected channel ends: a sender per other shard (by
+/// index), a receiver per other shard.
+pub(crate) type Connected<T = Envelope> = (
+    Vec<Option<ConnectedSender<T>>>,
+    Vec<(usize, ConnectedReceiver<T>)>,
+);
+
+/// Connects every end at once (each connect finishes when the peer has
+/// connected the other end; awaiting them one by one could wait on a peer
+/// that waits on us). A pending connect keeps the executor polling rather
+/// than parked, so this cannot sleep through the peer's connect.
+pub(crate) async fn connect_peers<T: Send + 'static>(
+    ends: crate::server::PeerEnds<T>,
+) -> Connected<T> {
+    let senders: Vec<_> = ends
+        .to
+        .into_iter()
+        .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+        .collect();
+    let receivers: Vec<_> = ends
+        .from
+        .into_iter()
+        .enumerate()
+        .filter_map(|(k, r)| r.map(|r| (k, glommio::spawn_local(r.connect()))))
+        .collect();
+    let mut connected_senders = Vec::with_capacity(senders.len());
+    for sender in senders {
+        connected_senders.push(match sender {
+            Some(task) => Some(task.await),
+            None => None,
+        });
+    }
+    let mut connected_receivers = Vec::with_capacity(receivers.len());
+    for (k, task) in receivers {
+        connected_receivers.push((k, task.await));
+    }
+    (connected_senders, connected_receivers)
+}
+
 fn spawn_peer_tasks(
     ctx: &Rc<ShardCtx>,
-    senders: Senders<Envelope>,
-    mut receivers: Receivers<Envelope>,
+    senders: Vec<Option<ConnectedSender<Envelope>>>,
+    receivers: Vec<(usize, ConnectedReceiver<Envelope>)>,
 ) {
-    let senders = Rc::new(senders);
-    for k in 0..ctx.peer_out.len() {
-        if k == usize::from(ctx.id.0) {
-            continue;
-        }
+    for (k, sender) in senders.into_iter().enumerate() {
+        let Some(sender) = sender else {
+            continue; // this shard: self-addressed messages loop back
+        };
         let ctx = ctx.clone();
-        let senders = senders.clone();
         glommio::spawn_local(async move {
             loop {
                 let next = ctx.peer_out[k].borrow_mut().pop_front();
@@ -1015,7 +1096,7 @@ fn spawn_peer_tasks(
                     continue;
                 };
                 let env = Envelope { from: ctx.id, msg };
-                if senders.send_to(k, env).await.is_err() {
+                if sender.send(env).await.is_err() {
                     tracing::warn!(shard = ctx.id.0, peer = k, "peer channel closed");
                     return;
                 }
@@ -1024,7 +1105,7 @@ fn spawn_peer_tasks(
         })
         .detach();
     }
-    for (k, receiver) in receivers.streams() {
+    for (k, receiver) in receivers {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
             while let Some(env) = receiver.recv().await {

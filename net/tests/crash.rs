@@ -11,7 +11,10 @@
 //! missing.
 //!
 //! `COURIER_CRASH_CYCLES=N` (default 50) and `COURIER_CRASH_SEED=S` choose
-//! the run; the seed is printed, and a failure names seed and cycle. Long
+//! the run; the seed is printed, and a failure names seed and cycle. Every
+//! restart's start time (spawn to ready line) is recorded and the maximum
+//! and p99 are printed at the end; a start fails the test only past the
+//! test kit's ready timeout (which then reports every thread's stack). Long
 //! runs start a fresh set of users and conversations every 25 cycles and
 //! read the older sets every 10th cycle and at the end (reading every
 //! message after every restart would grow without bound).
@@ -63,6 +66,8 @@ fn kill_9_at_random_moments_under_load_loses_nothing_acknowledged() {
     // Unknown outcomes found stored / not stored, summed over the checks.
     let (mut unknown_stored, mut unknown_absent) = (0u64, 0u64);
     let mut last = None;
+    // Spawn-to-ready time of every restart.
+    let mut starts: Vec<Duration> = Vec::with_capacity(cycles as usize);
     for cycle in 0..cycles {
         if cycle > 0 && cycle % EPOCH_CYCLES == 0 {
             let name = format!("epoch{}", cycle / EPOCH_CYCLES);
@@ -93,6 +98,7 @@ fn kill_9_at_random_moments_under_load_loses_nothing_acknowledged() {
         // …while clients keep retrying against a dead port, then restart.
         std::thread::sleep(Duration::from_millis(rng.below(100)));
         server.restart();
+        starts.push(server.last_start());
         std::thread::sleep(Duration::from_millis(rng.below(200)));
         let (errors, stats) = load.stop(&rt);
         assert!(
@@ -118,6 +124,16 @@ fn kill_9_at_random_moments_under_load_loses_nothing_acknowledged() {
         last = Some(report);
     }
     let (acked, unknown, refused) = ledger.lock().unwrap().totals();
+    starts.sort();
+    let start_max = starts.last().copied().unwrap_or_default();
+    let start_p99 = percentile(&starts, 99);
+    eprintln!(
+        "crash test: {} restarts: start (spawn to ready line) max {:.3} s, p99 {:.3} s, median {:.3} s",
+        starts.len(),
+        start_max.as_secs_f64(),
+        start_p99.as_secs_f64(),
+        percentile(&starts, 50).as_secs_f64()
+    );
     eprintln!(
         "crash test: {cycles} cycles ({kills} kill -9, {stops} SIGTERM) in {:.1} s; seed {seed}; \
          {acked} messages acknowledged, {unknown} with unknown outcome, {refused} refused; \
@@ -133,6 +149,15 @@ fn kill_9_at_random_moments_under_load_loses_nothing_acknowledged() {
         cycles == 0 || acked > cycles,
         "the load hardly ran: {acked} acks"
     );
+}
+
+/// The `pct`-th percentile (nearest rank) of sorted durations; zero if empty.
+fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() * pct).div_ceil(100).max(1);
+    sorted[rank - 1]
 }
 
 #[cfg(feature = "failpoints")]

@@ -201,6 +201,59 @@ fn acknowledged_messages_survive_kill_9() {
     );
 }
 
+/// A restart names each start phase in the log, in order, per shard (so a
+/// slow start names the phase it is stuck in), and ends serving.
+#[test]
+fn a_restart_logs_every_start_phase_in_order() {
+    let mut server = Server::start(2);
+    server.kill9();
+    server.restart();
+    let log = server.log();
+    let last = log
+        .rfind("start: opening the data directory")
+        .expect("the restart's first start line");
+    let lines: Vec<&str> = log[last..].lines().collect();
+    let position = |what: &str, shard: Option<u16>| {
+        lines
+            .iter()
+            .position(|l| {
+                l.contains(what) && shard.is_none_or(|k| l.contains(&format!("shard={k}")))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {what:?} (shard {shard:?}) in the restart's log:\n{}",
+                    log[last..].to_owned()
+                )
+            })
+    };
+    let locked = position("start: data directory locked", None);
+    for k in 0..2 {
+        let phases = [
+            "start: connecting the channels to the other shards",
+            "start: channels connected; opening the write-ahead log",
+            "write-ahead log opened",
+            "recovered",
+            "start: core started",
+            "start: listening",
+            "start: shard serving",
+        ];
+        let mut previous = locked;
+        for phase in phases {
+            let at = position(phase, Some(k));
+            assert!(
+                at > previous,
+                "shard {k}: {phase:?} out of order:\n{}",
+                lines.join("\n")
+            );
+            previous = at;
+        }
+    }
+    let all = position("start: every shard serves", None);
+    assert!(all > position("start: shard serving", Some(0)));
+    assert!(all > position("start: shard serving", Some(1)));
+    assert!(position("serving addr=", None) > all);
+}
+
 #[test]
 fn hostile_frames_get_errors_or_closes_and_others_are_unaffected() {
     let server = Server::start(2);

@@ -1,7 +1,20 @@
 //! Test kit: real `courierd` processes for end-to-end tests of any crate
 //! (tools, perf, net): spawn on an ephemeral port with a data directory,
 //! wait for the ready line, `kill -9`, restart on the same port and data
-//! directory, read the admin token.
+//! directory, read the admin token. Every crate's daemon tests go through
+//! [`ServerProcess`] (courier-net's own integration tests wrap it in their
+//! `Server`), so what it learns about a daemon that misbehaves at start is
+//! learned once.
+//!
+//! # A daemon that never becomes ready
+//! A start is given [`READY_TIMEOUT`]. If the ready line has not come by
+//! then, the error ([`TestkitError::NotReady`]) carries every thread's
+//! stack of the stuck process ([`thread_dump`]: `gdb -batch -ex "thread
+//! apply all bt"` when gdb is installed, bounded to [`THREAD_DUMP_TIMEOUT`],
+//! and each thread's name, state and kernel wait channel from `/proc`)
+//! next to the end of its log, which names the start phase it reached.
+//! Each successful start's duration, spawn to ready line, is kept
+//! ([`ServerProcess::last_start`]).
 //!
 //! # Finding the daemon
 //! [`courierd_binary`] resolves, once per process:
@@ -40,6 +53,20 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a restart keeps retrying while the old port is not yet free.
 pub const REBIND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a SIGTERM'ed daemon may take to drain and exit before the test
+/// kit kills it and reports the failure.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bound on the `gdb` run of [`thread_dump`].
+pub const THREAD_DUMP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a daemon that closed its stdout before the ready line gets to
+/// exit, so that the error can say how it exited.
+const EXIT_AFTER_EOF_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The line `courierd` prints on stdout once every shard serves.
+pub const READY_PREFIX: &str = "courierd ready listen=";
+
 /// Why the test kit could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
@@ -53,6 +80,24 @@ pub enum TestkitError {
         what: String,
         /// The daemon's log file.
         log: PathBuf,
+    },
+    /// The daemon ran but printed no ready line within the timeout; it was
+    /// killed after its threads' stacks were taken.
+    #[error(
+        "courierd (pid {pid}) not ready within {after:?} (log: {log}); log ends with:\n{log_tail}\n\
+         threads:\n{threads}"
+    )]
+    NotReady {
+        /// The stuck process.
+        pid: u32,
+        /// How long the test kit waited.
+        after: Duration,
+        /// The daemon's log file.
+        log: PathBuf,
+        /// The last lines of that log (the start phase it reached).
+        log_tail: String,
+        /// Every thread's stack ([`thread_dump`]).
+        threads: String,
     },
     /// A file of the data directory could not be read or created.
     #[error("{path}: {reason}")]
@@ -193,16 +238,63 @@ pub fn test_dir() -> Result<tempfile::TempDir, TestkitError> {
         })
 }
 
+/// Everything about how a daemon is started; kept by [`ServerProcess`] and
+/// used again for every restart (change it between starts with
+/// [`ServerProcess::launch_mut`]).
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The daemon binary; `None` means [`courierd_binary`].
+    pub binary: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// Where the daemon's stderr (its log) is appended, across restarts.
+    pub log: PathBuf,
+    /// If set, every line the daemon prints on stdout is appended here.
+    pub stdout: Option<PathBuf>,
+    /// `--shards`.
+    pub shards: u16,
+    /// Extra arguments. `--pin false` and `--segment-mib 4` are added
+    /// unless these name the flag.
+    pub args: Vec<String>,
+    /// Extra environment. `COURIER_LOG` defaults to the test's own, else
+    /// `info`.
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// A launch of `shards` shards on `data_dir`, logging next to it
+    /// (`DATA_DIR.courierd.log`).
+    pub fn new(data_dir: &Path, shards: u16) -> Launch {
+        let name = data_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("data");
+        Launch {
+            binary: None,
+            data_dir: data_dir.to_owned(),
+            log: data_dir.with_file_name(format!("{name}.courierd.log")),
+            stdout: None,
+            shards,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    fn names_flag(&self, flag: &str) -> bool {
+        self.args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    }
+}
+
 /// A running (or killed, restartable) `courierd` process.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Option<Child>,
     binary: PathBuf,
-    data_dir: PathBuf,
-    log: PathBuf,
-    shards: u16,
-    extra: Vec<String>,
+    launch: Launch,
     addr: SocketAddr,
+    last_start: Option<Duration>,
     /// Keeps a temporary directory alive as long as the server.
     _temp: Option<tempfile::TempDir>,
 }
@@ -220,18 +312,24 @@ impl ServerProcess {
         shards: u16,
         extra: &[&str],
     ) -> Result<ServerProcess, TestkitError> {
-        let name = data_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("data");
+        let mut launch = Launch::new(data_dir, shards);
+        launch.args = extra.iter().map(|s| (*s).to_owned()).collect();
+        ServerProcess::launch(launch)
+    }
+
+    /// Starts a daemon as `launch` says, on an ephemeral port of 127.0.0.1,
+    /// and waits for its ready line.
+    pub fn launch(launch: Launch) -> Result<ServerProcess, TestkitError> {
+        let binary = match &launch.binary {
+            Some(b) => b.clone(),
+            None => courierd_binary()?,
+        };
         let mut server = ServerProcess {
             child: None,
-            binary: courierd_binary()?,
-            data_dir: data_dir.to_owned(),
-            log: data_dir.with_file_name(format!("{name}.courierd.log")),
-            shards,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            binary,
+            launch,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            last_start: None,
             _temp: None,
         };
         server.start(server.addr)?;
@@ -250,78 +348,132 @@ impl ServerProcess {
     fn process_error(&self, what: impl Into<String>) -> TestkitError {
         TestkitError::Process {
             what: what.into(),
-            log: self.log.clone(),
+            log: self.launch.log.clone(),
         }
     }
 
     /// The last lines of the daemon's log (a temporary directory may be gone
     /// by the time someone reads the error).
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = std::fs::read_to_string(&self.launch.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// How the daemon is (re)started; changes apply from the next start.
+    pub fn launch_mut(&mut self) -> &mut Launch {
+        &mut self.launch
+    }
+
+    /// Spawns the daemon on `listen` and waits for its ready line (see the
+    /// module docs for what a daemon that never becomes ready leaves).
     fn start(&mut self, listen: SocketAddr) -> Result<(), TestkitError> {
+        if self.child.is_some() {
+            return Err(self.process_error("start while still running"));
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)
+            .open(&self.launch.log)
             .map_err(|e| TestkitError::File {
-                path: self.log.clone(),
+                path: self.launch.log.clone(),
                 reason: e.to_string(),
             })?;
-        let mut child = Command::new(&self.binary)
+        let captured = match &self.launch.stdout {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| TestkitError::File {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
+        let mut command = Command::new(&self.binary);
+        command
             .arg("--data-dir")
-            .arg(&self.data_dir)
+            .arg(&self.launch.data_dir)
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--shards")
-            .arg(self.shards.to_string())
-            .args(["--pin", "false", "--segment-mib", "4"])
-            .args(&self.extra)
+            .arg(self.launch.shards.to_string());
+        for (flag, value) in [("--pin", "false"), ("--segment-mib", "4")] {
+            if !self.launch.names_flag(flag) {
+                command.args([flag, value]);
+            }
+        }
+        command
+            .args(&self.launch.args)
             .env(
                 "COURIER_LOG",
                 std::env::var("COURIER_LOG").unwrap_or("info".into()),
             )
+            .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log)
+            .stderr(log);
+        let spawned = std::time::Instant::now();
+        let mut child = command
             .spawn()
             .map_err(|e| self.process_error(format!("spawning {}: {e}", self.binary.display())))?;
         let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
             return Err(self.process_error("no stdout pipe"));
         };
         let (tx, rx) = mpsc::channel();
-        // Reads the ready line, then keeps draining stdout so the daemon
-        // never blocks on a full pipe.
+        // Reads the ready line, then keeps draining stdout (into the capture
+        // file, if any) so the daemon never blocks on a full pipe.
         std::thread::spawn(move || {
+            use std::io::Write;
+            let mut captured = captured;
+            let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                if let Some(addr) = line.strip_prefix("courierd ready listen=") {
-                    let _ = tx.send(addr.trim().to_owned());
+                if let Some(file) = captured.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
+                if let Some(addr) = line.strip_prefix(READY_PREFIX) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().to_owned());
+                    }
                 }
             }
         });
+        let pid = child.id();
         self.child = Some(child);
         match rx.recv_timeout(READY_TIMEOUT) {
             Ok(addr) => {
+                self.last_start = Some(spawned.elapsed());
                 self.addr = addr
                     .parse()
                     .map_err(|_| self.process_error(format!("bad ready line address {addr:?}")))?;
                 Ok(())
             }
-            Err(_) => {
-                let status = self
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten());
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Stdout closed without a ready line: it exited (or is
+                // about to).
+                let status = self.wait_exit(EXIT_AFTER_EOF_TIMEOUT)?;
                 self.kill9();
                 let what = match status {
                     Some(s) => format!("exited with {s} before it was ready"),
-                    None => format!("not ready within {READY_TIMEOUT:?}"),
+                    None => "closed its stdout before it was ready".to_owned(),
                 };
                 Err(self.process_error(format!("{what}; log ends with:\n{}", self.log_tail(20))))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let threads = thread_dump(pid);
+                self.kill9();
+                Err(TestkitError::NotReady {
+                    pid,
+                    after: READY_TIMEOUT,
+                    log: self.launch.log.clone(),
+                    log_tail: self.log_tail(40),
+                    threads,
+                })
             }
         }
     }
@@ -338,17 +490,22 @@ impl ServerProcess {
 
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
-        &self.data_dir
+        &self.launch.data_dir
     }
 
     /// The daemon's log file (its stderr, appended across restarts).
     pub fn log_path(&self) -> &Path {
-        &self.log
+        &self.launch.log
+    }
+
+    /// How long the last successful start took, from spawn to ready line.
+    pub fn last_start(&self) -> Option<Duration> {
+        self.last_start
     }
 
     /// The admin token's text (`DATA_DIR/admin.token`).
     pub fn admin_token(&self) -> Result<String, TestkitError> {
-        let path = self.data_dir.join("admin.token");
+        let path = self.launch.data_dir.join("admin.token");
         std::fs::read_to_string(&path)
             .map(|t| t.trim().to_owned())
             .map_err(|e| TestkitError::File {
@@ -362,7 +519,7 @@ impl ServerProcess {
         let text = self.admin_token()?;
         let credential: Credential =
             crate::token::parse(&text).map_err(|e| TestkitError::File {
-                path: self.data_dir.join("admin.token"),
+                path: self.launch.data_dir.join("admin.token"),
                 reason: e.to_string(),
             })?;
         Ok(ConnectOptions::new(self.url(), credential))
@@ -380,6 +537,33 @@ impl ServerProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; returns its
+    /// status (and forgets the process) if it did, `None` if it still runs
+    /// (or was not running).
+    pub fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<std::process::ExitStatus>, TestkitError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Ok(None);
+            };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Ok(Some(status));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.process_error(format!("waiting: {e}"))),
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// `kill -9` and reap. Nothing is flushed: what was acknowledged must
     /// survive, and that is what tests check.
     pub fn kill9(&mut self) {
@@ -389,30 +573,51 @@ impl ServerProcess {
         }
     }
 
-    /// SIGTERM and wait for a clean exit; returns its exit code.
+    /// SIGTERM and wait (at most [`STOP_TIMEOUT`]) for the daemon to drain
+    /// and exit; returns its exit code. One that does not exit in time is
+    /// killed and reported as an error.
     pub fn stop(&mut self) -> Result<Option<i32>, TestkitError> {
-        let Some(mut child) = self.child.take() else {
+        let Some(pid) = self.pid() else {
             return Ok(None);
         };
         // SAFETY: plain kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         if rc != 0 {
-            let _ = child.kill();
+            self.kill9();
+            return Err(self.process_error(format!(
+                "SIGTERM failed: {}",
+                std::io::Error::last_os_error()
+            )));
         }
-        child
-            .wait()
-            .map(|s| s.code())
-            .map_err(|e| self.process_error(format!("waiting: {e}")))
+        match self.wait_exit(STOP_TIMEOUT)? {
+            Some(status) => Ok(status.code()),
+            None => {
+                self.kill9();
+                Err(self.process_error(format!(
+                    "did not stop within {STOP_TIMEOUT:?} of SIGTERM; log ends with:\n{}",
+                    self.log_tail(20)
+                )))
+            }
+        }
+    }
+
+    /// Starts the stopped daemon again on the same data directory and port,
+    /// once (no retry: a start that fails is the test's business).
+    pub fn start_again(&mut self) -> Result<(), TestkitError> {
+        self.start(self.addr)
     }
 
     /// Kills the process (if running) and starts it again on the same data
-    /// directory and port, retrying while the port is still taken.
+    /// directory and port, retrying while it exits at start (the old port
+    /// may not be free yet) for up to [`REBIND_TIMEOUT`]. A daemon that runs
+    /// but never becomes ready is not retried.
     pub fn restart(&mut self) -> Result<(), TestkitError> {
         self.kill9();
         let deadline = std::time::Instant::now() + REBIND_TIMEOUT;
         loop {
             match self.start(self.addr) {
                 Ok(()) => return Ok(()),
+                Err(e @ TestkitError::NotReady { .. }) => return Err(e),
                 Err(e) if std::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -424,4 +629,48 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Every thread's stack of a (stuck) process, for a failure message: `gdb
+/// -batch -p PID -ex "thread apply all bt"` when gdb is installed (bounded
+/// to [`THREAD_DUMP_TIMEOUT`]), then each thread's name, state and kernel
+/// wait channel from `/proc` (enough to tell a futex wait from an io_uring
+/// wait or a busy loop even without gdb).
+pub fn thread_dump(pid: u32) -> String {
+    let mut dump = String::new();
+    let gdb = Command::new("timeout")
+        .arg(THREAD_DUMP_TIMEOUT.as_secs().to_string())
+        .args(["gdb", "-batch", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt"])
+        .stdin(Stdio::null())
+        .output();
+    match gdb {
+        Ok(out) if out.status.success() && !out.stdout.is_empty() => {
+            dump.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(out) => dump.push_str(&format!(
+            "(gdb gave no stacks: {}; {})\n",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => dump.push_str(&format!("(gdb not run: {e})\n")),
+    }
+    dump.push_str("threads (tid name state wchan):\n");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    for task in tasks.into_iter().flatten().flatten() {
+        let path = task.path();
+        let read = |f: &str| std::fs::read_to_string(path.join(f)).unwrap_or_default();
+        let state = read("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("State:").map(|s| s.trim().to_owned()))
+            .unwrap_or_default();
+        dump.push_str(&format!(
+            "{} {} {} wchan={}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            state,
+            read("wchan").trim()
+        ));
+    }
+    dump
 }

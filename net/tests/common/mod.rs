@@ -1,25 +1,30 @@
 //! Test kit for `courierd` integration tests: a real daemon process on an
 //! ephemeral port with a temporary data directory, and a small blocking
 //! WebSocket client that speaks the wire protocol frame by frame (so tests
-//! can also send things no well-behaved client would).
+//! can also send things no well-behaved client would). Spawning, the ready
+//! line, kill -9 and restarts go through `courier_tools::testkit`, the one
+//! daemon test harness of the workspace.
 #![allow(dead_code)]
 
 pub mod load;
 
 use courier_core::api::*;
 use courier_proto::{decode_server, ClientFrame, Encoder, ServerFrame};
+use courier_tools::testkit::{Launch, ServerProcess, TestkitError};
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message as WsMessage, WebSocket};
 
-/// A running `courierd`.
+/// A running `courierd`: a [`courier_tools::testkit::ServerProcess`] (the
+/// one daemon test harness: spawn, ready line, thread dump of a daemon that
+/// never becomes ready, kill -9, restart) with this crate's test-facing
+/// fields. `extra` and `env` are read again at every restart.
 pub struct Server {
-    pub child: Option<Child>,
+    process: ServerProcess,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub shards: u16,
@@ -54,31 +59,49 @@ impl Server {
         data: Option<PathBuf>,
     ) -> Server {
         let dir = tempfile::tempdir_in(test_root()).unwrap();
-        let mut server = Server {
-            child: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let launch = Launch {
+            binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_courierd"))),
+            data_dir: data.clone().unwrap_or_else(|| dir.path().join("data")),
+            log: dir.path().join("courierd.log"),
+            // Everything the daemon prints on stdout is kept next to its
+            // log (tests scan both).
+            stdout: Some(dir.path().join("courierd.stdout")),
+            shards,
+            args: extra.clone(),
+            env: env.clone(),
+        };
+        let log = launch.log.clone();
+        let process = ServerProcess::launch(launch).unwrap_or_else(|e| not_ready(&e, &log));
+        Server {
+            addr: process.addr(),
+            process,
             dir,
             shards,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra,
+            env,
             data,
-        };
-        server.spawn("127.0.0.1:0".parse().unwrap());
-        server
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.data
-            .clone()
-            .unwrap_or_else(|| self.dir.path().join("data"))
+        self.process.data_dir().to_owned()
     }
 
     /// The process id while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
+    }
+
+    /// How long the last start took, from spawn to the ready line.
+    pub fn last_start(&self) -> Duration {
+        self.process
+            .last_start()
+            .expect("a Server has started at least once")
     }
 
     /// Resident memory of the daemon in KiB (`VmRSS` of /proc/PID/status).
@@ -90,91 +113,7 @@ impl Server {
     /// Waits up to `timeout` for the process to exit on its own; returns
     /// its status (and forgets the child) if it did.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let child = self.child.as_mut()?;
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn spawn(&mut self, listen: SocketAddr) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("courierd.log"))
-            .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_courierd"))
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--shards")
-            .arg(self.shards.to_string())
-            .arg("--pin")
-            .arg("false")
-            .args(if self.extra.iter().any(|a| a == "--segment-mib") {
-                &[][..]
-            } else {
-                &["--segment-mib", "4"][..]
-            })
-            .args(&self.extra)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(
-                "COURIER_LOG",
-                self.env
-                    .iter()
-                    .find(|(k, _)| k == "COURIER_LOG")
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| std::env::var("COURIER_LOG").ok())
-                    .unwrap_or_else(|| "info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawning courierd");
-        let stdout = child.stdout.take().unwrap();
-        // Everything the daemon prints on stdout is kept next to its log
-        // (tests scan both), the first line is its ready line.
-        let mut captured = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.stdout_path())
-            .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = writeln!(captured, "{line}");
-                let _ = tx.send(line);
-            }
-            for line in lines.map_while(Result::ok) {
-                let _ = writeln!(captured, "{line}");
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(_) => {
-                let dump = thread_dump(child.id());
-                let _ = child.kill();
-                panic!(
-                    "courierd did not become ready; log:\n{}\nthreads:\n{dump}",
-                    self.log()
-                );
-            }
-        };
-        let addr = line
-            .strip_prefix("courierd ready listen=")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", self.log()));
-        self.addr = addr.parse().unwrap();
-        self.child = Some(child);
+        self.process.wait_exit(timeout).unwrap()
     }
 
     /// Where the daemon's stdout is captured (every start appends).
@@ -183,14 +122,11 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("courierd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
     }
 
     pub fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.data_dir().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        self.process.admin_token().unwrap()
     }
 
     pub fn admin_credential(&self) -> Credential {
@@ -199,36 +135,28 @@ impl Server {
 
     /// `kill -9`.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+        self.process.kill9();
     }
 
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                child.kill().unwrap();
-                panic!("courierd did not stop on SIGTERM; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.process.stop() {
+            Ok(code) => code,
+            Err(e) => panic!("{e}; log:\n{}", self.log()),
         }
     }
 
-    /// Starts again on the same data directory and port.
+    /// Starts again on the same data directory and port (with the current
+    /// `extra` and `env`).
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop it first");
-        let addr = self.addr;
-        self.spawn(addr);
+        assert!(self.process.pid().is_none(), "stop it first");
+        let launch = self.process.launch_mut();
+        launch.args = self.extra.clone();
+        launch.env = self.env.clone();
+        if let Err(e) = self.process.start_again() {
+            not_ready(&e, self.process.log_path());
+        }
+        self.addr = self.process.addr();
     }
 
     pub fn http_get(&self, path: &str) -> (u16, String) {
@@ -246,12 +174,18 @@ impl Server {
     }
 }
 
+/// Fails the test with the kit's error (which, for a daemon that never
+/// became ready, holds its threads' stacks) and the whole log.
+fn not_ready(e: &TestkitError, log: &Path) -> ! {
+    panic!(
+        "courierd did not become ready: {e}\nfull log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    )
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill9();
         if std::thread::panicking() {
             eprintln!("---- courierd log ----\n{}", self.log());
         }
@@ -557,33 +491,4 @@ pub fn conversation(reply: Reply) -> ConversationId {
 
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
-}
-
-/// Every thread's stack of a stuck daemon, for the failure message: `gdb`
-/// when installed (bounded to 30 s), else each thread's name and kernel
-/// wait channel from `/proc` (enough to tell a futex wait from an io_uring
-/// wait).
-pub fn thread_dump(pid: u32) -> String {
-    let gdb = std::process::Command::new("timeout")
-        .args(["30", "gdb", "-batch", "-p", &pid.to_string()])
-        .args(["-ex", "thread apply all bt"])
-        .output();
-    if let Ok(out) = gdb {
-        if out.status.success() && !out.stdout.is_empty() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-    }
-    let mut dump = String::new();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
-    for task in tasks.into_iter().flatten().flatten() {
-        let path = task.path();
-        let read = |f: &str| std::fs::read_to_string(path.join(f)).unwrap_or_default();
-        dump.push_str(&format!(
-            "{} {} wchan={}\n",
-            task.file_name().to_string_lossy(),
-            read("comm").trim(),
-            read("wchan").trim()
-        ));
-    }
-    dump
 }
