@@ -26,6 +26,7 @@ mod common;
 
 use common::*;
 use courier_core::api::*;
+use courier_proto::close;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -641,7 +642,7 @@ fn removal_and_revocation_cut_live_delivery_at_once() {
     );
     let after = owner.send(private, "after revocation");
     let (events, closed) = revoked.drain_events(Duration::from_secs(5));
-    assert_eq!(closed, Some(Some(4003)), "{events:?}");
+    assert_eq!(closed, Some(Some(close::REVOKED)), "{events:?}");
     assert!(
         !events
             .iter()
@@ -653,5 +654,5 @@ fn removal_and_revocation_cut_live_delivery_at_once() {
         again.hello(w.users[2].1.clone()),
         Err(Reject::Unauthenticated)
     );
-    assert_eq!(again.expect_close(), Some(4001));
+    assert_eq!(again.expect_close(), Some(close::UNAUTHENTICATED));
 }

@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use courier_core::api::*;
+use courier_proto::close;
 use std::time::Duration;
 
 #[test]
@@ -296,19 +297,19 @@ fn hostile_frames_get_errors_or_closes_and_others_are_unaffected() {
         secret: [0; 32],
     };
     assert_eq!(bad.hello(fake), Err(Reject::Unauthenticated));
-    assert_eq!(bad.expect_close(), Some(4001));
+    assert_eq!(bad.expect_close(), Some(close::UNAUTHENTICATED));
 
     // An oversize message: close 1009.
     let mut big = Client::login(server.addr, &w.users[1].1);
     big.send_raw(vec![0u8; 300 * 1024]);
-    assert_eq!(big.expect_close(), Some(1009));
+    assert_eq!(big.expect_close(), Some(close::MESSAGE_TOO_BIG));
 
     // A text message: close 1003.
     let mut text = Client::login(server.addr, &w.users[1].1);
     text.ws
         .send(tungstenite::Message::Text("hello".into()))
         .unwrap();
-    assert_eq!(text.expect_close(), Some(1003));
+    assert_eq!(text.expect_close(), Some(close::UNSUPPORTED_DATA));
 
     // Many malformed frames: close 1008 at the 16th. (Not more than 16: a
     // write after the server closed fails with a broken pipe, which made
@@ -317,7 +318,7 @@ fn hostile_frames_get_errors_or_closes_and_others_are_unaffected() {
     for _ in 0..16 {
         spam.send_raw(vec![1, 2, 3]);
     }
-    assert_eq!(spam.expect_close(), Some(1008));
+    assert_eq!(spam.expect_close(), Some(close::POLICY_VIOLATION));
 
     // Plain HTTP on the port.
     assert_eq!(server.http_get("/healthz"), (200, "ok\n".into()));
@@ -339,7 +340,7 @@ fn no_hello_in_time_is_closed() {
     let server = Server::start_with(1, &["--preauth-timeout-secs", "1"]);
     let mut c = server.connect();
     let started = std::time::Instant::now();
-    assert_eq!(c.expect_close(), Some(4009));
+    assert_eq!(c.expect_close(), Some(close::AUTH_TIMEOUT));
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
@@ -354,7 +355,7 @@ fn sigterm_drains_and_exits_zero() {
     }));
     ann.send(general, "one");
     assert_eq!(server.terminate(), Some(0));
-    assert_eq!(ann.expect_close(), Some(1001));
+    assert_eq!(ann.expect_close(), Some(close::GOING_AWAY));
     server.restart();
     let mut ann = Client::login(server.addr, &w.users[0].1);
     let page = ann

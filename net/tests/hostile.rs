@@ -33,6 +33,7 @@ mod common;
 
 use common::*;
 use courier_core::api::*;
+use courier_proto::close;
 use courier_proto::{ClientFrame, Encoder};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -442,7 +443,7 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         codes.push((
             "length header 2^62",
             c.close_code(Duration::from_secs(10)),
-            Some(1009),
+            Some(close::MESSAGE_TOO_BIG),
         ));
         // Just over the 256 KiB message limit in one frame header.
         let mut c = Raw::user(addr, &mallory);
@@ -453,7 +454,7 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         codes.push((
             "length header 256 KiB + 1",
             c.close_code(Duration::from_secs(10)),
-            Some(1009),
+            Some(close::MESSAGE_TOO_BIG),
         ));
         // A flood of one-byte fragments adding up to more than 256 KiB.
         let mut c = Raw::user(addr, &mallory);
@@ -474,7 +475,7 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         codes.push((
             "one-byte fragment flood",
             c.close_code(Duration::from_secs(20)),
-            Some(1009),
+            Some(close::MESSAGE_TOO_BIG),
         ));
         eprintln!(
             "hostile: {sent} one-byte fragments sent in {:.0} ms before the close",
@@ -512,7 +513,7 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         codes.push((
             "ping of 126 bytes",
             c.close_code(Duration::from_secs(10)),
-            Some(1002),
+            Some(close::PROTOCOL_ERROR),
         ));
         // A fragmented control frame.
         let mut c = Raw::user(addr, &mallory);
@@ -520,7 +521,7 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         codes.push((
             "fragmented ping",
             c.close_code(Duration::from_secs(10)),
-            Some(1002),
+            Some(close::PROTOCOL_ERROR),
         ));
         // An unmasked client frame.
         let mut c = Raw::user(addr, &mallory);
@@ -528,7 +529,7 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         codes.push((
             "unmasked frame",
             c.close_code(Duration::from_secs(10)),
-            Some(1002),
+            Some(close::PROTOCOL_ERROR),
         ));
         // Reserved bits and opcodes.
         let mut c = Raw::user(addr, &mallory);
@@ -538,14 +539,14 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         codes.push((
             "RSV1 without an extension",
             c.close_code(Duration::from_secs(10)),
-            Some(1002),
+            Some(close::PROTOCOL_ERROR),
         ));
         let mut c = Raw::user(addr, &mallory);
         c.send(&frame(3, true, b"?", Some([1, 1, 1, 1])));
         codes.push((
             "reserved opcode 3",
             c.close_code(Duration::from_secs(10)),
-            Some(1002),
+            Some(close::PROTOCOL_ERROR),
         ));
         // A text frame.
         let mut c = Raw::user(addr, &mallory);
@@ -553,7 +554,7 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         codes.push((
             "text frame",
             c.close_code(Duration::from_secs(10)),
-            Some(1003),
+            Some(close::UNSUPPORTED_DATA),
         ));
         // Random bytes as flatbuffers: an error each, then 1008 at 16.
         let mut c = Raw::user(addr, &mallory);
@@ -570,7 +571,7 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         codes.push((
             "16 random frames",
             c.close_code(Duration::from_secs(10)),
-            Some(1008),
+            Some(close::POLICY_VIOLATION),
         ));
         codes
     });
@@ -730,7 +731,10 @@ fn slow_handshakes_and_silent_connections_are_cut_off_at_their_deadlines() {
         (codes, started.elapsed())
     });
     let (codes, took) = codes;
-    assert!(codes.iter().all(|c| *c == Some(4009)), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == Some(close::AUTH_TIMEOUT)),
+        "{codes:?}"
+    );
     assert!(
         took < Duration::from_secs(6),
         "pre-auth deadline took {took:?}"
@@ -756,7 +760,7 @@ fn slow_handshakes_and_silent_connections_are_cut_off_at_their_deadlines() {
         (rss, codes)
     });
     let (rss_stalled, codes) = result;
-    assert!(codes.iter().all(|c| *c == Some(4010)), "{codes:?}");
+    assert!(codes.iter().all(|c| *c == Some(close::IDLE)), "{codes:?}");
     report("100 half-sent 200 KiB messages", &base, &under);
     eprintln!(
         "hostile: 100 stalled half messages (100 KiB each sent): RSS {rss_before} → {rss_stalled} KiB"
@@ -803,7 +807,7 @@ fn silent_members_are_closed_at_the_idle_timeout_even_below_the_preauth_deadline
         members.into_iter().map(|m| m.join().unwrap()).collect();
     eprintln!("hostile: silent members (idle 3 s, pre-auth 10 s) closed after {closes:?}");
     for (code, took) in &closes {
-        assert_eq!(*code, Some(4010), "{closes:?}");
+        assert_eq!(*code, Some(close::IDLE), "{closes:?}");
         assert!(*took >= IDLE, "closed before the idle timeout: {closes:?}");
         assert!(*took < IDLE + SLACK, "closed late: {closes:?}");
     }
@@ -878,7 +882,7 @@ fn refused_hellos_request_id_zero_and_foreign_buffers_get_documented_answers() {
         Ok((7, Err(Reject::Invalid(m)))) => assert!(m.starts_with("protocol_version"), "{m}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(next_reply(&mut c), Err(Some(4002)));
+    assert_eq!(next_reply(&mut c), Err(Some(close::BAD_HELLO)));
 
     // A device name over the core's NAME_BYTES_MAX: `TooLarge`, then 4002.
     let max = courier_core::constants::NAME_BYTES_MAX;
@@ -898,7 +902,7 @@ fn refused_hellos_request_id_zero_and_foreign_buffers_get_documented_answers() {
         Ok((3, Err(Reject::TooLarge(m)))) => assert!(m.starts_with("device_name"), "{m}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(next_reply(&mut c), Err(Some(4002)));
+    assert_eq!(next_reply(&mut c), Err(Some(close::BAD_HELLO)));
     // Exactly NAME_BYTES_MAX is welcome: codec and core agree.
     let mut c = Raw::ws(server.addr);
     c.send(&binary(&hello("d".repeat(max))));
@@ -1168,7 +1172,7 @@ fn consumers_that_never_read_are_cut_off_and_memory_stays_bounded() {
     // Slow readers get 4008 after what was already on its way.
     let codes: Vec<Option<u16>> = readers.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(
-        codes.iter().all(|c| *c == Some(4008)),
+        codes.iter().all(|c| *c == Some(close::SLOW_CONSUMER)),
         "slow readers: {codes:?}"
     );
     // Consumers that never read cannot receive a close frame through their
@@ -1178,14 +1182,16 @@ fn consumers_that_never_read_are_cut_off_and_memory_stays_bounded() {
     let mut with_code = 0;
     for r in sleepers.iter_mut() {
         match r.close_code(Duration::from_secs(30)) {
-            Some(4008) => with_code += 1,
+            Some(close::SLOW_CONSUMER) => with_code += 1,
             None => {}
             other => panic!("a cut-off consumer got {other:?}"),
         }
     }
     eprintln!(
-        "hostile: slow readers: {SLOW_READERS} of {SLOW_READERS} got 4008; consumers that never read: {with_code} of {} got 4008 when they finally read, the rest a plain TCP close",
-        CONSUMERS - SLOW_READERS
+        "hostile: slow readers: {SLOW_READERS} of {SLOW_READERS} got {}; consumers that never read: {with_code} of {} got {} when they finally read, the rest a plain TCP close",
+        close::SLOW_CONSUMER,
+        CONSUMERS - SLOW_READERS,
+        close::SLOW_CONSUMER
     );
     healthy(&server);
 }

@@ -14,6 +14,7 @@ mod common;
 
 use common::*;
 use courier_core::api::*;
+use courier_proto::close;
 use std::path::PathBuf;
 
 /// Standard or URL-safe base64 without padding (enough to search for).
@@ -142,7 +143,7 @@ fn tokens_are_never_stored_or_logged_raw() {
         }),
         Ok(Response::Done)
     );
-    assert_eq!(ann2.expect_close(), Some(4003));
+    assert_eq!(ann2.expect_close(), Some(close::REVOKED));
     // Failed logins: the revoked token, and a wrong secret for a real
     // token id (the server must not log what it was offered).
     let mut wrong = [0x5a; 32];

@@ -8,6 +8,7 @@
 mod support;
 
 use courier_core::api::*;
+use courier_proto::close;
 use courier_tools::{
     Client, ClientError, Connection, Incoming, Outgoing, Requester, Session, SessionEvent,
     SessionOptions,
@@ -144,7 +145,7 @@ async fn a_truncated_sync_is_completed_with_short_history_pages() {
     });
     let mut s = open(&fake).await;
     caught_up(&mut s, 1).await;
-    fake.close_all(1001);
+    fake.close_all(close::GOING_AWAY);
     for i in 0..250 {
         fake.post(10, &format!("m{i}"));
     }
@@ -323,7 +324,7 @@ async fn events_stream_reports_lag_and_close() {
         .await
         .unwrap();
     assert!(matches!(next, Some(Incoming::Event(Event::Message(_)))));
-    fake.close_all(4008);
+    fake.close_all(close::SLOW_CONSUMER);
     while tokio::time::timeout(Duration::from_secs(5), events.next())
         .await
         .unwrap()
@@ -334,7 +335,7 @@ async fn events_stream_reports_lag_and_close() {
         matches!(
             reason,
             ClientError::Closed {
-                code: Some(4008),
+                code: Some(close::SLOW_CONSUMER),
                 ..
             }
         ),
@@ -346,7 +347,7 @@ async fn events_stream_reports_lag_and_close() {
         matches!(
             err,
             ClientError::Closed {
-                code: Some(4008),
+                code: Some(close::SLOW_CONSUMER),
                 ..
             }
         ),

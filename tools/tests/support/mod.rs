@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use courier_core::api::*;
+use courier_proto::close;
 use courier_proto::{decode_client, ClientFrame, Encoder};
 use courier_tools::{ClientOptions, ConnectOptions};
 use futures::{SinkExt, StreamExt};
@@ -207,7 +208,7 @@ impl FakeServer {
                     if credential != self::credential() {
                         let _ =
                             out_tx.send(Out::Frame(enc.reply(req, &Err(Reject::Unauthenticated))));
-                        let _ = out_tx.send(Out::Close(4001));
+                        let _ = out_tx.send(Out::Close(close::UNAUTHENTICATED));
                         return;
                     }
                     authed = true;
