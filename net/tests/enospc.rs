@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 /// Free bytes on the file system holding `path`.
 fn free_bytes(path: &Path) -> u64 {
     let c = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: statvfs fills the struct we pass for a valid C string.
     assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);

@@ -980,6 +980,8 @@ fn ten_thousand_idle_connections_cost_little_and_slow_nobody() {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // SAFETY: getrlimit/setrlimit read and write the rlimit we own; no
+    // other preconditions.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
         lim.rlim_cur = lim.rlim_max;
