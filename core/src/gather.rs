@@ -53,6 +53,12 @@ pub(crate) struct Gather {
     outstanding: u32,
     summaries: Vec<Summary>,
     phase: Phase,
+    /// The items of the current phase as sent to the owners (for a re-ask
+    /// after a storage failure, see `advance_gather`).
+    items: Vec<SummaryItem>,
+    /// The items' read cursors were chosen after a storage failure
+    /// (durable ones only).
+    durable_reads: bool,
 }
 
 #[derive(Debug)]
@@ -141,7 +147,7 @@ impl Shard {
                     .into_iter()
                     .map(|c| SummaryItem {
                         conversation: c,
-                        read: user.cursor(c),
+                        read: self.shown_cursor(user, c),
                         mode: SummaryMode::Sync {
                             after: named.get(&c).copied().unwrap_or(Seq(0)),
                         },
@@ -156,7 +162,7 @@ impl Shard {
                     .enumerate()
                     .map(|(i, &c)| SummaryItem {
                         conversation: c,
-                        read: user.cursor(c),
+                        read: self.shown_cursor(user, c),
                         mode: if i < BOOT_PAGES_MAX {
                             SummaryMode::Page {
                                 count: BOOT_PAGE_MESSAGES,
@@ -180,6 +186,8 @@ impl Shard {
                 outstanding: 0,
                 summaries: Vec::new(),
                 phase,
+                items: Vec::new(),
+                durable_reads: false,
             },
         );
         match items {
@@ -246,8 +254,14 @@ impl Shard {
                 batches.push((owner, chunk.to_vec()));
             }
         }
+        let durable_reads = self.storage_failed.is_some();
         if let Some(g) = self.gathers.get_mut(&id) {
             g.outstanding = batches.len() as u32;
+            g.durable_reads = durable_reads;
+            g.items = batches
+                .iter()
+                .flat_map(|(_, b)| b.iter().copied())
+                .collect();
         }
         if batches.is_empty() {
             return self.advance_gather(id, out);
@@ -337,7 +351,7 @@ impl Shard {
             .into_iter()
             .map(|c| SummaryItem {
                 conversation: c,
-                read: user.cursor(c),
+                read: self.shown_cursor(user, c),
                 mode: SummaryMode::Preview,
             })
             .collect();
@@ -370,10 +384,14 @@ impl Shard {
     /// leave every read of the shard's users unanswered until a restart
     /// (`after_durable` drops the action). The reply goes out at once
     /// instead: reads keep working on a full disk. Its messages and heads
-    /// are durable (owners show only durable seqs); a read cursor or
-    /// membership whose record was in the failed batch may show, and a
-    /// restart undoes it — its own request was never answered, so its
-    /// client holds it as unknown (docs/RELIABILITY.md).
+    /// are durable (owners show only durable seqs, and membership as far as
+    /// durable), and so are its read cursors: after the failure the owners
+    /// are asked with durable cursors only (`Shard::shown_cursor`, asked
+    /// again if the failure came while they counted). A cursor move whose
+    /// record was in the failed batch does not show, so no restart can
+    /// move a device's cursor back and the reply never overtakes the
+    /// `ReadCursor` event of an earlier move still waiting for its batch
+    /// (regression: seed 4820).
     fn gather_reply(
         &mut self,
         origin: Origin,
@@ -386,8 +404,44 @@ impl Shard {
         self.after_durable(Action::Reply { origin, result }, out);
     }
 
+    /// After a storage failure that came while the owners were asked,
+    /// the read cursors they counted unread and mentions from may include
+    /// moves a restart undoes (the reply no longer waits for durability):
+    /// asks again with the durable cursors. At most once per phase (the
+    /// failure is sticky). Returns whether it asked again.
+    fn reask_with_durable_reads(&mut self, id: u64, out: &mut Vec<Effect>) -> bool {
+        let Some(g) = self.gathers.get(&id) else {
+            return false;
+        };
+        if g.durable_reads || self.storage_failed.is_none() {
+            return false;
+        }
+        let Some(user) = self.state.users.get(&g.who.user) else {
+            return false;
+        };
+        let items: Vec<SummaryItem> = g
+            .items
+            .iter()
+            .map(|item| SummaryItem {
+                read: self.shown_cursor(user, item.conversation),
+                ..*item
+            })
+            .collect();
+        if items.iter().zip(&g.items).all(|(a, b)| a.read == b.read) {
+            return false;
+        }
+        if let Some(g) = self.gathers.get_mut(&id) {
+            g.summaries.clear();
+        }
+        self.scatter(id, items, out);
+        true
+    }
+
     /// All answers of the current phase are in.
     fn advance_gather(&mut self, id: u64, out: &mut Vec<Effect>) {
+        if self.reask_with_durable_reads(id, out) {
+            return;
+        }
         let Some(mut g) = self.gathers.remove(&id) else {
             return;
         };

@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use courier_core::api::{
-    Broadcast, CloseReason, ConnId, ConversationId, ConversationKind, Credential, DeviceInfo,
-    DeviceKind, Effect, Event, HistoryAnchor, Input, Lsn, Message, Millis, PeerMsg, Push,
-    PushAction, PushId, PushOutcome, ReadToken, Reject, ReqId, Request, Response, Seq, ShardId,
-    UserId, WorkspaceId,
+    Broadcast, CloseReason, ConnId, ConversationId, ConversationInfo, ConversationKind, Credential,
+    DeviceInfo, DeviceKind, Effect, Event, HistoryAnchor, Input, Lsn, Message, Millis, PeerMsg,
+    Push, PushAction, PushId, PushOutcome, ReadToken, Reject, ReqId, Request, Response, Seq,
+    ShardId, UserId, WorkspaceId,
 };
 use courier_core::auth::hash_secret;
 use courier_core::constants::TICK_MS;
@@ -255,6 +255,8 @@ pub struct Model {
     pub acked: BTreeMap<(u64, u64), (u64, u128)>,
     /// Messages delivered live: (conversation, seq) → (sender, key, ts).
     pub delivered: BTreeMap<(u64, u64), (u64, u128, u64)>,
+    /// Durable read cursors: (user, conversation) → seq.
+    pub cursors: BTreeMap<(u64, u64), u64>,
     /// Statistics.
     pub acks: u64,
     pub live_events: u64,
@@ -360,6 +362,18 @@ impl Model {
                 } => {
                     self.users.insert(user, WorkspaceId(workspace));
                 }
+                Record::CursorSet {
+                    user,
+                    conversation,
+                    seq,
+                } => {
+                    let c = self.cursors.entry((user, conversation)).or_insert(0);
+                    assert!(
+                        seq > *c,
+                        "durable cursor of {user} in {conversation} moved back"
+                    );
+                    *c = seq;
+                }
                 _ => {}
             }
         }
@@ -389,6 +403,22 @@ impl Model {
             .find(|(t, _)| *t <= t0)
             .is_some_and(|(_, m)| *m);
         at_t0 || events.iter().any(|(t, m)| *m && *t > t0 && *t <= t1)
+    }
+
+    /// The durable read cursor of `user` in `conv` (0 if none).
+    pub fn cursor(&self, user: UserId, conv: ConversationId) -> u64 {
+        self.cursors.get(&(user.0, conv.0)).copied().unwrap_or(0)
+    }
+
+    /// A read cursor shown to a device is durable: no restart undoes it.
+    pub fn check_cursor_shown(&self, user: UserId, info: &ConversationInfo, what: &str) {
+        let durable = self.cursor(user, info.id);
+        assert!(
+            !info.member || info.read.0 <= durable,
+            "{what}: read cursor {} of {:?} shown to {user:?} is not durable (durable: {durable})",
+            info.read.0,
+            info.id
+        );
     }
 
     /// Whether `user` is a member now.
@@ -1725,6 +1755,9 @@ impl World {
         let now = self.step;
         match down {
             Down::Event(event) => {
+                if let Event::Joined(info) = event.as_ref() {
+                    self.model.check_cursor_shown(user, info, "joined");
+                }
                 if let Event::Message(m) = event.as_ref() {
                     let durable_at = self.model.check_message(m, "live event");
                     self.model.live_events += 1;
@@ -1787,6 +1820,7 @@ impl World {
             Response::Sync { changed, .. } => {
                 for sc in changed {
                     assert!(sc.info.member);
+                    self.model.check_cursor_shown(user, &sc.info, "sync");
                     assert_eq!(sc.info.unread, sc.info.head.0 - sc.info.read.0);
                     for w in sc.messages.windows(2) {
                         assert_eq!(w[0].seq.0 + 1, w[1].seq.0, "sync messages have a gap");
@@ -1800,6 +1834,9 @@ impl World {
                 }
             }
             Response::Boot(page) => {
+                for info in &page.conversations {
+                    self.model.check_cursor_shown(user, info, "boot");
+                }
                 for (_, messages) in &page.pages {
                     for m in messages {
                         check(&mut self.model, m, false, "boot");
@@ -1812,6 +1849,12 @@ impl World {
                     );
                 }
             }
+            Response::Conversations(infos) => {
+                for info in infos {
+                    self.model.check_cursor_shown(user, info, "list");
+                }
+            }
+            Response::Conversation(info) => self.model.check_cursor_shown(user, info, "join"),
             _ => {}
         }
     }
