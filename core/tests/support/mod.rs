@@ -635,6 +635,50 @@ pub struct Stats {
     pub truncated_syncs: u64,
 }
 
+impl Stats {
+    /// Adds another run's counters (totals over seeds).
+    pub fn add(&mut self, o: &Stats) {
+        let Stats {
+            crashes,
+            unsynced_records_kept,
+            unsynced_records_lost,
+            reordered,
+            torn_sectors,
+            damaged_tails,
+            eio,
+            enospc,
+            storage_refusals,
+            recovery_checks,
+            snapshots,
+            restore_checks,
+            peer_messages,
+            sends,
+            retries,
+            requests,
+            wal_reads,
+            truncated_syncs,
+        } = *o;
+        self.crashes += crashes;
+        self.unsynced_records_kept += unsynced_records_kept;
+        self.unsynced_records_lost += unsynced_records_lost;
+        self.reordered += reordered;
+        self.torn_sectors += torn_sectors;
+        self.damaged_tails += damaged_tails;
+        self.eio += eio;
+        self.enospc += enospc;
+        self.storage_refusals += storage_refusals;
+        self.recovery_checks += recovery_checks;
+        self.snapshots += snapshots;
+        self.restore_checks += restore_checks;
+        self.peer_messages += peer_messages;
+        self.sends += sends;
+        self.retries += retries;
+        self.requests += requests;
+        self.wal_reads += wal_reads;
+        self.truncated_syncs += truncated_syncs;
+    }
+}
+
 fn config(shard: u16, shard_count: u16, entropy: [u8; 32]) -> ShardConfig {
     ShardConfig {
         shard: ShardId(shard),
