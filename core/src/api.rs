@@ -217,11 +217,19 @@ pub enum Request {
         /// `@channel` / `@here`.
         broadcast: Broadcast,
     },
-    /// Catch up: the client's last contiguous seq per conversation it knows.
+    /// Catch up: the client's last contiguous seq per conversation it knows,
+    /// and the read cursors it knows.
     Sync {
         /// `(conversation, last seq held)` pairs; conversations missing here
         /// count as known up to `Seq(0)`.
         cursors: Vec<(ConversationId, Seq)>,
+        /// `(conversation, read cursor known)` pairs: a conversation named
+        /// in `cursors` whose read cursor is not the one named here is in
+        /// the reply even if its head did not move (with no messages).
+        /// Conversations missing here (every one, for a client that does
+        /// not track read state) are in the reply only when their head
+        /// moved.
+        reads: Vec<(ConversationId, Seq)>,
     },
     /// A page of one conversation's history.
     History {

@@ -65,6 +65,8 @@ pub(crate) struct Gather {
 enum Phase {
     Sync {
         named: BTreeMap<ConversationId, Seq>,
+        /// The read cursors the client knows.
+        reads: BTreeMap<ConversationId, Seq>,
     },
     Boot {
         /// The page's conversations, most recently active first as this
@@ -133,10 +135,15 @@ impl Shard {
         self.next_gather += 1;
         let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
         let (phase, items) = match request {
-            GatherRequest::Sync { cursors } => {
+            GatherRequest::Sync { cursors, reads } => {
                 let mut named: BTreeMap<ConversationId, Seq> = BTreeMap::new();
                 for (conv, seq) in cursors {
                     let e = named.entry(conv).or_insert(seq);
+                    *e = (*e).max(seq);
+                }
+                let mut known_reads: BTreeMap<ConversationId, Seq> = BTreeMap::new();
+                for (conv, seq) in reads {
+                    let e = known_reads.entry(conv).or_insert(seq);
                     *e = (*e).max(seq);
                 }
                 let mut convs: Vec<ConversationId> = user.conversations.iter().copied().collect();
@@ -153,7 +160,13 @@ impl Shard {
                         },
                     })
                     .collect();
-                (Phase::Sync { named }, Some(items))
+                (
+                    Phase::Sync {
+                        named,
+                        reads: known_reads,
+                    },
+                    Some(items),
+                )
             }
             GatherRequest::Boot { limit, offset } => {
                 let page = self.boot_page(&user.conversations, limit, offset);
@@ -447,7 +460,7 @@ impl Shard {
         };
         let summaries = std::mem::take(&mut g.summaries);
         match std::mem::replace(&mut g.phase, Phase::List) {
-            Phase::Sync { named } => {
+            Phase::Sync { named, reads } => {
                 let mut changed = Vec::new();
                 let mut gone = Vec::new();
                 for s in summaries {
@@ -459,7 +472,14 @@ impl Shard {
                             }
                         }
                         Some(info) => {
-                            if known.is_none_or(|k| info.head > k) {
+                            // New to the client, its head moved, or its
+                            // read state did (another device marked it
+                            // read; then with no messages). Unread and
+                            // mentions move only with the head or the
+                            // read cursor.
+                            let read_moved =
+                                reads.get(&s.conversation).is_some_and(|&r| r != info.read);
+                            if known.is_none_or(|k| info.head > k) || read_moved {
                                 changed.push(SyncConversation {
                                     info,
                                     messages: s.messages,

@@ -141,6 +141,8 @@ pub enum GatherRequest {
     Sync {
         /// The client's cursors.
         cursors: Vec<(ConversationId, Seq)>,
+        /// The read cursors the client knows.
+        reads: Vec<(ConversationId, Seq)>,
     },
     /// `Request::Boot`.
     Boot {

@@ -286,7 +286,13 @@ fn storage_failure_refuses_writes_and_never_acks() {
     ));
     // Sync and Boot wait for earlier records to be durable; the failed
     // batch never will be, yet they answer (regression: they never did).
-    match w.call(a, Request::Sync { cursors: vec![] }) {
+    match w.call(
+        a,
+        Request::Sync {
+            cursors: vec![],
+            reads: vec![],
+        },
+    ) {
         Ok(Response::Sync { changed, .. }) => {
             let general = changed.iter().find(|c| c.info.id == ch).expect("synced");
             assert_eq!(general.info.head, Seq(0), "a message not durable shows");
@@ -357,7 +363,13 @@ fn a_full_disk_refuses_sends_naming_it_keeps_reads_and_restarts_whole() {
         history(w, a, ch, HistoryAnchor::Latest, 10),
         (vec![1], Seq(1))
     );
-    match w.call(a, Request::Sync { cursors: vec![] }) {
+    match w.call(
+        a,
+        Request::Sync {
+            cursors: vec![],
+            reads: vec![],
+        },
+    ) {
         Ok(Response::Sync { changed, .. }) => {
             let general = changed.iter().find(|c| c.info.id == ch).expect("synced");
             assert_eq!(general.info.head, Seq(1), "only the durable message");
@@ -551,6 +563,7 @@ fn a_non_member_cannot_tell_a_hidden_conversation_from_nothing() {
         b,
         Request::Sync {
             cursors: vec![(secret, Seq(0)), (nowhere, Seq(0))],
+            reads: vec![],
         },
     ) {
         Ok(Response::Sync { changed, gone }) => {
@@ -811,6 +824,7 @@ fn sync_one(w: &mut World, c: usize, conv: ConversationId, after: u64) -> Option
         c,
         Request::Sync {
             cursors: vec![(conv, Seq(after))],
+            reads: vec![],
         },
     ) {
         Ok(Response::Sync { changed, .. }) => changed
@@ -1051,7 +1065,13 @@ fn cursors_are_monotonic_synced_to_devices_and_reset_mentions() {
     post(w, 2, vec![], Broadcast::None).expect("sent");
     post(w, 3, vec![bob, ann], Broadcast::Here).expect("sent");
     post(w, 4, vec![bob], Broadcast::Channel).expect("sent");
-    let info = |w: &mut World, c| match w.call(c, Request::Sync { cursors: vec![] }) {
+    let info = |w: &mut World, c| match w.call(
+        c,
+        Request::Sync {
+            cursors: vec![],
+            reads: vec![],
+        },
+    ) {
         Ok(Response::Sync { changed, .. }) => {
             changed
                 .into_iter()
@@ -1148,6 +1168,89 @@ fn cursors_are_monotonic_synced_to_devices_and_reset_mentions() {
         ),
         Ok(Response::Done)
     );
+}
+
+/// A device that was away while another device of the same user marked a
+/// conversation read learns it from `Sync`, although the head did not move:
+/// the entry comes with the new cursor, unread 0 and no messages. A client
+/// that names no read cursors (older clients) gets heads only, as before.
+#[test]
+fn sync_reports_read_cursors_that_moved_while_a_device_was_away() {
+    let mut n = node(19, 2);
+    let (ann, cred, a) = n.user("ann", 0);
+    let (_, _, b) = n.user("bob", 1);
+    let w = &mut n.w;
+    let a2 = w.user_client(ann, n.ws, cred, 1, false);
+    let ch = w.create_channel(b, "general", false);
+    let quiet = w.create_channel(b, "quiet", false);
+    for conv in [ch, quiet] {
+        assert!(matches!(
+            w.call(a, Request::Join { conversation: conv }),
+            Ok(Response::Conversation(_))
+        ));
+    }
+    for cmid in 1..=3 {
+        let sent = w.call(
+            b,
+            Request::Send {
+                conversation: ch,
+                client_msg_id: cmid,
+                body: "hi".into(),
+                mentions: vec![ann],
+                broadcast: Broadcast::None,
+            },
+        );
+        ack_seq(&sent);
+    }
+    // The second device is away; the first reads everything.
+    w.disconnect(a2);
+    assert_eq!(
+        w.call(
+            a,
+            Request::MarkRead {
+                conversation: ch,
+                seq: Seq(3)
+            }
+        ),
+        Ok(Response::Done)
+    );
+    w.ensure_online(a2, 1);
+    let sync = |w: &mut World, reads: Vec<(ConversationId, Seq)>| match w.call(
+        a2,
+        Request::Sync {
+            cursors: vec![(ch, Seq(3)), (quiet, Seq(0))],
+            reads,
+        },
+    ) {
+        Ok(Response::Sync { changed, gone }) => {
+            assert!(gone.is_empty());
+            changed
+        }
+        other => panic!("sync: {other:?}"),
+    };
+    // What the device knew: everything held, nothing read.
+    let changed = sync(w, vec![(ch, Seq(0)), (quiet, Seq(0))]);
+    assert_eq!(
+        changed.len(),
+        1,
+        "only the conversation whose read state moved"
+    );
+    let entry = &changed[0];
+    assert_eq!(
+        (
+            entry.info.id,
+            entry.info.head,
+            entry.info.read,
+            entry.info.unread,
+            entry.info.mentions
+        ),
+        (ch, Seq(3), Seq(3), 0, 0)
+    );
+    assert!(entry.messages.is_empty() && !entry.truncated);
+    // Up to date: nothing.
+    assert!(sync(w, vec![(ch, Seq(3)), (quiet, Seq(0))]).is_empty());
+    // A client that keeps no read state: heads only, as before.
+    assert!(sync(w, vec![]).is_empty());
 }
 
 // ----- Limits and malformed requests --------------------------------------------------------
@@ -1337,6 +1440,7 @@ fn arbitrary_requests_are_answered_never_panic() {
             },
             12 => Request::Sync {
                 cursors: vec![(conv, seq(&mut rng)), (conv, seq(&mut rng))],
+                reads: vec![],
             },
             13 => Request::History {
                 conversation: conv,
@@ -1501,7 +1605,14 @@ fn regression_sync_reply_never_overtakes_earlier_read_cursor_events() {
     w.fsync_all(0); // The message is durable; the cursor move it causes is not.
     w.settle();
     let sync = w
-        .request(a2, Request::Sync { cursors: vec![] }, Pend::Other)
+        .request(
+            a2,
+            Request::Sync {
+                cursors: vec![],
+                reads: vec![],
+            },
+            Pend::Other,
+        )
         .expect("connected");
     w.settle();
     assert!(
@@ -1716,7 +1827,13 @@ fn regression_sync_after_a_storage_failure_shows_only_durable_read_cursors() {
     mark(w, 2);
     assert_eq!(w.stats.enospc, 1);
     // Her other device syncs: answered at once, durable cursors only.
-    let sync = |w: &mut World| match w.call(a2, Request::Sync { cursors: vec![] }) {
+    let sync = |w: &mut World| match w.call(
+        a2,
+        Request::Sync {
+            cursors: vec![],
+            reads: vec![],
+        },
+    ) {
         Ok(Response::Sync { changed, .. }) => changed
             .into_iter()
             .find(|s| s.info.id == ch)
@@ -1797,7 +1914,14 @@ fn regression_a_storage_failure_during_a_sync_asks_again_with_durable_cursors() 
     // Her other device syncs; the owners are asked with cursor 1, and
     // before they answer the home shard's storage fails.
     let sync = w
-        .request(a2, Request::Sync { cursors: vec![] }, Pend::Other)
+        .request(
+            a2,
+            Request::Sync {
+                cursors: vec![],
+                reads: vec![],
+            },
+            Pend::Other,
+        )
         .expect("connected");
     w.pump(a2);
     w.fail_storage(home);

@@ -364,7 +364,7 @@ fn simulation() {
     );
     // Straight to stderr (not captured by the test harness): the range
     // shows in every CI log, passing or not.
-    let _ = writeln!(std::io::stderr(), "simulation: {why}; {threads} threads");
+    let _ = writeln!(std::io::stderr(), "simulation: {why}; threads: {threads}");
     let started = Instant::now();
     let next = AtomicU64::new(range.start);
     let stop_at = AtomicU64::new(u64::MAX);

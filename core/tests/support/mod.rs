@@ -257,6 +257,9 @@ pub struct Model {
     pub delivered: BTreeMap<(u64, u64), (u64, u128, u64)>,
     /// Durable read cursors: (user, conversation) → seq.
     pub cursors: BTreeMap<(u64, u64), u64>,
+    /// When each read cursor move became durable: (user, conversation) →
+    /// (step, seq), ascending.
+    pub cursor_history: BTreeMap<(u64, u64), Vec<(u64, u64)>>,
     /// Statistics.
     pub acks: u64,
     pub live_events: u64,
@@ -373,6 +376,10 @@ impl Model {
                         "durable cursor of {user} in {conversation} moved back"
                     );
                     *c = seq;
+                    self.cursor_history
+                        .entry((user, conversation))
+                        .or_default()
+                        .push((step, seq));
                 }
                 _ => {}
             }
@@ -408,6 +415,14 @@ impl Model {
     /// The durable read cursor of `user` in `conv` (0 if none).
     pub fn cursor(&self, user: UserId, conv: ConversationId) -> u64 {
         self.cursors.get(&(user.0, conv.0)).copied().unwrap_or(0)
+    }
+
+    /// The durable read cursor of `user` in `conv` at step `t` (0 if none).
+    pub fn cursor_at(&self, user: UserId, conv: ConversationId, t: u64) -> u64 {
+        self.cursor_history
+            .get(&(user.0, conv.0))
+            .and_then(|h| h.iter().rev().find(|(at, _)| *at <= t))
+            .map_or(0, |(_, seq)| *seq)
     }
 
     /// A read cursor shown to a device is durable: no restart undoes it.
@@ -481,11 +496,23 @@ impl Model {
 #[derive(Clone, Debug)]
 pub enum Pend {
     Hello,
-    Sync,
-    History { conv: ConversationId },
-    Send { idx: usize },
-    Membership { conv: Option<ConversationId> },
-    Leave { conv: ConversationId },
+    /// A `Sync`; `reads`: the conversations whose read cursor it named
+    /// (empty: it named none, like a client that keeps no read state).
+    Sync {
+        reads: Vec<ConversationId>,
+    },
+    History {
+        conv: ConversationId,
+    },
+    Send {
+        idx: usize,
+    },
+    Membership {
+        conv: Option<ConversationId>,
+    },
+    Leave {
+        conv: ConversationId,
+    },
     Boot,
     List,
     Other,
@@ -1916,6 +1943,7 @@ impl World {
             Event::Joined(info) => {
                 let conv = client.convs.entry(info.id).or_default();
                 conv.head = conv.head.max(info.head.0);
+                conv.cursor = conv.cursor.max(info.read.0);
                 self.fill_gaps(c);
             }
             Event::Left { conversation } => {
@@ -1936,7 +1964,7 @@ impl World {
         }
     }
 
-    fn on_reply(&mut self, c: usize, pend: Pend, _t0: u64, result: Result<Response, Reject>) {
+    fn on_reply(&mut self, c: usize, pend: Pend, t0: u64, result: Result<Response, Reject>) {
         match (pend, result) {
             (Pend::Hello, Ok(Response::Welcome { .. })) => {
                 self.clients[c].state = CState::Online;
@@ -1947,7 +1975,7 @@ impl World {
                 self.disconnect(c);
             }
             (Pend::Hello, other) => panic!("client {c}: hello failed: {other:?}"),
-            (Pend::Sync, Ok(Response::Sync { changed, gone })) => {
+            (Pend::Sync { reads }, Ok(Response::Sync { changed, gone })) => {
                 let client = &mut self.clients[c];
                 for conv in gone {
                     client.convs.remove(&conv);
@@ -1962,10 +1990,27 @@ impl World {
                     }
                 }
                 client.synced = true;
+                // A device that named its read cursors now knows the
+                // user's: at least every move durable when it asked (later
+                // ones come as events), whatever other devices did while
+                // it was away.
+                let user = client.user.expect("user client");
+                for conv in reads {
+                    if let Some(cc) = client.convs.get(&conv) {
+                        let durable = self.model.cursor_at(user, conv, t0);
+                        assert!(
+                            cc.cursor >= durable,
+                            "client {c}: after a sync, read cursor of {conv:?} is {} but {durable} was durable when it asked",
+                            cc.cursor
+                        );
+                    }
+                }
                 self.fill_gaps(c);
                 self.retry_unacked(c);
             }
-            (Pend::Sync, Err(Reject::Unavailable(why))) if why.starts_with("storage failed") => {
+            (Pend::Sync { .. }, Err(Reject::Unavailable(why)))
+                if why.starts_with("storage failed") =>
+            {
                 // The home shard's disk failed: come back after a while.
                 assert!(
                     why.contains(Fault::Io.reason()) || why.contains(Fault::NoSpace.reason()),
@@ -1975,8 +2020,8 @@ impl World {
                 self.disconnect(c);
                 self.clients[c].offline_until = self.step + 50;
             }
-            (Pend::Sync, Err(Reject::Unavailable(_))) => self.send_sync(c),
-            (Pend::Sync, other) => panic!("client {c}: sync failed: {other:?}"),
+            (Pend::Sync { .. }, Err(Reject::Unavailable(_))) => self.send_sync(c),
+            (Pend::Sync { .. }, other) => panic!("client {c}: sync failed: {other:?}"),
             (Pend::History { conv }, result) => {
                 let client = &mut self.clients[c];
                 let known = client.convs.get_mut(&conv);
@@ -2075,13 +2120,29 @@ impl World {
         }
     }
 
+    /// Syncs; three times in four naming the read cursors known (the
+    /// fourth is a client that keeps no read state).
     fn send_sync(&mut self, c: usize) {
         let cursors = self.clients[c]
             .convs
             .iter()
             .map(|(id, cc)| (*id, Seq(cc.contiguous())))
             .collect();
-        self.request(c, Request::Sync { cursors }, Pend::Sync);
+        let reads: Vec<(ConversationId, Seq)> = if self.rng.chance(3, 4) {
+            self.clients[c]
+                .convs
+                .iter()
+                .map(|(id, cc)| (*id, Seq(cc.cursor)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let named = reads.iter().map(|(id, _)| *id).collect();
+        self.request(
+            c,
+            Request::Sync { cursors, reads },
+            Pend::Sync { reads: named },
+        );
     }
 
     /// Asks for the messages after the contiguous prefix of each known
