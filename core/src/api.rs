@@ -223,13 +223,12 @@ pub enum Request {
         /// `(conversation, last seq held)` pairs; conversations missing here
         /// count as known up to `Seq(0)`.
         cursors: Vec<(ConversationId, Seq)>,
-        /// `(conversation, read cursor known)` pairs: a conversation named
-        /// in `cursors` whose read cursor is not the one named here is in
+        /// Empty, or the read cursor the client knows for each entry of
+        /// `cursors` (same order; any other length is `Invalid`): a
+        /// conversation whose read cursor is not the one named here is in
         /// the reply even if its head did not move (with no messages).
-        /// Conversations missing here (every one, for a client that does
-        /// not track read state) are in the reply only when their head
-        /// moved.
-        reads: Vec<(ConversationId, Seq)>,
+        /// Empty (a client that keeps no read state): only heads count.
+        reads: Vec<Seq>,
     },
     /// A page of one conversation's history.
     History {

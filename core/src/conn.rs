@@ -899,10 +899,10 @@ impl Shard {
                         "cursors: more than SYNC_CURSORS_MAX ({SYNC_CURSORS_MAX})"
                     )));
                 }
-                if reads.len() > SYNC_CURSORS_MAX {
-                    return Err(Reject::TooLarge(format!(
-                        "reads: more than SYNC_CURSORS_MAX ({SYNC_CURSORS_MAX})"
-                    )));
+                if !reads.is_empty() && reads.len() != cursors.len() {
+                    return Err(Reject::Invalid(
+                        "reads: one per cursor, in the same order, or none".into(),
+                    ));
                 }
                 let body = PeerBody::Gather {
                     origin,

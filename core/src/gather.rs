@@ -136,14 +136,16 @@ impl Shard {
         let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
         let (phase, items) = match request {
             GatherRequest::Sync { cursors, reads } => {
+                // `reads` is empty or one per cursor (checked at the
+                // connection shard).
+                let mut known_reads: BTreeMap<ConversationId, Seq> = BTreeMap::new();
+                for (&(conv, _), &seq) in cursors.iter().zip(&reads) {
+                    let e = known_reads.entry(conv).or_insert(seq);
+                    *e = (*e).max(seq);
+                }
                 let mut named: BTreeMap<ConversationId, Seq> = BTreeMap::new();
                 for (conv, seq) in cursors {
                     let e = named.entry(conv).or_insert(seq);
-                    *e = (*e).max(seq);
-                }
-                let mut known_reads: BTreeMap<ConversationId, Seq> = BTreeMap::new();
-                for (conv, seq) in reads {
-                    let e = known_reads.entry(conv).or_insert(seq);
                     *e = (*e).max(seq);
                 }
                 let mut convs: Vec<ConversationId> = user.conversations.iter().copied().collect();

@@ -1215,7 +1215,7 @@ fn sync_reports_read_cursors_that_moved_while_a_device_was_away() {
         Ok(Response::Done)
     );
     w.ensure_online(a2, 1);
-    let sync = |w: &mut World, reads: Vec<(ConversationId, Seq)>| match w.call(
+    let sync = |w: &mut World, reads: Vec<Seq>| match w.call(
         a2,
         Request::Sync {
             cursors: vec![(ch, Seq(3)), (quiet, Seq(0))],
@@ -1229,7 +1229,7 @@ fn sync_reports_read_cursors_that_moved_while_a_device_was_away() {
         other => panic!("sync: {other:?}"),
     };
     // What the device knew: everything held, nothing read.
-    let changed = sync(w, vec![(ch, Seq(0)), (quiet, Seq(0))]);
+    let changed = sync(w, vec![Seq(0), Seq(0)]);
     assert_eq!(
         changed.len(),
         1,
@@ -1248,7 +1248,7 @@ fn sync_reports_read_cursors_that_moved_while_a_device_was_away() {
     );
     assert!(entry.messages.is_empty() && !entry.truncated);
     // Up to date: nothing.
-    assert!(sync(w, vec![(ch, Seq(3)), (quiet, Seq(0))]).is_empty());
+    assert!(sync(w, vec![Seq(3), Seq(0)]).is_empty());
     // A client that keeps no read state: heads only, as before.
     assert!(sync(w, vec![]).is_empty());
 }
@@ -1286,6 +1286,14 @@ fn limits_and_malformed_requests_are_refused_with_reasons() {
         (a, send("x".repeat(BODY_BYTES_MAX + 1), 0), too_large),
         (a, send(String::new(), 0), invalid),
         (a, send("x".into(), MENTIONS_PER_MESSAGE_MAX + 1), too_large),
+        (
+            a,
+            Request::Sync {
+                cursors: vec![(ch, Seq(0))],
+                reads: vec![Seq(0), Seq(0)],
+            },
+            invalid,
+        ),
         (
             a,
             Request::History {

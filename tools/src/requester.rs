@@ -240,13 +240,13 @@ pub trait Requester {
     }
 
     /// Asks what changed after `cursors` (`(conversation, last seq held)`)
-    /// and `reads` (`(conversation, read cursor known)`; a conversation
-    /// whose read cursor differs is in the reply even if its head did not
-    /// move; empty: heads only).
+    /// and `reads` (the read cursor known for each entry of `cursors`, same
+    /// order; a conversation whose read cursor differs is in the reply even
+    /// if its head did not move; empty: heads only).
     fn sync(
         &mut self,
         cursors: Vec<(ConversationId, Seq)>,
-        reads: Vec<(ConversationId, Seq)>,
+        reads: Vec<Seq>,
     ) -> impl Future<Output = Result<SyncReply, ClientError>> {
         async move {
             match self.call(Request::Sync { cursors, reads }).await? {

@@ -375,12 +375,11 @@ impl Session {
 
     async fn sync(&mut self) -> Result<(), ClientError> {
         let generation = self.client.generation();
-        let cursors = self.tracker.cursors();
+        // With the read cursors known: the server answers any that another
+        // device moved meanwhile, even where no message came.
+        let (cursors, reads) = self.tracker.sync_cursors();
         let sent: std::collections::HashMap<ConversationId, Seq> =
             cursors.iter().copied().collect();
-        // The read cursors known: the server answers any that another
-        // device moved meanwhile, even where no message came.
-        let reads = self.tracker.reads();
         let reply = self.client.sync(cursors, reads).await?;
         if self.client.generation() != generation {
             // Reconnected while asking: the new subscription needs its own Sync.

@@ -21,7 +21,7 @@
 //!
 //! It also keeps the user's read cursor per conversation (shared by all the
 //! user's devices, never moving back): the highest of `ReadCursor` events,
-//! `Joined` infos and `Sync` entries. `Sync` names it ([`Tracker::reads`]),
+//! `Joined` infos and `Sync` entries. `Sync` names it ([`Tracker::sync_cursors`]),
 //! so a cursor another device moved while this one was away comes back in
 //! the reply even when the head did not move.
 //!
@@ -147,9 +147,13 @@ impl Tracker {
             .map(|c| c.head.0.saturating_sub(c.read.0))
     }
 
-    /// Every tracked `(conversation, read cursor)`, for `Sync`.
-    pub fn reads(&self) -> Vec<(ConversationId, Seq)> {
-        self.convs.iter().map(|(id, c)| (*id, c.read)).collect()
+    /// What a `Sync` names: every tracked `(conversation, last)` (as
+    /// [`Tracker::cursors`]) and, in the same order, its read cursor.
+    pub fn sync_cursors(&self) -> (Vec<(ConversationId, Seq)>, Vec<Seq>) {
+        self.convs
+            .iter()
+            .map(|(id, c)| ((*id, c.last), c.read))
+            .unzip()
     }
 
     /// The user's read cursor of a tracked conversation is at least `seq`
@@ -647,7 +651,7 @@ mod tests {
         let mut t = Tracker::new(None, Backlog::All);
         t.track(C, Seq(5));
         assert_eq!((t.read(C), t.unread(C)), (Some(Seq(0)), Some(5)));
-        assert_eq!(t.reads(), vec![(C, Seq(0))]);
+        assert_eq!(t.sync_cursors(), (vec![(C, Seq(5))], vec![Seq(0)]));
         assert_eq!(t.on_read_cursor(C, Seq(2)), Some(Seq(2)));
         assert_eq!(t.on_read_cursor(C, Seq(1)), None, "never back");
         // Another device read everything while this one was away: the

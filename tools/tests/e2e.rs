@@ -335,7 +335,7 @@ fn a_device_that_was_away_learns_the_read_cursor_from_sync() {
         // The raw exchange, as a client written from PROTOCOL.md sees it.
         let mut raw = Client::new(options.clone());
         let reply = raw
-            .sync(vec![(general, Seq(3))], vec![(general, Seq(0))])
+            .sync(vec![(general, Seq(3))], vec![Seq(0)])
             .await
             .unwrap();
         let entry = reply

@@ -2128,16 +2128,15 @@ impl World {
             .iter()
             .map(|(id, cc)| (*id, Seq(cc.contiguous())))
             .collect();
-        let reads: Vec<(ConversationId, Seq)> = if self.rng.chance(3, 4) {
+        let (reads, named): (Vec<Seq>, Vec<ConversationId>) = if self.rng.chance(3, 4) {
             self.clients[c]
                 .convs
                 .iter()
-                .map(|(id, cc)| (*id, Seq(cc.cursor)))
-                .collect()
+                .map(|(id, cc)| (Seq(cc.cursor), *id))
+                .unzip()
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
-        let named = reads.iter().map(|(id, _)| *id).collect();
         self.request(
             c,
             Request::Sync { cursors, reads },

@@ -460,10 +460,7 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
             // Absent when empty: the frame of a client that keeps no read
             // state is byte for byte what it was before `reads` existed.
             let reads = (!reads.is_empty()).then(|| {
-                let reads: Vec<wire::ReadCursor> = reads
-                    .iter()
-                    .map(|(c, s)| wire::ReadCursor::new(c.0, s.0))
-                    .collect();
+                let reads: Vec<u64> = reads.iter().map(|s| s.0).collect();
                 fbb.create_vector(&reads)
             });
             let t = wire::Sync::create(
@@ -1059,10 +1056,7 @@ fn decode_request(frame: &wire::Frame<'_>) -> Result<Request, DecodeError> {
                 Some(v) if v.len() > SYNC_CURSORS_MAX => {
                     return Err(DecodeError::field("reads", "too many read cursors"))
                 }
-                Some(v) => v
-                    .iter()
-                    .map(|c| (ConversationId(c.conversation()), Seq(c.seq())))
-                    .collect(),
+                Some(v) => v.iter().map(Seq).collect(),
             };
             Request::Sync { cursors, reads }
         }

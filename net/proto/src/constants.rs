@@ -27,4 +27,11 @@ pub const CLIENT_IDS_MAX: usize = 4_096;
 pub const SYNC_CURSORS_MAX: usize = 12_000;
 
 const _: () = assert!(SYNC_CURSORS_MAX * 16 < CLIENT_FRAME_BYTES_MAX);
+// A `Sync` of a user at the conversation limit with its read cursors
+// (`Sync.reads`, 8 bytes per conversation) fits a client frame, with room
+// for the frame's tables.
+const _: () = assert!(
+    courier_core::constants::CONVERSATIONS_PER_USER_MAX * (16 + 8) + 4 * 1024
+        < CLIENT_FRAME_BYTES_MAX
+);
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX < SERVER_FRAME_BYTES_MAX);

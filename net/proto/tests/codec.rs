@@ -91,7 +91,7 @@ fn requests() -> Vec<Request> {
         },
         Request::Sync {
             cursors: vec![(c, Seq(3)), (ConversationId(6), Seq(0))],
-            reads: vec![(c, Seq(2)), (ConversationId(6), Seq(0))],
+            reads: vec![Seq(2), Seq(0)],
         },
         Request::History {
             conversation: c,

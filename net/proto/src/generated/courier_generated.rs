@@ -1237,134 +1237,6 @@ impl<'a> Cursor {
 
 }
 
-/// A read cursor the client knows in one conversation (`Sync.reads`).
-// struct ReadCursor, aligned to 8
-#[repr(transparent)]
-#[derive(Clone, Copy, PartialEq)]
-pub struct ReadCursor(pub [u8; 16]);
-impl Default for ReadCursor { 
-  fn default() -> Self { 
-    Self([0; 16])
-  }
-}
-impl ::core::fmt::Debug for ReadCursor {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-    f.debug_struct("ReadCursor")
-      .field("conversation", &self.conversation())
-      .field("seq", &self.seq())
-      .finish()
-  }
-}
-
-impl ::flatbuffers::SimpleToVerifyInSlice for ReadCursor {}
-impl<'a> ::flatbuffers::Follow<'a> for ReadCursor {
-  type Inner = &'a ReadCursor;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    unsafe { <&'a ReadCursor>::follow(buf, loc) }
-  }
-}
-impl<'a> ::flatbuffers::Follow<'a> for &'a ReadCursor {
-  type Inner = &'a ReadCursor;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    unsafe { ::flatbuffers::follow_cast_ref::<ReadCursor>(buf, loc) }
-  }
-}
-impl<'b> ::flatbuffers::Push for ReadCursor {
-    type Output = ReadCursor;
-    #[inline]
-    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-        let src = unsafe { ::core::slice::from_raw_parts(self as *const ReadCursor as *const u8, <Self as ::flatbuffers::Push>::size()) };
-        dst.copy_from_slice(src);
-    }
-    #[inline]
-    fn alignment() -> ::flatbuffers::PushAlignment {
-        ::flatbuffers::PushAlignment::new(8)
-    }
-}
-
-impl<'a> ::flatbuffers::Verifiable for ReadCursor {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.in_buffer::<Self>(pos)
-  }
-}
-
-impl<'a> ReadCursor {
-  #[allow(clippy::too_many_arguments)]
-  pub fn new(
-    conversation: u64,
-    seq: u64,
-  ) -> Self {
-    let mut s = Self([0; 16]);
-    s.set_conversation(conversation);
-    s.set_seq(seq);
-    s
-  }
-
-  pub fn conversation(&self) -> u64 {
-    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        self.0[0..].as_ptr(),
-        mem.as_mut_ptr() as *mut u8,
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-      mem.assume_init()
-    })
-  }
-
-  pub fn set_conversation(&mut self, x: u64) {
-    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        &x_le as *const _ as *const u8,
-        self.0[0..].as_mut_ptr(),
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-    }
-  }
-
-  pub fn seq(&self) -> u64 {
-    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        self.0[8..].as_ptr(),
-        mem.as_mut_ptr() as *mut u8,
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-      mem.assume_init()
-    })
-  }
-
-  pub fn set_seq(&mut self, x: u64) {
-    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        &x_le as *const _ as *const u8,
-        self.0[8..].as_mut_ptr(),
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-    }
-  }
-
-}
-
 pub enum HelloOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2926,9 +2798,10 @@ impl ::core::fmt::Debug for Send<'_> {
 pub enum SyncOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// `reads` (appended; clients that omit it get heads-only replies): a
-/// conversation named in `cursors` whose read cursor differs from the one
-/// named here is in the reply even if its head did not move.
+/// `reads` (appended; clients that omit it get heads-only replies): the
+/// read cursor the client knows for each entry of `cursors`, same order
+/// and length. A conversation whose read cursor differs is in the reply
+/// even if its head did not move.
 pub struct Sync<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -2969,11 +2842,11 @@ impl<'a> Sync<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Cursor>>>(Sync::VT_CURSORS, None)}
   }
   #[inline]
-  pub fn reads(&self) -> Option<::flatbuffers::Vector<'a, ReadCursor>> {
+  pub fn reads(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ReadCursor>>>(Sync::VT_READS, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Sync::VT_READS, None)}
   }
 }
 
@@ -2984,14 +2857,14 @@ impl ::flatbuffers::Verifiable for Sync<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Cursor>>>("cursors", Self::VT_CURSORS, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ReadCursor>>>("reads", Self::VT_READS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("reads", Self::VT_READS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct SyncArgs<'a> {
     pub cursors: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Cursor>>>,
-    pub reads: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ReadCursor>>>,
+    pub reads: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for SyncArgs<'a> {
   #[inline]
@@ -3013,7 +2886,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SyncBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Sync::VT_CURSORS, cursors);
   }
   #[inline]
-  pub fn add_reads(&mut self, reads: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ReadCursor>>) {
+  pub fn add_reads(&mut self, reads: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Sync::VT_READS, reads);
   }
   #[inline]
