@@ -496,10 +496,10 @@ impl Model {
 #[derive(Clone, Debug)]
 pub enum Pend {
     Hello,
-    /// A `Sync`; `reads`: the conversations whose read cursor it named
-    /// (empty: it named none, like a client that keeps no read state).
+    /// A `Sync`; `reads`: the read cursors it named (empty: none, like a
+    /// client that keeps no read state).
     Sync {
-        reads: Vec<ConversationId>,
+        reads: Vec<(ConversationId, Seq)>,
     },
     History {
         conv: ConversationId,
@@ -1442,6 +1442,12 @@ impl World {
             return None;
         }
         self.stats.requests += 1;
+        if std::env::var_os("COURIER_SIM_TRACE").is_some() {
+            eprintln!(
+                "step {} client {c} conn {conn:?} -> {req} {request:?}",
+                self.step
+            );
+        }
         link.up.push_back(Up::Request { req, request });
         self.clients[c].pending.insert(req, (pend, self.step));
         Some(req)
@@ -1976,6 +1982,25 @@ impl World {
             }
             (Pend::Hello, other) => panic!("client {c}: hello failed: {other:?}"),
             (Pend::Sync { reads }, Ok(Response::Sync { changed, gone })) => {
+                // A device that named its read cursors learns the user's:
+                // every move durable when it asked (later ones come as
+                // events), whatever other devices did while it was away.
+                // Each named conversation is in `changed` with a cursor at
+                // least that, or in `gone`, or the cursor it named is.
+                let user = self.clients[c].user.expect("user client");
+                for &(conv, named) in &reads {
+                    let durable = self.model.cursor_at(user, conv, t0);
+                    let shown = match changed.iter().find(|sc| sc.info.id == conv) {
+                        Some(sc) => sc.info.read,
+                        None if gone.contains(&conv) => continue,
+                        None => named,
+                    };
+                    assert!(
+                        shown.0 >= durable,
+                        "client {c}: after a sync, read cursor of {conv:?} is {} but {durable} was durable when it asked",
+                        shown.0
+                    );
+                }
                 let client = &mut self.clients[c];
                 for conv in gone {
                     client.convs.remove(&conv);
@@ -1990,21 +2015,6 @@ impl World {
                     }
                 }
                 client.synced = true;
-                // A device that named its read cursors now knows the
-                // user's: at least every move durable when it asked (later
-                // ones come as events), whatever other devices did while
-                // it was away.
-                let user = client.user.expect("user client");
-                for conv in reads {
-                    if let Some(cc) = client.convs.get(&conv) {
-                        let durable = self.model.cursor_at(user, conv, t0);
-                        assert!(
-                            cc.cursor >= durable,
-                            "client {c}: after a sync, read cursor of {conv:?} is {} but {durable} was durable when it asked",
-                            cc.cursor
-                        );
-                    }
-                }
                 self.fill_gaps(c);
                 self.retry_unacked(c);
             }
@@ -2128,15 +2138,16 @@ impl World {
             .iter()
             .map(|(id, cc)| (*id, Seq(cc.contiguous())))
             .collect();
-        let (reads, named): (Vec<Seq>, Vec<ConversationId>) = if self.rng.chance(3, 4) {
+        let named: Vec<(ConversationId, Seq)> = if self.rng.chance(3, 4) {
             self.clients[c]
                 .convs
                 .iter()
-                .map(|(id, cc)| (Seq(cc.cursor), *id))
-                .unzip()
+                .map(|(id, cc)| (*id, Seq(cc.cursor)))
+                .collect()
         } else {
-            (Vec::new(), Vec::new())
+            Vec::new()
         };
+        let reads = named.iter().map(|(_, r)| *r).collect();
         self.request(
             c,
             Request::Sync { cursors, reads },
