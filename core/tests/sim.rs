@@ -7,7 +7,10 @@
 //! message a client sees is durable, identical to its record, and seen by a
 //! member (or, for history, a workspace user previewing a public channel);
 //! seqs assigned gap-free and never reused; no client_msg_id stored twice;
-//! a retried send gets the first ack; restore + replay equals live state.
+//! a retried send gets the first ack; restore + replay equals live state;
+//! a read cursor never moves back on a device, every read cursor shown
+//! (Sync, Boot, lists, joins) is durable, and a `Sync` naming read cursors
+//! answers at least every cursor durable when it was sent.
 //! Checked at the end, after every client reconnected and synced: no
 //! acknowledged message lost; every conversation's durable seqs are 1..=n;
 //! every client holds exactly its user's conversations and their whole
