@@ -217,11 +217,18 @@ pub enum Request {
         /// `@channel` / `@here`.
         broadcast: Broadcast,
     },
-    /// Catch up: the client's last contiguous seq per conversation it knows.
+    /// Catch up: the client's last contiguous seq per conversation it knows,
+    /// and the read cursors it knows.
     Sync {
         /// `(conversation, last seq held)` pairs; conversations missing here
         /// count as known up to `Seq(0)`.
         cursors: Vec<(ConversationId, Seq)>,
+        /// Empty, or the read cursor the client knows for each entry of
+        /// `cursors` (same order; any other length is `Invalid`): a
+        /// conversation whose read cursor is not the one named here is in
+        /// the reply even if its head did not move (with no messages).
+        /// Empty (a client that keeps no read state): only heads count.
+        reads: Vec<Seq>,
     },
     /// A page of one conversation's history.
     History {

@@ -897,16 +897,21 @@ impl Shard {
                 };
                 self.send_peer(to, msg, out);
             }
-            Request::Sync { cursors } => {
+            Request::Sync { cursors, reads } => {
                 if cursors.len() > SYNC_CURSORS_MAX {
                     return Err(Reject::TooLarge(format!(
                         "cursors: more than SYNC_CURSORS_MAX ({SYNC_CURSORS_MAX})"
                     )));
                 }
+                if !reads.is_empty() && reads.len() != cursors.len() {
+                    return Err(Reject::Invalid(
+                        "reads: one per cursor, in the same order, or none".into(),
+                    ));
+                }
                 let body = PeerBody::Gather {
                     origin,
                     who,
-                    request: GatherRequest::Sync { cursors },
+                    request: GatherRequest::Sync { cursors, reads },
                 };
                 self.send_peer(home, body, out);
             }

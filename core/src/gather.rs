@@ -53,12 +53,20 @@ pub(crate) struct Gather {
     outstanding: u32,
     summaries: Vec<Summary>,
     phase: Phase,
+    /// The items of the current phase as sent to the owners (for a re-ask
+    /// after a storage failure, see `advance_gather`).
+    items: Vec<SummaryItem>,
+    /// The items' read cursors were chosen after a storage failure
+    /// (durable ones only).
+    durable_reads: bool,
 }
 
 #[derive(Debug)]
 enum Phase {
     Sync {
         named: BTreeMap<ConversationId, Seq>,
+        /// The read cursors the client knows.
+        reads: BTreeMap<ConversationId, Seq>,
     },
     Boot {
         /// The page's conversations, most recently active first as this
@@ -127,7 +135,14 @@ impl Shard {
         self.next_gather += 1;
         let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
         let (phase, items) = match request {
-            GatherRequest::Sync { cursors } => {
+            GatherRequest::Sync { cursors, reads } => {
+                // `reads` is empty or one per cursor (checked at the
+                // connection shard).
+                let mut known_reads: BTreeMap<ConversationId, Seq> = BTreeMap::new();
+                for (&(conv, _), &seq) in cursors.iter().zip(&reads) {
+                    let e = known_reads.entry(conv).or_insert(seq);
+                    *e = (*e).max(seq);
+                }
                 let mut named: BTreeMap<ConversationId, Seq> = BTreeMap::new();
                 for (conv, seq) in cursors {
                     let e = named.entry(conv).or_insert(seq);
@@ -141,13 +156,19 @@ impl Shard {
                     .into_iter()
                     .map(|c| SummaryItem {
                         conversation: c,
-                        read: user.cursor(c),
+                        read: self.shown_cursor(user, c),
                         mode: SummaryMode::Sync {
                             after: named.get(&c).copied().unwrap_or(Seq(0)),
                         },
                     })
                     .collect();
-                (Phase::Sync { named }, Some(items))
+                (
+                    Phase::Sync {
+                        named,
+                        reads: known_reads,
+                    },
+                    Some(items),
+                )
             }
             GatherRequest::Boot { limit, offset } => {
                 let page = self.boot_page(&user.conversations, limit, offset);
@@ -156,7 +177,7 @@ impl Shard {
                     .enumerate()
                     .map(|(i, &c)| SummaryItem {
                         conversation: c,
-                        read: user.cursor(c),
+                        read: self.shown_cursor(user, c),
                         mode: if i < BOOT_PAGES_MAX {
                             SummaryMode::Page {
                                 count: BOOT_PAGE_MESSAGES,
@@ -180,6 +201,8 @@ impl Shard {
                 outstanding: 0,
                 summaries: Vec::new(),
                 phase,
+                items: Vec::new(),
+                durable_reads: false,
             },
         );
         match items {
@@ -246,8 +269,14 @@ impl Shard {
                 batches.push((owner, chunk.to_vec()));
             }
         }
+        let durable_reads = self.storage_failed.is_some();
         if let Some(g) = self.gathers.get_mut(&id) {
             g.outstanding = batches.len() as u32;
+            g.durable_reads = durable_reads;
+            g.items = batches
+                .iter()
+                .flat_map(|(_, b)| b.iter().copied())
+                .collect();
         }
         if batches.is_empty() {
             return self.advance_gather(id, out);
@@ -337,7 +366,7 @@ impl Shard {
             .into_iter()
             .map(|c| SummaryItem {
                 conversation: c,
-                read: user.cursor(c),
+                read: self.shown_cursor(user, c),
                 mode: SummaryMode::Preview,
             })
             .collect();
@@ -370,10 +399,14 @@ impl Shard {
     /// leave every read of the shard's users unanswered until a restart
     /// (`after_durable` drops the action). The reply goes out at once
     /// instead: reads keep working on a full disk. Its messages and heads
-    /// are durable (owners show only durable seqs); a read cursor or
-    /// membership whose record was in the failed batch may show, and a
-    /// restart undoes it — its own request was never answered, so its
-    /// client holds it as unknown (docs/RELIABILITY.md).
+    /// are durable (owners show only durable seqs, and membership as far as
+    /// durable), and so are its read cursors: after the failure the owners
+    /// are asked with durable cursors only (`Shard::shown_cursor`, asked
+    /// again if the failure came while they counted). A cursor move whose
+    /// record was in the failed batch does not show, so no restart can
+    /// move a device's cursor back and the reply never overtakes the
+    /// `ReadCursor` event of an earlier move still waiting for its batch
+    /// (regression: seed 4820).
     fn gather_reply(
         &mut self,
         origin: Origin,
@@ -386,14 +419,50 @@ impl Shard {
         self.after_durable(Action::Reply { origin, result }, out);
     }
 
+    /// After a storage failure that came while the owners were asked,
+    /// the read cursors they counted unread and mentions from may include
+    /// moves a restart undoes (the reply no longer waits for durability):
+    /// asks again with the durable cursors. At most once per phase (the
+    /// failure is sticky). Returns whether it asked again.
+    fn reask_with_durable_reads(&mut self, id: u64, out: &mut Vec<Effect>) -> bool {
+        let Some(g) = self.gathers.get(&id) else {
+            return false;
+        };
+        if g.durable_reads || self.storage_failed.is_none() {
+            return false;
+        }
+        let Some(user) = self.state.users.get(&g.who.user) else {
+            return false;
+        };
+        let items: Vec<SummaryItem> = g
+            .items
+            .iter()
+            .map(|item| SummaryItem {
+                read: self.shown_cursor(user, item.conversation),
+                ..*item
+            })
+            .collect();
+        if items.iter().zip(&g.items).all(|(a, b)| a.read == b.read) {
+            return false;
+        }
+        if let Some(g) = self.gathers.get_mut(&id) {
+            g.summaries.clear();
+        }
+        self.scatter(id, items, out);
+        true
+    }
+
     /// All answers of the current phase are in.
     fn advance_gather(&mut self, id: u64, out: &mut Vec<Effect>) {
+        if self.reask_with_durable_reads(id, out) {
+            return;
+        }
         let Some(mut g) = self.gathers.remove(&id) else {
             return;
         };
         let summaries = std::mem::take(&mut g.summaries);
         match std::mem::replace(&mut g.phase, Phase::List) {
-            Phase::Sync { named } => {
+            Phase::Sync { named, reads } => {
                 let mut changed = Vec::new();
                 let mut gone = Vec::new();
                 for s in summaries {
@@ -405,7 +474,14 @@ impl Shard {
                             }
                         }
                         Some(info) => {
-                            if known.is_none_or(|k| info.head > k) {
+                            // New to the client, its head moved, or its
+                            // read state did (another device marked it
+                            // read; then with no messages). Unread and
+                            // mentions move only with the head or the
+                            // read cursor.
+                            let read_moved =
+                                reads.get(&s.conversation).is_some_and(|&r| r != info.read);
+                            if known.is_none_or(|k| info.head > k) || read_moved {
                                 changed.push(SyncConversation {
                                     info,
                                     messages: s.messages,

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::api::{
-    CloseReason, ConnId, ConversationId, ConversationInfo, DeviceInfo, Effect, Event, Millis,
+    CloseReason, ConnId, ConversationId, ConversationInfo, DeviceInfo, Effect, Event, Lsn, Millis,
     NotifyLevel, Reject, Response, Seq, ShardId, UserId, WorkspaceId,
 };
 use crate::auth::{hash_secret, secret_matches};
@@ -38,6 +38,64 @@ pub(crate) struct Activity {
     pub(crate) listed: u32,
 }
 
+/// Home role: read cursor moves whose `CursorSet` record is not durable
+/// yet, and the durable cursor under them (memory; empty at start, where
+/// every record read back is durable).
+///
+/// Normally nothing shows a cursor before its record is durable (replies
+/// and events wait for it). After a storage failure a gather answers at
+/// once (reads keep working on a full disk), and must then show only what
+/// a restart keeps: [`Shard::shown_cursor`] reads the durable value here.
+/// Bounded by the records appended and not yet durable (one entry per
+/// `CursorSet` among them), like the shard's `commits`.
+#[derive(Debug, Default)]
+pub(crate) struct PendingCursors {
+    /// `(LSN, user, conversation, new seq)`, in LSN order.
+    moves: std::collections::VecDeque<(Lsn, UserId, ConversationId, Seq)>,
+    /// Per (user, conversation) with moves above: how many, and the
+    /// cursor as far as durable.
+    durable: BTreeMap<(UserId, ConversationId), (u32, Seq)>,
+}
+
+impl PendingCursors {
+    /// The cursor of `user` in `conversation` moved from `from` to `to` by
+    /// the record at `lsn`, not yet durable.
+    fn moved(&mut self, lsn: Lsn, user: UserId, conversation: ConversationId, from: Seq, to: Seq) {
+        debug_assert!(self.moves.back().is_none_or(|m| m.0 < lsn));
+        self.moves.push_back((lsn, user, conversation, to));
+        self.durable
+            .entry((user, conversation))
+            .or_insert((0, from))
+            .0 += 1;
+    }
+
+    /// Everything up to `lsn` is durable.
+    pub(crate) fn durable_through(&mut self, lsn: Lsn) {
+        while let Some(&(at, user, conversation, to)) = self.moves.front() {
+            if at > lsn {
+                break;
+            }
+            self.moves.pop_front();
+            let key = (user, conversation);
+            let Some(entry) = self.durable.get_mut(&key) else {
+                panic!("pending cursor move without its entry");
+            };
+            entry.0 -= 1;
+            entry.1 = to;
+            if entry.0 == 0 {
+                self.durable.remove(&key);
+            }
+        }
+    }
+
+    /// The durable cursor, given the current one.
+    fn durable_cursor(&self, user: UserId, conversation: ConversationId, current: Seq) -> Seq {
+        self.durable
+            .get(&(user, conversation))
+            .map_or(current, |&(_, seq)| seq)
+    }
+}
+
 fn too_many_conversations() -> Reject {
     Reject::TooLarge(format!(
         "conversations of the user: more than CONVERSATIONS_PER_USER_MAX ({CONVERSATIONS_PER_USER_MAX})"
@@ -45,6 +103,24 @@ fn too_many_conversations() -> Reject {
 }
 
 impl Shard {
+    /// The read cursor a reply may show: the current one, or after a
+    /// storage failure (replies no longer wait for durability, see
+    /// `gather_reply`) the durable one, so that no device ever sees a
+    /// cursor a restart undoes or that overtakes the `ReadCursor` event of
+    /// an earlier move still waiting for its batch.
+    pub(crate) fn shown_cursor(
+        &self,
+        user: &crate::state::User,
+        conversation: ConversationId,
+    ) -> Seq {
+        let current = user.cursor(conversation);
+        if self.storage_failed.is_none() {
+            return current;
+        }
+        self.pending_cursors
+            .durable_cursor(user.id, conversation, current)
+    }
+
     /// Groups a user's devices by the shard (and its incarnation) holding
     /// them.
     fn devices_by_shard(&self, user: UserId) -> BTreeMap<(ShardId, u64), Vec<ConnId>> {
@@ -618,7 +694,9 @@ impl Shard {
                 result: Ok(Response::Done),
             });
         }
-        self.commit(record, actions, out);
+        let lsn = self.commit(record, actions, out);
+        self.pending_cursors
+            .moved(lsn, user, conversation, current, seq);
         self.notify_read(user, conversation, seq, out);
     }
 

@@ -141,6 +141,8 @@ pub enum GatherRequest {
     Sync {
         /// The client's cursors.
         cursors: Vec<(ConversationId, Seq)>,
+        /// The read cursors the client knows, one per cursor (or none).
+        reads: Vec<Seq>,
     },
     /// `Request::Boot`.
     Boot {

@@ -408,6 +408,8 @@ pub struct Shard {
     /// asking the owners about every conversation.
     pub(crate) activity: Map<ConversationId, crate::home::Activity>,
     pub(crate) rounds_done: ShardSet,
+    /// Home role: cursor moves not yet durable (see `PendingCursors`).
+    pub(crate) pending_cursors: crate::home::PendingCursors,
     /// Owner role: restarted home shards owed a membership round.
     pub(crate) rounds_due: ShardSet,
     /// Owner role: per channel, the members whose level is `all` (memory,
@@ -484,6 +486,7 @@ impl Shard {
             rounds: BTreeMap::new(),
             activity: hash.map(),
             rounds_done: ShardSet::new(),
+            pending_cursors: crate::home::PendingCursors::default(),
             rounds_due: ShardSet::new(),
             next_claim_retry: Millis(0),
             all_subscribers: Default::default(),
@@ -837,6 +840,7 @@ impl Shard {
             return;
         }
         self.durable = lsn;
+        self.pending_cursors.durable_through(lsn);
         while self.commits.front().is_some_and(|(l, _)| *l <= lsn) {
             if let Some((_, action)) = self.commits.pop_front() {
                 self.run_action(action, out);

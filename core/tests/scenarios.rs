@@ -288,7 +288,13 @@ fn storage_failure_refuses_writes_and_never_acks() {
     ));
     // Sync and Boot wait for earlier records to be durable; the failed
     // batch never will be, yet they answer (regression: they never did).
-    match w.call(a, Request::Sync { cursors: vec![] }) {
+    match w.call(
+        a,
+        Request::Sync {
+            cursors: vec![],
+            reads: vec![],
+        },
+    ) {
         Ok(Response::Sync { changed, .. }) => {
             let general = changed.iter().find(|c| c.info.id == ch).expect("synced");
             assert_eq!(general.info.head, Seq(0), "a message not durable shows");
@@ -359,7 +365,13 @@ fn a_full_disk_refuses_sends_naming_it_keeps_reads_and_restarts_whole() {
         history(w, a, ch, HistoryAnchor::Latest, 10),
         (vec![1], Seq(1))
     );
-    match w.call(a, Request::Sync { cursors: vec![] }) {
+    match w.call(
+        a,
+        Request::Sync {
+            cursors: vec![],
+            reads: vec![],
+        },
+    ) {
         Ok(Response::Sync { changed, .. }) => {
             let general = changed.iter().find(|c| c.info.id == ch).expect("synced");
             assert_eq!(general.info.head, Seq(1), "only the durable message");
@@ -553,6 +565,7 @@ fn a_non_member_cannot_tell_a_hidden_conversation_from_nothing() {
         b,
         Request::Sync {
             cursors: vec![(secret, Seq(0)), (nowhere, Seq(0))],
+            reads: vec![],
         },
     ) {
         Ok(Response::Sync { changed, gone }) => {
@@ -813,6 +826,7 @@ fn sync_one(w: &mut World, c: usize, conv: ConversationId, after: u64) -> Option
         c,
         Request::Sync {
             cursors: vec![(conv, Seq(after))],
+            reads: vec![],
         },
     ) {
         Ok(Response::Sync { changed, .. }) => changed
@@ -1053,7 +1067,13 @@ fn cursors_are_monotonic_synced_to_devices_and_reset_mentions() {
     post(w, 2, vec![], Broadcast::None).expect("sent");
     post(w, 3, vec![bob, ann], Broadcast::Here).expect("sent");
     post(w, 4, vec![bob], Broadcast::Channel).expect("sent");
-    let info = |w: &mut World, c| match w.call(c, Request::Sync { cursors: vec![] }) {
+    let info = |w: &mut World, c| match w.call(
+        c,
+        Request::Sync {
+            cursors: vec![],
+            reads: vec![],
+        },
+    ) {
         Ok(Response::Sync { changed, .. }) => {
             changed
                 .into_iter()
@@ -1152,6 +1172,89 @@ fn cursors_are_monotonic_synced_to_devices_and_reset_mentions() {
     );
 }
 
+/// A device that was away while another device of the same user marked a
+/// conversation read learns it from `Sync`, although the head did not move:
+/// the entry comes with the new cursor, unread 0 and no messages. A client
+/// that names no read cursors (older clients) gets heads only, as before.
+#[test]
+fn sync_reports_read_cursors_that_moved_while_a_device_was_away() {
+    let mut n = node(19, 2);
+    let (ann, cred, a) = n.user("ann", 0);
+    let (_, _, b) = n.user("bob", 1);
+    let w = &mut n.w;
+    let a2 = w.user_client(ann, n.ws, cred, 1, false);
+    let ch = w.create_channel(b, "general", false);
+    let quiet = w.create_channel(b, "quiet", false);
+    for conv in [ch, quiet] {
+        assert!(matches!(
+            w.call(a, Request::Join { conversation: conv }),
+            Ok(Response::Conversation(_))
+        ));
+    }
+    for cmid in 1..=3 {
+        let sent = w.call(
+            b,
+            Request::Send {
+                conversation: ch,
+                client_msg_id: cmid,
+                body: "hi".into(),
+                mentions: vec![ann],
+                broadcast: Broadcast::None,
+            },
+        );
+        ack_seq(&sent);
+    }
+    // The second device is away; the first reads everything.
+    w.disconnect(a2);
+    assert_eq!(
+        w.call(
+            a,
+            Request::MarkRead {
+                conversation: ch,
+                seq: Seq(3)
+            }
+        ),
+        Ok(Response::Done)
+    );
+    w.ensure_online(a2, 1);
+    let sync = |w: &mut World, reads: Vec<Seq>| match w.call(
+        a2,
+        Request::Sync {
+            cursors: vec![(ch, Seq(3)), (quiet, Seq(0))],
+            reads,
+        },
+    ) {
+        Ok(Response::Sync { changed, gone }) => {
+            assert!(gone.is_empty());
+            changed
+        }
+        other => panic!("sync: {other:?}"),
+    };
+    // What the device knew: everything held, nothing read.
+    let changed = sync(w, vec![Seq(0), Seq(0)]);
+    assert_eq!(
+        changed.len(),
+        1,
+        "only the conversation whose read state moved"
+    );
+    let entry = &changed[0];
+    assert_eq!(
+        (
+            entry.info.id,
+            entry.info.head,
+            entry.info.read,
+            entry.info.unread,
+            entry.info.mentions
+        ),
+        (ch, Seq(3), Seq(3), 0, 0)
+    );
+    assert!(entry.messages.is_empty() && !entry.truncated);
+    // Up to date: nothing.
+    assert!(sync(w, vec![Seq(3), Seq(0)]).is_empty());
+    // A client that keeps no read state: heads only, as before.
+    assert!(sync(w, vec![]).is_empty());
+}
+
 // ----- Limits and malformed requests --------------------------------------------------------
 
 /// What a refused request must be refused with.
@@ -1185,6 +1288,14 @@ fn limits_and_malformed_requests_are_refused_with_reasons() {
         (a, send("x".repeat(BODY_BYTES_MAX + 1), 0), too_large),
         (a, send(String::new(), 0), invalid),
         (a, send("x".into(), MENTIONS_PER_MESSAGE_MAX + 1), too_large),
+        (
+            a,
+            Request::Sync {
+                cursors: vec![(ch, Seq(0))],
+                reads: vec![Seq(0), Seq(0)],
+            },
+            invalid,
+        ),
         (
             a,
             Request::History {
@@ -1339,6 +1450,7 @@ fn arbitrary_requests_are_answered_never_panic() {
             },
             12 => Request::Sync {
                 cursors: vec![(conv, seq(&mut rng)), (conv, seq(&mut rng))],
+                reads: vec![],
             },
             13 => Request::History {
                 conversation: conv,
@@ -1503,7 +1615,14 @@ fn regression_sync_reply_never_overtakes_earlier_read_cursor_events() {
     w.fsync_all(0); // The message is durable; the cursor move it causes is not.
     w.settle();
     let sync = w
-        .request(a2, Request::Sync { cursors: vec![] }, Pend::Other)
+        .request(
+            a2,
+            Request::Sync {
+                cursors: vec![],
+                reads: vec![],
+            },
+            Pend::Other,
+        )
         .expect("connected");
     w.settle();
     assert!(
@@ -1652,6 +1771,185 @@ fn regression_left_never_overtakes_an_earlier_joined() {
             Some(&false),
             "seed {seed}: {membership:?}"
         );
+    }
+}
+
+/// The read cursors one device sees, in arrival order: the `read` of each
+/// `Sync` reply's entry for `conv` and each `ReadCursorEvent`.
+fn cursors_seen(w: &World, c: usize, conv: ConversationId) -> Vec<u64> {
+    w.clients[c]
+        .inbox
+        .iter()
+        .filter_map(|d| match d {
+            Down::Event(e) => match e.as_ref() {
+                Event::ReadCursor { conversation, seq } if *conversation == conv => Some(seq.0),
+                _ => None,
+            },
+            Down::Reply(_, Ok(Response::Sync { changed, .. })) => changed
+                .iter()
+                .find(|s| s.info.id == conv)
+                .map(|s| s.info.read.0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Seed 4820 (5,000 seeds): after a storage failure a `Sync` was answered
+/// at once (so reads keep working on a full disk) with the read cursor of
+/// the home shard's memory, which included a cursor move whose record the
+/// full disk had refused. The device saw cursor 2 in the reply, then the
+/// `ReadCursor` 1 of an earlier move whose batch did become durable, and a
+/// restart forgot 2: the cursor moved backwards. A reply after a storage
+/// failure shows durable read cursors only.
+#[test]
+fn regression_sync_after_a_storage_failure_shows_only_durable_read_cursors() {
+    let mut n = node(17, 1);
+    let (ann, cred, a) = n.user("ann", 0);
+    let (_, _, b) = n.user("bob", 0);
+    let w = &mut n.w;
+    let a2 = w.user_client(ann, n.ws, cred, 0, false);
+    w.storage_faults = true;
+    let ch = w.create_channel(b, "general", false);
+    assert!(matches!(
+        w.call(a, Request::Join { conversation: ch }),
+        Ok(Response::Conversation(_))
+    ));
+    for cmid in 1..=3 {
+        ack_seq(&send(w, b, ch, cmid, "hello"));
+    }
+    // Ann reads seq 1 (its batch waits for the fsync), then seq 2: the
+    // disk is full and refuses that record.
+    w.hold.insert(0);
+    let mark = |w: &mut World, seq| {
+        w.request(
+            a,
+            Request::MarkRead {
+                conversation: ch,
+                seq: Seq(seq),
+            },
+            Pend::Other,
+        )
+        .expect("connected");
+        w.settle();
+    };
+    mark(w, 1);
+    w.nodes[0].capacity = Some(w.nodes[0].log_bytes);
+    mark(w, 2);
+    assert_eq!(w.stats.enospc, 1);
+    // Her other device syncs: answered at once, durable cursors only.
+    let sync = |w: &mut World| match w.call(
+        a2,
+        Request::Sync {
+            cursors: vec![],
+            reads: vec![],
+        },
+    ) {
+        Ok(Response::Sync { changed, .. }) => changed
+            .into_iter()
+            .find(|s| s.info.id == ch)
+            .map(|s| (s.info.read, s.info.unread)),
+        other => panic!("sync: {other:?}"),
+    };
+    assert_eq!(
+        sync(w),
+        Some((Seq(0), 3)),
+        "a cursor that is not durable shows"
+    );
+    // The batch of the first move becomes durable: its event follows.
+    w.hold.clear();
+    w.fsync_all(0);
+    w.settle();
+    assert_eq!(sync(w), Some((Seq(1), 2)));
+    // Space is freed, the daemon restarts: the refused move is gone.
+    w.nodes[0].capacity = None;
+    w.crash(0);
+    w.restart(0);
+    w.ensure_online(a2, 0);
+    assert_eq!(sync(w), Some((Seq(1), 2)));
+    let seen = cursors_seen(w, a2, ch);
+    assert!(
+        seen.windows(2).all(|p| p[0] <= p[1]),
+        "the read cursor moved backwards on a device: {seen:?}"
+    );
+}
+
+/// The other half of the seed-4820 fix: a storage failure that comes while
+/// a `Sync` waits for its owners. They counted unread and mentions from a
+/// cursor move that is not durable; the home shard asks them again with
+/// the durable cursor instead of showing it.
+#[test]
+fn regression_a_storage_failure_during_a_sync_asks_again_with_durable_cursors() {
+    let mut n = node(18, 2);
+    let (ann, cred, a) = n.user("ann", 0);
+    let home = shard_of(ann, 2).0;
+    let (bob, _, b) = n.user("bob", 0);
+    let w = &mut n.w;
+    w.ensure_online(a, home);
+    let a2 = w.user_client(ann, n.ws, cred, home, false);
+    // A channel owned by the other shard.
+    let ch = (0..)
+        .map(|i| w.create_channel(b, &format!("c{i}"), false))
+        .find(|&ch| shard_of(ch, 2).0 != home)
+        .expect("a channel on the other shard");
+    assert!(matches!(
+        w.call(a, Request::Join { conversation: ch }),
+        Ok(Response::Conversation(_))
+    ));
+    for (cmid, mentions) in [(1, vec![ann]), (2, vec![]), (3, vec![])] {
+        let sent = w.call(
+            b,
+            Request::Send {
+                conversation: ch,
+                client_msg_id: cmid,
+                body: "hi".into(),
+                mentions,
+                broadcast: Broadcast::None,
+            },
+        );
+        ack_seq(&sent);
+    }
+    assert_ne!(bob, ann);
+    // Ann reads seq 1; the record waits for its fsync.
+    w.hold.insert(home);
+    w.request(
+        a,
+        Request::MarkRead {
+            conversation: ch,
+            seq: Seq(1),
+        },
+        Pend::Other,
+    )
+    .expect("connected");
+    w.settle();
+    // Her other device syncs; the owners are asked with cursor 1, and
+    // before they answer the home shard's storage fails.
+    let sync = w
+        .request(
+            a2,
+            Request::Sync {
+                cursors: vec![],
+                reads: vec![],
+            },
+            Pend::Other,
+        )
+        .expect("connected");
+    w.pump(a2);
+    w.fail_storage(home);
+    w.settle();
+    match w.clients[a2].reply_to(sync) {
+        Some(Ok(Response::Sync { changed, .. })) => {
+            let i = &changed
+                .iter()
+                .find(|s| s.info.id == ch)
+                .expect("listed")
+                .info;
+            assert_eq!(
+                (i.read, i.unread, i.mentions),
+                (Seq(0), 3, 1),
+                "the reply shows a cursor that is not durable, or counts from it"
+            );
+        }
+        other => panic!("sync during a storage failure: {other:?}"),
     }
 }
 

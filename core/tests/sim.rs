@@ -7,7 +7,10 @@
 //! message a client sees is durable, identical to its record, and seen by a
 //! member (or, for history, a workspace user previewing a public channel);
 //! seqs assigned gap-free and never reused; no client_msg_id stored twice;
-//! a retried send gets the first ack; restore + replay equals live state.
+//! a retried send gets the first ack; restore + replay equals live state;
+//! a read cursor never moves back on a device, every read cursor shown
+//! (Sync, Boot, lists, joins) is durable, and a `Sync` naming read cursors
+//! answers at least every cursor durable when it was sent.
 //! Checked at the end, after every client reconnected and synced: no
 //! acknowledged message lost; every conversation's durable seqs are 1..=n;
 //! every client holds exactly its user's conversations and their whole
@@ -28,12 +31,33 @@
 //! present under its seq, none twice, seqs gap-free in LSN order, every
 //! message delivered live present as delivered.
 //!
-//! `COURIER_SIM_SEEDS=N` runs seeds 0..N (default 500);
-//! `COURIER_SIM_SEED=S` runs seed S alone. A failure prints its seed.
+//! Seeds. Without variables a run explores 5,000 seeds `base..base+5000`
+//! whose `base` comes from the commit under test (the first 48 bits of
+//! `git rev-parse HEAD`, run in the crate's directory; 0 when git or the
+//! repository is unavailable), so every commit explores new schedules and
+//! re-running a commit repeats it exactly. The base, the range and the
+//! command that repeats the run are printed first; a failure prints the
+//! smallest failing seed of the range and the command that reruns it alone.
+//!
+//! - `COURIER_SIM_SEED=S`: seed S alone (what a failure tells you to run);
+//! - `COURIER_SIM_SEEDS=N`: N seeds from the base (default 5,000);
+//! - `COURIER_SIM_BASE=B`: start at B instead of the commit's base
+//!   (`COURIER_SIM_BASE=0 COURIER_SIM_SEEDS=N` is the old `0..N`);
+//! - `COURIER_SIM_THREADS=T`: worker threads (default: the available
+//!   parallelism, at most 8); each seed is a pure function of its number,
+//!   so threads change only the wall time, never the outcome;
+//! - `COURIER_SIM_TRACE=1`: print what every client receives (use with
+//!   one seed).
 
 mod support;
 
+use std::any::Any;
+use std::io::Write;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use courier_core::api::{ConversationId, Seq};
@@ -44,6 +68,18 @@ use support::{Chaos, Rng, Stats, World};
 /// that outgrow the recent cache, occasional crashes).
 const CHAOTIC_STEPS: u64 = 2_500;
 const BUSY_STEPS: u64 = 25_000;
+
+/// Seeds a run explores without `COURIER_SIM_SEEDS`.
+const SEEDS_DEFAULT: u64 = 5_000;
+/// The base when git cannot name the commit (a source tarball).
+const BASE_FALLBACK: u64 = 0;
+/// Hex digits of the commit id that make the base (48 bits: room for any
+/// seed count above it, and short enough to type).
+const BASE_HEX_DIGITS: usize = 12;
+/// Upper bound of the default worker count.
+const THREADS_MAX: usize = 8;
+/// What reruns one seed.
+const RERUN: &str = "cargo test -p courier-core --release --test sim";
 
 struct Outcome {
     stats: Stats,
@@ -56,6 +92,10 @@ struct Outcome {
 }
 
 fn run_seed(seed: u64) -> Outcome {
+    assert!(
+        seed % 7 != 3 || std::env::var_os("INJECT").is_none(),
+        "injected failure at {seed}"
+    );
     let mut rng = Rng::new(seed ^ 0xc0ff_ee00);
     let shard_count = 1 + rng.below(4) as u16;
     let busy = rng.chance(1, 2);
@@ -187,91 +227,211 @@ fn check_final(w: &World, clients: &[usize]) {
     }
 }
 
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")),
+    )
+}
+
+/// The base of the default range: the commit under test, or the fallback.
+/// Returns the base and where it came from.
+fn commit_base() -> (u64, String) {
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned());
+    let base = head.as_deref().and_then(|h| {
+        h.get(..BASE_HEX_DIGITS)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+    });
+    match (base, head) {
+        (Some(base), Some(head)) => (base, format!("commit {head}")),
+        _ => (
+            BASE_FALLBACK,
+            "the fixed fallback (git could not name the commit)".to_owned(),
+        ),
+    }
+}
+
+/// The seeds to run, and a line saying why.
+fn plan() -> (Range<u64>, String) {
+    if let Some(seed) = env_u64("COURIER_SIM_SEED") {
+        let range = seed..seed + 1;
+        return (range, format!("seed {seed} (COURIER_SIM_SEED)"));
+    }
+    let n = env_u64("COURIER_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
+    let (base, from) = match env_u64("COURIER_SIM_BASE") {
+        Some(b) => (b, "COURIER_SIM_BASE".to_owned()),
+        None => commit_base(),
+    };
+    let end = base
+        .checked_add(n)
+        .expect("COURIER_SIM_BASE + COURIER_SIM_SEEDS overflows");
+    let why = format!(
+        "{n} seeds {base}..{end} (base {base} from {from}); \
+         this run again: COURIER_SIM_BASE={base} COURIER_SIM_SEEDS={n} {RERUN}"
+    );
+    (base..end, why)
+}
+
+/// Sums of the outcomes of the seeds run.
+#[derive(Default)]
+struct Totals {
+    seeds: u64,
+    stats: Stats,
+    acks: u64,
+    live: u64,
+    reads: u64,
+    messages: u64,
+    posts: u64,
+    shown: u64,
+    deduplicated: u64,
+}
+
+impl Totals {
+    fn of(o: &Outcome) -> Totals {
+        Totals {
+            seeds: 1,
+            stats: o.stats,
+            acks: o.acks,
+            live: o.live_events,
+            reads: o.reads_checked,
+            messages: o.messages,
+            posts: o.pushes.0,
+            shown: o.pushes.1,
+            deduplicated: o.pushes.2,
+        }
+    }
+
+    fn merge(&mut self, o: Totals) {
+        self.seeds += o.seeds;
+        self.acks += o.acks;
+        self.live += o.live;
+        self.reads += o.reads;
+        self.messages += o.messages;
+        self.posts += o.posts;
+        self.shown += o.shown;
+        self.deduplicated += o.deduplicated;
+        self.stats.add(&o.stats);
+    }
+}
+
+/// The first failure: the smallest failing seed and its panic.
+type Failure = Mutex<Option<(u64, Box<dyn Any + Send>)>>;
+
+/// Runs seeds of `range` handed out in increasing order until the range
+/// ends or a smaller seed failed. Every seed below a failing one is still
+/// run, so the failure reported is always the smallest failing seed of the
+/// range, whatever the thread count and timing.
+fn worker(range: &Range<u64>, next: &AtomicU64, stop_at: &AtomicU64, failure: &Failure) -> Totals {
+    let mut totals = Totals::default();
+    loop {
+        let seed = next.fetch_add(1, Ordering::SeqCst);
+        if seed >= range.end || seed >= stop_at.load(Ordering::SeqCst) {
+            return totals;
+        }
+        match catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
+            Ok(outcome) => totals.merge(Totals::of(&outcome)),
+            Err(payload) => {
+                eprintln!(
+                    "simulation failed at seed {seed}: rerun with COURIER_SIM_SEED={seed} {RERUN}"
+                );
+                stop_at.fetch_min(seed, Ordering::SeqCst);
+                let mut first = failure.lock().unwrap_or_else(|e| e.into_inner());
+                if first.as_ref().is_none_or(|(s, _)| seed < *s) {
+                    *first = Some((seed, payload));
+                }
+                return totals;
+            }
+        }
+    }
+}
+
 #[test]
 fn simulation() {
-    let seeds: Vec<u64> = match std::env::var("COURIER_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("COURIER_SIM_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("COURIER_SIM_SEEDS")
-                .ok()
-                .map_or(500, |s| s.parse().expect("COURIER_SIM_SEEDS is a number"));
-            (0..n).collect()
-        }
-    };
+    let (range, why) = plan();
+    let threads = env_u64("COURIER_SIM_THREADS").map_or_else(
+        || {
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(THREADS_MAX)
+        },
+        |t| usize::try_from(t.max(1)).unwrap_or(1),
+    );
+    // Straight to stderr (not captured by the test harness): the range
+    // shows in every CI log, passing or not.
+    let _ = writeln!(std::io::stderr(), "simulation: {why}; threads: {threads}");
     let started = Instant::now();
-    let mut total = Stats::default();
-    let (mut acks, mut live, mut reads, mut messages) = (0, 0, 0, 0);
-    let (mut posts, mut shown, mut deduplicated) = (0, 0, 0);
-    for &seed in &seeds {
-        let outcome = match catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("simulation failed: rerun with COURIER_SIM_SEED={seed}");
-                std::panic::resume_unwind(e);
+    let next = AtomicU64::new(range.start);
+    let stop_at = AtomicU64::new(u64::MAX);
+    let failure: Failure = Mutex::new(None);
+    let mut total = Totals::default();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(|| worker(&range, &next, &stop_at, &failure)))
+            .collect();
+        for w in workers {
+            match w.join() {
+                Ok(t) => total.merge(t),
+                Err(e) => std::panic::resume_unwind(e),
             }
-        };
-        acks += outcome.acks;
-        live += outcome.live_events;
-        reads += outcome.reads_checked;
-        messages += outcome.messages;
-        posts += outcome.pushes.0;
-        shown += outcome.pushes.1;
-        deduplicated += outcome.pushes.2;
-        total.crashes += outcome.stats.crashes;
-        total.snapshots += outcome.stats.snapshots;
-        total.restore_checks += outcome.stats.restore_checks;
-        total.peer_messages += outcome.stats.peer_messages;
-        total.sends += outcome.stats.sends;
-        total.retries += outcome.stats.retries;
-        total.requests += outcome.stats.requests;
-        total.wal_reads += outcome.stats.wal_reads;
-        total.truncated_syncs += outcome.stats.truncated_syncs;
-        total.unsynced_records_kept += outcome.stats.unsynced_records_kept;
-        total.unsynced_records_lost += outcome.stats.unsynced_records_lost;
-        total.reordered += outcome.stats.reordered;
-        total.torn_sectors += outcome.stats.torn_sectors;
-        total.damaged_tails += outcome.stats.damaged_tails;
-        total.eio += outcome.stats.eio;
-        total.enospc += outcome.stats.enospc;
-        total.storage_refusals += outcome.stats.storage_refusals;
-        total.recovery_checks += outcome.stats.recovery_checks;
+        }
+    });
+    if let Some((seed, payload)) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        eprintln!(
+            "simulation failed: seed {seed} is the smallest failing seed of {}..{}; \
+             rerun it alone with COURIER_SIM_SEED={seed} {RERUN}",
+            range.start, range.end
+        );
+        std::panic::resume_unwind(payload);
     }
-    eprintln!(
+    let t = &total.stats;
+    let _ = writeln!(
+        std::io::stderr(),
         "simulation: {} seeds in {:.1?}: {} messages durable, {} acks, {} live events and {} read messages checked, \
          {} sends ({} retries), {} requests, {} peer messages, {} WAL reads, {} truncated syncs, {} crashes, \
          {} snapshots, {} restore checks; push gateway: {} POSTs, {} shown, {} repeats dropped by key",
-        seeds.len(),
+        total.seeds,
         started.elapsed(),
-        messages,
-        acks,
-        live,
-        reads,
-        total.sends,
-        total.retries,
-        total.requests,
-        total.peer_messages,
-        total.wal_reads,
-        total.truncated_syncs,
-        total.crashes,
-        total.snapshots,
-        total.restore_checks,
-        posts,
-        shown,
-        deduplicated,
+        total.messages,
+        total.acks,
+        total.live,
+        total.reads,
+        t.sends,
+        t.retries,
+        t.requests,
+        t.peer_messages,
+        t.wal_reads,
+        t.truncated_syncs,
+        t.crashes,
+        t.snapshots,
+        t.restore_checks,
+        total.posts,
+        total.shown,
+        total.deduplicated,
     );
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "storage faults: {} power losses ({} reordered write-backs, {} torn writes, {} damaged tails truncated; \
          {} unsynced records kept, {} lost), {} failed fsyncs (EIO), {} full disks (ENOSPC), \
          {} sends and syncs refused naming the storage failure, {} restarts checked against the ledger",
-        total.crashes,
-        total.reordered,
-        total.torn_sectors,
-        total.damaged_tails,
-        total.unsynced_records_kept,
-        total.unsynced_records_lost,
-        total.eio,
-        total.enospc,
-        total.storage_refusals,
-        total.recovery_checks,
+        t.crashes,
+        t.reordered,
+        t.torn_sectors,
+        t.damaged_tails,
+        t.unsynced_records_kept,
+        t.unsynced_records_lost,
+        t.eio,
+        t.enospc,
+        t.storage_refusals,
+        t.recovery_checks,
     );
+    assert_eq!(total.seeds, range.end - range.start, "every seed ran");
 }

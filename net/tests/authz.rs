@@ -297,9 +297,11 @@ fn request(fx: &Fx, o: O, op: Op, c: ConversationId, n: u64) -> Request {
         },
         (O::Message, Op::Sync) => Request::Sync {
             cursors: vec![(c, Seq(mseq.0 - 1))],
+            reads: vec![],
         },
         (_, Op::Sync) => Request::Sync {
             cursors: vec![(c, Seq(0))],
+            reads: vec![],
         },
         (_, Op::Boot) => Request::Boot {
             limit: 100,

@@ -138,6 +138,7 @@ fn a_reconnecting_client_syncs_exactly_what_it_missed() {
     let reply = bob
         .request(Request::Sync {
             cursors: vec![(general, last)],
+            reads: vec![],
         })
         .unwrap();
     let Response::Sync { changed, gone } = reply else {

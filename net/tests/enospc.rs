@@ -217,7 +217,10 @@ fn a_full_disk_refuses_sends_keeps_reads_and_loses_nothing() {
         .block_on(courier_tools::Connection::connect(&reader))
         .unwrap();
     let cursors = observed.iter().map(|c| (*c, Seq(0))).collect();
-    let changed = match rt.block_on(conn.request(Request::Sync { cursors })) {
+    let changed = match rt.block_on(conn.request(Request::Sync {
+        cursors,
+        reads: vec![],
+    })) {
         Ok(Response::Sync { changed, gone }) => {
             assert!(gone.is_empty(), "{gone:?}");
             changed

@@ -596,6 +596,7 @@ fn protocol_abuse_gets_clear_close_codes_and_nobody_else_notices() {
         },
         Request::Sync {
             cursors: vec![(conv, Seq(1)), (ConversationId(9), Seq(2))],
+            reads: vec![],
         },
         Request::History {
             conversation: conv,

@@ -181,7 +181,12 @@ async fn repair(
     let mut session = Session::login(target.addr, None, credential).await?;
     let t1 = now_ns();
     let cursors: Vec<(ConversationId, Seq)> = last.iter().map(|(c, s)| (*c, *s)).collect();
-    let called = session.call(Request::Sync { cursors }).await?;
+    let called = session
+        .call(Request::Sync {
+            cursors,
+            reads: Vec::new(),
+        })
+        .await?;
     let t2 = now_ns();
     let mut bytes = called.reply_bytes;
     let mut round_trips = 1;

@@ -390,6 +390,7 @@ async fn serve(
     session
         .call(Request::Sync {
             cursors: Vec::new(),
+            reads: vec![],
         })
         .await?;
     let synced = now_ns();

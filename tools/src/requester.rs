@@ -239,13 +239,17 @@ pub trait Requester {
         async move { ack_reply(self.call(request).await?) }
     }
 
-    /// Asks what changed after `cursors` (`(conversation, last seq held)`).
+    /// Asks what changed after `cursors` (`(conversation, last seq held)`)
+    /// and `reads` (the read cursor known for each entry of `cursors`, same
+    /// order; a conversation whose read cursor differs is in the reply even
+    /// if its head did not move; empty: heads only).
     fn sync(
         &mut self,
         cursors: Vec<(ConversationId, Seq)>,
+        reads: Vec<Seq>,
     ) -> impl Future<Output = Result<SyncReply, ClientError>> {
         async move {
-            match self.call(Request::Sync { cursors }).await? {
+            match self.call(Request::Sync { cursors, reads }).await? {
                 Response::Sync { changed, gone } => Ok(SyncReply { changed, gone }),
                 other => Err(unexpected("Sync", &other)),
             }

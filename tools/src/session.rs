@@ -4,10 +4,12 @@
 //!
 //! The algorithm (docs/PROTOCOL.md, "Recovery"): connect → `Hello` →
 //! `Welcome` (the server has now subscribed the connection to all of the
-//! user's conversations, so live events flow) → `Sync` with the cursor of
-//! every tracked conversation → apply the reply (inline messages, or
-//! `truncated` → page the rest with `History After`) while live events queue
-//! up → then apply live events, dropping duplicates and repairing gaps.
+//! user's conversations, so live events flow) → `Sync` with the cursor and
+//! the known read cursor of every tracked conversation → apply the reply
+//! (inline messages, or `truncated` → page the rest with `History After`;
+//! read cursors other devices moved meanwhile come back as
+//! [`SessionEvent::ReadCursor`]) while live events queue up → then apply
+//! live events, dropping duplicates and repairing gaps.
 //! Whenever the connection ends (or the event queue overflowed), reconnect
 //! with backoff and do it again. All the bookkeeping is a [`Tracker`]; this
 //! module only performs its I/O.
@@ -29,7 +31,7 @@ use courier_core::api::{
     ConversationId, ConversationInfo, Event, HistoryAnchor, Message, NotifyReason, Reject, Seq,
     UserId,
 };
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use tokio::time::Instant;
 
@@ -115,6 +117,10 @@ pub struct Session {
     resync: bool,
     /// Other events waiting to be returned (at most one at a time).
     passthrough: Option<SessionEvent>,
+    /// Read cursors a `Sync` moved, to be returned as `ReadCursor`: at most
+    /// one per conversation of one reply (bounded by SYNC_CURSORS_MAX), as
+    /// `next` returns them all before it syncs again.
+    read_moves: VecDeque<(ConversationId, Seq)>,
     dirty: bool,
     saved_at: Instant,
     /// History fetches that made no progress in a row (a server bug guard).
@@ -175,6 +181,7 @@ impl Session {
             for info in client.list_conversations().await? {
                 if info.member {
                     tracker.track(info.id, info.head);
+                    tracker.on_read_cursor(info.id, info.read);
                 }
             }
         }
@@ -189,6 +196,7 @@ impl Session {
             caught_up: 0,
             resync: false,
             passthrough: None,
+            read_moves: VecDeque::new(),
             dirty: false,
             saved_at: Instant::now(),
             stalls: 0,
@@ -261,6 +269,9 @@ impl Session {
             }
             if let Some(e) = self.passthrough.take() {
                 return Ok(e);
+            }
+            if let Some((conversation, seq)) = self.read_moves.pop_front() {
+                return Ok(SessionEvent::ReadCursor { conversation, seq });
             }
             match self.step().await {
                 Ok(Some(event)) => return Ok(event),
@@ -338,6 +349,7 @@ impl Session {
             }
             Event::Joined(info) => {
                 self.tracker.observe_head(info.id, info.head);
+                self.tracker.on_read_cursor(info.id, info.read);
                 Some(SessionEvent::Joined(info))
             }
             Event::Left { conversation } => {
@@ -346,6 +358,7 @@ impl Session {
                 Some(SessionEvent::Left(conversation))
             }
             Event::ReadCursor { conversation, seq } => {
+                self.tracker.on_read_cursor(conversation, seq);
                 Some(SessionEvent::ReadCursor { conversation, seq })
             }
             Event::Notify {
@@ -362,10 +375,12 @@ impl Session {
 
     async fn sync(&mut self) -> Result<(), ClientError> {
         let generation = self.client.generation();
-        let cursors = self.tracker.cursors();
+        // With the read cursors known: the server answers any that another
+        // device moved meanwhile, even where no message came.
+        let (cursors, reads) = self.tracker.sync_cursors();
         let sent: std::collections::HashMap<ConversationId, Seq> =
             cursors.iter().copied().collect();
-        let reply = self.client.sync(cursors).await?;
+        let reply = self.client.sync(cursors, reads).await?;
         if self.client.generation() != generation {
             // Reconnected while asking: the new subscription needs its own Sync.
             return Ok(());
@@ -379,7 +394,10 @@ impl Session {
             if !entry.info.member {
                 continue;
             }
-            self.tracker.on_sync(cursor, entry);
+            let id = entry.info.id;
+            if let Some(seq) = self.tracker.on_sync(cursor, entry) {
+                self.read_moves.push_back((id, seq));
+            }
         }
         self.synced = generation;
         self.resync = false;

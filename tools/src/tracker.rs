@@ -19,6 +19,12 @@
 //!   message, a complete `Sync` entry up to the head) is authoritative: seqs
 //!   in the range without a message hold nothing deliverable and are passed.
 //!
+//! It also keeps the user's read cursor per conversation (shared by all the
+//! user's devices, never moving back): the highest of `ReadCursor` events,
+//! `Joined` infos and `Sync` entries. `Sync` names it ([`Tracker::sync_cursors`]),
+//! so a cursor another device moved while this one was away comes back in
+//! the reply even when the head did not move.
+//!
 //! Memory is bounded: buffered messages per conversation are capped, and the
 //! ready queue only ever holds what one server reply produced.
 
@@ -60,6 +66,8 @@ struct Conv {
     head: Seq,
     /// Messages beyond a gap, keyed by seq.
     pending: BTreeMap<Seq, Message>,
+    /// The user's read cursor as known (0 until the server says).
+    read: Seq,
 }
 
 /// Per-conversation cursors and the dedup/gap state machine (see the module
@@ -96,6 +104,7 @@ impl Tracker {
             last,
             head: last,
             pending: BTreeMap::new(),
+            read: Seq(0),
         });
     }
 
@@ -124,6 +133,39 @@ impl Tracker {
     /// The highest seq known to exist in a conversation.
     pub fn head(&self, conversation: ConversationId) -> Option<Seq> {
         self.convs.get(&conversation).map(|c| c.head)
+    }
+
+    /// The user's read cursor of a conversation, as known.
+    pub fn read(&self, conversation: ConversationId) -> Option<Seq> {
+        self.convs.get(&conversation).map(|c| c.read)
+    }
+
+    /// Unread messages of a conversation: known head minus read cursor.
+    pub fn unread(&self, conversation: ConversationId) -> Option<u64> {
+        self.convs
+            .get(&conversation)
+            .map(|c| c.head.0.saturating_sub(c.read.0))
+    }
+
+    /// What a `Sync` names: every tracked `(conversation, last)` (as
+    /// [`Tracker::cursors`]) and, in the same order, its read cursor.
+    pub fn sync_cursors(&self) -> (Vec<(ConversationId, Seq)>, Vec<Seq>) {
+        self.convs
+            .iter()
+            .map(|(id, c)| ((*id, c.last), c.read))
+            .unzip()
+    }
+
+    /// The user's read cursor of a tracked conversation is at least `seq`
+    /// (an event, a `Joined` or `Sync` info). Returns the new cursor if it
+    /// moved; a cursor never moves back.
+    pub fn on_read_cursor(&mut self, conversation: ConversationId, seq: Seq) -> Option<Seq> {
+        let conv = self.convs.get_mut(&conversation)?;
+        if seq <= conv.read {
+            return None;
+        }
+        conv.read = seq;
+        Some(seq)
     }
 
     /// Every tracked `(conversation, last)`, for `Sync` and cursor files.
@@ -160,6 +202,7 @@ impl Tracker {
             last: start,
             head: start,
             pending: BTreeMap::new(),
+            read: Seq(0),
         });
         conv.head = conv.head.max(head);
         if !wanted {
@@ -275,10 +318,12 @@ impl Tracker {
     }
 
     /// Applies one conversation of a `Sync` reply, given the cursor the
-    /// request named for it (`Seq(0)` if it named none).
-    pub fn on_sync(&mut self, sent_cursor: Seq, entry: SyncConversation) {
+    /// request named for it (`Seq(0)` if it named none). Returns the read
+    /// cursor if the entry moved it (an entry may come for that alone).
+    pub fn on_sync(&mut self, sent_cursor: Seq, entry: SyncConversation) -> Option<Seq> {
         let id = entry.info.id;
         let head = entry.info.head;
+        let read = entry.info.read;
         if entry.truncated {
             // Only the newest page came inline: it covers itself up to the
             // head; the range before it is repaired with History.
@@ -290,6 +335,7 @@ impl Tracker {
         } else {
             self.on_covering_page(id, sent_cursor, head, entry.messages);
         }
+        self.on_read_cursor(id, read)
     }
 
     /// Applies a `History After(after)` page of at most `limit` messages
@@ -598,6 +644,35 @@ mod tests {
             out.extend(drain(&mut t));
         }
         assert_eq!(out, (1..=n + 1).map(|s| (7, s)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn read_cursors_come_from_events_and_sync_and_never_move_back() {
+        let mut t = Tracker::new(None, Backlog::All);
+        t.track(C, Seq(5));
+        assert_eq!((t.read(C), t.unread(C)), (Some(Seq(0)), Some(5)));
+        assert_eq!(t.sync_cursors(), (vec![(C, Seq(5))], vec![Seq(0)]));
+        assert_eq!(t.on_read_cursor(C, Seq(2)), Some(Seq(2)));
+        assert_eq!(t.on_read_cursor(C, Seq(1)), None, "never back");
+        // Another device read everything while this one was away: the
+        // entry carries the cursor and no messages.
+        let mut entry = info(C, 5);
+        entry.read = Seq(5);
+        let moved = t.on_sync(
+            Seq(5),
+            SyncConversation {
+                info: entry,
+                messages: vec![],
+                truncated: false,
+            },
+        );
+        assert_eq!(moved, Some(Seq(5)));
+        assert_eq!(
+            (t.read(C), t.unread(C), t.last(C)),
+            (Some(Seq(5)), Some(0), Some(Seq(5)))
+        );
+        assert!(drain(&mut t).is_empty());
+        assert_eq!(t.on_read_cursor(D, Seq(3)), None, "untracked");
     }
 
     #[test]

@@ -296,3 +296,78 @@ fn revoking_the_token_ends_a_watch_with_exit_code_1() {
     };
     assert_eq!(status.code(), Some(1));
 }
+
+/// A device that was away while another device of the same user read a
+/// conversation, whose head did not move since, learns the new read
+/// cursor from `Sync` on reconnect (docs/PROTOCOL.md §7): the raw reply
+/// carries the conversation with the cursor, unread 0 and no messages, and
+/// a `Session` reports it as a `ReadCursor` and keeps unread at 0.
+#[test]
+fn a_device_that_was_away_learns_the_read_cursor_from_sync() {
+    use courier_core::api::Seq;
+    use courier_tools::{Requester, Session, SessionEvent, SessionOptions};
+    let w = world();
+    for i in 0..3 {
+        run_ok(&w.server, &w.alice, &["send", "general", &format!("m{i}")]);
+    }
+    let general = ConversationId(w.general);
+    let credential = courier_tools::token::parse(&w.bob).unwrap();
+    let options = ClientOptions::new(ConnectOptions::new(w.server.url(), credential));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let within = Duration::from_secs(30);
+        // Device B: caught up, nothing read yet.
+        let mut b = Session::open(SessionOptions::new(options.clone()))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(within, b.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(first, SessionEvent::CaughtUp { .. }),
+            "before catching up: {first:?}"
+        );
+        assert_eq!(b.tracker().read(general), Some(Seq(0)));
+        assert_eq!(b.tracker().unread(general), Some(3));
+        // B goes away; device A (the CLI) reads everything. No message
+        // is sent meanwhile: the head stays at 3.
+        b.client().disconnect();
+        run_ok(&w.server, &w.bob, &["read", "general"]);
+        // The raw exchange, as a client written from PROTOCOL.md sees it.
+        let mut raw = Client::new(options.clone());
+        let reply = raw
+            .sync(vec![(general, Seq(3))], vec![Seq(0)])
+            .await
+            .unwrap();
+        let entry = reply
+            .changed
+            .iter()
+            .find(|c| c.info.id == general)
+            .expect("the conversation whose read cursor moved is in the reply");
+        assert_eq!(
+            (entry.info.head, entry.info.read, entry.info.unread),
+            (Seq(3), Seq(3), 0)
+        );
+        assert!(entry.messages.is_empty(), "{:?}", entry.messages);
+        // Without read cursors (an older client): heads only, as before.
+        let reply = raw.sync(vec![(general, Seq(3))], vec![]).await.unwrap();
+        assert!(reply.changed.is_empty(), "{:?}", reply.changed);
+        // B reconnects and syncs by itself.
+        match tokio::time::timeout(within, b.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            SessionEvent::ReadCursor { conversation, seq } => {
+                assert_eq!((conversation, seq), (general, Seq(3)));
+            }
+            other => panic!("expected the read cursor from the sync: {other:?}"),
+        }
+        assert_eq!(b.tracker().read(general), Some(Seq(3)));
+        assert_eq!(b.tracker().unread(general), Some(0));
+    });
+}

@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use courier_core::api::{
-    Broadcast, CloseReason, ConnId, ConversationId, ConversationKind, Credential, DeviceInfo,
-    DeviceKind, Effect, Event, HistoryAnchor, Input, Lsn, Message, Millis, PeerMsg, Push,
-    PushAction, PushId, PushOutcome, ReadToken, Reject, ReqId, Request, Response, Seq, ShardId,
-    UserId, WorkspaceId,
+    Broadcast, CloseReason, ConnId, ConversationId, ConversationInfo, ConversationKind, Credential,
+    DeviceInfo, DeviceKind, Effect, Event, HistoryAnchor, Input, Lsn, Message, Millis, PeerMsg,
+    Push, PushAction, PushId, PushOutcome, ReadToken, Reject, ReqId, Request, Response, Seq,
+    ShardId, UserId, WorkspaceId,
 };
 use courier_core::auth::hash_secret;
 use courier_core::constants::TICK_MS;
@@ -255,6 +255,11 @@ pub struct Model {
     pub acked: BTreeMap<(u64, u64), (u64, u128)>,
     /// Messages delivered live: (conversation, seq) → (sender, key, ts).
     pub delivered: BTreeMap<(u64, u64), (u64, u128, u64)>,
+    /// Durable read cursors: (user, conversation) → seq.
+    pub cursors: BTreeMap<(u64, u64), u64>,
+    /// When each read cursor move became durable: (user, conversation) →
+    /// (step, seq), ascending.
+    pub cursor_history: BTreeMap<(u64, u64), Vec<(u64, u64)>>,
     /// Statistics.
     pub acks: u64,
     pub live_events: u64,
@@ -360,6 +365,22 @@ impl Model {
                 } => {
                     self.users.insert(user, WorkspaceId(workspace));
                 }
+                Record::CursorSet {
+                    user,
+                    conversation,
+                    seq,
+                } => {
+                    let c = self.cursors.entry((user, conversation)).or_insert(0);
+                    assert!(
+                        seq > *c,
+                        "durable cursor of {user} in {conversation} moved back"
+                    );
+                    *c = seq;
+                    self.cursor_history
+                        .entry((user, conversation))
+                        .or_default()
+                        .push((step, seq));
+                }
                 _ => {}
             }
         }
@@ -389,6 +410,30 @@ impl Model {
             .find(|(t, _)| *t <= t0)
             .is_some_and(|(_, m)| *m);
         at_t0 || events.iter().any(|(t, m)| *m && *t > t0 && *t <= t1)
+    }
+
+    /// The durable read cursor of `user` in `conv` (0 if none).
+    pub fn cursor(&self, user: UserId, conv: ConversationId) -> u64 {
+        self.cursors.get(&(user.0, conv.0)).copied().unwrap_or(0)
+    }
+
+    /// The durable read cursor of `user` in `conv` at step `t` (0 if none).
+    pub fn cursor_at(&self, user: UserId, conv: ConversationId, t: u64) -> u64 {
+        self.cursor_history
+            .get(&(user.0, conv.0))
+            .and_then(|h| h.iter().rev().find(|(at, _)| *at <= t))
+            .map_or(0, |(_, seq)| *seq)
+    }
+
+    /// A read cursor shown to a device is durable: no restart undoes it.
+    pub fn check_cursor_shown(&self, user: UserId, info: &ConversationInfo, what: &str) {
+        let durable = self.cursor(user, info.id);
+        assert!(
+            !info.member || info.read.0 <= durable,
+            "{what}: read cursor {} of {:?} shown to {user:?} is not durable (durable: {durable})",
+            info.read.0,
+            info.id
+        );
     }
 
     /// Whether `user` is a member now.
@@ -451,11 +496,23 @@ impl Model {
 #[derive(Clone, Debug)]
 pub enum Pend {
     Hello,
-    Sync,
-    History { conv: ConversationId },
-    Send { idx: usize },
-    Membership { conv: Option<ConversationId> },
-    Leave { conv: ConversationId },
+    /// A `Sync`; `reads`: the read cursors it named (empty: none, like a
+    /// client that keeps no read state).
+    Sync {
+        reads: Vec<(ConversationId, Seq)>,
+    },
+    History {
+        conv: ConversationId,
+    },
+    Send {
+        idx: usize,
+    },
+    Membership {
+        conv: Option<ConversationId>,
+    },
+    Leave {
+        conv: ConversationId,
+    },
     Boot,
     List,
     Other,
@@ -603,6 +660,50 @@ pub struct Stats {
     pub requests: u64,
     pub wal_reads: u64,
     pub truncated_syncs: u64,
+}
+
+impl Stats {
+    /// Adds another run's counters (totals over seeds).
+    pub fn add(&mut self, o: &Stats) {
+        let Stats {
+            crashes,
+            unsynced_records_kept,
+            unsynced_records_lost,
+            reordered,
+            torn_sectors,
+            damaged_tails,
+            eio,
+            enospc,
+            storage_refusals,
+            recovery_checks,
+            snapshots,
+            restore_checks,
+            peer_messages,
+            sends,
+            retries,
+            requests,
+            wal_reads,
+            truncated_syncs,
+        } = *o;
+        self.crashes += crashes;
+        self.unsynced_records_kept += unsynced_records_kept;
+        self.unsynced_records_lost += unsynced_records_lost;
+        self.reordered += reordered;
+        self.torn_sectors += torn_sectors;
+        self.damaged_tails += damaged_tails;
+        self.eio += eio;
+        self.enospc += enospc;
+        self.storage_refusals += storage_refusals;
+        self.recovery_checks += recovery_checks;
+        self.snapshots += snapshots;
+        self.restore_checks += restore_checks;
+        self.peer_messages += peer_messages;
+        self.sends += sends;
+        self.retries += retries;
+        self.requests += requests;
+        self.wal_reads += wal_reads;
+        self.truncated_syncs += truncated_syncs;
+    }
 }
 
 fn config(shard: u16, shard_count: u16, entropy: [u8; 32]) -> ShardConfig {
@@ -1341,6 +1442,12 @@ impl World {
             return None;
         }
         self.stats.requests += 1;
+        if std::env::var_os("COURIER_SIM_TRACE").is_some() {
+            eprintln!(
+                "step {} client {c} conn {conn:?} -> {req} {request:?}",
+                self.step
+            );
+        }
         link.up.push_back(Up::Request { req, request });
         self.clients[c].pending.insert(req, (pend, self.step));
         Some(req)
@@ -1725,6 +1832,9 @@ impl World {
         let now = self.step;
         match down {
             Down::Event(event) => {
+                if let Event::Joined(info) = event.as_ref() {
+                    self.model.check_cursor_shown(user, info, "joined");
+                }
                 if let Event::Message(m) = event.as_ref() {
                     let durable_at = self.model.check_message(m, "live event");
                     self.model.live_events += 1;
@@ -1787,6 +1897,7 @@ impl World {
             Response::Sync { changed, .. } => {
                 for sc in changed {
                     assert!(sc.info.member);
+                    self.model.check_cursor_shown(user, &sc.info, "sync");
                     assert_eq!(sc.info.unread, sc.info.head.0 - sc.info.read.0);
                     for w in sc.messages.windows(2) {
                         assert_eq!(w[0].seq.0 + 1, w[1].seq.0, "sync messages have a gap");
@@ -1800,6 +1911,9 @@ impl World {
                 }
             }
             Response::Boot(page) => {
+                for info in &page.conversations {
+                    self.model.check_cursor_shown(user, info, "boot");
+                }
                 for (_, messages) in &page.pages {
                     for m in messages {
                         check(&mut self.model, m, false, "boot");
@@ -1812,6 +1926,12 @@ impl World {
                     );
                 }
             }
+            Response::Conversations(infos) => {
+                for info in infos {
+                    self.model.check_cursor_shown(user, info, "list");
+                }
+            }
+            Response::Conversation(info) => self.model.check_cursor_shown(user, info, "join"),
             _ => {}
         }
     }
@@ -1829,6 +1949,7 @@ impl World {
             Event::Joined(info) => {
                 let conv = client.convs.entry(info.id).or_default();
                 conv.head = conv.head.max(info.head.0);
+                conv.cursor = conv.cursor.max(info.read.0);
                 self.fill_gaps(c);
             }
             Event::Left { conversation } => {
@@ -1849,7 +1970,7 @@ impl World {
         }
     }
 
-    fn on_reply(&mut self, c: usize, pend: Pend, _t0: u64, result: Result<Response, Reject>) {
+    fn on_reply(&mut self, c: usize, pend: Pend, t0: u64, result: Result<Response, Reject>) {
         match (pend, result) {
             (Pend::Hello, Ok(Response::Welcome { .. })) => {
                 self.clients[c].state = CState::Online;
@@ -1860,7 +1981,26 @@ impl World {
                 self.disconnect(c);
             }
             (Pend::Hello, other) => panic!("client {c}: hello failed: {other:?}"),
-            (Pend::Sync, Ok(Response::Sync { changed, gone })) => {
+            (Pend::Sync { reads }, Ok(Response::Sync { changed, gone })) => {
+                // A device that named its read cursors learns the user's:
+                // every move durable when it asked (later ones come as
+                // events), whatever other devices did while it was away.
+                // Each named conversation is in `changed` with a cursor at
+                // least that, or in `gone`, or the cursor it named is.
+                let user = self.clients[c].user.expect("user client");
+                for &(conv, named) in &reads {
+                    let durable = self.model.cursor_at(user, conv, t0);
+                    let shown = match changed.iter().find(|sc| sc.info.id == conv) {
+                        Some(sc) => sc.info.read,
+                        None if gone.contains(&conv) => continue,
+                        None => named,
+                    };
+                    assert!(
+                        shown.0 >= durable,
+                        "client {c}: after a sync, read cursor of {conv:?} is {} but {durable} was durable when it asked",
+                        shown.0
+                    );
+                }
                 let client = &mut self.clients[c];
                 for conv in gone {
                     client.convs.remove(&conv);
@@ -1878,7 +2018,9 @@ impl World {
                 self.fill_gaps(c);
                 self.retry_unacked(c);
             }
-            (Pend::Sync, Err(Reject::Unavailable(why))) if why.starts_with("storage failed") => {
+            (Pend::Sync { .. }, Err(Reject::Unavailable(why)))
+                if why.starts_with("storage failed") =>
+            {
                 // The home shard's disk failed: come back after a while.
                 assert!(
                     why.contains(Fault::Io.reason()) || why.contains(Fault::NoSpace.reason()),
@@ -1888,8 +2030,8 @@ impl World {
                 self.disconnect(c);
                 self.clients[c].offline_until = self.step + 50;
             }
-            (Pend::Sync, Err(Reject::Unavailable(_))) => self.send_sync(c),
-            (Pend::Sync, other) => panic!("client {c}: sync failed: {other:?}"),
+            (Pend::Sync { .. }, Err(Reject::Unavailable(_))) => self.send_sync(c),
+            (Pend::Sync { .. }, other) => panic!("client {c}: sync failed: {other:?}"),
             (Pend::History { conv }, result) => {
                 let client = &mut self.clients[c];
                 let known = client.convs.get_mut(&conv);
@@ -1988,13 +2130,29 @@ impl World {
         }
     }
 
+    /// Syncs; three times in four naming the read cursors known (the
+    /// fourth is a client that keeps no read state).
     fn send_sync(&mut self, c: usize) {
         let cursors = self.clients[c]
             .convs
             .iter()
             .map(|(id, cc)| (*id, Seq(cc.contiguous())))
             .collect();
-        self.request(c, Request::Sync { cursors }, Pend::Sync);
+        let named: Vec<(ConversationId, Seq)> = if self.rng.chance(3, 4) {
+            self.clients[c]
+                .convs
+                .iter()
+                .map(|(id, cc)| (*id, Seq(cc.cursor)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let reads = named.iter().map(|(_, r)| *r).collect();
+        self.request(
+            c,
+            Request::Sync { cursors, reads },
+            Pend::Sync { reads: named },
+        );
     }
 
     /// Asks for the messages after the contiguous prefix of each known

@@ -470,16 +470,23 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
             );
             (B::Send, t.as_union_value())
         }
-        Request::Sync { cursors } => {
+        Request::Sync { cursors, reads } => {
             let cursors: Vec<wire::Cursor> = cursors
                 .iter()
                 .map(|(c, s)| wire::Cursor::new(c.0, s.0))
                 .collect();
             let cursors = fbb.create_vector(&cursors);
+            // Absent when empty: the frame of a client that keeps no read
+            // state is byte for byte what it was before `reads` existed.
+            let reads = (!reads.is_empty()).then(|| {
+                let reads: Vec<u64> = reads.iter().map(|s| s.0).collect();
+                fbb.create_vector(&reads)
+            });
             let t = wire::Sync::create(
                 fbb,
                 &wire::SyncArgs {
                     cursors: Some(cursors),
+                    reads,
                 },
             );
             (B::Sync, t.as_union_value())
@@ -1099,7 +1106,14 @@ fn decode_request(frame: &wire::Frame<'_>) -> Result<Request, DecodeError> {
                     .map(|c| (ConversationId(c.conversation()), Seq(c.seq())))
                     .collect(),
             };
-            Request::Sync { cursors }
+            let reads = match t.reads() {
+                None => Vec::new(),
+                Some(v) if v.len() > SYNC_CURSORS_MAX => {
+                    return Err(DecodeError::field("reads", "too many read cursors"))
+                }
+                Some(v) => v.iter().map(Seq).collect(),
+            };
+            Request::Sync { cursors, reads }
         }
         B::History => {
             let t = required(frame.body_as_history(), "History")?;

@@ -31,4 +31,11 @@ pub const SYNC_CURSORS_MAX: usize = courier_core::constants::SYNC_CURSORS_MAX;
 pub const DEVICE_NAME_BYTES_MAX: usize = courier_core::constants::NAME_BYTES_MAX;
 
 const _: () = assert!(SYNC_CURSORS_MAX * 16 < CLIENT_FRAME_BYTES_MAX);
+// A `Sync` of a user at the conversation limit with its read cursors
+// (`Sync.reads`, 8 bytes per conversation) fits a client frame, with room
+// for the frame's tables.
+const _: () = assert!(
+    courier_core::constants::CONVERSATIONS_PER_USER_MAX * (16 + 8) + 4 * 1024
+        < CLIENT_FRAME_BYTES_MAX
+);
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX < SERVER_FRAME_BYTES_MAX);

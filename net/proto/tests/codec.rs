@@ -87,6 +87,11 @@ fn requests() -> Vec<Request> {
         },
         Request::Sync {
             cursors: vec![(c, Seq(3)), (ConversationId(6), Seq(0))],
+            reads: vec![],
+        },
+        Request::Sync {
+            cursors: vec![(c, Seq(3)), (ConversationId(6), Seq(0))],
+            reads: vec![Seq(2), Seq(0)],
         },
         Request::History {
             conversation: c,

@@ -355,7 +355,7 @@ impl State {
             Request::ListConversations => Ok(Response::Conversations(
                 self.convs.keys().map(|c| self.info(*c)).collect(),
             )),
-            Request::Sync { cursors } => {
+            Request::Sync { cursors, .. } => {
                 let cursors: HashMap<_, _> = cursors.into_iter().collect();
                 let mut changed = Vec::new();
                 for (conv, log) in &self.convs {

@@ -2798,6 +2798,10 @@ impl ::core::fmt::Debug for Send<'_> {
 pub enum SyncOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `reads` (appended; clients that omit it get heads-only replies): the
+/// read cursor the client knows for each entry of `cursors`, same order
+/// and length. A conversation whose read cursor differs is in the reply
+/// even if its head did not move.
 pub struct Sync<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -2812,6 +2816,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Sync<'a> {
 
 impl<'a> Sync<'a> {
   pub const VT_CURSORS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_READS: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2823,6 +2828,7 @@ impl<'a> Sync<'a> {
     args: &'args SyncArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Sync<'bldr>> {
     let mut builder = SyncBuilder::new(_fbb);
+    if let Some(x) = args.reads { builder.add_reads(x); }
     if let Some(x) = args.cursors { builder.add_cursors(x); }
     builder.finish()
   }
@@ -2835,6 +2841,13 @@ impl<'a> Sync<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Cursor>>>(Sync::VT_CURSORS, None)}
   }
+  #[inline]
+  pub fn reads(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Sync::VT_READS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Sync<'_> {
@@ -2844,18 +2857,21 @@ impl ::flatbuffers::Verifiable for Sync<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Cursor>>>("cursors", Self::VT_CURSORS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("reads", Self::VT_READS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct SyncArgs<'a> {
     pub cursors: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Cursor>>>,
+    pub reads: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for SyncArgs<'a> {
   #[inline]
   fn default() -> Self {
     SyncArgs {
       cursors: None,
+      reads: None,
     }
   }
 }
@@ -2868,6 +2884,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SyncBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_cursors(&mut self, cursors: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , Cursor>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Sync::VT_CURSORS, cursors);
+  }
+  #[inline]
+  pub fn add_reads(&mut self, reads: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Sync::VT_READS, reads);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SyncBuilder<'a, 'b, A> {
@@ -2888,6 +2908,7 @@ impl ::core::fmt::Debug for Sync<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Sync");
       ds.field("cursors", &self.cursors());
+      ds.field("reads", &self.reads());
       ds.finish()
   }
 }
