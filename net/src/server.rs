@@ -3,10 +3,13 @@
 //! executor starts, see [`PeerEnds`]), the shared listening port, signals.
 //!
 //! # No start step can sleep through a peer
-//! glommio 0.9 can park an executor with no timer armed while it waits for
-//! another executor, and lose the other executor's wake-up: the parked
-//! executor then sleeps until some other event, which during start may
-//! never come. This hung `courierd`'s start about once in 300 restarts
+//! glommio 0.9's executor loop can park with a runnable task: when it stops
+//! for preemption before running anything (any unconsumed completion on
+//! its latency ring, such as the eventfd read that another executor's
+//! notification completes), it polls I/O and parks without looking at its
+//! task queues. A task just woken by another executor (a shared channel's
+//! connect or receive) then waits for some other event, which during start
+//! may never come. This hung `courierd`'s start about once in 300 restarts
 //! under load, in glommio's `MeshBuilder::join` (the first shard to join
 //! parks until the last one notifies it), after WAL recovery and before
 //! the shard's first timer (docs/RELIABILITY.md, "Fixed bugs"). Two things

@@ -1000,14 +1000,15 @@ fn snapshot_every_records() -> u64 {
 /// returned flag is set (once the tick task runs, which does the same for
 /// the shard's life).
 ///
-/// glommio 0.9 can park an executor with no timer armed while it waits for
-/// another executor (a shared channel's connect or receive, the old mesh
-/// join), and the other executor's wake-up is sometimes lost: on a loaded
-/// 2-core machine about 1 in 100–400 such waits never ended (measured with
-/// two bare executors; docs/RELIABILITY.md, "Fixed bugs"). An executor
-/// with a timer armed wakes at that timer whatever happened to the
-/// wake-up, so with this no wait of the start lasts more than a tick
-/// longer than its cause. Must be spawned before the shard's first await.
+/// glommio 0.9 can park an executor with a runnable task (it stops for
+/// preemption before running anything, then parks without looking at its
+/// task queues), so a wait on another executor (a shared channel's connect
+/// or receive, the old mesh join) can stall until some unrelated event: on
+/// a loaded 2-core machine about 1 in 130–400 such waits never ended
+/// (measured with two bare executors; docs/RELIABILITY.md, "Fixed bugs").
+/// An executor with a timer armed wakes at that timer, so with this no
+/// wait of the start lasts more than a tick longer than its cause. Must be
+/// spawned before the shard's first await.
 pub(crate) fn start_wakeups() -> Rc<Cell<bool>> {
     let serving = Rc::new(Cell::new(false));
     let done = serving.clone();
