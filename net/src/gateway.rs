@@ -15,6 +15,7 @@ use crate::constants::{
 use crate::http::{self, Route};
 use crate::metrics::M;
 use crate::shard::ShardCtx;
+use crate::sync::{with_timeout, Signal};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;
@@ -27,26 +28,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Close codes (defined in courier-proto, documented in docs/PROTOCOL.md).
 pub use courier_proto::close;
-
-/// Runs `fut` for at most `d`; `None` on timeout.
-///
-/// Built from combinators rather than `async` blocks: an `async` block that
-/// captures `fut` and awaits it stores it twice, which tripled the size of
-/// every per-connection task that embedded a timeout.
-pub fn with_timeout<T>(
-    d: Duration,
-    fut: impl Future<Output = T>,
-) -> impl Future<Output = Option<T>> {
-    use futures::FutureExt as _;
-    futures_lite::future::or(fut.map(Some), glommio::timer::sleep(d).map(|()| None))
-}
 
 thread_local! {
     /// The shard's socket read buffer, shared by all its connections: a
@@ -148,36 +135,6 @@ impl futures::io::AsyncWrite for LeanStream {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
-/// A one-waiter wake-up flag for a single-threaded executor.
-#[derive(Default)]
-pub struct Signal {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Signal {
-    /// Sets the flag and wakes the waiter, if any.
-    pub fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// Waits until notified (returns at once if notified since the last wait).
-    pub async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            if self.set.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
     }
 }
 

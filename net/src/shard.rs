@@ -16,10 +16,11 @@ use crate::config::Config;
 use crate::constants::{
     PACE_WAIT_MAX, PEER_QUEUE_HIGH_WATER, SNAPSHOT_EVERY_RECORDS, TICK_INTERVAL,
 };
-use crate::gateway::{self, close, Conn, Queued, Signal};
+use crate::gateway::{self, close, Conn, Queued};
 use crate::limits::{rate_limit, Limiter};
 use crate::metrics::{Board, Counters, M};
 use crate::push::PushLink;
+use crate::sync::{with_timeout, Signal};
 use bytes::Bytes;
 use courier_core::api::{
     CloseReason, ConnId, Effect, Event, Input, Lsn, Millis, PeerMsg, RateLimit, Reject, ReqId,
@@ -822,7 +823,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     // already accepted (a socket nobody ever reads).
     let mut accept = Box::pin(listener.accept());
     while !ctx.stop.is_requested() {
-        match gateway::with_timeout(TICK_INTERVAL, &mut accept).await {
+        match with_timeout(TICK_INTERVAL, &mut accept).await {
             None => continue,
             Some(result) => {
                 accept = Box::pin(listener.accept());
@@ -853,7 +854,7 @@ async fn shutdown(ctx: &Rc<ShardCtx>) {
     glommio::timer::sleep(Duration::from_millis(100)).await;
     let target = ctx.appended.get();
     if ctx.storage_failed.borrow().is_none() {
-        let _ = gateway::with_timeout(
+        let _ = with_timeout(
             Duration::from_secs(5),
             ctx.wal.wait_durable(courier_wal::Lsn(target)),
         )
