@@ -126,12 +126,18 @@ pub struct ShardCtx {
     /// Highest LSN appended / reported durable to the core.
     appended: Cell<u64>,
     durable_wake: Signal,
+    /// Highest LSN the durability task has reported to the core; shutdown
+    /// waits (on `reported_wake`) for it to reach what was appended.
+    reported: Cell<u64>,
+    reported_wake: Signal,
     /// Records the WAL had no room for yet, in LSN order.
     staged: RefCell<VecDeque<(Lsn, u8, Vec<u8>)>>,
     staged_wake: Signal,
     storage_failed: RefCell<Option<String>>,
     snapshot_lsn: Cell<u64>,
     outbox_total: Cell<usize>,
+    /// Notified when the last connection is forgotten (shutdown waits on it).
+    conns_empty: Signal,
     /// Request budgets of users with sessions here: (limiter, sessions).
     user_limits: RefCell<HashMap<UserId, (Rc<Limiter>, u32)>>,
     /// Request paces of workspaces with sessions here: (limiter, sessions).
@@ -374,11 +380,14 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         peer_wake: (0..shards).map(|_| Signal::default()).collect(),
         appended: Cell::new(booted.last_lsn),
         durable_wake: Signal::default(),
+        reported: Cell::new(booted.last_lsn),
+        reported_wake: Signal::default(),
         staged: RefCell::new(VecDeque::new()),
         staged_wake: Signal::default(),
         storage_failed: RefCell::new(None),
         snapshot_lsn: Cell::new(booted.snapshot_lsn),
         outbox_total: Cell::new(0),
+        conns_empty: Signal::default(),
         user_limits: RefCell::new(HashMap::new()),
         workspace_limits: RefCell::new(HashMap::new()),
         push,
@@ -414,6 +423,13 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     glommio::spawn_local(tick_task(ctx.clone())).detach();
     serving.set(true); // the tick task wakes the executor from now on
 
+    accept_loop(&ctx, listener).await;
+    shutdown(&ctx).await;
+    Ok(())
+}
+
+/// Accepts connections, each served by its own task, until a stop is requested.
+async fn accept_loop(ctx: &Rc<ShardCtx>, listener: glommio::net::TcpListener) {
     // Accept until asked to stop. The pending accept is kept across ticks:
     // dropping an in-flight io_uring accept can lose a connection the kernel
     // already accepted (a socket nobody ever reads).
@@ -428,7 +444,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
                         glommio::spawn_local(gateway::serve(ctx.clone(), stream)).detach();
                     }
                     Err(e) => {
-                        tracing::warn!(shard = id.0, error = %e, "accept failed");
+                        tracing::warn!(shard = ctx.id.0, error = %e, "accept failed");
                         glommio::timer::sleep(Duration::from_millis(10)).await;
                     }
                 }
@@ -437,8 +453,6 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     }
     drop(accept);
     drop(listener);
-    shutdown(&ctx).await;
-    Ok(())
 }
 
 /// Stop sequence: no new connections (done by the caller), let in-flight
@@ -446,26 +460,34 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
 /// snapshot, close the WAL.
 async fn shutdown(ctx: &Rc<ShardCtx>) {
     tracing::info!(shard = ctx.id.0, "stopping");
-    // Give cross-shard requests already in flight a moment to land.
-    glommio::timer::sleep(Duration::from_millis(100)).await;
+    // Give cross-shard requests already in flight a moment to land. The
+    // one timed wait left: nothing tells this shard that no peer has a
+    // request for it in flight (peers stop on their own schedule), and one
+    // that lands later is refused without an ack (`closed_for_shutdown`).
+    glommio::timer::sleep(SHUTDOWN_PEER_GRACE).await;
     let target = ctx.appended.get();
     if ctx.storage_failed.borrow().is_none() {
-        let _ = with_timeout(
-            Duration::from_secs(5),
+        let durable = with_timeout(
+            SHUTDOWN_DURABLE_WAIT,
             ctx.wal.wait_durable(courier_wal::Lsn(target)),
         )
         .await;
+        if durable.is_none() {
+            tracing::warn!(
+                shard = ctx.id.0,
+                target,
+                durable_lsn = ctx.wal.durable_lsn().0,
+                "stopping: the WAL did not make every appended record durable in time; going on"
+            );
+        }
         // Let the durability task report it so acks are queued.
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+        wait_reported(ctx, target).await;
     }
     let conns: Vec<Rc<Conn>> = ctx.conns.borrow().values().cloned().collect();
     for c in &conns {
         c.close(1001, "server shutting down");
     }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !ctx.conns.borrow().is_empty() && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
+    wait_conns_closed(ctx).await;
     if ctx.storage_failed.borrow().is_none() {
         snapshot(ctx).await;
     }
@@ -475,6 +497,56 @@ async fn shutdown(ctx: &Rc<ShardCtx>) {
     }
     ctx.publish();
     tracing::info!(shard = ctx.id.0, "stopped");
+}
+
+/// The grace shutdown gives cross-shard requests already in flight.
+const SHUTDOWN_PEER_GRACE: Duration = Duration::from_millis(100);
+
+/// How long shutdown waits for the WAL to make what was appended durable.
+const SHUTDOWN_DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for the durability task to report what was
+/// appended (the WAL made it durable just before; this only covers the
+/// task's turn on the executor).
+const SHUTDOWN_REPORT_WAIT: Duration = Duration::from_millis(500);
+
+/// How long shutdown waits for every connection to be closed and forgotten.
+const SHUTDOWN_CONNS_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until the durability task has reported `target` to the core (so
+/// the acks for it are queued), storage failed, or [`SHUTDOWN_REPORT_WAIT`]
+/// passed (logged).
+async fn wait_reported(ctx: &ShardCtx, target: u64) {
+    let deadline = Instant::now() + SHUTDOWN_REPORT_WAIT;
+    while ctx.reported.get() < target && ctx.storage_failed.borrow().is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || with_timeout(left, ctx.reported_wake.wait()).await.is_none() {
+            tracing::warn!(
+                shard = ctx.id.0,
+                target,
+                reported = ctx.reported.get(),
+                "stopping: durability not reported to the core in time; going on"
+            );
+            return;
+        }
+    }
+}
+
+/// Waits until every connection is forgotten (each one's reader and writer
+/// ended) or [`SHUTDOWN_CONNS_WAIT`] passed (logged).
+async fn wait_conns_closed(ctx: &ShardCtx) {
+    let deadline = Instant::now() + SHUTDOWN_CONNS_WAIT;
+    while !ctx.conns.borrow().is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || with_timeout(left, ctx.conns_empty.wait()).await.is_none() {
+            tracing::warn!(
+                shard = ctx.id.0,
+                open = ctx.conns.borrow().len(),
+                "stopping: connections still open at the deadline; going on"
+            );
+            return;
+        }
+    }
 }
 
 /// Keeps this executor waking at least every [`TICK_INTERVAL`] until the

@@ -168,6 +168,8 @@ pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
                 crate::failpoints::get().on_durable_report();
                 reported = target;
                 ctx.submit(Input::Durable { lsn: Lsn(target) });
+                ctx.reported.set(reported);
+                ctx.reported_wake.notify();
             }
             Err(e) => {
                 // Batches before the failed one were fsync'ed: report them
@@ -181,6 +183,8 @@ pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
                 tracing::error!(shard = ctx.id.0, durable_lsn = reported, error = %e, "WAL failed; refusing writes");
                 let reason = format!("WAL failed: {e}");
                 ctx.storage_failed(&e, reason);
+                ctx.reported.set(reported);
+                ctx.reported_wake.notify();
                 return;
             }
         }

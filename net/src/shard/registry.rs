@@ -185,6 +185,9 @@ impl ShardCtx {
         if self.conns.borrow_mut().remove(&conn.id).is_some() {
             self.outbox_drained(conn.queued_bytes());
             self.submit(Input::Disconnected { conn: conn.id });
+            if self.conns.borrow().is_empty() {
+                self.conns_empty.notify();
+            }
         }
     }
 }
