@@ -31,7 +31,10 @@ pub(crate) use peers::connect_peers;
 use peers::spawn_peer_tasks;
 
 use crate::config::Config;
-use crate::constants::TICK_INTERVAL;
+use crate::constants::{
+    SHUTDOWN_CONNS_WAIT, SHUTDOWN_DURABLE_WAIT, SHUTDOWN_PEER_GRACE, SHUTDOWN_REPORT_WAIT,
+    TICK_INTERVAL,
+};
 use crate::gateway::{self, close, Conn};
 use crate::limits::{rate_limit, Limiter};
 use crate::metrics::{Board, Counters, M};
@@ -498,20 +501,6 @@ async fn shutdown(ctx: &Rc<ShardCtx>) {
     ctx.publish();
     tracing::info!(shard = ctx.id.0, "stopped");
 }
-
-/// The grace shutdown gives cross-shard requests already in flight.
-const SHUTDOWN_PEER_GRACE: Duration = Duration::from_millis(100);
-
-/// How long shutdown waits for the WAL to make what was appended durable.
-const SHUTDOWN_DURABLE_WAIT: Duration = Duration::from_secs(5);
-
-/// How long shutdown waits for the durability task to report what was
-/// appended (the WAL made it durable just before; this only covers the
-/// task's turn on the executor).
-const SHUTDOWN_REPORT_WAIT: Duration = Duration::from_millis(500);
-
-/// How long shutdown waits for every connection to be closed and forgotten.
-const SHUTDOWN_CONNS_WAIT: Duration = Duration::from_secs(2);
 
 /// Waits until the durability task has reported `target` to the core (so
 /// the acks for it are queued), storage failed, or [`SHUTDOWN_REPORT_WAIT`]
