@@ -103,3 +103,17 @@ pub const READ_BATCH_RECORDS_MAX: usize = 4096;
 const _: () = assert!(PEER_QUEUE_HIGH_WATER >= PEER_CHANNEL_CAPACITY);
 const _: () =
     assert!(OUTBOX_BYTES_MAX_DEFAULT >= 2 * courier_proto::constants::SERVER_FRAME_BYTES_MAX);
+
+/// The grace shutdown gives cross-shard requests already in flight.
+pub const SHUTDOWN_PEER_GRACE: Duration = Duration::from_millis(100);
+
+/// How long shutdown waits for the WAL to make what was appended durable.
+pub const SHUTDOWN_DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for the durability task to report what was
+/// appended (the WAL made it durable just before; this only covers the
+/// task's turn on the executor).
+pub const SHUTDOWN_REPORT_WAIT: Duration = Duration::from_millis(500);
+
+/// How long shutdown waits for every connection to be closed and forgotten.
+pub const SHUTDOWN_CONNS_WAIT: Duration = Duration::from_secs(2);

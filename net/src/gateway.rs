@@ -15,6 +15,7 @@ use crate::constants::{
 use crate::http::{self, Route};
 use crate::metrics::M;
 use crate::shard::ShardCtx;
+use crate::sync::{with_timeout, Signal};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;
@@ -27,26 +28,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Close codes (defined in courier-proto, documented in docs/PROTOCOL.md).
 pub use courier_proto::close;
-
-/// Runs `fut` for at most `d`; `None` on timeout.
-///
-/// Built from combinators rather than `async` blocks: an `async` block that
-/// captures `fut` and awaits it stores it twice, which tripled the size of
-/// every per-connection task that embedded a timeout.
-pub fn with_timeout<T>(
-    d: Duration,
-    fut: impl Future<Output = T>,
-) -> impl Future<Output = Option<T>> {
-    use futures::FutureExt as _;
-    futures_lite::future::or(fut.map(Some), glommio::timer::sleep(d).map(|()| None))
-}
 
 thread_local! {
     /// The shard's socket read buffer, shared by all its connections: a
@@ -148,36 +135,6 @@ impl futures::io::AsyncWrite for LeanStream {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
-/// A one-waiter wake-up flag for a single-threaded executor.
-#[derive(Default)]
-pub struct Signal {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Signal {
-    /// Sets the flag and wakes the waiter, if any.
-    pub fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// Waits until notified (returns at once if notified since the last wait).
-    pub async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            if self.set.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
     }
 }
 
@@ -409,11 +366,16 @@ pub fn ws_config() -> WebSocketConfig {
         .accept_unmasked_frames(false)
 }
 
+/// The sending half of a connection's WebSocket (owned by [`write_loop`]).
+type WsTx = async_tungstenite::WebSocketSender<LeanStream>;
+/// The receiving half of a connection's WebSocket (owned by [`read_loop`]).
+type WsRx = async_tungstenite::WebSocketReceiver<LeanStream>;
+
 async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
     // Boxed (briefly on the heap) and split at once, so that neither the
     // constructor's future nor the unsplit stream takes room in this
     // future, which lives as long as the connection.
-    let (mut tx, mut rx) = Box::pin(WebSocketStream::from_partially_read(
+    let (mut tx, rx) = Box::pin(WebSocketStream::from_partially_read(
         LeanStream::new(stream),
         leftover,
         Role::Server,
@@ -430,62 +392,109 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
             .await;
         return;
     };
+    let writer = glommio::spawn_local(write_loop(ctx.clone(), conn.clone(), tx));
+    read_loop(&ctx, &conn, rx).await;
+    // Make sure the writer ends even if nobody closed explicitly.
+    conn.close(CloseCode::Normal.into(), "bye");
+    let _ = with_timeout(Duration::from_secs(2), writer).await;
+    ctx.unregister_conn(&conn);
+}
 
-    // Writer: drains the outbox, pings a quiet peer, sends the close frame.
-    let writer = {
-        let conn = conn.clone();
-        let ctx = ctx.clone();
-        async move {
-            // Pings go out every PING_INTERVAL whether or not the writer is
-            // busy: a member that only receives must still be asked for a
-            // pong, or the idle timeout would close a healthy connection.
-            let ping_every = PING_INTERVAL.min(ctx.idle_timeout() / 3);
-            let mut last_ping = Instant::now();
-            loop {
-                let until_ping = ping_every.saturating_sub(last_ping.elapsed());
-                with_timeout(until_ping, conn.wake.wait()).await;
-                let ping_due = last_ping.elapsed() >= ping_every;
-                let (frames, closing) = {
-                    let mut out = conn.out.borrow_mut();
-                    out.bytes = 0;
-                    (std::mem::take(&mut out.frames), out.closing)
-                };
-                let mut sent = 0usize;
-                for frame in frames {
-                    sent += frame.len();
-                    if tx.feed(Message::Binary(frame)).await.is_err() {
-                        return;
-                    }
-                }
-                if ping_due {
-                    last_ping = Instant::now();
-                    if tx.feed(Message::Ping(Bytes::new())).await.is_err() {
-                        return;
-                    }
-                }
-                if tx.flush().await.is_err() {
-                    return;
-                }
-                ctx.outbox_drained(sent);
-                if let Some((code, reason)) = closing {
-                    let _ = tx
-                        .send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: reason.into(),
-                        })))
-                        .await;
-                    let _ = tx.close(None).await;
-                    return;
-                }
+/// The writer half of a connection: owns the socket's sending half. Drains
+/// the outbox whenever the connection's `wake` fires, pings a quiet peer
+/// every ping interval, and sends the close frame.
+///
+/// Ends after sending the close frame once the connection is closing (any
+/// `Conn::close`, including the reader's "bye" when it stops), or at the
+/// first failed socket write.
+async fn write_loop(ctx: Rc<ShardCtx>, conn: Rc<Conn>, mut tx: WsTx) {
+    // Pings go out every PING_INTERVAL whether or not the writer is
+    // busy: a member that only receives must still be asked for a
+    // pong, or the idle timeout would close a healthy connection.
+    let ping_every = PING_INTERVAL.min(ctx.idle_timeout() / 3);
+    let mut last_ping = Instant::now();
+    loop {
+        let until_ping = ping_every.saturating_sub(last_ping.elapsed());
+        with_timeout(until_ping, conn.wake.wait()).await;
+        let ping_due = last_ping.elapsed() >= ping_every;
+        let (frames, closing) = {
+            let mut out = conn.out.borrow_mut();
+            out.bytes = 0;
+            (std::mem::take(&mut out.frames), out.closing)
+        };
+        let mut sent = 0usize;
+        for frame in frames {
+            sent += frame.len();
+            if tx.feed(Message::Binary(frame)).await.is_err() {
+                return;
             }
         }
-    };
-    let writer = glommio::spawn_local(writer);
+        if ping_due {
+            last_ping = Instant::now();
+            if tx.feed(Message::Ping(Bytes::new())).await.is_err() {
+                return;
+            }
+        }
+        if tx.flush().await.is_err() {
+            return;
+        }
+        ctx.outbox_drained(sent);
+        if let Some((code, reason)) = closing {
+            let _ = tx
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                })))
+                .await;
+            let _ = tx.close(None).await;
+            return;
+        }
+    }
+}
 
-    // Reader: frames → core inputs, until the peer goes or we close.
+/// The reader half of a connection: owns the socket's receiving half and
+/// turns each data frame into a core input (or a refusal), under the
+/// pre-auth deadline until the session is authenticated and the idle
+/// deadline after.
+///
+/// Ends when the peer closes or goes away, at a deadline, on a frame the
+/// connection is closed for, or as soon as the connection is closing (the
+/// writer side or the core closed it). It never unregisters the connection:
+/// its caller does that once the writer has ended too.
+async fn read_loop(ctx: &Rc<ShardCtx>, conn: &Conn, mut rx: WsRx) {
     let mut bad_frames = 0u32;
     let opened = Instant::now();
     let mut last_frame = opened;
+    while let Some(msg) = next_message(ctx, conn, &mut rx, opened, &mut last_frame).await {
+        let bytes = match msg {
+            Message::Binary(b) => b,
+            Message::Text(_) => {
+                conn.close(
+                    CloseCode::Unsupported.into(),
+                    "binary frames only (see docs/PROTOCOL.md)",
+                );
+                break;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+        };
+        ctx.count(M::frames_in_total, 1);
+        ctx.backpressure().await;
+        ctx.workspace_pace(conn).await;
+        handle_frame(ctx, conn, &bytes, &mut bad_frames);
+    }
+}
+
+/// Waits for the reader's next WebSocket message; `None` once the reader
+/// must stop (the connection is closing, the stream ended or failed, or a
+/// deadline passed — the connection is then closed with its code here).
+async fn next_message(
+    ctx: &ShardCtx,
+    conn: &Conn,
+    rx: &mut WsRx,
+    opened: Instant,
+    last_frame: &mut Instant,
+) -> Option<Message> {
     loop {
         // The deadline that applies changes when the `Welcome` goes out
         // (usually while the reader already waits for the next frame under
@@ -520,8 +529,8 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
             },
         )
         .await;
-        let msg = match next {
-            Wait::Closing => break,
+        match next {
+            Wait::Closing => return None,
             Wait::Authed => continue,
             Wait::Read(None) => {
                 if conn.authed.get() {
@@ -535,9 +544,9 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                 } else {
                     conn.close(close::AUTH_TIMEOUT, "no successful Hello in time");
                 }
-                break;
+                return None;
             }
-            Wait::Read(Some(None)) => break,
+            Wait::Read(Some(None)) => return None,
             Wait::Read(Some(Some(Err(e)))) => {
                 use async_tungstenite::tungstenite::Error as WsError;
                 match e {
@@ -551,90 +560,73 @@ async fn websocket(ctx: Rc<ShardCtx>, stream: TcpStream, leftover: Vec<u8>) {
                     WsError::Utf8(_) => conn.close(CloseCode::Invalid.into(), "invalid UTF-8"),
                     _ => {}
                 }
-                break;
+                return None;
             }
             Wait::Read(Some(Some(Ok(msg)))) => {
-                last_frame = Instant::now();
-                msg
-            }
-        };
-        let bytes = match msg {
-            Message::Binary(b) => b,
-            Message::Text(_) => {
-                conn.close(
-                    CloseCode::Unsupported.into(),
-                    "binary frames only (see docs/PROTOCOL.md)",
-                );
-                break;
-            }
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-        };
-        ctx.count(M::frames_in_total, 1);
-        ctx.backpressure().await;
-        ctx.workspace_pace(&conn).await;
-        match decode_client(&bytes) {
-            Ok(ClientFrame::Hello {
-                req,
-                credential,
-                device,
-            }) => ctx.submit(Input::Hello {
-                conn: conn.id,
-                req,
-                credential,
-                device,
-            }),
-            Ok(ClientFrame::Request { req, request }) => match ctx.rate_check(&conn) {
-                Ok(()) => {
-                    #[cfg(feature = "failpoints")]
-                    let request = {
-                        let mut request = request;
-                        crate::failpoints::get().rewrite(&mut request);
-                        request
-                    };
-                    ctx.submit(Input::Request {
-                        conn: conn.id,
-                        req,
-                        request,
-                    })
-                }
-                Err((retry_after_ms, limit)) => {
-                    ctx.count(M::rate_limited_total, 1);
-                    let refused = Reject::RateLimited {
-                        retry_after_ms,
-                        limit,
-                    };
-                    ctx.reply_now(&conn, req, &Err(refused));
-                }
-            },
-            Err(DecodeError::BadHello { reject, reason }) => {
-                let req = courier_proto::peek_request_id(&bytes);
-                ctx.reply_now(&conn, req, &Err(reject));
-                conn.close(close::BAD_HELLO, reason);
-            }
-            Err(DecodeError::Token(_)) => {
-                let req = courier_proto::peek_request_id(&bytes);
-                ctx.reply_now(&conn, req, &Err(Reject::Unauthenticated));
-                conn.close(close::UNAUTHENTICATED, "malformed token");
-            }
-            Err(e) => {
-                ctx.count(M::bad_frames_total, 1);
-                bad_frames += 1;
-                ctx.bad_frame(
-                    &conn,
-                    courier_proto::peek_request_id(&bytes),
-                    &e.to_string(),
-                );
-                if bad_frames >= BAD_FRAMES_MAX {
-                    conn.close(CloseCode::Policy.into(), "too many malformed frames");
-                }
+                *last_frame = Instant::now();
+                return Some(msg);
             }
         }
     }
-    // Make sure the writer ends even if nobody closed explicitly.
-    conn.close(CloseCode::Normal.into(), "bye");
-    let _ = with_timeout(Duration::from_secs(2), writer).await;
-    ctx.unregister_conn(&conn);
+}
+
+/// Decodes one binary frame and hands it to the core, or answers it: a
+/// rate-limited request, a bad Hello, a malformed token, or a malformed
+/// frame (the connection is closed after too many of those).
+fn handle_frame(ctx: &Rc<ShardCtx>, conn: &Conn, bytes: &[u8], bad_frames: &mut u32) {
+    match decode_client(bytes) {
+        Ok(ClientFrame::Hello {
+            req,
+            credential,
+            device,
+        }) => ctx.submit(Input::Hello {
+            conn: conn.id,
+            req,
+            credential,
+            device,
+        }),
+        Ok(ClientFrame::Request { req, request }) => match ctx.rate_check(conn) {
+            Ok(()) => {
+                #[cfg(feature = "failpoints")]
+                let request = {
+                    let mut request = request;
+                    crate::failpoints::get().rewrite(&mut request);
+                    request
+                };
+                ctx.submit(Input::Request {
+                    conn: conn.id,
+                    req,
+                    request,
+                })
+            }
+            Err((retry_after_ms, limit)) => {
+                ctx.count(M::rate_limited_total, 1);
+                let refused = Reject::RateLimited {
+                    retry_after_ms,
+                    limit,
+                };
+                ctx.reply_now(conn, req, &Err(refused));
+            }
+        },
+        Err(DecodeError::BadHello { reject, reason }) => {
+            let req = courier_proto::peek_request_id(bytes);
+            ctx.reply_now(conn, req, &Err(reject));
+            conn.close(close::BAD_HELLO, reason);
+        }
+        Err(DecodeError::Token(_)) => {
+            let req = courier_proto::peek_request_id(bytes);
+            ctx.reply_now(conn, req, &Err(Reject::Unauthenticated));
+            conn.close(close::UNAUTHENTICATED, "malformed token");
+        }
+        Err(e) => {
+            ctx.count(M::bad_frames_total, 1);
+            *bad_frames += 1;
+            ctx.bad_frame(conn, courier_proto::peek_request_id(bytes), &e.to_string());
+            if *bad_frames >= BAD_FRAMES_MAX {
+                conn.close(CloseCode::Policy.into(), "too many malformed frames");
+            }
+        }
+    }
 }
 
 /// How one wait of a connection's reader ended.

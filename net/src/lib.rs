@@ -21,6 +21,7 @@
 //! - [`datadir`]: manifest, lock, admin token.
 //! - [`limits`]: per-connection and per-user rate limits.
 //! - [`http`]: request-head routing (pure).
+//! - [`sync`]: generic async helpers ([`sync::Signal`], [`sync::with_timeout`]).
 //! - [`config`], [`constants`], [`metrics`], [`signals`].
 //! - `failpoints` (only with the `failpoints` feature): crash points and
 //!   broken-on-purpose modes for reliability tests.
@@ -40,3 +41,4 @@ pub mod push;
 pub mod server;
 pub mod shard;
 pub mod signals;
+pub mod sync;

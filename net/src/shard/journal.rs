@@ -1,0 +1,240 @@
+//! The shard's journal: appending what the core asks to the WAL in LSN
+//! order, staging records the WAL has no room for yet, reporting
+//! durability back to the core (the durability task), moving staged
+//! records in as room appears (the staging task), snapshots, and the
+//! storage-failure policy (ENOSPC keeps the daemon up read-only; any other
+//! storage error stops it with exit code 1; a write refused because
+//! shutdown closed the WAL is no failure).
+//!
+//! It must never tell the core a record is durable before the WAL says so
+//! (except under the `ack_before_fsync` failpoint, broken on purpose),
+//! never reorder LSNs, never let `staged` grow while client reads go on
+//! (the gateway pauses reads on backpressure), and never write a snapshot
+//! that covers records not yet durable.
+
+use super::ShardCtx;
+use crate::constants::SNAPSHOT_EVERY_RECORDS;
+use crate::metrics::M;
+use courier_core::api::{Input, Lsn};
+use std::rc::Rc;
+
+impl ShardCtx {
+    /// Appends in the core's order. When the WAL queue is full the record
+    /// waits in `staged` (and so does every later one, to keep LSNs in
+    /// order) until the staging task finds room; client reads pause
+    /// meanwhile (see `backpressure`), which bounds `staged`.
+    pub(super) fn append(self: &Rc<Self>, lsn: Lsn, kind: u8, payload: Vec<u8>) {
+        if self.storage_failed.borrow().is_some() {
+            // The core was told and refuses writes; anything it still asks
+            // for is never acknowledged, which is the safe outcome.
+            return;
+        }
+        #[cfg(feature = "failpoints")]
+        if crate::failpoints::get().ack_before_fsync {
+            // Broken on purpose: the core hears "durable" now, the record
+            // reaches the WAL only after the staging task's delay.
+            self.staged.borrow_mut().push_back((lsn, kind, payload));
+            self.staged_wake.notify();
+            self.submit(Input::Durable { lsn });
+            return;
+        }
+        if !self.staged.borrow().is_empty() {
+            self.staged.borrow_mut().push_back((lsn, kind, payload));
+            return;
+        }
+        match self.wal.append(kind, &payload) {
+            Ok(got) => self.appended_ok(lsn, got),
+            Err(courier_wal::Error::Backpressure { .. }) => {
+                self.staged.borrow_mut().push_back((lsn, kind, payload));
+                self.staged_wake.notify();
+            }
+            Err(e) => self.storage_error(lsn, e),
+        }
+    }
+
+    fn appended_ok(&self, want: Lsn, got: courier_wal::Lsn) {
+        assert_eq!(got.0, want.0, "core and WAL disagree on LSN numbering");
+        self.appended.set(want.0);
+        self.count(M::wal_appends_total, 1);
+        self.durable_wake.notify();
+    }
+
+    fn storage_error(self: &Rc<Self>, lsn: Lsn, e: courier_wal::Error) {
+        if self.closed_for_shutdown(&e) {
+            tracing::info!(
+                shard = self.id.0,
+                lsn = lsn.0,
+                "write refused: WAL closed for shutdown"
+            );
+            return;
+        }
+        tracing::error!(shard = self.id.0, lsn = lsn.0, error = %e, "WAL append failed");
+        self.storage_failed(&e, format!("WAL append failed: {e}"));
+    }
+
+    /// Shutdown closes the WAL after its snapshot, while a request that was
+    /// still in flight (typically a peer shard's forwarded send or cursor
+    /// advance: peers stop on their own schedule) may still ask for a write.
+    /// That is not a storage failure: nothing is acknowledged for it (the
+    /// client retries after the restart under the same idempotency key), the
+    /// core is told to refuse further writes, and the exit code stays 0.
+    fn closed_for_shutdown(self: &Rc<Self>, error: &courier_wal::Error) -> bool {
+        if !(matches!(error, courier_wal::Error::Closed) && self.stop.is_requested()) {
+            return false;
+        }
+        if self.storage_failed.borrow().is_none() {
+            let reason = "shutting down".to_string();
+            *self.storage_failed.borrow_mut() = Some(reason.clone());
+            self.submit(Input::StorageFailed { reason });
+        }
+        true
+    }
+
+    /// Marks storage as failed for good: the core stops accepting writes,
+    /// `/healthz` reports it, and the daemon exits non-zero after draining.
+    ///
+    /// A full disk (`ENOSPC`) keeps the daemon up: writes are refused, reads
+    /// go on, and a restart after freeing space recovers. Any other storage
+    /// error (EIO from fsync, …) stops the daemon with exit code 1: after a
+    /// failed fsync the page cache may have dropped data, and only a restart
+    /// that reads the log back is safe.
+    fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
+        if self.closed_for_shutdown(error) {
+            return;
+        }
+        #[cfg(feature = "failpoints")]
+        crate::failpoints::get().on_storage_error(&reason);
+        if self.storage_failed.borrow().is_some() {
+            return;
+        }
+        *self.storage_failed.borrow_mut() = Some(reason.clone());
+        let _ = self
+            .stop
+            .storage_failure
+            .set(format!("storage failed on shard {}: {reason}", self.id.0));
+        if !error.is_no_space() {
+            self.stop.request(1);
+        }
+        self.submit(Input::StorageFailed { reason });
+    }
+}
+
+/// Writes a snapshot of the core's state once every record it covers is durable.
+pub(super) async fn snapshot(ctx: &Rc<ShardCtx>) {
+    let (lsn, bytes) = ctx.core.borrow().snapshot();
+    if lsn.0 <= ctx.snapshot_lsn.get() {
+        return;
+    }
+    // Never let a snapshot claim state whose records are not on disk.
+    if ctx.wal.wait_durable(courier_wal::Lsn(lsn.0)).await.is_err() {
+        return;
+    }
+    match ctx
+        .wal
+        .write_snapshot(courier_wal::Lsn(lsn.0), &bytes)
+        .await
+    {
+        Ok(()) => {
+            ctx.snapshot_lsn.set(lsn.0);
+            ctx.count(M::snapshots_total, 1);
+            tracing::info!(
+                shard = ctx.id.0,
+                lsn = lsn.0,
+                bytes = bytes.len(),
+                "snapshot written"
+            );
+        }
+        Err(e) => {
+            #[cfg(feature = "failpoints")]
+            crate::failpoints::get().on_storage_error(&format!("snapshot failed: {e}"));
+            tracing::warn!(shard = ctx.id.0, error = %e, "snapshot failed (the log still has everything)")
+        }
+    }
+}
+
+/// Reports durability to the core: waits for the WAL to make the highest
+/// appended LSN durable, then feeds `Input::Durable`.
+pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
+    let mut reported = ctx.appended.get();
+    loop {
+        if ctx.appended.get() <= reported {
+            ctx.durable_wake.wait().await;
+            continue;
+        }
+        let target = ctx.appended.get();
+        match ctx.wal.wait_durable(courier_wal::Lsn(target)).await {
+            Ok(()) => {
+                #[cfg(feature = "failpoints")]
+                crate::failpoints::get().on_durable_report();
+                reported = target;
+                ctx.submit(Input::Durable { lsn: Lsn(target) });
+                ctx.reported.set(reported);
+                ctx.reported_wake.notify();
+            }
+            Err(e) => {
+                // Batches before the failed one were fsync'ed: report them
+                // so their acks and deliveries go out (and reads see them)
+                // rather than leaving them invisible until a restart.
+                let durable = ctx.wal.durable_lsn().0;
+                if durable > reported {
+                    reported = durable;
+                    ctx.submit(Input::Durable { lsn: Lsn(durable) });
+                }
+                tracing::error!(shard = ctx.id.0, durable_lsn = reported, error = %e, "WAL failed; refusing writes");
+                let reason = format!("WAL failed: {e}");
+                ctx.storage_failed(&e, reason);
+                ctx.reported.set(reported);
+                ctx.reported_wake.notify();
+                return;
+            }
+        }
+    }
+}
+
+/// Moves staged records into the WAL as room appears.
+pub(super) async fn staging_task(ctx: Rc<ShardCtx>) {
+    loop {
+        let front = ctx.staged.borrow().front().map(|(_, _, p)| p.len() as u64);
+        let Some(len) = front else {
+            ctx.staged_wake.wait().await;
+            continue;
+        };
+        #[cfg(feature = "failpoints")]
+        if crate::failpoints::get().ack_before_fsync {
+            glommio::timer::sleep(crate::failpoints::ACK_BEFORE_FSYNC_DELAY).await;
+        }
+        if let Err(e) = ctx.wal.wait_for_room(1, len).await {
+            let lsn = ctx.staged.borrow().front().map_or(Lsn(0), |r| r.0);
+            ctx.staged.borrow_mut().clear();
+            ctx.storage_error(lsn, e);
+            continue;
+        }
+        // Append as many as fit without awaiting, keeping LSN order.
+        loop {
+            let Some((lsn, kind, payload)) = ctx.staged.borrow_mut().pop_front() else {
+                break;
+            };
+            match ctx.wal.append(kind, &payload) {
+                Ok(got) => ctx.appended_ok(lsn, got),
+                Err(courier_wal::Error::Backpressure { .. }) => {
+                    ctx.staged.borrow_mut().push_front((lsn, kind, payload));
+                    break;
+                }
+                Err(e) => {
+                    ctx.staged.borrow_mut().clear();
+                    ctx.storage_error(lsn, e);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Records between snapshots (a failpoint may lower it for tests).
+pub(super) fn snapshot_every_records() -> u64 {
+    #[cfg(feature = "failpoints")]
+    if let Some(n) = crate::failpoints::get().snapshot_every {
+        return n;
+    }
+    SNAPSHOT_EVERY_RECORDS
+}
