@@ -96,9 +96,12 @@ const _: () = assert!(SEGMENT_MIB_MIN <= 64 && 64 <= SEGMENT_MIB_MAX);
 /// Records in the WAL since the last snapshot that trigger a new one.
 pub const SNAPSHOT_EVERY_RECORDS: u64 = 200_000;
 
-/// Records read back from the WAL for one core request at most (the core
-/// bounds its own requests well below this).
+/// Records read back from the WAL for one core request at most. The core
+/// reads one `History` page at a time (`HISTORY_PAGE_MAX` records, checked
+/// below at compile time); the runtime asserts it on every read.
 pub const READ_BATCH_RECORDS_MAX: usize = 4096;
+
+const _: () = assert!(courier_core::constants::HISTORY_PAGE_MAX as usize <= READ_BATCH_RECORDS_MAX);
 
 const _: () = assert!(PEER_QUEUE_HIGH_WATER >= PEER_CHANNEL_CAPACITY);
 const _: () =

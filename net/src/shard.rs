@@ -32,8 +32,8 @@ use peers::spawn_peer_tasks;
 
 use crate::config::Config;
 use crate::constants::{
-    SHUTDOWN_CONNS_WAIT, SHUTDOWN_DURABLE_WAIT, SHUTDOWN_PEER_GRACE, SHUTDOWN_REPORT_WAIT,
-    TICK_INTERVAL,
+    READ_BATCH_RECORDS_MAX, SHUTDOWN_CONNS_WAIT, SHUTDOWN_DURABLE_WAIT, SHUTDOWN_PEER_GRACE,
+    SHUTDOWN_REPORT_WAIT, TICK_INTERVAL,
 };
 use crate::gateway::{self, close, Conn};
 use crate::limits::{rate_limit, Limiter};
@@ -245,7 +245,7 @@ impl ShardCtx {
                             c.close(close::REVOKED, "token revoked or access removed")
                         }
                         CloseReason::Overloaded => {
-                            c.close(1013, "too many connections on this shard")
+                            c.close(close::TRY_AGAIN_LATER, "too many connections on this shard")
                         }
                         CloseReason::Unauthenticated => {
                             c.close(close::UNAUTHENTICATED, "authentication failed")
@@ -254,6 +254,11 @@ impl ShardCtx {
                 }
             }
             Effect::ReadRecords { token, lsns } => {
+                assert!(
+                    lsns.len() <= READ_BATCH_RECORDS_MAX,
+                    "the core asked for {} records in one read (READ_BATCH_RECORDS_MAX {READ_BATCH_RECORDS_MAX})",
+                    lsns.len()
+                );
                 let ctx = self.clone();
                 glommio::spawn_local(async move {
                     let mut records = Vec::with_capacity(lsns.len());
@@ -488,7 +493,7 @@ async fn shutdown(ctx: &Rc<ShardCtx>) {
     }
     let conns: Vec<Rc<Conn>> = ctx.conns.borrow().values().cloned().collect();
     for c in &conns {
-        c.close(1001, "server shutting down");
+        c.close(close::GOING_AWAY, "server shutting down");
     }
     wait_conns_closed(ctx).await;
     if ctx.storage_failed.borrow().is_none() {
