@@ -1,0 +1,507 @@
+//! The ledger built from the durable records, and the invariants checked
+//! against it as events happen, after recoveries and restores.
+
+use std::collections::BTreeMap;
+
+use courier_core::api::{
+    ConversationId, ConversationInfo, ConversationKind, Event, Lsn, Message, Millis, Response, Seq,
+    ShardId, UserId, WorkspaceId,
+};
+use courier_core::record::{MessageRecord, Record};
+use courier_core::Shard;
+
+use super::{config, Down, Stored, World};
+
+/// A message as the model knows it.
+#[derive(Clone, Debug)]
+pub struct Posted {
+    pub shard: u16,
+    pub lsn: u64,
+    pub rec: MessageRecord,
+    pub durable_at: Option<u64>,
+}
+
+/// What the durable logs say, updated as records are appended, made
+/// durable, or lost in crashes.
+#[derive(Default)]
+pub struct Model {
+    pub records: Vec<BTreeMap<u64, Record>>,
+    pub messages: BTreeMap<(u64, u64), Posted>,
+    pub durable_keys: BTreeMap<(u64, u64, u128), u64>,
+    /// (conversation, user) → (step, member?) in durability order.
+    pub membership: BTreeMap<(u64, u64), Vec<(u64, bool)>>,
+    pub convs: BTreeMap<u64, (WorkspaceId, ConversationKind)>,
+    pub users: BTreeMap<u64, WorkspaceId>,
+    pub acked: BTreeMap<(u64, u64), (u64, u128)>,
+    /// Messages delivered live: (conversation, seq) → (sender, key, ts).
+    pub delivered: BTreeMap<(u64, u64), (u64, u128, u64)>,
+    /// Durable read cursors: (user, conversation) → seq.
+    pub cursors: BTreeMap<(u64, u64), u64>,
+    /// When each read cursor move became durable: (user, conversation) →
+    /// (step, seq), ascending.
+    pub cursor_history: BTreeMap<(u64, u64), Vec<(u64, u64)>>,
+    /// Statistics.
+    pub acks: u64,
+    pub live_events: u64,
+    pub reads_checked: u64,
+}
+
+impl Model {
+    pub(super) fn on_append(
+        &mut self,
+        shard: u16,
+        lsn: u64,
+        kind: u8,
+        payload: &[u8],
+    ) -> Option<Stored> {
+        let rec = Record::decode(kind, payload).unwrap_or_else(|e| {
+            panic!("shard {shard} appended an undecodable record at {lsn}: {e}")
+        });
+        let mut stored = None;
+        if let Record::MessagePosted(m) = &rec {
+            stored = Some(Stored {
+                conversation: m.conversation,
+                seq: m.seq,
+                sender: m.sender,
+                client_msg_id: m.client_msg_id,
+                ts: m.ts,
+            });
+            let key = (m.conversation, m.seq);
+            if let Some(old) = self.messages.get(&key) {
+                panic!(
+                    "seq reused: conversation {} seq {} appended again (first at shard {} lsn {}, durable {:?})",
+                    m.conversation, m.seq, old.shard, old.lsn, old.durable_at
+                );
+            }
+            if m.seq > 1 && !self.messages.contains_key(&(m.conversation, m.seq - 1)) {
+                panic!(
+                    "gap: conversation {} seq {} appended without seq {}",
+                    m.conversation,
+                    m.seq,
+                    m.seq - 1
+                );
+            }
+            self.messages.insert(
+                key,
+                Posted {
+                    shard,
+                    lsn,
+                    rec: m.clone(),
+                    durable_at: None,
+                },
+            );
+        }
+        self.records[usize::from(shard)].insert(lsn, rec);
+        stored
+    }
+
+    pub(super) fn on_durable(&mut self, shard: u16, from: u64, to: u64, step: u64) {
+        for lsn in from + 1..=to {
+            let rec = self.records[usize::from(shard)]
+                .get(&lsn)
+                .cloned()
+                .unwrap_or_else(|| panic!("durable LSN {lsn} of shard {shard} unknown"));
+            match rec {
+                Record::MessagePosted(m) => {
+                    let p = self
+                        .messages
+                        .get_mut(&(m.conversation, m.seq))
+                        .expect("message in model");
+                    p.durable_at = Some(step);
+                    let key = (m.conversation, m.sender, m.client_msg_id);
+                    if let Some(seq) = self.durable_keys.insert(key, m.seq) {
+                        panic!(
+                            "duplicate: client_msg_id {} of user {} in conversation {} stored as seq {} and {}",
+                            m.client_msg_id, m.sender, m.conversation, seq, m.seq
+                        );
+                    }
+                }
+                Record::ConversationCreated {
+                    conversation,
+                    workspace,
+                    kind,
+                    members,
+                    ..
+                } => {
+                    self.convs
+                        .insert(conversation, (WorkspaceId(workspace), kind.into()));
+                    for u in members {
+                        self.membership
+                            .entry((conversation, u))
+                            .or_default()
+                            .push((step, true));
+                    }
+                }
+                Record::MemberAdded {
+                    conversation, user, ..
+                } => self
+                    .membership
+                    .entry((conversation, user))
+                    .or_default()
+                    .push((step, true)),
+                Record::MemberRemoved {
+                    conversation, user, ..
+                } => self
+                    .membership
+                    .entry((conversation, user))
+                    .or_default()
+                    .push((step, false)),
+                Record::UserCreated {
+                    user, workspace, ..
+                } => {
+                    self.users.insert(user, WorkspaceId(workspace));
+                }
+                Record::CursorSet {
+                    user,
+                    conversation,
+                    seq,
+                } => {
+                    let c = self.cursors.entry((user, conversation)).or_insert(0);
+                    assert!(
+                        seq > *c,
+                        "durable cursor of {user} in {conversation} moved back"
+                    );
+                    *c = seq;
+                    self.cursor_history
+                        .entry((user, conversation))
+                        .or_default()
+                        .push((step, seq));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn on_crash(&mut self, shard: u16, durable: u64) {
+        let lost: Vec<u64> = self.records[usize::from(shard)]
+            .range(durable + 1..)
+            .map(|(l, _)| *l)
+            .collect();
+        for lsn in lost {
+            if let Some(Record::MessagePosted(m)) = self.records[usize::from(shard)].remove(&lsn) {
+                let p = self.messages.remove(&(m.conversation, m.seq));
+                assert!(p.is_some_and(|p| p.durable_at.is_none()));
+            }
+        }
+    }
+
+    /// Whether `user` was a member of `conv` at some step in `[t0, t1]`.
+    pub fn member_during(&self, conv: ConversationId, user: UserId, t0: u64, t1: u64) -> bool {
+        let Some(events) = self.membership.get(&(conv.0, user.0)) else {
+            return false;
+        };
+        let at_t0 = events
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= t0)
+            .is_some_and(|(_, m)| *m);
+        at_t0 || events.iter().any(|(t, m)| *m && *t > t0 && *t <= t1)
+    }
+
+    /// The durable read cursor of `user` in `conv` (0 if none).
+    pub fn cursor(&self, user: UserId, conv: ConversationId) -> u64 {
+        self.cursors.get(&(user.0, conv.0)).copied().unwrap_or(0)
+    }
+
+    /// The durable read cursor of `user` in `conv` at step `t` (0 if none).
+    pub fn cursor_at(&self, user: UserId, conv: ConversationId, t: u64) -> u64 {
+        self.cursor_history
+            .get(&(user.0, conv.0))
+            .and_then(|h| h.iter().rev().find(|(at, _)| *at <= t))
+            .map_or(0, |(_, seq)| *seq)
+    }
+
+    /// A read cursor shown to a device is durable: no restart undoes it.
+    pub fn check_cursor_shown(&self, user: UserId, info: &ConversationInfo, what: &str) {
+        let durable = self.cursor(user, info.id);
+        assert!(
+            !info.member || info.read.0 <= durable,
+            "{what}: read cursor {} of {:?} shown to {user:?} is not durable (durable: {durable})",
+            info.read.0,
+            info.id
+        );
+    }
+
+    /// Whether `user` is a member now.
+    pub fn member_now(&self, conv: u64, user: u64) -> bool {
+        self.membership
+            .get(&(conv, user))
+            .and_then(|e| e.last())
+            .is_some_and(|(_, m)| *m)
+    }
+
+    /// The expected client view of a durable message, or a panic.
+    pub fn check_message(&self, m: &Message, what: &str) -> u64 {
+        let Some(p) = self.messages.get(&(m.conversation.0, m.seq.0)) else {
+            panic!(
+                "{what}: message {:?}/{} is not in any WAL",
+                m.conversation, m.seq.0
+            );
+        };
+        let Some(durable_at) = p.durable_at else {
+            panic!(
+                "{what}: message {:?}/{} is not durable",
+                m.conversation, m.seq.0
+            );
+        };
+        let r = &p.rec;
+        let expected = Message {
+            conversation: ConversationId(r.conversation),
+            seq: Seq(r.seq),
+            sender: UserId(r.sender),
+            client_msg_id: r.client_msg_id,
+            ts: Millis(r.ts),
+            body: r.body.clone(),
+            mentions: r.mentions.iter().copied().map(UserId).collect(),
+            broadcast: r.broadcast.into(),
+        };
+        assert_eq!(m, &expected, "{what}: message differs from its record");
+        durable_at
+    }
+
+    /// Durable messages of a conversation, checked gap-free.
+    pub fn durable_history(&self, conv: u64) -> Vec<u64> {
+        let seqs: Vec<u64> = self
+            .messages
+            .range((conv, 0)..=(conv, u64::MAX))
+            .filter(|(_, p)| p.durable_at.is_some())
+            .map(|((_, s), _)| *s)
+            .collect();
+        for (i, s) in seqs.iter().enumerate() {
+            assert_eq!(
+                *s,
+                i as u64 + 1,
+                "conversation {conv}: durable seqs have a gap"
+            );
+        }
+        seqs
+    }
+}
+
+impl World {
+    /// The ledger invariants on the log a shard restarted from: per
+    /// conversation, seqs are 1, 2, 3, … in LSN order (no gap, no reorder);
+    /// no `(sender, client_msg_id)` is stored twice; every acknowledged
+    /// message this shard owns is there under its acknowledged seq; every
+    /// message delivered live is there, as delivered.
+    pub(super) fn check_recovered(&mut self, s: u16) {
+        self.stats.recovery_checks += 1;
+        let seed = self.seed;
+        let node = &self.nodes[usize::from(s)];
+        let mut heads: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+        let mut keys: std::collections::HashSet<(u64, u64, u128)> =
+            std::collections::HashSet::new();
+        for (i, m) in node.index.iter().enumerate() {
+            let Some(m) = m else { continue };
+            let head = heads.entry(m.conversation).or_insert(0);
+            assert_eq!(
+                m.seq,
+                *head + 1,
+                "seed {seed}: shard {s} recovered conversation {} with seq {} after {} (LSN {})",
+                m.conversation,
+                m.seq,
+                *head,
+                i + 1
+            );
+            *head = m.seq;
+            assert!(
+                keys.insert((m.conversation, m.sender, m.client_msg_id)),
+                "seed {seed}: shard {s} recovered a duplicate of {:#x} in conversation {}",
+                m.client_msg_id,
+                m.conversation
+            );
+        }
+        let owned = |conv: u64| {
+            courier_core::ids::shard_of(ConversationId(conv), self.shard_count) == ShardId(s)
+        };
+        let stored_at = |conv: u64, seq: u64, what: &str| -> Stored {
+            let p = self.model.messages.get(&(conv, seq)).unwrap_or_else(|| {
+                panic!("seed {seed}: {what} message {conv}/{seq} lost by shard {s}")
+            });
+            let stored = node
+                .index
+                .get((p.lsn - 1) as usize)
+                .copied()
+                .flatten()
+                .unwrap_or_else(|| {
+                    panic!("seed {seed}: {what} message {conv}/{seq} missing after the restart of shard {s}")
+                });
+            assert_eq!(
+                (stored.conversation, stored.seq),
+                (conv, seq),
+                "seed {seed}: {what} message {conv}/{seq} stored under another seq"
+            );
+            stored
+        };
+        for (&(conv, seq), &(sender, cmid)) in &self.model.acked {
+            if owned(conv) {
+                let st = stored_at(conv, seq, "acknowledged");
+                assert_eq!(
+                    (st.sender, st.client_msg_id),
+                    (sender, cmid),
+                    "seed {seed}: acknowledged seq {conv}/{seq} holds another message after a restart"
+                );
+            }
+        }
+        for (&(conv, seq), &(sender, cmid, ts)) in &self.model.delivered {
+            if owned(conv) {
+                let st = stored_at(conv, seq, "live-delivered");
+                assert_eq!(
+                    (st.sender, st.client_msg_id, st.ts),
+                    (sender, cmid, ts),
+                    "seed {seed}: live-delivered {conv}/{seq} differs from the recovered record"
+                );
+            }
+        }
+    }
+
+    /// Restore + replay of everything appended equals the live state.
+    pub fn check_restore(&mut self, s: u16) {
+        let entropy = self.rng.bytes32();
+        let node = &self.nodes[usize::from(s)];
+        let Some(shard) = node.shard.as_ref() else {
+            return;
+        };
+        if node.fault.is_some() {
+            // The live state holds the record the disk refused.
+            return;
+        }
+        self.stats.restore_checks += 1;
+        let (lsn, live) = shard.snapshot();
+        let cfg = config(s, self.shard_count, entropy);
+        let mut copy = match node.snapshots.first() {
+            Some((_, bytes)) => Shard::restore(cfg, bytes).expect("snapshot restores"),
+            None => Shard::new(cfg),
+        };
+        for l in copy.last_lsn().0 + 1..=lsn.0 {
+            let (kind, payload) = &node.wal[(l - 1) as usize];
+            copy.replay(Lsn(l), *kind, payload).expect("record replays");
+        }
+        let (copy_lsn, copied) = copy.snapshot();
+        assert_eq!(copy_lsn, lsn);
+        assert!(
+            copied == live,
+            "shard {s}: restore + replay differs from the live state at LSN {}",
+            lsn.0
+        );
+    }
+
+    /// Checks that hold for every client: messages are durable, identical to
+    /// their records, and seen only by members.
+    pub(super) fn check_down(&mut self, c: usize, down: &Down) {
+        let Some(user) = self.clients[c].user else {
+            return;
+        };
+        let now = self.step;
+        match down {
+            Down::Event(event) => {
+                if let Event::Joined(info) = event.as_ref() {
+                    self.model.check_cursor_shown(user, info, "joined");
+                }
+                if let Event::Message(m) = event.as_ref() {
+                    let durable_at = self.model.check_message(m, "live event");
+                    self.model.live_events += 1;
+                    self.model.delivered.insert(
+                        (m.conversation.0, m.seq.0),
+                        (m.sender.0, m.client_msg_id, m.ts.0),
+                    );
+                    assert!(
+                        self.model
+                            .member_during(m.conversation, user, durable_at, now),
+                        "live event of {:?} seq {} reached non-member {:?}",
+                        m.conversation,
+                        m.seq.0,
+                        user
+                    );
+                }
+            }
+            Down::Reply(req, Ok(response)) => {
+                let t0 = match self.clients[c].pending.get(req) {
+                    Some((_, t0)) => *t0,
+                    None if !self.clients[c].auto => 0,
+                    None => return,
+                };
+                let ws = self.clients[c].ws;
+                self.check_read(user, ws, t0, response);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn check_read(
+        &mut self,
+        user: UserId,
+        ws: Option<WorkspaceId>,
+        t0: u64,
+        response: &Response,
+    ) {
+        let now = self.step;
+        let check = |model: &mut Model, m: &Message, preview: bool, what: &str| {
+            model.check_message(m, what);
+            model.reads_checked += 1;
+            let member = model.member_during(m.conversation, user, t0, now);
+            let public = preview
+                && model
+                    .convs
+                    .get(&m.conversation.0)
+                    .is_some_and(|(w, k)| Some(*w) == ws && *k == ConversationKind::PublicChannel);
+            assert!(
+                member || public,
+                "{what}: message {:?}/{} reached non-member {:?}",
+                m.conversation,
+                m.seq.0,
+                user
+            );
+        };
+        match response {
+            Response::History { messages, head } => {
+                for w in messages.windows(2) {
+                    assert_eq!(w[0].seq.0 + 1, w[1].seq.0, "history page has a gap");
+                }
+                for m in messages {
+                    assert!(m.seq <= *head);
+                    check(&mut self.model, m, true, "history");
+                }
+            }
+            Response::Sync { changed, .. } => {
+                for sc in changed {
+                    assert!(sc.info.member);
+                    self.model.check_cursor_shown(user, &sc.info, "sync");
+                    assert_eq!(sc.info.unread, sc.info.head.0 - sc.info.read.0);
+                    for w in sc.messages.windows(2) {
+                        assert_eq!(w[0].seq.0 + 1, w[1].seq.0, "sync messages have a gap");
+                    }
+                    if let Some(last) = sc.messages.last() {
+                        assert_eq!(last.seq, sc.info.head, "sync messages end below the head");
+                    }
+                    for m in &sc.messages {
+                        check(&mut self.model, m, false, "sync");
+                    }
+                }
+            }
+            Response::Boot(page) => {
+                for info in &page.conversations {
+                    self.model.check_cursor_shown(user, info, "boot");
+                }
+                for (_, messages) in &page.pages {
+                    for m in messages {
+                        check(&mut self.model, m, false, "boot");
+                    }
+                }
+                for w in page.conversations.windows(2) {
+                    assert!(
+                        w[0].last_activity >= w[1].last_activity,
+                        "boot not sorted by activity"
+                    );
+                }
+            }
+            Response::Conversations(infos) => {
+                for info in infos {
+                    self.model.check_cursor_shown(user, info, "list");
+                }
+            }
+            Response::Conversation(info) => self.model.check_cursor_shown(user, info, "join"),
+            _ => {}
+        }
+    }
+}

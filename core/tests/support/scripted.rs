@@ -1,0 +1,130 @@
+//! Helpers for scripted scenarios: await replies, create workspaces,
+//! users and channels.
+
+use courier_core::api::{
+    ConversationId, Credential, Reject, ReqId, Request, Response, UserId, WorkspaceId,
+};
+
+use super::{Down, Pend, World, ADMIN_SECRET};
+
+impl World {
+    /// Runs until settled and returns the reply to `req` of scripted client `c`.
+    pub fn await_reply(&mut self, c: usize, req: ReqId) -> Result<Response, Reject> {
+        self.settle();
+        self.clients[c]
+            .reply_to(req)
+            .cloned()
+            .unwrap_or_else(|| panic!("client {c}: no reply to request {req}"))
+    }
+
+    /// A scripted request; runs until settled; returns the reply.
+    pub fn call(&mut self, c: usize, request: Request) -> Result<Response, Reject> {
+        let req = self
+            .request(c, request, Pend::Other)
+            .expect("client is connected");
+        self.await_reply(c, req)
+    }
+
+    /// (Re)connects scripted client `c` to shard `s` until its hello is
+    /// welcomed (a restarting home shard answers `Unavailable` at first).
+    pub fn ensure_online(&mut self, c: usize, s: u16) {
+        for _ in 0..100 {
+            if self.clients[c].conn.is_none() {
+                self.connect(c, s);
+            }
+            self.settle();
+            let welcomed = self.clients[c].inbox.iter().rev().find_map(|d| match d {
+                Down::Reply(_, Ok(Response::Welcome { .. })) => Some(true),
+                Down::Reply(_, Err(Reject::Unavailable(_))) => Some(false),
+                Down::Closed(_) => Some(false),
+                _ => None,
+            });
+            if welcomed == Some(true) && self.clients[c].conn.is_some() {
+                return;
+            }
+            self.disconnect(c);
+            self.tick();
+        }
+        panic!("client {c} could not connect");
+    }
+
+    /// Connects an admin client on shard `s`.
+    pub fn admin(&mut self, s: u16) -> usize {
+        let c = self.add_client(Credential::Admin(ADMIN_SECRET), None, false);
+        self.connect(c, s);
+        self.settle();
+        c
+    }
+
+    pub fn create_workspace(&mut self, admin: usize, name: &str) -> WorkspaceId {
+        match self.call(admin, Request::CreateWorkspace { name: name.into() }) {
+            Ok(Response::WorkspaceCreated { workspace }) => workspace,
+            other => panic!("create workspace: {other:?}"),
+        }
+    }
+
+    /// Creates a user; returns its credential.
+    pub fn create_user(
+        &mut self,
+        admin: usize,
+        ws: WorkspaceId,
+        name: &str,
+    ) -> (UserId, Credential) {
+        match self.call(
+            admin,
+            Request::CreateUser {
+                workspace: ws,
+                name: name.into(),
+            },
+        ) {
+            Ok(Response::TokenIssued {
+                user,
+                token,
+                secret,
+            }) => {
+                self.users.push((ws, user));
+                (
+                    user,
+                    Credential::User {
+                        user,
+                        token,
+                        secret,
+                    },
+                )
+            }
+            other => panic!("create user: {other:?}"),
+        }
+    }
+
+    /// A connected client of a user on shard `s`.
+    pub fn user_client(
+        &mut self,
+        user: UserId,
+        ws: WorkspaceId,
+        credential: Credential,
+        s: u16,
+        auto: bool,
+    ) -> usize {
+        let c = self.add_client(credential, Some((user, ws)), auto);
+        self.connect(c, s);
+        self.settle();
+        c
+    }
+
+    pub fn create_channel(&mut self, c: usize, name: &str, private: bool) -> ConversationId {
+        let ws = self.clients[c].ws.expect("user client");
+        match self.call(
+            c,
+            Request::CreateChannel {
+                name: name.into(),
+                private,
+            },
+        ) {
+            Ok(Response::Conversation(info)) => {
+                self.channels.push((ws, info.id));
+                info.id
+            }
+            other => panic!("create channel: {other:?}"),
+        }
+    }
+}

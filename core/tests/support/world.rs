@@ -1,0 +1,621 @@
+//! The world: composition of shards, storage, network, clients and
+//! checker; the step loop, chaos, crash and restart.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use courier_core::api::{
+    ConnId, ConversationId, Effect, Input, Lsn, Millis, PeerMsg, Push, PushId, ShardId, UserId,
+    WorkspaceId,
+};
+use courier_core::auth::hash_secret;
+use courier_core::constants::TICK_MS;
+use courier_core::{NotifyConfig, PushMode, Shard, ShardConfig};
+
+use super::{frame, CState, Client, Down, Fault, Gateway, Link, Model, Node, Rng};
+
+/// The admin secret of every simulated node.
+pub const ADMIN_SECRET: [u8; 32] = [0xad; 32];
+
+/// Switches for the random scheduler.
+#[derive(Clone, Copy, Debug)]
+pub struct Chaos {
+    pub clients_act: bool,
+    pub crashes: bool,
+}
+
+/// The world.
+pub struct World {
+    pub seed: u64,
+    pub rng: Rng,
+    pub now: u64,
+    pub step: u64,
+    pub shard_count: u16,
+    pub nodes: Vec<Node>,
+    pub net: BTreeMap<(u16, u16), VecDeque<PeerMsg>>,
+    pub links: BTreeMap<ConnId, Link>,
+    pub clients: Vec<Client>,
+    pub model: Model,
+    /// Channel ids known to the world (targets for joins and reads).
+    pub channels: Vec<(WorkspaceId, ConversationId)>,
+    pub users: Vec<(WorkspaceId, UserId)>,
+    pub stats: Stats,
+    /// Chaos events (crash, restart, snapshot, restore check) per 1000
+    /// steps.
+    pub chaos_per_mille: u64,
+    /// Client actions: weight among ~100 of a step.
+    pub client_weight: u64,
+    /// Chance (per 100) that a disconnecting client stays away long
+    /// (thousands of steps: large gaps, truncated syncs, WAL reads).
+    pub long_offline_pct: u64,
+    /// Shards whose group commits are held back (scripted tests).
+    pub hold: BTreeSet<u16>,
+    /// The fake push gateway.
+    pub gateway: Gateway,
+    /// Power losses keep an arbitrary valid prefix of the unsynced records
+    /// (otherwise they lose all of them), and chaos fails fsyncs (EIO) and
+    /// fills disks (ENOSPC).
+    pub storage_faults: bool,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Stats {
+    pub crashes: u64,
+    /// Unsynced records that survived a power loss / were lost.
+    pub unsynced_records_kept: u64,
+    pub unsynced_records_lost: u64,
+    /// Power losses whose write-back was out of order (a later sector on
+    /// disk, an earlier one not).
+    pub reordered: u64,
+    /// Power losses that tore the last unit (sector or record) written.
+    pub torn_sectors: u64,
+    /// Recoveries that stopped at a damaged frame (torn, a sector missing
+    /// inside it, or a partial ENOSPC frame) and truncated it.
+    pub damaged_tails: u64,
+    /// Failed fsyncs (EIO) and refused appends (ENOSPC).
+    pub eio: u64,
+    pub enospc: u64,
+    /// Sends and syncs refused because a shard's storage failed.
+    pub storage_refusals: u64,
+    /// Restarts after which the ledger invariants were checked.
+    pub recovery_checks: u64,
+    pub snapshots: u64,
+    pub restore_checks: u64,
+    pub peer_messages: u64,
+    pub sends: u64,
+    pub retries: u64,
+    pub requests: u64,
+    pub wal_reads: u64,
+    pub truncated_syncs: u64,
+}
+
+impl Stats {
+    /// Adds another run's counters (totals over seeds).
+    pub fn add(&mut self, o: &Stats) {
+        let Stats {
+            crashes,
+            unsynced_records_kept,
+            unsynced_records_lost,
+            reordered,
+            torn_sectors,
+            damaged_tails,
+            eio,
+            enospc,
+            storage_refusals,
+            recovery_checks,
+            snapshots,
+            restore_checks,
+            peer_messages,
+            sends,
+            retries,
+            requests,
+            wal_reads,
+            truncated_syncs,
+        } = *o;
+        self.crashes += crashes;
+        self.unsynced_records_kept += unsynced_records_kept;
+        self.unsynced_records_lost += unsynced_records_lost;
+        self.reordered += reordered;
+        self.torn_sectors += torn_sectors;
+        self.damaged_tails += damaged_tails;
+        self.eio += eio;
+        self.enospc += enospc;
+        self.storage_refusals += storage_refusals;
+        self.recovery_checks += recovery_checks;
+        self.snapshots += snapshots;
+        self.restore_checks += restore_checks;
+        self.peer_messages += peer_messages;
+        self.sends += sends;
+        self.retries += retries;
+        self.requests += requests;
+        self.wal_reads += wal_reads;
+        self.truncated_syncs += truncated_syncs;
+    }
+}
+
+pub(super) fn config(shard: u16, shard_count: u16, entropy: [u8; 32]) -> ShardConfig {
+    ShardConfig {
+        shard: ShardId(shard),
+        shard_count,
+        admin_token_hash: hash_secret(&ADMIN_SECRET),
+        entropy,
+        notify: NotifyConfig {
+            push: PushMode::Gateway,
+            grace_ms: SIM_GRACE_MS,
+            broadcast_members_max: 4,
+        },
+    }
+}
+
+/// The grace window in the simulation (time advances ~1 ms a step).
+pub const SIM_GRACE_MS: u64 = 1_000;
+
+impl World {
+    pub fn new(seed: u64, shard_count: u16) -> World {
+        let mut w = World {
+            seed,
+            rng: Rng::new(seed),
+            now: 1_700_000_000_000,
+            step: 0,
+            shard_count,
+            nodes: Vec::new(),
+            net: BTreeMap::new(),
+            links: BTreeMap::new(),
+            clients: Vec::new(),
+            model: Model::default(),
+            channels: Vec::new(),
+            users: Vec::new(),
+            stats: Stats::default(),
+            chaos_per_mille: 10,
+            client_weight: 12,
+            long_offline_pct: 0,
+            hold: BTreeSet::new(),
+            gateway: Gateway::default(),
+            storage_faults: false,
+        };
+        w.model.records = (0..shard_count).map(|_| BTreeMap::new()).collect();
+        for s in 0..shard_count {
+            let shard = Shard::new(config(s, shard_count, w.rng.bytes32()));
+            w.nodes.push(Node {
+                shard: Some(shard),
+                wal: Vec::new(),
+                index: Vec::new(),
+                durable: 0,
+                log_bytes: 0,
+                capacity: None,
+                fsync_fails: false,
+                fault: None,
+                fault_reported: false,
+                refused: None,
+                snapshots: Vec::new(),
+                reads: VecDeque::new(),
+                pushes: VecDeque::new(),
+                next_conn: 0,
+                crashes: 0,
+            });
+        }
+        for s in 0..shard_count {
+            let mut out = Vec::new();
+            let now = Millis(w.now);
+            if let Some(shard) = w.nodes[usize::from(s)].shard.as_mut() {
+                shard.start(now, &mut out);
+            }
+            w.process(s, out);
+        }
+        w
+    }
+
+    pub(super) fn input(&mut self, s: u16, input: Input) {
+        let now = Millis(self.now);
+        let Some(shard) = self.nodes[usize::from(s)].shard.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        shard.handle(now, input, &mut out);
+        self.process(s, out);
+    }
+
+    pub(super) fn process(&mut self, s: u16, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Append { lsn, kind, payload } => {
+                    let node = &mut self.nodes[usize::from(s)];
+                    if node.fault.is_some() {
+                        // As net/src/shard.rs: after a storage failure the
+                        // runtime drops appends (the core was or is about to
+                        // be told; nothing of them is ever acknowledged).
+                        continue;
+                    }
+                    assert_eq!(
+                        lsn.0,
+                        node.wal.len() as u64 + 1,
+                        "shard {s}: LSN out of order"
+                    );
+                    let framed = frame(kind, &payload);
+                    if node
+                        .capacity
+                        .is_some_and(|c| node.log_bytes + framed.len() as u64 > c)
+                    {
+                        self.stats.enospc += 1;
+                        node.fault = Some(Fault::NoSpace);
+                        node.refused = Some(framed);
+                        continue;
+                    }
+                    node.log_bytes += framed.len() as u64;
+                    node.wal.push((kind, payload.clone()));
+                    let stored = self.model.on_append(s, lsn.0, kind, &payload);
+                    self.nodes[usize::from(s)].index.push(stored);
+                }
+                Effect::ToShard { shard, msg } => {
+                    assert!(shard.0 < self.shard_count);
+                    self.stats.peer_messages += 1;
+                    if self.nodes[usize::from(shard.0)].shard.is_some() {
+                        self.net.entry((s, shard.0)).or_default().push_back(msg);
+                    }
+                }
+                Effect::Reply { conn, req, result } => {
+                    assert_eq!(
+                        conn.shard(),
+                        ShardId(s),
+                        "reply for a connection of another shard"
+                    );
+                    if let Some(link) = self.links.get_mut(&conn) {
+                        if link.open {
+                            link.down.push_back(Down::Reply(req, result));
+                        }
+                    }
+                }
+                Effect::Deliver { conns, event } => {
+                    assert!(!conns.is_empty(), "empty delivery");
+                    for conn in conns {
+                        assert_eq!(conn.shard(), ShardId(s));
+                        if let Some(link) = self.links.get_mut(&conn) {
+                            if link.open {
+                                link.down.push_back(Down::Event(event.clone()));
+                            }
+                        }
+                    }
+                }
+                Effect::Close { conn, reason } => {
+                    if let Some(link) = self.links.get_mut(&conn) {
+                        if link.open {
+                            link.open = false;
+                            link.up.clear();
+                            link.down.push_back(Down::Closed(reason));
+                        }
+                    }
+                    // The socket is gone: the runtime says so.
+                    self.input(s, Input::Disconnected { conn });
+                }
+                Effect::ReadRecords { token, lsns } => {
+                    self.stats.wal_reads += 1;
+                    self.nodes[usize::from(s)].reads.push_back((token, lsns));
+                }
+                Effect::Push { id, push } => {
+                    assert!(
+                        id.0 <= self.nodes[usize::from(s)].durable,
+                        "seed {}: push {} before its record is durable",
+                        self.seed,
+                        id.0
+                    );
+                    assert!(
+                        !self.gateway.settled.contains_key(&push.idempotency_key),
+                        "seed {}: {} pushed again after a durable 2xx",
+                        self.seed,
+                        push.idempotency_key
+                    );
+                    self.nodes[usize::from(s)].pushes.push_back((id, *push));
+                }
+            }
+        }
+        self.report_fault(s);
+    }
+
+    pub fn tick(&mut self) {
+        self.now += TICK_MS;
+        for s in 0..self.shard_count {
+            self.input(s, Input::Tick);
+        }
+    }
+
+    pub fn crash(&mut self, s: u16) {
+        let node = &mut self.nodes[usize::from(s)];
+        if node.shard.is_none() {
+            return;
+        }
+        self.stats.crashes += 1;
+        node.shard = None;
+        node.crashes += 1;
+        let synced = node.durable;
+        let durable = self.power_loss(s);
+        // Recovery reads the kept records back: from now on they are as
+        // durable as the fsync'ed ones.
+        self.model.on_durable(s, synced, durable, self.step);
+        let node = &mut self.nodes[usize::from(s)];
+        // The process is gone and the operator fixed the disk.
+        node.fault = None;
+        node.fault_reported = false;
+        node.refused = None;
+        node.capacity = None;
+        node.fsync_fails = false;
+        node.snapshots.retain(|(l, _)| *l <= durable);
+        node.reads.clear();
+        let lost: Vec<(PushId, Push)> = node.pushes.drain(..).collect();
+        node.next_conn = 0;
+        // A crash between the gateway's 2xx and the durable mark: the
+        // gateway saw it; the restarted shard sends it again.
+        for (_, push) in lost {
+            if self.rng.chance(1, 2) {
+                self.gateway
+                    .posts
+                    .push((push.idempotency_key.clone(), push.action));
+                self.gateway.shown.insert(push.idempotency_key);
+            }
+        }
+        self.gateway
+            .settled
+            .retain(|_, (shard, lsn)| *shard != s || *lsn <= durable);
+        self.model.on_crash(s, durable);
+        self.net.retain(|(_, to), _| *to != s);
+        let dead: Vec<ConnId> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|c| c.shard() == ShardId(s))
+            .collect();
+        for conn in dead {
+            if let Some(link) = self.links.remove(&conn) {
+                let client = &mut self.clients[link.client];
+                if client.conn == Some(conn) {
+                    client.go_offline(self.step + 5);
+                }
+            }
+        }
+    }
+
+    pub fn restart(&mut self, s: u16) {
+        if self.nodes[usize::from(s)].shard.is_some() {
+            return;
+        }
+        let entropy = self.rng.bytes32();
+        let cfg = config(s, self.shard_count, entropy);
+        let node = &self.nodes[usize::from(s)];
+        let mut shard = match node.snapshots.last() {
+            Some((_, bytes)) => Shard::restore(cfg, bytes).expect("snapshot restores"),
+            None => Shard::new(cfg),
+        };
+        let from = shard.last_lsn().0;
+        for lsn in from + 1..=node.durable {
+            let (kind, payload) = &node.wal[(lsn - 1) as usize];
+            shard
+                .replay(Lsn(lsn), *kind, payload)
+                .expect("durable record replays");
+        }
+        self.check_recovered(s);
+        let mut out = Vec::new();
+        shard.start(Millis(self.now), &mut out);
+        self.nodes[usize::from(s)].shard = Some(shard);
+        self.process(s, out);
+    }
+
+    pub fn snapshot(&mut self, s: u16) {
+        let node = &self.nodes[usize::from(s)];
+        let Some(shard) = node.shard.as_ref() else {
+            return;
+        };
+        if node.fault.is_some() {
+            // As the runtime: no snapshot after a storage failure (it could
+            // cover a record the disk refused).
+            return;
+        }
+        self.stats.snapshots += 1;
+        let (lsn, bytes) = shard.snapshot();
+        let node = &mut self.nodes[usize::from(s)];
+        node.snapshots.push((lsn.0, bytes));
+        if node.snapshots.len() > 2 {
+            node.snapshots.remove(0);
+        }
+    }
+
+    /// Whether anything is in flight.
+    pub fn busy(&self) -> bool {
+        self.net.values().any(|q| !q.is_empty())
+            || self.nodes.iter().enumerate().any(|(s, n)| {
+                n.shard.is_some()
+                    && ((n.wal.len() as u64 > n.durable
+                        && !self.hold.contains(&(s as u16))
+                        && n.fault != Some(Fault::Io))
+                        || !n.reads.is_empty()
+                        || !n.pushes.is_empty())
+            })
+            || self
+                .links
+                .values()
+                .any(|l| !l.down.is_empty() || (l.open && (!l.up.is_empty() || !l.connected)))
+    }
+
+    /// One random step.
+    pub fn step_once(&mut self, chaos: Chaos) {
+        self.step += 1;
+        self.now += self.rng.below(3);
+        if chaos.crashes && self.rng.below(1000) < self.chaos_per_mille {
+            self.chaos_event();
+            return;
+        }
+        if chaos.crashes {
+            // After a failed fsync the daemon drains and exits (exit code 1);
+            // here, within a few dozen steps, as a power loss.
+            for s in 0..self.shard_count {
+                if self.nodes[usize::from(s)].fault == Some(Fault::Io) && self.rng.chance(1, 30) {
+                    self.crash(s);
+                }
+            }
+        }
+        let pairs: Vec<(u16, u16)> = self
+            .net
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        let syncable: Vec<u16> = (0..self.shard_count)
+            .filter(|&s| {
+                let n = &self.nodes[usize::from(s)];
+                n.shard.is_some()
+                    && n.wal.len() as u64 > n.durable
+                    && !self.hold.contains(&s)
+                    && n.fault != Some(Fault::Io)
+            })
+            .collect();
+        let readable: Vec<u16> = (0..self.shard_count)
+            .filter(|&s| !self.nodes[usize::from(s)].reads.is_empty())
+            .collect();
+        let pushing: Vec<u16> = (0..self.shard_count)
+            .filter(|&s| !self.nodes[usize::from(s)].pushes.is_empty())
+            .collect();
+        let ups: Vec<ConnId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.open && (!l.connected || !l.up.is_empty()))
+            .map(|(c, _)| *c)
+            .collect();
+        let downs: Vec<ConnId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.down.is_empty())
+            .map(|(c, _)| *c)
+            .collect();
+        let mut options: Vec<(u64, u8)> = Vec::new();
+        if !pairs.is_empty() {
+            options.push((30, 0));
+        }
+        if !syncable.is_empty() {
+            options.push((12, 1));
+        }
+        if !readable.is_empty() {
+            options.push((6, 2));
+        }
+        if !ups.is_empty() {
+            options.push((20, 3));
+        }
+        if !pushing.is_empty() {
+            options.push((6, 7));
+        }
+        if !downs.is_empty() {
+            options.push((20, 4));
+        }
+        if chaos.clients_act {
+            options.push((self.client_weight, 5));
+        }
+        options.push((1, 6)); // tick
+        let total: u64 = options.iter().map(|o| o.0).sum();
+        let mut roll = self.rng.below(total);
+        let mut choice = 6;
+        for (weight, kind) in options {
+            if roll < weight {
+                choice = kind;
+                break;
+            }
+            roll -= weight;
+        }
+        match choice {
+            0 => {
+                let &(from, to) = self.rng.pick(&pairs).expect("pairs");
+                self.deliver_peer(from, to);
+            }
+            1 => {
+                let &s = self.rng.pick(&syncable).expect("syncable");
+                self.fsync(s);
+            }
+            2 => {
+                let &s = self.rng.pick(&readable).expect("readable");
+                self.complete_read(s);
+            }
+            3 => {
+                let &c = self.rng.pick(&ups).expect("ups");
+                self.deliver_up(c);
+            }
+            4 => {
+                let &c = self.rng.pick(&downs).expect("downs");
+                self.deliver_down(c);
+            }
+            5 => {
+                let c = self.rng.below(self.clients.len() as u64) as usize;
+                if self.clients[c].auto {
+                    self.client_act(c);
+                }
+            }
+            7 => {
+                let &s = self.rng.pick(&pushing).expect("pushing");
+                self.answer_push(s);
+            }
+            _ => self.tick(),
+        }
+    }
+
+    pub(super) fn chaos_event(&mut self) {
+        let s = self.rng.below(u64::from(self.shard_count)) as u16;
+        let kinds = if self.storage_faults { 12 } else { 10 };
+        match self.rng.below(kinds) {
+            0..=2 => {
+                if self.nodes[usize::from(s)].shard.is_some() {
+                    self.crash(s);
+                } else {
+                    self.restart(s);
+                }
+            }
+            3..=5 => self.restart(s),
+            6..=7 => self.snapshot(s),
+            8 => self.gateway.down = !self.gateway.down,
+            9 => self.check_restore(s),
+            10 => self.nodes[usize::from(s)].fsync_fails = true,
+            _ => {
+                // The disk fills up within the next few KiB of log.
+                let node = &mut self.nodes[usize::from(s)];
+                if node.capacity.is_none() {
+                    node.capacity = Some(node.log_bytes + self.rng.below(4096));
+                }
+            }
+        }
+    }
+
+    /// Runs until nothing is in flight (clients may still act on what they
+    /// receive), restarting crashed shards first.
+    pub fn settle(&mut self) {
+        self.gateway.down = false;
+        for s in 0..self.shard_count {
+            self.restart(s);
+        }
+        let mut idle_ticks = 0;
+        for _ in 0..2_000_000 {
+            if self.busy() {
+                self.step_once(Chaos {
+                    clients_act: false,
+                    crashes: false,
+                });
+                idle_ticks = 0;
+            } else {
+                // Let timers fire and offline clients come back.
+                idle_ticks += 1;
+                if idle_ticks > 200 {
+                    return;
+                }
+                self.step += 1;
+                self.tick();
+                self.wake_clients();
+            }
+        }
+        panic!("the world did not settle");
+    }
+
+    /// Offline auto clients whose backoff elapsed reconnect.
+    pub fn wake_clients(&mut self) {
+        for c in 0..self.clients.len() {
+            let client = &self.clients[c];
+            if client.auto && client.state == CState::Offline && client.offline_until <= self.step {
+                let s = self.rng.below(u64::from(self.shard_count)) as u16;
+                if self.nodes[usize::from(s)].shard.is_some() {
+                    self.connect(c, s);
+                }
+            }
+        }
+    }
+}
