@@ -706,7 +706,13 @@ impl World {
                 let request = match self.rng.below(3) {
                     0 => Request::SetNotify {
                         conversation: conv,
-                        level: courier_core::api::NotifyLevel::Mentions,
+                        // Both levels a user picks for a conversation:
+                        // `all` notifies on every message of a channel.
+                        level: if self.rng.chance(1, 2) {
+                            courier_core::api::NotifyLevel::All
+                        } else {
+                            courier_core::api::NotifyLevel::Mentions
+                        },
                         muted: self.rng.chance(1, 2),
                     },
                     1 => Request::SetFocus {
