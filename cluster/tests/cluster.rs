@@ -16,6 +16,16 @@ use support::{agent_config, init_logs, params, runtime, wait_for, Etcd};
 const SECOND: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A control plane for `cluster` on the test's etcd.
+fn connect(rt: &tokio::runtime::Runtime, etcd: &Etcd, cluster: &str) -> ControlPlane {
+    rt.block_on(ControlPlane::connect(
+        &etcd.endpoints(),
+        cluster,
+        REQUEST_TIMEOUT,
+    ))
+    .expect("connect to the test's etcd")
+}
+
 #[test]
 fn concurrent_creators_agree_on_one_cluster() {
     init_logs();
@@ -56,13 +66,7 @@ fn a_data_dir_from_another_cluster_is_refused() {
     init_logs();
     let etcd = Etcd::start();
     let rt = runtime();
-    let cp = rt
-        .block_on(ControlPlane::connect(
-            &etcd.endpoints(),
-            "ident",
-            REQUEST_TIMEOUT,
-        ))
-        .unwrap();
+    let cp = connect(&rt, &etcd, "ident");
     let (config, _) = rt.block_on(cp.create_or_join(&params(8, 3), None)).unwrap();
     let id = config.cluster_id;
 
@@ -87,13 +91,7 @@ fn a_data_dir_from_another_cluster_is_refused() {
     }
 
     // A recorded id with no cluster in etcd is refused, not re-created.
-    let other = rt
-        .block_on(ControlPlane::connect(
-            &etcd.endpoints(),
-            "elsewhere",
-            REQUEST_TIMEOUT,
-        ))
-        .unwrap();
+    let other = connect(&rt, &etcd, "elsewhere");
     let err = rt
         .block_on(other.create_or_join(&params(8, 3), Some(id)))
         .unwrap_err();
@@ -153,13 +151,7 @@ fn the_registry_reports_joins_and_drops_dead_nodes_when_their_lease_expires() {
     init_logs();
     let etcd = Etcd::start();
     let rt = runtime();
-    let cp = rt
-        .block_on(ControlPlane::connect(
-            &etcd.endpoints(),
-            "reg",
-            REQUEST_TIMEOUT,
-        ))
-        .unwrap();
+    let cp = connect(&rt, &etcd, "reg");
     let mut watch = rt.block_on(cp.watch_nodes()).unwrap();
     let next = |watch: &mut courier_cluster::NodeWatch| {
         rt.block_on(async { tokio::time::timeout(10 * SECOND, watch.next()).await })
@@ -237,13 +229,7 @@ fn the_controller_fails_over_when_its_lease_is_revoked() {
             .then_some(sa.controller)
             .flatten()
     });
-    let cp = rt
-        .block_on(ControlPlane::connect(
-            &etcd.endpoints(),
-            "elect",
-            REQUEST_TIMEOUT,
-        ))
-        .unwrap();
+    let cp = connect(&rt, &etcd, "elect");
     let (controller, lease) = rt.block_on(cp.controller()).unwrap().unwrap();
     assert_eq!(controller, first);
 
