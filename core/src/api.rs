@@ -500,8 +500,76 @@ pub enum Reject {
         /// client can pace the rest of its requests.
         limit: RateLimit,
     },
-    /// The shard cannot accept writes (storage failed) or is starting.
-    Unavailable(String),
+    /// The server cannot serve the request now. `cause` says whether the
+    /// outcome is known (see [`UnavailableCause::outcome_known`]): a
+    /// definite refusal did nothing, an unknown outcome (a peer did not
+    /// answer in time) may still take effect, so retry with the same
+    /// `client_msg_id`.
+    Unavailable {
+        /// Why, and so whether the request may have taken effect.
+        cause: UnavailableCause,
+        /// For people: names the limit, the shard or the storage error.
+        detail: String,
+    },
+}
+
+impl Reject {
+    /// `Unavailable` with this cause and detail text.
+    pub fn unavailable(cause: UnavailableCause, detail: impl Into<String>) -> Self {
+        Reject::Unavailable {
+            cause,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why a request was answered `Unavailable`: the typed part of the answer,
+/// telling a definite refusal from an unknown outcome without parsing text
+/// (docs/RELIABILITY.md promise 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnavailableCause {
+    /// The server did not say (an older server, or a cause this build does
+    /// not know). Read conservatively: the outcome is unknown.
+    Unspecified,
+    /// A shard the request needs is starting (replaying its log). Definite:
+    /// nothing was done.
+    Starting,
+    /// A documented bound on requests in flight is full (the detail names
+    /// it, e.g. `PENDING_COMMITS_MAX`). Definite: nothing was done.
+    Overloaded,
+    /// The shard's storage failed before the request appended anything.
+    /// Definite: nothing was stored and never will be from this attempt.
+    StorageFailed,
+    /// The shard's storage failed while a record this answer depends on (an
+    /// earlier attempt of the same send, say) was not yet durable. Unknown:
+    /// that record may survive the restart.
+    NotDurable,
+    /// Reading history from the log failed. Definite: a read changes nothing.
+    ReadFailed,
+    /// The shard has no ids left for a new conversation or user. Definite:
+    /// nothing was created.
+    IdsExhausted,
+    /// Another shard (a home or owner shard, a member's home shard) did not
+    /// answer in time. Unknown: the request may still take effect.
+    PeerTimeout,
+}
+
+impl UnavailableCause {
+    /// True when the request certainly did not take effect (a definite
+    /// refusal); false when it may have (retry with the same
+    /// `client_msg_id`).
+    pub fn outcome_known(&self) -> bool {
+        match self {
+            UnavailableCause::Starting
+            | UnavailableCause::Overloaded
+            | UnavailableCause::StorageFailed
+            | UnavailableCause::ReadFailed
+            | UnavailableCause::IdsExhausted => true,
+            UnavailableCause::Unspecified
+            | UnavailableCause::NotDurable
+            | UnavailableCause::PeerTimeout => false,
+        }
+    }
 }
 
 /// Things pushed to connections without a request.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::api::{
     CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Effect, Event, Millis, RateLimit,
-    Reject, ReqId, Request, Response, ShardId, UserId,
+    Reject, ReqId, Request, Response, ShardId, UnavailableCause, UserId,
 };
 use crate::auth::hash_secret;
 use crate::constants::{
@@ -119,7 +119,10 @@ impl Shard {
                 secret,
             } => {
                 if self.hellos.len() >= PENDING_HELLOS_MAX {
-                    let r = Err(Reject::Unavailable("too many pending hellos".into()));
+                    let r = Err(Reject::unavailable(
+                        UnavailableCause::Overloaded,
+                        "too many pending hellos (PENDING_HELLOS_MAX)",
+                    ));
                     return self.direct_reply(conn, req, r, out);
                 }
                 let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
@@ -224,7 +227,10 @@ impl Shard {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.session = Session::Anonymous;
             }
-            let r = Err(Reject::Unavailable("home shard did not answer".into()));
+            let r = Err(Reject::unavailable(
+                UnavailableCause::PeerTimeout,
+                "home shard did not answer",
+            ));
             self.direct_reply(conn, req, r, out);
         }
     }

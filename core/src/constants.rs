@@ -22,7 +22,8 @@ pub const SHARD_COUNT_MAX: u16 = 1024;
 pub const TICK_MS: u64 = 100;
 
 /// A request forwarded to another shard that gets no answer within this
-/// time is answered `Reject::Unavailable` (the other shard restarted).
+/// time is answered `Reject::Unavailable` with cause `PeerTimeout` (the
+/// other shard restarted; an unknown outcome).
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 
 /// A creation that reserved a name but whose second half (the user's home
@@ -170,8 +171,8 @@ pub const LIST_PUBLIC_CHANNELS_MAX: usize = 1_000;
 // Pending tables (all memory only, all bounded).
 
 /// Appended records whose durability-dependent work is still queued. When
-/// full, requests that write are refused with `Unavailable` (the WAL is
-/// not keeping up).
+/// full, requests that write are refused with `Unavailable`, cause
+/// `Overloaded` (the WAL is not keeping up; a definite refusal).
 pub const PENDING_COMMITS_MAX: usize = 65_536;
 
 /// Outstanding WAL reads (`Effect::ReadRecords`).

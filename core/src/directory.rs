@@ -11,7 +11,8 @@
 //! whose entity does not exist yet.
 
 use crate::api::{
-    ConversationId, Effect, LookupKind, Millis, Reject, Response, UserId, WorkspaceId,
+    ConversationId, Effect, LookupKind, Millis, Reject, Response, UnavailableCause, UserId,
+    WorkspaceId,
 };
 use crate::constants::{
     CHANNELS_PER_WORKSPACE_MAX, CLAIM_RETRY_MS, PENDING_CLAIMS_MAX, USERS_PER_WORKSPACE_MAX,
@@ -22,8 +23,11 @@ use crate::record::Record;
 use crate::shard::{Action, Shard};
 use crate::state::Claim;
 
-fn exhausted() -> Reject {
-    Reject::Unavailable("id space of this shard exhausted".into())
+pub(crate) fn exhausted() -> Reject {
+    Reject::unavailable(
+        UnavailableCause::IdsExhausted,
+        "id space of this shard exhausted",
+    )
 }
 
 impl Shard {
@@ -88,8 +92,9 @@ impl Shard {
             )));
         }
         if self.state.claims.len() >= PENDING_CLAIMS_MAX {
-            return Err(Reject::Unavailable(
-                "too many creations in flight (PENDING_CLAIMS_MAX)".into(),
+            return Err(Reject::unavailable(
+                UnavailableCause::Overloaded,
+                "too many creations in flight (PENDING_CLAIMS_MAX)",
             ));
         }
         self.writable()

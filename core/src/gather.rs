@@ -23,14 +23,14 @@
 //!   user's conversations.
 //!
 //! A gather whose owners do not all answer within REQUEST_TIMEOUT_MS is
-//! answered `Unavailable`.
+//! answered `Unavailable` (cause `PeerTimeout`).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{
     BootPage, ConversationId, ConversationInfo, Effect, Message, Millis, Reject, Response, Seq,
-    ShardId, SyncConversation,
+    ShardId, SyncConversation, UnavailableCause, UserId,
 };
 use crate::constants::{
     BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
@@ -107,6 +107,25 @@ pub(crate) fn apply_sync_budget(changed: &mut [SyncConversation]) {
 }
 
 impl Shard {
+    /// Whether this home shard can start a gather for `user` now.
+    fn gather_check(&self, user: UserId) -> Result<(), Reject> {
+        if !self.state.users.contains_key(&user) {
+            Err(Reject::NotFound)
+        } else if !self.is_ready() {
+            Err(Reject::unavailable(
+                UnavailableCause::Starting,
+                "home shard is starting",
+            ))
+        } else if self.gathers.len() >= PENDING_GATHERS_MAX {
+            Err(Reject::unavailable(
+                UnavailableCause::Overloaded,
+                "too many syncs in flight (PENDING_GATHERS_MAX)",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     pub(crate) fn on_gather(
         &mut self,
         origin: Origin,
@@ -114,18 +133,7 @@ impl Shard {
         request: GatherRequest,
         out: &mut Vec<Effect>,
     ) {
-        let check = if !self.state.users.contains_key(&who.user) {
-            Err(Reject::NotFound)
-        } else if !self.is_ready() {
-            Err(Reject::Unavailable("home shard is starting".into()))
-        } else if self.gathers.len() >= PENDING_GATHERS_MAX {
-            Err(Reject::Unavailable(
-                "too many syncs in flight (PENDING_GATHERS_MAX)".into(),
-            ))
-        } else {
-            Ok(())
-        };
-        if let Err(r) = check {
+        if let Err(r) = self.gather_check(who.user) {
             return self.reply(origin, Err(r), out);
         }
         let Some(user) = self.state.users.get(&who.user) else {
@@ -383,7 +391,10 @@ impl Shard {
             .collect();
         for id in expired {
             if let Some(g) = self.gathers.remove(&id) {
-                let r = Reject::Unavailable("an owner shard did not answer".into());
+                let r = Reject::unavailable(
+                    UnavailableCause::PeerTimeout,
+                    "an owner shard did not answer",
+                );
                 self.reply(g.origin, Err(r), out);
             }
         }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::api::{
     CloseReason, ConnId, ConversationId, ConversationInfo, DeviceInfo, Effect, Event, Lsn, Millis,
-    NotifyLevel, Reject, Response, Seq, ShardId, UserId, WorkspaceId,
+    NotifyLevel, Reject, Response, Seq, ShardId, UnavailableCause, UserId, WorkspaceId,
 };
 use crate::auth::{hash_secret, secret_matches};
 use crate::constants::{CONVERSATIONS_PER_USER_MAX, DEVICES_PER_USER_MAX, TOKENS_PER_USER_MAX};
@@ -178,7 +178,10 @@ impl Shard {
                 if !good {
                     Err(Reject::Unauthenticated)
                 } else if !ready {
-                    Err(Reject::Unavailable("home shard is starting".into()))
+                    Err(Reject::unavailable(
+                        UnavailableCause::Starting,
+                        "home shard is starting",
+                    ))
                 } else if u.devices.len() >= DEVICES_PER_USER_MAX
                     && !u.devices.contains_key(&origin.conn)
                 {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::api::{
     Broadcast, ClientMsgId, ConversationId, ConversationInfo, ConversationKind, Effect, Event,
     HistoryAnchor, Lsn, Message, Millis, NotifyLevel, ReadToken, Reject, Response, Seq, ShardId,
-    UserId, WorkspaceId,
+    UnavailableCause, UserId, WorkspaceId,
 };
 use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
@@ -409,8 +409,10 @@ impl Shard {
             return self.reply(origin, Ok(page), out);
         }
         if self.reads.len() >= PENDING_READS_MAX {
-            let r =
-                Reject::Unavailable("too many history reads in flight (PENDING_READS_MAX)".into());
+            let r = Reject::unavailable(
+                UnavailableCause::Overloaded,
+                "too many history reads in flight (PENDING_READS_MAX)",
+            );
             return self.reply(origin, Err(r), out);
         }
         // The whole page from the WAL: simpler than stitching with a cache
@@ -480,7 +482,10 @@ impl Shard {
         }
         if let Some(e) = error {
             self.metrics.wal_read_errors += 1;
-            let r = Reject::Unavailable(format!("history read failed: {e}"));
+            let r = Reject::unavailable(
+                UnavailableCause::ReadFailed,
+                format!("history read failed: {e}"),
+            );
             return self.reply(p.origin, Err(r), out);
         }
         debug_assert_eq!(messages.len() as u64, p.hi - p.lo + 1);
@@ -825,7 +830,10 @@ impl Shard {
                 .get(&pending)
                 .is_none_or(|p| p.waiters.len() >= DM_OPEN_WAITERS_MAX);
             if full {
-                let r = Reject::Unavailable("DM being created (DM_OPEN_WAITERS_MAX)".into());
+                let r = Reject::unavailable(
+                    UnavailableCause::Overloaded,
+                    "DM being created (DM_OPEN_WAITERS_MAX)",
+                );
                 return self.reply(origin, Err(r), out);
             }
             if let Some(p) = self.dm_opens.get_mut(&pending) {
@@ -834,7 +842,10 @@ impl Shard {
             return;
         }
         if self.dm_opens.len() >= PENDING_DM_OPENS_MAX {
-            let r = Reject::Unavailable("too many DM creations (PENDING_DM_OPENS_MAX)".into());
+            let r = Reject::unavailable(
+                UnavailableCause::Overloaded,
+                "too many DM creations (PENDING_DM_OPENS_MAX)",
+            );
             return self.reply(origin, Err(r), out);
         }
         if let Err(r) = self.writable() {
@@ -883,7 +894,10 @@ impl Shard {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            let r = Reject::Unavailable("a member's home shard did not answer".into());
+            let r = Reject::unavailable(
+                UnavailableCause::PeerTimeout,
+                "a member's home shard did not answer",
+            );
             self.fail_dm_open(id, r, out);
         }
     }
@@ -926,7 +940,7 @@ impl Shard {
             "DM opened on the wrong owner"
         );
         let Some(raw) = self.state.ids.allocate(slot) else {
-            let r = Reject::Unavailable("id space of this shard exhausted".into());
+            let r = crate::directory::exhausted();
             for (origin, _) in p.waiters {
                 self.reply(origin, Err(r.clone()), out);
             }

@@ -14,8 +14,8 @@
 //! Failure contract: client mistakes become `Reject` values; a record that
 //! does not apply on the live path, an LSN out of order from the runtime, or
 //! `handle` before `start` are programmer errors and panic. After
-//! `Input::StorageFailed` every write is refused with `Unavailable` and
-//! nothing not durable is ever acknowledged.
+//! `Input::StorageFailed` every write is refused with `Unavailable` (cause
+//! `StorageFailed`) and nothing not durable is ever acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{
     ConnId, ConversationId, DeviceInfo, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId,
-    Response, ShardId, UserId, WorkspaceId,
+    Response, ShardId, UnavailableCause, UserId, WorkspaceId,
 };
 use crate::bitset::ShardSet;
 use crate::constants::{LOCAL_STEPS_MAX, PENDING_COMMITS_MAX, SHARD_COUNT_MAX};
@@ -765,11 +765,15 @@ impl Shard {
     /// `Ok` if the shard accepts a write now.
     pub(crate) fn writable(&self) -> Result<(), Reject> {
         if let Some(reason) = &self.storage_failed {
-            return Err(Reject::Unavailable(format!("storage failed: {reason}")));
+            return Err(Reject::unavailable(
+                UnavailableCause::StorageFailed,
+                format!("storage failed: {reason}"),
+            ));
         }
         if self.commits.len() >= PENDING_COMMITS_MAX {
-            return Err(Reject::Unavailable(
-                "write queue full (PENDING_COMMITS_MAX)".to_string(),
+            return Err(Reject::unavailable(
+                UnavailableCause::Overloaded,
+                "write queue full (PENDING_COMMITS_MAX)",
             ));
         }
         Ok(())
@@ -810,18 +814,22 @@ impl Shard {
     ///
     /// After a storage failure the records not yet durable never will be
     /// (in this incarnation): a client's answer becomes `Unavailable` naming
-    /// the failure (an idempotent retry on a shard whose disk filled up is
-    /// refused, not left hanging; reads that gather — `Sync`, `Boot`,
-    /// lists — answer at once instead, see `gather_reply`); anything else
-    /// is dropped, and the restart's
-    /// reconciliation repairs what the other shards missed.
+    /// the failure, cause `NotDurable` (the record may still survive the
+    /// restart: an unknown outcome). So an idempotent retry on a shard whose
+    /// disk filled up is refused, not left hanging; reads that gather —
+    /// `Sync`, `Boot`, lists — answer at once instead, see `gather_reply`;
+    /// anything else is dropped, and the restart's reconciliation repairs
+    /// what the other shards missed.
     pub(crate) fn after_durable(&mut self, action: Action, out: &mut Vec<Effect>) {
         let last = Lsn(self.next_lsn.0 - 1);
         if last <= self.durable {
             self.run_action(action, out);
         } else if let Some(reason) = &self.storage_failed {
             if let Action::Reply { origin, .. } = action {
-                let r = Reject::Unavailable(format!("storage failed: {reason}"));
+                let r = Reject::unavailable(
+                    UnavailableCause::NotDurable,
+                    format!("storage failed: {reason}"),
+                );
                 self.reply(origin, Err(r), out);
             }
         } else {

@@ -6,7 +6,8 @@ mod support;
 
 use courier_core::api::{
     Broadcast, CloseReason, ConversationId, ConversationKind, Credential, Event, HistoryAnchor,
-    LookupKind, Message, Millis, NotifyLevel, Reject, Request, Response, Seq, UserId, WorkspaceId,
+    LookupKind, Message, Millis, NotifyLevel, Reject, Request, Response, Seq, UnavailableCause,
+    UserId, WorkspaceId,
 };
 use courier_core::constants::{
     BODY_BYTES_MAX, BOOT_CONVERSATIONS_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAYLOAD_BYTES_MAX,
@@ -266,13 +267,20 @@ fn storage_failure_refuses_writes_and_never_acks() {
         w.clients[a].reply_to(req).is_none(),
         "acknowledged a record that is not durable"
     );
+    // Refused before anything was appended: a definite refusal.
     assert!(matches!(
         send(w, a, ch, 2, "later"),
-        Err(Reject::Unavailable(_))
+        Err(Reject::Unavailable {
+            cause: UnavailableCause::StorageFailed,
+            ..
+        })
     ));
     assert!(matches!(
         w.call(a, Request::SetDnd { until: None }),
-        Err(Reject::Unavailable(_))
+        Err(Reject::Unavailable {
+            cause: UnavailableCause::StorageFailed,
+            ..
+        })
     ));
     // Reads of durable state still work.
     assert!(matches!(
@@ -353,8 +361,10 @@ fn a_full_disk_refuses_sends_naming_it_keeps_reads_and_restarts_whole() {
         "acknowledged a record the disk refused"
     );
     match send(w, a, ch, 3, "later") {
-        Err(Reject::Unavailable(why)) => {
-            assert!(why.contains("no space left on device"), "{why}")
+        Err(Reject::Unavailable { cause, detail }) => {
+            assert_eq!(cause, UnavailableCause::StorageFailed);
+            assert!(cause.outcome_known());
+            assert!(detail.contains("no space left on device"), "{detail}")
         }
         other => panic!("a send on a full disk: {other:?}"),
     }
@@ -422,8 +432,9 @@ fn a_failed_fsync_acks_nothing_after_it_and_a_restart_keeps_every_ack() {
             "acknowledged a record whose fsync failed"
         );
         match send(w, a, ch, 3, "after") {
-            Err(Reject::Unavailable(why)) => {
-                assert!(why.contains("Input/output error"), "{why}")
+            Err(Reject::Unavailable { cause, detail }) => {
+                assert_eq!(cause, UnavailableCause::StorageFailed);
+                assert!(detail.contains("Input/output error"), "{detail}")
             }
             other => panic!("a send after a failed fsync: {other:?}"),
         }

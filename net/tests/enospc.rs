@@ -1,8 +1,9 @@
 //! A real full disk under a real `courierd`: the data directory is a small
 //! loop-mounted ext4 (`mkfs.ext4 -m 0`), filled up while ledger writers
 //! send 8 KB messages. Once a shard cannot prepare its next WAL segment:
-//! sends to it are refused with `Unavailable("storage failed: … no space
-//! left …")` and never stored (each refused probe is a ledger `refused`),
+//! sends to it are refused with `Unavailable` (cause `StorageFailed`, a
+//! definite refusal; the detail says "storage failed: … no space left …")
+//! and never stored (each refused probe is a ledger `refused`),
 //! `/healthz` answers 503 naming the storage failure (on every connection,
 //! whichever shard accepts it), reads keep working (history pages and a
 //! `Sync` that agrees with them), and the ledger is clean — before a
@@ -172,7 +173,11 @@ fn a_full_disk_refuses_sends_keeps_reads_and_loses_nothing() {
             let mut l = ledger.lock().unwrap();
             match result {
                 Ok(Response::SendAck { seq, .. }) => l.acked(p.key, seq),
-                Err(courier_tools::ClientError::Rejected(Reject::Unavailable(why))) => {
+                Err(courier_tools::ClientError::Rejected(Reject::Unavailable {
+                    cause,
+                    detail: why,
+                })) => {
+                    assert_eq!(cause, UnavailableCause::StorageFailed, "{why}");
                     assert!(
                         why.contains("storage failed") && why.contains("no space left"),
                         "a refusal must say why: {why:?}"

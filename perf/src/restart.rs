@@ -340,7 +340,7 @@ async fn fill(
                 // Backpressure (the server's bounded commit queue is full):
                 // that send was not written; send it again after a pause.
                 Ok(ServerFrame::Reply {
-                    result: Err(Reject::Unavailable(_)),
+                    result: Err(Reject::Unavailable { .. }),
                     ..
                 }) => refused += 1,
                 Ok(ServerFrame::Reply { result, .. }) => error = Some(format!("{result:?}")),

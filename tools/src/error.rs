@@ -64,7 +64,7 @@ impl ClientError {
         match self {
             ClientError::Connect { .. } | ClientError::Timeout(_) => true,
             ClientError::Closed { code, .. } => code.is_none_or(|c| !is_permanent_close(c)),
-            ClientError::Rejected(Reject::Unavailable(_)) => true,
+            ClientError::Rejected(Reject::Unavailable { .. }) => true,
             ClientError::Rejected(Reject::RateLimited { .. }) => true,
             ClientError::Rejected(_) => false,
             ClientError::BadUrl { .. } | ClientError::Protocol(_) => false,
@@ -136,7 +136,12 @@ pub fn describe_reject(reject: &Reject) -> String {
                 limit.per_sec, limit.burst
             )
         }
-        Reject::Unavailable(m) => format!("server unavailable: {m}"),
+        Reject::Unavailable { cause, detail } if cause.outcome_known() => {
+            format!("server unavailable (nothing was done: retry later): {detail}")
+        }
+        Reject::Unavailable { detail, .. } => format!(
+            "server unavailable (outcome unknown: retry with the same client_msg_id): {detail}"
+        ),
     }
 }
 

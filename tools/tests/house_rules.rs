@@ -40,7 +40,7 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("cluster/src/agent.rs", "run", 130),
     ("cluster/src/placement.rs", "compute_placement", 154),
     ("core/src/conn.rs", "Shard::route_user", 226),
-    ("core/src/gather.rs", "Shard::on_gather", 113),
+    ("core/src/gather.rs", "Shard::on_gather", 102),
     ("core/src/gather.rs", "Shard::advance_gather", 106),
     ("core/src/owner.rs", "Shard::on_send", 105),
     ("core/src/owner.rs", "Shard::on_verify_reply", 102),

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use courier_core::api::{
     Broadcast, CloseReason, ConnId, ConversationId, ConversationKind, Credential, Event,
-    HistoryAnchor, Message, Millis, Reject, ReqId, Request, Response, Seq, UserId, WorkspaceId,
+    HistoryAnchor, Message, Millis, Reject, ReqId, Request, Response, Seq, UnavailableCause,
+    UserId, WorkspaceId,
 };
 
 use super::{Down, Fault, World};
@@ -43,6 +44,15 @@ pub struct CConv {
     pub head: u64,
     pub fetching: bool,
     pub cursor: u64,
+}
+
+/// An `Unavailable` that names a storage failure (refused before appending,
+/// or waiting on a record that will not become durable in this incarnation).
+fn storage_cause(cause: UnavailableCause) -> bool {
+    matches!(
+        cause,
+        UnavailableCause::StorageFailed | UnavailableCause::NotDurable
+    )
 }
 
 impl CConv {
@@ -244,7 +254,7 @@ impl World {
                 self.clients[c].state = CState::Online;
                 self.send_sync(c);
             }
-            (Pend::Hello, Err(Reject::Unavailable(_))) => {
+            (Pend::Hello, Err(Reject::Unavailable { .. })) => {
                 // The home shard is starting; try again later.
                 self.disconnect(c);
             }
@@ -286,19 +296,19 @@ impl World {
                 self.fill_gaps(c);
                 self.retry_unacked(c);
             }
-            (Pend::Sync { .. }, Err(Reject::Unavailable(why)))
-                if why.starts_with("storage failed") =>
+            (Pend::Sync { .. }, Err(Reject::Unavailable { cause, detail }))
+                if storage_cause(cause) =>
             {
                 // The home shard's disk failed: come back after a while.
                 assert!(
-                    why.contains(Fault::Io.reason()) || why.contains(Fault::NoSpace.reason()),
-                    "sync refused without the storage failure's reason: {why}"
+                    detail.contains(Fault::Io.reason()) || detail.contains(Fault::NoSpace.reason()),
+                    "sync refused without the storage failure's reason: {detail}"
                 );
                 self.stats.storage_refusals += 1;
                 self.disconnect(c);
                 self.clients[c].offline_until = self.step + 50;
             }
-            (Pend::Sync { .. }, Err(Reject::Unavailable(_))) => self.send_sync(c),
+            (Pend::Sync { .. }, Err(Reject::Unavailable { .. })) => self.send_sync(c),
             (Pend::Sync { .. }, other) => panic!("client {c}: sync failed: {other:?}"),
             (Pend::History { conv }, result) => {
                 let client = &mut self.clients[c];
@@ -357,13 +367,13 @@ impl World {
                             .insert((conversation.0, seq.0), (p.rec.sender, send.cmid));
                     }
                     Err(Reject::NotFound) => send.abandoned = true,
-                    Err(Reject::Unavailable(why)) => {
-                        if why.starts_with("storage failed") {
+                    Err(Reject::Unavailable { cause, detail }) => {
+                        if storage_cause(cause) {
                             // A clear refusal naming the failure.
                             assert!(
-                                why.contains(Fault::Io.reason())
-                                    || why.contains(Fault::NoSpace.reason()),
-                                "send refused without the storage failure's reason: {why}"
+                                detail.contains(Fault::Io.reason())
+                                    || detail.contains(Fault::NoSpace.reason()),
+                                "send refused without the storage failure's reason: {detail}"
                             );
                             self.stats.storage_refusals += 1;
                         }

@@ -35,7 +35,7 @@ impl World {
             self.settle();
             let welcomed = self.clients[c].inbox.iter().rev().find_map(|d| match d {
                 Down::Reply(_, Ok(Response::Welcome { .. })) => Some(true),
-                Down::Reply(_, Err(Reject::Unavailable(_))) => Some(false),
+                Down::Reply(_, Err(Reject::Unavailable { .. })) => Some(false),
                 Down::Closed(_) => Some(false),
                 _ => None,
             });

@@ -16,7 +16,7 @@ use courier_core::api::{
     BootPage, Broadcast, ClientMsgId, ConversationId, ConversationInfo, ConversationKind,
     Credential, DeviceInfo, DeviceKind, Event, HistoryAnchor, LookupKind, Message, Millis,
     NotifyLevel, NotifyReason, RateLimit, Reject, ReqId, Request, Response, Seq, SyncConversation,
-    UserId, WorkspaceId,
+    UnavailableCause, UserId, WorkspaceId,
 };
 use courier_core::text::{check_name, NameKind};
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, WIPOffset};
@@ -837,7 +837,7 @@ fn reject_fields(reject: &Reject) -> (wire::ErrorCode, String, u64) {
             "rate limited".into(),
             *retry_after_ms,
         ),
-        Reject::Unavailable(m) => (wire::ErrorCode::Unavailable, m.clone(), 0),
+        Reject::Unavailable { detail, .. } => (wire::ErrorCode::Unavailable, detail.clone(), 0),
     }
 }
 
@@ -852,9 +852,43 @@ fn encode_reject(fbb: &mut FlatBufferBuilder<'static>, reject: &Reject) -> (wire
             retry_after_ms,
             rate_per_sec: limit.per_sec,
             rate_burst: limit.burst,
+            unavailable: match reject {
+                Reject::Unavailable { cause, .. } => cause_to_wire(*cause),
+                _ => wire::UnavailableCause::Unspecified,
+            },
         },
     );
     (wire::Body::ErrorReply, t.as_union_value())
+}
+
+fn cause_to_wire(c: UnavailableCause) -> wire::UnavailableCause {
+    use wire::UnavailableCause as W;
+    match c {
+        UnavailableCause::Unspecified => W::Unspecified,
+        UnavailableCause::Starting => W::Starting,
+        UnavailableCause::Overloaded => W::Overloaded,
+        UnavailableCause::StorageFailed => W::StorageFailed,
+        UnavailableCause::NotDurable => W::NotDurable,
+        UnavailableCause::ReadFailed => W::ReadFailed,
+        UnavailableCause::IdsExhausted => W::IdsExhausted,
+        UnavailableCause::PeerTimeout => W::PeerTimeout,
+    }
+}
+
+/// `Unspecified` (an older server) and values from newer servers decode as
+/// `Unspecified`, whose outcome is unknown: the conservative reading.
+fn cause_from_wire(c: wire::UnavailableCause) -> UnavailableCause {
+    use wire::UnavailableCause as W;
+    match c {
+        W::Starting => UnavailableCause::Starting,
+        W::Overloaded => UnavailableCause::Overloaded,
+        W::StorageFailed => UnavailableCause::StorageFailed,
+        W::NotDurable => UnavailableCause::NotDurable,
+        W::ReadFailed => UnavailableCause::ReadFailed,
+        W::IdsExhausted => UnavailableCause::IdsExhausted,
+        W::PeerTimeout => UnavailableCause::PeerTimeout,
+        _ => UnavailableCause::Unspecified,
+    }
 }
 
 fn encode_event(fbb: &mut FlatBufferBuilder<'static>, event: &Event) -> (wire::Body, Union) {
@@ -1340,7 +1374,10 @@ fn decode_reject(t: &wire::ErrorReply<'_>) -> Reject {
                 burst: t.rate_burst(),
             },
         },
-        wire::ErrorCode::Unavailable => Reject::Unavailable(message),
+        wire::ErrorCode::Unavailable => Reject::Unavailable {
+            cause: cause_from_wire(t.unavailable()),
+            detail: message,
+        },
         // BadFrame and codes from newer servers: the request was not usable.
         _ => Reject::Invalid(message),
     }

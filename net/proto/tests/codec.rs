@@ -210,9 +210,23 @@ fn responses() -> Vec<Result<Response, Reject>> {
                 burst: 20,
             },
         }),
-        Err(Reject::Unavailable("storage failed".into())),
     ]
+    .into_iter()
+    .chain(ALL_CAUSES.map(|c| Err(Reject::unavailable(c, format!("{c:?}: detail")))))
+    .collect()
 }
+
+/// Every `UnavailableCause`, each with its documented outcome.
+const ALL_CAUSES: [UnavailableCause; 8] = [
+    UnavailableCause::Unspecified,
+    UnavailableCause::Starting,
+    UnavailableCause::Overloaded,
+    UnavailableCause::StorageFailed,
+    UnavailableCause::NotDurable,
+    UnavailableCause::ReadFailed,
+    UnavailableCause::IdsExhausted,
+    UnavailableCause::PeerTimeout,
+];
 
 fn events() -> Vec<Event> {
     vec![
@@ -282,6 +296,64 @@ fn every_reply_and_event_round_trips() {
     for event in events() {
         let frame = ServerFrame::Event(event);
         assert_eq!(decode_server(&enc.server(&frame)), Ok(frame));
+    }
+}
+
+#[test]
+fn only_peer_timeouts_not_durable_and_unspecified_are_unknown_outcomes() {
+    let unknown: Vec<_> = ALL_CAUSES
+        .into_iter()
+        .filter(|c| !c.outcome_known())
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            UnavailableCause::Unspecified,
+            UnavailableCause::NotDurable,
+            UnavailableCause::PeerTimeout
+        ]
+    );
+}
+
+/// An `ErrorReply` as an older server sends it (no cause), or with a cause
+/// from a newer server, decodes as an unknown outcome.
+#[test]
+fn unavailable_without_a_known_cause_reads_as_an_unknown_outcome() {
+    use courier_proto::wire;
+    for cause in [None, Some(wire::UnavailableCause(200))] {
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let message = fbb.create_string("home shard did not answer");
+        let mut args = wire::ErrorReplyArgs {
+            code: wire::ErrorCode::Unavailable,
+            message: Some(message),
+            ..Default::default()
+        };
+        if let Some(c) = cause {
+            args.unavailable = c;
+        }
+        let reply = wire::ErrorReply::create(&mut fbb, &args);
+        let frame = wire::Frame::create(
+            &mut fbb,
+            &wire::FrameArgs {
+                request_id: 5,
+                body_type: wire::Body::ErrorReply,
+                body: Some(reply.as_union_value()),
+            },
+        );
+        fbb.finish(frame, Some(wire::FRAME_IDENTIFIER));
+        let expected = ServerFrame::Reply {
+            req: 5,
+            result: Err(Reject::unavailable(
+                UnavailableCause::Unspecified,
+                "home shard did not answer",
+            )),
+        };
+        assert_eq!(
+            decode_server(fbb.finished_data()),
+            Ok(expected),
+            "{cause:?}"
+        );
+        assert!(!UnavailableCause::Unspecified.outcome_known());
     }
 }
 

@@ -748,6 +748,120 @@ impl<'a> ::flatbuffers::Verifiable for ErrorCode {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_UNAVAILABLE_CAUSE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_UNAVAILABLE_CAUSE: u8 = 7;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_UNAVAILABLE_CAUSE: [UnavailableCause; 8] = [
+  UnavailableCause::Unspecified,
+  UnavailableCause::Starting,
+  UnavailableCause::Overloaded,
+  UnavailableCause::StorageFailed,
+  UnavailableCause::NotDurable,
+  UnavailableCause::ReadFailed,
+  UnavailableCause::IdsExhausted,
+  UnavailableCause::PeerTimeout,
+];
+
+/// `Unavailable` only: why, and so whether the request may have taken
+/// effect. `Unspecified` (an older server) and values this build does not
+/// know are read as an unknown outcome. Definite refusals (nothing was
+/// done): Starting, Overloaded, StorageFailed, ReadFailed, IdsExhausted.
+/// Unknown outcomes (retry with the same client_msg_id): NotDurable,
+/// PeerTimeout.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct UnavailableCause(pub u8);
+#[allow(non_upper_case_globals)]
+impl UnavailableCause {
+  pub const Unspecified: Self = Self(0);
+  pub const Starting: Self = Self(1);
+  pub const Overloaded: Self = Self(2);
+  pub const StorageFailed: Self = Self(3);
+  pub const NotDurable: Self = Self(4);
+  pub const ReadFailed: Self = Self(5);
+  pub const IdsExhausted: Self = Self(6);
+  pub const PeerTimeout: Self = Self(7);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Unspecified,
+    Self::Starting,
+    Self::Overloaded,
+    Self::StorageFailed,
+    Self::NotDurable,
+    Self::ReadFailed,
+    Self::IdsExhausted,
+    Self::PeerTimeout,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Unspecified => Some("Unspecified"),
+      Self::Starting => Some("Starting"),
+      Self::Overloaded => Some("Overloaded"),
+      Self::StorageFailed => Some("StorageFailed"),
+      Self::NotDurable => Some("NotDurable"),
+      Self::ReadFailed => Some("ReadFailed"),
+      Self::IdsExhausted => Some("IdsExhausted"),
+      Self::PeerTimeout => Some("PeerTimeout"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for UnavailableCause {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for UnavailableCause {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for UnavailableCause {
+    type Output = UnavailableCause;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for UnavailableCause {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for UnavailableCause {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_BODY: u8 = 38;
@@ -5796,6 +5910,7 @@ impl<'a> ErrorReply<'a> {
   pub const VT_RETRY_AFTER_MS: ::flatbuffers::VOffsetT = 8;
   pub const VT_RATE_PER_SEC: ::flatbuffers::VOffsetT = 10;
   pub const VT_RATE_BURST: ::flatbuffers::VOffsetT = 12;
+  pub const VT_UNAVAILABLE: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5812,6 +5927,7 @@ impl<'a> ErrorReply<'a> {
     builder.add_rate_per_sec(args.rate_per_sec);
     if let Some(x) = args.message { builder.add_message(x); }
     builder.add_code(args.code);
+    builder.add_unavailable(args.unavailable);
     builder.finish()
   }
 
@@ -5853,6 +5969,14 @@ impl<'a> ErrorReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(ErrorReply::VT_RATE_BURST, Some(0)).unwrap()}
   }
+  /// `Unavailable` only: see `UnavailableCause`.
+  #[inline]
+  pub fn unavailable(&self) -> UnavailableCause {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<UnavailableCause>(ErrorReply::VT_UNAVAILABLE, Some(UnavailableCause::Unspecified)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ErrorReply<'_> {
@@ -5866,6 +5990,7 @@ impl ::flatbuffers::Verifiable for ErrorReply<'_> {
      .visit_field::<u64>("retry_after_ms", Self::VT_RETRY_AFTER_MS, false)?
      .visit_field::<u32>("rate_per_sec", Self::VT_RATE_PER_SEC, false)?
      .visit_field::<u32>("rate_burst", Self::VT_RATE_BURST, false)?
+     .visit_field::<UnavailableCause>("unavailable", Self::VT_UNAVAILABLE, false)?
      .finish();
     Ok(())
   }
@@ -5876,6 +6001,7 @@ pub struct ErrorReplyArgs<'a> {
     pub retry_after_ms: u64,
     pub rate_per_sec: u32,
     pub rate_burst: u32,
+    pub unavailable: UnavailableCause,
 }
 impl<'a> Default for ErrorReplyArgs<'a> {
   #[inline]
@@ -5886,6 +6012,7 @@ impl<'a> Default for ErrorReplyArgs<'a> {
       retry_after_ms: 0,
       rate_per_sec: 0,
       rate_burst: 0,
+      unavailable: UnavailableCause::Unspecified,
     }
   }
 }
@@ -5916,6 +6043,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorReplyBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u32>(ErrorReply::VT_RATE_BURST, rate_burst, 0);
   }
   #[inline]
+  pub fn add_unavailable(&mut self, unavailable: UnavailableCause) {
+    self.fbb_.push_slot::<UnavailableCause>(ErrorReply::VT_UNAVAILABLE, unavailable, UnavailableCause::Unspecified);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ErrorReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ErrorReplyBuilder {
@@ -5938,6 +6069,7 @@ impl ::core::fmt::Debug for ErrorReply<'_> {
       ds.field("retry_after_ms", &self.retry_after_ms());
       ds.field("rate_per_sec", &self.rate_per_sec());
       ds.field("rate_burst", &self.rate_burst());
+      ds.field("unavailable", &self.unavailable());
       ds.finish()
   }
 }
