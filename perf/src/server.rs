@@ -6,14 +6,12 @@
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use courier_core::api::Credential;
+use courier_tools::testkit::{Launch, ServerProcess};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long a spawned daemon may take to print its ready line.
@@ -119,15 +117,11 @@ pub fn raise_nofile(want: u64) -> anyhow::Result<u64> {
     Ok(target)
 }
 
-/// A spawned courierd process.
+/// A spawned courierd process: the test kit's [`ServerProcess`] (one
+/// harness for tests and benchmarks), run with courierd's own defaults.
 struct Spawned {
-    child: Option<Child>,
-    binary: PathBuf,
-    data_dir: PathBuf,
-    log: PathBuf,
-    shards: u16,
+    server: ServerProcess,
     extra: Vec<String>,
-    limits: RateLimits,
     _temp: tempfile::TempDir,
 }
 
@@ -211,26 +205,31 @@ impl Target {
             .prefix("courier-bench-")
             .tempdir_in(&root)
             .with_context(|| format!("creating a data directory in {}", root.display()))?;
-        let mut spawned = Spawned {
-            child: None,
-            binary,
-            data_dir: temp.path().join("data"),
-            log: temp.path().join("courierd.log"),
-            shards: common.shards.unwrap_or(cores() as u16),
-            extra: common.server_args.clone(),
-            limits: RateLimits::Off,
-            _temp: temp,
-        };
-        let addr = spawned.start(SocketAddr::from(([127, 0, 0, 1], 0)))?.0;
-        let token_path = spawned.data_dir.join("admin.token");
-        let text = std::fs::read_to_string(&token_path)
-            .with_context(|| format!("reading {}", token_path.display()))?;
-        let admin = courier_proto::token::parse(text.trim())
-            .map_err(|e| anyhow!("{}: {e}", token_path.display()))?;
+        let mut launch = Launch::new(
+            &temp.path().join("data"),
+            common.shards.unwrap_or(cores() as u16),
+        );
+        launch.binary = Some(binary);
+        launch.log = temp.path().join("courierd.log");
+        launch.args = server_args(RateLimits::Off, &common.server_args);
+        launch.env = vec![(
+            "COURIER_LOG".to_owned(),
+            std::env::var("COURIER_LOG").unwrap_or_else(|_| "warn".into()),
+        )];
+        launch.test_defaults = false;
+        launch.ready_timeout = READY_TIMEOUT;
+        launch.die_with_parent = true;
+        let server = ServerProcess::launch(launch)?;
+        let admin = courier_proto::token::parse(&server.admin_token()?)
+            .map_err(|e| anyhow!("{}/admin.token: {e}", server.data_dir().display()))?;
         Ok(Target {
-            addr,
+            addr: server.addr(),
             admin,
-            spawned: Some(spawned),
+            spawned: Some(Spawned {
+                server,
+                extra: common.server_args.clone(),
+                _temp: temp,
+            }),
             external_pid: None,
         })
     }
@@ -243,76 +242,50 @@ impl Target {
     /// The server's process id, if known.
     pub fn pid(&self) -> Option<u32> {
         match &self.spawned {
-            Some(s) => s.child.as_ref().map(Child::id),
+            Some(s) => s.server.pid(),
             None => self.external_pid,
         }
     }
 
     /// The data directory of a spawned server.
     pub fn data_dir(&self) -> Option<&Path> {
-        self.spawned.as_ref().map(|s| s.data_dir.as_path())
+        self.spawned.as_ref().map(|s| s.server.data_dir())
+    }
+
+    fn spawned(&mut self, what: &str) -> anyhow::Result<&mut Spawned> {
+        self.spawned
+            .as_mut()
+            .ok_or_else(|| anyhow!("cannot {what} an external server"))
     }
 
     /// `kill -9` of a spawned server (an error for an external one).
     pub fn kill9(&mut self) -> anyhow::Result<()> {
-        let s = self
-            .spawned
-            .as_mut()
-            .ok_or_else(|| anyhow!("cannot kill an external server"))?;
-        s.kill9();
+        self.spawned("kill")?.server.kill9();
         Ok(())
     }
 
     /// SIGTERM and wait (a clean shutdown) of a spawned server.
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        let s = self
-            .spawned
-            .as_mut()
-            .ok_or_else(|| anyhow!("cannot stop an external server"))?;
-        if let Some(mut child) = s.child.take() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            child.wait()?;
-        }
+        self.spawned("stop")?.server.stop()?;
         Ok(())
     }
 
-    /// Starts a spawned server again on the same data directory and port.
+    /// Kills a spawned server and starts it again on the same data
+    /// directory and port.
     pub fn restart(&mut self) -> anyhow::Result<StartTimes> {
-        let addr = self.addr;
-        let s = self
-            .spawned
-            .as_mut()
-            .ok_or_else(|| anyhow!("cannot restart an external server"))?;
-        s.kill9();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match s.start(addr) {
-                Ok((_, times)) => return Ok(times),
-                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        let server = &mut self.spawned("restart")?.server;
+        server.restart()?;
+        Ok(StartTimes::of(server))
     }
 
     /// Stops a spawned server cleanly and starts it again on the same data
     /// directory and port with these abuse limits.
     pub fn restart_with_limits(&mut self, limits: RateLimits) -> anyhow::Result<StartTimes> {
-        self.stop()?;
-        let addr = self.addr;
-        let s = self
-            .spawned
-            .as_mut()
-            .ok_or_else(|| anyhow!("cannot reconfigure an external server"))?;
-        s.limits = limits;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match s.start(addr) {
-                Ok((_, times)) => return Ok(times),
-                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        let s = self.spawned("reconfigure")?;
+        s.server.stop()?;
+        s.server.launch_mut().args = server_args(limits, &s.extra);
+        s.server.restart()?;
+        Ok(StartTimes::of(&s.server))
     }
 
     /// What can be read about the server from another thread.
@@ -326,11 +299,9 @@ impl Target {
 
     /// The last lines of a spawned server's log.
     pub fn log_tail(&self) -> String {
-        self.spawned.as_ref().map_or_else(String::new, |s| {
-            let text = std::fs::read_to_string(&s.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(15)..].join("\n")
-        })
+        self.spawned
+            .as_ref()
+            .map_or_else(String::new, |s| s.server.log_tail(15))
     }
 }
 
@@ -437,110 +408,28 @@ pub fn usage(a: &Sample, b: &Sample) -> Value {
     })
 }
 
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let Some(s) = self.spawned.as_mut() {
-            s.kill9();
+/// courierd's arguments for a benchmark run: no CPU pinning (the load
+/// generator shares the machine), the abuse limits, then the user's extras.
+fn server_args(limits: RateLimits, extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["--pin".into(), "false".into()];
+    if limits == RateLimits::Off {
+        for flag in [
+            "--rate-conn-per-sec",
+            "--rate-user-per-sec",
+            "--rate-workspace-per-sec",
+        ] {
+            args.extend([flag.to_owned(), "0".to_owned()]);
         }
     }
+    args.extend(extra.iter().cloned());
+    args
 }
 
-impl Spawned {
-    fn start(&mut self, listen: SocketAddr) -> anyhow::Result<(SocketAddr, StartTimes)> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--shards")
-            .arg(self.shards.to_string())
-            .args(["--pin", "false"])
-            .args(match self.limits {
-                RateLimits::Off => &[
-                    "--rate-conn-per-sec",
-                    "0",
-                    "--rate-user-per-sec",
-                    "0",
-                    "--rate-workspace-per-sec",
-                    "0",
-                ][..],
-                RateLimits::Default => &[][..],
-            })
-            .args(&self.extra)
-            .env(
-                "COURIER_LOG",
-                std::env::var("COURIER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        // courierd does not raise its own open-file limit: give the child
-        // the harness's (raised) limit explicitly, in case the harness's own
-        // raise was partial.
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                let mut lim = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-                    lim.rlim_cur = lim.rlim_max;
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-                }
-                // The daemon dies with the harness, however the harness ends.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let t0 = crate::clock::now_ns();
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("spawning {}", self.binary.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout pipe"))?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(addr) = line.strip_prefix("courierd ready listen=") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        self.child = Some(child);
-        match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(addr) => {
-                let ready_ns = crate::clock::now_ns() - t0;
-                let addr = addr
-                    .parse()
-                    .with_context(|| format!("ready line address {addr:?}"))?;
-                Ok((addr, StartTimes { ready_ns }))
-            }
-            Err(_) => {
-                self.kill9();
-                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                bail!(
-                    "courierd did not become ready; log ({}) ends with:\n{}",
-                    self.log.display(),
-                    lines[lines.len().saturating_sub(15)..].join("\n")
-                )
-            }
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+impl StartTimes {
+    fn of(server: &ServerProcess) -> StartTimes {
+        let ready = server.last_start().unwrap_or_default();
+        StartTimes {
+            ready_ns: u64::try_from(ready.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 }

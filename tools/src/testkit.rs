@@ -259,6 +259,19 @@ pub struct Launch {
     /// Extra environment. `COURIER_LOG` defaults to the test's own, else
     /// `info`.
     pub env: Vec<(String, String)>,
+    /// Whether to add the test defaults (`--pin false`, `--segment-mib 4`)
+    /// that [`Launch::args`] does not name. Benchmarks turn this off to run
+    /// the daemon's own defaults.
+    pub test_defaults: bool,
+    /// How long a start may take to print its ready line (default
+    /// [`READY_TIMEOUT`]; a benchmark recovering gigabytes wants more).
+    pub ready_timeout: Duration,
+    /// Whether the daemon gets SIGKILL when the thread that started it
+    /// exits (`PR_SET_PDEATHSIG`). Off by default, since tests start
+    /// daemons from threads that end before the daemon should; a benchmark
+    /// that starts from its main thread turns it on so an interrupted run
+    /// leaves no daemon behind.
+    pub die_with_parent: bool,
 }
 
 impl Launch {
@@ -277,6 +290,9 @@ impl Launch {
             shards,
             args: Vec::new(),
             env: Vec::new(),
+            test_defaults: true,
+            ready_timeout: READY_TIMEOUT,
+            die_with_parent: false,
         }
     }
 
@@ -401,7 +417,7 @@ impl ServerProcess {
             .arg("--shards")
             .arg(self.launch.shards.to_string());
         for (flag, value) in [("--pin", "false"), ("--segment-mib", "4")] {
-            if !self.launch.names_flag(flag) {
+            if self.launch.test_defaults && !self.launch.names_flag(flag) {
                 command.args([flag, value]);
             }
         }
@@ -415,6 +431,7 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
+        with_parent_limits(&mut command, self.launch.die_with_parent);
         let spawned = std::time::Instant::now();
         let mut child = command
             .spawn()
@@ -445,7 +462,8 @@ impl ServerProcess {
         });
         let pid = child.id();
         self.child = Some(child);
-        match rx.recv_timeout(READY_TIMEOUT) {
+        let ready_timeout = self.launch.ready_timeout;
+        match rx.recv_timeout(ready_timeout) {
             Ok(addr) => {
                 self.last_start = Some(spawned.elapsed());
                 self.addr = addr
@@ -469,7 +487,7 @@ impl ServerProcess {
                 self.kill9();
                 Err(TestkitError::NotReady {
                     pid,
-                    after: READY_TIMEOUT,
+                    after: ready_timeout,
                     log: self.launch.log.clone(),
                     log_tail: self.log_tail(40),
                     threads,
@@ -622,6 +640,33 @@ impl ServerProcess {
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
+    }
+}
+
+/// Sets up the child between fork and exec: it gets the parent's hard
+/// open-file limit as its soft limit (courierd does not raise its own, and a
+/// load test's parent may have raised its limit), and, if `die_with_parent`,
+/// it is killed when the thread that started it ends.
+fn with_parent_limits(command: &mut Command, die_with_parent: bool) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe calls (getrlimit, setrlimit, prctl) on its own
+    // stack; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            if die_with_parent {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            }
+            Ok(())
+        });
     }
 }
 
