@@ -5,6 +5,18 @@
 //! so a retry after a timeout or a dropped connection never creates a second
 //! message (the server answers a repeated id with the original ack).
 //!
+//! **Several servers.** `ConnectOptions::url` may list several servers (the
+//! nodes of a cluster: `ws://a:7070,ws://b:7070`). A connection attempt is
+//! a round over the list starting at the server that last worked: each is
+//! tried once, with no pause between them, and the backoff delay comes
+//! only after a whole round failed. A client therefore stays on one server
+//! while it serves and moves to the next as soon as it cannot be reached.
+//! Nothing else changes on a failover: it is a reconnect, so sends keep
+//! their `client_msg_id` and a [`crate::Session`] re-syncs from its cursors,
+//! which is what makes it exactly-once (given servers that share the data,
+//! as a cluster's nodes do). A blackholed server costs one
+//! `connect_timeout` per round before the next is tried.
+//!
 //! Failure contract: transient failures (connect errors, dropped
 //! connections, timeouts, `Unavailable`, `RateLimited`) are retried until
 //! [`ClientOptions::retry_deadline`] runs out, then returned; permanent ones
@@ -49,6 +61,8 @@ pub enum Notice<'a> {
     Connected {
         /// 1 for the first connection, then one more per reconnect.
         generation: u64,
+        /// The server it reached (normalized URL).
+        server: &'a str,
     },
     /// The connection ended or an attempt failed; next try after `delay`.
     Retrying {
@@ -68,6 +82,8 @@ pub struct Client {
     link: Option<(Connection, Events)>,
     backoff: Backoff,
     generation: u64,
+    /// Index in the server list of the server that last worked (or 0).
+    preferred: usize,
     welcome: Option<Welcome>,
     on_notice: Option<NoticeFn>,
 }
@@ -104,6 +120,7 @@ impl Client {
             link: None,
             backoff,
             generation: 0,
+            preferred: 0,
             welcome: None,
             on_notice: None,
         }
@@ -201,15 +218,18 @@ impl Client {
                 return Ok(conn.clone());
             }
             self.link = None;
-            match Connection::connect(&self.options.connect).await {
-                Ok((conn, events)) => {
+            match self.connect_round().await {
+                Ok((conn, events, server)) => {
                     self.generation += 1;
                     self.backoff.reset();
                     self.welcome = Some(conn.welcome());
                     self.link = Some((conn.clone(), events));
                     let generation = self.generation;
                     if let Some(f) = self.on_notice.as_mut() {
-                        f(Notice::Connected { generation });
+                        f(Notice::Connected {
+                            generation,
+                            server: &server,
+                        });
                     }
                     return Ok(conn);
                 }
@@ -217,6 +237,31 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// One attempt at each server, starting with the one that last worked;
+    /// the first that connects becomes the preferred one. A permanent
+    /// failure (e.g. a bad token, which every node of a cluster shares)
+    /// ends the round at once; otherwise the last failure is returned.
+    async fn connect_round(&mut self) -> Result<(Connection, Events, String), ClientError> {
+        let servers = crate::connection::server_list(&self.options.connect.url)?;
+        let mut last = None;
+        for i in 0..servers.len() {
+            let index = (self.preferred + i) % servers.len();
+            let server = &servers[index];
+            match Connection::connect_to(server, &self.options.connect).await {
+                Ok((conn, events)) => {
+                    self.preferred = index;
+                    return Ok((conn, events, server.clone()));
+                }
+                Err(e) if e.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::BadUrl {
+            url: self.options.connect.url.clone(),
+            reason: "no server".to_owned(),
+        }))
     }
 
     /// Sends `request`, reconnecting as needed. Idempotent requests (see

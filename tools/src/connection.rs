@@ -22,7 +22,8 @@
 
 use crate::constants::{
     CONNECT_TIMEOUT_DEFAULT, EVENT_QUEUE_MAX_DEFAULT, IN_FLIGHT_MAX_DEFAULT, PING_INTERVAL,
-    REQUEST_TIMEOUT_DEFAULT, SERVER_FRAME_BYTES_MAX, SERVER_SILENCE_MAX, WRITE_TIMEOUT,
+    REQUEST_TIMEOUT_DEFAULT, SERVERS_MAX, SERVER_FRAME_BYTES_MAX, SERVER_SILENCE_MAX,
+    WRITE_TIMEOUT,
 };
 use crate::error::ClientError;
 use crate::pacer::Pacer;
@@ -52,6 +53,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
     /// `ws://host:port[/path]`; a bare `host:port` means `ws://host:port/`.
+    /// Several servers (the nodes of a cluster) are separated by commas,
+    /// at most [`SERVERS_MAX`]; see [`server_list`] for how they are tried.
     pub url: String,
     /// The user or admin credential (see [`courier_proto::token::parse`]).
     pub credential: Credential,
@@ -227,6 +230,31 @@ impl Events {
     }
 }
 
+/// Splits a comma-separated list of server URLs (`ws://a:1,ws://b:2`, or a
+/// single URL) and normalizes each ([`normalize_url`]); duplicates are
+/// dropped, the order is kept. Fails on an empty list, a bad entry, or
+/// more than [`SERVERS_MAX`] servers.
+///
+/// [`Connection::connect`] tries the servers in this order, once each;
+/// [`crate::Client`] stays on the one that worked and moves on to the next
+/// when it fails (see its module docs).
+pub fn server_list(urls: &str) -> Result<Vec<String>, ClientError> {
+    let mut list: Vec<String> = Vec::new();
+    for part in urls.split(',') {
+        let url = normalize_url(part)?;
+        if !list.contains(&url) {
+            list.push(url);
+        }
+    }
+    if list.len() > SERVERS_MAX {
+        return Err(ClientError::BadUrl {
+            url: urls.to_owned(),
+            reason: format!("{} servers; at most {SERVERS_MAX}", list.len()),
+        });
+    }
+    Ok(list)
+}
+
 /// Turns `host:port` into `ws://host:port/` and checks the scheme.
 pub fn normalize_url(url: &str) -> Result<String, ClientError> {
     let bad = |reason: &str| ClientError::BadUrl {
@@ -283,8 +311,32 @@ impl Connection {
     /// Fails with [`ClientError::Connect`] / [`ClientError::Timeout`] when
     /// the server cannot be reached, and [`ClientError::Rejected`] (usually
     /// `Unauthenticated`) or [`ClientError::Closed`] (4001) for a bad token.
+    ///
+    /// With several servers in `options.url` each is tried once, in order,
+    /// until one connects; a permanent failure (a bad token) ends the round
+    /// at once, otherwise the last server's failure is returned.
     pub async fn connect(options: &ConnectOptions) -> Result<(Connection, Events), ClientError> {
-        let url = normalize_url(&options.url)?;
+        let mut last = None;
+        for url in server_list(&options.url)? {
+            match Connection::connect_to(&url, options).await {
+                Ok(connected) => return Ok(connected),
+                Err(e) if e.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::BadUrl {
+            url: options.url.clone(),
+            reason: "no server".to_owned(),
+        }))
+    }
+
+    /// [`Connection::connect`] to one server, `url` (already normalized,
+    /// e.g. an entry of [`server_list`]); `options.url` is not read.
+    pub async fn connect_to(
+        url: &str,
+        options: &ConnectOptions,
+    ) -> Result<(Connection, Events), ClientError> {
+        let url = normalize_url(url)?;
         let timeout = options.connect_timeout;
         let (ws, welcome) = tokio::time::timeout(timeout, handshake(&url, options))
             .await
@@ -741,5 +793,45 @@ impl Driver {
         // Forget requests whose callers timed out, releasing their slots.
         self.pending.retain(|_, (reply, _)| !reply.is_closed());
         Step::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalized_and_bad_ones_named() {
+        assert_eq!(
+            normalize_url("127.0.0.1:7070").unwrap(),
+            "ws://127.0.0.1:7070/"
+        );
+        assert_eq!(normalize_url(" ws://h:1/x ").unwrap(), "ws://h:1/x");
+        assert_eq!(normalize_url("http://h:1").unwrap(), "ws://h:1/");
+        for bad in ["", "wss://h:1", "ftp://h:1", "ws://:1", "ws://h", "h:port"] {
+            assert!(
+                matches!(normalize_url(bad), Err(ClientError::BadUrl { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_server_list_keeps_order_drops_duplicates_and_is_bounded() {
+        assert_eq!(
+            server_list("ws://b:2, a:1,ws://b:2/").unwrap(),
+            vec!["ws://b:2/".to_owned(), "ws://a:1/".to_owned()]
+        );
+        assert_eq!(server_list("a:1").unwrap(), vec!["ws://a:1/".to_owned()]);
+        for bad in ["", "a:1,", ",a:1", "a:1,,b:2", "a:1,wss://b:2"] {
+            assert!(
+                matches!(server_list(bad), Err(ClientError::BadUrl { .. })),
+                "{bad:?}"
+            );
+        }
+        let many: Vec<String> = (1..=SERVERS_MAX + 1).map(|p| format!("h:{p}")).collect();
+        assert!(server_list(&many[..SERVERS_MAX].join(",")).is_ok());
+        let err = server_list(&many.join(",")).unwrap_err();
+        assert!(err.to_string().contains("at most 16"), "{err}");
     }
 }

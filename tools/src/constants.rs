@@ -15,6 +15,10 @@ pub const IN_FLIGHT_MAX_DEFAULT: usize = 256;
 /// [`crate::Incoming::Lagged`]; a [`crate::Session`] then re-syncs.
 pub const EVENT_QUEUE_MAX_DEFAULT: usize = 4096;
 
+/// Server URLs one client may be given at most (`--server ws://a,ws://b`,
+/// the nodes of a cluster it may fail over between).
+pub const SERVERS_MAX: usize = 16;
+
 /// Time allowed for TCP connect + WebSocket upgrade + `Hello`/`Welcome`.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 

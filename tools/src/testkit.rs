@@ -630,10 +630,17 @@ impl ServerProcess {
     /// may not be free yet) for up to [`REBIND_TIMEOUT`]. A daemon that runs
     /// but never becomes ready is not retried.
     pub fn restart(&mut self) -> Result<(), TestkitError> {
+        self.restart_at(self.addr)
+    }
+
+    /// [`ServerProcess::restart`] on another address (same data directory):
+    /// the server "moves", as when a client fails over to another node.
+    /// Port 0 picks an ephemeral one; [`ServerProcess::addr`] tells which.
+    pub fn restart_at(&mut self, listen: SocketAddr) -> Result<(), TestkitError> {
         self.kill9();
         let deadline = std::time::Instant::now() + REBIND_TIMEOUT;
         loop {
-            match self.start(self.addr) {
+            match self.start(listen) {
                 Ok(()) => return Ok(()),
                 Err(e @ TestkitError::NotReady { .. }) => return Err(e),
                 Err(e) if std::time::Instant::now() >= deadline => return Err(e),

@@ -2,7 +2,9 @@
 //! `courier_tools::testkit`): the quickstart through the CLI, and a `watch`
 //! that keeps running while the server is killed with `kill -9` and
 //! restarted on the same port and data directory, printing every
-//! acknowledged message exactly once, in order.
+//! acknowledged message exactly once, in order; and the same when the
+//! server moves between the addresses a client was given (`--server
+//! ws://a,ws://b`), as when clients fail over between a cluster's nodes.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use courier_core::api::ConversationId;
@@ -228,6 +230,120 @@ fn watch_prints_every_acknowledged_message_once_across_kill9_restarts() {
     // The watch really lived through the restarts (it did not start late).
     let notices = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(notices.matches("reconnecting").count() >= 2, "{notices}");
+}
+
+/// A sender thread: `total` messages to `conversation` through a [`Client`]
+/// given `servers`, each acknowledged before the next; acks go to `acked`.
+fn spawn_sender(
+    servers: String,
+    token: &str,
+    conversation: ConversationId,
+    total: u64,
+    acked: mpsc::Sender<(u64, String)>,
+) -> std::thread::JoinHandle<()> {
+    let credential = courier_tools::token::parse(token).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut options = ClientOptions::new(ConnectOptions::new(servers, credential));
+            options.retry_deadline = Some(Duration::from_secs(60));
+            let mut client = Client::new(options);
+            for i in 0..total {
+                let body = format!("message {i}");
+                let ack = client
+                    .send(conversation, &Outgoing::text(&body))
+                    .await
+                    .unwrap();
+                acked.send((ack.seq.0, body)).unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    })
+}
+
+/// A loopback address no one listens on now (the OS's next ephemeral port).
+fn unused_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[test]
+fn clients_given_several_servers_fail_over_when_the_server_moves() {
+    let mut w = world();
+    let first = w.server.addr();
+    let second = unused_addr();
+    let servers = format!("ws://{first}/,ws://{second}/");
+    let stderr_path = w.server.data_dir().with_file_name("watch-failover.stderr");
+    let mut watch_cmd = courier(&w.server, &w.bob, &["watch", "--from-start", "general"]);
+    watch_cmd.env("COURIER_SERVER", &servers);
+    let watch = Watch::start_logging(
+        watch_cmd,
+        std::fs::File::create(&stderr_path).unwrap().into(),
+    );
+    let total = 60u64;
+    let (acked_tx, acked_rx) = mpsc::channel::<(u64, String)>();
+    let sender = spawn_sender(
+        servers.clone(),
+        &w.alice,
+        ConversationId(w.general),
+        total,
+        acked_tx,
+    );
+    // kill -9, then the same data directory serves at the other address;
+    // then back. Neither client is told: they have the list.
+    let mut acked = Vec::new();
+    for (kill_after, to) in [(15u64, second), (35, first)] {
+        while (acked.len() as u64) < kill_after {
+            acked.push(acked_rx.recv_timeout(Duration::from_secs(60)).unwrap());
+        }
+        w.server.restart_at(to).unwrap();
+        assert_eq!(w.server.addr(), to);
+    }
+    sender.join().unwrap();
+    acked.extend(acked_rx.try_iter());
+    let expected: Vec<(u64, String)> = (1..=total)
+        .map(|s| (s, format!("message {}", s - 1)))
+        .collect();
+    assert_eq!(acked, expected, "acks are gap-free and in order");
+    let mut printed = Vec::new();
+    while (printed.len() as u64) < total {
+        let m = watch
+            .next(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("watch printed only {} lines", printed.len()));
+        printed.push((
+            m["seq"].as_u64().unwrap(),
+            m["body"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(
+        printed, expected,
+        "every acknowledged message exactly once, in order"
+    );
+    assert!(
+        watch.next(Duration::from_millis(500)).is_none(),
+        "nothing printed twice"
+    );
+    let notices = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(
+        notices.contains(&format!("reconnected to ws://{second}/"))
+            && notices.contains(&format!("reconnected to ws://{first}/")),
+        "the watch followed the server to both addresses: {notices}"
+    );
+}
+
+#[test]
+fn a_bad_server_list_is_a_usage_error() {
+    let w = world();
+    for list in ["ws://127.0.0.1:1,", "ws://127.0.0.1:1,wss://h:2"] {
+        let out = courier(&w.server, &w.alice, &["channel", "list"])
+            .env("COURIER_SERVER", list)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{list}: {out:?}");
+    }
 }
 
 #[test]

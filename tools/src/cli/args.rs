@@ -18,7 +18,9 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Server URL, e.g. ws://127.0.0.1:7070 [default: ws://127.0.0.1:7070].
-    #[arg(long, env = "COURIER_SERVER", global = true, value_name = "URL")]
+    /// Several, comma-separated (the nodes of a cluster): the client stays
+    /// on one that works and fails over to the next.
+    #[arg(long, env = "COURIER_SERVER", global = true, value_name = "URL[,URL…]")]
     pub server: Option<String>,
     /// Token: a user token (cu1_…) or the admin token (ca1_…).
     #[arg(

@@ -81,7 +81,7 @@ impl Ctx {
     }
 
     fn options(&self) -> anyhow::Result<ClientOptions> {
-        courier_tools::normalize_url(&self.server).map_err(|e| usage(e.to_string()))?;
+        courier_tools::server_list(&self.server).map_err(|e| usage(e.to_string()))?;
         let mut connect = ConnectOptions::new(self.server.clone(), self.credential()?);
         connect.device.name = "courier-cli".to_owned();
         let mut options = ClientOptions::new(connect);
@@ -422,7 +422,8 @@ async fn watch(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
             labels.add(&c);
         }
     }
-    let json = ctx.out.json;
+    // Notices go to stderr in every mode (stdout stays one JSON object per
+    // line with --json).
     client.on_notice(move |notice| match notice {
         Notice::Retrying { error, delay } => {
             eprintln!(
@@ -430,8 +431,8 @@ async fn watch(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
                 delay.as_secs_f64()
             )
         }
-        Notice::Connected { generation } if generation > 1 && !json => {
-            eprintln!("courier: reconnected")
+        Notice::Connected { generation, server } if generation > 1 => {
+            eprintln!("courier: reconnected to {server}")
         }
         Notice::Connected { .. } => {}
     });
