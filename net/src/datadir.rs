@@ -441,6 +441,55 @@ mod tests {
         assert!(err.to_string().contains("created with 2 shards"), "{err}");
     }
 
+    fn record() -> ClusterRecord {
+        ClusterRecord {
+            cluster: "prod".into(),
+            cluster_id: ClusterId(u128::MAX - 1),
+            node_id: NodeId(3),
+        }
+    }
+
+    #[test]
+    fn cluster_record_round_trips_and_rejects_junk() {
+        assert_eq!(ClusterRecord::parse(&record().render()), Ok(record()));
+        assert!(ClusterRecord::parse("cluster = a\nnode_id = 1\n").is_err());
+        assert!(ClusterRecord::parse("cluster = a\ncluster_id = x\nnode_id = 1\n").is_err());
+        assert!(ClusterRecord::parse("colour = blue\n").is_err());
+    }
+
+    #[test]
+    fn a_cluster_dir_keeps_its_record_and_refuses_single_node_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut locked = LockedDir::lock(dir.path()).unwrap();
+        assert!(locked.cluster().is_none() && !locked.is_used());
+        locked.record_cluster(record()).unwrap();
+        let data = locked.finish(2, 3, AdminToken::Cluster([4; 32])).unwrap();
+        assert_eq!(data.admin_token_hash, [4; 32]);
+        assert!(!data.admin_token_path().exists(), "no token of its own");
+        assert_eq!(data.manifest.node_id, 3);
+        drop(data);
+        let again = LockedDir::lock(dir.path()).unwrap();
+        assert_eq!(again.cluster(), Some(&record()));
+        assert!(again.is_used());
+        drop(again);
+        let err = DataDir::open(dir.path(), 2).err().unwrap().to_string();
+        assert!(err.contains("belongs to cluster `prod`"), "{err}");
+        assert!(err.contains("--node-id 3"), "{err}");
+    }
+
+    #[test]
+    fn admin_token_is_written_once_and_can_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let locked = LockedDir::lock(dir.path()).unwrap();
+        assert_eq!(locked.existing_admin_token().unwrap(), None);
+        let (hash, written) = locked.admin_token().unwrap();
+        assert!(written);
+        assert_eq!(locked.admin_token().unwrap(), (hash, false));
+        assert_eq!(locked.existing_admin_token().unwrap(), Some(hash));
+        locked.remove_admin_token().unwrap();
+        assert_eq!(locked.existing_admin_token().unwrap(), None);
+    }
+
     #[test]
     fn manifest_round_trips_and_rejects_junk() {
         let m = Manifest {
