@@ -333,7 +333,12 @@ impl Mode {
     }
 
     fn admin_authorized(&self, authorization: Option<&str>) -> bool {
-        let Some(token) = authorization.and_then(|v| v.strip_prefix("Bearer ")) else {
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let token = authorization
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
+        let Some(token) = token else {
             return false;
         };
         match courier_proto::token::parse(token.trim()) {
@@ -655,6 +660,8 @@ mod tests {
         assert_eq!(mode.status_reply(Some(&format!("Bearer {other}"))).0, 401);
         let (code, body) = mode.status_reply(Some(&format!("Bearer {token}")));
         assert_eq!((code, body.trim()), (200, "{\"mode\":\"single-node\"}"));
+        assert_eq!(mode.status_reply(Some(&format!("bearer {token}"))).0, 200);
+        assert_eq!(mode.status_reply(Some(&format!("Basic {token}"))).0, 401);
         assert!(!mode.refuses_sessions());
     }
 }
