@@ -57,8 +57,8 @@ pub struct ClusterArgs {
     #[arg(long, env = "COURIER_NODE_ID", value_name = "N")]
     pub node_id: Option<u32>,
     /// Cluster mode: the address other nodes reach this node on
-    /// (`HOST:PORT`, advertised in etcd; not port 0).
-    #[arg(long, env = "COURIER_PEER_LISTEN", value_name = "HOST:PORT")]
+    /// (`IP:PORT`, advertised in etcd; not port 0).
+    #[arg(long, env = "COURIER_PEER_LISTEN", value_name = "IP:PORT")]
     pub peer_listen: Option<SocketAddr>,
     /// Cluster mode: replicas per shard, used when this node creates the
     /// cluster [default: 3].
@@ -206,7 +206,7 @@ impl ClusterSettings {
             return Err(ClusterFlagError::NodeIdZero);
         }
         let peer_listen = args.peer_listen.ok_or(ClusterFlagError::Missing {
-            flag: "--peer-listen HOST:PORT",
+            flag: "--peer-listen IP:PORT",
         })?;
         if peer_listen.port() == 0 {
             return Err(ClusterFlagError::PeerPortZero { addr: peer_listen });
