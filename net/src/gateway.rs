@@ -1,8 +1,8 @@
 //! The gateway: one accept loop per shard on the shared port (SO_REUSEPORT),
 //! the HTTP front door (`/healthz`, `/metrics`, `/admin/cluster`, WebSocket
-//! upgrade), and the two
-//! tasks of each connection — a reader that decodes frames into core inputs
-//! and a writer that drains the connection's byte-bounded outbox.
+//! upgrade), and the two tasks of each connection — a reader that decodes
+//! frames into core inputs and a writer that drains the connection's
+//! byte-bounded outbox.
 //!
 //! Failure contract: whatever a peer sends, the worst outcome is that *its*
 //! connection is closed with a code and a reason. Nothing here panics on

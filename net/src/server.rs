@@ -193,9 +193,10 @@ fn open_data(
     )?;
     let mode = Arc::new(Mode::cluster(joined.admin_token_hash, &joined.agent));
     tracing::warn!(
+        close_code = courier_proto::close::NOT_SERVING,
         "cluster mode: replication is not built yet, so this node refuses every client session \
-         (close code NOT_SERVING) rather than acknowledge a message held by one copy; the control \
-         plane, /healthz, /metrics and GET /admin/cluster work (docs/CLUSTER.md)"
+         (closed with NOT_SERVING) rather than acknowledge a message held by one copy; the \
+         control plane, /healthz, /metrics and GET /admin/cluster work (docs/CLUSTER.md)"
     );
     Ok((data, mode, Some(joined.agent)))
 }
