@@ -335,6 +335,44 @@ mod tests {
     }
 
     #[test]
+    fn cluster_keys_come_from_the_file_and_flags_override_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "etcd = \"http://10.0.0.10:2379\"\nnode_id = 4\npeer_listen = \"10.0.0.4:7071\"\ncluster_shards = 64\n",
+        )
+        .unwrap();
+        let config = Config::load(Args {
+            config: Some(path.clone()),
+            cluster: ClusterArgs {
+                node_id: Some(5),
+                ..ClusterArgs::default()
+            },
+            ..Args::default()
+        })
+        .unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.node_id, courier_cluster::NodeId(5));
+        assert_eq!(cluster.shard_count, 64);
+        assert_eq!(cluster.endpoints, vec!["http://10.0.0.10:2379"]);
+        // No cluster key anywhere: single-node mode.
+        assert!(Config::load(Args::default()).unwrap().cluster.is_none());
+        // A cluster key in the file without etcd is refused like the flag.
+        std::fs::write(&path, "node_id = 4\n").unwrap();
+        let err = Config::load(Args {
+            config: Some(path),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--node-id only applies in cluster mode"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_values_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
