@@ -2,6 +2,7 @@
 //! (`COURIER_*`) and an optional TOML file, in that order of precedence,
 //! over documented defaults. The result is a validated [`Config`].
 
+use crate::cluster::{ClusterArgs, ClusterSettings};
 use crate::constants;
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -75,6 +76,9 @@ pub struct Args {
     /// `@channel`/`@here` notify only in conversations up to this many members [default: 1000].
     #[arg(long, env = "COURIER_BROADCAST_MEMBERS_MAX")]
     pub broadcast_members_max: Option<u32>,
+    /// Cluster mode (`--etcd` and the flags that go with it).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// The config file's shape; every field optional.
@@ -98,6 +102,36 @@ struct File {
     push_redact_preview: Option<bool>,
     push_grace_ms: Option<u64>,
     broadcast_members_max: Option<u32>,
+    etcd: Option<String>,
+    node_id: Option<u32>,
+    peer_listen: Option<SocketAddr>,
+    replication_factor: Option<u8>,
+    cluster_shards: Option<u32>,
+    cluster: Option<String>,
+}
+
+impl File {
+    /// Reads and parses the config file, if one is given.
+    fn read(path: Option<&std::path::Path>) -> anyhow::Result<File> {
+        let Some(path) = path else {
+            return Ok(File::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// The cluster-mode keys, as flags would give them.
+    fn cluster_args(&mut self) -> ClusterArgs {
+        ClusterArgs {
+            etcd: self.etcd.take(),
+            node_id: self.node_id.take(),
+            peer_listen: self.peer_listen.take(),
+            replication_factor: self.replication_factor.take(),
+            cluster_shards: self.cluster_shards.take(),
+            cluster: self.cluster.take(),
+        }
+    }
 }
 
 /// How logs are written (to stderr).
@@ -145,20 +179,19 @@ pub struct Config {
     pub push_redact_preview: bool,
     /// Notification settings handed to every shard's core.
     pub notify: courier_core::NotifyConfig,
+    /// Cluster mode (`--etcd`), or None for single-node mode.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Config {
     /// Merges flags/env over the file over defaults and validates.
     pub fn load(args: Args) -> anyhow::Result<Config> {
-        let file: File = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
-            }
-            None => File::default(),
-        };
+        let mut file = File::read(args.config.as_deref())?;
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
+        let cluster = ClusterSettings::from_args(args.cluster.or(file.cluster_args()), listen)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shards = args
             .shards
@@ -246,10 +279,8 @@ impl Config {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("data")),
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            listen,
+            cluster,
             shards,
             pin: args.pin.or(file.pin).unwrap_or(usize::from(shards) <= cpus),
             log_format,
@@ -301,6 +332,44 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert_eq!(config.outbox_bytes_max, constants::OUTBOX_BYTES_MAX_DEFAULT);
+    }
+
+    #[test]
+    fn cluster_keys_come_from_the_file_and_flags_override_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "etcd = \"http://10.0.0.10:2379\"\nnode_id = 4\npeer_listen = \"10.0.0.4:7071\"\ncluster_shards = 64\n",
+        )
+        .unwrap();
+        let config = Config::load(Args {
+            config: Some(path.clone()),
+            cluster: ClusterArgs {
+                node_id: Some(5),
+                ..ClusterArgs::default()
+            },
+            ..Args::default()
+        })
+        .unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.node_id, courier_cluster::NodeId(5));
+        assert_eq!(cluster.shard_count, 64);
+        assert_eq!(cluster.endpoints, vec!["http://10.0.0.10:2379"]);
+        // No cluster key anywhere: single-node mode.
+        assert!(Config::load(Args::default()).unwrap().cluster.is_none());
+        // A cluster key in the file without etcd is refused like the flag.
+        std::fs::write(&path, "node_id = 4\n").unwrap();
+        let err = Config::load(Args {
+            config: Some(path),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--node-id only applies in cluster mode"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,13 +1,24 @@
 //! The data directory: `MANIFEST` (format version, shard count, node id), a
-//! `LOCK` held for the daemon's lifetime, the admin token, and one
+//! `LOCK` held for the daemon's lifetime, the admin token, `CLUSTER` (only in
+//! cluster mode: which cluster and node the directory belongs to) and one
 //! `shard-K/` directory per shard for its WAL.
 //!
 //! The shard count is fixed when the directory is created: conversations and
 //! users are placed on shards by id, so starting with another count would put
 //! them on the wrong shard. That is refused with a clear error; re-sharding is
 //! an explicit offline operation, never an accident.
-
+//!
+//! A directory belongs to one mode for life. A cluster-mode start writes
+//! `CLUSTER` before `MANIFEST`, so a directory with a manifest and no
+//! `CLUSTER` was made by a single-node start (cluster mode refuses it: its
+//! data has one copy and no cluster knows it), and a directory with
+//! `CLUSTER` is refused by a single-node start (serving it alone would
+//! acknowledge with one copy). Opening is two steps: [`LockedDir::lock`]
+//! takes the lock and reads what is there; [`LockedDir::finish`] creates
+//! what is missing once the caller (single-node: [`DataDir::open`];
+//! cluster mode: `crate::cluster`) has decided the directory may be used.
 use anyhow::{bail, Context};
+use courier_cluster::{ClusterId, NodeId};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -18,6 +29,9 @@ use std::path::{Path, PathBuf};
 /// On-disk format version of the data directory as a whole.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Name of the cluster record in a cluster-mode data directory.
+pub const CLUSTER_FILE: &str = "CLUSTER";
+
 /// The parsed manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
@@ -25,7 +39,7 @@ pub struct Manifest {
     pub format_version: u32,
     /// Shards (fixed for the directory's life).
     pub shard_count: u16,
-    /// This node's id (for the multi-node future; 1 today).
+    /// This node's id: 1 in single-node mode, `--node-id` in cluster mode.
     pub node_id: u32,
 }
 
@@ -64,33 +78,88 @@ impl Manifest {
     }
 }
 
-/// An opened, locked data directory.
-pub struct DataDir {
-    root: PathBuf,
-    /// Held open: the advisory lock lives as long as this file.
-    _lock: File,
-    /// The manifest.
-    pub manifest: Manifest,
-    /// sha256 of the admin secret.
-    pub admin_token_hash: [u8; 32],
-    /// True if this start created the directory.
-    pub created: bool,
-    /// True if this start wrote a new admin token.
-    pub admin_token_written: bool,
+/// What `CLUSTER` records: the cluster and node a cluster-mode data
+/// directory belongs to. Written once, atomically, right after the node
+/// first joined, before anything else is created in the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRecord {
+    /// Cluster name (the etcd key prefix).
+    pub cluster: String,
+    /// Cluster identity (from etcd).
+    pub cluster_id: ClusterId,
+    /// This node's id.
+    pub node_id: NodeId,
 }
 
-impl DataDir {
-    /// Opens (creating on first start) and locks `root` for `shards` shards.
-    pub fn open(root: &Path, shards: u16) -> anyhow::Result<DataDir> {
+impl ClusterRecord {
+    fn render(&self) -> String {
+        format!(
+            "# Courier cluster membership of this data directory. Do not edit.\ncluster = {}\ncluster_id = {}\nnode_id = {}\n",
+            self.cluster, self.cluster_id, self.node_id
+        )
+    }
+
+    fn parse(text: &str) -> Result<ClusterRecord, String> {
+        let (mut cluster, mut cluster_id, mut node_id) = (None, None, None);
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| format!("bad line {line:?}"))?;
+            let value = value.trim();
+            let number = |what: &str| format!("{what} {value:?} is not a number");
+            match key.trim() {
+                "cluster" => cluster = Some(value.to_owned()),
+                "cluster_id" => {
+                    cluster_id = Some(ClusterId(value.parse().map_err(|_| number("cluster_id"))?))
+                }
+                "node_id" => node_id = Some(NodeId(value.parse().map_err(|_| number("node_id"))?)),
+                other => return Err(format!("unknown key {other:?}")),
+            }
+        }
+        Ok(ClusterRecord {
+            cluster: cluster.ok_or("no cluster")?,
+            cluster_id: cluster_id.ok_or("no cluster_id")?,
+            node_id: node_id.ok_or("no node_id")?,
+        })
+    }
+}
+
+/// How the admin token is settled when a directory is finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminToken {
+    /// Single-node: `admin.token` in the directory is the token (written,
+    /// mode 0600, on first start).
+    Local,
+    /// Cluster mode: the cluster-wide token's sha256, from etcd.
+    Cluster([u8; 32]),
+}
+
+/// A data directory that is locked and read, but not yet created or
+/// checked against a shard count (see the module docs).
+pub struct LockedDir {
+    root: PathBuf,
+    lock: File,
+    manifest: Option<Manifest>,
+    cluster: Option<ClusterRecord>,
+}
+
+impl LockedDir {
+    /// Creates `root` if needed, takes its lock (refusing a directory
+    /// another courierd holds) and reads `MANIFEST` and `CLUSTER` if they
+    /// exist.
+    pub fn lock(root: &Path) -> anyhow::Result<LockedDir> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating data directory {}", root.display()))?;
         // Absolute from here on: the WAL opens directories through glommio,
         // which does not resolve relative paths against the working directory.
-        let root = &std::fs::canonicalize(root)
+        let root = std::fs::canonicalize(root)
             .with_context(|| format!("resolving data directory {}", root.display()))?;
         let lock = lock(&root.join("LOCK"))?;
         let manifest_path = root.join("MANIFEST");
-        let (manifest, created) = if manifest_path.exists() {
+        let manifest = if manifest_path.exists() {
             let text = std::fs::read_to_string(&manifest_path)
                 .with_context(|| format!("reading {}", manifest_path.display()))?;
             let manifest = Manifest::parse(&text)
@@ -103,38 +172,161 @@ impl DataDir {
                     FORMAT_VERSION
                 );
             }
-            if manifest.shard_count != shards {
-                bail!(
-                    "{} was created with {} shards but --shards is {shards}; data is placed by \
-                     shard, so start with --shards {} (re-sharding is an offline tool)",
-                    root.display(),
-                    manifest.shard_count,
-                    manifest.shard_count
-                );
-            }
-            (manifest, false)
+            Some(manifest)
         } else {
-            let manifest = Manifest {
-                format_version: FORMAT_VERSION,
-                shard_count: shards,
-                node_id: 1,
-            };
-            write_atomically(root, "MANIFEST", manifest.render().as_bytes(), 0o644)?;
-            (manifest, true)
+            None
+        };
+        let cluster_path = root.join(CLUSTER_FILE);
+        let cluster = match std::fs::read_to_string(&cluster_path) {
+            Ok(text) => Some(ClusterRecord::parse(&text).map_err(|reason| {
+                anyhow::anyhow!("parsing {}: {reason}", cluster_path.display())
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", cluster_path.display())),
+        };
+        Ok(LockedDir {
+            root,
+            lock,
+            manifest,
+            cluster,
+        })
+    }
+
+    /// The directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The cluster this directory belongs to, if it was used in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterRecord> {
+        self.cluster.as_ref()
+    }
+
+    /// Whether the directory was used before (it has a manifest).
+    pub fn is_used(&self) -> bool {
+        self.manifest.is_some()
+    }
+
+    /// Writes `CLUSTER` (temp file, fsync, rename, fsync the directory).
+    pub fn record_cluster(&mut self, record: ClusterRecord) -> anyhow::Result<()> {
+        write_atomically(&self.root, CLUSTER_FILE, record.render().as_bytes(), 0o644)?;
+        self.cluster = Some(record);
+        Ok(())
+    }
+
+    /// sha256 of the secret in `admin.token`, writing a fresh token (mode
+    /// 0600) first if there is none; the flag says whether it was written.
+    pub fn admin_token(&self) -> anyhow::Result<([u8; 32], bool)> {
+        admin_token(&self.root)
+    }
+
+    /// sha256 of the secret in `admin.token`, if the file exists.
+    pub fn existing_admin_token(&self) -> anyhow::Result<Option<[u8; 32]>> {
+        if self.admin_token_path().exists() {
+            admin_token(&self.root).map(|(hash, _)| Some(hash))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Removes `admin.token` (and fsyncs the directory).
+    pub fn remove_admin_token(&self) -> anyhow::Result<()> {
+        let path = self.admin_token_path();
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        File::open(&self.root)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Where the admin token lives.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.root.join("admin.token")
+    }
+
+    /// Checks the shard count against the manifest (or writes the manifest,
+    /// with `node_id`, on first start), creates the shard directories and
+    /// settles the admin token.
+    pub fn finish(self, shards: u16, node_id: u32, admin: AdminToken) -> anyhow::Result<DataDir> {
+        let root = &self.root;
+        let (manifest, created) = match self.manifest {
+            Some(manifest) => {
+                if manifest.shard_count != shards {
+                    bail!(
+                        "{} was created with {} shards but --shards is {shards}; data is placed by \
+                         shard, so start with --shards {} (re-sharding is an offline tool)",
+                        root.display(),
+                        manifest.shard_count,
+                        manifest.shard_count
+                    );
+                }
+                (manifest, false)
+            }
+            None => {
+                let manifest = Manifest {
+                    format_version: FORMAT_VERSION,
+                    shard_count: shards,
+                    node_id,
+                };
+                write_atomically(root, "MANIFEST", manifest.render().as_bytes(), 0o644)?;
+                (manifest, true)
+            }
         };
         for k in 0..manifest.shard_count {
             let dir = root.join(format!("shard-{k}"));
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let (admin_token_hash, admin_token_written) = admin_token(root)?;
+        let (admin_token_hash, admin_token_written) = match admin {
+            AdminToken::Local => admin_token(root)?,
+            AdminToken::Cluster(hash) => (hash, false),
+        };
         Ok(DataDir {
-            root: root.to_owned(),
-            _lock: lock,
+            root: self.root,
+            _lock: self.lock,
             manifest,
+            cluster: self.cluster,
             admin_token_hash,
             created,
             admin_token_written,
         })
+    }
+}
+
+/// An opened, locked data directory.
+pub struct DataDir {
+    root: PathBuf,
+    /// Held open: the advisory lock lives as long as this file.
+    _lock: File,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The cluster the directory belongs to (cluster mode only).
+    pub cluster: Option<ClusterRecord>,
+    /// sha256 of the admin secret.
+    pub admin_token_hash: [u8; 32],
+    /// True if this start created the directory.
+    pub created: bool,
+    /// True if this start wrote a new admin token.
+    pub admin_token_written: bool,
+}
+
+impl DataDir {
+    /// Opens (creating on first start) and locks `root` for `shards` shards,
+    /// in single-node mode: a directory that belongs to a cluster is
+    /// refused.
+    pub fn open(root: &Path, shards: u16) -> anyhow::Result<DataDir> {
+        let locked = LockedDir::lock(root)?;
+        if let Some(record) = locked.cluster() {
+            bail!(
+                "{} belongs to cluster `{}` (cluster id {}) as node {}; a single-node start would \
+                 serve its data with one copy. Start it in cluster mode (--etcd URL --node-id {} \
+                 --peer-listen HOST:PORT --cluster {}), or use another --data-dir",
+                locked.root().display(),
+                record.cluster,
+                record.cluster_id,
+                record.node_id,
+                record.node_id,
+                record.cluster
+            );
+        }
+        locked.finish(shards, 1, AdminToken::Local)
     }
 
     /// The directory of shard `k`'s WAL.
@@ -247,6 +439,55 @@ mod tests {
         drop(a);
         let err = DataDir::open(dir.path(), 3).err().unwrap();
         assert!(err.to_string().contains("created with 2 shards"), "{err}");
+    }
+
+    fn record() -> ClusterRecord {
+        ClusterRecord {
+            cluster: "prod".into(),
+            cluster_id: ClusterId(u128::MAX - 1),
+            node_id: NodeId(3),
+        }
+    }
+
+    #[test]
+    fn cluster_record_round_trips_and_rejects_junk() {
+        assert_eq!(ClusterRecord::parse(&record().render()), Ok(record()));
+        assert!(ClusterRecord::parse("cluster = a\nnode_id = 1\n").is_err());
+        assert!(ClusterRecord::parse("cluster = a\ncluster_id = x\nnode_id = 1\n").is_err());
+        assert!(ClusterRecord::parse("colour = blue\n").is_err());
+    }
+
+    #[test]
+    fn a_cluster_dir_keeps_its_record_and_refuses_single_node_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut locked = LockedDir::lock(dir.path()).unwrap();
+        assert!(locked.cluster().is_none() && !locked.is_used());
+        locked.record_cluster(record()).unwrap();
+        let data = locked.finish(2, 3, AdminToken::Cluster([4; 32])).unwrap();
+        assert_eq!(data.admin_token_hash, [4; 32]);
+        assert!(!data.admin_token_path().exists(), "no token of its own");
+        assert_eq!(data.manifest.node_id, 3);
+        drop(data);
+        let again = LockedDir::lock(dir.path()).unwrap();
+        assert_eq!(again.cluster(), Some(&record()));
+        assert!(again.is_used());
+        drop(again);
+        let err = DataDir::open(dir.path(), 2).err().unwrap().to_string();
+        assert!(err.contains("belongs to cluster `prod`"), "{err}");
+        assert!(err.contains("--node-id 3"), "{err}");
+    }
+
+    #[test]
+    fn admin_token_is_written_once_and_can_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let locked = LockedDir::lock(dir.path()).unwrap();
+        assert_eq!(locked.existing_admin_token().unwrap(), None);
+        let (hash, written) = locked.admin_token().unwrap();
+        assert!(written);
+        assert_eq!(locked.admin_token().unwrap(), (hash, false));
+        assert_eq!(locked.existing_admin_token().unwrap(), Some(hash));
+        locked.remove_admin_token().unwrap();
+        assert_eq!(locked.existing_admin_token().unwrap(), None);
     }
 
     #[test]

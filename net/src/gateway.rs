@@ -1,7 +1,8 @@
 //! The gateway: one accept loop per shard on the shared port (SO_REUSEPORT),
-//! the HTTP front door (`/healthz`, `/metrics`, WebSocket upgrade), and the two
-//! tasks of each connection — a reader that decodes frames into core inputs
-//! and a writer that drains the connection's byte-bounded outbox.
+//! the HTTP front door (`/healthz`, `/metrics`, `/admin/cluster`, WebSocket
+//! upgrade), and the two tasks of each connection — a reader that decodes
+//! frames into core inputs and a writer that drains the connection's
+//! byte-bounded outbox.
 //!
 //! Failure contract: whatever a peer sends, the worst outcome is that *its*
 //! connection is closed with a code and a reason. Nothing here panics on
@@ -302,6 +303,11 @@ async fn front_door(ctx: &ShardCtx, mut stream: TcpStream) -> Option<(TcpStream,
             let _ = respond(&mut stream, 200, "text/plain; version=0.0.4", &text).await;
             None
         }
+        Route::ClusterStatus { authorization } => {
+            let (code, body) = ctx.mode().status_reply(authorization.as_deref());
+            let _ = respond(&mut stream, code, "application/json", &body).await;
+            None
+        }
         Route::Refuse { code, body } => {
             let _ = respond(&mut stream, code, "text/plain", body).await;
             None
@@ -575,6 +581,14 @@ async fn next_message(
 /// frame (the connection is closed after too many of those).
 fn handle_frame(ctx: &Rc<ShardCtx>, conn: &Conn, bytes: &[u8], bad_frames: &mut u32) {
     match decode_client(bytes) {
+        Ok(ClientFrame::Hello { .. }) if ctx.mode().refuses_sessions() => {
+            // Cluster mode before replication: no session, so nothing can
+            // be acknowledged with one copy (docs/CLUSTER.md).
+            conn.close(
+                close::NOT_SERVING,
+                "cluster mode: this node serves no client sessions until replication is built (docs/CLUSTER.md)",
+            );
+        }
         Ok(ClientFrame::Hello {
             req,
             credential,

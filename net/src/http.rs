@@ -10,6 +10,11 @@ pub enum Route {
     Health,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /admin/cluster`: the cluster status, for the admin token only.
+    ClusterStatus {
+        /// The `Authorization` header's value, if any (`Bearer ca1_…`).
+        authorization: Option<String>,
+    },
     /// A valid WebSocket upgrade: answer 101 with this `Sec-WebSocket-Accept`,
     /// then treat the bytes after `head_len` as WebSocket data.
     Upgrade {
@@ -79,6 +84,9 @@ pub fn route(head: &[u8]) -> Route {
     match req.path.unwrap_or("") {
         "/healthz" => Route::Health,
         "/metrics" => Route::Metrics,
+        "/admin/cluster" => Route::ClusterStatus {
+            authorization: header("authorization").map(str::to_owned),
+        },
         "/" | "/ws" => {
             let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
             let connection = header("connection").is_some_and(|v| {
@@ -111,6 +119,7 @@ pub fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
@@ -132,6 +141,18 @@ mod tests {
     fn routes() {
         check("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Route::Health);
         check("GET /metrics HTTP/1.1\r\n\r\n", Route::Metrics);
+        check(
+            "GET /admin/cluster HTTP/1.1\r\nauthorization:  Bearer ca1_x \r\n\r\n",
+            Route::ClusterStatus {
+                authorization: Some("Bearer ca1_x".into()),
+            },
+        );
+        check(
+            "GET /admin/cluster HTTP/1.1\r\n\r\n",
+            Route::ClusterStatus {
+                authorization: None,
+            },
+        );
         check(
             "GET /x HTTP/1.1\r\n\r\n",
             Route::Refuse {

@@ -18,7 +18,10 @@
 //! - [`server`]: data directory, executors, shard channels, start/stop.
 //! - [`shard`]: one shard's runtime — inputs in, effects out.
 //! - [`gateway`]: accept, HTTP front door, WebSocket reader/writer, outboxes.
-//! - [`datadir`]: manifest, lock, admin token.
+//! - [`datadir`]: manifest, lock, admin token, cluster record.
+//! - [`cluster`]: cluster mode — flags, joining the etcd control plane at
+//!   start, the node's [`cluster::Mode`] (admin token hash, session
+//!   refusal, `GET /admin/cluster`).
 //! - [`limits`]: per-connection and per-user rate limits.
 //! - [`http`]: request-head routing (pure).
 //! - [`sync`]: generic async helpers ([`sync::Signal`], [`sync::with_timeout`]).
@@ -28,6 +31,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
 pub mod constants;
 pub mod datadir;

@@ -22,8 +22,9 @@
 //!   (`shard::connect_peers`): no join handshake, and the only
 //!   wait on a peer is at the very start, when every executor is starting.
 
+use crate::cluster::Mode;
 use crate::config::Config;
-use crate::datadir::DataDir;
+use crate::datadir::{AdminToken, DataDir, LockedDir};
 use crate::metrics::Board;
 use crate::shard::{self, Envelope, ShardSetup, Stop};
 use anyhow::Context;
@@ -41,6 +42,9 @@ pub struct Node {
     /// Stop flag; set it to stop the node.
     pub stop: Arc<Stop>,
     handles: Vec<glommio::ExecutorJoinHandle<anyhow::Result<()>>>,
+    /// The cluster agent (cluster mode); stopped after the shards, which
+    /// leaves the cluster (revokes the node's lease).
+    cluster: Option<courier_cluster::ClusterAgent>,
 }
 
 impl Node {
@@ -53,14 +57,14 @@ impl Node {
     pub fn start(config: Config) -> anyhow::Result<Node> {
         let started = Instant::now();
         tracing::info!(dir = %config.data_dir.display(), "start: opening the data directory");
-        let data = DataDir::open(&config.data_dir, config.shards)?;
+        let (addr, _port_holder) = resolve_port(config.listen)?;
+        let (data, mode, cluster) = open_data(&config, addr)?;
         if data.created {
             tracing::info!(dir = %config.data_dir.display(), shards = config.shards, "created data directory");
         }
         if data.admin_token_written {
             tracing::info!(path = %data.admin_token_path().display(), "wrote a new admin token (mode 0600)");
         }
-        let (addr, _port_holder) = resolve_port(config.listen)?;
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
             shards = data.manifest.shard_count,
@@ -87,6 +91,7 @@ impl Node {
                 config: config.clone(),
                 dir: data.shard_dir(k),
                 admin_token_hash: data.admin_token_hash,
+                mode: mode.clone(),
                 peers,
                 listen: addr,
                 board: board.clone(),
@@ -138,6 +143,7 @@ impl Node {
             addr,
             stop,
             handles,
+            cluster,
         })
     }
 
@@ -156,10 +162,43 @@ impl Node {
                 }
             }
         }
+        if let Some(agent) = self.cluster {
+            agent.stop(courier_cluster::Departure::Leave);
+        }
         self.stop
             .exit_code
             .load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Opens the data directory for the node's mode: single-node as always, or
+/// in cluster mode after joining the cluster (which may refuse the
+/// directory, see [`crate::cluster::join`]). Returns the directory, the
+/// shards' [`Mode`] and the cluster agent.
+fn open_data(
+    config: &Config,
+    addr: SocketAddr,
+) -> anyhow::Result<(DataDir, Arc<Mode>, Option<courier_cluster::ClusterAgent>)> {
+    let Some(settings) = &config.cluster else {
+        let data = DataDir::open(&config.data_dir, config.shards)?;
+        let mode = Arc::new(Mode::single(data.admin_token_hash));
+        return Ok((data, mode, None));
+    };
+    let mut locked = LockedDir::lock(&config.data_dir)?;
+    let joined = crate::cluster::join(settings, &mut locked, addr, config.shards)?;
+    let data = locked.finish(
+        config.shards,
+        settings.node_id.0,
+        AdminToken::Cluster(joined.admin_token_hash),
+    )?;
+    let mode = Arc::new(Mode::cluster(joined.admin_token_hash, &joined.agent));
+    tracing::warn!(
+        close_code = courier_proto::close::NOT_SERVING,
+        "cluster mode: replication is not built yet, so this node refuses every client session \
+         (closed with NOT_SERVING) rather than acknowledge a message held by one copy; the \
+         control plane, /healthz, /metrics and GET /admin/cluster work (docs/CLUSTER.md)"
+    );
+    Ok((data, mode, Some(joined.agent)))
 }
 
 /// One shard's ends of the bounded channels to and from every other shard.

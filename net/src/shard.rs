@@ -112,6 +112,7 @@ pub fn now_ms() -> Millis {
 pub struct ShardCtx {
     id: ShardId,
     config: Arc<Config>,
+    mode: Arc<crate::cluster::Mode>,
     core: RefCell<Shard>,
     wal: Rc<Wal>,
     counters: RefCell<Counters>,
@@ -307,6 +308,12 @@ impl ShardCtx {
     pub fn preauth_timeout(&self) -> Duration {
         self.config.preauth_timeout
     }
+
+    /// The node's mode (cluster mode refuses client sessions; answers
+    /// `GET /admin/cluster`).
+    pub fn mode(&self) -> &crate::cluster::Mode {
+        &self.mode
+    }
 }
 
 /// Everything a shard needs to start, built on the main thread.
@@ -321,6 +328,8 @@ pub struct ShardSetup {
     pub dir: std::path::PathBuf,
     /// sha256 of the admin secret.
     pub admin_token_hash: [u8; 32],
+    /// The node's mode (single-node or cluster), shared by every shard.
+    pub mode: Arc<crate::cluster::Mode>,
     /// This shard's ends of the channels to and from every other shard.
     pub peers: crate::server::PeerEnds,
     /// Where to listen.
@@ -362,7 +371,6 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         started,
     )
     .await?;
-
     let shards = usize::from(setup.shards);
     let push = match &setup.config.push_url {
         Some(url) => Some(
@@ -374,6 +382,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
     let ctx = Rc::new(ShardCtx {
         id,
         config: setup.config.clone(),
+        mode: setup.mode.clone(),
         core: RefCell::new(booted.core),
         wal: Rc::new(booted.wal),
         counters: RefCell::new(Counters::default()),

@@ -101,14 +101,17 @@ impl ClientError {
 
 /// Close codes after which reconnecting cannot help: a bad or revoked token
 /// (4001, 4003), a refused `Hello` (4002: unsupported protocol version,
-/// invalid device name) or a client bug the server refused (1002 protocol
-/// error, 1003 text frame, 1008 malformed frames, 1009 frame too big).
+/// invalid device name), a node that serves no client sessions (4011: a
+/// cluster-mode node before replication) or a client bug the server
+/// refused (1002 protocol error, 1003 text frame, 1008 malformed frames,
+/// 1009 frame too big).
 pub fn is_permanent_close(code: u16) -> bool {
     matches!(
         code,
         close::UNAUTHENTICATED
             | close::BAD_HELLO
             | close::REVOKED
+            | close::NOT_SERVING
             | close::PROTOCOL_ERROR
             | close::UNSUPPORTED_DATA
             | close::POLICY_VIOLATION

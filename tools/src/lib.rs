@@ -27,6 +27,8 @@
 //! kills real `courierd` processes for end-to-end tests; [`ledger`] checks
 //! what such tests sent against what the server kept (acknowledged messages
 //! present once, at their seq, gap-free; nothing seen ever lost).
+//! [`admin_http`] reads the server's HTTP admin surface (`GET
+//! /admin/cluster`, for `courier admin cluster status`).
 //!
 //! # Bounds
 //! Requests in flight per connection ([`constants::IN_FLIGHT_MAX_DEFAULT`]),
@@ -42,6 +44,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+pub mod admin_http;
 pub mod backoff;
 pub mod client;
 pub mod connection;

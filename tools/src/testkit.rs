@@ -35,8 +35,15 @@
 //! `$COURIER_TEST_DIR` if set, else the system temporary directory (a real
 //! disk file system on the machines we test on).
 //!
+//! # etcd
+//! [`etcd::Etcd`] runs a private etcd per test (ephemeral ports, temporary
+//! data directory, killed on drop) for the cluster control plane's tests
+//! and cluster-mode daemons.
+//!
 //! Failure contract: every function returns a [`TestkitError`] naming what
 //! failed and where the daemon's log is; nothing here panics.
+
+pub mod etcd;
 
 use crate::ConnectOptions;
 use courier_core::api::Credential;
@@ -99,6 +106,9 @@ pub enum TestkitError {
         /// Every thread's stack ([`thread_dump`]).
         threads: String,
     },
+    /// etcd could not be found, installed, started or reached.
+    #[error("test etcd: {0}")]
+    Etcd(String),
     /// A file of the data directory could not be read or created.
     #[error("{path}: {reason}")]
     File {

@@ -52,7 +52,7 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("net/proto/src/codec.rs", "encode_response", 168),
     ("net/proto/src/codec.rs", "decode_request", 171),
     ("net/proto/src/codec.rs", "decode_server", 151),
-    ("net/src/config.rs", "Config::load", 127),
+    ("net/src/config.rs", "Config::load", 122),
     ("net/src/shard.rs", "ShardCtx::execute", 105),
     ("net/src/shard.rs", "run", 102),
     ("perf/src/catchup.rs", "run", 102),

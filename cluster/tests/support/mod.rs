@@ -1,188 +1,43 @@
-//! Test kit: a private etcd per test, on ephemeral loopback ports with a
-//! temporary data directory, killed on drop; agent configs with short
-//! timings; polling helpers.
-//!
-//! etcd is found as `$COURIER_ETCD_BIN`, on PATH, or at /usr/bin/etcd; if
-//! it is missing the kit runs `scripts/install-etcd` once (Debian's
-//! etcd-server via apt-get), and fails the test with the script's output if
-//! that does not work. A test never skips for want of etcd.
+//! Test kit: a private etcd per test (`courier_tools::testkit::etcd`: on
+//! ephemeral loopback ports with a temporary data directory, killed on
+//! drop, installed once with `scripts/install-etcd` if missing; a test
+//! never skips for want of etcd), agent configs with short timings;
+//! polling helpers.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use courier_cluster::{AgentConfig, ClusterId, ClusterParams, NodeId, NodeSpec, Timing};
 
-/// A private single-member etcd.
-pub struct Etcd {
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-    child: Option<Child>,
-}
-
-fn etcd_on_path() -> Option<PathBuf> {
-    if let Some(bin) = std::env::var_os("COURIER_ETCD_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "COURIER_ETCD_BIN={} is not a file",
-            bin.display()
-        );
-        return Some(bin);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("etcd"))
-        .chain([PathBuf::from("/usr/bin/etcd")])
-        .find(|candidate| candidate.is_file())
-}
-
-/// The etcd binary, installing it once if needed.
-pub fn etcd_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = etcd_on_path() {
-            return bin;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-etcd");
-        let output = Command::new(&script).output();
-        match output {
-            Ok(out) if out.status.success() => etcd_on_path().unwrap_or_else(|| {
-                panic!("{} succeeded but no etcd binary is on PATH or at /usr/bin/etcd", script.display())
-            }),
-            Ok(out) => panic!(
-                "etcd is not installed and {} failed ({}):\n{}{}\nInstall etcd 3.4+ or set COURIER_ETCD_BIN.",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => panic!("etcd is not installed and {} could not run: {e}", script.display()),
-        }
-    })
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
+/// A private single-member etcd; every failure to provide one fails the
+/// test with the test kit's explanation (and etcd's log).
+pub struct Etcd(courier_tools::testkit::etcd::Etcd);
 
 impl Etcd {
     /// Picks ports and a data directory without starting etcd.
     pub fn reserve() -> Etcd {
-        etcd_bin();
-        let dir = tempfile::tempdir().expect("temp dir");
-        Etcd {
-            dir,
-            client_port: free_port(),
-            peer_port: free_port(),
-            child: None,
-        }
+        Etcd(courier_tools::testkit::etcd::Etcd::reserve().unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// A started, healthy etcd.
     pub fn start() -> Etcd {
-        let mut etcd = Etcd::reserve();
-        etcd.launch();
-        etcd
+        Etcd(courier_tools::testkit::etcd::Etcd::start().unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// The client URL, for `AgentConfig::endpoints`.
     pub fn endpoints(&self) -> Vec<String> {
-        vec![format!("http://127.0.0.1:{}", self.client_port)]
+        self.0.endpoints()
     }
 
     /// Starts (or restarts, on the same ports and data) and waits until it
     /// reports healthy.
     pub fn launch(&mut self) {
-        assert!(self.child.is_none(), "etcd already running");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = self.dir.path().join("etcd.log");
-        let child = Command::new(etcd_bin())
-            .args(["--name", "t", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("t={peer}")])
-            // Fast raft timings: a 1 s lease TTL is then allowed, and the
-            // single member elects itself within a few hundred ms.
-            .args(["--heartbeat-interval", "50", "--election-timeout", "250"])
-            .args(["--logger", "zap", "--log-outputs"])
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", etcd_bin().display()));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.healthy() {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("etcd exited with {status}; log:\n{}", self.log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd not healthy after 30 s; log:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn healthy(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        if stream
-            .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.contains("\"health\":\"true\"")
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.0.launch().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// `kill -9`, then reap.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
+        self.0.kill();
     }
 }
 

@@ -35,6 +35,10 @@ pub const SLOW_CONSUMER: u16 = 4008;
 pub const AUTH_TIMEOUT: u16 = 4009;
 /// Nothing received for the idle timeout.
 pub const IDLE: u16 = 4010;
+/// This node serves no client sessions: a cluster-mode `courierd` before
+/// replication exists refuses every `Hello` (user or admin) rather than
+/// acknowledge anything held by one copy. Reconnecting to it cannot help.
+pub const NOT_SERVING: u16 = 4011;
 
 /// Every code above with its one-line meaning, in code order (what
 /// docs/PROTOCOL.md §10 shows; checked by a test).
@@ -53,6 +57,7 @@ pub const ALL: &[(u16, &str)] = &[
     (SLOW_CONSUMER, "slow consumer"),
     (AUTH_TIMEOUT, "no Hello in time"),
     (IDLE, "idle timeout"),
+    (NOT_SERVING, "node serves no client sessions"),
 ];
 
 /// The meaning of `code`, if it is one of ours.

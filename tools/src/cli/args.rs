@@ -177,6 +177,18 @@ pub enum AdminCommand {
         #[arg(value_name = "TOKEN_ID")]
         token_id: Option<u64>,
     },
+    /// The cluster (cluster-mode servers).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `courier admin cluster …`.
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum ClusterCommand {
+    /// Nodes (alive, addresses, controller) and shards (replicas, epoch;
+    /// leader, term and commit lag once replication exists), as the server
+    /// asked sees them. A single-node server says it is not a cluster.
+    Status,
 }
 
 /// `courier channel …`.
@@ -268,6 +280,10 @@ mod tests {
                 user: 7,
                 token_id: None,
             }),
+        );
+        check(
+            &["admin", "cluster", "status", "--json"],
+            Command::Admin(AdminCommand::Cluster(ClusterCommand::Status)),
         );
         check(
             &["admin", "revoke-token", "7", "3"],

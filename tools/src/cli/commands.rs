@@ -1,7 +1,9 @@
 //! Running each `courier` subcommand: resolve names to ids, call the client
 //! library, print the result (see `output.rs`).
 
-use super::args::{AdminCommand, ChannelCommand, Cli, Command, WalCommand, WatchArgs};
+use super::args::{
+    AdminCommand, ChannelCommand, Cli, ClusterCommand, Command, WalCommand, WatchArgs,
+};
 use super::config::{self, Config};
 use super::output::{
     conversation_json, conversation_label, id_json, kind_name, message_json, message_text,
@@ -251,8 +253,12 @@ async fn whoami(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
+    if let AdminCommand::Cluster(ClusterCommand::Status) = cmd {
+        return cluster_status(ctx).await;
+    }
     let mut client = ctx.client().await?;
     match cmd {
+        AdminCommand::Cluster(_) => Ok(()), // handled above
         AdminCommand::CreateWorkspace { name } => {
             let ws = client.create_workspace(&name).await?;
             ctx.out
@@ -299,6 +305,24 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// `courier admin cluster status`: `GET /admin/cluster` with the admin
+/// token (HTTP on the server's port, not a WebSocket session: a
+/// cluster-mode node refuses sessions until replication exists).
+async fn cluster_status(ctx: &Ctx) -> anyhow::Result<()> {
+    let token = ctx.token.as_deref().ok_or_else(|| {
+        usage("no token: pass --token \"$(cat DATA_DIR/admin.token)\" or set COURIER_TOKEN")
+    })?;
+    let report = courier_tools::admin_http::cluster_status(&ctx.server, token, ctx.timeout)
+        .await
+        .map_err(|e| match e {
+            ClientError::BadUrl { .. } => usage(e.to_string()),
+            other => anyhow::Error::new(other),
+        })?;
+    let value = serde_json::to_value(&report)?;
+    ctx.out
+        .emit(value, || super::output::cluster_status_text(&report))
 }
 
 async fn channel(ctx: &Ctx, cmd: ChannelCommand) -> anyhow::Result<()> {

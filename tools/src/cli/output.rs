@@ -137,6 +137,85 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// `courier admin cluster status` for people: a header, a node table and a
+/// shard table (leader, term and commit lag read `n/a` until replication
+/// exists).
+pub fn cluster_status_text(report: &courier_tools::admin_http::ClusterReport) -> String {
+    use courier_tools::admin_http::ClusterReport;
+    let view = match report {
+        ClusterReport::SingleNode => {
+            return "not a cluster: this courierd runs in single-node mode (started without --etcd)"
+                .to_owned()
+        }
+        ClusterReport::Cluster(view) => view,
+    };
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let mut out = format!(
+        "cluster {} (id {}): {} shards x {} replicas; answered by node {}\n\
+         etcd: {}; controller: {}; client sessions: {}; replication: {}\n\n",
+        view.cluster,
+        view.cluster_id,
+        view.shard_count,
+        view.replication_factor,
+        view.answered_by,
+        match (&view.etcd_connected, &view.etcd_error) {
+            (true, _) => "connected".to_owned(),
+            (false, e) => format!(
+                "DISCONNECTED ({}; showing the last state seen)",
+                opt(e.clone())
+            ),
+        },
+        opt(view.controller.map(|c| format!("node {c}"))),
+        if view.serving_clients {
+            "served"
+        } else {
+            "refused"
+        },
+        view.replication,
+    );
+    out += &format!(
+        "{:<6} {:<6} {:<22} {:<22} {:<6} {}\n",
+        "NODE", "ALIVE", "CLIENT", "PEER", "CORES", "CONTROLLER"
+    );
+    for n in &view.nodes {
+        out += &format!(
+            "{:<6} {:<6} {:<22} {:<22} {:<6} {}\n",
+            n.node_id,
+            yes(n.alive),
+            opt(n.client_addr.clone()),
+            opt(n.peer_addr.clone()),
+            opt(n.cores.map(|c| c.to_string())),
+            yes(n.controller)
+        );
+    }
+    let Some(placement) = &view.placement else {
+        out += &format!(
+            "\nplacement: none yet (the controller places the shards once {} nodes have registered)",
+            view.replication_factor
+        );
+        return out;
+    };
+    let na = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
+    out += &format!(
+        "\nplacement epoch {}\n{:<6} {:<24} {:<7} {:<6} {}\n",
+        placement.epoch, "SHARD", "REPLICAS", "LEADER", "TERM", "COMMIT-LAG"
+    );
+    for s in &placement.shards {
+        let replicas: Vec<String> = s.replicas.iter().map(u32::to_string).collect();
+        out += &format!(
+            "{:<6} {:<24} {:<7} {:<6} {}\n",
+            s.shard,
+            replicas.join(","),
+            na(s.leader.map(u64::from)),
+            na(s.term),
+            na(s.commit_lag)
+        );
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,233 @@
+//! The HTTP admin surface of `courierd`, as a client: `GET /admin/cluster`
+//! with the admin token (`Authorization: Bearer ca1_…`), parsed into a
+//! [`ClusterReport`]. It is what `courier admin cluster status` calls.
+//!
+//! Plain HTTP/1.1 on the server's client port (the same `ws://HOST:PORT`
+//! URL as the WebSocket), one request per connection; the reply is read to
+//! its end, bounded by [`RESPONSE_BYTES_MAX`]. The document's fields are
+//! documented in docs/OPERATIONS.md ("Cluster status"); unknown fields are
+//! ignored, so a newer server stays readable.
+
+use crate::error::ClientError;
+use courier_core::api::Reject;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Largest reply read (a placement of 65,536 shards × 7 replicas is about
+/// 8 MiB of JSON).
+pub const RESPONSE_BYTES_MAX: usize = 32 << 20;
+
+/// What a server says about its cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode")]
+pub enum ClusterReport {
+    /// The server runs in single-node mode (no `--etcd`): not a cluster.
+    #[serde(rename = "single-node")]
+    SingleNode,
+    /// The server is a cluster node.
+    #[serde(rename = "cluster")]
+    Cluster(ClusterView),
+}
+
+/// A cluster node's view of its cluster (its last read of etcd).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Cluster name (etcd key prefix).
+    pub cluster: String,
+    /// Cluster id (a 128-bit number as a decimal string).
+    pub cluster_id: String,
+    /// Shards, fixed at creation.
+    pub shard_count: u32,
+    /// Replicas per shard, fixed at creation.
+    pub replication_factor: u8,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The node that answered.
+    pub answered_by: u32,
+    /// Whether that node's last etcd request worked.
+    pub etcd_connected: bool,
+    /// Its last etcd error, while disconnected.
+    pub etcd_error: Option<String>,
+    /// Whether its registry key is live.
+    pub registered: bool,
+    /// The controller, if one is elected.
+    pub controller: Option<u32>,
+    /// Whether the node serves client sessions (false until replication
+    /// exists).
+    pub serving_clients: bool,
+    /// Replication state (`"not built"` until Raft exists).
+    pub replication: String,
+    /// Live nodes, plus placement nodes missing from the registry.
+    pub nodes: Vec<NodeRow>,
+    /// The placement, once the controller wrote one.
+    pub placement: Option<PlacementView>,
+}
+
+/// One node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRow {
+    /// Node id.
+    pub node_id: u32,
+    /// Registered under a live lease.
+    pub alive: bool,
+    /// Client address (None for a node that is not alive).
+    pub client_addr: Option<String>,
+    /// Peer address (None for a node that is not alive).
+    pub peer_addr: Option<String>,
+    /// Shard cores.
+    pub cores: Option<u16>,
+    /// Registration time, ms since the Unix epoch.
+    pub started_at_ms: Option<u64>,
+    /// Holds the controller election.
+    pub controller: bool,
+}
+
+/// The placement map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementView {
+    /// 1 for the first placement, +1 per change.
+    pub epoch: u64,
+    /// One row per shard.
+    pub shards: Vec<ShardRow>,
+}
+
+/// One shard's replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRow {
+    /// Shard number.
+    pub shard: u32,
+    /// Replica nodes; the first is the preferred leader.
+    pub replicas: Vec<u32>,
+    /// Raft leader (None until Raft exists).
+    pub leader: Option<u32>,
+    /// Raft term (None until Raft exists).
+    pub term: Option<u64>,
+    /// Entries the slowest replica is behind the leader (None until Raft
+    /// exists).
+    pub commit_lag: Option<u64>,
+}
+
+/// `GET /admin/cluster` on `server` (a `ws://HOST:PORT[/path]` URL) with
+/// the admin token `token`, within `timeout`. A 401 is
+/// [`Reject::Unauthenticated`]; a user token is refused here as
+/// [`Reject::NotAdmin`] without asking.
+pub async fn cluster_status(
+    server: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<ClusterReport, ClientError> {
+    if !token.starts_with("ca1_") {
+        return Err(ClientError::Rejected(Reject::NotAdmin));
+    }
+    let url = crate::normalize_url(server)?;
+    let authority = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let request = format!(
+            "GET /admin/cluster HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\n\
+             Accept: application/json\r\nConnection: close\r\n\r\n"
+        );
+        let lost = |e: std::io::Error| ClientError::Closed {
+            code: None,
+            reason: format!("reading /admin/cluster: {e}"),
+        };
+        stream.write_all(request.as_bytes()).await.map_err(lost)?;
+        let mut reply = Vec::new();
+        let limit = u64::try_from(RESPONSE_BYTES_MAX + 1).unwrap_or(u64::MAX);
+        (&mut stream)
+            .take(limit)
+            .read_to_end(&mut reply)
+            .await
+            .map_err(lost)?;
+        Ok::<_, ClientError>(reply)
+    };
+    let reply = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))??;
+    if reply.len() > RESPONSE_BYTES_MAX {
+        return Err(ClientError::Protocol(format!(
+            "/admin/cluster reply over {RESPONSE_BYTES_MAX} bytes"
+        )));
+    }
+    parse_reply(&reply)
+}
+
+/// Parses a whole HTTP reply to `GET /admin/cluster`.
+pub fn parse_reply(reply: &[u8]) -> Result<ClusterReport, ClientError> {
+    let text = String::from_utf8_lossy(reply);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Err(ClientError::Protocol(
+            "incomplete HTTP reply from /admin/cluster".into(),
+        ));
+    };
+    let code: u16 = head
+        .lines()
+        .next()
+        .and_then(|status| status.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| ClientError::Protocol(format!("bad HTTP status line in {head:?}")))?;
+    match code {
+        200 => serde_json::from_str(body.trim()).map_err(|e| {
+            ClientError::Protocol(format!("/admin/cluster sent an unreadable document: {e}"))
+        }),
+        401 => Err(ClientError::Rejected(Reject::Unauthenticated)),
+        404 => Err(ClientError::Protocol(
+            "the server has no /admin/cluster (a courierd older than cluster mode?)".into(),
+        )),
+        _ => Err(ClientError::Protocol(format!(
+            "/admin/cluster answered HTTP {code}: {}",
+            body.trim()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(code: &str, body: &str) -> Vec<u8> {
+        format!("HTTP/1.1 {code}\r\nContent-Type: application/json\r\n\r\n{body}").into_bytes()
+    }
+
+    #[test]
+    fn parses_both_modes_and_refusals() {
+        assert_eq!(
+            parse_reply(&http("200 OK", "{\"mode\":\"single-node\"}\n")).unwrap(),
+            ClusterReport::SingleNode
+        );
+        let doc = r#"{"mode":"cluster","cluster":"c","cluster_id":"340282366920938463463374607431768211455",
+            "shard_count":2,"replication_factor":1,"created_at_ms":1,"answered_by":1,
+            "etcd_connected":true,"etcd_error":null,"registered":true,"controller":1,
+            "serving_clients":false,"replication":"not built","future_field":7,
+            "nodes":[{"node_id":1,"alive":true,"client_addr":"a:1","peer_addr":"a:2","cores":2,
+                      "started_at_ms":5,"controller":true}],
+            "placement":{"epoch":1,"shards":[{"shard":0,"replicas":[1],"leader":null,"term":null,"commit_lag":null}]}}"#;
+        let ClusterReport::Cluster(view) = parse_reply(&http("200 OK", doc)).unwrap() else {
+            panic!("expected a cluster");
+        };
+        assert_eq!(view.nodes[0].client_addr.as_deref(), Some("a:1"));
+        assert_eq!(view.placement.unwrap().shards[0].replicas, vec![1]);
+        assert!(matches!(
+            parse_reply(&http("401 Unauthorized", "{}")),
+            Err(ClientError::Rejected(Reject::Unauthenticated))
+        ));
+        assert!(matches!(
+            parse_reply(&http("404 Not Found", "")),
+            Err(ClientError::Protocol(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"HTTP/1.1 200"),
+            Err(ClientError::Protocol(_))
+        ));
+    }
+}
