@@ -20,6 +20,7 @@
 //! - [`gateway`]: accept, HTTP front door, WebSocket reader/writer, outboxes.
 //! - [`datadir`]: manifest, lock, admin token.
 //! - [`limits`]: per-connection and per-user rate limits.
+//! - [`link`]: node-to-node links (TCP between cluster nodes, docs/LINKS.md).
 //! - [`http`]: request-head routing (pure).
 //! - [`sync`]: generic async helpers ([`sync::Signal`], [`sync::with_timeout`]).
 //! - [`config`], [`constants`], [`metrics`], [`signals`].
@@ -36,6 +37,7 @@ pub mod failpoints;
 pub mod gateway;
 pub mod http;
 pub mod limits;
+pub mod link;
 pub mod metrics;
 pub mod push;
 pub mod server;
