@@ -95,6 +95,10 @@ pub const TICK: Duration = Duration::from_millis(10);
 const _: () =
     assert!(FRAME_TARGET_BYTES + MESSAGE_HEADER_BYTES + FRAME_HEADER_BYTES <= FRAME_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX <= u32::MAX as usize);
+/// How long `LinkHandle::shutdown` waits for the link tasks to end (they
+/// end within a tick or two; this only bounds a stop that goes wrong).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
 const _: () = assert!(FRAME_TARGET_BYTES <= BATCH_BYTES_MAX);
 const _: () = assert!(KEEPALIVE_INTERVAL.as_millis() * 3 <= IDLE_TIMEOUT.as_millis());
 const _: () = assert!(BACKOFF_INITIAL.as_millis() <= BACKOFF_MAX.as_millis());

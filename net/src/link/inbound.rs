@@ -14,7 +14,7 @@
 use super::codec::{self, CodecError, Hello, Reply, Status};
 use super::constants::{CORES_MAX, HANDSHAKE_BYTES, INBOX_SOURCES_MAX, TICK, VERSION};
 use super::counters::add;
-use super::{CoreId, CoreState, Envelope, NodeId};
+use super::{unless_stopped, CoreId, CoreState, Envelope, NodeId};
 use crate::sync::with_timeout;
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,9 +108,9 @@ pub(crate) fn start(
     let (tx, rx) = local_channel::new_bounded(state.config.inbox_capacity);
     let tx = Rc::new(tx);
     for receiver in forward_from.into_iter().flatten() {
-        glommio::spawn_local(pump(state.clone(), receiver, tx.clone())).detach();
+        super::spawn(&state, pump(state.clone(), receiver, tx.clone()));
     }
-    glommio::spawn_local(accept_side(state.clone(), listener, forward_to, tx)).detach();
+    super::spawn(&state, accept_side(state.clone(), listener, forward_to, tx));
     Inbox {
         rx,
         latest: RefCell::new(HashMap::new()),
@@ -124,13 +124,15 @@ async fn pump(
     receiver: SharedReceiver<Envelope>,
     tx: Rc<LocalSender<Envelope>>,
 ) {
-    let receiver = receiver.connect().await;
+    let Some(receiver) = unless_stopped(&state, receiver.connect()).await else {
+        return;
+    };
     while !state.stopped() {
         match with_timeout(TICK, receiver.recv()).await {
             None => continue,
             Some(None) => break,
             Some(Some(env)) => {
-                if tx.send(env).await.is_err() {
+                if !matches!(unless_stopped(&state, tx.send(env)).await, Some(Ok(()))) {
                     break;
                 }
             }
@@ -148,7 +150,10 @@ async fn accept_side(
     let mut forward = Vec::with_capacity(forward_to.len());
     for sender in forward_to {
         forward.push(match sender {
-            Some(s) => Some(s.connect().await),
+            Some(s) => match unless_stopped(&state, s.connect()).await {
+                Some(connected) => Some(connected),
+                None => return,
+            },
             None => None,
         });
     }
@@ -163,7 +168,7 @@ async fn accept_side(
                 accept = Box::pin(listener.accept());
                 match result {
                     Ok(stream) => {
-                        glommio::spawn_local(serve(state.clone(), routes.clone(), stream)).detach();
+                        super::spawn(&state, serve(state.clone(), routes.clone(), stream));
                     }
                     Err(e) => {
                         tracing::warn!(core = state.core.0, error = %e, "peer accept failed");
@@ -221,12 +226,20 @@ async fn serve(state: Rc<CoreState>, routes: Rc<Routes>, mut stream: glommio::ne
     let from = stream.peer_addr().ok();
     let timeout = state.config.handshake_timeout;
     let mut bytes = [0u8; HANDSHAKE_BYTES];
-    match with_timeout(timeout, stream.read_exact(&mut bytes)).await {
+    match unless_stopped(&state, with_timeout(timeout, stream.read_exact(&mut bytes)))
+        .await
+        .flatten()
+    {
         Some(Ok(())) => {}
         Some(Err(e)) => {
             return tracing::debug!(?from, error = %e, "peer connection closed before its handshake")
         }
-        None => return tracing::debug!(?from, "no handshake within the timeout"),
+        None => {
+            return tracing::debug!(
+                ?from,
+                "no handshake within the timeout, or the links stopped"
+            )
+        }
     }
     let (status, hello) = match judge(&state, &bytes) {
         Verdict::Accept(hello) => (Status::Accepted, Some(hello)),
@@ -338,7 +351,10 @@ async fn read_frames(
                     kind: m.kind,
                     payload: m.payload,
                 };
-                route(state, routes, m.dest_core, env).await?;
+                match unless_stopped(state, route(state, routes, m.dest_core, env)).await {
+                    Some(routed) => routed?,
+                    None => return Ok(()),
+                }
             }
         }
     }

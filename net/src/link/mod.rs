@@ -367,12 +367,54 @@ pub(crate) struct CoreState {
     peers: Vec<Rc<outbound::Peer>>,
     counters: counters::Counters,
     stopped: Cell<bool>,
+    /// Link tasks running on this core (see [`spawn`]).
+    tasks: Cell<usize>,
 }
 
 impl CoreState {
     fn stopped(&self) -> bool {
         self.stopped.get()
     }
+}
+
+/// Counts a running link task; dropped when the task ends (or is dropped).
+struct TaskGuard(Rc<CoreState>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let tasks = self.0.tasks.get();
+        assert!(tasks > 0, "link task count underflow");
+        self.0.tasks.set(tasks - 1);
+    }
+}
+
+/// Spawns a link task of this core, counted so that
+/// [`LinkHandle::shutdown`] can wait for every one to end.
+fn spawn(state: &Rc<CoreState>, task: impl std::future::Future<Output = ()> + 'static) {
+    state.tasks.set(state.tasks.get() + 1);
+    let guard = TaskGuard(state.clone());
+    glommio::spawn_local(async move {
+        let _guard = guard;
+        task.await;
+    })
+    .detach();
+}
+
+/// Runs `fut` until it ends (`Some`) or the links stop (`None`, within a
+/// tick). The stop watch is only armed if `fut` does not end at its first
+/// poll, so a wait that is usually immediate costs no timer.
+async fn unless_stopped<T>(
+    state: &CoreState,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    use futures::FutureExt as _;
+    let watch = async {
+        while !state.stopped() {
+            glommio::timer::sleep(constants::TICK).await;
+        }
+        None
+    };
+    futures_lite::future::or(fut.map(Some), watch).await
 }
 
 impl CoreLinks {
@@ -404,18 +446,18 @@ impl CoreLinks {
             peers,
             counters: counters::Counters::default(),
             stopped: Cell::new(false),
+            tasks: Cell::new(0),
         });
         // A timer for the core's life, so a wait on another executor (the
         // channel connects) never sleeps through glommio's lost wake-ups.
         let ticking = state.clone();
-        glommio::spawn_local(async move {
+        spawn(&state, async move {
             while !ticking.stopped() {
                 glommio::timer::sleep(constants::TICK).await;
             }
-        })
-        .detach();
+        });
         for peer in &state.peers {
-            glommio::spawn_local(outbound::run_peer(state.clone(), peer.clone())).detach();
+            spawn(&state, outbound::run_peer(state.clone(), peer.clone()));
         }
         let inbox = inbound::start(state.clone(), listener, forward_to, forward_from);
         Ok((LinkHandle { state }, inbox))
@@ -497,12 +539,27 @@ impl LinkHandle {
 
     /// Stops this core's links: no more sends; within a tick the writers,
     /// the accept loop and every connection end (sockets closed), and the
-    /// inbox yields what it holds, then `None`.
+    /// inbox yields what it holds, then `None`. Returns at once; the tasks
+    /// only end if the executor keeps running (see [`LinkHandle::shutdown`]).
     pub fn stop(&self) {
         self.state.stopped.set(true);
         for p in &self.state.peers {
             p.wake.notify();
         }
+    }
+
+    /// Stops this core's links and waits until every link task has ended
+    /// and closed its sockets, at most [`constants::SHUTDOWN_TIMEOUT`].
+    /// Returns how many tasks were still running then (0: a clean stop).
+    /// Call it before the executor exits: a task left behind when an
+    /// executor ends may never run again, keeping its socket open.
+    pub async fn shutdown(&self) -> usize {
+        self.stop();
+        let deadline = std::time::Instant::now() + constants::SHUTDOWN_TIMEOUT;
+        while self.state.tasks.get() > 0 && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(constants::TICK).await;
+        }
+        self.state.tasks.get()
     }
 }
 

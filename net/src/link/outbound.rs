@@ -355,9 +355,10 @@ pub(crate) async fn run_peer(state: Rc<CoreState>, peer: Rc<Peer>) {
             }
         }
         first = false;
-        let link = match handshake(&state, &peer).await {
-            Ok(link) => link,
-            Err(failure) => {
+        let link = match super::unless_stopped(&state, handshake(&state, &peer)).await {
+            None => break,
+            Some(Ok(link)) => link,
+            Some(Err(failure)) => {
                 add(&state.counters.connect_failures, 1);
                 note_failure(&state, &peer, failure);
                 continue;
