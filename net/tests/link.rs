@@ -205,6 +205,17 @@ fn check_exchange(
                         assert_eq!(next.len() as u64, sources);
                         assert!(next.values().all(|&n| n == per_pair));
                     });
+                    // Refused at once: an unknown node, an oversized payload.
+                    let unknown = h.send(NodeId(99), CoreId(0), 1, Bytes::new());
+                    assert_eq!(unknown, Err(SendError::UnknownNode(NodeId(99))));
+                    let huge = Bytes::from(vec![0; link::constants::PAYLOAD_BYTES_MAX + 1]);
+                    let huge_len = huge.len();
+                    let too_large = h.send(dests[0].0, CoreId(0), 1, huge);
+                    assert_eq!(too_large, Err(SendError::TooLarge { len: huge_len }));
+                    // Queued, then dropped by the writer once the handshake
+                    // says the peer has no such core.
+                    h.send(dests[0].0, CoreId(cores + 5), 1, Bytes::new())
+                        .unwrap();
                     for seq in 0..per_pair {
                         for &(node, dest) in &dests {
                             send_retrying(&h, node, dest, payload(seq, h.node(), h.core(), len))
@@ -237,6 +248,7 @@ fn two_nodes_exchange_messages() {
         assert_eq!(c.messages_delivered, 4_000, "{c:?}");
         assert_eq!(c.link_breaks, 0, "{c:?}");
         assert_eq!(c.stale_dropped, 0, "{c:?}");
+        assert_eq!(c.misrouted, 1, "{c:?}");
     }
     let forwarded: u64 = counters.iter().map(|c| c.messages_forwarded).sum();
     let read: u64 = counters.iter().map(|c| c.messages_in).sum();
@@ -368,36 +380,11 @@ fn backpressure_when_the_peer_does_not_read() {
                 return None;
             }
             let mut seq = 0u64;
-            // Sends until the queue refuses; returns the refusal and the
-            // counters at that moment.
-            let fill = |seq: &mut u64, limit: u64| {
-                let h = h.clone();
-                let seq_start = *seq;
-                let mut n = *seq;
-                let result = (|| loop {
-                    assert!(
-                        n - seq_start < limit,
-                        "no backpressure after {} messages of {LEN} B",
-                        n - seq_start
-                    );
-                    match h.send(
-                        NodeId(2),
-                        CoreId((n % 2) as u16),
-                        1,
-                        payload(n, h.node(), h.core(), LEN),
-                    ) {
-                        Ok(()) => n += 1,
-                        Err(e) => break (e, h.counters()),
-                    }
-                })();
-                *seq = n;
-                result
-            };
             let mut full = None;
             while full.is_none() {
                 // In steps, so the writer can drain into the socket between.
                 let before = seq;
-                let (e, c) = fill(&mut seq, 100_000);
+                let (e, c) = fill(&h, &mut seq, 100_000);
                 if seq == before || seq > 20_000 {
                     full = Some((e, c));
                 } else {
@@ -409,7 +396,7 @@ fn backpressure_when_the_peer_does_not_read() {
             glommio::timer::sleep(Duration::from_millis(900)).await;
             let status = h.status(NodeId(2)).unwrap();
             // Still refused at once (the kernel may have taken a little more).
-            let (again, _) = fill(&mut seq, (2 * QUEUE) as u64);
+            let (again, _) = fill(&h, &mut seq, (2 * QUEUE) as u64);
             go.store(true, Ordering::SeqCst);
             let total = seq + 500;
             while seq < total {
@@ -456,6 +443,26 @@ fn backpressure_when_the_peer_does_not_read() {
         expected.load(Ordering::SeqCst)
     );
     drop((a_keep, b_keep));
+}
+
+/// Sends 16 KiB messages to node 2 (alternating its cores) until the
+/// queue refuses one; returns the refusal and the counters at that moment.
+/// Fails after `limit` sends without a refusal.
+fn fill(h: &LinkHandle, seq: &mut u64, limit: u64) -> (SendError, LinkCounters) {
+    const LEN: usize = 16 * 1024;
+    let start = *seq;
+    loop {
+        assert!(
+            *seq - start < limit,
+            "no backpressure after {} messages of {LEN} B",
+            *seq - start
+        );
+        let p = payload(*seq, h.node(), h.core(), LEN);
+        match h.send(NodeId(2), CoreId((*seq % 2) as u16), 1, p) {
+            Ok(()) => *seq += 1,
+            Err(e) => return (e, h.counters()),
+        }
+    }
 }
 
 /// What a receiving node saw from each (source core, destination core):

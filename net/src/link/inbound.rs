@@ -47,9 +47,7 @@ pub struct Inbound {
 /// while it is full, the connections feeding it stop being read.
 pub struct Inbox {
     rx: LocalReceiver<Envelope>,
-    /// Newest connection generation delivered per source core (bounded by
-    /// [`INBOX_SOURCES_MAX`]).
-    latest: RefCell<HashMap<(NodeId, CoreId), u64>>,
+    order: RefCell<SourceOrder>,
     state: Rc<CoreState>,
 }
 
@@ -59,9 +57,17 @@ impl Inbox {
     pub async fn recv(&self) -> Option<Inbound> {
         loop {
             let env = self.rx.recv().await?;
-            if self.is_stale(&env) {
-                add(&self.state.counters.stale_dropped, 1);
-                continue;
+            let admit = self
+                .order
+                .borrow_mut()
+                .admit(env.from_node, env.from_core, env.generation);
+            match admit {
+                Admit::Stale => {
+                    add(&self.state.counters.stale_dropped, 1);
+                    continue;
+                }
+                Admit::Untracked => add(&self.state.counters.untracked_sources, 1),
+                Admit::Deliver => {}
             }
             add(&self.state.counters.messages_delivered, 1);
             return Some(Inbound {
@@ -72,23 +78,43 @@ impl Inbox {
             });
         }
     }
+}
 
-    /// True if a newer connection of the same source core has already
-    /// delivered: this message was overtaken (it raced a reconnect through
-    /// another accepting core), and delivering it would break FIFO.
-    fn is_stale(&self, env: &Envelope) -> bool {
-        let mut latest = self.latest.borrow_mut();
-        let key = (env.from_node, env.from_core);
-        let room = latest.len() < INBOX_SOURCES_MAX;
-        match latest.get_mut(&key) {
-            Some(g) if env.generation < *g => return true,
-            Some(g) => *g = env.generation,
-            None if room => {
-                latest.insert(key, env.generation);
+/// What [`SourceOrder::admit`] says about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// In order: deliver it.
+    Deliver,
+    /// A newer connection of its source core has already delivered: it
+    /// was overtaken (it raced a reconnect through another accepting
+    /// core), and delivering it would break FIFO. Drop it.
+    Stale,
+    /// Deliver it, but its source is beyond the tracking bound.
+    Untracked,
+}
+
+/// The newest connection generation delivered per (source node, source
+/// core), at most [`INBOX_SOURCES_MAX`] of them.
+#[derive(Debug, Default)]
+struct SourceOrder {
+    latest: HashMap<(NodeId, CoreId), u64>,
+}
+
+impl SourceOrder {
+    fn admit(&mut self, node: NodeId, core: CoreId, generation: u64) -> Admit {
+        let room = self.latest.len() < INBOX_SOURCES_MAX;
+        match self.latest.get_mut(&(node, core)) {
+            Some(g) if generation < *g => Admit::Stale,
+            Some(g) => {
+                *g = generation;
+                Admit::Deliver
             }
-            None => add(&self.state.counters.untracked_sources, 1),
+            None if room => {
+                self.latest.insert((node, core), generation);
+                Admit::Deliver
+            }
+            None => Admit::Untracked,
         }
-        false
     }
 }
 
@@ -113,7 +139,7 @@ pub(crate) fn start(
     super::spawn(&state, accept_side(state.clone(), listener, forward_to, tx));
     Inbox {
         rx,
-        latest: RefCell::new(HashMap::new()),
+        order: RefCell::new(SourceOrder::default()),
         state,
     }
 }
@@ -388,4 +414,43 @@ async fn route(
         .map_err(|_| format!("core {dest}'s inbox is closed"))?;
     add(&state.counters.messages_forwarded, 1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The inbox's ordering rule, without sockets.
+    use super::*;
+
+    #[test]
+    fn an_older_generation_after_a_newer_one_is_stale() {
+        let mut order = SourceOrder::default();
+        let (a, b) = ((NodeId(1), CoreId(0)), (NodeId(1), CoreId(1)));
+        let check = |order: &mut SourceOrder, (n, c): (NodeId, CoreId), g, expected| {
+            assert_eq!(order.admit(n, c, g), expected, "{n}:{c} generation {g}");
+        };
+        check(&mut order, a, 10, Admit::Deliver);
+        check(&mut order, a, 10, Admit::Deliver);
+        // Another source core is independent.
+        check(&mut order, b, 5, Admit::Deliver);
+        // A reconnect: generation 11 delivers, then a late message of 10
+        // (overtaken through another accepting core) is dropped.
+        check(&mut order, a, 11, Admit::Deliver);
+        check(&mut order, a, 10, Admit::Stale);
+        check(&mut order, a, 11, Admit::Deliver);
+        check(&mut order, b, 4, Admit::Stale);
+    }
+
+    #[test]
+    fn sources_beyond_the_bound_are_delivered_untracked() {
+        let mut order = SourceOrder::default();
+        for i in 0..INBOX_SOURCES_MAX {
+            let (node, core) = (NodeId((i / 1024) as u32), CoreId((i % 1024) as u16));
+            assert_eq!(order.admit(node, core, 1), Admit::Deliver);
+        }
+        assert_eq!(
+            order.admit(NodeId(u32::MAX), CoreId(0), 1),
+            Admit::Untracked
+        );
+        assert_eq!(order.latest.len(), INBOX_SOURCES_MAX);
+    }
 }
