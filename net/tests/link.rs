@@ -43,8 +43,8 @@ fn reserve() -> (SocketAddr, socket2::Socket) {
     (addr, socket)
 }
 
-/// A node's config with test timings: fast keepalives and timeouts, a
-/// fixed jitter seed.
+/// A node's config with test timings: fast reconnects, a fixed jitter
+/// seed.
 fn config(
     cluster: u128,
     node: u32,
@@ -61,11 +61,22 @@ fn config(
         .collect();
     let mut c = LinkConfig::new(cluster, NodeId(node), cores, listen, peers);
     c.seed = u64::from(node);
+    // Generous against a loaded machine stalling an executor; the proxy
+    // test shortens them (`fast_failure_detection`).
+    c.keepalive_interval = Duration::from_millis(200);
+    c.idle_timeout = Duration::from_secs(2);
+    c.handshake_timeout = Duration::from_secs(2);
+    c.backoff_initial = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c
+}
+
+/// Keepalive 100 ms, idle timeout 600 ms, handshake timeout 800 ms: a cut
+/// link is given up within a second.
+fn fast_failure_detection(mut c: LinkConfig) -> LinkConfig {
     c.keepalive_interval = Duration::from_millis(100);
     c.idle_timeout = Duration::from_millis(600);
     c.handshake_timeout = Duration::from_millis(800);
-    c.backoff_initial = Duration::from_millis(20);
-    c.backoff_max = Duration::from_millis(200);
     c
 }
 
@@ -556,6 +567,26 @@ fn paced_sender(
     }
 }
 
+/// Waits until messages from both sending cores have arrived since the
+/// call (at most 30 s).
+fn wait_for_progress(seen: &Seen) {
+    let count = |src: u16| -> usize {
+        let s = seen.lock().unwrap();
+        (0..2u16)
+            .map(|dst| s.get(&(src, dst)).map_or(0, Vec::len))
+            .sum()
+    };
+    let before = [count(0), count(1)];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (0..2).any(|src| count(src as u16) == before[src]) {
+        assert!(
+            Instant::now() < deadline,
+            "no messages arrive through the proxy"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Checks what a receiver saw from a paced sender: for each core pair,
 /// strictly increasing (FIFO, no duplicates); the last message arrived;
 /// nothing sent after `first_after_heal` is missing; and everything
@@ -635,7 +666,8 @@ fn reconnect_after_the_peer_restarts() {
         config(CLUSTER, 2, 2, b, &[(1, a)]),
         recording_receiver(seen.clone(), done.clone(), None),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The sender has reconnected once messages arrive in the second life.
+    wait_for_progress(&seen);
     healed.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -796,20 +828,23 @@ fn cut_link_through_the_proxy_then_heal() {
     let healed = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
     let receiver = start_node(
-        config(CLUSTER, 2, 2, b, &[]),
+        fast_failure_detection(config(CLUSTER, 2, 2, b, &[])),
         recording_receiver(seen.clone(), done.clone(), None),
     );
     let sender = start_node(
-        config(CLUSTER, 1, 2, a, &[(2, proxy.addr())]),
+        fast_failure_detection(config(CLUSTER, 1, 2, a, &[(2, proxy.addr())])),
         paced_sender(NodeId(2), PER_CORE, 10, healed.clone(), done.clone()),
     );
-    std::thread::sleep(Duration::from_millis(400));
+    // Each fault hits links that carry messages: wait until both sending
+    // cores' messages are arriving (again).
+    wait_for_progress(&seen);
     proxy.blackhole();
     std::thread::sleep(Duration::from_millis(1_500));
     proxy.heal();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_for_progress(&seen);
     proxy.reset_all();
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(100));
+    wait_for_progress(&seen);
     healed.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
