@@ -898,3 +898,60 @@ fn link_frames_fuzz_corpus() {
         "the well-formed seeds must decode ({decoded} messages)"
     );
 }
+
+/// A core that already serves its bound of accepted connections closes a
+/// new one at once; the connector reports the failed handshake and retries.
+#[test]
+fn accepted_connections_are_bounded_per_core() {
+    let (a, a_keep) = reserve();
+    let (b, b_keep) = reserve();
+    // Both sender cores have their status; then the receiver has its counters.
+    let checked = Arc::new(AtomicU64::new(0));
+    let counted = Arc::new(AtomicBool::new(false));
+    let mut cb = config(CLUSTER, 2, 1, b, &[]);
+    cb.accepted_connections_max = 1;
+    let (ch, co) = (checked.clone(), counted.clone());
+    let receiver = start_node(cb, move |_core, h, _inbox| {
+        let (checked, counted) = (ch.clone(), co.clone());
+        async move {
+            while checked.load(Ordering::SeqCst) < 2 {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            let counters = h.counters();
+            counted.store(true, Ordering::SeqCst);
+            counters
+        }
+    });
+    // Two cores, so two connections to node 2's single core.
+    let (ch, co) = (checked.clone(), counted.clone());
+    let sender = start_node(
+        config(CLUSTER, 1, 2, a, &[(2, b)]),
+        move |_core, h, _inbox| {
+            let (checked, counted) = (ch.clone(), co.clone());
+            async move {
+                glommio::timer::sleep(Duration::from_millis(800)).await;
+                let status = h.status(NodeId(2)).unwrap();
+                checked.fetch_add(1, Ordering::SeqCst);
+                while !counted.load(Ordering::SeqCst) {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+                status
+            }
+        },
+    );
+    let statuses = join(sender);
+    let counters = join(receiver).pop().unwrap();
+    let connected = statuses.iter().filter(|s| s.connected).count();
+    assert_eq!(connected, 1, "{statuses:?}");
+    let refused = statuses.iter().find(|s| !s.connected).unwrap();
+    let Some(LinkFailure::Broken { reason, .. }) = &refused.last_error else {
+        panic!("{refused:?}")
+    };
+    assert!(reason.starts_with("during the handshake"), "{reason}");
+    assert_eq!(counters.accepted_open, 1, "{counters:?}");
+    assert!(
+        counters.accept_over_limit >= 2,
+        "the other link keeps retrying: {counters:?}"
+    );
+    drop((a_keep, b_keep));
+}

@@ -70,6 +70,12 @@ pub const INBOX_CAPACITY: usize = 16 * 1024;
 /// delivered without the check and counted (`untracked_sources`).
 pub const INBOX_SOURCES_MAX: usize = 64 * 1024;
 
+/// Default bound on connections one core serves as the accepting side at
+/// once (`LinkConfig::accepted_connections_max`). A cluster
+/// needs cores × (nodes − 1) per node in all; beyond this bound a new
+/// connection is closed at once and counted (`accept_over_limit`).
+pub const ACCEPTED_CONNECTIONS_MAX: usize = 4096;
+
 /// Time allowed to connect and to finish the handshake (either side).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -36,8 +36,14 @@ pub struct LinkCounters {
     pub reconnects: u64,
     /// Connection attempts that failed (connect, timeout, refusal, I/O).
     pub connect_failures: u64,
-    /// Handshakes this core refused (wrong cluster, node, version, core).
+    /// Handshakes this core refused (wrong cluster, node, version, core,
+    /// or not a link peer at all).
     pub refusals_sent: u64,
+    /// Connections closed at accept because this core already served
+    /// `LinkConfig::accepted_connections_max`.
+    pub accept_over_limit: u64,
+    /// Connections this core serves as the accepting side now.
+    pub accepted_open: u64,
     /// Handshakes peers refused to this core.
     pub refusals_received: u64,
     /// Established connections that broke (either side).
@@ -72,6 +78,8 @@ pub(crate) struct Counters {
     pub reconnects: Cell<u64>,
     pub connect_failures: Cell<u64>,
     pub refusals_sent: Cell<u64>,
+    pub accept_over_limit: Cell<u64>,
+    pub accepted_open: Cell<u64>,
     pub refusals_received: Cell<u64>,
     pub link_breaks: Cell<u64>,
     pub messages_in_failed_writes: Cell<u64>,
@@ -104,6 +112,8 @@ impl Counters {
             reconnects: self.reconnects.get(),
             connect_failures: self.connect_failures.get(),
             refusals_sent: self.refusals_sent.get(),
+            accept_over_limit: self.accept_over_limit.get(),
+            accepted_open: self.accepted_open.get(),
             refusals_received: self.refusals_received.get(),
             link_breaks: self.link_breaks.get(),
             messages_in_failed_writes: self.messages_in_failed_writes.get(),

@@ -193,8 +193,26 @@ async fn accept_side(
             Some(result) => {
                 accept = Box::pin(listener.accept());
                 match result {
+                    Ok(_)
+                        if state.counters.accepted_open.get()
+                            >= state.config.accepted_connections_max as u64 =>
+                    {
+                        add(&state.counters.accept_over_limit, 1);
+                        tracing::warn!(
+                            core = state.core.0,
+                            "too many node links; closed a new one"
+                        );
+                    }
                     Ok(stream) => {
-                        super::spawn(&state, serve(state.clone(), routes.clone(), stream));
+                        add(&state.counters.accepted_open, 1);
+                        let (state, routes) = (state.clone(), routes.clone());
+                        super::spawn(&state.clone(), async move {
+                            serve(state.clone(), routes, stream).await;
+                            state
+                                .counters
+                                .accepted_open
+                                .set(state.counters.accepted_open.get() - 1);
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(core = state.core.0, error = %e, "peer accept failed");

@@ -135,6 +135,8 @@ pub struct LinkConfig {
     pub idle_timeout: Duration,
     /// Time allowed to connect and finish the handshake (either side).
     pub handshake_timeout: Duration,
+    /// Connections each core serves as the accepting side at once.
+    pub accepted_connections_max: usize,
 }
 
 impl LinkConfig {
@@ -167,6 +169,7 @@ impl LinkConfig {
             keepalive_interval: constants::KEEPALIVE_INTERVAL,
             idle_timeout: constants::IDLE_TIMEOUT,
             handshake_timeout: constants::HANDSHAKE_TIMEOUT,
+            accepted_connections_max: constants::ACCEPTED_CONNECTIONS_MAX,
         }
     }
 
