@@ -955,3 +955,60 @@ fn accepted_connections_are_bounded_per_core() {
     );
     drop((a_keep, b_keep));
 }
+
+/// The fuzz target's checks on seeded mutations of its seeds (bit flips,
+/// truncations, splices, random bytes, re-checksummed frames), so every
+/// test run fuzzes a little even where cargo-fuzz is not installed.
+#[test]
+fn link_frames_mutated_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/link_frames");
+    let seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    let mut state = 0x5eed_u64;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut decoded = 0;
+    for round in 0..200_000 {
+        let mut data = seeds[round % seeds.len()].clone();
+        for _ in 0..1 + next() % 4 {
+            let at = if data.is_empty() {
+                0
+            } else {
+                (next() as usize) % data.len()
+            };
+            match next() % 5 {
+                0 if !data.is_empty() => data[at] ^= 1 << (next() % 8),
+                1 => data.truncate(at),
+                2 => data
+                    .splice(
+                        at..at,
+                        seeds[(next() as usize) % seeds.len()].iter().copied(),
+                    )
+                    .for_each(drop),
+                3 => data.insert(at, next() as u8),
+                _ if data.len() >= 8 => {
+                    // Make the first frame's checksum right again, so the
+                    // mutation reaches the message parser.
+                    let len = u32::from_le_bytes(data[0..4].try_into().unwrap()) as usize;
+                    if 8 + len <= data.len() {
+                        let crc = crc32c::crc32c(&data[8..8 + len]);
+                        data[4..8].copy_from_slice(&crc.to_le_bytes());
+                    }
+                }
+                _ => {}
+            }
+        }
+        decoded += link_harness::link_frames(&data);
+    }
+    assert!(
+        decoded > 1_000,
+        "mutations that still decode: {decoded} messages"
+    );
+}
