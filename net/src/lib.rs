@@ -23,6 +23,7 @@
 //!   start, the node's [`cluster::Mode`] (admin token hash, session
 //!   refusal, `GET /admin/cluster`).
 //! - [`limits`]: per-connection and per-user rate limits.
+//! - [`link`]: node-to-node links (TCP between cluster nodes, docs/LINKS.md).
 //! - [`http`]: request-head routing (pure).
 //! - [`sync`]: generic async helpers ([`sync::Signal`], [`sync::with_timeout`]).
 //! - [`config`], [`constants`], [`metrics`], [`signals`].
@@ -40,6 +41,7 @@ pub mod failpoints;
 pub mod gateway;
 pub mod http;
 pub mod limits;
+pub mod link;
 pub mod metrics;
 pub mod push;
 pub mod server;

@@ -26,9 +26,10 @@
 //! nothing a server sends makes the library panic. [`testkit`] starts and
 //! kills real `courierd` processes for end-to-end tests; [`ledger`] checks
 //! what such tests sent against what the server kept (acknowledged messages
-//! present once, at their seq, gap-free; nothing seen ever lost).
-//! [`admin_http`] reads the server's HTTP admin surface (`GET
-//! /admin/cluster`, for `courier admin cluster status`).
+//! present once, at their seq, gap-free; nothing seen ever lost); [`proxy`]
+//! is a fault-injecting TCP proxy (pass, blackhole, reset, heal) to put
+//! between processes. [`admin_http`] reads the server's HTTP admin surface
+//! (`GET /admin/cluster`, for `courier admin cluster status`).
 //!
 //! # Bounds
 //! Requests in flight per connection ([`constants::IN_FLIGHT_MAX_DEFAULT`]),
@@ -53,6 +54,7 @@ pub mod cursor_file;
 pub mod error;
 pub mod ledger;
 pub mod pacer;
+pub mod proxy;
 pub mod requester;
 pub mod session;
 pub mod testkit;
