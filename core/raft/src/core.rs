@@ -585,6 +585,17 @@ impl RaftCore {
         Some(self.groups.get(&group)?.node.raft.raft_log.committed)
     }
 
+    /// The term of `group`'s entry at `index` if this node holds it (in
+    /// memory, which may be ahead of the WAL) or it is the snapshot point.
+    pub fn log_term(&self, group: GroupId, index: u64) -> Option<u64> {
+        self.groups.get(&group)?.node.store().term_of(index)
+    }
+
+    /// `group`'s compaction point: the index its latest snapshot covers.
+    pub fn snapshot_index(&self, group: GroupId) -> Option<u64> {
+        Some(self.groups.get(&group)?.node.store().snapshot_meta().index)
+    }
+
     /// Entries `group` holds in memory (bounded by compaction).
     pub fn uncompacted(&self, group: GroupId) -> Option<u64> {
         Some(self.groups.get(&group)?.node.store().entry_count())
