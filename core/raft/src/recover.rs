@@ -29,7 +29,12 @@ impl Rebuilt {
     /// checkpoint was torn off (its snapshot kept, its hard state or
     /// re-written entries lost): then older records still count.
     fn base(&self) -> Lsn {
-        let oldest_entry = self.written.values().min().copied().unwrap_or(self.snapshot_lsn);
+        let oldest_entry = self
+            .written
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(self.snapshot_lsn);
         self.snapshot_lsn.min(self.hard_state_lsn).min(oldest_entry)
     }
 }
@@ -62,7 +67,11 @@ pub struct Recovered {
 }
 
 fn inconsistent(lsn: Lsn, group: GroupId, reason: String) -> Error {
-    Error::Inconsistent { lsn: lsn.0, group, reason }
+    Error::Inconsistent {
+        lsn: lsn.0,
+        group,
+        reason,
+    }
 }
 
 #[derive(Default)]
@@ -83,15 +92,35 @@ impl Scan {
             let continues = matches!(&record, Record::SnapshotChunk { group, meta, total, offset, .. }
                 if *group == p.group && *meta == p.meta && *total == p.total && *offset == p.data.len() as u64);
             if !continues {
-                return Err(inconsistent(lsn, p.group, "snapshot chunks interrupted".into()));
+                return Err(inconsistent(
+                    lsn,
+                    p.group,
+                    "snapshot chunks interrupted".into(),
+                ));
             }
         }
         match record {
-            Record::SnapshotChunk { group, meta, total, offset, data } => {
+            Record::SnapshotChunk {
+                group,
+                meta,
+                total,
+                offset,
+                data,
+            } => {
                 if self.partial.is_none() && offset != 0 {
-                    return Err(inconsistent(lsn, group, format!("snapshot chunk at offset {offset} without its start")));
+                    return Err(inconsistent(
+                        lsn,
+                        group,
+                        format!("snapshot chunk at offset {offset} without its start"),
+                    ));
                 }
-                let p = self.partial.get_or_insert_with(|| Partial { group, meta, total, data: Vec::new(), first: lsn });
+                let p = self.partial.get_or_insert_with(|| Partial {
+                    group,
+                    meta,
+                    total,
+                    data: Vec::new(),
+                    first: lsn,
+                });
                 p.data.extend_from_slice(&data);
                 if p.data.len() as u64 == p.total {
                     if let Some(p) = self.partial.take() {
@@ -105,12 +134,21 @@ impl Scan {
                     return Ok(());
                 };
                 g.storage.append(&entries).map_err(|last| {
-                    inconsistent(lsn, group, format!("entries from {} after last index {last}", entries[0].index))
+                    inconsistent(
+                        lsn,
+                        group,
+                        format!("entries from {} after last index {last}", entries[0].index),
+                    )
                 })?;
                 let first = entries[0].index;
                 g.written.retain(|&i, _| i < first);
                 let point = g.storage.snapshot_meta().index;
-                g.written.extend(entries.iter().filter(|e| e.index > point).map(|e| (e.index, lsn)));
+                g.written.extend(
+                    entries
+                        .iter()
+                        .filter(|e| e.index > point)
+                        .map(|e| (e.index, lsn)),
+                );
             }
             Record::HardState { group, hard_state } => {
                 let Some(g) = self.groups.get_mut(&group) else {
@@ -141,7 +179,8 @@ impl Scan {
             hard_state_lsn: p.first,
             written: BTreeMap::new(),
         });
-        let matches = g.storage.term_of(p.meta.index) == Some(p.meta.term) && g.storage.voters() == &p.meta.voters[..];
+        let matches = g.storage.term_of(p.meta.index) == Some(p.meta.term)
+            && g.storage.voters() == &p.meta.voters[..];
         if !(matches && g.storage.compact_to(p.meta.index).is_some()) {
             g.storage.install_snapshot(&p.meta);
         }
@@ -176,7 +215,11 @@ impl RaftCore {
         }
         let torn_snapshot = scan.partial.is_some();
         if let Some((&group, &lsn)) = scan.orphans.iter().next() {
-            return Err(inconsistent(lsn, group, "records of a group without its snapshot (creation)".into()));
+            return Err(inconsistent(
+                lsn,
+                group,
+                "records of a group without its snapshot (creation)".into(),
+            ));
         }
         let mut core = RaftCore::new(config);
         let mut snapshots = Vec::new();
