@@ -5,7 +5,9 @@ use crate::constants::{
     PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CACHE_TICKS, SNAPSHOT_RETRY_TICKS, VOTERS_MAX,
 };
 use crate::message::GroupMessage;
-use crate::record::{encode_entries, encode_hard_state, encode_snapshot, RawRecord, SnapshotMeta};
+use crate::record::{
+    encode_entries, encode_hard_state, encode_snapshot, RawRecord, SnapshotKind, SnapshotMeta,
+};
 use crate::storage::GroupStorage;
 use crate::types::{
     Apply, ApplySnapshot, BatchToken, CoreConfig, CoreReady, GroupId, Lsn, NodeId, Role,
@@ -77,7 +79,7 @@ pub struct RaftCore {
     logger: slog::Logger,
 }
 
-fn validate_voters(config: &CoreConfig, group: GroupId, voters: &[u64]) -> Result<()> {
+pub(crate) fn validate_voters(config: &CoreConfig, group: GroupId, voters: &[u64]) -> Result<()> {
     let reason = if voters.is_empty() || voters.len() > VOTERS_MAX {
         Some("must have 1..=7 voters")
     } else if voters.contains(&0) {
@@ -331,11 +333,27 @@ impl RaftCore {
             Self::serve_snapshot(id, g, source, now);
             if created.contains(&id) {
                 let meta = g.node.store().snapshot_meta();
-                Self::write_checkpoint(id, g, &meta, &[], &mut out.records, &mut batch);
+                Self::write_checkpoint(
+                    id,
+                    g,
+                    &meta,
+                    SnapshotKind::Checkpoint,
+                    &[],
+                    &mut out.records,
+                    &mut batch,
+                );
             }
             if let Some(bytes) = g.checkpoint.take() {
                 let meta = g.node.store().snapshot_meta();
-                Self::write_checkpoint(id, g, &meta, &bytes, &mut out.records, &mut batch);
+                Self::write_checkpoint(
+                    id,
+                    g,
+                    &meta,
+                    SnapshotKind::Checkpoint,
+                    &bytes,
+                    &mut out.records,
+                    &mut batch,
+                );
             }
             Self::gather(id, g, &mut out, &mut batch);
             Self::report_role(id, g, &mut out.roles);
@@ -379,12 +397,13 @@ impl RaftCore {
         id: GroupId,
         g: &Group,
         meta: &SnapshotMeta,
+        kind: SnapshotKind,
         data: &[u8],
         records: &mut Vec<RawRecord>,
         batch: &mut InFlight,
     ) {
         batch.checkpoints.push((id, records.len() as u64));
-        encode_snapshot(id, meta, data, records);
+        encode_snapshot(id, meta, kind, data, records);
         let store = g.node.store();
         records.push(encode_hard_state(id, store.hard_state()));
         encode_entries(id, &store.entries_from(meta.index + 1), records);
@@ -411,7 +430,15 @@ impl RaftCore {
                 voters: m.get_conf_state().voters.clone(),
             };
             g.node.mut_store().install_snapshot(&meta);
-            Self::write_checkpoint(id, g, &meta, &snap.data, &mut out.records, batch);
+            Self::write_checkpoint(
+                id,
+                g,
+                &meta,
+                SnapshotKind::Replace,
+                &snap.data,
+                &mut out.records,
+                batch,
+            );
             batch.snapshots.push(ApplySnapshot {
                 group: id,
                 bytes: snap.data.clone(),

@@ -73,6 +73,8 @@ mod storage;
 mod types;
 
 pub use crate::core::RaftCore;
+/// The byte buffer type of entries and snapshots.
+pub use bytes::Bytes;
 pub use error::{DecodeError, Error, ProposeError, Result};
 pub use message::GroupMessage;
 /// raft's protobuf types, for callers that inspect messages.

@@ -8,7 +8,7 @@
 //! | --- | --- | --- |
 //! | `0x41` | [`KIND_ENTRIES`] | count u32 ≥ 1, then per entry: index u64, term u64, type u8 (0 normal, 1 conf change, 2 conf change v2), data len u32, data, context len u32, context; indexes consecutive |
 //! | `0x42` | [`KIND_HARD_STATE`] | term u64, vote u64, commit u64 |
-//! | `0x43` | [`KIND_SNAPSHOT`] | index u64, term u64, voter count u8 (1..=7), voters u64 each, total bytes u64, offset u64, chunk len u32, chunk |
+//! | `0x43` | [`KIND_SNAPSHOT`] | index u64, term u64, snapshot kind u8 (0 replace, 1 checkpoint: [`SnapshotKind`]), voter count u8 (1..=7), voters u64 each, total bytes u64, offset u64, chunk len u32, chunk |
 //!
 //! A snapshot is one or more consecutive chunk records (offsets 0, 512 KiB,
 //! …) that end when `offset + len == total`; an empty snapshot is one chunk
@@ -52,6 +52,18 @@ pub struct SnapshotMeta {
     pub voters: Vec<u64>,
 }
 
+/// What a snapshot does to the log before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// Received from the leader: the log it replaces is dropped entirely
+    /// (entries after its index in older records do not belong to it).
+    Replace = 0,
+    /// A group's creation or a compaction checkpoint: entries after its
+    /// index stay valid (they are re-written right after it, and recovery
+    /// also takes them from older records if that tail was torn off).
+    Checkpoint = 1,
+}
+
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -75,6 +87,8 @@ pub enum Record {
         group: GroupId,
         /// The snapshot's metadata (repeated in every chunk).
         meta: SnapshotMeta,
+        /// Replacement or checkpoint.
+        kind: SnapshotKind,
         /// Total bytes of the snapshot data.
         total: u64,
         /// Where this chunk starts in the data.
@@ -139,7 +153,13 @@ pub fn encode_hard_state(group: GroupId, hs: &HardState) -> RawRecord {
 
 /// Encodes a snapshot as chunk records of at most [`SNAPSHOT_CHUNK_BYTES`]
 /// of data each (one empty chunk for empty data), appended to `out`.
-pub fn encode_snapshot(group: GroupId, meta: &SnapshotMeta, data: &[u8], out: &mut Vec<RawRecord>) {
+pub fn encode_snapshot(
+    group: GroupId,
+    meta: &SnapshotMeta,
+    kind: SnapshotKind,
+    data: &[u8],
+    out: &mut Vec<RawRecord>,
+) {
     let total = data.len() as u64;
     let mut offset = 0usize;
     loop {
@@ -147,6 +167,7 @@ pub fn encode_snapshot(group: GroupId, meta: &SnapshotMeta, data: &[u8], out: &m
         let mut p = start(group, 64 + 8 * meta.voters.len() + len);
         p.extend_from_slice(&meta.index.to_le_bytes());
         p.extend_from_slice(&meta.term.to_le_bytes());
+        p.push(kind as u8);
         p.push(meta.voters.len() as u8);
         for v in &meta.voters {
             p.extend_from_slice(&v.to_le_bytes());
@@ -282,6 +303,11 @@ fn decode_entries(c: &mut Cursor<'_>) -> Result<Vec<Entry>, DecodeError> {
 fn decode_snapshot_chunk(group: GroupId, c: &mut Cursor<'_>) -> Result<Record, DecodeError> {
     let index = c.u64("snapshot index")?;
     let term = c.u64("snapshot term")?;
+    let kind = match c.u8("snapshot kind")? {
+        0 => SnapshotKind::Replace,
+        1 => SnapshotKind::Checkpoint,
+        k => return Err(invalid("snapshot kind", format!("{k}"))),
+    };
     let n = c.u8("voter count")? as usize;
     if n == 0 || n > VOTERS_MAX {
         return Err(invalid("voter count", format!("{n}")));
@@ -311,6 +337,7 @@ fn decode_snapshot_chunk(group: GroupId, c: &mut Cursor<'_>) -> Result<Record, D
     Ok(Record::SnapshotChunk {
         group,
         meta,
+        kind,
         total,
         offset,
         data,
@@ -362,7 +389,7 @@ mod tests {
             voters: vec![1, 2, 3],
         };
         let mut out = Vec::new();
-        encode_snapshot(GroupId(1), &meta, &data, &mut out);
+        encode_snapshot(GroupId(1), &meta, SnapshotKind::Checkpoint, &data, &mut out);
         assert_eq!(out.len(), 3);
         let mut joined = Vec::new();
         for (kind, p) in &out {
@@ -383,8 +410,16 @@ mod tests {
             joined.extend_from_slice(&d);
         }
         assert_eq!(joined, data);
+        let kinds: Vec<SnapshotKind> = out
+            .iter()
+            .map(|(k, p)| match decode(*k, p) {
+                Ok(Record::SnapshotChunk { kind, .. }) => kind,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, vec![SnapshotKind::Checkpoint; 3]);
         let mut empty = Vec::new();
-        encode_snapshot(GroupId(1), &meta, &[], &mut empty);
+        encode_snapshot(GroupId(1), &meta, SnapshotKind::Replace, &[], &mut empty);
         assert_eq!(empty.len(), 1);
     }
 
@@ -404,6 +439,7 @@ mod tests {
                 term: 1,
                 voters: vec![1],
             },
+            SnapshotKind::Replace,
             b"xy",
             &mut out,
         );

@@ -2,40 +2,137 @@
 //! from the WAL, in order. A torn tail (an incomplete snapshot at the end)
 //! is dropped: its batch was never reported durable. Anything else that
 //! does not decode or does not follow is an error naming the record's LSN.
+//!
+//! The WAL is shared, so its retained part can start after a group's older
+//! checkpoint was deleted and still hold that group's later records (kept
+//! for other groups, or because the group's newest checkpoint lost its
+//! tail in a crash). Records of a group before its first retained snapshot
+//! are therefore read too: its hard state counts, and the entries after a
+//! *checkpoint* snapshot's index are taken from them when the checkpoint's
+//! own copy of them was torn off. What recovery used decides the oldest
+//! record the group needs ([`Rebuilt::base`]), so a deletion never removes
+//! something a later recovery reads.
 
-use crate::record::{decode, Record, SnapshotMeta};
+use crate::core::validate_voters;
+use crate::record::{decode, Record, SnapshotKind, SnapshotMeta};
 use crate::storage::GroupStorage;
 use crate::types::{ApplySnapshot, CoreConfig, GroupId, Lsn};
 use crate::{Error, RaftCore, Result};
 use bytes::Bytes;
+use raft::eraftpb::{Entry, HardState};
 use std::collections::BTreeMap;
 
 /// A group as the records describe it.
+#[derive(Default)]
 struct Rebuilt {
-    storage: GroupStorage,
-    /// Its latest complete snapshot's bytes (state machine).
-    snapshot: Bytes,
-    /// First record of that snapshot.
-    snapshot_lsn: Lsn,
-    /// The record of the hard state in effect.
-    hard_state_lsn: Lsn,
+    /// Its log, from its first retained snapshot on (None before that).
+    storage: Option<GroupStorage>,
+    /// Entries seen before the first retained snapshot, by index.
+    early: BTreeMap<u64, Entry>,
+    /// The latest hard state and its record.
+    hard_state: Option<(HardState, Lsn)>,
+    /// The latest complete snapshot's bytes (state machine) and first record.
+    snapshot: Option<(Bytes, Lsn)>,
     /// Index → the record its entry was last written by.
     written: BTreeMap<u64, Lsn>,
+    /// The group's first record seen (for error reports).
+    first_seen: Option<Lsn>,
 }
 
 impl Rebuilt {
     /// The oldest record this group's state came from: the WAL before it
-    /// is not needed by this group. Exact even when the tail of a
-    /// checkpoint was torn off (its snapshot kept, its hard state or
-    /// re-written entries lost): then older records still count.
-    fn base(&self) -> Lsn {
-        let oldest_entry = self
-            .written
-            .values()
-            .min()
-            .copied()
-            .unwrap_or(self.snapshot_lsn);
-        self.snapshot_lsn.min(self.hard_state_lsn).min(oldest_entry)
+    /// is not needed by this group.
+    fn base(&self, snapshot_lsn: Lsn) -> Lsn {
+        let mut base = snapshot_lsn;
+        if let Some((_, lsn)) = self.hard_state {
+            base = base.min(lsn);
+        }
+        if let Some(&lsn) = self.written.values().min() {
+            base = base.min(lsn);
+        }
+        base
+    }
+
+    /// Entries written: a later record replaces everything from its first
+    /// index on (raft's truncate-on-conflict).
+    fn entries(&mut self, lsn: Lsn, group: GroupId, entries: Vec<Entry>) -> Result<()> {
+        let first = entries[0].index;
+        self.written.retain(|&i, _| i < first);
+        match &mut self.storage {
+            Some(storage) => {
+                storage.append(&entries).map_err(|last| {
+                    inconsistent(
+                        lsn,
+                        group,
+                        format!("entries from {first} after last index {last}"),
+                    )
+                })?;
+                let point = storage.snapshot_meta().index;
+                self.written.extend(
+                    entries
+                        .iter()
+                        .filter(|e| e.index > point)
+                        .map(|e| (e.index, lsn)),
+                );
+            }
+            None => {
+                self.early.retain(|&i, _| i < first);
+                self.written.extend(entries.iter().map(|e| (e.index, lsn)));
+                self.early.extend(entries.into_iter().map(|e| (e.index, e)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A complete snapshot. A checkpoint keeps the entries after its index
+    /// (from the log, or from the early entries for the first one); a
+    /// replacement drops them.
+    fn install(&mut self, meta: &SnapshotMeta, kind: SnapshotKind, data: Vec<u8>, first: Lsn) {
+        let storage = self
+            .storage
+            .get_or_insert_with(|| GroupStorage::new(meta.voters.clone()));
+        let kept = kind == SnapshotKind::Checkpoint
+            && storage.voters() == &meta.voters[..]
+            && storage.term_of(meta.index) == Some(meta.term)
+            && storage.compact_to(meta.index).is_some();
+        if !kept {
+            storage.install_snapshot(meta);
+        }
+        if kind == SnapshotKind::Checkpoint {
+            let early: Vec<Entry> = self
+                .early
+                .range(meta.index + 1..)
+                .map(|(_, e)| e.clone())
+                .collect();
+            let contiguous = early
+                .iter()
+                .zip(meta.index + 1..)
+                .take_while(|(e, i)| e.index == *i)
+                .count();
+            if storage.last() == meta.index && contiguous > 0 {
+                // Cannot leave a gap: the entries are consecutive from index + 1.
+                let _ = storage.append(&early[..contiguous]);
+            }
+        }
+        self.early.clear();
+        let last = storage.last();
+        self.written.retain(|&i, _| i > meta.index && i <= last);
+        self.snapshot = Some((Bytes::from(data), first));
+    }
+
+    /// The hard state the group restarts with: at least the snapshot's term
+    /// and index; a torn batch can keep a hard state and lose the entries
+    /// after it, so the commit index known locally is at most the last entry.
+    fn final_hard_state(&self, storage: &GroupStorage) -> HardState {
+        let meta = storage.snapshot_meta();
+        let mut hs = self
+            .hard_state
+            .as_ref()
+            .map(|(hs, _)| hs.clone())
+            .unwrap_or_default();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.clamp(meta.index, storage.last());
+        hs
     }
 }
 
@@ -43,6 +140,7 @@ impl Rebuilt {
 struct Partial {
     group: GroupId,
     meta: SnapshotMeta,
+    kind: SnapshotKind,
     total: u64,
     data: Vec<u8>,
     first: Lsn,
@@ -58,10 +156,6 @@ pub struct Recovered {
     pub groups: usize,
     /// Records read.
     pub records: u64,
-    /// Records of a group older than its first snapshot still in the WAL:
-    /// superseded by a later checkpoint of that group (the WAL before it
-    /// was kept for other groups) and skipped.
-    pub superseded: u64,
     /// Whether an incomplete snapshot at the end was dropped (torn tail).
     pub torn_snapshot: bool,
 }
@@ -78,19 +172,16 @@ fn inconsistent(lsn: Lsn, group: GroupId, reason: String) -> Error {
 struct Scan {
     groups: BTreeMap<GroupId, Rebuilt>,
     partial: Option<Partial>,
-    /// Groups with records seen before any snapshot of theirs: the first
-    /// such record. A later snapshot supersedes them; none is corruption.
-    orphans: BTreeMap<GroupId, Lsn>,
     records: u64,
-    superseded: u64,
 }
 
 impl Scan {
     fn record(&mut self, lsn: Lsn, record: Record) -> Result<()> {
         self.records += 1;
         if let Some(p) = &self.partial {
-            let continues = matches!(&record, Record::SnapshotChunk { group, meta, total, offset, .. }
-                if *group == p.group && *meta == p.meta && *total == p.total && *offset == p.data.len() as u64);
+            let continues = matches!(&record, Record::SnapshotChunk { group, meta, kind, total, offset, .. }
+                if *group == p.group && *meta == p.meta && *kind == p.kind && *total == p.total
+                    && *offset == p.data.len() as u64);
             if !continues {
                 return Err(inconsistent(
                     lsn,
@@ -103,20 +194,19 @@ impl Scan {
             Record::SnapshotChunk {
                 group,
                 meta,
+                kind,
                 total,
                 offset,
                 data,
             } => {
                 if self.partial.is_none() && offset != 0 {
-                    return Err(inconsistent(
-                        lsn,
-                        group,
-                        format!("snapshot chunk at offset {offset} without its start"),
-                    ));
+                    let reason = format!("snapshot chunk at offset {offset} without its start");
+                    return Err(inconsistent(lsn, group, reason));
                 }
                 let p = self.partial.get_or_insert_with(|| Partial {
                     group,
                     meta,
+                    kind,
                     total,
                     data: Vec::new(),
                     first: lsn,
@@ -124,73 +214,24 @@ impl Scan {
                 p.data.extend_from_slice(&data);
                 if p.data.len() as u64 == p.total {
                     if let Some(p) = self.partial.take() {
-                        self.install(p);
+                        let g = self.groups.entry(p.group).or_default();
+                        g.first_seen.get_or_insert(p.first);
+                        g.install(&p.meta, p.kind, p.data, p.first);
                     }
                 }
             }
             Record::Entries { group, entries } => {
-                let Some(g) = self.groups.get_mut(&group) else {
-                    self.orphan(group, lsn);
-                    return Ok(());
-                };
-                g.storage.append(&entries).map_err(|last| {
-                    inconsistent(
-                        lsn,
-                        group,
-                        format!("entries from {} after last index {last}", entries[0].index),
-                    )
-                })?;
-                let first = entries[0].index;
-                g.written.retain(|&i, _| i < first);
-                let point = g.storage.snapshot_meta().index;
-                g.written.extend(
-                    entries
-                        .iter()
-                        .filter(|e| e.index > point)
-                        .map(|e| (e.index, lsn)),
-                );
+                let g = self.groups.entry(group).or_default();
+                g.first_seen.get_or_insert(lsn);
+                g.entries(lsn, group, entries)?;
             }
             Record::HardState { group, hard_state } => {
-                let Some(g) = self.groups.get_mut(&group) else {
-                    self.orphan(group, lsn);
-                    return Ok(());
-                };
-                g.storage.set_hard_state(hard_state);
-                g.hard_state_lsn = lsn;
+                let g = self.groups.entry(group).or_default();
+                g.first_seen.get_or_insert(lsn);
+                g.hard_state = Some((hard_state, lsn));
             }
         }
         Ok(())
-    }
-
-    fn orphan(&mut self, group: GroupId, lsn: Lsn) {
-        self.superseded += 1;
-        self.orphans.entry(group).or_insert(lsn);
-    }
-
-    /// A complete snapshot: a compaction checkpoint (the log still has its
-    /// index with its term: later entries are kept, as raft's restore does)
-    /// or a replacement (the log is dropped).
-    fn install(&mut self, p: Partial) {
-        self.orphans.remove(&p.group);
-        let g = self.groups.entry(p.group).or_insert_with(|| Rebuilt {
-            storage: GroupStorage::new(p.meta.voters.clone()),
-            snapshot: Bytes::new(),
-            snapshot_lsn: p.first,
-            hard_state_lsn: p.first,
-            written: BTreeMap::new(),
-        });
-        let matches = g.storage.term_of(p.meta.index) == Some(p.meta.term)
-            && g.storage.voters() == &p.meta.voters[..];
-        if !(matches && g.storage.compact_to(p.meta.index).is_some()) {
-            g.storage.install_snapshot(&p.meta);
-        }
-        let mut hs = g.storage.hard_state().clone();
-        hs.commit = hs.commit.max(p.meta.index);
-        hs.term = hs.term.max(p.meta.term);
-        g.storage.set_hard_state(hs);
-        g.written.retain(|&i, _| i > p.meta.index);
-        g.snapshot = Bytes::from(p.data);
-        g.snapshot_lsn = p.first;
     }
 }
 
@@ -214,44 +255,34 @@ impl RaftCore {
             scan.record(lsn, record)?;
         }
         let torn_snapshot = scan.partial.is_some();
-        if let Some((&group, &lsn)) = scan.orphans.iter().next() {
-            return Err(inconsistent(
-                lsn,
-                group,
-                "records of a group without its snapshot (creation)".into(),
-            ));
-        }
         let mut core = RaftCore::new(config);
         let mut snapshots = Vec::new();
         let groups = scan.groups.len();
         for (id, mut g) in scan.groups {
-            let meta = g.storage.snapshot_meta();
-            // A torn batch can keep a hard state and lose the entries after
-            // it: the commit index known locally is at most the last entry.
-            let mut hs = g.storage.hard_state().clone();
-            let commit = hs.commit.clamp(meta.index, g.storage.last());
-            if commit != hs.commit {
-                hs.commit = commit;
-                g.storage.set_hard_state(hs);
+            let (Some(mut storage), Some((bytes, snapshot_lsn))) =
+                (g.storage.take(), g.snapshot.clone())
+            else {
+                let lsn = g.first_seen.unwrap_or(Lsn(0));
+                return Err(inconsistent(
+                    lsn,
+                    id,
+                    "records of a group without its snapshot (creation)".into(),
+                ));
+            };
+            storage.set_hard_state(g.final_hard_state(&storage));
+            if let Err(e) = validate_voters(&core.config, id, storage.voters()) {
+                return Err(inconsistent(snapshot_lsn, id, e.to_string()));
             }
-            if !g.storage.voters().contains(&core.config.node.0) {
-                let reason = format!(
-                    "this node {} is not a voter of {:?}",
-                    core.config.node,
-                    g.storage.voters()
-                );
-                return Err(inconsistent(g.snapshot_lsn, id, reason));
-            }
-            let base = g.base();
+            let meta = storage.snapshot_meta();
             if meta.index > 0 {
                 snapshots.push(ApplySnapshot {
                     group: id,
-                    bytes: g.snapshot,
+                    bytes,
                     index: meta.index,
                     term: meta.term,
                 });
             }
-            core.insert_group(id, g.storage, meta.index, Some(base))?;
+            core.insert_group(id, storage, meta.index, Some(g.base(snapshot_lsn)))?;
         }
         Ok((
             core,
@@ -259,7 +290,6 @@ impl RaftCore {
                 snapshots,
                 groups,
                 records: scan.records,
-                superseded: scan.superseded,
                 torn_snapshot,
             },
         ))

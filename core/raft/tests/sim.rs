@@ -292,27 +292,6 @@ impl Sim {
                 continue;
             };
             let msg = GroupMessage::decode(&p.bytes).unwrap();
-            if let Ok(w) = std::env::var("DBG") {
-                let (n, g): (u64, u32) = {
-                    let v: Vec<u64> = w.split(':').map(|x| x.parse().unwrap()).collect();
-                    (v[0], v[1] as u32)
-                };
-                if msg.group == GroupId(g) && (p.to == n || p.from == n) {
-                    eprintln!(
-                        "step {} {}->{} {:?} term {} idx {} logterm {} commit {} ents {} iso {:?}",
-                        self.step,
-                        p.from,
-                        p.to,
-                        msg.msg.get_msg_type(),
-                        msg.msg.term,
-                        msg.msg.index,
-                        msg.msg.log_term,
-                        msg.msg.commit,
-                        msg.msg.entries.len(),
-                        self.isolation.as_ref().map(|i| (&i.minority, i.grace_at))
-                    );
-                }
-            }
             if let Err(e) = core.step(msg) {
                 panic!("seed {}: node {} step: {e}", self.seed, p.to);
             }
