@@ -17,7 +17,7 @@ use crate::{Error, ProposeError, Result};
 use bytes::Bytes;
 use raft::eraftpb::{EntryType, Snapshot};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// One Raft group hosted by the core.
 pub(crate) struct Group {
@@ -75,7 +75,7 @@ pub struct RaftCore {
     /// Snapshots released by `persisted`, applied at the next `ready`.
     released: Vec<Apply>,
     /// Groups created but not yet in a batch (their creation checkpoint).
-    created: Vec<GroupId>,
+    created: BTreeSet<GroupId>,
     logger: slog::Logger,
 }
 
@@ -114,7 +114,7 @@ impl RaftCore {
             inflight: VecDeque::new(),
             outbox: Vec::new(),
             released: Vec::new(),
-            created: Vec::new(),
+            created: BTreeSet::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         }
     }
@@ -127,7 +127,7 @@ impl RaftCore {
         }
         validate_voters(&self.config, group, voters)?;
         self.insert_group(group, GroupStorage::new(voters.to_vec()), 0, None)?;
-        self.created.push(group);
+        self.created.insert(group);
         Ok(())
     }
 
@@ -327,7 +327,7 @@ impl RaftCore {
         for m in self.outbox.drain(..) {
             out.messages.entry(NodeId(m.msg.to)).or_default().push(m);
         }
-        let created: Vec<GroupId> = self.created.drain(..).collect();
+        let created = std::mem::take(&mut self.created);
         let now = self.now;
         for (&id, g) in self.groups.iter_mut() {
             Self::serve_snapshot(id, g, source, now);
@@ -380,8 +380,10 @@ impl RaftCore {
         if index > g.handed || index < store.snapshot_meta().index {
             return;
         }
-        let mut snap = Snapshot::default();
-        snap.data = bytes;
+        let mut snap = Snapshot {
+            data: bytes,
+            ..Snapshot::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;

@@ -69,10 +69,12 @@ mod tests {
         msg.to = 2;
         msg.from = 1;
         msg.term = 7;
-        let mut e = Entry::default();
-        e.index = 5;
-        e.term = 7;
-        e.data = bytes::Bytes::from_static(b"hello");
+        let e = Entry {
+            index: 5,
+            term: 7,
+            data: bytes::Bytes::from_static(b"hello"),
+            ..Entry::default()
+        };
         msg.mut_entries().push(e);
         let m = GroupMessage {
             group: GroupId(42),

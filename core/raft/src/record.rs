@@ -244,10 +244,12 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             entries: decode_entries(&mut c)?,
         },
         KIND_HARD_STATE => {
-            let mut hard_state = HardState::default();
-            hard_state.term = c.u64("term")?;
-            hard_state.vote = c.u64("vote")?;
-            hard_state.commit = c.u64("commit")?;
+            let hard_state = HardState {
+                term: c.u64("term")?,
+                vote: c.u64("vote")?,
+                commit: c.u64("commit")?,
+                ..HardState::default()
+            };
             Record::HardState { group, hard_state }
         }
         _ => decode_snapshot_chunk(group, &mut c)?,
@@ -266,9 +268,11 @@ fn decode_entries(c: &mut Cursor<'_>) -> Result<Vec<Entry>, DecodeError> {
     }
     let mut entries = Vec::with_capacity(count);
     for i in 0..count {
-        let mut e = Entry::default();
-        e.index = c.u64("entry index")?;
-        e.term = c.u64("entry term")?;
+        let mut e = Entry {
+            index: c.u64("entry index")?,
+            term: c.u64("entry term")?,
+            ..Entry::default()
+        };
         let entry_type = match c.u8("entry type")? {
             0 => EntryType::EntryNormal,
             1 => EntryType::EntryConfChange,
@@ -350,11 +354,12 @@ mod tests {
     use crate::constants::PROPOSAL_BYTES_MAX;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = Bytes::copy_from_slice(data);
-        e
+        Entry {
+            index,
+            term,
+            data: Bytes::copy_from_slice(data),
+            ..Entry::default()
+        }
     }
 
     #[test]

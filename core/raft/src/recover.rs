@@ -37,6 +37,9 @@ struct Rebuilt {
     written: BTreeMap<u64, Lsn>,
     /// The group's first record seen (for error reports).
     first_seen: Option<Lsn>,
+    /// Entries that did not follow the log (where, why): the group waits
+    /// for a later snapshot that supersedes them, or recovery fails.
+    broken: Option<(Lsn, String)>,
 }
 
 impl Rebuilt {
@@ -55,33 +58,33 @@ impl Rebuilt {
 
     /// Entries written: a later record replaces everything from its first
     /// index on (raft's truncate-on-conflict).
-    fn entries(&mut self, lsn: Lsn, group: GroupId, entries: Vec<Entry>) -> Result<()> {
+    fn entries(&mut self, lsn: Lsn, entries: Vec<Entry>) {
         let first = entries[0].index;
         self.written.retain(|&i, _| i < first);
-        match &mut self.storage {
-            Some(storage) => {
-                storage.append(&entries).map_err(|last| {
-                    inconsistent(
-                        lsn,
-                        group,
-                        format!("entries from {first} after last index {last}"),
-                    )
-                })?;
-                let point = storage.snapshot_meta().index;
-                self.written.extend(
-                    entries
-                        .iter()
-                        .filter(|e| e.index > point)
-                        .map(|e| (e.index, lsn)),
-                );
-            }
-            None => {
-                self.early.retain(|&i, _| i < first);
-                self.written.extend(entries.iter().map(|e| (e.index, lsn)));
-                self.early.extend(entries.into_iter().map(|e| (e.index, e)));
+        if let Some(storage) = &mut self.storage {
+            match storage.append(&entries) {
+                Ok(()) => {
+                    let point = storage.snapshot_meta().index;
+                    let fresh = entries.iter().filter(|e| e.index > point);
+                    self.written.extend(fresh.map(|e| (e.index, lsn)));
+                    return;
+                }
+                Err(last) => {
+                    // Stale records can precede a group's newest checkpoint
+                    // (one torn in an earlier crash, with part of what it
+                    // needed deleted since): wait, from scratch, for a
+                    // snapshot that supersedes them; none is an error.
+                    let reason = format!("entries from {first} after last index {last}");
+                    self.broken = Some((lsn, reason));
+                    self.storage = None;
+                    self.written.clear();
+                    self.early.clear();
+                }
             }
         }
-        Ok(())
+        self.early.retain(|&i, _| i < first);
+        self.written.extend(entries.iter().map(|e| (e.index, lsn)));
+        self.early.extend(entries.into_iter().map(|e| (e.index, e)));
     }
 
     /// A complete snapshot. A checkpoint keeps the entries after its index
@@ -115,6 +118,7 @@ impl Rebuilt {
             }
         }
         self.early.clear();
+        self.broken = None;
         let last = storage.last();
         self.written.retain(|&i, _| i > meta.index && i <= last);
         self.snapshot = Some((Bytes::from(data), first));
@@ -156,8 +160,13 @@ pub struct Recovered {
     pub groups: usize,
     /// Records read.
     pub records: u64,
-    /// Whether an incomplete snapshot at the end was dropped (torn tail).
-    pub torn_snapshot: bool,
+    /// Incomplete snapshots dropped: torn tails, of this crash or of an
+    /// earlier one (records appended after them by the next incarnation).
+    /// Their batch was never reported durable, so nothing relied on them.
+    pub incomplete_snapshots: u64,
+    /// Snapshot chunks skipped because their first chunk was in a deleted
+    /// WAL segment (below every group's needs).
+    pub headless_chunks: u64,
 }
 
 fn inconsistent(lsn: Lsn, group: GroupId, reason: String) -> Error {
@@ -173,6 +182,8 @@ struct Scan {
     groups: BTreeMap<GroupId, Rebuilt>,
     partial: Option<Partial>,
     records: u64,
+    incomplete_snapshots: u64,
+    headless_chunks: u64,
 }
 
 impl Scan {
@@ -183,11 +194,8 @@ impl Scan {
                 if *group == p.group && *meta == p.meta && *kind == p.kind && *total == p.total
                     && *offset == p.data.len() as u64);
             if !continues {
-                return Err(inconsistent(
-                    lsn,
-                    p.group,
-                    "snapshot chunks interrupted".into(),
-                ));
+                self.partial = None;
+                self.incomplete_snapshots += 1;
             }
         }
         match record {
@@ -200,8 +208,14 @@ impl Scan {
                 data,
             } => {
                 if self.partial.is_none() && offset != 0 {
-                    let reason = format!("snapshot chunk at offset {offset} without its start");
-                    return Err(inconsistent(lsn, group, reason));
+                    // Its start was in a deleted segment: superseded.
+                    self.groups
+                        .entry(group)
+                        .or_default()
+                        .first_seen
+                        .get_or_insert(lsn);
+                    self.headless_chunks += 1;
+                    return Ok(());
                 }
                 let p = self.partial.get_or_insert_with(|| Partial {
                     group,
@@ -223,7 +237,7 @@ impl Scan {
             Record::Entries { group, entries } => {
                 let g = self.groups.entry(group).or_default();
                 g.first_seen.get_or_insert(lsn);
-                g.entries(lsn, group, entries)?;
+                g.entries(lsn, entries);
             }
             Record::HardState { group, hard_state } => {
                 let g = self.groups.entry(group).or_default();
@@ -254,7 +268,7 @@ impl RaftCore {
                 .map_err(|source| Error::Decode { lsn: lsn.0, source })?;
             scan.record(lsn, record)?;
         }
-        let torn_snapshot = scan.partial.is_some();
+        let incomplete_snapshots = scan.incomplete_snapshots + u64::from(scan.partial.is_some());
         let mut core = RaftCore::new(config);
         let mut snapshots = Vec::new();
         let groups = scan.groups.len();
@@ -262,12 +276,11 @@ impl RaftCore {
             let (Some(mut storage), Some((bytes, snapshot_lsn))) =
                 (g.storage.take(), g.snapshot.clone())
             else {
-                let lsn = g.first_seen.unwrap_or(Lsn(0));
-                return Err(inconsistent(
-                    lsn,
-                    id,
-                    "records of a group without its snapshot (creation)".into(),
-                ));
+                let (lsn, reason) = g.broken.take().unwrap_or_else(|| {
+                    let reason = "records of a group without its snapshot (creation)";
+                    (g.first_seen.unwrap_or(Lsn(0)), reason.into())
+                });
+                return Err(inconsistent(lsn, id, reason));
             };
             storage.set_hard_state(g.final_hard_state(&storage));
             if let Err(e) = validate_voters(&core.config, id, storage.voters()) {
@@ -290,7 +303,8 @@ impl RaftCore {
                 snapshots,
                 groups,
                 records: scan.records,
-                torn_snapshot,
+                incomplete_snapshots,
+                headless_chunks: scan.headless_chunks,
             },
         ))
     }

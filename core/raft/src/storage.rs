@@ -177,9 +177,10 @@ impl GroupStorage {
 }
 
 fn conf_state(voters: &[u64]) -> ConfState {
-    let mut cs = ConfState::default();
-    cs.voters = voters.to_vec();
-    cs
+    ConfState {
+        voters: voters.to_vec(),
+        ..ConfState::default()
+    }
 }
 
 impl raft::Storage for GroupStorage {
@@ -250,10 +251,11 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e
+        Entry {
+            index,
+            term,
+            ..Entry::default()
+        }
     }
 
     fn ctx() -> GetEntriesContext {

@@ -3,6 +3,7 @@
 //! the log bound, compaction and `min_needed_lsn`, recovery (including a
 //! deleted WAL prefix, a torn snapshot and damaged records), and a lagging
 //! follower caught up by snapshot.
+#![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use courier_raft::record::{self, Record, KIND_ENTRIES};
@@ -210,7 +211,7 @@ fn recovery_rebuilds_every_group_and_applies_again_in_order() {
     n.settle();
     let (mut core, rec) = recover(1, &n.wal);
     assert_eq!(rec.groups, 3);
-    assert!(rec.snapshots.is_empty() && !rec.torn_snapshot);
+    assert!(rec.snapshots.is_empty() && rec.incomplete_snapshots == 0);
     let mut again = Node {
         core: RaftCore::new(config(1)),
         wal: n.wal.clone(),
@@ -307,7 +308,7 @@ fn a_torn_snapshot_is_dropped_and_the_older_state_kept() {
     let (k, p) = &rd.records[0];
     torn.push((Lsn(torn.len() as u64 + 1), *k, p.clone()));
     let (core, rec) = recover(1, &torn);
-    assert!(rec.torn_snapshot);
+    assert_eq!(rec.incomplete_snapshots, 1);
     assert!(rec.snapshots.is_empty());
     assert_eq!(
         core.commit_index(GroupId(0)),

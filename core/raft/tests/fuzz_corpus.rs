@@ -2,6 +2,7 @@
 //! (fuzz/corpus/raft_records) with the fuzzer's own checks
 //! (`fuzz/harness/raft.rs`), and pins what recovery makes of the named
 //! seeds: every crasher a fuzzer finds is added to the corpus.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../../../fuzz/harness/raft.rs"]
 mod harness;
@@ -35,6 +36,9 @@ fn raft_records_corpus_replays_with_the_expected_outcomes() {
         ("stream-torn-checkpoint-after-deleted-prefix", Some(1)),
         ("stream-replaced-by-leader-snapshot", Some(1)),
         ("stream-commit-beyond-log", Some(1)),
+        ("stream-stale-gap-before-checkpoint", Some(1)),
+        ("stream-torn-snapshot-then-more", Some(1)),
+        ("stream-headless-chunk", Some(1)),
         ("stream-orphan", None),
         ("stream-gap", None),
         ("stream-not-a-voter", None),

@@ -22,6 +22,7 @@
 //! Seeds: `COURIER_RAFT_SIM_SEEDS=N` runs seeds 0..N (default 40) for each
 //! cluster size; `COURIER_RAFT_SIM_SEED=S` runs just seed S (to replay a
 //! failure, whose message names its seed).
+#![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use courier_raft::record::RawRecord;
@@ -498,9 +499,7 @@ impl Sim {
         let id = self.next_proposal;
         for _ in 0..2 {
             let node = &mut self.nodes[at];
-            let Some(core) = node.core.as_mut() else {
-                return None;
-            };
+            let core = node.core.as_mut()?;
             self.stats.proposals += 1;
             match core.propose(group, &id.to_le_bytes()) {
                 Ok((term, index)) => {
