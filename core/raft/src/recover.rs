@@ -1,7 +1,6 @@
 //! [`RaftCore::recover`]: rebuilds every group from the records read back
-//! from the WAL, in order. A torn tail (an incomplete snapshot at the end)
-//! is dropped: its batch was never reported durable. Anything else that
-//! does not decode or does not follow is an error naming the record's LSN.
+//! from the WAL, in order. Undecodable bytes are an error naming the
+//! record's LSN.
 //!
 //! The WAL is shared, so its retained part can start after a group's older
 //! checkpoint was deleted and still hold that group's later records (kept
@@ -12,6 +11,14 @@
 //! own copy of them was torn off. What recovery used decides the oldest
 //! record the group needs ([`Rebuilt::base`]), so a deletion never removes
 //! something a later recovery reads.
+//!
+//! Stale records that a later snapshot supersedes are accepted: an
+//! incomplete snapshot followed by other records (the torn tail of an
+//! earlier crash: its batch was never reported durable), a chunk whose
+//! first chunk was deleted, entries that leave a gap. Only what nothing
+//! supersedes is [`Error::Inconsistent`]: a gap still open at the end, a
+//! group without any snapshot (its creation), a voter set without this
+//! node.
 
 use crate::core::validate_voters;
 use crate::record::{decode, Record, SnapshotKind, SnapshotMeta};
