@@ -396,18 +396,20 @@ async fn scan_active(inner: &Inner, n: u64, next_ordinal: u64) -> Result<Option<
             .sync(FaultPoint::HistorySync, &file, &path)
             .await?;
     }
-    let mut st = inner.state.borrow_mut();
-    apply(&mut st, &written);
-    let active = &mut st.active;
-    active.written = pos;
     let block_start = align_down(pos, BLOCK_BYTES);
+    let mut tail_block = vec![0u8; BLOCK_BYTES as usize];
     if pos % BLOCK_BYTES != 0 {
         chunk
             .fill(&inner.storage, block_start, pos - block_start)
             .await?;
         let prefix = chunk.bytes(block_start, pos - block_start);
-        active.tail_block[..prefix.len()].copy_from_slice(prefix);
+        tail_block[..prefix.len()].copy_from_slice(prefix);
     }
+    let mut st = inner.state.borrow_mut();
+    apply(&mut st, &written);
+    st.active.written = pos;
+    st.active.tail_block = tail_block;
+    drop(st);
     Ok(torn.then(|| TornTail {
         segment: path,
         offset: pos,
