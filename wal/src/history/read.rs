@@ -128,19 +128,48 @@ async fn node_of(inner: &Inner, c: u64, number: u64) -> Result<Walk> {
     }))
 }
 
+/// A segment this read was using was deleted by retention meanwhile; a
+/// retry answers [`Page::StartsAt`].
+fn deleted_meanwhile(inner: &Inner, segment: u64) -> Error {
+    Error::io(
+        "read",
+        inner.segment_path(segment),
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "segment deleted by retention during the read; retry",
+        ),
+    )
+}
+
 /// Positions of `node` with `lo <= seq < hi`.
 async fn positions(inner: &Inner, c: u64, node: &Node, lo: u64, hi: u64) -> Result<Vec<Position>> {
-    let Some((entry, offset, data_end)) = node.dir else {
-        let st = inner.state.borrow();
-        let all = st
-            .active
-            .convs
-            .get(&c)
-            .map_or(&[][..], |ac| &ac.positions[..]);
-        let from = all.partition_point(|p| p.seq < lo);
-        let to = all.partition_point(|p| p.seq < hi);
-        return Ok(all[from..to.max(from)].to_vec());
+    let dir = match node.dir {
+        Some(dir) => dir,
+        None => {
+            {
+                let st = inner.state.borrow();
+                if st.active.number == node.segment {
+                    let all = st
+                        .active
+                        .convs
+                        .get(&c)
+                        .map_or(&[][..], |ac| &ac.positions[..]);
+                    let from = all.partition_point(|p| p.seq < lo);
+                    let to = all.partition_point(|p| p.seq < hi);
+                    return Ok(all[from..to.max(from)].to_vec());
+                }
+            }
+            // The segment was sealed while this read waited: its positions
+            // are in its index file now.
+            match node_of(inner, c, node.segment).await? {
+                Walk::Node(Node { dir: Some(dir), .. }) => dir,
+                Walk::Node(_) | Walk::Deleted => {
+                    return Err(deleted_meanwhile(inner, node.segment))
+                }
+            }
+        }
     };
+    let (entry, offset, data_end) = dir;
     let path = inner.index_path(node.segment);
     let file = file_of(inner, node.segment, FileKind::Index).await?;
     let at = offset + u64::from(entry.pos_start) * HISTORY_POSITION_BYTES;
