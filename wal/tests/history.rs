@@ -649,3 +649,65 @@ fn reads_running_during_syncs_and_seals_see_every_durable_entry() {
         assert!(pages > 10, "only {pages} pages raced the writer");
     });
 }
+
+#[test]
+fn replaying_from_durable_source_inclusive_restores_a_source_cut_in_half() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let options = HistoryOptions::small_for_tests(1 << 20);
+        let (store, _) = HistoryStore::open(&path, 0, options.clone()).await.unwrap();
+        for source in 1..=9u64 {
+            store
+                .append(source, 1, source, &payload_of(source, 1, 100))
+                .unwrap();
+        }
+        store.sync().await.unwrap();
+        let size_before = std::fs::metadata(active_segment(&path)).unwrap().len();
+        // One log position carrying five messages (a Raft entry with a batch).
+        let batch: Vec<(u64, u64)> = (1..=5u64).map(|c| (c, 2)).collect();
+        for &(c, seq) in &batch {
+            store.append(c, seq, 10, &payload_of(c, seq, 100)).unwrap();
+        }
+        assert_eq!(store.sync().await.unwrap(), 10);
+        drop(store);
+        // Cut inside the third message of source 10 (entries are 160 bytes).
+        let seg = active_segment(&path);
+        let bytes = std::fs::read(&seg).unwrap();
+        let first_of_batch = 4096 + 9 * 160;
+        assert!(size_before as usize >= first_of_batch);
+        std::fs::write(&seg, &bytes[..first_of_batch + 2 * 160 + 50]).unwrap();
+        let (store, recovered) = HistoryStore::open(&path, 0, options).await.unwrap();
+        assert_eq!(
+            recovered.durable_source, 10,
+            "two entries of source 10 survived"
+        );
+        assert!(recovered.truncated_tail.is_some());
+        // Replay from durable_source inclusive: the two it has are skipped.
+        let outcomes: Vec<Appended> = batch
+            .iter()
+            .map(|&(c, seq)| store.append(c, seq, 10, &payload_of(c, seq, 100)).unwrap())
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                Appended::Duplicate,
+                Appended::Duplicate,
+                Appended::Staged,
+                Appended::Staged,
+                Appended::Staged
+            ]
+        );
+        store.sync().await.unwrap();
+        for c in 1..=5u64 {
+            let page = entries(store.read(c, 1, 10, u64::MAX).await.unwrap());
+            assert_eq!(
+                page,
+                vec![
+                    (1, c, payload_of(c, 1, 100)),
+                    (2, 10, payload_of(c, 2, 100))
+                ]
+            );
+        }
+    });
+}

@@ -117,8 +117,9 @@ pub struct TornTail {
 /// What [`HistoryStore::open`] found.
 #[derive(Debug, Clone)]
 pub struct HistoryRecovered {
-    /// Highest `source` durable in the store: replay the log after it
-    /// (re-appending entries at or below it is harmless).
+    /// Highest `source` durable in the store: replay the log from it,
+    /// inclusive (one source may carry several entries; re-appending what
+    /// the store has is harmless).
     pub durable_source: u64,
     /// Segments on disk (sealed + the active one).
     pub segments: u64,
@@ -220,8 +221,9 @@ impl HistoryStore {
         writer::sync(&self.inner).await
     }
 
-    /// Highest `source` whose entries (and every earlier one) are durable:
-    /// the caller may truncate its log at or below it.
+    /// Highest `source` among the durable entries; every entry appended
+    /// before the last successful `sync` is durable. The caller may truncate
+    /// its log below it (not at it: one source may carry several entries).
     pub fn durable_source(&self) -> u64 {
         self.inner.state.borrow().durable_source
     }
