@@ -98,6 +98,29 @@ async fn measure(dir: std::path::PathBuf, entries: u64, conversations: u64, payl
         percentile(&latencies, 0.99),
         latencies[latencies.len() - 1]
     );
+    // Scrolling back: five consecutive older pages of one conversation.
+    let mut latencies = Vec::new();
+    for _ in 0..400 {
+        let c = rng.below(conversations);
+        let mut before = seqs[c as usize] + 1;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let page = store.read_before(c, before, 100, 1 << 20).await.unwrap();
+            latencies.push(t.elapsed());
+            match page {
+                Page::Entries(es) if !es.is_empty() => before = es[es.len() - 1].seq,
+                _ => break,
+            }
+        }
+    }
+    latencies.sort();
+    println!(
+        "read_before 100 entries, scrolling back 5 pages in 400 random conversations: p50 {:?} p99 {:?} max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
+    println!("memory after reads: {:?}", store.memory());
     store.close().await.unwrap();
     drop(store);
     let t = Instant::now();

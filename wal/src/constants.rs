@@ -235,6 +235,11 @@ pub const HISTORY_CONVERSATIONS_LIMIT: u64 = 1 << 24;
 /// Sealed segment and index files kept open for reads (least recently used out).
 pub const HISTORY_OPEN_FILES_MAX: usize = 16;
 
+/// Decoded directory blocks and positions kept in memory for reads (least
+/// recently used out): paging back walks a conversation's segments from the
+/// newest each time, and this keeps those walks off the disk.
+pub const HISTORY_INDEX_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Largest merged read when a page's entries are fetched (`read_many`).
 pub const HISTORY_READ_MERGE_BYTES: usize = 256 * 1024;
 
@@ -277,3 +282,4 @@ const _: () = assert!(HISTORY_READ_MERGE_BYTES as u64 % BLOCK_BYTES == 0);
 const _: () = assert!(HISTORY_READ_AMPLIFICATION_BYTES <= HISTORY_READ_MERGE_BYTES);
 const _: () = assert!(HISTORY_PAGE_BYTES_LIMIT >= HISTORY_ENTRY_BYTES_LIMIT);
 const _: () = assert!(HISTORY_OPEN_FILES_MAX >= 4);
+const _: () = assert!(HISTORY_INDEX_CACHE_BYTES >= 4 * BLOCK_BYTES as usize);

@@ -43,6 +43,7 @@
 //!
 //! The core does not use this store yet (issue 19): it is ready to be wired in.
 
+mod cache;
 pub mod format;
 mod options;
 mod read;
@@ -157,6 +158,8 @@ pub struct HistoryMemory {
     pub active_index_bytes: usize,
     /// The staging buffer and the staged seqs.
     pub staging_bytes: usize,
+    /// The read cache of decoded index parts (≤ `HISTORY_INDEX_CACHE_BYTES`).
+    pub cache_bytes: usize,
 }
 
 impl HistoryMemory {
@@ -271,7 +274,9 @@ impl HistoryStore {
 
     /// Memory held now, by part.
     pub fn memory(&self) -> HistoryMemory {
-        self.inner.state.borrow().memory()
+        let mut memory = self.inner.state.borrow().memory();
+        memory.cache_bytes = self.inner.cache.borrow().bytes();
+        memory
     }
 
     /// Sync what is staged, then refuse further calls and close files.

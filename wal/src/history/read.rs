@@ -26,9 +26,10 @@ use crate::{
 };
 
 use super::{
+    cache::Cached,
     format::{
         check_entry_header, decode_dir_block, decode_positions, verify_entry, DirEntry, EntryCheck,
-        EntryKind, Position,
+        EntryKind, IndexHeader, Position,
     },
     state::{Conv, FileKind, Inner},
     HistoryEntry, Page,
@@ -111,10 +112,7 @@ async fn node_of(inner: &Inner, c: u64, number: u64) -> Result<Walk> {
         )
     };
     let block = block.ok_or_else(missing)?;
-    let file = file_of(inner, number, FileKind::Index).await?;
-    let at = header.dir_offset() + block * BLOCK_BYTES;
-    let raw = inner.storage.read(&file, &path, at, BLOCK_BYTES).await?;
-    let entries = decode_dir_block(&raw).map_err(|r| Error::corrupt(&path, at, r))?;
+    let entries = dir_block(inner, &header, block).await?;
     let at_entry = entries
         .binary_search_by_key(&c, |e| e.conversation)
         .map_err(|_| missing())?;
@@ -171,25 +169,53 @@ async fn positions(inner: &Inner, c: u64, node: &Node, lo: u64, hi: u64) -> Resu
     };
     let (entry, offset, data_end) = dir;
     let path = inner.index_path(node.segment);
-    let file = file_of(inner, node.segment, FileKind::Index).await?;
-    let at = offset + u64::from(entry.pos_start) * HISTORY_POSITION_BYTES;
-    let len = entry.pos_count as usize * HISTORY_POSITION_BYTES as usize;
-    let raw = inner
-        .storage
-        .read_many(
-            &file,
-            &path,
-            vec![(at, len)],
-            HISTORY_READ_MERGE_BYTES,
-            HISTORY_READ_AMPLIFICATION_BYTES,
-        )
-        .await?;
-    let all =
-        decode_positions(&raw[0], &entry, data_end).map_err(|r| Error::corrupt(&path, at, r))?;
-    Ok(all
-        .into_iter()
-        .filter(|p| p.seq >= lo && p.seq < hi)
-        .collect())
+    let key = (node.segment, entry.conversation, true);
+    let cached = inner.cache.borrow_mut().get(key);
+    let all = match cached {
+        Some(Cached::Positions(all)) => all,
+        _ => {
+            let file = file_of(inner, node.segment, FileKind::Index).await?;
+            let at = offset + u64::from(entry.pos_start) * HISTORY_POSITION_BYTES;
+            let len = entry.pos_count as usize * HISTORY_POSITION_BYTES as usize;
+            let merge = (HISTORY_READ_MERGE_BYTES, HISTORY_READ_AMPLIFICATION_BYTES);
+            let raw = inner
+                .storage
+                .read_many(&file, &path, vec![(at, len)], merge.0, merge.1)
+                .await?;
+            let all: Rc<[Position]> = decode_positions(&raw[0], &entry, data_end)
+                .map_err(|r| Error::corrupt(&path, at, r))?
+                .into();
+            inner
+                .cache
+                .borrow_mut()
+                .put(key, Cached::Positions(all.clone()));
+            all
+        }
+    };
+    let from = all.partition_point(|p| p.seq < lo);
+    let to = all.partition_point(|p| p.seq < hi);
+    Ok(all[from..to.max(from)].to_vec())
+}
+
+/// Directory block `block` of sealed segment `header.number`, from the cache
+/// or read and verified.
+async fn dir_block(inner: &Inner, header: &IndexHeader, block: u64) -> Result<Rc<[DirEntry]>> {
+    let key = (header.number, block, false);
+    if let Some(Cached::Dir(entries)) = inner.cache.borrow_mut().get(key) {
+        return Ok(entries);
+    }
+    let path = inner.index_path(header.number);
+    let file = file_of(inner, header.number, FileKind::Index).await?;
+    let at = header.dir_offset() + block * BLOCK_BYTES;
+    let raw = inner.storage.read(&file, &path, at, BLOCK_BYTES).await?;
+    let entries: Rc<[DirEntry]> = decode_dir_block(&raw)
+        .map_err(|r| Error::corrupt(&path, at, r))?
+        .into();
+    inner
+        .cache
+        .borrow_mut()
+        .put(key, Cached::Dir(entries.clone()));
+    Ok(entries)
 }
 
 /// Page bounds, capped by the store's limits.

@@ -117,6 +117,7 @@ pub(crate) async fn open(
         }),
         io_lock: glommio::sync::Semaphore::new(1),
         files: RefCell::new(FileCache::default()),
+        cache: RefCell::default(),
     });
     let recovered = recover(&inner, listing).await?;
     Ok((inner, recovered))

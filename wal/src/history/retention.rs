@@ -80,6 +80,7 @@ async fn delete_segment(inner: &Inner, number: u64) -> Result<u64> {
         "retention deletes the oldest segment"
     );
     inner.files.borrow_mut().forget(number);
+    inner.cache.borrow_mut().forget_segment(number);
     let seg = inner.segment_path(number);
     let seg_bytes = align_up(sealed.header.data_end, BLOCK_BYTES);
     inner.storage.remove(&seg).await?;

@@ -187,6 +187,7 @@ impl State {
             active_entries: self.active.entries,
             active_index_bytes: map_bytes(&self.active.convs) + positions_bytes,
             staging_bytes: self.staging.capacity() + map_bytes(&self.pending),
+            cache_bytes: 0,
         }
     }
 }
@@ -409,6 +410,7 @@ pub(crate) struct Inner {
     /// One `sync`, seal or retention pass at a time.
     pub(crate) io_lock: glommio::sync::Semaphore,
     pub(crate) files: RefCell<FileCache>,
+    pub(crate) cache: RefCell<super::cache::IndexCache>,
 }
 
 impl Inner {
