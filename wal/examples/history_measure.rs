@@ -51,17 +51,27 @@ async fn measure(dir: std::path::PathBuf, entries: u64, conversations: u64, payl
     let mut seqs = vec![0u64; conversations as usize];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let body = vec![0x5Au8; payload];
+    let mut syncs = Vec::new();
     let started = Instant::now();
     for source in 1..=entries {
         let c = rng.below(conversations);
         seqs[c as usize] += 1;
         store.append(c, seqs[c as usize], source, &body).unwrap();
         if source % 1000 == 0 {
+            let t = Instant::now();
             store.sync().await.unwrap();
+            syncs.push(t.elapsed());
         }
     }
     store.sync().await.unwrap();
     let took = started.elapsed().as_secs_f64();
+    syncs.sort();
+    println!(
+        "sync of 1000 appends: p50 {:?} p99 {:?} max {:?} (the slowest ones seal a segment)",
+        percentile(&syncs, 0.5),
+        percentile(&syncs, 0.99),
+        syncs[syncs.len() - 1]
+    );
     let data = files_bytes(&dir, "seg");
     let index = files_bytes(&dir, "idx");
     println!(

@@ -23,7 +23,6 @@ use crate::{
         BLOCK_BYTES, HISTORY_DIR_BLOCK_ENTRIES, HISTORY_OPEN_FILES_MAX, HISTORY_POSITION_BYTES,
         HISTORY_SEGMENT_HEADER_BYTES, HISTORY_TABLE_ENTRY_BYTES,
     },
-    format::align_up,
     storage::Storage,
     Error, Result,
 };
@@ -289,31 +288,7 @@ pub(crate) fn build_index_parts(
 ) -> BuiltIndex {
     let mut convs: Vec<(&u64, &ActiveConv)> = active_convs.iter().collect();
     convs.sort_unstable_by_key(|(c, _)| **c);
-    let mut positions = Vec::with_capacity(facts.entries as usize);
-    let mut dir = Vec::with_capacity(convs.len());
-    for (&conversation, c) in convs {
-        let start = positions.len();
-        positions.extend_from_slice(&c.positions);
-        let mut raw = vec![0u8; c.positions.len() * HISTORY_POSITION_BYTES as usize];
-        encode_positions(&c.positions, &mut raw);
-        let (first, last) = match (c.positions.first(), c.positions.last()) {
-            (Some(f), Some(l)) => (f.seq, l.seq),
-            _ => unreachable!("an active conversation has a position"),
-        };
-        dir.push(DirEntry {
-            conversation,
-            first_seq: first,
-            last_seq: last,
-            prev_segment: c.prev_segment,
-            pos_start: u32::try_from(start).expect("positions per segment fit u32"),
-            pos_count: u32::try_from(c.positions.len()).expect("positions per segment fit u32"),
-            pos_crc: crc32c::crc32c(&raw),
-        });
-    }
-    let fences: Vec<u64> = dir
-        .chunks(HISTORY_DIR_BLOCK_ENTRIES as usize)
-        .map(|block| block[0].conversation)
-        .collect();
+    let total: usize = convs.iter().map(|(_, c)| c.positions.len()).sum();
     let mut header = IndexHeader {
         shard,
         number: facts.number,
@@ -321,33 +296,55 @@ pub(crate) fn build_index_parts(
         entries: facts.entries,
         data_end: facts.data_end,
         max_source: facts.max_source,
-        dir_entries: dir.len() as u64,
-        positions: positions.len() as u64,
+        dir_entries: convs.len() as u64,
+        positions: total as u64,
         table_rows: rows.len() as u64,
         fences_crc: 0,
         table_crc: 0,
     };
     let mut bytes = vec![0u8; header.file_bytes() as usize];
+    // Positions go straight to their place; each conversation's slice is
+    // checksummed there (one pass over the bytes).
+    let positions_at = header.positions_offset() as usize;
+    let mut dir = Vec::with_capacity(convs.len());
+    let mut start = 0usize;
+    for (&conversation, c) in convs {
+        let (first, last) = match (c.positions.first(), c.positions.last()) {
+            (Some(f), Some(l)) => (f.seq, l.seq),
+            _ => unreachable!("an active conversation has a position"),
+        };
+        let at = positions_at + start * HISTORY_POSITION_BYTES as usize;
+        let slice = &mut bytes[at..at + c.positions.len() * HISTORY_POSITION_BYTES as usize];
+        encode_positions(&c.positions, slice);
+        dir.push(DirEntry {
+            conversation,
+            first_seq: first,
+            last_seq: last,
+            prev_segment: c.prev_segment,
+            pos_start: u32::try_from(start).expect("positions per segment fit u32"),
+            pos_count: u32::try_from(c.positions.len()).expect("positions per segment fit u32"),
+            pos_crc: crc32c::crc32c(slice),
+        });
+        start += c.positions.len();
+    }
+    let fences: Vec<u64> = dir
+        .chunks(HISTORY_DIR_BLOCK_ENTRIES as usize)
+        .map(|block| block[0].conversation)
+        .collect();
     let fences_at = header.fences_offset() as usize;
-    encode_fences(&fences, &mut bytes[fences_at..fences_at + fences.len() * 8]);
-    header.fences_crc = crc32c::crc32c(&bytes[fences_at..fences_at + fences.len() * 8]);
+    let fences_end = fences_at + fences.len() * 8;
+    encode_fences(&fences, &mut bytes[fences_at..fences_end]);
+    header.fences_crc = crc32c::crc32c(&bytes[fences_at..fences_end]);
     for (i, block) in dir.chunks(HISTORY_DIR_BLOCK_ENTRIES as usize).enumerate() {
         let at = (header.dir_offset() + i as u64 * BLOCK_BYTES) as usize;
         encode_dir_block(block, &mut bytes[at..at + BLOCK_BYTES as usize]);
     }
-    let at = header.positions_offset() as usize;
-    let len = positions.len() * HISTORY_POSITION_BYTES as usize;
-    encode_positions(&positions, &mut bytes[at..at + len]);
     let at = header.table_offset() as usize;
     let len = rows.len() * HISTORY_TABLE_ENTRY_BYTES as usize;
     encode_table(rows, &mut bytes[at..at + len]);
     header.table_crc = crc32c::crc32c(&bytes[at..at + len]);
     header.encode(&mut bytes[..BLOCK_BYTES as usize]);
-    debug_assert_eq!(bytes.len() as u64 % BLOCK_BYTES, 0);
-    debug_assert_eq!(
-        align_up(bytes.len() as u64, BLOCK_BYTES),
-        header.file_bytes()
-    );
+    debug_assert_eq!(bytes.len() as u64, header.file_bytes());
     BuiltIndex {
         bytes,
         sealed: Sealed {
