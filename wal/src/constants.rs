@@ -154,3 +154,132 @@ const _: () = assert!(ZERO_FILL_CHUNK_BYTES % BLOCK_BYTES == 0);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES % BLOCK_BYTES == 0);
 const _: () = assert!(SNAPSHOTS_KEPT_LIMIT >= 1);
 const _: () = assert!(FSYNC_HISTOGRAM_BUCKETS >= 2 && FSYNC_HISTOGRAM_BUCKETS < 64);
+
+// ---------------------------------------------------------------------------
+// History store (`crate::history`): limits of the per-shard store of
+// committed messages. `docs/WAL.md` "History store" describes the format.
+// ---------------------------------------------------------------------------
+
+/// On-disk format version of history segment and index files.
+pub const HISTORY_FORMAT_VERSION: u32 = 1;
+
+/// Magic bytes at offset 0 of every history segment file (`hist-N.seg`).
+pub const HISTORY_SEGMENT_MAGIC: [u8; 8] = *b"CRHISSEG";
+
+/// Magic bytes at offset 0 of every history index file (`hist-N.idx`).
+pub const HISTORY_INDEX_MAGIC: [u8; 8] = *b"CRHISIDX";
+
+/// A history segment starts with one header block; entries follow.
+pub const HISTORY_SEGMENT_HEADER_BYTES: u64 = BLOCK_BYTES;
+
+/// Fixed size of a history entry header (`len`, `crc32c`, ordinal, batch
+/// delta, kind, marker, conversation, seq, source). A multiple of
+/// [`RECORD_ALIGN_BYTES`], so payloads start 16-byte aligned.
+pub const HISTORY_ENTRY_HEADER_BYTES: u64 = 48;
+
+/// Non-zero byte at offset 21 of every history entry header (an all-zero
+/// header marks the end of written entries).
+pub const HISTORY_ENTRY_MARKER: u8 = 0xB7;
+
+/// Largest history entry on disk (header + payload + padding), as for WAL records.
+pub const HISTORY_ENTRY_BYTES_LIMIT: u64 = RECORD_BYTES_LIMIT;
+
+/// Largest payload of a history entry.
+pub const HISTORY_PAYLOAD_BYTES_LIMIT: u64 = HISTORY_ENTRY_BYTES_LIMIT - HISTORY_ENTRY_HEADER_BYTES;
+
+/// Smallest history segment bound (tests use tiny segments to get many seals).
+pub const HISTORY_SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+
+/// Largest history segment bound. A segment ends at most one entry past its
+/// bound, and offsets inside it fit a `u32` (index positions are 16 bytes).
+pub const HISTORY_SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Most entries one history segment can hold (every entry is at least a header
+/// plus 16 bytes of padding-aligned payload room).
+pub const HISTORY_SEGMENT_ENTRIES_MAX: u64 =
+    (HISTORY_SEGMENT_BYTES_MAX + HISTORY_ENTRY_BYTES_LIMIT) / HISTORY_ENTRY_HEADER_BYTES;
+
+/// Upper limit for `HistoryOptions::batch_bytes_max`: entry bytes in one write.
+pub const HISTORY_BATCH_BYTES_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// Upper limit for `HistoryOptions::staging_bytes_max`: bytes appended but
+/// not yet written by `sync` (beyond it `append` answers `Backpressure`).
+pub const HISTORY_STAGING_BYTES_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// Most entries staged at once (each staged entry is at least one header).
+pub const HISTORY_STAGING_ENTRIES_LIMIT: u64 =
+    HISTORY_STAGING_BYTES_LIMIT / HISTORY_ENTRY_HEADER_BYTES;
+
+/// Size of one directory entry in an index file (conversation, first and
+/// last seq, previous segment, position slice, its checksum).
+pub const HISTORY_DIR_ENTRY_BYTES: u64 = 48;
+
+/// Header of one directory block (count, checksum, reserved).
+pub const HISTORY_DIR_BLOCK_HEADER_BYTES: u64 = 16;
+
+/// Directory entries per 4 KiB directory block. The in-memory summary of a
+/// sealed segment keeps one 8-byte fence (first conversation id) per block.
+pub const HISTORY_DIR_BLOCK_ENTRIES: u64 =
+    (BLOCK_BYTES - HISTORY_DIR_BLOCK_HEADER_BYTES) / HISTORY_DIR_ENTRY_BYTES;
+
+/// One position in an index file: seq (`u64`), offset (`u32`), bytes (`u32`).
+pub const HISTORY_POSITION_BYTES: u64 = 16;
+
+/// One row of the conversation table written with every seal: conversation,
+/// last seq, last segment, retention point.
+pub const HISTORY_TABLE_ENTRY_BYTES: u64 = 32;
+
+/// Most conversations one store tracks (the table is loaded at open).
+pub const HISTORY_CONVERSATIONS_LIMIT: u64 = 1 << 24;
+
+/// Sealed segment and index files kept open for reads (least recently used out).
+pub const HISTORY_OPEN_FILES_MAX: usize = 16;
+
+/// Decoded directory blocks and positions kept in memory for reads (least
+/// recently used out): paging back walks a conversation's segments from the
+/// newest each time, and this keeps those walks off the disk.
+pub const HISTORY_INDEX_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest merged read when a page's entries are fetched (`read_many`).
+pub const HISTORY_READ_MERGE_BYTES: usize = 256 * 1024;
+
+/// Bytes a merged read may fetch that no entry asked for.
+pub const HISTORY_READ_AMPLIFICATION_BYTES: usize = 32 * 1024;
+
+/// Most entries one `read` / `read_before` returns.
+pub const HISTORY_PAGE_ENTRIES_LIMIT: u64 = 10_000;
+
+/// Most payload bytes one page returns (at least one entry is always returned).
+pub const HISTORY_PAGE_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
+
+const _: () = assert!(HISTORY_ENTRY_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(HISTORY_SEGMENT_HEADER_BYTES % BLOCK_BYTES == 0);
+const _: () = assert!(HISTORY_ENTRY_BYTES_LIMIT % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(HISTORY_SEGMENT_BYTES_MIN % BLOCK_BYTES == 0);
+const _: () = assert!(HISTORY_SEGMENT_BYTES_MIN > HISTORY_SEGMENT_HEADER_BYTES);
+const _: () = assert!(
+    HISTORY_SEGMENT_BYTES_MAX + HISTORY_ENTRY_BYTES_LIMIT <= u32::MAX as u64,
+    "positions store u32 offsets"
+);
+const _: () = assert!(
+    HISTORY_SEGMENT_ENTRIES_MAX <= u32::MAX as u64,
+    "directory position slices are u32"
+);
+const _: () = assert!(HISTORY_BATCH_BYTES_LIMIT >= HISTORY_ENTRY_BYTES_LIMIT);
+const _: () = assert!(HISTORY_STAGING_BYTES_LIMIT >= HISTORY_BATCH_BYTES_LIMIT);
+const _: () = assert!(
+    HISTORY_STAGING_ENTRIES_LIMIT <= u32::MAX as u64,
+    "entry batch deltas are u32"
+);
+const _: () = assert!(
+    HISTORY_DIR_BLOCK_HEADER_BYTES + HISTORY_DIR_BLOCK_ENTRIES * HISTORY_DIR_ENTRY_BYTES
+        <= BLOCK_BYTES
+);
+const _: () = assert!(HISTORY_DIR_BLOCK_ENTRIES >= 64);
+const _: () = assert!(BLOCK_BYTES % HISTORY_POSITION_BYTES == 0);
+const _: () = assert!(BLOCK_BYTES % HISTORY_TABLE_ENTRY_BYTES == 0);
+const _: () = assert!(HISTORY_READ_MERGE_BYTES as u64 % BLOCK_BYTES == 0);
+const _: () = assert!(HISTORY_READ_AMPLIFICATION_BYTES <= HISTORY_READ_MERGE_BYTES);
+const _: () = assert!(HISTORY_PAGE_BYTES_LIMIT >= HISTORY_ENTRY_BYTES_LIMIT);
+const _: () = assert!(HISTORY_OPEN_FILES_MAX >= 4);
+const _: () = assert!(HISTORY_INDEX_CACHE_BYTES >= 4 * BLOCK_BYTES as usize);

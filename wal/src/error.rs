@@ -140,6 +140,57 @@ pub enum Error {
     /// The log was closed (or is closing); nothing more is accepted.
     #[error("write-ahead log is closed")]
     Closed,
+
+    /// The history store ([`crate::history`]) refused an append; nothing was
+    /// staged. A caller bug, not damage: the store stays usable.
+    #[error("history store refused conversation {conversation} seq {seq} from source {source_position}: {rejection}")]
+    HistoryRejected {
+        /// The conversation.
+        conversation: u64,
+        /// The seq given.
+        seq: u64,
+        /// The log position (WAL LSN or Raft index) given.
+        source_position: u64,
+        /// Why.
+        rejection: HistoryRejection,
+    },
+}
+
+/// Why the history store refused an append (see [`Error::HistoryRejected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HistoryRejection {
+    /// The seq is not above the conversation's last seq, and the source is
+    /// new (above every source seen): not a replay of a stored entry.
+    #[error("seq is not above the conversation's last seq {last_seq}")]
+    SeqNotIncreasing {
+        /// The conversation's highest seq so far (stored or staged).
+        last_seq: u64,
+    },
+    /// Seq 0 is not a seq (seqs start at 1).
+    #[error("seq 0 is not a seq")]
+    SeqZero,
+    /// A new entry whose source is below one already appended: the store
+    /// could not say how far it got.
+    #[error("source is below the highest source {highest} already appended")]
+    SourceDecreasing {
+        /// The highest source appended so far.
+        highest: u64,
+    },
+    /// The payload is larger than an entry can carry.
+    #[error("payload of {len} bytes exceeds {max}")]
+    PayloadTooLarge {
+        /// The payload length.
+        len: u64,
+        /// The largest payload.
+        max: u64,
+    },
+    /// The store tracks its maximum number of conversations.
+    #[error("the store already tracks {max} conversations")]
+    TooManyConversations {
+        /// `HISTORY_CONVERSATIONS_LIMIT`.
+        max: u64,
+    },
 }
 
 impl Error {

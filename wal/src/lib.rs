@@ -46,6 +46,8 @@
 //! - `recovery.rs`: open-time verification and torn-tail repair.
 //! - `scan.rs`, `read.rs`: reading records; `segment.rs`: the sparse index.
 //! - `snapshot.rs`, `counters.rs`, `state.rs`, `error.rs`.
+//! - [`history`]: the per-shard history store (committed messages apart from
+//!   the log, indexed by conversation and seq; not yet used by the core).
 //!
 //! The byte layout, recovery rules and durability guarantees (and their
 //! limits) are in `docs/WAL.md`.
@@ -58,6 +60,7 @@ pub mod constants;
 mod counters;
 mod error;
 pub mod format;
+pub mod history;
 mod options;
 mod read;
 mod recovery;
@@ -70,7 +73,7 @@ mod wal;
 mod writer;
 
 pub use counters::Counters;
-pub use error::{Error, Result};
+pub use error::{Error, HistoryRejection, Result};
 pub use options::{FaultPoint, Faults, SyncMode, WalOptions};
 pub use read::{Payload, Reader, Record};
 pub use recovery::{InvalidSnapshot, OpenStats, Recovered, Snapshot, TailTruncation};

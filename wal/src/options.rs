@@ -212,6 +212,13 @@ pub enum FaultPoint {
     SnapshotWrite,
     /// `fdatasync` of a snapshot file.
     SnapshotSync,
+    /// A history store's batch write (`crate::history`).
+    HistoryWrite,
+    /// A history store's `fdatasync` after its batch writes.
+    HistorySync,
+    /// Sealing a history segment: writing and syncing its index file and
+    /// creating the next segment.
+    HistorySeal,
 }
 
 #[derive(Debug)]

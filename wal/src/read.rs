@@ -37,7 +37,7 @@ pub struct Payload {
 }
 
 impl Payload {
-    fn new(buf: ReadResult, start: usize, len: usize) -> Payload {
+    pub(crate) fn new(buf: ReadResult, start: usize, len: usize) -> Payload {
         let payload = Payload { buf, start, len };
         assert_eq!(
             payload.as_ptr() as usize % RECORD_ALIGN_BYTES as usize,

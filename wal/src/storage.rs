@@ -210,6 +210,81 @@ impl Storage {
             .map_err(|e| Error::io("read", path, e))
     }
 
+    /// Length of a file in bytes.
+    pub(crate) async fn file_size(&self, file: &DmaFile, path: &Path) -> Result<u64> {
+        file.file_size()
+            .await
+            .map_err(|e| Error::io("stat", path, e))
+    }
+
+    /// Cut a file to `len` bytes (torn-tail repair of a history segment).
+    pub(crate) async fn truncate(&self, file: &DmaFile, path: &Path, len: u64) -> Result<()> {
+        file.truncate(len)
+            .await
+            .map_err(|e| Error::io("truncate", path, e))
+    }
+
+    /// Read many `(position, length)` ranges of one file at once: glommio
+    /// merges neighbours (up to `merge_bytes`, fetching at most `amp_bytes`
+    /// nobody asked for) and issues the reads concurrently. Results come back
+    /// in the order asked; a range past the end of the file is an error.
+    pub(crate) async fn read_many(
+        &self,
+        file: &Rc<DmaFile>,
+        path: &Path,
+        ranges: Vec<(u64, usize)>,
+        merge_bytes: usize,
+        amp_bytes: usize,
+    ) -> Result<Vec<ReadResult>> {
+        use futures_lite::StreamExt;
+        use glommio::io::{MergedBufferLimit, ReadAmplificationLimit};
+        let wanted = ranges.len();
+        let mut results: Vec<Option<ReadResult>> = vec![None; wanted];
+        let iovs = futures_lite::stream::iter(
+            ranges
+                .iter()
+                .copied()
+                .enumerate()
+                .map(|(i, (pos, len))| Indexed { i, pos, len }),
+        );
+        let mut stream = file.read_many(
+            iovs,
+            MergedBufferLimit::Custom(merge_bytes),
+            ReadAmplificationLimit::Custom(amp_bytes),
+        );
+        while let Some(item) = stream.next().await {
+            let (iov, data) = item.map_err(|e| Error::io("read", path, e))?;
+            if data.len() != iov.len {
+                return Err(Error::io(
+                    "read",
+                    path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "short read at {}: {} of {} bytes",
+                            iov.pos,
+                            data.len(),
+                            iov.len
+                        ),
+                    ),
+                ));
+            }
+            results[iov.i] = Some(data);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.ok_or_else(|| {
+                    Error::io(
+                        "read",
+                        path,
+                        std::io::Error::other("read_many lost a range"),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// `fsync` the directory, making creations, renames and deletions durable.
     pub(crate) async fn sync_dir(&self, dir: &Directory, path: &Path) -> Result<()> {
         self.inject(FaultPoint::DirSync, "fsync directory", path)?;
@@ -350,6 +425,24 @@ pub fn fs_type_name(dir: &Path) -> String {
         Ok(0x0102_1994) => "tmpfs".to_string(),
         Ok(other) => format!("{other:#x}"),
         Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// One range of [`Storage::read_many`], remembering its place in the request.
+#[derive(Debug, Clone, Copy)]
+struct Indexed {
+    i: usize,
+    pos: u64,
+    len: usize,
+}
+
+impl glommio::io::IoVec for Indexed {
+    fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    fn size(&self) -> usize {
+        self.len
     }
 }
 
