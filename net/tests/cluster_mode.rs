@@ -12,7 +12,8 @@
 //! sessions are refused with the documented close code; a data directory
 //! from another cluster, a duplicate live node id, and data directories of
 //! the other mode are refused with clear errors and a non-zero exit; a node
-//! started before etcd waits for it. Single-node mode is covered by the
+//! started before etcd waits for it; a node that loses etcd says so and
+//! keeps answering from the last state it saw, and heals when etcd returns. Single-node mode is covered by the
 //! other tests of this crate, which run with no etcd at all.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -388,4 +389,36 @@ fn a_node_started_before_etcd_waits_for_it() {
     let node = starting.join().unwrap().unwrap();
     let token = node.admin_token().unwrap();
     assert!(alive(&cluster_view(&node, &token)).contains(&1));
+}
+
+#[test]
+fn losing_etcd_is_reported_with_the_last_state_and_healed_when_it_returns() {
+    let mut etcd = etcd();
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    let node = start_node(
+        &etcd,
+        dir.path(),
+        1,
+        &["--replication-factor", "1", "--cluster-shards", "4"],
+    );
+    let token = node.admin_token().unwrap();
+    let before = wait_for("a placement", Duration::from_secs(30), || {
+        let view = cluster_view(&node, &token);
+        view.placement.is_some().then_some(view)
+    });
+    etcd.kill();
+    // The node still answers, from the last state it saw.
+    let lost = wait_for("etcd reported lost", Duration::from_secs(30), || {
+        let view = cluster_view(&node, &token);
+        (!view.etcd_connected).then_some(view)
+    });
+    assert!(lost.etcd_error.is_some());
+    assert_eq!(lost.placement, before.placement);
+    assert_eq!(alive(&lost), BTreeSet::from([1]));
+    assert_eq!(health(&node), "HTTP/1.1 200 OK");
+    etcd.launch().unwrap();
+    wait_for("etcd connected again", Duration::from_secs(30), || {
+        let view = cluster_view(&node, &token);
+        (view.etcd_connected && view.registered && view.placement == before.placement).then_some(())
+    });
 }
