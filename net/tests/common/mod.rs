@@ -64,17 +64,15 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let launch = Launch {
-            binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_courierd"))),
-            data_dir: data.clone().unwrap_or_else(|| dir.path().join("data")),
-            log: dir.path().join("courierd.log"),
-            // Everything the daemon prints on stdout is kept next to its
-            // log (tests scan both).
-            stdout: Some(dir.path().join("courierd.stdout")),
-            shards,
-            args: extra.clone(),
-            env: env.clone(),
-        };
+        let data_dir = data.clone().unwrap_or_else(|| dir.path().join("data"));
+        let mut launch = Launch::new(&data_dir, shards);
+        launch.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_courierd")));
+        launch.log = dir.path().join("courierd.log");
+        // Everything the daemon prints on stdout is kept next to its log
+        // (tests scan both).
+        launch.stdout = Some(dir.path().join("courierd.stdout"));
+        launch.args = extra.clone();
+        launch.env = env.clone();
         let log = launch.log.clone();
         let process = ServerProcess::launch(launch).unwrap_or_else(|e| not_ready(&e, &log));
         Server {
