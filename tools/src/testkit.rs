@@ -391,12 +391,12 @@ impl ServerProcess {
         &mut self.launch
     }
 
-    /// Spawns the daemon on `listen` and waits for its ready line (see the
-    /// module docs for what a daemon that never becomes ready leaves).
-    fn start(&mut self, listen: SocketAddr) -> Result<(), TestkitError> {
-        if self.child.is_some() {
-            return Err(self.process_error("start while still running"));
-        }
+    /// The daemon's command for a start on `listen` (stderr appended to the
+    /// log), and the file its stdout is copied to, if any.
+    fn command(
+        &self,
+        listen: SocketAddr,
+    ) -> Result<(Command, Option<std::fs::File>), TestkitError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -442,6 +442,16 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(log);
         with_parent_limits(&mut command, self.launch.die_with_parent);
+        Ok((command, captured))
+    }
+
+    /// Spawns the daemon on `listen` and waits for its ready line (see the
+    /// module docs for what a daemon that never becomes ready leaves).
+    fn start(&mut self, listen: SocketAddr) -> Result<(), TestkitError> {
+        if self.child.is_some() {
+            return Err(self.process_error("start while still running"));
+        }
+        let (mut command, captured) = self.command(listen)?;
         let spawned = std::time::Instant::now();
         let mut child = command
             .spawn()

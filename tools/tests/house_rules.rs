@@ -66,7 +66,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("perf/src/wal.rs", "measure", 113),
     ("tools/src/ledger.rs", "Violation::fmt", 117),
     ("tools/src/ledger.rs", "Ledger::check_partial", 142),
-    ("tools/src/testkit.rs", "ServerProcess::start", 112),
     ("tools/src/walinspect.rs", "inspect_log", 107),
     ("tools/src/walinspect.rs", "inspect_segment", 136),
     ("wal/src/recovery.rs", "recover", 264),
