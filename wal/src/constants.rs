@@ -240,6 +240,10 @@ pub const HISTORY_OPEN_FILES_MAX: usize = 16;
 /// newest each time, and this keeps those walks off the disk.
 pub const HISTORY_INDEX_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Conversations laid out into a sealed segment's index file between two
+/// yields to the executor (a seal never stalls the shard for the whole index).
+pub const HISTORY_SEAL_CONVERSATIONS_PER_TURN: usize = 512;
+
 /// Largest merged read when a page's entries are fetched (`read_many`).
 pub const HISTORY_READ_MERGE_BYTES: usize = 256 * 1024;
 

@@ -379,7 +379,7 @@ fn damage_before_durable_entries_is_refused_with_file_and_offset() {
     });
 }
 
-fn check_fault(point: FaultPoint) {
+fn check_fault(point: FaultPoint, skip: u64) {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
@@ -392,7 +392,7 @@ fn check_fault(point: FaultPoint) {
             .await
             .last()
             .unwrap();
-        faults.fail_once(point, 0, libc::EIO);
+        faults.fail_once(point, skip, libc::EIO);
         // Enough to fill a segment, so a seal happens too.
         let outcome = fill_until_failure(&store, &mut model).await;
         match outcome {
@@ -449,17 +449,24 @@ async fn fill_until_failure(store: &HistoryStore, model: &mut Model) -> Error {
 
 #[test]
 fn a_failed_write_is_sticky() {
-    check_fault(FaultPoint::HistoryWrite);
+    check_fault(FaultPoint::HistoryWrite, 0);
+    check_fault(FaultPoint::HistoryWrite, 7);
 }
 
 #[test]
 fn a_failed_fdatasync_is_sticky() {
-    check_fault(FaultPoint::HistorySync);
+    check_fault(FaultPoint::HistorySync, 0);
+    check_fault(FaultPoint::HistorySync, 5);
 }
 
+/// A seal is four faultable steps: write and sync the index file, write
+/// and sync the next segment's header. Each one failing is sticky, and a
+/// reopen recovers whatever step was reached.
 #[test]
-fn a_failed_seal_is_sticky() {
-    check_fault(FaultPoint::HistorySeal);
+fn a_failed_seal_is_sticky_at_every_step() {
+    for skip in 0..4 {
+        check_fault(FaultPoint::HistorySeal, skip);
+    }
 }
 
 #[test]

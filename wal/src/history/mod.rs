@@ -25,7 +25,8 @@
 //! - **Memory** holds one table row per conversation, one summary per
 //!   sealed segment (its index header and an 8-byte fence per directory
 //!   block of 85 conversations), and the active segment's index (bounded by
-//!   the segment size). Nothing per message of a sealed segment:
+//!   the segment size), plus a bounded read cache (4 MiB) of decoded index
+//!   parts. Nothing per message of a sealed segment:
 //!   [`HistoryStore::memory`] reports it, `docs/WAL.md` gives the formula.
 //! - **Recovery** checks every sealed segment against its index (headers,
 //!   checksums, sizes, ordinals), loads the table from the newest index,
@@ -37,9 +38,9 @@
 //! # Failure contract
 //!
 //! A failed write or `fdatasync` (or seal) is sticky, as in the WAL: every
-//! later call returns [`Error::Failed`]; what `sync` reported durable stays
-//! durable; reopening recovers. Damage is [`Error::Corrupt`] naming the file
-//! and offset. Caller mistakes are [`Error::HistoryRejected`] and change nothing.
+//! later call returns [`crate::Error::Failed`]; what `sync` reported durable stays
+//! durable; reopening recovers. Damage is [`crate::Error::Corrupt`] naming the file
+//! and offset. Caller mistakes are [`crate::Error::HistoryRejected`] and change nothing.
 //!
 //! The core does not use this store yet (issue 19): it is ready to be wired in.
 

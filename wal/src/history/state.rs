@@ -5,7 +5,7 @@
 //! Nothing here grows per message of a sealed segment.
 //!
 //! Also the pure parts of sealing: [`apply`] turns durable entries into
-//! index and table updates, [`build_index`] lays out a segment's index file.
+//! index and table updates, [`IndexBuilder`] lays out a segment's index file.
 
 use std::{
     cell::RefCell,
@@ -257,18 +257,6 @@ pub(crate) struct BuiltIndex {
     pub(crate) sealed: Sealed,
 }
 
-/// Lay out the index file of the active segment, with the table `rows`.
-pub(crate) fn build_index(shard: u16, active: &Active, rows: &[TableRow]) -> BuiltIndex {
-    let facts = SegmentFacts {
-        number: active.number,
-        first_ordinal: active.first_ordinal,
-        entries: active.entries,
-        data_end: active.durable_end,
-        max_source: active.max_source,
-    };
-    build_index_parts(shard, facts, &active.convs, rows)
-}
-
 /// What an index header says about its segment besides the index itself.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SegmentFacts {
@@ -279,7 +267,9 @@ pub(crate) struct SegmentFacts {
     pub(crate) max_source: u64,
 }
 
-/// Lay out an index file from a segment's facts and per-conversation positions.
+/// Lay out an index file from a segment's facts and per-conversation
+/// positions in one go (the seal does the same with yields).
+#[cfg(test)]
 pub(crate) fn build_index_parts(
     shard: u16,
     facts: SegmentFacts,
@@ -288,69 +278,124 @@ pub(crate) fn build_index_parts(
 ) -> BuiltIndex {
     let mut convs: Vec<(&u64, &ActiveConv)> = active_convs.iter().collect();
     convs.sort_unstable_by_key(|(c, _)| **c);
-    let total: usize = convs.iter().map(|(_, c)| c.positions.len()).sum();
-    let mut header = IndexHeader {
-        shard,
-        number: facts.number,
-        first_ordinal: facts.first_ordinal,
-        entries: facts.entries,
-        data_end: facts.data_end,
-        max_source: facts.max_source,
-        dir_entries: convs.len() as u64,
-        positions: total as u64,
-        table_rows: rows.len() as u64,
-        fences_crc: 0,
-        table_crc: 0,
-    };
-    let mut bytes = vec![0u8; header.file_bytes() as usize];
-    // Positions go straight to their place; each conversation's slice is
-    // checksummed there (one pass over the bytes).
-    let positions_at = header.positions_offset() as usize;
-    let mut dir = Vec::with_capacity(convs.len());
-    let mut start = 0usize;
+    let total: u64 = convs.iter().map(|(_, c)| c.positions.len() as u64).sum();
+    let mut builder = IndexBuilder::new(shard, facts, convs.len() as u64, total, rows.len() as u64);
     for (&conversation, c) in convs {
+        builder.add(conversation, c);
+    }
+    builder.finish(rows)
+}
+
+/// Lays out an index file one conversation at a time (in ascending order),
+/// so that a seal can yield to the executor between conversations.
+pub(crate) struct IndexBuilder {
+    header: IndexHeader,
+    bytes: Vec<u8>,
+    dir: Vec<DirEntry>,
+    start: usize,
+}
+
+impl IndexBuilder {
+    /// A builder for `conversations` conversations holding `positions`
+    /// messages in all, and a table of `table_rows` rows.
+    pub(crate) fn new(
+        shard: u16,
+        facts: SegmentFacts,
+        conversations: u64,
+        positions: u64,
+        table_rows: u64,
+    ) -> IndexBuilder {
+        let header = IndexHeader {
+            shard,
+            number: facts.number,
+            first_ordinal: facts.first_ordinal,
+            entries: facts.entries,
+            data_end: facts.data_end,
+            max_source: facts.max_source,
+            dir_entries: conversations,
+            positions,
+            table_rows,
+            fences_crc: 0,
+            table_crc: 0,
+        };
+        IndexBuilder {
+            bytes: vec![0u8; header.file_bytes() as usize],
+            dir: Vec::with_capacity(conversations as usize),
+            start: 0,
+            header,
+        }
+    }
+
+    /// Add the next conversation: its positions go straight to their place
+    /// and are checksummed there.
+    pub(crate) fn add(&mut self, conversation: u64, c: &ActiveConv) {
+        assert!(
+            self.dir
+                .last()
+                .is_none_or(|d| d.conversation < conversation),
+            "conversations are added in ascending order"
+        );
         let (first, last) = match (c.positions.first(), c.positions.last()) {
             (Some(f), Some(l)) => (f.seq, l.seq),
             _ => unreachable!("an active conversation has a position"),
         };
-        let at = positions_at + start * HISTORY_POSITION_BYTES as usize;
-        let slice = &mut bytes[at..at + c.positions.len() * HISTORY_POSITION_BYTES as usize];
+        let at =
+            self.header.positions_offset() as usize + self.start * HISTORY_POSITION_BYTES as usize;
+        let slice = &mut self.bytes[at..at + c.positions.len() * HISTORY_POSITION_BYTES as usize];
         encode_positions(&c.positions, slice);
-        dir.push(DirEntry {
+        self.dir.push(DirEntry {
             conversation,
             first_seq: first,
             last_seq: last,
             prev_segment: c.prev_segment,
-            pos_start: u32::try_from(start).expect("positions per segment fit u32"),
+            pos_start: u32::try_from(self.start).expect("positions per segment fit u32"),
             pos_count: u32::try_from(c.positions.len()).expect("positions per segment fit u32"),
             pos_crc: crc32c::crc32c(slice),
         });
-        start += c.positions.len();
+        self.start += c.positions.len();
     }
-    let fences: Vec<u64> = dir
-        .chunks(HISTORY_DIR_BLOCK_ENTRIES as usize)
-        .map(|block| block[0].conversation)
-        .collect();
-    let fences_at = header.fences_offset() as usize;
-    let fences_end = fences_at + fences.len() * 8;
-    encode_fences(&fences, &mut bytes[fences_at..fences_end]);
-    header.fences_crc = crc32c::crc32c(&bytes[fences_at..fences_end]);
-    for (i, block) in dir.chunks(HISTORY_DIR_BLOCK_ENTRIES as usize).enumerate() {
-        let at = (header.dir_offset() + i as u64 * BLOCK_BYTES) as usize;
-        encode_dir_block(block, &mut bytes[at..at + BLOCK_BYTES as usize]);
-    }
-    let at = header.table_offset() as usize;
-    let len = rows.len() * HISTORY_TABLE_ENTRY_BYTES as usize;
-    encode_table(rows, &mut bytes[at..at + len]);
-    header.table_crc = crc32c::crc32c(&bytes[at..at + len]);
-    header.encode(&mut bytes[..BLOCK_BYTES as usize]);
-    debug_assert_eq!(bytes.len() as u64, header.file_bytes());
-    BuiltIndex {
-        bytes,
-        sealed: Sealed {
-            header,
-            fences: fences.into_boxed_slice(),
-        },
+
+    /// Fences, directory blocks, the table and the header.
+    pub(crate) fn finish(mut self, rows: &[TableRow]) -> BuiltIndex {
+        let header = &mut self.header;
+        assert_eq!(
+            self.dir.len() as u64,
+            header.dir_entries,
+            "every conversation added"
+        );
+        assert_eq!(self.start as u64, header.positions, "every position added");
+        assert_eq!(rows.len() as u64, header.table_rows);
+        let bytes = &mut self.bytes;
+        let fences: Vec<u64> = self
+            .dir
+            .chunks(HISTORY_DIR_BLOCK_ENTRIES as usize)
+            .map(|block| block[0].conversation)
+            .collect();
+        let fences_at = header.fences_offset() as usize;
+        let fences_end = fences_at + fences.len() * 8;
+        encode_fences(&fences, &mut bytes[fences_at..fences_end]);
+        header.fences_crc = crc32c::crc32c(&bytes[fences_at..fences_end]);
+        for (i, block) in self
+            .dir
+            .chunks(HISTORY_DIR_BLOCK_ENTRIES as usize)
+            .enumerate()
+        {
+            let at = (header.dir_offset() + i as u64 * BLOCK_BYTES) as usize;
+            encode_dir_block(block, &mut bytes[at..at + BLOCK_BYTES as usize]);
+        }
+        let at = header.table_offset() as usize;
+        let len = rows.len() * HISTORY_TABLE_ENTRY_BYTES as usize;
+        encode_table(rows, &mut bytes[at..at + len]);
+        header.table_crc = crc32c::crc32c(&bytes[at..at + len]);
+        header.encode(&mut bytes[..BLOCK_BYTES as usize]);
+        debug_assert_eq!(bytes.len() as u64, header.file_bytes());
+        BuiltIndex {
+            bytes: self.bytes,
+            sealed: Sealed {
+                header: self.header,
+                fences: fences.into_boxed_slice(),
+            },
+        }
     }
 }
 

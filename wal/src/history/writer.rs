@@ -12,7 +12,8 @@ use glommio::io::DmaBuffer;
 use crate::{
     constants::{
         BLOCK_BYTES, HISTORY_CONVERSATIONS_LIMIT, HISTORY_ENTRY_HEADER_BYTES,
-        HISTORY_PAYLOAD_BYTES_LIMIT, HISTORY_SEGMENT_HEADER_BYTES,
+        HISTORY_PAYLOAD_BYTES_LIMIT, HISTORY_SEAL_CONVERSATIONS_PER_TURN,
+        HISTORY_SEGMENT_HEADER_BYTES,
     },
     error::HistoryRejection,
     format::{align_down, align_up, TEMP_SUFFIX},
@@ -24,7 +25,7 @@ use super::{
         check_entry_header, encode_entry_header, entry_bytes, seal_entry, set_batch_delta,
         EntryCheck, EntryHeader, EntryKind, HistorySegmentHeader,
     },
-    state::{apply, build_index, Active, Inner, State, Written},
+    state::{apply, Active, IndexBuilder, Inner, SegmentFacts, State, Written},
     Appended,
 };
 
@@ -292,16 +293,48 @@ fn fill_batch(inner: &Inner, group_first: &mut Option<u64>) -> (DmaBuffer, u64, 
 
 /// Seal the active segment (index file) and start the next one.
 async fn seal_and_roll(inner: &Inner) -> Result<()> {
-    let (built, number, next_ordinal) = {
+    // The active segment's index does not change while the seal runs (only
+    // `sync` and recovery account for entries, and this is `sync`), so the
+    // layout can yield to the executor between groups of conversations.
+    let (facts, keys, positions, rows) = {
         let st = inner.state.borrow();
-        assert_eq!(st.active.written, st.active.durable_end, "seal after sync");
-        let built = build_index(inner.shard, &st.active, &st.table_rows());
-        (
-            built,
-            st.active.number,
-            st.active.first_ordinal + st.active.entries,
-        )
+        let active = &st.active;
+        assert_eq!(active.written, active.durable_end, "seal after sync");
+        let mut keys: Vec<u64> = active.convs.keys().copied().collect();
+        keys.sort_unstable();
+        let facts = SegmentFacts {
+            number: active.number,
+            first_ordinal: active.first_ordinal,
+            entries: active.entries,
+            data_end: active.durable_end,
+            max_source: active.max_source,
+        };
+        (facts, keys, active.positions, st.table_rows())
     };
+    let (number, next_ordinal) = (facts.number, facts.first_ordinal + facts.entries);
+    let mut builder = IndexBuilder::new(
+        inner.shard,
+        facts,
+        keys.len() as u64,
+        positions,
+        rows.len() as u64,
+    );
+    for group in keys.chunks(HISTORY_SEAL_CONVERSATIONS_PER_TURN) {
+        {
+            let st = inner.state.borrow();
+            assert_eq!(st.active.number, number, "one seal at a time");
+            for conversation in group {
+                let c = st
+                    .active
+                    .convs
+                    .get(conversation)
+                    .expect("the active index is stable while sealing");
+                builder.add(*conversation, c);
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+    let built = builder.finish(&rows);
     write_file_atomically(inner, &inner.index_path(number), &built.bytes).await?;
     let active = create_segment(inner, number + 1, next_ordinal).await?;
     let mut st = inner.state.borrow_mut();
