@@ -264,7 +264,9 @@ fn two_nodes_exchange_messages() {
     let forwarded: u64 = counters.iter().map(|c| c.messages_forwarded).sum();
     let read: u64 = counters.iter().map(|c| c.messages_in).sum();
     assert_eq!(read, 16_000);
-    assert!(forwarded <= read);
+    // Every connection carries messages for both cores of its node, so
+    // whichever core accepted it forwarded exactly half of them.
+    assert_eq!(forwarded, read / 2);
 }
 
 #[test]
@@ -285,48 +287,71 @@ fn fifo_per_core_pair_under_load_and_throughput() {
         let (a, a_keep) = reserve();
         let (b, b_keep) = reserve();
         let total = per_pair * 4;
-        let started = Instant::now();
+        // Sender cores that have their link up; receiver cores done.
+        let (ready, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (r, d) = (ready.clone(), done.clone());
         let sender = start_node(
             config(CLUSTER, 1, 2, a, &[(2, b)]),
-            move |_core, h, _inbox| async move {
-                for seq in 0..per_pair {
-                    for dest in [CoreId(0), CoreId(1)] {
-                        send_retrying(&h, NodeId(2), dest, payload(seq, h.node(), h.core(), len))
-                            .await;
+            move |_core, h, _inbox| {
+                let (ready, done) = (r.clone(), d.clone());
+                async move {
+                    // The clock starts once both cores' links are up.
+                    while !h.status(NodeId(2)).unwrap().connected {
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
                     }
+                    barrier(&ready, 2).await;
+                    let started = Instant::now();
+                    for seq in 0..per_pair {
+                        for dest in [CoreId(0), CoreId(1)] {
+                            send_retrying(
+                                &h,
+                                NodeId(2),
+                                dest,
+                                payload(seq, h.node(), h.core(), len),
+                            )
+                            .await;
+                        }
+                    }
+                    while done.load(Ordering::SeqCst) < 2 {
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                    (started, h.counters())
                 }
-                while h.counters().queue_messages > 0 {
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
-                }
-                glommio::timer::sleep(Duration::from_millis(300)).await;
-                h.counters()
             },
         );
+        let d = done.clone();
         let receiver = start_node(
             config(CLUSTER, 2, 2, b, &[(1, a)]),
-            move |core, _h, inbox| async move {
-                let mut next = [0u64; 2];
-                for _ in 0..per_pair * 2 {
-                    let m = inbox.recv().await.expect("inbox closed early");
-                    assert_eq!(m.from_node, NodeId(1));
-                    let seq = seq_of(&m);
-                    let want = &mut next[usize::from(m.from_core.0)];
-                    assert_eq!(
-                        seq, *want,
-                        "from core {} to core {core}: reordered, lost or duplicated",
-                        m.from_core
-                    );
-                    *want += 1;
+            move |core, _h, inbox| {
+                let done = d.clone();
+                async move {
+                    let mut next = [0u64; 2];
+                    for _ in 0..per_pair * 2 {
+                        let m = inbox.recv().await.expect("inbox closed early");
+                        assert_eq!(m.from_node, NodeId(1));
+                        let seq = seq_of(&m);
+                        let want = &mut next[usize::from(m.from_core.0)];
+                        assert_eq!(
+                            seq, *want,
+                            "from core {} to core {core}: reordered, lost or duplicated",
+                            m.from_core
+                        );
+                        *want += 1;
+                    }
+                    let last = Instant::now();
+                    done.fetch_add(1, Ordering::SeqCst);
+                    last
                 }
-                Instant::now()
             },
         );
-        let done = join(receiver);
-        let last = done.iter().max().copied().unwrap();
-        let counters = join(sender);
+        let last = join(receiver).into_iter().max().unwrap();
+        let sender = join(sender);
+        let started = sender.iter().map(|(s, _)| *s).min().unwrap();
         let secs = last.duration_since(started).as_secs_f64();
         let mb = (total * len as u64) as f64 / 1e6;
-        let frames: u64 = counters.iter().map(|c| c.frames_out).sum();
+        let frames: u64 = sender.iter().map(|(_, c)| c.frames_out).sum();
+        let messages: u64 = sender.iter().map(|(_, c)| c.messages_out).sum();
+        assert_eq!(messages, total);
         println!(
             "link throughput: {total} messages of {len} B over loopback, 2 nodes × 2 cores, in {secs:.3} s: {:.0} messages/s, {:.1} MB/s of payload ({frames} frames, {:.1} messages per frame)",
             total as f64 / secs,
@@ -1008,7 +1033,7 @@ fn link_frames_mutated_seeds() {
         decoded += link_harness::link_frames(&data);
     }
     assert!(
-        decoded > 1_000,
+        decoded > 10_000,
         "mutations that still decode: {decoded} messages"
     );
 }

@@ -49,6 +49,9 @@
 //! status, counters, stop) and its [`Inbox`] (receive). The inbox must be
 //! drained by a task that never waits on a `send` of this module (`send`
 //! never waits, so this holds unless the caller builds its own wait).
+//! Before the executor exits, await [`LinkHandle::shutdown`]: a link task
+//! left behind when an executor ends never runs again and keeps its socket
+//! open, so its peer would only notice at the idle timeout.
 
 pub mod backoff;
 pub mod codec;
@@ -441,7 +444,7 @@ impl CoreLinks {
         let peers = config
             .peers
             .iter()
-            .map(|p| Rc::new(outbound::Peer::new(*p, &config)))
+            .map(|p| Rc::new(outbound::Peer::new(*p)))
             .collect();
         let state = Rc::new(CoreState {
             config: config.clone(),
@@ -540,9 +543,10 @@ impl LinkHandle {
         self.state.counters.snapshot(messages as u64, bytes as u64)
     }
 
-    /// Stops this core's links: no more sends; within a tick the writers,
-    /// the accept loop and every connection end (sockets closed), and the
-    /// inbox yields what it holds, then `None`. Returns at once; the tasks
+    /// Stops this core's links: no more sends (messages still queued are
+    /// dropped, like those in flight at a break); within a tick the
+    /// writers, the accept loop and every connection end (sockets closed),
+    /// and the inbox yields what it holds, then `None`. Returns at once; the tasks
     /// only end if the executor keeps running (see [`LinkHandle::shutdown`]).
     pub fn stop(&self) {
         self.state.stopped.set(true);

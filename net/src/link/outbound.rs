@@ -183,7 +183,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(p: PeerAddr, _config: &LinkConfig) -> Peer {
+    pub(crate) fn new(p: PeerAddr) -> Peer {
         Peer {
             node: p.node,
             addr: p.addr,
