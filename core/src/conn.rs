@@ -27,8 +27,7 @@ use crate::api::{
 use crate::auth::hash_secret;
 use crate::constants::{
     BOOT_CONVERSATIONS_MAX, CONNECTIONS_PER_SHARD_MAX, GROUP_DM_MEMBERS_MAX, HISTORY_PAGE_MAX,
-    PEER_BATCH_MAX, PENDING_HELLOS_MAX, PENDING_WATCH_WAITERS_MAX, REQUEST_TIMEOUT_MS,
-    SYNC_CURSORS_MAX,
+    PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_CURSORS_MAX,
 };
 use crate::ids::{shard_of_slot, spread_slot};
 use crate::peer::{Actor, DeviceReg, GatherRequest, Origin, PeerBody, Ticket, Who};
@@ -118,19 +117,20 @@ impl Shard {
                 token,
                 secret,
             } => {
-                if self.hellos.len() >= PENDING_HELLOS_MAX {
+                let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
+                if self.hellos.is_full()
+                    || self.hellos.insert_at(conn, Some(deadline), req).is_err()
+                {
                     let r = Err(Reject::unavailable(
                         UnavailableCause::Overloaded,
                         "too many pending hellos (PENDING_HELLOS_MAX)",
                     ));
                     return self.direct_reply(conn, req, r, out);
                 }
-                let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.session = Session::Authenticating { req, deadline };
+                    c.session = Session::Authenticating { req };
                     c.device = Some(device.clone());
                 }
-                self.hellos.insert(conn);
                 let home = self.home_of(user);
                 let origin = self.origin(conn, req);
                 self.send_peer(
@@ -174,7 +174,7 @@ impl Shard {
             );
             return;
         }
-        self.hellos.remove(&origin.conn);
+        self.hellos.remove(origin.conn);
         if let Some(c) = self.conns.get_mut(&origin.conn) {
             c.session = Session::User { who, token };
         }
@@ -195,7 +195,7 @@ impl Shard {
         if !waiting {
             return;
         }
-        self.hellos.remove(&origin.conn);
+        self.hellos.remove(origin.conn);
         if let Some(c) = self.conns.get_mut(&origin.conn) {
             c.session = Session::Anonymous;
         }
@@ -211,22 +211,14 @@ impl Shard {
     }
 
     pub(crate) fn expire_hellos(&mut self, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let expired: Vec<(ConnId, ReqId)> = self
-            .hellos
-            .iter()
-            .filter_map(|conn| match self.conns.get(conn).map(|c| &c.session) {
-                Some(Session::Authenticating { req, deadline }) if *deadline <= now => {
-                    Some((*conn, *req))
-                }
-                _ => None,
-            })
-            .collect();
-        for (conn, req) in expired {
-            self.hellos.remove(&conn);
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.session = Session::Anonymous;
+        for (conn, req) in self.hellos.expire(self.now) {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if c.session != (Session::Authenticating { req }) {
+                continue;
             }
+            c.session = Session::Anonymous;
             let r = Err(Reject::unavailable(
                 UnavailableCause::PeerTimeout,
                 "home shard did not answer",
@@ -239,7 +231,7 @@ impl Shard {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        self.hellos.remove(&conn);
+        self.hellos.remove(conn);
         self.drop_conn_subs(conn, &c, out);
         if let Session::User { who, .. } = c.session {
             let home = self.home_of(who.user);
@@ -310,29 +302,29 @@ impl Shard {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let waiter = if batches.is_empty() || self.waiters.len() >= PENDING_WATCH_WAITERS_MAX {
+        let waiter = if batches.is_empty() || self.waiters.is_full() {
             // Nothing to wait for (or no room to wait: answer now; the
             // subscriptions still complete, the client's sync covers it).
             self.run_waiter(action, out);
             None
         } else {
-            let id = self.next_waiter;
-            self.next_waiter += 1;
-            self.waiters.insert(
-                id,
-                Waiter {
-                    remaining: batches.len() as u32,
-                    deadline: Millis(self.now.0 + REQUEST_TIMEOUT_MS),
-                    action,
-                },
-            );
-            Some(id)
+            let waiter = Waiter {
+                remaining: batches.len() as u32,
+                nonces: Vec::with_capacity(batches.len()),
+                action,
+            };
+            let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
+            // Not full (checked above), so the insert succeeds.
+            self.waiters.insert(Some(deadline), waiter).ok()
         };
         for (owner, batch) in batches {
             let nonce = self.next_nonce;
             self.next_nonce += 1;
             if let Some(id) = waiter {
                 self.nonce_waiters.insert(nonce, id);
+                if let Some(w) = self.waiters.get_mut(id) {
+                    w.nonces.push(nonce);
+                }
             }
             let ticket = self.ticket(nonce);
             let user = who.user;
@@ -403,7 +395,7 @@ impl Shard {
             self.cleanup_sub(conv, out);
         }
         if let Some(id) = self.nonce_waiters.remove(&nonce) {
-            let done = match self.waiters.get_mut(&id) {
+            let done = match self.waiters.get_mut(id) {
                 Some(w) => {
                     w.remaining -= 1;
                     w.remaining == 0
@@ -411,7 +403,7 @@ impl Shard {
                 None => false,
             };
             if done {
-                if let Some(w) = self.waiters.remove(&id) {
+                if let Some(w) = self.waiters.remove(id) {
                     self.run_waiter(w.action, out);
                 }
             }
@@ -419,22 +411,14 @@ impl Shard {
     }
 
     pub(crate) fn expire_waiters(&mut self, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let expired: Vec<u64> = self
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(w) = self.waiters.remove(&id) {
-                // The owner did not answer (it restarted; it will ask for
-                // our subscriptions again). Answer anyway: sync covers it.
-                self.run_waiter(w.action, out);
+        for (_, w) in self.waiters.expire(self.now) {
+            for nonce in &w.nonces {
+                self.nonce_waiters.remove(nonce);
             }
+            // The owner did not answer (it restarted; it will ask for
+            // our subscriptions again). Answer anyway: sync covers it.
+            self.run_waiter(w.action, out);
         }
-        self.nonce_waiters
-            .retain(|_, id| self.waiters.contains_key(id));
     }
 
     fn run_waiter(&mut self, action: WaiterAction, out: &mut Vec<Effect>) {
@@ -552,7 +536,7 @@ impl Shard {
             let Some(c) = self.conns.remove(&conn) else {
                 continue;
             };
-            self.hellos.remove(&conn);
+            self.hellos.remove(conn);
             self.drop_conn_subs(conn, &c, out);
             out.push(Effect::Close { conn, reason });
         }

@@ -35,7 +35,7 @@ use crate::api::{
 use crate::constants::{
     BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
     BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX, LIST_PUBLIC_CHANNELS_MAX, PEER_BATCH_MAX,
-    PENDING_GATHERS_MAX, REQUEST_TIMEOUT_MS, SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
+    REQUEST_TIMEOUT_MS, SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
 };
 use crate::owner::fit_bytes;
 use crate::peer::{
@@ -49,7 +49,6 @@ use crate::text::{info_bytes, message_bytes};
 pub(crate) struct Gather {
     origin: Origin,
     who: Who,
-    deadline: Millis,
     outstanding: u32,
     summaries: Vec<Summary>,
     phase: Phase,
@@ -116,7 +115,7 @@ impl Shard {
                 UnavailableCause::Starting,
                 "home shard is starting",
             ))
-        } else if self.gathers.len() >= PENDING_GATHERS_MAX {
+        } else if self.gathers.is_full() {
             Err(Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many syncs in flight (PENDING_GATHERS_MAX)",
@@ -139,8 +138,6 @@ impl Shard {
         let Some(user) = self.state.users.get(&who.user) else {
             return;
         };
-        let id = self.next_gather;
-        self.next_gather += 1;
         let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
         let (phase, items) = match request {
             GatherRequest::Sync { cursors, reads } => {
@@ -200,28 +197,28 @@ impl Shard {
             }
             GatherRequest::List => (Phase::ListPublic, None),
         };
-        self.gathers.insert(
-            id,
-            Gather {
-                origin,
-                who,
-                deadline,
-                outstanding: 0,
-                summaries: Vec::new(),
-                phase,
-                items: Vec::new(),
-                durable_reads: false,
-            },
-        );
+        let gather = Gather {
+            origin,
+            who,
+            outstanding: 0,
+            summaries: Vec::new(),
+            phase,
+            items: Vec::new(),
+            durable_reads: false,
+        };
+        // Not full (checked by `gather_check`).
+        let Ok(id) = self.gathers.insert(Some(deadline), gather) else {
+            return;
+        };
         match items {
             Some(items) => self.scatter(id, items, out),
             None => {
-                if let Some(g) = self.gathers.get_mut(&id) {
+                if let Some(g) = self.gathers.get_mut(id) {
                     g.outstanding = 1;
                 }
                 let to = self.workspace_shard(who.workspace);
                 let body = PeerBody::PublicChannels {
-                    gather: self.ticket(id),
+                    gather: self.gathers.ticket(id),
                     workspace: who.workspace,
                 };
                 self.send_peer(to, body, out);
@@ -261,7 +258,7 @@ impl Shard {
 
     /// Sends the items to their owners; finishes at once if there are none.
     fn scatter(&mut self, id: u64, items: Vec<SummaryItem>, out: &mut Vec<Effect>) {
-        let Some(who) = self.gathers.get(&id).map(|g| g.who) else {
+        let Some(who) = self.gathers.get(id).map(|g| g.who) else {
             return;
         };
         let mut by_owner: BTreeMap<ShardId, Vec<SummaryItem>> = BTreeMap::new();
@@ -278,7 +275,7 @@ impl Shard {
             }
         }
         let durable_reads = self.storage_failed.is_some();
-        if let Some(g) = self.gathers.get_mut(&id) {
+        if let Some(g) = self.gathers.get_mut(id) {
             g.outstanding = batches.len() as u32;
             g.durable_reads = durable_reads;
             g.items = batches
@@ -291,7 +288,7 @@ impl Shard {
         }
         for (owner, items) in batches {
             let body = PeerBody::Summaries {
-                gather: self.ticket(id),
+                gather: self.gathers.ticket(id),
                 who,
                 items,
             };
@@ -305,11 +302,10 @@ impl Shard {
         summaries: Vec<Summary>,
         out: &mut Vec<Effect>,
     ) {
-        if ticket.incarnation != self.incarnation {
+        let Some(gather) = self.gathers.id_of(ticket) else {
             return; // For a gather of an earlier start.
-        }
-        let gather = ticket.id;
-        let Some(g) = self.gathers.get_mut(&gather) else {
+        };
+        let Some(g) = self.gathers.get_mut(gather) else {
             return; // Timed out meanwhile.
         };
         g.summaries.extend(summaries);
@@ -351,11 +347,10 @@ impl Shard {
         public: Vec<ConversationId>,
         out: &mut Vec<Effect>,
     ) {
-        if ticket.incarnation != self.incarnation {
+        let Some(gather) = self.gathers.id_of(ticket) else {
             return;
-        }
-        let gather = ticket.id;
-        let Some(g) = self.gathers.get_mut(&gather) else {
+        };
+        let Some(g) = self.gathers.get_mut(gather) else {
             return;
         };
         if !matches!(g.phase, Phase::ListPublic) {
@@ -382,21 +377,12 @@ impl Shard {
     }
 
     pub(crate) fn expire_gathers(&mut self, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let expired: Vec<u64> = self
-            .gathers
-            .iter()
-            .filter(|(_, g)| g.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(g) = self.gathers.remove(&id) {
-                let r = Reject::unavailable(
-                    UnavailableCause::PeerTimeout,
-                    "an owner shard did not answer",
-                );
-                self.reply(g.origin, Err(r), out);
-            }
+        for (_, g) in self.gathers.expire(self.now) {
+            let r = Reject::unavailable(
+                UnavailableCause::PeerTimeout,
+                "an owner shard did not answer",
+            );
+            self.reply(g.origin, Err(r), out);
         }
     }
 
@@ -436,7 +422,7 @@ impl Shard {
     /// asks again with the durable cursors. At most once per phase (the
     /// failure is sticky). Returns whether it asked again.
     fn reask_with_durable_reads(&mut self, id: u64, out: &mut Vec<Effect>) -> bool {
-        let Some(g) = self.gathers.get(&id) else {
+        let Some(g) = self.gathers.get(id) else {
             return false;
         };
         if g.durable_reads || self.storage_failed.is_none() {
@@ -456,7 +442,7 @@ impl Shard {
         if items.iter().zip(&g.items).all(|(a, b)| a.read == b.read) {
             return false;
         }
-        if let Some(g) = self.gathers.get_mut(&id) {
+        if let Some(g) = self.gathers.get_mut(id) {
             g.summaries.clear();
         }
         self.scatter(id, items, out);
@@ -468,7 +454,7 @@ impl Shard {
         if self.reask_with_durable_reads(id, out) {
             return;
         }
-        let Some(mut g) = self.gathers.remove(&id) else {
+        let Some(mut g) = self.gathers.remove(id) else {
             return;
         };
         let summaries = std::mem::take(&mut g.summaries);

@@ -74,6 +74,7 @@ mod notifier;
 pub mod notify;
 mod owner;
 mod peer;
+mod pending;
 pub mod record;
 mod shard;
 pub mod snapshot;

@@ -23,8 +23,7 @@ use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
 use crate::constants::{
     DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX, HISTORY_PAGE_MAX, MEMBERS_PER_CONVERSATION_MAX,
-    PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX, REQUEST_TIMEOUT_MS,
-    SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
+    PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
 };
 use crate::ids::dm_slot;
 use crate::peer::{Actor, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Ticket, Who};
@@ -408,7 +407,7 @@ impl Shard {
             };
             return self.reply(origin, Ok(page), out);
         }
-        if self.reads.len() >= PENDING_READS_MAX {
+        if self.reads.is_full() {
             let r = Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many history reads in flight (PENDING_READS_MAX)",
@@ -418,22 +417,21 @@ impl Shard {
         // The whole page from the WAL: simpler than stitching with a cache
         // that may change before the read completes.
         let lsns: Vec<Lsn> = (lo..=hi).map(|s| c.lsn_of(Seq(s))).collect();
-        let token = self.next_read;
-        self.next_read += 1;
+        let read = PendingRead {
+            origin,
+            who,
+            conversation,
+            lo,
+            hi,
+            newest_first,
+            head,
+            lsns: lsns.clone(),
+        };
+        // Not full (checked above): WAL reads always answer, no deadline.
+        let Ok(token) = self.reads.insert(None, read) else {
+            return;
+        };
         self.metrics.wal_reads += 1;
-        self.reads.insert(
-            token,
-            PendingRead {
-                origin,
-                who,
-                conversation,
-                lo,
-                hi,
-                newest_first,
-                head,
-                lsns: lsns.clone(),
-            },
-        );
         out.push(Effect::ReadRecords {
             token: ReadToken(token),
             lsns,
@@ -446,7 +444,7 @@ impl Shard {
         records: Vec<(Lsn, u8, bytes::Bytes)>,
         out: &mut Vec<Effect>,
     ) {
-        let Some(p) = self.reads.remove(&token.0) else {
+        let Some(p) = self.reads.remove(token.0) else {
             return;
         };
         let mut messages = Vec::with_capacity(records.len());
@@ -827,7 +825,7 @@ impl Shard {
         if let Some(&pending) = self.dm_open_keys.get(&key) {
             let full = self
                 .dm_opens
-                .get(&pending)
+                .get(pending)
                 .is_none_or(|p| p.waiters.len() >= DM_OPEN_WAITERS_MAX);
             if full {
                 let r = Reject::unavailable(
@@ -836,12 +834,12 @@ impl Shard {
                 );
                 return self.reply(origin, Err(r), out);
             }
-            if let Some(p) = self.dm_opens.get_mut(&pending) {
+            if let Some(p) = self.dm_opens.get_mut(pending) {
                 p.waiters.push((origin, who.user));
             }
             return;
         }
-        if self.dm_opens.len() >= PENDING_DM_OPENS_MAX {
+        if self.dm_opens.is_full() {
             let r = Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many DM creations (PENDING_DM_OPENS_MAX)",
@@ -851,33 +849,32 @@ impl Shard {
         if let Err(r) = self.writable() {
             return self.reply(origin, Err(r), out);
         }
-        let id = self.next_dm_open;
-        self.next_dm_open += 1;
         let unverified: BTreeSet<UserId> =
             key.1.iter().copied().filter(|u| *u != who.user).collect();
+        let open = DmOpen {
+            key: key.clone(),
+            waiters: vec![(origin, who.user)],
+            unverified: unverified.clone(),
+        };
+        let deadline = crate::api::Millis(self.now.0 + REQUEST_TIMEOUT_MS);
+        // Not full (checked above).
+        let Ok(id) = self.dm_opens.insert(Some(deadline), open) else {
+            return;
+        };
+        self.dm_open_keys.insert(key, id);
         for &user in &unverified {
             let body = PeerBody::VerifyMember {
-                pending: self.ticket(id),
+                pending: self.dm_opens.ticket(id),
                 user,
                 workspace: who.workspace,
             };
             let to = self.home_of(user);
             self.send_peer(to, body, out);
         }
-        self.dm_open_keys.insert(key.clone(), id);
-        self.dm_opens.insert(
-            id,
-            DmOpen {
-                key,
-                waiters: vec![(origin, who.user)],
-                unverified,
-                deadline: crate::api::Millis(self.now.0 + REQUEST_TIMEOUT_MS),
-            },
-        );
     }
 
     fn fail_dm_open(&mut self, pending: u64, reject: Reject, out: &mut Vec<Effect>) {
-        if let Some(p) = self.dm_opens.remove(&pending) {
+        if let Some(p) = self.dm_opens.remove(pending) {
             self.dm_open_keys.remove(&p.key);
             for (origin, _) in p.waiters {
                 self.reply(origin, Err(reject.clone()), out);
@@ -886,19 +883,15 @@ impl Shard {
     }
 
     pub(crate) fn expire_dm_opens(&mut self, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let expired: Vec<u64> = self
-            .dm_opens
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
+        for (_, p) in self.dm_opens.expire(self.now) {
+            self.dm_open_keys.remove(&p.key);
             let r = Reject::unavailable(
                 UnavailableCause::PeerTimeout,
                 "a member's home shard did not answer",
             );
-            self.fail_dm_open(id, r, out);
+            for (origin, _) in p.waiters {
+                self.reply(origin, Err(r.clone()), out);
+            }
         }
     }
 
@@ -909,11 +902,10 @@ impl Shard {
         ok: bool,
         out: &mut Vec<Effect>,
     ) {
-        if ticket.incarnation != self.incarnation {
+        let Some(pending) = self.dm_opens.id_of(ticket) else {
             return;
-        }
-        let pending = ticket.id;
-        let Some(p) = self.dm_opens.get_mut(&pending) else {
+        };
+        let Some(p) = self.dm_opens.get_mut(pending) else {
             return;
         };
         if !ok {
@@ -928,7 +920,7 @@ impl Shard {
         if let Err(r) = self.writable() {
             return self.fail_dm_open(pending, r, out);
         }
-        let Some(p) = self.dm_opens.remove(&pending) else {
+        let Some(p) = self.dm_opens.remove(pending) else {
             return;
         };
         self.dm_open_keys.remove(&p.key);

@@ -27,10 +27,14 @@ use crate::api::{
     Response, ShardId, UnavailableCause, UserId, WorkspaceId,
 };
 use crate::bitset::ShardSet;
-use crate::constants::{LOCAL_STEPS_MAX, PENDING_COMMITS_MAX, SHARD_COUNT_MAX};
+use crate::constants::{
+    LOCAL_STEPS_MAX, PENDING_COMMITS_MAX, PENDING_DM_OPENS_MAX, PENDING_GATHERS_MAX,
+    PENDING_HELLOS_MAX, PENDING_READS_MAX, PENDING_WATCH_WAITERS_MAX, SHARD_COUNT_MAX,
+};
 use crate::hash::{HashState, Map};
 use crate::ids::shard_of;
 use crate::peer::{Origin, PeerBody, Ticket, Who};
+use crate::pending::PendingTable;
 use crate::record::{Record, RecordError};
 use crate::snapshot::{self, RestoreError};
 use crate::state::{ApplyError, DmKey, State};
@@ -274,10 +278,8 @@ pub(crate) enum Session {
     Anonymous,
     /// `Hello` forwarded to the home shard.
     Authenticating {
-        /// The hello's request id.
+        /// The hello's request id (its deadline is in the pending hellos).
         req: ReqId,
-        /// Give up then.
-        deadline: Millis,
     },
     /// Admin session.
     Admin,
@@ -335,8 +337,12 @@ pub(crate) enum WaiterAction {
 /// Replies waiting for watch verdicts.
 #[derive(Debug)]
 pub(crate) struct Waiter {
+    /// Watch batches not yet answered.
     pub(crate) remaining: u32,
-    pub(crate) deadline: Millis,
+    /// The batches' nonces (keys of `nonce_waiters`), forgotten with the
+    /// waiter when it expires.
+    pub(crate) nonces: Vec<u64>,
+    /// What to do once every batch is answered (or at the deadline).
     pub(crate) action: WaiterAction,
 }
 
@@ -362,7 +368,6 @@ pub(crate) struct DmOpen {
     pub(crate) key: DmKey,
     pub(crate) waiters: Vec<(Origin, UserId)>,
     pub(crate) unverified: BTreeSet<UserId>,
-    pub(crate) deadline: Millis,
 }
 
 /// One shard's deterministic state machine. See the crate docs.
@@ -388,18 +393,24 @@ pub struct Shard {
     pub(crate) subs: Map<ConversationId, LocalSub>,
     pub(crate) next_nonce: u64,
     pub(crate) nonce_waiters: Map<u64, u64>,
-    pub(crate) waiters: BTreeMap<u64, Waiter>,
-    pub(crate) next_waiter: u64,
-    pub(crate) hellos: BTreeSet<ConnId>,
+    /// Connection role: replies waiting for watch verdicts (at most
+    /// PENDING_WATCH_WAITERS_MAX).
+    pub(crate) waiters: PendingTable<Waiter>,
+    /// Connection role: hellos waiting for the home shard, by connection,
+    /// with their request id (at most PENDING_HELLOS_MAX).
+    pub(crate) hellos: PendingTable<ReqId, ConnId>,
     // Owner shard.
-    pub(crate) reads: BTreeMap<u64, PendingRead>,
-    pub(crate) next_read: u64,
-    pub(crate) dm_opens: BTreeMap<u64, DmOpen>,
+    /// Owner role: history pages waiting for WAL reads, by read token (at
+    /// most PENDING_READS_MAX).
+    pub(crate) reads: PendingTable<PendingRead>,
+    /// Owner role: DM creations waiting for their members' home shards
+    /// (at most PENDING_DM_OPENS_MAX).
+    pub(crate) dm_opens: PendingTable<DmOpen>,
     pub(crate) dm_open_keys: Map<DmKey, u64>,
-    pub(crate) next_dm_open: u64,
     // Home shard.
-    pub(crate) gathers: BTreeMap<u64, crate::gather::Gather>,
-    pub(crate) next_gather: u64,
+    /// Home role: scatter-gathers waiting for the owners (at most
+    /// PENDING_GATHERS_MAX).
+    pub(crate) gathers: PendingTable<crate::gather::Gather>,
     pub(crate) rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId, Millis)>>,
     /// Home role (memory, derived): last activity of every conversation in
     /// a derived list here, with how many users of this shard list it; at
@@ -455,7 +466,7 @@ impl Shard {
             b.copy_from_slice(&digest[..8]);
             u64::from_le_bytes(b)
         };
-        let mut shard = Shard {
+        Shard {
             config,
             state,
             next_lsn: Lsn(last.0 + 1),
@@ -467,22 +478,18 @@ impl Shard {
             commits: VecDeque::new(),
             metrics: Metrics::default(),
             secret_counter: 0,
-            incarnation: 0,
+            incarnation,
             placement_counter: 0,
             conns: hash.map(),
             subs: hash.map(),
             next_nonce: 1,
             nonce_waiters: hash.map(),
-            waiters: BTreeMap::new(),
-            next_waiter: 1,
-            hellos: BTreeSet::new(),
-            reads: BTreeMap::new(),
-            next_read: 1,
-            dm_opens: BTreeMap::new(),
+            waiters: PendingTable::new(PENDING_WATCH_WAITERS_MAX, incarnation),
+            hellos: PendingTable::new(PENDING_HELLOS_MAX, incarnation),
+            reads: PendingTable::new(PENDING_READS_MAX, incarnation),
+            dm_opens: PendingTable::new(PENDING_DM_OPENS_MAX, incarnation),
             dm_open_keys: hash.map(),
-            next_dm_open: 1,
-            gathers: BTreeMap::new(),
-            next_gather: 1,
+            gathers: PendingTable::new(PENDING_GATHERS_MAX, incarnation),
             rounds: BTreeMap::new(),
             activity: hash.map(),
             rounds_done: ShardSet::new(),
@@ -494,9 +501,7 @@ impl Shard {
             push_due: BTreeSet::new(),
             push_in_flight: BTreeMap::new(),
             push_attempts: BTreeMap::new(),
-        };
-        shard.incarnation = incarnation;
-        shard
+        }
     }
 
     /// A shard restored from a snapshot taken by [`Shard::snapshot`]. Replay
