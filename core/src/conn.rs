@@ -3,7 +3,7 @@
 //!
 //! A request is checked for framing and limits here (cheap, before any
 //! cross-shard hop) and forwarded to the shard that decides it; the answer
-//! comes back as `PeerBody::Reply`.
+//! comes back as `peer::conn::Reply`.
 //!
 //! Subscriptions: each `(conversation, user, connection)` is *pending*
 //! until the conversation's owner confirms the user's membership (a
@@ -30,7 +30,7 @@ use crate::constants::{
     PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_CURSORS_MAX,
 };
 use crate::ids::{shard_of_slot, spread_slot};
-use crate::peer::{Actor, DeviceReg, GatherRequest, Origin, PeerBody, Ticket, Who};
+use crate::peer::{self, Actor, DeviceReg, GatherRequest, Origin, Who};
 use crate::shard::{Conn, LocalSub, Session, Shard, SubConn, Waiter, WaiterAction};
 use crate::text::{check_body, check_name, NameKind};
 
@@ -135,7 +135,7 @@ impl Shard {
                 let origin = self.origin(conn, req);
                 self.send_peer(
                     home,
-                    PeerBody::Auth {
+                    peer::home::Auth {
                         origin,
                         user,
                         token,
@@ -148,14 +148,13 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_auth_ok(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        token: u64,
-        conversations: Vec<ConversationId>,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_auth_ok(&mut self, m: peer::conn::AuthOk, out: &mut Vec<Effect>) {
+        let peer::conn::AuthOk {
+            origin,
+            who,
+            token,
+            conversations,
+        } = m;
         let waiting = origin.incarnation == self.incarnation
             && self.conns.get(&origin.conn).is_some_and(
                 |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
@@ -166,7 +165,7 @@ impl Shard {
             let home = self.home_of(who.user);
             self.send_peer(
                 home,
-                PeerBody::DeviceGone {
+                peer::home::DeviceGone {
                     user: who.user,
                     conn: origin.conn,
                 },
@@ -187,7 +186,8 @@ impl Shard {
         );
     }
 
-    pub(crate) fn on_auth_failed(&mut self, origin: Origin, reject: Reject, out: &mut Vec<Effect>) {
+    pub(crate) fn on_auth_failed(&mut self, m: peer::conn::AuthFailed, out: &mut Vec<Effect>) {
+        let peer::conn::AuthFailed { origin, reject } = m;
         let waiting = origin.incarnation == self.incarnation
             && self.conns.get(&origin.conn).is_some_and(
                 |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
@@ -237,7 +237,7 @@ impl Shard {
             let home = self.home_of(who.user);
             self.send_peer(
                 home,
-                PeerBody::DeviceGone {
+                peer::home::DeviceGone {
                     user: who.user,
                     conn,
                 },
@@ -272,7 +272,7 @@ impl Shard {
         self.subs.remove(&conv);
         if registered {
             let owner = self.owner_of(conv);
-            self.send_peer(owner, PeerBody::Unwatch { conversation: conv }, out);
+            self.send_peer(owner, peer::owner::Unwatch { conversation: conv }, out);
         }
     }
 
@@ -340,7 +340,7 @@ impl Shard {
                 }
             }
             let items = batch.into_iter().map(|c| (who, c)).collect();
-            let body = PeerBody::Watch {
+            let body = peer::owner::Watch {
                 nonce: ticket,
                 items,
             };
@@ -351,10 +351,13 @@ impl Shard {
     pub(crate) fn on_watch_reply(
         &mut self,
         from: ShardId,
-        ticket: Ticket,
-        verdicts: Vec<(UserId, ConversationId, bool)>,
+        m: peer::conn::WatchReply,
         out: &mut Vec<Effect>,
     ) {
+        let peer::conn::WatchReply {
+            nonce: ticket,
+            verdicts,
+        } = m;
         if ticket.incarnation != self.incarnation {
             // For an earlier start of this shard; the owner has since
             // cleared our interest (it processed our `Restarted` after).
@@ -366,7 +369,7 @@ impl Shard {
                 if ok {
                     // Cannot happen while the entry waits for this verdict;
                     // if it does, keep the owner's set exact.
-                    self.send_peer(from, PeerBody::Unwatch { conversation: conv }, out);
+                    self.send_peer(from, peer::owner::Unwatch { conversation: conv }, out);
                 }
                 continue;
             };
@@ -473,17 +476,19 @@ impl Shard {
         out.push(Effect::Deliver { conns, event });
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_subscribe_conns(
         &mut self,
-        user: UserId,
-        conversation: ConversationId,
-        conns: Vec<ConnId>,
-        incarnation: u64,
-        event: Option<Arc<Event>>,
-        reply: Option<(Origin, Result<Response, Reject>)>,
+        m: peer::conn::SubscribeConns,
         out: &mut Vec<Effect>,
     ) {
+        let peer::conn::SubscribeConns {
+            user,
+            conversation,
+            conns,
+            incarnation,
+            event,
+            reply,
+        } = m;
         let alive = if incarnation == self.incarnation {
             self.user_conns(user, &conns)
         } else {
@@ -509,12 +514,15 @@ impl Shard {
 
     pub(crate) fn on_deliver_to_conns(
         &mut self,
-        user: UserId,
-        conns: Vec<ConnId>,
-        incarnation: u64,
-        event: Arc<Event>,
+        m: peer::conn::DeliverToConns,
         out: &mut Vec<Effect>,
     ) {
+        let peer::conn::DeliverToConns {
+            user,
+            conns,
+            incarnation,
+            event,
+        } = m;
         if incarnation != self.incarnation {
             return;
         }
@@ -522,13 +530,12 @@ impl Shard {
         self.deliver(alive, event, out);
     }
 
-    pub(crate) fn on_close_conns(
-        &mut self,
-        conns: Vec<ConnId>,
-        incarnation: u64,
-        reason: CloseReason,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_close_conns(&mut self, m: peer::conn::CloseConns, out: &mut Vec<Effect>) {
+        let peer::conn::CloseConns {
+            conns,
+            incarnation,
+            reason,
+        } = m;
         if incarnation != self.incarnation {
             return;
         }
@@ -542,12 +549,8 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_unsubscribed(
-        &mut self,
-        conversation: ConversationId,
-        user: UserId,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_unsubscribed(&mut self, m: peer::conn::Unsubscribed, out: &mut Vec<Effect>) {
+        let peer::conn::Unsubscribed { conversation, user } = m;
         let Some(sub) = self.subs.get_mut(&conversation) else {
             return;
         };
@@ -571,13 +574,16 @@ impl Shard {
     pub(crate) fn on_fanout(
         &mut self,
         from: ShardId,
-        conversation: ConversationId,
-        event: Arc<Event>,
+        m: peer::conn::Fanout,
         out: &mut Vec<Effect>,
     ) {
+        let peer::conn::Fanout {
+            conversation,
+            event,
+        } = m;
         let Some(sub) = self.subs.get(&conversation) else {
             // Stale interest (e.g. this shard restarted): correct the owner.
-            self.send_peer(from, PeerBody::Unwatch { conversation }, out);
+            self.send_peer(from, peer::owner::Unwatch { conversation }, out);
             return;
         };
         let conns: Vec<ConnId> = sub
@@ -636,7 +642,7 @@ impl Shard {
                 }
             }
             let items = chunk.to_vec();
-            let body = PeerBody::Watch {
+            let body = peer::owner::Watch {
                 nonce: ticket,
                 items,
             };
@@ -667,7 +673,7 @@ impl Shard {
         for chunk in devices.chunks(PEER_BATCH_MAX) {
             self.send_peer(
                 home,
-                PeerBody::DevicesRegister {
+                peer::home::DevicesRegister {
                     devices: chunk.to_vec(),
                 },
                 out,
@@ -710,14 +716,18 @@ impl Shard {
                 let seed = self.placement_counter ^ (self.now.0 << 20) ^ u64::from(self.me().0);
                 let slot = spread_slot(seed);
                 let to = shard_of_slot(slot, self.shard_count());
-                self.send_peer(to, PeerBody::CreateWorkspace { origin, slot, name }, out);
+                self.send_peer(
+                    to,
+                    peer::workspace::CreateWorkspace { origin, slot, name },
+                    out,
+                );
             }
             Request::CreateUser { workspace, name } => {
                 check_name("name", &name, NameKind::Handle)?;
                 let to = self.workspace_shard(workspace);
                 self.send_peer(
                     to,
-                    PeerBody::CreateUser {
+                    peer::workspace::CreateUser {
                         origin,
                         workspace,
                         name,
@@ -727,13 +737,13 @@ impl Shard {
             }
             Request::IssueToken { user } => {
                 let to = self.home_of(user);
-                self.send_peer(to, PeerBody::IssueToken { origin, user }, out);
+                self.send_peer(to, peer::home::IssueToken { origin, user }, out);
             }
             Request::RevokeToken { user, token } => {
                 let to = self.home_of(user);
                 self.send_peer(
                     to,
-                    PeerBody::RevokeToken {
+                    peer::home::RevokeToken {
                         origin,
                         user,
                         token,
@@ -745,7 +755,7 @@ impl Shard {
                 let to = self.owner_of(conversation);
                 self.send_peer(
                     to,
-                    PeerBody::RemoveMember {
+                    peer::owner::RemoveMember {
                         origin,
                         actor: Actor::Admin,
                         user,
@@ -778,7 +788,7 @@ impl Shard {
             | Request::RevokeToken { .. } => return Err(Reject::NotAdmin),
             Request::CreateChannel { name, private } => {
                 check_name("name", &name, NameKind::Handle)?;
-                let body = PeerBody::CreateChannel {
+                let body = peer::home::CreateChannel {
                     origin,
                     who,
                     name,
@@ -787,7 +797,7 @@ impl Shard {
                 self.send_peer(home, body, out);
             }
             Request::Join { conversation } => {
-                let body = PeerBody::Join {
+                let body = peer::home::Join {
                     origin,
                     who,
                     conversation,
@@ -796,7 +806,7 @@ impl Shard {
             }
             Request::Leave { conversation } => {
                 let to = self.owner_of(conversation);
-                let body = PeerBody::RemoveMember {
+                let body = peer::owner::RemoveMember {
                     origin,
                     actor: Actor::User(who),
                     user: who.user,
@@ -806,7 +816,7 @@ impl Shard {
             }
             Request::Invite { conversation, user } => {
                 let to = self.home_of(user);
-                let body = PeerBody::Invite {
+                let body = peer::home::Invite {
                     origin,
                     who,
                     conversation,
@@ -816,7 +826,7 @@ impl Shard {
             }
             Request::Remove { conversation, user } => {
                 let to = self.owner_of(conversation);
-                let body = PeerBody::RemoveMember {
+                let body = peer::owner::RemoveMember {
                     origin,
                     actor: Actor::User(who),
                     user,
@@ -839,7 +849,7 @@ impl Shard {
                         "users: a group DM has at most GROUP_DM_MEMBERS_MAX ({GROUP_DM_MEMBERS_MAX}) members"
                     )));
                 }
-                let body = PeerBody::OpenDm {
+                let body = peer::home::OpenDm {
                     origin,
                     who,
                     members,
@@ -847,7 +857,7 @@ impl Shard {
                 self.send_peer(home, body, out);
             }
             Request::ListConversations => {
-                let body = PeerBody::Gather {
+                let body = peer::gather::Start {
                     origin,
                     who,
                     request: GatherRequest::List,
@@ -857,7 +867,7 @@ impl Shard {
             Request::Lookup { name, kind } => {
                 check_name("name", &name, NameKind::Handle)?;
                 let to = self.workspace_shard(who.workspace);
-                let body = PeerBody::Lookup {
+                let body = peer::workspace::Lookup {
                     origin,
                     who,
                     name,
@@ -876,7 +886,7 @@ impl Shard {
                 mentions.sort_unstable();
                 mentions.dedup();
                 let to = self.owner_of(conversation);
-                let msg = PeerBody::Send {
+                let msg = peer::owner::Send {
                     origin,
                     who,
                     conversation,
@@ -898,7 +908,7 @@ impl Shard {
                         "reads: one per cursor, in the same order, or none".into(),
                     ));
                 }
-                let body = PeerBody::Gather {
+                let body = peer::gather::Start {
                     origin,
                     who,
                     request: GatherRequest::Sync { cursors, reads },
@@ -919,7 +929,7 @@ impl Shard {
                     )));
                 }
                 let to = self.owner_of(conversation);
-                let body = PeerBody::History {
+                let body = peer::owner::History {
                     origin,
                     who,
                     conversation,
@@ -937,7 +947,7 @@ impl Shard {
                         "limit: more than BOOT_CONVERSATIONS_MAX ({BOOT_CONVERSATIONS_MAX})"
                     )));
                 }
-                let body = PeerBody::Gather {
+                let body = peer::gather::Start {
                     origin,
                     who,
                     request: GatherRequest::Boot { limit, offset },
@@ -946,7 +956,7 @@ impl Shard {
             }
             Request::MarkRead { conversation, seq } => {
                 let to = self.owner_of(conversation);
-                let body = PeerBody::MarkRead {
+                let body = peer::owner::MarkRead {
                     origin,
                     who,
                     conversation,
@@ -960,7 +970,7 @@ impl Shard {
                 muted,
             } => {
                 let to = self.owner_of(conversation);
-                let body = PeerBody::SetNotify {
+                let body = peer::owner::SetNotify {
                     origin,
                     who,
                     conversation,
@@ -970,7 +980,7 @@ impl Shard {
                 self.send_peer(to, body, out);
             }
             Request::SetFocus { focused, active } => {
-                let body = PeerBody::SetFocus {
+                let body = peer::home::SetFocus {
                     origin,
                     user: who.user,
                     focused,
@@ -979,7 +989,7 @@ impl Shard {
                 self.send_peer(home, body, out);
             }
             Request::SetDnd { until } => {
-                let body = PeerBody::SetDnd {
+                let body = peer::home::SetDnd {
                     origin,
                     user: who.user,
                     until,
@@ -988,5 +998,28 @@ impl Shard {
             }
         }
         Ok(())
+    }
+}
+
+impl Shard {
+    /// The conn role's entry point: one message addressed to it.
+    pub(crate) fn on_conn_msg(
+        &mut self,
+        from: ShardId,
+        msg: peer::conn::ConnMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::conn::ConnMsg;
+        match msg {
+            ConnMsg::Reply(m) => self.emit_reply(m.origin, m.result, out),
+            ConnMsg::AuthOk(m) => self.on_auth_ok(m, out),
+            ConnMsg::AuthFailed(m) => self.on_auth_failed(m, out),
+            ConnMsg::CloseConns(m) => self.on_close_conns(m, out),
+            ConnMsg::DeliverToConns(m) => self.on_deliver_to_conns(m, out),
+            ConnMsg::SubscribeConns(m) => self.on_subscribe_conns(m, out),
+            ConnMsg::WatchReply(m) => self.on_watch_reply(from, m, out),
+            ConnMsg::Unsubscribed(m) => self.on_unsubscribed(m, out),
+            ConnMsg::Fanout(m) => self.on_fanout(from, m, out),
+        }
     }
 }

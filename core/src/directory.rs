@@ -11,14 +11,14 @@
 //! whose entity does not exist yet.
 
 use crate::api::{
-    ConversationId, Effect, LookupKind, Millis, Reject, Response, UnavailableCause, UserId,
-    WorkspaceId,
+    ConversationId, Effect, LookupKind, Millis, Reject, Response, ShardId, UnavailableCause,
+    UserId, WorkspaceId,
 };
 use crate::constants::{
     CHANNELS_PER_WORKSPACE_MAX, CLAIM_RETRY_MS, PENDING_CLAIMS_MAX, USERS_PER_WORKSPACE_MAX,
 };
 use crate::ids::spread_slot;
-use crate::peer::{Origin, PeerBody, Who};
+use crate::peer::{self};
 use crate::record::Record;
 use crate::shard::{Action, Shard};
 use crate::state::Claim;
@@ -33,11 +33,10 @@ pub(crate) fn exhausted() -> Reject {
 impl Shard {
     pub(crate) fn on_create_workspace(
         &mut self,
-        origin: Origin,
-        slot: u16,
-        name: String,
+        m: peer::workspace::CreateWorkspace,
         out: &mut Vec<Effect>,
     ) {
+        let peer::workspace::CreateWorkspace { origin, slot, name } = m;
         assert_eq!(
             crate::ids::shard_of_slot(slot, self.shard_count()),
             self.me(),
@@ -100,13 +99,12 @@ impl Shard {
         self.writable()
     }
 
-    pub(crate) fn on_create_user(
-        &mut self,
-        origin: Origin,
-        workspace: WorkspaceId,
-        name: String,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_create_user(&mut self, m: peer::workspace::CreateUser, out: &mut Vec<Effect>) {
+        let peer::workspace::CreateUser {
+            origin,
+            workspace,
+            name,
+        } = m;
         if let Err(r) = self.claim_room(workspace, &name, false) {
             return self.reply(origin, Err(r), out);
         }
@@ -129,23 +127,24 @@ impl Shard {
         let home = self.home_of(user);
         let create = Action::Peer {
             to: home,
-            body: PeerBody::CreateUserHome {
+            body: peer::home::CreateUser {
                 origin: Some(origin),
                 user,
                 workspace,
                 workspace_name,
                 name,
-            },
+            }
+            .into(),
         };
         self.commit(record, vec![create], out);
     }
 
     pub(crate) fn on_user_home_ready(
         &mut self,
-        workspace: WorkspaceId,
-        user: UserId,
+        m: peer::workspace::UserHomeReady,
         out: &mut Vec<Effect>,
     ) {
+        let peer::workspace::UserHomeReady { workspace, user } = m;
         let pending = matches!(
             self.state.claims.get(&user.0),
             Some((Claim::User { .. }, _))
@@ -161,12 +160,15 @@ impl Shard {
 
     pub(crate) fn on_claim_channel(
         &mut self,
-        origin: Origin,
-        who: Who,
-        name: String,
-        private: bool,
+        m: peer::workspace::ClaimChannel,
         out: &mut Vec<Effect>,
     ) {
+        let peer::workspace::ClaimChannel {
+            origin,
+            who,
+            name,
+            private,
+        } = m;
         if let Err(r) = self.claim_room(who.workspace, &name, true) {
             return self.reply(origin, Err(r), out);
         }
@@ -185,24 +187,28 @@ impl Shard {
         let owner = self.owner_of(conversation);
         let create = Action::Peer {
             to: owner,
-            body: PeerBody::CreateChannelHome {
+            body: peer::owner::CreateChannel {
                 origin: Some(origin),
                 conversation,
                 workspace: who.workspace,
                 name,
                 private,
                 creator: who.user,
-            },
+            }
+            .into(),
         };
         self.commit(record, vec![create], out);
     }
 
     pub(crate) fn on_channel_ready(
         &mut self,
-        workspace: WorkspaceId,
-        conversation: ConversationId,
+        m: peer::workspace::ChannelReady,
         out: &mut Vec<Effect>,
     ) {
+        let peer::workspace::ChannelReady {
+            workspace,
+            conversation,
+        } = m;
         let pending = matches!(
             self.state.claims.get(&conversation.0),
             Some((Claim::Channel { .. }, _))
@@ -216,14 +222,13 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_lookup(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        name: String,
-        kind: LookupKind,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_lookup(&mut self, m: peer::workspace::Lookup, out: &mut Vec<Effect>) {
+        let peer::workspace::Lookup {
+            origin,
+            who,
+            name,
+            kind,
+        } = m;
         let Some(ws) = self.state.workspaces.get(&who.workspace) else {
             return self.reply(origin, Err(Reject::NotFound), out);
         };
@@ -243,7 +248,7 @@ impl Shard {
                     // Only a member may learn a private channel's id: the
                     // owner decides, with the one authorization function.
                     let to = self.owner_of(c.id);
-                    let body = PeerBody::LookupPrivate {
+                    let body = peer::owner::LookupPrivate {
                         origin,
                         who,
                         conversation: c.id,
@@ -279,7 +284,7 @@ impl Shard {
                         .get(&workspace)
                         .map(|w| w.name.clone())
                         .unwrap_or_default();
-                    let body = PeerBody::CreateUserHome {
+                    let body = peer::home::CreateUser {
                         origin: None,
                         user,
                         workspace,
@@ -296,7 +301,7 @@ impl Shard {
                     creator,
                 } => {
                     let conversation = ConversationId(id);
-                    let body = PeerBody::CreateChannelHome {
+                    let body = peer::owner::CreateChannel {
                         origin: None,
                         conversation,
                         workspace,
@@ -308,6 +313,27 @@ impl Shard {
                     self.send_peer(to, body, out);
                 }
             }
+        }
+    }
+}
+
+impl Shard {
+    /// The workspace role's entry point: one message addressed to it.
+    pub(crate) fn on_workspace_msg(
+        &mut self,
+        from: ShardId,
+        msg: peer::workspace::WorkspaceMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::workspace::WorkspaceMsg;
+        match msg {
+            WorkspaceMsg::CreateWorkspace(m) => self.on_create_workspace(m, out),
+            WorkspaceMsg::CreateUser(m) => self.on_create_user(m, out),
+            WorkspaceMsg::UserHomeReady(m) => self.on_user_home_ready(m, out),
+            WorkspaceMsg::ClaimChannel(m) => self.on_claim_channel(m, out),
+            WorkspaceMsg::ChannelReady(m) => self.on_channel_ready(m, out),
+            WorkspaceMsg::Lookup(m) => self.on_lookup(m, out),
+            WorkspaceMsg::PublicChannels(m) => self.on_public_channels(from, m, out),
         }
     }
 }

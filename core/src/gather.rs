@@ -38,9 +38,7 @@ use crate::constants::{
     REQUEST_TIMEOUT_MS, SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
 };
 use crate::owner::fit_bytes;
-use crate::peer::{
-    GatherRequest, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Ticket, Who,
-};
+use crate::peer::{self, GatherRequest, Origin, Summary, SummaryItem, SummaryMode, Who};
 use crate::shard::{Action, Shard};
 use crate::text::{info_bytes, message_bytes};
 
@@ -125,13 +123,12 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_gather(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        request: GatherRequest,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_gather(&mut self, m: peer::gather::Start, out: &mut Vec<Effect>) {
+        let peer::gather::Start {
+            origin,
+            who,
+            request,
+        } = m;
         if let Err(r) = self.gather_check(who.user) {
             return self.reply(origin, Err(r), out);
         }
@@ -217,7 +214,7 @@ impl Shard {
                     g.outstanding = 1;
                 }
                 let to = self.workspace_shard(who.workspace);
-                let body = PeerBody::PublicChannels {
+                let body = peer::workspace::PublicChannels {
                     gather: self.gathers.ticket(id),
                     workspace: who.workspace,
                 };
@@ -287,7 +284,7 @@ impl Shard {
             return self.advance_gather(id, out);
         }
         for (owner, items) in batches {
-            let body = PeerBody::Summaries {
+            let body = peer::owner::Summaries {
                 gather: self.gathers.ticket(id),
                 who,
                 items,
@@ -298,10 +295,13 @@ impl Shard {
 
     pub(crate) fn on_summaries_reply(
         &mut self,
-        ticket: Ticket,
-        summaries: Vec<Summary>,
+        m: peer::gather::SummariesReply,
         out: &mut Vec<Effect>,
     ) {
+        let peer::gather::SummariesReply {
+            gather: ticket,
+            summaries,
+        } = m;
         let Some(gather) = self.gathers.id_of(ticket) else {
             return; // For a gather of an earlier start.
         };
@@ -318,10 +318,10 @@ impl Shard {
     pub(crate) fn on_public_channels(
         &mut self,
         from: ShardId,
-        gather: Ticket,
-        workspace: crate::api::WorkspaceId,
+        m: peer::workspace::PublicChannels,
         out: &mut Vec<Effect>,
     ) {
+        let peer::workspace::PublicChannels { gather, workspace } = m;
         let conversations = self
             .state
             .workspaces
@@ -334,7 +334,7 @@ impl Shard {
                     .collect()
             })
             .unwrap_or_default();
-        let body = PeerBody::PublicChannelsReply {
+        let body = peer::gather::PublicChannelsReply {
             gather,
             conversations,
         };
@@ -343,10 +343,13 @@ impl Shard {
 
     pub(crate) fn on_public_channels_reply(
         &mut self,
-        ticket: Ticket,
-        public: Vec<ConversationId>,
+        m: peer::gather::PublicChannelsReply,
         out: &mut Vec<Effect>,
     ) {
+        let peer::gather::PublicChannelsReply {
+            gather: ticket,
+            conversations: public,
+        } = m;
         let Some(gather) = self.gathers.id_of(ticket) else {
             return;
         };
@@ -553,6 +556,23 @@ impl Shard {
                 infos.truncate(LIST_CONVERSATIONS_MAX);
                 self.gather_reply(g.origin, Ok(Response::Conversations(infos)), out);
             }
+        }
+    }
+}
+
+impl Shard {
+    /// The gather role's entry point: one message addressed to it.
+    pub(crate) fn on_gather_msg(
+        &mut self,
+        _from: ShardId,
+        msg: peer::gather::GatherMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::gather::GatherMsg;
+        match msg {
+            GatherMsg::Start(m) => self.on_gather(m, out),
+            GatherMsg::PublicChannelsReply(m) => self.on_public_channels_reply(m, out),
+            GatherMsg::SummariesReply(m) => self.on_summaries_reply(m, out),
         }
     }
 }

@@ -18,12 +18,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::api::{
-    CloseReason, ConnId, ConversationId, ConversationInfo, DeviceInfo, Effect, Event, Lsn, Millis,
-    NotifyLevel, Reject, Response, Seq, ShardId, UnavailableCause, UserId, WorkspaceId,
+    CloseReason, ConnId, ConversationId, Effect, Event, Lsn, Millis, NotifyLevel, Reject, Response,
+    Seq, ShardId, UnavailableCause, UserId,
 };
 use crate::auth::{hash_secret, secret_matches};
 use crate::constants::{CONVERSATIONS_PER_USER_MAX, DEVICES_PER_USER_MAX, TOKENS_PER_USER_MAX};
-use crate::peer::{DeviceReg, Origin, PeerBody, Ticket, Who};
+use crate::peer::{self, PeerBody, Who};
 use crate::record::{Record, StoredLevel};
 use crate::shard::{Action, Shard};
 use crate::state::Device;
@@ -144,7 +144,7 @@ impl Shard {
         out: &mut Vec<Effect>,
     ) {
         for ((shard, incarnation), conns) in self.devices_by_shard(user) {
-            let body = PeerBody::DeliverToConns {
+            let body = peer::conn::DeliverToConns {
                 user,
                 conns,
                 incarnation,
@@ -154,15 +154,14 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_auth(
-        &mut self,
-        origin: Origin,
-        user: UserId,
-        token: u64,
-        secret: [u8; 32],
-        device: DeviceInfo,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_auth(&mut self, m: peer::home::Auth, out: &mut Vec<Effect>) {
+        let peer::home::Auth {
+            origin,
+            user,
+            token,
+            secret,
+            device,
+        } = m;
         let from = origin.conn.shard();
         let ready = self.is_ready();
         let verdict = match self.state.users.get_mut(&user) {
@@ -212,19 +211,21 @@ impl Shard {
                 }
             }
         };
-        let body = match verdict {
-            Ok((who, conversations)) => PeerBody::AuthOk {
+        let body: PeerBody = match verdict {
+            Ok((who, conversations)) => peer::conn::AuthOk {
                 origin,
                 who,
                 token,
                 conversations,
-            },
-            Err(reject) => PeerBody::AuthFailed { origin, reject },
+            }
+            .into(),
+            Err(reject) => peer::conn::AuthFailed { origin, reject }.into(),
         };
         self.send_peer(from, body, out);
     }
 
-    pub(crate) fn on_device_gone(&mut self, user: UserId, conn: ConnId) {
+    pub(crate) fn on_device_gone(&mut self, m: peer::home::DeviceGone) {
+        let peer::home::DeviceGone { user, conn } = m;
         if let Some(u) = self.state.users.get_mut(&user) {
             u.devices.remove(&conn);
         }
@@ -240,9 +241,10 @@ impl Shard {
     pub(crate) fn on_devices_register(
         &mut self,
         from: ShardId,
-        devices: Vec<DeviceReg>,
+        m: peer::home::DevicesRegister,
         out: &mut Vec<Effect>,
     ) {
+        let peer::home::DevicesRegister { devices } = m;
         let now = self.now;
         let mut refused: BTreeMap<u64, Vec<ConnId>> = BTreeMap::new();
         for d in devices {
@@ -273,7 +275,7 @@ impl Shard {
             }
         }
         for (incarnation, conns) in refused {
-            let body = PeerBody::CloseConns {
+            let body = peer::conn::CloseConns {
                 conns,
                 incarnation,
                 reason: CloseReason::Revoked,
@@ -282,7 +284,8 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_issue_token(&mut self, origin: Origin, user: UserId, out: &mut Vec<Effect>) {
+    pub(crate) fn on_issue_token(&mut self, m: peer::home::IssueToken, out: &mut Vec<Effect>) {
+        let peer::home::IssueToken { origin, user } = m;
         let result = (|| {
             let u = self.state.users.get(&user).ok_or(Reject::NotFound)?;
             if u.tokens.len() >= TOKENS_PER_USER_MAX {
@@ -314,13 +317,12 @@ impl Shard {
         self.commit(record, vec![reply], out);
     }
 
-    pub(crate) fn on_revoke_token(
-        &mut self,
-        origin: Origin,
-        user: UserId,
-        token: Option<u64>,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_revoke_token(&mut self, m: peer::home::RevokeToken, out: &mut Vec<Effect>) {
+        let peer::home::RevokeToken {
+            origin,
+            user,
+            token,
+        } = m;
         let check = match self.state.users.get(&user) {
             None => Err(Reject::NotFound),
             Some(u) if token.is_some_and(|t| !u.tokens.contains_key(&t)) => Err(Reject::NotFound),
@@ -357,7 +359,7 @@ impl Shard {
             }
         }
         for ((shard, incarnation), conns) in closing {
-            let body = PeerBody::CloseConns {
+            let body = peer::conn::CloseConns {
                 conns,
                 incarnation,
                 reason: CloseReason::Revoked,
@@ -366,27 +368,26 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_create_user_home(
-        &mut self,
-        origin: Option<Origin>,
-        user: UserId,
-        workspace: WorkspaceId,
-        workspace_name: String,
-        name: String,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_create_user_home(&mut self, m: peer::home::CreateUser, out: &mut Vec<Effect>) {
+        let peer::home::CreateUser {
+            origin,
+            user,
+            workspace,
+            workspace_name,
+            name,
+        } = m;
         assert!(
             self.state.owns(user),
             "user created on the wrong home shard"
         );
         let ws_shard = self.workspace_shard(workspace);
-        let ready = PeerBody::UserHomeReady { workspace, user };
+        let ready = peer::workspace::UserHomeReady { workspace, user };
         if self.state.users.contains_key(&user) {
             // A retry: confirm once the creation is durable.
             self.after_durable(
                 Action::Peer {
                     to: ws_shard,
-                    body: ready,
+                    body: ready.into(),
                 },
                 out,
             );
@@ -419,7 +420,7 @@ impl Shard {
         };
         let mut actions = vec![Action::Peer {
             to: ws_shard,
-            body: ready,
+            body: ready.into(),
         }];
         if let Some(origin) = origin {
             actions.push(Action::Reply {
@@ -448,17 +449,20 @@ impl Shard {
 
     pub(crate) fn on_create_channel(
         &mut self,
-        origin: Origin,
-        who: Who,
-        name: String,
-        private: bool,
+        m: peer::home::CreateChannel,
         out: &mut Vec<Effect>,
     ) {
+        let peer::home::CreateChannel {
+            origin,
+            who,
+            name,
+            private,
+        } = m;
         if let Err(r) = self.member_room(who.user, None) {
             return self.reply(origin, Err(r), out);
         }
         let to = self.workspace_shard(who.workspace);
-        let body = PeerBody::ClaimChannel {
+        let body = peer::workspace::ClaimChannel {
             origin,
             who,
             name,
@@ -467,18 +471,17 @@ impl Shard {
         self.send_peer(to, body, out);
     }
 
-    pub(crate) fn on_join(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_join(&mut self, m: peer::home::Join, out: &mut Vec<Effect>) {
+        let peer::home::Join {
+            origin,
+            who,
+            conversation,
+        } = m;
         match self.member_room(who.user, Some(conversation)) {
             Err(r) => self.reply(origin, Err(r), out),
             Ok(read) => {
                 let to = self.owner_of(conversation);
-                let body = PeerBody::AddMember {
+                let body = peer::owner::AddMember {
                     origin,
                     actor: who,
                     user: who.user,
@@ -490,14 +493,13 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_invite(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        user: UserId,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_invite(&mut self, m: peer::home::Invite, out: &mut Vec<Effect>) {
+        let peer::home::Invite {
+            origin,
+            who,
+            conversation,
+            user,
+        } = m;
         // The invitee must exist in the inviter's workspace: otherwise it is
         // indistinguishable from a user that does not exist.
         let same_ws = self
@@ -514,7 +516,7 @@ impl Shard {
             Err(r) => self.reply(origin, Err(r), out),
             Ok(read) => {
                 let to = self.owner_of(conversation);
-                let body = PeerBody::AddMember {
+                let body = peer::owner::AddMember {
                     origin,
                     actor: who,
                     user,
@@ -526,19 +528,18 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_open_dm(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        members: Vec<UserId>,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_open_dm(&mut self, m: peer::home::OpenDm, out: &mut Vec<Effect>) {
+        let peer::home::OpenDm {
+            origin,
+            who,
+            members,
+        } = m;
         if let Err(r) = self.member_room(who.user, None) {
             return self.reply(origin, Err(r), out);
         }
         let slot = crate::ids::dm_slot(who.workspace, &members);
         let to = crate::ids::shard_of_slot(slot, self.shard_count());
-        let body = PeerBody::OpenDmOwner {
+        let body = peer::owner::OpenDm {
             origin,
             who,
             members,
@@ -549,25 +550,27 @@ impl Shard {
     pub(crate) fn on_verify_member(
         &mut self,
         from: ShardId,
-        pending: Ticket,
-        user: UserId,
-        workspace: WorkspaceId,
+        m: peer::home::VerifyMember,
         out: &mut Vec<Effect>,
     ) {
+        let peer::home::VerifyMember {
+            pending,
+            user,
+            workspace,
+        } = m;
         let ok = self.state.users.get(&user).is_some_and(|u| {
             u.workspace == workspace && u.conversations.len() < CONVERSATIONS_PER_USER_MAX
         });
-        self.send_peer(from, PeerBody::VerifyReply { pending, user, ok }, out);
+        self.send_peer(from, peer::owner::VerifyReply { pending, user, ok }, out);
     }
 
-    pub(crate) fn on_member_added(
-        &mut self,
-        user: UserId,
-        conversation: ConversationId,
-        mut info: ConversationInfo,
-        origin: Option<Origin>,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_member_added(&mut self, m: peer::home::MemberAdded, out: &mut Vec<Effect>) {
+        let peer::home::MemberAdded {
+            user,
+            conversation,
+            mut info,
+            origin,
+        } = m;
         let Some(u) = self.state.users.get_mut(&user) else {
             if let Some(origin) = origin {
                 self.reply(origin, Err(Reject::NotFound), out);
@@ -597,13 +600,19 @@ impl Shard {
         }
         if self.level_is_all(user, conversation) {
             // Re-added with level `all`: the owner dropped it at the removal.
-            let body = PeerBody::NotifyAll {
+            let body = peer::notifier::NotifyAll {
                 user,
                 conversation,
                 all: true,
             };
             let to = self.owner_of(conversation);
-            self.after_durable(Action::Peer { to, body }, out);
+            self.after_durable(
+                Action::Peer {
+                    to,
+                    body: body.into(),
+                },
+                out,
+            );
         }
         let mut by_shard = self.devices_by_shard(user);
         if let Some(origin) = origin {
@@ -616,7 +625,7 @@ impl Shard {
             let reply = origin
                 .filter(|o| o.conn.shard() == shard && o.incarnation == incarnation)
                 .map(|o| (o, Ok(Response::Conversation(info.clone()))));
-            let body = PeerBody::SubscribeConns {
+            let body = peer::conn::SubscribeConns {
                 user,
                 conversation,
                 conns,
@@ -625,16 +634,22 @@ impl Shard {
                 reply,
             };
             // The info carries this shard's cursor: durable first.
-            self.after_durable(Action::Peer { to: shard, body }, out);
+            self.after_durable(
+                Action::Peer {
+                    to: shard,
+                    body: body.into(),
+                },
+                out,
+            );
         }
     }
 
     pub(crate) fn on_member_removed(
         &mut self,
-        user: UserId,
-        conversation: ConversationId,
+        m: peer::home::MemberRemoved,
         out: &mut Vec<Effect>,
     ) {
+        let peer::home::MemberRemoved { user, conversation } = m;
         let Some(u) = self.state.users.get_mut(&user) else {
             return;
         };
@@ -647,14 +662,13 @@ impl Shard {
         self.after_durable(Action::DeliverUser { user, event }, out);
     }
 
-    pub(crate) fn on_set_cursor(
-        &mut self,
-        origin: Option<Origin>,
-        user: UserId,
-        conversation: ConversationId,
-        seq: Seq,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_set_cursor(&mut self, m: peer::home::SetCursor, out: &mut Vec<Effect>) {
+        let peer::home::SetCursor {
+            origin,
+            user,
+            conversation,
+            seq,
+        } = m;
         let current = match self.state.users.get(&user) {
             Some(u) => u.cursor(conversation),
             None => {
@@ -703,15 +717,14 @@ impl Shard {
         self.notify_read(user, conversation, seq, out);
     }
 
-    pub(crate) fn on_set_notify_home(
-        &mut self,
-        origin: Origin,
-        user: UserId,
-        conversation: ConversationId,
-        level: NotifyLevel,
-        muted: bool,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_set_notify_home(&mut self, m: peer::home::SetNotify, out: &mut Vec<Effect>) {
+        let peer::home::SetNotify {
+            origin,
+            user,
+            conversation,
+            level,
+            muted,
+        } = m;
         let check = if self.state.users.contains_key(&user) {
             self.writable()
         } else {
@@ -733,23 +746,23 @@ impl Shard {
         // The owner mirrors `all` levels (crate::notifier::AllSubscribers).
         let mirror = Action::Peer {
             to: self.owner_of(conversation),
-            body: PeerBody::NotifyAll {
+            body: peer::notifier::NotifyAll {
                 user,
                 conversation,
                 all: level == NotifyLevel::All,
-            },
+            }
+            .into(),
         };
         self.commit(record, vec![mirror, done], out);
     }
 
-    pub(crate) fn on_set_focus(
-        &mut self,
-        origin: Origin,
-        user: UserId,
-        focused: Option<ConversationId>,
-        active: bool,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_set_focus(&mut self, m: peer::home::SetFocus, out: &mut Vec<Effect>) {
+        let peer::home::SetFocus {
+            origin,
+            user,
+            focused,
+            active,
+        } = m;
         let now = self.now;
         if let Some(d) = self
             .state
@@ -765,13 +778,12 @@ impl Shard {
         self.reply(origin, Ok(Response::Done), out);
     }
 
-    pub(crate) fn on_set_dnd(
-        &mut self,
-        origin: Origin,
-        user: UserId,
-        until: Option<Millis>,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_set_dnd(&mut self, m: peer::home::SetDnd, out: &mut Vec<Effect>) {
+        let peer::home::SetDnd {
+            origin,
+            user,
+            until,
+        } = m;
         let check = if self.state.users.contains_key(&user) {
             self.writable()
         } else {
@@ -793,13 +805,12 @@ impl Shard {
 
     /// A chunk of an owner's membership round; the last one replaces the
     /// derived entries of that owner's conversations.
-    pub(crate) fn on_membership_round(
-        &mut self,
-        owner: ShardId,
-        entries: Vec<(UserId, ConversationId, Millis)>,
-        first: bool,
-        last: bool,
-    ) {
+    pub(crate) fn on_membership_round(&mut self, owner: ShardId, m: peer::home::MembershipRound) {
+        let peer::home::MembershipRound {
+            entries,
+            first,
+            last,
+        } = m;
         if first {
             self.rounds.insert(owner, Vec::new());
         }
@@ -885,12 +896,46 @@ impl Shard {
         a.at = a.at.max(at);
     }
 
-    pub(crate) fn on_activity(&mut self, conversation: ConversationId, at: Millis) {
+    pub(crate) fn on_activity(&mut self, m: peer::home::Activity) {
+        let peer::home::Activity { conversation, at } = m;
         self.heard_activity(conversation, at);
     }
 
     /// The last activity of a conversation listed here, as last heard.
     pub(crate) fn activity_of(&self, conversation: ConversationId) -> Millis {
         self.activity.get(&conversation).map_or(Millis(0), |a| a.at)
+    }
+}
+
+impl Shard {
+    /// The home role's entry point: one message addressed to it.
+    pub(crate) fn on_home_msg(
+        &mut self,
+        from: ShardId,
+        msg: peer::home::HomeMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::home::HomeMsg;
+        match msg {
+            HomeMsg::MembershipRound(m) => self.on_membership_round(from, m),
+            HomeMsg::Activity(m) => self.on_activity(m),
+            HomeMsg::DevicesRegister(m) => self.on_devices_register(from, m, out),
+            HomeMsg::Auth(m) => self.on_auth(m, out),
+            HomeMsg::DeviceGone(m) => self.on_device_gone(m),
+            HomeMsg::CreateUser(m) => self.on_create_user_home(m, out),
+            HomeMsg::IssueToken(m) => self.on_issue_token(m, out),
+            HomeMsg::RevokeToken(m) => self.on_revoke_token(m, out),
+            HomeMsg::CreateChannel(m) => self.on_create_channel(m, out),
+            HomeMsg::Join(m) => self.on_join(m, out),
+            HomeMsg::Invite(m) => self.on_invite(m, out),
+            HomeMsg::OpenDm(m) => self.on_open_dm(m, out),
+            HomeMsg::VerifyMember(m) => self.on_verify_member(from, m, out),
+            HomeMsg::MemberAdded(m) => self.on_member_added(m, out),
+            HomeMsg::MemberRemoved(m) => self.on_member_removed(m, out),
+            HomeMsg::SetCursor(m) => self.on_set_cursor(m, out),
+            HomeMsg::SetNotify(m) => self.on_set_notify_home(m, out),
+            HomeMsg::SetFocus(m) => self.on_set_focus(m, out),
+            HomeMsg::SetDnd(m) => self.on_set_dnd(m, out),
+        }
     }
 }

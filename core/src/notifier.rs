@@ -8,7 +8,7 @@
 //!    all-subscribers) (DM members; mentions; the channel's members whose
 //!    level is `all`, from [`AllSubscribers`]; every member only for an
 //!    honored `@channel` / `@here`), grouped by home shard, one
-//!    `PeerBody::Notify` per shard. The owner tracks the hand-off
+//!    `peer::notifier::Notify` per shard. The owner tracks the hand-off
 //!    ([`Handoffs`]) until each home confirms (`NotifyDone`) that its
 //!    decisions are durable, and appends the watermark of confirmed
 //!    hand-offs (`NotifyHandedOff`) at most once per tick.
@@ -50,7 +50,7 @@ use crate::constants::{
     PUSH_IN_FLIGHT_MAX, PUSH_RETRY_BASE_MS, PUSH_RETRY_MAX_MS, PUSH_STARTS_PER_TICK_MAX,
 };
 use crate::notify::{self, Candidate, Decision, DeviceView, Posted, Situation, Suppressed};
-use crate::peer::{PeerBody, Ticket};
+use crate::peer::{self};
 use crate::record::{Record, StoredReason};
 use crate::shard::{Action, PushMode, Shard};
 use crate::text::preview;
@@ -59,9 +59,9 @@ use crate::text::preview;
 ///
 /// Derived, memory only, never a source of truth: the level lives in the
 /// user's home shard (`NotifySet`). The home tells the owner after the
-/// record is durable (`PeerBody::NotifyAll`), again when such a user is
+/// record is durable (`peer::notifier::NotifyAll`), again when such a user is
 /// re-added to the channel, and sends a full round of its users' `all`
-/// levels (`PeerBody::NotifyAllRound`) at its own start and whenever the
+/// levels (`peer::notifier::NotifyAllRound`) at its own start and whenever the
 /// owner restarts; a round replaces that home's entries. So the set heals
 /// from any crash the way the user → conversations index does, and no
 /// second durable copy can disagree with the first.
@@ -259,7 +259,12 @@ impl Shard {
             if let Some(home) = only {
                 // Nothing left for that home (its users left): it owes
                 // no confirmation any more.
-                self.on_notify_done(home, self.ticket(lsn));
+                self.on_notify_done(
+                    home,
+                    peer::notifier::NotifyDone {
+                        handoff: self.ticket(lsn),
+                    },
+                );
             }
             return;
         }
@@ -285,7 +290,7 @@ impl Shard {
         for (home, cands) in by_home {
             let n = cands.len().div_ceil(PEER_BATCH_MAX);
             for (i, chunk) in cands.chunks(PEER_BATCH_MAX).enumerate() {
-                let body = PeerBody::Notify {
+                let body = peer::notifier::Notify {
                     event: event.clone(),
                     direct,
                     candidates: chunk.to_vec(),
@@ -298,7 +303,8 @@ impl Shard {
     }
 
     /// Owner role: a home shard's decisions for a hand-off are durable.
-    pub(crate) fn on_notify_done(&mut self, home: ShardId, handoff: Ticket) {
+    pub(crate) fn on_notify_done(&mut self, home: ShardId, m: peer::notifier::NotifyDone) {
+        let peer::notifier::NotifyDone { handoff } = m;
         if handoff.incarnation != self.incarnation {
             return; // An earlier start's hand-off: the watermark re-drove it.
         }
@@ -406,7 +412,12 @@ impl Shard {
 
     /// Owner role: a home says `user`'s level for `conversation` is
     /// (durably) `all`, or no longer.
-    pub(crate) fn on_notify_all(&mut self, user: UserId, conversation: ConversationId, all: bool) {
+    pub(crate) fn on_notify_all(&mut self, m: peer::notifier::NotifyAll) {
+        let peer::notifier::NotifyAll {
+            user,
+            conversation,
+            all,
+        } = m;
         let Some(c) = self.state.conversations.get(&conversation) else {
             return;
         };
@@ -426,11 +437,14 @@ impl Shard {
     pub(crate) fn on_notify_all_round(
         &mut self,
         home: ShardId,
-        entries: Vec<(UserId, ConversationId)>,
-        first: bool,
-        last: bool,
+        m: peer::notifier::NotifyAllRound,
         out: &mut Vec<Effect>,
     ) {
+        let peer::notifier::NotifyAllRound {
+            entries,
+            first,
+            last,
+        } = m;
         let rounds = &mut self.all_subscribers.rounds;
         if first {
             rounds.insert(home, Vec::new());
@@ -451,7 +465,11 @@ impl Shard {
             .by_conversation
             .retain(|_, set| !set.is_empty());
         for (user, conversation) in entries {
-            self.on_notify_all(user, conversation, true);
+            self.on_notify_all(peer::notifier::NotifyAll {
+                user,
+                conversation,
+                all: true,
+            });
         }
         self.all_subscribers.rounds_done.insert(home);
         if self.all_subscribers.complete(count) {
@@ -487,7 +505,7 @@ impl Shard {
             };
             let n = chunks.len();
             for (i, chunk) in chunks.into_iter().enumerate() {
-                let body = PeerBody::NotifyAllRound {
+                let body = peer::notifier::NotifyAllRound {
                     entries: chunk,
                     first: i == 0,
                     last: i + 1 == n,
@@ -512,16 +530,26 @@ impl Shard {
     pub(crate) fn on_notify(
         &mut self,
         owner: ShardId,
-        event: &Arc<Event>,
-        direct: bool,
-        candidates: Vec<Candidate>,
-        handoff: Option<Ticket>,
+        m: peer::notifier::Notify,
         out: &mut Vec<Effect>,
     ) {
+        let peer::notifier::Notify {
+            event,
+            direct,
+            candidates,
+            handoff,
+        } = m;
+        let event = &event;
         self.decide_candidates(event, direct, candidates, out);
         if let Some(handoff) = handoff {
-            let body = PeerBody::NotifyDone { handoff };
-            self.after_durable(Action::Peer { to: owner, body }, out);
+            let body = peer::notifier::NotifyDone { handoff };
+            self.after_durable(
+                Action::Peer {
+                    to: owner,
+                    body: body.into(),
+                },
+                out,
+            );
         }
     }
 
@@ -799,6 +827,24 @@ impl Shard {
             .map_or(Seq(0), |u| u.cursor(e.conversation));
         if delivered && !e.clear && read >= e.seq {
             self.queue_clear(e.user, e.conversation, e.seq, out);
+        }
+    }
+}
+
+impl Shard {
+    /// The notifier role's entry point: one message addressed to it.
+    pub(crate) fn on_notifier_msg(
+        &mut self,
+        from: ShardId,
+        msg: peer::notifier::NotifierMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::notifier::NotifierMsg;
+        match msg {
+            NotifierMsg::Notify(m) => self.on_notify(from, m, out),
+            NotifierMsg::NotifyDone(m) => self.on_notify_done(from, m),
+            NotifierMsg::NotifyAll(m) => self.on_notify_all(m),
+            NotifierMsg::NotifyAllRound(m) => self.on_notify_all_round(from, m, out),
         }
     }
 }

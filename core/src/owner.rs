@@ -15,9 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::api::{
-    Broadcast, ClientMsgId, ConversationId, ConversationInfo, ConversationKind, Effect, Event,
-    HistoryAnchor, Lsn, Message, Millis, NotifyLevel, ReadToken, Reject, Response, Seq, ShardId,
-    UnavailableCause, UserId, WorkspaceId,
+    Broadcast, ConversationId, ConversationInfo, ConversationKind, Effect, Event, HistoryAnchor,
+    Lsn, Message, Millis, ReadToken, Reject, Response, Seq, ShardId, UnavailableCause, UserId,
 };
 use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
@@ -26,7 +25,7 @@ use crate::constants::{
     PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
 };
 use crate::ids::dm_slot;
-use crate::peer::{Actor, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Ticket, Who};
+use crate::peer::{self, Actor, Origin, Summary, SummaryItem, SummaryMode, Who};
 use crate::record::{MessageRecord, Record, StoredBroadcast};
 use crate::shard::{Action, DmOpen, PendingRead, Shard};
 use crate::state::{message_of, Conversation};
@@ -139,13 +138,8 @@ impl Shard {
 
     // ----- Interest -----------------------------------------------------------
 
-    pub(crate) fn on_watch(
-        &mut self,
-        from: ShardId,
-        nonce: Ticket,
-        items: Vec<(Who, ConversationId)>,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_watch(&mut self, from: ShardId, m: peer::owner::Watch, out: &mut Vec<Effect>) {
+        let peer::owner::Watch { nonce, items } = m;
         let durable = self.durable;
         let mut verdicts = Vec::with_capacity(items.len());
         for (who, conv) in items {
@@ -158,10 +152,11 @@ impl Shard {
             };
             verdicts.push((who.user, conv, ok));
         }
-        self.send_peer(from, PeerBody::WatchReply { nonce, verdicts }, out);
+        self.send_peer(from, peer::conn::WatchReply { nonce, verdicts }, out);
     }
 
-    pub(crate) fn on_unwatch(&mut self, from: ShardId, conversation: ConversationId) {
+    pub(crate) fn on_unwatch(&mut self, from: ShardId, m: peer::owner::Unwatch) {
+        let peer::owner::Unwatch { conversation } = m;
         if let Some(c) = self.state.conversations.get_mut(&conversation) {
             c.interested.remove(from);
         }
@@ -189,7 +184,7 @@ impl Shard {
         let homes: Vec<ShardId> = c.homes.iter().collect();
         for shard in shards {
             self.metrics.fanout_messages += 1;
-            let body = PeerBody::Fanout {
+            let body = peer::conn::Fanout {
                 conversation,
                 event: event.clone(),
             };
@@ -199,7 +194,7 @@ impl Shard {
         // one message per home shard, in O(shards) whatever the member count.
         if let Event::Message(m) = event.as_ref() {
             for home in homes {
-                let body = PeerBody::Activity {
+                let body = peer::home::Activity {
                     conversation,
                     at: m.ts,
                 };
@@ -238,7 +233,7 @@ impl Shard {
             };
             let n = chunks.len();
             for (i, chunk) in chunks.into_iter().enumerate() {
-                let body = PeerBody::MembershipRound {
+                let body = peer::home::MembershipRound {
                     entries: chunk,
                     first: i == 0,
                     last: i + 1 == n,
@@ -250,18 +245,16 @@ impl Shard {
 
     // ----- Messages -------------------------------------------------------------
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_send(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        client_msg_id: ClientMsgId,
-        body: String,
-        mentions: Vec<UserId>,
-        broadcast: Broadcast,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_send(&mut self, m: peer::owner::Send, out: &mut Vec<Effect>) {
+        let peer::owner::Send {
+            origin,
+            who,
+            conversation,
+            client_msg_id,
+            body,
+            mentions,
+            broadcast,
+        } = m;
         let durable = self.durable;
         let now = self.now;
         let broadcast_limit = self.config.notify.broadcast_members_max;
@@ -344,27 +337,27 @@ impl Shard {
             // Sending marks everything up to one's own message read.
             Action::Peer {
                 to: home,
-                body: PeerBody::SetCursor {
+                body: peer::home::SetCursor {
                     origin: None,
                     user: who.user,
                     conversation,
                     seq,
-                },
+                }
+                .into(),
             },
         ];
         self.metrics.messages_sequenced += 1;
         self.commit(record, actions, out);
     }
 
-    pub(crate) fn on_history(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        anchor: HistoryAnchor,
-        limit: u32,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_history(&mut self, m: peer::owner::History, out: &mut Vec<Effect>) {
+        let peer::owner::History {
+            origin,
+            who,
+            conversation,
+            anchor,
+            limit,
+        } = m;
         let durable = self.durable;
         let c = match self.conversation_for(conversation, who, Access::Read) {
             Ok(c) => c,
@@ -499,21 +492,20 @@ impl Shard {
         self.reply(p.origin, Ok(page), out);
     }
 
-    pub(crate) fn on_mark_read(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        seq: Seq,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_mark_read(&mut self, m: peer::owner::MarkRead, out: &mut Vec<Effect>) {
+        let peer::owner::MarkRead {
+            origin,
+            who,
+            conversation,
+            seq,
+        } = m;
         let durable = self.durable;
         let head = match self.conversation_for(conversation, who, Access::Member) {
             Ok(c) => c.visible_head(durable),
             Err(r) => return self.reply(origin, Err(r), out),
         };
         let home = self.home_of(who.user);
-        let body = PeerBody::SetCursor {
+        let body = peer::home::SetCursor {
             origin: Some(origin),
             user: who.user,
             conversation,
@@ -522,15 +514,14 @@ impl Shard {
         self.send_peer(home, body, out);
     }
 
-    pub(crate) fn on_set_notify(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        level: NotifyLevel,
-        muted: bool,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_set_notify(&mut self, m: peer::owner::SetNotify, out: &mut Vec<Effect>) {
+        let peer::owner::SetNotify {
+            origin,
+            who,
+            conversation,
+            level,
+            muted,
+        } = m;
         if let Err(r) = self.conversation_for(conversation, who, Access::Member) {
             return self.reply(origin, Err(r), out);
         }
@@ -538,7 +529,7 @@ impl Shard {
             return self.reply(origin, Err(r), out);
         }
         let home = self.home_of(who.user);
-        let body = PeerBody::SetNotifyHome {
+        let body = peer::home::SetNotify {
             origin,
             user: who.user,
             conversation,
@@ -550,11 +541,14 @@ impl Shard {
 
     pub(crate) fn on_lookup_private(
         &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
+        m: peer::owner::LookupPrivate,
         out: &mut Vec<Effect>,
     ) {
+        let peer::owner::LookupPrivate {
+            origin,
+            who,
+            conversation,
+        } = m;
         let result = self
             .conversation_for(conversation, who, Access::Read)
             .map(|c| Response::Found { id: c.id.0 });
@@ -563,23 +557,25 @@ impl Shard {
 
     // ----- Membership -------------------------------------------------------------
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_create_channel_home(
         &mut self,
-        origin: Option<Origin>,
-        conversation: ConversationId,
-        workspace: WorkspaceId,
-        name: String,
-        private: bool,
-        creator: UserId,
+        m: peer::owner::CreateChannel,
         out: &mut Vec<Effect>,
     ) {
+        let peer::owner::CreateChannel {
+            origin,
+            conversation,
+            workspace,
+            name,
+            private,
+            creator,
+        } = m;
         assert!(
             self.state.owns(conversation),
             "channel created on the wrong owner"
         );
         let ws_shard = self.workspace_shard(workspace);
-        let ready = PeerBody::ChannelReady {
+        let ready = peer::workspace::ChannelReady {
             workspace,
             conversation,
         };
@@ -587,7 +583,7 @@ impl Shard {
             self.after_durable(
                 Action::Peer {
                     to: ws_shard,
-                    body: ready,
+                    body: ready.into(),
                 },
                 out,
             );
@@ -639,30 +635,30 @@ impl Shard {
         let actions = vec![
             Action::Peer {
                 to: ws_shard,
-                body: ready,
+                body: ready.into(),
             },
             Action::Peer {
                 to: home,
-                body: PeerBody::MemberAdded {
+                body: peer::home::MemberAdded {
                     user: creator,
                     conversation,
                     info,
                     origin,
-                },
+                }
+                .into(),
             },
         ];
         self.commit(record, actions, out);
     }
 
-    pub(crate) fn on_add_member(
-        &mut self,
-        origin: Origin,
-        actor: Who,
-        user: UserId,
-        conversation: ConversationId,
-        read: Seq,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_add_member(&mut self, m: peer::owner::AddMember, out: &mut Vec<Effect>) {
+        let peer::owner::AddMember {
+            origin,
+            actor,
+            user,
+            conversation,
+            read,
+        } = m;
         let join = actor.user == user;
         let access = if join { Access::Read } else { Access::Member };
         let (info, already) = match self.conversation_for(conversation, actor, access) {
@@ -685,12 +681,13 @@ impl Shard {
         let home = self.home_of(user);
         let added = |origin: Option<Origin>, info: ConversationInfo| Action::Peer {
             to: home,
-            body: PeerBody::MemberAdded {
+            body: peer::home::MemberAdded {
                 user,
                 conversation,
                 info,
                 origin,
-            },
+            }
+            .into(),
         };
         if already {
             // Idempotent: answer as for the original, once it is durable.
@@ -726,14 +723,13 @@ impl Shard {
         self.commit(record, actions, out);
     }
 
-    pub(crate) fn on_remove_member(
-        &mut self,
-        origin: Origin,
-        actor: Actor,
-        user: UserId,
-        conversation: ConversationId,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_remove_member(&mut self, m: peer::owner::RemoveMember, out: &mut Vec<Effect>) {
+        let peer::owner::RemoveMember {
+            origin,
+            actor,
+            user,
+            conversation,
+        } = m;
         let check = (|| {
             let c = match actor {
                 Actor::User(who) => {
@@ -775,7 +771,7 @@ impl Shard {
             },
             Action::Peer {
                 to: home,
-                body: PeerBody::MemberRemoved { user, conversation },
+                body: peer::home::MemberRemoved { user, conversation }.into(),
             },
         ];
         self.commit(record, actions, out);
@@ -789,17 +785,16 @@ impl Shard {
             .map(|c| c.interested.iter().collect())
             .unwrap_or_default();
         for shard in shards {
-            self.send_peer(shard, PeerBody::Unsubscribed { conversation, user }, out);
+            self.send_peer(shard, peer::conn::Unsubscribed { conversation, user }, out);
         }
     }
 
-    pub(crate) fn on_open_dm_owner(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        members: Vec<UserId>,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_open_dm_owner(&mut self, m: peer::owner::OpenDm, out: &mut Vec<Effect>) {
+        let peer::owner::OpenDm {
+            origin,
+            who,
+            members,
+        } = m;
         let key = (who.workspace, members);
         if let Some(&id) = self.state.dms.get(&key) {
             let action = match self.state.conversations.get(&id) {
@@ -807,12 +802,13 @@ impl Shard {
                     let info = self.info_for(c, who.user, Seq(0), true);
                     Action::Peer {
                         to: self.home_of(who.user),
-                        body: PeerBody::MemberAdded {
+                        body: peer::home::MemberAdded {
                             user: who.user,
                             conversation: id,
                             info,
                             origin: Some(origin),
-                        },
+                        }
+                        .into(),
                     }
                 }
                 None => Action::Reply {
@@ -863,7 +859,7 @@ impl Shard {
         };
         self.dm_open_keys.insert(key, id);
         for &user in &unverified {
-            let body = PeerBody::VerifyMember {
+            let body = peer::home::VerifyMember {
                 pending: self.dm_opens.ticket(id),
                 user,
                 workspace: who.workspace,
@@ -895,13 +891,12 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_verify_reply(
-        &mut self,
-        ticket: Ticket,
-        user: UserId,
-        ok: bool,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_verify_reply(&mut self, m: peer::owner::VerifyReply, out: &mut Vec<Effect>) {
+        let peer::owner::VerifyReply {
+            pending: ticket,
+            user,
+            ok,
+        } = m;
         let Some(pending) = self.dm_opens.id_of(ticket) else {
             return;
         };
@@ -985,12 +980,13 @@ impl Shard {
             for origin in origins {
                 actions.push(Action::Peer {
                     to,
-                    body: PeerBody::MemberAdded {
+                    body: peer::home::MemberAdded {
                         user: member,
                         conversation,
                         info: info.clone(),
                         origin,
-                    },
+                    }
+                    .into(),
                 });
             }
         }
@@ -1002,13 +998,16 @@ impl Shard {
     pub(crate) fn on_summaries(
         &mut self,
         from: ShardId,
-        gather: Ticket,
-        who: Who,
-        items: Vec<SummaryItem>,
+        m: peer::owner::Summaries,
         out: &mut Vec<Effect>,
     ) {
+        let peer::owner::Summaries { gather, who, items } = m;
         let summaries = items.iter().map(|item| self.summarize(who, item)).collect();
-        self.send_peer(from, PeerBody::SummariesReply { gather, summaries }, out);
+        self.send_peer(
+            from,
+            peer::gather::SummariesReply { gather, summaries },
+            out,
+        );
     }
 
     fn summarize(&self, who: Who, item: &SummaryItem) -> Summary {
@@ -1064,6 +1063,33 @@ impl Shard {
             info: Some(info),
             messages,
             truncated,
+        }
+    }
+}
+
+impl Shard {
+    /// The owner role's entry point: one message addressed to it.
+    pub(crate) fn on_owner_msg(
+        &mut self,
+        from: ShardId,
+        msg: peer::owner::OwnerMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::owner::OwnerMsg;
+        match msg {
+            OwnerMsg::Watch(m) => self.on_watch(from, m, out),
+            OwnerMsg::Unwatch(m) => self.on_unwatch(from, m),
+            OwnerMsg::CreateChannel(m) => self.on_create_channel_home(m, out),
+            OwnerMsg::LookupPrivate(m) => self.on_lookup_private(m, out),
+            OwnerMsg::AddMember(m) => self.on_add_member(m, out),
+            OwnerMsg::RemoveMember(m) => self.on_remove_member(m, out),
+            OwnerMsg::OpenDm(m) => self.on_open_dm_owner(m, out),
+            OwnerMsg::VerifyReply(m) => self.on_verify_reply(m, out),
+            OwnerMsg::Send(m) => self.on_send(m, out),
+            OwnerMsg::History(m) => self.on_history(m, out),
+            OwnerMsg::MarkRead(m) => self.on_mark_read(m, out),
+            OwnerMsg::SetNotify(m) => self.on_set_notify(m, out),
+            OwnerMsg::Summaries(m) => self.on_summaries(from, m, out),
         }
     }
 }

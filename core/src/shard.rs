@@ -33,7 +33,7 @@ use crate::constants::{
 };
 use crate::hash::{HashState, Map};
 use crate::ids::shard_of;
-use crate::peer::{Origin, PeerBody, Ticket, Who};
+use crate::peer::{self, Origin, PeerBody, Ticket, Who};
 use crate::pending::PendingTable;
 use crate::record::{Record, RecordError};
 use crate::snapshot::{self, RestoreError};
@@ -702,7 +702,13 @@ impl Shard {
 
     /// Sends a cross-shard message; to itself it is queued and handled
     /// before the current input's handling returns.
-    pub(crate) fn send_peer(&mut self, to: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
+    pub(crate) fn send_peer(
+        &mut self,
+        to: ShardId,
+        body: impl Into<PeerBody>,
+        out: &mut Vec<Effect>,
+    ) {
+        let body = body.into();
         assert!(to.0 < self.config.shard_count, "peer shard out of range");
         self.metrics.peer_messages += 1;
         if to == self.config.shard {
@@ -738,7 +744,11 @@ impl Shard {
         result: Result<Response, Reject>,
         out: &mut Vec<Effect>,
     ) {
-        self.send_peer(origin.conn.shard(), PeerBody::Reply { origin, result }, out);
+        self.send_peer(
+            origin.conn.shard(),
+            peer::conn::Reply { origin, result },
+            out,
+        );
     }
 
     /// Emits the answer on a local connection (the connection role).
@@ -903,276 +913,13 @@ impl Shard {
 
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
         match body {
-            PeerBody::Reply { origin, result } => self.emit_reply(origin, result, out),
             PeerBody::Restarted => self.on_restarted(from, out),
-            PeerBody::MembershipRound {
-                entries,
-                first,
-                last,
-            } => self.on_membership_round(from, entries, first, last),
-            PeerBody::Activity { conversation, at } => self.on_activity(conversation, at),
-            PeerBody::DevicesRegister { devices } => self.on_devices_register(from, devices, out),
-            PeerBody::Auth {
-                origin,
-                user,
-                token,
-                secret,
-                device,
-            } => self.on_auth(origin, user, token, secret, device, out),
-            PeerBody::AuthOk {
-                origin,
-                who,
-                token,
-                conversations,
-            } => self.on_auth_ok(origin, who, token, conversations, out),
-            PeerBody::AuthFailed { origin, reject } => self.on_auth_failed(origin, reject, out),
-            PeerBody::DeviceGone { user, conn } => self.on_device_gone(user, conn),
-            PeerBody::CloseConns {
-                conns,
-                incarnation,
-                reason,
-            } => self.on_close_conns(conns, incarnation, reason, out),
-            PeerBody::Notify {
-                event,
-                direct,
-                candidates,
-                handoff,
-            } => self.on_notify(from, &event, direct, candidates, handoff, out),
-            PeerBody::NotifyDone { handoff } => self.on_notify_done(from, handoff),
-            PeerBody::DeliverToConns {
-                user,
-                conns,
-                incarnation,
-                event,
-            } => self.on_deliver_to_conns(user, conns, incarnation, event, out),
-            PeerBody::SubscribeConns {
-                user,
-                conversation,
-                conns,
-                incarnation,
-                event,
-                reply,
-            } => self.on_subscribe_conns(user, conversation, conns, incarnation, event, reply, out),
-            PeerBody::Watch { nonce, items } => self.on_watch(from, nonce, items, out),
-            PeerBody::WatchReply { nonce, verdicts } => {
-                self.on_watch_reply(from, nonce, verdicts, out)
-            }
-            PeerBody::Unwatch { conversation } => self.on_unwatch(from, conversation),
-            PeerBody::Unsubscribed { conversation, user } => {
-                self.on_unsubscribed(conversation, user, out)
-            }
-            PeerBody::Fanout {
-                conversation,
-                event,
-            } => self.on_fanout(from, conversation, event, out),
-            PeerBody::CreateWorkspace { origin, slot, name } => {
-                self.on_create_workspace(origin, slot, name, out)
-            }
-            PeerBody::CreateUser {
-                origin,
-                workspace,
-                name,
-            } => self.on_create_user(origin, workspace, name, out),
-            PeerBody::CreateUserHome {
-                origin,
-                user,
-                workspace,
-                workspace_name,
-                name,
-            } => self.on_create_user_home(origin, user, workspace, workspace_name, name, out),
-            PeerBody::UserHomeReady { workspace, user } => {
-                self.on_user_home_ready(workspace, user, out)
-            }
-            PeerBody::IssueToken { origin, user } => self.on_issue_token(origin, user, out),
-            PeerBody::RevokeToken {
-                origin,
-                user,
-                token,
-            } => self.on_revoke_token(origin, user, token, out),
-            PeerBody::CreateChannel {
-                origin,
-                who,
-                name,
-                private,
-            } => self.on_create_channel(origin, who, name, private, out),
-            PeerBody::ClaimChannel {
-                origin,
-                who,
-                name,
-                private,
-            } => self.on_claim_channel(origin, who, name, private, out),
-            PeerBody::CreateChannelHome {
-                origin,
-                conversation,
-                workspace,
-                name,
-                private,
-                creator,
-            } => self.on_create_channel_home(
-                origin,
-                conversation,
-                workspace,
-                name,
-                private,
-                creator,
-                out,
-            ),
-            PeerBody::ChannelReady {
-                workspace,
-                conversation,
-            } => self.on_channel_ready(workspace, conversation, out),
-            PeerBody::Lookup {
-                origin,
-                who,
-                name,
-                kind,
-            } => self.on_lookup(origin, who, name, kind, out),
-            PeerBody::LookupPrivate {
-                origin,
-                who,
-                conversation,
-            } => self.on_lookup_private(origin, who, conversation, out),
-            PeerBody::PublicChannels { gather, workspace } => {
-                self.on_public_channels(from, gather, workspace, out)
-            }
-            PeerBody::PublicChannelsReply {
-                gather,
-                conversations,
-            } => self.on_public_channels_reply(gather, conversations, out),
-            PeerBody::Join {
-                origin,
-                who,
-                conversation,
-            } => self.on_join(origin, who, conversation, out),
-            PeerBody::Invite {
-                origin,
-                who,
-                conversation,
-                user,
-            } => self.on_invite(origin, who, conversation, user, out),
-            PeerBody::AddMember {
-                origin,
-                actor,
-                user,
-                conversation,
-                read,
-            } => self.on_add_member(origin, actor, user, conversation, read, out),
-            PeerBody::RemoveMember {
-                origin,
-                actor,
-                user,
-                conversation,
-            } => self.on_remove_member(origin, actor, user, conversation, out),
-            PeerBody::OpenDm {
-                origin,
-                who,
-                members,
-            } => self.on_open_dm(origin, who, members, out),
-            PeerBody::OpenDmOwner {
-                origin,
-                who,
-                members,
-            } => self.on_open_dm_owner(origin, who, members, out),
-            PeerBody::VerifyMember {
-                pending,
-                user,
-                workspace,
-            } => self.on_verify_member(from, pending, user, workspace, out),
-            PeerBody::VerifyReply { pending, user, ok } => {
-                self.on_verify_reply(pending, user, ok, out)
-            }
-            PeerBody::MemberAdded {
-                user,
-                conversation,
-                info,
-                origin,
-            } => self.on_member_added(user, conversation, info, origin, out),
-            PeerBody::MemberRemoved { user, conversation } => {
-                self.on_member_removed(user, conversation, out)
-            }
-            PeerBody::Send {
-                origin,
-                who,
-                conversation,
-                client_msg_id,
-                body,
-                mentions,
-                broadcast,
-            } => self.on_send(
-                origin,
-                who,
-                conversation,
-                client_msg_id,
-                body,
-                mentions,
-                broadcast,
-                out,
-            ),
-            PeerBody::History {
-                origin,
-                who,
-                conversation,
-                anchor,
-                limit,
-            } => self.on_history(origin, who, conversation, anchor, limit, out),
-            PeerBody::MarkRead {
-                origin,
-                who,
-                conversation,
-                seq,
-            } => self.on_mark_read(origin, who, conversation, seq, out),
-            PeerBody::SetCursor {
-                origin,
-                user,
-                conversation,
-                seq,
-            } => self.on_set_cursor(origin, user, conversation, seq, out),
-            PeerBody::SetNotify {
-                origin,
-                who,
-                conversation,
-                level,
-                muted,
-            } => self.on_set_notify(origin, who, conversation, level, muted, out),
-            PeerBody::SetNotifyHome {
-                origin,
-                user,
-                conversation,
-                level,
-                muted,
-            } => self.on_set_notify_home(origin, user, conversation, level, muted, out),
-            PeerBody::NotifyAll {
-                user,
-                conversation,
-                all,
-            } => self.on_notify_all(user, conversation, all),
-            PeerBody::NotifyAllRound {
-                entries,
-                first,
-                last,
-            } => self.on_notify_all_round(from, entries, first, last, out),
-            PeerBody::SetFocus {
-                origin,
-                user,
-                focused,
-                active,
-            } => self.on_set_focus(origin, user, focused, active, out),
-            PeerBody::SetDnd {
-                origin,
-                user,
-                until,
-            } => self.on_set_dnd(origin, user, until, out),
-            PeerBody::Gather {
-                origin,
-                who,
-                request,
-            } => self.on_gather(origin, who, request, out),
-            PeerBody::Summaries { gather, who, items } => {
-                self.on_summaries(from, gather, who, items, out)
-            }
-            PeerBody::SummariesReply { gather, summaries } => {
-                self.on_summaries_reply(gather, summaries, out)
-            }
+            PeerBody::Conn(msg) => self.on_conn_msg(from, msg, out),
+            PeerBody::Owner(msg) => self.on_owner_msg(from, msg, out),
+            PeerBody::Home(msg) => self.on_home_msg(from, msg, out),
+            PeerBody::Workspace(msg) => self.on_workspace_msg(from, msg, out),
+            PeerBody::Gather(msg) => self.on_gather_msg(from, msg, out),
+            PeerBody::Notifier(msg) => self.on_notifier_msg(from, msg, out),
         }
     }
 
