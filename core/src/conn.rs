@@ -29,22 +29,141 @@ use crate::constants::{
     BOOT_CONVERSATIONS_MAX, CONNECTIONS_PER_SHARD_MAX, GROUP_DM_MEMBERS_MAX, HISTORY_PAGE_MAX,
     PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_CURSORS_MAX,
 };
+use crate::constants::{PENDING_HELLOS_MAX, PENDING_WATCH_WAITERS_MAX};
+use crate::hash::{HashState, Map};
 use crate::ids::{shard_of_slot, spread_slot};
 use crate::peer::{self, Actor, DeviceReg, GatherRequest, Origin, Who};
-use crate::shard::{Conn, LocalSub, Session, Shard, SubConn, Waiter, WaiterAction};
+use crate::pending::PendingTable;
+use crate::shard::Shard;
 use crate::text::{check_body, check_name, NameKind};
+use std::collections::BTreeSet;
+
+/// The connection role's state (memory only): the connections this shard
+/// holds, their local subscriptions, and the replies waiting for the
+/// owners' watch verdicts or the home shards' hello verdicts.
+#[derive(Debug)]
+pub(crate) struct ConnRole {
+    /// Open connections (at most CONNECTIONS_PER_SHARD_MAX).
+    pub(crate) conns: Map<ConnId, Conn>,
+    /// Local subscribers per conversation (entries only while some
+    /// connection here is subscribed).
+    pub(crate) subs: Map<ConversationId, LocalSub>,
+    /// The next watch batch number (monotonic in an incarnation).
+    pub(crate) next_nonce: u64,
+    /// Watch batch → the waiter it counts for (one entry per unanswered
+    /// batch of a waiter).
+    pub(crate) nonce_waiters: Map<u64, u64>,
+    /// Replies waiting for watch verdicts (at most
+    /// PENDING_WATCH_WAITERS_MAX).
+    pub(crate) waiters: PendingTable<Waiter>,
+    /// Hellos waiting for the home shard, by connection, with their request
+    /// id (at most PENDING_HELLOS_MAX).
+    pub(crate) hellos: PendingTable<ReqId, ConnId>,
+    /// Workspaces created through this shard (seeds their placement).
+    pub(crate) placement_counter: u64,
+}
+
+impl ConnRole {
+    /// Empty, for a shard incarnation.
+    pub(crate) fn new(hash: HashState, incarnation: u64) -> ConnRole {
+        ConnRole {
+            conns: hash.map(),
+            subs: hash.map(),
+            next_nonce: 1,
+            nonce_waiters: hash.map(),
+            waiters: PendingTable::new(PENDING_WATCH_WAITERS_MAX, incarnation),
+            hellos: PendingTable::new(PENDING_HELLOS_MAX, incarnation),
+            placement_counter: 0,
+        }
+    }
+}
+
+/// A connection's session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Session {
+    /// Connected, no `Hello` yet (or it failed).
+    Anonymous,
+    /// `Hello` forwarded to the home shard.
+    Authenticating {
+        /// The hello's request id (its deadline is in the pending hellos).
+        req: ReqId,
+    },
+    /// Admin session.
+    Admin,
+    /// User session.
+    User {
+        /// The user.
+        who: Who,
+        /// The token used.
+        token: u64,
+    },
+}
+
+/// A connection held by this shard.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) session: Session,
+    pub(crate) device: Option<DeviceInfo>,
+    /// Conversations this connection is subscribed to (pending or active).
+    pub(crate) subs: BTreeSet<ConversationId>,
+}
+
+/// A connection's subscription to a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SubConn {
+    /// The watch batch that covers it.
+    pub(crate) nonce: u64,
+    /// Confirmed by the owner: live events are delivered.
+    pub(crate) active: bool,
+}
+
+/// The local subscribers of one conversation.
+#[derive(Debug, Default)]
+pub(crate) struct LocalSub {
+    pub(crate) conns: BTreeMap<(UserId, ConnId), SubConn>,
+    /// The owner has this shard in its interest set (as far as we know).
+    pub(crate) registered: bool,
+    /// Watch items sent and not yet answered.
+    pub(crate) outstanding: u32,
+}
+
+/// What to do when watch verdicts are in.
+#[derive(Debug)]
+pub(crate) enum WaiterAction {
+    /// Reply `Welcome` to a hello.
+    Welcome { origin: Origin, who: Who },
+    /// Deliver `Event::Joined` and answer the join.
+    Joined {
+        user: UserId,
+        conns: Vec<ConnId>,
+        event: Option<Arc<Event>>,
+        reply: Option<(Origin, Result<Response, Reject>)>,
+    },
+}
+
+/// Replies waiting for watch verdicts.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    /// Watch batches not yet answered.
+    pub(crate) remaining: u32,
+    /// The batches' nonces (keys of `nonce_waiters`), forgotten with the
+    /// waiter when it expires.
+    pub(crate) nonces: Vec<u64>,
+    /// What to do once every batch is answered (or at the deadline).
+    pub(crate) action: WaiterAction,
+}
 
 impl Shard {
     pub(crate) fn on_connected(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
-        assert_eq!(conn.shard(), self.me(), "connection of another shard");
-        if self.conns.len() >= CONNECTIONS_PER_SHARD_MAX {
+        assert_eq!(conn.shard(), self.cx.me(), "connection of another shard");
+        if self.conn.conns.len() >= CONNECTIONS_PER_SHARD_MAX {
             out.push(Effect::Close {
                 conn,
                 reason: CloseReason::Overloaded,
             });
             return;
         }
-        self.conns.insert(
+        self.conn.conns.insert(
             conn,
             Conn {
                 session: Session::Anonymous,
@@ -61,7 +180,7 @@ impl Shard {
         result: Result<Response, Reject>,
         out: &mut Vec<Effect>,
     ) {
-        let origin = self.origin(conn, req);
+        let origin = self.cx.origin(conn, req);
         self.emit_reply(origin, result, out);
     }
 
@@ -73,7 +192,7 @@ impl Shard {
         device: DeviceInfo,
         out: &mut Vec<Effect>,
     ) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conn.conns.get(&conn) else {
             return; // Never connected (or already gone): nobody to answer.
         };
         if c.session != Session::Anonymous {
@@ -87,7 +206,7 @@ impl Shard {
             Credential::Admin(secret) => {
                 let good: bool = subtle::ConstantTimeEq::ct_eq(
                     &hash_secret(&secret)[..],
-                    &self.config.admin_token_hash[..],
+                    &self.cx.config.admin_token_hash[..],
                 )
                 .into();
                 if !good {
@@ -98,11 +217,11 @@ impl Shard {
                     });
                     return;
                 }
-                if let Some(c) = self.conns.get_mut(&conn) {
+                if let Some(c) = self.conn.conns.get_mut(&conn) {
                     c.session = Session::Admin;
                     c.device = Some(device);
                 }
-                let now = self.now;
+                let now = self.cx.now;
                 let welcome = Response::Welcome {
                     user: None,
                     workspace: None,
@@ -117,9 +236,13 @@ impl Shard {
                 token,
                 secret,
             } => {
-                let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
-                if self.hellos.is_full()
-                    || self.hellos.insert_at(conn, Some(deadline), req).is_err()
+                let deadline = Millis(self.cx.now.0 + REQUEST_TIMEOUT_MS);
+                if self.conn.hellos.is_full()
+                    || self
+                        .conn
+                        .hellos
+                        .insert_at(conn, Some(deadline), req)
+                        .is_err()
                 {
                     let r = Err(Reject::unavailable(
                         UnavailableCause::Overloaded,
@@ -127,13 +250,13 @@ impl Shard {
                     ));
                     return self.direct_reply(conn, req, r, out);
                 }
-                if let Some(c) = self.conns.get_mut(&conn) {
+                if let Some(c) = self.conn.conns.get_mut(&conn) {
                     c.session = Session::Authenticating { req };
                     c.device = Some(device.clone());
                 }
-                let home = self.home_of(user);
-                let origin = self.origin(conn, req);
-                self.send_peer(
+                let home = self.cx.home_of(user);
+                let origin = self.cx.origin(conn, req);
+                self.cx.send_peer(
                     home,
                     peer::home::Auth {
                         origin,
@@ -155,15 +278,15 @@ impl Shard {
             token,
             conversations,
         } = m;
-        let waiting = origin.incarnation == self.incarnation
-            && self.conns.get(&origin.conn).is_some_and(
+        let waiting = origin.incarnation == self.cx.incarnation
+            && self.conn.conns.get(&origin.conn).is_some_and(
                 |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
             );
         if !waiting {
             // The connection went away or timed out meanwhile: the home
             // shard registered a device that does not exist.
-            let home = self.home_of(who.user);
-            self.send_peer(
+            let home = self.cx.home_of(who.user);
+            self.cx.send_peer(
                 home,
                 peer::home::DeviceGone {
                     user: who.user,
@@ -173,8 +296,8 @@ impl Shard {
             );
             return;
         }
-        self.hellos.remove(origin.conn);
-        if let Some(c) = self.conns.get_mut(&origin.conn) {
+        self.conn.hellos.remove(origin.conn);
+        if let Some(c) = self.conn.conns.get_mut(&origin.conn) {
             c.session = Session::User { who, token };
         }
         self.subscribe(
@@ -188,15 +311,15 @@ impl Shard {
 
     pub(crate) fn on_auth_failed(&mut self, m: peer::conn::AuthFailed, out: &mut Vec<Effect>) {
         let peer::conn::AuthFailed { origin, reject } = m;
-        let waiting = origin.incarnation == self.incarnation
-            && self.conns.get(&origin.conn).is_some_and(
+        let waiting = origin.incarnation == self.cx.incarnation
+            && self.conn.conns.get(&origin.conn).is_some_and(
                 |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
             );
         if !waiting {
             return;
         }
-        self.hellos.remove(origin.conn);
-        if let Some(c) = self.conns.get_mut(&origin.conn) {
+        self.conn.hellos.remove(origin.conn);
+        if let Some(c) = self.conn.conns.get_mut(&origin.conn) {
             c.session = Session::Anonymous;
         }
         let close = reject == Reject::Unauthenticated;
@@ -211,8 +334,8 @@ impl Shard {
     }
 
     pub(crate) fn expire_hellos(&mut self, out: &mut Vec<Effect>) {
-        for (conn, req) in self.hellos.expire(self.now) {
-            let Some(c) = self.conns.get_mut(&conn) else {
+        for (conn, req) in self.conn.hellos.expire(self.cx.now) {
+            let Some(c) = self.conn.conns.get_mut(&conn) else {
                 continue;
             };
             if c.session != (Session::Authenticating { req }) {
@@ -228,14 +351,14 @@ impl Shard {
     }
 
     pub(crate) fn on_disconnected(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
-        let Some(c) = self.conns.remove(&conn) else {
+        let Some(c) = self.conn.conns.remove(&conn) else {
             return;
         };
-        self.hellos.remove(conn);
+        self.conn.hellos.remove(conn);
         self.drop_conn_subs(conn, &c, out);
         if let Session::User { who, .. } = c.session {
-            let home = self.home_of(who.user);
-            self.send_peer(
+            let home = self.cx.home_of(who.user);
+            self.cx.send_peer(
                 home,
                 peer::home::DeviceGone {
                     user: who.user,
@@ -252,7 +375,7 @@ impl Shard {
             return;
         };
         for conv in &c.subs {
-            if let Some(sub) = self.subs.get_mut(conv) {
+            if let Some(sub) = self.conn.subs.get_mut(conv) {
                 sub.conns.remove(&(who.user, conn));
             }
             self.cleanup_sub(*conv, out);
@@ -262,17 +385,18 @@ impl Shard {
     /// Drops a conversation's entry once nothing is subscribed or awaited,
     /// telling the owner when it counted this shard as interested.
     fn cleanup_sub(&mut self, conv: ConversationId, out: &mut Vec<Effect>) {
-        let Some(sub) = self.subs.get(&conv) else {
+        let Some(sub) = self.conn.subs.get(&conv) else {
             return;
         };
         if !sub.conns.is_empty() || sub.outstanding > 0 {
             return;
         }
         let registered = sub.registered;
-        self.subs.remove(&conv);
+        self.conn.subs.remove(&conv);
         if registered {
-            let owner = self.owner_of(conv);
-            self.send_peer(owner, peer::owner::Unwatch { conversation: conv }, out);
+            let owner = self.cx.owner_of(conv);
+            self.cx
+                .send_peer(owner, peer::owner::Unwatch { conversation: conv }, out);
         }
     }
 
@@ -290,7 +414,10 @@ impl Shard {
         let mut by_owner: BTreeMap<ShardId, Vec<ConversationId>> = BTreeMap::new();
         if !conns.is_empty() {
             for &conv in convs {
-                by_owner.entry(self.owner_of(conv)).or_default().push(conv);
+                by_owner
+                    .entry(self.cx.owner_of(conv))
+                    .or_default()
+                    .push(conv);
             }
         }
         let batches: Vec<(ShardId, Vec<ConversationId>)> = by_owner
@@ -302,7 +429,7 @@ impl Shard {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let waiter = if batches.is_empty() || self.waiters.is_full() {
+        let waiter = if batches.is_empty() || self.conn.waiters.is_full() {
             // Nothing to wait for (or no room to wait: answer now; the
             // subscriptions still complete, the client's sync covers it).
             self.run_waiter(action, out);
@@ -313,28 +440,28 @@ impl Shard {
                 nonces: Vec::with_capacity(batches.len()),
                 action,
             };
-            let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
+            let deadline = Millis(self.cx.now.0 + REQUEST_TIMEOUT_MS);
             // Not full (checked above), so the insert succeeds.
-            self.waiters.insert(Some(deadline), waiter).ok()
+            self.conn.waiters.insert(Some(deadline), waiter).ok()
         };
         for (owner, batch) in batches {
-            let nonce = self.next_nonce;
-            self.next_nonce += 1;
+            let nonce = self.conn.next_nonce;
+            self.conn.next_nonce += 1;
             if let Some(id) = waiter {
-                self.nonce_waiters.insert(nonce, id);
-                if let Some(w) = self.waiters.get_mut(id) {
+                self.conn.nonce_waiters.insert(nonce, id);
+                if let Some(w) = self.conn.waiters.get_mut(id) {
                     w.nonces.push(nonce);
                 }
             }
-            let ticket = self.ticket(nonce);
+            let ticket = self.cx.ticket(nonce);
             let user = who.user;
             for &conv in &batch {
-                let sub = self.subs.entry(conv).or_insert_with(LocalSub::default);
+                let sub = self.conn.subs.entry(conv).or_insert_with(LocalSub::default);
                 sub.outstanding += 1;
                 for &conn in conns {
                     let active = sub.conns.get(&(user, conn)).is_some_and(|s| s.active);
                     sub.conns.insert((user, conn), SubConn { nonce, active });
-                    if let Some(c) = self.conns.get_mut(&conn) {
+                    if let Some(c) = self.conn.conns.get_mut(&conn) {
                         c.subs.insert(conv);
                     }
                 }
@@ -344,7 +471,7 @@ impl Shard {
                 nonce: ticket,
                 items,
             };
-            self.send_peer(owner, body, out);
+            self.cx.send_peer(owner, body, out);
         }
     }
 
@@ -358,18 +485,19 @@ impl Shard {
             nonce: ticket,
             verdicts,
         } = m;
-        if ticket.incarnation != self.incarnation {
+        if ticket.incarnation != self.cx.incarnation {
             // For an earlier start of this shard; the owner has since
             // cleared our interest (it processed our `Restarted` after).
             return;
         }
         let nonce = ticket.id;
         for (user, conv, ok) in verdicts {
-            let Some(sub) = self.subs.get_mut(&conv) else {
+            let Some(sub) = self.conn.subs.get_mut(&conv) else {
                 if ok {
                     // Cannot happen while the entry waits for this verdict;
                     // if it does, keep the owner's set exact.
-                    self.send_peer(from, peer::owner::Unwatch { conversation: conv }, out);
+                    self.cx
+                        .send_peer(from, peer::owner::Unwatch { conversation: conv }, out);
                 }
                 continue;
             };
@@ -390,15 +518,15 @@ impl Shard {
                     }
                 } else {
                     sub.conns.remove(&(user, conn));
-                    if let Some(c) = self.conns.get_mut(&conn) {
+                    if let Some(c) = self.conn.conns.get_mut(&conn) {
                         c.subs.remove(&conv);
                     }
                 }
             }
             self.cleanup_sub(conv, out);
         }
-        if let Some(id) = self.nonce_waiters.remove(&nonce) {
-            let done = match self.waiters.get_mut(id) {
+        if let Some(id) = self.conn.nonce_waiters.remove(&nonce) {
+            let done = match self.conn.waiters.get_mut(id) {
                 Some(w) => {
                     w.remaining -= 1;
                     w.remaining == 0
@@ -406,7 +534,7 @@ impl Shard {
                 None => false,
             };
             if done {
-                if let Some(w) = self.waiters.remove(id) {
+                if let Some(w) = self.conn.waiters.remove(id) {
                     self.run_waiter(w.action, out);
                 }
             }
@@ -414,9 +542,9 @@ impl Shard {
     }
 
     pub(crate) fn expire_waiters(&mut self, out: &mut Vec<Effect>) {
-        for (_, w) in self.waiters.expire(self.now) {
+        for (_, w) in self.conn.waiters.expire(self.cx.now) {
             for nonce in &w.nonces {
-                self.nonce_waiters.remove(nonce);
+                self.conn.nonce_waiters.remove(nonce);
             }
             // The owner did not answer (it restarted; it will ask for
             // our subscriptions again). Answer anyway: sync covers it.
@@ -427,7 +555,7 @@ impl Shard {
     fn run_waiter(&mut self, action: WaiterAction, out: &mut Vec<Effect>) {
         match action {
             WaiterAction::Welcome { origin, who } => {
-                let now = self.now;
+                let now = self.cx.now;
                 let welcome = Response::Welcome {
                     user: Some(who.user),
                     workspace: Some(who.workspace),
@@ -435,7 +563,7 @@ impl Shard {
                     conn_rate: RateLimit::NONE,
                     user_rate: RateLimit::NONE,
                 };
-                self.reply(origin, Ok(welcome), out);
+                self.cx.reply(origin, Ok(welcome), out);
             }
             WaiterAction::Joined {
                 user,
@@ -448,7 +576,7 @@ impl Shard {
                     self.deliver(alive, event, out);
                 }
                 if let Some((origin, result)) = reply {
-                    self.reply(origin, result, out);
+                    self.cx.reply(origin, result, out);
                 }
             }
         }
@@ -460,7 +588,7 @@ impl Shard {
             .iter()
             .copied()
             .filter(|c| {
-                self.conns.get(c).is_some_and(
+                self.conn.conns.get(c).is_some_and(
                     |c| matches!(c.session, Session::User { who, .. } if who.user == user),
                 )
             })
@@ -471,8 +599,8 @@ impl Shard {
         if conns.is_empty() {
             return;
         }
-        self.metrics.deliveries += 1;
-        self.metrics.delivered_conns += conns.len() as u64;
+        self.cx.metrics.deliveries += 1;
+        self.cx.metrics.delivered_conns += conns.len() as u64;
         out.push(Effect::Deliver { conns, event });
     }
 
@@ -489,14 +617,14 @@ impl Shard {
             event,
             reply,
         } = m;
-        let alive = if incarnation == self.incarnation {
+        let alive = if incarnation == self.cx.incarnation {
             self.user_conns(user, &conns)
         } else {
             Vec::new()
         };
         let who = alive
             .first()
-            .and_then(|c| match self.conns.get(c).map(|c| &c.session) {
+            .and_then(|c| match self.conn.conns.get(c).map(|c| &c.session) {
                 Some(Session::User { who, .. }) => Some(*who),
                 _ => None,
             });
@@ -523,7 +651,7 @@ impl Shard {
             incarnation,
             event,
         } = m;
-        if incarnation != self.incarnation {
+        if incarnation != self.cx.incarnation {
             return;
         }
         let alive = self.user_conns(user, &conns);
@@ -536,14 +664,14 @@ impl Shard {
             incarnation,
             reason,
         } = m;
-        if incarnation != self.incarnation {
+        if incarnation != self.cx.incarnation {
             return;
         }
         for conn in conns {
-            let Some(c) = self.conns.remove(&conn) else {
+            let Some(c) = self.conn.conns.remove(&conn) else {
                 continue;
             };
-            self.hellos.remove(conn);
+            self.conn.hellos.remove(conn);
             self.drop_conn_subs(conn, &c, out);
             out.push(Effect::Close { conn, reason });
         }
@@ -551,7 +679,7 @@ impl Shard {
 
     pub(crate) fn on_unsubscribed(&mut self, m: peer::conn::Unsubscribed, out: &mut Vec<Effect>) {
         let peer::conn::Unsubscribed { conversation, user } = m;
-        let Some(sub) = self.subs.get_mut(&conversation) else {
+        let Some(sub) = self.conn.subs.get_mut(&conversation) else {
             return;
         };
         // Active subscriptions stop now. Pending ones keep waiting for their
@@ -564,7 +692,7 @@ impl Shard {
             .collect();
         for conn in gone {
             sub.conns.remove(&(user, conn));
-            if let Some(c) = self.conns.get_mut(&conn) {
+            if let Some(c) = self.conn.conns.get_mut(&conn) {
                 c.subs.remove(&conversation);
             }
         }
@@ -581,9 +709,10 @@ impl Shard {
             conversation,
             event,
         } = m;
-        let Some(sub) = self.subs.get(&conversation) else {
+        let Some(sub) = self.conn.subs.get(&conversation) else {
             // Stale interest (e.g. this shard restarted): correct the owner.
-            self.send_peer(from, peer::owner::Unwatch { conversation }, out);
+            self.cx
+                .send_peer(from, peer::owner::Unwatch { conversation }, out);
             return;
         };
         let conns: Vec<ConnId> = sub
@@ -599,15 +728,16 @@ impl Shard {
     /// every local subscription of its conversations.
     pub(crate) fn rewatch_owner(&mut self, owner: ShardId, out: &mut Vec<Effect>) {
         let mut convs: Vec<ConversationId> = self
+            .conn
             .subs
             .keys()
             .copied()
-            .filter(|c| self.owner_of(*c) == owner)
+            .filter(|c| self.cx.owner_of(*c) == owner)
             .collect();
         convs.sort_unstable();
         let mut items: Vec<(Who, ConversationId)> = Vec::new();
         for conv in convs {
-            let Some(sub) = self.subs.get_mut(&conv) else {
+            let Some(sub) = self.conn.subs.get_mut(&conv) else {
                 continue;
             };
             sub.registered = false;
@@ -616,7 +746,9 @@ impl Shard {
                 if whos.last().is_some_and(|w| w.user == *user) {
                     continue;
                 }
-                if let Some(Session::User { who, .. }) = self.conns.get(conn).map(|c| &c.session) {
+                if let Some(Session::User { who, .. }) =
+                    self.conn.conns.get(conn).map(|c| &c.session)
+                {
                     whos.push(*who);
                 }
             }
@@ -624,11 +756,11 @@ impl Shard {
             items.extend(whos.into_iter().map(|w| (w, conv)));
         }
         for chunk in items.chunks(PEER_BATCH_MAX) {
-            let nonce = self.next_nonce;
-            self.next_nonce += 1;
-            let ticket = self.ticket(nonce);
+            let nonce = self.conn.next_nonce;
+            self.conn.next_nonce += 1;
+            let ticket = self.cx.ticket(nonce);
             for (who, conv) in chunk {
-                if let Some(sub) = self.subs.get_mut(conv) {
+                if let Some(sub) = self.conn.subs.get_mut(conv) {
                     for ((_, _), s) in sub
                         .conns
                         .range_mut((who.user, ConnId(0))..=(who.user, ConnId(u64::MAX)))
@@ -646,7 +778,7 @@ impl Shard {
                 nonce: ticket,
                 items,
             };
-            self.send_peer(owner, body, out);
+            self.cx.send_peer(owner, body, out);
         }
     }
 
@@ -654,16 +786,19 @@ impl Shard {
     /// our sessions of its users again.
     pub(crate) fn register_devices_with(&mut self, home: ShardId, out: &mut Vec<Effect>) {
         let mut devices: Vec<DeviceReg> = self
+            .conn
             .conns
             .iter()
             .filter_map(|(conn, c)| match (&c.session, &c.device) {
-                (Session::User { who, token }, Some(device)) if self.home_of(who.user) == home => {
+                (Session::User { who, token }, Some(device))
+                    if self.cx.home_of(who.user) == home =>
+                {
                     Some(DeviceReg {
                         conn: *conn,
                         user: who.user,
                         token: *token,
                         device: device.clone(),
-                        incarnation: self.incarnation,
+                        incarnation: self.cx.incarnation,
                     })
                 }
                 _ => None,
@@ -671,7 +806,7 @@ impl Shard {
             .collect();
         devices.sort_by_key(|d| d.conn);
         for chunk in devices.chunks(PEER_BATCH_MAX) {
-            self.send_peer(
+            self.cx.send_peer(
                 home,
                 peer::home::DevicesRegister {
                     devices: chunk.to_vec(),
@@ -688,8 +823,8 @@ impl Shard {
         request: Request,
         out: &mut Vec<Effect>,
     ) {
-        let origin = self.origin(conn, req);
-        let session = match self.conns.get(&conn) {
+        let origin = self.cx.origin(conn, req);
+        let session = match self.conn.conns.get(&conn) {
             Some(c) => c.session.clone(),
             None => return,
         };
@@ -699,7 +834,7 @@ impl Shard {
             Session::User { who, .. } => self.route_user(origin, who, request, out),
         };
         if let Err(reject) = result {
-            self.reply(origin, Err(reject), out);
+            self.cx.reply(origin, Err(reject), out);
         }
     }
 
@@ -712,11 +847,12 @@ impl Shard {
         match request {
             Request::CreateWorkspace { name } => {
                 check_name("name", &name, NameKind::Display)?;
-                self.placement_counter += 1;
-                let seed = self.placement_counter ^ (self.now.0 << 20) ^ u64::from(self.me().0);
+                self.conn.placement_counter += 1;
+                let seed =
+                    self.conn.placement_counter ^ (self.cx.now.0 << 20) ^ u64::from(self.cx.me().0);
                 let slot = spread_slot(seed);
-                let to = shard_of_slot(slot, self.shard_count());
-                self.send_peer(
+                let to = shard_of_slot(slot, self.cx.shard_count());
+                self.cx.send_peer(
                     to,
                     peer::workspace::CreateWorkspace { origin, slot, name },
                     out,
@@ -724,8 +860,8 @@ impl Shard {
             }
             Request::CreateUser { workspace, name } => {
                 check_name("name", &name, NameKind::Handle)?;
-                let to = self.workspace_shard(workspace);
-                self.send_peer(
+                let to = self.cx.workspace_shard(workspace);
+                self.cx.send_peer(
                     to,
                     peer::workspace::CreateUser {
                         origin,
@@ -736,12 +872,13 @@ impl Shard {
                 );
             }
             Request::IssueToken { user } => {
-                let to = self.home_of(user);
-                self.send_peer(to, peer::home::IssueToken { origin, user }, out);
+                let to = self.cx.home_of(user);
+                self.cx
+                    .send_peer(to, peer::home::IssueToken { origin, user }, out);
             }
             Request::RevokeToken { user, token } => {
-                let to = self.home_of(user);
-                self.send_peer(
+                let to = self.cx.home_of(user);
+                self.cx.send_peer(
                     to,
                     peer::home::RevokeToken {
                         origin,
@@ -752,8 +889,8 @@ impl Shard {
                 );
             }
             Request::Remove { conversation, user } => {
-                let to = self.owner_of(conversation);
-                self.send_peer(
+                let to = self.cx.owner_of(conversation);
+                self.cx.send_peer(
                     to,
                     peer::owner::RemoveMember {
                         origin,
@@ -780,7 +917,7 @@ impl Shard {
         request: Request,
         out: &mut Vec<Effect>,
     ) -> Result<(), Reject> {
-        let home = self.home_of(who.user);
+        let home = self.cx.home_of(who.user);
         match request {
             Request::CreateWorkspace { .. }
             | Request::CreateUser { .. }
@@ -794,7 +931,7 @@ impl Shard {
                     name,
                     private,
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
             Request::Join { conversation } => {
                 let body = peer::home::Join {
@@ -802,37 +939,37 @@ impl Shard {
                     who,
                     conversation,
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
             Request::Leave { conversation } => {
-                let to = self.owner_of(conversation);
+                let to = self.cx.owner_of(conversation);
                 let body = peer::owner::RemoveMember {
                     origin,
                     actor: Actor::User(who),
                     user: who.user,
                     conversation,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
             Request::Invite { conversation, user } => {
-                let to = self.home_of(user);
+                let to = self.cx.home_of(user);
                 let body = peer::home::Invite {
                     origin,
                     who,
                     conversation,
                     user,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
             Request::Remove { conversation, user } => {
-                let to = self.owner_of(conversation);
+                let to = self.cx.owner_of(conversation);
                 let body = peer::owner::RemoveMember {
                     origin,
                     actor: Actor::User(who),
                     user,
                     conversation,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
             Request::OpenDm { users } => {
                 let mut members = users;
@@ -854,7 +991,7 @@ impl Shard {
                     who,
                     members,
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
             Request::ListConversations => {
                 let body = peer::gather::Start {
@@ -862,18 +999,18 @@ impl Shard {
                     who,
                     request: GatherRequest::List,
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
             Request::Lookup { name, kind } => {
                 check_name("name", &name, NameKind::Handle)?;
-                let to = self.workspace_shard(who.workspace);
+                let to = self.cx.workspace_shard(who.workspace);
                 let body = peer::workspace::Lookup {
                     origin,
                     who,
                     name,
                     kind,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
             Request::Send {
                 conversation,
@@ -885,7 +1022,7 @@ impl Shard {
                 check_body(&body, mentions.len())?;
                 mentions.sort_unstable();
                 mentions.dedup();
-                let to = self.owner_of(conversation);
+                let to = self.cx.owner_of(conversation);
                 let msg = peer::owner::Send {
                     origin,
                     who,
@@ -895,7 +1032,7 @@ impl Shard {
                     mentions,
                     broadcast,
                 };
-                self.send_peer(to, msg, out);
+                self.cx.send_peer(to, msg, out);
             }
             Request::Sync { cursors, reads } => {
                 if cursors.len() > SYNC_CURSORS_MAX {
@@ -913,7 +1050,7 @@ impl Shard {
                     who,
                     request: GatherRequest::Sync { cursors, reads },
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
             Request::History {
                 conversation,
@@ -928,7 +1065,7 @@ impl Shard {
                         "limit: more than HISTORY_PAGE_MAX ({HISTORY_PAGE_MAX})"
                     )));
                 }
-                let to = self.owner_of(conversation);
+                let to = self.cx.owner_of(conversation);
                 let body = peer::owner::History {
                     origin,
                     who,
@@ -936,7 +1073,7 @@ impl Shard {
                     anchor,
                     limit,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
             Request::Boot { limit, offset } => {
                 if limit == 0 {
@@ -952,24 +1089,24 @@ impl Shard {
                     who,
                     request: GatherRequest::Boot { limit, offset },
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
             Request::MarkRead { conversation, seq } => {
-                let to = self.owner_of(conversation);
+                let to = self.cx.owner_of(conversation);
                 let body = peer::owner::MarkRead {
                     origin,
                     who,
                     conversation,
                     seq,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
             Request::SetNotify {
                 conversation,
                 level,
                 muted,
             } => {
-                let to = self.owner_of(conversation);
+                let to = self.cx.owner_of(conversation);
                 let body = peer::owner::SetNotify {
                     origin,
                     who,
@@ -977,7 +1114,7 @@ impl Shard {
                     level,
                     muted,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
             Request::SetFocus { focused, active } => {
                 let body = peer::home::SetFocus {
@@ -986,7 +1123,7 @@ impl Shard {
                     focused,
                     active,
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
             Request::SetDnd { until } => {
                 let body = peer::home::SetDnd {
@@ -994,7 +1131,7 @@ impl Shard {
                     user: who.user,
                     until,
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
         }
         Ok(())

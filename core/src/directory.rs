@@ -14,14 +14,23 @@ use crate::api::{
     ConversationId, Effect, LookupKind, Millis, Reject, Response, ShardId, UnavailableCause,
     UserId, WorkspaceId,
 };
+use crate::commit::Action;
 use crate::constants::{
     CHANNELS_PER_WORKSPACE_MAX, CLAIM_RETRY_MS, PENDING_CLAIMS_MAX, USERS_PER_WORKSPACE_MAX,
 };
 use crate::ids::spread_slot;
 use crate::peer::{self};
 use crate::record::Record;
-use crate::shard::{Action, Shard};
+use crate::shard::Shard;
 use crate::state::Claim;
+
+/// The workspace role's state (memory; directories and claims are in the
+/// persistent state).
+#[derive(Debug)]
+pub(crate) struct WorkspaceRole {
+    /// When unconfirmed claims are sent again next.
+    pub(crate) next_claim_retry: Millis,
+}
 
 pub(crate) fn exhausted() -> Reject {
     Reject::unavailable(
@@ -38,31 +47,32 @@ impl Shard {
     ) {
         let peer::workspace::CreateWorkspace { origin, slot, name } = m;
         assert_eq!(
-            crate::ids::shard_of_slot(slot, self.shard_count()),
-            self.me(),
+            crate::ids::shard_of_slot(slot, self.cx.shard_count()),
+            self.cx.me(),
             "workspace placed on the wrong shard"
         );
-        if let Err(r) = self.writable() {
-            return self.reply(origin, Err(r), out);
+        if let Err(r) = self.cx.writable() {
+            return self.cx.reply(origin, Err(r), out);
         }
-        let Some(raw) = self.state.ids.allocate(slot) else {
-            return self.reply(origin, Err(exhausted()), out);
+        let Some(raw) = self.cx.state.ids.allocate(slot) else {
+            return self.cx.reply(origin, Err(exhausted()), out);
         };
         let workspace = WorkspaceId(raw);
         let record = Record::WorkspaceCreated {
             workspace: raw,
             name,
-            ts: self.now.0,
+            ts: self.cx.now.0,
         };
         let reply = Action::Reply {
             origin,
             result: Ok(Response::WorkspaceCreated { workspace }),
         };
-        self.commit(record, vec![reply], out);
+        self.cx.commit(record, vec![reply], out);
     }
 
     fn claim_room(&self, workspace: WorkspaceId, name: &str, channel: bool) -> Result<(), Reject> {
         let ws = self
+            .cx
             .state
             .workspaces
             .get(&workspace)
@@ -90,13 +100,13 @@ impl Shard {
                 "workspace: {what} ({max}) reached"
             )));
         }
-        if self.state.claims.len() >= PENDING_CLAIMS_MAX {
+        if self.cx.state.claims.len() >= PENDING_CLAIMS_MAX {
             return Err(Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many creations in flight (PENDING_CLAIMS_MAX)",
             ));
         }
-        self.writable()
+        self.cx.writable()
     }
 
     pub(crate) fn on_create_user(&mut self, m: peer::workspace::CreateUser, out: &mut Vec<Effect>) {
@@ -106,14 +116,15 @@ impl Shard {
             name,
         } = m;
         if let Err(r) = self.claim_room(workspace, &name, false) {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
-        let slot = spread_slot(self.state.ids.seed());
-        let Some(raw) = self.state.ids.allocate(slot) else {
-            return self.reply(origin, Err(exhausted()), out);
+        let slot = spread_slot(self.cx.state.ids.seed());
+        let Some(raw) = self.cx.state.ids.allocate(slot) else {
+            return self.cx.reply(origin, Err(exhausted()), out);
         };
         let user = UserId(raw);
         let workspace_name = self
+            .cx
             .state
             .workspaces
             .get(&workspace)
@@ -124,7 +135,7 @@ impl Shard {
             user: raw,
             name: name.clone(),
         };
-        let home = self.home_of(user);
+        let home = self.cx.home_of(user);
         let create = Action::Peer {
             to: home,
             body: peer::home::CreateUser {
@@ -136,7 +147,7 @@ impl Shard {
             }
             .into(),
         };
-        self.commit(record, vec![create], out);
+        self.cx.commit(record, vec![create], out);
     }
 
     pub(crate) fn on_user_home_ready(
@@ -146,15 +157,15 @@ impl Shard {
     ) {
         let peer::workspace::UserHomeReady { workspace, user } = m;
         let pending = matches!(
-            self.state.claims.get(&user.0),
+            self.cx.state.claims.get(&user.0),
             Some((Claim::User { .. }, _))
         );
-        if pending && self.writable().is_ok() {
+        if pending && self.cx.writable().is_ok() {
             let record = Record::UserConfirmed {
                 workspace: workspace.0,
                 user: user.0,
             };
-            self.commit(record, Vec::new(), out);
+            self.cx.commit(record, Vec::new(), out);
         }
     }
 
@@ -170,11 +181,11 @@ impl Shard {
             private,
         } = m;
         if let Err(r) = self.claim_room(who.workspace, &name, true) {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
-        let slot = spread_slot(self.state.ids.seed());
-        let Some(raw) = self.state.ids.allocate(slot) else {
-            return self.reply(origin, Err(exhausted()), out);
+        let slot = spread_slot(self.cx.state.ids.seed());
+        let Some(raw) = self.cx.state.ids.allocate(slot) else {
+            return self.cx.reply(origin, Err(exhausted()), out);
         };
         let conversation = ConversationId(raw);
         let record = Record::ChannelClaimed {
@@ -184,7 +195,7 @@ impl Shard {
             private,
             creator: who.user.0,
         };
-        let owner = self.owner_of(conversation);
+        let owner = self.cx.owner_of(conversation);
         let create = Action::Peer {
             to: owner,
             body: peer::owner::CreateChannel {
@@ -197,7 +208,7 @@ impl Shard {
             }
             .into(),
         };
-        self.commit(record, vec![create], out);
+        self.cx.commit(record, vec![create], out);
     }
 
     pub(crate) fn on_channel_ready(
@@ -210,15 +221,15 @@ impl Shard {
             conversation,
         } = m;
         let pending = matches!(
-            self.state.claims.get(&conversation.0),
+            self.cx.state.claims.get(&conversation.0),
             Some((Claim::Channel { .. }, _))
         );
-        if pending && self.writable().is_ok() {
+        if pending && self.cx.writable().is_ok() {
             let record = Record::ChannelConfirmed {
                 workspace: workspace.0,
                 conversation: conversation.0,
             };
-            self.commit(record, Vec::new(), out);
+            self.cx.commit(record, Vec::new(), out);
         }
     }
 
@@ -229,8 +240,8 @@ impl Shard {
             name,
             kind,
         } = m;
-        let Some(ws) = self.state.workspaces.get(&who.workspace) else {
-            return self.reply(origin, Err(Reject::NotFound), out);
+        let Some(ws) = self.cx.state.workspaces.get(&who.workspace) else {
+            return self.cx.reply(origin, Err(Reject::NotFound), out);
         };
         match kind {
             LookupKind::User => {
@@ -238,36 +249,38 @@ impl Shard {
                     Some(e) if e.confirmed => Ok(Response::Found { id: e.user.0 }),
                     _ => Err(Reject::NotFound),
                 };
-                self.reply(origin, result, out);
+                self.cx.reply(origin, result, out);
             }
             LookupKind::Channel => match ws.channels.get(&name).copied() {
                 Some(c) if c.confirmed && !c.private => {
-                    self.reply(origin, Ok(Response::Found { id: c.id.0 }), out)
+                    self.cx
+                        .reply(origin, Ok(Response::Found { id: c.id.0 }), out)
                 }
                 Some(c) if c.confirmed => {
                     // Only a member may learn a private channel's id: the
                     // owner decides, with the one authorization function.
-                    let to = self.owner_of(c.id);
+                    let to = self.cx.owner_of(c.id);
                     let body = peer::owner::LookupPrivate {
                         origin,
                         who,
                         conversation: c.id,
                     };
-                    self.send_peer(to, body, out);
+                    self.cx.send_peer(to, body, out);
                 }
-                _ => self.reply(origin, Err(Reject::NotFound), out),
+                _ => self.cx.reply(origin, Err(Reject::NotFound), out),
             },
         }
     }
 
     /// Re-sends the second half of every durable, unconfirmed claim.
     pub(crate) fn retry_claims(&mut self, out: &mut Vec<Effect>) {
-        if self.now < self.next_claim_retry {
+        if self.cx.now < self.workspace.next_claim_retry {
             return;
         }
-        self.next_claim_retry = Millis(self.now.0 + CLAIM_RETRY_MS);
-        let durable = self.durable;
+        self.workspace.next_claim_retry = Millis(self.cx.now.0 + CLAIM_RETRY_MS);
+        let durable = self.cx.durable;
         let due: Vec<(u64, Claim)> = self
+            .cx
             .state
             .claims
             .iter()
@@ -279,6 +292,7 @@ impl Shard {
                 Claim::User { workspace, name } => {
                     let user = UserId(id);
                     let workspace_name = self
+                        .cx
                         .state
                         .workspaces
                         .get(&workspace)
@@ -291,8 +305,8 @@ impl Shard {
                         workspace_name,
                         name,
                     };
-                    let to = self.home_of(user);
-                    self.send_peer(to, body, out);
+                    let to = self.cx.home_of(user);
+                    self.cx.send_peer(to, body, out);
                 }
                 Claim::Channel {
                     workspace,
@@ -309,8 +323,8 @@ impl Shard {
                         private,
                         creator,
                     };
-                    let to = self.owner_of(conversation);
-                    self.send_peer(to, body, out);
+                    let to = self.cx.owner_of(conversation);
+                    self.cx.send_peer(to, body, out);
                 }
             }
         }

@@ -32,6 +32,8 @@ use crate::api::{
     BootPage, ConversationId, ConversationInfo, Effect, Message, Millis, Reject, Response, Seq,
     ShardId, SyncConversation, UnavailableCause, UserId,
 };
+use crate::commit::Action;
+use crate::constants::PENDING_GATHERS_MAX;
 use crate::constants::{
     BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
     BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX, LIST_PUBLIC_CHANNELS_MAX, PEER_BATCH_MAX,
@@ -39,8 +41,25 @@ use crate::constants::{
 };
 use crate::owner::fit_bytes;
 use crate::peer::{self, GatherRequest, Origin, Summary, SummaryItem, SummaryMode, Who};
-use crate::shard::{Action, Shard};
+use crate::pending::PendingTable;
+use crate::shard::Shard;
 use crate::text::{info_bytes, message_bytes};
+
+/// The scatter-gathers' state at the home shard.
+#[derive(Debug)]
+pub(crate) struct GatherRole {
+    /// Gathers waiting for the owners (at most PENDING_GATHERS_MAX).
+    pub(crate) gathers: PendingTable<Gather>,
+}
+
+impl GatherRole {
+    /// Empty, for a shard incarnation.
+    pub(crate) fn new(incarnation: u64) -> GatherRole {
+        GatherRole {
+            gathers: PendingTable::new(PENDING_GATHERS_MAX, incarnation),
+        }
+    }
+}
 
 /// An outstanding scatter-gather.
 #[derive(Debug)]
@@ -106,14 +125,14 @@ pub(crate) fn apply_sync_budget(changed: &mut [SyncConversation]) {
 impl Shard {
     /// Whether this home shard can start a gather for `user` now.
     fn gather_check(&self, user: UserId) -> Result<(), Reject> {
-        if !self.state.users.contains_key(&user) {
+        if !self.cx.state.users.contains_key(&user) {
             Err(Reject::NotFound)
-        } else if !self.is_ready() {
+        } else if !self.cx.is_ready() {
             Err(Reject::unavailable(
                 UnavailableCause::Starting,
                 "home shard is starting",
             ))
-        } else if self.gathers.is_full() {
+        } else if self.gather.gathers.is_full() {
             Err(Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many syncs in flight (PENDING_GATHERS_MAX)",
@@ -130,12 +149,12 @@ impl Shard {
             request,
         } = m;
         if let Err(r) = self.gather_check(who.user) {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
-        let Some(user) = self.state.users.get(&who.user) else {
+        let Some(user) = self.cx.state.users.get(&who.user) else {
             return;
         };
-        let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
+        let deadline = Millis(self.cx.now.0 + REQUEST_TIMEOUT_MS);
         let (phase, items) = match request {
             GatherRequest::Sync { cursors, reads } => {
                 // `reads` is empty or one per cursor (checked at the
@@ -204,21 +223,21 @@ impl Shard {
             durable_reads: false,
         };
         // Not full (checked by `gather_check`).
-        let Ok(id) = self.gathers.insert(Some(deadline), gather) else {
+        let Ok(id) = self.gather.gathers.insert(Some(deadline), gather) else {
             return;
         };
         match items {
             Some(items) => self.scatter(id, items, out),
             None => {
-                if let Some(g) = self.gathers.get_mut(id) {
+                if let Some(g) = self.gather.gathers.get_mut(id) {
                     g.outstanding = 1;
                 }
-                let to = self.workspace_shard(who.workspace);
+                let to = self.cx.workspace_shard(who.workspace);
                 let body = peer::workspace::PublicChannels {
-                    gather: self.gathers.ticket(id),
+                    gather: self.gather.gathers.ticket(id),
                     workspace: who.workspace,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
         }
     }
@@ -255,13 +274,13 @@ impl Shard {
 
     /// Sends the items to their owners; finishes at once if there are none.
     fn scatter(&mut self, id: u64, items: Vec<SummaryItem>, out: &mut Vec<Effect>) {
-        let Some(who) = self.gathers.get(id).map(|g| g.who) else {
+        let Some(who) = self.gather.gathers.get(id).map(|g| g.who) else {
             return;
         };
         let mut by_owner: BTreeMap<ShardId, Vec<SummaryItem>> = BTreeMap::new();
         for item in items {
             by_owner
-                .entry(self.owner_of(item.conversation))
+                .entry(self.cx.owner_of(item.conversation))
                 .or_default()
                 .push(item);
         }
@@ -271,8 +290,8 @@ impl Shard {
                 batches.push((owner, chunk.to_vec()));
             }
         }
-        let durable_reads = self.storage_failed.is_some();
-        if let Some(g) = self.gathers.get_mut(id) {
+        let durable_reads = self.cx.storage_failed.is_some();
+        if let Some(g) = self.gather.gathers.get_mut(id) {
             g.outstanding = batches.len() as u32;
             g.durable_reads = durable_reads;
             g.items = batches
@@ -285,11 +304,11 @@ impl Shard {
         }
         for (owner, items) in batches {
             let body = peer::owner::Summaries {
-                gather: self.gathers.ticket(id),
+                gather: self.gather.gathers.ticket(id),
                 who,
                 items,
             };
-            self.send_peer(owner, body, out);
+            self.cx.send_peer(owner, body, out);
         }
     }
 
@@ -302,10 +321,10 @@ impl Shard {
             gather: ticket,
             summaries,
         } = m;
-        let Some(gather) = self.gathers.id_of(ticket) else {
+        let Some(gather) = self.gather.gathers.id_of(ticket) else {
             return; // For a gather of an earlier start.
         };
-        let Some(g) = self.gathers.get_mut(gather) else {
+        let Some(g) = self.gather.gathers.get_mut(gather) else {
             return; // Timed out meanwhile.
         };
         g.summaries.extend(summaries);
@@ -323,6 +342,7 @@ impl Shard {
     ) {
         let peer::workspace::PublicChannels { gather, workspace } = m;
         let conversations = self
+            .cx
             .state
             .workspaces
             .get(&workspace)
@@ -338,7 +358,7 @@ impl Shard {
             gather,
             conversations,
         };
-        self.send_peer(from, body, out);
+        self.cx.send_peer(from, body, out);
     }
 
     pub(crate) fn on_public_channels_reply(
@@ -350,10 +370,10 @@ impl Shard {
             gather: ticket,
             conversations: public,
         } = m;
-        let Some(gather) = self.gathers.id_of(ticket) else {
+        let Some(gather) = self.gather.gathers.id_of(ticket) else {
             return;
         };
-        let Some(g) = self.gathers.get_mut(gather) else {
+        let Some(g) = self.gather.gathers.get_mut(gather) else {
             return;
         };
         if !matches!(g.phase, Phase::ListPublic) {
@@ -361,7 +381,7 @@ impl Shard {
         }
         g.phase = Phase::List;
         let who = g.who;
-        let Some(user) = self.state.users.get(&who.user) else {
+        let Some(user) = self.cx.state.users.get(&who.user) else {
             return;
         };
         let mut convs: Vec<ConversationId> = user.conversations.iter().copied().collect();
@@ -380,12 +400,12 @@ impl Shard {
     }
 
     pub(crate) fn expire_gathers(&mut self, out: &mut Vec<Effect>) {
-        for (_, g) in self.gathers.expire(self.now) {
+        for (_, g) in self.gather.gathers.expire(self.cx.now) {
             let r = Reject::unavailable(
                 UnavailableCause::PeerTimeout,
                 "an owner shard did not answer",
             );
-            self.reply(g.origin, Err(r), out);
+            self.cx.reply(g.origin, Err(r), out);
         }
     }
 
@@ -413,8 +433,8 @@ impl Shard {
         result: Result<Response, Reject>,
         out: &mut Vec<Effect>,
     ) {
-        if self.storage_failed.is_some() {
-            return self.reply(origin, result, out);
+        if self.cx.storage_failed.is_some() {
+            return self.cx.reply(origin, result, out);
         }
         self.after_durable(Action::Reply { origin, result }, out);
     }
@@ -425,13 +445,13 @@ impl Shard {
     /// asks again with the durable cursors. At most once per phase (the
     /// failure is sticky). Returns whether it asked again.
     fn reask_with_durable_reads(&mut self, id: u64, out: &mut Vec<Effect>) -> bool {
-        let Some(g) = self.gathers.get(id) else {
+        let Some(g) = self.gather.gathers.get(id) else {
             return false;
         };
-        if g.durable_reads || self.storage_failed.is_none() {
+        if g.durable_reads || self.cx.storage_failed.is_none() {
             return false;
         }
-        let Some(user) = self.state.users.get(&g.who.user) else {
+        let Some(user) = self.cx.state.users.get(&g.who.user) else {
             return false;
         };
         let items: Vec<SummaryItem> = g
@@ -445,7 +465,7 @@ impl Shard {
         if items.iter().zip(&g.items).all(|(a, b)| a.read == b.read) {
             return false;
         }
-        if let Some(g) = self.gathers.get_mut(id) {
+        if let Some(g) = self.gather.gathers.get_mut(id) {
             g.summaries.clear();
         }
         self.scatter(id, items, out);
@@ -457,7 +477,7 @@ impl Shard {
         if self.reask_with_durable_reads(id, out) {
             return;
         }
-        let Some(mut g) = self.gathers.remove(id) else {
+        let Some(mut g) = self.gather.gathers.remove(id) else {
             return;
         };
         let summaries = std::mem::take(&mut g.summaries);
@@ -525,7 +545,7 @@ impl Shard {
                     budget -= kept.iter().map(message_bytes).sum::<usize>();
                     pages.push((info.id, kept));
                 }
-                let Some(user) = self.state.users.get(&g.who.user) else {
+                let Some(user) = self.cx.state.users.get(&g.who.user) else {
                     return;
                 };
                 debug_assert!(

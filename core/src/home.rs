@@ -22,11 +22,40 @@ use crate::api::{
     Seq, ShardId, UnavailableCause, UserId,
 };
 use crate::auth::{hash_secret, secret_matches};
+use crate::commit::Action;
 use crate::constants::{CONVERSATIONS_PER_USER_MAX, DEVICES_PER_USER_MAX, TOKENS_PER_USER_MAX};
+use crate::hash::{HashState, Map};
 use crate::peer::{self, PeerBody, Who};
 use crate::record::{Record, StoredLevel};
-use crate::shard::{Action, Shard};
+use crate::shard::Shard;
 use crate::state::Device;
+
+/// The home role's state (memory, derived; users, tokens, cursors and
+/// preferences are in the persistent state).
+#[derive(Debug)]
+pub(crate) struct HomeRole {
+    /// Membership rounds being received, per owner shard: the chunks so
+    /// far, replacing the owner's entries when the last one arrives.
+    pub(crate) rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId, Millis)>>,
+    /// Last activity of every conversation in a derived list here, with how
+    /// many users of this shard list it; at most one entry per conversation
+    /// listed (bounded by CONVERSATIONS_PER_USER_MAX per user). Orders
+    /// `Boot` pages without asking the owners about every conversation.
+    pub(crate) activity: Map<ConversationId, Activity>,
+    /// Cursor moves not yet durable (see [`PendingCursors`]).
+    pub(crate) pending_cursors: PendingCursors,
+}
+
+impl HomeRole {
+    /// Empty.
+    pub(crate) fn new(hash: HashState) -> HomeRole {
+        HomeRole {
+            rounds: BTreeMap::new(),
+            activity: hash.map(),
+            pending_cursors: PendingCursors::default(),
+        }
+    }
+}
 
 /// What a home shard knows of one listed conversation's activity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,10 +143,11 @@ impl Shard {
         conversation: ConversationId,
     ) -> Seq {
         let current = user.cursor(conversation);
-        if self.storage_failed.is_none() {
+        if self.cx.storage_failed.is_none() {
             return current;
         }
-        self.pending_cursors
+        self.home
+            .pending_cursors
             .durable_cursor(user.id, conversation, current)
     }
 
@@ -125,7 +155,7 @@ impl Shard {
     /// them.
     fn devices_by_shard(&self, user: UserId) -> BTreeMap<(ShardId, u64), Vec<ConnId>> {
         let mut by_shard: BTreeMap<(ShardId, u64), Vec<ConnId>> = BTreeMap::new();
-        if let Some(u) = self.state.users.get(&user) {
+        if let Some(u) = self.cx.state.users.get(&user) {
             for (conn, d) in &u.devices {
                 by_shard
                     .entry((conn.shard(), d.incarnation))
@@ -150,7 +180,7 @@ impl Shard {
                 incarnation,
                 event: event.clone(),
             };
-            self.send_peer(shard, body, out);
+            self.cx.send_peer(shard, body, out);
         }
     }
 
@@ -163,8 +193,8 @@ impl Shard {
             device,
         } = m;
         let from = origin.conn.shard();
-        let ready = self.is_ready();
-        let verdict = match self.state.users.get_mut(&user) {
+        let ready = self.cx.is_ready();
+        let verdict = match self.cx.state.users.get_mut(&user) {
             None => {
                 // Same work as a real check, so timing does not say whether
                 // the user exists.
@@ -198,7 +228,7 @@ impl Shard {
                             focused: None,
                             active: false,
                             active_at: None,
-                            changed: self.now,
+                            changed: self.cx.now,
                         },
                     );
                     Ok((
@@ -221,19 +251,19 @@ impl Shard {
             .into(),
             Err(reject) => peer::conn::AuthFailed { origin, reject }.into(),
         };
-        self.send_peer(from, body, out);
+        self.cx.send_peer(from, body, out);
     }
 
     pub(crate) fn on_device_gone(&mut self, m: peer::home::DeviceGone) {
         let peer::home::DeviceGone { user, conn } = m;
-        if let Some(u) = self.state.users.get_mut(&user) {
+        if let Some(u) = self.cx.state.users.get_mut(&user) {
             u.devices.remove(&conn);
         }
     }
 
     /// Forgets devices on a shard that restarted (its sockets are gone).
     pub(crate) fn forget_shard_connections(&mut self, shard: ShardId) {
-        for u in self.state.users.values_mut() {
+        for u in self.cx.state.users.values_mut() {
             u.devices.retain(|conn, _| conn.shard() != shard);
         }
     }
@@ -245,10 +275,10 @@ impl Shard {
         out: &mut Vec<Effect>,
     ) {
         let peer::home::DevicesRegister { devices } = m;
-        let now = self.now;
+        let now = self.cx.now;
         let mut refused: BTreeMap<u64, Vec<ConnId>> = BTreeMap::new();
         for d in devices {
-            let ok = match self.state.users.get_mut(&d.user) {
+            let ok = match self.cx.state.users.get_mut(&d.user) {
                 Some(u)
                     if u.tokens.contains_key(&d.token)
                         && u.devices.len() < DEVICES_PER_USER_MAX =>
@@ -280,27 +310,27 @@ impl Shard {
                 incarnation,
                 reason: CloseReason::Revoked,
             };
-            self.send_peer(from, body, out);
+            self.cx.send_peer(from, body, out);
         }
     }
 
     pub(crate) fn on_issue_token(&mut self, m: peer::home::IssueToken, out: &mut Vec<Effect>) {
         let peer::home::IssueToken { origin, user } = m;
         let result = (|| {
-            let u = self.state.users.get(&user).ok_or(Reject::NotFound)?;
+            let u = self.cx.state.users.get(&user).ok_or(Reject::NotFound)?;
             if u.tokens.len() >= TOKENS_PER_USER_MAX {
                 return Err(Reject::TooLarge(format!(
                     "tokens: more than TOKENS_PER_USER_MAX ({TOKENS_PER_USER_MAX})"
                 )));
             }
-            self.writable()?;
+            self.cx.writable()?;
             Ok(u.next_token)
         })();
         let token = match result {
             Ok(t) => t,
-            Err(r) => return self.reply(origin, Err(r), out),
+            Err(r) => return self.cx.reply(origin, Err(r), out),
         };
-        let secret = self.new_secret();
+        let secret = self.cx.new_secret();
         let record = Record::TokenIssued {
             user: user.0,
             token,
@@ -314,7 +344,7 @@ impl Shard {
                 secret,
             }),
         };
-        self.commit(record, vec![reply], out);
+        self.cx.commit(record, vec![reply], out);
     }
 
     pub(crate) fn on_revoke_token(&mut self, m: peer::home::RevokeToken, out: &mut Vec<Effect>) {
@@ -323,13 +353,13 @@ impl Shard {
             user,
             token,
         } = m;
-        let check = match self.state.users.get(&user) {
+        let check = match self.cx.state.users.get(&user) {
             None => Err(Reject::NotFound),
             Some(u) if token.is_some_and(|t| !u.tokens.contains_key(&t)) => Err(Reject::NotFound),
-            Some(_) => self.writable(),
+            Some(_) => self.cx.writable(),
         };
         if let Err(r) = check {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
         let record = Record::TokensRevoked {
             user: user.0,
@@ -339,10 +369,10 @@ impl Shard {
             origin,
             result: Ok(Response::Done),
         };
-        self.commit(record, vec![reply], out);
+        self.cx.commit(record, vec![reply], out);
         // A restriction acts at once: close the sessions of revoked tokens.
         let mut closing: BTreeMap<(ShardId, u64), Vec<ConnId>> = BTreeMap::new();
-        if let Some(u) = self.state.users.get_mut(&user) {
+        if let Some(u) = self.cx.state.users.get_mut(&user) {
             let tokens = &u.tokens;
             let gone: Vec<(ConnId, u64)> = u
                 .devices
@@ -364,7 +394,7 @@ impl Shard {
                 incarnation,
                 reason: CloseReason::Revoked,
             };
-            self.send_peer(shard, body, out);
+            self.cx.send_peer(shard, body, out);
         }
     }
 
@@ -377,12 +407,12 @@ impl Shard {
             name,
         } = m;
         assert!(
-            self.state.owns(user),
+            self.cx.state.owns(user),
             "user created on the wrong home shard"
         );
-        let ws_shard = self.workspace_shard(workspace);
+        let ws_shard = self.cx.workspace_shard(workspace);
         let ready = peer::workspace::UserHomeReady { workspace, user };
-        if self.state.users.contains_key(&user) {
+        if self.cx.state.users.contains_key(&user) {
             // A retry: confirm once the creation is durable.
             self.after_durable(
                 Action::Peer {
@@ -402,14 +432,14 @@ impl Shard {
             }
             return;
         }
-        if let Err(r) = self.writable() {
+        if let Err(r) = self.cx.writable() {
             // The workspace shard retries the claim later.
             if let Some(origin) = origin {
-                self.reply(origin, Err(r), out);
+                self.cx.reply(origin, Err(r), out);
             }
             return;
         }
-        let secret = self.new_secret();
+        let secret = self.cx.new_secret();
         let record = Record::UserCreated {
             user: user.0,
             workspace: workspace.0,
@@ -432,13 +462,13 @@ impl Shard {
                 }),
             });
         }
-        self.commit(record, actions, out);
+        self.cx.commit(record, actions, out);
     }
 
     /// Checks the session user exists here and is under its conversation
     /// limit; returns its cursor for `conv`.
     fn member_room(&self, user: UserId, conv: Option<ConversationId>) -> Result<Seq, Reject> {
-        let u = self.state.users.get(&user).ok_or(Reject::NotFound)?;
+        let u = self.cx.state.users.get(&user).ok_or(Reject::NotFound)?;
         if u.conversations.len() >= CONVERSATIONS_PER_USER_MAX
             && !conv.is_some_and(|c| u.conversations.contains(&c))
         {
@@ -459,16 +489,16 @@ impl Shard {
             private,
         } = m;
         if let Err(r) = self.member_room(who.user, None) {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
-        let to = self.workspace_shard(who.workspace);
+        let to = self.cx.workspace_shard(who.workspace);
         let body = peer::workspace::ClaimChannel {
             origin,
             who,
             name,
             private,
         };
-        self.send_peer(to, body, out);
+        self.cx.send_peer(to, body, out);
     }
 
     pub(crate) fn on_join(&mut self, m: peer::home::Join, out: &mut Vec<Effect>) {
@@ -478,9 +508,9 @@ impl Shard {
             conversation,
         } = m;
         match self.member_room(who.user, Some(conversation)) {
-            Err(r) => self.reply(origin, Err(r), out),
+            Err(r) => self.cx.reply(origin, Err(r), out),
             Ok(read) => {
-                let to = self.owner_of(conversation);
+                let to = self.cx.owner_of(conversation);
                 let body = peer::owner::AddMember {
                     origin,
                     actor: who,
@@ -488,7 +518,7 @@ impl Shard {
                     conversation,
                     read,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
         }
     }
@@ -503,6 +533,7 @@ impl Shard {
         // The invitee must exist in the inviter's workspace: otherwise it is
         // indistinguishable from a user that does not exist.
         let same_ws = self
+            .cx
             .state
             .users
             .get(&user)
@@ -513,9 +544,9 @@ impl Shard {
             Err(Reject::NotFound)
         };
         match result {
-            Err(r) => self.reply(origin, Err(r), out),
+            Err(r) => self.cx.reply(origin, Err(r), out),
             Ok(read) => {
-                let to = self.owner_of(conversation);
+                let to = self.cx.owner_of(conversation);
                 let body = peer::owner::AddMember {
                     origin,
                     actor: who,
@@ -523,7 +554,7 @@ impl Shard {
                     conversation,
                     read,
                 };
-                self.send_peer(to, body, out);
+                self.cx.send_peer(to, body, out);
             }
         }
     }
@@ -535,16 +566,16 @@ impl Shard {
             members,
         } = m;
         if let Err(r) = self.member_room(who.user, None) {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
         let slot = crate::ids::dm_slot(who.workspace, &members);
-        let to = crate::ids::shard_of_slot(slot, self.shard_count());
+        let to = crate::ids::shard_of_slot(slot, self.cx.shard_count());
         let body = peer::owner::OpenDm {
             origin,
             who,
             members,
         };
-        self.send_peer(to, body, out);
+        self.cx.send_peer(to, body, out);
     }
 
     pub(crate) fn on_verify_member(
@@ -558,10 +589,11 @@ impl Shard {
             user,
             workspace,
         } = m;
-        let ok = self.state.users.get(&user).is_some_and(|u| {
+        let ok = self.cx.state.users.get(&user).is_some_and(|u| {
             u.workspace == workspace && u.conversations.len() < CONVERSATIONS_PER_USER_MAX
         });
-        self.send_peer(from, peer::owner::VerifyReply { pending, user, ok }, out);
+        self.cx
+            .send_peer(from, peer::owner::VerifyReply { pending, user, ok }, out);
     }
 
     pub(crate) fn on_member_added(&mut self, m: peer::home::MemberAdded, out: &mut Vec<Effect>) {
@@ -571,9 +603,9 @@ impl Shard {
             mut info,
             origin,
         } = m;
-        let Some(u) = self.state.users.get_mut(&user) else {
+        let Some(u) = self.cx.state.users.get_mut(&user) else {
             if let Some(origin) = origin {
-                self.reply(origin, Err(Reject::NotFound), out);
+                self.cx.reply(origin, Err(Reject::NotFound), out);
             }
             return;
         };
@@ -582,7 +614,7 @@ impl Shard {
         } else {
             self.heard_activity(conversation, info.last_activity);
         }
-        let Some(u) = self.state.users.get_mut(&user) else {
+        let Some(u) = self.cx.state.users.get_mut(&user) else {
             return;
         };
         // The owner computed the counters with the cursor we sent it (or 0
@@ -605,7 +637,7 @@ impl Shard {
                 conversation,
                 all: true,
             };
-            let to = self.owner_of(conversation);
+            let to = self.cx.owner_of(conversation);
             self.after_durable(
                 Action::Peer {
                     to,
@@ -650,7 +682,7 @@ impl Shard {
         out: &mut Vec<Effect>,
     ) {
         let peer::home::MemberRemoved { user, conversation } = m;
-        let Some(u) = self.state.users.get_mut(&user) else {
+        let Some(u) = self.cx.state.users.get_mut(&user) else {
             return;
         };
         if u.conversations.remove(&conversation) {
@@ -669,11 +701,11 @@ impl Shard {
             conversation,
             seq,
         } = m;
-        let current = match self.state.users.get(&user) {
+        let current = match self.cx.state.users.get(&user) {
             Some(u) => u.cursor(conversation),
             None => {
                 if let Some(origin) = origin {
-                    self.reply(origin, Err(Reject::NotFound), out);
+                    self.cx.reply(origin, Err(Reject::NotFound), out);
                 }
                 return;
             }
@@ -690,9 +722,9 @@ impl Shard {
             }
             return;
         }
-        if let Err(r) = self.writable() {
+        if let Err(r) = self.cx.writable() {
             if let Some(origin) = origin {
-                self.reply(origin, Err(r), out);
+                self.cx.reply(origin, Err(r), out);
             }
             return;
         }
@@ -711,8 +743,9 @@ impl Shard {
                 result: Ok(Response::Done),
             });
         }
-        let lsn = self.commit(record, actions, out);
-        self.pending_cursors
+        let lsn = self.cx.commit(record, actions, out);
+        self.home
+            .pending_cursors
             .moved(lsn, user, conversation, current, seq);
         self.notify_read(user, conversation, seq, out);
     }
@@ -725,13 +758,13 @@ impl Shard {
             level,
             muted,
         } = m;
-        let check = if self.state.users.contains_key(&user) {
-            self.writable()
+        let check = if self.cx.state.users.contains_key(&user) {
+            self.cx.writable()
         } else {
             Err(Reject::NotFound)
         };
         if let Err(r) = check {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
         let record = Record::NotifySet {
             user: user.0,
@@ -745,7 +778,7 @@ impl Shard {
         };
         // The owner mirrors `all` levels (crate::notifier::AllSubscribers).
         let mirror = Action::Peer {
-            to: self.owner_of(conversation),
+            to: self.cx.owner_of(conversation),
             body: peer::notifier::NotifyAll {
                 user,
                 conversation,
@@ -753,7 +786,7 @@ impl Shard {
             }
             .into(),
         };
-        self.commit(record, vec![mirror, done], out);
+        self.cx.commit(record, vec![mirror, done], out);
     }
 
     pub(crate) fn on_set_focus(&mut self, m: peer::home::SetFocus, out: &mut Vec<Effect>) {
@@ -763,8 +796,9 @@ impl Shard {
             focused,
             active,
         } = m;
-        let now = self.now;
+        let now = self.cx.now;
         if let Some(d) = self
+            .cx
             .state
             .users
             .get_mut(&user)
@@ -775,7 +809,7 @@ impl Shard {
             d.active_at = active.then_some(now);
             d.changed = now;
         }
-        self.reply(origin, Ok(Response::Done), out);
+        self.cx.reply(origin, Ok(Response::Done), out);
     }
 
     pub(crate) fn on_set_dnd(&mut self, m: peer::home::SetDnd, out: &mut Vec<Effect>) {
@@ -784,13 +818,13 @@ impl Shard {
             user,
             until,
         } = m;
-        let check = if self.state.users.contains_key(&user) {
-            self.writable()
+        let check = if self.cx.state.users.contains_key(&user) {
+            self.cx.writable()
         } else {
             Err(Reject::NotFound)
         };
         if let Err(r) = check {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
         let record = Record::DndSet {
             user: user.0,
@@ -800,7 +834,7 @@ impl Shard {
             origin,
             result: Ok(Response::Done),
         };
-        self.commit(record, vec![done], out);
+        self.cx.commit(record, vec![done], out);
     }
 
     /// A chunk of an owner's membership round; the last one replaces the
@@ -812,26 +846,26 @@ impl Shard {
             last,
         } = m;
         if first {
-            self.rounds.insert(owner, Vec::new());
+            self.home.rounds.insert(owner, Vec::new());
         }
-        let Some(acc) = self.rounds.get_mut(&owner) else {
+        let Some(acc) = self.home.rounds.get_mut(&owner) else {
             return; // A tail of a round whose start we never saw.
         };
         acc.extend(entries);
         if !last {
             return;
         }
-        let entries = self.rounds.remove(&owner).unwrap_or_default();
+        let entries = self.home.rounds.remove(&owner).unwrap_or_default();
         let mut fresh: BTreeMap<UserId, BTreeSet<ConversationId>> = BTreeMap::new();
         let mut heard: BTreeMap<ConversationId, Millis> = BTreeMap::new();
         for (user, conv, at) in entries {
             fresh.entry(user).or_default().insert(conv);
             heard.insert(conv, at);
         }
-        let count = self.shard_count();
+        let count = self.cx.shard_count();
         let mut unlisted: Vec<ConversationId> = Vec::new();
         let mut listed: Vec<ConversationId> = Vec::new();
-        for u in self.state.users.values_mut() {
+        for u in self.cx.state.users.values_mut() {
             let convs = fresh.remove(&u.id).unwrap_or_default();
             u.conversations.retain(|c| {
                 let keep = crate::ids::shard_of(*c, count) != owner || convs.contains(c);
@@ -858,14 +892,16 @@ impl Shard {
         // Entries of this owner's conversations that no user lists (an
         // `Activity` that overtook a `MemberAdded` whose record a crash
         // undid) go now: the round is the owner's whole truth.
-        self.activity
+        self.home
+            .activity
             .retain(|c, a| a.listed > 0 || crate::ids::shard_of(*c, count) != owner);
-        self.rounds_done.insert(owner);
+        self.cx.rounds_done.insert(owner);
     }
 
     /// A user of this shard now lists `conversation`.
     fn listed(&mut self, conversation: ConversationId, at: Millis) {
         let a = self
+            .home
             .activity
             .entry(conversation)
             .or_insert(Activity { at, listed: 0 });
@@ -875,10 +911,10 @@ impl Shard {
 
     /// A user of this shard no longer lists `conversation`.
     fn unlisted(&mut self, conversation: ConversationId) {
-        if let Some(a) = self.activity.get_mut(&conversation) {
+        if let Some(a) = self.home.activity.get_mut(&conversation) {
             a.listed = a.listed.saturating_sub(1);
             if a.listed == 0 {
-                self.activity.remove(&conversation);
+                self.home.activity.remove(&conversation);
             }
         }
     }
@@ -890,6 +926,7 @@ impl Shard {
     /// membership is in flight, and the owner's next round clears it.
     fn heard_activity(&mut self, conversation: ConversationId, at: Millis) {
         let a = self
+            .home
             .activity
             .entry(conversation)
             .or_insert(Activity { at, listed: 0 });
@@ -903,7 +940,10 @@ impl Shard {
 
     /// The last activity of a conversation listed here, as last heard.
     pub(crate) fn activity_of(&self, conversation: ConversationId) -> Millis {
-        self.activity.get(&conversation).map_or(Millis(0), |a| a.at)
+        self.home
+            .activity
+            .get(&conversation)
+            .map_or(Millis(0), |a| a.at)
     }
 }
 

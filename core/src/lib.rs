@@ -63,6 +63,8 @@ pub mod api;
 pub mod auth;
 mod bitset;
 mod cache;
+mod commit;
+mod config;
 mod conn;
 pub mod constants;
 mod directory;
@@ -81,5 +83,6 @@ pub mod snapshot;
 mod state;
 pub mod text;
 
-pub use shard::{Metrics, NotifyConfig, PushMode, ReplayError, Shard, ShardConfig};
+pub use config::{Metrics, NotifyConfig, PushMode, ShardConfig};
+pub use shard::{ReplayError, Shard};
 pub use snapshot::RestoreError;

@@ -45,6 +45,8 @@ use crate::api::{
     PushOutcome, Reject, Seq, ShardId, UserId,
 };
 use crate::bitset::ShardSet;
+use crate::commit::Action;
+use crate::config::PushMode;
 use crate::constants::{
     NOTIFY_ALL_PER_CONVERSATION_MAX, NOTIFY_HANDOFFS_MAX, OUTBOX_ENTRIES_MAX, PEER_BATCH_MAX,
     PUSH_IN_FLIGHT_MAX, PUSH_RETRY_BASE_MS, PUSH_RETRY_MAX_MS, PUSH_STARTS_PER_TICK_MAX,
@@ -52,8 +54,29 @@ use crate::constants::{
 use crate::notify::{self, Candidate, Decision, DeviceView, Posted, Situation, Suppressed};
 use crate::peer::{self};
 use crate::record::{Record, StoredReason};
-use crate::shard::{Action, PushMode, Shard};
+use crate::shard::Shard;
 use crate::text::preview;
+
+/// The notifier's state (memory; the outbox and the hand-off watermark are
+/// in the persistent state).
+#[derive(Debug, Default)]
+pub(crate) struct NotifierRole {
+    /// Owner side: per channel, the members whose level is `all` (derived
+    /// from the home shards' rounds and messages).
+    pub(crate) all_subscribers: AllSubscribers,
+    /// Owner side: notification hand-offs awaiting confirmation or the
+    /// rounds (the durable part is the state's watermark).
+    pub(crate) handoffs: Handoffs,
+    /// Home side: outbox ids by the time they are due (rebuilt from the
+    /// outbox at start; retries move entries later; one per outbox entry).
+    pub(crate) push_due: BTreeSet<(Millis, u64)>,
+    /// Home side: pushes handed to the runtime, with their attempt count
+    /// (outbox entries only).
+    pub(crate) push_in_flight: BTreeMap<u64, u32>,
+    /// Home side: failed attempts of entries waiting for a retry (outbox
+    /// entries only).
+    pub(crate) push_attempts: BTreeMap<u64, u32>,
+}
 
 /// Owner role: per channel, the members whose notification level is `all`.
 ///
@@ -187,14 +210,18 @@ impl Shard {
         let Event::Message(m) = event.as_ref() else {
             return;
         };
-        let Some(c) = self.state.conversations.get(&conversation) else {
+        let Some(c) = self.cx.state.conversations.get(&conversation) else {
             return;
         };
         let lsn = c.lsn_of(m.seq).0;
-        if self.all_subscribers.complete(self.shard_count()) {
+        if self
+            .notifier
+            .all_subscribers
+            .complete(self.cx.shard_count())
+        {
             return self.handoff(lsn, conversation, event.clone(), None, out);
         }
-        self.metrics.notify_handoffs_deferred += 1;
+        self.cx.metrics.notify_handoffs_deferred += 1;
         self.defer_handoff(lsn, conversation, event.clone(), out);
     }
 
@@ -207,12 +234,15 @@ impl Shard {
         event: Arc<Event>,
         out: &mut Vec<Effect>,
     ) {
-        if self.handoffs.backlog.len() >= NOTIFY_HANDOFFS_MAX {
-            if let Some((l, c, e)) = self.handoffs.backlog.pop_front() {
+        if self.notifier.handoffs.backlog.len() >= NOTIFY_HANDOFFS_MAX {
+            if let Some((l, c, e)) = self.notifier.handoffs.backlog.pop_front() {
                 self.handoff(l, c, e, None, out);
             }
         }
-        self.handoffs.backlog.push_back((lsn, conversation, event));
+        self.notifier
+            .handoffs
+            .backlog
+            .push_back((lsn, conversation, event));
     }
 
     /// Hands a message (at `lsn` in this shard's log) to its candidates'
@@ -226,27 +256,28 @@ impl Shard {
         only: Option<ShardId>,
         out: &mut Vec<Effect>,
     ) {
-        let (Event::Message(m), Some(c)) =
-            (event.as_ref(), self.state.conversations.get(&conversation))
-        else {
+        let (Event::Message(m), Some(c)) = (
+            event.as_ref(),
+            self.cx.state.conversations.get(&conversation),
+        ) else {
             return;
         };
         let direct = matches!(c.kind, ConversationKind::Dm | ConversationKind::GroupDm);
         let all = if direct {
             Vec::new()
         } else {
-            self.all_subscribers.of(conversation)
+            self.notifier.all_subscribers.of(conversation)
         };
         let posted = Posted {
             direct,
             mentions: &m.mentions,
             broadcast: m.broadcast,
             member_count: c.members.len(),
-            broadcast_members_max: self.config.notify.broadcast_members_max,
+            broadcast_members_max: self.cx.config.notify.broadcast_members_max,
             all: &all,
         };
         let list = notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u));
-        let count = self.shard_count();
+        let count = self.cx.shard_count();
         let mut by_home: BTreeMap<ShardId, Vec<Candidate>> = BTreeMap::new();
         for cand in list {
             let home = crate::ids::shard_of(cand.user, count);
@@ -254,7 +285,7 @@ impl Shard {
                 by_home.entry(home).or_default().push(cand);
             }
         }
-        self.handoffs.last = self.handoffs.last.max(lsn);
+        self.notifier.handoffs.last = self.notifier.handoffs.last.max(lsn);
         if by_home.is_empty() {
             if let Some(home) = only {
                 // Nothing left for that home (its users left): it owes
@@ -262,29 +293,29 @@ impl Shard {
                 self.on_notify_done(
                     home,
                     peer::notifier::NotifyDone {
-                        handoff: self.ticket(lsn),
+                        handoff: self.cx.ticket(lsn),
                     },
                 );
             }
             return;
         }
-        let ticket = self.ticket(lsn);
+        let ticket = self.cx.ticket(lsn);
         let homes: BTreeSet<ShardId> = by_home.keys().copied().collect();
-        match self.handoffs.pending.get_mut(&lsn) {
+        match self.notifier.handoffs.pending.get_mut(&lsn) {
             Some(p) => p.homes.extend(homes),
             None => {
-                if self.handoffs.pending.len() >= NOTIFY_HANDOFFS_MAX {
+                if self.notifier.handoffs.pending.len() >= NOTIFY_HANDOFFS_MAX {
                     // Bounded: give up tracking the oldest (a home that
                     // never confirms: its storage failed). Counted.
-                    self.handoffs.pending.pop_first();
-                    self.metrics.notify_handoffs_abandoned += 1;
+                    self.notifier.handoffs.pending.pop_first();
+                    self.cx.metrics.notify_handoffs_abandoned += 1;
                 }
                 let p = PendingHandoff {
                     conversation,
                     event: event.clone(),
                     homes,
                 };
-                self.handoffs.pending.insert(lsn, p);
+                self.notifier.handoffs.pending.insert(lsn, p);
             }
         }
         for (home, cands) in by_home {
@@ -297,7 +328,7 @@ impl Shard {
                     // The home confirms after its last chunk's records.
                     handoff: (i + 1 == n).then_some(ticket),
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
         }
     }
@@ -305,13 +336,13 @@ impl Shard {
     /// Owner role: a home shard's decisions for a hand-off are durable.
     pub(crate) fn on_notify_done(&mut self, home: ShardId, m: peer::notifier::NotifyDone) {
         let peer::notifier::NotifyDone { handoff } = m;
-        if handoff.incarnation != self.incarnation {
+        if handoff.incarnation != self.cx.incarnation {
             return; // An earlier start's hand-off: the watermark re-drove it.
         }
-        if let Some(p) = self.handoffs.pending.get_mut(&handoff.id) {
+        if let Some(p) = self.notifier.handoffs.pending.get_mut(&handoff.id) {
             p.homes.remove(&home);
             if p.homes.is_empty() {
-                self.handoffs.pending.remove(&handoff.id);
+                self.notifier.handoffs.pending.remove(&handoff.id);
             }
         }
     }
@@ -321,13 +352,14 @@ impl Shard {
     /// what it already queued or delivered).
     pub(crate) fn redrive_handoffs_to(&mut self, home: ShardId, out: &mut Vec<Effect>) {
         let owed: Vec<(u64, ConversationId, Arc<Event>)> = self
+            .notifier
             .handoffs
             .pending
             .iter()
             .filter(|(_, p)| p.homes.contains(&home))
             .map(|(l, p)| (*l, p.conversation, p.event.clone()))
             .collect();
-        self.metrics.notify_handoffs_resent += owed.len() as u64;
+        self.cx.metrics.notify_handoffs_resent += owed.len() as u64;
         for (lsn, conversation, event) in owed {
             self.handoff(lsn, conversation, event, Some(home), out);
         }
@@ -340,9 +372,9 @@ impl Shard {
     /// messages of each conversation; one that is not cached is counted
     /// as abandoned).
     pub(crate) fn collect_redrive(&mut self) {
-        let mark = self.state.handoff_watermark;
+        let mark = self.cx.state.handoff_watermark;
         let mut owed: Vec<(u64, ConversationId, Seq)> = Vec::new();
-        for c in self.state.conversations.values() {
+        for c in self.cx.state.conversations.values() {
             let first = c.lsns.partition_point(|&l| l <= mark);
             for (i, lsn) in c.lsns.iter().enumerate().skip(first) {
                 owed.push((*lsn, c.id, Seq(i as u64 + 1)));
@@ -350,32 +382,40 @@ impl Shard {
         }
         owed.sort_unstable();
         let skip = owed.len().saturating_sub(NOTIFY_HANDOFFS_MAX);
-        self.metrics.notify_handoffs_abandoned += skip as u64;
-        self.handoffs.last = mark;
+        self.cx.metrics.notify_handoffs_abandoned += skip as u64;
+        self.notifier.handoffs.last = mark;
         for (lsn, conversation, seq) in owed.into_iter().skip(skip) {
-            let cached = self.state.cache.range(conversation, seq, seq);
+            let cached = self.cx.state.cache.range(conversation, seq, seq);
             let Some(m) = cached.into_iter().next() else {
-                self.metrics.notify_handoffs_abandoned += 1;
+                self.cx.metrics.notify_handoffs_abandoned += 1;
                 continue;
             };
-            self.metrics.notify_handoffs_redriven += 1;
+            self.cx.metrics.notify_handoffs_redriven += 1;
             let event = Arc::new(Event::Message(m));
-            self.handoffs.backlog.push_back((lsn, conversation, event));
+            self.notifier
+                .handoffs
+                .backlog
+                .push_back((lsn, conversation, event));
         }
     }
 
     /// Owner role, every tick: appends the hand-off watermark when it moved
     /// (at most one small record per tick, and none while idle).
     pub(crate) fn persist_handoff_watermark(&mut self, out: &mut Vec<Effect>) {
-        if !self.all_subscribers.complete(self.shard_count()) {
+        if !self
+            .notifier
+            .all_subscribers
+            .complete(self.cx.shard_count())
+        {
             return; // The backlog is not handed off yet.
         }
-        let mark = match self.handoffs.pending.first_key_value() {
+        let mark = match self.notifier.handoffs.pending.first_key_value() {
             Some((first, _)) => first - 1,
-            None => self.handoffs.last,
+            None => self.notifier.handoffs.last,
         };
-        if mark > self.state.handoff_watermark && self.writable().is_ok() {
-            self.commit(Record::NotifyHandedOff { lsn: mark }, Vec::new(), out);
+        if mark > self.cx.state.handoff_watermark && self.cx.writable().is_ok() {
+            self.cx
+                .commit(Record::NotifyHandedOff { lsn: mark }, Vec::new(), out);
         }
     }
 
@@ -390,6 +430,7 @@ impl Shard {
         level: NotifyLevel,
     ) -> Result<(), Reject> {
         let dm = self
+            .cx
             .state
             .conversations
             .get(&conversation)
@@ -397,7 +438,7 @@ impl Shard {
         if dm || level != NotifyLevel::All {
             return Ok(());
         }
-        if self.all_subscribers.add(conversation, user) {
+        if self.notifier.all_subscribers.add(conversation, user) {
             Ok(())
         } else {
             Err(all_full())
@@ -407,7 +448,7 @@ impl Shard {
     /// Owner role: a member left or was removed: no longer a subscriber
     /// (the home keeps the level; a re-add brings it back).
     pub(crate) fn notify_member_gone(&mut self, conversation: ConversationId, user: UserId) {
-        self.all_subscribers.remove(conversation, user);
+        self.notifier.all_subscribers.remove(conversation, user);
     }
 
     /// Owner role: a home says `user`'s level for `conversation` is
@@ -418,17 +459,17 @@ impl Shard {
             conversation,
             all,
         } = m;
-        let Some(c) = self.state.conversations.get(&conversation) else {
+        let Some(c) = self.cx.state.conversations.get(&conversation) else {
             return;
         };
         if c.is_dm() {
             return;
         }
         if !all {
-            return self.all_subscribers.remove(conversation, user);
+            return self.notifier.all_subscribers.remove(conversation, user);
         }
-        if c.members.contains_key(&user) && !self.all_subscribers.add(conversation, user) {
-            self.metrics.notify_all_capped += 1;
+        if c.members.contains_key(&user) && !self.notifier.all_subscribers.add(conversation, user) {
+            self.cx.metrics.notify_all_capped += 1;
         }
     }
 
@@ -445,7 +486,7 @@ impl Shard {
             first,
             last,
         } = m;
-        let rounds = &mut self.all_subscribers.rounds;
+        let rounds = &mut self.notifier.all_subscribers.rounds;
         if first {
             rounds.insert(home, Vec::new());
         }
@@ -457,11 +498,12 @@ impl Shard {
             return;
         }
         let entries = rounds.remove(&home).unwrap_or_default();
-        let count = self.shard_count();
-        for set in self.all_subscribers.by_conversation.values_mut() {
+        let count = self.cx.shard_count();
+        for set in self.notifier.all_subscribers.by_conversation.values_mut() {
             set.retain(|u| crate::ids::shard_of(*u, count) != home);
         }
-        self.all_subscribers
+        self.notifier
+            .all_subscribers
             .by_conversation
             .retain(|_, set| !set.is_empty());
         for (user, conversation) in entries {
@@ -471,9 +513,10 @@ impl Shard {
                 all: true,
             });
         }
-        self.all_subscribers.rounds_done.insert(home);
-        if self.all_subscribers.complete(count) {
-            while let Some((lsn, conversation, event)) = self.handoffs.backlog.pop_front() {
+        self.notifier.all_subscribers.rounds_done.insert(home);
+        if self.notifier.all_subscribers.complete(count) {
+            while let Some((lsn, conversation, event)) = self.notifier.handoffs.backlog.pop_front()
+            {
                 self.handoff(lsn, conversation, event, None, out);
             }
         }
@@ -482,10 +525,10 @@ impl Shard {
     /// Home role: sends each owner in `to` the `all` levels of this shard's
     /// users in its conversations (one scan for all of them).
     pub(crate) fn send_notify_all_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
-        let count = self.shard_count();
+        let count = self.cx.shard_count();
         let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId)>> =
             to.iter().map(|s| (s, Vec::new())).collect();
-        for u in self.state.users.values() {
+        for u in self.cx.state.users.values() {
             for (conversation, pref) in &u.prefs {
                 if pref.level != NotifyLevel::All {
                     continue;
@@ -510,7 +553,7 @@ impl Shard {
                     first: i == 0,
                     last: i + 1 == n,
                 };
-                self.send_peer(owner, body, out);
+                self.cx.send_peer(owner, body, out);
             }
         }
     }
@@ -518,7 +561,8 @@ impl Shard {
     /// Home role: whether `user`'s level for `conversation` is explicitly
     /// `all` (what the owner's set mirrors).
     pub(crate) fn level_is_all(&self, user: UserId, conversation: ConversationId) -> bool {
-        self.state
+        self.cx
+            .state
             .users
             .get(&user)
             .and_then(|u| u.prefs.get(&conversation))
@@ -563,9 +607,9 @@ impl Shard {
         let Event::Message(m) = event.as_ref() else {
             return;
         };
-        let now = self.now;
+        let now = self.cx.now;
         for cand in candidates {
-            let Some(u) = self.state.users.get(&cand.user) else {
+            let Some(u) = self.cx.state.users.get(&cand.user) else {
                 continue;
             };
             let devices: Vec<DeviceView> = u
@@ -593,21 +637,21 @@ impl Shard {
                 now,
             };
             let decision = notify::decide(&situation);
-            self.metrics.notify_decided += 1;
+            self.cx.metrics.notify_decided += 1;
             let delayed = match decision {
                 Decision::Suppress(why) => {
                     let i = Suppressed::ALL
                         .iter()
                         .position(|s| *s == why)
                         .unwrap_or_default();
-                    self.metrics.notify_suppressed[i] += 1;
+                    self.cx.metrics.notify_suppressed[i] += 1;
                     continue;
                 }
                 Decision::Delay => true,
                 Decision::PushNow => false,
             };
             if !devices.is_empty() {
-                self.metrics.notify_in_app += 1;
+                self.cx.metrics.notify_in_app += 1;
                 let inapp = Arc::new(Event::Notify {
                     conversation: m.conversation,
                     seq: m.seq,
@@ -615,25 +659,26 @@ impl Shard {
                 });
                 self.deliver_to_user(cand.user, inapp, out);
             }
-            if self.config.notify.push == PushMode::Off {
+            if self.cx.config.notify.push == PushMode::Off {
                 continue;
             }
             let key = (cand.user, m.conversation, m.seq, false);
-            let pushed = self.state.pushed.get(&(cand.user, m.conversation));
-            if self.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| *s >= m.seq) {
+            let pushed = self.cx.state.pushed.get(&(cand.user, m.conversation));
+            if self.cx.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| *s >= m.seq)
+            {
                 // Handed over again (after a crash): one push per (user,
                 // message), and none older than one delivered.
                 continue;
             }
-            if self.state.outbox.len() >= OUTBOX_ENTRIES_MAX || self.writable().is_err() {
-                self.metrics.push_dropped += 1;
+            if self.cx.state.outbox.len() >= OUTBOX_ENTRIES_MAX || self.cx.writable().is_err() {
+                self.cx.metrics.push_dropped += 1;
                 continue;
             }
             let due = if delayed {
-                self.metrics.push_delayed += 1;
-                Millis(now.0 + self.config.notify.grace_ms)
+                self.cx.metrics.push_delayed += 1;
+                Millis(now.0 + self.cx.config.notify.grace_ms)
             } else {
-                self.metrics.push_immediate += 1;
+                self.cx.metrics.push_immediate += 1;
                 now
             };
             let record = Record::PushQueued {
@@ -646,8 +691,8 @@ impl Shard {
                 due: due.0,
                 clear: false,
             };
-            let id = self.commit(record, Vec::new(), out);
-            self.push_due.insert((due, id.0));
+            let id = self.cx.commit(record, Vec::new(), out);
+            self.notifier.push_due.insert((due, id.0));
         }
     }
 
@@ -663,43 +708,44 @@ impl Shard {
         let lo = (user, conversation, Seq(0), false);
         let hi = (user, conversation, seq, true);
         let covered: Vec<(u64, bool)> = self
+            .cx
             .state
             .outbox_index
             .range(lo..=hi)
             .map(|(k, id)| (*id, k.3))
             .collect();
         for (id, clear) in covered {
-            if !clear && !self.push_in_flight.contains_key(&id) {
+            if !clear && !self.notifier.push_in_flight.contains_key(&id) {
                 self.cancel_push(id, out);
             }
         }
-        let pushed = self.state.pushed.get(&(user, conversation)).copied();
+        let pushed = self.cx.state.pushed.get(&(user, conversation)).copied();
         if let Some(s) = pushed.filter(|s| *s <= seq) {
             self.queue_clear(user, conversation, s, out);
         }
     }
 
     fn cancel_push(&mut self, id: u64, out: &mut Vec<Effect>) {
-        if self.writable().is_err() {
+        if self.cx.writable().is_err() {
             return; // Retried at the next pump.
         }
-        if let Some(e) = self.state.outbox.get(&id) {
-            self.push_due.remove(&(e.due, id));
+        if let Some(e) = self.cx.state.outbox.get(&id) {
+            self.notifier.push_due.remove(&(e.due, id));
         }
-        self.push_attempts.remove(&id);
-        self.metrics.push_cancelled += 1;
+        self.notifier.push_attempts.remove(&id);
+        self.cx.metrics.push_cancelled += 1;
         let record = Record::PushSettled {
             id,
             delivered: false,
         };
-        self.commit(record, Vec::new(), out);
+        self.cx.commit(record, Vec::new(), out);
     }
 
     fn queue_clear(&mut self, user: UserId, conv: ConversationId, seq: Seq, out: &mut Vec<Effect>) {
         let key = (user, conv, seq, true);
-        if self.state.outbox_index.contains_key(&key)
-            || self.state.outbox.len() >= OUTBOX_ENTRIES_MAX
-            || self.writable().is_err()
+        if self.cx.state.outbox_index.contains_key(&key)
+            || self.cx.state.outbox.len() >= OUTBOX_ENTRIES_MAX
+            || self.cx.writable().is_err()
         {
             return;
         }
@@ -710,36 +756,41 @@ impl Shard {
             sender: user.0,
             reason: StoredReason::Dm,
             preview: String::new(),
-            due: self.now.0,
+            due: self.cx.now.0,
             clear: true,
         };
-        let id = self.commit(record, Vec::new(), out);
-        self.push_due.insert((self.now, id.0));
+        let id = self.cx.commit(record, Vec::new(), out);
+        self.notifier.push_due.insert((self.cx.now, id.0));
     }
 
     /// Home role, every tick: starts due, durable pushes.
     pub(crate) fn pump_pushes(&mut self, out: &mut Vec<Effect>) {
-        if self.config.notify.push == PushMode::Off {
+        if self.cx.config.notify.push == PushMode::Off {
             return;
         }
-        let now = self.now;
-        let durable = self.durable.0;
+        let now = self.cx.now;
+        let durable = self.cx.durable.0;
         let mut started = 0;
-        let due: Vec<(Millis, u64)> = self.push_due.range(..=(now, u64::MAX)).copied().collect();
+        let due: Vec<(Millis, u64)> = self
+            .notifier
+            .push_due
+            .range(..=(now, u64::MAX))
+            .copied()
+            .collect();
         for (at, id) in due {
             if started >= PUSH_STARTS_PER_TICK_MAX
-                || self.push_in_flight.len() >= PUSH_IN_FLIGHT_MAX
+                || self.notifier.push_in_flight.len() >= PUSH_IN_FLIGHT_MAX
             {
                 break;
             }
             if id > durable {
                 continue; // Persist, then act.
             }
-            let Some(e) = self.state.outbox.get(&id).cloned() else {
-                self.push_due.remove(&(at, id));
+            let Some(e) = self.cx.state.outbox.get(&id).cloned() else {
+                self.notifier.push_due.remove(&(at, id));
                 continue;
             };
-            let Some(u) = self.state.users.get(&e.user) else {
+            let Some(u) = self.cx.state.users.get(&e.user) else {
                 continue;
             };
             if !e.clear && u.cursor(e.conversation) >= e.seq {
@@ -747,6 +798,7 @@ impl Shard {
                 continue;
             }
             let badge = self
+                .cx
                 .state
                 .pushed
                 .range((e.user, ConversationId(0))..=(e.user, ConversationId(u64::MAX)))
@@ -769,9 +821,9 @@ impl Shard {
                 badge: u32::try_from(badge).unwrap_or(u32::MAX),
                 idempotency_key: idempotency_key(action, e.user, e.conversation, e.seq),
             };
-            self.push_due.remove(&(at, id));
-            let attempts = self.push_attempts.remove(&id).unwrap_or(0);
-            self.push_in_flight.insert(id, attempts);
+            self.notifier.push_due.remove(&(at, id));
+            let attempts = self.notifier.push_attempts.remove(&id).unwrap_or(0);
+            self.notifier.push_in_flight.insert(id, attempts);
             started += 1;
             out.push(Effect::Push {
                 id: PushId(id),
@@ -787,10 +839,10 @@ impl Shard {
         outcome: PushOutcome,
         out: &mut Vec<Effect>,
     ) {
-        let Some(attempts) = self.push_in_flight.remove(&id.0) else {
+        let Some(attempts) = self.notifier.push_in_flight.remove(&id.0) else {
             return; // Not ours (an earlier start's push): ignore.
         };
-        let Some(e) = self.state.outbox.get(&id.0).cloned() else {
+        let Some(e) = self.cx.state.outbox.get(&id.0).cloned() else {
             return;
         };
         let settle = match outcome {
@@ -798,20 +850,21 @@ impl Shard {
             PushOutcome::Delivered => Some(true),
             PushOutcome::Rejected => Some(false),
         };
-        let Some(delivered) = settle.filter(|_| self.writable().is_ok()) else {
+        let Some(delivered) = settle.filter(|_| self.cx.writable().is_ok()) else {
             let attempts = attempts + 1;
-            self.metrics.push_retried += 1;
-            self.push_attempts.insert(id.0, attempts);
-            self.push_due
-                .insert((Millis(self.now.0 + backoff_ms(attempts)), id.0));
+            self.cx.metrics.push_retried += 1;
+            self.notifier.push_attempts.insert(id.0, attempts);
+            self.notifier
+                .push_due
+                .insert((Millis(self.cx.now.0 + backoff_ms(attempts)), id.0));
             return;
         };
         match (delivered, e.clear) {
-            (true, false) => self.metrics.pushed += 1,
-            (true, true) => self.metrics.push_cleared += 1,
-            (false, _) => self.metrics.push_rejected += 1,
+            (true, false) => self.cx.metrics.pushed += 1,
+            (true, true) => self.cx.metrics.push_cleared += 1,
+            (false, _) => self.cx.metrics.push_rejected += 1,
         }
-        self.commit(
+        self.cx.commit(
             Record::PushSettled {
                 id: id.0,
                 delivered,
@@ -821,6 +874,7 @@ impl Shard {
         );
         // Read while the push was in flight: retract it now.
         let read = self
+            .cx
             .state
             .users
             .get(&e.user)

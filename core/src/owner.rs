@@ -20,16 +20,76 @@ use crate::api::{
 };
 use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
+use crate::commit::Action;
 use crate::constants::{
     DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX, HISTORY_PAGE_MAX, MEMBERS_PER_CONVERSATION_MAX,
     PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
 };
+use crate::constants::{PENDING_DM_OPENS_MAX, PENDING_READS_MAX};
+use crate::hash::{HashState, Map};
 use crate::ids::dm_slot;
 use crate::peer::{self, Actor, Origin, Summary, SummaryItem, SummaryMode, Who};
+use crate::pending::PendingTable;
 use crate::record::{MessageRecord, Record, StoredBroadcast};
-use crate::shard::{Action, DmOpen, PendingRead, Shard};
+use crate::shard::Shard;
+use crate::state::DmKey;
 use crate::state::{message_of, Conversation};
 use crate::text::{message_bytes, preview};
+
+/// The owner role's state (memory only; the conversations themselves are
+/// in the persistent state): history reads and DM creations in flight, and
+/// the restarted home shards owed a membership round.
+#[derive(Debug)]
+pub(crate) struct OwnerRole {
+    /// History pages waiting for WAL reads, by read token (at most
+    /// PENDING_READS_MAX).
+    pub(crate) reads: PendingTable<PendingRead>,
+    /// DM creations waiting for their members' home shards (at most
+    /// PENDING_DM_OPENS_MAX).
+    pub(crate) dm_opens: PendingTable<DmOpen>,
+    /// The pending creation of each member set (one entry per `dm_opens`
+    /// entry), so concurrent opens wait on one creation.
+    pub(crate) dm_open_keys: Map<DmKey, u64>,
+    /// Restarted home shards owed a membership round (sent at the next
+    /// tick, one scan for all of them).
+    pub(crate) rounds_due: ShardSet,
+}
+
+impl OwnerRole {
+    /// Empty, for a shard incarnation.
+    pub(crate) fn new(hash: HashState, incarnation: u64) -> OwnerRole {
+        OwnerRole {
+            reads: PendingTable::new(PENDING_READS_MAX, incarnation),
+            dm_opens: PendingTable::new(PENDING_DM_OPENS_MAX, incarnation),
+            dm_open_keys: hash.map(),
+            rounds_due: ShardSet::new(),
+        }
+    }
+}
+
+/// A history page waiting for WAL reads.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    pub(crate) origin: Origin,
+    pub(crate) who: Who,
+    pub(crate) conversation: ConversationId,
+    /// The page's seq range, inclusive.
+    pub(crate) lo: u64,
+    pub(crate) hi: u64,
+    /// Keep the newest messages when the byte budget cuts the page.
+    pub(crate) newest_first: bool,
+    pub(crate) head: u64,
+    /// LSNs asked for, in seq order from `lo`.
+    pub(crate) lsns: Vec<Lsn>,
+}
+
+/// A DM creation waiting for its members' home shards.
+#[derive(Debug)]
+pub(crate) struct DmOpen {
+    pub(crate) key: DmKey,
+    pub(crate) waiters: Vec<(Origin, UserId)>,
+    pub(crate) unverified: BTreeSet<UserId>,
+}
 
 /// Keeps the messages of a page that fit in `budget` bytes: the newest ones
 /// when paging backwards, the oldest when paging forwards. Stays contiguous.
@@ -68,12 +128,12 @@ impl Shard {
         read: Seq,
         member: bool,
     ) -> ConversationInfo {
-        let head = conv.visible_head(self.durable);
+        let head = conv.visible_head(self.cx.durable);
         let read = if member { read.min(head) } else { Seq(0) };
         let (last_activity, preview_text) = if head == conv.head {
             (conv.last_activity, conv.preview.clone())
         } else {
-            match self.state.cache.range(conv.id, head, head).first() {
+            match self.cx.state.cache.range(conv.id, head, head).first() {
                 Some(m) => (m.ts, Some(preview(&m.body))),
                 None => (conv.created, None),
             }
@@ -110,11 +170,12 @@ impl Shard {
     /// [`Shard::info_for`]'s `last_activity`; home shards order `Boot`
     /// pages by it (see `Shard::on_activity`).
     pub(crate) fn visible_activity(&self, conv: &Conversation) -> Millis {
-        let head = conv.visible_head(self.durable);
+        let head = conv.visible_head(self.cx.durable);
         if head == conv.head {
             return conv.last_activity;
         }
-        self.state
+        self.cx
+            .state
             .cache
             .range(conv.id, head, head)
             .first()
@@ -128,11 +189,12 @@ impl Shard {
         access: Access,
     ) -> Result<&Conversation, Reject> {
         let c = self
+            .cx
             .state
             .conversations
             .get(&conv)
             .ok_or(Reject::NotFound)?;
-        authorize(c, who, access, self.durable)?;
+        authorize(c, who, access, self.cx.durable)?;
         Ok(c)
     }
 
@@ -140,10 +202,10 @@ impl Shard {
 
     pub(crate) fn on_watch(&mut self, from: ShardId, m: peer::owner::Watch, out: &mut Vec<Effect>) {
         let peer::owner::Watch { nonce, items } = m;
-        let durable = self.durable;
+        let durable = self.cx.durable;
         let mut verdicts = Vec::with_capacity(items.len());
         for (who, conv) in items {
-            let ok = match self.state.conversations.get_mut(&conv) {
+            let ok = match self.cx.state.conversations.get_mut(&conv) {
                 Some(c) if authorize(c, who, Access::Member, durable).is_ok() => {
                     c.interested.insert(from);
                     true
@@ -152,19 +214,20 @@ impl Shard {
             };
             verdicts.push((who.user, conv, ok));
         }
-        self.send_peer(from, peer::conn::WatchReply { nonce, verdicts }, out);
+        self.cx
+            .send_peer(from, peer::conn::WatchReply { nonce, verdicts }, out);
     }
 
     pub(crate) fn on_unwatch(&mut self, from: ShardId, m: peer::owner::Unwatch) {
         let peer::owner::Unwatch { conversation } = m;
-        if let Some(c) = self.state.conversations.get_mut(&conversation) {
+        if let Some(c) = self.cx.state.conversations.get_mut(&conversation) {
             c.interested.remove(from);
         }
     }
 
     /// Shard `shard` restarted: its subscriptions are gone.
     pub(crate) fn clear_interest_of(&mut self, shard: ShardId) {
-        for c in self.state.conversations.values_mut() {
+        for c in self.cx.state.conversations.values_mut() {
             c.interested.remove(shard);
         }
     }
@@ -177,18 +240,18 @@ impl Shard {
         event: Arc<Event>,
         out: &mut Vec<Effect>,
     ) {
-        let Some(c) = self.state.conversations.get(&conversation) else {
+        let Some(c) = self.cx.state.conversations.get(&conversation) else {
             return;
         };
         let shards: Vec<ShardId> = c.interested.iter().collect();
         let homes: Vec<ShardId> = c.homes.iter().collect();
         for shard in shards {
-            self.metrics.fanout_messages += 1;
+            self.cx.metrics.fanout_messages += 1;
             let body = peer::conn::Fanout {
                 conversation,
                 event: event.clone(),
             };
-            self.send_peer(shard, body, out);
+            self.cx.send_peer(shard, body, out);
         }
         // The members' home shards order their `Boot` pages by activity:
         // one message per home shard, in O(shards) whatever the member count.
@@ -198,7 +261,7 @@ impl Shard {
                     conversation,
                     at: m.ts,
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
         }
         // The commit point of the notifier: the message is durable.
@@ -209,11 +272,11 @@ impl Shard {
     /// in this shard's conversations (see `on_membership_round`), with one
     /// scan of the memberships for all of them.
     pub(crate) fn send_membership_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
-        let durable = self.durable;
-        let count = self.shard_count();
+        let durable = self.cx.durable;
+        let count = self.cx.shard_count();
         let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId, Millis)>> =
             to.iter().map(|s| (s, Vec::new())).collect();
-        for c in self.state.conversations.values() {
+        for c in self.cx.state.conversations.values() {
             let at = self.visible_activity(c);
             for (user, m) in &c.members {
                 if m.lsn > durable {
@@ -238,7 +301,7 @@ impl Shard {
                     first: i == 0,
                     last: i + 1 == n,
                 };
-                self.send_peer(home, body, out);
+                self.cx.send_peer(home, body, out);
             }
         }
     }
@@ -255,9 +318,9 @@ impl Shard {
             mentions,
             broadcast,
         } = m;
-        let durable = self.durable;
-        let now = self.now;
-        let broadcast_limit = self.config.notify.broadcast_members_max;
+        let durable = self.cx.durable;
+        let now = self.cx.now;
+        let broadcast_limit = self.cx.config.notify.broadcast_members_max;
         let plan = self
             .conversation_for(conversation, who, Access::Member)
             .map(|c| match c.dedup.get(who.user, client_msg_id) {
@@ -273,10 +336,10 @@ impl Shard {
                 }
             });
         let (seq, ts, broadcast_ignored) = match plan {
-            Err(r) => return self.reply(origin, Err(r), out),
+            Err(r) => return self.cx.reply(origin, Err(r), out),
             Ok(Err((original, visible))) => {
                 // A retry: the original ack, once the original is durable.
-                self.metrics.sends_deduplicated += 1;
+                self.cx.metrics.sends_deduplicated += 1;
                 let ack = Action::Reply {
                     origin,
                     result: Ok(Response::SendAck {
@@ -295,8 +358,8 @@ impl Shard {
             }
             Ok(Ok(plan)) => plan,
         };
-        if let Err(r) = self.writable() {
-            return self.reply(origin, Err(r), out);
+        if let Err(r) = self.cx.writable() {
+            return self.cx.reply(origin, Err(r), out);
         }
         let message = Message {
             conversation,
@@ -319,7 +382,7 @@ impl Shard {
             broadcast: StoredBroadcast::from(broadcast),
             broadcast_ignored,
         });
-        let home = self.home_of(who.user);
+        let home = self.cx.home_of(who.user);
         let actions = vec![
             Action::Reply {
                 origin,
@@ -346,8 +409,8 @@ impl Shard {
                 .into(),
             },
         ];
-        self.metrics.messages_sequenced += 1;
-        self.commit(record, actions, out);
+        self.cx.metrics.messages_sequenced += 1;
+        self.cx.commit(record, actions, out);
     }
 
     pub(crate) fn on_history(&mut self, m: peer::owner::History, out: &mut Vec<Effect>) {
@@ -358,10 +421,10 @@ impl Shard {
             anchor,
             limit,
         } = m;
-        let durable = self.durable;
+        let durable = self.cx.durable;
         let c = match self.conversation_for(conversation, who, Access::Read) {
             Ok(c) => c,
-            Err(r) => return self.reply(origin, Err(r), out),
+            Err(r) => return self.cx.reply(origin, Err(r), out),
         };
         let head = c.visible_head(durable).0;
         // Checked where the request entered; clamped again so no input can
@@ -384,28 +447,29 @@ impl Shard {
                 messages: Vec::new(),
                 head: Seq(head),
             };
-            return self.reply(origin, Ok(page), out);
+            return self.cx.reply(origin, Ok(page), out);
         }
         let cached = self
+            .cx
             .state
             .cache
             .first_seq(conversation)
             .is_some_and(|f| f.0 <= lo);
         if cached {
-            let messages = self.state.cache.range(conversation, Seq(lo), Seq(hi));
+            let messages = self.cx.state.cache.range(conversation, Seq(lo), Seq(hi));
             let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, newest_first);
             let page = Response::History {
                 messages,
                 head: Seq(head),
             };
-            return self.reply(origin, Ok(page), out);
+            return self.cx.reply(origin, Ok(page), out);
         }
-        if self.reads.is_full() {
+        if self.owner.reads.is_full() {
             let r = Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many history reads in flight (PENDING_READS_MAX)",
             );
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
         // The whole page from the WAL: simpler than stitching with a cache
         // that may change before the read completes.
@@ -421,10 +485,10 @@ impl Shard {
             lsns: lsns.clone(),
         };
         // Not full (checked above): WAL reads always answer, no deadline.
-        let Ok(token) = self.reads.insert(None, read) else {
+        let Ok(token) = self.owner.reads.insert(None, read) else {
             return;
         };
-        self.metrics.wal_reads += 1;
+        self.cx.metrics.wal_reads += 1;
         out.push(Effect::ReadRecords {
             token: ReadToken(token),
             lsns,
@@ -437,7 +501,7 @@ impl Shard {
         records: Vec<(Lsn, u8, bytes::Bytes)>,
         out: &mut Vec<Effect>,
     ) {
-        let Some(p) = self.reads.remove(token.0) else {
+        let Some(p) = self.owner.reads.remove(token.0) else {
             return;
         };
         let mut messages = Vec::with_capacity(records.len());
@@ -472,24 +536,24 @@ impl Shard {
             }
         }
         if let Some(e) = error {
-            self.metrics.wal_read_errors += 1;
+            self.cx.metrics.wal_read_errors += 1;
             let r = Reject::unavailable(
                 UnavailableCause::ReadFailed,
                 format!("history read failed: {e}"),
             );
-            return self.reply(p.origin, Err(r), out);
+            return self.cx.reply(p.origin, Err(r), out);
         }
         debug_assert_eq!(messages.len() as u64, p.hi - p.lo + 1);
         // Membership may have changed while the read was in flight.
         if let Err(r) = self.conversation_for(p.conversation, p.who, Access::Read) {
-            return self.reply(p.origin, Err(r), out);
+            return self.cx.reply(p.origin, Err(r), out);
         }
         let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, p.newest_first);
         let page = Response::History {
             messages,
             head: Seq(p.head),
         };
-        self.reply(p.origin, Ok(page), out);
+        self.cx.reply(p.origin, Ok(page), out);
     }
 
     pub(crate) fn on_mark_read(&mut self, m: peer::owner::MarkRead, out: &mut Vec<Effect>) {
@@ -499,19 +563,19 @@ impl Shard {
             conversation,
             seq,
         } = m;
-        let durable = self.durable;
+        let durable = self.cx.durable;
         let head = match self.conversation_for(conversation, who, Access::Member) {
             Ok(c) => c.visible_head(durable),
-            Err(r) => return self.reply(origin, Err(r), out),
+            Err(r) => return self.cx.reply(origin, Err(r), out),
         };
-        let home = self.home_of(who.user);
+        let home = self.cx.home_of(who.user);
         let body = peer::home::SetCursor {
             origin: Some(origin),
             user: who.user,
             conversation,
             seq: seq.min(head),
         };
-        self.send_peer(home, body, out);
+        self.cx.send_peer(home, body, out);
     }
 
     pub(crate) fn on_set_notify(&mut self, m: peer::owner::SetNotify, out: &mut Vec<Effect>) {
@@ -523,12 +587,12 @@ impl Shard {
             muted,
         } = m;
         if let Err(r) = self.conversation_for(conversation, who, Access::Member) {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
         if let Err(r) = self.reserve_notify_level(conversation, who.user, level) {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
-        let home = self.home_of(who.user);
+        let home = self.cx.home_of(who.user);
         let body = peer::home::SetNotify {
             origin,
             user: who.user,
@@ -536,7 +600,7 @@ impl Shard {
             level,
             muted,
         };
-        self.send_peer(home, body, out);
+        self.cx.send_peer(home, body, out);
     }
 
     pub(crate) fn on_lookup_private(
@@ -552,7 +616,7 @@ impl Shard {
         let result = self
             .conversation_for(conversation, who, Access::Read)
             .map(|c| Response::Found { id: c.id.0 });
-        self.reply(origin, result, out);
+        self.cx.reply(origin, result, out);
     }
 
     // ----- Membership -------------------------------------------------------------
@@ -571,15 +635,15 @@ impl Shard {
             creator,
         } = m;
         assert!(
-            self.state.owns(conversation),
+            self.cx.state.owns(conversation),
             "channel created on the wrong owner"
         );
-        let ws_shard = self.workspace_shard(workspace);
+        let ws_shard = self.cx.workspace_shard(workspace);
         let ready = peer::workspace::ChannelReady {
             workspace,
             conversation,
         };
-        if self.state.conversations.contains_key(&conversation) {
+        if self.cx.state.conversations.contains_key(&conversation) {
             self.after_durable(
                 Action::Peer {
                     to: ws_shard,
@@ -596,9 +660,9 @@ impl Shard {
             }
             return;
         }
-        if let Err(r) = self.writable() {
+        if let Err(r) = self.cx.writable() {
             if let Some(origin) = origin {
-                self.reply(origin, Err(r), out);
+                self.cx.reply(origin, Err(r), out);
             }
             return;
         }
@@ -607,7 +671,7 @@ impl Shard {
         } else {
             ConversationKind::PublicChannel
         };
-        let now = self.now;
+        let now = self.cx.now;
         let record = Record::ConversationCreated {
             conversation: conversation.0,
             workspace: workspace.0,
@@ -631,7 +695,7 @@ impl Shard {
             last_activity: now,
             preview: None,
         };
-        let home = self.home_of(creator);
+        let home = self.cx.home_of(creator);
         let actions = vec![
             Action::Peer {
                 to: ws_shard,
@@ -648,7 +712,7 @@ impl Shard {
                 .into(),
             },
         ];
-        self.commit(record, actions, out);
+        self.cx.commit(record, actions, out);
     }
 
     pub(crate) fn on_add_member(&mut self, m: peer::owner::AddMember, out: &mut Vec<Effect>) {
@@ -662,23 +726,23 @@ impl Shard {
         let join = actor.user == user;
         let access = if join { Access::Read } else { Access::Member };
         let (info, already) = match self.conversation_for(conversation, actor, access) {
-            Err(r) => return self.reply(origin, Err(r), out),
+            Err(r) => return self.cx.reply(origin, Err(r), out),
             Ok(c) => {
                 if !join && c.is_dm() {
                     let r = Reject::Invalid("conversation: cannot invite to a DM".into());
-                    return self.reply(origin, Err(r), out);
+                    return self.cx.reply(origin, Err(r), out);
                 }
                 let already = c.members.contains_key(&user);
                 if !already && c.members.len() as u64 >= u64::from(MEMBERS_PER_CONVERSATION_MAX) {
                     let r = Reject::TooLarge(format!(
                         "members: more than MEMBERS_PER_CONVERSATION_MAX ({MEMBERS_PER_CONVERSATION_MAX})"
                     ));
-                    return self.reply(origin, Err(r), out);
+                    return self.cx.reply(origin, Err(r), out);
                 }
                 (self.info_for(c, user, read, true), already)
             }
         };
-        let home = self.home_of(user);
+        let home = self.cx.home_of(user);
         let added = |origin: Option<Origin>, info: ConversationInfo| Action::Peer {
             to: home,
             body: peer::home::MemberAdded {
@@ -701,13 +765,13 @@ impl Shard {
             };
             return self.after_durable(action, out);
         }
-        if let Err(r) = self.writable() {
-            return self.reply(origin, Err(r), out);
+        if let Err(r) = self.cx.writable() {
+            return self.cx.reply(origin, Err(r), out);
         }
         let record = Record::MemberAdded {
             conversation: conversation.0,
             user: user.0,
-            ts: self.now.0,
+            ts: self.cx.now.0,
         };
         let actions = if join {
             vec![added(Some(origin), info)]
@@ -720,7 +784,7 @@ impl Shard {
                 added(None, info),
             ]
         };
-        self.commit(record, actions, out);
+        self.cx.commit(record, actions, out);
     }
 
     pub(crate) fn on_remove_member(&mut self, m: peer::owner::RemoveMember, out: &mut Vec<Effect>) {
@@ -740,6 +804,7 @@ impl Shard {
                     c
                 }
                 Actor::Admin => self
+                    .cx
                     .state
                     .conversations
                     .get(&conversation)
@@ -753,17 +818,17 @@ impl Shard {
             if !c.members.contains_key(&user) {
                 return Err(Reject::NotFound);
             }
-            self.writable()
+            self.cx.writable()
         })();
         if let Err(r) = check {
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
         let record = Record::MemberRemoved {
             conversation: conversation.0,
             user: user.0,
-            ts: self.now.0,
+            ts: self.cx.now.0,
         };
-        let home = self.home_of(user);
+        let home = self.cx.home_of(user);
         let actions = vec![
             Action::Reply {
                 origin,
@@ -774,18 +839,20 @@ impl Shard {
                 body: peer::home::MemberRemoved { user, conversation }.into(),
             },
         ];
-        self.commit(record, actions, out);
+        self.cx.commit(record, actions, out);
         self.notify_member_gone(conversation, user);
         // A restriction acts at once: cut the user's live stream before any
         // later fanout (FIFO per shard pair).
         let shards: Vec<ShardId> = self
+            .cx
             .state
             .conversations
             .get(&conversation)
             .map(|c| c.interested.iter().collect())
             .unwrap_or_default();
         for shard in shards {
-            self.send_peer(shard, peer::conn::Unsubscribed { conversation, user }, out);
+            self.cx
+                .send_peer(shard, peer::conn::Unsubscribed { conversation, user }, out);
         }
     }
 
@@ -796,12 +863,12 @@ impl Shard {
             members,
         } = m;
         let key = (who.workspace, members);
-        if let Some(&id) = self.state.dms.get(&key) {
-            let action = match self.state.conversations.get(&id) {
+        if let Some(&id) = self.cx.state.dms.get(&key) {
+            let action = match self.cx.state.conversations.get(&id) {
                 Some(c) => {
                     let info = self.info_for(c, who.user, Seq(0), true);
                     Action::Peer {
-                        to: self.home_of(who.user),
+                        to: self.cx.home_of(who.user),
                         body: peer::home::MemberAdded {
                             user: who.user,
                             conversation: id,
@@ -818,8 +885,9 @@ impl Shard {
             };
             return self.after_durable(action, out);
         }
-        if let Some(&pending) = self.dm_open_keys.get(&key) {
+        if let Some(&pending) = self.owner.dm_open_keys.get(&key) {
             let full = self
+                .owner
                 .dm_opens
                 .get(pending)
                 .is_none_or(|p| p.waiters.len() >= DM_OPEN_WAITERS_MAX);
@@ -828,22 +896,22 @@ impl Shard {
                     UnavailableCause::Overloaded,
                     "DM being created (DM_OPEN_WAITERS_MAX)",
                 );
-                return self.reply(origin, Err(r), out);
+                return self.cx.reply(origin, Err(r), out);
             }
-            if let Some(p) = self.dm_opens.get_mut(pending) {
+            if let Some(p) = self.owner.dm_opens.get_mut(pending) {
                 p.waiters.push((origin, who.user));
             }
             return;
         }
-        if self.dm_opens.is_full() {
+        if self.owner.dm_opens.is_full() {
             let r = Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many DM creations (PENDING_DM_OPENS_MAX)",
             );
-            return self.reply(origin, Err(r), out);
+            return self.cx.reply(origin, Err(r), out);
         }
-        if let Err(r) = self.writable() {
-            return self.reply(origin, Err(r), out);
+        if let Err(r) = self.cx.writable() {
+            return self.cx.reply(origin, Err(r), out);
         }
         let unverified: BTreeSet<UserId> =
             key.1.iter().copied().filter(|u| *u != who.user).collect();
@@ -852,41 +920,41 @@ impl Shard {
             waiters: vec![(origin, who.user)],
             unverified: unverified.clone(),
         };
-        let deadline = crate::api::Millis(self.now.0 + REQUEST_TIMEOUT_MS);
+        let deadline = crate::api::Millis(self.cx.now.0 + REQUEST_TIMEOUT_MS);
         // Not full (checked above).
-        let Ok(id) = self.dm_opens.insert(Some(deadline), open) else {
+        let Ok(id) = self.owner.dm_opens.insert(Some(deadline), open) else {
             return;
         };
-        self.dm_open_keys.insert(key, id);
+        self.owner.dm_open_keys.insert(key, id);
         for &user in &unverified {
             let body = peer::home::VerifyMember {
-                pending: self.dm_opens.ticket(id),
+                pending: self.owner.dm_opens.ticket(id),
                 user,
                 workspace: who.workspace,
             };
-            let to = self.home_of(user);
-            self.send_peer(to, body, out);
+            let to = self.cx.home_of(user);
+            self.cx.send_peer(to, body, out);
         }
     }
 
     fn fail_dm_open(&mut self, pending: u64, reject: Reject, out: &mut Vec<Effect>) {
-        if let Some(p) = self.dm_opens.remove(pending) {
-            self.dm_open_keys.remove(&p.key);
+        if let Some(p) = self.owner.dm_opens.remove(pending) {
+            self.owner.dm_open_keys.remove(&p.key);
             for (origin, _) in p.waiters {
-                self.reply(origin, Err(reject.clone()), out);
+                self.cx.reply(origin, Err(reject.clone()), out);
             }
         }
     }
 
     pub(crate) fn expire_dm_opens(&mut self, out: &mut Vec<Effect>) {
-        for (_, p) in self.dm_opens.expire(self.now) {
-            self.dm_open_keys.remove(&p.key);
+        for (_, p) in self.owner.dm_opens.expire(self.cx.now) {
+            self.owner.dm_open_keys.remove(&p.key);
             let r = Reject::unavailable(
                 UnavailableCause::PeerTimeout,
                 "a member's home shard did not answer",
             );
             for (origin, _) in p.waiters {
-                self.reply(origin, Err(r.clone()), out);
+                self.cx.reply(origin, Err(r.clone()), out);
             }
         }
     }
@@ -897,10 +965,10 @@ impl Shard {
             user,
             ok,
         } = m;
-        let Some(pending) = self.dm_opens.id_of(ticket) else {
+        let Some(pending) = self.owner.dm_opens.id_of(ticket) else {
             return;
         };
-        let Some(p) = self.dm_opens.get_mut(pending) else {
+        let Some(p) = self.owner.dm_opens.get_mut(pending) else {
             return;
         };
         if !ok {
@@ -912,24 +980,24 @@ impl Shard {
         if !p.unverified.is_empty() {
             return;
         }
-        if let Err(r) = self.writable() {
+        if let Err(r) = self.cx.writable() {
             return self.fail_dm_open(pending, r, out);
         }
-        let Some(p) = self.dm_opens.remove(pending) else {
+        let Some(p) = self.owner.dm_opens.remove(pending) else {
             return;
         };
-        self.dm_open_keys.remove(&p.key);
+        self.owner.dm_open_keys.remove(&p.key);
         let (workspace, members) = p.key;
         let slot = dm_slot(workspace, &members);
         assert_eq!(
-            crate::ids::shard_of_slot(slot, self.shard_count()),
-            self.me(),
+            crate::ids::shard_of_slot(slot, self.cx.shard_count()),
+            self.cx.me(),
             "DM opened on the wrong owner"
         );
-        let Some(raw) = self.state.ids.allocate(slot) else {
+        let Some(raw) = self.cx.state.ids.allocate(slot) else {
             let r = crate::directory::exhausted();
             for (origin, _) in p.waiters {
-                self.reply(origin, Err(r.clone()), out);
+                self.cx.reply(origin, Err(r.clone()), out);
             }
             return;
         };
@@ -939,7 +1007,7 @@ impl Shard {
         } else {
             ConversationKind::GroupDm
         };
-        let now = self.now;
+        let now = self.cx.now;
         let record = Record::ConversationCreated {
             conversation: raw,
             workspace: workspace.0,
@@ -965,7 +1033,7 @@ impl Shard {
         };
         let mut actions = Vec::new();
         for &member in &members {
-            let to = self.home_of(member);
+            let to = self.cx.home_of(member);
             let origins: Vec<Origin> = p
                 .waiters
                 .iter()
@@ -990,7 +1058,7 @@ impl Shard {
                 });
             }
         }
-        self.commit(record, actions, out);
+        self.cx.commit(record, actions, out);
     }
 
     // ----- Summaries -----------------------------------------------------------
@@ -1003,7 +1071,7 @@ impl Shard {
     ) {
         let peer::owner::Summaries { gather, who, items } = m;
         let summaries = items.iter().map(|item| self.summarize(who, item)).collect();
-        self.send_peer(
+        self.cx.send_peer(
             from,
             peer::gather::SummariesReply { gather, summaries },
             out,
@@ -1018,12 +1086,12 @@ impl Shard {
             messages: Vec::new(),
             truncated: false,
         };
-        let Some(c) = self.state.conversations.get(&conversation) else {
+        let Some(c) = self.cx.state.conversations.get(&conversation) else {
             return none;
         };
-        if authorize(c, who, Access::Member, self.durable).is_err() {
+        if authorize(c, who, Access::Member, self.cx.durable).is_err() {
             if item.mode == SummaryMode::Preview
-                && authorize(c, who, Access::Read, self.durable).is_ok()
+                && authorize(c, who, Access::Read, self.cx.durable).is_ok()
             {
                 return Summary {
                     info: Some(self.info_for(c, who.user, Seq(0), false)),
@@ -1034,7 +1102,7 @@ impl Shard {
         }
         let info = self.info_for(c, who.user, item.read, true);
         let head = info.head.0;
-        let cache = &self.state.cache;
+        let cache = &self.cx.state.cache;
         let (messages, truncated) = match item.mode {
             SummaryMode::Info | SummaryMode::Preview => (Vec::new(), false),
             SummaryMode::Sync { after } if head > after.0 => {
