@@ -25,6 +25,7 @@ use crate::api::{
     Reject, ReqId, Request, Response, ShardId, UnavailableCause, UserId,
 };
 use crate::auth::hash_secret;
+use crate::commit::Ctx;
 use crate::constants::{
     BOOT_CONVERSATIONS_MAX, CONNECTIONS_PER_SHARD_MAX, GROUP_DM_MEMBERS_MAX, HISTORY_PAGE_MAX,
     PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_CURSORS_MAX,
@@ -34,7 +35,6 @@ use crate::hash::{HashState, Map};
 use crate::ids::{shard_of_slot, spread_slot};
 use crate::peer::{self, Actor, DeviceReg, GatherRequest, Origin, Who};
 use crate::pending::PendingTable;
-use crate::shard::Shard;
 use crate::text::{check_body, check_name, NameKind};
 use std::collections::BTreeSet;
 
@@ -153,17 +153,44 @@ pub(crate) struct Waiter {
     pub(crate) action: WaiterAction,
 }
 
-impl Shard {
-    pub(crate) fn on_connected(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
-        assert_eq!(conn.shard(), self.cx.me(), "connection of another shard");
-        if self.conn.conns.len() >= CONNECTIONS_PER_SHARD_MAX {
+impl ConnRole {
+    /// Emits the answer on a local connection (the connection role).
+    pub(crate) fn emit_reply(
+        &mut self,
+        cx: &mut Ctx,
+        origin: Origin,
+        result: Result<Response, Reject>,
+        out: &mut Vec<Effect>,
+    ) {
+        assert_eq!(
+            origin.conn.shard(),
+            cx.config.shard,
+            "reply on a foreign connection"
+        );
+        if origin.incarnation != cx.incarnation || !self.conns.contains_key(&origin.conn) {
+            return; // The connection is gone; so is the reply.
+        }
+        if result.is_err() {
+            cx.metrics.rejects += 1;
+        }
+        cx.metrics.replies += 1;
+        out.push(Effect::Reply {
+            conn: origin.conn,
+            req: origin.req,
+            result,
+        });
+    }
+
+    pub(crate) fn on_connected(&mut self, cx: &mut Ctx, conn: ConnId, out: &mut Vec<Effect>) {
+        assert_eq!(conn.shard(), cx.me(), "connection of another shard");
+        if self.conns.len() >= CONNECTIONS_PER_SHARD_MAX {
             out.push(Effect::Close {
                 conn,
                 reason: CloseReason::Overloaded,
             });
             return;
         }
-        self.conn.conns.insert(
+        self.conns.insert(
             conn,
             Conn {
                 session: Session::Anonymous,
@@ -175,53 +202,55 @@ impl Shard {
 
     fn direct_reply(
         &mut self,
+        cx: &mut Ctx,
         conn: ConnId,
         req: ReqId,
         result: Result<Response, Reject>,
         out: &mut Vec<Effect>,
     ) {
-        let origin = self.cx.origin(conn, req);
-        self.emit_reply(origin, result, out);
+        let origin = cx.origin(conn, req);
+        self.emit_reply(cx, origin, result, out);
     }
 
     pub(crate) fn on_hello(
         &mut self,
+        cx: &mut Ctx,
         conn: ConnId,
         req: ReqId,
         credential: Credential,
         device: DeviceInfo,
         out: &mut Vec<Effect>,
     ) {
-        let Some(c) = self.conn.conns.get(&conn) else {
+        let Some(c) = self.conns.get(&conn) else {
             return; // Never connected (or already gone): nobody to answer.
         };
         if c.session != Session::Anonymous {
             let r = Err(Reject::Invalid("hello: session already established".into()));
-            return self.direct_reply(conn, req, r, out);
+            return self.direct_reply(cx, conn, req, r, out);
         }
         if let Err(r) = check_name("device.name", &device.name, NameKind::Display) {
-            return self.direct_reply(conn, req, Err(r), out);
+            return self.direct_reply(cx, conn, req, Err(r), out);
         }
         match credential {
             Credential::Admin(secret) => {
                 let good: bool = subtle::ConstantTimeEq::ct_eq(
                     &hash_secret(&secret)[..],
-                    &self.cx.config.admin_token_hash[..],
+                    &cx.config.admin_token_hash[..],
                 )
                 .into();
                 if !good {
-                    self.direct_reply(conn, req, Err(Reject::Unauthenticated), out);
+                    self.direct_reply(cx, conn, req, Err(Reject::Unauthenticated), out);
                     out.push(Effect::Close {
                         conn,
                         reason: CloseReason::Unauthenticated,
                     });
                     return;
                 }
-                if let Some(c) = self.conn.conns.get_mut(&conn) {
+                if let Some(c) = self.conns.get_mut(&conn) {
                     c.session = Session::Admin;
                     c.device = Some(device);
                 }
-                let now = self.cx.now;
+                let now = cx.now;
                 let welcome = Response::Welcome {
                     user: None,
                     workspace: None,
@@ -229,34 +258,30 @@ impl Shard {
                     conn_rate: RateLimit::NONE,
                     user_rate: RateLimit::NONE,
                 };
-                self.direct_reply(conn, req, Ok(welcome), out);
+                self.direct_reply(cx, conn, req, Ok(welcome), out);
             }
             Credential::User {
                 user,
                 token,
                 secret,
             } => {
-                let deadline = Millis(self.cx.now.0 + REQUEST_TIMEOUT_MS);
-                if self.conn.hellos.is_full()
-                    || self
-                        .conn
-                        .hellos
-                        .insert_at(conn, Some(deadline), req)
-                        .is_err()
+                let deadline = Millis(cx.now.0 + REQUEST_TIMEOUT_MS);
+                if self.hellos.is_full()
+                    || self.hellos.insert_at(conn, Some(deadline), req).is_err()
                 {
                     let r = Err(Reject::unavailable(
                         UnavailableCause::Overloaded,
                         "too many pending hellos (PENDING_HELLOS_MAX)",
                     ));
-                    return self.direct_reply(conn, req, r, out);
+                    return self.direct_reply(cx, conn, req, r, out);
                 }
-                if let Some(c) = self.conn.conns.get_mut(&conn) {
+                if let Some(c) = self.conns.get_mut(&conn) {
                     c.session = Session::Authenticating { req };
                     c.device = Some(device.clone());
                 }
-                let home = self.cx.home_of(user);
-                let origin = self.cx.origin(conn, req);
-                self.cx.send_peer(
+                let home = cx.home_of(user);
+                let origin = cx.origin(conn, req);
+                cx.send_peer(
                     home,
                     peer::home::Auth {
                         origin,
@@ -271,22 +296,27 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_auth_ok(&mut self, m: peer::conn::AuthOk, out: &mut Vec<Effect>) {
+    pub(crate) fn on_auth_ok(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::conn::AuthOk,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::conn::AuthOk {
             origin,
             who,
             token,
             conversations,
         } = m;
-        let waiting = origin.incarnation == self.cx.incarnation
-            && self.conn.conns.get(&origin.conn).is_some_and(
+        let waiting = origin.incarnation == cx.incarnation
+            && self.conns.get(&origin.conn).is_some_and(
                 |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
             );
         if !waiting {
             // The connection went away or timed out meanwhile: the home
             // shard registered a device that does not exist.
-            let home = self.cx.home_of(who.user);
-            self.cx.send_peer(
+            let home = cx.home_of(who.user);
+            cx.send_peer(
                 home,
                 peer::home::DeviceGone {
                     user: who.user,
@@ -296,11 +326,12 @@ impl Shard {
             );
             return;
         }
-        self.conn.hellos.remove(origin.conn);
-        if let Some(c) = self.conn.conns.get_mut(&origin.conn) {
+        self.hellos.remove(origin.conn);
+        if let Some(c) = self.conns.get_mut(&origin.conn) {
             c.session = Session::User { who, token };
         }
         self.subscribe(
+            cx,
             who,
             &[origin.conn],
             &conversations,
@@ -309,22 +340,27 @@ impl Shard {
         );
     }
 
-    pub(crate) fn on_auth_failed(&mut self, m: peer::conn::AuthFailed, out: &mut Vec<Effect>) {
+    pub(crate) fn on_auth_failed(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::conn::AuthFailed,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::conn::AuthFailed { origin, reject } = m;
-        let waiting = origin.incarnation == self.cx.incarnation
-            && self.conn.conns.get(&origin.conn).is_some_and(
+        let waiting = origin.incarnation == cx.incarnation
+            && self.conns.get(&origin.conn).is_some_and(
                 |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
             );
         if !waiting {
             return;
         }
-        self.conn.hellos.remove(origin.conn);
-        if let Some(c) = self.conn.conns.get_mut(&origin.conn) {
+        self.hellos.remove(origin.conn);
+        if let Some(c) = self.conns.get_mut(&origin.conn) {
             c.session = Session::Anonymous;
         }
         let close = reject == Reject::Unauthenticated;
         // Emitted here, before the close, not queued behind it.
-        self.emit_reply(origin, Err(reject), out);
+        self.emit_reply(cx, origin, Err(reject), out);
         if close {
             out.push(Effect::Close {
                 conn: origin.conn,
@@ -333,9 +369,9 @@ impl Shard {
         }
     }
 
-    pub(crate) fn expire_hellos(&mut self, out: &mut Vec<Effect>) {
-        for (conn, req) in self.conn.hellos.expire(self.cx.now) {
-            let Some(c) = self.conn.conns.get_mut(&conn) else {
+    pub(crate) fn expire_hellos(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        for (conn, req) in self.hellos.expire(cx.now) {
+            let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
             };
             if c.session != (Session::Authenticating { req }) {
@@ -346,19 +382,19 @@ impl Shard {
                 UnavailableCause::PeerTimeout,
                 "home shard did not answer",
             ));
-            self.direct_reply(conn, req, r, out);
+            self.direct_reply(cx, conn, req, r, out);
         }
     }
 
-    pub(crate) fn on_disconnected(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
-        let Some(c) = self.conn.conns.remove(&conn) else {
+    pub(crate) fn on_disconnected(&mut self, cx: &mut Ctx, conn: ConnId, out: &mut Vec<Effect>) {
+        let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        self.conn.hellos.remove(conn);
-        self.drop_conn_subs(conn, &c, out);
+        self.hellos.remove(conn);
+        self.drop_conn_subs(cx, conn, &c, out);
         if let Session::User { who, .. } = c.session {
-            let home = self.cx.home_of(who.user);
-            self.cx.send_peer(
+            let home = cx.home_of(who.user);
+            cx.send_peer(
                 home,
                 peer::home::DeviceGone {
                     user: who.user,
@@ -370,33 +406,32 @@ impl Shard {
     }
 
     /// Removes every subscription of a departed connection.
-    fn drop_conn_subs(&mut self, conn: ConnId, c: &Conn, out: &mut Vec<Effect>) {
+    fn drop_conn_subs(&mut self, cx: &mut Ctx, conn: ConnId, c: &Conn, out: &mut Vec<Effect>) {
         let Session::User { who, .. } = c.session else {
             return;
         };
         for conv in &c.subs {
-            if let Some(sub) = self.conn.subs.get_mut(conv) {
+            if let Some(sub) = self.subs.get_mut(conv) {
                 sub.conns.remove(&(who.user, conn));
             }
-            self.cleanup_sub(*conv, out);
+            self.cleanup_sub(cx, *conv, out);
         }
     }
 
     /// Drops a conversation's entry once nothing is subscribed or awaited,
     /// telling the owner when it counted this shard as interested.
-    fn cleanup_sub(&mut self, conv: ConversationId, out: &mut Vec<Effect>) {
-        let Some(sub) = self.conn.subs.get(&conv) else {
+    fn cleanup_sub(&mut self, cx: &mut Ctx, conv: ConversationId, out: &mut Vec<Effect>) {
+        let Some(sub) = self.subs.get(&conv) else {
             return;
         };
         if !sub.conns.is_empty() || sub.outstanding > 0 {
             return;
         }
         let registered = sub.registered;
-        self.conn.subs.remove(&conv);
+        self.subs.remove(&conv);
         if registered {
-            let owner = self.cx.owner_of(conv);
-            self.cx
-                .send_peer(owner, peer::owner::Unwatch { conversation: conv }, out);
+            let owner = cx.owner_of(conv);
+            cx.send_peer(owner, peer::owner::Unwatch { conversation: conv }, out);
         }
     }
 
@@ -405,6 +440,7 @@ impl Shard {
     /// (or at the deadline).
     pub(crate) fn subscribe(
         &mut self,
+        cx: &mut Ctx,
         who: Who,
         conns: &[ConnId],
         convs: &[ConversationId],
@@ -414,10 +450,7 @@ impl Shard {
         let mut by_owner: BTreeMap<ShardId, Vec<ConversationId>> = BTreeMap::new();
         if !conns.is_empty() {
             for &conv in convs {
-                by_owner
-                    .entry(self.cx.owner_of(conv))
-                    .or_default()
-                    .push(conv);
+                by_owner.entry(cx.owner_of(conv)).or_default().push(conv);
             }
         }
         let batches: Vec<(ShardId, Vec<ConversationId>)> = by_owner
@@ -429,10 +462,10 @@ impl Shard {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let waiter = if batches.is_empty() || self.conn.waiters.is_full() {
+        let waiter = if batches.is_empty() || self.waiters.is_full() {
             // Nothing to wait for (or no room to wait: answer now; the
             // subscriptions still complete, the client's sync covers it).
-            self.run_waiter(action, out);
+            self.run_waiter(cx, action, out);
             None
         } else {
             let waiter = Waiter {
@@ -440,28 +473,28 @@ impl Shard {
                 nonces: Vec::with_capacity(batches.len()),
                 action,
             };
-            let deadline = Millis(self.cx.now.0 + REQUEST_TIMEOUT_MS);
+            let deadline = Millis(cx.now.0 + REQUEST_TIMEOUT_MS);
             // Not full (checked above), so the insert succeeds.
-            self.conn.waiters.insert(Some(deadline), waiter).ok()
+            self.waiters.insert(Some(deadline), waiter).ok()
         };
         for (owner, batch) in batches {
-            let nonce = self.conn.next_nonce;
-            self.conn.next_nonce += 1;
+            let nonce = self.next_nonce;
+            self.next_nonce += 1;
             if let Some(id) = waiter {
-                self.conn.nonce_waiters.insert(nonce, id);
-                if let Some(w) = self.conn.waiters.get_mut(id) {
+                self.nonce_waiters.insert(nonce, id);
+                if let Some(w) = self.waiters.get_mut(id) {
                     w.nonces.push(nonce);
                 }
             }
-            let ticket = self.cx.ticket(nonce);
+            let ticket = cx.ticket(nonce);
             let user = who.user;
             for &conv in &batch {
-                let sub = self.conn.subs.entry(conv).or_insert_with(LocalSub::default);
+                let sub = self.subs.entry(conv).or_insert_with(LocalSub::default);
                 sub.outstanding += 1;
                 for &conn in conns {
                     let active = sub.conns.get(&(user, conn)).is_some_and(|s| s.active);
                     sub.conns.insert((user, conn), SubConn { nonce, active });
-                    if let Some(c) = self.conn.conns.get_mut(&conn) {
+                    if let Some(c) = self.conns.get_mut(&conn) {
                         c.subs.insert(conv);
                     }
                 }
@@ -471,12 +504,13 @@ impl Shard {
                 nonce: ticket,
                 items,
             };
-            self.cx.send_peer(owner, body, out);
+            cx.send_peer(owner, body, out);
         }
     }
 
     pub(crate) fn on_watch_reply(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
         m: peer::conn::WatchReply,
         out: &mut Vec<Effect>,
@@ -485,19 +519,18 @@ impl Shard {
             nonce: ticket,
             verdicts,
         } = m;
-        if ticket.incarnation != self.cx.incarnation {
+        if ticket.incarnation != cx.incarnation {
             // For an earlier start of this shard; the owner has since
             // cleared our interest (it processed our `Restarted` after).
             return;
         }
         let nonce = ticket.id;
         for (user, conv, ok) in verdicts {
-            let Some(sub) = self.conn.subs.get_mut(&conv) else {
+            let Some(sub) = self.subs.get_mut(&conv) else {
                 if ok {
                     // Cannot happen while the entry waits for this verdict;
                     // if it does, keep the owner's set exact.
-                    self.cx
-                        .send_peer(from, peer::owner::Unwatch { conversation: conv }, out);
+                    cx.send_peer(from, peer::owner::Unwatch { conversation: conv }, out);
                 }
                 continue;
             };
@@ -518,15 +551,15 @@ impl Shard {
                     }
                 } else {
                     sub.conns.remove(&(user, conn));
-                    if let Some(c) = self.conn.conns.get_mut(&conn) {
+                    if let Some(c) = self.conns.get_mut(&conn) {
                         c.subs.remove(&conv);
                     }
                 }
             }
-            self.cleanup_sub(conv, out);
+            self.cleanup_sub(cx, conv, out);
         }
-        if let Some(id) = self.conn.nonce_waiters.remove(&nonce) {
-            let done = match self.conn.waiters.get_mut(id) {
+        if let Some(id) = self.nonce_waiters.remove(&nonce) {
+            let done = match self.waiters.get_mut(id) {
                 Some(w) => {
                     w.remaining -= 1;
                     w.remaining == 0
@@ -534,28 +567,28 @@ impl Shard {
                 None => false,
             };
             if done {
-                if let Some(w) = self.conn.waiters.remove(id) {
-                    self.run_waiter(w.action, out);
+                if let Some(w) = self.waiters.remove(id) {
+                    self.run_waiter(cx, w.action, out);
                 }
             }
         }
     }
 
-    pub(crate) fn expire_waiters(&mut self, out: &mut Vec<Effect>) {
-        for (_, w) in self.conn.waiters.expire(self.cx.now) {
+    pub(crate) fn expire_waiters(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        for (_, w) in self.waiters.expire(cx.now) {
             for nonce in &w.nonces {
-                self.conn.nonce_waiters.remove(nonce);
+                self.nonce_waiters.remove(nonce);
             }
             // The owner did not answer (it restarted; it will ask for
             // our subscriptions again). Answer anyway: sync covers it.
-            self.run_waiter(w.action, out);
+            self.run_waiter(cx, w.action, out);
         }
     }
 
-    fn run_waiter(&mut self, action: WaiterAction, out: &mut Vec<Effect>) {
+    fn run_waiter(&mut self, cx: &mut Ctx, action: WaiterAction, out: &mut Vec<Effect>) {
         match action {
             WaiterAction::Welcome { origin, who } => {
-                let now = self.cx.now;
+                let now = cx.now;
                 let welcome = Response::Welcome {
                     user: Some(who.user),
                     workspace: Some(who.workspace),
@@ -563,7 +596,7 @@ impl Shard {
                     conn_rate: RateLimit::NONE,
                     user_rate: RateLimit::NONE,
                 };
-                self.cx.reply(origin, Ok(welcome), out);
+                cx.reply(origin, Ok(welcome), out);
             }
             WaiterAction::Joined {
                 user,
@@ -573,10 +606,10 @@ impl Shard {
             } => {
                 if let Some(event) = event {
                     let alive = self.user_conns(user, &conns);
-                    self.deliver(alive, event, out);
+                    self.deliver(cx, alive, event, out);
                 }
                 if let Some((origin, result)) = reply {
-                    self.cx.reply(origin, result, out);
+                    cx.reply(origin, result, out);
                 }
             }
         }
@@ -588,24 +621,31 @@ impl Shard {
             .iter()
             .copied()
             .filter(|c| {
-                self.conn.conns.get(c).is_some_and(
+                self.conns.get(c).is_some_and(
                     |c| matches!(c.session, Session::User { who, .. } if who.user == user),
                 )
             })
             .collect()
     }
 
-    fn deliver(&mut self, conns: Vec<ConnId>, event: Arc<Event>, out: &mut Vec<Effect>) {
+    fn deliver(
+        &mut self,
+        cx: &mut Ctx,
+        conns: Vec<ConnId>,
+        event: Arc<Event>,
+        out: &mut Vec<Effect>,
+    ) {
         if conns.is_empty() {
             return;
         }
-        self.cx.metrics.deliveries += 1;
-        self.cx.metrics.delivered_conns += conns.len() as u64;
+        cx.metrics.deliveries += 1;
+        cx.metrics.delivered_conns += conns.len() as u64;
         out.push(Effect::Deliver { conns, event });
     }
 
     pub(crate) fn on_subscribe_conns(
         &mut self,
+        cx: &mut Ctx,
         m: peer::conn::SubscribeConns,
         out: &mut Vec<Effect>,
     ) {
@@ -617,14 +657,14 @@ impl Shard {
             event,
             reply,
         } = m;
-        let alive = if incarnation == self.cx.incarnation {
+        let alive = if incarnation == cx.incarnation {
             self.user_conns(user, &conns)
         } else {
             Vec::new()
         };
         let who = alive
             .first()
-            .and_then(|c| match self.conn.conns.get(c).map(|c| &c.session) {
+            .and_then(|c| match self.conns.get(c).map(|c| &c.session) {
                 Some(Session::User { who, .. }) => Some(*who),
                 _ => None,
             });
@@ -635,13 +675,14 @@ impl Shard {
             reply,
         };
         match who {
-            Some(who) => self.subscribe(who, &alive, &[conversation], action, out),
-            None => self.run_waiter(action, out),
+            Some(who) => self.subscribe(cx, who, &alive, &[conversation], action, out),
+            None => self.run_waiter(cx, action, out),
         }
     }
 
     pub(crate) fn on_deliver_to_conns(
         &mut self,
+        cx: &mut Ctx,
         m: peer::conn::DeliverToConns,
         out: &mut Vec<Effect>,
     ) {
@@ -651,35 +692,45 @@ impl Shard {
             incarnation,
             event,
         } = m;
-        if incarnation != self.cx.incarnation {
+        if incarnation != cx.incarnation {
             return;
         }
         let alive = self.user_conns(user, &conns);
-        self.deliver(alive, event, out);
+        self.deliver(cx, alive, event, out);
     }
 
-    pub(crate) fn on_close_conns(&mut self, m: peer::conn::CloseConns, out: &mut Vec<Effect>) {
+    pub(crate) fn on_close_conns(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::conn::CloseConns,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::conn::CloseConns {
             conns,
             incarnation,
             reason,
         } = m;
-        if incarnation != self.cx.incarnation {
+        if incarnation != cx.incarnation {
             return;
         }
         for conn in conns {
-            let Some(c) = self.conn.conns.remove(&conn) else {
+            let Some(c) = self.conns.remove(&conn) else {
                 continue;
             };
-            self.conn.hellos.remove(conn);
-            self.drop_conn_subs(conn, &c, out);
+            self.hellos.remove(conn);
+            self.drop_conn_subs(cx, conn, &c, out);
             out.push(Effect::Close { conn, reason });
         }
     }
 
-    pub(crate) fn on_unsubscribed(&mut self, m: peer::conn::Unsubscribed, out: &mut Vec<Effect>) {
+    pub(crate) fn on_unsubscribed(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::conn::Unsubscribed,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::conn::Unsubscribed { conversation, user } = m;
-        let Some(sub) = self.conn.subs.get_mut(&conversation) else {
+        let Some(sub) = self.subs.get_mut(&conversation) else {
             return;
         };
         // Active subscriptions stop now. Pending ones keep waiting for their
@@ -692,15 +743,16 @@ impl Shard {
             .collect();
         for conn in gone {
             sub.conns.remove(&(user, conn));
-            if let Some(c) = self.conn.conns.get_mut(&conn) {
+            if let Some(c) = self.conns.get_mut(&conn) {
                 c.subs.remove(&conversation);
             }
         }
-        self.cleanup_sub(conversation, out);
+        self.cleanup_sub(cx, conversation, out);
     }
 
     pub(crate) fn on_fanout(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
         m: peer::conn::Fanout,
         out: &mut Vec<Effect>,
@@ -709,10 +761,9 @@ impl Shard {
             conversation,
             event,
         } = m;
-        let Some(sub) = self.conn.subs.get(&conversation) else {
+        let Some(sub) = self.subs.get(&conversation) else {
             // Stale interest (e.g. this shard restarted): correct the owner.
-            self.cx
-                .send_peer(from, peer::owner::Unwatch { conversation }, out);
+            cx.send_peer(from, peer::owner::Unwatch { conversation }, out);
             return;
         };
         let conns: Vec<ConnId> = sub
@@ -721,23 +772,22 @@ impl Shard {
             .filter(|(_, s)| s.active)
             .map(|((_, c), _)| *c)
             .collect();
-        self.deliver(conns, event, out);
+        self.deliver(cx, conns, event, out);
     }
 
     /// Owner `owner` restarted and lost its interest sets: ask again for
     /// every local subscription of its conversations.
-    pub(crate) fn rewatch_owner(&mut self, owner: ShardId, out: &mut Vec<Effect>) {
+    pub(crate) fn rewatch_owner(&mut self, cx: &mut Ctx, owner: ShardId, out: &mut Vec<Effect>) {
         let mut convs: Vec<ConversationId> = self
-            .conn
             .subs
             .keys()
             .copied()
-            .filter(|c| self.cx.owner_of(*c) == owner)
+            .filter(|c| cx.owner_of(*c) == owner)
             .collect();
         convs.sort_unstable();
         let mut items: Vec<(Who, ConversationId)> = Vec::new();
         for conv in convs {
-            let Some(sub) = self.conn.subs.get_mut(&conv) else {
+            let Some(sub) = self.subs.get_mut(&conv) else {
                 continue;
             };
             sub.registered = false;
@@ -746,9 +796,7 @@ impl Shard {
                 if whos.last().is_some_and(|w| w.user == *user) {
                     continue;
                 }
-                if let Some(Session::User { who, .. }) =
-                    self.conn.conns.get(conn).map(|c| &c.session)
-                {
+                if let Some(Session::User { who, .. }) = self.conns.get(conn).map(|c| &c.session) {
                     whos.push(*who);
                 }
             }
@@ -756,11 +804,11 @@ impl Shard {
             items.extend(whos.into_iter().map(|w| (w, conv)));
         }
         for chunk in items.chunks(PEER_BATCH_MAX) {
-            let nonce = self.conn.next_nonce;
-            self.conn.next_nonce += 1;
-            let ticket = self.cx.ticket(nonce);
+            let nonce = self.next_nonce;
+            self.next_nonce += 1;
+            let ticket = cx.ticket(nonce);
             for (who, conv) in chunk {
-                if let Some(sub) = self.conn.subs.get_mut(conv) {
+                if let Some(sub) = self.subs.get_mut(conv) {
                     for ((_, _), s) in sub
                         .conns
                         .range_mut((who.user, ConnId(0))..=(who.user, ConnId(u64::MAX)))
@@ -778,27 +826,29 @@ impl Shard {
                 nonce: ticket,
                 items,
             };
-            self.cx.send_peer(owner, body, out);
+            cx.send_peer(owner, body, out);
         }
     }
 
     /// Home shard `home` restarted and lost its device registry: register
     /// our sessions of its users again.
-    pub(crate) fn register_devices_with(&mut self, home: ShardId, out: &mut Vec<Effect>) {
+    pub(crate) fn register_devices_with(
+        &mut self,
+        cx: &mut Ctx,
+        home: ShardId,
+        out: &mut Vec<Effect>,
+    ) {
         let mut devices: Vec<DeviceReg> = self
-            .conn
             .conns
             .iter()
             .filter_map(|(conn, c)| match (&c.session, &c.device) {
-                (Session::User { who, token }, Some(device))
-                    if self.cx.home_of(who.user) == home =>
-                {
+                (Session::User { who, token }, Some(device)) if cx.home_of(who.user) == home => {
                     Some(DeviceReg {
                         conn: *conn,
                         user: who.user,
                         token: *token,
                         device: device.clone(),
-                        incarnation: self.cx.incarnation,
+                        incarnation: cx.incarnation,
                     })
                 }
                 _ => None,
@@ -806,7 +856,7 @@ impl Shard {
             .collect();
         devices.sort_by_key(|d| d.conn);
         for chunk in devices.chunks(PEER_BATCH_MAX) {
-            self.cx.send_peer(
+            cx.send_peer(
                 home,
                 peer::home::DevicesRegister {
                     devices: chunk.to_vec(),
@@ -818,28 +868,30 @@ impl Shard {
 
     pub(crate) fn on_request(
         &mut self,
+        cx: &mut Ctx,
         conn: ConnId,
         req: ReqId,
         request: Request,
         out: &mut Vec<Effect>,
     ) {
-        let origin = self.cx.origin(conn, req);
-        let session = match self.conn.conns.get(&conn) {
+        let origin = cx.origin(conn, req);
+        let session = match self.conns.get(&conn) {
             Some(c) => c.session.clone(),
             None => return,
         };
         let result = match session {
             Session::Anonymous | Session::Authenticating { .. } => Err(Reject::Unauthenticated),
-            Session::Admin => self.route_admin(origin, request, out),
-            Session::User { who, .. } => self.route_user(origin, who, request, out),
+            Session::Admin => self.route_admin(cx, origin, request, out),
+            Session::User { who, .. } => self.route_user(cx, origin, who, request, out),
         };
         if let Err(reject) = result {
-            self.cx.reply(origin, Err(reject), out);
+            cx.reply(origin, Err(reject), out);
         }
     }
 
     fn route_admin(
         &mut self,
+        cx: &mut Ctx,
         origin: Origin,
         request: Request,
         out: &mut Vec<Effect>,
@@ -847,12 +899,11 @@ impl Shard {
         match request {
             Request::CreateWorkspace { name } => {
                 check_name("name", &name, NameKind::Display)?;
-                self.conn.placement_counter += 1;
-                let seed =
-                    self.conn.placement_counter ^ (self.cx.now.0 << 20) ^ u64::from(self.cx.me().0);
+                self.placement_counter += 1;
+                let seed = self.placement_counter ^ (cx.now.0 << 20) ^ u64::from(cx.me().0);
                 let slot = spread_slot(seed);
-                let to = shard_of_slot(slot, self.cx.shard_count());
-                self.cx.send_peer(
+                let to = shard_of_slot(slot, cx.shard_count());
+                cx.send_peer(
                     to,
                     peer::workspace::CreateWorkspace { origin, slot, name },
                     out,
@@ -860,8 +911,8 @@ impl Shard {
             }
             Request::CreateUser { workspace, name } => {
                 check_name("name", &name, NameKind::Handle)?;
-                let to = self.cx.workspace_shard(workspace);
-                self.cx.send_peer(
+                let to = cx.workspace_shard(workspace);
+                cx.send_peer(
                     to,
                     peer::workspace::CreateUser {
                         origin,
@@ -872,13 +923,12 @@ impl Shard {
                 );
             }
             Request::IssueToken { user } => {
-                let to = self.cx.home_of(user);
-                self.cx
-                    .send_peer(to, peer::home::IssueToken { origin, user }, out);
+                let to = cx.home_of(user);
+                cx.send_peer(to, peer::home::IssueToken { origin, user }, out);
             }
             Request::RevokeToken { user, token } => {
-                let to = self.cx.home_of(user);
-                self.cx.send_peer(
+                let to = cx.home_of(user);
+                cx.send_peer(
                     to,
                     peer::home::RevokeToken {
                         origin,
@@ -889,8 +939,8 @@ impl Shard {
                 );
             }
             Request::Remove { conversation, user } => {
-                let to = self.cx.owner_of(conversation);
-                self.cx.send_peer(
+                let to = cx.owner_of(conversation);
+                cx.send_peer(
                     to,
                     peer::owner::RemoveMember {
                         origin,
@@ -912,12 +962,13 @@ impl Shard {
 
     fn route_user(
         &mut self,
+        cx: &mut Ctx,
         origin: Origin,
         who: Who,
         request: Request,
         out: &mut Vec<Effect>,
     ) -> Result<(), Reject> {
-        let home = self.cx.home_of(who.user);
+        let home = cx.home_of(who.user);
         match request {
             Request::CreateWorkspace { .. }
             | Request::CreateUser { .. }
@@ -931,7 +982,7 @@ impl Shard {
                     name,
                     private,
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::Join { conversation } => {
                 let body = peer::home::Join {
@@ -939,37 +990,37 @@ impl Shard {
                     who,
                     conversation,
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::Leave { conversation } => {
-                let to = self.cx.owner_of(conversation);
+                let to = cx.owner_of(conversation);
                 let body = peer::owner::RemoveMember {
                     origin,
                     actor: Actor::User(who),
                     user: who.user,
                     conversation,
                 };
-                self.cx.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::Invite { conversation, user } => {
-                let to = self.cx.home_of(user);
+                let to = cx.home_of(user);
                 let body = peer::home::Invite {
                     origin,
                     who,
                     conversation,
                     user,
                 };
-                self.cx.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::Remove { conversation, user } => {
-                let to = self.cx.owner_of(conversation);
+                let to = cx.owner_of(conversation);
                 let body = peer::owner::RemoveMember {
                     origin,
                     actor: Actor::User(who),
                     user,
                     conversation,
                 };
-                self.cx.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::OpenDm { users } => {
                 let mut members = users;
@@ -991,7 +1042,7 @@ impl Shard {
                     who,
                     members,
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::ListConversations => {
                 let body = peer::gather::Start {
@@ -999,18 +1050,18 @@ impl Shard {
                     who,
                     request: GatherRequest::List,
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::Lookup { name, kind } => {
                 check_name("name", &name, NameKind::Handle)?;
-                let to = self.cx.workspace_shard(who.workspace);
+                let to = cx.workspace_shard(who.workspace);
                 let body = peer::workspace::Lookup {
                     origin,
                     who,
                     name,
                     kind,
                 };
-                self.cx.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::Send {
                 conversation,
@@ -1022,7 +1073,7 @@ impl Shard {
                 check_body(&body, mentions.len())?;
                 mentions.sort_unstable();
                 mentions.dedup();
-                let to = self.cx.owner_of(conversation);
+                let to = cx.owner_of(conversation);
                 let msg = peer::owner::Send {
                     origin,
                     who,
@@ -1032,7 +1083,7 @@ impl Shard {
                     mentions,
                     broadcast,
                 };
-                self.cx.send_peer(to, msg, out);
+                cx.send_peer(to, msg, out);
             }
             Request::Sync { cursors, reads } => {
                 if cursors.len() > SYNC_CURSORS_MAX {
@@ -1050,7 +1101,7 @@ impl Shard {
                     who,
                     request: GatherRequest::Sync { cursors, reads },
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::History {
                 conversation,
@@ -1065,7 +1116,7 @@ impl Shard {
                         "limit: more than HISTORY_PAGE_MAX ({HISTORY_PAGE_MAX})"
                     )));
                 }
-                let to = self.cx.owner_of(conversation);
+                let to = cx.owner_of(conversation);
                 let body = peer::owner::History {
                     origin,
                     who,
@@ -1073,7 +1124,7 @@ impl Shard {
                     anchor,
                     limit,
                 };
-                self.cx.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::Boot { limit, offset } => {
                 if limit == 0 {
@@ -1089,24 +1140,24 @@ impl Shard {
                     who,
                     request: GatherRequest::Boot { limit, offset },
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::MarkRead { conversation, seq } => {
-                let to = self.cx.owner_of(conversation);
+                let to = cx.owner_of(conversation);
                 let body = peer::owner::MarkRead {
                     origin,
                     who,
                     conversation,
                     seq,
                 };
-                self.cx.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::SetNotify {
                 conversation,
                 level,
                 muted,
             } => {
-                let to = self.cx.owner_of(conversation);
+                let to = cx.owner_of(conversation);
                 let body = peer::owner::SetNotify {
                     origin,
                     who,
@@ -1114,7 +1165,7 @@ impl Shard {
                     level,
                     muted,
                 };
-                self.cx.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::SetFocus { focused, active } => {
                 let body = peer::home::SetFocus {
@@ -1123,7 +1174,7 @@ impl Shard {
                     focused,
                     active,
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::SetDnd { until } => {
                 let body = peer::home::SetDnd {
@@ -1131,32 +1182,33 @@ impl Shard {
                     user: who.user,
                     until,
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
         }
         Ok(())
     }
 }
 
-impl Shard {
+impl ConnRole {
     /// The conn role's entry point: one message addressed to it.
     pub(crate) fn on_conn_msg(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
         msg: peer::conn::ConnMsg,
         out: &mut Vec<Effect>,
     ) {
         use peer::conn::ConnMsg;
         match msg {
-            ConnMsg::Reply(m) => self.emit_reply(m.origin, m.result, out),
-            ConnMsg::AuthOk(m) => self.on_auth_ok(m, out),
-            ConnMsg::AuthFailed(m) => self.on_auth_failed(m, out),
-            ConnMsg::CloseConns(m) => self.on_close_conns(m, out),
-            ConnMsg::DeliverToConns(m) => self.on_deliver_to_conns(m, out),
-            ConnMsg::SubscribeConns(m) => self.on_subscribe_conns(m, out),
-            ConnMsg::WatchReply(m) => self.on_watch_reply(from, m, out),
-            ConnMsg::Unsubscribed(m) => self.on_unsubscribed(m, out),
-            ConnMsg::Fanout(m) => self.on_fanout(from, m, out),
+            ConnMsg::Reply(m) => self.emit_reply(cx, m.origin, m.result, out),
+            ConnMsg::AuthOk(m) => self.on_auth_ok(cx, m, out),
+            ConnMsg::AuthFailed(m) => self.on_auth_failed(cx, m, out),
+            ConnMsg::CloseConns(m) => self.on_close_conns(cx, m, out),
+            ConnMsg::DeliverToConns(m) => self.on_deliver_to_conns(cx, m, out),
+            ConnMsg::SubscribeConns(m) => self.on_subscribe_conns(cx, m, out),
+            ConnMsg::WatchReply(m) => self.on_watch_reply(cx, from, m, out),
+            ConnMsg::Unsubscribed(m) => self.on_unsubscribed(cx, m, out),
+            ConnMsg::Fanout(m) => self.on_fanout(cx, from, m, out),
         }
     }
 }

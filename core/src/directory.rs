@@ -15,13 +15,14 @@ use crate::api::{
     UserId, WorkspaceId,
 };
 use crate::commit::Action;
+use crate::commit::Ctx;
 use crate::constants::{
-    CHANNELS_PER_WORKSPACE_MAX, CLAIM_RETRY_MS, PENDING_CLAIMS_MAX, USERS_PER_WORKSPACE_MAX,
+    CHANNELS_PER_WORKSPACE_MAX, CLAIM_RETRY_MS, LIST_PUBLIC_CHANNELS_MAX, PENDING_CLAIMS_MAX,
+    USERS_PER_WORKSPACE_MAX,
 };
 use crate::ids::spread_slot;
 use crate::peer::{self};
 use crate::record::Record;
-use crate::shard::Shard;
 use crate::state::Claim;
 
 /// The workspace role's state (memory; directories and claims are in the
@@ -39,40 +40,73 @@ pub(crate) fn exhausted() -> Reject {
     )
 }
 
-impl Shard {
+impl WorkspaceRole {
+    pub(crate) fn on_public_channels(
+        &mut self,
+        cx: &mut Ctx,
+        from: ShardId,
+        m: peer::workspace::PublicChannels,
+        out: &mut Vec<Effect>,
+    ) {
+        let peer::workspace::PublicChannels { gather, workspace } = m;
+        let conversations = cx
+            .state
+            .workspaces
+            .get(&workspace)
+            .map(|w| {
+                w.public_channels
+                    .iter()
+                    .take(LIST_PUBLIC_CHANNELS_MAX)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body = peer::gather::PublicChannelsReply {
+            gather,
+            conversations,
+        };
+        cx.send_peer(from, body, out);
+    }
+
     pub(crate) fn on_create_workspace(
         &mut self,
+        cx: &mut Ctx,
         m: peer::workspace::CreateWorkspace,
         out: &mut Vec<Effect>,
     ) {
         let peer::workspace::CreateWorkspace { origin, slot, name } = m;
         assert_eq!(
-            crate::ids::shard_of_slot(slot, self.cx.shard_count()),
-            self.cx.me(),
+            crate::ids::shard_of_slot(slot, cx.shard_count()),
+            cx.me(),
             "workspace placed on the wrong shard"
         );
-        if let Err(r) = self.cx.writable() {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = cx.writable() {
+            return cx.reply(origin, Err(r), out);
         }
-        let Some(raw) = self.cx.state.ids.allocate(slot) else {
-            return self.cx.reply(origin, Err(exhausted()), out);
+        let Some(raw) = cx.state.ids.allocate(slot) else {
+            return cx.reply(origin, Err(exhausted()), out);
         };
         let workspace = WorkspaceId(raw);
         let record = Record::WorkspaceCreated {
             workspace: raw,
             name,
-            ts: self.cx.now.0,
+            ts: cx.now.0,
         };
         let reply = Action::Reply {
             origin,
             result: Ok(Response::WorkspaceCreated { workspace }),
         };
-        self.cx.commit(record, vec![reply], out);
+        cx.commit(record, vec![reply], out);
     }
 
-    fn claim_room(&self, workspace: WorkspaceId, name: &str, channel: bool) -> Result<(), Reject> {
-        let ws = self
-            .cx
+    fn claim_room(
+        &self,
+        cx: &Ctx,
+        workspace: WorkspaceId,
+        name: &str,
+        channel: bool,
+    ) -> Result<(), Reject> {
+        let ws = cx
             .state
             .workspaces
             .get(&workspace)
@@ -100,31 +134,35 @@ impl Shard {
                 "workspace: {what} ({max}) reached"
             )));
         }
-        if self.cx.state.claims.len() >= PENDING_CLAIMS_MAX {
+        if cx.state.claims.len() >= PENDING_CLAIMS_MAX {
             return Err(Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many creations in flight (PENDING_CLAIMS_MAX)",
             ));
         }
-        self.cx.writable()
+        cx.writable()
     }
 
-    pub(crate) fn on_create_user(&mut self, m: peer::workspace::CreateUser, out: &mut Vec<Effect>) {
+    pub(crate) fn on_create_user(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::workspace::CreateUser,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::workspace::CreateUser {
             origin,
             workspace,
             name,
         } = m;
-        if let Err(r) = self.claim_room(workspace, &name, false) {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = self.claim_room(cx, workspace, &name, false) {
+            return cx.reply(origin, Err(r), out);
         }
-        let slot = spread_slot(self.cx.state.ids.seed());
-        let Some(raw) = self.cx.state.ids.allocate(slot) else {
-            return self.cx.reply(origin, Err(exhausted()), out);
+        let slot = spread_slot(cx.state.ids.seed());
+        let Some(raw) = cx.state.ids.allocate(slot) else {
+            return cx.reply(origin, Err(exhausted()), out);
         };
         let user = UserId(raw);
-        let workspace_name = self
-            .cx
+        let workspace_name = cx
             .state
             .workspaces
             .get(&workspace)
@@ -135,7 +173,7 @@ impl Shard {
             user: raw,
             name: name.clone(),
         };
-        let home = self.cx.home_of(user);
+        let home = cx.home_of(user);
         let create = Action::Peer {
             to: home,
             body: peer::home::CreateUser {
@@ -147,30 +185,29 @@ impl Shard {
             }
             .into(),
         };
-        self.cx.commit(record, vec![create], out);
+        cx.commit(record, vec![create], out);
     }
 
     pub(crate) fn on_user_home_ready(
         &mut self,
+        cx: &mut Ctx,
         m: peer::workspace::UserHomeReady,
         out: &mut Vec<Effect>,
     ) {
         let peer::workspace::UserHomeReady { workspace, user } = m;
-        let pending = matches!(
-            self.cx.state.claims.get(&user.0),
-            Some((Claim::User { .. }, _))
-        );
-        if pending && self.cx.writable().is_ok() {
+        let pending = matches!(cx.state.claims.get(&user.0), Some((Claim::User { .. }, _)));
+        if pending && cx.writable().is_ok() {
             let record = Record::UserConfirmed {
                 workspace: workspace.0,
                 user: user.0,
             };
-            self.cx.commit(record, Vec::new(), out);
+            cx.commit(record, Vec::new(), out);
         }
     }
 
     pub(crate) fn on_claim_channel(
         &mut self,
+        cx: &mut Ctx,
         m: peer::workspace::ClaimChannel,
         out: &mut Vec<Effect>,
     ) {
@@ -180,12 +217,12 @@ impl Shard {
             name,
             private,
         } = m;
-        if let Err(r) = self.claim_room(who.workspace, &name, true) {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = self.claim_room(cx, who.workspace, &name, true) {
+            return cx.reply(origin, Err(r), out);
         }
-        let slot = spread_slot(self.cx.state.ids.seed());
-        let Some(raw) = self.cx.state.ids.allocate(slot) else {
-            return self.cx.reply(origin, Err(exhausted()), out);
+        let slot = spread_slot(cx.state.ids.seed());
+        let Some(raw) = cx.state.ids.allocate(slot) else {
+            return cx.reply(origin, Err(exhausted()), out);
         };
         let conversation = ConversationId(raw);
         let record = Record::ChannelClaimed {
@@ -195,7 +232,7 @@ impl Shard {
             private,
             creator: who.user.0,
         };
-        let owner = self.cx.owner_of(conversation);
+        let owner = cx.owner_of(conversation);
         let create = Action::Peer {
             to: owner,
             body: peer::owner::CreateChannel {
@@ -208,11 +245,12 @@ impl Shard {
             }
             .into(),
         };
-        self.cx.commit(record, vec![create], out);
+        cx.commit(record, vec![create], out);
     }
 
     pub(crate) fn on_channel_ready(
         &mut self,
+        cx: &mut Ctx,
         m: peer::workspace::ChannelReady,
         out: &mut Vec<Effect>,
     ) {
@@ -221,27 +259,32 @@ impl Shard {
             conversation,
         } = m;
         let pending = matches!(
-            self.cx.state.claims.get(&conversation.0),
+            cx.state.claims.get(&conversation.0),
             Some((Claim::Channel { .. }, _))
         );
-        if pending && self.cx.writable().is_ok() {
+        if pending && cx.writable().is_ok() {
             let record = Record::ChannelConfirmed {
                 workspace: workspace.0,
                 conversation: conversation.0,
             };
-            self.cx.commit(record, Vec::new(), out);
+            cx.commit(record, Vec::new(), out);
         }
     }
 
-    pub(crate) fn on_lookup(&mut self, m: peer::workspace::Lookup, out: &mut Vec<Effect>) {
+    pub(crate) fn on_lookup(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::workspace::Lookup,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::workspace::Lookup {
             origin,
             who,
             name,
             kind,
         } = m;
-        let Some(ws) = self.cx.state.workspaces.get(&who.workspace) else {
-            return self.cx.reply(origin, Err(Reject::NotFound), out);
+        let Some(ws) = cx.state.workspaces.get(&who.workspace) else {
+            return cx.reply(origin, Err(Reject::NotFound), out);
         };
         match kind {
             LookupKind::User => {
@@ -249,38 +292,36 @@ impl Shard {
                     Some(e) if e.confirmed => Ok(Response::Found { id: e.user.0 }),
                     _ => Err(Reject::NotFound),
                 };
-                self.cx.reply(origin, result, out);
+                cx.reply(origin, result, out);
             }
             LookupKind::Channel => match ws.channels.get(&name).copied() {
                 Some(c) if c.confirmed && !c.private => {
-                    self.cx
-                        .reply(origin, Ok(Response::Found { id: c.id.0 }), out)
+                    cx.reply(origin, Ok(Response::Found { id: c.id.0 }), out)
                 }
                 Some(c) if c.confirmed => {
                     // Only a member may learn a private channel's id: the
                     // owner decides, with the one authorization function.
-                    let to = self.cx.owner_of(c.id);
+                    let to = cx.owner_of(c.id);
                     let body = peer::owner::LookupPrivate {
                         origin,
                         who,
                         conversation: c.id,
                     };
-                    self.cx.send_peer(to, body, out);
+                    cx.send_peer(to, body, out);
                 }
-                _ => self.cx.reply(origin, Err(Reject::NotFound), out),
+                _ => cx.reply(origin, Err(Reject::NotFound), out),
             },
         }
     }
 
     /// Re-sends the second half of every durable, unconfirmed claim.
-    pub(crate) fn retry_claims(&mut self, out: &mut Vec<Effect>) {
-        if self.cx.now < self.workspace.next_claim_retry {
+    pub(crate) fn retry_claims(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        if cx.now < self.next_claim_retry {
             return;
         }
-        self.workspace.next_claim_retry = Millis(self.cx.now.0 + CLAIM_RETRY_MS);
-        let durable = self.cx.durable;
-        let due: Vec<(u64, Claim)> = self
-            .cx
+        self.next_claim_retry = Millis(cx.now.0 + CLAIM_RETRY_MS);
+        let durable = cx.durable;
+        let due: Vec<(u64, Claim)> = cx
             .state
             .claims
             .iter()
@@ -291,8 +332,7 @@ impl Shard {
             match claim {
                 Claim::User { workspace, name } => {
                     let user = UserId(id);
-                    let workspace_name = self
-                        .cx
+                    let workspace_name = cx
                         .state
                         .workspaces
                         .get(&workspace)
@@ -305,8 +345,8 @@ impl Shard {
                         workspace_name,
                         name,
                     };
-                    let to = self.cx.home_of(user);
-                    self.cx.send_peer(to, body, out);
+                    let to = cx.home_of(user);
+                    cx.send_peer(to, body, out);
                 }
                 Claim::Channel {
                     workspace,
@@ -323,31 +363,32 @@ impl Shard {
                         private,
                         creator,
                     };
-                    let to = self.cx.owner_of(conversation);
-                    self.cx.send_peer(to, body, out);
+                    let to = cx.owner_of(conversation);
+                    cx.send_peer(to, body, out);
                 }
             }
         }
     }
 }
 
-impl Shard {
+impl WorkspaceRole {
     /// The workspace role's entry point: one message addressed to it.
     pub(crate) fn on_workspace_msg(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
         msg: peer::workspace::WorkspaceMsg,
         out: &mut Vec<Effect>,
     ) {
         use peer::workspace::WorkspaceMsg;
         match msg {
-            WorkspaceMsg::CreateWorkspace(m) => self.on_create_workspace(m, out),
-            WorkspaceMsg::CreateUser(m) => self.on_create_user(m, out),
-            WorkspaceMsg::UserHomeReady(m) => self.on_user_home_ready(m, out),
-            WorkspaceMsg::ClaimChannel(m) => self.on_claim_channel(m, out),
-            WorkspaceMsg::ChannelReady(m) => self.on_channel_ready(m, out),
-            WorkspaceMsg::Lookup(m) => self.on_lookup(m, out),
-            WorkspaceMsg::PublicChannels(m) => self.on_public_channels(from, m, out),
+            WorkspaceMsg::CreateWorkspace(m) => self.on_create_workspace(cx, m, out),
+            WorkspaceMsg::CreateUser(m) => self.on_create_user(cx, m, out),
+            WorkspaceMsg::UserHomeReady(m) => self.on_user_home_ready(cx, m, out),
+            WorkspaceMsg::ClaimChannel(m) => self.on_claim_channel(cx, m, out),
+            WorkspaceMsg::ChannelReady(m) => self.on_channel_ready(cx, m, out),
+            WorkspaceMsg::Lookup(m) => self.on_lookup(cx, m, out),
+            WorkspaceMsg::PublicChannels(m) => self.on_public_channels(cx, from, m, out),
         }
     }
 }

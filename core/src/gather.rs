@@ -36,8 +36,8 @@ use crate::commit::Action;
 use crate::constants::PENDING_GATHERS_MAX;
 use crate::constants::{
     BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
-    BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX, LIST_PUBLIC_CHANNELS_MAX, PEER_BATCH_MAX,
-    REQUEST_TIMEOUT_MS, SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
+    BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX, PEER_BATCH_MAX, REQUEST_TIMEOUT_MS,
+    SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
 };
 use crate::owner::fit_bytes;
 use crate::peer::{self, GatherRequest, Origin, Summary, SummaryItem, SummaryMode, Who};
@@ -332,33 +332,6 @@ impl Shard {
         if g.outstanding == 0 {
             self.advance_gather(gather, out);
         }
-    }
-
-    pub(crate) fn on_public_channels(
-        &mut self,
-        from: ShardId,
-        m: peer::workspace::PublicChannels,
-        out: &mut Vec<Effect>,
-    ) {
-        let peer::workspace::PublicChannels { gather, workspace } = m;
-        let conversations = self
-            .cx
-            .state
-            .workspaces
-            .get(&workspace)
-            .map(|w| {
-                w.public_channels
-                    .iter()
-                    .take(LIST_PUBLIC_CHANNELS_MAX)
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let body = peer::gather::PublicChannelsReply {
-            gather,
-            conversations,
-        };
-        self.cx.send_peer(from, body, out);
     }
 
     pub(crate) fn on_public_channels_reply(

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{Effect, Input, Lsn, Millis, Reject, Response, ShardId, UnavailableCause};
+use crate::api::{Effect, Input, Lsn, Millis, Reject, ShardId, UnavailableCause};
 use crate::bitset::ShardSet;
 use crate::commit::{Action, Ctx};
 use crate::config::{check_notify_config, Metrics, ShardConfig};
@@ -33,7 +33,7 @@ use crate::hash::HashState;
 use crate::home::HomeRole;
 use crate::notifier::NotifierRole;
 use crate::owner::OwnerRole;
-use crate::peer::{Origin, PeerBody};
+use crate::peer::PeerBody;
 use crate::record::{Record, RecordError};
 use crate::snapshot::{self, RestoreError};
 use crate::state::{ApplyError, State};
@@ -230,15 +230,19 @@ impl Shard {
         assert!(self.started, "Shard::handle before Shard::start");
         self.advance_clock(now);
         match input {
-            Input::Connected { conn } => self.on_connected(conn, out),
+            Input::Connected { conn } => self.conn.on_connected(&mut self.cx, conn, out),
             Input::Hello {
                 conn,
                 req,
                 credential,
                 device,
-            } => self.on_hello(conn, req, credential, device, out),
-            Input::Request { conn, req, request } => self.on_request(conn, req, request, out),
-            Input::Disconnected { conn } => self.on_disconnected(conn, out),
+            } => self
+                .conn
+                .on_hello(&mut self.cx, conn, req, credential, device, out),
+            Input::Request { conn, req, request } => {
+                self.conn.on_request(&mut self.cx, conn, req, request, out)
+            }
+            Input::Disconnected { conn } => self.conn.on_disconnected(&mut self.cx, conn, out),
             Input::Peer { from, msg } => self.on_peer(from, msg.0, out),
             Input::Durable { lsn } => self.on_durable(lsn, out),
             Input::StorageFailed { reason } => {
@@ -317,33 +321,6 @@ impl Shard {
         }
     }
 
-    /// Emits the answer on a local connection (the connection role).
-    pub(crate) fn emit_reply(
-        &mut self,
-        origin: Origin,
-        result: Result<Response, Reject>,
-        out: &mut Vec<Effect>,
-    ) {
-        assert_eq!(
-            origin.conn.shard(),
-            self.cx.config.shard,
-            "reply on a foreign connection"
-        );
-        if origin.incarnation != self.cx.incarnation || !self.conn.conns.contains_key(&origin.conn)
-        {
-            return; // The connection is gone; so is the reply.
-        }
-        if result.is_err() {
-            self.cx.metrics.rejects += 1;
-        }
-        self.cx.metrics.replies += 1;
-        out.push(Effect::Reply {
-            conn: origin.conn,
-            req: origin.req,
-            result,
-        });
-    }
-
     /// Runs `action` once everything appended so far is durable (at once if
     /// it already is). Used when an answer depends on state some earlier,
     /// maybe not yet durable, record produced.
@@ -410,11 +387,11 @@ impl Shard {
             self.send_membership_rounds(&due, out);
             self.send_notify_all_rounds(&due, out);
         }
-        self.expire_hellos(out);
-        self.expire_waiters(out);
+        self.conn.expire_hellos(&mut self.cx, out);
+        self.conn.expire_waiters(&mut self.cx, out);
         self.expire_gathers(out);
         self.expire_dm_opens(out);
-        self.retry_claims(out);
+        self.workspace.retry_claims(&mut self.cx, out);
         self.pump_pushes(out);
         self.persist_handoff_watermark(out);
     }
@@ -422,10 +399,13 @@ impl Shard {
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
         match body {
             PeerBody::Restarted => self.on_restarted(from, out),
-            PeerBody::Conn(msg) => self.on_conn_msg(from, msg, out),
+            PeerBody::Conn(msg) => self.conn.on_conn_msg(&mut self.cx, from, msg, out),
             PeerBody::Owner(msg) => self.on_owner_msg(from, msg, out),
             PeerBody::Home(msg) => self.on_home_msg(from, msg, out),
-            PeerBody::Workspace(msg) => self.on_workspace_msg(from, msg, out),
+            PeerBody::Workspace(msg) => {
+                self.workspace
+                    .on_workspace_msg(&mut self.cx, from, msg, out)
+            }
             PeerBody::Gather(msg) => self.on_gather_msg(from, msg, out),
             PeerBody::Notifier(msg) => self.on_notifier_msg(from, msg, out),
         }
@@ -442,8 +422,8 @@ impl Shard {
         }
         self.forget_shard_connections(from);
         self.clear_interest_of(from);
-        self.rewatch_owner(from, out);
-        self.register_devices_with(from, out);
+        self.conn.rewatch_owner(&mut self.cx, from, out);
+        self.conn.register_devices_with(&mut self.cx, from, out);
         self.redrive_handoffs_to(from, out);
         // Its membership round (and our users' `all` levels in its
         // channels) goes out at the next tick, with those of any other
