@@ -10,7 +10,7 @@
 //! [`Ctx::writable`] says whether a write is accepted now (storage failed,
 //! or PENDING_COMMITS_MAX actions waiting: `Unavailable`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -90,6 +90,10 @@ pub(crate) struct Ctx {
     /// Owners whose membership round arrived since start (the home role's
     /// derived lists are complete once all did: `is_ready`).
     pub(crate) rounds_done: ShardSet,
+    /// Fanouts found due at once inside a handler (see `run_action`); the
+    /// shard runs them when the handler returns. At most one per action a
+    /// handler runs.
+    pub(crate) due: VecDeque<Action>,
 }
 
 impl Ctx {
@@ -231,5 +235,88 @@ impl Ctx {
         h.update(self.next_lsn.0.to_le_bytes());
         h.update(self.secret_counter.to_le_bytes());
         h.finalize().into()
+    }
+    /// Runs `action` once everything appended so far is durable (at once if
+    /// it already is). Used when an answer depends on state some earlier,
+    /// maybe not yet durable, record produced.
+    ///
+    /// After a storage failure the records not yet durable never will be
+    /// (in this incarnation): a client's answer becomes `Unavailable` naming
+    /// the failure, cause `NotDurable` (the record may still survive the
+    /// restart: an unknown outcome). So an idempotent retry on a shard whose
+    /// disk filled up is refused, not left hanging; reads that gather —
+    /// `Sync`, `Boot`, lists — answer at once instead, see `gather_reply`;
+    /// anything else is dropped, and the restart's reconciliation repairs
+    /// what the other shards missed.
+    pub(crate) fn after_durable(&mut self, action: Action, out: &mut Vec<Effect>) {
+        let last = Lsn(self.next_lsn.0 - 1);
+        if last <= self.durable {
+            self.run_action(action, out);
+        } else if let Some(reason) = &self.storage_failed {
+            if let Action::Reply { origin, .. } = action {
+                let r = Reject::unavailable(
+                    UnavailableCause::NotDurable,
+                    format!("storage failed: {reason}"),
+                );
+                self.reply(origin, Err(r), out);
+            }
+        } else {
+            self.commits.push_back((last, action));
+        }
+    }
+
+    /// Runs an action now. A fanout needs the owner and notifier roles: it
+    /// is queued in `due`, which the shard runs as soon as the current
+    /// handler returns (fanouts are queued by `commit`, so in practice they
+    /// only run from `Input::Durable`).
+    pub(crate) fn run_action(&mut self, action: Action, out: &mut Vec<Effect>) {
+        match action {
+            Action::Reply { origin, result } => self.reply(origin, result, out),
+            Action::Peer { to, body } => self.send_peer(to, body, out),
+            Action::DeliverUser { user, event } => self.deliver_to_user(user, event, out),
+            fanout @ Action::Fanout { .. } => self.due.push_back(fanout),
+        }
+    }
+
+    /// Pops the next action whose record is durable through `lsn`.
+    pub(crate) fn pop_durable(&mut self, lsn: Lsn) -> Option<Action> {
+        if self.commits.front().is_some_and(|(l, _)| *l <= lsn) {
+            self.commits.pop_front().map(|(_, action)| action)
+        } else {
+            None
+        }
+    }
+
+    /// Groups a user's devices by the shard (and its incarnation) holding
+    /// them.
+    pub(crate) fn devices_by_shard(&self, user: UserId) -> BTreeMap<(ShardId, u64), Vec<ConnId>> {
+        let mut by_shard: BTreeMap<(ShardId, u64), Vec<ConnId>> = BTreeMap::new();
+        if let Some(u) = self.state.users.get(&user) {
+            for (conn, d) in &u.devices {
+                by_shard
+                    .entry((conn.shard(), d.incarnation))
+                    .or_default()
+                    .push(*conn);
+            }
+        }
+        by_shard
+    }
+
+    /// Delivers an event to every connected device of a user homed here.
+    pub(crate) fn deliver_to_user(
+        &mut self,
+        user: UserId,
+        event: Arc<Event>,
+        out: &mut Vec<Effect>,
+    ) {
+        for ((shard, incarnation), conns) in self.devices_by_shard(user) {
+            let body = peer::conn::DeliverToConns {
+                user,
+                conns,
+                incarnation,
+                event: event.clone(),
+            };
+            self.send_peer(shard, body, out);
+        }
     }
 }

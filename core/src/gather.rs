@@ -409,7 +409,7 @@ impl Shard {
         if self.cx.storage_failed.is_some() {
             return self.cx.reply(origin, result, out);
         }
-        self.after_durable(Action::Reply { origin, result }, out);
+        self.cx.after_durable(Action::Reply { origin, result }, out);
     }
 
     /// After a storage failure that came while the owners were asked,

@@ -151,39 +151,6 @@ impl Shard {
             .durable_cursor(user.id, conversation, current)
     }
 
-    /// Groups a user's devices by the shard (and its incarnation) holding
-    /// them.
-    fn devices_by_shard(&self, user: UserId) -> BTreeMap<(ShardId, u64), Vec<ConnId>> {
-        let mut by_shard: BTreeMap<(ShardId, u64), Vec<ConnId>> = BTreeMap::new();
-        if let Some(u) = self.cx.state.users.get(&user) {
-            for (conn, d) in &u.devices {
-                by_shard
-                    .entry((conn.shard(), d.incarnation))
-                    .or_default()
-                    .push(*conn);
-            }
-        }
-        by_shard
-    }
-
-    /// Delivers an event to every connected device of a user homed here.
-    pub(crate) fn deliver_to_user(
-        &mut self,
-        user: UserId,
-        event: Arc<Event>,
-        out: &mut Vec<Effect>,
-    ) {
-        for ((shard, incarnation), conns) in self.devices_by_shard(user) {
-            let body = peer::conn::DeliverToConns {
-                user,
-                conns,
-                incarnation,
-                event: event.clone(),
-            };
-            self.cx.send_peer(shard, body, out);
-        }
-    }
-
     pub(crate) fn on_auth(&mut self, m: peer::home::Auth, out: &mut Vec<Effect>) {
         let peer::home::Auth {
             origin,
@@ -414,7 +381,7 @@ impl Shard {
         let ready = peer::workspace::UserHomeReady { workspace, user };
         if self.cx.state.users.contains_key(&user) {
             // A retry: confirm once the creation is durable.
-            self.after_durable(
+            self.cx.after_durable(
                 Action::Peer {
                     to: ws_shard,
                     body: ready.into(),
@@ -422,7 +389,7 @@ impl Shard {
                 out,
             );
             if let Some(origin) = origin {
-                self.after_durable(
+                self.cx.after_durable(
                     Action::Reply {
                         origin,
                         result: Err(Reject::AlreadyExists),
@@ -630,7 +597,7 @@ impl Shard {
         } else {
             info.mentions = info.mentions.min(info.unread);
         }
-        if self.level_is_all(user, conversation) {
+        if self.notifier.level_is_all(&self.cx, user, conversation) {
             // Re-added with level `all`: the owner dropped it at the removal.
             let body = peer::notifier::NotifyAll {
                 user,
@@ -638,7 +605,7 @@ impl Shard {
                 all: true,
             };
             let to = self.cx.owner_of(conversation);
-            self.after_durable(
+            self.cx.after_durable(
                 Action::Peer {
                     to,
                     body: body.into(),
@@ -646,7 +613,7 @@ impl Shard {
                 out,
             );
         }
-        let mut by_shard = self.devices_by_shard(user);
+        let mut by_shard = self.cx.devices_by_shard(user);
         if let Some(origin) = origin {
             by_shard
                 .entry((origin.conn.shard(), origin.incarnation))
@@ -666,7 +633,7 @@ impl Shard {
                 reply,
             };
             // The info carries this shard's cursor: durable first.
-            self.after_durable(
+            self.cx.after_durable(
                 Action::Peer {
                     to: shard,
                     body: body.into(),
@@ -691,7 +658,8 @@ impl Shard {
         // Same path as `Joined` (after this shard's durability), so a
         // `Left` never overtakes the `Joined` of an earlier add.
         let event = Arc::new(Event::Left { conversation });
-        self.after_durable(Action::DeliverUser { user, event }, out);
+        self.cx
+            .after_durable(Action::DeliverUser { user, event }, out);
     }
 
     pub(crate) fn on_set_cursor(&mut self, m: peer::home::SetCursor, out: &mut Vec<Effect>) {
@@ -718,7 +686,7 @@ impl Shard {
                     origin,
                     result: Ok(Response::Done),
                 };
-                self.after_durable(done, out);
+                self.cx.after_durable(done, out);
             }
             return;
         }
@@ -747,7 +715,8 @@ impl Shard {
         self.home
             .pending_cursors
             .moved(lsn, user, conversation, current, seq);
-        self.notify_read(user, conversation, seq, out);
+        self.notifier
+            .notify_read(&mut self.cx, user, conversation, seq, out);
     }
 
     pub(crate) fn on_set_notify_home(&mut self, m: peer::home::SetNotify, out: &mut Vec<Effect>) {

@@ -46,6 +46,7 @@ use crate::api::{
 };
 use crate::bitset::ShardSet;
 use crate::commit::Action;
+use crate::commit::Ctx;
 use crate::config::PushMode;
 use crate::constants::{
     NOTIFY_ALL_PER_CONVERSATION_MAX, NOTIFY_HANDOFFS_MAX, OUTBOX_ENTRIES_MAX, PEER_BATCH_MAX,
@@ -54,7 +55,6 @@ use crate::constants::{
 use crate::notify::{self, Candidate, Decision, DeviceView, Posted, Situation, Suppressed};
 use crate::peer::{self};
 use crate::record::{Record, StoredReason};
-use crate::shard::Shard;
 use crate::text::preview;
 
 /// The notifier's state (memory; the outbox and the hand-off watermark are
@@ -196,13 +196,14 @@ fn backoff_ms(attempts: u32) -> u64 {
     (PUSH_RETRY_BASE_MS << shift).min(PUSH_RETRY_MAX_MS)
 }
 
-impl Shard {
+impl NotifierRole {
     /// Owner role, at the commit point: hands a durable message to the home
     /// shards of its candidates. A restarted owner waits for every home's
     /// round of `all` levels (one tick) before it hands anything off:
     /// until then messages queue in the backlog, in LSN order.
     pub(crate) fn notify_handoff(
         &mut self,
+        cx: &mut Ctx,
         conversation: ConversationId,
         event: &Arc<Event>,
         out: &mut Vec<crate::api::Effect>,
@@ -210,39 +211,33 @@ impl Shard {
         let Event::Message(m) = event.as_ref() else {
             return;
         };
-        let Some(c) = self.cx.state.conversations.get(&conversation) else {
+        let Some(c) = cx.state.conversations.get(&conversation) else {
             return;
         };
         let lsn = c.lsn_of(m.seq).0;
-        if self
-            .notifier
-            .all_subscribers
-            .complete(self.cx.shard_count())
-        {
-            return self.handoff(lsn, conversation, event.clone(), None, out);
+        if self.all_subscribers.complete(cx.shard_count()) {
+            return self.handoff(cx, lsn, conversation, event.clone(), None, out);
         }
-        self.cx.metrics.notify_handoffs_deferred += 1;
-        self.defer_handoff(lsn, conversation, event.clone(), out);
+        cx.metrics.notify_handoffs_deferred += 1;
+        self.defer_handoff(cx, lsn, conversation, event.clone(), out);
     }
 
     /// Queues a hand-off until the rounds are in; bounded: beyond
     /// NOTIFY_HANDOFFS_MAX the oldest goes now, with what is known.
     fn defer_handoff(
         &mut self,
+        cx: &mut Ctx,
         lsn: u64,
         conversation: ConversationId,
         event: Arc<Event>,
         out: &mut Vec<Effect>,
     ) {
-        if self.notifier.handoffs.backlog.len() >= NOTIFY_HANDOFFS_MAX {
-            if let Some((l, c, e)) = self.notifier.handoffs.backlog.pop_front() {
-                self.handoff(l, c, e, None, out);
+        if self.handoffs.backlog.len() >= NOTIFY_HANDOFFS_MAX {
+            if let Some((l, c, e)) = self.handoffs.backlog.pop_front() {
+                self.handoff(cx, l, c, e, None, out);
             }
         }
-        self.notifier
-            .handoffs
-            .backlog
-            .push_back((lsn, conversation, event));
+        self.handoffs.backlog.push_back((lsn, conversation, event));
     }
 
     /// Hands a message (at `lsn` in this shard's log) to its candidates'
@@ -250,34 +245,34 @@ impl Shard {
     /// tracks it until each of them confirmed its decisions durable.
     fn handoff(
         &mut self,
+        cx: &mut Ctx,
         lsn: u64,
         conversation: ConversationId,
         event: Arc<Event>,
         only: Option<ShardId>,
         out: &mut Vec<Effect>,
     ) {
-        let (Event::Message(m), Some(c)) = (
-            event.as_ref(),
-            self.cx.state.conversations.get(&conversation),
-        ) else {
+        let (Event::Message(m), Some(c)) =
+            (event.as_ref(), cx.state.conversations.get(&conversation))
+        else {
             return;
         };
         let direct = matches!(c.kind, ConversationKind::Dm | ConversationKind::GroupDm);
         let all = if direct {
             Vec::new()
         } else {
-            self.notifier.all_subscribers.of(conversation)
+            self.all_subscribers.of(conversation)
         };
         let posted = Posted {
             direct,
             mentions: &m.mentions,
             broadcast: m.broadcast,
             member_count: c.members.len(),
-            broadcast_members_max: self.cx.config.notify.broadcast_members_max,
+            broadcast_members_max: cx.config.notify.broadcast_members_max,
             all: &all,
         };
         let list = notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u));
-        let count = self.cx.shard_count();
+        let count = cx.shard_count();
         let mut by_home: BTreeMap<ShardId, Vec<Candidate>> = BTreeMap::new();
         for cand in list {
             let home = crate::ids::shard_of(cand.user, count);
@@ -285,37 +280,38 @@ impl Shard {
                 by_home.entry(home).or_default().push(cand);
             }
         }
-        self.notifier.handoffs.last = self.notifier.handoffs.last.max(lsn);
+        self.handoffs.last = self.handoffs.last.max(lsn);
         if by_home.is_empty() {
             if let Some(home) = only {
                 // Nothing left for that home (its users left): it owes
                 // no confirmation any more.
                 self.on_notify_done(
+                    cx,
                     home,
                     peer::notifier::NotifyDone {
-                        handoff: self.cx.ticket(lsn),
+                        handoff: cx.ticket(lsn),
                     },
                 );
             }
             return;
         }
-        let ticket = self.cx.ticket(lsn);
+        let ticket = cx.ticket(lsn);
         let homes: BTreeSet<ShardId> = by_home.keys().copied().collect();
-        match self.notifier.handoffs.pending.get_mut(&lsn) {
+        match self.handoffs.pending.get_mut(&lsn) {
             Some(p) => p.homes.extend(homes),
             None => {
-                if self.notifier.handoffs.pending.len() >= NOTIFY_HANDOFFS_MAX {
+                if self.handoffs.pending.len() >= NOTIFY_HANDOFFS_MAX {
                     // Bounded: give up tracking the oldest (a home that
                     // never confirms: its storage failed). Counted.
-                    self.notifier.handoffs.pending.pop_first();
-                    self.cx.metrics.notify_handoffs_abandoned += 1;
+                    self.handoffs.pending.pop_first();
+                    cx.metrics.notify_handoffs_abandoned += 1;
                 }
                 let p = PendingHandoff {
                     conversation,
                     event: event.clone(),
                     homes,
                 };
-                self.notifier.handoffs.pending.insert(lsn, p);
+                self.handoffs.pending.insert(lsn, p);
             }
         }
         for (home, cands) in by_home {
@@ -328,21 +324,26 @@ impl Shard {
                     // The home confirms after its last chunk's records.
                     handoff: (i + 1 == n).then_some(ticket),
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
         }
     }
 
     /// Owner role: a home shard's decisions for a hand-off are durable.
-    pub(crate) fn on_notify_done(&mut self, home: ShardId, m: peer::notifier::NotifyDone) {
+    pub(crate) fn on_notify_done(
+        &mut self,
+        cx: &mut Ctx,
+        home: ShardId,
+        m: peer::notifier::NotifyDone,
+    ) {
         let peer::notifier::NotifyDone { handoff } = m;
-        if handoff.incarnation != self.cx.incarnation {
+        if handoff.incarnation != cx.incarnation {
             return; // An earlier start's hand-off: the watermark re-drove it.
         }
-        if let Some(p) = self.notifier.handoffs.pending.get_mut(&handoff.id) {
+        if let Some(p) = self.handoffs.pending.get_mut(&handoff.id) {
             p.homes.remove(&home);
             if p.homes.is_empty() {
-                self.notifier.handoffs.pending.remove(&handoff.id);
+                self.handoffs.pending.remove(&handoff.id);
             }
         }
     }
@@ -350,18 +351,22 @@ impl Shard {
     /// Owner role: `home` restarted, and may have lost hand-offs it had
     /// not made durable: hand those off to it again (its outbox drops
     /// what it already queued or delivered).
-    pub(crate) fn redrive_handoffs_to(&mut self, home: ShardId, out: &mut Vec<Effect>) {
+    pub(crate) fn redrive_handoffs_to(
+        &mut self,
+        cx: &mut Ctx,
+        home: ShardId,
+        out: &mut Vec<Effect>,
+    ) {
         let owed: Vec<(u64, ConversationId, Arc<Event>)> = self
-            .notifier
             .handoffs
             .pending
             .iter()
             .filter(|(_, p)| p.homes.contains(&home))
             .map(|(l, p)| (*l, p.conversation, p.event.clone()))
             .collect();
-        self.cx.metrics.notify_handoffs_resent += owed.len() as u64;
+        cx.metrics.notify_handoffs_resent += owed.len() as u64;
         for (lsn, conversation, event) in owed {
-            self.handoff(lsn, conversation, event, Some(home), out);
+            self.handoff(cx, lsn, conversation, event, Some(home), out);
         }
     }
 
@@ -371,10 +376,10 @@ impl Shard {
     /// rounds are in. Their events come from the recent cache (the newest
     /// messages of each conversation; one that is not cached is counted
     /// as abandoned).
-    pub(crate) fn collect_redrive(&mut self) {
-        let mark = self.cx.state.handoff_watermark;
+    pub(crate) fn collect_redrive(&mut self, cx: &mut Ctx) {
+        let mark = cx.state.handoff_watermark;
         let mut owed: Vec<(u64, ConversationId, Seq)> = Vec::new();
-        for c in self.cx.state.conversations.values() {
+        for c in cx.state.conversations.values() {
             let first = c.lsns.partition_point(|&l| l <= mark);
             for (i, lsn) in c.lsns.iter().enumerate().skip(first) {
                 owed.push((*lsn, c.id, Seq(i as u64 + 1)));
@@ -382,40 +387,32 @@ impl Shard {
         }
         owed.sort_unstable();
         let skip = owed.len().saturating_sub(NOTIFY_HANDOFFS_MAX);
-        self.cx.metrics.notify_handoffs_abandoned += skip as u64;
-        self.notifier.handoffs.last = mark;
+        cx.metrics.notify_handoffs_abandoned += skip as u64;
+        self.handoffs.last = mark;
         for (lsn, conversation, seq) in owed.into_iter().skip(skip) {
-            let cached = self.cx.state.cache.range(conversation, seq, seq);
+            let cached = cx.state.cache.range(conversation, seq, seq);
             let Some(m) = cached.into_iter().next() else {
-                self.cx.metrics.notify_handoffs_abandoned += 1;
+                cx.metrics.notify_handoffs_abandoned += 1;
                 continue;
             };
-            self.cx.metrics.notify_handoffs_redriven += 1;
+            cx.metrics.notify_handoffs_redriven += 1;
             let event = Arc::new(Event::Message(m));
-            self.notifier
-                .handoffs
-                .backlog
-                .push_back((lsn, conversation, event));
+            self.handoffs.backlog.push_back((lsn, conversation, event));
         }
     }
 
     /// Owner role, every tick: appends the hand-off watermark when it moved
     /// (at most one small record per tick, and none while idle).
-    pub(crate) fn persist_handoff_watermark(&mut self, out: &mut Vec<Effect>) {
-        if !self
-            .notifier
-            .all_subscribers
-            .complete(self.cx.shard_count())
-        {
+    pub(crate) fn persist_handoff_watermark(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        if !self.all_subscribers.complete(cx.shard_count()) {
             return; // The backlog is not handed off yet.
         }
-        let mark = match self.notifier.handoffs.pending.first_key_value() {
+        let mark = match self.handoffs.pending.first_key_value() {
             Some((first, _)) => first - 1,
-            None => self.notifier.handoffs.last,
+            None => self.handoffs.last,
         };
-        if mark > self.cx.state.handoff_watermark && self.cx.writable().is_ok() {
-            self.cx
-                .commit(Record::NotifyHandedOff { lsn: mark }, Vec::new(), out);
+        if mark > cx.state.handoff_watermark && cx.writable().is_ok() {
+            cx.commit(Record::NotifyHandedOff { lsn: mark }, Vec::new(), out);
         }
     }
 
@@ -425,12 +422,12 @@ impl Shard {
     /// `Err` when the set is full.
     pub(crate) fn reserve_notify_level(
         &mut self,
+        cx: &mut Ctx,
         conversation: ConversationId,
         user: UserId,
         level: NotifyLevel,
     ) -> Result<(), Reject> {
-        let dm = self
-            .cx
+        let dm = cx
             .state
             .conversations
             .get(&conversation)
@@ -438,7 +435,7 @@ impl Shard {
         if dm || level != NotifyLevel::All {
             return Ok(());
         }
-        if self.notifier.all_subscribers.add(conversation, user) {
+        if self.all_subscribers.add(conversation, user) {
             Ok(())
         } else {
             Err(all_full())
@@ -448,28 +445,28 @@ impl Shard {
     /// Owner role: a member left or was removed: no longer a subscriber
     /// (the home keeps the level; a re-add brings it back).
     pub(crate) fn notify_member_gone(&mut self, conversation: ConversationId, user: UserId) {
-        self.notifier.all_subscribers.remove(conversation, user);
+        self.all_subscribers.remove(conversation, user);
     }
 
     /// Owner role: a home says `user`'s level for `conversation` is
     /// (durably) `all`, or no longer.
-    pub(crate) fn on_notify_all(&mut self, m: peer::notifier::NotifyAll) {
+    pub(crate) fn on_notify_all(&mut self, cx: &mut Ctx, m: peer::notifier::NotifyAll) {
         let peer::notifier::NotifyAll {
             user,
             conversation,
             all,
         } = m;
-        let Some(c) = self.cx.state.conversations.get(&conversation) else {
+        let Some(c) = cx.state.conversations.get(&conversation) else {
             return;
         };
         if c.is_dm() {
             return;
         }
         if !all {
-            return self.notifier.all_subscribers.remove(conversation, user);
+            return self.all_subscribers.remove(conversation, user);
         }
-        if c.members.contains_key(&user) && !self.notifier.all_subscribers.add(conversation, user) {
-            self.cx.metrics.notify_all_capped += 1;
+        if c.members.contains_key(&user) && !self.all_subscribers.add(conversation, user) {
+            cx.metrics.notify_all_capped += 1;
         }
     }
 
@@ -477,6 +474,7 @@ impl Shard {
     /// replaces that home's entries.
     pub(crate) fn on_notify_all_round(
         &mut self,
+        cx: &mut Ctx,
         home: ShardId,
         m: peer::notifier::NotifyAllRound,
         out: &mut Vec<Effect>,
@@ -486,7 +484,7 @@ impl Shard {
             first,
             last,
         } = m;
-        let rounds = &mut self.notifier.all_subscribers.rounds;
+        let rounds = &mut self.all_subscribers.rounds;
         if first {
             rounds.insert(home, Vec::new());
         }
@@ -498,37 +496,43 @@ impl Shard {
             return;
         }
         let entries = rounds.remove(&home).unwrap_or_default();
-        let count = self.cx.shard_count();
-        for set in self.notifier.all_subscribers.by_conversation.values_mut() {
+        let count = cx.shard_count();
+        for set in self.all_subscribers.by_conversation.values_mut() {
             set.retain(|u| crate::ids::shard_of(*u, count) != home);
         }
-        self.notifier
-            .all_subscribers
+        self.all_subscribers
             .by_conversation
             .retain(|_, set| !set.is_empty());
         for (user, conversation) in entries {
-            self.on_notify_all(peer::notifier::NotifyAll {
-                user,
-                conversation,
-                all: true,
-            });
+            self.on_notify_all(
+                cx,
+                peer::notifier::NotifyAll {
+                    user,
+                    conversation,
+                    all: true,
+                },
+            );
         }
-        self.notifier.all_subscribers.rounds_done.insert(home);
-        if self.notifier.all_subscribers.complete(count) {
-            while let Some((lsn, conversation, event)) = self.notifier.handoffs.backlog.pop_front()
-            {
-                self.handoff(lsn, conversation, event, None, out);
+        self.all_subscribers.rounds_done.insert(home);
+        if self.all_subscribers.complete(count) {
+            while let Some((lsn, conversation, event)) = self.handoffs.backlog.pop_front() {
+                self.handoff(cx, lsn, conversation, event, None, out);
             }
         }
     }
 
     /// Home role: sends each owner in `to` the `all` levels of this shard's
     /// users in its conversations (one scan for all of them).
-    pub(crate) fn send_notify_all_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
-        let count = self.cx.shard_count();
+    pub(crate) fn send_notify_all_rounds(
+        &mut self,
+        cx: &mut Ctx,
+        to: &ShardSet,
+        out: &mut Vec<Effect>,
+    ) {
+        let count = cx.shard_count();
         let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId)>> =
             to.iter().map(|s| (s, Vec::new())).collect();
-        for u in self.cx.state.users.values() {
+        for u in cx.state.users.values() {
             for (conversation, pref) in &u.prefs {
                 if pref.level != NotifyLevel::All {
                     continue;
@@ -553,16 +557,20 @@ impl Shard {
                     first: i == 0,
                     last: i + 1 == n,
                 };
-                self.cx.send_peer(owner, body, out);
+                cx.send_peer(owner, body, out);
             }
         }
     }
 
     /// Home role: whether `user`'s level for `conversation` is explicitly
     /// `all` (what the owner's set mirrors).
-    pub(crate) fn level_is_all(&self, user: UserId, conversation: ConversationId) -> bool {
-        self.cx
-            .state
+    pub(crate) fn level_is_all(
+        &self,
+        cx: &Ctx,
+        user: UserId,
+        conversation: ConversationId,
+    ) -> bool {
+        cx.state
             .users
             .get(&user)
             .and_then(|u| u.prefs.get(&conversation))
@@ -573,6 +581,7 @@ impl Shard {
     /// confirms to the owner once the resulting records are durable.
     pub(crate) fn on_notify(
         &mut self,
+        cx: &mut Ctx,
         owner: ShardId,
         m: peer::notifier::Notify,
         out: &mut Vec<Effect>,
@@ -584,10 +593,10 @@ impl Shard {
             handoff,
         } = m;
         let event = &event;
-        self.decide_candidates(event, direct, candidates, out);
+        self.decide_candidates(cx, event, direct, candidates, out);
         if let Some(handoff) = handoff {
             let body = peer::notifier::NotifyDone { handoff };
-            self.after_durable(
+            cx.after_durable(
                 Action::Peer {
                     to: owner,
                     body: body.into(),
@@ -599,6 +608,7 @@ impl Shard {
 
     fn decide_candidates(
         &mut self,
+        cx: &mut Ctx,
         event: &Arc<Event>,
         direct: bool,
         candidates: Vec<Candidate>,
@@ -607,9 +617,9 @@ impl Shard {
         let Event::Message(m) = event.as_ref() else {
             return;
         };
-        let now = self.cx.now;
+        let now = cx.now;
         for cand in candidates {
-            let Some(u) = self.cx.state.users.get(&cand.user) else {
+            let Some(u) = cx.state.users.get(&cand.user) else {
                 continue;
             };
             let devices: Vec<DeviceView> = u
@@ -637,48 +647,47 @@ impl Shard {
                 now,
             };
             let decision = notify::decide(&situation);
-            self.cx.metrics.notify_decided += 1;
+            cx.metrics.notify_decided += 1;
             let delayed = match decision {
                 Decision::Suppress(why) => {
                     let i = Suppressed::ALL
                         .iter()
                         .position(|s| *s == why)
                         .unwrap_or_default();
-                    self.cx.metrics.notify_suppressed[i] += 1;
+                    cx.metrics.notify_suppressed[i] += 1;
                     continue;
                 }
                 Decision::Delay => true,
                 Decision::PushNow => false,
             };
             if !devices.is_empty() {
-                self.cx.metrics.notify_in_app += 1;
+                cx.metrics.notify_in_app += 1;
                 let inapp = Arc::new(Event::Notify {
                     conversation: m.conversation,
                     seq: m.seq,
                     reason: cand.reason,
                 });
-                self.deliver_to_user(cand.user, inapp, out);
+                cx.deliver_to_user(cand.user, inapp, out);
             }
-            if self.cx.config.notify.push == PushMode::Off {
+            if cx.config.notify.push == PushMode::Off {
                 continue;
             }
             let key = (cand.user, m.conversation, m.seq, false);
-            let pushed = self.cx.state.pushed.get(&(cand.user, m.conversation));
-            if self.cx.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| *s >= m.seq)
-            {
+            let pushed = cx.state.pushed.get(&(cand.user, m.conversation));
+            if cx.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| *s >= m.seq) {
                 // Handed over again (after a crash): one push per (user,
                 // message), and none older than one delivered.
                 continue;
             }
-            if self.cx.state.outbox.len() >= OUTBOX_ENTRIES_MAX || self.cx.writable().is_err() {
-                self.cx.metrics.push_dropped += 1;
+            if cx.state.outbox.len() >= OUTBOX_ENTRIES_MAX || cx.writable().is_err() {
+                cx.metrics.push_dropped += 1;
                 continue;
             }
             let due = if delayed {
-                self.cx.metrics.push_delayed += 1;
-                Millis(now.0 + self.cx.config.notify.grace_ms)
+                cx.metrics.push_delayed += 1;
+                Millis(now.0 + cx.config.notify.grace_ms)
             } else {
-                self.cx.metrics.push_immediate += 1;
+                cx.metrics.push_immediate += 1;
                 now
             };
             let record = Record::PushQueued {
@@ -691,8 +700,8 @@ impl Shard {
                 due: due.0,
                 clear: false,
             };
-            let id = self.cx.commit(record, Vec::new(), out);
-            self.notifier.push_due.insert((due, id.0));
+            let id = cx.commit(record, Vec::new(), out);
+            self.push_due.insert((due, id.0));
         }
     }
 
@@ -700,6 +709,7 @@ impl Shard {
     /// read covers and queues a `clear` for a delivered one.
     pub(crate) fn notify_read(
         &mut self,
+        cx: &mut Ctx,
         user: UserId,
         conversation: ConversationId,
         seq: Seq,
@@ -707,45 +717,51 @@ impl Shard {
     ) {
         let lo = (user, conversation, Seq(0), false);
         let hi = (user, conversation, seq, true);
-        let covered: Vec<(u64, bool)> = self
-            .cx
+        let covered: Vec<(u64, bool)> = cx
             .state
             .outbox_index
             .range(lo..=hi)
             .map(|(k, id)| (*id, k.3))
             .collect();
         for (id, clear) in covered {
-            if !clear && !self.notifier.push_in_flight.contains_key(&id) {
-                self.cancel_push(id, out);
+            if !clear && !self.push_in_flight.contains_key(&id) {
+                self.cancel_push(cx, id, out);
             }
         }
-        let pushed = self.cx.state.pushed.get(&(user, conversation)).copied();
+        let pushed = cx.state.pushed.get(&(user, conversation)).copied();
         if let Some(s) = pushed.filter(|s| *s <= seq) {
-            self.queue_clear(user, conversation, s, out);
+            self.queue_clear(cx, user, conversation, s, out);
         }
     }
 
-    fn cancel_push(&mut self, id: u64, out: &mut Vec<Effect>) {
-        if self.cx.writable().is_err() {
+    fn cancel_push(&mut self, cx: &mut Ctx, id: u64, out: &mut Vec<Effect>) {
+        if cx.writable().is_err() {
             return; // Retried at the next pump.
         }
-        if let Some(e) = self.cx.state.outbox.get(&id) {
-            self.notifier.push_due.remove(&(e.due, id));
+        if let Some(e) = cx.state.outbox.get(&id) {
+            self.push_due.remove(&(e.due, id));
         }
-        self.notifier.push_attempts.remove(&id);
-        self.cx.metrics.push_cancelled += 1;
+        self.push_attempts.remove(&id);
+        cx.metrics.push_cancelled += 1;
         let record = Record::PushSettled {
             id,
             delivered: false,
         };
-        self.cx.commit(record, Vec::new(), out);
+        cx.commit(record, Vec::new(), out);
     }
 
-    fn queue_clear(&mut self, user: UserId, conv: ConversationId, seq: Seq, out: &mut Vec<Effect>) {
+    fn queue_clear(
+        &mut self,
+        cx: &mut Ctx,
+        user: UserId,
+        conv: ConversationId,
+        seq: Seq,
+        out: &mut Vec<Effect>,
+    ) {
         let key = (user, conv, seq, true);
-        if self.cx.state.outbox_index.contains_key(&key)
-            || self.cx.state.outbox.len() >= OUTBOX_ENTRIES_MAX
-            || self.cx.writable().is_err()
+        if cx.state.outbox_index.contains_key(&key)
+            || cx.state.outbox.len() >= OUTBOX_ENTRIES_MAX
+            || cx.writable().is_err()
         {
             return;
         }
@@ -756,49 +772,43 @@ impl Shard {
             sender: user.0,
             reason: StoredReason::Dm,
             preview: String::new(),
-            due: self.cx.now.0,
+            due: cx.now.0,
             clear: true,
         };
-        let id = self.cx.commit(record, Vec::new(), out);
-        self.notifier.push_due.insert((self.cx.now, id.0));
+        let id = cx.commit(record, Vec::new(), out);
+        self.push_due.insert((cx.now, id.0));
     }
 
     /// Home role, every tick: starts due, durable pushes.
-    pub(crate) fn pump_pushes(&mut self, out: &mut Vec<Effect>) {
-        if self.cx.config.notify.push == PushMode::Off {
+    pub(crate) fn pump_pushes(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        if cx.config.notify.push == PushMode::Off {
             return;
         }
-        let now = self.cx.now;
-        let durable = self.cx.durable.0;
+        let now = cx.now;
+        let durable = cx.durable.0;
         let mut started = 0;
-        let due: Vec<(Millis, u64)> = self
-            .notifier
-            .push_due
-            .range(..=(now, u64::MAX))
-            .copied()
-            .collect();
+        let due: Vec<(Millis, u64)> = self.push_due.range(..=(now, u64::MAX)).copied().collect();
         for (at, id) in due {
             if started >= PUSH_STARTS_PER_TICK_MAX
-                || self.notifier.push_in_flight.len() >= PUSH_IN_FLIGHT_MAX
+                || self.push_in_flight.len() >= PUSH_IN_FLIGHT_MAX
             {
                 break;
             }
             if id > durable {
                 continue; // Persist, then act.
             }
-            let Some(e) = self.cx.state.outbox.get(&id).cloned() else {
-                self.notifier.push_due.remove(&(at, id));
+            let Some(e) = cx.state.outbox.get(&id).cloned() else {
+                self.push_due.remove(&(at, id));
                 continue;
             };
-            let Some(u) = self.cx.state.users.get(&e.user) else {
+            let Some(u) = cx.state.users.get(&e.user) else {
                 continue;
             };
             if !e.clear && u.cursor(e.conversation) >= e.seq {
-                self.cancel_push(id, out);
+                self.cancel_push(cx, id, out);
                 continue;
             }
-            let badge = self
-                .cx
+            let badge = cx
                 .state
                 .pushed
                 .range((e.user, ConversationId(0))..=(e.user, ConversationId(u64::MAX)))
@@ -821,9 +831,9 @@ impl Shard {
                 badge: u32::try_from(badge).unwrap_or(u32::MAX),
                 idempotency_key: idempotency_key(action, e.user, e.conversation, e.seq),
             };
-            self.notifier.push_due.remove(&(at, id));
-            let attempts = self.notifier.push_attempts.remove(&id).unwrap_or(0);
-            self.notifier.push_in_flight.insert(id, attempts);
+            self.push_due.remove(&(at, id));
+            let attempts = self.push_attempts.remove(&id).unwrap_or(0);
+            self.push_in_flight.insert(id, attempts);
             started += 1;
             out.push(Effect::Push {
                 id: PushId(id),
@@ -835,14 +845,15 @@ impl Shard {
     /// Home role: the gateway answered.
     pub(crate) fn on_push_result(
         &mut self,
+        cx: &mut Ctx,
         id: PushId,
         outcome: PushOutcome,
         out: &mut Vec<Effect>,
     ) {
-        let Some(attempts) = self.notifier.push_in_flight.remove(&id.0) else {
+        let Some(attempts) = self.push_in_flight.remove(&id.0) else {
             return; // Not ours (an earlier start's push): ignore.
         };
-        let Some(e) = self.cx.state.outbox.get(&id.0).cloned() else {
+        let Some(e) = cx.state.outbox.get(&id.0).cloned() else {
             return;
         };
         let settle = match outcome {
@@ -850,21 +861,20 @@ impl Shard {
             PushOutcome::Delivered => Some(true),
             PushOutcome::Rejected => Some(false),
         };
-        let Some(delivered) = settle.filter(|_| self.cx.writable().is_ok()) else {
+        let Some(delivered) = settle.filter(|_| cx.writable().is_ok()) else {
             let attempts = attempts + 1;
-            self.cx.metrics.push_retried += 1;
-            self.notifier.push_attempts.insert(id.0, attempts);
-            self.notifier
-                .push_due
-                .insert((Millis(self.cx.now.0 + backoff_ms(attempts)), id.0));
+            cx.metrics.push_retried += 1;
+            self.push_attempts.insert(id.0, attempts);
+            self.push_due
+                .insert((Millis(cx.now.0 + backoff_ms(attempts)), id.0));
             return;
         };
         match (delivered, e.clear) {
-            (true, false) => self.cx.metrics.pushed += 1,
-            (true, true) => self.cx.metrics.push_cleared += 1,
-            (false, _) => self.cx.metrics.push_rejected += 1,
+            (true, false) => cx.metrics.pushed += 1,
+            (true, true) => cx.metrics.push_cleared += 1,
+            (false, _) => cx.metrics.push_rejected += 1,
         }
-        self.cx.commit(
+        cx.commit(
             Record::PushSettled {
                 id: id.0,
                 delivered,
@@ -873,32 +883,32 @@ impl Shard {
             out,
         );
         // Read while the push was in flight: retract it now.
-        let read = self
-            .cx
+        let read = cx
             .state
             .users
             .get(&e.user)
             .map_or(Seq(0), |u| u.cursor(e.conversation));
         if delivered && !e.clear && read >= e.seq {
-            self.queue_clear(e.user, e.conversation, e.seq, out);
+            self.queue_clear(cx, e.user, e.conversation, e.seq, out);
         }
     }
 }
 
-impl Shard {
+impl NotifierRole {
     /// The notifier role's entry point: one message addressed to it.
     pub(crate) fn on_notifier_msg(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
         msg: peer::notifier::NotifierMsg,
         out: &mut Vec<Effect>,
     ) {
         use peer::notifier::NotifierMsg;
         match msg {
-            NotifierMsg::Notify(m) => self.on_notify(from, m, out),
-            NotifierMsg::NotifyDone(m) => self.on_notify_done(from, m),
-            NotifierMsg::NotifyAll(m) => self.on_notify_all(m),
-            NotifierMsg::NotifyAllRound(m) => self.on_notify_all_round(from, m, out),
+            NotifierMsg::Notify(m) => self.on_notify(cx, from, m, out),
+            NotifierMsg::NotifyDone(m) => self.on_notify_done(cx, from, m),
+            NotifierMsg::NotifyAll(m) => self.on_notify_all(cx, m),
+            NotifierMsg::NotifyAllRound(m) => self.on_notify_all_round(cx, from, m, out),
         }
     }
 }

@@ -265,7 +265,8 @@ impl Shard {
             }
         }
         // The commit point of the notifier: the message is durable.
-        self.notify_handoff(conversation, &event, out);
+        self.notifier
+            .notify_handoff(&mut self.cx, conversation, &event, out);
     }
 
     /// Sends each home shard in `to` every durable membership of its users
@@ -350,9 +351,9 @@ impl Shard {
                     }),
                 };
                 if visible {
-                    self.run_action(ack, out);
+                    self.cx.run_action(ack, out);
                 } else {
-                    self.after_durable(ack, out);
+                    self.cx.after_durable(ack, out);
                 }
                 return;
             }
@@ -589,7 +590,10 @@ impl Shard {
         if let Err(r) = self.conversation_for(conversation, who, Access::Member) {
             return self.cx.reply(origin, Err(r), out);
         }
-        if let Err(r) = self.reserve_notify_level(conversation, who.user, level) {
+        if let Err(r) =
+            self.notifier
+                .reserve_notify_level(&mut self.cx, conversation, who.user, level)
+        {
             return self.cx.reply(origin, Err(r), out);
         }
         let home = self.cx.home_of(who.user);
@@ -644,7 +648,7 @@ impl Shard {
             conversation,
         };
         if self.cx.state.conversations.contains_key(&conversation) {
-            self.after_durable(
+            self.cx.after_durable(
                 Action::Peer {
                     to: ws_shard,
                     body: ready.into(),
@@ -656,7 +660,7 @@ impl Shard {
                     origin,
                     result: Err(Reject::AlreadyExists),
                 };
-                self.after_durable(r, out);
+                self.cx.after_durable(r, out);
             }
             return;
         }
@@ -763,7 +767,7 @@ impl Shard {
                     result: Ok(Response::Done),
                 }
             };
-            return self.after_durable(action, out);
+            return self.cx.after_durable(action, out);
         }
         if let Err(r) = self.cx.writable() {
             return self.cx.reply(origin, Err(r), out);
@@ -840,7 +844,7 @@ impl Shard {
             },
         ];
         self.cx.commit(record, actions, out);
-        self.notify_member_gone(conversation, user);
+        self.notifier.notify_member_gone(conversation, user);
         // A restriction acts at once: cut the user's live stream before any
         // later fanout (FIFO per shard pair).
         let shards: Vec<ShardId> = self
@@ -883,7 +887,7 @@ impl Shard {
                     result: Err(Reject::NotFound),
                 },
             };
-            return self.after_durable(action, out);
+            return self.cx.after_durable(action, out);
         }
         if let Some(&pending) = self.owner.dm_open_keys.get(&key) {
             let full = self

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{Effect, Input, Lsn, Millis, Reject, ShardId, UnavailableCause};
+use crate::api::{Effect, Input, Lsn, Millis, ShardId};
 use crate::bitset::ShardSet;
 use crate::commit::{Action, Ctx};
 use crate::config::{check_notify_config, Metrics, ShardConfig};
@@ -136,6 +136,7 @@ impl Shard {
                 secret_counter: 0,
                 incarnation,
                 rounds_done: ShardSet::new(),
+                due: VecDeque::new(),
             },
             started: false,
             conn: ConnRole::new(hash, incarnation),
@@ -208,7 +209,7 @@ impl Shard {
         }
         self.workspace.next_claim_retry = self.cx.now;
         // Hand-offs not confirmed durable before the stop go again.
-        self.collect_redrive();
+        self.notifier.collect_redrive(&mut self.cx);
         for s in 0..self.cx.config.shard_count {
             let to = ShardId(s);
             if to != self.cx.config.shard {
@@ -220,7 +221,8 @@ impl Shard {
             all.insert(ShardId(s));
         }
         self.send_membership_rounds(&all, out);
-        self.send_notify_all_rounds(&all, out);
+        self.notifier
+            .send_notify_all_rounds(&mut self.cx, &all, out);
         self.drain_local(out);
     }
 
@@ -252,8 +254,11 @@ impl Shard {
             }
             Input::RecordsRead { token, records } => self.on_records_read(token, records, out),
             Input::Tick => self.on_tick(out),
-            Input::PushResult { id, outcome } => self.on_push_result(id, outcome, out),
+            Input::PushResult { id, outcome } => {
+                self.notifier.on_push_result(&mut self.cx, id, outcome, out)
+            }
         }
+        self.run_due(out);
         self.drain_local(out);
     }
 
@@ -318,35 +323,7 @@ impl Shard {
             );
             let me = self.cx.config.shard;
             self.on_peer(me, body, out);
-        }
-    }
-
-    /// Runs `action` once everything appended so far is durable (at once if
-    /// it already is). Used when an answer depends on state some earlier,
-    /// maybe not yet durable, record produced.
-    ///
-    /// After a storage failure the records not yet durable never will be
-    /// (in this incarnation): a client's answer becomes `Unavailable` naming
-    /// the failure, cause `NotDurable` (the record may still survive the
-    /// restart: an unknown outcome). So an idempotent retry on a shard whose
-    /// disk filled up is refused, not left hanging; reads that gather —
-    /// `Sync`, `Boot`, lists — answer at once instead, see `gather_reply`;
-    /// anything else is dropped, and the restart's reconciliation repairs
-    /// what the other shards missed.
-    pub(crate) fn after_durable(&mut self, action: Action, out: &mut Vec<Effect>) {
-        let last = Lsn(self.cx.next_lsn.0 - 1);
-        if last <= self.cx.durable {
-            self.run_action(action, out);
-        } else if let Some(reason) = &self.cx.storage_failed {
-            if let Action::Reply { origin, .. } = action {
-                let r = Reject::unavailable(
-                    UnavailableCause::NotDurable,
-                    format!("storage failed: {reason}"),
-                );
-                self.cx.reply(origin, Err(r), out);
-            }
-        } else {
-            self.cx.commits.push_back((last, action));
+            self.run_due(out);
         }
     }
 
@@ -362,22 +339,29 @@ impl Shard {
         }
         self.cx.durable = lsn;
         self.home.pending_cursors.durable_through(lsn);
-        while self.cx.commits.front().is_some_and(|(l, _)| *l <= lsn) {
-            if let Some((_, action)) = self.cx.commits.pop_front() {
-                self.run_action(action, out);
-            }
+        while let Some(action) = self.cx.pop_durable(lsn) {
+            self.run_action(action, out);
         }
     }
 
-    pub(crate) fn run_action(&mut self, action: Action, out: &mut Vec<Effect>) {
+    /// Runs an action: fanout here (it needs the owner and notifier
+    /// roles), the rest in the commit context; then any fanout that became
+    /// due meanwhile.
+    fn run_action(&mut self, action: Action, out: &mut Vec<Effect>) {
         match action {
-            Action::Reply { origin, result } => self.cx.reply(origin, result, out),
-            Action::Peer { to, body } => self.cx.send_peer(to, body, out),
             Action::Fanout {
                 conversation,
                 event,
             } => self.fanout(conversation, event, out),
-            Action::DeliverUser { user, event } => self.deliver_to_user(user, event, out),
+            other => self.cx.run_action(other, out),
+        }
+        self.run_due(out);
+    }
+
+    /// Runs the role actions a handler found due at once (see `Ctx::due`).
+    fn run_due(&mut self, out: &mut Vec<Effect>) {
+        while let Some(action) = self.cx.due.pop_front() {
+            self.run_action(action, out);
         }
     }
 
@@ -385,15 +369,16 @@ impl Shard {
         if !self.owner.rounds_due.is_empty() {
             let due = std::mem::take(&mut self.owner.rounds_due);
             self.send_membership_rounds(&due, out);
-            self.send_notify_all_rounds(&due, out);
+            self.notifier
+                .send_notify_all_rounds(&mut self.cx, &due, out);
         }
         self.conn.expire_hellos(&mut self.cx, out);
         self.conn.expire_waiters(&mut self.cx, out);
         self.expire_gathers(out);
         self.expire_dm_opens(out);
         self.workspace.retry_claims(&mut self.cx, out);
-        self.pump_pushes(out);
-        self.persist_handoff_watermark(out);
+        self.notifier.pump_pushes(&mut self.cx, out);
+        self.notifier.persist_handoff_watermark(&mut self.cx, out);
     }
 
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
@@ -407,7 +392,7 @@ impl Shard {
                     .on_workspace_msg(&mut self.cx, from, msg, out)
             }
             PeerBody::Gather(msg) => self.on_gather_msg(from, msg, out),
-            PeerBody::Notifier(msg) => self.on_notifier_msg(from, msg, out),
+            PeerBody::Notifier(msg) => self.notifier.on_notifier_msg(&mut self.cx, from, msg, out),
         }
     }
 
@@ -424,7 +409,7 @@ impl Shard {
         self.clear_interest_of(from);
         self.conn.rewatch_owner(&mut self.cx, from, out);
         self.conn.register_devices_with(&mut self.cx, from, out);
-        self.redrive_handoffs_to(from, out);
+        self.notifier.redrive_handoffs_to(&mut self.cx, from, out);
         // Its membership round (and our users' `all` levels in its
         // channels) goes out at the next tick, with those of any other
         // shard restarting meanwhile: one scan for a whole-node start.
