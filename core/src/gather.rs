@@ -177,7 +177,7 @@ impl Shard {
                     .into_iter()
                     .map(|c| SummaryItem {
                         conversation: c,
-                        read: self.shown_cursor(user, c),
+                        read: self.home.shown_cursor(&self.cx, user, c),
                         mode: SummaryMode::Sync {
                             after: named.get(&c).copied().unwrap_or(Seq(0)),
                         },
@@ -198,7 +198,7 @@ impl Shard {
                     .enumerate()
                     .map(|(i, &c)| SummaryItem {
                         conversation: c,
-                        read: self.shown_cursor(user, c),
+                        read: self.home.shown_cursor(&self.cx, user, c),
                         mode: if i < BOOT_PAGES_MAX {
                             SummaryMode::Page {
                                 count: BOOT_PAGE_MESSAGES,
@@ -262,7 +262,7 @@ impl Shard {
         }
         let mut keys: Vec<(Reverse<Millis>, ConversationId)> = conversations
             .iter()
-            .map(|&c| (Reverse(self.activity_of(c)), c))
+            .map(|&c| (Reverse(self.home.activity_of(c)), c))
             .collect();
         if end < keys.len() {
             keys.select_nth_unstable(end);
@@ -365,7 +365,7 @@ impl Shard {
             .into_iter()
             .map(|c| SummaryItem {
                 conversation: c,
-                read: self.shown_cursor(user, c),
+                read: self.home.shown_cursor(&self.cx, user, c),
                 mode: SummaryMode::Preview,
             })
             .collect();
@@ -431,7 +431,7 @@ impl Shard {
             .items
             .iter()
             .map(|item| SummaryItem {
-                read: self.shown_cursor(user, item.conversation),
+                read: self.home.shown_cursor(&self.cx, user, item.conversation),
                 ..*item
             })
             .collect();

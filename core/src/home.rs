@@ -23,11 +23,12 @@ use crate::api::{
 };
 use crate::auth::{hash_secret, secret_matches};
 use crate::commit::Action;
+use crate::commit::Ctx;
 use crate::constants::{CONVERSATIONS_PER_USER_MAX, DEVICES_PER_USER_MAX, TOKENS_PER_USER_MAX};
 use crate::hash::{HashState, Map};
+use crate::notifier::NotifierRole;
 use crate::peer::{self, PeerBody, Who};
 use crate::record::{Record, StoredLevel};
-use crate::shard::Shard;
 use crate::state::Device;
 
 /// The home role's state (memory, derived; users, tokens, cursors and
@@ -131,7 +132,7 @@ fn too_many_conversations() -> Reject {
     ))
 }
 
-impl Shard {
+impl HomeRole {
     /// The read cursor a reply may show: the current one, or after a
     /// storage failure (replies no longer wait for durability, see
     /// `gather_reply`) the durable one, so that no device ever sees a
@@ -139,19 +140,19 @@ impl Shard {
     /// an earlier move still waiting for its batch.
     pub(crate) fn shown_cursor(
         &self,
+        cx: &Ctx,
         user: &crate::state::User,
         conversation: ConversationId,
     ) -> Seq {
         let current = user.cursor(conversation);
-        if self.cx.storage_failed.is_none() {
+        if cx.storage_failed.is_none() {
             return current;
         }
-        self.home
-            .pending_cursors
+        self.pending_cursors
             .durable_cursor(user.id, conversation, current)
     }
 
-    pub(crate) fn on_auth(&mut self, m: peer::home::Auth, out: &mut Vec<Effect>) {
+    pub(crate) fn on_auth(&mut self, cx: &mut Ctx, m: peer::home::Auth, out: &mut Vec<Effect>) {
         let peer::home::Auth {
             origin,
             user,
@@ -160,8 +161,8 @@ impl Shard {
             device,
         } = m;
         let from = origin.conn.shard();
-        let ready = self.cx.is_ready();
-        let verdict = match self.cx.state.users.get_mut(&user) {
+        let ready = cx.is_ready();
+        let verdict = match cx.state.users.get_mut(&user) {
             None => {
                 // Same work as a real check, so timing does not say whether
                 // the user exists.
@@ -195,7 +196,7 @@ impl Shard {
                             focused: None,
                             active: false,
                             active_at: None,
-                            changed: self.cx.now,
+                            changed: cx.now,
                         },
                     );
                     Ok((
@@ -218,34 +219,35 @@ impl Shard {
             .into(),
             Err(reject) => peer::conn::AuthFailed { origin, reject }.into(),
         };
-        self.cx.send_peer(from, body, out);
+        cx.send_peer(from, body, out);
     }
 
-    pub(crate) fn on_device_gone(&mut self, m: peer::home::DeviceGone) {
+    pub(crate) fn on_device_gone(&mut self, cx: &mut Ctx, m: peer::home::DeviceGone) {
         let peer::home::DeviceGone { user, conn } = m;
-        if let Some(u) = self.cx.state.users.get_mut(&user) {
+        if let Some(u) = cx.state.users.get_mut(&user) {
             u.devices.remove(&conn);
         }
     }
 
     /// Forgets devices on a shard that restarted (its sockets are gone).
-    pub(crate) fn forget_shard_connections(&mut self, shard: ShardId) {
-        for u in self.cx.state.users.values_mut() {
+    pub(crate) fn forget_shard_connections(&mut self, cx: &mut Ctx, shard: ShardId) {
+        for u in cx.state.users.values_mut() {
             u.devices.retain(|conn, _| conn.shard() != shard);
         }
     }
 
     pub(crate) fn on_devices_register(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
         m: peer::home::DevicesRegister,
         out: &mut Vec<Effect>,
     ) {
         let peer::home::DevicesRegister { devices } = m;
-        let now = self.cx.now;
+        let now = cx.now;
         let mut refused: BTreeMap<u64, Vec<ConnId>> = BTreeMap::new();
         for d in devices {
-            let ok = match self.cx.state.users.get_mut(&d.user) {
+            let ok = match cx.state.users.get_mut(&d.user) {
                 Some(u)
                     if u.tokens.contains_key(&d.token)
                         && u.devices.len() < DEVICES_PER_USER_MAX =>
@@ -277,27 +279,32 @@ impl Shard {
                 incarnation,
                 reason: CloseReason::Revoked,
             };
-            self.cx.send_peer(from, body, out);
+            cx.send_peer(from, body, out);
         }
     }
 
-    pub(crate) fn on_issue_token(&mut self, m: peer::home::IssueToken, out: &mut Vec<Effect>) {
+    pub(crate) fn on_issue_token(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::home::IssueToken,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::home::IssueToken { origin, user } = m;
         let result = (|| {
-            let u = self.cx.state.users.get(&user).ok_or(Reject::NotFound)?;
+            let u = cx.state.users.get(&user).ok_or(Reject::NotFound)?;
             if u.tokens.len() >= TOKENS_PER_USER_MAX {
                 return Err(Reject::TooLarge(format!(
                     "tokens: more than TOKENS_PER_USER_MAX ({TOKENS_PER_USER_MAX})"
                 )));
             }
-            self.cx.writable()?;
+            cx.writable()?;
             Ok(u.next_token)
         })();
         let token = match result {
             Ok(t) => t,
-            Err(r) => return self.cx.reply(origin, Err(r), out),
+            Err(r) => return cx.reply(origin, Err(r), out),
         };
-        let secret = self.cx.new_secret();
+        let secret = cx.new_secret();
         let record = Record::TokenIssued {
             user: user.0,
             token,
@@ -311,22 +318,27 @@ impl Shard {
                 secret,
             }),
         };
-        self.cx.commit(record, vec![reply], out);
+        cx.commit(record, vec![reply], out);
     }
 
-    pub(crate) fn on_revoke_token(&mut self, m: peer::home::RevokeToken, out: &mut Vec<Effect>) {
+    pub(crate) fn on_revoke_token(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::home::RevokeToken,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::home::RevokeToken {
             origin,
             user,
             token,
         } = m;
-        let check = match self.cx.state.users.get(&user) {
+        let check = match cx.state.users.get(&user) {
             None => Err(Reject::NotFound),
             Some(u) if token.is_some_and(|t| !u.tokens.contains_key(&t)) => Err(Reject::NotFound),
-            Some(_) => self.cx.writable(),
+            Some(_) => cx.writable(),
         };
         if let Err(r) = check {
-            return self.cx.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::TokensRevoked {
             user: user.0,
@@ -336,10 +348,10 @@ impl Shard {
             origin,
             result: Ok(Response::Done),
         };
-        self.cx.commit(record, vec![reply], out);
+        cx.commit(record, vec![reply], out);
         // A restriction acts at once: close the sessions of revoked tokens.
         let mut closing: BTreeMap<(ShardId, u64), Vec<ConnId>> = BTreeMap::new();
-        if let Some(u) = self.cx.state.users.get_mut(&user) {
+        if let Some(u) = cx.state.users.get_mut(&user) {
             let tokens = &u.tokens;
             let gone: Vec<(ConnId, u64)> = u
                 .devices
@@ -361,11 +373,16 @@ impl Shard {
                 incarnation,
                 reason: CloseReason::Revoked,
             };
-            self.cx.send_peer(shard, body, out);
+            cx.send_peer(shard, body, out);
         }
     }
 
-    pub(crate) fn on_create_user_home(&mut self, m: peer::home::CreateUser, out: &mut Vec<Effect>) {
+    pub(crate) fn on_create_user_home(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::home::CreateUser,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::home::CreateUser {
             origin,
             user,
@@ -373,15 +390,12 @@ impl Shard {
             workspace_name,
             name,
         } = m;
-        assert!(
-            self.cx.state.owns(user),
-            "user created on the wrong home shard"
-        );
-        let ws_shard = self.cx.workspace_shard(workspace);
+        assert!(cx.state.owns(user), "user created on the wrong home shard");
+        let ws_shard = cx.workspace_shard(workspace);
         let ready = peer::workspace::UserHomeReady { workspace, user };
-        if self.cx.state.users.contains_key(&user) {
+        if cx.state.users.contains_key(&user) {
             // A retry: confirm once the creation is durable.
-            self.cx.after_durable(
+            cx.after_durable(
                 Action::Peer {
                     to: ws_shard,
                     body: ready.into(),
@@ -389,7 +403,7 @@ impl Shard {
                 out,
             );
             if let Some(origin) = origin {
-                self.cx.after_durable(
+                cx.after_durable(
                     Action::Reply {
                         origin,
                         result: Err(Reject::AlreadyExists),
@@ -399,14 +413,14 @@ impl Shard {
             }
             return;
         }
-        if let Err(r) = self.cx.writable() {
+        if let Err(r) = cx.writable() {
             // The workspace shard retries the claim later.
             if let Some(origin) = origin {
-                self.cx.reply(origin, Err(r), out);
+                cx.reply(origin, Err(r), out);
             }
             return;
         }
-        let secret = self.cx.new_secret();
+        let secret = cx.new_secret();
         let record = Record::UserCreated {
             user: user.0,
             workspace: workspace.0,
@@ -429,13 +443,18 @@ impl Shard {
                 }),
             });
         }
-        self.cx.commit(record, actions, out);
+        cx.commit(record, actions, out);
     }
 
     /// Checks the session user exists here and is under its conversation
     /// limit; returns its cursor for `conv`.
-    fn member_room(&self, user: UserId, conv: Option<ConversationId>) -> Result<Seq, Reject> {
-        let u = self.cx.state.users.get(&user).ok_or(Reject::NotFound)?;
+    fn member_room(
+        &self,
+        cx: &Ctx,
+        user: UserId,
+        conv: Option<ConversationId>,
+    ) -> Result<Seq, Reject> {
+        let u = cx.state.users.get(&user).ok_or(Reject::NotFound)?;
         if u.conversations.len() >= CONVERSATIONS_PER_USER_MAX
             && !conv.is_some_and(|c| u.conversations.contains(&c))
         {
@@ -446,6 +465,7 @@ impl Shard {
 
     pub(crate) fn on_create_channel(
         &mut self,
+        cx: &mut Ctx,
         m: peer::home::CreateChannel,
         out: &mut Vec<Effect>,
     ) {
@@ -455,29 +475,29 @@ impl Shard {
             name,
             private,
         } = m;
-        if let Err(r) = self.member_room(who.user, None) {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = self.member_room(cx, who.user, None) {
+            return cx.reply(origin, Err(r), out);
         }
-        let to = self.cx.workspace_shard(who.workspace);
+        let to = cx.workspace_shard(who.workspace);
         let body = peer::workspace::ClaimChannel {
             origin,
             who,
             name,
             private,
         };
-        self.cx.send_peer(to, body, out);
+        cx.send_peer(to, body, out);
     }
 
-    pub(crate) fn on_join(&mut self, m: peer::home::Join, out: &mut Vec<Effect>) {
+    pub(crate) fn on_join(&mut self, cx: &mut Ctx, m: peer::home::Join, out: &mut Vec<Effect>) {
         let peer::home::Join {
             origin,
             who,
             conversation,
         } = m;
-        match self.member_room(who.user, Some(conversation)) {
-            Err(r) => self.cx.reply(origin, Err(r), out),
+        match self.member_room(cx, who.user, Some(conversation)) {
+            Err(r) => cx.reply(origin, Err(r), out),
             Ok(read) => {
-                let to = self.cx.owner_of(conversation);
+                let to = cx.owner_of(conversation);
                 let body = peer::owner::AddMember {
                     origin,
                     actor: who,
@@ -485,12 +505,12 @@ impl Shard {
                     conversation,
                     read,
                 };
-                self.cx.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
         }
     }
 
-    pub(crate) fn on_invite(&mut self, m: peer::home::Invite, out: &mut Vec<Effect>) {
+    pub(crate) fn on_invite(&mut self, cx: &mut Ctx, m: peer::home::Invite, out: &mut Vec<Effect>) {
         let peer::home::Invite {
             origin,
             who,
@@ -499,21 +519,20 @@ impl Shard {
         } = m;
         // The invitee must exist in the inviter's workspace: otherwise it is
         // indistinguishable from a user that does not exist.
-        let same_ws = self
-            .cx
+        let same_ws = cx
             .state
             .users
             .get(&user)
             .is_some_and(|u| u.workspace == who.workspace);
         let result = if same_ws {
-            self.member_room(user, Some(conversation))
+            self.member_room(cx, user, Some(conversation))
         } else {
             Err(Reject::NotFound)
         };
         match result {
-            Err(r) => self.cx.reply(origin, Err(r), out),
+            Err(r) => cx.reply(origin, Err(r), out),
             Ok(read) => {
-                let to = self.cx.owner_of(conversation);
+                let to = cx.owner_of(conversation);
                 let body = peer::owner::AddMember {
                     origin,
                     actor: who,
@@ -521,32 +540,38 @@ impl Shard {
                     conversation,
                     read,
                 };
-                self.cx.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
         }
     }
 
-    pub(crate) fn on_open_dm(&mut self, m: peer::home::OpenDm, out: &mut Vec<Effect>) {
+    pub(crate) fn on_open_dm(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::home::OpenDm,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::home::OpenDm {
             origin,
             who,
             members,
         } = m;
-        if let Err(r) = self.member_room(who.user, None) {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = self.member_room(cx, who.user, None) {
+            return cx.reply(origin, Err(r), out);
         }
         let slot = crate::ids::dm_slot(who.workspace, &members);
-        let to = crate::ids::shard_of_slot(slot, self.cx.shard_count());
+        let to = crate::ids::shard_of_slot(slot, cx.shard_count());
         let body = peer::owner::OpenDm {
             origin,
             who,
             members,
         };
-        self.cx.send_peer(to, body, out);
+        cx.send_peer(to, body, out);
     }
 
     pub(crate) fn on_verify_member(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
         m: peer::home::VerifyMember,
         out: &mut Vec<Effect>,
@@ -556,23 +581,28 @@ impl Shard {
             user,
             workspace,
         } = m;
-        let ok = self.cx.state.users.get(&user).is_some_and(|u| {
+        let ok = cx.state.users.get(&user).is_some_and(|u| {
             u.workspace == workspace && u.conversations.len() < CONVERSATIONS_PER_USER_MAX
         });
-        self.cx
-            .send_peer(from, peer::owner::VerifyReply { pending, user, ok }, out);
+        cx.send_peer(from, peer::owner::VerifyReply { pending, user, ok }, out);
     }
 
-    pub(crate) fn on_member_added(&mut self, m: peer::home::MemberAdded, out: &mut Vec<Effect>) {
+    pub(crate) fn on_member_added(
+        &mut self,
+        cx: &mut Ctx,
+        notifier: &NotifierRole,
+        m: peer::home::MemberAdded,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::home::MemberAdded {
             user,
             conversation,
             mut info,
             origin,
         } = m;
-        let Some(u) = self.cx.state.users.get_mut(&user) else {
+        let Some(u) = cx.state.users.get_mut(&user) else {
             if let Some(origin) = origin {
-                self.cx.reply(origin, Err(Reject::NotFound), out);
+                cx.reply(origin, Err(Reject::NotFound), out);
             }
             return;
         };
@@ -581,7 +611,7 @@ impl Shard {
         } else {
             self.heard_activity(conversation, info.last_activity);
         }
-        let Some(u) = self.cx.state.users.get_mut(&user) else {
+        let Some(u) = cx.state.users.get_mut(&user) else {
             return;
         };
         // The owner computed the counters with the cursor we sent it (or 0
@@ -597,15 +627,15 @@ impl Shard {
         } else {
             info.mentions = info.mentions.min(info.unread);
         }
-        if self.notifier.level_is_all(&self.cx, user, conversation) {
+        if notifier.level_is_all(cx, user, conversation) {
             // Re-added with level `all`: the owner dropped it at the removal.
             let body = peer::notifier::NotifyAll {
                 user,
                 conversation,
                 all: true,
             };
-            let to = self.cx.owner_of(conversation);
-            self.cx.after_durable(
+            let to = cx.owner_of(conversation);
+            cx.after_durable(
                 Action::Peer {
                     to,
                     body: body.into(),
@@ -613,7 +643,7 @@ impl Shard {
                 out,
             );
         }
-        let mut by_shard = self.cx.devices_by_shard(user);
+        let mut by_shard = cx.devices_by_shard(user);
         if let Some(origin) = origin {
             by_shard
                 .entry((origin.conn.shard(), origin.incarnation))
@@ -633,7 +663,7 @@ impl Shard {
                 reply,
             };
             // The info carries this shard's cursor: durable first.
-            self.cx.after_durable(
+            cx.after_durable(
                 Action::Peer {
                     to: shard,
                     body: body.into(),
@@ -645,11 +675,12 @@ impl Shard {
 
     pub(crate) fn on_member_removed(
         &mut self,
+        cx: &mut Ctx,
         m: peer::home::MemberRemoved,
         out: &mut Vec<Effect>,
     ) {
         let peer::home::MemberRemoved { user, conversation } = m;
-        let Some(u) = self.cx.state.users.get_mut(&user) else {
+        let Some(u) = cx.state.users.get_mut(&user) else {
             return;
         };
         if u.conversations.remove(&conversation) {
@@ -658,22 +689,27 @@ impl Shard {
         // Same path as `Joined` (after this shard's durability), so a
         // `Left` never overtakes the `Joined` of an earlier add.
         let event = Arc::new(Event::Left { conversation });
-        self.cx
-            .after_durable(Action::DeliverUser { user, event }, out);
+        cx.after_durable(Action::DeliverUser { user, event }, out);
     }
 
-    pub(crate) fn on_set_cursor(&mut self, m: peer::home::SetCursor, out: &mut Vec<Effect>) {
+    pub(crate) fn on_set_cursor(
+        &mut self,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        m: peer::home::SetCursor,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::home::SetCursor {
             origin,
             user,
             conversation,
             seq,
         } = m;
-        let current = match self.cx.state.users.get(&user) {
+        let current = match cx.state.users.get(&user) {
             Some(u) => u.cursor(conversation),
             None => {
                 if let Some(origin) = origin {
-                    self.cx.reply(origin, Err(Reject::NotFound), out);
+                    cx.reply(origin, Err(Reject::NotFound), out);
                 }
                 return;
             }
@@ -686,13 +722,13 @@ impl Shard {
                     origin,
                     result: Ok(Response::Done),
                 };
-                self.cx.after_durable(done, out);
+                cx.after_durable(done, out);
             }
             return;
         }
-        if let Err(r) = self.cx.writable() {
+        if let Err(r) = cx.writable() {
             if let Some(origin) = origin {
-                self.cx.reply(origin, Err(r), out);
+                cx.reply(origin, Err(r), out);
             }
             return;
         }
@@ -711,15 +747,18 @@ impl Shard {
                 result: Ok(Response::Done),
             });
         }
-        let lsn = self.cx.commit(record, actions, out);
-        self.home
-            .pending_cursors
+        let lsn = cx.commit(record, actions, out);
+        self.pending_cursors
             .moved(lsn, user, conversation, current, seq);
-        self.notifier
-            .notify_read(&mut self.cx, user, conversation, seq, out);
+        notifier.notify_read(cx, user, conversation, seq, out);
     }
 
-    pub(crate) fn on_set_notify_home(&mut self, m: peer::home::SetNotify, out: &mut Vec<Effect>) {
+    pub(crate) fn on_set_notify_home(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::home::SetNotify,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::home::SetNotify {
             origin,
             user,
@@ -727,13 +766,13 @@ impl Shard {
             level,
             muted,
         } = m;
-        let check = if self.cx.state.users.contains_key(&user) {
-            self.cx.writable()
+        let check = if cx.state.users.contains_key(&user) {
+            cx.writable()
         } else {
             Err(Reject::NotFound)
         };
         if let Err(r) = check {
-            return self.cx.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::NotifySet {
             user: user.0,
@@ -747,7 +786,7 @@ impl Shard {
         };
         // The owner mirrors `all` levels (crate::notifier::AllSubscribers).
         let mirror = Action::Peer {
-            to: self.cx.owner_of(conversation),
+            to: cx.owner_of(conversation),
             body: peer::notifier::NotifyAll {
                 user,
                 conversation,
@@ -755,19 +794,23 @@ impl Shard {
             }
             .into(),
         };
-        self.cx.commit(record, vec![mirror, done], out);
+        cx.commit(record, vec![mirror, done], out);
     }
 
-    pub(crate) fn on_set_focus(&mut self, m: peer::home::SetFocus, out: &mut Vec<Effect>) {
+    pub(crate) fn on_set_focus(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::home::SetFocus,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::home::SetFocus {
             origin,
             user,
             focused,
             active,
         } = m;
-        let now = self.cx.now;
-        if let Some(d) = self
-            .cx
+        let now = cx.now;
+        if let Some(d) = cx
             .state
             .users
             .get_mut(&user)
@@ -778,22 +821,27 @@ impl Shard {
             d.active_at = active.then_some(now);
             d.changed = now;
         }
-        self.cx.reply(origin, Ok(Response::Done), out);
+        cx.reply(origin, Ok(Response::Done), out);
     }
 
-    pub(crate) fn on_set_dnd(&mut self, m: peer::home::SetDnd, out: &mut Vec<Effect>) {
+    pub(crate) fn on_set_dnd(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::home::SetDnd,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::home::SetDnd {
             origin,
             user,
             until,
         } = m;
-        let check = if self.cx.state.users.contains_key(&user) {
-            self.cx.writable()
+        let check = if cx.state.users.contains_key(&user) {
+            cx.writable()
         } else {
             Err(Reject::NotFound)
         };
         if let Err(r) = check {
-            return self.cx.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::DndSet {
             user: user.0,
@@ -803,38 +851,43 @@ impl Shard {
             origin,
             result: Ok(Response::Done),
         };
-        self.cx.commit(record, vec![done], out);
+        cx.commit(record, vec![done], out);
     }
 
     /// A chunk of an owner's membership round; the last one replaces the
     /// derived entries of that owner's conversations.
-    pub(crate) fn on_membership_round(&mut self, owner: ShardId, m: peer::home::MembershipRound) {
+    pub(crate) fn on_membership_round(
+        &mut self,
+        cx: &mut Ctx,
+        owner: ShardId,
+        m: peer::home::MembershipRound,
+    ) {
         let peer::home::MembershipRound {
             entries,
             first,
             last,
         } = m;
         if first {
-            self.home.rounds.insert(owner, Vec::new());
+            self.rounds.insert(owner, Vec::new());
         }
-        let Some(acc) = self.home.rounds.get_mut(&owner) else {
+        let Some(acc) = self.rounds.get_mut(&owner) else {
             return; // A tail of a round whose start we never saw.
         };
         acc.extend(entries);
         if !last {
             return;
         }
-        let entries = self.home.rounds.remove(&owner).unwrap_or_default();
+        let entries = self.rounds.remove(&owner).unwrap_or_default();
         let mut fresh: BTreeMap<UserId, BTreeSet<ConversationId>> = BTreeMap::new();
         let mut heard: BTreeMap<ConversationId, Millis> = BTreeMap::new();
         for (user, conv, at) in entries {
             fresh.entry(user).or_default().insert(conv);
             heard.insert(conv, at);
         }
-        let count = self.cx.shard_count();
+        let count = cx.shard_count();
         let mut unlisted: Vec<ConversationId> = Vec::new();
         let mut listed: Vec<ConversationId> = Vec::new();
-        for u in self.cx.state.users.values_mut() {
+        for u in cx.state.users.values_mut() {
             let convs = fresh.remove(&u.id).unwrap_or_default();
             u.conversations.retain(|c| {
                 let keep = crate::ids::shard_of(*c, count) != owner || convs.contains(c);
@@ -861,16 +914,14 @@ impl Shard {
         // Entries of this owner's conversations that no user lists (an
         // `Activity` that overtook a `MemberAdded` whose record a crash
         // undid) go now: the round is the owner's whole truth.
-        self.home
-            .activity
+        self.activity
             .retain(|c, a| a.listed > 0 || crate::ids::shard_of(*c, count) != owner);
-        self.cx.rounds_done.insert(owner);
+        cx.rounds_done.insert(owner);
     }
 
     /// A user of this shard now lists `conversation`.
     fn listed(&mut self, conversation: ConversationId, at: Millis) {
         let a = self
-            .home
             .activity
             .entry(conversation)
             .or_insert(Activity { at, listed: 0 });
@@ -880,10 +931,10 @@ impl Shard {
 
     /// A user of this shard no longer lists `conversation`.
     fn unlisted(&mut self, conversation: ConversationId) {
-        if let Some(a) = self.home.activity.get_mut(&conversation) {
+        if let Some(a) = self.activity.get_mut(&conversation) {
             a.listed = a.listed.saturating_sub(1);
             if a.listed == 0 {
-                self.home.activity.remove(&conversation);
+                self.activity.remove(&conversation);
             }
         }
     }
@@ -895,7 +946,6 @@ impl Shard {
     /// membership is in flight, and the owner's next round clears it.
     fn heard_activity(&mut self, conversation: ConversationId, at: Millis) {
         let a = self
-            .home
             .activity
             .entry(conversation)
             .or_insert(Activity { at, listed: 0 });
@@ -909,42 +959,41 @@ impl Shard {
 
     /// The last activity of a conversation listed here, as last heard.
     pub(crate) fn activity_of(&self, conversation: ConversationId) -> Millis {
-        self.home
-            .activity
-            .get(&conversation)
-            .map_or(Millis(0), |a| a.at)
+        self.activity.get(&conversation).map_or(Millis(0), |a| a.at)
     }
 }
 
-impl Shard {
+impl HomeRole {
     /// The home role's entry point: one message addressed to it.
     pub(crate) fn on_home_msg(
         &mut self,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
         from: ShardId,
         msg: peer::home::HomeMsg,
         out: &mut Vec<Effect>,
     ) {
         use peer::home::HomeMsg;
         match msg {
-            HomeMsg::MembershipRound(m) => self.on_membership_round(from, m),
+            HomeMsg::MembershipRound(m) => self.on_membership_round(cx, from, m),
             HomeMsg::Activity(m) => self.on_activity(m),
-            HomeMsg::DevicesRegister(m) => self.on_devices_register(from, m, out),
-            HomeMsg::Auth(m) => self.on_auth(m, out),
-            HomeMsg::DeviceGone(m) => self.on_device_gone(m),
-            HomeMsg::CreateUser(m) => self.on_create_user_home(m, out),
-            HomeMsg::IssueToken(m) => self.on_issue_token(m, out),
-            HomeMsg::RevokeToken(m) => self.on_revoke_token(m, out),
-            HomeMsg::CreateChannel(m) => self.on_create_channel(m, out),
-            HomeMsg::Join(m) => self.on_join(m, out),
-            HomeMsg::Invite(m) => self.on_invite(m, out),
-            HomeMsg::OpenDm(m) => self.on_open_dm(m, out),
-            HomeMsg::VerifyMember(m) => self.on_verify_member(from, m, out),
-            HomeMsg::MemberAdded(m) => self.on_member_added(m, out),
-            HomeMsg::MemberRemoved(m) => self.on_member_removed(m, out),
-            HomeMsg::SetCursor(m) => self.on_set_cursor(m, out),
-            HomeMsg::SetNotify(m) => self.on_set_notify_home(m, out),
-            HomeMsg::SetFocus(m) => self.on_set_focus(m, out),
-            HomeMsg::SetDnd(m) => self.on_set_dnd(m, out),
+            HomeMsg::DevicesRegister(m) => self.on_devices_register(cx, from, m, out),
+            HomeMsg::Auth(m) => self.on_auth(cx, m, out),
+            HomeMsg::DeviceGone(m) => self.on_device_gone(cx, m),
+            HomeMsg::CreateUser(m) => self.on_create_user_home(cx, m, out),
+            HomeMsg::IssueToken(m) => self.on_issue_token(cx, m, out),
+            HomeMsg::RevokeToken(m) => self.on_revoke_token(cx, m, out),
+            HomeMsg::CreateChannel(m) => self.on_create_channel(cx, m, out),
+            HomeMsg::Join(m) => self.on_join(cx, m, out),
+            HomeMsg::Invite(m) => self.on_invite(cx, m, out),
+            HomeMsg::OpenDm(m) => self.on_open_dm(cx, m, out),
+            HomeMsg::VerifyMember(m) => self.on_verify_member(cx, from, m, out),
+            HomeMsg::MemberAdded(m) => self.on_member_added(cx, notifier, m, out),
+            HomeMsg::MemberRemoved(m) => self.on_member_removed(cx, m, out),
+            HomeMsg::SetCursor(m) => self.on_set_cursor(cx, notifier, m, out),
+            HomeMsg::SetNotify(m) => self.on_set_notify_home(cx, m, out),
+            HomeMsg::SetFocus(m) => self.on_set_focus(cx, m, out),
+            HomeMsg::SetDnd(m) => self.on_set_dnd(cx, m, out),
         }
     }
 }

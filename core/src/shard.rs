@@ -386,7 +386,10 @@ impl Shard {
             PeerBody::Restarted => self.on_restarted(from, out),
             PeerBody::Conn(msg) => self.conn.on_conn_msg(&mut self.cx, from, msg, out),
             PeerBody::Owner(msg) => self.on_owner_msg(from, msg, out),
-            PeerBody::Home(msg) => self.on_home_msg(from, msg, out),
+            PeerBody::Home(msg) => {
+                self.home
+                    .on_home_msg(&mut self.cx, &mut self.notifier, from, msg, out)
+            }
             PeerBody::Workspace(msg) => {
                 self.workspace
                     .on_workspace_msg(&mut self.cx, from, msg, out)
@@ -405,7 +408,7 @@ impl Shard {
         if from == self.cx.config.shard {
             return;
         }
-        self.forget_shard_connections(from);
+        self.home.forget_shard_connections(&mut self.cx, from);
         self.clear_interest_of(from);
         self.conn.rewatch_owner(&mut self.cx, from, out);
         self.conn.register_devices_with(&mut self.cx, from, out);
