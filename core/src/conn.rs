@@ -1023,20 +1023,7 @@ impl ConnRole {
                 cx.send_peer(to, body, out);
             }
             Request::OpenDm { users } => {
-                let mut members = users;
-                members.push(who.user);
-                members.sort_unstable();
-                members.dedup();
-                if members.len() < 2 {
-                    return Err(Reject::Invalid(
-                        "users: name at least one other user".into(),
-                    ));
-                }
-                if members.len() > GROUP_DM_MEMBERS_MAX {
-                    return Err(Reject::TooLarge(format!(
-                        "users: a group DM has at most GROUP_DM_MEMBERS_MAX ({GROUP_DM_MEMBERS_MAX}) members"
-                    )));
-                }
+                let members = dm_members(users, who.user)?;
                 let body = peer::home::OpenDm {
                     origin,
                     who,
@@ -1211,4 +1198,23 @@ impl ConnRole {
             ConnMsg::Fanout(m) => self.on_fanout(cx, from, m, out),
         }
     }
+}
+
+/// The members of a DM `requester` opens with `users`: sorted, unique, the
+/// requester included, 2..=GROUP_DM_MEMBERS_MAX of them.
+fn dm_members(mut users: Vec<UserId>, requester: UserId) -> Result<Vec<UserId>, Reject> {
+    users.push(requester);
+    users.sort_unstable();
+    users.dedup();
+    if users.len() < 2 {
+        return Err(Reject::Invalid(
+            "users: name at least one other user".into(),
+        ));
+    }
+    if users.len() > GROUP_DM_MEMBERS_MAX {
+        return Err(Reject::TooLarge(format!(
+            "users: a group DM has at most GROUP_DM_MEMBERS_MAX ({GROUP_DM_MEMBERS_MAX}) members"
+        )));
+    }
+    Ok(users)
 }

@@ -21,6 +21,7 @@ use crate::api::{
 use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
 use crate::commit::Action;
+use crate::commit::Ctx;
 use crate::constants::{
     DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX, HISTORY_PAGE_MAX, MEMBERS_PER_CONVERSATION_MAX,
     PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
@@ -28,10 +29,10 @@ use crate::constants::{
 use crate::constants::{PENDING_DM_OPENS_MAX, PENDING_READS_MAX};
 use crate::hash::{HashState, Map};
 use crate::ids::dm_slot;
+use crate::notifier::NotifierRole;
 use crate::peer::{self, Actor, Origin, Summary, SummaryItem, SummaryMode, Who};
 use crate::pending::PendingTable;
 use crate::record::{MessageRecord, Record, StoredBroadcast};
-use crate::shard::Shard;
 use crate::state::DmKey;
 use crate::state::{message_of, Conversation};
 use crate::text::{message_bytes, preview};
@@ -117,28 +118,29 @@ pub(crate) fn fit_bytes(messages: Vec<Message>, budget: usize, newest_first: boo
     }
 }
 
-impl Shard {
+impl OwnerRole {
     /// The conversation's info for `user` with read cursor `read` (as far
     /// as durable: head, preview and counters never reflect records that
     /// are not durable yet).
     pub(crate) fn info_for(
         &self,
+        cx: &Ctx,
         conv: &Conversation,
         user: UserId,
         read: Seq,
         member: bool,
     ) -> ConversationInfo {
-        let head = conv.visible_head(self.cx.durable);
+        let head = conv.visible_head(cx.durable);
         let read = if member { read.min(head) } else { Seq(0) };
         let (last_activity, preview_text) = if head == conv.head {
             (conv.last_activity, conv.preview.clone())
         } else {
-            match self.cx.state.cache.range(conv.id, head, head).first() {
+            match cx.state.cache.range(conv.id, head, head).first() {
                 Some(m) => (m.ts, Some(preview(&m.body))),
                 None => (conv.created, None),
             }
         };
-        debug_assert_eq!(last_activity, self.visible_activity(conv));
+        debug_assert_eq!(last_activity, self.visible_activity(cx, conv));
         let unread = if member { head.0 - read.0 } else { 0 };
         let mentions = if member {
             conv.mention_count(user, read, head)
@@ -169,13 +171,12 @@ impl Shard {
     /// newest durable message (or of the creation). The same value as
     /// [`Shard::info_for`]'s `last_activity`; home shards order `Boot`
     /// pages by it (see `Shard::on_activity`).
-    pub(crate) fn visible_activity(&self, conv: &Conversation) -> Millis {
-        let head = conv.visible_head(self.cx.durable);
+    pub(crate) fn visible_activity(&self, cx: &Ctx, conv: &Conversation) -> Millis {
+        let head = conv.visible_head(cx.durable);
         if head == conv.head {
             return conv.last_activity;
         }
-        self.cx
-            .state
+        cx.state
             .cache
             .range(conv.id, head, head)
             .first()
@@ -183,29 +184,30 @@ impl Shard {
     }
 
     fn conversation_for(
-        &self,
+        cx: &Ctx,
         conv: ConversationId,
         who: Who,
         access: Access,
     ) -> Result<&Conversation, Reject> {
-        let c = self
-            .cx
-            .state
-            .conversations
-            .get(&conv)
-            .ok_or(Reject::NotFound)?;
-        authorize(c, who, access, self.cx.durable)?;
+        let c = cx.state.conversations.get(&conv).ok_or(Reject::NotFound)?;
+        authorize(c, who, access, cx.durable)?;
         Ok(c)
     }
 
     // ----- Interest -----------------------------------------------------------
 
-    pub(crate) fn on_watch(&mut self, from: ShardId, m: peer::owner::Watch, out: &mut Vec<Effect>) {
+    pub(crate) fn on_watch(
+        &mut self,
+        cx: &mut Ctx,
+        from: ShardId,
+        m: peer::owner::Watch,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::owner::Watch { nonce, items } = m;
-        let durable = self.cx.durable;
+        let durable = cx.durable;
         let mut verdicts = Vec::with_capacity(items.len());
         for (who, conv) in items {
-            let ok = match self.cx.state.conversations.get_mut(&conv) {
+            let ok = match cx.state.conversations.get_mut(&conv) {
                 Some(c) if authorize(c, who, Access::Member, durable).is_ok() => {
                     c.interested.insert(from);
                     true
@@ -214,20 +216,19 @@ impl Shard {
             };
             verdicts.push((who.user, conv, ok));
         }
-        self.cx
-            .send_peer(from, peer::conn::WatchReply { nonce, verdicts }, out);
+        cx.send_peer(from, peer::conn::WatchReply { nonce, verdicts }, out);
     }
 
-    pub(crate) fn on_unwatch(&mut self, from: ShardId, m: peer::owner::Unwatch) {
+    pub(crate) fn on_unwatch(&mut self, cx: &mut Ctx, from: ShardId, m: peer::owner::Unwatch) {
         let peer::owner::Unwatch { conversation } = m;
-        if let Some(c) = self.cx.state.conversations.get_mut(&conversation) {
+        if let Some(c) = cx.state.conversations.get_mut(&conversation) {
             c.interested.remove(from);
         }
     }
 
     /// Shard `shard` restarted: its subscriptions are gone.
-    pub(crate) fn clear_interest_of(&mut self, shard: ShardId) {
-        for c in self.cx.state.conversations.values_mut() {
+    pub(crate) fn clear_interest_of(&mut self, cx: &mut Ctx, shard: ShardId) {
+        for c in cx.state.conversations.values_mut() {
             c.interested.remove(shard);
         }
     }
@@ -236,22 +237,23 @@ impl Shard {
     /// shard, sharing one `Arc<Event>`.
     pub(crate) fn fanout(
         &mut self,
+        cx: &mut Ctx,
         conversation: ConversationId,
         event: Arc<Event>,
         out: &mut Vec<Effect>,
     ) {
-        let Some(c) = self.cx.state.conversations.get(&conversation) else {
+        let Some(c) = cx.state.conversations.get(&conversation) else {
             return;
         };
         let shards: Vec<ShardId> = c.interested.iter().collect();
         let homes: Vec<ShardId> = c.homes.iter().collect();
         for shard in shards {
-            self.cx.metrics.fanout_messages += 1;
+            cx.metrics.fanout_messages += 1;
             let body = peer::conn::Fanout {
                 conversation,
                 event: event.clone(),
             };
-            self.cx.send_peer(shard, body, out);
+            cx.send_peer(shard, body, out);
         }
         // The members' home shards order their `Boot` pages by activity:
         // one message per home shard, in O(shards) whatever the member count.
@@ -261,24 +263,26 @@ impl Shard {
                     conversation,
                     at: m.ts,
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
         }
-        // The commit point of the notifier: the message is durable.
-        self.notifier
-            .notify_handoff(&mut self.cx, conversation, &event, out);
     }
 
     /// Sends each home shard in `to` every durable membership of its users
     /// in this shard's conversations (see `on_membership_round`), with one
     /// scan of the memberships for all of them.
-    pub(crate) fn send_membership_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
-        let durable = self.cx.durable;
-        let count = self.cx.shard_count();
+    pub(crate) fn send_membership_rounds(
+        &mut self,
+        cx: &mut Ctx,
+        to: &ShardSet,
+        out: &mut Vec<Effect>,
+    ) {
+        let durable = cx.durable;
+        let count = cx.shard_count();
         let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId, Millis)>> =
             to.iter().map(|s| (s, Vec::new())).collect();
-        for c in self.cx.state.conversations.values() {
-            let at = self.visible_activity(c);
+        for c in cx.state.conversations.values() {
+            let at = self.visible_activity(cx, c);
             for (user, m) in &c.members {
                 if m.lsn > durable {
                     continue;
@@ -302,14 +306,14 @@ impl Shard {
                     first: i == 0,
                     last: i + 1 == n,
                 };
-                self.cx.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
         }
     }
 
     // ----- Messages -------------------------------------------------------------
 
-    pub(crate) fn on_send(&mut self, m: peer::owner::Send, out: &mut Vec<Effect>) {
+    pub(crate) fn on_send(&mut self, cx: &mut Ctx, m: peer::owner::Send, out: &mut Vec<Effect>) {
         let peer::owner::Send {
             origin,
             who,
@@ -319,12 +323,11 @@ impl Shard {
             mentions,
             broadcast,
         } = m;
-        let durable = self.cx.durable;
-        let now = self.cx.now;
-        let broadcast_limit = self.cx.config.notify.broadcast_members_max;
-        let plan = self
-            .conversation_for(conversation, who, Access::Member)
-            .map(|c| match c.dedup.get(who.user, client_msg_id) {
+        let durable = cx.durable;
+        let now = cx.now;
+        let broadcast_limit = cx.config.notify.broadcast_members_max;
+        let plan = Self::conversation_for(cx, conversation, who, Access::Member).map(|c| {
+            match c.dedup.get(who.user, client_msg_id) {
                 Some(original) => Err((original, original.seq <= c.visible_head(durable))),
                 None => {
                     let ignored = broadcast != Broadcast::None
@@ -335,12 +338,13 @@ impl Shard {
                         );
                     Ok((Seq(c.head.0 + 1), now.max(c.last_activity), ignored))
                 }
-            });
+            }
+        });
         let (seq, ts, broadcast_ignored) = match plan {
-            Err(r) => return self.cx.reply(origin, Err(r), out),
+            Err(r) => return cx.reply(origin, Err(r), out),
             Ok(Err((original, visible))) => {
                 // A retry: the original ack, once the original is durable.
-                self.cx.metrics.sends_deduplicated += 1;
+                cx.metrics.sends_deduplicated += 1;
                 let ack = Action::Reply {
                     origin,
                     result: Ok(Response::SendAck {
@@ -351,16 +355,16 @@ impl Shard {
                     }),
                 };
                 if visible {
-                    self.cx.run_action(ack, out);
+                    cx.run_action(ack, out);
                 } else {
-                    self.cx.after_durable(ack, out);
+                    cx.after_durable(ack, out);
                 }
                 return;
             }
             Ok(Ok(plan)) => plan,
         };
-        if let Err(r) = self.cx.writable() {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = cx.writable() {
+            return cx.reply(origin, Err(r), out);
         }
         let message = Message {
             conversation,
@@ -383,7 +387,7 @@ impl Shard {
             broadcast: StoredBroadcast::from(broadcast),
             broadcast_ignored,
         });
-        let home = self.cx.home_of(who.user);
+        let home = cx.home_of(who.user);
         let actions = vec![
             Action::Reply {
                 origin,
@@ -410,11 +414,16 @@ impl Shard {
                 .into(),
             },
         ];
-        self.cx.metrics.messages_sequenced += 1;
-        self.cx.commit(record, actions, out);
+        cx.metrics.messages_sequenced += 1;
+        cx.commit(record, actions, out);
     }
 
-    pub(crate) fn on_history(&mut self, m: peer::owner::History, out: &mut Vec<Effect>) {
+    pub(crate) fn on_history(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::owner::History,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::owner::History {
             origin,
             who,
@@ -422,10 +431,10 @@ impl Shard {
             anchor,
             limit,
         } = m;
-        let durable = self.cx.durable;
-        let c = match self.conversation_for(conversation, who, Access::Read) {
+        let durable = cx.durable;
+        let c = match Self::conversation_for(cx, conversation, who, Access::Read) {
             Ok(c) => c,
-            Err(r) => return self.cx.reply(origin, Err(r), out),
+            Err(r) => return cx.reply(origin, Err(r), out),
         };
         let head = c.visible_head(durable).0;
         // Checked where the request entered; clamped again so no input can
@@ -448,29 +457,28 @@ impl Shard {
                 messages: Vec::new(),
                 head: Seq(head),
             };
-            return self.cx.reply(origin, Ok(page), out);
+            return cx.reply(origin, Ok(page), out);
         }
-        let cached = self
-            .cx
+        let cached = cx
             .state
             .cache
             .first_seq(conversation)
             .is_some_and(|f| f.0 <= lo);
         if cached {
-            let messages = self.cx.state.cache.range(conversation, Seq(lo), Seq(hi));
+            let messages = cx.state.cache.range(conversation, Seq(lo), Seq(hi));
             let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, newest_first);
             let page = Response::History {
                 messages,
                 head: Seq(head),
             };
-            return self.cx.reply(origin, Ok(page), out);
+            return cx.reply(origin, Ok(page), out);
         }
-        if self.owner.reads.is_full() {
+        if self.reads.is_full() {
             let r = Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many history reads in flight (PENDING_READS_MAX)",
             );
-            return self.cx.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         // The whole page from the WAL: simpler than stitching with a cache
         // that may change before the read completes.
@@ -486,10 +494,10 @@ impl Shard {
             lsns: lsns.clone(),
         };
         // Not full (checked above): WAL reads always answer, no deadline.
-        let Ok(token) = self.owner.reads.insert(None, read) else {
+        let Ok(token) = self.reads.insert(None, read) else {
             return;
         };
-        self.cx.metrics.wal_reads += 1;
+        cx.metrics.wal_reads += 1;
         out.push(Effect::ReadRecords {
             token: ReadToken(token),
             lsns,
@@ -498,11 +506,12 @@ impl Shard {
 
     pub(crate) fn on_records_read(
         &mut self,
+        cx: &mut Ctx,
         token: ReadToken,
         records: Vec<(Lsn, u8, bytes::Bytes)>,
         out: &mut Vec<Effect>,
     ) {
-        let Some(p) = self.owner.reads.remove(token.0) else {
+        let Some(p) = self.reads.remove(token.0) else {
             return;
         };
         let mut messages = Vec::with_capacity(records.len());
@@ -537,49 +546,60 @@ impl Shard {
             }
         }
         if let Some(e) = error {
-            self.cx.metrics.wal_read_errors += 1;
+            cx.metrics.wal_read_errors += 1;
             let r = Reject::unavailable(
                 UnavailableCause::ReadFailed,
                 format!("history read failed: {e}"),
             );
-            return self.cx.reply(p.origin, Err(r), out);
+            return cx.reply(p.origin, Err(r), out);
         }
         debug_assert_eq!(messages.len() as u64, p.hi - p.lo + 1);
         // Membership may have changed while the read was in flight.
-        if let Err(r) = self.conversation_for(p.conversation, p.who, Access::Read) {
-            return self.cx.reply(p.origin, Err(r), out);
+        if let Err(r) = Self::conversation_for(cx, p.conversation, p.who, Access::Read) {
+            return cx.reply(p.origin, Err(r), out);
         }
         let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, p.newest_first);
         let page = Response::History {
             messages,
             head: Seq(p.head),
         };
-        self.cx.reply(p.origin, Ok(page), out);
+        cx.reply(p.origin, Ok(page), out);
     }
 
-    pub(crate) fn on_mark_read(&mut self, m: peer::owner::MarkRead, out: &mut Vec<Effect>) {
+    pub(crate) fn on_mark_read(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::owner::MarkRead,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::owner::MarkRead {
             origin,
             who,
             conversation,
             seq,
         } = m;
-        let durable = self.cx.durable;
-        let head = match self.conversation_for(conversation, who, Access::Member) {
+        let durable = cx.durable;
+        let head = match Self::conversation_for(cx, conversation, who, Access::Member) {
             Ok(c) => c.visible_head(durable),
-            Err(r) => return self.cx.reply(origin, Err(r), out),
+            Err(r) => return cx.reply(origin, Err(r), out),
         };
-        let home = self.cx.home_of(who.user);
+        let home = cx.home_of(who.user);
         let body = peer::home::SetCursor {
             origin: Some(origin),
             user: who.user,
             conversation,
             seq: seq.min(head),
         };
-        self.cx.send_peer(home, body, out);
+        cx.send_peer(home, body, out);
     }
 
-    pub(crate) fn on_set_notify(&mut self, m: peer::owner::SetNotify, out: &mut Vec<Effect>) {
+    pub(crate) fn on_set_notify(
+        &mut self,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        m: peer::owner::SetNotify,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::owner::SetNotify {
             origin,
             who,
@@ -587,16 +607,13 @@ impl Shard {
             level,
             muted,
         } = m;
-        if let Err(r) = self.conversation_for(conversation, who, Access::Member) {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = Self::conversation_for(cx, conversation, who, Access::Member) {
+            return cx.reply(origin, Err(r), out);
         }
-        if let Err(r) =
-            self.notifier
-                .reserve_notify_level(&mut self.cx, conversation, who.user, level)
-        {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = notifier.reserve_notify_level(cx, conversation, who.user, level) {
+            return cx.reply(origin, Err(r), out);
         }
-        let home = self.cx.home_of(who.user);
+        let home = cx.home_of(who.user);
         let body = peer::home::SetNotify {
             origin,
             user: who.user,
@@ -604,11 +621,12 @@ impl Shard {
             level,
             muted,
         };
-        self.cx.send_peer(home, body, out);
+        cx.send_peer(home, body, out);
     }
 
     pub(crate) fn on_lookup_private(
         &mut self,
+        cx: &mut Ctx,
         m: peer::owner::LookupPrivate,
         out: &mut Vec<Effect>,
     ) {
@@ -617,16 +635,16 @@ impl Shard {
             who,
             conversation,
         } = m;
-        let result = self
-            .conversation_for(conversation, who, Access::Read)
+        let result = Self::conversation_for(cx, conversation, who, Access::Read)
             .map(|c| Response::Found { id: c.id.0 });
-        self.cx.reply(origin, result, out);
+        cx.reply(origin, result, out);
     }
 
     // ----- Membership -------------------------------------------------------------
 
     pub(crate) fn on_create_channel_home(
         &mut self,
+        cx: &mut Ctx,
         m: peer::owner::CreateChannel,
         out: &mut Vec<Effect>,
     ) {
@@ -639,16 +657,16 @@ impl Shard {
             creator,
         } = m;
         assert!(
-            self.cx.state.owns(conversation),
+            cx.state.owns(conversation),
             "channel created on the wrong owner"
         );
-        let ws_shard = self.cx.workspace_shard(workspace);
+        let ws_shard = cx.workspace_shard(workspace);
         let ready = peer::workspace::ChannelReady {
             workspace,
             conversation,
         };
-        if self.cx.state.conversations.contains_key(&conversation) {
-            self.cx.after_durable(
+        if cx.state.conversations.contains_key(&conversation) {
+            cx.after_durable(
                 Action::Peer {
                     to: ws_shard,
                     body: ready.into(),
@@ -660,13 +678,13 @@ impl Shard {
                     origin,
                     result: Err(Reject::AlreadyExists),
                 };
-                self.cx.after_durable(r, out);
+                cx.after_durable(r, out);
             }
             return;
         }
-        if let Err(r) = self.cx.writable() {
+        if let Err(r) = cx.writable() {
             if let Some(origin) = origin {
-                self.cx.reply(origin, Err(r), out);
+                cx.reply(origin, Err(r), out);
             }
             return;
         }
@@ -675,7 +693,7 @@ impl Shard {
         } else {
             ConversationKind::PublicChannel
         };
-        let now = self.cx.now;
+        let now = cx.now;
         let record = Record::ConversationCreated {
             conversation: conversation.0,
             workspace: workspace.0,
@@ -699,7 +717,7 @@ impl Shard {
             last_activity: now,
             preview: None,
         };
-        let home = self.cx.home_of(creator);
+        let home = cx.home_of(creator);
         let actions = vec![
             Action::Peer {
                 to: ws_shard,
@@ -716,10 +734,15 @@ impl Shard {
                 .into(),
             },
         ];
-        self.cx.commit(record, actions, out);
+        cx.commit(record, actions, out);
     }
 
-    pub(crate) fn on_add_member(&mut self, m: peer::owner::AddMember, out: &mut Vec<Effect>) {
+    pub(crate) fn on_add_member(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::owner::AddMember,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::owner::AddMember {
             origin,
             actor,
@@ -729,24 +752,24 @@ impl Shard {
         } = m;
         let join = actor.user == user;
         let access = if join { Access::Read } else { Access::Member };
-        let (info, already) = match self.conversation_for(conversation, actor, access) {
-            Err(r) => return self.cx.reply(origin, Err(r), out),
+        let (info, already) = match Self::conversation_for(cx, conversation, actor, access) {
+            Err(r) => return cx.reply(origin, Err(r), out),
             Ok(c) => {
                 if !join && c.is_dm() {
                     let r = Reject::Invalid("conversation: cannot invite to a DM".into());
-                    return self.cx.reply(origin, Err(r), out);
+                    return cx.reply(origin, Err(r), out);
                 }
                 let already = c.members.contains_key(&user);
                 if !already && c.members.len() as u64 >= u64::from(MEMBERS_PER_CONVERSATION_MAX) {
                     let r = Reject::TooLarge(format!(
                         "members: more than MEMBERS_PER_CONVERSATION_MAX ({MEMBERS_PER_CONVERSATION_MAX})"
                     ));
-                    return self.cx.reply(origin, Err(r), out);
+                    return cx.reply(origin, Err(r), out);
                 }
-                (self.info_for(c, user, read, true), already)
+                (self.info_for(cx, c, user, read, true), already)
             }
         };
-        let home = self.cx.home_of(user);
+        let home = cx.home_of(user);
         let added = |origin: Option<Origin>, info: ConversationInfo| Action::Peer {
             to: home,
             body: peer::home::MemberAdded {
@@ -767,15 +790,15 @@ impl Shard {
                     result: Ok(Response::Done),
                 }
             };
-            return self.cx.after_durable(action, out);
+            return cx.after_durable(action, out);
         }
-        if let Err(r) = self.cx.writable() {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = cx.writable() {
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::MemberAdded {
             conversation: conversation.0,
             user: user.0,
-            ts: self.cx.now.0,
+            ts: cx.now.0,
         };
         let actions = if join {
             vec![added(Some(origin), info)]
@@ -788,10 +811,16 @@ impl Shard {
                 added(None, info),
             ]
         };
-        self.cx.commit(record, actions, out);
+        cx.commit(record, actions, out);
     }
 
-    pub(crate) fn on_remove_member(&mut self, m: peer::owner::RemoveMember, out: &mut Vec<Effect>) {
+    pub(crate) fn on_remove_member(
+        &mut self,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        m: peer::owner::RemoveMember,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::owner::RemoveMember {
             origin,
             actor,
@@ -801,14 +830,13 @@ impl Shard {
         let check = (|| {
             let c = match actor {
                 Actor::User(who) => {
-                    let c = self.conversation_for(conversation, who, Access::Member)?;
+                    let c = Self::conversation_for(cx, conversation, who, Access::Member)?;
                     if who.user != user && c.creator != Some(who.user) {
                         return Err(Reject::NotAdmin);
                     }
                     c
                 }
-                Actor::Admin => self
-                    .cx
+                Actor::Admin => cx
                     .state
                     .conversations
                     .get(&conversation)
@@ -822,17 +850,17 @@ impl Shard {
             if !c.members.contains_key(&user) {
                 return Err(Reject::NotFound);
             }
-            self.cx.writable()
+            cx.writable()
         })();
         if let Err(r) = check {
-            return self.cx.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::MemberRemoved {
             conversation: conversation.0,
             user: user.0,
-            ts: self.cx.now.0,
+            ts: cx.now.0,
         };
-        let home = self.cx.home_of(user);
+        let home = cx.home_of(user);
         let actions = vec![
             Action::Reply {
                 origin,
@@ -843,36 +871,39 @@ impl Shard {
                 body: peer::home::MemberRemoved { user, conversation }.into(),
             },
         ];
-        self.cx.commit(record, actions, out);
-        self.notifier.notify_member_gone(conversation, user);
+        cx.commit(record, actions, out);
+        notifier.notify_member_gone(conversation, user);
         // A restriction acts at once: cut the user's live stream before any
         // later fanout (FIFO per shard pair).
-        let shards: Vec<ShardId> = self
-            .cx
+        let shards: Vec<ShardId> = cx
             .state
             .conversations
             .get(&conversation)
             .map(|c| c.interested.iter().collect())
             .unwrap_or_default();
         for shard in shards {
-            self.cx
-                .send_peer(shard, peer::conn::Unsubscribed { conversation, user }, out);
+            cx.send_peer(shard, peer::conn::Unsubscribed { conversation, user }, out);
         }
     }
 
-    pub(crate) fn on_open_dm_owner(&mut self, m: peer::owner::OpenDm, out: &mut Vec<Effect>) {
+    pub(crate) fn on_open_dm_owner(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::owner::OpenDm,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::owner::OpenDm {
             origin,
             who,
             members,
         } = m;
         let key = (who.workspace, members);
-        if let Some(&id) = self.cx.state.dms.get(&key) {
-            let action = match self.cx.state.conversations.get(&id) {
+        if let Some(&id) = cx.state.dms.get(&key) {
+            let action = match cx.state.conversations.get(&id) {
                 Some(c) => {
-                    let info = self.info_for(c, who.user, Seq(0), true);
+                    let info = self.info_for(cx, c, who.user, Seq(0), true);
                     Action::Peer {
-                        to: self.cx.home_of(who.user),
+                        to: cx.home_of(who.user),
                         body: peer::home::MemberAdded {
                             user: who.user,
                             conversation: id,
@@ -887,11 +918,10 @@ impl Shard {
                     result: Err(Reject::NotFound),
                 },
             };
-            return self.cx.after_durable(action, out);
+            return cx.after_durable(action, out);
         }
-        if let Some(&pending) = self.owner.dm_open_keys.get(&key) {
+        if let Some(&pending) = self.dm_open_keys.get(&key) {
             let full = self
-                .owner
                 .dm_opens
                 .get(pending)
                 .is_none_or(|p| p.waiters.len() >= DM_OPEN_WAITERS_MAX);
@@ -900,22 +930,22 @@ impl Shard {
                     UnavailableCause::Overloaded,
                     "DM being created (DM_OPEN_WAITERS_MAX)",
                 );
-                return self.cx.reply(origin, Err(r), out);
+                return cx.reply(origin, Err(r), out);
             }
-            if let Some(p) = self.owner.dm_opens.get_mut(pending) {
+            if let Some(p) = self.dm_opens.get_mut(pending) {
                 p.waiters.push((origin, who.user));
             }
             return;
         }
-        if self.owner.dm_opens.is_full() {
+        if self.dm_opens.is_full() {
             let r = Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many DM creations (PENDING_DM_OPENS_MAX)",
             );
-            return self.cx.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
-        if let Err(r) = self.cx.writable() {
-            return self.cx.reply(origin, Err(r), out);
+        if let Err(r) = cx.writable() {
+            return cx.reply(origin, Err(r), out);
         }
         let unverified: BTreeSet<UserId> =
             key.1.iter().copied().filter(|u| *u != who.user).collect();
@@ -924,84 +954,89 @@ impl Shard {
             waiters: vec![(origin, who.user)],
             unverified: unverified.clone(),
         };
-        let deadline = crate::api::Millis(self.cx.now.0 + REQUEST_TIMEOUT_MS);
+        let deadline = crate::api::Millis(cx.now.0 + REQUEST_TIMEOUT_MS);
         // Not full (checked above).
-        let Ok(id) = self.owner.dm_opens.insert(Some(deadline), open) else {
+        let Ok(id) = self.dm_opens.insert(Some(deadline), open) else {
             return;
         };
-        self.owner.dm_open_keys.insert(key, id);
+        self.dm_open_keys.insert(key, id);
         for &user in &unverified {
             let body = peer::home::VerifyMember {
-                pending: self.owner.dm_opens.ticket(id),
+                pending: self.dm_opens.ticket(id),
                 user,
                 workspace: who.workspace,
             };
-            let to = self.cx.home_of(user);
-            self.cx.send_peer(to, body, out);
+            let to = cx.home_of(user);
+            cx.send_peer(to, body, out);
         }
     }
 
-    fn fail_dm_open(&mut self, pending: u64, reject: Reject, out: &mut Vec<Effect>) {
-        if let Some(p) = self.owner.dm_opens.remove(pending) {
-            self.owner.dm_open_keys.remove(&p.key);
+    fn fail_dm_open(&mut self, cx: &mut Ctx, pending: u64, reject: Reject, out: &mut Vec<Effect>) {
+        if let Some(p) = self.dm_opens.remove(pending) {
+            self.dm_open_keys.remove(&p.key);
             for (origin, _) in p.waiters {
-                self.cx.reply(origin, Err(reject.clone()), out);
+                cx.reply(origin, Err(reject.clone()), out);
             }
         }
     }
 
-    pub(crate) fn expire_dm_opens(&mut self, out: &mut Vec<Effect>) {
-        for (_, p) in self.owner.dm_opens.expire(self.cx.now) {
-            self.owner.dm_open_keys.remove(&p.key);
+    pub(crate) fn expire_dm_opens(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        for (_, p) in self.dm_opens.expire(cx.now) {
+            self.dm_open_keys.remove(&p.key);
             let r = Reject::unavailable(
                 UnavailableCause::PeerTimeout,
                 "a member's home shard did not answer",
             );
             for (origin, _) in p.waiters {
-                self.cx.reply(origin, Err(r.clone()), out);
+                cx.reply(origin, Err(r.clone()), out);
             }
         }
     }
 
-    pub(crate) fn on_verify_reply(&mut self, m: peer::owner::VerifyReply, out: &mut Vec<Effect>) {
+    pub(crate) fn on_verify_reply(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::owner::VerifyReply,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::owner::VerifyReply {
             pending: ticket,
             user,
             ok,
         } = m;
-        let Some(pending) = self.owner.dm_opens.id_of(ticket) else {
+        let Some(pending) = self.dm_opens.id_of(ticket) else {
             return;
         };
-        let Some(p) = self.owner.dm_opens.get_mut(pending) else {
+        let Some(p) = self.dm_opens.get_mut(pending) else {
             return;
         };
         if !ok {
             // A member that does not exist, is in another workspace or has
             // no room: indistinguishable from nonexistent.
-            return self.fail_dm_open(pending, Reject::NotFound, out);
+            return self.fail_dm_open(cx, pending, Reject::NotFound, out);
         }
         p.unverified.remove(&user);
         if !p.unverified.is_empty() {
             return;
         }
-        if let Err(r) = self.cx.writable() {
-            return self.fail_dm_open(pending, r, out);
+        if let Err(r) = cx.writable() {
+            return self.fail_dm_open(cx, pending, r, out);
         }
-        let Some(p) = self.owner.dm_opens.remove(pending) else {
+        let Some(p) = self.dm_opens.remove(pending) else {
             return;
         };
-        self.owner.dm_open_keys.remove(&p.key);
+        self.dm_open_keys.remove(&p.key);
         let (workspace, members) = p.key;
         let slot = dm_slot(workspace, &members);
         assert_eq!(
-            crate::ids::shard_of_slot(slot, self.cx.shard_count()),
-            self.cx.me(),
+            crate::ids::shard_of_slot(slot, cx.shard_count()),
+            cx.me(),
             "DM opened on the wrong owner"
         );
-        let Some(raw) = self.cx.state.ids.allocate(slot) else {
+        let Some(raw) = cx.state.ids.allocate(slot) else {
             let r = crate::directory::exhausted();
             for (origin, _) in p.waiters {
-                self.cx.reply(origin, Err(r.clone()), out);
+                cx.reply(origin, Err(r.clone()), out);
             }
             return;
         };
@@ -1011,7 +1046,7 @@ impl Shard {
         } else {
             ConversationKind::GroupDm
         };
-        let now = self.cx.now;
+        let now = cx.now;
         let record = Record::ConversationCreated {
             conversation: raw,
             workspace: workspace.0,
@@ -1021,23 +1056,10 @@ impl Shard {
             creator: None,
             ts: now.0,
         };
-        let info = ConversationInfo {
-            id: conversation,
-            kind,
-            name: String::new(),
-            members: members.clone(),
-            member_count: members.len() as u32,
-            head: Seq(0),
-            read: Seq(0),
-            unread: 0,
-            mentions: 0,
-            member: true,
-            last_activity: now,
-            preview: None,
-        };
+        let info = new_dm_info(conversation, kind, &members, now);
         let mut actions = Vec::new();
         for &member in &members {
-            let to = self.cx.home_of(member);
+            let to = cx.home_of(member);
             let origins: Vec<Origin> = p
                 .waiters
                 .iter()
@@ -1062,27 +1084,31 @@ impl Shard {
                 });
             }
         }
-        self.cx.commit(record, actions, out);
+        cx.commit(record, actions, out);
     }
 
     // ----- Summaries -----------------------------------------------------------
 
     pub(crate) fn on_summaries(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
         m: peer::owner::Summaries,
         out: &mut Vec<Effect>,
     ) {
         let peer::owner::Summaries { gather, who, items } = m;
-        let summaries = items.iter().map(|item| self.summarize(who, item)).collect();
-        self.cx.send_peer(
+        let summaries = items
+            .iter()
+            .map(|item| self.summarize(cx, who, item))
+            .collect();
+        cx.send_peer(
             from,
             peer::gather::SummariesReply { gather, summaries },
             out,
         );
     }
 
-    fn summarize(&self, who: Who, item: &SummaryItem) -> Summary {
+    fn summarize(&self, cx: &Ctx, who: Who, item: &SummaryItem) -> Summary {
         let conversation = item.conversation;
         let none = Summary {
             conversation,
@@ -1090,23 +1116,23 @@ impl Shard {
             messages: Vec::new(),
             truncated: false,
         };
-        let Some(c) = self.cx.state.conversations.get(&conversation) else {
+        let Some(c) = cx.state.conversations.get(&conversation) else {
             return none;
         };
-        if authorize(c, who, Access::Member, self.cx.durable).is_err() {
+        if authorize(c, who, Access::Member, cx.durable).is_err() {
             if item.mode == SummaryMode::Preview
-                && authorize(c, who, Access::Read, self.cx.durable).is_ok()
+                && authorize(c, who, Access::Read, cx.durable).is_ok()
             {
                 return Summary {
-                    info: Some(self.info_for(c, who.user, Seq(0), false)),
+                    info: Some(self.info_for(cx, c, who.user, Seq(0), false)),
                     ..none
                 };
             }
             return none;
         }
-        let info = self.info_for(c, who.user, item.read, true);
+        let info = self.info_for(cx, c, who.user, item.read, true);
         let head = info.head.0;
-        let cache = &self.cx.state.cache;
+        let cache = &cx.state.cache;
         let (messages, truncated) = match item.mode {
             SummaryMode::Info | SummaryMode::Preview => (Vec::new(), false),
             SummaryMode::Sync { after } if head > after.0 => {
@@ -1139,30 +1165,55 @@ impl Shard {
     }
 }
 
-impl Shard {
+impl OwnerRole {
     /// The owner role's entry point: one message addressed to it.
     pub(crate) fn on_owner_msg(
         &mut self,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
         from: ShardId,
         msg: peer::owner::OwnerMsg,
         out: &mut Vec<Effect>,
     ) {
         use peer::owner::OwnerMsg;
         match msg {
-            OwnerMsg::Watch(m) => self.on_watch(from, m, out),
-            OwnerMsg::Unwatch(m) => self.on_unwatch(from, m),
-            OwnerMsg::CreateChannel(m) => self.on_create_channel_home(m, out),
-            OwnerMsg::LookupPrivate(m) => self.on_lookup_private(m, out),
-            OwnerMsg::AddMember(m) => self.on_add_member(m, out),
-            OwnerMsg::RemoveMember(m) => self.on_remove_member(m, out),
-            OwnerMsg::OpenDm(m) => self.on_open_dm_owner(m, out),
-            OwnerMsg::VerifyReply(m) => self.on_verify_reply(m, out),
-            OwnerMsg::Send(m) => self.on_send(m, out),
-            OwnerMsg::History(m) => self.on_history(m, out),
-            OwnerMsg::MarkRead(m) => self.on_mark_read(m, out),
-            OwnerMsg::SetNotify(m) => self.on_set_notify(m, out),
-            OwnerMsg::Summaries(m) => self.on_summaries(from, m, out),
+            OwnerMsg::Watch(m) => self.on_watch(cx, from, m, out),
+            OwnerMsg::Unwatch(m) => self.on_unwatch(cx, from, m),
+            OwnerMsg::CreateChannel(m) => self.on_create_channel_home(cx, m, out),
+            OwnerMsg::LookupPrivate(m) => self.on_lookup_private(cx, m, out),
+            OwnerMsg::AddMember(m) => self.on_add_member(cx, m, out),
+            OwnerMsg::RemoveMember(m) => self.on_remove_member(cx, notifier, m, out),
+            OwnerMsg::OpenDm(m) => self.on_open_dm_owner(cx, m, out),
+            OwnerMsg::VerifyReply(m) => self.on_verify_reply(cx, m, out),
+            OwnerMsg::Send(m) => self.on_send(cx, m, out),
+            OwnerMsg::History(m) => self.on_history(cx, m, out),
+            OwnerMsg::MarkRead(m) => self.on_mark_read(cx, m, out),
+            OwnerMsg::SetNotify(m) => self.on_set_notify(cx, notifier, m, out),
+            OwnerMsg::Summaries(m) => self.on_summaries(cx, from, m, out),
         }
+    }
+}
+
+/// A new DM's info as its members first see it: empty, read, just active.
+fn new_dm_info(
+    conversation: ConversationId,
+    kind: ConversationKind,
+    members: &[UserId],
+    now: crate::api::Millis,
+) -> ConversationInfo {
+    ConversationInfo {
+        id: conversation,
+        kind,
+        name: String::new(),
+        members: members.to_vec(),
+        member_count: members.len() as u32,
+        head: Seq(0),
+        read: Seq(0),
+        unread: 0,
+        mentions: 0,
+        member: true,
+        last_activity: now,
+        preview: None,
     }
 }
 

@@ -220,7 +220,7 @@ impl Shard {
         for s in 0..self.cx.config.shard_count {
             all.insert(ShardId(s));
         }
-        self.send_membership_rounds(&all, out);
+        self.owner.send_membership_rounds(&mut self.cx, &all, out);
         self.notifier
             .send_notify_all_rounds(&mut self.cx, &all, out);
         self.drain_local(out);
@@ -252,7 +252,10 @@ impl Shard {
                     self.cx.storage_failed = Some(reason);
                 }
             }
-            Input::RecordsRead { token, records } => self.on_records_read(token, records, out),
+            Input::RecordsRead { token, records } => {
+                self.owner
+                    .on_records_read(&mut self.cx, token, records, out)
+            }
             Input::Tick => self.on_tick(out),
             Input::PushResult { id, outcome } => {
                 self.notifier.on_push_result(&mut self.cx, id, outcome, out)
@@ -352,7 +355,13 @@ impl Shard {
             Action::Fanout {
                 conversation,
                 event,
-            } => self.fanout(conversation, event, out),
+            } => {
+                self.owner
+                    .fanout(&mut self.cx, conversation, event.clone(), out);
+                // The commit point of the notifier: the message is durable.
+                self.notifier
+                    .notify_handoff(&mut self.cx, conversation, &event, out);
+            }
             other => self.cx.run_action(other, out),
         }
         self.run_due(out);
@@ -368,14 +377,14 @@ impl Shard {
     fn on_tick(&mut self, out: &mut Vec<Effect>) {
         if !self.owner.rounds_due.is_empty() {
             let due = std::mem::take(&mut self.owner.rounds_due);
-            self.send_membership_rounds(&due, out);
+            self.owner.send_membership_rounds(&mut self.cx, &due, out);
             self.notifier
                 .send_notify_all_rounds(&mut self.cx, &due, out);
         }
         self.conn.expire_hellos(&mut self.cx, out);
         self.conn.expire_waiters(&mut self.cx, out);
         self.expire_gathers(out);
-        self.expire_dm_opens(out);
+        self.owner.expire_dm_opens(&mut self.cx, out);
         self.workspace.retry_claims(&mut self.cx, out);
         self.notifier.pump_pushes(&mut self.cx, out);
         self.notifier.persist_handoff_watermark(&mut self.cx, out);
@@ -385,7 +394,10 @@ impl Shard {
         match body {
             PeerBody::Restarted => self.on_restarted(from, out),
             PeerBody::Conn(msg) => self.conn.on_conn_msg(&mut self.cx, from, msg, out),
-            PeerBody::Owner(msg) => self.on_owner_msg(from, msg, out),
+            PeerBody::Owner(msg) => {
+                self.owner
+                    .on_owner_msg(&mut self.cx, &mut self.notifier, from, msg, out)
+            }
             PeerBody::Home(msg) => {
                 self.home
                     .on_home_msg(&mut self.cx, &mut self.notifier, from, msg, out)
@@ -409,7 +421,7 @@ impl Shard {
             return;
         }
         self.home.forget_shard_connections(&mut self.cx, from);
-        self.clear_interest_of(from);
+        self.owner.clear_interest_of(&mut self.cx, from);
         self.conn.rewatch_owner(&mut self.cx, from, out);
         self.conn.register_devices_with(&mut self.cx, from, out);
         self.notifier.redrive_handoffs_to(&mut self.cx, from, out);
