@@ -383,7 +383,7 @@ impl Shard {
         }
         self.conn.expire_hellos(&mut self.cx, out);
         self.conn.expire_waiters(&mut self.cx, out);
-        self.expire_gathers(out);
+        self.gather.expire_gathers(&mut self.cx, out);
         self.owner.expire_dm_opens(&mut self.cx, out);
         self.workspace.retry_claims(&mut self.cx, out);
         self.notifier.pump_pushes(&mut self.cx, out);
@@ -406,7 +406,10 @@ impl Shard {
                 self.workspace
                     .on_workspace_msg(&mut self.cx, from, msg, out)
             }
-            PeerBody::Gather(msg) => self.on_gather_msg(from, msg, out),
+            PeerBody::Gather(msg) => {
+                self.gather
+                    .on_gather_msg(&mut self.cx, &self.home, from, msg, out)
+            }
             PeerBody::Notifier(msg) => self.notifier.on_notifier_msg(&mut self.cx, from, msg, out),
         }
     }

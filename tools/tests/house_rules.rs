@@ -40,7 +40,7 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("cluster/src/agent.rs", "run", 130),
     ("cluster/src/placement.rs", "compute_placement", 154),
     ("core/src/conn.rs", "ConnRole::route_user", 214),
-    ("core/src/gather.rs", "Shard::advance_gather", 106),
+    ("core/src/gather.rs", "GatherRole::advance_gather", 106),
     ("core/src/owner.rs", "OwnerRole::on_send", 104),
     ("core/src/snapshot.rs", "encode", 184),
     ("core/src/snapshot.rs", "restore", 261),
