@@ -1178,7 +1178,7 @@ impl ConnRole {
 
 impl ConnRole {
     /// The conn role's entry point: one message addressed to it.
-    pub(crate) fn on_conn_msg(
+    pub(crate) fn handle(
         &mut self,
         cx: &mut Ctx,
         from: ShardId,

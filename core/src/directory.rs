@@ -373,7 +373,7 @@ impl WorkspaceRole {
 
 impl WorkspaceRole {
     /// The workspace role's entry point: one message addressed to it.
-    pub(crate) fn on_workspace_msg(
+    pub(crate) fn handle(
         &mut self,
         cx: &mut Ctx,
         from: ShardId,

@@ -570,7 +570,7 @@ impl GatherRole {
 
 impl GatherRole {
     /// The gather role's entry point: one message addressed to it.
-    pub(crate) fn on_gather_msg(
+    pub(crate) fn handle(
         &mut self,
         cx: &mut Ctx,
         home: &HomeRole,

@@ -377,7 +377,7 @@ impl HomeRole {
         }
     }
 
-    pub(crate) fn on_create_user_home(
+    pub(crate) fn on_create_user(
         &mut self,
         cx: &mut Ctx,
         m: peer::home::CreateUser,
@@ -753,7 +753,7 @@ impl HomeRole {
         notifier.notify_read(cx, user, conversation, seq, out);
     }
 
-    pub(crate) fn on_set_notify_home(
+    pub(crate) fn on_set_notify(
         &mut self,
         cx: &mut Ctx,
         m: peer::home::SetNotify,
@@ -965,7 +965,7 @@ impl HomeRole {
 
 impl HomeRole {
     /// The home role's entry point: one message addressed to it.
-    pub(crate) fn on_home_msg(
+    pub(crate) fn handle(
         &mut self,
         cx: &mut Ctx,
         notifier: &mut NotifierRole,
@@ -980,7 +980,7 @@ impl HomeRole {
             HomeMsg::DevicesRegister(m) => self.on_devices_register(cx, from, m, out),
             HomeMsg::Auth(m) => self.on_auth(cx, m, out),
             HomeMsg::DeviceGone(m) => self.on_device_gone(cx, m),
-            HomeMsg::CreateUser(m) => self.on_create_user_home(cx, m, out),
+            HomeMsg::CreateUser(m) => self.on_create_user(cx, m, out),
             HomeMsg::IssueToken(m) => self.on_issue_token(cx, m, out),
             HomeMsg::RevokeToken(m) => self.on_revoke_token(cx, m, out),
             HomeMsg::CreateChannel(m) => self.on_create_channel(cx, m, out),
@@ -991,7 +991,7 @@ impl HomeRole {
             HomeMsg::MemberAdded(m) => self.on_member_added(cx, notifier, m, out),
             HomeMsg::MemberRemoved(m) => self.on_member_removed(cx, m, out),
             HomeMsg::SetCursor(m) => self.on_set_cursor(cx, notifier, m, out),
-            HomeMsg::SetNotify(m) => self.on_set_notify_home(cx, m, out),
+            HomeMsg::SetNotify(m) => self.on_set_notify(cx, m, out),
             HomeMsg::SetFocus(m) => self.on_set_focus(cx, m, out),
             HomeMsg::SetDnd(m) => self.on_set_dnd(cx, m, out),
         }

@@ -896,7 +896,7 @@ impl NotifierRole {
 
 impl NotifierRole {
     /// The notifier role's entry point: one message addressed to it.
-    pub(crate) fn on_notifier_msg(
+    pub(crate) fn handle(
         &mut self,
         cx: &mut Ctx,
         from: ShardId,

@@ -642,7 +642,7 @@ impl OwnerRole {
 
     // ----- Membership -------------------------------------------------------------
 
-    pub(crate) fn on_create_channel_home(
+    pub(crate) fn on_create_channel(
         &mut self,
         cx: &mut Ctx,
         m: peer::owner::CreateChannel,
@@ -886,7 +886,7 @@ impl OwnerRole {
         }
     }
 
-    pub(crate) fn on_open_dm_owner(
+    pub(crate) fn on_open_dm(
         &mut self,
         cx: &mut Ctx,
         m: peer::owner::OpenDm,
@@ -1167,7 +1167,7 @@ impl OwnerRole {
 
 impl OwnerRole {
     /// The owner role's entry point: one message addressed to it.
-    pub(crate) fn on_owner_msg(
+    pub(crate) fn handle(
         &mut self,
         cx: &mut Ctx,
         notifier: &mut NotifierRole,
@@ -1179,11 +1179,11 @@ impl OwnerRole {
         match msg {
             OwnerMsg::Watch(m) => self.on_watch(cx, from, m, out),
             OwnerMsg::Unwatch(m) => self.on_unwatch(cx, from, m),
-            OwnerMsg::CreateChannel(m) => self.on_create_channel_home(cx, m, out),
+            OwnerMsg::CreateChannel(m) => self.on_create_channel(cx, m, out),
             OwnerMsg::LookupPrivate(m) => self.on_lookup_private(cx, m, out),
             OwnerMsg::AddMember(m) => self.on_add_member(cx, m, out),
             OwnerMsg::RemoveMember(m) => self.on_remove_member(cx, notifier, m, out),
-            OwnerMsg::OpenDm(m) => self.on_open_dm_owner(cx, m, out),
+            OwnerMsg::OpenDm(m) => self.on_open_dm(cx, m, out),
             OwnerMsg::VerifyReply(m) => self.on_verify_reply(cx, m, out),
             OwnerMsg::Send(m) => self.on_send(cx, m, out),
             OwnerMsg::History(m) => self.on_history(cx, m, out),

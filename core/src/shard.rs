@@ -393,24 +393,18 @@ impl Shard {
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
         match body {
             PeerBody::Restarted => self.on_restarted(from, out),
-            PeerBody::Conn(msg) => self.conn.on_conn_msg(&mut self.cx, from, msg, out),
+            PeerBody::Conn(msg) => self.conn.handle(&mut self.cx, from, msg, out),
             PeerBody::Owner(msg) => {
                 self.owner
-                    .on_owner_msg(&mut self.cx, &mut self.notifier, from, msg, out)
+                    .handle(&mut self.cx, &mut self.notifier, from, msg, out)
             }
             PeerBody::Home(msg) => {
                 self.home
-                    .on_home_msg(&mut self.cx, &mut self.notifier, from, msg, out)
+                    .handle(&mut self.cx, &mut self.notifier, from, msg, out)
             }
-            PeerBody::Workspace(msg) => {
-                self.workspace
-                    .on_workspace_msg(&mut self.cx, from, msg, out)
-            }
-            PeerBody::Gather(msg) => {
-                self.gather
-                    .on_gather_msg(&mut self.cx, &self.home, from, msg, out)
-            }
-            PeerBody::Notifier(msg) => self.notifier.on_notifier_msg(&mut self.cx, from, msg, out),
+            PeerBody::Workspace(msg) => self.workspace.handle(&mut self.cx, from, msg, out),
+            PeerBody::Gather(msg) => self.gather.handle(&mut self.cx, &self.home, from, msg, out),
+            PeerBody::Notifier(msg) => self.notifier.handle(&mut self.cx, from, msg, out),
         }
     }
 
