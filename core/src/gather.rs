@@ -402,7 +402,7 @@ impl GatherRole {
     /// instead: reads keep working on a full disk. Its messages and heads
     /// are durable (owners show only durable seqs, and membership as far as
     /// durable), and so are its read cursors: after the failure the owners
-    /// are asked with durable cursors only (`Shard::shown_cursor`, asked
+    /// are asked with durable cursors only (`HomeRole::shown_cursor`, asked
     /// again if the failure came while they counted). A cursor move whose
     /// record was in the failed batch does not show, so no restart can
     /// move a device's cursor back and the reply never overtakes the

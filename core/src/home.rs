@@ -75,7 +75,7 @@ pub(crate) struct Activity {
 /// Normally nothing shows a cursor before its record is durable (replies
 /// and events wait for it). After a storage failure a gather answers at
 /// once (reads keep working on a full disk), and must then show only what
-/// a restart keeps: [`Shard::shown_cursor`] reads the durable value here.
+/// a restart keeps: [`HomeRole::shown_cursor`] reads the durable value here.
 /// Bounded by the records appended and not yet durable (one entry per
 /// `CursorSet` among them), like the shard's `commits`.
 #[derive(Debug, Default)]

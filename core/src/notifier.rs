@@ -3,8 +3,8 @@
 //!
 //! Flow, all after durability:
 //!
-//! 1. Owner, at the commit point (`Shard::fanout`, run when the message's
-//!    record is durable): [`crate::notify::candidates`] in O(mentions +
+//! 1. Owner, at the commit point (right after `OwnerRole::fanout`, run
+//!    when the message's record is durable): [`crate::notify::candidates`] in O(mentions +
 //!    all-subscribers) (DM members; mentions; the channel's members whose
 //!    level is `all`, from [`AllSubscribers`]; every member only for an
 //!    honored `@channel` / `@here`), grouped by home shard, one

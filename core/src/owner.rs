@@ -4,8 +4,9 @@
 //! Send path: authorize → dedup window (a retry gets the original ack, once
 //! the original is durable) → `seq = head + 1` → append `MessagePosted` →
 //! on durability: ack, fan out to interested shards, advance the sender's
-//! read cursor. The notification hand-off (issue 6) goes beside the fanout
-//! in [`Shard::fanout`]: it is the commit point of a message.
+//! read cursor. The notification hand-off (issue 6) runs right after the
+//! fanout ([`OwnerRole::fanout`]; the shard runs both): it is the commit
+//! point of a message.
 //!
 //! History: pages are served from the recent cache when it covers them, and
 //! otherwise read back from the WAL by LSN (`Effect::ReadRecords`), then
@@ -169,8 +170,8 @@ impl OwnerRole {
 
     /// The conversation's last activity as readers see it: the time of the
     /// newest durable message (or of the creation). The same value as
-    /// [`Shard::info_for`]'s `last_activity`; home shards order `Boot`
-    /// pages by it (see `Shard::on_activity`).
+    /// [`OwnerRole::info_for`]'s `last_activity`; home shards order `Boot`
+    /// pages by it (see `HomeRole::on_activity`).
     pub(crate) fn visible_activity(&self, cx: &Ctx, conv: &Conversation) -> Millis {
         let head = conv.visible_head(cx.durable);
         if head == conv.head {

@@ -1,8 +1,11 @@
-//! The [`Shard`]: construction, recovery (`restore`, `replay`, `start`),
-//! the input dispatcher, and the persist-then-act machinery shared by every
-//! role.
+//! The [`Shard`]: the composition root. It owns the commit machinery
+//! ([`Ctx`], commit.rs) and one state struct per role, and does
+//! construction, recovery (`restore`, `replay`, `start`), input dispatch
+//! (`on_peer` picks the receiving role and calls its `handle`), ticks, and
+//! the run of durable actions. Roles never import this module: each gets
+//! the `Ctx` and, where it needs another role's state, that role explicitly.
 //!
-//! Persist, then act: `Ctx::commit` (crate::commit) appends a record (an
+//! Persist, then act: [`Ctx::commit`] appends a record (an
 //! `Effect::Append` numbered by the shard), applies it to the state at once,
 //! and queues the [`Action`]s that depend on it (acks, fanout, messages to
 //! other shards). `Input::Durable` runs the queued actions of every durable
@@ -74,7 +77,7 @@ pub enum ReplayError {
 
 /// One shard's deterministic state machine. See the crate docs.
 ///
-/// Composes the commit machinery ([`Ctx`]) and the state of each role;
+/// Composes the commit machinery (`Ctx`, commit.rs) and the state of each role;
 /// the roles' handlers live in their modules.
 #[derive(Debug)]
 pub struct Shard {
