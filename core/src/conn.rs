@@ -3,7 +3,7 @@
 //!
 //! A request is checked for framing and limits here (cheap, before any
 //! cross-shard hop) and forwarded to the shard that decides it; the answer
-//! comes back as `PeerBody::Reply`.
+//! comes back as `peer::conn::Reply`.
 //!
 //! Subscriptions: each `(conversation, user, connection)` is *pending*
 //! until the conversation's owner confirms the user's membership (a
@@ -25,19 +25,164 @@ use crate::api::{
     Reject, ReqId, Request, Response, ShardId, UnavailableCause, UserId,
 };
 use crate::auth::hash_secret;
+use crate::commit::Ctx;
 use crate::constants::{
     BOOT_CONVERSATIONS_MAX, CONNECTIONS_PER_SHARD_MAX, GROUP_DM_MEMBERS_MAX, HISTORY_PAGE_MAX,
-    PEER_BATCH_MAX, PENDING_HELLOS_MAX, PENDING_WATCH_WAITERS_MAX, REQUEST_TIMEOUT_MS,
-    SYNC_CURSORS_MAX,
+    PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_CURSORS_MAX,
 };
+use crate::constants::{PENDING_HELLOS_MAX, PENDING_WATCH_WAITERS_MAX};
+use crate::hash::{HashState, Map};
 use crate::ids::{shard_of_slot, spread_slot};
-use crate::peer::{Actor, DeviceReg, GatherRequest, Origin, PeerBody, Ticket, Who};
-use crate::shard::{Conn, LocalSub, Session, Shard, SubConn, Waiter, WaiterAction};
+use crate::peer::{self, Actor, DeviceReg, GatherRequest, Origin, Who};
+use crate::pending::PendingTable;
 use crate::text::{check_body, check_name, NameKind};
+use std::collections::BTreeSet;
 
-impl Shard {
-    pub(crate) fn on_connected(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
-        assert_eq!(conn.shard(), self.me(), "connection of another shard");
+/// The connection role's state (memory only): the connections this shard
+/// holds, their local subscriptions, and the replies waiting for the
+/// owners' watch verdicts or the home shards' hello verdicts.
+#[derive(Debug)]
+pub(crate) struct ConnRole {
+    /// Open connections (at most CONNECTIONS_PER_SHARD_MAX).
+    pub(crate) conns: Map<ConnId, Conn>,
+    /// Local subscribers per conversation (entries only while some
+    /// connection here is subscribed).
+    pub(crate) subs: Map<ConversationId, LocalSub>,
+    /// The next watch batch number (monotonic in an incarnation).
+    pub(crate) next_nonce: u64,
+    /// Watch batch → the waiter it counts for (one entry per unanswered
+    /// batch of a waiter).
+    pub(crate) nonce_waiters: Map<u64, u64>,
+    /// Replies waiting for watch verdicts (at most
+    /// PENDING_WATCH_WAITERS_MAX).
+    pub(crate) waiters: PendingTable<Waiter>,
+    /// Hellos waiting for the home shard, by connection, with their request
+    /// id (at most PENDING_HELLOS_MAX).
+    pub(crate) hellos: PendingTable<ReqId, ConnId>,
+    /// Workspaces created through this shard (seeds their placement).
+    pub(crate) placement_counter: u64,
+}
+
+impl ConnRole {
+    /// Empty, for a shard incarnation.
+    pub(crate) fn new(hash: HashState, incarnation: u64) -> ConnRole {
+        ConnRole {
+            conns: hash.map(),
+            subs: hash.map(),
+            next_nonce: 1,
+            nonce_waiters: hash.map(),
+            waiters: PendingTable::new(PENDING_WATCH_WAITERS_MAX, incarnation),
+            hellos: PendingTable::new(PENDING_HELLOS_MAX, incarnation),
+            placement_counter: 0,
+        }
+    }
+}
+
+/// A connection's session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Session {
+    /// Connected, no `Hello` yet (or it failed).
+    Anonymous,
+    /// `Hello` forwarded to the home shard.
+    Authenticating {
+        /// The hello's request id (its deadline is in the pending hellos).
+        req: ReqId,
+    },
+    /// Admin session.
+    Admin,
+    /// User session.
+    User {
+        /// The user.
+        who: Who,
+        /// The token used.
+        token: u64,
+    },
+}
+
+/// A connection held by this shard.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) session: Session,
+    pub(crate) device: Option<DeviceInfo>,
+    /// Conversations this connection is subscribed to (pending or active).
+    pub(crate) subs: BTreeSet<ConversationId>,
+}
+
+/// A connection's subscription to a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SubConn {
+    /// The watch batch that covers it.
+    pub(crate) nonce: u64,
+    /// Confirmed by the owner: live events are delivered.
+    pub(crate) active: bool,
+}
+
+/// The local subscribers of one conversation.
+#[derive(Debug, Default)]
+pub(crate) struct LocalSub {
+    pub(crate) conns: BTreeMap<(UserId, ConnId), SubConn>,
+    /// The owner has this shard in its interest set (as far as we know).
+    pub(crate) registered: bool,
+    /// Watch items sent and not yet answered.
+    pub(crate) outstanding: u32,
+}
+
+/// What to do when watch verdicts are in.
+#[derive(Debug)]
+pub(crate) enum WaiterAction {
+    /// Reply `Welcome` to a hello.
+    Welcome { origin: Origin, who: Who },
+    /// Deliver `Event::Joined` and answer the join.
+    Joined {
+        user: UserId,
+        conns: Vec<ConnId>,
+        event: Option<Arc<Event>>,
+        reply: Option<(Origin, Result<Response, Reject>)>,
+    },
+}
+
+/// Replies waiting for watch verdicts.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    /// Watch batches not yet answered.
+    pub(crate) remaining: u32,
+    /// The batches' nonces (keys of `nonce_waiters`), forgotten with the
+    /// waiter when it expires.
+    pub(crate) nonces: Vec<u64>,
+    /// What to do once every batch is answered (or at the deadline).
+    pub(crate) action: WaiterAction,
+}
+
+impl ConnRole {
+    /// Emits the answer on a local connection (the connection role).
+    pub(crate) fn emit_reply(
+        &mut self,
+        cx: &mut Ctx,
+        origin: Origin,
+        result: Result<Response, Reject>,
+        out: &mut Vec<Effect>,
+    ) {
+        assert_eq!(
+            origin.conn.shard(),
+            cx.config.shard,
+            "reply on a foreign connection"
+        );
+        if origin.incarnation != cx.incarnation || !self.conns.contains_key(&origin.conn) {
+            return; // The connection is gone; so is the reply.
+        }
+        if result.is_err() {
+            cx.metrics.rejects += 1;
+        }
+        cx.metrics.replies += 1;
+        out.push(Effect::Reply {
+            conn: origin.conn,
+            req: origin.req,
+            result,
+        });
+    }
+
+    pub(crate) fn on_connected(&mut self, cx: &mut Ctx, conn: ConnId, out: &mut Vec<Effect>) {
+        assert_eq!(conn.shard(), cx.me(), "connection of another shard");
         if self.conns.len() >= CONNECTIONS_PER_SHARD_MAX {
             out.push(Effect::Close {
                 conn,
@@ -57,17 +202,19 @@ impl Shard {
 
     fn direct_reply(
         &mut self,
+        cx: &mut Ctx,
         conn: ConnId,
         req: ReqId,
         result: Result<Response, Reject>,
         out: &mut Vec<Effect>,
     ) {
-        let origin = self.origin(conn, req);
-        self.emit_reply(origin, result, out);
+        let origin = cx.origin(conn, req);
+        self.emit_reply(cx, origin, result, out);
     }
 
     pub(crate) fn on_hello(
         &mut self,
+        cx: &mut Ctx,
         conn: ConnId,
         req: ReqId,
         credential: Credential,
@@ -79,20 +226,20 @@ impl Shard {
         };
         if c.session != Session::Anonymous {
             let r = Err(Reject::Invalid("hello: session already established".into()));
-            return self.direct_reply(conn, req, r, out);
+            return self.direct_reply(cx, conn, req, r, out);
         }
         if let Err(r) = check_name("device.name", &device.name, NameKind::Display) {
-            return self.direct_reply(conn, req, Err(r), out);
+            return self.direct_reply(cx, conn, req, Err(r), out);
         }
         match credential {
             Credential::Admin(secret) => {
                 let good: bool = subtle::ConstantTimeEq::ct_eq(
                     &hash_secret(&secret)[..],
-                    &self.config.admin_token_hash[..],
+                    &cx.config.admin_token_hash[..],
                 )
                 .into();
                 if !good {
-                    self.direct_reply(conn, req, Err(Reject::Unauthenticated), out);
+                    self.direct_reply(cx, conn, req, Err(Reject::Unauthenticated), out);
                     out.push(Effect::Close {
                         conn,
                         reason: CloseReason::Unauthenticated,
@@ -103,7 +250,7 @@ impl Shard {
                     c.session = Session::Admin;
                     c.device = Some(device);
                 }
-                let now = self.now;
+                let now = cx.now;
                 let welcome = Response::Welcome {
                     user: None,
                     workspace: None,
@@ -111,31 +258,32 @@ impl Shard {
                     conn_rate: RateLimit::NONE,
                     user_rate: RateLimit::NONE,
                 };
-                self.direct_reply(conn, req, Ok(welcome), out);
+                self.direct_reply(cx, conn, req, Ok(welcome), out);
             }
             Credential::User {
                 user,
                 token,
                 secret,
             } => {
-                if self.hellos.len() >= PENDING_HELLOS_MAX {
+                let deadline = Millis(cx.now.0 + REQUEST_TIMEOUT_MS);
+                if self.hellos.is_full()
+                    || self.hellos.insert_at(conn, Some(deadline), req).is_err()
+                {
                     let r = Err(Reject::unavailable(
                         UnavailableCause::Overloaded,
                         "too many pending hellos (PENDING_HELLOS_MAX)",
                     ));
-                    return self.direct_reply(conn, req, r, out);
+                    return self.direct_reply(cx, conn, req, r, out);
                 }
-                let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.session = Session::Authenticating { req, deadline };
+                    c.session = Session::Authenticating { req };
                     c.device = Some(device.clone());
                 }
-                self.hellos.insert(conn);
-                let home = self.home_of(user);
-                let origin = self.origin(conn, req);
-                self.send_peer(
+                let home = cx.home_of(user);
+                let origin = cx.origin(conn, req);
+                cx.send_peer(
                     home,
-                    PeerBody::Auth {
+                    peer::home::Auth {
                         origin,
                         user,
                         token,
@@ -150,23 +298,27 @@ impl Shard {
 
     pub(crate) fn on_auth_ok(
         &mut self,
-        origin: Origin,
-        who: Who,
-        token: u64,
-        conversations: Vec<ConversationId>,
+        cx: &mut Ctx,
+        m: peer::conn::AuthOk,
         out: &mut Vec<Effect>,
     ) {
-        let waiting = origin.incarnation == self.incarnation
+        let peer::conn::AuthOk {
+            origin,
+            who,
+            token,
+            conversations,
+        } = m;
+        let waiting = origin.incarnation == cx.incarnation
             && self.conns.get(&origin.conn).is_some_and(
                 |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
             );
         if !waiting {
             // The connection went away or timed out meanwhile: the home
             // shard registered a device that does not exist.
-            let home = self.home_of(who.user);
-            self.send_peer(
+            let home = cx.home_of(who.user);
+            cx.send_peer(
                 home,
-                PeerBody::DeviceGone {
+                peer::home::DeviceGone {
                     user: who.user,
                     conn: origin.conn,
                 },
@@ -174,11 +326,12 @@ impl Shard {
             );
             return;
         }
-        self.hellos.remove(&origin.conn);
+        self.hellos.remove(origin.conn);
         if let Some(c) = self.conns.get_mut(&origin.conn) {
             c.session = Session::User { who, token };
         }
         self.subscribe(
+            cx,
             who,
             &[origin.conn],
             &conversations,
@@ -187,21 +340,27 @@ impl Shard {
         );
     }
 
-    pub(crate) fn on_auth_failed(&mut self, origin: Origin, reject: Reject, out: &mut Vec<Effect>) {
-        let waiting = origin.incarnation == self.incarnation
+    pub(crate) fn on_auth_failed(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::conn::AuthFailed,
+        out: &mut Vec<Effect>,
+    ) {
+        let peer::conn::AuthFailed { origin, reject } = m;
+        let waiting = origin.incarnation == cx.incarnation
             && self.conns.get(&origin.conn).is_some_and(
                 |c| matches!(c.session, Session::Authenticating { req, .. } if req == origin.req),
             );
         if !waiting {
             return;
         }
-        self.hellos.remove(&origin.conn);
+        self.hellos.remove(origin.conn);
         if let Some(c) = self.conns.get_mut(&origin.conn) {
             c.session = Session::Anonymous;
         }
         let close = reject == Reject::Unauthenticated;
         // Emitted here, before the close, not queued behind it.
-        self.emit_reply(origin, Err(reject), out);
+        self.emit_reply(cx, origin, Err(reject), out);
         if close {
             out.push(Effect::Close {
                 conn: origin.conn,
@@ -210,42 +369,34 @@ impl Shard {
         }
     }
 
-    pub(crate) fn expire_hellos(&mut self, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let expired: Vec<(ConnId, ReqId)> = self
-            .hellos
-            .iter()
-            .filter_map(|conn| match self.conns.get(conn).map(|c| &c.session) {
-                Some(Session::Authenticating { req, deadline }) if *deadline <= now => {
-                    Some((*conn, *req))
-                }
-                _ => None,
-            })
-            .collect();
-        for (conn, req) in expired {
-            self.hellos.remove(&conn);
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.session = Session::Anonymous;
+    pub(crate) fn expire_hellos(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        for (conn, req) in self.hellos.expire(cx.now) {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if c.session != (Session::Authenticating { req }) {
+                continue;
             }
+            c.session = Session::Anonymous;
             let r = Err(Reject::unavailable(
                 UnavailableCause::PeerTimeout,
                 "home shard did not answer",
             ));
-            self.direct_reply(conn, req, r, out);
+            self.direct_reply(cx, conn, req, r, out);
         }
     }
 
-    pub(crate) fn on_disconnected(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
+    pub(crate) fn on_disconnected(&mut self, cx: &mut Ctx, conn: ConnId, out: &mut Vec<Effect>) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        self.hellos.remove(&conn);
-        self.drop_conn_subs(conn, &c, out);
+        self.hellos.remove(conn);
+        self.drop_conn_subs(cx, conn, &c, out);
         if let Session::User { who, .. } = c.session {
-            let home = self.home_of(who.user);
-            self.send_peer(
+            let home = cx.home_of(who.user);
+            cx.send_peer(
                 home,
-                PeerBody::DeviceGone {
+                peer::home::DeviceGone {
                     user: who.user,
                     conn,
                 },
@@ -255,7 +406,7 @@ impl Shard {
     }
 
     /// Removes every subscription of a departed connection.
-    fn drop_conn_subs(&mut self, conn: ConnId, c: &Conn, out: &mut Vec<Effect>) {
+    fn drop_conn_subs(&mut self, cx: &mut Ctx, conn: ConnId, c: &Conn, out: &mut Vec<Effect>) {
         let Session::User { who, .. } = c.session else {
             return;
         };
@@ -263,13 +414,13 @@ impl Shard {
             if let Some(sub) = self.subs.get_mut(conv) {
                 sub.conns.remove(&(who.user, conn));
             }
-            self.cleanup_sub(*conv, out);
+            self.cleanup_sub(cx, *conv, out);
         }
     }
 
     /// Drops a conversation's entry once nothing is subscribed or awaited,
     /// telling the owner when it counted this shard as interested.
-    fn cleanup_sub(&mut self, conv: ConversationId, out: &mut Vec<Effect>) {
+    fn cleanup_sub(&mut self, cx: &mut Ctx, conv: ConversationId, out: &mut Vec<Effect>) {
         let Some(sub) = self.subs.get(&conv) else {
             return;
         };
@@ -279,8 +430,8 @@ impl Shard {
         let registered = sub.registered;
         self.subs.remove(&conv);
         if registered {
-            let owner = self.owner_of(conv);
-            self.send_peer(owner, PeerBody::Unwatch { conversation: conv }, out);
+            let owner = cx.owner_of(conv);
+            cx.send_peer(owner, peer::owner::Unwatch { conversation: conv }, out);
         }
     }
 
@@ -289,6 +440,7 @@ impl Shard {
     /// (or at the deadline).
     pub(crate) fn subscribe(
         &mut self,
+        cx: &mut Ctx,
         who: Who,
         conns: &[ConnId],
         convs: &[ConversationId],
@@ -298,7 +450,7 @@ impl Shard {
         let mut by_owner: BTreeMap<ShardId, Vec<ConversationId>> = BTreeMap::new();
         if !conns.is_empty() {
             for &conv in convs {
-                by_owner.entry(self.owner_of(conv)).or_default().push(conv);
+                by_owner.entry(cx.owner_of(conv)).or_default().push(conv);
             }
         }
         let batches: Vec<(ShardId, Vec<ConversationId>)> = by_owner
@@ -310,31 +462,31 @@ impl Shard {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let waiter = if batches.is_empty() || self.waiters.len() >= PENDING_WATCH_WAITERS_MAX {
+        let waiter = if batches.is_empty() || self.waiters.is_full() {
             // Nothing to wait for (or no room to wait: answer now; the
             // subscriptions still complete, the client's sync covers it).
-            self.run_waiter(action, out);
+            self.run_waiter(cx, action, out);
             None
         } else {
-            let id = self.next_waiter;
-            self.next_waiter += 1;
-            self.waiters.insert(
-                id,
-                Waiter {
-                    remaining: batches.len() as u32,
-                    deadline: Millis(self.now.0 + REQUEST_TIMEOUT_MS),
-                    action,
-                },
-            );
-            Some(id)
+            let waiter = Waiter {
+                remaining: batches.len() as u32,
+                nonces: Vec::with_capacity(batches.len()),
+                action,
+            };
+            let deadline = Millis(cx.now.0 + REQUEST_TIMEOUT_MS);
+            // Not full (checked above), so the insert succeeds.
+            self.waiters.insert(Some(deadline), waiter).ok()
         };
         for (owner, batch) in batches {
             let nonce = self.next_nonce;
             self.next_nonce += 1;
             if let Some(id) = waiter {
                 self.nonce_waiters.insert(nonce, id);
+                if let Some(w) = self.waiters.get_mut(id) {
+                    w.nonces.push(nonce);
+                }
             }
-            let ticket = self.ticket(nonce);
+            let ticket = cx.ticket(nonce);
             let user = who.user;
             for &conv in &batch {
                 let sub = self.subs.entry(conv).or_insert_with(LocalSub::default);
@@ -348,22 +500,26 @@ impl Shard {
                 }
             }
             let items = batch.into_iter().map(|c| (who, c)).collect();
-            let body = PeerBody::Watch {
+            let body = peer::owner::Watch {
                 nonce: ticket,
                 items,
             };
-            self.send_peer(owner, body, out);
+            cx.send_peer(owner, body, out);
         }
     }
 
     pub(crate) fn on_watch_reply(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
-        ticket: Ticket,
-        verdicts: Vec<(UserId, ConversationId, bool)>,
+        m: peer::conn::WatchReply,
         out: &mut Vec<Effect>,
     ) {
-        if ticket.incarnation != self.incarnation {
+        let peer::conn::WatchReply {
+            nonce: ticket,
+            verdicts,
+        } = m;
+        if ticket.incarnation != cx.incarnation {
             // For an earlier start of this shard; the owner has since
             // cleared our interest (it processed our `Restarted` after).
             return;
@@ -374,7 +530,7 @@ impl Shard {
                 if ok {
                     // Cannot happen while the entry waits for this verdict;
                     // if it does, keep the owner's set exact.
-                    self.send_peer(from, PeerBody::Unwatch { conversation: conv }, out);
+                    cx.send_peer(from, peer::owner::Unwatch { conversation: conv }, out);
                 }
                 continue;
             };
@@ -400,10 +556,10 @@ impl Shard {
                     }
                 }
             }
-            self.cleanup_sub(conv, out);
+            self.cleanup_sub(cx, conv, out);
         }
         if let Some(id) = self.nonce_waiters.remove(&nonce) {
-            let done = match self.waiters.get_mut(&id) {
+            let done = match self.waiters.get_mut(id) {
                 Some(w) => {
                     w.remaining -= 1;
                     w.remaining == 0
@@ -411,36 +567,28 @@ impl Shard {
                 None => false,
             };
             if done {
-                if let Some(w) = self.waiters.remove(&id) {
-                    self.run_waiter(w.action, out);
+                if let Some(w) = self.waiters.remove(id) {
+                    self.run_waiter(cx, w.action, out);
                 }
             }
         }
     }
 
-    pub(crate) fn expire_waiters(&mut self, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let expired: Vec<u64> = self
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(w) = self.waiters.remove(&id) {
-                // The owner did not answer (it restarted; it will ask for
-                // our subscriptions again). Answer anyway: sync covers it.
-                self.run_waiter(w.action, out);
+    pub(crate) fn expire_waiters(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        for (_, w) in self.waiters.expire(cx.now) {
+            for nonce in &w.nonces {
+                self.nonce_waiters.remove(nonce);
             }
+            // The owner did not answer (it restarted; it will ask for
+            // our subscriptions again). Answer anyway: sync covers it.
+            self.run_waiter(cx, w.action, out);
         }
-        self.nonce_waiters
-            .retain(|_, id| self.waiters.contains_key(id));
     }
 
-    fn run_waiter(&mut self, action: WaiterAction, out: &mut Vec<Effect>) {
+    fn run_waiter(&mut self, cx: &mut Ctx, action: WaiterAction, out: &mut Vec<Effect>) {
         match action {
             WaiterAction::Welcome { origin, who } => {
-                let now = self.now;
+                let now = cx.now;
                 let welcome = Response::Welcome {
                     user: Some(who.user),
                     workspace: Some(who.workspace),
@@ -448,7 +596,7 @@ impl Shard {
                     conn_rate: RateLimit::NONE,
                     user_rate: RateLimit::NONE,
                 };
-                self.reply(origin, Ok(welcome), out);
+                cx.reply(origin, Ok(welcome), out);
             }
             WaiterAction::Joined {
                 user,
@@ -458,10 +606,10 @@ impl Shard {
             } => {
                 if let Some(event) = event {
                     let alive = self.user_conns(user, &conns);
-                    self.deliver(alive, event, out);
+                    self.deliver(cx, alive, event, out);
                 }
                 if let Some((origin, result)) = reply {
-                    self.reply(origin, result, out);
+                    cx.reply(origin, result, out);
                 }
             }
         }
@@ -480,27 +628,36 @@ impl Shard {
             .collect()
     }
 
-    fn deliver(&mut self, conns: Vec<ConnId>, event: Arc<Event>, out: &mut Vec<Effect>) {
+    fn deliver(
+        &mut self,
+        cx: &mut Ctx,
+        conns: Vec<ConnId>,
+        event: Arc<Event>,
+        out: &mut Vec<Effect>,
+    ) {
         if conns.is_empty() {
             return;
         }
-        self.metrics.deliveries += 1;
-        self.metrics.delivered_conns += conns.len() as u64;
+        cx.metrics.deliveries += 1;
+        cx.metrics.delivered_conns += conns.len() as u64;
         out.push(Effect::Deliver { conns, event });
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_subscribe_conns(
         &mut self,
-        user: UserId,
-        conversation: ConversationId,
-        conns: Vec<ConnId>,
-        incarnation: u64,
-        event: Option<Arc<Event>>,
-        reply: Option<(Origin, Result<Response, Reject>)>,
+        cx: &mut Ctx,
+        m: peer::conn::SubscribeConns,
         out: &mut Vec<Effect>,
     ) {
-        let alive = if incarnation == self.incarnation {
+        let peer::conn::SubscribeConns {
+            user,
+            conversation,
+            conns,
+            incarnation,
+            event,
+            reply,
+        } = m;
+        let alive = if incarnation == cx.incarnation {
             self.user_conns(user, &conns)
         } else {
             Vec::new()
@@ -518,52 +675,61 @@ impl Shard {
             reply,
         };
         match who {
-            Some(who) => self.subscribe(who, &alive, &[conversation], action, out),
-            None => self.run_waiter(action, out),
+            Some(who) => self.subscribe(cx, who, &alive, &[conversation], action, out),
+            None => self.run_waiter(cx, action, out),
         }
     }
 
     pub(crate) fn on_deliver_to_conns(
         &mut self,
-        user: UserId,
-        conns: Vec<ConnId>,
-        incarnation: u64,
-        event: Arc<Event>,
+        cx: &mut Ctx,
+        m: peer::conn::DeliverToConns,
         out: &mut Vec<Effect>,
     ) {
-        if incarnation != self.incarnation {
+        let peer::conn::DeliverToConns {
+            user,
+            conns,
+            incarnation,
+            event,
+        } = m;
+        if incarnation != cx.incarnation {
             return;
         }
         let alive = self.user_conns(user, &conns);
-        self.deliver(alive, event, out);
+        self.deliver(cx, alive, event, out);
     }
 
     pub(crate) fn on_close_conns(
         &mut self,
-        conns: Vec<ConnId>,
-        incarnation: u64,
-        reason: CloseReason,
+        cx: &mut Ctx,
+        m: peer::conn::CloseConns,
         out: &mut Vec<Effect>,
     ) {
-        if incarnation != self.incarnation {
+        let peer::conn::CloseConns {
+            conns,
+            incarnation,
+            reason,
+        } = m;
+        if incarnation != cx.incarnation {
             return;
         }
         for conn in conns {
             let Some(c) = self.conns.remove(&conn) else {
                 continue;
             };
-            self.hellos.remove(&conn);
-            self.drop_conn_subs(conn, &c, out);
+            self.hellos.remove(conn);
+            self.drop_conn_subs(cx, conn, &c, out);
             out.push(Effect::Close { conn, reason });
         }
     }
 
     pub(crate) fn on_unsubscribed(
         &mut self,
-        conversation: ConversationId,
-        user: UserId,
+        cx: &mut Ctx,
+        m: peer::conn::Unsubscribed,
         out: &mut Vec<Effect>,
     ) {
+        let peer::conn::Unsubscribed { conversation, user } = m;
         let Some(sub) = self.subs.get_mut(&conversation) else {
             return;
         };
@@ -581,19 +747,23 @@ impl Shard {
                 c.subs.remove(&conversation);
             }
         }
-        self.cleanup_sub(conversation, out);
+        self.cleanup_sub(cx, conversation, out);
     }
 
     pub(crate) fn on_fanout(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
-        conversation: ConversationId,
-        event: Arc<Event>,
+        m: peer::conn::Fanout,
         out: &mut Vec<Effect>,
     ) {
+        let peer::conn::Fanout {
+            conversation,
+            event,
+        } = m;
         let Some(sub) = self.subs.get(&conversation) else {
             // Stale interest (e.g. this shard restarted): correct the owner.
-            self.send_peer(from, PeerBody::Unwatch { conversation }, out);
+            cx.send_peer(from, peer::owner::Unwatch { conversation }, out);
             return;
         };
         let conns: Vec<ConnId> = sub
@@ -602,17 +772,17 @@ impl Shard {
             .filter(|(_, s)| s.active)
             .map(|((_, c), _)| *c)
             .collect();
-        self.deliver(conns, event, out);
+        self.deliver(cx, conns, event, out);
     }
 
     /// Owner `owner` restarted and lost its interest sets: ask again for
     /// every local subscription of its conversations.
-    pub(crate) fn rewatch_owner(&mut self, owner: ShardId, out: &mut Vec<Effect>) {
+    pub(crate) fn rewatch_owner(&mut self, cx: &mut Ctx, owner: ShardId, out: &mut Vec<Effect>) {
         let mut convs: Vec<ConversationId> = self
             .subs
             .keys()
             .copied()
-            .filter(|c| self.owner_of(*c) == owner)
+            .filter(|c| cx.owner_of(*c) == owner)
             .collect();
         convs.sort_unstable();
         let mut items: Vec<(Who, ConversationId)> = Vec::new();
@@ -636,7 +806,7 @@ impl Shard {
         for chunk in items.chunks(PEER_BATCH_MAX) {
             let nonce = self.next_nonce;
             self.next_nonce += 1;
-            let ticket = self.ticket(nonce);
+            let ticket = cx.ticket(nonce);
             for (who, conv) in chunk {
                 if let Some(sub) = self.subs.get_mut(conv) {
                     for ((_, _), s) in sub
@@ -652,28 +822,33 @@ impl Shard {
                 }
             }
             let items = chunk.to_vec();
-            let body = PeerBody::Watch {
+            let body = peer::owner::Watch {
                 nonce: ticket,
                 items,
             };
-            self.send_peer(owner, body, out);
+            cx.send_peer(owner, body, out);
         }
     }
 
     /// Home shard `home` restarted and lost its device registry: register
     /// our sessions of its users again.
-    pub(crate) fn register_devices_with(&mut self, home: ShardId, out: &mut Vec<Effect>) {
+    pub(crate) fn register_devices_with(
+        &mut self,
+        cx: &mut Ctx,
+        home: ShardId,
+        out: &mut Vec<Effect>,
+    ) {
         let mut devices: Vec<DeviceReg> = self
             .conns
             .iter()
             .filter_map(|(conn, c)| match (&c.session, &c.device) {
-                (Session::User { who, token }, Some(device)) if self.home_of(who.user) == home => {
+                (Session::User { who, token }, Some(device)) if cx.home_of(who.user) == home => {
                     Some(DeviceReg {
                         conn: *conn,
                         user: who.user,
                         token: *token,
                         device: device.clone(),
-                        incarnation: self.incarnation,
+                        incarnation: cx.incarnation,
                     })
                 }
                 _ => None,
@@ -681,9 +856,9 @@ impl Shard {
             .collect();
         devices.sort_by_key(|d| d.conn);
         for chunk in devices.chunks(PEER_BATCH_MAX) {
-            self.send_peer(
+            cx.send_peer(
                 home,
-                PeerBody::DevicesRegister {
+                peer::home::DevicesRegister {
                     devices: chunk.to_vec(),
                 },
                 out,
@@ -693,28 +868,30 @@ impl Shard {
 
     pub(crate) fn on_request(
         &mut self,
+        cx: &mut Ctx,
         conn: ConnId,
         req: ReqId,
         request: Request,
         out: &mut Vec<Effect>,
     ) {
-        let origin = self.origin(conn, req);
+        let origin = cx.origin(conn, req);
         let session = match self.conns.get(&conn) {
             Some(c) => c.session.clone(),
             None => return,
         };
         let result = match session {
             Session::Anonymous | Session::Authenticating { .. } => Err(Reject::Unauthenticated),
-            Session::Admin => self.route_admin(origin, request, out),
-            Session::User { who, .. } => self.route_user(origin, who, request, out),
+            Session::Admin => self.route_admin(cx, origin, request, out),
+            Session::User { who, .. } => self.route_user(cx, origin, who, request, out),
         };
         if let Err(reject) = result {
-            self.reply(origin, Err(reject), out);
+            cx.reply(origin, Err(reject), out);
         }
     }
 
     fn route_admin(
         &mut self,
+        cx: &mut Ctx,
         origin: Origin,
         request: Request,
         out: &mut Vec<Effect>,
@@ -723,17 +900,21 @@ impl Shard {
             Request::CreateWorkspace { name } => {
                 check_name("name", &name, NameKind::Display)?;
                 self.placement_counter += 1;
-                let seed = self.placement_counter ^ (self.now.0 << 20) ^ u64::from(self.me().0);
+                let seed = self.placement_counter ^ (cx.now.0 << 20) ^ u64::from(cx.me().0);
                 let slot = spread_slot(seed);
-                let to = shard_of_slot(slot, self.shard_count());
-                self.send_peer(to, PeerBody::CreateWorkspace { origin, slot, name }, out);
+                let to = shard_of_slot(slot, cx.shard_count());
+                cx.send_peer(
+                    to,
+                    peer::workspace::CreateWorkspace { origin, slot, name },
+                    out,
+                );
             }
             Request::CreateUser { workspace, name } => {
                 check_name("name", &name, NameKind::Handle)?;
-                let to = self.workspace_shard(workspace);
-                self.send_peer(
+                let to = cx.workspace_shard(workspace);
+                cx.send_peer(
                     to,
-                    PeerBody::CreateUser {
+                    peer::workspace::CreateUser {
                         origin,
                         workspace,
                         name,
@@ -742,14 +923,14 @@ impl Shard {
                 );
             }
             Request::IssueToken { user } => {
-                let to = self.home_of(user);
-                self.send_peer(to, PeerBody::IssueToken { origin, user }, out);
+                let to = cx.home_of(user);
+                cx.send_peer(to, peer::home::IssueToken { origin, user }, out);
             }
             Request::RevokeToken { user, token } => {
-                let to = self.home_of(user);
-                self.send_peer(
+                let to = cx.home_of(user);
+                cx.send_peer(
                     to,
-                    PeerBody::RevokeToken {
+                    peer::home::RevokeToken {
                         origin,
                         user,
                         token,
@@ -758,10 +939,10 @@ impl Shard {
                 );
             }
             Request::Remove { conversation, user } => {
-                let to = self.owner_of(conversation);
-                self.send_peer(
+                let to = cx.owner_of(conversation);
+                cx.send_peer(
                     to,
-                    PeerBody::RemoveMember {
+                    peer::owner::RemoveMember {
                         origin,
                         actor: Actor::Admin,
                         user,
@@ -781,12 +962,13 @@ impl Shard {
 
     fn route_user(
         &mut self,
+        cx: &mut Ctx,
         origin: Origin,
         who: Who,
         request: Request,
         out: &mut Vec<Effect>,
     ) -> Result<(), Reject> {
-        let home = self.home_of(who.user);
+        let home = cx.home_of(who.user);
         match request {
             Request::CreateWorkspace { .. }
             | Request::CreateUser { .. }
@@ -794,92 +976,79 @@ impl Shard {
             | Request::RevokeToken { .. } => return Err(Reject::NotAdmin),
             Request::CreateChannel { name, private } => {
                 check_name("name", &name, NameKind::Handle)?;
-                let body = PeerBody::CreateChannel {
+                let body = peer::home::CreateChannel {
                     origin,
                     who,
                     name,
                     private,
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::Join { conversation } => {
-                let body = PeerBody::Join {
+                let body = peer::home::Join {
                     origin,
                     who,
                     conversation,
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::Leave { conversation } => {
-                let to = self.owner_of(conversation);
-                let body = PeerBody::RemoveMember {
+                let to = cx.owner_of(conversation);
+                let body = peer::owner::RemoveMember {
                     origin,
                     actor: Actor::User(who),
                     user: who.user,
                     conversation,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::Invite { conversation, user } => {
-                let to = self.home_of(user);
-                let body = PeerBody::Invite {
+                let to = cx.home_of(user);
+                let body = peer::home::Invite {
                     origin,
                     who,
                     conversation,
                     user,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::Remove { conversation, user } => {
-                let to = self.owner_of(conversation);
-                let body = PeerBody::RemoveMember {
+                let to = cx.owner_of(conversation);
+                let body = peer::owner::RemoveMember {
                     origin,
                     actor: Actor::User(who),
                     user,
                     conversation,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::OpenDm { users } => {
-                let mut members = users;
-                members.push(who.user);
-                members.sort_unstable();
-                members.dedup();
-                if members.len() < 2 {
-                    return Err(Reject::Invalid(
-                        "users: name at least one other user".into(),
-                    ));
-                }
-                if members.len() > GROUP_DM_MEMBERS_MAX {
-                    return Err(Reject::TooLarge(format!(
-                        "users: a group DM has at most GROUP_DM_MEMBERS_MAX ({GROUP_DM_MEMBERS_MAX}) members"
-                    )));
-                }
-                let body = PeerBody::OpenDm {
+                let members = dm_members(users, who.user)?;
+                let body = peer::home::OpenDm {
                     origin,
                     who,
                     members,
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::ListConversations => {
-                let body = PeerBody::Gather {
+                let body = peer::gather::Start {
                     origin,
                     who,
                     request: GatherRequest::List,
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::Lookup { name, kind } => {
                 check_name("name", &name, NameKind::Handle)?;
-                let to = self.workspace_shard(who.workspace);
-                let body = PeerBody::Lookup {
+                let to = cx.workspace_shard(who.workspace);
+                let body = peer::workspace::Lookup {
                     origin,
                     who,
                     name,
                     kind,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::Send {
                 conversation,
@@ -891,8 +1060,8 @@ impl Shard {
                 check_body(&body, mentions.len())?;
                 mentions.sort_unstable();
                 mentions.dedup();
-                let to = self.owner_of(conversation);
-                let msg = PeerBody::Send {
+                let to = cx.owner_of(conversation);
+                let msg = peer::owner::Send {
                     origin,
                     who,
                     conversation,
@@ -901,7 +1070,7 @@ impl Shard {
                     mentions,
                     broadcast,
                 };
-                self.send_peer(to, msg, out);
+                cx.send_peer(to, msg, out);
             }
             Request::Sync { cursors, reads } => {
                 if cursors.len() > SYNC_CURSORS_MAX {
@@ -914,12 +1083,12 @@ impl Shard {
                         "reads: one per cursor, in the same order, or none".into(),
                     ));
                 }
-                let body = PeerBody::Gather {
+                let body = peer::gather::Start {
                     origin,
                     who,
                     request: GatherRequest::Sync { cursors, reads },
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::History {
                 conversation,
@@ -934,15 +1103,15 @@ impl Shard {
                         "limit: more than HISTORY_PAGE_MAX ({HISTORY_PAGE_MAX})"
                     )));
                 }
-                let to = self.owner_of(conversation);
-                let body = PeerBody::History {
+                let to = cx.owner_of(conversation);
+                let body = peer::owner::History {
                     origin,
                     who,
                     conversation,
                     anchor,
                     limit,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::Boot { limit, offset } => {
                 if limit == 0 {
@@ -953,56 +1122,99 @@ impl Shard {
                         "limit: more than BOOT_CONVERSATIONS_MAX ({BOOT_CONVERSATIONS_MAX})"
                     )));
                 }
-                let body = PeerBody::Gather {
+                let body = peer::gather::Start {
                     origin,
                     who,
                     request: GatherRequest::Boot { limit, offset },
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::MarkRead { conversation, seq } => {
-                let to = self.owner_of(conversation);
-                let body = PeerBody::MarkRead {
+                let to = cx.owner_of(conversation);
+                let body = peer::owner::MarkRead {
                     origin,
                     who,
                     conversation,
                     seq,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::SetNotify {
                 conversation,
                 level,
                 muted,
             } => {
-                let to = self.owner_of(conversation);
-                let body = PeerBody::SetNotify {
+                let to = cx.owner_of(conversation);
+                let body = peer::owner::SetNotify {
                     origin,
                     who,
                     conversation,
                     level,
                     muted,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
             Request::SetFocus { focused, active } => {
-                let body = PeerBody::SetFocus {
+                let body = peer::home::SetFocus {
                     origin,
                     user: who.user,
                     focused,
                     active,
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
             Request::SetDnd { until } => {
-                let body = PeerBody::SetDnd {
+                let body = peer::home::SetDnd {
                     origin,
                     user: who.user,
                     until,
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
         }
         Ok(())
     }
+}
+
+impl ConnRole {
+    /// The conn role's entry point: one message addressed to it.
+    pub(crate) fn handle(
+        &mut self,
+        cx: &mut Ctx,
+        from: ShardId,
+        msg: peer::conn::ConnMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::conn::ConnMsg;
+        match msg {
+            ConnMsg::Reply(m) => self.emit_reply(cx, m.origin, m.result, out),
+            ConnMsg::AuthOk(m) => self.on_auth_ok(cx, m, out),
+            ConnMsg::AuthFailed(m) => self.on_auth_failed(cx, m, out),
+            ConnMsg::CloseConns(m) => self.on_close_conns(cx, m, out),
+            ConnMsg::DeliverToConns(m) => self.on_deliver_to_conns(cx, m, out),
+            ConnMsg::SubscribeConns(m) => self.on_subscribe_conns(cx, m, out),
+            ConnMsg::WatchReply(m) => self.on_watch_reply(cx, from, m, out),
+            ConnMsg::Unsubscribed(m) => self.on_unsubscribed(cx, m, out),
+            ConnMsg::Fanout(m) => self.on_fanout(cx, from, m, out),
+        }
+    }
+}
+
+/// The members of a DM `requester` opens with `users`: sorted, unique, the
+/// requester included, 2..=GROUP_DM_MEMBERS_MAX of them.
+fn dm_members(mut users: Vec<UserId>, requester: UserId) -> Result<Vec<UserId>, Reject> {
+    users.push(requester);
+    users.sort_unstable();
+    users.dedup();
+    if users.len() < 2 {
+        return Err(Reject::Invalid(
+            "users: name at least one other user".into(),
+        ));
+    }
+    if users.len() > GROUP_DM_MEMBERS_MAX {
+        return Err(Reject::TooLarge(format!(
+            "users: a group DM has at most GROUP_DM_MEMBERS_MAX ({GROUP_DM_MEMBERS_MAX}) members"
+        )));
+    }
+    Ok(users)
 }

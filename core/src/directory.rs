@@ -11,17 +11,27 @@
 //! whose entity does not exist yet.
 
 use crate::api::{
-    ConversationId, Effect, LookupKind, Millis, Reject, Response, UnavailableCause, UserId,
-    WorkspaceId,
+    ConversationId, Effect, LookupKind, Millis, Reject, Response, ShardId, UnavailableCause,
+    UserId, WorkspaceId,
 };
+use crate::commit::Action;
+use crate::commit::Ctx;
 use crate::constants::{
-    CHANNELS_PER_WORKSPACE_MAX, CLAIM_RETRY_MS, PENDING_CLAIMS_MAX, USERS_PER_WORKSPACE_MAX,
+    CHANNELS_PER_WORKSPACE_MAX, CLAIM_RETRY_MS, LIST_PUBLIC_CHANNELS_MAX, PENDING_CLAIMS_MAX,
+    USERS_PER_WORKSPACE_MAX,
 };
 use crate::ids::spread_slot;
-use crate::peer::{Origin, PeerBody, Who};
+use crate::peer::{self};
 use crate::record::Record;
-use crate::shard::{Action, Shard};
 use crate::state::Claim;
+
+/// The workspace role's state (memory; directories and claims are in the
+/// persistent state).
+#[derive(Debug)]
+pub(crate) struct WorkspaceRole {
+    /// When unconfirmed claims are sent again next.
+    pub(crate) next_claim_retry: Millis,
+}
 
 pub(crate) fn exhausted() -> Reject {
     Reject::unavailable(
@@ -30,40 +40,73 @@ pub(crate) fn exhausted() -> Reject {
     )
 }
 
-impl Shard {
-    pub(crate) fn on_create_workspace(
+impl WorkspaceRole {
+    pub(crate) fn on_public_channels(
         &mut self,
-        origin: Origin,
-        slot: u16,
-        name: String,
+        cx: &mut Ctx,
+        from: ShardId,
+        m: peer::workspace::PublicChannels,
         out: &mut Vec<Effect>,
     ) {
+        let peer::workspace::PublicChannels { gather, workspace } = m;
+        let conversations = cx
+            .state
+            .workspaces
+            .get(&workspace)
+            .map(|w| {
+                w.public_channels
+                    .iter()
+                    .take(LIST_PUBLIC_CHANNELS_MAX)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body = peer::gather::PublicChannelsReply {
+            gather,
+            conversations,
+        };
+        cx.send_peer(from, body, out);
+    }
+
+    pub(crate) fn on_create_workspace(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::workspace::CreateWorkspace,
+        out: &mut Vec<Effect>,
+    ) {
+        let peer::workspace::CreateWorkspace { origin, slot, name } = m;
         assert_eq!(
-            crate::ids::shard_of_slot(slot, self.shard_count()),
-            self.me(),
+            crate::ids::shard_of_slot(slot, cx.shard_count()),
+            cx.me(),
             "workspace placed on the wrong shard"
         );
-        if let Err(r) = self.writable() {
-            return self.reply(origin, Err(r), out);
+        if let Err(r) = cx.writable() {
+            return cx.reply(origin, Err(r), out);
         }
-        let Some(raw) = self.state.ids.allocate(slot) else {
-            return self.reply(origin, Err(exhausted()), out);
+        let Some(raw) = cx.state.ids.allocate(slot) else {
+            return cx.reply(origin, Err(exhausted()), out);
         };
         let workspace = WorkspaceId(raw);
         let record = Record::WorkspaceCreated {
             workspace: raw,
             name,
-            ts: self.now.0,
+            ts: cx.now.0,
         };
         let reply = Action::Reply {
             origin,
             result: Ok(Response::WorkspaceCreated { workspace }),
         };
-        self.commit(record, vec![reply], out);
+        cx.commit(record, vec![reply], out);
     }
 
-    fn claim_room(&self, workspace: WorkspaceId, name: &str, channel: bool) -> Result<(), Reject> {
-        let ws = self
+    fn claim_room(
+        &self,
+        cx: &Ctx,
+        workspace: WorkspaceId,
+        name: &str,
+        channel: bool,
+    ) -> Result<(), Reject> {
+        let ws = cx
             .state
             .workspaces
             .get(&workspace)
@@ -91,31 +134,35 @@ impl Shard {
                 "workspace: {what} ({max}) reached"
             )));
         }
-        if self.state.claims.len() >= PENDING_CLAIMS_MAX {
+        if cx.state.claims.len() >= PENDING_CLAIMS_MAX {
             return Err(Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many creations in flight (PENDING_CLAIMS_MAX)",
             ));
         }
-        self.writable()
+        cx.writable()
     }
 
     pub(crate) fn on_create_user(
         &mut self,
-        origin: Origin,
-        workspace: WorkspaceId,
-        name: String,
+        cx: &mut Ctx,
+        m: peer::workspace::CreateUser,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(r) = self.claim_room(workspace, &name, false) {
-            return self.reply(origin, Err(r), out);
+        let peer::workspace::CreateUser {
+            origin,
+            workspace,
+            name,
+        } = m;
+        if let Err(r) = self.claim_room(cx, workspace, &name, false) {
+            return cx.reply(origin, Err(r), out);
         }
-        let slot = spread_slot(self.state.ids.seed());
-        let Some(raw) = self.state.ids.allocate(slot) else {
-            return self.reply(origin, Err(exhausted()), out);
+        let slot = spread_slot(cx.state.ids.seed());
+        let Some(raw) = cx.state.ids.allocate(slot) else {
+            return cx.reply(origin, Err(exhausted()), out);
         };
         let user = UserId(raw);
-        let workspace_name = self
+        let workspace_name = cx
             .state
             .workspaces
             .get(&workspace)
@@ -126,53 +173,56 @@ impl Shard {
             user: raw,
             name: name.clone(),
         };
-        let home = self.home_of(user);
+        let home = cx.home_of(user);
         let create = Action::Peer {
             to: home,
-            body: PeerBody::CreateUserHome {
+            body: peer::home::CreateUser {
                 origin: Some(origin),
                 user,
                 workspace,
                 workspace_name,
                 name,
-            },
+            }
+            .into(),
         };
-        self.commit(record, vec![create], out);
+        cx.commit(record, vec![create], out);
     }
 
     pub(crate) fn on_user_home_ready(
         &mut self,
-        workspace: WorkspaceId,
-        user: UserId,
+        cx: &mut Ctx,
+        m: peer::workspace::UserHomeReady,
         out: &mut Vec<Effect>,
     ) {
-        let pending = matches!(
-            self.state.claims.get(&user.0),
-            Some((Claim::User { .. }, _))
-        );
-        if pending && self.writable().is_ok() {
+        let peer::workspace::UserHomeReady { workspace, user } = m;
+        let pending = matches!(cx.state.claims.get(&user.0), Some((Claim::User { .. }, _)));
+        if pending && cx.writable().is_ok() {
             let record = Record::UserConfirmed {
                 workspace: workspace.0,
                 user: user.0,
             };
-            self.commit(record, Vec::new(), out);
+            cx.commit(record, Vec::new(), out);
         }
     }
 
     pub(crate) fn on_claim_channel(
         &mut self,
-        origin: Origin,
-        who: Who,
-        name: String,
-        private: bool,
+        cx: &mut Ctx,
+        m: peer::workspace::ClaimChannel,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(r) = self.claim_room(who.workspace, &name, true) {
-            return self.reply(origin, Err(r), out);
+        let peer::workspace::ClaimChannel {
+            origin,
+            who,
+            name,
+            private,
+        } = m;
+        if let Err(r) = self.claim_room(cx, who.workspace, &name, true) {
+            return cx.reply(origin, Err(r), out);
         }
-        let slot = spread_slot(self.state.ids.seed());
-        let Some(raw) = self.state.ids.allocate(slot) else {
-            return self.reply(origin, Err(exhausted()), out);
+        let slot = spread_slot(cx.state.ids.seed());
+        let Some(raw) = cx.state.ids.allocate(slot) else {
+            return cx.reply(origin, Err(exhausted()), out);
         };
         let conversation = ConversationId(raw);
         let record = Record::ChannelClaimed {
@@ -182,50 +232,59 @@ impl Shard {
             private,
             creator: who.user.0,
         };
-        let owner = self.owner_of(conversation);
+        let owner = cx.owner_of(conversation);
         let create = Action::Peer {
             to: owner,
-            body: PeerBody::CreateChannelHome {
+            body: peer::owner::CreateChannel {
                 origin: Some(origin),
                 conversation,
                 workspace: who.workspace,
                 name,
                 private,
                 creator: who.user,
-            },
+            }
+            .into(),
         };
-        self.commit(record, vec![create], out);
+        cx.commit(record, vec![create], out);
     }
 
     pub(crate) fn on_channel_ready(
         &mut self,
-        workspace: WorkspaceId,
-        conversation: ConversationId,
+        cx: &mut Ctx,
+        m: peer::workspace::ChannelReady,
         out: &mut Vec<Effect>,
     ) {
+        let peer::workspace::ChannelReady {
+            workspace,
+            conversation,
+        } = m;
         let pending = matches!(
-            self.state.claims.get(&conversation.0),
+            cx.state.claims.get(&conversation.0),
             Some((Claim::Channel { .. }, _))
         );
-        if pending && self.writable().is_ok() {
+        if pending && cx.writable().is_ok() {
             let record = Record::ChannelConfirmed {
                 workspace: workspace.0,
                 conversation: conversation.0,
             };
-            self.commit(record, Vec::new(), out);
+            cx.commit(record, Vec::new(), out);
         }
     }
 
     pub(crate) fn on_lookup(
         &mut self,
-        origin: Origin,
-        who: Who,
-        name: String,
-        kind: LookupKind,
+        cx: &mut Ctx,
+        m: peer::workspace::Lookup,
         out: &mut Vec<Effect>,
     ) {
-        let Some(ws) = self.state.workspaces.get(&who.workspace) else {
-            return self.reply(origin, Err(Reject::NotFound), out);
+        let peer::workspace::Lookup {
+            origin,
+            who,
+            name,
+            kind,
+        } = m;
+        let Some(ws) = cx.state.workspaces.get(&who.workspace) else {
+            return cx.reply(origin, Err(Reject::NotFound), out);
         };
         match kind {
             LookupKind::User => {
@@ -233,36 +292,36 @@ impl Shard {
                     Some(e) if e.confirmed => Ok(Response::Found { id: e.user.0 }),
                     _ => Err(Reject::NotFound),
                 };
-                self.reply(origin, result, out);
+                cx.reply(origin, result, out);
             }
             LookupKind::Channel => match ws.channels.get(&name).copied() {
                 Some(c) if c.confirmed && !c.private => {
-                    self.reply(origin, Ok(Response::Found { id: c.id.0 }), out)
+                    cx.reply(origin, Ok(Response::Found { id: c.id.0 }), out)
                 }
                 Some(c) if c.confirmed => {
                     // Only a member may learn a private channel's id: the
                     // owner decides, with the one authorization function.
-                    let to = self.owner_of(c.id);
-                    let body = PeerBody::LookupPrivate {
+                    let to = cx.owner_of(c.id);
+                    let body = peer::owner::LookupPrivate {
                         origin,
                         who,
                         conversation: c.id,
                     };
-                    self.send_peer(to, body, out);
+                    cx.send_peer(to, body, out);
                 }
-                _ => self.reply(origin, Err(Reject::NotFound), out),
+                _ => cx.reply(origin, Err(Reject::NotFound), out),
             },
         }
     }
 
     /// Re-sends the second half of every durable, unconfirmed claim.
-    pub(crate) fn retry_claims(&mut self, out: &mut Vec<Effect>) {
-        if self.now < self.next_claim_retry {
+    pub(crate) fn retry_claims(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        if cx.now < self.next_claim_retry {
             return;
         }
-        self.next_claim_retry = Millis(self.now.0 + CLAIM_RETRY_MS);
-        let durable = self.durable;
-        let due: Vec<(u64, Claim)> = self
+        self.next_claim_retry = Millis(cx.now.0 + CLAIM_RETRY_MS);
+        let durable = cx.durable;
+        let due: Vec<(u64, Claim)> = cx
             .state
             .claims
             .iter()
@@ -273,21 +332,21 @@ impl Shard {
             match claim {
                 Claim::User { workspace, name } => {
                     let user = UserId(id);
-                    let workspace_name = self
+                    let workspace_name = cx
                         .state
                         .workspaces
                         .get(&workspace)
                         .map(|w| w.name.clone())
                         .unwrap_or_default();
-                    let body = PeerBody::CreateUserHome {
+                    let body = peer::home::CreateUser {
                         origin: None,
                         user,
                         workspace,
                         workspace_name,
                         name,
                     };
-                    let to = self.home_of(user);
-                    self.send_peer(to, body, out);
+                    let to = cx.home_of(user);
+                    cx.send_peer(to, body, out);
                 }
                 Claim::Channel {
                     workspace,
@@ -296,7 +355,7 @@ impl Shard {
                     creator,
                 } => {
                     let conversation = ConversationId(id);
-                    let body = PeerBody::CreateChannelHome {
+                    let body = peer::owner::CreateChannel {
                         origin: None,
                         conversation,
                         workspace,
@@ -304,10 +363,32 @@ impl Shard {
                         private,
                         creator,
                     };
-                    let to = self.owner_of(conversation);
-                    self.send_peer(to, body, out);
+                    let to = cx.owner_of(conversation);
+                    cx.send_peer(to, body, out);
                 }
             }
+        }
+    }
+}
+
+impl WorkspaceRole {
+    /// The workspace role's entry point: one message addressed to it.
+    pub(crate) fn handle(
+        &mut self,
+        cx: &mut Ctx,
+        from: ShardId,
+        msg: peer::workspace::WorkspaceMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::workspace::WorkspaceMsg;
+        match msg {
+            WorkspaceMsg::CreateWorkspace(m) => self.on_create_workspace(cx, m, out),
+            WorkspaceMsg::CreateUser(m) => self.on_create_user(cx, m, out),
+            WorkspaceMsg::UserHomeReady(m) => self.on_user_home_ready(cx, m, out),
+            WorkspaceMsg::ClaimChannel(m) => self.on_claim_channel(cx, m, out),
+            WorkspaceMsg::ChannelReady(m) => self.on_channel_ready(cx, m, out),
+            WorkspaceMsg::Lookup(m) => self.on_lookup(cx, m, out),
+            WorkspaceMsg::PublicChannels(m) => self.on_public_channels(cx, from, m, out),
         }
     }
 }

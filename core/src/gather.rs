@@ -32,24 +32,41 @@ use crate::api::{
     BootPage, ConversationId, ConversationInfo, Effect, Message, Millis, Reject, Response, Seq,
     ShardId, SyncConversation, UnavailableCause, UserId,
 };
+use crate::commit::Action;
+use crate::commit::Ctx;
+use crate::constants::PENDING_GATHERS_MAX;
 use crate::constants::{
     BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
-    BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX, LIST_PUBLIC_CHANNELS_MAX, PEER_BATCH_MAX,
-    PENDING_GATHERS_MAX, REQUEST_TIMEOUT_MS, SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
+    BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX, PEER_BATCH_MAX, REQUEST_TIMEOUT_MS,
+    SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
 };
+use crate::home::HomeRole;
 use crate::owner::fit_bytes;
-use crate::peer::{
-    GatherRequest, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Ticket, Who,
-};
-use crate::shard::{Action, Shard};
+use crate::peer::{self, GatherRequest, Origin, Summary, SummaryItem, SummaryMode, Who};
+use crate::pending::PendingTable;
 use crate::text::{info_bytes, message_bytes};
+
+/// The scatter-gathers' state at the home shard.
+#[derive(Debug)]
+pub(crate) struct GatherRole {
+    /// Gathers waiting for the owners (at most PENDING_GATHERS_MAX).
+    pub(crate) gathers: PendingTable<Gather>,
+}
+
+impl GatherRole {
+    /// Empty, for a shard incarnation.
+    pub(crate) fn new(incarnation: u64) -> GatherRole {
+        GatherRole {
+            gathers: PendingTable::new(PENDING_GATHERS_MAX, incarnation),
+        }
+    }
+}
 
 /// An outstanding scatter-gather.
 #[derive(Debug)]
 pub(crate) struct Gather {
     origin: Origin,
     who: Who,
-    deadline: Millis,
     outstanding: u32,
     summaries: Vec<Summary>,
     phase: Phase,
@@ -106,17 +123,17 @@ pub(crate) fn apply_sync_budget(changed: &mut [SyncConversation]) {
     }
 }
 
-impl Shard {
+impl GatherRole {
     /// Whether this home shard can start a gather for `user` now.
-    fn gather_check(&self, user: UserId) -> Result<(), Reject> {
-        if !self.state.users.contains_key(&user) {
+    fn gather_check(&self, cx: &Ctx, user: UserId) -> Result<(), Reject> {
+        if !cx.state.users.contains_key(&user) {
             Err(Reject::NotFound)
-        } else if !self.is_ready() {
+        } else if !cx.is_ready() {
             Err(Reject::unavailable(
                 UnavailableCause::Starting,
                 "home shard is starting",
             ))
-        } else if self.gathers.len() >= PENDING_GATHERS_MAX {
+        } else if self.gathers.is_full() {
             Err(Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many syncs in flight (PENDING_GATHERS_MAX)",
@@ -128,34 +145,26 @@ impl Shard {
 
     pub(crate) fn on_gather(
         &mut self,
-        origin: Origin,
-        who: Who,
-        request: GatherRequest,
+        cx: &mut Ctx,
+        home: &HomeRole,
+        m: peer::gather::Start,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(r) = self.gather_check(who.user) {
-            return self.reply(origin, Err(r), out);
+        let peer::gather::Start {
+            origin,
+            who,
+            request,
+        } = m;
+        if let Err(r) = self.gather_check(cx, who.user) {
+            return cx.reply(origin, Err(r), out);
         }
-        let Some(user) = self.state.users.get(&who.user) else {
+        let Some(user) = cx.state.users.get(&who.user) else {
             return;
         };
-        let id = self.next_gather;
-        self.next_gather += 1;
-        let deadline = Millis(self.now.0 + REQUEST_TIMEOUT_MS);
+        let deadline = Millis(cx.now.0 + REQUEST_TIMEOUT_MS);
         let (phase, items) = match request {
             GatherRequest::Sync { cursors, reads } => {
-                // `reads` is empty or one per cursor (checked at the
-                // connection shard).
-                let mut known_reads: BTreeMap<ConversationId, Seq> = BTreeMap::new();
-                for (&(conv, _), &seq) in cursors.iter().zip(&reads) {
-                    let e = known_reads.entry(conv).or_insert(seq);
-                    *e = (*e).max(seq);
-                }
-                let mut named: BTreeMap<ConversationId, Seq> = BTreeMap::new();
-                for (conv, seq) in cursors {
-                    let e = named.entry(conv).or_insert(seq);
-                    *e = (*e).max(seq);
-                }
+                let (named, known_reads) = sync_cursors(cursors, &reads);
                 let mut convs: Vec<ConversationId> = user.conversations.iter().copied().collect();
                 convs.extend(named.keys().copied());
                 convs.sort_unstable();
@@ -164,7 +173,7 @@ impl Shard {
                     .into_iter()
                     .map(|c| SummaryItem {
                         conversation: c,
-                        read: self.shown_cursor(user, c),
+                        read: home.shown_cursor(cx, user, c),
                         mode: SummaryMode::Sync {
                             after: named.get(&c).copied().unwrap_or(Seq(0)),
                         },
@@ -179,13 +188,13 @@ impl Shard {
                 )
             }
             GatherRequest::Boot { limit, offset } => {
-                let page = self.boot_page(&user.conversations, limit, offset);
+                let page = self.boot_page(home, &user.conversations, limit, offset);
                 let items = page
                     .iter()
                     .enumerate()
                     .map(|(i, &c)| SummaryItem {
                         conversation: c,
-                        read: self.shown_cursor(user, c),
+                        read: home.shown_cursor(cx, user, c),
                         mode: if i < BOOT_PAGES_MAX {
                             SummaryMode::Page {
                                 count: BOOT_PAGE_MESSAGES,
@@ -200,31 +209,31 @@ impl Shard {
             }
             GatherRequest::List => (Phase::ListPublic, None),
         };
-        self.gathers.insert(
-            id,
-            Gather {
-                origin,
-                who,
-                deadline,
-                outstanding: 0,
-                summaries: Vec::new(),
-                phase,
-                items: Vec::new(),
-                durable_reads: false,
-            },
-        );
+        let gather = Gather {
+            origin,
+            who,
+            outstanding: 0,
+            summaries: Vec::new(),
+            phase,
+            items: Vec::new(),
+            durable_reads: false,
+        };
+        // Not full (checked by `gather_check`).
+        let Ok(id) = self.gathers.insert(Some(deadline), gather) else {
+            return;
+        };
         match items {
-            Some(items) => self.scatter(id, items, out),
+            Some(items) => self.scatter(cx, home, id, items, out),
             None => {
-                if let Some(g) = self.gathers.get_mut(&id) {
+                if let Some(g) = self.gathers.get_mut(id) {
                     g.outstanding = 1;
                 }
-                let to = self.workspace_shard(who.workspace);
-                let body = PeerBody::PublicChannels {
-                    gather: self.ticket(id),
+                let to = cx.workspace_shard(who.workspace);
+                let body = peer::workspace::PublicChannels {
+                    gather: self.gathers.ticket(id),
                     workspace: who.workspace,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
         }
     }
@@ -236,6 +245,7 @@ impl Shard {
     /// about conversations outside the page.
     fn boot_page(
         &self,
+        home: &HomeRole,
         conversations: &BTreeSet<ConversationId>,
         limit: u32,
         offset: u32,
@@ -249,7 +259,7 @@ impl Shard {
         }
         let mut keys: Vec<(Reverse<Millis>, ConversationId)> = conversations
             .iter()
-            .map(|&c| (Reverse(self.activity_of(c)), c))
+            .map(|&c| (Reverse(home.activity_of(c)), c))
             .collect();
         if end < keys.len() {
             keys.select_nth_unstable(end);
@@ -260,14 +270,21 @@ impl Shard {
     }
 
     /// Sends the items to their owners; finishes at once if there are none.
-    fn scatter(&mut self, id: u64, items: Vec<SummaryItem>, out: &mut Vec<Effect>) {
-        let Some(who) = self.gathers.get(&id).map(|g| g.who) else {
+    fn scatter(
+        &mut self,
+        cx: &mut Ctx,
+        home: &HomeRole,
+        id: u64,
+        items: Vec<SummaryItem>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(who) = self.gathers.get(id).map(|g| g.who) else {
             return;
         };
         let mut by_owner: BTreeMap<ShardId, Vec<SummaryItem>> = BTreeMap::new();
         for item in items {
             by_owner
-                .entry(self.owner_of(item.conversation))
+                .entry(cx.owner_of(item.conversation))
                 .or_default()
                 .push(item);
         }
@@ -277,8 +294,8 @@ impl Shard {
                 batches.push((owner, chunk.to_vec()));
             }
         }
-        let durable_reads = self.storage_failed.is_some();
-        if let Some(g) = self.gathers.get_mut(&id) {
+        let durable_reads = cx.storage_failed.is_some();
+        if let Some(g) = self.gathers.get_mut(id) {
             g.outstanding = batches.len() as u32;
             g.durable_reads = durable_reads;
             g.items = batches
@@ -287,75 +304,57 @@ impl Shard {
                 .collect();
         }
         if batches.is_empty() {
-            return self.advance_gather(id, out);
+            return self.advance_gather(cx, home, id, out);
         }
         for (owner, items) in batches {
-            let body = PeerBody::Summaries {
-                gather: self.ticket(id),
+            let body = peer::owner::Summaries {
+                gather: self.gathers.ticket(id),
                 who,
                 items,
             };
-            self.send_peer(owner, body, out);
+            cx.send_peer(owner, body, out);
         }
     }
 
     pub(crate) fn on_summaries_reply(
         &mut self,
-        ticket: Ticket,
-        summaries: Vec<Summary>,
+        cx: &mut Ctx,
+        home: &HomeRole,
+        m: peer::gather::SummariesReply,
         out: &mut Vec<Effect>,
     ) {
-        if ticket.incarnation != self.incarnation {
+        let peer::gather::SummariesReply {
+            gather: ticket,
+            summaries,
+        } = m;
+        let Some(gather) = self.gathers.id_of(ticket) else {
             return; // For a gather of an earlier start.
-        }
-        let gather = ticket.id;
-        let Some(g) = self.gathers.get_mut(&gather) else {
+        };
+        let Some(g) = self.gathers.get_mut(gather) else {
             return; // Timed out meanwhile.
         };
         g.summaries.extend(summaries);
         g.outstanding = g.outstanding.saturating_sub(1);
         if g.outstanding == 0 {
-            self.advance_gather(gather, out);
+            self.advance_gather(cx, home, gather, out);
         }
-    }
-
-    pub(crate) fn on_public_channels(
-        &mut self,
-        from: ShardId,
-        gather: Ticket,
-        workspace: crate::api::WorkspaceId,
-        out: &mut Vec<Effect>,
-    ) {
-        let conversations = self
-            .state
-            .workspaces
-            .get(&workspace)
-            .map(|w| {
-                w.public_channels
-                    .iter()
-                    .take(LIST_PUBLIC_CHANNELS_MAX)
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let body = PeerBody::PublicChannelsReply {
-            gather,
-            conversations,
-        };
-        self.send_peer(from, body, out);
     }
 
     pub(crate) fn on_public_channels_reply(
         &mut self,
-        ticket: Ticket,
-        public: Vec<ConversationId>,
+        cx: &mut Ctx,
+        home: &HomeRole,
+        m: peer::gather::PublicChannelsReply,
         out: &mut Vec<Effect>,
     ) {
-        if ticket.incarnation != self.incarnation {
+        let peer::gather::PublicChannelsReply {
+            gather: ticket,
+            conversations: public,
+        } = m;
+        let Some(gather) = self.gathers.id_of(ticket) else {
             return;
-        }
-        let gather = ticket.id;
-        let Some(g) = self.gathers.get_mut(&gather) else {
+        };
+        let Some(g) = self.gathers.get_mut(gather) else {
             return;
         };
         if !matches!(g.phase, Phase::ListPublic) {
@@ -363,7 +362,7 @@ impl Shard {
         }
         g.phase = Phase::List;
         let who = g.who;
-        let Some(user) = self.state.users.get(&who.user) else {
+        let Some(user) = cx.state.users.get(&who.user) else {
             return;
         };
         let mut convs: Vec<ConversationId> = user.conversations.iter().copied().collect();
@@ -374,29 +373,20 @@ impl Shard {
             .into_iter()
             .map(|c| SummaryItem {
                 conversation: c,
-                read: self.shown_cursor(user, c),
+                read: home.shown_cursor(cx, user, c),
                 mode: SummaryMode::Preview,
             })
             .collect();
-        self.scatter(gather, items, out);
+        self.scatter(cx, home, gather, items, out);
     }
 
-    pub(crate) fn expire_gathers(&mut self, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let expired: Vec<u64> = self
-            .gathers
-            .iter()
-            .filter(|(_, g)| g.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(g) = self.gathers.remove(&id) {
-                let r = Reject::unavailable(
-                    UnavailableCause::PeerTimeout,
-                    "an owner shard did not answer",
-                );
-                self.reply(g.origin, Err(r), out);
-            }
+    pub(crate) fn expire_gathers(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        for (_, g) in self.gathers.expire(cx.now) {
+            let r = Reject::unavailable(
+                UnavailableCause::PeerTimeout,
+                "an owner shard did not answer",
+            );
+            cx.reply(g.origin, Err(r), out);
         }
     }
 
@@ -412,7 +402,7 @@ impl Shard {
     /// instead: reads keep working on a full disk. Its messages and heads
     /// are durable (owners show only durable seqs, and membership as far as
     /// durable), and so are its read cursors: after the failure the owners
-    /// are asked with durable cursors only (`Shard::shown_cursor`, asked
+    /// are asked with durable cursors only (`HomeRole::shown_cursor`, asked
     /// again if the failure came while they counted). A cursor move whose
     /// record was in the failed batch does not show, so no restart can
     /// move a device's cursor back and the reply never overtakes the
@@ -420,14 +410,15 @@ impl Shard {
     /// (regression: seed 4820).
     fn gather_reply(
         &mut self,
+        cx: &mut Ctx,
         origin: Origin,
         result: Result<Response, Reject>,
         out: &mut Vec<Effect>,
     ) {
-        if self.storage_failed.is_some() {
-            return self.reply(origin, result, out);
+        if cx.storage_failed.is_some() {
+            return cx.reply(origin, result, out);
         }
-        self.after_durable(Action::Reply { origin, result }, out);
+        cx.after_durable(Action::Reply { origin, result }, out);
     }
 
     /// After a storage failure that came while the owners were asked,
@@ -435,40 +426,46 @@ impl Shard {
     /// moves a restart undoes (the reply no longer waits for durability):
     /// asks again with the durable cursors. At most once per phase (the
     /// failure is sticky). Returns whether it asked again.
-    fn reask_with_durable_reads(&mut self, id: u64, out: &mut Vec<Effect>) -> bool {
-        let Some(g) = self.gathers.get(&id) else {
+    fn reask_with_durable_reads(
+        &mut self,
+        cx: &mut Ctx,
+        home: &HomeRole,
+        id: u64,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let Some(g) = self.gathers.get(id) else {
             return false;
         };
-        if g.durable_reads || self.storage_failed.is_none() {
+        if g.durable_reads || cx.storage_failed.is_none() {
             return false;
         }
-        let Some(user) = self.state.users.get(&g.who.user) else {
+        let Some(user) = cx.state.users.get(&g.who.user) else {
             return false;
         };
         let items: Vec<SummaryItem> = g
             .items
             .iter()
             .map(|item| SummaryItem {
-                read: self.shown_cursor(user, item.conversation),
+                read: home.shown_cursor(cx, user, item.conversation),
                 ..*item
             })
             .collect();
         if items.iter().zip(&g.items).all(|(a, b)| a.read == b.read) {
             return false;
         }
-        if let Some(g) = self.gathers.get_mut(&id) {
+        if let Some(g) = self.gathers.get_mut(id) {
             g.summaries.clear();
         }
-        self.scatter(id, items, out);
+        self.scatter(cx, home, id, items, out);
         true
     }
 
     /// All answers of the current phase are in.
-    fn advance_gather(&mut self, id: u64, out: &mut Vec<Effect>) {
-        if self.reask_with_durable_reads(id, out) {
+    fn advance_gather(&mut self, cx: &mut Ctx, home: &HomeRole, id: u64, out: &mut Vec<Effect>) {
+        if self.reask_with_durable_reads(cx, home, id, out) {
             return;
         }
-        let Some(mut g) = self.gathers.remove(&id) else {
+        let Some(mut g) = self.gathers.remove(id) else {
             return;
         };
         let summaries = std::mem::take(&mut g.summaries);
@@ -505,7 +502,7 @@ impl Shard {
                 changed.sort_by(|a, b| by_activity(&a.info, &b.info));
                 apply_sync_budget(&mut changed);
                 gone.sort_unstable();
-                self.gather_reply(g.origin, Ok(Response::Sync { changed, gone }), out);
+                self.gather_reply(cx, g.origin, Ok(Response::Sync { changed, gone }), out);
             }
             Phase::Boot { page, total } => {
                 // Infos as the owners answered them, sorted again by the
@@ -536,7 +533,7 @@ impl Shard {
                     budget -= kept.iter().map(message_bytes).sum::<usize>();
                     pages.push((info.id, kept));
                 }
-                let Some(user) = self.state.users.get(&g.who.user) else {
+                let Some(user) = cx.state.users.get(&g.who.user) else {
                     return;
                 };
                 debug_assert!(
@@ -558,17 +555,56 @@ impl Shard {
                     total,
                     pages,
                 };
-                self.gather_reply(g.origin, Ok(Response::Boot(Box::new(boot))), out);
+                self.gather_reply(cx, g.origin, Ok(Response::Boot(Box::new(boot))), out);
             }
             Phase::ListPublic | Phase::List => {
                 let mut infos: Vec<ConversationInfo> =
                     summaries.into_iter().filter_map(|s| s.info).collect();
                 infos.sort_by(by_activity);
                 infos.truncate(LIST_CONVERSATIONS_MAX);
-                self.gather_reply(g.origin, Ok(Response::Conversations(infos)), out);
+                self.gather_reply(cx, g.origin, Ok(Response::Conversations(infos)), out);
             }
         }
     }
+}
+
+impl GatherRole {
+    /// The gather role's entry point: one message addressed to it.
+    pub(crate) fn handle(
+        &mut self,
+        cx: &mut Ctx,
+        home: &HomeRole,
+        _from: ShardId,
+        msg: peer::gather::GatherMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::gather::GatherMsg;
+        match msg {
+            GatherMsg::Start(m) => self.on_gather(cx, home, m, out),
+            GatherMsg::PublicChannelsReply(m) => self.on_public_channels_reply(cx, home, m, out),
+            GatherMsg::SummariesReply(m) => self.on_summaries_reply(cx, home, m, out),
+        }
+    }
+}
+
+/// A `Sync`'s cursors and the read cursors it knows, per conversation (the
+/// highest when one is named twice). `reads` is empty or one per cursor
+/// (checked at the connection shard).
+fn sync_cursors(
+    cursors: Vec<(ConversationId, Seq)>,
+    reads: &[Seq],
+) -> (BTreeMap<ConversationId, Seq>, BTreeMap<ConversationId, Seq>) {
+    let mut known_reads: BTreeMap<ConversationId, Seq> = BTreeMap::new();
+    for (&(conv, _), &seq) in cursors.iter().zip(reads) {
+        let e = known_reads.entry(conv).or_insert(seq);
+        *e = (*e).max(seq);
+    }
+    let mut named: BTreeMap<ConversationId, Seq> = BTreeMap::new();
+    for (conv, seq) in cursors {
+        let e = named.entry(conv).or_insert(seq);
+        *e = (*e).max(seq);
+    }
+    (named, known_reads)
 }
 
 #[cfg(test)]

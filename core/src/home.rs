@@ -18,15 +18,45 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::api::{
-    CloseReason, ConnId, ConversationId, ConversationInfo, DeviceInfo, Effect, Event, Lsn, Millis,
-    NotifyLevel, Reject, Response, Seq, ShardId, UnavailableCause, UserId, WorkspaceId,
+    CloseReason, ConnId, ConversationId, Effect, Event, Lsn, Millis, NotifyLevel, Reject, Response,
+    Seq, ShardId, UnavailableCause, UserId,
 };
 use crate::auth::{hash_secret, secret_matches};
+use crate::commit::Action;
+use crate::commit::Ctx;
 use crate::constants::{CONVERSATIONS_PER_USER_MAX, DEVICES_PER_USER_MAX, TOKENS_PER_USER_MAX};
-use crate::peer::{DeviceReg, Origin, PeerBody, Ticket, Who};
+use crate::hash::{HashState, Map};
+use crate::notifier::NotifierRole;
+use crate::peer::{self, PeerBody, Who};
 use crate::record::{Record, StoredLevel};
-use crate::shard::{Action, Shard};
 use crate::state::Device;
+
+/// The home role's state (memory, derived; users, tokens, cursors and
+/// preferences are in the persistent state).
+#[derive(Debug)]
+pub(crate) struct HomeRole {
+    /// Membership rounds being received, per owner shard: the chunks so
+    /// far, replacing the owner's entries when the last one arrives.
+    pub(crate) rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId, Millis)>>,
+    /// Last activity of every conversation in a derived list here, with how
+    /// many users of this shard list it; at most one entry per conversation
+    /// listed (bounded by CONVERSATIONS_PER_USER_MAX per user). Orders
+    /// `Boot` pages without asking the owners about every conversation.
+    pub(crate) activity: Map<ConversationId, Activity>,
+    /// Cursor moves not yet durable (see [`PendingCursors`]).
+    pub(crate) pending_cursors: PendingCursors,
+}
+
+impl HomeRole {
+    /// Empty.
+    pub(crate) fn new(hash: HashState) -> HomeRole {
+        HomeRole {
+            rounds: BTreeMap::new(),
+            activity: hash.map(),
+            pending_cursors: PendingCursors::default(),
+        }
+    }
+}
 
 /// What a home shard knows of one listed conversation's activity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +75,7 @@ pub(crate) struct Activity {
 /// Normally nothing shows a cursor before its record is durable (replies
 /// and events wait for it). After a storage failure a gather answers at
 /// once (reads keep working on a full disk), and must then show only what
-/// a restart keeps: [`Shard::shown_cursor`] reads the durable value here.
+/// a restart keeps: [`HomeRole::shown_cursor`] reads the durable value here.
 /// Bounded by the records appended and not yet durable (one entry per
 /// `CursorSet` among them), like the shard's `commits`.
 #[derive(Debug, Default)]
@@ -102,7 +132,7 @@ fn too_many_conversations() -> Reject {
     ))
 }
 
-impl Shard {
+impl HomeRole {
     /// The read cursor a reply may show: the current one, or after a
     /// storage failure (replies no longer wait for durability, see
     /// `gather_reply`) the durable one, so that no device ever sees a
@@ -110,62 +140,29 @@ impl Shard {
     /// an earlier move still waiting for its batch.
     pub(crate) fn shown_cursor(
         &self,
+        cx: &Ctx,
         user: &crate::state::User,
         conversation: ConversationId,
     ) -> Seq {
         let current = user.cursor(conversation);
-        if self.storage_failed.is_none() {
+        if cx.storage_failed.is_none() {
             return current;
         }
         self.pending_cursors
             .durable_cursor(user.id, conversation, current)
     }
 
-    /// Groups a user's devices by the shard (and its incarnation) holding
-    /// them.
-    fn devices_by_shard(&self, user: UserId) -> BTreeMap<(ShardId, u64), Vec<ConnId>> {
-        let mut by_shard: BTreeMap<(ShardId, u64), Vec<ConnId>> = BTreeMap::new();
-        if let Some(u) = self.state.users.get(&user) {
-            for (conn, d) in &u.devices {
-                by_shard
-                    .entry((conn.shard(), d.incarnation))
-                    .or_default()
-                    .push(*conn);
-            }
-        }
-        by_shard
-    }
-
-    /// Delivers an event to every connected device of a user homed here.
-    pub(crate) fn deliver_to_user(
-        &mut self,
-        user: UserId,
-        event: Arc<Event>,
-        out: &mut Vec<Effect>,
-    ) {
-        for ((shard, incarnation), conns) in self.devices_by_shard(user) {
-            let body = PeerBody::DeliverToConns {
-                user,
-                conns,
-                incarnation,
-                event: event.clone(),
-            };
-            self.send_peer(shard, body, out);
-        }
-    }
-
-    pub(crate) fn on_auth(
-        &mut self,
-        origin: Origin,
-        user: UserId,
-        token: u64,
-        secret: [u8; 32],
-        device: DeviceInfo,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_auth(&mut self, cx: &mut Ctx, m: peer::home::Auth, out: &mut Vec<Effect>) {
+        let peer::home::Auth {
+            origin,
+            user,
+            token,
+            secret,
+            device,
+        } = m;
         let from = origin.conn.shard();
-        let ready = self.is_ready();
-        let verdict = match self.state.users.get_mut(&user) {
+        let ready = cx.is_ready();
+        let verdict = match cx.state.users.get_mut(&user) {
             None => {
                 // Same work as a real check, so timing does not say whether
                 // the user exists.
@@ -199,7 +196,7 @@ impl Shard {
                             focused: None,
                             active: false,
                             active_at: None,
-                            changed: self.now,
+                            changed: cx.now,
                         },
                     );
                     Ok((
@@ -212,41 +209,45 @@ impl Shard {
                 }
             }
         };
-        let body = match verdict {
-            Ok((who, conversations)) => PeerBody::AuthOk {
+        let body: PeerBody = match verdict {
+            Ok((who, conversations)) => peer::conn::AuthOk {
                 origin,
                 who,
                 token,
                 conversations,
-            },
-            Err(reject) => PeerBody::AuthFailed { origin, reject },
+            }
+            .into(),
+            Err(reject) => peer::conn::AuthFailed { origin, reject }.into(),
         };
-        self.send_peer(from, body, out);
+        cx.send_peer(from, body, out);
     }
 
-    pub(crate) fn on_device_gone(&mut self, user: UserId, conn: ConnId) {
-        if let Some(u) = self.state.users.get_mut(&user) {
+    pub(crate) fn on_device_gone(&mut self, cx: &mut Ctx, m: peer::home::DeviceGone) {
+        let peer::home::DeviceGone { user, conn } = m;
+        if let Some(u) = cx.state.users.get_mut(&user) {
             u.devices.remove(&conn);
         }
     }
 
     /// Forgets devices on a shard that restarted (its sockets are gone).
-    pub(crate) fn forget_shard_connections(&mut self, shard: ShardId) {
-        for u in self.state.users.values_mut() {
+    pub(crate) fn forget_shard_connections(&mut self, cx: &mut Ctx, shard: ShardId) {
+        for u in cx.state.users.values_mut() {
             u.devices.retain(|conn, _| conn.shard() != shard);
         }
     }
 
     pub(crate) fn on_devices_register(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
-        devices: Vec<DeviceReg>,
+        m: peer::home::DevicesRegister,
         out: &mut Vec<Effect>,
     ) {
-        let now = self.now;
+        let peer::home::DevicesRegister { devices } = m;
+        let now = cx.now;
         let mut refused: BTreeMap<u64, Vec<ConnId>> = BTreeMap::new();
         for d in devices {
-            let ok = match self.state.users.get_mut(&d.user) {
+            let ok = match cx.state.users.get_mut(&d.user) {
                 Some(u)
                     if u.tokens.contains_key(&d.token)
                         && u.devices.len() < DEVICES_PER_USER_MAX =>
@@ -273,31 +274,37 @@ impl Shard {
             }
         }
         for (incarnation, conns) in refused {
-            let body = PeerBody::CloseConns {
+            let body = peer::conn::CloseConns {
                 conns,
                 incarnation,
                 reason: CloseReason::Revoked,
             };
-            self.send_peer(from, body, out);
+            cx.send_peer(from, body, out);
         }
     }
 
-    pub(crate) fn on_issue_token(&mut self, origin: Origin, user: UserId, out: &mut Vec<Effect>) {
+    pub(crate) fn on_issue_token(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::home::IssueToken,
+        out: &mut Vec<Effect>,
+    ) {
+        let peer::home::IssueToken { origin, user } = m;
         let result = (|| {
-            let u = self.state.users.get(&user).ok_or(Reject::NotFound)?;
+            let u = cx.state.users.get(&user).ok_or(Reject::NotFound)?;
             if u.tokens.len() >= TOKENS_PER_USER_MAX {
                 return Err(Reject::TooLarge(format!(
                     "tokens: more than TOKENS_PER_USER_MAX ({TOKENS_PER_USER_MAX})"
                 )));
             }
-            self.writable()?;
+            cx.writable()?;
             Ok(u.next_token)
         })();
         let token = match result {
             Ok(t) => t,
-            Err(r) => return self.reply(origin, Err(r), out),
+            Err(r) => return cx.reply(origin, Err(r), out),
         };
-        let secret = self.new_secret();
+        let secret = cx.new_secret();
         let record = Record::TokenIssued {
             user: user.0,
             token,
@@ -311,23 +318,27 @@ impl Shard {
                 secret,
             }),
         };
-        self.commit(record, vec![reply], out);
+        cx.commit(record, vec![reply], out);
     }
 
     pub(crate) fn on_revoke_token(
         &mut self,
-        origin: Origin,
-        user: UserId,
-        token: Option<u64>,
+        cx: &mut Ctx,
+        m: peer::home::RevokeToken,
         out: &mut Vec<Effect>,
     ) {
-        let check = match self.state.users.get(&user) {
+        let peer::home::RevokeToken {
+            origin,
+            user,
+            token,
+        } = m;
+        let check = match cx.state.users.get(&user) {
             None => Err(Reject::NotFound),
             Some(u) if token.is_some_and(|t| !u.tokens.contains_key(&t)) => Err(Reject::NotFound),
-            Some(_) => self.writable(),
+            Some(_) => cx.writable(),
         };
         if let Err(r) = check {
-            return self.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::TokensRevoked {
             user: user.0,
@@ -337,10 +348,10 @@ impl Shard {
             origin,
             result: Ok(Response::Done),
         };
-        self.commit(record, vec![reply], out);
+        cx.commit(record, vec![reply], out);
         // A restriction acts at once: close the sessions of revoked tokens.
         let mut closing: BTreeMap<(ShardId, u64), Vec<ConnId>> = BTreeMap::new();
-        if let Some(u) = self.state.users.get_mut(&user) {
+        if let Some(u) = cx.state.users.get_mut(&user) {
             let tokens = &u.tokens;
             let gone: Vec<(ConnId, u64)> = u
                 .devices
@@ -357,41 +368,42 @@ impl Shard {
             }
         }
         for ((shard, incarnation), conns) in closing {
-            let body = PeerBody::CloseConns {
+            let body = peer::conn::CloseConns {
                 conns,
                 incarnation,
                 reason: CloseReason::Revoked,
             };
-            self.send_peer(shard, body, out);
+            cx.send_peer(shard, body, out);
         }
     }
 
-    pub(crate) fn on_create_user_home(
+    pub(crate) fn on_create_user(
         &mut self,
-        origin: Option<Origin>,
-        user: UserId,
-        workspace: WorkspaceId,
-        workspace_name: String,
-        name: String,
+        cx: &mut Ctx,
+        m: peer::home::CreateUser,
         out: &mut Vec<Effect>,
     ) {
-        assert!(
-            self.state.owns(user),
-            "user created on the wrong home shard"
-        );
-        let ws_shard = self.workspace_shard(workspace);
-        let ready = PeerBody::UserHomeReady { workspace, user };
-        if self.state.users.contains_key(&user) {
+        let peer::home::CreateUser {
+            origin,
+            user,
+            workspace,
+            workspace_name,
+            name,
+        } = m;
+        assert!(cx.state.owns(user), "user created on the wrong home shard");
+        let ws_shard = cx.workspace_shard(workspace);
+        let ready = peer::workspace::UserHomeReady { workspace, user };
+        if cx.state.users.contains_key(&user) {
             // A retry: confirm once the creation is durable.
-            self.after_durable(
+            cx.after_durable(
                 Action::Peer {
                     to: ws_shard,
-                    body: ready,
+                    body: ready.into(),
                 },
                 out,
             );
             if let Some(origin) = origin {
-                self.after_durable(
+                cx.after_durable(
                     Action::Reply {
                         origin,
                         result: Err(Reject::AlreadyExists),
@@ -401,14 +413,14 @@ impl Shard {
             }
             return;
         }
-        if let Err(r) = self.writable() {
+        if let Err(r) = cx.writable() {
             // The workspace shard retries the claim later.
             if let Some(origin) = origin {
-                self.reply(origin, Err(r), out);
+                cx.reply(origin, Err(r), out);
             }
             return;
         }
-        let secret = self.new_secret();
+        let secret = cx.new_secret();
         let record = Record::UserCreated {
             user: user.0,
             workspace: workspace.0,
@@ -419,7 +431,7 @@ impl Shard {
         };
         let mut actions = vec![Action::Peer {
             to: ws_shard,
-            body: ready,
+            body: ready.into(),
         }];
         if let Some(origin) = origin {
             actions.push(Action::Reply {
@@ -431,13 +443,18 @@ impl Shard {
                 }),
             });
         }
-        self.commit(record, actions, out);
+        cx.commit(record, actions, out);
     }
 
     /// Checks the session user exists here and is under its conversation
     /// limit; returns its cursor for `conv`.
-    fn member_room(&self, user: UserId, conv: Option<ConversationId>) -> Result<Seq, Reject> {
-        let u = self.state.users.get(&user).ok_or(Reject::NotFound)?;
+    fn member_room(
+        &self,
+        cx: &Ctx,
+        user: UserId,
+        conv: Option<ConversationId>,
+    ) -> Result<Seq, Reject> {
+        let u = cx.state.users.get(&user).ok_or(Reject::NotFound)?;
         if u.conversations.len() >= CONVERSATIONS_PER_USER_MAX
             && !conv.is_some_and(|c| u.conversations.contains(&c))
         {
@@ -448,129 +465,144 @@ impl Shard {
 
     pub(crate) fn on_create_channel(
         &mut self,
-        origin: Origin,
-        who: Who,
-        name: String,
-        private: bool,
+        cx: &mut Ctx,
+        m: peer::home::CreateChannel,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(r) = self.member_room(who.user, None) {
-            return self.reply(origin, Err(r), out);
+        let peer::home::CreateChannel {
+            origin,
+            who,
+            name,
+            private,
+        } = m;
+        if let Err(r) = self.member_room(cx, who.user, None) {
+            return cx.reply(origin, Err(r), out);
         }
-        let to = self.workspace_shard(who.workspace);
-        let body = PeerBody::ClaimChannel {
+        let to = cx.workspace_shard(who.workspace);
+        let body = peer::workspace::ClaimChannel {
             origin,
             who,
             name,
             private,
         };
-        self.send_peer(to, body, out);
+        cx.send_peer(to, body, out);
     }
 
-    pub(crate) fn on_join(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        out: &mut Vec<Effect>,
-    ) {
-        match self.member_room(who.user, Some(conversation)) {
-            Err(r) => self.reply(origin, Err(r), out),
+    pub(crate) fn on_join(&mut self, cx: &mut Ctx, m: peer::home::Join, out: &mut Vec<Effect>) {
+        let peer::home::Join {
+            origin,
+            who,
+            conversation,
+        } = m;
+        match self.member_room(cx, who.user, Some(conversation)) {
+            Err(r) => cx.reply(origin, Err(r), out),
             Ok(read) => {
-                let to = self.owner_of(conversation);
-                let body = PeerBody::AddMember {
+                let to = cx.owner_of(conversation);
+                let body = peer::owner::AddMember {
                     origin,
                     actor: who,
                     user: who.user,
                     conversation,
                     read,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
         }
     }
 
-    pub(crate) fn on_invite(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        user: UserId,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(crate) fn on_invite(&mut self, cx: &mut Ctx, m: peer::home::Invite, out: &mut Vec<Effect>) {
+        let peer::home::Invite {
+            origin,
+            who,
+            conversation,
+            user,
+        } = m;
         // The invitee must exist in the inviter's workspace: otherwise it is
         // indistinguishable from a user that does not exist.
-        let same_ws = self
+        let same_ws = cx
             .state
             .users
             .get(&user)
             .is_some_and(|u| u.workspace == who.workspace);
         let result = if same_ws {
-            self.member_room(user, Some(conversation))
+            self.member_room(cx, user, Some(conversation))
         } else {
             Err(Reject::NotFound)
         };
         match result {
-            Err(r) => self.reply(origin, Err(r), out),
+            Err(r) => cx.reply(origin, Err(r), out),
             Ok(read) => {
-                let to = self.owner_of(conversation);
-                let body = PeerBody::AddMember {
+                let to = cx.owner_of(conversation);
+                let body = peer::owner::AddMember {
                     origin,
                     actor: who,
                     user,
                     conversation,
                     read,
                 };
-                self.send_peer(to, body, out);
+                cx.send_peer(to, body, out);
             }
         }
     }
 
     pub(crate) fn on_open_dm(
         &mut self,
-        origin: Origin,
-        who: Who,
-        members: Vec<UserId>,
+        cx: &mut Ctx,
+        m: peer::home::OpenDm,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(r) = self.member_room(who.user, None) {
-            return self.reply(origin, Err(r), out);
+        let peer::home::OpenDm {
+            origin,
+            who,
+            members,
+        } = m;
+        if let Err(r) = self.member_room(cx, who.user, None) {
+            return cx.reply(origin, Err(r), out);
         }
         let slot = crate::ids::dm_slot(who.workspace, &members);
-        let to = crate::ids::shard_of_slot(slot, self.shard_count());
-        let body = PeerBody::OpenDmOwner {
+        let to = crate::ids::shard_of_slot(slot, cx.shard_count());
+        let body = peer::owner::OpenDm {
             origin,
             who,
             members,
         };
-        self.send_peer(to, body, out);
+        cx.send_peer(to, body, out);
     }
 
     pub(crate) fn on_verify_member(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
-        pending: Ticket,
-        user: UserId,
-        workspace: WorkspaceId,
+        m: peer::home::VerifyMember,
         out: &mut Vec<Effect>,
     ) {
-        let ok = self.state.users.get(&user).is_some_and(|u| {
+        let peer::home::VerifyMember {
+            pending,
+            user,
+            workspace,
+        } = m;
+        let ok = cx.state.users.get(&user).is_some_and(|u| {
             u.workspace == workspace && u.conversations.len() < CONVERSATIONS_PER_USER_MAX
         });
-        self.send_peer(from, PeerBody::VerifyReply { pending, user, ok }, out);
+        cx.send_peer(from, peer::owner::VerifyReply { pending, user, ok }, out);
     }
 
     pub(crate) fn on_member_added(
         &mut self,
-        user: UserId,
-        conversation: ConversationId,
-        mut info: ConversationInfo,
-        origin: Option<Origin>,
+        cx: &mut Ctx,
+        notifier: &NotifierRole,
+        m: peer::home::MemberAdded,
         out: &mut Vec<Effect>,
     ) {
-        let Some(u) = self.state.users.get_mut(&user) else {
+        let peer::home::MemberAdded {
+            user,
+            conversation,
+            mut info,
+            origin,
+        } = m;
+        let Some(u) = cx.state.users.get_mut(&user) else {
             if let Some(origin) = origin {
-                self.reply(origin, Err(Reject::NotFound), out);
+                cx.reply(origin, Err(Reject::NotFound), out);
             }
             return;
         };
@@ -579,7 +611,7 @@ impl Shard {
         } else {
             self.heard_activity(conversation, info.last_activity);
         }
-        let Some(u) = self.state.users.get_mut(&user) else {
+        let Some(u) = cx.state.users.get_mut(&user) else {
             return;
         };
         // The owner computed the counters with the cursor we sent it (or 0
@@ -595,17 +627,23 @@ impl Shard {
         } else {
             info.mentions = info.mentions.min(info.unread);
         }
-        if self.level_is_all(user, conversation) {
+        if notifier.level_is_all(cx, user, conversation) {
             // Re-added with level `all`: the owner dropped it at the removal.
-            let body = PeerBody::NotifyAll {
+            let body = peer::notifier::NotifyAll {
                 user,
                 conversation,
                 all: true,
             };
-            let to = self.owner_of(conversation);
-            self.after_durable(Action::Peer { to, body }, out);
+            let to = cx.owner_of(conversation);
+            cx.after_durable(
+                Action::Peer {
+                    to,
+                    body: body.into(),
+                },
+                out,
+            );
         }
-        let mut by_shard = self.devices_by_shard(user);
+        let mut by_shard = cx.devices_by_shard(user);
         if let Some(origin) = origin {
             by_shard
                 .entry((origin.conn.shard(), origin.incarnation))
@@ -616,7 +654,7 @@ impl Shard {
             let reply = origin
                 .filter(|o| o.conn.shard() == shard && o.incarnation == incarnation)
                 .map(|o| (o, Ok(Response::Conversation(info.clone()))));
-            let body = PeerBody::SubscribeConns {
+            let body = peer::conn::SubscribeConns {
                 user,
                 conversation,
                 conns,
@@ -625,17 +663,24 @@ impl Shard {
                 reply,
             };
             // The info carries this shard's cursor: durable first.
-            self.after_durable(Action::Peer { to: shard, body }, out);
+            cx.after_durable(
+                Action::Peer {
+                    to: shard,
+                    body: body.into(),
+                },
+                out,
+            );
         }
     }
 
     pub(crate) fn on_member_removed(
         &mut self,
-        user: UserId,
-        conversation: ConversationId,
+        cx: &mut Ctx,
+        m: peer::home::MemberRemoved,
         out: &mut Vec<Effect>,
     ) {
-        let Some(u) = self.state.users.get_mut(&user) else {
+        let peer::home::MemberRemoved { user, conversation } = m;
+        let Some(u) = cx.state.users.get_mut(&user) else {
             return;
         };
         if u.conversations.remove(&conversation) {
@@ -644,22 +689,27 @@ impl Shard {
         // Same path as `Joined` (after this shard's durability), so a
         // `Left` never overtakes the `Joined` of an earlier add.
         let event = Arc::new(Event::Left { conversation });
-        self.after_durable(Action::DeliverUser { user, event }, out);
+        cx.after_durable(Action::DeliverUser { user, event }, out);
     }
 
     pub(crate) fn on_set_cursor(
         &mut self,
-        origin: Option<Origin>,
-        user: UserId,
-        conversation: ConversationId,
-        seq: Seq,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        m: peer::home::SetCursor,
         out: &mut Vec<Effect>,
     ) {
-        let current = match self.state.users.get(&user) {
+        let peer::home::SetCursor {
+            origin,
+            user,
+            conversation,
+            seq,
+        } = m;
+        let current = match cx.state.users.get(&user) {
             Some(u) => u.cursor(conversation),
             None => {
                 if let Some(origin) = origin {
-                    self.reply(origin, Err(Reject::NotFound), out);
+                    cx.reply(origin, Err(Reject::NotFound), out);
                 }
                 return;
             }
@@ -672,13 +722,13 @@ impl Shard {
                     origin,
                     result: Ok(Response::Done),
                 };
-                self.after_durable(done, out);
+                cx.after_durable(done, out);
             }
             return;
         }
-        if let Err(r) = self.writable() {
+        if let Err(r) = cx.writable() {
             if let Some(origin) = origin {
-                self.reply(origin, Err(r), out);
+                cx.reply(origin, Err(r), out);
             }
             return;
         }
@@ -697,28 +747,32 @@ impl Shard {
                 result: Ok(Response::Done),
             });
         }
-        let lsn = self.commit(record, actions, out);
+        let lsn = cx.commit(record, actions, out);
         self.pending_cursors
             .moved(lsn, user, conversation, current, seq);
-        self.notify_read(user, conversation, seq, out);
+        notifier.notify_read(cx, user, conversation, seq, out);
     }
 
-    pub(crate) fn on_set_notify_home(
+    pub(crate) fn on_set_notify(
         &mut self,
-        origin: Origin,
-        user: UserId,
-        conversation: ConversationId,
-        level: NotifyLevel,
-        muted: bool,
+        cx: &mut Ctx,
+        m: peer::home::SetNotify,
         out: &mut Vec<Effect>,
     ) {
-        let check = if self.state.users.contains_key(&user) {
-            self.writable()
+        let peer::home::SetNotify {
+            origin,
+            user,
+            conversation,
+            level,
+            muted,
+        } = m;
+        let check = if cx.state.users.contains_key(&user) {
+            cx.writable()
         } else {
             Err(Reject::NotFound)
         };
         if let Err(r) = check {
-            return self.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::NotifySet {
             user: user.0,
@@ -732,26 +786,31 @@ impl Shard {
         };
         // The owner mirrors `all` levels (crate::notifier::AllSubscribers).
         let mirror = Action::Peer {
-            to: self.owner_of(conversation),
-            body: PeerBody::NotifyAll {
+            to: cx.owner_of(conversation),
+            body: peer::notifier::NotifyAll {
                 user,
                 conversation,
                 all: level == NotifyLevel::All,
-            },
+            }
+            .into(),
         };
-        self.commit(record, vec![mirror, done], out);
+        cx.commit(record, vec![mirror, done], out);
     }
 
     pub(crate) fn on_set_focus(
         &mut self,
-        origin: Origin,
-        user: UserId,
-        focused: Option<ConversationId>,
-        active: bool,
+        cx: &mut Ctx,
+        m: peer::home::SetFocus,
         out: &mut Vec<Effect>,
     ) {
-        let now = self.now;
-        if let Some(d) = self
+        let peer::home::SetFocus {
+            origin,
+            user,
+            focused,
+            active,
+        } = m;
+        let now = cx.now;
+        if let Some(d) = cx
             .state
             .users
             .get_mut(&user)
@@ -762,23 +821,27 @@ impl Shard {
             d.active_at = active.then_some(now);
             d.changed = now;
         }
-        self.reply(origin, Ok(Response::Done), out);
+        cx.reply(origin, Ok(Response::Done), out);
     }
 
     pub(crate) fn on_set_dnd(
         &mut self,
-        origin: Origin,
-        user: UserId,
-        until: Option<Millis>,
+        cx: &mut Ctx,
+        m: peer::home::SetDnd,
         out: &mut Vec<Effect>,
     ) {
-        let check = if self.state.users.contains_key(&user) {
-            self.writable()
+        let peer::home::SetDnd {
+            origin,
+            user,
+            until,
+        } = m;
+        let check = if cx.state.users.contains_key(&user) {
+            cx.writable()
         } else {
             Err(Reject::NotFound)
         };
         if let Err(r) = check {
-            return self.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::DndSet {
             user: user.0,
@@ -788,18 +851,22 @@ impl Shard {
             origin,
             result: Ok(Response::Done),
         };
-        self.commit(record, vec![done], out);
+        cx.commit(record, vec![done], out);
     }
 
     /// A chunk of an owner's membership round; the last one replaces the
     /// derived entries of that owner's conversations.
     pub(crate) fn on_membership_round(
         &mut self,
+        cx: &mut Ctx,
         owner: ShardId,
-        entries: Vec<(UserId, ConversationId, Millis)>,
-        first: bool,
-        last: bool,
+        m: peer::home::MembershipRound,
     ) {
+        let peer::home::MembershipRound {
+            entries,
+            first,
+            last,
+        } = m;
         if first {
             self.rounds.insert(owner, Vec::new());
         }
@@ -817,10 +884,10 @@ impl Shard {
             fresh.entry(user).or_default().insert(conv);
             heard.insert(conv, at);
         }
-        let count = self.shard_count();
+        let count = cx.shard_count();
         let mut unlisted: Vec<ConversationId> = Vec::new();
         let mut listed: Vec<ConversationId> = Vec::new();
-        for u in self.state.users.values_mut() {
+        for u in cx.state.users.values_mut() {
             let convs = fresh.remove(&u.id).unwrap_or_default();
             u.conversations.retain(|c| {
                 let keep = crate::ids::shard_of(*c, count) != owner || convs.contains(c);
@@ -849,7 +916,7 @@ impl Shard {
         // undid) go now: the round is the owner's whole truth.
         self.activity
             .retain(|c, a| a.listed > 0 || crate::ids::shard_of(*c, count) != owner);
-        self.rounds_done.insert(owner);
+        cx.rounds_done.insert(owner);
     }
 
     /// A user of this shard now lists `conversation`.
@@ -885,12 +952,48 @@ impl Shard {
         a.at = a.at.max(at);
     }
 
-    pub(crate) fn on_activity(&mut self, conversation: ConversationId, at: Millis) {
+    pub(crate) fn on_activity(&mut self, m: peer::home::Activity) {
+        let peer::home::Activity { conversation, at } = m;
         self.heard_activity(conversation, at);
     }
 
     /// The last activity of a conversation listed here, as last heard.
     pub(crate) fn activity_of(&self, conversation: ConversationId) -> Millis {
         self.activity.get(&conversation).map_or(Millis(0), |a| a.at)
+    }
+}
+
+impl HomeRole {
+    /// The home role's entry point: one message addressed to it.
+    pub(crate) fn handle(
+        &mut self,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        from: ShardId,
+        msg: peer::home::HomeMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::home::HomeMsg;
+        match msg {
+            HomeMsg::MembershipRound(m) => self.on_membership_round(cx, from, m),
+            HomeMsg::Activity(m) => self.on_activity(m),
+            HomeMsg::DevicesRegister(m) => self.on_devices_register(cx, from, m, out),
+            HomeMsg::Auth(m) => self.on_auth(cx, m, out),
+            HomeMsg::DeviceGone(m) => self.on_device_gone(cx, m),
+            HomeMsg::CreateUser(m) => self.on_create_user(cx, m, out),
+            HomeMsg::IssueToken(m) => self.on_issue_token(cx, m, out),
+            HomeMsg::RevokeToken(m) => self.on_revoke_token(cx, m, out),
+            HomeMsg::CreateChannel(m) => self.on_create_channel(cx, m, out),
+            HomeMsg::Join(m) => self.on_join(cx, m, out),
+            HomeMsg::Invite(m) => self.on_invite(cx, m, out),
+            HomeMsg::OpenDm(m) => self.on_open_dm(cx, m, out),
+            HomeMsg::VerifyMember(m) => self.on_verify_member(cx, from, m, out),
+            HomeMsg::MemberAdded(m) => self.on_member_added(cx, notifier, m, out),
+            HomeMsg::MemberRemoved(m) => self.on_member_removed(cx, m, out),
+            HomeMsg::SetCursor(m) => self.on_set_cursor(cx, notifier, m, out),
+            HomeMsg::SetNotify(m) => self.on_set_notify(cx, m, out),
+            HomeMsg::SetFocus(m) => self.on_set_focus(cx, m, out),
+            HomeMsg::SetDnd(m) => self.on_set_dnd(cx, m, out),
+        }
     }
 }

@@ -43,14 +43,17 @@
 //! | `state` | the persistent entities and `State::apply` |
 //! | [`snapshot`] | versioned snapshot encoding, restore |
 //! | [`auth`] | the authorization function, secret hashing |
-//! | `shard` | [`Shard`]: recovery, dispatch, commit/durability machinery |
-//! | `conn` | connection-shard role: sessions, routing, subscriptions, delivery |
-//! | `home` | home-shard role: tokens, devices, cursors, preferences, derived lists |
-//! | `owner` | owner role: membership, sequencer, history, interest, summaries |
-//! | `directory` | workspace role: name directories, two-shard creations |
-//! | `gather` | `Sync`, `Boot`, `ListConversations` scatter-gathers |
-//! | `peer` | the cross-shard protocol |
-//! //! | `notifier` | the hand-off, the home-side decision, the push outbox |
+//! | `shard` | [`Shard`]: the composition of the parts below; recovery, input dispatch, one `on_peer` arm per role |
+//! | `commit` | `Ctx`: the commit machinery every role gets (`commit`, `after_durable`, durability queue, `send_peer`, placement helpers) |
+//! | `config` | [`ShardConfig`], [`NotifyConfig`], [`Metrics`] |
+//! | `pending` | `PendingTable`: bounded pending work with a deadline index and incarnation tickets |
+//! | `conn` | `ConnRole`, connection-shard role: sessions, routing, subscriptions, delivery |
+//! | `home` | `HomeRole`, home-shard role: tokens, devices, cursors, preferences, derived lists |
+//! | `owner` | `OwnerRole`, owner role: membership, sequencer, history, interest, summaries |
+//! | `directory` | `WorkspaceRole`, workspace role: name directories, two-shard creations |
+//! | `gather` | `GatherRole`: `Sync`, `Boot`, `ListConversations` scatter-gathers |
+//! | `peer` | the cross-shard protocol: one struct per message in `peer::<role>`, one enum per receiving role |
+//! | `notifier` | `NotifierRole`: the hand-off, the home-side decision, the push outbox |
 //! | [`notify`] | notification candidates and the decision table (pure) |
 //! | [`text`] | name and body checks, the size estimates that byte budgets use |
 //! | `cache`, `bitset`, `hash` | recent-message cache, shard sets, keyed hashing |
@@ -63,6 +66,8 @@ pub mod api;
 pub mod auth;
 mod bitset;
 mod cache;
+mod commit;
+mod config;
 mod conn;
 pub mod constants;
 mod directory;
@@ -74,11 +79,13 @@ mod notifier;
 pub mod notify;
 mod owner;
 mod peer;
+mod pending;
 pub mod record;
 mod shard;
 pub mod snapshot;
 mod state;
 pub mod text;
 
-pub use shard::{Metrics, NotifyConfig, PushMode, ReplayError, Shard, ShardConfig};
+pub use config::{Metrics, NotifyConfig, PushMode, ShardConfig};
+pub use shard::{ReplayError, Shard};
 pub use snapshot::RestoreError;

@@ -3,12 +3,12 @@
 //!
 //! Flow, all after durability:
 //!
-//! 1. Owner, at the commit point (`Shard::fanout`, run when the message's
-//!    record is durable): [`crate::notify::candidates`] in O(mentions +
+//! 1. Owner, at the commit point (right after `OwnerRole::fanout`, run
+//!    when the message's record is durable): [`crate::notify::candidates`] in O(mentions +
 //!    all-subscribers) (DM members; mentions; the channel's members whose
 //!    level is `all`, from [`AllSubscribers`]; every member only for an
 //!    honored `@channel` / `@here`), grouped by home shard, one
-//!    `PeerBody::Notify` per shard. The owner tracks the hand-off
+//!    `peer::notifier::Notify` per shard. The owner tracks the hand-off
 //!    ([`Handoffs`]) until each home confirms (`NotifyDone`) that its
 //!    decisions are durable, and appends the watermark of confirmed
 //!    hand-offs (`NotifyHandedOff`) at most once per tick.
@@ -45,23 +45,46 @@ use crate::api::{
     PushOutcome, Reject, Seq, ShardId, UserId,
 };
 use crate::bitset::ShardSet;
+use crate::commit::Action;
+use crate::commit::Ctx;
+use crate::config::PushMode;
 use crate::constants::{
     NOTIFY_ALL_PER_CONVERSATION_MAX, NOTIFY_HANDOFFS_MAX, OUTBOX_ENTRIES_MAX, PEER_BATCH_MAX,
     PUSH_IN_FLIGHT_MAX, PUSH_RETRY_BASE_MS, PUSH_RETRY_MAX_MS, PUSH_STARTS_PER_TICK_MAX,
 };
 use crate::notify::{self, Candidate, Decision, DeviceView, Posted, Situation, Suppressed};
-use crate::peer::{PeerBody, Ticket};
+use crate::peer::{self};
 use crate::record::{Record, StoredReason};
-use crate::shard::{Action, PushMode, Shard};
 use crate::text::preview;
+
+/// The notifier's state (memory; the outbox and the hand-off watermark are
+/// in the persistent state).
+#[derive(Debug, Default)]
+pub(crate) struct NotifierRole {
+    /// Owner side: per channel, the members whose level is `all` (derived
+    /// from the home shards' rounds and messages).
+    pub(crate) all_subscribers: AllSubscribers,
+    /// Owner side: notification hand-offs awaiting confirmation or the
+    /// rounds (the durable part is the state's watermark).
+    pub(crate) handoffs: Handoffs,
+    /// Home side: outbox ids by the time they are due (rebuilt from the
+    /// outbox at start; retries move entries later; one per outbox entry).
+    pub(crate) push_due: BTreeSet<(Millis, u64)>,
+    /// Home side: pushes handed to the runtime, with their attempt count
+    /// (outbox entries only).
+    pub(crate) push_in_flight: BTreeMap<u64, u32>,
+    /// Home side: failed attempts of entries waiting for a retry (outbox
+    /// entries only).
+    pub(crate) push_attempts: BTreeMap<u64, u32>,
+}
 
 /// Owner role: per channel, the members whose notification level is `all`.
 ///
 /// Derived, memory only, never a source of truth: the level lives in the
 /// user's home shard (`NotifySet`). The home tells the owner after the
-/// record is durable (`PeerBody::NotifyAll`), again when such a user is
+/// record is durable (`peer::notifier::NotifyAll`), again when such a user is
 /// re-added to the channel, and sends a full round of its users' `all`
-/// levels (`PeerBody::NotifyAllRound`) at its own start and whenever the
+/// levels (`peer::notifier::NotifyAllRound`) at its own start and whenever the
 /// owner restarts; a round replaces that home's entries. So the set heals
 /// from any crash the way the user → conversations index does, and no
 /// second durable copy can disagree with the first.
@@ -173,13 +196,14 @@ fn backoff_ms(attempts: u32) -> u64 {
     (PUSH_RETRY_BASE_MS << shift).min(PUSH_RETRY_MAX_MS)
 }
 
-impl Shard {
+impl NotifierRole {
     /// Owner role, at the commit point: hands a durable message to the home
     /// shards of its candidates. A restarted owner waits for every home's
     /// round of `all` levels (one tick) before it hands anything off:
     /// until then messages queue in the backlog, in LSN order.
     pub(crate) fn notify_handoff(
         &mut self,
+        cx: &mut Ctx,
         conversation: ConversationId,
         event: &Arc<Event>,
         out: &mut Vec<crate::api::Effect>,
@@ -187,21 +211,22 @@ impl Shard {
         let Event::Message(m) = event.as_ref() else {
             return;
         };
-        let Some(c) = self.state.conversations.get(&conversation) else {
+        let Some(c) = cx.state.conversations.get(&conversation) else {
             return;
         };
         let lsn = c.lsn_of(m.seq).0;
-        if self.all_subscribers.complete(self.shard_count()) {
-            return self.handoff(lsn, conversation, event.clone(), None, out);
+        if self.all_subscribers.complete(cx.shard_count()) {
+            return self.handoff(cx, lsn, conversation, event.clone(), None, out);
         }
-        self.metrics.notify_handoffs_deferred += 1;
-        self.defer_handoff(lsn, conversation, event.clone(), out);
+        cx.metrics.notify_handoffs_deferred += 1;
+        self.defer_handoff(cx, lsn, conversation, event.clone(), out);
     }
 
     /// Queues a hand-off until the rounds are in; bounded: beyond
     /// NOTIFY_HANDOFFS_MAX the oldest goes now, with what is known.
     fn defer_handoff(
         &mut self,
+        cx: &mut Ctx,
         lsn: u64,
         conversation: ConversationId,
         event: Arc<Event>,
@@ -209,7 +234,7 @@ impl Shard {
     ) {
         if self.handoffs.backlog.len() >= NOTIFY_HANDOFFS_MAX {
             if let Some((l, c, e)) = self.handoffs.backlog.pop_front() {
-                self.handoff(l, c, e, None, out);
+                self.handoff(cx, l, c, e, None, out);
             }
         }
         self.handoffs.backlog.push_back((lsn, conversation, event));
@@ -220,6 +245,7 @@ impl Shard {
     /// tracks it until each of them confirmed its decisions durable.
     fn handoff(
         &mut self,
+        cx: &mut Ctx,
         lsn: u64,
         conversation: ConversationId,
         event: Arc<Event>,
@@ -227,7 +253,7 @@ impl Shard {
         out: &mut Vec<Effect>,
     ) {
         let (Event::Message(m), Some(c)) =
-            (event.as_ref(), self.state.conversations.get(&conversation))
+            (event.as_ref(), cx.state.conversations.get(&conversation))
         else {
             return;
         };
@@ -242,11 +268,11 @@ impl Shard {
             mentions: &m.mentions,
             broadcast: m.broadcast,
             member_count: c.members.len(),
-            broadcast_members_max: self.config.notify.broadcast_members_max,
+            broadcast_members_max: cx.config.notify.broadcast_members_max,
             all: &all,
         };
         let list = notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u));
-        let count = self.shard_count();
+        let count = cx.shard_count();
         let mut by_home: BTreeMap<ShardId, Vec<Candidate>> = BTreeMap::new();
         for cand in list {
             let home = crate::ids::shard_of(cand.user, count);
@@ -259,11 +285,17 @@ impl Shard {
             if let Some(home) = only {
                 // Nothing left for that home (its users left): it owes
                 // no confirmation any more.
-                self.on_notify_done(home, self.ticket(lsn));
+                self.on_notify_done(
+                    cx,
+                    home,
+                    peer::notifier::NotifyDone {
+                        handoff: cx.ticket(lsn),
+                    },
+                );
             }
             return;
         }
-        let ticket = self.ticket(lsn);
+        let ticket = cx.ticket(lsn);
         let homes: BTreeSet<ShardId> = by_home.keys().copied().collect();
         match self.handoffs.pending.get_mut(&lsn) {
             Some(p) => p.homes.extend(homes),
@@ -272,7 +304,7 @@ impl Shard {
                     // Bounded: give up tracking the oldest (a home that
                     // never confirms: its storage failed). Counted.
                     self.handoffs.pending.pop_first();
-                    self.metrics.notify_handoffs_abandoned += 1;
+                    cx.metrics.notify_handoffs_abandoned += 1;
                 }
                 let p = PendingHandoff {
                     conversation,
@@ -285,21 +317,27 @@ impl Shard {
         for (home, cands) in by_home {
             let n = cands.len().div_ceil(PEER_BATCH_MAX);
             for (i, chunk) in cands.chunks(PEER_BATCH_MAX).enumerate() {
-                let body = PeerBody::Notify {
+                let body = peer::notifier::Notify {
                     event: event.clone(),
                     direct,
                     candidates: chunk.to_vec(),
                     // The home confirms after its last chunk's records.
                     handoff: (i + 1 == n).then_some(ticket),
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
         }
     }
 
     /// Owner role: a home shard's decisions for a hand-off are durable.
-    pub(crate) fn on_notify_done(&mut self, home: ShardId, handoff: Ticket) {
-        if handoff.incarnation != self.incarnation {
+    pub(crate) fn on_notify_done(
+        &mut self,
+        cx: &mut Ctx,
+        home: ShardId,
+        m: peer::notifier::NotifyDone,
+    ) {
+        let peer::notifier::NotifyDone { handoff } = m;
+        if handoff.incarnation != cx.incarnation {
             return; // An earlier start's hand-off: the watermark re-drove it.
         }
         if let Some(p) = self.handoffs.pending.get_mut(&handoff.id) {
@@ -313,7 +351,12 @@ impl Shard {
     /// Owner role: `home` restarted, and may have lost hand-offs it had
     /// not made durable: hand those off to it again (its outbox drops
     /// what it already queued or delivered).
-    pub(crate) fn redrive_handoffs_to(&mut self, home: ShardId, out: &mut Vec<Effect>) {
+    pub(crate) fn redrive_handoffs_to(
+        &mut self,
+        cx: &mut Ctx,
+        home: ShardId,
+        out: &mut Vec<Effect>,
+    ) {
         let owed: Vec<(u64, ConversationId, Arc<Event>)> = self
             .handoffs
             .pending
@@ -321,9 +364,9 @@ impl Shard {
             .filter(|(_, p)| p.homes.contains(&home))
             .map(|(l, p)| (*l, p.conversation, p.event.clone()))
             .collect();
-        self.metrics.notify_handoffs_resent += owed.len() as u64;
+        cx.metrics.notify_handoffs_resent += owed.len() as u64;
         for (lsn, conversation, event) in owed {
-            self.handoff(lsn, conversation, event, Some(home), out);
+            self.handoff(cx, lsn, conversation, event, Some(home), out);
         }
     }
 
@@ -333,10 +376,10 @@ impl Shard {
     /// rounds are in. Their events come from the recent cache (the newest
     /// messages of each conversation; one that is not cached is counted
     /// as abandoned).
-    pub(crate) fn collect_redrive(&mut self) {
-        let mark = self.state.handoff_watermark;
+    pub(crate) fn collect_redrive(&mut self, cx: &mut Ctx) {
+        let mark = cx.state.handoff_watermark;
         let mut owed: Vec<(u64, ConversationId, Seq)> = Vec::new();
-        for c in self.state.conversations.values() {
+        for c in cx.state.conversations.values() {
             let first = c.lsns.partition_point(|&l| l <= mark);
             for (i, lsn) in c.lsns.iter().enumerate().skip(first) {
                 owed.push((*lsn, c.id, Seq(i as u64 + 1)));
@@ -344,15 +387,15 @@ impl Shard {
         }
         owed.sort_unstable();
         let skip = owed.len().saturating_sub(NOTIFY_HANDOFFS_MAX);
-        self.metrics.notify_handoffs_abandoned += skip as u64;
+        cx.metrics.notify_handoffs_abandoned += skip as u64;
         self.handoffs.last = mark;
         for (lsn, conversation, seq) in owed.into_iter().skip(skip) {
-            let cached = self.state.cache.range(conversation, seq, seq);
+            let cached = cx.state.cache.range(conversation, seq, seq);
             let Some(m) = cached.into_iter().next() else {
-                self.metrics.notify_handoffs_abandoned += 1;
+                cx.metrics.notify_handoffs_abandoned += 1;
                 continue;
             };
-            self.metrics.notify_handoffs_redriven += 1;
+            cx.metrics.notify_handoffs_redriven += 1;
             let event = Arc::new(Event::Message(m));
             self.handoffs.backlog.push_back((lsn, conversation, event));
         }
@@ -360,16 +403,16 @@ impl Shard {
 
     /// Owner role, every tick: appends the hand-off watermark when it moved
     /// (at most one small record per tick, and none while idle).
-    pub(crate) fn persist_handoff_watermark(&mut self, out: &mut Vec<Effect>) {
-        if !self.all_subscribers.complete(self.shard_count()) {
+    pub(crate) fn persist_handoff_watermark(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        if !self.all_subscribers.complete(cx.shard_count()) {
             return; // The backlog is not handed off yet.
         }
         let mark = match self.handoffs.pending.first_key_value() {
             Some((first, _)) => first - 1,
             None => self.handoffs.last,
         };
-        if mark > self.state.handoff_watermark && self.writable().is_ok() {
-            self.commit(Record::NotifyHandedOff { lsn: mark }, Vec::new(), out);
+        if mark > cx.state.handoff_watermark && cx.writable().is_ok() {
+            cx.commit(Record::NotifyHandedOff { lsn: mark }, Vec::new(), out);
         }
     }
 
@@ -379,11 +422,12 @@ impl Shard {
     /// `Err` when the set is full.
     pub(crate) fn reserve_notify_level(
         &mut self,
+        cx: &mut Ctx,
         conversation: ConversationId,
         user: UserId,
         level: NotifyLevel,
     ) -> Result<(), Reject> {
-        let dm = self
+        let dm = cx
             .state
             .conversations
             .get(&conversation)
@@ -406,8 +450,13 @@ impl Shard {
 
     /// Owner role: a home says `user`'s level for `conversation` is
     /// (durably) `all`, or no longer.
-    pub(crate) fn on_notify_all(&mut self, user: UserId, conversation: ConversationId, all: bool) {
-        let Some(c) = self.state.conversations.get(&conversation) else {
+    pub(crate) fn on_notify_all(&mut self, cx: &mut Ctx, m: peer::notifier::NotifyAll) {
+        let peer::notifier::NotifyAll {
+            user,
+            conversation,
+            all,
+        } = m;
+        let Some(c) = cx.state.conversations.get(&conversation) else {
             return;
         };
         if c.is_dm() {
@@ -417,7 +466,7 @@ impl Shard {
             return self.all_subscribers.remove(conversation, user);
         }
         if c.members.contains_key(&user) && !self.all_subscribers.add(conversation, user) {
-            self.metrics.notify_all_capped += 1;
+            cx.metrics.notify_all_capped += 1;
         }
     }
 
@@ -425,12 +474,16 @@ impl Shard {
     /// replaces that home's entries.
     pub(crate) fn on_notify_all_round(
         &mut self,
+        cx: &mut Ctx,
         home: ShardId,
-        entries: Vec<(UserId, ConversationId)>,
-        first: bool,
-        last: bool,
+        m: peer::notifier::NotifyAllRound,
         out: &mut Vec<Effect>,
     ) {
+        let peer::notifier::NotifyAllRound {
+            entries,
+            first,
+            last,
+        } = m;
         let rounds = &mut self.all_subscribers.rounds;
         if first {
             rounds.insert(home, Vec::new());
@@ -443,7 +496,7 @@ impl Shard {
             return;
         }
         let entries = rounds.remove(&home).unwrap_or_default();
-        let count = self.shard_count();
+        let count = cx.shard_count();
         for set in self.all_subscribers.by_conversation.values_mut() {
             set.retain(|u| crate::ids::shard_of(*u, count) != home);
         }
@@ -451,23 +504,35 @@ impl Shard {
             .by_conversation
             .retain(|_, set| !set.is_empty());
         for (user, conversation) in entries {
-            self.on_notify_all(user, conversation, true);
+            self.on_notify_all(
+                cx,
+                peer::notifier::NotifyAll {
+                    user,
+                    conversation,
+                    all: true,
+                },
+            );
         }
         self.all_subscribers.rounds_done.insert(home);
         if self.all_subscribers.complete(count) {
             while let Some((lsn, conversation, event)) = self.handoffs.backlog.pop_front() {
-                self.handoff(lsn, conversation, event, None, out);
+                self.handoff(cx, lsn, conversation, event, None, out);
             }
         }
     }
 
     /// Home role: sends each owner in `to` the `all` levels of this shard's
     /// users in its conversations (one scan for all of them).
-    pub(crate) fn send_notify_all_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
-        let count = self.shard_count();
+    pub(crate) fn send_notify_all_rounds(
+        &mut self,
+        cx: &mut Ctx,
+        to: &ShardSet,
+        out: &mut Vec<Effect>,
+    ) {
+        let count = cx.shard_count();
         let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId)>> =
             to.iter().map(|s| (s, Vec::new())).collect();
-        for u in self.state.users.values() {
+        for u in cx.state.users.values() {
             for (conversation, pref) in &u.prefs {
                 if pref.level != NotifyLevel::All {
                     continue;
@@ -487,20 +552,25 @@ impl Shard {
             };
             let n = chunks.len();
             for (i, chunk) in chunks.into_iter().enumerate() {
-                let body = PeerBody::NotifyAllRound {
+                let body = peer::notifier::NotifyAllRound {
                     entries: chunk,
                     first: i == 0,
                     last: i + 1 == n,
                 };
-                self.send_peer(owner, body, out);
+                cx.send_peer(owner, body, out);
             }
         }
     }
 
     /// Home role: whether `user`'s level for `conversation` is explicitly
     /// `all` (what the owner's set mirrors).
-    pub(crate) fn level_is_all(&self, user: UserId, conversation: ConversationId) -> bool {
-        self.state
+    pub(crate) fn level_is_all(
+        &self,
+        cx: &Ctx,
+        user: UserId,
+        conversation: ConversationId,
+    ) -> bool {
+        cx.state
             .users
             .get(&user)
             .and_then(|u| u.prefs.get(&conversation))
@@ -511,22 +581,34 @@ impl Shard {
     /// confirms to the owner once the resulting records are durable.
     pub(crate) fn on_notify(
         &mut self,
+        cx: &mut Ctx,
         owner: ShardId,
-        event: &Arc<Event>,
-        direct: bool,
-        candidates: Vec<Candidate>,
-        handoff: Option<Ticket>,
+        m: peer::notifier::Notify,
         out: &mut Vec<Effect>,
     ) {
-        self.decide_candidates(event, direct, candidates, out);
+        let peer::notifier::Notify {
+            event,
+            direct,
+            candidates,
+            handoff,
+        } = m;
+        let event = &event;
+        self.decide_candidates(cx, event, direct, candidates, out);
         if let Some(handoff) = handoff {
-            let body = PeerBody::NotifyDone { handoff };
-            self.after_durable(Action::Peer { to: owner, body }, out);
+            let body = peer::notifier::NotifyDone { handoff };
+            cx.after_durable(
+                Action::Peer {
+                    to: owner,
+                    body: body.into(),
+                },
+                out,
+            );
         }
     }
 
     fn decide_candidates(
         &mut self,
+        cx: &mut Ctx,
         event: &Arc<Event>,
         direct: bool,
         candidates: Vec<Candidate>,
@@ -535,9 +617,9 @@ impl Shard {
         let Event::Message(m) = event.as_ref() else {
             return;
         };
-        let now = self.now;
+        let now = cx.now;
         for cand in candidates {
-            let Some(u) = self.state.users.get(&cand.user) else {
+            let Some(u) = cx.state.users.get(&cand.user) else {
                 continue;
             };
             let devices: Vec<DeviceView> = u
@@ -565,47 +647,47 @@ impl Shard {
                 now,
             };
             let decision = notify::decide(&situation);
-            self.metrics.notify_decided += 1;
+            cx.metrics.notify_decided += 1;
             let delayed = match decision {
                 Decision::Suppress(why) => {
                     let i = Suppressed::ALL
                         .iter()
                         .position(|s| *s == why)
                         .unwrap_or_default();
-                    self.metrics.notify_suppressed[i] += 1;
+                    cx.metrics.notify_suppressed[i] += 1;
                     continue;
                 }
                 Decision::Delay => true,
                 Decision::PushNow => false,
             };
             if !devices.is_empty() {
-                self.metrics.notify_in_app += 1;
+                cx.metrics.notify_in_app += 1;
                 let inapp = Arc::new(Event::Notify {
                     conversation: m.conversation,
                     seq: m.seq,
                     reason: cand.reason,
                 });
-                self.deliver_to_user(cand.user, inapp, out);
+                cx.deliver_to_user(cand.user, inapp, out);
             }
-            if self.config.notify.push == PushMode::Off {
+            if cx.config.notify.push == PushMode::Off {
                 continue;
             }
             let key = (cand.user, m.conversation, m.seq, false);
-            let pushed = self.state.pushed.get(&(cand.user, m.conversation));
-            if self.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| *s >= m.seq) {
+            let pushed = cx.state.pushed.get(&(cand.user, m.conversation));
+            if cx.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| *s >= m.seq) {
                 // Handed over again (after a crash): one push per (user,
                 // message), and none older than one delivered.
                 continue;
             }
-            if self.state.outbox.len() >= OUTBOX_ENTRIES_MAX || self.writable().is_err() {
-                self.metrics.push_dropped += 1;
+            if cx.state.outbox.len() >= OUTBOX_ENTRIES_MAX || cx.writable().is_err() {
+                cx.metrics.push_dropped += 1;
                 continue;
             }
             let due = if delayed {
-                self.metrics.push_delayed += 1;
-                Millis(now.0 + self.config.notify.grace_ms)
+                cx.metrics.push_delayed += 1;
+                Millis(now.0 + cx.config.notify.grace_ms)
             } else {
-                self.metrics.push_immediate += 1;
+                cx.metrics.push_immediate += 1;
                 now
             };
             let record = Record::PushQueued {
@@ -618,7 +700,7 @@ impl Shard {
                 due: due.0,
                 clear: false,
             };
-            let id = self.commit(record, Vec::new(), out);
+            let id = cx.commit(record, Vec::new(), out);
             self.push_due.insert((due, id.0));
         }
     }
@@ -627,6 +709,7 @@ impl Shard {
     /// read covers and queues a `clear` for a delivered one.
     pub(crate) fn notify_read(
         &mut self,
+        cx: &mut Ctx,
         user: UserId,
         conversation: ConversationId,
         seq: Seq,
@@ -634,7 +717,7 @@ impl Shard {
     ) {
         let lo = (user, conversation, Seq(0), false);
         let hi = (user, conversation, seq, true);
-        let covered: Vec<(u64, bool)> = self
+        let covered: Vec<(u64, bool)> = cx
             .state
             .outbox_index
             .range(lo..=hi)
@@ -642,36 +725,43 @@ impl Shard {
             .collect();
         for (id, clear) in covered {
             if !clear && !self.push_in_flight.contains_key(&id) {
-                self.cancel_push(id, out);
+                self.cancel_push(cx, id, out);
             }
         }
-        let pushed = self.state.pushed.get(&(user, conversation)).copied();
+        let pushed = cx.state.pushed.get(&(user, conversation)).copied();
         if let Some(s) = pushed.filter(|s| *s <= seq) {
-            self.queue_clear(user, conversation, s, out);
+            self.queue_clear(cx, user, conversation, s, out);
         }
     }
 
-    fn cancel_push(&mut self, id: u64, out: &mut Vec<Effect>) {
-        if self.writable().is_err() {
+    fn cancel_push(&mut self, cx: &mut Ctx, id: u64, out: &mut Vec<Effect>) {
+        if cx.writable().is_err() {
             return; // Retried at the next pump.
         }
-        if let Some(e) = self.state.outbox.get(&id) {
+        if let Some(e) = cx.state.outbox.get(&id) {
             self.push_due.remove(&(e.due, id));
         }
         self.push_attempts.remove(&id);
-        self.metrics.push_cancelled += 1;
+        cx.metrics.push_cancelled += 1;
         let record = Record::PushSettled {
             id,
             delivered: false,
         };
-        self.commit(record, Vec::new(), out);
+        cx.commit(record, Vec::new(), out);
     }
 
-    fn queue_clear(&mut self, user: UserId, conv: ConversationId, seq: Seq, out: &mut Vec<Effect>) {
+    fn queue_clear(
+        &mut self,
+        cx: &mut Ctx,
+        user: UserId,
+        conv: ConversationId,
+        seq: Seq,
+        out: &mut Vec<Effect>,
+    ) {
         let key = (user, conv, seq, true);
-        if self.state.outbox_index.contains_key(&key)
-            || self.state.outbox.len() >= OUTBOX_ENTRIES_MAX
-            || self.writable().is_err()
+        if cx.state.outbox_index.contains_key(&key)
+            || cx.state.outbox.len() >= OUTBOX_ENTRIES_MAX
+            || cx.writable().is_err()
         {
             return;
         }
@@ -682,20 +772,20 @@ impl Shard {
             sender: user.0,
             reason: StoredReason::Dm,
             preview: String::new(),
-            due: self.now.0,
+            due: cx.now.0,
             clear: true,
         };
-        let id = self.commit(record, Vec::new(), out);
-        self.push_due.insert((self.now, id.0));
+        let id = cx.commit(record, Vec::new(), out);
+        self.push_due.insert((cx.now, id.0));
     }
 
     /// Home role, every tick: starts due, durable pushes.
-    pub(crate) fn pump_pushes(&mut self, out: &mut Vec<Effect>) {
-        if self.config.notify.push == PushMode::Off {
+    pub(crate) fn pump_pushes(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        if cx.config.notify.push == PushMode::Off {
             return;
         }
-        let now = self.now;
-        let durable = self.durable.0;
+        let now = cx.now;
+        let durable = cx.durable.0;
         let mut started = 0;
         let due: Vec<(Millis, u64)> = self.push_due.range(..=(now, u64::MAX)).copied().collect();
         for (at, id) in due {
@@ -707,18 +797,18 @@ impl Shard {
             if id > durable {
                 continue; // Persist, then act.
             }
-            let Some(e) = self.state.outbox.get(&id).cloned() else {
+            let Some(e) = cx.state.outbox.get(&id).cloned() else {
                 self.push_due.remove(&(at, id));
                 continue;
             };
-            let Some(u) = self.state.users.get(&e.user) else {
+            let Some(u) = cx.state.users.get(&e.user) else {
                 continue;
             };
             if !e.clear && u.cursor(e.conversation) >= e.seq {
-                self.cancel_push(id, out);
+                self.cancel_push(cx, id, out);
                 continue;
             }
-            let badge = self
+            let badge = cx
                 .state
                 .pushed
                 .range((e.user, ConversationId(0))..=(e.user, ConversationId(u64::MAX)))
@@ -755,6 +845,7 @@ impl Shard {
     /// Home role: the gateway answered.
     pub(crate) fn on_push_result(
         &mut self,
+        cx: &mut Ctx,
         id: PushId,
         outcome: PushOutcome,
         out: &mut Vec<Effect>,
@@ -762,7 +853,7 @@ impl Shard {
         let Some(attempts) = self.push_in_flight.remove(&id.0) else {
             return; // Not ours (an earlier start's push): ignore.
         };
-        let Some(e) = self.state.outbox.get(&id.0).cloned() else {
+        let Some(e) = cx.state.outbox.get(&id.0).cloned() else {
             return;
         };
         let settle = match outcome {
@@ -770,20 +861,20 @@ impl Shard {
             PushOutcome::Delivered => Some(true),
             PushOutcome::Rejected => Some(false),
         };
-        let Some(delivered) = settle.filter(|_| self.writable().is_ok()) else {
+        let Some(delivered) = settle.filter(|_| cx.writable().is_ok()) else {
             let attempts = attempts + 1;
-            self.metrics.push_retried += 1;
+            cx.metrics.push_retried += 1;
             self.push_attempts.insert(id.0, attempts);
             self.push_due
-                .insert((Millis(self.now.0 + backoff_ms(attempts)), id.0));
+                .insert((Millis(cx.now.0 + backoff_ms(attempts)), id.0));
             return;
         };
         match (delivered, e.clear) {
-            (true, false) => self.metrics.pushed += 1,
-            (true, true) => self.metrics.push_cleared += 1,
-            (false, _) => self.metrics.push_rejected += 1,
+            (true, false) => cx.metrics.pushed += 1,
+            (true, true) => cx.metrics.push_cleared += 1,
+            (false, _) => cx.metrics.push_rejected += 1,
         }
-        self.commit(
+        cx.commit(
             Record::PushSettled {
                 id: id.0,
                 delivered,
@@ -792,13 +883,32 @@ impl Shard {
             out,
         );
         // Read while the push was in flight: retract it now.
-        let read = self
+        let read = cx
             .state
             .users
             .get(&e.user)
             .map_or(Seq(0), |u| u.cursor(e.conversation));
         if delivered && !e.clear && read >= e.seq {
-            self.queue_clear(e.user, e.conversation, e.seq, out);
+            self.queue_clear(cx, e.user, e.conversation, e.seq, out);
+        }
+    }
+}
+
+impl NotifierRole {
+    /// The notifier role's entry point: one message addressed to it.
+    pub(crate) fn handle(
+        &mut self,
+        cx: &mut Ctx,
+        from: ShardId,
+        msg: peer::notifier::NotifierMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::notifier::NotifierMsg;
+        match msg {
+            NotifierMsg::Notify(m) => self.on_notify(cx, from, m, out),
+            NotifierMsg::NotifyDone(m) => self.on_notify_done(cx, from, m),
+            NotifierMsg::NotifyAll(m) => self.on_notify_all(cx, m),
+            NotifierMsg::NotifyAllRound(m) => self.on_notify_all_round(cx, from, m, out),
         }
     }
 }

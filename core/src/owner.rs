@@ -4,8 +4,9 @@
 //! Send path: authorize → dedup window (a retry gets the original ack, once
 //! the original is durable) → `seq = head + 1` → append `MessagePosted` →
 //! on durability: ack, fan out to interested shards, advance the sender's
-//! read cursor. The notification hand-off (issue 6) goes beside the fanout
-//! in [`Shard::fanout`]: it is the commit point of a message.
+//! read cursor. The notification hand-off (issue 6) runs right after the
+//! fanout ([`OwnerRole::fanout`]; the shard runs both): it is the commit
+//! point of a message.
 //!
 //! History: pages are served from the recent cache when it covers them, and
 //! otherwise read back from the WAL by LSN (`Effect::ReadRecords`), then
@@ -15,23 +16,82 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::api::{
-    Broadcast, ClientMsgId, ConversationId, ConversationInfo, ConversationKind, Effect, Event,
-    HistoryAnchor, Lsn, Message, Millis, NotifyLevel, ReadToken, Reject, Response, Seq, ShardId,
-    UnavailableCause, UserId, WorkspaceId,
+    Broadcast, ConversationId, ConversationInfo, ConversationKind, Effect, Event, HistoryAnchor,
+    Lsn, Message, Millis, ReadToken, Reject, Response, Seq, ShardId, UnavailableCause, UserId,
 };
 use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
+use crate::commit::Action;
+use crate::commit::Ctx;
 use crate::constants::{
     DM_OPEN_WAITERS_MAX, HISTORY_PAGE_BYTES_MAX, HISTORY_PAGE_MAX, MEMBERS_PER_CONVERSATION_MAX,
-    PEER_BATCH_MAX, PENDING_DM_OPENS_MAX, PENDING_READS_MAX, REQUEST_TIMEOUT_MS,
-    SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
+    PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_GAP_INLINE_MAX, SYNC_PAGE_MESSAGES,
 };
+use crate::constants::{PENDING_DM_OPENS_MAX, PENDING_READS_MAX};
+use crate::hash::{HashState, Map};
 use crate::ids::dm_slot;
-use crate::peer::{Actor, Origin, PeerBody, Summary, SummaryItem, SummaryMode, Ticket, Who};
+use crate::notifier::NotifierRole;
+use crate::peer::{self, Actor, Origin, Summary, SummaryItem, SummaryMode, Who};
+use crate::pending::PendingTable;
 use crate::record::{MessageRecord, Record, StoredBroadcast};
-use crate::shard::{Action, DmOpen, PendingRead, Shard};
+use crate::state::DmKey;
 use crate::state::{message_of, Conversation};
 use crate::text::{message_bytes, preview};
+
+/// The owner role's state (memory only; the conversations themselves are
+/// in the persistent state): history reads and DM creations in flight, and
+/// the restarted home shards owed a membership round.
+#[derive(Debug)]
+pub(crate) struct OwnerRole {
+    /// History pages waiting for WAL reads, by read token (at most
+    /// PENDING_READS_MAX).
+    pub(crate) reads: PendingTable<PendingRead>,
+    /// DM creations waiting for their members' home shards (at most
+    /// PENDING_DM_OPENS_MAX).
+    pub(crate) dm_opens: PendingTable<DmOpen>,
+    /// The pending creation of each member set (one entry per `dm_opens`
+    /// entry), so concurrent opens wait on one creation.
+    pub(crate) dm_open_keys: Map<DmKey, u64>,
+    /// Restarted home shards owed a membership round (sent at the next
+    /// tick, one scan for all of them).
+    pub(crate) rounds_due: ShardSet,
+}
+
+impl OwnerRole {
+    /// Empty, for a shard incarnation.
+    pub(crate) fn new(hash: HashState, incarnation: u64) -> OwnerRole {
+        OwnerRole {
+            reads: PendingTable::new(PENDING_READS_MAX, incarnation),
+            dm_opens: PendingTable::new(PENDING_DM_OPENS_MAX, incarnation),
+            dm_open_keys: hash.map(),
+            rounds_due: ShardSet::new(),
+        }
+    }
+}
+
+/// A history page waiting for WAL reads.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    pub(crate) origin: Origin,
+    pub(crate) who: Who,
+    pub(crate) conversation: ConversationId,
+    /// The page's seq range, inclusive.
+    pub(crate) lo: u64,
+    pub(crate) hi: u64,
+    /// Keep the newest messages when the byte budget cuts the page.
+    pub(crate) newest_first: bool,
+    pub(crate) head: u64,
+    /// LSNs asked for, in seq order from `lo`.
+    pub(crate) lsns: Vec<Lsn>,
+}
+
+/// A DM creation waiting for its members' home shards.
+#[derive(Debug)]
+pub(crate) struct DmOpen {
+    pub(crate) key: DmKey,
+    pub(crate) waiters: Vec<(Origin, UserId)>,
+    pub(crate) unverified: BTreeSet<UserId>,
+}
 
 /// Keeps the messages of a page that fit in `budget` bytes: the newest ones
 /// when paging backwards, the oldest when paging forwards. Stays contiguous.
@@ -59,28 +119,29 @@ pub(crate) fn fit_bytes(messages: Vec<Message>, budget: usize, newest_first: boo
     }
 }
 
-impl Shard {
+impl OwnerRole {
     /// The conversation's info for `user` with read cursor `read` (as far
     /// as durable: head, preview and counters never reflect records that
     /// are not durable yet).
     pub(crate) fn info_for(
         &self,
+        cx: &Ctx,
         conv: &Conversation,
         user: UserId,
         read: Seq,
         member: bool,
     ) -> ConversationInfo {
-        let head = conv.visible_head(self.durable);
+        let head = conv.visible_head(cx.durable);
         let read = if member { read.min(head) } else { Seq(0) };
         let (last_activity, preview_text) = if head == conv.head {
             (conv.last_activity, conv.preview.clone())
         } else {
-            match self.state.cache.range(conv.id, head, head).first() {
+            match cx.state.cache.range(conv.id, head, head).first() {
                 Some(m) => (m.ts, Some(preview(&m.body))),
                 None => (conv.created, None),
             }
         };
-        debug_assert_eq!(last_activity, self.visible_activity(conv));
+        debug_assert_eq!(last_activity, self.visible_activity(cx, conv));
         let unread = if member { head.0 - read.0 } else { 0 };
         let mentions = if member {
             conv.mention_count(user, read, head)
@@ -109,14 +170,14 @@ impl Shard {
 
     /// The conversation's last activity as readers see it: the time of the
     /// newest durable message (or of the creation). The same value as
-    /// [`Shard::info_for`]'s `last_activity`; home shards order `Boot`
-    /// pages by it (see `Shard::on_activity`).
-    pub(crate) fn visible_activity(&self, conv: &Conversation) -> Millis {
-        let head = conv.visible_head(self.durable);
+    /// [`OwnerRole::info_for`]'s `last_activity`; home shards order `Boot`
+    /// pages by it (see `HomeRole::on_activity`).
+    pub(crate) fn visible_activity(&self, cx: &Ctx, conv: &Conversation) -> Millis {
+        let head = conv.visible_head(cx.durable);
         if head == conv.head {
             return conv.last_activity;
         }
-        self.state
+        cx.state
             .cache
             .range(conv.id, head, head)
             .first()
@@ -124,17 +185,13 @@ impl Shard {
     }
 
     fn conversation_for(
-        &self,
+        cx: &Ctx,
         conv: ConversationId,
         who: Who,
         access: Access,
     ) -> Result<&Conversation, Reject> {
-        let c = self
-            .state
-            .conversations
-            .get(&conv)
-            .ok_or(Reject::NotFound)?;
-        authorize(c, who, access, self.durable)?;
+        let c = cx.state.conversations.get(&conv).ok_or(Reject::NotFound)?;
+        authorize(c, who, access, cx.durable)?;
         Ok(c)
     }
 
@@ -142,15 +199,16 @@ impl Shard {
 
     pub(crate) fn on_watch(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
-        nonce: Ticket,
-        items: Vec<(Who, ConversationId)>,
+        m: peer::owner::Watch,
         out: &mut Vec<Effect>,
     ) {
-        let durable = self.durable;
+        let peer::owner::Watch { nonce, items } = m;
+        let durable = cx.durable;
         let mut verdicts = Vec::with_capacity(items.len());
         for (who, conv) in items {
-            let ok = match self.state.conversations.get_mut(&conv) {
+            let ok = match cx.state.conversations.get_mut(&conv) {
                 Some(c) if authorize(c, who, Access::Member, durable).is_ok() => {
                     c.interested.insert(from);
                     true
@@ -159,18 +217,19 @@ impl Shard {
             };
             verdicts.push((who.user, conv, ok));
         }
-        self.send_peer(from, PeerBody::WatchReply { nonce, verdicts }, out);
+        cx.send_peer(from, peer::conn::WatchReply { nonce, verdicts }, out);
     }
 
-    pub(crate) fn on_unwatch(&mut self, from: ShardId, conversation: ConversationId) {
-        if let Some(c) = self.state.conversations.get_mut(&conversation) {
+    pub(crate) fn on_unwatch(&mut self, cx: &mut Ctx, from: ShardId, m: peer::owner::Unwatch) {
+        let peer::owner::Unwatch { conversation } = m;
+        if let Some(c) = cx.state.conversations.get_mut(&conversation) {
             c.interested.remove(from);
         }
     }
 
     /// Shard `shard` restarted: its subscriptions are gone.
-    pub(crate) fn clear_interest_of(&mut self, shard: ShardId) {
-        for c in self.state.conversations.values_mut() {
+    pub(crate) fn clear_interest_of(&mut self, cx: &mut Ctx, shard: ShardId) {
+        for c in cx.state.conversations.values_mut() {
             c.interested.remove(shard);
         }
     }
@@ -179,48 +238,52 @@ impl Shard {
     /// shard, sharing one `Arc<Event>`.
     pub(crate) fn fanout(
         &mut self,
+        cx: &mut Ctx,
         conversation: ConversationId,
         event: Arc<Event>,
         out: &mut Vec<Effect>,
     ) {
-        let Some(c) = self.state.conversations.get(&conversation) else {
+        let Some(c) = cx.state.conversations.get(&conversation) else {
             return;
         };
         let shards: Vec<ShardId> = c.interested.iter().collect();
         let homes: Vec<ShardId> = c.homes.iter().collect();
         for shard in shards {
-            self.metrics.fanout_messages += 1;
-            let body = PeerBody::Fanout {
+            cx.metrics.fanout_messages += 1;
+            let body = peer::conn::Fanout {
                 conversation,
                 event: event.clone(),
             };
-            self.send_peer(shard, body, out);
+            cx.send_peer(shard, body, out);
         }
         // The members' home shards order their `Boot` pages by activity:
         // one message per home shard, in O(shards) whatever the member count.
         if let Event::Message(m) = event.as_ref() {
             for home in homes {
-                let body = PeerBody::Activity {
+                let body = peer::home::Activity {
                     conversation,
                     at: m.ts,
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
         }
-        // The commit point of the notifier: the message is durable.
-        self.notify_handoff(conversation, &event, out);
     }
 
     /// Sends each home shard in `to` every durable membership of its users
     /// in this shard's conversations (see `on_membership_round`), with one
     /// scan of the memberships for all of them.
-    pub(crate) fn send_membership_rounds(&mut self, to: &ShardSet, out: &mut Vec<Effect>) {
-        let durable = self.durable;
-        let count = self.shard_count();
+    pub(crate) fn send_membership_rounds(
+        &mut self,
+        cx: &mut Ctx,
+        to: &ShardSet,
+        out: &mut Vec<Effect>,
+    ) {
+        let durable = cx.durable;
+        let count = cx.shard_count();
         let mut entries: BTreeMap<ShardId, Vec<(UserId, ConversationId, Millis)>> =
             to.iter().map(|s| (s, Vec::new())).collect();
-        for c in self.state.conversations.values() {
-            let at = self.visible_activity(c);
+        for c in cx.state.conversations.values() {
+            let at = self.visible_activity(cx, c);
             for (user, m) in &c.members {
                 if m.lsn > durable {
                     continue;
@@ -239,36 +302,33 @@ impl Shard {
             };
             let n = chunks.len();
             for (i, chunk) in chunks.into_iter().enumerate() {
-                let body = PeerBody::MembershipRound {
+                let body = peer::home::MembershipRound {
                     entries: chunk,
                     first: i == 0,
                     last: i + 1 == n,
                 };
-                self.send_peer(home, body, out);
+                cx.send_peer(home, body, out);
             }
         }
     }
 
     // ----- Messages -------------------------------------------------------------
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_send(
-        &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        client_msg_id: ClientMsgId,
-        body: String,
-        mentions: Vec<UserId>,
-        broadcast: Broadcast,
-        out: &mut Vec<Effect>,
-    ) {
-        let durable = self.durable;
-        let now = self.now;
-        let broadcast_limit = self.config.notify.broadcast_members_max;
-        let plan = self
-            .conversation_for(conversation, who, Access::Member)
-            .map(|c| match c.dedup.get(who.user, client_msg_id) {
+    pub(crate) fn on_send(&mut self, cx: &mut Ctx, m: peer::owner::Send, out: &mut Vec<Effect>) {
+        let peer::owner::Send {
+            origin,
+            who,
+            conversation,
+            client_msg_id,
+            body,
+            mentions,
+            broadcast,
+        } = m;
+        let durable = cx.durable;
+        let now = cx.now;
+        let broadcast_limit = cx.config.notify.broadcast_members_max;
+        let plan = Self::conversation_for(cx, conversation, who, Access::Member).map(|c| {
+            match c.dedup.get(who.user, client_msg_id) {
                 Some(original) => Err((original, original.seq <= c.visible_head(durable))),
                 None => {
                     let ignored = broadcast != Broadcast::None
@@ -279,12 +339,13 @@ impl Shard {
                         );
                     Ok((Seq(c.head.0 + 1), now.max(c.last_activity), ignored))
                 }
-            });
+            }
+        });
         let (seq, ts, broadcast_ignored) = match plan {
-            Err(r) => return self.reply(origin, Err(r), out),
+            Err(r) => return cx.reply(origin, Err(r), out),
             Ok(Err((original, visible))) => {
                 // A retry: the original ack, once the original is durable.
-                self.metrics.sends_deduplicated += 1;
+                cx.metrics.sends_deduplicated += 1;
                 let ack = Action::Reply {
                     origin,
                     result: Ok(Response::SendAck {
@@ -295,16 +356,16 @@ impl Shard {
                     }),
                 };
                 if visible {
-                    self.run_action(ack, out);
+                    cx.run_action(ack, out);
                 } else {
-                    self.after_durable(ack, out);
+                    cx.after_durable(ack, out);
                 }
                 return;
             }
             Ok(Ok(plan)) => plan,
         };
-        if let Err(r) = self.writable() {
-            return self.reply(origin, Err(r), out);
+        if let Err(r) = cx.writable() {
+            return cx.reply(origin, Err(r), out);
         }
         let message = Message {
             conversation,
@@ -327,7 +388,7 @@ impl Shard {
             broadcast: StoredBroadcast::from(broadcast),
             broadcast_ignored,
         });
-        let home = self.home_of(who.user);
+        let home = cx.home_of(who.user);
         let actions = vec![
             Action::Reply {
                 origin,
@@ -345,31 +406,36 @@ impl Shard {
             // Sending marks everything up to one's own message read.
             Action::Peer {
                 to: home,
-                body: PeerBody::SetCursor {
+                body: peer::home::SetCursor {
                     origin: None,
                     user: who.user,
                     conversation,
                     seq,
-                },
+                }
+                .into(),
             },
         ];
-        self.metrics.messages_sequenced += 1;
-        self.commit(record, actions, out);
+        cx.metrics.messages_sequenced += 1;
+        cx.commit(record, actions, out);
     }
 
     pub(crate) fn on_history(
         &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        anchor: HistoryAnchor,
-        limit: u32,
+        cx: &mut Ctx,
+        m: peer::owner::History,
         out: &mut Vec<Effect>,
     ) {
-        let durable = self.durable;
-        let c = match self.conversation_for(conversation, who, Access::Read) {
+        let peer::owner::History {
+            origin,
+            who,
+            conversation,
+            anchor,
+            limit,
+        } = m;
+        let durable = cx.durable;
+        let c = match Self::conversation_for(cx, conversation, who, Access::Read) {
             Ok(c) => c,
-            Err(r) => return self.reply(origin, Err(r), out),
+            Err(r) => return cx.reply(origin, Err(r), out),
         };
         let head = c.visible_head(durable).0;
         // Checked where the request entered; clamped again so no input can
@@ -392,48 +458,47 @@ impl Shard {
                 messages: Vec::new(),
                 head: Seq(head),
             };
-            return self.reply(origin, Ok(page), out);
+            return cx.reply(origin, Ok(page), out);
         }
-        let cached = self
+        let cached = cx
             .state
             .cache
             .first_seq(conversation)
             .is_some_and(|f| f.0 <= lo);
         if cached {
-            let messages = self.state.cache.range(conversation, Seq(lo), Seq(hi));
+            let messages = cx.state.cache.range(conversation, Seq(lo), Seq(hi));
             let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, newest_first);
             let page = Response::History {
                 messages,
                 head: Seq(head),
             };
-            return self.reply(origin, Ok(page), out);
+            return cx.reply(origin, Ok(page), out);
         }
-        if self.reads.len() >= PENDING_READS_MAX {
+        if self.reads.is_full() {
             let r = Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many history reads in flight (PENDING_READS_MAX)",
             );
-            return self.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         // The whole page from the WAL: simpler than stitching with a cache
         // that may change before the read completes.
         let lsns: Vec<Lsn> = (lo..=hi).map(|s| c.lsn_of(Seq(s))).collect();
-        let token = self.next_read;
-        self.next_read += 1;
-        self.metrics.wal_reads += 1;
-        self.reads.insert(
-            token,
-            PendingRead {
-                origin,
-                who,
-                conversation,
-                lo,
-                hi,
-                newest_first,
-                head,
-                lsns: lsns.clone(),
-            },
-        );
+        let read = PendingRead {
+            origin,
+            who,
+            conversation,
+            lo,
+            hi,
+            newest_first,
+            head,
+            lsns: lsns.clone(),
+        };
+        // Not full (checked above): WAL reads always answer, no deadline.
+        let Ok(token) = self.reads.insert(None, read) else {
+            return;
+        };
+        cx.metrics.wal_reads += 1;
         out.push(Effect::ReadRecords {
             token: ReadToken(token),
             lsns,
@@ -442,11 +507,12 @@ impl Shard {
 
     pub(crate) fn on_records_read(
         &mut self,
+        cx: &mut Ctx,
         token: ReadToken,
         records: Vec<(Lsn, u8, bytes::Bytes)>,
         out: &mut Vec<Effect>,
     ) {
-        let Some(p) = self.reads.remove(&token.0) else {
+        let Some(p) = self.reads.remove(token.0) else {
             return;
         };
         let mut messages = Vec::with_capacity(records.len());
@@ -481,115 +547,130 @@ impl Shard {
             }
         }
         if let Some(e) = error {
-            self.metrics.wal_read_errors += 1;
+            cx.metrics.wal_read_errors += 1;
             let r = Reject::unavailable(
                 UnavailableCause::ReadFailed,
                 format!("history read failed: {e}"),
             );
-            return self.reply(p.origin, Err(r), out);
+            return cx.reply(p.origin, Err(r), out);
         }
         debug_assert_eq!(messages.len() as u64, p.hi - p.lo + 1);
         // Membership may have changed while the read was in flight.
-        if let Err(r) = self.conversation_for(p.conversation, p.who, Access::Read) {
-            return self.reply(p.origin, Err(r), out);
+        if let Err(r) = Self::conversation_for(cx, p.conversation, p.who, Access::Read) {
+            return cx.reply(p.origin, Err(r), out);
         }
         let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, p.newest_first);
         let page = Response::History {
             messages,
             head: Seq(p.head),
         };
-        self.reply(p.origin, Ok(page), out);
+        cx.reply(p.origin, Ok(page), out);
     }
 
     pub(crate) fn on_mark_read(
         &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        seq: Seq,
+        cx: &mut Ctx,
+        m: peer::owner::MarkRead,
         out: &mut Vec<Effect>,
     ) {
-        let durable = self.durable;
-        let head = match self.conversation_for(conversation, who, Access::Member) {
+        let peer::owner::MarkRead {
+            origin,
+            who,
+            conversation,
+            seq,
+        } = m;
+        let durable = cx.durable;
+        let head = match Self::conversation_for(cx, conversation, who, Access::Member) {
             Ok(c) => c.visible_head(durable),
-            Err(r) => return self.reply(origin, Err(r), out),
+            Err(r) => return cx.reply(origin, Err(r), out),
         };
-        let home = self.home_of(who.user);
-        let body = PeerBody::SetCursor {
+        let home = cx.home_of(who.user);
+        let body = peer::home::SetCursor {
             origin: Some(origin),
             user: who.user,
             conversation,
             seq: seq.min(head),
         };
-        self.send_peer(home, body, out);
+        cx.send_peer(home, body, out);
     }
 
     pub(crate) fn on_set_notify(
         &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
-        level: NotifyLevel,
-        muted: bool,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        m: peer::owner::SetNotify,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(r) = self.conversation_for(conversation, who, Access::Member) {
-            return self.reply(origin, Err(r), out);
+        let peer::owner::SetNotify {
+            origin,
+            who,
+            conversation,
+            level,
+            muted,
+        } = m;
+        if let Err(r) = Self::conversation_for(cx, conversation, who, Access::Member) {
+            return cx.reply(origin, Err(r), out);
         }
-        if let Err(r) = self.reserve_notify_level(conversation, who.user, level) {
-            return self.reply(origin, Err(r), out);
+        if let Err(r) = notifier.reserve_notify_level(cx, conversation, who.user, level) {
+            return cx.reply(origin, Err(r), out);
         }
-        let home = self.home_of(who.user);
-        let body = PeerBody::SetNotifyHome {
+        let home = cx.home_of(who.user);
+        let body = peer::home::SetNotify {
             origin,
             user: who.user,
             conversation,
             level,
             muted,
         };
-        self.send_peer(home, body, out);
+        cx.send_peer(home, body, out);
     }
 
     pub(crate) fn on_lookup_private(
         &mut self,
-        origin: Origin,
-        who: Who,
-        conversation: ConversationId,
+        cx: &mut Ctx,
+        m: peer::owner::LookupPrivate,
         out: &mut Vec<Effect>,
     ) {
-        let result = self
-            .conversation_for(conversation, who, Access::Read)
+        let peer::owner::LookupPrivate {
+            origin,
+            who,
+            conversation,
+        } = m;
+        let result = Self::conversation_for(cx, conversation, who, Access::Read)
             .map(|c| Response::Found { id: c.id.0 });
-        self.reply(origin, result, out);
+        cx.reply(origin, result, out);
     }
 
     // ----- Membership -------------------------------------------------------------
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_create_channel_home(
+    pub(crate) fn on_create_channel(
         &mut self,
-        origin: Option<Origin>,
-        conversation: ConversationId,
-        workspace: WorkspaceId,
-        name: String,
-        private: bool,
-        creator: UserId,
+        cx: &mut Ctx,
+        m: peer::owner::CreateChannel,
         out: &mut Vec<Effect>,
     ) {
+        let peer::owner::CreateChannel {
+            origin,
+            conversation,
+            workspace,
+            name,
+            private,
+            creator,
+        } = m;
         assert!(
-            self.state.owns(conversation),
+            cx.state.owns(conversation),
             "channel created on the wrong owner"
         );
-        let ws_shard = self.workspace_shard(workspace);
-        let ready = PeerBody::ChannelReady {
+        let ws_shard = cx.workspace_shard(workspace);
+        let ready = peer::workspace::ChannelReady {
             workspace,
             conversation,
         };
-        if self.state.conversations.contains_key(&conversation) {
-            self.after_durable(
+        if cx.state.conversations.contains_key(&conversation) {
+            cx.after_durable(
                 Action::Peer {
                     to: ws_shard,
-                    body: ready,
+                    body: ready.into(),
                 },
                 out,
             );
@@ -598,13 +679,13 @@ impl Shard {
                     origin,
                     result: Err(Reject::AlreadyExists),
                 };
-                self.after_durable(r, out);
+                cx.after_durable(r, out);
             }
             return;
         }
-        if let Err(r) = self.writable() {
+        if let Err(r) = cx.writable() {
             if let Some(origin) = origin {
-                self.reply(origin, Err(r), out);
+                cx.reply(origin, Err(r), out);
             }
             return;
         }
@@ -613,7 +694,7 @@ impl Shard {
         } else {
             ConversationKind::PublicChannel
         };
-        let now = self.now;
+        let now = cx.now;
         let record = Record::ConversationCreated {
             conversation: conversation.0,
             workspace: workspace.0,
@@ -637,62 +718,68 @@ impl Shard {
             last_activity: now,
             preview: None,
         };
-        let home = self.home_of(creator);
+        let home = cx.home_of(creator);
         let actions = vec![
             Action::Peer {
                 to: ws_shard,
-                body: ready,
+                body: ready.into(),
             },
             Action::Peer {
                 to: home,
-                body: PeerBody::MemberAdded {
+                body: peer::home::MemberAdded {
                     user: creator,
                     conversation,
                     info,
                     origin,
-                },
+                }
+                .into(),
             },
         ];
-        self.commit(record, actions, out);
+        cx.commit(record, actions, out);
     }
 
     pub(crate) fn on_add_member(
         &mut self,
-        origin: Origin,
-        actor: Who,
-        user: UserId,
-        conversation: ConversationId,
-        read: Seq,
+        cx: &mut Ctx,
+        m: peer::owner::AddMember,
         out: &mut Vec<Effect>,
     ) {
+        let peer::owner::AddMember {
+            origin,
+            actor,
+            user,
+            conversation,
+            read,
+        } = m;
         let join = actor.user == user;
         let access = if join { Access::Read } else { Access::Member };
-        let (info, already) = match self.conversation_for(conversation, actor, access) {
-            Err(r) => return self.reply(origin, Err(r), out),
+        let (info, already) = match Self::conversation_for(cx, conversation, actor, access) {
+            Err(r) => return cx.reply(origin, Err(r), out),
             Ok(c) => {
                 if !join && c.is_dm() {
                     let r = Reject::Invalid("conversation: cannot invite to a DM".into());
-                    return self.reply(origin, Err(r), out);
+                    return cx.reply(origin, Err(r), out);
                 }
                 let already = c.members.contains_key(&user);
                 if !already && c.members.len() as u64 >= u64::from(MEMBERS_PER_CONVERSATION_MAX) {
                     let r = Reject::TooLarge(format!(
                         "members: more than MEMBERS_PER_CONVERSATION_MAX ({MEMBERS_PER_CONVERSATION_MAX})"
                     ));
-                    return self.reply(origin, Err(r), out);
+                    return cx.reply(origin, Err(r), out);
                 }
-                (self.info_for(c, user, read, true), already)
+                (self.info_for(cx, c, user, read, true), already)
             }
         };
-        let home = self.home_of(user);
+        let home = cx.home_of(user);
         let added = |origin: Option<Origin>, info: ConversationInfo| Action::Peer {
             to: home,
-            body: PeerBody::MemberAdded {
+            body: peer::home::MemberAdded {
                 user,
                 conversation,
                 info,
                 origin,
-            },
+            }
+            .into(),
         };
         if already {
             // Idempotent: answer as for the original, once it is durable.
@@ -704,15 +791,15 @@ impl Shard {
                     result: Ok(Response::Done),
                 }
             };
-            return self.after_durable(action, out);
+            return cx.after_durable(action, out);
         }
-        if let Err(r) = self.writable() {
-            return self.reply(origin, Err(r), out);
+        if let Err(r) = cx.writable() {
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::MemberAdded {
             conversation: conversation.0,
             user: user.0,
-            ts: self.now.0,
+            ts: cx.now.0,
         };
         let actions = if join {
             vec![added(Some(origin), info)]
@@ -725,27 +812,32 @@ impl Shard {
                 added(None, info),
             ]
         };
-        self.commit(record, actions, out);
+        cx.commit(record, actions, out);
     }
 
     pub(crate) fn on_remove_member(
         &mut self,
-        origin: Origin,
-        actor: Actor,
-        user: UserId,
-        conversation: ConversationId,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        m: peer::owner::RemoveMember,
         out: &mut Vec<Effect>,
     ) {
+        let peer::owner::RemoveMember {
+            origin,
+            actor,
+            user,
+            conversation,
+        } = m;
         let check = (|| {
             let c = match actor {
                 Actor::User(who) => {
-                    let c = self.conversation_for(conversation, who, Access::Member)?;
+                    let c = Self::conversation_for(cx, conversation, who, Access::Member)?;
                     if who.user != user && c.creator != Some(who.user) {
                         return Err(Reject::NotAdmin);
                     }
                     c
                 }
-                Actor::Admin => self
+                Actor::Admin => cx
                     .state
                     .conversations
                     .get(&conversation)
@@ -759,17 +851,17 @@ impl Shard {
             if !c.members.contains_key(&user) {
                 return Err(Reject::NotFound);
             }
-            self.writable()
+            cx.writable()
         })();
         if let Err(r) = check {
-            return self.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
         let record = Record::MemberRemoved {
             conversation: conversation.0,
             user: user.0,
-            ts: self.now.0,
+            ts: cx.now.0,
         };
-        let home = self.home_of(user);
+        let home = cx.home_of(user);
         let actions = vec![
             Action::Reply {
                 origin,
@@ -777,44 +869,49 @@ impl Shard {
             },
             Action::Peer {
                 to: home,
-                body: PeerBody::MemberRemoved { user, conversation },
+                body: peer::home::MemberRemoved { user, conversation }.into(),
             },
         ];
-        self.commit(record, actions, out);
-        self.notify_member_gone(conversation, user);
+        cx.commit(record, actions, out);
+        notifier.notify_member_gone(conversation, user);
         // A restriction acts at once: cut the user's live stream before any
         // later fanout (FIFO per shard pair).
-        let shards: Vec<ShardId> = self
+        let shards: Vec<ShardId> = cx
             .state
             .conversations
             .get(&conversation)
             .map(|c| c.interested.iter().collect())
             .unwrap_or_default();
         for shard in shards {
-            self.send_peer(shard, PeerBody::Unsubscribed { conversation, user }, out);
+            cx.send_peer(shard, peer::conn::Unsubscribed { conversation, user }, out);
         }
     }
 
-    pub(crate) fn on_open_dm_owner(
+    pub(crate) fn on_open_dm(
         &mut self,
-        origin: Origin,
-        who: Who,
-        members: Vec<UserId>,
+        cx: &mut Ctx,
+        m: peer::owner::OpenDm,
         out: &mut Vec<Effect>,
     ) {
+        let peer::owner::OpenDm {
+            origin,
+            who,
+            members,
+        } = m;
         let key = (who.workspace, members);
-        if let Some(&id) = self.state.dms.get(&key) {
-            let action = match self.state.conversations.get(&id) {
+        if let Some(&id) = cx.state.dms.get(&key) {
+            let action = match cx.state.conversations.get(&id) {
                 Some(c) => {
-                    let info = self.info_for(c, who.user, Seq(0), true);
+                    let info = self.info_for(cx, c, who.user, Seq(0), true);
                     Action::Peer {
-                        to: self.home_of(who.user),
-                        body: PeerBody::MemberAdded {
+                        to: cx.home_of(who.user),
+                        body: peer::home::MemberAdded {
                             user: who.user,
                             conversation: id,
                             info,
                             origin: Some(origin),
-                        },
+                        }
+                        .into(),
                     }
                 }
                 None => Action::Reply {
@@ -822,127 +919,125 @@ impl Shard {
                     result: Err(Reject::NotFound),
                 },
             };
-            return self.after_durable(action, out);
+            return cx.after_durable(action, out);
         }
         if let Some(&pending) = self.dm_open_keys.get(&key) {
             let full = self
                 .dm_opens
-                .get(&pending)
+                .get(pending)
                 .is_none_or(|p| p.waiters.len() >= DM_OPEN_WAITERS_MAX);
             if full {
                 let r = Reject::unavailable(
                     UnavailableCause::Overloaded,
                     "DM being created (DM_OPEN_WAITERS_MAX)",
                 );
-                return self.reply(origin, Err(r), out);
+                return cx.reply(origin, Err(r), out);
             }
-            if let Some(p) = self.dm_opens.get_mut(&pending) {
+            if let Some(p) = self.dm_opens.get_mut(pending) {
                 p.waiters.push((origin, who.user));
             }
             return;
         }
-        if self.dm_opens.len() >= PENDING_DM_OPENS_MAX {
+        if self.dm_opens.is_full() {
             let r = Reject::unavailable(
                 UnavailableCause::Overloaded,
                 "too many DM creations (PENDING_DM_OPENS_MAX)",
             );
-            return self.reply(origin, Err(r), out);
+            return cx.reply(origin, Err(r), out);
         }
-        if let Err(r) = self.writable() {
-            return self.reply(origin, Err(r), out);
+        if let Err(r) = cx.writable() {
+            return cx.reply(origin, Err(r), out);
         }
-        let id = self.next_dm_open;
-        self.next_dm_open += 1;
         let unverified: BTreeSet<UserId> =
             key.1.iter().copied().filter(|u| *u != who.user).collect();
+        let open = DmOpen {
+            key: key.clone(),
+            waiters: vec![(origin, who.user)],
+            unverified: unverified.clone(),
+        };
+        let deadline = crate::api::Millis(cx.now.0 + REQUEST_TIMEOUT_MS);
+        // Not full (checked above).
+        let Ok(id) = self.dm_opens.insert(Some(deadline), open) else {
+            return;
+        };
+        self.dm_open_keys.insert(key, id);
         for &user in &unverified {
-            let body = PeerBody::VerifyMember {
-                pending: self.ticket(id),
+            let body = peer::home::VerifyMember {
+                pending: self.dm_opens.ticket(id),
                 user,
                 workspace: who.workspace,
             };
-            let to = self.home_of(user);
-            self.send_peer(to, body, out);
+            let to = cx.home_of(user);
+            cx.send_peer(to, body, out);
         }
-        self.dm_open_keys.insert(key.clone(), id);
-        self.dm_opens.insert(
-            id,
-            DmOpen {
-                key,
-                waiters: vec![(origin, who.user)],
-                unverified,
-                deadline: crate::api::Millis(self.now.0 + REQUEST_TIMEOUT_MS),
-            },
-        );
     }
 
-    fn fail_dm_open(&mut self, pending: u64, reject: Reject, out: &mut Vec<Effect>) {
-        if let Some(p) = self.dm_opens.remove(&pending) {
+    fn fail_dm_open(&mut self, cx: &mut Ctx, pending: u64, reject: Reject, out: &mut Vec<Effect>) {
+        if let Some(p) = self.dm_opens.remove(pending) {
             self.dm_open_keys.remove(&p.key);
             for (origin, _) in p.waiters {
-                self.reply(origin, Err(reject.clone()), out);
+                cx.reply(origin, Err(reject.clone()), out);
             }
         }
     }
 
-    pub(crate) fn expire_dm_opens(&mut self, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let expired: Vec<u64> = self
-            .dm_opens
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
+    pub(crate) fn expire_dm_opens(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        for (_, p) in self.dm_opens.expire(cx.now) {
+            self.dm_open_keys.remove(&p.key);
             let r = Reject::unavailable(
                 UnavailableCause::PeerTimeout,
                 "a member's home shard did not answer",
             );
-            self.fail_dm_open(id, r, out);
+            for (origin, _) in p.waiters {
+                cx.reply(origin, Err(r.clone()), out);
+            }
         }
     }
 
     pub(crate) fn on_verify_reply(
         &mut self,
-        ticket: Ticket,
-        user: UserId,
-        ok: bool,
+        cx: &mut Ctx,
+        m: peer::owner::VerifyReply,
         out: &mut Vec<Effect>,
     ) {
-        if ticket.incarnation != self.incarnation {
+        let peer::owner::VerifyReply {
+            pending: ticket,
+            user,
+            ok,
+        } = m;
+        let Some(pending) = self.dm_opens.id_of(ticket) else {
             return;
-        }
-        let pending = ticket.id;
-        let Some(p) = self.dm_opens.get_mut(&pending) else {
+        };
+        let Some(p) = self.dm_opens.get_mut(pending) else {
             return;
         };
         if !ok {
             // A member that does not exist, is in another workspace or has
             // no room: indistinguishable from nonexistent.
-            return self.fail_dm_open(pending, Reject::NotFound, out);
+            return self.fail_dm_open(cx, pending, Reject::NotFound, out);
         }
         p.unverified.remove(&user);
         if !p.unverified.is_empty() {
             return;
         }
-        if let Err(r) = self.writable() {
-            return self.fail_dm_open(pending, r, out);
+        if let Err(r) = cx.writable() {
+            return self.fail_dm_open(cx, pending, r, out);
         }
-        let Some(p) = self.dm_opens.remove(&pending) else {
+        let Some(p) = self.dm_opens.remove(pending) else {
             return;
         };
         self.dm_open_keys.remove(&p.key);
         let (workspace, members) = p.key;
         let slot = dm_slot(workspace, &members);
         assert_eq!(
-            crate::ids::shard_of_slot(slot, self.shard_count()),
-            self.me(),
+            crate::ids::shard_of_slot(slot, cx.shard_count()),
+            cx.me(),
             "DM opened on the wrong owner"
         );
-        let Some(raw) = self.state.ids.allocate(slot) else {
+        let Some(raw) = cx.state.ids.allocate(slot) else {
             let r = crate::directory::exhausted();
             for (origin, _) in p.waiters {
-                self.reply(origin, Err(r.clone()), out);
+                cx.reply(origin, Err(r.clone()), out);
             }
             return;
         };
@@ -952,7 +1047,7 @@ impl Shard {
         } else {
             ConversationKind::GroupDm
         };
-        let now = self.now;
+        let now = cx.now;
         let record = Record::ConversationCreated {
             conversation: raw,
             workspace: workspace.0,
@@ -962,23 +1057,10 @@ impl Shard {
             creator: None,
             ts: now.0,
         };
-        let info = ConversationInfo {
-            id: conversation,
-            kind,
-            name: String::new(),
-            members: members.clone(),
-            member_count: members.len() as u32,
-            head: Seq(0),
-            read: Seq(0),
-            unread: 0,
-            mentions: 0,
-            member: true,
-            last_activity: now,
-            preview: None,
-        };
+        let info = new_dm_info(conversation, kind, &members, now);
         let mut actions = Vec::new();
         for &member in &members {
-            let to = self.home_of(member);
+            let to = cx.home_of(member);
             let origins: Vec<Origin> = p
                 .waiters
                 .iter()
@@ -993,33 +1075,41 @@ impl Shard {
             for origin in origins {
                 actions.push(Action::Peer {
                     to,
-                    body: PeerBody::MemberAdded {
+                    body: peer::home::MemberAdded {
                         user: member,
                         conversation,
                         info: info.clone(),
                         origin,
-                    },
+                    }
+                    .into(),
                 });
             }
         }
-        self.commit(record, actions, out);
+        cx.commit(record, actions, out);
     }
 
     // ----- Summaries -----------------------------------------------------------
 
     pub(crate) fn on_summaries(
         &mut self,
+        cx: &mut Ctx,
         from: ShardId,
-        gather: Ticket,
-        who: Who,
-        items: Vec<SummaryItem>,
+        m: peer::owner::Summaries,
         out: &mut Vec<Effect>,
     ) {
-        let summaries = items.iter().map(|item| self.summarize(who, item)).collect();
-        self.send_peer(from, PeerBody::SummariesReply { gather, summaries }, out);
+        let peer::owner::Summaries { gather, who, items } = m;
+        let summaries = items
+            .iter()
+            .map(|item| self.summarize(cx, who, item))
+            .collect();
+        cx.send_peer(
+            from,
+            peer::gather::SummariesReply { gather, summaries },
+            out,
+        );
     }
 
-    fn summarize(&self, who: Who, item: &SummaryItem) -> Summary {
+    fn summarize(&self, cx: &Ctx, who: Who, item: &SummaryItem) -> Summary {
         let conversation = item.conversation;
         let none = Summary {
             conversation,
@@ -1027,23 +1117,23 @@ impl Shard {
             messages: Vec::new(),
             truncated: false,
         };
-        let Some(c) = self.state.conversations.get(&conversation) else {
+        let Some(c) = cx.state.conversations.get(&conversation) else {
             return none;
         };
-        if authorize(c, who, Access::Member, self.durable).is_err() {
+        if authorize(c, who, Access::Member, cx.durable).is_err() {
             if item.mode == SummaryMode::Preview
-                && authorize(c, who, Access::Read, self.durable).is_ok()
+                && authorize(c, who, Access::Read, cx.durable).is_ok()
             {
                 return Summary {
-                    info: Some(self.info_for(c, who.user, Seq(0), false)),
+                    info: Some(self.info_for(cx, c, who.user, Seq(0), false)),
                     ..none
                 };
             }
             return none;
         }
-        let info = self.info_for(c, who.user, item.read, true);
+        let info = self.info_for(cx, c, who.user, item.read, true);
         let head = info.head.0;
-        let cache = &self.state.cache;
+        let cache = &cx.state.cache;
         let (messages, truncated) = match item.mode {
             SummaryMode::Info | SummaryMode::Preview => (Vec::new(), false),
             SummaryMode::Sync { after } if head > after.0 => {
@@ -1073,6 +1163,58 @@ impl Shard {
             messages,
             truncated,
         }
+    }
+}
+
+impl OwnerRole {
+    /// The owner role's entry point: one message addressed to it.
+    pub(crate) fn handle(
+        &mut self,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        from: ShardId,
+        msg: peer::owner::OwnerMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        use peer::owner::OwnerMsg;
+        match msg {
+            OwnerMsg::Watch(m) => self.on_watch(cx, from, m, out),
+            OwnerMsg::Unwatch(m) => self.on_unwatch(cx, from, m),
+            OwnerMsg::CreateChannel(m) => self.on_create_channel(cx, m, out),
+            OwnerMsg::LookupPrivate(m) => self.on_lookup_private(cx, m, out),
+            OwnerMsg::AddMember(m) => self.on_add_member(cx, m, out),
+            OwnerMsg::RemoveMember(m) => self.on_remove_member(cx, notifier, m, out),
+            OwnerMsg::OpenDm(m) => self.on_open_dm(cx, m, out),
+            OwnerMsg::VerifyReply(m) => self.on_verify_reply(cx, m, out),
+            OwnerMsg::Send(m) => self.on_send(cx, m, out),
+            OwnerMsg::History(m) => self.on_history(cx, m, out),
+            OwnerMsg::MarkRead(m) => self.on_mark_read(cx, m, out),
+            OwnerMsg::SetNotify(m) => self.on_set_notify(cx, notifier, m, out),
+            OwnerMsg::Summaries(m) => self.on_summaries(cx, from, m, out),
+        }
+    }
+}
+
+/// A new DM's info as its members first see it: empty, read, just active.
+fn new_dm_info(
+    conversation: ConversationId,
+    kind: ConversationKind,
+    members: &[UserId],
+    now: crate::api::Millis,
+) -> ConversationInfo {
+    ConversationInfo {
+        id: conversation,
+        kind,
+        name: String::new(),
+        members: members.to_vec(),
+        member_count: members.len() as u32,
+        head: Seq(0),
+        read: Seq(0),
+        unread: 0,
+        mentions: 0,
+        member: true,
+        last_activity: now,
+        preview: None,
     }
 }
 

@@ -1,8 +1,11 @@
-//! The [`Shard`]: construction, recovery (`restore`, `replay`, `start`),
-//! the input dispatcher, and the persist-then-act machinery shared by every
-//! role.
+//! The [`Shard`]: the composition root. It owns the commit machinery
+//! ([`Ctx`], commit.rs) and one state struct per role, and does
+//! construction, recovery (`restore`, `replay`, `start`), input dispatch
+//! (`on_peer` picks the receiving role and calls its `handle`), ticks, and
+//! the run of durable actions. Roles never import this module: each gets
+//! the `Ctx` and, where it needs another role's state, that role explicitly.
 //!
-//! Persist, then act: [`Shard::commit`] appends a record (an
+//! Persist, then act: [`Ctx::commit`] appends a record (an
 //! `Effect::Append` numbered by the shard), applies it to the state at once,
 //! and queues the [`Action`]s that depend on it (acks, fanout, messages to
 //! other shards). `Input::Durable` runs the queued actions of every durable
@@ -17,88 +20,26 @@
 //! `Input::StorageFailed` every write is refused with `Unavailable` (cause
 //! `StorageFailed`) and nothing not durable is ever acknowledged.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{
-    ConnId, ConversationId, DeviceInfo, Effect, Event, Input, Lsn, Millis, PeerMsg, Reject, ReqId,
-    Response, ShardId, UnavailableCause, UserId, WorkspaceId,
-};
+use crate::api::{Effect, Input, Lsn, Millis, ShardId};
 use crate::bitset::ShardSet;
-use crate::constants::{LOCAL_STEPS_MAX, PENDING_COMMITS_MAX, SHARD_COUNT_MAX};
-use crate::hash::{HashState, Map};
-use crate::ids::shard_of;
-use crate::peer::{Origin, PeerBody, Ticket, Who};
+use crate::commit::{Action, Ctx};
+use crate::config::{check_notify_config, Metrics, ShardConfig};
+use crate::conn::{ConnRole, Session};
+use crate::constants::{LOCAL_STEPS_MAX, SHARD_COUNT_MAX};
+use crate::directory::WorkspaceRole;
+use crate::gather::GatherRole;
+use crate::hash::HashState;
+use crate::home::HomeRole;
+use crate::notifier::NotifierRole;
+use crate::owner::OwnerRole;
+use crate::peer::PeerBody;
 use crate::record::{Record, RecordError};
 use crate::snapshot::{self, RestoreError};
-use crate::state::{ApplyError, DmKey, State};
-
-/// Static configuration of one shard.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardConfig {
-    /// This shard, in `0..shard_count`.
-    pub shard: ShardId,
-    /// Shards of the node (fixed for a data directory: placement depends on
-    /// it; see [`crate::ids::shard_of`]). At most SHARD_COUNT_MAX.
-    pub shard_count: u16,
-    /// sha256 of the admin secret; `Credential::Admin` is checked against
-    /// it in constant time.
-    pub admin_token_hash: [u8; 32],
-    /// 32 bytes from the OS random source, fresh at every start (the
-    /// simulation passes seeded bytes). Keys the shard's hash maps and the
-    /// generator of token secrets: reusing the same bytes across starts
-    /// could repeat a secret.
-    pub entropy: [u8; 32],
-    /// Notification settings.
-    pub notify: NotifyConfig,
-}
-
-/// Whether pushes are queued at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PushMode {
-    /// No push gateway: notifications are in-app only; nothing is queued.
-    Off,
-    /// A push gateway is configured: pushes go through the durable outbox
-    /// (`Effect::Push`).
-    Gateway,
-}
-
-/// Notification settings of a shard (see docs/NOTIFICATIONS.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NotifyConfig {
-    /// Push mode.
-    pub push: PushMode,
-    /// Delay between the in-app notification and the push when the user is
-    /// active on another conversation (at most PUSH_GRACE_MS_MAX).
-    pub grace_ms: u64,
-    /// `@channel`/`@here` notify only in conversations with at most this
-    /// many members (at most BROADCAST_MEMBERS_MAX).
-    pub broadcast_members_max: u32,
-}
-
-impl NotifyConfig {
-    /// The documented defaults with the given push mode.
-    pub fn with_push(push: PushMode) -> NotifyConfig {
-        NotifyConfig {
-            push,
-            grace_ms: crate::constants::PUSH_GRACE_MS_DEFAULT,
-            broadcast_members_max: crate::constants::BROADCAST_MEMBERS_DEFAULT,
-        }
-    }
-}
-
-fn check_notify_config(n: &NotifyConfig) {
-    assert!(
-        n.grace_ms <= crate::constants::PUSH_GRACE_MS_MAX,
-        "grace window beyond PUSH_GRACE_MS_MAX"
-    );
-    assert!(
-        n.broadcast_members_max <= crate::constants::BROADCAST_MEMBERS_MAX,
-        "broadcast limit beyond BROADCAST_MEMBERS_MAX"
-    );
-}
+use crate::state::{ApplyError, State};
 
 /// Why a WAL record could not be replayed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,299 +75,28 @@ pub enum ReplayError {
     },
 }
 
-/// Plain integer counters of a shard ("probes"), for `/metrics`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Metrics {
-    /// Records appended by the live path.
-    pub records_appended: u64,
-    /// Records applied by replay.
-    pub records_replayed: u64,
-    /// Highest LSN known durable.
-    pub durable_lsn: u64,
-    /// Messages sequenced (appended) here as owner.
-    pub messages_sequenced: u64,
-    /// Sends answered from the dedup window.
-    pub sends_deduplicated: u64,
-    /// Requests answered with a `Reject`.
-    pub rejects: u64,
-    /// Replies emitted on this shard's connections.
-    pub replies: u64,
-    /// `Effect::Deliver`s emitted.
-    pub deliveries: u64,
-    /// Connections reached by those deliveries.
-    pub delivered_conns: u64,
-    /// Fanout messages sent to interested shards.
-    pub fanout_messages: u64,
-    /// Cross-shard messages sent (including to itself).
-    pub peer_messages: u64,
-    /// WAL reads requested.
-    pub wal_reads: u64,
-    /// Records that failed to decode in WAL reads.
-    pub wal_read_errors: u64,
-    /// Open connections.
-    pub connections: u64,
-    /// Authenticated user sessions on this shard.
-    pub sessions: u64,
-    /// Local subscription entries (conversation, connection).
-    pub subscriptions: u64,
-    /// Workspaces placed here.
-    pub workspaces: u64,
-    /// Users homed here.
-    pub users: u64,
-    /// Conversations owned here.
-    pub conversations: u64,
-    /// Actions waiting for durability.
-    pub pending_commits: u64,
-    /// Outstanding WAL reads.
-    pub pending_reads: u64,
-    /// Outstanding scatter-gathers.
-    pub pending_gathers: u64,
-    /// Bytes (estimated) in the recent-message cache.
-    pub cache_bytes: u64,
-    /// 1 once storage failed.
-    pub storage_failed: u64,
-    /// 1 once every owner's membership round arrived since start.
-    pub ready: u64,
-    /// Notification candidates decided on this (home) shard.
-    pub notify_decided: u64,
-    /// Suppressed notifications, by [`crate::notify::Suppressed::ALL`] order.
-    pub notify_suppressed: [u64; 7],
-    /// In-app notification events sent.
-    pub notify_in_app: u64,
-    /// Pushes queued with a grace delay.
-    pub push_delayed: u64,
-    /// Pushes queued to go at once.
-    pub push_immediate: u64,
-    /// Delayed pushes cancelled because the message was read in time.
-    pub push_cancelled: u64,
-    /// Pushes the gateway accepted (2xx), clears excluded.
-    pub pushed: u64,
-    /// Clears the gateway accepted.
-    pub push_cleared: u64,
-    /// Failed POSTs scheduled for a retry.
-    pub push_retried: u64,
-    /// Pushes the gateway refused for good.
-    pub push_rejected: u64,
-    /// Pushes not queued because the outbox was full or the shard not
-    /// writable.
-    pub push_dropped: u64,
-    /// Entries in the outbox.
-    pub outbox_depth: u64,
-    /// Owner role: `all`-subscribers in this shard's channels (gauge).
-    pub notify_all_subscribers: u64,
-    /// Owner role: `all` levels not mirrored because the channel's set was
-    /// full (a re-added member or a restart round beyond
-    /// NOTIFY_ALL_PER_CONVERSATION_MAX; new requests are refused instead).
-    pub notify_all_capped: u64,
-    /// Owner role: messages whose hand-off waited for the home shards'
-    /// rounds after a start.
-    pub notify_handoffs_deferred: u64,
-    /// Owner role: messages after the durable hand-off watermark handed off
-    /// again at a start.
-    pub notify_handoffs_redriven: u64,
-    /// Owner role: unconfirmed hand-offs sent again to a restarted home.
-    pub notify_handoffs_resent: u64,
-    /// Owner role: hand-offs no longer tracked (beyond NOTIFY_HANDOFFS_MAX,
-    /// or not in the cache at a start): a crash may lose their
-    /// notifications.
-    pub notify_handoffs_abandoned: u64,
-    /// Pushes handed to the delivery thread, unanswered.
-    pub push_in_flight: u64,
-}
-
-/// Work that waits until a record is durable.
-#[derive(Debug)]
-pub(crate) enum Action {
-    /// Answer a client.
-    Reply {
-        /// Where.
-        origin: Origin,
-        /// What.
-        result: Result<Response, Reject>,
-    },
-    /// Tell another shard.
-    Peer {
-        /// Destination.
-        to: ShardId,
-        /// Message.
-        body: PeerBody,
-    },
-    /// Fan a conversation's event out to interested shards.
-    Fanout {
-        /// Conversation (owned here).
-        conversation: ConversationId,
-        /// Event.
-        event: Arc<Event>,
-    },
-    /// Deliver an event to every device of a user homed here.
-    DeliverUser {
-        /// User.
-        user: UserId,
-        /// Event.
-        event: Arc<Event>,
-    },
-}
-
-/// A connection's session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Session {
-    /// Connected, no `Hello` yet (or it failed).
-    Anonymous,
-    /// `Hello` forwarded to the home shard.
-    Authenticating {
-        /// The hello's request id.
-        req: ReqId,
-        /// Give up then.
-        deadline: Millis,
-    },
-    /// Admin session.
-    Admin,
-    /// User session.
-    User {
-        /// The user.
-        who: Who,
-        /// The token used.
-        token: u64,
-    },
-}
-
-/// A connection held by this shard.
-#[derive(Debug)]
-pub(crate) struct Conn {
-    pub(crate) session: Session,
-    pub(crate) device: Option<DeviceInfo>,
-    /// Conversations this connection is subscribed to (pending or active).
-    pub(crate) subs: BTreeSet<ConversationId>,
-}
-
-/// A connection's subscription to a conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SubConn {
-    /// The watch batch that covers it.
-    pub(crate) nonce: u64,
-    /// Confirmed by the owner: live events are delivered.
-    pub(crate) active: bool,
-}
-
-/// The local subscribers of one conversation.
-#[derive(Debug, Default)]
-pub(crate) struct LocalSub {
-    pub(crate) conns: BTreeMap<(UserId, ConnId), SubConn>,
-    /// The owner has this shard in its interest set (as far as we know).
-    pub(crate) registered: bool,
-    /// Watch items sent and not yet answered.
-    pub(crate) outstanding: u32,
-}
-
-/// What to do when watch verdicts are in.
-#[derive(Debug)]
-pub(crate) enum WaiterAction {
-    /// Reply `Welcome` to a hello.
-    Welcome { origin: Origin, who: Who },
-    /// Deliver `Event::Joined` and answer the join.
-    Joined {
-        user: UserId,
-        conns: Vec<ConnId>,
-        event: Option<Arc<Event>>,
-        reply: Option<(Origin, Result<Response, Reject>)>,
-    },
-}
-
-/// Replies waiting for watch verdicts.
-#[derive(Debug)]
-pub(crate) struct Waiter {
-    pub(crate) remaining: u32,
-    pub(crate) deadline: Millis,
-    pub(crate) action: WaiterAction,
-}
-
-/// A history page waiting for WAL reads.
-#[derive(Debug)]
-pub(crate) struct PendingRead {
-    pub(crate) origin: Origin,
-    pub(crate) who: Who,
-    pub(crate) conversation: ConversationId,
-    /// The page's seq range, inclusive.
-    pub(crate) lo: u64,
-    pub(crate) hi: u64,
-    /// Keep the newest messages when the byte budget cuts the page.
-    pub(crate) newest_first: bool,
-    pub(crate) head: u64,
-    /// LSNs asked for, in seq order from `lo`.
-    pub(crate) lsns: Vec<Lsn>,
-}
-
-/// A DM creation waiting for its members' home shards.
-#[derive(Debug)]
-pub(crate) struct DmOpen {
-    pub(crate) key: DmKey,
-    pub(crate) waiters: Vec<(Origin, UserId)>,
-    pub(crate) unverified: BTreeSet<UserId>,
-    pub(crate) deadline: Millis,
-}
-
 /// One shard's deterministic state machine. See the crate docs.
+///
+/// Composes the commit machinery (`Ctx`, commit.rs) and the state of each role;
+/// the roles' handlers live in their modules.
 #[derive(Debug)]
 pub struct Shard {
-    pub(crate) config: ShardConfig,
-    pub(crate) state: State,
-    /// The LSN the next appended record gets.
-    pub(crate) next_lsn: Lsn,
-    pub(crate) durable: Lsn,
+    /// Commit machinery, persistent state, clock, configuration, counters.
+    pub(crate) cx: Ctx,
+    /// `start` was called (no more replay; `handle` accepted).
     pub(crate) started: bool,
-    pub(crate) storage_failed: Option<String>,
-    pub(crate) now: Millis,
-    pub(crate) local: VecDeque<PeerBody>,
-    pub(crate) commits: VecDeque<(Lsn, Action)>,
-    pub(crate) metrics: Metrics,
-    pub(crate) secret_counter: u64,
-    /// Distinguishes this start from earlier ones (see `Origin`).
-    pub(crate) incarnation: u64,
-    pub(crate) placement_counter: u64,
-    // Connection shard.
-    pub(crate) conns: Map<ConnId, Conn>,
-    pub(crate) subs: Map<ConversationId, LocalSub>,
-    pub(crate) next_nonce: u64,
-    pub(crate) nonce_waiters: Map<u64, u64>,
-    pub(crate) waiters: BTreeMap<u64, Waiter>,
-    pub(crate) next_waiter: u64,
-    pub(crate) hellos: BTreeSet<ConnId>,
-    // Owner shard.
-    pub(crate) reads: BTreeMap<u64, PendingRead>,
-    pub(crate) next_read: u64,
-    pub(crate) dm_opens: BTreeMap<u64, DmOpen>,
-    pub(crate) dm_open_keys: Map<DmKey, u64>,
-    pub(crate) next_dm_open: u64,
-    // Home shard.
-    pub(crate) gathers: BTreeMap<u64, crate::gather::Gather>,
-    pub(crate) next_gather: u64,
-    pub(crate) rounds: BTreeMap<ShardId, Vec<(UserId, ConversationId, Millis)>>,
-    /// Home role (memory, derived): last activity of every conversation in
-    /// a derived list here, with how many users of this shard list it; at
-    /// most one entry per conversation listed (bounded by
-    /// CONVERSATIONS_PER_USER_MAX per user). Orders `Boot` pages without
-    /// asking the owners about every conversation.
-    pub(crate) activity: Map<ConversationId, crate::home::Activity>,
-    pub(crate) rounds_done: ShardSet,
-    /// Home role: cursor moves not yet durable (see `PendingCursors`).
-    pub(crate) pending_cursors: crate::home::PendingCursors,
-    /// Owner role: restarted home shards owed a membership round.
-    pub(crate) rounds_due: ShardSet,
-    /// Owner role: per channel, the members whose level is `all` (memory,
-    /// derived from the home shards' rounds and messages).
-    pub(crate) all_subscribers: crate::notifier::AllSubscribers,
-    /// Owner role: notification hand-offs awaiting confirmation or the
-    /// rounds (memory; the durable part is the state's watermark).
-    pub(crate) handoffs: crate::notifier::Handoffs,
-    /// Home role: outbox ids by the time they are due (memory, rebuilt from
-    /// the outbox at start; retries move entries later).
-    pub(crate) push_due: BTreeSet<(Millis, u64)>,
-    /// Home role: pushes handed to the runtime, with their attempt count.
-    pub(crate) push_in_flight: BTreeMap<u64, u32>,
-    /// Home role: failed attempts of entries waiting for a retry.
-    pub(crate) push_attempts: BTreeMap<u64, u32>,
-    // Workspace shard.
-    pub(crate) next_claim_retry: Millis,
+    /// Connection role.
+    pub(crate) conn: ConnRole,
+    /// Owner role.
+    pub(crate) owner: OwnerRole,
+    /// Home role.
+    pub(crate) home: HomeRole,
+    /// Workspace role.
+    pub(crate) workspace: WorkspaceRole,
+    /// Scatter-gathers (home shard).
+    pub(crate) gather: GatherRole,
+    /// Notifications (owner and home sides).
+    pub(crate) notifier: NotifierRole,
 }
 
 impl Shard {
@@ -455,48 +125,32 @@ impl Shard {
             b.copy_from_slice(&digest[..8]);
             u64::from_le_bytes(b)
         };
-        let mut shard = Shard {
-            config,
-            state,
-            next_lsn: Lsn(last.0 + 1),
-            durable: last,
+        Shard {
+            cx: Ctx {
+                config,
+                state,
+                next_lsn: Lsn(last.0 + 1),
+                durable: last,
+                storage_failed: None,
+                now: Millis(0),
+                local: VecDeque::new(),
+                commits: VecDeque::new(),
+                metrics: Metrics::default(),
+                secret_counter: 0,
+                incarnation,
+                rounds_done: ShardSet::new(),
+                due: VecDeque::new(),
+            },
             started: false,
-            storage_failed: None,
-            now: Millis(0),
-            local: VecDeque::new(),
-            commits: VecDeque::new(),
-            metrics: Metrics::default(),
-            secret_counter: 0,
-            incarnation: 0,
-            placement_counter: 0,
-            conns: hash.map(),
-            subs: hash.map(),
-            next_nonce: 1,
-            nonce_waiters: hash.map(),
-            waiters: BTreeMap::new(),
-            next_waiter: 1,
-            hellos: BTreeSet::new(),
-            reads: BTreeMap::new(),
-            next_read: 1,
-            dm_opens: BTreeMap::new(),
-            dm_open_keys: hash.map(),
-            next_dm_open: 1,
-            gathers: BTreeMap::new(),
-            next_gather: 1,
-            rounds: BTreeMap::new(),
-            activity: hash.map(),
-            rounds_done: ShardSet::new(),
-            pending_cursors: crate::home::PendingCursors::default(),
-            rounds_due: ShardSet::new(),
-            next_claim_retry: Millis(0),
-            all_subscribers: Default::default(),
-            handoffs: Default::default(),
-            push_due: BTreeSet::new(),
-            push_in_flight: BTreeMap::new(),
-            push_attempts: BTreeMap::new(),
-        };
-        shard.incarnation = incarnation;
-        shard
+            conn: ConnRole::new(hash, incarnation),
+            owner: OwnerRole::new(hash, incarnation),
+            home: HomeRole::new(hash),
+            workspace: WorkspaceRole {
+                next_claim_retry: Millis(0),
+            },
+            gather: GatherRole::new(incarnation),
+            notifier: NotifierRole::default(),
+        }
     }
 
     /// A shard restored from a snapshot taken by [`Shard::snapshot`]. Replay
@@ -520,24 +174,25 @@ impl Shard {
         if self.started {
             return Err(ReplayError::AfterStart);
         }
-        if lsn != self.next_lsn {
+        if lsn != self.cx.next_lsn {
             return Err(ReplayError::OutOfOrder {
-                expected: self.next_lsn.0,
+                expected: self.cx.next_lsn.0,
                 got: lsn.0,
             });
         }
         let record = Record::decode(kind, payload)
             .map_err(|source| ReplayError::Record { lsn: lsn.0, source })?;
-        self.state
+        self.cx
+            .state
             .apply(lsn, &record)
             .map_err(|source| ReplayError::Apply {
                 lsn: lsn.0,
                 kind: crate::record::kind_name(kind).unwrap_or("?"),
                 source,
             })?;
-        self.next_lsn = Lsn(lsn.0 + 1);
-        self.durable = lsn;
-        self.metrics.records_replayed += 1;
+        self.cx.next_lsn = Lsn(lsn.0 + 1);
+        self.cx.durable = lsn;
+        self.cx.metrics.records_replayed += 1;
         Ok(())
     }
 
@@ -552,24 +207,25 @@ impl Shard {
         self.started = true;
         self.advance_clock(now);
         // The outbox survived (snapshot + replay); its timers did not.
-        for (id, e) in &self.state.outbox {
-            self.push_due.insert((e.due, *id));
+        for (id, e) in &self.cx.state.outbox {
+            self.notifier.push_due.insert((e.due, *id));
         }
-        self.next_claim_retry = self.now;
+        self.workspace.next_claim_retry = self.cx.now;
         // Hand-offs not confirmed durable before the stop go again.
-        self.collect_redrive();
-        for s in 0..self.config.shard_count {
+        self.notifier.collect_redrive(&mut self.cx);
+        for s in 0..self.cx.config.shard_count {
             let to = ShardId(s);
-            if to != self.config.shard {
-                self.send_peer(to, PeerBody::Restarted, out);
+            if to != self.cx.config.shard {
+                self.cx.send_peer(to, PeerBody::Restarted, out);
             }
         }
         let mut all = ShardSet::new();
-        for s in 0..self.config.shard_count {
+        for s in 0..self.cx.config.shard_count {
             all.insert(ShardId(s));
         }
-        self.send_membership_rounds(&all, out);
-        self.send_notify_all_rounds(&all, out);
+        self.owner.send_membership_rounds(&mut self.cx, &all, out);
+        self.notifier
+            .send_notify_all_rounds(&mut self.cx, &all, out);
         self.drain_local(out);
     }
 
@@ -579,595 +235,179 @@ impl Shard {
         assert!(self.started, "Shard::handle before Shard::start");
         self.advance_clock(now);
         match input {
-            Input::Connected { conn } => self.on_connected(conn, out),
+            Input::Connected { conn } => self.conn.on_connected(&mut self.cx, conn, out),
             Input::Hello {
                 conn,
                 req,
                 credential,
                 device,
-            } => self.on_hello(conn, req, credential, device, out),
-            Input::Request { conn, req, request } => self.on_request(conn, req, request, out),
-            Input::Disconnected { conn } => self.on_disconnected(conn, out),
+            } => self
+                .conn
+                .on_hello(&mut self.cx, conn, req, credential, device, out),
+            Input::Request { conn, req, request } => {
+                self.conn.on_request(&mut self.cx, conn, req, request, out)
+            }
+            Input::Disconnected { conn } => self.conn.on_disconnected(&mut self.cx, conn, out),
             Input::Peer { from, msg } => self.on_peer(from, msg.0, out),
             Input::Durable { lsn } => self.on_durable(lsn, out),
             Input::StorageFailed { reason } => {
-                if self.storage_failed.is_none() {
-                    self.storage_failed = Some(reason);
+                if self.cx.storage_failed.is_none() {
+                    self.cx.storage_failed = Some(reason);
                 }
             }
-            Input::RecordsRead { token, records } => self.on_records_read(token, records, out),
+            Input::RecordsRead { token, records } => {
+                self.owner
+                    .on_records_read(&mut self.cx, token, records, out)
+            }
             Input::Tick => self.on_tick(out),
-            Input::PushResult { id, outcome } => self.on_push_result(id, outcome, out),
+            Input::PushResult { id, outcome } => {
+                self.notifier.on_push_result(&mut self.cx, id, outcome, out)
+            }
         }
+        self.run_due(out);
         self.drain_local(out);
     }
 
     /// The persistent state as of the last applied LSN, in the versioned
     /// snapshot encoding. Usable for recovery once that LSN is durable.
     pub fn snapshot(&self) -> (Lsn, Vec<u8>) {
-        let last = Lsn(self.next_lsn.0 - 1);
-        (last, snapshot::encode(&self.state, last))
+        let last = Lsn(self.cx.next_lsn.0 - 1);
+        (last, snapshot::encode(&self.cx.state, last))
     }
 
     /// Current counters.
     pub fn metrics(&self) -> Metrics {
-        let mut m = self.metrics;
-        m.durable_lsn = self.durable.0;
-        m.connections = self.conns.len() as u64;
+        let mut m = self.cx.metrics;
+        m.durable_lsn = self.cx.durable.0;
+        m.connections = self.conn.conns.len() as u64;
         m.sessions = self
+            .conn
             .conns
             .values()
             .filter(|c| matches!(c.session, Session::User { .. }))
             .count() as u64;
-        m.subscriptions = self.subs.values().map(|s| s.conns.len() as u64).sum();
-        m.workspaces = self.state.workspaces.len() as u64;
-        m.users = self.state.users.len() as u64;
-        m.conversations = self.state.conversations.len() as u64;
-        m.pending_commits = self.commits.len() as u64;
-        m.pending_reads = self.reads.len() as u64;
-        m.pending_gathers = self.gathers.len() as u64;
-        m.cache_bytes = self.state.cache.bytes() as u64;
-        m.storage_failed = u64::from(self.storage_failed.is_some());
-        m.ready = u64::from(self.is_ready());
-        m.outbox_depth = self.state.outbox.len() as u64;
-        m.notify_all_subscribers = self.all_subscribers.total() as u64;
-        m.push_in_flight = self.push_in_flight.len() as u64;
+        m.subscriptions = self.conn.subs.values().map(|s| s.conns.len() as u64).sum();
+        m.workspaces = self.cx.state.workspaces.len() as u64;
+        m.users = self.cx.state.users.len() as u64;
+        m.conversations = self.cx.state.conversations.len() as u64;
+        m.pending_commits = self.cx.commits.len() as u64;
+        m.pending_reads = self.owner.reads.len() as u64;
+        m.pending_gathers = self.gather.gathers.len() as u64;
+        m.cache_bytes = self.cx.state.cache.bytes() as u64;
+        m.storage_failed = u64::from(self.cx.storage_failed.is_some());
+        m.ready = u64::from(self.cx.is_ready());
+        m.outbox_depth = self.cx.state.outbox.len() as u64;
+        m.notify_all_subscribers = self.notifier.all_subscribers.total() as u64;
+        m.push_in_flight = self.notifier.push_in_flight.len() as u64;
         m
     }
 
     /// This shard's id.
     pub fn id(&self) -> ShardId {
-        self.config.shard
+        self.cx.config.shard
     }
 
     /// The last LSN applied (live or replayed).
     pub fn last_lsn(&self) -> Lsn {
-        Lsn(self.next_lsn.0 - 1)
+        Lsn(self.cx.next_lsn.0 - 1)
     }
 
     // ----- Helpers shared by the roles ---------------------------------------
 
     fn advance_clock(&mut self, now: Millis) {
         // Time is an input; it never moves backwards inside the shard.
-        self.now = self.now.max(now);
-    }
-
-    /// A ticket for a cross-shard round trip issued by this incarnation.
-    pub(crate) fn ticket(&self, id: u64) -> Ticket {
-        Ticket {
-            incarnation: self.incarnation,
-            id,
-        }
-    }
-
-    /// The origin of a request on a local connection.
-    pub(crate) fn origin(&self, conn: ConnId, req: ReqId) -> Origin {
-        Origin {
-            conn,
-            req,
-            incarnation: self.incarnation,
-        }
-    }
-
-    pub(crate) fn shard_count(&self) -> u16 {
-        self.config.shard_count
-    }
-
-    pub(crate) fn me(&self) -> ShardId {
-        self.config.shard
-    }
-
-    pub(crate) fn home_of(&self, user: UserId) -> ShardId {
-        shard_of(user, self.config.shard_count)
-    }
-
-    pub(crate) fn owner_of(&self, conv: ConversationId) -> ShardId {
-        shard_of(conv, self.config.shard_count)
-    }
-
-    pub(crate) fn workspace_shard(&self, ws: WorkspaceId) -> ShardId {
-        shard_of(ws, self.config.shard_count)
-    }
-
-    /// Whether every owner's membership round arrived since start: the
-    /// derived conversation lists are complete.
-    pub(crate) fn is_ready(&self) -> bool {
-        self.rounds_done.len() == usize::from(self.config.shard_count)
-    }
-
-    /// Sends a cross-shard message; to itself it is queued and handled
-    /// before the current input's handling returns.
-    pub(crate) fn send_peer(&mut self, to: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
-        assert!(to.0 < self.config.shard_count, "peer shard out of range");
-        self.metrics.peer_messages += 1;
-        if to == self.config.shard {
-            self.local.push_back(body);
-        } else {
-            out.push(Effect::ToShard {
-                shard: to,
-                msg: PeerMsg(body),
-            });
-        }
+        self.cx.now = self.cx.now.max(now);
     }
 
     fn drain_local(&mut self, out: &mut Vec<Effect>) {
         let mut steps = 0usize;
-        while let Some(body) = self.local.pop_front() {
+        while let Some(body) = self.cx.local.pop_front() {
             steps += 1;
             assert!(
                 steps < LOCAL_STEPS_MAX,
                 "shard sends itself messages in a cycle"
             );
-            let me = self.config.shard;
+            let me = self.cx.config.shard;
             self.on_peer(me, body, out);
-        }
-    }
-
-    /// Answers a client request wherever its connection lives. The answer
-    /// travels as a message to the connection's shard even when that is this
-    /// shard, so it stays in order with everything else this role sent the
-    /// connection (events, subscriptions) before it.
-    pub(crate) fn reply(
-        &mut self,
-        origin: Origin,
-        result: Result<Response, Reject>,
-        out: &mut Vec<Effect>,
-    ) {
-        self.send_peer(origin.conn.shard(), PeerBody::Reply { origin, result }, out);
-    }
-
-    /// Emits the answer on a local connection (the connection role).
-    pub(crate) fn emit_reply(
-        &mut self,
-        origin: Origin,
-        result: Result<Response, Reject>,
-        out: &mut Vec<Effect>,
-    ) {
-        assert_eq!(
-            origin.conn.shard(),
-            self.config.shard,
-            "reply on a foreign connection"
-        );
-        if origin.incarnation != self.incarnation || !self.conns.contains_key(&origin.conn) {
-            return; // The connection is gone; so is the reply.
-        }
-        if result.is_err() {
-            self.metrics.rejects += 1;
-        }
-        self.metrics.replies += 1;
-        out.push(Effect::Reply {
-            conn: origin.conn,
-            req: origin.req,
-            result,
-        });
-    }
-
-    /// `Ok` if the shard accepts a write now.
-    pub(crate) fn writable(&self) -> Result<(), Reject> {
-        if let Some(reason) = &self.storage_failed {
-            return Err(Reject::unavailable(
-                UnavailableCause::StorageFailed,
-                format!("storage failed: {reason}"),
-            ));
-        }
-        if self.commits.len() >= PENDING_COMMITS_MAX {
-            return Err(Reject::unavailable(
-                UnavailableCause::Overloaded,
-                "write queue full (PENDING_COMMITS_MAX)",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Appends `record`, applies it, and queues `actions` until it is
-    /// durable. The caller checked [`Shard::writable`].
-    pub(crate) fn commit(
-        &mut self,
-        record: Record,
-        actions: Vec<Action>,
-        out: &mut Vec<Effect>,
-    ) -> Lsn {
-        assert!(
-            self.storage_failed.is_none(),
-            "commit after storage failure"
-        );
-        let lsn = self.next_lsn;
-        self.next_lsn = Lsn(lsn.0 + 1);
-        out.push(Effect::Append {
-            lsn,
-            kind: record.kind(),
-            payload: record.encode(),
-        });
-        if let Err(e) = self.state.apply(lsn, &record) {
-            panic!("live record at LSN {} does not apply: {e}", lsn.0);
-        }
-        self.metrics.records_appended += 1;
-        for action in actions {
-            self.commits.push_back((lsn, action));
-        }
-        lsn
-    }
-
-    /// Runs `action` once everything appended so far is durable (at once if
-    /// it already is). Used when an answer depends on state some earlier,
-    /// maybe not yet durable, record produced.
-    ///
-    /// After a storage failure the records not yet durable never will be
-    /// (in this incarnation): a client's answer becomes `Unavailable` naming
-    /// the failure, cause `NotDurable` (the record may still survive the
-    /// restart: an unknown outcome). So an idempotent retry on a shard whose
-    /// disk filled up is refused, not left hanging; reads that gather —
-    /// `Sync`, `Boot`, lists — answer at once instead, see `gather_reply`;
-    /// anything else is dropped, and the restart's reconciliation repairs
-    /// what the other shards missed.
-    pub(crate) fn after_durable(&mut self, action: Action, out: &mut Vec<Effect>) {
-        let last = Lsn(self.next_lsn.0 - 1);
-        if last <= self.durable {
-            self.run_action(action, out);
-        } else if let Some(reason) = &self.storage_failed {
-            if let Action::Reply { origin, .. } = action {
-                let r = Reject::unavailable(
-                    UnavailableCause::NotDurable,
-                    format!("storage failed: {reason}"),
-                );
-                self.reply(origin, Err(r), out);
-            }
-        } else {
-            self.commits.push_back((last, action));
+            self.run_due(out);
         }
     }
 
     fn on_durable(&mut self, lsn: Lsn, out: &mut Vec<Effect>) {
         assert!(
-            lsn < self.next_lsn,
+            lsn < self.cx.next_lsn,
             "durable LSN {} beyond the last appended {}",
             lsn.0,
-            self.next_lsn.0 - 1
+            self.cx.next_lsn.0 - 1
         );
-        if lsn <= self.durable {
+        if lsn <= self.cx.durable {
             return;
         }
-        self.durable = lsn;
-        self.pending_cursors.durable_through(lsn);
-        while self.commits.front().is_some_and(|(l, _)| *l <= lsn) {
-            if let Some((_, action)) = self.commits.pop_front() {
-                self.run_action(action, out);
-            }
+        self.cx.durable = lsn;
+        self.home.pending_cursors.durable_through(lsn);
+        while let Some(action) = self.cx.pop_durable(lsn) {
+            self.run_action(action, out);
         }
     }
 
-    pub(crate) fn run_action(&mut self, action: Action, out: &mut Vec<Effect>) {
+    /// Runs an action: fanout here (it needs the owner and notifier
+    /// roles), the rest in the commit context; then any fanout that became
+    /// due meanwhile.
+    fn run_action(&mut self, action: Action, out: &mut Vec<Effect>) {
         match action {
-            Action::Reply { origin, result } => self.reply(origin, result, out),
-            Action::Peer { to, body } => self.send_peer(to, body, out),
             Action::Fanout {
                 conversation,
                 event,
-            } => self.fanout(conversation, event, out),
-            Action::DeliverUser { user, event } => self.deliver_to_user(user, event, out),
+            } => {
+                self.owner
+                    .fanout(&mut self.cx, conversation, event.clone(), out);
+                // The commit point of the notifier: the message is durable.
+                self.notifier
+                    .notify_handoff(&mut self.cx, conversation, &event, out);
+            }
+            other => self.cx.run_action(other, out),
         }
+        self.run_due(out);
     }
 
-    /// A fresh token secret: sha256 over the start's entropy, this shard,
-    /// the next LSN and a counter. Unpredictable without the entropy.
-    pub(crate) fn new_secret(&mut self) -> [u8; 32] {
-        self.secret_counter += 1;
-        let mut h = Sha256::new();
-        h.update(b"courier-token-secret");
-        h.update(self.config.entropy);
-        h.update(self.config.shard.0.to_le_bytes());
-        h.update(self.next_lsn.0.to_le_bytes());
-        h.update(self.secret_counter.to_le_bytes());
-        h.finalize().into()
+    /// Runs the role actions a handler found due at once (see `Ctx::due`).
+    fn run_due(&mut self, out: &mut Vec<Effect>) {
+        while let Some(action) = self.cx.due.pop_front() {
+            self.run_action(action, out);
+        }
     }
 
     fn on_tick(&mut self, out: &mut Vec<Effect>) {
-        if !self.rounds_due.is_empty() {
-            let due = std::mem::take(&mut self.rounds_due);
-            self.send_membership_rounds(&due, out);
-            self.send_notify_all_rounds(&due, out);
+        if !self.owner.rounds_due.is_empty() {
+            let due = std::mem::take(&mut self.owner.rounds_due);
+            self.owner.send_membership_rounds(&mut self.cx, &due, out);
+            self.notifier
+                .send_notify_all_rounds(&mut self.cx, &due, out);
         }
-        self.expire_hellos(out);
-        self.expire_waiters(out);
-        self.expire_gathers(out);
-        self.expire_dm_opens(out);
-        self.retry_claims(out);
-        self.pump_pushes(out);
-        self.persist_handoff_watermark(out);
+        self.conn.expire_hellos(&mut self.cx, out);
+        self.conn.expire_waiters(&mut self.cx, out);
+        self.gather.expire_gathers(&mut self.cx, out);
+        self.owner.expire_dm_opens(&mut self.cx, out);
+        self.workspace.retry_claims(&mut self.cx, out);
+        self.notifier.pump_pushes(&mut self.cx, out);
+        self.notifier.persist_handoff_watermark(&mut self.cx, out);
     }
 
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
         match body {
-            PeerBody::Reply { origin, result } => self.emit_reply(origin, result, out),
             PeerBody::Restarted => self.on_restarted(from, out),
-            PeerBody::MembershipRound {
-                entries,
-                first,
-                last,
-            } => self.on_membership_round(from, entries, first, last),
-            PeerBody::Activity { conversation, at } => self.on_activity(conversation, at),
-            PeerBody::DevicesRegister { devices } => self.on_devices_register(from, devices, out),
-            PeerBody::Auth {
-                origin,
-                user,
-                token,
-                secret,
-                device,
-            } => self.on_auth(origin, user, token, secret, device, out),
-            PeerBody::AuthOk {
-                origin,
-                who,
-                token,
-                conversations,
-            } => self.on_auth_ok(origin, who, token, conversations, out),
-            PeerBody::AuthFailed { origin, reject } => self.on_auth_failed(origin, reject, out),
-            PeerBody::DeviceGone { user, conn } => self.on_device_gone(user, conn),
-            PeerBody::CloseConns {
-                conns,
-                incarnation,
-                reason,
-            } => self.on_close_conns(conns, incarnation, reason, out),
-            PeerBody::Notify {
-                event,
-                direct,
-                candidates,
-                handoff,
-            } => self.on_notify(from, &event, direct, candidates, handoff, out),
-            PeerBody::NotifyDone { handoff } => self.on_notify_done(from, handoff),
-            PeerBody::DeliverToConns {
-                user,
-                conns,
-                incarnation,
-                event,
-            } => self.on_deliver_to_conns(user, conns, incarnation, event, out),
-            PeerBody::SubscribeConns {
-                user,
-                conversation,
-                conns,
-                incarnation,
-                event,
-                reply,
-            } => self.on_subscribe_conns(user, conversation, conns, incarnation, event, reply, out),
-            PeerBody::Watch { nonce, items } => self.on_watch(from, nonce, items, out),
-            PeerBody::WatchReply { nonce, verdicts } => {
-                self.on_watch_reply(from, nonce, verdicts, out)
+            PeerBody::Conn(msg) => self.conn.handle(&mut self.cx, from, msg, out),
+            PeerBody::Owner(msg) => {
+                self.owner
+                    .handle(&mut self.cx, &mut self.notifier, from, msg, out)
             }
-            PeerBody::Unwatch { conversation } => self.on_unwatch(from, conversation),
-            PeerBody::Unsubscribed { conversation, user } => {
-                self.on_unsubscribed(conversation, user, out)
+            PeerBody::Home(msg) => {
+                self.home
+                    .handle(&mut self.cx, &mut self.notifier, from, msg, out)
             }
-            PeerBody::Fanout {
-                conversation,
-                event,
-            } => self.on_fanout(from, conversation, event, out),
-            PeerBody::CreateWorkspace { origin, slot, name } => {
-                self.on_create_workspace(origin, slot, name, out)
-            }
-            PeerBody::CreateUser {
-                origin,
-                workspace,
-                name,
-            } => self.on_create_user(origin, workspace, name, out),
-            PeerBody::CreateUserHome {
-                origin,
-                user,
-                workspace,
-                workspace_name,
-                name,
-            } => self.on_create_user_home(origin, user, workspace, workspace_name, name, out),
-            PeerBody::UserHomeReady { workspace, user } => {
-                self.on_user_home_ready(workspace, user, out)
-            }
-            PeerBody::IssueToken { origin, user } => self.on_issue_token(origin, user, out),
-            PeerBody::RevokeToken {
-                origin,
-                user,
-                token,
-            } => self.on_revoke_token(origin, user, token, out),
-            PeerBody::CreateChannel {
-                origin,
-                who,
-                name,
-                private,
-            } => self.on_create_channel(origin, who, name, private, out),
-            PeerBody::ClaimChannel {
-                origin,
-                who,
-                name,
-                private,
-            } => self.on_claim_channel(origin, who, name, private, out),
-            PeerBody::CreateChannelHome {
-                origin,
-                conversation,
-                workspace,
-                name,
-                private,
-                creator,
-            } => self.on_create_channel_home(
-                origin,
-                conversation,
-                workspace,
-                name,
-                private,
-                creator,
-                out,
-            ),
-            PeerBody::ChannelReady {
-                workspace,
-                conversation,
-            } => self.on_channel_ready(workspace, conversation, out),
-            PeerBody::Lookup {
-                origin,
-                who,
-                name,
-                kind,
-            } => self.on_lookup(origin, who, name, kind, out),
-            PeerBody::LookupPrivate {
-                origin,
-                who,
-                conversation,
-            } => self.on_lookup_private(origin, who, conversation, out),
-            PeerBody::PublicChannels { gather, workspace } => {
-                self.on_public_channels(from, gather, workspace, out)
-            }
-            PeerBody::PublicChannelsReply {
-                gather,
-                conversations,
-            } => self.on_public_channels_reply(gather, conversations, out),
-            PeerBody::Join {
-                origin,
-                who,
-                conversation,
-            } => self.on_join(origin, who, conversation, out),
-            PeerBody::Invite {
-                origin,
-                who,
-                conversation,
-                user,
-            } => self.on_invite(origin, who, conversation, user, out),
-            PeerBody::AddMember {
-                origin,
-                actor,
-                user,
-                conversation,
-                read,
-            } => self.on_add_member(origin, actor, user, conversation, read, out),
-            PeerBody::RemoveMember {
-                origin,
-                actor,
-                user,
-                conversation,
-            } => self.on_remove_member(origin, actor, user, conversation, out),
-            PeerBody::OpenDm {
-                origin,
-                who,
-                members,
-            } => self.on_open_dm(origin, who, members, out),
-            PeerBody::OpenDmOwner {
-                origin,
-                who,
-                members,
-            } => self.on_open_dm_owner(origin, who, members, out),
-            PeerBody::VerifyMember {
-                pending,
-                user,
-                workspace,
-            } => self.on_verify_member(from, pending, user, workspace, out),
-            PeerBody::VerifyReply { pending, user, ok } => {
-                self.on_verify_reply(pending, user, ok, out)
-            }
-            PeerBody::MemberAdded {
-                user,
-                conversation,
-                info,
-                origin,
-            } => self.on_member_added(user, conversation, info, origin, out),
-            PeerBody::MemberRemoved { user, conversation } => {
-                self.on_member_removed(user, conversation, out)
-            }
-            PeerBody::Send {
-                origin,
-                who,
-                conversation,
-                client_msg_id,
-                body,
-                mentions,
-                broadcast,
-            } => self.on_send(
-                origin,
-                who,
-                conversation,
-                client_msg_id,
-                body,
-                mentions,
-                broadcast,
-                out,
-            ),
-            PeerBody::History {
-                origin,
-                who,
-                conversation,
-                anchor,
-                limit,
-            } => self.on_history(origin, who, conversation, anchor, limit, out),
-            PeerBody::MarkRead {
-                origin,
-                who,
-                conversation,
-                seq,
-            } => self.on_mark_read(origin, who, conversation, seq, out),
-            PeerBody::SetCursor {
-                origin,
-                user,
-                conversation,
-                seq,
-            } => self.on_set_cursor(origin, user, conversation, seq, out),
-            PeerBody::SetNotify {
-                origin,
-                who,
-                conversation,
-                level,
-                muted,
-            } => self.on_set_notify(origin, who, conversation, level, muted, out),
-            PeerBody::SetNotifyHome {
-                origin,
-                user,
-                conversation,
-                level,
-                muted,
-            } => self.on_set_notify_home(origin, user, conversation, level, muted, out),
-            PeerBody::NotifyAll {
-                user,
-                conversation,
-                all,
-            } => self.on_notify_all(user, conversation, all),
-            PeerBody::NotifyAllRound {
-                entries,
-                first,
-                last,
-            } => self.on_notify_all_round(from, entries, first, last, out),
-            PeerBody::SetFocus {
-                origin,
-                user,
-                focused,
-                active,
-            } => self.on_set_focus(origin, user, focused, active, out),
-            PeerBody::SetDnd {
-                origin,
-                user,
-                until,
-            } => self.on_set_dnd(origin, user, until, out),
-            PeerBody::Gather {
-                origin,
-                who,
-                request,
-            } => self.on_gather(origin, who, request, out),
-            PeerBody::Summaries { gather, who, items } => {
-                self.on_summaries(from, gather, who, items, out)
-            }
-            PeerBody::SummariesReply { gather, summaries } => {
-                self.on_summaries_reply(gather, summaries, out)
-            }
+            PeerBody::Workspace(msg) => self.workspace.handle(&mut self.cx, from, msg, out),
+            PeerBody::Gather(msg) => self.gather.handle(&mut self.cx, &self.home, from, msg, out),
+            PeerBody::Notifier(msg) => self.notifier.handle(&mut self.cx, from, msg, out),
         }
     }
 
@@ -1177,18 +417,18 @@ impl Shard {
     /// sessions of its users, and the memberships of its users in our
     /// conversations.
     fn on_restarted(&mut self, from: ShardId, out: &mut Vec<Effect>) {
-        if from == self.config.shard {
+        if from == self.cx.config.shard {
             return;
         }
-        self.forget_shard_connections(from);
-        self.clear_interest_of(from);
-        self.rewatch_owner(from, out);
-        self.register_devices_with(from, out);
-        self.redrive_handoffs_to(from, out);
+        self.home.forget_shard_connections(&mut self.cx, from);
+        self.owner.clear_interest_of(&mut self.cx, from);
+        self.conn.rewatch_owner(&mut self.cx, from, out);
+        self.conn.register_devices_with(&mut self.cx, from, out);
+        self.notifier.redrive_handoffs_to(&mut self.cx, from, out);
         // Its membership round (and our users' `all` levels in its
         // channels) goes out at the next tick, with those of any other
         // shard restarting meanwhile: one scan for a whole-node start.
-        self.rounds_due.insert(from);
+        self.owner.rounds_due.insert(from);
     }
 }
 
@@ -1202,7 +442,7 @@ mod tests {
     #[test]
     fn runtime_types_are_send() {
         assert_send::<Shard>();
-        assert_send::<PeerMsg>();
+        assert_send::<crate::api::PeerMsg>();
         assert_send::<Input>();
         assert_send::<Effect>();
     }

@@ -293,7 +293,7 @@ pub struct Conversation {
     /// Memory: shards with at least one subscribed connection.
     pub interested: ShardSet,
     /// Memory: home shards of the members (durable or not), the shards
-    /// told about each message's activity (see `Shard::fanout`). Kept by
+    /// told about each message's activity (see `OwnerRole::fanout`). Kept by
     /// `State::apply` and rebuilt at restore.
     pub homes: ShardSet,
 }

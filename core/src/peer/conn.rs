@@ -1,0 +1,124 @@
+//! Messages the connection role (`C`) receives: answers, session verdicts,
+//! deliveries, watch verdicts, fanout.
+//!
+//! One plain-data struct per message (a later issue gives them a wire
+//! form); [`ConnMsg`] wraps them for [`super::PeerBody::Conn`].
+
+use crate::api::{CloseReason, ConnId, ConversationId, Event, Reject, Response, UserId};
+use crate::peer::{Origin, Ticket, Who};
+use std::sync::Arc;
+
+role_messages! {
+    /// Every message the conn role receives.
+    Conn: ConnMsg {
+        Reply,
+        AuthOk,
+        AuthFailed,
+        CloseConns,
+        DeliverToConns,
+        SubscribeConns,
+        WatchReply,
+        Unsubscribed,
+        Fanout,
+    }
+}
+
+/// Any → C: the answer to a client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Where it goes.
+    pub origin: Origin,
+    /// The answer.
+    pub result: Result<Response, Reject>,
+}
+
+/// H → C: the token is good; subscribe to these, then `Welcome`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthOk {
+    /// The hello.
+    pub origin: Origin,
+    /// The user.
+    pub who: Who,
+    /// Token id.
+    pub token: u64,
+    /// The user's conversations (derived list).
+    pub conversations: Vec<ConversationId>,
+}
+
+/// H → C: the hello is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthFailed {
+    /// The hello.
+    pub origin: Origin,
+    /// Why.
+    pub reject: Reject,
+}
+
+/// H → C: close these sessions (token revoked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseConns {
+    /// Connections on `C`.
+    pub conns: Vec<ConnId>,
+    /// `C`'s incarnation they belong to (stale ones are ignored).
+    pub incarnation: u64,
+    /// Why.
+    pub reason: CloseReason,
+}
+
+/// H → C: an event for some of a user's devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliverToConns {
+    /// User (connections are checked to still be theirs).
+    pub user: UserId,
+    /// Connections on `C`.
+    pub conns: Vec<ConnId>,
+    /// `C`'s incarnation they belong to.
+    pub incarnation: u64,
+    /// Event.
+    pub event: Arc<Event>,
+}
+
+/// H → C: subscribe these sessions of `user` to a conversation they
+/// joined; once the owner confirms, deliver `event` and send `reply`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeConns {
+    /// User.
+    pub user: UserId,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// The user's connections on `C`.
+    pub conns: Vec<ConnId>,
+    /// `C`'s incarnation they belong to.
+    pub incarnation: u64,
+    /// `Event::Joined`.
+    pub event: Option<Arc<Event>>,
+    /// The join's answer, if its request came through `C`.
+    pub reply: Option<(Origin, Result<Response, Reject>)>,
+}
+
+/// O → C: verdicts; `true` means `C` is now in the interest set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchReply {
+    /// The batch.
+    pub nonce: Ticket,
+    /// (user, conversation, member).
+    pub verdicts: Vec<(UserId, ConversationId, bool)>,
+}
+
+/// O → C: `user` left or was removed: stop their live events now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsubscribed {
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// User.
+    pub user: UserId,
+}
+
+/// O → C: a durable event of a conversation for `C`'s subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fanout {
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// The event (shared, encoded once by `C`'s runtime).
+    pub event: Arc<Event>,
+}

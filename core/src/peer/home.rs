@@ -1,0 +1,260 @@
+//! Messages the home role (`H`) of a user receives: sessions, tokens, the
+//! derived conversation list, cursors, preferences, devices.
+//!
+//! One plain-data struct per message (a later issue gives them a wire
+//! form); [`HomeMsg`] wraps them for [`super::PeerBody::Home`].
+
+use crate::api::{
+    ConnId, ConversationId, ConversationInfo, DeviceInfo, Millis, NotifyLevel, Seq, UserId,
+    WorkspaceId,
+};
+use crate::peer::{DeviceReg, Origin, Ticket, Who};
+
+role_messages! {
+    /// Every message the home role receives.
+    Home: HomeMsg {
+        MembershipRound,
+        Activity,
+        DevicesRegister,
+        Auth,
+        DeviceGone,
+        CreateUser,
+        IssueToken,
+        RevokeToken,
+        CreateChannel,
+        Join,
+        Invite,
+        OpenDm,
+        VerifyMember,
+        MemberAdded,
+        MemberRemoved,
+        SetCursor,
+        SetNotify,
+        SetFocus,
+        SetDnd,
+    }
+}
+
+/// O → H: every durable membership of `O`'s conversations for users
+/// homed on `H`, in chunks; `H` replaces its derived entries for `O`'s
+/// conversations when the `last` chunk arrives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipRound {
+    /// (user, conversation, the conversation's visible last activity).
+    pub entries: Vec<(UserId, ConversationId, Millis)>,
+    /// First chunk.
+    pub first: bool,
+    /// Last chunk.
+    pub last: bool,
+}
+
+/// O → every home shard of the conversation's members, once per
+/// durable message: its time, which orders `Boot` pages at `H`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Activity {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The message's `ts` (activity never moves backwards).
+    pub at: Millis,
+}
+
+/// C → restarted H: sessions on `C` for users homed on `H`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevicesRegister {
+    /// The sessions.
+    pub devices: Vec<DeviceReg>,
+}
+
+/// C → H: check a `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Auth {
+    /// The hello.
+    pub origin: Origin,
+    /// Claimed user.
+    pub user: UserId,
+    /// Token id.
+    pub token: u64,
+    /// Secret.
+    pub secret: [u8; 32],
+    /// Device.
+    pub device: DeviceInfo,
+}
+
+/// C → H: a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceGone {
+    /// User.
+    pub user: UserId,
+    /// Connection.
+    pub conn: ConnId,
+}
+
+/// W → H: create a claimed user (idempotent; retried until confirmed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateUser {
+    /// The admin's request, on the first attempt.
+    pub origin: Option<Origin>,
+    /// User.
+    pub user: UserId,
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Workspace display name.
+    pub workspace_name: String,
+    /// Handle.
+    pub name: String,
+}
+
+/// C → H: issue a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssueToken {
+    /// Request.
+    pub origin: Origin,
+    /// User.
+    pub user: UserId,
+}
+
+/// C → H: revoke tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokeToken {
+    /// Request.
+    pub origin: Origin,
+    /// User.
+    pub user: UserId,
+    /// One or all.
+    pub token: Option<u64>,
+}
+
+/// C → H(creator): create a channel (checks the creator's limits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateChannel {
+    /// Request.
+    pub origin: Origin,
+    /// Creator.
+    pub who: Who,
+    /// Name.
+    pub name: String,
+    /// Private.
+    pub private: bool,
+}
+
+/// C → H: join a public channel (H checks limits, adds the cursor).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Join {
+    /// Request.
+    pub origin: Origin,
+    /// Joiner.
+    pub who: Who,
+    /// Channel.
+    pub conversation: ConversationId,
+}
+
+/// C → H(invitee): invite (H checks the invitee's workspace and limits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invite {
+    /// Request.
+    pub origin: Origin,
+    /// Inviter.
+    pub who: Who,
+    /// Channel.
+    pub conversation: ConversationId,
+    /// Invitee.
+    pub user: UserId,
+}
+
+/// C → H(requester): open a DM (H checks limits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenDm {
+    /// Request.
+    pub origin: Origin,
+    /// Requester.
+    pub who: Who,
+    /// All members, requester included, sorted and unique.
+    pub members: Vec<UserId>,
+}
+
+/// O → H(member): may `user` be in a new DM of `workspace`?
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyMember {
+    /// Pending creation at `O`.
+    pub pending: Ticket,
+    /// Member.
+    pub user: UserId,
+    /// Workspace.
+    pub workspace: WorkspaceId,
+}
+
+/// O → H: `user` is (durably) a member; update the derived list,
+/// subscribe the user's sessions, then answer `origin`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberAdded {
+    /// User.
+    pub user: UserId,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Its info for the user (H fills in the cursor).
+    pub info: ConversationInfo,
+    /// The request to answer with the info, if any.
+    pub origin: Option<Origin>,
+}
+
+/// O → H: `user` is (durably) no longer a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRemoved {
+    /// User.
+    pub user: UserId,
+    /// Conversation.
+    pub conversation: ConversationId,
+}
+
+/// O → H: move a cursor forward (from `MarkRead`, or from a send when
+/// `origin` is `None`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetCursor {
+    /// Request, if any.
+    pub origin: Option<Origin>,
+    /// User.
+    pub user: UserId,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// New cursor.
+    pub seq: Seq,
+}
+
+/// O → H: persist the preference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetNotify {
+    /// Request.
+    pub origin: Origin,
+    /// User.
+    pub user: UserId,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Level.
+    pub level: NotifyLevel,
+    /// Muted.
+    pub muted: bool,
+}
+
+/// C → H: device focus / activity (memory only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetFocus {
+    /// Request.
+    pub origin: Origin,
+    /// User.
+    pub user: UserId,
+    /// Focused conversation.
+    pub focused: Option<ConversationId>,
+    /// Active.
+    pub active: bool,
+}
+
+/// C → H: do-not-disturb.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetDnd {
+    /// Request.
+    pub origin: Origin,
+    /// User.
+    pub user: UserId,
+    /// End.
+    pub until: Option<Millis>,
+}

@@ -1,0 +1,197 @@
+//! Messages the owner role (`O`) of a conversation receives: interest,
+//! membership, sequencing, history, read marks, preferences, summaries.
+//!
+//! One plain-data struct per message (a later issue gives them a wire
+//! form); [`OwnerMsg`] wraps them for [`super::PeerBody::Owner`].
+
+use crate::api::{
+    Broadcast, ClientMsgId, ConversationId, HistoryAnchor, NotifyLevel, Seq, UserId, WorkspaceId,
+};
+use crate::peer::{Actor, Origin, SummaryItem, Ticket, Who};
+
+role_messages! {
+    /// Every message the owner role receives.
+    Owner: OwnerMsg {
+        Watch,
+        Unwatch,
+        CreateChannel,
+        LookupPrivate,
+        AddMember,
+        RemoveMember,
+        OpenDm,
+        VerifyReply,
+        Send,
+        History,
+        MarkRead,
+        SetNotify,
+        Summaries,
+    }
+}
+
+/// C → O: these users have sessions on `C` that want live events; the
+/// owner checks each membership and answers with verdicts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// Batch number (monotonic per incarnation of `C`).
+    pub nonce: Ticket,
+    /// (user, conversation) pairs.
+    pub items: Vec<(Who, ConversationId)>,
+}
+
+/// C → O: no session on `C` wants this conversation any more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unwatch {
+    /// Conversation.
+    pub conversation: ConversationId,
+}
+
+/// W → O: create a claimed channel (idempotent; retried until confirmed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateChannel {
+    /// The creator's request, on the first attempt.
+    pub origin: Option<Origin>,
+    /// Channel.
+    pub conversation: ConversationId,
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Name.
+    pub name: String,
+    /// Private.
+    pub private: bool,
+    /// Creator.
+    pub creator: UserId,
+}
+
+/// W → O: a private channel's name matched; answer only a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupPrivate {
+    /// Request.
+    pub origin: Origin,
+    /// Asker.
+    pub who: Who,
+    /// Channel.
+    pub conversation: ConversationId,
+}
+
+/// H → O: add a member (join when `actor.user == user`, else invite).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddMember {
+    /// Request.
+    pub origin: Origin,
+    /// Who asks.
+    pub actor: Who,
+    /// Who is added.
+    pub user: UserId,
+    /// Channel.
+    pub conversation: ConversationId,
+    /// The added user's read cursor.
+    pub read: Seq,
+}
+
+/// C → O: leave (`actor` is the user) or remove.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoveMember {
+    /// Request.
+    pub origin: Origin,
+    /// Who asks.
+    pub actor: Actor,
+    /// Who is removed.
+    pub user: UserId,
+    /// Channel.
+    pub conversation: ConversationId,
+}
+
+/// H → O(DM slot): find or create the DM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenDm {
+    /// Request.
+    pub origin: Origin,
+    /// Requester.
+    pub who: Who,
+    /// All members, sorted and unique.
+    pub members: Vec<UserId>,
+}
+
+/// H → O: the verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReply {
+    /// Pending creation.
+    pub pending: Ticket,
+    /// Member.
+    pub user: UserId,
+    /// Exists, same workspace, under its conversation limit.
+    pub ok: bool,
+}
+
+/// C → O: post.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Send {
+    /// Request.
+    pub origin: Origin,
+    /// Sender.
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Idempotency key.
+    pub client_msg_id: ClientMsgId,
+    /// Text.
+    pub body: String,
+    /// Mentioned users (sorted, unique).
+    pub mentions: Vec<UserId>,
+    /// Broadcast.
+    pub broadcast: Broadcast,
+}
+
+/// C → O: a history page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    /// Request.
+    pub origin: Origin,
+    /// Reader.
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Anchor.
+    pub anchor: HistoryAnchor,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// C → O: mark read (O authorizes and clamps to its head).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarkRead {
+    /// Request.
+    pub origin: Origin,
+    /// Reader.
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Seq.
+    pub seq: Seq,
+}
+
+/// C → O: set a notification preference (O authorizes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetNotify {
+    /// Request.
+    pub origin: Origin,
+    /// User.
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Level.
+    pub level: NotifyLevel,
+    /// Muted.
+    pub muted: bool,
+}
+
+/// H → O: summaries of some of the user's conversations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summaries {
+    /// Gather id at `H`.
+    pub gather: Ticket,
+    /// User.
+    pub who: Who,
+    /// Items (at most PEER_BATCH_MAX).
+    pub items: Vec<SummaryItem>,
+}
