@@ -19,6 +19,8 @@ type Wal = Vec<(Lsn, u8, Vec<u8>)>;
 struct Machines {
     applied: BTreeMap<GroupId, Vec<(u64, Bytes)>>,
     asked: u32,
+    /// Filler appended to snapshots (to make them span several chunks).
+    pad: usize,
 }
 
 impl Machines {
@@ -29,13 +31,14 @@ impl Machines {
             .map_or(0, |e| e.0)
     }
     fn bytes(&self, g: GroupId) -> Bytes {
-        let items: Vec<u8> = self
+        let mut items: Vec<u8> = self
             .applied
             .get(&g)
             .into_iter()
             .flatten()
             .flat_map(|(_, d)| d.to_vec())
             .collect();
+        items.resize(items.len() + self.pad, 0xAB);
         Bytes::from(items)
     }
 }
@@ -406,6 +409,8 @@ fn followers_refuse_naming_the_leader_and_a_lagging_one_gets_a_snapshot() {
         n.core.compact(g, last, n.machines.bytes(g)).unwrap();
     }
     exchange(&mut nodes, &[true, true, false]);
+    // The leader's state machine is large: its snapshot spans two chunks.
+    nodes[0].machines.pad = 700 * 1024;
     for _ in 0..10 {
         for n in nodes.iter_mut() {
             n.core.tick();
@@ -427,6 +432,21 @@ fn followers_refuse_naming_the_leader_and_a_lagging_one_gets_a_snapshot() {
         (index, bytes),
         (nodes[0].machines.last(g), nodes[0].machines.bytes(g))
     );
+    // The installed snapshot is durable in node 3's WAL (as a replacement,
+    // in chunks) and comes back at recovery.
+    let (_, rec) = recover(3, &nodes[2].wal);
+    let s = rec
+        .snapshots
+        .iter()
+        .find(|s| s.group == g)
+        .expect("recovered snapshot");
+    assert_eq!((s.index, &s.bytes), (index, &nodes[0].machines.bytes(g)));
+    let chunks = nodes[2]
+        .wal
+        .iter()
+        .filter(|r| r.1 == courier_raft::record::KIND_SNAPSHOT)
+        .count();
+    assert!(chunks >= 3, "creation + two chunks, got {chunks}");
     nodes[0].core.propose(g, b"late").unwrap();
     exchange(&mut nodes, &[true; 3]);
     assert_eq!(
