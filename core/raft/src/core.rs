@@ -214,9 +214,11 @@ impl RaftCore {
             .get_mut(&group)
             .ok_or(Error::UnknownGroup { group })?;
         if msg.to != self.config.node.0 {
-            return Err(Error::Raft {
+            let node = self.config.node;
+            return Err(Error::Misaddressed {
                 group,
-                source: raft::Error::StepPeerNotFound,
+                to: msg.to,
+                node,
             });
         }
         let r = g

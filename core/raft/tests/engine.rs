@@ -502,3 +502,29 @@ fn a_torn_checkpoint_then_a_deleted_prefix_keeps_the_entries_after_it() {
         .unwrap();
     assert_eq!((s.index, &s.bytes[..]), (point, &b"state"[..]));
 }
+
+#[test]
+fn misaddressed_and_unknown_group_messages_are_typed_errors() {
+    let mut n = leader_of(1);
+    let mut msg = courier_raft::eraftpb::Message::default();
+    msg.set_msg_type(courier_raft::eraftpb::MessageType::MsgHeartbeat);
+    msg.to = 9;
+    msg.from = 2;
+    let m = courier_raft::GroupMessage {
+        group: GroupId(0),
+        msg: msg.clone(),
+    };
+    assert!(matches!(
+        n.core.step(m),
+        Err(Error::Misaddressed { to: 9, .. })
+    ));
+    msg.to = 1;
+    let m = courier_raft::GroupMessage {
+        group: GroupId(5),
+        msg,
+    };
+    assert!(matches!(
+        n.core.step(m),
+        Err(Error::UnknownGroup { group: GroupId(5) })
+    ));
+}
