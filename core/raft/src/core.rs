@@ -214,9 +214,11 @@ impl RaftCore {
             .get_mut(&group)
             .ok_or(Error::UnknownGroup { group })?;
         if msg.to != self.config.node.0 {
-            return Err(Error::Raft {
+            let node = self.config.node;
+            return Err(Error::Misaddressed {
                 group,
-                source: raft::Error::StepPeerNotFound,
+                to: msg.to,
+                node,
             });
         }
         let r = g
@@ -466,19 +468,23 @@ impl RaftCore {
                 });
             }
         }
-        // The hard state goes first: a term (and vote) is durable no later
-        // than the entries of that term. A torn batch may keep it and lose
-        // entries after it; recovery then lowers the commit index to the
-        // last entry it has (commitment is a quorum fact, not a local one).
-        if let Some(hs) = rd.hs() {
-            g.node.mut_store().set_hard_state(hs.clone());
-            out.records.push(encode_hard_state(id, hs));
-        }
+        // Entries before the hard state: a commit index must never be
+        // durable ahead of the entries it covers. A torn batch that kept the
+        // hard state but lost the entries (replacing a deposed leader's
+        // suffix) would otherwise make the stale suffix look committed after
+        // a restart (simulation seed 3851). The other way round is safe: a
+        // torn batch with the entries but not the new term or vote
+        // communicated nothing (votes and acknowledgements leave only once
+        // their batch is reported durable).
         if !rd.entries().is_empty() {
             if let Err(last) = g.node.mut_store().append(rd.entries()) {
                 unreachable!("raft appended after a gap at {last}");
             }
             encode_entries(id, rd.entries(), &mut out.records);
+        }
+        if let Some(hs) = rd.hs() {
+            g.node.mut_store().set_hard_state(hs.clone());
+            out.records.push(encode_hard_state(id, hs));
         }
         for msg in rd.take_persisted_messages() {
             batch.messages.push(GroupMessage { group: id, msg });

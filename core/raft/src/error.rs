@@ -118,6 +118,16 @@ pub enum Error {
         /// The group.
         group: GroupId,
     },
+    /// A message addressed to another node reached this one.
+    #[error("group {group}: message for node {to} stepped on node {node}")]
+    Misaddressed {
+        /// The group.
+        group: GroupId,
+        /// The message's destination.
+        to: u64,
+        /// This node.
+        node: NodeId,
+    },
     /// `create_group` for a group that exists.
     #[error("group {group} already exists")]
     GroupExists {

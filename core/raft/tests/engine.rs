@@ -19,6 +19,8 @@ type Wal = Vec<(Lsn, u8, Vec<u8>)>;
 struct Machines {
     applied: BTreeMap<GroupId, Vec<(u64, Bytes)>>,
     asked: u32,
+    /// Filler appended to snapshots (to make them span several chunks).
+    pad: usize,
 }
 
 impl Machines {
@@ -29,13 +31,14 @@ impl Machines {
             .map_or(0, |e| e.0)
     }
     fn bytes(&self, g: GroupId) -> Bytes {
-        let items: Vec<u8> = self
+        let mut items: Vec<u8> = self
             .applied
             .get(&g)
             .into_iter()
             .flatten()
             .flat_map(|(_, d)| d.to_vec())
             .collect();
+        items.resize(items.len() + self.pad, 0xAB);
         Bytes::from(items)
     }
 }
@@ -406,6 +409,8 @@ fn followers_refuse_naming_the_leader_and_a_lagging_one_gets_a_snapshot() {
         n.core.compact(g, last, n.machines.bytes(g)).unwrap();
     }
     exchange(&mut nodes, &[true, true, false]);
+    // The leader's state machine is large: its snapshot spans two chunks.
+    nodes[0].machines.pad = 700 * 1024;
     for _ in 0..10 {
         for n in nodes.iter_mut() {
             n.core.tick();
@@ -427,6 +432,21 @@ fn followers_refuse_naming_the_leader_and_a_lagging_one_gets_a_snapshot() {
         (index, bytes),
         (nodes[0].machines.last(g), nodes[0].machines.bytes(g))
     );
+    // The installed snapshot is durable in node 3's WAL (as a replacement,
+    // in chunks) and comes back at recovery.
+    let (_, rec) = recover(3, &nodes[2].wal);
+    let s = rec
+        .snapshots
+        .iter()
+        .find(|s| s.group == g)
+        .expect("recovered snapshot");
+    assert_eq!((s.index, &s.bytes), (index, &nodes[0].machines.bytes(g)));
+    let chunks = nodes[2]
+        .wal
+        .iter()
+        .filter(|r| r.1 == courier_raft::record::KIND_SNAPSHOT)
+        .count();
+    assert!(chunks >= 3, "creation + two chunks, got {chunks}");
     nodes[0].core.propose(g, b"late").unwrap();
     exchange(&mut nodes, &[true; 3]);
     assert_eq!(
@@ -481,4 +501,126 @@ fn a_torn_checkpoint_then_a_deleted_prefix_keeps_the_entries_after_it() {
         .find(|s| s.group == GroupId(0))
         .unwrap();
     assert_eq!((s.index, &s.bytes[..]), (point, &b"state"[..]));
+}
+
+#[test]
+fn misaddressed_and_unknown_group_messages_are_typed_errors() {
+    let mut n = leader_of(1);
+    let mut msg = courier_raft::eraftpb::Message::default();
+    msg.set_msg_type(courier_raft::eraftpb::MessageType::MsgHeartbeat);
+    msg.to = 9;
+    msg.from = 2;
+    let m = courier_raft::GroupMessage {
+        group: GroupId(0),
+        msg: msg.clone(),
+    };
+    assert!(matches!(
+        n.core.step(m),
+        Err(Error::Misaddressed { to: 9, .. })
+    ));
+    msg.to = 1;
+    let m = courier_raft::GroupMessage {
+        group: GroupId(5),
+        msg,
+    };
+    assert!(matches!(
+        n.core.step(m),
+        Err(Error::UnknownGroup { group: GroupId(5) })
+    ));
+}
+
+/// Regression (simulation seed 3851): a deposed leader's stale suffix is
+/// replaced by the new leader's entries, in a batch that also raises its
+/// commit index. Torn at any record, that batch must never leave a commit
+/// index that covers a stale entry (the hard state is written after the
+/// entries it covers).
+#[test]
+fn a_torn_batch_never_commits_a_deposed_leaders_suffix() {
+    let voters = [1, 2, 3];
+    let g = GroupId(0);
+    let mut nodes = vec![
+        Node::new(1, 1, &voters),
+        Node::new(2, 1, &voters),
+        Node::new(3, 1, &voters),
+    ];
+    nodes[0].core.campaign(g).unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    nodes[0].core.propose(g, b"committed").unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    // Node 1 is cut off and appends a suffix nobody else gets.
+    for i in 0..3u8 {
+        nodes[0].core.propose(g, &[b's', i]).unwrap();
+    }
+    exchange(&mut nodes, &[false, true, true]);
+    let stale_last = nodes[0].core.commit_index(g).unwrap() + 3;
+    assert_eq!(nodes[0].core.log_term(g, stale_last), Some(1));
+    // Nodes 2 and 3 elect a new leader once their election timeout passes.
+    let leader = (0..60)
+        .find_map(|_| {
+            for n in nodes.iter_mut().skip(1) {
+                n.core.tick();
+            }
+            exchange(&mut nodes, &[false, true, true]);
+            (1..3).find(|&i| nodes[i].core.status(g).unwrap().role == Role::Leader)
+        })
+        .expect("a new leader");
+    let term = nodes[leader].core.status(g).unwrap().term;
+    assert!(term >= 2);
+    for i in 0..5u8 {
+        nodes[leader].core.propose(g, &[b'n', i]).unwrap();
+    }
+    exchange(&mut nodes, &[false, true, true]);
+    // Node 1 comes back; catch the batch that replaces its suffix.
+    let mut caught = None;
+    for _ in 0..100 {
+        for n in nodes.iter_mut() {
+            n.core.tick();
+        }
+        let mut inbox = Vec::new();
+        for n in nodes.iter_mut().skip(1) {
+            inbox.extend(n.round());
+        }
+        let n0 = &mut nodes[0];
+        let rd = n0.core.ready(&mut n0.machines);
+        let replaces = rd.records.iter().any(|(k, p)| match record::decode(*k, p) {
+            Ok(Record::Entries { entries, .. }) => {
+                entries.iter().any(|e| e.term == 2 && e.index <= stale_last)
+            }
+            _ => false,
+        });
+        if replaces {
+            caught = Some(rd.records);
+            break;
+        }
+        nodes[0].apply(rd.applies);
+        if let Some(token) = rd.token {
+            let first = Lsn(nodes[0].wal.len() as u64 + 1);
+            for (k, p) in rd.records {
+                let lsn = Lsn(nodes[0].wal.len() as u64 + 1);
+                nodes[0].wal.push((lsn, k, p));
+            }
+            nodes[0].core.persisted(token, first).unwrap();
+        }
+        inbox.extend(rd.messages.into_values().flatten());
+        for m in inbox {
+            let to = (m.msg.to - 1) as usize;
+            nodes[to].core.step(m).unwrap();
+        }
+    }
+    let records = caught.expect("the replacing batch");
+    for cut in 0..=records.len() {
+        let mut wal = nodes[0].wal.clone();
+        for (k, p) in &records[..cut] {
+            wal.push((Lsn(wal.len() as u64 + 1), *k, p.clone()));
+        }
+        let (core, _) = recover(1, &wal);
+        let commit = core.commit_index(g).unwrap();
+        for i in 1..=commit {
+            assert_eq!(
+                core.log_term(g, i),
+                nodes[leader].core.log_term(g, i),
+                "cut {cut}: index {i} committed with a stale term"
+            );
+        }
+    }
 }

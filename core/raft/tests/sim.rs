@@ -19,8 +19,9 @@
 //! - liveness: after the faults stop, every group elects a leader and
 //!   commits a new proposal on every replica.
 //!
-//! Seeds: `COURIER_RAFT_SIM_SEEDS=N` runs seeds 0..N (default 40) for each
-//! cluster size; `COURIER_RAFT_SIM_SEED=S` runs just seed S (to replay a
+//! Seeds: `COURIER_RAFT_SIM_SEEDS=N` runs N seeds (default 40) for each
+//! cluster size, from `COURIER_RAFT_SIM_SEED_FROM` (default 0);
+//! `COURIER_RAFT_SIM_SEED=S` runs just seed S (to replay a
 //! failure, whose message names its seed).
 #![allow(clippy::unwrap_used)]
 
@@ -851,7 +852,9 @@ fn seeds() -> Vec<u64> {
     }
     let count = std::env::var("COURIER_RAFT_SIM_SEEDS")
         .map_or(40, |s| s.parse().expect("COURIER_RAFT_SIM_SEEDS"));
-    (0..count).collect()
+    let from: u64 = std::env::var("COURIER_RAFT_SIM_SEED_FROM")
+        .map_or(0, |s| s.parse().expect("COURIER_RAFT_SIM_SEED_FROM"));
+    (from..from + count).collect()
 }
 
 fn run_seeds(n: u64) {
