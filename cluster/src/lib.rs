@@ -34,6 +34,7 @@
 //! - [`agent`]: the node's agent thread ([`ClusterAgent`]).
 //! - [`constants`]: limits and default timings.
 //! - [`error`]: the error type.
+#![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 

@@ -79,6 +79,8 @@ const CLOSE_CODE_LITERALS: &[(&str, usize)] = &[];
 /// Crates (by directory) and whether they must forbid `unsafe`.
 const CRATES: &[(&str, Unsafe)] = &[
     ("core", Unsafe::Forbidden),
+    ("core/raft", Unsafe::Forbidden),
+    ("cluster", Unsafe::Forbidden),
     ("net/proto", Unsafe::DeniedOutsideGenerated),
     ("wal", Unsafe::Allowed),
     ("net", Unsafe::Allowed),
