@@ -22,9 +22,9 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::{ConversationKind, Lsn, Reject};
 use crate::peer::Who;
 use crate::state::Conversation;
+use crate::types::{ConversationKind, Lsn, Reject};
 
 /// What a user wants to do with a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,9 +72,9 @@ pub fn secret_matches(secret: &[u8; 32], stored: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ConversationId, Millis, Seq, ShardId, UserId, WorkspaceId};
     use crate::hash::HashState;
     use crate::state::{Member, State};
+    use crate::types::{ConversationId, Millis, Seq, ShardId, UserId, WorkspaceId};
 
     const WS: WorkspaceId = WorkspaceId(1);
     const OTHER_WS: WorkspaceId = WorkspaceId(2);

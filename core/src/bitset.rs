@@ -1,7 +1,7 @@
 //! A small growable bitset of shard ids: a conversation's interested shards,
 //! a home shard's completed membership rounds.
 
-use crate::api::ShardId;
+use crate::types::ShardId;
 
 /// Set of shard ids; empty costs no allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

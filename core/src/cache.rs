@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use crate::api::{ConversationId, Message, Seq};
 use crate::hash::{HashState, Map};
 use crate::text::message_bytes;
+use crate::types::{ConversationId, Message, Seq};
 
 /// Newest messages per conversation, bounded in count and total bytes.
 #[derive(Debug)]
@@ -156,7 +156,7 @@ impl RecentCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Broadcast, Millis, UserId};
+    use crate::types::{Broadcast, Millis, UserId};
 
     fn msg(conv: u64, seq: u64, body_len: usize) -> Message {
         Message {

@@ -15,10 +15,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{
-    ConnId, ConversationId, Effect, Event, Lsn, Millis, PeerMsg, Reject, ReqId, Response, ShardId,
-    UnavailableCause, UserId, WorkspaceId,
-};
+use crate::api::{Effect, PeerMsg};
 use crate::bitset::ShardSet;
 use crate::config::{Metrics, ShardConfig};
 use crate::constants::PENDING_COMMITS_MAX;
@@ -26,6 +23,10 @@ use crate::ids::shard_of;
 use crate::peer::{self, Origin, PeerBody, Ticket};
 use crate::record::Record;
 use crate::state::State;
+use crate::types::{
+    ConnId, ConversationId, Event, Lsn, Millis, Reject, ReqId, Response, ShardId, UnavailableCause,
+    UserId, WorkspaceId,
+};
 
 /// Work that waits until a record is durable.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! counters ([`Metrics`]): plain types shared by the shard, the commit
 //! machinery and the roles.
 
-use crate::api::ShardId;
+use crate::types::ShardId;
 
 /// Static configuration of one shard.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,10 +20,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::api::{
-    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Effect, Event, Millis, RateLimit,
-    Reject, ReqId, Request, Response, ShardId, UnavailableCause, UserId,
-};
+use crate::api::Effect;
 use crate::auth::hash_secret;
 use crate::commit::Ctx;
 use crate::constants::{
@@ -36,6 +33,10 @@ use crate::ids::{shard_of_slot, spread_slot};
 use crate::peer::{self, Actor, DeviceReg, GatherRequest, Origin, Who};
 use crate::pending::PendingTable;
 use crate::text::{check_body, check_name, NameKind};
+use crate::types::{
+    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Event, Millis, RateLimit, Reject,
+    ReqId, Request, Response, ShardId, UnavailableCause, UserId,
+};
 use std::collections::BTreeSet;
 
 /// The connection role's state (memory only): the connections this shard

@@ -10,10 +10,7 @@
 //! channel list only show confirmed entries, so nobody is handed an id
 //! whose entity does not exist yet.
 
-use crate::api::{
-    ConversationId, Effect, LookupKind, Millis, Reject, Response, ShardId, UnavailableCause,
-    UserId, WorkspaceId,
-};
+use crate::api::Effect;
 use crate::commit::Action;
 use crate::commit::Ctx;
 use crate::constants::{
@@ -24,6 +21,10 @@ use crate::ids::spread_slot;
 use crate::peer::{self};
 use crate::record::Record;
 use crate::state::Claim;
+use crate::types::{
+    ConversationId, LookupKind, Millis, Reject, Response, ShardId, UnavailableCause, UserId,
+    WorkspaceId,
+};
 
 /// The workspace role's state (memory; directories and claims are in the
 /// persistent state).

@@ -28,10 +28,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::{
-    BootPage, ConversationId, ConversationInfo, Effect, Message, Millis, Reject, Response, Seq,
-    ShardId, SyncConversation, UnavailableCause, UserId,
-};
+use crate::api::Effect;
 use crate::commit::Action;
 use crate::commit::Ctx;
 use crate::constants::PENDING_GATHERS_MAX;
@@ -45,6 +42,10 @@ use crate::owner::fit_bytes;
 use crate::peer::{self, GatherRequest, Origin, Summary, SummaryItem, SummaryMode, Who};
 use crate::pending::PendingTable;
 use crate::text::{info_bytes, message_bytes};
+use crate::types::{
+    BootPage, ConversationId, ConversationInfo, Message, Millis, Reject, Response, Seq, ShardId,
+    SyncConversation, UnavailableCause, UserId,
+};
 
 /// The scatter-gathers' state at the home shard.
 #[derive(Debug)]
@@ -610,7 +611,7 @@ fn sync_cursors(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Broadcast, ConversationKind, Message, UserId};
+    use crate::types::{Broadcast, ConversationKind, Message, UserId};
 
     fn conv(id: u64, n: usize, body: usize) -> SyncConversation {
         let messages = (1..=n as u64)

@@ -17,10 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::api::{
-    CloseReason, ConnId, ConversationId, Effect, Event, Lsn, Millis, NotifyLevel, Reject, Response,
-    Seq, ShardId, UnavailableCause, UserId,
-};
+use crate::api::Effect;
 use crate::auth::{hash_secret, secret_matches};
 use crate::commit::Action;
 use crate::commit::Ctx;
@@ -30,6 +27,10 @@ use crate::notifier::NotifierRole;
 use crate::peer::{self, PeerBody, Who};
 use crate::record::{Record, StoredLevel};
 use crate::state::Device;
+use crate::types::{
+    CloseReason, ConnId, ConversationId, Event, Lsn, Millis, NotifyLevel, Reject, Response, Seq,
+    ShardId, UnavailableCause, UserId,
+};
 
 /// The home role's state (memory, derived; users, tokens, cursors and
 /// preferences are in the persistent state).
@@ -621,7 +622,7 @@ impl HomeRole {
         info.unread = info.head.0 - read.0;
         if matches!(
             info.kind,
-            crate::api::ConversationKind::Dm | crate::api::ConversationKind::GroupDm
+            crate::types::ConversationKind::Dm | crate::types::ConversationKind::GroupDm
         ) {
             info.mentions = info.unread;
         } else {

@@ -25,7 +25,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{ConversationId, ShardId, UserId, WorkspaceId};
+use crate::types::{ConversationId, ShardId, UserId, WorkspaceId};
 
 /// Number of placement slots.
 pub const SLOT_COUNT: u32 = 1 << 16;

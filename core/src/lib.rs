@@ -36,7 +36,8 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`api`] | the contract with the runtime: ids, requests, responses, events, inputs, effects |
+//! | [`api`] | the contract with the runtime: inputs, effects, `PeerMsg`, pushes; re-exports `types`, so every public path is `api::X` |
+//! | `types` | the vocabulary every module imports: ids, requests, responses, rejects, events (below `peer`, so `api` ↔ `peer` is no cycle) |
 //! | [`constants`] | every limit, with compile-time checks of their relations |
 //! | [`ids`] | id layout, placement (`shard_of`), allocation, DM slots |
 //! | [`record`] | the WAL records (rkyv) and their kind bytes |
@@ -85,6 +86,7 @@ mod shard;
 pub mod snapshot;
 mod state;
 pub mod text;
+mod types;
 
 pub use config::{Metrics, NotifyConfig, PushMode, ShardConfig};
 pub use shard::{ReplayError, Shard};

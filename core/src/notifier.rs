@@ -40,10 +40,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use crate::api::{
-    ConversationId, ConversationKind, Effect, Event, Millis, NotifyLevel, Push, PushAction, PushId,
-    PushOutcome, Reject, Seq, ShardId, UserId,
-};
+use crate::api::{Effect, Push, PushAction, PushId, PushOutcome};
 use crate::bitset::ShardSet;
 use crate::commit::Action;
 use crate::commit::Ctx;
@@ -56,6 +53,9 @@ use crate::notify::{self, Candidate, Decision, DeviceView, Posted, Situation, Su
 use crate::peer::{self};
 use crate::record::{Record, StoredReason};
 use crate::text::preview;
+use crate::types::{
+    ConversationId, ConversationKind, Event, Millis, NotifyLevel, Reject, Seq, ShardId, UserId,
+};
 
 /// The notifier's state (memory; the outbox and the hand-off watermark are
 /// in the persistent state).

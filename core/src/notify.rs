@@ -32,10 +32,10 @@
 //! device that vanishes without closing stops counting within the TTL,
 //! long before the runtime's idle timeout closes its socket.
 
-use crate::api::{
+pub use crate::constants::ACTIVITY_TTL_MS;
+use crate::types::{
     Broadcast, ConversationId, DeviceKind, Millis, NotifyLevel, NotifyReason, Seq, UserId,
 };
-pub use crate::constants::ACTIVITY_TTL_MS;
 
 /// A user who may be notified of a message, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

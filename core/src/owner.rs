@@ -15,10 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::api::{
-    Broadcast, ConversationId, ConversationInfo, ConversationKind, Effect, Event, HistoryAnchor,
-    Lsn, Message, Millis, ReadToken, Reject, Response, Seq, ShardId, UnavailableCause, UserId,
-};
+use crate::api::{Effect, ReadToken};
 use crate::auth::{authorize, Access};
 use crate::bitset::ShardSet;
 use crate::commit::Action;
@@ -37,6 +34,10 @@ use crate::record::{MessageRecord, Record, StoredBroadcast};
 use crate::state::DmKey;
 use crate::state::{message_of, Conversation};
 use crate::text::{message_bytes, preview};
+use crate::types::{
+    Broadcast, ConversationId, ConversationInfo, ConversationKind, Event, HistoryAnchor, Lsn,
+    Message, Millis, Reject, Response, Seq, ShardId, UnavailableCause, UserId,
+};
 
 /// The owner role's state (memory only; the conversations themselves are
 /// in the persistent state): history reads and DM creations in flight, and
@@ -955,7 +956,7 @@ impl OwnerRole {
             waiters: vec![(origin, who.user)],
             unverified: unverified.clone(),
         };
-        let deadline = crate::api::Millis(cx.now.0 + REQUEST_TIMEOUT_MS);
+        let deadline = crate::types::Millis(cx.now.0 + REQUEST_TIMEOUT_MS);
         // Not full (checked above).
         let Ok(id) = self.dm_opens.insert(Some(deadline), open) else {
             return;
@@ -1200,7 +1201,7 @@ fn new_dm_info(
     conversation: ConversationId,
     kind: ConversationKind,
     members: &[UserId],
-    now: crate::api::Millis,
+    now: crate::types::Millis,
 ) -> ConversationInfo {
     ConversationInfo {
         id: conversation,
@@ -1221,7 +1222,7 @@ fn new_dm_info(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Millis;
+    use crate::types::Millis;
 
     fn msg(seq: u64, len: usize) -> Message {
         Message {

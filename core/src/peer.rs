@@ -57,7 +57,7 @@ pub(crate) mod notifier;
 pub(crate) mod owner;
 pub(crate) mod workspace;
 
-use crate::api::{
+use crate::types::{
     ConnId, ConversationId, ConversationInfo, DeviceInfo, Message, ReqId, Seq, UserId, WorkspaceId,
 };
 

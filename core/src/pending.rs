@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::Millis;
 use crate::peer::Ticket;
+use crate::types::Millis;
 
 /// The table is at its capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@
 
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
 
-use crate::api::{Broadcast, ConversationKind, NotifyLevel, NotifyReason};
+use crate::types::{Broadcast, ConversationKind, NotifyLevel, NotifyReason};
 
 /// Kind byte of [`Record::WorkspaceCreated`].
 pub const KIND_WORKSPACE_CREATED: u8 = 1;

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{Effect, Input, Lsn, Millis, ShardId};
+use crate::api::{Effect, Input};
 use crate::bitset::ShardSet;
 use crate::commit::{Action, Ctx};
 use crate::config::{check_notify_config, Metrics, ShardConfig};
@@ -40,6 +40,7 @@ use crate::peer::PeerBody;
 use crate::record::{Record, RecordError};
 use crate::snapshot::{self, RestoreError};
 use crate::state::{ApplyError, State};
+use crate::types::{Lsn, Millis, ShardId};
 
 /// Why a WAL record could not be replayed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,13 +19,13 @@
 
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
 
-use crate::api::{
-    Broadcast, ConversationId, Lsn, Message, Millis, Seq, ShardId, UserId, WorkspaceId,
-};
 use crate::hash::HashState;
 use crate::record::{StoredBroadcast, StoredKind, StoredLevel, StoredReason};
 use crate::state::{
     ApplyError, ChannelName, Claim, Cursor, DedupEntry, Member, NameEntry, NotifyPref, State,
+};
+use crate::types::{
+    Broadcast, ConversationId, Lsn, Message, Millis, Seq, ShardId, UserId, WorkspaceId,
 };
 
 /// Snapshot magic.

@@ -27,10 +27,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::api::{
-    Broadcast, ConnId, ConversationId, ConversationKind, DeviceKind, Lsn, Message, Millis,
-    NotifyLevel, NotifyReason, Seq, ShardId, UserId, WorkspaceId,
-};
 use crate::bitset::ShardSet;
 use crate::cache::RecentCache;
 use crate::constants::{
@@ -41,6 +37,10 @@ use crate::hash::{HashState, Map};
 use crate::ids::{shard_of, IdAllocator, Placed};
 use crate::record::{MessageRecord, Record, StoredBroadcast};
 use crate::text::preview;
+use crate::types::{
+    Broadcast, ConnId, ConversationId, ConversationKind, DeviceKind, Lsn, Message, Millis,
+    NotifyLevel, NotifyReason, Seq, ShardId, UserId, WorkspaceId,
+};
 
 /// Why a record does not apply to the state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

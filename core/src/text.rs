@@ -4,11 +4,11 @@
 //! Everything here is a pure function; a failed check is a
 //! [`Reject`] naming the field and the limit.
 
-use crate::api::{ConversationInfo, Message, Reject};
 use crate::constants::{
     BODY_BYTES_MAX, INFO_OVERHEAD_BYTES, MENTIONS_PER_MESSAGE_MAX, MESSAGE_OVERHEAD_BYTES,
     NAME_BYTES_MAX, PREVIEW_BYTES_MAX,
 };
+use crate::types::{ConversationInfo, Message, Reject};
 
 /// What a name names: handles (users, channels) may not contain spaces;
 /// display names (workspaces, devices) may.

@@ -4,8 +4,8 @@
 //! One plain-data struct per message (a later issue gives them a wire
 //! form); [`ConnMsg`] wraps them for [`super::PeerBody::Conn`].
 
-use crate::api::{CloseReason, ConnId, ConversationId, Event, Reject, Response, UserId};
 use crate::peer::{Origin, Ticket, Who};
+use crate::types::{CloseReason, ConnId, ConversationId, Event, Reject, Response, UserId};
 use std::sync::Arc;
 
 role_messages! {

@@ -4,8 +4,8 @@
 //! One plain-data struct per message (a later issue gives them a wire
 //! form); [`GatherMsg`] wraps them for [`super::PeerBody::Gather`].
 
-use crate::api::ConversationId;
 use crate::peer::{GatherRequest, Origin, Summary, Ticket, Who};
+use crate::types::ConversationId;
 
 role_messages! {
     /// Every message the gather role receives.

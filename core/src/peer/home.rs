@@ -4,11 +4,11 @@
 //! One plain-data struct per message (a later issue gives them a wire
 //! form); [`HomeMsg`] wraps them for [`super::PeerBody::Home`].
 
-use crate::api::{
+use crate::peer::{DeviceReg, Origin, Ticket, Who};
+use crate::types::{
     ConnId, ConversationId, ConversationInfo, DeviceInfo, Millis, NotifyLevel, Seq, UserId,
     WorkspaceId,
 };
-use crate::peer::{DeviceReg, Origin, Ticket, Who};
 
 role_messages! {
     /// Every message the home role receives.

@@ -5,8 +5,8 @@
 //! One plain-data struct per message (a later issue gives them a wire
 //! form); [`NotifierMsg`] wraps them for [`super::PeerBody::Notifier`].
 
-use crate::api::{ConversationId, Event, UserId};
 use crate::peer::{Candidate, Ticket};
+use crate::types::{ConversationId, Event, UserId};
 use std::sync::Arc;
 
 role_messages! {

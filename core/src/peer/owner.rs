@@ -4,10 +4,10 @@
 //! One plain-data struct per message (a later issue gives them a wire
 //! form); [`OwnerMsg`] wraps them for [`super::PeerBody::Owner`].
 
-use crate::api::{
+use crate::peer::{Actor, Origin, SummaryItem, Ticket, Who};
+use crate::types::{
     Broadcast, ClientMsgId, ConversationId, HistoryAnchor, NotifyLevel, Seq, UserId, WorkspaceId,
 };
-use crate::peer::{Actor, Origin, SummaryItem, Ticket, Who};
 
 role_messages! {
     /// Every message the owner role receives.

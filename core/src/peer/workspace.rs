@@ -4,8 +4,8 @@
 //! One plain-data struct per message (a later issue gives them a wire
 //! form); [`WorkspaceMsg`] wraps them for [`super::PeerBody::Workspace`].
 
-use crate::api::{ConversationId, LookupKind, UserId, WorkspaceId};
 use crate::peer::{Origin, Ticket, Who};
+use crate::types::{ConversationId, LookupKind, UserId, WorkspaceId};
 
 role_messages! {
     /// Every message the workspace role receives.

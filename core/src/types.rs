@@ -1,0 +1,634 @@
+//! The shard's vocabulary: ids, client requests, responses, rejects, events
+//! and the other plain types every module speaks.
+//!
+//! Everything here is plain owned data with no dependency on any other core
+//! module's types, so the modules below [`crate::api`] (`peer`, `notify`,
+//! `state`, `record`, the roles, …) import it without importing the runtime
+//! contract. [`crate::api`] re-exports all of it: the public paths are
+//! `courier_core::api::X`. Nothing in this module performs I/O.
+
+/// Index of a shard (one per core) in `0..shard_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+/// A workspace (tenant). See [`crate::ids`] for the bit layout of all ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkspaceId(pub u64);
+
+/// A user; belongs to exactly one workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub u64);
+
+/// A channel, DM or group DM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConversationId(pub u64);
+
+/// Position of a message in its conversation: 1, 2, 3, … without gaps.
+/// `Seq(0)` means "nothing" (an empty conversation's head, an unset cursor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Seq(pub u64);
+
+/// Log sequence number of a WAL record on one shard: 1, 2, 3, …
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Lsn(pub u64);
+
+/// A client connection, unique across the node: the runtime allocates it as
+/// `(shard << 48) | local counter`, so [`ConnId::shard`] says which shard holds
+/// the socket and where replies go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    /// Builds a connection id for a socket held by `shard`.
+    pub fn new(shard: ShardId, local: u64) -> ConnId {
+        assert!(local < (1 << 48), "connection counter overflow");
+        ConnId((u64::from(shard.0) << 48) | local)
+    }
+
+    /// The shard whose runtime holds this connection's socket.
+    pub fn shard(self) -> ShardId {
+        ShardId((self.0 >> 48) as u16)
+    }
+}
+
+/// Request id chosen by the client, echoed in the reply.
+pub type ReqId = u32;
+
+/// Idempotency key of a send, chosen by the client (random 128 bits).
+pub type ClientMsgId = u128;
+
+/// Wall-clock time in milliseconds since the Unix epoch. Time is an input:
+/// the shard never reads a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Millis(pub u64);
+
+/// What kind of conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConversationKind {
+    /// Anyone in the workspace may see and join it.
+    PublicChannel,
+    /// Visible to and joinable by invitation only.
+    PrivateChannel,
+    /// Exactly two people; id derived from the pair, opening it is idempotent.
+    Dm,
+    /// Three to eight people; fixed membership, opening it is idempotent.
+    GroupDm,
+}
+
+/// How a user wants to be notified about one conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NotifyLevel {
+    /// Every message.
+    All,
+    /// Only direct mentions, `@channel`/`@here`, and DMs.
+    Mentions,
+    /// Nothing.
+    Nothing,
+}
+
+/// What kind of device a connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    /// Desktop app.
+    Desktop,
+    /// Browser.
+    Web,
+    /// Phone or tablet.
+    Mobile,
+    /// A tool (CLI, bench, bot): never counted as a person's active device.
+    Tool,
+}
+
+/// A credential presented in `Hello`, already split by the codec.
+/// The token's text form is defined in `docs/PROTOCOL.md`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// The node's admin token (its secret bytes).
+    Admin([u8; 32]),
+    /// A user device token: which user, which token, and its secret.
+    User {
+        /// The user the token belongs to (routes the check to the home shard).
+        user: UserId,
+        /// The token's id (so one token can be revoked).
+        token: u64,
+        /// 32 secret bytes; only their hash is stored.
+        secret: [u8; 32],
+    },
+}
+
+/// Where a history page starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryAnchor {
+    /// The newest messages.
+    Latest,
+    /// Messages with `seq < s`, newest first in the page's range.
+    Before(Seq),
+    /// Messages with `seq > s`, oldest first.
+    After(Seq),
+}
+
+/// A client request after authentication. Admin requests need an admin
+/// session; the rest act as the session's user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Admin: create a workspace.
+    CreateWorkspace {
+        /// Display name, 1..=NAME_BYTES_MAX bytes.
+        name: String,
+    },
+    /// Admin: create a user; the reply carries its first token.
+    CreateUser {
+        /// Workspace the user belongs to.
+        workspace: WorkspaceId,
+        /// Unique within the workspace.
+        name: String,
+    },
+    /// Admin: issue another device token for a user.
+    IssueToken {
+        /// The user.
+        user: UserId,
+    },
+    /// Admin: revoke one token (`Some`) or all of a user's tokens (`None`).
+    /// Connections authenticated with a revoked token are closed at once.
+    RevokeToken {
+        /// The user.
+        user: UserId,
+        /// The token id, or all.
+        token: Option<u64>,
+    },
+    /// Create a channel in the session user's workspace; the creator joins it.
+    CreateChannel {
+        /// Unique among the workspace's channels.
+        name: String,
+        /// Private channels are invitation-only.
+        private: bool,
+    },
+    /// Join a public channel.
+    Join {
+        /// The channel.
+        conversation: ConversationId,
+    },
+    /// Leave a channel (not a DM).
+    Leave {
+        /// The channel.
+        conversation: ConversationId,
+    },
+    /// Add a user of the same workspace to a channel the session user is in.
+    Invite {
+        /// The channel.
+        conversation: ConversationId,
+        /// Who to add.
+        user: UserId,
+    },
+    /// Remove a member from a channel (creator or admin role). Cuts their live
+    /// stream for it at once.
+    Remove {
+        /// The channel.
+        conversation: ConversationId,
+        /// Who to remove.
+        user: UserId,
+    },
+    /// Open (or find) the DM / group DM with these users besides oneself.
+    OpenDm {
+        /// 1 other user → DM; 2..=7 → group DM.
+        users: Vec<UserId>,
+    },
+    /// Public channels of the workspace plus every conversation the user is in.
+    ListConversations,
+    /// Resolve a name within the session user's workspace.
+    Lookup {
+        /// A user name or channel name.
+        name: String,
+        /// Which directory to look in.
+        kind: LookupKind,
+    },
+    /// Post a message.
+    Send {
+        /// Target conversation.
+        conversation: ConversationId,
+        /// Idempotency key: a retry with the same key returns the first ack.
+        client_msg_id: ClientMsgId,
+        /// UTF-8 text, at most BODY_BYTES_MAX bytes.
+        body: String,
+        /// Users mentioned directly.
+        mentions: Vec<UserId>,
+        /// `@channel` / `@here`.
+        broadcast: Broadcast,
+    },
+    /// Catch up: the client's last contiguous seq per conversation it knows,
+    /// and the read cursors it knows.
+    Sync {
+        /// `(conversation, last seq held)` pairs; conversations missing here
+        /// count as known up to `Seq(0)`.
+        cursors: Vec<(ConversationId, Seq)>,
+        /// Empty, or the read cursor the client knows for each entry of
+        /// `cursors` (same order; any other length is `Invalid`): a
+        /// conversation whose read cursor is not the one named here is in
+        /// the reply even if its head did not move (with no messages).
+        /// Empty (a client that keeps no read state): only heads count.
+        reads: Vec<Seq>,
+    },
+    /// A page of one conversation's history.
+    History {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Where the page starts.
+        anchor: HistoryAnchor,
+        /// At most HISTORY_PAGE_MAX messages.
+        limit: u32,
+    },
+    /// What the first screen needs.
+    Boot {
+        /// Conversation-list page size (at most BOOT_CONVERSATIONS_MAX).
+        limit: u32,
+        /// Skip this many conversations of the activity-sorted list (paging).
+        offset: u32,
+    },
+    /// Advance the user's read cursor (monotonic; lower values are ignored).
+    MarkRead {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Highest read seq.
+        seq: Seq,
+    },
+    /// Per-conversation notification preference.
+    SetNotify {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Level.
+        level: NotifyLevel,
+        /// Muted conversations notify only for what `level` overrides (DMs,
+        /// direct mentions) — see docs/NOTIFICATIONS.md.
+        muted: bool,
+    },
+    /// Device state: which conversation is on screen, and whether the person
+    /// is active. Kept in memory only.
+    SetFocus {
+        /// The conversation on screen, if any.
+        focused: Option<ConversationId>,
+        /// Recent user activity on this device.
+        active: bool,
+    },
+    /// Do-not-disturb until this time (`None` ends it).
+    SetDnd {
+        /// End of the window.
+        until: Option<Millis>,
+    },
+}
+
+/// Which name directory a [`Request::Lookup`] searches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupKind {
+    /// Users of the workspace.
+    User,
+    /// Channels of the workspace the user can see.
+    Channel,
+}
+
+/// Broadcast mentions of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Broadcast {
+    /// None.
+    #[default]
+    None,
+    /// `@here`: members who are online.
+    Here,
+    /// `@channel`: all members.
+    Channel,
+}
+
+/// One stored message as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Position in the conversation.
+    pub seq: Seq,
+    /// Author.
+    pub sender: UserId,
+    /// The author's idempotency key (lets the sender's other devices match it).
+    pub client_msg_id: ClientMsgId,
+    /// Server time at sequencing.
+    pub ts: Millis,
+    /// Text.
+    pub body: String,
+    /// Directly mentioned users.
+    pub mentions: Vec<UserId>,
+    /// `@channel` / `@here`.
+    pub broadcast: Broadcast,
+}
+
+/// A conversation as listed to a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationInfo {
+    /// Id.
+    pub id: ConversationId,
+    /// Kind.
+    pub kind: ConversationKind,
+    /// Channel name; for DMs empty (clients show the members).
+    pub name: String,
+    /// Members of DMs and group DMs (empty for channels).
+    pub members: Vec<UserId>,
+    /// Member count.
+    pub member_count: u32,
+    /// Highest seq.
+    pub head: Seq,
+    /// The user's read cursor (`Seq(0)` for non-members).
+    pub read: Seq,
+    /// Messages after the read cursor.
+    pub unread: u64,
+    /// Mentions of the user after the read cursor.
+    pub mentions: u64,
+    /// Whether the user is a member.
+    pub member: bool,
+    /// Time of the last message (or creation).
+    pub last_activity: Millis,
+    /// Start of the last message's body (at most PREVIEW_BYTES_MAX, cut at a
+    /// char boundary), if any.
+    pub preview: Option<String>,
+}
+
+/// What the client missed in one conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConversation {
+    /// The conversation, its counters and preview.
+    pub info: ConversationInfo,
+    /// Messages after the client's cursor, oldest first, gap-free; when
+    /// `truncated`, only the newest page (the client pages older ones with
+    /// `History`).
+    pub messages: Vec<Message>,
+    /// More was missed than fits inline.
+    pub truncated: bool,
+}
+
+/// A request budget the runtime enforces (a token bucket): on average
+/// `per_sec` requests per second, with bursts of up to `burst`. `per_sec` 0
+/// means no limit (or not told).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_sec: u32,
+    /// Requests that may go at once when the budget is full.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// No limit, or none told.
+    pub const NONE: RateLimit = RateLimit {
+        per_sec: 0,
+        burst: 0,
+    };
+}
+
+/// Successful replies, one variant per request (plus `Welcome` for `Hello`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// Session established.
+    Welcome {
+        /// The user, or `None` for an admin session.
+        user: Option<UserId>,
+        /// The user's workspace.
+        workspace: Option<WorkspaceId>,
+        /// Server time.
+        now: Millis,
+        /// The request budget of this connection, so a client can pace
+        /// itself instead of being refused. The core leaves it unset
+        /// ([`RateLimit::NONE`]); the runtime, which enforces it, fills it in.
+        conn_rate: RateLimit,
+        /// The request budget of the user on the connection's shard
+        /// (shared by the user's devices there); filled in like `conn_rate`.
+        user_rate: RateLimit,
+    },
+    /// A workspace was created.
+    WorkspaceCreated {
+        /// Its id.
+        workspace: WorkspaceId,
+    },
+    /// A user was created (or a token issued): the token's text is shown
+    /// only here.
+    TokenIssued {
+        /// The user.
+        user: UserId,
+        /// The token's id.
+        token: u64,
+        /// The 32 secret bytes (the codec renders the text form).
+        secret: [u8; 32],
+    },
+    /// Request done, nothing to return.
+    Done,
+    /// A conversation (created, joined, opened).
+    Conversation(ConversationInfo),
+    /// `ListConversations`.
+    Conversations(Vec<ConversationInfo>),
+    /// `Lookup` found this id (users and conversations share the id space).
+    Found {
+        /// The id.
+        id: u64,
+    },
+    /// A send is durable.
+    SendAck {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its seq.
+        seq: Seq,
+        /// Server time of sequencing.
+        ts: Millis,
+        /// `@channel`/`@here` was ignored for notifications (channel too big).
+        broadcast_ignored: bool,
+    },
+    /// `Sync`: every conversation that changed after the client's cursors, and
+    /// those the user left or lost.
+    Sync {
+        /// Changed conversations, most recently active first.
+        changed: Vec<SyncConversation>,
+        /// Conversations the client named that the user can no longer see.
+        gone: Vec<ConversationId>,
+    },
+    /// `History`.
+    History {
+        /// Messages in ascending seq order.
+        messages: Vec<Message>,
+        /// The conversation's head when the page was read.
+        head: Seq,
+    },
+    /// `Boot`.
+    Boot(Box<BootPage>),
+}
+
+/// The first screen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootPage {
+    /// The user.
+    pub user: UserId,
+    /// The user's name.
+    pub user_name: String,
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Workspace name.
+    pub workspace_name: String,
+    /// The requested page of conversations, most recent activity first.
+    pub conversations: Vec<ConversationInfo>,
+    /// Total number of the user's conversations (for paging).
+    pub total: u32,
+    /// The newest messages of the first conversation(s) of the page.
+    pub pages: Vec<(ConversationId, Vec<Message>)>,
+}
+
+/// Why a request was refused. A client's mistake is a value, never a panic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// No valid session (bad or revoked token, or request before `Hello`).
+    Unauthenticated,
+    /// Needs an admin session.
+    NotAdmin,
+    /// No such object *or* not visible to this user: the two are
+    /// indistinguishable on purpose.
+    NotFound,
+    /// Name already taken.
+    AlreadyExists,
+    /// The request is malformed or out of range; the text says which field.
+    Invalid(String),
+    /// Over a documented limit; the text names it.
+    TooLarge(String),
+    /// Too many requests; retry after this many milliseconds.
+    RateLimited {
+        /// Time until the budget that refused has room for one request.
+        retry_after_ms: u64,
+        /// The budget that refused (the connection's or the user's), so a
+        /// client can pace the rest of its requests.
+        limit: RateLimit,
+    },
+    /// The server cannot serve the request now. `cause` says whether the
+    /// outcome is known (see [`UnavailableCause::outcome_known`]): a
+    /// definite refusal did nothing, an unknown outcome (a peer did not
+    /// answer in time) may still take effect, so retry with the same
+    /// `client_msg_id`.
+    Unavailable {
+        /// Why, and so whether the request may have taken effect.
+        cause: UnavailableCause,
+        /// For people: names the limit, the shard or the storage error.
+        detail: String,
+    },
+}
+
+impl Reject {
+    /// `Unavailable` with this cause and detail text.
+    pub fn unavailable(cause: UnavailableCause, detail: impl Into<String>) -> Self {
+        Reject::Unavailable {
+            cause,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why a request was answered `Unavailable`: the typed part of the answer,
+/// telling a definite refusal from an unknown outcome without parsing text
+/// (docs/RELIABILITY.md promise 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnavailableCause {
+    /// The server did not say (an older server, or a cause this build does
+    /// not know). Read conservatively: the outcome is unknown.
+    Unspecified,
+    /// A shard the request needs is starting (replaying its log). Definite:
+    /// nothing was done.
+    Starting,
+    /// A documented bound on requests in flight is full (the detail names
+    /// it, e.g. `PENDING_COMMITS_MAX`). Definite: nothing was done.
+    Overloaded,
+    /// The shard's storage failed before the request appended anything.
+    /// Definite: nothing was stored and never will be from this attempt.
+    StorageFailed,
+    /// The shard's storage failed while a record this answer depends on (an
+    /// earlier attempt of the same send, say) was not yet durable. Unknown:
+    /// that record may survive the restart.
+    NotDurable,
+    /// Reading history from the log failed. Definite: a read changes nothing.
+    ReadFailed,
+    /// The shard has no ids left for a new conversation or user. Definite:
+    /// nothing was created.
+    IdsExhausted,
+    /// Another shard (a home or owner shard, a member's home shard) did not
+    /// answer in time. Unknown: the request may still take effect.
+    PeerTimeout,
+}
+
+impl UnavailableCause {
+    /// True when the request certainly did not take effect (a definite
+    /// refusal); false when it may have (retry with the same
+    /// `client_msg_id`).
+    pub fn outcome_known(&self) -> bool {
+        match self {
+            UnavailableCause::Starting
+            | UnavailableCause::Overloaded
+            | UnavailableCause::StorageFailed
+            | UnavailableCause::ReadFailed
+            | UnavailableCause::IdsExhausted => true,
+            UnavailableCause::Unspecified
+            | UnavailableCause::NotDurable
+            | UnavailableCause::PeerTimeout => false,
+        }
+    }
+}
+
+/// Things pushed to connections without a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A new message (also delivered to the sender's own devices).
+    Message(Message),
+    /// The user's read cursor moved (from any device).
+    ReadCursor {
+        /// The conversation.
+        conversation: ConversationId,
+        /// New cursor.
+        seq: Seq,
+    },
+    /// The user joined or was added to a conversation.
+    Joined(ConversationInfo),
+    /// The user left or was removed; live events for it stop.
+    Left {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// An in-app notification (the device should show it, not push it).
+    Notify {
+        /// The message's conversation.
+        conversation: ConversationId,
+        /// Its seq.
+        seq: Seq,
+        /// Why it notifies.
+        reason: NotifyReason,
+    },
+}
+
+/// Why a message notifies a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyReason {
+    /// A DM or group DM.
+    Dm,
+    /// A direct mention.
+    Mention,
+    /// `@channel` / `@here`.
+    Broadcast,
+    /// The conversation is set to notify on all messages.
+    Channel,
+}
+
+/// Why the shard wants a connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The session's token was revoked or the user removed.
+    Revoked,
+    /// Authentication failed.
+    Unauthenticated,
+    /// The shard tracks CONNECTIONS_PER_SHARD_MAX connections already.
+    Overloaded,
+}
+
+/// Device facts sent in `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Kind.
+    pub kind: DeviceKind,
+    /// Client-chosen stable device name (≤ NAME_BYTES_MAX bytes), e.g. "laptop".
+    pub name: String,
+}
