@@ -905,6 +905,70 @@ fn cut_link_through_the_proxy_then_heal() {
 
 /// The committed seeds of the `link_frames` fuzz target, replayed with the
 /// target's own checks (fuzz/harness/link.rs).
+/// An idle link's writer sleeps until there is work: over a quiet second
+/// it wakes about once per keepalive interval (200 ms here), not every
+/// 10 ms tick; then a burst queued in one turn still goes out in one
+/// write (one frame), and arrives in order.
+#[test]
+fn an_idle_link_sleeps_and_a_burst_is_one_write() {
+    const BURST: u64 = 1_000;
+    let (a, a_keep) = reserve();
+    let (b, b_keep) = reserve();
+    let receiver = start_node(
+        config(CLUSTER, 2, 1, b, &[]),
+        |_core, _h, inbox| async move {
+            for seq in 0..BURST {
+                let m = inbox.recv().await.unwrap();
+                assert_eq!(seq_of(&m), seq);
+            }
+        },
+    );
+    let sender = start_node(
+        config(CLUSTER, 1, 1, a, &[(2, b)]),
+        |core, h, _inbox| async move {
+            let up = Instant::now();
+            while !h.status(NodeId(2)).unwrap().connected {
+                assert!(up.elapsed() < Duration::from_secs(30), "link not up");
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            let before = h.counters();
+            let quiet = Instant::now();
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            let idle = (h.counters(), quiet.elapsed());
+            // The whole burst is queued in this turn, before the writer runs.
+            for seq in 0..BURST {
+                h.send(NodeId(2), CoreId(0), 7, payload(seq, NodeId(1), core, 64))
+                    .unwrap();
+            }
+            while h.counters().messages_out < BURST {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            (before, idle, h.counters())
+        },
+    );
+    join(receiver);
+    let (before, (idle, quiet), after) = join(sender).pop().unwrap();
+    let wakeups = idle.writer_wakeups - before.writer_wakeups;
+    // One per keepalive interval (200 ms) over `quiet`, plus slack for
+    // idle checks and a stalled executor; a 10 ms tick would give ~100.
+    let allowed = quiet.as_millis() as u64 / 200 + 5;
+    assert!(
+        wakeups <= allowed,
+        "{wakeups} writer wake-ups in {quiet:?} idle (at most {allowed})"
+    );
+    let keepalives = idle.frames_out - before.frames_out;
+    assert!(
+        keepalives >= 2,
+        "keepalives still written while idle: {keepalives}"
+    );
+    assert_eq!(idle.link_breaks, 0, "{idle:?}");
+    assert_eq!(after.messages_out - idle.messages_out, BURST, "{after:?}");
+    // The burst's frame, and at most one keepalive after it.
+    let frames = after.frames_out - idle.frames_out;
+    assert!(frames <= 2, "a burst of {BURST} took {frames} frames");
+    drop((a_keep, b_keep));
+}
+
 #[test]
 fn link_frames_fuzz_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/link_frames");

@@ -93,9 +93,11 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
 /// Largest reconnect delay (before jitter).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// How often every link task looks at its stop flag and its deadlines, and
-/// the period of the wake-up timer each core keeps (see `net/src/server.rs`
-/// on glommio's lost wake-ups).
+/// How often the accept loop, the forward pumps, accepted connections'
+/// readers and in-flight writes look at the stop flag and their deadlines,
+/// and the period of the wake-up timer each core keeps (see
+/// `net/src/server.rs` on glommio's lost wake-ups). Idle writers do not
+/// tick: they sleep until a send, a stop or their next keepalive.
 pub const TICK: Duration = Duration::from_millis(10);
 
 const _: () =

@@ -60,6 +60,10 @@ pub struct LinkCounters {
     pub stale_dropped: u64,
     /// Messages delivered from sources beyond the inbox's tracking bound.
     pub untracked_sources: u64,
+    /// Times this core's link writers woke from waiting (for work, a
+    /// keepalive or idle check, or the end of a reconnect delay). An idle
+    /// link adds about one per keepalive interval.
+    pub writer_wakeups: u64,
 }
 
 /// The cells behind [`LinkCounters`].
@@ -87,6 +91,7 @@ pub(crate) struct Counters {
     pub misrouted: Cell<u64>,
     pub stale_dropped: Cell<u64>,
     pub untracked_sources: Cell<u64>,
+    pub writer_wakeups: Cell<u64>,
 }
 
 /// Adds `n` to a counter.
@@ -121,6 +126,7 @@ impl Counters {
             misrouted: self.misrouted.get(),
             stale_dropped: self.stale_dropped.get(),
             untracked_sources: self.untracked_sources.get(),
+            writer_wakeups: self.writer_wakeups.get(),
         }
     }
 }

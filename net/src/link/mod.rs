@@ -64,7 +64,6 @@ pub use counters::LinkCounters;
 pub use inbound::{Inbound, Inbox};
 pub use outbound::{LinkDown, LinkFailure, PeerStatus, Refusal};
 
-use crate::sync::Signal;
 use bytes::Bytes;
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use std::cell::Cell;
@@ -568,9 +567,4 @@ impl LinkHandle {
         }
         self.state.tasks.get()
     }
-}
-
-/// Waits for `signal` at most one tick.
-async fn wait_a_tick(signal: &Signal) {
-    crate::sync::with_timeout(constants::TICK, signal.wait()).await;
 }

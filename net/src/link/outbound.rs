@@ -2,9 +2,11 @@
 //! and one writer task per peer that connects (with backoff), shakes
 //! hands, and writes whatever is queued as one batch per turn.
 //!
-//! A writer's turn: wait until something is queued (at most a tick), take
-//! up to `BATCH_BYTES_MAX` of queued payload into frames, write them with
-//! one `write_all`. While that write waits (the peer is slow), senders keep
+//! A writer's turn: sleep until something is queued (the first `send` into
+//! an empty queue raises the peer's [`Signal`]) or until a keepalive or
+//! the idle-timeout check is due, take up to `BATCH_BYTES_MAX` of queued
+//! payload into frames, write them with one `write_all`. An idle link's
+//! writer therefore wakes about once per keepalive interval, not per tick. While that write waits (the peer is slow), senders keep
 //! queueing up to the bound, then get `SendError::Full`. A link is declared
 //! broken when a write fails or when nothing (not even a keepalive) has
 //! come back from the peer for `idle_timeout`; the writer then reconnects
@@ -172,7 +174,8 @@ pub(crate) struct Peer {
     addr: SocketAddr,
     queue: RefCell<VecDeque<Outgoing>>,
     queued_bytes: Cell<usize>,
-    /// Wakes the writer (something queued, or stop).
+    /// Wakes the writer: raised by a send into an empty queue, by stop and
+    /// by the keepalive reader when the connection ends.
     pub(crate) wake: Signal,
     connected: Cell<bool>,
     generation: Cell<u64>,
@@ -218,13 +221,18 @@ impl Peer {
             });
         }
         self.queued_bytes.set(bytes + payload.len());
+        let was_empty = queue.is_empty();
         queue.push_back(Outgoing {
             dest_core,
             kind,
             payload,
         });
         drop(queue);
-        self.wake.notify();
+        // A writer only sleeps on an empty queue (it checks, then waits,
+        // with no await between), so only the first send needs to wake it.
+        if was_empty {
+            self.wake.notify();
+        }
         Ok(())
     }
 
@@ -345,10 +353,16 @@ pub(crate) async fn run_peer(state: Rc<CoreState>, peer: Rc<Peer>) {
     let mut first = true;
     while !state.stopped() {
         if !first {
+            // Sleeps the whole delay; a stop raises `wake` (a send too: it
+            // changes nothing here, the queue is kept for the next link).
             let until = Instant::now() + backoff.next_delay();
             while !state.stopped() && Instant::now() < until {
-                glommio::timer::sleep(TICK.min(until.saturating_duration_since(Instant::now())))
-                    .await;
+                with_timeout(
+                    until.saturating_duration_since(Instant::now()),
+                    peer.wake.wait(),
+                )
+                .await;
+                add(&state.counters.writer_wakeups, 1);
             }
             if state.stopped() {
                 break;
@@ -507,6 +521,11 @@ struct Heard {
 }
 
 impl Heard {
+    /// When the peer will have been silent for `idle`, unless heard before.
+    fn deadline(&self, idle: Duration) -> Instant {
+        self.at.get() + idle
+    }
+
     /// Why the link should be given up, if it should.
     fn problem(&self, idle: Duration) -> Option<String> {
         if let Some(reason) = self.closed.borrow().as_ref() {
@@ -541,7 +560,16 @@ async fn run_connection(
     let mut written = 0;
     loop {
         if peer.queue.borrow().is_empty() {
-            super::wait_a_tick(&peer.wake).await;
+            // Nothing to write: sleep until a send, a stop or the end of
+            // the connection raises `wake`, or a keepalive or the idle
+            // check is due. A send wakes this task, but it only runs once
+            // the sending task yields, so everything queued in that turn
+            // goes out in the write below (the batching of docs/LINKS.md).
+            let due =
+                (last_write + config.keepalive_interval).min(heard.deadline(config.idle_timeout));
+            let sleep = due.saturating_duration_since(Instant::now());
+            with_timeout(sleep, peer.wake.wait()).await;
+            add(&state.counters.writer_wakeups, 1);
         }
         if state.stopped() {
             return End::Stopped;
