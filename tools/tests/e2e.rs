@@ -170,12 +170,32 @@ fn watch_prints_every_acknowledged_message_once_across_kill9_restarts() {
         courier(&w.server, &w.bob, &["watch", "--from-start", "general"]),
         std::fs::File::create(&stderr_path).unwrap().into(),
     );
-    let url = w.server.url();
-    let credential = courier_tools::token::parse(&w.alice).unwrap();
-    let general = ConversationId(w.general);
-    let total = 60u64;
     // The sender acknowledges each message before the next; the server is
     // killed twice while it runs.
+    let servers = w.server.url();
+    send_disrupt_and_check(&mut w, servers, &watch, |server, _| {
+        server.restart().unwrap(); // kill -9, then start on the same port and data
+    });
+    // The watch really lived through the restarts (it did not start late).
+    let notices = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(notices.matches("reconnecting").count() >= 2, "{notices}");
+}
+
+/// Sends 60 messages to `general` as alice through a [`Client`] given
+/// `servers`, each acknowledged before the next, and calls `disrupt` with
+/// the server after the 15th and the 35th ack (disruption 0, then 1). Then
+/// checks what a user would: the acks are gap-free and in order, and
+/// `watch` printed every acknowledged message exactly once, in order, and
+/// nothing more.
+fn send_disrupt_and_check(
+    w: &mut World,
+    servers: String,
+    watch: &Watch,
+    mut disrupt: impl FnMut(&mut ServerProcess, usize),
+) {
+    let total = 60u64;
+    let credential = courier_tools::token::parse(&w.alice).unwrap();
+    let general = ConversationId(w.general);
     let (acked_tx, acked_rx) = mpsc::channel::<(u64, String)>();
     let sender = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -183,7 +203,7 @@ fn watch_prints_every_acknowledged_message_once_across_kill9_restarts() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let mut options = ClientOptions::new(ConnectOptions::new(url, credential));
+            let mut options = ClientOptions::new(ConnectOptions::new(servers, credential));
             options.retry_deadline = Some(Duration::from_secs(60));
             let mut client = Client::new(options);
             for i in 0..total {
@@ -195,15 +215,14 @@ fn watch_prints_every_acknowledged_message_once_across_kill9_restarts() {
         });
     });
     let mut acked = Vec::new();
-    for kill_after in [15u64, 35] {
-        while (acked.len() as u64) < kill_after {
+    for (disruption, after) in [15u64, 35].into_iter().enumerate() {
+        while (acked.len() as u64) < after {
             acked.push(acked_rx.recv_timeout(Duration::from_secs(60)).unwrap());
         }
-        w.server.restart().unwrap(); // kill -9, then start on the same port and data
+        disrupt(&mut w.server, disruption);
     }
     sender.join().unwrap();
     acked.extend(acked_rx.try_iter());
-    assert_eq!(acked.len() as u64, total);
     let expected: Vec<(u64, String)> = (1..=total)
         .map(|s| (s, format!("message {}", s - 1)))
         .collect();
@@ -227,41 +246,6 @@ fn watch_prints_every_acknowledged_message_once_across_kill9_restarts() {
         watch.next(Duration::from_millis(500)).is_none(),
         "nothing printed twice"
     );
-    // The watch really lived through the restarts (it did not start late).
-    let notices = std::fs::read_to_string(&stderr_path).unwrap();
-    assert!(notices.matches("reconnecting").count() >= 2, "{notices}");
-}
-
-/// A sender thread: `total` messages to `conversation` through a [`Client`]
-/// given `servers`, each acknowledged before the next; acks go to `acked`.
-fn spawn_sender(
-    servers: String,
-    token: &str,
-    conversation: ConversationId,
-    total: u64,
-    acked: mpsc::Sender<(u64, String)>,
-) -> std::thread::JoinHandle<()> {
-    let credential = courier_tools::token::parse(token).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut options = ClientOptions::new(ConnectOptions::new(servers, credential));
-            options.retry_deadline = Some(Duration::from_secs(60));
-            let mut client = Client::new(options);
-            for i in 0..total {
-                let body = format!("message {i}");
-                let ack = client
-                    .send(conversation, &Outgoing::text(&body))
-                    .await
-                    .unwrap();
-                acked.send((ack.seq.0, body)).unwrap();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-    })
 }
 
 /// A loopback address no one listens on now (the OS's next ephemeral port).
@@ -283,49 +267,13 @@ fn clients_given_several_servers_fail_over_when_the_server_moves() {
         watch_cmd,
         std::fs::File::create(&stderr_path).unwrap().into(),
     );
-    let total = 60u64;
-    let (acked_tx, acked_rx) = mpsc::channel::<(u64, String)>();
-    let sender = spawn_sender(
-        servers.clone(),
-        &w.alice,
-        ConversationId(w.general),
-        total,
-        acked_tx,
-    );
     // kill -9, then the same data directory serves at the other address;
     // then back. Neither client is told: they have the list.
-    let mut acked = Vec::new();
-    for (kill_after, to) in [(15u64, second), (35, first)] {
-        while (acked.len() as u64) < kill_after {
-            acked.push(acked_rx.recv_timeout(Duration::from_secs(60)).unwrap());
-        }
-        w.server.restart_at(to).unwrap();
-        assert_eq!(w.server.addr(), to);
-    }
-    sender.join().unwrap();
-    acked.extend(acked_rx.try_iter());
-    let expected: Vec<(u64, String)> = (1..=total)
-        .map(|s| (s, format!("message {}", s - 1)))
-        .collect();
-    assert_eq!(acked, expected, "acks are gap-free and in order");
-    let mut printed = Vec::new();
-    while (printed.len() as u64) < total {
-        let m = watch
-            .next(Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("watch printed only {} lines", printed.len()));
-        printed.push((
-            m["seq"].as_u64().unwrap(),
-            m["body"].as_str().unwrap().to_owned(),
-        ));
-    }
-    assert_eq!(
-        printed, expected,
-        "every acknowledged message exactly once, in order"
-    );
-    assert!(
-        watch.next(Duration::from_millis(500)).is_none(),
-        "nothing printed twice"
-    );
+    send_disrupt_and_check(&mut w, servers, &watch, |server, disruption| {
+        let to = [second, first][disruption];
+        server.restart_at(to).unwrap();
+        assert_eq!(server.addr(), to);
+    });
     let notices = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(
         notices.contains(&format!("reconnected to ws://{second}/"))
