@@ -142,17 +142,7 @@ struct Listing {
 }
 
 async fn list(dir: &Path) -> Result<Listing> {
-    let owned = dir.to_path_buf();
-    let names = glommio::executor()
-        .spawn_blocking(move || -> std::io::Result<Vec<String>> {
-            let mut names = Vec::new();
-            for entry in std::fs::read_dir(&owned)? {
-                names.push(entry?.file_name().to_string_lossy().into_owned());
-            }
-            Ok(names)
-        })
-        .await
-        .map_err(|e| Error::io("read directory", dir, e))?;
+    let names = crate::storage::file_names(dir, false).await?;
     let mut listing = Listing {
         segments: Vec::new(),
         snapshots: Vec::new(),

@@ -477,3 +477,22 @@ impl Paths {
         ))
     }
 }
+
+/// The names of the entries of `dir` (created first if `create`), read on a
+/// blocking thread so the executor never waits on the directory.
+pub(crate) async fn file_names(dir: &Path, create: bool) -> Result<Vec<String>> {
+    let owned = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            if create {
+                std::fs::create_dir_all(&owned)?;
+            }
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&owned)? {
+                names.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+            Ok(names)
+        })
+        .await
+        .map_err(|e| Error::io("read directory", dir, e))
+}

@@ -23,6 +23,7 @@
 //! | 48 | len | payload |
 //! | 48 + len | pad | zero up to the next multiple of 16 |
 
+use crate::format::{crc_skipping, le_u16, le_u32, le_u64};
 use crate::{
     constants::{
         BLOCK_BYTES, HISTORY_CONVERSATIONS_LIMIT, HISTORY_DIR_BLOCK_ENTRIES,
@@ -40,37 +41,12 @@ pub const fn entry_bytes(payload_len: u64) -> u64 {
     align_up(HISTORY_ENTRY_HEADER_BYTES + payload_len, RECORD_ALIGN_BYTES)
 }
 
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    let mut a = [0u8; 2];
-    a.copy_from_slice(&b[at..at + 2]);
-    u16::from_le_bytes(a)
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 fn put_u32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 fn put_u64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// CRC32C of `block` with the 4 bytes at `crc_at` taken as zero.
-fn crc_skipping(block: &[u8], crc_at: usize) -> u32 {
-    let crc = crc32c::crc32c(&block[..crc_at]);
-    let crc = crc32c::crc32c_append(crc, &[0u8; 4]);
-    crc32c::crc32c_append(crc, &block[crc_at + 4..])
 }
 
 /// What an entry is.

@@ -42,18 +42,7 @@ struct Listing {
 }
 
 async fn list(dir: &Path) -> Result<Listing> {
-    let owned = dir.to_path_buf();
-    let names = glommio::executor()
-        .spawn_blocking(move || -> std::io::Result<Vec<String>> {
-            std::fs::create_dir_all(&owned)?;
-            let mut names = Vec::new();
-            for entry in std::fs::read_dir(&owned)? {
-                names.push(entry?.file_name().to_string_lossy().into_owned());
-            }
-            Ok(names)
-        })
-        .await
-        .map_err(|e| Error::io("read directory", dir, e))?;
+    let names = crate::storage::file_names(dir, true).await?;
     let mut listing = Listing {
         segments: Vec::new(),
         indexes: Vec::new(),
