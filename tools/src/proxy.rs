@@ -470,6 +470,12 @@ mod tests {
         let mut c = TcpStream::connect(proxy.addr()).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(roundtrip(&mut c, b"after").unwrap(), b"after");
+        // A connection is counted as reset once both of its pumps ended,
+        // which may come after its client saw the end: wait for the count.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proxy.stats().resets < 2 && Instant::now() < deadline {
+            std::thread::sleep(PROXY_POLL);
+        }
         let stats = proxy.stats();
         assert_eq!(stats.accepted, 3);
         assert!(stats.resets >= 2, "{stats:?}");
