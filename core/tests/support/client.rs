@@ -622,7 +622,9 @@ impl World {
                     Pend::Leave { conv },
                 );
             }
-            65..=68 => {
+            65..=70 => {
+                // Invite (65..=68) or remove (69..=70) a same-workspace
+                // user in a channel or group the client is in.
                 let (Some(&conv), Some(&u)) =
                     (self.rng.pick(&member_convs), self.rng.pick(&same_ws_users))
                 else {
@@ -633,34 +635,18 @@ impl World {
                 }) {
                     return;
                 }
-                self.request(
-                    c,
+                let request = if roll <= 68 {
                     Request::Invite {
                         conversation: conv,
                         user: u,
-                    },
-                    Pend::Other,
-                );
-            }
-            69..=70 => {
-                let (Some(&conv), Some(&u)) =
-                    (self.rng.pick(&member_convs), self.rng.pick(&same_ws_users))
-                else {
-                    return;
-                };
-                if self.model.convs.get(&conv.0).is_some_and(|(_, k)| {
-                    matches!(k, ConversationKind::Dm | ConversationKind::GroupDm)
-                }) {
-                    return;
-                }
-                self.request(
-                    c,
+                    }
+                } else {
                     Request::Remove {
                         conversation: conv,
                         user: u,
-                    },
-                    Pend::Other,
-                );
+                    }
+                };
+                self.request(c, request, Pend::Other);
             }
             71..=74 => {
                 let k = 1 + self.rng.below(3) as usize;
