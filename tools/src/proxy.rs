@@ -471,14 +471,18 @@ mod tests {
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(roundtrip(&mut c, b"after").unwrap(), b"after");
         // A connection is counted as reset once both of its pumps ended,
-        // which may come after its client saw the end: wait for the count.
+        // and a write's bytes are counted once `write` returned: both may
+        // come after the client saw the effect, so wait for the counts.
+        let want_bytes = 2 * (3 + 3 + 4 + 5) as u64;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while proxy.stats().resets < 2 && Instant::now() < deadline {
+        while (proxy.stats().resets < 2 || proxy.stats().bytes < want_bytes)
+            && Instant::now() < deadline
+        {
             std::thread::sleep(PROXY_POLL);
         }
         let stats = proxy.stats();
         assert_eq!(stats.accepted, 3);
         assert!(stats.resets >= 2, "{stats:?}");
-        assert!(stats.bytes >= 2 * (3 + 3 + 4 + 5) as u64, "{stats:?}");
+        assert!(stats.bytes >= want_bytes, "{stats:?}");
     }
 }
