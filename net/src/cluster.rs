@@ -16,8 +16,10 @@
 //! `/metrics` and `/admin/cluster` work.
 
 mod join;
+pub mod view;
 
 pub use join::{join, ClusterStartError, Joined};
+pub use view::NodeView;
 
 use courier_cluster::constants::{REPLICATION_FACTOR_MAX, SHARD_COUNT_MAX};
 use courier_cluster::{ClusterAgent, ClusterStatus, NodeId};
@@ -289,6 +291,8 @@ pub struct Mode {
     /// The agent's status channel (latest value only; reading it never
     /// waits on etcd).
     cluster: Option<tokio::sync::watch::Receiver<ClusterStatus>>,
+    /// The node's replication view (cluster mode).
+    view: Option<std::sync::Arc<NodeView>>,
 }
 
 impl Mode {
@@ -297,21 +301,32 @@ impl Mode {
         Mode {
             admin_token_hash,
             cluster: None,
+            view: None,
         }
     }
 
     /// Cluster mode, reading `agent`'s status.
-    pub fn cluster(admin_token_hash: [u8; 32], agent: &ClusterAgent) -> Mode {
+    pub fn cluster(
+        admin_token_hash: [u8; 32],
+        agent: &ClusterAgent,
+        view: std::sync::Arc<NodeView>,
+    ) -> Mode {
         Mode {
             admin_token_hash,
             cluster: Some(agent.subscribe()),
+            view: Some(view),
         }
     }
 
-    /// Whether client sessions are refused (cluster mode, until replication
-    /// exists: see the module docs).
+    /// The node's replication view (cluster mode only).
+    pub fn view(&self) -> Option<&std::sync::Arc<NodeView>> {
+        self.view.as_ref()
+    }
+
+    /// Whether client sessions are refused: in cluster mode, while this
+    /// node is not the serving primary (see [`NodeView`]).
     pub fn refuses_sessions(&self) -> bool {
-        self.cluster.is_some()
+        self.view.as_ref().is_some_and(|v| !v.serving())
     }
 
     /// The answer to `GET /admin/cluster` with this `Authorization` header

@@ -191,7 +191,11 @@ fn open_data(
         settings.node_id.0,
         AdminToken::Cluster(joined.admin_token_hash),
     )?;
-    let mode = Arc::new(Mode::cluster(joined.admin_token_hash, &joined.agent));
+    let view = Arc::new(crate::cluster::NodeView::new(
+        u64::from(settings.node_id.0),
+        config.shards,
+    ));
+    let mode = Arc::new(Mode::cluster(joined.admin_token_hash, &joined.agent, view));
     tracing::warn!(
         close_code = courier_proto::close::NOT_SERVING,
         "cluster mode: replication is not built yet, so this node refuses every client session \
