@@ -43,6 +43,7 @@
 //! Failure contract: every function returns a [`TestkitError`] naming what
 //! failed and where the daemon's log is; nothing here panics.
 
+pub mod cluster;
 pub mod etcd;
 
 use crate::ConnectOptions;
