@@ -74,13 +74,50 @@ pub struct Fixture {
     pub conversations: Vec<ConversationId>,
 }
 
+/// Where writers, observers and checks connect: one server, or a
+/// cluster's list (`ws://a/,ws://b/,…`, which the client library fails
+/// over between).
+#[derive(Clone, Debug)]
+pub struct Target(pub String);
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Target {
+        Target(format!("ws://{addr}/"))
+    }
+}
+
+impl From<&str> for Target {
+    fn from(servers: &str) -> Target {
+        Target(servers.to_owned())
+    }
+}
+
+impl From<String> for Target {
+    fn from(servers: String) -> Target {
+        Target(servers)
+    }
+}
+
 /// Creates users and conversations through the admin API and the blocking
 /// client: writers w0..w3 and an observer `obs` in a new workspace named
 /// `name`; a public channel (everyone), a private channel (everyone,
 /// invited), the DM w0–w1 and the group DM w0, w2, w3, obs. `obs` observes
 /// everything but the DM, which w1's second device observes.
 pub fn fixture(server: &Server, ledger: Arc<Mutex<Ledger>>, name: &str) -> Fixture {
-    let mut admin = server.admin();
+    fixture_at(server.addr, server.admin_credential(), ledger, name)
+}
+
+/// [`fixture`] on the server at `addr` (e.g. a cluster's primary) with the
+/// admin credential `admin`.
+pub fn fixture_at(
+    addr: SocketAddr,
+    admin: Credential,
+    ledger: Arc<Mutex<Ledger>>,
+    name: &str,
+) -> Fixture {
+    let mut admin_client = RawClient::connect(addr);
+    admin_client.hello(admin).unwrap();
+    let mut admin = admin_client;
     let workspace = match admin.request(Request::CreateWorkspace { name: name.into() }) {
         Ok(Response::WorkspaceCreated { workspace }) => workspace,
         other => panic!("{other:?}"),
@@ -96,7 +133,7 @@ pub fn fixture(server: &Server, ledger: Arc<Mutex<Ledger>>, name: &str) -> Fixtu
     }
     let mut clients: Vec<RawClient> = users
         .iter()
-        .map(|(_, c)| RawClient::login(server.addr, c))
+        .map(|(_, c)| RawClient::login(addr, c))
         .collect();
     let public = conversation(clients[0].request(Request::CreateChannel {
         name: "pub".into(),
@@ -199,15 +236,15 @@ pub struct LoadStats {
     pub gave_up: u64,
 }
 
-fn connect_options(addr: SocketAddr, credential: &Credential) -> ConnectOptions {
-    let mut o = ConnectOptions::new(format!("ws://{addr}/"), credential.clone());
+fn connect_options(target: &Target, credential: &Credential) -> ConnectOptions {
+    let mut o = ConnectOptions::new(target.0.clone(), credential.clone());
     o.connect_timeout = Duration::from_secs(2);
     o.request_timeout = Duration::from_secs(2);
     o
 }
 
-fn client(addr: SocketAddr, credential: &Credential, retry: Duration) -> Client {
-    let mut o = ClientOptions::new(connect_options(addr, credential));
+fn client(target: &Target, credential: &Credential, retry: Duration) -> Client {
+    let mut o = ClientOptions::new(connect_options(target, credential));
     o.retry_deadline = Some(retry);
     o.backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(400));
     Client::new(o)
@@ -217,18 +254,19 @@ impl Load {
     /// Starts every writer and observer of `fx`.
     pub fn start(
         rt: &tokio::runtime::Runtime,
-        addr: SocketAddr,
+        target: impl Into<Target>,
         fx: &Fixture,
         options: LoadOptions,
         seed: u64,
     ) -> Load {
+        let target = target.into();
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let stats = Arc::new(Mutex::new(LoadStats::default()));
         let mut tasks = Vec::new();
         for (credential, convs) in &fx.observers {
             tasks.push(rt.spawn(observe(
-                addr,
+                target.clone(),
                 credential.clone(),
                 convs.clone(),
                 fx.ledger.clone(),
@@ -237,7 +275,7 @@ impl Load {
         }
         for (i, (writer, credential, convs)) in fx.writers.iter().enumerate() {
             tasks.push(rt.spawn(write(
-                client(addr, credential, options.retry_deadline),
+                client(&target, credential, options.retry_deadline),
                 *writer,
                 convs.clone(),
                 fx.ledger.clone(),
@@ -299,7 +337,7 @@ async fn write(
             return;
         }
         let p = ledger.lock().unwrap().retry(key);
-        send(&mut client, &ledger, &errors, &stats, p).await;
+        let _ = send(&mut client, &ledger, &errors, &stats, p).await;
     }
     while !stop.load(Ordering::SeqCst) {
         let p = {
@@ -319,7 +357,7 @@ async fn write(
                 l.retry(acked[rng.below(acked.len() as u64) as usize].0)
             }
         };
-        send(&mut client, &ledger, &errors, &stats, p).await;
+        let _ = send(&mut client, &ledger, &errors, &stats, p).await;
         let pause = rng.below(options.pace_ms_max + 1);
         if pause > 0 {
             tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -333,7 +371,7 @@ async fn send(
     errors: &Mutex<Vec<String>>,
     stats: &Mutex<LoadStats>,
     p: ledger::Planned,
-) {
+) -> bool {
     let outgoing = Outgoing::text(p.body.clone());
     let generation = client.generation();
     let result = client
@@ -357,26 +395,31 @@ async fn send(
                 "ack for another conversation"
             );
             l.acked(p.key, ack.seq);
+            true
         }
-        Err(e) if e.is_transient() => l.indeterminate(p.key),
+        Err(e) if e.is_transient() => {
+            l.indeterminate(p.key);
+            false
+        }
         Err(e) => {
             l.refused(p.key);
             errors
                 .lock()
                 .unwrap()
                 .push(format!("{} refused: {e}", p.key));
+            false
         }
     }
 }
 
 async fn observe(
-    addr: SocketAddr,
+    target: Target,
     credential: Credential,
     convs: Vec<ConversationId>,
     ledger: Arc<Mutex<Ledger>>,
     stop: Arc<AtomicBool>,
 ) {
-    let options = connect_options(addr, &credential);
+    let options = connect_options(&target, &credential);
     while !stop.load(Ordering::SeqCst) {
         let Ok((_conn, mut events)) = Connection::connect(&options).await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -399,13 +442,18 @@ async fn observe(
 
 /// Reads every conversation in `which` (all of the fixtures' when `None`)
 /// from seq 1 as its observers, and checks the ledger.
-pub fn check(rt: &tokio::runtime::Runtime, addr: SocketAddr, fixtures: &[&Fixture]) -> CheckReport {
+pub fn check(
+    rt: &tokio::runtime::Runtime,
+    target: impl Into<Target>,
+    fixtures: &[&Fixture],
+) -> CheckReport {
+    let target = target.into();
     let ledger = fixtures[0].ledger.clone();
     let reads = rt.block_on(async {
         let mut reads = BTreeMap::new();
         for fx in fixtures {
             for (credential, convs) in &fx.observers {
-                let mut c = client(addr, credential, Duration::from_secs(30));
+                let mut c = client(&target, credential, Duration::from_secs(30));
                 for conv in convs {
                     let read = ledger::read_conversation(&mut c, *conv)
                         .await
@@ -422,4 +470,42 @@ pub fn check(rt: &tokio::runtime::Runtime, addr: SocketAddr, fixtures: &[&Fixtur
     } else {
         l.check_partial(&reads)
     }
+}
+
+/// Re-sends the most recent acknowledged message of every writer of `fx`
+/// once more (same `client_msg_id` and body, through a fresh client on
+/// `target`) and records the answers in the ledger, which reports an ack
+/// that differs from the first (`Violation::AckChanged`) at the next
+/// check. Across a failover this checks that the dedup window was
+/// replicated. Returns how many re-sends were answered with an ack.
+pub fn resend_last_acked(
+    rt: &tokio::runtime::Runtime,
+    target: impl Into<Target>,
+    fx: &Fixture,
+) -> u64 {
+    let target = target.into();
+    let errors = Mutex::new(Vec::new());
+    let stats = Mutex::new(LoadStats::default());
+    let mut answered = 0;
+    for (writer, credential, _) in &fx.writers {
+        let last = fx
+            .ledger
+            .lock()
+            .unwrap()
+            .acknowledged(*writer)
+            .last()
+            .copied();
+        let Some((key, _)) = last else { continue };
+        let planned = fx.ledger.lock().unwrap().retry(key);
+        let mut c = client(&target, credential, Duration::from_secs(30));
+        if rt.block_on(send(&mut c, &fx.ledger, &errors, &stats, planned)) {
+            answered += 1;
+        }
+    }
+    let errors = errors.into_inner().unwrap();
+    assert!(
+        errors.is_empty(),
+        "re-sends of acknowledged messages refused: {errors:?}"
+    );
+    answered
 }
