@@ -11,7 +11,7 @@
 //!
 //! # Layout
 //! One module per scenario (`send`, `e2e`, `fanout`, `catchup`, `boot`,
-//! `fairness`, `restart`, `wal`), plus the shared pieces:
+//! `fairness`, `restart`, `failover`, `wal`), plus the shared pieces:
 //! `clock` (one monotonic clock, precise sleeps), `ws` + `client` (the lean
 //! WebSocket client), `pool` (load threads), `setup` (building worlds with
 //! the client library), `server` (the server under test, /proc and
@@ -25,6 +25,7 @@ mod catchup;
 mod client;
 mod clock;
 mod e2e;
+mod failover;
 mod fairness;
 mod fanout;
 mod payload;
@@ -64,6 +65,9 @@ enum Scenario {
     Fairness(fairness::Cmd),
     /// Restart with a large WAL: time to serve a sync and all history.
     Restart(restart::Cmd),
+    /// A 3-node cluster under steady sends, its primary killed with kill -9
+    /// N times: kill → first ack on the new primary, acked/s before and after.
+    Failover(failover::Cmd),
     /// Durable append throughput and latency of one WAL shard, and the raw
     /// pwrite+fdatasync limit of the same device for comparison.
     Wal(wal::Args),
@@ -79,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Boot(cmd) => boot::run(cmd),
         Scenario::Fairness(cmd) => fairness::run(cmd),
         Scenario::Restart(cmd) => restart::run(cmd),
+        Scenario::Failover(cmd) => failover::run(cmd),
         Scenario::Wal(args) => wal::run(args.clone()),
     }
 }

@@ -234,6 +234,17 @@ impl Target {
         })
     }
 
+    /// A server this harness did not start (e.g. a cluster node started by
+    /// the `failover` scenario's test kit): setup only, no process control.
+    pub fn external(addr: SocketAddr, admin: Credential) -> Target {
+        Target {
+            addr,
+            admin,
+            spawned: None,
+            external_pid: None,
+        }
+    }
+
     /// `ws://ADDR/`.
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)

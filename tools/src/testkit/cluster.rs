@@ -84,7 +84,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             nodes: 3,
             shards: 2,
-            cluster_shards: 2,
+            cluster_shards: 4,
             replication_factor: 3,
             proxies: false,
             args: vec![
@@ -538,7 +538,7 @@ mod tests {
         let text = args.join(" ");
         assert!(text.starts_with(
             "--etcd http://127.0.0.1:2379 --node-id 2 --peer-listen 127.0.0.1:4001 \
-             --replication-factor 3 --cluster-shards 2 --peer-advertise 127.0.0.1:5001"
+             --replication-factor 3 --cluster-shards 4 --peer-advertise 127.0.0.1:5001"
         ));
         assert!(text.ends_with("--rate-workspace-per-sec 0"));
         let plain = node_args(&options, "http://e:1", 1, peer, None);
