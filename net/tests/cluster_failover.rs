@@ -12,8 +12,9 @@
 //!
 //! - `kill -9` cycles: each cycle kills the primary (one cycle in four a
 //!   follower instead) under load and restarts it; after the failover
-//!   every writer re-sends its last acknowledged message, which must get
-//!   the first ack back (the dedup window is replicated).
+//!   every writer re-sends the last message it had acknowledged before the
+//!   kill, which must get the first ack back (the dedup window is
+//!   replicated).
 //!   `COURIER_CLUSTER_CYCLES=N` (default 3; the long run is 50)
 //!   and `COURIER_CLUSTER_SEED=S`.
 //! - partition: the primary's peer links are blackholed; it stops serving
@@ -33,7 +34,7 @@
 mod common;
 
 use common::load::{
-    check, env_u64, fixture_at, resend_last_acked, runtime, Fixture, Load, LoadOptions, Rng,
+    check, env_u64, fixture_at, last_acked, resend, runtime, Fixture, Load, LoadOptions, Rng,
 };
 use courier_tools::admin_http::{cluster_status, ClusterReport, ClusterView};
 use courier_tools::ledger::Ledger;
@@ -155,6 +156,9 @@ fn kill_9_of_the_primary_under_load_loses_nothing_acknowledged() {
             primaries_killed += 1;
             p
         };
+        // Acknowledged by the node about to die (or just before it): a
+        // re-send after the failover must get these acks back.
+        let before_kill = last_acked(&fx);
         let killed_at = Instant::now();
         cluster.kill9(victim);
         let at_kill = acked(&ledger);
@@ -176,11 +180,11 @@ fn kill_9_of_the_primary_under_load_loses_nothing_acknowledged() {
             errors.is_empty(),
             "{what}: members' sends refused: {errors:?}"
         );
-        let resent = resend_last_acked(&rt, cluster.servers(), &fx);
+        let resent = resend(&rt, cluster.servers(), &fx, &before_kill);
         assert_eq!(
             resent,
-            fx.writers.len() as u64,
-            "{what}: a re-send of an acknowledged message was not acknowledged"
+            before_kill.len() as u64,
+            "{what}: a re-send of a message acknowledged before the kill was not acknowledged"
         );
         let report = check(&rt, cluster.servers(), &[&fx]);
         assert!(report.is_clean(), "{what}: {report}\n{}", cluster.logs(30));

@@ -472,31 +472,37 @@ pub fn check(
     }
 }
 
-/// Re-sends the most recent acknowledged message of every writer of `fx`
-/// once more (same `client_msg_id` and body, through a fresh client on
-/// `target`) and records the answers in the ledger, which reports an ack
-/// that differs from the first (`Violation::AckChanged`) at the next
-/// check. Across a failover this checks that the dedup window was
-/// replicated. Returns how many re-sends were answered with an ack.
-pub fn resend_last_acked(
+/// The most recent acknowledged message of every writer of `fx` (none for
+/// a writer with no ack yet).
+pub fn last_acked(fx: &Fixture) -> Vec<ledger::Key> {
+    let l = fx.ledger.lock().unwrap();
+    fx.writers
+        .iter()
+        .filter_map(|(writer, _, _)| l.acknowledged(*writer).last().map(|(key, _)| *key))
+        .collect()
+}
+
+/// Re-sends the acknowledged messages `keys` once more, each as its writer
+/// (same `client_msg_id` and body, through a fresh client on `target`),
+/// and records the answers in the ledger, which reports an ack that
+/// differs from the first (`Violation::AckChanged`) at the next check.
+/// Across a failover this checks that the dedup window was replicated.
+/// Returns how many re-sends were answered with an ack.
+pub fn resend(
     rt: &tokio::runtime::Runtime,
     target: impl Into<Target>,
     fx: &Fixture,
+    keys: &[ledger::Key],
 ) -> u64 {
     let target = target.into();
     let errors = Mutex::new(Vec::new());
     let stats = Mutex::new(LoadStats::default());
     let mut answered = 0;
-    for (writer, credential, _) in &fx.writers {
-        let last = fx
-            .ledger
-            .lock()
-            .unwrap()
-            .acknowledged(*writer)
-            .last()
-            .copied();
-        let Some((key, _)) = last else { continue };
-        let planned = fx.ledger.lock().unwrap().retry(key);
+    for key in keys {
+        let Some((_, credential, _)) = fx.writers.iter().find(|(w, _, _)| *w == key.writer) else {
+            panic!("{key}: not a writer of this fixture");
+        };
+        let planned = fx.ledger.lock().unwrap().retry(*key);
         let mut c = client(&target, credential, Duration::from_secs(30));
         if rt.block_on(send(&mut c, &fx.ledger, &errors, &stats, planned)) {
             answered += 1;
