@@ -16,6 +16,7 @@
 //! `/metrics` and `/admin/cluster` work.
 
 mod join;
+pub mod replicas;
 pub mod view;
 
 pub use join::{join, ClusterStartError, Joined};

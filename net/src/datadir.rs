@@ -388,7 +388,12 @@ fn admin_token(root: &Path) -> anyhow::Result<([u8; 32], bool)> {
 }
 
 /// temp file → fsync → rename → fsync directory.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> anyhow::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
     let mut file = OpenOptions::new()

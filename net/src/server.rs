@@ -22,6 +22,7 @@
 //!   (`shard::connect_peers`): no join handshake, and the only
 //!   wait on a peer is at the very start, when every executor is starting.
 
+use crate::cluster::replicas::ReplicaStart;
 use crate::cluster::Mode;
 use crate::config::Config;
 use crate::datadir::{AdminToken, DataDir, LockedDir};
@@ -77,6 +78,7 @@ impl Node {
             peer_channels(usize::from(shards), crate::constants::PEER_CHANNEL_CAPACITY).into_iter();
         let board = Board::new(shards);
         let stop = Stop::new();
+        let mut replicas = replica_setup(&config, cluster.as_ref(), shards, &stop)?.into_iter();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let data = Arc::new(data);
@@ -97,6 +99,10 @@ impl Node {
                 board: board.clone(),
                 stop: stop.clone(),
                 ready: ready_tx.clone(),
+                replica: replicas.next().flatten().map(|rx| shard::ReplicaSetup {
+                    rx,
+                    dir: config.data_dir.join("raft").join(format!("shard-{k}")),
+                }),
             };
             let placement = if config.pin {
                 Placement::Fixed(usize::from(k) % cpus)
@@ -196,13 +202,38 @@ fn open_data(
         config.shards,
     ));
     let mode = Arc::new(Mode::cluster(joined.admin_token_hash, &joined.agent, view));
-    tracing::warn!(
+    tracing::info!(
         close_code = courier_proto::close::NOT_SERVING,
-        "cluster mode: replication is not built yet, so this node refuses every client session \
-         (closed with NOT_SERVING) rather than acknowledge a message held by one copy; the \
-         control plane, /healthz, /metrics and GET /admin/cluster work (docs/CLUSTER.md)"
+        "cluster mode: client sessions are refused (NOT_SERVING) until this node is the primary: \
+         it leads every core's Raft group and started every core on the committed log \
+         (docs/CLUSTER.md, \"The data path\")"
     );
     Ok((data, mode, Some(joined.agent)))
+}
+
+/// Cluster mode: starts the thread that learns the voters and builds the
+/// node links (`crate::cluster::replicas`); returns each core's receiving
+/// end (all `None` in single-node mode).
+fn replica_setup(
+    config: &Config,
+    agent: Option<&courier_cluster::ClusterAgent>,
+    shards: u16,
+    stop: &Arc<Stop>,
+) -> anyhow::Result<Vec<Option<std::sync::mpsc::Receiver<ReplicaStart>>>> {
+    let (Some(settings), Some(agent)) = (&config.cluster, agent) else {
+        return Ok((0..shards).map(|_| None).collect());
+    };
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..shards).map(|_| std::sync::mpsc::channel()).unzip();
+    crate::cluster::replicas::spawn(crate::cluster::replicas::Setup {
+        status: agent.subscribe(),
+        node: settings.node_id.0,
+        peer_listen: settings.peer_listen,
+        cores: shards,
+        dir: config.data_dir.join("raft"),
+        cores_tx: txs,
+        stop: stop.clone(),
+    })?;
+    Ok(rxs.into_iter().map(Some).collect())
 }
 
 /// One shard's ends of the bounded channels to and from every other shard.
@@ -214,6 +245,16 @@ pub struct PeerEnds<T: Send = Envelope> {
     pub to: Vec<Option<SharedSender<T>>>,
     /// `from[k]`: what shard `k` sends to this shard (`None` for itself).
     pub from: Vec<Option<SharedReceiver<T>>>,
+}
+
+impl<T: Send> Default for PeerEnds<T> {
+    /// No ends (what is left in a setup once the shard took its ends).
+    fn default() -> Self {
+        PeerEnds {
+            to: Vec::new(),
+            from: Vec::new(),
+        }
+    }
 }
 
 /// One bounded single-producer single-consumer channel per ordered pair of

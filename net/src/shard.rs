@@ -25,6 +25,7 @@ mod journal;
 mod peers;
 mod publish;
 mod registry;
+pub(crate) mod replica;
 
 use journal::{durability_task, snapshot, snapshot_every_records, staging_task};
 pub(crate) use peers::connect_peers;
@@ -150,6 +151,14 @@ pub struct ShardCtx {
     workspace_limits: RefCell<HashMap<WorkspaceId, (Rc<Limiter>, u32)>>,
     /// The push delivery thread, when a gateway is configured.
     push: Option<PushLink>,
+    /// The core was started: at once in single-node mode; in cluster mode
+    /// once it leads its group on the primary (`replica`).
+    started: Cell<bool>,
+    /// Cluster mode: peer messages for the core before it started, at most
+    /// [`replica::HELD_INPUTS_MAX`].
+    held: RefCell<VecDeque<Input>>,
+    /// Cluster mode: the replica runtime, once the voters are known.
+    replica: std::cell::OnceCell<Rc<replica::Replica>>,
 }
 
 impl ShardCtx {
@@ -169,6 +178,10 @@ impl ShardCtx {
             let Some(input) = self.pending.borrow_mut().pop_front() else {
                 break;
             };
+            if !self.started.get() {
+                self.hold(input);
+                continue;
+            }
             self.core.borrow_mut().handle(now_ms(), input, &mut effects);
             self.count(M::core_inputs_total, 1);
             for effect in effects.drain(..) {
@@ -176,6 +189,9 @@ impl ShardCtx {
             }
         }
         self.pumping.set(false);
+        if let Some(r) = self.replica.get() {
+            r.flush(self.id.0);
+        }
     }
 
     fn execute(self: &Rc<Self>, effect: Effect) {
@@ -194,7 +210,10 @@ impl ShardCtx {
                         .push_back(Input::PushResult { id, outcome });
                 }
             }
-            Effect::Append { lsn, kind, payload } => self.append(lsn, kind, payload),
+            Effect::Append { lsn, kind, payload } => match self.replica.get() {
+                Some(r) => r.stage(lsn, kind, payload),
+                None => self.append(lsn, kind, payload),
+            },
             Effect::ToShard { shard, msg } => {
                 if shard == self.id {
                     self.pending
@@ -254,34 +273,37 @@ impl ShardCtx {
                     }
                 }
             }
-            Effect::ReadRecords { token, lsns } => {
-                assert!(
-                    lsns.len() <= READ_BATCH_RECORDS_MAX,
-                    "the core asked for {} records in one read (READ_BATCH_RECORDS_MAX {READ_BATCH_RECORDS_MAX})",
-                    lsns.len()
-                );
-                let ctx = self.clone();
-                glommio::spawn_local(async move {
-                    let mut records = Vec::with_capacity(lsns.len());
-                    for lsn in lsns {
-                        match ctx.wal.read(courier_wal::Lsn(lsn.0)).await {
-                            Ok((kind, payload)) => {
-                                records.push((lsn, kind, Bytes::copy_from_slice(&payload)))
-                            }
-                            Err(e) => {
-                                // A damaged or unreadable record: the core
-                                // answers the request with what it got.
-                                tracing::error!(shard = ctx.id.0, lsn = lsn.0, error = %e, "WAL read failed");
-                                break;
-                            }
-                        }
-                    }
-                    ctx.count(M::wal_reads_total, records.len() as u64);
-                    ctx.submit(Input::RecordsRead { token, records });
-                })
-                .detach();
-            }
+            Effect::ReadRecords { token, lsns } => self.read_records(token, lsns),
         }
+    }
+
+    /// Reads records back from the WAL for the core (a history page).
+    fn read_records(self: &Rc<Self>, token: courier_core::api::ReadToken, lsns: Vec<Lsn>) {
+        assert!(
+            lsns.len() <= READ_BATCH_RECORDS_MAX,
+            "the core asked for {} records in one read (READ_BATCH_RECORDS_MAX {READ_BATCH_RECORDS_MAX})",
+            lsns.len()
+        );
+        let ctx = self.clone();
+        glommio::spawn_local(async move {
+            let mut records = Vec::with_capacity(lsns.len());
+            for lsn in lsns {
+                match ctx.wal.read(courier_wal::Lsn(lsn.0)).await {
+                    Ok((kind, payload)) => {
+                        records.push((lsn, kind, Bytes::copy_from_slice(&payload)))
+                    }
+                    Err(e) => {
+                        // A damaged or unreadable record: the core
+                        // answers the request with what it got.
+                        tracing::error!(shard = ctx.id.0, lsn = lsn.0, error = %e, "WAL read failed");
+                        break;
+                    }
+                }
+            }
+            ctx.count(M::wal_reads_total, records.len() as u64);
+            ctx.submit(Input::RecordsRead { token, records });
+        })
+        .detach();
     }
 
     /// Adds to a counter.
@@ -340,10 +362,22 @@ pub struct ShardSetup {
     pub stop: Arc<Stop>,
     /// Told once this shard serves (or failed to start).
     pub ready: std::sync::mpsc::Sender<Result<ShardId, String>>,
+    /// Cluster mode: where this core's replica start comes from, and its
+    /// raft WAL directory (None: single-node mode).
+    pub replica: Option<ReplicaSetup>,
+}
+
+/// Cluster mode: what a core's replica runtime waits for.
+pub struct ReplicaSetup {
+    /// Sends this core its voters and links once known
+    /// (`crate::cluster::replicas`).
+    pub rx: std::sync::mpsc::Receiver<crate::cluster::replicas::ReplicaStart>,
+    /// The core's raft WAL directory (`DATA/raft/shard-k`).
+    pub dir: std::path::PathBuf,
 }
 
 /// Runs one shard until the daemon stops. Returns an error if it could not start.
-pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
+pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
     let id = setup.id;
     let started = Instant::now();
     // First thing: a timer that wakes this executor every tick until the
@@ -356,7 +390,7 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         shard = id.0,
         "start: connecting the channels to the other shards"
     );
-    let (senders, receivers) = connect_peers(setup.peers).await;
+    let (senders, receivers) = connect_peers(std::mem::take(&mut setup.peers)).await;
     tracing::info!(
         shard = id.0,
         ms = started.elapsed().as_millis() as u64,
@@ -371,7 +405,6 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         started,
     )
     .await?;
-    let shards = usize::from(setup.shards);
     let push = match &setup.config.push_url {
         Some(url) => Some(
             PushLink::spawn(id.0, url.clone(), setup.config.push_redact_preview)
@@ -379,8 +412,64 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let ctx = Rc::new(ShardCtx {
-        id,
+    let replica = setup.replica.take();
+    let ctx = new_ctx(&setup, booted, push, replica.is_none());
+    match replica {
+        // Cluster mode: the core starts once it leads its group on the
+        // primary (`replica`); it follows the committed log until then.
+        Some(r) => {
+            glommio::spawn_local(replica::await_start(ctx.clone(), r.rx, r.dir)).detach();
+        }
+        None => {
+            // Start the core before any peer message can reach it; what
+            // start() sends waits in the peer queues until the sender
+            // tasks run.
+            let mut effects = Vec::new();
+            ctx.core.borrow_mut().start(now_ms(), &mut effects);
+            for effect in effects {
+                ctx.execute(effect);
+            }
+            ctx.drain_pending(); // anything the start effects looped back
+        }
+    }
+    tracing::info!(
+        shard = id.0,
+        ms = started.elapsed().as_millis() as u64,
+        "start: core started"
+    );
+    spawn_peer_tasks(&ctx, senders, receivers);
+    glommio::spawn_local(durability_task(ctx.clone())).detach();
+    glommio::spawn_local(staging_task(ctx.clone())).detach();
+
+    let listener = glommio::net::TcpListener::bind(setup.listen)
+        .map_err(|e| anyhow::anyhow!("shard {}: binding {}: {e}", id.0, setup.listen))?;
+    tracing::info!(
+        shard = id.0,
+        ms = started.elapsed().as_millis() as u64,
+        addr = %setup.listen,
+        "start: listening"
+    );
+    let _ = setup.ready.send(Ok(id));
+    glommio::spawn_local(tick_task(ctx.clone())).detach();
+    serving.set(true); // the tick task wakes the executor from now on
+
+    accept_loop(&ctx, listener).await;
+    shutdown(&ctx).await;
+    replica::shutdown(&ctx).await;
+    Ok(())
+}
+
+/// The shard's runtime state around a booted core (`started`: single-node
+/// mode, where the caller starts the core at once).
+fn new_ctx(
+    setup: &ShardSetup,
+    booted: boot::Booted,
+    push: Option<PushLink>,
+    started: bool,
+) -> Rc<ShardCtx> {
+    let shards = usize::from(setup.shards);
+    Rc::new(ShardCtx {
+        id: setup.id,
         config: setup.config.clone(),
         mode: setup.mode.clone(),
         core: RefCell::new(booted.core),
@@ -408,41 +497,10 @@ pub async fn run(setup: ShardSetup) -> anyhow::Result<()> {
         user_limits: RefCell::new(HashMap::new()),
         workspace_limits: RefCell::new(HashMap::new()),
         push,
-    });
-    // Start the core before any peer message can reach it; what start()
-    // sends waits in the peer queues until the sender tasks run.
-    {
-        let mut effects = Vec::new();
-        ctx.core.borrow_mut().start(now_ms(), &mut effects);
-        for effect in effects {
-            ctx.execute(effect);
-        }
-        ctx.drain_pending(); // anything the start effects looped back
-    }
-    tracing::info!(
-        shard = id.0,
-        ms = started.elapsed().as_millis() as u64,
-        "start: core started"
-    );
-    spawn_peer_tasks(&ctx, senders, receivers);
-    glommio::spawn_local(durability_task(ctx.clone())).detach();
-    glommio::spawn_local(staging_task(ctx.clone())).detach();
-
-    let listener = glommio::net::TcpListener::bind(setup.listen)
-        .map_err(|e| anyhow::anyhow!("shard {}: binding {}: {e}", id.0, setup.listen))?;
-    tracing::info!(
-        shard = id.0,
-        ms = started.elapsed().as_millis() as u64,
-        addr = %setup.listen,
-        "start: listening"
-    );
-    let _ = setup.ready.send(Ok(id));
-    glommio::spawn_local(tick_task(ctx.clone())).detach();
-    serving.set(true); // the tick task wakes the executor from now on
-
-    accept_loop(&ctx, listener).await;
-    shutdown(&ctx).await;
-    Ok(())
+        started: Cell::new(started),
+        held: RefCell::new(VecDeque::new()),
+        replica: std::cell::OnceCell::new(),
+    })
 }
 
 /// Accepts connections, each served by its own task, until a stop is requested.

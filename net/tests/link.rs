@@ -3,7 +3,8 @@
 //! started here. Two and three nodes exchange messages; FIFO per core pair
 //! under load; backpressure when a peer does not read; reconnect after a
 //! peer restarts; handshake refusals; a cut link (blackhole, reset) through
-//! the test kit's proxy, then heal. Also replays the `link_frames` fuzz
+//! the test kit's proxy, then heal; a peer learnt after start through the
+//! peer book, then followed to a new address. Also replays the `link_frames` fuzz
 //! corpus. Messages carry (sequence number, source node, source core), so
 //! every receiver checks order, gaps and duplicates itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,7 +15,7 @@ mod link_harness;
 use bytes::Bytes;
 use courier_net::link::{
     self, CoreId, Inbound, Inbox, LinkConfig, LinkCounters, LinkDown, LinkFailure, LinkHandle,
-    NodeId, PeerAddr, Refusal, SendError,
+    NodeId, PeerAddr, PeerBook, Refusal, SendError,
 };
 use courier_tools::proxy::Proxy;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
@@ -89,9 +90,24 @@ where
     Fut: Future<Output = R> + 'static,
     R: Send + 'static,
 {
+    start_node_with_book(config, script).1
+}
+
+/// [`start_node`], also returning the node's peer book.
+fn start_node_with_book<F, Fut, R>(
+    config: LinkConfig,
+    script: F,
+) -> (PeerBook, Vec<ExecutorJoinHandle<R>>)
+where
+    F: Fn(CoreId, LinkHandle, Inbox) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
     let node_id = config.node;
     let node = link::build(config).unwrap();
-    node.cores
+    let book = node.book.clone();
+    let handles = node
+        .cores
         .into_iter()
         .enumerate()
         .map(|(k, core)| {
@@ -107,7 +123,8 @@ where
                 })
                 .unwrap()
         })
-        .collect()
+        .collect();
+    (book, handles)
 }
 
 /// Joins every core of every node, failing the test if one panicked or
@@ -1100,4 +1117,127 @@ fn link_frames_mutated_seeds() {
         decoded > 10_000,
         "mutations that still decode: {decoded} messages"
     );
+}
+
+/// A paced sender ([`paced_sender`]) on a node that starts without knowing
+/// `dest`: a send to it is refused (`UnknownNode`) and the core counts
+/// itself in `refused`; once the node's book learns `dest` (set by the test
+/// thread), the core's tick starts the link and the paced sends begin.
+/// Also returns the address the link ended on.
+#[allow(clippy::type_complexity)]
+fn learning_sender(
+    dest: NodeId,
+    per_core: u64,
+    refused: Arc<AtomicU64>,
+    healed: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+) -> impl Fn(
+    CoreId,
+    LinkHandle,
+    Inbox,
+) -> std::pin::Pin<
+    Box<dyn Future<Output = ((LinkCounters, Vec<LinkDown>, u64), SocketAddr)>>,
+> + Send
+       + Clone
+       + 'static {
+    let paced = paced_sender(dest, per_core, 20, healed, done);
+    move |core, h, inbox| {
+        let (paced, refused) = (paced.clone(), refused.clone());
+        Box::pin(async move {
+            let early = h.send(dest, CoreId(0), 7, payload(0, h.node(), core, 64));
+            assert_eq!(early, Err(SendError::UnknownNode(dest)));
+            assert!(h.status(dest).is_none());
+            refused.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while h.status(dest).is_none() {
+                assert!(Instant::now() < deadline, "the book's new peer got no link");
+                glommio::timer::sleep(Duration::from_millis(2)).await;
+            }
+            let result = paced(core, h.clone(), inbox).await;
+            (result, h.status(dest).unwrap().addr)
+        })
+    }
+}
+
+/// A node starts knowing no peer; the test thread adds the receiver to its
+/// peer book, and its cores connect and deliver. The receiver then stops
+/// and comes back on another port; the book is told the new address and
+/// the links follow it: everything sent after that arrives, in order, and
+/// every loss is reported (as at any break).
+#[test]
+fn a_peer_learnt_after_start_and_moved_is_followed() {
+    const PER_CORE: u64 = 10_000;
+    let (a, a_keep) = reserve();
+    let (b1, b1_keep) = reserve();
+    let (b2, b2_keep) = reserve();
+    let seen: Seen = Arc::default();
+    let refused = Arc::new(AtomicU64::new(0));
+    let healed = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let (book, sender) = start_node_with_book(
+        config(CLUSTER, 1, 2, a, &[]),
+        learning_sender(
+            NodeId(2),
+            PER_CORE,
+            refused.clone(),
+            healed.clone(),
+            done.clone(),
+        ),
+    );
+    let first = start_node(
+        config(CLUSTER, 2, 2, b1, &[(1, a)]),
+        recording_receiver(
+            seen.clone(),
+            Arc::new(AtomicBool::new(false)),
+            Some(Arc::new(AtomicU64::new(2_000))),
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refused.load(Ordering::SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the sender's cores did not start"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Learnt from another thread, after start.
+    assert_eq!(book.set(NodeId(2), b1), Ok(true));
+    let first = join(first);
+    assert!(first.iter().map(|c| c.messages_delivered).sum::<u64>() >= 2_000);
+    // The receiver's second life listens elsewhere; nothing listens at b1.
+    let second = start_node(
+        config(CLUSTER, 2, 2, b2, &[(1, a)]),
+        recording_receiver(seen.clone(), done.clone(), None),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(book.set(NodeId(2), b2), Ok(true));
+    wait_for_progress(&seen);
+    healed.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let s = seen.lock().unwrap();
+        let last = |src: u16, dst: u16| s.get(&(src, dst)).and_then(|v| v.last().copied());
+        if (0..2)
+            .all(|src| last(src, 0) == Some(PER_CORE - 2) && last(src, 1) == Some(PER_CORE - 1))
+        {
+            break;
+        }
+        drop(s);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done.store(true, Ordering::SeqCst);
+    let results = join(sender);
+    join(second);
+    let sender: Vec<_> = results.iter().map(|(r, _)| r.clone()).collect();
+    let missing = check_seen(&seen, PER_CORE, &sender);
+    for ((c, _, first_after_heal), addr) in &results {
+        assert_eq!(*addr, b2, "the link did not follow the move");
+        assert!(c.reconnects >= 1, "{c:?}");
+        assert!(*first_after_heal < PER_CORE, "make the run longer");
+    }
+    println!(
+        "learnt and moved: {missing} of {} messages lost (all reported)",
+        2 * PER_CORE
+    );
+    drop((a_keep, b1_keep, b2_keep));
 }

@@ -244,6 +244,28 @@ impl RaftCore {
         r
     }
 
+    /// Asks this node, leading `group`, to hand leadership to `to` (raft's
+    /// leadership transfer: the leader stops accepting proposals, brings
+    /// `to` up to date and tells it to campaign at once). Ignored by raft
+    /// when this node does not lead or a transfer to `to` is under way; an
+    /// unfinished transfer is abandoned after an election timeout, so the
+    /// caller may simply ask again.
+    pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) -> Result<()> {
+        let g = self
+            .groups
+            .get_mut(&group)
+            .ok_or(Error::UnknownGroup { group })?;
+        g.node.transfer_leader(to.0);
+        Self::rerandomize(&mut self.rng, &self.config, g);
+        Ok(())
+    }
+
+    /// The last index of `group` handed to the caller in an [`Apply`] (or
+    /// restored from a snapshot): what its state machine has applied.
+    pub fn applied_index(&self, group: GroupId) -> Option<u64> {
+        Some(self.groups.get(&group)?.handed)
+    }
+
     /// Proposes `data` to `group`. Returns the `(term, index)` the entry
     /// will have: it committed iff an [`Apply::Entry`] with that term and
     /// index is reported later (another term at that index means it was

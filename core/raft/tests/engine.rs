@@ -624,3 +624,38 @@ fn a_torn_batch_never_commits_a_deposed_leaders_suffix() {
         }
     }
 }
+
+#[test]
+fn leadership_moves_to_the_node_asked_and_applied_index_follows_applies() {
+    let voters = [1, 2, 3];
+    let mut nodes = vec![
+        Node::new(1, 1, &voters),
+        Node::new(2, 1, &voters),
+        Node::new(3, 1, &voters),
+    ];
+    let g = GroupId(0);
+    nodes[0].core.campaign(g).unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    assert_eq!(nodes[0].core.status(g).unwrap().role, Role::Leader);
+    nodes[0].core.propose(g, b"a").unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    let applied = nodes[2].core.applied_index(g).unwrap();
+    assert_eq!(applied, nodes[2].machines.last(g));
+    assert!(applied >= 2, "the no-op and the proposal: {applied}");
+    nodes[0].core.transfer_leader(g, NodeId(3)).unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    let status = nodes[2].core.status(g).unwrap();
+    assert_eq!(status.role, Role::Leader);
+    assert_eq!(nodes[0].core.status(g).unwrap().leader, Some(NodeId(3)));
+    assert!(matches!(
+        nodes[0].core.propose(g, b"b"),
+        Err(ProposeError::NotLeader {
+            leader: Some(NodeId(3)),
+            ..
+        })
+    ));
+    assert!(nodes[2]
+        .core
+        .transfer_leader(GroupId(9), NodeId(1))
+        .is_err());
+}

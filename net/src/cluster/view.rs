@@ -30,6 +30,9 @@ pub struct CoreGroupView {
     /// This node leads the group and has applied everything before its
     /// term's first entry: its core may start serving.
     pub ready: AtomicBool,
+    /// The core started its state machine (it serves as the group's
+    /// leader from now on; losing leadership ends the process).
+    pub started: AtomicBool,
 }
 
 /// The node's replication view (see the module docs).

@@ -28,6 +28,12 @@
 //! - **Reconnects** with jittered exponential backoff; messages queued
 //!   while disconnected are kept (up to the queue bound) and sent on the
 //!   next connection.
+//! - **Peers can be learnt and move**: every link reads its peer's address
+//!   from the node's shared [`PeerBook`] at each (re)connect; a node added
+//!   to the book after start gets links within a tick, and a node whose
+//!   address changes is reconnected to at the new one. A message for a
+//!   node with no address in the book is refused
+//!   ([`SendError::UnknownNode`]), never queued.
 //!
 //! Failure contract: nothing a peer sends makes this module panic; bad
 //! handshakes are refused with a reason both sides log and count; bad
@@ -36,6 +42,7 @@
 //! # Layout
 //! - [`codec`]: handshake, reply and frame encoding (pure).
 //! - [`backoff`]: reconnect delays, seeded.
+//! - [`book`]: the shared peer address book.
 //! - `outbound`: per-peer queues and the writer task of each link.
 //! - `inbound`: the accept loop, the reader of each accepted connection,
 //!   the forward to destination cores, and the [`Inbox`].
@@ -44,7 +51,9 @@
 //!
 //! # Use
 //! On the main thread, [`build`] makes one [`CoreLinks`] per core (the
-//! cross-core channels must exist before the executors start); each core's
+//! cross-core channels must exist before the executors start) and the
+//! node's [`PeerBook`] ([`LinkNode::book`], filled from
+//! [`LinkConfig::peers`]; update it from any thread); each core's
 //! executor calls [`CoreLinks::start`] and gets its [`LinkHandle`] (send,
 //! status, counters, stop) and its [`Inbox`] (receive). The inbox must be
 //! drained by a task that never waits on a `send` of this module (`send`
@@ -54,12 +63,14 @@
 //! open, so its peer would only notice at the idle timeout.
 
 pub mod backoff;
+pub mod book;
 pub mod codec;
 pub mod constants;
 pub mod counters;
 mod inbound;
 mod outbound;
 
+pub use book::{PeerBook, PeerBookError};
 pub use counters::LinkCounters;
 pub use inbound::{Inbound, Inbox};
 pub use outbound::{LinkDown, LinkFailure, PeerStatus, Refusal};
@@ -115,7 +126,8 @@ pub struct LinkConfig {
     pub cores: u16,
     /// Peer listen address (port 0 picks one; see [`LinkNode::addr`]).
     pub listen: SocketAddr,
-    /// The other nodes. Every core connects to each of them.
+    /// The other nodes known at start: the initial content of the node's
+    /// [`PeerBook`]. Every core connects to each node of the book.
     pub peers: Vec<PeerAddr>,
     /// Messages one core queues for one peer at most.
     pub queue_messages_max: usize,
@@ -201,6 +213,13 @@ impl LinkConfig {
                 return bad(format!("peer {} listed twice", p.node));
             }
         }
+        if self.peers.len() > book::PEER_BOOK_NODES_MAX {
+            return bad(format!(
+                "{} peers, at most {}",
+                self.peers.len(),
+                book::PEER_BOOK_NODES_MAX
+            ));
+        }
         Ok(())
     }
 }
@@ -235,8 +254,11 @@ pub enum SendError {
         /// Payload bytes queued for it.
         bytes: usize,
     },
-    /// No link to that node is configured.
-    #[error("no link to node {0}")]
+    /// No address is known for that node: it is neither in
+    /// [`LinkConfig::peers`] nor learnt by the [`PeerBook`] since (or it is
+    /// this node). Nothing is queued: messages for a node become
+    /// sendable once the book holds its address.
+    #[error("no link to node {0}: its address is not known")]
     UnknownNode(NodeId),
     /// The payload is longer than [`constants::PAYLOAD_BYTES_MAX`].
     #[error("payload of {len} bytes, at most {max}", max = constants::PAYLOAD_BYTES_MAX)]
@@ -259,13 +281,17 @@ pub(crate) struct Envelope {
     payload: Bytes,
 }
 
-/// A node's links before its executors start: its resolved address and
-/// one [`CoreLinks`] per core.
+/// A node's links before its executors start: its resolved address, its
+/// peer address book and one [`CoreLinks`] per core.
 pub struct LinkNode {
     /// The peer listen address (the port resolved if 0 was asked).
     pub addr: SocketAddr,
     /// `cores[k]` goes to core `k`'s executor.
     pub cores: Vec<CoreLinks>,
+    /// Where the peers are: [`LinkConfig::peers`] at first; set a node's
+    /// address here (from any thread, before or after the cores start)
+    /// and every core's links follow within a tick.
+    pub book: PeerBook,
 }
 
 /// One core's part of the links, made on the main thread by [`build`] and
@@ -274,6 +300,7 @@ pub struct CoreLinks {
     config: Arc<LinkConfig>,
     core: CoreId,
     addr: SocketAddr,
+    book: PeerBook,
     /// `forward_to[k]`: to core `k`'s inbox (`None` for this core).
     forward_to: Vec<Option<SharedSender<Envelope>>>,
     /// `forward_from[k]`: from core `k` (`None` for this core).
@@ -287,6 +314,8 @@ pub struct CoreLinks {
 /// `forward_capacity`).
 pub fn build(config: LinkConfig) -> Result<LinkNode, LinkError> {
     config.check()?;
+    let book =
+        PeerBook::with(&config.peers).map_err(|e| LinkError::Config(format!("peers: {e}")))?;
     let (addr, holder) = resolve_port(config.listen)?;
     let cores = usize::from(config.cores);
     let mut to: Vec<Vec<Option<SharedSender<Envelope>>>> = (0..cores)
@@ -314,12 +343,13 @@ pub fn build(config: LinkConfig) -> Result<LinkNode, LinkError> {
             config: config.clone(),
             core: CoreId(k as u16),
             addr,
+            book: book.clone(),
             forward_to,
             forward_from,
             _port: holder.clone(),
         })
         .collect();
-    Ok(LinkNode { addr, cores })
+    Ok(LinkNode { addr, cores, book })
 }
 
 /// Port 0: bind once (SO_REUSEPORT, never listening) to learn a port all
@@ -369,7 +399,13 @@ fn listen(addr: SocketAddr) -> Result<glommio::net::TcpListener, LinkError> {
 pub(crate) struct CoreState {
     config: Arc<LinkConfig>,
     core: CoreId,
-    peers: Vec<Rc<outbound::Peer>>,
+    /// One per node of the book (not this one), in the order learnt; a
+    /// node is never removed (see [`book`]), so at most
+    /// [`book::PEER_BOOK_NODES_MAX`].
+    peers: std::cell::RefCell<Vec<Rc<outbound::Peer>>>,
+    book: PeerBook,
+    /// The book version last applied to `peers`.
+    book_seen: Cell<u64>,
     counters: counters::Counters,
     stopped: Cell<bool>,
     /// Link tasks running on this core (see [`spawn`]).
@@ -379,6 +415,51 @@ pub(crate) struct CoreState {
 impl CoreState {
     fn stopped(&self) -> bool {
         self.stopped.get()
+    }
+
+    /// This core's link to `node`, if it has one.
+    fn peer(&self, node: NodeId) -> Option<Rc<outbound::Peer>> {
+        self.peers.borrow().iter().find(|p| p.node == node).cloned()
+    }
+
+    /// Applies the book if it changed since the last call: a link (and
+    /// its writer task) for every node new to this core, and the new
+    /// address for every node that moved (its writer is woken to follow).
+    fn follow_book(self: &Rc<Self>) {
+        let version = self.book.version();
+        if version == self.book_seen.get() || self.stopped() {
+            return;
+        }
+        self.book_seen.set(version);
+        for entry in self.book.entries() {
+            if entry.node == self.config.node {
+                continue;
+            }
+            match self.peer(entry.node) {
+                Some(peer) => peer.move_to(entry.addr),
+                None => {
+                    self.add_peer(entry);
+                }
+            }
+        }
+    }
+
+    /// Starts this core's link to a node the book knows and this core
+    /// does not have yet (None if the book does not know it).
+    fn learn(self: &Rc<Self>, node: NodeId) -> Option<Rc<outbound::Peer>> {
+        if node == self.config.node || self.stopped() {
+            return None;
+        }
+        let addr = self.book.get(node)?;
+        Some(self.add_peer(PeerAddr { node, addr }))
+    }
+
+    fn add_peer(self: &Rc<Self>, entry: PeerAddr) -> Rc<outbound::Peer> {
+        let peer = Rc::new(outbound::Peer::new(entry));
+        self.peers.borrow_mut().push(peer.clone());
+        tracing::debug!(core = self.core.0, peer = entry.node.0, addr = %entry.addr, "link: peer added");
+        spawn(self, outbound::run_peer(self.clone(), peer.clone()));
+        peer
     }
 }
 
@@ -434,36 +515,35 @@ impl CoreLinks {
             config,
             core,
             addr,
+            book,
             forward_to,
             forward_from,
             _port,
         } = self;
         let listener = listen(addr)?;
         drop(_port);
-        let peers = config
-            .peers
-            .iter()
-            .map(|p| Rc::new(outbound::Peer::new(*p)))
-            .collect();
         let state = Rc::new(CoreState {
             config: config.clone(),
             core,
-            peers,
+            peers: std::cell::RefCell::new(Vec::new()),
+            book,
+            book_seen: Cell::new(u64::MAX),
             counters: counters::Counters::default(),
             stopped: Cell::new(false),
             tasks: Cell::new(0),
         });
+        // A link (and writer task) per node of the book.
+        state.follow_book();
         // A timer for the core's life, so a wait on another executor (the
-        // channel connects) never sleeps through glommio's lost wake-ups.
+        // channel connects) never sleeps through glommio's lost wake-ups;
+        // each tick also applies a changed peer book.
         let ticking = state.clone();
         spawn(&state, async move {
             while !ticking.stopped() {
                 glommio::timer::sleep(constants::TICK).await;
+                ticking.follow_book();
             }
         });
-        for peer in &state.peers {
-            spawn(&state, outbound::run_peer(state.clone(), peer.clone()));
-        }
         let inbox = inbound::start(state.clone(), listener, forward_to, forward_from);
         Ok((LinkHandle { state }, inbox))
     }
@@ -496,18 +576,20 @@ impl LinkHandle {
         if payload.len() > constants::PAYLOAD_BYTES_MAX {
             return Err(SendError::TooLarge { len: payload.len() });
         }
-        let peer = self
-            .peer(dest_node)
-            .ok_or(SendError::UnknownNode(dest_node))?;
+        // A node the book learnt since this core's last tick gets its link
+        // now, so a send right after `PeerBook::set` is not refused.
+        let peer = match self.state.peer(dest_node) {
+            Some(peer) => peer,
+            None => self
+                .state
+                .learn(dest_node)
+                .ok_or(SendError::UnknownNode(dest_node))?,
+        };
         let result = peer.enqueue(&self.state.config, dest_core, kind, payload);
         if result.is_err() {
             counters::add(&self.state.counters.queue_full, 1);
         }
         result
-    }
-
-    fn peer(&self, node: NodeId) -> Option<&Rc<outbound::Peer>> {
-        self.state.peers.iter().find(|p| p.node == node)
     }
 
     /// This node's id.
@@ -520,9 +602,15 @@ impl LinkHandle {
         self.state.core
     }
 
-    /// The state of the link to `node` (None if not a configured peer).
+    /// The state of the link to `node` (None if this core has no link to
+    /// it: its address is not known).
     pub fn status(&self, node: NodeId) -> Option<PeerStatus> {
-        self.peer(node).map(|p| p.status())
+        self.state.peer(node).map(|p| p.status())
+    }
+
+    /// The node's peer address book (shared by every core).
+    pub fn book(&self) -> &PeerBook {
+        &self.state.book
     }
 
     /// The link breaks since the last call, at most one notice per peer
@@ -530,6 +618,7 @@ impl LinkHandle {
     pub fn take_downs(&self) -> Vec<LinkDown> {
         self.state
             .peers
+            .borrow()
             .iter()
             .filter_map(|p| p.take_down())
             .collect()
@@ -537,7 +626,8 @@ impl LinkHandle {
 
     /// A snapshot of this core's counters.
     pub fn counters(&self) -> LinkCounters {
-        let queued = self.state.peers.iter().map(|p| p.queued());
+        let peers = self.state.peers.borrow();
+        let queued = peers.iter().map(|p| p.queued());
         let (messages, bytes) = queued.fold((0, 0), |(m, b), (pm, pb)| (m + pm, b + pb));
         self.state.counters.snapshot(messages as u64, bytes as u64)
     }
@@ -549,7 +639,7 @@ impl LinkHandle {
     /// only end if the executor keeps running (see [`LinkHandle::shutdown`]).
     pub fn stop(&self) {
         self.state.stopped.set(true);
-        for p in &self.state.peers {
+        for p in self.state.peers.borrow().iter() {
             p.wake.notify();
         }
     }

@@ -11,6 +11,12 @@
 //! broken when a write fails or when nothing (not even a keepalive) has
 //! come back from the peer for `idle_timeout`; the writer then reconnects
 //! and keeps every message not yet taken from the queue.
+//!
+//! The peer's address is the node's [`super::PeerBook`] entry: every
+//! connect uses the address the link holds then, which the core's tick
+//! updates from the book ([`Peer::move_to`]). A move cuts a backoff delay
+//! short and ends a connection to the old address (reported like any
+//! break: what was written on it may be lost).
 
 use super::backoff::Backoff;
 use super::codec::{self, FrameEncoder, Hello, Status};
@@ -122,7 +128,7 @@ pub enum LinkFailure {
 pub struct PeerStatus {
     /// The peer.
     pub node: NodeId,
-    /// Its address.
+    /// Its address (the book's, as this core last applied it).
     pub addr: SocketAddr,
     /// Whether a connection is established now.
     pub connected: bool,
@@ -171,7 +177,8 @@ struct Outgoing {
 /// One core's link to one peer: its queue and state.
 pub(crate) struct Peer {
     pub(crate) node: NodeId,
-    addr: SocketAddr,
+    /// Where to connect next (the book's address; see [`Peer::move_to`]).
+    addr: Cell<SocketAddr>,
     queue: RefCell<VecDeque<Outgoing>>,
     queued_bytes: Cell<usize>,
     /// Wakes the writer: raised by a send into an empty queue, by stop and
@@ -189,7 +196,7 @@ impl Peer {
     pub(crate) fn new(p: PeerAddr) -> Peer {
         Peer {
             node: p.node,
-            addr: p.addr,
+            addr: Cell::new(p.addr),
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             wake: Signal::default(),
@@ -236,6 +243,19 @@ impl Peer {
         Ok(())
     }
 
+    /// Points the link at `addr` if it differs from the current address,
+    /// and wakes the writer: one waiting to reconnect tries `addr` at once,
+    /// one connected to the old address ends that connection.
+    pub(crate) fn move_to(&self, addr: SocketAddr) {
+        if self.addr.get() == addr {
+            return;
+        }
+        tracing::info!(peer = self.node.0, from = %self.addr.get(), to = %addr,
+            "node link: the peer's address changed");
+        self.addr.set(addr);
+        self.wake.notify();
+    }
+
     pub(crate) fn queued(&self) -> (usize, usize) {
         (self.queue.borrow().len(), self.queued_bytes.get())
     }
@@ -244,7 +264,7 @@ impl Peer {
         let (queued_messages, queued_bytes) = self.queued();
         PeerStatus {
             node: self.node,
-            addr: self.addr,
+            addr: self.addr.get(),
             connected: self.connected.get(),
             generation: self.generation.get(),
             connections: self.connections.get(),
@@ -288,10 +308,11 @@ impl Peer {
         g
     }
 
-    fn failure(&self, reason: String) -> LinkFailure {
+    /// A break of the connection to `addr`.
+    fn failure(&self, addr: SocketAddr, reason: String) -> LinkFailure {
         LinkFailure::Broken {
             node: self.node,
-            addr: self.addr,
+            addr,
             reason,
         }
     }
@@ -324,6 +345,8 @@ impl Peer {
 /// A connection that passed the handshake.
 struct Established {
     stream: glommio::net::TcpStream,
+    /// The address connected to.
+    addr: SocketAddr,
     generation: u64,
     cores: u16,
 }
@@ -351,12 +374,17 @@ pub(crate) async fn run_peer(state: Rc<CoreState>, peer: Rc<Peer>) {
     );
     let mut encoder = FrameEncoder::new();
     let mut first = true;
+    let mut tried = peer.addr.get();
     while !state.stopped() {
-        if !first {
-            // Sleeps the whole delay; a stop raises `wake` (a send too: it
-            // changes nothing here, the queue is kept for the next link).
+        if !first && peer.addr.get() != tried {
+            // The peer moved: try its new address at once.
+            backoff.reset();
+        } else if !first {
+            // Sleeps the whole delay; a stop raises `wake`, and so does a
+            // move (a send too: it changes nothing here, the queue is kept
+            // for the next link).
             let until = Instant::now() + backoff.next_delay();
-            while !state.stopped() && Instant::now() < until {
+            while !state.stopped() && Instant::now() < until && peer.addr.get() == tried {
                 with_timeout(
                     until.saturating_duration_since(Instant::now()),
                     peer.wake.wait(),
@@ -369,6 +397,7 @@ pub(crate) async fn run_peer(state: Rc<CoreState>, peer: Rc<Peer>) {
             }
         }
         first = false;
+        tried = peer.addr.get();
         let link = match super::unless_stopped(&state, handshake(&state, &peer)).await {
             None => break,
             Some(Ok(link)) => link,
@@ -428,7 +457,7 @@ fn note_failure(state: &CoreState, peer: &Peer, failure: LinkFailure) {
 
 /// Connects and shakes hands within the handshake timeout.
 async fn handshake(state: &CoreState, peer: &Peer) -> Result<Established, LinkFailure> {
-    let (node, addr) = (peer.node, peer.addr);
+    let (node, addr) = (peer.node, peer.addr.get());
     let timeout = state.config.handshake_timeout;
     let connect = with_timeout(timeout, glommio::net::TcpStream::connect(addr)).await;
     let mut stream = match connect {
@@ -471,7 +500,7 @@ async fn handshake(state: &CoreState, peer: &Peer) -> Result<Established, LinkFa
                 timeout,
             })
         }
-        Some(Err(e)) => return Err(peer.failure(format!("during the handshake: {e}"))),
+        Some(Err(e)) => return Err(peer.failure(addr, format!("during the handshake: {e}"))),
         Some(Ok(reply)) => reply,
     };
     let reply =
@@ -488,6 +517,7 @@ async fn handshake(state: &CoreState, peer: &Peer) -> Result<Established, LinkFa
         Status::Accepted => {
             return Ok(Established {
                 stream,
+                addr,
                 generation: hello.generation,
                 cores: reply.cores,
             })
@@ -544,6 +574,7 @@ async fn run_connection(
     encoder: &mut FrameEncoder,
 ) -> End {
     let config = &state.config;
+    let addr = link.addr;
     let (reader, mut writer) = link.stream.split();
     let heard = Rc::new(Heard {
         at: Cell::new(Instant::now()),
@@ -574,9 +605,11 @@ async fn run_connection(
         if state.stopped() {
             return End::Stopped;
         }
-        if let Some(reason) = heard.problem(config.idle_timeout) {
+        let moved = (peer.addr.get() != addr)
+            .then(|| format!("the peer's address changed to {}", peer.addr.get()));
+        if let Some(reason) = moved.or_else(|| heard.problem(config.idle_timeout)) {
             return End::Broken {
-                failure: peer.failure(reason),
+                failure: peer.failure(addr, reason),
                 written,
                 failed: 0,
             };
@@ -618,7 +651,7 @@ async fn run_connection(
             Err(_) if state.stopped() => return End::Stopped,
             Err(reason) => {
                 return End::Broken {
-                    failure: peer.failure(reason),
+                    failure: peer.failure(addr, reason),
                     written: written + n,
                     failed: n,
                 }

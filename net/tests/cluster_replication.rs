@@ -1,0 +1,242 @@
+//! The replicated data path with real processes: etcd
+//! (`courier_tools::testkit::etcd`) and three `courierd` nodes in cluster
+//! mode with two cores each (two Raft groups), started with
+//! `courier_tools::testkit::ServerProcess`.
+//!
+//! What a user would check: exactly one node serves sessions (the others
+//! close a `Hello` with 4011); messages acknowledged there survive a
+//! `kill -9` of that node: another node starts serving and its history
+//! holds every acknowledged message exactly once, in order; the killed
+//! node, restarted, rejoins as a follower (refusing sessions) and has
+//! caught up: when the second primary is killed too, the restarted node
+//! and the third one serve every message acknowledged before.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{conversation, issued_credential, Client};
+use courier_core::api::*;
+use courier_proto::{ClientFrame, Encoder, ServerFrame};
+use courier_tools::testkit::etcd::{free_port, Etcd};
+use courier_tools::testkit::{Launch, ServerProcess};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a cluster may take to elect and start a primary (placement
+/// grace 2 s, elections 1–2 s, leadership transfers, a restarted node's
+/// registration wait of one lease TTL).
+const PRIMARY_WAIT: Duration = Duration::from_secs(60);
+
+fn test_root() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("courierd-replication-tests");
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+fn start_node(etcd: &Etcd, dir: &Path, id: u32) -> ServerProcess {
+    let mut launch = Launch::new(&dir.join(format!("node{id}")), 2);
+    launch.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_courierd")));
+    launch.args = vec![
+        "--etcd".into(),
+        etcd.url(),
+        "--node-id".into(),
+        id.to_string(),
+        "--peer-listen".into(),
+        format!("127.0.0.1:{}", free_port().unwrap()),
+        "--cluster-shards".into(),
+        "8".into(),
+    ];
+    let log = launch.log.clone();
+    ServerProcess::launch(launch).unwrap_or_else(|e| {
+        panic!(
+            "node {id} did not start: {e}\nlog:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
+/// Whether `addr` accepts a session with `credential`: `Some(true)` on a
+/// Welcome, `Some(false)` when the node closes with NOT_SERVING, `None`
+/// when it cannot be reached or answers otherwise.
+fn serves(addr: SocketAddr, credential: &Credential) -> Option<bool> {
+    let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/")).ok()?;
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    }
+    let hello = Encoder::new().client(&ClientFrame::Hello {
+        req: 1,
+        credential: credential.clone(),
+        device: DeviceInfo {
+            kind: DeviceKind::Tool,
+            name: "probe".into(),
+        },
+    });
+    ws.send(tungstenite::Message::Binary(hello.into())).ok()?;
+    loop {
+        match ws.read().ok()? {
+            tungstenite::Message::Binary(b) => {
+                return match courier_proto::decode_server(&b).ok()? {
+                    ServerFrame::Reply {
+                        result: Ok(Response::Welcome { .. }),
+                        ..
+                    } => Some(true),
+                    _ => None,
+                };
+            }
+            tungstenite::Message::Close(f) => {
+                let code = f.map(|f| u16::from(f.code));
+                return (code == Some(courier_proto::close::NOT_SERVING)).then_some(false);
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Waits until exactly one of `nodes` (indexes into `all`) serves and the
+/// others refuse with 4011; returns its index and how long it took.
+fn wait_primary(all: &[ServerProcess], nodes: &[usize], admin: &Credential) -> (usize, Duration) {
+    let started = Instant::now();
+    loop {
+        let answers: Vec<Option<bool>> = nodes
+            .iter()
+            .map(|&i| serves(all[i].addr(), admin))
+            .collect();
+        let serving: Vec<usize> = nodes
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| **a == Some(true))
+            .map(|(i, _)| *i)
+            .collect();
+        let refusing = answers.iter().filter(|a| **a == Some(false)).count();
+        if serving.len() == 1 && refusing == nodes.len() - 1 {
+            return (serving[0], started.elapsed());
+        }
+        assert!(
+            serving.len() <= 1,
+            "two nodes serve at once: {serving:?} ({answers:?})"
+        );
+        if started.elapsed() > PRIMARY_WAIT {
+            let logs: String = nodes
+                .iter()
+                .map(|&i| format!("---- node {} ----\n{}\n", i + 1, all[i].log_tail(80)))
+                .collect();
+            panic!("no single primary among {nodes:?} after {PRIMARY_WAIT:?}: {answers:?}\n{logs}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A workspace, two users and a channel, created on the primary.
+fn setup(primary: SocketAddr, admin: &Credential) -> (Credential, ConversationId) {
+    let mut a = Client::login(primary, admin);
+    let workspace = match a.request(Request::CreateWorkspace {
+        name: "acme".into(),
+    }) {
+        Ok(Response::WorkspaceCreated { workspace }) => workspace,
+        other => panic!("{other:?}"),
+    };
+    let (_, ann) = issued_credential(a.request(Request::CreateUser {
+        workspace,
+        name: "ann".into(),
+    }));
+    let mut c = Client::login(primary, &ann);
+    let general = conversation(c.request(Request::CreateChannel {
+        name: "general".into(),
+        private: false,
+    }));
+    (ann, general)
+}
+
+/// Sends `count` messages and returns the acknowledged (seq, body) pairs.
+fn send_acked(
+    addr: SocketAddr,
+    user: &Credential,
+    conv: ConversationId,
+    tag: &str,
+    count: usize,
+) -> Vec<(Seq, String)> {
+    let mut c = Client::login(addr, user);
+    (0..count)
+        .map(|i| {
+            let body = format!("{tag}-{i}");
+            (c.send(conv, &body), body)
+        })
+        .collect()
+}
+
+/// The conversation's whole history as (seq, body), read on `addr`.
+fn history(addr: SocketAddr, user: &Credential, conv: ConversationId) -> Vec<(Seq, String)> {
+    let mut c = Client::login(addr, user);
+    let mut out = Vec::new();
+    loop {
+        let after = out.last().map_or(Seq(0), |(s, _): &(Seq, String)| *s);
+        let page = c
+            .request(Request::History {
+                conversation: conv,
+                anchor: HistoryAnchor::After(after),
+                limit: 100,
+            })
+            .unwrap();
+        let Response::History { messages, .. } = page else {
+            panic!("{page:?}")
+        };
+        if messages.is_empty() {
+            return out;
+        }
+        out.extend(messages.into_iter().map(|m| (m.seq, m.body)));
+    }
+}
+
+#[test]
+fn acknowledged_messages_survive_killing_the_primary_and_the_killed_node_rejoins() {
+    let etcd = Etcd::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    let mut nodes: Vec<ServerProcess> = (1..=3)
+        .map(|id| start_node(&etcd, dir.path(), id))
+        .collect();
+    // The first node created the cluster and holds the admin token.
+    let admin = courier_proto::token::parse(&nodes[0].admin_token().unwrap()).unwrap();
+    let (first, took) = wait_primary(&nodes, &[0, 1, 2], &admin);
+    eprintln!("primary: node {} after {took:?}", first + 1);
+    let (ann, general) = setup(nodes[first].addr(), &admin);
+    let mut acked = send_acked(nodes[first].addr(), &ann, general, "before", 40);
+
+    nodes[first].kill9();
+    let rest: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+    let (second, failover) = wait_primary(&nodes, &rest, &admin);
+    eprintln!(
+        "failover: node {} serves {failover:?} after the kill",
+        second + 1
+    );
+    assert_eq!(history(nodes[second].addr(), &ann, general), acked);
+    acked.extend(send_acked(nodes[second].addr(), &ann, general, "after", 20));
+
+    nodes[first].restart().unwrap();
+    let (still, _) = wait_primary(&nodes, &[0, 1, 2], &admin);
+    assert_eq!(still, second, "the restarted node rejoined as a follower");
+    acked.extend(send_acked(
+        nodes[second].addr(),
+        &ann,
+        general,
+        "rejoined",
+        20,
+    ));
+    let seqs: Vec<u64> = acked.iter().map(|(s, _)| s.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=80).collect::<Vec<u64>>(),
+        "one seq per acknowledged send"
+    );
+
+    // The restarted node caught up: with the second primary killed, it and
+    // the third node serve every acknowledged message.
+    nodes[second].kill9();
+    let last: Vec<usize> = (0..3).filter(|&i| i != second).collect();
+    let (third, failover) = wait_primary(&nodes, &last, &admin);
+    eprintln!(
+        "second failover: node {} serves {failover:?} after the kill",
+        third + 1
+    );
+    assert_eq!(history(nodes[third].addr(), &ann, general), acked);
+}
