@@ -118,7 +118,9 @@ fn stop_and_check(
     let (errors, _) = load.stop(rt);
     assert!(
         errors.is_empty(),
-        "{what}: members' sends refused: {errors:?}\n{}",
+        "{what}: {} members' sends refused, first: {:?}\n{}",
+        errors.len(),
+        &errors[..errors.len().min(5)],
         cluster.logs(30)
     );
     let report = check(rt, cluster.servers(), &[fx]);
