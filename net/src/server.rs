@@ -104,11 +104,7 @@ impl Node {
                     dir: config.data_dir.join("raft").join(format!("shard-{k}")),
                 }),
             };
-            let placement = if config.pin {
-                Placement::Fixed(usize::from(k) % cpus)
-            } else {
-                Placement::Unbound
-            };
+            let placement = core_placement(config.pin, k, cpus);
             let ready = ready_tx.clone();
             let data = data.clone();
             let handle = LocalExecutorBuilder::new(placement)
@@ -209,6 +205,15 @@ fn open_data(
          (docs/CLUSTER.md, \"The data path\")"
     );
     Ok((data, mode, Some(joined.agent)))
+}
+
+/// Where shard `k`'s executor runs: pinned to a CPU with `--pin`.
+fn core_placement(pin: bool, k: u16, cpus: usize) -> Placement {
+    if pin {
+        Placement::Fixed(usize::from(k) % cpus)
+    } else {
+        Placement::Unbound
+    }
 }
 
 /// Cluster mode: starts the thread that learns the voters and builds the
