@@ -54,10 +54,11 @@ impl Node {
     /// milliseconds since the start began), so a slow start names the
     /// phase it is in: data directory, then per shard WAL open, recovery,
     /// channel mesh, core start, listening; then every shard serving.
-    pub fn start(config: Config) -> anyhow::Result<Node> {
+    pub fn start(mut config: Config) -> anyhow::Result<Node> {
         let started = Instant::now();
         tracing::info!(dir = %config.data_dir.display(), "start: opening the data directory");
         let (addr, _port_holder) = resolve_port(config.listen)?;
+        let _peer_port_holder = crate::cluster::peers::reserve_peer_port(&mut config)?;
         let (data, mode, cluster) = open_data(&config, addr)?;
         if data.created {
             tracing::info!(dir = %config.data_dir.display(), shards = config.shards, "created data directory");
