@@ -16,6 +16,7 @@
 //! `/metrics` and `/admin/cluster` work.
 
 mod join;
+pub mod peers;
 pub mod replicas;
 pub mod view;
 
@@ -59,10 +60,22 @@ pub struct ClusterArgs {
     /// for its data directory.
     #[arg(long, env = "COURIER_NODE_ID", value_name = "N")]
     pub node_id: Option<u32>,
-    /// Cluster mode: the address other nodes reach this node on
-    /// (`IP:PORT`, advertised in etcd; not port 0).
+    /// Cluster mode: the address this node listens on for other nodes
+    /// (`IP:PORT`; port 0 picks a free port at start).
     #[arg(long, env = "COURIER_PEER_LISTEN", value_name = "IP:PORT")]
     pub peer_listen: Option<SocketAddr>,
+    /// Cluster mode: the client address other nodes and clients are told
+    /// (registered in etcd, named in NOT_SERVING hints) [default: the
+    /// --listen address, its port resolved; required if that is 0.0.0.0
+    /// or ::].
+    #[arg(long, env = "COURIER_ADVERTISE", value_name = "IP:PORT")]
+    pub advertise: Option<SocketAddr>,
+    /// Cluster mode: the peer address other nodes connect to (registered
+    /// in etcd; e.g. a proxy in front of --peer-listen) [default: the
+    /// --peer-listen address, its port resolved; required if that is
+    /// 0.0.0.0 or ::].
+    #[arg(long, env = "COURIER_PEER_ADVERTISE", value_name = "IP:PORT")]
+    pub peer_advertise: Option<SocketAddr>,
     /// Cluster mode: replicas per shard, used when this node creates the
     /// cluster [default: 3].
     #[arg(long, env = "COURIER_REPLICATION_FACTOR", value_name = "R")]
@@ -84,6 +97,8 @@ impl ClusterArgs {
             etcd: self.etcd.or(file.etcd),
             node_id: self.node_id.or(file.node_id),
             peer_listen: self.peer_listen.or(file.peer_listen),
+            advertise: self.advertise.or(file.advertise),
+            peer_advertise: self.peer_advertise.or(file.peer_advertise),
             replication_factor: self.replication_factor.or(file.replication_factor),
             cluster_shards: self.cluster_shards.or(file.cluster_shards),
             cluster: self.cluster.or(file.cluster),
@@ -100,8 +115,15 @@ pub struct ClusterSettings {
     pub name: String,
     /// This node.
     pub node_id: NodeId,
-    /// Advertised peer address.
+    /// Peer listen address (port 0 until [`peers::reserve_peer_port`]
+    /// resolved it at start).
     pub peer_listen: SocketAddr,
+    /// `--advertise`: the client address to register, if not the listen
+    /// address.
+    pub advertise: Option<SocketAddr>,
+    /// `--peer-advertise`: the peer address to register, if not the peer
+    /// listen address.
+    pub peer_advertise: Option<SocketAddr>,
     /// Replicas per shard if this node creates the cluster.
     pub replication_factor: u8,
     /// Shards if this node creates the cluster.
@@ -143,10 +165,26 @@ pub enum ClusterFlagError {
     /// `--node-id 0`.
     #[error("--node-id must be at least 1")]
     NodeIdZero,
-    /// `--peer-listen` with port 0 (it is advertised, so it must be fixed).
-    #[error("--peer-listen {addr}: the peer port is advertised to other nodes, so it cannot be 0")]
-    PeerPortZero {
-        /// The address given.
+    /// A listen address on every interface (`0.0.0.0`, `::`) without an
+    /// address to advertise in its place.
+    #[error(
+        "{flag} {addr} listens on every interface, so it names no address other nodes and \
+         clients can use; give {advertise} IP:PORT (the address they should connect to)"
+    )]
+    NeedsAdvertise {
+        /// The listen flag.
+        flag: &'static str,
+        /// Its value.
+        addr: SocketAddr,
+        /// The advertise flag that would fix it.
+        advertise: &'static str,
+    },
+    /// An advertised address that nobody can connect to.
+    #[error("{flag} {addr}: an advertised address needs a specific IP and a port other than 0")]
+    BadAdvertise {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
         addr: SocketAddr,
     },
     /// `--peer-listen` equal to `--listen`.
@@ -192,6 +230,8 @@ impl ClusterSettings {
             let given = [
                 ("--node-id", args.node_id.is_some()),
                 ("--peer-listen", args.peer_listen.is_some()),
+                ("--advertise", args.advertise.is_some()),
+                ("--peer-advertise", args.peer_advertise.is_some()),
                 ("--replication-factor", args.replication_factor.is_some()),
                 ("--cluster-shards", args.cluster_shards.is_some()),
                 ("--cluster", args.cluster.is_some()),
@@ -211,12 +251,14 @@ impl ClusterSettings {
         let peer_listen = args.peer_listen.ok_or(ClusterFlagError::Missing {
             flag: "--peer-listen IP:PORT",
         })?;
-        if peer_listen.port() == 0 {
-            return Err(ClusterFlagError::PeerPortZero { addr: peer_listen });
-        }
-        if peer_listen == listen {
+        if peer_listen == listen && listen.port() != 0 {
             return Err(ClusterFlagError::PeerIsListen { addr: peer_listen });
         }
+        check_advertise(("--listen", listen), ("--advertise", args.advertise))?;
+        check_advertise(
+            ("--peer-listen", peer_listen),
+            ("--peer-advertise", args.peer_advertise),
+        )?;
         let replication_factor = args
             .replication_factor
             .unwrap_or(REPLICATION_FACTOR_DEFAULT);
@@ -243,9 +285,48 @@ impl ClusterSettings {
             name,
             node_id: NodeId(node_id),
             peer_listen,
+            advertise: args.advertise,
+            peer_advertise: args.peer_advertise,
             replication_factor,
             shard_count,
         }))
+    }
+}
+
+impl ClusterSettings {
+    /// The client address this node registers: `--advertise`, else the
+    /// listen address `listen` (its port resolved).
+    pub fn client_addr(&self, listen: SocketAddr) -> SocketAddr {
+        self.advertise.unwrap_or(listen)
+    }
+
+    /// The peer address this node registers: `--peer-advertise`, else the
+    /// peer listen address (resolved at start).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_advertise.unwrap_or(self.peer_listen)
+    }
+}
+
+/// A listen address must name an interface others can reach unless an
+/// advertise address is given; an advertise address must be specific.
+fn check_advertise(
+    (flag, listen): (&'static str, SocketAddr),
+    (advertise_flag, advertise): (&'static str, Option<SocketAddr>),
+) -> Result<(), ClusterFlagError> {
+    match advertise {
+        Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
+            Err(ClusterFlagError::BadAdvertise {
+                flag: advertise_flag,
+                addr,
+            })
+        }
+        Some(_) => Ok(()),
+        None if listen.ip().is_unspecified() => Err(ClusterFlagError::NeedsAdvertise {
+            flag,
+            addr: listen,
+            advertise: advertise_flag,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -330,6 +411,22 @@ impl Mode {
         self.view.as_ref().is_some_and(|v| !v.serving())
     }
 
+    /// The reason text of the `NOT_SERVING` close a refused `Hello` gets:
+    /// names the primary's client address (from the registry) as
+    /// `primary=ws://HOST:PORT` when it is known (see
+    /// [`not_serving_reason`]). Reads the view and the agent's last status;
+    /// never waits on etcd.
+    pub fn not_serving_reason(&self) -> String {
+        let primary = self.view.as_ref().and_then(|v| v.primary());
+        let addr = primary.and_then(|p| {
+            let status = self.cluster.as_ref()?.borrow();
+            let node = status.nodes.iter().find(|n| u64::from(n.node_id.0) == p)?;
+            Some(node.client_addr.clone())
+        });
+        let own = self.view.as_ref().map(|v| v.node);
+        not_serving_reason(primary, own, addr.as_deref())
+    }
+
     /// The answer to `GET /admin/cluster` with this `Authorization` header
     /// value: (HTTP status, JSON body). 401 without a valid admin token;
     /// else 200 with [`status_document`] or, in single-node mode,
@@ -343,7 +440,7 @@ impl Mode {
         }
         let document = match &self.cluster {
             None => json!({ "mode": "single-node" }),
-            Some(status) => status_document(&status.borrow()),
+            Some(status) => status_document(&status.borrow(), self.view.as_deref()),
         };
         (200, format!("{document}\n"))
     }
@@ -367,12 +464,39 @@ impl Mode {
     }
 }
 
+/// The key of the primary hint in a `NOT_SERVING` close reason: the
+/// reason holds `primary=ws://HOST:PORT` as one space-separated word when
+/// the primary's client address is known (docs/PROTOCOL.md §10).
+pub const PRIMARY_HINT_KEY: &str = "primary=";
+
+/// The `NOT_SERVING` close reason for a node whose primary is `primary`
+/// (a node id; `own` is this node's) registered with client address
+/// `addr`. Pure, for the tests.
+pub fn not_serving_reason(primary: Option<u64>, own: Option<u64>, addr: Option<&str>) -> String {
+    match (primary, addr) {
+        (Some(p), Some(addr)) if Some(p) == own => {
+            format!("becoming the primary, not serving yet; {PRIMARY_HINT_KEY}ws://{addr}")
+        }
+        (Some(_), Some(addr)) => format!("not the primary; {PRIMARY_HINT_KEY}ws://{addr}"),
+        (Some(p), None) => {
+            format!("not the primary; the primary, node {p}, is not registered; try another server")
+        }
+        (None, _) => "not serving: no primary elected yet; try another server".to_owned(),
+    }
+}
+
 /// The JSON document of `GET /admin/cluster` in cluster mode (field names
 /// are an interface: docs/OPERATIONS.md "Cluster status" lists them).
 /// `nodes` are the live nodes plus placement nodes missing from the
-/// registry (`alive: false`, addresses null); per shard, `leader`, `term`
-/// and `commit_lag` are null until Raft exists.
-pub fn status_document(status: &ClusterStatus) -> Value {
+/// registry (`alive: false`, addresses null); each says whether it is the
+/// primary as this node knows it, and `serving` for this node (null for
+/// the others: ask them). `cores` is this node's Raft group per core
+/// (`view`); per placement shard, `leader`, `term` and `commit_lag` stay
+/// null (the groups are per core, shown in `cores`).
+pub fn status_document(status: &ClusterStatus, view: Option<&NodeView>) -> Value {
+    let primary = view.and_then(NodeView::primary);
+    let is_primary = |id: NodeId| primary == Some(u64::from(id.0));
+    let serving = |id: NodeId| view.filter(|_| id == status.node_id).map(NodeView::serving);
     let mut nodes: Vec<Value> = status
         .nodes
         .iter()
@@ -385,6 +509,8 @@ pub fn status_document(status: &ClusterStatus) -> Value {
                 "cores": n.cores,
                 "started_at_ms": n.started_at_ms,
                 "controller": status.controller == Some(n.node_id),
+                "primary": is_primary(n.node_id),
+                "serving": serving(n.node_id),
             })
         })
         .collect();
@@ -398,6 +524,7 @@ pub fn status_document(status: &ClusterStatus) -> Value {
             nodes.push(json!({
                 "node_id": id.0, "alive": false, "client_addr": null, "peer_addr": null,
                 "cores": null, "started_at_ms": null, "controller": false,
+                "primary": is_primary(id), "serving": null,
             }));
         }
     }
@@ -431,11 +558,41 @@ pub fn status_document(status: &ClusterStatus) -> Value {
         "etcd_error": status.etcd_error,
         "registered": status.registered,
         "controller": status.controller.map(|c| c.0),
-        "serving_clients": false,
-        "replication": "not built",
+        "serving_clients": view.is_some_and(NodeView::serving),
+        "replication": if view.is_some() { "raft" } else { "not built" },
+        "primary": primary,
+        "primary_client_addr": primary.and_then(|p| {
+            status
+                .nodes
+                .iter()
+                .find(|n| u64::from(n.node_id.0) == p)
+                .map(|n| n.client_addr.clone())
+        }),
+        "cores": view.map_or_else(Vec::new, core_rows),
         "nodes": nodes,
         "placement": placement,
     })
+}
+
+/// One row per core of `view`: its group's leader (null while unknown),
+/// term, committed and applied Raft index, and whether it is ready.
+fn core_rows(view: &NodeView) -> Vec<Value> {
+    use std::sync::atomic::Ordering::SeqCst;
+    view.cores
+        .iter()
+        .enumerate()
+        .map(|(core, c)| {
+            let leader = c.leader.load(SeqCst);
+            json!({
+                "core": core,
+                "leader": (leader != 0).then_some(leader),
+                "term": c.term.load(SeqCst),
+                "committed": c.committed.load(SeqCst),
+                "applied": c.applied.load(SeqCst),
+                "ready": c.ready.load(SeqCst),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -575,12 +732,6 @@ mod tests {
             }),
             Err(ClusterFlagError::NodeIdZero)
         );
-        let zero_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        assert!(bad(ClusterArgs {
-            peer_listen: Some(zero_port),
-            ..cluster_args()
-        })
-        .contains("cannot be 0"));
         assert!(bad(ClusterArgs {
             peer_listen: Some(listen()),
             ..cluster_args()
@@ -605,6 +756,117 @@ mod tests {
             ..cluster_args()
         })
         .contains("[a-z0-9_-]"));
+    }
+
+    #[test]
+    fn advertised_addresses_default_to_the_listen_addresses_and_must_be_specific() {
+        let any: SocketAddr = "0.0.0.0:7070".parse().unwrap();
+        let any6: SocketAddr = "[::]:7071".parse().unwrap();
+        let public: SocketAddr = "10.0.0.1:7070".parse().unwrap();
+        let public_peer: SocketAddr = "10.0.0.1:7071".parse().unwrap();
+        // Defaults: the listen addresses; a peer port 0 is allowed (it is
+        // resolved at start, before the node registers).
+        let zero_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let s = check(ClusterArgs {
+            peer_listen: Some(zero_port),
+            ..cluster_args()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.client_addr(listen()), listen());
+        assert_eq!(s.peer_addr(), zero_port);
+        // Listening everywhere needs an advertise address.
+        let err = ClusterSettings::from_args(cluster_args(), any).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--listen 0.0.0.0:7070 listens on every interface, so it names no address other \
+             nodes and clients can use; give --advertise IP:PORT (the address they should \
+             connect to)"
+        );
+        let err = check(ClusterArgs {
+            peer_listen: Some(any6),
+            ..cluster_args()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--peer-listen [::]:7071 listens on every")
+                && err.to_string().contains("--peer-advertise"),
+            "{err}"
+        );
+        let s = ClusterSettings::from_args(
+            ClusterArgs {
+                peer_listen: Some(any6),
+                advertise: Some(public),
+                peer_advertise: Some(public_peer),
+                ..cluster_args()
+            },
+            any,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.client_addr(any), public);
+        assert_eq!(s.peer_addr(), public_peer);
+        // An advertised address must be one others can connect to.
+        for (args, flag) in [
+            (
+                ClusterArgs {
+                    advertise: Some(any),
+                    ..cluster_args()
+                },
+                "--advertise",
+            ),
+            (
+                ClusterArgs {
+                    peer_advertise: Some(SocketAddr::from(([10, 0, 0, 1], 0))),
+                    ..cluster_args()
+                },
+                "--peer-advertise",
+            ),
+        ] {
+            let err = check(args).unwrap_err();
+            assert!(
+                matches!(err, ClusterFlagError::BadAdvertise { flag: f, .. } if f == flag),
+                "{err}"
+            );
+        }
+        // Both without --etcd are refused by name.
+        for (args, flag) in [
+            (
+                ClusterArgs {
+                    advertise: Some(public),
+                    ..ClusterArgs::default()
+                },
+                "--advertise",
+            ),
+            (
+                ClusterArgs {
+                    peer_advertise: Some(public),
+                    ..ClusterArgs::default()
+                },
+                "--peer-advertise",
+            ),
+        ] {
+            assert_eq!(check(args), Err(ClusterFlagError::NeedsEtcd { flag }));
+        }
+    }
+
+    #[test]
+    fn not_serving_reasons_name_the_primary_when_known() {
+        let addr = Some("127.0.0.1:7070");
+        assert_eq!(
+            not_serving_reason(Some(2), Some(1), addr),
+            "not the primary; primary=ws://127.0.0.1:7070"
+        );
+        assert_eq!(
+            not_serving_reason(Some(1), Some(1), addr),
+            "becoming the primary, not serving yet; primary=ws://127.0.0.1:7070"
+        );
+        assert!(not_serving_reason(Some(3), Some(1), None).contains("node 3"));
+        assert!(!not_serving_reason(None, Some(1), addr).contains(PRIMARY_HINT_KEY));
+        // The longest address fits a close reason (123 bytes).
+        let v6 = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
+        assert!(not_serving_reason(Some(1), Some(1), Some(v6)).len() <= 123);
     }
 
     #[test]
@@ -649,8 +911,46 @@ mod tests {
     }
 
     #[test]
+    fn status_document_shows_the_primary_and_each_cores_group() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let view = NodeView::new(1, 2);
+        let doc = status_document(&status(), Some(&view));
+        assert_eq!(doc["serving_clients"], false);
+        assert!(doc["primary"].is_null() && doc["primary_client_addr"].is_null());
+        assert_eq!(doc["cores"][1]["leader"], Value::Null);
+        view.cores[0].leader.store(2, SeqCst);
+        for (k, c) in view.cores.iter().enumerate() {
+            c.term.store(3, SeqCst);
+            c.committed.store(10 + k as u64, SeqCst);
+            c.applied.store(9 + k as u64, SeqCst);
+        }
+        let doc = status_document(&status(), Some(&view));
+        assert_eq!(doc["primary"], 2);
+        assert_eq!(doc["primary_client_addr"], "127.0.0.1:7020");
+        assert_eq!(
+            doc["cores"][1],
+            json!({"core": 1, "leader": null, "term": 3, "committed": 11, "applied": 10, "ready": false})
+        );
+        let nodes = doc["nodes"].as_array().unwrap();
+        assert_eq!(nodes[1]["primary"], true);
+        assert_eq!(nodes[0]["primary"], false);
+        // `serving` is known for the answering node only.
+        assert_eq!(nodes[0]["serving"], false);
+        assert!(nodes[1]["serving"].is_null());
+        view.set_serving(true);
+        let doc = status_document(&status(), Some(&view));
+        assert_eq!(
+            (
+                doc["serving_clients"].clone(),
+                doc["nodes"][0]["serving"].clone()
+            ),
+            (json!(true), json!(true))
+        );
+    }
+
+    #[test]
     fn status_document_marks_missing_placement_nodes_dead() {
-        let doc = status_document(&status());
+        let doc = status_document(&status(), None);
         assert_eq!(doc["mode"], "cluster");
         assert_eq!(doc["cluster_id"], u128::MAX.to_string());
         let nodes = doc["nodes"].as_array().unwrap();

@@ -168,7 +168,7 @@ struct Outbox {
     bytes: usize,
     /// Set once: the writer sends this close frame after what is queued (or
     /// instead of it, for a slow consumer) and ends the connection.
-    closing: Option<(u16, &'static str)>,
+    closing: Option<(u16, std::borrow::Cow<'static, str>)>,
 }
 
 /// The shard's handle on one connection.
@@ -231,7 +231,7 @@ impl Conn {
             out.bytes = 0;
             out.closing = Some((
                 close::SLOW_CONSUMER,
-                "slow consumer: outbox full; reconnect and sync",
+                "slow consumer: outbox full; reconnect and sync".into(),
             ));
             drop(out);
             self.wake.notify();
@@ -245,11 +245,13 @@ impl Conn {
         Queued::Yes
     }
 
-    /// Asks the writer to close after what is already queued.
-    pub fn close(&self, code: u16, reason: &'static str) {
+    /// Asks the writer to close after what is already queued, with
+    /// `reason` (at most 123 bytes, the WebSocket bound: longer is cut at a
+    /// character boundary).
+    pub fn close(&self, code: u16, reason: impl Into<std::borrow::Cow<'static, str>>) {
         let mut out = self.out.borrow_mut();
         if out.closing.is_none() {
-            out.closing = Some((code, reason));
+            out.closing = Some((code, close_reason(reason.into())));
         }
         drop(out);
         self.wake.notify();
@@ -426,7 +428,7 @@ async fn write_loop(ctx: Rc<ShardCtx>, conn: Rc<Conn>, mut tx: WsTx) {
         let (frames, closing) = {
             let mut out = conn.out.borrow_mut();
             out.bytes = 0;
-            (std::mem::take(&mut out.frames), out.closing)
+            (std::mem::take(&mut out.frames), out.closing.clone())
         };
         let mut sent = 0usize;
         for frame in frames {
@@ -449,7 +451,10 @@ async fn write_loop(ctx: Rc<ShardCtx>, conn: Rc<Conn>, mut tx: WsTx) {
             let _ = tx
                 .send(Message::Close(Some(CloseFrame {
                     code: CloseCode::from(code),
-                    reason: reason.into(),
+                    reason: match reason {
+                        std::borrow::Cow::Borrowed(text) => text.into(),
+                        std::borrow::Cow::Owned(text) => text.into(),
+                    },
                 })))
                 .await;
             let _ = tx.close(None).await;
@@ -576,18 +581,31 @@ async fn next_message(
     }
 }
 
+/// Most bytes of a WebSocket close reason (RFC 6455 §5.5: a control frame
+/// carries at most 125 bytes, 2 of them the code).
+const CLOSE_REASON_BYTES_MAX: usize = 123;
+
+/// `reason` cut to [`CLOSE_REASON_BYTES_MAX`] at a character boundary.
+fn close_reason(reason: std::borrow::Cow<'static, str>) -> std::borrow::Cow<'static, str> {
+    if reason.len() <= CLOSE_REASON_BYTES_MAX {
+        return reason;
+    }
+    let mut end = CLOSE_REASON_BYTES_MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned().into()
+}
+
 /// Decodes one binary frame and hands it to the core, or answers it: a
 /// rate-limited request, a bad Hello, a malformed token, or a malformed
 /// frame (the connection is closed after too many of those).
 fn handle_frame(ctx: &Rc<ShardCtx>, conn: &Conn, bytes: &[u8], bad_frames: &mut u32) {
     match decode_client(bytes) {
         Ok(ClientFrame::Hello { .. }) if ctx.mode().refuses_sessions() => {
-            // Cluster mode before replication: no session, so nothing can
-            // be acknowledged with one copy (docs/CLUSTER.md).
-            conn.close(
-                close::NOT_SERVING,
-                "cluster mode: this node serves no client sessions until replication is built (docs/CLUSTER.md)",
-            );
+            // Cluster mode, not the serving primary: no session here; the
+            // reason names the primary when known (docs/PROTOCOL.md §10).
+            conn.close(close::NOT_SERVING, ctx.mode().not_serving_reason());
         }
         Ok(ClientFrame::Hello {
             req,
@@ -709,7 +727,7 @@ mod tests {
         assert_eq!(conn.push(Bytes::from_static(b"1")), Queued::CutOff);
         assert_eq!(conn.queued_bytes(), 0);
         assert_eq!(
-            conn.out.borrow().closing.map(|c| c.0),
+            conn.out.borrow().closing.as_ref().map(|c| c.0),
             Some(close::SLOW_CONSUMER)
         );
         assert_eq!(conn.push(Bytes::from_static(b"1")), Queued::Closed);

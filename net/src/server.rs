@@ -55,10 +55,11 @@ impl Node {
     /// milliseconds since the start began), so a slow start names the
     /// phase it is in: data directory, then per shard WAL open, recovery,
     /// channel mesh, core start, listening; then every shard serving.
-    pub fn start(config: Config) -> anyhow::Result<Node> {
+    pub fn start(mut config: Config) -> anyhow::Result<Node> {
         let started = Instant::now();
         tracing::info!(dir = %config.data_dir.display(), "start: opening the data directory");
         let (addr, _port_holder) = resolve_port(config.listen)?;
+        let _peer_port_holder = crate::cluster::peers::reserve_peer_port(&mut config)?;
         let (data, mode, cluster) = open_data(&config, addr)?;
         if data.created {
             tracing::info!(dir = %config.data_dir.display(), shards = config.shards, "created data directory");
@@ -104,11 +105,7 @@ impl Node {
                     dir: config.data_dir.join("raft").join(format!("shard-{k}")),
                 }),
             };
-            let placement = if config.pin {
-                Placement::Fixed(usize::from(k) % cpus)
-            } else {
-                Placement::Unbound
-            };
+            let placement = core_placement(config.pin, k, cpus);
             let ready = ready_tx.clone();
             let data = data.clone();
             let handle = LocalExecutorBuilder::new(placement)
@@ -209,6 +206,15 @@ fn open_data(
          (docs/CLUSTER.md, \"The data path\")"
     );
     Ok((data, mode, Some(joined.agent)))
+}
+
+/// Where shard `k`'s executor runs: pinned to a CPU with `--pin`.
+fn core_placement(pin: bool, k: u16, cpus: usize) -> Placement {
+    if pin {
+        Placement::Fixed(usize::from(k) % cpus)
+    } else {
+        Placement::Unbound
+    }
 }
 
 /// Cluster mode: starts the thread that learns the voters and builds the

@@ -152,6 +152,18 @@ fn three_nodes_form_a_cluster_that_every_node_reports_and_a_killed_node_leaves()
         );
         assert_eq!((view.shard_count, view.replication_factor), (12, 3));
         assert!(!view.serving_clients);
+        // No Raft group has a leader here: no primary; one core, one group;
+        // `serving` is known for the answering node only.
+        assert_eq!(
+            (view.primary, view.primary_client_addr.as_deref()),
+            (None, None)
+        );
+        assert_eq!(view.cores.len(), 1);
+        assert_eq!((view.cores[0].leader, view.cores[0].ready), (None, false));
+        for n in &view.nodes {
+            let want = (n.node_id == view.answered_by).then_some(false);
+            assert_eq!((n.serving, n.primary), (want, false), "{n:?}");
+        }
         assert!(view.etcd_connected && view.registered);
         let placement = view.placement.unwrap();
         assert_eq!(placement.shards.len(), 12);
@@ -188,8 +200,13 @@ fn three_nodes_form_a_cluster_that_every_node_reports_and_a_killed_node_leaves()
     let credential = courier_tools::token::parse(&token).unwrap();
     let options = ConnectOptions::new(nodes[1].url(), credential);
     match runtime().block_on(Connection::connect(&options)) {
-        Err(ClientError::Closed { code, .. }) => {
-            assert_eq!(code, Some(courier_proto::close::NOT_SERVING))
+        Err(ClientError::Closed { code, reason }) => {
+            assert_eq!(code, Some(courier_proto::close::NOT_SERVING));
+            // No Raft group has a leader here: no primary to name.
+            assert_eq!(
+                reason,
+                "not serving: no primary elected yet; try another server"
+            );
         }
         Err(e) => panic!("expected a close with NOT_SERVING, got {e}"),
         Ok(_) => panic!("a cluster-mode node welcomed a session"),
@@ -359,6 +376,24 @@ fn cluster_flags_are_checked_before_anything_starts() {
             vec!["--etcd", "127.0.0.1:2379", "--node-id", "1"],
             "must start with http://",
         ),
+        (
+            vec![
+                "--etcd",
+                "http://127.0.0.1:1",
+                "--node-id",
+                "1",
+                "--listen",
+                "0.0.0.0:0",
+                "--peer-listen",
+                "127.0.0.1:0",
+            ],
+            "--listen 0.0.0.0:0 listens on every interface, so it names no address other nodes \
+             and clients can use; give --advertise IP:PORT",
+        ),
+        (
+            vec!["--advertise", "127.0.0.1:7070"],
+            "--advertise only applies in cluster mode",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_courierd"))
             .arg("--data-dir")
@@ -421,4 +456,51 @@ fn losing_etcd_is_reported_with_the_last_state_and_healed_when_it_returns() {
         let view = cluster_view(&node, &token);
         (view.etcd_connected && view.registered && view.placement == before.placement).then_some(())
     });
+}
+
+/// The registry holds what a node advertises: by default its listen
+/// addresses with port 0 resolved (`--peer-listen 127.0.0.1:0` registers
+/// the port picked at start, never 0), else `--advertise` and
+/// `--peer-advertise` as given.
+#[test]
+fn nodes_register_their_advertised_addresses() {
+    let etcd = etcd();
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    let mut launch = node_launch(&etcd, dir.path(), 1, &["--replication-factor", "1"]);
+    let at = launch
+        .args
+        .iter()
+        .position(|a| a == "--peer-listen")
+        .unwrap();
+    launch.args[at + 1] = "127.0.0.1:0".into();
+    let log = launch.log.clone();
+    let first = ServerProcess::launch(launch)
+        .unwrap_or_else(|e| panic!("{e}\n{}", std::fs::read_to_string(log).unwrap_or_default()));
+    let token = first.admin_token().unwrap();
+    let second = start_node(
+        &etcd,
+        dir.path(),
+        2,
+        &[
+            "--advertise",
+            "127.0.0.2:5555",
+            "--peer-advertise",
+            "127.0.0.3:6666",
+        ],
+    );
+    let view = wait_for("2 alive nodes", Duration::from_secs(30), || {
+        let view = cluster_view(&first, &token);
+        (alive(&view) == BTreeSet::from([1, 2])).then_some(view)
+    });
+    let row = |id: u32| view.nodes.iter().find(|n| n.node_id == id).unwrap();
+    assert_eq!(
+        row(1).client_addr.as_deref(),
+        Some(first.addr().to_string().as_str())
+    );
+    let peer: std::net::SocketAddr = row(1).peer_addr.as_deref().unwrap().parse().unwrap();
+    assert_eq!(peer.ip().to_string(), "127.0.0.1");
+    assert_ne!(peer.port(), 0, "the resolved peer port is registered");
+    assert_eq!(row(2).client_addr.as_deref(), Some("127.0.0.2:5555"));
+    assert_eq!(row(2).peer_addr.as_deref(), Some("127.0.0.3:6666"));
+    drop(second);
 }

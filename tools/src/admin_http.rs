@@ -53,11 +53,21 @@ pub struct ClusterView {
     pub registered: bool,
     /// The controller, if one is elected.
     pub controller: Option<u32>,
-    /// Whether the node serves client sessions (false until replication
-    /// exists).
+    /// Whether the answering node serves client sessions (it is the
+    /// primary and every core is ready).
     pub serving_clients: bool,
-    /// Replication state (`"not built"` until Raft exists).
+    /// Replication state (`"raft"`; `"not built"` from older servers).
     pub replication: String,
+    /// The primary as the answering node knows it (the leader of its core
+    /// 0's group), if known.
+    #[serde(default)]
+    pub primary: Option<u32>,
+    /// The primary's registered client address, if known.
+    #[serde(default)]
+    pub primary_client_addr: Option<String>,
+    /// The answering node's Raft group per core (empty from older servers).
+    #[serde(default)]
+    pub cores: Vec<CoreRow>,
     /// Live nodes, plus placement nodes missing from the registry.
     pub nodes: Vec<NodeRow>,
     /// The placement, once the controller wrote one.
@@ -81,6 +91,31 @@ pub struct NodeRow {
     pub started_at_ms: Option<u64>,
     /// Holds the controller election.
     pub controller: bool,
+    /// Is the primary, as the answering node knows it.
+    #[serde(default)]
+    pub primary: bool,
+    /// Serves client sessions: known for the answering node only (None
+    /// for the others).
+    #[serde(default)]
+    pub serving: Option<bool>,
+}
+
+/// One core of the answering node: the Raft group it hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreRow {
+    /// Core number (= group).
+    pub core: u32,
+    /// The group's leader as known there (None while unknown).
+    pub leader: Option<u64>,
+    /// The group's current term.
+    pub term: u64,
+    /// Highest Raft index known committed.
+    pub committed: u64,
+    /// Highest Raft index applied.
+    pub applied: u64,
+    /// Leads its group and has applied everything before its term: may
+    /// serve.
+    pub ready: bool,
 }
 
 /// The placement map.

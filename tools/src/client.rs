@@ -17,6 +17,16 @@
 //! as a cluster's nodes do). A blackholed server costs one
 //! `connect_timeout` per round before the next is tried.
 //!
+//! **The primary.** A cluster node that is not the serving primary closes
+//! the session with 4011 `NOT_SERVING`, naming the primary
+//! (`primary=ws://HOST:PORT` in the close reason) when it knows it. The
+//! client then tries the named server next if it is in its list (and not
+//! yet tried in this round), else the next one, at once; a round in which
+//! every server refused with 4011 (an election under way) is followed by
+//! the backoff delay capped at [`NOT_SERVING_RETRY_MAX`], and the next
+//! round starts at the last server named. So a failover to the primary
+//! costs one extra connection attempt, not a backoff.
+//!
 //! Failure contract: transient failures (connect errors, dropped
 //! connections, timeouts, `Unavailable`, `RateLimited`) are retried until
 //! [`ClientOptions::retry_deadline`] runs out, then returned; permanent ones
@@ -24,6 +34,7 @@
 
 use crate::backoff::Backoff;
 use crate::connection::{ConnectOptions, Connection, Events, Welcome};
+use crate::constants::NOT_SERVING_RETRY_MAX;
 use crate::error::ClientError;
 use crate::requester::{ack_reply, send_request, Outgoing, Requester, SendAck};
 use courier_core::api::{ClientMsgId, ConversationId, Reject, Request, Response};
@@ -197,6 +208,9 @@ impl Client {
         if let Some(Reject::RateLimited { retry_after_ms, .. }) = error.reject() {
             delay = delay.max(Duration::from_millis(retry_after_ms));
         }
+        if error.is_not_serving() {
+            delay = delay.min(NOT_SERVING_RETRY_MAX);
+        }
         if let Some(deadline) = deadline {
             if Instant::now() + delay > deadline {
                 return Err(error);
@@ -240,21 +254,38 @@ impl Client {
     }
 
     /// One attempt at each server, starting with the one that last worked;
-    /// the first that connects becomes the preferred one. A permanent
-    /// failure (e.g. a bad token, which every node of a cluster shares)
-    /// ends the round at once; otherwise the last failure is returned.
+    /// the first that connects becomes the preferred one. A server that
+    /// refuses with 4011 naming the primary sends the round to that server
+    /// next, if listed and not tried yet (and the next round starts there).
+    /// A permanent failure (e.g. a bad token, which every node of a cluster
+    /// shares) ends the round at once; otherwise the last failure is
+    /// returned.
     async fn connect_round(&mut self) -> Result<(Connection, Events, String), ClientError> {
         let servers = crate::connection::server_list(&self.options.connect.url)?;
         let mut last = None;
-        for i in 0..servers.len() {
-            let index = (self.preferred + i) % servers.len();
-            let server = &servers[index];
+        let mut tried = vec![false; servers.len()];
+        let mut index = self.preferred % servers.len().max(1);
+        while let Some(server) = servers.get(index) {
+            tried[index] = true;
             match Connection::connect_to(server, &self.options.connect).await {
                 Ok((conn, events)) => {
                     self.preferred = index;
                     return Ok((conn, events, server.clone()));
                 }
-                Err(e) if e.is_transient() => last = Some(e),
+                Err(e) if e.is_transient() => {
+                    let hinted = hinted_index(&servers, &e);
+                    if let Some(h) = hinted {
+                        self.preferred = h;
+                    }
+                    last = Some(e);
+                    let next = (1..servers.len())
+                        .map(|i| (index + i) % servers.len())
+                        .find(|&i| !tried[i]);
+                    match hinted.filter(|&h| !tried[h]).or(next) {
+                        Some(i) => index = i,
+                        None => break,
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -309,6 +340,12 @@ impl Client {
         let request = send_request(conversation, client_msg_id, message);
         ack_reply(self.request(request).await?)
     }
+}
+
+/// The index in `servers` of the primary a 4011 `error` names, if listed.
+fn hinted_index(servers: &[String], error: &ClientError) -> Option<usize> {
+    let hint = crate::connection::normalize_url(error.primary_hint()?).ok()?;
+    servers.iter().position(|s| *s == hint)
 }
 
 /// A fresh random idempotency key for a send.

@@ -44,6 +44,12 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
 /// Longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Longest pause after a round of servers that all refused the session
+/// with 4011 `NOT_SERVING` (none is the primary yet: an election or a
+/// failover is under way, which takes about a second). The backoff delay
+/// applies, capped at this, so a failover costs a reconnect, not seconds.
+pub const NOT_SERVING_RETRY_MAX: Duration = Duration::from_millis(200);
+
 /// Messages asked for in one `History` request during gap repair (the
 /// server's `HISTORY_PAGE_MAX`).
 pub const HISTORY_PAGE: u32 = 100;

@@ -85,6 +85,31 @@ impl ClientError {
         }
     }
 
+    /// True if the server refused the session with 4011 `NOT_SERVING`: it
+    /// is a cluster node that is not the primary (another server may
+    /// serve; see [`ClientError::primary_hint`]).
+    pub fn is_not_serving(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Closed {
+                code: Some(close::NOT_SERVING),
+                ..
+            }
+        )
+    }
+
+    /// The primary's URL named by a 4011 `NOT_SERVING` close
+    /// (`primary=ws://HOST:PORT` in its reason), if any.
+    pub fn primary_hint(&self) -> Option<&str> {
+        match self {
+            ClientError::Closed {
+                code: Some(close::NOT_SERVING),
+                reason,
+            } => primary_hint(reason),
+            _ => None,
+        }
+    }
+
     /// The rejection, if the server answered with one (a close with 4001 or
     /// 4003 counts as `Unauthenticated`).
     pub fn reject(&self) -> Option<Reject> {
@@ -99,19 +124,30 @@ impl ClientError {
     }
 }
 
+/// The word of a 4011 close reason that names the primary
+/// (docs/PROTOCOL.md §10).
+pub const PRIMARY_HINT_KEY: &str = "primary=";
+
+/// The URL after `primary=` in a `NOT_SERVING` close reason (one
+/// space-separated word, `ws://HOST:PORT`), if there is one.
+pub fn primary_hint(reason: &str) -> Option<&str> {
+    reason
+        .split_ascii_whitespace()
+        .find_map(|word| word.strip_prefix(PRIMARY_HINT_KEY))
+        .filter(|url| !url.is_empty())
+}
+
 /// Close codes after which reconnecting cannot help: a bad or revoked token
 /// (4001, 4003), a refused `Hello` (4002: unsupported protocol version,
-/// invalid device name), a node that serves no client sessions (4011: a
-/// cluster-mode node before replication) or a client bug the server
-/// refused (1002 protocol error, 1003 text frame, 1008 malformed frames,
-/// 1009 frame too big).
+/// invalid device name) or a client bug the server refused (1002 protocol
+/// error, 1003 text frame, 1008 malformed frames, 1009 frame too big).
+/// 4011 `NOT_SERVING` is not one: another node (the primary) serves.
 pub fn is_permanent_close(code: u16) -> bool {
     matches!(
         code,
         close::UNAUTHENTICATED
             | close::BAD_HELLO
             | close::REVOKED
-            | close::NOT_SERVING
             | close::PROTOCOL_ERROR
             | close::UNSUPPORTED_DATA
             | close::POLICY_VIOLATION
@@ -155,5 +191,59 @@ fn describe_close(code: &Option<u16>, reason: &str) -> String {
         (Some(c), false) => format!(" (code {c} {meaning}: {reason})"),
         (None, true) => String::new(),
         (None, false) => format!(": {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_serving(reason: &str) -> ClientError {
+        ClientError::Closed {
+            code: Some(close::NOT_SERVING),
+            reason: reason.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_primary_hint_is_read_from_a_not_serving_close() {
+        for (reason, hint) in [
+            (
+                "not the primary; primary=ws://127.0.0.1:7070",
+                Some("ws://127.0.0.1:7070"),
+            ),
+            (
+                "primary=ws://[::1]:7070 first, then words",
+                Some("ws://[::1]:7070"),
+            ),
+            (
+                "becoming the primary, not serving yet; primary=ws://10.0.0.2:7070",
+                Some("ws://10.0.0.2:7070"),
+            ),
+            (
+                "not serving: no primary elected yet; try another server",
+                None,
+            ),
+            ("not the primary; primary=", None),
+            ("", None),
+        ] {
+            assert_eq!(primary_hint(reason), hint, "{reason:?}");
+            assert_eq!(not_serving(reason).primary_hint(), hint, "{reason:?}");
+        }
+        // Only a 4011 close carries a hint.
+        let other = ClientError::Closed {
+            code: Some(close::GOING_AWAY),
+            reason: "primary=ws://a:1".into(),
+        };
+        assert_eq!(other.primary_hint(), None);
+        assert!(!other.is_not_serving());
+    }
+
+    #[test]
+    fn not_serving_is_transient_and_a_connection_failure() {
+        let e = not_serving("not the primary; primary=ws://a:1");
+        assert!(e.is_not_serving() && e.is_transient() && e.is_connection());
+        assert!(!is_permanent_close(close::NOT_SERVING));
+        assert!(is_permanent_close(close::UNAUTHENTICATED));
     }
 }

@@ -1,7 +1,8 @@
 //! The client library against a scripted fake server over a real loopback
 //! WebSocket: request correlation, retries that never duplicate a send, and
 //! a session that turns dropped, duplicated and missed events, outages and
-//! restarts into an exactly-once, in-order message stream.
+//! restarts into an exactly-once, in-order message stream; a client given
+//! several servers goes to the primary a refusing cluster node names.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -379,4 +380,115 @@ async fn a_cursor_file_resumes_exactly_where_the_client_stopped() {
     let got = messages(&mut s, 4).await;
     assert_seqs(&got, 10, 6, 8);
     assert_seqs(&got, 11, 1, 1);
+}
+
+/// A fake cluster node that is not the primary: every Hello is closed with
+/// 4011 and `reason`.
+async fn not_serving(reason: &str) -> FakeServer {
+    let fake = FakeServer::start().await;
+    fake.with(|s| s.faults.not_serving = Some(reason.to_owned()));
+    fake
+}
+
+/// A client over `servers` (comma-joined URLs) with the fakes' options and
+/// a slow backoff (at least 0.5 s a pause), recording every retry delay.
+fn client_over(
+    servers: &[&FakeServer],
+) -> (Client, std::sync::Arc<std::sync::Mutex<Vec<Duration>>>) {
+    let mut options = servers[0].options();
+    options.connect.url = servers
+        .iter()
+        .map(|f| f.url())
+        .collect::<Vec<_>>()
+        .join(",");
+    options.backoff = courier_tools::Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+    let mut client = Client::new(options);
+    let delays = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = delays.clone();
+    client.on_notice(move |n| {
+        if let courier_tools::Notice::Retrying { delay, .. } = n {
+            seen.lock().unwrap().push(delay);
+        }
+    });
+    (client, delays)
+}
+
+#[tokio::test]
+async fn a_client_given_a_non_primary_then_the_primary_ends_on_the_primary_at_once() {
+    let primary = FakeServer::start().await;
+    let other = not_serving("not serving: no primary elected yet; try another server").await;
+    let (mut client, delays) = client_over(&[&other, &primary]);
+    let started = std::time::Instant::now();
+    client.connect().await.unwrap();
+    assert_eq!(client.generation(), 1);
+    assert_eq!(other.with(|s| s.hellos), 1);
+    assert_eq!(primary.with(|s| s.hellos), 1);
+    assert!(delays.lock().unwrap().is_empty(), "no backoff pause");
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn a_named_primary_is_tried_next_skipping_the_servers_between() {
+    let primary = FakeServer::start().await;
+    let between = FakeServer::start().await;
+    let first = not_serving(&format!("not the primary; primary={}", primary.url())).await;
+    let (mut client, delays) = client_over(&[&first, &between, &primary]);
+    client.connect().await.unwrap();
+    assert_eq!(first.with(|s| s.hellos), 1);
+    assert_eq!(
+        between.with(|s| s.hellos),
+        0,
+        "the hinted server comes first"
+    );
+    assert_eq!(primary.with(|s| s.hellos), 1);
+    assert!(delays.lock().unwrap().is_empty());
+    // Once there, the client stays: a dropped connection reconnects to it.
+    primary.drop_all();
+    client.disconnect();
+    client.connect().await.unwrap();
+    assert_eq!(primary.with(|s| s.hellos), 2);
+    assert_eq!(first.with(|s| s.hellos), 1);
+}
+
+#[tokio::test]
+async fn while_no_server_serves_rounds_pause_briefly_until_the_primary_serves() {
+    let a = not_serving("not serving: no primary elected yet; try another server").await;
+    let b = FakeServer::start().await;
+    let b_url = b.url();
+    b.with(|s| {
+        s.faults.not_serving = Some(format!(
+            "becoming the primary, not serving yet; primary={b_url}"
+        ))
+    });
+    let (mut client, delays) = client_over(&[&a, &b]);
+    let promote = b.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        promote.with(|s| s.faults.not_serving = None);
+    });
+    client.connect().await.unwrap();
+    let delays = delays.lock().unwrap().clone();
+    assert!(delays.len() >= 2, "{delays:?}");
+    assert!(
+        delays
+            .iter()
+            .all(|d| *d <= courier_tools::constants::NOT_SERVING_RETRY_MAX),
+        "pauses after 4011 rounds are capped (the backoff alone is ≥ 0.5 s): {delays:?}"
+    );
+    // Rounds after the first start at the server named primary.
+    let (asked_a, asked_b) = (a.with(|s| s.hellos), b.with(|s| s.hellos));
+    assert!(
+        asked_b >= asked_a && asked_b >= 3,
+        "a {asked_a}, b {asked_b}"
+    );
+}
+
+#[tokio::test]
+async fn a_single_non_serving_server_is_retried_until_the_deadline() {
+    let only = not_serving("not serving: no primary elected yet; try another server").await;
+    let (mut client, _) = client_over(&[&only]);
+    client.set_retry_deadline(Some(Duration::from_millis(700)));
+    let err = client.connect().await.unwrap_err();
+    assert!(err.is_not_serving(), "{err}");
+    assert!(only.with(|s| s.hellos) >= 3, "retried, briefly paused");
 }

@@ -13,9 +13,12 @@ const ADMIN: &str = "ca1_0000000000000000000000000000000000000000000000000000000
 
 const CLUSTER_DOC: &str = r#"{"mode":"cluster","cluster":"prod","cluster_id":"340282366920938463463374607431768211455",
 "shard_count":2,"replication_factor":2,"created_at_ms":1,"answered_by":2,"etcd_connected":true,
-"etcd_error":null,"registered":true,"controller":1,"serving_clients":false,"replication":"not built",
-"nodes":[{"node_id":1,"alive":true,"client_addr":"10.0.0.1:7070","peer_addr":"10.0.0.1:7071","cores":8,"started_at_ms":5,"controller":true},
-{"node_id":2,"alive":false,"client_addr":null,"peer_addr":null,"cores":null,"started_at_ms":null,"controller":false}],
+"etcd_error":null,"registered":true,"controller":1,"serving_clients":false,"replication":"raft",
+"primary":1,"primary_client_addr":"10.0.0.1:7070",
+"cores":[{"core":0,"leader":1,"term":4,"committed":120,"applied":118,"ready":false},
+{"core":1,"leader":null,"term":3,"committed":7,"applied":7,"ready":false}],
+"nodes":[{"node_id":1,"alive":true,"client_addr":"10.0.0.1:7070","peer_addr":"10.0.0.1:7071","cores":8,"started_at_ms":5,"controller":true,"primary":true,"serving":null},
+{"node_id":2,"alive":false,"client_addr":null,"peer_addr":null,"cores":null,"started_at_ms":null,"controller":false,"primary":false,"serving":false}],
 "placement":{"epoch":3,"shards":[{"shard":0,"replicas":[1,2],"leader":null,"term":null,"commit_lag":null},
 {"shard":1,"replicas":[2,1],"leader":null,"term":null,"commit_lag":null}]}}"#;
 
@@ -81,13 +84,43 @@ async fn a_cluster_reads_as_a_table_and_as_stable_json() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("cluster prod (id 3402"), "{text}");
     assert!(
-        lines[1].contains("controller: node 1; client sessions: refused"),
+        lines[1].contains(
+            "controller: node 1; client sessions: refused; primary: node 1 (ws://10.0.0.1:7070); \
+             replication: raft"
+        ),
         "{text}"
+    );
+    let node1 = lines.iter().find(|l| l.starts_with("1 ")).unwrap();
+    assert_eq!(
+        node1.split_whitespace().collect::<Vec<_>>(),
+        [
+            "1",
+            "yes",
+            "10.0.0.1:7070",
+            "10.0.0.1:7071",
+            "8",
+            "yes",
+            "yes",
+            "-"
+        ]
     );
     let node2 = lines.iter().find(|l| l.starts_with("2 ")).unwrap();
     assert_eq!(
         node2.split_whitespace().collect::<Vec<_>>(),
-        ["2", "no", "-", "-", "-", "no"]
+        ["2", "no", "-", "-", "-", "no", "no", "no"]
+    );
+    assert!(
+        text.contains("raft groups of node 2 (one per core)"),
+        "{text}"
+    );
+    let at = lines.iter().position(|l| l.starts_with("CORE ")).unwrap();
+    assert_eq!(
+        lines[at + 1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "4", "120", "118", "no"]
+    );
+    assert_eq!(
+        lines[at + 2].split_whitespace().collect::<Vec<_>>(),
+        ["1", "-", "3", "7", "7", "no"]
     );
     assert!(text.contains("placement epoch 3"), "{text}");
     let shard1 = lines.iter().rev().find(|l| l.starts_with("1 ")).unwrap();

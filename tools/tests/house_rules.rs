@@ -50,8 +50,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("net/proto/src/codec.rs", "decode_request", 171),
     ("net/proto/src/codec.rs", "decode_server", 151),
     ("net/src/config.rs", "Config::load", 122),
-    ("net/src/shard.rs", "ShardCtx::execute", 105),
-    ("net/src/shard.rs", "run", 102),
     ("perf/src/catchup.rs", "run", 102),
     ("perf/src/catchup.rs", "repair", 107),
     ("perf/src/e2e.rs", "run", 111),

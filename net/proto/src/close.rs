@@ -35,9 +35,10 @@ pub const SLOW_CONSUMER: u16 = 4008;
 pub const AUTH_TIMEOUT: u16 = 4009;
 /// Nothing received for the idle timeout.
 pub const IDLE: u16 = 4010;
-/// This node serves no client sessions: a cluster-mode `courierd` before
-/// replication exists refuses every `Hello` (user or admin) rather than
-/// acknowledge anything held by one copy. Reconnecting to it cannot help.
+/// This node serves no client sessions now: a cluster-mode `courierd` that
+/// is not the serving primary refuses every `Hello` (user or admin). The
+/// reason names the primary as `primary=ws://HOST:PORT` when it is known;
+/// connect there (or to another server) at once.
 pub const NOT_SERVING: u16 = 4011;
 
 /// Every code above with its one-line meaning, in code order (what

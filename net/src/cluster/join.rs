@@ -88,6 +88,13 @@ pub enum ClusterStartError {
         /// What is wrong.
         reason: String,
     },
+    /// The peer address to register still has port 0 (the caller did not
+    /// resolve `--peer-listen` with `peers::reserve_peer_port`).
+    #[error("peer address {addr} has port 0: --peer-listen must be resolved before joining")]
+    PeerPortUnresolved {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// Reading or writing the data directory failed.
     #[error("{0:#}")]
     Disk(anyhow::Error),
@@ -103,8 +110,10 @@ pub struct Joined {
     pub created: bool,
 }
 
-/// Joins the cluster as `settings` say, advertising `client_addr` for
-/// clients; `cores` is the node's shard count. Blocks until joined (see
+/// Joins the cluster as `settings` say, registering `--advertise` (else
+/// `client_addr`, the resolved listen address) for clients and
+/// `--peer-advertise` (else the resolved peer listen address) for nodes;
+/// `cores` is the node's shard count. Blocks until joined (see
 /// the module docs for the order of steps and what is refused).
 pub fn join(
     settings: &ClusterSettings,
@@ -113,6 +122,13 @@ pub fn join(
     cores: u16,
 ) -> Result<Joined, ClusterStartError> {
     let shown = dir.root().display().to_string();
+    let client_addr = settings.client_addr(client_addr);
+    let peer_addr = settings.peer_addr();
+    if peer_addr.port() == 0 {
+        // `reserve_peer_port` resolves it before the join; a caller that
+        // skipped it would register a port nobody listens on.
+        return Err(ClusterStartError::PeerPortUnresolved { addr: peer_addr });
+    }
     let recorded = check_record(settings, dir)?;
     // Step 2: a fresh node's candidate admin token, durable before etcd can
     // record its hash.
@@ -132,7 +148,7 @@ pub fn join(
         node: NodeSpec {
             node_id: settings.node_id,
             client_addr: client_addr.to_string(),
-            peer_addr: settings.peer_listen.to_string(),
+            peer_addr: peer_addr.to_string(),
             cores,
         },
         timing: Timing::default(),
@@ -168,7 +184,8 @@ pub fn join(
         shard_count = status.config.shard_count,
         replication_factor = status.config.replication_factor,
         client_addr = %client_addr,
-        peer_addr = %settings.peer_listen,
+        %peer_addr,
+        peer_listen = %settings.peer_listen,
         "start: joined the cluster"
     );
     if created {

@@ -353,8 +353,11 @@ pub fn build(config: LinkConfig) -> Result<LinkNode, LinkError> {
 }
 
 /// Port 0: bind once (SO_REUSEPORT, never listening) to learn a port all
-/// cores then share; the socket holds the port until they have bound it.
-fn resolve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<socket2::Socket>), LinkError> {
+/// cores then share; the socket holds the port until they have bound it
+/// (drop it after). Another port is returned as it is, with no socket.
+pub(crate) fn resolve_port(
+    addr: SocketAddr,
+) -> Result<(SocketAddr, Option<socket2::Socket>), LinkError> {
     if addr.port() != 0 {
         return Ok((addr, None));
     }

@@ -137,9 +137,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// `courier admin cluster status` for people: a header, a node table and a
-/// shard table (leader, term and commit lag read `n/a` until replication
-/// exists).
+/// `courier admin cluster status` for people: a header, a node table, the
+/// answering node's Raft group per core, and a shard table (the shards'
+/// leader, term and commit lag read `n/a`: the groups are per core).
 pub fn cluster_status_text(report: &courier_tools::admin_http::ClusterReport) -> String {
     use courier_tools::admin_http::ClusterReport;
     let view = match report {
@@ -153,7 +153,7 @@ pub fn cluster_status_text(report: &courier_tools::admin_http::ClusterReport) ->
     let yes = |b: bool| if b { "yes" } else { "no" };
     let mut out = format!(
         "cluster {} (id {}): {} shards x {} replicas; answered by node {}\n\
-         etcd: {}; controller: {}; client sessions: {}; replication: {}\n\n",
+         etcd: {}; controller: {}; client sessions: {}; primary: {}; replication: {}\n\n",
         view.cluster,
         view.cluster_id,
         view.shard_count,
@@ -172,22 +172,46 @@ pub fn cluster_status_text(report: &courier_tools::admin_http::ClusterReport) ->
         } else {
             "refused"
         },
+        match (view.primary, &view.primary_client_addr) {
+            (Some(p), Some(addr)) => format!("node {p} (ws://{addr})"),
+            (Some(p), None) => format!("node {p}"),
+            (None, _) => "none known".to_owned(),
+        },
         view.replication,
     );
     out += &format!(
-        "{:<6} {:<6} {:<22} {:<22} {:<6} {}\n",
-        "NODE", "ALIVE", "CLIENT", "PEER", "CORES", "CONTROLLER"
+        "{:<6} {:<6} {:<22} {:<22} {:<6} {:<11} {:<8} {}\n",
+        "NODE", "ALIVE", "CLIENT", "PEER", "CORES", "CONTROLLER", "PRIMARY", "SERVING"
     );
     for n in &view.nodes {
         out += &format!(
-            "{:<6} {:<6} {:<22} {:<22} {:<6} {}\n",
+            "{:<6} {:<6} {:<22} {:<22} {:<6} {:<11} {:<8} {}\n",
             n.node_id,
             yes(n.alive),
             opt(n.client_addr.clone()),
             opt(n.peer_addr.clone()),
             opt(n.cores.map(|c| c.to_string())),
-            yes(n.controller)
+            yes(n.controller),
+            yes(n.primary),
+            opt(n.serving.map(|s| yes(s).to_owned()))
         );
+    }
+    if !view.cores.is_empty() {
+        out += &format!(
+            "\nraft groups of node {} (one per core)\n{:<6} {:<7} {:<6} {:<10} {:<10} {}\n",
+            view.answered_by, "CORE", "LEADER", "TERM", "COMMITTED", "APPLIED", "READY"
+        );
+        for c in &view.cores {
+            out += &format!(
+                "{:<6} {:<7} {:<6} {:<10} {:<10} {}\n",
+                c.core,
+                opt(c.leader.map(|l| l.to_string())),
+                c.term,
+                c.committed,
+                c.applied,
+                yes(c.ready)
+            );
+        }
     }
     let Some(placement) = &view.placement else {
         out += &format!(

@@ -37,6 +37,7 @@ pub fn credential() -> Credential {
 enum Out {
     Frame(Vec<u8>),
     Close(u16),
+    CloseWith(u16, String),
     Abort,
 }
 
@@ -60,6 +61,9 @@ pub struct Faults {
     pub history_page_max: usize,
     /// Reply to requests in reverse order, in batches of this many.
     pub reverse_batch: usize,
+    /// Every Hello is closed with 4011 NOT_SERVING and this reason (a
+    /// cluster node that is not the primary).
+    pub not_serving: Option<String>,
 }
 
 #[derive(Default)]
@@ -182,6 +186,15 @@ impl FakeServer {
                             .await;
                         return;
                     }
+                    Out::CloseWith(code, reason) => {
+                        let _ = tx
+                            .send(Ws::Close(Some(CloseFrame {
+                                code: CloseCode::from(code),
+                                reason: reason.into(),
+                            })))
+                            .await;
+                        return;
+                    }
                     Out::Abort => return,
                 }
             }
@@ -205,6 +218,10 @@ impl FakeServer {
                 } => {
                     let mut s = self.state.lock().unwrap();
                     s.hellos += 1;
+                    if let Some(reason) = s.faults.not_serving.clone() {
+                        let _ = out_tx.send(Out::CloseWith(close::NOT_SERVING, reason));
+                        return;
+                    }
                     if credential != self::credential() {
                         let _ =
                             out_tx.send(Out::Frame(enc.reply(req, &Err(Reject::Unauthenticated))));
