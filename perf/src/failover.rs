@@ -279,44 +279,13 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     let mut kills = Vec::with_capacity(cmd.kills);
     for k in 0..cmd.kills {
         std::thread::sleep(window);
-        let victim = cluster.wait_primary(failover_max)?;
-        let kill_ns = now_ns();
-        cluster.kill9(victim);
-        cluster
-            .restart(victim)
-            .with_context(|| format!("kill {k}: restarting node {}", victim + 1))?;
-        let restart_ready_ns = cluster
-            .node(victim)
-            .process()
-            .last_start()
-            .map_or(0, |d| d.as_nanos() as u64);
-        let first = wait_for(failover_max, || {
-            first_ack_after(&shared.snapshot(), kill_ns, cmd.writers)
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "kill {k}: no ack on a new primary within {failover_max:?}; errors {:?}\n{}",
-                shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
-                cluster.logs(20)
-            )
-        })?;
-        std::thread::sleep(
-            window.saturating_sub(Duration::from_nanos(now_ns().saturating_sub(first))),
-        );
-        let acks = shared.snapshot();
-        let w = window.as_nanos() as u64;
-        kills.push(Kill {
-            node: victim as u32 + 1,
-            first_ack_ns: first - kill_ns,
-            before_per_sec: rate(&acks, kill_ns.saturating_sub(w), kill_ns),
-            after_per_sec: rate(&acks, first, first + w),
-            restart_ready_ns,
-        });
+        let kill = kill_once(&mut cluster, &shared, k, cmd.writers, window, failover_max)?;
         println!(
             "kill {k}: node {} → first ack on the new primary after {:.1} ms",
-            victim + 1,
-            (first - kill_ns) as f64 / 1e6
+            kill.node,
+            kill.first_ack_ns as f64 / 1e6
         );
+        kills.push(kill);
     }
     shared.stop.store(true, Ordering::SeqCst);
     rt.block_on(async {
@@ -332,6 +301,49 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     });
     print_and_emit(cmd, machine, &kills, &shared);
     Ok(())
+}
+
+/// Kills the primary once (and restarts it), then waits for the first ack
+/// on a new primary and one window after it; that kill's figures.
+fn kill_once(
+    cluster: &mut Cluster,
+    shared: &Shared,
+    k: usize,
+    writers: usize,
+    window: Duration,
+    failover_max: Duration,
+) -> anyhow::Result<Kill> {
+    let victim = cluster.wait_primary(failover_max)?;
+    let kill_ns = now_ns();
+    cluster.kill9(victim);
+    cluster
+        .restart(victim)
+        .with_context(|| format!("kill {k}: restarting node {}", victim + 1))?;
+    let restart_ready_ns = cluster
+        .node(victim)
+        .process()
+        .last_start()
+        .map_or(0, |d| d.as_nanos() as u64);
+    let first = wait_for(failover_max, || {
+        first_ack_after(&shared.snapshot(), kill_ns, writers)
+    })
+    .ok_or_else(|| {
+        anyhow!(
+            "kill {k}: no ack on a new primary within {failover_max:?}; errors {:?}\n{}",
+            shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+            cluster.logs(20)
+        )
+    })?;
+    std::thread::sleep(window.saturating_sub(Duration::from_nanos(now_ns().saturating_sub(first))));
+    let acks = shared.snapshot();
+    let w = window.as_nanos() as u64;
+    Ok(Kill {
+        node: victim as u32 + 1,
+        first_ack_ns: first - kill_ns,
+        before_per_sec: rate(&acks, kill_ns.saturating_sub(w), kill_ns),
+        after_per_sec: rate(&acks, first, first + w),
+        restart_ready_ns,
+    })
 }
 
 fn print_and_emit(cmd: &Cmd, machine: serde_json::Value, kills: &[Kill], shared: &Shared) {

@@ -532,12 +532,12 @@ mod tests {
     #[test]
     fn node_args_name_the_cluster_flags_and_the_advertised_proxy() {
         let options = ClusterOptions::default();
-        let peer: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let peer: SocketAddr = "127.0.0.1:17001".parse().unwrap();
         let proxy: SocketAddr = "127.0.0.1:5001".parse().unwrap();
         let args = node_args(&options, "http://127.0.0.1:2379", 2, peer, Some(proxy));
         let text = args.join(" ");
         assert!(text.starts_with(
-            "--etcd http://127.0.0.1:2379 --node-id 2 --peer-listen 127.0.0.1:4001 \
+            "--etcd http://127.0.0.1:2379 --node-id 2 --peer-listen 127.0.0.1:17001 \
              --replication-factor 3 --cluster-shards 4 --peer-advertise 127.0.0.1:5001"
         ));
         assert!(text.ends_with("--rate-workspace-per-sec 0"));
