@@ -111,6 +111,12 @@ pub fn encode_entries(records: &[CoreRecord]) -> Result<Vec<Vec<u8>>, EntryError
     Ok(out)
 }
 
+/// Encodes consecutive records in the entry encoding with no size bound
+/// (fetch replies, which the link bounds instead).
+pub fn encode_unbounded(records: &[CoreRecord]) -> Vec<u8> {
+    encode_one(&records.iter().collect::<Vec<_>>())
+}
+
 fn encode_one(records: &[&CoreRecord]) -> Vec<u8> {
     let size: usize = records
         .iter()
