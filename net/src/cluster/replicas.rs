@@ -11,8 +11,9 @@
 //! Membership changes are not built: the set never changes.
 //!
 //! A background thread waits for the placement and for every voter's peer
-//! address, builds the node's [`crate::link`] links and sends each core its
-//! part; the cores serve (and refuse sessions) meanwhile, so a node never
+//! address, builds the node's [`crate::link`] links (and starts
+//! `cluster::peers::follow`, which keeps their peer book in step with the
+//! registry) and sends each core its part; the cores serve (and refuse sessions) meanwhile, so a node never
 //! blocks its start on the others.
 //!
 //! Must never: record a voter set this node is not in, overwrite a
@@ -175,6 +176,10 @@ fn run(setup: Setup) -> anyhow::Result<()> {
         peers,
     );
     let node = link::build(config).context("building the node links")?;
+    // From now on the registry keeps the voters' addresses current (a
+    // voter restarted on another address is followed).
+    crate::cluster::peers::follow(setup.status.clone(), node.book.clone())
+        .context("starting the peer book follower")?;
     tracing::info!(voters = ?voters, peer_listen = %node.addr, "cluster: voters known; starting the replicated data path");
     let ids: Vec<u64> = voters.iter().map(|v| u64::from(v.node)).collect();
     for (links, tx) in node.cores.into_iter().zip(&setup.cores_tx) {
