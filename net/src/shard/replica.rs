@@ -576,7 +576,11 @@ impl Replica {
         me.committed
             .store(raft.commit_index(self.group).unwrap_or(0), Ordering::SeqCst);
         me.applied_lsn.store(self.state_lsn.get(), Ordering::SeqCst);
-        me.ready.store(self.ready.get(), Ordering::SeqCst);
+        // A core with a leadership transfer under way is not ready: raft
+        // drops its proposals, and the transfer may still succeed.
+        let transferring = raft.transferring(self.group).is_some();
+        me.ready
+            .store(self.ready.get() && !transferring, Ordering::SeqCst);
     }
 
     /// Once a tick: hand leadership to the primary, start the core when
@@ -598,7 +602,15 @@ impl Replica {
             }
             return;
         }
-        if self.ready.get() && !ctx.started.get() && self.view.all_ready() {
+        if self.raft.borrow().transferring(self.group).is_some() {
+            // A transfer to a node that was the primary (group 0's leader
+            // has changed since, e.g. to this node): raft drops proposals
+            // until it ends, so end it before this core may start.
+            let _ = self.raft.borrow_mut().abort_transfer(self.group);
+            return;
+        }
+        let me = &self.view.cores[usize::from(ctx.id.0)];
+        if me.ready.load(Ordering::SeqCst) && !ctx.started.get() && self.view.all_ready() {
             start_core(ctx, &self.view);
         }
         let all_started = self

@@ -28,7 +28,9 @@
 //!
 //! Failure contract: every function returns a [`TestkitError`] naming the
 //! node and its log; nothing here panics. Dropping the cluster kills every
-//! daemon, the proxies and etcd.
+//! daemon, the proxies and etcd, and removes the directory — unless the
+//! thread is panicking (a failing test): then the directory, with every
+//! node's whole log, is kept and its path printed.
 
 use super::etcd::{free_port, Etcd};
 use super::{Launch, ServerProcess, TestkitError};
@@ -170,7 +172,27 @@ pub struct Cluster {
     // Dropped after the nodes (fields drop in order): daemons first, then
     // the etcd they talk to, then their directories.
     etcd: Etcd,
-    dir: tempfile::TempDir,
+    /// Always Some until drop, which keeps it (and says where) when the
+    /// test is failing, so every node's whole log can be read.
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.process.kill9();
+        }
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!(
+                    "test cluster: kept {} (node logs: nodeN.courierd.log)",
+                    kept.display()
+                );
+            }
+        }
+    }
 }
 
 /// The cluster-mode arguments of node `id` (everything but `--data-dir`,
@@ -297,7 +319,8 @@ impl Cluster {
             nodes,
             exits: Vec::new(),
             etcd,
-            dir,
+            path: dir.path().to_owned(),
+            dir: Some(dir),
         })
     }
 
@@ -329,7 +352,7 @@ impl Cluster {
 
     /// The directory holding every node's data and log.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// Client addresses, by node.
@@ -358,7 +381,7 @@ impl Cluster {
     pub fn admin_credential(&self) -> Result<Credential, TestkitError> {
         let text = self.admin_token()?;
         crate::token::parse(&text).map_err(|e| TestkitError::File {
-            path: self.dir.path().to_owned(),
+            path: self.path.as_path().to_owned(),
             reason: format!("admin token: {e}"),
         })
     }
@@ -425,7 +448,7 @@ impl Cluster {
                         "nodes exited {restarts} times while waiting for a primary: {:?}",
                         self.exits
                     ),
-                    log: self.dir.path().to_owned(),
+                    log: self.path.as_path().to_owned(),
                 });
             }
             let probes: Vec<Probe> = (0..self.nodes.len()).map(|i| self.probe(i)).collect();
@@ -441,7 +464,7 @@ impl Cluster {
             if Instant::now() >= deadline {
                 return Err(TestkitError::Process {
                     what: format!("no single serving node within {timeout:?}: {probes:?}"),
-                    log: self.dir.path().to_owned(),
+                    log: self.path.as_path().to_owned(),
                 });
             }
             std::thread::sleep(PRIMARY_POLL);
