@@ -41,8 +41,8 @@ use crate::sync::Signal;
 use courier_core::api::{Input, Lsn};
 use courier_raft::record::RawRecord;
 use courier_raft::{
-    Apply, BatchToken, Bytes, CoreConfig, GroupId, GroupMessage, NodeId, RaftCore, Role,
-    RoleChange, SnapshotSource,
+    Apply, BatchToken, Bytes, CoreConfig, GroupId, GroupMessage, NodeId, ProposeError, RaftCore,
+    Role, RoleChange, SnapshotSource,
 };
 use courier_wal::Wal;
 use entry::{CoreRecord, Follow};
@@ -337,7 +337,7 @@ impl Replica {
 
     /// End of a pump turn: proposes what the core appended.
     pub(super) fn flush(&self, shard: u16) {
-        let records = std::mem::take(&mut *self.staged.borrow_mut());
+        let mut records = std::mem::take(&mut *self.staged.borrow_mut());
         if records.is_empty() {
             return;
         }
@@ -346,6 +346,19 @@ impl Replica {
         for data in entries {
             match self.raft.borrow_mut().propose(self.group, &data) {
                 Ok(at) => self.proposed.borrow_mut().push_back(at),
+                Err(ProposeError::Dropped { .. }) => {
+                    // raft is busy (a leadership transfer, or its bound of
+                    // uncommitted bytes): nothing of these records was
+                    // acknowledged; propose them again at the next tick,
+                    // ahead of anything the core appends meanwhile.
+                    let first = entry::first_lsn(&data).unwrap_or(0);
+                    records.retain(|r| r.lsn >= first);
+                    tracing::debug!(shard, first, "replica: proposal dropped by raft; retrying");
+                    let mut staged = self.staged.borrow_mut();
+                    records.append(&mut staged);
+                    *staged = records;
+                    break;
+                }
                 Err(e) => fatal(shard, EXIT_DEMOTED, &format!("proposal refused: {e}")),
             }
         }
@@ -665,6 +678,7 @@ async fn ticker(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
     while !ctx.stop.is_requested() {
         glommio::timer::sleep(RAFT_TICK).await;
         r.raft.borrow_mut().tick();
+        r.flush(ctx.id.0); // records raft dropped last time
         r.check(&ctx);
         r.drive_wake.notify();
     }
