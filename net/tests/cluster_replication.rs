@@ -9,7 +9,10 @@
 //! holds every acknowledged message exactly once, in order; the killed
 //! node, restarted, rejoins as a follower (refusing sessions) and has
 //! caught up: when the second primary is killed too, the restarted node
-//! and the third one serve every message acknowledged before.
+//! and the third one serve every message acknowledged before. A follower
+//! that was down while the others compacted their Raft logs far past its
+//! position fetches the committed records it lacks from a peer and can
+//! then serve them all.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -35,7 +38,15 @@ fn test_root() -> PathBuf {
 }
 
 fn start_node(etcd: &Etcd, dir: &Path, id: u32) -> ServerProcess {
+    start_node_with(etcd, dir, id, &[])
+}
+
+fn start_node_with(etcd: &Etcd, dir: &Path, id: u32, env: &[(&str, &str)]) -> ServerProcess {
     let mut launch = Launch::new(&dir.join(format!("node{id}")), 2);
+    launch.env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     launch.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_courierd")));
     launch.args = vec![
         "--etcd".into(),
@@ -239,4 +250,46 @@ fn acknowledged_messages_survive_killing_the_primary_and_the_killed_node_rejoins
         third + 1
     );
     assert_eq!(history(nodes[third].addr(), &ann, general), acked);
+}
+
+#[test]
+fn a_follower_behind_the_compacted_log_fetches_the_missing_records() {
+    let etcd = Etcd::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    // Compact every 8 entries, so the log moves past a stopped follower.
+    let env = [("COURIER_RAFT_ENTRIES_SOFT_MAX", "8")];
+    let mut nodes: Vec<ServerProcess> = (1..=3)
+        .map(|id| start_node_with(&etcd, dir.path(), id, &env))
+        .collect();
+    let admin = courier_proto::token::parse(&nodes[0].admin_token().unwrap()).unwrap();
+    let (primary, _) = wait_primary(&nodes, &[0, 1, 2], &admin);
+    let (ann, general) = setup(nodes[primary].addr(), &admin);
+    let mut acked = send_acked(nodes[primary].addr(), &ann, general, "early", 10);
+    let behind = (primary + 1) % 3;
+    nodes[behind].kill9();
+    acked.extend(send_acked(
+        nodes[primary].addr(),
+        &ann,
+        general,
+        "while-down",
+        60,
+    ));
+    nodes[behind].restart().unwrap();
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    while !nodes[behind]
+        .log_tail(400)
+        .contains("fetched the missing records")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted follower did not fetch:\n{}",
+            nodes[behind].log_tail(80)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    acked.extend(send_acked(nodes[primary].addr(), &ann, general, "after", 5));
+    nodes[primary].kill9();
+    let rest: Vec<usize> = (0..3).filter(|&i| i != primary).collect();
+    let (next, _) = wait_primary(&nodes, &rest, &admin);
+    assert_eq!(history(nodes[next].addr(), &ann, general), acked);
 }

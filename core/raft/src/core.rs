@@ -260,6 +260,28 @@ impl RaftCore {
         Ok(())
     }
 
+    /// The node a leadership transfer of `group` is under way to (raft
+    /// drops proposals meanwhile), if any.
+    pub fn transferring(&self, group: GroupId) -> Option<NodeId> {
+        self.groups
+            .get(&group)?
+            .node
+            .raft
+            .lead_transferee
+            .map(NodeId)
+    }
+
+    /// Abandons a leadership transfer of `group` under way (this node
+    /// keeps leading and accepts proposals again); nothing if none is.
+    pub fn abort_transfer(&mut self, group: GroupId) -> Result<()> {
+        let g = self
+            .groups
+            .get_mut(&group)
+            .ok_or(Error::UnknownGroup { group })?;
+        g.node.raft.abort_leader_transfer();
+        Ok(())
+    }
+
     /// The last index of `group` handed to the caller in an [`Apply`] (or
     /// restored from a snapshot): what its state machine has applied.
     pub fn applied_index(&self, group: GroupId) -> Option<u64> {

@@ -642,6 +642,21 @@ fn leadership_moves_to_the_node_asked_and_applied_index_follows_applies() {
     let applied = nodes[2].core.applied_index(g).unwrap();
     assert_eq!(applied, nodes[2].machines.last(g));
     assert!(applied >= 2, "the no-op and the proposal: {applied}");
+    // A transfer to a node that cannot answer blocks proposals until it
+    // is abandoned.
+    nodes[0].core.transfer_leader(g, NodeId(2)).unwrap();
+    assert_eq!(nodes[0].core.transferring(g), Some(NodeId(2)));
+    assert!(matches!(
+        nodes[0].core.propose(g, b"x"),
+        Err(ProposeError::Dropped { .. })
+    ));
+    nodes[0].core.abort_transfer(g).unwrap();
+    assert_eq!(nodes[0].core.transferring(g), None);
+    // Node 2 never hears of it (its "campaign now" message is lost).
+    exchange(&mut nodes, &[true, false, true]);
+    nodes[0].core.propose(g, b"y").unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    assert_eq!(nodes[0].core.status(g).unwrap().role, Role::Leader);
     nodes[0].core.transfer_leader(g, NodeId(3)).unwrap();
     exchange(&mut nodes, &[true; 3]);
     let status = nodes[2].core.status(g).unwrap();

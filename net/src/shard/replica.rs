@@ -31,6 +31,7 @@
 //! input to an un-started core; keep serving after losing leadership.
 
 pub(crate) mod entry;
+pub(crate) mod fetch;
 
 use super::{now_ms, ShardCtx};
 use crate::cluster::replicas::ReplicaStart;
@@ -40,8 +41,8 @@ use crate::sync::Signal;
 use courier_core::api::{Input, Lsn};
 use courier_raft::record::RawRecord;
 use courier_raft::{
-    Apply, BatchToken, Bytes, CoreConfig, GroupId, GroupMessage, NodeId, RaftCore, Role,
-    RoleChange, SnapshotSource,
+    Apply, BatchToken, Bytes, CoreConfig, GroupId, GroupMessage, NodeId, ProposeError, RaftCore,
+    Role, RoleChange, SnapshotSource,
 };
 use courier_wal::Wal;
 use entry::{CoreRecord, Follow};
@@ -77,6 +78,14 @@ pub const ENTRIES_SOFT_MAX: u64 = 32_768;
 /// Uncompacted entries at which the leader refuses proposals (memory bound
 /// of a group's log: this many entries, each one pump turn's records).
 pub const ENTRIES_HARD_MAX: u64 = 131_072;
+/// Fetch requests a core answers at once.
+const FETCHES_SERVED_MAX: usize = 2;
+/// How long a follower waits for a fetch reply before asking again
+/// (another voter, in turn).
+const FETCH_RETRY: Duration = Duration::from_secs(1);
+/// Environment variable that sets the compaction threshold (entries; the
+/// hard bound is four times it), for tests and tuning.
+pub const ENTRIES_SOFT_MAX_ENV: &str = "COURIER_RAFT_ENTRIES_SOFT_MAX";
 /// Raft WAL records between deletions of its segments below
 /// `min_needed_lsn`.
 const RAFT_WAL_CUT_EVERY: u64 = 4_096;
@@ -85,6 +94,8 @@ const RAFT_WAL_CUT_EVERY: u64 = 4_096;
 pub(crate) struct Replica {
     group: GroupId,
     node: u64,
+    /// The group's voters (cluster node ids).
+    voters: Vec<u64>,
     raft: RefCell<RaftCore>,
     wal: Rc<Wal>,
     links: LinkHandle,
@@ -105,6 +116,24 @@ pub(crate) struct Replica {
     drive_wake: Signal,
     /// Raft WAL position below which segments were last deleted.
     cut: Cell<u64>,
+    /// Records being fetched from a peer; the engine is not driven
+    /// meanwhile (at most one ready's applies wait here).
+    fetch: RefCell<Option<Fetching>>,
+    /// Told when a fetch reply was applied.
+    fetch_wake: Signal,
+    /// Fetch requests of peers being answered now (at most
+    /// [`FETCHES_SERVED_MAX`]; more are dropped and asked again).
+    fetches_served: Cell<usize>,
+}
+
+/// A fetch in progress (see `fetch`).
+struct Fetching {
+    /// The state LSN the snapshot covers: fetch up to it.
+    target: u64,
+    /// The snapshot's raft index (its applied point once fetched).
+    index: u64,
+    /// The applies of the same ready after the snapshot.
+    deferred: VecDeque<Apply>,
 }
 
 /// Logs why and exits the process at once (crash-only).
@@ -168,10 +197,11 @@ async fn attach(ctx: &Rc<ShardCtx>, start: ReplicaStart, dir: &Path) -> anyhow::
     let (links, inbox) = start.links.start()?;
     let wal = open_wal(ctx, dir).await?;
     let state_lsn = ctx.appended.get();
-    let raft = recover(id.0, view.node, &start.voters, &wal, state_lsn).await?;
+    let (raft, fetch_to) = recover(id.0, view.node, &start.voters, &wal, state_lsn).await?;
     let r = Rc::new(Replica {
         group: GroupId(u32::from(id.0)),
         node: view.node,
+        voters: start.voters.clone(),
         raft: RefCell::new(raft),
         wal: Rc::new(wal),
         links,
@@ -185,13 +215,23 @@ async fn attach(ctx: &Rc<ShardCtx>, start: ReplicaStart, dir: &Path) -> anyhow::
         batches_wake: Signal::default(),
         drive_wake: Signal::default(),
         cut: Cell::new(0),
+        fetch: RefCell::new(fetch_to.map(|(index, target)| Fetching {
+            target,
+            index,
+            deferred: VecDeque::new(),
+        })),
+        fetch_wake: Signal::default(),
+        fetches_served: Cell::new(0),
     });
     if ctx.replica.set(r.clone()).is_err() {
         anyhow::bail!("replica attached twice");
     }
     glommio::spawn_local(driver(ctx.clone(), r.clone())).detach();
     glommio::spawn_local(persister(ctx.clone(), r.clone())).detach();
-    glommio::spawn_local(receiver(r.clone(), inbox)).detach();
+    glommio::spawn_local(receiver(ctx.clone(), r.clone(), inbox)).detach();
+    if r.fetch.borrow().is_some() {
+        glommio::spawn_local(fetcher(ctx.clone(), r.clone())).detach();
+    }
     glommio::spawn_local(ticker(ctx.clone(), r.clone())).detach();
     tracing::info!(shard = id.0, state_lsn, voters = ?start.voters, "replica: running");
     r.drive_wake.notify();
@@ -207,21 +247,35 @@ async fn open_wal(ctx: &ShardCtx, dir: &Path) -> anyhow::Result<Wal> {
     Ok(wal)
 }
 
-/// The engine from the raft WAL (or a new group on an empty one). A
-/// compaction snapshot beyond the state WAL would need the missing
-/// records fetched from a peer, which is not built.
+/// The engine's configuration: thresholds from [`ENTRIES_SOFT_MAX_ENV`]
+/// when set (the hard bound four times it), else the module's defaults.
+fn engine_config(node: u64) -> anyhow::Result<CoreConfig> {
+    let mut seed = [0u8; 8];
+    getrandom::getrandom(&mut seed)?;
+    let mut config = CoreConfig::new(NodeId(node), u64::from_le_bytes(seed));
+    config.entries_soft_max = ENTRIES_SOFT_MAX;
+    config.entries_hard_max = ENTRIES_HARD_MAX;
+    if let Ok(text) = std::env::var(ENTRIES_SOFT_MAX_ENV) {
+        let soft: u64 = text.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            anyhow::anyhow!("{ENTRIES_SOFT_MAX_ENV}={text:?} is not a count of at least 1")
+        })?;
+        config.entries_soft_max = soft;
+        config.entries_hard_max = soft.saturating_mul(4);
+    }
+    Ok(config)
+}
+
+/// The engine from the raft WAL (or a new group on an empty one), and the
+/// (raft index, state LSN) of a compaction snapshot beyond the state WAL
+/// whose records must be fetched from a peer before anything is applied.
 async fn recover(
     shard: u16,
     node: u64,
     voters: &[u64],
     wal: &Wal,
     state_lsn: u64,
-) -> anyhow::Result<RaftCore> {
-    let mut seed = [0u8; 8];
-    getrandom::getrandom(&mut seed)?;
-    let mut config = CoreConfig::new(NodeId(node), u64::from_le_bytes(seed));
-    config.entries_soft_max = ENTRIES_SOFT_MAX;
-    config.entries_hard_max = ENTRIES_HARD_MAX;
+) -> anyhow::Result<(RaftCore, Option<(u64, u64)>)> {
+    let config = engine_config(node)?;
     let mut records = Vec::new();
     let from = Lsn(wal.first_lsn().0.max(1));
     wal.replay(courier_wal::Lsn(from.0), |r| {
@@ -232,25 +286,20 @@ async fn recover(
     if records.is_empty() {
         let mut raft = RaftCore::new(config);
         raft.create_group(GroupId(u32::from(shard)), voters)?;
-        return Ok(raft);
+        return Ok((raft, None));
     }
     let count = records.len();
     let (raft, recovered) = RaftCore::recover(config, records)?;
+    let mut fetch = None;
     for s in &recovered.snapshots {
         let lsn = entry::decode_snapshot(&s.bytes)?;
-        anyhow::ensure!(
-            lsn <= state_lsn,
-            "the raft log was compacted at state LSN {lsn} but the state WAL ends at {state_lsn} \
-             (fetching records from a peer is not built)"
-        );
+        if lsn > state_lsn {
+            fetch = Some((s.index, lsn));
+        }
     }
-    tracing::info!(
-        shard,
-        records = count,
-        snapshots = recovered.snapshots.len(),
-        "replica: raft WAL recovered"
-    );
-    Ok(raft)
+    let snapshots = recovered.snapshots.len();
+    tracing::info!(shard, records = count, snapshots, fetch = ?fetch, "replica: raft WAL recovered");
+    Ok((raft, fetch))
 }
 
 /// The latest applied point whose state LSN is durable in the state WAL.
@@ -288,7 +337,7 @@ impl Replica {
 
     /// End of a pump turn: proposes what the core appended.
     pub(super) fn flush(&self, shard: u16) {
-        let records = std::mem::take(&mut *self.staged.borrow_mut());
+        let mut records = std::mem::take(&mut *self.staged.borrow_mut());
         if records.is_empty() {
             return;
         }
@@ -297,6 +346,19 @@ impl Replica {
         for data in entries {
             match self.raft.borrow_mut().propose(self.group, &data) {
                 Ok(at) => self.proposed.borrow_mut().push_back(at),
+                Err(ProposeError::Dropped { .. }) => {
+                    // raft is busy (a leadership transfer, or its bound of
+                    // uncommitted bytes): nothing of these records was
+                    // acknowledged; propose them again at the next tick,
+                    // ahead of anything the core appends meanwhile.
+                    let first = entry::first_lsn(&data).unwrap_or(0);
+                    records.retain(|r| r.lsn >= first);
+                    tracing::debug!(shard, first, "replica: proposal dropped by raft; retrying");
+                    let mut staged = self.staged.borrow_mut();
+                    records.append(&mut staged);
+                    *staged = records;
+                    break;
+                }
                 Err(e) => fatal(shard, EXIT_DEMOTED, &format!("proposal refused: {e}")),
             }
         }
@@ -304,8 +366,8 @@ impl Replica {
     }
 
     /// Takes everything the engine has ready until it has nothing more.
-    fn drive(&self, ctx: &Rc<ShardCtx>) {
-        loop {
+    fn drive(self: &Rc<Self>, ctx: &Rc<ShardCtx>) {
+        while self.fetch.borrow().is_none() {
             let rd = {
                 let points = self.points.borrow();
                 let mut source = Source {
@@ -322,13 +384,11 @@ impl Replica {
                 self.batches.borrow_mut().push_back((token, rd.records));
                 self.batches_wake.notify();
             }
-            for a in rd.applies {
-                self.apply(ctx, a);
-            }
             for rc in rd.roles {
                 self.role(ctx, &rc);
             }
-            if !rd.compact_wanted.is_empty() {
+            self.apply_all(ctx, rd.applies.into());
+            if !rd.compact_wanted.is_empty() && self.fetch.borrow().is_none() {
                 self.compact(ctx);
             }
         }
@@ -346,6 +406,40 @@ impl Replica {
                     tracing::debug!(shard, error = %e, "replica: raft message not queued");
                 }
             }
+        }
+    }
+
+    /// Applies in order; a snapshot beyond the state WAL starts a fetch
+    /// and keeps the applies after it until the records are in.
+    fn apply_all(self: &Rc<Self>, ctx: &Rc<ShardCtx>, mut applies: VecDeque<Apply>) {
+        while let Some(a) = applies.pop_front() {
+            if let Apply::Snapshot(s) = &a {
+                let lsn = entry::decode_snapshot(&s.bytes).unwrap_or_else(|e| {
+                    fatal(
+                        ctx.id.0,
+                        EXIT_DIVERGED,
+                        &format!("snapshot {}: {e}", s.index),
+                    )
+                });
+                if lsn > self.state_lsn.get() {
+                    let state_lsn = self.state_lsn.get();
+                    tracing::info!(
+                        shard = ctx.id.0,
+                        index = s.index,
+                        lsn,
+                        state_lsn,
+                        "replica: snapshot beyond the state WAL; fetching the records from a peer"
+                    );
+                    *self.fetch.borrow_mut() = Some(Fetching {
+                        target: lsn,
+                        index: s.index,
+                        deferred: applies,
+                    });
+                    glommio::spawn_local(fetcher(ctx.clone(), self.clone())).detach();
+                    return;
+                }
+            }
+            self.apply(ctx, a);
         }
     }
 
@@ -375,14 +469,8 @@ impl Replica {
                 let lsn = entry::decode_snapshot(&s.bytes).unwrap_or_else(|e| {
                     fatal(shard, EXIT_DIVERGED, &format!("snapshot {}: {e}", s.index))
                 });
-                if lsn > self.state_lsn.get() {
-                    let why = format!(
-                        "a snapshot at state LSN {lsn} arrived but the state WAL ends at {} \
-                         (fetching records from a peer is not built)",
-                        self.state_lsn.get()
-                    );
-                    fatal(shard, EXIT_DIVERGED, &why);
-                }
+                // apply_all fetched what was missing first.
+                debug_assert!(lsn <= self.state_lsn.get());
                 self.points.borrow_mut().push_back((s.index, lsn));
             }
         }
@@ -419,23 +507,27 @@ impl Replica {
 
     /// A committed entry on a follower: state WAL, then replay.
     fn follow(&self, ctx: &Rc<ShardCtx>, index: u64, records: Vec<CoreRecord>) {
-        let shard = ctx.id.0;
         for r in records {
-            match entry::follow(self.state_lsn.get(), r.lsn) {
-                Follow::Skip => continue,
-                Follow::Gap { expected, got } => {
-                    let why =
-                        format!("entry {index}: record LSN {got}, the state WAL needs {expected}");
-                    fatal(shard, EXIT_DIVERGED, &why);
-                }
-                Follow::Apply => {}
+            if let Follow::Gap { expected, got } = self.follow_one(ctx, r) {
+                let why =
+                    format!("entry {index}: record LSN {got}, the state WAL needs {expected}");
+                fatal(ctx.id.0, EXIT_DIVERGED, &why);
             }
+        }
+    }
+
+    /// One committed record on a follower (`entry::follow`); a gap is
+    /// returned, not applied.
+    fn follow_one(&self, ctx: &Rc<ShardCtx>, r: CoreRecord) -> Follow {
+        let step = entry::follow(self.state_lsn.get(), r.lsn);
+        if step == Follow::Apply {
             if let Err(e) = ctx.core.borrow_mut().replay(Lsn(r.lsn), r.kind, &r.payload) {
-                fatal(shard, EXIT_DIVERGED, &format!("entry {index}: {e}"));
+                fatal(ctx.id.0, EXIT_DIVERGED, &format!("record {}: {e}", r.lsn));
             }
             self.state_lsn.set(r.lsn);
             ctx.append(Lsn(r.lsn), r.kind, r.payload);
         }
+        step
     }
 
     fn role(&self, ctx: &Rc<ShardCtx>, rc: &RoleChange) {
@@ -497,7 +589,11 @@ impl Replica {
         me.committed
             .store(raft.commit_index(self.group).unwrap_or(0), Ordering::SeqCst);
         me.applied_lsn.store(self.state_lsn.get(), Ordering::SeqCst);
-        me.ready.store(self.ready.get(), Ordering::SeqCst);
+        // A core with a leadership transfer under way is not ready: raft
+        // drops its proposals, and the transfer may still succeed.
+        let transferring = raft.transferring(self.group).is_some();
+        me.ready
+            .store(self.ready.get() && !transferring, Ordering::SeqCst);
     }
 
     /// Once a tick: hand leadership to the primary, start the core when
@@ -519,7 +615,15 @@ impl Replica {
             }
             return;
         }
-        if self.ready.get() && !ctx.started.get() && self.view.all_ready() {
+        if self.raft.borrow().transferring(self.group).is_some() {
+            // A transfer to a node that was the primary (group 0's leader
+            // has changed since, e.g. to this node): raft drops proposals
+            // until it ends, so end it before this core may start.
+            let _ = self.raft.borrow_mut().abort_transfer(self.group);
+            return;
+        }
+        let me = &self.view.cores[usize::from(ctx.id.0)];
+        if me.ready.load(Ordering::SeqCst) && !ctx.started.get() && self.view.all_ready() {
             start_core(ctx, &self.view);
         }
         let all_started = self
@@ -574,6 +678,7 @@ async fn ticker(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
     while !ctx.stop.is_requested() {
         glommio::timer::sleep(RAFT_TICK).await;
         r.raft.borrow_mut().tick();
+        r.flush(ctx.id.0); // records raft dropped last time
         r.check(&ctx);
         r.drive_wake.notify();
     }
@@ -598,10 +703,19 @@ pub(super) async fn shutdown(ctx: &ShardCtx) {
     }
 }
 
-async fn receiver(r: Rc<Replica>, inbox: Inbox) {
+async fn receiver(ctx: Rc<ShardCtx>, r: Rc<Replica>, inbox: Inbox) {
     while let Some(m) = inbox.recv().await {
-        if m.kind != LINK_KIND_RAFT {
-            continue;
+        match m.kind {
+            LINK_KIND_RAFT => {}
+            fetch::LINK_KIND_FETCH_REQUEST => {
+                serve_fetch(&ctx, &r, &m);
+                continue;
+            }
+            fetch::LINK_KIND_FETCH_REPLY => {
+                r.on_fetch_reply(&ctx, &m.payload);
+                continue;
+            }
+            _ => continue,
         }
         match GroupMessage::decode(&m.payload) {
             Ok(msg) => {
@@ -689,4 +803,153 @@ async fn trim(r: &Replica, shard: u16) {
     if let Err(e) = r.wal.delete_segments_before(courier_wal::Lsn(min.0)).await {
         tracing::warn!(shard, error = %e, "replica: deleting raft WAL segments failed");
     }
+}
+
+impl Replica {
+    /// A peer's chunk of the records being fetched: applied in order
+    /// (stale or repeated ones are skipped); once the target is reached
+    /// the deferred applies run and the engine is driven again.
+    fn on_fetch_reply(self: &Rc<Self>, ctx: &Rc<ShardCtx>, payload: &[u8]) {
+        let records = match fetch::decode_reply(payload) {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(shard = ctx.id.0, error = %e, "replica: undecodable fetch reply");
+                return;
+            }
+        };
+        let Some(target) = self.fetch.borrow().as_ref().map(|f| f.target) else {
+            return;
+        };
+        for r in records.into_iter().filter(|r| r.lsn <= target) {
+            if let Follow::Gap { .. } = self.follow_one(ctx, r) {
+                break; // a reply to an older request: ask again
+            }
+        }
+        self.fetch_wake.notify();
+        if self.state_lsn.get() < target {
+            return;
+        }
+        let Some(done) = self.fetch.borrow_mut().take() else {
+            return;
+        };
+        tracing::info!(
+            shard = ctx.id.0,
+            lsn = target,
+            "replica: fetched the missing records"
+        );
+        self.points
+            .borrow_mut()
+            .push_back((done.index, done.target));
+        self.apply_all(ctx, done.deferred);
+        self.drive_wake.notify();
+    }
+
+    /// The voters to ask, the group's leader first.
+    fn fetch_peers(&self) -> Vec<u64> {
+        let leader = self
+            .raft
+            .borrow()
+            .status(self.group)
+            .and_then(|s| s.leader)
+            .map(|n| n.0)
+            .filter(|n| *n != self.node);
+        let mut peers: Vec<u64> = leader.into_iter().collect();
+        let others = self.voters.iter().copied();
+        peers.extend(others.filter(|n| *n != self.node && Some(*n) != leader));
+        peers
+    }
+}
+
+/// Asks peers in turn for the records of the fetch in progress until it
+/// is done, a chunk per request, again after [`FETCH_RETRY`] without
+/// progress (then the next peer).
+async fn fetcher(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
+    let mut turn = 0usize;
+    while !ctx.stop.is_requested() {
+        let Some(target) = r.fetch.borrow().as_ref().map(|f| f.target) else {
+            return;
+        };
+        let peers = r.fetch_peers();
+        let Some(&peer) = peers.get(turn % peers.len().max(1)) else {
+            glommio::timer::sleep(FETCH_RETRY).await;
+            continue;
+        };
+        let request = fetch::FetchRequest {
+            from: r.state_lsn.get() + 1,
+            to: target,
+        };
+        let bytes = fetch::encode_request(request);
+        let to = link::NodeId(peer as u32);
+        let dest = CoreId(r.group.0 as u16);
+        if let Err(e) = r
+            .links
+            .send(to, dest, fetch::LINK_KIND_FETCH_REQUEST, bytes.into())
+        {
+            tracing::debug!(shard = ctx.id.0, error = %e, "replica: fetch request not queued");
+        }
+        let before = r.state_lsn.get();
+        let _ = crate::sync::with_timeout(FETCH_RETRY, r.fetch_wake.wait()).await;
+        if r.state_lsn.get() == before {
+            turn += 1;
+        }
+    }
+}
+
+/// Answers a peer's fetch request from the state WAL (durable records
+/// only), one chunk, on its own task; at most [`FETCHES_SERVED_MAX`] at
+/// once (the peer asks again).
+fn serve_fetch(ctx: &Rc<ShardCtx>, r: &Rc<Replica>, m: &link::Inbound) {
+    let request = match fetch::decode_request(&m.payload) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(shard = ctx.id.0, from = %m.from_node, error = %e, "replica: undecodable fetch request");
+            return;
+        }
+    };
+    if r.fetches_served.get() >= FETCHES_SERVED_MAX {
+        return;
+    }
+    r.fetches_served.set(r.fetches_served.get() + 1);
+    let (ctx, r, to, core) = (ctx.clone(), r.clone(), m.from_node, m.from_core);
+    glommio::spawn_local(async move {
+        let records = read_chunk(&ctx.wal, request).await.unwrap_or_else(|e| {
+            tracing::warn!(shard = ctx.id.0, error = %e, "replica: reading records for a peer");
+            Vec::new()
+        });
+        let reply = fetch::encode_reply(&records);
+        if let Err(e) = r
+            .links
+            .send(to, core, fetch::LINK_KIND_FETCH_REPLY, reply.into())
+        {
+            tracing::debug!(shard = ctx.id.0, error = %e, "replica: fetch reply not queued");
+        }
+        r.fetches_served.set(r.fetches_served.get() - 1);
+    })
+    .detach();
+}
+
+/// Reads the durable records of one reply to `request`.
+async fn read_chunk(
+    wal: &Wal,
+    request: fetch::FetchRequest,
+) -> courier_wal::Result<Vec<CoreRecord>> {
+    let end = fetch::chunk_end(request);
+    if request.from == 0 || request.from > end || request.from > wal.durable_lsn().0 {
+        return Ok(Vec::new());
+    }
+    let mut reader = wal.reader(courier_wal::Lsn(request.from))?;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while let Some(record) = reader.next().await? {
+        if record.lsn.0 > end || bytes >= fetch::FETCH_CHUNK_BYTES {
+            break;
+        }
+        bytes += record.payload.len();
+        out.push(CoreRecord {
+            lsn: record.lsn.0,
+            kind: record.kind,
+            payload: record.payload.to_vec(),
+        });
+    }
+    Ok(out)
 }

@@ -111,6 +111,12 @@ pub fn encode_entries(records: &[CoreRecord]) -> Result<Vec<Vec<u8>>, EntryError
     Ok(out)
 }
 
+/// Encodes consecutive records in the entry encoding with no size bound
+/// (fetch replies, which the link bounds instead).
+pub fn encode_unbounded(records: &[CoreRecord]) -> Vec<u8> {
+    encode_one(&records.iter().collect::<Vec<_>>())
+}
+
 fn encode_one(records: &[&CoreRecord]) -> Vec<u8> {
     let size: usize = records
         .iter()
@@ -191,6 +197,13 @@ pub fn decode_entry(data: &[u8]) -> Result<Vec<CoreRecord>, EntryError> {
         return Err(EntryError::Trailing { bytes: r.0.len() });
     }
     Ok(records)
+}
+
+/// The LSN of an entry's first record (None for bytes too short to hold
+/// one; the entry is not otherwise checked).
+pub fn first_lsn(data: &[u8]) -> Option<u64> {
+    let mut r = Reader(data.get(ENTRY_HEADER_BYTES..)?);
+    r.u64("record lsn").ok()
 }
 
 /// The bytes of a compaction snapshot at state LSN `lsn`.
@@ -274,9 +287,19 @@ mod tests {
             .flat_map(|e| decode_entry(e).unwrap())
             .collect();
         assert_eq!(back, records);
+        assert_eq!(
+            first_lsn(&entries[1]),
+            Some(back[0].lsn + entries_len(&entries[0]))
+        );
+        assert_eq!(first_lsn(&entries[0]), Some(5));
+        assert_eq!(first_lsn(&entries[0][..12]), None);
         let one = encode_entries(&[rec(1, 0)]).unwrap();
         assert_eq!(decode_entry(&one[0]).unwrap(), vec![rec(1, 0)]);
         assert!(encode_entries(&[]).unwrap().is_empty());
+    }
+
+    fn entries_len(data: &[u8]) -> u64 {
+        decode_entry(data).unwrap().len() as u64
     }
 
     #[test]

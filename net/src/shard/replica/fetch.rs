@@ -1,0 +1,158 @@
+//! Fetching committed records a follower lacks, as bytes (pure, no I/O).
+//!
+//! A follower that receives a snapshot beyond its state WAL (the leader
+//! compacted past what it has) asks a peer for the missing committed
+//! records of its group, "records from LSN `from` to `to`", and the peer
+//! answers from its own state WAL in chunks of at most
+//! [`FETCH_CHUNK_RECORDS`] records and [`FETCH_CHUNK_BYTES`] payload bytes
+//! (every node's state WAL holds every committed record from LSN 1: it is
+//! never truncated). Messages travel over the node links between the cores
+//! of the group: a request is [`FETCH_FORMAT_VERSION`] (u8), `from` (u64),
+//! `to` (u64); a reply is the records in the entry encoding
+//! (`entry::decode_entry`) or, when the peer has none of them, the version
+//! and a zero count.
+//!
+//! Must never: panic on bytes from a peer (typed [`EntryError`]), or
+//! produce a reply larger than a link message.
+
+use super::entry::{self, CoreRecord, EntryError};
+
+/// Version byte of a fetch request.
+pub const FETCH_FORMAT_VERSION: u8 = 1;
+/// Link kind of a fetch request.
+pub const LINK_KIND_FETCH_REQUEST: u8 = 2;
+/// Link kind of a fetch reply.
+pub const LINK_KIND_FETCH_REPLY: u8 = 3;
+/// Most records in one reply.
+pub const FETCH_CHUNK_RECORDS: u64 = 1_024;
+/// Most payload bytes in one reply (one more record may cross it; a core
+/// record is far below a link message's 4 MiB bound).
+pub const FETCH_CHUNK_BYTES: usize = 1024 * 1024;
+
+const _: () = assert!(FETCH_CHUNK_BYTES * 2 < crate::link::constants::PAYLOAD_BYTES_MAX);
+
+/// "Send me the committed records `from..=to` of this group."
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// First LSN wanted.
+    pub from: u64,
+    /// Last LSN wanted.
+    pub to: u64,
+}
+
+/// Encodes a request.
+pub fn encode_request(r: FetchRequest) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17);
+    out.push(FETCH_FORMAT_VERSION);
+    out.extend_from_slice(&r.from.to_le_bytes());
+    out.extend_from_slice(&r.to.to_le_bytes());
+    out
+}
+
+/// Decodes a request from a peer.
+pub fn decode_request(bytes: &[u8]) -> Result<FetchRequest, EntryError> {
+    let Some((&version, rest)) = bytes.split_first() else {
+        return Err(EntryError::Truncated { what: "version" });
+    };
+    if version != FETCH_FORMAT_VERSION {
+        return Err(EntryError::Version {
+            found: version,
+            expected: FETCH_FORMAT_VERSION,
+        });
+    }
+    if rest.len() < 16 {
+        return Err(EntryError::Truncated { what: "range" });
+    }
+    if rest.len() > 16 {
+        return Err(EntryError::Trailing {
+            bytes: rest.len() - 16,
+        });
+    }
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&rest[..8]);
+    let from = u64::from_le_bytes(a);
+    a.copy_from_slice(&rest[8..]);
+    Ok(FetchRequest {
+        from,
+        to: u64::from_le_bytes(a),
+    })
+}
+
+/// The last LSN one reply to `r` carries at most.
+pub fn chunk_end(r: FetchRequest) -> u64 {
+    r.to.min(r.from.saturating_add(FETCH_CHUNK_RECORDS - 1))
+}
+
+/// Encodes a reply (consecutive records, possibly none).
+pub fn encode_reply(records: &[CoreRecord]) -> Vec<u8> {
+    if records.is_empty() {
+        return vec![entry::ENTRY_FORMAT_VERSION, 0, 0, 0, 0];
+    }
+    entry::encode_unbounded(records)
+}
+
+/// Decodes a reply from a peer.
+pub fn decode_reply(bytes: &[u8]) -> Result<Vec<CoreRecord>, EntryError> {
+    if bytes == [entry::ENTRY_FORMAT_VERSION, 0, 0, 0, 0] {
+        return Ok(Vec::new());
+    }
+    entry::decode_entry(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_bytes_are_typed() {
+        let r = FetchRequest { from: 3, to: 900 };
+        let bytes = encode_request(r);
+        assert_eq!(decode_request(&bytes), Ok(r));
+        for cut in 0..bytes.len() {
+            assert!(matches!(
+                decode_request(&bytes[..cut]),
+                Err(EntryError::Truncated { .. })
+            ));
+        }
+        let mut long = bytes.clone();
+        long.push(1);
+        assert_eq!(
+            decode_request(&long),
+            Err(EntryError::Trailing { bytes: 1 })
+        );
+        let mut version = bytes;
+        version[0] = 7;
+        assert!(matches!(
+            decode_request(&version),
+            Err(EntryError::Version { found: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn replies_round_trip_empty_or_not_and_chunks_are_bounded() {
+        assert_eq!(decode_reply(&encode_reply(&[])), Ok(Vec::new()));
+        let records: Vec<CoreRecord> = (10..14)
+            .map(|lsn| CoreRecord {
+                lsn,
+                kind: 2,
+                payload: vec![1; 600 * 1024],
+            })
+            .collect();
+        assert_eq!(decode_reply(&encode_reply(&records)), Ok(records));
+        assert_eq!(chunk_end(FetchRequest { from: 1, to: 5 }), 5);
+        assert_eq!(
+            chunk_end(FetchRequest {
+                from: 1,
+                to: 1 << 40
+            }),
+            FETCH_CHUNK_RECORDS
+        );
+        assert_eq!(
+            chunk_end(FetchRequest {
+                from: u64::MAX,
+                to: u64::MAX
+            }),
+            u64::MAX
+        );
+    }
+}
