@@ -719,6 +719,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn close_reasons_are_cut_to_the_websocket_bound_at_a_character() {
+        assert_eq!(close_reason("short".into()), "short");
+        let exact = "x".repeat(CLOSE_REASON_BYTES_MAX);
+        assert_eq!(close_reason(exact.clone().into()), exact);
+        // 122 ASCII bytes, then a 2-byte character across the bound.
+        let text = format!("{}é tail", "x".repeat(CLOSE_REASON_BYTES_MAX - 1));
+        let cut = close_reason(text.into());
+        assert_eq!(cut.len(), CLOSE_REASON_BYTES_MAX - 1);
+        assert!(cut.chars().all(|c| c == 'x'));
+    }
+
+    #[test]
     fn outbox_cuts_off_a_slow_consumer_and_keeps_the_bound() {
         let conn = Conn::new(ConnId(1), 10, None);
         assert_eq!(conn.push(Bytes::from_static(b"12345")), Queued::Yes);

@@ -93,7 +93,7 @@ fn status(server: &ServerProcess, token: &str) -> Result<ClusterReport, ClientEr
 
 fn cluster_view(server: &ServerProcess, token: &str) -> ClusterView {
     match status(server, token) {
-        Ok(ClusterReport::Cluster(view)) => view,
+        Ok(ClusterReport::Cluster(view)) => *view,
         other => panic!("expected a cluster status, got {other:?}"),
     }
 }
@@ -503,4 +503,42 @@ fn nodes_register_their_advertised_addresses() {
     assert_eq!(row(2).client_addr.as_deref(), Some("127.0.0.2:5555"));
     assert_eq!(row(2).peer_addr.as_deref(), Some("127.0.0.3:6666"));
     drop(second);
+}
+
+/// A client given [a cluster node that is not the primary, a serving
+/// server] is refused by the node with 4011 and moves to the next server
+/// in the same round, with no backoff pause (the failover of
+/// docs/CLI.md). The serving server is a single-node `courierd`: in this
+/// test no cluster node can serve.
+#[test]
+fn a_client_moves_past_a_refusing_node_to_a_serving_server_at_once() {
+    use std::sync::{Arc, Mutex};
+    let etcd = etcd();
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    let node = start_node(&etcd, dir.path(), 1, &["--replication-factor", "1"]);
+    let mut launch = Launch::new(&dir.path().join("single"), 1);
+    launch.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_courierd")));
+    let single = ServerProcess::launch(launch).unwrap();
+    let credential = courier_tools::token::parse(&single.admin_token().unwrap()).unwrap();
+    let urls = format!("{},{}", node.url(), single.url());
+    let mut options = courier_tools::ClientOptions::new(ConnectOptions::new(urls, credential));
+    options.backoff = courier_tools::Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+    let mut client = courier_tools::Client::new(options);
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let seen = notices.clone();
+    client.on_notice(move |n| {
+        let line = match n {
+            courier_tools::Notice::Connected { server, .. } => format!("connected {server}"),
+            courier_tools::Notice::Retrying { error, .. } => format!("retrying after {error}"),
+        };
+        seen.lock().unwrap().push(line);
+    });
+    let started = Instant::now();
+    runtime().block_on(client.connect()).unwrap();
+    let want = courier_tools::connection::normalize_url(&single.url()).unwrap();
+    assert_eq!(*notices.lock().unwrap(), vec![format!("connected {want}")]);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no backoff pause"
+    );
 }

@@ -1241,3 +1241,72 @@ fn a_peer_learnt_after_start_and_moved_is_followed() {
     );
     drop((a_keep, b1_keep, b2_keep));
 }
+
+/// A live link whose peer's address changes in the book (here: to a proxy
+/// in front of the same peer, as `--peer-advertise` would route it) ends
+/// its connection to the old address and reconnects through the new one;
+/// the break is reported with the move as its reason, and everything sent
+/// after the move arrives, in order.
+#[test]
+fn a_live_link_moved_to_a_proxy_reconnects_through_it() {
+    const PER_CORE: u64 = 20_000;
+    let (a, a_keep) = reserve();
+    let (b, b_keep) = reserve();
+    let proxy = Proxy::start(b).unwrap();
+    let seen: Seen = Arc::default();
+    let healed = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let receiver = start_node(
+        config(CLUSTER, 2, 2, b, &[]),
+        recording_receiver(seen.clone(), done.clone(), None),
+    );
+    let (book, sender) = start_node_with_book(
+        config(CLUSTER, 1, 2, a, &[(2, b)]),
+        paced_sender(NodeId(2), PER_CORE, 10, healed.clone(), done.clone()),
+    );
+    wait_for_progress(&seen);
+    assert_eq!(proxy.stats().accepted, 0, "connected directly first");
+    assert_eq!(book.set(NodeId(2), proxy.addr()), Ok(true));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.stats().accepted < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the links did not move to the proxy"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wait_for_progress(&seen);
+    healed.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let s = seen.lock().unwrap();
+        let last = |src: u16, dst: u16| s.get(&(src, dst)).and_then(|v| v.last().copied());
+        if (0..2)
+            .all(|src| last(src, 0) == Some(PER_CORE - 2) && last(src, 1) == Some(PER_CORE - 1))
+        {
+            break;
+        }
+        drop(s);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done.store(true, Ordering::SeqCst);
+    let sender = join(sender);
+    join(receiver);
+    let missing = check_seen(&seen, PER_CORE, &sender);
+    let moved = format!("the peer's address changed to {}", proxy.addr());
+    for (c, downs, first_after_heal) in &sender {
+        assert!(c.reconnects >= 1, "{c:?}");
+        assert!(
+            downs.iter().any(|d| d.reason.to_string().contains(&moved)),
+            "{downs:?}"
+        );
+        assert!(*first_after_heal < PER_CORE, "make the run longer");
+    }
+    let stats = proxy.stats();
+    assert!(stats.accepted >= 2 && stats.bytes > 0, "{stats:?}");
+    println!(
+        "moved to a proxy: {missing} of {} messages lost (all reported), proxy {stats:?}",
+        2 * PER_CORE
+    );
+    drop((a_keep, b_keep));
+}

@@ -27,7 +27,7 @@ pub enum ClusterReport {
     SingleNode,
     /// The server is a cluster node.
     #[serde(rename = "cluster")]
-    Cluster(ClusterView),
+    Cluster(Box<ClusterView>),
 }
 
 /// A cluster node's view of its cluster (its last read of etcd).

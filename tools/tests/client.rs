@@ -473,7 +473,7 @@ async fn while_no_server_serves_rounds_pause_briefly_until_the_primary_serves() 
         delays
             .iter()
             .all(|d| *d <= courier_tools::constants::NOT_SERVING_RETRY_MAX),
-        "pauses after 4011 rounds are capped (the backoff alone is ≥ 0.5 s): {delays:?}"
+        "pauses after NOT_SERVING rounds are capped (the backoff alone is ≥ 0.5 s): {delays:?}"
     );
     // Rounds after the first start at the server named primary.
     let (asked_a, asked_b) = (a.with(|s| s.hellos), b.with(|s| s.hellos));

@@ -37,6 +37,25 @@ pub fn reserve_peer_port(
     Ok(holder)
 }
 
+/// The other nodes' registered peer addresses in `status` (the
+/// `LinkConfig::peers` of a node starting now; [`follow`] keeps the book
+/// current afterwards). Unusable addresses are skipped, as [`follow`]
+/// does.
+pub fn registered_peers(status: &ClusterStatus) -> Vec<crate::link::PeerAddr> {
+    status
+        .nodes
+        .iter()
+        .filter(|n| n.node_id != status.node_id)
+        .filter_map(|n| {
+            let addr = resolve(&n.peer_addr).ok()?;
+            Some(crate::link::PeerAddr {
+                node: LinkNode(n.node_id.0),
+                addr,
+            })
+        })
+        .collect()
+}
+
 /// Starts the thread that keeps `book` in step with the registry in
 /// `status` (the agent's channel: `ClusterAgent::subscribe()`). The thread
 /// applies the current status at once, then every change, and ends when
@@ -166,6 +185,8 @@ mod tests {
             info(2, "127.0.0.1:9002"),
             info(3, "not an address"),
         ]);
+        let at_start: Vec<u32> = registered_peers(&s).iter().map(|p| p.node.0).collect();
+        assert_eq!(at_start, vec![2]);
         assert_eq!(f.apply(&s, &book), 1);
         assert_eq!(book.get(LinkNode(1)), None);
         assert_eq!(book.get(LinkNode(2)), Some(addr("127.0.0.1:9002")));

@@ -196,23 +196,7 @@ pub fn cluster_status_text(report: &courier_tools::admin_http::ClusterReport) ->
             opt(n.serving.map(|s| yes(s).to_owned()))
         );
     }
-    if !view.cores.is_empty() {
-        out += &format!(
-            "\nraft groups of node {} (one per core)\n{:<6} {:<7} {:<6} {:<10} {:<10} {}\n",
-            view.answered_by, "CORE", "LEADER", "TERM", "COMMITTED", "APPLIED", "READY"
-        );
-        for c in &view.cores {
-            out += &format!(
-                "{:<6} {:<7} {:<6} {:<10} {:<10} {}\n",
-                c.core,
-                opt(c.leader.map(|l| l.to_string())),
-                c.term,
-                c.committed,
-                c.applied,
-                yes(c.ready)
-            );
-        }
-    }
+    out += &core_table(view);
     let Some(placement) = &view.placement else {
         out += &format!(
             "\nplacement: none yet (the controller places the shards once {} nodes have registered)",
@@ -237,6 +221,30 @@ pub fn cluster_status_text(report: &courier_tools::admin_http::ClusterReport) ->
         );
     }
     out.truncate(out.trim_end().len());
+    out
+}
+
+/// The answering node's Raft group per core, as a table (empty text for
+/// a server that reports no cores).
+fn core_table(view: &courier_tools::admin_http::ClusterView) -> String {
+    if view.cores.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nraft groups of node {} (one per core)\n{:<6} {:<7} {:<6} {:<10} {:<10} {}\n",
+        view.answered_by, "CORE", "LEADER", "TERM", "COMMITTED", "APPLIED", "READY"
+    );
+    for c in &view.cores {
+        out += &format!(
+            "{:<6} {:<7} {:<6} {:<10} {:<10} {}\n",
+            c.core,
+            c.leader.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            c.term,
+            c.committed,
+            c.applied,
+            if c.ready { "yes" } else { "no" }
+        );
+    }
     out
 }
 
