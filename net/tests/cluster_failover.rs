@@ -333,7 +333,7 @@ fn view(cluster: &Cluster, index: usize) -> Option<ClusterView> {
         .build()
         .ok()?;
     match rt.block_on(cluster_status(&url, &token, Duration::from_secs(3))) {
-        Ok(ClusterReport::Cluster(view)) => Some(view),
+        Ok(ClusterReport::Cluster(view)) => Some(*view),
         _ => None,
     }
 }
