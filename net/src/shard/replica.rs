@@ -742,6 +742,7 @@ async fn persister(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
             let Some((token, records)) = next else { break };
             match append_all(&r.wal, records).await {
                 Ok(first) => done.push((token, first)),
+                Err(_) if ctx.stop.is_requested() => return, // closed for the stop
                 Err(e) => fatal(shard, 1, &format!("raft WAL append failed: {e}")),
             }
         }
@@ -751,6 +752,9 @@ async fn persister(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
         }
         let last = courier_wal::Lsn(r.wal.next_lsn().0 - 1);
         if let Err(e) = r.wal.wait_durable(last).await {
+            if ctx.stop.is_requested() {
+                return;
+            }
             fatal(shard, 1, &format!("raft WAL failed: {e}"));
         }
         for (token, first) in done {
