@@ -19,16 +19,20 @@
 //!   and `COURIER_CLUSTER_SEED=S`.
 //! - partition: the primary's peer links are blackholed; it stops serving
 //!   within a bound, the other two elect a new primary, the load goes on;
-//!   healed, the old primary serves no clients (a follower); nothing
-//!   acknowledged is lost.
+//!   healed, the old primary serves no clients (a follower) and catches
+//!   up; nothing acknowledged is lost.
 //! - every node killed at once and restarted: everything acknowledged is
 //!   there.
 //! - etcd killed under load: acknowledgements continue (Raft commits
 //!   without etcd), the status says etcd is disconnected, and reconnected
 //!   once etcd is back.
 //!
-//! A node that exits by itself (a deposed primary exits on purpose) is
-//! restarted by the test kit's supervisor (`Cluster::wait_primary`).
+//! After the kill cycles, the partition and the restart of all nodes,
+//! every follower must follow the primary on every core and have applied
+//! everything it applied (`GET /admin/cluster`'s per-core rows): the
+//! standbys are hot again. A node that exits by itself (a deposed primary
+//! exits on purpose) is restarted by the test kit's supervisor
+//! (`Cluster::wait_primary`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -199,6 +203,9 @@ fn kill_9_of_the_primary_under_load_loses_nothing_acknowledged() {
         let report = check(&rt, cluster.servers(), &[&fx]);
         assert!(report.is_clean(), "{what}: {report}\n{}", cluster.logs(30));
     }
+    if cycles > 0 {
+        assert_caught_up(&cluster, p, &format!("seed {seed} after {cycles} cycles"));
+    }
     let (acked_total, unknown, refused) = ledger.lock().unwrap().totals();
     failovers.sort();
     eprintln!(
@@ -296,6 +303,7 @@ fn a_primary_cut_off_from_its_peers_stops_serving_and_rejoins_as_a_follower() {
         std::thread::sleep(Duration::from_millis(100));
     }
     stop_and_check(&cluster, &rt, load, &fx, "cut and heal");
+    assert_caught_up(&cluster, after, "cut and heal");
 }
 
 #[test]
@@ -316,13 +324,14 @@ fn every_node_killed_at_once_and_restarted_keeps_everything_acknowledged() {
     cluster
         .restart_all()
         .unwrap_or_else(|e| panic!("restart of all nodes: {e}\n{}", cluster.logs(30)));
-    primary(&mut cluster, FIRST_PRIMARY, "a primary after all restarted");
+    let p = primary(&mut cluster, FIRST_PRIMARY, "a primary after all restarted");
     assert!(
         acks_grow(&ledger, at_kill, FAILOVER_BOUND),
         "nothing acknowledged after the restart\n{}",
         cluster.logs(30)
     );
     stop_and_check(&cluster, &rt, load, &fx, "all killed");
+    assert_caught_up(&cluster, p, "all killed");
 }
 
 fn view(cluster: &Cluster, index: usize) -> Option<ClusterView> {
@@ -356,6 +365,29 @@ fn wait_status(
             view(cluster, index)
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until every other node follows `primary` on every core and has
+/// applied everything the primary had applied when this was called (call
+/// it with the load stopped): the followers are hot standbys again.
+fn assert_caught_up(cluster: &Cluster, primary: usize, what: &str) {
+    let led = view(cluster, primary)
+        .unwrap_or_else(|| panic!("{what}: no status from the primary"))
+        .cores;
+    assert!(
+        !led.is_empty(),
+        "{what}: the primary reports no Raft groups"
+    );
+    let id = primary as u64 + 1;
+    for index in (0..cluster.nodes().len()).filter(|i| *i != primary) {
+        wait_status(cluster, index, &format!("{what}: caught up"), |v| {
+            v.cores.len() == led.len()
+                && v.cores
+                    .iter()
+                    .zip(&led)
+                    .all(|(mine, theirs)| mine.leader == Some(id) && mine.applied >= theirs.applied)
+        });
     }
 }
 

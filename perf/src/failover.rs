@@ -90,9 +90,11 @@ struct Ack {
 /// What the writers share with the main thread.
 #[derive(Default)]
 struct Shared {
+    /// At most [`ACK_LOG_MAX`] entries.
     acks: Mutex<Vec<Ack>>,
     acked: AtomicU64,
     gave_up: AtomicU64,
+    /// At most one per writer: a writer stops at its first permanent error.
     errors: Mutex<Vec<String>>,
     stop: AtomicBool,
 }

@@ -1,6 +1,7 @@
 //! Smoke test of every `courier-bench` scenario: each runs with tiny
 //! parameters against a real `courierd` (started by the harness on a
-//! temporary data directory) and must exit 0 and print its JSON record as
+//! temporary data directory; `failover` starts a 3-node cluster with its
+//! own etcd) and must exit 0 and print its JSON record as
 //! the last line. No thresholds: figures from a CI machine mean nothing;
 //! this only proves that every scenario still runs end to end. Baselines run
 //! when `nats-server` / `redis-server` are installed; otherwise the harness
@@ -13,10 +14,15 @@ use std::process::Command;
 use std::time::Instant;
 
 fn bench(args: &[&str]) -> Value {
+    bench_with(args, &["--json", "--shards", "2", "--client-threads", "2"])
+}
+
+/// Runs `courier-bench ARGS COMMON` and returns its JSON record.
+fn bench_with(args: &[&str], common: &[&str]) -> Value {
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
         .args(args)
-        .args(["--json", "--shards", "2", "--client-threads", "2"])
+        .args(common)
         .env("COURIER_LOG", "warn")
         .output()
         .expect("running courier-bench");
@@ -234,4 +240,27 @@ fn wal_runs() {
     assert_eq!(json["bench"], "wal");
     assert!(json["records_per_sec"].as_f64().unwrap() > 0.0, "{json}");
     assert!(json["cores"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn failover_runs() {
+    // A 3-node cluster (its own etcd): one kill of the primary, short
+    // windows. The scenario has no --client-threads (its writers run on
+    // the client library's runtime).
+    let j = bench_with(
+        &[
+            "failover",
+            "--kills",
+            "1",
+            "--writers",
+            "2",
+            "--window-secs",
+            "0.5",
+        ],
+        &["--json", "--shards", "2"],
+    );
+    let r = &j["results"];
+    assert_eq!(r["kills"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(r["kill_to_first_ack"]["count"], 1, "{r}");
+    assert!(r["acked"].as_u64().unwrap() > 0, "{r}");
 }

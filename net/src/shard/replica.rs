@@ -41,8 +41,8 @@ use crate::sync::Signal;
 use courier_core::api::{Input, Lsn};
 use courier_raft::record::RawRecord;
 use courier_raft::{
-    Apply, BatchToken, Bytes, CoreConfig, GroupId, GroupMessage, NodeId, RaftCore, Role,
-    RoleChange, SnapshotSource,
+    Apply, BatchToken, Bytes, CoreConfig, GroupId, GroupMessage, NodeId, ProposeError, RaftCore,
+    Role, RoleChange, SnapshotSource,
 };
 use courier_wal::Wal;
 use entry::{CoreRecord, Follow};
@@ -78,6 +78,9 @@ pub const ENTRIES_SOFT_MAX: u64 = 32_768;
 /// Uncompacted entries at which the leader refuses proposals (memory bound
 /// of a group's log: this many entries, each one pump turn's records).
 pub const ENTRIES_HARD_MAX: u64 = 131_072;
+/// Payload bytes of records waiting to be proposed (raft dropping
+/// proposals for longer than that is fatal: exit 75).
+pub const STAGED_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Fetch requests a core answers at once.
 const FETCHES_SERVED_MAX: usize = 2;
 /// How long a follower waits for a fetch reply before asking again
@@ -100,8 +103,11 @@ pub(crate) struct Replica {
     wal: Rc<Wal>,
     links: LinkHandle,
     view: Arc<NodeView>,
-    /// Records appended by the core in this pump turn, proposed at its end.
+    /// Records appended by the core in this pump turn, proposed at its end
+    /// (or at the next tick when raft dropped them): at most
+    /// [`STAGED_BYTES_MAX`] payload bytes.
     staged: RefCell<Vec<CoreRecord>>,
+    staged_bytes: Cell<usize>,
     /// Our proposals not applied yet: (term, index), in order.
     proposed: RefCell<VecDeque<(u64, u64)>>,
     /// Last LSN handed to the state WAL.
@@ -207,6 +213,7 @@ async fn attach(ctx: &Rc<ShardCtx>, start: ReplicaStart, dir: &Path) -> anyhow::
         links,
         view,
         staged: RefCell::new(Vec::new()),
+        staged_bytes: Cell::new(0),
         proposed: RefCell::new(VecDeque::new()),
         state_lsn: Cell::new(state_lsn),
         points: RefCell::new(VecDeque::new()),
@@ -328,6 +335,12 @@ impl SnapshotSource for Source<'_> {
 impl Replica {
     /// Takes an `Effect::Append` of the core (proposed at the pump's end).
     pub(super) fn stage(&self, lsn: Lsn, kind: u8, payload: Vec<u8>) {
+        let bytes = self.staged_bytes.get() + payload.len();
+        if bytes > STAGED_BYTES_MAX {
+            let why = format!("{bytes} bytes of records wait for raft to accept them");
+            fatal(self.group.0 as u16, EXIT_DEMOTED, &why);
+        }
+        self.staged_bytes.set(bytes);
         self.staged.borrow_mut().push(CoreRecord {
             lsn: lsn.0,
             kind,
@@ -337,15 +350,31 @@ impl Replica {
 
     /// End of a pump turn: proposes what the core appended.
     pub(super) fn flush(&self, shard: u16) {
-        let records = std::mem::take(&mut *self.staged.borrow_mut());
+        let mut records = std::mem::take(&mut *self.staged.borrow_mut());
         if records.is_empty() {
             return;
         }
+        self.staged_bytes.set(0);
         let entries = entry::encode_entries(&records)
             .unwrap_or_else(|e| fatal(shard, EXIT_DEMOTED, &format!("proposal refused: {e}")));
         for data in entries {
             match self.raft.borrow_mut().propose(self.group, &data) {
                 Ok(at) => self.proposed.borrow_mut().push_back(at),
+                Err(ProposeError::Dropped { .. }) => {
+                    // raft is busy (a leadership transfer, or its bound of
+                    // uncommitted bytes): nothing of these records was
+                    // acknowledged; propose them again at the next tick,
+                    // ahead of anything the core appends meanwhile.
+                    let first = entry::first_lsn(&data).unwrap_or(0);
+                    records.retain(|r| r.lsn >= first);
+                    tracing::debug!(shard, first, "replica: proposal dropped by raft; retrying");
+                    let mut staged = self.staged.borrow_mut();
+                    records.append(&mut staged);
+                    let bytes = records.iter().map(|r| r.payload.len()).sum();
+                    self.staged_bytes.set(bytes);
+                    *staged = records;
+                    break;
+                }
                 Err(e) => fatal(shard, EXIT_DEMOTED, &format!("proposal refused: {e}")),
             }
         }
@@ -665,6 +694,7 @@ async fn ticker(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
     while !ctx.stop.is_requested() {
         glommio::timer::sleep(RAFT_TICK).await;
         r.raft.borrow_mut().tick();
+        r.flush(ctx.id.0); // records raft dropped last time
         r.check(&ctx);
         r.drive_wake.notify();
     }
@@ -728,6 +758,7 @@ async fn persister(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
             let Some((token, records)) = next else { break };
             match append_all(&r.wal, records).await {
                 Ok(first) => done.push((token, first)),
+                Err(_) if ctx.stop.is_requested() => return, // closed for the stop
                 Err(e) => fatal(shard, 1, &format!("raft WAL append failed: {e}")),
             }
         }
@@ -737,6 +768,9 @@ async fn persister(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
         }
         let last = courier_wal::Lsn(r.wal.next_lsn().0 - 1);
         if let Err(e) = r.wal.wait_durable(last).await {
+            if ctx.stop.is_requested() {
+                return;
+            }
             fatal(shard, 1, &format!("raft WAL failed: {e}"));
         }
         for (token, first) in done {

@@ -329,7 +329,7 @@ impl Cluster {
         &self.nodes
     }
 
-    /// Node `index` (0-based).
+    /// Node `index` (0-based; an index past the end names the last node).
     pub fn node(&self, index: usize) -> &ClusterNode {
         &self.nodes[index.min(self.nodes.len() - 1)]
     }
@@ -386,7 +386,10 @@ impl Cluster {
         })
     }
 
-    /// Exits the supervisor saw so far (nodes that exited by themselves).
+    /// Exits the supervisor saw so far (nodes that exited by themselves):
+    /// one entry per exit over the cluster's life, which is one test's (a
+    /// node exiting at every start fails [`Cluster::wait_primary`] after
+    /// [`SUPERVISOR_RESTARTS_MAX`] restarts).
     pub fn exits(&self) -> &[Exit] {
         &self.exits
     }

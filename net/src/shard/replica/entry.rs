@@ -199,6 +199,13 @@ pub fn decode_entry(data: &[u8]) -> Result<Vec<CoreRecord>, EntryError> {
     Ok(records)
 }
 
+/// The LSN of an entry's first record (None for bytes too short to hold
+/// one; the entry is not otherwise checked).
+pub fn first_lsn(data: &[u8]) -> Option<u64> {
+    let mut r = Reader(data.get(ENTRY_HEADER_BYTES..)?);
+    r.u64("record lsn").ok()
+}
+
 /// The bytes of a compaction snapshot at state LSN `lsn`.
 pub fn encode_snapshot(lsn: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(9);
@@ -280,9 +287,19 @@ mod tests {
             .flat_map(|e| decode_entry(e).unwrap())
             .collect();
         assert_eq!(back, records);
+        assert_eq!(
+            first_lsn(&entries[1]),
+            Some(back[0].lsn + entries_len(&entries[0]))
+        );
+        assert_eq!(first_lsn(&entries[0]), Some(5));
+        assert_eq!(first_lsn(&entries[0][..12]), None);
         let one = encode_entries(&[rec(1, 0)]).unwrap();
         assert_eq!(decode_entry(&one[0]).unwrap(), vec![rec(1, 0)]);
         assert!(encode_entries(&[]).unwrap().is_empty());
+    }
+
+    fn entries_len(data: &[u8]) -> u64 {
+        decode_entry(data).unwrap().len() as u64
     }
 
     #[test]
