@@ -343,7 +343,7 @@ impl Mode {
         }
         let document = match &self.cluster {
             None => json!({ "mode": "single-node" }),
-            Some(status) => status_document(&status.borrow()),
+            Some(status) => status_document(&status.borrow(), self.view.as_deref()),
         };
         (200, format!("{document}\n"))
     }
@@ -371,8 +371,9 @@ impl Mode {
 /// are an interface: docs/OPERATIONS.md "Cluster status" lists them).
 /// `nodes` are the live nodes plus placement nodes missing from the
 /// registry (`alive: false`, addresses null); per shard, `leader`, `term`
-/// and `commit_lag` are null until Raft exists.
-pub fn status_document(status: &ClusterStatus) -> Value {
+/// and `commit_lag` are null (the data path runs one Raft group per core,
+/// not per placement shard: `cores` lists this node's view of each).
+pub fn status_document(status: &ClusterStatus, view: Option<&NodeView>) -> Value {
     let mut nodes: Vec<Value> = status
         .nodes
         .iter()
@@ -431,11 +432,34 @@ pub fn status_document(status: &ClusterStatus) -> Value {
         "etcd_error": status.etcd_error,
         "registered": status.registered,
         "controller": status.controller.map(|c| c.0),
-        "serving_clients": false,
-        "replication": "not built",
+        "serving_clients": view.is_some_and(|v| v.serving()),
+        "replication": "raft: one group per core, one primary serves",
+        "cores": view.map(cores_document).unwrap_or_default(),
         "nodes": nodes,
         "placement": placement,
     })
+}
+
+/// This node's view of each core's Raft group (`NodeView`).
+fn cores_document(view: &NodeView) -> Vec<Value> {
+    use std::sync::atomic::Ordering::SeqCst;
+    view.cores
+        .iter()
+        .enumerate()
+        .map(|(core, c)| {
+            let leader = c.leader.load(SeqCst);
+            json!({
+                "core": core,
+                "leader": (leader != 0).then_some(leader),
+                "term": c.term.load(SeqCst),
+                "applied": c.applied.load(SeqCst),
+                "committed": c.committed.load(SeqCst),
+                "applied_lsn": c.applied_lsn.load(SeqCst),
+                "ready": c.ready.load(SeqCst),
+                "started": c.started.load(SeqCst),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -650,7 +674,18 @@ mod tests {
 
     #[test]
     fn status_document_marks_missing_placement_nodes_dead() {
-        let doc = status_document(&status());
+        let doc = status_document(&status(), None);
+        assert_eq!(doc["serving_clients"], false);
+        assert_eq!(doc["cores"], json!([]));
+        let view = NodeView::new(1, 2);
+        view.cores[1]
+            .leader
+            .store(3, std::sync::atomic::Ordering::SeqCst);
+        view.set_serving(true);
+        let served = status_document(&status(), Some(&view));
+        assert_eq!(served["serving_clients"], true);
+        assert_eq!(served["cores"][0]["leader"], Value::Null);
+        assert_eq!(served["cores"][1]["leader"], 3);
         assert_eq!(doc["mode"], "cluster");
         assert_eq!(doc["cluster_id"], u128::MAX.to_string());
         let nodes = doc["nodes"].as_array().unwrap();
