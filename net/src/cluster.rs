@@ -589,7 +589,9 @@ fn core_rows(view: &NodeView) -> Vec<Value> {
                 "term": c.term.load(SeqCst),
                 "committed": c.committed.load(SeqCst),
                 "applied": c.applied.load(SeqCst),
+                "applied_lsn": c.applied_lsn.load(SeqCst),
                 "ready": c.ready.load(SeqCst),
+                "started": c.started.load(SeqCst),
             })
         })
         .collect()
@@ -951,6 +953,17 @@ mod tests {
     #[test]
     fn status_document_marks_missing_placement_nodes_dead() {
         let doc = status_document(&status(), None);
+        assert_eq!(doc["serving_clients"], false);
+        assert_eq!(doc["cores"], json!([]));
+        let view = NodeView::new(1, 2);
+        view.cores[1]
+            .leader
+            .store(3, std::sync::atomic::Ordering::SeqCst);
+        view.set_serving(true);
+        let served = status_document(&status(), Some(&view));
+        assert_eq!(served["serving_clients"], true);
+        assert_eq!(served["cores"][0]["leader"], Value::Null);
+        assert_eq!(served["cores"][1]["leader"], 3);
         assert_eq!(doc["mode"], "cluster");
         assert_eq!(doc["cluster_id"], u128::MAX.to_string());
         let nodes = doc["nodes"].as_array().unwrap();

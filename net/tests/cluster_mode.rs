@@ -151,19 +151,6 @@ fn three_nodes_form_a_cluster_that_every_node_reports_and_a_killed_node_leaves()
             },
         );
         assert_eq!((view.shard_count, view.replication_factor), (12, 3));
-        assert!(!view.serving_clients);
-        // No Raft group has a leader here: no primary; one core, one group;
-        // `serving` is known for the answering node only.
-        assert_eq!(
-            (view.primary, view.primary_client_addr.as_deref()),
-            (None, None)
-        );
-        assert_eq!(view.cores.len(), 1);
-        assert_eq!((view.cores[0].leader, view.cores[0].ready), (None, false));
-        for n in &view.nodes {
-            let want = (n.node_id == view.answered_by).then_some(false);
-            assert_eq!((n.serving, n.primary), (want, false), "{n:?}");
-        }
         assert!(view.etcd_connected && view.registered);
         let placement = view.placement.unwrap();
         assert_eq!(placement.shards.len(), 12);
@@ -212,6 +199,11 @@ fn three_nodes_form_a_cluster_that_every_node_reports_and_a_killed_node_leaves()
         }
     }
     assert!(welcomed <= 1, "{welcomed} nodes welcomed a session");
+    let serving = nodes
+        .iter()
+        .filter(|n| cluster_view(n, &token).serving_clients)
+        .count();
+    assert!(serving <= 1, "{serving} nodes say they serve clients");
     // kill -9 node 3: it shows as not alive once its lease expired, and
     // keeps its replicas in the placement (no replacement before 30 s).
     let killed = Instant::now();

@@ -22,6 +22,7 @@ mod common;
 use common::{conversation, issued_credential, Client};
 use courier_core::api::*;
 use courier_proto::{ClientFrame, Encoder, ServerFrame};
+use courier_tools::admin_http::{cluster_status, ClusterReport, ClusterView};
 use courier_tools::testkit::etcd::{free_port, Etcd};
 use courier_tools::testkit::{Launch, ServerProcess};
 use std::net::SocketAddr;
@@ -140,6 +141,19 @@ fn wait_primary(all: &[ServerProcess], nodes: &[usize], admin: &Credential) -> (
     }
 }
 
+/// The node's `GET /admin/cluster` document, as `courier admin cluster
+/// status` reads it.
+fn cluster_view(node: &ServerProcess, token: &str) -> ClusterView {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match runtime.block_on(cluster_status(&node.url(), token, Duration::from_secs(5))) {
+        Ok(ClusterReport::Cluster(view)) => view,
+        other => panic!("expected a cluster status, got {other:?}"),
+    }
+}
+
 /// A workspace, two users and a channel, created on the primary.
 fn setup(primary: SocketAddr, admin: &Credential) -> (Credential, ConversationId) {
     let mut a = Client::login(primary, admin);
@@ -214,6 +228,13 @@ fn acknowledged_messages_survive_killing_the_primary_and_the_killed_node_rejoins
     eprintln!("primary: node {} after {took:?}", first + 1);
     let (ann, general) = setup(nodes[first].addr(), &admin);
     let mut acked = send_acked(nodes[first].addr(), &ann, general, "before", 40);
+    // What `courier admin cluster status` shows: the primary serves, and
+    // every one of its cores leads its group and started.
+    let token = nodes[0].admin_token().unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        let view = cluster_view(node, &token);
+        assert_eq!(view.serving_clients, i == first, "node {}", i + 1);
+    }
 
     nodes[first].kill9();
     let rest: Vec<usize> = (0..3).filter(|&i| i != first).collect();
