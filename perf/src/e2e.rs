@@ -26,7 +26,7 @@ use crate::clock::{now_ns, PreciseTimer};
 use crate::pool::{self, Phase};
 use crate::report::{self, histogram, latency_json, latency_row, record_ns};
 use crate::send::{sample_window, Window};
-use crate::server::{usage, Common, Sample, Target};
+use crate::server::{usage, ClusterArgs, Common, Sample, Target};
 use crate::setup;
 use anyhow::Context;
 use clap::Args;
@@ -88,6 +88,8 @@ pub struct Cmd {
     /// Redis fsync policy for the baseline: always (equal durability) or everysec.
     #[arg(long, default_value = "always")]
     pub redis_fsync: crate::baseline::redis::Fsync,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub common: Common,
 }
@@ -392,6 +394,18 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         "courier": system_json(&steps, best, &final_step, final_rate, args),
     });
     let mut rows = vec![final_row("courier", best, final_rate, &final_step)];
+    if cmd.cluster.cluster > 0 {
+        let n = cmd.cluster.cluster;
+        let label = format!("courier {n}-node cluster");
+        let (v, row) = cluster_sweep(cmd, n, &label)?;
+        let ratio = match (best, v["max_rate_p99_under_slo"].as_f64()) {
+            (Some(s), Some(c)) if s > 0.0 => Some(c / s),
+            _ => None,
+        };
+        results["ratio_cluster_over_single_max_rate"] = json!(ratio);
+        results["courier_cluster"] = v;
+        rows.push(row);
+    }
     for peer in &cmd.against {
         let Some(binary) = peer.find() else {
             println!(
@@ -451,6 +465,12 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         &["system", "max rate/s", "final rate/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "max ms", "deliveries/s", "server cores"],
         &rows,
     );
+    if let Some(r) = results["ratio_cluster_over_single_max_rate"].as_f64() {
+        println!(
+            "ratio cluster/single node: {r:.2}× max sustainable rate (p99 ≤ {} ms)",
+            args.slo_p99_ms
+        );
+    }
     for peer in &cmd.against {
         if let Some(r) = results[format!("ratio_courier_over_{}_max_rate", peer.key())].as_f64() {
             println!(
@@ -476,12 +496,30 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         "final_secs": args.final_secs, "rate": args.rate,
         "against": cmd.against.iter().map(|p| p.key()).collect::<Vec<_>>(),
         "redis_fsync": cmd.redis_fsync.to_string(),
+        "cluster_nodes": cmd.cluster.cluster,
     });
     report::emit(
         cmd.common.json,
         &report::envelope("e2e", machine, params, results),
     );
     Ok(())
+}
+
+/// The same sweep and final run against an `n`-node cluster: its JSON and
+/// its table row.
+fn cluster_sweep(cmd: &Cmd, n: usize, label: &str) -> anyhow::Result<(Value, Vec<String>)> {
+    let args = &cmd.e2e;
+    let target = Target::start_cluster(&cmd.common, n)?;
+    let world = World::build(&target, args)
+        .with_context(|| format!("{label}: setup\n{}", target.log_tail()))?;
+    let (steps, best, final_step, final_rate) = sweep_and_final(args, label, |rate, secs| {
+        courier_step(&target, &world, args, rate, secs, &cmd.common)
+    })
+    .with_context(|| format!("{label}:\n{}", target.log_tail()))?;
+    Ok((
+        system_json(&steps, best, &final_step, final_rate, args),
+        final_row(label, best, final_rate, &final_step),
+    ))
 }
 
 type SweepOutcome = (Vec<(f64, Step)>, Option<f64>, Step, Option<f64>);
