@@ -371,6 +371,7 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
         "server_cpu_us_per_send": server_cpu_us_per_send,
         "usage": usage,
         "setup_s": setup_s,
+        "disk": target.wal_footprint(),
     });
     report::table(
         "courier send: ack latency",

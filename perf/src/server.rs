@@ -390,6 +390,39 @@ impl Target {
         order.filter_map(|i| nodes[i].process().pid()).collect()
     }
 
+    /// The data directories of the spawned server or of every cluster node
+    /// (the primary first).
+    fn data_dirs(&self) -> Vec<PathBuf> {
+        let Some(c) = &self.cluster else {
+            return self.data_dir().map(Path::to_owned).into_iter().collect();
+        };
+        let nodes = c.cluster.nodes();
+        let order = std::iter::once(c.primary).chain((0..nodes.len()).filter(|i| *i != c.primary));
+        order
+            .map(|i| nodes[i].process().data_dir().to_owned())
+            .collect()
+    }
+
+    /// What the run left in the WALs of every node (read offline, with the
+    /// WAL inspector): per node the state WAL's used bytes (up to each
+    /// segment's last valid record; preallocated space not counted) over
+    /// its `MessagePosted` records, and the raft WAL's retained bytes (it
+    /// is compacted: a bound, not a per-message cost). Null for an external
+    /// server.
+    pub fn wal_footprint(&self) -> Value {
+        let nodes: Vec<Value> = self.data_dirs().iter().map(|d| log_footprint(d)).collect();
+        if nodes.is_empty() {
+            return Value::Null;
+        }
+        let state: f64 = nodes.iter().filter_map(|n| n["state_bytes"].as_f64()).sum();
+        let messages = nodes[0]["messages"].as_f64().unwrap_or(0.0);
+        json!({
+            "nodes": nodes,
+            "state_bytes_all_nodes": state,
+            "state_bytes_per_message_all_nodes": if messages > 0.0 { Some(state / messages) } else { None },
+        })
+    }
+
     /// What can be read about the server from another thread.
     pub fn probe(&self) -> Probe {
         Probe {
@@ -499,6 +532,39 @@ impl Probe {
             metrics: self.metrics().unwrap_or_default(),
         }
     }
+}
+
+/// One data directory's WAL footprint (see [`Target::wal_footprint`]).
+fn log_footprint(dir: &Path) -> Value {
+    use courier_tools::walinspect::inspect_data_dir;
+    let used = |logs: &[courier_tools::walinspect::LogReport]| -> (u64, u64) {
+        let bytes = logs
+            .iter()
+            .flat_map(|l| &l.segments)
+            .map(|s| s.used_bytes)
+            .sum();
+        let kind = courier_core::record::KIND_MESSAGE_POSTED;
+        let messages = logs.iter().filter_map(|l| l.kinds.get(&kind)).sum();
+        (bytes, messages)
+    };
+    let state = match inspect_data_dir(dir, &mut |_| {}) {
+        Ok(logs) => used(&logs),
+        Err(e) => return json!({"error": e.to_string()}),
+    };
+    let raft_dir = dir.join("raft");
+    let raft = if raft_dir.is_dir() {
+        inspect_data_dir(&raft_dir, &mut |_| {})
+            .ok()
+            .map(|logs| used(&logs).0)
+    } else {
+        None
+    };
+    json!({
+        "state_bytes": state.0,
+        "messages": state.1,
+        "state_bytes_per_message": if state.1 > 0 { Some(state.0 as f64 / state.1 as f64) } else { None },
+        "raft_bytes_retained": raft,
+    })
 }
 
 /// Figures between two samples: CPU used by the server and the load
