@@ -395,16 +395,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     });
     let mut rows = vec![final_row("courier", best, final_rate, &final_step)];
     if cmd.cluster.cluster > 0 {
-        let n = cmd.cluster.cluster;
-        let label = format!("courier {n}-node cluster");
-        let (v, row) = cluster_sweep(cmd, n, &label)?;
-        let ratio = match (best, v["max_rate_p99_under_slo"].as_f64()) {
-            (Some(s), Some(c)) if s > 0.0 => Some(c / s),
-            _ => None,
-        };
-        results["ratio_cluster_over_single_max_rate"] = json!(ratio);
-        results["courier_cluster"] = v;
-        rows.push(row);
+        cluster_sweep(cmd, best, &mut results, &mut rows)?;
     }
     for peer in &cmd.against {
         let Some(binary) = peer.find() else {
@@ -465,29 +456,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         &["system", "max rate/s", "final rate/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "max ms", "deliveries/s", "server cores"],
         &rows,
     );
-    if let Some(r) = results["ratio_cluster_over_single_max_rate"].as_f64() {
-        println!(
-            "ratio cluster/single node: {r:.2}× max sustainable rate (p99 ≤ {} ms)",
-            args.slo_p99_ms
-        );
-    }
-    for peer in &cmd.against {
-        if let Some(r) = results[format!("ratio_courier_over_{}_max_rate", peer.key())].as_f64() {
-            println!(
-                "ratio courier/{}: {r:.2}× max sustainable rate (p99 ≤ {} ms)",
-                peer.key(),
-                args.slo_p99_ms
-            );
-        }
-        if let Some(r) =
-            results[format!("ratio_{}_over_courier_p99_at_same_rate", peer.key())].as_f64()
-        {
-            println!(
-                "ratio {}/courier p99 at courier's final rate: {r:.2}",
-                peer.key()
-            );
-        }
-    }
+    print_ratios(cmd, &results);
     let mut params = cmd.common.params();
     params["e2e"] = json!({
         "conversations": args.conversations, "members": args.members, "body_bytes": args.body_bytes,
@@ -505,21 +474,58 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The same sweep and final run against an `n`-node cluster: its JSON and
-/// its table row.
-fn cluster_sweep(cmd: &Cmd, n: usize, label: &str) -> anyhow::Result<(Value, Vec<String>)> {
+/// The same sweep and final run against a `--cluster N` cluster: its JSON
+/// (`courier_cluster`), its ratio to the single node's highest passing rate
+/// (`single_best`) and its table row.
+fn cluster_sweep(
+    cmd: &Cmd,
+    single_best: Option<f64>,
+    results: &mut Value,
+    rows: &mut Vec<Vec<String>>,
+) -> anyhow::Result<()> {
     let args = &cmd.e2e;
+    let n = cmd.cluster.cluster;
+    let label = format!("courier {n}-node cluster");
     let target = Target::start_cluster(&cmd.common, n)?;
     let world = World::build(&target, args)
         .with_context(|| format!("{label}: setup\n{}", target.log_tail()))?;
-    let (steps, best, final_step, final_rate) = sweep_and_final(args, label, |rate, secs| {
+    let (steps, best, final_step, final_rate) = sweep_and_final(args, &label, |rate, secs| {
         courier_step(&target, &world, args, rate, secs, &cmd.common)
     })
     .with_context(|| format!("{label}:\n{}", target.log_tail()))?;
-    Ok((
-        system_json(&steps, best, &final_step, final_rate, args),
-        final_row(label, best, final_rate, &final_step),
-    ))
+    let ratio = match (single_best, best) {
+        (Some(s), Some(c)) if s > 0.0 => Some(c / s),
+        _ => None,
+    };
+    results["ratio_cluster_over_single_max_rate"] = json!(ratio);
+    results["courier_cluster"] = system_json(&steps, best, &final_step, final_rate, args);
+    rows.push(final_row(&label, best, final_rate, &final_step));
+    Ok(())
+}
+
+/// The ratio lines under the table: cluster over single node, Courier over
+/// each peer.
+fn print_ratios(cmd: &Cmd, results: &Value) {
+    let slo = cmd.e2e.slo_p99_ms;
+    if let Some(r) = results["ratio_cluster_over_single_max_rate"].as_f64() {
+        println!("ratio cluster/single node: {r:.2}× max sustainable rate (p99 ≤ {slo} ms)");
+    }
+    for peer in &cmd.against {
+        if let Some(r) = results[format!("ratio_courier_over_{}_max_rate", peer.key())].as_f64() {
+            println!(
+                "ratio courier/{}: {r:.2}× max sustainable rate (p99 ≤ {slo} ms)",
+                peer.key()
+            );
+        }
+        if let Some(r) =
+            results[format!("ratio_{}_over_courier_p99_at_same_rate", peer.key())].as_f64()
+        {
+            println!(
+                "ratio {}/courier p99 at courier's final rate: {r:.2}",
+                peer.key()
+            );
+        }
+    }
 }
 
 type SweepOutcome = (Vec<(f64, Step)>, Option<f64>, Step, Option<f64>);

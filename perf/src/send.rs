@@ -353,11 +353,7 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
     for o in outcomes {
         total.merge(o);
     }
-    let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
-    let usage = match samples.as_slice() {
-        [a, b, ..] => usage(a, b),
-        _ => Value::Null,
-    };
+    let usage = window_usage(&samples);
     let acked_per_s = total.acks as f64 / args.secs;
     let server_cpu_us_per_send = usage["server_cpu_cores"]
         .as_f64()
@@ -379,6 +375,15 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
         &[latency_row("ack", &total.latency)],
     );
     Ok(result)
+}
+
+/// Server usage between the first two samples (Null without two).
+fn window_usage(samples: &Mutex<Vec<Sample>>) -> Value {
+    let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    match samples.as_slice() {
+        [a, b, ..] => usage(a, b),
+        _ => Value::Null,
+    }
 }
 
 /// One connection's closed loop: keep `window` sends in flight until `to`,
