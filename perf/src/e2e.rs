@@ -26,7 +26,7 @@ use crate::clock::{now_ns, PreciseTimer};
 use crate::pool::{self, Phase};
 use crate::report::{self, histogram, latency_json, latency_row, record_ns};
 use crate::send::{sample_window, Window};
-use crate::server::{usage, Common, Sample, Target};
+use crate::server::{usage, ClusterArgs, Common, Sample, Target};
 use crate::setup;
 use anyhow::Context;
 use clap::Args;
@@ -88,6 +88,8 @@ pub struct Cmd {
     /// Redis fsync policy for the baseline: always (equal durability) or everysec.
     #[arg(long, default_value = "always")]
     pub redis_fsync: crate::baseline::redis::Fsync,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub common: Common,
 }
@@ -392,6 +394,9 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         "courier": system_json(&steps, best, &final_step, final_rate, args),
     });
     let mut rows = vec![final_row("courier", best, final_rate, &final_step)];
+    if cmd.cluster.cluster > 0 {
+        cluster_sweep(cmd, best, &mut results, &mut rows)?;
+    }
     for peer in &cmd.against {
         let Some(binary) = peer.find() else {
             println!(
@@ -451,12 +456,65 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         &["system", "max rate/s", "final rate/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "max ms", "deliveries/s", "server cores"],
         &rows,
     );
+    print_ratios(cmd, &results);
+    let mut params = cmd.common.params();
+    params["e2e"] = json!({
+        "conversations": args.conversations, "members": args.members, "body_bytes": args.body_bytes,
+        "rate_start": args.rate_start, "rate_factor": args.rate_factor, "rate_max": args.rate_max,
+        "step_secs": args.step_secs, "steps_max": args.steps_max, "slo_p99_ms": args.slo_p99_ms,
+        "final_secs": args.final_secs, "rate": args.rate,
+        "against": cmd.against.iter().map(|p| p.key()).collect::<Vec<_>>(),
+        "redis_fsync": cmd.redis_fsync.to_string(),
+        "cluster_nodes": cmd.cluster.cluster,
+    });
+    report::emit(
+        cmd.common.json,
+        &report::envelope("e2e", machine, params, results),
+    );
+    Ok(())
+}
+
+/// The same sweep and final run against a `--cluster N` cluster: its JSON
+/// (`courier_cluster`), its ratio to the single node's highest passing rate
+/// (`single_best`) and its table row.
+fn cluster_sweep(
+    cmd: &Cmd,
+    single_best: Option<f64>,
+    results: &mut Value,
+    rows: &mut Vec<Vec<String>>,
+) -> anyhow::Result<()> {
+    let args = &cmd.e2e;
+    let n = cmd.cluster.cluster;
+    let label = format!("courier {n}-node cluster");
+    let target = Target::start_cluster(&cmd.common, n)?;
+    let world = World::build(&target, args)
+        .with_context(|| format!("{label}: setup\n{}", target.log_tail()))?;
+    let (steps, best, final_step, final_rate) = sweep_and_final(args, &label, |rate, secs| {
+        courier_step(&target, &world, args, rate, secs, &cmd.common)
+    })
+    .with_context(|| format!("{label}:\n{}", target.log_tail()))?;
+    let ratio = match (single_best, best) {
+        (Some(s), Some(c)) if s > 0.0 => Some(c / s),
+        _ => None,
+    };
+    results["ratio_cluster_over_single_max_rate"] = json!(ratio);
+    results["courier_cluster"] = system_json(&steps, best, &final_step, final_rate, args);
+    rows.push(final_row(&label, best, final_rate, &final_step));
+    Ok(())
+}
+
+/// The ratio lines under the table: cluster over single node, Courier over
+/// each peer.
+fn print_ratios(cmd: &Cmd, results: &Value) {
+    let slo = cmd.e2e.slo_p99_ms;
+    if let Some(r) = results["ratio_cluster_over_single_max_rate"].as_f64() {
+        println!("ratio cluster/single node: {r:.2}× max sustainable rate (p99 ≤ {slo} ms)");
+    }
     for peer in &cmd.against {
         if let Some(r) = results[format!("ratio_courier_over_{}_max_rate", peer.key())].as_f64() {
             println!(
-                "ratio courier/{}: {r:.2}× max sustainable rate (p99 ≤ {} ms)",
-                peer.key(),
-                args.slo_p99_ms
+                "ratio courier/{}: {r:.2}× max sustainable rate (p99 ≤ {slo} ms)",
+                peer.key()
             );
         }
         if let Some(r) =
@@ -468,20 +526,6 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
             );
         }
     }
-    let mut params = cmd.common.params();
-    params["e2e"] = json!({
-        "conversations": args.conversations, "members": args.members, "body_bytes": args.body_bytes,
-        "rate_start": args.rate_start, "rate_factor": args.rate_factor, "rate_max": args.rate_max,
-        "step_secs": args.step_secs, "steps_max": args.steps_max, "slo_p99_ms": args.slo_p99_ms,
-        "final_secs": args.final_secs, "rate": args.rate,
-        "against": cmd.against.iter().map(|p| p.key()).collect::<Vec<_>>(),
-        "redis_fsync": cmd.redis_fsync.to_string(),
-    });
-    report::emit(
-        cmd.common.json,
-        &report::envelope("e2e", machine, params, results),
-    );
-    Ok(())
 }
 
 type SweepOutcome = (Vec<(f64, Step)>, Option<f64>, Step, Option<f64>);

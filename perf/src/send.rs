@@ -23,7 +23,7 @@ use crate::client::{encode, Session};
 use crate::clock::{now_ns, PreciseTimer};
 use crate::pool::{self, Phase};
 use crate::report::{self, histogram, latency_json, latency_row, record_ns};
-use crate::server::{usage, Common, Sample, Target};
+use crate::server::{usage, ClusterArgs, Common, Sample, Target};
 use crate::setup;
 use anyhow::Context;
 use clap::Args;
@@ -70,6 +70,8 @@ pub struct Cmd {
     /// Redis fsync policy for the baseline: always (equal durability) or everysec.
     #[arg(long, default_value = "always")]
     pub redis_fsync: crate::baseline::redis::Fsync,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub common: Common,
 }
@@ -176,6 +178,16 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     drop(target);
     let mut results = json!({ "courier": courier });
     let mut rows = vec![summary_row("courier", &results["courier"])];
+    if cmd.cluster.cluster > 0 {
+        let n = cmd.cluster.cluster;
+        let target = Target::start_cluster(&cmd.common, n)?;
+        let v = run_courier(&target, &cmd.send, &cmd.common)
+            .with_context(|| format!("the {n}-node cluster:\n{}", target.log_tail()))?;
+        drop(target);
+        rows.push(summary_row(&format!("courier {n}-node cluster"), &v));
+        results["ratio_cluster_over_single"] = json!(ratio(&v, &results["courier"], "acked_per_s"));
+        results["courier_cluster"] = v;
+    }
     for peer in &cmd.against {
         match crate::baseline::send(*peer, &cmd.send, &cmd.common, cmd.redis_fsync)? {
             Some(v) => {
@@ -199,9 +211,12 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
             "send: K={} connections, C={} conversations, W={} in flight each, {} B bodies, {} s measured",
             cmd.send.connections, cmd.send.conversations, cmd.send.window, cmd.send.body_bytes, cmd.send.secs
         ),
-        &["system", "acked/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "max ms", "server cores", "errors"],
+        &["system", "acked/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "max ms", "server cores", "µs/ack", "errors"],
         &rows,
     );
+    if let Some(r) = results["ratio_cluster_over_single"].as_f64() {
+        println!("ratio cluster/single node: {r:.2}× acked sends/s");
+    }
     for peer in &cmd.against {
         if let Some(r) = results[format!("ratio_courier_over_{}", peer.key())].as_f64() {
             println!("ratio courier/{}: {r:.2}× acked sends/s", peer.key());
@@ -214,6 +229,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         "warmup_secs": cmd.send.warmup_secs, "secs": cmd.send.secs,
         "against": cmd.against.iter().map(|p| p.key()).collect::<Vec<_>>(),
         "redis_fsync": cmd.redis_fsync.to_string(),
+        "cluster_nodes": cmd.cluster.cluster,
     });
     report::emit(
         cmd.common.json,
@@ -245,6 +261,9 @@ fn summary_row(label: &str, v: &Value) -> Vec<String> {
         v["usage"]["server_cpu_cores"]
             .as_f64()
             .map_or("-".into(), |x| format!("{x:.2}")),
+        v["server_cpu_us_per_send"]
+            .as_f64()
+            .map_or("-".into(), |x| format!("{x:.1}")),
         v["errors"].to_string(),
     ]
 }
@@ -334,11 +353,7 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
     for o in outcomes {
         total.merge(o);
     }
-    let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
-    let usage = match samples.as_slice() {
-        [a, b, ..] => usage(a, b),
-        _ => Value::Null,
-    };
+    let usage = window_usage(&samples);
     let acked_per_s = total.acks as f64 / args.secs;
     let server_cpu_us_per_send = usage["server_cpu_cores"]
         .as_f64()
@@ -352,6 +367,7 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
         "server_cpu_us_per_send": server_cpu_us_per_send,
         "usage": usage,
         "setup_s": setup_s,
+        "disk": target.wal_footprint(),
     });
     report::table(
         "courier send: ack latency",
@@ -359,6 +375,15 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
         &[latency_row("ack", &total.latency)],
     );
     Ok(result)
+}
+
+/// Server usage between the first two samples (Null without two).
+fn window_usage(samples: &Mutex<Vec<Sample>>) -> Value {
+    let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    match samples.as_slice() {
+        [a, b, ..] => usage(a, b),
+        _ => Value::Null,
+    }
 }
 
 /// One connection's closed loop: keep `window` sends in flight until `to`,

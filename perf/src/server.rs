@@ -6,6 +6,7 @@
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use courier_core::api::Credential;
+use courier_tools::testkit::cluster::{Cluster, ClusterOptions};
 use courier_tools::testkit::{Launch, ServerProcess};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -117,6 +118,28 @@ pub fn raise_nofile(want: u64) -> anyhow::Result<u64> {
     Ok(target)
 }
 
+/// `--cluster N` of `send` and `e2e`: the same measurement, in the same
+/// run, against a replicated cluster from the test kit, next to the single
+/// node's.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// After the single node, run the same measurement against an N-node
+    /// replicated cluster (the test kit's: a private etcd and N cluster-mode
+    /// courierds on loopback with the same --shards, replication factor
+    /// min(N, 3)), served by its primary; 0 = no cluster run. Data goes
+    /// under $COURIER_TEST_DIR or the system temporary directory.
+    #[arg(long, default_value_t = 0)]
+    pub cluster: usize,
+}
+
+/// How long a test cluster may take to elect its first primary.
+const FIRST_PRIMARY: Duration = Duration::from_secs(120);
+
+/// courierd's own WAL segment size (`--segment-mib` default), given to the
+/// cluster's nodes so that they run like the single node (the test kit
+/// would add 4 MiB).
+const SEGMENT_MIB_DEFAULT: &str = "64";
+
 /// A spawned courierd process: the test kit's [`ServerProcess`] (one
 /// harness for tests and benchmarks), run with courierd's own defaults.
 struct Spawned {
@@ -154,6 +177,14 @@ pub struct Target {
     pub admin: Credential,
     spawned: Option<Spawned>,
     external_pid: Option<u32>,
+    /// A cluster started by [`Target::start_cluster`]; `addr` is its primary.
+    cluster: Option<ClusterTarget>,
+}
+
+/// A test-kit cluster serving as the target.
+struct ClusterTarget {
+    cluster: Cluster,
+    primary: usize,
 }
 
 /// Timings of one daemon start.
@@ -193,6 +224,7 @@ impl Target {
                 admin,
                 spawned: None,
                 external_pid: common.server_pid,
+                cluster: None,
             });
         }
         let binary = match &common.courierd {
@@ -231,6 +263,53 @@ impl Target {
                 _temp: temp,
             }),
             external_pid: None,
+            cluster: None,
+        })
+    }
+
+    /// Starts an `nodes`-node replicated cluster from the test kit (etcd
+    /// and cluster-mode courierds, `--shards` and the extra arguments as
+    /// for the single node, the abuse limits off) and waits for its
+    /// primary, which is then the target's address. The probe sums CPU and
+    /// memory over every node; metrics are the primary's.
+    pub fn start_cluster(common: &Common, nodes: usize) -> anyhow::Result<Target> {
+        let binary = match &common.courierd {
+            Some(path) => path.clone(),
+            None => courier_tools::testkit::courierd_binary()?,
+        };
+        let mut options = ClusterOptions {
+            nodes,
+            shards: common.shards.unwrap_or(cores() as u16),
+            replication_factor: nodes.min(3) as u8,
+            binary: Some(binary),
+            die_with_parent: true,
+            ..ClusterOptions::default()
+        };
+        options.args = server_args(RateLimits::Off, &common.server_args);
+        if !common
+            .server_args
+            .iter()
+            .any(|a| a.starts_with("--segment-mib"))
+        {
+            options
+                .args
+                .extend(["--segment-mib".into(), SEGMENT_MIB_DEFAULT.into()]);
+        }
+        options.env.push((
+            "COURIER_LOG".to_owned(),
+            std::env::var("COURIER_LOG").unwrap_or_else(|_| "warn".into()),
+        ));
+        let mut cluster = Cluster::start(options).context("starting the cluster")?;
+        let primary = cluster
+            .wait_primary(FIRST_PRIMARY)
+            .map_err(|e| anyhow!("{e}\n{}", cluster.logs(15)))?;
+        let admin = cluster.admin_credential()?;
+        Ok(Target {
+            addr: cluster.node(primary).process().addr(),
+            admin,
+            spawned: None,
+            external_pid: None,
+            cluster: Some(ClusterTarget { cluster, primary }),
         })
     }
 
@@ -242,6 +321,7 @@ impl Target {
             admin,
             spawned: None,
             external_pid: None,
+            cluster: None,
         }
     }
 
@@ -299,17 +379,64 @@ impl Target {
         Ok(StartTimes::of(&s.server))
     }
 
+    /// The server processes: the one server, or every node of a cluster
+    /// (the primary first).
+    fn pids(&self) -> Vec<u32> {
+        let Some(c) = &self.cluster else {
+            return self.pid().into_iter().collect();
+        };
+        let nodes = c.cluster.nodes();
+        let order = std::iter::once(c.primary).chain((0..nodes.len()).filter(|i| *i != c.primary));
+        order.filter_map(|i| nodes[i].process().pid()).collect()
+    }
+
+    /// The data directories of the spawned server or of every cluster node
+    /// (the primary first).
+    fn data_dirs(&self) -> Vec<PathBuf> {
+        let Some(c) = &self.cluster else {
+            return self.data_dir().map(Path::to_owned).into_iter().collect();
+        };
+        let nodes = c.cluster.nodes();
+        let order = std::iter::once(c.primary).chain((0..nodes.len()).filter(|i| *i != c.primary));
+        order
+            .map(|i| nodes[i].process().data_dir().to_owned())
+            .collect()
+    }
+
+    /// What the run left in the WALs of every node (read offline, with the
+    /// WAL inspector): per node the state WAL's used bytes (up to each
+    /// segment's last valid record; preallocated space not counted) over
+    /// its `MessagePosted` records, and the raft WAL's retained bytes (it
+    /// is compacted: a bound, not a per-message cost). Null for an external
+    /// server.
+    pub fn wal_footprint(&self) -> Value {
+        let nodes: Vec<Value> = self.data_dirs().iter().map(|d| log_footprint(d)).collect();
+        if nodes.is_empty() {
+            return Value::Null;
+        }
+        let state: f64 = nodes.iter().filter_map(|n| n["state_bytes"].as_f64()).sum();
+        let messages = nodes[0]["messages"].as_f64().unwrap_or(0.0);
+        json!({
+            "nodes": nodes,
+            "state_bytes_all_nodes": state,
+            "state_bytes_per_message_all_nodes": if messages > 0.0 { Some(state / messages) } else { None },
+        })
+    }
+
     /// What can be read about the server from another thread.
     pub fn probe(&self) -> Probe {
         Probe {
             addr: self.addr,
-            pid: self.pid(),
+            pids: self.pids(),
             scrape: true,
         }
     }
 
-    /// The last lines of a spawned server's log.
+    /// The last lines of a spawned server's log (every node's for a cluster).
     pub fn log_tail(&self) -> String {
+        if let Some(c) = &self.cluster {
+            return c.cluster.logs(15);
+        }
         self.spawned
             .as_ref()
             .map_or_else(String::new, |s| s.server.log_tail(15))
@@ -320,7 +447,9 @@ impl Target {
 #[derive(Clone, Debug)]
 pub struct Probe {
     addr: SocketAddr,
-    pid: Option<u32>,
+    /// The server's processes (a cluster's nodes, primary first); CPU and
+    /// memory are summed over them.
+    pids: Vec<u32>,
     /// Whether `addr` serves courierd's `/metrics`.
     scrape: bool,
 }
@@ -330,8 +459,11 @@ pub struct Probe {
 pub struct Sample {
     /// When ([`crate::clock::now_ns`]).
     pub at_ns: u64,
-    /// Server CPU time so far.
+    /// Server CPU time so far (summed over its processes).
     pub server_cpu_ns: Option<u64>,
+    /// CPU time so far of each server process, when there are several (a
+    /// cluster's nodes, primary first).
+    pub process_cpu_ns: Vec<Option<u64>>,
     /// Load generator CPU time so far.
     pub client_cpu_ns: u64,
     /// Server resident memory.
@@ -345,7 +477,7 @@ impl Probe {
     pub fn process(addr: SocketAddr, pid: u32) -> Probe {
         Probe {
             addr,
-            pid: Some(pid),
+            pids: vec![pid],
             scrape: false,
         }
     }
@@ -367,14 +499,21 @@ impl Probe {
         Ok(parse_metrics(&text))
     }
 
-    /// CPU time (user + system) the server process has used, in ns.
+    /// CPU time (user + system) the server process(es) used, in ns;
+    /// None if any of them cannot be read.
     pub fn cpu_ns(&self) -> Option<u64> {
-        proc_cpu_ns(self.pid?)
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|p| proc_cpu_ns(*p)).sum()
     }
 
-    /// Resident memory of the server process, in KiB.
+    /// Resident memory of the server process(es), in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        proc_rss_kib(self.pid?)
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|p| proc_rss_kib(*p)).sum()
     }
 
     /// Everything at once (the metrics scrape is a blocking HTTP request
@@ -383,11 +522,49 @@ impl Probe {
         Sample {
             at_ns: crate::clock::now_ns(),
             server_cpu_ns: self.cpu_ns(),
+            process_cpu_ns: if self.pids.len() > 1 {
+                self.pids.iter().map(|p| proc_cpu_ns(*p)).collect()
+            } else {
+                Vec::new()
+            },
             client_cpu_ns: self_cpu_ns(),
             rss_kib: self.rss_kib(),
             metrics: self.metrics().unwrap_or_default(),
         }
     }
+}
+
+/// One data directory's WAL footprint (see [`Target::wal_footprint`]).
+fn log_footprint(dir: &Path) -> Value {
+    use courier_tools::walinspect::inspect_data_dir;
+    let used = |logs: &[courier_tools::walinspect::LogReport]| -> (u64, u64) {
+        let bytes = logs
+            .iter()
+            .flat_map(|l| &l.segments)
+            .map(|s| s.used_bytes)
+            .sum();
+        let kind = courier_core::record::KIND_MESSAGE_POSTED;
+        let messages = logs.iter().filter_map(|l| l.kinds.get(&kind)).sum();
+        (bytes, messages)
+    };
+    let state = match inspect_data_dir(dir, &mut |_| {}) {
+        Ok(logs) => used(&logs),
+        Err(e) => return json!({"error": e.to_string()}),
+    };
+    let raft_dir = dir.join("raft");
+    let raft = if raft_dir.is_dir() {
+        inspect_data_dir(&raft_dir, &mut |_| {})
+            .ok()
+            .map(|logs| used(&logs).0)
+    } else {
+        None
+    };
+    json!({
+        "state_bytes": state.0,
+        "messages": state.1,
+        "state_bytes_per_message": if state.1 > 0 { Some(state.0 as f64 / state.1 as f64) } else { None },
+        "raft_bytes_retained": raft,
+    })
 }
 
 /// Figures between two samples: CPU used by the server and the load
@@ -398,12 +575,22 @@ pub fn usage(a: &Sample, b: &Sample) -> Value {
         (Some(x), Some(y)) => json!((y.saturating_sub(x)) as f64 / wall),
         _ => Value::Null,
     };
+    let per_process: Vec<Value> = a
+        .process_cpu_ns
+        .iter()
+        .zip(&b.process_cpu_ns)
+        .map(|(x, y)| match (x, y) {
+            (Some(x), Some(y)) => json!(y.saturating_sub(*x) as f64 / wall),
+            _ => Value::Null,
+        })
+        .collect();
     let d = metrics_delta(&a.metrics, &b.metrics);
     let get = |k: &str| d.get(k).copied().unwrap_or(0.0);
     let batches = get("wal_batches_total");
     json!({
         "wall_s": wall / 1e9,
         "server_cpu_cores": server,
+        "server_cpu_cores_per_process": per_process,
         "client_cpu_cores": b.client_cpu_ns.saturating_sub(a.client_cpu_ns) as f64 / wall,
         "server_rss_kib": b.rss_kib,
         "wal_appends": get("wal_appends_total"),

@@ -52,7 +52,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("net/src/config.rs", "Config::load", 122),
     ("perf/src/catchup.rs", "run", 102),
     ("perf/src/catchup.rs", "repair", 107),
-    ("perf/src/e2e.rs", "run", 111),
     ("perf/src/fairness.rs", "phase", 167),
     ("perf/src/fairness.rs", "noisy_loop", 114),
     ("perf/src/fanout.rs", "run", 312),
