@@ -360,11 +360,12 @@ impl Replica {
         for data in entries {
             match self.raft.borrow_mut().propose(self.group, &data) {
                 Ok(at) => self.proposed.borrow_mut().push_back(at),
-                Err(ProposeError::Dropped { .. }) => {
-                    // raft is busy (a leadership transfer, or its bound of
-                    // uncommitted bytes): nothing of these records was
-                    // acknowledged; propose them again at the next tick,
-                    // ahead of anything the core appends meanwhile.
+                Err(ProposeError::Dropped { .. } | ProposeError::LogFull { .. }) => {
+                    // raft is busy (a leadership transfer, its bound of
+                    // uncommitted bytes, or a log waiting for compaction):
+                    // nothing of these records was acknowledged; propose
+                    // them again at the next tick, ahead of anything the
+                    // core appends meanwhile.
                     let first = entry::first_lsn(&data).unwrap_or(0);
                     records.retain(|r| r.lsn >= first);
                     tracing::debug!(shard, first, "replica: proposal dropped by raft; retrying");
