@@ -995,6 +995,8 @@ impl HomeRole {
             HomeMsg::SetNotify(m) => self.on_set_notify(cx, m, out),
             HomeMsg::SetFocus(m) => self.on_set_focus(cx, m, out),
             HomeMsg::SetDnd(m) => self.on_set_dnd(cx, m, out),
+            HomeMsg::SetProfile(m) => self.on_set_profile(cx, m, out),
+            HomeMsg::GetProfiles(m) => self.on_get_profiles(cx, from, m, out),
         }
     }
 }

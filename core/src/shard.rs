@@ -227,6 +227,7 @@ impl Shard {
         self.owner.send_membership_rounds(&mut self.cx, &all, out);
         self.notifier
             .send_notify_all_rounds(&mut self.cx, &all, out);
+        self.home.send_directory_names(&mut self.cx, out);
         self.drain_local(out);
     }
 
