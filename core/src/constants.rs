@@ -325,6 +325,9 @@ pub const DIRECTORY_PAGE_MAX: u32 = 200;
 /// lengthen a name's UTF-8; four times is generous).
 pub const DIRECTORY_CURSOR_BYTES_MAX: usize = 4 * NAME_BYTES_MAX;
 
+/// Public channels per `BrowseChannels` page.
+pub const CHANNEL_PAGE_MAX: u32 = 200;
+
 /// Members per `ListMembers` page.
 pub const MEMBERS_PAGE_MAX: u32 = 1_000;
 

@@ -393,6 +393,7 @@ impl WorkspaceRole {
             WorkspaceMsg::DirectoryNames(m) => self.on_directory_names(cx, m, out),
             WorkspaceMsg::Directory(m) => self.on_directory(cx, m, out),
             WorkspaceMsg::UserByHandle(m) => self.on_user_by_handle(cx, m, out),
+            WorkspaceMsg::BrowseChannels(m) => self.on_browse_channels(cx, m, out),
         }
     }
 }

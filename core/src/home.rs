@@ -46,6 +46,10 @@ pub(crate) struct HomeRole {
     pub(crate) activity: Map<ConversationId, Activity>,
     /// Cursor moves not yet durable (see [`PendingCursors`]).
     pub(crate) pending_cursors: PendingCursors,
+    /// The display names of this shard's users are reported to their
+    /// workspace shards at the first tick after start (see
+    /// `HomeRole::send_directory_names`).
+    pub(crate) directory_round_due: bool,
 }
 
 impl HomeRole {
@@ -55,6 +59,7 @@ impl HomeRole {
             rounds: BTreeMap::new(),
             activity: hash.map(),
             pending_cursors: PendingCursors::default(),
+            directory_round_due: false,
         }
     }
 }

@@ -20,8 +20,11 @@
 //! - **Directory**: `W` keeps the sorted index ([`crate::dirindex`]) of its
 //!   confirmed users with the display names their home shards reported
 //!   (`DirectoryNameSet`, only newer versions). Home shards report every
-//!   durable change, and at start every profile they hold, so a report
-//!   lost to a crash is repaired by the next start.
+//!   durable change, and at the first tick after start every profile they
+//!   hold, so a report lost to a crash is repaired by the next start.
+//! - **Public channels**: `BrowseChannels` pages the workspace shard's
+//!   confirmed public channels by name (all of them; `ListConversations`
+//!   stops at LIST_PUBLIC_CHANNELS_MAX).
 //! - **Members**: the owner pages its durable members by id. Each page
 //!   costs O(members) (one pass selecting the next `limit` ids above the
 //!   cursor): about a millisecond at the 100,000-member bound.
@@ -36,8 +39,8 @@ use crate::auth::{authorize, Access};
 use crate::commit::{Action, Ctx};
 use crate::conn::ConnRole;
 use crate::constants::{
-    DIRECTORY_CURSOR_BYTES_MAX, DIRECTORY_PAGE_MAX, GET_USERS_MAX, MEMBERS_PAGE_MAX,
-    PEER_BATCH_MAX, REQUEST_TIMEOUT_MS,
+    CHANNEL_PAGE_MAX, DIRECTORY_CURSOR_BYTES_MAX, DIRECTORY_PAGE_MAX, GET_USERS_MAX,
+    MEMBERS_PAGE_MAX, PEER_BATCH_MAX, REQUEST_TIMEOUT_MS,
 };
 use crate::directory::WorkspaceRole;
 use crate::gather::GatherRole;
@@ -50,8 +53,8 @@ use crate::record::Record;
 use crate::state::User;
 use crate::text::{check_name, NameKind};
 use crate::types::{
-    Millis, PeopleRequest, PeopleResponse, Reject, Response, ShardId, UnavailableCause, UserId,
-    UserProfile, WorkspaceId,
+    ConversationId, Millis, PeopleRequest, PeopleResponse, Reject, Response, ShardId,
+    UnavailableCause, UserId, UserProfile, WorkspaceId,
 };
 
 /// An outstanding `GetUsers` at the asker's home shard.
@@ -203,6 +206,19 @@ impl ConnRole {
                 };
                 cx.send_peer(cx.workspace_shard(who.workspace), body, out);
             }
+            PeopleRequest::BrowseChannels { after, limit } => {
+                check_limit(limit, CHANNEL_PAGE_MAX, "CHANNEL_PAGE_MAX")?;
+                if let Some(a) = &after {
+                    check_name("after", a, NameKind::Handle)?;
+                }
+                let body = peer::workspace::BrowseChannels {
+                    origin,
+                    who,
+                    after,
+                    limit,
+                };
+                cx.send_peer(cx.workspace_shard(who.workspace), body, out);
+            }
             PeopleRequest::ListMembers {
                 conversation,
                 after,
@@ -315,9 +331,13 @@ impl HomeRole {
         answer_durable(cx, action, out);
     }
 
-    /// At start: reports the display name of every user homed here with a
-    /// profile to their workspace shard (which writes only newer ones), in
-    /// batches of at most PEER_BATCH_MAX. Repairs reports lost to a crash.
+    /// At the first tick after start: reports the display name of every
+    /// user homed here with a profile to their workspace shard (which
+    /// writes only newer ones), in batches of at most PEER_BATCH_MAX.
+    /// Repairs reports lost to a crash. Not during `start` itself: the
+    /// runtime reports durability only for records appended after start,
+    /// so a record the workspace shard wrote then would hold every answer
+    /// waiting for durability until the next write.
     pub(crate) fn send_directory_names(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
         let mut by_ws: BTreeMap<WorkspaceId, Vec<(UserId, String, u64)>> = BTreeMap::new();
         for u in cx.state.users.values() {
@@ -479,6 +499,51 @@ impl WorkspaceRole {
         let (entries, next) = ws.dir.page(&prefix, after.as_ref(), limit);
         let result = Ok(Response::People(PeopleResponse::Directory {
             entries,
+            next,
+        }));
+        answer_durable(cx, Action::Reply { origin, result }, out);
+    }
+
+    /// A page of the workspace's confirmed public channels by name: one
+    /// pass over the channel directory selecting the next `limit` names
+    /// (O(channels), at most CHANNELS_PER_WORKSPACE_MAX).
+    pub(crate) fn on_browse_channels(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::workspace::BrowseChannels,
+        out: &mut Vec<Effect>,
+    ) {
+        let peer::workspace::BrowseChannels {
+            origin,
+            who,
+            after,
+            limit,
+        } = m;
+        let Some(ws) = cx.state.workspaces.get(&who.workspace) else {
+            return cx.reply(origin, Err(Reject::NotFound), out);
+        };
+        let after = after.unwrap_or_default();
+        let mut page: Vec<(&String, ConversationId)> = ws
+            .channels
+            .iter()
+            .filter(|(name, c)| c.confirmed && !c.private && name.as_str() > after.as_str())
+            .map(|(name, c)| (name, c.id))
+            .collect();
+        let limit = limit.clamp(1, CHANNEL_PAGE_MAX) as usize;
+        let more = page.len() > limit;
+        if more {
+            page.select_nth_unstable(limit);
+            page.truncate(limit);
+        }
+        page.sort_unstable();
+        let next = if more {
+            page.last().map(|(name, _)| (*name).clone())
+        } else {
+            None
+        };
+        let channels = page.into_iter().map(|(n, id)| (id, n.clone())).collect();
+        let result = Ok(Response::People(PeopleResponse::Channels {
+            channels,
             next,
         }));
         answer_durable(cx, Action::Reply { origin, result }, out);

@@ -780,6 +780,14 @@ pub enum PeopleRequest {
         /// At most DIRECTORY_PAGE_MAX entries.
         limit: u32,
     },
+    /// A page of the workspace's public channels, by name (all of them,
+    /// where `ListConversations` stops at LIST_PUBLIC_CHANNELS_MAX).
+    BrowseChannels {
+        /// Continue after this name (`next` of the previous page).
+        after: Option<String>,
+        /// At most CHANNEL_PAGE_MAX channels.
+        limit: u32,
+    },
     /// A page of a conversation's members, by user id.
     ListMembers {
         /// The conversation (the session user must be allowed to read it).
@@ -803,6 +811,13 @@ pub enum PeopleResponse {
         entries: Vec<DirectoryEntry>,
         /// Where the next page starts; `None`: this was the last.
         next: Option<DirectoryCursor>,
+    },
+    /// `BrowseChannels`: (id, name) by name.
+    Channels {
+        /// Public channels, ascending by name.
+        channels: Vec<(ConversationId, String)>,
+        /// Where the next page starts; `None`: this was the last.
+        next: Option<String>,
     },
     /// `ListMembers`.
     Members {

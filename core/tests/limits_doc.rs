@@ -94,6 +94,7 @@ fn constants() -> BTreeMap<&'static str, u64> {
         DIRECTORY_PAGE_MAX,
         DIRECTORY_CURSOR_BYTES_MAX,
         MEMBERS_PAGE_MAX,
+        CHANNEL_PAGE_MAX,
         PENDING_PROFILE_GATHERS_MAX,
     ]
 }

@@ -373,3 +373,45 @@ fn an_expired_status_reads_empty() {
     assert!(got[0].profile.status.is_empty(), "{got:?}");
     assert_eq!(got[0].version, 1, "expiry writes nothing");
 }
+
+#[test]
+fn public_channels_are_browsed_by_name_past_any_list_limit() {
+    let mut n = node(27, 3);
+    let (_, a) = n.user("ann", 0);
+    let (_, b) = n.user("bob", 1);
+    let w = &mut n.w;
+    for name in ["zulu", "alpha", "mike", "bravo", "echo"] {
+        w.create_channel(a, name, false);
+    }
+    w.create_channel(a, "secret", true);
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        match people(w, b, PeopleRequest::BrowseChannels { after, limit: 2 }) {
+            Ok(PeopleResponse::Channels { channels, next }) => {
+                pages.push(channels.into_iter().map(|(_, n)| n).collect::<Vec<_>>());
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            other => panic!("browse: {other:?}"),
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![vec!["alpha", "bravo"], vec!["echo", "mike"], vec!["zulu"]],
+        "public only, by name"
+    );
+    assert!(matches!(
+        people(
+            w,
+            b,
+            PeopleRequest::BrowseChannels {
+                after: None,
+                limit: 0
+            }
+        ),
+        Err(Reject::Invalid(_))
+    ));
+}

@@ -115,6 +115,24 @@ pub trait People: Requester {
         }
     }
 
+    /// A page of the workspace's public channels, `(id, name)` ascending
+    /// by name, and the name to pass as `after` for the next page.
+    #[allow(clippy::type_complexity)]
+    fn browse_channels(
+        &mut self,
+        after: Option<String>,
+        limit: u32,
+    ) -> impl Future<Output = Result<(Vec<(ConversationId, String)>, Option<String>), ClientError>>
+    {
+        let request = Request::People(PeopleRequest::BrowseChannels { after, limit });
+        async move {
+            match people_reply(self.call(request).await?, "ChannelPage")? {
+                PeopleResponse::Channels { channels, next } => Ok((channels, next)),
+                other => Err(unexpected("ChannelPage", &Response::People(other))),
+            }
+        }
+    }
+
     /// A page of a conversation's members, ascending by id.
     fn list_members(
         &mut self,

@@ -77,7 +77,7 @@ async fn read_back(server: &ServerProcess, acme: &Acme) -> (Vec<UserProfile>, Ve
     let profiles = b
         .get_users(&[acme.ann.user, acme.carl.user, acme.bob.user])
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("get_users: {e}\n{}", server.log_tail(60)));
     assert_eq!(b.user_by_handle("ann").await.unwrap(), profiles[0]);
     let page = b.directory("", None, 10).await.unwrap();
     let mut names: Vec<String> = page.entries.iter().map(|e| e.handle.clone()).collect();
@@ -287,6 +287,9 @@ fn the_cli_sets_and_shows_profiles_the_directory_and_members() {
         .collect();
     names.sort();
     assert_eq!(names, ["Ann Lee", "Bobby"]);
+    let browse = courier(&server, &acme.bob.text, &["channel", "browse"]);
+    assert_eq!(browse.len(), 1);
+    assert_eq!(browse[0]["name"], "general");
     let ids = courier(&server, &acme.bob.text, &["members", "general"]);
     let mut ids: Vec<u64> = ids
         .iter()

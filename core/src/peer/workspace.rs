@@ -20,6 +20,7 @@ role_messages! {
         DirectoryNames,
         Directory,
         UserByHandle,
+        BrowseChannels,
     }
 }
 
@@ -100,7 +101,8 @@ pub struct PublicChannels {
 
 /// H → W: display names of users of `workspace` homed on `H`, after a
 /// profile change became durable and, for every user with a profile, at
-/// `H`'s start (W writes only versions newer than it holds).
+/// the first tick after `H`'s start (W writes only versions newer than it
+/// holds).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirectoryNames {
     /// Workspace.
@@ -134,4 +136,17 @@ pub struct UserByHandle {
     pub who: Who,
     /// Handle.
     pub handle: String,
+}
+
+/// C → W: a page of public channels by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrowseChannels {
+    /// Request.
+    pub origin: Origin,
+    /// Asker.
+    pub who: Who,
+    /// Continue after this name.
+    pub after: Option<String>,
+    /// Page size (checked at `C`).
+    pub limit: u32,
 }

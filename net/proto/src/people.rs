@@ -101,6 +101,15 @@ pub(crate) fn encode_request(
             let t = wire::Directory::create(fbb, &args);
             (B::Directory, t.as_union_value())
         }
+        PeopleRequest::BrowseChannels { after, limit } => {
+            let after = after.as_deref().map(|a| fbb.create_string(a));
+            let args = wire::BrowseChannelsArgs {
+                after,
+                limit: *limit,
+            };
+            let t = wire::BrowseChannels::create(fbb, &args);
+            (B::BrowseChannels, t.as_union_value())
+        }
         PeopleRequest::ListMembers {
             conversation,
             after,
@@ -167,6 +176,13 @@ pub(crate) fn decode_request(
                     key: key.to_owned(),
                     user: UserId(t.after_user()),
                 }),
+                limit: t.limit(),
+            }
+        }
+        B::BrowseChannels => {
+            let t = required(frame.body_as_browse_channels(), "BrowseChannels")?;
+            PeopleRequest::BrowseChannels {
+                after: t.after().map(str::to_owned),
                 limit: t.limit(),
             }
         }
@@ -266,6 +282,27 @@ pub(crate) fn encode_response(
             let t = wire::DirectoryPage::create(fbb, &args);
             (B::DirectoryPage, t.as_union_value())
         }
+        PeopleResponse::Channels { channels, next } => {
+            let items: Vec<_> = channels
+                .iter()
+                .map(|(id, name)| {
+                    let name = fbb.create_string(name);
+                    let args = wire::ChannelEntryArgs {
+                        id: id.0,
+                        name: Some(name),
+                    };
+                    wire::ChannelEntry::create(fbb, &args)
+                })
+                .collect();
+            let channels = fbb.create_vector(&items);
+            let next = next.as_deref().map(|n| fbb.create_string(n));
+            let args = wire::ChannelPageArgs {
+                channels: Some(channels),
+                next,
+            };
+            let t = wire::ChannelPage::create(fbb, &args);
+            (B::ChannelPage, t.as_union_value())
+        }
         PeopleResponse::Members {
             conversation,
             members,
@@ -322,6 +359,18 @@ pub(crate) fn decode_response(
                 user: UserId(t.next_user()),
             });
             PeopleResponse::Directory { entries, next }
+        }
+        B::ChannelPage => {
+            let t = required(frame.body_as_channel_page(), "ChannelPage")?;
+            PeopleResponse::Channels {
+                channels: t
+                    .channels()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| (ConversationId(c.id()), c.name().unwrap_or("").to_owned()))
+                    .collect(),
+                next: t.next().map(str::to_owned),
+            }
         }
         B::MemberPage => {
             let t = required(frame.body_as_member_page(), "MemberPage")?;

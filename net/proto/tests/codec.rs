@@ -205,6 +205,14 @@ fn people_requests() -> Vec<PeopleRequest> {
             after: None,
             limit: 100,
         },
+        PeopleRequest::BrowseChannels {
+            after: None,
+            limit: 200,
+        },
+        PeopleRequest::BrowseChannels {
+            after: Some("general".into()),
+            limit: 1,
+        },
         PeopleRequest::ListMembers {
             conversation: ConversationId(5),
             after: Some(UserId(9)),
@@ -249,6 +257,14 @@ fn people_responses() -> Vec<PeopleResponse> {
             conversation: ConversationId(5),
             members: vec![],
             total: 0,
+            next: None,
+        },
+        PeopleResponse::Channels {
+            channels: vec![(ConversationId(8), "general".into())],
+            next: Some("general".into()),
+        },
+        PeopleResponse::Channels {
+            channels: vec![],
             next: None,
         },
     ]

@@ -237,6 +237,13 @@ pub enum ChannelCommand {
     },
     /// List public channels and your conversations.
     List,
+    /// Every public channel of the workspace by name (paged from the
+    /// server; `list` shows at most 1,000 of them).
+    Browse {
+        /// At most this many channels.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        limit: u32,
+    },
 }
 
 #[cfg(test)]

@@ -362,6 +362,7 @@ async fn channel(ctx: &Ctx, cmd: ChannelCommand) -> anyhow::Result<()> {
                 format!("left {channel}")
             })
         }
+        ChannelCommand::Browse { limit } => super::people::browse(ctx, &mut client, limit).await,
         ChannelCommand::List => {
             let list = client.list_conversations().await?;
             if !ctx.out.json {

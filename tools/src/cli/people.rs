@@ -6,8 +6,8 @@ use super::commands::{resolve_conversation, resolve_user, Ctx};
 use super::output::id_json;
 use clap::{Args, Subcommand};
 use courier_core::api::{DirectoryEntry, ProfileUpdate, Status, UserId, UserProfile};
-use courier_core::constants::{DIRECTORY_PAGE_MAX, MEMBERS_PAGE_MAX};
-use courier_tools::{People, ProfileCache};
+use courier_core::constants::{CHANNEL_PAGE_MAX, DIRECTORY_PAGE_MAX, MEMBERS_PAGE_MAX};
+use courier_tools::{Client, People, ProfileCache};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -282,6 +282,30 @@ pub async fn members(ctx: &Ctx, args: MembersArgs) -> anyhow::Result<()> {
     }
     if !ctx.out.json {
         ctx.out.emit(json!(null), || format!("{total} members"))?;
+    }
+    Ok(())
+}
+
+/// Runs `courier channel browse`: every public channel by name, up to
+/// `limit`, paging through the server's pages.
+pub async fn browse(ctx: &Ctx, client: &mut Client, limit: u32) -> anyhow::Result<()> {
+    let mut left = limit;
+    let mut after = None;
+    while left > 0 {
+        let (channels, next) = client
+            .browse_channels(after, left.min(CHANNEL_PAGE_MAX))
+            .await?;
+        for (id, name) in &channels {
+            ctx.out.emit(
+                json!({ "conversation": id_json(id.0), "name": name }),
+                || format!("#{name}  [id {}]", id.0),
+            )?;
+        }
+        left = left.saturating_sub(channels.len() as u32);
+        match next {
+            Some(n) if !channels.is_empty() => after = Some(n),
+            _ => break,
+        }
     }
     Ok(())
 }

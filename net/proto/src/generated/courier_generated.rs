@@ -864,10 +864,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 46;
+pub const ENUM_MAX_BODY: u8 = 48;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 47] = [
+pub const ENUM_VALUES_BODY: [Body; 49] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -915,6 +915,8 @@ pub const ENUM_VALUES_BODY: [Body; 47] = [
   Body::UserList,
   Body::DirectoryPage,
   Body::MemberPage,
+  Body::BrowseChannels,
+  Body::ChannelPage,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -969,9 +971,11 @@ impl Body {
   pub const UserList: Self = Self(44);
   pub const DirectoryPage: Self = Self(45);
   pub const MemberPage: Self = Self(46);
+  pub const BrowseChannels: Self = Self(47);
+  pub const ChannelPage: Self = Self(48);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 46;
+  pub const ENUM_MAX: u8 = 48;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1020,6 +1024,8 @@ impl Body {
     Self::UserList,
     Self::DirectoryPage,
     Self::MemberPage,
+    Self::BrowseChannels,
+    Self::ChannelPage,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1071,6 +1077,8 @@ impl Body {
       Self::UserList => Some("UserList"),
       Self::DirectoryPage => Some("DirectoryPage"),
       Self::MemberPage => Some("MemberPage"),
+      Self::BrowseChannels => Some("BrowseChannels"),
+      Self::ChannelPage => Some("ChannelPage"),
       _ => None,
     }
   }
@@ -7448,6 +7456,122 @@ impl ::core::fmt::Debug for ListMembers<'_> {
       ds.finish()
   }
 }
+pub enum BrowseChannelsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The workspace's public channels by name, all of them (`ListConversations`
+/// stops at 1,000): `after` is the previous page's `next` (absent: first
+/// page).
+pub struct BrowseChannels<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BrowseChannels<'a> {
+  type Inner = BrowseChannels<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BrowseChannels<'a> {
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BrowseChannels { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BrowseChannelsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BrowseChannels<'bldr>> {
+    let mut builder = BrowseChannelsBuilder::new(_fbb);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.after { builder.add_after(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn after(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BrowseChannels::VT_AFTER, None)}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(BrowseChannels::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BrowseChannels<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BrowseChannelsArgs<'a> {
+    pub after: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u32,
+}
+impl<'a> Default for BrowseChannelsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BrowseChannelsArgs {
+      after: None,
+      limit: 0,
+    }
+  }
+}
+
+pub struct BrowseChannelsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BrowseChannelsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_after(&mut self, after: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BrowseChannels::VT_AFTER, after);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(BrowseChannels::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BrowseChannelsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BrowseChannelsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BrowseChannels<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BrowseChannels<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BrowseChannels");
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
 pub enum UserProfileOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -8053,6 +8177,233 @@ impl ::core::fmt::Debug for DirectoryPage<'_> {
       ds.field("entries", &self.entries());
       ds.field("next_key", &self.next_key());
       ds.field("next_user", &self.next_user());
+      ds.finish()
+  }
+}
+pub enum ChannelEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChannelEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChannelEntry<'a> {
+  type Inner = ChannelEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChannelEntry<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChannelEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChannelEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChannelEntry<'bldr>> {
+    let mut builder = ChannelEntryBuilder::new(_fbb);
+    builder.add_id(args.id);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChannelEntry::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChannelEntry::VT_NAME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChannelEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChannelEntryArgs<'a> {
+    pub id: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChannelEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChannelEntryArgs {
+      id: 0,
+      name: None,
+    }
+  }
+}
+
+pub struct ChannelEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChannelEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(ChannelEntry::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChannelEntry::VT_NAME, name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChannelEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChannelEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChannelEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChannelEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChannelEntry");
+      ds.field("id", &self.id());
+      ds.field("name", &self.name());
+      ds.finish()
+  }
+}
+pub enum ChannelPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Channels ascending by name; `next` absent: this is the last page.
+pub struct ChannelPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChannelPage<'a> {
+  type Inner = ChannelPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChannelPage<'a> {
+  pub const VT_CHANNELS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChannelPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChannelPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChannelPage<'bldr>> {
+    let mut builder = ChannelPageBuilder::new(_fbb);
+    if let Some(x) = args.next { builder.add_next(x); }
+    if let Some(x) = args.channels { builder.add_channels(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn channels(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChannelEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChannelEntry>>>>(ChannelPage::VT_CHANNELS, None)}
+  }
+  #[inline]
+  pub fn next(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChannelPage::VT_NEXT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChannelPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ChannelEntry>>>>("channels", Self::VT_CHANNELS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("next", Self::VT_NEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChannelPageArgs<'a> {
+    pub channels: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChannelEntry<'a>>>>>,
+    pub next: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChannelPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChannelPageArgs {
+      channels: None,
+      next: None,
+    }
+  }
+}
+
+pub struct ChannelPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChannelPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_channels(&mut self, channels: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ChannelEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChannelPage::VT_CHANNELS, channels);
+  }
+  #[inline]
+  pub fn add_next(&mut self, next: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChannelPage::VT_NEXT, next);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChannelPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChannelPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChannelPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChannelPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChannelPage");
+      ds.field("channels", &self.channels());
+      ds.field("next", &self.next());
       ds.finish()
   }
 }
@@ -8906,6 +9257,34 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_browse_channels(&self) -> Option<BrowseChannels<'a>> {
+    if self.body_type() == Body::BrowseChannels {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { BrowseChannels::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_channel_page(&self) -> Option<ChannelPage<'a>> {
+    if self.body_type() == Body::ChannelPage {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ChannelPage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -8963,6 +9342,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::UserList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserList>>("Body::UserList", pos),
           Body::DirectoryPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DirectoryPage>>("Body::DirectoryPage", pos),
           Body::MemberPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberPage>>("Body::MemberPage", pos),
+          Body::BrowseChannels => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BrowseChannels>>("Body::BrowseChannels", pos),
+          Body::ChannelPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChannelPage>>("Body::ChannelPage", pos),
           _ => Ok(()),
         }
      })?
@@ -9342,6 +9723,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::MemberPage => {
           if let Some(x) = self.body_as_member_page() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::BrowseChannels => {
+          if let Some(x) = self.body_as_browse_channels() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChannelPage => {
+          if let Some(x) = self.body_as_channel_page() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
