@@ -952,6 +952,7 @@ impl ConnRole {
                     out,
                 );
             }
+            Request::People(p) => return self.route_people_admin(cx, origin, p, out),
             _ => {
                 return Err(Reject::Invalid(
                     "an admin session has no user; use a user token".into(),
@@ -994,14 +995,12 @@ impl ConnRole {
                 cx.send_peer(home, body, out);
             }
             Request::Leave { conversation } => {
-                let to = cx.owner_of(conversation);
-                let body = peer::owner::RemoveMember {
-                    origin,
-                    actor: Actor::User(who),
-                    user: who.user,
+                // Leaving is removing oneself.
+                let remove = Request::Remove {
                     conversation,
+                    user: who.user,
                 };
-                cx.send_peer(to, body, out);
+                return self.route_user(cx, origin, who, remove, out);
             }
             Request::Invite { conversation, user } => {
                 let to = cx.home_of(user);
@@ -1172,6 +1171,7 @@ impl ConnRole {
                 };
                 cx.send_peer(home, body, out);
             }
+            Request::People(p) => return self.route_people(cx, origin, who, p, out),
         }
         Ok(())
     }

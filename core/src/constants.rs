@@ -275,6 +275,66 @@ pub const NOTIFY_CANDIDATES_MAX: usize = BROADCAST_MEMBERS_MAX as usize
 pub const PUSHED_ENTRIES_MAX: usize = 65_536;
 
 // ---------------------------------------------------------------------------
+// People: profiles, lookups, the directory, member lists (issue 16).
+
+/// A profile's display name (bytes of UTF-8; what clients show instead of
+/// the handle).
+pub const DISPLAY_NAME_BYTES_MAX: usize = NAME_BYTES_MAX;
+
+/// A profile's real name.
+pub const REAL_NAME_BYTES_MAX: usize = 100;
+
+/// A profile's title.
+pub const TITLE_BYTES_MAX: usize = 100;
+
+/// A profile's time zone name (the longest IANA name is 32 bytes).
+pub const TIME_ZONE_BYTES_MAX: usize = 64;
+
+/// A profile's avatar URL.
+pub const AVATAR_URL_BYTES_MAX: usize = 512;
+
+/// A status emoji (one emoji with modifiers, or a `:shortcode:`).
+pub const STATUS_EMOJI_BYTES_MAX: usize = 64;
+
+/// A status text (Slack's limit is 100 characters).
+pub const STATUS_TEXT_BYTES_MAX: usize = 100;
+
+/// Fixed size estimate of a `UserProfile` besides its strings.
+pub const PROFILE_OVERHEAD_BYTES: usize = 64;
+
+/// Largest size estimate of one `UserProfile` (handle included).
+pub const PROFILE_BYTES_MAX: usize = PROFILE_OVERHEAD_BYTES
+    + NAME_BYTES_MAX
+    + DISPLAY_NAME_BYTES_MAX
+    + REAL_NAME_BYTES_MAX
+    + TITLE_BYTES_MAX
+    + TIME_ZONE_BYTES_MAX
+    + AVATAR_URL_BYTES_MAX
+    + STATUS_EMOJI_BYTES_MAX
+    + STATUS_TEXT_BYTES_MAX;
+
+/// Users one `GetUsers` may name. The home shard that gathers them asks
+/// each user's home shard once (ids chunked to PEER_BATCH_MAX), so a lookup
+/// costs one hop per distinct home shard whatever the count.
+pub const GET_USERS_MAX: usize = 1_000;
+
+/// Entries per `Directory` page.
+pub const DIRECTORY_PAGE_MAX: u32 = 200;
+
+/// Longest `Directory` cursor key: a lower-cased name (lower-casing may
+/// lengthen a name's UTF-8; four times is generous).
+pub const DIRECTORY_CURSOR_BYTES_MAX: usize = 4 * NAME_BYTES_MAX;
+
+/// Public channels per `BrowseChannels` page.
+pub const CHANNEL_PAGE_MAX: u32 = 200;
+
+/// Members per `ListMembers` page.
+pub const MEMBERS_PAGE_MAX: u32 = 1_000;
+
+/// Outstanding `GetUsers` gathers at a home shard.
+pub const PENDING_PROFILE_GATHERS_MAX: usize = 4_096;
+
+// ---------------------------------------------------------------------------
 // Compile-time sanity checks.
 
 const _: () = assert!(
@@ -323,3 +383,8 @@ const _: () = assert!(LIST_CONVERSATIONS_MAX >= LIST_PUBLIC_CHANNELS_MAX);
 const _: () = assert!(HISTORY_PAGE_MAX as usize <= PEER_BATCH_MAX);
 const _: () = assert!(DEDUP_WINDOW_PER_CONVERSATION >= 1);
 const _: () = assert!(PENDING_DM_OPENS_MAX >= 1 && DM_OPEN_WAITERS_MAX >= 1);
+const _: () = assert!(GET_USERS_MAX <= PEER_BATCH_MAX);
+const _: () = assert!(DISPLAY_NAME_BYTES_MAX <= NAME_BYTES_MAX);
+const _: () = assert!(MEMBERS_PAGE_MAX as usize <= PEER_BATCH_MAX);
+// A full GetUsers answer fits in a server frame (4 MiB, courier-proto).
+const _: () = assert!(GET_USERS_MAX * PROFILE_BYTES_MAX <= 2 * 1024 * 1024);

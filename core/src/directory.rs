@@ -390,6 +390,10 @@ impl WorkspaceRole {
             WorkspaceMsg::ChannelReady(m) => self.on_channel_ready(cx, m, out),
             WorkspaceMsg::Lookup(m) => self.on_lookup(cx, m, out),
             WorkspaceMsg::PublicChannels(m) => self.on_public_channels(cx, from, m, out),
+            WorkspaceMsg::DirectoryNames(m) => self.on_directory_names(cx, m, out),
+            WorkspaceMsg::Directory(m) => self.on_directory(cx, m, out),
+            WorkspaceMsg::UserByHandle(m) => self.on_user_by_handle(cx, m, out),
+            WorkspaceMsg::BrowseChannels(m) => self.on_browse_channels(cx, m, out),
         }
     }
 }

@@ -31,16 +31,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::api::Effect;
 use crate::commit::Action;
 use crate::commit::Ctx;
-use crate::constants::PENDING_GATHERS_MAX;
 use crate::constants::{
     BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
     BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX, PEER_BATCH_MAX, REQUEST_TIMEOUT_MS,
     SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
 };
+use crate::constants::{PENDING_GATHERS_MAX, PENDING_PROFILE_GATHERS_MAX};
 use crate::home::HomeRole;
 use crate::owner::fit_bytes;
 use crate::peer::{self, GatherRequest, Origin, Summary, SummaryItem, SummaryMode, Who};
 use crate::pending::PendingTable;
+use crate::people::ProfileGather;
 use crate::text::{info_bytes, message_bytes};
 use crate::types::{
     BootPage, ConversationId, ConversationInfo, Message, Millis, Reject, Response, Seq, ShardId,
@@ -52,6 +53,9 @@ use crate::types::{
 pub(crate) struct GatherRole {
     /// Gathers waiting for the owners (at most PENDING_GATHERS_MAX).
     pub(crate) gathers: PendingTable<Gather>,
+    /// `GetUsers` lookups waiting for home shards (at most
+    /// PENDING_PROFILE_GATHERS_MAX; see `crate::people`).
+    pub(crate) profiles: PendingTable<ProfileGather>,
 }
 
 impl GatherRole {
@@ -59,6 +63,7 @@ impl GatherRole {
     pub(crate) fn new(incarnation: u64) -> GatherRole {
         GatherRole {
             gathers: PendingTable::new(PENDING_GATHERS_MAX, incarnation),
+            profiles: PendingTable::new(PENDING_PROFILE_GATHERS_MAX, incarnation),
         }
     }
 }
@@ -389,6 +394,7 @@ impl GatherRole {
             );
             cx.reply(g.origin, Err(r), out);
         }
+        self.expire_profile_gathers(cx, out);
     }
 
     /// Answers a gather once every record appended before is durable: the
@@ -584,6 +590,8 @@ impl GatherRole {
             GatherMsg::Start(m) => self.on_gather(cx, home, m, out),
             GatherMsg::PublicChannelsReply(m) => self.on_public_channels_reply(cx, home, m, out),
             GatherMsg::SummariesReply(m) => self.on_summaries_reply(cx, home, m, out),
+            GatherMsg::UsersStart(m) => self.on_users_start(cx, m, out),
+            GatherMsg::ProfilesReply(m) => self.on_profiles_reply(cx, m, out),
         }
     }
 }

@@ -46,6 +46,10 @@ pub(crate) struct HomeRole {
     pub(crate) activity: Map<ConversationId, Activity>,
     /// Cursor moves not yet durable (see [`PendingCursors`]).
     pub(crate) pending_cursors: PendingCursors,
+    /// The display names of this shard's users are reported to their
+    /// workspace shards at the first tick after start (see
+    /// `HomeRole::send_directory_names`).
+    pub(crate) directory_round_due: bool,
 }
 
 impl HomeRole {
@@ -55,6 +59,7 @@ impl HomeRole {
             rounds: BTreeMap::new(),
             activity: hash.map(),
             pending_cursors: PendingCursors::default(),
+            directory_round_due: false,
         }
     }
 }
@@ -995,6 +1000,8 @@ impl HomeRole {
             HomeMsg::SetNotify(m) => self.on_set_notify(cx, m, out),
             HomeMsg::SetFocus(m) => self.on_set_focus(cx, m, out),
             HomeMsg::SetDnd(m) => self.on_set_dnd(cx, m, out),
+            HomeMsg::SetProfile(m) => self.on_set_profile(cx, m, out),
+            HomeMsg::GetProfiles(m) => self.on_get_profiles(cx, from, m, out),
         }
     }
 }

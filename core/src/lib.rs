@@ -57,6 +57,9 @@
 //! | `notifier` | `NotifierRole`: the hand-off, the home-side decision, the push outbox |
 //! | [`notify`] | notification candidates and the decision table (pure) |
 //! | [`text`] | name and body checks, the size estimates that byte budgets use |
+//! | `people` | issue 16's handlers for every role: profiles, `GetUsers`, the directory, member lists |
+//! | [`profile`] | profile checks, updates, expiry, sort keys (pure) |
+//! | `dirindex` | the workspace directory's sorted index with prefix search |
 //! | `cache`, `bitset`, `hash` | recent-message cache, shard sets, keyed hashing |
 
 #![forbid(unsafe_code)]
@@ -72,6 +75,7 @@ mod config;
 mod conn;
 pub mod constants;
 mod directory;
+mod dirindex;
 mod gather;
 mod hash;
 mod home;
@@ -81,6 +85,8 @@ pub mod notify;
 mod owner;
 mod peer;
 mod pending;
+mod people;
+pub mod profile;
 pub mod record;
 mod shard;
 pub mod snapshot;

@@ -1192,6 +1192,7 @@ impl OwnerRole {
             OwnerMsg::MarkRead(m) => self.on_mark_read(cx, m, out),
             OwnerMsg::SetNotify(m) => self.on_set_notify(cx, notifier, m, out),
             OwnerMsg::Summaries(m) => self.on_summaries(cx, from, m, out),
+            OwnerMsg::ListMembers(m) => self.on_list_members(cx, m, out),
         }
     }
 }

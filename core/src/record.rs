@@ -56,6 +56,10 @@ pub const KIND_PUSH_QUEUED: u8 = 16;
 pub const KIND_PUSH_SETTLED: u8 = 17;
 /// Kind byte of [`Record::NotifyHandedOff`].
 pub const KIND_NOTIFY_HANDED_OFF: u8 = 18;
+/// Kind byte of [`Record::ProfileSet`].
+pub const KIND_PROFILE_SET: u8 = 19;
+/// Kind byte of [`Record::DirectoryNameSet`].
+pub const KIND_DIRECTORY_NAME_SET: u8 = 20;
 
 /// Why a push notifies, as stored.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,7 +193,7 @@ impl From<StoredBroadcast> for Broadcast {
     }
 }
 
-pub use stored::{MessageRecord, Record};
+pub use stored::{MessageRecord, ProfileRecord, Record};
 
 // rkyv derives public resolver types whose fields carry no docs.
 #[allow(missing_docs)]
@@ -218,6 +222,29 @@ mod stored {
         pub broadcast: StoredBroadcast,
         /// The broadcast was ignored (conversation over BROADCAST_MEMBERS_MAX).
         pub broadcast_ignored: bool,
+    }
+
+    /// A user's whole profile as stored (boxed in [`Record::ProfileSet`], so
+    /// the record enum's archived size, which old records were written
+    /// with, does not change).
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+    pub struct ProfileRecord {
+        /// Display name.
+        pub display_name: String,
+        /// Real name.
+        pub real_name: String,
+        /// Title.
+        pub title: String,
+        /// Time zone.
+        pub time_zone: String,
+        /// Avatar URL.
+        pub avatar_url: String,
+        /// Status emoji.
+        pub status_emoji: String,
+        /// Status text.
+        pub status_text: String,
+        /// Status expiry, ms.
+        pub status_expires: Option<u64>,
     }
 
     /// One WAL record. Which shard writes it is stated per variant; replaying a
@@ -403,6 +430,28 @@ mod stored {
             /// The highest such message LSN (below this record's own).
             lsn: u64,
         },
+        /// Home shard: a user's profile, whole, at its new version (one more
+        /// than the last).
+        ProfileSet {
+            /// User.
+            user: u64,
+            /// The new version.
+            version: u64,
+            /// The profile.
+            profile: Box<ProfileRecord>,
+        },
+        /// Workspace shard: the directory's copy of a user's display name,
+        /// from the user's home shard (only a higher version is written).
+        DirectoryNameSet {
+            /// Workspace.
+            workspace: u64,
+            /// User.
+            user: u64,
+            /// Display name (may be empty).
+            display_name: String,
+            /// The profile version it is from.
+            version: u64,
+        },
     }
 }
 
@@ -456,6 +505,8 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         KIND_PUSH_QUEUED => "PushQueued",
         KIND_PUSH_SETTLED => "PushSettled",
         KIND_NOTIFY_HANDED_OFF => "NotifyHandedOff",
+        KIND_PROFILE_SET => "ProfileSet",
+        KIND_DIRECTORY_NAME_SET => "DirectoryNameSet",
         _ => return None,
     })
 }
@@ -482,6 +533,8 @@ impl Record {
             Record::PushQueued { .. } => KIND_PUSH_QUEUED,
             Record::PushSettled { .. } => KIND_PUSH_SETTLED,
             Record::NotifyHandedOff { .. } => KIND_NOTIFY_HANDED_OFF,
+            Record::ProfileSet { .. } => KIND_PROFILE_SET,
+            Record::DirectoryNameSet { .. } => KIND_DIRECTORY_NAME_SET,
         }
     }
 
@@ -521,6 +574,12 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stored::ArchivedRecord;
+
+    /// `size_of::<ArchivedRecord>()` before issue 16 added records: the
+    /// largest variant is `MessagePosted`; `ProfileSet` boxes its profile
+    /// to stay below it.
+    const ARCHIVED_RECORD_BYTES: usize = 96;
 
     fn samples() -> Vec<Record> {
         vec![
@@ -626,13 +685,38 @@ mod tests {
                 delivered: true,
             },
             Record::NotifyHandedOff { lsn: 41 },
+            Record::ProfileSet {
+                user: 2,
+                version: 3,
+                profile: Box::new(ProfileRecord {
+                    display_name: "Ann Lee".into(),
+                    time_zone: "Europe/Berlin".into(),
+                    status_emoji: "🌴".into(),
+                    status_expires: Some(77),
+                    ..ProfileRecord::default()
+                }),
+            },
+            Record::DirectoryNameSet {
+                workspace: 1,
+                user: 2,
+                display_name: "Ann Lee".into(),
+                version: 3,
+            },
         ]
+    }
+
+    /// The archived record enum keeps the size old logs were written with:
+    /// rkyv places the root at the end of the buffer, so a larger enum would
+    /// make every older record fail to decode.
+    #[test]
+    fn archived_size_unchanged() {
+        assert_eq!(std::mem::size_of::<ArchivedRecord>(), ARCHIVED_RECORD_BYTES);
     }
 
     #[test]
     fn every_kind_roundtrips() {
         let records = samples();
-        assert_eq!(records.len(), usize::from(KIND_NOTIFY_HANDED_OFF));
+        assert_eq!(records.len(), usize::from(KIND_DIRECTORY_NAME_SET));
         for record in records {
             let bytes = record.encode();
             // Decode from an unaligned copy as the WAL may hand it over.

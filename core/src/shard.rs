@@ -227,6 +227,10 @@ impl Shard {
         self.owner.send_membership_rounds(&mut self.cx, &all, out);
         self.notifier
             .send_notify_all_rounds(&mut self.cx, &all, out);
+        // At the first tick, not here: a workspace shard may write what it
+        // hears, and nothing is appended during start (the runtime reports
+        // durability only for records appended after it).
+        self.home.directory_round_due = true;
         self.drain_local(out);
     }
 
@@ -384,6 +388,9 @@ impl Shard {
             self.owner.send_membership_rounds(&mut self.cx, &due, out);
             self.notifier
                 .send_notify_all_rounds(&mut self.cx, &due, out);
+        }
+        if std::mem::take(&mut self.home.directory_round_due) {
+            self.home.send_directory_names(&mut self.cx, out);
         }
         self.conn.expire_hellos(&mut self.cx, out);
         self.conn.expire_waiters(&mut self.cx, out);

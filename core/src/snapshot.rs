@@ -20,7 +20,7 @@
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
 
 use crate::hash::HashState;
-use crate::record::{StoredBroadcast, StoredKind, StoredLevel, StoredReason};
+use crate::record::{ProfileRecord, StoredBroadcast, StoredKind, StoredLevel, StoredReason};
 use crate::state::{
     ApplyError, ChannelName, Claim, Cursor, DedupEntry, Member, NameEntry, NotifyPref, State,
 };
@@ -30,12 +30,14 @@ use crate::types::{
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
-/// Current snapshot format version (3: [`SnapshotV3`], version 2 plus the
+/// Current snapshot format version (4: [`SnapshotV4`], version 3 plus
+/// profiles and the directory's display names; 3: version 2 plus the
 /// owner's notification hand-off watermark; 2: version 1 plus the push
-/// outbox). Versions 1 and 2 are still read: with an empty outbox (1), and
-/// a watermark at the snapshot's LSN (1, 2: the builds that wrote them
-/// never handed off again, so nothing before is owed).
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// outbox). Versions 1 to 3 are still read: with no profiles and no
+/// display names (1–3: the builds that wrote them had none), an empty
+/// outbox (1), and a watermark at the snapshot's LSN (1, 2: the builds that
+/// wrote them never handed off again, so nothing before is owed).
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +117,31 @@ pub struct SnapshotV3 {
     v2: SnapshotV2,
     /// `State::handoff_watermark`.
     handoff_watermark: u64,
+}
+
+/// Version 4: version 3 and the people state of issue 16.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV4 {
+    v3: SnapshotV3,
+    /// Home role: profiles of users homed here (version > 0), by user.
+    profiles: Vec<SnapProfile>,
+    /// Workspace role: (workspace, user, display name, version), by
+    /// workspace then user.
+    dir_names: Vec<(u64, u64, String, u64)>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapProfile {
+    user: u64,
+    version: u64,
+    profile: ProfileRecord,
+}
+
+/// The people state of a snapshot (empty before version 4).
+#[derive(Default)]
+struct People {
+    profiles: Vec<SnapProfile>,
+    dir_names: Vec<(u64, u64, String, u64)>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
@@ -214,6 +241,137 @@ struct SnapCache {
 fn sorted<T, K: Ord>(mut v: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
     v.sort_by_key(key);
     v
+}
+
+/// Version 2 of `state` around its version 1 part: the push outbox.
+fn snapshot_v2(state: &State, v1: SnapshotV1) -> SnapshotV2 {
+    SnapshotV2 {
+        v1,
+        outbox: state
+            .outbox
+            .iter()
+            .map(|(id, e)| SnapPush {
+                id: *id,
+                user: e.user.0,
+                conversation: e.conversation.0,
+                seq: e.seq.0,
+                sender: e.sender.0,
+                reason: StoredReason::from(e.reason),
+                preview: e.preview.clone(),
+                due: e.due.0,
+                clear: e.clear,
+            })
+            .collect(),
+        pushed: state
+            .pushed
+            .iter()
+            .map(|((u, c), s)| (u.0, c.0, s.0))
+            .collect(),
+    }
+}
+
+fn snap_profiles(state: &State) -> Vec<SnapProfile> {
+    let profiles = state
+        .users
+        .values()
+        .filter(|u| u.profile_version > 0)
+        .map(|u| SnapProfile {
+            user: u.id.0,
+            version: u.profile_version,
+            profile: crate::profile::to_record(&u.profile),
+        })
+        .collect();
+    sorted(profiles, |p: &SnapProfile| p.user)
+}
+
+fn snap_dir_names(state: &State) -> Vec<(u64, u64, String, u64)> {
+    let mut names: Vec<_> = state
+        .workspaces
+        .values()
+        .flat_map(|w| {
+            w.dir
+                .names()
+                .map(|(u, n, v)| (w.id.0, u.0, n.to_owned(), v))
+        })
+        .collect();
+    names.sort_by_key(|e| (e.0, e.1));
+    names
+}
+
+/// Decodes the archive of a snapshot of `version` into its parts.
+#[allow(clippy::type_complexity)]
+fn decode_version(
+    version: u32,
+    aligned: &[u8],
+) -> Result<
+    (
+        SnapshotV1,
+        Vec<SnapPush>,
+        Vec<(u64, u64, u64)>,
+        Option<u64>,
+        People,
+    ),
+    RestoreError,
+> {
+    let invalid = |e: rancor::Error| RestoreError::Invalid(e.to_string());
+    Ok(match version {
+        1 => (
+            rkyv::from_bytes::<SnapshotV1, rancor::Error>(aligned).map_err(invalid)?,
+            Vec::new(),
+            Vec::new(),
+            None,
+            People::default(),
+        ),
+        2 => {
+            let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(aligned).map_err(invalid)?;
+            (v2.v1, v2.outbox, v2.pushed, None, People::default())
+        }
+        3 => {
+            let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(aligned).map_err(invalid)?;
+            let w = Some(v3.handoff_watermark);
+            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, People::default())
+        }
+        4 => {
+            let v4 = rkyv::from_bytes::<SnapshotV4, rancor::Error>(aligned).map_err(invalid)?;
+            let people = People {
+                profiles: v4.profiles,
+                dir_names: v4.dir_names,
+            };
+            let v3 = v4.v3;
+            let w = Some(v3.handoff_watermark);
+            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, people)
+        }
+        _ => return Err(RestoreError::UnsupportedVersion { version }),
+    })
+}
+
+/// Restores profiles (users already restored) and display names
+/// (workspaces and their confirmed users already restored).
+fn restore_people(state: &mut State, people: People) -> Result<(), RestoreError> {
+    for p in people.profiles {
+        let Some(user) = state.users.get_mut(&UserId(p.user)) else {
+            return Err(inconsistent(format!(
+                "profile of {} not homed here",
+                p.user
+            )));
+        };
+        if p.version == 0 {
+            return Err(inconsistent(format!("profile of {} at version 0", p.user)));
+        }
+        user.profile = crate::profile::from_record(&p.profile);
+        user.profile_version = p.version;
+    }
+    for (ws, user, name, version) in people.dir_names {
+        let Some(w) = state.workspaces.get_mut(&WorkspaceId(ws)) else {
+            return Err(inconsistent(format!(
+                "display name in unknown workspace {ws}"
+            )));
+        };
+        if !w.dir.set_name(UserId(user), &name, version) {
+            return Err(inconsistent(format!("display name of {user} twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Encodes the state as of `last_lsn`.
@@ -363,32 +521,13 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
         claims,
         cache,
     };
-    let snapshot = SnapshotV2 {
-        v1: snapshot,
-        outbox: state
-            .outbox
-            .iter()
-            .map(|(id, e)| SnapPush {
-                id: *id,
-                user: e.user.0,
-                conversation: e.conversation.0,
-                seq: e.seq.0,
-                sender: e.sender.0,
-                reason: StoredReason::from(e.reason),
-                preview: e.preview.clone(),
-                due: e.due.0,
-                clear: e.clear,
-            })
-            .collect(),
-        pushed: state
-            .pushed
-            .iter()
-            .map(|((u, c), s)| (u.0, c.0, s.0))
-            .collect(),
-    };
-    let snapshot = SnapshotV3 {
-        v2: snapshot,
-        handoff_watermark: state.handoff_watermark,
+    let snapshot = SnapshotV4 {
+        v3: SnapshotV3 {
+            v2: snapshot_v2(state, snapshot),
+            handoff_watermark: state.handoff_watermark,
+        },
+        profiles: snap_profiles(state),
+        dir_names: snap_dir_names(state),
     };
     let body = match rkyv::to_bytes::<rancor::Error>(&snapshot) {
         Ok(bytes) => bytes,
@@ -422,25 +561,7 @@ pub fn restore(
     let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len() - 8);
     aligned.extend_from_slice(&bytes[8..]);
-    let invalid = |e: rancor::Error| RestoreError::Invalid(e.to_string());
-    let (snap, outbox, pushed, watermark) = match version {
-        1 => (
-            rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?,
-            Vec::new(),
-            Vec::new(),
-            None,
-        ),
-        2 => {
-            let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(invalid)?;
-            (v2.v1, v2.outbox, v2.pushed, None)
-        }
-        3 => {
-            let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(invalid)?;
-            let w = Some(v3.handoff_watermark);
-            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w)
-        }
-        _ => return Err(RestoreError::UnsupportedVersion { version }),
-    };
+    let (snap, outbox, pushed, watermark, people) = decode_version(version, &aligned)?;
     let watermark = watermark.unwrap_or(snap.last_lsn);
     if watermark > snap.last_lsn {
         return Err(inconsistent(format!(
@@ -472,6 +593,9 @@ pub fn restore(
         }
         let mut ws = state.new_workspace(id, w.name, Millis(w.created));
         for (name, user, confirmed) in w.users {
+            if confirmed {
+                ws.dir.confirm(UserId(user), &name);
+            }
             ws.users.insert(
                 name,
                 NameEntry {
@@ -532,6 +656,7 @@ pub fn restore(
             return Err(inconsistent(format!("user {} twice", u.id)));
         }
     }
+    restore_people(&mut state, people)?;
     for c in snap.conversations {
         let id = ConversationId(c.id);
         if !state.owns(id) {
@@ -665,4 +790,118 @@ pub fn restore(
     }
     state.handoff_watermark = watermark;
     Ok((state, Lsn(snap.last_lsn)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+
+    const WS: u64 = 1;
+    const ANN: u64 = 2;
+    const BOB: u64 = 3;
+
+    /// One shard of one: a workspace with ann and bob, ann with a profile
+    /// (and its display name in the directory).
+    fn state() -> State {
+        let mut s = State::new(ShardId(0), 1, HashState::new(&[7; 32]));
+        let mut records = vec![Record::WorkspaceCreated {
+            workspace: WS,
+            name: "acme".into(),
+            ts: 1,
+        }];
+        for (user, name) in [(ANN, "ann"), (BOB, "bob")] {
+            records.push(Record::UserClaimed {
+                workspace: WS,
+                user,
+                name: name.into(),
+            });
+            records.push(Record::UserCreated {
+                user,
+                workspace: WS,
+                name: name.into(),
+                workspace_name: "acme".into(),
+                token: 1,
+                token_hash: [1; 32],
+            });
+            records.push(Record::UserConfirmed {
+                workspace: WS,
+                user,
+            });
+        }
+        records.push(Record::ProfileSet {
+            user: ANN,
+            version: 1,
+            profile: Box::new(ProfileRecord {
+                display_name: "Zoe Ann".into(),
+                title: "CTO".into(),
+                ..ProfileRecord::default()
+            }),
+        });
+        records.push(Record::DirectoryNameSet {
+            workspace: WS,
+            user: ANN,
+            display_name: "Zoe Ann".into(),
+            version: 1,
+        });
+        for (i, r) in records.iter().enumerate() {
+            s.apply(Lsn(i as u64 + 1), r).expect("applies");
+        }
+        s
+    }
+
+    fn listed(s: &State) -> Vec<u64> {
+        let ws = &s.workspaces[&WorkspaceId(WS)];
+        ws.dir
+            .page("", None, 10)
+            .0
+            .iter()
+            .map(|e| e.user.0)
+            .collect()
+    }
+
+    fn restore_bytes(bytes: &[u8]) -> Result<(State, Lsn), RestoreError> {
+        restore(ShardId(0), 1, HashState::new(&[7; 32]), bytes)
+    }
+
+    #[test]
+    fn profiles_and_directory_names_round_trip() {
+        let s = state();
+        let bytes = encode(&s, Lsn(9));
+        let (back, lsn) = restore_bytes(&bytes).expect("restores");
+        assert_eq!(lsn, Lsn(9));
+        assert_eq!(encode(&back, Lsn(9)), bytes, "equal states, equal bytes");
+        let ann = &back.users[&UserId(ANN)];
+        assert_eq!(
+            (ann.profile.title.as_str(), ann.profile_version),
+            ("CTO", 1)
+        );
+        assert_eq!(listed(&back), vec![BOB, ANN], "bob < zoe ann");
+    }
+
+    /// A version 3 snapshot (written before profiles existed) still loads,
+    /// with no profiles and the directory listing users by handle; a later
+    /// version than this build knows is refused, naming it.
+    #[test]
+    fn version_3_snapshots_load_and_unknown_versions_are_refused() {
+        let s = state();
+        let bytes = encode(&s, Lsn(9));
+        let mut aligned = AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes[8..]);
+        let v4 = rkyv::from_bytes::<SnapshotV4, rancor::Error>(&aligned).expect("v4");
+        let v3 = rkyv::to_bytes::<rancor::Error>(&v4.v3).expect("encodes");
+        let mut old = SNAPSHOT_MAGIC.to_vec();
+        old.extend_from_slice(&3u32.to_le_bytes());
+        old.extend_from_slice(&v3);
+        let (back, _) = restore_bytes(&old).expect("a version 3 snapshot restores");
+        let ann = &back.users[&UserId(ANN)];
+        assert_eq!(ann.profile_version, 0);
+        assert_eq!(listed(&back), vec![ANN, BOB], "by handle without names");
+        let mut future = bytes.clone();
+        future[4..8].copy_from_slice(&5u32.to_le_bytes());
+        assert_eq!(
+            restore_bytes(&future).err(),
+            Some(RestoreError::UnsupportedVersion { version: 5 })
+        );
+    }
 }

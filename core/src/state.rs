@@ -33,13 +33,14 @@ use crate::constants::{
     DEDUP_WINDOW_PER_CONVERSATION, OUTBOX_ENTRIES_MAX, PUSHED_ENTRIES_MAX, RECENT_CACHE_BYTES_MAX,
     RECENT_MESSAGES_PER_CONVERSATION,
 };
+use crate::dirindex::DirIndex;
 use crate::hash::{HashState, Map};
 use crate::ids::{shard_of, IdAllocator, Placed};
 use crate::record::{MessageRecord, Record, StoredBroadcast};
 use crate::text::preview;
 use crate::types::{
     Broadcast, ConnId, ConversationId, ConversationKind, DeviceKind, Lsn, Message, Millis,
-    NotifyLevel, NotifyReason, Seq, ShardId, UserId, WorkspaceId,
+    NotifyLevel, NotifyReason, Profile, Seq, ShardId, UserId, WorkspaceId,
 };
 
 /// Why a record does not apply to the state.
@@ -81,6 +82,10 @@ pub struct Workspace {
     pub channels: Map<String, ChannelName>,
     /// Confirmed public channels (for `ListConversations`).
     pub public_channels: BTreeSet<ConversationId>,
+    /// The sorted people directory: confirmed users and the display names
+    /// their home shards reported (`DirectoryNameSet`, persisted; the
+    /// order is memory, rebuilt at restore).
+    pub dir: DirIndex,
 }
 
 /// A user handle in a workspace directory.
@@ -192,6 +197,11 @@ pub struct User {
     /// Memory: the user's conversations, derived from the owners
     /// (rebuilt at start, kept current by owner messages).
     pub conversations: BTreeSet<ConversationId>,
+    /// The profile (`ProfileSet`).
+    pub profile: Profile,
+    /// The profile's version: 0 until the first change, then one more per
+    /// change.
+    pub profile_version: u64,
 }
 
 impl User {
@@ -592,6 +602,8 @@ impl State {
             dnd_until: None,
             devices: BTreeMap::new(),
             conversations: BTreeSet::new(),
+            profile: Profile::default(),
+            profile_version: 0,
         }
     }
 
@@ -604,6 +616,7 @@ impl State {
             users: self.hash.map(),
             channels: self.hash.map(),
             public_channels: BTreeSet::new(),
+            dir: DirIndex::default(),
         }
     }
 
@@ -665,14 +678,14 @@ impl State {
                     )));
                 };
                 let ws = self.workspace_mut(*workspace)?;
-                match ws.users.get_mut(&name) {
-                    Some(entry) if entry.user == UserId(*user) => entry.confirmed = true,
-                    _ => {
-                        return Err(ApplyError::Inconsistent(format!(
-                            "user {user} confirmed but not in the directory"
-                        )))
-                    }
-                }
+                let entry = ws.users.get_mut(&name).filter(|e| e.user.0 == *user);
+                let Some(entry) = entry else {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "user {user} confirmed but not in the directory"
+                    )));
+                };
+                entry.confirmed = true;
+                ws.dir.confirm(UserId(*user), &name);
             }
             Record::UserCreated {
                 user,
@@ -905,9 +918,9 @@ impl State {
                     },
                 );
             }
-            Record::DndSet { user, until } => {
-                let u = self.user_mut(*user)?;
-                u.dnd_until = until.map(Millis);
+            Record::DndSet { user, until } => self.user_mut(*user)?.dnd_until = until.map(Millis),
+            Record::ProfileSet { .. } | Record::DirectoryNameSet { .. } => {
+                self.apply_people(record)?
             }
             Record::PushQueued {
                 user,
@@ -942,6 +955,45 @@ impl State {
                 }
                 self.handoff_watermark = *mark;
             }
+        }
+        Ok(())
+    }
+
+    /// The people records (issue 16): a profile on the home shard, a
+    /// display name in the workspace directory.
+    fn apply_people(&mut self, record: &Record) -> Result<(), ApplyError> {
+        match record {
+            Record::ProfileSet {
+                user,
+                version,
+                profile,
+            } => {
+                let u = self.user_mut(*user)?;
+                if *version != u.profile_version + 1 {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "profile of {user} at version {version} after {}",
+                        u.profile_version
+                    )));
+                }
+                u.profile = crate::profile::from_record(profile);
+                u.profile_version = *version;
+            }
+            Record::DirectoryNameSet {
+                workspace,
+                user,
+                display_name,
+                version,
+            } => {
+                self.check_owned("workspace", ws_id(*workspace))?;
+                let ws = self.workspace_mut(*workspace)?;
+                if !ws.dir.set_name(UserId(*user), display_name, *version) {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "directory name of {user} at version {version}, not after {}",
+                        ws.dir.version(UserId(*user))
+                    )));
+                }
+            }
+            _ => unreachable!("apply_people called with another record"),
         }
         Ok(())
     }

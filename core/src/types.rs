@@ -274,6 +274,8 @@ pub enum Request {
         /// End of the window.
         until: Option<Millis>,
     },
+    /// Profiles, lookups, the directory and member lists (issue 16).
+    People(PeopleRequest),
 }
 
 /// Which name directory a [`Request::Lookup`] searches.
@@ -453,6 +455,8 @@ pub enum Response {
     },
     /// `Boot`.
     Boot(Box<BootPage>),
+    /// The answer to a [`Request::People`].
+    People(PeopleResponse),
 }
 
 /// The first screen.
@@ -631,4 +635,199 @@ pub struct DeviceInfo {
     pub kind: DeviceKind,
     /// Client-chosen stable device name (≤ NAME_BYTES_MAX bytes), e.g. "laptop".
     pub name: String,
+}
+
+// ---------------------------------------------------------------------------
+// People (issue 16): profiles, lookups, the directory, member lists.
+
+/// A user's status line: an emoji, a text and when it ends. Empty emoji and
+/// text mean no status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// An emoji or `:shortcode:` (at most STATUS_EMOJI_BYTES_MAX bytes, no
+    /// spaces or control characters).
+    pub emoji: String,
+    /// Text (at most STATUS_TEXT_BYTES_MAX bytes, no control characters).
+    pub text: String,
+    /// The status disappears at this time (`None`: until changed). Readers
+    /// are shown no status once it passed; nothing is written then.
+    pub expires: Option<Millis>,
+}
+
+impl Status {
+    /// No status set.
+    pub fn is_empty(&self) -> bool {
+        self.emoji.is_empty() && self.text.is_empty()
+    }
+}
+
+/// What people see of a user besides the handle. Every field may be empty;
+/// limits and character rules are in `crate::constants` and
+/// `crate::text::check_profile_update`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// The name clients show (falling back to the handle when empty).
+    pub display_name: String,
+    /// Full name.
+    pub real_name: String,
+    /// Job title.
+    pub title: String,
+    /// IANA time zone name, e.g. `Europe/Berlin` (not checked against a
+    /// zone database: the server keeps no clock rules).
+    pub time_zone: String,
+    /// `https://` URL of the picture.
+    pub avatar_url: String,
+    /// Status line.
+    pub status: Status,
+}
+
+/// A user as lookups and the directory return them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserProfile {
+    /// The user.
+    pub user: UserId,
+    /// The handle (unique in the workspace).
+    pub handle: String,
+    /// The profile (a status past its expiry is shown empty).
+    pub profile: Profile,
+    /// Grows by one with every change of the profile: clients cache by
+    /// `(user, version)` and replace an entry only by a higher version.
+    pub version: u64,
+}
+
+/// A change to a profile: `None` leaves a field as it is, `Some("")`
+/// clears it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfileUpdate {
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New real name.
+    pub real_name: Option<String>,
+    /// New title.
+    pub title: Option<String>,
+    /// New time zone.
+    pub time_zone: Option<String>,
+    /// New avatar URL.
+    pub avatar_url: Option<String>,
+    /// New status (an empty one clears it).
+    pub status: Option<Status>,
+}
+
+impl ProfileUpdate {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == ProfileUpdate::default()
+    }
+}
+
+/// Where a directory page starts: after this entry (the sort key and user
+/// of the last entry of the previous page, as returned in `next`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DirectoryCursor {
+    /// The sort key the entry was listed under (lower-case display name or
+    /// handle).
+    pub key: String,
+    /// The user.
+    pub user: UserId,
+}
+
+/// One line of the workspace directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    /// The user.
+    pub user: UserId,
+    /// Handle.
+    pub handle: String,
+    /// Display name (may be empty).
+    pub display_name: String,
+    /// The profile version the display name is from (fetch the rest with
+    /// `GetUsers` when the cached version is lower).
+    pub version: u64,
+}
+
+/// The people requests (issue 16), grouped under [`Request::People`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeopleRequest {
+    /// Change a profile: one's own (`user` `None` or oneself), or, in an
+    /// admin session, anyone's (`user` required). Answered with the new
+    /// profile and version.
+    SetProfile {
+        /// Whose profile; `None`: the session's user.
+        user: Option<UserId>,
+        /// What changes (boxed: it is the largest request by far).
+        update: Box<ProfileUpdate>,
+    },
+    /// Profiles of these users of the session's workspace (at most
+    /// GET_USERS_MAX); users that do not exist or belong to another
+    /// workspace are left out of the answer.
+    GetUsers {
+        /// Who.
+        users: Vec<UserId>,
+    },
+    /// The profile of the user with this handle in the session's workspace.
+    GetUserByHandle {
+        /// Handle.
+        handle: String,
+    },
+    /// A page of the workspace directory, sorted by lower-case display name
+    /// (the handle when it has none), then id.
+    Directory {
+        /// Only users whose handle or display name starts with this
+        /// (case-insensitive; empty: everyone).
+        prefix: String,
+        /// Continue after this entry (`next` of the previous page).
+        after: Option<DirectoryCursor>,
+        /// At most DIRECTORY_PAGE_MAX entries.
+        limit: u32,
+    },
+    /// A page of the workspace's public channels, by name (all of them,
+    /// where `ListConversations` stops at LIST_PUBLIC_CHANNELS_MAX).
+    BrowseChannels {
+        /// Continue after this name (`next` of the previous page).
+        after: Option<String>,
+        /// At most CHANNEL_PAGE_MAX channels.
+        limit: u32,
+    },
+    /// A page of a conversation's members, by user id.
+    ListMembers {
+        /// The conversation (the session user must be allowed to read it).
+        conversation: ConversationId,
+        /// Continue after this user (`next` of the previous page).
+        after: Option<UserId>,
+        /// At most MEMBERS_PAGE_MAX members.
+        limit: u32,
+    },
+}
+
+/// Answers to [`PeopleRequest`]s, in [`Response::People`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeopleResponse {
+    /// `GetUsers`, `GetUserByHandle` (one entry), `SetProfile` (one entry,
+    /// the new version).
+    Users(Vec<UserProfile>),
+    /// `Directory`.
+    Directory {
+        /// Entries in directory order.
+        entries: Vec<DirectoryEntry>,
+        /// Where the next page starts; `None`: this was the last.
+        next: Option<DirectoryCursor>,
+    },
+    /// `BrowseChannels`: (id, name) by name.
+    Channels {
+        /// Public channels, ascending by name.
+        channels: Vec<(ConversationId, String)>,
+        /// Where the next page starts; `None`: this was the last.
+        next: Option<String>,
+    },
+    /// `ListMembers`.
+    Members {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Members, ascending by id.
+        members: Vec<UserId>,
+        /// Member count of the conversation.
+        total: u32,
+        /// Where the next page starts; `None`: this was the last.
+        next: Option<UserId>,
+    },
 }

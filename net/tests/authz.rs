@@ -4,7 +4,7 @@
 //! token was revoked, and the admin; objects public channel, private
 //! channel, DM, group DM, and one message (in the private channel);
 //! operations send, history, sync, boot, live delivery, join, invite,
-//! remove, mark read.
+//! remove, mark read, list members.
 //!
 //! Every case asserts allow or deny from the policy (docs/ARCHITECTURE.md,
 //! "Authorization"; `core/src/auth.rs`): other workspaces see nothing;
@@ -62,6 +62,8 @@ enum Op {
     Invite,
     Remove,
     MarkRead,
+    /// `ListMembers` (issue 16): read access, like history.
+    ListMembers,
 }
 
 /// What a case must produce.
@@ -138,7 +140,7 @@ fn expected(p: P, o: O, op: Op) -> Expect {
         },
         P::NonMember | P::Removed => match (o, op) {
             // The preview of a public channel: read and join.
-            (O::Public, Op::History | Op::Join) => Allow,
+            (O::Public, Op::History | Op::Join | Op::ListMembers) => Allow,
             _ => Hidden,
         },
         P::OtherWorkspace => Hidden,
@@ -324,6 +326,11 @@ fn request(fx: &Fx, o: O, op: Op, c: ConversationId, n: u64) -> Request {
             conversation: c,
             user: fx.victim,
         },
+        (_, Op::ListMembers) => Request::People(PeopleRequest::ListMembers {
+            conversation: c,
+            after: None,
+            limit: 10,
+        }),
         (_, Op::Live) => unreachable!("live is observed, not requested"),
     }
 }
@@ -431,6 +438,7 @@ fn the_authorization_matrix_holds_and_denials_look_like_nothing() {
         Op::Sync,
         Op::Boot,
         Op::MarkRead,
+        Op::ListMembers,
         Op::Join,
         Op::Invite,
         Op::Remove,
@@ -550,7 +558,7 @@ fn the_authorization_matrix_holds_and_denials_look_like_nothing() {
     }
     let _ = server_addr;
     eprintln!(
-        "authz: {cases} cases over 7 principals × 5 objects × 9 operations ({tally:?}); {} failures",
+        "authz: {cases} cases over 7 principals × 5 objects × 10 operations ({tally:?}); {} failures",
         failures.len()
     );
     assert!(

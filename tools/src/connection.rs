@@ -580,6 +580,12 @@ pub(crate) fn response_name(response: &Response) -> &'static str {
         Response::Sync { .. } => "Sync",
         Response::History { .. } => "History",
         Response::Boot(_) => "Boot",
+        Response::People(p) => match p {
+            courier_core::api::PeopleResponse::Users(_) => "UserList",
+            courier_core::api::PeopleResponse::Directory { .. } => "DirectoryPage",
+            courier_core::api::PeopleResponse::Members { .. } => "MemberPage",
+            courier_core::api::PeopleResponse::Channels { .. } => "ChannelPage",
+        },
     }
 }
 

@@ -22,7 +22,10 @@
 //!   (`tracker.rs`), tested without any network.
 //!
 //! Every typed request is a method of the [`Requester`] trait, implemented
-//! by both [`Connection`] and [`Client`]. Errors are [`ClientError`] values;
+//! by both [`Connection`] and [`Client`]; the people requests (profiles,
+//! lookups, directory, members) are the [`People`] trait's, implemented for
+//! every requester, and [`ProfileCache`] keeps profiles by version and
+//! turns ids into names. Errors are [`ClientError`] values;
 //! nothing a server sends makes the library panic. [`testkit`] starts and
 //! kills real `courierd` processes for end-to-end tests; [`ledger`] checks
 //! what such tests sent against what the server kept (acknowledged messages
@@ -54,6 +57,7 @@ pub mod cursor_file;
 pub mod error;
 pub mod ledger;
 pub mod pacer;
+pub mod people;
 pub mod proxy;
 pub mod requester;
 pub mod session;
@@ -69,6 +73,7 @@ pub use connection::{
 };
 pub use cursor_file::CursorFile;
 pub use error::{describe_reject, is_permanent_close, ClientError};
+pub use people::{DirectoryPage, MemberPage, People, ProfileCache};
 pub use requester::{HistoryPage, IssuedToken, Outgoing, Requester, SendAck, SyncReply};
 pub use session::{Session, SessionEvent, SessionOptions};
 pub use tracker::{Backlog, Tracker, TrackerStats, Verdict};

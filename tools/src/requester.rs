@@ -80,7 +80,7 @@ impl Outgoing {
     }
 }
 
-fn unexpected(what: &str, got: &Response) -> ClientError {
+pub(crate) fn unexpected(what: &str, got: &Response) -> ClientError {
     ClientError::Protocol(format!(
         "expected a {what} reply, got {}",
         response_name(got)

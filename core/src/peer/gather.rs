@@ -5,7 +5,7 @@
 //! form); [`GatherMsg`] wraps them for [`super::PeerBody::Gather`].
 
 use crate::peer::{GatherRequest, Origin, Summary, Ticket, Who};
-use crate::types::ConversationId;
+use crate::types::{ConversationId, UserId, UserProfile};
 
 role_messages! {
     /// Every message the gather role receives.
@@ -13,6 +13,8 @@ role_messages! {
         Start,
         PublicChannelsReply,
         SummariesReply,
+        UsersStart,
+        ProfilesReply,
     }
 }
 
@@ -43,4 +45,24 @@ pub struct SummariesReply {
     pub gather: Ticket,
     /// One per item, same order.
     pub summaries: Vec<Summary>,
+}
+
+/// C → H(requester): `GetUsers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsersStart {
+    /// Request.
+    pub origin: Origin,
+    /// Asker.
+    pub who: Who,
+    /// Users (at most GET_USERS_MAX, unique).
+    pub users: Vec<UserId>,
+}
+
+/// H(user) → H(requester): the profiles found (of the asker's workspace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfilesReply {
+    /// Gather id.
+    pub gather: Ticket,
+    /// Profiles, in no particular order.
+    pub profiles: Vec<UserProfile>,
 }

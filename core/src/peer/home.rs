@@ -4,10 +4,10 @@
 //! One plain-data struct per message (a later issue gives them a wire
 //! form); [`HomeMsg`] wraps them for [`super::PeerBody::Home`].
 
-use crate::peer::{DeviceReg, Origin, Ticket, Who};
+use crate::peer::{Actor, DeviceReg, Origin, Ticket, Who};
 use crate::types::{
-    ConnId, ConversationId, ConversationInfo, DeviceInfo, Millis, NotifyLevel, Seq, UserId,
-    WorkspaceId,
+    ConnId, ConversationId, ConversationInfo, DeviceInfo, Millis, NotifyLevel, ProfileUpdate, Seq,
+    UserId, WorkspaceId,
 };
 
 role_messages! {
@@ -32,6 +32,8 @@ role_messages! {
         SetNotify,
         SetFocus,
         SetDnd,
+        SetProfile,
+        GetProfiles,
     }
 }
 
@@ -257,4 +259,39 @@ pub struct SetDnd {
     pub user: UserId,
     /// End.
     pub until: Option<Millis>,
+}
+
+/// C → H: change a profile (checked at `C`: the update is valid, and a
+/// user session changes only its own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetProfile {
+    /// Request.
+    pub origin: Origin,
+    /// Who asks (a user for themself, or an admin).
+    pub actor: Actor,
+    /// Whose profile.
+    pub user: UserId,
+    /// The change.
+    pub update: ProfileUpdate,
+}
+
+/// Where a home shard sends the profiles it was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfilesTo {
+    /// To a `GetUsers` gather at the sending shard.
+    Gather(Ticket),
+    /// Straight to the client (`GetUserByHandle`, resolved by `W`).
+    Client(Origin),
+}
+
+/// H(requester) or W → H: the profiles of these users homed on `H` that
+/// belong to `workspace` (others are left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetProfiles {
+    /// Where the answer goes.
+    pub to: ProfilesTo,
+    /// The asker's workspace.
+    pub workspace: WorkspaceId,
+    /// Users (at most PEER_BATCH_MAX).
+    pub users: Vec<UserId>,
 }

@@ -25,6 +25,7 @@ role_messages! {
         MarkRead,
         SetNotify,
         Summaries,
+        ListMembers,
     }
 }
 
@@ -194,4 +195,19 @@ pub struct Summaries {
     pub who: Who,
     /// Items (at most PEER_BATCH_MAX).
     pub items: Vec<SummaryItem>,
+}
+
+/// C → O: a page of a conversation's members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListMembers {
+    /// Request.
+    pub origin: Origin,
+    /// Asker (needs read access).
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Continue after this user.
+    pub after: Option<UserId>,
+    /// Page size (checked at `C`).
+    pub limit: u32,
 }

@@ -5,7 +5,7 @@
 //! form); [`WorkspaceMsg`] wraps them for [`super::PeerBody::Workspace`].
 
 use crate::peer::{Origin, Ticket, Who};
-use crate::types::{ConversationId, LookupKind, UserId, WorkspaceId};
+use crate::types::{ConversationId, DirectoryCursor, LookupKind, UserId, WorkspaceId};
 
 role_messages! {
     /// Every message the workspace role receives.
@@ -17,6 +17,10 @@ role_messages! {
         ChannelReady,
         Lookup,
         PublicChannels,
+        DirectoryNames,
+        Directory,
+        UserByHandle,
+        BrowseChannels,
     }
 }
 
@@ -93,4 +97,56 @@ pub struct PublicChannels {
     pub gather: Ticket,
     /// Workspace.
     pub workspace: WorkspaceId,
+}
+
+/// H → W: display names of users of `workspace` homed on `H`, after a
+/// profile change became durable and, for every user with a profile, at
+/// the first tick after `H`'s start (W writes only versions newer than it
+/// holds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryNames {
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// (user, display name, profile version), at most PEER_BATCH_MAX.
+    pub entries: Vec<(UserId, String, u64)>,
+}
+
+/// C → W: a directory page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Directory {
+    /// Request.
+    pub origin: Origin,
+    /// Asker.
+    pub who: Who,
+    /// Prefix (may be empty).
+    pub prefix: String,
+    /// Continue after.
+    pub after: Option<DirectoryCursor>,
+    /// Page size (checked at `C`).
+    pub limit: u32,
+}
+
+/// C → W: the profile of the user with this handle (W resolves it, the
+/// user's home answers the client).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserByHandle {
+    /// Request.
+    pub origin: Origin,
+    /// Asker.
+    pub who: Who,
+    /// Handle.
+    pub handle: String,
+}
+
+/// C → W: a page of public channels by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrowseChannels {
+    /// Request.
+    pub origin: Origin,
+    /// Asker.
+    pub who: Who,
+    /// Continue after this name.
+    pub after: Option<String>,
+    /// Page size (checked at `C`).
+    pub limit: u32,
 }

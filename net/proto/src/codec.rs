@@ -10,6 +10,7 @@ use crate::constants::{
     CLIENT_FRAME_BYTES_MAX, CLIENT_IDS_MAX, CLIENT_VERIFIER_TABLES_MAX, PROTOCOL_VERSION,
     SERVER_FRAME_BYTES_MAX, SERVER_VERIFIER_TABLES_MAX, SYNC_CURSORS_MAX, VERIFIER_DEPTH_MAX,
 };
+use crate::people;
 use crate::token;
 use crate::wire;
 use courier_core::api::{
@@ -341,6 +342,26 @@ fn ids_vec<'a>(
     fbb.create_vector(&ids)
 }
 
+fn encode_lookup(
+    fbb: &mut FlatBufferBuilder<'static>,
+    name: &str,
+    kind: LookupKind,
+) -> (wire::Body, Union) {
+    let name = fbb.create_string(name);
+    let kind = match kind {
+        LookupKind::User => wire::LookupKind::User,
+        LookupKind::Channel => wire::LookupKind::Channel,
+    };
+    let t = wire::Lookup::create(
+        fbb,
+        &wire::LookupArgs {
+            name: Some(name),
+            kind,
+        },
+    );
+    (wire::Body::Lookup, t.as_union_value())
+}
+
 fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (wire::Body, Union) {
     use wire::Body as B;
     match request {
@@ -433,21 +454,8 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
             let t = wire::ListConversations::create(fbb, &wire::ListConversationsArgs {});
             (B::ListConversations, t.as_union_value())
         }
-        Request::Lookup { name, kind } => {
-            let name = fbb.create_string(name);
-            let kind = match kind {
-                LookupKind::User => wire::LookupKind::User,
-                LookupKind::Channel => wire::LookupKind::Channel,
-            };
-            let t = wire::Lookup::create(
-                fbb,
-                &wire::LookupArgs {
-                    name: Some(name),
-                    kind,
-                },
-            );
-            (B::Lookup, t.as_union_value())
-        }
+        Request::Lookup { name, kind } => encode_lookup(fbb, name, *kind),
+        Request::People(p) => people::encode_request(fbb, p),
         Request::Send {
             conversation,
             client_msg_id,
@@ -766,40 +774,44 @@ fn encode_response(
             );
             (B::HistoryPage, t.as_union_value())
         }
-        Response::Boot(page) => {
-            let user_name = fbb.create_string(&page.user_name);
-            let workspace_name = fbb.create_string(&page.workspace_name);
-            let conversations = encode_infos(fbb, &page.conversations);
-            let pages: Vec<_> = page
-                .pages
-                .iter()
-                .map(|(conversation, messages)| {
-                    let messages = encode_messages(fbb, messages);
-                    wire::ConversationPage::create(
-                        fbb,
-                        &wire::ConversationPageArgs {
-                            conversation: conversation.0,
-                            messages: Some(messages),
-                        },
-                    )
-                })
-                .collect();
-            let pages = fbb.create_vector(&pages);
-            let t = wire::BootReply::create(
-                fbb,
-                &wire::BootReplyArgs {
-                    user: page.user.0,
-                    user_name: Some(user_name),
-                    workspace: page.workspace.0,
-                    workspace_name: Some(workspace_name),
-                    conversations: Some(conversations),
-                    total: page.total,
-                    pages: Some(pages),
-                },
-            );
-            (B::BootReply, t.as_union_value())
-        }
+        Response::Boot(page) => encode_boot(fbb, page),
+        Response::People(p) => people::encode_response(fbb, p),
     }
+}
+
+fn encode_boot(fbb: &mut FlatBufferBuilder<'static>, page: &BootPage) -> (wire::Body, Union) {
+    use wire::Body as B;
+    let user_name = fbb.create_string(&page.user_name);
+    let workspace_name = fbb.create_string(&page.workspace_name);
+    let conversations = encode_infos(fbb, &page.conversations);
+    let pages: Vec<_> = page
+        .pages
+        .iter()
+        .map(|(conversation, messages)| {
+            let messages = encode_messages(fbb, messages);
+            wire::ConversationPage::create(
+                fbb,
+                &wire::ConversationPageArgs {
+                    conversation: conversation.0,
+                    messages: Some(messages),
+                },
+            )
+        })
+        .collect();
+    let pages = fbb.create_vector(&pages);
+    let t = wire::BootReply::create(
+        fbb,
+        &wire::BootReplyArgs {
+            user: page.user.0,
+            user_name: Some(user_name),
+            workspace: page.workspace.0,
+            workspace_name: Some(workspace_name),
+            conversations: Some(conversations),
+            total: page.total,
+            pages: Some(pages),
+        },
+    );
+    (B::BootReply, t.as_union_value())
 }
 
 /// The wire code of a rejection (documented in docs/PROTOCOL.md).
@@ -1198,12 +1210,12 @@ fn decode_request(frame: &wire::Frame<'_>) -> Result<Request, DecodeError> {
                 until: (t.until_ms() != 0).then_some(Millis(t.until_ms())),
             }
         }
-        other => return Err(DecodeError::UnexpectedBody(body_name(other))),
+        other => return people::decode_request(frame, other),
     };
     Ok(request)
 }
 
-fn body_name(kind: wire::Body) -> &'static str {
+pub(crate) fn body_name(kind: wire::Body) -> &'static str {
     kind.variant_name().unwrap_or("unknown")
 }
 
@@ -1351,7 +1363,7 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
                 reason: reason_from_wire(t.reason())?,
             }));
         }
-        other => return Err(DecodeError::UnexpectedBody(body_name(other))),
+        other => people::decode_response(&frame, other)?,
     };
     Ok(ServerFrame::Reply {
         req,

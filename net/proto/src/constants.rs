@@ -27,6 +27,12 @@ pub const CLIENT_IDS_MAX: usize = 4_096;
 /// user may be in), so the codec and the core refuse the same requests.
 pub const SYNC_CURSORS_MAX: usize = courier_core::constants::SYNC_CURSORS_MAX;
 
+/// Most ids in one `GetUsers`: the core's limit.
+pub const GET_USERS_MAX: usize = courier_core::constants::GET_USERS_MAX;
+
+/// Longest `Directory.after_key` in bytes: the core's limit.
+pub const DIRECTORY_CURSOR_BYTES_MAX: usize = courier_core::constants::DIRECTORY_CURSOR_BYTES_MAX;
+
 /// Longest `Hello.device_name` in bytes: the core's limit for every name.
 pub const DEVICE_NAME_BYTES_MAX: usize = courier_core::constants::NAME_BYTES_MAX;
 

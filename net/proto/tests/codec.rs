@@ -134,6 +134,140 @@ fn requests() -> Vec<Request> {
         },
         Request::SetDnd { until: None },
     ]
+    .into_iter()
+    .chain(people_requests().into_iter().map(Request::People))
+    .collect()
+}
+
+fn profile() -> UserProfile {
+    UserProfile {
+        user: UserId(3),
+        handle: "ann".into(),
+        profile: Profile {
+            display_name: "Ann Lee".into(),
+            real_name: "Ann Marie Lee".into(),
+            title: "CTO".into(),
+            time_zone: "Europe/Berlin".into(),
+            avatar_url: "https://x.example/ann.png".into(),
+            status: Status {
+                emoji: "🌴".into(),
+                text: "away".into(),
+                expires: Some(Millis(1_700_000_000_000)),
+            },
+        },
+        version: 7,
+    }
+}
+
+fn people_requests() -> Vec<PeopleRequest> {
+    vec![
+        PeopleRequest::SetProfile {
+            user: None,
+            update: Box::new(ProfileUpdate {
+                display_name: Some("Ann".into()),
+                title: Some(String::new()),
+                status: Some(Status::default()),
+                ..ProfileUpdate::default()
+            }),
+        },
+        PeopleRequest::SetProfile {
+            user: Some(UserId(4)),
+            update: Box::new(ProfileUpdate {
+                real_name: Some("Bob B".into()),
+                time_zone: Some("UTC".into()),
+                avatar_url: Some("https://x.example/b".into()),
+                status: Some(profile().profile.status),
+                ..ProfileUpdate::default()
+            }),
+        },
+        PeopleRequest::GetUsers {
+            users: vec![UserId(1), UserId(u64::MAX)],
+        },
+        PeopleRequest::GetUsers { users: vec![] },
+        PeopleRequest::GetUserByHandle {
+            handle: "ann".into(),
+        },
+        PeopleRequest::Directory {
+            prefix: String::new(),
+            after: None,
+            limit: 50,
+        },
+        PeopleRequest::Directory {
+            prefix: "An".into(),
+            after: Some(DirectoryCursor {
+                key: "ann lee".into(),
+                user: UserId(3),
+            }),
+            limit: 200,
+        },
+        PeopleRequest::ListMembers {
+            conversation: ConversationId(5),
+            after: None,
+            limit: 100,
+        },
+        PeopleRequest::BrowseChannels {
+            after: None,
+            limit: 200,
+        },
+        PeopleRequest::BrowseChannels {
+            after: Some("general".into()),
+            limit: 1,
+        },
+        PeopleRequest::ListMembers {
+            conversation: ConversationId(5),
+            after: Some(UserId(9)),
+            limit: 1,
+        },
+    ]
+}
+
+fn people_responses() -> Vec<PeopleResponse> {
+    vec![
+        PeopleResponse::Users(vec![profile(), {
+            let mut p = profile();
+            p.user = UserId(4);
+            p.profile = Profile::default();
+            p.version = 0;
+            p
+        }]),
+        PeopleResponse::Users(vec![]),
+        PeopleResponse::Directory {
+            entries: vec![DirectoryEntry {
+                user: UserId(3),
+                handle: "ann".into(),
+                display_name: "Ann Lee".into(),
+                version: 7,
+            }],
+            next: Some(DirectoryCursor {
+                key: "ann lee".into(),
+                user: UserId(3),
+            }),
+        },
+        PeopleResponse::Directory {
+            entries: vec![],
+            next: None,
+        },
+        PeopleResponse::Members {
+            conversation: ConversationId(5),
+            members: vec![UserId(1), UserId(2)],
+            total: 40,
+            next: Some(UserId(2)),
+        },
+        PeopleResponse::Members {
+            conversation: ConversationId(5),
+            members: vec![],
+            total: 0,
+            next: None,
+        },
+        PeopleResponse::Channels {
+            channels: vec![(ConversationId(8), "general".into())],
+            next: Some("general".into()),
+        },
+        PeopleResponse::Channels {
+            channels: vec![],
+            next: None,
+        },
+    ]
 }
 
 fn responses() -> Vec<Result<Response, Reject>> {
@@ -213,6 +347,11 @@ fn responses() -> Vec<Result<Response, Reject>> {
     ]
     .into_iter()
     .chain(ALL_CAUSES.map(|c| Err(Reject::unavailable(c, format!("{c:?}: detail")))))
+    .chain(
+        people_responses()
+            .into_iter()
+            .map(|p| Ok(Response::People(p))),
+    )
     .collect()
 }
 
@@ -525,6 +664,43 @@ fn hello_with_an_unsupported_version_or_a_bad_device_name_is_refused() {
     assert!(matches!(
         decode_client(&raw_hello(1, &admin_token(), &"n".repeat(max), 1, true)),
         Ok(ClientFrame::Hello { .. })
+    ));
+}
+
+#[test]
+fn the_codec_refuses_more_ids_than_get_users_max() {
+    let limit = courier_core::constants::GET_USERS_MAX;
+    assert_eq!(courier_proto::constants::GET_USERS_MAX, limit);
+    let mut enc = Encoder::new();
+    let frame = |n: usize| ClientFrame::Request {
+        req: 1,
+        request: Request::People(PeopleRequest::GetUsers {
+            users: (1..=n as u64).map(UserId).collect(),
+        }),
+    };
+    let at = frame(limit);
+    assert_eq!(decode_client(&enc.client(&at)), Ok(at));
+    assert!(matches!(
+        decode_client(&enc.client(&frame(limit + 1))),
+        Err(DecodeError::Field { field: "users", .. })
+    ));
+    let long_key = ClientFrame::Request {
+        req: 1,
+        request: Request::People(PeopleRequest::Directory {
+            prefix: String::new(),
+            after: Some(DirectoryCursor {
+                key: "k".repeat(courier_proto::constants::DIRECTORY_CURSOR_BYTES_MAX + 1),
+                user: UserId(1),
+            }),
+            limit: 1,
+        }),
+    };
+    assert!(matches!(
+        decode_client(&enc.client(&long_key)),
+        Err(DecodeError::Field {
+            field: "after_key",
+            ..
+        })
     ));
 }
 

@@ -1,6 +1,7 @@
 //! The command line of `courier`: global options and every subcommand, as
 //! clap derive types. Parsing only; `commands.rs` runs them.
 
+use super::people::{DirectoryArgs, MembersArgs, ProfileCommand, UsersCommand};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -110,6 +111,17 @@ pub enum Command {
         /// Highest read seq.
         seq: Option<u64>,
     },
+    /// Users' profiles.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Change your profile (or, with the admin token, anyone's).
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// The workspace's users sorted by name; --prefix searches handles and
+    /// display names.
+    Directory(DirectoryArgs),
+    /// Members of a conversation (ids, or names with --profiles).
+    Members(MembersArgs),
 }
 
 /// `courier watch` options.
@@ -225,6 +237,13 @@ pub enum ChannelCommand {
     },
     /// List public channels and your conversations.
     List,
+    /// Every public channel of the workspace by name (paged from the
+    /// server; `list` shows at most 1,000 of them).
+    Browse {
+        /// At most this many channels.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        limit: u32,
+    },
 }
 
 #[cfg(test)]
@@ -255,6 +274,45 @@ mod tests {
 
     #[test]
     fn every_command_parses() {
+        use crate::cli::people::{
+            DirectoryArgs, MembersArgs, ProfileCommand, ProfileSetArgs, UsersCommand,
+        };
+        check(
+            &["users", "get", "@ann", "42"],
+            Command::Users(UsersCommand::Get {
+                users: vec!["@ann".into(), "42".into()],
+            }),
+        );
+        check(
+            &[
+                "profile",
+                "set",
+                "--display-name",
+                "Ann",
+                "--status-emoji",
+                "☕",
+            ],
+            Command::Profile(ProfileCommand::Set(ProfileSetArgs {
+                display_name: Some("Ann".into()),
+                status_emoji: Some("☕".into()),
+                ..ProfileSetArgs::default()
+            })),
+        );
+        check(
+            &["directory", "--prefix", "an"],
+            Command::Directory(DirectoryArgs {
+                prefix: "an".into(),
+                limit: 100,
+            }),
+        );
+        check(
+            &["members", "general", "--profiles"],
+            Command::Members(MembersArgs {
+                conversation: "general".into(),
+                profiles: true,
+                limit: 1000,
+            }),
+        );
         check(&["login"], Command::Login { offline: false });
         check(&["whoami"], Command::Whoami);
         check(
@@ -425,6 +483,8 @@ mod tests {
 
     #[test]
     fn usage_errors_exit_with_code_2() {
+        check_usage_error(&["profile", "set", "--clear-status", "--status-text", "x"]);
+        check_usage_error(&["users", "get"]);
         check_usage_error(&[]);
         check_usage_error(&["frobnicate"]);
         check_usage_error(&["send", "general"]);

@@ -91,7 +91,7 @@ impl Ctx {
         Ok(options)
     }
 
-    async fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         let mut client = Client::new(self.options()?);
         client.connect().await?;
         Ok(client)
@@ -125,6 +125,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => history(&ctx, &conversation, before, after, limit).await,
         Command::Unread => unread(&ctx).await,
         Command::Read { conversation, seq } => read(&ctx, &conversation, seq).await,
+        Command::Users(cmd) => super::people::users(&ctx, cmd).await,
+        Command::Profile(cmd) => super::people::profile(&ctx, cmd).await,
+        Command::Directory(args) => super::people::directory(&ctx, args).await,
+        Command::Members(args) => super::people::members(&ctx, args).await,
         Command::Wal(_) => Ok(()), // handled above
     }
 }
@@ -358,6 +362,7 @@ async fn channel(ctx: &Ctx, cmd: ChannelCommand) -> anyhow::Result<()> {
                 format!("left {channel}")
             })
         }
+        ChannelCommand::Browse { limit } => super::people::browse(ctx, &mut client, limit).await,
         ChannelCommand::List => {
             let list = client.list_conversations().await?;
             if !ctx.out.json {

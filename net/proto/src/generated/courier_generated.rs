@@ -864,10 +864,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 38;
+pub const ENUM_MAX_BODY: u8 = 48;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 39] = [
+pub const ENUM_VALUES_BODY: [Body; 49] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -907,6 +907,16 @@ pub const ENUM_VALUES_BODY: [Body; 39] = [
   Body::JoinedEvent,
   Body::LeftEvent,
   Body::NotifyEvent,
+  Body::SetProfile,
+  Body::GetUsers,
+  Body::GetUserByHandle,
+  Body::Directory,
+  Body::ListMembers,
+  Body::UserList,
+  Body::DirectoryPage,
+  Body::MemberPage,
+  Body::BrowseChannels,
+  Body::ChannelPage,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -953,9 +963,19 @@ impl Body {
   pub const JoinedEvent: Self = Self(36);
   pub const LeftEvent: Self = Self(37);
   pub const NotifyEvent: Self = Self(38);
+  pub const SetProfile: Self = Self(39);
+  pub const GetUsers: Self = Self(40);
+  pub const GetUserByHandle: Self = Self(41);
+  pub const Directory: Self = Self(42);
+  pub const ListMembers: Self = Self(43);
+  pub const UserList: Self = Self(44);
+  pub const DirectoryPage: Self = Self(45);
+  pub const MemberPage: Self = Self(46);
+  pub const BrowseChannels: Self = Self(47);
+  pub const ChannelPage: Self = Self(48);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 38;
+  pub const ENUM_MAX: u8 = 48;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -996,6 +1016,16 @@ impl Body {
     Self::JoinedEvent,
     Self::LeftEvent,
     Self::NotifyEvent,
+    Self::SetProfile,
+    Self::GetUsers,
+    Self::GetUserByHandle,
+    Self::Directory,
+    Self::ListMembers,
+    Self::UserList,
+    Self::DirectoryPage,
+    Self::MemberPage,
+    Self::BrowseChannels,
+    Self::ChannelPage,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1039,6 +1069,16 @@ impl Body {
       Self::JoinedEvent => Some("JoinedEvent"),
       Self::LeftEvent => Some("LeftEvent"),
       Self::NotifyEvent => Some("NotifyEvent"),
+      Self::SetProfile => Some("SetProfile"),
+      Self::GetUsers => Some("GetUsers"),
+      Self::GetUserByHandle => Some("GetUserByHandle"),
+      Self::Directory => Some("Directory"),
+      Self::ListMembers => Some("ListMembers"),
+      Self::UserList => Some("UserList"),
+      Self::DirectoryPage => Some("DirectoryPage"),
+      Self::MemberPage => Some("MemberPage"),
+      Self::BrowseChannels => Some("BrowseChannels"),
+      Self::ChannelPage => Some("ChannelPage"),
       _ => None,
     }
   }
@@ -6606,6 +6646,1915 @@ impl ::core::fmt::Debug for NotifyEvent<'_> {
       ds.finish()
   }
 }
+pub enum StatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A status line. Empty `emoji` and `text`: no status. `expires_ms` 0:
+/// until changed; past it readers are shown no status.
+pub struct Status<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Status<'a> {
+  type Inner = Status<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Status<'a> {
+  pub const VT_EMOJI: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_EXPIRES_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Status { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Status<'bldr>> {
+    let mut builder = StatusBuilder::new(_fbb);
+    builder.add_expires_ms(args.expires_ms);
+    if let Some(x) = args.text { builder.add_text(x); }
+    if let Some(x) = args.emoji { builder.add_emoji(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn emoji(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Status::VT_EMOJI, None)}
+  }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Status::VT_TEXT, None)}
+  }
+  #[inline]
+  pub fn expires_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Status::VT_EXPIRES_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Status<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("emoji", Self::VT_EMOJI, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
+     .visit_field::<u64>("expires_ms", Self::VT_EXPIRES_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusArgs<'a> {
+    pub emoji: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub expires_ms: u64,
+}
+impl<'a> Default for StatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StatusArgs {
+      emoji: None,
+      text: None,
+      expires_ms: 0,
+    }
+  }
+}
+
+pub struct StatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_emoji(&mut self, emoji: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Status::VT_EMOJI, emoji);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Status::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn add_expires_ms(&mut self, expires_ms: u64) {
+    self.fbb_.push_slot::<u64>(Status::VT_EXPIRES_MS, expires_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Status<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Status<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Status");
+      ds.field("emoji", &self.emoji());
+      ds.field("text", &self.text());
+      ds.field("expires_ms", &self.expires_ms());
+      ds.finish()
+  }
+}
+pub enum SetProfileOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Change a profile. An absent field stays as it is; an empty string
+/// clears it; `status` absent: unchanged, present but empty: cleared.
+pub struct SetProfile<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetProfile<'a> {
+  type Inner = SetProfile<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetProfile<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DISPLAY_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REAL_NAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TITLE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TIME_ZONE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_AVATAR_URL: ::flatbuffers::VOffsetT = 14;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetProfile { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetProfileArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetProfile<'bldr>> {
+    let mut builder = SetProfileBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.status { builder.add_status(x); }
+    if let Some(x) = args.avatar_url { builder.add_avatar_url(x); }
+    if let Some(x) = args.time_zone { builder.add_time_zone(x); }
+    if let Some(x) = args.title { builder.add_title(x); }
+    if let Some(x) = args.real_name { builder.add_real_name(x); }
+    if let Some(x) = args.display_name { builder.add_display_name(x); }
+    builder.finish()
+  }
+
+
+  /// 0: the session's user. An admin session must name the user.
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetProfile::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn display_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetProfile::VT_DISPLAY_NAME, None)}
+  }
+  #[inline]
+  pub fn real_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetProfile::VT_REAL_NAME, None)}
+  }
+  #[inline]
+  pub fn title(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetProfile::VT_TITLE, None)}
+  }
+  #[inline]
+  pub fn time_zone(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetProfile::VT_TIME_ZONE, None)}
+  }
+  #[inline]
+  pub fn avatar_url(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetProfile::VT_AVATAR_URL, None)}
+  }
+  #[inline]
+  pub fn status(&self) -> Option<Status<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Status>>(SetProfile::VT_STATUS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetProfile<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("display_name", Self::VT_DISPLAY_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("real_name", Self::VT_REAL_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("title", Self::VT_TITLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("time_zone", Self::VT_TIME_ZONE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("avatar_url", Self::VT_AVATAR_URL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Status>>("status", Self::VT_STATUS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetProfileArgs<'a> {
+    pub user: u64,
+    pub display_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub real_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub title: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub time_zone: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub avatar_url: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub status: Option<::flatbuffers::WIPOffset<Status<'a>>>,
+}
+impl<'a> Default for SetProfileArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetProfileArgs {
+      user: 0,
+      display_name: None,
+      real_name: None,
+      title: None,
+      time_zone: None,
+      avatar_url: None,
+      status: None,
+    }
+  }
+}
+
+pub struct SetProfileBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetProfileBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(SetProfile::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_display_name(&mut self, display_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetProfile::VT_DISPLAY_NAME, display_name);
+  }
+  #[inline]
+  pub fn add_real_name(&mut self, real_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetProfile::VT_REAL_NAME, real_name);
+  }
+  #[inline]
+  pub fn add_title(&mut self, title: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetProfile::VT_TITLE, title);
+  }
+  #[inline]
+  pub fn add_time_zone(&mut self, time_zone: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetProfile::VT_TIME_ZONE, time_zone);
+  }
+  #[inline]
+  pub fn add_avatar_url(&mut self, avatar_url: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetProfile::VT_AVATAR_URL, avatar_url);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: ::flatbuffers::WIPOffset<Status<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Status>>(SetProfile::VT_STATUS, status);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetProfileBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetProfileBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetProfile<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetProfile<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetProfile");
+      ds.field("user", &self.user());
+      ds.field("display_name", &self.display_name());
+      ds.field("real_name", &self.real_name());
+      ds.field("title", &self.title());
+      ds.field("time_zone", &self.time_zone());
+      ds.field("avatar_url", &self.avatar_url());
+      ds.field("status", &self.status());
+      ds.finish()
+  }
+}
+pub enum GetUsersOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// At most 1,000 ids; users of other workspaces and unknown ids are left
+/// out of the answer.
+pub struct GetUsers<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetUsers<'a> {
+  type Inner = GetUsers<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetUsers<'a> {
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetUsers { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetUsersArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GetUsers<'bldr>> {
+    let mut builder = GetUsersBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> ::flatbuffers::Vector<'a, u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(GetUsers::VT_USERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetUsers<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("users", Self::VT_USERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetUsersArgs<'a> {
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for GetUsersArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetUsersArgs {
+      users: None, // required field
+    }
+  }
+}
+
+pub struct GetUsersBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetUsersBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GetUsers::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetUsersBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetUsersBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetUsers<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, GetUsers::VT_USERS,"users");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetUsers<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetUsers");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum GetUserByHandleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetUserByHandle<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetUserByHandle<'a> {
+  type Inner = GetUserByHandle<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetUserByHandle<'a> {
+  pub const VT_HANDLE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetUserByHandle { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetUserByHandleArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GetUserByHandle<'bldr>> {
+    let mut builder = GetUserByHandleBuilder::new(_fbb);
+    if let Some(x) = args.handle { builder.add_handle(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn handle(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GetUserByHandle::VT_HANDLE, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetUserByHandle<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("handle", Self::VT_HANDLE, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetUserByHandleArgs<'a> {
+    pub handle: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for GetUserByHandleArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetUserByHandleArgs {
+      handle: None, // required field
+    }
+  }
+}
+
+pub struct GetUserByHandleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetUserByHandleBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_handle(&mut self, handle: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GetUserByHandle::VT_HANDLE, handle);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetUserByHandleBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetUserByHandleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetUserByHandle<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, GetUserByHandle::VT_HANDLE,"handle");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetUserByHandle<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetUserByHandle");
+      ds.field("handle", &self.handle());
+      ds.finish()
+  }
+}
+pub enum DirectoryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A directory page: `prefix` matches the start of the handle or the
+/// display name (case-insensitive); `after_key`/`after_user` are the
+/// previous page's `next_key`/`next_user` (`after_user` 0: first page).
+pub struct Directory<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Directory<'a> {
+  type Inner = Directory<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Directory<'a> {
+  pub const VT_PREFIX: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AFTER_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_AFTER_USER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Directory { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DirectoryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Directory<'bldr>> {
+    let mut builder = DirectoryBuilder::new(_fbb);
+    builder.add_after_user(args.after_user);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.after_key { builder.add_after_key(x); }
+    if let Some(x) = args.prefix { builder.add_prefix(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn prefix(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Directory::VT_PREFIX, None)}
+  }
+  #[inline]
+  pub fn after_key(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Directory::VT_AFTER_KEY, None)}
+  }
+  #[inline]
+  pub fn after_user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Directory::VT_AFTER_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Directory::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Directory<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("prefix", Self::VT_PREFIX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("after_key", Self::VT_AFTER_KEY, false)?
+     .visit_field::<u64>("after_user", Self::VT_AFTER_USER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DirectoryArgs<'a> {
+    pub prefix: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub after_key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub after_user: u64,
+    pub limit: u32,
+}
+impl<'a> Default for DirectoryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DirectoryArgs {
+      prefix: None,
+      after_key: None,
+      after_user: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct DirectoryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DirectoryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_prefix(&mut self, prefix: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Directory::VT_PREFIX, prefix);
+  }
+  #[inline]
+  pub fn add_after_key(&mut self, after_key: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Directory::VT_AFTER_KEY, after_key);
+  }
+  #[inline]
+  pub fn add_after_user(&mut self, after_user: u64) {
+    self.fbb_.push_slot::<u64>(Directory::VT_AFTER_USER, after_user, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(Directory::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DirectoryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DirectoryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Directory<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Directory<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Directory");
+      ds.field("prefix", &self.prefix());
+      ds.field("after_key", &self.after_key());
+      ds.field("after_user", &self.after_user());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum ListMembersOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `after` 0: first page.
+pub struct ListMembers<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListMembers<'a> {
+  type Inner = ListMembers<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListMembers<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListMembers { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListMembersArgs
+  ) -> ::flatbuffers::WIPOffset<ListMembers<'bldr>> {
+    let mut builder = ListMembersBuilder::new(_fbb);
+    builder.add_after(args.after);
+    builder.add_conversation(args.conversation);
+    builder.add_limit(args.limit);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListMembers::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListMembers::VT_AFTER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListMembers::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListMembers<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<u64>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListMembersArgs {
+    pub conversation: u64,
+    pub after: u64,
+    pub limit: u32,
+}
+impl<'a> Default for ListMembersArgs {
+  #[inline]
+  fn default() -> Self {
+    ListMembersArgs {
+      conversation: 0,
+      after: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct ListMembersBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListMembersBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(ListMembers::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: u64) {
+    self.fbb_.push_slot::<u64>(ListMembers::VT_AFTER, after, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListMembers::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListMembersBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListMembersBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListMembers<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListMembers<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListMembers");
+      ds.field("conversation", &self.conversation());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum BrowseChannelsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The workspace's public channels by name, all of them (`ListConversations`
+/// stops at 1,000): `after` is the previous page's `next` (absent: first
+/// page).
+pub struct BrowseChannels<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BrowseChannels<'a> {
+  type Inner = BrowseChannels<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BrowseChannels<'a> {
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BrowseChannels { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BrowseChannelsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BrowseChannels<'bldr>> {
+    let mut builder = BrowseChannelsBuilder::new(_fbb);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.after { builder.add_after(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn after(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BrowseChannels::VT_AFTER, None)}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(BrowseChannels::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BrowseChannels<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BrowseChannelsArgs<'a> {
+    pub after: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u32,
+}
+impl<'a> Default for BrowseChannelsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BrowseChannelsArgs {
+      after: None,
+      limit: 0,
+    }
+  }
+}
+
+pub struct BrowseChannelsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BrowseChannelsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_after(&mut self, after: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BrowseChannels::VT_AFTER, after);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(BrowseChannels::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BrowseChannelsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BrowseChannelsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BrowseChannels<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BrowseChannels<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BrowseChannels");
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum UserProfileOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A user's profile; `version` grows with every change (cache by it).
+pub struct UserProfile<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UserProfile<'a> {
+  type Inner = UserProfile<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UserProfile<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HANDLE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DISPLAY_NAME: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REAL_NAME: ::flatbuffers::VOffsetT = 12;
+  pub const VT_TITLE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_TIME_ZONE: ::flatbuffers::VOffsetT = 16;
+  pub const VT_AVATAR_URL: ::flatbuffers::VOffsetT = 18;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UserProfile { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UserProfileArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UserProfile<'bldr>> {
+    let mut builder = UserProfileBuilder::new(_fbb);
+    builder.add_version(args.version);
+    builder.add_user(args.user);
+    if let Some(x) = args.status { builder.add_status(x); }
+    if let Some(x) = args.avatar_url { builder.add_avatar_url(x); }
+    if let Some(x) = args.time_zone { builder.add_time_zone(x); }
+    if let Some(x) = args.title { builder.add_title(x); }
+    if let Some(x) = args.real_name { builder.add_real_name(x); }
+    if let Some(x) = args.display_name { builder.add_display_name(x); }
+    if let Some(x) = args.handle { builder.add_handle(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UserProfile::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn handle(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserProfile::VT_HANDLE, None)}
+  }
+  #[inline]
+  pub fn version(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UserProfile::VT_VERSION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn display_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserProfile::VT_DISPLAY_NAME, None)}
+  }
+  #[inline]
+  pub fn real_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserProfile::VT_REAL_NAME, None)}
+  }
+  #[inline]
+  pub fn title(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserProfile::VT_TITLE, None)}
+  }
+  #[inline]
+  pub fn time_zone(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserProfile::VT_TIME_ZONE, None)}
+  }
+  #[inline]
+  pub fn avatar_url(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserProfile::VT_AVATAR_URL, None)}
+  }
+  #[inline]
+  pub fn status(&self) -> Option<Status<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Status>>(UserProfile::VT_STATUS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UserProfile<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("handle", Self::VT_HANDLE, false)?
+     .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("display_name", Self::VT_DISPLAY_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("real_name", Self::VT_REAL_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("title", Self::VT_TITLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("time_zone", Self::VT_TIME_ZONE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("avatar_url", Self::VT_AVATAR_URL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Status>>("status", Self::VT_STATUS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserProfileArgs<'a> {
+    pub user: u64,
+    pub handle: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub version: u64,
+    pub display_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub real_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub title: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub time_zone: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub avatar_url: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub status: Option<::flatbuffers::WIPOffset<Status<'a>>>,
+}
+impl<'a> Default for UserProfileArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UserProfileArgs {
+      user: 0,
+      handle: None,
+      version: 0,
+      display_name: None,
+      real_name: None,
+      title: None,
+      time_zone: None,
+      avatar_url: None,
+      status: None,
+    }
+  }
+}
+
+pub struct UserProfileBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UserProfileBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(UserProfile::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_handle(&mut self, handle: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserProfile::VT_HANDLE, handle);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: u64) {
+    self.fbb_.push_slot::<u64>(UserProfile::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn add_display_name(&mut self, display_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserProfile::VT_DISPLAY_NAME, display_name);
+  }
+  #[inline]
+  pub fn add_real_name(&mut self, real_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserProfile::VT_REAL_NAME, real_name);
+  }
+  #[inline]
+  pub fn add_title(&mut self, title: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserProfile::VT_TITLE, title);
+  }
+  #[inline]
+  pub fn add_time_zone(&mut self, time_zone: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserProfile::VT_TIME_ZONE, time_zone);
+  }
+  #[inline]
+  pub fn add_avatar_url(&mut self, avatar_url: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserProfile::VT_AVATAR_URL, avatar_url);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: ::flatbuffers::WIPOffset<Status<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Status>>(UserProfile::VT_STATUS, status);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UserProfileBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UserProfileBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UserProfile<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UserProfile<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UserProfile");
+      ds.field("user", &self.user());
+      ds.field("handle", &self.handle());
+      ds.field("version", &self.version());
+      ds.field("display_name", &self.display_name());
+      ds.field("real_name", &self.real_name());
+      ds.field("title", &self.title());
+      ds.field("time_zone", &self.time_zone());
+      ds.field("avatar_url", &self.avatar_url());
+      ds.field("status", &self.status());
+      ds.finish()
+  }
+}
+pub enum UserListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `SetProfile`, `GetUsers`, `GetUserByHandle`.
+pub struct UserList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UserList<'a> {
+  type Inner = UserList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UserList<'a> {
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UserList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UserListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UserList<'bldr>> {
+    let mut builder = UserListBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UserProfile<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UserProfile>>>>(UserList::VT_USERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UserList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<UserProfile>>>>("users", Self::VT_USERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserListArgs<'a> {
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UserProfile<'a>>>>>,
+}
+impl<'a> Default for UserListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UserListArgs {
+      users: None,
+    }
+  }
+}
+
+pub struct UserListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UserListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<UserProfile<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserList::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UserListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UserListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UserList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UserList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UserList");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum DirectoryEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DirectoryEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DirectoryEntry<'a> {
+  type Inner = DirectoryEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DirectoryEntry<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HANDLE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DISPLAY_NAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DirectoryEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DirectoryEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DirectoryEntry<'bldr>> {
+    let mut builder = DirectoryEntryBuilder::new(_fbb);
+    builder.add_version(args.version);
+    builder.add_user(args.user);
+    if let Some(x) = args.display_name { builder.add_display_name(x); }
+    if let Some(x) = args.handle { builder.add_handle(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DirectoryEntry::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn handle(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DirectoryEntry::VT_HANDLE, None)}
+  }
+  #[inline]
+  pub fn display_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DirectoryEntry::VT_DISPLAY_NAME, None)}
+  }
+  #[inline]
+  pub fn version(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DirectoryEntry::VT_VERSION, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DirectoryEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("handle", Self::VT_HANDLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("display_name", Self::VT_DISPLAY_NAME, false)?
+     .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DirectoryEntryArgs<'a> {
+    pub user: u64,
+    pub handle: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub display_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub version: u64,
+}
+impl<'a> Default for DirectoryEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DirectoryEntryArgs {
+      user: 0,
+      handle: None,
+      display_name: None,
+      version: 0,
+    }
+  }
+}
+
+pub struct DirectoryEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DirectoryEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DirectoryEntry::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_handle(&mut self, handle: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DirectoryEntry::VT_HANDLE, handle);
+  }
+  #[inline]
+  pub fn add_display_name(&mut self, display_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DirectoryEntry::VT_DISPLAY_NAME, display_name);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: u64) {
+    self.fbb_.push_slot::<u64>(DirectoryEntry::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DirectoryEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DirectoryEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DirectoryEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DirectoryEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DirectoryEntry");
+      ds.field("user", &self.user());
+      ds.field("handle", &self.handle());
+      ds.field("display_name", &self.display_name());
+      ds.field("version", &self.version());
+      ds.finish()
+  }
+}
+pub enum DirectoryPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `next_user` 0: this is the last page.
+pub struct DirectoryPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DirectoryPage<'a> {
+  type Inner = DirectoryPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DirectoryPage<'a> {
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NEXT_USER: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DirectoryPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DirectoryPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DirectoryPage<'bldr>> {
+    let mut builder = DirectoryPageBuilder::new(_fbb);
+    builder.add_next_user(args.next_user);
+    if let Some(x) = args.next_key { builder.add_next_key(x); }
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn entries(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DirectoryEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DirectoryEntry>>>>(DirectoryPage::VT_ENTRIES, None)}
+  }
+  #[inline]
+  pub fn next_key(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DirectoryPage::VT_NEXT_KEY, None)}
+  }
+  #[inline]
+  pub fn next_user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DirectoryPage::VT_NEXT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DirectoryPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DirectoryEntry>>>>("entries", Self::VT_ENTRIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("next_key", Self::VT_NEXT_KEY, false)?
+     .visit_field::<u64>("next_user", Self::VT_NEXT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DirectoryPageArgs<'a> {
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DirectoryEntry<'a>>>>>,
+    pub next_key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub next_user: u64,
+}
+impl<'a> Default for DirectoryPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DirectoryPageArgs {
+      entries: None,
+      next_key: None,
+      next_user: 0,
+    }
+  }
+}
+
+pub struct DirectoryPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DirectoryPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DirectoryEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DirectoryPage::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn add_next_key(&mut self, next_key: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DirectoryPage::VT_NEXT_KEY, next_key);
+  }
+  #[inline]
+  pub fn add_next_user(&mut self, next_user: u64) {
+    self.fbb_.push_slot::<u64>(DirectoryPage::VT_NEXT_USER, next_user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DirectoryPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DirectoryPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DirectoryPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DirectoryPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DirectoryPage");
+      ds.field("entries", &self.entries());
+      ds.field("next_key", &self.next_key());
+      ds.field("next_user", &self.next_user());
+      ds.finish()
+  }
+}
+pub enum ChannelEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChannelEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChannelEntry<'a> {
+  type Inner = ChannelEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChannelEntry<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChannelEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChannelEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChannelEntry<'bldr>> {
+    let mut builder = ChannelEntryBuilder::new(_fbb);
+    builder.add_id(args.id);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChannelEntry::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChannelEntry::VT_NAME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChannelEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChannelEntryArgs<'a> {
+    pub id: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChannelEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChannelEntryArgs {
+      id: 0,
+      name: None,
+    }
+  }
+}
+
+pub struct ChannelEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChannelEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(ChannelEntry::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChannelEntry::VT_NAME, name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChannelEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChannelEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChannelEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChannelEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChannelEntry");
+      ds.field("id", &self.id());
+      ds.field("name", &self.name());
+      ds.finish()
+  }
+}
+pub enum ChannelPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Channels ascending by name; `next` absent: this is the last page.
+pub struct ChannelPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChannelPage<'a> {
+  type Inner = ChannelPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChannelPage<'a> {
+  pub const VT_CHANNELS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChannelPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChannelPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChannelPage<'bldr>> {
+    let mut builder = ChannelPageBuilder::new(_fbb);
+    if let Some(x) = args.next { builder.add_next(x); }
+    if let Some(x) = args.channels { builder.add_channels(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn channels(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChannelEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChannelEntry>>>>(ChannelPage::VT_CHANNELS, None)}
+  }
+  #[inline]
+  pub fn next(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChannelPage::VT_NEXT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChannelPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ChannelEntry>>>>("channels", Self::VT_CHANNELS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("next", Self::VT_NEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChannelPageArgs<'a> {
+    pub channels: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChannelEntry<'a>>>>>,
+    pub next: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChannelPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChannelPageArgs {
+      channels: None,
+      next: None,
+    }
+  }
+}
+
+pub struct ChannelPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChannelPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_channels(&mut self, channels: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ChannelEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChannelPage::VT_CHANNELS, channels);
+  }
+  #[inline]
+  pub fn add_next(&mut self, next: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChannelPage::VT_NEXT, next);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChannelPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChannelPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChannelPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChannelPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChannelPage");
+      ds.field("channels", &self.channels());
+      ds.field("next", &self.next());
+      ds.finish()
+  }
+}
+pub enum MemberPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Members ascending by id; `next` 0: this is the last page.
+pub struct MemberPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberPage<'a> {
+  type Inner = MemberPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberPage<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TOTAL: ::flatbuffers::VOffsetT = 8;
+  pub const VT_NEXT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberPage<'bldr>> {
+    let mut builder = MemberPageBuilder::new(_fbb);
+    builder.add_next(args.next);
+    builder.add_conversation(args.conversation);
+    builder.add_total(args.total);
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberPage::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(MemberPage::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn total(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MemberPage::VT_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn next(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberPage::VT_NEXT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u32>("total", Self::VT_TOTAL, false)?
+     .visit_field::<u64>("next", Self::VT_NEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberPageArgs<'a> {
+    pub conversation: u64,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub total: u32,
+    pub next: u64,
+}
+impl<'a> Default for MemberPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberPageArgs {
+      conversation: 0,
+      members: None,
+      total: 0,
+      next: 0,
+    }
+  }
+}
+
+pub struct MemberPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(MemberPage::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberPage::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_total(&mut self, total: u32) {
+    self.fbb_.push_slot::<u32>(MemberPage::VT_TOTAL, total, 0);
+  }
+  #[inline]
+  pub fn add_next(&mut self, next: u64) {
+    self.fbb_.push_slot::<u64>(MemberPage::VT_NEXT, next, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberPage");
+      ds.field("conversation", &self.conversation());
+      ds.field("members", &self.members());
+      ds.field("total", &self.total());
+      ds.field("next", &self.next());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7196,6 +9145,146 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_profile(&self) -> Option<SetProfile<'a>> {
+    if self.body_type() == Body::SetProfile {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetProfile::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_users(&self) -> Option<GetUsers<'a>> {
+    if self.body_type() == Body::GetUsers {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetUsers::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_user_by_handle(&self) -> Option<GetUserByHandle<'a>> {
+    if self.body_type() == Body::GetUserByHandle {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetUserByHandle::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_directory(&self) -> Option<Directory<'a>> {
+    if self.body_type() == Body::Directory {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Directory::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_members(&self) -> Option<ListMembers<'a>> {
+    if self.body_type() == Body::ListMembers {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListMembers::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_user_list(&self) -> Option<UserList<'a>> {
+    if self.body_type() == Body::UserList {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UserList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_directory_page(&self) -> Option<DirectoryPage<'a>> {
+    if self.body_type() == Body::DirectoryPage {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DirectoryPage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_member_page(&self) -> Option<MemberPage<'a>> {
+    if self.body_type() == Body::MemberPage {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { MemberPage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_browse_channels(&self) -> Option<BrowseChannels<'a>> {
+    if self.body_type() == Body::BrowseChannels {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { BrowseChannels::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_channel_page(&self) -> Option<ChannelPage<'a>> {
+    if self.body_type() == Body::ChannelPage {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ChannelPage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -7245,6 +9334,16 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::JoinedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JoinedEvent>>("Body::JoinedEvent", pos),
           Body::LeftEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeftEvent>>("Body::LeftEvent", pos),
           Body::NotifyEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotifyEvent>>("Body::NotifyEvent", pos),
+          Body::SetProfile => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetProfile>>("Body::SetProfile", pos),
+          Body::GetUsers => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetUsers>>("Body::GetUsers", pos),
+          Body::GetUserByHandle => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetUserByHandle>>("Body::GetUserByHandle", pos),
+          Body::Directory => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Directory>>("Body::Directory", pos),
+          Body::ListMembers => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListMembers>>("Body::ListMembers", pos),
+          Body::UserList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserList>>("Body::UserList", pos),
+          Body::DirectoryPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DirectoryPage>>("Body::DirectoryPage", pos),
+          Body::MemberPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberPage>>("Body::MemberPage", pos),
+          Body::BrowseChannels => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BrowseChannels>>("Body::BrowseChannels", pos),
+          Body::ChannelPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChannelPage>>("Body::ChannelPage", pos),
           _ => Ok(()),
         }
      })?
@@ -7568,6 +9667,76 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::NotifyEvent => {
           if let Some(x) = self.body_as_notify_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetProfile => {
+          if let Some(x) = self.body_as_set_profile() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GetUsers => {
+          if let Some(x) = self.body_as_get_users() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GetUserByHandle => {
+          if let Some(x) = self.body_as_get_user_by_handle() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Directory => {
+          if let Some(x) = self.body_as_directory() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListMembers => {
+          if let Some(x) = self.body_as_list_members() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UserList => {
+          if let Some(x) = self.body_as_user_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::DirectoryPage => {
+          if let Some(x) = self.body_as_directory_page() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::MemberPage => {
+          if let Some(x) = self.body_as_member_page() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::BrowseChannels => {
+          if let Some(x) = self.body_as_browse_channels() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChannelPage => {
+          if let Some(x) = self.body_as_channel_page() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -1,0 +1,302 @@
+//! People (issue 16) end to end against a real `courierd`: profiles set
+//! through the client library and read back by id, by handle, in the
+//! directory and in member lists — also after a clean restart and after
+//! `kill -9` — and the same through the `courier` CLI
+//! (`profile set`, `users get`, `directory`, `members`).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use courier_core::api::{ConversationId, ProfileUpdate, Reject, Status, UserProfile};
+use courier_tools::testkit::ServerProcess;
+use courier_tools::{
+    Client, ClientError, ClientOptions, ConnectOptions, IssuedToken, People, ProfileCache,
+    Requester,
+};
+use serde_json::Value;
+use std::process::{Command, Stdio};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn connect(server: &ServerProcess, token: &str) -> Client {
+    let credential = courier_tools::token::parse(token).unwrap();
+    let mut client = Client::new(ClientOptions::new(ConnectOptions::new(
+        server.url(),
+        credential,
+    )));
+    client.connect().await.unwrap();
+    client
+}
+
+struct Acme {
+    ann: IssuedToken,
+    bob: IssuedToken,
+    carl: IssuedToken,
+    general: ConversationId,
+}
+
+async fn setup(server: &ServerProcess) -> Acme {
+    let mut admin = connect(server, &server.admin_token().unwrap()).await;
+    let ws = admin.create_workspace("acme").await.unwrap();
+    let ann = admin.create_user(ws, "ann").await.unwrap();
+    let bob = admin.create_user(ws, "bob").await.unwrap();
+    let carl = admin.create_user(ws, "carl").await.unwrap();
+    let mut a = connect(server, &ann.text).await;
+    let general = a.create_channel("general", false).await.unwrap().id;
+    a.invite(general, bob.user).await.unwrap();
+    Acme {
+        ann,
+        bob,
+        carl,
+        general,
+    }
+}
+
+fn full_update() -> ProfileUpdate {
+    ProfileUpdate {
+        display_name: Some("Ann Lee".into()),
+        real_name: Some("Ann Marie Lee".into()),
+        title: Some("CTO".into()),
+        time_zone: Some("Europe/Berlin".into()),
+        avatar_url: Some("https://x.example/ann.png".into()),
+        status: Some(Status {
+            emoji: "🌴".into(),
+            text: "on leave".into(),
+            expires: None,
+        }),
+    }
+}
+
+/// What bob reads about ann, carl and himself: by id, by handle, the
+/// directory and the channel's members with names.
+async fn read_back(server: &ServerProcess, acme: &Acme) -> (Vec<UserProfile>, Vec<String>) {
+    let mut b = connect(server, &acme.bob.text).await;
+    let profiles = b
+        .get_users(&[acme.ann.user, acme.carl.user, acme.bob.user])
+        .await
+        .unwrap_or_else(|e| panic!("get_users: {e}\n{}", server.log_tail(60)));
+    assert_eq!(b.user_by_handle("ann").await.unwrap(), profiles[0]);
+    let page = b.directory("", None, 10).await.unwrap();
+    let mut names: Vec<String> = page.entries.iter().map(|e| e.handle.clone()).collect();
+    let search = b.directory("an", None, 10).await.unwrap();
+    names.push(format!(
+        "search:{}",
+        search
+            .entries
+            .iter()
+            .map(|e| e.handle.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    let members = b.list_members(acme.general, None, 10).await.unwrap();
+    let mut cache = ProfileCache::new();
+    cache.resolve(&mut b, &members.members).await.unwrap();
+    let mut shown: Vec<String> = members.members.iter().map(|u| cache.name(*u)).collect();
+    shown.sort();
+    names.push(format!("members:{}:{}", members.total, shown.join(",")));
+    (profiles, names)
+}
+
+#[test]
+fn profiles_set_through_the_library_survive_restarts_and_kill_9() {
+    let mut server = ServerProcess::spawn_temp(2).unwrap();
+    let rt = rt();
+    let (acme, before) = rt.block_on(async {
+        let acme = setup(&server).await;
+        let mut a = connect(&server, &acme.ann.text).await;
+        let first = a.set_profile(None, full_update()).await.unwrap();
+        assert_eq!((first.user, first.version), (acme.ann.user, 1));
+        assert_eq!(first.profile.title, "CTO");
+        // An admin edits anyone's profile; a user only their own.
+        let mut admin = connect(&server, &server.admin_token().unwrap()).await;
+        let carl = admin
+            .set_profile(
+                Some(acme.carl.user),
+                ProfileUpdate {
+                    display_name: Some("Zed Carl".into()),
+                    ..ProfileUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(carl.version, 1);
+        let refused = a
+            .set_profile(
+                Some(acme.bob.user),
+                ProfileUpdate {
+                    title: Some("intern".into()),
+                    ..ProfileUpdate::default()
+                },
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(ClientError::Rejected(Reject::NotAdmin))),
+            "{refused:?}"
+        );
+        let too_long = a
+            .set_profile(
+                None,
+                ProfileUpdate {
+                    display_name: Some("x".repeat(81)),
+                    ..ProfileUpdate::default()
+                },
+            )
+            .await;
+        assert!(
+            matches!(too_long, Err(ClientError::Rejected(Reject::TooLarge(_)))),
+            "{too_long:?}"
+        );
+        let before = read_back(&server, &acme).await;
+        (acme, before)
+    });
+    let (profiles, names) = &before;
+    assert_eq!(profiles.len(), 3);
+    assert_eq!(profiles[0].profile.display_name, "Ann Lee");
+    assert_eq!(profiles[0].profile.status.text, "on leave");
+    assert_eq!(profiles[0].version, 1);
+    assert_eq!(profiles[1].profile.display_name, "Zed Carl");
+    assert_eq!(
+        (profiles[2].handle.as_str(), profiles[2].version),
+        ("bob", 0)
+    );
+    // Sorted by display name, else handle: "ann lee", "bob", "zed carl".
+    assert_eq!(
+        names,
+        &vec![
+            "ann".to_owned(),
+            "bob".to_owned(),
+            "carl".to_owned(),
+            "search:ann".to_owned(),
+            "members:2:@bob,Ann Lee".to_owned(),
+        ]
+    );
+    // A clean restart (snapshots written at stop), then kill -9 (replay).
+    server.restart().unwrap();
+    assert_eq!(rt.block_on(read_back(&server, &acme)), before);
+    rt.block_on(async {
+        let mut a = connect(&server, &acme.ann.text).await;
+        let next = a
+            .set_profile(
+                None,
+                ProfileUpdate {
+                    display_name: Some("Anna".into()),
+                    ..ProfileUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(next.version, 2, "versions keep growing after a restart");
+    });
+    server.kill9();
+    server.start_again().unwrap();
+    let (profiles, names) = rt.block_on(read_back(&server, &acme));
+    assert_eq!(profiles[0].profile.display_name, "Anna");
+    assert_eq!(profiles[0].profile.title, "CTO");
+    assert_eq!(profiles[0].version, 2);
+    assert_eq!(names[3], "search:ann");
+    assert_eq!(names[4], "members:2:@bob,Anna");
+}
+
+/// A `courier` command against `server` with a clean environment.
+fn courier(server: &ServerProcess, token: &str, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .env_remove("COURIER_TOKEN")
+        .env(
+            "COURIER_CONFIG",
+            server.data_dir().with_file_name("cli-config.toml"),
+        )
+        .env("COURIER_SERVER", server.url())
+        .args(["--token", token, "--json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "courier {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_cli_sets_and_shows_profiles_the_directory_and_members() {
+    let server = ServerProcess::spawn_temp(2).unwrap();
+    let acme = rt().block_on(setup(&server));
+    let set = courier(
+        &server,
+        &acme.ann.text,
+        &[
+            "profile",
+            "set",
+            "--display-name",
+            "Ann Lee",
+            "--title",
+            "CTO",
+            "--status-emoji",
+            "🌴",
+            "--status-text",
+            "away",
+            "--status-expires-in",
+            "3600",
+        ],
+    );
+    assert_eq!(set[0]["display_name"], "Ann Lee");
+    assert_eq!(set[0]["version"], 1);
+    assert!(set[0]["status_expires"].is_u64());
+    let admin = server.admin_token().unwrap();
+    courier(
+        &server,
+        &admin,
+        &[
+            "profile",
+            "set",
+            "--user",
+            &acme.bob.user.0.to_string(),
+            "--display-name",
+            "Bobby",
+        ],
+    );
+    let got = courier(&server, &acme.bob.text, &["users", "get", "@ann", "bob"]);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["handle"], "ann");
+    assert_eq!(got[0]["title"], "CTO");
+    assert_eq!(got[0]["status_text"], "away");
+    assert_eq!(got[1]["display_name"], "Bobby");
+    let dir = courier(&server, &acme.bob.text, &["directory", "--limit", "2"]);
+    let handles: Vec<&str> = dir.iter().map(|e| e["handle"].as_str().unwrap()).collect();
+    assert_eq!(handles, ["ann", "bob"], "sorted by display name, limited");
+    let dir = courier(&server, &acme.bob.text, &["directory", "--prefix", "CA"]);
+    assert_eq!(dir.len(), 1);
+    assert_eq!(dir[0]["handle"], "carl");
+    let members = courier(
+        &server,
+        &acme.bob.text,
+        &["members", "general", "--profiles"],
+    );
+    let mut names: Vec<&str> = members
+        .iter()
+        .map(|m| m["display_name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Ann Lee", "Bobby"]);
+    let browse = courier(&server, &acme.bob.text, &["channel", "browse"]);
+    assert_eq!(browse.len(), 1);
+    assert_eq!(browse[0]["name"], "general");
+    let ids = courier(&server, &acme.bob.text, &["members", "general"]);
+    let mut ids: Vec<u64> = ids
+        .iter()
+        .map(|m| m["user"].as_str().unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    let mut expected = vec![acme.ann.user.0, acme.bob.user.0];
+    expected.sort();
+    assert_eq!(ids, expected);
+}
