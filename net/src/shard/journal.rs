@@ -155,7 +155,11 @@ pub(super) async fn snapshot(ctx: &Rc<ShardCtx>) {
 /// Reports durability to the core: waits for the WAL to make the highest
 /// appended LSN durable, then feeds `Input::Durable`.
 pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
-    let mut reported = ctx.appended.get();
+    // From what the boot found durable, not from `appended`: records the
+    // core appended during `start` (before this task runs) must be
+    // reported too, or every answer waiting on them hangs until the next
+    // write.
+    let mut reported = ctx.reported.get();
     loop {
         if ctx.appended.get() <= reported {
             ctx.durable_wake.wait().await;
