@@ -3,7 +3,8 @@
 //! `pool.rs`) and cheap per connection (`ws.rs`), driving a real `courierd`
 //! — started here on a temporary data directory, or an external one with
 //! `--server` — and, for `send` and `e2e`, the same workloads on NATS
-//! JetStream and Redis Streams (`--against`).
+//! JetStream and Redis Streams (`--against`) and on a replicated cluster
+//! from the test kit (`--cluster 3`).
 //!
 //! Every scenario prints the machine, a human table, and with `--json` one
 //! JSON object as the last line of stdout. Latency is always hdrhistogram

@@ -108,6 +108,62 @@ fn e2e_sweeps_with_baselines() {
     skipped_or_measured(r, "nats");
 }
 
+/// `--cluster 3`: the same send and e2e against a 3-node cluster from the
+/// test kit (needs etcd, as every cluster test), next to the single node;
+/// CPU is summed over the three nodes and every node's WAL holds the
+/// messages.
+#[test]
+fn send_and_e2e_run_against_a_cluster_next_to_a_single_node() {
+    let j = bench(&[
+        "send",
+        "--cluster",
+        "3",
+        "--connections",
+        "4",
+        "--conversations",
+        "2",
+        "--window",
+        "4",
+        "--secs",
+        "1",
+        "--warmup-secs",
+        "0.2",
+    ]);
+    let r = &j["results"];
+    let cluster = &r["courier_cluster"];
+    assert!(r["courier"]["acks"].as_u64().unwrap() > 0, "{r}");
+    assert!(cluster["acks"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(cluster["errors"], 0, "{r}");
+    assert!(r["ratio_cluster_over_single"].as_f64().unwrap() > 0.0);
+    let per_node = cluster["usage"]["server_cpu_cores_per_process"]
+        .as_array()
+        .unwrap();
+    assert_eq!(per_node.len(), 3, "{r}");
+    let nodes = cluster["disk"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{r}");
+    for node in nodes {
+        assert!(node["messages"].as_u64().unwrap() > 0, "{r}");
+        assert!(node["state_bytes_per_message"].as_f64().unwrap() > 100.0);
+    }
+    let j = bench(&[
+        "e2e",
+        "--cluster",
+        "3",
+        "--conversations",
+        "2",
+        "--members",
+        "3",
+        "--rate",
+        "50",
+        "--final-secs",
+        "0.5",
+    ]);
+    let r = &j["results"];
+    let fin = &r["courier_cluster"]["final"];
+    assert!(fin["delivered"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(fin["delivered"], fin["expected"], "{r}");
+}
+
 #[test]
 fn fanout_runs() {
     let j = bench(&[
