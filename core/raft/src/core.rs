@@ -288,6 +288,12 @@ impl RaftCore {
         Some(self.groups.get(&group)?.handed)
     }
 
+    /// The index `group`'s log is compacted to (its snapshot's index; 0
+    /// before any compaction).
+    pub fn compacted_index(&self, group: GroupId) -> Option<u64> {
+        Some(self.groups.get(&group)?.node.store().snapshot_meta().index)
+    }
+
     /// Proposes `data` to `group`. Returns the `(term, index)` the entry
     /// will have: it committed iff an [`Apply::Entry`] with that term and
     /// index is reported later (another term at that index means it was

@@ -261,8 +261,10 @@ fn compaction_frees_the_log_and_the_wal_prefix() {
     assert_eq!(n.core.min_needed_lsn(), Some(Lsn(1)));
     let applied = n.machines.last(GroupId(0));
     let snap0 = n.machines.bytes(GroupId(0));
+    assert_eq!(n.core.compacted_index(GroupId(0)), Some(0));
     n.core.compact(GroupId(0), applied, snap0.clone()).unwrap();
     assert_eq!(n.core.uncompacted(GroupId(0)), Some(0));
+    assert_eq!(n.core.compacted_index(GroupId(0)), Some(applied));
     assert!(matches!(
         n.core.compact(GroupId(0), applied + 5, Bytes::new()),
         Err(Error::InvalidCompaction { .. })

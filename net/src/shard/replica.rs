@@ -396,6 +396,14 @@ impl Replica {
             if rd.is_empty() {
                 break;
             }
+            // A compaction wish alone, with no point to compact to beyond
+            // the current one, is nothing to do: stop here, or the loop
+            // would spin (and, before this check, wrote a checkpoint per
+            // turn: a node grew to 22 GB with its state WAL behind).
+            let only_compaction = rd.token.is_none()
+                && rd.messages.is_empty()
+                && rd.applies.is_empty()
+                && rd.roles.is_empty();
             self.send(ctx.id.0, rd.messages);
             if let Some(token) = rd.token {
                 self.batches.borrow_mut().push_back((token, rd.records));
@@ -405,8 +413,10 @@ impl Replica {
                 self.role(ctx, &rc);
             }
             self.apply_all(ctx, rd.applies.into());
-            if !rd.compact_wanted.is_empty() && self.fetch.borrow().is_none() {
-                self.compact(ctx);
+            let compacted =
+                !rd.compact_wanted.is_empty() && self.fetch.borrow().is_none() && self.compact(ctx);
+            if only_compaction && !compacted {
+                break;
             }
         }
         self.publish();
@@ -581,18 +591,29 @@ impl Replica {
     }
 
     /// Compacts the log at the latest applied point durable in the state WAL.
-    fn compact(&self, ctx: &ShardCtx) {
+    /// Whether it compacted: only when that point is beyond the log's
+    /// current compaction point (a compaction at the same point would only
+    /// write the same checkpoint again).
+    fn compact(&self, ctx: &ShardCtx) -> bool {
         let durable = ctx.wal.durable_lsn().0;
         let Some((index, lsn)) = durable_point(&self.points.borrow(), durable) else {
-            return;
+            return false;
         };
+        let point = self.raft.borrow().compacted_index(self.group).unwrap_or(0);
+        if index <= point {
+            return false;
+        }
         let bytes = Bytes::from(entry::encode_snapshot(lsn));
         match self.raft.borrow_mut().compact(self.group, index, bytes) {
             Ok(()) => {
                 self.points.borrow_mut().retain(|(i, _)| *i >= index);
                 tracing::info!(shard = ctx.id.0, index, lsn, "replica: raft log compacted");
+                true
             }
-            Err(e) => tracing::warn!(shard = ctx.id.0, error = %e, "replica: compaction refused"),
+            Err(e) => {
+                tracing::warn!(shard = ctx.id.0, error = %e, "replica: compaction refused");
+                false
+            }
         }
     }
 
