@@ -149,7 +149,7 @@ fn cluster_view(node: &ServerProcess, token: &str) -> ClusterView {
         .build()
         .unwrap();
     match runtime.block_on(cluster_status(&node.url(), token, Duration::from_secs(5))) {
-        Ok(ClusterReport::Cluster(view)) => view,
+        Ok(ClusterReport::Cluster(view)) => *view,
         other => panic!("expected a cluster status, got {other:?}"),
     }
 }

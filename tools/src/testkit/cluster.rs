@@ -249,6 +249,12 @@ pub fn classify(outcome: &Result<(), ClientError>) -> Probe {
 /// failure is returned after every start finished (the started ones are
 /// dropped, i.e. killed).
 fn launch_all(launches: Vec<Launch>) -> Result<Vec<ServerProcess>, TestkitError> {
+    if launches.iter().any(|l| l.die_with_parent) {
+        // The parent-death signal fires when the *thread* that spawned the
+        // child ends, so a node started from a short-lived thread would be
+        // killed as soon as its start returned: start them one by one here.
+        return launches.into_iter().map(ServerProcess::launch).collect();
+    }
     let results: Vec<Result<ServerProcess, TestkitError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = launches
             .into_iter()
@@ -500,6 +506,10 @@ impl Cluster {
     /// Starts every node that is not running, in parallel, on its data
     /// directory and ports.
     pub fn restart_all(&mut self) -> Result<(), TestkitError> {
+        if self.nodes.iter().any(|n| n.process.launch.die_with_parent) {
+            // See `launch_all`: not from short-lived threads.
+            return self.nodes.iter_mut().try_for_each(|n| n.process.restart());
+        }
         let results: Vec<Result<(), TestkitError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .nodes
