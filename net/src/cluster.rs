@@ -931,7 +931,8 @@ mod tests {
         assert_eq!(doc["primary_client_addr"], "127.0.0.1:7020");
         assert_eq!(
             doc["cores"][1],
-            json!({"core": 1, "leader": null, "term": 3, "committed": 11, "applied": 10, "ready": false})
+            json!({"core": 1, "leader": null, "term": 3, "committed": 11, "applied": 10,
+                "applied_lsn": 0, "ready": false, "started": false})
         );
         let nodes = doc["nodes"].as_array().unwrap();
         assert_eq!(nodes[1]["primary"], true);
