@@ -40,10 +40,6 @@ fn test_root() -> PathBuf {
     root
 }
 
-fn start_node(etcd: &Etcd, dir: &Path, id: u32) -> ServerProcess {
-    start_node_with(etcd, dir, id, &[])
-}
-
 fn start_node_with(etcd: &Etcd, dir: &Path, id: u32, env: &[(&str, &str)]) -> ServerProcess {
     let mut launch = Launch::new(&dir.join(format!("node{id}")), 2);
     launch.env = env
@@ -141,6 +137,22 @@ fn wait_primary(all: &[ServerProcess], nodes: &[usize], admin: &Credential) -> (
     }
 }
 
+/// Starts nodes 1–3 on `etcd` (with `env`), waits for a primary, and
+/// returns them with the cluster's admin credential (written by node 1,
+/// which created the cluster) and the primary's index.
+fn start_three(
+    etcd: &Etcd,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Vec<ServerProcess>, Credential, usize, Duration) {
+    let nodes: Vec<ServerProcess> = (1..=3)
+        .map(|id| start_node_with(etcd, dir, id, env))
+        .collect();
+    let admin = courier_proto::token::parse(&nodes[0].admin_token().unwrap()).unwrap();
+    let (primary, took) = wait_primary(&nodes, &[0, 1, 2], &admin);
+    (nodes, admin, primary, took)
+}
+
 /// The node's `GET /admin/cluster` document, as `courier admin cluster
 /// status` reads it.
 fn cluster_view(node: &ServerProcess, token: &str) -> ClusterView {
@@ -219,12 +231,7 @@ fn history(addr: SocketAddr, user: &Credential, conv: ConversationId) -> Vec<(Se
 fn acknowledged_messages_survive_killing_the_primary_and_the_killed_node_rejoins() {
     let etcd = Etcd::start().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir_in(test_root()).unwrap();
-    let mut nodes: Vec<ServerProcess> = (1..=3)
-        .map(|id| start_node(&etcd, dir.path(), id))
-        .collect();
-    // The first node created the cluster and holds the admin token.
-    let admin = courier_proto::token::parse(&nodes[0].admin_token().unwrap()).unwrap();
-    let (first, took) = wait_primary(&nodes, &[0, 1, 2], &admin);
+    let (mut nodes, admin, first, took) = start_three(&etcd, dir.path(), &[]);
     eprintln!("primary: node {} after {took:?}", first + 1);
     let (ann, general) = setup(nodes[first].addr(), &admin);
     let mut acked = send_acked(nodes[first].addr(), &ann, general, "before", 40);
@@ -281,11 +288,7 @@ fn a_follower_behind_the_compacted_log_fetches_the_missing_records() {
     let dir = tempfile::tempdir_in(test_root()).unwrap();
     // Compact every 8 entries, so the log moves past a stopped follower.
     let env = [("COURIER_RAFT_ENTRIES_SOFT_MAX", "8")];
-    let mut nodes: Vec<ServerProcess> = (1..=3)
-        .map(|id| start_node_with(&etcd, dir.path(), id, &env))
-        .collect();
-    let admin = courier_proto::token::parse(&nodes[0].admin_token().unwrap()).unwrap();
-    let (primary, _) = wait_primary(&nodes, &[0, 1, 2], &admin);
+    let (mut nodes, admin, primary, _) = start_three(&etcd, dir.path(), &env);
     let (ann, general) = setup(nodes[primary].addr(), &admin);
     let mut acked = send_acked(nodes[primary].addr(), &ann, general, "early", 10);
     let behind = (primary + 1) % 3;
@@ -381,11 +384,7 @@ fn send_until_broken(
 fn messages_acknowledged_while_the_primary_is_killed_under_load_are_all_kept() {
     let etcd = Etcd::start().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir_in(test_root()).unwrap();
-    let mut nodes: Vec<ServerProcess> = (1..=3)
-        .map(|id| start_node(&etcd, dir.path(), id))
-        .collect();
-    let admin = courier_proto::token::parse(&nodes[0].admin_token().unwrap()).unwrap();
-    let (first, _) = wait_primary(&nodes, &[0, 1, 2], &admin);
+    let (mut nodes, admin, first, _) = start_three(&etcd, dir.path(), &[]);
     let (ann, general) = setup(nodes[first].addr(), &admin);
     let addr = nodes[first].addr();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
