@@ -27,6 +27,9 @@ mod publish;
 mod registry;
 pub(crate) mod replica;
 
+/// Exit codes of a replica that stops the process (docs/CLUSTER.md).
+pub use replica::{EXIT_DEMOTED, EXIT_DIVERGED};
+
 use journal::{durability_task, snapshot, snapshot_every_records, staging_task};
 pub(crate) use peers::connect_peers;
 use peers::spawn_peer_tasks;

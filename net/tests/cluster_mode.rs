@@ -94,7 +94,33 @@ fn status(server: &ServerProcess, token: &str) -> Result<ClusterReport, ClientEr
 fn cluster_view(server: &ServerProcess, token: &str) -> ClusterView {
     match status(server, token) {
         Ok(ClusterReport::Cluster(view)) => *view,
-        other => panic!("expected a cluster status, got {other:?}"),
+        other => panic!(
+            "expected a cluster status from {}, got {other:?}\nits log ends with:\n{}",
+            server.addr(),
+            server.log_tail(40)
+        ),
+    }
+}
+
+/// What a supervisor (systemd's `Restart=on-failure`, dist/) does: starts
+/// again a node that ended itself with the documented demotion exit (a
+/// primary that lost its quorum, docs/CLUSTER.md); any other exit fails the
+/// test with the node's log.
+fn supervise(nodes: &mut [ServerProcess]) {
+    for node in nodes {
+        if node.pid().is_none() {
+            continue; // killed by the test
+        }
+        if let Some(status) = node.wait_exit(Duration::ZERO).unwrap() {
+            assert_eq!(
+                status.code(),
+                Some(courier_net::shard::EXIT_DEMOTED),
+                "node at {} exited: {status}\nits log ends with:\n{}",
+                node.addr(),
+                node.log_tail(40)
+            );
+            node.start_again().unwrap();
+        }
     }
 }
 
@@ -209,6 +235,7 @@ fn three_nodes_form_a_cluster_that_every_node_reports_and_a_killed_node_leaves()
     let killed = Instant::now();
     nodes[2].kill9();
     let view = wait_for("node 3 not alive", LEASE_TTL * 3, || {
+        supervise(&mut nodes);
         let view = cluster_view(&nodes[0], &token);
         (alive(&view) == BTreeSet::from([1, 2])).then_some(view)
     });
@@ -223,9 +250,15 @@ fn three_nodes_form_a_cluster_that_every_node_reports_and_a_killed_node_leaves()
     // right after a kill -9, first waits for its own stale registration to
     // expire, then is back too. The placement did not change.
     nodes[2].start_again().unwrap();
+    wait_for("node 3 alive again", LEASE_TTL * 3, || {
+        supervise(&mut nodes);
+        let view = cluster_view(&nodes[0], &token);
+        alive(&view).contains(&3).then_some(())
+    });
     nodes[1].kill9();
     nodes[1].start_again().unwrap();
     let back = wait_for("3 alive nodes again", Duration::from_secs(30), || {
+        supervise(&mut nodes);
         let view = cluster_view(&nodes[0], &token);
         (alive(&view) == BTreeSet::from([1, 2, 3])).then_some(view)
     });

@@ -35,6 +35,14 @@ pub const VOTERS_FILE: &str = "VOTERS";
 /// How often the setup thread looks at the agent's status.
 const POLL: Duration = Duration::from_millis(100);
 
+// A link to a restarted peer must be back well within the shortest election
+// timeout, or a leader may lose a quorum it has (see `BACKOFF_MAX`).
+const _: () = assert!(
+    link::constants::BACKOFF_MAX.as_millis() * 4
+        <= crate::shard::replica::RAFT_TICK.as_millis()
+            * courier_raft::constants::ELECTION_TICKS_DEFAULT as u128
+);
+
 /// What one core needs to run its Raft group.
 pub struct ReplicaStart {
     /// Raft voters (cluster node ids), the same on every node.

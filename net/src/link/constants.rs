@@ -90,8 +90,14 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// First reconnect delay (before jitter).
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
 
-/// Largest reconnect delay (before jitter).
-pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Largest reconnect delay (before jitter). Kept well under Raft's
+/// shortest election timeout (1 s: `RAFT_TICK` × `ELECTION_TICKS_DEFAULT`,
+/// asserted in `cluster/replicas.rs`): a leader whose link to a follower
+/// that just restarted is still backing off cannot hear it, and if the
+/// third node dies meanwhile it loses its quorum (`check_quorum`) and steps
+/// down although two of three nodes run. One attempt per quarter second to
+/// a dead peer costs a refused connect on the LAN.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 /// How often the accept loop, the forward pumps, accepted connections'
 /// readers and in-flight writes look at the stop flag and their deadlines,
