@@ -12,9 +12,28 @@ use std::sync::Arc;
 
 pub use crate::types::*;
 
-/// Cross-shard messages. Opaque to the runtime: it only carries them.
-#[derive(Debug)]
+/// Cross-shard messages. Opaque to the runtime: it only carries them —
+/// as values between the cores of a node, as bytes ([`PeerMsg::encode`],
+/// [`PeerMsg::decode`]) between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PeerMsg(pub(crate) crate::peer::PeerBody);
+
+pub use crate::peer::wire::{PeerWireError, PEER_WIRE_VERSION};
+
+impl PeerMsg {
+    /// The message's wire form for a shard on another node: a version byte
+    /// and the validated rkyv archive (`peer::wire`). Refuses a message
+    /// larger than [`crate::constants::PEER_WIRE_BYTES_MAX`].
+    pub fn encode(&self) -> Result<Vec<u8>, PeerWireError> {
+        crate::peer::wire::encode(self)
+    }
+
+    /// The message in `bytes` (from [`PeerMsg::encode`] on a node of the
+    /// same cluster); checked, never panics.
+    pub fn decode(bytes: &[u8]) -> Result<PeerMsg, PeerWireError> {
+        crate::peer::wire::decode(bytes)
+    }
+}
 
 /// Token of an outstanding WAL read requested by [`Effect::ReadRecords`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

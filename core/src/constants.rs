@@ -126,6 +126,14 @@ pub const HISTORY_PAGE_MAX: u32 = 100;
 /// Bytes per `History` page (the page is cut short to stay within it).
 pub const HISTORY_PAGE_BYTES_MAX: usize = 1024 * 1024;
 
+/// Bytes of one cross-shard message in its wire form (`PeerMsg::encode`),
+/// for shards on other nodes: a larger message is refused by encode and
+/// decode. Room for the largest replies (a history page of
+/// [`HISTORY_PAGE_BYTES_MAX`], a page of profiles) with their archive
+/// overhead, and within one node-link frame (4 MiB, asserted in
+/// courier-net).
+pub const PEER_WIRE_BYTES_MAX: usize = 3 * 1024 * 1024;
+
 /// `(conversation, seq)` cursors one `Sync` may name.
 pub const SYNC_CURSORS_MAX: usize = CONVERSATIONS_PER_USER_MAX;
 
@@ -388,3 +396,4 @@ const _: () = assert!(DISPLAY_NAME_BYTES_MAX <= NAME_BYTES_MAX);
 const _: () = assert!(MEMBERS_PAGE_MAX as usize <= PEER_BATCH_MAX);
 // A full GetUsers answer fits in a server frame (4 MiB, courier-proto).
 const _: () = assert!(GET_USERS_MAX * PROFILE_BYTES_MAX <= 2 * 1024 * 1024);
+const _: () = assert!(2 * HISTORY_PAGE_BYTES_MAX <= PEER_WIRE_BYTES_MAX);

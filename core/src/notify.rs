@@ -38,7 +38,7 @@ use crate::types::{
 };
 
 /// A user who may be notified of a message, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Candidate {
     /// The user.
     pub user: UserId,
@@ -49,7 +49,7 @@ pub struct Candidate {
 }
 
 /// The facts of a committed message the candidates depend on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Posted<'a> {
     /// A DM or group DM.
     pub direct: bool,
@@ -136,7 +136,7 @@ pub fn candidates<'m>(
 }
 
 /// What the home shard knows of one connected device, for the decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DeviceView {
     /// Kind (tools never count as a person's device).
     pub kind: DeviceKind,
@@ -158,7 +158,7 @@ impl DeviceView {
 }
 
 /// Everything the decision depends on for one (user, message).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Situation<'a> {
     /// The recipient.
     pub user: UserId,
@@ -187,7 +187,18 @@ pub struct Situation<'a> {
 }
 
 /// Why a notification was suppressed (also the metric label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub enum Suppressed {
     /// The recipient wrote it.
     Sender,
@@ -232,7 +243,7 @@ impl Suppressed {
 }
 
 /// The outcome for one (user, message).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Decision {
     /// Nothing.
     Suppress(Suppressed),

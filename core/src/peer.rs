@@ -32,7 +32,7 @@
 macro_rules! role_messages {
     ($(#[$doc:meta])* $role:ident: $enum:ident { $($msg:ident),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq)]
+        #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
         pub enum $enum {
             $(
                 #[doc = concat!("See [`", stringify!($msg), "`].")]
@@ -55,6 +55,7 @@ pub(crate) mod gather;
 pub(crate) mod home;
 pub(crate) mod notifier;
 pub(crate) mod owner;
+pub(crate) mod wire;
 pub(crate) mod workspace;
 
 use crate::types::{
@@ -62,7 +63,19 @@ use crate::types::{
 };
 
 /// Where a reply goes: a connection (on its shard) and the request id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct Origin {
     /// The connection; its shard is [`ConnId::shard`].
     pub conn: ConnId,
@@ -78,7 +91,19 @@ pub struct Origin {
 /// batches, gathers, DM creations). The incarnation lets the issuer drop
 /// answers addressed to an earlier start of itself, whose counters began at
 /// the same values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct Ticket {
     /// The issuer's incarnation.
     pub incarnation: u64,
@@ -87,7 +112,9 @@ pub struct Ticket {
 }
 
 /// An authenticated user acting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct Who {
     /// The session's user.
     pub user: UserId,
@@ -99,7 +126,7 @@ pub struct Who {
 pub use crate::notify::Candidate;
 
 /// Who performs a membership removal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Actor {
     /// A user session.
     User(Who),
@@ -108,7 +135,7 @@ pub enum Actor {
 }
 
 /// A device registration sent to a restarted home shard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DeviceReg {
     /// The connection.
     pub conn: ConnId,
@@ -123,7 +150,7 @@ pub struct DeviceReg {
 }
 
 /// What a scatter-gather asks an owner about one conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum SummaryMode {
     /// Info if the user is a member.
     Info,
@@ -143,7 +170,7 @@ pub enum SummaryMode {
 }
 
 /// One conversation of a scatter-gather.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SummaryItem {
     /// The conversation.
     pub conversation: ConversationId,
@@ -154,7 +181,7 @@ pub struct SummaryItem {
 }
 
 /// An owner's answer about one conversation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Summary {
     /// The conversation.
     pub conversation: ConversationId,
@@ -167,7 +194,7 @@ pub struct Summary {
 }
 
 /// A scatter-gather request at the home shard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum GatherRequest {
     /// `Request::Sync`.
     Sync {
@@ -190,7 +217,7 @@ pub enum GatherRequest {
 /// A cross-shard message, grouped by the role that receives it (see the
 /// module doc for the roles `C`, `H`, `O`, `W`). Each role's messages are
 /// plain-data structs in its submodule, wrapped by its enum.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum PeerBody {
     /// New incarnation → all: "I restarted; my memory-only state is gone".
     /// Receivers forget the sender's connections, clear it from interest

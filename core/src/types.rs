@@ -8,34 +8,120 @@
 //! `courier_core::api::X`. Nothing in this module performs I/O.
 
 /// Index of a shard (one per core) in `0..shard_count`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ShardId(pub u16);
 
 /// A workspace (tenant). See [`crate::ids`] for the bit layout of all ids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct WorkspaceId(pub u64);
 
 /// A user; belongs to exactly one workspace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct UserId(pub u64);
 
 /// A channel, DM or group DM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ConversationId(pub u64);
 
 /// Position of a message in its conversation: 1, 2, 3, … without gaps.
 /// `Seq(0)` means "nothing" (an empty conversation's head, an unset cursor).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct Seq(pub u64);
 
 /// Log sequence number of a WAL record on one shard: 1, 2, 3, …
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct Lsn(pub u64);
 
 /// A client connection, unique across the node: the runtime allocates it as
 /// `(shard << 48) | local counter`, so [`ConnId::shard`] says which shard holds
 /// the socket and where replies go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ConnId(pub u64);
 
 impl ConnId {
@@ -59,11 +145,26 @@ pub type ClientMsgId = u128;
 
 /// Wall-clock time in milliseconds since the Unix epoch. Time is an input:
 /// the shard never reads a clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct Millis(pub u64);
 
 /// What kind of conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub enum ConversationKind {
     /// Anyone in the workspace may see and join it.
     PublicChannel,
@@ -76,7 +177,9 @@ pub enum ConversationKind {
 }
 
 /// How a user wants to be notified about one conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub enum NotifyLevel {
     /// Every message.
     All,
@@ -87,7 +190,9 @@ pub enum NotifyLevel {
 }
 
 /// What kind of device a connection is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub enum DeviceKind {
     /// Desktop app.
     Desktop,
@@ -101,7 +206,7 @@ pub enum DeviceKind {
 
 /// A credential presented in `Hello`, already split by the codec.
 /// The token's text form is defined in `docs/PROTOCOL.md`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Credential {
     /// The node's admin token (its secret bytes).
     Admin([u8; 32]),
@@ -117,7 +222,7 @@ pub enum Credential {
 }
 
 /// Where a history page starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum HistoryAnchor {
     /// The newest messages.
     Latest,
@@ -129,7 +234,7 @@ pub enum HistoryAnchor {
 
 /// A client request after authentication. Admin requests need an admin
 /// session; the rest act as the session's user.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Request {
     /// Admin: create a workspace.
     CreateWorkspace {
@@ -279,7 +384,7 @@ pub enum Request {
 }
 
 /// Which name directory a [`Request::Lookup`] searches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum LookupKind {
     /// Users of the workspace.
     User,
@@ -288,7 +393,9 @@ pub enum LookupKind {
 }
 
 /// Broadcast mentions of a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub enum Broadcast {
     /// None.
     #[default]
@@ -300,7 +407,7 @@ pub enum Broadcast {
 }
 
 /// One stored message as clients see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Message {
     /// Conversation.
     pub conversation: ConversationId,
@@ -321,7 +428,7 @@ pub struct Message {
 }
 
 /// A conversation as listed to a member.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ConversationInfo {
     /// Id.
     pub id: ConversationId,
@@ -351,7 +458,7 @@ pub struct ConversationInfo {
 }
 
 /// What the client missed in one conversation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SyncConversation {
     /// The conversation, its counters and preview.
     pub info: ConversationInfo,
@@ -366,7 +473,18 @@ pub struct SyncConversation {
 /// A request budget the runtime enforces (a token bucket): on average
 /// `per_sec` requests per second, with bursts of up to `burst`. `per_sec` 0
 /// means no limit (or not told).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct RateLimit {
     /// Sustained requests per second.
     pub per_sec: u32,
@@ -383,7 +501,7 @@ impl RateLimit {
 }
 
 /// Successful replies, one variant per request (plus `Welcome` for `Hello`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Response {
     /// Session established.
     Welcome {
@@ -460,7 +578,7 @@ pub enum Response {
 }
 
 /// The first screen.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct BootPage {
     /// The user.
     pub user: UserId,
@@ -479,7 +597,7 @@ pub struct BootPage {
 }
 
 /// Why a request was refused. A client's mistake is a value, never a panic.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Reject {
     /// No valid session (bad or revoked token, or request before `Hello`).
     Unauthenticated,
@@ -528,7 +646,7 @@ impl Reject {
 /// Why a request was answered `Unavailable`: the typed part of the answer,
 /// telling a definite refusal from an unknown outcome without parsing text
 /// (docs/RELIABILITY.md promise 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum UnavailableCause {
     /// The server did not say (an older server, or a cause this build does
     /// not know). Read conservatively: the outcome is unknown.
@@ -575,7 +693,7 @@ impl UnavailableCause {
 }
 
 /// Things pushed to connections without a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Event {
     /// A new message (also delivered to the sender's own devices).
     Message(Message),
@@ -605,7 +723,7 @@ pub enum Event {
 }
 
 /// Why a message notifies a user.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum NotifyReason {
     /// A DM or group DM.
     Dm,
@@ -618,7 +736,7 @@ pub enum NotifyReason {
 }
 
 /// Why the shard wants a connection closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum CloseReason {
     /// The session's token was revoked or the user removed.
     Revoked,
@@ -629,7 +747,7 @@ pub enum CloseReason {
 }
 
 /// Device facts sent in `Hello`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DeviceInfo {
     /// Kind.
     pub kind: DeviceKind,
@@ -642,7 +760,9 @@ pub struct DeviceInfo {
 
 /// A user's status line: an emoji, a text and when it ends. Empty emoji and
 /// text mean no status.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct Status {
     /// An emoji or `:shortcode:` (at most STATUS_EMOJI_BYTES_MAX bytes, no
     /// spaces or control characters).
@@ -664,7 +784,9 @@ impl Status {
 /// What people see of a user besides the handle. Every field may be empty;
 /// limits and character rules are in `crate::constants` and
 /// `crate::text::check_profile_update`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct Profile {
     /// The name clients show (falling back to the handle when empty).
     pub display_name: String,
@@ -682,7 +804,7 @@ pub struct Profile {
 }
 
 /// A user as lookups and the directory return them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct UserProfile {
     /// The user.
     pub user: UserId,
@@ -697,7 +819,9 @@ pub struct UserProfile {
 
 /// A change to a profile: `None` leaves a field as it is, `Some("")`
 /// clears it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct ProfileUpdate {
     /// New display name.
     pub display_name: Option<String>,
@@ -722,7 +846,9 @@ impl ProfileUpdate {
 
 /// Where a directory page starts: after this entry (the sort key and user
 /// of the last entry of the previous page, as returned in `next`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct DirectoryCursor {
     /// The sort key the entry was listed under (lower-case display name or
     /// handle).
@@ -732,7 +858,7 @@ pub struct DirectoryCursor {
 }
 
 /// One line of the workspace directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DirectoryEntry {
     /// The user.
     pub user: UserId,
@@ -746,7 +872,7 @@ pub struct DirectoryEntry {
 }
 
 /// The people requests (issue 16), grouped under [`Request::People`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum PeopleRequest {
     /// Change a profile: one's own (`user` `None` or oneself), or, in an
     /// admin session, anyone's (`user` required). Answered with the new
@@ -800,7 +926,7 @@ pub enum PeopleRequest {
 }
 
 /// Answers to [`PeopleRequest`]s, in [`Response::People`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum PeopleResponse {
     /// `GetUsers`, `GetUserByHandle` (one entry), `SetProfile` (one entry,
     /// the new version).

@@ -44,6 +44,7 @@ fn constants() -> BTreeMap<&'static str, u64> {
         INFO_BYTES_MAX,
         HISTORY_PAGE_MAX,
         HISTORY_PAGE_BYTES_MAX,
+        PEER_WIRE_BYTES_MAX,
         SYNC_CURSORS_MAX,
         SYNC_INLINE_MESSAGES_MAX,
         SYNC_INLINE_BYTES_MAX,

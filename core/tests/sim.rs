@@ -396,7 +396,7 @@ fn simulation() {
     let _ = writeln!(
         std::io::stderr(),
         "simulation: {} seeds in {:.1?}: {} messages durable, {} acks, {} live events and {} read messages checked, \
-         {} sends ({} retries), {} requests, {} peer messages, {} WAL reads, {} truncated syncs, {} crashes, \
+         {} sends ({} retries), {} requests, {} peer messages (each through its wire form; largest {} bytes), {} WAL reads, {} truncated syncs, {} crashes, \
          {} snapshots, {} restore checks; push gateway: {} POSTs, {} shown, {} repeats dropped by key",
         total.seeds,
         started.elapsed(),
@@ -408,6 +408,7 @@ fn simulation() {
         t.retries,
         t.requests,
         t.peer_messages,
+        t.peer_wire_bytes_max,
         t.wal_reads,
         t.truncated_syncs,
         t.crashes,

@@ -24,7 +24,7 @@ role_messages! {
 }
 
 /// Any → C: the answer to a client request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Reply {
     /// Where it goes.
     pub origin: Origin,
@@ -33,7 +33,7 @@ pub struct Reply {
 }
 
 /// H → C: the token is good; subscribe to these, then `Welcome`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct AuthOk {
     /// The hello.
     pub origin: Origin,
@@ -46,7 +46,7 @@ pub struct AuthOk {
 }
 
 /// H → C: the hello is refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct AuthFailed {
     /// The hello.
     pub origin: Origin,
@@ -55,7 +55,7 @@ pub struct AuthFailed {
 }
 
 /// H → C: close these sessions (token revoked).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CloseConns {
     /// Connections on `C`.
     pub conns: Vec<ConnId>,
@@ -66,7 +66,7 @@ pub struct CloseConns {
 }
 
 /// H → C: an event for some of a user's devices.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DeliverToConns {
     /// User (connections are checked to still be theirs).
     pub user: UserId,
@@ -80,7 +80,7 @@ pub struct DeliverToConns {
 
 /// H → C: subscribe these sessions of `user` to a conversation they
 /// joined; once the owner confirms, deliver `event` and send `reply`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SubscribeConns {
     /// User.
     pub user: UserId,
@@ -97,7 +97,7 @@ pub struct SubscribeConns {
 }
 
 /// O → C: verdicts; `true` means `C` is now in the interest set.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct WatchReply {
     /// The batch.
     pub nonce: Ticket,
@@ -106,7 +106,7 @@ pub struct WatchReply {
 }
 
 /// O → C: `user` left or was removed: stop their live events now.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Unsubscribed {
     /// Conversation.
     pub conversation: ConversationId,
@@ -115,7 +115,7 @@ pub struct Unsubscribed {
 }
 
 /// O → C: a durable event of a conversation for `C`'s subscribers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Fanout {
     /// Conversation.
     pub conversation: ConversationId,

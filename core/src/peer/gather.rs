@@ -19,7 +19,7 @@ role_messages! {
 }
 
 /// C → H: `Sync`, `Boot` or `ListConversations`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Start {
     /// Request.
     pub origin: Origin,
@@ -30,7 +30,7 @@ pub struct Start {
 }
 
 /// W → H: the public channels.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PublicChannelsReply {
     /// Gather id.
     pub gather: Ticket,
@@ -39,7 +39,7 @@ pub struct PublicChannelsReply {
 }
 
 /// O → H: the summaries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SummariesReply {
     /// Gather id.
     pub gather: Ticket,
@@ -48,7 +48,7 @@ pub struct SummariesReply {
 }
 
 /// C → H(requester): `GetUsers`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct UsersStart {
     /// Request.
     pub origin: Origin,
@@ -59,7 +59,7 @@ pub struct UsersStart {
 }
 
 /// H(user) → H(requester): the profiles found (of the asker's workspace).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ProfilesReply {
     /// Gather id.
     pub gather: Ticket,

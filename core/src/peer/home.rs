@@ -40,7 +40,7 @@ role_messages! {
 /// O → H: every durable membership of `O`'s conversations for users
 /// homed on `H`, in chunks; `H` replaces its derived entries for `O`'s
 /// conversations when the `last` chunk arrives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct MembershipRound {
     /// (user, conversation, the conversation's visible last activity).
     pub entries: Vec<(UserId, ConversationId, Millis)>,
@@ -52,7 +52,7 @@ pub struct MembershipRound {
 
 /// O → every home shard of the conversation's members, once per
 /// durable message: its time, which orders `Boot` pages at `H`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Activity {
     /// The conversation.
     pub conversation: ConversationId,
@@ -61,14 +61,14 @@ pub struct Activity {
 }
 
 /// C → restarted H: sessions on `C` for users homed on `H`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DevicesRegister {
     /// The sessions.
     pub devices: Vec<DeviceReg>,
 }
 
 /// C → H: check a `Hello`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Auth {
     /// The hello.
     pub origin: Origin,
@@ -83,7 +83,7 @@ pub struct Auth {
 }
 
 /// C → H: a session ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DeviceGone {
     /// User.
     pub user: UserId,
@@ -92,7 +92,7 @@ pub struct DeviceGone {
 }
 
 /// W → H: create a claimed user (idempotent; retried until confirmed).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CreateUser {
     /// The admin's request, on the first attempt.
     pub origin: Option<Origin>,
@@ -107,7 +107,7 @@ pub struct CreateUser {
 }
 
 /// C → H: issue a token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct IssueToken {
     /// Request.
     pub origin: Origin,
@@ -116,7 +116,7 @@ pub struct IssueToken {
 }
 
 /// C → H: revoke tokens.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct RevokeToken {
     /// Request.
     pub origin: Origin,
@@ -127,7 +127,7 @@ pub struct RevokeToken {
 }
 
 /// C → H(creator): create a channel (checks the creator's limits).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CreateChannel {
     /// Request.
     pub origin: Origin,
@@ -140,7 +140,7 @@ pub struct CreateChannel {
 }
 
 /// C → H: join a public channel (H checks limits, adds the cursor).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Join {
     /// Request.
     pub origin: Origin,
@@ -151,7 +151,7 @@ pub struct Join {
 }
 
 /// C → H(invitee): invite (H checks the invitee's workspace and limits).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Invite {
     /// Request.
     pub origin: Origin,
@@ -164,7 +164,7 @@ pub struct Invite {
 }
 
 /// C → H(requester): open a DM (H checks limits).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct OpenDm {
     /// Request.
     pub origin: Origin,
@@ -175,7 +175,7 @@ pub struct OpenDm {
 }
 
 /// O → H(member): may `user` be in a new DM of `workspace`?
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct VerifyMember {
     /// Pending creation at `O`.
     pub pending: Ticket,
@@ -187,7 +187,7 @@ pub struct VerifyMember {
 
 /// O → H: `user` is (durably) a member; update the derived list,
 /// subscribe the user's sessions, then answer `origin`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct MemberAdded {
     /// User.
     pub user: UserId,
@@ -200,7 +200,7 @@ pub struct MemberAdded {
 }
 
 /// O → H: `user` is (durably) no longer a member.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct MemberRemoved {
     /// User.
     pub user: UserId,
@@ -210,7 +210,7 @@ pub struct MemberRemoved {
 
 /// O → H: move a cursor forward (from `MarkRead`, or from a send when
 /// `origin` is `None`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SetCursor {
     /// Request, if any.
     pub origin: Option<Origin>,
@@ -223,7 +223,7 @@ pub struct SetCursor {
 }
 
 /// O → H: persist the preference.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SetNotify {
     /// Request.
     pub origin: Origin,
@@ -238,7 +238,7 @@ pub struct SetNotify {
 }
 
 /// C → H: device focus / activity (memory only).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SetFocus {
     /// Request.
     pub origin: Origin,
@@ -251,7 +251,7 @@ pub struct SetFocus {
 }
 
 /// C → H: do-not-disturb.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SetDnd {
     /// Request.
     pub origin: Origin,
@@ -263,7 +263,7 @@ pub struct SetDnd {
 
 /// C → H: change a profile (checked at `C`: the update is valid, and a
 /// user session changes only its own).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SetProfile {
     /// Request.
     pub origin: Origin,
@@ -276,7 +276,7 @@ pub struct SetProfile {
 }
 
 /// Where a home shard sends the profiles it was asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ProfilesTo {
     /// To a `GetUsers` gather at the sending shard.
     Gather(Ticket),
@@ -286,7 +286,7 @@ pub enum ProfilesTo {
 
 /// H(requester) or W → H: the profiles of these users homed on `H` that
 /// belong to `workspace` (others are left out).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct GetProfiles {
     /// Where the answer goes.
     pub to: ProfilesTo,

@@ -21,7 +21,7 @@ role_messages! {
 
 /// O → H: a durable message's notification candidates homed on the
 /// receiving shard (see `crate::notifier`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Notify {
     /// The message (an `Event::Message`, shared with the fanout).
     pub event: Arc<Event>,
@@ -37,7 +37,7 @@ pub struct Notify {
 
 /// H → O: the decisions of a hand-off are durable; the owner's
 /// watermark may pass the message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct NotifyDone {
     /// The `Notify`'s ticket.
     pub handoff: Ticket,
@@ -47,7 +47,7 @@ pub struct NotifyDone {
 /// longer): keeps the owner's derived set of `all`-subscribers
 /// (`crate::notifier::AllSubscribers`). Sent once the `NotifySet`
 /// record is durable, and when a user whose level is `all` is re-added.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct NotifyAll {
     /// User.
     pub user: UserId,
@@ -61,7 +61,7 @@ pub struct NotifyAll {
 /// `all`, for `O`'s conversations, in chunks; `O` replaces its entries
 /// for `H`'s users when the `last` chunk arrives. Sent at `H`'s start
 /// and when `O` restarted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct NotifyAllRound {
     /// (user, conversation), sorted.
     pub entries: Vec<(UserId, ConversationId)>,

@@ -31,7 +31,7 @@ role_messages! {
 
 /// C → O: these users have sessions on `C` that want live events; the
 /// owner checks each membership and answers with verdicts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Watch {
     /// Batch number (monotonic per incarnation of `C`).
     pub nonce: Ticket,
@@ -40,14 +40,14 @@ pub struct Watch {
 }
 
 /// C → O: no session on `C` wants this conversation any more.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Unwatch {
     /// Conversation.
     pub conversation: ConversationId,
 }
 
 /// W → O: create a claimed channel (idempotent; retried until confirmed).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CreateChannel {
     /// The creator's request, on the first attempt.
     pub origin: Option<Origin>,
@@ -64,7 +64,7 @@ pub struct CreateChannel {
 }
 
 /// W → O: a private channel's name matched; answer only a member.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct LookupPrivate {
     /// Request.
     pub origin: Origin,
@@ -75,7 +75,7 @@ pub struct LookupPrivate {
 }
 
 /// H → O: add a member (join when `actor.user == user`, else invite).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct AddMember {
     /// Request.
     pub origin: Origin,
@@ -90,7 +90,7 @@ pub struct AddMember {
 }
 
 /// C → O: leave (`actor` is the user) or remove.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct RemoveMember {
     /// Request.
     pub origin: Origin,
@@ -103,7 +103,7 @@ pub struct RemoveMember {
 }
 
 /// H → O(DM slot): find or create the DM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct OpenDm {
     /// Request.
     pub origin: Origin,
@@ -114,7 +114,7 @@ pub struct OpenDm {
 }
 
 /// H → O: the verdict.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct VerifyReply {
     /// Pending creation.
     pub pending: Ticket,
@@ -125,7 +125,7 @@ pub struct VerifyReply {
 }
 
 /// C → O: post.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Send {
     /// Request.
     pub origin: Origin,
@@ -144,7 +144,7 @@ pub struct Send {
 }
 
 /// C → O: a history page.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct History {
     /// Request.
     pub origin: Origin,
@@ -159,7 +159,7 @@ pub struct History {
 }
 
 /// C → O: mark read (O authorizes and clamps to its head).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct MarkRead {
     /// Request.
     pub origin: Origin,
@@ -172,7 +172,7 @@ pub struct MarkRead {
 }
 
 /// C → O: set a notification preference (O authorizes).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SetNotify {
     /// Request.
     pub origin: Origin,
@@ -187,7 +187,7 @@ pub struct SetNotify {
 }
 
 /// H → O: summaries of some of the user's conversations.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Summaries {
     /// Gather id at `H`.
     pub gather: Ticket,
@@ -198,7 +198,7 @@ pub struct Summaries {
 }
 
 /// C → O: a page of a conversation's members.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ListMembers {
     /// Request.
     pub origin: Origin,

@@ -25,7 +25,7 @@ role_messages! {
 }
 
 /// C → W: create a workspace placed on `slot`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CreateWorkspace {
     /// Request.
     pub origin: Origin,
@@ -36,7 +36,7 @@ pub struct CreateWorkspace {
 }
 
 /// C → W: create a user (claim the name, then its home creates it).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CreateUser {
     /// Request.
     pub origin: Origin,
@@ -47,7 +47,7 @@ pub struct CreateUser {
 }
 
 /// H → W: the user is durably created.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct UserHomeReady {
     /// Workspace.
     pub workspace: WorkspaceId,
@@ -56,7 +56,7 @@ pub struct UserHomeReady {
 }
 
 /// H → W: claim a channel name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ClaimChannel {
     /// Request.
     pub origin: Origin,
@@ -69,7 +69,7 @@ pub struct ClaimChannel {
 }
 
 /// O → W: the channel is durably created.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ChannelReady {
     /// Workspace.
     pub workspace: WorkspaceId,
@@ -78,7 +78,7 @@ pub struct ChannelReady {
 }
 
 /// C → W: resolve a name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Lookup {
     /// Request.
     pub origin: Origin,
@@ -91,7 +91,7 @@ pub struct Lookup {
 }
 
 /// H → W: public channels of a workspace (for a list gather).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PublicChannels {
     /// Gather id at `H`.
     pub gather: Ticket,
@@ -103,7 +103,7 @@ pub struct PublicChannels {
 /// profile change became durable and, for every user with a profile, at
 /// the first tick after `H`'s start (W writes only versions newer than it
 /// holds).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DirectoryNames {
     /// Workspace.
     pub workspace: WorkspaceId,
@@ -112,7 +112,7 @@ pub struct DirectoryNames {
 }
 
 /// C → W: a directory page.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Directory {
     /// Request.
     pub origin: Origin,
@@ -128,7 +128,7 @@ pub struct Directory {
 
 /// C → W: the profile of the user with this handle (W resolves it, the
 /// user's home answers the client).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct UserByHandle {
     /// Request.
     pub origin: Origin,
@@ -139,7 +139,7 @@ pub struct UserByHandle {
 }
 
 /// C → W: a page of public channels by name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct BrowseChannels {
     /// Request.
     pub origin: Origin,

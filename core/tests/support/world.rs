@@ -81,6 +81,8 @@ pub struct Stats {
     pub snapshots: u64,
     pub restore_checks: u64,
     pub peer_messages: u64,
+    /// The largest peer message's wire form, bytes.
+    pub peer_wire_bytes_max: usize,
     pub sends: u64,
     pub retries: u64,
     pub requests: u64,
@@ -105,6 +107,7 @@ impl Stats {
             snapshots,
             restore_checks,
             peer_messages,
+            peer_wire_bytes_max,
             sends,
             retries,
             requests,
@@ -124,6 +127,7 @@ impl Stats {
         self.snapshots += snapshots;
         self.restore_checks += restore_checks;
         self.peer_messages += peer_messages;
+        self.peer_wire_bytes_max = self.peer_wire_bytes_max.max(peer_wire_bytes_max);
         self.sends += sends;
         self.retries += retries;
         self.requests += requests;
@@ -248,6 +252,18 @@ impl World {
                 Effect::ToShard { shard, msg } => {
                     assert!(shard.0 < self.shard_count);
                     self.stats.peer_messages += 1;
+                    // Every message crosses its wire form (as between
+                    // nodes) and must come back equal.
+                    let bytes = msg
+                        .encode()
+                        .unwrap_or_else(|e| panic!("peer message has no wire form: {e}: {msg:?}"));
+                    let back = PeerMsg::decode(&bytes)
+                        .unwrap_or_else(|e| panic!("peer message does not decode: {e}: {msg:?}"));
+                    assert_eq!(back, msg, "peer message changed on the wire");
+                    self.stats.peer_wire_bytes_max =
+                        self.stats.peer_wire_bytes_max.max(bytes.len());
+                    save_to_corpus(&msg, &bytes);
+                    let msg = back;
                     if self.nodes[usize::from(shard.0)].shard.is_some() {
                         self.net.entry((s, shard.0)).or_default().push_back(msg);
                     }
@@ -616,6 +632,29 @@ impl World {
                     self.connect(c, s);
                 }
             }
+        }
+    }
+}
+
+/// With `COURIER_PEER_CORPUS=DIR`, the first message of each kind the run
+/// sends is written to `DIR/<role>-<message>` in its wire form: how the
+/// seeds of the `peer_msg` fuzz target (fuzz/corpus/peer_msg) were made.
+fn save_to_corpus(msg: &PeerMsg, bytes: &[u8]) {
+    let Some(dir) = std::env::var_os("COURIER_PEER_CORPUS") else {
+        return;
+    };
+    // `PeerMsg(Owner(Send(Send { ..` → "owner-send".
+    let debug = format!("{msg:?}");
+    let parts: Vec<&str> = debug.split('(').skip(1).take(2).collect();
+    let name = parts
+        .iter()
+        .map(|p| p.trim_end_matches(')').to_lowercase())
+        .collect::<Vec<_>>()
+        .join("-");
+    let path = std::path::Path::new(&dir).join(name);
+    if !path.exists() {
+        if let Err(e) = std::fs::write(&path, bytes) {
+            panic!("cannot write {}: {e}", path.display());
         }
     }
 }

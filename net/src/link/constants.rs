@@ -117,3 +117,8 @@ const _: () = assert!(FRAME_TARGET_BYTES <= BATCH_BYTES_MAX);
 const _: () = assert!(KEEPALIVE_INTERVAL.as_millis() * 3 <= IDLE_TIMEOUT.as_millis());
 const _: () = assert!(BACKOFF_INITIAL.as_millis() <= BACKOFF_MAX.as_millis());
 const _: () = assert!(PAYLOAD_BYTES_MAX <= QUEUE_BYTES_MAX_DEFAULT);
+// A cross-shard message for another node's shard fits in one frame.
+const _: () = assert!(
+    courier_core::constants::PEER_WIRE_BYTES_MAX + MESSAGE_HEADER_BYTES + FRAME_HEADER_BYTES
+        <= FRAME_BYTES_MAX
+);
