@@ -309,6 +309,11 @@ impl Replica {
         self.fetch.as_ref().map(|f| f.target)
     }
 
+    /// Nothing staged and none of our proposals waiting to be applied.
+    pub fn quiet(&self) -> bool {
+        self.staged.is_empty() && self.proposed.is_empty()
+    }
+
     /// The core was started (after [`Check::Start`]).
     pub fn started(&mut self) {
         self.started = true;
