@@ -18,12 +18,16 @@
 //! settling: nothing acknowledged lost, every observer holds identical,
 //! gap-free seqs, every node caught up with the committed log.
 //!
-//! Seeds: `COURIER_CLUSTER_SIM_SEEDS=N` runs N seeds from
-//! `COURIER_CLUSTER_SIM_BASE` (default 0; the CI default is
-//! [`SEEDS_DEFAULT`]); `COURIER_CLUSTER_SIM_SEED=S` runs seed S alone,
-//! which a failure prints; `COURIER_CLUSTER_SIM_THREADS=T` sets the worker
-//! threads (default: available parallelism, at most 8). A seed is a pure
-//! function of its number.
+//! Seeds. Without variables a run explores [`SEEDS_DEFAULT`] seeds from a
+//! base taken from the commit under test (the first 48 bits of
+//! `git rev-parse HEAD`; 0 without git), as `tests/sim.rs` does: every
+//! commit explores new schedules, a rerun of a commit repeats it.
+//! `COURIER_CLUSTER_SIM_SEEDS=N` runs N seeds, `COURIER_CLUSTER_SIM_BASE=B`
+//! starts at B, `COURIER_CLUSTER_SIM_SEED=S` runs seed S alone (a failure
+//! prints the smallest failing seed of the range and this command);
+//! `COURIER_CLUSTER_SIM_THREADS=T` sets the worker threads (default:
+//! available parallelism, at most 8). A seed is a pure function of its
+//! number: threads change only the wall time.
 
 mod support;
 
@@ -36,10 +40,16 @@ use std::time::Instant;
 
 use support::{Chaos, ClusterStats, Rng, World};
 
-/// Seeds a run explores without `COURIER_CLUSTER_SIM_SEEDS` (≈ 30 s here).
-const SEEDS_DEFAULT: u64 = 60;
-/// Steps of random activity per seed.
-const STEPS: u64 = 6_000;
+/// Seeds a run explores without `COURIER_CLUSTER_SIM_SEEDS` (≈ 15 s here,
+/// two threads).
+const SEEDS_DEFAULT: u64 = 300;
+/// Hex digits of the commit id that make the default base.
+const BASE_HEX_DIGITS: usize = 12;
+/// Steps of random activity per seed: a chaotic profile (a chaos event
+/// every ~250 steps) and a long one (every ~1,000 steps, long offline
+/// clients, logs that compact and fetch many times).
+const CHAOTIC_STEPS: u64 = 6_000;
+const LONG_STEPS: u64 = 20_000;
 /// Upper bound of the default worker count.
 const THREADS_MAX: usize = 8;
 /// What reruns one seed.
@@ -56,7 +66,11 @@ fn run_seed(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed ^ 0xc105_7e12);
     let mut w = World::new_cluster(seed);
     w.storage_faults = true;
-    w.chaos_per_mille = 4;
+    let long = rng.chance(1, 3);
+    w.chaos_per_mille = if long { 1 } else { 4 };
+    if long {
+        w.long_offline_pct = 30;
+    }
     let admin = w.admin(0);
     let mut clients = Vec::new();
     let ws = w.create_workspace(admin, "acme");
@@ -79,7 +93,7 @@ fn run_seed(seed: u64) -> Outcome {
         w.clients[c].inbox.clear();
         w.disconnect(c);
     }
-    for _ in 0..STEPS {
+    for _ in 0..if long { LONG_STEPS } else { CHAOTIC_STEPS } {
         w.step_once(Chaos {
             clients_act: true,
             crashes: true,
@@ -119,8 +133,24 @@ fn plan() -> Range<u64> {
         return seed..seed + 1;
     }
     let n = env_u64("COURIER_CLUSTER_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
-    let base = env_u64("COURIER_CLUSTER_SIM_BASE").unwrap_or(0);
+    let base = env_u64("COURIER_CLUSTER_SIM_BASE").unwrap_or_else(commit_base);
     base..base.checked_add(n).expect("base + seeds overflows")
+}
+
+/// The default base: the commit under test, or 0 without git.
+fn commit_base() -> u64 {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|h| {
+            h.get(..BASE_HEX_DIGITS)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        })
+        .unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -221,7 +251,7 @@ fn cluster_simulation() {
         std::io::stderr(),
         "cluster simulation: {} seeds in {:.1?}: {} records committed, {} messages, {} acks, {} live events; \
          {} packets ({} dropped, {} duplicated), {} partitions, {} crashes, {} demotions, {} promotions, \
-         {} compactions, {} fetches; 0 violations",
+         {} compactions, {} fetches, {} WAL reads cut short; 0 violations",
         total.seeds,
         started.elapsed(),
         c.committed,
@@ -237,6 +267,7 @@ fn cluster_simulation() {
         c.promotions,
         c.compactions,
         c.fetches,
+        c.short_reads,
     );
     assert_eq!(total.seeds, range.end - range.start, "every seed ran");
     assert!(c.promotions > 0 && total.acks > 0, "the cluster served");

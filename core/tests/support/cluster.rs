@@ -104,6 +104,9 @@ pub struct ClusterStats {
     pub compactions: u64,
     pub fetches: u64,
     pub committed: u64,
+    /// WAL reads of the serving core cut short at its state WAL's durable
+    /// LSN (records it replayed as committed, not fsync'ed there yet).
+    pub short_reads: u64,
 }
 
 impl ClusterStats {
@@ -118,6 +121,7 @@ impl ClusterStats {
         self.compactions += o.compactions;
         self.fetches += o.fetches;
         self.committed += o.committed;
+        self.short_reads += o.short_reads;
     }
 }
 

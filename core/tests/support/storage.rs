@@ -240,6 +240,7 @@ impl World {
         // has not fsync'ed yet; the WAL refuses reads beyond its durable
         // LSN and the runtime answers with the records read before the
         // refusal (net/src/shard.rs, read_records).
+        let asked = lsns.len();
         let lsns: Vec<Lsn> = if self.replicated {
             lsns.into_iter()
                 .take_while(|l| l.0 >= 1 && l.0 <= node.durable)
@@ -247,6 +248,11 @@ impl World {
         } else {
             lsns
         };
+        if asked > lsns.len() {
+            if let Some(c) = self.cluster.as_mut() {
+                c.stats.short_reads += 1;
+            }
+        }
         let records = lsns
             .iter()
             .map(|l| {
