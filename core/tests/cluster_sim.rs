@@ -1,5 +1,7 @@
-//! Seeded simulation of a replicated shard: three nodes, each a
-//! courier-core shard with the sans-IO replica courierd drives
+//! Seeded simulation of replicated shards: three nodes, each running one
+//! or two cores as courierd does (core *s* of every node is Raft group
+//! *s*; group 0's leader is the primary), each core a courier-core shard
+//! with the sans-IO replica courierd drives
 //! (`courier_raft::replica`), a raft WAL and a state WAL on simulated
 //! disks with power loss, a network that loses, duplicates, delays and
 //! reorders messages, partitions that cut a node off, node crashes and
@@ -64,7 +66,8 @@ struct Outcome {
 
 fn run_seed(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed ^ 0xc105_7e12);
-    let mut w = World::new_cluster(seed);
+    let shards = 1 + rng.below(2) as u16;
+    let mut w = World::new_cluster(seed, shards);
     w.storage_faults = true;
     let long = rng.chance(1, 3);
     w.chaos_per_mille = if long { 1 } else { 4 };
@@ -79,7 +82,8 @@ fn run_seed(seed: u64) -> Outcome {
     for u in 0..users {
         let (user, credential) = w.create_user(admin, ws, &format!("u{u}"));
         for _ in 0..1 + rng.below(2) {
-            let c = w.user_client(user, ws, credential.clone(), 0, false);
+            let s = rng.below(u64::from(shards)) as u16;
+            let c = w.user_client(user, ws, credential.clone(), s, false);
             first.get_or_insert(c);
             clients.push(c);
         }

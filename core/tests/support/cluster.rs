@@ -1,15 +1,18 @@
-//! The replicated world: the shard's state machine on three nodes, each a
-//! courier-core shard, the sans-IO replica of `courier_raft::replica` (the
-//! one courierd drives), a raft WAL and a state WAL on simulated disks; a
-//! lossy network between them; the world's clients talk to the node that
-//! serves.
+//! The replicated world: the world's shards on three nodes as courierd
+//! runs them — every node runs one core per shard, core *s* of every node
+//! hosts Raft group *s* — each core a courier-core shard, the sans-IO
+//! replica of `courier_raft::replica` (the one courierd drives), a raft WAL
+//! and a state WAL on simulated disks; a lossy network between the nodes;
+//! the world's clients talk to the node that serves.
 //!
-//! How it plugs into [`World`] (one shard, `shard_count` 1): the world's
-//! `nodes[0]` is the *serving* node's storage and started core. When a
-//! node's replica says [`Check::Start`] its storage is swapped into
-//! `nodes[0]` and its core started; when that node crashes or demotes
-//! (crash-only) its storage is swapped back and every client connection
-//! drops, as when courierd exits. A node may start serving only once the
+//! How it plugs into [`World`]: the world's `nodes[s]` is the *serving*
+//! node's core *s* (storage and started core). Group 0's leader is the
+//! primary; the other groups hand their leadership to it
+//! ([`Replica::check`]); when every core of a node says [`Check::Start`]
+//! its storages are swapped into the world's `nodes` and its cores started;
+//! when that node crashes or demotes (crash-only) they are swapped back and
+//! every client connection and cross-shard message drops, as when courierd
+//! exits. A node may start serving only once the
 //! previous one stopped (a deposed leader still serving blocks the next
 //! start until it notices: a later start, never a lost behaviour of the
 //! deposed side). Clients connect to whichever node serves (the redirect
@@ -64,23 +67,22 @@ pub enum Wire {
     FetchReply(Vec<u8>),
 }
 
-/// A message in flight.
+/// A message in flight between the cores `shard` of two nodes.
 #[derive(Clone, Debug)]
 pub struct Packet {
     pub at: u64,
     pub from: usize,
     pub to: usize,
+    pub shard: u16,
     pub wire: Wire,
 }
 
-/// One node of the cluster.
-pub struct CNode {
-    /// Cluster node id (1-based).
-    pub id: u64,
+/// One core of a node: its replica and disks.
+pub struct CCore {
     /// The replica; None while the node is down.
     pub machine: Option<Replica>,
     /// The state WAL and the (un-started) core; a placeholder while the
-    /// node serves (its storage is then the world's `nodes[0]`).
+    /// node serves (its storage is then the world's `nodes[s]`).
     pub store: Node,
     /// The raft WAL: durable records (LSN, kind, payload).
     pub raft_wal: Vec<(courier_raft::Lsn, u8, Vec<u8>)>,
@@ -88,6 +90,14 @@ pub struct CNode {
     /// Raft batches written, not fsync'ed.
     pub raft_pending: VecDeque<(BatchToken, Vec<RawRecord>)>,
     pub fetch_turn: usize,
+}
+
+/// One node of the cluster.
+pub struct CNode {
+    /// Cluster node id (1-based).
+    pub id: u64,
+    pub up: bool,
+    pub cores: Vec<CCore>,
     pub restarts: u64,
 }
 
@@ -125,26 +135,29 @@ impl ClusterStats {
     }
 }
 
+/// A committed record: kind, payload, the message it stores if any.
+pub type Committed = (u8, Vec<u8>, Option<Stored>);
+
 /// The cluster beside the world.
 pub struct Cluster {
     pub nodes: Vec<CNode>,
-    /// The node whose storage is the world's `nodes[0]`.
+    /// The node whose cores' storage is the world's `nodes`.
     pub serving: Option<usize>,
     pub packets: Vec<Packet>,
     /// A node cut off from the others until a step.
     pub cut: Option<(usize, u64)>,
-    /// Every committed record, LSN i+1 at i: what every state WAL must
-    /// hold.
-    pub log: Vec<(u8, Vec<u8>, Option<Stored>)>,
+    /// Per shard, every committed record, LSN i+1 at i: what every state
+    /// WAL of that shard must hold.
+    pub logs: Vec<Vec<Committed>>,
     pub stats: ClusterStats,
     /// Network faults on (off while settling).
     pub faulty: bool,
     /// The step of the last raft tick.
     pub ticked_at: u64,
-    /// The ledger's durable LSN: what some serving core was told is
-    /// durable (its state WAL's fsyncs) or took as durable (the committed
-    /// records it replayed before it started).
-    pub durable: u64,
+    /// Per shard, the ledger's durable LSN: what some serving core was
+    /// told is durable (its state WAL's fsyncs) or took as durable (the
+    /// committed records it replayed before it started).
+    pub durable: Vec<u64>,
 }
 
 fn engine_config(node: u64, seed: u64) -> CoreConfig {
@@ -158,37 +171,48 @@ fn voters() -> Vec<u64> {
     (1..=NODES as u64).collect()
 }
 
+fn trace() -> bool {
+    std::env::var_os("COURIER_SIM_TRACE").is_some()
+}
+
 impl World {
-    /// A world whose one shard is replicated on [`NODES`] nodes; returns
-    /// once a node serves.
-    pub fn new_cluster(seed: u64) -> World {
-        let mut w = World::new(seed, 1);
-        // The single-node shard World::new started is not used.
-        w.nodes[0] = Node::new(None);
-        w.replicated = true;
-        let mut nodes = Vec::new();
-        for i in 0..NODES {
-            nodes.push(CNode {
-                id: i as u64 + 1,
-                machine: None,
-                store: Node::new(None),
-                raft_wal: Vec::new(),
-                raft_next: 1,
-                raft_pending: VecDeque::new(),
-                fetch_turn: 0,
-                restarts: 0,
-            });
+    /// A world whose `shards` shards are replicated on [`NODES`] nodes;
+    /// returns once a node serves.
+    pub fn new_cluster(seed: u64, shards: u16) -> World {
+        let mut w = World::new(seed, shards);
+        // The single-node shards World::new started are not used.
+        for s in 0..usize::from(shards) {
+            w.nodes[s] = Node::new(None);
         }
+        w.net.clear();
+        w.replicated = true;
+        let nodes = (0..NODES)
+            .map(|i| CNode {
+                id: i as u64 + 1,
+                up: false,
+                cores: (0..shards)
+                    .map(|_| CCore {
+                        machine: None,
+                        store: Node::new(None),
+                        raft_wal: Vec::new(),
+                        raft_next: 1,
+                        raft_pending: VecDeque::new(),
+                        fetch_turn: 0,
+                    })
+                    .collect(),
+                restarts: 0,
+            })
+            .collect();
         w.cluster = Some(Box::new(Cluster {
             nodes,
             serving: None,
             packets: Vec::new(),
             cut: None,
-            log: Vec::new(),
+            logs: vec![Vec::new(); usize::from(shards)],
             stats: ClusterStats::default(),
             faulty: false,
             ticked_at: 0,
-            durable: 0,
+            durable: vec![0; usize::from(shards)],
         }));
         for k in 0..NODES {
             w.node_start(k);
@@ -205,41 +229,68 @@ impl World {
         self.cluster.as_ref().expect("a replicated world")
     }
 
-    /// The storage of node `k`: the world's `nodes[0]` while it serves.
-    fn store(&mut self, k: usize) -> &mut Node {
+    fn shards(&self) -> u16 {
+        self.shard_count
+    }
+
+    /// The storage of node `k`'s core `s`: the world's `nodes[s]` while
+    /// the node serves.
+    fn store(&mut self, k: usize, s: u16) -> &mut Node {
         if self.cl_ref().serving == Some(k) {
-            &mut self.nodes[0]
+            &mut self.nodes[usize::from(s)]
         } else {
-            &mut self.cl().nodes[k].store
+            &mut self.cl().nodes[k].cores[usize::from(s)].store
         }
     }
 
-    fn store_ref(&self, k: usize) -> &Node {
+    fn store_ref(&self, k: usize, s: u16) -> &Node {
         if self.cl_ref().serving == Some(k) {
-            &self.nodes[0]
+            &self.nodes[usize::from(s)]
         } else {
-            &self.cl_ref().nodes[k].store
+            &self.cl_ref().nodes[k].cores[usize::from(s)].store
         }
     }
 
-    fn machine(&mut self, k: usize) -> Option<&mut Replica> {
-        self.cl().nodes[k].machine.as_mut()
+    fn core(&mut self, k: usize, s: u16) -> &mut CCore {
+        &mut self.cl().nodes[k].cores[usize::from(s)]
     }
 
-    /// Boots node `k` from its disks: the core replays the state WAL (not
-    /// started), the replica recovers from the raft WAL.
+    fn core_ref(&self, k: usize, s: u16) -> &CCore {
+        &self.cl_ref().nodes[k].cores[usize::from(s)]
+    }
+
+    fn machine(&mut self, k: usize, s: u16) -> Option<&mut Replica> {
+        self.core(k, s).machine.as_mut()
+    }
+
+    /// Boots node `k` from its disks: each core replays its state WAL (not
+    /// started), each replica recovers from its raft WAL.
     fn node_start(&mut self, k: usize) {
-        if self.cl_ref().nodes[k].machine.is_some() {
+        if self.cl_ref().nodes[k].up {
             return;
         }
+        self.cl().nodes[k].up = true;
+        for s in 0..self.shards() {
+            self.core_start(k, s);
+        }
+        if trace() {
+            eprintln!("step {} node {k}: started", self.step);
+        }
+        for s in 0..self.shards() {
+            self.drive(k, s);
+        }
+    }
+
+    fn core_start(&mut self, k: usize, s: u16) {
         let entropy = self.rng.bytes32();
-        let mut shard = Shard::new(config(0, 1, entropy));
+        let shards = self.shards();
+        let mut shard = Shard::new(config(s, shards, entropy));
         let seed = self.seed;
-        let store = &mut self.cl().nodes[k].store;
+        let store = &mut self.core(k, s).store;
         for (i, (kind, payload)) in store.wal.iter().enumerate() {
             if let Err(e) = shard.replay(Lsn(i as u64 + 1), *kind, payload) {
                 panic!(
-                    "seed {seed}: node {k} replays its state WAL: LSN {}: {e}",
+                    "seed {seed}: node {k} core {s} replays its state WAL: LSN {}: {e}",
                     i + 1
                 );
             }
@@ -247,119 +298,116 @@ impl World {
         store.shard = Some(shard);
         store.next_conn = 0;
         let state_lsn = store.wal.len() as u64;
-        let n = &self.cl_ref().nodes[k];
-        let records = n.raft_wal.clone();
-        let cfg = engine_config(n.id, self.rng.next_u64());
-        let machine = Replica::recover(cfg, GroupId(0), &voters(), records, state_lsn)
-            .unwrap_or_else(|e| panic!("seed {seed}: node {k} recovers its raft WAL: {e}"));
-        let n = &mut self.cl().nodes[k];
-        n.machine = Some(machine);
-        n.fetch_turn = 0;
-        if std::env::var_os("COURIER_SIM_TRACE").is_some() {
-            eprintln!(
-                "step {} node {k}: started, state LSN {state_lsn}",
-                self.step
-            );
-        }
-        self.drive(k);
+        let id = self.cl_ref().nodes[k].id;
+        let records = self.core_ref(k, s).raft_wal.clone();
+        let cfg = engine_config(id, self.rng.next_u64());
+        let group = GroupId(u32::from(s));
+        let machine = Replica::recover(cfg, group, &voters(), records, state_lsn)
+            .unwrap_or_else(|e| panic!("seed {seed}: node {k} core {s} recovers: {e}"));
+        let core = self.core(k, s);
+        core.machine = Some(machine);
+        core.fetch_turn = 0;
     }
 
-    /// What node `k`'s other cores say: it has one core (shard 0).
+    /// What node `k`'s cores say: the primary is group 0's leader.
     fn facts(&self, k: usize) -> NodeFacts {
-        let Some(m) = self.cl_ref().nodes[k].machine.as_ref() else {
-            return NodeFacts::default();
-        };
+        let n = &self.cl_ref().nodes[k];
+        let primary = n.cores[0]
+            .machine
+            .as_ref()
+            .and_then(|m| m.raft().status(GroupId(0)))
+            .and_then(|s| s.leader)
+            .map(|n| n.0);
         NodeFacts {
-            primary: m
-                .raft()
-                .status(GroupId(0))
-                .and_then(|s| s.leader)
-                .map(|n| n.0),
+            primary,
             any_started: self.cl_ref().serving == Some(k),
-            all_ready: m.ready(),
+            all_ready: n.up
+                && n.cores
+                    .iter()
+                    .all(|c| c.machine.as_ref().is_some_and(|m| m.ready())),
         }
     }
 
-    /// A replica's fatal: a crash (Demoted), a failure (Diverged).
-    fn fatal(&mut self, k: usize, f: Fatal) {
+    /// A replica's fatal: a crash of its node (Demoted), a failure
+    /// (Diverged).
+    fn fatal(&mut self, k: usize, s: u16, f: Fatal) {
         assert_eq!(
             f.kind,
             FatalKind::Demoted,
-            "seed {}: node {k} diverged: {}",
+            "seed {}: node {k} core {s} diverged: {}",
             self.seed,
             f.why
         );
-        if std::env::var_os("COURIER_SIM_TRACE").is_some() {
-            eprintln!("step {}: node {k}: {}", self.step, f.why);
+        if trace() {
+            eprintln!("step {}: node {k} core {s}: {}", self.step, f.why);
         }
         self.cl().stats.demotions += 1;
         self.node_crash(k);
     }
 
-    /// The ledger learns that a serving core holds LSNs up to `lsn` durable.
-    pub fn ledger_durable(&mut self, lsn: u64) {
-        let from = self.cl_ref().durable;
-        if lsn > from {
-            let step = self.step;
-            self.model.on_durable(0, from, lsn, step);
-            self.cl().durable = lsn;
-        }
-    }
-
-    /// The serving node's pump turn ended: proposes the staged records.
+    /// The serving node's pump turns ended: proposes the staged records.
     pub fn cluster_flush(&mut self) {
         let staged = std::mem::take(&mut self.staged);
         let Some(k) = self.cl_ref().serving else {
             assert!(staged.is_empty(), "records staged with no node serving");
             return;
         };
-        let Some(m) = self.machine(k) else { return };
-        let mut result = Ok(());
-        for (lsn, kind, payload) in staged {
-            result = result.and_then(|()| m.stage(lsn, kind, payload));
+        let mut touched: Vec<u16> = Vec::new();
+        for (s, lsn, kind, payload) in staged {
+            if !touched.contains(&s) {
+                touched.push(s);
+            }
+            let Some(m) = self.machine(k, s) else { return };
+            if let Err(f) = m.stage(lsn, kind, payload) {
+                return self.fatal(k, s, f);
+            }
         }
-        let result = result.and_then(|()| m.flush());
-        match result {
-            Ok(()) => self.drive(k),
-            Err(f) => self.fatal(k, f),
+        for s in touched {
+            let Some(m) = self.machine(k, s) else { return };
+            match m.flush() {
+                Ok(()) => self.drive(k, s),
+                Err(f) => return self.fatal(k, s, f),
+            }
         }
     }
 
-    /// Drives node `k`'s replica and carries out its effects.
-    fn drive(&mut self, k: usize) {
-        let durable = self.store_ref(k).durable;
+    /// Drives node `k`'s core `s` replica and carries out its effects.
+    fn drive(&mut self, k: usize, s: u16) {
+        let durable = self.store_ref(k, s).durable;
         let facts = self.facts(k);
-        let Some(m) = self.machine(k) else { return };
+        let Some(m) = self.machine(k, s) else { return };
         let mut effects = Vec::new();
         let driven = m.drive(durable, facts, &mut effects);
-        self.execute(k, effects);
+        self.execute(k, s, effects);
         if let Err(f) = driven {
-            self.fatal(k, f);
+            if self.cl_ref().nodes[k].up {
+                self.fatal(k, s, f);
+            }
         }
     }
 
-    fn execute(&mut self, k: usize, effects: Vec<Effect>) {
+    fn execute(&mut self, k: usize, s: u16, effects: Vec<Effect>) {
         for effect in effects {
-            if self.cl_ref().nodes[k].machine.is_none() {
+            if self.core_ref(k, s).machine.is_none() {
                 return; // crashed meanwhile
             }
-            if std::env::var_os("COURIER_SIM_TRACE").is_some()
+            if trace()
                 && !matches!(
                     effect,
                     Effect::Send(..) | Effect::Append(_) | Effect::Replay(_)
                 )
             {
-                eprintln!("step {} node {k}: {effect:?}", self.step);
+                eprintln!("step {} node {k} core {s}: {effect:?}", self.step);
             }
             match effect {
                 Effect::Send(to, m) => {
-                    self.send(k, to.0 as usize - 1, Wire::Raft(m.encode()));
+                    self.send(k, to.0 as usize - 1, s, Wire::Raft(m.encode()));
                 }
                 Effect::Persist(token, records) => {
-                    self.cl().nodes[k].raft_pending.push_back((token, records));
+                    self.core(k, s).raft_pending.push_back((token, records));
                 }
-                Effect::Append(r) => self.state_append(k, r, false),
-                Effect::Replay(r) => self.state_append(k, r, true),
+                Effect::Append(r) => self.state_append(k, s, r, false),
+                Effect::Replay(r) => self.state_append(k, s, r, true),
                 Effect::Compacted { .. } => self.cl().stats.compactions += 1,
                 Effect::FetchStarted { .. } => self.cl().stats.fetches += 1,
                 Effect::Role(_) | Effect::Fetched { .. } => {}
@@ -367,16 +415,18 @@ impl World {
         }
     }
 
-    /// A committed record reaches node `k`'s state WAL (replayed into its
-    /// core first on a follower), checked against the committed log.
-    fn state_append(&mut self, k: usize, r: CoreRecord, replay: bool) {
+    /// A committed record reaches node `k`'s core `s` state WAL (replayed
+    /// into its core first on a follower), checked against the committed
+    /// log.
+    fn state_append(&mut self, k: usize, s: u16, r: CoreRecord, replay: bool) {
         let seed = self.seed;
-        let log_len = self.cl_ref().log.len() as u64;
+        let si = usize::from(s);
+        let log_len = self.cl_ref().logs[si].len() as u64;
         let stored = if r.lsn <= log_len {
-            let (kind, payload, stored) = &self.cl_ref().log[(r.lsn - 1) as usize];
+            let (kind, payload, stored) = &self.cl_ref().logs[si][(r.lsn - 1) as usize];
             assert!(
                 *kind == r.kind && *payload == r.payload,
-                "seed {seed}: node {k} committed another record at LSN {}",
+                "seed {seed}: node {k} core {s} committed another record at LSN {}",
                 r.lsn
             );
             *stored
@@ -384,25 +434,28 @@ impl World {
             assert_eq!(
                 r.lsn,
                 log_len + 1,
-                "seed {seed}: node {k} committed LSN {} after {log_len}",
+                "seed {seed}: node {k} core {s} committed LSN {} after {log_len}",
                 r.lsn
             );
-            let stored = self.model.on_append(0, r.lsn, r.kind, &r.payload);
+            let stored = self.model.on_append(s, r.lsn, r.kind, &r.payload);
             let cl = self.cl();
-            cl.log.push((r.kind, r.payload.clone(), stored));
+            cl.logs[si].push((r.kind, r.payload.clone(), stored));
             cl.stats.committed += 1;
             stored
         };
-        let store = self.store(k);
+        let store = self.store(k, s);
         assert_eq!(
             r.lsn,
             store.wal.len() as u64 + 1,
-            "seed {seed}: node {k}'s state WAL out of LSN order"
+            "seed {seed}: node {k} core {s}: state WAL out of LSN order"
         );
         if replay {
             let shard = store.shard.as_mut().expect("a live node has a core");
             if let Err(e) = shard.replay(Lsn(r.lsn), r.kind, &r.payload) {
-                panic!("seed {seed}: node {k} replays committed LSN {}: {e}", r.lsn);
+                panic!(
+                    "seed {seed}: node {k} core {s} replays committed LSN {}: {e}",
+                    r.lsn
+                );
             }
         }
         store.log_bytes += r.payload.len() as u64 + 13;
@@ -410,7 +463,18 @@ impl World {
         store.index.push(stored);
     }
 
-    fn send(&mut self, from: usize, to: usize, wire: Wire) {
+    /// The ledger learns that a serving core `s` holds LSNs up to `lsn`
+    /// durable.
+    pub fn ledger_durable(&mut self, s: u16, lsn: u64) {
+        let from = self.cl_ref().durable[usize::from(s)];
+        if lsn > from {
+            let step = self.step;
+            self.model.on_durable(s, from, lsn, step);
+            self.cl().durable[usize::from(s)] = lsn;
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, shard: u16, wire: Wire) {
         let faulty = self.cl_ref().faulty;
         let cut = self.cl_ref().cut.map(|(n, _)| n);
         if cut == Some(from) || cut == Some(to) {
@@ -434,13 +498,12 @@ impl World {
                 at,
                 from,
                 to,
+                shard,
                 wire: wire.clone(),
             });
         }
     }
-}
 
-impl World {
     /// Delivers a due packet (a random one: reordering).
     fn deliver_packet(&mut self) {
         let step = self.step;
@@ -453,35 +516,37 @@ impl World {
         let p = self.cl().packets.swap_remove(i);
         self.cl().stats.packets += 1;
         let cut = self.cl_ref().cut.map(|(n, _)| n);
-        if cut == Some(p.from) || cut == Some(p.to) || self.machine(p.to).is_none() {
+        let (to, s) = (p.to, p.shard);
+        if cut == Some(p.from) || cut == Some(to) || self.machine(to, s).is_none() {
             return;
         }
         match p.wire {
             Wire::Raft(bytes) => {
                 let msg = GroupMessage::decode(&bytes).expect("our own encoding decodes");
-                if let Some(m) = self.machine(p.to) {
+                if let Some(m) = self.machine(to, s) {
                     let _ = m.step(msg);
                 }
-                self.drive(p.to);
+                self.drive(to, s);
             }
-            Wire::FetchRequest(request) => self.serve_fetch(p.to, p.from, request),
+            Wire::FetchRequest(request) => self.serve_fetch(to, s, p.from, request),
             Wire::FetchReply(bytes) => {
                 let records = fetch::decode_reply(&bytes).expect("our own encoding decodes");
-                let Some(m) = self.machine(p.to) else { return };
+                let Some(m) = self.machine(to, s) else { return };
                 let mut effects = Vec::new();
                 let applied = m.on_fetch_reply(records, &mut effects);
-                self.execute(p.to, effects);
+                self.execute(to, s, effects);
                 match applied {
-                    Ok(()) => self.drive(p.to),
-                    Err(f) => self.fatal(p.to, f),
+                    Ok(()) => self.drive(to, s),
+                    Err(f) => self.fatal(to, s, f),
                 }
             }
         }
     }
 
-    /// Node `k` answers a fetch from its durable state WAL (one chunk).
-    fn serve_fetch(&mut self, k: usize, to: usize, request: fetch::FetchRequest) {
-        let store = self.store_ref(k);
+    /// Node `k`'s core `s` answers a fetch from its durable state WAL (one
+    /// chunk).
+    fn serve_fetch(&mut self, k: usize, s: u16, to: usize, request: fetch::FetchRequest) {
+        let store = self.store_ref(k, s);
         let end = fetch::chunk_end(request).min(store.durable);
         let records: Vec<CoreRecord> = (request.from.max(1)..=end)
             .map(|lsn| {
@@ -493,58 +558,59 @@ impl World {
                 }
             })
             .collect();
-        self.send(k, to, Wire::FetchReply(fetch::encode_reply(&records)));
+        self.send(k, to, s, Wire::FetchReply(fetch::encode_reply(&records)));
     }
 
-    /// Node `k` asks a peer for the records of its fetch in progress.
-    fn fetch_step(&mut self, k: usize) {
-        let turn = self.cl_ref().nodes[k].fetch_turn;
-        let Some((peer, request)) = self.machine(k).and_then(|m| m.fetch_request(turn)) else {
+    /// Node `k`'s core `s` asks a peer for the records of its fetch.
+    fn fetch_step(&mut self, k: usize, s: u16) {
+        let turn = self.core_ref(k, s).fetch_turn;
+        let Some((peer, request)) = self.machine(k, s).and_then(|m| m.fetch_request(turn)) else {
             return;
         };
-        self.cl().nodes[k].fetch_turn += 1;
-        self.send(k, peer as usize - 1, Wire::FetchRequest(request));
+        self.core(k, s).fetch_turn += 1;
+        self.send(k, peer as usize - 1, s, Wire::FetchRequest(request));
     }
 
-    /// The raft WAL of node `k` makes its oldest pending batch durable.
-    fn raft_fsync(&mut self, k: usize) {
+    /// Node `k`'s core `s` raft WAL makes its oldest pending batch durable.
+    fn raft_fsync(&mut self, k: usize, s: u16) {
         let seed = self.seed;
-        let n = &mut self.cl().nodes[k];
-        let Some((token, records)) = n.raft_pending.pop_front() else {
+        let c = self.core(k, s);
+        let Some((token, records)) = c.raft_pending.pop_front() else {
             return;
         };
-        let first = n.raft_next;
+        let first = c.raft_next;
         for (kind, payload) in records {
-            n.raft_wal
-                .push((courier_raft::Lsn(n.raft_next), kind, payload));
-            n.raft_next += 1;
+            c.raft_wal
+                .push((courier_raft::Lsn(c.raft_next), kind, payload));
+            c.raft_next += 1;
         }
-        let Some(m) = n.machine.as_mut() else { return };
+        let Some(m) = c.machine.as_mut() else { return };
         if let Err(e) = m.persisted(token, courier_raft::Lsn(first)) {
-            panic!("seed {seed}: node {k}: raft batch report: {e}");
+            panic!("seed {seed}: node {k} core {s}: raft batch report: {e}");
         }
         // Segments below what the engine needs are deleted.
         if let Some(min) = m.raft().min_needed_lsn() {
-            n.raft_wal.retain(|(lsn, _, _)| *lsn >= min);
+            c.raft_wal.retain(|(lsn, _, _)| *lsn >= min);
         }
-        self.drive(k);
+        self.drive(k, s);
     }
 
     /// A follower's state WAL makes a prefix of its records durable (the
     /// serving node's is the world's `fsync`).
-    fn follower_fsync(&mut self, k: usize) {
-        let store = &self.cl_ref().nodes[k].store;
+    fn follower_fsync(&mut self, k: usize, s: u16) {
+        let store = &self.core_ref(k, s).store;
         let appended = store.wal.len() as u64;
         if store.durable >= appended {
             return;
         }
         let to = store.durable + 1 + self.rng.below(appended - store.durable);
-        self.cl().nodes[k].store.durable = to;
+        self.core(k, s).store.durable = to;
     }
 
-    /// A raft tick on every live node, then each one's check: a started
-    /// replica that lost leadership demotes; a ready one starts its core
-    /// once no other node serves.
+    /// A raft tick on every live core, then each one's check: a started
+    /// replica that lost leadership demotes its node; groups other than 0
+    /// hand leadership to the primary; a node whose cores all say start
+    /// starts them once no other node serves.
     pub fn cluster_tick(&mut self) {
         if let Some((_, until)) = self.cl_ref().cut {
             if until <= self.step {
@@ -552,82 +618,120 @@ impl World {
             }
         }
         for k in 0..NODES {
-            let step = self.step;
-            let Some(m) = self.machine(k) else { continue };
-            if std::env::var_os("COURIER_SIM_TRACE").is_some() {
-                let g = GroupId(0);
-                eprintln!(
-                    "step {step} node {k}: tick: applied {:?} committed {:?} compacted {:?} fetching {:?}",
-                    m.raft().applied_index(g),
-                    m.raft().commit_index(g),
-                    m.raft().compacted_index(g),
-                    m.fetching()
-                );
+            let mut starts = 0;
+            for s in 0..self.shards() {
+                if !self.cl_ref().nodes[k].up {
+                    break;
+                }
+                self.trace_tick(k, s);
+                let Some(m) = self.machine(k, s) else {
+                    continue;
+                };
+                if let Err(f) = m.tick() {
+                    self.fatal(k, s, f);
+                    break;
+                }
+                let facts = self.facts(k);
+                let Some(m) = self.machine(k, s) else {
+                    continue;
+                };
+                match m.check(facts) {
+                    Err(f) => {
+                        self.fatal(k, s, f);
+                        break;
+                    }
+                    Ok(Check::Start) => starts += 1,
+                    Ok(_) => {}
+                }
+                self.drive(k, s);
             }
-            if let Err(f) = m.tick() {
-                self.fatal(k, f);
-                continue;
-            }
-            let facts = self.facts(k);
-            let Some(m) = self.machine(k) else { continue };
-            match m.check(facts) {
-                Err(f) => self.fatal(k, f),
-                Ok(Check::Start) if self.cl_ref().serving.is_none() => self.promote(k),
-                Ok(_) => self.drive(k),
+            let all = starts == self.shards();
+            if all && self.cl_ref().nodes[k].up && self.cl_ref().serving.is_none() {
+                self.promote(k);
             }
         }
     }
 
-    /// Node `k` starts its core and serves: its storage becomes the
-    /// world's shard; every acknowledged message must be in its state WAL.
+    fn trace_tick(&self, k: usize, s: u16) {
+        if !trace() {
+            return;
+        }
+        if let Some(m) = self.core_ref(k, s).machine.as_ref() {
+            let g = GroupId(u32::from(s));
+            eprintln!(
+                "step {} node {k} core {s}: tick: {:?} applied {:?} committed {:?} compacted {:?} fetching {:?}",
+                self.step,
+                m.raft().status(g).map(|st| (st.role, st.term, st.leader)),
+                m.raft().applied_index(g),
+                m.raft().commit_index(g),
+                m.raft().compacted_index(g),
+                m.fetching()
+            );
+        }
+    }
+
+    /// Node `k` starts its cores and serves: their storage becomes the
+    /// world's shards; every acknowledged message must be in its state
+    /// WALs.
     fn promote(&mut self, k: usize) {
         self.cl().stats.promotions += 1;
-        if let Some(m) = self.machine(k) {
-            m.started();
-        }
-        let mut store = std::mem::replace(&mut self.cl().nodes[k].store, Node::new(None));
-        std::mem::swap(&mut self.nodes[0], &mut store);
-        debug_assert!(store.shard.is_none() && store.wal.is_empty());
         self.cl().serving = Some(k);
-        self.check_recovered(0);
-        // The core starts on the committed records it replayed: to it they
-        // are durable (they are on a quorum's raft WAL).
-        let replayed = self.nodes[0].wal.len() as u64;
-        self.ledger_durable(replayed);
-        let mut out = Vec::new();
-        let now = Millis(self.now);
-        if let Some(shard) = self.nodes[0].shard.as_mut() {
-            shard.start(now, &mut out);
+        for s in 0..self.shards() {
+            if let Some(m) = self.machine(k, s) {
+                m.started();
+            }
+            let store = std::mem::replace(&mut self.core(k, s).store, Node::new(None));
+            let placeholder = std::mem::replace(&mut self.nodes[usize::from(s)], store);
+            debug_assert!(placeholder.shard.is_none() && placeholder.wal.is_empty());
+            self.check_recovered(s);
+            // The core starts on the committed records it replayed: to it
+            // they are durable (they are on a quorum's raft WAL).
+            let replayed = self.nodes[usize::from(s)].wal.len() as u64;
+            self.ledger_durable(s, replayed);
         }
-        self.process(0, out);
+        for s in 0..self.shards() {
+            let mut out = Vec::new();
+            let now = Millis(self.now);
+            if let Some(shard) = self.nodes[usize::from(s)].shard.as_mut() {
+                shard.start(now, &mut out);
+            }
+            self.process(s, out);
+        }
         self.cluster_flush();
     }
 
-    /// The serving node stops (exit): its clients' connections drop, its
-    /// storage goes back to it.
+    /// The serving node stops (exit): its clients' connections and the
+    /// messages between its cores drop, its storage goes back to it.
     fn unserve(&mut self) {
         let Some(k) = self.cl_ref().serving else {
             return;
         };
         self.cl().serving = None;
         self.staged.clear();
-        let node = &mut self.nodes[0];
-        node.shard = None;
-        node.reads.clear();
-        node.fault = None;
-        node.fault_reported = false;
-        node.fsync_fails = false;
-        let durable = node.durable;
-        let lost: Vec<(PushId, Push)> = node.pushes.drain(..).collect();
-        for (_, push) in lost {
-            if self.rng.chance(1, 2) {
-                self.gateway
-                    .posts
-                    .push((push.idempotency_key.clone(), push.action));
-                self.gateway.shown.insert(push.idempotency_key);
+        self.net.clear();
+        for s in 0..self.shards() {
+            let node = &mut self.nodes[usize::from(s)];
+            node.shard = None;
+            node.reads.clear();
+            node.fault = None;
+            node.fault_reported = false;
+            node.fsync_fails = false;
+            let durable = node.durable;
+            let lost: Vec<(PushId, Push)> = node.pushes.drain(..).collect();
+            for (_, push) in lost {
+                if self.rng.chance(1, 2) {
+                    self.gateway
+                        .posts
+                        .push((push.idempotency_key.clone(), push.action));
+                    self.gateway.shown.insert(push.idempotency_key);
+                }
             }
+            self.gateway
+                .settled
+                .retain(|_, (shard, lsn)| *shard != s || *lsn <= durable);
+            let store = std::mem::replace(&mut self.nodes[usize::from(s)], Node::new(None));
+            self.core(k, s).store = store;
         }
-        self.gateway.settled.retain(|_, (_, lsn)| *lsn <= durable);
         let dead: Vec<ConnId> = self.links.keys().copied().collect();
         for conn in dead {
             if let Some(link) = self.links.remove(&conn) {
@@ -637,13 +741,11 @@ impl World {
                 }
             }
         }
-        let store = std::mem::replace(&mut self.nodes[0], Node::new(None));
-        self.cl().nodes[k].store = store;
     }
 
-    /// Node `k` crashes: a power loss on both its WALs.
+    /// Node `k` crashes: a power loss on every WAL of every core.
     pub fn node_crash(&mut self, k: usize) {
-        if self.cl_ref().nodes[k].machine.is_none() {
+        if !self.cl_ref().nodes[k].up {
             return;
         }
         if self.cl_ref().serving == Some(k) {
@@ -651,16 +753,31 @@ impl World {
         }
         self.cl().stats.crashes += 1;
         self.stats.crashes += 1;
-        // The state WAL: the world's power loss, on this node's storage.
-        let mut store = std::mem::replace(&mut self.cl().nodes[k].store, Node::new(None));
-        std::mem::swap(&mut self.nodes[0], &mut store);
-        self.power_loss(0);
-        std::mem::swap(&mut self.nodes[0], &mut store);
+        for s in 0..self.shards() {
+            self.core_crash(k, s);
+        }
+        let n = &mut self.cl().nodes[k];
+        n.up = false;
+        n.restarts += 1;
+        self.cl().packets.retain(|p| p.to != k);
+        if trace() {
+            eprintln!("step {} node {k}: crashed", self.step);
+        }
+    }
+
+    fn core_crash(&mut self, k: usize, s: u16) {
+        let si = usize::from(s);
+        // The state WAL: the world's power loss, on this core's storage.
+        let mut store = std::mem::replace(&mut self.core(k, s).store, Node::new(None));
+        std::mem::swap(&mut self.nodes[si], &mut store);
+        self.power_loss(s);
+        std::mem::swap(&mut self.nodes[si], &mut store);
         store.shard = None;
         store.crashes += 1;
-        self.cl().nodes[k].store = store;
+        self.core(k, s).store = store;
         // The raft WAL keeps a prefix of the records not fsync'ed.
-        let pending: Vec<RawRecord> = self.cl().nodes[k]
+        let pending: Vec<RawRecord> = self
+            .core(k, s)
             .raft_pending
             .drain(..)
             .flat_map(|(_, r)| r)
@@ -670,31 +787,27 @@ impl World {
         } else {
             0
         };
-        let n = &mut self.cl().nodes[k];
+        let c = self.core(k, s);
         for (kind, payload) in pending.into_iter().take(keep) {
-            n.raft_wal
-                .push((courier_raft::Lsn(n.raft_next), kind, payload));
-            n.raft_next += 1;
+            c.raft_wal
+                .push((courier_raft::Lsn(c.raft_next), kind, payload));
+            c.raft_next += 1;
         }
-        n.machine = None;
-        n.restarts += 1;
-        if std::env::var_os("COURIER_SIM_TRACE").is_some() {
-            eprintln!("step {} node {k}: crashed", self.step);
-        }
-        self.cl().packets.retain(|p| p.to != k);
+        c.machine = None;
     }
 
     /// Whether the cluster has work in flight (settling waits for it).
     pub fn cluster_busy(&self) -> bool {
         let cl = self.cl_ref();
-        let log = cl.log.len() as u64;
         cl.serving.is_none()
             || cl.nodes.iter().any(|n| {
-                n.machine.is_none()
-                    || !n.raft_pending.is_empty()
-                    || n.machine
-                        .as_ref()
-                        .is_some_and(|m| m.state_lsn() < log || !m.quiet())
+                !n.up
+                    || n.cores.iter().zip(&cl.logs).any(|(c, log)| {
+                        !c.raft_pending.is_empty()
+                            || c.machine
+                                .as_ref()
+                                .is_some_and(|m| m.state_lsn() < log.len() as u64 || !m.quiet())
+                    })
             })
             || cl.packets.iter().any(|p| match &p.wire {
                 Wire::Raft(bytes) => GroupMessage::decode(bytes)
@@ -713,13 +826,13 @@ impl World {
         }
     }
 
-    /// A chaos event: crash or restart a node, cut one off, fail the
-    /// serving node's next state WAL fsync.
+    /// A chaos event: crash or restart a node, cut one off, fail the next
+    /// fsync of one of the serving node's state WALs.
     pub fn cluster_chaos(&mut self) {
         let k = self.rng.below(NODES as u64) as usize;
         match self.rng.below(10) {
             0..=2 => {
-                if self.cl_ref().nodes[k].machine.is_some() {
+                if self.cl_ref().nodes[k].up {
                     self.node_crash(k);
                 } else {
                     self.node_start(k);
@@ -734,13 +847,14 @@ impl World {
                 }
             }
             8 => {
-                if let Some(s) = self.cl_ref().serving {
-                    self.node_crash(s);
+                if let Some(k) = self.cl_ref().serving {
+                    self.node_crash(k);
                 }
             }
             _ => {
+                let s = self.rng.below(u64::from(self.shards())) as usize;
                 if self.storage_faults && self.cl_ref().serving.is_some() {
-                    self.nodes[0].fsync_fails = true;
+                    self.nodes[s].fsync_fails = true;
                 }
             }
         }
@@ -759,45 +873,54 @@ impl World {
             self.cluster_tick();
             return;
         }
-        let mut options: Vec<(u64, usize, u8)> = Vec::new();
+        let mut options: Vec<(u64, usize, u16, u8)> = Vec::new();
         if self.cl_ref().packets.iter().any(|p| p.at <= step) {
-            options.push((40, 0, 0));
+            options.push((40, 0, 0, 0));
         }
         for k in 0..NODES {
-            let n = &self.cl_ref().nodes[k];
-            if !n.raft_pending.is_empty() {
-                options.push((12, k, 1));
-            }
-            if self.cl_ref().serving != Some(k) && n.store.durable < n.store.wal.len() as u64 {
-                options.push((4, k, 2));
-            }
-            if n.machine.as_ref().is_some_and(|m| m.fetching().is_some()) {
-                options.push((1, k, 3));
+            for s in 0..self.shards() {
+                let c = self.core_ref(k, s);
+                if !c.raft_pending.is_empty() {
+                    options.push((12, k, s, 1));
+                }
+                let serving = self.cl_ref().serving == Some(k);
+                if !serving && c.store.durable < c.store.wal.len() as u64 {
+                    options.push((4, k, s, 2));
+                }
+                if c.machine.as_ref().is_some_and(|m| m.fetching().is_some()) {
+                    options.push((1, k, s, 3));
+                }
             }
         }
-        options.push((1, 0, 4));
+        options.push((1, 0, 0, 4));
         let total: u64 = options.iter().map(|o| o.0).sum();
         let mut roll = self.rng.below(total);
-        let mut choice = (0, 4);
-        for (weight, k, kind) in options {
+        let mut choice = (0, 0, 4);
+        for (weight, k, s, kind) in options {
             if roll < weight {
-                choice = (k, kind);
+                choice = (k, s, kind);
                 break;
             }
             roll -= weight;
         }
         match choice {
-            (_, 0) => self.deliver_packet(),
-            (k, 1) => self.raft_fsync(k),
-            (k, 2) => self.follower_fsync(k),
-            (k, 3) => self.fetch_step(k),
+            (_, _, 0) => {
+                // A few at once: heartbeats of every group must not pile
+                // up behind the ticks (check_quorum would depose leaders).
+                for _ in 0..1 + self.rng.below(u64::from(self.shards()) * 2) {
+                    self.deliver_packet();
+                }
+            }
+            (k, s, 1) => self.raft_fsync(k, s),
+            (k, s, 2) => self.follower_fsync(k, s),
+            (k, s, 3) => self.fetch_step(k, s),
             _ => {} // idle: time passes
         }
     }
 
     /// The final checks of a replicated run (after settling): every node
-    /// is up, every state WAL holds exactly the committed log, byte for
-    /// byte, and one node serves as the group's leader.
+    /// is up, every state WAL holds exactly its shard's committed log,
+    /// byte for byte, and the serving node leads every group.
     pub fn check_cluster_final(&self) {
         let seed = self.seed;
         let cl = self.cl_ref();
@@ -805,65 +928,68 @@ impl World {
             .serving
             .unwrap_or_else(|| panic!("seed {seed}: no node serves at the end"));
         for (i, n) in cl.nodes.iter().enumerate() {
-            let m = n
-                .machine
-                .as_ref()
-                .unwrap_or_else(|| panic!("seed {seed}: node {i} down at the end"));
-            let store = self.store_ref(i);
-            assert_eq!(
-                store.wal.len(),
-                cl.log.len(),
-                "seed {seed}: node {i}'s state WAL did not catch up"
-            );
-            for (lsn, (rec, committed)) in store.wal.iter().zip(&cl.log).enumerate() {
-                assert!(
-                    rec.0 == committed.0 && rec.1 == committed.1,
-                    "seed {seed}: node {i} holds another record at LSN {}",
-                    lsn + 1
-                );
-            }
-            if i == k {
-                let st = m.raft().status(GroupId(0)).expect("group 0");
+            assert!(n.up, "seed {seed}: node {i} down at the end");
+            for s in 0..self.shards() {
+                let log = &cl.logs[usize::from(s)];
+                let store = self.store_ref(i, s);
                 assert_eq!(
-                    st.role,
-                    Role::Leader,
-                    "seed {seed}: the serving node does not lead"
+                    store.wal.len(),
+                    log.len(),
+                    "seed {seed}: node {i} core {s}: state WAL did not catch up"
                 );
+                for (lsn, (rec, committed)) in store.wal.iter().zip(log).enumerate() {
+                    assert!(
+                        rec.0 == committed.0 && rec.1 == committed.1,
+                        "seed {seed}: node {i} core {s} holds another record at LSN {}",
+                        lsn + 1
+                    );
+                }
+                if i == k {
+                    let m = n.cores[usize::from(s)].machine.as_ref().expect("up");
+                    let st = m.raft().status(GroupId(u32::from(s))).expect("group");
+                    assert_eq!(
+                        st.role,
+                        Role::Leader,
+                        "seed {seed}: the serving node does not lead group {s}"
+                    );
+                }
             }
         }
     }
-}
 
-impl World {
-    /// One line per node, for failure messages.
+    /// One line per core, for failure messages.
     pub fn cluster_summary(&self) -> String {
         let cl = self.cl_ref();
+        let committed: Vec<usize> = cl.logs.iter().map(Vec::len).collect();
         let mut out = format!(
-            "step {} serving {:?} cut {:?} committed {} packets {}",
+            "step {} serving {:?} cut {:?} committed {committed:?} packets {}",
             self.step,
             cl.serving,
             cl.cut,
-            cl.log.len(),
             cl.packets.len()
         );
         for (k, n) in cl.nodes.iter().enumerate() {
-            let store = self.store_ref(k);
-            let m = n.machine.as_ref().map(|m| {
-                (
-                    m.raft().status(GroupId(0)),
-                    m.state_lsn(),
-                    m.ready(),
-                    m.fetching(),
-                    m.raft().commit_index(GroupId(0)),
-                    m.raft().applied_index(GroupId(0)),
-                )
-            });
-            out.push_str(&format!(
-                "\n  node {k}: wal {} durable {} pending {} machine {m:?}",
-                store.wal.len(),
-                store.durable,
-                n.raft_pending.len()
-            ));
+            for s in 0..self.shards() {
+                let c = &n.cores[usize::from(s)];
+                let store = self.store_ref(k, s);
+                let g = GroupId(u32::from(s));
+                let m = c.machine.as_ref().map(|m| {
+                    (
+                        m.raft().status(g),
+                        m.state_lsn(),
+                        m.ready(),
+                        m.fetching(),
+                        m.raft().commit_index(g),
+                        m.raft().applied_index(g),
+                    )
+                });
+                out.push_str(&format!(
+                    "\n  node {k} core {s}: wal {} durable {} pending {} machine {m:?}",
+                    store.wal.len(),
+                    store.durable,
+                    c.raft_pending.len()
+                ));
+            }
         }
         out
     }

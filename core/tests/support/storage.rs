@@ -187,7 +187,7 @@ impl World {
         let from = node.durable;
         self.nodes[usize::from(s)].durable = appended;
         if self.replicated {
-            self.ledger_durable(appended);
+            self.ledger_durable(s, appended);
         } else {
             self.model.on_durable(s, from, appended, self.step);
         }
@@ -224,7 +224,7 @@ impl World {
         let to = from + 1 + self.rng.below(appended - from);
         self.nodes[usize::from(s)].durable = to;
         if self.replicated {
-            self.ledger_durable(to);
+            self.ledger_durable(s, to);
         } else {
             self.model.on_durable(s, from, to, self.step);
         }

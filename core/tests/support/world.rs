@@ -60,8 +60,8 @@ pub struct World {
     /// The cluster beside the world (replicated worlds only).
     pub cluster: Option<Box<super::Cluster>>,
     /// Records the serving core appended in the current input, proposed
-    /// at its end (replicated worlds only): (LSN, kind, payload).
-    pub staged: Vec<(u64, u8, Vec<u8>)>,
+    /// at its end (replicated worlds only): (shard, LSN, kind, payload).
+    pub staged: Vec<(u16, u64, u8, Vec<u8>)>,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -218,7 +218,7 @@ impl World {
                     if self.replicated {
                         // Proposed at the end of the input; the state WAL
                         // gets it once committed.
-                        self.staged.push((lsn.0, kind, payload));
+                        self.staged.push((s, lsn.0, kind, payload));
                         continue;
                     }
                     let node = &mut self.nodes[usize::from(s)];
@@ -298,7 +298,7 @@ impl World {
                     // promoted core replayed committed records its own
                     // state WAL may not have fsync'ed yet).
                     let durable = match &self.cluster {
-                        Some(c) => c.durable,
+                        Some(c) => c.durable[usize::from(s)],
                         None => self.nodes[usize::from(s)].durable,
                     };
                     assert!(
