@@ -60,7 +60,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use courier_core::api::{ConversationId, Seq};
 use support::{Chaos, Rng, Stats, World};
 
 /// Steps of random activity per seed: a chaotic profile (frequent crashes,
@@ -159,7 +158,7 @@ fn run_seed(seed: u64) -> Outcome {
         w.settle();
     }
     w.drain_pushes();
-    check_final(&w, &clients);
+    w.check_final(&clients);
     Outcome {
         stats: w.stats,
         acks: w.model.acks,
@@ -171,59 +170,6 @@ fn run_seed(seed: u64) -> Outcome {
             w.gateway.shown.len() as u64,
             w.gateway.deduplicated,
         ),
-    }
-}
-
-fn check_final(w: &World, clients: &[usize]) {
-    let model = &w.model;
-    let mut heads = std::collections::BTreeMap::new();
-    for &conv in model.convs.keys() {
-        heads.insert(conv, model.durable_history(conv).len() as u64);
-    }
-    for (&(conv, seq), &(sender, cmid)) in &model.acked {
-        let p = model
-            .messages
-            .get(&(conv, seq))
-            .unwrap_or_else(|| panic!("acknowledged message {conv}/{seq} lost"));
-        assert!(p.durable_at.is_some());
-        assert_eq!((p.rec.sender, p.rec.client_msg_id), (sender, cmid));
-    }
-    for &c in clients {
-        let client = &w.clients[c];
-        let user = client.user.expect("user client");
-        assert_eq!(
-            client.state,
-            support::CState::Online,
-            "client {c} did not come back"
-        );
-        for s in &client.sends {
-            assert!(
-                s.acked.is_some() || s.abandoned,
-                "client {c}: send {:#x} neither acknowledged nor refused",
-                s.cmid
-            );
-        }
-        let expected: Vec<ConversationId> = model
-            .convs
-            .keys()
-            .filter(|&&conv| model.member_now(conv, user.0))
-            .map(|&conv| ConversationId(conv))
-            .collect();
-        let got: Vec<ConversationId> = client.convs.keys().copied().collect();
-        assert_eq!(
-            got, expected,
-            "client {c} ({user:?}) ends with other conversations"
-        );
-        for (conv, cc) in &client.convs {
-            let head = heads[&conv.0];
-            let seqs: Vec<u64> = cc.msgs.keys().copied().collect();
-            let want: Vec<u64> = (1..=head).collect();
-            assert_eq!(
-                seqs, want,
-                "client {c}: conversation {conv:?} history differs from the durable one"
-            );
-            assert!(cc.msgs.values().all(|m| m.seq > Seq(0)));
-        }
     }
 }
 

@@ -58,6 +58,9 @@
 //! - `storage.rs`: a group's in-memory log ([`raft::Storage`]).
 //! - [`record`]: WAL record kinds and their encoding.
 //! - [`message`]: the encoding of messages between nodes.
+//! - [`replica`]: Courier's replicated data path for one core (records as
+//!   entries, follower replay, promotion, crash-only demotion, compaction,
+//!   fetch), sans-IO, driven by courier-net and by the cluster simulation.
 //! - `types.rs`: ids, [`CoreConfig`], [`CoreReady`] and its parts.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -69,6 +72,7 @@ mod error;
 pub mod message;
 pub mod record;
 mod recover;
+pub mod replica;
 mod storage;
 mod types;
 

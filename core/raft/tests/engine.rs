@@ -676,3 +676,88 @@ fn leadership_moves_to_the_node_asked_and_applied_index_follows_applies() {
         .transfer_leader(GroupId(9), NodeId(1))
         .is_err());
 }
+
+/// Regression (cluster simulation seed 127): a follower installs a
+/// snapshot in a ready whose batch is not durable yet, and its election
+/// timeout fires meanwhile. raft's applied index is still below the
+/// snapshot, and a campaign reads the entries after it, which the snapshot
+/// replaced: raft panicked ("unexpected error getting unapplied entries").
+#[test]
+fn a_follower_ticking_while_its_snapshot_batch_is_in_flight_campaigns_only_after_it() {
+    let voters = [1, 2, 3];
+    let mut c1 = config(1);
+    c1.entries_soft_max = 8;
+    let mut nodes = vec![
+        Node::with_config(c1, 1, &voters),
+        Node::new(2, 1, &voters),
+        Node::new(3, 1, &voters),
+    ];
+    let g = GroupId(0);
+    nodes[0].core.campaign(g).unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    for i in 0..20u8 {
+        nodes[0].core.propose(g, &[i]).unwrap();
+        exchange(&mut nodes, &[true, true, false]);
+    }
+    for n in nodes.iter_mut().take(2) {
+        let last = n.machines.last(g);
+        n.core.compact(g, last, n.machines.bytes(g)).unwrap();
+    }
+    exchange(&mut nodes, &[true, true, false]);
+    // Node 3 rejoins; the batch that installs its snapshot is held (a slow
+    // disk) while its clock runs past any election timeout, alone.
+    let mut held = None;
+    for _ in 0..100 {
+        for n in nodes.iter_mut().take(2) {
+            n.core.tick();
+        }
+        let mut inbox: Vec<courier_raft::GroupMessage> = Vec::new();
+        for n in nodes.iter_mut().take(2) {
+            inbox.extend(n.round());
+        }
+        let n3 = &mut nodes[2];
+        let rd = n3.core.ready(&mut n3.machines);
+        n3.apply(rd.applies);
+        inbox.extend(rd.messages.into_values().flatten());
+        if let Some(token) = rd.token {
+            let snapshot = rd
+                .records
+                .iter()
+                .any(|r| r.0 == courier_raft::record::KIND_SNAPSHOT);
+            if snapshot {
+                held = Some((token, rd.records));
+                break;
+            }
+            let first = Lsn(n3.wal.len() as u64 + 1);
+            for (k, p) in rd.records {
+                let lsn = Lsn(n3.wal.len() as u64 + 1);
+                n3.wal.push((lsn, k, p));
+            }
+            n3.core.persisted(token, first).unwrap();
+        }
+        for m in inbox {
+            let to = (m.msg.to - 1) as usize;
+            let _ = nodes[to].core.step(m);
+        }
+    }
+    let (token, records) = held.expect("node 3 got a snapshot");
+    for _ in 0..100 {
+        nodes[2].core.tick();
+    }
+    assert_ne!(nodes[2].core.status(g).unwrap().role, Role::Leader);
+    let n3 = &mut nodes[2];
+    let first = Lsn(n3.wal.len() as u64 + 1);
+    for (k, p) in records {
+        let lsn = Lsn(n3.wal.len() as u64 + 1);
+        n3.wal.push((lsn, k, p));
+    }
+    n3.core.persisted(token, first).unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    nodes[0].core.propose(g, b"late").unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    assert_eq!(
+        nodes[2].machines.applied[&g].last().map(|e| e.1.clone()),
+        Some(Bytes::from_static(b"late")),
+        "node 3 caught up after its snapshot batch became durable"
+    );
+}

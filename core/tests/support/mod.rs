@@ -11,13 +11,15 @@
 //! Files by concern: [`rng`] (the seeded generator), [`storage`] (the fake
 //! WAL and its faults), [`net`] (sockets and the peer network), [`client`]
 //! (simulated devices), [`checker`] (the ledger and its invariants),
-//! [`push`] (the fake gateway), [`world`] (composition, step loop, chaos,
+//! [`push`] (the fake gateway), [`cluster`] (the shard replicated on three
+//! nodes with Raft, for the cluster simulation), [`world`] (composition, step loop, chaos,
 //! crash and restart) and [`scripted`] (helpers for scripted scenarios).
 
 #![allow(dead_code)]
 
 mod checker;
 mod client;
+mod cluster;
 mod net;
 mod push;
 mod rng;
@@ -27,6 +29,7 @@ mod world;
 
 pub use checker::*;
 pub use client::*;
+pub use cluster::*;
 pub use net::*;
 pub use push::*;
 pub use rng::*;

@@ -11,10 +11,14 @@ impl World {
     /// Runs until settled and returns the reply to `req` of scripted client `c`.
     pub fn await_reply(&mut self, c: usize, req: ReqId) -> Result<Response, Reject> {
         self.settle();
-        self.clients[c]
-            .reply_to(req)
-            .cloned()
-            .unwrap_or_else(|| panic!("client {c}: no reply to request {req}"))
+        self.clients[c].reply_to(req).cloned().unwrap_or_else(|| {
+            let cluster = if self.replicated {
+                self.cluster_summary()
+            } else {
+                String::new()
+            };
+            panic!("client {c}: no reply to request {req} {cluster}")
+        })
     }
 
     /// A scripted request; runs until settled; returns the reply.

@@ -55,6 +55,13 @@ pub struct World {
     /// (otherwise they lose all of them), and chaos fails fsyncs (EIO) and
     /// fills disks (ENOSPC).
     pub storage_faults: bool,
+    /// The shard is replicated on several nodes ([`super::cluster`]).
+    pub replicated: bool,
+    /// The cluster beside the world (replicated worlds only).
+    pub cluster: Option<Box<super::Cluster>>,
+    /// Records the serving core appended in the current input, proposed
+    /// at its end (replicated worlds only): (shard, LSN, kind, payload).
+    pub staged: Vec<(u16, u64, u8, Vec<u8>)>,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -175,27 +182,14 @@ impl World {
             hold: BTreeSet::new(),
             gateway: Gateway::default(),
             storage_faults: false,
+            replicated: false,
+            cluster: None,
+            staged: Vec::new(),
         };
         w.model.records = (0..shard_count).map(|_| BTreeMap::new()).collect();
         for s in 0..shard_count {
             let shard = Shard::new(config(s, shard_count, w.rng.bytes32()));
-            w.nodes.push(Node {
-                shard: Some(shard),
-                wal: Vec::new(),
-                index: Vec::new(),
-                durable: 0,
-                log_bytes: 0,
-                capacity: None,
-                fsync_fails: false,
-                fault: None,
-                fault_reported: false,
-                refused: None,
-                snapshots: Vec::new(),
-                reads: VecDeque::new(),
-                pushes: VecDeque::new(),
-                next_conn: 0,
-                crashes: 0,
-            });
+            w.nodes.push(Node::new(Some(shard)));
         }
         for s in 0..shard_count {
             let mut out = Vec::new();
@@ -216,12 +210,21 @@ impl World {
         let mut out = Vec::new();
         shard.handle(now, input, &mut out);
         self.process(s, out);
+        if self.replicated {
+            self.cluster_flush();
+        }
     }
 
     pub(super) fn process(&mut self, s: u16, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::Append { lsn, kind, payload } => {
+                    if self.replicated {
+                        // Proposed at the end of the input; the state WAL
+                        // gets it once committed.
+                        self.staged.push((s, lsn.0, kind, payload));
+                        continue;
+                    }
                     let node = &mut self.nodes[usize::from(s)];
                     if node.fault.is_some() {
                         // As net/src/shard.rs: after a storage failure the
@@ -307,8 +310,15 @@ impl World {
                     self.nodes[usize::from(s)].reads.push_back((token, lsns));
                 }
                 Effect::Push { id, push } => {
+                    // Replicated: what a serving core holds durable (a
+                    // promoted core replayed committed records its own
+                    // state WAL may not have fsync'ed yet).
+                    let durable = match &self.cluster {
+                        Some(c) => c.durable[usize::from(s)],
+                        None => self.nodes[usize::from(s)].durable,
+                    };
                     assert!(
-                        id.0 <= self.nodes[usize::from(s)].durable,
+                        id.0 <= durable,
                         "seed {}: push {} before its record is durable",
                         self.seed,
                         id.0
@@ -334,6 +344,12 @@ impl World {
     }
 
     pub fn crash(&mut self, s: u16) {
+        if self.replicated {
+            if let Some(k) = self.cluster.as_ref().and_then(|c| c.serving) {
+                self.node_crash(k);
+            }
+            return;
+        }
         let node = &mut self.nodes[usize::from(s)];
         if node.shard.is_none() {
             return;
@@ -389,6 +405,10 @@ impl World {
     }
 
     pub fn restart(&mut self, s: u16) {
+        if self.replicated {
+            self.cluster_restart_all();
+            return;
+        }
         if self.nodes[usize::from(s)].shard.is_some() {
             return;
         }
@@ -414,6 +434,9 @@ impl World {
     }
 
     pub fn snapshot(&mut self, s: u16) {
+        if self.replicated {
+            return; // a restarted node replays its whole state WAL
+        }
         let node = &self.nodes[usize::from(s)];
         let Some(shard) = node.shard.as_ref() else {
             return;
@@ -447,6 +470,7 @@ impl World {
                 .links
                 .values()
                 .any(|l| !l.down.is_empty() || (l.open && (!l.up.is_empty() || !l.connected)))
+            || (self.replicated && self.cluster_busy())
     }
 
     /// One random step.
@@ -455,6 +479,10 @@ impl World {
         self.now += self.rng.below(3);
         if chaos.crashes && self.rng.below(1000) < self.chaos_per_mille {
             self.chaos_event();
+            return;
+        }
+        if self.replicated && self.rng.chance(1, 2) {
+            self.cluster_step(chaos.crashes);
             return;
         }
         if chaos.crashes {
@@ -568,6 +596,10 @@ impl World {
     }
 
     pub(super) fn chaos_event(&mut self) {
+        if self.replicated {
+            self.cluster_chaos();
+            return;
+        }
         let s = self.rng.below(u64::from(self.shard_count)) as u16;
         let kinds = if self.storage_faults { 12 } else { 10 };
         match self.rng.below(kinds) {
@@ -618,6 +650,9 @@ impl World {
                 self.tick();
                 self.wake_clients();
             }
+        }
+        if self.replicated {
+            panic!("the world did not settle: {}", self.cluster_summary());
         }
         panic!("the world did not settle");
     }

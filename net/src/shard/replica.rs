@@ -1,37 +1,30 @@
-//! Cluster mode's data path on one core: the core's shard is a Raft group
-//! (`GroupId(core)`) replicated on the voter nodes, and an acknowledgement
-//! waits for a quorum commit (docs/CLUSTER.md, "The data path").
+//! Cluster mode's data path on one core, the I/O side: the decisions are
+//! `courier_raft::replica::Replica`'s (sans-IO, docs/ARCHITECTURE.md);
+//! this module drives it with glommio tasks, the raft WAL, the state WAL
+//! (the shard's journal) and the node links, and carries out its effects
+//! (docs/CLUSTER.md, "The data path").
 //!
 //! Two logs per core. The **raft WAL** (`DATA/raft/shard-k`) holds
 //! `courier_raft::RaftCore`'s records, one fsync per batch. The **state
 //! WAL** (the shard's usual WAL) holds only committed core records, in
-//! commit order, so its LSNs are the core's own numbering on every node.
+//! commit order, so its LSNs are the core's own numbering on every node;
+//! the journal's durability task reports `Input::Durable` once it made
+//! them durable: acks, fanout and notifications leave only then.
 //!
-//! - **Leader (serving)**: the core applies speculatively at
-//!   `Effect::Append` as always; the records of one pump turn become one
-//!   or more proposals (`entry`). When a proposal of ours comes back
-//!   committed, its records go to the state WAL, and the journal's
-//!   durability task reports `Input::Durable` once that WAL made them
-//!   durable: acks, fanout and notifications leave only then.
-//! - **Follower (hot standby)**: the core stays un-started; each committed
-//!   record is appended to the state WAL and replayed (`entry::follow`:
-//!   skip what is there, stop at a gap).
-//! - **Promotion**: a core is ready when it leads its group and applied its
-//!   term's no-op; groups other than 0 hand leadership to group 0's leader
-//!   (the primary). When every core of the node is ready each starts its
-//!   shard; when all started the node serves sessions.
-//! - **Demotion is crash-only**: a started core that loses leadership, a
-//!   refused proposal, or a committed entry that is not ours exits the
-//!   process with [`EXIT_DEMOTED`]; an inconsistency of the replicated
-//!   records (gap, undecodable entry, a snapshot beyond the state WAL)
-//!   with [`EXIT_DIVERGED`]. A restart rebuilds the committed state.
+//! Tasks: the driver (the machine's `drive` whenever woken), the ticker
+//! (raft tick, re-proposal, `check`: start the core when every core of the
+//! node is ready, serve when all started), the persister (raft WAL appends
+//! and fsyncs), the receiver (raft messages, fetch requests and replies)
+//! and, while a fetch is in progress, the fetcher.
 //!
-//! Must never: report a record durable to the core before it is committed
-//! and in the state WAL; write the state WAL out of LSN order; hand an
-//! input to an un-started core; keep serving after losing leadership.
+//! Exits: a [`Fatal`] of the machine ends the process with
+//! [`EXIT_DEMOTED`] or [`EXIT_DIVERGED`]; a restart rebuilds the committed
+//! state.
+//!
+//! Must never: hand an input to an un-started core; carry out the
+//! machine's effects out of order.
 
-pub(crate) mod entry;
-pub(crate) mod fetch;
+pub(crate) use courier_raft::replica::{entry, fetch};
 
 use super::{now_ms, ShardCtx};
 use crate::cluster::replicas::ReplicaStart;
@@ -40,14 +33,12 @@ use crate::link::{self, CoreId, Inbox, LinkHandle};
 use crate::sync::Signal;
 use courier_core::api::{Input, Lsn};
 use courier_raft::record::RawRecord;
-use courier_raft::{
-    Apply, BatchToken, Bytes, CoreConfig, GroupId, GroupMessage, NodeId, ProposeError, RaftCore,
-    Role, RoleChange, SnapshotSource,
-};
+use courier_raft::replica::{Check, Effect, Fatal, FatalKind, NodeFacts};
+use courier_raft::{BatchToken, CoreConfig, GroupId, GroupMessage, NodeId};
 use courier_wal::Wal;
-use entry::{CoreRecord, Follow};
+use entry::CoreRecord;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -59,8 +50,7 @@ use std::time::Duration;
 /// demotion; the restart rejoins as a follower).
 pub const EXIT_DEMOTED: i32 = 75;
 /// Exit code of a node whose replicated records do not fit its state (a
-/// gap, an undecodable entry, a snapshot beyond its state WAL: fetching
-/// the missing records from a peer is not built).
+/// gap, an undecodable entry or snapshot, a record the core refuses).
 pub const EXIT_DIVERGED: i32 = 76;
 /// Link message kind of a Raft message (`GroupMessage` encoding).
 pub const LINK_KIND_RAFT: u8 = 1;
@@ -71,16 +61,13 @@ pub const RAFT_TICK: Duration = Duration::from_millis(100);
 /// cores of this node that started first). More is fatal: never dropped.
 pub const HELD_INPUTS_MAX: usize = 65_536;
 /// Uncompacted entries at which a group compacts. Raised from the
-/// engine's 4,096 because a follower that falls behind the leader's
-/// compaction point needs the missing records fetched from a peer, which
-/// is not built (it exits with [`EXIT_DIVERGED`]).
+/// engine's 4,096 so that a follower that falls behind the leader's
+/// compaction point (and must fetch the missing records from a peer) is
+/// rare.
 pub const ENTRIES_SOFT_MAX: u64 = 32_768;
 /// Uncompacted entries at which the leader refuses proposals (memory bound
 /// of a group's log: this many entries, each one pump turn's records).
 pub const ENTRIES_HARD_MAX: u64 = 131_072;
-/// Payload bytes of records waiting to be proposed (raft dropping
-/// proposals for longer than that is fatal: exit 75).
-pub const STAGED_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Fetch requests a core answers at once.
 const FETCHES_SERVED_MAX: usize = 2;
 /// How long a follower waits for a fetch reply before asking again
@@ -93,53 +80,28 @@ pub const ENTRIES_SOFT_MAX_ENV: &str = "COURIER_RAFT_ENTRIES_SOFT_MAX";
 /// `min_needed_lsn`.
 const RAFT_WAL_CUT_EVERY: u64 = 4_096;
 
+const _: () = assert!(fetch::FETCH_CHUNK_BYTES * 2 < crate::link::constants::PAYLOAD_BYTES_MAX);
+
 /// One core's replica runtime (see the module docs).
 pub(crate) struct Replica {
+    /// The decisions (sans-IO).
+    machine: RefCell<courier_raft::replica::Replica>,
     group: GroupId,
-    node: u64,
-    /// The group's voters (cluster node ids).
-    voters: Vec<u64>,
-    raft: RefCell<RaftCore>,
     wal: Rc<Wal>,
     links: LinkHandle,
     view: Arc<NodeView>,
-    /// Records appended by the core in this pump turn, proposed at its end
-    /// (or at the next tick when raft dropped them): at most
-    /// [`STAGED_BYTES_MAX`] payload bytes.
-    staged: RefCell<Vec<CoreRecord>>,
-    staged_bytes: Cell<usize>,
-    /// Our proposals not applied yet: (term, index), in order.
-    proposed: RefCell<VecDeque<(u64, u64)>>,
-    /// Last LSN handed to the state WAL.
-    state_lsn: Cell<u64>,
-    /// (raft index, state LSN) after each apply since the last compaction.
-    points: RefCell<VecDeque<(u64, u64)>>,
-    /// Leads its group and applied its term's no-op.
-    ready: Cell<bool>,
-    /// Raft WAL batches waiting to be appended, in order.
+    /// Raft WAL batches waiting to be appended, in order (bounded by the
+    /// engine's batches in flight).
     batches: RefCell<VecDeque<(BatchToken, Vec<RawRecord>)>>,
     batches_wake: Signal,
     drive_wake: Signal,
     /// Raft WAL position below which segments were last deleted.
     cut: Cell<u64>,
-    /// Records being fetched from a peer; the engine is not driven
-    /// meanwhile (at most one ready's applies wait here).
-    fetch: RefCell<Option<Fetching>>,
     /// Told when a fetch reply was applied.
     fetch_wake: Signal,
     /// Fetch requests of peers being answered now (at most
     /// [`FETCHES_SERVED_MAX`]; more are dropped and asked again).
     fetches_served: Cell<usize>,
-}
-
-/// A fetch in progress (see `fetch`).
-struct Fetching {
-    /// The state LSN the snapshot covers: fetch up to it.
-    target: u64,
-    /// The snapshot's raft index (its applied point once fetched).
-    index: u64,
-    /// The applies of the same ready after the snapshot.
-    deferred: VecDeque<Apply>,
 }
 
 /// Logs why and exits the process at once (crash-only).
@@ -151,6 +113,20 @@ pub(crate) fn fatal(shard: u16, code: i32, why: &str) -> ! {
     );
     eprintln!("courierd: shard {shard}: replica: {why}; exiting with {code}");
     std::process::exit(code)
+}
+
+/// The value, or the machine's [`Fatal`] as the process's exit.
+fn or_exit<T>(shard: u16, result: Result<T, Fatal>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(f) => {
+            let code = match f.kind {
+                FatalKind::Demoted => EXIT_DEMOTED,
+                FatalKind::Diverged => EXIT_DIVERGED,
+            };
+            fatal(shard, code, &f.why)
+        }
+    }
 }
 
 impl ShardCtx {
@@ -203,30 +179,18 @@ async fn attach(ctx: &Rc<ShardCtx>, start: ReplicaStart, dir: &Path) -> anyhow::
     let (links, inbox) = start.links.start()?;
     let wal = open_wal(ctx, dir).await?;
     let state_lsn = ctx.appended.get();
-    let (raft, fetch_to) = recover(id.0, view.node, &start.voters, &wal, state_lsn).await?;
+    let machine = recover(id.0, view.node, &start.voters, &wal, state_lsn).await?;
+    let fetching = machine.fetching().is_some();
     let r = Rc::new(Replica {
+        machine: RefCell::new(machine),
         group: GroupId(u32::from(id.0)),
-        node: view.node,
-        voters: start.voters.clone(),
-        raft: RefCell::new(raft),
         wal: Rc::new(wal),
         links,
         view,
-        staged: RefCell::new(Vec::new()),
-        staged_bytes: Cell::new(0),
-        proposed: RefCell::new(VecDeque::new()),
-        state_lsn: Cell::new(state_lsn),
-        points: RefCell::new(VecDeque::new()),
-        ready: Cell::new(false),
         batches: RefCell::new(VecDeque::new()),
         batches_wake: Signal::default(),
         drive_wake: Signal::default(),
         cut: Cell::new(0),
-        fetch: RefCell::new(fetch_to.map(|(index, target)| Fetching {
-            target,
-            index,
-            deferred: VecDeque::new(),
-        })),
         fetch_wake: Signal::default(),
         fetches_served: Cell::new(0),
     });
@@ -236,7 +200,7 @@ async fn attach(ctx: &Rc<ShardCtx>, start: ReplicaStart, dir: &Path) -> anyhow::
     glommio::spawn_local(driver(ctx.clone(), r.clone())).detach();
     glommio::spawn_local(persister(ctx.clone(), r.clone())).detach();
     glommio::spawn_local(receiver(ctx.clone(), r.clone(), inbox)).detach();
-    if r.fetch.borrow().is_some() {
+    if fetching {
         glommio::spawn_local(fetcher(ctx.clone(), r.clone())).detach();
     }
     glommio::spawn_local(ticker(ctx.clone(), r.clone())).detach();
@@ -272,16 +236,15 @@ fn engine_config(node: u64) -> anyhow::Result<CoreConfig> {
     Ok(config)
 }
 
-/// The engine from the raft WAL (or a new group on an empty one), and the
-/// (raft index, state LSN) of a compaction snapshot beyond the state WAL
-/// whose records must be fetched from a peer before anything is applied.
+/// The replica from the raft WAL (or a new group on an empty one); a
+/// compaction snapshot beyond the state WAL makes it fetch first.
 async fn recover(
     shard: u16,
     node: u64,
     voters: &[u64],
     wal: &Wal,
     state_lsn: u64,
-) -> anyhow::Result<(RaftCore, Option<(u64, u64)>)> {
+) -> anyhow::Result<courier_raft::replica::Replica> {
     let config = engine_config(node)?;
     let mut records = Vec::new();
     let from = Lsn(wal.first_lsn().0.max(1));
@@ -290,335 +253,116 @@ async fn recover(
         std::ops::ControlFlow::Continue(())
     })
     .await?;
-    if records.is_empty() {
-        let mut raft = RaftCore::new(config);
-        raft.create_group(GroupId(u32::from(shard)), voters)?;
-        return Ok((raft, None));
-    }
     let count = records.len();
-    let (raft, recovered) = RaftCore::recover(config, records)?;
-    let mut fetch = None;
-    for s in &recovered.snapshots {
-        let lsn = entry::decode_snapshot(&s.bytes)?;
-        if lsn > state_lsn {
-            fetch = Some((s.index, lsn));
-        }
-    }
-    let snapshots = recovered.snapshots.len();
-    tracing::info!(shard, records = count, snapshots, fetch = ?fetch, "replica: raft WAL recovered");
-    Ok((raft, fetch))
-}
-
-/// The latest applied point whose state LSN is durable in the state WAL.
-fn durable_point(points: &VecDeque<(u64, u64)>, durable: u64) -> Option<(u64, u64)> {
-    points
-        .iter()
-        .rev()
-        .find(|(_, lsn)| *lsn <= durable)
-        .copied()
-}
-
-/// Serves a lagging follower's snapshot: the state position only (its
-/// records must already be in the follower's state WAL; see the docs).
-struct Source<'a> {
-    points: &'a VecDeque<(u64, u64)>,
-    durable: u64,
-}
-
-impl SnapshotSource for Source<'_> {
-    fn snapshot(&mut self, _group: GroupId) -> Option<(u64, Bytes)> {
-        let (index, lsn) = durable_point(self.points, self.durable)?;
-        Some((index, Bytes::from(entry::encode_snapshot(lsn))))
-    }
+    let group = GroupId(u32::from(shard));
+    let machine =
+        courier_raft::replica::Replica::recover(config, group, voters, records, state_lsn)?;
+    let fetch = machine.fetching();
+    tracing::info!(shard, records = count, fetch = ?fetch, "replica: raft WAL recovered");
+    Ok(machine)
 }
 
 impl Replica {
+    fn shard(&self) -> u16 {
+        self.group.0 as u16
+    }
+
+    /// What the node's cores say, for the machine.
+    fn facts(&self) -> NodeFacts {
+        NodeFacts {
+            primary: self.view.primary(),
+            any_started: self
+                .view
+                .cores
+                .iter()
+                .any(|c| c.started.load(Ordering::SeqCst)),
+            all_ready: self.view.all_ready(),
+        }
+    }
+
     /// Takes an `Effect::Append` of the core (proposed at the pump's end).
     pub(super) fn stage(&self, lsn: Lsn, kind: u8, payload: Vec<u8>) {
-        let bytes = self.staged_bytes.get() + payload.len();
-        if bytes > STAGED_BYTES_MAX {
-            let why = format!("{bytes} bytes of records wait for raft to accept them");
-            fatal(self.group.0 as u16, EXIT_DEMOTED, &why);
-        }
-        self.staged_bytes.set(bytes);
-        self.staged.borrow_mut().push(CoreRecord {
-            lsn: lsn.0,
-            kind,
-            payload,
-        });
+        let staged = self.machine.borrow_mut().stage(lsn.0, kind, payload);
+        or_exit(self.shard(), staged);
     }
 
     /// End of a pump turn: proposes what the core appended.
     pub(super) fn flush(&self, shard: u16) {
-        let mut records = std::mem::take(&mut *self.staged.borrow_mut());
-        if records.is_empty() {
-            return;
-        }
-        self.staged_bytes.set(0);
-        let entries = entry::encode_entries(&records)
-            .unwrap_or_else(|e| fatal(shard, EXIT_DEMOTED, &format!("proposal refused: {e}")));
-        for data in entries {
-            match self.raft.borrow_mut().propose(self.group, &data) {
-                Ok(at) => self.proposed.borrow_mut().push_back(at),
-                Err(ProposeError::Dropped { .. } | ProposeError::LogFull { .. }) => {
-                    // raft is busy (a leadership transfer, its bound of
-                    // uncommitted bytes, or a log waiting for compaction):
-                    // nothing of these records was acknowledged; propose
-                    // them again at the next tick, ahead of anything the
-                    // core appends meanwhile.
-                    let first = entry::first_lsn(&data).unwrap_or(0);
-                    records.retain(|r| r.lsn >= first);
-                    tracing::debug!(shard, first, "replica: proposal dropped by raft; retrying");
-                    let mut staged = self.staged.borrow_mut();
-                    records.append(&mut staged);
-                    let bytes = records.iter().map(|r| r.payload.len()).sum();
-                    self.staged_bytes.set(bytes);
-                    *staged = records;
-                    break;
-                }
-                Err(e) => fatal(shard, EXIT_DEMOTED, &format!("proposal refused: {e}")),
-            }
-        }
+        or_exit(shard, self.machine.borrow_mut().flush());
         self.drive_wake.notify();
     }
 
-    /// Takes everything the engine has ready until it has nothing more.
+    /// Takes everything the engine has ready and carries it out.
     fn drive(self: &Rc<Self>, ctx: &Rc<ShardCtx>) {
-        while self.fetch.borrow().is_none() {
-            let rd = {
-                let points = self.points.borrow();
-                let mut source = Source {
-                    points: &points,
-                    durable: ctx.wal.durable_lsn().0,
-                };
-                self.raft.borrow_mut().ready(&mut source)
-            };
-            if rd.is_empty() {
-                break;
-            }
-            // A compaction wish alone, with no point to compact to beyond
-            // the current one, is nothing to do: stop here, or the loop
-            // would spin (and, before this check, wrote a checkpoint per
-            // turn: a node grew to 22 GB with its state WAL behind).
-            let only_compaction = rd.token.is_none()
-                && rd.messages.is_empty()
-                && rd.applies.is_empty()
-                && rd.roles.is_empty();
-            self.send(ctx.id.0, rd.messages);
-            if let Some(token) = rd.token {
-                self.batches.borrow_mut().push_back((token, rd.records));
-                self.batches_wake.notify();
-            }
-            for rc in rd.roles {
-                self.role(ctx, &rc);
-            }
-            self.apply_all(ctx, rd.applies.into());
-            let compacted =
-                !rd.compact_wanted.is_empty() && self.fetch.borrow().is_none() && self.compact(ctx);
-            if only_compaction && !compacted {
-                break;
-            }
-        }
+        let mut effects = Vec::new();
+        let durable = ctx.wal.durable_lsn().0;
+        let facts = self.facts();
+        let driven = self
+            .machine
+            .borrow_mut()
+            .drive(durable, facts, &mut effects);
+        or_exit(ctx.id.0, driven);
+        self.execute(ctx, effects);
         self.publish();
     }
 
-    fn send(&self, shard: u16, messages: BTreeMap<NodeId, Vec<GroupMessage>>) {
-        for (node, msgs) in messages {
-            for m in msgs {
-                let to = link::NodeId(node.0 as u32);
-                let dest = CoreId(m.group.0 as u16);
-                // A message lost here is like one lost on the network:
-                // raft sends again what it still needs.
-                if let Err(e) = self.links.send(to, dest, LINK_KIND_RAFT, m.encode().into()) {
-                    tracing::debug!(shard, error = %e, "replica: raft message not queued");
+    /// Carries out the machine's effects, in order.
+    fn execute(self: &Rc<Self>, ctx: &Rc<ShardCtx>, effects: Vec<Effect>) {
+        let shard = ctx.id.0;
+        for effect in effects {
+            match effect {
+                Effect::Send(node, m) => self.send(shard, node, &m),
+                Effect::Persist(token, records) => {
+                    self.batches.borrow_mut().push_back((token, records));
+                    self.batches_wake.notify();
                 }
-            }
-        }
-    }
-
-    /// Applies in order; a snapshot beyond the state WAL starts a fetch
-    /// and keeps the applies after it until the records are in.
-    fn apply_all(self: &Rc<Self>, ctx: &Rc<ShardCtx>, mut applies: VecDeque<Apply>) {
-        while let Some(a) = applies.pop_front() {
-            if let Apply::Snapshot(s) = &a {
-                let lsn = entry::decode_snapshot(&s.bytes).unwrap_or_else(|e| {
-                    fatal(
-                        ctx.id.0,
-                        EXIT_DIVERGED,
-                        &format!("snapshot {}: {e}", s.index),
-                    )
-                });
-                if lsn > self.state_lsn.get() {
-                    let state_lsn = self.state_lsn.get();
+                Effect::Append(r) => ctx.append(Lsn(r.lsn), r.kind, r.payload),
+                Effect::Replay(r) => {
+                    if let Err(e) = ctx.core.borrow_mut().replay(Lsn(r.lsn), r.kind, &r.payload) {
+                        fatal(shard, EXIT_DIVERGED, &format!("record {}: {e}", r.lsn));
+                    }
+                    ctx.append(Lsn(r.lsn), r.kind, r.payload);
+                }
+                Effect::Role(rc) => {
+                    let me = &self.view.cores[usize::from(shard)];
+                    me.leader
+                        .store(rc.leader.map_or(0, |n| n.0), Ordering::SeqCst);
+                    me.term.store(rc.term, Ordering::SeqCst);
+                    tracing::info!(shard, role = ?rc.role, leader = ?rc.leader, term = rc.term, "replica: role");
+                }
+                Effect::Compacted { index, lsn } => {
+                    tracing::info!(shard, index, lsn, "replica: raft log compacted");
+                }
+                Effect::FetchStarted { target } => {
+                    let state_lsn = self.machine.borrow().state_lsn();
                     tracing::info!(
-                        shard = ctx.id.0,
-                        index = s.index,
-                        lsn,
+                        shard,
+                        target,
                         state_lsn,
                         "replica: snapshot beyond the state WAL; fetching the records from a peer"
                     );
-                    *self.fetch.borrow_mut() = Some(Fetching {
-                        target: lsn,
-                        index: s.index,
-                        deferred: applies,
-                    });
                     glommio::spawn_local(fetcher(ctx.clone(), self.clone())).detach();
-                    return;
+                }
+                Effect::Fetched { lsn } => {
+                    tracing::info!(shard, lsn, "replica: fetched the missing records");
                 }
             }
-            self.apply(ctx, a);
         }
     }
 
-    fn apply(&self, ctx: &Rc<ShardCtx>, apply: Apply) {
-        let shard = ctx.id.0;
-        match apply {
-            Apply::Entry {
-                index, term, data, ..
-            } => {
-                if data.is_empty() {
-                    self.no_op(term);
-                } else {
-                    let records = entry::decode_entry(&data).unwrap_or_else(|e| {
-                        fatal(shard, EXIT_DIVERGED, &format!("entry {index}: {e}"))
-                    });
-                    if ctx.started.get() {
-                        self.commit_own(ctx, index, term, records);
-                    } else {
-                        self.follow(ctx, index, records);
-                    }
-                }
-                self.points
-                    .borrow_mut()
-                    .push_back((index, self.state_lsn.get()));
-            }
-            Apply::Snapshot(s) => {
-                let lsn = entry::decode_snapshot(&s.bytes).unwrap_or_else(|e| {
-                    fatal(shard, EXIT_DIVERGED, &format!("snapshot {}: {e}", s.index))
-                });
-                // apply_all fetched what was missing first.
-                debug_assert!(lsn <= self.state_lsn.get());
-                self.points.borrow_mut().push_back((s.index, lsn));
-            }
-        }
-    }
-
-    /// The no-op of a term: this core is ready once it is its own term's.
-    fn no_op(&self, term: u64) {
-        let raft = self.raft.borrow();
-        if let Some(st) = raft.status(self.group) {
-            if st.role == Role::Leader && st.term == term {
-                self.ready.set(true);
-            }
-        }
-    }
-
-    /// A committed entry on a started (serving) core: ours, in order; its
-    /// records go to the state WAL, whose durability task reports them.
-    fn commit_own(&self, ctx: &Rc<ShardCtx>, index: u64, term: u64, records: Vec<CoreRecord>) {
-        let shard = ctx.id.0;
-        let ours = self.proposed.borrow_mut().pop_front();
-        if ours != Some((term, index)) {
-            let why = format!("committed entry ({term}, {index}) is not our proposal {ours:?}");
-            fatal(shard, EXIT_DEMOTED, &why);
-        }
-        for r in records {
-            if r.lsn != self.state_lsn.get() + 1 {
-                let why = format!("record LSN {} after {}", r.lsn, self.state_lsn.get());
-                fatal(shard, EXIT_DIVERGED, &why);
-            }
-            self.state_lsn.set(r.lsn);
-            ctx.append(Lsn(r.lsn), r.kind, r.payload);
-        }
-    }
-
-    /// A committed entry on a follower: state WAL, then replay.
-    fn follow(&self, ctx: &Rc<ShardCtx>, index: u64, records: Vec<CoreRecord>) {
-        for r in records {
-            if let Follow::Gap { expected, got } = self.follow_one(ctx, r) {
-                let why =
-                    format!("entry {index}: record LSN {got}, the state WAL needs {expected}");
-                fatal(ctx.id.0, EXIT_DIVERGED, &why);
-            }
-        }
-    }
-
-    /// One committed record on a follower (`entry::follow`); a gap is
-    /// returned, not applied.
-    fn follow_one(&self, ctx: &Rc<ShardCtx>, r: CoreRecord) -> Follow {
-        let step = entry::follow(self.state_lsn.get(), r.lsn);
-        if step == Follow::Apply {
-            if let Err(e) = ctx.core.borrow_mut().replay(Lsn(r.lsn), r.kind, &r.payload) {
-                fatal(ctx.id.0, EXIT_DIVERGED, &format!("record {}: {e}", r.lsn));
-            }
-            self.state_lsn.set(r.lsn);
-            ctx.append(Lsn(r.lsn), r.kind, r.payload);
-        }
-        step
-    }
-
-    fn role(&self, ctx: &Rc<ShardCtx>, rc: &RoleChange) {
-        if rc.group != self.group {
-            return;
-        }
-        let me = &self.view.cores[usize::from(ctx.id.0)];
-        me.leader
-            .store(rc.leader.map_or(0, |n| n.0), Ordering::SeqCst);
-        me.term.store(rc.term, Ordering::SeqCst);
-        tracing::info!(shard = ctx.id.0, role = ?rc.role, leader = ?rc.leader, term = rc.term, "replica: role");
-        if rc.role != Role::Leader {
-            self.ready.set(false);
-            self.demote_if_started(ctx);
-        }
-    }
-
-    /// Crash-only demotion: once any core of the node started, a core that
-    /// does not lead its group ends the process.
-    fn demote_if_started(&self, ctx: &ShardCtx) {
-        if ctx.started.get()
-            || self
-                .view
-                .cores
-                .iter()
-                .any(|c| c.started.load(Ordering::SeqCst))
-        {
-            fatal(
-                ctx.id.0,
-                EXIT_DEMOTED,
-                "lost the leadership of its group after the node started serving",
-            );
-        }
-    }
-
-    /// Compacts the log at the latest applied point durable in the state WAL.
-    /// Whether it compacted: only when that point is beyond the log's
-    /// current compaction point (a compaction at the same point would only
-    /// write the same checkpoint again).
-    fn compact(&self, ctx: &ShardCtx) -> bool {
-        let durable = ctx.wal.durable_lsn().0;
-        let Some((index, lsn)) = durable_point(&self.points.borrow(), durable) else {
-            return false;
-        };
-        let point = self.raft.borrow().compacted_index(self.group).unwrap_or(0);
-        if index <= point {
-            return false;
-        }
-        let bytes = Bytes::from(entry::encode_snapshot(lsn));
-        match self.raft.borrow_mut().compact(self.group, index, bytes) {
-            Ok(()) => {
-                self.points.borrow_mut().retain(|(i, _)| *i >= index);
-                tracing::info!(shard = ctx.id.0, index, lsn, "replica: raft log compacted");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(shard = ctx.id.0, error = %e, "replica: compaction refused");
-                false
-            }
+    fn send(&self, shard: u16, node: NodeId, m: &GroupMessage) {
+        let to = link::NodeId(node.0 as u32);
+        let dest = CoreId(m.group.0 as u16);
+        // A message lost here is like one lost on the network: raft sends
+        // again what it still needs.
+        if let Err(e) = self.links.send(to, dest, LINK_KIND_RAFT, m.encode().into()) {
+            tracing::debug!(shard, error = %e, "replica: raft message not queued");
         }
     }
 
     fn publish(&self) {
-        let raft = self.raft.borrow();
+        let machine = self.machine.borrow();
+        let raft = machine.raft();
         let Some(me) = self.view.cores.get(self.group.0 as usize) else {
             return;
         };
@@ -626,42 +370,20 @@ impl Replica {
         me.applied.store(applied, Ordering::SeqCst);
         me.committed
             .store(raft.commit_index(self.group).unwrap_or(0), Ordering::SeqCst);
-        me.applied_lsn.store(self.state_lsn.get(), Ordering::SeqCst);
+        me.applied_lsn.store(machine.state_lsn(), Ordering::SeqCst);
         // A core with a leadership transfer under way is not ready: raft
         // drops its proposals, and the transfer may still succeed.
-        let transferring = raft.transferring(self.group).is_some();
-        me.ready
-            .store(self.ready.get() && !transferring, Ordering::SeqCst);
+        me.ready.store(machine.ready(), Ordering::SeqCst);
     }
 
-    /// Once a tick: hand leadership to the primary, start the core when
-    /// every core of the node is ready, serve when all started.
+    /// Once a tick: the machine's check; start the core when it says so,
+    /// serve when every core of the node started.
     fn check(&self, ctx: &Rc<ShardCtx>) {
-        let Some(st) = self.raft.borrow().status(self.group) else {
-            return;
-        };
-        if st.role != Role::Leader {
-            self.demote_if_started(ctx);
-            return;
-        }
-        if let Some(primary) = self.view.primary().filter(|p| *p != self.node) {
-            if self.group.0 != 0 {
-                let _ = self
-                    .raft
-                    .borrow_mut()
-                    .transfer_leader(self.group, NodeId(primary));
-            }
-            return;
-        }
-        if self.raft.borrow().transferring(self.group).is_some() {
-            // A transfer to a node that was the primary (group 0's leader
-            // has changed since, e.g. to this node): raft drops proposals
-            // until it ends, so end it before this core may start.
-            let _ = self.raft.borrow_mut().abort_transfer(self.group);
-            return;
-        }
-        let me = &self.view.cores[usize::from(ctx.id.0)];
-        if me.ready.load(Ordering::SeqCst) && !ctx.started.get() && self.view.all_ready() {
+        let facts = self.facts();
+        let checked = self.machine.borrow_mut().check(facts);
+        let checked = or_exit(ctx.id.0, checked);
+        if checked == Check::Start && !ctx.started.get() {
+            self.machine.borrow_mut().started();
             start_core(ctx, &self.view);
         }
         let all_started = self
@@ -669,10 +391,10 @@ impl Replica {
             .cores
             .iter()
             .all(|c| c.started.load(Ordering::SeqCst));
-        if all_started && !self.view.serving() {
+        if checked != Check::Wait && all_started && !self.view.serving() {
             self.view.set_serving(true);
             tracing::info!(
-                node = self.node,
+                node = self.view.node,
                 "replica: every core leads its group and started: serving clients"
             );
         }
@@ -715,8 +437,8 @@ async fn driver(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
 async fn ticker(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
     while !ctx.stop.is_requested() {
         glommio::timer::sleep(RAFT_TICK).await;
-        r.raft.borrow_mut().tick();
-        r.flush(ctx.id.0); // records raft dropped last time
+        let ticked = r.machine.borrow_mut().tick(); // re-proposes what raft dropped
+        or_exit(ctx.id.0, ticked);
         r.check(&ctx);
         r.drive_wake.notify();
     }
@@ -757,7 +479,7 @@ async fn receiver(ctx: Rc<ShardCtx>, r: Rc<Replica>, inbox: Inbox) {
         }
         match GroupMessage::decode(&m.payload) {
             Ok(msg) => {
-                if let Err(e) = r.raft.borrow_mut().step(msg) {
+                if let Err(e) = r.machine.borrow_mut().step(msg) {
                     tracing::debug!(error = %e, "replica: raft message refused");
                 }
             }
@@ -797,7 +519,7 @@ async fn persister(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
         }
         for (token, first) in done {
             if let Err(e) = r
-                .raft
+                .machine
                 .borrow_mut()
                 .persisted(token, courier_raft::Lsn(first))
             {
@@ -830,7 +552,7 @@ async fn append_all(wal: &Wal, records: Vec<RawRecord>) -> courier_wal::Result<u
 /// Deletes raft WAL segments the engine no longer needs (a marker snapshot
 /// just below `min_needed_lsn` lets the WAL delete and restart after it).
 async fn trim(r: &Replica, shard: u16) {
-    let Some(min) = r.raft.borrow().min_needed_lsn() else {
+    let Some(min) = r.machine.borrow().raft().min_needed_lsn() else {
         return;
     };
     if min.0 < r.cut.get() + RAFT_WAL_CUT_EVERY || min.0 <= 1 {
@@ -848,9 +570,8 @@ async fn trim(r: &Replica, shard: u16) {
 }
 
 impl Replica {
-    /// A peer's chunk of the records being fetched: applied in order
-    /// (stale or repeated ones are skipped); once the target is reached
-    /// the deferred applies run and the engine is driven again.
+    /// A peer's chunk of the records being fetched (the machine applies
+    /// it); once the fetch is done the engine is driven again.
     fn on_fetch_reply(self: &Rc<Self>, ctx: &Rc<ShardCtx>, payload: &[u8]) {
         let records = match fetch::decode_reply(payload) {
             Ok(records) => records,
@@ -859,46 +580,18 @@ impl Replica {
                 return;
             }
         };
-        let Some(target) = self.fetch.borrow().as_ref().map(|f| f.target) else {
-            return;
-        };
-        for r in records.into_iter().filter(|r| r.lsn <= target) {
-            if let Follow::Gap { .. } = self.follow_one(ctx, r) {
-                break; // a reply to an older request: ask again
-            }
-        }
-        self.fetch_wake.notify();
-        if self.state_lsn.get() < target {
-            return;
-        }
-        let Some(done) = self.fetch.borrow_mut().take() else {
-            return;
-        };
-        tracing::info!(
-            shard = ctx.id.0,
-            lsn = target,
-            "replica: fetched the missing records"
-        );
-        self.points
+        let mut effects = Vec::new();
+        let applied = self
+            .machine
             .borrow_mut()
-            .push_back((done.index, done.target));
-        self.apply_all(ctx, done.deferred);
-        self.drive_wake.notify();
-    }
-
-    /// The voters to ask, the group's leader first.
-    fn fetch_peers(&self) -> Vec<u64> {
-        let leader = self
-            .raft
-            .borrow()
-            .status(self.group)
-            .and_then(|s| s.leader)
-            .map(|n| n.0)
-            .filter(|n| *n != self.node);
-        let mut peers: Vec<u64> = leader.into_iter().collect();
-        let others = self.voters.iter().copied();
-        peers.extend(others.filter(|n| *n != self.node && Some(*n) != leader));
-        peers
+            .on_fetch_reply(records, &mut effects);
+        or_exit(ctx.id.0, applied);
+        let done = effects.iter().any(|e| matches!(e, Effect::Fetched { .. }));
+        self.execute(ctx, effects);
+        self.fetch_wake.notify();
+        if done {
+            self.drive_wake.notify();
+        }
     }
 }
 
@@ -908,17 +601,12 @@ impl Replica {
 async fn fetcher(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
     let mut turn = 0usize;
     while !ctx.stop.is_requested() {
-        let Some(target) = r.fetch.borrow().as_ref().map(|f| f.target) else {
+        if r.machine.borrow().fetching().is_none() {
             return;
-        };
-        let peers = r.fetch_peers();
-        let Some(&peer) = peers.get(turn % peers.len().max(1)) else {
+        }
+        let Some((peer, request)) = r.machine.borrow().fetch_request(turn) else {
             glommio::timer::sleep(FETCH_RETRY).await;
             continue;
-        };
-        let request = fetch::FetchRequest {
-            from: r.state_lsn.get() + 1,
-            to: target,
         };
         let bytes = fetch::encode_request(request);
         let to = link::NodeId(peer as u32);
@@ -929,9 +617,9 @@ async fn fetcher(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
         {
             tracing::debug!(shard = ctx.id.0, error = %e, "replica: fetch request not queued");
         }
-        let before = r.state_lsn.get();
+        let before = r.machine.borrow().state_lsn();
         let _ = crate::sync::with_timeout(FETCH_RETRY, r.fetch_wake.wait()).await;
-        if r.state_lsn.get() == before {
+        if r.machine.borrow().state_lsn() == before {
             turn += 1;
         }
     }

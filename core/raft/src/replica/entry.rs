@@ -13,7 +13,7 @@
 //! [`EntryError`]), produce an entry larger than the engine's proposal
 //! bound, or decide to apply a record out of LSN order.
 
-use courier_raft::constants::PROPOSAL_BYTES_MAX;
+use crate::constants::PROPOSAL_BYTES_MAX;
 
 /// Version byte of an entry's data.
 pub const ENTRY_FORMAT_VERSION: u8 = 1;

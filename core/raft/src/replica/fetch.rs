@@ -13,7 +13,8 @@
 //! and a zero count.
 //!
 //! Must never: panic on bytes from a peer (typed [`EntryError`]), or
-//! produce a reply larger than a link message.
+//! produce a reply larger than a link message (courier-net asserts
+//! [`FETCH_CHUNK_BYTES`] against its link bound).
 
 use super::entry::{self, CoreRecord, EntryError};
 
@@ -28,8 +29,6 @@ pub const FETCH_CHUNK_RECORDS: u64 = 1_024;
 /// Most payload bytes in one reply (one more record may cross it; a core
 /// record is far below a link message's 4 MiB bound).
 pub const FETCH_CHUNK_BYTES: usize = 1024 * 1024;
-
-const _: () = assert!(FETCH_CHUNK_BYTES * 2 < crate::link::constants::PAYLOAD_BYTES_MAX);
 
 /// "Send me the committed records `from..=to` of this group."
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
