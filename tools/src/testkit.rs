@@ -153,10 +153,18 @@ fn target_dirs() -> Option<(PathBuf, PathBuf)> {
 
 fn newest_source_mtime(root: &Path) -> Option<SystemTime> {
     let mut newest = None;
-    let mut stack: Vec<PathBuf> = ["net", "core", "wal", "Cargo.lock", "Cargo.toml"]
-        .iter()
-        .map(|p| root.join(p))
-        .collect();
+    // The web app's built files are embedded in the daemon (net/src/web.rs).
+    let mut stack: Vec<PathBuf> = [
+        "net",
+        "core",
+        "wal",
+        "tools/web/app/dist",
+        "Cargo.lock",
+        "Cargo.toml",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .collect();
     // Bounded walk: the source trees are a few hundred files.
     let mut visited = 0usize;
     while let Some(path) = stack.pop() {
