@@ -27,6 +27,8 @@ const PAGE = 50;
 /** Conversations asked per Boot page; the sidebar loads at most BOOT_PAGES_MAX pages. */
 const BOOT_PAGE = 100;
 const BOOT_PAGES_MAX = 100;
+/** Messages held per conversation not on screen at most (the oldest are dropped first). */
+const HELD_MAX = 1000;
 /** Re-send SetFocus{active} at most this often while the person interacts (the server forgets after 15 s). */
 const ACTIVE_EVERY_MS = 5000;
 const TOKEN_KEY = 'courier.token';
@@ -39,11 +41,11 @@ interface Pending {
 
 interface Conv {
   info: ConversationInfo;
-  /** Loaded messages by seq (a contiguous range up to the newest known). */
+  /** Messages held, by seq: one contiguous range ending at the newest
+   * delivered (live messages continue it; History pages extend it back). */
   messages: Map<bigint, Message>;
+  /** Whether the newest page was fetched (Boot or History Latest). */
   loaded: boolean;
-  /** Lowest loaded seq; older pages load on scroll. */
-  oldest: bigint | null;
   loadingOlder: boolean;
   pending: Pending[];
 }
@@ -130,8 +132,7 @@ async function boot(session: Session): Promise<void> {
     for (const p of b.pages) {
       const c = state.convs.get(p.conversation);
       if (c && p.messages.length > 0) {
-        for (const m of p.messages) c.messages.set(m.seq, m);
-        c.oldest = p.messages[0]!.seq;
+        hold(c, p.messages);
         c.loaded = true;
         p.messages.forEach((m) => wantUser(m.sender));
       }
@@ -146,7 +147,7 @@ async function boot(session: Session): Promise<void> {
 function upsert(info: ConversationInfo): Conv {
   let c = state.convs.get(info.id);
   if (!c) {
-    c = { info, messages: new Map(), loaded: false, oldest: null, loadingOlder: false, pending: [] };
+    c = { info, messages: new Map(), loaded: false, loadingOlder: false, pending: [] };
     state.convs.set(info.id, c);
   } else {
     const read = c.info.read > info.read ? c.info.read : info.read;
@@ -234,10 +235,14 @@ function onMessage(m: Message): void {
   if (m.seq > c.info.head) c.info.head = m.seq;
   c.info.lastActivityMs = Math.max(c.info.lastActivityMs, m.tsMs);
   c.info.preview = m.body.slice(0, 100);
-  if (c.loaded) c.messages.set(m.seq, m);
+  hold(c, [m]);
   c.pending = c.pending.filter((p) => p.clientMsgId !== m.clientMsgId);
   if (m.sender === state.me) onRead(m.conversation, m.seq);
-  else c.info.unread = Math.max(0, Number(c.info.head - c.info.read));
+  else if (m.seq > c.info.read) {
+    c.info.unread = Math.max(0, Number(c.info.head - c.info.read));
+    const dm = c.info.kind === 'dm' || c.info.kind === 'groupDm';
+    if (dm || m.mentions.includes(state.me) || m.broadcast !== 'none') c.info.mentions++;
+  }
   if (state.current === m.conversation && visible()) markRead(c);
 }
 
@@ -283,11 +288,7 @@ async function open(id: bigint): Promise<void> {
   renderSidebar();
   if (!c.loaded) {
     const page = await session.client.history(id, 'latest', 0n, PAGE);
-    for (const m of page.messages) {
-      c.messages.set(m.seq, m);
-      wantUser(m.sender);
-    }
-    c.oldest = page.messages[0]?.seq ?? page.head + 1n;
+    hold(c, page.messages);
     c.loaded = true;
     await fetchUsers();
   }
@@ -298,17 +299,34 @@ async function open(id: bigint): Promise<void> {
   $<HTMLTextAreaElement>('draft').focus();
 }
 
+/** Adds messages to what a conversation holds; one not on screen keeps at most HELD_MAX. */
+function hold(c: Conv, messages: Message[]): void {
+  for (const m of messages) {
+    c.messages.set(m.seq, m);
+    wantUser(m.sender);
+  }
+  if (state.current !== c.info.id && c.messages.size > HELD_MAX) {
+    const seqs = [...c.messages.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const s of seqs.slice(0, seqs.length - HELD_MAX)) c.messages.delete(s);
+    c.loaded = false; // older ones dropped: reopening fetches the newest page again
+  }
+}
+
+/** The lowest seq held, or null. */
+function oldest(c: Conv): bigint | null {
+  let low: bigint | null = null;
+  for (const s of c.messages.keys()) if (low === null || s < low) low = s;
+  return low;
+}
+
 async function loadOlder(c: Conv): Promise<void> {
   const session = state.session;
-  if (!session || c.loadingOlder || c.oldest === null || c.oldest <= 1n) return;
+  const low = oldest(c);
+  if (!session || c.loadingOlder || low === null || low <= 1n) return;
   c.loadingOlder = true;
   try {
-    const page = await session.client.history(c.info.id, 'before', c.oldest, PAGE);
-    for (const m of page.messages) {
-      c.messages.set(m.seq, m);
-      wantUser(m.sender);
-    }
-    c.oldest = page.messages[0]?.seq ?? 1n;
+    const page = await session.client.history(c.info.id, 'before', low, PAGE);
+    hold(c, page.messages);
     await fetchUsers();
     const box = $('messages');
     const fromBottom = box.scrollHeight - box.scrollTop;
@@ -343,8 +361,8 @@ async function send(): Promise<void> {
     const ack = await session.client.sendWithId(c.info.id, p.clientMsgId, body);
     if (c.pending.includes(p)) {
       c.pending = c.pending.filter((x) => x !== p);
-      if (c.loaded && !c.messages.has(ack.seq)) {
-        c.messages.set(ack.seq, {
+      if (!c.messages.has(ack.seq)) {
+        hold(c, [{
           conversation: c.info.id,
           seq: ack.seq,
           sender: state.me,
@@ -353,7 +371,7 @@ async function send(): Promise<void> {
           body,
           mentions: [],
           broadcast: 'none',
-        });
+        }]);
       }
       onRead(c.info.id, ack.seq);
     }
@@ -424,7 +442,8 @@ function renderMessages(toBottom: boolean): void {
   $('title').textContent = convName(c);
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
   const rows: HTMLElement[] = [];
-  if (c.oldest !== null && c.oldest > 1n) {
+  const low = oldest(c);
+  if (low !== null && low > 1n) {
     const older = document.createElement('div');
     older.className = 'older';
     older.textContent = 'Scroll up for older messages';
