@@ -51,7 +51,7 @@ fn the_typescript_sdk_passes_its_tests_against_a_real_server() {
         "the SDK's node tests failed:\n{}\ncourierd log:\n{log}",
         run.output
     );
-    // 7 unit tests and 7 against the daemon, none skipped.
-    assert!(run.output.contains("pass 14"), "{}", run.output);
+    // 8 unit tests and 7 against the daemon, none skipped.
+    assert!(run.output.contains("pass 15"), "{}", run.output);
     assert!(run.output.contains("skipped 0"), "{}", run.output);
 }

@@ -16,6 +16,7 @@
 
 import { decodeServer, encodeHello, encodeRequest } from './codec.js';
 import { ClosedError, OverloadedError, ProtocolError, RejectedError, TimeoutError } from './errors.js';
+import { Pacer } from './pacer.js';
 import type { DeviceKind, Request, Response, ServerEvent, Welcome } from './types.js';
 
 /** Requests awaiting a reply at most (further callers wait for a slot). */
@@ -49,6 +50,8 @@ export interface ConnectOptions {
   requestTimeoutMs?: number;
   inFlightMax?: number;
   eventQueueMax?: number;
+  /** Space requests to the budget the server states (default true; see pacer.ts). */
+  pace?: boolean;
 }
 
 /** What `nextEvent` yields. */
@@ -104,7 +107,8 @@ interface Pending {
 export class Connection {
   readonly welcome: Welcome;
   private readonly ws: Socket;
-  private readonly opts: Required<Omit<ConnectOptions, 'url' | 'token' | 'deviceKind' | 'deviceName'>>;
+  private readonly opts: Required<Omit<ConnectOptions, 'url' | 'token' | 'deviceKind' | 'deviceName' | 'pace'>>;
+  private readonly pacer: Pacer | null;
   private readonly pending = new Map<number, Pending>();
   private readonly waiting: (() => void)[] = [];
   private readonly events: Incoming[] = [];
@@ -126,6 +130,14 @@ export class Connection {
       inFlightMax: Math.max(1, opts.inFlightMax ?? IN_FLIGHT_MAX_DEFAULT),
       eventQueueMax: Math.max(1, opts.eventQueueMax ?? EVENT_QUEUE_MAX_DEFAULT),
     };
+    this.pacer =
+      opts.pace === false
+        ? null
+        : Pacer.forBudgets(
+            { perSec: welcome.rateConnPerSec, burst: welcome.rateConnBurst },
+            { perSec: welcome.rateUserPerSec, burst: welcome.rateUserBurst },
+            now(),
+          );
     ws.onmessage = (ev) => this.onMessage(ev.data);
     ws.onclose = (ev) => this.end(new ClosedError(ev.code || null, ev.reason || 'connection dropped'));
     ws.onerror = () => this.end(new ClosedError(null, 'network error'));
@@ -198,6 +210,11 @@ export class Connection {
         setTimeout(resolve, Math.max(0, deadline - Date.now()));
       });
       if (Date.now() >= deadline) throw new TimeoutError(request.type, timeoutMs);
+    }
+    const wait = this.pacer ? this.pacer.reserve(now()) : 0;
+    if (wait > 0) {
+      if (Date.now() + wait >= deadline) throw new TimeoutError(`${request.type} (paced)`, timeoutMs);
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
     if (this.ended) throw this.ended;
     const req = this.allocReq();
@@ -301,6 +318,7 @@ export class Connection {
         this.settle(frame.requestId)?.resolve(frame.response);
         break;
       case 'error':
+        if (frame.error.code === 'RateLimited') this.pacer?.refused(now(), frame.error.retryAfterMs);
         this.settle(frame.requestId)?.reject(frame.error);
         break;
       case 'event':
@@ -358,6 +376,10 @@ export class Connection {
     }
     for (const w of this.endWaiters.splice(0)) w(e);
   }
+}
+
+function now(): number {
+  return globalThis.performance.now();
 }
 
 function toBytes(data: unknown): Uint8Array {

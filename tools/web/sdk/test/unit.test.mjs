@@ -119,3 +119,18 @@ test('cursor sets are stored with ids as strings and refuse garbage', () => {
   assert.throws(() => cursorsFromJson('{"version":1,"user":12,"cursors":[]}'), /bad id/);
   assert.throws(() => cursorsFromJson('{"version":2,"user":"1","cursors":[]}'), /version 1/);
 });
+
+test('the pacer lets half the burst go at once, then one per interval, and backs off after a refusal', async () => {
+  const { Pacer } = await import('../dist/index.js');
+  const p = Pacer.forBudgets({ perSec: 10, burst: 20 }, { perSec: 0, burst: 0 }, 0);
+  const waits = Array.from({ length: 14 }, () => p.reserve(0));
+  assert.deepEqual(waits.slice(0, 10), Array(10).fill(0));
+  assert.equal(Math.round(waits[10]), 100);
+  assert.equal(Math.round(waits[13]), 400);
+  assert.equal(p.reserve(10000), 0);
+  assert.equal(Pacer.forBudgets({ perSec: 0, burst: 0 }, { perSec: 0, burst: 0 }, 0), null);
+  assert.deepEqual(Pacer.forBudgets({ perSec: 100, burst: 200 }, { perSec: 50, burst: 100 }, 0).limit, { perSec: 50, burst: 100 });
+  const q = Pacer.forBudgets({ perSec: 10, burst: 2 }, { perSec: 0, burst: 0 }, 0);
+  q.refused(0, 500);
+  assert.equal(Math.round(q.reserve(0)), 500);
+});
