@@ -16,6 +16,7 @@ import {
   RejectedError,
   Session,
   randomClientMsgId,
+  type BootPage,
   type ConversationInfo,
   type Message,
   type Status,
@@ -27,6 +28,9 @@ const PAGE = 50;
 /** Conversations asked per Boot page; the sidebar loads at most BOOT_PAGES_MAX pages. */
 const BOOT_PAGE = 100;
 const BOOT_PAGES_MAX = 100;
+/** Messages of conversations not known yet (their JoinedEvent or Boot page
+ * comes later) kept at most, over all conversations (the oldest go first). */
+const ORPHANS_MAX = 1000;
 /** Messages held per conversation not on screen at most (the oldest are dropped first). */
 const HELD_MAX = 1000;
 /** Re-send SetFocus{active} at most this often while the person interacts (the server forgets after 15 s). */
@@ -59,6 +63,8 @@ const state = {
   users: new Map<bigint, UserProfile>(),
   wantedUsers: new Set<bigint>(),
   current: null as bigint | null,
+  /** Messages that arrived before their conversation was known, in arrival order. */
+  orphans: [] as Message[],
   lastActive: 0,
   catchingUp: false,
 };
@@ -92,10 +98,11 @@ async function signIn(token: string): Promise<void> {
     localStorage.setItem(TOKEN_KEY, token);
     state.session = session;
     state.me = session.user;
-    await boot(session);
+    const more = await boot(session);
     $('signin').hidden = true;
     $('main').hidden = false;
     void run(session);
+    if (more !== null) bootRest(session, more).catch(() => undefined);
   } catch (e) {
     localStorage.removeItem(TOKEN_KEY);
     showSignIn(describe(e));
@@ -120,28 +127,44 @@ function onStatus(s: Status): void {
 
 // ------------------------------------------------------------------ boot
 
-async function boot(session: Session): Promise<void> {
-  let offset = 0;
-  for (let page = 0; page < BOOT_PAGES_MAX; page++) {
+/** The first Boot page: enough for the first screen. Returns the offset of
+ * the next page, or null when that was all. */
+async function boot(session: Session): Promise<number | null> {
+  const b = await session.client.boot(BOOT_PAGE, 0);
+  $('me').textContent = b.userName;
+  $('workspace').textContent = b.workspaceName;
+  applyBoot(b);
+  await fetchUsers();
+  renderSidebar();
+  const next = b.conversations.length;
+  return next > 0 && next < b.total ? next : null;
+}
+
+/** The rest of the sidebar, after the first screen is shown. */
+async function bootRest(session: Session, offset: number): Promise<void> {
+  for (let page = 1; page < BOOT_PAGES_MAX && state.session === session; page++) {
     const b = await session.client.boot(BOOT_PAGE, offset);
-    if (page === 0) {
-      $('me').textContent = b.userName;
-      $('workspace').textContent = b.workspaceName;
-    }
-    for (const info of b.conversations) upsert(info);
-    for (const p of b.pages) {
-      const c = state.convs.get(p.conversation);
-      if (c && p.messages.length > 0) {
-        hold(c, p.messages);
-        c.loaded = true;
-        p.messages.forEach((m) => wantUser(m.sender));
-      }
-    }
+    applyBoot(b);
+    adoptOrphans();
     offset += b.conversations.length;
     if (b.conversations.length === 0 || offset >= b.total) break;
   }
   await fetchUsers();
   renderSidebar();
+}
+
+function applyBoot(b: BootPage): void {
+  for (const info of b.conversations) {
+    // A conversation the live stream already reported keeps its newer state.
+    if (!state.convs.has(info.id)) upsert(info);
+  }
+  for (const p of b.pages) {
+    const c = state.convs.get(p.conversation);
+    if (c && p.messages.length > 0) {
+      hold(c, p.messages);
+      c.loaded = true;
+    }
+  }
 }
 
 function upsert(info: ConversationInfo): Conv {
@@ -209,6 +232,7 @@ async function run(session: Session): Promise<void> {
         break;
       case 'joined':
         upsert(e.info);
+        adoptOrphans();
         break;
       case 'left':
         state.convs.delete(e.conversation);
@@ -229,10 +253,16 @@ async function run(session: Session): Promise<void> {
 }
 
 function onMessage(m: Message): void {
-  let c = state.convs.get(m.conversation);
-  if (!c) return; // a conversation the sidebar does not know yet: its Joined event follows
+  const c = state.convs.get(m.conversation);
+  if (!c) {
+    // Its JoinedEvent (another shard may send it) or Boot page comes later.
+    state.orphans.push(m);
+    if (state.orphans.length > ORPHANS_MAX) state.orphans.shift();
+    return;
+  }
   wantUser(m.sender);
-  if (m.seq > c.info.head) c.info.head = m.seq;
+  const isNew = m.seq > c.info.head; // counted once, however often it is applied
+  if (isNew) c.info.head = m.seq;
   c.info.lastActivityMs = Math.max(c.info.lastActivityMs, m.tsMs);
   c.info.preview = m.body.slice(0, 100);
   hold(c, [m]);
@@ -241,9 +271,16 @@ function onMessage(m: Message): void {
   else if (m.seq > c.info.read) {
     c.info.unread = Math.max(0, Number(c.info.head - c.info.read));
     const dm = c.info.kind === 'dm' || c.info.kind === 'groupDm';
-    if (dm || m.mentions.includes(state.me) || m.broadcast !== 'none') c.info.mentions++;
+    if (isNew && (dm || m.mentions.includes(state.me) || m.broadcast !== 'none')) c.info.mentions++;
   }
   if (state.current === m.conversation && visible()) markRead(c);
+}
+
+/** Applies the orphans whose conversation is known now. */
+function adoptOrphans(): void {
+  const waiting = state.orphans;
+  state.orphans = [];
+  for (const m of waiting) onMessage(m);
 }
 
 function onRead(conversation: bigint, seq: bigint): void {
