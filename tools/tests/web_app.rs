@@ -4,7 +4,8 @@
 //! runs tools/web/app/test/browser.test.mjs against it — a bad token, alice
 //! and bob chatting in a channel and a DM, read state across two tabs,
 //! kill -9 and restart with both tabs open (banner, exact catch-up, a send
-//! made during the outage stored once), scroll-back through 500 messages.
+//! made during the outage stored once), a reload resuming from the cursors
+//! kept in IndexedDB, scroll-back through 500 messages.
 //! First it checks that the committed build (tools/web/app/dist, embedded
 //! in the daemon) matches the sources.
 //!
@@ -71,6 +72,6 @@ fn the_web_app_works_in_a_real_browser() {
         "the browser tests failed:\n{}\ncourierd log:\n{log}",
         run.output
     );
-    assert!(run.output.contains("pass 5"), "{}", run.output);
+    assert!(run.output.contains("pass 6"), "{}", run.output);
     assert!(run.output.contains("skipped 0"), "{}", run.output);
 }

@@ -44,6 +44,7 @@ before(async () => {
 });
 
 after(async () => {
+  if (pageErrors.length > 0) console.error(`errors in the pages:\n${pageErrors.join('\n')}`);
   carol?.close();
   await browser?.close();
 });
@@ -57,8 +58,20 @@ async function control(what) {
   assert.equal(r.status, 200, `control ${what}: ${await r.text()}`);
 }
 
-async function signIn(context, token) {
+/** Errors thrown in a page (the app's event loop must never die silently). */
+const pageErrors = [];
+
+async function newPage(context) {
   const page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(String(e?.stack ?? e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`);
+  });
+  return page;
+}
+
+async function signIn(context, token) {
+  const page = await newPage(context);
   await page.goto(APP);
   await page.fill('#token', token);
   await page.click('#signin-button');
@@ -94,8 +107,12 @@ async function expectExactly(page, bodies, first = 1) {
 }
 
 async function badge(page, name) {
-  const b = conv(page, name).locator('.badge');
-  return (await b.count()) === 0 ? null : await b.textContent();
+  return page.evaluate((n) => {
+    for (const li of document.querySelectorAll('#conversations li.conv')) {
+      if (li.querySelector('.name')?.textContent === n) return li.querySelector('.badge')?.textContent ?? null;
+    }
+    return null;
+  }, name);
 }
 
 async function waitBadge(page, name, want) {
@@ -103,7 +120,10 @@ async function waitBadge(page, name, want) {
   for (;;) {
     const got = await badge(page, name);
     if (got === want) return;
-    if (Date.now() > deadline) assert.equal(got, want, `badge of ${name}`);
+    if (Date.now() > deadline) {
+      const sidebar = await page.$eval('#conversations', (e) => e.outerHTML);
+      assert.equal(got, want, `badge of ${name}; sidebar: ${sidebar}`);
+    }
     await page.waitForTimeout(100);
   }
 }
@@ -117,7 +137,7 @@ let alice, bob, aliceCtx, bobCtx;
 
 test('a bad token shows a clear error and no app', async () => {
   const ctx = await browser.newContext();
-  const page = await ctx.newPage();
+  const page = await newPage(ctx);
   await page.goto(APP);
   await page.fill('#token', 'cu1_' + 'ab'.repeat(48));
   await page.click('#signin-button');
@@ -160,7 +180,7 @@ test('alice and bob chat in a channel and a DM: optimistic send, then acked; nam
 });
 
 test('a user with two tabs marks a channel read in one and the badge clears in the other', async () => {
-  const bob2 = await bobCtx.newPage();
+  const bob2 = await newPage(bobCtx);
   await bob2.goto(APP); // signed in from the saved token
   await bob2.waitForSelector('#main', { state: 'visible', timeout: WAIT_MS });
   await carol.send(rooms.random.id, 'anyone here?');
@@ -198,6 +218,30 @@ test('kill -9 and restart with both tabs open: banner, then every message before
   await bob.waitForSelector('#banner', { state: 'hidden', timeout: WAIT_MS });
   const page = await carol.history(rooms.general.id, 'latest', 0n, 100);
   assert.deepEqual(page.messages.map((m) => m.body), all, 'stored exactly once');
+});
+
+test('a reload resumes from the cursors kept in IndexedDB (ids as strings) and stays exact', async () => {
+  await alice.reload();
+  await alice.waitForSelector('#main', { state: 'visible', timeout: WAIT_MS });
+  await alice.waitForFunction(async (id) => {
+    const db = await new Promise((resolve, reject) => {
+      const r = indexedDB.open('courier', 1);
+      r.onsuccess = () => resolve(r.result);
+      r.onerror = () => reject(r.error);
+    });
+    const tx = db.transaction('cursors', 'readonly').objectStore('cursors').getAll();
+    const all = await new Promise((resolve) => {
+      tx.onsuccess = () => resolve(tx.result);
+    });
+    db.close();
+    return all.some((text) => JSON.parse(text).cursors.some(([c, seq]) => c === id && seq === '5'));
+  }, rooms.general.id.toString(), { timeout: WAIT_MS, polling: 200 });
+  await open(alice, '#general');
+  await carol.send(rooms.general.id, 'after the reload');
+  await expectExactly(alice, [
+    'hello from alice', 'hi both, carol here', 'before the crash', 'sent during the outage', 'after the restart',
+    'after the reload',
+  ]);
 });
 
 test('scroll-back through 500 messages', async () => {
