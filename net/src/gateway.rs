@@ -1,5 +1,5 @@
 //! The gateway: one accept loop per shard on the shared port (SO_REUSEPORT),
-//! the HTTP front door (`/healthz`, `/metrics`, `/admin/cluster`, WebSocket
+//! the HTTP front door (`/healthz`, `/metrics`, `/admin/cluster`, the web app at `/`, WebSocket
 //! upgrade), and the two tasks of each connection — a reader that decodes
 //! frames into core inputs and a writer that drains the connection's
 //! byte-bounded outbox.
@@ -308,6 +308,10 @@ async fn front_door(ctx: &ShardCtx, mut stream: TcpStream) -> Option<(TcpStream,
         Route::ClusterStatus { authorization } => {
             let (code, body) = ctx.mode().status_reply(authorization.as_deref());
             let _ = respond(&mut stream, code, "application/json", &body).await;
+            None
+        }
+        Route::Asset(asset) => {
+            let _ = respond(&mut stream, 200, asset.content_type, asset.body).await;
             None
         }
         Route::Refuse { code, body } => {

@@ -23,6 +23,8 @@ pub enum Route {
         /// Length of the request head within the buffer.
         head_len: usize,
     },
+    /// A file of the web app (`GET /` without an upgrade, `/app.js`, …).
+    Asset(&'static crate::web::Asset),
     /// Answer with this status and plain-text body, then close.
     Refuse {
         /// HTTP status code.
@@ -87,6 +89,7 @@ pub fn route(head: &[u8]) -> Route {
         "/admin/cluster" => Route::ClusterStatus {
             authorization: header("authorization").map(str::to_owned),
         },
+        "/" if header("upgrade").is_none() => Route::Asset(&crate::web::INDEX_ASSET),
         "/" | "/ws" => {
             let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
             let connection = header("connection").is_some_and(|v| {
@@ -107,9 +110,12 @@ pub fn route(head: &[u8]) -> Route {
                 },
             }
         }
-        _ => Route::Refuse {
-            code: 404,
-            body: "not found\n",
+        path => match crate::web::asset(path) {
+            Some(asset) => Route::Asset(asset),
+            None => Route::Refuse {
+                code: 404,
+                body: "not found\n",
+            },
         },
     }
 }
@@ -183,6 +189,15 @@ mod tests {
                 head_len: ws.len(),
             },
         );
+        // A browser opening the server's address gets the web app.
+        check(
+            "GET / HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n",
+            Route::Asset(&crate::web::INDEX_ASSET),
+        );
+        assert!(matches!(
+            route(b"GET /app.js HTTP/1.1\r\n\r\n"),
+            Route::Asset(a) if a.content_type.starts_with("text/javascript")
+        ));
         let v12 = ws.replace("Version: 13", "Version: 12");
         assert!(matches!(
             route(v12.as_bytes()),

@@ -25,6 +25,7 @@
 //! - [`limits`]: per-connection and per-user rate limits.
 //! - [`link`]: node-to-node links (TCP between cluster nodes, docs/LINKS.md).
 //! - [`http`]: request-head routing (pure).
+//! - [`web`]: the web app's files, embedded (served at `GET /`).
 //! - [`sync`]: generic async helpers ([`sync::Signal`], [`sync::with_timeout`]).
 //! - [`config`], [`constants`], [`metrics`], [`signals`].
 //! - `failpoints` (only with the `failpoints` feature): crash points and
@@ -48,3 +49,4 @@ pub mod server;
 pub mod shard;
 pub mod signals;
 pub mod sync;
+pub mod web;

@@ -40,11 +40,17 @@
 //! data directory, killed on drop) for the cluster control plane's tests
 //! and cluster-mode daemons.
 //!
+//! # Node and Chromium
+//! [`web`] installs the npm packages of `tools/web` and Chromium on first
+//! use, runs the JavaScript tests of the web SDK and the web app, and lets
+//! them kill and restart the daemon through a loopback control endpoint.
+//!
 //! Failure contract: every function returns a [`TestkitError`] naming what
 //! failed and where the daemon's log is; nothing here panics.
 
 pub mod cluster;
 pub mod etcd;
+pub mod web;
 
 use crate::ConnectOptions;
 use courier_core::api::Credential;
@@ -110,6 +116,10 @@ pub enum TestkitError {
     /// etcd could not be found, installed, started or reached.
     #[error("test etcd: {0}")]
     Etcd(String),
+    /// Node, the npm packages of `tools/web` or Chromium could not be
+    /// found, installed or run ([`web`]).
+    #[error("web tests: {0}")]
+    Web(String),
     /// A file of the data directory could not be read or created.
     #[error("{path}: {reason}")]
     File {
@@ -143,10 +153,18 @@ fn target_dirs() -> Option<(PathBuf, PathBuf)> {
 
 fn newest_source_mtime(root: &Path) -> Option<SystemTime> {
     let mut newest = None;
-    let mut stack: Vec<PathBuf> = ["net", "core", "wal", "Cargo.lock", "Cargo.toml"]
-        .iter()
-        .map(|p| root.join(p))
-        .collect();
+    // The web app's built files are embedded in the daemon (net/src/web.rs).
+    let mut stack: Vec<PathBuf> = [
+        "net",
+        "core",
+        "wal",
+        "tools/web/app/dist",
+        "Cargo.lock",
+        "Cargo.toml",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .collect();
     // Bounded walk: the source trees are a few hundred files.
     let mut visited = 0usize;
     while let Some(path) = stack.pop() {

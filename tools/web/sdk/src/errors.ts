@@ -1,0 +1,76 @@
+// Errors of the SDK and which of them are worth a retry (docs/PROTOCOL.md,
+// "Errors" and "Close codes"). Mirrors the Rust client's `ClientError`:
+// transient failures (network, timeouts, `Unavailable`, `RateLimited`, a
+// server going away) are retried by `Client` and `Session`; permanent ones
+// (bad or revoked token, any other refusal) are returned at once.
+
+/** `ErrorCode` names, by their wire value. */
+export const ERROR_CODES: Record<number, string> = {
+  1: 'BadFrame',
+  2: 'Unauthenticated',
+  3: 'NotAdmin',
+  4: 'NotFound',
+  5: 'AlreadyExists',
+  6: 'Invalid',
+  7: 'TooLarge',
+  8: 'RateLimited',
+  9: 'Unavailable',
+};
+
+/** The server refused a request (`ErrorReply`). */
+export class RejectedError extends Error {
+  override readonly name = 'RejectedError';
+  constructor(
+    /** The `ErrorCode` name, e.g. `NotFound`. */
+    readonly code: string,
+    /** The server's message (names the field or limit). */
+    readonly detail: string,
+    /** `RateLimited`: time until the budget has room for one request. */
+    readonly retryAfterMs: number,
+    /** `Unavailable`: the `UnavailableCause` value (0 = unspecified). */
+    readonly unavailable: number,
+  ) {
+    super(detail ? `${code}: ${detail}` : code);
+  }
+}
+
+/** The connection ended (close frame, network error, silence). */
+export class ClosedError extends Error {
+  override readonly name = 'ClosedError';
+  constructor(
+    /** The WebSocket close code, if the server sent one. */
+    readonly code: number | null,
+    readonly reason: string,
+  ) {
+    super(code === null ? `connection closed: ${reason}` : `connection closed (${code}): ${reason}`);
+  }
+}
+
+/** No answer within the allowed time. */
+export class TimeoutError extends Error {
+  override readonly name = 'TimeoutError';
+  constructor(readonly what: string, readonly ms: number) {
+    super(`${what}: no answer within ${ms} ms`);
+  }
+}
+
+/** The server broke the protocol (an undecodable or unexpected frame). */
+export class ProtocolError extends Error {
+  override readonly name = 'ProtocolError';
+}
+
+/** A bound of the SDK was reached (e.g. too many requests waiting). */
+export class OverloadedError extends Error {
+  override readonly name = 'OverloadedError';
+}
+
+/** Close codes after which reconnecting as is cannot help. */
+const PERMANENT_CLOSES = new Set([1002, 1003, 1007, 1008, 1009, 4001, 4002, 4003]);
+
+/** True if retrying (after a reconnect, with backoff) may succeed. */
+export function isTransient(e: unknown): boolean {
+  if (e instanceof TimeoutError) return true;
+  if (e instanceof ClosedError) return e.code === null || !PERMANENT_CLOSES.has(e.code);
+  if (e instanceof RejectedError) return e.code === 'Unavailable' || e.code === 'RateLimited';
+  return false;
+}
