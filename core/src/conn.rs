@@ -911,17 +911,7 @@ impl ConnRole {
                 );
             }
             Request::CreateUser { workspace, name } => {
-                check_name("name", &name, NameKind::Handle)?;
-                let to = cx.workspace_shard(workspace);
-                cx.send_peer(
-                    to,
-                    peer::workspace::CreateUser {
-                        origin,
-                        workspace,
-                        name,
-                    },
-                    out,
-                );
+                return self.route_create_user(cx, origin, Actor::Admin, workspace, name, out);
             }
             Request::IssueToken { user } => {
                 let to = cx.home_of(user);
@@ -973,9 +963,11 @@ impl ConnRole {
         let home = cx.home_of(who.user);
         match request {
             Request::CreateWorkspace { .. }
-            | Request::CreateUser { .. }
             | Request::IssueToken { .. }
             | Request::RevokeToken { .. } => return Err(Reject::NotAdmin),
+            Request::CreateUser { workspace, name } => {
+                return self.route_create_user(cx, origin, Actor::User(who), workspace, name, out);
+            }
             Request::CreateChannel { name, private } => {
                 check_name("name", &name, NameKind::Handle)?;
                 let body = peer::home::CreateChannel {
@@ -1073,16 +1065,7 @@ impl ConnRole {
                 cx.send_peer(to, msg, out);
             }
             Request::Sync { cursors, reads } => {
-                if cursors.len() > SYNC_CURSORS_MAX {
-                    return Err(Reject::TooLarge(format!(
-                        "cursors: more than SYNC_CURSORS_MAX ({SYNC_CURSORS_MAX})"
-                    )));
-                }
-                if !reads.is_empty() && reads.len() != cursors.len() {
-                    return Err(Reject::Invalid(
-                        "reads: one per cursor, in the same order, or none".into(),
-                    ));
-                }
+                check_sync(&cursors, &reads)?;
                 let body = peer::gather::Start {
                     origin,
                     who,
@@ -1197,8 +1180,27 @@ impl ConnRole {
             ConnMsg::WatchReply(m) => self.on_watch_reply(cx, from, m, out),
             ConnMsg::Unsubscribed(m) => self.on_unsubscribed(cx, m, out),
             ConnMsg::Fanout(m) => self.on_fanout(cx, from, m, out),
+            ConnMsg::SessionRole(m) => self.on_session_role(cx, m),
         }
     }
+}
+
+/// Checks a `Sync`'s sizes at the connection shard.
+fn check_sync(
+    cursors: &[(ConversationId, crate::types::Seq)],
+    reads: &[crate::types::Seq],
+) -> Result<(), Reject> {
+    if cursors.len() > SYNC_CURSORS_MAX {
+        return Err(Reject::TooLarge(format!(
+            "cursors: more than SYNC_CURSORS_MAX ({SYNC_CURSORS_MAX})"
+        )));
+    }
+    if !reads.is_empty() && reads.len() != cursors.len() {
+        return Err(Reject::Invalid(
+            "reads: one per cursor, in the same order, or none".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The members of a DM `requester` opens with `users`: sorted, unique, the

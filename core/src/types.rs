@@ -278,6 +278,44 @@ pub enum Request {
     People(PeopleRequest),
 }
 
+/// A user's role in their workspace (held on the workspace's shard, copied
+/// to the user's home shard and into every session). See `crate::auth`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Everything an admin may, and grants or revokes the owner role.
+    Owner,
+    /// Creates users, changes roles (not owners'), deactivates users,
+    /// removes anyone from a channel.
+    Admin,
+    /// Creates channels, browses and joins public ones.
+    #[default]
+    Member,
+    /// Sees only the conversations they were added to: no public-channel
+    /// preview, browsing or creation.
+    Guest,
+    /// Deactivated: no tokens, no sessions, in no channel; their messages
+    /// stay in history. Final.
+    Deactivated,
+}
+
+impl Role {
+    /// Owner or admin.
+    pub fn is_admin(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+
+    /// The lower-case name used by the CLI and the docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Guest => "guest",
+            Role::Deactivated => "deactivated",
+        }
+    }
+}
+
 /// Which name directory a [`Request::Lookup`] searches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LookupKind {
@@ -483,8 +521,14 @@ pub struct BootPage {
 pub enum Reject {
     /// No valid session (bad or revoked token, or request before `Hello`).
     Unauthenticated,
-    /// Needs an admin session.
+    /// Needs an admin session, or (in a user session) the workspace role
+    /// admin or owner.
     NotAdmin,
+    /// The session's workspace role does not allow it (a guest creating or
+    /// browsing channels, a write to a deactivated user); the text says
+    /// which rule. Never used where the answer would reveal a conversation
+    /// the user may not see: those are `NotFound`.
+    Forbidden(String),
     /// No such object *or* not visible to this user: the two are
     /// indistinguishable on purpose.
     NotFound,
@@ -787,6 +831,17 @@ pub enum PeopleRequest {
         after: Option<String>,
         /// At most CHANNEL_PAGE_MAX channels.
         limit: u32,
+    },
+    /// Change a user's workspace role (admin or owner role, or an admin
+    /// session). `Role::Deactivated` deactivates: the user's tokens are
+    /// revoked and their sessions closed at once, they are removed from
+    /// every channel, their messages stay. Answered `Done` once the user's
+    /// home shard applied it.
+    SetRole {
+        /// Whose role.
+        user: UserId,
+        /// The new role.
+        role: Role,
     },
     /// A page of a conversation's members, by user id.
     ListMembers {

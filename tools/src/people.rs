@@ -7,7 +7,7 @@ use crate::error::ClientError;
 use crate::requester::{unexpected, Requester};
 use courier_core::api::{
     ConversationId, DirectoryCursor, DirectoryEntry, PeopleRequest, PeopleResponse, ProfileUpdate,
-    Request, Response, UserId, UserProfile,
+    Request, Response, Role, UserId, UserProfile,
 };
 use courier_core::constants::GET_USERS_MAX;
 use std::collections::HashMap;
@@ -129,6 +129,24 @@ pub trait People: Requester {
             match people_reply(self.call(request).await?, "ChannelPage")? {
                 PeopleResponse::Channels { channels, next } => Ok((channels, next)),
                 other => Err(unexpected("ChannelPage", &Response::People(other))),
+            }
+        }
+    }
+
+    /// Changes a user's workspace role (an admin or owner session, or the
+    /// admin token); `Role::Deactivated` deactivates the user. Done once
+    /// every session of the user acts with the new role (or, deactivated,
+    /// is closed).
+    fn set_role(
+        &mut self,
+        user: UserId,
+        role: Role,
+    ) -> impl Future<Output = Result<(), ClientError>> {
+        let request = Request::People(PeopleRequest::SetRole { user, role });
+        async move {
+            match self.call(request).await? {
+                Response::Done => Ok(()),
+                other => Err(unexpected("Done", &other)),
             }
         }
     }

@@ -218,6 +218,18 @@ fn people_requests() -> Vec<PeopleRequest> {
             after: Some(UserId(9)),
             limit: 1,
         },
+        PeopleRequest::SetRole {
+            user: UserId(9),
+            role: Role::Guest,
+        },
+        PeopleRequest::SetRole {
+            user: UserId(9),
+            role: Role::Owner,
+        },
+        PeopleRequest::SetRole {
+            user: UserId(9),
+            role: Role::Deactivated,
+        },
     ]
 }
 
@@ -352,6 +364,9 @@ fn responses() -> Vec<Result<Response, Reject>> {
             .into_iter()
             .map(|p| Ok(Response::People(p))),
     )
+    .chain([Err(Reject::Forbidden(
+        "role: guests cannot create channels".into(),
+    ))])
     .collect()
 }
 

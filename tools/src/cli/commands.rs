@@ -11,12 +11,12 @@ use super::output::{
 };
 use anyhow::anyhow;
 use courier_core::api::{
-    ConversationId, ConversationInfo, Credential, HistoryAnchor, LookupKind, Message, Reject, Seq,
-    UserId, WorkspaceId,
+    ConversationId, ConversationInfo, Credential, HistoryAnchor, LookupKind, Message, Reject, Role,
+    Seq, UserId, WorkspaceId,
 };
 use courier_tools::{
-    Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, Requester, Session,
-    SessionEvent, SessionOptions,
+    Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, People, Requester,
+    Session, SessionEvent, SessionOptions,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -270,8 +270,16 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
                     ws.0.to_string()
                 })
         }
-        AdminCommand::CreateUser { workspace, name } => {
+        AdminCommand::CreateUser {
+            workspace,
+            name,
+            role,
+        } => {
             let t = client.create_user(WorkspaceId(workspace), &name).await?;
+            let role = role.map_or(Role::Member, |r| r.0);
+            if role != Role::Member {
+                client.set_role(t.user, role).await?;
+            }
             ctx.out.emit(
                 json!({
                     "user_id": id_json(t.user.0),
@@ -279,8 +287,25 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
                     "token_id": id_json(t.token_id),
                     "workspace": id_json(workspace),
                     "name": name,
+                    "role": role.name(),
                 }),
                 || format!("user_id {}\ntoken {}", t.user.0, t.text),
+            )
+        }
+        AdminCommand::SetRole { user, role } => {
+            let id = resolve_user(&mut client, &user).await?;
+            client.set_role(id, role.0).await?;
+            ctx.out.emit(
+                json!({ "user_id": id_json(id.0), "role": role.0.name() }),
+                || format!("user {} is now {}", id.0, role.0.name()),
+            )
+        }
+        AdminCommand::Deactivate { user } => {
+            let id = resolve_user(&mut client, &user).await?;
+            client.set_role(id, Role::Deactivated).await?;
+            ctx.out.emit(
+                json!({ "user_id": id_json(id.0), "role": "deactivated" }),
+                || format!("user {} is deactivated", id.0),
             )
         }
         AdminCommand::IssueToken { user } => {
