@@ -15,11 +15,11 @@ use courier_core::api::{
     Seq, UserId, WorkspaceId,
 };
 use courier_tools::{
-    Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, People, Requester,
-    Session, SessionEvent, SessionOptions,
+    Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, People, ProfileCache,
+    Requester, Session, SessionEvent, SessionOptions,
 };
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -445,6 +445,34 @@ async fn send(ctx: &Ctx, conversation: &str, text: String) -> anyhow::Result<()>
     )
 }
 
+/// Senders' names for output: profiles fetched once per sender (display
+/// name, else `@handle`); a sender whose profile cannot be read (an older
+/// server, another workspace) is shown by id, and asked for only once.
+#[derive(Default)]
+struct Names {
+    cache: ProfileCache,
+    asked: HashSet<UserId>,
+}
+
+impl Names {
+    /// Fetches the profiles of those of `users` not asked for yet.
+    async fn learn(&mut self, client: &mut Client, users: &[UserId]) {
+        let new: Vec<UserId> = users
+            .iter()
+            .copied()
+            .filter(|u| self.asked.insert(*u))
+            .collect();
+        if !new.is_empty() {
+            // Names are a courtesy: ids are shown when this fails.
+            let _ = self.cache.resolve(client, &new).await;
+        }
+    }
+
+    fn get(&self, user: UserId) -> Option<String> {
+        self.cache.get(user).map(|_| self.cache.name(user))
+    }
+}
+
 /// Labels of conversations for human output.
 struct Labels(HashMap<ConversationId, String>);
 
@@ -495,7 +523,8 @@ async fn watch(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
     session_options.from_start = args.from_start;
     session_options.cursor_file = args.cursor_file;
     let mut session = Session::with_client(client, session_options).await?;
-    let result = watch_loop(ctx, &mut session, &mut labels).await;
+    let mut names = Names::default();
+    let result = watch_loop(ctx, &mut session, &mut labels, &mut names).await;
     // Keep where we got to, whatever ended the loop.
     let saved = session.save_cursors();
     match result {
@@ -504,7 +533,12 @@ async fn watch(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn watch_loop(ctx: &Ctx, session: &mut Session, labels: &mut Labels) -> anyhow::Result<()> {
+async fn watch_loop(
+    ctx: &Ctx,
+    session: &mut Session,
+    labels: &mut Labels,
+    names: &mut Names,
+) -> anyhow::Result<()> {
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
@@ -513,7 +547,10 @@ async fn watch_loop(ctx: &Ctx, session: &mut Session, labels: &mut Labels) -> an
             _ = &mut interrupted => return Ok(()),
         };
         match event {
-            SessionEvent::Message(m) => print_message(ctx, labels, &m)?,
+            SessionEvent::Message(m) => {
+                names.learn(session.client(), &[m.sender]).await;
+                print_message(ctx, labels, names, &m)?
+            }
             SessionEvent::Joined(info) => {
                 labels.add(&info);
                 if !ctx.out.json {
@@ -536,9 +573,10 @@ async fn watch_loop(ctx: &Ctx, session: &mut Session, labels: &mut Labels) -> an
     }
 }
 
-fn print_message(ctx: &Ctx, labels: &Labels, m: &Message) -> anyhow::Result<()> {
-    ctx.out.emit(message_json(m), || {
-        message_text(&labels.get(m.conversation), m)
+fn print_message(ctx: &Ctx, labels: &Labels, names: &Names, m: &Message) -> anyhow::Result<()> {
+    let name = names.get(m.sender);
+    ctx.out.emit(message_json(m, name.as_deref()), || {
+        message_text(&labels.get(m.conversation), m, name.as_deref())
     })
 }
 
@@ -600,8 +638,11 @@ async fn history(
     }
     let mut labels = Labels(HashMap::new());
     labels.0.insert(id, conversation.to_owned());
+    let mut names = Names::default();
+    let senders: Vec<UserId> = messages.iter().map(|m| m.sender).collect();
+    names.learn(&mut client, &senders).await;
     for m in &messages {
-        print_message(ctx, &labels, m)?;
+        print_message(ctx, &labels, &names, m)?;
     }
     Ok(())
 }
