@@ -34,8 +34,8 @@ use crate::peer::{self, Actor, DeviceReg, GatherRequest, Origin, Who};
 use crate::pending::PendingTable;
 use crate::text::{check_body, check_name, NameKind};
 use crate::types::{
-    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Event, Millis, RateLimit, Reject,
-    ReqId, Request, Response, ShardId, UnavailableCause, UserId,
+    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Event, Millis, PeopleRequest,
+    RateLimit, Reject, ReqId, Request, Response, ShardId, UnavailableCause, UserId,
 };
 use std::collections::BTreeSet;
 
@@ -883,7 +883,18 @@ impl ConnRole {
         let result = match session {
             Session::Anonymous | Session::Authenticating { .. } => Err(Reject::Unauthenticated),
             Session::Admin => self.route_admin(cx, origin, request, out),
-            Session::User { who, .. } => self.route_user(cx, origin, who, request, out),
+            Session::User { who, token } => match request {
+                Request::People(PeopleRequest::ListTokens) => {
+                    let body = peer::home::ListTokens {
+                        origin,
+                        user: who.user,
+                        current: token,
+                    };
+                    cx.send_peer(cx.home_of(who.user), body, out);
+                    Ok(())
+                }
+                request => self.route_user(cx, origin, who, request, out),
+            },
         };
         if let Err(reject) = result {
             cx.reply(origin, Err(reject), out);
@@ -962,9 +973,12 @@ impl ConnRole {
     ) -> Result<(), Reject> {
         let home = cx.home_of(who.user);
         match request {
-            Request::CreateWorkspace { .. }
-            | Request::IssueToken { .. }
-            | Request::RevokeToken { .. } => return Err(Reject::NotAdmin),
+            Request::CreateWorkspace { .. } | Request::IssueToken { .. } => {
+                return Err(Reject::NotAdmin)
+            }
+            Request::RevokeToken { user, token } => {
+                return self.route_own_revoke(cx, origin, who, user, token, out)
+            }
             Request::CreateUser { workspace, name } => {
                 return self.route_create_user(cx, origin, Actor::User(who), workspace, name, out);
             }

@@ -1033,6 +1033,7 @@ impl HomeRole {
             HomeMsg::GetProfiles(m) => self.on_get_profiles(cx, from, m, out),
             HomeMsg::SetRole(m) => self.on_set_role(cx, m, out),
             HomeMsg::RoleChanged(m) => self.on_role_changed(cx, m, out),
+            HomeMsg::ListTokens(m) => self.on_list_tokens(cx, m, out),
         }
     }
 }

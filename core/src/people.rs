@@ -232,6 +232,8 @@ impl ConnRole {
             PeopleRequest::SetRole { user, role } => {
                 self.route_set_role(cx, origin, Actor::User(who), user, role, out);
             }
+            // Routed by `on_request`, which knows the session's token.
+            PeopleRequest::ListTokens => return Err(Reject::Invalid("ListTokens".into())),
             PeopleRequest::ListMembers {
                 conversation,
                 after,

@@ -43,7 +43,8 @@ use crate::peer::{self, Actor, Origin};
 use crate::record::Record;
 use crate::text::{check_name, NameKind};
 use crate::types::{
-    CloseReason, ConversationId, Reject, Response, Role, ShardId, UserId, WorkspaceId,
+    CloseReason, ConversationId, PeopleResponse, Reject, Response, Role, ShardId, UserId,
+    WorkspaceId,
 };
 
 // ----- C ---------------------------------------------------------------------
@@ -88,6 +89,28 @@ impl ConnRole {
             name,
         };
         cx.send_peer(cx.workspace_shard(workspace), body, out);
+        Ok(())
+    }
+
+    /// Routes a user's `RevokeToken`: only their own tokens.
+    pub(crate) fn route_own_revoke(
+        &mut self,
+        cx: &mut Ctx,
+        origin: Origin,
+        who: crate::peer::Who,
+        user: UserId,
+        token: Option<u64>,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Reject> {
+        if user != who.user {
+            return Err(Reject::NotAdmin);
+        }
+        let body = peer::home::RevokeToken {
+            origin,
+            user,
+            token,
+        };
+        cx.send_peer(cx.home_of(user), body, out);
         Ok(())
     }
 
@@ -198,6 +221,29 @@ impl HomeRole {
             };
             cx.after_durable(reply, out);
         }
+    }
+
+    /// `ListTokens`: the user's token ids, once every record appended
+    /// before is durable (a revocation just answered is not listed).
+    pub(crate) fn on_list_tokens(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::home::ListTokens,
+        out: &mut Vec<Effect>,
+    ) {
+        let peer::home::ListTokens {
+            origin,
+            user,
+            current,
+        } = m;
+        let result = match cx.state.users.get(&user) {
+            Some(u) => Ok(Response::People(PeopleResponse::Tokens {
+                tokens: u.tokens.keys().copied().collect(),
+                current,
+            })),
+            None => Err(Reject::NotFound),
+        };
+        cx.after_durable(Action::Reply { origin, result }, out);
     }
 
     /// Closes every session of a deactivated user (their tokens are gone

@@ -148,8 +148,9 @@ pub enum Request {
         /// The user.
         user: UserId,
     },
-    /// Admin: revoke one token (`Some`) or all of a user's tokens (`None`).
-    /// Connections authenticated with a revoked token are closed at once.
+    /// Admin, or a user for their own tokens: revoke one token (`Some`) or
+    /// all of a user's tokens (`None`). Connections authenticated with a
+    /// revoked token are closed at once.
     RevokeToken {
         /// The user.
         user: UserId,
@@ -843,6 +844,10 @@ pub enum PeopleRequest {
         /// The new role.
         role: Role,
     },
+    /// The ids of the session user's tokens (one per device; secrets are
+    /// never shown again). Revoke one with `Request::RevokeToken` naming
+    /// oneself.
+    ListTokens,
     /// A page of a conversation's members, by user id.
     ListMembers {
         /// The conversation (the session user must be allowed to read it).
@@ -873,6 +878,13 @@ pub enum PeopleResponse {
         channels: Vec<(ConversationId, String)>,
         /// Where the next page starts; `None`: this was the last.
         next: Option<String>,
+    },
+    /// `ListTokens`.
+    Tokens {
+        /// Token ids, ascending.
+        tokens: Vec<u64>,
+        /// The token of the session that asked.
+        current: u64,
     },
     /// `ListMembers`.
     Members {

@@ -313,3 +313,58 @@ fn deactivation_closes_sessions_removes_from_channels_and_keeps_messages() {
     assert!(forbidden(&set_role(w, n.admin, dan, Role::Member)));
     let _ = admin;
 }
+
+fn tokens(w: &mut World, c: usize) -> Result<(Vec<u64>, u64), Reject> {
+    match w.call(c, Request::People(PeopleRequest::ListTokens))? {
+        Response::People(PeopleResponse::Tokens { tokens, current }) => Ok((tokens, current)),
+        other => panic!("expected tokens, got {other:?}"),
+    }
+}
+
+#[test]
+fn users_list_and_revoke_their_own_tokens() {
+    let mut n = node(36);
+    let (ann, a, _) = n.user("ann", Role::Member, 0);
+    let (bob, _, _) = n.user("bob", Role::Member, 1);
+    let w = &mut n.w;
+    assert_eq!(tokens(w, a), Ok((vec![1], 1)));
+    // A second device's token, issued by the admin.
+    let second = match w.call(n.admin, Request::IssueToken { user: ann }) {
+        Ok(Response::TokenIssued {
+            user,
+            token,
+            secret,
+        }) => Credential::User {
+            user,
+            token,
+            secret,
+        },
+        other => panic!("{other:?}"),
+    };
+    let phone = w.user_client(ann, n.ws, second, 2, false);
+    assert_eq!(tokens(w, phone), Ok((vec![1, 2], 2)));
+    // Someone else's tokens are not yours to revoke.
+    let theirs = Request::RevokeToken {
+        user: bob,
+        token: Some(1),
+    };
+    assert_eq!(w.call(a, theirs), Err(Reject::NotAdmin));
+    // Revoking your phone's token closes the phone at once.
+    let mine = Request::RevokeToken {
+        user: ann,
+        token: Some(2),
+    };
+    assert_eq!(w.call(a, mine), Ok(Response::Done));
+    w.settle();
+    assert!(w.clients[phone]
+        .inbox
+        .iter()
+        .any(|x| matches!(x, Down::Closed(_))));
+    assert_eq!(tokens(w, a), Ok((vec![1], 1)));
+    assert_eq!(
+        w.call(n.admin, Request::People(PeopleRequest::ListTokens)),
+        Err(Reject::Invalid(
+            "an admin session has no user; use a user token".into()
+        ))
+    );
+}

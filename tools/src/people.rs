@@ -151,6 +151,18 @@ pub trait People: Requester {
         }
     }
 
+    /// The ids of your own tokens, ascending, and the one this session
+    /// uses. Revoke one with `revoke_token(yourself, Some(id))`.
+    fn list_tokens(&mut self) -> impl Future<Output = Result<(Vec<u64>, u64), ClientError>> {
+        let request = Request::People(PeopleRequest::ListTokens);
+        async move {
+            match people_reply(self.call(request).await?, "TokenList")? {
+                PeopleResponse::Tokens { tokens, current } => Ok((tokens, current)),
+                other => Err(unexpected("TokenList", &Response::People(other))),
+            }
+        }
+    }
+
     /// A page of a conversation's members, ascending by id.
     fn list_members(
         &mut self,

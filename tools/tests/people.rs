@@ -378,6 +378,21 @@ fn the_cli_manages_roles_and_history_shows_names() {
         .collect();
     assert_eq!(names, [("Ann Lee", "hello"), ("@bob", "hi ann")]);
     assert_eq!(history[0]["sender"], ann_id, "ids stay");
+    // Your own tokens: listed, the one in use marked; another revoked.
+    let listed = courier(&server, &acme.bob.text, &["token", "list"]);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["current"], true);
+    let bob_id = acme.bob.user.0.to_string();
+    let issued = courier(&server, &admin, &["admin", "issue-token", &bob_id]);
+    let second = issued[0]["token_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        courier(&server, &acme.bob.text, &["token", "list"]).len(),
+        2
+    );
+    let revoked = courier(&server, &acme.bob.text, &["token", "revoke", &second]);
+    assert_eq!(revoked[0]["revoked"], true);
+    let listed = courier(&server, &acme.bob.text, &["token", "list"]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
     // Deactivation by ann (a name: her token has a workspace).
     let gone = courier(&server, &acme.ann.text, &["admin", "deactivate", "@dora"]);
     assert_eq!(gone[0]["role"], "deactivated");

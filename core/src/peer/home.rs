@@ -36,6 +36,7 @@ role_messages! {
         GetProfiles,
         SetRole,
         RoleChanged,
+        ListTokens,
     }
 }
 
@@ -322,4 +323,15 @@ pub struct RoleChanged {
     pub origin: Option<Origin>,
     /// (user, role, version), at most PEER_BATCH_MAX.
     pub entries: Vec<(UserId, Role, u64)>,
+}
+
+/// C → H: the ids of a user's tokens (`current`: the asking session's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListTokens {
+    /// Request.
+    pub origin: Origin,
+    /// The session's user.
+    pub user: UserId,
+    /// The session's token.
+    pub current: u64,
 }

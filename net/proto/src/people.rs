@@ -123,6 +123,10 @@ pub(crate) fn encode_request(
             let t = wire::ListMembers::create(fbb, &args);
             (B::ListMembers, t.as_union_value())
         }
+        PeopleRequest::ListTokens => {
+            let t = wire::ListTokens::create(fbb, &wire::ListTokensArgs {});
+            (B::ListTokens, t.as_union_value())
+        }
         PeopleRequest::SetRole { user, role } => {
             let args = wire::SetRoleArgs {
                 user: user.0,
@@ -214,6 +218,10 @@ pub(crate) fn decode_request(
                 after: t.after().map(str::to_owned),
                 limit: t.limit(),
             }
+        }
+        B::ListTokens => {
+            required(frame.body_as_list_tokens(), "ListTokens")?;
+            PeopleRequest::ListTokens
         }
         B::SetRole => {
             let t = required(frame.body_as_set_role(), "SetRole")?;
@@ -359,6 +367,15 @@ pub(crate) fn encode_response(
             let t = wire::MemberPage::create(fbb, &args);
             (B::MemberPage, t.as_union_value())
         }
+        PeopleResponse::Tokens { tokens, current } => {
+            let tokens = fbb.create_vector(tokens);
+            let args = wire::TokenListArgs {
+                tokens: Some(tokens),
+                current: *current,
+            };
+            let t = wire::TokenList::create(fbb, &args);
+            (B::TokenList, t.as_union_value())
+        }
     }
 }
 
@@ -418,6 +435,13 @@ pub(crate) fn decode_response(
                 members: t.members().into_iter().flatten().map(UserId).collect(),
                 total: t.total(),
                 next: (t.next() != 0).then_some(UserId(t.next())),
+            }
+        }
+        B::TokenList => {
+            let t = required(frame.body_as_token_list(), "TokenList")?;
+            PeopleResponse::Tokens {
+                tokens: t.tokens().into_iter().flatten().collect(),
+                current: t.current(),
             }
         }
         other => return Err(DecodeError::UnexpectedBody(body_name(other))),

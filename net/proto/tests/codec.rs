@@ -230,6 +230,7 @@ fn people_requests() -> Vec<PeopleRequest> {
             user: UserId(9),
             role: Role::Deactivated,
         },
+        PeopleRequest::ListTokens,
     ]
 }
 
@@ -364,9 +365,15 @@ fn responses() -> Vec<Result<Response, Reject>> {
             .into_iter()
             .map(|p| Ok(Response::People(p))),
     )
-    .chain([Err(Reject::Forbidden(
-        "role: guests cannot create channels".into(),
-    ))])
+    .chain([
+        Err(Reject::Forbidden(
+            "role: guests cannot create channels".into(),
+        )),
+        Ok(Response::People(PeopleResponse::Tokens {
+            tokens: vec![1, 3, 4],
+            current: 3,
+        })),
+    ])
     .collect()
 }
 

@@ -102,6 +102,9 @@ pub enum Command {
     /// Offline tools for a data directory (the daemon need not run).
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Your own tokens (one per device).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Mark a conversation read up to SEQ (default: everything); every
     /// device of yours sees it.
     Read {
@@ -232,6 +235,19 @@ fn parse_role(s: &str) -> Result<RoleArg, String> {
             "{s:?} is not a role: owner, admin, member or guest (`courier admin deactivate` deactivates)"
         )),
     }
+}
+
+/// `courier token …`.
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum TokenCommand {
+    /// The ids of your tokens; the one in use is marked.
+    List,
+    /// Revoke one of your tokens (sessions using it are closed at once).
+    Revoke {
+        /// Token id (from `token list`).
+        #[arg(value_name = "TOKEN_ID")]
+        token_id: u64,
+    },
 }
 
 /// `courier admin cluster …`.

@@ -2,7 +2,7 @@
 //! library, print the result (see `output.rs`).
 
 use super::args::{
-    AdminCommand, ChannelCommand, Cli, ClusterCommand, Command, WalCommand, WatchArgs,
+    AdminCommand, ChannelCommand, Cli, ClusterCommand, Command, TokenCommand, WalCommand, WatchArgs,
 };
 use super::config::{self, Config};
 use super::output::{
@@ -129,6 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profile(cmd) => super::people::profile(&ctx, cmd).await,
         Command::Directory(args) => super::people::directory(&ctx, args).await,
         Command::Members(args) => super::people::members(&ctx, args).await,
+        Command::Token(cmd) => token(&ctx, cmd).await,
         Command::Wal(_) => Ok(()), // handled above
     }
 }
@@ -232,6 +233,37 @@ fn unreachable_welcome() -> courier_tools::Welcome {
         now: courier_core::api::Millis(0),
         conn_rate: courier_core::api::RateLimit::NONE,
         user_rate: courier_core::api::RateLimit::NONE,
+    }
+}
+
+/// `courier token list|revoke`: your own tokens.
+async fn token(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<()> {
+    let mut client = ctx.client().await?;
+    let me = client
+        .welcome()
+        .and_then(|w| w.user)
+        .ok_or_else(|| usage("token commands need a user token, not the admin token"))?;
+    match cmd {
+        TokenCommand::List => {
+            let (tokens, current) = client.list_tokens().await?;
+            for t in tokens {
+                ctx.out.emit(
+                    json!({ "token_id": id_json(t), "current": t == current }),
+                    || {
+                        let mark = if t == current { "  (this one)" } else { "" };
+                        format!("{t}{mark}")
+                    },
+                )?;
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { token_id } => {
+            client.revoke_token(me, Some(token_id)).await?;
+            ctx.out.emit(
+                json!({ "token_id": id_json(token_id), "revoked": true }),
+                || format!("revoked token {token_id}"),
+            )
+        }
     }
 }
 

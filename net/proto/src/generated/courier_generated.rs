@@ -968,10 +968,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 49;
+pub const ENUM_MAX_BODY: u8 = 51;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 50] = [
+pub const ENUM_VALUES_BODY: [Body; 52] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -1022,6 +1022,8 @@ pub const ENUM_VALUES_BODY: [Body; 50] = [
   Body::BrowseChannels,
   Body::ChannelPage,
   Body::SetRole,
+  Body::ListTokens,
+  Body::TokenList,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1079,9 +1081,11 @@ impl Body {
   pub const BrowseChannels: Self = Self(47);
   pub const ChannelPage: Self = Self(48);
   pub const SetRole: Self = Self(49);
+  pub const ListTokens: Self = Self(50);
+  pub const TokenList: Self = Self(51);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 49;
+  pub const ENUM_MAX: u8 = 51;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1133,6 +1137,8 @@ impl Body {
     Self::BrowseChannels,
     Self::ChannelPage,
     Self::SetRole,
+    Self::ListTokens,
+    Self::TokenList,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1187,6 +1193,8 @@ impl Body {
       Self::BrowseChannels => Some("BrowseChannels"),
       Self::ChannelPage => Some("ChannelPage"),
       Self::SetRole => Some("SetRole"),
+      Self::ListTokens => Some("ListTokens"),
+      Self::TokenList => Some("TokenList"),
       _ => None,
     }
   }
@@ -7795,6 +7803,200 @@ impl ::core::fmt::Debug for SetRole<'_> {
       ds.finish()
   }
 }
+pub enum ListTokensOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The ids of your own tokens (user sessions; revoke one with
+/// `RevokeToken` naming yourself).
+pub struct ListTokens<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListTokens<'a> {
+  type Inner = ListTokens<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListTokens<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListTokens { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args ListTokensArgs
+  ) -> ::flatbuffers::WIPOffset<ListTokens<'bldr>> {
+    let mut builder = ListTokensBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ListTokens<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListTokensArgs {
+}
+impl<'a> Default for ListTokensArgs {
+  #[inline]
+  fn default() -> Self {
+    ListTokensArgs {
+    }
+  }
+}
+
+pub struct ListTokensBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListTokensBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListTokensBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListTokensBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListTokens<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListTokens<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListTokens");
+      ds.finish()
+  }
+}
+pub enum TokenListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Token ids ascending; `current` is the asking session's.
+pub struct TokenList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TokenList<'a> {
+  type Inner = TokenList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TokenList<'a> {
+  pub const VT_TOKENS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CURRENT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TokenList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TokenListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TokenList<'bldr>> {
+    let mut builder = TokenListBuilder::new(_fbb);
+    builder.add_current(args.current);
+    if let Some(x) = args.tokens { builder.add_tokens(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn tokens(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(TokenList::VT_TOKENS, None)}
+  }
+  #[inline]
+  pub fn current(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TokenList::VT_CURRENT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TokenList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("tokens", Self::VT_TOKENS, false)?
+     .visit_field::<u64>("current", Self::VT_CURRENT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TokenListArgs<'a> {
+    pub tokens: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub current: u64,
+}
+impl<'a> Default for TokenListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TokenListArgs {
+      tokens: None,
+      current: 0,
+    }
+  }
+}
+
+pub struct TokenListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TokenListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_tokens(&mut self, tokens: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TokenList::VT_TOKENS, tokens);
+  }
+  #[inline]
+  pub fn add_current(&mut self, current: u64) {
+    self.fbb_.push_slot::<u64>(TokenList::VT_CURRENT, current, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TokenListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TokenListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TokenList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TokenList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TokenList");
+      ds.field("tokens", &self.tokens());
+      ds.field("current", &self.current());
+      ds.finish()
+  }
+}
 pub enum UserProfileOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9522,6 +9724,34 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_tokens(&self) -> Option<ListTokens<'a>> {
+    if self.body_type() == Body::ListTokens {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListTokens::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_token_list(&self) -> Option<TokenList<'a>> {
+    if self.body_type() == Body::TokenList {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { TokenList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -9582,6 +9812,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::BrowseChannels => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BrowseChannels>>("Body::BrowseChannels", pos),
           Body::ChannelPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChannelPage>>("Body::ChannelPage", pos),
           Body::SetRole => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetRole>>("Body::SetRole", pos),
+          Body::ListTokens => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListTokens>>("Body::ListTokens", pos),
+          Body::TokenList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TokenList>>("Body::TokenList", pos),
           _ => Ok(()),
         }
      })?
@@ -9982,6 +10214,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::SetRole => {
           if let Some(x) = self.body_as_set_role() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListTokens => {
+          if let Some(x) = self.body_as_list_tokens() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::TokenList => {
+          if let Some(x) = self.body_as_token_list() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
