@@ -286,7 +286,7 @@ pub enum Role {
     /// Everything an admin may, and grants or revokes the owner role.
     Owner,
     /// Creates users, changes roles (not owners'), deactivates users,
-    /// removes anyone from a channel.
+    /// removes anyone from a channel they are in.
     Admin,
     /// Creates channels, browses and joins public ones.
     #[default]
