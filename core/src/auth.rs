@@ -14,7 +14,17 @@
 //!   not in: read its history and find it by name ([`Access::Read`]), and
 //!   join it. Slack lets workspace members browse public channels; the
 //!   preview stops at reading (no live events, no sync, no sending);
+//!   a *guest* may not (guests see only what they were added to);
 //! - nothing else.
+//!
+//! Workspace roles ([`Role`]) decide the acts that concern no single
+//! conversation ([`permit`], [`permit_role_change`]): admins and owners
+//! create users, change roles and deactivate; members (not guests) create
+//! and browse channels. Those refusals are typed (`NotAdmin`,
+//! `Forbidden`): they reveal nothing but the asker's own role. The roles
+//! are checked where they are held: the workspace shard for user
+//! management and browsing, the user's home shard for channel creation,
+//! and the owner (from the session's role) for conversations.
 //!
 //! Credentials: secrets are never stored, only their sha256, compared in
 //! constant time ([`secret_matches`]).
@@ -24,7 +34,7 @@ use subtle::ConstantTimeEq;
 
 use crate::peer::Who;
 use crate::state::Conversation;
-use crate::types::{ConversationKind, Lsn, Reject};
+use crate::types::{ConversationKind, Lsn, Reject, Role};
 
 /// What a user wants to do with a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +62,71 @@ pub fn authorize(
     if conv.is_member(who.user, durable) {
         return Ok(());
     }
-    match (access, conv.kind) {
-        (Access::Read, ConversationKind::PublicChannel) => Ok(()),
+    match (access, conv.kind, who.role) {
+        (
+            Access::Read,
+            ConversationKind::PublicChannel,
+            Role::Owner | Role::Admin | Role::Member,
+        ) => Ok(()),
         _ => Err(Reject::NotFound),
     }
+}
+
+/// A workspace act that concerns no single conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// Create a channel.
+    CreateChannel,
+    /// Page through the workspace's public channels (`BrowseChannels`,
+    /// and their inclusion in `ListConversations`).
+    BrowseChannels,
+    /// Create users, change roles, deactivate.
+    ManageUsers,
+}
+
+/// Whether a user with `role` may perform `act`.
+pub fn permit(role: Role, act: Act) -> Result<(), Reject> {
+    match (act, role) {
+        (Act::ManageUsers, Role::Owner | Role::Admin) => Ok(()),
+        (Act::ManageUsers, _) => Err(Reject::NotAdmin),
+        (Act::CreateChannel | Act::BrowseChannels, Role::Owner | Role::Admin | Role::Member) => {
+            Ok(())
+        }
+        (Act::CreateChannel, _) => Err(Reject::Forbidden(
+            "role: guests cannot create channels".into(),
+        )),
+        (Act::BrowseChannels, _) => Err(Reject::Forbidden(
+            "role: guests cannot browse public channels".into(),
+        )),
+    }
+}
+
+/// Whether `actor` (`None`: the node's admin session, which bootstraps
+/// workspaces and may do anything) may change a user's role from `from` to
+/// `to`. Admins manage members and guests and make admins; only owners
+/// make or unmake owners; a deactivated user stays deactivated; the last
+/// owner (`owners` counts them) cannot be demoted.
+pub fn permit_role_change(
+    actor: Option<Role>,
+    from: Role,
+    to: Role,
+    owners: usize,
+) -> Result<(), Reject> {
+    if let Some(actor) = actor {
+        permit(actor, Act::ManageUsers)?;
+        if (from == Role::Owner || to == Role::Owner) && actor != Role::Owner {
+            return Err(Reject::NotAdmin);
+        }
+    }
+    if from == Role::Deactivated {
+        return Err(Reject::Forbidden("user: deactivated (final)".into()));
+    }
+    if from == Role::Owner && to != Role::Owner && owners <= 1 {
+        return Err(Reject::Forbidden(
+            "role: the workspace's last owner cannot be demoted".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// sha256 of a secret: the only form in which secrets are stored.
@@ -105,6 +176,7 @@ mod tests {
         let who = Who {
             user: ALICE,
             workspace,
+            role: Role::Member,
         };
         assert_eq!(
             authorize(&conv, who, access, Lsn(durable)),
@@ -135,6 +207,100 @@ mod tests {
         check(PrivateChannel, false, WS, Read, 9, nf.clone());
         check(Dm, false, WS, Read, 9, nf.clone());
         check(GroupDm, false, WS, Read, 9, nf);
+    }
+
+    #[test]
+    fn guests_get_no_preview_and_members_do() {
+        let state = State::new(ShardId(0), 1, HashState::new(&[0; 32]));
+        let mut conv = state.new_conversation(
+            ConversationId(7),
+            WS,
+            ConversationKind::PublicChannel,
+            String::new(),
+            None,
+            Millis(0),
+        );
+        let who = |role| Who {
+            user: ALICE,
+            workspace: WS,
+            role,
+        };
+        for (role, preview) in [
+            (Role::Owner, true),
+            (Role::Admin, true),
+            (Role::Member, true),
+            (Role::Guest, false),
+            (Role::Deactivated, false),
+        ] {
+            let got = authorize(&conv, who(role), Access::Read, Lsn(9));
+            assert_eq!(got.is_ok(), preview, "{role:?}");
+            if !preview {
+                assert_eq!(got, Err(Reject::NotFound), "{role:?}");
+            }
+        }
+        // A guest added to the channel is a member like anyone.
+        conv.members.insert(
+            ALICE,
+            Member {
+                joined_seq: Seq(0),
+                lsn: Lsn(5),
+            },
+        );
+        assert_eq!(
+            authorize(&conv, who(Role::Guest), Access::Member, Lsn(9)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn workspace_acts_by_role() {
+        use Role::*;
+        let forbidden = |r: &Result<(), Reject>| matches!(r, Err(Reject::Forbidden(_)));
+        for role in [Owner, Admin] {
+            for act in [Act::CreateChannel, Act::BrowseChannels, Act::ManageUsers] {
+                assert_eq!(permit(role, act), Ok(()), "{role:?} {act:?}");
+            }
+        }
+        assert_eq!(permit(Member, Act::CreateChannel), Ok(()));
+        assert_eq!(permit(Member, Act::BrowseChannels), Ok(()));
+        assert_eq!(permit(Member, Act::ManageUsers), Err(Reject::NotAdmin));
+        assert!(forbidden(&permit(Guest, Act::CreateChannel)));
+        assert!(forbidden(&permit(Guest, Act::BrowseChannels)));
+        assert_eq!(permit(Guest, Act::ManageUsers), Err(Reject::NotAdmin));
+    }
+
+    #[test]
+    fn role_changes() {
+        use Role::*;
+        let ok = Ok(());
+        // The node admin may do anything but undo a deactivation or drop the
+        // last owner.
+        assert_eq!(permit_role_change(None, Member, Owner, 0), ok);
+        assert_eq!(permit_role_change(None, Owner, Member, 2), ok);
+        assert!(permit_role_change(None, Owner, Member, 1).is_err());
+        assert!(permit_role_change(None, Deactivated, Member, 1).is_err());
+        // Admins: members, guests and admins; never owners.
+        assert_eq!(permit_role_change(Some(Admin), Member, Guest, 1), ok);
+        assert_eq!(permit_role_change(Some(Admin), Guest, Admin, 1), ok);
+        assert_eq!(permit_role_change(Some(Admin), Member, Deactivated, 1), ok);
+        assert_eq!(
+            permit_role_change(Some(Admin), Member, Owner, 1),
+            Err(Reject::NotAdmin)
+        );
+        assert_eq!(
+            permit_role_change(Some(Admin), Owner, Deactivated, 2),
+            Err(Reject::NotAdmin)
+        );
+        // Owners: everything but the last owner.
+        assert_eq!(permit_role_change(Some(Owner), Owner, Admin, 2), ok);
+        assert!(permit_role_change(Some(Owner), Owner, Admin, 1).is_err());
+        // Members and guests: nothing.
+        for actor in [Member, Guest] {
+            assert_eq!(
+                permit_role_change(Some(actor), Member, Guest, 1),
+                Err(Reject::NotAdmin)
+            );
+        }
     }
 
     #[test]

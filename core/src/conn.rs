@@ -34,8 +34,8 @@ use crate::peer::{self, Actor, DeviceReg, GatherRequest, Origin, Who};
 use crate::pending::PendingTable;
 use crate::text::{check_body, check_name, NameKind};
 use crate::types::{
-    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Event, Millis, RateLimit, Reject,
-    ReqId, Request, Response, ShardId, UnavailableCause, UserId,
+    CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Event, Millis, PeopleRequest,
+    RateLimit, Reject, ReqId, Request, Response, ShardId, UnavailableCause, UserId,
 };
 use std::collections::BTreeSet;
 
@@ -883,7 +883,18 @@ impl ConnRole {
         let result = match session {
             Session::Anonymous | Session::Authenticating { .. } => Err(Reject::Unauthenticated),
             Session::Admin => self.route_admin(cx, origin, request, out),
-            Session::User { who, .. } => self.route_user(cx, origin, who, request, out),
+            Session::User { who, token } => match request {
+                Request::People(PeopleRequest::ListTokens) => {
+                    let body = peer::home::ListTokens {
+                        origin,
+                        user: who.user,
+                        current: token,
+                    };
+                    cx.send_peer(cx.home_of(who.user), body, out);
+                    Ok(())
+                }
+                request => self.route_user(cx, origin, who, request, out),
+            },
         };
         if let Err(reject) = result {
             cx.reply(origin, Err(reject), out);
@@ -911,17 +922,7 @@ impl ConnRole {
                 );
             }
             Request::CreateUser { workspace, name } => {
-                check_name("name", &name, NameKind::Handle)?;
-                let to = cx.workspace_shard(workspace);
-                cx.send_peer(
-                    to,
-                    peer::workspace::CreateUser {
-                        origin,
-                        workspace,
-                        name,
-                    },
-                    out,
-                );
+                return self.route_create_user(cx, origin, Actor::Admin, workspace, name, out);
             }
             Request::IssueToken { user } => {
                 let to = cx.home_of(user);
@@ -972,10 +973,15 @@ impl ConnRole {
     ) -> Result<(), Reject> {
         let home = cx.home_of(who.user);
         match request {
-            Request::CreateWorkspace { .. }
-            | Request::CreateUser { .. }
-            | Request::IssueToken { .. }
-            | Request::RevokeToken { .. } => return Err(Reject::NotAdmin),
+            Request::CreateWorkspace { .. } | Request::IssueToken { .. } => {
+                return Err(Reject::NotAdmin)
+            }
+            Request::RevokeToken { user, token } => {
+                return self.route_own_revoke(cx, origin, who, user, token, out)
+            }
+            Request::CreateUser { workspace, name } => {
+                return self.route_create_user(cx, origin, Actor::User(who), workspace, name, out);
+            }
             Request::CreateChannel { name, private } => {
                 check_name("name", &name, NameKind::Handle)?;
                 let body = peer::home::CreateChannel {
@@ -1073,16 +1079,7 @@ impl ConnRole {
                 cx.send_peer(to, msg, out);
             }
             Request::Sync { cursors, reads } => {
-                if cursors.len() > SYNC_CURSORS_MAX {
-                    return Err(Reject::TooLarge(format!(
-                        "cursors: more than SYNC_CURSORS_MAX ({SYNC_CURSORS_MAX})"
-                    )));
-                }
-                if !reads.is_empty() && reads.len() != cursors.len() {
-                    return Err(Reject::Invalid(
-                        "reads: one per cursor, in the same order, or none".into(),
-                    ));
-                }
+                check_sync(&cursors, &reads)?;
                 let body = peer::gather::Start {
                     origin,
                     who,
@@ -1197,8 +1194,27 @@ impl ConnRole {
             ConnMsg::WatchReply(m) => self.on_watch_reply(cx, from, m, out),
             ConnMsg::Unsubscribed(m) => self.on_unsubscribed(cx, m, out),
             ConnMsg::Fanout(m) => self.on_fanout(cx, from, m, out),
+            ConnMsg::SessionRole(m) => self.on_session_role(cx, m),
         }
     }
+}
+
+/// Checks a `Sync`'s sizes at the connection shard.
+fn check_sync(
+    cursors: &[(ConversationId, crate::types::Seq)],
+    reads: &[crate::types::Seq],
+) -> Result<(), Reject> {
+    if cursors.len() > SYNC_CURSORS_MAX {
+        return Err(Reject::TooLarge(format!(
+            "cursors: more than SYNC_CURSORS_MAX ({SYNC_CURSORS_MAX})"
+        )));
+    }
+    if !reads.is_empty() && reads.len() != cursors.len() {
+        return Err(Reject::Invalid(
+            "reads: one per cursor, in the same order, or none".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The members of a DM `requester` opens with `users`: sorted, unique, the

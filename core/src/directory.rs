@@ -22,7 +22,7 @@ use crate::peer::{self};
 use crate::record::Record;
 use crate::state::Claim;
 use crate::types::{
-    ConversationId, LookupKind, Millis, Reject, Response, ShardId, UnavailableCause, UserId,
+    ConversationId, LookupKind, Millis, Reject, Response, Role, ShardId, UnavailableCause, UserId,
     WorkspaceId,
 };
 
@@ -32,6 +32,9 @@ use crate::types::{
 pub(crate) struct WorkspaceRole {
     /// When unconfirmed claims are sent again next.
     pub(crate) next_claim_retry: Millis,
+    /// Home shards to send every role of their users at the next tick
+    /// (all at start; a shard that restarted): see `crate::roles`.
+    pub(crate) roles_due: crate::bitset::ShardSet,
 }
 
 pub(crate) fn exhausted() -> Reject {
@@ -152,9 +155,21 @@ impl WorkspaceRole {
     ) {
         let peer::workspace::CreateUser {
             origin,
+            actor,
             workspace,
             name,
         } = m;
+        if let peer::Actor::User(who) = actor {
+            // Users with the admin or owner role create users of their own
+            // workspace (W's table decides, not the session's copy).
+            let role = match cx.state.workspaces.get(&workspace) {
+                Some(ws) if who.workspace == workspace => ws.role_of(who.user).0,
+                _ => return cx.reply(origin, Err(Reject::NotFound), out),
+            };
+            if let Err(r) = crate::auth::permit(role, crate::auth::Act::ManageUsers) {
+                return cx.reply(origin, Err(r), out);
+            }
+        }
         if let Err(r) = self.claim_room(cx, workspace, &name, false) {
             return cx.reply(origin, Err(r), out);
         }
@@ -296,7 +311,8 @@ impl WorkspaceRole {
                 cx.reply(origin, result, out);
             }
             LookupKind::Channel => match ws.channels.get(&name).copied() {
-                Some(c) if c.confirmed && !c.private => {
+                // A guest finds only channels they are in: the owner decides.
+                Some(c) if c.confirmed && !c.private && ws.role_of(who.user).0 != Role::Guest => {
                     cx.reply(origin, Ok(Response::Found { id: c.id.0 }), out)
                 }
                 Some(c) if c.confirmed => {
@@ -394,6 +410,7 @@ impl WorkspaceRole {
             WorkspaceMsg::Directory(m) => self.on_directory(cx, m, out),
             WorkspaceMsg::UserByHandle(m) => self.on_user_by_handle(cx, m, out),
             WorkspaceMsg::BrowseChannels(m) => self.on_browse_channels(cx, m, out),
+            WorkspaceMsg::SetRole(m) => self.on_set_role(cx, m, out),
         }
     }
 }

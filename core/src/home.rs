@@ -28,8 +28,8 @@ use crate::peer::{self, PeerBody, Who};
 use crate::record::{Record, StoredLevel};
 use crate::state::Device;
 use crate::types::{
-    CloseReason, ConnId, ConversationId, Event, Lsn, Millis, NotifyLevel, Reject, Response, Seq,
-    ShardId, UnavailableCause, UserId,
+    CloseReason, ConnId, ConversationId, Event, Lsn, Millis, NotifyLevel, Reject, Response, Role,
+    Seq, ShardId, UnavailableCause, UserId,
 };
 
 /// The home role's state (memory, derived; users, tokens, cursors and
@@ -50,6 +50,9 @@ pub(crate) struct HomeRole {
     /// workspace shards at the first tick after start (see
     /// `HomeRole::send_directory_names`).
     pub(crate) directory_round_due: bool,
+    /// A membership round completed: deactivated users still listed in a
+    /// conversation are evicted again at the next tick (`crate::roles`).
+    pub(crate) evict_due: bool,
 }
 
 impl HomeRole {
@@ -60,6 +63,7 @@ impl HomeRole {
             activity: hash.map(),
             pending_cursors: PendingCursors::default(),
             directory_round_due: false,
+            evict_due: false,
         }
     }
 }
@@ -209,6 +213,7 @@ impl HomeRole {
                         Who {
                             user,
                             workspace: u.workspace,
+                            role: u.role,
                         },
                         u.conversations.iter().copied().collect::<Vec<_>>(),
                     ))
@@ -298,6 +303,9 @@ impl HomeRole {
         let peer::home::IssueToken { origin, user } = m;
         let result = (|| {
             let u = cx.state.users.get(&user).ok_or(Reject::NotFound)?;
+            if u.role == Role::Deactivated {
+                return Err(Reject::Forbidden("user: deactivated".into()));
+            }
             if u.tokens.len() >= TOKENS_PER_USER_MAX {
                 return Err(Reject::TooLarge(format!(
                     "tokens: more than TOKENS_PER_USER_MAX ({TOKENS_PER_USER_MAX})"
@@ -460,7 +468,12 @@ impl HomeRole {
         user: UserId,
         conv: Option<ConversationId>,
     ) -> Result<Seq, Reject> {
-        let u = cx.state.users.get(&user).ok_or(Reject::NotFound)?;
+        let u = cx
+            .state
+            .users
+            .get(&user)
+            .filter(|u| u.role != Role::Deactivated)
+            .ok_or(Reject::NotFound)?;
         if u.conversations.len() >= CONVERSATIONS_PER_USER_MAX
             && !conv.is_some_and(|c| u.conversations.contains(&c))
         {
@@ -481,7 +494,12 @@ impl HomeRole {
             name,
             private,
         } = m;
-        if let Err(r) = self.member_room(cx, who.user, None) {
+        let check = self.member_room(cx, who.user, None).and_then(|_| {
+            // The home shard's copy of the role decides (durable here).
+            let role = cx.state.users.get(&who.user).map_or(who.role, |u| u.role);
+            crate::auth::permit(role, crate::auth::Act::CreateChannel)
+        });
+        if let Err(r) = check {
             return cx.reply(origin, Err(r), out);
         }
         let to = cx.workspace_shard(who.workspace);
@@ -588,7 +606,9 @@ impl HomeRole {
             workspace,
         } = m;
         let ok = cx.state.users.get(&user).is_some_and(|u| {
-            u.workspace == workspace && u.conversations.len() < CONVERSATIONS_PER_USER_MAX
+            u.workspace == workspace
+                && u.role != Role::Deactivated
+                && u.conversations.len() < CONVERSATIONS_PER_USER_MAX
         });
         cx.send_peer(from, peer::owner::VerifyReply { pending, user, ok }, out);
     }
@@ -612,6 +632,14 @@ impl HomeRole {
             }
             return;
         };
+        if u.role == Role::Deactivated {
+            // Added while the deactivation was on its way: out again.
+            if let Some(origin) = origin {
+                cx.reply(origin, Err(Reject::NotFound), out);
+            }
+            let to = cx.owner_of(conversation);
+            return cx.send_peer(to, peer::owner::Evict { user, conversation }, out);
+        }
         if u.conversations.insert(conversation) {
             self.listed(conversation, info.last_activity);
         } else {
@@ -923,6 +951,7 @@ impl HomeRole {
         self.activity
             .retain(|c, a| a.listed > 0 || crate::ids::shard_of(*c, count) != owner);
         cx.rounds_done.insert(owner);
+        self.evict_due = true;
     }
 
     /// A user of this shard now lists `conversation`.
@@ -1002,6 +1031,9 @@ impl HomeRole {
             HomeMsg::SetDnd(m) => self.on_set_dnd(cx, m, out),
             HomeMsg::SetProfile(m) => self.on_set_profile(cx, m, out),
             HomeMsg::GetProfiles(m) => self.on_get_profiles(cx, from, m, out),
+            HomeMsg::SetRole(m) => self.on_set_role(cx, m, out),
+            HomeMsg::RoleChanged(m) => self.on_role_changed(cx, m, out),
+            HomeMsg::ListTokens(m) => self.on_list_tokens(cx, m, out),
         }
     }
 }

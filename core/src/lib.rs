@@ -58,6 +58,7 @@
 //! | [`notify`] | notification candidates and the decision table (pure) |
 //! | [`text`] | name and body checks, the size estimates that byte budgets use |
 //! | `people` | issue 16's handlers for every role: profiles, `GetUsers`, the directory, member lists |
+//! | `roles` | workspace roles and deactivation: `SetRole` through `H` and `W`, the repair rounds |
 //! | [`profile`] | profile checks, updates, expiry, sort keys (pure) |
 //! | `dirindex` | the workspace directory's sorted index with prefix search |
 //! | `cache`, `bitset`, `hash` | recent-message cache, shard sets, keyed hashing |
@@ -88,6 +89,7 @@ mod pending;
 mod people;
 pub mod profile;
 pub mod record;
+mod roles;
 mod shard;
 pub mod snapshot;
 mod state;

@@ -833,7 +833,8 @@ impl OwnerRole {
             let c = match actor {
                 Actor::User(who) => {
                     let c = Self::conversation_for(cx, conversation, who, Access::Member)?;
-                    if who.user != user && c.creator != Some(who.user) {
+                    // Workspace admins may remove anyone from a channel.
+                    if who.user != user && c.creator != Some(who.user) && !who.role.is_admin() {
                         return Err(Reject::NotAdmin);
                     }
                     c
@@ -857,22 +858,56 @@ impl OwnerRole {
         if let Err(r) = check {
             return cx.reply(origin, Err(r), out);
         }
+        Self::commit_removal(cx, notifier, conversation, user, Some(origin), out);
+    }
+
+    /// H → O: a deactivated user leaves a channel (no answer; DMs, unknown
+    /// conversations and non-members are left as they are).
+    pub(crate) fn on_evict(
+        &mut self,
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        m: peer::owner::Evict,
+        out: &mut Vec<Effect>,
+    ) {
+        let peer::owner::Evict { user, conversation } = m;
+        let due = cx
+            .state
+            .conversations
+            .get(&conversation)
+            .is_some_and(|c| !c.is_dm() && c.members.contains_key(&user));
+        if due && cx.writable().is_ok() {
+            Self::commit_removal(cx, notifier, conversation, user, None, out);
+        }
+    }
+
+    /// Appends `MemberRemoved`, answers `origin` and tells the user's home
+    /// shard once durable, and cuts the user's live stream at once.
+    fn commit_removal(
+        cx: &mut Ctx,
+        notifier: &mut NotifierRole,
+        conversation: ConversationId,
+        user: UserId,
+        origin: Option<Origin>,
+        out: &mut Vec<Effect>,
+    ) {
         let record = Record::MemberRemoved {
             conversation: conversation.0,
             user: user.0,
             ts: cx.now.0,
         };
         let home = cx.home_of(user);
-        let actions = vec![
-            Action::Reply {
+        let mut actions = Vec::with_capacity(2);
+        if let Some(origin) = origin {
+            actions.push(Action::Reply {
                 origin,
                 result: Ok(Response::Done),
-            },
-            Action::Peer {
-                to: home,
-                body: peer::home::MemberRemoved { user, conversation }.into(),
-            },
-        ];
+            });
+        }
+        actions.push(Action::Peer {
+            to: home,
+            body: peer::home::MemberRemoved { user, conversation }.into(),
+        });
         cx.commit(record, actions, out);
         notifier.notify_member_gone(conversation, user);
         // A restriction acts at once: cut the user's live stream before any
@@ -1193,6 +1228,7 @@ impl OwnerRole {
             OwnerMsg::SetNotify(m) => self.on_set_notify(cx, notifier, m, out),
             OwnerMsg::Summaries(m) => self.on_summaries(cx, from, m, out),
             OwnerMsg::ListMembers(m) => self.on_list_members(cx, m, out),
+            OwnerMsg::Evict(m) => self.on_evict(cx, notifier, m, out),
         }
     }
 }

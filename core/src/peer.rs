@@ -59,7 +59,8 @@ pub(crate) mod wire;
 pub(crate) mod workspace;
 
 use crate::types::{
-    ConnId, ConversationId, ConversationInfo, DeviceInfo, Message, ReqId, Seq, UserId, WorkspaceId,
+    ConnId, ConversationId, ConversationInfo, DeviceInfo, Message, ReqId, Role, Seq, UserId,
+    WorkspaceId,
 };
 
 /// Where a reply goes: a connection (on its shard) and the request id.
@@ -120,6 +121,9 @@ pub struct Who {
     pub user: UserId,
     /// The user's workspace.
     pub workspace: WorkspaceId,
+    /// The user's workspace role as the home shard knew it when the
+    /// session began (kept current: a role change updates every session).
+    pub role: Role,
 }
 
 /// A notification candidate (see [`crate::notify::candidates`]).

@@ -102,6 +102,18 @@ fn user_profile(u: &User, now: Millis) -> UserProfile {
     }
 }
 
+/// The ids of a `GetUsers`, each once, in the order asked.
+fn unique_ids(mut users: Vec<UserId>) -> Result<Vec<UserId>, Reject> {
+    if users.len() > GET_USERS_MAX {
+        return Err(Reject::TooLarge(format!(
+            "users: more than GET_USERS_MAX ({GET_USERS_MAX})"
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    users.retain(|u| seen.insert(*u));
+    Ok(users)
+}
+
 // ----- C: routing -------------------------------------------------------------
 
 impl ConnRole {
@@ -127,6 +139,10 @@ impl ConnRole {
                     update: *update,
                 };
                 cx.send_peer(cx.home_of(user), body, out);
+                Ok(())
+            }
+            PeopleRequest::SetRole { user, role } => {
+                self.route_set_role(cx, origin, Actor::Admin, user, role, out);
                 Ok(())
             }
             PeopleRequest::SetProfile { user: None, .. } => Err(Reject::Invalid(
@@ -162,14 +178,8 @@ impl ConnRole {
                 };
                 cx.send_peer(cx.home_of(user), body, out);
             }
-            PeopleRequest::GetUsers { mut users } => {
-                if users.len() > GET_USERS_MAX {
-                    return Err(Reject::TooLarge(format!(
-                        "users: more than GET_USERS_MAX ({GET_USERS_MAX})"
-                    )));
-                }
-                let mut seen = std::collections::BTreeSet::new();
-                users.retain(|u| seen.insert(*u));
+            PeopleRequest::GetUsers { users } => {
+                let users = unique_ids(users)?;
                 let body = peer::gather::UsersStart { origin, who, users };
                 cx.send_peer(cx.home_of(who.user), body, out);
             }
@@ -219,6 +229,11 @@ impl ConnRole {
                 };
                 cx.send_peer(cx.workspace_shard(who.workspace), body, out);
             }
+            PeopleRequest::SetRole { user, role } => {
+                self.route_set_role(cx, origin, Actor::User(who), user, role, out);
+            }
+            // Routed by `on_request`, which knows the session's token.
+            PeopleRequest::ListTokens => return Err(Reject::Invalid("ListTokens".into())),
             PeopleRequest::ListMembers {
                 conversation,
                 after,
@@ -522,6 +537,10 @@ impl WorkspaceRole {
         let Some(ws) = cx.state.workspaces.get(&who.workspace) else {
             return cx.reply(origin, Err(Reject::NotFound), out);
         };
+        let role = ws.role_of(who.user).0;
+        if let Err(r) = crate::auth::permit(role, crate::auth::Act::BrowseChannels) {
+            return cx.reply(origin, Err(r), out);
+        }
         let after = after.unwrap_or_default();
         let mut page: Vec<(&String, ConversationId)> = ws
             .channels

@@ -18,7 +18,7 @@
 
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
 
-use crate::types::{Broadcast, ConversationKind, NotifyLevel, NotifyReason};
+use crate::types::{Broadcast, ConversationKind, NotifyLevel, NotifyReason, Role};
 
 /// Kind byte of [`Record::WorkspaceCreated`].
 pub const KIND_WORKSPACE_CREATED: u8 = 1;
@@ -60,6 +60,49 @@ pub const KIND_NOTIFY_HANDED_OFF: u8 = 18;
 pub const KIND_PROFILE_SET: u8 = 19;
 /// Kind byte of [`Record::DirectoryNameSet`].
 pub const KIND_DIRECTORY_NAME_SET: u8 = 20;
+/// Kind byte of [`Record::RoleSet`].
+pub const KIND_ROLE_SET: u8 = 21;
+/// Kind byte of [`Record::UserRoleSet`].
+pub const KIND_USER_ROLE_SET: u8 = 22;
+
+/// A workspace role as stored.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredRole {
+    /// [`Role::Owner`].
+    Owner,
+    /// [`Role::Admin`].
+    Admin,
+    /// [`Role::Member`].
+    Member,
+    /// [`Role::Guest`].
+    Guest,
+    /// [`Role::Deactivated`].
+    Deactivated,
+}
+
+impl From<Role> for StoredRole {
+    fn from(r: Role) -> StoredRole {
+        match r {
+            Role::Owner => StoredRole::Owner,
+            Role::Admin => StoredRole::Admin,
+            Role::Member => StoredRole::Member,
+            Role::Guest => StoredRole::Guest,
+            Role::Deactivated => StoredRole::Deactivated,
+        }
+    }
+}
+
+impl From<StoredRole> for Role {
+    fn from(r: StoredRole) -> Role {
+        match r {
+            StoredRole::Owner => Role::Owner,
+            StoredRole::Admin => Role::Admin,
+            StoredRole::Member => Role::Member,
+            StoredRole::Guest => Role::Guest,
+            StoredRole::Deactivated => Role::Deactivated,
+        }
+    }
+}
 
 /// Why a push notifies, as stored.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,7 +241,7 @@ pub use stored::{MessageRecord, ProfileRecord, Record};
 // rkyv derives public resolver types whose fields carry no docs.
 #[allow(missing_docs)]
 mod stored {
-    use super::{StoredBroadcast, StoredKind, StoredLevel, StoredReason};
+    use super::{StoredBroadcast, StoredKind, StoredLevel, StoredReason, StoredRole};
     use rkyv::{Archive, Deserialize, Serialize};
 
     /// A posted message: the authoritative copy of a message is this record.
@@ -452,6 +495,30 @@ mod stored {
             /// The profile version it is from.
             version: u64,
         },
+        /// Workspace shard: a user's role, authoritative, at its new
+        /// version (one more than the last; users without one are members
+        /// at version 0).
+        RoleSet {
+            /// Workspace.
+            workspace: u64,
+            /// User.
+            user: u64,
+            /// The role.
+            role: StoredRole,
+            /// The new version.
+            version: u64,
+        },
+        /// Home shard: the copy of a user's role the workspace shard sent
+        /// (only a higher version is written). `Deactivated` is applied
+        /// with the revocation of every token.
+        UserRoleSet {
+            /// User.
+            user: u64,
+            /// The role.
+            role: StoredRole,
+            /// Its version at the workspace shard.
+            version: u64,
+        },
     }
 }
 
@@ -507,6 +574,8 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         KIND_NOTIFY_HANDED_OFF => "NotifyHandedOff",
         KIND_PROFILE_SET => "ProfileSet",
         KIND_DIRECTORY_NAME_SET => "DirectoryNameSet",
+        KIND_ROLE_SET => "RoleSet",
+        KIND_USER_ROLE_SET => "UserRoleSet",
         _ => return None,
     })
 }
@@ -535,6 +604,8 @@ impl Record {
             Record::NotifyHandedOff { .. } => KIND_NOTIFY_HANDED_OFF,
             Record::ProfileSet { .. } => KIND_PROFILE_SET,
             Record::DirectoryNameSet { .. } => KIND_DIRECTORY_NAME_SET,
+            Record::RoleSet { .. } => KIND_ROLE_SET,
+            Record::UserRoleSet { .. } => KIND_USER_ROLE_SET,
         }
     }
 
@@ -702,6 +773,17 @@ mod tests {
                 display_name: "Ann Lee".into(),
                 version: 3,
             },
+            Record::RoleSet {
+                workspace: 1,
+                user: 2,
+                role: StoredRole::Guest,
+                version: 1,
+            },
+            Record::UserRoleSet {
+                user: 2,
+                role: StoredRole::Deactivated,
+                version: 2,
+            },
         ]
     }
 
@@ -716,7 +798,7 @@ mod tests {
     #[test]
     fn every_kind_roundtrips() {
         let records = samples();
-        assert_eq!(records.len(), usize::from(KIND_DIRECTORY_NAME_SET));
+        assert_eq!(records.len(), usize::from(KIND_USER_ROLE_SET));
         for record in records {
             let bytes = record.encode();
             // Decode from an unaligned copy as the WAL may hand it over.

@@ -148,6 +148,7 @@ impl Shard {
             home: HomeRole::new(hash),
             workspace: WorkspaceRole {
                 next_claim_retry: Millis(0),
+                roles_due: ShardSet::new(),
             },
             gather: GatherRole::new(incarnation),
             notifier: NotifierRole::default(),
@@ -231,6 +232,9 @@ impl Shard {
         // hears, and nothing is appended during start (the runtime reports
         // durability only for records appended after it).
         self.home.directory_round_due = true;
+        // Every role this workspace shard holds goes to the home shards at
+        // the first tick (repairs a `RoleChanged` a crash lost).
+        self.workspace.roles_due = all.clone();
         self.drain_local(out);
     }
 
@@ -392,6 +396,13 @@ impl Shard {
         if std::mem::take(&mut self.home.directory_round_due) {
             self.home.send_directory_names(&mut self.cx, out);
         }
+        if !self.workspace.roles_due.is_empty() {
+            let due = std::mem::take(&mut self.workspace.roles_due);
+            self.workspace.send_role_rounds(&mut self.cx, &due, out);
+        }
+        if std::mem::take(&mut self.home.evict_due) {
+            self.home.evict_deactivated(&mut self.cx, out);
+        }
         self.conn.expire_hellos(&mut self.cx, out);
         self.conn.expire_waiters(&mut self.cx, out);
         self.gather.expire_gathers(&mut self.cx, out);
@@ -437,6 +448,7 @@ impl Shard {
         // channels) goes out at the next tick, with those of any other
         // shard restarting meanwhile: one scan for a whole-node start.
         self.owner.rounds_due.insert(from);
+        self.workspace.roles_due.insert(from);
     }
 }
 

@@ -20,7 +20,9 @@
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
 
 use crate::hash::HashState;
-use crate::record::{ProfileRecord, StoredBroadcast, StoredKind, StoredLevel, StoredReason};
+use crate::record::{
+    ProfileRecord, StoredBroadcast, StoredKind, StoredLevel, StoredReason, StoredRole,
+};
 use crate::state::{
     ApplyError, ChannelName, Claim, Cursor, DedupEntry, Member, NameEntry, NotifyPref, State,
 };
@@ -30,14 +32,15 @@ use crate::types::{
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
-/// Current snapshot format version (4: [`SnapshotV4`], version 3 plus
+/// Current snapshot format version (5: [`SnapshotV5`], version 4 plus
+/// workspace roles; 4: [`SnapshotV4`], version 3 plus
 /// profiles and the directory's display names; 3: version 2 plus the
 /// owner's notification hand-off watermark; 2: version 1 plus the push
 /// outbox). Versions 1 to 3 are still read: with no profiles and no
 /// display names (1–3: the builds that wrote them had none), an empty
 /// outbox (1), and a watermark at the snapshot's LSN (1, 2: the builds that
 /// wrote them never handed off again, so nothing before is owed).
-pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +133,18 @@ pub struct SnapshotV4 {
     dir_names: Vec<(u64, u64, String, u64)>,
 }
 
+/// Version 5: version 4 and the workspace roles of issue 16, part 2.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV5 {
+    v4: SnapshotV4,
+    /// Workspace role: (workspace, user, role, version), by workspace then
+    /// user.
+    ws_roles: Vec<(u64, u64, StoredRole, u64)>,
+    /// Home role: (user, role, version) of users homed here with a role
+    /// version > 0, by user.
+    user_roles: Vec<(u64, StoredRole, u64)>,
+}
+
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
 struct SnapProfile {
     user: u64,
@@ -137,11 +152,14 @@ struct SnapProfile {
     profile: ProfileRecord,
 }
 
-/// The people state of a snapshot (empty before version 4).
+/// The people state of a snapshot (empty before version 4; no roles
+/// before version 5).
 #[derive(Default)]
 struct People {
     profiles: Vec<SnapProfile>,
     dir_names: Vec<(u64, u64, String, u64)>,
+    ws_roles: Vec<(u64, u64, StoredRole, u64)>,
+    user_roles: Vec<(u64, StoredRole, u64)>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
@@ -336,8 +354,21 @@ fn decode_version(
             let people = People {
                 profiles: v4.profiles,
                 dir_names: v4.dir_names,
+                ..People::default()
             };
             let v3 = v4.v3;
+            let w = Some(v3.handoff_watermark);
+            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, people)
+        }
+        5 => {
+            let v5 = rkyv::from_bytes::<SnapshotV5, rancor::Error>(aligned).map_err(invalid)?;
+            let people = People {
+                profiles: v5.v4.profiles,
+                dir_names: v5.v4.dir_names,
+                ws_roles: v5.ws_roles,
+                user_roles: v5.user_roles,
+            };
+            let v3 = v5.v4.v3;
             let w = Some(v3.handoff_watermark);
             (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, people)
         }
@@ -371,7 +402,70 @@ fn restore_people(state: &mut State, people: People) -> Result<(), RestoreError>
             return Err(inconsistent(format!("display name of {user} twice")));
         }
     }
+    for (ws, user, role, version) in people.ws_roles {
+        let Some(w) = state.workspaces.get_mut(&WorkspaceId(ws)) else {
+            return Err(inconsistent(format!("role in unknown workspace {ws}")));
+        };
+        if version == 0
+            || w.roles
+                .insert(UserId(user), (role.into(), version))
+                .is_some()
+        {
+            return Err(inconsistent(format!("role of {user}: version 0 or twice")));
+        }
+    }
+    for (user, role, version) in people.user_roles {
+        let Some(u) = state.users.get_mut(&UserId(user)) else {
+            return Err(inconsistent(format!("role of {user} not homed here")));
+        };
+        if version == 0 {
+            return Err(inconsistent(format!("role of {user} at version 0")));
+        }
+        u.role = role.into();
+        u.role_version = version;
+    }
     Ok(())
+}
+
+/// Versions 3 to 5 of `state` around its version 2 part: the hand-off
+/// watermark, the people state, the roles.
+fn snapshot_v5(state: &State, v2: SnapshotV2) -> SnapshotV5 {
+    SnapshotV5 {
+        v4: SnapshotV4 {
+            v3: SnapshotV3 {
+                v2,
+                handoff_watermark: state.handoff_watermark,
+            },
+            profiles: snap_profiles(state),
+            dir_names: snap_dir_names(state),
+        },
+        ws_roles: snap_ws_roles(state),
+        user_roles: snap_user_roles(state),
+    }
+}
+
+fn snap_ws_roles(state: &State) -> Vec<(u64, u64, StoredRole, u64)> {
+    let mut roles: Vec<_> = state
+        .workspaces
+        .values()
+        .flat_map(|w| {
+            w.roles
+                .iter()
+                .map(|(u, (r, v))| (w.id.0, u.0, StoredRole::from(*r), *v))
+        })
+        .collect();
+    roles.sort_by_key(|e| (e.0, e.1));
+    roles
+}
+
+fn snap_user_roles(state: &State) -> Vec<(u64, StoredRole, u64)> {
+    let roles = state
+        .users
+        .values()
+        .filter(|u| u.role_version > 0)
+        .map(|u| (u.id.0, StoredRole::from(u.role), u.role_version))
+        .collect();
+    sorted(roles, |r: &(u64, StoredRole, u64)| r.0)
 }
 
 /// Encodes the state as of `last_lsn`.
@@ -521,14 +615,7 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
         claims,
         cache,
     };
-    let snapshot = SnapshotV4 {
-        v3: SnapshotV3 {
-            v2: snapshot_v2(state, snapshot),
-            handoff_watermark: state.handoff_watermark,
-        },
-        profiles: snap_profiles(state),
-        dir_names: snap_dir_names(state),
-    };
+    let snapshot = snapshot_v5(state, snapshot_v2(state, snapshot));
     let body = match rkyv::to_bytes::<rancor::Error>(&snapshot) {
         Ok(bytes) => bytes,
         Err(e) => panic!("snapshot serialization failed: {e}"),
@@ -844,6 +931,17 @@ mod tests {
             display_name: "Zoe Ann".into(),
             version: 1,
         });
+        records.push(Record::RoleSet {
+            workspace: WS,
+            user: BOB,
+            role: StoredRole::Guest,
+            version: 1,
+        });
+        records.push(Record::UserRoleSet {
+            user: BOB,
+            role: StoredRole::Guest,
+            version: 1,
+        });
         for (i, r) in records.iter().enumerate() {
             s.apply(Lsn(i as u64 + 1), r).expect("applies");
         }
@@ -877,19 +975,32 @@ mod tests {
             ("CTO", 1)
         );
         assert_eq!(listed(&back), vec![BOB, ANN], "bob < zoe ann");
+        let bob = &back.users[&UserId(BOB)];
+        assert_eq!((bob.role, bob.role_version), (crate::types::Role::Guest, 1));
+        let ws = &back.workspaces[&WorkspaceId(WS)];
+        assert_eq!(ws.role_of(UserId(BOB)), (crate::types::Role::Guest, 1));
+        assert_eq!(ws.role_of(UserId(ANN)), (crate::types::Role::Member, 0));
     }
 
-    /// A version 3 snapshot (written before profiles existed) still loads,
+    /// A version 4 snapshot (before roles) loads with everyone a member; a
+    /// version 3 snapshot (written before profiles existed) still loads,
     /// with no profiles and the directory listing users by handle; a later
     /// version than this build knows is refused, naming it.
     #[test]
-    fn version_3_snapshots_load_and_unknown_versions_are_refused() {
+    fn versions_3_and_4_load_and_unknown_versions_are_refused() {
         let s = state();
         let bytes = encode(&s, Lsn(9));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v4 = rkyv::from_bytes::<SnapshotV4, rancor::Error>(&aligned).expect("v4");
-        let v3 = rkyv::to_bytes::<rancor::Error>(&v4.v3).expect("encodes");
+        let v5 = rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).expect("v5");
+        let v4 = rkyv::to_bytes::<rancor::Error>(&v5.v4).expect("encodes");
+        let mut four = SNAPSHOT_MAGIC.to_vec();
+        four.extend_from_slice(&4u32.to_le_bytes());
+        four.extend_from_slice(&v4);
+        let (back, _) = restore_bytes(&four).expect("a version 4 snapshot restores");
+        assert_eq!(back.users[&UserId(ANN)].profile_version, 1);
+        assert_eq!(back.users[&UserId(BOB)].role_version, 0, "no roles in v4");
+        let v3 = rkyv::to_bytes::<rancor::Error>(&v5.v4.v3).expect("encodes");
         let mut old = SNAPSHOT_MAGIC.to_vec();
         old.extend_from_slice(&3u32.to_le_bytes());
         old.extend_from_slice(&v3);
@@ -898,10 +1009,10 @@ mod tests {
         assert_eq!(ann.profile_version, 0);
         assert_eq!(listed(&back), vec![ANN, BOB], "by handle without names");
         let mut future = bytes.clone();
-        future[4..8].copy_from_slice(&5u32.to_le_bytes());
+        future[4..8].copy_from_slice(&6u32.to_le_bytes());
         assert_eq!(
             restore_bytes(&future).err(),
-            Some(RestoreError::UnsupportedVersion { version: 5 })
+            Some(RestoreError::UnsupportedVersion { version: 6 })
         );
     }
 }

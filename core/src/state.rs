@@ -40,7 +40,7 @@ use crate::record::{MessageRecord, Record, StoredBroadcast};
 use crate::text::preview;
 use crate::types::{
     Broadcast, ConnId, ConversationId, ConversationKind, DeviceKind, Lsn, Message, Millis,
-    NotifyLevel, NotifyReason, Profile, Seq, ShardId, UserId, WorkspaceId,
+    NotifyLevel, NotifyReason, Profile, Role, Seq, ShardId, UserId, WorkspaceId,
 };
 
 /// Why a record does not apply to the state.
@@ -86,6 +86,24 @@ pub struct Workspace {
     /// their home shards reported (`DirectoryNameSet`, persisted; the
     /// order is memory, rebuilt at restore).
     pub dir: DirIndex,
+    /// Workspace roles with their versions (`RoleSet`); a user not here
+    /// is a member at version 0. Authoritative.
+    pub roles: BTreeMap<UserId, (Role, u64)>,
+}
+
+impl Workspace {
+    /// A user's role and its version (member at 0 when never set).
+    pub fn role_of(&self, user: UserId) -> (Role, u64) {
+        self.roles.get(&user).copied().unwrap_or((Role::Member, 0))
+    }
+
+    /// How many owners the workspace has (O(users with a role set)).
+    pub fn owners(&self) -> usize {
+        self.roles
+            .values()
+            .filter(|(r, _)| *r == Role::Owner)
+            .count()
+    }
 }
 
 /// A user handle in a workspace directory.
@@ -202,6 +220,10 @@ pub struct User {
     /// The profile's version: 0 until the first change, then one more per
     /// change.
     pub profile_version: u64,
+    /// The workspace role, as the workspace shard last told (`UserRoleSet`).
+    pub role: Role,
+    /// Its version at the workspace shard (0: never set, a member).
+    pub role_version: u64,
 }
 
 impl User {
@@ -604,6 +626,8 @@ impl State {
             conversations: BTreeSet::new(),
             profile: Profile::default(),
             profile_version: 0,
+            role: Role::Member,
+            role_version: 0,
         }
     }
 
@@ -617,6 +641,7 @@ impl State {
             channels: self.hash.map(),
             public_channels: BTreeSet::new(),
             dir: DirIndex::default(),
+            roles: BTreeMap::new(),
         }
     }
 
@@ -919,7 +944,8 @@ impl State {
                 );
             }
             Record::DndSet { user, until } => self.user_mut(*user)?.dnd_until = until.map(Millis),
-            Record::ProfileSet { .. } | Record::DirectoryNameSet { .. } => {
+            Record::ProfileSet { .. } | Record::UserRoleSet { .. } => self.apply_people(record)?,
+            Record::DirectoryNameSet { .. } | Record::RoleSet { .. } => {
                 self.apply_people(record)?
             }
             Record::PushQueued {
@@ -946,16 +972,21 @@ impl State {
                 self.queue_push(lsn.0, entry)?;
             }
             Record::PushSettled { id, delivered } => self.settle_push(*id, *delivered)?,
-            Record::NotifyHandedOff { lsn: mark } => {
-                if *mark < self.handoff_watermark || *mark >= lsn.0 {
-                    return Err(ApplyError::Inconsistent(format!(
-                        "hand-off watermark {mark} after {} at LSN {}",
-                        self.handoff_watermark, lsn.0
-                    )));
-                }
-                self.handoff_watermark = *mark;
-            }
+            Record::NotifyHandedOff { lsn: mark } => self.set_handoff_watermark(*mark, lsn)?,
         }
+        Ok(())
+    }
+
+    /// `NotifyHandedOff` at `lsn`: the watermark moves forward, below the
+    /// record itself.
+    fn set_handoff_watermark(&mut self, mark: u64, lsn: Lsn) -> Result<(), ApplyError> {
+        if mark < self.handoff_watermark || mark >= lsn.0 {
+            return Err(ApplyError::Inconsistent(format!(
+                "hand-off watermark {mark} after {} at LSN {}",
+                self.handoff_watermark, lsn.0
+            )));
+        }
+        self.handoff_watermark = mark;
         Ok(())
     }
 
@@ -991,6 +1022,40 @@ impl State {
                         "directory name of {user} at version {version}, not after {}",
                         ws.dir.version(UserId(*user))
                     )));
+                }
+            }
+            Record::RoleSet {
+                workspace,
+                user,
+                role,
+                version,
+            } => {
+                self.check_owned("workspace", ws_id(*workspace))?;
+                let ws = self.workspace_mut(*workspace)?;
+                let held = ws.role_of(UserId(*user)).1;
+                if *version != held + 1 {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "role of {user} at version {version} after {held}"
+                    )));
+                }
+                ws.roles.insert(UserId(*user), ((*role).into(), *version));
+            }
+            Record::UserRoleSet {
+                user,
+                role,
+                version,
+            } => {
+                let u = self.user_mut(*user)?;
+                if *version <= u.role_version {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "role of {user} at version {version}, not after {}",
+                        u.role_version
+                    )));
+                }
+                u.role = (*role).into();
+                u.role_version = *version;
+                if u.role == Role::Deactivated {
+                    u.tokens.clear();
                 }
             }
             _ => unreachable!("apply_people called with another record"),

@@ -253,8 +253,9 @@ pub enum Request {
         /// The user.
         user: UserId,
     },
-    /// Admin: revoke one token (`Some`) or all of a user's tokens (`None`).
-    /// Connections authenticated with a revoked token are closed at once.
+    /// Admin, or a user for their own tokens: revoke one token (`Some`) or
+    /// all of a user's tokens (`None`). Connections authenticated with a
+    /// revoked token are closed at once.
     RevokeToken {
         /// The user.
         user: UserId,
@@ -381,6 +382,57 @@ pub enum Request {
     },
     /// Profiles, lookups, the directory and member lists (issue 16).
     People(PeopleRequest),
+}
+
+/// A user's role in their workspace (held on the workspace's shard, copied
+/// to the user's home shard and into every session). See `crate::auth`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub enum Role {
+    /// Everything an admin may, and grants or revokes the owner role.
+    Owner,
+    /// Creates users, changes roles (not owners'), deactivates users,
+    /// removes anyone from a channel they are in.
+    Admin,
+    /// Creates channels, browses and joins public ones.
+    #[default]
+    Member,
+    /// Sees only the conversations they were added to: no public-channel
+    /// preview, browsing or creation.
+    Guest,
+    /// Deactivated: no tokens, no sessions, in no channel; their messages
+    /// stay in history. Final.
+    Deactivated,
+}
+
+impl Role {
+    /// Owner or admin.
+    pub fn is_admin(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+
+    /// The lower-case name used by the CLI and the docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Guest => "guest",
+            Role::Deactivated => "deactivated",
+        }
+    }
 }
 
 /// Which name directory a [`Request::Lookup`] searches.
@@ -601,8 +653,14 @@ pub struct BootPage {
 pub enum Reject {
     /// No valid session (bad or revoked token, or request before `Hello`).
     Unauthenticated,
-    /// Needs an admin session.
+    /// Needs an admin session, or (in a user session) the workspace role
+    /// admin or owner.
     NotAdmin,
+    /// The session's workspace role does not allow it (a guest creating or
+    /// browsing channels, a write to a deactivated user); the text says
+    /// which rule. Never used where the answer would reveal a conversation
+    /// the user may not see: those are `NotFound`.
+    Forbidden(String),
     /// No such object *or* not visible to this user: the two are
     /// indistinguishable on purpose.
     NotFound,
@@ -914,6 +972,21 @@ pub enum PeopleRequest {
         /// At most CHANNEL_PAGE_MAX channels.
         limit: u32,
     },
+    /// Change a user's workspace role (admin or owner role, or an admin
+    /// session). `Role::Deactivated` deactivates: the user's tokens are
+    /// revoked and their sessions closed at once, they are removed from
+    /// every channel, their messages stay. Answered `Done` once the user's
+    /// home shard applied it.
+    SetRole {
+        /// Whose role.
+        user: UserId,
+        /// The new role.
+        role: Role,
+    },
+    /// The ids of the session user's tokens (one per device; secrets are
+    /// never shown again). Revoke one with `Request::RevokeToken` naming
+    /// oneself.
+    ListTokens,
     /// A page of a conversation's members, by user id.
     ListMembers {
         /// The conversation (the session user must be allowed to read it).
@@ -944,6 +1017,13 @@ pub enum PeopleResponse {
         channels: Vec<(ConversationId, String)>,
         /// Where the next page starts; `None`: this was the last.
         next: Option<String>,
+    },
+    /// `ListTokens`.
+    Tokens {
+        /// Token ids, ascending.
+        tokens: Vec<u64>,
+        /// The token of the session that asked.
+        current: u64,
     },
     /// `ListMembers`.
     Members {

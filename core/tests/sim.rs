@@ -1,7 +1,9 @@
 //! Seeded simulation of a whole node: several shards, many clients doing
 //! random sends (with retries of the same client_msg_id), joins, leaves,
-//! invites, removals, DMs, history reads, syncs, boots, disconnects and
-//! reconnects, while shards crash and restart from snapshot + durable WAL.
+//! invites, removals, DMs, history reads, syncs, boots, workspace role
+//! changes (member, guest, admin; the first user of each workspace is its
+//! owner), disconnects and reconnects, while shards crash and restart from
+//! snapshot + durable WAL.
 //!
 //! Checked as it runs (see `support`): acks only for durable messages; every
 //! message a client sees is durable, identical to its record, and seen by a
@@ -60,6 +62,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use courier_core::api::{PeopleRequest, Request, Response, Role};
 use support::{Chaos, Rng, Stats, World};
 
 /// Steps of random activity per seed: a chaotic profile (frequent crashes,
@@ -123,6 +126,13 @@ fn run_seed(seed: u64) -> Outcome {
             }
         }
         let creator = first.expect("a client");
+        // The first user owns the workspace: its role changes succeed.
+        let owner = w.clients[creator].user.expect("a user client");
+        let set = Request::People(PeopleRequest::SetRole {
+            user: owner,
+            role: Role::Owner,
+        });
+        assert_eq!(w.call(admin, set), Ok(Response::Done));
         let channels = if busy {
             1 + rng.below(2)
         } else {
@@ -342,8 +352,9 @@ fn simulation() {
     let _ = writeln!(
         std::io::stderr(),
         "simulation: {} seeds in {:.1?}: {} messages durable, {} acks, {} live events and {} read messages checked, \
-         {} sends ({} retries), {} requests, {} peer messages (each through its wire form; largest {} bytes), {} WAL reads, {} truncated syncs, {} crashes, \
-         {} snapshots, {} restore checks; push gateway: {} POSTs, {} shown, {} repeats dropped by key",
+         {} sends ({} retries), {} requests, {} peer messages (each through its wire form; largest {} bytes), {} WAL reads, \
+         {} truncated syncs, {} crashes, {} snapshots, {} restore checks, {} role changes done and {} refused; push gateway: \
+         {} POSTs, {} shown, {} repeats dropped by key",
         total.seeds,
         started.elapsed(),
         total.messages,
@@ -360,6 +371,8 @@ fn simulation() {
         t.crashes,
         t.snapshots,
         t.restore_checks,
+        t.roles_set,
+        t.roles_refused,
         total.posts,
         total.shown,
         total.deduplicated,

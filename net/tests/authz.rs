@@ -1,16 +1,19 @@
 //! Authorization matrix against a real `courierd` (one server, every case):
 //! two workspaces; principals owner (the channel's creator), member,
 //! non-member, removed member, a user of the other workspace, a user whose
-//! token was revoked, and the admin; objects public channel, private
-//! channel, DM, group DM, and one message (in the private channel);
-//! operations send, history, sync, boot, live delivery, join, invite,
-//! remove, mark read, list members.
+//! token was revoked, the admin, a guest (workspace role `Guest`, invited
+//! into the private channel only) and a workspace admin (role `Admin`, a
+//! member of both channels); objects public channel, private channel, DM,
+//! group DM, and one message (in the private channel); operations send,
+//! history, sync, boot, live delivery, join, invite, remove, mark read,
+//! list members.
 //!
 //! Every case asserts allow or deny from the policy (docs/ARCHITECTURE.md,
 //! "Authorization"; `core/src/auth.rs`): other workspaces see nothing;
 //! members may do everything; users of the workspace may preview a public
-//! channel (history, join) and nothing else; removing someone else needs
-//! the creator (or the admin); DMs take no invitations or removals. Every
+//! channel (history, join) and nothing else, except guests, who see only
+//! what they were added to; removing someone else needs the creator, the
+//! admin role or the admin; DMs take no invitations or removals. Every
 //! denial of something the principal may not see is **indistinguishable
 //! from a nonexistent id**: the reply frame is byte-identical (same request
 //! id) to the one for two ids that do not exist (an unused id on a live
@@ -40,6 +43,10 @@ enum P {
     OtherWorkspace,
     Revoked,
     Admin,
+    /// Workspace role `Guest`, a member of the private channel only.
+    Guest,
+    /// Workspace role `Admin`, a member of both channels.
+    WsAdmin,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -144,6 +151,18 @@ fn expected(p: P, o: O, op: Op) -> Expect {
             _ => Hidden,
         },
         P::OtherWorkspace => Hidden,
+        // A guest in the private channel acts there as any member does;
+        // everything else, the public channel included, is nothing to them.
+        P::Guest => match o {
+            O::Private | O::Message => expected(P::Member, o, op),
+            _ => Hidden,
+        },
+        // The admin role removes anyone from the channels it is in.
+        P::WsAdmin => match (o, op) {
+            (O::Public | O::Private, Op::Remove) => Allow,
+            (O::Public | O::Private | O::Message, _) => expected(P::Member, o, op),
+            _ => Hidden,
+        },
     }
 }
 
@@ -173,7 +192,8 @@ fn setup() -> Fx {
     let w1 = world(
         &server,
         &[
-            "owner", "member", "outsider", "removed", "revoked", "target", "victim",
+            "owner", "member", "outsider", "removed", "revoked", "target", "victim", "guest",
+            "wsadmin",
         ],
     );
     let mut admin = server.admin();
@@ -190,6 +210,11 @@ fn setup() -> Fx {
     let u = |i: usize| w1.users[i].clone();
     let (owner, member, outsider, removed, revoked, target, victim) =
         (u(0), u(1), u(2), u(3), u(4), u(5), u(6));
+    let (guest, wsadmin) = (u(7), u(8));
+    for (user, role) in [(guest.0, Role::Guest), (wsadmin.0, Role::Admin)] {
+        let set = Request::People(PeopleRequest::SetRole { user, role });
+        assert_eq!(admin.request(set), Ok(Response::Done));
+    }
     let mut o = login(&server, &owner.1);
     let public = conversation(o.request(Request::CreateChannel {
         name: "public".into(),
@@ -199,6 +224,16 @@ fn setup() -> Fx {
         name: "private".into(),
         private: true,
     }));
+    let invite = |o: &mut Client, c: ConversationId, user: UserId| {
+        let r = o.request(Request::Invite {
+            conversation: c,
+            user,
+        });
+        assert_eq!(r, Ok(Response::Done));
+    };
+    invite(&mut o, private, guest.0);
+    invite(&mut o, public, wsadmin.0);
+    invite(&mut o, private, wsadmin.0);
     for (id, _) in [&member, &removed, &revoked, &victim] {
         for c in [public, private] {
             assert_eq!(
@@ -250,6 +285,8 @@ fn setup() -> Fx {
         (P::Removed, removed),
         (P::OtherWorkspace, other),
         (P::Revoked, revoked),
+        (P::Guest, guest),
+        (P::WsAdmin, wsadmin),
     ] {
         cred.insert(p, c);
         user.insert(p, id);
@@ -399,6 +436,8 @@ fn the_authorization_matrix_holds_and_denials_look_like_nothing() {
         P::Removed,
         P::OtherWorkspace,
         P::Admin,
+        P::Guest,
+        P::WsAdmin,
     ] {
         live.insert(p, login(&fx.server, &fx.cred[&p]));
     }
@@ -424,6 +463,8 @@ fn the_authorization_matrix_holds_and_denials_look_like_nothing() {
         P::OtherWorkspace,
         P::Revoked,
         P::Admin,
+        P::Guest,
+        P::WsAdmin,
     ];
     // Live delivery first: what each session received.
     let mut received: BTreeMap<P, Vec<Event>> = BTreeMap::new();
@@ -558,7 +599,7 @@ fn the_authorization_matrix_holds_and_denials_look_like_nothing() {
     }
     let _ = server_addr;
     eprintln!(
-        "authz: {cases} cases over 7 principals × 5 objects × 10 operations ({tally:?}); {} failures",
+        "authz: {cases} cases over 9 principals × 5 objects × 10 operations ({tally:?}); {} failures",
         failures.len()
     );
     assert!(
@@ -567,7 +608,7 @@ fn the_authorization_matrix_holds_and_denials_look_like_nothing() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(cases >= 250, "only {cases} cases ran");
+    assert!(cases >= 330, "only {cases} cases ran");
 }
 
 #[test]
@@ -665,4 +706,95 @@ fn removal_and_revocation_cut_live_delivery_at_once() {
         Err(Reject::Unauthenticated)
     );
     assert_eq!(again.expect_close(), Some(close::UNAUTHENTICATED));
+}
+
+#[test]
+fn deactivation_cuts_live_delivery_at_once_and_keeps_history() {
+    let server = Server::start(2);
+    let w = world(&server, &["owner", "boss", "dan"]);
+    let (boss, dan) = (w.users[1].clone(), w.users[2].clone());
+    let mut admin = server.admin();
+    let promote = Request::People(PeopleRequest::SetRole {
+        user: boss.0,
+        role: Role::Admin,
+    });
+    assert_eq!(admin.request(promote), Ok(Response::Done));
+    let mut owner = login(&server, &w.users[0].1);
+    let mut channels = Vec::new();
+    for (name, private) in [("public", false), ("private", true)] {
+        let c = conversation(owner.request(Request::CreateChannel {
+            name: name.into(),
+            private,
+        }));
+        let invite = Request::Invite {
+            conversation: c,
+            user: dan.0,
+        };
+        assert_eq!(owner.request(invite), Ok(Response::Done));
+        channels.push(c);
+    }
+    let dm = conversation(owner.request(Request::OpenDm { users: vec![dan.0] }));
+    // Two live sessions of dan; dan writes before the deactivation.
+    let mut laptop = login(&server, &dan.1);
+    let mut phone = login(&server, &dan.1);
+    let said = laptop.send(channels[0], "dan was here");
+    laptop.drain_events(Duration::from_millis(100));
+    phone.drain_events(Duration::from_millis(100));
+    // A user with the admin role deactivates dan; right after the answer,
+    // a message in every conversation dan was in.
+    let mut b = login(&server, &boss.1);
+    let deactivate = Request::People(PeopleRequest::SetRole {
+        user: dan.0,
+        role: Role::Deactivated,
+    });
+    assert_eq!(b.request(deactivate), Ok(Response::Done));
+    let after: Vec<(ConversationId, Seq)> = [channels[0], channels[1], dm]
+        .into_iter()
+        .map(|c| (c, owner.send(c, "after the deactivation")))
+        .collect();
+    for session in [&mut laptop, &mut phone] {
+        let (events, closed) = session.drain_events(Duration::from_secs(5));
+        assert_eq!(closed, Some(Some(close::REVOKED)), "{events:?}");
+        let leaked: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::Message(m) if after.contains(&(m.conversation, m.seq))))
+            .collect();
+        assert!(leaked.is_empty(), "delivered after Done: {leaked:?}");
+    }
+    // No new session; out of both channels, still in the DM; history kept.
+    let mut again = server.connect();
+    assert_eq!(again.hello(dan.1.clone()), Err(Reject::Unauthenticated));
+    for (c, in_it) in [(channels[0], false), (channels[1], false), (dm, true)] {
+        let page = owner.request(Request::People(PeopleRequest::ListMembers {
+            conversation: c,
+            after: None,
+            limit: 10,
+        }));
+        let members = match page {
+            Ok(Response::People(PeopleResponse::Members { members, .. })) => members,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(members.contains(&dan.0), in_it, "{c:?}: {members:?}");
+    }
+    let history = owner.request(Request::History {
+        conversation: channels[0],
+        anchor: HistoryAnchor::After(Seq(0)),
+        limit: 10,
+    });
+    match history {
+        Ok(Response::History { messages, .. }) => {
+            assert!(messages.iter().any(|m| m.seq == said && m.sender == dan.0));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Final: no way back, no new token.
+    let back = Request::People(PeopleRequest::SetRole {
+        user: dan.0,
+        role: Role::Member,
+    });
+    assert!(matches!(admin.request(back), Err(Reject::Forbidden(_))));
+    assert!(matches!(
+        admin.request(Request::IssueToken { user: dan.0 }),
+        Err(Reject::Forbidden(_))
+    ));
 }

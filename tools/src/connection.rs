@@ -585,6 +585,7 @@ pub(crate) fn response_name(response: &Response) -> &'static str {
             courier_core::api::PeopleResponse::Directory { .. } => "DirectoryPage",
             courier_core::api::PeopleResponse::Members { .. } => "MemberPage",
             courier_core::api::PeopleResponse::Channels { .. } => "ChannelPage",
+            courier_core::api::PeopleResponse::Tokens { .. } => "TokenList",
         },
     }
 }

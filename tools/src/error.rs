@@ -161,7 +161,8 @@ pub fn describe_reject(reject: &Reject) -> String {
         Reject::Unauthenticated => {
             "unauthenticated (the token is wrong, unknown or revoked)".to_owned()
         }
-        Reject::NotAdmin => "this needs the admin token".to_owned(),
+        Reject::NotAdmin => "this needs the admin token or the admin role".to_owned(),
+        Reject::Forbidden(m) => format!("not allowed: {m}"),
         Reject::NotFound => "not found (or not visible to you)".to_owned(),
         Reject::AlreadyExists => "already exists".to_owned(),
         Reject::Invalid(m) => format!("invalid request: {m}"),

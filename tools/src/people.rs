@@ -7,7 +7,7 @@ use crate::error::ClientError;
 use crate::requester::{unexpected, Requester};
 use courier_core::api::{
     ConversationId, DirectoryCursor, DirectoryEntry, PeopleRequest, PeopleResponse, ProfileUpdate,
-    Request, Response, UserId, UserProfile,
+    Request, Response, Role, UserId, UserProfile,
 };
 use courier_core::constants::GET_USERS_MAX;
 use std::collections::HashMap;
@@ -129,6 +129,36 @@ pub trait People: Requester {
             match people_reply(self.call(request).await?, "ChannelPage")? {
                 PeopleResponse::Channels { channels, next } => Ok((channels, next)),
                 other => Err(unexpected("ChannelPage", &Response::People(other))),
+            }
+        }
+    }
+
+    /// Changes a user's workspace role (an admin or owner session, or the
+    /// admin token); `Role::Deactivated` deactivates the user. Done once
+    /// every session of the user acts with the new role (or, deactivated,
+    /// is closed).
+    fn set_role(
+        &mut self,
+        user: UserId,
+        role: Role,
+    ) -> impl Future<Output = Result<(), ClientError>> {
+        let request = Request::People(PeopleRequest::SetRole { user, role });
+        async move {
+            match self.call(request).await? {
+                Response::Done => Ok(()),
+                other => Err(unexpected("Done", &other)),
+            }
+        }
+    }
+
+    /// The ids of your own tokens, ascending, and the one this session
+    /// uses. Revoke one with `revoke_token(yourself, Some(id))`.
+    fn list_tokens(&mut self) -> impl Future<Output = Result<(Vec<u64>, u64), ClientError>> {
+        let request = Request::People(PeopleRequest::ListTokens);
+        async move {
+            match people_reply(self.call(request).await?, "TokenList")? {
+                PeopleResponse::Tokens { tokens, current } => Ok((tokens, current)),
+                other => Err(unexpected("TokenList", &Response::People(other))),
             }
         }
     }

@@ -32,6 +32,7 @@ async fn connect(server: &ServerProcess, token: &str) -> Client {
 }
 
 struct Acme {
+    workspace: courier_core::api::WorkspaceId,
     ann: IssuedToken,
     bob: IssuedToken,
     carl: IssuedToken,
@@ -48,6 +49,7 @@ async fn setup(server: &ServerProcess) -> Acme {
     let general = a.create_channel("general", false).await.unwrap().id;
     a.invite(general, bob.user).await.unwrap();
     Acme {
+        workspace: ws,
         ann,
         bob,
         carl,
@@ -299,4 +301,101 @@ fn the_cli_sets_and_shows_profiles_the_directory_and_members() {
     let mut expected = vec![acme.ann.user.0, acme.bob.user.0];
     expected.sort();
     assert_eq!(ids, expected);
+}
+
+/// A `courier` command that must fail; returns its stderr.
+fn courier_fails(server: &ServerProcess, token: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .env_remove("COURIER_TOKEN")
+        .env(
+            "COURIER_CONFIG",
+            server.data_dir().with_file_name("cli-config.toml"),
+        )
+        .env("COURIER_SERVER", server.url())
+        .args(["--token", token])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "courier {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_cli_manages_roles_and_history_shows_names() {
+    let server = ServerProcess::spawn_temp(2).unwrap();
+    let acme = rt().block_on(setup(&server));
+    let admin = server.admin_token().unwrap();
+    let ws = acme.workspace.0.to_string();
+    // The admin token bootstraps an admin; from then on ann manages users.
+    let ann_id = acme.ann.user.0.to_string();
+    let set = courier(&server, &admin, &["admin", "set-role", &ann_id, "admin"]);
+    assert_eq!(set[0]["role"], "admin");
+    let dora = courier(
+        &server,
+        &acme.ann.text,
+        &[
+            "admin",
+            "create-user",
+            "--workspace",
+            &ws,
+            "dora",
+            "--role",
+            "guest",
+        ],
+    );
+    assert_eq!(dora[0]["role"], "guest");
+    let dora_token = dora[0]["token"].as_str().unwrap().to_owned();
+    // A guest creates no channels and browses none: a clear refusal.
+    let err = courier_fails(&server, &dora_token, &["channel", "create", "mine"]);
+    assert!(err.contains("guests cannot create channels"), "{err}");
+    let err = courier_fails(&server, &dora_token, &["channel", "browse"]);
+    assert!(err.contains("guests cannot browse"), "{err}");
+    // A member manages nobody.
+    let err = courier_fails(
+        &server,
+        &acme.bob.text,
+        &["admin", "set-role", "@dora", "member"],
+    );
+    assert!(err.contains("admin"), "{err}");
+    // Names in history: display name, else @handle.
+    courier(
+        &server,
+        &acme.ann.text,
+        &["profile", "set", "--display-name", "Ann Lee"],
+    );
+    courier(&server, &acme.ann.text, &["send", "general", "hello"]);
+    courier(&server, &acme.bob.text, &["send", "general", "hi ann"]);
+    let history = courier(&server, &acme.bob.text, &["history", "general"]);
+    let names: Vec<(&str, &str)> = history
+        .iter()
+        .map(|m| {
+            (
+                m["sender_name"].as_str().unwrap(),
+                m["body"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("Ann Lee", "hello"), ("@bob", "hi ann")]);
+    assert_eq!(history[0]["sender"], ann_id, "ids stay");
+    // Your own tokens: listed, the one in use marked; another revoked.
+    let listed = courier(&server, &acme.bob.text, &["token", "list"]);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["current"], true);
+    let bob_id = acme.bob.user.0.to_string();
+    let issued = courier(&server, &admin, &["admin", "issue-token", &bob_id]);
+    let second = issued[0]["token_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        courier(&server, &acme.bob.text, &["token", "list"]).len(),
+        2
+    );
+    let revoked = courier(&server, &acme.bob.text, &["token", "revoke", &second]);
+    assert_eq!(revoked[0]["revoked"], true);
+    let listed = courier(&server, &acme.bob.text, &["token", "list"]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    // Deactivation by ann (a name: her token has a workspace).
+    let gone = courier(&server, &acme.ann.text, &["admin", "deactivate", "@dora"]);
+    assert_eq!(gone[0]["role"], "deactivated");
+    let err = courier_fails(&server, &dora_token, &["whoami"]);
+    assert!(err.contains("unauthenticated"), "{err}");
 }

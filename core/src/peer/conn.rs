@@ -5,7 +5,7 @@
 //! form); [`ConnMsg`] wraps them for [`super::PeerBody::Conn`].
 
 use crate::peer::{Origin, Ticket, Who};
-use crate::types::{CloseReason, ConnId, ConversationId, Event, Reject, Response, UserId};
+use crate::types::{CloseReason, ConnId, ConversationId, Event, Reject, Response, Role, UserId};
 use std::sync::Arc;
 
 role_messages! {
@@ -20,6 +20,7 @@ role_messages! {
         WatchReply,
         Unsubscribed,
         Fanout,
+        SessionRole,
     }
 }
 
@@ -121,4 +122,18 @@ pub struct Fanout {
     pub conversation: ConversationId,
     /// The event (shared, encoded once by `C`'s runtime).
     pub event: Arc<Event>,
+}
+
+/// H → C: a user's role changed; sessions of `conns` (of `incarnation`)
+/// act with the new role from now on.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SessionRole {
+    /// The user.
+    pub user: UserId,
+    /// The user's connections on the receiving shard.
+    pub conns: Vec<ConnId>,
+    /// The receiving shard's incarnation they belong to.
+    pub incarnation: u64,
+    /// The new role.
+    pub role: Role,
 }

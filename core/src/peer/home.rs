@@ -6,8 +6,8 @@
 
 use crate::peer::{Actor, DeviceReg, Origin, Ticket, Who};
 use crate::types::{
-    ConnId, ConversationId, ConversationInfo, DeviceInfo, Millis, NotifyLevel, ProfileUpdate, Seq,
-    UserId, WorkspaceId,
+    ConnId, ConversationId, ConversationInfo, DeviceInfo, Millis, NotifyLevel, ProfileUpdate, Role,
+    Seq, UserId, WorkspaceId,
 };
 
 role_messages! {
@@ -34,6 +34,9 @@ role_messages! {
         SetDnd,
         SetProfile,
         GetProfiles,
+        SetRole,
+        RoleChanged,
+        ListTokens,
     }
 }
 
@@ -294,4 +297,41 @@ pub struct GetProfiles {
     pub workspace: WorkspaceId,
     /// Users (at most PEER_BATCH_MAX).
     pub users: Vec<UserId>,
+}
+
+/// C → H of the user: change a user's role. `H` names the user's
+/// workspace (an admin session does not know it) and forwards to `W`.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SetRole {
+    /// Request.
+    pub origin: Origin,
+    /// Who asks.
+    pub actor: Actor,
+    /// Whose role.
+    pub user: UserId,
+    /// The new role.
+    pub role: Role,
+}
+
+/// W → H: a user's role at the workspace shard (after its `RoleSet` is
+/// durable, and for every user with a role in the round W sends at its
+/// first tick and after H restarted). `H` writes only a newer version;
+/// the request's answer goes once `H` has applied it.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct RoleChanged {
+    /// The `SetRole` request, when this answers one.
+    pub origin: Option<Origin>,
+    /// (user, role, version), at most PEER_BATCH_MAX.
+    pub entries: Vec<(UserId, Role, u64)>,
+}
+
+/// C → H: the ids of a user's tokens (`current`: the asking session's).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ListTokens {
+    /// Request.
+    pub origin: Origin,
+    /// The session's user.
+    pub user: UserId,
+    /// The session's token.
+    pub current: u64,
 }

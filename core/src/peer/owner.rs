@@ -26,6 +26,7 @@ role_messages! {
         SetNotify,
         Summaries,
         ListMembers,
+        Evict,
     }
 }
 
@@ -210,4 +211,15 @@ pub struct ListMembers {
     pub after: Option<UserId>,
     /// Page size (checked at `C`).
     pub limit: u32,
+}
+
+/// H → O: remove a deactivated user from a channel (no answer; DMs keep
+/// their members). Sent when the deactivation is applied and again after
+/// every membership round that still lists the user.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Evict {
+    /// The deactivated user.
+    pub user: UserId,
+    /// The conversation.
+    pub conversation: ConversationId,
 }

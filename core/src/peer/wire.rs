@@ -94,7 +94,7 @@ pub fn decode(bytes: &[u8]) -> Result<PeerMsg, PeerWireError> {
 mod tests {
     use super::*;
     use crate::peer::{owner, Origin, PeerBody, Who};
-    use crate::types::{Broadcast, ConnId, ConversationId, ShardId, UserId, WorkspaceId};
+    use crate::types::{Broadcast, ConnId, ConversationId, Role, ShardId, UserId, WorkspaceId};
 
     /// A send with every kind of field: ids, a u128, text, a list, an enum.
     fn sample() -> PeerMsg {
@@ -107,6 +107,7 @@ mod tests {
             who: Who {
                 user: UserId(u64::MAX),
                 workspace: WorkspaceId(2),
+                role: Role::Guest,
             },
             conversation: ConversationId(5),
             client_msg_id: u128::MAX - 1,

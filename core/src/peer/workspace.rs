@@ -4,8 +4,8 @@
 //! One plain-data struct per message (a later issue gives them a wire
 //! form); [`WorkspaceMsg`] wraps them for [`super::PeerBody::Workspace`].
 
-use crate::peer::{Origin, Ticket, Who};
-use crate::types::{ConversationId, DirectoryCursor, LookupKind, UserId, WorkspaceId};
+use crate::peer::{Actor, Origin, Ticket, Who};
+use crate::types::{ConversationId, DirectoryCursor, LookupKind, Role, UserId, WorkspaceId};
 
 role_messages! {
     /// Every message the workspace role receives.
@@ -21,6 +21,7 @@ role_messages! {
         Directory,
         UserByHandle,
         BrowseChannels,
+        SetRole,
     }
 }
 
@@ -40,6 +41,8 @@ pub struct CreateWorkspace {
 pub struct CreateUser {
     /// Request.
     pub origin: Origin,
+    /// Who asks: the admin session, or a user whose role `W` checks.
+    pub actor: Actor,
     /// Workspace.
     pub workspace: WorkspaceId,
     /// Handle.
@@ -149,4 +152,20 @@ pub struct BrowseChannels {
     pub after: Option<String>,
     /// Page size (checked at `C`).
     pub limit: u32,
+}
+
+/// H → W: change a user's role (`H` checked the user exists and named
+/// its workspace; `W` checks the actor's role in its own table).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SetRole {
+    /// Request.
+    pub origin: Origin,
+    /// Who asks.
+    pub actor: Actor,
+    /// The user's workspace.
+    pub workspace: WorkspaceId,
+    /// Whose role.
+    pub user: UserId,
+    /// The new role.
+    pub role: Role,
 }

@@ -35,6 +35,8 @@ pub enum Pend {
     },
     Boot,
     List,
+    /// A `SetRole` (counted when done).
+    Role,
     Other,
 }
 
@@ -392,6 +394,10 @@ impl World {
             (Pend::Leave { conv }, Ok(Response::Done)) => {
                 self.clients[c].convs.remove(&conv);
             }
+            (Pend::Role, Ok(Response::Done)) => self.stats.roles_set += 1,
+            (Pend::Role, Err(Reject::NotAdmin | Reject::Forbidden(_))) => {
+                self.stats.roles_refused += 1
+            }
             (Pend::Boot, Ok(Response::Boot(page))) => {
                 assert!(
                     page.conversations.len()
@@ -729,6 +735,24 @@ impl World {
                     Request::CreateChannel { name, private },
                     Pend::Membership { conv: None },
                 );
+            }
+            94 => {
+                // A role change (issue 16, part 2) of a same-workspace user:
+                // the workspace's owner succeeds, admins mostly, others are
+                // refused. Guests lose their public-channel previews; nobody
+                // loses a membership, so the ledger's promises stay as they
+                // are, and every record must replay identically.
+                let Some(&u) = self.rng.pick(&same_ws_users) else {
+                    return;
+                };
+                let role = match self.rng.below(3) {
+                    0 => courier_core::api::Role::Guest,
+                    1 => courier_core::api::Role::Admin,
+                    _ => courier_core::api::Role::Member,
+                };
+                let request =
+                    Request::People(courier_core::api::PeopleRequest::SetRole { user: u, role });
+                self.request(c, request, Pend::Role);
             }
             _ => {
                 let until = if self.rng.below(100) < self.long_offline_pct {

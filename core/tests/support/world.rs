@@ -95,6 +95,9 @@ pub struct Stats {
     pub requests: u64,
     pub wal_reads: u64,
     pub truncated_syncs: u64,
+    /// `SetRole`s answered `Done` / refused for the actor's role.
+    pub roles_set: u64,
+    pub roles_refused: u64,
 }
 
 impl Stats {
@@ -120,6 +123,8 @@ impl Stats {
             requests,
             wal_reads,
             truncated_syncs,
+            roles_set,
+            roles_refused,
         } = *o;
         self.crashes += crashes;
         self.unsynced_records_kept += unsynced_records_kept;
@@ -139,6 +144,8 @@ impl Stats {
         self.retries += retries;
         self.requests += requests;
         self.wal_reads += wal_reads;
+        self.roles_set += roles_set;
+        self.roles_refused += roles_refused;
         self.truncated_syncs += truncated_syncs;
     }
 }

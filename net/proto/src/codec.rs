@@ -837,9 +837,10 @@ fn reject_fields(reject: &Reject) -> (wire::ErrorCode, String, u64) {
         ),
         Reject::NotAdmin => (
             wire::ErrorCode::NotAdmin,
-            "needs an admin session".into(),
+            "needs an admin session or the admin role".into(),
             0,
         ),
+        Reject::Forbidden(m) => (wire::ErrorCode::Forbidden, m.clone(), 0),
         Reject::NotFound => (wire::ErrorCode::NotFound, "not found".into(), 0),
         Reject::AlreadyExists => (wire::ErrorCode::AlreadyExists, "already exists".into(), 0),
         Reject::Invalid(m) => (wire::ErrorCode::Invalid, m.clone(), 0),
@@ -1379,6 +1380,7 @@ fn decode_reject(t: &wire::ErrorReply<'_>) -> Reject {
         wire::ErrorCode::NotFound => Reject::NotFound,
         wire::ErrorCode::AlreadyExists => Reject::AlreadyExists,
         wire::ErrorCode::TooLarge => Reject::TooLarge(message),
+        wire::ErrorCode::Forbidden => Reject::Forbidden(message),
         wire::ErrorCode::RateLimited => Reject::RateLimited {
             retry_after_ms: t.retry_after_ms(),
             limit: RateLimit {

@@ -9,7 +9,7 @@ use crate::constants::{DIRECTORY_CURSOR_BYTES_MAX, GET_USERS_MAX};
 use crate::wire;
 use courier_core::api::{
     ConversationId, DirectoryCursor, DirectoryEntry, Millis, PeopleRequest, PeopleResponse,
-    Profile, ProfileUpdate, Request, Response, Status, UserId, UserProfile,
+    Profile, ProfileUpdate, Request, Response, Role, Status, UserId, UserProfile,
 };
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
@@ -123,7 +123,40 @@ pub(crate) fn encode_request(
             let t = wire::ListMembers::create(fbb, &args);
             (B::ListMembers, t.as_union_value())
         }
+        PeopleRequest::ListTokens => {
+            let t = wire::ListTokens::create(fbb, &wire::ListTokensArgs {});
+            (B::ListTokens, t.as_union_value())
+        }
+        PeopleRequest::SetRole { user, role } => {
+            let args = wire::SetRoleArgs {
+                user: user.0,
+                role: role_to_wire(*role),
+            };
+            let t = wire::SetRole::create(fbb, &args);
+            (B::SetRole, t.as_union_value())
+        }
     }
+}
+
+fn role_to_wire(role: Role) -> wire::Role {
+    match role {
+        Role::Owner => wire::Role::Owner,
+        Role::Admin => wire::Role::Admin,
+        Role::Member => wire::Role::Member,
+        Role::Guest => wire::Role::Guest,
+        Role::Deactivated => wire::Role::Deactivated,
+    }
+}
+
+fn role_from_wire(role: wire::Role) -> Result<Role, DecodeError> {
+    Ok(match role {
+        wire::Role::Owner => Role::Owner,
+        wire::Role::Admin => Role::Admin,
+        wire::Role::Member => Role::Member,
+        wire::Role::Guest => Role::Guest,
+        wire::Role::Deactivated => Role::Deactivated,
+        _ => return Err(field("role", "unknown role")),
+    })
 }
 
 /// Decodes a people request (`kind` is one of the people union members;
@@ -184,6 +217,20 @@ pub(crate) fn decode_request(
             PeopleRequest::BrowseChannels {
                 after: t.after().map(str::to_owned),
                 limit: t.limit(),
+            }
+        }
+        B::ListTokens => {
+            required(frame.body_as_list_tokens(), "ListTokens")?;
+            PeopleRequest::ListTokens
+        }
+        B::SetRole => {
+            let t = required(frame.body_as_set_role(), "SetRole")?;
+            if t.user() == 0 {
+                return Err(field("user", "required"));
+            }
+            PeopleRequest::SetRole {
+                user: UserId(t.user()),
+                role: role_from_wire(t.role())?,
             }
         }
         B::ListMembers => {
@@ -320,6 +367,15 @@ pub(crate) fn encode_response(
             let t = wire::MemberPage::create(fbb, &args);
             (B::MemberPage, t.as_union_value())
         }
+        PeopleResponse::Tokens { tokens, current } => {
+            let tokens = fbb.create_vector(tokens);
+            let args = wire::TokenListArgs {
+                tokens: Some(tokens),
+                current: *current,
+            };
+            let t = wire::TokenList::create(fbb, &args);
+            (B::TokenList, t.as_union_value())
+        }
     }
 }
 
@@ -379,6 +435,13 @@ pub(crate) fn decode_response(
                 members: t.members().into_iter().flatten().map(UserId).collect(),
                 total: t.total(),
                 next: (t.next() != 0).then_some(UserId(t.next())),
+            }
+        }
+        B::TokenList => {
+            let t = required(frame.body_as_token_list(), "TokenList")?;
+            PeopleResponse::Tokens {
+                tokens: t.tokens().into_iter().flatten().collect(),
+                current: t.current(),
             }
         }
         other => return Err(DecodeError::UnexpectedBody(body_name(other))),

@@ -218,6 +218,19 @@ fn people_requests() -> Vec<PeopleRequest> {
             after: Some(UserId(9)),
             limit: 1,
         },
+        PeopleRequest::SetRole {
+            user: UserId(9),
+            role: Role::Guest,
+        },
+        PeopleRequest::SetRole {
+            user: UserId(9),
+            role: Role::Owner,
+        },
+        PeopleRequest::SetRole {
+            user: UserId(9),
+            role: Role::Deactivated,
+        },
+        PeopleRequest::ListTokens,
     ]
 }
 
@@ -352,6 +365,15 @@ fn responses() -> Vec<Result<Response, Reject>> {
             .into_iter()
             .map(|p| Ok(Response::People(p))),
     )
+    .chain([
+        Err(Reject::Forbidden(
+            "role: guests cannot create channels".into(),
+        )),
+        Ok(Response::People(PeopleResponse::Tokens {
+            tokens: vec![1, 3, 4],
+            current: 3,
+        })),
+    ])
     .collect()
 }
 

@@ -102,6 +102,9 @@ pub enum Command {
     /// Offline tools for a data directory (the daemon need not run).
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Your own tokens (one per device).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Mark a conversation read up to SEQ (default: everything); every
     /// device of yours sees it.
     Read {
@@ -166,13 +169,35 @@ pub enum AdminCommand {
         /// Display name.
         name: String,
     },
-    /// Create a user; prints its id and first token.
+    /// Create a user; prints its id and first token. Needs the admin token
+    /// or a user with the admin (or owner) role.
     CreateUser {
         /// Workspace id.
         #[arg(long, value_name = "ID")]
         workspace: u64,
         /// User name, unique in the workspace.
         name: String,
+        /// Workspace role: owner, admin, member (the default) or guest. Set
+        /// before the token is printed, so nobody uses the user as a member
+        /// first.
+        #[arg(long, value_name = "ROLE", value_parser = parse_role)]
+        role: Option<RoleArg>,
+    },
+    /// Change a user's workspace role (owner, admin, member, guest).
+    SetRole {
+        /// User: id, name or @name (names need a user token).
+        #[arg(value_name = "USER")]
+        user: String,
+        /// owner, admin, member or guest.
+        #[arg(value_name = "ROLE", value_parser = parse_role)]
+        role: RoleArg,
+    },
+    /// Deactivate a user: revokes their tokens, closes their sessions at
+    /// once, removes them from every channel; their messages stay. Final.
+    Deactivate {
+        /// User: id, name or @name (names need a user token).
+        #[arg(value_name = "USER")]
+        user: String,
     },
     /// Issue another token for a user; prints it.
     IssueToken {
@@ -192,6 +217,37 @@ pub enum AdminCommand {
     /// The cluster (cluster-mode servers).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+}
+
+/// A role named on the command line (`Role` from the core, which has no
+/// clap derive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleArg(pub courier_core::api::Role);
+
+fn parse_role(s: &str) -> Result<RoleArg, String> {
+    use courier_core::api::Role;
+    match s {
+        "owner" => Ok(RoleArg(Role::Owner)),
+        "admin" => Ok(RoleArg(Role::Admin)),
+        "member" => Ok(RoleArg(Role::Member)),
+        "guest" => Ok(RoleArg(Role::Guest)),
+        _ => Err(format!(
+            "{s:?} is not a role: owner, admin, member or guest (`courier admin deactivate` deactivates)"
+        )),
+    }
+}
+
+/// `courier token …`.
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum TokenCommand {
+    /// The ids of your tokens; the one in use is marked.
+    List,
+    /// Revoke one of your tokens (sessions using it are closed at once).
+    Revoke {
+        /// Token id (from `token list`).
+        #[arg(value_name = "TOKEN_ID")]
+        token_id: u64,
+    },
 }
 
 /// `courier admin cluster …`.
@@ -326,7 +382,35 @@ mod tests {
             Command::Admin(AdminCommand::CreateUser {
                 workspace: 42,
                 name: "ann".into(),
+                role: None,
             }),
+        );
+        check(
+            &[
+                "admin",
+                "create-user",
+                "--workspace",
+                "42",
+                "ann",
+                "--role",
+                "owner",
+            ],
+            Command::Admin(AdminCommand::CreateUser {
+                workspace: 42,
+                name: "ann".into(),
+                role: Some(RoleArg(courier_core::api::Role::Owner)),
+            }),
+        );
+        check(
+            &["admin", "set-role", "@gus", "guest"],
+            Command::Admin(AdminCommand::SetRole {
+                user: "@gus".into(),
+                role: RoleArg(courier_core::api::Role::Guest),
+            }),
+        );
+        check(
+            &["admin", "deactivate", "7"],
+            Command::Admin(AdminCommand::Deactivate { user: "7".into() }),
         );
         check(
             &["admin", "issue-token", "7"],
@@ -491,6 +575,8 @@ mod tests {
         check_usage_error(&["dm"]);
         check_usage_error(&["dm", "1", "2", "3", "4", "5", "6", "7", "8"]);
         check_usage_error(&["admin", "create-user", "ann"]);
+        check_usage_error(&["admin", "set-role", "7", "deactivated"]);
+        check_usage_error(&["admin", "set-role", "7", "boss"]);
         check_usage_error(&["admin", "create-user", "--workspace", "x", "ann"]);
         check_usage_error(&["admin", "issue-token", "bob"]);
         check_usage_error(&["history", "c", "--before", "1", "--after", "2"]);

@@ -2,7 +2,7 @@
 //! library, print the result (see `output.rs`).
 
 use super::args::{
-    AdminCommand, ChannelCommand, Cli, ClusterCommand, Command, WalCommand, WatchArgs,
+    AdminCommand, ChannelCommand, Cli, ClusterCommand, Command, TokenCommand, WalCommand, WatchArgs,
 };
 use super::config::{self, Config};
 use super::output::{
@@ -11,15 +11,15 @@ use super::output::{
 };
 use anyhow::anyhow;
 use courier_core::api::{
-    ConversationId, ConversationInfo, Credential, HistoryAnchor, LookupKind, Message, Reject, Seq,
-    UserId, WorkspaceId,
+    ConversationId, ConversationInfo, Credential, HistoryAnchor, LookupKind, Message, Reject, Role,
+    Seq, UserId, WorkspaceId,
 };
 use courier_tools::{
-    Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, Requester, Session,
-    SessionEvent, SessionOptions,
+    Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, People, ProfileCache,
+    Requester, Session, SessionEvent, SessionOptions,
 };
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -129,6 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profile(cmd) => super::people::profile(&ctx, cmd).await,
         Command::Directory(args) => super::people::directory(&ctx, args).await,
         Command::Members(args) => super::people::members(&ctx, args).await,
+        Command::Token(cmd) => token(&ctx, cmd).await,
         Command::Wal(_) => Ok(()), // handled above
     }
 }
@@ -235,6 +236,37 @@ fn unreachable_welcome() -> courier_tools::Welcome {
     }
 }
 
+/// `courier token list|revoke`: your own tokens.
+async fn token(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<()> {
+    let mut client = ctx.client().await?;
+    let me = client
+        .welcome()
+        .and_then(|w| w.user)
+        .ok_or_else(|| usage("token commands need a user token, not the admin token"))?;
+    match cmd {
+        TokenCommand::List => {
+            let (tokens, current) = client.list_tokens().await?;
+            for t in tokens {
+                ctx.out.emit(
+                    json!({ "token_id": id_json(t), "current": t == current }),
+                    || {
+                        let mark = if t == current { "  (this one)" } else { "" };
+                        format!("{t}{mark}")
+                    },
+                )?;
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { token_id } => {
+            client.revoke_token(me, Some(token_id)).await?;
+            ctx.out.emit(
+                json!({ "token_id": id_json(token_id), "revoked": true }),
+                || format!("revoked token {token_id}"),
+            )
+        }
+    }
+}
+
 async fn whoami(ctx: &Ctx) -> anyhow::Result<()> {
     let welcome = ctx
         .client()
@@ -270,8 +302,16 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
                     ws.0.to_string()
                 })
         }
-        AdminCommand::CreateUser { workspace, name } => {
+        AdminCommand::CreateUser {
+            workspace,
+            name,
+            role,
+        } => {
             let t = client.create_user(WorkspaceId(workspace), &name).await?;
+            let role = role.map_or(Role::Member, |r| r.0);
+            if role != Role::Member {
+                client.set_role(t.user, role).await?;
+            }
             ctx.out.emit(
                 json!({
                     "user_id": id_json(t.user.0),
@@ -279,8 +319,25 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
                     "token_id": id_json(t.token_id),
                     "workspace": id_json(workspace),
                     "name": name,
+                    "role": role.name(),
                 }),
                 || format!("user_id {}\ntoken {}", t.user.0, t.text),
+            )
+        }
+        AdminCommand::SetRole { user, role } => {
+            let id = resolve_user(&mut client, &user).await?;
+            client.set_role(id, role.0).await?;
+            ctx.out.emit(
+                json!({ "user_id": id_json(id.0), "role": role.0.name() }),
+                || format!("user {} is now {}", id.0, role.0.name()),
+            )
+        }
+        AdminCommand::Deactivate { user } => {
+            let id = resolve_user(&mut client, &user).await?;
+            client.set_role(id, Role::Deactivated).await?;
+            ctx.out.emit(
+                json!({ "user_id": id_json(id.0), "role": "deactivated" }),
+                || format!("user {} is deactivated", id.0),
             )
         }
         AdminCommand::IssueToken { user } => {
@@ -420,6 +477,34 @@ async fn send(ctx: &Ctx, conversation: &str, text: String) -> anyhow::Result<()>
     )
 }
 
+/// Senders' names for output: profiles fetched once per sender (display
+/// name, else `@handle`); a sender whose profile cannot be read (an older
+/// server, another workspace) is shown by id, and asked for only once.
+#[derive(Default)]
+struct Names {
+    cache: ProfileCache,
+    asked: HashSet<UserId>,
+}
+
+impl Names {
+    /// Fetches the profiles of those of `users` not asked for yet.
+    async fn learn(&mut self, client: &mut Client, users: &[UserId]) {
+        let new: Vec<UserId> = users
+            .iter()
+            .copied()
+            .filter(|u| self.asked.insert(*u))
+            .collect();
+        if !new.is_empty() {
+            // Names are a courtesy: ids are shown when this fails.
+            let _ = self.cache.resolve(client, &new).await;
+        }
+    }
+
+    fn get(&self, user: UserId) -> Option<String> {
+        self.cache.get(user).map(|_| self.cache.name(user))
+    }
+}
+
 /// Labels of conversations for human output.
 struct Labels(HashMap<ConversationId, String>);
 
@@ -470,7 +555,8 @@ async fn watch(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
     session_options.from_start = args.from_start;
     session_options.cursor_file = args.cursor_file;
     let mut session = Session::with_client(client, session_options).await?;
-    let result = watch_loop(ctx, &mut session, &mut labels).await;
+    let mut names = Names::default();
+    let result = watch_loop(ctx, &mut session, &mut labels, &mut names).await;
     // Keep where we got to, whatever ended the loop.
     let saved = session.save_cursors();
     match result {
@@ -479,7 +565,12 @@ async fn watch(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn watch_loop(ctx: &Ctx, session: &mut Session, labels: &mut Labels) -> anyhow::Result<()> {
+async fn watch_loop(
+    ctx: &Ctx,
+    session: &mut Session,
+    labels: &mut Labels,
+    names: &mut Names,
+) -> anyhow::Result<()> {
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
@@ -488,7 +579,10 @@ async fn watch_loop(ctx: &Ctx, session: &mut Session, labels: &mut Labels) -> an
             _ = &mut interrupted => return Ok(()),
         };
         match event {
-            SessionEvent::Message(m) => print_message(ctx, labels, &m)?,
+            SessionEvent::Message(m) => {
+                names.learn(session.client(), &[m.sender]).await;
+                print_message(ctx, labels, names, &m)?
+            }
             SessionEvent::Joined(info) => {
                 labels.add(&info);
                 if !ctx.out.json {
@@ -511,9 +605,10 @@ async fn watch_loop(ctx: &Ctx, session: &mut Session, labels: &mut Labels) -> an
     }
 }
 
-fn print_message(ctx: &Ctx, labels: &Labels, m: &Message) -> anyhow::Result<()> {
-    ctx.out.emit(message_json(m), || {
-        message_text(&labels.get(m.conversation), m)
+fn print_message(ctx: &Ctx, labels: &Labels, names: &Names, m: &Message) -> anyhow::Result<()> {
+    let name = names.get(m.sender);
+    ctx.out.emit(message_json(m, name.as_deref()), || {
+        message_text(&labels.get(m.conversation), m, name.as_deref())
     })
 }
 
@@ -575,8 +670,11 @@ async fn history(
     }
     let mut labels = Labels(HashMap::new());
     labels.0.insert(id, conversation.to_owned());
+    let mut names = Names::default();
+    let senders: Vec<UserId> = messages.iter().map(|m| m.sender).collect();
+    names.learn(&mut client, &senders).await;
     for m in &messages {
-        print_message(ctx, &labels, m)?;
+        print_message(ctx, &labels, &names, m)?;
     }
     Ok(())
 }

@@ -87,24 +87,31 @@ pub fn conversation_label(c: &ConversationInfo) -> String {
 }
 
 /// A message as JSON (the `watch` and `history` line).
-pub fn message_json(m: &Message) -> Value {
-    json!({
+/// A message as JSON; `sender_name` (the display name, else `@handle`) is
+/// added when the sender's profile could be read.
+pub fn message_json(m: &Message, sender_name: Option<&str>) -> Value {
+    let mut v = json!({
         "conversation": id_json(m.conversation.0),
         "seq": m.seq.0,
         "sender": id_json(m.sender.0),
         "client_msg_id": id_json(m.client_msg_id),
         "body": m.body,
         "ts": m.ts.0,
-    })
+    });
+    if let Some(name) = sender_name {
+        v["sender_name"] = json!(name);
+    }
+    v
 }
 
-/// A message for people: `[label #seq] time <sender> body`.
-pub fn message_text(label: &str, m: &Message) -> String {
+/// A message for people: `[label #seq] time <sender> body`, the sender by
+/// name when known (else by id).
+pub fn message_text(label: &str, m: &Message, sender_name: Option<&str>) -> String {
+    let sender = sender_name.map_or_else(|| m.sender.0.to_string(), str::to_owned);
     format!(
-        "[{label} #{}] {} <{}> {}",
+        "[{label} #{}] {} <{sender}> {}",
         m.seq.0,
         format_ts(m.ts.0),
-        m.sender.0,
         m.body
     )
 }
@@ -267,7 +274,14 @@ mod tests {
             mentions: vec![],
             broadcast: courier_core::api::Broadcast::None,
         };
-        let v = message_json(&m);
+        let v = message_json(&m, None);
+        assert!(v.get("sender_name").is_none());
+        assert_eq!(message_json(&m, Some("Ann"))["sender_name"], "Ann");
+        assert_eq!(
+            message_text("#general", &m, Some("Ann")),
+            "[#general #7] 1970-01-01 00:00:00 <Ann> hi"
+        );
+        assert!(message_text("#general", &m, None).contains(&format!("<{}>", u64::MAX)));
         assert_eq!(v["conversation"], "1152921504606846977");
         assert_eq!(v["sender"], u64::MAX.to_string());
         assert_eq!(v["client_msg_id"], u128::MAX.to_string());

@@ -637,10 +637,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for NotifyReason {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 9;
+pub const ENUM_MAX_ERROR_CODE: u16 = 10;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 9] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 10] = [
   ErrorCode::BadFrame,
   ErrorCode::Unauthenticated,
   ErrorCode::NotAdmin,
@@ -650,6 +650,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 9] = [
   ErrorCode::TooLarge,
   ErrorCode::RateLimited,
   ErrorCode::Unavailable,
+  ErrorCode::Forbidden,
 ];
 
 /// Why a request failed. `NotFound` also means "not visible to you".
@@ -667,9 +668,12 @@ impl ErrorCode {
   pub const TooLarge: Self = Self(7);
   pub const RateLimited: Self = Self(8);
   pub const Unavailable: Self = Self(9);
+  /// The session's workspace role does not allow it (a guest creating or
+  /// browsing channels, the last owner demoted, a deactivated user).
+  pub const Forbidden: Self = Self(10);
 
   pub const ENUM_MIN: u16 = 1;
-  pub const ENUM_MAX: u16 = 9;
+  pub const ENUM_MAX: u16 = 10;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::BadFrame,
     Self::Unauthenticated,
@@ -680,6 +684,7 @@ impl ErrorCode {
     Self::TooLarge,
     Self::RateLimited,
     Self::Unavailable,
+    Self::Forbidden,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -693,6 +698,7 @@ impl ErrorCode {
       Self::TooLarge => Some("TooLarge"),
       Self::RateLimited => Some("RateLimited"),
       Self::Unavailable => Some("Unavailable"),
+      Self::Forbidden => Some("Forbidden"),
       _ => None,
     }
   }
@@ -747,6 +753,104 @@ impl<'a> ::flatbuffers::Verifiable for ErrorCode {
 }
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_ROLE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_ROLE: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_ROLE: [Role; 5] = [
+  Role::Member,
+  Role::Guest,
+  Role::Admin,
+  Role::Owner,
+  Role::Deactivated,
+];
+
+/// A workspace role. `Deactivated` is final: no tokens, no sessions, in no
+/// channel; the user's messages stay.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Role(pub u8);
+#[allow(non_upper_case_globals)]
+impl Role {
+  pub const Member: Self = Self(0);
+  pub const Guest: Self = Self(1);
+  pub const Admin: Self = Self(2);
+  pub const Owner: Self = Self(3);
+  pub const Deactivated: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Member,
+    Self::Guest,
+    Self::Admin,
+    Self::Owner,
+    Self::Deactivated,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Member => Some("Member"),
+      Self::Guest => Some("Guest"),
+      Self::Admin => Some("Admin"),
+      Self::Owner => Some("Owner"),
+      Self::Deactivated => Some("Deactivated"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Role {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Role {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Role {
+    type Output = Role;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Role {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Role {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Role {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_UNAVAILABLE_CAUSE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
@@ -864,10 +968,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 48;
+pub const ENUM_MAX_BODY: u8 = 51;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 49] = [
+pub const ENUM_VALUES_BODY: [Body; 52] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -917,6 +1021,9 @@ pub const ENUM_VALUES_BODY: [Body; 49] = [
   Body::MemberPage,
   Body::BrowseChannels,
   Body::ChannelPage,
+  Body::SetRole,
+  Body::ListTokens,
+  Body::TokenList,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -973,9 +1080,12 @@ impl Body {
   pub const MemberPage: Self = Self(46);
   pub const BrowseChannels: Self = Self(47);
   pub const ChannelPage: Self = Self(48);
+  pub const SetRole: Self = Self(49);
+  pub const ListTokens: Self = Self(50);
+  pub const TokenList: Self = Self(51);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 48;
+  pub const ENUM_MAX: u8 = 51;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1026,6 +1136,9 @@ impl Body {
     Self::MemberPage,
     Self::BrowseChannels,
     Self::ChannelPage,
+    Self::SetRole,
+    Self::ListTokens,
+    Self::TokenList,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1079,6 +1192,9 @@ impl Body {
       Self::MemberPage => Some("MemberPage"),
       Self::BrowseChannels => Some("BrowseChannels"),
       Self::ChannelPage => Some("ChannelPage"),
+      Self::SetRole => Some("SetRole"),
+      Self::ListTokens => Some("ListTokens"),
+      Self::TokenList => Some("TokenList"),
       _ => None,
     }
   }
@@ -7572,6 +7688,315 @@ impl ::core::fmt::Debug for BrowseChannels<'_> {
       ds.finish()
   }
 }
+pub enum SetRoleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Change a user's workspace role (owner or admin role, or an admin
+/// session); `Deactivated` deactivates. Answered `Done`.
+pub struct SetRole<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetRole<'a> {
+  type Inner = SetRole<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetRole<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROLE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetRole { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetRoleArgs
+  ) -> ::flatbuffers::WIPOffset<SetRole<'bldr>> {
+    let mut builder = SetRoleBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_role(args.role);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetRole::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn role(&self) -> Role {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Role>(SetRole::VT_ROLE, Some(Role::Member)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetRole<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<Role>("role", Self::VT_ROLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetRoleArgs {
+    pub user: u64,
+    pub role: Role,
+}
+impl<'a> Default for SetRoleArgs {
+  #[inline]
+  fn default() -> Self {
+    SetRoleArgs {
+      user: 0,
+      role: Role::Member,
+    }
+  }
+}
+
+pub struct SetRoleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetRoleBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(SetRole::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_role(&mut self, role: Role) {
+    self.fbb_.push_slot::<Role>(SetRole::VT_ROLE, role, Role::Member);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetRoleBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetRoleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetRole<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetRole<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetRole");
+      ds.field("user", &self.user());
+      ds.field("role", &self.role());
+      ds.finish()
+  }
+}
+pub enum ListTokensOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The ids of your own tokens (user sessions; revoke one with
+/// `RevokeToken` naming yourself).
+pub struct ListTokens<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListTokens<'a> {
+  type Inner = ListTokens<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListTokens<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListTokens { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args ListTokensArgs
+  ) -> ::flatbuffers::WIPOffset<ListTokens<'bldr>> {
+    let mut builder = ListTokensBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ListTokens<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListTokensArgs {
+}
+impl<'a> Default for ListTokensArgs {
+  #[inline]
+  fn default() -> Self {
+    ListTokensArgs {
+    }
+  }
+}
+
+pub struct ListTokensBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListTokensBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListTokensBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListTokensBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListTokens<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListTokens<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListTokens");
+      ds.finish()
+  }
+}
+pub enum TokenListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Token ids ascending; `current` is the asking session's.
+pub struct TokenList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TokenList<'a> {
+  type Inner = TokenList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TokenList<'a> {
+  pub const VT_TOKENS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CURRENT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TokenList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TokenListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TokenList<'bldr>> {
+    let mut builder = TokenListBuilder::new(_fbb);
+    builder.add_current(args.current);
+    if let Some(x) = args.tokens { builder.add_tokens(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn tokens(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(TokenList::VT_TOKENS, None)}
+  }
+  #[inline]
+  pub fn current(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TokenList::VT_CURRENT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TokenList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("tokens", Self::VT_TOKENS, false)?
+     .visit_field::<u64>("current", Self::VT_CURRENT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TokenListArgs<'a> {
+    pub tokens: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub current: u64,
+}
+impl<'a> Default for TokenListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TokenListArgs {
+      tokens: None,
+      current: 0,
+    }
+  }
+}
+
+pub struct TokenListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TokenListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_tokens(&mut self, tokens: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TokenList::VT_TOKENS, tokens);
+  }
+  #[inline]
+  pub fn add_current(&mut self, current: u64) {
+    self.fbb_.push_slot::<u64>(TokenList::VT_CURRENT, current, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TokenListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TokenListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TokenList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TokenList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TokenList");
+      ds.field("tokens", &self.tokens());
+      ds.field("current", &self.current());
+      ds.finish()
+  }
+}
 pub enum UserProfileOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9285,6 +9710,48 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_role(&self) -> Option<SetRole<'a>> {
+    if self.body_type() == Body::SetRole {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetRole::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_tokens(&self) -> Option<ListTokens<'a>> {
+    if self.body_type() == Body::ListTokens {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListTokens::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_token_list(&self) -> Option<TokenList<'a>> {
+    if self.body_type() == Body::TokenList {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { TokenList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -9344,6 +9811,9 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::MemberPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberPage>>("Body::MemberPage", pos),
           Body::BrowseChannels => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BrowseChannels>>("Body::BrowseChannels", pos),
           Body::ChannelPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChannelPage>>("Body::ChannelPage", pos),
+          Body::SetRole => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetRole>>("Body::SetRole", pos),
+          Body::ListTokens => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListTokens>>("Body::ListTokens", pos),
+          Body::TokenList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TokenList>>("Body::TokenList", pos),
           _ => Ok(()),
         }
      })?
@@ -9737,6 +10207,27 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::ChannelPage => {
           if let Some(x) = self.body_as_channel_page() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetRole => {
+          if let Some(x) = self.body_as_set_role() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListTokens => {
+          if let Some(x) = self.body_as_list_tokens() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::TokenList => {
+          if let Some(x) = self.body_as_token_list() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

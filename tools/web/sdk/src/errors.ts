@@ -4,18 +4,15 @@
 // server going away) are retried by `Client` and `Session`; permanent ones
 // (bad or revoked token, any other refusal) are returned at once.
 
-/** `ErrorCode` names, by their wire value. */
-export const ERROR_CODES: Record<number, string> = {
-  1: 'BadFrame',
-  2: 'Unauthenticated',
-  3: 'NotAdmin',
-  4: 'NotFound',
-  5: 'AlreadyExists',
-  6: 'Invalid',
-  7: 'TooLarge',
-  8: 'RateLimited',
-  9: 'Unavailable',
-};
+import { ErrorCode } from './generated/courier/wire/error-code.js';
+
+/** `ErrorCode` names, by their wire value (from the generated enum, so a
+ * code added to the schema is named here too). */
+export const ERROR_CODES: Record<number, string> = Object.fromEntries(
+  Object.entries(ErrorCode)
+    .filter(([, value]) => typeof value === 'number')
+    .map(([name, value]) => [value as number, name]),
+);
 
 /** The server refused a request (`ErrorReply`). */
 export class RejectedError extends Error {

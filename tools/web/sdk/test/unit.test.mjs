@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as flatbuffers from 'flatbuffers';
 import {
-  Backoff, Tracker, cursorsFromJson, cursorsToJson, decodeServer, encodeRequest, encodeServerMessage,
+  Backoff, ERROR_CODES, Tracker, cursorsFromJson, cursorsToJson, decodeServer, encodeRequest, encodeServerMessage,
 } from '../dist/index.js';
 import * as w from '../dist/generated/courier/wire.js';
 
@@ -133,4 +133,12 @@ test('the pacer lets half the burst go at once, then one per interval, and backs
   const q = Pacer.forBudgets({ perSec: 10, burst: 2 }, { perSec: 0, burst: 0 }, 0);
   q.refused(0, 500);
   assert.equal(Math.round(q.reserve(0)), 500);
+});
+
+test('every ErrorCode of the schema has its name', () => {
+  for (const [name, value] of Object.entries(w.ErrorCode)) {
+    if (typeof value === 'number') assert.equal(ERROR_CODES[value], name);
+  }
+  assert.equal(ERROR_CODES[10], 'Forbidden');
+  assert.equal(ERROR_CODES[4], 'NotFound');
 });

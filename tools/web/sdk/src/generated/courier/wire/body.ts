@@ -29,6 +29,7 @@ import { Leave } from '../../courier/wire/leave.js';
 import { LeftEvent } from '../../courier/wire/left-event.js';
 import { ListConversations } from '../../courier/wire/list-conversations.js';
 import { ListMembers } from '../../courier/wire/list-members.js';
+import { ListTokens } from '../../courier/wire/list-tokens.js';
 import { Lookup } from '../../courier/wire/lookup.js';
 import { MarkRead } from '../../courier/wire/mark-read.js';
 import { MemberPage } from '../../courier/wire/member-page.js';
@@ -44,9 +45,11 @@ import { SetDnd } from '../../courier/wire/set-dnd.js';
 import { SetFocus } from '../../courier/wire/set-focus.js';
 import { SetNotify } from '../../courier/wire/set-notify.js';
 import { SetProfile } from '../../courier/wire/set-profile.js';
+import { SetRole } from '../../courier/wire/set-role.js';
 import { Sync } from '../../courier/wire/sync.js';
 import { SyncReply } from '../../courier/wire/sync-reply.js';
 import { TokenIssued } from '../../courier/wire/token-issued.js';
+import { TokenList } from '../../courier/wire/token-list.js';
 import { UserList } from '../../courier/wire/user-list.js';
 import { Welcome } from '../../courier/wire/welcome.js';
 import { WorkspaceCreated } from '../../courier/wire/workspace-created.js';
@@ -101,13 +104,16 @@ export enum Body {
   DirectoryPage = 45,
   MemberPage = 46,
   BrowseChannels = 47,
-  ChannelPage = 48
+  ChannelPage = 48,
+  SetRole = 49,
+  ListTokens = 50,
+  TokenList = 51
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|Sync|SyncReply|TokenIssued|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|Sync|SyncReply|TokenIssued|UserList|Welcome|WorkspaceCreated|null
-): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|Sync|SyncReply|TokenIssued|UserList|Welcome|WorkspaceCreated|null {
+  accessor: (obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
+): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -158,15 +164,18 @@ export function unionToBody(
     case 'MemberPage': return accessor(new MemberPage())! as MemberPage;
     case 'BrowseChannels': return accessor(new BrowseChannels())! as BrowseChannels;
     case 'ChannelPage': return accessor(new ChannelPage())! as ChannelPage;
+    case 'SetRole': return accessor(new SetRole())! as SetRole;
+    case 'ListTokens': return accessor(new ListTokens())! as ListTokens;
+    case 'TokenList': return accessor(new TokenList())! as TokenList;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|Sync|SyncReply|TokenIssued|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|Sync|SyncReply|TokenIssued|UserList|Welcome|WorkspaceCreated|null, 
+  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
   index: number
-): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|Sync|SyncReply|TokenIssued|UserList|Welcome|WorkspaceCreated|null {
+): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -217,6 +226,9 @@ export function unionListToBody(
     case 'MemberPage': return accessor(index, new MemberPage())! as MemberPage;
     case 'BrowseChannels': return accessor(index, new BrowseChannels())! as BrowseChannels;
     case 'ChannelPage': return accessor(index, new ChannelPage())! as ChannelPage;
+    case 'SetRole': return accessor(index, new SetRole())! as SetRole;
+    case 'ListTokens': return accessor(index, new ListTokens())! as ListTokens;
+    case 'TokenList': return accessor(index, new TokenList())! as TokenList;
     default: return null;
   }
 }

@@ -14,5 +14,11 @@ export enum ErrorCode {
   Invalid = 6,
   TooLarge = 7,
   RateLimited = 8,
-  Unavailable = 9
+  Unavailable = 9,
+
+  /**
+   * The session's workspace role does not allow it (a guest creating or
+   * browsing channels, the last owner demoted, a deactivated user).
+   */
+  Forbidden = 10
 }
