@@ -49,6 +49,8 @@ pub(crate) enum Action {
     Fanout {
         /// Conversation (owned here).
         conversation: ConversationId,
+        /// The message record's LSN (the notifier's hand-off key).
+        lsn: Lsn,
         /// Event.
         event: Arc<Event>,
     },

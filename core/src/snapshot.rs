@@ -19,6 +19,7 @@
 
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
 
+use crate::constants::NOTIFY_HANDOFFS_MAX;
 use crate::hash::HashState;
 use crate::record::{ProfileRecord, StoredBroadcast, StoredKind, StoredLevel, StoredReason};
 use crate::state::{
@@ -30,14 +31,19 @@ use crate::types::{
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
-/// Current snapshot format version (4: [`SnapshotV4`], version 3 plus
-/// profiles and the directory's display names; 3: version 2 plus the
-/// owner's notification hand-off watermark; 2: version 1 plus the push
-/// outbox). Versions 1 to 3 are still read: with no profiles and no
-/// display names (1–3: the builds that wrote them had none), an empty
-/// outbox (1), and a watermark at the snapshot's LSN (1, 2: the builds that
-/// wrote them never handed off again, so nothing before is owed).
-pub const SNAPSHOT_VERSION: u32 = 4;
+/// Current snapshot format version (5: [`SnapshotV5`], version 4 without
+/// the per-message seq → LSN index — every conversation's `lsns` is
+/// written empty, message bodies live in the history store — plus the
+/// hand-off tail, the messages after the watermark a start hands off
+/// again; 4: version 3 plus profiles and the directory's display names;
+/// 3: version 2 plus the owner's notification hand-off watermark; 2:
+/// version 1 plus the push outbox). Versions 1 to 4 are still read: their
+/// index is checked and dropped (the hand-off tail is taken from it), with
+/// no profiles and no display names (1–3: the builds that wrote them had
+/// none), an empty outbox (1), and a watermark at the snapshot's LSN (1,
+/// 2: the builds that wrote them never handed off again, so nothing before
+/// is owed).
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +136,16 @@ pub struct SnapshotV4 {
     dir_names: Vec<(u64, u64, String, u64)>,
 }
 
+/// Version 5: version 4 with every conversation's `lsns` empty (the
+/// seq → LSN index is gone: memory and snapshots no longer grow with
+/// history), and the owner role's hand-off tail.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV5 {
+    v4: SnapshotV4,
+    /// `State::handoff_tail`: (LSN, conversation, seq), in LSN order.
+    handoff_tail: Vec<(u64, u64, u64)>,
+}
+
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
 struct SnapProfile {
     user: u64,
@@ -201,6 +217,8 @@ struct SnapConversation {
     /// (user, joined_seq)
     members: Vec<(u64, u64)>,
     head: u64,
+    /// The seq → LSN index of versions 1–4 (`lsns[seq - 1]`); empty from
+    /// version 5 on.
     lsns: Vec<u64>,
     last_activity: u64,
     preview: Option<String>,
@@ -310,6 +328,7 @@ fn decode_version(
         Vec<(u64, u64, u64)>,
         Option<u64>,
         People,
+        Option<Vec<(u64, u64, u64)>>,
     ),
     RestoreError,
 > {
@@ -321,28 +340,73 @@ fn decode_version(
             Vec::new(),
             None,
             People::default(),
+            None,
         ),
         2 => {
             let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(aligned).map_err(invalid)?;
-            (v2.v1, v2.outbox, v2.pushed, None, People::default())
+            (v2.v1, v2.outbox, v2.pushed, None, People::default(), None)
         }
         3 => {
             let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(aligned).map_err(invalid)?;
             let w = Some(v3.handoff_watermark);
-            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, People::default())
+            (
+                v3.v2.v1,
+                v3.v2.outbox,
+                v3.v2.pushed,
+                w,
+                People::default(),
+                None,
+            )
         }
         4 => {
             let v4 = rkyv::from_bytes::<SnapshotV4, rancor::Error>(aligned).map_err(invalid)?;
-            let people = People {
-                profiles: v4.profiles,
-                dir_names: v4.dir_names,
-            };
-            let v3 = v4.v3;
-            let w = Some(v3.handoff_watermark);
-            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, people)
+            let (v1, outbox, pushed, w, people) = split_v4(v4);
+            (v1, outbox, pushed, w, people, None)
+        }
+        5 => {
+            let v5 = rkyv::from_bytes::<SnapshotV5, rancor::Error>(aligned).map_err(invalid)?;
+            let (v1, outbox, pushed, w, people) = split_v4(v5.v4);
+            (v1, outbox, pushed, w, people, Some(v5.handoff_tail))
         }
         _ => return Err(RestoreError::UnsupportedVersion { version }),
     })
+}
+
+/// The parts of a version 4 archive (also inside version 5).
+#[allow(clippy::type_complexity)]
+fn split_v4(
+    v4: SnapshotV4,
+) -> (
+    SnapshotV1,
+    Vec<SnapPush>,
+    Vec<(u64, u64, u64)>,
+    Option<u64>,
+    People,
+) {
+    let people = People {
+        profiles: v4.profiles,
+        dir_names: v4.dir_names,
+    };
+    let v3 = v4.v3;
+    let w = Some(v3.handoff_watermark);
+    (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, people)
+}
+
+/// The hand-off tail of a version 1–4 snapshot, from its seq → LSN index:
+/// the newest `NOTIFY_HANDOFFS_MAX` messages after the watermark, in LSN
+/// order, and how many more there were. One pass per conversation from its
+/// newest message back to the watermark, then a sort of what was kept.
+fn tail_from_index(conversations: &[SnapConversation], mark: u64) -> (Vec<(u64, u64, u64)>, u64) {
+    let mut all: Vec<(u64, u64, u64)> = Vec::new();
+    for c in conversations {
+        let first = c.lsns.partition_point(|&l| l <= mark);
+        for (i, l) in c.lsns.iter().enumerate().skip(first) {
+            all.push((*l, c.id, i as u64 + 1));
+        }
+    }
+    all.sort_unstable();
+    let dropped = all.len().saturating_sub(NOTIFY_HANDOFFS_MAX);
+    (all.split_off(dropped), dropped as u64)
 }
 
 /// Restores profiles (users already restored) and display names
@@ -441,7 +505,7 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
                 |e| e.0,
             ),
             head: c.head.0,
-            lsns: c.lsns.clone(),
+            lsns: Vec::new(),
             last_activity: c.last_activity.0,
             preview: c.preview.clone(),
             dedup: c
@@ -521,13 +585,20 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
         claims,
         cache,
     };
-    let snapshot = SnapshotV4 {
-        v3: SnapshotV3 {
-            v2: snapshot_v2(state, snapshot),
-            handoff_watermark: state.handoff_watermark,
+    let snapshot = SnapshotV5 {
+        v4: SnapshotV4 {
+            v3: SnapshotV3 {
+                v2: snapshot_v2(state, snapshot),
+                handoff_watermark: state.handoff_watermark,
+            },
+            profiles: snap_profiles(state),
+            dir_names: snap_dir_names(state),
         },
-        profiles: snap_profiles(state),
-        dir_names: snap_dir_names(state),
+        handoff_tail: state
+            .handoff_tail
+            .iter()
+            .map(|(l, c, s)| (*l, c.0, s.0))
+            .collect(),
     };
     let body = match rkyv::to_bytes::<rancor::Error>(&snapshot) {
         Ok(bytes) => bytes,
@@ -561,8 +632,13 @@ pub fn restore(
     let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len() - 8);
     aligned.extend_from_slice(&bytes[8..]);
-    let (snap, outbox, pushed, watermark, people) = decode_version(version, &aligned)?;
+    let (snap, outbox, pushed, watermark, people, tail) = decode_version(version, &aligned)?;
     let watermark = watermark.unwrap_or(snap.last_lsn);
+    let (tail, tail_dropped) = match tail {
+        Some(tail) => (tail, 0),
+        None => tail_from_index(&snap.conversations, watermark),
+    };
+    let indexed = version < 5;
     if watermark > snap.last_lsn {
         return Err(inconsistent(format!(
             "hand-off watermark {watermark} beyond the snapshot's LSN {}",
@@ -666,7 +742,8 @@ pub fn restore(
             }
             .into());
         }
-        if c.lsns.len() as u64 != c.head {
+        let index_len = if indexed { c.head } else { 0 };
+        if c.lsns.len() as u64 != index_len {
             return Err(inconsistent(format!("conversation {}: index length", c.id)));
         }
         let mut conv = state.new_conversation(
@@ -688,7 +765,6 @@ pub fn restore(
         }
         conv.recompute_homes(state.shard_count);
         conv.head = Seq(c.head);
-        conv.lsns = c.lsns;
         conv.last_activity = Millis(c.last_activity);
         conv.preview = c.preview;
         for d in c.dedup {
@@ -789,7 +865,43 @@ pub fn restore(
         state.remember_pushed(UserId(user), ConversationId(conv), Seq(seq));
     }
     state.handoff_watermark = watermark;
+    restore_tail(&mut state, tail, tail_dropped, snap.last_lsn)?;
     Ok((state, Lsn(snap.last_lsn)))
+}
+
+/// Restores the hand-off tail (conversations and watermark already
+/// restored): LSNs strictly increasing in `(watermark, last_lsn]`, each a
+/// message of a conversation owned here, at most `NOTIFY_HANDOFFS_MAX`.
+fn restore_tail(
+    state: &mut State,
+    tail: Vec<(u64, u64, u64)>,
+    dropped: u64,
+    last_lsn: u64,
+) -> Result<(), RestoreError> {
+    if tail.len() > NOTIFY_HANDOFFS_MAX {
+        return Err(inconsistent(format!(
+            "hand-off tail of {} messages (NOTIFY_HANDOFFS_MAX {NOTIFY_HANDOFFS_MAX})",
+            tail.len()
+        )));
+    }
+    let mut previous = state.handoff_watermark;
+    for (lsn, conv, seq) in tail {
+        let known = state
+            .conversations
+            .get(&ConversationId(conv))
+            .is_some_and(|c| seq >= 1 && seq <= c.head.0);
+        if lsn <= previous || lsn > last_lsn || !known {
+            return Err(inconsistent(format!(
+                "hand-off tail entry (LSN {lsn}, conversation {conv}, seq {seq})"
+            )));
+        }
+        previous = lsn;
+        state
+            .handoff_tail
+            .push_back((lsn, ConversationId(conv), Seq(seq)));
+    }
+    state.handoff_tail_dropped = dropped;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -888,8 +1000,8 @@ mod tests {
         let bytes = encode(&s, Lsn(9));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v4 = rkyv::from_bytes::<SnapshotV4, rancor::Error>(&aligned).expect("v4");
-        let v3 = rkyv::to_bytes::<rancor::Error>(&v4.v3).expect("encodes");
+        let v5 = rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).expect("v5");
+        let v3 = rkyv::to_bytes::<rancor::Error>(&v5.v4.v3).expect("encodes");
         let mut old = SNAPSHOT_MAGIC.to_vec();
         old.extend_from_slice(&3u32.to_le_bytes());
         old.extend_from_slice(&v3);
@@ -898,10 +1010,89 @@ mod tests {
         assert_eq!(ann.profile_version, 0);
         assert_eq!(listed(&back), vec![ANN, BOB], "by handle without names");
         let mut future = bytes.clone();
-        future[4..8].copy_from_slice(&5u32.to_le_bytes());
+        future[4..8].copy_from_slice(&6u32.to_le_bytes());
         assert_eq!(
             restore_bytes(&future).err(),
-            Some(RestoreError::UnsupportedVersion { version: 5 })
+            Some(RestoreError::UnsupportedVersion { version: 6 })
         );
+    }
+
+    /// A version 4 snapshot (with the seq → LSN index) restores to what
+    /// version 5 holds for the same state: the index is checked and
+    /// dropped, and the hand-off tail is taken from it. Version 5 holds
+    /// nothing per message.
+    #[test]
+    fn version_4_index_is_dropped_and_gives_the_handoff_tail() {
+        let mut s = state();
+        let conv = 50u64;
+        let mut lsn = 20;
+        let created = Record::ConversationCreated {
+            conversation: conv,
+            workspace: WS,
+            kind: StoredKind::PublicChannel,
+            name: "general".into(),
+            members: vec![ANN, BOB],
+            creator: Some(ANN),
+            ts: 2,
+        };
+        s.apply(Lsn(lsn), &created).expect("creates");
+        let mut lsns = Vec::new();
+        for seq in 1..=5u64 {
+            lsn += 1;
+            let m = Record::MessagePosted(crate::record::MessageRecord {
+                conversation: conv,
+                seq,
+                sender: ANN,
+                client_msg_id: u128::from(seq),
+                ts: 3,
+                body: format!("m{seq}"),
+                mentions: Vec::new(),
+                broadcast: StoredBroadcast::None,
+                broadcast_ignored: false,
+            });
+            s.apply(Lsn(lsn), &m).expect("posts");
+            lsns.push(lsn);
+            if seq == 2 {
+                lsn += 1;
+                let mark = Record::NotifyHandedOff { lsn: lsn - 1 };
+                s.apply(Lsn(lsn), &mark).expect("marks");
+            }
+        }
+        s.settle(Lsn(lsn));
+        let tail: Vec<u64> = s.handoff_tail.iter().map(|e| e.0).collect();
+        assert_eq!(tail, lsns[2..].to_vec(), "messages after the watermark");
+        let bytes = encode(&s, Lsn(lsn));
+        let mut aligned = AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes[8..]);
+        let v5 = rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).expect("v5");
+        assert!(v5
+            .v4
+            .v3
+            .v2
+            .v1
+            .conversations
+            .iter()
+            .all(|c| c.lsns.is_empty()));
+        let as_v4 = |index: Vec<u64>| {
+            let mut v4 = rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned)
+                .expect("v5")
+                .v4;
+            for c in &mut v4.v3.v2.v1.conversations {
+                if c.id == conv {
+                    c.lsns = index.clone();
+                }
+            }
+            let mut old = SNAPSHOT_MAGIC.to_vec();
+            old.extend_from_slice(&4u32.to_le_bytes());
+            old.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&v4).expect("encodes"));
+            old
+        };
+        let (back, at) =
+            restore_bytes(&as_v4(lsns.clone())).expect("a version 4 snapshot restores");
+        assert_eq!(encode(&back, at), bytes, "restores to what version 5 holds");
+        assert!(matches!(
+            restore_bytes(&as_v4(lsns[1..].to_vec())),
+            Err(RestoreError::Inconsistent(_))
+        ));
     }
 }

@@ -396,7 +396,7 @@ fn simulation() {
     let _ = writeln!(
         std::io::stderr(),
         "simulation: {} seeds in {:.1?}: {} messages durable, {} acks, {} live events and {} read messages checked, \
-         {} sends ({} retries), {} requests, {} peer messages, {} WAL reads, {} truncated syncs, {} crashes, \
+         {} sends ({} retries), {} requests, {} peer messages, {} history reads, {} truncated syncs, {} crashes, \
          {} snapshots, {} restore checks; push gateway: {} POSTs, {} shown, {} repeats dropped by key",
         total.seeds,
         started.elapsed(),
@@ -432,6 +432,19 @@ fn simulation() {
         t.enospc,
         t.storage_refusals,
         t.recovery_checks,
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "history store: {} history reads; restarts with the store \
+         behind the snapshot (re-added from the log) {}, ahead of it {}; {} unsynced store entries kept by power losses",
+        t.wal_reads,
+        t.history_behind,
+        t.history_ahead,
+        t.history_staged_kept,
+    );
+    assert!(
+        range.end - range.start < 500 || (t.history_behind > 0 && t.history_ahead > 0),
+        "the seeds exercised a store behind and ahead of the snapshot"
     );
     assert_eq!(total.seeds, range.end - range.start, "every seed ran");
 }

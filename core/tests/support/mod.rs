@@ -9,7 +9,8 @@
 //! of its seed.
 //!
 //! Files by concern: [`rng`] (the seeded generator), [`storage`] (the fake
-//! WAL and its faults), [`net`] (sockets and the peer network), [`client`]
+//! WAL and its faults), [`history`] (the
+//! fake history store), [`net`] (sockets and the peer network), [`client`]
 //! (simulated devices), [`checker`] (the ledger and its invariants),
 //! [`push`] (the fake gateway), [`world`] (composition, step loop, chaos,
 //! crash and restart) and [`scripted`] (helpers for scripted scenarios).
@@ -18,6 +19,7 @@
 
 mod checker;
 mod client;
+mod history;
 mod net;
 mod push;
 mod rng;
@@ -27,6 +29,7 @@ mod world;
 
 pub use checker::*;
 pub use client::*;
+pub use history::*;
 pub use net::*;
 pub use push::*;
 pub use rng::*;

@@ -1,6 +1,7 @@
 //! The shard's journal: appending what the core asks to the WAL in LSN
 //! order, staging records the WAL has no room for yet, reporting
-//! durability back to the core (the durability task), moving staged
+//! durability back to the core (the durability task, which first moves
+//! durable message records into the history store), moving staged
 //! records in as room appears (the staging task), snapshots, and the
 //! storage-failure policy (ENOSPC keeps the daemon up read-only; any other
 //! storage error stops it with exit code 1; a write refused because
@@ -29,6 +30,7 @@ impl ShardCtx {
             // for is never acknowledged, which is the safe outcome.
             return;
         }
+        self.note_message(lsn.0, kind, &payload);
         #[cfg(feature = "failpoints")]
         if crate::failpoints::get().ack_before_fsync {
             // Broken on purpose: the core hears "durable" now, the record
@@ -98,7 +100,7 @@ impl ShardCtx {
     /// error (EIO from fsync, …) stops the daemon with exit code 1: after a
     /// failed fsync the page cache may have dropped data, and only a restart
     /// that reads the log back is safe.
-    fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
+    pub(super) fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
         if self.closed_for_shutdown(error) {
             return;
         }
@@ -153,7 +155,8 @@ pub(super) async fn snapshot(ctx: &Rc<ShardCtx>) {
 }
 
 /// Reports durability to the core: waits for the WAL to make the highest
-/// appended LSN durable, then feeds `Input::Durable`.
+/// appended LSN durable, moves the message records it covers into the
+/// history store, then feeds `Input::Durable`.
 pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
     // From what the boot found durable, not from `appended`: records the
     // core appended during `start` (before this task runs) must be
@@ -170,6 +173,7 @@ pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
             Ok(()) => {
                 #[cfg(feature = "failpoints")]
                 crate::failpoints::get().on_durable_report();
+                ctx.feed_history(target).await;
                 reported = target;
                 ctx.submit(Input::Durable { lsn: Lsn(target) });
                 ctx.reported.set(reported);
@@ -181,6 +185,7 @@ pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
                 // rather than leaving them invisible until a restart.
                 let durable = ctx.wal.durable_lsn().0;
                 if durable > reported {
+                    ctx.feed_history(durable).await;
                     reported = durable;
                     ctx.submit(Input::Durable { lsn: Lsn(durable) });
                 }

@@ -42,7 +42,9 @@
 //! durable; reopening recovers. Damage is [`crate::Error::Corrupt`] naming the file
 //! and offset. Caller mistakes are [`crate::Error::HistoryRejected`] and change nothing.
 //!
-//! The core does not use this store yet (issue 19): it is ready to be wired in.
+//! `courier-net` keeps one per shard (`net/src/shard/history.rs`): durable
+//! message records go in with their WAL LSN as source; History reads come
+//! out; the log is truncated behind snapshots below what it holds.
 
 mod cache;
 pub mod format;
