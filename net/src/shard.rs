@@ -15,7 +15,7 @@
 //! This file is the composition: the shard's state, the pump (inputs in,
 //! effects out) and the start and stop order. The concerns live in
 //! submodules: `journal` (WAL appends, staging, durability and snapshot
-//! tasks, storage-failure policy), `history` (the history
+//! tasks, storage-failure policy, log truncation), `history` (the history
 //! store: durable messages copied in, history reads served from it),
 //! `boot` (open and replay at start),
 //! `registry` (connections, outboxes, delivery accounting, rate-limiter
@@ -154,7 +154,9 @@ pub struct ShardCtx {
     history_covered: Cell<u64>,
     /// Wakes the history task (something was fed).
     history_wake: Signal,
-
+    /// Snapshots truncate the log behind them (single-node mode only: in
+    /// cluster mode peers fetch committed records from the state WAL).
+    truncate_log: bool,
     outbox_total: Cell<usize>,
     /// Notified when the last connection is forgotten (shutdown waits on it).
     conns_empty: Signal,
@@ -489,6 +491,7 @@ fn new_ctx(
         history_fed: Cell::new(booted.last_lsn),
         history_covered: Cell::new(booted.last_lsn),
         history_wake: Signal::default(),
+        truncate_log: started,
         outbox_total: Cell::new(0),
         conns_empty: Signal::default(),
         user_limits: RefCell::new(HashMap::new()),

@@ -9,7 +9,7 @@
 //! of its seed.
 //!
 //! Files by concern: [`rng`] (the seeded generator), [`storage`] (the fake
-//! WAL and its faults), [`history`] (the
+//! WAL and its faults, log truncation behind snapshots), [`history`] (the
 //! fake history store), [`net`] (sockets and the peer network), [`client`]
 //! (simulated devices), [`checker`] (the ledger and its invariants),
 //! [`push`] (the fake gateway), [`world`] (composition, step loop, chaos,

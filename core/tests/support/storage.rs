@@ -1,7 +1,8 @@
 //! The fake WAL per shard: framing, group fsyncs, power loss with torn
 //! and reordered write-back, recovery, the sticky faults (EIO, ENOSPC),
 //! the runtime's copy of durable messages into the history store
-//! ([`super::HistoryModel`]) and reads from it.
+//! ([`super::HistoryModel`]) and reads from it, and the log truncated
+//! behind snapshots.
 
 use std::collections::VecDeque;
 
@@ -260,6 +261,27 @@ impl World {
             })
             .collect();
         self.input(s, Input::HistoryRead { token, messages });
+    }
+
+    /// The runtime after writing a snapshot (single-node mode): sync the
+    /// history store and drop the log below what both the newest durable
+    /// snapshot and the store cover.
+    pub(super) fn truncate_log(&mut self, s: u16) {
+        let node = &mut self.nodes[usize::from(s)];
+        let Some(&(snapshot, _)) = node
+            .snapshots
+            .iter()
+            .rev()
+            .find(|(l, _)| *l <= node.durable)
+        else {
+            return;
+        };
+        node.history.sync();
+        let below = node.history.covered.min(snapshot) + 1;
+        if below > node.first {
+            self.stats.truncations += 1;
+            node.first = below;
+        }
     }
 
     /// A power loss on shard `s`: lays out what the disk holds after the

@@ -89,6 +89,8 @@ pub struct Stats {
     /// History reads (from the history store).
     pub wal_reads: u64,
     pub truncated_syncs: u64,
+    /// Snapshots after which the log was truncated.
+    pub truncations: u64,
     /// Restarts that read the log from below the snapshot to complete
     /// the history store (it was behind), and ones where it was ahead.
     pub history_behind: u64,
@@ -119,6 +121,7 @@ impl Stats {
             requests,
             wal_reads,
             truncated_syncs,
+            truncations,
             history_behind,
             history_ahead,
             history_staged_kept,
@@ -141,6 +144,7 @@ impl Stats {
         self.requests += requests;
         self.wal_reads += wal_reads;
         self.truncated_syncs += truncated_syncs;
+        self.truncations += truncations;
         self.history_behind += history_behind;
         self.history_ahead += history_ahead;
         self.history_staged_kept += history_staged_kept;
@@ -474,6 +478,7 @@ impl World {
             node.snapshots
                 .remove(if newest_durable == Some(0) { 1 } else { 0 });
         }
+        self.truncate_log(s);
     }
 
     /// Whether anything is in flight.

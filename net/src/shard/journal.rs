@@ -2,8 +2,8 @@
 //! order, staging records the WAL has no room for yet, reporting
 //! durability back to the core (the durability task, which first moves
 //! durable message records into the history store), moving staged
-//! records in as room appears (the staging task), snapshots, and the
-//! storage-failure policy (ENOSPC keeps the daemon up read-only; any other
+//! records in as room appears (the staging task), snapshots and the log
+//! truncation behind them, and the storage-failure policy (ENOSPC keeps the daemon up read-only; any other
 //! storage error stops it with exit code 1; a write refused because
 //! shutdown closed the WAL is no failure).
 //!
@@ -145,11 +145,44 @@ pub(super) async fn snapshot(ctx: &Rc<ShardCtx>) {
                 bytes = bytes.len(),
                 "snapshot written"
             );
+            truncate_log(ctx, lsn.0).await;
         }
         Err(e) => {
             #[cfg(feature = "failpoints")]
             crate::failpoints::get().on_storage_error(&format!("snapshot failed: {e}"));
             tracing::warn!(shard = ctx.id.0, error = %e, "snapshot failed (the log still has everything)")
+        }
+    }
+}
+
+/// Deletes the log's sealed segments behind the snapshot at `lsn` whose
+/// message records are all durable in the history store (single-node mode
+/// only; the WAL itself never deletes what its oldest kept snapshot needs
+/// for replay). Nothing is deleted when the store cannot be synced.
+async fn truncate_log(ctx: &Rc<ShardCtx>, lsn: u64) {
+    if !ctx.truncate_log {
+        return;
+    }
+    let Some(covered) = ctx.sync_history().await else {
+        return;
+    };
+    let below = covered.min(lsn).saturating_add(1);
+    let first_before = ctx.wal.first_lsn().0;
+    match ctx
+        .wal
+        .delete_segments_before(courier_wal::Lsn(below))
+        .await
+    {
+        Ok(first) if first.0 > first_before => tracing::info!(
+            shard = ctx.id.0,
+            first_lsn = first.0,
+            history_covered = covered,
+            "log truncated behind the snapshot"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(shard = ctx.id.0, error = %e, "deleting log segments failed");
+            ctx.storage_failed(&e, format!("log truncation failed: {e}"));
         }
     }
 }
