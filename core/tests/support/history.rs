@@ -11,13 +11,16 @@ use std::collections::BTreeMap;
 
 use super::rng::Rng;
 
+/// A stored entry's key (conversation, seq) and value (LSN, payload).
+pub type Entry = ((u64, u64), (u64, Vec<u8>));
+
 /// One shard's history store.
 #[derive(Default)]
 pub struct HistoryModel {
     /// Durable entries: (conversation, seq) → (LSN, payload).
     pub synced: BTreeMap<(u64, u64), (u64, Vec<u8>)>,
     /// Appended since the last sync, in order.
-    pub staged: Vec<((u64, u64), (u64, Vec<u8>))>,
+    pub staged: Vec<Entry>,
     /// Last seq per conversation over synced and staged entries.
     pub last_seq: BTreeMap<u64, u64>,
     /// Highest source appended.

@@ -55,10 +55,7 @@ impl ShardCtx {
     /// staging buffer is synced first. A store failure is a storage
     /// failure; the queue is dropped (the next start re-adds from the log).
     pub(super) async fn feed_history(self: &Rc<Self>, durable: u64) {
-        loop {
-            let Some((lsn, conversation, seq, payload)) = self.pop_durable_message(durable) else {
-                break;
-            };
+        while let Some((lsn, conversation, seq, payload)) = self.pop_durable_message(durable) {
             let mut result = self.history.append(conversation, seq, lsn, &payload);
             if matches!(result, Err(courier_wal::Error::Backpressure { .. })) {
                 result = match self.history.sync().await {
