@@ -63,6 +63,17 @@ pub(crate) enum Action {
     },
 }
 
+impl Action {
+    /// A fanout of `event`, whose record is at `lsn`.
+    pub(crate) fn fanout(conversation: ConversationId, lsn: Lsn, event: Event) -> Action {
+        Action::Fanout {
+            conversation,
+            lsn,
+            event: Arc::new(event),
+        }
+    }
+}
+
 /// The commit machinery and what every role shares (see the module doc).
 #[derive(Debug)]
 pub(crate) struct Ctx {

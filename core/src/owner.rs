@@ -400,12 +400,8 @@ impl OwnerRole {
                     broadcast_ignored,
                 }),
             },
-            Action::Fanout {
-                conversation,
-                // `commit` below gives the record this LSN.
-                lsn: cx.next_lsn,
-                event: Arc::new(Event::Message(message)),
-            },
+            // `commit` below gives the record `next_lsn`.
+            Action::fanout(conversation, cx.next_lsn, Event::Message(message)),
             // Sending marks everything up to one's own message read.
             Action::Peer {
                 to: home,

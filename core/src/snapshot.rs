@@ -288,6 +288,25 @@ fn snapshot_v2(state: &State, v1: SnapshotV1) -> SnapshotV2 {
     }
 }
 
+/// Version 5 of `state` around its version 1 part.
+fn snapshot_v5(state: &State, v1: SnapshotV1) -> SnapshotV5 {
+    SnapshotV5 {
+        v4: SnapshotV4 {
+            v3: SnapshotV3 {
+                v2: snapshot_v2(state, v1),
+                handoff_watermark: state.handoff_watermark,
+            },
+            profiles: snap_profiles(state),
+            dir_names: snap_dir_names(state),
+        },
+        handoff_tail: state
+            .handoff_tail
+            .iter()
+            .map(|(l, c, s)| (*l, c.0, s.0))
+            .collect(),
+    }
+}
+
 fn snap_profiles(state: &State) -> Vec<SnapProfile> {
     let profiles = state
         .users
@@ -328,12 +347,12 @@ fn decode_version(
         Vec<(u64, u64, u64)>,
         Option<u64>,
         People,
-        Option<Vec<(u64, u64, u64)>>,
+        (Vec<(u64, u64, u64)>, u64),
     ),
     RestoreError,
 > {
     let invalid = |e: rancor::Error| RestoreError::Invalid(e.to_string());
-    Ok(match version {
+    let decoded = match version {
         1 => (
             rkyv::from_bytes::<SnapshotV1, rancor::Error>(aligned).map_err(invalid)?,
             Vec::new(),
@@ -366,10 +385,14 @@ fn decode_version(
         5 => {
             let v5 = rkyv::from_bytes::<SnapshotV5, rancor::Error>(aligned).map_err(invalid)?;
             let (v1, outbox, pushed, w, people) = split_v4(v5.v4);
-            (v1, outbox, pushed, w, people, Some(v5.handoff_tail))
+            (v1, outbox, pushed, w, people, Some((v5.handoff_tail, 0)))
         }
         _ => return Err(RestoreError::UnsupportedVersion { version }),
-    })
+    };
+    // Versions 1–4: the hand-off tail comes from the seq → LSN index.
+    let (v1, outbox, pushed, w, people, tail) = decoded;
+    let tail = tail.unwrap_or_else(|| tail_from_index(&v1.conversations, w.unwrap_or(v1.last_lsn)));
+    Ok((v1, outbox, pushed, w, people, tail))
 }
 
 /// The parts of a version 4 archive (also inside version 5).
@@ -390,6 +413,16 @@ fn split_v4(
     let v3 = v4.v3;
     let w = Some(v3.handoff_watermark);
     (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, people)
+}
+
+/// Entries of a conversation's seq → LSN index in a snapshot of `version`:
+/// one per message before version 5, none from it on.
+fn index_len(version: u32, head: u64) -> u64 {
+    if version < 5 {
+        head
+    } else {
+        0
+    }
 }
 
 /// The hand-off tail of a version 1–4 snapshot, from its seq → LSN index:
@@ -585,21 +618,7 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
         claims,
         cache,
     };
-    let snapshot = SnapshotV5 {
-        v4: SnapshotV4 {
-            v3: SnapshotV3 {
-                v2: snapshot_v2(state, snapshot),
-                handoff_watermark: state.handoff_watermark,
-            },
-            profiles: snap_profiles(state),
-            dir_names: snap_dir_names(state),
-        },
-        handoff_tail: state
-            .handoff_tail
-            .iter()
-            .map(|(l, c, s)| (*l, c.0, s.0))
-            .collect(),
-    };
+    let snapshot = snapshot_v5(state, snapshot);
     let body = match rkyv::to_bytes::<rancor::Error>(&snapshot) {
         Ok(bytes) => bytes,
         Err(e) => panic!("snapshot serialization failed: {e}"),
@@ -634,11 +653,6 @@ pub fn restore(
     aligned.extend_from_slice(&bytes[8..]);
     let (snap, outbox, pushed, watermark, people, tail) = decode_version(version, &aligned)?;
     let watermark = watermark.unwrap_or(snap.last_lsn);
-    let (tail, tail_dropped) = match tail {
-        Some(tail) => (tail, 0),
-        None => tail_from_index(&snap.conversations, watermark),
-    };
-    let indexed = version < 5;
     if watermark > snap.last_lsn {
         return Err(inconsistent(format!(
             "hand-off watermark {watermark} beyond the snapshot's LSN {}",
@@ -742,8 +756,7 @@ pub fn restore(
             }
             .into());
         }
-        let index_len = if indexed { c.head } else { 0 };
-        if c.lsns.len() as u64 != index_len {
+        if c.lsns.len() as u64 != index_len(version, c.head) {
             return Err(inconsistent(format!("conversation {}: index length", c.id)));
         }
         let mut conv = state.new_conversation(
@@ -865,7 +878,7 @@ pub fn restore(
         state.remember_pushed(UserId(user), ConversationId(conv), Seq(seq));
     }
     state.handoff_watermark = watermark;
-    restore_tail(&mut state, tail, tail_dropped, snap.last_lsn)?;
+    restore_tail(&mut state, tail, snap.last_lsn)?;
     Ok((state, Lsn(snap.last_lsn)))
 }
 
@@ -874,8 +887,7 @@ pub fn restore(
 /// message of a conversation owned here, at most `NOTIFY_HANDOFFS_MAX`.
 fn restore_tail(
     state: &mut State,
-    tail: Vec<(u64, u64, u64)>,
-    dropped: u64,
+    (tail, dropped): (Vec<(u64, u64, u64)>, u64),
     last_lsn: u64,
 ) -> Result<(), RestoreError> {
     if tail.len() > NOTIFY_HANDOFFS_MAX {

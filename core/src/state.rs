@@ -964,20 +964,7 @@ impl State {
             }
             Record::PushSettled { id, delivered } => self.settle_push(*id, *delivered)?,
             Record::NotifyHandedOff { lsn: mark } => {
-                if *mark < self.handoff_watermark || *mark >= lsn.0 {
-                    return Err(ApplyError::Inconsistent(format!(
-                        "hand-off watermark {mark} after {} at LSN {}",
-                        self.handoff_watermark, lsn.0
-                    )));
-                }
-                self.handoff_watermark = *mark;
-                while self
-                    .handoff_tail
-                    .front()
-                    .is_some_and(|(l, _, _)| *l <= *mark)
-                {
-                    self.handoff_tail.pop_front();
-                }
+                self.set_handoff_watermark(lsn, *mark)?;
             }
         }
         Ok(())
@@ -1075,6 +1062,27 @@ impl State {
                 self.handoff_tail.pop_front();
                 self.handoff_tail_dropped += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// `NotifyHandedOff { lsn: mark }` at `lsn`: the watermark moves
+    /// forward (never back, never to its own record) and the hand-off tail
+    /// drops what it covers.
+    fn set_handoff_watermark(&mut self, lsn: Lsn, mark: u64) -> Result<(), ApplyError> {
+        if mark < self.handoff_watermark || mark >= lsn.0 {
+            return Err(ApplyError::Inconsistent(format!(
+                "hand-off watermark {mark} after {} at LSN {}",
+                self.handoff_watermark, lsn.0
+            )));
+        }
+        self.handoff_watermark = mark;
+        while self
+            .handoff_tail
+            .front()
+            .is_some_and(|(l, _, _)| *l <= mark)
+        {
+            self.handoff_tail.pop_front();
         }
         Ok(())
     }
