@@ -389,7 +389,7 @@ pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "start: channels connected; opening the write-ahead log"
     );
-    let booted = boot::open_and_replay(
+    let mut booted = boot::open_and_replay(
         id,
         setup.shards,
         &setup.config,
@@ -406,6 +406,7 @@ pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
         None => None,
     };
     let replica = setup.replica.take();
+    let history_full = booted.history_full.take();
     let ctx = new_ctx(&setup, booted, push, replica.is_none());
     match replica {
         // Cluster mode: the core starts once it leads its group on the
@@ -424,6 +425,11 @@ pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
             }
             ctx.drain_pending(); // anything the start effects looped back
         }
+    }
+    if let Some(e) = history_full {
+        // Read-only, as after an ENOSPC at run time (the core refuses
+        // writes; in cluster mode the input waits with the held ones).
+        ctx.storage_failed(&e, format!("history store failed: {e}"));
     }
     tracing::info!(
         shard = id.0,

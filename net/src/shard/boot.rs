@@ -24,8 +24,13 @@ use std::time::Instant;
 pub(super) struct Booted {
     /// The open WAL.
     pub(super) wal: Wal,
-    /// The open history store, durable through `last_lsn`.
+    /// The open history store, durable through `last_lsn` (unless
+    /// `history_full`).
     pub(super) history: HistoryStore,
+    /// The disk was full while the store caught up with the log: the shard
+    /// starts read-only (the store serves what it has; the log keeps the
+    /// rest until a restart with free space).
+    pub(super) history_full: Option<courier_wal::Error>,
     /// The core, restored and replayed up to `last_lsn`.
     pub(super) core: Shard,
     /// The last LSN in the log.
@@ -69,11 +74,11 @@ pub(super) async fn open_and_replay(
     let restore_ms = restore_started.elapsed().as_millis() as u64;
     let replay_started = Instant::now();
     let from = recovered.replay_from();
-    let replayed = replay(id, &wal, &history, &history_recovered, &mut core, from).await?;
-    history
-        .sync()
-        .await
-        .map_err(|e| anyhow::anyhow!("shard {}: syncing the history store: {e}", id.0))?;
+    let (replayed, mut history_full) =
+        replay(id, &wal, &history, &history_recovered, &mut core, from).await?;
+    if history_full.is_none() {
+        history_full = full_or_fail(id, history.sync().await)?;
+    }
     let last = recovered.next_lsn.0.saturating_sub(1);
     tracing::info!(
         shard = id.0,
@@ -90,6 +95,7 @@ pub(super) async fn open_and_replay(
     Ok(Booted {
         wal,
         history,
+        history_full,
         core,
         last_lsn: last,
         snapshot_lsn: from.0 - 1,
@@ -99,8 +105,10 @@ pub(super) async fn open_and_replay(
 /// Replays the log: records from `core_from` into the core, message
 /// records from the store's durable source (or the log's first record, if
 /// the log was truncated past it: everything before is in the store) into
-/// the store. Returns the records the core replayed. A full store staging
-/// buffer stops the pass, is synced, and the pass resumes where it stopped.
+/// the store. Returns the records the core replayed, and the store's
+/// failure if the disk was full (the core's replay goes on without it). A
+/// full store staging buffer stops the pass, is synced, and the pass
+/// resumes where it stopped.
 async fn replay(
     id: ShardId,
     wal: &Wal,
@@ -108,16 +116,18 @@ async fn replay(
     history_recovered: &HistoryRecovered,
     core: &mut Shard,
     core_from: courier_wal::Lsn,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, Option<courier_wal::Error>)> {
     let store_from = history_recovered.durable_source.max(wal.first_lsn().0);
     let mut from = core_from.0.min(store_from).max(1);
     let mut replayed = 0u64;
+    let mut full = None;
     loop {
+        let feed = full.is_none();
         let mut error: Option<anyhow::Error> = None;
         let mut resume = None;
         wal.replay(courier_wal::Lsn(from), |record| {
             let lsn = record.lsn.0;
-            if lsn >= store_from {
+            if feed && lsn >= store_from {
                 if let Some((conversation, seq)) = Record::history_key(record.kind, record.payload)
                 {
                     match history.append(conversation, seq, lsn, record.payload) {
@@ -154,13 +164,30 @@ async fn replay(
             return Err(e);
         }
         let Some(lsn) = resume else {
-            return Ok(replayed);
+            return Ok((replayed, full));
         };
-        history
-            .sync()
-            .await
-            .map_err(|e| anyhow::anyhow!("shard {}: syncing the history store: {e}", id.0))?;
+        full = full_or_fail(id, history.sync().await)?;
         from = lsn;
+    }
+}
+
+/// A history-store sync at start: a full disk is returned (the shard then
+/// starts read-only, as after an ENOSPC at run time); any other failure
+/// stops the start.
+fn full_or_fail(
+    id: ShardId,
+    synced: courier_wal::Result<u64>,
+) -> anyhow::Result<Option<courier_wal::Error>> {
+    match synced {
+        Ok(_) => Ok(None),
+        Err(e) if e.is_no_space() => {
+            tracing::error!(shard = id.0, error = %e, "history store: disk full at start; serving read-only");
+            Ok(Some(e))
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "shard {}: syncing the history store: {e}",
+            id.0
+        )),
     }
 }
 

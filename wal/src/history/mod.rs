@@ -38,8 +38,9 @@
 //! # Failure contract
 //!
 //! A failed write or `fdatasync` (or seal) is sticky, as in the WAL: every
-//! later call returns [`crate::Error::Failed`]; what `sync` reported durable stays
-//! durable; reopening recovers. Damage is [`crate::Error::Corrupt`] naming the file
+//! later write (`append`, `drop_before`, `sync`, retention) returns
+//! [`crate::Error::Failed`]; reads go on and return what `sync` reported
+//! durable (a full disk stops writes, not reads); reopening recovers. Damage is [`crate::Error::Corrupt`] naming the file
 //! and offset. Caller mistakes are [`crate::Error::HistoryRejected`] and change nothing.
 //!
 //! `courier-net` keeps one per shard (`net/src/shard/history.rs`): durable
