@@ -35,7 +35,7 @@ impl PeerMsg {
     }
 }
 
-/// Token of an outstanding WAL read requested by [`Effect::ReadRecords`].
+/// Token of an outstanding history read requested by [`Effect::ReadHistory`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReadToken(pub u64);
 
@@ -90,12 +90,16 @@ pub enum Input {
         /// What failed.
         reason: String,
     },
-    /// Records requested by [`Effect::ReadRecords`], in the order asked.
-    RecordsRead {
+    /// Messages requested by [`Effect::ReadHistory`], ascending by seq: the
+    /// whole range asked for, or fewer when the read failed (the core then
+    /// answers the request `Unavailable`, cause `ReadFailed`).
+    HistoryRead {
         /// The request's token.
         token: ReadToken,
-        /// Payloads (the WAL `kind` byte and payload) by LSN.
-        records: Vec<(Lsn, u8, bytes::Bytes)>,
+        /// Each message's seq and its `MessagePosted` record payload (the
+        /// bytes the core appended with kind
+        /// [`crate::record::KIND_MESSAGE_POSTED`]).
+        messages: Vec<(Seq, bytes::Bytes)>,
     },
     /// Time passes (the runtime sends one every TICK_MS).
     Tick,
@@ -207,12 +211,20 @@ pub enum Effect {
         /// Why.
         reason: CloseReason,
     },
-    /// Read these records back from the WAL; answer with `Input::RecordsRead`.
-    ReadRecords {
+    /// Read messages `from ..= to` of a conversation back from the shard's
+    /// history store (every `MessagePosted` record the runtime reported
+    /// durable is in it, keyed by conversation and seq; see
+    /// [`crate::record::Record::history_key`]); answer with
+    /// `Input::HistoryRead`. At most `HISTORY_PAGE_MAX` messages, all durable.
+    ReadHistory {
         /// Token to answer with.
         token: ReadToken,
-        /// Which records.
-        lsns: Vec<Lsn>,
+        /// Conversation.
+        conversation: ConversationId,
+        /// First seq (≥ 1).
+        from: Seq,
+        /// Last seq, inclusive (≥ `from`).
+        to: Seq,
     },
     /// POST this to the push gateway; answer with `Input::PushResult`. Only
     /// emitted for durable outbox entries, at most PUSH_IN_FLIGHT_MAX at once.

@@ -49,6 +49,8 @@ pub(crate) enum Action {
     Fanout {
         /// Conversation (owned here).
         conversation: ConversationId,
+        /// The message record's LSN (the notifier's hand-off key).
+        lsn: Lsn,
         /// Event.
         event: Arc<Event>,
     },
@@ -59,6 +61,17 @@ pub(crate) enum Action {
         /// Event.
         event: Arc<Event>,
     },
+}
+
+impl Action {
+    /// A fanout of `event`, whose record is at `lsn`.
+    pub(crate) fn fanout(conversation: ConversationId, lsn: Lsn, event: Event) -> Action {
+        Action::Fanout {
+            conversation,
+            lsn,
+            event: Arc::new(event),
+        }
+    }
 }
 
 /// The commit machinery and what every role shares (see the module doc).

@@ -183,7 +183,7 @@ pub const LIST_PUBLIC_CHANNELS_MAX: usize = 1_000;
 /// `Overloaded` (the WAL is not keeping up; a definite refusal).
 pub const PENDING_COMMITS_MAX: usize = 65_536;
 
-/// Outstanding WAL reads (`Effect::ReadRecords`).
+/// Outstanding history-store reads (`Effect::ReadHistory`).
 pub const PENDING_READS_MAX: usize = 1_024;
 
 /// Outstanding scatter-gather requests (`Sync`, `Boot`, `ListConversations`)

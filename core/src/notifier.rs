@@ -37,8 +37,7 @@
 //! unconfirmed hand-offs, or for a message no longer cached at a start, the
 //! hand-off is abandoned and counted.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::api::{Effect, Push, PushAction, PushId, PushOutcome};
@@ -55,7 +54,7 @@ use crate::peer::{self};
 use crate::record::{Record, StoredReason};
 use crate::text::preview;
 use crate::types::{
-    ConversationId, ConversationKind, Event, Millis, NotifyLevel, Reject, Seq, ShardId, UserId,
+    ConversationId, ConversationKind, Event, Lsn, Millis, NotifyLevel, Reject, Seq, ShardId, UserId,
 };
 
 /// The notifier's state (memory; the outbox and the hand-off watermark are
@@ -206,16 +205,16 @@ impl NotifierRole {
         &mut self,
         cx: &mut Ctx,
         conversation: ConversationId,
+        lsn: Lsn,
         event: &Arc<Event>,
         out: &mut Vec<crate::api::Effect>,
     ) {
-        let Event::Message(m) = event.as_ref() else {
+        if !matches!(event.as_ref(), Event::Message(_))
+            || !cx.state.conversations.contains_key(&conversation)
+        {
             return;
-        };
-        let Some(c) = cx.state.conversations.get(&conversation) else {
-            return;
-        };
-        let lsn = c.lsn_of(m.seq).0;
+        }
+        let lsn = lsn.0;
         if self.all_subscribers.complete(cx.shard_count()) {
             return self.handoff(cx, lsn, conversation, event.clone(), None, out);
         }
@@ -374,24 +373,19 @@ impl NotifierRole {
     /// Owner role, at start: the messages after the durable watermark may
     /// have been handed off without a durable decision (a crash of this
     /// shard or of a home): queue them to be handed off again once the
-    /// rounds are in. Their events come from the recent cache (the newest
-    /// messages of each conversation; one that is not cached is counted
-    /// as abandoned).
-    ///
-    /// Only the newest [`NOTIFY_HANDOFFS_MAX`] are kept (the rest count as
-    /// abandoned), and they are found with a min-heap of that size, walking
-    /// each conversation from its newest message back and stopping at the
-    /// first that cannot make the cut: memory is bounded by that bound, not
-    /// by how many messages lie after the watermark (it used to collect and
-    /// sort them all).
+    /// rounds are in. Which they are is `State::handoff_tail` (the newest
+    /// [`NOTIFY_HANDOFFS_MAX`] after the watermark, kept by `apply` and in
+    /// snapshots; older ones count as abandoned). Their events come from
+    /// the recent cache (the newest messages of each conversation; one that
+    /// is not cached is counted as abandoned).
     pub(crate) fn collect_redrive(&mut self, cx: &mut Ctx) {
         let mark = cx.state.handoff_watermark;
-        let conversations = cx.state.conversations.values().map(|c| (c.id, &c.lsns[..]));
-        let (newest, owed) = newest_after(conversations, mark, NOTIFY_HANDOFFS_MAX);
-        let skip = owed - newest.len();
-        cx.metrics.notify_handoffs_abandoned += skip as u64;
+        cx.metrics.notify_handoffs_abandoned += cx.state.handoff_tail_dropped;
+        cx.state.handoff_tail_dropped = 0;
         self.handoffs.last = mark;
-        for (lsn, conversation, seq) in newest {
+        let owed: Vec<(u64, ConversationId, Seq)> = cx.state.handoff_tail.iter().copied().collect();
+        for (lsn, conversation, seq) in owed {
+            debug_assert!(lsn > mark);
             let cached = cx.state.cache.range(conversation, seq, seq);
             let Some(m) = cached.into_iter().next() else {
                 cx.metrics.notify_handoffs_abandoned += 1;
@@ -915,38 +909,6 @@ impl NotifierRole {
     }
 }
 
-/// Of the messages after `mark` (each conversation's LSNs, ascending; seq =
-/// position + 1), the newest `k` by LSN, oldest first, and how many there
-/// are in all. A min-heap of `k` entries: each conversation is walked from
-/// its newest message back and left at the first that cannot make the cut.
-fn newest_after<'a>(
-    conversations: impl Iterator<Item = (ConversationId, &'a [u64])>,
-    mark: u64,
-    k: usize,
-) -> (Vec<(u64, ConversationId, Seq)>, usize) {
-    let mut newest: BinaryHeap<Reverse<(u64, ConversationId, Seq)>> =
-        BinaryHeap::with_capacity(k + 1);
-    let mut owed = 0usize;
-    for (id, lsns) in conversations {
-        let first = lsns.partition_point(|&l| l <= mark);
-        owed += lsns.len() - first;
-        for (i, lsn) in lsns.iter().enumerate().skip(first).rev() {
-            let full = newest.len() >= k;
-            if full && newest.peek().is_none_or(|Reverse((min, _, _))| lsn <= min) {
-                break; // older messages of this conversation lose too
-            }
-            newest.push(Reverse((*lsn, id, Seq(i as u64 + 1))));
-            if newest.len() > k {
-                newest.pop();
-            }
-        }
-    }
-    // `into_sorted_vec` of `Reverse` is newest first.
-    let mut kept: Vec<_> = newest.into_sorted_vec().into_iter().map(|r| r.0).collect();
-    kept.reverse();
-    (kept, owed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,50 +954,5 @@ mod tests {
             idempotency_key(PushAction::Notify, u, c, s),
             idempotency_key(PushAction::Clear, u, c, s)
         );
-    }
-
-    /// The bounded selection keeps exactly what sorting everything and
-    /// keeping the last `k` kept (LSNs are unique: one record each).
-    #[test]
-    fn redrive_keeps_the_newest_k_after_the_watermark() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..200 {
-            let conversations = (next() % 12) as usize;
-            let mut lsn = 0u64;
-            let mut lists: Vec<Vec<u64>> = vec![Vec::new(); conversations.max(1)];
-            for _ in 0..(next() % 300) {
-                lsn += 1 + next() % 3;
-                let c = (next() as usize) % lists.len();
-                lists[c].push(lsn);
-            }
-            let mark = if lsn == 0 { 0 } else { next() % (lsn + 1) };
-            let k = (next() % 40) as usize;
-            let ids: Vec<ConversationId> = (0..lists.len())
-                .map(|i| ConversationId(i as u64 + 1))
-                .collect();
-            let mut all: Vec<(u64, ConversationId, Seq)> = Vec::new();
-            for (id, lsns) in ids.iter().zip(&lists) {
-                for (i, l) in lsns.iter().enumerate() {
-                    if *l > mark {
-                        all.push((*l, *id, Seq(i as u64 + 1)));
-                    }
-                }
-            }
-            all.sort_unstable();
-            let expected: Vec<_> = all[all.len().saturating_sub(k)..].to_vec();
-            let (kept, owed) = newest_after(
-                ids.iter().copied().zip(lists.iter().map(|l| &l[..])),
-                mark,
-                k,
-            );
-            assert_eq!(owed, all.len());
-            assert_eq!(kept, expected, "mark {mark} k {k}");
-        }
     }
 }

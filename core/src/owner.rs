@@ -9,8 +9,10 @@
 //! point of a message.
 //!
 //! History: pages are served from the recent cache when it covers them, and
-//! otherwise read back from the WAL by LSN (`Effect::ReadRecords`), then
-//! authorized again before the answer leaves.
+//! otherwise read back from the shard's history store by conversation and
+//! seq (`Effect::ReadHistory`), then authorized again before the answer
+//! leaves. The core keeps no per-message index: the store has its own, on
+//! disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -30,13 +32,13 @@ use crate::ids::dm_slot;
 use crate::notifier::NotifierRole;
 use crate::peer::{self, Actor, Origin, Summary, SummaryItem, SummaryMode, Who};
 use crate::pending::PendingTable;
-use crate::record::{MessageRecord, Record, StoredBroadcast};
+use crate::record::{MessageRecord, Record, StoredBroadcast, KIND_MESSAGE_POSTED};
 use crate::state::DmKey;
 use crate::state::{message_of, Conversation};
 use crate::text::{message_bytes, preview};
 use crate::types::{
-    Broadcast, ConversationId, ConversationInfo, ConversationKind, Event, HistoryAnchor, Lsn,
-    Message, Millis, Reject, Response, Seq, ShardId, UnavailableCause, UserId,
+    Broadcast, ConversationId, ConversationInfo, ConversationKind, Event, HistoryAnchor, Message,
+    Millis, Reject, Response, Seq, ShardId, UnavailableCause, UserId,
 };
 
 /// The owner role's state (memory only; the conversations themselves are
@@ -82,8 +84,6 @@ pub(crate) struct PendingRead {
     /// Keep the newest messages when the byte budget cuts the page.
     pub(crate) newest_first: bool,
     pub(crate) head: u64,
-    /// LSNs asked for, in seq order from `lo`.
-    pub(crate) lsns: Vec<Lsn>,
 }
 
 /// A DM creation waiting for its members' home shards.
@@ -400,10 +400,8 @@ impl OwnerRole {
                     broadcast_ignored,
                 }),
             },
-            Action::Fanout {
-                conversation,
-                event: Arc::new(Event::Message(message)),
-            },
+            // `commit` below gives the record `next_lsn`.
+            Action::fanout(conversation, cx.next_lsn, Event::Message(message)),
             // Sending marks everything up to one's own message read.
             Action::Peer {
                 to: home,
@@ -482,9 +480,8 @@ impl OwnerRole {
             );
             return cx.reply(origin, Err(r), out);
         }
-        // The whole page from the WAL: simpler than stitching with a cache
-        // that may change before the read completes.
-        let lsns: Vec<Lsn> = (lo..=hi).map(|s| c.lsn_of(Seq(s))).collect();
+        // The whole page from the history store: simpler than stitching
+        // with a cache that may change before the read completes.
         let read = PendingRead {
             origin,
             who,
@@ -493,46 +490,47 @@ impl OwnerRole {
             hi,
             newest_first,
             head,
-            lsns: lsns.clone(),
         };
-        // Not full (checked above): WAL reads always answer, no deadline.
+        // Not full (checked above): history reads always answer, no deadline.
         let Ok(token) = self.reads.insert(None, read) else {
             return;
         };
         cx.metrics.wal_reads += 1;
-        out.push(Effect::ReadRecords {
+        out.push(Effect::ReadHistory {
             token: ReadToken(token),
-            lsns,
+            conversation,
+            from: Seq(lo),
+            to: Seq(hi),
         });
     }
 
-    pub(crate) fn on_records_read(
+    pub(crate) fn on_history_read(
         &mut self,
         cx: &mut Ctx,
         token: ReadToken,
-        records: Vec<(Lsn, u8, bytes::Bytes)>,
+        read: Vec<(Seq, bytes::Bytes)>,
         out: &mut Vec<Effect>,
     ) {
         let Some(p) = self.reads.remove(token.0) else {
             return;
         };
-        let mut messages = Vec::with_capacity(records.len());
+        let mut messages = Vec::with_capacity(read.len());
         let mut error = None;
-        if records.len() != p.lsns.len() {
+        let asked = p.hi - p.lo + 1;
+        if read.len() as u64 != asked {
             error = Some(format!(
-                "WAL read returned {} records for {} LSNs",
-                records.len(),
-                p.lsns.len()
+                "the history store returned {} messages for {asked}",
+                read.len()
             ));
         }
-        for (i, (lsn, kind, payload)) in records.iter().enumerate() {
+        for (i, (seq, payload)) in read.iter().enumerate() {
             if error.is_some() {
                 break;
             }
             let expected_seq = p.lo + i as u64;
-            match Record::decode(*kind, payload) {
+            match Record::decode(KIND_MESSAGE_POSTED, payload) {
                 Ok(Record::MessagePosted(m))
-                    if *lsn == p.lsns[i]
+                    if seq.0 == expected_seq
                         && m.conversation == p.conversation.0
                         && m.seq == expected_seq =>
                 {
@@ -540,11 +538,11 @@ impl OwnerRole {
                 }
                 Ok(_) => {
                     error = Some(format!(
-                        "LSN {} is not message {} of conversation {}",
-                        lsn.0, expected_seq, p.conversation.0
+                        "entry {} is not message {} of conversation {}",
+                        seq.0, expected_seq, p.conversation.0
                     ))
                 }
-                Err(e) => error = Some(format!("LSN {}: {e}", lsn.0)),
+                Err(e) => error = Some(format!("message {}: {e}", seq.0)),
             }
         }
         if let Some(e) = error {
@@ -555,7 +553,7 @@ impl OwnerRole {
             );
             return cx.reply(p.origin, Err(r), out);
         }
-        debug_assert_eq!(messages.len() as u64, p.hi - p.lo + 1);
+        debug_assert_eq!(messages.len() as u64, asked);
         // Membership may have changed while the read was in flight.
         if let Err(r) = Self::conversation_for(cx, p.conversation, p.who, Access::Read) {
             return cx.reply(p.origin, Err(r), out);

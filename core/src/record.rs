@@ -640,6 +640,27 @@ impl Record {
         }
         Ok(record)
     }
+
+    /// The history-store key `(conversation, seq)` of a `MessagePosted`
+    /// record, `None` for every other kind (and for bytes that do not
+    /// validate: the runtime stores only what the core wrote). The runtime
+    /// uses it to copy each durable message into the shard's history store
+    /// without knowing the record encoding; it validates the archive but
+    /// deserializes nothing.
+    pub fn history_key(kind: u8, payload: &[u8]) -> Option<(u64, u64)> {
+        if kind != KIND_MESSAGE_POSTED {
+            return None;
+        }
+        let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        let archived = rkyv::access::<stored::ArchivedRecord, rancor::Error>(&aligned).ok()?;
+        match archived {
+            stored::ArchivedRecord::MessagePosted(m) => {
+                Some((m.conversation.to_native(), m.seq.to_native()))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -836,5 +857,22 @@ mod tests {
             bad[i] ^= 0x5a;
             let _ = Record::decode(KIND_MESSAGE_POSTED, &bad);
         }
+    }
+
+    #[test]
+    fn history_key_names_messages_only() {
+        for r in samples() {
+            let key = Record::history_key(r.kind(), &r.encode());
+            match &r {
+                Record::MessagePosted(m) => assert_eq!(key, Some((m.conversation, m.seq))),
+                _ => assert_eq!(key, None, "{r:?}"),
+            }
+        }
+        let message = samples()[11].encode();
+        assert_eq!(
+            Record::history_key(KIND_MESSAGE_POSTED, &message[..7]),
+            None
+        );
+        assert_eq!(Record::history_key(KIND_CURSOR_SET, &message), None);
     }
 }

@@ -194,6 +194,7 @@ impl Shard {
             })?;
         self.cx.next_lsn = Lsn(lsn.0 + 1);
         self.cx.durable = lsn;
+        self.cx.state.settle(lsn);
         self.cx.metrics.records_replayed += 1;
         Ok(())
     }
@@ -264,9 +265,9 @@ impl Shard {
                     self.cx.storage_failed = Some(reason);
                 }
             }
-            Input::RecordsRead { token, records } => {
+            Input::HistoryRead { token, messages } => {
                 self.owner
-                    .on_records_read(&mut self.cx, token, records, out)
+                    .on_history_read(&mut self.cx, token, messages, out)
             }
             Input::Tick => self.on_tick(out),
             Input::PushResult { id, outcome } => {
@@ -353,6 +354,7 @@ impl Shard {
             return;
         }
         self.cx.durable = lsn;
+        self.cx.state.settle(lsn);
         self.home.pending_cursors.durable_through(lsn);
         while let Some(action) = self.cx.pop_durable(lsn) {
             self.run_action(action, out);
@@ -366,13 +368,14 @@ impl Shard {
         match action {
             Action::Fanout {
                 conversation,
+                lsn,
                 event,
             } => {
                 self.owner
                     .fanout(&mut self.cx, conversation, event.clone(), out);
                 // The commit point of the notifier: the message is durable.
                 self.notifier
-                    .notify_handoff(&mut self.cx, conversation, &event, out);
+                    .notify_handoff(&mut self.cx, conversation, lsn, &event, out);
             }
             other => self.cx.run_action(other, out),
         }

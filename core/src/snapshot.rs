@@ -19,6 +19,7 @@
 
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
 
+use crate::constants::NOTIFY_HANDOFFS_MAX;
 use crate::hash::HashState;
 use crate::record::{
     ProfileRecord, StoredBroadcast, StoredKind, StoredLevel, StoredReason, StoredRole,
@@ -32,15 +33,20 @@ use crate::types::{
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
-/// Current snapshot format version (5: [`SnapshotV5`], version 4 plus
-/// workspace roles; 4: [`SnapshotV4`], version 3 plus
-/// profiles and the directory's display names; 3: version 2 plus the
-/// owner's notification hand-off watermark; 2: version 1 plus the push
-/// outbox). Versions 1 to 3 are still read: with no profiles and no
-/// display names (1–3: the builds that wrote them had none), an empty
-/// outbox (1), and a watermark at the snapshot's LSN (1, 2: the builds that
-/// wrote them never handed off again, so nothing before is owed).
-pub const SNAPSHOT_VERSION: u32 = 5;
+/// Current snapshot format version (6: [`SnapshotV6`], version 5 without
+/// the per-message seq → LSN index — every conversation's `lsns` is
+/// written empty, message bodies live in the history store — plus the
+/// hand-off tail, the messages after the watermark a start hands off
+/// again; 5: [`SnapshotV5`], version 4 plus workspace roles; 4:
+/// [`SnapshotV4`], version 3 plus profiles and the directory's display
+/// names; 3: version 2 plus the owner's notification hand-off watermark;
+/// 2: version 1 plus the push outbox). Versions 1 to 5 are still read:
+/// their index is checked and dropped (the hand-off tail is taken from
+/// it), with no roles (1–4), no profiles and no display names (1–3: the
+/// builds that wrote them had none), an empty outbox (1), and a watermark
+/// at the snapshot's LSN (1, 2: the builds that wrote them never handed
+/// off again, so nothing before is owed).
+pub const SNAPSHOT_VERSION: u32 = 6;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +151,16 @@ pub struct SnapshotV5 {
     user_roles: Vec<(u64, StoredRole, u64)>,
 }
 
+/// Version 6: version 5 with every conversation's `lsns` empty (the
+/// seq → LSN index is gone: memory and snapshots no longer grow with
+/// history), and the owner role's hand-off tail.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV6 {
+    v5: SnapshotV5,
+    /// `State::handoff_tail`: (LSN, conversation, seq), in LSN order.
+    handoff_tail: Vec<(u64, u64, u64)>,
+}
+
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
 struct SnapProfile {
     user: u64,
@@ -219,6 +235,8 @@ struct SnapConversation {
     /// (user, joined_seq)
     members: Vec<(u64, u64)>,
     head: u64,
+    /// The seq → LSN index of versions 1–4 (`lsns[seq - 1]`); empty from
+    /// version 5 on.
     lsns: Vec<u64>,
     last_activity: u64,
     preview: Option<String>,
@@ -288,6 +306,18 @@ fn snapshot_v2(state: &State, v1: SnapshotV1) -> SnapshotV2 {
     }
 }
 
+/// Version 6 of `state` around its version 1 part.
+fn snapshot_v6(state: &State, v1: SnapshotV1) -> SnapshotV6 {
+    SnapshotV6 {
+        v5: snapshot_v5(state, snapshot_v2(state, v1)),
+        handoff_tail: state
+            .handoff_tail
+            .iter()
+            .map(|(l, c, s)| (*l, c.0, s.0))
+            .collect(),
+    }
+}
+
 fn snap_profiles(state: &State) -> Vec<SnapProfile> {
     let profiles = state
         .users
@@ -328,52 +358,123 @@ fn decode_version(
         Vec<(u64, u64, u64)>,
         Option<u64>,
         People,
+        (Vec<(u64, u64, u64)>, u64),
     ),
     RestoreError,
 > {
     let invalid = |e: rancor::Error| RestoreError::Invalid(e.to_string());
-    Ok(match version {
+    let decoded = match version {
         1 => (
             rkyv::from_bytes::<SnapshotV1, rancor::Error>(aligned).map_err(invalid)?,
             Vec::new(),
             Vec::new(),
             None,
             People::default(),
+            None,
         ),
         2 => {
             let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(aligned).map_err(invalid)?;
-            (v2.v1, v2.outbox, v2.pushed, None, People::default())
+            (v2.v1, v2.outbox, v2.pushed, None, People::default(), None)
         }
         3 => {
             let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(aligned).map_err(invalid)?;
             let w = Some(v3.handoff_watermark);
-            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, People::default())
+            (
+                v3.v2.v1,
+                v3.v2.outbox,
+                v3.v2.pushed,
+                w,
+                People::default(),
+                None,
+            )
         }
         4 => {
             let v4 = rkyv::from_bytes::<SnapshotV4, rancor::Error>(aligned).map_err(invalid)?;
-            let people = People {
-                profiles: v4.profiles,
-                dir_names: v4.dir_names,
-                ..People::default()
-            };
-            let v3 = v4.v3;
-            let w = Some(v3.handoff_watermark);
-            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, people)
+            let (v1, outbox, pushed, w, people) = split_v4(v4);
+            (v1, outbox, pushed, w, people, None)
         }
         5 => {
             let v5 = rkyv::from_bytes::<SnapshotV5, rancor::Error>(aligned).map_err(invalid)?;
-            let people = People {
-                profiles: v5.v4.profiles,
-                dir_names: v5.v4.dir_names,
-                ws_roles: v5.ws_roles,
-                user_roles: v5.user_roles,
-            };
-            let v3 = v5.v4.v3;
-            let w = Some(v3.handoff_watermark);
-            (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, people)
+            let (v1, outbox, pushed, w, people) = split_v5(v5);
+            (v1, outbox, pushed, w, people, None)
+        }
+        6 => {
+            let v6 = rkyv::from_bytes::<SnapshotV6, rancor::Error>(aligned).map_err(invalid)?;
+            let (v1, outbox, pushed, w, people) = split_v5(v6.v5);
+            (v1, outbox, pushed, w, people, Some((v6.handoff_tail, 0)))
         }
         _ => return Err(RestoreError::UnsupportedVersion { version }),
-    })
+    };
+    // Versions 1–5: the hand-off tail comes from the seq → LSN index.
+    let (v1, outbox, pushed, w, people, tail) = decoded;
+    let tail = tail.unwrap_or_else(|| tail_from_index(&v1.conversations, w.unwrap_or(v1.last_lsn)));
+    Ok((v1, outbox, pushed, w, people, tail))
+}
+
+/// The parts of a version 4 archive (also inside versions 5 and 6).
+#[allow(clippy::type_complexity)]
+fn split_v4(
+    v4: SnapshotV4,
+) -> (
+    SnapshotV1,
+    Vec<SnapPush>,
+    Vec<(u64, u64, u64)>,
+    Option<u64>,
+    People,
+) {
+    let people = People {
+        profiles: v4.profiles,
+        dir_names: v4.dir_names,
+        ..People::default()
+    };
+    let v3 = v4.v3;
+    let w = Some(v3.handoff_watermark);
+    (v3.v2.v1, v3.v2.outbox, v3.v2.pushed, w, people)
+}
+
+/// The parts of a version 5 archive (also inside version 6): version 4's
+/// and the roles.
+#[allow(clippy::type_complexity)]
+fn split_v5(
+    v5: SnapshotV5,
+) -> (
+    SnapshotV1,
+    Vec<SnapPush>,
+    Vec<(u64, u64, u64)>,
+    Option<u64>,
+    People,
+) {
+    let (v1, outbox, pushed, w, mut people) = split_v4(v5.v4);
+    people.ws_roles = v5.ws_roles;
+    people.user_roles = v5.user_roles;
+    (v1, outbox, pushed, w, people)
+}
+
+/// Entries of a conversation's seq → LSN index in a snapshot of `version`:
+/// one per message before version 6, none from it on.
+fn index_len(version: u32, head: u64) -> u64 {
+    if version < 6 {
+        head
+    } else {
+        0
+    }
+}
+
+/// The hand-off tail of a version 1–5 snapshot, from its seq → LSN index:
+/// the newest `NOTIFY_HANDOFFS_MAX` messages after the watermark, in LSN
+/// order, and how many more there were. One pass per conversation from its
+/// newest message back to the watermark, then a sort of what was kept.
+fn tail_from_index(conversations: &[SnapConversation], mark: u64) -> (Vec<(u64, u64, u64)>, u64) {
+    let mut all: Vec<(u64, u64, u64)> = Vec::new();
+    for c in conversations {
+        let first = c.lsns.partition_point(|&l| l <= mark);
+        for (i, l) in c.lsns.iter().enumerate().skip(first) {
+            all.push((*l, c.id, i as u64 + 1));
+        }
+    }
+    all.sort_unstable();
+    let dropped = all.len().saturating_sub(NOTIFY_HANDOFFS_MAX);
+    (all.split_off(dropped), dropped as u64)
 }
 
 /// Restores profiles (users already restored) and display names
@@ -535,7 +636,7 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
                 |e| e.0,
             ),
             head: c.head.0,
-            lsns: c.lsns.clone(),
+            lsns: Vec::new(),
             last_activity: c.last_activity.0,
             preview: c.preview.clone(),
             dedup: c
@@ -615,7 +716,7 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
         claims,
         cache,
     };
-    let snapshot = snapshot_v5(state, snapshot_v2(state, snapshot));
+    let snapshot = snapshot_v6(state, snapshot);
     let body = match rkyv::to_bytes::<rancor::Error>(&snapshot) {
         Ok(bytes) => bytes,
         Err(e) => panic!("snapshot serialization failed: {e}"),
@@ -648,7 +749,7 @@ pub fn restore(
     let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len() - 8);
     aligned.extend_from_slice(&bytes[8..]);
-    let (snap, outbox, pushed, watermark, people) = decode_version(version, &aligned)?;
+    let (snap, outbox, pushed, watermark, people, tail) = decode_version(version, &aligned)?;
     let watermark = watermark.unwrap_or(snap.last_lsn);
     if watermark > snap.last_lsn {
         return Err(inconsistent(format!(
@@ -753,7 +854,7 @@ pub fn restore(
             }
             .into());
         }
-        if c.lsns.len() as u64 != c.head {
+        if c.lsns.len() as u64 != index_len(version, c.head) {
             return Err(inconsistent(format!("conversation {}: index length", c.id)));
         }
         let mut conv = state.new_conversation(
@@ -775,7 +876,6 @@ pub fn restore(
         }
         conv.recompute_homes(state.shard_count);
         conv.head = Seq(c.head);
-        conv.lsns = c.lsns;
         conv.last_activity = Millis(c.last_activity);
         conv.preview = c.preview;
         for d in c.dedup {
@@ -876,7 +976,42 @@ pub fn restore(
         state.remember_pushed(UserId(user), ConversationId(conv), Seq(seq));
     }
     state.handoff_watermark = watermark;
+    restore_tail(&mut state, tail, snap.last_lsn)?;
     Ok((state, Lsn(snap.last_lsn)))
+}
+
+/// Restores the hand-off tail (conversations and watermark already
+/// restored): LSNs strictly increasing in `(watermark, last_lsn]`, each a
+/// message of a conversation owned here, at most `NOTIFY_HANDOFFS_MAX`.
+fn restore_tail(
+    state: &mut State,
+    (tail, dropped): (Vec<(u64, u64, u64)>, u64),
+    last_lsn: u64,
+) -> Result<(), RestoreError> {
+    if tail.len() > NOTIFY_HANDOFFS_MAX {
+        return Err(inconsistent(format!(
+            "hand-off tail of {} messages (NOTIFY_HANDOFFS_MAX {NOTIFY_HANDOFFS_MAX})",
+            tail.len()
+        )));
+    }
+    let mut previous = state.handoff_watermark;
+    for (lsn, conv, seq) in tail {
+        let known = state
+            .conversations
+            .get(&ConversationId(conv))
+            .is_some_and(|c| seq >= 1 && seq <= c.head.0);
+        if lsn <= previous || lsn > last_lsn || !known {
+            return Err(inconsistent(format!(
+                "hand-off tail entry (LSN {lsn}, conversation {conv}, seq {seq})"
+            )));
+        }
+        previous = lsn;
+        state
+            .handoff_tail
+            .push_back((lsn, ConversationId(conv), Seq(seq)));
+    }
+    state.handoff_tail_dropped = dropped;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -992,7 +1127,9 @@ mod tests {
         let bytes = encode(&s, Lsn(9));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v5 = rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).expect("v5");
+        let v5 = rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned)
+            .expect("v6")
+            .v5;
         let v4 = rkyv::to_bytes::<rancor::Error>(&v5.v4).expect("encodes");
         let mut four = SNAPSHOT_MAGIC.to_vec();
         four.extend_from_slice(&4u32.to_le_bytes());
@@ -1009,10 +1146,90 @@ mod tests {
         assert_eq!(ann.profile_version, 0);
         assert_eq!(listed(&back), vec![ANN, BOB], "by handle without names");
         let mut future = bytes.clone();
-        future[4..8].copy_from_slice(&6u32.to_le_bytes());
+        future[4..8].copy_from_slice(&7u32.to_le_bytes());
         assert_eq!(
             restore_bytes(&future).err(),
-            Some(RestoreError::UnsupportedVersion { version: 6 })
+            Some(RestoreError::UnsupportedVersion { version: 7 })
         );
+    }
+
+    /// A version 5 snapshot (with the seq → LSN index) restores to what
+    /// version 6 holds for the same state: the index is checked and
+    /// dropped, and the hand-off tail is taken from it. Version 6 holds
+    /// nothing per message.
+    #[test]
+    fn version_5_index_is_dropped_and_gives_the_handoff_tail() {
+        let mut s = state();
+        let conv = 50u64;
+        let mut lsn = 20;
+        let created = Record::ConversationCreated {
+            conversation: conv,
+            workspace: WS,
+            kind: StoredKind::PublicChannel,
+            name: "general".into(),
+            members: vec![ANN, BOB],
+            creator: Some(ANN),
+            ts: 2,
+        };
+        s.apply(Lsn(lsn), &created).expect("creates");
+        let mut lsns = Vec::new();
+        for seq in 1..=5u64 {
+            lsn += 1;
+            let m = Record::MessagePosted(crate::record::MessageRecord {
+                conversation: conv,
+                seq,
+                sender: ANN,
+                client_msg_id: u128::from(seq),
+                ts: 3,
+                body: format!("m{seq}"),
+                mentions: Vec::new(),
+                broadcast: StoredBroadcast::None,
+                broadcast_ignored: false,
+            });
+            s.apply(Lsn(lsn), &m).expect("posts");
+            lsns.push(lsn);
+            if seq == 2 {
+                lsn += 1;
+                let mark = Record::NotifyHandedOff { lsn: lsn - 1 };
+                s.apply(Lsn(lsn), &mark).expect("marks");
+            }
+        }
+        s.settle(Lsn(lsn));
+        let tail: Vec<u64> = s.handoff_tail.iter().map(|e| e.0).collect();
+        assert_eq!(tail, lsns[2..].to_vec(), "messages after the watermark");
+        let bytes = encode(&s, Lsn(lsn));
+        let mut aligned = AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes[8..]);
+        let v6 = rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned).expect("v6");
+        assert!(v6
+            .v5
+            .v4
+            .v3
+            .v2
+            .v1
+            .conversations
+            .iter()
+            .all(|c| c.lsns.is_empty()));
+        let as_v5 = |index: Vec<u64>| {
+            let mut v5 = rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned)
+                .expect("v6")
+                .v5;
+            for c in &mut v5.v4.v3.v2.v1.conversations {
+                if c.id == conv {
+                    c.lsns = index.clone();
+                }
+            }
+            let mut old = SNAPSHOT_MAGIC.to_vec();
+            old.extend_from_slice(&5u32.to_le_bytes());
+            old.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&v5).expect("encodes"));
+            old
+        };
+        let (back, at) =
+            restore_bytes(&as_v5(lsns.clone())).expect("a version 5 snapshot restores");
+        assert_eq!(encode(&back, at), bytes, "restores to what version 6 holds");
+        assert!(matches!(
+            restore_bytes(&as_v5(lsns[1..].to_vec())),
+            Err(RestoreError::Inconsistent(_))
+        ));
     }
 }

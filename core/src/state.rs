@@ -10,8 +10,10 @@
 //!   preferences, DND; plus memory-only state (connected devices, the
 //!   derived list of the user's conversations);
 //! - [`Conversation`]s owned here: kind, name, members (authoritative),
-//!   head, the seq→LSN index, dedup window, mention index; plus the
-//!   memory-only set of interested shards.
+//!   head, dedup window, mention index; plus the memory-only set of
+//!   interested shards and the LSNs of its messages not yet durable. No
+//!   per-message index: message bodies live in the shard's history store,
+//!   keyed by (conversation, seq).
 //!
 //! and the [`RecentCache`] of the conversations' newest messages.
 //!
@@ -30,8 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::bitset::ShardSet;
 use crate::cache::RecentCache;
 use crate::constants::{
-    DEDUP_WINDOW_PER_CONVERSATION, OUTBOX_ENTRIES_MAX, PUSHED_ENTRIES_MAX, RECENT_CACHE_BYTES_MAX,
-    RECENT_MESSAGES_PER_CONVERSATION,
+    DEDUP_WINDOW_PER_CONVERSATION, NOTIFY_HANDOFFS_MAX, OUTBOX_ENTRIES_MAX, PUSHED_ENTRIES_MAX,
+    RECENT_CACHE_BYTES_MAX, RECENT_MESSAGES_PER_CONVERSATION,
 };
 use crate::dirindex::DirIndex;
 use crate::hash::{HashState, Map};
@@ -310,8 +312,12 @@ pub struct Conversation {
     pub members: Map<UserId, Member>,
     /// Highest assigned seq (durable or not).
     pub head: Seq,
-    /// LSN of each message: `lsns[seq - 1]` (8 bytes per message).
-    pub lsns: Vec<u64>,
+    /// Memory: the LSNs of the newest messages that may not be durable yet
+    /// (seqs `head - len + 1 ..= head`, ascending); [`State::settle`] drops
+    /// them as they become durable. Bounded by the messages appended and
+    /// not yet durable (≤ `PENDING_COMMITS_MAX` per shard); not in
+    /// snapshots (everything a snapshot covers is durable).
+    pub undurable: VecDeque<u64>,
     /// Time of the last message (or creation).
     pub last_activity: Millis,
     /// Preview of the last message.
@@ -333,10 +339,13 @@ pub struct Conversation {
 impl Conversation {
     /// The highest seq whose record is durable: what readers may see.
     pub fn visible_head(&self, durable: Lsn) -> Seq {
-        match self.lsns.last() {
-            None => Seq(0),
+        match self.undurable.back() {
+            None => self.head,
             Some(&last) if last <= durable.0 => self.head,
-            Some(_) => Seq(self.lsns.partition_point(|&l| l <= durable.0) as u64),
+            Some(_) => {
+                let durable_tail = self.undurable.partition_point(|&l| l <= durable.0);
+                Seq(self.head.0 - (self.undurable.len() - durable_tail) as u64)
+            }
         }
     }
 
@@ -357,12 +366,6 @@ impl Conversation {
     /// Whether this is a DM or group DM.
     pub fn is_dm(&self) -> bool {
         matches!(self.kind, ConversationKind::Dm | ConversationKind::GroupDm)
-    }
-
-    /// LSN of a message (`seq` must exist).
-    pub fn lsn_of(&self, seq: Seq) -> Lsn {
-        assert!(seq.0 >= 1 && seq.0 <= self.head.0, "seq out of range");
-        Lsn(self.lsns[(seq.0 - 1) as usize])
     }
 
     /// Mentions of `user` with `read < seq <= head`. In DMs every message
@@ -434,6 +437,17 @@ pub struct State {
     /// off and confirmed by its candidates' home shards
     /// (`NotifyHandedOff`); a start hands off the later ones again.
     pub handoff_watermark: u64,
+    /// Owner role: the newest messages after `handoff_watermark`, as
+    /// (LSN, conversation, seq) in LSN order, at most `NOTIFY_HANDOFFS_MAX`
+    /// (older ones fall out and count in `handoff_tail_dropped`): what a
+    /// start hands off again. In snapshots (version 5).
+    pub handoff_tail: VecDeque<(u64, ConversationId, Seq)>,
+    /// Memory: messages that fell out of `handoff_tail` (by its bound)
+    /// since this state was built; a start counts them as abandoned.
+    pub handoff_tail_dropped: u64,
+    /// Memory: (LSN, conversation) of every message not yet known durable,
+    /// in LSN order (see [`Conversation::undurable`]; same bound).
+    pub unsettled: VecDeque<(u64, ConversationId)>,
 }
 
 /// A queued push or clear (durable: `PushQueued` … `PushSettled`).
@@ -483,6 +497,9 @@ impl State {
             outbox_index: BTreeMap::new(),
             pushed: BTreeMap::new(),
             handoff_watermark: 0,
+            handoff_tail: VecDeque::new(),
+            handoff_tail_dropped: 0,
+            unsettled: VecDeque::new(),
         }
     }
 
@@ -593,7 +610,7 @@ impl State {
             created,
             members: self.hash.map(),
             head: Seq(0),
-            lsns: Vec::new(),
+            undurable: VecDeque::new(),
             last_activity: created,
             preview: None,
             dedup: Dedup::new(self.hash),
@@ -972,21 +989,10 @@ impl State {
                 self.queue_push(lsn.0, entry)?;
             }
             Record::PushSettled { id, delivered } => self.settle_push(*id, *delivered)?,
-            Record::NotifyHandedOff { lsn: mark } => self.set_handoff_watermark(*mark, lsn)?,
+            Record::NotifyHandedOff { lsn: mark } => {
+                self.set_handoff_watermark(lsn, *mark)?;
+            }
         }
-        Ok(())
-    }
-
-    /// `NotifyHandedOff` at `lsn`: the watermark moves forward, below the
-    /// record itself.
-    fn set_handoff_watermark(&mut self, mark: u64, lsn: Lsn) -> Result<(), ApplyError> {
-        if mark < self.handoff_watermark || mark >= lsn.0 {
-            return Err(ApplyError::Inconsistent(format!(
-                "hand-off watermark {mark} after {} at LSN {}",
-                self.handoff_watermark, lsn.0
-            )));
-        }
-        self.handoff_watermark = mark;
         Ok(())
     }
 
@@ -1079,7 +1085,7 @@ impl State {
             )));
         }
         conv.head = Seq(m.seq);
-        conv.lsns.push(lsn.0);
+        conv.undurable.push_back(lsn.0);
         conv.last_activity = Millis(m.ts);
         conv.preview = Some(preview(&m.body));
         conv.dedup.insert(
@@ -1107,7 +1113,54 @@ impl State {
         }
         let message = message_of(m);
         self.cache.push(lsn.0, message);
+        let conversation = ConversationId(m.conversation);
+        self.unsettled.push_back((lsn.0, conversation));
+        if lsn.0 > self.handoff_watermark {
+            self.handoff_tail
+                .push_back((lsn.0, conversation, Seq(m.seq)));
+            if self.handoff_tail.len() > NOTIFY_HANDOFFS_MAX {
+                self.handoff_tail.pop_front();
+                self.handoff_tail_dropped += 1;
+            }
+        }
         Ok(())
+    }
+
+    /// `NotifyHandedOff { lsn: mark }` at `lsn`: the watermark moves
+    /// forward (never back, never to its own record) and the hand-off tail
+    /// drops what it covers.
+    fn set_handoff_watermark(&mut self, lsn: Lsn, mark: u64) -> Result<(), ApplyError> {
+        if mark < self.handoff_watermark || mark >= lsn.0 {
+            return Err(ApplyError::Inconsistent(format!(
+                "hand-off watermark {mark} after {} at LSN {}",
+                self.handoff_watermark, lsn.0
+            )));
+        }
+        self.handoff_watermark = mark;
+        while self
+            .handoff_tail
+            .front()
+            .is_some_and(|(l, _, _)| *l <= mark)
+        {
+            self.handoff_tail.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Forgets the LSNs of messages that became durable (every LSN ≤
+    /// `durable`): [`Conversation::visible_head`] no longer needs them.
+    /// O(messages settled).
+    pub fn settle(&mut self, durable: Lsn) {
+        while let Some(&(lsn, conversation)) = self.unsettled.front() {
+            if lsn > durable.0 {
+                break;
+            }
+            self.unsettled.pop_front();
+            if let Some(c) = self.conversations.get_mut(&conversation) {
+                debug_assert_eq!(c.undurable.front(), Some(&lsn));
+                c.undurable.pop_front();
+            }
+        }
     }
 }
 
@@ -1305,7 +1358,20 @@ mod tests {
             .map(|d| conv.is_member(UserId(11), Lsn(d)))
             .collect();
         assert_eq!(member, vec![false, false, false, true, true, true]);
-        assert_eq!(conv.lsn_of(Seq(2)), Lsn(4));
+        assert_eq!(s.handoff_tail.len(), 3, "every message is owed a hand-off");
+        // Settling forgets the LSNs of durable messages, nothing else.
+        let mut s = s;
+        s.settle(Lsn(4));
+        let conv = &s.conversations[&ConversationId(c)];
+        assert_eq!(conv.undurable, vec![5]);
+        assert_eq!(conv.visible_head(Lsn(4)).0, 2);
+        assert_eq!(conv.visible_head(Lsn(5)).0, 3);
+        s.settle(Lsn(5));
+        assert!(s.unsettled.is_empty());
+        assert_eq!(
+            s.conversations[&ConversationId(c)].visible_head(Lsn(5)).0,
+            3
+        );
     }
 
     #[test]

@@ -352,7 +352,7 @@ fn simulation() {
     let _ = writeln!(
         std::io::stderr(),
         "simulation: {} seeds in {:.1?}: {} messages durable, {} acks, {} live events and {} read messages checked, \
-         {} sends ({} retries), {} requests, {} peer messages (each through its wire form; largest {} bytes), {} WAL reads, \
+         {} sends ({} retries), {} requests, {} peer messages (each through its wire form; largest {} bytes), {} history reads, \
          {} truncated syncs, {} crashes, {} snapshots, {} restore checks, {} role changes done and {} refused; push gateway: \
          {} POSTs, {} shown, {} repeats dropped by key",
         total.seeds,
@@ -392,6 +392,21 @@ fn simulation() {
         t.enospc,
         t.storage_refusals,
         t.recovery_checks,
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "history store: {} history reads, {} log truncations behind snapshots; restarts with the store \
+         behind the snapshot (re-added from the log) {}, ahead of it {}; {} unsynced store entries kept by power losses",
+        t.wal_reads,
+        t.truncations,
+        t.history_behind,
+        t.history_ahead,
+        t.history_staged_kept,
+    );
+    assert!(
+        range.end - range.start < 500
+            || (t.truncations > 0 && t.history_behind > 0 && t.history_ahead > 0),
+        "the seeds exercised log truncation and a store behind and ahead of the snapshot"
     );
     assert_eq!(total.seeds, range.end - range.start, "every seed ran");
 }

@@ -96,10 +96,24 @@ const _: () = assert!(SEGMENT_MIB_MIN <= 64 && 64 <= SEGMENT_MIB_MAX);
 /// Records in the WAL since the last snapshot that trigger a new one.
 pub const SNAPSHOT_EVERY_RECORDS: u64 = 200_000;
 
-/// Records read back from the WAL for one core request at most. The core
-/// reads one `History` page at a time (`HISTORY_PAGE_MAX` records, checked
-/// below at compile time); the runtime asserts it on every read.
+/// Messages read back from the history store for one core request at
+/// most. The core reads one `History` page at a time (`HISTORY_PAGE_MAX`
+/// messages, checked below at compile time); the runtime asserts it on
+/// every read.
 pub const READ_BATCH_RECORDS_MAX: usize = 4096;
+
+/// Payload bytes one history-store read may return (the store's
+/// `max_bytes`): a whole page of the largest messages
+/// (`HISTORY_PAGE_MAX` × (`MESSAGE_BYTES_MAX` + 1 KiB of record
+/// encoding), checked below), so the core gets the whole range and cuts
+/// it to `HISTORY_PAGE_BYTES_MAX` itself.
+pub const HISTORY_READ_BYTES_MAX: u64 = 4 << 20;
+
+const _: () = assert!(
+    courier_core::constants::HISTORY_PAGE_MAX as u64
+        * (courier_core::constants::MESSAGE_BYTES_MAX as u64 + 1024)
+        <= HISTORY_READ_BYTES_MAX
+);
 
 const _: () = assert!(courier_core::constants::HISTORY_PAGE_MAX as usize <= READ_BATCH_RECORDS_MAX);
 

@@ -15,12 +15,15 @@
 //! This file is the composition: the shard's state, the pump (inputs in,
 //! effects out) and the start and stop order. The concerns live in
 //! submodules: `journal` (WAL appends, staging, durability and snapshot
-//! tasks, storage-failure policy), `boot` (open and replay at start),
+//! tasks, storage-failure policy, log truncation), `history` (the history
+//! store: durable messages copied in, history reads served from it),
+//! `boot` (open and replay at start),
 //! `registry` (connections, outboxes, delivery accounting, rate-limiter
 //! refcounts), `peers` (channels to the other shards) and `publish` (the
 //! metrics mapping).
 
 mod boot;
+mod history;
 mod journal;
 mod peers;
 mod publish;
@@ -36,21 +39,20 @@ use peers::spawn_peer_tasks;
 
 use crate::config::Config;
 use crate::constants::{
-    READ_BATCH_RECORDS_MAX, SHUTDOWN_CONNS_WAIT, SHUTDOWN_DURABLE_WAIT, SHUTDOWN_PEER_GRACE,
-    SHUTDOWN_REPORT_WAIT, TICK_INTERVAL,
+    SHUTDOWN_CONNS_WAIT, SHUTDOWN_DURABLE_WAIT, SHUTDOWN_PEER_GRACE, SHUTDOWN_REPORT_WAIT,
+    TICK_INTERVAL,
 };
 use crate::gateway::{self, close, Conn};
 use crate::limits::{rate_limit, Limiter};
 use crate::metrics::{Board, Counters, M};
 use crate::push::PushLink;
 use crate::sync::{with_timeout, Signal};
-use bytes::Bytes;
 use courier_core::api::{
-    CloseReason, ConnId, Effect, Input, Lsn, Millis, PeerMsg, Response, ShardId, UserId,
-    WorkspaceId,
+    CloseReason, ConnId, Effect, Input, Millis, PeerMsg, Response, ShardId, UserId, WorkspaceId,
 };
 use courier_core::Shard;
 use courier_proto::Encoder;
+use courier_wal::history::HistoryStore;
 use courier_wal::Wal;
 use hashbrown::HashMap;
 use std::cell::{Cell, RefCell};
@@ -139,10 +141,25 @@ pub struct ShardCtx {
     reported: Cell<u64>,
     reported_wake: Signal,
     /// Records the WAL had no room for yet, in LSN order.
-    staged: RefCell<VecDeque<(Lsn, u8, Vec<u8>)>>,
+    staged: RefCell<VecDeque<(courier_core::api::Lsn, u8, Vec<u8>)>>,
     staged_wake: Signal,
     storage_failed: RefCell<Option<String>>,
     snapshot_lsn: Cell<u64>,
+    /// The history store (`history`): every durable message record.
+    history: HistoryStore,
+    /// Message records appended and not yet durable, in LSN order; moved
+    /// into `history` by the durability task (bounded like `staged` and
+    /// the WAL's queue: records in flight).
+    history_queue: RefCell<VecDeque<history::QueuedMessage>>,
+    /// Every message record with LSN ≤ this is staged in `history`.
+    history_fed: Cell<u64>,
+    /// Every message record with LSN ≤ this is durable in `history`.
+    history_covered: Cell<u64>,
+    /// Wakes the history task (something was fed).
+    history_wake: Signal,
+    /// Snapshots truncate the log behind them (single-node mode only: in
+    /// cluster mode peers fetch committed records from the state WAL).
+    truncate_log: bool,
     outbox_total: Cell<usize>,
     /// Notified when the last connection is forgotten (shutdown waits on it).
     conns_empty: Signal,
@@ -276,37 +293,13 @@ impl ShardCtx {
                     }
                 }
             }
-            Effect::ReadRecords { token, lsns } => self.read_records(token, lsns),
+            Effect::ReadHistory {
+                token,
+                conversation,
+                from,
+                to,
+            } => self.read_history(token, conversation, from, to),
         }
-    }
-
-    /// Reads records back from the WAL for the core (a history page).
-    fn read_records(self: &Rc<Self>, token: courier_core::api::ReadToken, lsns: Vec<Lsn>) {
-        assert!(
-            lsns.len() <= READ_BATCH_RECORDS_MAX,
-            "the core asked for {} records in one read (READ_BATCH_RECORDS_MAX {READ_BATCH_RECORDS_MAX})",
-            lsns.len()
-        );
-        let ctx = self.clone();
-        glommio::spawn_local(async move {
-            let mut records = Vec::with_capacity(lsns.len());
-            for lsn in lsns {
-                match ctx.wal.read(courier_wal::Lsn(lsn.0)).await {
-                    Ok((kind, payload)) => {
-                        records.push((lsn, kind, Bytes::copy_from_slice(&payload)))
-                    }
-                    Err(e) => {
-                        // A damaged or unreadable record: the core
-                        // answers the request with what it got.
-                        tracing::error!(shard = ctx.id.0, lsn = lsn.0, error = %e, "WAL read failed");
-                        break;
-                    }
-                }
-            }
-            ctx.count(M::wal_reads_total, records.len() as u64);
-            ctx.submit(Input::RecordsRead { token, records });
-        })
-        .detach();
     }
 
     /// Adds to a counter.
@@ -399,7 +392,7 @@ pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "start: channels connected; opening the write-ahead log"
     );
-    let booted = boot::open_and_replay(
+    let mut booted = boot::open_and_replay(
         id,
         setup.shards,
         &setup.config,
@@ -416,6 +409,7 @@ pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
         None => None,
     };
     let replica = setup.replica.take();
+    let history_full = booted.history_full.take();
     let ctx = new_ctx(&setup, booted, push, replica.is_none());
     match replica {
         // Cluster mode: the core starts once it leads its group on the
@@ -435,6 +429,11 @@ pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
             ctx.drain_pending(); // anything the start effects looped back
         }
     }
+    if let Some(e) = history_full {
+        // Read-only, as after an ENOSPC at run time (the core refuses
+        // writes; in cluster mode the input waits with the held ones).
+        ctx.storage_failed(&e, format!("history store failed: {e}"));
+    }
     tracing::info!(
         shard = id.0,
         ms = started.elapsed().as_millis() as u64,
@@ -443,6 +442,7 @@ pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
     spawn_peer_tasks(&ctx, senders, receivers);
     glommio::spawn_local(durability_task(ctx.clone())).detach();
     glommio::spawn_local(staging_task(ctx.clone())).detach();
+    glommio::spawn_local(history::history_task(ctx.clone())).detach();
 
     let listener = glommio::net::TcpListener::bind(setup.listen)
         .map_err(|e| anyhow::anyhow!("shard {}: binding {}: {e}", id.0, setup.listen))?;
@@ -495,6 +495,12 @@ fn new_ctx(
         staged_wake: Signal::default(),
         storage_failed: RefCell::new(None),
         snapshot_lsn: Cell::new(booted.snapshot_lsn),
+        history: booted.history,
+        history_queue: RefCell::new(VecDeque::new()),
+        history_fed: Cell::new(booted.last_lsn),
+        history_covered: Cell::new(booted.last_lsn),
+        history_wake: Signal::default(),
+        truncate_log: started,
         outbox_total: Cell::new(0),
         conns_empty: Signal::default(),
         user_limits: RefCell::new(HashMap::new()),
@@ -572,6 +578,12 @@ async fn shutdown(ctx: &Rc<ShardCtx>) {
     if let Err(e) = ctx.wal.close().await {
         tracing::error!(shard = ctx.id.0, error = %e, "closing WAL");
         ctx.stop.request(1);
+    }
+    if ctx.storage_failed.borrow().is_none() {
+        if let Err(e) = ctx.history.close().await {
+            tracing::error!(shard = ctx.id.0, error = %e, "closing the history store");
+            ctx.stop.request(1);
+        }
     }
     ctx.publish();
     tracing::info!(shard = ctx.id.0, "stopped");

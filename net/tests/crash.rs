@@ -195,6 +195,12 @@ mod failpoints {
         let (errors, _) = load.stop(&rt);
         assert!(errors.is_empty(), "{spec}: {errors:?}");
         let report = check(&rt, server.addr, &[&fx]);
+        if spec.starts_with("snapshot_every:200") {
+            assert!(
+                server.log().contains("log truncated behind the snapshot"),
+                "{spec}: no snapshot truncated the log"
+            );
+        }
         let (acked, unknown, _) = ledger.lock().unwrap().totals();
         eprintln!("failpoint {spec}: {acked} acked, {unknown} unknown; {report}");
         assert!(
@@ -226,6 +232,15 @@ mod failpoints {
             // Several snapshots written, then a crash: recovery starts from
             // the newest snapshot and replays the log after it.
             ("snapshot_every:100,after_fsync:600", &[], 0),
+            // 2 MiB segments, 2 KB bodies and a snapshot every 200 records:
+            // snapshots truncate the log behind them (old history then
+            // lives only in the history store), then a crash; every
+            // conversation is read from seq 1 after the restart.
+            (
+                "snapshot_every:200,after_fsync:1500",
+                &["--segment-mib", "2"],
+                2000,
+            ),
         ];
         for (i, (spec, extra, body)) in points.iter().enumerate() {
             let failed = crash_at(spec, extra, *body, seed ^ i as u64);

@@ -11,7 +11,7 @@
 //! p50/p90/p99/p999/max. docs/PERFORMANCE.md has the commands and figures.
 //!
 //! # Layout
-//! One module per scenario (`send`, `e2e`, `fanout`, `catchup`, `boot`,
+//! One module per scenario (`send`, `e2e`, `fanout`, `catchup`, `history`, `boot`,
 //! `fairness`, `restart`, `failover`, `wal`), plus the shared pieces:
 //! `clock` (one monotonic clock, precise sleeps), `ws` + `client` (the lean
 //! WebSocket client), `pool` (load threads), `setup` (building worlds with
@@ -29,6 +29,7 @@ mod e2e;
 mod failover;
 mod fairness;
 mod fanout;
+mod history;
 mod payload;
 mod pool;
 mod report;
@@ -59,6 +60,8 @@ enum Scenario {
     Fanout(fanout::Cmd),
     /// Reconnect after missing messages: round trips, bytes, time to repaired.
     Catchup(catchup::Cmd),
+    /// History as it grows: old-page latency, RSS, snapshot size, restart.
+    History(history::Cmd),
     /// Cold start of a user in many conversations: Boot time and payload.
     Boot(boot::Cmd),
     /// A quiet workspace's latency alone and next to a noisy one, with the
@@ -81,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::E2e(cmd) => e2e::run(cmd),
         Scenario::Fanout(cmd) => fanout::run(cmd),
         Scenario::Catchup(cmd) => catchup::run(cmd),
+        Scenario::History(cmd) => history::run(cmd),
         Scenario::Boot(cmd) => boot::run(cmd),
         Scenario::Fairness(cmd) => fairness::run(cmd),
         Scenario::Restart(cmd) => restart::run(cmd),

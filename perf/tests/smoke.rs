@@ -198,6 +198,30 @@ fn catchup_runs() {
 }
 
 #[test]
+fn history_runs() {
+    let j = bench(&[
+        "history",
+        "--conversations",
+        "2",
+        "--messages",
+        "300",
+        "--reads",
+        "10",
+    ]);
+    let r = &j["results"];
+    assert_eq!(r["messages"], 600);
+    assert_eq!(r["old_page"]["count"], 10, "{r}");
+    assert_eq!(r["old_page_after_restart"]["count"], 10, "{r}");
+    let shards = r["files"].as_array().unwrap();
+    assert!(
+        shards
+            .iter()
+            .all(|s| s["history_bytes"].as_u64().unwrap() > 0),
+        "every shard has a history store: {r}"
+    );
+}
+
+#[test]
 fn boot_runs() {
     let j = bench(&[
         "boot",

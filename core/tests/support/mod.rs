@@ -9,7 +9,8 @@
 //! of its seed.
 //!
 //! Files by concern: [`rng`] (the seeded generator), [`storage`] (the fake
-//! WAL and its faults), [`net`] (sockets and the peer network), [`client`]
+//! WAL and its faults, log truncation behind snapshots), [`history`] (the
+//! fake history store), [`net`] (sockets and the peer network), [`client`]
 //! (simulated devices), [`checker`] (the ledger and its invariants),
 //! [`push`] (the fake gateway), [`cluster`] (the shard replicated on three
 //! nodes with Raft, for the cluster simulation), [`world`] (composition, step loop, chaos,
@@ -20,6 +21,7 @@
 mod checker;
 mod client;
 mod cluster;
+mod history;
 mod net;
 mod push;
 mod rng;
@@ -30,6 +32,7 @@ mod world;
 pub use checker::*;
 pub use client::*;
 pub use cluster::*;
+pub use history::*;
 pub use net::*;
 pub use push::*;
 pub use rng::*;

@@ -1,12 +1,16 @@
 //! The fake WAL per shard: framing, group fsyncs, power loss with torn
-//! and reordered write-back, recovery, and the sticky faults (EIO, ENOSPC).
+//! and reordered write-back, recovery, the sticky faults (EIO, ENOSPC),
+//! the runtime's copy of durable messages into the history store
+//! ([`super::HistoryModel`]) and reads from it, and the log truncated
+//! behind snapshots.
 
 use std::collections::VecDeque;
 
-use courier_core::api::{Input, Lsn, Push, PushId, ReadToken};
+use courier_core::api::{ConversationId, Input, Lsn, Push, PushId, ReadToken, Seq};
+use courier_core::record::Record;
 use courier_core::Shard;
 
-use super::World;
+use super::{HistoryModel, World};
 
 /// One shard and its storage.
 ///
@@ -39,7 +43,13 @@ pub struct Node {
     /// The frame an ENOSPC refused: only part of it can be on disk.
     pub refused: Option<Vec<u8>>,
     pub snapshots: Vec<(u64, Vec<u8>)>,
-    pub reads: VecDeque<(ReadToken, Vec<Lsn>)>,
+    /// The history store.
+    pub history: HistoryModel,
+    /// The first LSN the log still holds: recovery may read nothing below
+    /// it (`wal` keeps every record as the test's ledger).
+    pub first: u64,
+    /// History reads in flight: (token, conversation, from, to).
+    pub reads: VecDeque<(ReadToken, ConversationId, Seq, Seq)>,
     /// Pushes handed to the (fake) delivery thread, unanswered.
     pub pushes: VecDeque<(PushId, Push)>,
     /// The runtime's connection counter: restarts at 0 with the process, so
@@ -63,6 +73,8 @@ impl Node {
             fault_reported: false,
             refused: None,
             snapshots: Vec::new(),
+            history: HistoryModel::default(),
+            first: 1,
             reads: VecDeque::new(),
             pushes: VecDeque::new(),
             next_conn: 0,
@@ -191,6 +203,7 @@ impl World {
         } else {
             self.model.on_durable(s, from, appended, self.step);
         }
+        self.feed_history(s, appended);
         self.input(s, Input::Durable { lsn: Lsn(appended) });
     }
 
@@ -228,44 +241,89 @@ impl World {
         } else {
             self.model.on_durable(s, from, to, self.step);
         }
+        self.feed_history(s, to);
+        // The history task syncs the store on its own schedule.
+        if self.rng.chance(1, 2) {
+            self.nodes[usize::from(s)].history.sync();
+        }
         self.input(s, Input::Durable { lsn: Lsn(to) });
     }
 
+    /// The runtime's durability task: every message record up to the
+    /// durable LSN enters the history store before the core hears
+    /// `Durable` (and, at a restart, the replay re-adds from `from`).
+    pub(super) fn feed_history(&mut self, s: u16, durable: u64) {
+        let seed = self.seed;
+        let node = &mut self.nodes[usize::from(s)];
+        for lsn in node.history.fed + 1..=durable {
+            let (kind, payload) = &node.wal[(lsn - 1) as usize];
+            if let Some((conv, seq)) = Record::history_key(*kind, payload) {
+                if let Err(e) = node.history.append(conv, seq, lsn, payload) {
+                    panic!("seed {seed}: shard {s}: {e}");
+                }
+            }
+        }
+        node.history.fed = node.history.fed.max(durable);
+    }
+
     pub(super) fn complete_read(&mut self, s: u16) {
-        let Some((token, lsns)) = self.nodes[usize::from(s)].reads.pop_front() else {
+        let Some((token, conv, from, to)) = self.nodes[usize::from(s)].reads.pop_front() else {
             return;
         };
-        let node = &self.nodes[usize::from(s)];
+        let node = &mut self.nodes[usize::from(s)];
+        let mut read = node.history.read(conv.0, from.0, to.0);
+        if (read.len() as u64) < to.0 - from.0 + 1 {
+            // As the runtime: the newest may still be staged.
+            node.history.sync();
+            read = node.history.read(conv.0, from.0, to.0);
+        }
         // Replicated: a promoted core knows committed records its state WAL
-        // has not fsync'ed yet; the WAL refuses reads beyond its durable
-        // LSN and the runtime answers with the records read before the
-        // refusal (net/src/shard.rs, read_records).
-        let asked = lsns.len();
-        let lsns: Vec<Lsn> = if self.replicated {
-            lsns.into_iter()
-                .take_while(|l| l.0 >= 1 && l.0 <= node.durable)
-                .collect()
-        } else {
-            lsns
-        };
-        if asked > lsns.len() {
+        // has not fsync'ed yet, so the store (fed at durability) does not
+        // have them: the page comes back short, as in the runtime.
+        if self.replicated && (read.len() as u64) < to.0 - from.0 + 1 {
             if let Some(c) = self.cluster.as_mut() {
                 c.stats.short_reads += 1;
             }
         }
-        let records = lsns
-            .iter()
-            .map(|l| {
+        let node = &self.nodes[usize::from(s)];
+        let messages = read
+            .into_iter()
+            .map(|(seq, lsn, payload)| {
                 assert!(
-                    l.0 >= 1 && l.0 <= node.durable,
-                    "shard {s} read LSN {} that is not durable",
-                    l.0
+                    lsn >= 1 && lsn <= node.durable,
+                    "shard {s} read LSN {lsn} that is not durable"
                 );
-                let (kind, payload) = &node.wal[(l.0 - 1) as usize];
-                (*l, *kind, bytes::Bytes::from(payload.clone()))
+                assert!(
+                    node.wal[(lsn - 1) as usize] == (courier_core::record::KIND_MESSAGE_POSTED, payload.clone()),
+                    "seed {}: shard {s}: the history store's (conversation {}, seq {seq}) differs from LSN {lsn}",
+                    self.seed,
+                    conv.0
+                );
+                (Seq(seq), bytes::Bytes::from(payload))
             })
             .collect();
-        self.input(s, Input::RecordsRead { token, records });
+        self.input(s, Input::HistoryRead { token, messages });
+    }
+
+    /// The runtime after writing a snapshot (single-node mode): sync the
+    /// history store and drop the log below what both the newest durable
+    /// snapshot and the store cover.
+    pub(super) fn truncate_log(&mut self, s: u16) {
+        let node = &mut self.nodes[usize::from(s)];
+        let Some(&(snapshot, _)) = node
+            .snapshots
+            .iter()
+            .rev()
+            .find(|(l, _)| *l <= node.durable)
+        else {
+            return;
+        };
+        node.history.sync();
+        let below = node.history.covered.min(snapshot) + 1;
+        if below > node.first {
+            self.stats.truncations += 1;
+            node.first = below;
+        }
     }
 
     /// A power loss on shard `s`: lays out what the disk holds after the
@@ -354,7 +412,9 @@ impl World {
             self.stats.unsynced_records_kept += records.len() as u64;
             self.stats.unsynced_records_lost += (appended - kept) as u64;
         }
+        let storage_faults = self.storage_faults;
         let node = &mut self.nodes[usize::from(s)];
+        self.stats.history_staged_kept += node.history.power_loss(&mut self.rng, storage_faults);
         node.wal.truncate(kept);
         node.index.truncate(kept);
         node.durable = kept as u64;

@@ -11,6 +11,8 @@ use courier_core::auth::hash_secret;
 use courier_core::constants::TICK_MS;
 use courier_core::{NotifyConfig, PushMode, Shard, ShardConfig};
 
+use courier_core::record::Record;
+
 use super::{frame, CState, Client, Down, Fault, Gateway, Link, Model, Node, Rng};
 
 /// The admin secret of every simulated node.
@@ -93,11 +95,20 @@ pub struct Stats {
     pub sends: u64,
     pub retries: u64,
     pub requests: u64,
+    /// History reads (from the history store).
     pub wal_reads: u64,
     pub truncated_syncs: u64,
     /// `SetRole`s answered `Done` / refused for the actor's role.
     pub roles_set: u64,
     pub roles_refused: u64,
+    /// Snapshots after which the log was truncated.
+    pub truncations: u64,
+    /// Restarts that read the log from below the snapshot to complete
+    /// the history store (it was behind), and ones where it was ahead.
+    pub history_behind: u64,
+    pub history_ahead: u64,
+    /// Unsynced history-store entries that survived a power loss.
+    pub history_staged_kept: u64,
 }
 
 impl Stats {
@@ -125,6 +136,10 @@ impl Stats {
             truncated_syncs,
             roles_set,
             roles_refused,
+            truncations,
+            history_behind,
+            history_ahead,
+            history_staged_kept,
         } = *o;
         self.crashes += crashes;
         self.unsynced_records_kept += unsynced_records_kept;
@@ -147,6 +162,10 @@ impl Stats {
         self.roles_set += roles_set;
         self.roles_refused += roles_refused;
         self.truncated_syncs += truncated_syncs;
+        self.truncations += truncations;
+        self.history_behind += history_behind;
+        self.history_ahead += history_ahead;
+        self.history_staged_kept += history_staged_kept;
     }
 }
 
@@ -312,9 +331,16 @@ impl World {
                     // The socket is gone: the runtime says so.
                     self.input(s, Input::Disconnected { conn });
                 }
-                Effect::ReadRecords { token, lsns } => {
+                Effect::ReadHistory {
+                    token,
+                    conversation,
+                    from,
+                    to,
+                } => {
                     self.stats.wal_reads += 1;
-                    self.nodes[usize::from(s)].reads.push_back((token, lsns));
+                    self.nodes[usize::from(s)]
+                        .reads
+                        .push_back((token, conversation, from, to));
                 }
                 Effect::Push { id, push } => {
                     // Replicated: what a serving core holds durable (a
@@ -426,13 +452,44 @@ impl World {
             Some((_, bytes)) => Shard::restore(cfg, bytes).expect("snapshot restores"),
             None => Shard::new(cfg),
         };
-        let from = shard.last_lsn().0;
-        for lsn in from + 1..=node.durable {
-            let (kind, payload) = &node.wal[(lsn - 1) as usize];
-            shard
-                .replay(Lsn(lsn), *kind, payload)
-                .expect("durable record replays");
+        let snapshot = shard.last_lsn().0;
+        // Recovery = snapshot + history store + the log's tail: the core
+        // replays after its snapshot, the store re-adds from its durable
+        // source (behind or ahead of the snapshot); neither may need what
+        // the log no longer holds.
+        let store = node.history.durable_source().max(node.first);
+        let from = (snapshot + 1).min(store);
+        assert!(
+            from >= node.first,
+            "seed {}: shard {s} needs LSN {from}, the log starts at {}",
+            self.seed,
+            node.first
+        );
+        if store < snapshot + 1 {
+            self.stats.history_behind += 1;
+        } else if store > snapshot + 1 {
+            self.stats.history_ahead += 1;
         }
+        let seed = self.seed;
+        let node = &mut self.nodes[usize::from(s)];
+        for lsn in from..=node.durable {
+            let (kind, payload) = &node.wal[(lsn - 1) as usize];
+            if lsn >= store {
+                if let Some((conv, seq)) = Record::history_key(*kind, payload) {
+                    if let Err(e) = node.history.append(conv, seq, lsn, payload) {
+                        panic!("seed {seed}: shard {s} replay: {e}");
+                    }
+                }
+            }
+            if lsn > snapshot {
+                shard
+                    .replay(Lsn(lsn), *kind, payload)
+                    .expect("durable record replays");
+            }
+        }
+        node.history.sync();
+        node.history.fed = node.durable;
+        node.history.covered = node.durable;
         self.check_recovered(s);
         let mut out = Vec::new();
         shard.start(Millis(self.now), &mut out);
@@ -458,8 +515,14 @@ impl World {
         let node = &mut self.nodes[usize::from(s)];
         node.snapshots.push((lsn.0, bytes));
         if node.snapshots.len() > 2 {
-            node.snapshots.remove(0);
+            // Keep the newest durable one: the log may be truncated
+            // behind it (the runtime only writes durable snapshots).
+            let durable = node.durable;
+            let newest_durable = node.snapshots.iter().rposition(|(l, _)| *l <= durable);
+            node.snapshots
+                .remove(if newest_durable == Some(0) { 1 } else { 0 });
         }
+        self.truncate_log(s);
     }
 
     /// Whether anything is in flight.

@@ -1,8 +1,9 @@
 //! The shard's journal: appending what the core asks to the WAL in LSN
 //! order, staging records the WAL has no room for yet, reporting
-//! durability back to the core (the durability task), moving staged
-//! records in as room appears (the staging task), snapshots, and the
-//! storage-failure policy (ENOSPC keeps the daemon up read-only; any other
+//! durability back to the core (the durability task, which first moves
+//! durable message records into the history store), moving staged
+//! records in as room appears (the staging task), snapshots and the log
+//! truncation behind them, and the storage-failure policy (ENOSPC keeps the daemon up read-only; any other
 //! storage error stops it with exit code 1; a write refused because
 //! shutdown closed the WAL is no failure).
 //!
@@ -29,6 +30,7 @@ impl ShardCtx {
             // for is never acknowledged, which is the safe outcome.
             return;
         }
+        self.note_message(lsn.0, kind, &payload);
         #[cfg(feature = "failpoints")]
         if crate::failpoints::get().ack_before_fsync {
             // Broken on purpose: the core hears "durable" now, the record
@@ -98,7 +100,7 @@ impl ShardCtx {
     /// error (EIO from fsync, …) stops the daemon with exit code 1: after a
     /// failed fsync the page cache may have dropped data, and only a restart
     /// that reads the log back is safe.
-    fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
+    pub(super) fn storage_failed(self: &Rc<Self>, error: &courier_wal::Error, reason: String) {
         if self.closed_for_shutdown(error) {
             return;
         }
@@ -143,6 +145,7 @@ pub(super) async fn snapshot(ctx: &Rc<ShardCtx>) {
                 bytes = bytes.len(),
                 "snapshot written"
             );
+            truncate_log(ctx, lsn.0).await;
         }
         Err(e) => {
             #[cfg(feature = "failpoints")]
@@ -152,8 +155,41 @@ pub(super) async fn snapshot(ctx: &Rc<ShardCtx>) {
     }
 }
 
+/// Deletes the log's sealed segments behind the snapshot at `lsn` whose
+/// message records are all durable in the history store (single-node mode
+/// only; the WAL itself never deletes what its oldest kept snapshot needs
+/// for replay). Nothing is deleted when the store cannot be synced.
+async fn truncate_log(ctx: &Rc<ShardCtx>, lsn: u64) {
+    if !ctx.truncate_log {
+        return;
+    }
+    let Some(covered) = ctx.sync_history().await else {
+        return;
+    };
+    let below = covered.min(lsn).saturating_add(1);
+    let first_before = ctx.wal.first_lsn().0;
+    match ctx
+        .wal
+        .delete_segments_before(courier_wal::Lsn(below))
+        .await
+    {
+        Ok(first) if first.0 > first_before => tracing::info!(
+            shard = ctx.id.0,
+            first_lsn = first.0,
+            history_covered = covered,
+            "log truncated behind the snapshot"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(shard = ctx.id.0, error = %e, "deleting log segments failed");
+            ctx.storage_failed(&e, format!("log truncation failed: {e}"));
+        }
+    }
+}
+
 /// Reports durability to the core: waits for the WAL to make the highest
-/// appended LSN durable, then feeds `Input::Durable`.
+/// appended LSN durable, moves the message records it covers into the
+/// history store, then feeds `Input::Durable`.
 pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
     // From what the boot found durable, not from `appended`: records the
     // core appended during `start` (before this task runs) must be
@@ -170,6 +206,7 @@ pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
             Ok(()) => {
                 #[cfg(feature = "failpoints")]
                 crate::failpoints::get().on_durable_report();
+                ctx.feed_history(target).await;
                 reported = target;
                 ctx.submit(Input::Durable { lsn: Lsn(target) });
                 ctx.reported.set(reported);
@@ -181,6 +218,7 @@ pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
                 // rather than leaving them invisible until a restart.
                 let durable = ctx.wal.durable_lsn().0;
                 if durable > reported {
+                    ctx.feed_history(durable).await;
                     reported = durable;
                     ctx.submit(Input::Durable { lsn: Lsn(durable) });
                 }

@@ -38,11 +38,14 @@
 //! # Failure contract
 //!
 //! A failed write or `fdatasync` (or seal) is sticky, as in the WAL: every
-//! later call returns [`crate::Error::Failed`]; what `sync` reported durable stays
-//! durable; reopening recovers. Damage is [`crate::Error::Corrupt`] naming the file
+//! later write (`append`, `drop_before`, `sync`, retention) returns
+//! [`crate::Error::Failed`]; reads go on and return what `sync` reported
+//! durable (a full disk stops writes, not reads); reopening recovers. Damage is [`crate::Error::Corrupt`] naming the file
 //! and offset. Caller mistakes are [`crate::Error::HistoryRejected`] and change nothing.
 //!
-//! The core does not use this store yet (issue 19): it is ready to be wired in.
+//! `courier-net` keeps one per shard (`net/src/shard/history.rs`): durable
+//! message records go in with their WAL LSN as source; History reads come
+//! out; the log is truncated behind snapshots below what it holds.
 
 mod cache;
 pub mod format;

@@ -266,7 +266,7 @@ pub(crate) async fn read(
     max_entries: u64,
     max_bytes: u64,
 ) -> Result<Page> {
-    inner.state.borrow().usable()?;
+    inner.state.borrow().readable()?;
     let Some(conv) = conv_of(inner, c) else {
         return Ok(Page::Entries(Vec::new()));
     };
@@ -330,7 +330,7 @@ pub(crate) async fn read_before(
     max_entries: u64,
     max_bytes: u64,
 ) -> Result<Page> {
-    inner.state.borrow().usable()?;
+    inner.state.borrow().readable()?;
     let Some(conv) = conv_of(inner, c) else {
         return Ok(Page::Entries(Vec::new()));
     };

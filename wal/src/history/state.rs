@@ -142,6 +142,17 @@ impl State {
         }
     }
 
+    /// Reads go on after a sticky write failure (a full disk stops writes,
+    /// not reads): they only see entries a successful `sync` made durable,
+    /// whose bytes a later failed write never touches. Only `close` stops
+    /// them.
+    pub(crate) fn readable(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
     /// Number of the oldest segment still on disk.
     pub(crate) fn oldest_segment(&self) -> u64 {
         self.sealed
