@@ -10,6 +10,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Session, FileCursorStore, RejectedError, ClosedError } from '../dist/index.js';
@@ -233,4 +235,29 @@ test('a read cursor moved on one device reaches the other, live and after a reco
   a.close();
   phone.close();
   laptop.close();
+});
+
+test('the quickstart example of docs/CLIENTS.md runs', async () => {
+  const { ann } = await team('ann');
+  const c = new Client({ url: URL_, token: ann.token });
+  const general = (await c.createChannel('general')).id;
+  await c.send(general, 'before the example');
+  c.close();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'courier-quickstart-'));
+  const example = fileURLToPath(new URL('../examples/quickstart.mjs', import.meta.url));
+  const env = { ...process.env, COURIER_TOKEN: ann.token, COURIER_CHANNEL: 'general', COURIER_CURSORS: path.join(dir, 'cursors.json') };
+  const run = () => new Promise((resolve, reject) => {
+    execFile(process.execPath, [example], { env, timeout: 30000 }, (err, stdout, stderr) =>
+      (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
+  });
+  const first = await within(40000, run(), 'the example');
+  assert.match(first, /sent: #general seq 2/);
+  assert.match(first, /#general 1: before the example/);
+  assert.match(first, /#general 2: hello from TypeScript/);
+  assert.match(first, /read up to seq 2/);
+  // A second run resumes from the cursor file: only its own message.
+  const second = await within(40000, run(), 'the example again');
+  assert.doesNotMatch(second, /#general 1:/);
+  assert.match(second, /#general 3: hello from TypeScript/);
+  fs.rmSync(dir, { recursive: true, force: true });
 });
