@@ -251,13 +251,14 @@ test('the quickstart example of docs/CLIENTS.md runs', async () => {
       (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
   });
   const first = await within(40000, run(), 'the example');
-  assert.match(first, /sent: #general seq 2/);
-  assert.match(first, /#general 1: before the example/);
-  assert.match(first, /#general 2: hello from TypeScript/);
-  assert.match(first, /read up to seq 2/);
-  // A second run resumes from the cursor file: only its own message.
+  // A new cursor file starts at the head: only what happens after it opened.
+  assert.doesNotMatch(first, /before the example/);
+  assert.match(first, /sent: #general seq 2\n#general 2: hello from TypeScript\nread up to seq 2\n/);
+  // The next run resumes from the cursor file: first what it missed.
+  const c2 = new Client({ url: URL_, token: ann.token });
+  await c2.send(general, 'between the runs');
+  c2.close();
   const second = await within(40000, run(), 'the example again');
-  assert.doesNotMatch(second, /#general 1:/);
-  assert.match(second, /#general 3: hello from TypeScript/);
+  assert.match(second, /sent: #general seq 4\n#general 3: between the runs\n#general 4: hello from TypeScript\nread up to seq 4\n/);
   fs.rmSync(dir, { recursive: true, force: true });
 });
