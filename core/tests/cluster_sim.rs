@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use support::{Chaos, ClusterStats, Rng, World};
+use support::{ClusterStats, Rng, World};
 
 /// Seeds a run explores without `COURIER_CLUSTER_SIM_SEEDS` (≈ 15 s here,
 /// two threads).
@@ -92,28 +92,7 @@ fn run_seed(seed: u64) -> Outcome {
     for ch in 0..1 + rng.below(2) {
         w.create_channel(creator, &format!("c{ch}"), rng.chance(1, 3));
     }
-    for &c in &clients {
-        w.clients[c].auto = true;
-        w.clients[c].inbox.clear();
-        w.disconnect(c);
-    }
-    for _ in 0..if long { LONG_STEPS } else { CHAOTIC_STEPS } {
-        w.step_once(Chaos {
-            clients_act: true,
-            crashes: true,
-        });
-    }
-    w.repair_storage();
-    for _ in 0..2 {
-        w.settle();
-        for &c in &clients {
-            w.disconnect(c);
-            w.clients[c].offline_until = 0;
-        }
-        w.settle();
-    }
-    w.drain_pushes();
-    w.check_final(&clients);
+    w.chaos_then_check(&clients, if long { LONG_STEPS } else { CHAOTIC_STEPS });
     w.check_cluster_final();
     Outcome {
         cluster: w.cluster.as_ref().map(|c| c.stats).unwrap_or_default(),

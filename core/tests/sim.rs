@@ -63,7 +63,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use courier_core::api::{PeopleRequest, Request, Response, Role};
-use support::{Chaos, Rng, Stats, World};
+use support::{Rng, Stats, World};
 
 /// Steps of random activity per seed: a chaotic profile (frequent crashes,
 /// short runs) and a busy one (long runs, long offline clients, conversations
@@ -144,31 +144,7 @@ fn run_seed(seed: u64) -> Outcome {
         }
     }
     // From here on, clients behave on their own: reconnect, sync, act.
-    for &c in &clients {
-        w.clients[c].auto = true;
-        w.clients[c].inbox.clear();
-        w.disconnect(c);
-    }
-    for _ in 0..if busy { BUSY_STEPS } else { CHAOTIC_STEPS } {
-        w.step_once(Chaos {
-            clients_act: true,
-            crashes: true,
-        });
-    }
-    // Quiesce: disks are repaired, shards come back, clients reconnect,
-    // retry unacked sends and sync; twice, so the second round sees every
-    // retried message.
-    w.repair_storage();
-    for _ in 0..2 {
-        w.settle();
-        for &c in &clients {
-            w.disconnect(c);
-            w.clients[c].offline_until = 0;
-        }
-        w.settle();
-    }
-    w.drain_pushes();
-    w.check_final(&clients);
+    w.chaos_then_check(&clients, if busy { BUSY_STEPS } else { CHAOTIC_STEPS });
     Outcome {
         stats: w.stats,
         acks: w.model.acks,

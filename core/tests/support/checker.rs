@@ -10,7 +10,7 @@ use courier_core::api::{
 use courier_core::record::{MessageRecord, Record};
 use courier_core::Shard;
 
-use super::{config, Down, Stored, World};
+use super::{config, Chaos, Down, Stored, World};
 
 /// A message as the model knows it.
 #[derive(Clone, Debug)]
@@ -507,6 +507,36 @@ impl World {
 }
 
 impl World {
+    /// The end of every seeded run: `clients` act automatically for
+    /// `steps` steps of chaos (crashes included); then disks are repaired,
+    /// shards come back, clients reconnect, retry unacked sends and sync —
+    /// twice, so the second round sees every retried message — pushes are
+    /// drained, and the final invariants are checked.
+    pub fn chaos_then_check(&mut self, clients: &[usize], steps: u64) {
+        for &c in clients {
+            self.clients[c].auto = true;
+            self.clients[c].inbox.clear();
+            self.disconnect(c);
+        }
+        for _ in 0..steps {
+            self.step_once(Chaos {
+                clients_act: true,
+                crashes: true,
+            });
+        }
+        self.repair_storage();
+        for _ in 0..2 {
+            self.settle();
+            for &c in clients {
+                self.disconnect(c);
+                self.clients[c].offline_until = 0;
+            }
+            self.settle();
+        }
+        self.drain_pushes();
+        self.check_final(clients);
+    }
+
     /// The end of a run, after every client reconnected and synced: no
     /// acknowledged message lost; every conversation's durable seqs are
     /// 1..=n; every send acknowledged or refused; every client holds
