@@ -28,6 +28,15 @@ impl PeerMsg {
         crate::peer::wire::encode(self)
     }
 
+    /// "I restarted; my memory-only state is gone" — what a shard sends
+    /// every other at start. The cluster runtime also hands it to a shard
+    /// itself, on behalf of a peer, when messages between the two may have
+    /// been lost (a node link broke, a group's leader moved): see
+    /// `Shard::on_restarted` and docs/CLUSTER.md, "Clients on any node".
+    pub fn restarted() -> PeerMsg {
+        PeerMsg(crate::peer::PeerBody::Restarted)
+    }
+
     /// The message in `bytes` (from [`PeerMsg::encode`] on a node of the
     /// same cluster); checked, never panics.
     pub fn decode(bytes: &[u8]) -> Result<PeerMsg, PeerWireError> {

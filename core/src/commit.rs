@@ -163,7 +163,7 @@ impl Ctx {
         out: &mut Vec<Effect>,
     ) {
         let body = body.into();
-        assert!(to.0 < self.config.shard_count, "peer shard out of range");
+        assert!(to.0 < self.config.addresses(), "peer shard out of range");
         self.metrics.peer_messages += 1;
         if to == self.config.shard {
             self.local.push_back(body);

@@ -12,6 +12,12 @@ pub struct ShardConfig {
     /// Shards of the node (fixed for a data directory: placement depends on
     /// it; see [`crate::ids::shard_of`]). At most SHARD_COUNT_MAX.
     pub shard_count: u16,
+    /// Edge shards after the state shards (cluster mode; 0 in single-node
+    /// mode): ids `shard_count .. shard_count + edges` are connection-only
+    /// shards that hold client sockets and own nothing (see
+    /// [`ShardConfig::is_edge`]). `shard_count + edges` is at most
+    /// SHARD_COUNT_MAX.
+    pub edges: u16,
     /// sha256 of the admin secret; `Credential::Admin` is checked against
     /// it in constant time.
     pub admin_token_hash: [u8; 32],
@@ -22,6 +28,23 @@ pub struct ShardConfig {
     pub entropy: [u8; 32],
     /// Notification settings.
     pub notify: NotifyConfig,
+}
+
+impl ShardConfig {
+    /// Whether this shard is an **edge**: a connection-only shard (cluster
+    /// mode). An edge runs only the connection role — sessions, local
+    /// subscriptions, delivery — for the sockets its node accepted, and
+    /// forwards everything else to the state shards `0..shard_count`,
+    /// wherever they are. It owns no id, writes no record and has no
+    /// snapshot; restarting it loses only its connections.
+    pub fn is_edge(&self) -> bool {
+        self.shard.0 >= self.shard_count
+    }
+
+    /// Every addressable shard: the state shards and then the edges.
+    pub fn addresses(&self) -> u16 {
+        self.shard_count + self.edges
+    }
 }
 
 /// Whether pushes are queued at all.
@@ -94,6 +117,9 @@ pub struct Metrics {
     pub fanout_messages: u64,
     /// Cross-shard messages sent (including to itself).
     pub peer_messages: u64,
+    /// Messages an edge received for a role it does not play (dropped;
+    /// a routing bug if ever non-zero).
+    pub peer_misrouted: u64,
     /// WAL reads requested.
     pub wal_reads: u64,
     /// Records that failed to decode in WAL reads.

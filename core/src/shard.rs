@@ -105,10 +105,12 @@ impl Shard {
     /// next.
     pub fn new(config: ShardConfig) -> Shard {
         assert!(
-            config.shard_count >= 1 && config.shard_count <= SHARD_COUNT_MAX,
-            "shard_count out of range"
+            config.shard_count >= 1
+                && u32::from(config.shard_count) + u32::from(config.edges)
+                    <= u32::from(SHARD_COUNT_MAX),
+            "shard_count + edges out of range"
         );
-        assert!(config.shard.0 < config.shard_count, "shard out of range");
+        assert!(config.shard.0 < config.addresses(), "shard out of range");
         check_notify_config(&config.notify);
         let hash = HashState::new(&config.entropy);
         let state = State::new(config.shard, config.shard_count, hash);
@@ -159,14 +161,29 @@ impl Shard {
     /// the WAL records after the snapshot's LSN next, then start.
     pub fn restore(config: ShardConfig, snapshot_bytes: &[u8]) -> Result<Shard, RestoreError> {
         assert!(
-            config.shard_count >= 1 && config.shard_count <= SHARD_COUNT_MAX,
-            "shard_count out of range"
+            config.shard_count >= 1
+                && u32::from(config.shard_count) + u32::from(config.edges)
+                    <= u32::from(SHARD_COUNT_MAX),
+            "shard_count + edges out of range"
         );
+        assert!(!config.is_edge(), "an edge shard has no snapshot");
         check_notify_config(&config.notify);
         let hash = HashState::new(&config.entropy);
         let (state, last) =
             snapshot::restore(config.shard, config.shard_count, hash, snapshot_bytes)?;
         Ok(Shard::with_state(config, state, last))
+    }
+
+    /// Sets how many edge shards follow the state shards (cluster mode:
+    /// learnt when the cluster's voters are known, before the shard
+    /// starts). A started shard already told its peers it restarted.
+    pub fn set_edges(&mut self, edges: u16) {
+        assert!(!self.started, "set_edges after start");
+        assert!(
+            u32::from(self.cx.config.shard_count) + u32::from(edges) <= u32::from(SHARD_COUNT_MAX),
+            "shard_count + edges out of range"
+        );
+        self.cx.config.edges = edges;
     }
 
     /// Re-applies one WAL record written after the snapshot (or from the
@@ -205,10 +222,23 @@ impl Shard {
     /// users in this shard's conversations. The shard serves
     /// `Hello`/`Sync`/`Boot`/lists once every owner's round has arrived
     /// (`Unavailable` before).
+    ///
+    /// An edge ([`ShardConfig::is_edge`]) only tells the state shards it
+    /// restarted: it owns nothing, so it has no rounds to send.
     pub fn start(&mut self, now: Millis, out: &mut Vec<Effect>) {
         assert!(!self.started, "Shard::start called twice");
         self.started = true;
         self.advance_clock(now);
+        if self.cx.config.is_edge() {
+            assert!(
+                self.cx.next_lsn == Lsn(1),
+                "an edge shard was given records"
+            );
+            for s in 0..self.cx.config.shard_count {
+                self.cx.send_peer(ShardId(s), PeerBody::Restarted, out);
+            }
+            return;
+        }
         // The outbox survived (snapshot + replay); its timers did not.
         for (id, e) in &self.cx.state.outbox {
             self.notifier.push_due.insert((e.due, *id));
@@ -216,7 +246,9 @@ impl Shard {
         self.workspace.next_claim_retry = self.cx.now;
         // Hand-offs not confirmed durable before the stop go again.
         self.notifier.collect_redrive(&mut self.cx);
-        for s in 0..self.cx.config.shard_count {
+        // Every address, edges included: they hold subscriptions to our
+        // conversations and sessions of our users.
+        for s in 0..self.cx.config.addresses() {
             let to = ShardId(s);
             if to != self.cx.config.shard {
                 self.cx.send_peer(to, PeerBody::Restarted, out);
@@ -390,6 +422,11 @@ impl Shard {
     }
 
     fn on_tick(&mut self, out: &mut Vec<Effect>) {
+        if self.cx.config.is_edge() {
+            self.conn.expire_hellos(&mut self.cx, out);
+            self.conn.expire_waiters(&mut self.cx, out);
+            return;
+        }
         if !self.owner.rounds_due.is_empty() {
             let due = std::mem::take(&mut self.owner.rounds_due);
             self.owner.send_membership_rounds(&mut self.cx, &due, out);
@@ -416,6 +453,14 @@ impl Shard {
     }
 
     fn on_peer(&mut self, from: ShardId, body: PeerBody, out: &mut Vec<Effect>) {
+        assert!(from.0 < self.cx.config.addresses(), "peer out of range");
+        if self.cx.config.is_edge() && !matches!(body, PeerBody::Restarted | PeerBody::Conn(_)) {
+            // Only the connection role lives on an edge; the runtime routes
+            // by the destination's role, so this is a misrouted message
+            // (never from a client). Counted and dropped.
+            self.cx.metrics.peer_misrouted += 1;
+            return;
+        }
         match body {
             PeerBody::Restarted => self.on_restarted(from, out),
             PeerBody::Conn(msg) => self.conn.handle(&mut self.cx, from, msg, out),
@@ -438,8 +483,29 @@ impl Shard {
     /// needs to rebuild: our subscriptions to its conversations, our
     /// sessions of its users, and the memberships of its users in our
     /// conversations.
+    ///
+    /// With edges (cluster mode) a `Restarted` also stands for "messages
+    /// between us may have been lost" (the runtime injects one when a node
+    /// link broke or a group's leader moved; docs/CLUSTER.md, "Clients on
+    /// any node"): an edge hearing it from a state shard re-sends its
+    /// subscriptions and sessions (it holds nothing else of the sender); a
+    /// state shard hearing it from an edge forgets that edge's sessions
+    /// and interest (an edge holds nothing of ours to rebuild).
     fn on_restarted(&mut self, from: ShardId, out: &mut Vec<Effect>) {
         if from == self.cx.config.shard {
+            return;
+        }
+        let from_edge = from.0 >= self.cx.config.shard_count;
+        if self.cx.config.is_edge() {
+            if !from_edge {
+                self.conn.rewatch_owner(&mut self.cx, from, out);
+                self.conn.register_devices_with(&mut self.cx, from, out);
+            }
+            return;
+        }
+        if from_edge {
+            self.home.forget_shard_connections(&mut self.cx, from);
+            self.owner.clear_interest_of(&mut self.cx, from);
             return;
         }
         self.home.forget_shard_connections(&mut self.cx, from);

@@ -1568,6 +1568,7 @@ fn restore_plus_replay_equals_the_live_state() {
     let cfg = |shard: u16| courier_core::ShardConfig {
         shard: courier_core::api::ShardId(shard),
         shard_count: 2,
+        edges: 0,
         admin_token_hash: [0; 32],
         entropy: [1; 32],
         notify: courier_core::NotifyConfig::with_push(courier_core::PushMode::Off),

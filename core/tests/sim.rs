@@ -101,14 +101,23 @@ fn run_seed(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed ^ 0xc0ff_ee00);
     let shard_count = 1 + rng.below(4) as u16;
     let busy = rng.chance(1, 2);
-    let mut w = World::new(seed, shard_count);
+    // A third of the seeds add edges (cluster mode's connection-only
+    // shards) that clients connect to like any shard, with node links
+    // between them and the state shards that break.
+    let edges = if rng.chance(1, 3) {
+        1 + rng.below(3) as u16
+    } else {
+        0
+    };
+    let addresses = u64::from(shard_count + edges);
+    let mut w = World::with_edges(seed, shard_count, edges);
     w.storage_faults = true;
     if busy {
         w.chaos_per_mille = 1;
         w.client_weight = 25;
         w.long_offline_pct = 30;
     }
-    let admin_shard = rng.below(u64::from(shard_count)) as u16;
+    let admin_shard = rng.below(addresses) as u16;
     let admin = w.admin(admin_shard);
     let mut clients = Vec::new();
     for (wi, ws_name) in ["acme", "globex"].iter().enumerate() {
@@ -119,7 +128,7 @@ fn run_seed(seed: u64) -> Outcome {
             let (user, credential) = w.create_user(admin, ws, &format!("u{wi}-{u}"));
             let devices = 1 + rng.below(2);
             for _ in 0..devices {
-                let s = rng.below(u64::from(shard_count)) as u16;
+                let s = rng.below(addresses) as u16;
                 let c = w.user_client(user, ws, credential.clone(), s, false);
                 first.get_or_insert(c);
                 clients.push(c);
@@ -378,6 +387,16 @@ fn simulation() {
         t.history_behind,
         t.history_ahead,
         t.history_staged_kept,
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "edges: {} node links between an edge and a state shard broken, {} messages in flight lost with them",
+        t.link_breaks,
+        t.link_lost,
+    );
+    assert!(
+        range.end - range.start < 500 || t.link_breaks > 0,
+        "the seeds exercised broken links between edges and state shards"
     );
     assert!(
         range.end - range.start < 500

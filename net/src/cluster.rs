@@ -1,19 +1,20 @@
 //! Cluster mode of `courierd` (docs/CLUSTER.md): its flags and their
 //! validation ([`ClusterArgs`] → [`ClusterSettings`]), joining the cluster
 //! at start (`join`), and what every shard knows about the node's mode
-//! ([`Mode`]: the admin token's hash, whether client sessions are refused,
-//! and the `GET /admin/cluster` answer).
+//! ([`Mode`]: the admin token's hash, the node's replication view, and the
+//! `GET /admin/cluster` answer).
 //!
 //! Single-node mode is the default: without `--etcd` none of this runs and
 //! nothing changes. With `--etcd`, the node joins the etcd control plane
 //! (crate `courier-cluster`: identity, node registry, placement controller)
 //! through a [`ClusterAgent`] on its own thread.
 //!
-//! What cluster mode must never do, until replication exists: acknowledge
-//! anything held by one copy. So a cluster-mode node refuses every client
-//! session (WebSocket `Hello`, user or admin) with close code
-//! [`courier_proto::close::NOT_SERVING`]; its control plane, `/healthz`,
-//! `/metrics` and `/admin/cluster` work.
+//! What cluster mode must never do: acknowledge anything not committed on
+//! a quorum (`crate::shard::replica`). Every node accepts client sessions
+//! once it knows its cluster's voters (each core's edge,
+//! `crate::shard::edge`, routes them to the primary); before, a `Hello`
+//! is closed with [`courier_proto::close::NOT_SERVING`]. The control
+//! plane, `/healthz`, `/metrics` and `/admin/cluster` always work.
 
 mod join;
 pub mod peers;
@@ -65,7 +66,7 @@ pub struct ClusterArgs {
     #[arg(long, env = "COURIER_PEER_LISTEN", value_name = "IP:PORT")]
     pub peer_listen: Option<SocketAddr>,
     /// Cluster mode: the client address other nodes and clients are told
-    /// (registered in etcd, named in NOT_SERVING hints) [default: the
+    /// (registered in etcd, shown by `cluster status`) [default: the
     /// --listen address, its port resolved; required if that is 0.0.0.0
     /// or ::].
     #[arg(long, env = "COURIER_ADVERTISE", value_name = "IP:PORT")]
@@ -400,31 +401,14 @@ impl Mode {
         }
     }
 
-    /// The node's replication view (cluster mode only).
+    /// sha256 of the admin token every shard of this node accepts.
+    pub fn admin_token_hash(&self) -> &[u8; 32] {
+        &self.admin_token_hash
+    }
+
+    /// The node's replication view (cluster mode).
     pub fn view(&self) -> Option<&std::sync::Arc<NodeView>> {
         self.view.as_ref()
-    }
-
-    /// Whether client sessions are refused: in cluster mode, while this
-    /// node is not the serving primary (see [`NodeView`]).
-    pub fn refuses_sessions(&self) -> bool {
-        self.view.as_ref().is_some_and(|v| !v.serving())
-    }
-
-    /// The reason text of the `NOT_SERVING` close a refused `Hello` gets:
-    /// names the primary's client address (from the registry) as
-    /// `primary=ws://HOST:PORT` when it is known (see
-    /// [`not_serving_reason`]). Reads the view and the agent's last status;
-    /// never waits on etcd.
-    pub fn not_serving_reason(&self) -> String {
-        let primary = self.view.as_ref().and_then(|v| v.primary());
-        let addr = primary.and_then(|p| {
-            let status = self.cluster.as_ref()?.borrow();
-            let node = status.nodes.iter().find(|n| u64::from(n.node_id.0) == p)?;
-            Some(node.client_addr.clone())
-        });
-        let own = self.view.as_ref().map(|v| v.node);
-        not_serving_reason(primary, own, addr.as_deref())
     }
 
     /// The answer to `GET /admin/cluster` with this `Authorization` header
@@ -461,27 +445,6 @@ impl Mode {
             }
             _ => false,
         }
-    }
-}
-
-/// The key of the primary hint in a `NOT_SERVING` close reason: the
-/// reason holds `primary=ws://HOST:PORT` as one space-separated word when
-/// the primary's client address is known (docs/PROTOCOL.md §10).
-pub const PRIMARY_HINT_KEY: &str = "primary=";
-
-/// The `NOT_SERVING` close reason for a node whose primary is `primary`
-/// (a node id; `own` is this node's) registered with client address
-/// `addr`. Pure, for the tests.
-pub fn not_serving_reason(primary: Option<u64>, own: Option<u64>, addr: Option<&str>) -> String {
-    match (primary, addr) {
-        (Some(p), Some(addr)) if Some(p) == own => {
-            format!("becoming the primary, not serving yet; {PRIMARY_HINT_KEY}ws://{addr}")
-        }
-        (Some(_), Some(addr)) => format!("not the primary; {PRIMARY_HINT_KEY}ws://{addr}"),
-        (Some(p), None) => {
-            format!("not the primary; the primary, node {p}, is not registered; try another server")
-        }
-        (None, _) => "not serving: no primary elected yet; try another server".to_owned(),
     }
 }
 
@@ -854,24 +817,6 @@ mod tests {
     }
 
     #[test]
-    fn not_serving_reasons_name_the_primary_when_known() {
-        let addr = Some("127.0.0.1:7070");
-        assert_eq!(
-            not_serving_reason(Some(2), Some(1), addr),
-            "not the primary; primary=ws://127.0.0.1:7070"
-        );
-        assert_eq!(
-            not_serving_reason(Some(1), Some(1), addr),
-            "becoming the primary, not serving yet; primary=ws://127.0.0.1:7070"
-        );
-        assert!(not_serving_reason(Some(3), Some(1), None).contains("node 3"));
-        assert!(!not_serving_reason(None, Some(1), addr).contains(PRIMARY_HINT_KEY));
-        // The longest address fits a close reason (123 bytes).
-        let v6 = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
-        assert!(not_serving_reason(Some(1), Some(1), Some(v6)).len() <= 123);
-    }
-
-    #[test]
     fn command_line_wins_over_the_file() {
         let merged = ClusterArgs {
             node_id: Some(5),
@@ -992,6 +937,5 @@ mod tests {
         assert_eq!((code, body.trim()), (200, "{\"mode\":\"single-node\"}"));
         assert_eq!(mode.status_reply(Some(&format!("bearer {token}"))).0, 200);
         assert_eq!(mode.status_reply(Some(&format!("Basic {token}"))).0, 401);
-        assert!(!mode.refuses_sessions());
     }
 }

@@ -38,6 +38,10 @@ metrics! {
     peer_sent_total: "counter", "messages sent to other shards";
     peer_received_total: "counter", "messages received from other shards";
     peer_queue_depth: "gauge", "messages waiting for room on cross-shard channels";
+    peer_link_sent_total: "counter", "cluster mode: peer messages sent to shards on other nodes";
+    peer_link_received_total: "counter", "cluster mode: peer messages received from shards on other nodes";
+    peer_link_dropped_total: "counter", "cluster mode: peer messages dropped (no known leader, link queue full, undecodable, misrouted)";
+    peer_resets_total: "counter", "cluster mode: Restarted handed to a shard on a peer's behalf (link session, link break, leader change)";
     wal_appends_total: "counter", "WAL records appended";
     wal_durable_lsn: "gauge", "highest durable LSN";
     wal_batches_total: "counter", "WAL group commits (one write + one fdatasync each)";

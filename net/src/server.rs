@@ -201,9 +201,9 @@ fn open_data(
     let mode = Arc::new(Mode::cluster(joined.admin_token_hash, &joined.agent, view));
     tracing::info!(
         close_code = courier_proto::close::NOT_SERVING,
-        "cluster mode: client sessions are refused (NOT_SERVING) until this node is the primary: \
-         it leads every core's Raft group and started every core on the committed log \
-         (docs/CLUSTER.md, \"The data path\")"
+        "cluster mode: client sessions are refused (NOT_SERVING) until this node knows its \
+         cluster's voters; then every core accepts them and routes them to the primary \
+         (docs/CLUSTER.md, \"Clients on any node\")"
     );
     Ok((data, mode, Some(joined.agent)))
 }

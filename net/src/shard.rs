@@ -23,6 +23,7 @@
 //! metrics mapping).
 
 mod boot;
+mod edge;
 mod history;
 mod journal;
 mod peers;
@@ -62,12 +63,23 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// What travels between shards.
+/// What travels between the cores of a node.
 pub struct Envelope {
-    /// Sending shard.
+    /// Sending shard (a state shard or, in cluster mode, an edge).
     pub from: ShardId,
+    /// Receiving shard: the destination core's state shard or its edge.
+    pub to: ShardId,
     /// Core message (owned data and `Arc`s only).
     pub msg: PeerMsg,
+}
+
+/// Which of a core's two state machines an input is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dest {
+    /// The core's shard (in cluster mode: its group's replicated state).
+    State,
+    /// Cluster mode: the core's edge (connections only; `edge`).
+    Edge,
 }
 
 /// Process-wide stop flag and exit code, set by signal handlers and by a
@@ -126,12 +138,13 @@ pub struct ShardCtx {
     stop: Arc<Stop>,
     conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
     next_conn: Cell<u64>,
-    /// Inputs produced while the core is busy (self-addressed peer messages).
-    pending: RefCell<VecDeque<Input>>,
+    /// Inputs waiting for their state machine, in order (handled one at
+    /// a time by `drain_pending`).
+    pending: RefCell<VecDeque<(Dest, Input)>>,
     pumping: Cell<bool>,
     encoder: RefCell<Encoder>,
-    /// Per destination shard: messages waiting for room on the channel.
-    peer_out: Vec<RefCell<VecDeque<PeerMsg>>>,
+    /// Per destination core: messages waiting for room on the channel.
+    peer_out: Vec<RefCell<VecDeque<Envelope>>>,
     peer_wake: Vec<Signal>,
     /// Highest LSN appended / reported durable to the core.
     appended: Cell<u64>,
@@ -179,12 +192,29 @@ pub struct ShardCtx {
     held: RefCell<VecDeque<Input>>,
     /// Cluster mode: the replica runtime, once the voters are known.
     replica: std::cell::OnceCell<Rc<replica::Replica>>,
+    /// Cluster mode: this core's edge (its client sessions), once the
+    /// voters are known.
+    edge: std::cell::OnceCell<Rc<edge::Edge>>,
 }
 
 impl ShardCtx {
-    /// Hands one input to the core and carries out the effects.
+    /// Hands one input to the core and carries out the effects: a
+    /// connection's inputs to the shard holding its sessions (the edge in
+    /// cluster mode), everything else to the core's shard. Peer messages
+    /// come through `submit_peer`.
     pub fn submit(self: &Rc<Self>, input: Input) {
-        self.pending.borrow_mut().push_back(input);
+        let dest = match input {
+            Input::Connected { .. }
+            | Input::Hello { .. }
+            | Input::Request { .. }
+            | Input::Disconnected { .. }
+                if self.edge.get().is_some() =>
+            {
+                Dest::Edge
+            }
+            _ => Dest::State,
+        };
+        self.pending.borrow_mut().push_back((dest, input));
         self.drain_pending();
     }
 
@@ -195,17 +225,29 @@ impl ShardCtx {
         }
         let mut effects = Vec::new();
         loop {
-            let Some(input) = self.pending.borrow_mut().pop_front() else {
+            let Some((dest, input)) = self.pending.borrow_mut().pop_front() else {
                 break;
             };
-            if !self.started.get() {
-                self.hold(input);
-                continue;
-            }
-            self.core.borrow_mut().handle(now_ms(), input, &mut effects);
+            let from = match dest {
+                Dest::Edge => {
+                    let Some(edge) = self.edge.get() else {
+                        continue;
+                    };
+                    edge.core.borrow_mut().handle(now_ms(), input, &mut effects);
+                    edge.id
+                }
+                Dest::State if !self.started.get() => {
+                    self.hold(input);
+                    continue;
+                }
+                Dest::State => {
+                    self.core.borrow_mut().handle(now_ms(), input, &mut effects);
+                    self.id
+                }
+            };
             self.count(M::core_inputs_total, 1);
             for effect in effects.drain(..) {
-                self.execute(effect);
+                self.execute(effect, from);
             }
         }
         self.pumping.set(false);
@@ -214,7 +256,21 @@ impl ShardCtx {
         }
     }
 
-    fn execute(self: &Rc<Self>, effect: Effect) {
+    /// Carries out one effect of the state machine `src` (this core's
+    /// shard or its edge).
+    fn execute(self: &Rc<Self>, effect: Effect, src: ShardId) {
+        // An edge owns nothing: it never appends, reads history or pushes.
+        let edge_only = matches!(
+            effect,
+            Effect::ToShard { .. }
+                | Effect::Reply { .. }
+                | Effect::Deliver { .. }
+                | Effect::Close { .. }
+        );
+        assert!(
+            src == self.id || edge_only,
+            "an edge shard asked for {effect:?}"
+        );
         match effect {
             Effect::Push { id, push } => {
                 // The core bounds pushes in flight by the queue size, so a
@@ -227,28 +283,14 @@ impl ShardCtx {
                     let outcome = courier_core::api::PushOutcome::Retry;
                     self.pending
                         .borrow_mut()
-                        .push_back(Input::PushResult { id, outcome });
+                        .push_back((Dest::State, Input::PushResult { id, outcome }));
                 }
             }
             Effect::Append { lsn, kind, payload } => match self.replica.get() {
                 Some(r) => r.stage(lsn, kind, payload),
                 None => self.append(lsn, kind, payload),
             },
-            Effect::ToShard { shard, msg } => {
-                if shard == self.id {
-                    self.pending
-                        .borrow_mut()
-                        .push_back(Input::Peer { from: self.id, msg });
-                } else {
-                    let k = usize::from(shard.0);
-                    assert!(
-                        k < self.peer_out.len(),
-                        "core addressed shard {k} out of range"
-                    );
-                    self.peer_out[k].borrow_mut().push_back(msg);
-                    self.peer_wake[k].notify();
-                }
-            }
+            Effect::ToShard { shard, msg } => self.route_peer(src, shard, msg),
             Effect::Reply {
                 conn,
                 req,
@@ -325,6 +367,31 @@ impl ShardCtx {
     /// Pre-auth deadline.
     pub fn preauth_timeout(&self) -> Duration {
         self.config.preauth_timeout
+    }
+
+    /// A message from `from` to `to`, both on this node: handled here if
+    /// `to` is on this core, else sent on the channel to its core.
+    fn local_peer(self: &Rc<Self>, from: ShardId, to: ShardId, msg: PeerMsg) {
+        let cores = self.peer_out.len();
+        let k = match self.edge.get() {
+            Some(_) if usize::from(to.0) >= cores => (usize::from(to.0) - cores) % cores,
+            _ => usize::from(to.0),
+        };
+        assert!(k < cores, "core addressed shard {} out of range", to.0);
+        if k == usize::from(self.id.0) {
+            match self.dest_of(to) {
+                Some(dest) => self
+                    .pending
+                    .borrow_mut()
+                    .push_back((dest, Input::Peer { from, msg })),
+                None => self.count(M::peer_link_dropped_total, 1),
+            }
+        } else {
+            self.peer_out[k]
+                .borrow_mut()
+                .push_back(Envelope { from, to, msg });
+            self.peer_wake[k].notify();
+        }
     }
 
     /// The node's mode (cluster mode refuses client sessions; answers
@@ -424,7 +491,7 @@ pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
             let mut effects = Vec::new();
             ctx.core.borrow_mut().start(now_ms(), &mut effects);
             for effect in effects {
-                ctx.execute(effect);
+                ctx.execute(effect, id);
             }
             ctx.drain_pending(); // anything the start effects looped back
         }
@@ -509,6 +576,7 @@ fn new_ctx(
         started: Cell::new(started),
         held: RefCell::new(VecDeque::new()),
         replica: std::cell::OnceCell::new(),
+        edge: std::cell::OnceCell::new(),
     })
 }
 
@@ -660,6 +728,7 @@ async fn tick_task(ctx: Rc<ShardCtx>) {
             }
         }
         ctx.submit(Input::Tick);
+        ctx.edge_tick();
         ctx.publish();
         if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get()) >= snapshot_every_records()
             && ctx.storage_failed.borrow().is_none()

@@ -3,12 +3,12 @@
 //! mode with two cores each (two Raft groups), started with
 //! `courier_tools::testkit::ServerProcess`.
 //!
-//! What a user would check: exactly one node serves sessions (the others
-//! close a `Hello` with 4011); messages acknowledged there survive a
-//! `kill -9` of that node: another node starts serving and its history
-//! holds every acknowledged message exactly once, in order; the killed
-//! node, restarted, rejoins as a follower (refusing sessions) and has
-//! caught up: when the second primary is killed too, the restarted node
+//! What a user would check: exactly one node is the primary, and every
+//! node accepts sessions (clients on any node: a follower routes them to
+//! the primary); messages acknowledged there survive a `kill -9` of the
+//! primary: another node becomes the primary and its history holds every
+//! acknowledged message exactly once, in order; the killed node,
+//! restarted, rejoins as a follower and has caught up: when the second primary is killed too, the restarted node
 //! and the third one serve every message acknowledged before. A follower
 //! that was down while the others compacted their Raft logs far past its
 //! position fetches the committed records it lacks from a peer and can
@@ -103,29 +103,50 @@ fn serves(addr: SocketAddr, credential: &Credential) -> Option<bool> {
     }
 }
 
-/// Waits until exactly one of `nodes` (indexes into `all`) serves and the
-/// others refuse with 4011; returns its index and how long it took.
+/// Whether `node` says it is the primary (`serving_clients` in its
+/// `GET /admin/cluster`); None when it cannot be asked.
+fn says_primary(node: &ServerProcess, token: &str) -> Option<bool> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    match runtime.block_on(cluster_status(&node.url(), token, Duration::from_secs(2))) {
+        Ok(ClusterReport::Cluster(view)) => Some(view.serving_clients),
+        _ => None,
+    }
+}
+
+/// Waits until exactly one of `nodes` (indexes into `all`) is the primary
+/// and the others answer that they are not, and every one of them accepts
+/// an admin session (clients on any node); returns the primary's index and
+/// how long it took.
 fn wait_primary(all: &[ServerProcess], nodes: &[usize], admin: &Credential) -> (usize, Duration) {
     let started = Instant::now();
+    // The node that created the cluster wrote the token.
+    let token = all.iter().find_map(|n| n.admin_token().ok()).unwrap();
     loop {
         let answers: Vec<Option<bool>> = nodes
             .iter()
-            .map(|&i| serves(all[i].addr(), admin))
+            .map(|&i| says_primary(&all[i], &token))
             .collect();
-        let serving: Vec<usize> = nodes
+        let primaries: Vec<usize> = nodes
             .iter()
             .zip(&answers)
             .filter(|(_, a)| **a == Some(true))
             .map(|(i, _)| *i)
             .collect();
-        let refusing = answers.iter().filter(|a| **a == Some(false)).count();
-        if serving.len() == 1 && refusing == nodes.len() - 1 {
-            return (serving[0], started.elapsed());
-        }
         assert!(
-            serving.len() <= 1,
-            "two nodes serve at once: {serving:?} ({answers:?})"
+            primaries.len() <= 1,
+            "two nodes serve as the primary at once: {primaries:?} ({answers:?})"
         );
+        if primaries.len() == 1
+            && answers.iter().all(Option::is_some)
+            && nodes
+                .iter()
+                .all(|&i| serves(all[i].addr(), admin) == Some(true))
+        {
+            return (primaries[0], started.elapsed());
+        }
         if started.elapsed() > PRIMARY_WAIT {
             let logs: String = nodes
                 .iter()
@@ -427,4 +448,94 @@ fn messages_acknowledged_while_the_primary_is_killed_under_load_are_all_kept() {
         acked.len(),
         kept.len()
     );
+}
+
+/// Logs in on `addr`, asking again while the request cannot be routed yet
+/// (a node that has not learnt a new leader answers `Unavailable`).
+fn login_routed(addr: SocketAddr, user: &Credential) -> Client {
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    loop {
+        let mut c = Client::connect(addr);
+        match c.hello(user.clone()) {
+            Ok(Response::Welcome { .. }) => return c,
+            other => assert!(
+                Instant::now() < deadline,
+                "no session on {addr} within {PRIMARY_WAIT:?}: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Clients on any node: everything is done through the two followers
+/// (admin session, workspace, user, channel, sends on one, a live watcher
+/// on the other); the primary is killed; the watcher's connection, which
+/// stays open, gets live delivery again once its subscriptions reached
+/// the new primary, and nothing acknowledged is lost or repeated.
+#[test]
+fn clients_on_followers_send_and_watch_across_a_failover() {
+    let etcd = Etcd::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    let (mut nodes, admin, primary, _) = start_three(&etcd, dir.path(), &[]);
+    let followers: Vec<usize> = (0..3).filter(|&i| i != primary).collect();
+    let (a, b) = (followers[0], followers[1]);
+    let (ann, general) = setup(nodes[a].addr(), &admin);
+    let mut watcher = login_routed(nodes[b].addr(), &ann);
+    let mut acked = send_acked(nodes[a].addr(), &ann, general, "via-follower", 30);
+    let live: Vec<(Seq, String)> = (0..acked.len())
+        .map(|_| {
+            let m = watcher.next_message();
+            (m.seq, m.body)
+        })
+        .collect();
+    assert_eq!(live, acked, "live delivery through two followers");
+    assert_eq!(history(nodes[b].addr(), &ann, general), acked);
+    let (_, metrics) = common::http_get(nodes[a].addr(), "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("courier_peer_link_sent_total") && !l.ends_with(" 0")),
+        "a follower's sessions cross the node link:\n{metrics}"
+    );
+
+    nodes[primary].kill9();
+    let (second, failover) = wait_primary(&nodes, &followers, &admin);
+    eprintln!(
+        "failover: node {} is the primary {failover:?} after the kill",
+        second + 1
+    );
+    let mut sender = login_routed(nodes[a].addr(), &ann);
+    // Live delivery resumes on the watcher's connection (it was never
+    // closed): probe until a message reaches it live.
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    loop {
+        let body = format!("probe-{}", acked.len());
+        let seq = sender.send(general, &body);
+        acked.push((seq, body));
+        let (events, closed) = watcher.drain_events(Duration::from_millis(500));
+        assert!(
+            closed.is_none(),
+            "the watcher's connection closed: {closed:?}"
+        );
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::Message(m) if m.seq == seq))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "live delivery did not resume on the watcher"
+        );
+    }
+    let more = send_acked(nodes[a].addr(), &ann, general, "after", 20);
+    let live: Vec<(Seq, String)> = (0..more.len())
+        .map(|_| {
+            let m = watcher.next_message();
+            (m.seq, m.body)
+        })
+        .collect();
+    assert_eq!(live, more, "live delivery after the failover, in order");
+    acked.extend(more);
+    assert_eq!(history(nodes[b].addr(), &ann, general), acked);
 }

@@ -501,7 +501,7 @@ impl World {
         let client = &self.clients[c];
         if client.state == CState::Offline {
             if client.offline_until <= self.step {
-                let s = self.rng.below(u64::from(self.shard_count)) as u16;
+                let s = self.client_shard();
                 self.connect(c, s);
             }
             return;

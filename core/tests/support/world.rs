@@ -32,6 +32,14 @@ pub struct World {
     pub now: u64,
     pub step: u64,
     pub shard_count: u16,
+    /// Edge shards after the state shards (connections only; cluster
+    /// mode's clients on any node): ids `shard_count..shard_count + edges`.
+    pub edges: u16,
+    /// A `Restarted` owed to an edge on a state shard's behalf after the
+    /// edge's link to it broke (the runtime's outbound-break rule,
+    /// net/src/shard/edge.rs): (edge, state shard), delivered at a random
+    /// later step.
+    pub resets: Vec<(u16, u16)>,
     pub nodes: Vec<Node>,
     pub net: BTreeMap<(u16, u16), VecDeque<PeerMsg>>,
     pub links: BTreeMap<ConnId, Link>,
@@ -103,6 +111,10 @@ pub struct Stats {
     pub roles_refused: u64,
     /// Snapshots after which the log was truncated.
     pub truncations: u64,
+    /// Node links between an edge and a state shard broken, and the
+    /// messages in flight they lost.
+    pub link_breaks: u64,
+    pub link_lost: u64,
     /// Restarts that read the log from below the snapshot to complete
     /// the history store (it was behind), and ones where it was ahead.
     pub history_behind: u64,
@@ -137,6 +149,8 @@ impl Stats {
             roles_set,
             roles_refused,
             truncations,
+            link_breaks,
+            link_lost,
             history_behind,
             history_ahead,
             history_staged_kept,
@@ -163,6 +177,8 @@ impl Stats {
         self.roles_refused += roles_refused;
         self.truncated_syncs += truncated_syncs;
         self.truncations += truncations;
+        self.link_breaks += link_breaks;
+        self.link_lost += link_lost;
         self.history_behind += history_behind;
         self.history_ahead += history_ahead;
         self.history_staged_kept += history_staged_kept;
@@ -170,9 +186,19 @@ impl Stats {
 }
 
 pub(super) fn config(shard: u16, shard_count: u16, entropy: [u8; 32]) -> ShardConfig {
+    config_with_edges(shard, shard_count, 0, entropy)
+}
+
+pub(super) fn config_with_edges(
+    shard: u16,
+    shard_count: u16,
+    edges: u16,
+    entropy: [u8; 32],
+) -> ShardConfig {
     ShardConfig {
         shard: ShardId(shard),
         shard_count,
+        edges,
         admin_token_hash: hash_secret(&ADMIN_SECRET),
         entropy,
         notify: NotifyConfig {
@@ -188,12 +214,19 @@ pub const SIM_GRACE_MS: u64 = 1_000;
 
 impl World {
     pub fn new(seed: u64, shard_count: u16) -> World {
+        World::with_edges(seed, shard_count, 0)
+    }
+
+    /// A world whose clients may also connect to `edges` edge shards.
+    pub fn with_edges(seed: u64, shard_count: u16, edges: u16) -> World {
         let mut w = World {
             seed,
             rng: Rng::new(seed),
             now: 1_700_000_000_000,
             step: 0,
             shard_count,
+            edges,
+            resets: Vec::new(),
             nodes: Vec::new(),
             net: BTreeMap::new(),
             links: BTreeMap::new(),
@@ -213,11 +246,11 @@ impl World {
             staged: Vec::new(),
         };
         w.model.records = (0..shard_count).map(|_| BTreeMap::new()).collect();
-        for s in 0..shard_count {
-            let shard = Shard::new(config(s, shard_count, w.rng.bytes32()));
+        for s in 0..shard_count + edges {
+            let shard = Shard::new(config_with_edges(s, shard_count, edges, w.rng.bytes32()));
             w.nodes.push(Node::new(Some(shard)));
         }
-        for s in 0..shard_count {
+        for s in 0..shard_count + edges {
             let mut out = Vec::new();
             let now = Millis(w.now);
             if let Some(shard) = w.nodes[usize::from(s)].shard.as_mut() {
@@ -279,7 +312,7 @@ impl World {
                     self.nodes[usize::from(s)].index.push(stored);
                 }
                 Effect::ToShard { shard, msg } => {
-                    assert!(shard.0 < self.shard_count);
+                    assert!(shard.0 < self.addresses());
                     self.stats.peer_messages += 1;
                     // Every message crosses its wire form (as between
                     // nodes) and must come back equal.
@@ -369,14 +402,32 @@ impl World {
         self.report_fault(s);
     }
 
+    /// Every shard address: state shards, then edges.
+    pub fn addresses(&self) -> u16 {
+        self.shard_count + self.edges
+    }
+
+    /// Whether `s` is an edge.
+    pub fn is_edge(&self, s: u16) -> bool {
+        s >= self.shard_count
+    }
+
+    /// A random address for a client to connect to.
+    pub fn client_shard(&mut self) -> u16 {
+        self.rng.below(u64::from(self.addresses())) as u16
+    }
+
     pub fn tick(&mut self) {
         self.now += TICK_MS;
-        for s in 0..self.shard_count {
+        for s in 0..self.addresses() {
             self.input(s, Input::Tick);
         }
     }
 
     pub fn crash(&mut self, s: u16) {
+        if self.is_edge(s) {
+            return self.edge_crash(s);
+        }
         if self.replicated {
             if let Some(k) = self.cluster.as_ref().and_then(|c| c.serving) {
                 self.node_crash(k);
@@ -438,6 +489,9 @@ impl World {
     }
 
     pub fn restart(&mut self, s: u16) {
+        if self.is_edge(s) {
+            return self.edge_restart(s);
+        }
         if self.replicated {
             self.cluster_restart_all();
             return;
@@ -446,7 +500,7 @@ impl World {
             return;
         }
         let entropy = self.rng.bytes32();
-        let cfg = config(s, self.shard_count, entropy);
+        let cfg = config_with_edges(s, self.shard_count, self.edges, entropy);
         let node = &self.nodes[usize::from(s)];
         let mut shard = match node.snapshots.last() {
             Some((_, bytes)) => Shard::restore(cfg, bytes).expect("snapshot restores"),
@@ -540,6 +594,7 @@ impl World {
                 .links
                 .values()
                 .any(|l| !l.down.is_empty() || (l.open && (!l.up.is_empty() || !l.connected)))
+            || !self.resets.is_empty()
             || (self.replicated && self.cluster_busy())
     }
 
@@ -616,6 +671,9 @@ impl World {
         if !downs.is_empty() {
             options.push((20, 4));
         }
+        if !self.resets.is_empty() {
+            options.push((3, 8));
+        }
         if chaos.clients_act {
             options.push((self.client_weight, 5));
         }
@@ -661,6 +719,18 @@ impl World {
                 let &s = self.rng.pick(&pushing).expect("pushing");
                 self.answer_push(s);
             }
+            8 => {
+                let k = self.rng.below(self.resets.len() as u64) as usize;
+                let (edge, from) = self.resets.swap_remove(k);
+                let msg = PeerMsg::restarted();
+                self.input(
+                    edge,
+                    Input::Peer {
+                        from: ShardId(from),
+                        msg,
+                    },
+                );
+            }
             _ => self.tick(),
         }
     }
@@ -670,7 +740,10 @@ impl World {
             self.cluster_chaos();
             return;
         }
-        let s = self.rng.below(u64::from(self.shard_count)) as u16;
+        let s = self.rng.below(u64::from(self.addresses())) as u16;
+        if self.is_edge(s) {
+            return self.edge_chaos(s);
+        }
         let kinds = if self.storage_faults { 12 } else { 10 };
         match self.rng.below(kinds) {
             0..=2 => {
@@ -699,7 +772,7 @@ impl World {
     /// receive), restarting crashed shards first.
     pub fn settle(&mut self) {
         self.gateway.down = false;
-        for s in 0..self.shard_count {
+        for s in 0..self.addresses() {
             self.restart(s);
         }
         let mut idle_ticks = 0;
@@ -732,11 +805,85 @@ impl World {
         for c in 0..self.clients.len() {
             let client = &self.clients[c];
             if client.auto && client.state == CState::Offline && client.offline_until <= self.step {
-                let s = self.rng.below(u64::from(self.shard_count)) as u16;
+                let s = self.client_shard();
                 if self.nodes[usize::from(s)].shard.is_some() {
                     self.connect(c, s);
                 }
             }
+        }
+    }
+}
+
+impl World {
+    /// An edge's process dies: its connections and what was sent to it
+    /// are gone (it holds nothing durable).
+    fn edge_crash(&mut self, s: u16) {
+        if self.nodes[usize::from(s)].shard.take().is_none() {
+            return;
+        }
+        self.stats.crashes += 1;
+        self.nodes[usize::from(s)].next_conn = 0;
+        self.net.retain(|(_, to), _| *to != s);
+        self.resets.retain(|(edge, _)| *edge != s);
+        let dead: Vec<ConnId> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|c| c.shard() == ShardId(s))
+            .collect();
+        for conn in dead {
+            if let Some(link) = self.links.remove(&conn) {
+                let client = &mut self.clients[link.client];
+                if client.conn == Some(conn) {
+                    client.go_offline(self.step + 5);
+                }
+            }
+        }
+    }
+
+    /// A fresh edge (a new incarnation; it tells the state shards).
+    fn edge_restart(&mut self, s: u16) {
+        if self.nodes[usize::from(s)].shard.is_some() {
+            return;
+        }
+        let cfg = config_with_edges(s, self.shard_count, self.edges, self.rng.bytes32());
+        let mut shard = Shard::new(cfg);
+        let mut out = Vec::new();
+        shard.start(Millis(self.now), &mut out);
+        self.nodes[usize::from(s)].shard = Some(shard);
+        self.process(s, out);
+    }
+
+    /// Chaos at an edge: a crash, a restart, or a broken node link between
+    /// it and a state shard (either direction).
+    fn edge_chaos(&mut self, s: u16) {
+        match self.rng.below(6) {
+            0 => self.edge_crash(s),
+            1 | 2 => self.edge_restart(s),
+            _ => {
+                let t = self.rng.below(u64::from(self.shard_count)) as u16;
+                if self.rng.chance(1, 2) {
+                    self.break_link(s, t);
+                } else {
+                    self.break_link(t, s);
+                }
+            }
+        }
+    }
+
+    /// The node link carrying `from` → `to` breaks: what was in flight is
+    /// lost. As the runtime does (net/src/shard/edge.rs): the receiver
+    /// hears `Restarted` from the sender before anything sent on the next
+    /// connection, and an edge that sent hears `Restarted` from the state
+    /// shard some time later (its link's break notice).
+    pub fn break_link(&mut self, from: u16, to: u16) {
+        self.stats.link_breaks += 1;
+        let queue = self.net.entry((from, to)).or_default();
+        self.stats.link_lost += queue.len() as u64;
+        queue.clear();
+        queue.push_back(PeerMsg::restarted());
+        if self.is_edge(from) {
+            self.resets.push((from, to));
         }
     }
 }

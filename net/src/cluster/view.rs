@@ -3,11 +3,12 @@
 //! reading it never waits).
 //!
 //! Each core of a cluster-mode node hosts one Raft group (the replica of
-//! its shard). The node **serves** client sessions only while it leads
-//! every group and every core has started its state machine on top of the
-//! committed log (the *primary*); any other node refuses sessions with
-//! `NOT_SERVING` and names the primary as a hint. The replica runtime
-//! (`crate::shard::replica`) writes this view; the gateway and
+//! its shard). The node **serves** (its state shards run) only while it
+//! leads every group and every core has started its state machine on top
+//! of the committed log (the *primary*). Client sessions are accepted by
+//! every node: each core's edge (`crate::shard::edge`) routes them to each
+//! group's leader as this view knows it. The replica runtime
+//! (`crate::shard::replica`) writes this view; the edges and
 //! `GET /admin/cluster` read it.
 //!
 //! Must never: block, or claim `serving` before every core started.

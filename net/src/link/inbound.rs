@@ -40,6 +40,12 @@ pub struct Inbound {
     pub kind: u8,
     /// The sender's bytes (a slice of the frame they came in).
     pub payload: Bytes,
+    /// The first message this inbox delivers from a new connection of its
+    /// source core (the first ever, or one after a reconnect): what that
+    /// core sent on its earlier connection to this core may have been
+    /// lost, and nothing of the new one was delivered before this. The
+    /// layer above acts on it before the message (docs/LINKS.md).
+    pub new_session: bool,
 }
 
 /// One core's incoming messages, from every node and every core, FIFO per
@@ -61,20 +67,24 @@ impl Inbox {
                 .order
                 .borrow_mut()
                 .admit(env.from_node, env.from_core, env.generation);
-            match admit {
+            let new_session = match admit {
                 Admit::Stale => {
                     add(&self.state.counters.stale_dropped, 1);
                     continue;
                 }
-                Admit::Untracked => add(&self.state.counters.untracked_sources, 1),
-                Admit::Deliver => {}
-            }
+                Admit::Untracked => {
+                    add(&self.state.counters.untracked_sources, 1);
+                    true // untracked: every message may start a session
+                }
+                Admit::Deliver { new_session } => new_session,
+            };
             add(&self.state.counters.messages_delivered, 1);
             return Some(Inbound {
                 from_node: env.from_node,
                 from_core: env.from_core,
                 kind: env.kind,
                 payload: env.payload,
+                new_session,
             });
         }
     }
@@ -83,8 +93,12 @@ impl Inbox {
 /// What [`SourceOrder::admit`] says about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Admit {
-    /// In order: deliver it.
-    Deliver,
+    /// In order: deliver it (`new_session`: the first from a newer
+    /// connection of its source core than any delivered before).
+    Deliver {
+        /// A newer generation than the last delivered, or the first.
+        new_session: bool,
+    },
     /// A newer connection of its source core has already delivered: it
     /// was overtaken (it raced a reconnect through another accepting
     /// core), and delivering it would break FIFO. Drop it.
@@ -106,12 +120,13 @@ impl SourceOrder {
         match self.latest.get_mut(&(node, core)) {
             Some(g) if generation < *g => Admit::Stale,
             Some(g) => {
+                let new_session = generation > *g;
                 *g = generation;
-                Admit::Deliver
+                Admit::Deliver { new_session }
             }
             None if room => {
                 self.latest.insert((node, core), generation);
-                Admit::Deliver
+                Admit::Deliver { new_session: true }
             }
             None => Admit::Untracked,
         }
@@ -446,15 +461,19 @@ mod tests {
         let check = |order: &mut SourceOrder, (n, c): (NodeId, CoreId), g, expected| {
             assert_eq!(order.admit(n, c, g), expected, "{n}:{c} generation {g}");
         };
-        check(&mut order, a, 10, Admit::Deliver);
-        check(&mut order, a, 10, Admit::Deliver);
+        let (new, same) = (
+            Admit::Deliver { new_session: true },
+            Admit::Deliver { new_session: false },
+        );
+        check(&mut order, a, 10, new);
+        check(&mut order, a, 10, same);
         // Another source core is independent.
-        check(&mut order, b, 5, Admit::Deliver);
-        // A reconnect: generation 11 delivers, then a late message of 10
-        // (overtaken through another accepting core) is dropped.
-        check(&mut order, a, 11, Admit::Deliver);
+        check(&mut order, b, 5, new);
+        // A reconnect: generation 11 starts a session, then a late message
+        // of 10 (overtaken through another accepting core) is dropped.
+        check(&mut order, a, 11, new);
         check(&mut order, a, 10, Admit::Stale);
-        check(&mut order, a, 11, Admit::Deliver);
+        check(&mut order, a, 11, same);
         check(&mut order, b, 4, Admit::Stale);
     }
 
@@ -463,7 +482,10 @@ mod tests {
         let mut order = SourceOrder::default();
         for i in 0..INBOX_SOURCES_MAX {
             let (node, core) = (NodeId((i / 1024) as u32), CoreId((i % 1024) as u16));
-            assert_eq!(order.admit(node, core, 1), Admit::Deliver);
+            assert_eq!(
+                order.admit(node, core, 1),
+                Admit::Deliver { new_session: true }
+            );
         }
         assert_eq!(
             order.admit(NodeId(u32::MAX), CoreId(0), 1),

@@ -56,6 +56,7 @@ pub(super) async fn open_and_replay(
     let core_config = || ShardConfig {
         shard: id,
         shard_count: shards,
+        edges: 0,
         admin_token_hash,
         entropy,
         notify: config.notify,

@@ -10,7 +10,6 @@
 use super::{Envelope, ShardCtx};
 use crate::constants::PEER_QUEUE_HIGH_WATER;
 use crate::metrics::M;
-use courier_core::api::Input;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use std::rc::Rc;
 use std::time::Duration;
@@ -81,11 +80,10 @@ pub(super) fn spawn_peer_tasks(
         glommio::spawn_local(async move {
             loop {
                 let next = ctx.peer_out[k].borrow_mut().pop_front();
-                let Some(msg) = next else {
+                let Some(env) = next else {
                     ctx.peer_wake[k].wait().await;
                     continue;
                 };
-                let env = Envelope { from: ctx.id, msg };
                 if sender.send(env).await.is_err() {
                     tracing::warn!(shard = ctx.id.0, peer = k, "peer channel closed");
                     return;
@@ -95,16 +93,12 @@ pub(super) fn spawn_peer_tasks(
         })
         .detach();
     }
-    for (k, receiver) in receivers {
+    for (_, receiver) in receivers {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
             while let Some(env) = receiver.recv().await {
-                debug_assert_eq!(usize::from(env.from.0), k);
                 ctx.count(M::peer_received_total, 1);
-                ctx.submit(Input::Peer {
-                    from: env.from,
-                    msg: env.msg,
-                });
+                ctx.submit_peer(env.from, env.to, env.msg);
             }
         })
         .detach();

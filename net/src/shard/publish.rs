@@ -36,7 +36,12 @@ impl ShardCtx {
         c.set(M::core_sends_deduplicated_total, core.sends_deduplicated);
         c.set(M::core_rejects_total, core.rejects);
         c.set(M::core_fanout_messages_total, core.fanout_messages);
-        c.set(M::core_sessions, core.sessions);
+        // Cluster mode: the sessions are the edge's.
+        let edge_sessions = self
+            .edge
+            .get()
+            .map_or(0, |e| e.core.borrow().metrics().sessions);
+        c.set(M::core_sessions, core.sessions + edge_sessions);
         c.set(M::notify_decided_total, core.notify_decided);
         c.set(M::notify_in_app_total, core.notify_in_app);
         let suppressed: u64 = core.notify_suppressed.iter().sum();

@@ -72,7 +72,10 @@ impl ShardCtx {
         self.conns.borrow().get(&id).cloned()
     }
 
-    /// Registers a new connection, or `None` at the per-shard limit.
+    /// Registers a new connection, or `None` at the per-shard limit. In
+    /// cluster mode the connection belongs to the core's edge; before the
+    /// edge exists it gets the core's own id, and its `Hello` is refused
+    /// (`refuses_session`).
     pub fn register_conn(self: &Rc<Self>) -> Option<Rc<Conn>> {
         if self.conns.borrow().len() >= self.config.connections_per_shard_max {
             self.count(M::connections_refused_total, 1);
@@ -81,7 +84,7 @@ impl ShardCtx {
         let local = self.next_conn.get();
         self.next_conn.set(local + 1);
         let conn = gateway::new_conn(
-            ConnId::new(self.id, local),
+            ConnId::new(self.session_shard().unwrap_or(self.id), local),
             self.config.outbox_bytes_max,
             Limiter::new(self.config.rate_conn_per_sec),
         );

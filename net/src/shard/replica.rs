@@ -133,8 +133,17 @@ impl ShardCtx {
     /// Cluster mode, core not started: keeps what must reach the core once
     /// it starts (peer messages, bounded), drops the rest (connections are
     /// announced again at start; ticks and durability reports are moot).
+    ///
+    /// Messages from edges are dropped, not held: the core's `Restarted`
+    /// at start makes every edge send again what it holds
+    /// (`edge`), and a node that never becomes primary would otherwise
+    /// hold them until the bound.
     pub(super) fn hold(&self, input: Input) {
-        if let Input::Peer { .. } = input {
+        if let Input::Peer { from, .. } = &input {
+            if usize::from(from.0) >= self.peer_out.len() {
+                self.count(crate::metrics::M::peer_link_dropped_total, 1);
+                return;
+            }
             let mut held = self.held.borrow_mut();
             if held.len() >= HELD_INPUTS_MAX {
                 fatal(
@@ -197,6 +206,15 @@ async fn attach(ctx: &Rc<ShardCtx>, start: ReplicaStart, dir: &Path) -> anyhow::
     if ctx.replica.set(r.clone()).is_err() {
         anyhow::bail!("replica attached twice");
     }
+    let shards = ctx.peer_out.len() as u16;
+    let routes = super::edge::Routes::new(
+        r.view.node,
+        &start.voters,
+        shards,
+        r.links.clone(),
+        r.view.clone(),
+    )?;
+    ctx.attach_edge(routes)?;
     glommio::spawn_local(driver(ctx.clone(), r.clone())).detach();
     glommio::spawn_local(persister(ctx.clone(), r.clone())).detach();
     glommio::spawn_local(receiver(ctx.clone(), r.clone(), inbox)).detach();
@@ -411,13 +429,14 @@ fn start_core(ctx: &Rc<ShardCtx>, view: &NodeView) {
     let mut effects = Vec::new();
     ctx.core.borrow_mut().start(now_ms(), &mut effects);
     for effect in effects {
-        ctx.execute(effect);
+        ctx.execute(effect, ctx.id);
     }
-    let conns: Vec<_> = ctx.conns.borrow().keys().copied().collect();
+    // The node's connections are its edges' (`edge`); only peer messages
+    // from state shards were held.
     {
         let mut pending = ctx.pending.borrow_mut();
-        pending.extend(conns.into_iter().map(|conn| Input::Connected { conn }));
-        pending.extend(ctx.held.borrow_mut().drain(..));
+        let held: Vec<Input> = ctx.held.borrow_mut().drain(..).collect();
+        pending.extend(held.into_iter().map(|i| (super::Dest::State, i)));
     }
     ctx.drain_pending();
     tracing::info!(
@@ -465,8 +484,15 @@ pub(super) async fn shutdown(ctx: &ShardCtx) {
 
 async fn receiver(ctx: Rc<ShardCtx>, r: Rc<Replica>, inbox: Inbox) {
     while let Some(m) = inbox.recv().await {
+        if m.new_session {
+            ctx.on_link_session(m.from_node, m.from_core);
+        }
         match m.kind {
             LINK_KIND_RAFT => {}
+            super::edge::LINK_KIND_PEER => {
+                ctx.on_link_peer(&m);
+                continue;
+            }
             fetch::LINK_KIND_FETCH_REQUEST => {
                 serve_fetch(&ctx, &r, &m);
                 continue;

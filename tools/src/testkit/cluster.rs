@@ -18,10 +18,13 @@
 //!   connections it dialed, so the node hears nothing — no votes, no
 //!   append acknowledgements — while what it sends still arrives until it
 //!   steps down); [`Cluster::heal`] ends it;
-//! - [`Cluster::probe`] tells whether a node serves clients (an admin
-//!   `Hello` answered with `Welcome`) or refuses them (close 4011
-//!   `NOT_SERVING`); [`Cluster::wait_primary`] waits until exactly one
-//!   node serves, restarting on the way every node that exited by itself
+//! - [`Cluster::probe`] tells whether a node is the primary (an admin
+//!   `Hello` answered with `Welcome` — every node that joined its cluster
+//!   accepts sessions — and its `GET /admin/cluster` says it serves), a
+//!   node that is not (sessions accepted and routed to the primary, or
+//!   refused with 4011 `NOT_SERVING` before the node joined), or down;
+//!   [`Cluster::wait_primary`] waits until exactly one node is the
+//!   primary, restarting on the way every node that exited by itself
 //!   (a deposed primary exits on purpose; this is its supervisor);
 //! - [`Cluster::servers`] is the `ws://a/,ws://b/,ws://c/` list a client is
 //!   given.
@@ -105,13 +108,14 @@ impl Default for ClusterOptions {
     }
 }
 
-/// What a node answers to an admin `Hello`.
+/// What [`Cluster::probe`] found a node to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
-    /// `Welcome`: it serves client sessions (the primary).
+    /// The primary: its state shards serve (`serving_clients`).
     Serving,
-    /// Closed with 4011 `NOT_SERVING`; the close reason (which names the
-    /// primary once the gateway gives a hint).
+    /// Not the primary: it accepts sessions and routes them to the
+    /// primary, or (closed with 4011 `NOT_SERVING`, the reason given) it
+    /// has not joined its cluster yet.
     NotServing(String),
     /// Not reachable, or another answer (the text says which).
     Down(String),
@@ -402,7 +406,7 @@ impl Cluster {
 
     /// What node `index` answers to an admin `Hello` now.
     pub fn probe(&self, index: usize) -> Probe {
-        let Ok(credential) = self.admin_credential() else {
+        let (Ok(token), Ok(credential)) = (self.admin_token(), self.admin_credential()) else {
             return Probe::Down("no admin token yet".into());
         };
         let mut options = ConnectOptions::new(self.node(index).process.url(), credential);
@@ -419,7 +423,26 @@ impl Cluster {
                 .await
                 .map(|(connection, _events)| drop(connection))
         });
-        classify(&outcome)
+        match classify(&outcome) {
+            // Every node that joined accepts sessions (clients on any
+            // node); the primary is the one whose status says it serves.
+            Probe::Serving => {
+                let url = self.node(index).process.url();
+                let status = runtime.block_on(crate::admin_http::cluster_status(
+                    &url,
+                    &token,
+                    PROBE_TIMEOUT,
+                ));
+                match status {
+                    Ok(crate::admin_http::ClusterReport::Cluster(view)) if view.serving_clients => {
+                        Probe::Serving
+                    }
+                    Ok(_) => Probe::NotServing("accepts sessions; not the primary".into()),
+                    Err(e) => Probe::Down(format!("GET /admin/cluster: {e}")),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Restarts every node that exited by itself (recording the exit in

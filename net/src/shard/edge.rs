@@ -1,0 +1,449 @@
+//! Cluster mode's **edge**: on every core of every node, a connection-only
+//! `courier_core::Shard` that holds the client sockets this core accepted
+//! and forwards everything else to the state shards, wherever their
+//! group's leader runs — so a client may connect to any node
+//! (docs/CLUSTER.md, "Clients on any node").
+//!
+//! Addresses. State shard `s` (`0..S`, S = cores: one Raft group per
+//! core) lives on core `s` of the node leading group `s`. The edges come
+//! after them: the edge of core `c` of the voter at index `i` (voters
+//! sorted by node id; the set is fixed for the cluster) is
+//! `S + i·cores + c`. [`Routes::locate`] turns an address into (node,
+//! core); a message for another node crosses the node link as
+//! [`LINK_KIND_PEER`] (`version 1 (u8), from (u16), to (u16)`, then the
+//! `PeerMsg` wire form), FIFO per (source core, destination core) like
+//! every link message.
+//!
+//! Lost messages. The peer protocol assumes messages between two shards
+//! are lost only when one of them restarts, which its `Restarted` then
+//! repairs. Across nodes a message can also be lost when a link breaks,
+//! and an edge's messages go nowhere while no leader is known. So the
+//! runtime hands a shard a `Restarted` on its peer's behalf (the core
+//! treats it as "messages between us may have been lost"):
+//! - **a new inbound session** (the first message of a new connection of
+//!   a peer core, [`crate::link::Inbound::new_session`]): before that
+//!   message, the local state shard hears it from the sending core's edge
+//!   (it forgets that edge's sessions and interest) and the local edge
+//!   hears it from the sending core's state shard if that node leads it
+//!   (the edge subscribes and registers its sessions again);
+//! - **an outbound break** (`LinkHandle::take_downs`, each tick): the edge
+//!   hears it from every state shard led by that node, and re-sends;
+//! - **a leader change** of a group (the node view, each tick): the edge
+//!   hears it from that state shard, and re-sends to the new leader.
+//!
+//! The state shard forgets only on an inbound session start, which comes
+//! before anything the edge re-sends (those travel on that session or a
+//! later one); the edge re-sends on every event, which is idempotent.
+//!
+//! Must never: append a record, hold a message for later, or block.
+
+use super::{now_ms, Dest, ShardCtx};
+use crate::cluster::NodeView;
+use crate::link::{self, CoreId, LinkHandle};
+use crate::metrics::M;
+use courier_core::api::{Input, PeerMsg, PeerWireError, ShardId};
+use courier_core::{Shard, ShardConfig};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Link message kind of a peer message between shards of two nodes.
+pub const LINK_KIND_PEER: u8 = 4;
+/// Version byte of [`LINK_KIND_PEER`] frames.
+const PEER_FRAME_VERSION: u8 = 1;
+/// Version, from, to.
+const PEER_FRAME_HEADER_BYTES: usize = 5;
+
+/// Why a [`LINK_KIND_PEER`] payload could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerFrameError {
+    /// Shorter than the header.
+    #[error("peer frame of {0} bytes, shorter than its {PEER_FRAME_HEADER_BYTES}-byte header")]
+    Short(usize),
+    /// Another version (another build).
+    #[error("peer frame version {0}, this node reads {PEER_FRAME_VERSION}")]
+    Version(u8),
+    /// The message itself.
+    #[error("peer frame: {0}")]
+    Message(#[from] PeerWireError),
+}
+
+/// A peer message's link payload: the header, then `msg`'s wire form.
+pub fn encode_peer(from: ShardId, to: ShardId, msg: &PeerMsg) -> Result<Vec<u8>, PeerWireError> {
+    let body = msg.encode()?;
+    let mut out = Vec::with_capacity(PEER_FRAME_HEADER_BYTES + body.len());
+    out.push(PEER_FRAME_VERSION);
+    out.extend_from_slice(&from.0.to_le_bytes());
+    out.extend_from_slice(&to.0.to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The (from, to, message) of a [`LINK_KIND_PEER`] payload; checked,
+/// never panics.
+pub fn decode_peer(bytes: &[u8]) -> Result<(ShardId, ShardId, PeerMsg), PeerFrameError> {
+    if bytes.len() < PEER_FRAME_HEADER_BYTES {
+        return Err(PeerFrameError::Short(bytes.len()));
+    }
+    if bytes[0] != PEER_FRAME_VERSION {
+        return Err(PeerFrameError::Version(bytes[0]));
+    }
+    let from = u16::from_le_bytes([bytes[1], bytes[2]]);
+    let to = u16::from_le_bytes([bytes[3], bytes[4]]);
+    let msg = PeerMsg::decode(&bytes[PEER_FRAME_HEADER_BYTES..])?;
+    Ok((ShardId(from), ShardId(to), msg))
+}
+
+/// Where every shard of the cluster is, as this node knows it.
+pub(crate) struct Routes {
+    /// This node.
+    pub(crate) node: u64,
+    /// The cluster's voters, ascending (fixed for the cluster).
+    voters: Vec<u64>,
+    /// State shards = cores per node (one group per core).
+    shards: u16,
+    /// This core's links.
+    pub(crate) links: LinkHandle,
+    /// Each group's leader as this node knows it.
+    view: Arc<NodeView>,
+}
+
+impl Routes {
+    /// Routes for `node` among `voters` (any order; `node` must be one).
+    pub(crate) fn new(
+        node: u64,
+        voters: &[u64],
+        shards: u16,
+        links: LinkHandle,
+        view: Arc<NodeView>,
+    ) -> anyhow::Result<Routes> {
+        let mut voters = voters.to_vec();
+        voters.sort_unstable();
+        voters.dedup();
+        if !voters.contains(&node) {
+            anyhow::bail!("node {node} is not among the voters {voters:?}");
+        }
+        let addresses = u32::from(shards) * (voters.len() as u32 + 1);
+        if addresses > u32::from(courier_core::constants::SHARD_COUNT_MAX) {
+            anyhow::bail!(
+                "{} voters × {shards} cores: {addresses} shard addresses, at most {}",
+                voters.len(),
+                courier_core::constants::SHARD_COUNT_MAX
+            );
+        }
+        Ok(Routes {
+            node,
+            voters,
+            shards,
+            links,
+            view,
+        })
+    }
+
+    /// Edge shards in the cluster.
+    pub(crate) fn edges(&self) -> u16 {
+        self.voters.len() as u16 * self.shards
+    }
+
+    /// The edge of `core` of `node` (None: not a voter).
+    pub(crate) fn edge_id(&self, node: u64, core: u16) -> Option<ShardId> {
+        let index = self.voters.iter().position(|v| *v == node)? as u16;
+        (core < self.shards).then(|| ShardId(self.shards + index * self.shards + core))
+    }
+
+    /// The leader of group `s` as this node knows it (None: unknown).
+    pub(crate) fn leader(&self, s: u16) -> Option<u64> {
+        let leader = self
+            .view
+            .cores
+            .get(usize::from(s))?
+            .leader
+            .load(Ordering::SeqCst);
+        (leader != 0).then_some(leader)
+    }
+
+    /// The (node, core) of address `to`: a state shard at its group's
+    /// leader, an edge at its node. None: no leader known, or not an
+    /// address of this cluster.
+    pub(crate) fn locate(&self, to: ShardId) -> Option<(u64, u16)> {
+        if to.0 < self.shards {
+            return Some((self.leader(to.0)?, to.0));
+        }
+        let e = to.0 - self.shards;
+        let node = *self.voters.get(usize::from(e / self.shards))?;
+        Some((node, e % self.shards))
+    }
+}
+
+/// One core's edge: its shard and what it last acted on.
+pub(crate) struct Edge {
+    /// Its address.
+    pub(crate) id: ShardId,
+    /// The connection-only shard.
+    pub(crate) core: RefCell<Shard>,
+    /// Where everything is.
+    pub(crate) routes: Routes,
+    /// Per group, the leader the edge last re-sent its state to.
+    leaders: RefCell<Vec<u64>>,
+}
+
+impl ShardCtx {
+    /// Cluster mode: builds this core's edge once the voters are known,
+    /// tells the (un-started) state shard how many edges there are, and
+    /// starts the edge. Sessions are accepted from now on.
+    pub(super) fn attach_edge(self: &Rc<Self>, routes: Routes) -> anyhow::Result<()> {
+        let shards = routes.shards;
+        let id = routes
+            .edge_id(routes.node, self.id.0)
+            .ok_or_else(|| anyhow::anyhow!("core {} has no edge address", self.id.0))?;
+        let mut entropy = [0u8; 32];
+        getrandom::getrandom(&mut entropy)
+            .map_err(|e| anyhow::anyhow!("shard {}: reading OS randomness: {e}", self.id.0))?;
+        let config = ShardConfig {
+            shard: id,
+            shard_count: shards,
+            edges: routes.edges(),
+            admin_token_hash: *self.mode.admin_token_hash(),
+            entropy,
+            notify: self.config.notify,
+        };
+        self.core.borrow_mut().set_edges(routes.edges());
+        let edge = Rc::new(Edge {
+            id,
+            core: RefCell::new(Shard::new(config)),
+            leaders: RefCell::new(vec![0; usize::from(shards)]),
+            routes,
+        });
+        if self.edge.set(edge.clone()).is_err() {
+            anyhow::bail!("edge attached twice");
+        }
+        let mut effects = Vec::new();
+        edge.core.borrow_mut().start(now_ms(), &mut effects);
+        for effect in effects {
+            self.execute(effect, id);
+        }
+        self.drain_pending();
+        tracing::info!(
+            shard = self.id.0,
+            edge = id.0,
+            "edge: accepting client sessions"
+        );
+        Ok(())
+    }
+
+    /// The shard that holds this core's new connections: the edge in
+    /// cluster mode (None until it is attached), the core's shard in
+    /// single-node mode.
+    pub(crate) fn session_shard(&self) -> Option<ShardId> {
+        match (self.edge.get(), self.mode.view()) {
+            (Some(edge), _) => Some(edge.id),
+            (None, Some(_)) => None,
+            (None, None) => Some(self.id),
+        }
+    }
+
+    /// Carries a core's message from `from` (this core's state shard or
+    /// edge) to `to`: on this node through the cross-core channels, to
+    /// another node over its link; dropped (and counted) when `to` has no
+    /// known place (the peer repairs it: see the module docs).
+    pub(super) fn route_peer(self: &Rc<Self>, from: ShardId, to: ShardId, msg: PeerMsg) {
+        let Some(edge) = self.edge.get() else {
+            return self.local_peer(from, to, msg);
+        };
+        let routes = &edge.routes;
+        // A state shard's messages to state shards stay on this node (the
+        // primary hosts every group it started; one not started yet holds
+        // them until it starts).
+        let place = if from.0 < routes.shards && to.0 < routes.shards {
+            Some((routes.node, to.0))
+        } else {
+            routes.locate(to)
+        };
+        let Some((node, core)) = place else {
+            self.count(M::peer_link_dropped_total, 1);
+            return;
+        };
+        if node == routes.node {
+            return self.local_peer(from, to, msg);
+        }
+        let bytes = match encode_peer(from, to, &msg) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(shard = self.id.0, from = from.0, to = to.0, error = %e, "edge: peer message has no wire form; dropped");
+                self.count(M::peer_link_dropped_total, 1);
+                return;
+            }
+        };
+        let dest = link::NodeId(node as u32);
+        match routes
+            .links
+            .send(dest, CoreId(core), LINK_KIND_PEER, bytes.into())
+        {
+            Ok(()) => self.count(M::peer_link_sent_total, 1),
+            Err(e) => {
+                tracing::debug!(shard = self.id.0, to = to.0, error = %e, "edge: peer message not queued");
+                self.count(M::peer_link_dropped_total, 1);
+            }
+        }
+    }
+
+    /// Which of this core's shards address `to` is (None: neither).
+    pub(super) fn dest_of(&self, to: ShardId) -> Option<Dest> {
+        if to == self.id {
+            return Some(Dest::State);
+        }
+        match self.edge.get() {
+            Some(edge) if edge.id == to => Some(Dest::Edge),
+            _ => None,
+        }
+    }
+
+    /// A peer message for one of this core's shards.
+    pub(super) fn submit_peer(self: &Rc<Self>, from: ShardId, to: ShardId, msg: PeerMsg) {
+        match self.dest_of(to) {
+            Some(dest) => {
+                self.pending
+                    .borrow_mut()
+                    .push_back((dest, Input::Peer { from, msg }));
+                self.drain_pending();
+            }
+            None => {
+                tracing::warn!(
+                    shard = self.id.0,
+                    from = from.0,
+                    to = to.0,
+                    "edge: peer message for a shard not on this core; dropped"
+                );
+                self.count(M::peer_link_dropped_total, 1);
+            }
+        }
+    }
+
+    /// A [`LINK_KIND_PEER`] message from another node.
+    pub(super) fn on_link_peer(self: &Rc<Self>, m: &link::Inbound) {
+        let Some(edge) = self.edge.get() else {
+            return;
+        };
+        match decode_peer(&m.payload) {
+            Ok((from, to, msg)) => {
+                let sender = u64::from(m.from_node.0);
+                let known = from.0 < edge.routes.shards
+                    || edge.routes.edge_id(sender, m.from_core.0) == Some(from);
+                if !known {
+                    tracing::warn!(
+                        shard = self.id.0,
+                        node = sender,
+                        from = from.0,
+                        "edge: peer message from an address that node does not hold; dropped"
+                    );
+                    self.count(M::peer_link_dropped_total, 1);
+                    return;
+                }
+                self.count(M::peer_link_received_total, 1);
+                self.submit_peer(from, to, msg);
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.id.0, node = m.from_node.0, error = %e, "edge: undecodable peer message; dropped");
+                self.count(M::peer_link_dropped_total, 1);
+            }
+        }
+    }
+
+    /// The first message of a new connection from core `from_core` of
+    /// `node` is about to be handled: what that core sent here before may
+    /// have been lost (module docs).
+    pub(super) fn on_link_session(self: &Rc<Self>, node: link::NodeId, from_core: CoreId) {
+        let Some(edge) = self.edge.get() else {
+            return;
+        };
+        let node = u64::from(node.0);
+        let mut resets = Vec::new();
+        if let Some(their_edge) = edge.routes.edge_id(node, from_core.0) {
+            if self.started.get() {
+                resets.push((Dest::State, their_edge));
+            }
+        }
+        if edge.routes.leader(from_core.0) == Some(node) {
+            resets.push((Dest::Edge, ShardId(from_core.0)));
+        }
+        self.inject_restarts(resets);
+    }
+
+    /// Each tick: the edge's own tick, then a `Restarted` to the edge on
+    /// behalf of every state shard whose leader changed, or whose node's
+    /// link from this core broke (module docs).
+    pub(super) fn edge_tick(self: &Rc<Self>) {
+        let Some(edge) = self.edge.get() else {
+            return;
+        };
+        let routes = &edge.routes;
+        let broken: Vec<u64> = routes
+            .links
+            .take_downs()
+            .into_iter()
+            .map(|d| u64::from(d.node.0))
+            .collect();
+        let mut resets = Vec::new();
+        {
+            let mut leaders = edge.leaders.borrow_mut();
+            for s in 0..routes.shards {
+                let now = routes.leader(s).unwrap_or(0);
+                let seen = &mut leaders[usize::from(s)];
+                if now != *seen || (now != 0 && broken.contains(&now)) {
+                    *seen = now;
+                    resets.push((Dest::Edge, ShardId(s)));
+                }
+            }
+        }
+        self.pending
+            .borrow_mut()
+            .push_back((Dest::Edge, Input::Tick));
+        self.inject_restarts(resets);
+    }
+
+    fn inject_restarts(self: &Rc<Self>, resets: Vec<(Dest, ShardId)>) {
+        if resets.is_empty() {
+            self.drain_pending();
+            return;
+        }
+        self.count(M::peer_resets_total, resets.len() as u64);
+        {
+            let mut pending = self.pending.borrow_mut();
+            for (dest, from) in resets {
+                let msg = PeerMsg::restarted();
+                pending.push_back((dest, Input::Peer { from, msg }));
+            }
+        }
+        self.drain_pending();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_frames_round_trip_and_bad_ones_are_typed() {
+        let msg = PeerMsg::restarted();
+        let bytes = encode_peer(ShardId(3), ShardId(9), &msg).unwrap();
+        let (from, to, back) = decode_peer(&bytes).unwrap();
+        assert_eq!((from, to, back), (ShardId(3), ShardId(9), msg));
+        for n in 0..PEER_FRAME_HEADER_BYTES {
+            assert!(matches!(decode_peer(&bytes[..n]), Err(PeerFrameError::Short(k)) if k == n));
+        }
+        assert!(matches!(
+            decode_peer(&bytes[..PEER_FRAME_HEADER_BYTES]),
+            Err(PeerFrameError::Message(_))
+        ));
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert!(matches!(
+            decode_peer(&other),
+            Err(PeerFrameError::Version(2))
+        ));
+        let mut cut = bytes.clone();
+        cut.truncate(bytes.len() - 1);
+        assert!(matches!(decode_peer(&cut), Err(PeerFrameError::Message(_))));
+    }
+}
