@@ -31,6 +31,8 @@ mod publish;
 mod registry;
 pub(crate) mod replica;
 
+/// The link form of peer messages between nodes (clients on any node).
+pub use edge::{decode_peer, encode_peer, PeerFrameError, LINK_KIND_PEER};
 /// Exit codes of a replica that stops the process (docs/CLUSTER.md).
 pub use replica::{EXIT_DEMOTED, EXIT_DIVERGED};
 

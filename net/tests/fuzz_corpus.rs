@@ -1,6 +1,7 @@
 //! Replays the committed fuzz corpus of the server's HTTP and WebSocket
-//! layers and of the WAL (fuzz/corpus/{http_route,ws_frames,handshake,
-//! wal_records,wal_recovery}) as a regression suite, with the same checks
+//! layers, of the WAL and of peer frames between nodes
+//! (fuzz/corpus/{http_route,ws_frames,handshake,wal_records,wal_recovery,
+//! peer_frame}) as a regression suite, with the same checks
 //! the fuzz targets make (`fuzz/harness/`); every crasher a fuzzer finds is
 //! added there. (The flatbuffers decoders' corpora are replayed by
 //! net/proto/tests/codec.rs.)
@@ -8,6 +9,8 @@
 
 #[path = "../../fuzz/harness/handshake.rs"]
 mod handshake_harness;
+#[path = "../../fuzz/harness/peer_frame.rs"]
+mod peer_frame_harness;
 #[path = "../../fuzz/harness/wal.rs"]
 mod wal_harness;
 
@@ -92,4 +95,19 @@ fn wal_recovery_corpus() {
             executor.run(wal_harness::open_and_replay(d))
         });
     }
+}
+
+#[test]
+fn peer_frame_corpus() {
+    let inputs = corpus("peer_frame");
+    assert!(inputs.len() >= 10);
+    let decoded = inputs
+        .iter()
+        .filter(|i| peer_frame_harness::peer_frame(i))
+        .count();
+    assert_eq!(
+        decoded,
+        inputs.len() - 3,
+        "every seed but the three malformed ones (short, version 2, header only) decodes"
+    );
 }

@@ -1,0 +1,12 @@
+//! Any bytes as a peer message frame from another node's link (kind 4:
+//! version, from, to, then the message's wire form; see
+//! `harness/peer_frame.rs`).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../harness/peer_frame.rs"]
+mod harness;
+
+fuzz_target!(|data: &[u8]| {
+    harness::peer_frame(data);
+});
