@@ -14,6 +14,14 @@ pub const PEER_CHANNEL_CAPACITY: usize = 4096;
 /// reading client sockets (backpressure instead of unbounded memory).
 pub const PEER_QUEUE_HIGH_WATER: usize = 16 * 1024;
 
+/// Cluster mode: requests one connection may have in flight (forwarded by
+/// its core's edge and not answered yet). One more is refused at once with
+/// `Unavailable` (cause `Overloaded`); the client library keeps far fewer
+/// (the TypeScript SDK at most 256). Bounds the edge's per-connection
+/// record of what to answer if the primary changes (docs/CLUSTER.md,
+/// "Clients on any node").
+pub const REQUESTS_IN_FLIGHT_PER_CONN_MAX: usize = 4_096;
+
 /// Bytes queued for one socket before it is cut off as a slow consumer.
 pub const OUTBOX_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
 

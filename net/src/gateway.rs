@@ -188,6 +188,11 @@ pub struct Conn {
     /// Per-connection request budget.
     pub limiter: Option<crate::limits::Limiter>,
     outbox_bytes_max: usize,
+    /// Cluster mode: ids of requests forwarded and not answered yet (at
+    /// most [`crate::constants::REQUESTS_IN_FLIGHT_PER_CONN_MAX`]); when
+    /// the primary changes they are answered `Unavailable` at once
+    /// (`ShardCtx::fail_over_requests`) and a late answer is dropped.
+    pub(crate) in_flight: RefCell<std::collections::BTreeSet<courier_core::api::ReqId>>,
 }
 
 /// What happened to a frame offered to a connection.
@@ -212,6 +217,7 @@ impl Conn {
             }),
             wake: Signal::default(),
             closing: Signal::default(),
+            in_flight: RefCell::new(std::collections::BTreeSet::new()),
             authed: Authed::default(),
             user: Cell::new(None),
             workspace: Cell::new(None),
@@ -626,6 +632,14 @@ fn handle_frame(ctx: &Rc<ShardCtx>, conn: &Conn, bytes: &[u8], bad_frames: &mut 
             device,
         }),
         Ok(ClientFrame::Request { req, request }) => match ctx.rate_check(conn) {
+            Ok(()) if !ctx.track_request(conn, req) => {
+                let refused = Reject::unavailable(
+                    courier_core::api::UnavailableCause::Overloaded,
+                    "too many requests in flight on this connection \
+                     (REQUESTS_IN_FLIGHT_PER_CONN_MAX)",
+                );
+                ctx.reply_now(conn, req, &Err(refused));
+            }
             Ok(()) => {
                 #[cfg(feature = "failpoints")]
                 let request = {

@@ -41,6 +41,7 @@ metrics! {
     peer_link_sent_total: "counter", "cluster mode: peer messages sent to shards on other nodes";
     peer_link_received_total: "counter", "cluster mode: peer messages received from shards on other nodes";
     peer_link_dropped_total: "counter", "cluster mode: peer messages dropped (no known leader, link queue full, undecodable, misrouted)";
+    requests_failed_over_total: "counter", "cluster mode: requests in flight answered Unavailable because the primary changed";
     peer_resets_total: "counter", "cluster mode: Restarted handed to a shard on a peer's behalf (link session, link break, leader change)";
     wal_appends_total: "counter", "WAL records appended";
     wal_durable_lsn: "gauge", "highest durable LSN";

@@ -299,6 +299,9 @@ impl ShardCtx {
                 mut result,
             } => {
                 if let Some(c) = self.conn(conn) {
+                    if !self.answers_in_flight(&c, req) {
+                        return; // answered already: the primary changed
+                    }
                     if let Ok(Response::Welcome {
                         user,
                         workspace,

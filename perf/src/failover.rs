@@ -7,10 +7,13 @@
 //! once, as its supervisor would.
 //!
 //! Measured per kill: the time from the kill to the first acknowledgement
-//! on the new primary (the first ack a writer gets on a connection opened
-//! after the kill: before the kill only the primary serves, so every writer
-//! is connected to it and must reconnect), and the acked sends/s in the
-//! window before the kill and in the same window after that first ack.
+//! on the new primary (the first ack on a connection opened after the
+//! kill — a writer whose node was killed reconnects — or the first more
+//! than 100 ms after the kill on a connection that survived it: with
+//! clients on any node, a writer on a follower keeps its connection, and
+//! its request in flight is answered `Unavailable` when the primary
+//! changes and retried), and the acked sends/s in the window before the
+//! kill and in the same window after that first ack.
 //! Reported: every kill, p50/p99/max of kill → first ack, the mean before
 //! and after rates.
 //!
@@ -124,8 +127,16 @@ struct Kill {
     restart_ready_ns: u64,
 }
 
-/// The first ack after `kill_ns` on a connection a writer opened after the
-/// kill (a generation above its last one before the kill), if any.
+/// Acks that arrive this soon after the kill may have left the dying
+/// primary before it died (on the wire, or through a follower's edge);
+/// later ones come from a new primary.
+const RACING_ACK_NS: u64 = 100_000_000;
+
+/// The first ack on a new primary after `kill_ns`: the first on a
+/// connection a writer opened after the kill (a generation above its last
+/// one before the kill: its node was the one killed), or the first more
+/// than [`RACING_ACK_NS`] after the kill on a connection that survived it
+/// (clients on any node: a writer on a follower keeps its connection).
 fn first_ack_after(acks: &[Ack], kill_ns: u64, writers: usize) -> Option<u64> {
     let mut before = vec![0u64; writers];
     for a in acks.iter().filter(|a| a.at_ns <= kill_ns) {
@@ -136,9 +147,10 @@ fn first_ack_after(acks: &[Ack], kill_ns: u64, writers: usize) -> Option<u64> {
     acks.iter()
         .filter(|a| a.at_ns > kill_ns)
         .filter(|a| {
-            before
-                .get(a.writer as usize)
-                .is_some_and(|g| a.generation > *g)
+            a.at_ns > kill_ns + RACING_ACK_NS
+                || before
+                    .get(a.writer as usize)
+                    .is_some_and(|g| a.generation > *g)
         })
         .map(|a| a.at_ns)
         .min()
@@ -454,6 +466,11 @@ mod tests {
         assert_eq!(first_ack_after(&acks[..3], 100, 2), None);
         // A writer with no ack before the kill counts from its first.
         assert_eq!(first_ack_after(&[ack(120, 1, 1)], 100, 2), Some(120));
+        // A connection that survived the kill (a writer on a follower):
+        // its acks count once they cannot be racing the kill.
+        let late = 100 + RACING_ACK_NS + 1;
+        let survived = [ack(90, 0, 1), ack(150, 0, 1), ack(late, 0, 1)];
+        assert_eq!(first_ack_after(&survived, 100, 1), Some(late));
     }
 
     #[test]

@@ -39,9 +39,11 @@
 
 use super::{now_ms, Dest, ShardCtx};
 use crate::cluster::NodeView;
+use crate::constants::REQUESTS_IN_FLIGHT_PER_CONN_MAX;
+use crate::gateway::Conn;
 use crate::link::{self, CoreId, LinkHandle};
 use crate::metrics::M;
-use courier_core::api::{Input, PeerMsg, PeerWireError, ShardId};
+use courier_core::api::{Input, PeerMsg, PeerWireError, Reject, ReqId, ShardId, UnavailableCause};
 use courier_core::{Shard, ShardConfig};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -385,21 +387,90 @@ impl ShardCtx {
             .map(|d| u64::from(d.node.0))
             .collect();
         let mut resets = Vec::new();
+        let mut primary_moved = false;
         {
             let mut leaders = edge.leaders.borrow_mut();
             for s in 0..routes.shards {
                 let now = routes.leader(s).unwrap_or(0);
                 let seen = &mut leaders[usize::from(s)];
                 if now != *seen || (now != 0 && broken.contains(&now)) {
+                    primary_moved |= s == 0 && *seen != 0;
                     *seen = now;
                     resets.push((Dest::Edge, ShardId(s)));
                 }
             }
         }
+        if primary_moved {
+            self.fail_over_requests(edge);
+        }
         self.pending
             .borrow_mut()
             .push_back((Dest::Edge, Input::Tick));
         self.inject_restarts(resets);
+    }
+
+    /// Cluster mode: records a request a connection forwards (false: the
+    /// connection has [`REQUESTS_IN_FLIGHT_PER_CONN_MAX`] in flight, refuse
+    /// it). Single-node mode tracks nothing.
+    pub(crate) fn track_request(&self, conn: &Conn, req: ReqId) -> bool {
+        if self.edge.get().is_none() {
+            return true;
+        }
+        let mut in_flight = conn.in_flight.borrow_mut();
+        if in_flight.len() >= REQUESTS_IN_FLIGHT_PER_CONN_MAX {
+            return false;
+        }
+        in_flight.insert(req);
+        true
+    }
+
+    /// Whether the core's reply to `req` on `conn` goes out: yes in
+    /// single-node mode, for a `Hello` (before `Welcome`) and for a request
+    /// still in flight; no for one already answered when the primary
+    /// changed (a late answer).
+    pub(crate) fn answers_in_flight(&self, conn: &Conn, req: ReqId) -> bool {
+        if self.edge.get().is_none() {
+            return true;
+        }
+        let removed = conn.in_flight.borrow_mut().remove(&req);
+        removed || !conn.authed.get()
+    }
+
+    /// The primary (group 0's leader) changed, or this core's link to it
+    /// broke: what the connections of this core's edge forwarded may never
+    /// be answered. Each such request is answered now with `Unavailable`
+    /// (cause `PeerTimeout`: it may have taken effect; a `Send` retried
+    /// with the same `client_msg_id` gets its first ack), so clients retry
+    /// at once instead of after their request timeout.
+    fn fail_over_requests(&self, edge: &Edge) {
+        let conns: Vec<Rc<Conn>> = self
+            .conns
+            .borrow()
+            .values()
+            .filter(|c| c.id.shard() == edge.id)
+            .cloned()
+            .collect();
+        let mut failed = 0u64;
+        for c in conns {
+            let reqs = std::mem::take(&mut *c.in_flight.borrow_mut());
+            for req in reqs {
+                let refused = Reject::unavailable(
+                    UnavailableCause::PeerTimeout,
+                    "the cluster's primary changed while this request was on its way; \
+                     retry (a send with the same client_msg_id)",
+                );
+                self.reply_now(&c, req, &Err(refused));
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            self.count(M::requests_failed_over_total, failed);
+            tracing::info!(
+                shard = self.id.0,
+                requests = failed,
+                "edge: requests in flight answered Unavailable: the primary changed"
+            );
+        }
     }
 
     fn inject_restarts(self: &Rc<Self>, resets: Vec<(Dest, ShardId)>) {
