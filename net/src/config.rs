@@ -53,6 +53,9 @@ pub struct Args {
     /// WAL segment size in MiB (only for newly created segments).
     #[arg(long, env = "COURIER_SEGMENT_MIB")]
     pub segment_mib: Option<u64>,
+    /// Records in a shard's log between two snapshots.
+    #[arg(long, env = "COURIER_SNAPSHOT_EVERY_RECORDS")]
+    pub snapshot_every_records: Option<u64>,
     /// Requests per second per connection (bursts of twice that); 0 = off.
     #[arg(long, env = "COURIER_RATE_CONN_PER_SEC")]
     pub rate_conn_per_sec: Option<u32>,
@@ -95,6 +98,7 @@ struct File {
     preauth_timeout_secs: Option<u64>,
     connections_per_shard_max: Option<usize>,
     segment_mib: Option<u64>,
+    snapshot_every_records: Option<u64>,
     rate_conn_per_sec: Option<u32>,
     rate_user_per_sec: Option<u32>,
     rate_workspace_per_sec: Option<u32>,
@@ -170,6 +174,8 @@ pub struct Config {
     pub connections_per_shard_max: usize,
     /// WAL segment size in bytes.
     pub segment_bytes: u64,
+    /// Records in a shard's log between two snapshots.
+    pub snapshot_every_records: u64,
     /// Requests per second per connection (0 = unlimited).
     pub rate_conn_per_sec: u32,
     /// Requests per second per user per shard (0 = unlimited).
@@ -237,6 +243,16 @@ impl Config {
                 constants::SEGMENT_MIB_MAX
             );
         }
+        let snapshot_every_records = args
+            .snapshot_every_records
+            .or(file.snapshot_every_records)
+            .unwrap_or(constants::SNAPSHOT_EVERY_RECORDS);
+        if snapshot_every_records < constants::SNAPSHOT_EVERY_RECORDS_MIN {
+            bail!(
+                "snapshot_every_records must be at least {}, got {snapshot_every_records}",
+                constants::SNAPSHOT_EVERY_RECORDS_MIN
+            );
+        }
         let push_url = args.push_url.or(file.push_url);
         if let Some(url) = &push_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -296,6 +312,7 @@ impl Config {
                 .or(file.connections_per_shard_max)
                 .unwrap_or(constants::CONNECTIONS_PER_SHARD_MAX_DEFAULT),
             segment_bytes: segment_mib * 1024 * 1024,
+            snapshot_every_records,
             rate_conn_per_sec: args
                 .rate_conn_per_sec
                 .or(file.rate_conn_per_sec)
