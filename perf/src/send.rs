@@ -270,11 +270,22 @@ fn summary_row(label: &str, v: &Value) -> Vec<String> {
 
 /// The Courier half of `send`.
 pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow::Result<Value> {
+    run_courier_in(target, args, common, "bench-send")
+}
+
+/// [`run_courier`] in a new workspace named `workspace` (the soak runs
+/// many rounds against one server).
+pub fn run_courier_in(
+    target: &Target,
+    args: &SendArgs,
+    common: &Common,
+    workspace: &str,
+) -> anyhow::Result<Value> {
     let k = args.connections.max(1);
     let c = args.conversations.clamp(1, k);
     let setup_start = now_ns();
     let (users, conversations) = pool::block_on(async {
-        let (_, users) = setup::workspace_with_users(target, "bench-send", "u", k).await?;
+        let (_, users) = setup::workspace_with_users(target, workspace, "u", k).await?;
         // User i < C creates conversation i; the others are invited by the
         // creator of theirs.
         let mut conversations = Vec::with_capacity(c);
