@@ -11,8 +11,10 @@
 //! copies `shard-K/history/` first and `shard-K/` (snapshots, log
 //! segments) second — sealed files are hard-linked (their bytes never
 //! change; a link keeps them alive after the server deletes its name), the
-//! newest segment of each kind is copied — fsyncing every file and
-//! directory ([`copy_shard`]). History before log matters: the store only
+//! live segment of each kind is copied up to where its bytes are final
+//! (taken on the shard before the copy: the store's durable end, the
+//! log's last placed record once durable), zeros after — fsyncing every
+//! file and directory ([`copy_shard`]). History before log matters: the store only
 //! holds durable log records, so the copied store is never ahead of the
 //! copied log (the boot relies on it), and the copied log reaches back to
 //! what the copied store covers (the log is truncated only behind it).
@@ -254,30 +256,57 @@ pub fn write_report(dir: &Path, report: &Value) -> Result<(), BackupError> {
     sync_dir(dir)
 }
 
+/// Where a live segment ends: its number and the offset below which its
+/// bytes never change (`Wal::active_end` once durable,
+/// `HistoryStore::active_end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveEnd {
+    /// The segment's number.
+    pub number: u64,
+    /// Bytes below this offset never change.
+    pub offset: u64,
+}
+
 /// Copies one shard's directory `src` (the WAL's) into `dst`: its history
 /// store first, then its log and snapshots (see the module doc for why in
-/// that order). The caller holds the shard's snapshot lock. Blocking: run
-/// it off the shard's thread.
-pub fn copy_shard(src: &Path, dst: &Path) -> Result<ShardCopy, BackupError> {
+/// that order). `history` and `log` say where their live segments end
+/// (taken before the copy, on the shard): segments below are sealed and
+/// hard-linked, the live one is copied up to its end (zeros after, as the
+/// server's own file after a crash), anything newer (a roll since) is
+/// left out, and so is the index of a store segment sealed since. The
+/// caller holds the shard's snapshot lock. Blocking: run it off the
+/// shard's thread.
+pub fn copy_shard(
+    src: &Path,
+    dst: &Path,
+    history: LiveEnd,
+    log: Option<LiveEnd>,
+) -> Result<ShardCopy, BackupError> {
     let mut copy = ShardCopy::default();
     copy_kind(
         &src.join("history"),
         &dst.join("history"),
         "hist-",
+        Some(history),
         &mut copy,
     )?;
-    copy_kind(src, dst, "wal-", &mut copy)?;
+    copy_kind(src, dst, "wal-", log, &mut copy)?;
     Ok(copy)
 }
 
-/// Copies the files of one directory whose names start with `prefix` (or
-/// `snap-`, the snapshots): the newest `prefix…​.seg` is copied, everything
-/// else is hard-linked (copied where links are impossible). Temporary
-/// files are skipped.
+/// The number in a `PREFIX<digits>.ext` file name.
+fn file_number(name: &str, prefix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.split('.').next()?.parse().ok()
+}
+
+/// Copies the files of one directory whose names start with `prefix` (and
+/// the snapshots, `snap-`), as [`copy_shard`] says. Temporary files are
+/// skipped.
 fn copy_kind(
     src: &Path,
     dst: &Path,
     prefix: &str,
+    live: Option<LiveEnd>,
     copy: &mut ShardCopy,
 ) -> Result<(), BackupError> {
     std::fs::create_dir_all(dst).map_err(io("creating", dst))?;
@@ -293,14 +322,20 @@ fn copy_kind(
         }
     }
     names.sort();
-    // Fixed-width numbers: the last segment name in sorted order is the newest.
-    let newest = names
-        .iter()
-        .rfind(|n| n.starts_with(prefix) && n.ends_with(".seg"))
-        .cloned();
     for name in &names {
         let (from, to) = (src.join(name), dst.join(name));
-        if Some(name) == newest.as_ref() || std::fs::hard_link(&from, &to).is_err() {
+        let number = file_number(name, prefix);
+        let segment = name.ends_with(".seg");
+        match (number, live) {
+            (Some(n), Some(l)) if n > l.number || (n == l.number && !segment) => continue,
+            (Some(n), Some(l)) if n == l.number => {
+                copy.bytes_copied += copy_prefix(&from, &to, l.offset)?;
+                copy.copied += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if std::fs::hard_link(&from, &to).is_err() {
             copy.bytes_copied += copy_file(&from, &to)?;
             copy.copied += 1;
         } else {
@@ -308,6 +343,30 @@ fn copy_kind(
         }
     }
     sync_dir(dst)
+}
+
+/// Copies the first `len` bytes of a file, keeps the file's length (zeros
+/// after) and fsyncs the copy; returns the bytes copied.
+fn copy_prefix(from: &Path, to: &Path, len: u64) -> Result<u64, BackupError> {
+    use std::io::{Read, Write};
+    let source = std::fs::File::open(from).map_err(io("opening", from))?;
+    let full = source.metadata().map_err(io("reading", from))?.len();
+    let mut target = std::fs::File::create(to).map_err(io("creating", to))?;
+    let copied = std::io::copy(&mut source.take(len), &mut target).map_err(io("copying", from))?;
+    if copied != len {
+        return Err(BackupError::Io {
+            op: "copying",
+            path: from.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{copied} of {len} bytes"),
+            ),
+        });
+    }
+    target.flush().map_err(io("writing", to))?;
+    target.set_len(full.max(len)).map_err(io("extending", to))?;
+    target.sync_all().map_err(io("syncing", to))?;
+    Ok(copied)
 }
 
 /// Copies a file and fsyncs the copy; returns the bytes copied.
@@ -353,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn copies_the_newest_segment_links_the_rest_and_skips_temporaries() {
+    fn copies_the_live_segments_up_to_their_end_links_the_sealed_ones_skips_the_rest() {
         let root = tempfile::tempdir().unwrap();
         let src = root.path().join("src");
         std::fs::create_dir_all(src.join("history")).unwrap();
@@ -365,18 +424,44 @@ mod tests {
             ("history/hist-00000000000000000001.seg", "h1"),
             ("history/hist-00000000000000000001.idx", "i1"),
             ("history/hist-00000000000000000002.seg", "h22"),
+            ("history/hist-00000000000000000002.idx", "i2"),
+            ("history/hist-00000000000000000003.seg", "h3"),
         ] {
             std::fs::write(src.join(name), body).unwrap();
         }
         let dst = root.path().join("dst");
-        let copy = copy_shard(&src, &dst).unwrap();
-        assert_eq!(copy.copied, 2, "the newest log and store segments");
-        assert_eq!(copy.linked, 4);
-        assert_eq!(copy.bytes_copied, 2 + 3);
+        let history = LiveEnd {
+            number: 2,
+            offset: 2,
+        };
+        let log = LiveEnd {
+            number: 2,
+            offset: 1,
+        };
+        let copy = copy_shard(&src, &dst, history, Some(log)).unwrap();
+        assert_eq!(copy.copied, 2, "the live log and store segments");
+        assert_eq!(
+            copy.linked, 4,
+            "the sealed log and store segments, the store's index, the snapshot"
+        );
+        assert_eq!(copy.bytes_copied, 1 + 2);
         assert!(!dst.join("wal-00000000000000000003.seg.tmp").exists());
         assert_eq!(
             std::fs::read_to_string(dst.join("history/hist-00000000000000000001.idx")).unwrap(),
             "i1"
+        );
+        // The live segments: their stable prefix, zeros up to their length.
+        assert_eq!(
+            std::fs::read(dst.join("wal-00000000000000000002.seg")).unwrap(),
+            b"b\0"
+        );
+        assert_eq!(
+            std::fs::read(dst.join("history/hist-00000000000000000002.seg")).unwrap(),
+            b"h2\0"
+        );
+        assert!(
+            !dst.join("history/hist-00000000000000000002.idx").exists(),
+            "an index sealed after the live end was taken is left out"
         );
     }
 

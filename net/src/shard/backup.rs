@@ -11,7 +11,7 @@
 
 use super::journal::{lock_snapshots, snapshot_locked};
 use super::ShardCtx;
-use crate::backup::{self, BackupError, ShardCopy, BACKUP_POLL, BACKUP_TIMEOUT};
+use crate::backup::{self, BackupError, LiveEnd, ShardCopy, BACKUP_POLL, BACKUP_TIMEOUT};
 use serde_json::json;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -116,11 +116,28 @@ async fn copy_part(ctx: &Rc<ShardCtx>, dir: PathBuf) -> Result<ShardCopy, Backup
             reason: "the history store cannot be synced".into(),
         });
     }
+    // Where the live segments' bytes are final: the store's durable end
+    // (synced just above), and the log's last placed record once durable.
+    let (number, offset) = ctx.history.active_end();
+    let history = LiveEnd { number, offset };
+    let log = match ctx.wal.active_end() {
+        Some((number, offset, lsn)) => {
+            ctx.wal
+                .wait_durable(lsn)
+                .await
+                .map_err(|e| BackupError::Shard {
+                    shard: ctx.id.0,
+                    reason: format!("the log failed: {e}"),
+                })?;
+            Some(LiveEnd { number, offset })
+        }
+        None => None,
+    };
     let snapshot_lsn = ctx.snapshot_lsn.get();
     let durable_lsn = ctx.wal.durable_lsn().0;
     let src = ctx.dir.clone();
     let dst = dir.join(format!("shard-{}", ctx.id.0));
-    let mut copy = off_thread(move || backup::copy_shard(&src, &dst)).await??;
+    let mut copy = off_thread(move || backup::copy_shard(&src, &dst, history, log)).await??;
     copy.snapshot_lsn = snapshot_lsn;
     copy.durable_lsn = durable_lsn;
     Ok(copy)
