@@ -1,6 +1,7 @@
 //! `soak`: does the server stay flat as history grows? Rounds of the `send`
-//! workload (closed loop, `--secs` measured per round, each round in a new
-//! workspace of K users and C channels) against one `courierd` until
+//! workload (closed loop, `--secs` measured per round; one workspace of K
+//! users and C channels, set up once, so that only history grows) against
+//! one `courierd` until
 //! `--messages` are stored or `--max-secs` passed. After each round: the
 //! messages stored (the shards' sequenced-message counters), server RSS,
 //! the round's ack p99 and max and acked/s, the newest snapshot's time
@@ -9,12 +10,13 @@
 //!
 //! Back of the envelope: with nothing per message in memory (the seq → LSN
 //! index is gone, the recent cache and dedup windows are bounded per
-//! conversation) RSS should grow only with the rounds' users and channels
-//! (a few KiB each); snapshots grow the same way, and cost the shard only
-//! their capture; acked/s and p99 should stay where `send` puts them.
+//! conversation) RSS and snapshots should stop growing once the C
+//! conversations' windows and caches are full (a few hundred thousand
+//! messages), a snapshot should cost the shard only its capture, and
+//! acked/s and p99 should stay where `send` puts them.
 
 use crate::report;
-use crate::send::{run_courier_in, SendArgs};
+use crate::send::{run_load, setup_world, SendArgs};
 use crate::server::{Common, Target};
 use clap::Args;
 use serde_json::{json, Value};
@@ -51,10 +53,11 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut args = cmd.send.clone();
     args.warmup_secs = args.warmup_secs.min(1.0);
+    let world = setup_world(&target, &args, "soak")?;
     let mut rounds: Vec<Value> = Vec::new();
     let mut rows = Vec::new();
     for round in 0.. {
-        let v = run_courier_in(&target, &args, &cmd.common, &format!("soak-{round}"))?;
+        let v = run_load(&target, &args, &cmd.common, &world)?;
         let m = probe.metrics().unwrap_or_default();
         let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
         let stored = get("core_messages_sequenced_total") as u64;
