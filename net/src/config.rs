@@ -234,25 +234,9 @@ impl Config {
         if idle < Duration::from_secs(1) || preauth < Duration::from_secs(1) {
             bail!("idle_timeout_secs and preauth_timeout_secs must be at least 1");
         }
-        let segment_mib = args.segment_mib.or(file.segment_mib).unwrap_or(64);
-        let segment_range = constants::SEGMENT_MIB_MIN..=constants::SEGMENT_MIB_MAX;
-        if !segment_range.contains(&segment_mib) {
-            bail!(
-                "segment_mib must be {}..={} (a segment holds the largest WAL record and stays within the WAL's maximum), got {segment_mib}",
-                constants::SEGMENT_MIB_MIN,
-                constants::SEGMENT_MIB_MAX
-            );
-        }
-        let snapshot_every_records = args
-            .snapshot_every_records
-            .or(file.snapshot_every_records)
-            .unwrap_or(constants::SNAPSHOT_EVERY_RECORDS);
-        if snapshot_every_records < constants::SNAPSHOT_EVERY_RECORDS_MIN {
-            bail!(
-                "snapshot_every_records must be at least {}, got {snapshot_every_records}",
-                constants::SNAPSHOT_EVERY_RECORDS_MIN
-            );
-        }
+        let segment_mib = segment_mib(args.segment_mib.or(file.segment_mib))?;
+        let snapshot_every_records =
+            snapshot_every_records(args.snapshot_every_records.or(file.snapshot_every_records))?;
         let push_url = args.push_url.or(file.push_url);
         if let Some(url) = &push_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -327,6 +311,32 @@ impl Config {
                 .unwrap_or(constants::RATE_WORKSPACE_PER_SEC_DEFAULT),
         })
     }
+}
+
+/// `segment_mib`, defaulted and checked.
+fn segment_mib(given: Option<u64>) -> anyhow::Result<u64> {
+    let segment_mib = given.unwrap_or(64);
+    let segment_range = constants::SEGMENT_MIB_MIN..=constants::SEGMENT_MIB_MAX;
+    if !segment_range.contains(&segment_mib) {
+        bail!(
+            "segment_mib must be {}..={} (a segment holds the largest WAL record and stays within the WAL's maximum), got {segment_mib}",
+            constants::SEGMENT_MIB_MIN,
+            constants::SEGMENT_MIB_MAX
+        );
+    }
+    Ok(segment_mib)
+}
+
+/// `snapshot_every_records`, defaulted and checked.
+fn snapshot_every_records(given: Option<u64>) -> anyhow::Result<u64> {
+    let n = given.unwrap_or(constants::SNAPSHOT_EVERY_RECORDS);
+    if n < constants::SNAPSHOT_EVERY_RECORDS_MIN {
+        bail!(
+            "snapshot_every_records must be at least {}, got {n}",
+            constants::SNAPSHOT_EVERY_RECORDS_MIN
+        );
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -346,8 +346,6 @@ pub fn run_load(
     let addr = target.addr;
     let probe = target.probe();
     let outcomes = pool::run(threads, |t| {
-        let users = users;
-        let conversations = conversations;
         let phase = phase.clone();
         let window = window.clone();
         let samples = samples.clone();
