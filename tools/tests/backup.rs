@@ -1,6 +1,7 @@
 //! Backup while serving, end to end: writers keep sending to channels on
 //! both shards of a real `courierd` (snapshots and log truncation every
-//! 1,000 records, small segments) while `courier admin backup DIR` runs;
+//! 1,000 records, 2 MiB segments that roll) while `courier admin backup
+//! DIR` runs;
 //! then a `courierd` started on DIR must hold every message acknowledged
 //! before the backup began, exactly once and in the order acknowledged,
 //! and every conversation's history must run 1..=head without a gap.
@@ -17,7 +18,11 @@ use std::time::Duration;
 /// Writers (one user and one channel each; ids spread them over shards).
 const WRITERS: usize = 4;
 /// Acks every writer has before the backup starts.
-const ACKED_BEFORE: usize = 150;
+const ACKED_BEFORE: usize = 500;
+/// Body padding: 4 writers × 500 × 2 KiB ≈ 4 MiB of log before the
+/// backup, so 2 MiB segments roll and are truncated behind snapshots (the
+/// backup links sealed segments and copies the live one's stable part).
+const PAD: usize = 2048;
 
 /// Acknowledged sends, per writer: (seq, body), in ack order.
 type Ledger = Arc<Mutex<Vec<Vec<(u64, String)>>>>;
@@ -55,7 +60,7 @@ async fn a_backup_taken_while_writers_send_holds_everything_acknowledged_before_
     let server = ServerProcess::spawn_with(
         &temp.path().join("data"),
         2,
-        &["--snapshot-every-records", "1000", "--segment-mib", "4"],
+        &["--snapshot-every-records", "1000", "--segment-mib", "2"],
     )
     .unwrap();
     let url = server.url();
@@ -79,7 +84,7 @@ async fn a_backup_taken_while_writers_send_holds_everything_acknowledged_before_
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                let body = format!("w{i}-{n}");
+                let body = format!("w{i}-{n}-{}", "x".repeat(PAD));
                 let ack = c.send(conversation, &Outgoing::text(&body)).await.unwrap();
                 ledger.lock().unwrap()[i].push((ack.seq.0, body));
                 n += 1;
@@ -135,6 +140,13 @@ async fn a_backup_taken_while_writers_send_holds_everything_acknowledged_before_
     assert_eq!(report["shards"].as_array().unwrap().len(), 2, "{report}");
     assert!(backup_dir.join("BACKUP.json").exists());
     assert!(acked_during > 0, "writes went on during the backup");
+    let linked: u64 = report["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["files_linked"].as_u64().unwrap())
+        .sum();
+    assert!(linked > 0, "sealed files were linked: {report}");
     drop(server);
 
     eprintln!("backup done after {:?}", t0.elapsed());
