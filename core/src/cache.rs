@@ -8,6 +8,7 @@
 //! the LSN of the last message, so live apply and replay evict identically.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use crate::hash::{HashState, Map};
 use crate::text::message_bytes;
@@ -27,7 +28,8 @@ pub struct RecentCache {
 struct Entry {
     stamp: u64,
     bytes: usize,
-    messages: VecDeque<Message>,
+    /// Shared so a snapshot's capture copies pointers, not bodies.
+    messages: VecDeque<Arc<Message>>,
 }
 
 impl RecentCache {
@@ -70,7 +72,7 @@ impl RecentCache {
         self.lru.insert((stamp, conv));
         entry.bytes += size;
         self.bytes += size;
-        entry.messages.push_back(message);
+        entry.messages.push_back(Arc::new(message));
         while entry.messages.len() > self.per_conversation {
             if let Some(old) = entry.messages.pop_front() {
                 let size = message_bytes(&old);
@@ -121,7 +123,7 @@ impl RecentCache {
             .iter()
             .skip(skip)
             .take(take)
-            .cloned()
+            .map(|m| Message::clone(m))
             .collect()
     }
 
@@ -130,10 +132,23 @@ impl RecentCache {
         let mut all: Vec<_> = self
             .entries
             .iter()
-            .map(|(c, e)| (*c, e.stamp, e.messages.iter().cloned().collect()))
+            .map(|(c, e)| {
+                let messages = e.messages.iter().map(|m| Message::clone(m)).collect();
+                (*c, e.stamp, messages)
+            })
             .collect();
         all.sort_by_key(|(c, _, _)| *c);
         all
+    }
+
+    /// Every cached run with its stamp, unsorted, sharing the messages: a
+    /// pointer copy per message (a snapshot's capture; see
+    /// `snapshot::Capture`).
+    pub fn export_shared(&self) -> Vec<(ConversationId, u64, Vec<Arc<Message>>)> {
+        self.entries
+            .iter()
+            .map(|(c, e)| (*c, e.stamp, e.messages.iter().cloned().collect()))
+            .collect()
     }
 
     /// Restores one conversation's run (from a snapshot).
@@ -147,7 +162,7 @@ impl RecentCache {
             Entry {
                 stamp,
                 bytes,
-                messages: messages.into(),
+                messages: messages.into_iter().map(Arc::new).collect(),
             },
         );
     }

@@ -317,6 +317,14 @@ impl Shard {
         (last, snapshot::encode(&self.cx.state, last))
     }
 
+    /// The first half of [`Shard::snapshot`]: a detached copy of the
+    /// persistent state as of the last applied LSN (cost: a clone of the
+    /// state), whose [`snapshot::Capture::encode`] gives the same bytes on
+    /// any thread while the shard goes on.
+    pub fn snapshot_capture(&self) -> snapshot::Capture {
+        snapshot::capture(&self.cx.state, Lsn(self.cx.next_lsn.0 - 1))
+    }
+
     /// Current counters.
     pub fn metrics(&self) -> Metrics {
         let mut m = self.cx.metrics;

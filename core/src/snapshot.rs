@@ -18,6 +18,7 @@
 //! that is not a valid snapshot of this shard; it never panics on input.
 
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::constants::NOTIFY_HANDOFFS_MAX;
 use crate::hash::HashState;
@@ -569,8 +570,78 @@ fn snap_user_roles(state: &State) -> Vec<(u64, StoredRole, u64)> {
     sorted(roles, |r: &(u64, StoredRole, u64)| r.0)
 }
 
-/// Encodes the state as of `last_lsn`.
+/// Encodes the state as of `last_lsn`: [`capture`] then
+/// [`Capture::encode`].
 pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
+    capture(state, last_lsn).encode()
+}
+
+/// A copy of a shard's persistent state as of one LSN, detached from the
+/// state (owned, `Send`): the part of a snapshot that must run on the
+/// shard's thread, between two inputs, so that it is consistent as of
+/// that LSN. Its cost is a clone of the state (proportional to state, not
+/// history); [`Capture::encode`] — the rkyv serialization, most of the
+/// cost — can then run on any thread while the shard goes on.
+#[derive(Debug)]
+pub struct Capture {
+    /// Everything but the recent cache.
+    snapshot: SnapshotV6,
+    /// The recent cache, unsorted: (conversation, stamp, messages shared
+    /// with the cache), made into `SnapshotV1::cache` by `encode`.
+    cache: Vec<(u64, u64, Vec<Arc<Message>>)>,
+}
+
+impl Capture {
+    /// The LSN the captured state is as of.
+    pub fn lsn(&self) -> Lsn {
+        Lsn(self.snapshot.v5.v4.v3.v2.v1.last_lsn)
+    }
+
+    /// The snapshot bytes (magic, version, archive): the same bytes
+    /// [`encode`] gives for the state that was captured.
+    pub fn encode(mut self) -> Vec<u8> {
+        let mut cache = std::mem::take(&mut self.cache);
+        cache.sort_unstable_by_key(|e| e.0);
+        self.snapshot.v5.v4.v3.v2.v1.cache = cache
+            .into_iter()
+            .map(|(conversation, stamp, messages)| SnapCache {
+                conversation,
+                stamp,
+                messages: messages.iter().map(|m| snap_message(m)).collect(),
+            })
+            .collect();
+        let body = match rkyv::to_bytes::<rancor::Error>(&self.snapshot) {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("snapshot serialization failed: {e}"),
+        };
+        let mut out = Vec::with_capacity(8 + body.len());
+        out.extend_from_slice(&SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+// A capture is handed to another thread to be encoded.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Capture>();
+};
+
+fn snap_message(m: &Message) -> SnapMessage {
+    SnapMessage {
+        seq: m.seq.0,
+        sender: m.sender.0,
+        client_msg_id: m.client_msg_id,
+        ts: m.ts.0,
+        body: m.body.clone(),
+        mentions: m.mentions.iter().map(|u| u.0).collect(),
+        broadcast: m.broadcast.into(),
+    }
+}
+
+/// Copies the state as of `last_lsn` into a [`Capture`].
+pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
     let workspaces = state
         .workspaces
         .values()
@@ -686,24 +757,9 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
         .collect();
     let cache = state
         .cache
-        .export()
+        .export_shared()
         .into_iter()
-        .map(|(conv, stamp, messages)| SnapCache {
-            conversation: conv.0,
-            stamp,
-            messages: messages
-                .into_iter()
-                .map(|m| SnapMessage {
-                    seq: m.seq.0,
-                    sender: m.sender.0,
-                    client_msg_id: m.client_msg_id,
-                    ts: m.ts.0,
-                    body: m.body,
-                    mentions: m.mentions.iter().map(|u| u.0).collect(),
-                    broadcast: m.broadcast.into(),
-                })
-                .collect(),
-        })
+        .map(|(conv, stamp, messages)| (conv.0, stamp, messages))
         .collect();
     let snapshot = SnapshotV1 {
         shard: state.shard.0,
@@ -714,18 +770,12 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
         users: sorted(users, |u: &SnapUser| u.id),
         conversations: sorted(conversations, |c: &SnapConversation| c.id),
         claims,
+        cache: Vec::new(),
+    };
+    Capture {
+        snapshot: snapshot_v6(state, snapshot),
         cache,
-    };
-    let snapshot = snapshot_v6(state, snapshot);
-    let body = match rkyv::to_bytes::<rancor::Error>(&snapshot) {
-        Ok(bytes) => bytes,
-        Err(e) => panic!("snapshot serialization failed: {e}"),
-    };
-    let mut out = Vec::with_capacity(8 + body.len());
-    out.extend_from_slice(&SNAPSHOT_MAGIC);
-    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    }
 }
 
 fn inconsistent(what: String) -> RestoreError {

@@ -260,7 +260,10 @@ pub struct DedupEntry {
 #[derive(Debug)]
 pub struct Dedup {
     map: Map<(UserId, u128), DedupEntry>,
-    order: VecDeque<(UserId, u128)>,
+    /// Oldest first, with the entry (entries never change once inserted):
+    /// a snapshot's capture copies this run without one hash lookup per
+    /// entry.
+    order: VecDeque<(UserId, u128, DedupEntry)>,
 }
 
 impl Dedup {
@@ -279,17 +282,17 @@ impl Dedup {
     fn insert(&mut self, sender: UserId, cmid: u128, entry: DedupEntry) {
         let old = self.map.insert((sender, cmid), entry);
         assert!(old.is_none(), "dedup: duplicate key inserted");
-        self.order.push_back((sender, cmid));
+        self.order.push_back((sender, cmid, entry));
         while self.order.len() > DEDUP_WINDOW_PER_CONVERSATION {
-            if let Some(key) = self.order.pop_front() {
-                self.map.remove(&key);
+            if let Some((sender, cmid, _)) = self.order.pop_front() {
+                self.map.remove(&(sender, cmid));
             }
         }
     }
 
     /// Entries oldest first (snapshots).
     pub fn entries(&self) -> impl Iterator<Item = (UserId, u128, DedupEntry)> + '_ {
-        self.order.iter().map(|k| (k.0, k.1, self.map[k]))
+        self.order.iter().copied()
     }
 }
 

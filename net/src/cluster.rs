@@ -429,7 +429,8 @@ impl Mode {
         (200, format!("{document}\n"))
     }
 
-    fn admin_authorized(&self, authorization: Option<&str>) -> bool {
+    /// Whether `authorization` (`Bearer ca1_…`) carries the admin token.
+    pub(crate) fn admin_authorized(&self, authorization: Option<&str>) -> bool {
         // The scheme is case-insensitive (RFC 9110 §11.1).
         let token = authorization
             .and_then(|v| v.split_once(' '))

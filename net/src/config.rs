@@ -53,6 +53,9 @@ pub struct Args {
     /// WAL segment size in MiB (only for newly created segments).
     #[arg(long, env = "COURIER_SEGMENT_MIB")]
     pub segment_mib: Option<u64>,
+    /// Records in a shard's log between two snapshots.
+    #[arg(long, env = "COURIER_SNAPSHOT_EVERY_RECORDS")]
+    pub snapshot_every_records: Option<u64>,
     /// Requests per second per connection (bursts of twice that); 0 = off.
     #[arg(long, env = "COURIER_RATE_CONN_PER_SEC")]
     pub rate_conn_per_sec: Option<u32>,
@@ -95,6 +98,7 @@ struct File {
     preauth_timeout_secs: Option<u64>,
     connections_per_shard_max: Option<usize>,
     segment_mib: Option<u64>,
+    snapshot_every_records: Option<u64>,
     rate_conn_per_sec: Option<u32>,
     rate_user_per_sec: Option<u32>,
     rate_workspace_per_sec: Option<u32>,
@@ -170,6 +174,8 @@ pub struct Config {
     pub connections_per_shard_max: usize,
     /// WAL segment size in bytes.
     pub segment_bytes: u64,
+    /// Records in a shard's log between two snapshots.
+    pub snapshot_every_records: u64,
     /// Requests per second per connection (0 = unlimited).
     pub rate_conn_per_sec: u32,
     /// Requests per second per user per shard (0 = unlimited).
@@ -228,15 +234,9 @@ impl Config {
         if idle < Duration::from_secs(1) || preauth < Duration::from_secs(1) {
             bail!("idle_timeout_secs and preauth_timeout_secs must be at least 1");
         }
-        let segment_mib = args.segment_mib.or(file.segment_mib).unwrap_or(64);
-        let segment_range = constants::SEGMENT_MIB_MIN..=constants::SEGMENT_MIB_MAX;
-        if !segment_range.contains(&segment_mib) {
-            bail!(
-                "segment_mib must be {}..={} (a segment holds the largest WAL record and stays within the WAL's maximum), got {segment_mib}",
-                constants::SEGMENT_MIB_MIN,
-                constants::SEGMENT_MIB_MAX
-            );
-        }
+        let segment_mib = segment_mib(args.segment_mib.or(file.segment_mib))?;
+        let snapshot_every_records =
+            snapshot_every_records(args.snapshot_every_records.or(file.snapshot_every_records))?;
         let push_url = args.push_url.or(file.push_url);
         if let Some(url) = &push_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -296,6 +296,7 @@ impl Config {
                 .or(file.connections_per_shard_max)
                 .unwrap_or(constants::CONNECTIONS_PER_SHARD_MAX_DEFAULT),
             segment_bytes: segment_mib * 1024 * 1024,
+            snapshot_every_records,
             rate_conn_per_sec: args
                 .rate_conn_per_sec
                 .or(file.rate_conn_per_sec)
@@ -310,6 +311,32 @@ impl Config {
                 .unwrap_or(constants::RATE_WORKSPACE_PER_SEC_DEFAULT),
         })
     }
+}
+
+/// `segment_mib`, defaulted and checked.
+fn segment_mib(given: Option<u64>) -> anyhow::Result<u64> {
+    let segment_mib = given.unwrap_or(64);
+    let segment_range = constants::SEGMENT_MIB_MIN..=constants::SEGMENT_MIB_MAX;
+    if !segment_range.contains(&segment_mib) {
+        bail!(
+            "segment_mib must be {}..={} (a segment holds the largest WAL record and stays within the WAL's maximum), got {segment_mib}",
+            constants::SEGMENT_MIB_MIN,
+            constants::SEGMENT_MIB_MAX
+        );
+    }
+    Ok(segment_mib)
+}
+
+/// `snapshot_every_records`, defaulted and checked.
+fn snapshot_every_records(given: Option<u64>) -> anyhow::Result<u64> {
+    let n = given.unwrap_or(constants::SNAPSHOT_EVERY_RECORDS);
+    if n < constants::SNAPSHOT_EVERY_RECORDS_MIN {
+        bail!(
+            "snapshot_every_records must be at least {}, got {n}",
+            constants::SNAPSHOT_EVERY_RECORDS_MIN
+        );
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

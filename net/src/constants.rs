@@ -101,8 +101,14 @@ pub const SEGMENT_MIB_MAX: u64 = courier_wal::constants::SEGMENT_BYTES_MAX / (10
 
 const _: () = assert!(SEGMENT_MIB_MIN <= 64 && 64 <= SEGMENT_MIB_MAX);
 
-/// Records in the WAL since the last snapshot that trigger a new one.
+/// Records in the WAL since the last snapshot that trigger a new one (the
+/// default of `snapshot_every_records`).
 pub const SNAPSHOT_EVERY_RECORDS: u64 = 200_000;
+/// The smallest `snapshot_every_records` accepted.
+pub const SNAPSHOT_EVERY_RECORDS_MIN: u64 = 1_000;
+/// How often a snapshot that must follow one being taken (shutdown, a
+/// backup) looks whether that one is done.
+pub const SNAPSHOT_BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Messages read back from the history store for one core request at
 /// most. The core reads one `History` page at a time (`HISTORY_PAGE_MAX`

@@ -289,7 +289,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
 /// The HTTP request: answers `/healthz`, `/metrics` and refusals itself;
 /// for a WebSocket upgrade, sends the 101 and returns the socket with the
 /// bytes read past the head.
-async fn front_door(ctx: &ShardCtx, mut stream: TcpStream) -> Option<(TcpStream, Vec<u8>)> {
+async fn front_door(ctx: &Rc<ShardCtx>, mut stream: TcpStream) -> Option<(TcpStream, Vec<u8>)> {
     let _ = stream.set_nodelay(true);
     let head = match with_timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream)).await {
         Some(Ok(head)) => head,
@@ -313,6 +313,17 @@ async fn front_door(ctx: &ShardCtx, mut stream: TcpStream) -> Option<(TcpStream,
         }
         Route::ClusterStatus { authorization } => {
             let (code, body) = ctx.mode().status_reply(authorization.as_deref());
+            let _ = respond(&mut stream, code, "application/json", &body).await;
+            None
+        }
+        Route::Backup { authorization, dir } => {
+            let (code, body) = if ctx.mode().admin_authorized(authorization.as_deref()) {
+                crate::shard::http_backup(ctx, dir).await
+            } else {
+                let error =
+                    "unauthenticated: send `Authorization: Bearer ca1_…` with the admin token";
+                (401, format!("{}\n", serde_json::json!({ "error": error })))
+            };
             let _ = respond(&mut stream, code, "application/json", &body).await;
             None
         }

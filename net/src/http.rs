@@ -15,6 +15,15 @@ pub enum Route {
         /// The `Authorization` header's value, if any (`Bearer ca1_…`).
         authorization: Option<String>,
     },
+    /// `POST /admin/backup`: a backup into the directory named by the
+    /// `X-Courier-Backup-Dir` header, for the admin token only
+    /// (`crate::backup`).
+    Backup {
+        /// The `Authorization` header's value, if any (`Bearer ca1_…`).
+        authorization: Option<String>,
+        /// The `X-Courier-Backup-Dir` header's value, if any.
+        dir: Option<String>,
+    },
     /// A valid WebSocket upgrade: answer 101 with this `Sec-WebSocket-Accept`,
     /// then treat the bytes after `head_len` as WebSocket data.
     Upgrade {
@@ -70,10 +79,11 @@ pub fn route(head: &[u8]) -> Route {
             }
         }
     };
-    if req.method != Some("GET") {
+    let backup = req.path == Some("/admin/backup");
+    if req.method != Some("GET") && !(backup && req.method == Some("POST")) {
         return Route::Refuse {
             code: 405,
-            body: "only GET\n",
+            body: "only GET (and POST /admin/backup)\n",
         };
     }
     let header = |name: &str| {
@@ -88,6 +98,14 @@ pub fn route(head: &[u8]) -> Route {
         "/metrics" => Route::Metrics,
         "/admin/cluster" => Route::ClusterStatus {
             authorization: header("authorization").map(str::to_owned),
+        },
+        "/admin/backup" if req.method == Some("POST") => Route::Backup {
+            authorization: header("authorization").map(str::to_owned),
+            dir: header("x-courier-backup-dir").map(str::to_owned),
+        },
+        "/admin/backup" => Route::Refuse {
+            code: 405,
+            body: "only POST /admin/backup\n",
         },
         "/" if header("upgrade").is_none() => Route::Asset(&crate::web::INDEX_ASSET),
         "/" | "/ws" => {
@@ -170,7 +188,21 @@ mod tests {
             "POST /healthz HTTP/1.1\r\n\r\n",
             Route::Refuse {
                 code: 405,
-                body: "only GET\n",
+                body: "only GET (and POST /admin/backup)\n",
+            },
+        );
+        check(
+            "POST /admin/backup HTTP/1.1\r\nauthorization: Bearer ca1_x\r\nx-courier-backup-dir: /b\r\n\r\n",
+            Route::Backup {
+                authorization: Some("Bearer ca1_x".into()),
+                dir: Some("/b".into()),
+            },
+        );
+        check(
+            "GET /admin/backup HTTP/1.1\r\n\r\n",
+            Route::Refuse {
+                code: 405,
+                body: "only POST /admin/backup\n",
             },
         );
         check(

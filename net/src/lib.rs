@@ -33,6 +33,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod constants;

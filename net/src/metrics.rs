@@ -59,6 +59,10 @@ metrics! {
     core_sessions: "gauge", "authenticated sessions on this shard";
     wal_reads_total: "counter", "WAL records read back for history";
     snapshots_total: "counter", "snapshots written";
+    snapshot_bytes: "gauge", "size of the newest snapshot (bytes)";
+    snapshot_capture_us_last: "gauge", "the newest snapshot's capture: time the shard's thread spent copying its state (us)";
+    snapshot_capture_us_max: "gauge", "longest snapshot capture since start (us)";
+    snapshot_us_last: "gauge", "the newest snapshot from capture to durable file (us)";
     http_requests_total: "counter", "plain HTTP requests (healthz, metrics)";
     core_inputs_total: "counter", "inputs handled by the core state machine";
     notify_decided_total: "counter", "notification candidates decided on their home shard";

@@ -22,6 +22,7 @@
 //! refcounts), `peers` (channels to the other shards) and `publish` (the
 //! metrics mapping).
 
+mod backup;
 mod boot;
 mod edge;
 mod history;
@@ -36,7 +37,10 @@ pub use edge::{decode_peer, encode_peer, PeerFrameError, LINK_KIND_PEER};
 /// Exit codes of a replica that stops the process (docs/CLUSTER.md).
 pub use replica::{EXIT_DEMOTED, EXIT_DIVERGED};
 
-use journal::{durability_task, snapshot, snapshot_every_records, staging_task};
+pub(crate) use backup::http_backup;
+use journal::{
+    durability_task, snapshot, snapshot_every_records, snapshot_in_background, staging_task,
+};
 pub(crate) use peers::connect_peers;
 use peers::spawn_peer_tasks;
 
@@ -95,6 +99,8 @@ pub struct Stop {
     /// it on every shard (a health check lands on whichever shard accepts
     /// its connection).
     pub storage_failure: OnceLock<String>,
+    /// The backup every shard takes part in (`crate::backup`).
+    pub backups: crate::backup::Backups,
 }
 
 impl Stop {
@@ -104,6 +110,7 @@ impl Stop {
             requested: AtomicBool::new(false),
             exit_code: AtomicI32::new(0),
             storage_failure: OnceLock::new(),
+            backups: crate::backup::Backups::default(),
         })
     }
 
@@ -160,6 +167,11 @@ pub struct ShardCtx {
     staged_wake: Signal,
     storage_failed: RefCell<Option<String>>,
     snapshot_lsn: Cell<u64>,
+    /// A snapshot is being taken (at most one at a time; `journal`).
+    snapshot_busy: Cell<bool>,
+    /// This shard's directory (`DATA/shard-K`: its WAL, snapshots and
+    /// `history/`).
+    dir: std::path::PathBuf,
     /// The history store (`history`): every durable message record.
     history: HistoryStore,
     /// Message records appended and not yet durable, in LSN order; moved
@@ -567,6 +579,8 @@ fn new_ctx(
         staged_wake: Signal::default(),
         storage_failed: RefCell::new(None),
         snapshot_lsn: Cell::new(booted.snapshot_lsn),
+        snapshot_busy: Cell::new(false),
+        dir: setup.dir.clone(),
         history: booted.history,
         history_queue: RefCell::new(VecDeque::new()),
         history_fed: Cell::new(booted.last_lsn),
@@ -735,10 +749,12 @@ async fn tick_task(ctx: Rc<ShardCtx>) {
         ctx.submit(Input::Tick);
         ctx.edge_tick();
         ctx.publish();
-        if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get()) >= snapshot_every_records()
+        if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get())
+            >= snapshot_every_records(&ctx.config)
             && ctx.storage_failed.borrow().is_none()
         {
-            snapshot(&ctx).await;
+            snapshot_in_background(&ctx);
         }
+        backup::take_part(&ctx);
     }
 }

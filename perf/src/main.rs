@@ -12,7 +12,7 @@
 //!
 //! # Layout
 //! One module per scenario (`send`, `e2e`, `fanout`, `catchup`, `history`, `boot`,
-//! `fairness`, `restart`, `failover`, `wal`), plus the shared pieces:
+//! `fairness`, `restart`, `failover`, `wal`, `soak`), plus the shared pieces:
 //! `clock` (one monotonic clock, precise sleeps), `ws` + `client` (the lean
 //! WebSocket client), `pool` (load threads), `setup` (building worlds with
 //! the client library), `server` (the server under test, /proc and
@@ -37,6 +37,7 @@ mod restart;
 mod send;
 mod server;
 mod setup;
+mod soak;
 mod wal;
 mod ws;
 
@@ -72,6 +73,10 @@ enum Scenario {
     /// A 3-node cluster under steady sends, its primary killed with kill -9
     /// N times: kill → first ack on the new primary, acked/s before and after.
     Failover(failover::Cmd),
+    /// Sends in rounds until N messages are stored (or a time limit):
+    /// server RSS, ack p99/max, snapshot time and acked/s against
+    /// messages stored.
+    Soak(soak::Cmd),
     /// Durable append throughput and latency of one WAL shard, and the raw
     /// pwrite+fdatasync limit of the same device for comparison.
     Wal(wal::Args),
@@ -85,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fanout(cmd) => fanout::run(cmd),
         Scenario::Catchup(cmd) => catchup::run(cmd),
         Scenario::History(cmd) => history::run(cmd),
+        Scenario::Soak(cmd) => soak::run(cmd),
         Scenario::Boot(cmd) => boot::run(cmd),
         Scenario::Fairness(cmd) => fairness::run(cmd),
         Scenario::Restart(cmd) => restart::run(cmd),

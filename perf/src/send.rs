@@ -270,11 +270,38 @@ fn summary_row(label: &str, v: &Value) -> Vec<String> {
 
 /// The Courier half of `send`.
 pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow::Result<Value> {
+    run_courier_in(target, args, common, "bench-send")
+}
+
+/// [`run_courier`] in a new workspace named `workspace`.
+fn run_courier_in(
+    target: &Target,
+    args: &SendArgs,
+    common: &Common,
+    workspace: &str,
+) -> anyhow::Result<Value> {
+    let setup_start = now_ns();
+    let world = setup_world(target, args, workspace)?;
+    let setup_s = (now_ns() - setup_start) as f64 / 1e9;
+    let mut v = run_load(target, args, common, &world)?;
+    v["setup_s"] = json!(setup_s);
+    Ok(v)
+}
+
+/// The users and conversations of a `send` run: user `i` is a member of
+/// conversation `i mod C`.
+pub struct World {
+    users: Vec<setup::User>,
+    conversations: Vec<ConversationId>,
+}
+
+/// Creates the workspace `workspace` with K users and C channels (the soak
+/// sets it up once and runs [`run_load`] on it round after round).
+pub fn setup_world(target: &Target, args: &SendArgs, workspace: &str) -> anyhow::Result<World> {
     let k = args.connections.max(1);
     let c = args.conversations.clamp(1, k);
-    let setup_start = now_ns();
     let (users, conversations) = pool::block_on(async {
-        let (_, users) = setup::workspace_with_users(target, "bench-send", "u", k).await?;
+        let (_, users) = setup::workspace_with_users(target, workspace, "u", k).await?;
         // User i < C creates conversation i; the others are invited by the
         // creator of theirs.
         let mut conversations = Vec::with_capacity(c);
@@ -295,7 +322,23 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
         }
         Ok((users, conversations))
     })?;
-    let setup_s = (now_ns() - setup_start) as f64 / 1e9;
+    Ok(World {
+        users,
+        conversations,
+    })
+}
+
+/// The closed-loop load of `send` on `world`, measured as [`run_courier`]
+/// says (without `setup_s`).
+pub fn run_load(
+    target: &Target,
+    args: &SendArgs,
+    common: &Common,
+    world: &World,
+) -> anyhow::Result<Value> {
+    let k = args.connections.max(1);
+    let c = args.conversations.clamp(1, k);
+    let (users, conversations) = (&world.users, &world.conversations);
     let threads = common.threads();
     let phase = Phase::new(threads);
     let window = Window::default();
@@ -303,8 +346,6 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
     let addr = target.addr;
     let probe = target.probe();
     let outcomes = pool::run(threads, |t| {
-        let users = &users;
-        let conversations = &conversations;
         let phase = phase.clone();
         let window = window.clone();
         let samples = samples.clone();
@@ -366,7 +407,6 @@ pub fn run_courier(target: &Target, args: &SendArgs, common: &Common) -> anyhow:
         "ack_latency": latency_json(&total.latency),
         "server_cpu_us_per_send": server_cpu_us_per_send,
         "usage": usage,
-        "setup_s": setup_s,
         "disk": target.wal_footprint(),
     });
     report::table(

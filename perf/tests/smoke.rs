@@ -222,6 +222,40 @@ fn history_runs() {
 }
 
 #[test]
+fn soak_runs_rounds_until_enough_is_stored() {
+    let j = bench(&[
+        "soak",
+        "--connections",
+        "4",
+        "--conversations",
+        "4",
+        "--window",
+        "4",
+        "--secs",
+        "0.5",
+        "--warmup-secs",
+        "0",
+        "--messages",
+        "1000",
+        "--max-secs",
+        "30",
+    ]);
+    let rounds = j["results"]["rounds"].as_array().unwrap();
+    let last = rounds.last().unwrap();
+    assert!(
+        last["messages_stored"].as_u64().unwrap() >= 1000
+            || last["elapsed_s"].as_f64().unwrap() >= 30.0,
+        "{last}"
+    );
+    assert!(
+        rounds
+            .iter()
+            .all(|r| r["server_rss_kib"].as_u64().unwrap() > 0),
+        "{j}"
+    );
+}
+
+#[test]
 fn boot_runs() {
     let j = bench(&[
         "boot",

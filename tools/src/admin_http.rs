@@ -1,6 +1,7 @@
 //! The HTTP admin surface of `courierd`, as a client: `GET /admin/cluster`
 //! with the admin token (`Authorization: Bearer ca1_…`), parsed into a
-//! [`ClusterReport`]. It is what `courier admin cluster status` calls.
+//! [`ClusterReport`] (what `courier admin cluster status` calls), and
+//! `POST /admin/backup` (what `courier admin backup DIR` calls).
 //!
 //! Plain HTTP/1.1 on the server's client port (the same `ws://HOST:PORT`
 //! URL as the WebSocket), one request per connection; the reply is read to
@@ -152,6 +153,51 @@ pub async fn cluster_status(
     token: &str,
     timeout: Duration,
 ) -> Result<ClusterReport, ClientError> {
+    let reply = exchange(server, token, "GET /admin/cluster", "", timeout).await?;
+    parse_reply(&reply)
+}
+
+/// `POST /admin/backup` on `server` with the admin token: the server copies
+/// its data directory into `dir` (an absolute path on the server's
+/// machine, absent or empty) while it keeps serving, and answers with the
+/// backup's report (docs/OPERATIONS.md, "Backup while serving"). Waits up
+/// to `timeout`.
+pub async fn backup(
+    server: &str,
+    token: &str,
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> Result<serde_json::Value, ClientError> {
+    let dir = dir
+        .to_str()
+        .filter(|d| !d.contains(['\r', '\n']))
+        .ok_or_else(|| ClientError::Protocol(format!("unusable directory name {dir:?}")))?;
+    let header = format!("X-Courier-Backup-Dir: {dir}\r\n");
+    let reply = exchange(server, token, "POST /admin/backup", &header, timeout).await?;
+    let (code, body) = split_reply(&reply, "/admin/backup")?;
+    match code {
+        200 => serde_json::from_str(body.trim()).map_err(|e| {
+            ClientError::Protocol(format!("/admin/backup sent an unreadable report: {e}"))
+        }),
+        401 => Err(ClientError::Rejected(Reject::Unauthenticated)),
+        _ => Err(ClientError::Protocol(format!(
+            "/admin/backup answered HTTP {code}: {}",
+            body.trim()
+        ))),
+    }
+}
+
+/// One HTTP/1.1 request (`request`: method and path; `headers`: extra
+/// header lines, each ending in CRLF) with the admin token, on the
+/// server's client port; the whole reply, bounded by
+/// [`RESPONSE_BYTES_MAX`], within `timeout`.
+async fn exchange(
+    server: &str,
+    token: &str,
+    request: &str,
+    headers: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
     if !token.starts_with("ca1_") {
         return Err(ClientError::Rejected(Reject::NotAdmin));
     }
@@ -169,12 +215,12 @@ pub async fn cluster_status(
                 reason: e.to_string(),
             })?;
         let request = format!(
-            "GET /admin/cluster HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\n\
-             Accept: application/json\r\nConnection: close\r\n\r\n"
+            "{request} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\n\
+             {headers}Accept: application/json\r\nConnection: close\r\n\r\n"
         );
         let lost = |e: std::io::Error| ClientError::Closed {
             code: None,
-            reason: format!("reading /admin/cluster: {e}"),
+            reason: format!("reading the reply to {request}: {e}"),
         };
         stream.write_all(request.as_bytes()).await.map_err(lost)?;
         let mut reply = Vec::new();
@@ -191,19 +237,19 @@ pub async fn cluster_status(
         .map_err(|_| ClientError::Timeout(timeout))??;
     if reply.len() > RESPONSE_BYTES_MAX {
         return Err(ClientError::Protocol(format!(
-            "/admin/cluster reply over {RESPONSE_BYTES_MAX} bytes"
+            "reply to {request} over {RESPONSE_BYTES_MAX} bytes"
         )));
     }
-    parse_reply(&reply)
+    Ok(reply)
 }
 
-/// Parses a whole HTTP reply to `GET /admin/cluster`.
-pub fn parse_reply(reply: &[u8]) -> Result<ClusterReport, ClientError> {
+/// The status code and body of a whole HTTP reply.
+fn split_reply(reply: &[u8], what: &str) -> Result<(u16, String), ClientError> {
     let text = String::from_utf8_lossy(reply);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return Err(ClientError::Protocol(
-            "incomplete HTTP reply from /admin/cluster".into(),
-        ));
+        return Err(ClientError::Protocol(format!(
+            "incomplete HTTP reply from {what}"
+        )));
     };
     let code: u16 = head
         .lines()
@@ -211,6 +257,12 @@ pub fn parse_reply(reply: &[u8]) -> Result<ClusterReport, ClientError> {
         .and_then(|status| status.split(' ').nth(1))
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| ClientError::Protocol(format!("bad HTTP status line in {head:?}")))?;
+    Ok((code, body.to_owned()))
+}
+
+/// Parses a whole HTTP reply to `GET /admin/cluster`.
+pub fn parse_reply(reply: &[u8]) -> Result<ClusterReport, ClientError> {
+    let (code, body) = split_reply(reply, "/admin/cluster")?;
     match code {
         200 => serde_json::from_str(body.trim()).map_err(|e| {
             ClientError::Protocol(format!("/admin/cluster sent an unreadable document: {e}"))

@@ -66,6 +66,11 @@ pub const CURSOR_FILE_CONVERSATIONS_MAX: usize = 100_000;
 /// How often a session writes its cursor file while messages flow.
 pub const CURSOR_SAVE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long `courier admin backup` waits for the server's report at
+/// least (the server gives up after `courier_net::backup::BACKUP_TIMEOUT`,
+/// 10 minutes).
+pub const BACKUP_WAIT: Duration = Duration::from_secs(660);
+
 /// Largest frame the client accepts from the server (one WebSocket message).
 pub const SERVER_FRAME_BYTES_MAX: usize = courier_proto::constants::SERVER_FRAME_BYTES_MAX;
 

@@ -291,6 +291,21 @@ impl Wal {
         Lsn(self.shared().state.borrow().next_lsn)
     }
 
+    /// The newest segment's number, the offset just past the last record
+    /// placed in it, and that record's LSN (`next_lsn - 1`). Once that LSN
+    /// is durable the segment's bytes below the offset never change: a
+    /// consistent copy of a live log (`courier-net`'s backup while
+    /// serving) takes them and zeros after. None before the first segment.
+    pub fn active_end(&self) -> Option<(u64, u64, Lsn)> {
+        let st = self.shared().state.borrow();
+        let segment = st.segments.back()?;
+        Some((
+            segment.number,
+            segment.end_offset,
+            Lsn(segment.next_lsn.saturating_sub(1)),
+        ))
+    }
+
     /// The oldest LSN still retained.
     pub fn first_lsn(&self) -> Lsn {
         Lsn(self.shared().state.borrow().first_lsn())

@@ -14,10 +14,11 @@
 //! that covers records not yet durable.
 
 use super::ShardCtx;
-use crate::constants::SNAPSHOT_EVERY_RECORDS;
+use crate::constants::SNAPSHOT_BUSY_POLL;
 use crate::metrics::M;
 use courier_core::api::{Input, Lsn};
 use std::rc::Rc;
+use std::time::Instant;
 
 impl ShardCtx {
     /// Appends in the core's order. When the WAL queue is full the record
@@ -121,12 +122,52 @@ impl ShardCtx {
     }
 }
 
-/// Writes a snapshot of the core's state once every record it covers is durable.
+/// Starts a snapshot in its own task unless one is being taken (the tick
+/// task never waits for one: ticks, timeouts and pushes go on meanwhile).
+pub(super) fn snapshot_in_background(ctx: &Rc<ShardCtx>) {
+    if ctx.snapshot_busy.get() {
+        return;
+    }
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move { snapshot(&ctx).await }).detach();
+}
+
+/// Writes a snapshot of the core's state once every record it covers is
+/// durable; waits first for one being taken. At most one per shard at a
+/// time (`snapshot_busy`).
+///
+/// Only the capture — a detached copy of the state between two inputs,
+/// consistent as of one LSN — runs on the shard's thread; the encoding
+/// (most of the cost) runs on a thread of its own, and the write is
+/// asynchronous I/O. The log is truncated only after the snapshot file,
+/// its rename and its directory are synced (`Wal::write_snapshot`).
 pub(super) async fn snapshot(ctx: &Rc<ShardCtx>) {
-    let (lsn, bytes) = ctx.core.borrow().snapshot();
+    let _lock = lock_snapshots(ctx).await;
+    snapshot_locked(ctx).await;
+}
+
+/// Waits until no snapshot is being taken and takes the snapshot lock:
+/// while it is held no snapshot, snapshot pruning or log truncation runs.
+pub(super) async fn lock_snapshots(ctx: &ShardCtx) -> SnapshotLock<'_> {
+    while ctx.snapshot_busy.get() {
+        glommio::timer::sleep(SNAPSHOT_BUSY_POLL).await;
+    }
+    ctx.snapshot_busy.set(true);
+    SnapshotLock(ctx)
+}
+
+/// [`snapshot`] with the lock held by the caller.
+pub(super) async fn snapshot_locked(ctx: &Rc<ShardCtx>) {
+    let started = Instant::now();
+    let capture = ctx.core.borrow().snapshot_capture();
+    let capture_us = started.elapsed().as_micros() as u64;
+    let lsn = capture.lsn();
     if lsn.0 <= ctx.snapshot_lsn.get() {
         return;
     }
+    let encode_started = Instant::now();
+    let bytes = encode_off_thread(ctx.id.0, capture).await;
+    let encode_ms = encode_started.elapsed().as_millis() as u64;
     // Never let a snapshot claim state whose records are not on disk.
     if ctx.wal.wait_durable(courier_wal::Lsn(lsn.0)).await.is_err() {
         return;
@@ -138,11 +179,23 @@ pub(super) async fn snapshot(ctx: &Rc<ShardCtx>) {
     {
         Ok(()) => {
             ctx.snapshot_lsn.set(lsn.0);
-            ctx.count(M::snapshots_total, 1);
+            let total_us = started.elapsed().as_micros() as u64;
+            {
+                let mut counters = ctx.counters.borrow_mut();
+                counters.add(M::snapshots_total, 1);
+                counters.set(M::snapshot_bytes, bytes.len() as u64);
+                counters.set(M::snapshot_capture_us_last, capture_us);
+                let max = counters.get(M::snapshot_capture_us_max).max(capture_us);
+                counters.set(M::snapshot_capture_us_max, max);
+                counters.set(M::snapshot_us_last, total_us);
+            }
             tracing::info!(
                 shard = ctx.id.0,
                 lsn = lsn.0,
                 bytes = bytes.len(),
+                capture_us,
+                encode_ms,
+                ms = total_us / 1000,
                 "snapshot written"
             );
             truncate_log(ctx, lsn.0).await;
@@ -152,6 +205,45 @@ pub(super) async fn snapshot(ctx: &Rc<ShardCtx>) {
             crate::failpoints::get().on_storage_error(&format!("snapshot failed: {e}"));
             tracing::warn!(shard = ctx.id.0, error = %e, "snapshot failed (the log still has everything)")
         }
+    }
+}
+
+/// The snapshot lock ([`lock_snapshots`]); clears `snapshot_busy` however
+/// its holder ends.
+pub(super) struct SnapshotLock<'a>(&'a ShardCtx);
+
+impl Drop for SnapshotLock<'_> {
+    fn drop(&mut self) {
+        self.0.snapshot_busy.set(false);
+    }
+}
+
+/// Encodes a capture on a short-lived thread of its own (not glommio's
+/// blocking pool: the WAL's renames and removals queue there) and awaits
+/// the bytes. If no thread can be started, encodes here (a stall, logged,
+/// rather than no snapshot).
+async fn encode_off_thread(shard: u16, capture: courier_core::snapshot::Capture) -> Vec<u8> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Some(capture)));
+    let given = held.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("courier-snap-{shard}"))
+        .spawn(move || {
+            let taken = given.lock().ok().and_then(|mut c| c.take());
+            if let Some(capture) = taken {
+                // The receiver is gone only if the shard stopped: nothing to do.
+                let _ = tx.send(capture.encode());
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(shard, error = %e, "no thread for the snapshot encoding; encoding on the shard");
+    } else if let Ok(bytes) = rx.await {
+        return bytes;
+    }
+    let taken = held.lock().ok().and_then(|mut c| c.take());
+    match taken {
+        Some(capture) => capture.encode(),
+        None => panic!("snapshot encoding thread ended without an answer"),
     }
 }
 
@@ -272,11 +364,12 @@ pub(super) async fn staging_task(ctx: Rc<ShardCtx>) {
     }
 }
 
-/// Records between snapshots (a failpoint may lower it for tests).
-pub(super) fn snapshot_every_records() -> u64 {
+/// Records between snapshots: `snapshot_every_records` in the config (a
+/// failpoint may lower it for tests).
+pub(super) fn snapshot_every_records(config: &crate::config::Config) -> u64 {
     #[cfg(feature = "failpoints")]
     if let Some(n) = crate::failpoints::get().snapshot_every {
         return n;
     }
-    SNAPSHOT_EVERY_RECORDS
+    config.snapshot_every_records
 }

@@ -217,6 +217,14 @@ pub enum AdminCommand {
     /// The cluster (cluster-mode servers).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Copy the server's data into DIR while it keeps serving (single-node
+    /// mode). DIR is a path on the server's machine, absent or empty;
+    /// `courierd --data-dir DIR` starts from it.
+    Backup {
+        /// Target directory (made absolute here).
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 /// A role named on the command line (`Role` from the core, which has no

@@ -289,12 +289,14 @@ async fn whoami(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
-    if let AdminCommand::Cluster(ClusterCommand::Status) = cmd {
-        return cluster_status(ctx).await;
+    match cmd {
+        AdminCommand::Cluster(ClusterCommand::Status) => return cluster_status(ctx).await,
+        AdminCommand::Backup { dir } => return backup(ctx, &dir).await,
+        _ => {}
     }
     let mut client = ctx.client().await?;
     match cmd {
-        AdminCommand::Cluster(_) => Ok(()), // handled above
+        AdminCommand::Cluster(_) | AdminCommand::Backup { .. } => Ok(()), // handled above
         AdminCommand::CreateWorkspace { name } => {
             let ws = client.create_workspace(&name).await?;
             ctx.out
@@ -384,6 +386,29 @@ async fn cluster_status(ctx: &Ctx) -> anyhow::Result<()> {
     let value = serde_json::to_value(&report)?;
     ctx.out
         .emit(value, || super::output::cluster_status_text(&report))
+}
+
+/// `courier admin backup DIR`: `POST /admin/backup` with the admin token;
+/// prints the server's report.
+async fn backup(ctx: &Ctx, dir: &std::path::Path) -> anyhow::Result<()> {
+    let token = ctx.token.as_deref().ok_or_else(|| {
+        usage("no token: pass --token \"$(cat DATA_DIR/admin.token)\" or set COURIER_TOKEN")
+    })?;
+    let dir = std::path::absolute(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
+    // A backup copies the whole store: allow far more than one request.
+    let timeout = ctx.timeout.max(courier_tools::constants::BACKUP_WAIT);
+    let report = courier_tools::admin_http::backup(&ctx.server, token, &dir, timeout)
+        .await
+        .map_err(|e| match e {
+            ClientError::BadUrl { .. } => usage(e.to_string()),
+            other => anyhow::Error::new(other),
+        })?;
+    let text = format!(
+        "backup in {} ({} ms)",
+        dir.display(),
+        report["ms"].as_u64().unwrap_or(0)
+    );
+    ctx.out.emit(report, || text)
 }
 
 async fn channel(ctx: &Ctx, cmd: ChannelCommand) -> anyhow::Result<()> {

@@ -276,6 +276,15 @@ impl HistoryStore {
         retention::apply_retention(&self.inner, keep_sealed).await
     }
 
+    /// The active segment's number and the offset just past its last
+    /// durable entry: its bytes below never change (a consistent copy of
+    /// a live store takes them and zeros after; sealed segments below it
+    /// never change at all).
+    pub fn active_end(&self) -> (u64, u64) {
+        let st = self.inner.state.borrow();
+        (st.active.number, st.active.durable_end)
+    }
+
     /// Memory held now, by part.
     pub fn memory(&self) -> HistoryMemory {
         let mut memory = self.inner.state.borrow().memory();
