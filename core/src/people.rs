@@ -145,6 +145,13 @@ impl ConnRole {
                 self.route_set_role(cx, origin, Actor::Admin, user, role, out);
                 Ok(())
             }
+            p @ (PeopleRequest::CreateInvite { .. }
+            | PeopleRequest::ListInvites { .. }
+            | PeopleRequest::RevokeInvite { .. }
+            | PeopleRequest::SetInvitePolicy { .. }
+            | PeopleRequest::RedeemInvite { .. }) => {
+                self.route_invites(cx, origin, Actor::Admin, p, out)
+            }
             PeopleRequest::SetProfile { user: None, .. } => Err(Reject::Invalid(
                 "user: an admin session sets the profile of a named user".into(),
             )),
@@ -177,6 +184,13 @@ impl ConnRole {
                     update: *update,
                 };
                 cx.send_peer(cx.home_of(user), body, out);
+            }
+            p @ (PeopleRequest::CreateInvite { .. }
+            | PeopleRequest::ListInvites { .. }
+            | PeopleRequest::RevokeInvite { .. }
+            | PeopleRequest::SetInvitePolicy { .. }
+            | PeopleRequest::RedeemInvite { .. }) => {
+                return self.route_invites(cx, origin, Actor::User(who), p, out)
             }
             PeopleRequest::GetUsers { users } => {
                 let users = unique_ids(users)?;

@@ -586,6 +586,8 @@ pub(crate) fn response_name(response: &Response) -> &'static str {
             courier_core::api::PeopleResponse::Members { .. } => "MemberPage",
             courier_core::api::PeopleResponse::Channels { .. } => "ChannelPage",
             courier_core::api::PeopleResponse::Tokens { .. } => "TokenList",
+            courier_core::api::PeopleResponse::InviteCreated { .. } => "InviteCreated",
+            courier_core::api::PeopleResponse::Invites(_) => "InviteList",
         },
     }
 }
