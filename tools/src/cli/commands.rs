@@ -34,7 +34,7 @@ pub const HISTORY_LIMIT_MAX: u32 = 10_000;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
@@ -130,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Directory(args) => super::people::directory(&ctx, args).await,
         Command::Members(args) => super::people::members(&ctx, args).await,
         Command::Token(cmd) => token(&ctx, cmd).await,
+        Command::Invite(cmd) => super::invites::invite(&ctx, cmd).await,
         Command::Wal(_) => Ok(()), // handled above
     }
 }
