@@ -473,4 +473,20 @@ fn the_cli_invites_and_a_newcomer_redeems_without_a_token() {
     courier(&server, &acme.ann.text, &["invite", "policy", "members"]);
     let by_bob = courier(&server, &acme.bob.text, &["invite", "create"]);
     assert_eq!(by_bob[0]["role"], "member");
+    // DMs are named by the other members' handles; --json says so too.
+    courier(&server, &acme.ann.text, &["send", "@bob", "psst"]);
+    let dm = courier(&server, &acme.bob.text, &["history", "@ann"]);
+    assert_eq!(dm[0]["conversation_name"], "@ann");
+    assert_eq!(dm[0]["body"], "psst");
+    let group = courier(&server, &acme.ann.text, &["dm", "@bob", "@carl"]);
+    let id = group[0]["conversation"].as_str().unwrap().to_owned();
+    courier(&server, &acme.ann.text, &["send", &id, "all three"]);
+    let seen = courier(&server, &acme.bob.text, &["history", &id]);
+    let name = seen[0]["conversation_name"].as_str().unwrap();
+    assert!(
+        name == "@ann,@carl" || name == "@carl,@ann",
+        "group DM named {name}"
+    );
+    let channel = courier(&server, &acme.ann.text, &["history", "general"]);
+    assert!(channel.is_empty(), "nothing sent there in this test");
 }
