@@ -24,7 +24,7 @@ use crate::constants::{INVITES_PER_WORKSPACE_MAX, INVITE_EXPIRY_MAX_MS, INVITE_U
 use crate::directory::{exhausted, WorkspaceRole};
 use crate::ids::spread_slot;
 use crate::peer::workspace::{InviteOp, Invites, Redeem};
-use crate::peer::{self, Actor, Origin};
+use crate::peer::{self, Actor, Origin, Who};
 use crate::record::Record;
 use crate::state::{Invite, Workspace};
 use crate::text::{check_name, NameKind};
@@ -74,7 +74,31 @@ fn target(actor: Actor, named: Option<WorkspaceId>) -> Result<WorkspaceId, Rejec
     }
 }
 
+/// Whether a people request is one of the invite requests.
+pub(crate) fn is_invite(p: &PeopleRequest) -> bool {
+    matches!(
+        p,
+        PeopleRequest::CreateInvite { .. }
+            | PeopleRequest::ListInvites { .. }
+            | PeopleRequest::RevokeInvite { .. }
+            | PeopleRequest::SetInvitePolicy { .. }
+            | PeopleRequest::RedeemInvite { .. }
+    )
+}
+
 impl ConnRole {
+    /// [`ConnRole::route_invites`] for a user session.
+    pub(crate) fn user_invites(
+        &mut self,
+        cx: &mut Ctx,
+        origin: Origin,
+        who: Who,
+        request: PeopleRequest,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Reject> {
+        self.route_invites(cx, origin, Actor::User(who), request, out)
+    }
+
     /// Routes an invite request of a session (`actor`) to the workspace
     /// shard, after the checks that need no state.
     pub(crate) fn route_invites(

@@ -45,6 +45,7 @@ use crate::constants::{
 use crate::directory::WorkspaceRole;
 use crate::gather::GatherRole;
 use crate::home::HomeRole;
+use crate::invites::is_invite;
 use crate::owner::OwnerRole;
 use crate::peer::home::ProfilesTo;
 use crate::peer::{self, Actor, Origin, Who};
@@ -145,13 +146,7 @@ impl ConnRole {
                 self.route_set_role(cx, origin, Actor::Admin, user, role, out);
                 Ok(())
             }
-            p @ (PeopleRequest::CreateInvite { .. }
-            | PeopleRequest::ListInvites { .. }
-            | PeopleRequest::RevokeInvite { .. }
-            | PeopleRequest::SetInvitePolicy { .. }
-            | PeopleRequest::RedeemInvite { .. }) => {
-                self.route_invites(cx, origin, Actor::Admin, p, out)
-            }
+            p if is_invite(&p) => self.route_invites(cx, origin, Actor::Admin, p, out),
             PeopleRequest::SetProfile { user: None, .. } => Err(Reject::Invalid(
                 "user: an admin session sets the profile of a named user".into(),
             )),
@@ -184,13 +179,6 @@ impl ConnRole {
                     update: *update,
                 };
                 cx.send_peer(cx.home_of(user), body, out);
-            }
-            p @ (PeopleRequest::CreateInvite { .. }
-            | PeopleRequest::ListInvites { .. }
-            | PeopleRequest::RevokeInvite { .. }
-            | PeopleRequest::SetInvitePolicy { .. }
-            | PeopleRequest::RedeemInvite { .. }) => {
-                return self.route_invites(cx, origin, Actor::User(who), p, out)
             }
             PeopleRequest::GetUsers { users } => {
                 let users = unique_ids(users)?;
@@ -263,6 +251,7 @@ impl ConnRole {
                 };
                 cx.send_peer(cx.owner_of(conversation), body, out);
             }
+            invite => return self.user_invites(cx, origin, who, invite, out),
         }
         Ok(())
     }
