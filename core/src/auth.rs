@@ -129,6 +129,33 @@ pub fn permit_role_change(
     Ok(())
 }
 
+/// Whether `actor` (`None`: the node's admin session) may create an
+/// invite giving `role`, in a workspace where members may invite iff
+/// `members_may_invite`. Admins and owners invite anyone but owners;
+/// members, when the workspace allows it, invite members and guests.
+pub fn permit_invite(
+    actor: Option<Role>,
+    members_may_invite: bool,
+    role: Role,
+) -> Result<(), Reject> {
+    if matches!(role, Role::Owner | Role::Deactivated) {
+        return Err(Reject::Invalid(
+            "role: an invite gives member, guest or admin".into(),
+        ));
+    }
+    match actor {
+        None | Some(Role::Owner | Role::Admin) => Ok(()),
+        Some(Role::Member) if role == Role::Admin => Err(Reject::NotAdmin),
+        Some(Role::Member) if members_may_invite => Ok(()),
+        Some(Role::Member) => Err(Reject::Forbidden(
+            "role: only admins create invites in this workspace".into(),
+        )),
+        Some(Role::Guest | Role::Deactivated) => Err(Reject::Forbidden(
+            "role: guests cannot create invites".into(),
+        )),
+    }
+}
+
 /// sha256 of a secret: the only form in which secrets are stored.
 pub fn hash_secret(secret: &[u8; 32]) -> [u8; 32] {
     Sha256::digest(secret).into()
@@ -207,6 +234,38 @@ mod tests {
         check(PrivateChannel, false, WS, Read, 9, nf.clone());
         check(Dm, false, WS, Read, 9, nf.clone());
         check(GroupDm, false, WS, Read, 9, nf);
+    }
+
+    #[test]
+    fn invite_rules() {
+        use Role::*;
+        let forbidden = |r: Result<(), Reject>| matches!(r, Err(Reject::Forbidden(_)));
+        for actor in [None, Some(Owner), Some(Admin)] {
+            for role in [Admin, Member, Guest] {
+                assert_eq!(
+                    permit_invite(actor, false, role),
+                    Ok(()),
+                    "{actor:?} {role:?}"
+                );
+            }
+        }
+        for actor in [None, Some(Owner), Some(Admin), Some(Member)] {
+            for role in [Owner, Deactivated] {
+                assert!(matches!(
+                    permit_invite(actor, true, role),
+                    Err(Reject::Invalid(_))
+                ));
+            }
+        }
+        assert!(forbidden(permit_invite(Some(Member), false, Member)));
+        assert_eq!(permit_invite(Some(Member), true, Member), Ok(()));
+        assert_eq!(permit_invite(Some(Member), true, Guest), Ok(()));
+        assert_eq!(
+            permit_invite(Some(Member), true, Admin),
+            Err(Reject::NotAdmin)
+        );
+        assert!(forbidden(permit_invite(Some(Guest), true, Guest)));
+        assert!(forbidden(permit_invite(Some(Deactivated), true, Guest)));
     }
 
     #[test]

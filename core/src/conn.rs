@@ -881,7 +881,14 @@ impl ConnRole {
             None => return,
         };
         let result = match session {
-            Session::Anonymous | Session::Authenticating { .. } => Err(Reject::Unauthenticated),
+            // Redeeming an invite needs no session (it makes the token).
+            Session::Anonymous => match request {
+                Request::People(p @ PeopleRequest::RedeemInvite { .. }) => {
+                    self.route_redeem(cx, origin, p, out)
+                }
+                _ => Err(Reject::Unauthenticated),
+            },
+            Session::Authenticating { .. } => Err(Reject::Unauthenticated),
             Session::Admin => self.route_admin(cx, origin, request, out),
             Session::User { who, token } => match request {
                 Request::People(PeopleRequest::ListTokens) => {

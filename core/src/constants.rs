@@ -339,6 +339,17 @@ pub const CHANNEL_PAGE_MAX: u32 = 200;
 /// Members per `ListMembers` page.
 pub const MEMBERS_PAGE_MAX: u32 = 1_000;
 
+/// Uses one invite may allow (`CreateInvite.max_uses`).
+pub const INVITE_USES_MAX: u32 = 10_000;
+
+/// The longest an invite may stay valid: 30 days.
+pub const INVITE_EXPIRY_MAX_MS: u64 = 30 * 24 * 3_600_000;
+
+/// Live invites (not used up, expired or revoked) per workspace. The
+/// workspace shard drops the dead ones at each creation, so it holds at
+/// most this many plus those that died since.
+pub const INVITES_PER_WORKSPACE_MAX: usize = 1_000;
+
 /// Outstanding `GetUsers` gathers at a home shard.
 pub const PENDING_PROFILE_GATHERS_MAX: usize = 4_096;
 

@@ -103,7 +103,7 @@ impl WorkspaceRole {
         cx.commit(record, vec![reply], out);
     }
 
-    fn claim_room(
+    pub(crate) fn claim_room(
         &self,
         cx: &Ctx,
         workspace: WorkspaceId,
@@ -198,6 +198,7 @@ impl WorkspaceRole {
                 workspace,
                 workspace_name,
                 name,
+                role: None,
             }
             .into(),
         };
@@ -349,18 +350,18 @@ impl WorkspaceRole {
             match claim {
                 Claim::User { workspace, name } => {
                     let user = UserId(id);
-                    let workspace_name = cx
-                        .state
-                        .workspaces
-                        .get(&workspace)
-                        .map(|w| w.name.clone())
-                        .unwrap_or_default();
+                    let ws = cx.state.workspaces.get(&workspace);
+                    let workspace_name = ws.map(|w| w.name.clone()).unwrap_or_default();
+                    // An invite's role (version 1), so the home shard holds
+                    // it from the user's creation on.
+                    let role = ws.and_then(|w| w.roles.get(&user).copied());
                     let body = peer::home::CreateUser {
                         origin: None,
                         user,
                         workspace,
                         workspace_name,
                         name,
+                        role,
                     };
                     let to = cx.home_of(user);
                     cx.send_peer(to, body, out);
@@ -411,6 +412,8 @@ impl WorkspaceRole {
             WorkspaceMsg::UserByHandle(m) => self.on_user_by_handle(cx, m, out),
             WorkspaceMsg::BrowseChannels(m) => self.on_browse_channels(cx, m, out),
             WorkspaceMsg::SetRole(m) => self.on_set_role(cx, m, out),
+            WorkspaceMsg::Invites(m) => self.on_invites(cx, m, out),
+            WorkspaceMsg::Redeem(m) => self.on_redeem(cx, m, out),
         }
     }
 }

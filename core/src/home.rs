@@ -403,6 +403,7 @@ impl HomeRole {
             workspace,
             workspace_name,
             name,
+            role,
         } = m;
         assert!(cx.state.owns(user), "user created on the wrong home shard");
         let ws_shard = cx.workspace_shard(workspace);
@@ -447,17 +448,31 @@ impl HomeRole {
             to: ws_shard,
             body: ready.into(),
         }];
-        if let Some(origin) = origin {
-            actions.push(Action::Reply {
-                origin,
-                result: Ok(Response::TokenIssued {
-                    user,
-                    token: 1,
-                    secret,
-                }),
-            });
+        let reply = origin.map(|origin| Action::Reply {
+            origin,
+            result: Ok(Response::TokenIssued {
+                user,
+                token: 1,
+                secret,
+            }),
+        });
+        match role {
+            // An invite's role: held here before the token is handed out,
+            // so the first session already acts with it.
+            Some((role, version)) if version > 0 => {
+                cx.commit(record, actions, out);
+                let role_record = Record::UserRoleSet {
+                    user: user.0,
+                    role: role.into(),
+                    version,
+                };
+                cx.commit(role_record, reply.into_iter().collect(), out);
+            }
+            _ => {
+                actions.extend(reply);
+                cx.commit(record, actions, out);
+            }
         }
-        cx.commit(record, actions, out);
     }
 
     /// Checks the session user exists here and is under its conversation

@@ -81,6 +81,7 @@ mod gather;
 mod hash;
 mod home;
 pub mod ids;
+mod invites;
 mod notifier;
 pub mod notify;
 mod owner;

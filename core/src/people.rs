@@ -45,6 +45,7 @@ use crate::constants::{
 use crate::directory::WorkspaceRole;
 use crate::gather::GatherRole;
 use crate::home::HomeRole;
+use crate::invites::is_invite;
 use crate::owner::OwnerRole;
 use crate::peer::home::ProfilesTo;
 use crate::peer::{self, Actor, Origin, Who};
@@ -145,6 +146,7 @@ impl ConnRole {
                 self.route_set_role(cx, origin, Actor::Admin, user, role, out);
                 Ok(())
             }
+            p if is_invite(&p) => self.route_invites(cx, origin, Actor::Admin, p, out),
             PeopleRequest::SetProfile { user: None, .. } => Err(Reject::Invalid(
                 "user: an admin session sets the profile of a named user".into(),
             )),
@@ -249,6 +251,7 @@ impl ConnRole {
                 };
                 cx.send_peer(cx.owner_of(conversation), body, out);
             }
+            invite => return self.user_invites(cx, origin, who, invite, out),
         }
         Ok(())
     }

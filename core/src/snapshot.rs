@@ -26,7 +26,8 @@ use crate::record::{
     ProfileRecord, StoredBroadcast, StoredKind, StoredLevel, StoredReason, StoredRole,
 };
 use crate::state::{
-    ApplyError, ChannelName, Claim, Cursor, DedupEntry, Member, NameEntry, NotifyPref, State,
+    ApplyError, ChannelName, Claim, Cursor, DedupEntry, Invite, Member, NameEntry, NotifyPref,
+    State,
 };
 use crate::types::{
     Broadcast, ConversationId, Lsn, Message, Millis, Seq, ShardId, UserId, WorkspaceId,
@@ -34,7 +35,8 @@ use crate::types::{
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
-/// Current snapshot format version (6: [`SnapshotV6`], version 5 without
+/// Current snapshot format version (7: [`SnapshotV7`], version 6 plus the
+/// workspace invites and invite policy; 6: [`SnapshotV6`], version 5 without
 /// the per-message seq → LSN index — every conversation's `lsns` is
 /// written empty, message bodies live in the history store — plus the
 /// hand-off tail, the messages after the watermark a start hands off
@@ -46,8 +48,8 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
 /// it), with no roles (1–4), no profiles and no display names (1–3: the
 /// builds that wrote them had none), an empty outbox (1), and a watermark
 /// at the snapshot's LSN (1, 2: the builds that wrote them never handed
-/// off again, so nothing before is owed).
-pub const SNAPSHOT_VERSION: u32 = 6;
+/// off again, so nothing before is owed). Versions 1 to 6 hold no invites.
+pub const SNAPSHOT_VERSION: u32 = 7;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +164,39 @@ pub struct SnapshotV6 {
     handoff_tail: Vec<(u64, u64, u64)>,
 }
 
+/// Version 7: version 6 and the workspace invites of issue 16, part 3.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV7 {
+    v6: SnapshotV6,
+    /// Workspace role: the invite state of every workspace that has any,
+    /// by workspace.
+    invites: Vec<SnapInvites>,
+}
+
+/// One workspace's invites and invite policy.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapInvites {
+    workspace: u64,
+    next_invite: u64,
+    members_may_invite: bool,
+    /// By id.
+    invites: Vec<SnapInvite>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapInvite {
+    id: u64,
+    hash: [u8; 32],
+    /// 0: an admin session.
+    creator: u64,
+    role: StoredRole,
+    max_uses: u32,
+    uses: u32,
+    created: u64,
+    expires: u64,
+    revoked: bool,
+}
+
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
 struct SnapProfile {
     user: u64,
@@ -177,6 +212,8 @@ struct People {
     dir_names: Vec<(u64, u64, String, u64)>,
     ws_roles: Vec<(u64, u64, StoredRole, u64)>,
     user_roles: Vec<(u64, StoredRole, u64)>,
+    /// None before version 7.
+    invites: Vec<SnapInvites>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
@@ -307,6 +344,40 @@ fn snapshot_v2(state: &State, v1: SnapshotV1) -> SnapshotV2 {
     }
 }
 
+/// Version 7 of `state` around its version 1 part.
+fn snapshot_v7(state: &State, v1: SnapshotV1) -> SnapshotV7 {
+    let mut invites: Vec<SnapInvites> = state
+        .workspaces
+        .values()
+        .filter(|w| w.next_invite > 1 || w.members_may_invite)
+        .map(|w| SnapInvites {
+            workspace: w.id.0,
+            next_invite: w.next_invite,
+            members_may_invite: w.members_may_invite,
+            invites: w
+                .invites
+                .iter()
+                .map(|(id, i)| SnapInvite {
+                    id: *id,
+                    hash: i.hash,
+                    creator: i.creator.map_or(0, |u| u.0),
+                    role: i.role.into(),
+                    max_uses: i.max_uses,
+                    uses: i.uses,
+                    created: i.created.0,
+                    expires: i.expires.0,
+                    revoked: i.revoked,
+                })
+                .collect(),
+        })
+        .collect();
+    invites.sort_by_key(|w| w.workspace);
+    SnapshotV7 {
+        v6: snapshot_v6(state, v1),
+        invites,
+    }
+}
+
 /// Version 6 of `state` around its version 1 part.
 fn snapshot_v6(state: &State, v1: SnapshotV1) -> SnapshotV6 {
     SnapshotV6 {
@@ -403,6 +474,12 @@ fn decode_version(
             let v6 = rkyv::from_bytes::<SnapshotV6, rancor::Error>(aligned).map_err(invalid)?;
             let (v1, outbox, pushed, w, people) = split_v5(v6.v5);
             (v1, outbox, pushed, w, people, Some((v6.handoff_tail, 0)))
+        }
+        7 => {
+            let v7 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(aligned).map_err(invalid)?;
+            let (v1, outbox, pushed, w, mut people) = split_v5(v7.v6.v5);
+            people.invites = v7.invites;
+            (v1, outbox, pushed, w, people, Some((v7.v6.handoff_tail, 0)))
         }
         _ => return Err(RestoreError::UnsupportedVersion { version }),
     };
@@ -526,6 +603,40 @@ fn restore_people(state: &mut State, people: People) -> Result<(), RestoreError>
         u.role = role.into();
         u.role_version = version;
     }
+    for w in people.invites {
+        restore_invites(state, w)?;
+    }
+    Ok(())
+}
+
+fn restore_invites(state: &mut State, w: SnapInvites) -> Result<(), RestoreError> {
+    let Some(ws) = state.workspaces.get_mut(&WorkspaceId(w.workspace)) else {
+        return Err(inconsistent(format!(
+            "invites of unknown workspace {}",
+            w.workspace
+        )));
+    };
+    ws.next_invite = w.next_invite;
+    ws.members_may_invite = w.members_may_invite;
+    for i in w.invites {
+        if i.id == 0 || i.id >= w.next_invite || i.uses > i.max_uses {
+            return Err(inconsistent(format!(
+                "invite {} of workspace {}",
+                i.id, w.workspace
+            )));
+        }
+        let invite = Invite {
+            hash: i.hash,
+            creator: (i.creator != 0).then_some(UserId(i.creator)),
+            role: i.role.into(),
+            max_uses: i.max_uses,
+            uses: i.uses,
+            created: Millis(i.created),
+            expires: Millis(i.expires),
+            revoked: i.revoked,
+        };
+        ws.invites.insert(i.id, invite);
+    }
     Ok(())
 }
 
@@ -585,7 +696,7 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Capture {
     /// Everything but the recent cache.
-    snapshot: SnapshotV6,
+    snapshot: SnapshotV7,
     /// The recent cache, unsorted: (conversation, stamp, messages shared
     /// with the cache), made into `SnapshotV1::cache` by `encode`.
     cache: Vec<(u64, u64, Vec<Arc<Message>>)>,
@@ -594,7 +705,7 @@ pub struct Capture {
 impl Capture {
     /// The LSN the captured state is as of.
     pub fn lsn(&self) -> Lsn {
-        Lsn(self.snapshot.v5.v4.v3.v2.v1.last_lsn)
+        Lsn(self.snapshot.v6.v5.v4.v3.v2.v1.last_lsn)
     }
 
     /// The snapshot bytes (magic, version, archive): the same bytes
@@ -602,7 +713,7 @@ impl Capture {
     pub fn encode(mut self) -> Vec<u8> {
         let mut cache = std::mem::take(&mut self.cache);
         cache.sort_unstable_by_key(|e| e.0);
-        self.snapshot.v5.v4.v3.v2.v1.cache = cache
+        self.snapshot.v6.v5.v4.v3.v2.v1.cache = cache
             .into_iter()
             .map(|(conversation, stamp, messages)| SnapCache {
                 conversation,
@@ -773,7 +884,7 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
         cache: Vec::new(),
     };
     Capture {
-        snapshot: snapshot_v6(state, snapshot),
+        snapshot: snapshot_v7(state, snapshot),
         cache,
     }
 }
@@ -1147,6 +1258,69 @@ mod tests {
         restore(ShardId(0), 1, HashState::new(&[7; 32]), bytes)
     }
 
+    /// Invites and the invite policy survive a snapshot; an invite dead at
+    /// the next creation is dropped by it; a version 6 snapshot loads
+    /// with none.
+    #[test]
+    fn invites_round_trip() {
+        let mut s = state();
+        let create = |invite, created, expires| Record::InviteCreated {
+            workspace: WS,
+            invite,
+            hash: [invite as u8; 32],
+            creator: ANN,
+            role: StoredRole::Guest,
+            max_uses: 1,
+            created,
+            expires,
+        };
+        let records = [
+            create(1, 100, 200),
+            create(2, 150, 9_000),
+            Record::InviteRedeemed {
+                workspace: WS,
+                invite: 2,
+                user: 77,
+                name: "gus".into(),
+            },
+            Record::InvitePolicySet {
+                workspace: WS,
+                members_may_invite: true,
+            },
+            // Invite 1 expired at 200, invite 2 is used up: both dropped.
+            create(3, 300, 9_000),
+            Record::InviteRevoked {
+                workspace: WS,
+                invite: 3,
+            },
+        ];
+        for (i, r) in records.iter().enumerate() {
+            s.apply(Lsn(100 + i as u64), r).expect("applies");
+        }
+        let ws = &s.workspaces[&WorkspaceId(WS)];
+        assert_eq!(ws.invites.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(ws.role_of(UserId(77)), (crate::types::Role::Guest, 1));
+        assert_eq!(ws.next_invite, 4);
+        let bytes = encode(&s, Lsn(200));
+        let (back, _) = restore_bytes(&bytes).expect("restores");
+        let w = &back.workspaces[&WorkspaceId(WS)];
+        assert!(w.members_may_invite);
+        assert_eq!(w.next_invite, 4);
+        assert_eq!(w.invites, ws.invites);
+        assert_eq!(encode(&back, Lsn(200)), bytes, "restores to what it holds");
+        let mut aligned = AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes[8..]);
+        let v6 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned)
+            .expect("v7")
+            .v6;
+        let mut six = SNAPSHOT_MAGIC.to_vec();
+        six.extend_from_slice(&6u32.to_le_bytes());
+        six.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&v6).expect("encodes"));
+        let (old, _) = restore_bytes(&six).expect("a version 6 snapshot restores");
+        let w = &old.workspaces[&WorkspaceId(WS)];
+        assert!(w.invites.is_empty() && w.next_invite == 1 && !w.members_may_invite);
+    }
+
     #[test]
     fn profiles_and_directory_names_round_trip() {
         let s = state();
@@ -1177,8 +1351,9 @@ mod tests {
         let bytes = encode(&s, Lsn(9));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v5 = rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned)
-            .expect("v6")
+        let v5 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned)
+            .expect("v7")
+            .v6
             .v5;
         let v4 = rkyv::to_bytes::<rancor::Error>(&v5.v4).expect("encodes");
         let mut four = SNAPSHOT_MAGIC.to_vec();
@@ -1196,10 +1371,10 @@ mod tests {
         assert_eq!(ann.profile_version, 0);
         assert_eq!(listed(&back), vec![ANN, BOB], "by handle without names");
         let mut future = bytes.clone();
-        future[4..8].copy_from_slice(&7u32.to_le_bytes());
+        future[4..8].copy_from_slice(&8u32.to_le_bytes());
         assert_eq!(
             restore_bytes(&future).err(),
-            Some(RestoreError::UnsupportedVersion { version: 7 })
+            Some(RestoreError::UnsupportedVersion { version: 8 })
         );
     }
 
@@ -1250,7 +1425,9 @@ mod tests {
         let bytes = encode(&s, Lsn(lsn));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v6 = rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned).expect("v6");
+        let v6 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned)
+            .expect("v7")
+            .v6;
         assert!(v6
             .v5
             .v4
@@ -1261,8 +1438,9 @@ mod tests {
             .iter()
             .all(|c| c.lsns.is_empty()));
         let as_v5 = |index: Vec<u64>| {
-            let mut v5 = rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned)
-                .expect("v6")
+            let mut v5 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned)
+                .expect("v7")
+                .v6
                 .v5;
             for c in &mut v5.v4.v3.v2.v1.conversations {
                 if c.id == conv {

@@ -91,6 +91,41 @@ pub struct Workspace {
     /// Workspace roles with their versions (`RoleSet`); a user not here
     /// is a member at version 0. Authoritative.
     pub roles: BTreeMap<UserId, (Role, u64)>,
+    /// Invites by id (`InviteCreated`; the dead ones are dropped at each
+    /// creation): at most INVITES_PER_WORKSPACE_MAX live.
+    pub invites: BTreeMap<u64, Invite>,
+    /// The id the next invite gets (1 for a new workspace).
+    pub next_invite: u64,
+    /// Members (not only admins) may create invites (`InvitePolicySet`).
+    pub members_may_invite: bool,
+}
+
+/// A workspace invite (issue 16, item 4), on the workspace shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invite {
+    /// sha256 of its secret.
+    pub hash: [u8; 32],
+    /// Its creator (`None`: an admin session).
+    pub creator: Option<UserId>,
+    /// The role redeemed users get.
+    pub role: Role,
+    /// How many users it may create.
+    pub max_uses: u32,
+    /// How many it created.
+    pub uses: u32,
+    /// Created at.
+    pub created: Millis,
+    /// Valid before this time.
+    pub expires: Millis,
+    /// Revoked.
+    pub revoked: bool,
+}
+
+impl Invite {
+    /// Used up, expired at `now` or revoked.
+    pub fn dead(&self, now: Millis) -> bool {
+        self.revoked || self.uses >= self.max_uses || now >= self.expires
+    }
 }
 
 impl Workspace {
@@ -662,6 +697,9 @@ impl State {
             public_channels: BTreeSet::new(),
             dir: DirIndex::default(),
             roles: BTreeMap::new(),
+            invites: BTreeMap::new(),
+            next_invite: 1,
+            members_may_invite: false,
         }
     }
 
@@ -964,10 +1002,6 @@ impl State {
                 );
             }
             Record::DndSet { user, until } => self.user_mut(*user)?.dnd_until = until.map(Millis),
-            Record::ProfileSet { .. } | Record::UserRoleSet { .. } => self.apply_people(record)?,
-            Record::DirectoryNameSet { .. } | Record::RoleSet { .. } => {
-                self.apply_people(record)?
-            }
             Record::PushQueued {
                 user,
                 conversation,
@@ -995,13 +1029,14 @@ impl State {
             Record::NotifyHandedOff { lsn: mark } => {
                 self.set_handoff_watermark(lsn, *mark)?;
             }
+            _ => self.apply_people(lsn, record)?,
         }
         Ok(())
     }
 
     /// The people records (issue 16): a profile on the home shard, a
     /// display name in the workspace directory.
-    fn apply_people(&mut self, record: &Record) -> Result<(), ApplyError> {
+    fn apply_people(&mut self, lsn: Lsn, record: &Record) -> Result<(), ApplyError> {
         match record {
             Record::ProfileSet {
                 user,
@@ -1067,7 +1102,90 @@ impl State {
                     u.tokens.clear();
                 }
             }
-            _ => unreachable!("apply_people called with another record"),
+            _ => self.apply_invite(lsn, record)?,
+        }
+        Ok(())
+    }
+
+    /// The invite records (issue 16, item 4), on the workspace shard.
+    fn apply_invite(&mut self, lsn: Lsn, record: &Record) -> Result<(), ApplyError> {
+        match record {
+            Record::InviteCreated {
+                workspace,
+                invite,
+                hash,
+                creator,
+                role,
+                max_uses,
+                created,
+                expires,
+            } => {
+                self.check_owned("workspace", ws_id(*workspace))?;
+                let ws = self.workspace_mut(*workspace)?;
+                if *invite != ws.next_invite {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "invite {invite} created, expected {}",
+                        ws.next_invite
+                    )));
+                }
+                let created = Millis(*created);
+                ws.invites.retain(|_, i| !i.dead(created));
+                ws.next_invite = invite + 1;
+                let invite_state = Invite {
+                    hash: *hash,
+                    creator: (*creator != 0).then_some(UserId(*creator)),
+                    role: (*role).into(),
+                    max_uses: *max_uses,
+                    uses: 0,
+                    created,
+                    expires: Millis(*expires),
+                    revoked: false,
+                };
+                ws.invites.insert(*invite, invite_state);
+            }
+            Record::InviteRedeemed {
+                workspace,
+                invite,
+                user,
+                name,
+            } => {
+                self.check_owned("workspace", ws_id(*workspace))?;
+                let ws = self.workspace_mut(*workspace)?;
+                let Some(i) = ws.invites.get_mut(invite).filter(|i| i.uses < i.max_uses) else {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "invite {invite} redeemed but unknown or used up"
+                    )));
+                };
+                i.uses += 1;
+                let role = i.role;
+                if role != Role::Member {
+                    ws.roles.insert(UserId(*user), (role, 1));
+                }
+                let claim = Record::UserClaimed {
+                    workspace: *workspace,
+                    user: *user,
+                    name: name.clone(),
+                };
+                self.apply(lsn, &claim)?;
+            }
+            Record::InviteRevoked { workspace, invite } => {
+                self.check_owned("workspace", ws_id(*workspace))?;
+                let ws = self.workspace_mut(*workspace)?;
+                let Some(i) = ws.invites.get_mut(invite) else {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "unknown invite {invite} revoked"
+                    )));
+                };
+                i.revoked = true;
+            }
+            Record::InvitePolicySet {
+                workspace,
+                members_may_invite,
+            } => {
+                self.check_owned("workspace", ws_id(*workspace))?;
+                self.workspace_mut(*workspace)?.members_may_invite = *members_may_invite;
+            }
+            _ => unreachable!("apply_invite called with another record"),
         }
         Ok(())
     }

@@ -689,6 +689,13 @@ pub enum Reject {
         /// For people: names the limit, the shard or the storage error.
         detail: String,
     },
+    /// Invites (issue 16, item 4; appended, so the peer wire form of the
+    /// variants above stays): the invite's expiry passed.
+    InviteExpired,
+    /// The invite was redeemed as many times as it allows.
+    InviteUsedUp,
+    /// An admin revoked the invite.
+    InviteRevoked,
 }
 
 impl Reject {
@@ -996,6 +1003,55 @@ pub enum PeopleRequest {
         /// At most MEMBERS_PAGE_MAX members.
         limit: u32,
     },
+    /// Create a workspace invite (an admin or owner, or any member when
+    /// the workspace allows it, see `SetInvitePolicy`). Answered
+    /// `InviteCreated` with its one-time-shown secret.
+    CreateInvite {
+        /// The workspace; `None`: the session's (an admin session names it).
+        workspace: Option<WorkspaceId>,
+        /// How many users it may create, 1..=INVITE_USES_MAX.
+        max_uses: u32,
+        /// Valid for this long, 1 ms ..= INVITE_EXPIRY_MAX_MS.
+        expires_in_ms: u64,
+        /// The role redeemed users get: member, guest or admin (never
+        /// owner; admin only from an admin or owner).
+        role: Role,
+    },
+    /// The workspace's invites (admins and owners): live ones and those
+    /// used up, expired or revoked since the last creation.
+    ListInvites {
+        /// The workspace; `None`: the session's.
+        workspace: Option<WorkspaceId>,
+    },
+    /// Revoke an invite (admins and owners). Answered `Done`.
+    RevokeInvite {
+        /// The workspace; `None`: the session's.
+        workspace: Option<WorkspaceId>,
+        /// The invite's id.
+        invite: u64,
+    },
+    /// Whether members (not only admins) may create invites (admins and
+    /// owners; off for a new workspace). Answered `Done`.
+    SetInvitePolicy {
+        /// The workspace; `None`: the session's.
+        workspace: Option<WorkspaceId>,
+        /// Members may create member and guest invites.
+        members_may_invite: bool,
+    },
+    /// Redeem an invite: create a user with this handle and return its
+    /// first token (`Response::TokenIssued`). Allowed before `Hello`, on a
+    /// connection with no session (it needs no token); the connection
+    /// stays without a session: send `Hello` with the new token next.
+    RedeemInvite {
+        /// The invite's workspace (from the invite code).
+        workspace: WorkspaceId,
+        /// The invite's id (from the code).
+        invite: u64,
+        /// The invite's secret (from the code).
+        secret: [u8; 32],
+        /// The new user's handle.
+        handle: String,
+    },
 }
 
 /// Answers to [`PeopleRequest`]s, in [`Response::People`].
@@ -1036,4 +1092,36 @@ pub enum PeopleResponse {
         /// Where the next page starts; `None`: this was the last.
         next: Option<UserId>,
     },
+    /// `CreateInvite`: the invite and its secret, shown only here.
+    InviteCreated {
+        /// The invite.
+        invite: InviteInfo,
+        /// The secret (only its hash is stored).
+        secret: [u8; 32],
+    },
+    /// `ListInvites`, ascending by id.
+    Invites(Vec<InviteInfo>),
+}
+
+/// A workspace invite as listed (its secret is never shown again).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct InviteInfo {
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// Its id, unique in the workspace (1, 2, …).
+    pub id: u64,
+    /// Who created it (`None`: an admin session).
+    pub creator: Option<UserId>,
+    /// The role redeemed users get.
+    pub role: Role,
+    /// How many users it may create.
+    pub max_uses: u32,
+    /// How many it created.
+    pub uses: u32,
+    /// Created at, ms.
+    pub created: Millis,
+    /// Not valid from this time on, ms.
+    pub expires: Millis,
+    /// Revoked by an admin.
+    pub revoked: bool,
 }

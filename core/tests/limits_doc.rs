@@ -96,6 +96,9 @@ fn constants() -> BTreeMap<&'static str, u64> {
         DIRECTORY_CURSOR_BYTES_MAX,
         MEMBERS_PAGE_MAX,
         CHANNEL_PAGE_MAX,
+        INVITE_USES_MAX,
+        INVITE_EXPIRY_MAX_MS,
+        INVITES_PER_WORKSPACE_MAX,
         PENDING_PROFILE_GATHERS_MAX,
     ]
 }

@@ -2,8 +2,9 @@
 //! random sends (with retries of the same client_msg_id), joins, leaves,
 //! invites, removals, DMs, history reads, syncs, boots, workspace role
 //! changes (member, guest, admin; the first user of each workspace is its
-//! owner), disconnects and reconnects, while shards crash and restart from
-//! snapshot + durable WAL.
+//! owner), workspace invites (created, revoked, redeemed on connections
+//! with no session, some expired or used up), disconnects and reconnects,
+//! while shards crash and restart from snapshot + durable WAL.
 //!
 //! Checked as it runs (see `support`): acks only for durable messages; every
 //! message a client sees is durable, identical to its record, and seen by a
@@ -338,8 +339,8 @@ fn simulation() {
         std::io::stderr(),
         "simulation: {} seeds in {:.1?}: {} messages durable, {} acks, {} live events and {} read messages checked, \
          {} sends ({} retries), {} requests, {} peer messages (each through its wire form; largest {} bytes), {} history reads, \
-         {} truncated syncs, {} crashes, {} snapshots, {} restore checks, {} role changes done and {} refused; push gateway: \
-         {} POSTs, {} shown, {} repeats dropped by key",
+         {} truncated syncs, {} crashes, {} snapshots, {} restore checks, {} role changes done and {} refused, \
+         {} invites created, {} redeemed, {} refused; push gateway: {} POSTs, {} shown, {} repeats dropped by key",
         total.seeds,
         started.elapsed(),
         total.messages,
@@ -358,6 +359,9 @@ fn simulation() {
         t.restore_checks,
         t.roles_set,
         t.roles_refused,
+        t.invites_created,
+        t.invites_redeemed,
+        t.invites_refused,
         total.posts,
         total.shown,
         total.deduplicated,

@@ -20,6 +20,13 @@
 //! shard and a random one); for `Sync` the denied id lands in `gone` exactly
 //! as a nonexistent one does; `Boot` never lists it; no live event leaks.
 //!
+//! The invite matrix (issue 16, part 3): node admin, owner, admin, member,
+//! guest, another workspace's user and a connection with no session ×
+//! create (member, guest, admin, owner invites), list, revoke, policy and
+//! redeem; another workspace's invites answer byte for byte like a
+//! workspace that does not exist, and a wrong secret like an unknown
+//! invite.
+//!
 //! A second test checks that removal and token revocation cut live
 //! delivery at once: nothing committed after the server answered the
 //! removal (or revocation) reaches the removed (or revoked) session.
@@ -797,4 +804,250 @@ fn deactivation_cuts_live_delivery_at_once_and_keeps_history() {
         admin.request(Request::IssueToken { user: dan.0 }),
         Err(Reject::Forbidden(_))
     ));
+}
+
+/// Invite operations (issue 16, part 3) of the invite matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InviteOp {
+    CreateMember,
+    CreateGuest,
+    CreateAdmin,
+    CreateOwner,
+    List,
+    Revoke,
+    Policy,
+    /// `RedeemInvite` on the principal's connection (only a connection with
+    /// no session may).
+    Redeem,
+}
+
+/// Invite principals: the node admin, workspace roles, another
+/// workspace's user, and a connection with no session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IP {
+    NodeAdmin,
+    Owner,
+    WsAdmin,
+    Member,
+    Guest,
+    OtherWorkspace,
+    Anonymous,
+}
+
+/// The invite policy, written from docs/PROTOCOL.md ("Invites"), with the
+/// workspace's policy off (members may not invite).
+fn invite_expected(p: IP, op: InviteOp) -> Result<(), Reject> {
+    use InviteOp::*;
+    let invalid = |m: &str| Err(Reject::Invalid(m.into()));
+    if op == CreateOwner && p != IP::Anonymous && p != IP::OtherWorkspace {
+        return invalid("role: an invite gives member, guest or admin");
+    }
+    if op == Redeem {
+        // Redeeming is for a connection with no session, and only for it.
+        return match p {
+            IP::Anonymous => Ok(()),
+            _ => invalid("RedeemInvite: only on a connection without a session (before Hello)"),
+        };
+    }
+    match p {
+        IP::Anonymous => Err(Reject::Unauthenticated),
+        IP::OtherWorkspace => Err(Reject::NotFound),
+        IP::NodeAdmin | IP::Owner | IP::WsAdmin => Ok(()),
+        IP::Member => match op {
+            CreateMember | CreateGuest => Err(Reject::Forbidden(
+                "role: only admins create invites in this workspace".into(),
+            )),
+            _ => Err(Reject::NotAdmin),
+        },
+        IP::Guest => match op {
+            CreateMember | CreateGuest | CreateAdmin => Err(Reject::Forbidden(
+                "role: guests cannot create invites".into(),
+            )),
+            _ => Err(Reject::NotAdmin),
+        },
+    }
+}
+
+fn created_invite(reply: Reply) -> (InviteInfo, [u8; 32]) {
+    match reply {
+        Ok(Response::People(PeopleResponse::InviteCreated { invite, secret })) => (invite, secret),
+        other => panic!("expected an invite: {other:?}"),
+    }
+}
+
+#[test]
+fn the_invite_matrix_holds_and_denials_look_like_nothing() {
+    use InviteOp::*;
+    let server = Server::start(2);
+    let w = world(&server, &["owner", "wsadmin", "member", "guest"]);
+    let ws = w.workspace;
+    let mut admin = server.admin();
+    for (i, role) in [(0, Role::Owner), (1, Role::Admin), (3, Role::Guest)] {
+        let set = PeopleRequest::SetRole {
+            user: w.users[i].0,
+            role,
+        };
+        assert_eq!(admin.request(Request::People(set)), Ok(Response::Done));
+    }
+    let ws2 = match admin.request(Request::CreateWorkspace {
+        name: "globex".into(),
+    }) {
+        Ok(Response::WorkspaceCreated { workspace }) => workspace,
+        other => panic!("{other:?}"),
+    };
+    let (_, stranger) = issued_credential(admin.request(Request::CreateUser {
+        workspace: ws2,
+        name: "stranger".into(),
+    }));
+    let mut owner = login(&server, &w.users[0].1);
+    let session = |p: IP| -> Client {
+        match p {
+            IP::NodeAdmin => server.admin(),
+            IP::Owner => login(&server, &w.users[0].1),
+            IP::WsAdmin => login(&server, &w.users[1].1),
+            IP::Member => login(&server, &w.users[2].1),
+            IP::Guest => login(&server, &w.users[3].1),
+            IP::OtherWorkspace => login(&server, &stranger),
+            IP::Anonymous => Client::connect(server.addr),
+        }
+    };
+    let mut cases = 0;
+    let principals = [
+        IP::NodeAdmin,
+        IP::Owner,
+        IP::WsAdmin,
+        IP::Member,
+        IP::Guest,
+        IP::OtherWorkspace,
+        IP::Anonymous,
+    ];
+    let ops = [
+        CreateMember,
+        CreateGuest,
+        CreateAdmin,
+        CreateOwner,
+        List,
+        Revoke,
+        Policy,
+        Redeem,
+    ];
+    for p in principals {
+        let mut c = session(p);
+        // The node admin names the workspace; everyone else names theirs
+        // (the other workspace's user names this one: out of reach).
+        let named = match p {
+            IP::NodeAdmin | IP::OtherWorkspace => Some(ws),
+            _ => None,
+        };
+        for op in ops {
+            let victim =
+                created_invite(owner.request(Request::People(PeopleRequest::CreateInvite {
+                    workspace: None,
+                    max_uses: 1,
+                    expires_in_ms: 60_000,
+                    role: Role::Member,
+                })));
+            let create = |role| PeopleRequest::CreateInvite {
+                workspace: named,
+                max_uses: 1,
+                expires_in_ms: 60_000,
+                role,
+            };
+            let request = match op {
+                CreateMember => create(Role::Member),
+                CreateGuest => create(Role::Guest),
+                CreateAdmin => create(Role::Admin),
+                CreateOwner => create(Role::Owner),
+                List => PeopleRequest::ListInvites { workspace: named },
+                Revoke => PeopleRequest::RevokeInvite {
+                    workspace: named,
+                    invite: victim.0.id,
+                },
+                Policy => PeopleRequest::SetInvitePolicy {
+                    workspace: named,
+                    members_may_invite: false,
+                },
+                Redeem => PeopleRequest::RedeemInvite {
+                    workspace: ws,
+                    invite: victim.0.id,
+                    secret: victim.1,
+                    handle: format!("r{cases}"),
+                },
+            };
+            let got = c.request(Request::People(request)).map(|_| ());
+            assert_eq!(got, invite_expected(p, op), "{p:?} {op:?}");
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, principals.len() * ops.len());
+    // Another workspace's invites answer exactly like a workspace that
+    // does not exist: the same bytes.
+    let mut stranger = login(&server, &stranger);
+    let list = |workspace| {
+        Request::People(PeopleRequest::ListInvites {
+            workspace: Some(workspace),
+        })
+    };
+    let hidden = stranger.request_raw(90, list(ws));
+    let ghost = stranger.request_raw(90, list(WorkspaceId(ws.0 | 0x7fff_0000)));
+    assert_eq!(hidden, ghost, "another workspace looks like none");
+    // Redeeming: a wrong secret, an unknown invite and an unknown
+    // workspace are the same answer, byte for byte.
+    let real = created_invite(owner.request(Request::People(PeopleRequest::CreateInvite {
+        workspace: None,
+        max_uses: 1,
+        expires_in_ms: 60_000,
+        role: Role::Member,
+    })));
+    let redeem = |workspace, invite, secret| {
+        Request::People(PeopleRequest::RedeemInvite {
+            workspace,
+            invite,
+            secret,
+            handle: "eve".into(),
+        })
+    };
+    let mut wrong = real.1;
+    wrong[31] ^= 0x80;
+    let answers: Vec<Vec<u8>> = [
+        redeem(ws, real.0.id, wrong),
+        redeem(ws, real.0.id + 1_000, real.1),
+        redeem(WorkspaceId(ws.0 | 0x7fff_0000), real.0.id, real.1),
+    ]
+    .into_iter()
+    .map(|r| Client::connect(server.addr).request_raw(5, r))
+    .collect();
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[1], answers[2]);
+    assert!(matches!(
+        decode_server_reply(&answers[0]),
+        Err(Reject::NotFound)
+    ));
+    // With the policy on, members invite members and guests, not admins.
+    let on = PeopleRequest::SetInvitePolicy {
+        workspace: None,
+        members_may_invite: true,
+    };
+    assert_eq!(owner.request(Request::People(on)), Ok(Response::Done));
+    let mut member = login(&server, &w.users[2].1);
+    for (role, allowed) in [
+        (Role::Member, true),
+        (Role::Guest, true),
+        (Role::Admin, false),
+    ] {
+        let got = member.request(Request::People(PeopleRequest::CreateInvite {
+            workspace: None,
+            max_uses: 1,
+            expires_in_ms: 60_000,
+            role,
+        }));
+        assert_eq!(got.is_ok(), allowed, "member, {role:?}: {got:?}");
+    }
+}
+
+fn decode_server_reply(bytes: &[u8]) -> Reply {
+    match courier_proto::decode_server(bytes) {
+        Ok(courier_proto::ServerFrame::Reply { result, .. }) => result,
+        other => panic!("expected a reply: {other:?}"),
+    }
 }

@@ -28,8 +28,8 @@ use crate::constants::{
 use crate::error::ClientError;
 use crate::pacer::Pacer;
 use courier_core::api::{
-    Credential, DeviceInfo, DeviceKind, Event, Millis, RateLimit, Reject, ReqId, Request, Response,
-    UserId, WorkspaceId,
+    Credential, DeviceInfo, DeviceKind, Event, Millis, PeopleRequest, RateLimit, Reject, ReqId,
+    Request, Response, UserId, WorkspaceId,
 };
 use courier_proto::close;
 use courier_proto::{decode_server, ClientFrame, DecodeError, Encoder, ServerFrame};
@@ -481,6 +481,87 @@ impl Connection {
     }
 }
 
+/// Redeems an invite code (`ci1_…`) on a connection of its own, with no
+/// session (no token needed), as the handle `handle`: the server creates
+/// the user and answers its first token as `(user, token text)`; the
+/// connection is closed after. One server of `url` (the first in a
+/// list), within `timeout`.
+pub async fn redeem_invite(
+    url: &str,
+    code: &str,
+    handle: &str,
+    timeout: Duration,
+) -> Result<(UserId, String), ClientError> {
+    let (workspace, invite, secret) = courier_proto::token::parse_invite(code).map_err(|_| {
+        ClientError::Protocol("malformed invite code (expected ci1_<96 hex>)".into())
+    })?;
+    let first = server_list(url)?.into_iter().next().unwrap_or_default();
+    let url = normalize_url(&first)?;
+    let request = Request::People(PeopleRequest::RedeemInvite {
+        workspace,
+        invite,
+        secret,
+        handle: handle.to_owned(),
+    });
+    let work = async {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), true)
+                .await
+                .map_err(|e| ClientError::Connect {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+        let frame = Encoder::new().client(&ClientFrame::Request { req: 1, request });
+        ws.send(WsMessage::Binary(frame.into()))
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let result = loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Binary(bytes))) => match decode_server(&bytes) {
+                    Ok(ServerFrame::Reply { req: 1, result }) => break result,
+                    Ok(_) => continue,
+                    Err(e) => return Err(ClientError::Protocol(e.to_string())),
+                },
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    return Err(ClientError::Closed {
+                        code: None,
+                        reason: e.to_string(),
+                    })
+                }
+                None => {
+                    return Err(ClientError::Closed {
+                        code: None,
+                        reason: "server closed the connection before answering".to_owned(),
+                    })
+                }
+            }
+        };
+        let _ = ws.close(None).await;
+        match result {
+            Ok(Response::TokenIssued {
+                user,
+                token,
+                secret,
+            }) => Ok((
+                user,
+                courier_proto::token::format_user(user, token, &secret),
+            )),
+            Ok(other) => Err(ClientError::Protocol(format!(
+                "expected TokenIssued, got {}",
+                response_name(&other)
+            ))),
+            Err(reject) => Err(ClientError::Rejected(reject)),
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+}
+
 async fn handshake(url: &str, options: &ConnectOptions) -> Result<(Ws, Welcome), ClientError> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
         .await
@@ -586,6 +667,8 @@ pub(crate) fn response_name(response: &Response) -> &'static str {
             courier_core::api::PeopleResponse::Members { .. } => "MemberPage",
             courier_core::api::PeopleResponse::Channels { .. } => "ChannelPage",
             courier_core::api::PeopleResponse::Tokens { .. } => "TokenList",
+            courier_core::api::PeopleResponse::InviteCreated { .. } => "InviteCreated",
+            courier_core::api::PeopleResponse::Invites(_) => "InviteList",
         },
     }
 }

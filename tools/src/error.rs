@@ -176,6 +176,9 @@ pub fn describe_reject(reject: &Reject) -> String {
                 limit.per_sec, limit.burst
             )
         }
+        Reject::InviteExpired => "the invite expired (ask for a new one)".to_owned(),
+        Reject::InviteUsedUp => "the invite was used as many times as it allows".to_owned(),
+        Reject::InviteRevoked => "the invite was revoked".to_owned(),
         Reject::Unavailable { cause, detail } if cause.outcome_known() => {
             format!("server unavailable (nothing was done: retry later): {detail}")
         }

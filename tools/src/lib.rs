@@ -69,7 +69,8 @@ pub mod walinspect;
 pub use backoff::Backoff;
 pub use client::{is_idempotent, new_client_msg_id, Client, ClientOptions, Notice};
 pub use connection::{
-    normalize_url, server_list, ConnectOptions, Connection, Events, Incoming, Welcome,
+    normalize_url, redeem_invite, server_list, ConnectOptions, Connection, Events, Incoming,
+    Welcome,
 };
 pub use cursor_file::CursorFile;
 pub use error::{describe_reject, is_permanent_close, ClientError};

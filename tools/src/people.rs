@@ -6,10 +6,11 @@
 use crate::error::ClientError;
 use crate::requester::{unexpected, Requester};
 use courier_core::api::{
-    ConversationId, DirectoryCursor, DirectoryEntry, PeopleRequest, PeopleResponse, ProfileUpdate,
-    Request, Response, Role, UserId, UserProfile,
+    ConversationId, DirectoryCursor, DirectoryEntry, InviteInfo, PeopleRequest, PeopleResponse,
+    ProfileUpdate, Request, Response, Role, UserId, UserProfile, WorkspaceId,
 };
 use courier_core::constants::GET_USERS_MAX;
+use courier_proto::token;
 use std::collections::HashMap;
 use std::future::Future;
 
@@ -52,6 +53,13 @@ fn one_user(response: Response) -> Result<UserProfile, ClientError> {
         .into_iter()
         .next()
         .ok_or_else(|| ClientError::Protocol("expected one profile, got none".into()))
+}
+
+fn done(response: Response) -> Result<(), ClientError> {
+    match response {
+        Response::Done => Ok(()),
+        other => Err(unexpected("Done", &other)),
+    }
 }
 
 /// The people requests, for anything that carries requests.
@@ -161,6 +169,70 @@ pub trait People: Requester {
                 other => Err(unexpected("TokenList", &Response::People(other))),
             }
         }
+    }
+
+    /// Creates a workspace invite (`workspace` `None`: your own; the
+    /// admin token names it). Returns the invite and its code
+    /// (`ci1_…`, shown only now).
+    fn create_invite(
+        &mut self,
+        workspace: Option<WorkspaceId>,
+        max_uses: u32,
+        expires_in_ms: u64,
+        role: Role,
+    ) -> impl Future<Output = Result<(InviteInfo, String), ClientError>> {
+        let request = Request::People(PeopleRequest::CreateInvite {
+            workspace,
+            max_uses,
+            expires_in_ms,
+            role,
+        });
+        async move {
+            match people_reply(self.call(request).await?, "InviteCreated")? {
+                PeopleResponse::InviteCreated { invite, secret } => {
+                    let code = token::format_invite(invite.workspace, invite.id, &secret);
+                    Ok((invite, code))
+                }
+                other => Err(unexpected("InviteCreated", &Response::People(other))),
+            }
+        }
+    }
+
+    /// The workspace's invites, ascending by id (admins and owners).
+    fn list_invites(
+        &mut self,
+        workspace: Option<WorkspaceId>,
+    ) -> impl Future<Output = Result<Vec<InviteInfo>, ClientError>> {
+        let request = Request::People(PeopleRequest::ListInvites { workspace });
+        async move {
+            match people_reply(self.call(request).await?, "InviteList")? {
+                PeopleResponse::Invites(list) => Ok(list),
+                other => Err(unexpected("InviteList", &Response::People(other))),
+            }
+        }
+    }
+
+    /// Revokes an invite (admins and owners).
+    fn revoke_invite(
+        &mut self,
+        workspace: Option<WorkspaceId>,
+        invite: u64,
+    ) -> impl Future<Output = Result<(), ClientError>> {
+        let request = Request::People(PeopleRequest::RevokeInvite { workspace, invite });
+        async move { done(self.call(request).await?) }
+    }
+
+    /// Whether members may create invites (admins and owners).
+    fn set_invite_policy(
+        &mut self,
+        workspace: Option<WorkspaceId>,
+        members_may_invite: bool,
+    ) -> impl Future<Output = Result<(), ClientError>> {
+        let request = Request::People(PeopleRequest::SetInvitePolicy {
+            workspace,
+            members_may_invite,
+        });
+        async move { done(self.call(request).await?) }
     }
 
     /// A page of a conversation's members, ascending by id.

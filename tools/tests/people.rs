@@ -399,3 +399,94 @@ fn the_cli_manages_roles_and_history_shows_names() {
     let err = courier_fails(&server, &dora_token, &["whoami"]);
     assert!(err.contains("unauthenticated"), "{err}");
 }
+
+#[test]
+fn the_cli_invites_and_a_newcomer_redeems_without_a_token() {
+    let server = ServerProcess::spawn_temp(2).unwrap();
+    let acme = rt().block_on(setup(&server));
+    let admin = server.admin_token().unwrap();
+    let ann_id = acme.ann.user.0.to_string();
+    courier(&server, &admin, &["admin", "set-role", &ann_id, "admin"]);
+    // A member creates no invites until the workspace allows it.
+    let err = courier_fails(&server, &acme.bob.text, &["invite", "create"]);
+    assert!(err.contains("only admins create invites"), "{err}");
+    let created = courier(
+        &server,
+        &acme.ann.text,
+        &[
+            "invite",
+            "create",
+            "--uses",
+            "2",
+            "--expires",
+            "1d",
+            "--role",
+            "guest",
+        ],
+    );
+    assert_eq!(created[0]["role"], "guest");
+    assert_eq!(created[0]["max_uses"], 2);
+    let code = created[0]["code"].as_str().unwrap().to_owned();
+    assert!(code.starts_with("ci1_"), "{code}");
+    // Redeeming needs no token at all.
+    let gus = courier(
+        &server,
+        "",
+        &[
+            "invite",
+            "redeem",
+            &code,
+            "--handle",
+            "gus",
+            "--display-name",
+            "Gus Grey",
+        ],
+    );
+    let gus_token = gus[0]["token"].as_str().unwrap().to_owned();
+    let who = courier(&server, &gus_token, &["whoami"]);
+    assert_eq!(who[0]["user"], gus[0]["user"]);
+    // The invite's role from the first session on.
+    let err = courier_fails(&server, &gus_token, &["channel", "create", "mine"]);
+    assert!(err.contains("guests cannot create channels"), "{err}");
+    let shown = courier(&server, &acme.ann.text, &["users", "get", "@gus"]);
+    assert_eq!(shown[0]["display_name"], "Gus Grey");
+    // A taken handle leaves the use; then the second use; then none left.
+    let err = courier_fails(&server, "", &["invite", "redeem", &code, "--handle", "gus"]);
+    assert!(err.contains("already exists"), "{err}");
+    courier(&server, "", &["invite", "redeem", &code, "--handle", "hal"]);
+    let err = courier_fails(&server, "", &["invite", "redeem", &code, "--handle", "ivy"]);
+    assert!(err.contains("used as many times"), "{err}");
+    let listed = courier(&server, &acme.ann.text, &["invite", "list"]);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["uses"], 2);
+    // Revoked: refused by name. Members invite once allowed.
+    let other = courier(&server, &acme.ann.text, &["invite", "create"]);
+    let id = other[0]["id"].as_str().unwrap().to_owned();
+    let other_code = other[0]["code"].as_str().unwrap().to_owned();
+    courier(&server, &acme.ann.text, &["invite", "revoke", &id]);
+    let err = courier_fails(
+        &server,
+        "",
+        &["invite", "redeem", &other_code, "--handle", "rex"],
+    );
+    assert!(err.contains("revoked"), "{err}");
+    courier(&server, &acme.ann.text, &["invite", "policy", "members"]);
+    let by_bob = courier(&server, &acme.bob.text, &["invite", "create"]);
+    assert_eq!(by_bob[0]["role"], "member");
+    // DMs are named by the other members' handles; --json says so too.
+    courier(&server, &acme.ann.text, &["send", "@bob", "psst"]);
+    let dm = courier(&server, &acme.bob.text, &["history", "@ann"]);
+    assert_eq!(dm[0]["conversation_name"], "@ann");
+    assert_eq!(dm[0]["body"], "psst");
+    let group = courier(&server, &acme.ann.text, &["dm", "@bob", "@carl"]);
+    let id = group[0]["conversation"].as_str().unwrap().to_owned();
+    courier(&server, &acme.ann.text, &["send", &id, "all three"]);
+    let seen = courier(&server, &acme.bob.text, &["history", &id]);
+    let name = seen[0]["conversation_name"].as_str().unwrap();
+    assert!(
+        name == "@ann,@carl" || name == "@carl,@ann",
+        "group DM named {name}"
+    );
+    let channel = courier(&server, &acme.ann.text, &["history", "general"]);
+    assert!(channel.is_empty(), "nothing sent there in this test");
+}

@@ -107,6 +107,9 @@ pub struct CreateUser {
     pub workspace_name: String,
     /// Handle.
     pub name: String,
+    /// The role the workspace shard holds for the user (an invite's),
+    /// with its version; `None`: member at version 0.
+    pub role: Option<(Role, u64)>,
 }
 
 /// C → H: issue a token.

@@ -22,6 +22,8 @@ role_messages! {
         UserByHandle,
         BrowseChannels,
         SetRole,
+        Invites,
+        Redeem,
     }
 }
 
@@ -168,4 +170,60 @@ pub struct SetRole {
     pub user: UserId,
     /// The new role.
     pub role: Role,
+}
+
+/// What an [`Invites`] message asks of the workspace shard.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum InviteOp {
+    /// Create one (checked by `C`: uses and expiry in range).
+    Create {
+        /// How many users it may create.
+        max_uses: u32,
+        /// Valid for this long, ms.
+        expires_in_ms: u64,
+        /// The role redeemed users get.
+        role: Role,
+    },
+    /// List them.
+    List,
+    /// Revoke one.
+    Revoke {
+        /// Its id.
+        invite: u64,
+    },
+    /// Set whether members may create invites.
+    Policy {
+        /// Members may.
+        members_may_invite: bool,
+    },
+}
+
+/// C → W: manage a workspace's invites (issue 16, item 4); `W` checks the
+/// actor's role in its own table.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Invites {
+    /// Request.
+    pub origin: Origin,
+    /// Who asks.
+    pub actor: Actor,
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// What.
+    pub op: InviteOp,
+}
+
+/// C → W: redeem an invite (a connection with no session): claim the
+/// handle, then the new user's home shard answers with its first token.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Redeem {
+    /// Request.
+    pub origin: Origin,
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The invite.
+    pub invite: u64,
+    /// Its secret, as the client sent it.
+    pub secret: [u8; 32],
+    /// The new user's handle (checked by `C`).
+    pub handle: String,
 }

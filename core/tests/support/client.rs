@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use courier_core::api::{
     Broadcast, CloseReason, ConnId, ConversationId, ConversationKind, Credential, Event,
-    HistoryAnchor, Message, Millis, Reject, ReqId, Request, Response, Seq, UnavailableCause,
-    UserId, WorkspaceId,
+    HistoryAnchor, Message, Millis, PeopleRequest, PeopleResponse, Reject, ReqId, Request,
+    Response, Role, Seq, UnavailableCause, UserId, WorkspaceId,
 };
 
 use super::{Down, Fault, World};
@@ -37,6 +37,12 @@ pub enum Pend {
     List,
     /// A `SetRole` (counted when done).
     Role,
+    /// A `CreateInvite` (issue 16, item 4).
+    Invite,
+    /// A `RedeemInvite` on a connection with no session, for `ws`.
+    Redeem {
+        ws: WorkspaceId,
+    },
     Other,
 }
 
@@ -180,8 +186,13 @@ impl World {
         }
         if !self.clients[c].auto {
             self.check_down(c, &down);
-            if let Down::Reply(req, _) = &down {
-                self.clients[c].pending.remove(req);
+            if let Down::Reply(req, result) = &down {
+                // The random redemptions' connections are not auto
+                // clients, but their answers count.
+                if let Some((pend @ Pend::Redeem { .. }, t0)) = self.clients[c].pending.remove(req)
+                {
+                    return self.on_reply(c, pend, t0, result.clone());
+                }
             }
             if let Down::Closed(_) = &down {
                 self.clients[c].go_offline(u64::MAX);
@@ -393,6 +404,34 @@ impl World {
             }
             (Pend::Leave { conv }, Ok(Response::Done)) => {
                 self.clients[c].convs.remove(&conv);
+            }
+            (
+                Pend::Invite,
+                Ok(Response::People(PeopleResponse::InviteCreated { invite, secret })),
+            ) => {
+                self.stats.invites_created += 1;
+                self.invites.push((invite.workspace, invite.id, secret));
+            }
+            (Pend::Invite, Err(Reject::NotAdmin | Reject::Forbidden(_))) => {
+                self.stats.invites_refused += 1
+            }
+            (Pend::Redeem { ws }, result) => {
+                match result {
+                    Ok(Response::TokenIssued { user, .. }) => {
+                        self.stats.invites_redeemed += 1;
+                        self.users.push((ws, user));
+                    }
+                    Err(
+                        Reject::InviteExpired
+                        | Reject::InviteUsedUp
+                        | Reject::InviteRevoked
+                        | Reject::NotFound
+                        | Reject::AlreadyExists,
+                    ) => self.stats.invites_refused += 1,
+                    Err(Reject::Unavailable { .. }) => {}
+                    other => panic!("client {c}: redeem: {other:?}"),
+                }
+                self.disconnect(c);
             }
             (Pend::Role, Ok(Response::Done)) => self.stats.roles_set += 1,
             (Pend::Role, Err(Reject::NotAdmin | Reject::Forbidden(_))) => {
@@ -754,6 +793,7 @@ impl World {
                     Request::People(courier_core::api::PeopleRequest::SetRole { user: u, role });
                 self.request(c, request, Pend::Role);
             }
+            95 => self.invite_act(c, ws),
             _ => {
                 let until = if self.rng.below(100) < self.long_offline_pct {
                     self.step + 1_000 + self.rng.below(4_000)
@@ -764,5 +804,61 @@ impl World {
                 self.clients[c].offline_until = until;
             }
         }
+    }
+}
+
+impl World {
+    /// Invites (issue 16, item 4): create one (admins and owners succeed,
+    /// members when the workspace allows it), change the policy, revoke
+    /// one, or redeem a known one on a fresh connection with no session
+    /// (some expire or run out first: typed refusals). A redeemed invite
+    /// adds a user that others then DM, invite and mention.
+    fn invite_act(&mut self, c: usize, ws: WorkspaceId) {
+        let known: Vec<(WorkspaceId, u64, [u8; 32])> =
+            self.invites.iter().filter(|i| i.0 == ws).copied().collect();
+        let roll = self.rng.below(10);
+        let request = match (roll, self.rng.pick(&known).copied()) {
+            (0..=3, Some((workspace, invite, secret))) => {
+                let a = self.add_client(Credential::Admin([0; 32]), None, false);
+                let s = self.rng.below(u64::from(self.shard_count)) as u16;
+                if self.nodes[usize::from(s)].shard.is_none() {
+                    return;
+                }
+                self.open_socket(a, s, false);
+                let handle = format!("inv{}", self.rng.below(1_000_000));
+                let request = PeopleRequest::RedeemInvite {
+                    workspace,
+                    invite,
+                    secret,
+                    handle,
+                };
+                self.request(a, Request::People(request), Pend::Redeem { ws });
+                return;
+            }
+            (4, Some((_, invite, _))) => PeopleRequest::RevokeInvite {
+                workspace: None,
+                invite,
+            },
+            (5, _) => PeopleRequest::SetInvitePolicy {
+                workspace: None,
+                members_may_invite: self.rng.chance(1, 2),
+            },
+            _ => {
+                let role = if self.rng.chance(1, 3) {
+                    Role::Guest
+                } else {
+                    Role::Member
+                };
+                let request = PeopleRequest::CreateInvite {
+                    workspace: None,
+                    max_uses: 1 + self.rng.below(3) as u32,
+                    expires_in_ms: 1 + self.rng.below(120_000),
+                    role,
+                };
+                self.request(c, Request::People(request), Pend::Invite);
+                return;
+            }
+        };
+        self.request(c, Request::People(request), Pend::Other);
     }
 }

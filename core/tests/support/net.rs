@@ -61,6 +61,12 @@ impl World {
 
     /// Opens a socket to shard `s` and says hello.
     pub fn connect(&mut self, c: usize, s: u16) {
+        self.open_socket(c, s, true);
+    }
+
+    /// Opens a socket to shard `s`, saying hello iff `hello` (without: a
+    /// connection with no session, which may only redeem invites).
+    pub fn open_socket(&mut self, c: usize, s: u16, hello: bool) {
         assert!(self.clients[c].conn.is_none());
         let node = &mut self.nodes[usize::from(s)];
         if node.shard.is_none() {
@@ -75,11 +81,13 @@ impl World {
             name: format!("device-{c}"),
         };
         let mut up = VecDeque::new();
-        up.push_back(Up::Hello {
-            req,
-            credential,
-            device,
-        });
+        if hello {
+            up.push_back(Up::Hello {
+                req,
+                credential,
+                device,
+            });
+        }
         // A reused connection id belongs to a dead incarnation's socket.
         self.links.remove(&conn);
         self.links.insert(
@@ -94,8 +102,10 @@ impl World {
         );
         let client = &mut self.clients[c];
         client.conn = Some(conn);
-        client.state = CState::Hello;
-        client.pending.insert(req, (Pend::Hello, self.step));
+        if hello {
+            client.state = CState::Hello;
+            client.pending.insert(req, (Pend::Hello, self.step));
+        }
     }
 
     /// Closes a client's socket from the client side.

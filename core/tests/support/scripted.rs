@@ -60,6 +60,15 @@ impl World {
         c
     }
 
+    /// A client connected to shard `s` that never says hello (it may only
+    /// redeem invites).
+    pub fn anonymous(&mut self, s: u16) -> usize {
+        let c = self.add_client(Credential::Admin([0; 32]), None, false);
+        self.open_socket(c, s, false);
+        self.settle();
+        c
+    }
+
     pub fn create_workspace(&mut self, admin: usize, name: &str) -> WorkspaceId {
         match self.call(admin, Request::CreateWorkspace { name: name.into() }) {
             Ok(Response::WorkspaceCreated { workspace }) => workspace,

@@ -48,6 +48,8 @@ pub struct World {
     /// Channel ids known to the world (targets for joins and reads).
     pub channels: Vec<(WorkspaceId, ConversationId)>,
     pub users: Vec<(WorkspaceId, UserId)>,
+    /// Invites created (workspace, id, secret): targets for redemptions.
+    pub invites: Vec<(WorkspaceId, u64, [u8; 32])>,
     pub stats: Stats,
     /// Chaos events (crash, restart, snapshot, restore check) per 1000
     /// steps.
@@ -109,6 +111,11 @@ pub struct Stats {
     /// `SetRole`s answered `Done` / refused for the actor's role.
     pub roles_set: u64,
     pub roles_refused: u64,
+    /// Invites created, redeemed, and refused (either, for the actor's
+    /// role or the invite's state).
+    pub invites_created: u64,
+    pub invites_redeemed: u64,
+    pub invites_refused: u64,
     /// Snapshots after which the log was truncated.
     pub truncations: u64,
     /// Node links between an edge and a state shard broken, and the
@@ -148,6 +155,9 @@ impl Stats {
             truncated_syncs,
             roles_set,
             roles_refused,
+            invites_created,
+            invites_redeemed,
+            invites_refused,
             truncations,
             link_breaks,
             link_lost,
@@ -175,6 +185,9 @@ impl Stats {
         self.wal_reads += wal_reads;
         self.roles_set += roles_set;
         self.roles_refused += roles_refused;
+        self.invites_created += invites_created;
+        self.invites_redeemed += invites_redeemed;
+        self.invites_refused += invites_refused;
         self.truncated_syncs += truncated_syncs;
         self.truncations += truncations;
         self.link_breaks += link_breaks;
@@ -234,6 +247,7 @@ impl World {
             model: Model::default(),
             channels: Vec::new(),
             users: Vec::new(),
+            invites: Vec::new(),
             stats: Stats::default(),
             chaos_per_mille: 10,
             client_weight: 12,

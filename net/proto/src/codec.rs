@@ -851,6 +851,9 @@ fn reject_fields(reject: &Reject) -> (wire::ErrorCode, String, u64) {
             *retry_after_ms,
         ),
         Reject::Unavailable { detail, .. } => (wire::ErrorCode::Unavailable, detail.clone(), 0),
+        Reject::InviteExpired => (wire::ErrorCode::InviteExpired, "invite expired".into(), 0),
+        Reject::InviteUsedUp => (wire::ErrorCode::InviteUsedUp, "invite used up".into(), 0),
+        Reject::InviteRevoked => (wire::ErrorCode::InviteRevoked, "invite revoked".into(), 0),
     }
 }
 
@@ -1381,6 +1384,9 @@ fn decode_reject(t: &wire::ErrorReply<'_>) -> Reject {
         wire::ErrorCode::AlreadyExists => Reject::AlreadyExists,
         wire::ErrorCode::TooLarge => Reject::TooLarge(message),
         wire::ErrorCode::Forbidden => Reject::Forbidden(message),
+        wire::ErrorCode::InviteExpired => Reject::InviteExpired,
+        wire::ErrorCode::InviteUsedUp => Reject::InviteUsedUp,
+        wire::ErrorCode::InviteRevoked => Reject::InviteRevoked,
         wire::ErrorCode::RateLimited => Reject::RateLimited {
             retry_after_ms: t.retry_after_ms(),
             limit: RateLimit {

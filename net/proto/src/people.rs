@@ -4,7 +4,7 @@
 //! only; same contract: nothing here panics on any input, every failure is
 //! a [`DecodeError`].
 
-use crate::codec::{body_name, DecodeError};
+use crate::codec::DecodeError;
 use crate::constants::{DIRECTORY_CURSOR_BYTES_MAX, GET_USERS_MAX};
 use crate::wire;
 use courier_core::api::{
@@ -57,6 +57,9 @@ pub(crate) fn encode_request(
     request: &PeopleRequest,
 ) -> (wire::Body, Union) {
     use wire::Body as B;
+    if let Some(invite) = crate::invites::encode_request(fbb, request) {
+        return invite;
+    }
     match request {
         PeopleRequest::SetProfile { user, update } => {
             let args = wire::SetProfileArgs {
@@ -135,10 +138,15 @@ pub(crate) fn encode_request(
             let t = wire::SetRole::create(fbb, &args);
             (B::SetRole, t.as_union_value())
         }
+        PeopleRequest::CreateInvite { .. }
+        | PeopleRequest::ListInvites { .. }
+        | PeopleRequest::RevokeInvite { .. }
+        | PeopleRequest::SetInvitePolicy { .. }
+        | PeopleRequest::RedeemInvite { .. } => unreachable!("encoded by crate::invites"),
     }
 }
 
-fn role_to_wire(role: Role) -> wire::Role {
+pub(crate) fn role_to_wire(role: Role) -> wire::Role {
     match role {
         Role::Owner => wire::Role::Owner,
         Role::Admin => wire::Role::Admin,
@@ -148,7 +156,7 @@ fn role_to_wire(role: Role) -> wire::Role {
     }
 }
 
-fn role_from_wire(role: wire::Role) -> Result<Role, DecodeError> {
+pub(crate) fn role_from_wire(role: wire::Role) -> Result<Role, DecodeError> {
     Ok(match role {
         wire::Role::Owner => Role::Owner,
         wire::Role::Admin => Role::Admin,
@@ -241,7 +249,7 @@ pub(crate) fn decode_request(
                 limit: t.limit(),
             }
         }
-        other => return Err(DecodeError::UnexpectedBody(body_name(other))),
+        other => return crate::invites::decode_request(frame, other),
     };
     Ok(Request::People(request))
 }
@@ -297,6 +305,9 @@ pub(crate) fn encode_response(
     response: &PeopleResponse,
 ) -> (wire::Body, Union) {
     use wire::Body as B;
+    if let Some(invite) = crate::invites::encode_response(fbb, response) {
+        return invite;
+    }
     match response {
         PeopleResponse::Users(users) => {
             let items: Vec<_> = users.iter().map(|p| encode_profile(fbb, p)).collect();
@@ -376,6 +387,9 @@ pub(crate) fn encode_response(
             let t = wire::TokenList::create(fbb, &args);
             (B::TokenList, t.as_union_value())
         }
+        PeopleResponse::InviteCreated { .. } | PeopleResponse::Invites(_) => {
+            unreachable!("encoded by crate::invites")
+        }
     }
 }
 
@@ -444,7 +458,7 @@ pub(crate) fn decode_response(
                 current: t.current(),
             }
         }
-        other => return Err(DecodeError::UnexpectedBody(body_name(other))),
+        other => return crate::invites::decode_response(frame, other),
     };
     Ok(Response::People(response))
 }

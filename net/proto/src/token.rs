@@ -5,10 +5,15 @@
 //! `ca1_` followed by the 64-hex-digit secret. The ids in a user token let the
 //! server route the check to the user's home shard without any global index;
 //! only `sha256(secret)` is ever stored.
+//!
+//! An invite code is `ci1_` followed by 96 lowercase hex digits: the
+//! workspace id (16), the invite id (16) and its 32-byte secret (64); the
+//! workspace id routes the redemption to the workspace's shard.
 
-use courier_core::api::{Credential, UserId};
+use courier_core::api::{Credential, UserId, WorkspaceId};
 
 const USER_PREFIX: &str = "cu1_";
+const INVITE_PREFIX: &str = "ci1_";
 const ADMIN_PREFIX: &str = "ca1_";
 
 /// Why a token's text is not a credential. Deliberately vague towards peers:
@@ -62,6 +67,29 @@ pub fn parse(text: &str) -> Result<Credential, TokenError> {
     }
 }
 
+/// Renders an invite code.
+pub fn format_invite(workspace: WorkspaceId, invite: u64, secret: &[u8; 32]) -> String {
+    let mut s = String::with_capacity(INVITE_PREFIX.len() + 96);
+    s.push_str(INVITE_PREFIX);
+    s.push_str(&format!("{:016x}{:016x}", workspace.0, invite));
+    push_hex(&mut s, secret);
+    s
+}
+
+/// Parses an invite code into (workspace, invite id, secret).
+pub fn parse_invite(text: &str) -> Result<(WorkspaceId, u64, [u8; 32]), TokenError> {
+    let rest = text
+        .trim()
+        .strip_prefix(INVITE_PREFIX)
+        .ok_or(TokenError::Malformed)?;
+    if rest.len() != 96 || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TokenError::Malformed);
+    }
+    let workspace = u64::from_str_radix(&rest[..16], 16).map_err(|_| TokenError::Malformed)?;
+    let invite = u64::from_str_radix(&rest[16..32], 16).map_err(|_| TokenError::Malformed)?;
+    Ok((WorkspaceId(workspace), invite, parse_secret(&rest[32..])?))
+}
+
 fn parse_secret(hex: &str) -> Result<[u8; 32], TokenError> {
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
@@ -98,6 +126,27 @@ mod tests {
                 secret
             })
         );
+    }
+
+    #[test]
+    fn invite_code_round_trips() {
+        let secret = [0x5c; 32];
+        let text = format_invite(WorkspaceId(0xfeed), 3, &secret);
+        assert_eq!(text.len(), 100);
+        assert!(text.starts_with("ci1_"));
+        assert_eq!(parse_invite(&text), Ok((WorkspaceId(0xfeed), 3, secret)));
+        for bad in [
+            "",
+            "ci1_",
+            &text[..99],
+            &format!("{text}0"),
+            &text.replace("ci1_", "cu1_"),
+            &text.replace("ci1_0", "ci1_+"),
+        ] {
+            assert_eq!(parse_invite(bad), Err(TokenError::Malformed), "{bad:?}");
+        }
+        // An invite code is no credential.
+        assert_eq!(parse(&text), Err(TokenError::Malformed));
     }
 
     #[test]

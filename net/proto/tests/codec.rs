@@ -231,7 +231,51 @@ fn people_requests() -> Vec<PeopleRequest> {
             role: Role::Deactivated,
         },
         PeopleRequest::ListTokens,
+        PeopleRequest::CreateInvite {
+            workspace: None,
+            max_uses: 5,
+            expires_in_ms: 86_400_000,
+            role: Role::Guest,
+        },
+        PeopleRequest::CreateInvite {
+            workspace: Some(WorkspaceId(3)),
+            max_uses: 1,
+            expires_in_ms: 1,
+            role: Role::Admin,
+        },
+        PeopleRequest::ListInvites { workspace: None },
+        PeopleRequest::ListInvites {
+            workspace: Some(WorkspaceId(3)),
+        },
+        PeopleRequest::RevokeInvite {
+            workspace: None,
+            invite: 4,
+        },
+        PeopleRequest::SetInvitePolicy {
+            workspace: Some(WorkspaceId(3)),
+            members_may_invite: true,
+        },
+        PeopleRequest::RedeemInvite {
+            workspace: WorkspaceId(3),
+            invite: 4,
+            secret: [9; 32],
+            handle: "gus".into(),
+        },
     ]
+}
+
+fn invite_info() -> InviteInfo {
+    InviteInfo {
+        workspace: WorkspaceId(3),
+        id: 4,
+        creator: Some(UserId(2)),
+        role: Role::Guest,
+        max_uses: 5,
+        uses: 2,
+        created: Millis(1_000),
+        expires: Millis(87_000),
+        revoked: false,
+    }
 }
 
 fn people_responses() -> Vec<PeopleResponse> {
@@ -280,6 +324,20 @@ fn people_responses() -> Vec<PeopleResponse> {
             channels: vec![],
             next: None,
         },
+        PeopleResponse::InviteCreated {
+            invite: invite_info(),
+            secret: [0xee; 32],
+        },
+        PeopleResponse::Invites(vec![
+            invite_info(),
+            InviteInfo {
+                creator: None,
+                revoked: true,
+                role: Role::Member,
+                ..invite_info()
+            },
+        ]),
+        PeopleResponse::Invites(vec![]),
     ]
 }
 
@@ -369,6 +427,9 @@ fn responses() -> Vec<Result<Response, Reject>> {
         Err(Reject::Forbidden(
             "role: guests cannot create channels".into(),
         )),
+        Err(Reject::InviteExpired),
+        Err(Reject::InviteUsedUp),
+        Err(Reject::InviteRevoked),
         Ok(Response::People(PeopleResponse::Tokens {
             tokens: vec![1, 3, 4],
             current: 3,
@@ -813,4 +874,28 @@ fn fuzz_corpus_replays_cleanly() {
         }
     }
     assert!(replayed >= 50, "only {replayed} corpus entries");
+}
+
+/// A malformed invite code is a bad field (answered `Invalid`), not a bad
+/// token: the connection has no session to lose.
+#[test]
+fn a_malformed_invite_code_is_a_field_error() {
+    let request = Request::People(PeopleRequest::RedeemInvite {
+        workspace: WorkspaceId(3),
+        invite: 4,
+        secret: [9; 32],
+        handle: "gus".into(),
+    });
+    let mut bytes = Encoder::new()
+        .client(&ClientFrame::Request { req: 7, request })
+        .to_vec();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"ci1_")
+        .expect("the code is in the frame");
+    bytes[at + 10] = b'g';
+    assert!(matches!(
+        decode_client(&bytes),
+        Err(DecodeError::Field { field: "code", .. })
+    ));
 }

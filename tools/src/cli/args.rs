@@ -1,6 +1,7 @@
 //! The command line of `courier`: global options and every subcommand, as
 //! clap derive types. Parsing only; `commands.rs` runs them.
 
+use super::invites::InviteCommand;
 use super::people::{DirectoryArgs, MembersArgs, ProfileCommand, UsersCommand};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -105,6 +106,9 @@ pub enum Command {
     /// Your own tokens (one per device).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Workspace invites: create, redeem (no token needed), list, revoke.
+    #[command(subcommand)]
+    Invite(InviteCommand),
     /// Mark a conversation read up to SEQ (default: everything); every
     /// device of yours sees it.
     Read {
@@ -232,7 +236,7 @@ pub enum AdminCommand {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoleArg(pub courier_core::api::Role);
 
-fn parse_role(s: &str) -> Result<RoleArg, String> {
+pub(crate) fn parse_role(s: &str) -> Result<RoleArg, String> {
     use courier_core::api::Role;
     match s {
         "owner" => Ok(RoleArg(Role::Owner)),

@@ -6,13 +6,13 @@ use super::args::{
 };
 use super::config::{self, Config};
 use super::output::{
-    conversation_json, conversation_label, id_json, kind_name, message_json, message_text,
-    opt_id_json, Out,
+    conversation_json, conversation_label, conversation_label_with, id_json, kind_name,
+    message_json, message_text, opt_id_json, Out,
 };
 use anyhow::anyhow;
 use courier_core::api::{
-    ConversationId, ConversationInfo, Credential, HistoryAnchor, LookupKind, Message, Reject, Role,
-    Seq, UserId, WorkspaceId,
+    ConversationId, ConversationInfo, ConversationKind, Credential, HistoryAnchor, LookupKind,
+    Message, Reject, Role, Seq, UserId, WorkspaceId,
 };
 use courier_tools::{
     Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, People, ProfileCache,
@@ -34,7 +34,7 @@ pub const HISTORY_LIMIT_MAX: u32 = 10_000;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
@@ -130,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Directory(args) => super::people::directory(&ctx, args).await,
         Command::Members(args) => super::people::members(&ctx, args).await,
         Command::Token(cmd) => token(&ctx, cmd).await,
+        Command::Invite(cmd) => super::invites::invite(&ctx, cmd).await,
         Command::Wal(_) => Ok(()), // handled above
     }
 }
@@ -528,14 +529,41 @@ impl Names {
     fn get(&self, user: UserId) -> Option<String> {
         self.cache.get(user).map(|_| self.cache.name(user))
     }
+
+    /// `@handle` of a user whose profile was read.
+    fn handle(&self, user: UserId) -> Option<String> {
+        self.cache.get(user).map(|p| format!("@{}", p.handle))
+    }
 }
 
-/// Labels of conversations for human output.
+/// Labels of conversations (`#general`, `@alice`, `@alice,@bob`), for
+/// human output and `conversation_name`.
 struct Labels(HashMap<ConversationId, String>);
 
 impl Labels {
-    fn add(&mut self, c: &ConversationInfo) {
-        self.0.insert(c.id, conversation_label(c));
+    /// Learns the DM members' names, then labels `convs` (`me`: left out
+    /// of DM labels).
+    async fn add_all(
+        &mut self,
+        client: &mut Client,
+        names: &mut Names,
+        me: Option<UserId>,
+        convs: &[ConversationInfo],
+    ) {
+        let members: Vec<UserId> = convs
+            .iter()
+            .filter(|c| matches!(c.kind, ConversationKind::Dm | ConversationKind::GroupDm))
+            .flat_map(|c| c.members.iter().copied())
+            .collect();
+        names.learn(client, &members).await;
+        for c in convs {
+            let label = conversation_label_with(c, me, |u| names.handle(u));
+            self.0.insert(c.id, label);
+        }
+    }
+
+    fn name(&self, id: ConversationId) -> Option<&str> {
+        self.0.get(&id).map(String::as_str)
     }
 
     fn get(&self, id: ConversationId) -> String {
@@ -556,11 +584,10 @@ async fn watch(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
         filter = Some(ids);
     }
     let mut labels = Labels(HashMap::new());
-    if !ctx.out.json {
-        for c in client.list_conversations().await? {
-            labels.add(&c);
-        }
-    }
+    let mut names = Names::default();
+    let me = client.welcome().and_then(|w| w.user);
+    let convs = client.list_conversations().await?;
+    labels.add_all(&mut client, &mut names, me, &convs).await;
     // Notices go to stderr in every mode (stdout stays one JSON object per
     // line with --json).
     client.on_notice(move |notice| match notice {
@@ -580,8 +607,7 @@ async fn watch(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
     session_options.from_start = args.from_start;
     session_options.cursor_file = args.cursor_file;
     let mut session = Session::with_client(client, session_options).await?;
-    let mut names = Names::default();
-    let result = watch_loop(ctx, &mut session, &mut labels, &mut names).await;
+    let result = watch_loop(ctx, &mut session, &mut labels, &mut names, me).await;
     // Keep where we got to, whatever ended the loop.
     let saved = session.save_cursors();
     match result {
@@ -595,6 +621,7 @@ async fn watch_loop(
     session: &mut Session,
     labels: &mut Labels,
     names: &mut Names,
+    me: Option<UserId>,
 ) -> anyhow::Result<()> {
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
@@ -609,7 +636,8 @@ async fn watch_loop(
                 print_message(ctx, labels, names, &m)?
             }
             SessionEvent::Joined(info) => {
-                labels.add(&info);
+                let joined = std::slice::from_ref(&info);
+                labels.add_all(session.client(), names, me, joined).await;
                 if !ctx.out.json {
                     eprintln!(
                         "courier: joined {} (id {})",
@@ -632,9 +660,11 @@ async fn watch_loop(
 
 fn print_message(ctx: &Ctx, labels: &Labels, names: &Names, m: &Message) -> anyhow::Result<()> {
     let name = names.get(m.sender);
-    ctx.out.emit(message_json(m, name.as_deref()), || {
-        message_text(&labels.get(m.conversation), m, name.as_deref())
-    })
+    let conversation_name = labels.name(m.conversation);
+    ctx.out
+        .emit(message_json(m, name.as_deref(), conversation_name), || {
+            message_text(&labels.get(m.conversation), m, name.as_deref())
+        })
 }
 
 async fn history(
@@ -694,8 +724,19 @@ async fn history(
         messages.drain(..excess);
     }
     let mut labels = Labels(HashMap::new());
-    labels.0.insert(id, conversation.to_owned());
     let mut names = Names::default();
+    let me = client.welcome().and_then(|w| w.user);
+    // The conversation's label as `watch` shows it (as given when it is
+    // not listed, e.g. a public channel previewed without joining).
+    let listed: Vec<ConversationInfo> = client
+        .list_conversations()
+        .await
+        .map(|all| all.into_iter().filter(|c| c.id == id).collect())
+        .unwrap_or_default();
+    labels.add_all(&mut client, &mut names, me, &listed).await;
+    if listed.is_empty() {
+        labels.0.insert(id, conversation.to_owned());
+    }
     let senders: Vec<UserId> = messages.iter().map(|m| m.sender).collect();
     names.learn(&mut client, &senders).await;
     for m in &messages {

@@ -7,7 +7,7 @@
 //! for client message ids) and JavaScript or `jq` would round a number above
 //! 2^53. Sequence numbers, timestamps and counts stay JSON numbers.
 
-use courier_core::api::{ConversationInfo, ConversationKind, Message};
+use courier_core::api::{ConversationInfo, ConversationKind, Message, UserId};
 use serde_json::{json, Value};
 use std::io::Write;
 
@@ -86,10 +86,49 @@ pub fn conversation_label(c: &ConversationInfo) -> String {
     }
 }
 
-/// A message as JSON (the `watch` and `history` line).
-/// A message as JSON; `sender_name` (the display name, else `@handle`) is
-/// added when the sender's profile could be read.
-pub fn message_json(m: &Message, sender_name: Option<&str>) -> Value {
+/// How people see a conversation in `watch` and `history`: `#name` for
+/// channels; for DMs the other members' handles, `@alice` or
+/// `@alice,@bob` (`handle` gives `@handle`, `None` when unknown: then the
+/// id); `me` is left out (a DM with oneself shows oneself).
+pub fn conversation_label_with(
+    c: &ConversationInfo,
+    me: Option<UserId>,
+    handle: impl Fn(UserId) -> Option<String>,
+) -> String {
+    match c.kind {
+        ConversationKind::PublicChannel | ConversationKind::PrivateChannel => {
+            format!("#{}", c.name)
+        }
+        ConversationKind::Dm | ConversationKind::GroupDm => {
+            let others: Vec<UserId> = c
+                .members
+                .iter()
+                .copied()
+                .filter(|u| Some(*u) != me)
+                .collect();
+            let shown = if others.is_empty() {
+                c.members.clone()
+            } else {
+                others
+            };
+            let names: Vec<String> = shown
+                .iter()
+                .map(|u| handle(*u).unwrap_or_else(|| u.0.to_string()))
+                .collect();
+            names.join(",")
+        }
+    }
+}
+
+/// A message as JSON (the `watch` and `history` line); `sender_name` (the
+/// display name, else `@handle`) is added when the sender's profile could
+/// be read, `conversation_name` (`#general`, `@alice`, `@alice,@bob`) when
+/// the conversation is known.
+pub fn message_json(
+    m: &Message,
+    sender_name: Option<&str>,
+    conversation_name: Option<&str>,
+) -> Value {
     let mut v = json!({
         "conversation": id_json(m.conversation.0),
         "seq": m.seq.0,
@@ -100,6 +139,9 @@ pub fn message_json(m: &Message, sender_name: Option<&str>) -> Value {
     });
     if let Some(name) = sender_name {
         v["sender_name"] = json!(name);
+    }
+    if let Some(name) = conversation_name {
+        v["conversation_name"] = json!(name);
     }
     v
 }
@@ -274,9 +316,12 @@ mod tests {
             mentions: vec![],
             broadcast: courier_core::api::Broadcast::None,
         };
-        let v = message_json(&m, None);
+        let v = message_json(&m, None, None);
         assert!(v.get("sender_name").is_none());
-        assert_eq!(message_json(&m, Some("Ann"))["sender_name"], "Ann");
+        assert!(v.get("conversation_name").is_none());
+        let named = message_json(&m, Some("Ann"), Some("@ann,@bob"));
+        assert_eq!(named["sender_name"], "Ann");
+        assert_eq!(named["conversation_name"], "@ann,@bob");
         assert_eq!(
             message_text("#general", &m, Some("Ann")),
             "[#general #7] 1970-01-01 00:00:00 <Ann> hi"
@@ -287,6 +332,43 @@ mod tests {
         assert_eq!(v["client_msg_id"], u128::MAX.to_string());
         assert_eq!(v["seq"], 7);
         assert_eq!(v["ts"], 5);
+    }
+
+    #[test]
+    fn dms_are_labelled_by_the_others_handles() {
+        use courier_core::api::{ConversationId, Millis, Seq};
+        let info = |kind, members: Vec<u64>| ConversationInfo {
+            id: ConversationId(9),
+            kind,
+            name: "general".into(),
+            members: members.into_iter().map(UserId).collect(),
+            member_count: 0,
+            member: true,
+            head: Seq(0),
+            read: Seq(0),
+            unread: 0,
+            mentions: 0,
+            last_activity: Millis(0),
+            preview: None,
+        };
+        let handle = |u: UserId| match u.0 {
+            1 => Some("@me".to_owned()),
+            2 => Some("@alice".to_owned()),
+            3 => Some("@bob".to_owned()),
+            _ => None,
+        };
+        let me = Some(UserId(1));
+        let label = |c| conversation_label_with(&c, me, handle);
+        assert_eq!(label(info(ConversationKind::Dm, vec![1, 2])), "@alice");
+        assert_eq!(
+            label(info(ConversationKind::GroupDm, vec![1, 2, 3, 4])),
+            "@alice,@bob,4"
+        );
+        assert_eq!(label(info(ConversationKind::Dm, vec![1])), "@me");
+        assert_eq!(
+            label(info(ConversationKind::PrivateChannel, vec![1])),
+            "#general"
+        );
     }
 
     #[test]

@@ -637,10 +637,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for NotifyReason {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 10;
+pub const ENUM_MAX_ERROR_CODE: u16 = 13;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 10] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 13] = [
   ErrorCode::BadFrame,
   ErrorCode::Unauthenticated,
   ErrorCode::NotAdmin,
@@ -651,6 +651,9 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 10] = [
   ErrorCode::RateLimited,
   ErrorCode::Unavailable,
   ErrorCode::Forbidden,
+  ErrorCode::InviteExpired,
+  ErrorCode::InviteUsedUp,
+  ErrorCode::InviteRevoked,
 ];
 
 /// Why a request failed. `NotFound` also means "not visible to you".
@@ -671,9 +674,15 @@ impl ErrorCode {
   /// The session's workspace role does not allow it (a guest creating or
   /// browsing channels, the last owner demoted, a deactivated user).
   pub const Forbidden: Self = Self(10);
+  /// `RedeemInvite`: the invite's expiry passed.
+  pub const InviteExpired: Self = Self(11);
+  /// `RedeemInvite`: the invite created as many users as it allows.
+  pub const InviteUsedUp: Self = Self(12);
+  /// `RedeemInvite`: an admin revoked the invite.
+  pub const InviteRevoked: Self = Self(13);
 
   pub const ENUM_MIN: u16 = 1;
-  pub const ENUM_MAX: u16 = 10;
+  pub const ENUM_MAX: u16 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::BadFrame,
     Self::Unauthenticated,
@@ -685,6 +694,9 @@ impl ErrorCode {
     Self::RateLimited,
     Self::Unavailable,
     Self::Forbidden,
+    Self::InviteExpired,
+    Self::InviteUsedUp,
+    Self::InviteRevoked,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -699,6 +711,9 @@ impl ErrorCode {
       Self::RateLimited => Some("RateLimited"),
       Self::Unavailable => Some("Unavailable"),
       Self::Forbidden => Some("Forbidden"),
+      Self::InviteExpired => Some("InviteExpired"),
+      Self::InviteUsedUp => Some("InviteUsedUp"),
+      Self::InviteRevoked => Some("InviteRevoked"),
       _ => None,
     }
   }
@@ -968,10 +983,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 51;
+pub const ENUM_MAX_BODY: u8 = 58;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 52] = [
+pub const ENUM_VALUES_BODY: [Body; 59] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -1024,6 +1039,13 @@ pub const ENUM_VALUES_BODY: [Body; 52] = [
   Body::SetRole,
   Body::ListTokens,
   Body::TokenList,
+  Body::CreateInvite,
+  Body::ListInvites,
+  Body::RevokeInvite,
+  Body::SetInvitePolicy,
+  Body::RedeemInvite,
+  Body::InviteCreated,
+  Body::InviteList,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1083,9 +1105,16 @@ impl Body {
   pub const SetRole: Self = Self(49);
   pub const ListTokens: Self = Self(50);
   pub const TokenList: Self = Self(51);
+  pub const CreateInvite: Self = Self(52);
+  pub const ListInvites: Self = Self(53);
+  pub const RevokeInvite: Self = Self(54);
+  pub const SetInvitePolicy: Self = Self(55);
+  pub const RedeemInvite: Self = Self(56);
+  pub const InviteCreated: Self = Self(57);
+  pub const InviteList: Self = Self(58);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 51;
+  pub const ENUM_MAX: u8 = 58;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1139,6 +1168,13 @@ impl Body {
     Self::SetRole,
     Self::ListTokens,
     Self::TokenList,
+    Self::CreateInvite,
+    Self::ListInvites,
+    Self::RevokeInvite,
+    Self::SetInvitePolicy,
+    Self::RedeemInvite,
+    Self::InviteCreated,
+    Self::InviteList,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1195,6 +1231,13 @@ impl Body {
       Self::SetRole => Some("SetRole"),
       Self::ListTokens => Some("ListTokens"),
       Self::TokenList => Some("TokenList"),
+      Self::CreateInvite => Some("CreateInvite"),
+      Self::ListInvites => Some("ListInvites"),
+      Self::RevokeInvite => Some("RevokeInvite"),
+      Self::SetInvitePolicy => Some("SetInvitePolicy"),
+      Self::RedeemInvite => Some("RedeemInvite"),
+      Self::InviteCreated => Some("InviteCreated"),
+      Self::InviteList => Some("InviteList"),
       _ => None,
     }
   }
@@ -7997,6 +8040,1053 @@ impl ::core::fmt::Debug for TokenList<'_> {
       ds.finish()
   }
 }
+pub enum CreateInviteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Create a workspace invite (an admin or owner; any member when the
+/// workspace allows it, see `SetInvitePolicy`). `workspace` 0: the
+/// session's (an admin session names it). `max_uses` 1..=10,000,
+/// `expires_in_ms` 1..=30 days, `role` member, guest or admin (never owner;
+/// admin only from an admin or owner). Answered `InviteCreated`.
+pub struct CreateInvite<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CreateInvite<'a> {
+  type Inner = CreateInvite<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CreateInvite<'a> {
+  pub const VT_WORKSPACE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MAX_USES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_EXPIRES_IN_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ROLE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CreateInvite { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CreateInviteArgs
+  ) -> ::flatbuffers::WIPOffset<CreateInvite<'bldr>> {
+    let mut builder = CreateInviteBuilder::new(_fbb);
+    builder.add_expires_in_ms(args.expires_in_ms);
+    builder.add_workspace(args.workspace);
+    builder.add_max_uses(args.max_uses);
+    builder.add_role(args.role);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn workspace(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CreateInvite::VT_WORKSPACE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn max_uses(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CreateInvite::VT_MAX_USES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn expires_in_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CreateInvite::VT_EXPIRES_IN_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn role(&self) -> Role {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Role>(CreateInvite::VT_ROLE, Some(Role::Member)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CreateInvite<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("workspace", Self::VT_WORKSPACE, false)?
+     .visit_field::<u32>("max_uses", Self::VT_MAX_USES, false)?
+     .visit_field::<u64>("expires_in_ms", Self::VT_EXPIRES_IN_MS, false)?
+     .visit_field::<Role>("role", Self::VT_ROLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CreateInviteArgs {
+    pub workspace: u64,
+    pub max_uses: u32,
+    pub expires_in_ms: u64,
+    pub role: Role,
+}
+impl<'a> Default for CreateInviteArgs {
+  #[inline]
+  fn default() -> Self {
+    CreateInviteArgs {
+      workspace: 0,
+      max_uses: 0,
+      expires_in_ms: 0,
+      role: Role::Member,
+    }
+  }
+}
+
+pub struct CreateInviteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CreateInviteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_workspace(&mut self, workspace: u64) {
+    self.fbb_.push_slot::<u64>(CreateInvite::VT_WORKSPACE, workspace, 0);
+  }
+  #[inline]
+  pub fn add_max_uses(&mut self, max_uses: u32) {
+    self.fbb_.push_slot::<u32>(CreateInvite::VT_MAX_USES, max_uses, 0);
+  }
+  #[inline]
+  pub fn add_expires_in_ms(&mut self, expires_in_ms: u64) {
+    self.fbb_.push_slot::<u64>(CreateInvite::VT_EXPIRES_IN_MS, expires_in_ms, 0);
+  }
+  #[inline]
+  pub fn add_role(&mut self, role: Role) {
+    self.fbb_.push_slot::<Role>(CreateInvite::VT_ROLE, role, Role::Member);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CreateInviteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CreateInviteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CreateInvite<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CreateInvite<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CreateInvite");
+      ds.field("workspace", &self.workspace());
+      ds.field("max_uses", &self.max_uses());
+      ds.field("expires_in_ms", &self.expires_in_ms());
+      ds.field("role", &self.role());
+      ds.finish()
+  }
+}
+pub enum ListInvitesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The workspace's invites (admins and owners). Answered `InviteList`.
+pub struct ListInvites<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListInvites<'a> {
+  type Inner = ListInvites<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListInvites<'a> {
+  pub const VT_WORKSPACE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListInvites { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListInvitesArgs
+  ) -> ::flatbuffers::WIPOffset<ListInvites<'bldr>> {
+    let mut builder = ListInvitesBuilder::new(_fbb);
+    builder.add_workspace(args.workspace);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn workspace(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListInvites::VT_WORKSPACE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListInvites<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("workspace", Self::VT_WORKSPACE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListInvitesArgs {
+    pub workspace: u64,
+}
+impl<'a> Default for ListInvitesArgs {
+  #[inline]
+  fn default() -> Self {
+    ListInvitesArgs {
+      workspace: 0,
+    }
+  }
+}
+
+pub struct ListInvitesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListInvitesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_workspace(&mut self, workspace: u64) {
+    self.fbb_.push_slot::<u64>(ListInvites::VT_WORKSPACE, workspace, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListInvitesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListInvitesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListInvites<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListInvites<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListInvites");
+      ds.field("workspace", &self.workspace());
+      ds.finish()
+  }
+}
+pub enum RevokeInviteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Revoke an invite (admins and owners). Answered `Done`.
+pub struct RevokeInvite<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RevokeInvite<'a> {
+  type Inner = RevokeInvite<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RevokeInvite<'a> {
+  pub const VT_WORKSPACE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_INVITE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RevokeInvite { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RevokeInviteArgs
+  ) -> ::flatbuffers::WIPOffset<RevokeInvite<'bldr>> {
+    let mut builder = RevokeInviteBuilder::new(_fbb);
+    builder.add_invite(args.invite);
+    builder.add_workspace(args.workspace);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn workspace(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RevokeInvite::VT_WORKSPACE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn invite(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RevokeInvite::VT_INVITE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RevokeInvite<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("workspace", Self::VT_WORKSPACE, false)?
+     .visit_field::<u64>("invite", Self::VT_INVITE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RevokeInviteArgs {
+    pub workspace: u64,
+    pub invite: u64,
+}
+impl<'a> Default for RevokeInviteArgs {
+  #[inline]
+  fn default() -> Self {
+    RevokeInviteArgs {
+      workspace: 0,
+      invite: 0,
+    }
+  }
+}
+
+pub struct RevokeInviteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RevokeInviteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_workspace(&mut self, workspace: u64) {
+    self.fbb_.push_slot::<u64>(RevokeInvite::VT_WORKSPACE, workspace, 0);
+  }
+  #[inline]
+  pub fn add_invite(&mut self, invite: u64) {
+    self.fbb_.push_slot::<u64>(RevokeInvite::VT_INVITE, invite, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RevokeInviteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RevokeInviteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RevokeInvite<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RevokeInvite<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RevokeInvite");
+      ds.field("workspace", &self.workspace());
+      ds.field("invite", &self.invite());
+      ds.finish()
+  }
+}
+pub enum SetInvitePolicyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Whether members may create member and guest invites (admins and
+/// owners; off in a new workspace). Answered `Done`.
+pub struct SetInvitePolicy<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetInvitePolicy<'a> {
+  type Inner = SetInvitePolicy<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetInvitePolicy<'a> {
+  pub const VT_WORKSPACE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBERS_MAY_INVITE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetInvitePolicy { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetInvitePolicyArgs
+  ) -> ::flatbuffers::WIPOffset<SetInvitePolicy<'bldr>> {
+    let mut builder = SetInvitePolicyBuilder::new(_fbb);
+    builder.add_workspace(args.workspace);
+    builder.add_members_may_invite(args.members_may_invite);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn workspace(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetInvitePolicy::VT_WORKSPACE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members_may_invite(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetInvitePolicy::VT_MEMBERS_MAY_INVITE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetInvitePolicy<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("workspace", Self::VT_WORKSPACE, false)?
+     .visit_field::<bool>("members_may_invite", Self::VT_MEMBERS_MAY_INVITE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetInvitePolicyArgs {
+    pub workspace: u64,
+    pub members_may_invite: bool,
+}
+impl<'a> Default for SetInvitePolicyArgs {
+  #[inline]
+  fn default() -> Self {
+    SetInvitePolicyArgs {
+      workspace: 0,
+      members_may_invite: false,
+    }
+  }
+}
+
+pub struct SetInvitePolicyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetInvitePolicyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_workspace(&mut self, workspace: u64) {
+    self.fbb_.push_slot::<u64>(SetInvitePolicy::VT_WORKSPACE, workspace, 0);
+  }
+  #[inline]
+  pub fn add_members_may_invite(&mut self, members_may_invite: bool) {
+    self.fbb_.push_slot::<bool>(SetInvitePolicy::VT_MEMBERS_MAY_INVITE, members_may_invite, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetInvitePolicyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetInvitePolicyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetInvitePolicy<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetInvitePolicy<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetInvitePolicy");
+      ds.field("workspace", &self.workspace());
+      ds.field("members_may_invite", &self.members_may_invite());
+      ds.finish()
+  }
+}
+pub enum RedeemInviteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Redeem an invite: only on a connection without a session (send it
+/// before `Hello`). `code` is the invite code (`ci1_…`). Creates the user
+/// and answers `TokenIssued` (the connection stays without a session: send
+/// `Hello` with that token next). Refusals: `NotFound` (no such invite, or
+/// a wrong secret), `InviteExpired`, `InviteUsedUp`, `InviteRevoked`,
+/// `AlreadyExists` (handle taken), `Invalid` (a bad handle).
+pub struct RedeemInvite<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RedeemInvite<'a> {
+  type Inner = RedeemInvite<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RedeemInvite<'a> {
+  pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HANDLE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RedeemInvite { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RedeemInviteArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RedeemInvite<'bldr>> {
+    let mut builder = RedeemInviteBuilder::new(_fbb);
+    if let Some(x) = args.handle { builder.add_handle(x); }
+    if let Some(x) = args.code { builder.add_code(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn code(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RedeemInvite::VT_CODE, None).unwrap()}
+  }
+  #[inline]
+  pub fn handle(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RedeemInvite::VT_HANDLE, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RedeemInvite<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("code", Self::VT_CODE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("handle", Self::VT_HANDLE, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RedeemInviteArgs<'a> {
+    pub code: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub handle: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RedeemInviteArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RedeemInviteArgs {
+      code: None, // required field
+      handle: None, // required field
+    }
+  }
+}
+
+pub struct RedeemInviteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RedeemInviteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_code(&mut self, code: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RedeemInvite::VT_CODE, code);
+  }
+  #[inline]
+  pub fn add_handle(&mut self, handle: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RedeemInvite::VT_HANDLE, handle);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RedeemInviteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RedeemInviteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RedeemInvite<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RedeemInvite::VT_CODE,"code");
+    self.fbb_.required(o, RedeemInvite::VT_HANDLE,"handle");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RedeemInvite<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RedeemInvite");
+      ds.field("code", &self.code());
+      ds.field("handle", &self.handle());
+      ds.finish()
+  }
+}
+pub enum InviteInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// An invite as listed (its secret is shown only once, in `InviteCreated`).
+/// `creator` 0: an admin session.
+pub struct InviteInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for InviteInfo<'a> {
+  type Inner = InviteInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> InviteInfo<'a> {
+  pub const VT_WORKSPACE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CREATOR: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ROLE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MAX_USES: ::flatbuffers::VOffsetT = 12;
+  pub const VT_USES: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CREATED_MS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_EXPIRES_MS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_REVOKED: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    InviteInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InviteInfoArgs
+  ) -> ::flatbuffers::WIPOffset<InviteInfo<'bldr>> {
+    let mut builder = InviteInfoBuilder::new(_fbb);
+    builder.add_expires_ms(args.expires_ms);
+    builder.add_created_ms(args.created_ms);
+    builder.add_creator(args.creator);
+    builder.add_id(args.id);
+    builder.add_workspace(args.workspace);
+    builder.add_uses(args.uses);
+    builder.add_max_uses(args.max_uses);
+    builder.add_revoked(args.revoked);
+    builder.add_role(args.role);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn workspace(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InviteInfo::VT_WORKSPACE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InviteInfo::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn creator(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InviteInfo::VT_CREATOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn role(&self) -> Role {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Role>(InviteInfo::VT_ROLE, Some(Role::Member)).unwrap()}
+  }
+  #[inline]
+  pub fn max_uses(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(InviteInfo::VT_MAX_USES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn uses(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(InviteInfo::VT_USES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn created_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InviteInfo::VT_CREATED_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn expires_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InviteInfo::VT_EXPIRES_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn revoked(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(InviteInfo::VT_REVOKED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for InviteInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("workspace", Self::VT_WORKSPACE, false)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<u64>("creator", Self::VT_CREATOR, false)?
+     .visit_field::<Role>("role", Self::VT_ROLE, false)?
+     .visit_field::<u32>("max_uses", Self::VT_MAX_USES, false)?
+     .visit_field::<u32>("uses", Self::VT_USES, false)?
+     .visit_field::<u64>("created_ms", Self::VT_CREATED_MS, false)?
+     .visit_field::<u64>("expires_ms", Self::VT_EXPIRES_MS, false)?
+     .visit_field::<bool>("revoked", Self::VT_REVOKED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InviteInfoArgs {
+    pub workspace: u64,
+    pub id: u64,
+    pub creator: u64,
+    pub role: Role,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub revoked: bool,
+}
+impl<'a> Default for InviteInfoArgs {
+  #[inline]
+  fn default() -> Self {
+    InviteInfoArgs {
+      workspace: 0,
+      id: 0,
+      creator: 0,
+      role: Role::Member,
+      max_uses: 0,
+      uses: 0,
+      created_ms: 0,
+      expires_ms: 0,
+      revoked: false,
+    }
+  }
+}
+
+pub struct InviteInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InviteInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_workspace(&mut self, workspace: u64) {
+    self.fbb_.push_slot::<u64>(InviteInfo::VT_WORKSPACE, workspace, 0);
+  }
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(InviteInfo::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_creator(&mut self, creator: u64) {
+    self.fbb_.push_slot::<u64>(InviteInfo::VT_CREATOR, creator, 0);
+  }
+  #[inline]
+  pub fn add_role(&mut self, role: Role) {
+    self.fbb_.push_slot::<Role>(InviteInfo::VT_ROLE, role, Role::Member);
+  }
+  #[inline]
+  pub fn add_max_uses(&mut self, max_uses: u32) {
+    self.fbb_.push_slot::<u32>(InviteInfo::VT_MAX_USES, max_uses, 0);
+  }
+  #[inline]
+  pub fn add_uses(&mut self, uses: u32) {
+    self.fbb_.push_slot::<u32>(InviteInfo::VT_USES, uses, 0);
+  }
+  #[inline]
+  pub fn add_created_ms(&mut self, created_ms: u64) {
+    self.fbb_.push_slot::<u64>(InviteInfo::VT_CREATED_MS, created_ms, 0);
+  }
+  #[inline]
+  pub fn add_expires_ms(&mut self, expires_ms: u64) {
+    self.fbb_.push_slot::<u64>(InviteInfo::VT_EXPIRES_MS, expires_ms, 0);
+  }
+  #[inline]
+  pub fn add_revoked(&mut self, revoked: bool) {
+    self.fbb_.push_slot::<bool>(InviteInfo::VT_REVOKED, revoked, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InviteInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InviteInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<InviteInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for InviteInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("InviteInfo");
+      ds.field("workspace", &self.workspace());
+      ds.field("id", &self.id());
+      ds.field("creator", &self.creator());
+      ds.field("role", &self.role());
+      ds.field("max_uses", &self.max_uses());
+      ds.field("uses", &self.uses());
+      ds.field("created_ms", &self.created_ms());
+      ds.field("expires_ms", &self.expires_ms());
+      ds.field("revoked", &self.revoked());
+      ds.finish()
+  }
+}
+pub enum InviteCreatedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `CreateInvite`: the invite and its code (`ci1_…`, the only
+/// time it is shown).
+pub struct InviteCreated<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for InviteCreated<'a> {
+  type Inner = InviteCreated<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> InviteCreated<'a> {
+  pub const VT_INVITE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CODE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    InviteCreated { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InviteCreatedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<InviteCreated<'bldr>> {
+    let mut builder = InviteCreatedBuilder::new(_fbb);
+    if let Some(x) = args.code { builder.add_code(x); }
+    if let Some(x) = args.invite { builder.add_invite(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn invite(&self) -> InviteInfo<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<InviteInfo>>(InviteCreated::VT_INVITE, None).unwrap()}
+  }
+  #[inline]
+  pub fn code(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(InviteCreated::VT_CODE, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for InviteCreated<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<InviteInfo>>("invite", Self::VT_INVITE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("code", Self::VT_CODE, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InviteCreatedArgs<'a> {
+    pub invite: Option<::flatbuffers::WIPOffset<InviteInfo<'a>>>,
+    pub code: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for InviteCreatedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InviteCreatedArgs {
+      invite: None, // required field
+      code: None, // required field
+    }
+  }
+}
+
+pub struct InviteCreatedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InviteCreatedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_invite(&mut self, invite: ::flatbuffers::WIPOffset<InviteInfo<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<InviteInfo>>(InviteCreated::VT_INVITE, invite);
+  }
+  #[inline]
+  pub fn add_code(&mut self, code: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteCreated::VT_CODE, code);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InviteCreatedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InviteCreatedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<InviteCreated<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, InviteCreated::VT_INVITE,"invite");
+    self.fbb_.required(o, InviteCreated::VT_CODE,"code");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for InviteCreated<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("InviteCreated");
+      ds.field("invite", &self.invite());
+      ds.field("code", &self.code());
+      ds.finish()
+  }
+}
+pub enum InviteListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `ListInvites`, ascending by id.
+pub struct InviteList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for InviteList<'a> {
+  type Inner = InviteList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> InviteList<'a> {
+  pub const VT_INVITES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    InviteList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InviteListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<InviteList<'bldr>> {
+    let mut builder = InviteListBuilder::new(_fbb);
+    if let Some(x) = args.invites { builder.add_invites(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn invites(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<InviteInfo<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<InviteInfo>>>>(InviteList::VT_INVITES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for InviteList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<InviteInfo>>>>("invites", Self::VT_INVITES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InviteListArgs<'a> {
+    pub invites: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<InviteInfo<'a>>>>>,
+}
+impl<'a> Default for InviteListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InviteListArgs {
+      invites: None,
+    }
+  }
+}
+
+pub struct InviteListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InviteListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_invites(&mut self, invites: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<InviteInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteList::VT_INVITES, invites);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InviteListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InviteListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<InviteList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for InviteList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("InviteList");
+      ds.field("invites", &self.invites());
+      ds.finish()
+  }
+}
 pub enum UserProfileOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9752,6 +10842,104 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_create_invite(&self) -> Option<CreateInvite<'a>> {
+    if self.body_type() == Body::CreateInvite {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CreateInvite::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_invites(&self) -> Option<ListInvites<'a>> {
+    if self.body_type() == Body::ListInvites {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListInvites::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_revoke_invite(&self) -> Option<RevokeInvite<'a>> {
+    if self.body_type() == Body::RevokeInvite {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RevokeInvite::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_invite_policy(&self) -> Option<SetInvitePolicy<'a>> {
+    if self.body_type() == Body::SetInvitePolicy {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetInvitePolicy::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_redeem_invite(&self) -> Option<RedeemInvite<'a>> {
+    if self.body_type() == Body::RedeemInvite {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RedeemInvite::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_invite_created(&self) -> Option<InviteCreated<'a>> {
+    if self.body_type() == Body::InviteCreated {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { InviteCreated::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_invite_list(&self) -> Option<InviteList<'a>> {
+    if self.body_type() == Body::InviteList {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { InviteList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -9814,6 +11002,13 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::SetRole => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetRole>>("Body::SetRole", pos),
           Body::ListTokens => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListTokens>>("Body::ListTokens", pos),
           Body::TokenList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TokenList>>("Body::TokenList", pos),
+          Body::CreateInvite => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateInvite>>("Body::CreateInvite", pos),
+          Body::ListInvites => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListInvites>>("Body::ListInvites", pos),
+          Body::RevokeInvite => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RevokeInvite>>("Body::RevokeInvite", pos),
+          Body::SetInvitePolicy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetInvitePolicy>>("Body::SetInvitePolicy", pos),
+          Body::RedeemInvite => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RedeemInvite>>("Body::RedeemInvite", pos),
+          Body::InviteCreated => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InviteCreated>>("Body::InviteCreated", pos),
+          Body::InviteList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InviteList>>("Body::InviteList", pos),
           _ => Ok(()),
         }
      })?
@@ -10228,6 +11423,55 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::TokenList => {
           if let Some(x) = self.body_as_token_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::CreateInvite => {
+          if let Some(x) = self.body_as_create_invite() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListInvites => {
+          if let Some(x) = self.body_as_list_invites() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RevokeInvite => {
+          if let Some(x) = self.body_as_revoke_invite() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetInvitePolicy => {
+          if let Some(x) = self.body_as_set_invite_policy() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RedeemInvite => {
+          if let Some(x) = self.body_as_redeem_invite() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::InviteCreated => {
+          if let Some(x) = self.body_as_invite_created() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::InviteList => {
+          if let Some(x) = self.body_as_invite_list() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

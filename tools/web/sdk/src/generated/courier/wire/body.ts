@@ -9,6 +9,7 @@ import { ChannelPage } from '../../courier/wire/channel-page.js';
 import { ConversationList } from '../../courier/wire/conversation-list.js';
 import { ConversationReply } from '../../courier/wire/conversation-reply.js';
 import { CreateChannel } from '../../courier/wire/create-channel.js';
+import { CreateInvite } from '../../courier/wire/create-invite.js';
 import { CreateUser } from '../../courier/wire/create-user.js';
 import { CreateWorkspace } from '../../courier/wire/create-workspace.js';
 import { Directory } from '../../courier/wire/directory.js';
@@ -22,12 +23,15 @@ import { Hello } from '../../courier/wire/hello.js';
 import { History } from '../../courier/wire/history.js';
 import { HistoryPage } from '../../courier/wire/history-page.js';
 import { Invite } from '../../courier/wire/invite.js';
+import { InviteCreated } from '../../courier/wire/invite-created.js';
+import { InviteList } from '../../courier/wire/invite-list.js';
 import { IssueToken } from '../../courier/wire/issue-token.js';
 import { Join } from '../../courier/wire/join.js';
 import { JoinedEvent } from '../../courier/wire/joined-event.js';
 import { Leave } from '../../courier/wire/leave.js';
 import { LeftEvent } from '../../courier/wire/left-event.js';
 import { ListConversations } from '../../courier/wire/list-conversations.js';
+import { ListInvites } from '../../courier/wire/list-invites.js';
 import { ListMembers } from '../../courier/wire/list-members.js';
 import { ListTokens } from '../../courier/wire/list-tokens.js';
 import { Lookup } from '../../courier/wire/lookup.js';
@@ -37,12 +41,15 @@ import { MessageEvent } from '../../courier/wire/message-event.js';
 import { NotifyEvent } from '../../courier/wire/notify-event.js';
 import { OpenDm } from '../../courier/wire/open-dm.js';
 import { ReadCursorEvent } from '../../courier/wire/read-cursor-event.js';
+import { RedeemInvite } from '../../courier/wire/redeem-invite.js';
 import { Remove } from '../../courier/wire/remove.js';
+import { RevokeInvite } from '../../courier/wire/revoke-invite.js';
 import { RevokeToken } from '../../courier/wire/revoke-token.js';
 import { Send } from '../../courier/wire/send.js';
 import { SendAck } from '../../courier/wire/send-ack.js';
 import { SetDnd } from '../../courier/wire/set-dnd.js';
 import { SetFocus } from '../../courier/wire/set-focus.js';
+import { SetInvitePolicy } from '../../courier/wire/set-invite-policy.js';
 import { SetNotify } from '../../courier/wire/set-notify.js';
 import { SetProfile } from '../../courier/wire/set-profile.js';
 import { SetRole } from '../../courier/wire/set-role.js';
@@ -107,13 +114,20 @@ export enum Body {
   ChannelPage = 48,
   SetRole = 49,
   ListTokens = 50,
-  TokenList = 51
+  TokenList = 51,
+  CreateInvite = 52,
+  ListInvites = 53,
+  RevokeInvite = 54,
+  SetInvitePolicy = 55,
+  RedeemInvite = 56,
+  InviteCreated = 57,
+  InviteList = 58
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
-): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+  accessor: (obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
+): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -167,15 +181,22 @@ export function unionToBody(
     case 'SetRole': return accessor(new SetRole())! as SetRole;
     case 'ListTokens': return accessor(new ListTokens())! as ListTokens;
     case 'TokenList': return accessor(new TokenList())! as TokenList;
+    case 'CreateInvite': return accessor(new CreateInvite())! as CreateInvite;
+    case 'ListInvites': return accessor(new ListInvites())! as ListInvites;
+    case 'RevokeInvite': return accessor(new RevokeInvite())! as RevokeInvite;
+    case 'SetInvitePolicy': return accessor(new SetInvitePolicy())! as SetInvitePolicy;
+    case 'RedeemInvite': return accessor(new RedeemInvite())! as RedeemInvite;
+    case 'InviteCreated': return accessor(new InviteCreated())! as InviteCreated;
+    case 'InviteList': return accessor(new InviteList())! as InviteList;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
+  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
   index: number
-): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -229,6 +250,13 @@ export function unionListToBody(
     case 'SetRole': return accessor(index, new SetRole())! as SetRole;
     case 'ListTokens': return accessor(index, new ListTokens())! as ListTokens;
     case 'TokenList': return accessor(index, new TokenList())! as TokenList;
+    case 'CreateInvite': return accessor(index, new CreateInvite())! as CreateInvite;
+    case 'ListInvites': return accessor(index, new ListInvites())! as ListInvites;
+    case 'RevokeInvite': return accessor(index, new RevokeInvite())! as RevokeInvite;
+    case 'SetInvitePolicy': return accessor(index, new SetInvitePolicy())! as SetInvitePolicy;
+    case 'RedeemInvite': return accessor(index, new RedeemInvite())! as RedeemInvite;
+    case 'InviteCreated': return accessor(index, new InviteCreated())! as InviteCreated;
+    case 'InviteList': return accessor(index, new InviteList())! as InviteList;
     default: return null;
   }
 }

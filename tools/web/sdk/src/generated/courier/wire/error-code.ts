@@ -20,5 +20,20 @@ export enum ErrorCode {
    * The session's workspace role does not allow it (a guest creating or
    * browsing channels, the last owner demoted, a deactivated user).
    */
-  Forbidden = 10
+  Forbidden = 10,
+
+  /**
+   * `RedeemInvite`: the invite's expiry passed.
+   */
+  InviteExpired = 11,
+
+  /**
+   * `RedeemInvite`: the invite created as many users as it allows.
+   */
+  InviteUsedUp = 12,
+
+  /**
+   * `RedeemInvite`: an admin revoked the invite.
+   */
+  InviteRevoked = 13
 }
