@@ -651,8 +651,11 @@ impl HomeRole {
         // The owner computed the counters with the cursor we sent it (or 0
         // for a new conversation); refresh from the current cursor.
         let read = u.cursor(conversation).min(info.head);
+        // The owner counted messages only (issue 17: changes share the
+        // sequence); a cursor that moved since can only lower the count,
+        // and head − cursor bounds it.
+        info.unread = info.unread.min(info.head.0 - read.0);
         info.read = read;
-        info.unread = info.head.0 - read.0;
         if matches!(
             info.kind,
             crate::types::ConversationKind::Dm | crate::types::ConversationKind::GroupDm

@@ -209,7 +209,8 @@ impl NotifierRole {
         event: &Arc<Event>,
         out: &mut Vec<crate::api::Effect>,
     ) {
-        if !matches!(event.as_ref(), Event::Message(_))
+        // Changes of messages (issue 17) notify no one.
+        if crate::types::posted(event.as_ref()).is_none()
             || !cx.state.conversations.contains_key(&conversation)
         {
             return;

@@ -109,6 +109,11 @@ pub struct Stats {
     pub history_ahead: u64,
     /// Unsynced history-store entries that survived a power loss.
     pub history_staged_kept: u64,
+    /// Issue 17: changes acknowledged (sequenced), answered `Done` (no-op),
+    /// refused (not the author, or the message deleted meanwhile).
+    pub changes_acked: u64,
+    pub changes_noop: u64,
+    pub changes_refused: u64,
 }
 
 impl Stats {
@@ -140,6 +145,9 @@ impl Stats {
             history_behind,
             history_ahead,
             history_staged_kept,
+            changes_acked,
+            changes_noop,
+            changes_refused,
         } = *o;
         self.crashes += crashes;
         self.unsynced_records_kept += unsynced_records_kept;
@@ -166,6 +174,9 @@ impl Stats {
         self.history_behind += history_behind;
         self.history_ahead += history_ahead;
         self.history_staged_kept += history_staged_kept;
+        self.changes_acked += changes_acked;
+        self.changes_noop += changes_noop;
+        self.changes_refused += changes_refused;
     }
 }
 
@@ -180,6 +191,7 @@ pub(super) fn config(shard: u16, shard_count: u16, entropy: [u8; 32]) -> ShardCo
             grace_ms: SIM_GRACE_MS,
             broadcast_members_max: 4,
         },
+        edit_window_ms: courier_core::constants::EDIT_WINDOW_MS_DEFAULT,
     }
 }
 

@@ -23,6 +23,7 @@
 pub mod close;
 pub mod codec;
 pub mod constants;
+mod live;
 mod people;
 pub mod token;
 

@@ -5,6 +5,7 @@
 import { Boot } from '../../courier/wire/boot.js';
 import { BootReply } from '../../courier/wire/boot-reply.js';
 import { BrowseChannels } from '../../courier/wire/browse-channels.js';
+import { ChangeMessage } from '../../courier/wire/change-message.js';
 import { ChannelPage } from '../../courier/wire/channel-page.js';
 import { ConversationList } from '../../courier/wire/conversation-list.js';
 import { ConversationReply } from '../../courier/wire/conversation-reply.js';
@@ -107,13 +108,14 @@ export enum Body {
   ChannelPage = 48,
   SetRole = 49,
   ListTokens = 50,
-  TokenList = 51
+  TokenList = 51,
+  ChangeMessage = 52
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
-): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+  accessor: (obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -167,15 +169,16 @@ export function unionToBody(
     case 'SetRole': return accessor(new SetRole())! as SetRole;
     case 'ListTokens': return accessor(new ListTokens())! as ListTokens;
     case 'TokenList': return accessor(new TokenList())! as TokenList;
+    case 'ChangeMessage': return accessor(new ChangeMessage())! as ChangeMessage;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
+  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
   index: number
-): Boot|BootReply|BrowseChannels|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|Remove|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -229,6 +232,7 @@ export function unionListToBody(
     case 'SetRole': return accessor(index, new SetRole())! as SetRole;
     case 'ListTokens': return accessor(index, new ListTokens())! as ListTokens;
     case 'TokenList': return accessor(index, new TokenList())! as TokenList;
+    case 'ChangeMessage': return accessor(index, new ChangeMessage())! as ChangeMessage;
     default: return null;
   }
 }
