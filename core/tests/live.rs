@@ -339,3 +339,32 @@ fn current_state_everywhere_and_offline_catch_up_across_a_crash() {
     assert_eq!(info.unread, 0, "ann: {info:?}");
     let _ = ann;
 }
+
+/// The edit window: past it the author may no longer edit (`Forbidden`
+/// naming it), but may still delete, and anyone may still react.
+#[test]
+fn edits_end_with_the_edit_window_deletes_and_reactions_do_not() {
+    let mut n = node(3);
+    let (_ann, a, _) = n.user("ann", Role::Member, 0);
+    let (bob, b, _) = n.user("bob", Role::Member, 1);
+    let conv = channel(&mut n, a, "general", false, &[bob]);
+    let m1 = send(&mut n.w, a, conv, "typo");
+    let m2 = send(&mut n.w, a, conv, "old news");
+    let w = &mut n.w;
+    assert!(change(w, a, conv, m1, ChangeKind::Edit, "fixed").is_ok_and(|s| s.is_some()));
+    w.now += courier_core::constants::EDIT_WINDOW_MS_DEFAULT + 1;
+    match change(w, a, conv, m1, ChangeKind::Edit, "too late") {
+        Err(Reject::Forbidden(why)) => assert!(why.contains("edit window"), "{why}"),
+        other => panic!("an edit past the window: {other:?}"),
+    }
+    assert!(change(w, b, conv, m1, ChangeKind::React, "+1").is_ok_and(|s| s.is_some()));
+    assert!(change(w, a, conv, m2, ChangeKind::Delete, "").is_ok_and(|s| s.is_some()));
+    let got = view(&page(w, b, conv));
+    assert_eq!(
+        got,
+        vec![
+            (1, "fixed".into(), true, false, vec!["+1:1".into()]),
+            (2, String::new(), false, true, vec![]),
+        ]
+    );
+}
