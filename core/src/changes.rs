@@ -31,10 +31,13 @@ use crate::constants::{
 };
 use crate::live::{has_reacted, reaction_count};
 use crate::owner::{OwnerRole, PendingRead};
+use crate::peer::home::MessageDeleted;
 use crate::peer::owner::ChangeMessage;
 use crate::record::{ChangeRecord, Record};
 use crate::state::{change_of, Conversation};
-use crate::types::{ChangeKind, Event, Millis, Reject, Response, Seq, UnavailableCause, UserId};
+use crate::types::{
+    ChangeKind, Event, Millis, Reject, Response, Seq, ShardId, UnavailableCause, UserId,
+};
 
 /// What a change needs next after the checks that need no target body.
 enum Plan {
@@ -237,7 +240,7 @@ fn commit_change(cx: &mut Ctx, m: ChangeMessage, out: &mut Vec<Effect>) {
         },
     };
     let event = change_of(&record);
-    let actions = vec![
+    let mut actions = vec![
         Action::Reply {
             origin: m.origin,
             result: Ok(Response::SendAck {
@@ -249,5 +252,20 @@ fn commit_change(cx: &mut Ctx, m: ChangeMessage, out: &mut Vec<Effect>) {
         },
         Action::fanout(m.conversation, cx.next_lsn, Event::Message(event)),
     ];
+    if m.kind == ChangeKind::Delete {
+        // Its pushes are retracted at the recipients' home shards: one
+        // message per home shard of the members, whatever their number.
+        let homes: Vec<ShardId> = c.homes.iter().collect();
+        for to in homes {
+            let body = MessageDeleted {
+                conversation: m.conversation,
+                seq: m.target,
+            };
+            actions.push(Action::Peer {
+                to,
+                body: body.into(),
+            });
+        }
+    }
     cx.commit(Record::MessageChanged(Box::new(record)), actions, out);
 }

@@ -1015,6 +1015,7 @@ impl HomeRole {
         match msg {
             HomeMsg::MembershipRound(m) => self.on_membership_round(cx, from, m),
             HomeMsg::Activity(m) => self.on_activity(m),
+            HomeMsg::MessageDeleted(m) => notifier.notify_deleted(cx, m, out),
             HomeMsg::DevicesRegister(m) => self.on_devices_register(cx, from, m, out),
             HomeMsg::Auth(m) => self.on_auth(cx, m, out),
             HomeMsg::DeviceGone(m) => self.on_device_gone(cx, m),

@@ -731,6 +731,42 @@ impl NotifierRole {
         }
     }
 
+    /// Home role, a message was deleted (issue 17): cancels its queued
+    /// pushes (not one in flight: the gateway has it already) and queues a
+    /// `clear` for a delivered one of each recipient homed here, so the
+    /// deleted text is retracted from devices. O(outbox entries): one scan
+    /// per delete per home shard, the outbox being at most
+    /// OUTBOX_ENTRIES_MAX.
+    pub(crate) fn notify_deleted(
+        &mut self,
+        cx: &mut Ctx,
+        m: crate::peer::home::MessageDeleted,
+        out: &mut Vec<Effect>,
+    ) {
+        let crate::peer::home::MessageDeleted { conversation, seq } = m;
+        let queued: Vec<u64> = cx
+            .state
+            .outbox_index
+            .iter()
+            .filter(|(k, _)| k.1 == conversation && k.2 == seq && !k.3)
+            .map(|(_, id)| *id)
+            .filter(|id| !self.push_in_flight.contains_key(id))
+            .collect();
+        for id in queued {
+            self.cancel_push(cx, id, out);
+        }
+        let delivered: Vec<UserId> = cx
+            .state
+            .pushed
+            .iter()
+            .filter(|((_, c), s)| *c == conversation && **s == seq)
+            .map(|((u, _), _)| *u)
+            .collect();
+        for user in delivered {
+            self.queue_clear(cx, user, conversation, seq, out);
+        }
+    }
+
     fn cancel_push(&mut self, cx: &mut Ctx, id: u64, out: &mut Vec<Effect>) {
         if cx.writable().is_err() {
             return; // Retried at the next pump.

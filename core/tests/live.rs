@@ -368,3 +368,35 @@ fn edits_end_with_the_edit_window_deletes_and_reactions_do_not() {
         ]
     );
 }
+
+/// A delete retracts the message's push: the recipient's home shard queues
+/// a `clear` for the delivered push (the text leaves the device's
+/// notification list), via one message per home shard of the members.
+#[test]
+fn a_delete_retracts_a_delivered_push() {
+    let mut n = node(4);
+    let (_ann, a, _) = n.user("ann", Role::Member, 0);
+    let (bob, b, _) = n.user("bob", Role::Member, 1);
+    let dm = match n.w.call(a, Request::OpenDm { users: vec![bob] }) {
+        Ok(Response::Conversation(info)) => info.id,
+        other => panic!("open dm: {other:?}"),
+    };
+    n.w.disconnect(b);
+    n.w.settle();
+    let m = send(&mut n.w, a, dm, "the password is hunter2");
+    n.w.drain_pushes();
+    let key = |tag: &str| format!("{tag}-{}-{}-{}", bob.0, dm.0, m.0);
+    assert!(
+        n.w.gateway.shown.contains(&key("push")),
+        "{:?}",
+        n.w.gateway.posts
+    );
+    assert!(!n.w.gateway.shown.contains(&key("clear")));
+    change(&mut n.w, a, dm, m, ChangeKind::Delete, "").expect("deleted");
+    n.w.drain_pushes();
+    assert!(
+        n.w.gateway.shown.contains(&key("clear")),
+        "the delete retracts the push: {:?}",
+        n.w.gateway.posts
+    );
+}
