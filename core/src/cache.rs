@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::hash::{HashState, Map};
 use crate::text::message_bytes;
-use crate::types::{ConversationId, Message, Seq};
+use crate::types::{ChangeKind, ConversationId, Message, Seq};
 
 /// Newest messages per conversation, bounded in count and total bytes.
 #[derive(Debug)]
@@ -127,6 +127,31 @@ impl RecentCache {
             .collect()
     }
 
+    /// Drops the body and mentions of a cached message and the text of
+    /// every cached edit of it (a delete, issue 17: the deleted words leave
+    /// memory at once). O(cached messages of the conversation).
+    pub fn redact(&mut self, conv: ConversationId, seq: Seq) {
+        let Some(entry) = self.entries.get_mut(&conv) else {
+            return;
+        };
+        let mut freed = 0;
+        for m in entry.messages.iter_mut() {
+            let hit = m.seq == seq
+                || m.change
+                    .is_some_and(|c| c.target == seq && c.kind == ChangeKind::Edit);
+            if hit {
+                let before = message_bytes(m);
+                // Copy-on-write: a snapshot capture may share the message.
+                let m = Arc::make_mut(m);
+                m.body = String::new();
+                m.mentions = Vec::new();
+                freed += before - message_bytes(m);
+            }
+        }
+        entry.bytes -= freed;
+        self.bytes -= freed;
+    }
+
     /// Every cached run with its stamp, sorted by conversation (snapshots).
     pub fn export(&self) -> Vec<(ConversationId, u64, Vec<Message>)> {
         let mut all: Vec<_> = self
@@ -183,6 +208,8 @@ mod tests {
             body: "x".repeat(body_len),
             mentions: vec![],
             broadcast: Broadcast::None,
+            change: None,
+            live: crate::types::Live::default(),
         }
     }
 

@@ -28,6 +28,9 @@ pub struct ShardConfig {
     pub entropy: [u8; 32],
     /// Notification settings.
     pub notify: NotifyConfig,
+    /// How long after posting a message its author (or an admin) may edit
+    /// it, ms (issue 17; default EDIT_WINDOW_MS_DEFAULT).
+    pub edit_window_ms: u64,
 }
 
 impl ShardConfig {

@@ -1085,6 +1085,7 @@ impl ConnRole {
                 };
                 cx.send_peer(to, msg, out);
             }
+            change @ Request::Change { .. } => route_change(cx, origin, who, change, out)?,
             Request::Sync { cursors, reads } => {
                 check_sync(&cursors, &reads)?;
                 let body = peer::gather::Start {
@@ -1241,4 +1242,35 @@ fn dm_members(mut users: Vec<UserId>, requester: UserId) -> Result<Vec<UserId>, 
         )));
     }
     Ok(users)
+}
+
+/// `Request::Change` (issue 17): checked here, decided by the owner.
+fn route_change(
+    cx: &mut Ctx,
+    origin: Origin,
+    who: Who,
+    request: Request,
+    out: &mut Vec<Effect>,
+) -> Result<(), Reject> {
+    let Request::Change {
+        conversation,
+        target,
+        kind,
+        text,
+    } = request
+    else {
+        return Ok(());
+    };
+    crate::text::check_change(kind, &text)?;
+    let to = cx.owner_of(conversation);
+    let msg = peer::owner::ChangeMessage {
+        origin,
+        who,
+        conversation,
+        target,
+        kind,
+        text,
+    };
+    cx.send_peer(to, msg, out);
+    Ok(())
 }

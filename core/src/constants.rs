@@ -44,6 +44,34 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024;
 /// Directly mentioned users per message.
 pub const MENTIONS_PER_MESSAGE_MAX: usize = 64;
 
+/// A reaction's emoji (bytes of UTF-8: a short name like `thumbsup` or
+/// the emoji itself), issue 17.
+pub const REACTION_BYTES_MAX: usize = 64;
+
+/// Distinct reactions on one message (Slack allows 50 distinct emoji; a
+/// smaller bound keeps a message's state small).
+pub const REACTIONS_PER_MESSAGE_MAX: usize = 24;
+
+/// Reactions on one message over all emoji (one per user per emoji): the
+/// bound that keeps a message's state, and so every page, bounded. A
+/// reaction beyond it is refused with `TooLarge`.
+pub const REACTION_USERS_PER_MESSAGE_MAX: usize = 1_024;
+
+/// Messages of one conversation with state the owner keeps in memory
+/// (edited, deleted or reacted to): each costs about 64 bytes plus its
+/// edited text and reactions (at most [`LIVE_BYTES_MAX`]). A change of a
+/// message beyond this count is refused with `TooLarge`.
+pub const LIVE_MESSAGES_PER_CONVERSATION_MAX: usize = 65_536;
+
+/// Default edit window: a message can be edited this long after it was
+/// posted (deletes and reactions have no window). Configurable per node
+/// (`ShardConfig::edit_window_ms`, `courierd --edit-window-secs`).
+pub const EDIT_WINDOW_MS_DEFAULT: u64 = 24 * 60 * 60 * 1_000;
+
+/// Largest size estimate of a message's reactions in a reply.
+pub const LIVE_BYTES_MAX: usize =
+    REACTIONS_PER_MESSAGE_MAX * (REACTION_BYTES_MAX + 8) + 8 * REACTION_USERS_PER_MESSAGE_MAX;
+
 /// Length of the last-message preview in conversation lists.
 pub const PREVIEW_BYTES_MAX: usize = 100;
 
@@ -107,7 +135,7 @@ pub const MESSAGE_OVERHEAD_BYTES: usize = 64;
 
 /// Largest size estimate of one message.
 pub const MESSAGE_BYTES_MAX: usize =
-    MESSAGE_OVERHEAD_BYTES + BODY_BYTES_MAX + 8 * MENTIONS_PER_MESSAGE_MAX;
+    MESSAGE_OVERHEAD_BYTES + BODY_BYTES_MAX + 8 * MENTIONS_PER_MESSAGE_MAX + LIVE_BYTES_MAX;
 
 /// Fixed size estimate of a `ConversationInfo` besides its name, members
 /// and preview.
@@ -401,6 +429,8 @@ const _: () = assert!(SYNC_CURSORS_MAX >= CONVERSATIONS_PER_USER_MAX);
 const _: () = assert!(LIST_CONVERSATIONS_MAX >= LIST_PUBLIC_CHANNELS_MAX);
 const _: () = assert!(HISTORY_PAGE_MAX as usize <= PEER_BATCH_MAX);
 const _: () = assert!(DEDUP_WINDOW_PER_CONVERSATION >= 1);
+const _: () = assert!(REACTION_BYTES_MAX <= BODY_BYTES_MAX);
+const _: () = assert!(REACTIONS_PER_MESSAGE_MAX <= REACTION_USERS_PER_MESSAGE_MAX);
 const _: () = assert!(PENDING_DM_OPENS_MAX >= 1 && DM_OPEN_WAITERS_MAX >= 1);
 const _: () = assert!(GET_USERS_MAX <= PEER_BATCH_MAX);
 const _: () = assert!(DISPLAY_NAME_BYTES_MAX <= NAME_BYTES_MAX);

@@ -632,6 +632,8 @@ mod tests {
                 body: "b".repeat(body),
                 mentions: vec![],
                 broadcast: Broadcast::None,
+                change: None,
+                live: crate::types::Live::default(),
             })
             .collect();
         SyncConversation {

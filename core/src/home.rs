@@ -666,8 +666,11 @@ impl HomeRole {
         // The owner computed the counters with the cursor we sent it (or 0
         // for a new conversation); refresh from the current cursor.
         let read = u.cursor(conversation).min(info.head);
+        // The owner counted messages only (issue 17: changes share the
+        // sequence); a cursor that moved since can only lower the count,
+        // and head − cursor bounds it.
+        info.unread = info.unread.min(info.head.0 - read.0);
         info.read = read;
-        info.unread = info.head.0 - read.0;
         if matches!(
             info.kind,
             crate::types::ConversationKind::Dm | crate::types::ConversationKind::GroupDm
@@ -1027,6 +1030,7 @@ impl HomeRole {
         match msg {
             HomeMsg::MembershipRound(m) => self.on_membership_round(cx, from, m),
             HomeMsg::Activity(m) => self.on_activity(m),
+            HomeMsg::MessageDeleted(m) => notifier.notify_deleted(cx, m, out),
             HomeMsg::DevicesRegister(m) => self.on_devices_register(cx, from, m, out),
             HomeMsg::Auth(m) => self.on_auth(cx, m, out),
             HomeMsg::DeviceGone(m) => self.on_device_gone(cx, m),

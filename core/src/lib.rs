@@ -56,6 +56,7 @@
 //! | `peer` | the cross-shard protocol: one struct per message in `peer::<role>`, one enum per receiving role |
 //! | `notifier` | `NotifierRole`: the hand-off, the home-side decision, the push outbox |
 //! | [`notify`] | notification candidates and the decision table (pure) |
+//! | [`live`] | issue 17: how a change event (edit, delete, reaction) changes the message it targets (pure; the owner and clients apply the same rule) |
 //! | [`text`] | name and body checks, the size estimates that byte budgets use |
 //! | `people` | issue 16's handlers for every role: profiles, `GetUsers`, the directory, member lists |
 //! | `roles` | workspace roles and deactivation: `SetRole` through `H` and `W`, the repair rounds |
@@ -71,6 +72,7 @@ pub mod api;
 pub mod auth;
 mod bitset;
 mod cache;
+mod changes;
 mod commit;
 mod config;
 mod conn;
@@ -82,6 +84,7 @@ mod hash;
 mod home;
 pub mod ids;
 mod invites;
+pub mod live;
 mod notifier;
 pub mod notify;
 mod owner;

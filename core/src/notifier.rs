@@ -209,7 +209,8 @@ impl NotifierRole {
         event: &Arc<Event>,
         out: &mut Vec<crate::api::Effect>,
     ) {
-        if !matches!(event.as_ref(), Event::Message(_))
+        // Changes of messages (issue 17) notify no one.
+        if crate::types::posted(event.as_ref()).is_none()
             || !cx.state.conversations.contains_key(&conversation)
         {
             return;
@@ -257,6 +258,10 @@ impl NotifierRole {
         else {
             return;
         };
+        // A message deleted since (issue 17) notifies no one: a hand-off
+        // driven again after a restart must not push it once more (its
+        // delivered push was cleared, which forgot it in `pushed`).
+        let deleted = c.live.get(&m.seq.0).is_some_and(|e| e.live.deleted);
         let direct = matches!(c.kind, ConversationKind::Dm | ConversationKind::GroupDm);
         let all = if direct {
             Vec::new()
@@ -271,7 +276,11 @@ impl NotifierRole {
             broadcast_members_max: cx.config.notify.broadcast_members_max,
             all: &all,
         };
-        let list = notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u));
+        let list = if deleted {
+            Vec::new()
+        } else {
+            notify::candidates(&posted, c.members.keys(), |u| c.members.contains_key(&u))
+        };
         let count = cx.shard_count();
         let mut by_home: BTreeMap<ShardId, Vec<Candidate>> = BTreeMap::new();
         for cand in list {
@@ -727,6 +736,42 @@ impl NotifierRole {
         let pushed = cx.state.pushed.get(&(user, conversation)).copied();
         if let Some(s) = pushed.filter(|s| *s <= seq) {
             self.queue_clear(cx, user, conversation, s, out);
+        }
+    }
+
+    /// Home role, a message was deleted (issue 17): cancels its queued
+    /// pushes (not one in flight: the gateway has it already) and queues a
+    /// `clear` for a delivered one of each recipient homed here, so the
+    /// deleted text is retracted from devices. O(outbox entries): one scan
+    /// per delete per home shard, the outbox being at most
+    /// OUTBOX_ENTRIES_MAX.
+    pub(crate) fn notify_deleted(
+        &mut self,
+        cx: &mut Ctx,
+        m: crate::peer::home::MessageDeleted,
+        out: &mut Vec<Effect>,
+    ) {
+        let crate::peer::home::MessageDeleted { conversation, seq } = m;
+        let queued: Vec<u64> = cx
+            .state
+            .outbox_index
+            .iter()
+            .filter(|(k, _)| k.1 == conversation && k.2 == seq && !k.3)
+            .map(|(_, id)| *id)
+            .filter(|id| !self.push_in_flight.contains_key(id))
+            .collect();
+        for id in queued {
+            self.cancel_push(cx, id, out);
+        }
+        let delivered: Vec<UserId> = cx
+            .state
+            .pushed
+            .iter()
+            .filter(|((_, c), s)| *c == conversation && **s == seq)
+            .map(|((u, _), _)| *u)
+            .collect();
+        for user in delivered {
+            self.queue_clear(cx, user, conversation, seq, out);
         }
     }
 

@@ -32,9 +32,9 @@ use crate::ids::dm_slot;
 use crate::notifier::NotifierRole;
 use crate::peer::{self, Actor, Origin, Summary, SummaryItem, SummaryMode, Who};
 use crate::pending::PendingTable;
-use crate::record::{MessageRecord, Record, StoredBroadcast, KIND_MESSAGE_POSTED};
+use crate::record::{MessageRecord, Record, StoredBroadcast};
 use crate::state::DmKey;
-use crate::state::{message_of, Conversation};
+use crate::state::{change_of, message_of, Conversation};
 use crate::text::{message_bytes, preview};
 use crate::types::{
     Broadcast, ConversationId, ConversationInfo, ConversationKind, Event, HistoryAnchor, Message,
@@ -84,6 +84,9 @@ pub(crate) struct PendingRead {
     /// Keep the newest messages when the byte budget cuts the page.
     pub(crate) newest_first: bool,
     pub(crate) head: u64,
+    /// Issue 17: a change waiting for its target's author and time (the
+    /// read is of the target alone); `None` for a history page.
+    pub(crate) change: Option<Box<peer::owner::ChangeMessage>>,
 }
 
 /// A DM creation waiting for its members' home shards.
@@ -137,13 +140,17 @@ impl OwnerRole {
         let (last_activity, preview_text) = if head == conv.head {
             (conv.last_activity, conv.preview.clone())
         } else {
-            match cx.state.cache.range(conv.id, head, head).first() {
-                Some(m) => (m.ts, Some(preview(&m.body))),
+            match newest_post(cx, conv, head) {
+                Some(m) => (m.ts, Some(preview(&m.body)).filter(|_| !m.live.deleted)),
                 None => (conv.created, None),
             }
         };
         debug_assert_eq!(last_activity, self.visible_activity(cx, conv));
-        let unread = if member { head.0 - read.0 } else { 0 };
+        let unread = if member {
+            conv.messages_between(read, head)
+        } else {
+            0
+        };
         let mentions = if member {
             conv.mention_count(user, read, head)
         } else {
@@ -178,14 +185,10 @@ impl OwnerRole {
         if head == conv.head {
             return conv.last_activity;
         }
-        cx.state
-            .cache
-            .range(conv.id, head, head)
-            .first()
-            .map_or(conv.created, |m| m.ts)
+        newest_post(cx, conv, head).map_or(conv.created, |m| m.ts)
     }
 
-    fn conversation_for(
+    pub(crate) fn conversation_for(
         cx: &Ctx,
         conv: ConversationId,
         who: Who,
@@ -259,7 +262,8 @@ impl OwnerRole {
         }
         // The members' home shards order their `Boot` pages by activity:
         // one message per home shard, in O(shards) whatever the member count.
-        if let Event::Message(m) = event.as_ref() {
+        // Changes (issue 17) are no activity.
+        if let Some(m) = crate::types::posted(event.as_ref()) {
             for home in homes {
                 let body = peer::home::Activity {
                     conversation,
@@ -368,27 +372,19 @@ impl OwnerRole {
         if let Err(r) = cx.writable() {
             return cx.reply(origin, Err(r), out);
         }
-        let message = Message {
-            conversation,
-            seq,
-            sender: who.user,
-            client_msg_id,
-            ts,
-            body,
-            mentions,
-            broadcast,
-        };
-        let record = Record::MessagePosted(MessageRecord {
+        let posted = MessageRecord {
             conversation: conversation.0,
             seq: seq.0,
             sender: who.user.0,
             client_msg_id,
             ts: ts.0,
-            body: message.body.clone(),
-            mentions: message.mentions.iter().map(|u| u.0).collect(),
+            body,
+            mentions: mentions.iter().map(|u| u.0).collect(),
             broadcast: StoredBroadcast::from(broadcast),
             broadcast_ignored,
-        });
+        };
+        let message = message_of(&posted);
+        let record = Record::MessagePosted(posted);
         let home = cx.home_of(who.user);
         let actions = vec![
             Action::Reply {
@@ -466,6 +462,7 @@ impl OwnerRole {
             .is_some_and(|f| f.0 <= lo);
         if cached {
             let messages = cx.state.cache.range(conversation, Seq(lo), Seq(hi));
+            let messages = messages.into_iter().map(|m| c.present(m)).collect();
             let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, newest_first);
             let page = Response::History {
                 messages,
@@ -490,6 +487,7 @@ impl OwnerRole {
             hi,
             newest_first,
             head,
+            change: None,
         };
         // Not full (checked above): history reads always answer, no deadline.
         let Ok(token) = self.reads.insert(None, read) else {
@@ -528,13 +526,20 @@ impl OwnerRole {
                 break;
             }
             let expected_seq = p.lo + i as u64;
-            match Record::decode(KIND_MESSAGE_POSTED, payload) {
+            match Record::decode_history(payload) {
                 Ok(Record::MessagePosted(m))
                     if seq.0 == expected_seq
                         && m.conversation == p.conversation.0
                         && m.seq == expected_seq =>
                 {
                     messages.push(message_of(&m));
+                }
+                Ok(Record::MessageChanged(c))
+                    if seq.0 == expected_seq
+                        && c.conversation == p.conversation.0
+                        && c.seq == expected_seq =>
+                {
+                    messages.push(change_of(&c));
                 }
                 Ok(_) => {
                     error = Some(format!(
@@ -554,10 +559,23 @@ impl OwnerRole {
             return cx.reply(p.origin, Err(r), out);
         }
         debug_assert_eq!(messages.len() as u64, asked);
-        // Membership may have changed while the read was in flight.
-        if let Err(r) = Self::conversation_for(cx, p.conversation, p.who, Access::Read) {
-            return cx.reply(p.origin, Err(r), out);
+        if let Some(change) = p.change {
+            // Issue 17: the target of an edit or delete; every check again.
+            let Some(t) = messages.first().filter(|t| t.change.is_none()) else {
+                let r =
+                    Reject::Invalid("target: an edit, delete or reaction, not a message".into());
+                return cx.reply(p.origin, Err(r), out);
+            };
+            let target = (t.sender, t.ts);
+            return self.change_checked(cx, *change, Some(target), out);
         }
+        // Membership may have changed while the read was in flight.
+        let c = match Self::conversation_for(cx, p.conversation, p.who, Access::Read) {
+            Ok(c) => c,
+            Err(r) => return cx.reply(p.origin, Err(r), out),
+        };
+        // Issue 17: served in their current state (never a deleted body).
+        let messages = messages.into_iter().map(|m| c.present(m)).collect();
         let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, p.newest_first);
         let page = Response::History {
             messages,
@@ -1191,6 +1209,8 @@ impl OwnerRole {
                 (cache.range(conversation, Seq(lo), Seq(head)), false)
             }
         };
+        // Issue 17: served in their current state (never a deleted body).
+        let messages = messages.into_iter().map(|m| c.present(m)).collect();
         Summary {
             conversation,
             info: Some(info),
@@ -1227,8 +1247,22 @@ impl OwnerRole {
             OwnerMsg::Summaries(m) => self.on_summaries(cx, from, m, out),
             OwnerMsg::ListMembers(m) => self.on_list_members(cx, m, out),
             OwnerMsg::Evict(m) => self.on_evict(cx, notifier, m, out),
+            OwnerMsg::ChangeMessage(m) => self.on_change_message(cx, m, out),
         }
     }
+}
+
+/// The newest message (not change) at or below `head`, in its current
+/// state, from the recent cache (only asked for while the head is not
+/// durable, so it is cached).
+fn newest_post(cx: &Ctx, conv: &Conversation, head: Seq) -> Option<Message> {
+    cx.state
+        .cache
+        .range(conv.id, Seq(1), head)
+        .into_iter()
+        .rev()
+        .find(|m| m.change.is_none())
+        .map(|m| conv.present(m))
 }
 
 /// A new DM's info as its members first see it: empty, read, just active.
@@ -1269,6 +1303,8 @@ mod tests {
             body: "x".repeat(len),
             mentions: vec![],
             broadcast: Broadcast::None,
+            change: None,
+            live: crate::types::Live::default(),
         }
     }
 

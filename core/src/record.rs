@@ -18,7 +18,7 @@
 
 use rkyv::{rancor, util::AlignedVec, Archive, Deserialize, Serialize};
 
-use crate::types::{Broadcast, ConversationKind, NotifyLevel, NotifyReason, Role};
+use crate::types::{Broadcast, ChangeKind, ConversationKind, NotifyLevel, NotifyReason, Role};
 
 /// Kind byte of [`Record::WorkspaceCreated`].
 pub const KIND_WORKSPACE_CREATED: u8 = 1;
@@ -72,6 +72,9 @@ pub const KIND_INVITE_REDEEMED: u8 = 24;
 pub const KIND_INVITE_REVOKED: u8 = 25;
 /// Kind byte of [`Record::InvitePolicySet`].
 pub const KIND_INVITE_POLICY_SET: u8 = 26;
+/// Kind byte of [`Record::MessageChanged`] (issue 17; kinds 40 and up are
+/// the messages that live).
+pub const KIND_MESSAGE_CHANGED: u8 = 40;
 
 /// A workspace role as stored.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,12 +247,12 @@ impl From<StoredBroadcast> for Broadcast {
     }
 }
 
-pub use stored::{MessageRecord, ProfileRecord, Record};
+pub use stored::{ChangeRecord, MessageRecord, ProfileRecord, Record, StoredChange};
 
 // rkyv derives public resolver types whose fields carry no docs.
 #[allow(missing_docs)]
 mod stored {
-    use super::{StoredBroadcast, StoredKind, StoredLevel, StoredReason, StoredRole};
+    use super::{ChangeKind, StoredBroadcast, StoredKind, StoredLevel, StoredReason, StoredRole};
     use rkyv::{Archive, Deserialize, Serialize};
 
     /// A posted message: the authoritative copy of a message is this record.
@@ -273,6 +276,62 @@ mod stored {
         pub broadcast: StoredBroadcast,
         /// The broadcast was ignored (conversation over BROADCAST_MEMBERS_MAX).
         pub broadcast_ignored: bool,
+    }
+
+    /// What a change does, as stored (issue 17).
+    #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum StoredChange {
+        /// [`ChangeKind::Edit`].
+        Edit,
+        /// [`ChangeKind::Delete`].
+        Delete,
+        /// [`ChangeKind::React`].
+        React,
+        /// [`ChangeKind::Unreact`].
+        Unreact,
+    }
+
+    impl From<ChangeKind> for StoredChange {
+        fn from(k: ChangeKind) -> StoredChange {
+            match k {
+                ChangeKind::Edit => StoredChange::Edit,
+                ChangeKind::Delete => StoredChange::Delete,
+                ChangeKind::React => StoredChange::React,
+                ChangeKind::Unreact => StoredChange::Unreact,
+            }
+        }
+    }
+
+    impl From<StoredChange> for ChangeKind {
+        fn from(k: StoredChange) -> ChangeKind {
+            match k {
+                StoredChange::Edit => ChangeKind::Edit,
+                StoredChange::Delete => ChangeKind::Delete,
+                StoredChange::React => ChangeKind::React,
+                StoredChange::Unreact => ChangeKind::Unreact,
+            }
+        }
+    }
+
+    /// A change of an earlier message (issue 17): its own seq in the
+    /// conversation, the target's seq, who and what. Boxed in
+    /// [`Record::MessageChanged`] so the record enum keeps its size.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct ChangeRecord {
+        /// Conversation.
+        pub conversation: u64,
+        /// Its own seq (head + 1 when sequenced).
+        pub seq: u64,
+        /// The message changed (a message, never a change).
+        pub target: u64,
+        /// Who changed it.
+        pub actor: u64,
+        /// Server time at sequencing, ms.
+        pub ts: u64,
+        /// What.
+        pub kind: StoredChange,
+        /// New text (edit) or emoji (reactions); empty for a delete.
+        pub text: String,
     }
 
     /// A user's whole profile as stored (boxed in [`Record::ProfileSet`], so
@@ -575,6 +634,10 @@ mod stored {
             /// Members may create member and guest invites.
             members_may_invite: bool,
         },
+        // messages that live (issue 17)
+        /// Owner shard: an edit, delete or reaction of an earlier message,
+        /// sequenced like a message (boxed: the enum keeps its size).
+        MessageChanged(Box<ChangeRecord>),
     }
 }
 
@@ -636,6 +699,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         KIND_INVITE_REDEEMED => "InviteRedeemed",
         KIND_INVITE_REVOKED => "InviteRevoked",
         KIND_INVITE_POLICY_SET => "InvitePolicySet",
+        KIND_MESSAGE_CHANGED => "MessageChanged",
         _ => return None,
     })
 }
@@ -670,6 +734,7 @@ impl Record {
             Record::InviteRedeemed { .. } => KIND_INVITE_REDEEMED,
             Record::InviteRevoked { .. } => KIND_INVITE_REVOKED,
             Record::InvitePolicySet { .. } => KIND_INVITE_POLICY_SET,
+            Record::MessageChanged(_) => KIND_MESSAGE_CHANGED,
         }
     }
 
@@ -712,17 +777,42 @@ impl Record {
     /// without knowing the record encoding; it validates the archive but
     /// deserializes nothing.
     pub fn history_key(kind: u8, payload: &[u8]) -> Option<(u64, u64)> {
-        if kind != KIND_MESSAGE_POSTED {
+        if kind != KIND_MESSAGE_POSTED && kind != KIND_MESSAGE_CHANGED {
             return None;
         }
         let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
         let archived = rkyv::access::<stored::ArchivedRecord, rancor::Error>(&aligned).ok()?;
         match archived {
-            stored::ArchivedRecord::MessagePosted(m) => {
+            stored::ArchivedRecord::MessagePosted(m) if kind == KIND_MESSAGE_POSTED => {
                 Some((m.conversation.to_native(), m.seq.to_native()))
             }
+            stored::ArchivedRecord::MessageChanged(c) if kind == KIND_MESSAGE_CHANGED => {
+                Some((c.conversation.to_native(), c.seq.to_native()))
+            }
             _ => None,
+        }
+    }
+
+    /// Decodes an entry of the history store: a `MessagePosted` or a
+    /// `MessageChanged` record (the store keeps no kind byte; the archive
+    /// names its variant). Anything else is an error.
+    pub fn decode_history(payload: &[u8]) -> Result<Record, RecordError> {
+        let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        let record = rkyv::from_bytes::<Record, rancor::Error>(&aligned).map_err(|e| {
+            RecordError::Invalid {
+                kind: KIND_MESSAGE_POSTED,
+                name: "MessagePosted or MessageChanged",
+                detail: e.to_string(),
+            }
+        })?;
+        match record {
+            Record::MessagePosted(_) | Record::MessageChanged(_) => Ok(record),
+            other => Err(RecordError::KindMismatch {
+                kind: KIND_MESSAGE_POSTED,
+                found: kind_name(other.kind()).unwrap_or("?"),
+            }),
         }
     }
 }
@@ -893,6 +983,15 @@ mod tests {
                 workspace: 1,
                 members_may_invite: true,
             },
+            Record::MessageChanged(Box::new(ChangeRecord {
+                conversation: 7,
+                seq: 43,
+                target: 42,
+                actor: 2,
+                ts: 30_100,
+                kind: StoredChange::Edit,
+                text: "fixed".into(),
+            })),
         ]
     }
 
@@ -908,6 +1007,8 @@ mod tests {
     fn every_kind_roundtrips() {
         let records = samples();
         assert_eq!(records.len(), usize::from(KIND_INVITE_POLICY_SET));
+        // Kinds 1..=22, then 40 (issue 17).
+        assert_eq!(records.len(), usize::from(KIND_USER_ROLE_SET) + 1);
         for record in records {
             let bytes = record.encode();
             // Decode from an unaligned copy as the WAL may hand it over.
@@ -953,6 +1054,7 @@ mod tests {
             let key = Record::history_key(r.kind(), &r.encode());
             match &r {
                 Record::MessagePosted(m) => assert_eq!(key, Some((m.conversation, m.seq))),
+                Record::MessageChanged(c) => assert_eq!(key, Some((c.conversation, c.seq))),
                 _ => assert_eq!(key, None, "{r:?}"),
             }
         }
@@ -962,5 +1064,20 @@ mod tests {
             None
         );
         assert_eq!(Record::history_key(KIND_CURSOR_SET, &message), None);
+    }
+
+    #[test]
+    fn history_entries_decode_without_their_kind_byte() {
+        for r in samples() {
+            let got = Record::decode_history(&r.encode());
+            match r {
+                Record::MessagePosted(_) | Record::MessageChanged(_) => assert_eq!(got, Ok(r)),
+                _ => assert!(
+                    matches!(got, Err(RecordError::KindMismatch { .. })),
+                    "{got:?}"
+                ),
+            }
+        }
+        assert!(Record::decode_history(&[1, 2, 3]).is_err());
     }
 }

@@ -23,14 +23,15 @@ use std::sync::Arc;
 use crate::constants::NOTIFY_HANDOFFS_MAX;
 use crate::hash::HashState;
 use crate::record::{
-    ProfileRecord, StoredBroadcast, StoredKind, StoredLevel, StoredReason, StoredRole,
+    ProfileRecord, StoredBroadcast, StoredChange, StoredKind, StoredLevel, StoredReason, StoredRole,
 };
 use crate::state::{
-    ApplyError, ChannelName, Claim, Cursor, DedupEntry, Invite, Member, NameEntry, NotifyPref,
-    State,
+    ApplyError, ChannelName, Claim, Cursor, DedupEntry, Invite, LiveEntry, Member, NameEntry,
+    NotifyPref, State,
 };
 use crate::types::{
-    Broadcast, ConversationId, Lsn, Message, Millis, Seq, ShardId, UserId, WorkspaceId,
+    Broadcast, Change, ChangeKind, ConversationId, Live, Lsn, Message, Millis, Reaction, Seq,
+    ShardId, UserId, WorkspaceId,
 };
 
 /// Snapshot magic.
@@ -49,7 +50,12 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
 /// builds that wrote them had none), an empty outbox (1), and a watermark
 /// at the snapshot's LSN (1, 2: the builds that wrote them never handed
 /// off again, so nothing before is owed). Versions 1 to 6 hold no invites.
-pub const SNAPSHOT_VERSION: u32 = 7;
+///
+/// 8: [`SnapshotV8`], version 7 plus the messages that live (issue 17):
+/// per conversation its change seqs, newest message and the state of
+/// every changed message, and the kind and target of cached changes.
+/// Versions 1 to 7 hold none.
+pub const SNAPSHOT_VERSION: u32 = 8;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,6 +201,40 @@ struct SnapInvite {
     created: u64,
     expires: u64,
     revoked: bool,
+}
+
+/// Version 8: version 7 and the messages that live (issue 17).
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV8 {
+    v7: SnapshotV7,
+    /// Conversations with at least one change, by id.
+    live: Vec<SnapLiveConv>,
+}
+
+/// A conversation's issue-17 state.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapLiveConv {
+    conversation: u64,
+    /// `Conversation::changes`, ascending.
+    changes: Vec<u64>,
+    /// `Conversation::last_post`.
+    last_post: u64,
+    /// `Conversation::live`, by seq.
+    entries: Vec<SnapLive>,
+    /// (seq, target, kind) of the changes in the recent cache.
+    cached: Vec<(u64, u64, StoredChange)>,
+}
+
+/// One changed message.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapLive {
+    seq: u64,
+    edited: Option<u64>,
+    deleted: bool,
+    /// (emoji, users ascending), in the order first added.
+    reactions: Vec<(String, Vec<u64>)>,
+    version: u64,
+    text: String,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
@@ -423,6 +463,7 @@ fn snap_dir_names(state: &State) -> Vec<(u64, u64, String, u64)> {
 fn decode_version(
     version: u32,
     aligned: &[u8],
+    live: &mut Vec<SnapLiveConv>,
 ) -> Result<
     (
         SnapshotV1,
@@ -477,6 +518,14 @@ fn decode_version(
         }
         7 => {
             let v7 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(aligned).map_err(invalid)?;
+            let (v1, outbox, pushed, w, mut people) = split_v5(v7.v6.v5);
+            people.invites = v7.invites;
+            (v1, outbox, pushed, w, people, Some((v7.v6.handoff_tail, 0)))
+        }
+        8 => {
+            let v8 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(aligned).map_err(invalid)?;
+            *live = v8.live;
+            let v7 = v8.v7;
             let (v1, outbox, pushed, w, mut people) = split_v5(v7.v6.v5);
             people.invites = v7.invites;
             (v1, outbox, pushed, w, people, Some((v7.v6.handoff_tail, 0)))
@@ -696,7 +745,11 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Capture {
     /// Everything but the recent cache.
-    snapshot: SnapshotV7,
+    snapshot: SnapshotV8,
+    /// (conversation, seq) of messages a delete not yet durable removes:
+    /// redacted in the cache's copy (issue 17: `settle` redacts them; a
+    /// snapshot counts them as durable).
+    pending_deletes: std::collections::BTreeSet<(u64, u64)>,
     /// The recent cache, unsorted: (conversation, stamp, messages shared
     /// with the cache), made into `SnapshotV1::cache` by `encode`.
     cache: Vec<(u64, u64, Vec<Arc<Message>>)>,
@@ -705,7 +758,7 @@ pub struct Capture {
 impl Capture {
     /// The LSN the captured state is as of.
     pub fn lsn(&self) -> Lsn {
-        Lsn(self.snapshot.v6.v5.v4.v3.v2.v1.last_lsn)
+        Lsn(self.snapshot.v7.v6.v5.v4.v3.v2.v1.last_lsn)
     }
 
     /// The snapshot bytes (magic, version, archive): the same bytes
@@ -713,12 +766,25 @@ impl Capture {
     pub fn encode(mut self) -> Vec<u8> {
         let mut cache = std::mem::take(&mut self.cache);
         cache.sort_unstable_by_key(|e| e.0);
-        self.snapshot.v6.v5.v4.v3.v2.v1.cache = cache
+        let pending = &self.pending_deletes;
+        self.snapshot.v7.v6.v5.v4.v3.v2.v1.cache = cache
             .into_iter()
             .map(|(conversation, stamp, messages)| SnapCache {
                 conversation,
                 stamp,
-                messages: messages.iter().map(|m| snap_message(m)).collect(),
+                messages: messages
+                    .iter()
+                    .map(|m| {
+                        if redacted(pending, conversation, m) {
+                            let mut m = Message::clone(m);
+                            m.body = String::new();
+                            m.mentions = Vec::new();
+                            snap_message(&m)
+                        } else {
+                            snap_message(m)
+                        }
+                    })
+                    .collect(),
             })
             .collect();
         let body = match rkyv::to_bytes::<rancor::Error>(&self.snapshot) {
@@ -820,7 +886,7 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
             head: c.head.0,
             lsns: Vec::new(),
             last_activity: c.last_activity.0,
-            preview: c.preview.clone(),
+            preview: settled_preview(c),
             dedup: c
                 .dedup
                 .entries()
@@ -872,6 +938,7 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
         .into_iter()
         .map(|(conv, stamp, messages)| (conv.0, stamp, messages))
         .collect();
+    let pending_deletes = pending_deletes(state);
     let snapshot = SnapshotV1 {
         shard: state.shard.0,
         shard_count: state.shard_count,
@@ -884,9 +951,198 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
         cache: Vec::new(),
     };
     Capture {
-        snapshot: snapshot_v7(state, snapshot),
+        snapshot: SnapshotV8 {
+            v7: snapshot_v7(state, snapshot),
+            live: snap_live(state),
+        },
         cache,
+        pending_deletes,
     }
+}
+
+/// (conversation, seq) of the messages a delete not yet durable removes
+/// (issue 17: `settle` redacts them from the cache; a snapshot counts them
+/// as durable, so its copy of the cache is redacted already).
+fn pending_deletes(state: &State) -> std::collections::BTreeSet<(u64, u64)> {
+    state
+        .conversations
+        .values()
+        .filter(|c| !c.unsettled_changes.is_empty())
+        .flat_map(|c| c.live_with_unsettled().1.into_iter().map(|s| (c.id.0, s.0)))
+        .collect()
+}
+
+/// Whether a cached message (or an edit of it) loses its text in the
+/// snapshot: its target is deleted by a change not yet durable.
+fn redacted(pending: &std::collections::BTreeSet<(u64, u64)>, conv: u64, m: &Message) -> bool {
+    if pending.is_empty() {
+        return false;
+    }
+    let target = m
+        .change
+        .filter(|c| c.kind == ChangeKind::Edit)
+        .map_or(m.seq, |c| c.target);
+    pending.contains(&(conv, target.0))
+}
+
+/// A conversation's preview with its changes not yet durable applied
+/// (issue 17: what restore + replay gives).
+fn settled_preview(c: &crate::state::Conversation) -> Option<String> {
+    if c.unsettled_changes.is_empty() {
+        return c.preview.clone();
+    }
+    match c.live_with_unsettled().0.get(&c.last_post) {
+        Some(e) if e.live.deleted => None,
+        Some(e) if e.live.edited.is_some() => Some(crate::text::preview(&e.text)),
+        _ => c.preview.clone(),
+    }
+}
+
+/// The issue-17 state of every conversation with a change, by id.
+fn snap_live(state: &State) -> Vec<SnapLiveConv> {
+    let live = state
+        .conversations
+        .values()
+        .filter(|c| !c.changes.is_empty())
+        .map(|c| SnapLiveConv {
+            conversation: c.id.0,
+            changes: c.changes.clone(),
+            last_post: c.last_post,
+            entries: c
+                .live_with_unsettled()
+                .0
+                .iter()
+                .map(|(seq, e)| SnapLive {
+                    seq: *seq,
+                    edited: e.live.edited.map(|t| t.0),
+                    deleted: e.live.deleted,
+                    reactions: e
+                        .live
+                        .reactions
+                        .iter()
+                        .map(|r| (r.emoji.clone(), r.users.iter().map(|u| u.0).collect()))
+                        .collect(),
+                    version: e.live.version.0,
+                    text: e.text.clone(),
+                })
+                .collect(),
+            cached: state
+                .cache
+                .range(c.id, Seq(1), c.head)
+                .iter()
+                .filter_map(|m| m.change.map(|ch| (m.seq.0, ch.target.0, ch.kind.into())))
+                .collect(),
+        })
+        .collect();
+    sorted(live, |l: &SnapLiveConv| l.conversation)
+}
+
+/// Restores the recent caches and the issue-17 state (conversations
+/// already restored).
+fn restore_cache(
+    state: &mut State,
+    cache: Vec<SnapCache>,
+    live: Vec<SnapLiveConv>,
+) -> Result<(), RestoreError> {
+    let cached_changes = restore_live(state, live)?;
+    for entry in cache {
+        let conv = ConversationId(entry.conversation);
+        let Some(c) = state.conversations.get(&conv) else {
+            return Err(inconsistent(format!(
+                "cache of unknown conversation {}",
+                conv.0
+            )));
+        };
+        let head = c.head.0;
+        let count = entry.messages.len() as u64;
+        let contiguous = entry
+            .messages
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.seq + count == head + i as u64 + 1);
+        if !contiguous {
+            return Err(inconsistent(format!(
+                "cache of {} is not the newest run",
+                conv.0
+            )));
+        }
+        let messages = entry
+            .messages
+            .into_iter()
+            .map(|m| Message {
+                conversation: conv,
+                seq: Seq(m.seq),
+                sender: UserId(m.sender),
+                client_msg_id: m.client_msg_id,
+                ts: Millis(m.ts),
+                body: m.body,
+                mentions: m.mentions.into_iter().map(UserId).collect(),
+                broadcast: Broadcast::from(m.broadcast),
+                change: cached_changes.get(&(conv.0, m.seq)).copied(),
+                live: Live::default(),
+            })
+            .collect();
+        state.cache.import(conv, entry.stamp, messages);
+    }
+    Ok(())
+}
+
+/// Restores the issue-17 state into the restored conversations; returns
+/// the (conversation, seq) → change of the cached changes.
+fn restore_live(
+    state: &mut State,
+    live: Vec<SnapLiveConv>,
+) -> Result<std::collections::BTreeMap<(u64, u64), Change>, RestoreError> {
+    let mut cached = std::collections::BTreeMap::new();
+    for l in live {
+        let Some(c) = state.conversations.get_mut(&ConversationId(l.conversation)) else {
+            return Err(inconsistent(format!(
+                "changes of unknown conversation {}",
+                l.conversation
+            )));
+        };
+        let head = c.head.0;
+        let ascending = l.changes.windows(2).all(|w| w[0] < w[1]);
+        if !ascending || l.changes.last().is_some_and(|&s| s > head) || l.last_post > head {
+            return Err(inconsistent(format!(
+                "changes of {} out of order or past the head",
+                l.conversation
+            )));
+        }
+        c.changes = l.changes;
+        c.last_post = l.last_post;
+        for e in l.entries {
+            if e.seq == 0 || e.seq > head || c.is_change(Seq(e.seq)) {
+                return Err(inconsistent(format!(
+                    "changed message {} of {} is not a message",
+                    e.seq, l.conversation
+                )));
+            }
+            let reactions = e
+                .reactions
+                .into_iter()
+                .map(|(emoji, users)| Reaction {
+                    emoji,
+                    users: users.into_iter().map(UserId).collect(),
+                })
+                .collect();
+            let live = Live {
+                edited: e.edited.map(Millis),
+                deleted: e.deleted,
+                reactions,
+                version: Seq(e.version),
+            };
+            c.live.insert(e.seq, LiveEntry { live, text: e.text });
+        }
+        for (seq, target, kind) in l.cached {
+            let change = Change {
+                kind: kind.into(),
+                target: Seq(target),
+            };
+            cached.insert((l.conversation, seq), change);
+        }
+    }
+    Ok(cached)
 }
 
 fn inconsistent(what: String) -> RestoreError {
@@ -910,7 +1166,9 @@ pub fn restore(
     let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len() - 8);
     aligned.extend_from_slice(&bytes[8..]);
-    let (snap, outbox, pushed, watermark, people, tail) = decode_version(version, &aligned)?;
+    let mut live = Vec::new();
+    let (snap, outbox, pushed, watermark, people, tail) =
+        decode_version(version, &aligned, &mut live)?;
     let watermark = watermark.unwrap_or(snap.last_lsn);
     if watermark > snap.last_lsn {
         return Err(inconsistent(format!(
@@ -1054,6 +1312,8 @@ pub fn restore(
             conv.mentions.insert(UserId(user), seqs);
         }
         conv.broadcasts = c.broadcasts;
+        // Before version 7 every seq is a message.
+        conv.last_post = c.head;
         if conv.is_dm() {
             let key = (conv.workspace, conv.sorted_members());
             if state.dms.insert(key, id).is_some() {
@@ -1080,43 +1340,7 @@ pub fn restore(
         };
         state.claims.insert(claim.id, (value, Lsn(0)));
     }
-    for entry in snap.cache {
-        let conv = ConversationId(entry.conversation);
-        let Some(c) = state.conversations.get(&conv) else {
-            return Err(inconsistent(format!(
-                "cache of unknown conversation {}",
-                conv.0
-            )));
-        };
-        let head = c.head.0;
-        let count = entry.messages.len() as u64;
-        let contiguous = entry
-            .messages
-            .iter()
-            .enumerate()
-            .all(|(i, m)| m.seq + count == head + i as u64 + 1);
-        if !contiguous {
-            return Err(inconsistent(format!(
-                "cache of {} is not the newest run",
-                conv.0
-            )));
-        }
-        let messages = entry
-            .messages
-            .into_iter()
-            .map(|m| Message {
-                conversation: conv,
-                seq: Seq(m.seq),
-                sender: UserId(m.sender),
-                client_msg_id: m.client_msg_id,
-                ts: Millis(m.ts),
-                body: m.body,
-                mentions: m.mentions.into_iter().map(UserId).collect(),
-                broadcast: Broadcast::from(m.broadcast),
-            })
-            .collect();
-        state.cache.import(conv, entry.stamp, messages);
-    }
+    restore_cache(&mut state, snap.cache, live)?;
     for p in outbox {
         if !state.users.contains_key(&UserId(p.user)) {
             return Err(inconsistent(format!("push {} for a user not here", p.id)));
@@ -1371,10 +1595,93 @@ mod tests {
         assert_eq!(ann.profile_version, 0);
         assert_eq!(listed(&back), vec![ANN, BOB], "by handle without names");
         let mut future = bytes.clone();
-        future[4..8].copy_from_slice(&8u32.to_le_bytes());
+        future[4..8].copy_from_slice(&9u32.to_le_bytes());
         assert_eq!(
             restore_bytes(&future).err(),
-            Some(RestoreError::UnsupportedVersion { version: 8 })
+            Some(RestoreError::UnsupportedVersion { version: 9 })
+        );
+    }
+
+    /// Issue 17: changed messages, change seqs, the newest message and the
+    /// cached changes survive a snapshot; the bytes are a pure function of
+    /// the state.
+    #[test]
+    fn messages_that_live_round_trip() {
+        use crate::record::{ChangeRecord, StoredChange};
+        let mut s = state();
+        let conv = 50u64;
+        let created = Record::ConversationCreated {
+            conversation: conv,
+            workspace: WS,
+            kind: StoredKind::PublicChannel,
+            name: "general".into(),
+            members: vec![ANN, BOB],
+            creator: Some(ANN),
+            ts: 2,
+        };
+        s.apply(Lsn(20), &created).expect("creates");
+        let post = |seq: u64| {
+            Record::MessagePosted(crate::record::MessageRecord {
+                conversation: conv,
+                seq,
+                sender: ANN,
+                client_msg_id: u128::from(seq),
+                ts: 3,
+                body: format!("m{seq}"),
+                mentions: vec![BOB],
+                broadcast: StoredBroadcast::None,
+                broadcast_ignored: false,
+            })
+        };
+        let change = |seq, target, kind, text: &str| {
+            Record::MessageChanged(Box::new(ChangeRecord {
+                conversation: conv,
+                seq,
+                target,
+                actor: BOB,
+                ts: 4,
+                kind,
+                text: text.into(),
+            }))
+        };
+        let records = [
+            post(1),
+            post(2),
+            change(3, 1, StoredChange::Edit, "m1 fixed"),
+            change(4, 2, StoredChange::React, "+1"),
+            change(5, 2, StoredChange::Delete, ""),
+            post(6),
+            change(7, 6, StoredChange::React, "eyes"),
+        ];
+        for (i, r) in records.iter().enumerate() {
+            s.apply(Lsn(21 + i as u64), r).expect("applies");
+        }
+        s.settle(Lsn(30));
+        let bytes = encode(&s, Lsn(30));
+        let (back, _) = restore_bytes(&bytes).expect("restores");
+        assert_eq!(encode(&back, Lsn(30)), bytes, "same bytes after restore");
+        let c = &back.conversations[&ConversationId(conv)];
+        assert_eq!(c.changes, vec![3, 4, 5, 7]);
+        assert_eq!(c.last_post, 6);
+        assert_eq!(c.messages_between(Seq(0), Seq(7)), 3, "messages only");
+        let page: Vec<(u64, String, bool, usize)> = back
+            .cache
+            .range(ConversationId(conv), Seq(1), Seq(7))
+            .into_iter()
+            .map(|m| c.present(m))
+            .map(|m| (m.seq.0, m.body, m.live.deleted, m.live.reactions.len()))
+            .collect();
+        assert_eq!(
+            page,
+            vec![
+                (1, "m1 fixed".into(), false, 0),
+                (2, String::new(), true, 0),
+                (3, "m1 fixed".into(), false, 0),
+                (4, "+1".into(), false, 0),
+                (5, String::new(), false, 0),
+                (6, "m6".into(), false, 1),
+                (7, "eyes".into(), false, 0),
+            ]
         );
     }
 

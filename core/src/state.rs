@@ -38,11 +38,11 @@ use crate::constants::{
 use crate::dirindex::DirIndex;
 use crate::hash::{HashState, Map};
 use crate::ids::{shard_of, IdAllocator, Placed};
-use crate::record::{MessageRecord, Record, StoredBroadcast};
+use crate::record::{ChangeRecord, MessageRecord, Record, StoredBroadcast};
 use crate::text::preview;
 use crate::types::{
-    Broadcast, ConnId, ConversationId, ConversationKind, DeviceKind, Lsn, Message, Millis,
-    NotifyLevel, NotifyReason, Profile, Role, Seq, ShardId, UserId, WorkspaceId,
+    Broadcast, Change, ChangeKind, ConnId, ConversationId, ConversationKind, DeviceKind, Live, Lsn,
+    Message, Millis, NotifyLevel, NotifyReason, Profile, Role, Seq, ShardId, UserId, WorkspaceId,
 };
 
 /// Why a record does not apply to the state.
@@ -372,6 +372,33 @@ pub struct Conversation {
     /// told about each message's activity (see `OwnerRole::fanout`). Kept by
     /// `State::apply` and rebuilt at restore.
     pub homes: ShardSet,
+    /// Issue 17: the seqs that are changes (edits, deletes, reactions), not
+    /// messages, ascending (8 bytes per change, like the mention index):
+    /// unread and DM mention counts skip them.
+    pub changes: Vec<u64>,
+    /// Issue 17: the current state of every message with at least one
+    /// change, by seq (at most LIVE_MESSAGES_PER_CONVERSATION_MAX, checked
+    /// by the owner before a change is sequenced). History, sync and boot
+    /// pages are served through it ([`Conversation::present`]).
+    pub live: BTreeMap<u64, LiveEntry>,
+    /// Issue 17: the seq of the newest message (not change), 0 if none:
+    /// the one whose text is the preview.
+    pub last_post: u64,
+    /// Memory: issue-17 changes appended but not yet durable, as (LSN,
+    /// event), in LSN order; [`State::settle`] applies them to `live` once
+    /// durable, so no reader sees a change that a crash could undo. Same
+    /// bound as `undurable`.
+    pub unsettled_changes: VecDeque<(u64, Message)>,
+}
+
+/// The state of a changed message (issue 17): its [`Live`] and, once
+/// edited, its current text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveEntry {
+    /// Edited, deleted, reactions, version.
+    pub live: Live,
+    /// The text of the last edit (empty unless `live.edited`).
+    pub text: String,
 }
 
 impl Conversation {
@@ -411,7 +438,7 @@ impl Conversation {
     /// effective `@channel`s (`@here` only notifies).
     pub fn mention_count(&self, user: UserId, read: Seq, head: Seq) -> u64 {
         if self.is_dm() {
-            return head.0.saturating_sub(read.0);
+            return self.messages_between(read, head);
         }
         let count = |seqs: &[u64]| {
             let lo = seqs.partition_point(|&s| s <= read.0);
@@ -419,6 +446,84 @@ impl Conversation {
             hi.saturating_sub(lo) as u64
         };
         count(self.mentions.get(&user).map_or(&[][..], Vec::as_slice)) + count(&self.broadcasts)
+    }
+
+    /// Messages (not changes) with `read < seq <= head`: unread counts.
+    /// O(log changes).
+    pub fn messages_between(&self, read: Seq, head: Seq) -> u64 {
+        if head <= read {
+            return 0;
+        }
+        let lo = self.changes.partition_point(|&s| s <= read.0);
+        let hi = self.changes.partition_point(|&s| s <= head.0);
+        head.0 - read.0 - (hi - lo) as u64
+    }
+
+    /// Applies a durable change to its target's state (issue 17) and keeps
+    /// the preview current; returns the target if it is now deleted.
+    fn settle_change(&mut self, event: &Message) -> Option<Seq> {
+        let target = event.change?.target;
+        let entry = self.live.entry(target.0).or_default();
+        crate::live::apply_parts(&mut entry.live, &mut entry.text, event);
+        let deleted = entry.live.deleted;
+        if target.0 == self.last_post {
+            self.preview = if deleted {
+                None
+            } else if entry.live.edited.is_some() {
+                Some(preview(&entry.text))
+            } else {
+                self.preview.take()
+            };
+        }
+        deleted.then_some(target)
+    }
+
+    /// `live` with the changes not yet durable applied too (snapshots:
+    /// everything in a snapshot counts as durable once it is usable), and
+    /// the targets those changes delete.
+    pub fn live_with_unsettled(&self) -> (BTreeMap<u64, LiveEntry>, Vec<Seq>) {
+        let mut live = self.live.clone();
+        let mut deleted = Vec::new();
+        for (_, event) in &self.unsettled_changes {
+            let Some(change) = event.change else { continue };
+            let entry = live.entry(change.target.0).or_default();
+            crate::live::apply_parts(&mut entry.live, &mut entry.text, event);
+            if entry.live.deleted {
+                deleted.push(change.target);
+            }
+        }
+        (live, deleted)
+    }
+
+    /// Whether `seq` is a change, not a message.
+    pub fn is_change(&self, seq: Seq) -> bool {
+        self.changes.binary_search(&seq.0).is_ok()
+    }
+
+    /// A stored message or change as served now: a message gets its
+    /// current state (a deleted one loses body and mentions); an edit of a
+    /// message deleted since loses its text. Never serves a deleted body.
+    pub fn present(&self, mut m: Message) -> Message {
+        match m.change {
+            None => {
+                if let Some(e) = self.live.get(&m.seq.0) {
+                    m.live = e.live.clone();
+                    if e.live.deleted {
+                        m.body = String::new();
+                        m.mentions = Vec::new();
+                    } else if e.live.edited.is_some() {
+                        m.body.clone_from(&e.text);
+                    }
+                }
+            }
+            Some(c) => {
+                let deleted = self.live.get(&c.target.0).is_some_and(|e| e.live.deleted);
+                if deleted && c.kind == ChangeKind::Edit {
+                    m.body = String::new();
+                }
+            }
+        }
+        m
     }
 
     /// Restores a dedup entry (snapshots, oldest first).
@@ -656,6 +761,10 @@ impl State {
             broadcasts: Vec::new(),
             interested: ShardSet::new(),
             homes: ShardSet::new(),
+            changes: Vec::new(),
+            live: BTreeMap::new(),
+            last_post: 0,
+            unsettled_changes: VecDeque::new(),
         }
     }
 
@@ -1029,8 +1138,38 @@ impl State {
             Record::NotifyHandedOff { lsn: mark } => {
                 self.set_handoff_watermark(lsn, *mark)?;
             }
+            Record::MessageChanged(c) => self.apply_change(lsn, c)?,
             _ => self.apply_people(lsn, record)?,
         }
+        Ok(())
+    }
+
+    /// A change of an earlier message (issue 17): the next seq, like a
+    /// message (visibility, cache), but no activity, no dedup entry, no
+    /// mention and no hand-off; the target's state changes by
+    /// [`crate::live::apply_parts`].
+    fn apply_change(&mut self, lsn: Lsn, c: &ChangeRecord) -> Result<(), ApplyError> {
+        let conv = self.conversation_mut(c.conversation)?;
+        if c.seq != conv.head.0 + 1 {
+            return Err(ApplyError::Inconsistent(format!(
+                "change seq {} in {} after head {}",
+                c.seq, c.conversation, conv.head.0
+            )));
+        }
+        if c.target == 0 || c.target >= c.seq || conv.is_change(Seq(c.target)) {
+            return Err(ApplyError::Inconsistent(format!(
+                "change {} in {} targets {}, not a message",
+                c.seq, c.conversation, c.target
+            )));
+        }
+        let event = change_of(c);
+        conv.head = Seq(c.seq);
+        conv.undurable.push_back(lsn.0);
+        conv.changes.push(c.seq);
+        conv.unsettled_changes.push_back((lsn.0, event.clone()));
+        self.cache.push(lsn.0, event);
+        self.unsettled
+            .push_back((lsn.0, ConversationId(c.conversation)));
         Ok(())
     }
 
@@ -1209,6 +1348,7 @@ impl State {
         conv.undurable.push_back(lsn.0);
         conv.last_activity = Millis(m.ts);
         conv.preview = Some(preview(&m.body));
+        conv.last_post = m.seq;
         conv.dedup.insert(
             sender,
             m.client_msg_id,
@@ -1280,6 +1420,13 @@ impl State {
             if let Some(c) = self.conversations.get_mut(&conversation) {
                 debug_assert_eq!(c.undurable.front(), Some(&lsn));
                 c.undurable.pop_front();
+                if c.unsettled_changes.front().is_some_and(|(l, _)| *l == lsn) {
+                    if let Some((_, event)) = c.unsettled_changes.pop_front() {
+                        if let Some(target) = c.settle_change(&event) {
+                            self.cache.redact(conversation, target);
+                        }
+                    }
+                }
             }
         }
     }
@@ -1296,6 +1443,28 @@ pub fn message_of(m: &MessageRecord) -> Message {
         body: m.body.clone(),
         mentions: m.mentions.iter().copied().map(UserId).collect(),
         broadcast: Broadcast::from(m.broadcast),
+        change: None,
+        live: Live::default(),
+    }
+}
+
+/// The client view of a change record (issue 17): a `Message` with its
+/// `change` set, the actor as sender, the text as body.
+pub fn change_of(c: &ChangeRecord) -> Message {
+    Message {
+        conversation: ConversationId(c.conversation),
+        seq: Seq(c.seq),
+        sender: UserId(c.actor),
+        client_msg_id: 0,
+        ts: Millis(c.ts),
+        body: c.text.clone(),
+        mentions: Vec::new(),
+        broadcast: Broadcast::None,
+        change: Some(Change {
+            kind: c.kind.into(),
+            target: Seq(c.target),
+        }),
+        live: Live::default(),
     }
 }
 

@@ -61,6 +61,32 @@ pub fn check_body(body: &str, mentions: usize) -> Result<(), Reject> {
     Ok(())
 }
 
+/// Checks the text of a change (issue 17): an edit's new body (as a
+/// message's), a reaction's emoji (1..=REACTION_BYTES_MAX bytes, no
+/// whitespace or control characters), nothing for a delete.
+pub fn check_change(kind: crate::types::ChangeKind, text: &str) -> Result<(), Reject> {
+    use crate::constants::REACTION_BYTES_MAX;
+    use crate::types::ChangeKind;
+    match kind {
+        ChangeKind::Edit => check_body(text, 0),
+        ChangeKind::Delete if text.is_empty() => Ok(()),
+        ChangeKind::Delete => Err(Reject::Invalid("text: must be empty for a delete".into())),
+        ChangeKind::React | ChangeKind::Unreact => {
+            if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Reject::Invalid(
+                    "emoji: empty or with whitespace or control characters".into(),
+                ));
+            }
+            if text.len() > REACTION_BYTES_MAX {
+                return Err(Reject::TooLarge(format!(
+                    "emoji: more than REACTION_BYTES_MAX ({REACTION_BYTES_MAX}) bytes"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The start of `body`, at most PREVIEW_BYTES_MAX bytes, cut at a char
 /// boundary.
 pub fn preview(body: &str) -> String {
@@ -73,7 +99,15 @@ pub fn preview(body: &str) -> String {
 
 /// Size estimate of a message in a reply (what byte budgets count).
 pub fn message_bytes(message: &Message) -> usize {
-    MESSAGE_OVERHEAD_BYTES + message.body.len() + 8 * message.mentions.len()
+    MESSAGE_OVERHEAD_BYTES
+        + message.body.len()
+        + 8 * message.mentions.len()
+        + message
+            .live
+            .reactions
+            .iter()
+            .map(|r| r.emoji.len() + 8 + 8 * r.users.len())
+            .sum::<usize>()
 }
 
 /// Size estimate of a conversation info in a reply.

@@ -350,6 +350,20 @@ pub enum Request {
         /// Skip this many conversations of the activity-sorted list (paging).
         offset: u32,
     },
+    /// Edit, delete or react to an earlier message (issue 17): a new event
+    /// in the conversation's sequence naming `target`. Answered with
+    /// `SendAck` (the change's seq).
+    Change {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message changed.
+        target: Seq,
+        /// What to do.
+        kind: ChangeKind,
+        /// New text (edit, at most BODY_BYTES_MAX) or emoji (react,
+        /// unreact, at most REACTION_BYTES_MAX); empty for a delete.
+        text: String,
+    },
     /// Advance the user's read cursor (monotonic; lower values are ignored).
     MarkRead {
         /// The conversation.
@@ -477,6 +491,64 @@ pub struct Message {
     pub mentions: Vec<UserId>,
     /// `@channel` / `@here`.
     pub broadcast: Broadcast,
+    /// `None` for a message; for a change of an earlier message (issue 17)
+    /// what it does and to which seq. A change's `body` is the new text of
+    /// an edit or the emoji of a reaction (empty for a delete), `sender`
+    /// is who made it; it has no mentions and never notifies.
+    pub change: Option<Change>,
+    /// A message's current state as of `live.version` (history and sync
+    /// pages); default for live events and for changes.
+    pub live: Live,
+}
+
+/// What a change event does to its target message (issue 17).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ChangeKind {
+    /// Replace the text (`body` of the change).
+    Edit,
+    /// Remove the message: it stays as a tombstone without body.
+    Delete,
+    /// The change's sender adds the reaction named by its `body`.
+    React,
+    /// The change's sender removes the reaction named by its `body`.
+    Unreact,
+}
+
+/// A change event's kind and target (issue 17).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Change {
+    /// What it does.
+    pub kind: ChangeKind,
+    /// The message it changes (always a message, never another change).
+    pub target: Seq,
+}
+
+/// One reaction on a message: the emoji and who reacted with it (sorted,
+/// one entry per user).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Reaction {
+    /// The emoji (a short name or the character, at most REACTION_BYTES_MAX).
+    pub emoji: String,
+    /// Users who reacted, ascending.
+    pub users: Vec<UserId>,
+}
+
+/// The current state of a message after its changes (issue 17); see
+/// `courier_core::live::apply` for the one rule every holder applies.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Live {
+    /// Time of the last edit (`None`: never edited).
+    pub edited: Option<Millis>,
+    /// Deleted: the body is gone for good.
+    pub deleted: bool,
+    /// Reactions in the order first added (at most REACTIONS_PER_MESSAGE_MAX).
+    pub reactions: Vec<Reaction>,
+    /// The seq of the last change this state includes (`Seq(0)`: none). A
+    /// holder applies a change event only if its seq is above this, so a
+    /// current-state page followed by older change events stays current.
+    pub version: Seq,
 }
 
 /// A conversation as listed to a member.
@@ -785,6 +857,14 @@ pub enum Event {
         /// Why it notifies.
         reason: NotifyReason,
     },
+}
+
+/// The message of an event that posts one (issue 17: not a change).
+pub fn posted(event: &Event) -> Option<&Message> {
+    match event {
+        Event::Message(m) if m.change.is_none() => Some(m),
+        _ => None,
+    }
 }
 
 /// Why a message notifies a user.

@@ -1572,6 +1572,7 @@ fn restore_plus_replay_equals_the_live_state() {
         admin_token_hash: [0; 32],
         entropy: [1; 32],
         notify: courier_core::NotifyConfig::with_push(courier_core::PushMode::Off),
+        edit_window_ms: courier_core::constants::EDIT_WINDOW_MS_DEFAULT,
     };
     assert!(matches!(
         courier_core::Shard::restore(cfg(1), &bytes),

@@ -79,9 +79,30 @@ pub struct Args {
     /// `@channel`/`@here` notify only in conversations up to this many members [default: 1000].
     #[arg(long, env = "COURIER_BROADCAST_MEMBERS_MAX")]
     pub broadcast_members_max: Option<u32>,
+    /// How long after posting a message its author (or an admin) may edit
+    /// it, seconds (issue 17) [default: 86400].
+    #[arg(long, env = "COURIER_EDIT_WINDOW_SECS")]
+    pub edit_window_secs: Option<u64>,
     /// Cluster mode (`--etcd` and the flags that go with it).
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// Whether pushes go through a gateway.
+fn push_mode(gateway: bool) -> courier_core::PushMode {
+    if gateway {
+        courier_core::PushMode::Gateway
+    } else {
+        courier_core::PushMode::Off
+    }
+}
+
+/// The edit window in ms from `edit_window_secs` (default
+/// `EDIT_WINDOW_MS_DEFAULT`; saturating: a huge value means "always").
+fn edit_window_ms(secs: Option<u64>) -> u64 {
+    secs.map_or(courier_core::constants::EDIT_WINDOW_MS_DEFAULT, |s| {
+        s.saturating_mul(1_000)
+    })
 }
 
 /// The config file's shape; every field optional.
@@ -106,6 +127,7 @@ struct File {
     push_redact_preview: Option<bool>,
     push_grace_ms: Option<u64>,
     broadcast_members_max: Option<u32>,
+    edit_window_secs: Option<u64>,
     etcd: Option<String>,
     node_id: Option<u32>,
     peer_listen: Option<SocketAddr>,
@@ -189,6 +211,8 @@ pub struct Config {
     pub push_redact_preview: bool,
     /// Notification settings handed to every shard's core.
     pub notify: courier_core::NotifyConfig,
+    /// The edit window handed to every shard's core, ms (issue 17).
+    pub edit_window_ms: u64,
     /// Cluster mode (`--etcd`), or None for single-node mode.
     pub cluster: Option<ClusterSettings>,
 }
@@ -264,11 +288,7 @@ impl Config {
             );
         }
         let notify = courier_core::NotifyConfig {
-            push: if push_url.is_some() {
-                courier_core::PushMode::Gateway
-            } else {
-                courier_core::PushMode::Off
-            },
+            push: push_mode(push_url.is_some()),
             grace_ms,
             broadcast_members_max,
         };
@@ -279,6 +299,7 @@ impl Config {
                 .unwrap_or(false),
             push_url,
             notify,
+            edit_window_ms: edit_window_ms(args.edit_window_secs.or(file.edit_window_secs)),
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -353,7 +374,7 @@ mod tests {
         )
         .unwrap();
         let config = Config::load(Args {
-            config: Some(path),
+            config: Some(path.clone()),
             shards: Some(2),
             ..Args::default()
         })
@@ -363,6 +384,22 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert_eq!(config.outbox_bytes_max, constants::OUTBOX_BYTES_MAX_DEFAULT);
+        assert_eq!(
+            config.edit_window_ms,
+            courier_core::constants::EDIT_WINDOW_MS_DEFAULT
+        );
+        std::fs::write(&path, "edit_window_secs = 60\n").unwrap();
+        let from_file = |edit_window_secs| {
+            Config::load(Args {
+                config: Some(path.clone()),
+                edit_window_secs,
+                ..Args::default()
+            })
+            .unwrap()
+            .edit_window_ms
+        };
+        assert_eq!(from_file(None), 60_000, "the file's edit window");
+        assert_eq!(from_file(Some(5)), 5_000, "the flag wins");
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::connection::{ConnectOptions, Connection, Events, Welcome};
 use crate::constants::NOT_SERVING_RETRY_MAX;
 use crate::error::ClientError;
 use crate::requester::{ack_reply, send_request, Outgoing, Requester, SendAck};
-use courier_core::api::{ClientMsgId, ConversationId, Reject, Request, Response};
+use courier_core::api::{ChangeKind, ClientMsgId, ConversationId, Reject, Request, Response, Seq};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -339,6 +339,32 @@ impl Client {
     ) -> Result<SendAck, ClientError> {
         let request = send_request(conversation, client_msg_id, message);
         ack_reply(self.request(request).await?)
+    }
+}
+
+impl Client {
+    /// Edits, deletes or reacts to message `target` (issue 17), retrying
+    /// over reconnects: a repeated delete or reaction changes nothing (the
+    /// server answers `Done`), a repeated edit sets the same text again.
+    /// `Some(ack)` names the change's own seq; `None`: nothing to change
+    /// (already deleted, reaction already there or not there to remove).
+    pub async fn change(
+        &mut self,
+        conversation: ConversationId,
+        target: Seq,
+        kind: ChangeKind,
+        text: &str,
+    ) -> Result<Option<SendAck>, ClientError> {
+        let request = Request::Change {
+            conversation,
+            target,
+            kind,
+            text: text.to_owned(),
+        };
+        match self.request(request).await? {
+            Response::Done => Ok(None),
+            other => ack_reply(other).map(Some),
+        }
     }
 }
 

@@ -1012,6 +1012,8 @@ mod tests {
             body: p.body.clone(),
             mentions: vec![],
             broadcast: Broadcast::None,
+            change: None,
+            live: Default::default(),
         }
     }
 

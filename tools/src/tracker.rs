@@ -140,7 +140,10 @@ impl Tracker {
         self.convs.get(&conversation).map(|c| c.read)
     }
 
-    /// Unread messages of a conversation: known head minus read cursor.
+    /// Unread seqs of a conversation: known head minus read cursor. An
+    /// upper bound on unread messages: edits, deletes and reactions take
+    /// seqs too (issue 17); the server's `ConversationInfo::unread` counts
+    /// messages only.
     pub fn unread(&self, conversation: ConversationId) -> Option<u64> {
         self.convs
             .get(&conversation)
@@ -426,6 +429,8 @@ mod tests {
             body: format!("m{seq}"),
             mentions: vec![],
             broadcast: Broadcast::None,
+            change: None,
+            live: Default::default(),
         }
     }
 

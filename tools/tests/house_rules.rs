@@ -41,7 +41,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("cluster/src/placement.rs", "compute_placement", 154),
     ("core/src/conn.rs", "ConnRole::route_user", 213),
     ("core/src/gather.rs", "GatherRole::advance_gather", 106),
-    ("core/src/owner.rs", "OwnerRole::on_send", 104),
     ("core/src/snapshot.rs", "capture", 137),
     ("core/src/snapshot.rs", "restore", 247),
     ("core/src/state.rs", "State::apply", 338),

@@ -89,6 +89,8 @@ impl Model {
             body: p.body.clone(),
             mentions: vec![],
             broadcast: Broadcast::None,
+            change: None,
+            live: Default::default(),
         };
         if self.mode == Mode::DeliverBeforeFsync {
             ledger.delivered(&m);

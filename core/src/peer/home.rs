@@ -37,6 +37,8 @@ role_messages! {
         SetRole,
         RoleChanged,
         ListTokens,
+        // messages that live (issue 17)
+        MessageDeleted,
     }
 }
 
@@ -61,6 +63,17 @@ pub struct Activity {
     pub conversation: ConversationId,
     /// The message's `ts` (activity never moves backwards).
     pub at: Millis,
+}
+
+/// O → every home shard of the conversation's members, once a delete is
+/// durable (issue 17): retract the message's pushes (cancel queued ones,
+/// `clear` a delivered one), so its text shows nowhere.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MessageDeleted {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The deleted message.
+    pub seq: Seq,
 }
 
 /// C → restarted H: sessions on `C` for users homed on `H`.

@@ -6,7 +6,8 @@
 
 use crate::peer::{Actor, Origin, SummaryItem, Ticket, Who};
 use crate::types::{
-    Broadcast, ClientMsgId, ConversationId, HistoryAnchor, NotifyLevel, Seq, UserId, WorkspaceId,
+    Broadcast, ChangeKind, ClientMsgId, ConversationId, HistoryAnchor, NotifyLevel, Seq, UserId,
+    WorkspaceId,
 };
 
 role_messages! {
@@ -27,6 +28,8 @@ role_messages! {
         Summaries,
         ListMembers,
         Evict,
+        // messages that live (issue 17)
+        ChangeMessage,
     }
 }
 
@@ -142,6 +145,23 @@ pub struct Send {
     pub mentions: Vec<UserId>,
     /// Broadcast.
     pub broadcast: Broadcast,
+}
+
+/// C → O: edit, delete or react to an earlier message (issue 17).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ChangeMessage {
+    /// Request.
+    pub origin: Origin,
+    /// Who changes it.
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// The message changed.
+    pub target: Seq,
+    /// What.
+    pub kind: ChangeKind,
+    /// New text or emoji (checked at `C`); empty for a delete.
+    pub text: String,
 }
 
 /// C → O: a history page.

@@ -7,7 +7,7 @@ use courier_core::api::{
     ConversationId, ConversationInfo, ConversationKind, Event, Lsn, Message, Millis, Response, Seq,
     ShardId, UserId, WorkspaceId,
 };
-use courier_core::record::{MessageRecord, Record};
+use courier_core::record::{ChangeRecord, MessageRecord, Record};
 use courier_core::Shard;
 
 use super::{config, Chaos, Down, Stored, World};
@@ -21,12 +21,22 @@ pub struct Posted {
     pub durable_at: Option<u64>,
 }
 
+/// A change of an earlier message (issue 17) as the model knows it.
+#[derive(Clone, Debug)]
+pub struct Changed {
+    pub lsn: u64,
+    pub rec: ChangeRecord,
+    pub durable_at: Option<u64>,
+}
+
 /// What the durable logs say, updated as records are appended, made
 /// durable, or lost in crashes.
 #[derive(Default)]
 pub struct Model {
     pub records: Vec<BTreeMap<u64, Record>>,
     pub messages: BTreeMap<(u64, u64), Posted>,
+    /// Issue 17: changes, by (conversation, seq).
+    pub changes: BTreeMap<(u64, u64), Changed>,
     pub durable_keys: BTreeMap<(u64, u64, u128), u64>,
     /// (conversation, user) → (step, member?) in durability order.
     pub membership: BTreeMap<(u64, u64), Vec<(u64, bool)>>,
@@ -65,15 +75,22 @@ impl Model {
                 sender: m.sender,
                 client_msg_id: m.client_msg_id,
                 ts: m.ts,
+                change: false,
             });
             let key = (m.conversation, m.seq);
+            assert!(
+                !self.changes.contains_key(&key),
+                "seq reused: conversation {} seq {} was a change",
+                m.conversation,
+                m.seq
+            );
             if let Some(old) = self.messages.get(&key) {
                 panic!(
                     "seq reused: conversation {} seq {} appended again (first at shard {} lsn {}, durable {:?})",
                     m.conversation, m.seq, old.shard, old.lsn, old.durable_at
                 );
             }
-            if m.seq > 1 && !self.messages.contains_key(&(m.conversation, m.seq - 1)) {
+            if m.seq > 1 && !self.holds(m.conversation, m.seq - 1) {
                 panic!(
                     "gap: conversation {} seq {} appended without seq {}",
                     m.conversation,
@@ -91,8 +108,86 @@ impl Model {
                 },
             );
         }
+        if let Record::MessageChanged(c) = &rec {
+            stored = Some(self.on_change_appended(lsn, c));
+        }
         self.records[usize::from(shard)].insert(lsn, rec);
         stored
+    }
+
+    /// Whether (conversation, seq) is a message or change in some WAL.
+    pub fn holds(&self, conv: u64, seq: u64) -> bool {
+        self.messages.contains_key(&(conv, seq)) || self.changes.contains_key(&(conv, seq))
+    }
+
+    fn on_change_appended(&mut self, lsn: u64, c: &ChangeRecord) -> Stored {
+        let key = (c.conversation, c.seq);
+        assert!(
+            !self.holds(c.conversation, c.seq),
+            "seq reused: conversation {} seq {} appended again as a change",
+            c.conversation,
+            c.seq
+        );
+        assert!(
+            self.holds(c.conversation, c.seq - 1),
+            "gap: change {} of conversation {} appended without seq {}",
+            c.seq,
+            c.conversation,
+            c.seq - 1
+        );
+        let target = self
+            .messages
+            .get(&(c.conversation, c.target))
+            .unwrap_or_else(|| panic!("change {key:?} targets {}, not a message", c.target));
+        assert!(
+            target.durable_at.is_some(),
+            "change {key:?} of a message that is not durable"
+        );
+        self.changes.insert(
+            key,
+            Changed {
+                lsn,
+                rec: c.clone(),
+                durable_at: None,
+            },
+        );
+        Stored {
+            conversation: c.conversation,
+            seq: c.seq,
+            sender: c.actor,
+            client_msg_id: 0,
+            ts: c.ts,
+            change: true,
+        }
+    }
+
+    /// The durable changes of message `target` (ascending seq).
+    pub fn changes_of(&self, conv: u64, target: u64) -> Vec<&Changed> {
+        self.changes
+            .range((conv, 0)..=(conv, u64::MAX))
+            .map(|(_, c)| c)
+            .filter(|c| c.rec.target == target && c.durable_at.is_some())
+            .collect()
+    }
+
+    /// A durable message in its state after its durable changes with a seq
+    /// at or below `version` (every change when `u64::MAX`).
+    pub fn state_at(&self, conv: u64, seq: u64, version: u64) -> Message {
+        let p = &self.messages[&(conv, seq)];
+        let mut m = message_of(&p.rec);
+        for c in self.changes_of(conv, seq) {
+            if c.rec.seq <= version {
+                courier_core::live::apply(&mut m, &change_message(&c.rec));
+            }
+        }
+        m
+    }
+
+    /// Messages (not changes) with `read < seq <= head`, durable or not.
+    pub fn messages_between(&self, conv: u64, read: u64, head: u64) -> u64 {
+        (read + 1..=head)
+            .filter(|s| !self.changes.contains_key(&(conv, *s)))
+            .count() as u64
     }
 
     pub(super) fn on_durable(&mut self, shard: u16, from: u64, to: u64, step: u64) {
@@ -115,6 +210,13 @@ impl Model {
                             m.client_msg_id, m.sender, m.conversation, seq, m.seq
                         );
                     }
+                }
+                Record::MessageChanged(c) => {
+                    let ch = self
+                        .changes
+                        .get_mut(&(c.conversation, c.seq))
+                        .expect("change in model");
+                    ch.durable_at = Some(step);
                 }
                 Record::ConversationCreated {
                     conversation,
@@ -178,9 +280,16 @@ impl Model {
             .map(|(l, _)| *l)
             .collect();
         for lsn in lost {
-            if let Some(Record::MessagePosted(m)) = self.records[usize::from(shard)].remove(&lsn) {
-                let p = self.messages.remove(&(m.conversation, m.seq));
-                assert!(p.is_some_and(|p| p.durable_at.is_none()));
+            match self.records[usize::from(shard)].remove(&lsn) {
+                Some(Record::MessagePosted(m)) => {
+                    let p = self.messages.remove(&(m.conversation, m.seq));
+                    assert!(p.is_some_and(|p| p.durable_at.is_none()));
+                }
+                Some(Record::MessageChanged(c)) => {
+                    let p = self.changes.remove(&(c.conversation, c.seq));
+                    assert!(p.is_some_and(|p| p.durable_at.is_none()));
+                }
+                _ => {}
             }
         }
     }
@@ -230,9 +339,31 @@ impl Model {
             .is_some_and(|(_, m)| *m)
     }
 
-    /// The expected client view of a durable message, or a panic.
+    /// The expected client view of a durable message or change, or a
+    /// panic: a message as its record with the durable changes up to its
+    /// `live.version` applied (all of them durable; a deleted one without
+    /// body); a change as its record (an edit of a message deleted since
+    /// without its text).
     pub fn check_message(&self, m: &Message, what: &str) -> u64 {
-        let Some(p) = self.messages.get(&(m.conversation.0, m.seq.0)) else {
+        let key = (m.conversation.0, m.seq.0);
+        if let Some(c) = self.changes.get(&key) {
+            let Some(durable_at) = c.durable_at else {
+                panic!("{what}: change {key:?} is not durable");
+            };
+            let mut expected = change_message(&c.rec);
+            if m.body.is_empty() && !c.rec.text.is_empty() {
+                // Redacted: its target must be deleted by a durable change.
+                let deleted = self
+                    .changes_of(c.rec.conversation, c.rec.target)
+                    .iter()
+                    .any(|d| d.rec.kind == courier_core::record::StoredChange::Delete);
+                assert!(deleted, "{what}: change {key:?} served without its text");
+                expected.body = String::new();
+            }
+            assert_eq!(m, &expected, "{what}: change differs from its record");
+            return durable_at;
+        }
+        let Some(p) = self.messages.get(&key) else {
             panic!(
                 "{what}: message {:?}/{} is not in any WAL",
                 m.conversation, m.seq.0
@@ -244,29 +375,56 @@ impl Model {
                 m.conversation, m.seq.0
             );
         };
-        let r = &p.rec;
-        let expected = Message {
-            conversation: ConversationId(r.conversation),
-            seq: Seq(r.seq),
-            sender: UserId(r.sender),
-            client_msg_id: r.client_msg_id,
-            ts: Millis(r.ts),
-            body: r.body.clone(),
-            mentions: r.mentions.iter().copied().map(UserId).collect(),
-            broadcast: r.broadcast.into(),
-        };
-        assert_eq!(m, &expected, "{what}: message differs from its record");
+        let version = m.live.version.0;
+        if version > 0 {
+            let c = self.changes.get(&(key.0, version));
+            assert!(
+                c.is_some_and(|c| c.durable_at.is_some() && c.rec.target == key.1),
+                "{what}: message {key:?} at version {version}, not a durable change of it"
+            );
+        }
+        let expected = self.state_at(key.0, key.1, version);
+        assert_eq!(
+            m, &expected,
+            "{what}: message differs from its record and changes"
+        );
         durable_at
+    }
+
+    /// A read that asked at `t0` shows every change durable by then.
+    pub fn check_current(&self, m: &Message, t0: u64, what: &str) {
+        if m.change.is_some() {
+            return;
+        }
+        for c in self.changes_of(m.conversation.0, m.seq.0) {
+            if c.durable_at.is_some_and(|d| d <= t0) {
+                assert!(
+                    m.live.version.0 >= c.rec.seq,
+                    "{what}: message {:?}/{} served at version {} after change {} was durable",
+                    m.conversation,
+                    m.seq.0,
+                    m.live.version.0,
+                    c.rec.seq
+                );
+            }
+        }
     }
 
     /// Durable messages of a conversation, checked gap-free.
     pub fn durable_history(&self, conv: u64) -> Vec<u64> {
-        let seqs: Vec<u64> = self
+        let mut seqs: Vec<u64> = self
             .messages
             .range((conv, 0)..=(conv, u64::MAX))
             .filter(|(_, p)| p.durable_at.is_some())
             .map(|((_, s), _)| *s)
+            .chain(
+                self.changes
+                    .range((conv, 0)..=(conv, u64::MAX))
+                    .filter(|(_, c)| c.durable_at.is_some())
+                    .map(|((_, s), _)| *s),
+            )
             .collect();
+        seqs.sort_unstable();
         for (i, s) in seqs.iter().enumerate() {
             assert_eq!(
                 *s,
@@ -275,6 +433,41 @@ impl Model {
             );
         }
         seqs
+    }
+}
+
+/// A change record as clients see it.
+pub fn change_message(c: &ChangeRecord) -> Message {
+    Message {
+        conversation: ConversationId(c.conversation),
+        seq: Seq(c.seq),
+        sender: UserId(c.actor),
+        client_msg_id: 0,
+        ts: Millis(c.ts),
+        body: c.text.clone(),
+        mentions: Vec::new(),
+        broadcast: courier_core::api::Broadcast::None,
+        change: Some(courier_core::api::Change {
+            kind: c.kind.into(),
+            target: Seq(c.target),
+        }),
+        live: Default::default(),
+    }
+}
+
+/// A message record as clients see it (no changes applied).
+pub fn message_of(r: &MessageRecord) -> Message {
+    Message {
+        conversation: ConversationId(r.conversation),
+        seq: Seq(r.seq),
+        sender: UserId(r.sender),
+        client_msg_id: r.client_msg_id,
+        ts: Millis(r.ts),
+        body: r.body.clone(),
+        mentions: r.mentions.iter().copied().map(UserId).collect(),
+        broadcast: r.broadcast.into(),
+        change: None,
+        live: Default::default(),
     }
 }
 
@@ -305,7 +498,7 @@ impl World {
             );
             *head = m.seq;
             assert!(
-                keys.insert((m.conversation, m.sender, m.client_msg_id)),
+                m.change || keys.insert((m.conversation, m.sender, m.client_msg_id)),
                 "seed {seed}: shard {s} recovered a duplicate of {:#x} in conversation {}",
                 m.client_msg_id,
                 m.conversation
@@ -401,10 +594,12 @@ impl World {
                 if let Event::Message(m) = event.as_ref() {
                     let durable_at = self.model.check_message(m, "live event");
                     self.model.live_events += 1;
-                    self.model.delivered.insert(
-                        (m.conversation.0, m.seq.0),
-                        (m.sender.0, m.client_msg_id, m.ts.0),
-                    );
+                    if m.change.is_none() {
+                        self.model.delivered.insert(
+                            (m.conversation.0, m.seq.0),
+                            (m.sender.0, m.client_msg_id, m.ts.0),
+                        );
+                    }
                     assert!(
                         self.model
                             .member_during(m.conversation, user, durable_at, now),
@@ -438,6 +633,7 @@ impl World {
         let now = self.step;
         let check = |model: &mut Model, m: &Message, preview: bool, what: &str| {
             model.check_message(m, what);
+            model.check_current(m, t0, what);
             model.reads_checked += 1;
             let member = model.member_during(m.conversation, user, t0, now);
             let public = preview
@@ -467,7 +663,12 @@ impl World {
                 for sc in changed {
                     assert!(sc.info.member);
                     self.model.check_cursor_shown(user, &sc.info, "sync");
-                    assert_eq!(sc.info.unread, sc.info.head.0 - sc.info.read.0);
+                    assert_eq!(
+                        sc.info.unread,
+                        self.model
+                            .messages_between(sc.info.id.0, sc.info.read.0, sc.info.head.0),
+                        "sync: unread counts messages only"
+                    );
                     for w in sc.messages.windows(2) {
                         assert_eq!(w[0].seq.0 + 1, w[1].seq.0, "sync messages have a gap");
                     }
@@ -591,6 +792,30 @@ impl World {
                     "client {c}: conversation {conv:?} history differs from the durable one"
                 );
                 assert!(cc.msgs.values().all(|m| m.seq > Seq(0)));
+                // Issue 17: every message ends in the owner's state.
+                for m in cc.msgs.values().filter(|m| m.change.is_none()) {
+                    let mut held = m.clone();
+                    for e in cc.msgs.range(m.seq.0 + 1..).map(|(_, e)| e) {
+                        if e.change.is_some_and(|ch| ch.target == m.seq) {
+                            courier_core::live::apply(&mut held, e);
+                        }
+                    }
+                    let want = model.state_at(conv.0, m.seq.0, u64::MAX);
+                    let view = |m: &Message| {
+                        (
+                            m.body.clone(),
+                            m.live.edited,
+                            m.live.deleted,
+                            m.live.reactions.clone(),
+                        )
+                    };
+                    assert_eq!(
+                        view(&held),
+                        view(&want),
+                        "client {c}: message {conv:?}/{} ends in another state than the owner's",
+                        m.seq.0
+                    );
+                }
             }
         }
     }

@@ -43,6 +43,11 @@ pub enum Pend {
     Redeem {
         ws: WorkspaceId,
     },
+    /// Issue 17: a change of a message; `own`: the client's user wrote it.
+    Change {
+        conv: ConversationId,
+        own: bool,
+    },
     Other,
 }
 
@@ -433,6 +438,7 @@ impl World {
                 }
                 self.disconnect(c);
             }
+            (Pend::Change { conv, own }, result) => self.on_change_reply(conv, own, result),
             (Pend::Role, Ok(Response::Done)) => self.stats.roles_set += 1,
             (Pend::Role, Err(Reject::NotAdmin | Reject::Forbidden(_))) => {
                 self.stats.roles_refused += 1
@@ -571,7 +577,8 @@ impl World {
             .collect();
         let roll = self.rng.below(100);
         match roll {
-            0..=39 => {
+            34..=39 => self.act_change(c, &member_convs),
+            0..=33 => {
                 let Some(&conv) = self.rng.pick(&member_convs) else {
                     return;
                 };

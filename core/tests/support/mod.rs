@@ -11,7 +11,7 @@
 //! Files by concern: [`rng`] (the seeded generator), [`storage`] (the fake
 //! WAL and its faults, log truncation behind snapshots), [`history`] (the
 //! fake history store), [`net`] (sockets and the peer network), [`client`]
-//! (simulated devices), [`checker`] (the ledger and its invariants),
+//! (simulated devices), [`live`] (issue 17: devices changing messages), [`checker`] (the ledger and its invariants),
 //! [`push`] (the fake gateway), [`cluster`] (the shard replicated on three
 //! nodes with Raft, for the cluster simulation), [`world`] (composition, step loop, chaos,
 //! crash and restart) and [`scripted`] (helpers for scripted scenarios).
@@ -22,6 +22,7 @@ mod checker;
 mod client;
 mod cluster;
 mod history;
+mod live;
 mod net;
 mod push;
 mod rng;

@@ -111,6 +111,8 @@ pub struct Stored {
     pub sender: u64,
     pub client_msg_id: u128,
     pub ts: u64,
+    /// A change of an earlier message (issue 17), not a message.
+    pub change: bool,
 }
 
 /// Sector size of the simulated disk: the unit the kernel writes back, in
@@ -294,7 +296,8 @@ impl World {
                     "shard {s} read LSN {lsn} that is not durable"
                 );
                 assert!(
-                    node.wal[(lsn - 1) as usize] == (courier_core::record::KIND_MESSAGE_POSTED, payload.clone()),
+                    node.wal[(lsn - 1) as usize].1 == payload
+                        && courier_core::record::Record::history_key(node.wal[(lsn - 1) as usize].0, &payload).is_some(),
                     "seed {}: shard {s}: the history store's (conversation {}, seq {seq}) differs from LSN {lsn}",
                     self.seed,
                     conv.0

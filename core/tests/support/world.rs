@@ -128,6 +128,11 @@ pub struct Stats {
     pub history_ahead: u64,
     /// Unsynced history-store entries that survived a power loss.
     pub history_staged_kept: u64,
+    /// Issue 17: changes acknowledged (sequenced), answered `Done` (no-op),
+    /// refused (not the author, or the message deleted meanwhile).
+    pub changes_acked: u64,
+    pub changes_noop: u64,
+    pub changes_refused: u64,
 }
 
 impl Stats {
@@ -164,6 +169,9 @@ impl Stats {
             history_behind,
             history_ahead,
             history_staged_kept,
+            changes_acked,
+            changes_noop,
+            changes_refused,
         } = *o;
         self.crashes += crashes;
         self.unsynced_records_kept += unsynced_records_kept;
@@ -195,6 +203,9 @@ impl Stats {
         self.history_behind += history_behind;
         self.history_ahead += history_ahead;
         self.history_staged_kept += history_staged_kept;
+        self.changes_acked += changes_acked;
+        self.changes_noop += changes_noop;
+        self.changes_refused += changes_refused;
     }
 }
 
@@ -219,6 +230,7 @@ pub(super) fn config_with_edges(
             grace_ms: SIM_GRACE_MS,
             broadcast_members_max: 4,
         },
+        edit_window_ms: courier_core::constants::EDIT_WINDOW_MS_DEFAULT,
     }
 }
 
@@ -405,9 +417,10 @@ impl World {
                     );
                     assert!(
                         !self.gateway.settled.contains_key(&push.idempotency_key),
-                        "seed {}: {} pushed again after a durable 2xx",
+                        "seed {}: {} pushed again after a durable 2xx; changes of it: {:?}",
                         self.seed,
-                        push.idempotency_key
+                        push.idempotency_key,
+                        self.model.changes_of(push.conversation.0, push.seq.0)
                     );
                     self.nodes[usize::from(s)].pushes.push_back((id, *push));
                 }

@@ -107,7 +107,7 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    fn field(field: &'static str, reason: &'static str) -> DecodeError {
+    pub(crate) fn field(field: &'static str, reason: &'static str) -> DecodeError {
         DecodeError::Field { field, reason }
     }
 }
@@ -455,7 +455,7 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
             (B::ListConversations, t.as_union_value())
         }
         Request::Lookup { name, kind } => encode_lookup(fbb, name, *kind),
-        Request::People(p) => people::encode_request(fbb, p),
+        r @ (Request::People(_) | Request::Change { .. }) => crate::live::encode_request(fbb, r),
         Request::Send {
             conversation,
             client_msg_id,
@@ -618,6 +618,7 @@ fn encode_message<'a>(
     let body = fbb.create_string(&m.body);
     let mentions = ids_vec(fbb, m.mentions.iter().map(|u| u.0));
     let id = u128_to_wire(m.client_msg_id);
+    let reactions = crate::live::encode_reactions(fbb, &m.live);
     wire::Message::create(
         fbb,
         &wire::MessageArgs {
@@ -629,6 +630,12 @@ fn encode_message<'a>(
             body: Some(body),
             mentions: Some(mentions),
             broadcast: broadcast_to_wire(m.broadcast),
+            change: crate::live::kind_to_wire(m.change),
+            target: m.change.map_or(0, |c| c.target.0),
+            edited_ms: m.live.edited.map_or(0, |t| t.0),
+            deleted: m.live.deleted,
+            reactions,
+            version: m.live.version.0,
         },
     )
 }
@@ -1214,7 +1221,7 @@ fn decode_request(frame: &wire::Frame<'_>) -> Result<Request, DecodeError> {
                 until: (t.until_ms() != 0).then_some(Millis(t.until_ms())),
             }
         }
-        other => return people::decode_request(frame, other),
+        other => return crate::live::decode_request(frame, other),
     };
     Ok(request)
 }
@@ -1427,6 +1434,7 @@ fn decode_infos(
 }
 
 fn decode_message(t: &wire::Message<'_>) -> Result<Message, DecodeError> {
+    let (change, live) = crate::live::decode_live(t)?;
     Ok(Message {
         conversation: ConversationId(t.conversation()),
         seq: Seq(t.seq()),
@@ -1436,6 +1444,8 @@ fn decode_message(t: &wire::Message<'_>) -> Result<Message, DecodeError> {
         body: t.body().to_owned(),
         mentions: t.mentions().iter().flatten().map(UserId).collect(),
         broadcast: broadcast_from_wire(t.broadcast())?,
+        change,
+        live,
     })
 }
 

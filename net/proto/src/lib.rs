@@ -24,6 +24,7 @@ pub mod close;
 pub mod codec;
 pub mod constants;
 mod invites;
+mod live;
 mod people;
 pub mod token;
 

@@ -30,6 +30,8 @@ fn message(seq: u64) -> Message {
         body: format!("message {seq} ✓"),
         mentions: vec![UserId(1)],
         broadcast: Broadcast::Here,
+        change: None,
+        live: Default::default(),
     }
 }
 
@@ -136,7 +138,40 @@ fn requests() -> Vec<Request> {
     ]
     .into_iter()
     .chain(people_requests().into_iter().map(Request::People))
+    .chain(live_requests())
     .collect()
+}
+
+/// Issue 17's requests (after the others, so the committed corpus files
+/// of the older ones keep their numbers).
+fn live_requests() -> Vec<Request> {
+    let c = ConversationId(5);
+    vec![
+        Request::Change {
+            conversation: c,
+            target: Seq(4),
+            kind: ChangeKind::Edit,
+            text: "fixed ✓".into(),
+        },
+        Request::Change {
+            conversation: c,
+            target: Seq(4),
+            kind: ChangeKind::Delete,
+            text: String::new(),
+        },
+        Request::Change {
+            conversation: c,
+            target: Seq(4),
+            kind: ChangeKind::React,
+            text: "👍".into(),
+        },
+        Request::Change {
+            conversation: c,
+            target: Seq(4),
+            kind: ChangeKind::Unreact,
+            text: "+1".into(),
+        },
+    ]
 }
 
 fn profile() -> UserProfile {
@@ -453,6 +488,38 @@ const ALL_CAUSES: [UnavailableCause; 8] = [
 fn events() -> Vec<Event> {
     vec![
         Event::Message(message(3)),
+        // Issue 17: a message in its current state, and a change.
+        Event::Message(Message {
+            live: Live {
+                edited: Some(Millis(456)),
+                deleted: false,
+                reactions: vec![Reaction {
+                    emoji: "eyes".into(),
+                    users: vec![UserId(1), UserId(9)],
+                }],
+                version: Seq(9),
+            },
+            ..message(4)
+        }),
+        Event::Message(Message {
+            body: String::new(),
+            mentions: vec![],
+            live: Live {
+                deleted: true,
+                version: Seq(8),
+                ..Live::default()
+            },
+            ..message(5)
+        }),
+        Event::Message(Message {
+            change: Some(Change {
+                kind: ChangeKind::React,
+                target: Seq(4),
+            }),
+            body: "eyes".into(),
+            mentions: vec![],
+            ..message(9)
+        }),
         Event::ReadCursor {
             conversation: ConversationId(1),
             seq: Seq(2),

@@ -60,6 +60,7 @@ pub(super) async fn open_and_replay(
         admin_token_hash,
         entropy,
         notify: config.notify,
+        edit_window_ms: config.edit_window_ms,
     };
     let restore_started = Instant::now();
     let mut core = match &recovered.snapshot {

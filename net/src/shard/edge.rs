@@ -209,6 +209,7 @@ impl ShardCtx {
             admin_token_hash: *self.mode.admin_token_hash(),
             entropy,
             notify: self.config.notify,
+            edit_window_ms: self.config.edit_window_ms,
         };
         self.core.borrow_mut().set_edges(routes.edges());
         let edge = Rc::new(Edge {

@@ -79,6 +79,40 @@ pub enum Command {
         /// The message text.
         text: String,
     },
+    /// Replace the text of one of your messages (an admin: anyone's),
+    /// within the server's edit window; prints the edit's own seq.
+    Edit {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The message's seq.
+        seq: u64,
+        /// The new text.
+        text: String,
+    },
+    /// Delete one of your messages (an admin: anyone's); its text is gone
+    /// for every device. Prints the delete's own seq.
+    Delete {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The message's seq.
+        seq: u64,
+    },
+    /// React to a message with an emoji (a short name like `+1`, or the
+    /// emoji itself); --remove takes your reaction back.
+    React {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The message's seq.
+        seq: u64,
+        /// The emoji.
+        emoji: String,
+        /// Remove your reaction instead.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Stream every new message of your conversations (or of those named),
     /// surviving server restarts and network drops with no gap and no
     /// duplicate.
@@ -484,6 +518,30 @@ mod tests {
             Command::Send {
                 conversation: "general".into(),
                 text: "hello world".into(),
+            },
+        );
+        check(
+            &["edit", "general", "7", "fixed"],
+            Command::Edit {
+                conversation: "general".into(),
+                seq: 7,
+                text: "fixed".into(),
+            },
+        );
+        check(
+            &["delete", "@bob", "3"],
+            Command::Delete {
+                conversation: "@bob".into(),
+                seq: 3,
+            },
+        );
+        check(
+            &["react", "general", "7", "+1", "--remove"],
+            Command::React {
+                conversation: "general".into(),
+                seq: 7,
+                emoji: "+1".into(),
+                remove: true,
             },
         );
         check(

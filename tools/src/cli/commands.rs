@@ -6,13 +6,13 @@ use super::args::{
 };
 use super::config::{self, Config};
 use super::output::{
-    conversation_json, conversation_label, conversation_label_with, id_json, kind_name,
-    message_json, message_text, opt_id_json, Out,
+    change_type, conversation_json, conversation_label, conversation_label_with, id_json,
+    kind_name, message_json, message_text, opt_id_json, Out,
 };
 use anyhow::anyhow;
 use courier_core::api::{
-    ConversationId, ConversationInfo, ConversationKind, Credential, HistoryAnchor, LookupKind,
-    Message, Reject, Role, Seq, UserId, WorkspaceId,
+    ChangeKind, ConversationId, ConversationInfo, ConversationKind, Credential, HistoryAnchor,
+    LookupKind, Message, Reject, Role, Seq, UserId, WorkspaceId,
 };
 use courier_tools::{
     Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, People, ProfileCache,
@@ -116,6 +116,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Channel(cmd) => channel(&ctx, cmd).await,
         Command::Dm { users } => dm(&ctx, &users).await,
         Command::Send { conversation, text } => send(&ctx, &conversation, text).await,
+        Command::Edit {
+            conversation,
+            seq,
+            text,
+        } => change(&ctx, &conversation, seq, ChangeKind::Edit, text).await,
+        Command::Delete { conversation, seq } => {
+            change(&ctx, &conversation, seq, ChangeKind::Delete, String::new()).await
+        }
+        Command::React {
+            conversation,
+            seq,
+            emoji,
+            remove,
+        } => {
+            let kind = if remove {
+                ChangeKind::Unreact
+            } else {
+                ChangeKind::React
+            };
+            change(&ctx, &conversation, seq, kind, emoji).await
+        }
         Command::Watch(args) => watch(&ctx, args).await,
         Command::History {
             conversation,
@@ -503,6 +524,37 @@ async fn send(ctx: &Ctx, conversation: &str, text: String) -> anyhow::Result<()>
     )
 }
 
+/// `edit`, `delete`, `react`: one change of message `seq` (issue 17);
+/// prints the change's own seq, or `unchanged` when there was nothing to
+/// change.
+async fn change(
+    ctx: &Ctx,
+    conversation: &str,
+    seq: u64,
+    kind: ChangeKind,
+    text: String,
+) -> anyhow::Result<()> {
+    if seq == 0 {
+        return Err(usage("SEQ starts at 1"));
+    }
+    if kind != ChangeKind::Delete && text.is_empty() {
+        return Err(usage("the text is empty"));
+    }
+    let mut client = ctx.client().await?;
+    let id = resolve_conversation(&mut client, conversation).await?;
+    let ack = client.change(id, Seq(seq), kind, &text).await?;
+    let value = json!({
+        "conversation": id_json(id.0),
+        "target": seq,
+        "type": change_type(kind),
+        "seq": ack.as_ref().map(|a| a.seq.0),
+        "changed": ack.is_some(),
+    });
+    ctx.out.emit(value, || {
+        ack.map_or_else(|| "unchanged".to_owned(), |a| a.seq.0.to_string())
+    })
+}
+
 /// Senders' names for output: profiles fetched once per sender (display
 /// name, else `@handle`); a sender whose profile cannot be read (an older
 /// server, another workspace) is shown by id, and asked for only once.
@@ -739,7 +791,9 @@ async fn history(
     }
     let senders: Vec<UserId> = messages.iter().map(|m| m.sender).collect();
     names.learn(&mut client, &senders).await;
-    for m in &messages {
+    // Issue 17: messages come in their current state; the edits, deletes
+    // and reactions among the seqs are already applied, so not listed.
+    for m in messages.iter().filter(|m| m.change.is_none()) {
         print_message(ctx, &labels, &names, m)?;
     }
     Ok(())

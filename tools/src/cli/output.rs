@@ -7,7 +7,7 @@
 //! for client message ids) and JavaScript or `jq` would round a number above
 //! 2^53. Sequence numbers, timestamps and counts stay JSON numbers.
 
-use courier_core::api::{ConversationInfo, ConversationKind, Message, UserId};
+use courier_core::api::{ChangeKind, ConversationInfo, ConversationKind, Message, UserId};
 use serde_json::{json, Value};
 use std::io::Write;
 
@@ -130,6 +130,7 @@ pub fn message_json(
     conversation_name: Option<&str>,
 ) -> Value {
     let mut v = json!({
+        "type": m.change.map_or("message", |c| change_type(c.kind)),
         "conversation": id_json(m.conversation.0),
         "seq": m.seq.0,
         "sender": id_json(m.sender.0),
@@ -137,6 +138,36 @@ pub fn message_json(
         "body": m.body,
         "ts": m.ts.0,
     });
+    match m.change {
+        // Issue 17: a message carries its current state.
+        None => {
+            v["edited"] = json!(m.live.edited.is_some());
+            if let Some(at) = m.live.edited {
+                v["edited_ts"] = json!(at.0);
+            }
+            v["deleted"] = json!(m.live.deleted);
+            v["reactions"] = m
+                .live
+                .reactions
+                .iter()
+                .map(|r| {
+                    json!({
+                        "emoji": r.emoji,
+                        "count": r.users.len(),
+                        "users": r.users.iter().map(|u| id_json(u.0)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+        }
+        // A change names its target; a reaction its emoji and direction.
+        Some(c) => {
+            v["target"] = json!(c.target.0);
+            if matches!(c.kind, ChangeKind::React | ChangeKind::Unreact) {
+                v["emoji"] = json!(m.body);
+                v["removed"] = json!(c.kind == ChangeKind::Unreact);
+            }
+        }
+    }
     if let Some(name) = sender_name {
         v["sender_name"] = json!(name);
     }
@@ -146,16 +177,41 @@ pub fn message_json(
     v
 }
 
-/// A message for people: `[label #seq] time <sender> body`, the sender by
-/// name when known (else by id).
+/// The `type` of a change in `--json` output: `edit`, `delete`,
+/// `reaction` (`removed` says which way).
+pub fn change_type(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Edit => "edit",
+        ChangeKind::Delete => "delete",
+        ChangeKind::React | ChangeKind::Unreact => "reaction",
+    }
+}
+
+/// A message or change for people: `[label #seq] time <sender> body`, the
+/// sender by name when known (else by id); a message shows `(edited)`,
+/// `(deleted)` and its reactions; a change says what it did to which seq.
 pub fn message_text(label: &str, m: &Message, sender_name: Option<&str>) -> String {
     let sender = sender_name.map_or_else(|| m.sender.0.to_string(), str::to_owned);
-    format!(
-        "[{label} #{}] {} <{sender}> {}",
-        m.seq.0,
-        format_ts(m.ts.0),
-        m.body
-    )
+    let head = format!("[{label} #{}] {} <{sender}>", m.seq.0, format_ts(m.ts.0));
+    match m.change {
+        None if m.live.deleted => format!("{head} (deleted)"),
+        None => {
+            let mut line = format!("{head} {}", m.body);
+            if m.live.edited.is_some() {
+                line.push_str(" (edited)");
+            }
+            for r in &m.live.reactions {
+                line.push_str(&format!(" [{} {}]", r.emoji, r.users.len()));
+            }
+            line
+        }
+        Some(c) => match c.kind {
+            ChangeKind::Edit => format!("{head} edited #{}: {}", c.target.0, m.body),
+            ChangeKind::Delete => format!("{head} deleted #{}", c.target.0),
+            ChangeKind::React => format!("{head} reacted {} to #{}", m.body, c.target.0),
+            ChangeKind::Unreact => format!("{head} removed {} from #{}", m.body, c.target.0),
+        },
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of a millisecond Unix timestamp.
@@ -315,6 +371,8 @@ mod tests {
             body: "hi".into(),
             mentions: vec![],
             broadcast: courier_core::api::Broadcast::None,
+            change: None,
+            live: Default::default(),
         };
         let v = message_json(&m, None, None);
         assert!(v.get("sender_name").is_none());
@@ -332,6 +390,104 @@ mod tests {
         assert_eq!(v["client_msg_id"], u128::MAX.to_string());
         assert_eq!(v["seq"], 7);
         assert_eq!(v["ts"], 5);
+        assert_eq!(
+            (&v["type"], &v["edited"], &v["deleted"]),
+            (&json!("message"), &json!(false), &json!(false))
+        );
+    }
+
+    /// Issue 17: a message in its current state, and each kind of change,
+    /// as rows (`type`) and as text.
+    #[test]
+    fn changes_and_current_state_render() {
+        use courier_core::api::{
+            Broadcast, Change, ConversationId, Live, Millis, Reaction, Seq, UserId,
+        };
+        let msg = |seq: u64, body: &str, change: Option<(ChangeKind, u64)>, live: Live| Message {
+            conversation: ConversationId(3),
+            seq: Seq(seq),
+            sender: UserId(2),
+            client_msg_id: 0,
+            ts: Millis(0),
+            body: body.into(),
+            mentions: vec![],
+            broadcast: Broadcast::None,
+            change: change.map(|(kind, t)| Change {
+                kind,
+                target: Seq(t),
+            }),
+            live,
+        };
+        let reacted = Live {
+            edited: Some(Millis(9)),
+            reactions: vec![Reaction {
+                emoji: "+1".into(),
+                users: vec![UserId(4), UserId(5)],
+            }],
+            ..Live::default()
+        };
+        let deleted = Live {
+            deleted: true,
+            ..Live::default()
+        };
+        // (message, type, text after the `<sender>`)
+        let table = [
+            (
+                msg(1, "fixed", None, reacted),
+                "message",
+                "fixed (edited) [+1 2]",
+            ),
+            (msg(2, "", None, deleted), "message", "(deleted)"),
+            (
+                msg(3, "fixed", Some((ChangeKind::Edit, 1)), Live::default()),
+                "edit",
+                "edited #1: fixed",
+            ),
+            (
+                msg(4, "", Some((ChangeKind::Delete, 2)), Live::default()),
+                "delete",
+                "deleted #2",
+            ),
+            (
+                msg(5, "+1", Some((ChangeKind::React, 1)), Live::default()),
+                "reaction",
+                "reacted +1 to #1",
+            ),
+            (
+                msg(6, "+1", Some((ChangeKind::Unreact, 1)), Live::default()),
+                "reaction",
+                "removed +1 from #1",
+            ),
+        ];
+        for (m, kind, text) in table {
+            let v = message_json(&m, None, None);
+            assert_eq!(v["type"], kind, "{m:?}");
+            let line = message_text("c", &m, Some("ann"));
+            assert_eq!(line.split_once("<ann> ").map(|x| x.1), Some(text), "{line}");
+        }
+        let v = message_json(
+            &msg(
+                1,
+                "fixed",
+                None,
+                Live {
+                    edited: Some(Millis(9)),
+                    ..Live::default()
+                },
+            ),
+            None,
+            None,
+        );
+        assert_eq!((&v["edited"], &v["edited_ts"]), (&json!(true), &json!(9)));
+        let v = message_json(
+            &msg(5, "+1", Some((ChangeKind::Unreact, 1)), Live::default()),
+            None,
+            None,
+        );
+        assert_eq!(
+            (&v["target"], &v["emoji"], &v["removed"]),
+            (&json!(1), &json!("+1"), &json!(true))
+        );
     }
 
     #[test]

@@ -294,6 +294,8 @@ impl State {
             body,
             mentions: vec![],
             broadcast: Broadcast::None,
+            change: None,
+            live: Default::default(),
         };
         log.push(m.clone());
         self.dedup.insert((conv, id), seq);

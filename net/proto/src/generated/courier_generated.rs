@@ -371,6 +371,104 @@ impl<'a> ::flatbuffers::Verifiable for Broadcast {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for Broadcast {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CHANGE_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CHANGE_KIND: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CHANGE_KIND: [ChangeKind; 5] = [
+  ChangeKind::None,
+  ChangeKind::Edit,
+  ChangeKind::Delete,
+  ChangeKind::React,
+  ChangeKind::Unreact,
+];
+
+/// Messages that live (issue 17): what a change event does to its target.
+/// `None` on a `Message` means it is a message, not a change.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ChangeKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl ChangeKind {
+  pub const None: Self = Self(0);
+  pub const Edit: Self = Self(1);
+  pub const Delete: Self = Self(2);
+  pub const React: Self = Self(3);
+  pub const Unreact: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::None,
+    Self::Edit,
+    Self::Delete,
+    Self::React,
+    Self::Unreact,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::None => Some("None"),
+      Self::Edit => Some("Edit"),
+      Self::Delete => Some("Delete"),
+      Self::React => Some("React"),
+      Self::Unreact => Some("Unreact"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ChangeKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ChangeKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ChangeKind {
+    type Output = ChangeKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ChangeKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ChangeKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ChangeKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_LOOKUP_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_LOOKUP_KIND: u8 = 1;
@@ -983,10 +1081,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 58;
+pub const ENUM_MAX_BODY: u8 = 59;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 59] = [
+pub const ENUM_VALUES_BODY: [Body; 60] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -1046,6 +1144,7 @@ pub const ENUM_VALUES_BODY: [Body; 59] = [
   Body::RedeemInvite,
   Body::InviteCreated,
   Body::InviteList,
+  Body::ChangeMessage,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1112,9 +1211,10 @@ impl Body {
   pub const RedeemInvite: Self = Self(56);
   pub const InviteCreated: Self = Self(57);
   pub const InviteList: Self = Self(58);
+  pub const ChangeMessage: Self = Self(59);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 58;
+  pub const ENUM_MAX: u8 = 59;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1175,6 +1275,7 @@ impl Body {
     Self::RedeemInvite,
     Self::InviteCreated,
     Self::InviteList,
+    Self::ChangeMessage,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1238,6 +1339,7 @@ impl Body {
       Self::RedeemInvite => Some("RedeemInvite"),
       Self::InviteCreated => Some("InviteCreated"),
       Self::InviteList => Some("InviteList"),
+      Self::ChangeMessage => Some("ChangeMessage"),
       _ => None,
     }
   }
@@ -3105,6 +3207,158 @@ impl ::core::fmt::Debug for Send<'_> {
       ds.field("body", &self.body());
       ds.field("mentions", &self.mentions());
       ds.field("broadcast", &self.broadcast());
+      ds.finish()
+  }
+}
+pub enum ChangeMessageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Edit, delete or react to an earlier message (issue 17): answered with
+/// `SendAck` (the change's own seq) or `Done` when it changes nothing (a
+/// repeated delete, a reaction already there or not there to remove).
+/// `text`: the new text of an edit, the emoji of a reaction, empty for a
+/// delete.
+pub struct ChangeMessage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChangeMessage<'a> {
+  type Inner = ChangeMessage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChangeMessage<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TARGET: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChangeMessage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChangeMessageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChangeMessage<'bldr>> {
+    let mut builder = ChangeMessageBuilder::new(_fbb);
+    builder.add_target(args.target);
+    builder.add_conversation(args.conversation);
+    if let Some(x) = args.text { builder.add_text(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChangeMessage::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn target(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChangeMessage::VT_TARGET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> ChangeKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ChangeKind>(ChangeMessage::VT_KIND, Some(ChangeKind::Edit)).unwrap()}
+  }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChangeMessage::VT_TEXT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChangeMessage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<u64>("target", Self::VT_TARGET, false)?
+     .visit_field::<ChangeKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChangeMessageArgs<'a> {
+    pub conversation: u64,
+    pub target: u64,
+    pub kind: ChangeKind,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChangeMessageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChangeMessageArgs {
+      conversation: 0,
+      target: 0,
+      kind: ChangeKind::Edit,
+      text: None,
+    }
+  }
+}
+
+pub struct ChangeMessageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeMessageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(ChangeMessage::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_target(&mut self, target: u64) {
+    self.fbb_.push_slot::<u64>(ChangeMessage::VT_TARGET, target, 0);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: ChangeKind) {
+    self.fbb_.push_slot::<ChangeKind>(ChangeMessage::VT_KIND, kind, ChangeKind::Edit);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMessage::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeMessageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChangeMessageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChangeMessage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChangeMessage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChangeMessage");
+      ds.field("conversation", &self.conversation());
+      ds.field("target", &self.target());
+      ds.field("kind", &self.kind());
+      ds.field("text", &self.text());
       ds.finish()
   }
 }
@@ -5227,6 +5481,12 @@ impl<'a> Message<'a> {
   pub const VT_BODY: ::flatbuffers::VOffsetT = 14;
   pub const VT_MENTIONS: ::flatbuffers::VOffsetT = 16;
   pub const VT_BROADCAST: ::flatbuffers::VOffsetT = 18;
+  pub const VT_CHANGE: ::flatbuffers::VOffsetT = 20;
+  pub const VT_TARGET: ::flatbuffers::VOffsetT = 22;
+  pub const VT_EDITED_MS: ::flatbuffers::VOffsetT = 24;
+  pub const VT_DELETED: ::flatbuffers::VOffsetT = 26;
+  pub const VT_REACTIONS: ::flatbuffers::VOffsetT = 28;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 30;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5238,13 +5498,19 @@ impl<'a> Message<'a> {
     args: &'args MessageArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Message<'bldr>> {
     let mut builder = MessageBuilder::new(_fbb);
+    builder.add_version(args.version);
+    builder.add_edited_ms(args.edited_ms);
+    builder.add_target(args.target);
     builder.add_ts_ms(args.ts_ms);
     builder.add_sender(args.sender);
     builder.add_seq(args.seq);
     builder.add_conversation(args.conversation);
+    if let Some(x) = args.reactions { builder.add_reactions(x); }
     if let Some(x) = args.mentions { builder.add_mentions(x); }
     if let Some(x) = args.body { builder.add_body(x); }
     if let Some(x) = args.client_msg_id { builder.add_client_msg_id(x); }
+    builder.add_deleted(args.deleted);
+    builder.add_change(args.change);
     builder.add_broadcast(args.broadcast);
     builder.finish()
   }
@@ -5306,6 +5572,48 @@ impl<'a> Message<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Broadcast>(Message::VT_BROADCAST, Some(Broadcast::None)).unwrap()}
   }
+  #[inline]
+  pub fn change(&self) -> ChangeKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ChangeKind>(Message::VT_CHANGE, Some(ChangeKind::None)).unwrap()}
+  }
+  #[inline]
+  pub fn target(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Message::VT_TARGET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn edited_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Message::VT_EDITED_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn deleted(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Message::VT_DELETED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn reactions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Reaction<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Reaction>>>>(Message::VT_REACTIONS, None)}
+  }
+  #[inline]
+  pub fn version(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Message::VT_VERSION, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Message<'_> {
@@ -5322,6 +5630,12 @@ impl ::flatbuffers::Verifiable for Message<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("body", Self::VT_BODY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("mentions", Self::VT_MENTIONS, false)?
      .visit_field::<Broadcast>("broadcast", Self::VT_BROADCAST, false)?
+     .visit_field::<ChangeKind>("change", Self::VT_CHANGE, false)?
+     .visit_field::<u64>("target", Self::VT_TARGET, false)?
+     .visit_field::<u64>("edited_ms", Self::VT_EDITED_MS, false)?
+     .visit_field::<bool>("deleted", Self::VT_DELETED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Reaction>>>>("reactions", Self::VT_REACTIONS, false)?
+     .visit_field::<u64>("version", Self::VT_VERSION, false)?
      .finish();
     Ok(())
   }
@@ -5335,6 +5649,12 @@ pub struct MessageArgs<'a> {
     pub body: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub mentions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub broadcast: Broadcast,
+    pub change: ChangeKind,
+    pub target: u64,
+    pub edited_ms: u64,
+    pub deleted: bool,
+    pub reactions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Reaction<'a>>>>>,
+    pub version: u64,
 }
 impl<'a> Default for MessageArgs<'a> {
   #[inline]
@@ -5348,6 +5668,12 @@ impl<'a> Default for MessageArgs<'a> {
       body: None, // required field
       mentions: None,
       broadcast: Broadcast::None,
+      change: ChangeKind::None,
+      target: 0,
+      edited_ms: 0,
+      deleted: false,
+      reactions: None,
+      version: 0,
     }
   }
 }
@@ -5390,6 +5716,30 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<Broadcast>(Message::VT_BROADCAST, broadcast, Broadcast::None);
   }
   #[inline]
+  pub fn add_change(&mut self, change: ChangeKind) {
+    self.fbb_.push_slot::<ChangeKind>(Message::VT_CHANGE, change, ChangeKind::None);
+  }
+  #[inline]
+  pub fn add_target(&mut self, target: u64) {
+    self.fbb_.push_slot::<u64>(Message::VT_TARGET, target, 0);
+  }
+  #[inline]
+  pub fn add_edited_ms(&mut self, edited_ms: u64) {
+    self.fbb_.push_slot::<u64>(Message::VT_EDITED_MS, edited_ms, 0);
+  }
+  #[inline]
+  pub fn add_deleted(&mut self, deleted: bool) {
+    self.fbb_.push_slot::<bool>(Message::VT_DELETED, deleted, false);
+  }
+  #[inline]
+  pub fn add_reactions(&mut self, reactions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Reaction<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Message::VT_REACTIONS, reactions);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: u64) {
+    self.fbb_.push_slot::<u64>(Message::VT_VERSION, version, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MessageBuilder {
@@ -5417,6 +5767,127 @@ impl ::core::fmt::Debug for Message<'_> {
       ds.field("body", &self.body());
       ds.field("mentions", &self.mentions());
       ds.field("broadcast", &self.broadcast());
+      ds.field("change", &self.change());
+      ds.field("target", &self.target());
+      ds.field("edited_ms", &self.edited_ms());
+      ds.field("deleted", &self.deleted());
+      ds.field("reactions", &self.reactions());
+      ds.field("version", &self.version());
+      ds.finish()
+  }
+}
+pub enum ReactionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One reaction on a message: the emoji and who reacted (ascending).
+pub struct Reaction<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Reaction<'a> {
+  type Inner = Reaction<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Reaction<'a> {
+  pub const VT_EMOJI: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Reaction { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReactionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Reaction<'bldr>> {
+    let mut builder = ReactionBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    if let Some(x) = args.emoji { builder.add_emoji(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn emoji(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Reaction::VT_EMOJI, None).unwrap()}
+  }
+  #[inline]
+  pub fn users(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Reaction::VT_USERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Reaction<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("emoji", Self::VT_EMOJI, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("users", Self::VT_USERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReactionArgs<'a> {
+    pub emoji: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for ReactionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReactionArgs {
+      emoji: None, // required field
+      users: None,
+    }
+  }
+}
+
+pub struct ReactionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReactionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_emoji(&mut self, emoji: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Reaction::VT_EMOJI, emoji);
+  }
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Reaction::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReactionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReactionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Reaction<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Reaction::VT_EMOJI,"emoji");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Reaction<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Reaction");
+      ds.field("emoji", &self.emoji());
+      ds.field("users", &self.users());
       ds.finish()
   }
 }
@@ -10940,6 +11411,20 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_change_message(&self) -> Option<ChangeMessage<'a>> {
+    if self.body_type() == Body::ChangeMessage {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ChangeMessage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -11009,6 +11494,7 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::RedeemInvite => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RedeemInvite>>("Body::RedeemInvite", pos),
           Body::InviteCreated => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InviteCreated>>("Body::InviteCreated", pos),
           Body::InviteList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InviteList>>("Body::InviteList", pos),
+          Body::ChangeMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMessage>>("Body::ChangeMessage", pos),
           _ => Ok(()),
         }
      })?
@@ -11472,6 +11958,13 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::InviteList => {
           if let Some(x) = self.body_as_invite_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChangeMessage => {
+          if let Some(x) = self.body_as_change_message() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

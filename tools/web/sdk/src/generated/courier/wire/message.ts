@@ -5,6 +5,8 @@
 import * as flatbuffers from 'flatbuffers';
 
 import { Broadcast } from '../../courier/wire/broadcast.js';
+import { ChangeKind } from '../../courier/wire/change-kind.js';
+import { Reaction } from '../../courier/wire/reaction.js';
 import { U128 } from '../../courier/wire/u128.js';
 
 
@@ -73,8 +75,43 @@ broadcast():Broadcast {
   return offset ? this.bb!.readUint8(this.bb_pos + offset) : Broadcast.None;
 }
 
+change():ChangeKind {
+  const offset = this.bb!.__offset(this.bb_pos, 20);
+  return offset ? this.bb!.readUint8(this.bb_pos + offset) : ChangeKind.None;
+}
+
+target():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 22);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+editedMs():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 24);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+deleted():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 26);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
+reactions(index: number, obj?:Reaction):Reaction|null {
+  const offset = this.bb!.__offset(this.bb_pos, 28);
+  return offset ? (obj || new Reaction()).__init(this.bb!.__indirect(this.bb!.__vector(this.bb_pos + offset) + index * 4), this.bb!) : null;
+}
+
+reactionsLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 28);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+version():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 30);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
 static startMessage(builder:flatbuffers.Builder) {
-  builder.startObject(8);
+  builder.startObject(14);
 }
 
 static addConversation(builder:flatbuffers.Builder, conversation:bigint) {
@@ -119,6 +156,42 @@ static startMentionsVector(builder:flatbuffers.Builder, numElems:number) {
 
 static addBroadcast(builder:flatbuffers.Builder, broadcast:Broadcast) {
   builder.addFieldInt8(7, broadcast, Broadcast.None);
+}
+
+static addChange(builder:flatbuffers.Builder, change:ChangeKind) {
+  builder.addFieldInt8(8, change, ChangeKind.None);
+}
+
+static addTarget(builder:flatbuffers.Builder, target:bigint) {
+  builder.addFieldInt64(9, target, BigInt('0'));
+}
+
+static addEditedMs(builder:flatbuffers.Builder, editedMs:bigint) {
+  builder.addFieldInt64(10, editedMs, BigInt('0'));
+}
+
+static addDeleted(builder:flatbuffers.Builder, deleted:boolean) {
+  builder.addFieldInt8(11, +deleted, +false);
+}
+
+static addReactions(builder:flatbuffers.Builder, reactionsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(12, reactionsOffset, 0);
+}
+
+static createReactionsVector(builder:flatbuffers.Builder, data:flatbuffers.Offset[]):flatbuffers.Offset {
+  builder.startVector(4, data.length, 4);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addOffset(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startReactionsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(4, numElems, 4);
+}
+
+static addVersion(builder:flatbuffers.Builder, version:bigint) {
+  builder.addFieldInt64(13, version, BigInt('0'));
 }
 
 static endMessage(builder:flatbuffers.Builder):flatbuffers.Offset {

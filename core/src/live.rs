@@ -1,0 +1,230 @@
+//! Messages that live (issue 17): the one rule by which a change event
+//! (edit, delete, reaction) changes the message it targets.
+//!
+//! A change is a new event in the conversation's own sequence naming its
+//! target seq ([`crate::types::Change`]); history is never rewritten in
+//! place. Every holder of a message applies changes with [`apply`]: the
+//! owner to its per-conversation state (so history and sync serve the
+//! current state), clients and the simulation's devices to the messages
+//! they hold. The rule is idempotent and ordered by the change's seq: a
+//! change at or below the state's `version` is skipped, so a client that
+//! first got a message in its current state (a history page) and later
+//! the older change events (the next page, or a sync) does not go back.
+//!
+//! A deleted message keeps only its tombstone: no text, no mentions, no
+//! reactions; later edits and reactions of it are skipped (the owner
+//! refuses them before they are sequenced).
+
+use crate::types::{ChangeKind, Live, Message, Reaction, UserId};
+
+/// Applies the change event `event` to a message's state and text. Returns
+/// whether it changed anything (false for a message that is not a change,
+/// or one already included: `event.seq <= live.version`).
+pub fn apply_parts(live: &mut Live, text: &mut String, event: &Message) -> bool {
+    let Some(change) = event.change else {
+        return false;
+    };
+    if event.seq <= live.version {
+        return false;
+    }
+    live.version = event.seq;
+    if live.deleted {
+        return true;
+    }
+    match change.kind {
+        ChangeKind::Edit => {
+            live.edited = Some(event.ts);
+            text.clone_from(&event.body);
+        }
+        ChangeKind::Delete => {
+            live.deleted = true;
+            live.edited = None;
+            live.reactions = Vec::new();
+            *text = String::new();
+        }
+        ChangeKind::React => react(live, &event.body, event.sender),
+        ChangeKind::Unreact => unreact(live, &event.body, event.sender),
+    }
+    true
+}
+
+/// Applies a change event to a held message (clients, the simulation):
+/// [`apply_parts`] on its state and body; a deleted message also loses its
+/// mentions. An event that targets another message (or is none) changes
+/// nothing, so a client may offer every event to every message it holds.
+pub fn apply(target: &mut Message, event: &Message) -> bool {
+    let aimed = event.conversation == target.conversation
+        && target.change.is_none()
+        && event.change.is_some_and(|c| c.target == target.seq);
+    if !aimed {
+        return false;
+    }
+    let changed = apply_parts(&mut target.live, &mut target.body, event);
+    if target.live.deleted {
+        target.mentions = Vec::new();
+    }
+    changed
+}
+
+fn react(live: &mut Live, emoji: &str, user: UserId) {
+    match live.reactions.iter_mut().find(|r| r.emoji == emoji) {
+        Some(r) => {
+            if let Err(at) = r.users.binary_search(&user) {
+                r.users.insert(at, user);
+            }
+        }
+        None => live.reactions.push(Reaction {
+            emoji: emoji.to_owned(),
+            users: vec![user],
+        }),
+    }
+}
+
+fn unreact(live: &mut Live, emoji: &str, user: UserId) {
+    if let Some(i) = live.reactions.iter().position(|r| r.emoji == emoji) {
+        let r = &mut live.reactions[i];
+        if let Ok(at) = r.users.binary_search(&user) {
+            r.users.remove(at);
+        }
+        if r.users.is_empty() {
+            live.reactions.remove(i);
+        }
+    }
+}
+
+/// Whether `user` has reacted to a message with `emoji`.
+pub fn has_reacted(live: &Live, emoji: &str, user: UserId) -> bool {
+    live.reactions
+        .iter()
+        .any(|r| r.emoji == emoji && r.users.binary_search(&user).is_ok())
+}
+
+/// Reactions on a message over all emoji (what
+/// `REACTION_USERS_PER_MESSAGE_MAX` bounds).
+pub fn reaction_count(live: &Live) -> usize {
+    live.reactions.iter().map(|r| r.users.len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Broadcast, Change, ConversationId, Millis, Seq};
+
+    fn msg(seq: u64, sender: u64, body: &str, change: Option<(ChangeKind, u64)>) -> Message {
+        Message {
+            conversation: ConversationId(1),
+            seq: Seq(seq),
+            sender: UserId(sender),
+            client_msg_id: 0,
+            ts: Millis(seq * 10),
+            body: body.into(),
+            mentions: if change.is_none() {
+                vec![UserId(9)]
+            } else {
+                vec![]
+            },
+            broadcast: Broadcast::None,
+            change: change.map(|(kind, t)| Change {
+                kind,
+                target: Seq(t),
+            }),
+            live: Live::default(),
+        }
+    }
+
+    /// Applies `events` to message 1 by user 1 ("hello") in order and
+    /// checks (body, edited, deleted, reactions as (emoji, users)).
+    #[allow(clippy::type_complexity)]
+    fn check(
+        events: &[Message],
+        body: &str,
+        edited: Option<u64>,
+        deleted: bool,
+        r: &[(&str, &[u64])],
+    ) {
+        let mut m = msg(1, 1, "hello", None);
+        for e in events {
+            apply(&mut m, e);
+        }
+        let reactions: Vec<(String, Vec<u64>)> = m
+            .live
+            .reactions
+            .iter()
+            .map(|x| (x.emoji.clone(), x.users.iter().map(|u| u.0).collect()))
+            .collect();
+        let want: Vec<(String, Vec<u64>)> = r
+            .iter()
+            .map(|(e, u)| ((*e).to_owned(), u.to_vec()))
+            .collect();
+        assert_eq!(
+            (
+                m.body.as_str(),
+                m.live.edited.map(|t| t.0),
+                m.live.deleted,
+                reactions
+            ),
+            (body, edited, deleted, want),
+            "{events:?}"
+        );
+        if deleted {
+            assert!(m.mentions.is_empty(), "a tombstone keeps no mentions");
+        }
+    }
+
+    #[test]
+    fn changes_apply_in_seq_order_once() {
+        use ChangeKind::*;
+        let edit = |s, t: &str| msg(s, 1, t, Some((Edit, 1)));
+        let del = |s| msg(s, 1, "", Some((Delete, 1)));
+        let react = |s, u, e: &str| msg(s, u, e, Some((React, 1)));
+        let unreact = |s, u, e: &str| msg(s, u, e, Some((Unreact, 1)));
+        check(&[], "hello", None, false, &[]);
+        check(&[edit(2, "hi")], "hi", Some(20), false, &[]);
+        check(
+            &[edit(2, "hi"), edit(3, "hey")],
+            "hey",
+            Some(30),
+            false,
+            &[],
+        );
+        // An older event after a newer one is skipped (current-state pages).
+        check(
+            &[edit(3, "hey"), edit(2, "hi")],
+            "hey",
+            Some(30),
+            false,
+            &[],
+        );
+        check(&[edit(2, "hi"), edit(2, "hi")], "hi", Some(20), false, &[]);
+        check(&[edit(2, "secret"), del(3)], "", None, true, &[]);
+        check(&[del(2), edit(3, "back")], "", None, true, &[]);
+        check(
+            &[
+                react(2, 5, "+1"),
+                react(3, 4, "+1"),
+                react(4, 4, "+1"),
+                react(5, 4, "eyes"),
+            ],
+            "hello",
+            None,
+            false,
+            &[("+1", &[4, 5]), ("eyes", &[4])],
+        );
+        check(
+            &[react(2, 5, "+1"), unreact(3, 5, "+1"), unreact(4, 5, "+1")],
+            "hello",
+            None,
+            false,
+            &[],
+        );
+        check(
+            &[react(2, 5, "+1"), del(3), react(4, 6, "+1")],
+            "",
+            None,
+            true,
+            &[],
+        );
+        // A message, not a change, changes nothing.
+        check(&[msg(2, 1, "other", None)], "hello", None, false, &[]);
+    }
+}

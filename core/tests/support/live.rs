@@ -1,0 +1,91 @@
+//! Issue 17 in the simulation: devices edit, delete and react to messages
+//! they hold (their own and others'), and the replies are checked against
+//! the model (a change acknowledged is durable; a refusal is one the rules
+//! allow).
+
+use courier_core::api::{ChangeKind, ConversationId, Reject, Request, Response, Seq};
+
+use super::{Pend, World};
+
+const EMOJI: [&str; 4] = ["+1", "eyes", "tada", "heart"];
+
+impl World {
+    /// A random change of a message the device holds.
+    pub(super) fn act_change(&mut self, c: usize, member_convs: &[ConversationId]) {
+        let Some(&conv) = self.rng.pick(member_convs) else {
+            return;
+        };
+        let user = self.clients[c].user;
+        let posts: Vec<(Seq, bool)> = self.clients[c]
+            .convs
+            .get(&conv)
+            .map(|cc| {
+                cc.msgs
+                    .values()
+                    .filter(|m| m.change.is_none())
+                    .map(|m| (m.seq, Some(m.sender) == user))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(&(target, own)) = self.rng.pick(&posts) else {
+            return;
+        };
+        let (kind, text) = match self.rng.below(10) {
+            0..=2 => (
+                ChangeKind::Edit,
+                format!("c{c}-edit-{}", self.rng.below(1000)),
+            ),
+            3 => (ChangeKind::Delete, String::new()),
+            4..=7 => (ChangeKind::React, self.emoji()),
+            _ => (ChangeKind::Unreact, self.emoji()),
+        };
+        let request = Request::Change {
+            conversation: conv,
+            target,
+            kind,
+            text,
+        };
+        self.request(c, request, Pend::Change { conv, own });
+    }
+
+    fn emoji(&mut self) -> String {
+        let i = self.rng.below(EMOJI.len() as u64) as usize;
+        EMOJI[i].to_owned()
+    }
+
+    /// The answer to a change: an ack names a durable change of this
+    /// conversation; `Forbidden` only for someone else's message (or an
+    /// admin's edit window); `NotFound` when deleted or no longer a member.
+    pub(super) fn on_change_reply(
+        &mut self,
+        conv: ConversationId,
+        own: bool,
+        result: Result<Response, Reject>,
+    ) {
+        match result {
+            Ok(Response::SendAck {
+                conversation, seq, ..
+            }) => {
+                assert_eq!(conversation, conv);
+                let ch = self.model.changes.get(&(conv.0, seq.0));
+                assert!(
+                    ch.is_some_and(|ch| ch.durable_at.is_some()),
+                    "change ack of {conv:?}/{} that is not a durable change",
+                    seq.0
+                );
+                self.stats.changes_acked += 1;
+            }
+            Ok(Response::Done) => self.stats.changes_noop += 1,
+            Err(Reject::Forbidden(why)) => {
+                assert!(
+                    !own || why.contains("edit window"),
+                    "own change refused: {why}"
+                );
+                self.stats.changes_refused += 1;
+            }
+            Err(Reject::NotFound) => self.stats.changes_refused += 1,
+            Err(Reject::Unavailable { .. }) => {}
+            other => panic!("change of {conv:?} answered {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Messages that live (issue 17) end to end against a real `courierd`
+//! through the CLI: `edit`, `delete` and `react`; a `watch` that was
+//! offline during the edit and the delete prints them (and a reaction)
+//! exactly once when it resumes from its cursor file, then a live one;
+//! `history --json` rows carry `edited`, `deleted` and `reactions`; and
+//! the deleted text is printed nowhere — not by the resumed watch, not by
+//! history, not by a fresh `watch --from-start`.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use courier_tools::testkit::ServerProcess;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const SECRET: &str = "the password is hunter2";
+
+/// A `courier` command against `server` with a clean environment.
+fn courier(server: &ServerProcess, token: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
+    cmd.env_remove("COURIER_TOKEN")
+        .env(
+            "COURIER_CONFIG",
+            server.data_dir().with_file_name("cli-config.toml"),
+        )
+        .env("COURIER_SERVER", server.url())
+        .args(["--token", token, "--json"])
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(server: &ServerProcess, token: &str, args: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let out: Output = courier(server, token, args).output().unwrap();
+    let rows = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.status.code(), rows)
+}
+
+fn run_ok(server: &ServerProcess, token: &str, args: &[&str]) -> Vec<Value> {
+    let (code, rows) = run(server, token, args);
+    assert_eq!(code, Some(0), "courier {args:?}");
+    rows
+}
+
+fn id(v: &Value) -> String {
+    v.as_str().unwrap().to_owned()
+}
+
+/// A running `courier watch`, its stdout lines on a channel.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    fn start(mut cmd: Command) -> Watch {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    fn next(&self) -> Option<Value> {
+        let line = self.lines.recv_timeout(Duration::from_secs(10)).ok()?;
+        assert!(
+            !line.contains("hunter2"),
+            "a deleted body was printed: {line}"
+        );
+        Some(serde_json::from_str(&line).unwrap())
+    }
+
+    fn quiet(&self) -> bool {
+        self.lines.recv_timeout(Duration::from_millis(500)).is_err()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (type, seq, target, body or emoji) of a watch line.
+fn summary(v: &Value) -> (String, u64, u64, String) {
+    let text = if v["type"] == "reaction" {
+        v["emoji"].as_str().unwrap().to_owned()
+    } else {
+        v["body"].as_str().unwrap().to_owned()
+    };
+    (
+        v["type"].as_str().unwrap().to_owned(),
+        v["seq"].as_u64().unwrap(),
+        v["target"].as_u64().unwrap_or(0),
+        text,
+    )
+}
+
+fn s(t: &str, seq: u64, target: u64, text: &str) -> (String, u64, u64, String) {
+    (t.into(), seq, target, text.into())
+}
+
+#[test]
+fn an_offline_watcher_sees_edits_deletes_and_reactions_once_and_never_the_deleted_text() {
+    let server = ServerProcess::spawn_temp(2).unwrap();
+    let admin = server.admin_token().unwrap();
+    let ws = id(&run_ok(&server, &admin, &["admin", "create-workspace", "acme"])[0]["workspace"]);
+    let user = |name: &str| {
+        let row = &run_ok(
+            &server,
+            &admin,
+            &["admin", "create-user", "--workspace", &ws, name],
+        )[0];
+        row["token"].as_str().unwrap().to_owned()
+    };
+    let (alice, bob) = (user("alice"), user("bob"));
+    run_ok(&server, &alice, &["channel", "create", "general"]);
+    run_ok(&server, &alice, &["channel", "invite", "general", "bob"]);
+    run_ok(&server, &alice, &["send", "general", "hello"]);
+    run_ok(&server, &alice, &["send", "general", SECRET]);
+
+    // Bob's watcher holds both messages, saves its cursor and goes away.
+    let cursor = server.data_dir().with_file_name("bob.cursors");
+    let cursor = cursor.to_str().unwrap();
+    let watch_args = ["watch", "--from-start", "--cursor-file", cursor, "general"];
+    {
+        let watch = Watch::start(courier(&server, &bob, &watch_args));
+        assert_eq!(summary(&watch.next().unwrap()).1, 1);
+        // The secret itself was printed before the delete: expected.
+        let second = watch.lines.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(second.contains("hunter2"));
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+
+    // While it is away: an edit, a delete, a reaction; bob may not edit
+    // alice's message (exit 1, nothing changes).
+    let edit = run_ok(&server, &alice, &["edit", "general", "1", "hello, world"]);
+    assert_eq!(
+        (edit[0]["type"].as_str(), edit[0]["seq"].as_u64()),
+        (Some("edit"), Some(3))
+    );
+    run_ok(&server, &alice, &["delete", "general", "2"]);
+    run_ok(&server, &bob, &["react", "general", "1", "+1"]);
+    let (code, _) = run(&server, &bob, &["edit", "general", "1", "bob was here"]);
+    assert_eq!(code, Some(1), "editing someone else's message is refused");
+    let again = run_ok(&server, &alice, &["delete", "general", "2"]);
+    assert_eq!(
+        again[0]["changed"], false,
+        "a second delete changes nothing"
+    );
+
+    // It comes back from its cursor file: the three changes, once, in order.
+    let resume = ["watch", "--cursor-file", cursor, "general"];
+    let watch = Watch::start(courier(&server, &bob, &resume));
+    let got: Vec<_> = (0..3).map(|_| summary(&watch.next().unwrap())).collect();
+    assert_eq!(
+        got,
+        vec![
+            s("edit", 3, 1, "hello, world"),
+            s("delete", 4, 2, ""),
+            s("reaction", 5, 1, "+1"),
+        ]
+    );
+    // And a live one.
+    run_ok(&server, &alice, &["react", "general", "1", "tada"]);
+    assert_eq!(summary(&watch.next().unwrap()), s("reaction", 6, 1, "tada"));
+    run_ok(&server, &bob, &["react", "general", "1", "+1", "--remove"]);
+    let removed = watch.next().unwrap();
+    assert_eq!(
+        (removed["type"].as_str(), removed["removed"].as_bool()),
+        (Some("reaction"), Some(true))
+    );
+    assert!(watch.quiet(), "nothing twice");
+
+    // History: the messages in their current state, changes applied.
+    let rows = run_ok(&server, &bob, &["history", "general"]);
+    assert!(!format!("{rows:?}").contains("hunter2"), "{rows:?}");
+    let view: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let reactions: Vec<String> = r["reactions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| format!("{}:{}", x["emoji"].as_str().unwrap(), x["count"]))
+                .collect();
+            (
+                r["seq"].as_u64().unwrap(),
+                r["body"].as_str().unwrap().to_owned(),
+                r["edited"].as_bool().unwrap(),
+                r["deleted"].as_bool().unwrap(),
+                reactions,
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            (
+                1,
+                "hello, world".to_owned(),
+                true,
+                false,
+                vec!["tada:1".to_owned()]
+            ),
+            (2, String::new(), false, true, vec![]),
+        ]
+    );
+    // A fresh device from the start: the deleted text nowhere.
+    let fresh = Watch::start(courier(
+        &server,
+        &bob,
+        &["watch", "--from-start", "general"],
+    ));
+    for seq in 1..=7 {
+        let line = fresh
+            .next()
+            .unwrap_or_else(|| panic!("seq {seq} not printed"));
+        assert_eq!(line["seq"].as_u64(), Some(seq), "every seq once, in order");
+    }
+    assert!(fresh.quiet(), "nothing twice");
+}
