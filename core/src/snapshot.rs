@@ -1534,9 +1534,15 @@ mod tests {
         assert_eq!(encode(&back, Lsn(200)), bytes, "restores to what it holds");
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v6 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned)
-            .expect("v7")
-            .v6;
+        let v7 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned)
+            .expect("v8")
+            .v7;
+        let mut seven = SNAPSHOT_MAGIC.to_vec();
+        seven.extend_from_slice(&7u32.to_le_bytes());
+        seven.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&v7).expect("encodes"));
+        let (from_v7, _) = restore_bytes(&seven).expect("a version 7 snapshot restores");
+        assert_eq!(from_v7.workspaces[&WorkspaceId(WS)].invites, ws.invites);
+        let v6 = v7.v6;
         let mut six = SNAPSHOT_MAGIC.to_vec();
         six.extend_from_slice(&6u32.to_le_bytes());
         six.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&v6).expect("encodes"));
@@ -1575,8 +1581,9 @@ mod tests {
         let bytes = encode(&s, Lsn(9));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v5 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned)
-            .expect("v7")
+        let v5 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned)
+            .expect("v8")
+            .v7
             .v6
             .v5;
         let v4 = rkyv::to_bytes::<rancor::Error>(&v5.v4).expect("encodes");
@@ -1732,8 +1739,9 @@ mod tests {
         let bytes = encode(&s, Lsn(lsn));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v6 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned)
-            .expect("v7")
+        let v6 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned)
+            .expect("v8")
+            .v7
             .v6;
         assert!(v6
             .v5
@@ -1745,8 +1753,9 @@ mod tests {
             .iter()
             .all(|c| c.lsns.is_empty()));
         let as_v5 = |index: Vec<u64>| {
-            let mut v5 = rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned)
-                .expect("v7")
+            let mut v5 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned)
+                .expect("v8")
+                .v7
                 .v6
                 .v5;
             for c in &mut v5.v4.v3.v2.v1.conversations {
