@@ -678,10 +678,11 @@ impl NotifierRole {
                 continue;
             }
             let key = (cand.user, m.conversation, m.seq, false);
-            let pushed = cx.state.pushed.get(&(cand.user, m.conversation));
-            if cx.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| *s >= m.seq) {
+            let pushed = cx.state.pushed_up_to(cand.user, m.conversation);
+            if cx.state.outbox_index.contains_key(&key) || pushed.is_some_and(|s| s >= m.seq) {
                 // Handed over again (after a crash): one push per (user,
-                // message), and none older than one delivered.
+                // message), and none older than one delivered (even if a
+                // delete's clear retracted it since).
                 continue;
             }
             if cx.state.outbox.len() >= OUTBOX_ENTRIES_MAX || cx.writable().is_err() {

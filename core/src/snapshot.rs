@@ -53,8 +53,9 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
 ///
 /// 8: [`SnapshotV8`], version 7 plus the messages that live (issue 17):
 /// per conversation its change seqs, newest message and the state of
-/// every changed message, and the kind and target of cached changes.
-/// Versions 1 to 7 hold none.
+/// every changed message, and the kind and target of cached changes;
+/// and the home role's pushes retracted unread by a delete
+/// (`State::retracted`). Versions 1 to 7 hold none.
 pub const SNAPSHOT_VERSION: u32 = 8;
 
 /// Why snapshot bytes could not be restored.
@@ -209,6 +210,8 @@ pub struct SnapshotV8 {
     v7: SnapshotV7,
     /// Conversations with at least one change, by id.
     live: Vec<SnapLiveConv>,
+    /// Home role: `State::retracted`, (user, conversation, seq), sorted.
+    retracted: Vec<(u64, u64, u64)>,
 }
 
 /// A conversation's issue-17 state.
@@ -464,6 +467,7 @@ fn decode_version(
     version: u32,
     aligned: &[u8],
     live: &mut Vec<SnapLiveConv>,
+    retracted: &mut Vec<(u64, u64, u64)>,
 ) -> Result<
     (
         SnapshotV1,
@@ -525,6 +529,7 @@ fn decode_version(
         8 => {
             let v8 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(aligned).map_err(invalid)?;
             *live = v8.live;
+            *retracted = v8.retracted;
             let v7 = v8.v7;
             let (v1, outbox, pushed, w, mut people) = split_v5(v7.v6.v5);
             people.invites = v7.invites;
@@ -954,6 +959,11 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
         snapshot: SnapshotV8 {
             v7: snapshot_v7(state, snapshot),
             live: snap_live(state),
+            retracted: state
+                .retracted
+                .iter()
+                .map(|((u, c), s)| (u.0, c.0, s.0))
+                .collect(),
         },
         cache,
         pending_deletes,
@@ -1167,8 +1177,9 @@ pub fn restore(
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len() - 8);
     aligned.extend_from_slice(&bytes[8..]);
     let mut live = Vec::new();
+    let mut retracted = Vec::new();
     let (snap, outbox, pushed, watermark, people, tail) =
-        decode_version(version, &aligned, &mut live)?;
+        decode_version(version, &aligned, &mut live, &mut retracted)?;
     let watermark = watermark.unwrap_or(snap.last_lsn);
     if watermark > snap.last_lsn {
         return Err(inconsistent(format!(
@@ -1360,6 +1371,9 @@ pub fn restore(
     for (user, conv, seq) in pushed {
         state.remember_pushed(UserId(user), ConversationId(conv), Seq(seq));
     }
+    for (user, conv, seq) in retracted {
+        state.remember_retracted(UserId(user), ConversationId(conv), Seq(seq));
+    }
     state.handoff_watermark = watermark;
     restore_tail(&mut state, tail, snap.last_lsn)?;
     Ok((state, Lsn(snap.last_lsn)))
@@ -1480,6 +1494,62 @@ mod tests {
 
     fn restore_bytes(bytes: &[u8]) -> Result<(State, Lsn), RestoreError> {
         restore(ShardId(0), 1, HashState::new(&[7; 32]), bytes)
+    }
+
+    /// A delete's `clear` of the newest delivered push of a conversation
+    /// forgets it in `pushed` while an older delivered push is unread
+    /// (issue 17): the home keeps it in `retracted`, across a snapshot, so
+    /// a hand-off decided again after a restart pushes neither twice (seed
+    /// 44281016265500 pushed seq 11 again after seq 12 was deleted); a
+    /// cursor reaching it forgets it, and a read's clear keeps nothing.
+    #[test]
+    fn a_push_retracted_unread_is_remembered_until_read() {
+        let mut s = state();
+        let conv = 77;
+        let push = |seq, clear| Record::PushQueued {
+            user: BOB,
+            conversation: conv,
+            seq,
+            sender: ANN,
+            reason: StoredReason::Dm,
+            preview: String::new(),
+            due: 0,
+            clear,
+        };
+        let settled = |id| Record::PushSettled {
+            id,
+            delivered: true,
+        };
+        let cursor = |seq| Record::CursorSet {
+            user: BOB,
+            conversation: conv,
+            seq,
+        };
+        let records = [
+            push(11, false),
+            settled(100),
+            push(12, false),
+            settled(102),
+            push(12, true), // seq 12 deleted, seq 11 unread
+        ];
+        for (i, r) in records.iter().enumerate() {
+            s.apply(Lsn(100 + i as u64), r).expect("applies");
+        }
+        let key = (UserId(BOB), ConversationId(conv));
+        assert_eq!(s.pushed.get(&key), None, "the clear forgot it");
+        assert_eq!(s.pushed_up_to(key.0, key.1), Some(Seq(12)));
+        let bytes = encode(&s, Lsn(104));
+        let (mut back, _) = restore_bytes(&bytes).expect("restores");
+        assert_eq!(encode(&back, Lsn(104)), bytes, "equal states, equal bytes");
+        assert_eq!(back.pushed_up_to(key.0, key.1), Some(Seq(12)));
+        back.apply(Lsn(105), &cursor(12)).expect("applies");
+        assert_eq!(back.pushed_up_to(key.0, key.1), None, "read: rule 2");
+        // A read's clear (the cursor covers the push) keeps nothing.
+        let read = [push(13, false), settled(106), cursor(13), push(13, true)];
+        for (i, r) in read.iter().enumerate() {
+            back.apply(Lsn(106 + i as u64), r).expect("applies");
+        }
+        assert!(back.retracted.is_empty() && back.pushed.is_empty());
     }
 
     /// Invites and the invite policy survive a snapshot; an invite dead at

@@ -576,6 +576,14 @@ pub struct State {
     /// Home role: the newest delivered push per (user, conversation) not yet
     /// cleared (a read sends its `clear`); at most PUSHED_ENTRIES_MAX.
     pub pushed: BTreeMap<(UserId, ConversationId), Seq>,
+    /// Home role (issue 17): the newest delivered push per (user,
+    /// conversation) that a delete's `clear` retracted while still unread
+    /// (the clear forgot it in `pushed`, and it may stand above older
+    /// delivered, unread pushes). A hand-off decided again after a restart
+    /// pushes nothing at or below it, as with `pushed`; forgotten once the
+    /// cursor reaches it (the read rule takes over). At most
+    /// PUSHED_ENTRIES_MAX.
+    pub retracted: BTreeMap<(UserId, ConversationId), Seq>,
     /// Owner role: every message with an LSN at or below this was handed
     /// off and confirmed by its candidates' home shards
     /// (`NotifyHandedOff`); a start hands off the later ones again.
@@ -639,6 +647,7 @@ impl State {
             outbox: BTreeMap::new(),
             outbox_index: BTreeMap::new(),
             pushed: BTreeMap::new(),
+            retracted: BTreeMap::new(),
             handoff_watermark: 0,
             handoff_tail: VecDeque::new(),
             handoff_tail_dropped: 0,
@@ -685,10 +694,25 @@ impl State {
         // A clear forgets the delivered push it retracts, not a newer one
         // (a clear for a push read while in flight must not lose the
         // `clear` of a later, unread push, nor let a repeated hand-off of
-        // it push again).
+        // it push again). A clear the cursor does not cover (a delete's,
+        // issue 17) forgets the push without the older, unread ones being
+        // read: it is kept in `retracted`, or a hand-off decided again
+        // after a restart would push them a second time.
         let pushed = (e.user, e.conversation);
-        if e.clear && self.pushed.get(&pushed).is_some_and(|s| *s <= e.seq) {
+        if let Some(s) = self
+            .pushed
+            .get(&pushed)
+            .copied()
+            .filter(|s| e.clear && *s <= e.seq)
+        {
             self.pushed.remove(&pushed);
+            let read = self
+                .users
+                .get(&e.user)
+                .map_or(Seq(0), |u| u.cursor(e.conversation));
+            if read < s {
+                self.remember_retracted(e.user, e.conversation, s);
+            }
         }
         self.outbox_index.insert(key, id);
         self.outbox.insert(id, e);
@@ -717,6 +741,27 @@ impl State {
         } else if self.pushed.len() < PUSHED_ENTRIES_MAX {
             self.pushed.insert(key, seq);
         }
+    }
+
+    /// Notes a delivered push retracted unread (bounded like `pushed`).
+    pub(crate) fn remember_retracted(&mut self, user: UserId, conv: ConversationId, seq: Seq) {
+        let key = (user, conv);
+        if let Some(s) = self.retracted.get_mut(&key) {
+            *s = (*s).max(seq);
+        } else if self.retracted.len() < PUSHED_ENTRIES_MAX {
+            self.retracted.insert(key, seq);
+        }
+    }
+
+    /// The newest seq of `conv` delivered to `user` by a push whose
+    /// memory is kept (`pushed`, or `retracted` by a delete): no hand-off
+    /// decided again pushes a message at or below it.
+    pub fn pushed_up_to(&self, user: UserId, conv: ConversationId) -> Option<Seq> {
+        let key = (user, conv);
+        self.pushed
+            .get(&key)
+            .copied()
+            .max(self.retracted.get(&key).copied())
     }
 
     fn user_mut(&mut self, id: u64) -> Result<&mut User, ApplyError> {
@@ -1094,6 +1139,10 @@ impl State {
                     seq: Seq(*seq),
                     lsn,
                 };
+                let key = (UserId(*user), ConversationId(*conversation));
+                if self.retracted.get(&key).is_some_and(|s| s.0 <= *seq) {
+                    self.retracted.remove(&key);
+                }
             }
             Record::NotifySet {
                 user,
