@@ -12,38 +12,19 @@ use courier_core::api::{
 };
 use courier_core::ids::shard_of;
 
-use support::World;
+use support::{ScriptedNode as Node, World};
 
 const SHARDS: u16 = 3;
 const DAY_MS: u64 = 86_400_000;
 
-struct Node {
-    w: World,
-    admin: usize,
-    ws: WorkspaceId,
-}
-
 fn node(seed: u64) -> Node {
-    let mut w = World::new(seed, SHARDS);
-    let admin = w.admin(0);
-    let ws = w.create_workspace(admin, "acme");
-    Node { w, admin, ws }
+    support::scripted_node(seed, SHARDS)
 }
 
-impl Node {
-    /// A user created by the node admin with `role`, connected on shard `s`.
-    fn user(&mut self, name: &str, role: Role, s: u16) -> (UserId, usize) {
-        let (user, cred) = self.w.create_user(self.admin, self.ws, name);
-        if role != Role::Member {
-            let set = PeopleRequest::SetRole { user, role };
-            assert_eq!(
-                self.w.call(self.admin, Request::People(set)),
-                Ok(Response::Done)
-            );
-        }
-        let c = self.w.user_client(user, self.ws, cred, s, false);
-        (user, c)
-    }
+/// A user created by the node admin with `role`, connected on shard `s`.
+fn user(n: &mut Node, name: &str, role: Role, s: u16) -> (UserId, usize) {
+    let (user, c, _) = n.user(name, role, s);
+    (user, c)
 }
 
 /// An invite and its secret.
@@ -134,7 +115,7 @@ fn create_channel(w: &mut World, c: usize, name: &str) -> Result<Response, Rejec
 #[test]
 fn an_admin_invites_and_a_newcomer_redeems_without_any_token() {
     let mut n = node(41);
-    let (_, a) = n.user("adam", Role::Admin, 1);
+    let (_, a) = user(&mut n, "adam", Role::Admin, 1);
     let ws = n.ws;
     let w = &mut n.w;
     let inv = create(w, a, 2, DAY_MS, Role::Guest).expect("an admin invites");
@@ -194,7 +175,7 @@ fn an_admin_invites_and_a_newcomer_redeems_without_any_token() {
 #[test]
 fn expired_and_revoked_invites_are_refused_by_name() {
     let mut n = node(42);
-    let (_, a) = n.user("adam", Role::Admin, 0);
+    let (_, a) = user(&mut n, "adam", Role::Admin, 0);
     let w = &mut n.w;
     // (Time passes while the node settles: ten minutes is plenty.)
     let short = create(w, a, 5, 600_000, Role::Member).expect("creates");
@@ -235,10 +216,10 @@ fn expired_and_revoked_invites_are_refused_by_name() {
 #[test]
 fn members_invite_only_when_the_workspace_allows_and_never_admins() {
     let mut n = node(43);
-    let (_, a) = n.user("adam", Role::Admin, 0);
-    let (_, m) = n.user("mia", Role::Member, 1);
-    let (_, g) = n.user("gia", Role::Guest, 2);
-    let (_, o) = n.user("olga", Role::Owner, 2);
+    let (_, a) = user(&mut n, "adam", Role::Admin, 0);
+    let (_, m) = user(&mut n, "mia", Role::Member, 1);
+    let (_, g) = user(&mut n, "gia", Role::Guest, 2);
+    let (_, o) = user(&mut n, "olga", Role::Owner, 2);
     let ws = n.ws;
     let w = &mut n.w;
     assert!(matches!(
@@ -308,7 +289,7 @@ fn members_invite_only_when_the_workspace_allows_and_never_admins() {
 fn invites_survive_crashes_and_snapshots() {
     for snapshot_first in [false, true] {
         let mut n = node(44 + u64::from(snapshot_first));
-        let (_, a) = n.user("adam", Role::Admin, 1);
+        let (_, a) = user(&mut n, "adam", Role::Admin, 1);
         let ws = n.ws;
         let w = &mut n.w;
         let inv = create(w, a, 3, DAY_MS, Role::Guest).expect("creates");

@@ -7,38 +7,16 @@
 mod support;
 
 use courier_core::api::{
-    Broadcast, ChangeKind, ConversationId, Credential, HistoryAnchor, Message, PeopleRequest,
-    Reject, Request, Response, Role, Seq, UserId, WorkspaceId,
+    Broadcast, ChangeKind, ConversationId, HistoryAnchor, Message, Reject, Request, Response, Role,
+    Seq, UserId,
 };
 
-use support::World;
+use support::{ScriptedNode as Node, World};
 
 const SHARDS: u16 = 3;
 
-struct Node {
-    w: World,
-    admin: usize,
-    ws: WorkspaceId,
-}
-
 fn node(seed: u64) -> Node {
-    let mut w = World::new(seed, SHARDS);
-    let admin = w.admin(0);
-    let ws = w.create_workspace(admin, "acme");
-    Node { w, admin, ws }
-}
-
-impl Node {
-    /// A user with `role`, one scripted device on shard `s`.
-    fn user(&mut self, name: &str, role: Role, s: u16) -> (UserId, usize, Credential) {
-        let (user, cred) = self.w.create_user(self.admin, self.ws, name);
-        if role != Role::Member {
-            let set = Request::People(PeopleRequest::SetRole { user, role });
-            assert_eq!(self.w.call(self.admin, set), Ok(Response::Done));
-        }
-        let c = self.w.user_client(user, self.ws, cred.clone(), s, false);
-        (user, c, cred)
-    }
+    support::scripted_node(seed, SHARDS)
 }
 
 fn send(w: &mut World, c: usize, conversation: ConversationId, body: &str) -> Seq {

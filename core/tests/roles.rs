@@ -12,33 +12,12 @@ use courier_core::api::{
 };
 use courier_core::ids::shard_of;
 
-use support::{Down, World};
+use support::{Down, ScriptedNode as Node, World};
 
 const SHARDS: u16 = 3;
 
-struct Node {
-    w: World,
-    admin: usize,
-    ws: WorkspaceId,
-}
-
 fn node(seed: u64) -> Node {
-    let mut w = World::new(seed, SHARDS);
-    let admin = w.admin(0);
-    let ws = w.create_workspace(admin, "acme");
-    Node { w, admin, ws }
-}
-
-impl Node {
-    /// A user created by the node admin with `role`, connected on shard `s`.
-    fn user(&mut self, name: &str, role: Role, s: u16) -> (UserId, usize, Credential) {
-        let (user, cred) = self.w.create_user(self.admin, self.ws, name);
-        if role != Role::Member {
-            assert_eq!(set_role(&mut self.w, self.admin, user, role), Ok(()));
-        }
-        let c = self.w.user_client(user, self.ws, cred.clone(), s, false);
-        (user, c, cred)
-    }
+    support::scripted_node(seed, SHARDS)
 }
 
 fn set_role(w: &mut World, c: usize, user: UserId, role: Role) -> Result<(), Reject> {

@@ -37,5 +37,7 @@ pub use history::*;
 pub use net::*;
 pub use push::*;
 pub use rng::*;
+#[allow(unused_imports)] // only the scripted scenarios use them
+pub use scripted::{scripted_node, ScriptedNode};
 pub use storage::*;
 pub use world::*;

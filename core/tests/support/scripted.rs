@@ -141,3 +141,40 @@ impl World {
         }
     }
 }
+
+/// A node of `shards` shards with an admin session and one workspace
+/// ("acme"): the start of the scripted role, invite and message-change
+/// scenarios.
+pub struct ScriptedNode {
+    pub w: World,
+    /// The admin session's client.
+    pub admin: usize,
+    pub ws: WorkspaceId,
+}
+
+/// A fresh [`ScriptedNode`] of `shards` shards.
+pub fn scripted_node(seed: u64, shards: u16) -> ScriptedNode {
+    let mut w = World::new(seed, shards);
+    let admin = w.admin(0);
+    let ws = w.create_workspace(admin, "acme");
+    ScriptedNode { w, admin, ws }
+}
+
+impl ScriptedNode {
+    /// A user created by the node admin with `role`, one scripted device
+    /// connected on shard `s`: (user, its client, its credential).
+    pub fn user(
+        &mut self,
+        name: &str,
+        role: courier_core::api::Role,
+        s: u16,
+    ) -> (UserId, usize, Credential) {
+        let (user, cred) = self.w.create_user(self.admin, self.ws, name);
+        if role != courier_core::api::Role::Member {
+            let set = Request::People(courier_core::api::PeopleRequest::SetRole { user, role });
+            assert_eq!(self.w.call(self.admin, set), Ok(Response::Done));
+        }
+        let c = self.w.user_client(user, self.ws, cred.clone(), s, false);
+        (user, c, cred)
+    }
+}
