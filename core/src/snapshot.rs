@@ -910,33 +910,7 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
             broadcasts: c.broadcasts.clone(),
         })
         .collect();
-    let claims = state
-        .claims
-        .iter()
-        .map(|(id, (claim, _))| match claim {
-            Claim::User { workspace, name } => SnapClaim {
-                id: *id,
-                workspace: workspace.0,
-                name: name.clone(),
-                channel: false,
-                private: false,
-                creator: 0,
-            },
-            Claim::Channel {
-                workspace,
-                name,
-                private,
-                creator,
-            } => SnapClaim {
-                id: *id,
-                workspace: workspace.0,
-                name: name.clone(),
-                channel: true,
-                private: *private,
-                creator: creator.0,
-            },
-        })
-        .collect();
+    let claims = snap_claims(state);
     let cache = state
         .cache
         .export_shared()
@@ -968,6 +942,37 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
         cache,
         pending_deletes,
     }
+}
+
+/// The name claims in flight, as stored.
+fn snap_claims(state: &State) -> Vec<SnapClaim> {
+    state
+        .claims
+        .iter()
+        .map(|(id, (claim, _))| match claim {
+            Claim::User { workspace, name } => SnapClaim {
+                id: *id,
+                workspace: workspace.0,
+                name: name.clone(),
+                channel: false,
+                private: false,
+                creator: 0,
+            },
+            Claim::Channel {
+                workspace,
+                name,
+                private,
+                creator,
+            } => SnapClaim {
+                id: *id,
+                workspace: workspace.0,
+                name: name.clone(),
+                channel: true,
+                private: *private,
+                creator: creator.0,
+            },
+        })
+        .collect()
 }
 
 /// (conversation, seq) of the messages a delete not yet durable removes
