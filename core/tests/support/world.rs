@@ -499,20 +499,7 @@ impl World {
             .retain(|_, (shard, lsn)| *shard != s || *lsn <= durable);
         self.model.on_crash(s, durable);
         self.net.retain(|(_, to), _| *to != s);
-        let dead: Vec<ConnId> = self
-            .links
-            .keys()
-            .copied()
-            .filter(|c| c.shard() == ShardId(s))
-            .collect();
-        for conn in dead {
-            if let Some(link) = self.links.remove(&conn) {
-                let client = &mut self.clients[link.client];
-                if client.conn == Some(conn) {
-                    client.go_offline(self.step + 5);
-                }
-            }
-        }
+        self.drop_sockets_of(s);
     }
 
     pub fn restart(&mut self, s: u16) {
@@ -852,6 +839,12 @@ impl World {
         self.nodes[usize::from(s)].next_conn = 0;
         self.net.retain(|(_, to), _| *to != s);
         self.resets.retain(|(edge, _)| *edge != s);
+        self.drop_sockets_of(s);
+    }
+
+    /// Shard `s`'s process died: its sockets are gone and their clients go
+    /// offline for a while.
+    fn drop_sockets_of(&mut self, s: u16) {
         let dead: Vec<ConnId> = self
             .links
             .keys()
