@@ -83,13 +83,41 @@ pub fn etcd_bin() -> Result<PathBuf, TestkitError> {
         .map_err(TestkitError::Etcd)
 }
 
-/// An ephemeral loopback port that was free a moment ago.
+/// The lowest port of the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), 32768 if it cannot be read.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// How many ports below the ephemeral range [`free_port`] chooses from.
+const FIXED_PORTS: u16 = 12_000;
+
+/// A loopback port that was free a moment ago, for a server a test stops
+/// and starts again on the same port (etcd, a node's peer listener).
+///
+/// It lies *below* the kernel's ephemeral range. A port from that range
+/// (what binding port 0 gives) can be taken while its server is down: by
+/// any outgoing connection's automatic source port, or by a client
+/// retrying a connect to it, which the kernel may complete as a
+/// connection to itself. Either makes the restart fail with "address
+/// already in use" — CI saw it when etcd was restarted under load.
 pub fn free_port() -> Result<u16, TestkitError> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| TestkitError::Etcd(format!("no free port: {e}")))?;
-    Ok(port)
+    use rand::Rng;
+    let high = ephemeral_low().max(FIXED_PORTS + 1024);
+    let low = high - FIXED_PORTS;
+    let mut rng = rand::thread_rng();
+    for _ in 0..256 {
+        let port = rng.gen_range(low..high);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(TestkitError::Etcd(format!(
+        "no free port in 127.0.0.1:{low}..{high} after 256 tries"
+    )))
 }
 
 impl Etcd {
