@@ -234,7 +234,8 @@ fn cluster_simulation() {
         std::io::stderr(),
         "cluster simulation: {} seeds in {:.1?}: {} records committed, {} messages, {} acks, {} live events; \
          {} packets ({} dropped, {} duplicated), {} partitions, {} crashes, {} demotions, {} promotions, \
-         {} compactions, {} fetches, {} WAL reads cut short; 0 violations",
+         {} compactions, {} fetches, {} WAL reads cut short; {} of {} ticks without a serving node, \
+         longest outage {} ticks; 0 violations",
         total.seeds,
         started.elapsed(),
         c.committed,
@@ -251,6 +252,9 @@ fn cluster_simulation() {
         c.compactions,
         c.fetches,
         c.short_reads,
+        c.unserved_ticks,
+        c.ticks,
+        c.outage_max_ticks,
     );
     assert_eq!(total.seeds, range.end - range.start, "every seed ran");
     assert!(c.promotions > 0 && total.acks > 0, "the cluster served");

@@ -270,6 +270,21 @@ impl RaftCore {
         r
     }
 
+    /// Whether `group` has heard nothing from a leader for at least the
+    /// base election timeout on this node (or knows none): a campaign now
+    /// is not refused by peers for their leader lease (`check_quorum`)
+    /// merely because of this node's own view. A leader is never silent.
+    pub fn leader_silent(&self, group: GroupId) -> bool {
+        let Some(g) = self.groups.get(&group) else {
+            return false;
+        };
+        let r = &g.node.raft;
+        match r.state {
+            StateRole::Leader => false,
+            _ => r.leader_id == 0 || r.election_elapsed >= r.election_timeout(),
+        }
+    }
+
     /// Asks this node, leading `group`, to hand leadership to `to` (raft's
     /// leadership transfer: the leader stops accepting proposals, brings
     /// `to` up to date and tells it to campaign at once). Ignored by raft

@@ -761,3 +761,53 @@ fn a_follower_ticking_while_its_snapshot_batch_is_in_flight_campaigns_only_after
         "node 3 caught up after its snapshot batch became durable"
     );
 }
+
+/// `leader_silent` is what lets the primary's other groups campaign at
+/// once after a failover: a follower that hears its leader is not silent
+/// (and a campaign of its then is refused by the others' leases, changing
+/// nothing); once the leader is gone for a base election timeout, it is
+/// silent and one campaign wins, with no randomized timeout waited for.
+#[test]
+fn a_follower_whose_leader_went_silent_wins_a_campaign_at_once() {
+    let voters = [1, 2, 3];
+    let mut nodes = vec![
+        Node::new(1, 1, &voters),
+        Node::new(2, 1, &voters),
+        Node::new(3, 1, &voters),
+    ];
+    let g = GroupId(0);
+    nodes[0].core.campaign(g).unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    assert_eq!(nodes[0].core.status(g).unwrap().role, Role::Leader);
+    assert!(!nodes[0].core.leader_silent(g), "a leader is never silent");
+    assert!(!nodes[1].core.leader_silent(g));
+    // A campaign while the leader is heard: refused (pre-vote, leases),
+    // the term stays and the next heartbeat makes it a follower again.
+    let term = nodes[0].core.status(g).unwrap().term;
+    nodes[1].core.campaign(g).unwrap();
+    exchange(&mut nodes, &[true; 3]);
+    for _ in 0..config(1).heartbeat_ticks {
+        for n in &mut nodes {
+            n.core.tick();
+        }
+        exchange(&mut nodes, &[true; 3]);
+    }
+    assert_eq!(nodes[0].core.status(g).unwrap().role, Role::Leader);
+    assert_eq!(nodes[0].core.status(g).unwrap().term, term);
+    assert_eq!(nodes[1].core.status(g).unwrap().leader, Some(NodeId(1)));
+    // Node 1 dies. Its followers tick for a base election timeout (less
+    // than any randomized one, so neither campaigned on its own yet).
+    let base = config(2).election_ticks;
+    for _ in 0..base {
+        for n in &mut nodes[1..] {
+            n.core.tick();
+        }
+        exchange(&mut nodes, &[false, true, true]);
+    }
+    assert_eq!(nodes[1].core.status(g).unwrap().role, Role::Follower);
+    assert!(nodes[1].core.leader_silent(g));
+    nodes[1].core.campaign(g).unwrap();
+    exchange(&mut nodes, &[false, true, true]);
+    assert_eq!(nodes[1].core.status(g).unwrap().role, Role::Leader);
+    assert_eq!(nodes[2].core.status(g).unwrap().leader, Some(NodeId(2)));
+}

@@ -117,6 +117,13 @@ pub struct ClusterStats {
     /// WAL reads of the serving core cut short at its state WAL's durable
     /// LSN (records it replayed as committed, not fsync'ed there yet).
     pub short_reads: u64,
+    /// Raft ticks.
+    pub ticks: u64,
+    /// Raft ticks during which no node served (at the start, and after the
+    /// serving node crashed, was demoted or was cut off).
+    pub unserved_ticks: u64,
+    /// The longest run of such ticks that a promotion ended.
+    pub outage_max_ticks: u64,
 }
 
 impl ClusterStats {
@@ -132,6 +139,9 @@ impl ClusterStats {
         self.fetches += o.fetches;
         self.committed += o.committed;
         self.short_reads += o.short_reads;
+        self.ticks += o.ticks;
+        self.unserved_ticks += o.unserved_ticks;
+        self.outage_max_ticks = self.outage_max_ticks.max(o.outage_max_ticks);
     }
 }
 
@@ -158,6 +168,8 @@ pub struct Cluster {
     /// told is durable (its state WAL's fsyncs) or took as durable (the
     /// committed records it replayed before it started).
     pub durable: Vec<u64>,
+    /// Ticks since no node serves (0 while one does).
+    pub unserved_run: u64,
 }
 
 fn engine_config(node: u64, seed: u64) -> CoreConfig {
@@ -206,6 +218,7 @@ impl World {
         w.cluster = Some(Box::new(Cluster {
             nodes,
             serving: None,
+            unserved_run: 0,
             packets: Vec::new(),
             cut: None,
             logs: vec![Vec::new(); usize::from(shards)],
@@ -617,6 +630,12 @@ impl World {
                 self.cl().cut = None;
             }
         }
+        self.cl().stats.ticks += 1;
+        if self.cl_ref().serving.is_none() {
+            let cl = self.cl();
+            cl.unserved_run += 1;
+            cl.stats.unserved_ticks += 1;
+        }
         for k in 0..NODES {
             let mut starts = 0;
             for s in 0..self.shards() {
@@ -674,7 +693,10 @@ impl World {
     /// world's shards; every acknowledged message must be in its state
     /// WALs.
     fn promote(&mut self, k: usize) {
-        self.cl().stats.promotions += 1;
+        let cl = self.cl();
+        cl.stats.promotions += 1;
+        cl.stats.outage_max_ticks = cl.stats.outage_max_ticks.max(cl.unserved_run);
+        cl.unserved_run = 0;
         self.cl().serving = Some(k);
         for s in 0..self.shards() {
             if let Some(m) = self.machine(k, s) {

@@ -30,8 +30,10 @@
 //!   ([`entry::follow`]: skip what is there, stop at a gap).
 //! - **Promotion**: a replica is ready when it leads its group and applied
 //!   its term's no-op; groups other than 0 hand leadership to the node's
-//!   primary (group 0's leader). [`Replica::check`] says when the core may
-//!   start (every core of the node ready, [`NodeFacts`]).
+//!   primary (group 0's leader), and on the primary a group whose leader
+//!   went silent campaigns at once instead of waiting for its own
+//!   timeout. [`Replica::check`] says when the core may start (every core
+//!   of the node ready, [`NodeFacts`]).
 //! - **Demotion is crash-only**: a started replica that loses leadership,
 //!   a refused proposal, or a committed entry that is not ours is a
 //!   [`Fatal`] of kind [`FatalKind::Demoted`]; an inconsistency of the
@@ -386,6 +388,7 @@ impl Replica {
         };
         if st.role != Role::Leader {
             self.demote_if_started(facts)?;
+            self.follow_the_primary(st.role, facts);
             return Ok(Check::Wait);
         }
         if let Some(primary) = facts.primary.filter(|p| *p != self.node) {
@@ -405,6 +408,27 @@ impl Replica {
             return Ok(Check::Start);
         }
         Ok(Check::Leading)
+    }
+
+    /// This node leads group 0 (it is, or is becoming, the primary) and
+    /// this group has heard from no leader for an election timeout: it
+    /// campaigns now instead of waiting for its own randomized timeout, and
+    /// so joins the primary in one vote round instead of an election
+    /// elsewhere followed by a leadership transfer. The peers' leases have
+    /// run out too (they lost the old leader at the same moment, and group
+    /// 0 elected only after a base election timeout), so they grant it if
+    /// this log is up to date; if it is not, the usual election and
+    /// transfer follow. Not while a real vote of ours is out
+    /// (`Candidate`): a second campaign would only raise the term again.
+    fn follow_the_primary(&mut self, role: Role, facts: NodeFacts) {
+        let campaigning = matches!(role, Role::Follower | Role::PreCandidate);
+        if self.group.0 != 0
+            && campaigning
+            && facts.primary == Some(self.node)
+            && self.raft.leader_silent(self.group)
+        {
+            let _ = self.raft.campaign(self.group);
+        }
     }
 
     fn demote_if_started(&self, facts: NodeFacts) -> Result<(), Fatal> {
