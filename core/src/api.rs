@@ -37,6 +37,11 @@ impl PeerMsg {
         PeerMsg(crate::peer::PeerBody::Restarted)
     }
 
+    /// Whether this is [`PeerMsg::restarted`].
+    pub fn is_restarted(&self) -> bool {
+        matches!(self.0, crate::peer::PeerBody::Restarted)
+    }
+
     /// The message in `bytes` (from [`PeerMsg::encode`] on a node of the
     /// same cluster); checked, never panics.
     pub fn decode(bytes: &[u8]) -> Result<PeerMsg, PeerWireError> {

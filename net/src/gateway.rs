@@ -636,12 +636,20 @@ fn handle_frame(ctx: &Rc<ShardCtx>, conn: &Conn, bytes: &[u8], bad_frames: &mut 
             req,
             credential,
             device,
-        }) => ctx.submit(Input::Hello {
-            conn: conn.id,
-            req,
-            credential,
-            device,
-        }),
+        }) => {
+            // Cluster mode: a Hello lost on its way to the user's home
+            // shard (no leader known, a primary not started yet) ends the
+            // connection with 4011 at the next change (`edge`) instead of
+            // leaving the client to its connect timeout. The set is empty
+            // before the Hello, so it has room.
+            let _ = ctx.track_request(conn, req);
+            ctx.submit(Input::Hello {
+                conn: conn.id,
+                req,
+                credential,
+                device,
+            });
+        }
         Ok(ClientFrame::Request { req, request }) => match ctx.rate_check(conn) {
             Ok(()) if !ctx.track_request(conn, req) => {
                 let refused = Reject::unavailable(

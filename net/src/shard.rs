@@ -397,10 +397,12 @@ impl ShardCtx {
         assert!(k < cores, "core addressed shard {} out of range", to.0);
         if k == usize::from(self.id.0) {
             match self.dest_of(to) {
-                Some(dest) => self
-                    .pending
-                    .borrow_mut()
-                    .push_back((dest, Input::Peer { from, msg })),
+                Some(dest) => {
+                    self.state_shard_restarted(dest, from, &msg);
+                    self.pending
+                        .borrow_mut()
+                        .push_back((dest, Input::Peer { from, msg }));
+                }
                 None => self.count(M::peer_link_dropped_total, 1),
             }
         } else {

@@ -25,7 +25,10 @@
 //! every server refused with 4011 (an election under way) is followed by
 //! the backoff delay capped at [`NOT_SERVING_RETRY_MAX`], and the next
 //! round starts at the last server named. So a failover to the primary
-//! costs one extra connection attempt, not a backoff.
+//! costs one extra connection attempt, not a backoff. A request the
+//! cluster answers `Unavailable` (`PeerTimeout`) because the primary changed
+//! is retried with the same cap ([`ClientError::is_failover`]), and a
+//! successful request resets the backoff.
 //!
 //! Failure contract: transient failures (connect errors, dropped
 //! connections, timeouts, `Unavailable`, `RateLimited`) are retried until
@@ -208,7 +211,7 @@ impl Client {
         if let Some(Reject::RateLimited { retry_after_ms, .. }) = error.reject() {
             delay = delay.max(Duration::from_millis(retry_after_ms));
         }
-        if error.is_not_serving() {
+        if error.is_failover() {
             delay = delay.min(NOT_SERVING_RETRY_MAX);
         }
         if let Some(deadline) = deadline {
@@ -304,7 +307,13 @@ impl Client {
         loop {
             let conn = self.ensure(deadline).await?;
             match conn.request(request.clone()).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    // The next failure starts from the initial delay again:
+                    // without this, a long-lived client's delays grew with
+                    // every failover it ever went through (up to 5 s).
+                    self.backoff.reset();
+                    return Ok(response);
+                }
                 Err(e) if retry && e.is_transient() => {
                     if conn.is_closed() || matches!(e, ClientError::Timeout(_)) {
                         self.disconnect();

@@ -2,7 +2,7 @@
 //! keeps its [`Reject`], a closed socket keeps its close code, and nothing a
 //! server sends makes the library panic.
 
-use courier_core::api::Reject;
+use courier_core::api::{Reject, UnavailableCause};
 use courier_proto::close;
 use std::path::PathBuf;
 
@@ -96,6 +96,23 @@ impl ClientError {
                 ..
             }
         )
+    }
+
+    /// True if the failure is a cluster's failover: a 4011 `NOT_SERVING`
+    /// close, or `Unavailable` with cause `PeerTimeout` (a cluster node
+    /// answers requests in flight so when the primary changes; on a single
+    /// node it means a shard did not answer in time). Retried at most
+    /// [`crate::constants::NOT_SERVING_RETRY_MAX`] apart: the node holds a
+    /// request while no leader is known, so retrying soon costs it nothing.
+    pub fn is_failover(&self) -> bool {
+        self.is_not_serving()
+            || matches!(
+                self,
+                ClientError::Rejected(Reject::Unavailable {
+                    cause: UnavailableCause::PeerTimeout,
+                    ..
+                })
+            )
     }
 
     /// The primary's URL named by a 4011 `NOT_SERVING` close

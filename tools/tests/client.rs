@@ -10,10 +10,12 @@ mod support;
 
 use courier_core::api::*;
 use courier_proto::close;
+use courier_tools::constants::NOT_SERVING_RETRY_MAX;
 use courier_tools::{
-    Client, ClientError, Connection, Incoming, Outgoing, Requester, Session, SessionEvent,
+    Client, ClientError, Connection, Incoming, Notice, Outgoing, Requester, Session, SessionEvent,
     SessionOptions,
 };
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::FakeServer;
 
@@ -229,6 +231,56 @@ async fn a_timed_out_send_is_retried_with_the_same_id() {
     // A second, different send is a new message.
     let ack = client.send(C11, &Outgoing::text("next")).await.unwrap();
     assert_eq!(ack.seq, Seq(2));
+}
+
+/// The delays a client announced before its retries, in order.
+fn record_delays(client: &mut Client) -> Arc<Mutex<Vec<Duration>>> {
+    let delays = Arc::new(Mutex::new(Vec::new()));
+    let seen = delays.clone();
+    client.on_notice(move |notice| {
+        if let Notice::Retrying { delay, .. } = notice {
+            seen.lock().unwrap().push(delay);
+        }
+    });
+    delays
+}
+
+#[tokio::test]
+async fn a_failover_refusal_is_retried_soon_and_a_success_resets_the_backoff() {
+    let fake = FakeServer::start().await;
+    let mut options = fake.options();
+    // Long delays, so the caps below are what keeps the retries short.
+    options.backoff =
+        courier_tools::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut client = Client::new(options);
+    let delays = record_delays(&mut client);
+    // The primary changed with the send in flight, five times in a row:
+    // every retry waits at most NOT_SERVING_RETRY_MAX, not 3.2 s.
+    fake.with(|st| st.faults.unavailable_sends = Some((5, UnavailableCause::PeerTimeout)));
+    let ack = client
+        .send(C10, &Outgoing::text("after a failover"))
+        .await
+        .unwrap();
+    assert_eq!(ack.seq, Seq(1));
+    let failover: Vec<Duration> = delays.lock().unwrap().drain(..).collect();
+    assert_eq!(failover.len(), 5, "{failover:?}");
+    assert!(
+        failover.iter().all(|d| *d <= NOT_SERVING_RETRY_MAX),
+        "{failover:?}"
+    );
+    // Overloaded is no failover: its delays grow with the backoff, from
+    // the initial one again since the send above succeeded.
+    fake.with(|st| st.faults.unavailable_sends = Some((3, UnavailableCause::Overloaded)));
+    let ack = client
+        .send(C10, &Outgoing::text("after overload"))
+        .await
+        .unwrap();
+    assert_eq!(ack.seq, Seq(2));
+    let overload: Vec<Duration> = delays.lock().unwrap().drain(..).collect();
+    assert_eq!(overload.len(), 3, "{overload:?}");
+    assert!(overload[0] <= Duration::from_millis(100), "{overload:?}");
+    assert!(overload[2] >= Duration::from_millis(200), "{overload:?}");
+    assert_eq!(fake.messages(10).len(), 2);
 }
 
 #[tokio::test]

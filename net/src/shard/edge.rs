@@ -45,6 +45,7 @@ use crate::link::{self, CoreId, LinkHandle};
 use crate::metrics::M;
 use courier_core::api::{Input, PeerMsg, PeerWireError, Reject, ReqId, ShardId, UnavailableCause};
 use courier_core::{Shard, ShardConfig};
+use courier_proto::close;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -306,6 +307,7 @@ impl ShardCtx {
     pub(super) fn submit_peer(self: &Rc<Self>, from: ShardId, to: ShardId, msg: PeerMsg) {
         match self.dest_of(to) {
             Some(dest) => {
+                self.state_shard_restarted(dest, from, &msg);
                 self.pending
                     .borrow_mut()
                     .push_back((dest, Input::Peer { from, msg }));
@@ -320,6 +322,18 @@ impl ShardCtx {
                 );
                 self.count(M::peer_link_dropped_total, 1);
             }
+        }
+    }
+
+    /// A state shard's own `Restarted` reaching this core's edge (it
+    /// started, e.g. as the new primary): the requests the edge forwarded
+    /// before may have been dropped by it, un-started; answer them now.
+    pub(super) fn state_shard_restarted(&self, dest: Dest, from: ShardId, msg: &PeerMsg) {
+        let Some(edge) = self.edge.get() else {
+            return;
+        };
+        if dest == Dest::Edge && from.0 < edge.routes.shards && msg.is_restarted() {
+            self.fail_over_requests(edge);
         }
     }
 
@@ -388,20 +402,18 @@ impl ShardCtx {
             .map(|d| u64::from(d.node.0))
             .collect();
         let mut resets = Vec::new();
-        let mut primary_moved = false;
         {
             let mut leaders = edge.leaders.borrow_mut();
             for s in 0..routes.shards {
                 let now = routes.leader(s).unwrap_or(0);
                 let seen = &mut leaders[usize::from(s)];
                 if now != *seen || (now != 0 && broken.contains(&now)) {
-                    primary_moved |= s == 0 && *seen != 0;
                     *seen = now;
                     resets.push((Dest::Edge, ShardId(s)));
                 }
             }
         }
-        if primary_moved {
+        if !resets.is_empty() {
             self.fail_over_requests(edge);
         }
         self.pending
@@ -437,9 +449,11 @@ impl ShardCtx {
         removed || !conn.authed.get()
     }
 
-    /// The primary (group 0's leader) changed, or this core's link to it
-    /// broke: what the connections of this core's edge forwarded may never
-    /// be answered. Each such request is answered now with `Unavailable`
+    /// A group's leader changed (including from none to one: what was
+    /// sent while none was known went nowhere), this core's link to a
+    /// leader broke, or a state shard restarted (it starts as a new
+    /// primary, and dropped what reached it before): what the connections
+    /// of this core's edge forwarded may never be answered. Each such request is answered now with `Unavailable`
     /// (cause `PeerTimeout`: it may have taken effect; a `Send` retried
     /// with the same `client_msg_id` gets its first ack), so clients retry
     /// at once instead of after their request timeout.
@@ -454,6 +468,19 @@ impl ShardCtx {
         let mut failed = 0u64;
         for c in conns {
             let reqs = std::mem::take(&mut *c.in_flight.borrow_mut());
+            if !c.authed.get() {
+                // Its Hello is in flight (the only request before the
+                // Welcome): end the connection with 4011 so the client
+                // connects again at once, here or on another node.
+                if !reqs.is_empty() {
+                    c.close(
+                        close::NOT_SERVING,
+                        "the cluster's primary changed during the Hello; connect again",
+                    );
+                    failed += 1;
+                }
+                continue;
+            }
             for req in reqs {
                 let refused = Reject::unavailable(
                     UnavailableCause::PeerTimeout,

@@ -177,7 +177,8 @@ pub struct Cluster {
     // the etcd they talk to, then their directories.
     etcd: Etcd,
     /// Always Some until drop, which keeps it (and says where) when the
-    /// test is failing, so every node's whole log can be read.
+    /// test is failing or `COURIER_KEEP_TEST_DIR` is set, so every node's
+    /// whole log can be read.
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
 }
@@ -187,7 +188,7 @@ impl Drop for Cluster {
         for node in &mut self.nodes {
             node.process.kill9();
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("COURIER_KEEP_TEST_DIR").is_some() {
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();
                 eprintln!(

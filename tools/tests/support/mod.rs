@@ -51,6 +51,10 @@ pub struct Faults {
     pub lose_acks: u32,
     /// The next N sends are committed but never answered.
     pub ignore_sends: u32,
+    /// The next N sends are answered `Unavailable` with this cause before
+    /// anything is committed (a cluster node answers so when its primary
+    /// changes with the send in flight: `PeerTimeout`).
+    pub unavailable_sends: Option<(u32, UnavailableCause)>,
     /// New connections are cut right after the TCP accept (server down).
     pub refuse: bool,
     /// Send a garbage binary frame before the next event.
@@ -351,6 +355,13 @@ impl State {
             } => {
                 if !self.convs.contains_key(&conversation) {
                     return Handled::Reply(Err(Reject::NotFound));
+                }
+                if let Some((n, cause)) = self.faults.unavailable_sends.as_mut() {
+                    if *n > 0 {
+                        *n -= 1;
+                        let detail = "the fake's primary changed";
+                        return Handled::Reply(Err(Reject::unavailable(*cause, detail)));
+                    }
                 }
                 let seq = match self.dedup.get(&(conversation, client_msg_id)) {
                     Some(seq) => *seq,

@@ -7,6 +7,9 @@
 export const BACKOFF_INITIAL_MS = 50;
 /** Longest reconnect delay. */
 export const BACKOFF_MAX_MS = 5000;
+/** Longest delay before retrying after a failover (see `isFailover`): a
+ * cluster elects a new primary in about a second. */
+export const NOT_SERVING_RETRY_MAX_MS = 200;
 
 export class Backoff {
   private attempt = 0;

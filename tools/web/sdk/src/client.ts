@@ -10,10 +10,10 @@
 // until `retryDeadlineMs` runs out (null: forever), then thrown; permanent
 // ones (bad or revoked token, any other refusal) are thrown at once.
 
-import { Backoff, sleep } from './backoff.js';
+import { Backoff, NOT_SERVING_RETRY_MAX_MS, sleep } from './backoff.js';
 import { randomClientMsgId } from './codec.js';
 import { Connection, type ConnectOptions } from './connection.js';
-import { ClosedError, ProtocolError, RejectedError, TimeoutError, isTransient } from './errors.js';
+import { ClosedError, ProtocolError, RejectedError, TimeoutError, isFailover, isTransient } from './errors.js';
 import type {
   Anchor,
   BootPage,
@@ -128,7 +128,8 @@ export class Client {
   /** Waits a backoff delay after a failure before the next reconnect. */
   async pauseAfter(error: Error): Promise<void> {
     if (!isTransient(error)) throw error;
-    const delayMs = this.backoff.nextDelay();
+    let delayMs = this.backoff.nextDelay();
+    if (isFailover(error)) delayMs = Math.min(delayMs, NOT_SERVING_RETRY_MAX_MS);
     this.options.onStatus?.({ state: 'retrying', attempt: this.backoff.attempts, delayMs, error });
     await sleep(delayMs);
   }
@@ -141,7 +142,11 @@ export class Client {
     for (;;) {
       const conn = await this.connect();
       try {
-        return await conn.request(request);
+        const response = await conn.request(request);
+        // The next failure starts from the initial delay again (else a
+        // long-lived client's delays grow with every failover it saw).
+        this.backoff.reset();
+        return response;
       } catch (e) {
         const error = e instanceof Error ? e : new Error(String(e));
         if (!isTransient(error) || this.pastDeadline(started)) throw error;

@@ -71,3 +71,17 @@ export function isTransient(e: unknown): boolean {
   if (e instanceof RejectedError) return e.code === 'Unavailable' || e.code === 'RateLimited';
   return false;
 }
+
+/** `UnavailableCause.PeerTimeout`: a cluster node answers so the requests in
+ * flight when its primary changed (the outcome is unknown: retry). */
+export const UNAVAILABLE_PEER_TIMEOUT = 7;
+/** Close code 4011 `NOT_SERVING` (docs/PROTOCOL.md §10). */
+export const CLOSE_NOT_SERVING = 4011;
+
+/** True if `e` is a cluster's failover (4011, or `Unavailable` with cause
+ * `PeerTimeout`): retried at most `NOT_SERVING_RETRY_MAX_MS` apart, as the
+ * Rust client's `ClientError::is_failover`. */
+export function isFailover(e: unknown): boolean {
+  if (e instanceof ClosedError) return e.code === CLOSE_NOT_SERVING;
+  return e instanceof RejectedError && e.code === 'Unavailable' && e.unavailable === UNAVAILABLE_PEER_TIMEOUT;
+}

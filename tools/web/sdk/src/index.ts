@@ -3,7 +3,7 @@
 
 export * from './types.js';
 export * from './errors.js';
-export { Backoff, BACKOFF_INITIAL_MS, BACKOFF_MAX_MS, sleep } from './backoff.js';
+export { Backoff, BACKOFF_INITIAL_MS, BACKOFF_MAX_MS, NOT_SERVING_RETRY_MAX_MS, sleep } from './backoff.js';
 export { encodeRequest, encodeHello, decodeServer, randomClientMsgId, encodeServerMessage, type ServerFrame } from './codec.js';
 export * from './connection.js';
 export { Pacer, PACE_BURST_SHARE, type RateLimit } from './pacer.js';

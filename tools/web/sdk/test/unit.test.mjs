@@ -111,6 +111,17 @@ test('backoff grows exponentially within its jitter bounds and caps', () => {
   assert.equal(b.ceiling(), 100);
 });
 
+test('a failover (4011, Unavailable PeerTimeout) is told apart from other transient failures', async () => {
+  const { isFailover, isTransient, ClosedError, RejectedError, TimeoutError } = await import('../dist/index.js');
+  assert.ok(isFailover(new ClosedError(4011, 'the primary changed')));
+  assert.ok(isFailover(new RejectedError('Unavailable', 'primary changed', 0, 7)));
+  assert.ok(!isFailover(new RejectedError('Unavailable', 'overloaded', 0, 2)));
+  assert.ok(!isFailover(new RejectedError('RateLimited', '', 100, 0)));
+  assert.ok(!isFailover(new ClosedError(1006, 'gone')));
+  assert.ok(!isFailover(new TimeoutError('slow', 100)));
+  assert.ok(isTransient(new RejectedError('Unavailable', 'primary changed', 0, 7)));
+});
+
 test('cursor sets are stored with ids as strings and refuse garbage', () => {
   const c = { user: U64_MAX, cursors: [[U64_MAX - 1n, 5n], [3n, 0n]] };
   const text = cursorsToJson(c);
