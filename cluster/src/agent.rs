@@ -54,6 +54,9 @@ pub struct NodeSpec {
     pub peer_addr: String,
     /// Shard cores.
     pub cores: u16,
+    /// The data directory's identity ([`NodeInfo::instance`]): a restart
+    /// after `kill -9` takes over its previous registration at once.
+    pub instance: Option<String>,
 }
 
 /// The agent's timings. `Timing::default()` is what a production node
@@ -243,6 +246,7 @@ fn node_info(spec: &NodeSpec) -> NodeInfo {
         peer_addr: spec.peer_addr.clone(),
         cores: spec.cores,
         started_at_ms: now_ms(),
+        instance: spec.instance.clone(),
     }
 }
 

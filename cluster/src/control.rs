@@ -418,7 +418,34 @@ impl ControlPlane {
     /// Registers `info` under `lease`, unless a live node holds the id:
     /// then [`Error::DuplicateNode`] with that node's registration. (A key
     /// already held by this same lease — a retried request — is success.)
+    /// A registration with the same [`NodeInfo::instance`] is a previous
+    /// run of this node's own data directory — the caller holds that
+    /// directory's lock, so that run is dead — and its lease is revoked and
+    /// the registration made at once, instead of after the lease's TTL.
     pub async fn register(&self, info: &NodeInfo, lease: i64) -> Result<()> {
+        match self.register_once(info, lease).await {
+            Err(Error::DuplicateNode { holder, .. })
+                if info.instance.is_some() && holder.instance == info.instance =>
+            {
+                if let Some(stale) = self.own_stale_lease(info).await? {
+                    if stale != lease {
+                        tracing::warn!(node_id = %info.node_id, lease = format_args!("{stale:x}"),
+                            started_at_ms = holder.started_at_ms,
+                            "taking over the registration of a previous run of this data directory");
+                        // It may have expired meanwhile; if etcd refused,
+                        // the registration below fails and is retried.
+                        if let Err(e) = self.revoke_lease(stale).await {
+                            tracing::debug!(error = %e, "revoking the stale lease");
+                        }
+                    }
+                }
+                self.register_once(info, lease).await
+            }
+            other => other,
+        }
+    }
+
+    async fn register_once(&self, info: &NodeInfo, lease: i64) -> Result<()> {
         let key = self.keys.node(info.node_id);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -453,6 +480,22 @@ impl ControlPlane {
                 ),
             }),
         }
+    }
+
+    /// The lease of `info`'s node key if the registration there carries
+    /// `info`'s instance (read and checked in one get, so another node's
+    /// registration is never revoked).
+    async fn own_stale_lease(&self, info: &NodeInfo) -> Result<Option<i64>> {
+        let mut kv = self.client.kv_client();
+        let response = self
+            .call("get node", kv.get(self.keys.node(info.node_id), None))
+            .await?;
+        let Some(held) = response.kvs().first() else {
+            return Ok(None);
+        };
+        let holder = parse::<NodeInfo>(held)?;
+        let ours = info.instance.is_some() && holder.instance == info.instance;
+        Ok(ours.then(|| held.lease()))
     }
 
     /// The lease a node's registration lives under, if the node is

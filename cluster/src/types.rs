@@ -153,6 +153,13 @@ pub struct NodeInfo {
     pub cores: u16,
     /// When this registration was made, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The identity of the node's data directory (random, made once; None
+    /// from nodes that do not send one). A registration of the same id and
+    /// instance is a previous run of the very directory whose lock the
+    /// registering process holds — dead — and is taken over at once
+    /// instead of waited out (`ControlPlane::register`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// The value of `/courier/<cluster>/placement`: which nodes hold each

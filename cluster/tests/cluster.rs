@@ -146,6 +146,48 @@ fn a_duplicate_node_id_is_refused_while_alive_and_accepted_after_its_lease_expir
     assert_eq!(nodes[0].client_addr, "127.0.0.1:9999");
 }
 
+/// A restart after `kill -9` registers the same data directory's instance:
+/// it takes the previous run's registration over at once (its lease is
+/// still alive), while another directory with the same id is refused.
+#[test]
+fn a_restart_of_the_same_data_directory_takes_its_registration_over_at_once() {
+    init_logs();
+    let etcd = Etcd::start();
+    let mut config = agent_config(&etcd, "inst", 1, params(4, 1));
+    config.node.instance = Some("0123456789abcdef0123456789abcdef".into());
+    // A long lease, so only the take-over can explain a quick start.
+    config.timing.lease_ttl = 30 * SECOND;
+    let first = ClusterAgent::start(config.clone()).unwrap();
+    first.stop(Departure::Vanish);
+
+    // Another directory, same node id: refused at once (no waiting).
+    let mut other = config.clone();
+    other.node.instance = Some("fedcba9876543210fedcba9876543210".into());
+    other.timing.duplicate_wait = Duration::ZERO;
+    match ClusterAgent::start(other) {
+        Err(Error::DuplicateNode { holder, .. }) => {
+            assert_eq!(holder.instance, config.node.instance, "{holder:?}");
+        }
+        other => panic!(
+            "expected DuplicateNode, got {:?}",
+            other.map(|a| a.status())
+        ),
+    }
+
+    // The same directory: taken over, though the old lease has ~30 s left
+    // and the restart may not wait at all.
+    let mut again = config.clone();
+    again.node.client_addr = "127.0.0.1:9998".into();
+    again.timing.duplicate_wait = Duration::ZERO;
+    let restarted = ClusterAgent::start(again).unwrap();
+    let nodes = wait_for("the new registration", 5 * SECOND, || {
+        let s = restarted.status();
+        (!s.nodes.is_empty()).then_some(s.nodes)
+    });
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].client_addr, "127.0.0.1:9998");
+}
+
 #[test]
 fn the_registry_reports_joins_and_drops_dead_nodes_when_their_lease_expires() {
     init_logs();

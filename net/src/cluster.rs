@@ -835,6 +835,7 @@ mod tests {
             peer_addr: format!("127.0.0.1:70{id}1"),
             cores: 2,
             started_at_ms: 9,
+            instance: None,
         };
         ClusterStatus {
             cluster: "t".into(),

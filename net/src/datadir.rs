@@ -1,7 +1,8 @@
 //! The data directory: `MANIFEST` (format version, shard count, node id), a
-//! `LOCK` held for the daemon's lifetime, the admin token, `CLUSTER` (only in
-//! cluster mode: which cluster and node the directory belongs to) and one
-//! `shard-K/` directory per shard for its WAL.
+//! `LOCK` held for the daemon's lifetime, the admin token, `INSTANCE` (the
+//! directory's identity, made at its first cluster-mode start), `CLUSTER`
+//! (only in cluster mode: which cluster and node the directory belongs to)
+//! and one `shard-K/` directory per shard for its WAL.
 //!
 //! The shard count is fixed when the directory is created: conversations and
 //! users are placed on shards by id, so starting with another count would put
@@ -31,6 +32,9 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Name of the cluster record in a cluster-mode data directory.
 pub const CLUSTER_FILE: &str = "CLUSTER";
+
+/// Name of the directory's identity file ([`LockedDir::instance`]).
+pub const INSTANCE_FILE: &str = "INSTANCE";
 
 /// The parsed manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,6 +244,39 @@ impl LockedDir {
     /// Where the admin token lives.
     pub fn admin_token_path(&self) -> PathBuf {
         self.root.join("admin.token")
+    }
+
+    /// The directory's identity: 32 hex digits in `INSTANCE`, made (random,
+    /// written atomically) the first time it is asked for. A cluster node
+    /// registers it so that its restart after `kill -9` can take over its
+    /// previous registration at once: only the process holding this
+    /// directory's lock has it. A copied data directory would share it —
+    /// never run two copies of one node's directory.
+    pub fn instance(&self) -> anyhow::Result<String> {
+        let path = self.root.join(INSTANCE_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let id = text.trim();
+                if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("{} is damaged: expected 32 hex digits", path.display());
+                }
+                Ok(id.to_owned())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 16];
+                getrandom::getrandom(&mut bytes)
+                    .map_err(|e| anyhow::anyhow!("no randomness for the instance id: {e}"))?;
+                let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                write_atomically(
+                    &self.root,
+                    INSTANCE_FILE,
+                    format!("{id}\n").as_bytes(),
+                    0o644,
+                )?;
+                Ok(id)
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
     }
 
     /// Checks the shard count against the manifest (or writes the manifest,

@@ -41,6 +41,7 @@ fn agent(etcd: &Etcd, id: u32, peer_addr: SocketAddr) -> ClusterAgent {
             client_addr: format!("127.0.0.1:{}", 7000 + id),
             peer_addr: peer_addr.to_string(),
             cores: 1,
+            instance: None,
         },
         timing: Timing {
             lease_ttl: Duration::from_secs(2),

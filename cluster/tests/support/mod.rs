@@ -76,6 +76,7 @@ pub fn agent_config(etcd: &Etcd, cluster: &str, id: u32, params: ClusterParams) 
             client_addr: format!("127.0.0.1:{}", 7000 + id),
             peer_addr: format!("127.0.0.1:{}", 8000 + id),
             cores: 2,
+            instance: None,
         },
         timing: timing(),
     }

@@ -54,9 +54,19 @@ pub const SNAPSHOT_CACHE_TICKS: u64 = 50;
 /// Default: ticks between heartbeats. At Courier's 100 ms tick: 200 ms.
 pub const HEARTBEAT_TICKS_DEFAULT: usize = 2;
 
-/// Default: election timeout in ticks; the randomized timeout is drawn in
-/// `[ELECTION_TICKS_DEFAULT, 2 × ELECTION_TICKS_DEFAULT)`: 1–2 s at 100 ms.
+/// Default: election timeout in ticks (1 s at 100 ms: a follower's lease
+/// and a leader's quorum check); the randomized timeout is drawn in
+/// `[ELECTION_TICKS_DEFAULT, ELECTION_TICKS_DEFAULT +
+/// ELECTION_SPREAD_TICKS_DEFAULT)`: 1.0–1.5 s.
 pub const ELECTION_TICKS_DEFAULT: usize = 10;
+
+/// Default: width of the randomized election timeout's range. Half the
+/// base, not raft's usual whole base: a failover waits for the first
+/// survivor's timeout, so the range's top bounds it (1.5 s instead of
+/// 2 s), while the base — what decides whether a slow leader is deposed —
+/// stays. Five 100 ms steps still part two campaigns: they collide only
+/// when both fire within a round trip.
+pub const ELECTION_SPREAD_TICKS_DEFAULT: usize = 5;
 
 /// Default: append messages in flight per follower.
 pub const INFLIGHT_MSGS_DEFAULT: usize = 256;
@@ -74,3 +84,4 @@ const _: () = assert!(PROPOSAL_BYTES_MAX + RECORD_HEADER_BYTES_MAX <= RECORD_PAY
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES + RECORD_HEADER_BYTES_MAX <= RECORD_PAYLOAD_BYTES_MAX);
 const _: () = assert!(ENTRIES_SOFT_MAX < ENTRIES_HARD_MAX);
 const _: () = assert!(HEARTBEAT_TICKS_DEFAULT < ELECTION_TICKS_DEFAULT);
+const _: () = assert!(ELECTION_SPREAD_TICKS_DEFAULT >= 1);

@@ -161,7 +161,8 @@ impl RaftCore {
     fn rerandomize(rng: &mut Rng, config: &CoreConfig, g: &mut Group) {
         if g.node.raft.election_elapsed == 0 {
             let e = config.election_ticks;
-            let t = e + (rng.next() % e as u64) as usize;
+            let spread = config.election_spread_ticks.max(1);
+            let t = e + (rng.next() % spread as u64) as usize;
             g.node.raft.set_randomized_election_timeout(t);
         }
     }

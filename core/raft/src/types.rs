@@ -1,8 +1,9 @@
 //! Ids, configuration and the outputs of the engine.
 
 use crate::constants::{
-    COMMITTED_BYTES_PER_READY_DEFAULT, ELECTION_TICKS_DEFAULT, ENTRIES_HARD_MAX, ENTRIES_SOFT_MAX,
-    HEARTBEAT_TICKS_DEFAULT, INFLIGHT_MSGS_DEFAULT, MSG_BYTES_DEFAULT, UNCOMMITTED_BYTES_DEFAULT,
+    COMMITTED_BYTES_PER_READY_DEFAULT, ELECTION_SPREAD_TICKS_DEFAULT, ELECTION_TICKS_DEFAULT,
+    ENTRIES_HARD_MAX, ENTRIES_SOFT_MAX, HEARTBEAT_TICKS_DEFAULT, INFLIGHT_MSGS_DEFAULT,
+    MSG_BYTES_DEFAULT, UNCOMMITTED_BYTES_DEFAULT,
 };
 use crate::message::GroupMessage;
 use crate::record::RawRecord;
@@ -49,8 +50,12 @@ pub struct CoreConfig {
     /// election timeout (raft's own thread RNG is overridden so a seeded
     /// simulation replays exactly).
     pub seed: u64,
-    /// Election timeout in ticks (randomized in `[e, 2e)`). Default 10.
+    /// Election timeout in ticks: the base (a follower's lease, a leader's
+    /// quorum check); the randomized timeout is drawn in
+    /// `[e, e + election_spread_ticks)`. Default 10.
     pub election_ticks: usize,
+    /// Width of the randomized election timeout's range, ≥ 1. Default 5.
+    pub election_spread_ticks: usize,
     /// Heartbeat interval in ticks. Default 2.
     pub heartbeat_ticks: usize,
     /// Append messages in flight per follower. Default 256.
@@ -77,6 +82,7 @@ impl CoreConfig {
             node,
             seed,
             election_ticks: ELECTION_TICKS_DEFAULT,
+            election_spread_ticks: ELECTION_SPREAD_TICKS_DEFAULT,
             heartbeat_ticks: HEARTBEAT_TICKS_DEFAULT,
             inflight_msgs: INFLIGHT_MSGS_DEFAULT,
             msg_bytes: MSG_BYTES_DEFAULT,
@@ -103,7 +109,7 @@ impl CoreConfig {
             check_quorum: true,
             pre_vote: true,
             min_election_tick: self.election_ticks,
-            max_election_tick: 2 * self.election_ticks,
+            max_election_tick: self.election_ticks + self.election_spread_ticks.max(1),
             max_uncommitted_size: self.uncommitted_bytes,
             max_committed_size_per_ready: self.committed_bytes_per_ready,
             ..raft::Config::default()

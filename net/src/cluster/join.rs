@@ -150,6 +150,7 @@ pub fn join(
             client_addr: client_addr.to_string(),
             peer_addr: peer_addr.to_string(),
             cores,
+            instance: Some(dir.instance().map_err(ClusterStartError::Disk)?),
         },
         timing: Timing::default(),
     };

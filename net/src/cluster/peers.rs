@@ -149,6 +149,7 @@ mod tests {
             peer_addr: peer_addr.to_owned(),
             cores: 2,
             started_at_ms: 1,
+            instance: None,
         }
     }
 

@@ -46,7 +46,7 @@ use crate::metrics::M;
 use courier_core::api::{Input, PeerMsg, PeerWireError, Reject, ReqId, ShardId, UnavailableCause};
 use courier_core::{Shard, ShardConfig};
 use courier_proto::close;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -189,6 +189,15 @@ pub(crate) struct Edge {
     pub(crate) routes: Routes,
     /// Per group, the leader the edge last re-sent its state to.
     leaders: RefCell<Vec<u64>>,
+    /// The primary (group 0's leader) has moved away from a known node at
+    /// least once: from then on a state shard's start means a failover
+    /// (what it dropped un-started is lost). Not at the cluster's first
+    /// start, when the other groups' leaders move to the primary and start
+    /// after requests to its started shards may already be in flight.
+    failed_over: Cell<bool>,
+    /// One of the edge's messages found no place (no leader known) since
+    /// requests were last answered: the next leader change answers them.
+    lost: Cell<bool>,
 }
 
 impl ShardCtx {
@@ -217,6 +226,8 @@ impl ShardCtx {
             id,
             core: RefCell::new(Shard::new(config)),
             leaders: RefCell::new(vec![0; usize::from(shards)]),
+            failed_over: Cell::new(false),
+            lost: Cell::new(false),
             routes,
         });
         if self.edge.set(edge.clone()).is_err() {
@@ -265,6 +276,9 @@ impl ShardCtx {
             routes.locate(to)
         };
         let Some((node, core)) = place else {
+            if from == edge.id {
+                edge.lost.set(true);
+            }
             self.count(M::peer_link_dropped_total, 1);
             return;
         };
@@ -325,14 +339,16 @@ impl ShardCtx {
         }
     }
 
-    /// A state shard's own `Restarted` reaching this core's edge (it
-    /// started, e.g. as the new primary): the requests the edge forwarded
-    /// before may have been dropped by it, un-started; answer them now.
+    /// A state shard's own `Restarted` reaching this core's edge after its
+    /// group failed over (it started as the new primary): the requests the
+    /// edge forwarded before may have been dropped by it, un-started;
+    /// answer them now.
     pub(super) fn state_shard_restarted(&self, dest: Dest, from: ShardId, msg: &PeerMsg) {
         let Some(edge) = self.edge.get() else {
             return;
         };
-        if dest == Dest::Edge && from.0 < edge.routes.shards && msg.is_restarted() {
+        let state_shard = from.0 < edge.routes.shards;
+        if dest == Dest::Edge && state_shard && edge.failed_over.get() && msg.is_restarted() {
             self.fail_over_requests(edge);
         }
     }
@@ -395,25 +411,40 @@ impl ShardCtx {
             return;
         };
         let routes = &edge.routes;
-        let broken: Vec<u64> = routes
-            .links
-            .take_downs()
-            .into_iter()
+        let downs = routes.links.take_downs();
+        let broken: Vec<u64> = downs.iter().map(|d| u64::from(d.node.0)).collect();
+        // A break with nothing written on the broken connections (e.g. a
+        // handshake that failed) lost no message: it re-sends, but fails
+        // no request.
+        let lossy: Vec<u64> = downs
+            .iter()
+            .filter(|d| d.messages_written > 0)
             .map(|d| u64::from(d.node.0))
             .collect();
         let mut resets = Vec::new();
+        let mut fail = false;
         {
             let mut leaders = edge.leaders.borrow_mut();
             for s in 0..routes.shards {
                 let now = routes.leader(s).unwrap_or(0);
                 let seen = &mut leaders[usize::from(s)];
                 if now != *seen || (now != 0 && broken.contains(&now)) {
+                    // The primary moved away from a known node (or the
+                    // link to it broke); or a leader is known again after
+                    // a message of this edge found none.
+                    let moved = now != *seen || lossy.contains(&now);
+                    let primary_moved = s == 0 && *seen != 0 && moved;
+                    if primary_moved {
+                        edge.failed_over.set(true);
+                    }
+                    fail |= primary_moved || edge.lost.get();
                     *seen = now;
                     resets.push((Dest::Edge, ShardId(s)));
                 }
             }
         }
-        if !resets.is_empty() {
+        if fail {
+            edge.lost.set(false);
             self.fail_over_requests(edge);
         }
         self.pending
@@ -449,11 +480,11 @@ impl ShardCtx {
         removed || !conn.authed.get()
     }
 
-    /// A group's leader changed (including from none to one: what was
-    /// sent while none was known went nowhere), this core's link to a
-    /// leader broke, or a state shard restarted (it starts as a new
-    /// primary, and dropped what reached it before): what the connections
-    /// of this core's edge forwarded may never be answered. Each such request is answered now with `Unavailable`
+    /// The primary moved away from a known node or this core's link to it
+    /// broke; or a leader became known after a message of this edge found
+    /// none; or, once the primary failed over, a state shard started (it
+    /// dropped what reached it un-started): what the connections of this
+    /// core's edge forwarded may never be answered. Each such request is answered now with `Unavailable`
     /// (cause `PeerTimeout`: it may have taken effect; a `Send` retried
     /// with the same `client_msg_id` gets its first ack), so clients retry
     /// at once instead of after their request timeout.

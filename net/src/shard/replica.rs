@@ -55,8 +55,12 @@ pub const EXIT_DIVERGED: i32 = 76;
 /// Link message kind of a Raft message (`GroupMessage` encoding).
 pub const LINK_KIND_RAFT: u8 = 1;
 /// Raft tick period (the engine's defaults assume 100 ms: heartbeat
-/// 200 ms, election timeout 1–2 s).
+/// 200 ms, election timeout 1.0–1.5 s).
 pub const RAFT_TICK: Duration = Duration::from_millis(100);
+/// How often a core that leads its group but has not started looks
+/// whether the node's other cores are ready too (between ticks: a start
+/// waits for the last core's readiness, not for the next tick).
+pub const PROMOTION_POLL: Duration = Duration::from_millis(10);
 /// Inputs held for a core that has not started yet (peer messages from
 /// cores of this node that started first). More is fatal: never dropped.
 pub const HELD_INPUTS_MAX: usize = 65_536;
@@ -222,6 +226,7 @@ async fn attach(ctx: &Rc<ShardCtx>, start: ReplicaStart, dir: &Path) -> anyhow::
         glommio::spawn_local(fetcher(ctx.clone(), r.clone())).detach();
     }
     glommio::spawn_local(ticker(ctx.clone(), r.clone())).detach();
+    glommio::spawn_local(promoter(ctx.clone(), r.clone())).detach();
     tracing::info!(shard = id.0, state_lsn, voters = ?start.voters, "replica: running");
     r.drive_wake.notify();
     Ok(())
@@ -460,6 +465,22 @@ async fn ticker(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
         or_exit(ctx.id.0, ticked);
         r.check(&ctx);
         r.drive_wake.notify();
+    }
+}
+
+/// Between ticks, while the core has not started: once its replica is
+/// ready (leads, applied its term's no-op) the check runs every
+/// [`PROMOTION_POLL`], so the node starts as soon as its last core is
+/// ready instead of up to a tick later on each core (a failover's
+/// clients wait for that). Only on the primary (group 0's leader), where
+/// a ready replica's check neither campaigns nor transfers: ticks do.
+async fn promoter(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
+    while !ctx.stop.is_requested() {
+        glommio::timer::sleep(PROMOTION_POLL).await;
+        let primary = r.view.primary() == Some(r.view.node);
+        if primary && !r.view.serving() && r.machine.borrow().ready() {
+            r.check(&ctx);
+        }
     }
 }
 
