@@ -292,6 +292,91 @@ fn snapshots_are_returned_on_open_and_retention_keeps_what_they_need() {
 }
 
 #[test]
+fn a_snapshot_installed_beyond_the_end_restarts_the_log_after_it_and_ranges_read_back() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let options = small_options(64 * 1024);
+        let (wal, _) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        fill(&wal, 8, 300, 50, 300).await;
+        // A kept snapshot reads back in ranges, with its length and checksum.
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        wal.write_snapshot(Lsn(200), &body).await.unwrap();
+        assert_eq!(wal.snapshot_lsns(), vec![Lsn(200)]);
+        let mut got = Vec::new();
+        while (got.len() as u64) < 10_000 {
+            let piece = wal
+                .read_snapshot_range(Lsn(200), got.len() as u64, 4_000)
+                .await
+                .unwrap();
+            assert_eq!((piece.lsn, piece.body_len), (Lsn(200), 10_000));
+            assert!(!piece.bytes.is_empty() && piece.bytes.len() <= 4_000);
+            got.extend_from_slice(&piece.bytes);
+        }
+        assert_eq!(got, body);
+        let piece = wal
+            .read_snapshot_range(Lsn(200), 10_000, 4_000)
+            .await
+            .unwrap();
+        assert!(piece.bytes.is_empty());
+        assert_eq!(piece.body_crc, crc32c::crc32c(&body));
+        assert!(matches!(
+            wal.read_snapshot_range(Lsn(100), 0, 10).await,
+            Err(Error::SnapshotRejected { .. })
+        ));
+        // An install must lie beyond the log.
+        assert!(matches!(
+            wal.write_install(Lsn(300), b"x").await,
+            Err(Error::SnapshotRejected { .. })
+        ));
+        wal.write_install(Lsn(5_000), b"state@5000").await.unwrap();
+        // Nothing changes until the next open.
+        assert_eq!(check_all(&wal, 8, Lsn(1), 300).await, 300);
+        wal.close().await.unwrap();
+        drop(wal);
+
+        let (wal, recovered) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        let snapshot = recovered.snapshot.clone().unwrap();
+        assert_eq!(
+            (snapshot.lsn, &snapshot.bytes[..]),
+            (Lsn(5_000), &b"state@5000"[..])
+        );
+        assert_eq!(
+            (recovered.first_lsn, recovered.next_lsn),
+            (Lsn(5_001), Lsn(5_001))
+        );
+        assert!(matches!(
+            wal.read(Lsn(300)).await,
+            Err(Error::LsnOutOfRange { .. })
+        ));
+        assert_eq!(
+            wal.append(kind(5_001), &payload(1, 5_001, 10)).unwrap(),
+            Lsn(5_001)
+        );
+        wal.wait_durable(Lsn(5_001)).await.unwrap();
+        wal.close().await.unwrap();
+        drop(wal);
+        let names: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".seg") || n.ends_with(".snap"))
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "one segment and the installed snapshot: {names:?}"
+        );
+
+        let (wal, recovered) = Wal::open(&path, 9, options).await.unwrap();
+        assert_eq!(recovered.next_lsn, Lsn(5_002));
+        assert_eq!(recovered.replay_from(), Lsn(5_001));
+        let (k, p) = wal.read(Lsn(5_001)).await.unwrap();
+        assert_eq!((k, p.to_vec()), (kind(5_001), payload(1, 5_001, 10)));
+        wal.close().await.unwrap();
+    });
+}
+
+#[test]
 fn close_flushes_appended_records_and_refuses_new_ones() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
