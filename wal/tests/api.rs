@@ -377,6 +377,69 @@ fn a_snapshot_installed_beyond_the_end_restarts_the_log_after_it_and_ranges_read
 }
 
 #[test]
+fn an_install_interrupted_at_any_step_completes_at_the_next_open_and_a_damaged_one_is_set_aside() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let options = small_options(64 * 1024);
+        let names = |ext: &str| -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.ends_with(ext))
+                .collect();
+            n.sort();
+            n
+        };
+        let (wal, _) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        fill(&wal, 8, 200, 50, 300).await;
+        // A damaged install file is set aside and the log stays as it was.
+        wal.write_install(Lsn(900), b"state@900").await.unwrap();
+        wal.close().await.unwrap();
+        drop(wal);
+        let install = path.join(courier_wal::format::install_file_name(900));
+        let mut bytes = std::fs::read(&install).unwrap();
+        bytes[4096] ^= 1;
+        std::fs::write(&install, &bytes).unwrap();
+        let (wal, recovered) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        assert_eq!(
+            (recovered.first_lsn, recovered.next_lsn),
+            (Lsn(1), Lsn(201))
+        );
+        assert_eq!(check_all(&wal, 8, Lsn(1), 300).await, 200);
+        assert_eq!(names(".invalid").len(), 1);
+        // Crash after the old segments were deleted, before the new one.
+        wal.write_install(Lsn(1_000), b"state@1000").await.unwrap();
+        wal.close().await.unwrap();
+        drop(wal);
+        for name in names(".seg") {
+            std::fs::remove_file(path.join(name)).unwrap();
+        }
+        let (wal, recovered) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        assert_eq!(recovered.snapshot.unwrap().bytes, b"state@1000");
+        assert_eq!(recovered.next_lsn, Lsn(1_001));
+        wal.close().await.unwrap();
+        drop(wal);
+        // Crash after the new segment, before the rename: done again.
+        std::fs::copy(
+            path.join(courier_wal::format::snapshot_file_name(1_000)),
+            path.join(courier_wal::format::install_file_name(1_000)),
+        )
+        .unwrap();
+        let (wal, recovered) = Wal::open(&path, 9, options).await.unwrap();
+        assert_eq!(recovered.snapshot.unwrap().bytes, b"state@1000");
+        assert_eq!(
+            (recovered.first_lsn, recovered.next_lsn),
+            (Lsn(1_001), Lsn(1_001))
+        );
+        assert_eq!(names(".seg").len(), 1);
+        assert_eq!(names(".snap").len(), 1, "{:?}", names(".snap"));
+        assert_eq!(wal.append(1, b"next").unwrap(), Lsn(1_001));
+        wal.close().await.unwrap();
+    });
+}
+
+#[test]
 fn close_flushes_appended_records_and_refuses_new_ones() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
