@@ -169,6 +169,17 @@ async fn list(dir: &Path) -> Result<Listing> {
     Ok(listing)
 }
 
+/// Deletes the temporary files (never held acknowledged data).
+async fn remove_temporaries(shared: &Shared, listing: &Listing) -> Result<()> {
+    for tmp in &listing.temporaries {
+        shared.storage.remove(tmp).await?;
+    }
+    if !listing.temporaries.is_empty() {
+        shared.storage.sync_dir(&shared.dir, &shared.paths.dir).await?;
+    }
+    Ok(())
+}
+
 /// Finishes installing a snapshot beyond the log's end
 /// ([`crate::Wal::write_install`]): the newest valid install file `s`
 /// replaces the whole log. Every segment and snapshot is deleted, an empty
@@ -225,12 +236,7 @@ pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
     let dir = shared.paths.dir.clone();
     let mut stats = OpenStats::default();
     let mut listing = list(&dir).await?;
-    for tmp in &listing.temporaries {
-        shared.storage.remove(tmp).await?;
-    }
-    if !listing.temporaries.is_empty() {
-        shared.storage.sync_dir(&shared.dir, &dir).await?;
-    }
+    remove_temporaries(shared, &listing).await?;
     if finish_install(shared, &listing).await? {
         listing = list(&dir).await?;
     }
