@@ -467,6 +467,7 @@ fn a_follower_behind_the_truncated_state_wal_catches_up_from_a_snapshot() {
     // and the history store, installs the snapshot and exits with 77;
     // restarted (systemd does it in production), it follows again.
     let log = nodes[behind].log_path().to_path_buf();
+    let restarted = Instant::now();
     nodes[behind].restart().unwrap();
     let deadline = Instant::now() + PRIMARY_WAIT;
     while !std::fs::read_to_string(&log)
@@ -480,11 +481,21 @@ fn a_follower_behind_the_truncated_state_wal_catches_up_from_a_snapshot() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let installed = restarted.elapsed();
     if let Some(status) = nodes[behind].wait_exit(Duration::from_secs(10)).unwrap() {
         assert_eq!(status.code(), Some(77), "{}", nodes[behind].log_tail(20));
         nodes[behind].restart().unwrap();
     }
     wait_applied(&nodes[behind], &nodes[primary], &token);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("installed a peer's snapshot"))
+        .unwrap_or_default();
+    eprintln!(
+        "catch-up: installed {installed:?} after the restart, applied everything {:?} after it; {line}",
+        restarted.elapsed()
+    );
     eprintln!(
         "caught-up follower's state WAL segments per shard: {:?} (shard {truncated} truncated on the primary)",
         state_wal_segments(&nodes[behind])

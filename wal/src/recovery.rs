@@ -175,7 +175,10 @@ async fn remove_temporaries(shared: &Shared, listing: &Listing) -> Result<()> {
         shared.storage.remove(tmp).await?;
     }
     if !listing.temporaries.is_empty() {
-        shared.storage.sync_dir(&shared.dir, &shared.paths.dir).await?;
+        shared
+            .storage
+            .sync_dir(&shared.dir, &shared.paths.dir)
+            .await?;
     }
     Ok(())
 }

@@ -63,6 +63,8 @@ const CATCHUP_RETRY: Duration = Duration::from_secs(1);
 /// How long the follower waits before asking again a peer whose history
 /// store does not cover the snapshot yet.
 const HISTORY_WAIT: Duration = Duration::from_millis(100);
+/// Waits for one peer's history store before asking the next voter (5 s).
+const HISTORY_WAITS_PER_PEER: u32 = 50;
 
 const _: () = assert!(
     (catchup::SNAPSHOT_CHUNK_BYTES as usize) * 2 < crate::link::constants::PAYLOAD_BYTES_MAX
@@ -202,9 +204,10 @@ async fn run(ctx: &Rc<ShardCtx>, r: &Rc<Replica>, first: link::NodeId) {
         );
         return;
     }
-    if !copy_history(ctx, r, first, &mut turn, HistoryCopy::new(after, lsn)).await {
+    let Some(copied) = copy_history(ctx, r, first, &mut turn, HistoryCopy::new(after, lsn)).await
+    else {
         return;
-    }
+    };
     if let Err(e) = ctx.history.sync().await {
         tracing::error!(shard = ctx.id.0, error = %e, "replica: history store sync failed during a catch-up");
         ctx.storage_failed(&e, format!("history store failed: {e}"));
@@ -214,14 +217,22 @@ async fn run(ctx: &Rc<ShardCtx>, r: &Rc<Replica>, first: link::NodeId) {
         tracing::error!(shard = ctx.id.0, lsn, error = %e, "replica: writing the install file failed");
         return;
     }
-    fatal(
-        ctx.id.0,
-        EXIT_INSTALLED,
-        &format!(
-            "installed a peer's snapshot at LSN {lsn} ({} bytes; the state WAL ended at {state_lsn}); restarting to open the state WAL after it",
-            bytes.len()
-        ),
+    // Not `fatal`: an expected exit, logged at info level.
+    tracing::info!(
+        shard = ctx.id.0,
+        lsn,
+        snapshot_bytes = bytes.len(),
+        history_entries = copied,
+        state_lsn,
+        code = EXIT_INSTALLED,
+        "replica: installed a peer's snapshot; exiting to open the state WAL after it"
     );
+    eprintln!(
+        "courierd: shard {}: replica: installed a peer's snapshot at LSN {lsn} ({} bytes, {copied} history entries copied; the state WAL ended at {state_lsn}); exiting with {EXIT_INSTALLED} to open the state WAL after it",
+        ctx.id.0,
+        bytes.len()
+    );
+    std::process::exit(EXIT_INSTALLED)
 }
 
 /// Downloads a peer's newest snapshot: (LSN, body), checked.
@@ -263,14 +274,17 @@ async fn download(
     None
 }
 
-/// Copies the peer's history entries into the store; whether it is done.
+/// Copies the peer's history entries into the store; how many, once done
+/// (`None`: stopped or failed).
 async fn copy_history(
     ctx: &Rc<ShardCtx>,
     r: &Rc<Replica>,
     first: link::NodeId,
     turn: &mut usize,
     mut copy: HistoryCopy,
-) -> bool {
+) -> Option<u64> {
+    let mut waits = 0u32;
+    let mut copied = 0u64;
     while !ctx.stop.is_requested() {
         let peer = peer_at(r, first, *turn);
         let request = catchup::encode_history_request(copy.request());
@@ -289,18 +303,25 @@ async fn copy_history(
         };
         match copy.on_reply(reply) {
             Copied::Append { entries, done } => {
+                copied += entries.len() as u64;
                 if !append_all(ctx, entries).await {
-                    return false;
+                    return None;
                 }
                 if done {
-                    return true;
+                    return Some(copied);
                 }
             }
             Copied::Stale => {}
-            Copied::Wait => glommio::timer::sleep(HISTORY_WAIT).await,
+            Copied::Wait => {
+                waits += 1;
+                if waits % HISTORY_WAITS_PER_PEER == 0 {
+                    *turn += 1;
+                }
+                glommio::timer::sleep(HISTORY_WAIT).await;
+            }
         }
     }
-    false
+    None
 }
 
 /// Appends copied entries to the store (syncing when its staging is
