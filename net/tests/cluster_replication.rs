@@ -330,6 +330,12 @@ fn a_follower_behind_the_compacted_log_fetches_the_missing_records() {
     let (ann, general) = setup(nodes[primary].addr(), &admin);
     let mut acked = send_acked(nodes[primary].addr(), &ann, general, "early", 10);
     let behind = (primary + 1) % 3;
+    let token = nodes[0].admin_token().unwrap();
+    let had: Vec<u64> = cluster_view(&nodes[behind], &token)
+        .cores
+        .iter()
+        .map(|c| c.applied)
+        .collect();
     nodes[behind].kill9();
     acked.extend(send_acked(
         nodes[primary].addr(),
@@ -338,6 +344,18 @@ fn a_follower_behind_the_compacted_log_fetches_the_missing_records() {
         "while-down",
         60,
     ));
+    // The precondition, waited for rather than assumed (a loaded machine
+    // once restarted the follower before the leader compacted past it):
+    // some group's log is compacted beyond what the follower had.
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    while !compacted_past(&nodes[primary], &had) {
+        assert!(
+            Instant::now() < deadline,
+            "the primary never compacted past {had:?}:\n{}",
+            nodes[primary].log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     nodes[behind].restart().unwrap();
     let deadline = Instant::now() + PRIMARY_WAIT;
     while !nodes[behind]
@@ -559,6 +577,27 @@ fn stored_seqs(data_dir: &Path, conversation: ConversationId) -> Vec<u64> {
         .unwrap()
         .join()
         .unwrap()
+}
+
+/// Whether the node's log shows a compaction of some core's group beyond
+/// `applied[core]` (the lines `replica: raft log compacted shard=K
+/// index=I`).
+fn compacted_past(node: &ServerProcess, applied: &[u64]) -> bool {
+    let text = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let at = line.find(name)? + name.len();
+        let digits: String = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    text.lines()
+        .filter(|l| l.contains("raft log compacted"))
+        .any(|l| match (field(l, "shard="), field(l, "index=")) {
+            (Some(k), Some(index)) => applied.get(k as usize).is_some_and(|a| index > a + 1),
+            _ => false,
+        })
 }
 
 /// Sends on `conv` until the connection breaks (or `stop` is set), one
