@@ -24,6 +24,7 @@
 
 mod backup;
 mod boot;
+mod catchup;
 mod edge;
 mod history;
 mod journal;
@@ -184,8 +185,10 @@ pub struct ShardCtx {
     history_covered: Cell<u64>,
     /// Wakes the history task (something was fed).
     history_wake: Signal,
-    /// Snapshots truncate the log behind them (single-node mode only: in
-    /// cluster mode peers fetch committed records from the state WAL).
+    /// Snapshots truncate the log behind them (single-node mode, and
+    /// cluster mode unless [`catchup::KEEP_STATE_WAL_ENV`] is set: a
+    /// follower behind the peers' truncated state WALs catches up from a
+    /// snapshot, `catchup`).
     truncate_log: bool,
     outbox_total: Cell<usize>,
     /// Notified when the last connection is forgotten (shutdown waits on it).
@@ -588,7 +591,7 @@ fn new_ctx(
         history_fed: Cell::new(booted.last_lsn),
         history_covered: Cell::new(booted.last_lsn),
         history_wake: Signal::default(),
-        truncate_log: started,
+        truncate_log: started || !catchup::keep_state_wal(),
         outbox_total: Cell::new(0),
         conns_empty: Signal::default(),
         user_limits: RefCell::new(HashMap::new()),

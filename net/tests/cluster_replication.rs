@@ -40,7 +40,13 @@ fn test_root() -> PathBuf {
     root
 }
 
-fn start_node_with(etcd: &Etcd, dir: &Path, id: u32, env: &[(&str, &str)]) -> ServerProcess {
+fn start_node_args(
+    etcd: &Etcd,
+    dir: &Path,
+    id: u32,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> ServerProcess {
     let mut launch = Launch::new(&dir.join(format!("node{id}")), 2);
     launch.env = env
         .iter()
@@ -57,6 +63,7 @@ fn start_node_with(etcd: &Etcd, dir: &Path, id: u32, env: &[(&str, &str)]) -> Se
         "--cluster-shards".into(),
         "8".into(),
     ];
+    launch.args.extend(extra.iter().map(|a| a.to_string()));
     let log = launch.log.clone();
     ServerProcess::launch(launch).unwrap_or_else(|e| {
         panic!(
@@ -166,8 +173,18 @@ fn start_three(
     dir: &Path,
     env: &[(&str, &str)],
 ) -> (Vec<ServerProcess>, Credential, usize, Duration) {
+    start_three_args(etcd, dir, env, &[])
+}
+
+/// [`start_three`] with extra command-line arguments for every node.
+fn start_three_args(
+    etcd: &Etcd,
+    dir: &Path,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (Vec<ServerProcess>, Credential, usize, Duration) {
     let nodes: Vec<ServerProcess> = (1..=3)
-        .map(|id| start_node_with(etcd, dir, id, env))
+        .map(|id| start_node_args(etcd, dir, id, env, extra))
         .collect();
     let admin = courier_proto::token::parse(&nodes[0].admin_token().unwrap()).unwrap();
     let (primary, took) = wait_primary(&nodes, &[0, 1, 2], &admin);
@@ -313,6 +330,12 @@ fn a_follower_behind_the_compacted_log_fetches_the_missing_records() {
     let (ann, general) = setup(nodes[primary].addr(), &admin);
     let mut acked = send_acked(nodes[primary].addr(), &ann, general, "early", 10);
     let behind = (primary + 1) % 3;
+    let token = nodes[0].admin_token().unwrap();
+    let had: Vec<u64> = cluster_view(&nodes[behind], &token)
+        .cores
+        .iter()
+        .map(|c| c.applied)
+        .collect();
     nodes[behind].kill9();
     acked.extend(send_acked(
         nodes[primary].addr(),
@@ -321,6 +344,18 @@ fn a_follower_behind_the_compacted_log_fetches_the_missing_records() {
         "while-down",
         60,
     ));
+    // The precondition, waited for rather than assumed (a loaded machine
+    // once restarted the follower before the leader compacted past it):
+    // some group's log is compacted beyond what the follower had.
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    while !compacted_past(&nodes[primary], &had) {
+        assert!(
+            Instant::now() < deadline,
+            "the primary never compacted past {had:?}:\n{}",
+            nodes[primary].log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     nodes[behind].restart().unwrap();
     let deadline = Instant::now() + PRIMARY_WAIT;
     while !nodes[behind]
@@ -339,6 +374,230 @@ fn a_follower_behind_the_compacted_log_fetches_the_missing_records() {
     let rest: Vec<usize> = (0..3).filter(|&i| i != primary).collect();
     let (next, _) = wait_primary(&nodes, &rest, &admin);
     assert_eq!(history(nodes[next].addr(), &ann, general), acked);
+}
+
+/// The state WAL segment files (numbers) of each shard directory of a
+/// node's data directory.
+fn state_wal_segments(node: &ServerProcess) -> Vec<Vec<u64>> {
+    (0..2)
+        .map(|k| {
+            let dir = node.data_dir().join(format!("shard-{k}"));
+            let mut numbers: Vec<u64> = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter_map(|e| {
+                    let name = e.unwrap().file_name().into_string().unwrap();
+                    courier_wal::format::parse_segment_file_name(&name)
+                })
+                .collect();
+            numbers.sort_unstable();
+            numbers
+        })
+        .collect()
+}
+
+/// Waits until every core of `node` applied what the primary's core
+/// had committed when asked.
+fn wait_applied(node: &ServerProcess, primary: &ServerProcess, token: &str) {
+    let target: Vec<u64> = cluster_view(primary, token)
+        .cores
+        .iter()
+        .map(|c| c.committed)
+        .collect();
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    loop {
+        let applied: Vec<u64> = cluster_view(node, token)
+            .cores
+            .iter()
+            .map(|c| c.applied)
+            .collect();
+        if applied.len() == target.len() && applied.iter().zip(&target).all(|(a, t)| a >= t) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "applied {applied:?}, the primary committed {target:?}:\n{}",
+            node.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Disk stays bounded in cluster mode: the state WAL is truncated behind
+/// snapshots and the history store on every node, and a follower that was
+/// down meanwhile catches up from a peer's snapshot and history store.
+#[test]
+fn a_follower_behind_the_truncated_state_wal_catches_up_from_a_snapshot() {
+    let etcd = Etcd::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    // Small segments and a snapshot every 1,000 records (the smallest
+    // allowed), so the state WAL rolls and is truncated within the test.
+    let env = [("COURIER_RAFT_ENTRIES_SOFT_MAX", "8")];
+    let args = [
+        "--segment-mib",
+        "2",
+        "--snapshot-every-records",
+        "1000",
+        "--rate-conn-per-sec",
+        "0",
+        "--rate-user-per-sec",
+        "0",
+        "--rate-workspace-per-sec",
+        "0",
+    ];
+    let (mut nodes, admin, primary, _) = start_three_args(&etcd, dir.path(), &env, &args);
+    let token = nodes[0].admin_token().unwrap();
+    let (ann, general) = setup(nodes[primary].addr(), &admin);
+    let mut acked = send_acked(nodes[primary].addr(), &ann, general, "early", 10);
+    let behind = (primary + 1) % 3;
+    let third = (primary + 2) % 3;
+    nodes[behind].kill9();
+    // 1,300 messages of 8 KiB: about 5 segments of 2 MiB, snapshots at
+    // 1,000 records and the segments below them deleted.
+    let body = "x".repeat(8 * 1024);
+    let mut c = Client::login(nodes[primary].addr(), &ann);
+    for i in 0..1_300 {
+        let text = format!("while-down-{i}-{body}");
+        acked.push((c.send(general, &text), text));
+    }
+    drop(c);
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    let truncated = loop {
+        let segments = state_wal_segments(&nodes[primary]);
+        if let Some(k) = segments
+            .iter()
+            .position(|s| s.first().is_some_and(|n| *n > 1))
+        {
+            break k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the primary's state WALs kept their first segments: {segments:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "primary's state WAL segments per shard: {:?}",
+        state_wal_segments(&nodes[primary])
+    );
+
+    // The follower restarts behind the truncation point: the records it
+    // lacks are gone from the peers' state WALs, so it copies a snapshot
+    // and the history store, installs the snapshot and exits with 77;
+    // restarted (systemd does it in production), it follows again.
+    let log = nodes[behind].log_path().to_path_buf();
+    let restarted = Instant::now();
+    nodes[behind].restart().unwrap();
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("installed a peer's snapshot")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted follower did not install a snapshot:\n{}",
+            nodes[behind].log_tail(80)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let installed = restarted.elapsed();
+    if let Some(status) = nodes[behind].wait_exit(Duration::from_secs(10)).unwrap() {
+        assert_eq!(status.code(), Some(77), "{}", nodes[behind].log_tail(20));
+        nodes[behind].restart().unwrap();
+    }
+    wait_applied(&nodes[behind], &nodes[primary], &token);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("installed a peer's snapshot"))
+        .unwrap_or_default();
+    eprintln!(
+        "catch-up: installed {installed:?} after the restart, applied everything {:?} after it; {line}",
+        restarted.elapsed()
+    );
+    eprintln!(
+        "caught-up follower's state WAL segments per shard: {:?} (shard {truncated} truncated on the primary)",
+        state_wal_segments(&nodes[behind])
+    );
+
+    // With the third node down, acks need the caught-up follower.
+    nodes[third].kill9();
+    acked.extend(send_acked(nodes[primary].addr(), &ann, general, "after", 5));
+    nodes[third].restart().unwrap();
+    let seqs: Vec<u64> = acked.iter().map(|(s, _)| s.0).collect();
+    assert_eq!(seqs, (1..=1_315).collect::<Vec<u64>>());
+    // The primary killed: the next one (the caught-up node or the third)
+    // serves every acknowledged message once, in order.
+    wait_applied(&nodes[behind], &nodes[primary], &token);
+    nodes[primary].kill9();
+    let rest: Vec<usize> = (0..3).filter(|&i| i != primary).collect();
+    let (next, _) = wait_primary(&nodes, &rest, &admin);
+    eprintln!(
+        "after the kill, node {} serves (caught up: node {})",
+        next + 1,
+        behind + 1
+    );
+    assert_eq!(history(nodes[next].addr(), &ann, general), acked);
+    // Whichever serves, the caught-up node's own history store holds every
+    // acknowledged message once, in order (copied from the peer up to its
+    // snapshot, fed from the records after it).
+    wait_applied(&nodes[behind], &nodes[next], &token);
+    nodes[behind].kill9();
+    assert_eq!(stored_seqs(nodes[behind].data_dir(), general), seqs);
+}
+
+/// The seqs of `conversation` in a stopped node's history stores, in the
+/// order they were stored (both shards).
+fn stored_seqs(data_dir: &Path, conversation: ConversationId) -> Vec<u64> {
+    let data_dir = data_dir.to_path_buf();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            let mut seqs = Vec::new();
+            for k in 0..2u16 {
+                let dir = data_dir.join(format!("shard-{k}/history"));
+                let options = courier_wal::history::HistoryOptions::recommended();
+                let (store, _) = courier_wal::history::HistoryStore::open(&dir, k, options)
+                    .await
+                    .unwrap();
+                let mut after = 0;
+                loop {
+                    let chunk = store.scan(after, 1_000, 16 << 20).await.unwrap();
+                    let Some(last) = chunk.last() else { break };
+                    after = last.source;
+                    seqs.extend(
+                        chunk
+                            .iter()
+                            .filter(|e| e.conversation == conversation.0)
+                            .map(|e| e.seq),
+                    );
+                }
+                store.close().await.unwrap();
+            }
+            seqs
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Whether the node's log shows a compaction of some core's group beyond
+/// `applied[core]` (the lines `replica: raft log compacted shard=K
+/// index=I`).
+fn compacted_past(node: &ServerProcess, applied: &[u64]) -> bool {
+    let text = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let at = line.find(name)? + name.len();
+        let digits: String = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    text.lines()
+        .filter(|l| l.contains("raft log compacted"))
+        .any(|l| match (field(l, "shard="), field(l, "index=")) {
+            (Some(k), Some(index)) => applied.get(k as usize).is_some_and(|a| index > a + 1),
+            _ => false,
+        })
 }
 
 /// Sends on `conv` until the connection breaks (or `stop` is set), one

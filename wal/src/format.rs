@@ -372,6 +372,13 @@ pub fn snapshot_file_name(lsn: u64) -> String {
     format!("snap-{lsn:020}.snap")
 }
 
+/// File name of a snapshot installed from a peer beyond the log's end,
+/// covering `lsn`: `install-<20 digits>.snap` (same format as a snapshot).
+/// The next open restarts the log after it (`docs/WAL.md`, "Recovery rules").
+pub fn install_file_name(lsn: u64) -> String {
+    format!("install-{lsn:020}.snap")
+}
+
 fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -383,6 +390,11 @@ fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
 /// The segment number of a segment file name, if it is one.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     parse_numbered(name, "wal-", ".seg")
+}
+
+/// The LSN of an install file name, if it is one.
+pub fn parse_install_file_name(name: &str) -> Option<u64> {
+    parse_numbered(name, "install-", ".snap")
 }
 
 /// The LSN of a snapshot file name, if it is one.

@@ -77,6 +77,7 @@ pub use error::{Error, HistoryRejection, Result};
 pub use options::{FaultPoint, Faults, SyncMode, WalOptions};
 pub use read::{Payload, Reader, Record};
 pub use recovery::{InvalidSnapshot, OpenStats, Recovered, Snapshot, TailTruncation};
+pub use snapshot::SnapshotPiece;
 pub use storage::fs_type_name;
 pub use wal::Wal;
 

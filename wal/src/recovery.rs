@@ -35,8 +35,8 @@ use crate::{
         BLOCK_BYTES, PROBE_FILE_NAME, SCAN_CHUNK_BYTES, SEGMENT_HEADER_BYTES, ZERO_FILL_CHUNK_BYTES,
     },
     format::{
-        align_down, align_up, parse_segment_file_name, parse_snapshot_file_name, SegmentHeader,
-        TEMP_SUFFIX,
+        align_down, align_up, parse_install_file_name, parse_segment_file_name,
+        parse_snapshot_file_name, SegmentHeader, TEMP_SUFFIX,
     },
     options::FaultPoint,
     scan::{examine_after_tail, read_record, Chunk, Scanned},
@@ -138,6 +138,7 @@ pub(crate) struct Outcome {
 struct Listing {
     segments: Vec<u64>,
     snapshots: Vec<u64>,
+    installs: Vec<u64>,
     temporaries: Vec<PathBuf>,
 }
 
@@ -146,6 +147,7 @@ async fn list(dir: &Path) -> Result<Listing> {
     let mut listing = Listing {
         segments: Vec::new(),
         snapshots: Vec::new(),
+        installs: Vec::new(),
         temporaries: Vec::new(),
     };
     for name in names {
@@ -155,25 +157,91 @@ async fn list(dir: &Path) -> Result<Listing> {
             listing.segments.push(number);
         } else if let Some(lsn) = parse_snapshot_file_name(&name) {
             listing.snapshots.push(lsn);
+        } else if let Some(lsn) = parse_install_file_name(&name) {
+            listing.installs.push(lsn);
         } else if name != PROBE_FILE_NAME {
             tracing::debug!(file = %name, "ignoring unknown file in the log directory");
         }
     }
     listing.segments.sort_unstable();
     listing.snapshots.sort_unstable();
+    listing.installs.sort_unstable();
     Ok(listing)
+}
+
+/// Deletes the temporary files (never held acknowledged data).
+async fn remove_temporaries(shared: &Shared, listing: &Listing) -> Result<()> {
+    for tmp in &listing.temporaries {
+        shared.storage.remove(tmp).await?;
+    }
+    if !listing.temporaries.is_empty() {
+        shared
+            .storage
+            .sync_dir(&shared.dir, &shared.paths.dir)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Finishes installing a snapshot beyond the log's end
+/// ([`crate::Wal::write_install`]): the newest valid install file `s`
+/// replaces the whole log. Every segment and snapshot is deleted, an empty
+/// segment starting at `s + 1` is created, and only then is the install
+/// file renamed to the snapshot of `s` (the commit point: a crash before
+/// it redoes every step, after it the log is a snapshot and an empty
+/// segment after it, which the usual rules accept). A damaged install file
+/// is set aside (`*.invalid`) and the log is left as it was. Returns
+/// whether the listing changed.
+async fn finish_install(shared: &Rc<Shared>, listing: &Listing) -> Result<bool> {
+    let dir = shared.paths.dir.clone();
+    let mut installed = None;
+    for &lsn in listing.installs.iter().rev() {
+        let path = shared.paths.install(lsn);
+        match snapshot::load_at(shared, lsn, path.clone()).await? {
+            Loaded::Valid(_) if installed.is_none() => installed = Some(lsn),
+            Loaded::Valid(_) => shared.storage.remove(&path).await?,
+            Loaded::Invalid(reason) => {
+                let to = PathBuf::from(format!("{}.invalid", path.display()));
+                tracing::warn!(file = %path.display(), %reason, "install file is damaged; setting it aside");
+                std::fs::rename(&path, &to).map_err(|e| Error::io("rename", &path, e))?;
+            }
+        }
+    }
+    if listing.installs.is_empty() {
+        return Ok(false);
+    }
+    let Some(lsn) = installed else {
+        shared.storage.sync_dir(&shared.dir, &dir).await?;
+        return Ok(true);
+    };
+    for &number in &listing.segments {
+        shared.storage.remove(&shared.paths.segment(number)).await?;
+    }
+    for &old in &listing.snapshots {
+        shared.storage.remove(&shared.paths.snapshot(old)).await?;
+    }
+    shared.storage.sync_dir(&shared.dir, &dir).await?;
+    let prepared = prepare_segment(shared.clone(), 1, shared.options.segment_bytes).await?;
+    drop(install_segment(shared, prepared, lsn + 1).await?);
+    let from = shared.paths.install(lsn);
+    let to = shared.paths.snapshot(lsn);
+    std::fs::rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
+    shared.storage.sync_dir(&shared.dir, &dir).await?;
+    tracing::info!(
+        lsn,
+        "installed a snapshot beyond the log's end: the log restarts after it"
+    );
+    Ok(true)
 }
 
 /// Run recovery for the log whose context is `shared` (its state still empty).
 pub(crate) async fn recover(shared: &Rc<Shared>) -> Result<Outcome> {
     let dir = shared.paths.dir.clone();
     let mut stats = OpenStats::default();
-    let listing = list(&dir).await?;
-    for tmp in &listing.temporaries {
-        shared.storage.remove(tmp).await?;
-    }
-    if !listing.temporaries.is_empty() {
-        shared.storage.sync_dir(&shared.dir, &dir).await?;
+    let mut listing = list(&dir).await?;
+    remove_temporaries(shared, &listing).await?;
+    if finish_install(shared, &listing).await? {
+        listing = list(&dir).await?;
     }
 
     // Newest valid snapshot; damaged newer ones are set aside.

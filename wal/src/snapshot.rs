@@ -26,7 +26,11 @@ pub(crate) enum Loaded {
 /// Read and verify the snapshot covering `lsn`. I/O errors are errors; damage
 /// is [`Loaded::Invalid`].
 pub(crate) async fn load(shared: &Shared, lsn: u64) -> Result<Loaded> {
-    let path = shared.paths.snapshot(lsn);
+    load_at(shared, lsn, shared.paths.snapshot(lsn)).await
+}
+
+/// [`load`] from the file at `path` (a snapshot or an install file).
+pub(crate) async fn load_at(shared: &Shared, lsn: u64, path: std::path::PathBuf) -> Result<Loaded> {
     let file = shared.storage.open_read(&path).await?;
     let file_len = file
         .file_size()
@@ -140,7 +144,7 @@ pub(crate) async fn write(shared: &Rc<Shared>, lsn: u64, bytes: &[u8]) -> Result
     }
     let _busy = Busy(shared);
     let tmp = shared.paths.snapshot_tmp(lsn);
-    let result = write_file(shared, lsn, bytes).await;
+    let result = write_file(shared, lsn, bytes, &tmp, &shared.paths.snapshot(lsn)).await;
     if let Err(error) = result {
         let _ = shared.storage.remove(&tmp).await;
         return Err(error);
@@ -167,8 +171,14 @@ pub(crate) async fn write(shared: &Rc<Shared>, lsn: u64, bytes: &[u8]) -> Result
     Ok(())
 }
 
-async fn write_file(shared: &Shared, lsn: u64, bytes: &[u8]) -> Result<()> {
-    let tmp = shared.paths.snapshot_tmp(lsn);
+async fn write_file(
+    shared: &Shared,
+    lsn: u64,
+    bytes: &[u8],
+    tmp: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<()> {
+    let tmp = tmp.to_path_buf();
     let file = shared.storage.create_rw(&tmp).await?;
     let body_len = bytes.len() as u64;
     let total = SNAPSHOT_HEADER_BYTES + align_up(body_len, BLOCK_BYTES);
@@ -205,11 +215,122 @@ async fn write_file(shared: &Shared, lsn: u64, bytes: &[u8]) -> Result<()> {
         .storage
         .sync(FaultPoint::SnapshotSync, &file, &tmp)
         .await?;
-    let path = shared.paths.snapshot(lsn);
-    shared.storage.rename(&file, &tmp, &path).await?;
+    shared.storage.rename(&file, &tmp, path).await?;
     shared
         .storage
         .sync_dir(&shared.dir, &shared.paths.dir)
         .await?;
     Ok(())
+}
+
+/// Write `bytes` as a snapshot covering `lsn`, a position beyond the log's
+/// end (a replica caught up from a peer's snapshot), under the install
+/// name: the next open restarts the log after it (`recovery`). Written
+/// like a snapshot (temporary file, fdatasync, rename, directory fsync),
+/// so an install file that exists is whole.
+pub(crate) async fn write_install(shared: &Rc<Shared>, lsn: u64, bytes: &[u8]) -> Result<()> {
+    {
+        let mut st = shared.state.borrow_mut();
+        let reject = |reason: String| {
+            Err(Error::SnapshotRejected {
+                lsn: Lsn(lsn),
+                reason,
+            })
+        };
+        if let Some(error) = st.failure() {
+            return Err(error);
+        }
+        if lsn < st.next_lsn {
+            return reject(format!(
+                "the log reaches lsn {} already: write a snapshot",
+                st.next_lsn - 1
+            ));
+        }
+        if bytes.len() as u64 > SNAPSHOT_BYTES_LIMIT {
+            return reject(format!(
+                "{} bytes exceed the limit of {SNAPSHOT_BYTES_LIMIT}",
+                bytes.len()
+            ));
+        }
+        if st.snapshot_busy {
+            return reject("another snapshot is being written".to_string());
+        }
+        st.snapshot_busy = true;
+    }
+    let _busy = Busy(shared);
+    let tmp = shared.paths.install_tmp(lsn);
+    let result = write_file(shared, lsn, bytes, &tmp, &shared.paths.install(lsn)).await;
+    if result.is_err() {
+        let _ = shared.storage.remove(&tmp).await;
+    }
+    result
+}
+
+/// A piece of a kept snapshot's body ([`read_range`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPiece {
+    /// The LSN the snapshot covers.
+    pub lsn: Lsn,
+    /// The whole body's length.
+    pub body_len: u64,
+    /// The whole body's CRC32C (check it once every piece is in).
+    pub body_crc: u32,
+    /// Bytes `offset .. offset + len` of the body.
+    pub bytes: Vec<u8>,
+}
+
+/// Up to `max` bytes of the body of the kept snapshot covering `lsn`, from
+/// `offset`. The header is verified (checksum, LSN, shard); the body's
+/// checksum covers the whole body, so the reader checks it at the end.
+pub(crate) async fn read_range(
+    shared: &Shared,
+    lsn: u64,
+    offset: u64,
+    max: u64,
+) -> Result<SnapshotPiece> {
+    let reject = |reason: String| Error::SnapshotRejected {
+        lsn: Lsn(lsn),
+        reason,
+    };
+    if !shared.state.borrow().snapshots.contains(&lsn) {
+        return Err(reject("no such snapshot is kept".to_string()));
+    }
+    let path = shared.paths.snapshot(lsn);
+    let file = shared.storage.open_read(&path).await?;
+    let block = shared.storage.read(&file, &path, 0, BLOCK_BYTES).await?;
+    let header = SnapshotHeader::decode(&block).map_err(|r| Error::corrupt(&path, 0, r))?;
+    if header.lsn != lsn || header.shard != shared.shard {
+        return Err(Error::corrupt(
+            &path,
+            0,
+            format!("header of lsn {} shard {}", header.lsn, header.shard),
+        ));
+    }
+    let end = header.body_len.min(offset.saturating_add(max));
+    let mut bytes = Vec::new();
+    if offset < end {
+        let pos = SNAPSHOT_HEADER_BYTES + offset;
+        let base = pos - pos % BLOCK_BYTES;
+        let want = SNAPSHOT_HEADER_BYTES + end - base;
+        let data = shared
+            .storage
+            .read(&file, &path, base, align_up(want, BLOCK_BYTES))
+            .await?;
+        let from = (pos - base) as usize;
+        let to = from + (end - offset) as usize;
+        if data.len() < to {
+            return Err(Error::corrupt(
+                &path,
+                base + data.len() as u64,
+                "file ends inside the body",
+            ));
+        }
+        bytes.extend_from_slice(&data[from..to]);
+    }
+    Ok(SnapshotPiece {
+        lsn: Lsn(lsn),
+        body_len: header.body_len,
+        body_crc: header.body_crc,
+        bytes,
+    })
 }

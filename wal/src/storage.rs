@@ -469,6 +469,18 @@ impl Paths {
         self.dir.join(crate::format::snapshot_file_name(lsn))
     }
 
+    pub(crate) fn install(&self, lsn: u64) -> PathBuf {
+        self.dir.join(crate::format::install_file_name(lsn))
+    }
+
+    pub(crate) fn install_tmp(&self, lsn: u64) -> PathBuf {
+        self.dir.join(format!(
+            "{}{}",
+            crate::format::install_file_name(lsn),
+            crate::format::TEMP_SUFFIX
+        ))
+    }
+
     pub(crate) fn snapshot_tmp(&self, lsn: u64) -> PathBuf {
         self.dir.join(format!(
             "{}{}",

@@ -385,6 +385,35 @@ impl Wal {
         snapshot::write(&self.inner.shared, lsn.0, bytes).await
     }
 
+    /// Write a snapshot covering `lsn`, a position at or beyond the log's
+    /// next LSN (a replica caught up from a peer's snapshot), as an
+    /// install file: the log itself is untouched now; the next
+    /// [`Wal::open`] deletes every segment and snapshot, keeps this one and
+    /// starts the log at `lsn + 1` (`docs/WAL.md`, "Recovery rules"). The
+    /// caller stops using this log afterwards (it restarts).
+    pub async fn write_install(&self, lsn: Lsn, bytes: &[u8]) -> Result<()> {
+        snapshot::write_install(&self.inner.shared, lsn.0, bytes).await
+    }
+
+    /// The LSNs of the snapshots kept, oldest first.
+    pub fn snapshot_lsns(&self) -> Vec<Lsn> {
+        let st = self.shared().state.borrow();
+        st.snapshots.iter().map(|&l| Lsn(l)).collect()
+    }
+
+    /// Up to `max` bytes of the body of the kept snapshot covering `lsn`,
+    /// from byte `offset` (empty at or past the end), with the body's
+    /// length and checksum (check it once every piece is in).
+    /// [`Error::SnapshotRejected`] if that snapshot is not kept (any more).
+    pub async fn read_snapshot_range(
+        &self,
+        lsn: Lsn,
+        offset: u64,
+        max: u64,
+    ) -> Result<snapshot::SnapshotPiece> {
+        snapshot::read_range(self.shared(), lsn.0, offset, max).await
+    }
+
     /// Delete whole sealed segments whose records are all below `lsn`, and
     /// return the oldest LSN still retained. Never deletes the active segment,
     /// nor a record the oldest kept snapshot needs for replay (so with no

@@ -292,6 +292,154 @@ fn snapshots_are_returned_on_open_and_retention_keeps_what_they_need() {
 }
 
 #[test]
+fn a_snapshot_installed_beyond_the_end_restarts_the_log_after_it_and_ranges_read_back() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let options = small_options(64 * 1024);
+        let (wal, _) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        fill(&wal, 8, 300, 50, 300).await;
+        // A kept snapshot reads back in ranges, with its length and checksum.
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        wal.write_snapshot(Lsn(200), &body).await.unwrap();
+        assert_eq!(wal.snapshot_lsns(), vec![Lsn(200)]);
+        let mut got = Vec::new();
+        while (got.len() as u64) < 10_000 {
+            let piece = wal
+                .read_snapshot_range(Lsn(200), got.len() as u64, 4_000)
+                .await
+                .unwrap();
+            assert_eq!((piece.lsn, piece.body_len), (Lsn(200), 10_000));
+            assert!(!piece.bytes.is_empty() && piece.bytes.len() <= 4_000);
+            got.extend_from_slice(&piece.bytes);
+        }
+        assert_eq!(got, body);
+        let piece = wal
+            .read_snapshot_range(Lsn(200), 10_000, 4_000)
+            .await
+            .unwrap();
+        assert!(piece.bytes.is_empty());
+        assert_eq!(piece.body_crc, crc32c::crc32c(&body));
+        assert!(matches!(
+            wal.read_snapshot_range(Lsn(100), 0, 10).await,
+            Err(Error::SnapshotRejected { .. })
+        ));
+        // An install must lie beyond the log.
+        assert!(matches!(
+            wal.write_install(Lsn(300), b"x").await,
+            Err(Error::SnapshotRejected { .. })
+        ));
+        wal.write_install(Lsn(5_000), b"state@5000").await.unwrap();
+        // Nothing changes until the next open.
+        assert_eq!(check_all(&wal, 8, Lsn(1), 300).await, 300);
+        wal.close().await.unwrap();
+        drop(wal);
+
+        let (wal, recovered) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        let snapshot = recovered.snapshot.clone().unwrap();
+        assert_eq!(
+            (snapshot.lsn, &snapshot.bytes[..]),
+            (Lsn(5_000), &b"state@5000"[..])
+        );
+        assert_eq!(
+            (recovered.first_lsn, recovered.next_lsn),
+            (Lsn(5_001), Lsn(5_001))
+        );
+        assert!(matches!(
+            wal.read(Lsn(300)).await,
+            Err(Error::LsnOutOfRange { .. })
+        ));
+        assert_eq!(
+            wal.append(kind(5_001), &payload(1, 5_001, 10)).unwrap(),
+            Lsn(5_001)
+        );
+        wal.wait_durable(Lsn(5_001)).await.unwrap();
+        wal.close().await.unwrap();
+        drop(wal);
+        let names: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".seg") || n.ends_with(".snap"))
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "one segment and the installed snapshot: {names:?}"
+        );
+
+        let (wal, recovered) = Wal::open(&path, 9, options).await.unwrap();
+        assert_eq!(recovered.next_lsn, Lsn(5_002));
+        assert_eq!(recovered.replay_from(), Lsn(5_001));
+        let (k, p) = wal.read(Lsn(5_001)).await.unwrap();
+        assert_eq!((k, p.to_vec()), (kind(5_001), payload(1, 5_001, 10)));
+        wal.close().await.unwrap();
+    });
+}
+
+#[test]
+fn an_install_interrupted_at_any_step_completes_at_the_next_open_and_a_damaged_one_is_set_aside() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let options = small_options(64 * 1024);
+        let names = |ext: &str| -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.ends_with(ext))
+                .collect();
+            n.sort();
+            n
+        };
+        let (wal, _) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        fill(&wal, 8, 200, 50, 300).await;
+        // A damaged install file is set aside and the log stays as it was.
+        wal.write_install(Lsn(900), b"state@900").await.unwrap();
+        wal.close().await.unwrap();
+        drop(wal);
+        let install = path.join(courier_wal::format::install_file_name(900));
+        let mut bytes = std::fs::read(&install).unwrap();
+        bytes[4096] ^= 1;
+        std::fs::write(&install, &bytes).unwrap();
+        let (wal, recovered) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        assert_eq!(
+            (recovered.first_lsn, recovered.next_lsn),
+            (Lsn(1), Lsn(201))
+        );
+        assert_eq!(check_all(&wal, 8, Lsn(1), 300).await, 200);
+        assert_eq!(names(".invalid").len(), 1);
+        // Crash after the old segments were deleted, before the new one.
+        wal.write_install(Lsn(1_000), b"state@1000").await.unwrap();
+        wal.close().await.unwrap();
+        drop(wal);
+        for name in names(".seg") {
+            std::fs::remove_file(path.join(name)).unwrap();
+        }
+        let (wal, recovered) = Wal::open(&path, 9, options.clone()).await.unwrap();
+        assert_eq!(recovered.snapshot.unwrap().bytes, b"state@1000");
+        assert_eq!(recovered.next_lsn, Lsn(1_001));
+        wal.close().await.unwrap();
+        drop(wal);
+        // Crash after the new segment, before the rename: done again.
+        std::fs::copy(
+            path.join(courier_wal::format::snapshot_file_name(1_000)),
+            path.join(courier_wal::format::install_file_name(1_000)),
+        )
+        .unwrap();
+        let (wal, recovered) = Wal::open(&path, 9, options).await.unwrap();
+        assert_eq!(recovered.snapshot.unwrap().bytes, b"state@1000");
+        assert_eq!(
+            (recovered.first_lsn, recovered.next_lsn),
+            (Lsn(1_001), Lsn(1_001))
+        );
+        assert_eq!(names(".seg").len(), 1);
+        assert_eq!(names(".snap").len(), 1, "{:?}", names(".snap"));
+        assert_eq!(wal.append(1, b"next").unwrap(), Lsn(1_001));
+        wal.close().await.unwrap();
+    });
+}
+
+#[test]
 fn close_flushes_appended_records_and_refuses_new_ones() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();

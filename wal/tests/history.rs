@@ -146,6 +146,73 @@ fn appends_and_reads_across_segments_match_the_model_and_survive_reopen() {
     });
 }
 
+/// Every message of the model with source above `after`, in source order.
+fn by_source(model: &Model, after: u64) -> Vec<(u64, u64, u64, Vec<u8>)> {
+    let mut all: Vec<_> = model
+        .iter()
+        .flat_map(|(&c, es)| es.iter().map(move |e| (c, e.0, e.1, e.2.clone())))
+        .filter(|e| e.2 > after)
+        .collect();
+    all.sort_by_key(|e| e.2);
+    all
+}
+
+/// Scans from `after` in chunks of at most `max` entries, as a replica
+/// copying a peer's store does.
+async fn scan_all(store: &HistoryStore, after: u64, max: u64) -> Vec<(u64, u64, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = after;
+    loop {
+        let chunk = store.scan(at, max, 4096).await.unwrap();
+        assert!(chunk.len() as u64 <= max);
+        let Some(last) = chunk.last() else {
+            return out;
+        };
+        at = last.source;
+        out.extend(
+            chunk
+                .into_iter()
+                .map(|e| (e.conversation, e.seq, e.source, e.payload)),
+        );
+    }
+}
+
+#[test]
+fn a_scan_returns_every_durable_message_above_a_source_in_order_across_segments() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let options = HistoryOptions::small_for_tests(64 * 1024);
+        let (store, _) = HistoryStore::open(&path, 3, options.clone()).await.unwrap();
+        let (mut model, mut rng, mut source) = (Model::new(), Rng::new(11), 0);
+        fill(&store, &mut model, &mut rng, 5_000, 40, &mut source).await;
+        assert!(files(&path, ".idx") >= 5);
+        store.drop_before(1, 3).unwrap();
+        // Staged, not durable: a scan does not see it.
+        source += 1;
+        store.append(2, 1_000_000, source, b"staged").unwrap();
+        for after in [0, 1, 777, 2_500, 4_999, 5_000] {
+            assert_eq!(
+                scan_all(&store, after, 97).await,
+                by_source(&model, after),
+                "after {after}"
+            );
+        }
+        store.sync().await.unwrap();
+        model
+            .entry(2)
+            .or_default()
+            .push((1_000_000, source, b"staged".to_vec()));
+        assert_eq!(scan_all(&store, 4_990, 3).await, by_source(&model, 4_990));
+        // A byte budget smaller than one payload still returns one entry.
+        assert_eq!(store.scan(0, 100, 0).await.unwrap().len(), 1);
+        store.close().await.unwrap();
+        drop(store);
+        let (store, _) = HistoryStore::open(&path, 3, options).await.unwrap();
+        assert_eq!(scan_all(&store, 0, 1_000).await, by_source(&model, 0));
+    });
+}
+
 #[test]
 fn replay_after_reopen_is_idempotent_and_caller_mistakes_are_typed() {
     let dir = temp_dir();

@@ -543,7 +543,13 @@ impl World {
             }
             Wire::FetchRequest(request) => self.serve_fetch(to, s, p.from, request),
             Wire::FetchReply(bytes) => {
-                let records = fetch::decode_reply(&bytes).expect("our own encoding decodes");
+                let reply = fetch::decode_reply(&bytes).expect("our own encoding decodes");
+                // The simulated state WALs are never truncated: no peer
+                // answers `Gone` here (the catch-up from a snapshot is the
+                // driver's, tested with real nodes).
+                let fetch::Reply::Records(records) = reply else {
+                    return;
+                };
                 let Some(m) = self.machine(to, s) else { return };
                 let mut effects = Vec::new();
                 let applied = m.on_fetch_reply(records, &mut effects);

@@ -21,7 +21,7 @@ use std::time::Instant;
 pub(crate) async fn http_backup(ctx: &Rc<ShardCtx>, dir: Option<String>) -> (u16, String) {
     let started = Instant::now();
     let reply = |code: u16, error: String| (code, format!("{}\n", json!({ "error": error })));
-    if !ctx.truncate_log {
+    if ctx.mode.view().is_some() {
         return reply(
             409,
             "backup is for single-node mode; a cluster keeps replicas".into(),

@@ -248,8 +248,9 @@ async fn encode_off_thread(shard: u16, capture: courier_core::snapshot::Capture)
 }
 
 /// Deletes the log's sealed segments behind the snapshot at `lsn` whose
-/// message records are all durable in the history store (single-node mode
-/// only; the WAL itself never deletes what its oldest kept snapshot needs
+/// message records are all durable in the history store (single-node mode,
+/// and cluster mode: a follower behind it catches up from a snapshot,
+/// `catchup`; the WAL itself never deletes what its oldest kept snapshot needs
 /// for replay). Nothing is deleted when the store cannot be synced.
 async fn truncate_log(ctx: &Rc<ShardCtx>, lsn: u64) {
     if !ctx.truncate_log {

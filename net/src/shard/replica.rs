@@ -24,7 +24,7 @@
 //! Must never: hand an input to an un-started core; carry out the
 //! machine's effects out of order.
 
-pub(crate) use courier_raft::replica::{entry, fetch};
+pub(crate) use courier_raft::replica::{catchup, entry, fetch};
 
 use super::{now_ms, ShardCtx};
 use crate::cluster::replicas::ReplicaStart;
@@ -89,10 +89,10 @@ const _: () = assert!(fetch::FETCH_CHUNK_BYTES * 2 < crate::link::constants::PAY
 /// One core's replica runtime (see the module docs).
 pub(crate) struct Replica {
     /// The decisions (sans-IO).
-    machine: RefCell<courier_raft::replica::Replica>,
-    group: GroupId,
+    pub(super) machine: RefCell<courier_raft::replica::Replica>,
+    pub(super) group: GroupId,
     wal: Rc<Wal>,
-    links: LinkHandle,
+    pub(super) links: LinkHandle,
     view: Arc<NodeView>,
     /// Raft WAL batches waiting to be appended, in order (bounded by the
     /// engine's batches in flight).
@@ -103,9 +103,11 @@ pub(crate) struct Replica {
     cut: Cell<u64>,
     /// Told when a fetch reply was applied.
     fetch_wake: Signal,
-    /// Fetch requests of peers being answered now (at most
+    /// Fetch and catch-up requests of peers being answered now (at most
     /// [`FETCHES_SERVED_MAX`]; more are dropped and asked again).
     fetches_served: Cell<usize>,
+    /// This core catching up from a peer's snapshot (`catchup`).
+    pub(super) catchup: super::catchup::CatchUpSlot,
 }
 
 /// Logs why and exits the process at once (crash-only).
@@ -206,6 +208,7 @@ async fn attach(ctx: &Rc<ShardCtx>, start: ReplicaStart, dir: &Path) -> anyhow::
         cut: Cell::new(0),
         fetch_wake: Signal::default(),
         fetches_served: Cell::new(0),
+        catchup: Default::default(),
     });
     if ctx.replica.set(r.clone()).is_err() {
         anyhow::bail!("replica attached twice");
@@ -519,7 +522,19 @@ async fn receiver(ctx: Rc<ShardCtx>, r: Rc<Replica>, inbox: Inbox) {
                 continue;
             }
             fetch::LINK_KIND_FETCH_REPLY => {
-                r.on_fetch_reply(&ctx, &m.payload);
+                super::catchup::on_fetch_reply(&ctx, &r, &m);
+                continue;
+            }
+            catchup::LINK_KIND_SNAPSHOT_REQUEST => {
+                super::catchup::serve_snapshot(&ctx, &r, &m);
+                continue;
+            }
+            catchup::LINK_KIND_HISTORY_REQUEST => {
+                super::catchup::serve_history(&ctx, &r, &m);
+                continue;
+            }
+            catchup::LINK_KIND_SNAPSHOT_REPLY | catchup::LINK_KIND_HISTORY_REPLY => {
+                r.catchup.deliver(m.kind, m.payload.clone());
                 continue;
             }
             _ => continue,
@@ -617,16 +632,25 @@ async fn trim(r: &Replica, shard: u16) {
 }
 
 impl Replica {
+    /// Takes one of the [`FETCHES_SERVED_MAX`] slots for answering a peer
+    /// (false: all taken; the request is dropped and asked again).
+    pub(super) fn take_serve_slot(&self) -> bool {
+        if self.fetches_served.get() >= FETCHES_SERVED_MAX {
+            return false;
+        }
+        self.fetches_served.set(self.fetches_served.get() + 1);
+        true
+    }
+
+    /// Gives a slot back once the answer was sent.
+    pub(super) fn release_serve_slot(&self) {
+        self.fetches_served
+            .set(self.fetches_served.get().saturating_sub(1));
+    }
+
     /// A peer's chunk of the records being fetched (the machine applies
     /// it); once the fetch is done the engine is driven again.
-    fn on_fetch_reply(self: &Rc<Self>, ctx: &Rc<ShardCtx>, payload: &[u8]) {
-        let records = match fetch::decode_reply(payload) {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::warn!(shard = ctx.id.0, error = %e, "replica: undecodable fetch reply");
-                return;
-            }
-        };
+    pub(super) fn on_fetch_records(self: &Rc<Self>, ctx: &Rc<ShardCtx>, records: Vec<CoreRecord>) {
         let mut effects = Vec::new();
         let applied = self
             .machine
@@ -650,6 +674,10 @@ async fn fetcher(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
     while !ctx.stop.is_requested() {
         if r.machine.borrow().fetching().is_none() {
             return;
+        }
+        if r.catchup.running() {
+            glommio::timer::sleep(FETCH_RETRY).await;
+            continue;
         }
         let Some((peer, request)) = r.machine.borrow().fetch_request(turn) else {
             glommio::timer::sleep(FETCH_RETRY).await;
@@ -683,38 +711,50 @@ fn serve_fetch(ctx: &Rc<ShardCtx>, r: &Rc<Replica>, m: &link::Inbound) {
             return;
         }
     };
-    if r.fetches_served.get() >= FETCHES_SERVED_MAX {
+    if !r.take_serve_slot() {
         return;
     }
-    r.fetches_served.set(r.fetches_served.get() + 1);
     let (ctx, r, to, core) = (ctx.clone(), r.clone(), m.from_node, m.from_core);
     glommio::spawn_local(async move {
-        let records = read_chunk(&ctx.wal, request).await.unwrap_or_else(|e| {
-            tracing::warn!(shard = ctx.id.0, error = %e, "replica: reading records for a peer");
-            Vec::new()
-        });
-        let reply = fetch::encode_reply(&records);
+        let reply = match read_chunk(&ctx.wal, request).await {
+            Ok(fetch::Reply::Records(records)) => fetch::encode_reply(&records),
+            Ok(fetch::Reply::Gone { first_lsn }) => fetch::encode_gone(first_lsn),
+            Err(e) => {
+                tracing::warn!(shard = ctx.id.0, error = %e, "replica: reading records for a peer");
+                fetch::encode_reply(&[])
+            }
+        };
         if let Err(e) = r
             .links
             .send(to, core, fetch::LINK_KIND_FETCH_REPLY, reply.into())
         {
             tracing::debug!(shard = ctx.id.0, error = %e, "replica: fetch reply not queued");
         }
-        r.fetches_served.set(r.fetches_served.get() - 1);
+        r.release_serve_slot();
     })
     .detach();
 }
 
-/// Reads the durable records of one reply to `request`.
-async fn read_chunk(
-    wal: &Wal,
-    request: fetch::FetchRequest,
-) -> courier_wal::Result<Vec<CoreRecord>> {
+/// Reads the durable records of one reply to `request`, or says they are
+/// gone (the state WAL was truncated past `from`).
+async fn read_chunk(wal: &Wal, request: fetch::FetchRequest) -> courier_wal::Result<fetch::Reply> {
     let end = fetch::chunk_end(request);
-    if request.from == 0 || request.from > end || request.from > wal.durable_lsn().0 {
-        return Ok(Vec::new());
+    let gone = || fetch::Reply::Gone {
+        first_lsn: wal.first_lsn().0,
+    };
+    if request.from >= 1 && request.from < wal.first_lsn().0 {
+        return Ok(gone());
     }
-    let mut reader = wal.reader(courier_wal::Lsn(request.from))?;
+    if request.from == 0 || request.from > end || request.from > wal.durable_lsn().0 {
+        return Ok(fetch::Reply::Records(Vec::new()));
+    }
+    let mut reader = match wal.reader(courier_wal::Lsn(request.from)) {
+        Ok(reader) => reader,
+        Err(courier_wal::Error::LsnOutOfRange { .. }) if request.from < wal.first_lsn().0 => {
+            return Ok(gone())
+        }
+        Err(e) => return Err(e),
+    };
     let mut out = Vec::new();
     let mut bytes = 0;
     while let Some(record) = reader.next().await? {
@@ -728,5 +768,5 @@ async fn read_chunk(
             payload: record.payload.to_vec(),
         });
     }
-    Ok(out)
+    Ok(fetch::Reply::Records(out))
 }

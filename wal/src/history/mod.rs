@@ -53,6 +53,7 @@ mod options;
 mod read;
 mod recovery;
 mod retention;
+mod scan;
 mod state;
 mod writer;
 
@@ -89,6 +90,32 @@ impl fmt::Debug for HistoryEntry {
             f,
             "HistoryEntry(seq {}, source {}, {:?})",
             self.seq, self.source, self.payload
+        )
+    }
+}
+
+/// One message read by [`HistoryStore::scan`], with its conversation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScannedEntry {
+    /// The conversation.
+    pub conversation: u64,
+    /// Its seq in the conversation.
+    pub seq: u64,
+    /// The log position it came from.
+    pub source: u64,
+    /// Its payload (verified).
+    pub payload: Vec<u8>,
+}
+
+impl fmt::Debug for ScannedEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ScannedEntry(conversation {}, seq {}, source {}, {} bytes)",
+            self.conversation,
+            self.seq,
+            self.source,
+            self.payload.len()
         )
     }
 }
@@ -267,6 +294,21 @@ impl HistoryStore {
             max_bytes,
         )
         .await
+    }
+
+    /// Up to `max_entries` durable messages of every conversation whose
+    /// source is above `after_source`, in the order they were appended
+    /// (sources ascending), at most `max_bytes` of payload (at least one
+    /// entry when there is one; bounds clamped to a History page's).
+    /// Continue from the last entry's source: a replica copies a peer's
+    /// store this way (`after_source` = what its own store holds).
+    pub async fn scan(
+        &self,
+        after_source: u64,
+        max_entries: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<ScannedEntry>> {
+        scan::scan(&self.inner, after_source, max_entries, max_bytes).await
     }
 
     /// Delete sealed segments, oldest first, while more than `keep_sealed`

@@ -52,7 +52,7 @@ enum Walk {
 }
 
 /// A file of segment `number`, from the active segment or the cache.
-async fn file_of(inner: &Inner, number: u64, kind: FileKind) -> Result<Rc<DmaFile>> {
+pub(crate) async fn file_of(inner: &Inner, number: u64, kind: FileKind) -> Result<Rc<DmaFile>> {
     {
         let st = inner.state.borrow();
         if kind == FileKind::Segment && number == st.active.number {

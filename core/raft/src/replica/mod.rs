@@ -48,6 +48,7 @@
 //! emit state WAL records out of LSN order; replay into a started core;
 //! let a started replica go on after losing leadership.
 
+pub mod catchup;
 pub mod entry;
 pub mod fetch;
 
