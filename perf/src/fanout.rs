@@ -64,6 +64,20 @@ pub struct Cmd {
     /// Seconds to let the server settle after connecting, before measuring memory.
     #[arg(long, default_value_t = 2.0)]
     pub settle_secs: f64,
+    /// Run against an N-node replicated cluster from the test kit instead
+    /// of one courierd: the connected members spread over every node and
+    /// over several load-generator processes (`--loaders`); 0 = one
+    /// courierd. See `fanout_cluster.rs`.
+    #[arg(long, default_value_t = 0)]
+    pub cluster: usize,
+    /// Replication factor (voters) of the `--cluster` run [default: min(N, 3)].
+    /// Only voters serve clients in this version: give N to use every node.
+    #[arg(long)]
+    pub replication_factor: Option<u8>,
+    /// Load-generator processes of a `--cluster` run, each at most 19,000
+    /// connections [default: max(N, receivers / 19,000 rounded up)].
+    #[arg(long)]
+    pub loaders: Option<usize>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -107,6 +121,9 @@ struct Seen {
 
 /// Runs the scenario.
 pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
+    if cmd.cluster > 0 {
+        return crate::fanout_cluster::run(cmd);
+    }
     let members = cmd.members.max(2);
     let mut connected = cmd.connected.clamp(1, members);
     // Both this process and courierd (which inherits the limit) need one fd
@@ -424,7 +441,7 @@ fn mine_len(seen: &Rc<RefCell<Seen>>) -> usize {
 
 /// The sender: posts `messages` at `rate`, each stamped with its index and
 /// due time; returns `(due, ack)` per message.
-async fn post(
+pub(crate) async fn post(
     mut sender: Session,
     channel: ConversationId,
     cmd: &Cmd,
