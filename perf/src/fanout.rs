@@ -78,6 +78,11 @@ pub struct Cmd {
     /// connections [default: max(N, receivers / 19,000 rounded up)].
     #[arg(long)]
     pub loaders: Option<usize>,
+    /// Niceness the `--cluster` run's loaders add to this process's
+    /// (0..=19): the nodes then win the CPU when they compete with the
+    /// load generators reading their frames.
+    #[arg(long, default_value_t = 0)]
+    pub loader_nice: i32,
     #[command(flatten)]
     pub common: Common,
 }
@@ -121,9 +126,6 @@ struct Seen {
 
 /// Runs the scenario.
 pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
-    if cmd.cluster > 0 {
-        return crate::fanout_cluster::run(cmd);
-    }
     let members = cmd.members.max(2);
     let mut connected = cmd.connected.clamp(1, members);
     // Both this process and courierd (which inherits the limit) need one fd

@@ -193,13 +193,18 @@ fn spawn_loader(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    // SAFETY: getpriority has no preconditions (errno is not read: a
+    // failure only leaves the niceness as it is).
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } + cmd.loader_nice.clamp(0, 19);
     {
         use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs between fork and exec and only calls
-        // prctl, which is async-signal-safe; it touches no parent memory.
+        // SAFETY: the closure runs between fork and exec and only makes
+        // system calls (prctl, setpriority) on the child itself; it
+        // allocates nothing and touches no parent memory but a copied int.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice.min(19));
                 Ok(())
             });
         }
@@ -538,10 +543,17 @@ fn measure(
     let idle = node_usage(&nodes.iter().map(|n| n.1).collect::<Vec<_>>());
     let loaders_idle = node_usage(&loaders.pids().into_iter().map(Some).collect::<Vec<_>>());
     let sender_user = users[0].credential.clone();
+    let primary = target.primary_index().map_or(0, |i| i + 1);
     let acks = pool::block_on(async {
         let sender = Session::login(target.addr, None, &sender_user).await?;
         let timer = PreciseTimer::new()?;
         crate::fanout::post(sender, channel, cmd, &timer).await
+    })
+    .with_context(|| {
+        format!(
+            "the sender, connected to the primary (node {primary}), while posting (a primary \
+             that lost its leadership exits: see its log below)"
+        )
     })?;
     let expected = (plan.receivers * cmd.messages) as u64;
     let counted = loaders.drain(expected, Instant::now() + Duration::from_secs(DRAIN_SECS))?;
@@ -657,7 +669,7 @@ fn summarize(
         "members": plan.members, "connected": plan.receivers + 1, "rate": cmd.rate, "messages": cmd.messages,
         "body_bytes": cmd.body_bytes, "source_ips": source_ips(cmd, plan), "connect_in_flight": cmd.connect_in_flight,
         "cluster_nodes": plan.nodes, "replication_factor": plan.replication_factor, "loaders": plan.loaders,
-        "per_node_max": plan.per_node_max, "per_loader_max": plan.per_loader_max,
+        "per_node_max": plan.per_node_max, "per_loader_max": plan.per_loader_max, "loader_nice": cmd.loader_nice,
         "primary_node": target.primary_index().map(|i| i + 1), "sender_on": "primary",
     });
     results["errors"] = json!(m.errors);

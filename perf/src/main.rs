@@ -95,6 +95,7 @@ fn main() -> anyhow::Result<()> {
     match &cli.scenario {
         Scenario::Send(cmd) => send::run(cmd),
         Scenario::E2e(cmd) => e2e::run(cmd),
+        Scenario::Fanout(cmd) if cmd.cluster > 0 => fanout_cluster::run(cmd),
         Scenario::Fanout(cmd) => fanout::run(cmd),
         Scenario::Catchup(cmd) => catchup::run(cmd),
         Scenario::History(cmd) => history::run(cmd),
