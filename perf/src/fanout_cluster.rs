@@ -321,23 +321,28 @@ impl Loaders {
         Ok(counts.iter().sum())
     }
 
-    /// Tells every loader to stop and collects its arrivals and errors.
-    fn finish(&mut self, messages: usize) -> anyhow::Result<(Vec<Vec<u64>>, usize, Vec<String>)> {
+    /// Tells every loader to stop and collects its arrivals, errors and
+    /// usage (into `m`).
+    fn finish(&mut self, m: &mut Measured) -> anyhow::Result<()> {
+        let messages = m.acks.len();
         for (i, l) in self.list.iter_mut().enumerate() {
             if let Some(mut input) = l.stdin.take() {
                 writeln!(input, "stop").with_context(|| format!("stopping loader {i}"))?;
             }
         }
         let until = Instant::now() + Duration::from_secs(FINISH_SECS);
-        let mut arrivals = vec![Vec::new(); messages];
-        let (mut errors, mut first) = (0, Vec::new());
+        m.arrivals = vec![Vec::new(); messages];
+        m.loaders_end = vec![Value::Null; self.list.len()];
         let mut done = vec![false; self.list.len()];
         while !done.iter().all(|d| *d) {
             match self.next(until, "reporting")? {
-                Some((_, Report::Arrivals(k, at))) if k < messages => arrivals[k].extend(at),
+                Some((_, Report::Arrivals(k, at))) if k < messages => m.arrivals[k].extend(at),
                 Some((i, Report::Errors(n, e))) if n > 0 => {
-                    errors += n;
-                    first.push(format!("loader {i}: {e}"));
+                    m.errors += n;
+                    m.first_errors.push(format!("loader {i}: {e}"));
+                }
+                Some((i, Report::Usage(cpu_ns, rss_kib))) => {
+                    m.loaders_end[i] = json!({"cpu_ns": cpu_ns, "rss_kib": rss_kib});
                 }
                 Some((i, Report::Done)) => done[i] = true,
                 Some(_) => {}
@@ -348,7 +353,7 @@ impl Loaders {
             let status = l.child.wait()?;
             anyhow::ensure!(status.success(), "loader {i} exited with {status}");
         }
-        Ok((arrivals, errors, first))
+        Ok(())
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -477,7 +482,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     );
     eprintln!("fanout: {plan:?}, open-file limit {nofile}");
     let started = now_ns();
-    let target = Target::start_cluster_with(&cmd.common, plan.nodes, plan.replication_factor)?;
+    let mut target = Target::start_cluster_with(&cmd.common, plan.nodes, plan.replication_factor)?;
     let cluster_s = (now_ns() - started) as f64 / 1e9;
     let machine = report::machine(&cmd.common.data_root());
     report::print_machine(&machine);
@@ -492,10 +497,35 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     );
     let pids: Vec<Option<u32>> = nodes.iter().map(|n| n.1).collect();
     let before = node_usage(&pids);
-    let measured = measure(cmd, &plan, &target, &users, channel)
+    let measured = measure(cmd, &plan, &target, &users, channel);
+    let exited = target.exited_nodes(30);
+    if !exited.is_empty() {
+        bail!(
+            "{} of {} nodes exited during the run ({}):\n{}",
+            exited.len(),
+            plan.nodes,
+            match &measured {
+                Ok(_) => "its figures are discarded".to_owned(),
+                Err(e) => format!("{e:#}"),
+            },
+            exited.join("\n")
+        );
+    }
+    let measured = measured
         .with_context(|| format!("the {}-node cluster:\n{}", plan.nodes, target.log_tail()))?;
     let after = node_usage(&pids);
-    let usage = json!({"before_connecting": before, "connected_idle": measured.idle, "after_run": after, "loaders_connected_idle": measured.loaders_idle});
+    let nodes_cpu = cpu_seconds(&measured.idle, &after);
+    let loaders_cpu = cpu_seconds(&measured.loaders_idle, &measured.loaders_end);
+    let usage = json!({
+        "before_connecting": before, "connected_idle": measured.idle, "after_run": after,
+        "loaders_connected_idle": measured.loaders_idle, "loaders_at_end": measured.loaders_end,
+        "cpu_s_idle": {"nodes": measured.idle_cpu_s, "over_s": measured.settle_s},
+        "cpu_s_from_idle_to_end": {
+            "nodes": nodes_cpu, "loaders": loaders_cpu,
+            "nodes_total": nodes_cpu.iter().flatten().sum::<f64>(),
+            "loaders_total": loaders_cpu.iter().flatten().sum::<f64>(),
+        },
+    });
     summarize(
         cmd,
         &plan,
@@ -508,6 +538,17 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Per process, CPU seconds between two [`node_usage`]-style readings.
+fn cpu_seconds(from: &[Value], to: &[Value]) -> Vec<Option<f64>> {
+    from.iter()
+        .zip(to)
+        .map(|(a, b)| {
+            let (a, b) = (a["cpu_ns"].as_u64()?, b["cpu_ns"].as_u64()?);
+            Some(b.saturating_sub(a) as f64 / 1e9)
+        })
+        .collect()
+}
+
 /// What [`measure`] found.
 struct Measured {
     acks: Vec<(u64, Option<u64>)>,
@@ -517,6 +558,13 @@ struct Measured {
     connect_s: f64,
     idle: Vec<Value>,
     loaders_idle: Vec<Value>,
+    /// Each loader's CPU time and RSS when it stopped.
+    loaders_end: Vec<Value>,
+    /// Each node's CPU seconds while every member was connected and
+    /// nothing was sent (the settle time).
+    idle_cpu_s: Vec<Option<f64>>,
+    /// That settle time.
+    settle_s: f64,
 }
 
 /// Connects the loaders, posts, drains and collects.
@@ -539,8 +587,16 @@ fn measure(
         "fanout: {} receivers connected in {connect_s:.1} s",
         plan.receivers
     );
-    std::thread::sleep(Duration::from_secs_f64(cmd.settle_secs.max(0.0)));
-    let idle = node_usage(&nodes.iter().map(|n| n.1).collect::<Vec<_>>());
+    let node_pids: Vec<Option<u32>> = nodes.iter().map(|n| n.1).collect();
+    let connected = node_usage(&node_pids);
+    let settle = Duration::from_secs_f64(cmd.settle_secs.max(0.0));
+    std::thread::sleep(settle);
+    let idle = node_usage(&node_pids);
+    let idle_cpu = cpu_seconds(&connected, &idle);
+    eprintln!(
+        "fanout: nodes idle with every member connected: {:.3} cores over {settle:?}",
+        idle_cpu.iter().flatten().sum::<f64>() / settle.as_secs_f64().max(1e-3)
+    );
     let loaders_idle = node_usage(&loaders.pids().into_iter().map(Some).collect::<Vec<_>>());
     let sender_user = users[0].credential.clone();
     let primary = target.primary_index().map_or(0, |i| i + 1);
@@ -558,16 +614,20 @@ fn measure(
     let expected = (plan.receivers * cmd.messages) as u64;
     let counted = loaders.drain(expected, Instant::now() + Duration::from_secs(DRAIN_SECS))?;
     eprintln!("fanout: {counted} of {expected} deliveries counted; collecting");
-    let (arrivals, errors, first_errors) = loaders.finish(cmd.messages)?;
-    Ok(Measured {
+    let mut m = Measured {
         acks,
-        arrivals,
-        errors,
-        first_errors,
+        arrivals: Vec::new(),
+        errors: 0,
+        first_errors: Vec::new(),
         connect_s,
         idle,
+        idle_cpu_s: idle_cpu,
+        settle_s: settle.as_secs_f64(),
         loaders_idle,
-    })
+        loaders_end: Vec::new(),
+    };
+    loaders.finish(&mut m)?;
+    Ok(m)
 }
 
 /// min/p50/p90/p99/max of a small sample (nearest rank).
@@ -655,6 +715,12 @@ fn summarize(
         "deliveries: {} ({} missing, {} connection errors); cluster start {cluster_s:.1} s, setup {setup_s:.1} s, connecting {:.1} s; node RSS connected and idle (KiB, node 1…): {}",
         results["delivered"], results["missing"], m.errors, m.connect_s, rss.join(", ")
     );
+    let cpu = &usage["cpu_s_from_idle_to_end"];
+    println!(
+        "CPU from connected to the end: nodes {:.1} s, loaders {:.1} s",
+        cpu["nodes_total"].as_f64().unwrap_or(0.0),
+        cpu["loaders_total"].as_f64().unwrap_or(0.0)
+    );
     let last_p99 = results["after_ack_last"]["p99_ms"].as_f64();
     let met = last_p99.is_some_and(|l| l <= 150.0) && results["missing"] == 0;
     println!(
@@ -740,6 +806,9 @@ mod tests {
             connect_s: 0.0,
             idle: Vec::new(),
             loaders_idle: Vec::new(),
+            loaders_end: Vec::new(),
+            idle_cpu_s: Vec::new(),
+            settle_s: 0.0,
         };
         let s = delivery_stats(&m, 3);
         assert_eq!(s["delivered"], 6);

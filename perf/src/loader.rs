@@ -16,7 +16,7 @@
 //!   member is welcomed, `delivered N` (every [`PROGRESS`] while it
 //!   changes), and after `stop`: one `arrivals K BASE D…` per message
 //!   (arrival times as nanoseconds after BASE, the first arrival), `errors
-//!   N TEXT`, `done`. A failure is `failed TEXT` and exit status 1.
+//!   N TEXT`, `usage CPU_NS RSS_KIB`, `done`. A failure is `failed TEXT` and exit status 1.
 //!
 //! Member `i` of a loader whose first member is receiver `first` of the
 //! run connects to node `(first + i) mod nodes` from source address
@@ -94,6 +94,8 @@ pub enum Report {
     Arrivals(usize, Vec<u64>),
     /// Connections that failed after login: count and the first reason.
     Errors(usize, String),
+    /// The loader's own CPU time (ns) and resident memory (KiB) at the end.
+    Usage(u64, u64),
     /// Everything is reported.
     Done,
     /// The loader failed (it exits 1).
@@ -117,6 +119,7 @@ impl Report {
                 s
             }
             Report::Errors(n, first) => format!("errors {n} {}", one_line(first)),
+            Report::Usage(cpu_ns, rss_kib) => format!("usage {cpu_ns} {rss_kib}"),
             Report::Done => "done".to_owned(),
             Report::Failed(e) => format!("failed {}", one_line(e)),
         }
@@ -147,6 +150,10 @@ impl Report {
             "errors" => {
                 let (n, first) = rest.split_once(' ').unwrap_or((rest, ""));
                 Ok(Report::Errors(number(n)? as usize, first.to_owned()))
+            }
+            "usage" => {
+                let (cpu, rss) = rest.split_once(' ').unwrap_or((rest, ""));
+                Ok(Report::Usage(number(cpu)?, number(rss)?))
             }
             "done" => Ok(Report::Done),
             "failed" => Ok(Report::Failed(rest.to_owned())),
@@ -301,6 +308,8 @@ fn run_inner(args: &Args) -> anyhow::Result<()> {
         emit(&Report::Arrivals(k, a));
     }
     emit(&Report::Errors(errors, first_error.unwrap_or_default()));
+    let rss = crate::server::proc_rss_kib(std::process::id()).unwrap_or(0);
+    emit(&Report::Usage(crate::server::self_cpu_ns(), rss));
     emit(&Report::Done);
     Ok(())
 }
@@ -467,6 +476,7 @@ mod tests {
             Report::Arrivals(7, Vec::new()),
             Report::Errors(2, "member connection: reset by peer".into()),
             Report::Errors(0, String::new()),
+            Report::Usage(12_345_678_901, 52_292),
             Report::Done,
             Report::Failed("loader 2: 3 of 9 logins failed; first: refused".into()),
         ];

@@ -341,6 +341,32 @@ impl Target {
         self.cluster.as_ref().map(|c| c.primary)
     }
 
+    /// Cluster nodes that are not running any more, each as a paragraph:
+    /// node, exit status, the last `lines` of its log.
+    pub fn exited_nodes(&mut self, lines: usize) -> Vec<String> {
+        let Some(c) = self.cluster.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for i in 0..c.cluster.nodes().len() {
+            let process = c.cluster.node_mut(i).process_mut();
+            if process.is_running() {
+                continue;
+            }
+            let status = process
+                .wait_exit(Duration::ZERO)
+                .ok()
+                .flatten()
+                .map_or_else(|| "?".to_owned(), |s| s.to_string());
+            out.push(format!(
+                "node {} exited ({status}); its log:\n{}",
+                i + 1,
+                process.log_tail(lines)
+            ));
+        }
+        out
+    }
+
     /// The last `lines` of cluster node `index`'s log.
     pub fn node_log_tail(&self, index: usize, lines: usize) -> String {
         self.cluster
