@@ -12,8 +12,8 @@
 //! voters — fails the run, with its log); create the users and the
 //! channel through the primary (timed: "setup"); start the loaders, hand
 //! each its members' credentials, wait until all are welcomed
-//! ("connect"); let the cluster settle and read every node's memory and
-//! open files; the sender (this process, on the primary) posts M messages
+//! ("connect"); let the cluster settle and read every node's memory, open
+//! files and CPU while idle; the sender (this process, on the primary) posts M messages
 //! at `--rate`, each stamped with its index and due time; wait until every
 //! loader counted every delivery (or [`DRAIN_SECS`] after the last ack);
 //! tell the loaders to stop and collect every arrival time
@@ -22,8 +22,9 @@
 //! deliveries, the latency from the intended send time.
 //!
 //! Failure contract: a loader that fails or exits, a node that refuses
-//! sessions, or a phase past its bound ends the run with an error naming
-//! it; dropping the loaders kills them (they also die with this process,
+//! sessions, a node that exits during the run (a primary that loses its
+//! leadership exits on purpose), or a phase past its bound ends the run
+//! with an error naming it and the node's log; dropping the loaders kills them (they also die with this process,
 //! `PR_SET_PDEATHSIG`), dropping the cluster kills its daemons and etcd.
 //!
 //! Bounds: connect [`CONNECT_BASE_SECS`] + [`CONNECT_MS_PER_MEMBER`] per
