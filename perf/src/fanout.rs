@@ -64,6 +64,25 @@ pub struct Cmd {
     /// Seconds to let the server settle after connecting, before measuring memory.
     #[arg(long, default_value_t = 2.0)]
     pub settle_secs: f64,
+    /// Run against an N-node replicated cluster from the test kit instead
+    /// of one courierd: the connected members spread over every node and
+    /// over several load-generator processes (`--loaders`); 0 = one
+    /// courierd. See `fanout_cluster.rs`.
+    #[arg(long, default_value_t = 0)]
+    pub cluster: usize,
+    /// Replication factor (voters) of the `--cluster` run [default: min(N, 3)].
+    /// Only voters serve clients in this version: give N to use every node.
+    #[arg(long)]
+    pub replication_factor: Option<u8>,
+    /// Load-generator processes of a `--cluster` run, each at most 19,000
+    /// connections [default: max(N, receivers / 19,000 rounded up)].
+    #[arg(long)]
+    pub loaders: Option<usize>,
+    /// Niceness the `--cluster` run's loaders add to this process's
+    /// (0..=19): the nodes then win the CPU when they compete with the
+    /// load generators reading their frames.
+    #[arg(long, default_value_t = 0)]
+    pub loader_nice: i32,
     #[command(flatten)]
     pub common: Common,
 }
@@ -424,7 +443,7 @@ fn mine_len(seen: &Rc<RefCell<Seen>>) -> usize {
 
 /// The sender: posts `messages` at `rate`, each stamped with its index and
 /// due time; returns `(due, ack)` per message.
-async fn post(
+pub(crate) async fn post(
     mut sender: Session,
     channel: ConversationId,
     cmd: &Cmd,

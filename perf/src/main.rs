@@ -11,8 +11,10 @@
 //! p50/p90/p99/p999/max. docs/PERFORMANCE.md has the commands and figures.
 //!
 //! # Layout
-//! One module per scenario (`send`, `e2e`, `fanout`, `catchup`, `history`, `boot`,
-//! `fairness`, `restart`, `failover`, `wal`, `soak`), plus the shared pieces:
+//! One module per scenario (`send`, `e2e`, `fanout` — over a cluster in
+//! `fanout_cluster`, with load-generator processes from `loader` —,
+//! `catchup`, `history`, `boot`, `fairness`, `restart`, `failover`, `wal`,
+//! `soak`), plus the shared pieces:
 //! `clock` (one monotonic clock, precise sleeps), `ws` + `client` (the lean
 //! WebSocket client), `pool` (load threads), `setup` (building worlds with
 //! the client library), `server` (the server under test, /proc and
@@ -29,7 +31,9 @@ mod e2e;
 mod failover;
 mod fairness;
 mod fanout;
+mod fanout_cluster;
 mod history;
+mod loader;
 mod payload;
 mod pool;
 mod report;
@@ -80,6 +84,10 @@ enum Scenario {
     /// Durable append throughput and latency of one WAL shard, and the raw
     /// pwrite+fdatasync limit of the same device for comparison.
     Wal(wal::Args),
+    /// One load-generator process of `fanout --cluster` (started by it;
+    /// reads credentials on stdin, reports arrivals on stdout).
+    #[command(hide = true)]
+    FanoutLoader(loader::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -87,6 +95,7 @@ fn main() -> anyhow::Result<()> {
     match &cli.scenario {
         Scenario::Send(cmd) => send::run(cmd),
         Scenario::E2e(cmd) => e2e::run(cmd),
+        Scenario::Fanout(cmd) if cmd.cluster > 0 => fanout_cluster::run(cmd),
         Scenario::Fanout(cmd) => fanout::run(cmd),
         Scenario::Catchup(cmd) => catchup::run(cmd),
         Scenario::History(cmd) => history::run(cmd),
@@ -96,5 +105,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Restart(cmd) => restart::run(cmd),
         Scenario::Failover(cmd) => failover::run(cmd),
         Scenario::Wal(args) => wal::run(args.clone()),
+        Scenario::FanoutLoader(args) => loader::run(args),
     }
 }

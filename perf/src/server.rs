@@ -273,6 +273,16 @@ impl Target {
     /// primary, which is then the target's address. The probe sums CPU and
     /// memory over every node; metrics are the primary's.
     pub fn start_cluster(common: &Common, nodes: usize) -> anyhow::Result<Target> {
+        Target::start_cluster_with(common, nodes, nodes.min(3) as u8)
+    }
+
+    /// [`Target::start_cluster`] with this replication factor (the
+    /// cluster's voters; `--cluster-shards` is at least it).
+    pub fn start_cluster_with(
+        common: &Common,
+        nodes: usize,
+        replication_factor: u8,
+    ) -> anyhow::Result<Target> {
         let binary = match &common.courierd {
             Some(path) => path.clone(),
             None => courier_tools::testkit::courierd_binary()?,
@@ -280,7 +290,8 @@ impl Target {
         let mut options = ClusterOptions {
             nodes,
             shards: common.shards.unwrap_or(cores() as u16),
-            replication_factor: nodes.min(3) as u8,
+            replication_factor,
+            cluster_shards: u32::from(replication_factor).max(4),
             binary: Some(binary),
             die_with_parent: true,
             ..ClusterOptions::default()
@@ -311,6 +322,57 @@ impl Target {
             external_pid: None,
             cluster: Some(ClusterTarget { cluster, primary }),
         })
+    }
+
+    /// Every node of a cluster target, in node order (node id = index +
+    /// 1): client address and process id; empty for a single server.
+    pub fn cluster_nodes(&self) -> Vec<(SocketAddr, Option<u32>)> {
+        self.cluster.as_ref().map_or_else(Vec::new, |c| {
+            c.cluster
+                .nodes()
+                .iter()
+                .map(|n| (n.process().addr(), n.process().pid()))
+                .collect()
+        })
+    }
+
+    /// The index of a cluster target's primary (when it was started).
+    pub fn primary_index(&self) -> Option<usize> {
+        self.cluster.as_ref().map(|c| c.primary)
+    }
+
+    /// Cluster nodes that are not running any more, each as a paragraph:
+    /// node, exit status, the last `lines` of its log.
+    pub fn exited_nodes(&mut self, lines: usize) -> Vec<String> {
+        let Some(c) = self.cluster.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for i in 0..c.cluster.nodes().len() {
+            let process = c.cluster.node_mut(i).process_mut();
+            if process.is_running() {
+                continue;
+            }
+            let status = process
+                .wait_exit(Duration::ZERO)
+                .ok()
+                .flatten()
+                .map_or_else(|| "?".to_owned(), |s| s.to_string());
+            out.push(format!(
+                "node {} exited ({status}); its log:\n{}",
+                i + 1,
+                process.log_tail(lines)
+            ));
+        }
+        out
+    }
+
+    /// The last `lines` of cluster node `index`'s log.
+    pub fn node_log_tail(&self, index: usize, lines: usize) -> String {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.cluster.nodes().get(index))
+            .map_or_else(String::new, |n| n.process().log_tail(lines))
     }
 
     /// A server this harness did not start (e.g. a cluster node started by

@@ -1,7 +1,7 @@
 //! Smoke test of every `courier-bench` scenario: each runs with tiny
 //! parameters against a real `courierd` (started by the harness on a
-//! temporary data directory; `failover` starts a 3-node cluster with its
-//! own etcd) and must exit 0 and print its JSON record as
+//! temporary data directory; `failover` and `fanout --cluster 3` start a
+//! 3-node cluster with its own etcd) and must exit 0 and print its JSON record as
 //! the last line. No thresholds: figures from a CI machine mean nothing;
 //! this only proves that every scenario still runs end to end. Baselines run
 //! when `nats-server` / `redis-server` are installed; otherwise the harness
@@ -181,6 +181,41 @@ fn fanout_runs() {
     ]);
     assert_eq!(j["results"]["missing"], 0, "{}", j["results"]);
     assert_eq!(j["results"]["delivered"], 19 * 5);
+}
+
+/// `fanout --cluster 3`: members spread over three nodes and three
+/// loader processes, every delivery counted once.
+#[test]
+fn fanout_over_a_cluster_runs() {
+    let j = bench_with(
+        &[
+            "fanout",
+            "--cluster",
+            "3",
+            "--members",
+            "40",
+            "--connected",
+            "31",
+            "--rate",
+            "20",
+            "--messages",
+            "4",
+            "--settle-secs",
+            "0.2",
+        ],
+        &["--json", "--shards", "1"],
+    );
+    let r = &j["results"];
+    assert_eq!(r["missing"], 0, "{r}");
+    assert_eq!(r["delivered"], 30 * 4, "{r}");
+    assert_eq!(r["acked"], 4, "{r}");
+    assert_eq!(j["params"]["fanout"]["loaders"], 3);
+    let nodes = r["nodes"]["connected_idle"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{r}");
+    assert!(
+        nodes.iter().all(|n| n["rss_kib"].as_u64().unwrap() > 0),
+        "{r}"
+    );
 }
 
 #[test]
