@@ -69,6 +69,13 @@ pub fn conversation_json(c: &ConversationInfo) -> Value {
         "mentions": c.mentions,
         "last_activity": c.last_activity.0,
         "preview": c.preview,
+        "topic": c.settings.topic,
+        "purpose": c.settings.purpose,
+        "archived": c.settings.archived,
+        "posting": match c.settings.posting {
+            courier_core::api::Posting::Everyone => "everyone",
+            courier_core::api::Posting::Admins => "admins",
+        },
     })
 }
 
