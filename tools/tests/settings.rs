@@ -169,7 +169,12 @@ fn settings_through_the_cli_are_events_every_reader_sees() {
     assert!(watch.next().ends_with("> let everyone post"));
 
     ok(&bob, &["send", "ship", "back to work"]);
-    assert!(watch.next().ends_with("> back to work"));
+    let line = watch.next();
+    assert!(line.ends_with("> back to work"), "{line}");
+    assert!(
+        line.starts_with("[#ship #"),
+        "watch follows the rename: {line}"
+    );
 
     // History shows the settings in the timeline, in order.
     let history = ok(&bob, &["history", "ship"]);

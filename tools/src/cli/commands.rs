@@ -742,7 +742,11 @@ async fn watch_loop(
         match event {
             SessionEvent::Message(m) => {
                 names.learn(session.client(), &[m.sender]).await;
-                print_message(ctx, labels, names, &m)?
+                print_message(ctx, labels, names, &m)?;
+                // Issue 16, part 4: later lines carry the channel's new name.
+                if m.change.is_some_and(|c| c.kind == ChangeKind::Rename) {
+                    labels.0.insert(m.conversation, format!("#{}", m.body));
+                }
             }
             SessionEvent::Joined(info) => {
                 let joined = std::slice::from_ref(&info);
