@@ -17,6 +17,19 @@
 //!   a *guest* may not (guests see only what they were added to);
 //! - nothing else.
 //!
+//! Writing to a channel (issue 16, part 4) is decided by the same
+//! function, after membership: [`Access::Post`], [`Access::Change`] and
+//! [`Access::Setting`] add the channel's settings to the decision. An
+//! archived channel refuses posts, changes of messages and every setting
+//! but unarchive (`Archived`); an admins-only channel refuses posts by
+//! anyone but workspace admins and owners (`Forbidden`). Settings: any
+//! member (not a guest) sets the topic and purpose (only admins in an
+//! admins-only channel); workspace admins and owners *and the channel's
+//! creator* rename, archive and unarchive it (Slack's channel managers);
+//! only workspace admins and owners change who may post (a creator who
+//! is a plain member could otherwise lock themselves out). These refusals
+//! are typed: the asker is a member, so they reveal nothing.
+//!
 //! Workspace roles ([`Role`]) decide the acts that concern no single
 //! conversation ([`permit`], [`permit_role_change`]): admins and owners
 //! create users, change roles and deactivate; members (not guests) create
@@ -34,7 +47,7 @@ use subtle::ConstantTimeEq;
 
 use crate::peer::Who;
 use crate::state::Conversation;
-use crate::types::{ConversationKind, Lsn, Reject, Role};
+use crate::types::{ChangeKind, ConversationKind, Lsn, Posting, Reject, Role};
 
 /// What a user wants to do with a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +58,14 @@ pub enum Access {
     /// Read history, look up by name, join: members, and the workspace's
     /// users for public channels.
     Read,
+    /// Post a message (issue 16, part 4): a member, the channel not
+    /// archived, and an admin if only admins may post.
+    Post,
+    /// Edit, delete or react (issue 17): a member, the channel not
+    /// archived (who may edit or delete is the owner's next check).
+    Change,
+    /// Change a channel setting (issue 16, part 4; see the module doc).
+    Setting(ChangeKind),
 }
 
 /// The one authorization decision. `durable` is the shard's durable LSN:
@@ -60,7 +81,7 @@ pub fn authorize(
         return Err(Reject::NotFound);
     }
     if conv.is_member(who.user, durable) {
-        return Ok(());
+        return permit_write(conv, who, access);
     }
     match (access, conv.kind, who.role) {
         (
@@ -69,6 +90,63 @@ pub fn authorize(
             Role::Owner | Role::Admin | Role::Member,
         ) => Ok(()),
         _ => Err(Reject::NotFound),
+    }
+}
+
+/// The write rules for a durable member (see the module doc).
+fn permit_write(conv: &Conversation, who: Who, access: Access) -> Result<(), Reject> {
+    let archived = || conv.archived_now();
+    match access {
+        Access::Member | Access::Read => Ok(()),
+        Access::Change if archived() => Err(Reject::Archived),
+        Access::Change => Ok(()),
+        Access::Post if archived() => Err(Reject::Archived),
+        Access::Post if conv.posting_now() == Posting::Admins && !who.role.is_admin() => Err(
+            Reject::Forbidden("channel: only workspace admins may post here".into()),
+        ),
+        Access::Post => Ok(()),
+        Access::Setting(kind) => permit_setting(conv, who, kind),
+    }
+}
+
+/// Who may change a channel setting of `kind` (a durable member).
+fn permit_setting(conv: &Conversation, who: Who, kind: ChangeKind) -> Result<(), Reject> {
+    if conv.is_dm() || !kind.is_setting() {
+        return Err(Reject::Invalid(
+            "conversation: only channels have settings".into(),
+        ));
+    }
+    if kind != ChangeKind::Unarchive && conv.archived_now() {
+        return Err(Reject::Archived);
+    }
+    let admin = who.role.is_admin();
+    let manager = admin || conv.creator == Some(who.user);
+    let allowed = match kind {
+        _ if who.role == Role::Guest => false,
+        ChangeKind::Topic | ChangeKind::Purpose => admin || conv.posting_now() == Posting::Everyone,
+        ChangeKind::Rename | ChangeKind::Archive | ChangeKind::Unarchive => manager,
+        _ => admin,
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(Reject::Forbidden(format!(
+        "channel: the {} role cannot change this setting ({})",
+        who.role.name(),
+        setting_rule(kind)
+    )))
+}
+
+/// The rule of [`permit_setting`] for `kind`, for refusal texts.
+fn setting_rule(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Topic | ChangeKind::Purpose => {
+            "members, not guests; only admins in an admins-only channel"
+        }
+        ChangeKind::Rename | ChangeKind::Archive | ChangeKind::Unarchive => {
+            "workspace admins and the channel's creator"
+        }
+        _ => "workspace admins",
     }
 }
 

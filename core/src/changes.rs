@@ -69,7 +69,10 @@ impl OwnerRole {
         target: Option<(UserId, Millis)>,
         out: &mut Vec<Effect>,
     ) {
-        let plan = match Self::conversation_for(cx, m.conversation, m.who, Access::Member) {
+        if m.kind.is_setting() {
+            return self.on_set_channel(cx, m, out);
+        }
+        let plan = match Self::conversation_for(cx, m.conversation, m.who, Access::Change) {
             Ok(c) => plan(c, cx.durable, &m),
             Err(r) => Err(r),
         };
@@ -198,6 +201,8 @@ fn plan(c: &Conversation, durable: crate::types::Lsn, m: &ChangeMessage) -> Resu
                 Ok(Plan::Noop)
             }
         }
+        // Settings are decided by `on_set_channel`.
+        _ => Err(Reject::Invalid("kind: a channel setting".into())),
     }
 }
 

@@ -35,7 +35,7 @@ use crate::pending::PendingTable;
 use crate::text::{check_body, check_name, NameKind};
 use crate::types::{
     CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Event, Millis, PeopleRequest,
-    RateLimit, Reject, ReqId, Request, Response, ShardId, UnavailableCause, UserId,
+    RateLimit, Reject, ReqId, Request, Response, Seq, ShardId, UnavailableCause, UserId,
 };
 use std::collections::BTreeSet;
 
@@ -1085,7 +1085,9 @@ impl ConnRole {
                 };
                 cx.send_peer(to, msg, out);
             }
-            change @ Request::Change { .. } => route_change(cx, origin, who, change, out)?,
+            change @ (Request::Change { .. } | Request::SetChannel { .. }) => {
+                route_change(cx, origin, who, change, out)?
+            }
             Request::Sync { cursors, reads } => {
                 check_sync(&cursors, &reads)?;
                 let body = peer::gather::Start {
@@ -1244,7 +1246,8 @@ fn dm_members(mut users: Vec<UserId>, requester: UserId) -> Result<Vec<UserId>, 
     Ok(users)
 }
 
-/// `Request::Change` (issue 17): checked here, decided by the owner.
+/// `Request::Change` (issue 17) and `Request::SetChannel` (issue 16,
+/// part 4): checked here, decided by the owner.
 fn route_change(
     cx: &mut Ctx,
     origin: Origin,
@@ -1252,16 +1255,27 @@ fn route_change(
     request: Request,
     out: &mut Vec<Effect>,
 ) -> Result<(), Reject> {
-    let Request::Change {
-        conversation,
-        target,
-        kind,
-        text,
-    } = request
-    else {
-        return Ok(());
+    let (conversation, target, kind, text) = match request {
+        Request::Change {
+            conversation,
+            target,
+            kind,
+            text,
+        } => {
+            crate::text::check_change(kind, &text)?;
+            (conversation, target, kind, text)
+        }
+        // Issue 16, part 4: a channel setting, target 0.
+        Request::SetChannel {
+            conversation,
+            kind,
+            text,
+        } => {
+            crate::text::check_setting(kind, &text)?;
+            (conversation, Seq(0), kind, text)
+        }
+        _ => return Ok(()),
     };
-    crate::text::check_change(kind, &text)?;
     let to = cx.owner_of(conversation);
     let msg = peer::owner::ChangeMessage {
         origin,

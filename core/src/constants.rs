@@ -141,9 +141,16 @@ pub const MESSAGE_BYTES_MAX: usize =
 /// and preview.
 pub const INFO_OVERHEAD_BYTES: usize = 96;
 
+/// A channel's topic and its purpose (issue 16, part 4), each: bytes of
+/// UTF-8 (Slack allows 250 characters).
+pub const TOPIC_BYTES_MAX: usize = 250;
+
 /// Largest size estimate of one `ConversationInfo`.
-pub const INFO_BYTES_MAX: usize =
-    INFO_OVERHEAD_BYTES + NAME_BYTES_MAX + PREVIEW_BYTES_MAX + 8 * GROUP_DM_MEMBERS_MAX;
+pub const INFO_BYTES_MAX: usize = INFO_OVERHEAD_BYTES
+    + NAME_BYTES_MAX
+    + PREVIEW_BYTES_MAX
+    + 8 * GROUP_DM_MEMBERS_MAX
+    + 2 * TOPIC_BYTES_MAX;
 
 // ---------------------------------------------------------------------------
 // Reads: history, sync, boot, lists.
@@ -186,6 +193,16 @@ pub const BOOT_PAGES_MAX: usize = 2;
 
 /// Newest messages per conversation in `Boot`.
 pub const BOOT_PAGE_MESSAGES: usize = 20;
+
+/// A channel's topic and purpose in a `Boot` reply's infos (issue 16,
+/// part 4): cut to this many bytes at a char boundary, so a page of
+/// `BOOT_CONVERSATIONS_MAX` infos stays within the boot target; every other
+/// reply carries them whole (TOPIC_BYTES_MAX).
+pub const BOOT_TOPIC_BYTES_MAX: usize = 32;
+
+/// Largest size estimate of one `ConversationInfo` in a `Boot` reply.
+pub const BOOT_INFO_BYTES_MAX: usize =
+    INFO_BYTES_MAX - 2 * TOPIC_BYTES_MAX + 2 * BOOT_TOPIC_BYTES_MAX;
 
 /// Bytes of messages in one `Boot` reply.
 pub const BOOT_MESSAGES_BYTES_MAX: usize = 24 * 1024;
@@ -420,7 +437,7 @@ const _: () = assert!(SYNC_PAGE_MESSAGES <= SYNC_INLINE_MESSAGES_MAX);
 // A boot page stays within its payload target whatever the conversation count.
 const _: () = assert!(
     BOOT_OVERHEAD_BYTES
-        + BOOT_CONVERSATIONS_MAX as usize * INFO_BYTES_MAX
+        + BOOT_CONVERSATIONS_MAX as usize * BOOT_INFO_BYTES_MAX
         + BOOT_MESSAGES_BYTES_MAX
         <= BOOT_PAYLOAD_BYTES_MAX
 );

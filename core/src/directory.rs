@@ -384,6 +384,27 @@ impl WorkspaceRole {
                     let to = cx.owner_of(conversation);
                     cx.send_peer(to, body, out);
                 }
+                Claim::Rename {
+                    workspace,
+                    new,
+                    actor,
+                    role,
+                    ..
+                } => {
+                    let conversation = ConversationId(id);
+                    let body = peer::owner::ApplyRename {
+                        origin: None,
+                        who: peer::Who {
+                            user: actor,
+                            workspace,
+                            role,
+                        },
+                        conversation,
+                        name: new,
+                    };
+                    let to = cx.owner_of(conversation);
+                    cx.send_peer(to, body, out);
+                }
             }
         }
     }
@@ -414,6 +435,8 @@ impl WorkspaceRole {
             WorkspaceMsg::SetRole(m) => self.on_set_role(cx, m, out),
             WorkspaceMsg::Invites(m) => self.on_invites(cx, m, out),
             WorkspaceMsg::Redeem(m) => self.on_redeem(cx, m, out),
+            WorkspaceMsg::RenameChannel(m) => self.on_rename_channel(cx, m, out),
+            WorkspaceMsg::RenameDone(m) => self.on_rename_done(cx, m, out),
         }
     }
 }

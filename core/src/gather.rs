@@ -33,8 +33,8 @@ use crate::commit::Action;
 use crate::commit::Ctx;
 use crate::constants::{
     BOOT_MESSAGES_BYTES_MAX, BOOT_OVERHEAD_BYTES, BOOT_PAGES_MAX, BOOT_PAGE_MESSAGES,
-    BOOT_PAYLOAD_BYTES_MAX, LIST_CONVERSATIONS_MAX, PEER_BATCH_MAX, REQUEST_TIMEOUT_MS,
-    SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
+    BOOT_PAYLOAD_BYTES_MAX, BOOT_TOPIC_BYTES_MAX, LIST_CONVERSATIONS_MAX, PEER_BATCH_MAX,
+    REQUEST_TIMEOUT_MS, SYNC_INLINE_BYTES_MAX, SYNC_INLINE_MESSAGES_MAX,
 };
 use crate::constants::{PENDING_GATHERS_MAX, PENDING_PROFILE_GATHERS_MAX};
 use crate::home::HomeRole;
@@ -102,6 +102,14 @@ enum Phase {
 }
 
 /// Most recently active first; ties by id (deterministic).
+/// An info as a `Boot` page carries it: topic and purpose cut to
+/// BOOT_TOPIC_BYTES_MAX (issue 16, part 4), so the page keeps its bound.
+fn boot_info(mut info: ConversationInfo) -> ConversationInfo {
+    crate::text::cut(&mut info.settings.topic, BOOT_TOPIC_BYTES_MAX);
+    crate::text::cut(&mut info.settings.purpose, BOOT_TOPIC_BYTES_MAX);
+    info
+}
+
 fn by_activity(a: &ConversationInfo, b: &ConversationInfo) -> std::cmp::Ordering {
     b.last_activity
         .cmp(&a.last_activity)
@@ -519,7 +527,7 @@ impl GatherRole {
                 let mut by_id: BTreeMap<ConversationId, Vec<Message>> = BTreeMap::new();
                 for s in summaries {
                     if let Some(info) = s.info {
-                        infos.push(info);
+                        infos.push(boot_info(info));
                         by_id.insert(s.conversation, s.messages);
                     }
                 }
@@ -650,6 +658,7 @@ mod tests {
                 member: true,
                 last_activity: Millis(0),
                 preview: None,
+                settings: Default::default(),
             },
             messages,
             truncated: false,

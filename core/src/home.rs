@@ -638,9 +638,10 @@ impl HomeRole {
         let peer::home::MemberAdded {
             user,
             conversation,
-            mut info,
+            info,
             origin,
         } = m;
+        let mut info = *info;
         let Some(u) = cx.state.users.get_mut(&user) else {
             if let Some(origin) = origin {
                 cx.reply(origin, Err(Reject::NotFound), out);

@@ -59,6 +59,7 @@
 //! | [`live`] | issue 17: how a change event (edit, delete, reaction) changes the message it targets (pure; the owner and clients apply the same rule) |
 //! | [`text`] | name and body checks, the size estimates that byte budgets use |
 //! | `people` | issue 16's handlers for every role: profiles, `GetUsers`, the directory, member lists |
+//! | `settings` | issue 16, part 4: channel settings as sequenced events; a rename's two-shard name claim (`O` ⇄ `W`) |
 //! | `roles` | workspace roles and deactivation: `SetRole` through `H` and `W`, the repair rounds |
 //! | [`profile`] | profile checks, updates, expiry, sort keys (pure) |
 //! | `dirindex` | the workspace directory's sorted index with prefix search |
@@ -94,6 +95,7 @@ mod people;
 pub mod profile;
 pub mod record;
 mod roles;
+mod settings;
 mod shard;
 pub mod snapshot;
 mod state;

@@ -24,7 +24,8 @@ pub fn apply_parts(live: &mut Live, text: &mut String, event: &Message) -> bool 
     let Some(change) = event.change else {
         return false;
     };
-    if event.seq <= live.version {
+    // A channel setting (issue 16, part 4) changes the channel, no message.
+    if change.kind.is_setting() || event.seq <= live.version {
         return false;
     }
     live.version = event.seq;
@@ -44,6 +45,14 @@ pub fn apply_parts(live: &mut Live, text: &mut String, event: &Message) -> bool 
         }
         ChangeKind::React => react(live, &event.body, event.sender),
         ChangeKind::Unreact => unreact(live, &event.body, event.sender),
+        // Settings returned above.
+        ChangeKind::Topic
+        | ChangeKind::Purpose
+        | ChangeKind::Rename
+        | ChangeKind::Archive
+        | ChangeKind::Unarchive
+        | ChangeKind::PostingEveryone
+        | ChangeKind::PostingAdmins => {}
     }
     true
 }

@@ -173,6 +173,7 @@ impl OwnerRole {
             member,
             last_activity,
             preview: if head.0 == 0 { None } else { preview_text },
+            settings: Box::new(conv.settings.clone()),
         }
     }
 
@@ -332,7 +333,7 @@ impl OwnerRole {
         let durable = cx.durable;
         let now = cx.now;
         let broadcast_limit = cx.config.notify.broadcast_members_max;
-        let plan = Self::conversation_for(cx, conversation, who, Access::Member).map(|c| {
+        let plan = Self::conversation_for(cx, conversation, who, Access::Post).map(|c| {
             match c.dedup.get(who.user, client_msg_id) {
                 Some(original) => Err((original, original.seq <= c.visible_head(durable))),
                 None => {
@@ -734,6 +735,7 @@ impl OwnerRole {
             member: true,
             last_activity: now,
             preview: None,
+            settings: Default::default(),
         };
         let home = cx.home_of(creator);
         let actions = vec![
@@ -746,7 +748,7 @@ impl OwnerRole {
                 body: peer::home::MemberAdded {
                     user: creator,
                     conversation,
-                    info,
+                    info: Box::new(info),
                     origin,
                 }
                 .into(),
@@ -793,7 +795,7 @@ impl OwnerRole {
             body: peer::home::MemberAdded {
                 user,
                 conversation,
-                info,
+                info: Box::new(info),
                 origin,
             }
             .into(),
@@ -960,7 +962,7 @@ impl OwnerRole {
                         body: peer::home::MemberAdded {
                             user: who.user,
                             conversation: id,
-                            info,
+                            info: Box::new(info),
                             origin: Some(origin),
                         }
                         .into(),
@@ -1130,7 +1132,7 @@ impl OwnerRole {
                     body: peer::home::MemberAdded {
                         user: member,
                         conversation,
-                        info: info.clone(),
+                        info: Box::new(info.clone()),
                         origin,
                     }
                     .into(),
@@ -1248,6 +1250,7 @@ impl OwnerRole {
             OwnerMsg::ListMembers(m) => self.on_list_members(cx, m, out),
             OwnerMsg::Evict(m) => self.on_evict(cx, notifier, m, out),
             OwnerMsg::ChangeMessage(m) => self.on_change_message(cx, m, out),
+            OwnerMsg::ApplyRename(m) => self.on_apply_rename(cx, m, out),
         }
     }
 }
@@ -1285,6 +1288,7 @@ fn new_dm_info(
         member: true,
         last_activity: now,
         preview: None,
+        settings: Default::default(),
     }
 }
 

@@ -72,6 +72,10 @@ pub const KIND_INVITE_REDEEMED: u8 = 24;
 pub const KIND_INVITE_REVOKED: u8 = 25;
 /// Kind byte of [`Record::InvitePolicySet`].
 pub const KIND_INVITE_POLICY_SET: u8 = 26;
+/// Kind byte of [`Record::ChannelRenameClaimed`] (issue 16, part 4).
+pub const KIND_CHANNEL_RENAME_CLAIMED: u8 = 27;
+/// Kind byte of [`Record::ChannelRenameConfirmed`] (issue 16, part 4).
+pub const KIND_CHANNEL_RENAME_CONFIRMED: u8 = 28;
 /// Kind byte of [`Record::MessageChanged`] (issue 17; kinds 40 and up are
 /// the messages that live).
 pub const KIND_MESSAGE_CHANGED: u8 = 40;
@@ -289,6 +293,21 @@ mod stored {
         React,
         /// [`ChangeKind::Unreact`].
         Unreact,
+        // channel settings (issue 16, part 4): appended, target 0
+        /// [`ChangeKind::Topic`].
+        Topic,
+        /// [`ChangeKind::Purpose`].
+        Purpose,
+        /// [`ChangeKind::Rename`].
+        Rename,
+        /// [`ChangeKind::Archive`].
+        Archive,
+        /// [`ChangeKind::Unarchive`].
+        Unarchive,
+        /// [`ChangeKind::PostingEveryone`].
+        PostingEveryone,
+        /// [`ChangeKind::PostingAdmins`].
+        PostingAdmins,
     }
 
     impl From<ChangeKind> for StoredChange {
@@ -298,6 +317,13 @@ mod stored {
                 ChangeKind::Delete => StoredChange::Delete,
                 ChangeKind::React => StoredChange::React,
                 ChangeKind::Unreact => StoredChange::Unreact,
+                ChangeKind::Topic => StoredChange::Topic,
+                ChangeKind::Purpose => StoredChange::Purpose,
+                ChangeKind::Rename => StoredChange::Rename,
+                ChangeKind::Archive => StoredChange::Archive,
+                ChangeKind::Unarchive => StoredChange::Unarchive,
+                ChangeKind::PostingEveryone => StoredChange::PostingEveryone,
+                ChangeKind::PostingAdmins => StoredChange::PostingAdmins,
             }
         }
     }
@@ -309,12 +335,21 @@ mod stored {
                 StoredChange::Delete => ChangeKind::Delete,
                 StoredChange::React => ChangeKind::React,
                 StoredChange::Unreact => ChangeKind::Unreact,
+                StoredChange::Topic => ChangeKind::Topic,
+                StoredChange::Purpose => ChangeKind::Purpose,
+                StoredChange::Rename => ChangeKind::Rename,
+                StoredChange::Archive => ChangeKind::Archive,
+                StoredChange::Unarchive => ChangeKind::Unarchive,
+                StoredChange::PostingEveryone => ChangeKind::PostingEveryone,
+                StoredChange::PostingAdmins => ChangeKind::PostingAdmins,
             }
         }
     }
 
     /// A change of an earlier message (issue 17): its own seq in the
-    /// conversation, the target's seq, who and what. Boxed in
+    /// conversation, the target's seq, who and what. Also a channel
+    /// setting (issue 16, part 4: a setting kind, target 0, the value as
+    /// text), sequenced and stored exactly like a change. Boxed in
     /// [`Record::MessageChanged`] so the record enum keeps its size.
     #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
     pub struct ChangeRecord {
@@ -638,6 +673,36 @@ mod stored {
         /// Owner shard: an edit, delete or reaction of an earlier message,
         /// sequenced like a message (boxed: the enum keeps its size).
         MessageChanged(Box<ChangeRecord>),
+        // channel settings (issue 16, part 4); channel settings themselves
+        // are `MessageChanged` records of a setting kind (target 0)
+        /// Workspace shard: a channel's new name is claimed (taken, not
+        /// yet resolvable; the old one still resolves); the owner shard is
+        /// asked to apply the rename.
+        ChannelRenameClaimed {
+            /// Workspace.
+            workspace: u64,
+            /// Channel.
+            conversation: u64,
+            /// Its name until confirmed.
+            old: String,
+            /// The new name.
+            new: String,
+            /// Who renames it.
+            actor: u64,
+            /// Their role when they asked.
+            role: StoredRole,
+        },
+        /// Workspace shard: the owner applied the rename (`applied`: the
+        /// old name is freed, the new one resolves) or refused it (the new
+        /// name is freed).
+        ChannelRenameConfirmed {
+            /// Workspace.
+            workspace: u64,
+            /// Channel.
+            conversation: u64,
+            /// Applied, or refused.
+            applied: bool,
+        },
     }
 }
 
@@ -700,6 +765,8 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         KIND_INVITE_REVOKED => "InviteRevoked",
         KIND_INVITE_POLICY_SET => "InvitePolicySet",
         KIND_MESSAGE_CHANGED => "MessageChanged",
+        KIND_CHANNEL_RENAME_CLAIMED => "ChannelRenameClaimed",
+        KIND_CHANNEL_RENAME_CONFIRMED => "ChannelRenameConfirmed",
         _ => return None,
     })
 }
@@ -735,6 +802,8 @@ impl Record {
             Record::InviteRevoked { .. } => KIND_INVITE_REVOKED,
             Record::InvitePolicySet { .. } => KIND_INVITE_POLICY_SET,
             Record::MessageChanged(_) => KIND_MESSAGE_CHANGED,
+            Record::ChannelRenameClaimed { .. } => KIND_CHANNEL_RENAME_CLAIMED,
+            Record::ChannelRenameConfirmed { .. } => KIND_CHANNEL_RENAME_CONFIRMED,
         }
     }
 
@@ -992,6 +1061,28 @@ mod tests {
                 kind: StoredChange::Edit,
                 text: "fixed".into(),
             })),
+            Record::ChannelRenameClaimed {
+                workspace: 1,
+                conversation: 7,
+                old: "general".into(),
+                new: "town-square".into(),
+                actor: 2,
+                role: StoredRole::Admin,
+            },
+            Record::ChannelRenameConfirmed {
+                workspace: 1,
+                conversation: 7,
+                applied: true,
+            },
+            Record::MessageChanged(Box::new(ChangeRecord {
+                conversation: 7,
+                seq: 44,
+                target: 0,
+                actor: 2,
+                ts: 30_200,
+                kind: StoredChange::Topic,
+                text: "launch week".into(),
+            })),
         ]
     }
 
@@ -1006,8 +1097,9 @@ mod tests {
     #[test]
     fn every_kind_roundtrips() {
         let records = samples();
-        // Kinds 1..=26, then 40 (issue 17).
-        assert_eq!(records.len(), usize::from(KIND_INVITE_POLICY_SET) + 1);
+        // Kinds 1..=26, then 40 (issue 17), 27 and 28 (issue 16, part 4)
+        // and a setting (kind 40 again).
+        assert_eq!(records.len(), usize::from(KIND_INVITE_POLICY_SET) + 4);
         for record in records {
             let bytes = record.encode();
             // Decode from an unaligned copy as the WAL may hand it over.

@@ -56,7 +56,13 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
 /// every changed message, and the kind and target of cached changes;
 /// and the home role's pushes retracted unread by a delete
 /// (`State::retracted`). Versions 1 to 7 hold none.
-pub const SNAPSHOT_VERSION: u32 = 8;
+///
+/// 9: [`SnapshotV9`], version 8 plus channel settings (issue 16, part 4):
+/// each channel's settings (every sequenced setting event applied; its
+/// name, renames applied, is version 1's) unless they are the defaults, and the
+/// workspace role's renames in flight. Versions 1 to 8 hold none (every
+/// channel has default settings).
+pub const SNAPSHOT_VERSION: u32 = 9;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -212,6 +218,38 @@ pub struct SnapshotV8 {
     live: Vec<SnapLiveConv>,
     /// Home role: `State::retracted`, (user, conversation, seq), sorted.
     retracted: Vec<(u64, u64, u64)>,
+}
+
+/// Version 9: version 8 and the channel settings of issue 16, part 4.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV9 {
+    v8: SnapshotV8,
+    /// Channels with a setting or a rename, by id.
+    settings: Vec<SnapSettings>,
+    /// Workspace role: `Claim::Rename`s in flight, by channel id.
+    renames: Vec<SnapRename>,
+}
+
+/// A channel's name and settings with every sequenced event applied.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapSettings {
+    conversation: u64,
+    name: String,
+    topic: String,
+    purpose: String,
+    archived: bool,
+    admins_only: bool,
+}
+
+/// A rename's name claim in flight (see `crate::settings`).
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapRename {
+    conversation: u64,
+    workspace: u64,
+    old: String,
+    new: String,
+    actor: u64,
+    role: StoredRole,
 }
 
 /// A conversation's issue-17 state.
@@ -468,6 +506,7 @@ fn decode_version(
     aligned: &[u8],
     live: &mut Vec<SnapLiveConv>,
     retracted: &mut Vec<(u64, u64, u64)>,
+    v9_parts: &mut (Vec<SnapSettings>, Vec<SnapRename>),
 ) -> Result<
     (
         SnapshotV1,
@@ -526,8 +565,14 @@ fn decode_version(
             people.invites = v7.invites;
             (v1, outbox, pushed, w, people, Some((v7.v6.handoff_tail, 0)))
         }
-        8 => {
-            let v8 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(aligned).map_err(invalid)?;
+        8 | 9 => {
+            let v8 = if version == 9 {
+                let v9 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(aligned).map_err(invalid)?;
+                *v9_parts = (v9.settings, v9.renames);
+                v9.v8
+            } else {
+                rkyv::from_bytes::<SnapshotV8, rancor::Error>(aligned).map_err(invalid)?
+            };
             *live = v8.live;
             *retracted = v8.retracted;
             let v7 = v8.v7;
@@ -750,7 +795,7 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Capture {
     /// Everything but the recent cache.
-    snapshot: SnapshotV8,
+    snapshot: SnapshotV9,
     /// (conversation, seq) of messages a delete not yet durable removes:
     /// redacted in the cache's copy (issue 17: `settle` redacts them; a
     /// snapshot counts them as durable).
@@ -763,7 +808,7 @@ pub struct Capture {
 impl Capture {
     /// The LSN the captured state is as of.
     pub fn lsn(&self) -> Lsn {
-        Lsn(self.snapshot.v7.v6.v5.v4.v3.v2.v1.last_lsn)
+        Lsn(self.snapshot.v8.v7.v6.v5.v4.v3.v2.v1.last_lsn)
     }
 
     /// The snapshot bytes (magic, version, archive): the same bytes
@@ -772,7 +817,7 @@ impl Capture {
         let mut cache = std::mem::take(&mut self.cache);
         cache.sort_unstable_by_key(|e| e.0);
         let pending = &self.pending_deletes;
-        self.snapshot.v7.v6.v5.v4.v3.v2.v1.cache = cache
+        self.snapshot.v8.v7.v6.v5.v4.v3.v2.v1.cache = cache
             .into_iter()
             .map(|(conversation, stamp, messages)| SnapCache {
                 conversation,
@@ -878,7 +923,13 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
             id: c.id.0,
             workspace: c.workspace.0,
             kind: c.kind.into(),
-            name: c.name.clone(),
+            // Issue 16, part 4: with every sequenced rename applied (a
+            // snapshot's state counts as durable once it is usable).
+            name: if c.unsettled_changes.is_empty() {
+                c.name.clone()
+            } else {
+                c.current_settings().0
+            },
             creator: c.creator.map(|u| u.0),
             created: c.created.0,
             members: sorted(
@@ -930,47 +981,152 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
         cache: Vec::new(),
     };
     Capture {
-        snapshot: SnapshotV8 {
-            v7: snapshot_v7(state, snapshot),
-            live: snap_live(state),
-            retracted: state
-                .retracted
-                .iter()
-                .map(|((u, c), s)| (u.0, c.0, s.0))
-                .collect(),
+        snapshot: SnapshotV9 {
+            v8: SnapshotV8 {
+                v7: snapshot_v7(state, snapshot),
+                live: snap_live(state),
+                retracted: state
+                    .retracted
+                    .iter()
+                    .map(|((u, c), s)| (u.0, c.0, s.0))
+                    .collect(),
+            },
+            settings: snap_settings(state),
+            renames: snap_renames(state),
         },
         cache,
         pending_deletes,
     }
 }
 
-/// The name claims in flight, as stored.
+/// Channels whose current settings are not the defaults (issue 16, part
+/// 4), by id; their current name is version 1's too.
+fn snap_settings(state: &State) -> Vec<SnapSettings> {
+    let list = state
+        .conversations
+        .values()
+        .filter(|c| !c.is_dm() && !c.changes.is_empty())
+        .filter_map(|c| {
+            let (name, settings) = c.current_settings();
+            if settings == crate::types::ChannelSettings::default() {
+                return None;
+            }
+            Some(SnapSettings {
+                conversation: c.id.0,
+                name,
+                topic: settings.topic,
+                purpose: settings.purpose,
+                archived: settings.archived,
+                admins_only: settings.posting == crate::types::Posting::Admins,
+            })
+        })
+        .collect();
+    sorted(list, |e: &SnapSettings| e.conversation)
+}
+
+/// The renames in flight (claims keyed by channel id, ascending).
+fn snap_renames(state: &State) -> Vec<SnapRename> {
+    state
+        .claims
+        .iter()
+        .filter_map(|(id, (claim, _))| match claim {
+            Claim::Rename {
+                workspace,
+                old,
+                new,
+                actor,
+                role,
+            } => Some(SnapRename {
+                conversation: *id,
+                workspace: workspace.0,
+                old: old.clone(),
+                new: new.clone(),
+                actor: actor.0,
+                role: (*role).into(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Restores version 9's settings and renames (conversations, workspaces
+/// and claims already restored).
+fn restore_settings(
+    state: &mut State,
+    settings: Vec<SnapSettings>,
+    renames: Vec<SnapRename>,
+) -> Result<(), RestoreError> {
+    for e in settings {
+        let Some(c) = state.conversations.get_mut(&ConversationId(e.conversation)) else {
+            return Err(inconsistent(format!(
+                "settings of {} not here",
+                e.conversation
+            )));
+        };
+        c.name = e.name;
+        c.settings = crate::types::ChannelSettings {
+            topic: e.topic,
+            purpose: e.purpose,
+            archived: e.archived,
+            posting: if e.admins_only {
+                crate::types::Posting::Admins
+            } else {
+                crate::types::Posting::Everyone
+            },
+        };
+    }
+    for r in renames {
+        let known = state
+            .workspaces
+            .get(&WorkspaceId(r.workspace))
+            .and_then(|w| w.channels.get(&r.new))
+            .is_some_and(|e| e.id.0 == r.conversation && !e.confirmed);
+        if !known || state.claims.contains_key(&r.conversation) {
+            return Err(inconsistent(format!(
+                "rename of {} to {:?}: not an unconfirmed name, or twice",
+                r.conversation, r.new
+            )));
+        }
+        let claim = Claim::Rename {
+            workspace: WorkspaceId(r.workspace),
+            old: r.old,
+            new: r.new,
+            actor: UserId(r.actor),
+            role: r.role.into(),
+        };
+        state.claims.insert(r.conversation, (claim, Lsn(0)));
+    }
+    Ok(())
+}
+
+/// The name claims in flight, as stored (renames apart: version 9).
 fn snap_claims(state: &State) -> Vec<SnapClaim> {
     state
         .claims
         .iter()
-        .map(|(id, (claim, _))| match claim {
-            Claim::User { workspace, name } => SnapClaim {
+        .filter_map(|(id, (claim, _))| match claim {
+            Claim::User { workspace, name } => Some(SnapClaim {
                 id: *id,
                 workspace: workspace.0,
                 name: name.clone(),
                 channel: false,
                 private: false,
                 creator: 0,
-            },
+            }),
             Claim::Channel {
                 workspace,
                 name,
                 private,
                 creator,
-            } => SnapClaim {
+            } => Some(SnapClaim {
                 id: *id,
                 workspace: workspace.0,
                 name: name.clone(),
                 channel: true,
                 private: *private,
                 creator: creator.0,
-            },
+            }),
+            Claim::Rename { .. } => None,
         })
         .collect()
 }
@@ -1183,8 +1339,9 @@ pub fn restore(
     aligned.extend_from_slice(&bytes[8..]);
     let mut live = Vec::new();
     let mut retracted = Vec::new();
+    let mut v9 = (Vec::new(), Vec::new());
     let (snap, outbox, pushed, watermark, people, tail) =
-        decode_version(version, &aligned, &mut live, &mut retracted)?;
+        decode_version(version, &aligned, &mut live, &mut retracted, &mut v9)?;
     let watermark = watermark.unwrap_or(snap.last_lsn);
     if watermark > snap.last_lsn {
         return Err(inconsistent(format!(
@@ -1357,6 +1514,7 @@ pub fn restore(
         state.claims.insert(claim.id, (value, Lsn(0)));
     }
     restore_cache(&mut state, snap.cache, live)?;
+    restore_settings(&mut state, v9.0, v9.1)?;
     for p in outbox {
         if !state.users.contains_key(&UserId(p.user)) {
             return Err(inconsistent(format!("push {} for a user not here", p.id)));
@@ -1609,8 +1767,9 @@ mod tests {
         assert_eq!(encode(&back, Lsn(200)), bytes, "restores to what it holds");
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v7 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned)
-            .expect("v8")
+        let v7 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned)
+            .expect("v9")
+            .v8
             .v7;
         let mut seven = SNAPSHOT_MAGIC.to_vec();
         seven.extend_from_slice(&7u32.to_le_bytes());
@@ -1656,8 +1815,9 @@ mod tests {
         let bytes = encode(&s, Lsn(9));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v5 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned)
-            .expect("v8")
+        let v5 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned)
+            .expect("v9")
+            .v8
             .v7
             .v6
             .v5;
@@ -1677,10 +1837,10 @@ mod tests {
         assert_eq!(ann.profile_version, 0);
         assert_eq!(listed(&back), vec![ANN, BOB], "by handle without names");
         let mut future = bytes.clone();
-        future[4..8].copy_from_slice(&9u32.to_le_bytes());
+        future[4..8].copy_from_slice(&10u32.to_le_bytes());
         assert_eq!(
             restore_bytes(&future).err(),
-            Some(RestoreError::UnsupportedVersion { version: 9 })
+            Some(RestoreError::UnsupportedVersion { version: 10 })
         );
     }
 
@@ -1814,8 +1974,9 @@ mod tests {
         let bytes = encode(&s, Lsn(lsn));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v6 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned)
-            .expect("v8")
+        let v6 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned)
+            .expect("v9")
+            .v8
             .v7
             .v6;
         assert!(v6
@@ -1828,8 +1989,9 @@ mod tests {
             .iter()
             .all(|c| c.lsns.is_empty()));
         let as_v5 = |index: Vec<u64>| {
-            let mut v5 = rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned)
-                .expect("v8")
+            let mut v5 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned)
+                .expect("v9")
+                .v8
                 .v7
                 .v6
                 .v5;

@@ -41,8 +41,9 @@ use crate::ids::{shard_of, IdAllocator, Placed};
 use crate::record::{ChangeRecord, MessageRecord, Record, StoredBroadcast};
 use crate::text::preview;
 use crate::types::{
-    Broadcast, Change, ChangeKind, ConnId, ConversationId, ConversationKind, DeviceKind, Live, Lsn,
-    Message, Millis, NotifyLevel, NotifyReason, Profile, Role, Seq, ShardId, UserId, WorkspaceId,
+    Broadcast, Change, ChangeKind, ChannelSettings, ConnId, ConversationId, ConversationKind,
+    DeviceKind, Live, Lsn, Message, Millis, NotifyLevel, NotifyReason, Posting, Profile, Role, Seq,
+    ShardId, UserId, WorkspaceId,
 };
 
 /// Why a record does not apply to the state.
@@ -183,6 +184,20 @@ pub enum Claim {
         private: bool,
         /// First member.
         creator: UserId,
+    },
+    /// A channel's new name (issue 16, part 4): its owner shard must apply
+    /// the rename (or refuse it); keyed by the channel's id.
+    Rename {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The name the channel has until the rename is confirmed.
+        old: String,
+        /// The name claimed.
+        new: String,
+        /// Who renames it.
+        actor: UserId,
+        /// Their role when they asked (the owner checks again).
+        role: Role,
     },
 }
 
@@ -389,6 +404,11 @@ pub struct Conversation {
     /// durable, so no reader sees a change that a crash could undo. Same
     /// bound as `undurable`.
     pub unsettled_changes: VecDeque<(u64, Message)>,
+    /// Issue 16, part 4: the channel's settings as of its durable events
+    /// (what infos show); `name` above is the durable name likewise. The
+    /// settings with the events not yet durable applied too are
+    /// [`Conversation::current_settings`] (what the owner decides by).
+    pub settings: ChannelSettings,
 }
 
 /// The state of a changed message (issue 17): its [`Live`] and, once
@@ -462,7 +482,14 @@ impl Conversation {
     /// Applies a durable change to its target's state (issue 17) and keeps
     /// the preview current; returns the target if it is now deleted.
     fn settle_change(&mut self, event: &Message) -> Option<Seq> {
-        let target = event.change?.target;
+        let change = event.change?;
+        if change.kind.is_setting() {
+            if let Some(name) = self.settings.apply(change.kind, &event.body) {
+                self.name = name;
+            }
+            return None;
+        }
+        let target = change.target;
         let entry = self.live.entry(target.0).or_default();
         crate::live::apply_parts(&mut entry.live, &mut entry.text, event);
         let deleted = entry.live.deleted;
@@ -485,7 +512,9 @@ impl Conversation {
         let mut live = self.live.clone();
         let mut deleted = Vec::new();
         for (_, event) in &self.unsettled_changes {
-            let Some(change) = event.change else { continue };
+            let Some(change) = event.change.filter(|c| !c.kind.is_setting()) else {
+                continue;
+            };
             let entry = live.entry(change.target.0).or_default();
             crate::live::apply_parts(&mut entry.live, &mut entry.text, event);
             if entry.live.deleted {
@@ -493,6 +522,50 @@ impl Conversation {
             }
         }
         (live, deleted)
+    }
+
+    /// The name and settings with every sequenced setting event applied,
+    /// durable or not: what the owner decides the next request by (a post
+    /// after an archive in the sequence must be refused). O(changes not
+    /// yet durable).
+    pub fn current_settings(&self) -> (String, ChannelSettings) {
+        let mut name = self.name.clone();
+        let mut settings = self.settings.clone();
+        for (_, event) in &self.unsettled_changes {
+            if let Some(change) = event.change {
+                if let Some(new) = settings.apply(change.kind, &event.body) {
+                    name = new;
+                }
+            }
+        }
+        (name, settings)
+    }
+
+    /// Whether the channel is archived once every sequenced event counts
+    /// ([`Conversation::current_settings`], without copying).
+    pub fn archived_now(&self) -> bool {
+        let mut archived = self.settings.archived;
+        for (_, event) in &self.unsettled_changes {
+            match event.change.map(|c| c.kind) {
+                Some(ChangeKind::Archive) => archived = true,
+                Some(ChangeKind::Unarchive) => archived = false,
+                _ => {}
+            }
+        }
+        archived
+    }
+
+    /// Who may post once every sequenced event counts.
+    pub fn posting_now(&self) -> Posting {
+        let mut posting = self.settings.posting;
+        for (_, event) in &self.unsettled_changes {
+            match event.change.map(|c| c.kind) {
+                Some(ChangeKind::PostingEveryone) => posting = Posting::Everyone,
+                Some(ChangeKind::PostingAdmins) => posting = Posting::Admins,
+                _ => {}
+            }
+        }
+        posting
     }
 
     /// Whether `seq` is a change, not a message.
@@ -810,6 +883,7 @@ impl State {
             live: BTreeMap::new(),
             last_post: 0,
             unsettled_changes: VecDeque::new(),
+            settings: ChannelSettings::default(),
         }
     }
 
@@ -1188,6 +1262,9 @@ impl State {
                 self.set_handoff_watermark(lsn, *mark)?;
             }
             Record::MessageChanged(c) => self.apply_change(lsn, c)?,
+            Record::ChannelRenameClaimed { .. } | Record::ChannelRenameConfirmed { .. } => {
+                self.apply_rename(lsn, record)?
+            }
             _ => self.apply_people(lsn, record)?,
         }
         Ok(())
@@ -1205,7 +1282,15 @@ impl State {
                 c.seq, c.conversation, conv.head.0
             )));
         }
-        if c.target == 0 || c.target >= c.seq || conv.is_change(Seq(c.target)) {
+        let kind = ChangeKind::from(c.kind);
+        if kind.is_setting() {
+            if c.target != 0 || conv.is_dm() {
+                return Err(ApplyError::Inconsistent(format!(
+                    "setting {} in {}: target {} or not a channel",
+                    c.seq, c.conversation, c.target
+                )));
+            }
+        } else if c.target == 0 || c.target >= c.seq || conv.is_change(Seq(c.target)) {
             return Err(ApplyError::Inconsistent(format!(
                 "change {} in {} targets {}, not a message",
                 c.seq, c.conversation, c.target
@@ -1219,6 +1304,82 @@ impl State {
         self.cache.push(lsn.0, event);
         self.unsettled
             .push_back((lsn.0, ConversationId(c.conversation)));
+        Ok(())
+    }
+
+    /// A rename's name claim on the workspace shard (issue 16, part 4; see
+    /// `crate::settings`): the new name taken unconfirmed, then the old
+    /// (applied) or the new (refused) name freed.
+    fn apply_rename(&mut self, lsn: Lsn, record: &Record) -> Result<(), ApplyError> {
+        match record {
+            Record::ChannelRenameClaimed {
+                workspace,
+                conversation,
+                old,
+                new,
+                actor,
+                role,
+            } => {
+                self.check_owned("workspace", ws_id(*workspace))?;
+                if self.claims.contains_key(conversation) {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "rename of {conversation} while a claim of it is pending"
+                    )));
+                }
+                let ws = self.workspace_mut(*workspace)?;
+                let private = match ws.channels.get(old) {
+                    Some(e) if e.id.0 == *conversation => e.private,
+                    _ => {
+                        return Err(ApplyError::Inconsistent(format!(
+                            "rename of {conversation}: it does not hold {old:?}"
+                        )))
+                    }
+                };
+                if ws.channels.contains_key(new) {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "channel name {new:?} claimed twice"
+                    )));
+                }
+                let entry = ChannelName {
+                    id: ConversationId(*conversation),
+                    private,
+                    confirmed: false,
+                };
+                ws.channels.insert(new.clone(), entry);
+                let claim = Claim::Rename {
+                    workspace: ws_id(*workspace),
+                    old: old.clone(),
+                    new: new.clone(),
+                    actor: UserId(*actor),
+                    role: (*role).into(),
+                };
+                self.claims.insert(*conversation, (claim, lsn));
+            }
+            Record::ChannelRenameConfirmed {
+                workspace,
+                conversation,
+                applied,
+            } => {
+                let Some((Claim::Rename { old, new, .. }, _)) = self.claims.remove(conversation)
+                else {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "rename of {conversation} confirmed without a pending claim"
+                    )));
+                };
+                let ws = self.workspace_mut(*workspace)?;
+                let (freed, kept) = if *applied { (old, new) } else { (new, old) };
+                ws.channels.remove(&freed);
+                match ws.channels.get_mut(&kept) {
+                    Some(e) if e.id.0 == *conversation => e.confirmed = true,
+                    _ => {
+                        return Err(ApplyError::Inconsistent(format!(
+                            "rename of {conversation}: {kept:?} not in the directory"
+                        )))
+                    }
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 

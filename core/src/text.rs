@@ -61,6 +61,37 @@ pub fn check_body(body: &str, mentions: usize) -> Result<(), Reject> {
     Ok(())
 }
 
+/// Checks the value of a channel setting (issue 16, part 4): a topic or
+/// purpose of at most TOPIC_BYTES_MAX bytes without control characters
+/// but newlines (empty clears it), a new name as a channel name, nothing
+/// for the others.
+pub fn check_setting(kind: crate::types::ChangeKind, text: &str) -> Result<(), Reject> {
+    use crate::constants::TOPIC_BYTES_MAX;
+    use crate::types::ChangeKind;
+    match kind {
+        ChangeKind::Topic | ChangeKind::Purpose => {
+            if text.len() > TOPIC_BYTES_MAX {
+                return Err(Reject::TooLarge(format!(
+                    "text: more than TOPIC_BYTES_MAX ({TOPIC_BYTES_MAX}) bytes"
+                )));
+            }
+            if text.chars().any(|c| c.is_control() && c != '\n') {
+                return Err(Reject::Invalid("text: control characters".into()));
+            }
+            Ok(())
+        }
+        ChangeKind::Rename => check_name("name", text, NameKind::Handle),
+        _ if !kind.is_setting() => Err(Reject::Invalid(
+            "kind: not a channel setting (topic, purpose, rename, archive, unarchive, posting)"
+                .into(),
+        )),
+        _ if text.is_empty() => Ok(()),
+        _ => Err(Reject::Invalid(
+            "text: must be empty for this setting".into(),
+        )),
+    }
+}
+
 /// Checks the text of a change (issue 17): an edit's new body (as a
 /// message's), a reaction's emoji (1..=REACTION_BYTES_MAX bytes, no
 /// whitespace or control characters), nothing for a delete.
@@ -84,6 +115,9 @@ pub fn check_change(kind: crate::types::ChangeKind, text: &str) -> Result<(), Re
             }
             Ok(())
         }
+        _ => Err(Reject::Invalid(
+            "kind: a channel setting (SetChannel), not a change of a message".into(),
+        )),
     }
 }
 
@@ -95,6 +129,15 @@ pub fn preview(body: &str) -> String {
         end -= 1;
     }
     body[..end].to_string()
+}
+
+/// Cuts `text` to at most `max` bytes at a char boundary (in place).
+pub fn cut(text: &mut String, max: usize) {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
 }
 
 /// Size estimate of a message in a reply (what byte budgets count).
@@ -116,6 +159,8 @@ pub fn info_bytes(info: &ConversationInfo) -> usize {
         + info.name.len()
         + 8 * info.members.len()
         + info.preview.as_ref().map_or(0, String::len)
+        + info.settings.topic.len()
+        + info.settings.purpose.len()
 }
 
 #[cfg(test)]

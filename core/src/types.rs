@@ -364,6 +364,19 @@ pub enum Request {
         /// unreact, at most REACTION_BYTES_MAX); empty for a delete.
         text: String,
     },
+    /// Change a channel setting (issue 16, part 4): a new event in the
+    /// channel's sequence (a `Message` whose change kind is the setting,
+    /// target `Seq(0)`, body the value). Answered with `SendAck` (its
+    /// seq), or `Done` if the setting already has that value.
+    SetChannel {
+        /// The channel.
+        conversation: ConversationId,
+        /// Which setting ([`ChangeKind::is_setting`]).
+        kind: ChangeKind,
+        /// Topic or purpose (at most TOPIC_BYTES_MAX), new name (a
+        /// channel name); empty for the others.
+        text: String,
+    },
     /// Advance the user's read cursor (monotonic; lower values are ignored).
     MarkRead {
         /// The conversation.
@@ -512,6 +525,81 @@ pub enum ChangeKind {
     React,
     /// The change's sender removes the reaction named by its `body`.
     Unreact,
+    // Channel settings (issue 16, part 4): `target` is `Seq(0)`, `body`
+    // the new value; the event changes the channel, not a message.
+    /// Set the topic to `body` (empty: none).
+    Topic,
+    /// Set the purpose to `body` (empty: none).
+    Purpose,
+    /// Rename the channel to `body` (the name claim moves with it).
+    Rename,
+    /// Archive: read-only for everyone until unarchived.
+    Archive,
+    /// Unarchive.
+    Unarchive,
+    /// Everyone may post.
+    PostingEveryone,
+    /// Only workspace admins and owners may post (an announcement channel).
+    PostingAdmins,
+}
+
+impl ChangeKind {
+    /// Whether this kind is a channel setting (issue 16, part 4), not a
+    /// change of a message.
+    pub fn is_setting(self) -> bool {
+        !matches!(
+            self,
+            ChangeKind::Edit | ChangeKind::Delete | ChangeKind::React | ChangeKind::Unreact
+        )
+    }
+}
+
+/// Who may post in a channel (issue 16, part 4).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub enum Posting {
+    /// Every member.
+    #[default]
+    Everyone,
+    /// Workspace admins and owners only.
+    Admins,
+}
+
+/// A channel's settings (issue 16, part 4), changed only by sequenced
+/// setting events ([`ChangeKind::is_setting`]); defaults for DMs.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct ChannelSettings {
+    /// Topic (at most TOPIC_BYTES_MAX; empty: none).
+    pub topic: String,
+    /// Purpose (at most TOPIC_BYTES_MAX; empty: none).
+    pub purpose: String,
+    /// Archived: read-only (no posts, changes or settings but unarchive),
+    /// still readable by its members.
+    pub archived: bool,
+    /// Who may post.
+    pub posting: Posting,
+}
+
+impl ChannelSettings {
+    /// Applies a setting event's kind and value; returns the new name for
+    /// a rename (the name is kept beside the settings). A message change
+    /// changes nothing.
+    pub fn apply(&mut self, kind: ChangeKind, value: &str) -> Option<String> {
+        match kind {
+            ChangeKind::Topic => self.topic = value.to_owned(),
+            ChangeKind::Purpose => self.purpose = value.to_owned(),
+            ChangeKind::Rename => return Some(value.to_owned()),
+            ChangeKind::Archive => self.archived = true,
+            ChangeKind::Unarchive => self.archived = false,
+            ChangeKind::PostingEveryone => self.posting = Posting::Everyone,
+            ChangeKind::PostingAdmins => self.posting = Posting::Admins,
+            ChangeKind::Edit | ChangeKind::Delete | ChangeKind::React | ChangeKind::Unreact => {}
+        }
+        None
+    }
 }
 
 /// A change event's kind and target (issue 17).
@@ -579,6 +667,10 @@ pub struct ConversationInfo {
     /// Start of the last message's body (at most PREVIEW_BYTES_MAX, cut at a
     /// char boundary), if any.
     pub preview: Option<String>,
+    /// Channel settings (issue 16, part 4) as of `head`'s durable events;
+    /// defaults for DMs. Boxed: infos travel inside cross-core messages,
+    /// which are kept small.
+    pub settings: Box<ChannelSettings>,
 }
 
 /// What the client missed in one conversation.
@@ -768,6 +860,9 @@ pub enum Reject {
     InviteUsedUp,
     /// An admin revoked the invite.
     InviteRevoked,
+    /// Issue 16, part 4 (appended): the channel is archived, so read-only
+    /// (posts, changes and settings other than unarchive are refused).
+    Archived,
 }
 
 impl Reject {

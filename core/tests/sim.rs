@@ -43,6 +43,13 @@
 //! holds with `courier_core::live::apply`, has every message in the owner's
 //! final state (text, edited, deleted, reactions), across crashes.
 //!
+//! Channel settings (issue 16, part 4): devices set topics and purposes,
+//! rename, archive, unarchive and restrict posting in channels they are in;
+//! an ack names a durable setting event, refusals are the typed ones the
+//! rules allow, sends to archived or admins-only channels are refused; at
+//! the end every device, folding the setting events it holds in seq order,
+//! has each channel's settings as the durable records say.
+//!
 //! Seeds. Without variables a run explores 5,000 seeds `base..base+5000`
 //! whose `base` comes from the commit under test (the first 48 bits of
 //! `git rev-parse HEAD`, run in the crate's directory; 0 when git or the
@@ -398,6 +405,17 @@ fn simulation() {
         t.changes_acked,
         t.changes_noop,
         t.changes_refused,
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "channel settings (issue 16, part 4): {} settings sequenced ({} renames), {} answered Done, \
+         {} refused (role, archived, name taken); {} sends refused (archived or admins only); \
+         every device ends with every channel's settings as the durable events say",
+        t.settings_acked,
+        t.renames_acked,
+        t.settings_noop,
+        t.settings_refused,
+        t.sends_refused_by_settings,
     );
     let _ = writeln!(
         std::io::stderr(),

@@ -6,14 +6,17 @@
 //! member of both channels); objects public channel, private channel, DM,
 //! group DM, and one message (in the private channel); operations send,
 //! history, sync, boot, live delivery, join, invite, remove, mark read,
-//! list members.
+//! list members, and the channel settings (issue 16, part 4) set topic and
+//! archive.
 //!
 //! Every case asserts allow or deny from the policy (docs/ARCHITECTURE.md,
 //! "Authorization"; `core/src/auth.rs`): other workspaces see nothing;
 //! members may do everything; users of the workspace may preview a public
 //! channel (history, join) and nothing else, except guests, who see only
 //! what they were added to; removing someone else needs the creator, the
-//! admin role or the admin; DMs take no invitations or removals. Every
+//! admin role or the admin; DMs take no invitations or removals; members
+//! set a channel's topic, its creator and workspace admins archive it,
+//! guests neither (typed refusals), DMs have no settings. Every
 //! denial of something the principal may not see is **indistinguishable
 //! from a nonexistent id**: the reply frame is byte-identical (same request
 //! id) to the one for two ids that do not exist (an unused id on a live
@@ -78,6 +81,10 @@ enum Op {
     MarkRead,
     /// `ListMembers` (issue 16): read access, like history.
     ListMembers,
+    /// `SetChannel` topic (issue 16, part 4): members, not guests.
+    SetTopic,
+    /// `SetChannel` archive: the channel's creator and workspace admins.
+    Archive,
 }
 
 /// What a case must produce.
@@ -121,6 +128,9 @@ fn expected(p: P, o: O, op: Op) -> Expect {
     }
     if p == P::Removed && dm {
         return NotApplicable; // nobody leaves or is removed from a DM
+    }
+    if matches!(op, Op::SetTopic | Op::Archive) {
+        return expected_setting(p, o, op);
     }
     match p {
         P::Revoked => {
@@ -170,6 +180,36 @@ fn expected(p: P, o: O, op: Op) -> Expect {
             (O::Public | O::Private | O::Message, _) => expected(P::Member, o, op),
             _ => Hidden,
         },
+    }
+}
+
+/// Channel settings (issue 16, part 4): members set the topic, the creator
+/// and workspace admins archive, guests nothing (typed refusals: they see
+/// the channel); DMs have no settings; everyone else sees nothing.
+fn expected_setting(p: P, o: O, op: Op) -> Expect {
+    use Expect::*;
+    let dm = matches!(o, O::Dm | O::GroupDm);
+    let refused = |role: &str, rule: &str| {
+        Refused(Reject::Forbidden(format!(
+            "channel: the {role} role cannot change this setting ({rule})"
+        )))
+    };
+    let managers = "workspace admins and the channel's creator";
+    let members = "members, not guests; only admins in an admins-only channel";
+    match p {
+        P::Revoked => NoSession,
+        P::Admin => Refused(Reject::Invalid(
+            "an admin session has no user; use a user token".into(),
+        )),
+        P::Owner | P::Member if dm => Refused(Reject::Invalid(
+            "conversation: only channels have settings".into(),
+        )),
+        P::Owner | P::WsAdmin if !dm => Allow,
+        P::Member if op == Op::SetTopic => Allow,
+        P::Member => refused("member", managers),
+        P::Guest if o == O::Private && op == Op::SetTopic => refused("guest", members),
+        P::Guest if o == O::Private => refused("guest", managers),
+        _ => Hidden,
     }
 }
 
@@ -375,6 +415,16 @@ fn request(fx: &Fx, o: O, op: Op, c: ConversationId, n: u64) -> Request {
             after: None,
             limit: 10,
         }),
+        (_, Op::SetTopic) => Request::SetChannel {
+            conversation: c,
+            kind: ChangeKind::Topic,
+            text: format!("case {n}"),
+        },
+        (_, Op::Archive) => Request::SetChannel {
+            conversation: c,
+            kind: ChangeKind::Archive,
+            text: String::new(),
+        },
         (_, Op::Live) => unreachable!("live is observed, not requested"),
     }
 }
@@ -422,6 +472,19 @@ fn undo(fx: &Fx, owner: &mut Client, p: P, o: O, op: Op) {
             conversation: c,
             user: fx.victim,
         })),
+        // The creator unarchives (a topic stays: it changes no access).
+        (Op::Archive, _) => Some(
+            owner
+                .request(Request::SetChannel {
+                    conversation: c,
+                    kind: ChangeKind::Unarchive,
+                    text: String::new(),
+                })
+                .map(|r| match r {
+                    Response::SendAck { .. } => Response::Done,
+                    other => other,
+                }),
+        ),
         _ => None,
     };
     if let Some(r) = r {
@@ -487,6 +550,8 @@ fn the_authorization_matrix_holds_and_denials_look_like_nothing() {
         Op::Boot,
         Op::MarkRead,
         Op::ListMembers,
+        Op::SetTopic,
+        Op::Archive,
         Op::Join,
         Op::Invite,
         Op::Remove,
@@ -606,7 +671,7 @@ fn the_authorization_matrix_holds_and_denials_look_like_nothing() {
     }
     let _ = server_addr;
     eprintln!(
-        "authz: {cases} cases over 9 principals × 5 objects × 10 operations ({tally:?}); {} failures",
+        "authz: {cases} cases over 9 principals × 5 objects × 12 operations ({tally:?}); {} failures",
         failures.len()
     );
     assert!(
@@ -615,7 +680,7 @@ fn the_authorization_matrix_holds_and_denials_look_like_nothing() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(cases >= 330, "only {cases} cases ran");
+    assert!(cases >= 398, "only {cases} cases ran");
 }
 
 #[test]

@@ -375,6 +375,28 @@ impl Client {
             other => ack_reply(other).map(Some),
         }
     }
+
+    /// Changes a channel setting (issue 16, part 4: `kind` is one of the
+    /// setting kinds; `text` the topic, purpose or new name, else empty),
+    /// retrying over reconnects (the same value again changes nothing).
+    /// `Some(ack)` names the setting event's seq; `None`: the setting
+    /// already had that value.
+    pub async fn set_channel(
+        &mut self,
+        conversation: ConversationId,
+        kind: ChangeKind,
+        text: &str,
+    ) -> Result<Option<SendAck>, ClientError> {
+        let request = Request::SetChannel {
+            conversation,
+            kind,
+            text: text.to_owned(),
+        };
+        match self.request(request).await? {
+            Response::Done => Ok(None),
+            other => ack_reply(other).map(Some),
+        }
+    }
 }
 
 /// The index in `servers` of the primary a 4011 `error` names, if listed.

@@ -196,6 +196,10 @@ pub fn describe_reject(reject: &Reject) -> String {
         Reject::InviteExpired => "the invite expired (ask for a new one)".to_owned(),
         Reject::InviteUsedUp => "the invite was used as many times as it allows".to_owned(),
         Reject::InviteRevoked => "the invite was revoked".to_owned(),
+        Reject::Archived => {
+            "the channel is archived: read-only (an admin or its creator can unarchive it)"
+                .to_owned()
+        }
         Reject::Unavailable { cause, detail } if cause.outcome_known() => {
             format!("server unavailable (nothing was done: retry later): {detail}")
         }

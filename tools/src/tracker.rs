@@ -454,6 +454,7 @@ mod tests {
             member: true,
             last_activity: Millis(0),
             preview: None,
+            settings: Default::default(),
         }
     }
 

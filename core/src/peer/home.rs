@@ -212,8 +212,9 @@ pub struct MemberAdded {
     pub user: UserId,
     /// Conversation.
     pub conversation: ConversationId,
-    /// Its info for the user (H fills in the cursor).
-    pub info: ConversationInfo,
+    /// Its info for the user (H fills in the cursor); boxed, so cross-core
+    /// messages stay small (an info carries the channel's settings).
+    pub info: Box<ConversationInfo>,
     /// The request to answer with the info, if any.
     pub origin: Option<Origin>,
 }

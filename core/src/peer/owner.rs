@@ -30,7 +30,22 @@ role_messages! {
         Evict,
         // messages that live (issue 17)
         ChangeMessage,
+        // channel settings (issue 16, part 4)
+        ApplyRename,
     }
+}
+
+/// W → O: apply a claimed rename (retried until W has the outcome).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ApplyRename {
+    /// The renamer's request, on the first attempt.
+    pub origin: Option<Origin>,
+    /// Who renames it (checked again).
+    pub who: Who,
+    /// Channel.
+    pub conversation: ConversationId,
+    /// The new name.
+    pub name: String,
 }
 
 /// C → O: these users have sessions on `C` that want live events; the

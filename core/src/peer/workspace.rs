@@ -24,7 +24,36 @@ role_messages! {
         SetRole,
         Invites,
         Redeem,
+        // channel settings (issue 16, part 4)
+        RenameChannel,
+        RenameDone,
     }
+}
+
+/// O → W: claim a new name for a channel (issue 16, part 4).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct RenameChannel {
+    /// Request.
+    pub origin: Origin,
+    /// Who renames it (O checked them).
+    pub who: Who,
+    /// Channel.
+    pub conversation: ConversationId,
+    /// Its current name (W checks it holds it).
+    pub old: String,
+    /// The new name (checked at `C`).
+    pub new: String,
+}
+
+/// O → W: a claimed rename was sequenced (`applied`) or refused.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct RenameDone {
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Channel.
+    pub conversation: ConversationId,
+    /// The channel carries the new name (else the new name is freed).
+    pub applied: bool,
 }
 
 /// C → W: create a workspace placed on `slot`.

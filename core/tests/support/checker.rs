@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use courier_core::api::{
-    ConversationId, ConversationInfo, ConversationKind, Event, Lsn, Message, Millis, Response, Seq,
-    ShardId, UserId, WorkspaceId,
+    ChangeKind, ConversationId, ConversationInfo, ConversationKind, Event, Lsn, Message, Millis,
+    Response, Seq, ShardId, UserId, WorkspaceId,
 };
 use courier_core::record::{ChangeRecord, MessageRecord, Record};
 use courier_core::Shard;
@@ -129,20 +129,33 @@ impl Model {
             c.seq
         );
         assert!(
-            self.holds(c.conversation, c.seq - 1),
+            c.seq == 1 || self.holds(c.conversation, c.seq - 1),
             "gap: change {} of conversation {} appended without seq {}",
             c.seq,
             c.conversation,
             c.seq - 1
         );
-        let target = self
-            .messages
-            .get(&(c.conversation, c.target))
-            .unwrap_or_else(|| panic!("change {key:?} targets {}, not a message", c.target));
-        assert!(
-            target.durable_at.is_some(),
-            "change {key:?} of a message that is not durable"
-        );
+        if courier_core::api::ChangeKind::from(c.kind).is_setting() {
+            // Issue 16, part 4: a channel setting targets no message.
+            assert_eq!(c.target, 0, "setting {key:?} with a target");
+            let kind = self.convs.get(&c.conversation).map(|k| k.1);
+            assert!(
+                matches!(
+                    kind,
+                    None | Some(ConversationKind::PublicChannel | ConversationKind::PrivateChannel)
+                ),
+                "setting {key:?} of a {kind:?}"
+            );
+        } else {
+            let target = self
+                .messages
+                .get(&(c.conversation, c.target))
+                .unwrap_or_else(|| panic!("change {key:?} targets {}, not a message", c.target));
+            assert!(
+                target.durable_at.is_some(),
+                "change {key:?} of a message that is not durable"
+            );
+        }
         self.changes.insert(
             key,
             Changed {
@@ -792,6 +805,35 @@ impl World {
                     "client {c}: conversation {conv:?} history differs from the durable one"
                 );
                 assert!(cc.msgs.values().all(|m| m.seq > Seq(0)));
+                // Issue 16, part 4: the setting events the device holds,
+                // folded in seq order, give the durable settings.
+                let fold = |events: &mut dyn Iterator<Item = (ChangeKind, String)>| {
+                    let mut settings = courier_core::api::ChannelSettings::default();
+                    let mut name = None;
+                    for (kind, value) in events {
+                        if let Some(n) = settings.apply(kind, &value) {
+                            name = Some(n);
+                        }
+                    }
+                    (settings, name)
+                };
+                let held = fold(&mut cc.msgs.values().filter_map(|m| {
+                    let ch = m.change.filter(|ch| ch.kind.is_setting())?;
+                    Some((ch.kind, m.body.clone()))
+                }));
+                let durable = fold(
+                    &mut model
+                        .changes
+                        .range((conv.0, 0)..=(conv.0, u64::MAX))
+                        .map(|(_, ch)| ch)
+                        .filter(|ch| ch.durable_at.is_some())
+                        .filter(|ch| ChangeKind::from(ch.rec.kind).is_setting())
+                        .map(|ch| (ChangeKind::from(ch.rec.kind), ch.rec.text.clone())),
+                );
+                assert_eq!(
+                    held, durable,
+                    "client {c}: channel {conv:?} settings differ from the durable events"
+                );
                 // Issue 17: every message ends in the owner's state.
                 for m in cc.msgs.values().filter(|m| m.change.is_none()) {
                     let mut held = m.clone();

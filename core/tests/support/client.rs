@@ -48,6 +48,11 @@ pub enum Pend {
         conv: ConversationId,
         own: bool,
     },
+    /// Issue 16, part 4: a channel setting of `kind`.
+    Setting {
+        conv: ConversationId,
+        kind: courier_core::api::ChangeKind,
+    },
     Other,
 }
 
@@ -385,6 +390,11 @@ impl World {
                             .insert((conversation.0, seq.0), (p.rec.sender, send.cmid));
                     }
                     Err(Reject::NotFound) => send.abandoned = true,
+                    // Issue 16, part 4: archived, or admins only.
+                    Err(Reject::Archived | Reject::Forbidden(_)) => {
+                        send.abandoned = true;
+                        self.stats.sends_refused_by_settings += 1;
+                    }
                     Err(Reject::Unavailable { cause, detail }) => {
                         if storage_cause(cause) {
                             // A clear refusal naming the failure.
@@ -439,6 +449,7 @@ impl World {
                 self.disconnect(c);
             }
             (Pend::Change { conv, own }, result) => self.on_change_reply(conv, own, result),
+            (Pend::Setting { conv, kind }, result) => self.on_setting_reply(conv, kind, result),
             (Pend::Role, Ok(Response::Done)) => self.stats.roles_set += 1,
             (Pend::Role, Err(Reject::NotAdmin | Reject::Forbidden(_))) => {
                 self.stats.roles_refused += 1
@@ -577,7 +588,8 @@ impl World {
             .collect();
         let roll = self.rng.below(100);
         match roll {
-            34..=39 => self.act_change(c, &member_convs),
+            34..=37 => self.act_change(c, &member_convs),
+            38..=39 => self.act_setting(c, &member_convs),
             0..=33 => {
                 let Some(&conv) = self.rng.pick(&member_convs) else {
                     return;

@@ -1,9 +1,11 @@
 //! Issue 17 in the simulation: devices edit, delete and react to messages
 //! they hold (their own and others'), and the replies are checked against
 //! the model (a change acknowledged is durable; a refusal is one the rules
-//! allow).
+//! allow). Issue 16, part 4: devices change channel settings the same way.
 
-use courier_core::api::{ChangeKind, ConversationId, Reject, Request, Response, Seq};
+use courier_core::api::{
+    ChangeKind, ConversationId, ConversationKind, Reject, Request, Response, Seq,
+};
 
 use super::{Pend, World};
 
@@ -83,9 +85,84 @@ impl World {
                 );
                 self.stats.changes_refused += 1;
             }
-            Err(Reject::NotFound) => self.stats.changes_refused += 1,
+            Err(Reject::NotFound | Reject::Archived) => self.stats.changes_refused += 1,
             Err(Reject::Unavailable { .. }) => {}
             other => panic!("change of {conv:?} answered {other:?}"),
+        }
+    }
+
+    /// Issue 16, part 4: a random setting of a channel the device is in
+    /// (archive rarer than unarchive, so channels do not all freeze).
+    pub(super) fn act_setting(&mut self, c: usize, member_convs: &[ConversationId]) {
+        let channels: Vec<ConversationId> = member_convs
+            .iter()
+            .copied()
+            .filter(|conv| {
+                self.model.convs.get(&conv.0).is_some_and(|(_, k)| {
+                    matches!(
+                        k,
+                        ConversationKind::PublicChannel | ConversationKind::PrivateChannel
+                    )
+                })
+            })
+            .collect();
+        let Some(&conv) = self.rng.pick(&channels) else {
+            return;
+        };
+        let n = self.rng.below(1000);
+        let (kind, text) = match self.rng.below(20) {
+            0..=5 => (ChangeKind::Topic, format!("topic {n} by c{c}")),
+            6..=7 => (ChangeKind::Purpose, format!("purpose {n}")),
+            8..=10 => (ChangeKind::Rename, format!("r{}", n % 50)),
+            11 => (ChangeKind::Archive, String::new()),
+            12..=15 => (ChangeKind::Unarchive, String::new()),
+            16 => (ChangeKind::PostingAdmins, String::new()),
+            _ => (ChangeKind::PostingEveryone, String::new()),
+        };
+        let request = Request::SetChannel {
+            conversation: conv,
+            kind,
+            text,
+        };
+        self.request(c, request, Pend::Setting { conv, kind });
+    }
+
+    /// The answer to a setting: an ack names a durable setting event of
+    /// this kind in this channel; refusals are the typed ones the rules
+    /// allow.
+    pub(super) fn on_setting_reply(
+        &mut self,
+        conv: ConversationId,
+        kind: ChangeKind,
+        result: Result<Response, Reject>,
+    ) {
+        match result {
+            Ok(Response::SendAck {
+                conversation, seq, ..
+            }) => {
+                assert_eq!(conversation, conv);
+                let ch = self.model.changes.get(&(conv.0, seq.0));
+                assert!(
+                    ch.is_some_and(|ch| ch.durable_at.is_some()
+                        && ChangeKind::from(ch.rec.kind) == kind
+                        && ch.rec.target == 0),
+                    "setting ack of {conv:?}/{} that is not a durable {kind:?} event",
+                    seq.0
+                );
+                self.stats.settings_acked += 1;
+                if kind == ChangeKind::Rename {
+                    self.stats.renames_acked += 1;
+                }
+            }
+            Ok(Response::Done) => self.stats.settings_noop += 1,
+            Err(Reject::Forbidden(_) | Reject::Archived | Reject::NotFound) => {
+                self.stats.settings_refused += 1
+            }
+            Err(Reject::AlreadyExists) if kind == ChangeKind::Rename => {
+                self.stats.settings_refused += 1
+            }
+            Err(Reject::Unavailable { .. }) => {}
+            other => panic!("setting {kind:?} of {conv:?} answered {other:?}"),
         }
     }
 }

@@ -133,6 +133,14 @@ pub struct Stats {
     pub changes_acked: u64,
     pub changes_noop: u64,
     pub changes_refused: u64,
+    /// Issue 16, part 4: channel settings sequenced (renames among them),
+    /// answered `Done`, refused (role, archived, name taken).
+    pub settings_acked: u64,
+    pub renames_acked: u64,
+    pub settings_noop: u64,
+    pub settings_refused: u64,
+    /// Sends refused because the channel was archived or admins-only.
+    pub sends_refused_by_settings: u64,
 }
 
 impl Stats {
@@ -172,6 +180,11 @@ impl Stats {
             changes_acked,
             changes_noop,
             changes_refused,
+            settings_acked,
+            renames_acked,
+            settings_noop,
+            settings_refused,
+            sends_refused_by_settings,
         } = *o;
         self.crashes += crashes;
         self.unsynced_records_kept += unsynced_records_kept;
@@ -206,6 +219,11 @@ impl Stats {
         self.changes_acked += changes_acked;
         self.changes_noop += changes_noop;
         self.changes_refused += changes_refused;
+        self.settings_acked += settings_acked;
+        self.renames_acked += renames_acked;
+        self.settings_noop += settings_noop;
+        self.settings_refused += settings_refused;
+        self.sends_refused_by_settings += sends_refused_by_settings;
     }
 }
 

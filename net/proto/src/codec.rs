@@ -456,6 +456,7 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
         }
         Request::Lookup { name, kind } => encode_lookup(fbb, name, *kind),
         r @ (Request::People(_) | Request::Change { .. }) => crate::live::encode_request(fbb, r),
+        r @ Request::SetChannel { .. } => crate::live::encode_request(fbb, r),
         Request::Send {
             conversation,
             client_msg_id,
@@ -565,16 +566,21 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
             );
             (B::SetFocus, t.as_union_value())
         }
-        Request::SetDnd { until } => {
-            let t = wire::SetDnd::create(
-                fbb,
-                &wire::SetDndArgs {
-                    until_ms: until.map_or(0, |m| m.0),
-                },
-            );
-            (B::SetDnd, t.as_union_value())
-        }
+        Request::SetDnd { until } => encode_set_dnd(fbb, *until),
     }
+}
+
+fn encode_set_dnd(
+    fbb: &mut FlatBufferBuilder<'static>,
+    until: Option<Millis>,
+) -> (wire::Body, Union) {
+    let t = wire::SetDnd::create(
+        fbb,
+        &wire::SetDndArgs {
+            until_ms: until.map_or(0, |m| m.0),
+        },
+    );
+    (wire::Body::SetDnd, t.as_union_value())
 }
 
 fn encode_info<'a>(
@@ -584,6 +590,9 @@ fn encode_info<'a>(
     let name = fbb.create_string(&info.name);
     let members = ids_vec(fbb, info.members.iter().map(|u| u.0));
     let preview = info.preview.as_deref().map(|p| fbb.create_string(p));
+    let set = &info.settings;
+    let topic = (!set.topic.is_empty()).then(|| fbb.create_string(&set.topic));
+    let purpose = (!set.purpose.is_empty()).then(|| fbb.create_string(&set.purpose));
     wire::ConversationInfo::create(
         fbb,
         &wire::ConversationInfoArgs {
@@ -599,6 +608,10 @@ fn encode_info<'a>(
             member: info.member,
             last_activity_ms: info.last_activity.0,
             preview,
+            topic,
+            purpose,
+            archived: set.archived,
+            admins_only: set.posting == courier_core::api::Posting::Admins,
         },
     )
 }
@@ -861,6 +874,11 @@ fn reject_fields(reject: &Reject) -> (wire::ErrorCode, String, u64) {
         Reject::InviteExpired => (wire::ErrorCode::InviteExpired, "invite expired".into(), 0),
         Reject::InviteUsedUp => (wire::ErrorCode::InviteUsedUp, "invite used up".into(), 0),
         Reject::InviteRevoked => (wire::ErrorCode::InviteRevoked, "invite revoked".into(), 0),
+        Reject::Archived => (
+            wire::ErrorCode::Archived,
+            "channel archived: read-only".into(),
+            0,
+        ),
     }
 }
 
@@ -1394,6 +1412,7 @@ fn decode_reject(t: &wire::ErrorReply<'_>) -> Reject {
         wire::ErrorCode::InviteExpired => Reject::InviteExpired,
         wire::ErrorCode::InviteUsedUp => Reject::InviteUsedUp,
         wire::ErrorCode::InviteRevoked => Reject::InviteRevoked,
+        wire::ErrorCode::Archived => Reject::Archived,
         wire::ErrorCode::RateLimited => Reject::RateLimited {
             retry_after_ms: t.retry_after_ms(),
             limit: RateLimit {
@@ -1424,6 +1443,16 @@ fn decode_info(t: &wire::ConversationInfo<'_>) -> Result<ConversationInfo, Decod
         member: t.member(),
         last_activity: Millis(t.last_activity_ms()),
         preview: t.preview().map(str::to_owned),
+        settings: Box::new(courier_core::api::ChannelSettings {
+            topic: t.topic().unwrap_or("").to_owned(),
+            purpose: t.purpose().unwrap_or("").to_owned(),
+            archived: t.archived(),
+            posting: if t.admins_only() {
+                courier_core::api::Posting::Admins
+            } else {
+                courier_core::api::Posting::Everyone
+            },
+        }),
     })
 }
 

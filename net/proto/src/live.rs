@@ -1,4 +1,5 @@
 //! The frames of issue 17, messages that live: the `ChangeMessage` request
+//! (and issue 16 part 4's `SetChannel`, whose kinds extend `ChangeKind`)
 //! and the change and current-state fields of `Message`
 //! (`courier_core::api::Change`, `Live`) ⇄ their flatbuffers form. Called
 //! by [`crate::codec`]; same contract: nothing here panics on any input,
@@ -21,6 +22,13 @@ pub(crate) fn kind_to_wire(change: Option<Change>) -> wire::ChangeKind {
         Some(ChangeKind::Delete) => wire::ChangeKind::Delete,
         Some(ChangeKind::React) => wire::ChangeKind::React,
         Some(ChangeKind::Unreact) => wire::ChangeKind::Unreact,
+        Some(ChangeKind::Topic) => wire::ChangeKind::Topic,
+        Some(ChangeKind::Purpose) => wire::ChangeKind::Purpose,
+        Some(ChangeKind::Rename) => wire::ChangeKind::Rename,
+        Some(ChangeKind::Archive) => wire::ChangeKind::Archive,
+        Some(ChangeKind::Unarchive) => wire::ChangeKind::Unarchive,
+        Some(ChangeKind::PostingEveryone) => wire::ChangeKind::PostingEveryone,
+        Some(ChangeKind::PostingAdmins) => wire::ChangeKind::PostingAdmins,
     }
 }
 
@@ -31,6 +39,13 @@ fn kind_from_wire(k: wire::ChangeKind) -> Result<Option<ChangeKind>, DecodeError
         wire::ChangeKind::Delete => Some(ChangeKind::Delete),
         wire::ChangeKind::React => Some(ChangeKind::React),
         wire::ChangeKind::Unreact => Some(ChangeKind::Unreact),
+        wire::ChangeKind::Topic => Some(ChangeKind::Topic),
+        wire::ChangeKind::Purpose => Some(ChangeKind::Purpose),
+        wire::ChangeKind::Rename => Some(ChangeKind::Rename),
+        wire::ChangeKind::Archive => Some(ChangeKind::Archive),
+        wire::ChangeKind::Unarchive => Some(ChangeKind::Unarchive),
+        wire::ChangeKind::PostingEveryone => Some(ChangeKind::PostingEveryone),
+        wire::ChangeKind::PostingAdmins => Some(ChangeKind::PostingAdmins),
         _ => return Err(DecodeError::field("kind", "unknown change kind")),
     })
 }
@@ -49,6 +64,11 @@ pub(crate) fn encode_request(
             kind,
             text,
         } => (*conversation, *target, *kind, text.as_str()),
+        Request::SetChannel {
+            conversation,
+            kind,
+            text,
+        } => return encode_set_channel(fbb, *conversation, *kind, text),
         Request::People(p) => return crate::people::encode_request(fbb, p),
         other => unreachable!("live::encode_request called with {other:?}"),
     };
@@ -65,12 +85,47 @@ pub(crate) fn encode_request(
     (wire::Body::ChangeMessage, t.as_union_value())
 }
 
+/// `Request::SetChannel` → `SetChannel` (issue 16, part 4).
+fn encode_set_channel(
+    fbb: &mut FlatBufferBuilder<'static>,
+    conversation: ConversationId,
+    kind: ChangeKind,
+    text: &str,
+) -> (wire::Body, Union) {
+    let text = fbb.create_string(text);
+    let t = wire::SetChannel::create(
+        fbb,
+        &wire::SetChannelArgs {
+            conversation: conversation.0,
+            kind: kind_to_wire(Some(Change {
+                kind,
+                target: Seq(0),
+            })),
+            text: Some(text),
+        },
+    );
+    (wire::Body::SetChannel, t.as_union_value())
+}
+
 /// The client frames after `codec::decode_request`'s own: `ChangeMessage`
-/// here, the rest to [`crate::people`].
+/// and `SetChannel` here, the rest to [`crate::people`].
 pub(crate) fn decode_request(
     frame: &wire::Frame<'_>,
     kind: wire::Body,
 ) -> Result<Request, DecodeError> {
+    if kind == wire::Body::SetChannel {
+        let t = frame
+            .body_as_set_channel()
+            .ok_or(DecodeError::UnexpectedBody("SetChannel"))?;
+        return match kind_from_wire(t.kind())? {
+            Some(k) if k.is_setting() => Ok(Request::SetChannel {
+                conversation: ConversationId(t.conversation()),
+                kind: k,
+                text: t.text().unwrap_or_default().to_owned(),
+            }),
+            _ => Err(DecodeError::field("kind", "not a channel setting")),
+        };
+    }
     if kind != wire::Body::ChangeMessage {
         return crate::people::decode_request(frame, kind);
     }

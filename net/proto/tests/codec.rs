@@ -17,6 +17,12 @@ fn info() -> ConversationInfo {
         member: true,
         last_activity: Millis(1_700_000_000_000),
         preview: Some("héllo".into()),
+        settings: Box::new(ChannelSettings {
+            topic: "ship it ✓".into(),
+            purpose: "ops talk".into(),
+            archived: true,
+            posting: Posting::Admins,
+        }),
     }
 }
 
@@ -172,6 +178,30 @@ fn live_requests() -> Vec<Request> {
             text: "+1".into(),
         },
     ]
+    .into_iter()
+    .chain(setting_requests())
+    .collect()
+}
+
+/// Issue 16, part 4: one `SetChannel` of every setting kind.
+fn setting_requests() -> Vec<Request> {
+    use ChangeKind::*;
+    [
+        (Topic, "launch ✓"),
+        (Purpose, ""),
+        (Rename, "town-square"),
+        (Archive, ""),
+        (Unarchive, ""),
+        (PostingEveryone, ""),
+        (PostingAdmins, ""),
+    ]
+    .into_iter()
+    .map(|(kind, text)| Request::SetChannel {
+        conversation: ConversationId(5),
+        kind,
+        text: text.into(),
+    })
+    .collect()
 }
 
 fn profile() -> UserProfile {
@@ -469,6 +499,8 @@ fn responses() -> Vec<Result<Response, Reject>> {
             tokens: vec![1, 3, 4],
             current: 3,
         })),
+        // Issue 16, part 4.
+        Err(Reject::Archived),
     ])
     .collect()
 }
@@ -533,6 +565,16 @@ fn events() -> Vec<Event> {
             seq: Seq(2),
             reason: NotifyReason::Mention,
         },
+        // Issue 16, part 4: a setting event (target 0, the value as body).
+        Event::Message(Message {
+            change: Some(Change {
+                kind: ChangeKind::Topic,
+                target: Seq(0),
+            }),
+            body: "launch week".into(),
+            mentions: vec![],
+            ..message(10)
+        }),
     ]
 }
 
@@ -965,4 +1007,24 @@ fn a_malformed_invite_code_is_a_field_error() {
         decode_client(&bytes),
         Err(DecodeError::Field { field: "code", .. })
     ));
+}
+
+/// `SetChannel` must name a channel setting (issue 16, part 4): a message
+/// change kind there is a field error, not a request.
+#[test]
+fn set_channel_with_a_message_change_kind_is_a_field_error() {
+    let mut enc = Encoder::new();
+    let bytes = enc.client(&ClientFrame::Request {
+        req: 1,
+        request: Request::SetChannel {
+            conversation: ConversationId(5),
+            kind: ChangeKind::Edit,
+            text: "x".into(),
+        },
+    });
+    assert!(
+        matches!(decode_client(&bytes), Err(DecodeError::Field { .. })),
+        "{:?}",
+        decode_client(&bytes)
+    );
 }

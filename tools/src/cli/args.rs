@@ -346,6 +346,54 @@ pub enum ChannelCommand {
         #[arg(long, value_name = "N", default_value_t = 1000)]
         limit: u32,
     },
+    /// Set the channel's topic (empty text clears it); members may.
+    Topic {
+        /// Channel name or id.
+        #[arg(value_name = "CH")]
+        channel: String,
+        /// The topic (at most 250 bytes).
+        #[arg(value_name = "TEXT", default_value = "")]
+        text: String,
+    },
+    /// Set the channel's purpose (empty text clears it); members may.
+    Purpose {
+        /// Channel name or id.
+        #[arg(value_name = "CH")]
+        channel: String,
+        /// The purpose (at most 250 bytes).
+        #[arg(value_name = "TEXT", default_value = "")]
+        text: String,
+    },
+    /// Rename the channel (workspace admins and the channel's creator).
+    Rename {
+        /// Channel name or id.
+        #[arg(value_name = "CH")]
+        channel: String,
+        /// The new name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Archive the channel: read-only, still readable (admins, creator).
+    Archive {
+        /// Channel name or id.
+        #[arg(value_name = "CH")]
+        channel: String,
+    },
+    /// Unarchive the channel (admins, creator).
+    Unarchive {
+        /// Channel name or id.
+        #[arg(value_name = "CH")]
+        channel: String,
+    },
+    /// Who may post: `everyone` or `admins` (workspace admins only).
+    Posting {
+        /// Channel name or id.
+        #[arg(value_name = "CH")]
+        channel: String,
+        /// `everyone` or `admins`.
+        #[arg(value_name = "WHO", value_parser = ["everyone", "admins"])]
+        who: String,
+    },
 }
 
 #[cfg(test)]
@@ -507,6 +555,21 @@ mod tests {
             }),
         );
         check(&["channel", "list"], Command::Channel(ChannelCommand::List));
+        check(
+            &["channel", "topic", "general", "ship it"],
+            Command::Channel(ChannelCommand::Topic {
+                channel: "general".into(),
+                text: "ship it".into(),
+            }),
+        );
+        check(
+            &["channel", "posting", "general", "admins"],
+            Command::Channel(ChannelCommand::Posting {
+                channel: "general".into(),
+                who: "admins".into(),
+            }),
+        );
+        assert!(parse(&["channel", "posting", "general", "guests"]).is_err());
         check(
             &["dm", "bob", "carol"],
             Command::Dm {

@@ -7,7 +7,7 @@ use super::args::{
 use super::config::{self, Config};
 use super::output::{
     change_type, conversation_json, conversation_label, conversation_label_with, id_json,
-    kind_name, message_json, message_text, opt_id_json, Out,
+    kind_name, message_json, message_text, opt_id_json, setting_text, Out,
 };
 use anyhow::anyhow;
 use courier_core::api::{
@@ -467,6 +467,38 @@ async fn channel(ctx: &Ctx, cmd: ChannelCommand) -> anyhow::Result<()> {
             })
         }
         ChannelCommand::Browse { limit } => super::people::browse(ctx, &mut client, limit).await,
+        ChannelCommand::Topic { channel, text } => {
+            set_channel(ctx, &mut client, &channel, ChangeKind::Topic, text).await
+        }
+        ChannelCommand::Purpose { channel, text } => {
+            set_channel(ctx, &mut client, &channel, ChangeKind::Purpose, text).await
+        }
+        ChannelCommand::Rename { channel, name } => {
+            let name = name.strip_prefix('#').unwrap_or(&name).to_owned();
+            set_channel(ctx, &mut client, &channel, ChangeKind::Rename, name).await
+        }
+        ChannelCommand::Archive { channel } => {
+            set_channel(
+                ctx,
+                &mut client,
+                &channel,
+                ChangeKind::Archive,
+                String::new(),
+            )
+            .await
+        }
+        ChannelCommand::Unarchive { channel } => {
+            let kind = ChangeKind::Unarchive;
+            set_channel(ctx, &mut client, &channel, kind, String::new()).await
+        }
+        ChannelCommand::Posting { channel, who } => {
+            let kind = if who == "admins" {
+                ChangeKind::PostingAdmins
+            } else {
+                ChangeKind::PostingEveryone
+            };
+            set_channel(ctx, &mut client, &channel, kind, String::new()).await
+        }
         ChannelCommand::List => {
             let list = client.list_conversations().await?;
             if !ctx.out.json {
@@ -552,6 +584,31 @@ async fn change(
     });
     ctx.out.emit(value, || {
         ack.map_or_else(|| "unchanged".to_owned(), |a| a.seq.0.to_string())
+    })
+}
+
+/// `channel topic|purpose|rename|archive|unarchive|posting` (issue 16,
+/// part 4): one setting event; prints what it did and its seq, or
+/// `unchanged` when the setting already had that value.
+async fn set_channel(
+    ctx: &Ctx,
+    client: &mut Client,
+    channel: &str,
+    kind: ChangeKind,
+    text: String,
+) -> anyhow::Result<()> {
+    let id = resolve_conversation(client, channel).await?;
+    let ack = client.set_channel(id, kind, &text).await?;
+    let value = json!({
+        "conversation": id_json(id.0),
+        "type": change_type(kind),
+        "value": text,
+        "seq": ack.as_ref().map(|a| a.seq.0),
+        "changed": ack.is_some(),
+    });
+    ctx.out.emit(value, || match &ack {
+        Some(a) => format!("{} (#{})", setting_text(kind, &text), a.seq.0),
+        None => "unchanged".to_owned(),
     })
 }
 
@@ -685,7 +742,11 @@ async fn watch_loop(
         match event {
             SessionEvent::Message(m) => {
                 names.learn(session.client(), &[m.sender]).await;
-                print_message(ctx, labels, names, &m)?
+                print_message(ctx, labels, names, &m)?;
+                // Issue 16, part 4: later lines carry the channel's new name.
+                if m.change.is_some_and(|c| c.kind == ChangeKind::Rename) {
+                    labels.0.insert(m.conversation, format!("#{}", m.body));
+                }
             }
             SessionEvent::Joined(info) => {
                 let joined = std::slice::from_ref(&info);
@@ -793,7 +854,9 @@ async fn history(
     names.learn(&mut client, &senders).await;
     // Issue 17: messages come in their current state; the edits, deletes
     // and reactions among the seqs are already applied, so not listed.
-    for m in messages.iter().filter(|m| m.change.is_none()) {
+    // Channel settings (issue 16, part 4) are timeline lines of their own.
+    let shown = |m: &&Message| m.change.is_none_or(|c| c.kind.is_setting());
+    for m in messages.iter().filter(shown) {
         print_message(ctx, &labels, &names, m)?;
     }
     Ok(())

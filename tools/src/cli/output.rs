@@ -69,6 +69,13 @@ pub fn conversation_json(c: &ConversationInfo) -> Value {
         "mentions": c.mentions,
         "last_activity": c.last_activity.0,
         "preview": c.preview,
+        "topic": c.settings.topic,
+        "purpose": c.settings.purpose,
+        "archived": c.settings.archived,
+        "posting": match c.settings.posting {
+            courier_core::api::Posting::Everyone => "everyone",
+            courier_core::api::Posting::Admins => "admins",
+        },
     })
 }
 
@@ -159,6 +166,15 @@ pub fn message_json(
                 })
                 .collect();
         }
+        // Issue 16, part 4: a channel setting carries its value.
+        Some(c) if c.kind.is_setting() => match c.kind {
+            ChangeKind::Topic | ChangeKind::Purpose | ChangeKind::Rename => {
+                v["value"] = json!(m.body)
+            }
+            ChangeKind::PostingAdmins => v["posting"] = json!("admins"),
+            ChangeKind::PostingEveryone => v["posting"] = json!("everyone"),
+            _ => {}
+        },
         // A change names its target; a reaction its emoji and direction.
         Some(c) => {
             v["target"] = json!(c.target.0);
@@ -178,12 +194,39 @@ pub fn message_json(
 }
 
 /// The `type` of a change in `--json` output: `edit`, `delete`,
-/// `reaction` (`removed` says which way).
+/// `reaction` (`removed` says which way); for a channel setting (issue
+/// 16, part 4) `topic`, `purpose`, `rename` (with `value`), `archive`,
+/// `unarchive`, `posting` (with `posting`: `admins` or `everyone`).
 pub fn change_type(kind: ChangeKind) -> &'static str {
     match kind {
         ChangeKind::Edit => "edit",
         ChangeKind::Delete => "delete",
         ChangeKind::React | ChangeKind::Unreact => "reaction",
+        ChangeKind::Topic => "topic",
+        ChangeKind::Purpose => "purpose",
+        ChangeKind::Rename => "rename",
+        ChangeKind::Archive => "archive",
+        ChangeKind::Unarchive => "unarchive",
+        ChangeKind::PostingEveryone | ChangeKind::PostingAdmins => "posting",
+    }
+}
+
+/// What a channel setting event did, for people (issue 16, part 4):
+/// "set the topic: …", "renamed the channel to #…", ….
+pub fn setting_text(kind: ChangeKind, value: &str) -> String {
+    match kind {
+        ChangeKind::Topic if value.is_empty() => "cleared the topic".to_owned(),
+        ChangeKind::Topic => format!("set the topic: {value}"),
+        ChangeKind::Purpose if value.is_empty() => "cleared the purpose".to_owned(),
+        ChangeKind::Purpose => format!("set the purpose: {value}"),
+        ChangeKind::Rename => format!("renamed the channel to #{value}"),
+        ChangeKind::Archive => "archived the channel (read-only)".to_owned(),
+        ChangeKind::Unarchive => "unarchived the channel".to_owned(),
+        ChangeKind::PostingAdmins => "made posting admins-only".to_owned(),
+        ChangeKind::PostingEveryone => "let everyone post".to_owned(),
+        ChangeKind::Edit | ChangeKind::Delete | ChangeKind::React | ChangeKind::Unreact => {
+            String::new()
+        }
     }
 }
 
@@ -210,6 +253,7 @@ pub fn message_text(label: &str, m: &Message, sender_name: Option<&str>) -> Stri
             ChangeKind::Delete => format!("{head} deleted #{}", c.target.0),
             ChangeKind::React => format!("{head} reacted {} to #{}", m.body, c.target.0),
             ChangeKind::Unreact => format!("{head} removed {} from #{}", m.body, c.target.0),
+            kind => format!("{head} {}", setting_text(kind, &m.body)),
         },
     }
 }
@@ -506,6 +550,7 @@ mod tests {
             mentions: 0,
             last_activity: Millis(0),
             preview: None,
+            settings: Default::default(),
         };
         let handle = |u: UserId| match u.0 {
             1 => Some("@me".to_owned()),

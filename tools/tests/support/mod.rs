@@ -342,6 +342,7 @@ impl State {
             member: true,
             last_activity: Millis(0),
             preview: None,
+            settings: Default::default(),
         }
     }
 

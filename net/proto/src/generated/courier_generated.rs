@@ -373,19 +373,28 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Broadcast {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CHANGE_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CHANGE_KIND: u8 = 4;
+pub const ENUM_MAX_CHANGE_KIND: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CHANGE_KIND: [ChangeKind; 5] = [
+pub const ENUM_VALUES_CHANGE_KIND: [ChangeKind; 12] = [
   ChangeKind::None,
   ChangeKind::Edit,
   ChangeKind::Delete,
   ChangeKind::React,
   ChangeKind::Unreact,
+  ChangeKind::Topic,
+  ChangeKind::Purpose,
+  ChangeKind::Rename,
+  ChangeKind::Archive,
+  ChangeKind::Unarchive,
+  ChangeKind::PostingEveryone,
+  ChangeKind::PostingAdmins,
 ];
 
 /// Messages that live (issue 17): what a change event does to its target.
 /// `None` on a `Message` means it is a message, not a change.
+/// Message changes (issue 17), then channel settings (issue 16, part 4:
+/// a setting event's target is 0 and its body the value).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct ChangeKind(pub u8);
@@ -396,15 +405,29 @@ impl ChangeKind {
   pub const Delete: Self = Self(2);
   pub const React: Self = Self(3);
   pub const Unreact: Self = Self(4);
+  pub const Topic: Self = Self(5);
+  pub const Purpose: Self = Self(6);
+  pub const Rename: Self = Self(7);
+  pub const Archive: Self = Self(8);
+  pub const Unarchive: Self = Self(9);
+  pub const PostingEveryone: Self = Self(10);
+  pub const PostingAdmins: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::Edit,
     Self::Delete,
     Self::React,
     Self::Unreact,
+    Self::Topic,
+    Self::Purpose,
+    Self::Rename,
+    Self::Archive,
+    Self::Unarchive,
+    Self::PostingEveryone,
+    Self::PostingAdmins,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -414,6 +437,13 @@ impl ChangeKind {
       Self::Delete => Some("Delete"),
       Self::React => Some("React"),
       Self::Unreact => Some("Unreact"),
+      Self::Topic => Some("Topic"),
+      Self::Purpose => Some("Purpose"),
+      Self::Rename => Some("Rename"),
+      Self::Archive => Some("Archive"),
+      Self::Unarchive => Some("Unarchive"),
+      Self::PostingEveryone => Some("PostingEveryone"),
+      Self::PostingAdmins => Some("PostingAdmins"),
       _ => None,
     }
   }
@@ -735,10 +765,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for NotifyReason {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 13;
+pub const ENUM_MAX_ERROR_CODE: u16 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 13] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 14] = [
   ErrorCode::BadFrame,
   ErrorCode::Unauthenticated,
   ErrorCode::NotAdmin,
@@ -752,6 +782,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 13] = [
   ErrorCode::InviteExpired,
   ErrorCode::InviteUsedUp,
   ErrorCode::InviteRevoked,
+  ErrorCode::Archived,
 ];
 
 /// Why a request failed. `NotFound` also means "not visible to you".
@@ -778,9 +809,11 @@ impl ErrorCode {
   pub const InviteUsedUp: Self = Self(12);
   /// `RedeemInvite`: an admin revoked the invite.
   pub const InviteRevoked: Self = Self(13);
+  /// The channel is archived: read-only (issue 16, part 4).
+  pub const Archived: Self = Self(14);
 
   pub const ENUM_MIN: u16 = 1;
-  pub const ENUM_MAX: u16 = 13;
+  pub const ENUM_MAX: u16 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::BadFrame,
     Self::Unauthenticated,
@@ -795,6 +828,7 @@ impl ErrorCode {
     Self::InviteExpired,
     Self::InviteUsedUp,
     Self::InviteRevoked,
+    Self::Archived,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -812,6 +846,7 @@ impl ErrorCode {
       Self::InviteExpired => Some("InviteExpired"),
       Self::InviteUsedUp => Some("InviteUsedUp"),
       Self::InviteRevoked => Some("InviteRevoked"),
+      Self::Archived => Some("Archived"),
       _ => None,
     }
   }
@@ -1081,10 +1116,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 59;
+pub const ENUM_MAX_BODY: u8 = 60;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 60] = [
+pub const ENUM_VALUES_BODY: [Body; 61] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -1145,6 +1180,7 @@ pub const ENUM_VALUES_BODY: [Body; 60] = [
   Body::InviteCreated,
   Body::InviteList,
   Body::ChangeMessage,
+  Body::SetChannel,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1212,9 +1248,10 @@ impl Body {
   pub const InviteCreated: Self = Self(57);
   pub const InviteList: Self = Self(58);
   pub const ChangeMessage: Self = Self(59);
+  pub const SetChannel: Self = Self(60);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 59;
+  pub const ENUM_MAX: u8 = 60;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1276,6 +1313,7 @@ impl Body {
     Self::InviteCreated,
     Self::InviteList,
     Self::ChangeMessage,
+    Self::SetChannel,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1340,6 +1378,7 @@ impl Body {
       Self::InviteCreated => Some("InviteCreated"),
       Self::InviteList => Some("InviteList"),
       Self::ChangeMessage => Some("ChangeMessage"),
+      Self::SetChannel => Some("SetChannel"),
       _ => None,
     }
   }
@@ -3362,6 +3401,139 @@ impl ::core::fmt::Debug for ChangeMessage<'_> {
       ds.finish()
   }
 }
+pub enum SetChannelOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Change a channel setting (issue 16, part 4): `kind` is a setting
+/// (Topic … PostingAdmins), `text` the topic, purpose or new name (empty
+/// for the others). Answered with `SendAck` (the event's seq) or `Done`.
+pub struct SetChannel<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetChannel<'a> {
+  type Inner = SetChannel<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetChannel<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetChannel { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetChannelArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetChannel<'bldr>> {
+    let mut builder = SetChannelBuilder::new(_fbb);
+    builder.add_conversation(args.conversation);
+    if let Some(x) = args.text { builder.add_text(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetChannel::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> ChangeKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ChangeKind>(SetChannel::VT_KIND, Some(ChangeKind::Topic)).unwrap()}
+  }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetChannel::VT_TEXT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetChannel<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<ChangeKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetChannelArgs<'a> {
+    pub conversation: u64,
+    pub kind: ChangeKind,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for SetChannelArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetChannelArgs {
+      conversation: 0,
+      kind: ChangeKind::Topic,
+      text: None,
+    }
+  }
+}
+
+pub struct SetChannelBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetChannelBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(SetChannel::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: ChangeKind) {
+    self.fbb_.push_slot::<ChangeKind>(SetChannel::VT_KIND, kind, ChangeKind::Topic);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetChannel::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetChannelBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetChannelBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetChannel<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetChannel<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetChannel");
+      ds.field("conversation", &self.conversation());
+      ds.field("kind", &self.kind());
+      ds.field("text", &self.text());
+      ds.finish()
+  }
+}
 pub enum SyncOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4766,6 +4938,10 @@ impl<'a> ConversationInfo<'a> {
   pub const VT_MEMBER: ::flatbuffers::VOffsetT = 22;
   pub const VT_LAST_ACTIVITY_MS: ::flatbuffers::VOffsetT = 24;
   pub const VT_PREVIEW: ::flatbuffers::VOffsetT = 26;
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 28;
+  pub const VT_PURPOSE: ::flatbuffers::VOffsetT = 30;
+  pub const VT_ARCHIVED: ::flatbuffers::VOffsetT = 32;
+  pub const VT_ADMINS_ONLY: ::flatbuffers::VOffsetT = 34;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4783,10 +4959,14 @@ impl<'a> ConversationInfo<'a> {
     builder.add_read(args.read);
     builder.add_head(args.head);
     builder.add_id(args.id);
+    if let Some(x) = args.purpose { builder.add_purpose(x); }
+    if let Some(x) = args.topic { builder.add_topic(x); }
     if let Some(x) = args.preview { builder.add_preview(x); }
     builder.add_member_count(args.member_count);
     if let Some(x) = args.members { builder.add_members(x); }
     if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_admins_only(args.admins_only);
+    builder.add_archived(args.archived);
     builder.add_member(args.member);
     builder.add_kind(args.kind);
     builder.finish()
@@ -4877,6 +5057,34 @@ impl<'a> ConversationInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConversationInfo::VT_PREVIEW, None)}
   }
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConversationInfo::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn purpose(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConversationInfo::VT_PURPOSE, None)}
+  }
+  #[inline]
+  pub fn archived(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ConversationInfo::VT_ARCHIVED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn admins_only(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ConversationInfo::VT_ADMINS_ONLY, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ConversationInfo<'_> {
@@ -4897,6 +5105,10 @@ impl ::flatbuffers::Verifiable for ConversationInfo<'_> {
      .visit_field::<bool>("member", Self::VT_MEMBER, false)?
      .visit_field::<u64>("last_activity_ms", Self::VT_LAST_ACTIVITY_MS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("preview", Self::VT_PREVIEW, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("purpose", Self::VT_PURPOSE, false)?
+     .visit_field::<bool>("archived", Self::VT_ARCHIVED, false)?
+     .visit_field::<bool>("admins_only", Self::VT_ADMINS_ONLY, false)?
      .finish();
     Ok(())
   }
@@ -4914,6 +5126,10 @@ pub struct ConversationInfoArgs<'a> {
     pub member: bool,
     pub last_activity_ms: u64,
     pub preview: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub purpose: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub archived: bool,
+    pub admins_only: bool,
 }
 impl<'a> Default for ConversationInfoArgs<'a> {
   #[inline]
@@ -4931,6 +5147,10 @@ impl<'a> Default for ConversationInfoArgs<'a> {
       member: false,
       last_activity_ms: 0,
       preview: None,
+      topic: None,
+      purpose: None,
+      archived: false,
+      admins_only: false,
     }
   }
 }
@@ -4989,6 +5209,22 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConversationInfoBuilder<'a, '
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConversationInfo::VT_PREVIEW, preview);
   }
   #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConversationInfo::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_purpose(&mut self, purpose: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConversationInfo::VT_PURPOSE, purpose);
+  }
+  #[inline]
+  pub fn add_archived(&mut self, archived: bool) {
+    self.fbb_.push_slot::<bool>(ConversationInfo::VT_ARCHIVED, archived, false);
+  }
+  #[inline]
+  pub fn add_admins_only(&mut self, admins_only: bool) {
+    self.fbb_.push_slot::<bool>(ConversationInfo::VT_ADMINS_ONLY, admins_only, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConversationInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ConversationInfoBuilder {
@@ -5018,6 +5254,10 @@ impl ::core::fmt::Debug for ConversationInfo<'_> {
       ds.field("member", &self.member());
       ds.field("last_activity_ms", &self.last_activity_ms());
       ds.field("preview", &self.preview());
+      ds.field("topic", &self.topic());
+      ds.field("purpose", &self.purpose());
+      ds.field("archived", &self.archived());
+      ds.field("admins_only", &self.admins_only());
       ds.finish()
   }
 }
@@ -11425,6 +11665,20 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_channel(&self) -> Option<SetChannel<'a>> {
+    if self.body_type() == Body::SetChannel {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetChannel::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -11495,6 +11749,7 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::InviteCreated => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InviteCreated>>("Body::InviteCreated", pos),
           Body::InviteList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InviteList>>("Body::InviteList", pos),
           Body::ChangeMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMessage>>("Body::ChangeMessage", pos),
+          Body::SetChannel => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetChannel>>("Body::SetChannel", pos),
           _ => Ok(()),
         }
      })?
@@ -11965,6 +12220,13 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::ChangeMessage => {
           if let Some(x) = self.body_as_change_message() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetChannel => {
+          if let Some(x) = self.body_as_set_channel() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

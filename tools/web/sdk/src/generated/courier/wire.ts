@@ -68,6 +68,7 @@ export { RevokeToken } from './wire/revoke-token.js';
 export { Role } from './wire/role.js';
 export { Send } from './wire/send.js';
 export { SendAck } from './wire/send-ack.js';
+export { SetChannel } from './wire/set-channel.js';
 export { SetDnd } from './wire/set-dnd.js';
 export { SetFocus } from './wire/set-focus.js';
 export { SetInvitePolicy } from './wire/set-invite-policy.js';

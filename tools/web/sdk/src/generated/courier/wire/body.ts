@@ -48,6 +48,7 @@ import { RevokeInvite } from '../../courier/wire/revoke-invite.js';
 import { RevokeToken } from '../../courier/wire/revoke-token.js';
 import { Send } from '../../courier/wire/send.js';
 import { SendAck } from '../../courier/wire/send-ack.js';
+import { SetChannel } from '../../courier/wire/set-channel.js';
 import { SetDnd } from '../../courier/wire/set-dnd.js';
 import { SetFocus } from '../../courier/wire/set-focus.js';
 import { SetInvitePolicy } from '../../courier/wire/set-invite-policy.js';
@@ -123,13 +124,14 @@ export enum Body {
   RedeemInvite = 56,
   InviteCreated = 57,
   InviteList = 58,
-  ChangeMessage = 59
+  ChangeMessage = 59,
+  SetChannel = 60
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
-): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+  accessor: (obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -191,15 +193,16 @@ export function unionToBody(
     case 'InviteCreated': return accessor(new InviteCreated())! as InviteCreated;
     case 'InviteList': return accessor(new InviteList())! as InviteList;
     case 'ChangeMessage': return accessor(new ChangeMessage())! as ChangeMessage;
+    case 'SetChannel': return accessor(new SetChannel())! as SetChannel;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
+  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
   index: number
-): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -261,6 +264,7 @@ export function unionListToBody(
     case 'InviteCreated': return accessor(index, new InviteCreated())! as InviteCreated;
     case 'InviteList': return accessor(index, new InviteList())! as InviteList;
     case 'ChangeMessage': return accessor(index, new ChangeMessage())! as ChangeMessage;
+    case 'SetChannel': return accessor(index, new SetChannel())! as SetChannel;
     default: return null;
   }
 }

@@ -5,11 +5,20 @@
 /**
  * Messages that live (issue 17): what a change event does to its target.
  * `None` on a `Message` means it is a message, not a change.
+ * Message changes (issue 17), then channel settings (issue 16, part 4:
+ * a setting event's target is 0 and its body the value).
  */
 export enum ChangeKind {
   None = 0,
   Edit = 1,
   Delete = 2,
   React = 3,
-  Unreact = 4
+  Unreact = 4,
+  Topic = 5,
+  Purpose = 6,
+  Rename = 7,
+  Archive = 8,
+  Unarchive = 9,
+  PostingEveryone = 10,
+  PostingAdmins = 11
 }

@@ -94,8 +94,32 @@ preview(optionalEncoding?:any):string|Uint8Array|null {
   return offset ? this.bb!.__string(this.bb_pos + offset, optionalEncoding) : null;
 }
 
+topic():string|null
+topic(optionalEncoding:flatbuffers.Encoding):string|Uint8Array|null
+topic(optionalEncoding?:any):string|Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 28);
+  return offset ? this.bb!.__string(this.bb_pos + offset, optionalEncoding) : null;
+}
+
+purpose():string|null
+purpose(optionalEncoding:flatbuffers.Encoding):string|Uint8Array|null
+purpose(optionalEncoding?:any):string|Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 30);
+  return offset ? this.bb!.__string(this.bb_pos + offset, optionalEncoding) : null;
+}
+
+archived():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 32);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
+adminsOnly():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 34);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
 static startConversationInfo(builder:flatbuffers.Builder) {
-  builder.startObject(12);
+  builder.startObject(16);
 }
 
 static addId(builder:flatbuffers.Builder, id:bigint) {
@@ -158,12 +182,28 @@ static addPreview(builder:flatbuffers.Builder, previewOffset:flatbuffers.Offset)
   builder.addFieldOffset(11, previewOffset, 0);
 }
 
+static addTopic(builder:flatbuffers.Builder, topicOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(12, topicOffset, 0);
+}
+
+static addPurpose(builder:flatbuffers.Builder, purposeOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(13, purposeOffset, 0);
+}
+
+static addArchived(builder:flatbuffers.Builder, archived:boolean) {
+  builder.addFieldInt8(14, +archived, +false);
+}
+
+static addAdminsOnly(builder:flatbuffers.Builder, adminsOnly:boolean) {
+  builder.addFieldInt8(15, +adminsOnly, +false);
+}
+
 static endConversationInfo(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createConversationInfo(builder:flatbuffers.Builder, id:bigint, kind:ConversationKind, nameOffset:flatbuffers.Offset, membersOffset:flatbuffers.Offset, memberCount:number, head:bigint, read:bigint, unread:bigint, mentions:bigint, member:boolean, lastActivityMs:bigint, previewOffset:flatbuffers.Offset):flatbuffers.Offset {
+static createConversationInfo(builder:flatbuffers.Builder, id:bigint, kind:ConversationKind, nameOffset:flatbuffers.Offset, membersOffset:flatbuffers.Offset, memberCount:number, head:bigint, read:bigint, unread:bigint, mentions:bigint, member:boolean, lastActivityMs:bigint, previewOffset:flatbuffers.Offset, topicOffset:flatbuffers.Offset, purposeOffset:flatbuffers.Offset, archived:boolean, adminsOnly:boolean):flatbuffers.Offset {
   ConversationInfo.startConversationInfo(builder);
   ConversationInfo.addId(builder, id);
   ConversationInfo.addKind(builder, kind);
@@ -177,6 +217,10 @@ static createConversationInfo(builder:flatbuffers.Builder, id:bigint, kind:Conve
   ConversationInfo.addMember(builder, member);
   ConversationInfo.addLastActivityMs(builder, lastActivityMs);
   ConversationInfo.addPreview(builder, previewOffset);
+  ConversationInfo.addTopic(builder, topicOffset);
+  ConversationInfo.addPurpose(builder, purposeOffset);
+  ConversationInfo.addArchived(builder, archived);
+  ConversationInfo.addAdminsOnly(builder, adminsOnly);
   return ConversationInfo.endConversationInfo(builder);
 }
 }

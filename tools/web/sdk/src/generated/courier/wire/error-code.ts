@@ -35,5 +35,10 @@ export enum ErrorCode {
   /**
    * `RedeemInvite`: an admin revoked the invite.
    */
-  InviteRevoked = 13
+  InviteRevoked = 13,
+
+  /**
+   * The channel is archived: read-only (issue 16, part 4).
+   */
+  Archived = 14
 }
