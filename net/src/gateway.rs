@@ -188,11 +188,12 @@ pub struct Conn {
     /// Per-connection request budget.
     pub limiter: Option<crate::limits::Limiter>,
     outbox_bytes_max: usize,
-    /// Cluster mode: ids of requests forwarded and not answered yet (at
-    /// most [`crate::constants::REQUESTS_IN_FLIGHT_PER_CONN_MAX`]); when
-    /// the primary changes they are answered `Unavailable` at once
+    /// Cluster mode: ids of requests forwarded and not answered yet, each
+    /// with the edge's sequence number at forwarding (at most
+    /// [`crate::constants::REQUESTS_IN_FLIGHT_PER_CONN_MAX`]); when the
+    /// primary changes they are answered `Unavailable` at once
     /// (`ShardCtx::fail_over_requests`) and a late answer is dropped.
-    pub(crate) in_flight: RefCell<std::collections::BTreeSet<courier_core::api::ReqId>>,
+    pub(crate) in_flight: RefCell<std::collections::BTreeMap<courier_core::api::ReqId, u64>>,
 }
 
 /// What happened to a frame offered to a connection.
@@ -217,7 +218,7 @@ impl Conn {
             }),
             wake: Signal::default(),
             closing: Signal::default(),
-            in_flight: RefCell::new(std::collections::BTreeSet::new()),
+            in_flight: RefCell::new(std::collections::BTreeMap::new()),
             authed: Authed::default(),
             user: Cell::new(None),
             workspace: Cell::new(None),

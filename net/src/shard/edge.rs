@@ -195,9 +195,13 @@ pub(crate) struct Edge {
     /// start, when the other groups' leaders move to the primary and start
     /// after requests to its started shards may already be in flight.
     failed_over: Cell<bool>,
-    /// One of the edge's messages found no place (no leader known) since
-    /// requests were last answered: the next leader change answers them.
-    lost: Cell<bool>,
+    /// Requests forwarded so far (their sequence numbers, from 1).
+    forwarded: Cell<u64>,
+    /// One of the edge's messages found no place (no leader known) when
+    /// `forwarded` was this (0: none since requests were last answered):
+    /// the next leader change answers the requests up to it — not those
+    /// forwarded later, which may have found a leader.
+    lost: Cell<u64>,
 }
 
 impl ShardCtx {
@@ -227,7 +231,8 @@ impl ShardCtx {
             core: RefCell::new(Shard::new(config)),
             leaders: RefCell::new(vec![0; usize::from(shards)]),
             failed_over: Cell::new(false),
-            lost: Cell::new(false),
+            forwarded: Cell::new(0),
+            lost: Cell::new(0),
             routes,
         });
         if self.edge.set(edge.clone()).is_err() {
@@ -277,7 +282,7 @@ impl ShardCtx {
         };
         let Some((node, core)) = place else {
             if from == edge.id {
-                edge.lost.set(true);
+                edge.lost.set(edge.forwarded.get());
             }
             self.count(M::peer_link_dropped_total, 1);
             return;
@@ -349,7 +354,7 @@ impl ShardCtx {
         };
         let state_shard = from.0 < edge.routes.shards;
         if dest == Dest::Edge && state_shard && edge.failed_over.get() && msg.is_restarted() {
-            self.fail_over_requests(edge);
+            self.fail_over_requests(edge, u64::MAX);
         }
     }
 
@@ -422,7 +427,8 @@ impl ShardCtx {
             .map(|d| u64::from(d.node.0))
             .collect();
         let mut resets = Vec::new();
-        let mut fail = false;
+        // Requests up to this sequence number are answered (0: none).
+        let mut fail = 0u64;
         {
             let mut leaders = edge.leaders.borrow_mut();
             for s in 0..routes.shards {
@@ -437,15 +443,18 @@ impl ShardCtx {
                     if primary_moved {
                         edge.failed_over.set(true);
                     }
-                    fail |= primary_moved || edge.lost.get();
+                    if primary_moved {
+                        fail = u64::MAX;
+                    }
+                    fail = fail.max(edge.lost.get());
                     *seen = now;
                     resets.push((Dest::Edge, ShardId(s)));
                 }
             }
         }
-        if fail {
-            edge.lost.set(false);
-            self.fail_over_requests(edge);
+        if fail > 0 {
+            edge.lost.set(0);
+            self.fail_over_requests(edge, fail);
         }
         self.pending
             .borrow_mut()
@@ -457,14 +466,16 @@ impl ShardCtx {
     /// connection has [`REQUESTS_IN_FLIGHT_PER_CONN_MAX`] in flight, refuse
     /// it). Single-node mode tracks nothing.
     pub(crate) fn track_request(&self, conn: &Conn, req: ReqId) -> bool {
-        if self.edge.get().is_none() {
+        let Some(edge) = self.edge.get() else {
             return true;
-        }
+        };
         let mut in_flight = conn.in_flight.borrow_mut();
         if in_flight.len() >= REQUESTS_IN_FLIGHT_PER_CONN_MAX {
             return false;
         }
-        in_flight.insert(req);
+        let seq = edge.forwarded.get() + 1;
+        edge.forwarded.set(seq);
+        in_flight.insert(req, seq);
         true
     }
 
@@ -476,7 +487,7 @@ impl ShardCtx {
         if self.edge.get().is_none() {
             return true;
         }
-        let removed = conn.in_flight.borrow_mut().remove(&req);
+        let removed = conn.in_flight.borrow_mut().remove(&req).is_some();
         removed || !conn.authed.get()
     }
 
@@ -484,11 +495,12 @@ impl ShardCtx {
     /// broke; or a leader became known after a message of this edge found
     /// none; or, once the primary failed over, a state shard started (it
     /// dropped what reached it un-started): what the connections of this
-    /// core's edge forwarded may never be answered. Each such request is answered now with `Unavailable`
+    /// core's edge forwarded (up to sequence number `upto`) may never be
+    /// answered. Each such request is answered now with `Unavailable`
     /// (cause `PeerTimeout`: it may have taken effect; a `Send` retried
     /// with the same `client_msg_id` gets its first ack), so clients retry
     /// at once instead of after their request timeout.
-    fn fail_over_requests(&self, edge: &Edge) {
+    fn fail_over_requests(&self, edge: &Edge, upto: u64) {
         let conns: Vec<Rc<Conn>> = self
             .conns
             .borrow()
@@ -498,7 +510,18 @@ impl ShardCtx {
             .collect();
         let mut failed = 0u64;
         for c in conns {
-            let reqs = std::mem::take(&mut *c.in_flight.borrow_mut());
+            let reqs: Vec<ReqId> = {
+                let mut in_flight = c.in_flight.borrow_mut();
+                let at_risk: Vec<ReqId> = in_flight
+                    .iter()
+                    .filter(|(_, seq)| **seq <= upto)
+                    .map(|(req, _)| *req)
+                    .collect();
+                for req in &at_risk {
+                    in_flight.remove(req);
+                }
+                at_risk
+            };
             if !c.authed.get() {
                 // Its Hello is in flight (the only request before the
                 // Welcome): end the connection with 4011 so the client

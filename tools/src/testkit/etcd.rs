@@ -104,14 +104,26 @@ const FIXED_PORTS: u16 = 12_000;
 /// retrying a connect to it, which the kernel may complete as a
 /// connection to itself. Either makes the restart fail with "address
 /// already in use" — CI saw it when etcd was restarted under load.
+///
+/// A port is handed out at most once per process (the tests of one binary
+/// run in parallel and would otherwise race between this probe and their
+/// server's bind); ports already handed out are at most [`FIXED_PORTS`].
 pub fn free_port() -> Result<u16, TestkitError> {
     use rand::Rng;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let high = ephemeral_low().max(FIXED_PORTS + 1024);
     let low = high - FIXED_PORTS;
     let mut rng = rand::thread_rng();
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..256 {
         let port = rng.gen_range(low..high);
+        if given.contains(&port) {
+            continue;
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return Ok(port);
         }
     }
@@ -132,11 +144,23 @@ impl Etcd {
         })
     }
 
-    /// A started, healthy etcd.
+    /// A started, healthy etcd. A first start whose ports were taken
+    /// meanwhile (another process bound one after [`free_port`] probed
+    /// it) is tried again on new ports, at most three times.
     pub fn start() -> Result<Etcd, TestkitError> {
-        let mut etcd = Etcd::reserve()?;
-        etcd.launch()?;
-        Ok(etcd)
+        let mut tries = 0;
+        loop {
+            let mut etcd = Etcd::reserve()?;
+            match etcd.launch() {
+                Ok(()) => return Ok(etcd),
+                Err(TestkitError::Etcd(why))
+                    if why.contains("address already in use") && tries < 2 =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The client URLs, for `AgentConfig::endpoints`.
