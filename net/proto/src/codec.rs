@@ -984,6 +984,16 @@ fn encode_event(fbb: &mut FlatBufferBuilder<'static>, event: &Event) -> (wire::B
             );
             (B::NotifyEvent, t.as_union_value())
         }
+        Event::ProfileChanged { user, version } => {
+            let t = wire::ProfileChangedEvent::create(
+                fbb,
+                &wire::ProfileChangedEventArgs {
+                    user: user.0,
+                    version: *version,
+                },
+            );
+            (B::ProfileChangedEvent, t.as_union_value())
+        }
     }
 }
 
@@ -1390,6 +1400,13 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
                 conversation: ConversationId(t.conversation()),
                 seq: Seq(t.seq()),
                 reason: reason_from_wire(t.reason())?,
+            }));
+        }
+        B::ProfileChangedEvent => {
+            let t = required(frame.body_as_profile_changed_event(), "ProfileChangedEvent")?;
+            return Ok(ServerFrame::Event(Event::ProfileChanged {
+                user: UserId(t.user()),
+                version: t.version(),
             }));
         }
         other => people::decode_response(&frame, other)?,

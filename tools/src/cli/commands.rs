@@ -639,6 +639,14 @@ impl Names {
         self.cache.get(user).map(|_| self.cache.name(user))
     }
 
+    /// A profile change: a stale profile is dropped and asked for again
+    /// at the user's next line.
+    fn on_changed(&mut self, user: UserId, version: u64) {
+        if self.cache.on_changed(user, version) {
+            self.asked.remove(&user);
+        }
+    }
+
     /// `@handle` of a user whose profile was read.
     fn handle(&self, user: UserId) -> Option<String> {
         self.cache.get(user).map(|p| format!("@{}", p.handle))
@@ -763,6 +771,11 @@ async fn watch_loop(
                 if !ctx.out.json {
                     eprintln!("courier: left {}", labels.get(id));
                 }
+            }
+            SessionEvent::ProfileChanged { user, version } => {
+                // Issue 16, part 5: silent; the next line by this user
+                // fetches the new profile (and shows the new name).
+                names.on_changed(user, version);
             }
             SessionEvent::CaughtUp { .. }
             | SessionEvent::ReadCursor { .. }
