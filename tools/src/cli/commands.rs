@@ -12,7 +12,7 @@ use super::output::{
 use anyhow::anyhow;
 use courier_core::api::{
     ChangeKind, ConversationId, ConversationInfo, ConversationKind, Credential, HistoryAnchor,
-    LookupKind, Message, Reject, Role, Seq, UserId, WorkspaceId,
+    LookupKind, Message, ProfileUpdate, Reject, Role, Seq, UserId, WorkspaceId,
 };
 use courier_tools::{
     Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, People, ProfileCache,
@@ -330,11 +330,29 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
             workspace,
             name,
             role,
+            display_name,
         } => {
+            // Issue 16, part 5: checked before anything is created, so a
+            // bad name creates no user.
+            let update = display_name.as_ref().map(|n| ProfileUpdate {
+                display_name: Some(n.clone()),
+                ..ProfileUpdate::default()
+            });
+            if let Some(u) = &update {
+                courier_core::profile::check_profile_update(u).map_err(|r| {
+                    usage(format!(
+                        "--display-name: {}",
+                        courier_tools::describe_reject(&r)
+                    ))
+                })?;
+            }
             let t = client.create_user(WorkspaceId(workspace), &name).await?;
             let role = role.map_or(Role::Member, |r| r.0);
             if role != Role::Member {
                 client.set_role(t.user, role).await?;
+            }
+            if let Some(u) = update {
+                client.set_profile(Some(t.user), u).await?;
             }
             ctx.out.emit(
                 json!({
@@ -344,6 +362,7 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
                     "workspace": id_json(workspace),
                     "name": name,
                     "role": role.name(),
+                    "display_name": display_name,
                 }),
                 || format!("user_id {}\ntoken {}", t.user.0, t.text),
             )
