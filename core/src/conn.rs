@@ -36,6 +36,7 @@ use crate::text::{check_body, check_name, NameKind};
 use crate::types::{
     CloseReason, ConnId, ConversationId, Credential, DeviceInfo, Event, Millis, PeopleRequest,
     RateLimit, Reject, ReqId, Request, Response, Seq, ShardId, UnavailableCause, UserId,
+    WorkspaceId,
 };
 use std::collections::BTreeSet;
 
@@ -62,6 +63,11 @@ pub(crate) struct ConnRole {
     pub(crate) hellos: PendingTable<ReqId, ConnId>,
     /// Workspaces created through this shard (seeds their placement).
     pub(crate) placement_counter: u64,
+    /// The user sessions held here by workspace (one entry per
+    /// `Session::User` connection, so at most CONNECTIONS_PER_SHARD_MAX):
+    /// a profile change reaches a workspace's sessions in O(those
+    /// sessions), not O(connections) or O(members).
+    pub(crate) by_workspace: BTreeSet<(WorkspaceId, ConnId)>,
 }
 
 impl ConnRole {
@@ -75,6 +81,7 @@ impl ConnRole {
             waiters: PendingTable::new(PENDING_WATCH_WAITERS_MAX, incarnation),
             hellos: PendingTable::new(PENDING_HELLOS_MAX, incarnation),
             placement_counter: 0,
+            by_workspace: BTreeSet::new(),
         }
     }
 }
@@ -330,6 +337,7 @@ impl ConnRole {
         self.hellos.remove(origin.conn);
         if let Some(c) = self.conns.get_mut(&origin.conn) {
             c.session = Session::User { who, token };
+            self.by_workspace.insert((who.workspace, origin.conn));
         }
         self.subscribe(
             cx,
@@ -394,6 +402,7 @@ impl ConnRole {
         self.hellos.remove(conn);
         self.drop_conn_subs(cx, conn, &c, out);
         if let Session::User { who, .. } = c.session {
+            self.by_workspace.remove(&(who.workspace, conn));
             let home = cx.home_of(who.user);
             cx.send_peer(
                 home,
@@ -720,6 +729,9 @@ impl ConnRole {
             };
             self.hellos.remove(conn);
             self.drop_conn_subs(cx, conn, &c, out);
+            if let Session::User { who, .. } = c.session {
+                self.by_workspace.remove(&(who.workspace, conn));
+            }
             out.push(Effect::Close { conn, reason });
         }
     }
@@ -1205,6 +1217,7 @@ impl ConnRole {
             ConnMsg::Unsubscribed(m) => self.on_unsubscribed(cx, m, out),
             ConnMsg::Fanout(m) => self.on_fanout(cx, from, m, out),
             ConnMsg::SessionRole(m) => self.on_session_role(cx, m),
+            ConnMsg::ProfileChanged(m) => self.on_profile_changed(cx, m, out),
         }
     }
 }

@@ -50,6 +50,12 @@ pub(crate) struct HomeRole {
     /// workspace shards at the first tick after start (see
     /// `HomeRole::send_directory_names`).
     pub(crate) directory_round_due: bool,
+    /// The newest profile version of each user whose `ProfileSet` was
+    /// replayed at recovery (at most one entry per user homed here): a
+    /// crash between a change reaching the disk and its events leaving
+    /// would otherwise leave it unannounced, so the first tick announces
+    /// them again (`HomeRole::announce_replayed_profiles`).
+    pub(crate) replayed_profiles: BTreeMap<UserId, u64>,
     /// A membership round completed: deactivated users still listed in a
     /// conversation are evicted again at the next tick (`crate::roles`).
     pub(crate) evict_due: bool,
@@ -63,6 +69,7 @@ impl HomeRole {
             activity: hash.map(),
             pending_cursors: PendingCursors::default(),
             directory_round_due: false,
+            replayed_profiles: BTreeMap::new(),
             evict_due: false,
         }
     }

@@ -33,6 +33,7 @@
 //! record appended before them (`after_durable`), like gathers do.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::api::Effect;
 use crate::auth::{authorize, Access};
@@ -54,8 +55,8 @@ use crate::record::Record;
 use crate::state::User;
 use crate::text::{check_name, NameKind};
 use crate::types::{
-    ConversationId, Millis, PeopleRequest, PeopleResponse, Reject, Response, ShardId,
-    UnavailableCause, UserId, UserProfile, WorkspaceId,
+    ConnId, ConversationId, Event, Millis, PeopleRequest, PeopleResponse, Reject, Response,
+    ShardId, UnavailableCause, UserId, UserProfile, WorkspaceId,
 };
 
 /// An outstanding `GetUsers` at the asker's home shard.
@@ -101,6 +102,23 @@ fn user_profile(u: &User, now: Millis) -> UserProfile {
         profile: shown(&u.profile, now),
         version: u.profile_version,
     }
+}
+
+/// One `ProfileChanged` per connection shard (state shards and edges),
+/// each delivering to its own sessions of the workspace: O(shards +
+/// connected sessions of the workspace) per change, never O(members).
+fn profile_changed(cx: &Ctx, workspace: WorkspaceId, user: UserId, version: u64) -> Vec<Action> {
+    (0..cx.config.addresses())
+        .map(|s| Action::Peer {
+            to: ShardId(s),
+            body: peer::conn::ProfileChanged {
+                workspace,
+                user,
+                version,
+            }
+            .into(),
+        })
+        .collect()
 }
 
 /// The ids of a `GetUsers`, each once, in the order asked.
@@ -257,6 +275,39 @@ impl ConnRole {
     }
 }
 
+// ----- C: profile events -------------------------------------------------------
+
+impl ConnRole {
+    /// A profile change of a user of `workspace` is durable: every session
+    /// of that workspace held here gets `Event::ProfileChanged` (one
+    /// `Effect::Deliver`, the event encoded once). Cost O(those sessions)
+    /// through the `by_workspace` index.
+    pub(crate) fn on_profile_changed(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::conn::ProfileChanged,
+        out: &mut Vec<Effect>,
+    ) {
+        let peer::conn::ProfileChanged {
+            workspace,
+            user,
+            version,
+        } = m;
+        let conns: Vec<ConnId> = self
+            .by_workspace
+            .range((workspace, ConnId(0))..=(workspace, ConnId(u64::MAX)))
+            .map(|(_, c)| *c)
+            .collect();
+        if conns.is_empty() {
+            return;
+        }
+        cx.metrics.deliveries += 1;
+        cx.metrics.delivered_conns += conns.len() as u64;
+        let event = Arc::new(Event::ProfileChanged { user, version });
+        out.push(Effect::Deliver { conns, event });
+    }
+}
+
 // ----- H: profiles --------------------------------------------------------------
 
 impl HomeRole {
@@ -310,7 +361,29 @@ impl HomeRole {
             }
             .into(),
         };
-        cx.commit(record, vec![reply, tell], out);
+        let mut actions = vec![reply, tell];
+        actions.extend(profile_changed(cx, workspace, user, version));
+        cx.commit(record, actions, out);
+    }
+
+    /// At the first tick after recovery: announces again the newest
+    /// version of every profile whose change was replayed from the WAL
+    /// (its events may not have left before the crash). A session may so
+    /// hear a version twice; versions make that harmless. Cost: O(users
+    /// changed since the last snapshot x shards) messages, once per start.
+    pub(crate) fn announce_replayed_profiles(&mut self, cx: &mut Ctx, out: &mut Vec<Effect>) {
+        for (user, version) in std::mem::take(&mut self.replayed_profiles) {
+            let Some(u) = cx.state.users.get(&user) else {
+                continue;
+            };
+            if u.profile_version != version {
+                continue;
+            }
+            let workspace = u.workspace;
+            for action in profile_changed(cx, workspace, user, version) {
+                cx.run_action(action, out);
+            }
+        }
     }
 
     pub(crate) fn on_get_profiles(

@@ -209,6 +209,14 @@ impl Shard {
                 kind: crate::record::kind_name(kind).unwrap_or("?"),
                 source,
             })?;
+        if let Record::ProfileSet { user, version, .. } = &record {
+            let held = self
+                .home
+                .replayed_profiles
+                .entry(crate::types::UserId(*user))
+                .or_default();
+            *held = (*held).max(*version);
+        }
         self.cx.next_lsn = Lsn(lsn.0 + 1);
         self.cx.durable = lsn;
         self.cx.state.settle(lsn);
@@ -443,6 +451,7 @@ impl Shard {
         }
         if std::mem::take(&mut self.home.directory_round_due) {
             self.home.send_directory_names(&mut self.cx, out);
+            self.home.announce_replayed_profiles(&mut self.cx, out);
         }
         if !self.workspace.roles_due.is_empty() {
             let due = std::mem::take(&mut self.workspace.roles_due);

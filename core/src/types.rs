@@ -952,6 +952,16 @@ pub enum Event {
         /// Why it notifies.
         reason: NotifyReason,
     },
+    /// A user of the session's workspace changed their profile (issue 16,
+    /// part 5): a cached profile older than `version` is stale (re-read it
+    /// with `GetUsers`). A hint for live caches: a session that was not
+    /// connected when it happened sees the new version in its next read.
+    ProfileChanged {
+        /// The user.
+        user: UserId,
+        /// The profile's new version.
+        version: u64,
+    },
 }
 
 /// The message of an event that posts one (issue 17: not a change).

@@ -419,6 +419,17 @@ fn simulation() {
     );
     let _ = writeln!(
         std::io::stderr(),
+        "profiles (issue 16, part 5): {} profile changes asked for, {} profile events delivered, \
+         each to a session of the user's workspace",
+        t.profile_sets,
+        t.profile_events,
+    );
+    assert!(
+        range.end - range.start < 500 || t.profile_events > 0,
+        "the seeds delivered profile events"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
         "history store: {} history reads, {} log truncations behind snapshots; restarts with the store \
          behind the snapshot (re-added from the log) {}, ahead of it {}; {} unsynced store entries kept by power losses",
         t.wal_reads,

@@ -306,6 +306,21 @@ impl ProfileCache {
             .is_some_and(|p| p.version >= version)
     }
 
+    /// A `ProfileChanged` event: drops the cached profile of `user` if it
+    /// is older than `version` (the next [`ProfileCache::resolve`] fetches
+    /// it again); returns whether it dropped one. A newer or equal cached
+    /// version stays (events may arrive after a read that saw the change).
+    pub fn on_changed(&mut self, user: UserId, version: u64) -> bool {
+        let stale = self
+            .profiles
+            .get(&user)
+            .is_some_and(|p| p.version < version);
+        if stale {
+            self.profiles.remove(&user);
+        }
+        stale
+    }
+
     /// Fetches the profiles of those of `users` not cached yet (in
     /// requests of at most GET_USERS_MAX ids).
     pub async fn resolve(
@@ -368,5 +383,20 @@ mod tests {
         assert_eq!(cache.name(UserId(9)), "9");
         assert!(cache.is_current(UserId(1), 3));
         assert!(!cache.is_current(UserId(1), 4));
+    }
+
+    #[test]
+    fn a_profile_event_drops_only_an_older_cached_profile() {
+        let mut cache = ProfileCache::new();
+        cache.insert(profile(1, "ann", "Ann", 2));
+        // The same or an older version (a repeat, or an event behind a
+        // read that already saw the change) keeps the entry.
+        assert!(!cache.on_changed(UserId(1), 2));
+        assert!(!cache.on_changed(UserId(1), 1));
+        assert_eq!(cache.name(UserId(1)), "Ann");
+        // A newer one drops it: the next resolve asks again.
+        assert!(cache.on_changed(UserId(1), 3));
+        assert!(cache.get(UserId(1)).is_none());
+        assert!(!cache.on_changed(UserId(9), 1), "nothing cached");
     }
 }

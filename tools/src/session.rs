@@ -100,6 +100,15 @@ pub enum SessionEvent {
         /// Why.
         reason: NotifyReason,
     },
+    /// A user of the workspace changed their profile (issue 16, part 5):
+    /// a cached profile older than `version` is stale
+    /// ([`crate::ProfileCache::on_changed`]).
+    ProfileChanged {
+        /// The user.
+        user: UserId,
+        /// The profile's new version.
+        version: u64,
+    },
 }
 
 /// The watching session (see the module docs).
@@ -370,6 +379,9 @@ impl Session {
                 seq,
                 reason,
             }),
+            Event::ProfileChanged { user, version } => {
+                Some(SessionEvent::ProfileChanged { user, version })
+            }
         }
     }
 

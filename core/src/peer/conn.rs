@@ -5,7 +5,9 @@
 //! form); [`ConnMsg`] wraps them for [`super::PeerBody::Conn`].
 
 use crate::peer::{Origin, Ticket, Who};
-use crate::types::{CloseReason, ConnId, ConversationId, Event, Reject, Response, Role, UserId};
+use crate::types::{
+    CloseReason, ConnId, ConversationId, Event, Reject, Response, Role, UserId, WorkspaceId,
+};
 use std::sync::Arc;
 
 role_messages! {
@@ -21,6 +23,7 @@ role_messages! {
         Unsubscribed,
         Fanout,
         SessionRole,
+        ProfileChanged,
     }
 }
 
@@ -136,4 +139,18 @@ pub struct SessionRole {
     pub incarnation: u64,
     /// The new role.
     pub role: Role,
+}
+
+/// H → every connection shard (state shards and edges): a user's profile
+/// change is durable; deliver `Event::ProfileChanged` to every session of
+/// `workspace` held there (issue 16, part 5). One message per shard per
+/// change, whatever the workspace's size.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ProfileChanged {
+    /// The user's workspace.
+    pub workspace: WorkspaceId,
+    /// The user.
+    pub user: UserId,
+    /// The profile's new version.
+    pub version: u64,
 }

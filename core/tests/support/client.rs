@@ -262,6 +262,17 @@ impl World {
                 }
             }
             Event::Notify { .. } => {}
+            Event::ProfileChanged { user, version } => {
+                // Issue 16, part 5: only sessions of the user's workspace
+                // hear of it, with a version the user's profile reached.
+                let ws = client.ws;
+                assert!(
+                    self.users.iter().any(|(w, u)| u == user && Some(*w) == ws),
+                    "client {c}: profile event of {user:?}, not of its workspace"
+                );
+                assert!(*version >= 1, "client {c}: profile event of version 0");
+                self.stats.profile_events += 1;
+            }
         }
     }
 
@@ -793,6 +804,20 @@ impl World {
                     Request::CreateChannel { name, private },
                     Pend::Membership { conv: None },
                 );
+            }
+            94 if self.rng.chance(1, 2) => {
+                // A profile change (issue 16, part 5): every session of
+                // the workspace hears of it once durable.
+                self.stats.profile_sets += 1;
+                let update = courier_core::api::ProfileUpdate {
+                    display_name: Some(format!("User {}", self.rng.below(1000))),
+                    ..Default::default()
+                };
+                let request = Request::People(PeopleRequest::SetProfile {
+                    user: None,
+                    update: Box::new(update),
+                });
+                self.request(c, request, Pend::Other);
             }
             94 => {
                 // A role change (issue 16, part 2) of a same-workspace user:

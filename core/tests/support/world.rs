@@ -141,6 +141,10 @@ pub struct Stats {
     pub settings_refused: u64,
     /// Sends refused because the channel was archived or admins-only.
     pub sends_refused_by_settings: u64,
+    /// Profile changes asked for, and profile events delivered (issue 16,
+    /// part 5).
+    pub profile_sets: u64,
+    pub profile_events: u64,
 }
 
 impl Stats {
@@ -185,6 +189,8 @@ impl Stats {
             settings_noop,
             settings_refused,
             sends_refused_by_settings,
+            profile_sets,
+            profile_events,
         } = *o;
         self.crashes += crashes;
         self.unsynced_records_kept += unsynced_records_kept;
@@ -224,6 +230,8 @@ impl Stats {
         self.settings_noop += settings_noop;
         self.settings_refused += settings_refused;
         self.sends_refused_by_settings += sends_refused_by_settings;
+        self.profile_sets += profile_sets;
+        self.profile_events += profile_events;
     }
 }
 

@@ -984,6 +984,16 @@ fn encode_event(fbb: &mut FlatBufferBuilder<'static>, event: &Event) -> (wire::B
             );
             (B::NotifyEvent, t.as_union_value())
         }
+        Event::ProfileChanged { user, version } => {
+            let t = wire::ProfileChangedEvent::create(
+                fbb,
+                &wire::ProfileChangedEventArgs {
+                    user: user.0,
+                    version: *version,
+                },
+            );
+            (B::ProfileChangedEvent, t.as_union_value())
+        }
     }
 }
 
@@ -1361,42 +1371,70 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
                 result: Err(decode_reject(&t)),
             });
         }
-        B::MessageEvent => {
-            let t = required(frame.body_as_message_event(), "MessageEvent")?;
-            return Ok(ServerFrame::Event(Event::Message(decode_message(
-                &t.message(),
-            )?)));
-        }
-        B::ReadCursorEvent => {
-            let t = required(frame.body_as_read_cursor_event(), "ReadCursorEvent")?;
-            return Ok(ServerFrame::Event(Event::ReadCursor {
-                conversation: ConversationId(t.conversation()),
-                seq: Seq(t.seq()),
-            }));
-        }
-        B::JoinedEvent => {
-            let t = required(frame.body_as_joined_event(), "JoinedEvent")?;
-            return Ok(ServerFrame::Event(Event::Joined(decode_info(&t.info())?)));
-        }
-        B::LeftEvent => {
-            let t = required(frame.body_as_left_event(), "LeftEvent")?;
-            return Ok(ServerFrame::Event(Event::Left {
-                conversation: ConversationId(t.conversation()),
-            }));
-        }
-        B::NotifyEvent => {
-            let t = required(frame.body_as_notify_event(), "NotifyEvent")?;
-            return Ok(ServerFrame::Event(Event::Notify {
-                conversation: ConversationId(t.conversation()),
-                seq: Seq(t.seq()),
-                reason: reason_from_wire(t.reason())?,
-            }));
-        }
+        kind if is_event(kind) => return Ok(ServerFrame::Event(decode_event(&frame, kind)?)),
         other => people::decode_response(&frame, other)?,
     };
     Ok(ServerFrame::Reply {
         req,
         result: Ok(response),
+    })
+}
+
+/// Whether a body is an event (request id 0, no reply).
+fn is_event(kind: wire::Body) -> bool {
+    use wire::Body as B;
+    matches!(
+        kind,
+        B::MessageEvent
+            | B::ReadCursorEvent
+            | B::JoinedEvent
+            | B::LeftEvent
+            | B::NotifyEvent
+            | B::ProfileChangedEvent
+    )
+}
+
+/// Decodes an event body (`is_event`).
+fn decode_event(frame: &wire::Frame<'_>, kind: wire::Body) -> Result<Event, DecodeError> {
+    use wire::Body as B;
+    Ok(match kind {
+        B::MessageEvent => {
+            let t = required(frame.body_as_message_event(), "MessageEvent")?;
+            Event::Message(decode_message(&t.message())?)
+        }
+        B::ReadCursorEvent => {
+            let t = required(frame.body_as_read_cursor_event(), "ReadCursorEvent")?;
+            Event::ReadCursor {
+                conversation: ConversationId(t.conversation()),
+                seq: Seq(t.seq()),
+            }
+        }
+        B::JoinedEvent => {
+            let t = required(frame.body_as_joined_event(), "JoinedEvent")?;
+            Event::Joined(decode_info(&t.info())?)
+        }
+        B::LeftEvent => {
+            let t = required(frame.body_as_left_event(), "LeftEvent")?;
+            Event::Left {
+                conversation: ConversationId(t.conversation()),
+            }
+        }
+        B::NotifyEvent => {
+            let t = required(frame.body_as_notify_event(), "NotifyEvent")?;
+            Event::Notify {
+                conversation: ConversationId(t.conversation()),
+                seq: Seq(t.seq()),
+                reason: reason_from_wire(t.reason())?,
+            }
+        }
+        B::ProfileChangedEvent => {
+            let t = required(frame.body_as_profile_changed_event(), "ProfileChangedEvent")?;
+            Event::ProfileChanged {
+                user: UserId(t.user()),
+                version: t.version(),
+            }
+        }
+        other => return Err(DecodeError::UnexpectedBody(body_name(other))),
     })
 }
 

@@ -575,6 +575,11 @@ fn events() -> Vec<Event> {
             mentions: vec![],
             ..message(10)
         }),
+        // Issue 16, part 5: a profile event.
+        Event::ProfileChanged {
+            user: UserId(7),
+            version: 3,
+        },
     ]
 }
 

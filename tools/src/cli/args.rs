@@ -220,6 +220,10 @@ pub enum AdminCommand {
         /// first.
         #[arg(long, value_name = "ROLE", value_parser = parse_role)]
         role: Option<RoleArg>,
+        /// Display name (checked before the user is created, set right
+        /// after it, before the token is printed).
+        #[arg(long, value_name = "NAME")]
+        display_name: Option<String>,
     },
     /// Change a user's workspace role (owner, admin, member, guest).
     SetRole {
@@ -477,6 +481,7 @@ mod tests {
                 workspace: 42,
                 name: "ann".into(),
                 role: None,
+                display_name: None,
             }),
         );
         check(
@@ -488,11 +493,14 @@ mod tests {
                 "ann",
                 "--role",
                 "owner",
+                "--display-name",
+                "Ann Lee",
             ],
             Command::Admin(AdminCommand::CreateUser {
                 workspace: 42,
                 name: "ann".into(),
                 role: Some(RoleArg(courier_core::api::Role::Owner)),
+                display_name: Some("Ann Lee".into()),
             }),
         );
         check(

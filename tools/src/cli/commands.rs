@@ -2,7 +2,8 @@
 //! library, print the result (see `output.rs`).
 
 use super::args::{
-    AdminCommand, ChannelCommand, Cli, ClusterCommand, Command, TokenCommand, WalCommand, WatchArgs,
+    AdminCommand, ChannelCommand, Cli, ClusterCommand, Command, RoleArg, TokenCommand, WalCommand,
+    WatchArgs,
 };
 use super::config::{self, Config};
 use super::output::{
@@ -12,7 +13,7 @@ use super::output::{
 use anyhow::anyhow;
 use courier_core::api::{
     ChangeKind, ConversationId, ConversationInfo, ConversationKind, Credential, HistoryAnchor,
-    LookupKind, Message, Reject, Role, Seq, UserId, WorkspaceId,
+    LookupKind, Message, ProfileUpdate, Reject, Role, Seq, UserId, WorkspaceId,
 };
 use courier_tools::{
     Client, ClientError, ClientOptions, ConnectOptions, Notice, Outgoing, People, ProfileCache,
@@ -310,6 +311,58 @@ async fn whoami(ctx: &Ctx) -> anyhow::Result<()> {
     )
 }
 
+/// `admin create-user`: the user, then its role and display name (checked
+/// before anything is created), then the token.
+async fn create_user(
+    ctx: &Ctx,
+    client: &mut Client,
+    workspace: u64,
+    name: String,
+    role: Option<RoleArg>,
+    display_name: Option<String>,
+) -> anyhow::Result<()> {
+    // Issue 16, part 5: checked before anything is created, so a
+    // bad name creates no user.
+    let update = display_name.as_ref().map(|n| ProfileUpdate {
+        display_name: Some(n.clone()),
+        ..ProfileUpdate::default()
+    });
+    if let Some(u) = &update {
+        courier_core::profile::check_profile_update(u).map_err(|r| {
+            usage(format!(
+                "--display-name: {}",
+                courier_tools::describe_reject(&r)
+            ))
+        })?;
+    }
+    let t = client.create_user(WorkspaceId(workspace), &name).await?;
+    let role = role.map_or(Role::Member, |r| r.0);
+    if role != Role::Member {
+        client.set_role(t.user, role).await?;
+    }
+    let mut display_name = display_name;
+    if let Some(u) = update {
+        // The user exists and its token is shown only now: a
+        // failure here warns instead of losing the token.
+        if let Err(e) = client.set_profile(Some(t.user), u).await {
+            eprintln!("courier: user created, display name not set: {e}");
+            display_name = None;
+        }
+    }
+    ctx.out.emit(
+        json!({
+            "user_id": id_json(t.user.0),
+            "token": t.text,
+            "token_id": id_json(t.token_id),
+            "workspace": id_json(workspace),
+            "name": name,
+            "role": role.name(),
+            "display_name": display_name,
+        }),
+        || format!("user_id {}\ntoken {}", t.user.0, t.text),
+    )
+}
+
 async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::Cluster(ClusterCommand::Status) => return cluster_status(ctx).await,
@@ -330,24 +383,8 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> anyhow::Result<()> {
             workspace,
             name,
             role,
-        } => {
-            let t = client.create_user(WorkspaceId(workspace), &name).await?;
-            let role = role.map_or(Role::Member, |r| r.0);
-            if role != Role::Member {
-                client.set_role(t.user, role).await?;
-            }
-            ctx.out.emit(
-                json!({
-                    "user_id": id_json(t.user.0),
-                    "token": t.text,
-                    "token_id": id_json(t.token_id),
-                    "workspace": id_json(workspace),
-                    "name": name,
-                    "role": role.name(),
-                }),
-                || format!("user_id {}\ntoken {}", t.user.0, t.text),
-            )
-        }
+            display_name,
+        } => create_user(ctx, &mut client, workspace, name, role, display_name).await,
         AdminCommand::SetRole { user, role } => {
             let id = resolve_user(&mut client, &user).await?;
             client.set_role(id, role.0).await?;
@@ -639,6 +676,14 @@ impl Names {
         self.cache.get(user).map(|_| self.cache.name(user))
     }
 
+    /// A profile change: a stale profile is dropped and asked for again
+    /// at the user's next line.
+    fn on_changed(&mut self, user: UserId, version: u64) {
+        if self.cache.on_changed(user, version) {
+            self.asked.remove(&user);
+        }
+    }
+
     /// `@handle` of a user whose profile was read.
     fn handle(&self, user: UserId) -> Option<String> {
         self.cache.get(user).map(|p| format!("@{}", p.handle))
@@ -763,6 +808,11 @@ async fn watch_loop(
                 if !ctx.out.json {
                     eprintln!("courier: left {}", labels.get(id));
                 }
+            }
+            SessionEvent::ProfileChanged { user, version } => {
+                // Issue 16, part 5: silent; the next line by this user
+                // fetches the new profile (and shows the new name).
+                names.on_changed(user, version);
             }
             SessionEvent::CaughtUp { .. }
             | SessionEvent::ReadCursor { .. }

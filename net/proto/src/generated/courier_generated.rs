@@ -1116,10 +1116,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 60;
+pub const ENUM_MAX_BODY: u8 = 61;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 61] = [
+pub const ENUM_VALUES_BODY: [Body; 62] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -1181,6 +1181,7 @@ pub const ENUM_VALUES_BODY: [Body; 61] = [
   Body::InviteList,
   Body::ChangeMessage,
   Body::SetChannel,
+  Body::ProfileChangedEvent,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1249,9 +1250,10 @@ impl Body {
   pub const InviteList: Self = Self(58);
   pub const ChangeMessage: Self = Self(59);
   pub const SetChannel: Self = Self(60);
+  pub const ProfileChangedEvent: Self = Self(61);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 60;
+  pub const ENUM_MAX: u8 = 61;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1314,6 +1316,7 @@ impl Body {
     Self::InviteList,
     Self::ChangeMessage,
     Self::SetChannel,
+    Self::ProfileChangedEvent,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1379,6 +1382,7 @@ impl Body {
       Self::InviteList => Some("InviteList"),
       Self::ChangeMessage => Some("ChangeMessage"),
       Self::SetChannel => Some("SetChannel"),
+      Self::ProfileChangedEvent => Some("ProfileChangedEvent"),
       _ => None,
     }
   }
@@ -7516,6 +7520,121 @@ impl ::core::fmt::Debug for NotifyEvent<'_> {
       ds.finish()
   }
 }
+pub enum ProfileChangedEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A user of the session's workspace changed their profile: a cached
+/// profile of `user` older than `version` is stale (issue 16, part 5).
+pub struct ProfileChangedEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProfileChangedEvent<'a> {
+  type Inner = ProfileChangedEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProfileChangedEvent<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProfileChangedEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProfileChangedEventArgs
+  ) -> ::flatbuffers::WIPOffset<ProfileChangedEvent<'bldr>> {
+    let mut builder = ProfileChangedEventBuilder::new(_fbb);
+    builder.add_version(args.version);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProfileChangedEvent::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn version(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProfileChangedEvent::VT_VERSION, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProfileChangedEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProfileChangedEventArgs {
+    pub user: u64,
+    pub version: u64,
+}
+impl<'a> Default for ProfileChangedEventArgs {
+  #[inline]
+  fn default() -> Self {
+    ProfileChangedEventArgs {
+      user: 0,
+      version: 0,
+    }
+  }
+}
+
+pub struct ProfileChangedEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProfileChangedEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ProfileChangedEvent::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: u64) {
+    self.fbb_.push_slot::<u64>(ProfileChangedEvent::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProfileChangedEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProfileChangedEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProfileChangedEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProfileChangedEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProfileChangedEvent");
+      ds.field("user", &self.user());
+      ds.field("version", &self.version());
+      ds.finish()
+  }
+}
 pub enum StatusOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11679,6 +11798,20 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_profile_changed_event(&self) -> Option<ProfileChangedEvent<'a>> {
+    if self.body_type() == Body::ProfileChangedEvent {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ProfileChangedEvent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -11750,6 +11883,7 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::InviteList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InviteList>>("Body::InviteList", pos),
           Body::ChangeMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMessage>>("Body::ChangeMessage", pos),
           Body::SetChannel => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetChannel>>("Body::SetChannel", pos),
+          Body::ProfileChangedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProfileChangedEvent>>("Body::ProfileChangedEvent", pos),
           _ => Ok(()),
         }
      })?
@@ -12227,6 +12361,13 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::SetChannel => {
           if let Some(x) = self.body_as_set_channel() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ProfileChangedEvent => {
+          if let Some(x) = self.body_as_profile_changed_event() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -241,6 +241,12 @@ async function run(session: Session): Promise<void> {
       case 'notify':
         notify(e.conversation, e.seq);
         break;
+      case 'profileChanged': {
+        // A newer profile: fetch it again (names re-render below).
+        const held = state.users.get(e.user);
+        if (held && held.version < e.version) state.wantedUsers.add(e.user);
+        break;
+      }
       case 'caughtUp':
         state.catchingUp = false;
         $('banner').hidden = true;

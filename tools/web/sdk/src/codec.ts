@@ -201,6 +201,10 @@ function decodeFrame(f: w.Frame): ServerFrame {
       const reason = REASONS[e.reason()] ?? 'channel';
       return event({ type: 'notify', conversation: e.conversation(), seq: e.seq(), reason });
     }
+    case w.Body.ProfileChangedEvent: {
+      const e = body(new w.ProfileChangedEvent());
+      return event({ type: 'profileChanged', user: e.user(), version: e.version() });
+    }
     default: {
       const response = decodeResponse(f, t);
       if (response === null) return { kind: 'unknown', requestId, body: t };

@@ -53,7 +53,9 @@ export type SessionEvent =
   | { type: 'joined'; info: ConversationInfo }
   | { type: 'left'; conversation: bigint }
   | { type: 'readCursor'; conversation: bigint; seq: bigint }
-  | { type: 'notify'; conversation: bigint; seq: bigint; reason: NotifyReason };
+  | { type: 'notify'; conversation: bigint; seq: bigint; reason: NotifyReason }
+  /** A user of the workspace changed their profile (re-read it if the cached version is older). */
+  | { type: 'profileChanged'; user: bigint; version: bigint };
 
 export class Session {
   readonly client: Client;
@@ -228,6 +230,8 @@ export class Session {
         return { type: 'readCursor', conversation: event.conversation, seq: event.seq };
       case 'notify':
         return { type: 'notify', conversation: event.conversation, seq: event.seq, reason: event.reason };
+      case 'profileChanged':
+        return { type: 'profileChanged', user: event.user, version: event.version };
     }
   }
 

@@ -138,7 +138,9 @@ export type ServerEvent =
   | { type: 'readCursor'; conversation: bigint; seq: bigint }
   | { type: 'joined'; info: ConversationInfo }
   | { type: 'left'; conversation: bigint }
-  | { type: 'notify'; conversation: bigint; seq: bigint; reason: NotifyReason };
+  | { type: 'notify'; conversation: bigint; seq: bigint; reason: NotifyReason }
+  /** A user of the workspace changed their profile: a cached profile older than `version` is stale. */
+  | { type: 'profileChanged'; user: bigint; version: bigint };
 
 /** The `Welcome` of a connection. */
 export type Welcome = Extract<Response, { type: 'welcome' }>;

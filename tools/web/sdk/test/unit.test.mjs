@@ -3,6 +3,7 @@
 // into an exactly-once stream (the cases of tools/src/tracker.rs), the
 // backoff stays within its bounds, cursor sets round-trip as strings.
 import { test } from 'node:test';
+import { readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import * as flatbuffers from 'flatbuffers';
 import {
@@ -152,4 +153,11 @@ test('every ErrorCode of the schema has its name', () => {
   }
   assert.equal(ERROR_CODES[10], 'Forbidden');
   assert.equal(ERROR_CODES[4], 'NotFound');
+});
+
+test('a profile event written by the Rust encoder decodes (issue 16, part 5)', () => {
+  // fuzz/corpus/decode_server/event-09: Event::ProfileChanged { user: 7, version: 3 }.
+  const path = new URL('../../../../fuzz/corpus/decode_server/event-09', import.meta.url);
+  const f = decodeServer(new Uint8Array(readFileSync(path)));
+  assert.deepEqual(f, { kind: 'event', event: { type: 'profileChanged', user: 7n, version: 3n } });
 });

@@ -59,6 +59,7 @@ export { NotifyEvent } from './wire/notify-event.js';
 export { NotifyLevel } from './wire/notify-level.js';
 export { NotifyReason } from './wire/notify-reason.js';
 export { OpenDm } from './wire/open-dm.js';
+export { ProfileChangedEvent } from './wire/profile-changed-event.js';
 export { Reaction } from './wire/reaction.js';
 export { ReadCursorEvent } from './wire/read-cursor-event.js';
 export { RedeemInvite } from './wire/redeem-invite.js';
