@@ -51,7 +51,7 @@ fn the_typescript_sdk_passes_its_tests_against_a_real_server() {
         "the SDK's node tests failed:\n{}\ncourierd log:\n{log}",
         run.output
     );
-    // Every test ran and passed: 9 unit tests and 8 against the daemon (the
+    // Every test ran and passed: 11 unit tests and 8 against the daemon (the
     // quickstart example of docs/CLIENTS.md among them), none skipped.
     let count = |what: &str| {
         run.output
@@ -59,7 +59,7 @@ fn the_typescript_sdk_passes_its_tests_against_a_real_server() {
             .find_map(|l| l.trim_start_matches('ℹ').trim().strip_prefix(what))
             .and_then(|n| n.trim().parse::<u32>().ok())
     };
-    assert_eq!(count("tests "), Some(17), "{}", run.output);
-    assert_eq!(count("pass "), Some(17), "{}", run.output);
+    assert_eq!(count("tests "), Some(19), "{}", run.output);
+    assert_eq!(count("pass "), Some(19), "{}", run.output);
     assert_eq!(count("skipped "), Some(0), "{}", run.output);
 }
