@@ -7,12 +7,13 @@
 //! history, not by a fresh `watch --from-start`.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod watch;
+
 use courier_tools::testkit::ServerProcess;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+use watch::Watch;
 
 const SECRET: &str = "the password is hunter2";
 
@@ -50,52 +51,6 @@ fn id(v: &Value) -> String {
     v.as_str().unwrap().to_owned()
 }
 
-/// A running `courier watch`, its stdout lines on a channel.
-struct Watch {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Watch {
-    fn start(mut cmd: Command) -> Watch {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Watch { child, lines }
-    }
-
-    fn next(&self) -> Option<Value> {
-        let line = self.lines.recv_timeout(Duration::from_secs(10)).ok()?;
-        assert!(
-            !line.contains("hunter2"),
-            "a deleted body was printed: {line}"
-        );
-        Some(serde_json::from_str(&line).unwrap())
-    }
-
-    fn quiet(&self) -> bool {
-        self.lines.recv_timeout(Duration::from_millis(500)).is_err()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// (type, seq, target, body or emoji) of a watch line.
 fn summary(v: &Value) -> (String, u64, u64, String) {
     let text = if v["type"] == "reaction" {
@@ -113,6 +68,17 @@ fn summary(v: &Value) -> (String, u64, u64, String) {
 
 fn s(t: &str, seq: u64, target: u64, text: &str) -> (String, u64, u64, String) {
     (t.into(), seq, target, text.into())
+}
+
+/// The watch's next line as JSON (None: no line within 10 s); a deleted
+/// body is never printed.
+fn next_json(watch: &Watch) -> Option<Value> {
+    let line = watch.line()?;
+    assert!(
+        !line.contains("hunter2"),
+        "a deleted body was printed: {line}"
+    );
+    Some(serde_json::from_str(&line).unwrap())
 }
 
 #[test]
@@ -140,9 +106,9 @@ fn an_offline_watcher_sees_edits_deletes_and_reactions_once_and_never_the_delete
     let watch_args = ["watch", "--from-start", "--cursor-file", cursor, "general"];
     {
         let watch = Watch::start(courier(&server, &bob, &watch_args));
-        assert_eq!(summary(&watch.next().unwrap()).1, 1);
+        assert_eq!(summary(&next_json(&watch).unwrap()).1, 1);
         // The secret itself was printed before the delete: expected.
-        let second = watch.lines.recv_timeout(Duration::from_secs(10)).unwrap();
+        let second = watch.next();
         assert!(second.contains("hunter2"));
         std::thread::sleep(Duration::from_millis(1200));
     }
@@ -167,7 +133,9 @@ fn an_offline_watcher_sees_edits_deletes_and_reactions_once_and_never_the_delete
     // It comes back from its cursor file: the three changes, once, in order.
     let resume = ["watch", "--cursor-file", cursor, "general"];
     let watch = Watch::start(courier(&server, &bob, &resume));
-    let got: Vec<_> = (0..3).map(|_| summary(&watch.next().unwrap())).collect();
+    let got: Vec<_> = (0..3)
+        .map(|_| summary(&next_json(&watch).unwrap()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -178,9 +146,12 @@ fn an_offline_watcher_sees_edits_deletes_and_reactions_once_and_never_the_delete
     );
     // And a live one.
     run_ok(&server, &alice, &["react", "general", "1", "tada"]);
-    assert_eq!(summary(&watch.next().unwrap()), s("reaction", 6, 1, "tada"));
+    assert_eq!(
+        summary(&next_json(&watch).unwrap()),
+        s("reaction", 6, 1, "tada")
+    );
     run_ok(&server, &bob, &["react", "general", "1", "+1", "--remove"]);
-    let removed = watch.next().unwrap();
+    let removed = next_json(&watch).unwrap();
     assert_eq!(
         (removed["type"].as_str(), removed["removed"].as_bool()),
         (Some("reaction"), Some(true))
@@ -228,9 +199,7 @@ fn an_offline_watcher_sees_edits_deletes_and_reactions_once_and_never_the_delete
         &["watch", "--from-start", "general"],
     ));
     for seq in 1..=7 {
-        let line = fresh
-            .next()
-            .unwrap_or_else(|| panic!("seq {seq} not printed"));
+        let line = next_json(&fresh).unwrap_or_else(|| panic!("seq {seq} not printed"));
         assert_eq!(line["seq"].as_u64(), Some(seq), "every seq once, in order");
     }
     assert!(fresh.quiet(), "nothing twice");

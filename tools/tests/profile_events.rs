@@ -6,12 +6,13 @@
 //! name it cached).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod watch;
+
 use courier_tools::testkit::ServerProcess;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+use watch::Watch;
 
 /// A `courier` command against `server` with a clean environment.
 fn courier(server: &ServerProcess, token: &str, json: bool, args: &[&str]) -> Command {
@@ -47,45 +48,6 @@ fn ok(server: &ServerProcess, token: &str, args: &[&str]) -> Vec<Value> {
     let (code, rows, err) = run(server, token, args);
     assert_eq!(code, Some(0), "courier {args:?}: {err}");
     rows
-}
-
-/// A running `courier watch` (text output), its stdout lines on a channel.
-struct Watch {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Watch {
-    fn start(mut cmd: Command) -> Watch {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Watch { child, lines }
-    }
-
-    fn next(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a line within 10 s")
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
