@@ -8,7 +8,7 @@ mod support;
 
 use courier_core::api::{
     Broadcast, ChangeKind, ConversationId, HistoryAnchor, Message, Reject, Request, Response, Role,
-    Seq, UserId,
+    Seq,
 };
 
 use support::{ScriptedNode as Node, World};
@@ -91,24 +91,6 @@ fn view(messages: &[Message]) -> Vec<(u64, String, bool, bool, Vec<String>)> {
         .collect()
 }
 
-fn channel(
-    n: &mut Node,
-    c: usize,
-    name: &str,
-    private: bool,
-    members: &[UserId],
-) -> ConversationId {
-    let conv = n.w.create_channel(c, name, private);
-    for &user in members {
-        let invite = Request::Invite {
-            conversation: conv,
-            user,
-        };
-        assert_eq!(n.w.call(c, invite), Ok(Response::Done));
-    }
-    conv
-}
-
 /// The authorization rows: the author edits and deletes; a member who is
 /// not the author is refused (`Forbidden`: they can see the message); a
 /// workspace admin may; a non-member of a private channel gets `NotFound`
@@ -121,7 +103,7 @@ fn who_may_edit_delete_and_react() {
     let (bob, b, _) = n.user("bob", Role::Member, 1);
     let (dan, d, _) = n.user("dan", Role::Admin, 2);
     let (_eve, e, _) = n.user("eve", Role::Member, 2);
-    let conv = channel(&mut n, a, "design", true, &[bob, dan]);
+    let conv = n.channel(a, "design", true, &[bob, dan]);
     let m1 = send(&mut n.w, a, conv, "first");
     let m2 = send(&mut n.w, a, conv, "second");
     let forbidden = |r: Result<Option<Seq>, Reject>| matches!(r, Err(Reject::Forbidden(_)));
@@ -325,7 +307,7 @@ fn edits_end_with_the_edit_window_deletes_and_reactions_do_not() {
     let mut n = node(3);
     let (_ann, a, _) = n.user("ann", Role::Member, 0);
     let (bob, b, _) = n.user("bob", Role::Member, 1);
-    let conv = channel(&mut n, a, "general", false, &[bob]);
+    let conv = n.channel(a, "general", false, &[bob]);
     let m1 = send(&mut n.w, a, conv, "typo");
     let m2 = send(&mut n.w, a, conv, "old news");
     let w = &mut n.w;

@@ -9,7 +9,7 @@ mod support;
 
 use courier_core::api::{
     Broadcast, ChangeKind, ChannelSettings, ConversationId, ConversationInfo, Event, HistoryAnchor,
-    LookupKind, Message, Posting, Reject, Request, Response, Role, Seq, UserId,
+    LookupKind, Message, Posting, Reject, Request, Response, Role, Seq,
 };
 
 use support::{ScriptedNode as Node, World};
@@ -100,24 +100,6 @@ fn lookup(w: &mut World, c: usize, name: &str) -> Result<u64, Reject> {
     }
 }
 
-fn channel(
-    n: &mut Node,
-    c: usize,
-    name: &str,
-    private: bool,
-    members: &[UserId],
-) -> ConversationId {
-    let conv = n.w.create_channel(c, name, private);
-    for &user in members {
-        let invite = Request::Invite {
-            conversation: conv,
-            user,
-        };
-        assert_eq!(n.w.call(c, invite), Ok(Response::Done));
-    }
-    conv
-}
-
 fn forbidden<T>(r: &Result<T, Reject>) -> bool {
     matches!(r, Err(Reject::Forbidden(_)))
 }
@@ -136,7 +118,7 @@ fn who_may_change_which_setting() {
     let (ada, admin, _) = n.user("ada", Role::Admin, 2);
     let (gus, guest, _) = n.user("gus", Role::Guest, 0);
     let (_out, outsider, _) = n.user("out", Role::Member, 1);
-    let conv = channel(&mut n, creator, "plans", true, &[mia, ada, gus]);
+    let conv = n.channel(creator, "plans", true, &[mia, ada, gus]);
     // (client, kind, value) → allowed? (each allowed change is undone
     // right after, so every row starts from the defaults).
     let undo = |k: ChangeKind| match k {
@@ -234,7 +216,7 @@ fn settings_are_sequenced_events_that_survive_crashes() {
     let mut n = node(12);
     let (_ann, a, _) = n.user("ann", Role::Admin, 0);
     let (bob, b, _) = n.user("bob", Role::Member, 1);
-    let conv = channel(&mut n, a, "launch", false, &[bob]);
+    let conv = n.channel(a, "launch", false, &[bob]);
     let w = &mut n.w;
     let m1 = send(w, a, conv, "hello").expect("send");
     let t = set(w, a, conv, Topic, "ship it")
@@ -311,7 +293,7 @@ fn archived_is_read_only_and_admins_only_refuses_members() {
     let mut n = node(13);
     let (_ann, a, _) = n.user("ann", Role::Admin, 0);
     let (bob, b, _) = n.user("bob", Role::Member, 1);
-    let conv = channel(&mut n, a, "old-news", false, &[bob]);
+    let conv = n.channel(a, "old-news", false, &[bob]);
     let w = &mut n.w;
     let m1 = send(w, b, conv, "from bob").expect("send");
     set(w, a, conv, Archive, "").expect("archive");
@@ -351,8 +333,8 @@ fn rename_moves_the_name_claim_across_crashes() {
     let mut n = node(14);
     let (_ann, a, _) = n.user("ann", Role::Admin, 0);
     let (bob, b, _) = n.user("bob", Role::Member, 1);
-    let conv = channel(&mut n, a, "alpha", false, &[bob]);
-    let other = channel(&mut n, a, "beta", false, &[]);
+    let conv = n.channel(a, "alpha", false, &[bob]);
+    let other = n.channel(a, "beta", false, &[]);
     let w = &mut n.w;
     assert_eq!(set(w, a, conv, Rename, "beta"), Err(Reject::AlreadyExists));
     assert_eq!(

@@ -177,4 +177,23 @@ impl ScriptedNode {
         let c = self.w.user_client(user, self.ws, cred.clone(), s, false);
         (user, c, cred)
     }
+
+    /// A channel created by client `c`, with `members` invited into it.
+    pub fn channel(
+        &mut self,
+        c: usize,
+        name: &str,
+        private: bool,
+        members: &[UserId],
+    ) -> ConversationId {
+        let conv = self.w.create_channel(c, name, private);
+        for &user in members {
+            let invite = Request::Invite {
+                conversation: conv,
+                user,
+            };
+            assert_eq!(self.w.call(c, invite), Ok(Response::Done));
+        }
+        conv
+    }
 }
