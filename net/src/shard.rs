@@ -28,6 +28,7 @@ mod catchup;
 mod edge;
 mod history;
 mod journal;
+mod nonvoter;
 mod peers;
 mod publish;
 mod registry;
@@ -35,6 +36,7 @@ pub(crate) mod replica;
 
 /// The link form of peer messages between nodes (clients on any node).
 pub use edge::{decode_peer, encode_peer, PeerFrameError, LINK_KIND_PEER};
+pub use nonvoter::{HintError, LeaderHint, LINK_KIND_LEADER_HINT};
 /// Exit codes of a replica that stops the process (docs/CLUSTER.md).
 pub use replica::{EXIT_DEMOTED, EXIT_DIVERGED};
 
@@ -752,6 +754,7 @@ async fn tick_task(ctx: Rc<ShardCtx>) {
             }
         }
         ctx.submit(Input::Tick);
+        ctx.expire_leader();
         ctx.edge_tick();
         ctx.publish();
         if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get())
