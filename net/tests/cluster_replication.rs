@@ -866,6 +866,16 @@ fn a_node_beyond_the_replication_factor_serves_clients_across_a_failover() {
         "failover: node {} is the primary {failover:?} after the kill",
         second + 1
     );
+    // A Hello in flight when node 4 learns the new leader is closed with
+    // 4011 (the client connects again): wait until it takes one.
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    while serves(nodes[extra].addr(), &ann) != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "node 4 takes no session after the failover"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut sender = login_routed(nodes[extra].addr(), &ann);
     let deadline = Instant::now() + PRIMARY_WAIT;
     loop {
