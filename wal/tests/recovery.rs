@@ -511,6 +511,96 @@ fn damage_followed_by_later_batches_in_the_last_segment_is_corruption_not_a_torn
     });
 }
 
+/// The writer writes batch k+1 while batch k's fdatasync is in flight; its
+/// records then carry k's first LSN as `batch_lsn` (1 + the durable LSN
+/// when they were written), never more.
+#[test]
+fn the_next_batch_is_written_while_the_previous_sync_is_in_flight() {
+    let original = temp_dir();
+    let path = original.path().to_path_buf();
+    run(move || async move {
+        let (wal, _) = Wal::open(&path, 0, small_options(1 << 20)).await.unwrap();
+        let mut last = Lsn(0);
+        // A steady trickle of appends, so that records arrive during syncs.
+        for i in 1..=1_500u64 {
+            last = wal.append(kind(i), &payload(SEED, i, 200)).unwrap();
+            if i % 5 == 0 {
+                glommio::timer::sleep(std::time::Duration::from_micros(20)).await;
+            }
+        }
+        wal.wait_durable(last).await.unwrap();
+        let batches = wal.counters().batches;
+        wal.close().await.unwrap();
+        let records: Vec<OnDisk> = segment_files(&path)
+            .iter()
+            .flat_map(|f| records_of(f))
+            .collect();
+        assert_eq!(records.len(), 1_500);
+        let marks: std::collections::BTreeSet<u64> = records.iter().map(|r| r.batch_lsn).collect();
+        assert!(
+            (marks.len() as u64) < batches,
+            "{batches} batches but {} distinct batch_lsn marks: no batch was written during a sync",
+            marks.len()
+        );
+        // The mark never runs ahead of the record, and never goes back.
+        for pair in records.windows(2) {
+            assert!(pair[0].batch_lsn <= pair[0].lsn);
+            assert!(pair[0].batch_lsn <= pair[1].batch_lsn);
+        }
+        let (wal, recovered) = Wal::open(&path, 0, small_options(1 << 20)).await.unwrap();
+        assert_eq!(
+            (recovered.next_lsn, recovered.truncated_tail),
+            (Lsn(1_501), None)
+        );
+        wal.close().await.unwrap();
+    });
+}
+
+/// A crash while batch k's sync was in flight and batch k+1 was written:
+/// damage in k followed by k+1's valid records (marked with k's first
+/// LSN) is a torn tail, not corruption; nothing of k or k+1 was
+/// acknowledged.
+#[test]
+fn damage_in_a_batch_followed_by_the_batch_written_during_its_sync_is_a_torn_tail() {
+    let original = temp_dir();
+    let path = original.path().to_path_buf();
+    run(move || async move {
+        let (wal, _) = Wal::open(&path, 0, small_options(1 << 20)).await.unwrap();
+        fill(&wal, SEED, 40, 1, MAX_LEN).await; // 40 single-record batches
+        wal.close().await.unwrap();
+        let file = segment_files(&path).pop().unwrap();
+        let records = records_of(&file);
+        let (k, next) = (records[38], records[39]);
+        assert_eq!((k.batch_lsn, next.batch_lsn), (39, 40));
+        // Record 40 as the pipelined writer writes it during record 39's sync.
+        let copy = copy_dir(&path);
+        let f = copy.path().join(file.file_name().unwrap());
+        patch(&f, |b| {
+            let rec = &mut b[next.offset as usize..(next.offset + next.size) as usize];
+            courier_wal::format::set_batch_lsn(rec, 39);
+            courier_wal::format::seal_record(rec);
+        });
+        // Intact, it is just a record.
+        let (wal, recovered) = Wal::open(copy.path(), 0, small_options(1 << 20))
+            .await
+            .unwrap();
+        assert_eq!(
+            (recovered.next_lsn, recovered.truncated_tail),
+            (Lsn(41), None)
+        );
+        wal.close().await.unwrap();
+        // Record 39 torn: both go, everything before stays.
+        patch(&f, |b| b[k.offset as usize + 40] ^= 8);
+        let (wal, recovered) = Wal::open(copy.path(), 0, small_options(1 << 20))
+            .await
+            .unwrap();
+        assert_eq!(recovered.next_lsn, Lsn(39));
+        assert_eq!(recovered.truncated_tail.unwrap().offset, k.offset);
+        assert_eq!(check_all(&wal, SEED, Lsn(1), MAX_LEN).await, 38);
+        wal.close().await.unwrap();
+    });
+}
+
 #[test]
 fn damage_after_open_is_reported_by_reads_never_returned_as_data() {
     let original = temp_dir();
