@@ -13,7 +13,7 @@
 //! | 0 | 4 | `len`: payload length in bytes |
 //! | 4 | 4 | `crc32c` of bytes `8 .. 32 + len` (rest of the header and the payload) |
 //! | 8 | 8 | `lsn` |
-//! | 16 | 8 | `batch_lsn`: 1 + the durable LSN when the record was written (the first LSN of its group-commit write when no other write was in flight) |
+//! | 16 | 8 | `batch_lsn`: first LSN of the group-commit write that carried the record |
 //! | 24 | 1 | `kind` (opaque to the log) |
 //! | 25 | 1 | marker `0xA5` |
 //! | 26 | 6 | reserved, zero |

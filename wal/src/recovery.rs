@@ -14,10 +14,10 @@
 //!   first LSN up to the next segment's first LSN, followed by zero bytes; any
 //!   deviation is corruption (at open, or at the first read of a deferred one).
 //! - In the last segment, the first invalid position `X` (expected LSN `n`)
-//!   is a torn tail unless a valid record written when `n` was already
-//!   durable (`batch_lsn > n`: every record carries 1 + the durable LSN at
-//!   its write, see `writer.rs`) or out of order (`lsn < n`) follows it:
-//!   such a record proves record `n` had been durable. A torn tail is zeroed on disk
+//!   is a torn tail unless a valid record written by a *later* batch
+//!   (`batch_lsn > n`) or out of order (`lsn < n`) follows it: batches are
+//!   written one at a time, each after the previous one is durable, so such a
+//!   record proves record `n` had been durable. A torn tail is zeroed on disk
 //!   (and synced) so it can never reappear; corruption fails the open with the
 //!   file and offset. The last segment is always scanned at open.
 

@@ -5,15 +5,9 @@
 //!
 //! Records appended while a batch's write or sync is in flight accumulate in
 //! the staging queue and form the next batch, so the batch size adapts to the
-//! load with no timer. The writer pipelines two batches at most: while batch
-//! k's `fdatasync` is in flight it may write batch k+1, whose own sync starts
-//! only once k's has completed (and k's waiters were woken). Every record
-//! carries in `batch_lsn` 1 + the durable LSN *when it was written* (the
-//! batch's first LSN when nothing else was in flight), so a record found
-//! after a damaged position with `batch_lsn > n` still proves that record
-//! `n` had been durable. Recovery relies on this (see `recovery.rs`): only
-//! the records written after the durable LSN — the newest one or two
-//! batches — can be torn, and nothing in them was acknowledged.
+//! load with no timer. Exactly one batch is in flight at a time: when a batch
+//! is written, every earlier batch is already durable. Recovery relies on
+//! this (see `recovery.rs`): only the newest batch of the log can be torn.
 //!
 //! The writer never retries a failed write or sync (after a failed fsync the
 //! page cache or the device may have dropped the data): the first error is
@@ -26,7 +20,7 @@
 //! synced, all before any record is written into it.
 
 use std::{
-    future::{poll_fn, Future},
+    future::poll_fn,
     path::PathBuf,
     rc::Rc,
     task::{Poll, Waker},
@@ -189,28 +183,9 @@ struct Batch {
     record_bytes: u64,
 }
 
-/// A batch written, its sync in flight: what `complete` needs once it is durable.
-struct Written {
-    first_lsn: u64,
-    last_lsn: u64,
-    records: u64,
-    record_bytes: u64,
-    write_len: u64,
-    write_took: Duration,
-}
-
-/// The sync of a written batch, running as its own task (so that the next
-/// batch can be written meanwhile); yields how long the sync took.
-struct Syncing {
-    sync: glommio::Task<Result<Duration>>,
-    batch: Written,
-}
-
 enum Step {
     Batch,
     Exit,
-    /// The in-flight batch's sync ended.
-    Synced(Result<Duration>),
 }
 
 /// The writer task's own state.
@@ -219,9 +194,6 @@ pub(crate) struct Writer {
     active: ActiveSegment,
     prepared: Option<glommio::Task<Result<Prepared>>>,
     ready: Vec<(u64, Waker)>,
-    /// Last LSN written to the segment (≥ the durable LSN; greater while a
-    /// batch's sync is in flight).
-    written_lsn: u64,
 }
 
 impl Writer {
@@ -236,41 +208,20 @@ impl Writer {
             active,
             prepared,
             ready: Vec::new(),
-            written_lsn: 0,
         }
     }
 
     /// The task body: batch, write, sync, complete; until closed or failed.
-    /// At most one batch's sync is in flight, and at most one more batch is
-    /// written meanwhile (see the module doc).
     pub(crate) async fn run(mut self) {
-        let mut syncing: Option<Syncing> = None;
         loop {
-            let step = match syncing.as_mut() {
-                None => self.next_step().await,
-                Some(s) => self.next_step_while_syncing(&mut s.sync).await,
-            };
-            let outcome = match step {
+            match self.next_step().await {
                 Step::Exit => break,
-                Step::Synced(took) => match (took, syncing.take()) {
-                    (Ok(took), Some(s)) => {
-                        self.complete(s.batch, took);
-                        Ok(())
-                    }
-                    (Err(error), _) => Err(error),
-                    (Ok(_), None) => Ok(()),
-                },
-                Step::Batch => self.commit_batch(&mut syncing).await,
-            };
-            if let Err(error) = outcome {
+                Step::Batch => {}
+            }
+            if let Err(error) = self.commit_batch().await {
                 self.shared.fail(error);
                 break;
             }
-        }
-        // A sync still in flight after a failure: let it end (its waiters
-        // see the failure) before the files are released.
-        if let Some(s) = syncing.take() {
-            let _ = s.sync.await;
         }
         if let Some(task) = self.prepared.take() {
             if let Ok(prepared) = task.await {
@@ -301,28 +252,8 @@ impl Writer {
         .await
     }
 
-    /// While a batch's sync is in flight: its end, or records staged for
-    /// the next batch (written meanwhile), whichever comes first.
-    async fn next_step_while_syncing(&self, sync: &mut glommio::Task<Result<Duration>>) -> Step {
-        poll_fn(|cx| {
-            if let Poll::Ready(took) = std::pin::Pin::new(&mut *sync).poll(cx) {
-                return Poll::Ready(Step::Synced(took));
-            }
-            let mut st = self.shared.state.borrow_mut();
-            if st.failed.is_none() && st.staged_records > 0 {
-                Poll::Ready(Step::Batch)
-            } else {
-                st.writer_waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    /// Roll if needed, then write one batch; then wait for the batch whose
-    /// sync was in flight (if any) to be durable and complete its waiters,
-    /// and start this batch's sync.
-    async fn commit_batch(&mut self, syncing: &mut Option<Syncing>) -> Result<()> {
+    /// Roll if needed, then write and sync one batch and complete its waiters.
+    async fn commit_batch(&mut self) -> Result<()> {
         let (first_size, first_lsn) = {
             let st = self.shared.state.borrow();
             let len =
@@ -332,8 +263,6 @@ impl Writer {
             (record_bytes(u64::from(len)), u64::from_le_bytes(lsn))
         };
         if self.active.tail + first_size > self.active.segment_bytes {
-            // A roll starts from a durable log: nothing in flight.
-            self.finish_sync(syncing).await?;
             self.roll(first_lsn).await?;
         }
         let batch = self.fill_batch();
@@ -349,47 +278,31 @@ impl Writer {
                 batch.pos,
             )
             .await?;
-        let write_took = started.elapsed();
-        // The sync of this batch starts after the previous batch is durable
-        // and its waiters are woken: batches complete in LSN order.
-        self.finish_sync(syncing).await?;
-        let shared = self.shared.clone();
-        let file = self.active.file.clone();
-        let path = self.active.path.clone();
-        let sync = glommio::spawn_local(async move {
-            let started = Instant::now();
-            match shared.options.sync {
-                SyncMode::Fdatasync => {
-                    shared
-                        .storage
-                        .sync(FaultPoint::SegmentSync, &file, &path)
-                        .await?
-                }
-                // The write was already durable when it completed.
-                SyncMode::Dsync => shared.storage.inject_sync_fault(&path)?,
+        let written = Instant::now();
+        match self.shared.options.sync {
+            SyncMode::Fdatasync => {
+                self.shared
+                    .storage
+                    .sync(
+                        FaultPoint::SegmentSync,
+                        &self.active.file,
+                        &self.active.path,
+                    )
+                    .await?
             }
-            Ok(started.elapsed())
-        });
-        *syncing = Some(Syncing {
-            sync,
-            batch: Written {
-                first_lsn: batch.first_lsn,
-                last_lsn: batch.last_lsn,
-                records: batch.records,
-                record_bytes: batch.record_bytes,
-                write_len,
-                write_took,
-            },
-        });
-        Ok(())
-    }
-
-    /// Waits for the in-flight sync, if any, and completes its batch.
-    async fn finish_sync(&mut self, syncing: &mut Option<Syncing>) -> Result<()> {
-        if let Some(s) = syncing.take() {
-            let took = s.sync.await?;
-            self.complete(s.batch, took);
+            // The write above was already durable when it completed.
+            SyncMode::Dsync => self.shared.storage.inject_sync_fault(&self.active.path)?,
         }
+        let synced = Instant::now();
+        self.complete(
+            batch.first_lsn,
+            batch.last_lsn,
+            batch.records,
+            batch.record_bytes,
+            write_len,
+            written - started,
+            synced - written,
+        );
         Ok(())
     }
 
@@ -470,10 +383,7 @@ impl Writer {
             "a batch carries at least one record (rolled if needed)"
         );
 
-        let first_lsn = self.written_lsn.max(st.durable_lsn) + 1;
-        // What recovery may trust: everything before it was durable when
-        // this batch was written (see the module doc).
-        let durable_mark = st.durable_lsn + 1;
+        let first_lsn = st.durable_lsn + 1;
         let prefix = self.active.tail % BLOCK_BYTES;
         let pos = self.active.tail - prefix;
         let write_len = align_up(prefix + taken, BLOCK_BYTES);
@@ -503,7 +413,7 @@ impl Writer {
                 lsn,
                 "staged records are consecutive"
             );
-            set_batch_lsn(record, durable_mark);
+            set_batch_lsn(record, first_lsn);
             seal_record(record);
             segment.note_record(lsn, self.active.tail + offset as u64, size as u64);
             offset += size;
@@ -522,7 +432,6 @@ impl Writer {
                 .copy_from_slice(&bytes[last_block..last_block + BLOCK_BYTES as usize]);
         }
         self.active.tail = new_tail;
-        self.written_lsn = lsn - 1;
         Batch {
             buf,
             pos,
@@ -533,17 +442,17 @@ impl Writer {
         }
     }
 
-    /// Batch `batch` is durable: advance the durable LSN, count, and wake
-    /// its waiters in LSN order.
-    fn complete(&mut self, batch: Written, sync_took: Duration) {
-        let Written {
-            first_lsn,
-            last_lsn,
-            records,
-            record_bytes,
-            write_len,
-            write_took,
-        } = batch;
+    #[allow(clippy::too_many_arguments)]
+    fn complete(
+        &mut self,
+        first_lsn: u64,
+        last_lsn: u64,
+        records: u64,
+        record_bytes: u64,
+        write_len: u64,
+        write_took: Duration,
+        sync_took: Duration,
+    ) {
         let room_wakers = {
             let mut st = self.shared.state.borrow_mut();
             assert_eq!(
