@@ -13,8 +13,12 @@
 //! none), term (u64 LE)). The non-voter takes a hint of a higher term, or
 //! of its term naming a leader when it knows none, and forgets a leader no
 //! hint has named for [`LEADER_HINT_EXPIRY`] (every voter down or cut
-//! off): messages for its group then go nowhere (counted), as on a voter
-//! whose group has no leader, and the edge's repair rules apply unchanged.
+//! off). It takes client sessions once, for every group, the leader
+//! itself sent a hint (it knows this node's address: replies from a
+//! primary that has not learnt it yet from the registry would be
+//! dropped, and the request never answered). Once a leader is forgotten,
+//! messages for its group go nowhere (counted), as on a voter whose group
+//! has no leader, and the edge's repair rules apply unchanged.
 //! Hints to a node whose link is down queue at most
 //! [`HINTS_QUEUED_MAX`] messages.
 //!
@@ -104,12 +108,16 @@ pub(crate) struct Known {
     pub(crate) term: u64,
     /// When a hint last named `leader` (None: never).
     pub(crate) heard: Option<Instant>,
+    /// The leader itself sent a hint naming itself in this term: it knows
+    /// this node's address, so its replies to this node's edges are not
+    /// dropped for want of one.
+    pub(crate) confirmed: bool,
 }
 
 impl Known {
-    /// Takes `hint` if it is news (module docs); returns whether the
-    /// leader changed.
-    pub(crate) fn take(&mut self, hint: LeaderHint, now: Instant) -> bool {
+    /// Takes `hint`, sent by node `from`, if it is news (module docs);
+    /// returns whether the leader changed.
+    pub(crate) fn take(&mut self, from: u64, hint: LeaderHint, now: Instant) -> bool {
         if hint.term < self.term {
             return false;
         }
@@ -118,9 +126,16 @@ impl Known {
             self.term = hint.term;
             self.leader = hint.leader;
             self.heard = (hint.leader != 0).then_some(now);
+            self.confirmed = false;
         } else if hint.leader != 0 && (self.leader == 0 || self.leader == hint.leader) {
             self.leader = hint.leader;
             self.heard = Some(now);
+        }
+        if self.leader != before {
+            self.confirmed = false;
+        }
+        if hint.leader != 0 && hint.leader == self.leader && from == self.leader {
+            self.confirmed = true;
         }
         self.leader != before
     }
@@ -134,6 +149,7 @@ impl Known {
         if self.leader != 0 && stale {
             self.leader = 0;
             self.heard = None;
+            self.confirmed = false;
             return true;
         }
         false
@@ -235,7 +251,7 @@ impl ShardCtx {
         match LeaderHint::decode(&m.payload) {
             Ok(hint) => {
                 let mut known = edge.known.get();
-                if known.take(hint, Instant::now()) {
+                if known.take(u64::from(m.from_node.0), hint, Instant::now()) {
                     tracing::info!(
                         shard = self.id.0,
                         leader = known.leader,
@@ -269,16 +285,14 @@ impl ShardCtx {
             return;
         }
         let view = edge.routes.view();
-        if !edge.open.get()
-            && view
-                .cores
-                .iter()
-                .all(|c| c.leader.load(Ordering::SeqCst) != 0)
-        {
+        let known_everywhere = view.cores.iter().all(|c| {
+            c.leader.load(Ordering::SeqCst) != 0 && c.leader_confirmed.load(Ordering::SeqCst)
+        });
+        if !edge.open.get() && known_everywhere {
             edge.open.set(true);
             tracing::info!(
                 shard = self.id.0,
-                "non-voter: every group's leader is known; accepting client sessions"
+                "non-voter: every group's leader is known and knows this node; accepting client sessions"
             );
         }
         let mut known = edge.known.get();
@@ -293,6 +307,7 @@ impl ShardCtx {
         if let Some(me) = edge.routes.view().cores.get(usize::from(self.id.0)) {
             me.leader.store(known.leader, Ordering::SeqCst);
             me.term.store(known.term, Ordering::SeqCst);
+            me.leader_confirmed.store(known.confirmed, Ordering::SeqCst);
         }
     }
 }
@@ -321,28 +336,39 @@ mod tests {
     fn a_newer_term_wins_an_older_one_never_does_and_silence_forgets() {
         let t0 = Instant::now();
         let mut k = Known::default();
-        assert!(k.take(LeaderHint { leader: 2, term: 5 }, t0));
+        assert!(k.take(9, LeaderHint { leader: 2, term: 5 }, t0));
         assert_eq!((k.leader, k.term), (2, 5));
         // An old leader's hint (a lower term) changes nothing.
-        assert!(!k.take(LeaderHint { leader: 1, term: 4 }, t0));
+        assert!(!k.take(9, LeaderHint { leader: 1, term: 4 }, t0));
         // A follower that knows no leader in the same term changes nothing.
-        assert!(!k.take(LeaderHint { leader: 0, term: 5 }, t0));
+        assert!(!k.take(9, LeaderHint { leader: 0, term: 5 }, t0));
         // Another node in the same term is not taken over the known one.
-        assert!(!k.take(LeaderHint { leader: 3, term: 5 }, t0));
+        assert!(!k.take(9, LeaderHint { leader: 3, term: 5 }, t0));
         assert_eq!(k.leader, 2);
         // An election: term 6 without a leader yet, then node 3.
-        assert!(k.take(LeaderHint { leader: 0, term: 6 }, t0));
+        assert!(k.take(9, LeaderHint { leader: 0, term: 6 }, t0));
         assert_eq!(k.leader, 0);
-        assert!(k.take(LeaderHint { leader: 3, term: 6 }, t0));
+        assert!(k.take(9, LeaderHint { leader: 3, term: 6 }, t0));
         assert_eq!((k.leader, k.term), (3, 6));
         // Refreshed by hints naming it; forgotten after the expiry.
         let later = t0 + LEADER_HINT_EXPIRY / 2;
-        assert!(!k.take(LeaderHint { leader: 3, term: 6 }, later));
+        assert!(!k.take(9, LeaderHint { leader: 3, term: 6 }, later));
         assert!(!k.expire(t0 + LEADER_HINT_EXPIRY));
         assert!(k.expire(later + LEADER_HINT_EXPIRY));
         assert_eq!((k.leader, k.term), (0, 6));
         assert!(!k.expire(later + LEADER_HINT_EXPIRY * 2));
         // The same term's leader is learnt again.
-        assert!(k.take(LeaderHint { leader: 3, term: 6 }, later));
+        assert!(k.take(9, LeaderHint { leader: 3, term: 6 }, later));
+        assert!(!k.confirmed, "only node 3 itself confirms it");
+        assert!(!k.take(3, LeaderHint { leader: 3, term: 6 }, later));
+        assert!(k.confirmed);
+        // A new term's leader is unconfirmed until it speaks.
+        assert!(k.take(2, LeaderHint { leader: 1, term: 7 }, later));
+        assert!(!k.confirmed);
+        assert!(!k.take(1, LeaderHint { leader: 1, term: 7 }, later));
+        assert!(k.confirmed);
+        // The leader's own first hint of a new term confirms at once.
+        assert!(k.take(3, LeaderHint { leader: 3, term: 8 }, later));
+        assert!(k.confirmed);
     }
 }
