@@ -2151,6 +2151,19 @@ mod tests {
             .map(|m| m.thread.map(|t| t.root.0))
             .collect();
         assert_eq!(threads, vec![None, Some(1), None, Some(1), Some(1)]);
+        // A version 9 snapshot (no threads) still restores: no replies.
+        let mut aligned = AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes[8..]);
+        let v9 = rkyv::from_bytes::<SnapshotV10, rancor::Error>(&aligned)
+            .expect("v10")
+            .v9;
+        let mut nine = SNAPSHOT_MAGIC.to_vec();
+        nine.extend_from_slice(&9u32.to_le_bytes());
+        nine.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&v9).expect("encodes"));
+        let (old, _) = restore_bytes(&nine).expect("a version 9 snapshot restores");
+        let c = &old.conversations[&ConversationId(conv)];
+        assert!(c.replies.is_empty() && c.threads.is_empty());
+        assert_eq!(c.head, Seq(5));
     }
 
     /// A version 5 snapshot (with the seq → LSN index) restores to what
