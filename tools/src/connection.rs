@@ -660,6 +660,7 @@ pub(crate) fn response_name(response: &Response) -> &'static str {
         Response::SendAck { .. } => "SendAck",
         Response::Sync { .. } => "Sync",
         Response::History { .. } => "History",
+        Response::Thread { .. } => "Thread",
         Response::Boot(_) => "Boot",
         Response::People(p) => match p {
             courier_core::api::PeopleResponse::Users(_) => "UserList",

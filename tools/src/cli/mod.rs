@@ -1,6 +1,6 @@
 //! The `courier` command-line client: argument parsing (`args.rs`), the
 //! config file (`config.rs`), output formats (`output.rs`), the commands
-//! (`commands.rs`), the people commands (`people.rs`), the invite commands (`invites.rs`) and the offline WAL tools (`wal.rs`). All network work goes through `courier_tools`.
+//! (`commands.rs`), the people commands (`people.rs`), the invite commands (`invites.rs`), the thread commands (`threads.rs`) and the offline WAL tools (`wal.rs`). All network work goes through `courier_tools`.
 
 pub mod args;
 pub mod commands;
@@ -8,4 +8,5 @@ pub mod config;
 pub mod invites;
 pub mod output;
 pub mod people;
+pub mod threads;
 pub mod wal;

@@ -18,6 +18,7 @@ import { DirectoryPage } from '../../courier/wire/directory-page.js';
 import { Done } from '../../courier/wire/done.js';
 import { ErrorReply } from '../../courier/wire/error-reply.js';
 import { Found } from '../../courier/wire/found.js';
+import { GetThread } from '../../courier/wire/get-thread.js';
 import { GetUserByHandle } from '../../courier/wire/get-user-by-handle.js';
 import { GetUsers } from '../../courier/wire/get-users.js';
 import { Hello } from '../../courier/wire/hello.js';
@@ -41,6 +42,7 @@ import { MemberPage } from '../../courier/wire/member-page.js';
 import { MessageEvent } from '../../courier/wire/message-event.js';
 import { NotifyEvent } from '../../courier/wire/notify-event.js';
 import { OpenDm } from '../../courier/wire/open-dm.js';
+import { PostReply } from '../../courier/wire/post-reply.js';
 import { ProfileChangedEvent } from '../../courier/wire/profile-changed-event.js';
 import { ReadCursorEvent } from '../../courier/wire/read-cursor-event.js';
 import { RedeemInvite } from '../../courier/wire/redeem-invite.js';
@@ -127,13 +129,15 @@ export enum Body {
   InviteList = 58,
   ChangeMessage = 59,
   SetChannel = 60,
-  ProfileChangedEvent = 61
+  ProfileChangedEvent = 61,
+  PostReply = 62,
+  GetThread = 63
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
-): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+  accessor: (obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -197,15 +201,17 @@ export function unionToBody(
     case 'ChangeMessage': return accessor(new ChangeMessage())! as ChangeMessage;
     case 'SetChannel': return accessor(new SetChannel())! as SetChannel;
     case 'ProfileChangedEvent': return accessor(new ProfileChangedEvent())! as ProfileChangedEvent;
+    case 'PostReply': return accessor(new PostReply())! as PostReply;
+    case 'GetThread': return accessor(new GetThread())! as GetThread;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
+  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
   index: number
-): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -269,6 +275,8 @@ export function unionListToBody(
     case 'ChangeMessage': return accessor(index, new ChangeMessage())! as ChangeMessage;
     case 'SetChannel': return accessor(index, new SetChannel())! as SetChannel;
     case 'ProfileChangedEvent': return accessor(index, new ProfileChangedEvent())! as ProfileChangedEvent;
+    case 'PostReply': return accessor(index, new PostReply())! as PostReply;
+    case 'GetThread': return accessor(index, new GetThread())! as GetThread;
     default: return null;
   }
 }
