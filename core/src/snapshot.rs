@@ -1369,6 +1369,16 @@ fn restore_threads(state: &mut State, threads: Vec<SnapThreads>) -> Result<(), R
                 c.hidden.push(seq);
             }
         }
+        // `last_post` is the newest seq that is neither a change nor a
+        // reply shown in its thread only (`apply_message`); a conversation
+        // without changes got its head (`restore_live` restores it only
+        // for those with changes), wrong when the newest are such replies.
+        let hidden = |seq: u64| c.replies.get(&seq).is_some_and(|&(_, shown)| !shown);
+        let mut last = c.head.0;
+        while last > 0 && (c.is_change(Seq(last)) || hidden(last)) {
+            last -= 1;
+        }
+        c.last_post = last;
         for r in t.roots {
             if !c.threads.contains_key(&r.seq) {
                 return Err(inconsistent(format!(
@@ -2067,6 +2077,52 @@ mod tests {
     /// not yet durable counts: a snapshot is durable once usable), hidden
     /// replies stay out of unread counts; the bytes are a pure function of
     /// the state.
+    /// Found by the simulation (seed 248250335982751): a conversation with
+    /// no change whose newest seq is a reply shown in its thread only got
+    /// `last_post` = its head back from a snapshot, so a later delete of
+    /// the real last post left its text as the preview.
+    #[test]
+    fn last_post_skips_a_thread_only_reply_without_changes() {
+        use crate::record::{MessageRecord, ReplyRecord};
+        let mut s = state();
+        let conv = 51u64;
+        let created = Record::ConversationCreated {
+            conversation: conv,
+            workspace: WS,
+            kind: StoredKind::PublicChannel,
+            name: "quiet".into(),
+            members: vec![ANN, BOB],
+            creator: Some(ANN),
+            ts: 2,
+        };
+        s.apply(Lsn(20), &created).expect("creates");
+        let message = |seq: u64| MessageRecord {
+            conversation: conv,
+            seq,
+            sender: ANN,
+            client_msg_id: u128::from(seq),
+            ts: 10 * seq,
+            body: format!("m{seq}"),
+            mentions: vec![],
+            broadcast: StoredBroadcast::None,
+            broadcast_ignored: false,
+        };
+        s.apply(Lsn(21), &Record::MessagePosted(message(1)))
+            .expect("applies");
+        let reply = Record::ReplyPosted(Box::new(ReplyRecord {
+            message: message(2),
+            root: 1,
+            in_channel: false,
+        }));
+        s.apply(Lsn(22), &reply).expect("applies");
+        s.settle(Lsn(22));
+        assert_eq!(s.conversations[&ConversationId(conv)].last_post, 1);
+        let bytes = encode(&s, Lsn(22));
+        let (back, _) = restore_bytes(&bytes).expect("restores");
+        assert_eq!(back.conversations[&ConversationId(conv)].last_post, 1);
+        assert_eq!(encode(&back, Lsn(22)), bytes, "same bytes after restore");
+    }
+
     #[test]
     fn threads_round_trip() {
         use crate::record::{ChangeRecord, MessageRecord, ReplyRecord, StoredChange};
