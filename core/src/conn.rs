@@ -1191,6 +1191,7 @@ impl ConnRole {
                 cx.send_peer(home, body, out);
             }
             Request::People(p) => return self.route_people(cx, origin, who, p, out),
+            other => return crate::pins::route(cx, origin, who, other, out),
         }
         Ok(())
     }

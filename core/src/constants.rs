@@ -63,6 +63,15 @@ pub const REACTION_USERS_PER_MESSAGE_MAX: usize = 1_024;
 /// message beyond this count is refused with `TooLarge`.
 pub const LIVE_MESSAGES_PER_CONVERSATION_MAX: usize = 65_536;
 
+/// Pinned messages per conversation (issue 17, part 3): a pin beyond it is
+/// refused with `TooLarge` (unpin one first). Pins are changes of a
+/// message, so they also count towards
+/// [`LIVE_MESSAGES_PER_CONVERSATION_MAX`].
+pub const PINS_PER_CONVERSATION_MAX: usize = 100;
+
+/// Pinned messages per `ListPins` page (issue 17, part 3).
+pub const PINS_PAGE_MAX: u32 = 100;
+
 /// Default edit window: a message can be edited this long after it was
 /// posted (deletes and reactions have no window). Configurable per node
 /// (`ShardConfig::edit_window_ms`, `courierd --edit-window-secs`).
@@ -448,6 +457,8 @@ const _: () = assert!(HISTORY_PAGE_MAX as usize <= PEER_BATCH_MAX);
 const _: () = assert!(DEDUP_WINDOW_PER_CONVERSATION >= 1);
 const _: () = assert!(REACTION_BYTES_MAX <= BODY_BYTES_MAX);
 const _: () = assert!(REACTIONS_PER_MESSAGE_MAX <= REACTION_USERS_PER_MESSAGE_MAX);
+const _: () = assert!(PINS_PER_CONVERSATION_MAX <= LIVE_MESSAGES_PER_CONVERSATION_MAX);
+const _: () = assert!(PINS_PAGE_MAX as usize <= PINS_PER_CONVERSATION_MAX);
 const _: () = assert!(PENDING_DM_OPENS_MAX >= 1 && DM_OPEN_WAITERS_MAX >= 1);
 const _: () = assert!(GET_USERS_MAX <= PEER_BATCH_MAX);
 const _: () = assert!(DISPLAY_NAME_BYTES_MAX <= NAME_BYTES_MAX);

@@ -92,6 +92,7 @@ mod owner;
 mod peer;
 mod pending;
 mod people;
+mod pins;
 pub mod profile;
 pub mod record;
 mod roles;

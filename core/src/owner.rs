@@ -1251,6 +1251,7 @@ impl OwnerRole {
             OwnerMsg::Evict(m) => self.on_evict(cx, notifier, m, out),
             OwnerMsg::ChangeMessage(m) => self.on_change_message(cx, m, out),
             OwnerMsg::ApplyRename(m) => self.on_apply_rename(cx, m, out),
+            OwnerMsg::ListPins(m) => self.on_list_pins(cx, m, out),
         }
     }
 }

@@ -409,6 +409,17 @@ pub enum Request {
     },
     /// Profiles, lookups, the directory and member lists (issue 16).
     People(PeopleRequest),
+    // pins, typing, presence (issue 17, parts 3-4)
+    /// A page of a conversation's pinned messages (issue 17, part 3): their
+    /// seqs, newest message first. Read access as for `History`.
+    ListPins {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Only pins of messages below this seq (`Seq(0)`: from the newest).
+        before: Seq,
+        /// Page size, 1..=PINS_PAGE_MAX.
+        limit: u32,
+    },
 }
 
 /// A user's role in their workspace (held on the workspace's shard, copied
@@ -541,6 +552,11 @@ pub enum ChangeKind {
     PostingEveryone,
     /// Only workspace admins and owners may post (an announcement channel).
     PostingAdmins,
+    // pins (issue 17, part 3)
+    /// Pin the target message to the conversation (`body` empty).
+    Pin,
+    /// Unpin the target message (`body` empty).
+    Unpin,
 }
 
 impl ChangeKind {
@@ -549,8 +565,18 @@ impl ChangeKind {
     pub fn is_setting(self) -> bool {
         !matches!(
             self,
-            ChangeKind::Edit | ChangeKind::Delete | ChangeKind::React | ChangeKind::Unreact
+            ChangeKind::Edit
+                | ChangeKind::Delete
+                | ChangeKind::React
+                | ChangeKind::Unreact
+                | ChangeKind::Pin
+                | ChangeKind::Unpin
         )
+    }
+
+    /// Whether this kind pins or unpins a message (issue 17, part 3).
+    pub fn is_pin(self) -> bool {
+        matches!(self, ChangeKind::Pin | ChangeKind::Unpin)
     }
 }
 
@@ -596,7 +622,12 @@ impl ChannelSettings {
             ChangeKind::Unarchive => self.archived = false,
             ChangeKind::PostingEveryone => self.posting = Posting::Everyone,
             ChangeKind::PostingAdmins => self.posting = Posting::Admins,
-            ChangeKind::Edit | ChangeKind::Delete | ChangeKind::React | ChangeKind::Unreact => {}
+            ChangeKind::Edit
+            | ChangeKind::Delete
+            | ChangeKind::React
+            | ChangeKind::Unreact
+            | ChangeKind::Pin
+            | ChangeKind::Unpin => {}
         }
         None
     }
@@ -637,6 +668,8 @@ pub struct Live {
     /// holder applies a change event only if its seq is above this, so a
     /// current-state page followed by older change events stays current.
     pub version: Seq,
+    /// Pinned to its conversation (issue 17, part 3; a delete unpins).
+    pub pinned: bool,
 }
 
 /// A conversation as listed to a member.
@@ -791,6 +824,16 @@ pub enum Response {
     Boot(Box<BootPage>),
     /// The answer to a [`Request::People`].
     People(PeopleResponse),
+    // pins, typing, presence (issue 17, parts 3-4)
+    /// `ListPins`: pinned messages' seqs, descending (as of durable pins).
+    Pins {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Pinned seqs, newest message first.
+        pins: Vec<Seq>,
+        /// `before` for the next page (`Seq(0)`: this was the last).
+        next: Seq,
+    },
 }
 
 /// The first screen.

@@ -109,6 +109,8 @@ fn constants() -> BTreeMap<&'static str, u64> {
         INVITE_EXPIRY_MAX_MS,
         INVITES_PER_WORKSPACE_MAX,
         PENDING_PROFILE_GATHERS_MAX,
+        PINS_PER_CONVERSATION_MAX,
+        PINS_PAGE_MAX,
     ]
 }
 

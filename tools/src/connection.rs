@@ -661,6 +661,7 @@ pub(crate) fn response_name(response: &Response) -> &'static str {
         Response::Sync { .. } => "Sync",
         Response::History { .. } => "History",
         Response::Boot(_) => "Boot",
+        Response::Pins { .. } => "PinPage",
         Response::People(p) => match p {
             courier_core::api::PeopleResponse::Users(_) => "UserList",
             courier_core::api::PeopleResponse::Directory { .. } => "DirectoryPage",

@@ -849,6 +849,7 @@ impl World {
                             m.live.edited,
                             m.live.deleted,
                             m.live.reactions.clone(),
+                            m.live.pinned,
                         )
                     };
                     assert_eq!(

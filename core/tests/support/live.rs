@@ -1,6 +1,6 @@
-//! Issue 17 in the simulation: devices edit, delete and react to messages
-//! they hold (their own and others'), and the replies are checked against
-//! the model (a change acknowledged is durable; a refusal is one the rules
+//! Issue 17 in the simulation: devices edit, delete, react to, pin and
+//! unpin messages they hold (their own and others'), and the replies are
+//! checked against the model (a change acknowledged is durable; a refusal is one the rules
 //! allow). Issue 16, part 4: devices change channel settings the same way.
 
 use courier_core::api::{
@@ -32,14 +32,17 @@ impl World {
         let Some(&(target, own)) = self.rng.pick(&posts) else {
             return;
         };
-        let (kind, text) = match self.rng.below(10) {
+        let (kind, text) = match self.rng.below(12) {
             0..=2 => (
                 ChangeKind::Edit,
                 format!("c{c}-edit-{}", self.rng.below(1000)),
             ),
             3 => (ChangeKind::Delete, String::new()),
             4..=7 => (ChangeKind::React, self.emoji()),
-            _ => (ChangeKind::Unreact, self.emoji()),
+            8..=9 => (ChangeKind::Unreact, self.emoji()),
+            // Issue 17, part 3: pins are changes like reactions.
+            10 => (ChangeKind::Pin, String::new()),
+            _ => (ChangeKind::Unpin, String::new()),
         };
         let request = Request::Change {
             conversation: conv,
@@ -86,6 +89,9 @@ impl World {
                 self.stats.changes_refused += 1;
             }
             Err(Reject::NotFound | Reject::Archived) => self.stats.changes_refused += 1,
+            Err(Reject::TooLarge(why)) if why.contains("PINS_PER_CONVERSATION_MAX") => {
+                self.stats.changes_refused += 1
+            }
             Err(Reject::Unavailable { .. }) => {}
             other => panic!("change of {conv:?} answered {other:?}"),
         }

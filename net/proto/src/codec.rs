@@ -457,6 +457,7 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
         Request::Lookup { name, kind } => encode_lookup(fbb, name, *kind),
         r @ (Request::People(_) | Request::Change { .. }) => crate::live::encode_request(fbb, r),
         r @ Request::SetChannel { .. } => crate::live::encode_request(fbb, r),
+        r @ Request::ListPins { .. } => crate::around::encode_request(fbb, r),
         Request::Send {
             conversation,
             client_msg_id,
@@ -649,6 +650,7 @@ fn encode_message<'a>(
             deleted: m.live.deleted,
             reactions,
             version: m.live.version.0,
+            pinned: m.live.pinned,
         },
     )
 }
@@ -659,6 +661,23 @@ fn encode_messages<'a>(
 ) -> WIPOffset<Vector<'a, ForwardsUOffset<wire::Message<'a>>>> {
     let items: Vec<_> = messages.iter().map(|m| encode_message(fbb, m)).collect();
     fbb.create_vector(&items)
+}
+
+/// `Response::History` → `HistoryPage`.
+fn encode_history(
+    fbb: &mut FlatBufferBuilder<'static>,
+    messages: &[Message],
+    head: Seq,
+) -> (wire::Body, Union) {
+    let messages = encode_messages(fbb, messages);
+    let t = wire::HistoryPage::create(
+        fbb,
+        &wire::HistoryPageArgs {
+            messages: Some(messages),
+            head: head.0,
+        },
+    );
+    (wire::Body::HistoryPage, t.as_union_value())
 }
 
 fn encode_response(
@@ -783,19 +802,10 @@ fn encode_response(
             );
             (B::SyncReply, t.as_union_value())
         }
-        Response::History { messages, head } => {
-            let messages = encode_messages(fbb, messages);
-            let t = wire::HistoryPage::create(
-                fbb,
-                &wire::HistoryPageArgs {
-                    messages: Some(messages),
-                    head: head.0,
-                },
-            );
-            (B::HistoryPage, t.as_union_value())
-        }
+        Response::History { messages, head } => encode_history(fbb, messages, *head),
         Response::Boot(page) => encode_boot(fbb, page),
         Response::People(p) => people::encode_response(fbb, p),
+        r @ Response::Pins { .. } => crate::around::encode_response(fbb, r),
     }
 }
 
@@ -1249,7 +1259,7 @@ fn decode_request(frame: &wire::Frame<'_>) -> Result<Request, DecodeError> {
                 until: (t.until_ms() != 0).then_some(Millis(t.until_ms())),
             }
         }
-        other => return crate::live::decode_request(frame, other),
+        other => return crate::around::decode_request(frame, other),
     };
     Ok(request)
 }
@@ -1372,6 +1382,9 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
             });
         }
         kind if is_event(kind) => return Ok(ServerFrame::Event(decode_event(&frame, kind)?)),
+        other if crate::around::is_response(other) => {
+            crate::around::decode_response(&frame, other)?
+        }
         other => people::decode_response(&frame, other)?,
     };
     Ok(ServerFrame::Reply {

@@ -177,6 +177,18 @@ fn live_requests() -> Vec<Request> {
             kind: ChangeKind::Unreact,
             text: "+1".into(),
         },
+        // Issue 17, part 3.
+        Request::Change {
+            conversation: c,
+            target: Seq(4),
+            kind: ChangeKind::Pin,
+            text: String::new(),
+        },
+        Request::ListPins {
+            conversation: c,
+            before: Seq(40),
+            limit: 25,
+        },
     ]
     .into_iter()
     .chain(setting_requests())
@@ -458,6 +470,11 @@ fn responses() -> Vec<Result<Response, Reject>> {
             messages: vec![message(1)],
             head: Seq(10),
         }),
+        Ok(Response::Pins {
+            conversation: ConversationId(3),
+            pins: vec![Seq(9), Seq(4)],
+            next: Seq(4),
+        }),
         Ok(Response::Boot(Box::new(BootPage {
             user: UserId(1),
             user_name: "ann".into(),
@@ -530,6 +547,7 @@ fn events() -> Vec<Event> {
                     users: vec![UserId(1), UserId(9)],
                 }],
                 version: Seq(9),
+                pinned: true,
             },
             ..message(4)
         }),
@@ -551,6 +569,25 @@ fn events() -> Vec<Event> {
             body: "eyes".into(),
             mentions: vec![],
             ..message(9)
+        }),
+        // Issue 17, part 3: a pin and an unpin.
+        Event::Message(Message {
+            change: Some(Change {
+                kind: ChangeKind::Pin,
+                target: Seq(4),
+            }),
+            body: String::new(),
+            mentions: vec![],
+            ..message(10)
+        }),
+        Event::Message(Message {
+            change: Some(Change {
+                kind: ChangeKind::Unpin,
+                target: Seq(4),
+            }),
+            body: String::new(),
+            mentions: vec![],
+            ..message(11)
         }),
         Event::ReadCursor {
             conversation: ConversationId(1),

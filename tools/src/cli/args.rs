@@ -113,6 +113,29 @@ pub enum Command {
         #[arg(long)]
         remove: bool,
     },
+    /// Pin a message to its conversation (any member may; at most 100
+    /// pinned per conversation). Prints the pin's own seq.
+    Pin {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The message's seq.
+        seq: u64,
+    },
+    /// Unpin a pinned message. Prints the unpin's own seq.
+    Unpin {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The message's seq.
+        seq: u64,
+    },
+    /// List a conversation's pinned messages, newest first.
+    Pins {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+    },
     /// Stream every new message of your conversations (or of those named),
     /// surviving server restarts and network drops with no gap and no
     /// duplicate.

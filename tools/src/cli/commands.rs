@@ -138,6 +138,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             change(&ctx, &conversation, seq, kind, emoji).await
         }
+        Command::Pin { conversation, seq } => {
+            change(&ctx, &conversation, seq, ChangeKind::Pin, String::new()).await
+        }
+        Command::Unpin { conversation, seq } => {
+            change(&ctx, &conversation, seq, ChangeKind::Unpin, String::new()).await
+        }
+        Command::Pins { conversation } => super::around::pins(&ctx, &conversation).await,
         Command::Watch(args) => watch(&ctx, args).await,
         Command::History {
             conversation,
@@ -593,7 +600,7 @@ async fn send(ctx: &Ctx, conversation: &str, text: String) -> anyhow::Result<()>
     )
 }
 
-/// `edit`, `delete`, `react`: one change of message `seq` (issue 17);
+/// `edit`, `delete`, `react`, `pin`, `unpin`: one change of message `seq` (issue 17);
 /// prints the change's own seq, or `unchanged` when there was nothing to
 /// change.
 async fn change(
@@ -606,7 +613,7 @@ async fn change(
     if seq == 0 {
         return Err(usage("SEQ starts at 1"));
     }
-    if kind != ChangeKind::Delete && text.is_empty() {
+    if kind != ChangeKind::Delete && !kind.is_pin() && text.is_empty() {
         return Err(usage("the text is empty"));
     }
     let mut client = ctx.client().await?;

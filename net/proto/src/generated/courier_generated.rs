@@ -373,10 +373,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Broadcast {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CHANGE_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CHANGE_KIND: u8 = 11;
+pub const ENUM_MAX_CHANGE_KIND: u8 = 13;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CHANGE_KIND: [ChangeKind; 12] = [
+pub const ENUM_VALUES_CHANGE_KIND: [ChangeKind; 14] = [
   ChangeKind::None,
   ChangeKind::Edit,
   ChangeKind::Delete,
@@ -389,6 +389,8 @@ pub const ENUM_VALUES_CHANGE_KIND: [ChangeKind; 12] = [
   ChangeKind::Unarchive,
   ChangeKind::PostingEveryone,
   ChangeKind::PostingAdmins,
+  ChangeKind::Pin,
+  ChangeKind::Unpin,
 ];
 
 /// Messages that live (issue 17): what a change event does to its target.
@@ -412,9 +414,11 @@ impl ChangeKind {
   pub const Unarchive: Self = Self(9);
   pub const PostingEveryone: Self = Self(10);
   pub const PostingAdmins: Self = Self(11);
+  pub const Pin: Self = Self(12);
+  pub const Unpin: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::Edit,
@@ -428,6 +432,8 @@ impl ChangeKind {
     Self::Unarchive,
     Self::PostingEveryone,
     Self::PostingAdmins,
+    Self::Pin,
+    Self::Unpin,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -444,6 +450,8 @@ impl ChangeKind {
       Self::Unarchive => Some("Unarchive"),
       Self::PostingEveryone => Some("PostingEveryone"),
       Self::PostingAdmins => Some("PostingAdmins"),
+      Self::Pin => Some("Pin"),
+      Self::Unpin => Some("Unpin"),
       _ => None,
     }
   }
@@ -1116,10 +1124,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 61;
+pub const ENUM_MAX_BODY: u8 = 63;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 62] = [
+pub const ENUM_VALUES_BODY: [Body; 64] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -1182,6 +1190,8 @@ pub const ENUM_VALUES_BODY: [Body; 62] = [
   Body::ChangeMessage,
   Body::SetChannel,
   Body::ProfileChangedEvent,
+  Body::ListPins,
+  Body::PinPage,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1251,9 +1261,11 @@ impl Body {
   pub const ChangeMessage: Self = Self(59);
   pub const SetChannel: Self = Self(60);
   pub const ProfileChangedEvent: Self = Self(61);
+  pub const ListPins: Self = Self(62);
+  pub const PinPage: Self = Self(63);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 61;
+  pub const ENUM_MAX: u8 = 63;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1317,6 +1329,8 @@ impl Body {
     Self::ChangeMessage,
     Self::SetChannel,
     Self::ProfileChangedEvent,
+    Self::ListPins,
+    Self::PinPage,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1383,6 +1397,8 @@ impl Body {
       Self::ChangeMessage => Some("ChangeMessage"),
       Self::SetChannel => Some("SetChannel"),
       Self::ProfileChangedEvent => Some("ProfileChangedEvent"),
+      Self::ListPins => Some("ListPins"),
+      Self::PinPage => Some("PinPage"),
       _ => None,
     }
   }
@@ -5731,6 +5747,7 @@ impl<'a> Message<'a> {
   pub const VT_DELETED: ::flatbuffers::VOffsetT = 26;
   pub const VT_REACTIONS: ::flatbuffers::VOffsetT = 28;
   pub const VT_VERSION: ::flatbuffers::VOffsetT = 30;
+  pub const VT_PINNED: ::flatbuffers::VOffsetT = 32;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5753,6 +5770,7 @@ impl<'a> Message<'a> {
     if let Some(x) = args.mentions { builder.add_mentions(x); }
     if let Some(x) = args.body { builder.add_body(x); }
     if let Some(x) = args.client_msg_id { builder.add_client_msg_id(x); }
+    builder.add_pinned(args.pinned);
     builder.add_deleted(args.deleted);
     builder.add_change(args.change);
     builder.add_broadcast(args.broadcast);
@@ -5858,6 +5876,13 @@ impl<'a> Message<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Message::VT_VERSION, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn pinned(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Message::VT_PINNED, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Message<'_> {
@@ -5880,6 +5905,7 @@ impl ::flatbuffers::Verifiable for Message<'_> {
      .visit_field::<bool>("deleted", Self::VT_DELETED, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Reaction>>>>("reactions", Self::VT_REACTIONS, false)?
      .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .visit_field::<bool>("pinned", Self::VT_PINNED, false)?
      .finish();
     Ok(())
   }
@@ -5899,6 +5925,7 @@ pub struct MessageArgs<'a> {
     pub deleted: bool,
     pub reactions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Reaction<'a>>>>>,
     pub version: u64,
+    pub pinned: bool,
 }
 impl<'a> Default for MessageArgs<'a> {
   #[inline]
@@ -5918,6 +5945,7 @@ impl<'a> Default for MessageArgs<'a> {
       deleted: false,
       reactions: None,
       version: 0,
+      pinned: false,
     }
   }
 }
@@ -5984,6 +6012,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Message::VT_VERSION, version, 0);
   }
   #[inline]
+  pub fn add_pinned(&mut self, pinned: bool) {
+    self.fbb_.push_slot::<bool>(Message::VT_PINNED, pinned, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MessageBuilder {
@@ -6017,6 +6049,7 @@ impl ::core::fmt::Debug for Message<'_> {
       ds.field("deleted", &self.deleted());
       ds.field("reactions", &self.reactions());
       ds.field("version", &self.version());
+      ds.field("pinned", &self.pinned());
       ds.finish()
   }
 }
@@ -10900,6 +10933,270 @@ impl ::core::fmt::Debug for MemberPage<'_> {
       ds.finish()
   }
 }
+pub enum ListPinsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A page of pinned messages, newest message first: `before` 0 starts at
+/// the newest, `limit` 1..=100.
+pub struct ListPins<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListPins<'a> {
+  type Inner = ListPins<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListPins<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BEFORE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListPins { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListPinsArgs
+  ) -> ::flatbuffers::WIPOffset<ListPins<'bldr>> {
+    let mut builder = ListPinsBuilder::new(_fbb);
+    builder.add_before(args.before);
+    builder.add_conversation(args.conversation);
+    builder.add_limit(args.limit);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListPins::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn before(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListPins::VT_BEFORE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListPins::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListPins<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<u64>("before", Self::VT_BEFORE, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListPinsArgs {
+    pub conversation: u64,
+    pub before: u64,
+    pub limit: u32,
+}
+impl<'a> Default for ListPinsArgs {
+  #[inline]
+  fn default() -> Self {
+    ListPinsArgs {
+      conversation: 0,
+      before: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct ListPinsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListPinsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(ListPins::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_before(&mut self, before: u64) {
+    self.fbb_.push_slot::<u64>(ListPins::VT_BEFORE, before, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListPins::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListPinsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListPinsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListPins<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListPins<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListPins");
+      ds.field("conversation", &self.conversation());
+      ds.field("before", &self.before());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum PinPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The pinned seqs (load the messages with `History`); `next` is the next
+/// page's `before` (0: last page).
+pub struct PinPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PinPage<'a> {
+  type Inner = PinPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PinPage<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PINS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NEXT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PinPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PinPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PinPage<'bldr>> {
+    let mut builder = PinPageBuilder::new(_fbb);
+    builder.add_next(args.next);
+    builder.add_conversation(args.conversation);
+    if let Some(x) = args.pins { builder.add_pins(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PinPage::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn pins(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(PinPage::VT_PINS, None)}
+  }
+  #[inline]
+  pub fn next(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PinPage::VT_NEXT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PinPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("pins", Self::VT_PINS, false)?
+     .visit_field::<u64>("next", Self::VT_NEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PinPageArgs<'a> {
+    pub conversation: u64,
+    pub pins: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub next: u64,
+}
+impl<'a> Default for PinPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PinPageArgs {
+      conversation: 0,
+      pins: None,
+      next: 0,
+    }
+  }
+}
+
+pub struct PinPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PinPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(PinPage::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_pins(&mut self, pins: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PinPage::VT_PINS, pins);
+  }
+  #[inline]
+  pub fn add_next(&mut self, next: u64) {
+    self.fbb_.push_slot::<u64>(PinPage::VT_NEXT, next, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PinPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PinPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PinPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PinPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PinPage");
+      ds.field("conversation", &self.conversation());
+      ds.field("pins", &self.pins());
+      ds.field("next", &self.next());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11812,6 +12109,34 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_pins(&self) -> Option<ListPins<'a>> {
+    if self.body_type() == Body::ListPins {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListPins::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_pin_page(&self) -> Option<PinPage<'a>> {
+    if self.body_type() == Body::PinPage {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PinPage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -11884,6 +12209,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::ChangeMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMessage>>("Body::ChangeMessage", pos),
           Body::SetChannel => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetChannel>>("Body::SetChannel", pos),
           Body::ProfileChangedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProfileChangedEvent>>("Body::ProfileChangedEvent", pos),
+          Body::ListPins => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListPins>>("Body::ListPins", pos),
+          Body::PinPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PinPage>>("Body::PinPage", pos),
           _ => Ok(()),
         }
      })?
@@ -12368,6 +12695,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::ProfileChangedEvent => {
           if let Some(x) = self.body_as_profile_changed_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListPins => {
+          if let Some(x) = self.body_as_list_pins() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PinPage => {
+          if let Some(x) = self.body_as_pin_page() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -34,6 +34,7 @@ import { LeftEvent } from '../../courier/wire/left-event.js';
 import { ListConversations } from '../../courier/wire/list-conversations.js';
 import { ListInvites } from '../../courier/wire/list-invites.js';
 import { ListMembers } from '../../courier/wire/list-members.js';
+import { ListPins } from '../../courier/wire/list-pins.js';
 import { ListTokens } from '../../courier/wire/list-tokens.js';
 import { Lookup } from '../../courier/wire/lookup.js';
 import { MarkRead } from '../../courier/wire/mark-read.js';
@@ -41,6 +42,7 @@ import { MemberPage } from '../../courier/wire/member-page.js';
 import { MessageEvent } from '../../courier/wire/message-event.js';
 import { NotifyEvent } from '../../courier/wire/notify-event.js';
 import { OpenDm } from '../../courier/wire/open-dm.js';
+import { PinPage } from '../../courier/wire/pin-page.js';
 import { ProfileChangedEvent } from '../../courier/wire/profile-changed-event.js';
 import { ReadCursorEvent } from '../../courier/wire/read-cursor-event.js';
 import { RedeemInvite } from '../../courier/wire/redeem-invite.js';
@@ -127,13 +129,15 @@ export enum Body {
   InviteList = 58,
   ChangeMessage = 59,
   SetChannel = 60,
-  ProfileChangedEvent = 61
+  ProfileChangedEvent = 61,
+  ListPins = 62,
+  PinPage = 63
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
-): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+  accessor: (obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -197,15 +201,17 @@ export function unionToBody(
     case 'ChangeMessage': return accessor(new ChangeMessage())! as ChangeMessage;
     case 'SetChannel': return accessor(new SetChannel())! as SetChannel;
     case 'ProfileChangedEvent': return accessor(new ProfileChangedEvent())! as ProfileChangedEvent;
+    case 'ListPins': return accessor(new ListPins())! as ListPins;
+    case 'PinPage': return accessor(new PinPage())! as PinPage;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
+  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
   index: number
-): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -269,6 +275,8 @@ export function unionListToBody(
     case 'ChangeMessage': return accessor(index, new ChangeMessage())! as ChangeMessage;
     case 'SetChannel': return accessor(index, new SetChannel())! as SetChannel;
     case 'ProfileChangedEvent': return accessor(index, new ProfileChangedEvent())! as ProfileChangedEvent;
+    case 'ListPins': return accessor(index, new ListPins())! as ListPins;
+    case 'PinPage': return accessor(index, new PinPage())! as PinPage;
     default: return null;
   }
 }

@@ -110,8 +110,13 @@ version():bigint {
   return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
 }
 
+pinned():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 32);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
 static startMessage(builder:flatbuffers.Builder) {
-  builder.startObject(14);
+  builder.startObject(15);
 }
 
 static addConversation(builder:flatbuffers.Builder, conversation:bigint) {
@@ -192,6 +197,10 @@ static startReactionsVector(builder:flatbuffers.Builder, numElems:number) {
 
 static addVersion(builder:flatbuffers.Builder, version:bigint) {
   builder.addFieldInt64(13, version, BigInt('0'));
+}
+
+static addPinned(builder:flatbuffers.Builder, pinned:boolean) {
+  builder.addFieldInt8(14, +pinned, +false);
 }
 
 static endMessage(builder:flatbuffers.Builder):flatbuffers.Offset {
