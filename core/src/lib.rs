@@ -70,6 +70,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod around;
 pub mod auth;
 mod bitset;
 mod cache;

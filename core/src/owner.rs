@@ -1252,6 +1252,7 @@ impl OwnerRole {
             OwnerMsg::ChangeMessage(m) => self.on_change_message(cx, m, out),
             OwnerMsg::ApplyRename(m) => self.on_apply_rename(cx, m, out),
             OwnerMsg::ListPins(m) => self.on_list_pins(cx, m, out),
+            OwnerMsg::Typing(m) => self.on_typing(cx, m, out),
         }
     }
 }

@@ -420,6 +420,47 @@ pub enum Request {
         /// Page size, 1..=PINS_PAGE_MAX.
         limit: u32,
     },
+    /// "I am typing in this conversation" (issue 17, part 4): ephemeral,
+    /// never stored. Members who may post; answered `Done` (also when the
+    /// connection's rate, one per TYPING_INTERVAL_MS per conversation,
+    /// drops it). The other members' connected sessions get
+    /// [`Event::Typing`].
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Subscribe this connection to the presence of `users` (issue 17,
+    /// part 4), replacing its previous set (empty: none); at most
+    /// PRESENCE_WATCH_PER_CONN_MAX. Answered `Done`; the current state of
+    /// each user of the workspace follows as [`Event::Presence`], then
+    /// every change. Users outside the workspace are ignored.
+    WatchPresence {
+        /// The users.
+        users: Vec<UserId>,
+    },
+    /// One user's presence now (`NotFound` outside the workspace).
+    GetPresence {
+        /// The user.
+        user: UserId,
+    },
+    /// Set or clear the manual away of the session's user (memory only).
+    SetAway {
+        /// Away.
+        away: bool,
+    },
+}
+
+/// A user's presence (issue 17, part 4): `Active` while at least one of
+/// their devices is connected and they have not set themselves away.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub enum Presence {
+    /// No device connected, or set away by hand.
+    #[default]
+    Away,
+    /// A device is connected and the user is not set away.
+    Active,
 }
 
 /// A user's role in their workspace (held on the workspace's shard, copied
@@ -834,6 +875,15 @@ pub enum Response {
         /// `before` for the next page (`Seq(0)`: this was the last).
         next: Seq,
     },
+    /// `GetPresence`.
+    Presence {
+        /// The user.
+        user: UserId,
+        /// Their presence.
+        presence: Presence,
+        /// Set away by hand (`SetAway`).
+        manual_away: bool,
+    },
 }
 
 /// The first screen.
@@ -1004,6 +1054,24 @@ pub enum Event {
         user: UserId,
         /// The profile's new version.
         version: u64,
+    },
+    // pins, typing, presence (issue 17, parts 3-4)
+    /// `user` is typing in `conversation` (never to the typist's own
+    /// sessions): show it for TYPING_EXPIRY_MS unless repeated. Ephemeral:
+    /// a session not connected never gets it.
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who types.
+        user: UserId,
+    },
+    /// A watched user's presence (`WatchPresence`): the current state
+    /// after subscribing, then each change.
+    Presence {
+        /// The user.
+        user: UserId,
+        /// Their presence now.
+        presence: Presence,
     },
 }
 

@@ -34,7 +34,19 @@ role_messages! {
         ApplyRename,
         // pins, typing (issue 17, parts 3-4)
         ListPins,
+        Typing,
     }
+}
+
+/// C → O: a member types (issue 17, part 4; rate-limited at `C`).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Typing {
+    /// Request.
+    pub origin: Origin,
+    /// The typist (must be allowed to post).
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
 }
 
 /// C → O: a page of pinned messages (issue 17, part 3).

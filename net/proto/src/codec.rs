@@ -457,7 +457,6 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
         Request::Lookup { name, kind } => encode_lookup(fbb, name, *kind),
         r @ (Request::People(_) | Request::Change { .. }) => crate::live::encode_request(fbb, r),
         r @ Request::SetChannel { .. } => crate::live::encode_request(fbb, r),
-        r @ Request::ListPins { .. } => crate::around::encode_request(fbb, r),
         Request::Send {
             conversation,
             client_msg_id,
@@ -568,6 +567,7 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
             (B::SetFocus, t.as_union_value())
         }
         Request::SetDnd { until } => encode_set_dnd(fbb, *until),
+        r => crate::around::encode_request(fbb, r),
     }
 }
 
@@ -805,7 +805,7 @@ fn encode_response(
         Response::History { messages, head } => encode_history(fbb, messages, *head),
         Response::Boot(page) => encode_boot(fbb, page),
         Response::People(p) => people::encode_response(fbb, p),
-        r @ Response::Pins { .. } => crate::around::encode_response(fbb, r),
+        r => crate::around::encode_response(fbb, r),
     }
 }
 
@@ -1004,6 +1004,7 @@ fn encode_event(fbb: &mut FlatBufferBuilder<'static>, event: &Event) -> (wire::B
             );
             (B::ProfileChangedEvent, t.as_union_value())
         }
+        e => crate::around::encode_event(fbb, e),
     }
 }
 
@@ -1404,7 +1405,7 @@ fn is_event(kind: wire::Body) -> bool {
             | B::LeftEvent
             | B::NotifyEvent
             | B::ProfileChangedEvent
-    )
+    ) || crate::around::is_event(kind)
 }
 
 /// Decodes an event body (`is_event`).
@@ -1447,6 +1448,7 @@ fn decode_event(frame: &wire::Frame<'_>, kind: wire::Body) -> Result<Event, Deco
                 version: t.version(),
             }
         }
+        other if crate::around::is_event(other) => crate::around::decode_event(frame, other)?,
         other => return Err(DecodeError::UnexpectedBody(body_name(other))),
     })
 }

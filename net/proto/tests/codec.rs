@@ -189,6 +189,13 @@ fn live_requests() -> Vec<Request> {
             before: Seq(40),
             limit: 25,
         },
+        // Issue 17, part 4.
+        Request::Typing { conversation: c },
+        Request::WatchPresence {
+            users: vec![UserId(3), UserId(u64::MAX)],
+        },
+        Request::GetPresence { user: UserId(3) },
+        Request::SetAway { away: true },
     ]
     .into_iter()
     .chain(setting_requests())
@@ -475,6 +482,11 @@ fn responses() -> Vec<Result<Response, Reject>> {
             pins: vec![Seq(9), Seq(4)],
             next: Seq(4),
         }),
+        Ok(Response::Presence {
+            user: UserId(3),
+            presence: courier_core::api::Presence::Active,
+            manual_away: false,
+        }),
         Ok(Response::Boot(Box::new(BootPage {
             user: UserId(1),
             user_name: "ann".into(),
@@ -592,6 +604,14 @@ fn events() -> Vec<Event> {
         Event::ReadCursor {
             conversation: ConversationId(1),
             seq: Seq(2),
+        },
+        Event::Typing {
+            conversation: ConversationId(1),
+            user: UserId(4),
+        },
+        Event::Presence {
+            user: UserId(4),
+            presence: courier_core::api::Presence::Away,
         },
         Event::Joined(info()),
         Event::Left {

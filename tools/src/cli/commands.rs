@@ -145,6 +145,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             change(&ctx, &conversation, seq, ChangeKind::Unpin, String::new()).await
         }
         Command::Pins { conversation } => super::around::pins(&ctx, &conversation).await,
+        Command::Typing { conversation } => super::around::typing(&ctx, &conversation).await,
+        Command::Presence { users, watch } => super::around::presence(&ctx, &users, watch).await,
+        Command::Away { state } => super::around::away(&ctx, &state).await,
         Command::Watch(args) => watch(&ctx, args).await,
         Command::History {
             conversation,
@@ -821,9 +824,18 @@ async fn watch_loop(
                 // fetches the new profile (and shows the new name).
                 names.on_changed(user, version);
             }
+            SessionEvent::Typing { conversation, user } => {
+                // Issue 17, part 4: a transient status, not a message line
+                // (stderr in text mode, so stdout stays one message a line).
+                names.learn(session.client(), &[user]).await;
+                let who = names.get(user);
+                let label = labels.get(conversation);
+                super::around::print_typing(ctx, conversation, &label, user, who.as_deref())?;
+            }
             SessionEvent::CaughtUp { .. }
             | SessionEvent::ReadCursor { .. }
-            | SessionEvent::Notify { .. } => {}
+            | SessionEvent::Notify { .. }
+            | SessionEvent::Presence { .. } => {}
         }
     }
 }
