@@ -210,6 +210,7 @@ mod tests {
             broadcast: Broadcast::None,
             change: None,
             live: crate::types::Live::default(),
+            thread: None,
         }
     }
 

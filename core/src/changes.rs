@@ -134,6 +134,7 @@ impl OwnerRole {
             newest_first: false,
             head: 0,
             change: Some(Box::new(m)),
+            keep: None,
         };
         // Not full (checked above).
         let Ok(token) = self.reads.insert(None, read) else {

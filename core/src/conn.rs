@@ -25,7 +25,7 @@ use crate::auth::hash_secret;
 use crate::commit::Ctx;
 use crate::constants::{
     BOOT_CONVERSATIONS_MAX, CONNECTIONS_PER_SHARD_MAX, GROUP_DM_MEMBERS_MAX, HISTORY_PAGE_MAX,
-    PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_CURSORS_MAX,
+    PEER_BATCH_MAX, REQUEST_TIMEOUT_MS, SYNC_CURSORS_MAX, THREAD_PAGE_MAX,
 };
 use crate::constants::{PENDING_HELLOS_MAX, PENDING_WATCH_WAITERS_MAX};
 use crate::hash::{HashState, Map};
@@ -1105,9 +1105,10 @@ impl ConnRole {
                 };
                 cx.send_peer(to, msg, out);
             }
-            change @ (Request::Change { .. } | Request::SetChannel { .. }) => {
-                route_change(cx, origin, who, change, out)?
-            }
+            change @ (Request::Change { .. }
+            | Request::SetChannel { .. }
+            | Request::Reply { .. }
+            | Request::Thread { .. }) => route_change(cx, origin, who, change, out)?,
             Request::Sync { cursors, reads } => {
                 check_sync(&cursors, &reads)?;
                 let body = peer::gather::Start {
@@ -1269,8 +1270,76 @@ fn dm_members(mut users: Vec<UserId>, requester: UserId) -> Result<Vec<UserId>, 
     Ok(users)
 }
 
+/// `Request::Reply` and `Request::Thread` (issue 17, part 2): checked
+/// here like `Send` and `History`, decided by the owner.
+fn route_thread(
+    cx: &mut Ctx,
+    origin: Origin,
+    who: Who,
+    request: Request,
+    out: &mut Vec<Effect>,
+) -> Result<(), Reject> {
+    match request {
+        Request::Reply {
+            conversation,
+            root,
+            in_channel,
+            client_msg_id,
+            body,
+            mut mentions,
+            broadcast,
+        } => {
+            check_body(&body, mentions.len())?;
+            mentions.sort_unstable();
+            mentions.dedup();
+            let send = peer::owner::Send {
+                origin,
+                who,
+                conversation,
+                client_msg_id,
+                body,
+                mentions,
+                broadcast,
+            };
+            let msg = peer::owner::PostReply {
+                send,
+                root,
+                in_channel,
+            };
+            cx.send_peer(cx.owner_of(conversation), msg, out);
+        }
+        Request::Thread {
+            conversation,
+            root,
+            after,
+            limit,
+        } => {
+            if limit == 0 {
+                return Err(Reject::Invalid("limit: must be positive".into()));
+            }
+            if limit > THREAD_PAGE_MAX {
+                return Err(Reject::TooLarge(format!(
+                    "limit: more than THREAD_PAGE_MAX ({THREAD_PAGE_MAX})"
+                )));
+            }
+            let body = peer::owner::ThreadPage {
+                origin,
+                who,
+                conversation,
+                root,
+                after,
+                limit,
+            };
+            cx.send_peer(cx.owner_of(conversation), body, out);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// `Request::Change` (issue 17) and `Request::SetChannel` (issue 16,
-/// part 4): checked here, decided by the owner.
+/// part 4): checked here, decided by the owner; `Reply` and `Thread` go
+/// on to [`route_thread`].
 fn route_change(
     cx: &mut Ctx,
     origin: Origin,
@@ -1297,7 +1366,8 @@ fn route_change(
             crate::text::check_setting(kind, &text)?;
             (conversation, Seq(0), kind, text)
         }
-        _ => return Ok(()),
+        // Threads (issue 17, part 2).
+        other => return route_thread(cx, origin, who, other, out),
     };
     let to = cx.owner_of(conversation);
     let msg = peer::owner::ChangeMessage {

@@ -98,6 +98,18 @@ pub const EDIT_WINDOW_MS_DEFAULT: u64 = 24 * 60 * 60 * 1_000;
 pub const LIVE_BYTES_MAX: usize =
     REACTIONS_PER_MESSAGE_MAX * (REACTION_BYTES_MAX + 8) + 8 * REACTION_USERS_PER_MESSAGE_MAX;
 
+/// Threads (issue 17, part 2): participants a root's summary keeps (the
+/// most recent distinct repliers), so a root's summary is bounded.
+pub const THREAD_PARTICIPANTS_MAX: usize = 3;
+
+/// Threads: replies in one page of a thread view (`Request::Thread`).
+pub const THREAD_PAGE_MAX: u32 = 100;
+
+/// Threads: the seq span one thread page reads from the history store
+/// (root and replies are not contiguous; a page stops early rather than
+/// read more), so a thread page costs at most this many entries read.
+pub const THREAD_READ_SPAN_MAX: u64 = 1_000;
+
 /// Length of the last-message preview in conversation lists.
 pub const PREVIEW_BYTES_MAX: usize = 100;
 

@@ -642,6 +642,7 @@ mod tests {
                 broadcast: Broadcast::None,
                 change: None,
                 live: crate::types::Live::default(),
+                thread: None,
             })
             .collect();
         SyncConversation {

@@ -102,6 +102,7 @@ mod shard;
 pub mod snapshot;
 mod state;
 pub mod text;
+mod threads;
 // The types cross nodes as peer messages (`peer::wire`, rkyv); rkyv's derive
 // generates a public resolver enum per data-carrying enum whose named
 // variant fields have no docs. Every hand-written item in `types` is

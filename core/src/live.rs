@@ -11,18 +11,27 @@
 //! first got a message in its current state (a history page) and later
 //! the older change events (the next page, or a sync) does not go back.
 //!
+//! Threads (issue 17, part 2) follow the same rule: a reply event (a
+//! message whose `thread` names its root) moves its root's summary
+//! (reply count, last reply time and seq, the most recent
+//! THREAD_PARTICIPANTS_MAX distinct repliers) and the root's `version`,
+//! so a reply already counted in a current-state page is not counted
+//! again. A deleted root's summary stays as it was.
+//!
 //! A deleted message keeps only its tombstone: no text, no mentions, no
 //! reactions, not pinned; later edits and reactions of it are skipped (the owner
 //! refuses them before they are sequenced).
 
+use crate::constants::THREAD_PARTICIPANTS_MAX;
 use crate::types::{ChangeKind, Live, Message, Reaction, UserId};
 
-/// Applies the change event `event` to a message's state and text. Returns
-/// whether it changed anything (false for a message that is not a change,
-/// or one already included: `event.seq <= live.version`).
+/// Applies the change event or reply `event` to a message's state and
+/// text. Returns whether it changed anything (false for a message that is
+/// neither a change nor a reply, or one already included: `event.seq <=
+/// live.version`).
 pub fn apply_parts(live: &mut Live, text: &mut String, event: &Message) -> bool {
     let Some(change) = event.change else {
-        return false;
+        return event.thread.is_some() && add_reply(live, event);
     };
     // A channel setting (issue 16, part 4) changes the channel, no message.
     if change.kind.is_setting() || event.seq <= live.version {
@@ -67,7 +76,10 @@ pub fn apply_parts(live: &mut Live, text: &mut String, event: &Message) -> bool 
 pub fn apply(target: &mut Message, event: &Message) -> bool {
     let aimed = event.conversation == target.conversation
         && target.change.is_none()
-        && event.change.is_some_and(|c| c.target == target.seq);
+        && match event.change {
+            Some(c) => c.target == target.seq,
+            None => event.thread.is_some_and(|t| t.root == target.seq),
+        };
     if !aimed {
         return false;
     }
@@ -76,6 +88,25 @@ pub fn apply(target: &mut Message, event: &Message) -> bool {
         target.mentions = Vec::new();
     }
     changed
+}
+
+/// A reply counted in its root's summary (once: see [`apply_parts`]).
+fn add_reply(live: &mut Live, reply: &Message) -> bool {
+    if reply.seq <= live.version {
+        return false;
+    }
+    live.version = reply.seq;
+    if live.deleted {
+        return true;
+    }
+    let t = &mut live.thread;
+    t.replies = t.replies.saturating_add(1);
+    t.last_reply = reply.ts;
+    t.last_seq = reply.seq;
+    t.participants.retain(|&u| u != reply.sender);
+    t.participants.insert(0, reply.sender);
+    t.participants.truncate(THREAD_PARTICIPANTS_MAX);
+    true
 }
 
 fn react(live: &mut Live, emoji: &str, user: UserId) {
@@ -141,6 +172,7 @@ mod tests {
                 target: Seq(t),
             }),
             live: Live::default(),
+            thread: None,
         }
     }
 
@@ -238,6 +270,54 @@ mod tests {
         );
         // A message, not a change, changes nothing.
         check(&[msg(2, 1, "other", None)], "hello", None, false, &[]);
+    }
+
+    fn reply(seq: u64, sender: u64, root: u64) -> Message {
+        Message {
+            thread: Some(crate::types::Thread {
+                root: Seq(root),
+                in_channel: false,
+            }),
+            ..msg(seq, sender, "re", None)
+        }
+    }
+
+    #[test]
+    fn replies_count_once_in_seq_order() {
+        let mut root = msg(1, 1, "hello", None);
+        // Another root's reply, or a plain message, changes nothing.
+        assert!(!apply(&mut root, &reply(2, 5, 7)));
+        assert!(!apply(&mut root, &msg(2, 5, "other", None)));
+        for (seq, sender) in [(3, 5), (4, 6), (5, 5), (6, 7), (7, 8)] {
+            assert!(apply(&mut root, &reply(seq, sender, 1)));
+        }
+        let t = &root.live.thread;
+        assert_eq!(
+            (t.replies, t.last_reply, t.last_seq, t.participants.clone()),
+            (5, Millis(70), Seq(7), vec![UserId(8), UserId(7), UserId(5)]),
+            "most recent distinct repliers, at most THREAD_PARTICIPANTS_MAX"
+        );
+        // A reply already included (a current-state page, then sync) is
+        // not counted again; neither is an older one.
+        assert!(!apply(&mut root, &reply(7, 8, 1)));
+        assert!(!apply(&mut root, &reply(4, 6, 1)));
+        assert_eq!(root.live.thread.replies, 5);
+        // Edits and reactions share the order: a reply after an edit
+        // counts, the edit still applies.
+        assert!(apply(
+            &mut root,
+            &msg(8, 1, "hi", Some((ChangeKind::Edit, 1)))
+        ));
+        assert!(apply(&mut root, &reply(9, 5, 1)));
+        assert_eq!((root.body.as_str(), root.live.thread.replies), ("hi", 6));
+        // A deleted root keeps its summary and counts no more.
+        assert!(apply(
+            &mut root,
+            &msg(10, 1, "", Some((ChangeKind::Delete, 1)))
+        ));
+        assert!(apply(&mut root, &reply(11, 6, 1)));
+        assert_eq!(root.live.thread.replies, 6);
+        assert!(root.live.deleted);
     }
 
     /// Issue 17, part 3: pins and unpins in seq order; a delete unpins for

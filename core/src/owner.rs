@@ -34,11 +34,11 @@ use crate::peer::{self, Actor, Origin, Summary, SummaryItem, SummaryMode, Who};
 use crate::pending::PendingTable;
 use crate::record::{MessageRecord, Record, StoredBroadcast};
 use crate::state::DmKey;
-use crate::state::{change_of, message_of, Conversation};
+use crate::state::{change_of, message_of, reply_of, Conversation};
 use crate::text::{message_bytes, preview};
 use crate::types::{
     Broadcast, ConversationId, ConversationInfo, ConversationKind, Event, HistoryAnchor, Message,
-    Millis, Reject, Response, Seq, ShardId, UnavailableCause, UserId,
+    Millis, Reject, Response, Seq, ShardId, Thread, UnavailableCause, UserId,
 };
 
 /// The owner role's state (memory only; the conversations themselves are
@@ -87,6 +87,10 @@ pub(crate) struct PendingRead {
     /// Issue 17: a change waiting for its target's author and time (the
     /// read is of the target alone); `None` for a history page.
     pub(crate) change: Option<Box<peer::owner::ChangeMessage>>,
+    /// Threads (issue 17, part 2): a thread page keeps only these seqs of
+    /// the range read (the root and the page's replies); `None` for a
+    /// history page.
+    pub(crate) keep: Option<Vec<u64>>,
 }
 
 /// A DM creation waiting for its members' home shards.
@@ -321,6 +325,19 @@ impl OwnerRole {
     // ----- Messages -------------------------------------------------------------
 
     pub(crate) fn on_send(&mut self, cx: &mut Ctx, m: peer::owner::Send, out: &mut Vec<Effect>) {
+        self.post(cx, m, None, out);
+    }
+
+    /// Sequences a message, or with `thread` a reply (issue 17, part 2:
+    /// its root checked by `crate::threads::check_root` unless the send
+    /// is a retry).
+    pub(crate) fn post(
+        &mut self,
+        cx: &mut Ctx,
+        m: peer::owner::Send,
+        thread: Option<Thread>,
+        out: &mut Vec<Effect>,
+    ) {
         let peer::owner::Send {
             origin,
             who,
@@ -333,10 +350,13 @@ impl OwnerRole {
         let durable = cx.durable;
         let now = cx.now;
         let broadcast_limit = cx.config.notify.broadcast_members_max;
-        let plan = Self::conversation_for(cx, conversation, who, Access::Post).map(|c| {
-            match c.dedup.get(who.user, client_msg_id) {
+        let plan = Self::conversation_for(cx, conversation, who, Access::Post).and_then(|c| {
+            Ok(match c.dedup.get(who.user, client_msg_id) {
                 Some(original) => Err((original, original.seq <= c.visible_head(durable))),
                 None => {
+                    if let Some(t) = thread {
+                        crate::threads::check_root(c, t.root)?;
+                    }
                     let ignored = broadcast != Broadcast::None
                         && !crate::notify::broadcast_honored(
                             broadcast,
@@ -345,28 +365,12 @@ impl OwnerRole {
                         );
                     Ok((Seq(c.head.0 + 1), now.max(c.last_activity), ignored))
                 }
-            }
+            })
         });
         let (seq, ts, broadcast_ignored) = match plan {
             Err(r) => return cx.reply(origin, Err(r), out),
             Ok(Err((original, visible))) => {
-                // A retry: the original ack, once the original is durable.
-                cx.metrics.sends_deduplicated += 1;
-                let ack = Action::Reply {
-                    origin,
-                    result: Ok(Response::SendAck {
-                        conversation,
-                        seq: original.seq,
-                        ts: original.ts,
-                        broadcast_ignored: original.broadcast_ignored,
-                    }),
-                };
-                if visible {
-                    cx.run_action(ack, out);
-                } else {
-                    cx.after_durable(ack, out);
-                }
-                return;
+                return ack_retry(cx, origin, conversation, original, visible, out);
             }
             Ok(Ok(plan)) => plan,
         };
@@ -384,8 +388,7 @@ impl OwnerRole {
             broadcast: StoredBroadcast::from(broadcast),
             broadcast_ignored,
         };
-        let message = message_of(&posted);
-        let record = Record::MessagePosted(posted);
+        let (record, message) = crate::threads::post_record(posted, thread);
         let home = cx.home_of(who.user);
         let actions = vec![
             Action::Reply {
@@ -489,6 +492,7 @@ impl OwnerRole {
             newest_first,
             head,
             change: None,
+            keep: None,
         };
         // Not full (checked above): history reads always answer, no deadline.
         let Ok(token) = self.reads.insert(None, read) else {
@@ -542,6 +546,13 @@ impl OwnerRole {
                 {
                     messages.push(change_of(&c));
                 }
+                Ok(Record::ReplyPosted(r))
+                    if seq.0 == expected_seq
+                        && r.message.conversation == p.conversation.0
+                        && r.message.seq == expected_seq =>
+                {
+                    messages.push(reply_of(&r));
+                }
                 Ok(_) => {
                     error = Some(format!(
                         "entry {} is not message {} of conversation {}",
@@ -575,12 +586,23 @@ impl OwnerRole {
             Ok(c) => c,
             Err(r) => return cx.reply(p.origin, Err(r), out),
         };
+        // Threads: a thread page keeps its root and replies only.
+        if let Some(keep) = &p.keep {
+            messages.retain(|m| keep.binary_search(&m.seq.0).is_ok());
+        }
         // Issue 17: served in their current state (never a deleted body).
         let messages = messages.into_iter().map(|m| c.present(m)).collect();
         let messages = fit_bytes(messages, HISTORY_PAGE_BYTES_MAX, p.newest_first);
-        let page = Response::History {
-            messages,
-            head: Seq(p.head),
+        let page = if p.keep.is_some() {
+            Response::Thread {
+                messages,
+                head: Seq(p.head),
+            }
+        } else {
+            Response::History {
+                messages,
+                head: Seq(p.head),
+            }
         };
         cx.reply(p.origin, Ok(page), out);
     }
@@ -1251,9 +1273,44 @@ impl OwnerRole {
             OwnerMsg::Evict(m) => self.on_evict(cx, notifier, m, out),
             OwnerMsg::ChangeMessage(m) => self.on_change_message(cx, m, out),
             OwnerMsg::ApplyRename(m) => self.on_apply_rename(cx, m, out),
+            OwnerMsg::PostReply(m) => {
+                let thread = Thread {
+                    root: m.root,
+                    in_channel: m.in_channel,
+                };
+                self.post(cx, m.send, Some(thread), out)
+            }
+            OwnerMsg::ThreadPage(m) => self.on_thread_page(cx, m, out),
             OwnerMsg::ListPins(m) => self.on_list_pins(cx, m, out),
             OwnerMsg::Typing(m) => self.on_typing(cx, m, out),
         }
+    }
+}
+
+/// A retried send or reply (same key): the original ack, once the
+/// original is durable.
+fn ack_retry(
+    cx: &mut Ctx,
+    origin: Origin,
+    conversation: ConversationId,
+    original: crate::state::DedupEntry,
+    visible: bool,
+    out: &mut Vec<Effect>,
+) {
+    cx.metrics.sends_deduplicated += 1;
+    let ack = Action::Reply {
+        origin,
+        result: Ok(Response::SendAck {
+            conversation,
+            seq: original.seq,
+            ts: original.ts,
+            broadcast_ignored: original.broadcast_ignored,
+        }),
+    };
+    if visible {
+        cx.run_action(ack, out);
+    } else {
+        cx.after_durable(ack, out);
     }
 }
 
@@ -1311,6 +1368,7 @@ mod tests {
             broadcast: Broadcast::None,
             change: None,
             live: crate::types::Live::default(),
+            thread: None,
         }
     }
 

@@ -79,6 +79,9 @@ pub const KIND_CHANNEL_RENAME_CONFIRMED: u8 = 28;
 /// Kind byte of [`Record::MessageChanged`] (issue 17; kinds 40 and up are
 /// the messages that live).
 pub const KIND_MESSAGE_CHANGED: u8 = 40;
+/// Kind byte of [`Record::ReplyPosted`] (issue 17, part 2: threads; kinds
+/// 41 to 44 are the threads').
+pub const KIND_REPLY_POSTED: u8 = 41;
 
 /// A workspace role as stored.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,7 +254,7 @@ impl From<StoredBroadcast> for Broadcast {
     }
 }
 
-pub use stored::{ChangeRecord, MessageRecord, ProfileRecord, Record, StoredChange};
+pub use stored::{ChangeRecord, MessageRecord, ProfileRecord, Record, ReplyRecord, StoredChange};
 
 // rkyv derives public resolver types whose fields carry no docs.
 #[allow(missing_docs)]
@@ -376,6 +379,20 @@ mod stored {
         pub kind: StoredChange,
         /// New text (edit) or emoji (reactions); empty for a delete.
         pub text: String,
+    }
+
+    /// A reply in a thread (issue 17, part 2): a message exactly as
+    /// [`MessageRecord`] stores it, plus its root and whether it is also
+    /// shown in the channel. Boxed in [`Record::ReplyPosted`] so the
+    /// record enum keeps its size.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct ReplyRecord {
+        /// The message (its own seq, sender, body, mentions, ...).
+        pub message: MessageRecord,
+        /// The seq of the thread's root (a message, not a change or reply).
+        pub root: u64,
+        /// Also shown in the channel.
+        pub in_channel: bool,
     }
 
     /// A user's whole profile as stored (boxed in [`Record::ProfileSet`], so
@@ -712,6 +729,9 @@ mod stored {
             /// Applied, or refused.
             applied: bool,
         },
+        // threads (issue 17, part 2)
+        /// Owner shard: a reply in a thread, sequenced like a message.
+        ReplyPosted(Box<ReplyRecord>),
     }
 }
 
@@ -776,6 +796,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         KIND_MESSAGE_CHANGED => "MessageChanged",
         KIND_CHANNEL_RENAME_CLAIMED => "ChannelRenameClaimed",
         KIND_CHANNEL_RENAME_CONFIRMED => "ChannelRenameConfirmed",
+        KIND_REPLY_POSTED => "ReplyPosted",
         _ => return None,
     })
 }
@@ -813,6 +834,7 @@ impl Record {
             Record::MessageChanged(_) => KIND_MESSAGE_CHANGED,
             Record::ChannelRenameClaimed { .. } => KIND_CHANNEL_RENAME_CLAIMED,
             Record::ChannelRenameConfirmed { .. } => KIND_CHANNEL_RENAME_CONFIRMED,
+            Record::ReplyPosted(_) => KIND_REPLY_POSTED,
         }
     }
 
@@ -848,14 +870,15 @@ impl Record {
         Ok(record)
     }
 
-    /// The history-store key `(conversation, seq)` of a `MessagePosted`
-    /// record, `None` for every other kind (and for bytes that do not
+    /// The history-store key `(conversation, seq)` of a `MessagePosted`,
+    /// `MessageChanged` or `ReplyPosted` record, `None` for every other kind (and for bytes that do not
     /// validate: the runtime stores only what the core wrote). The runtime
     /// uses it to copy each durable message into the shard's history store
     /// without knowing the record encoding; it validates the archive but
     /// deserializes nothing.
     pub fn history_key(kind: u8, payload: &[u8]) -> Option<(u64, u64)> {
-        if kind != KIND_MESSAGE_POSTED && kind != KIND_MESSAGE_CHANGED {
+        if kind != KIND_MESSAGE_POSTED && kind != KIND_MESSAGE_CHANGED && kind != KIND_REPLY_POSTED
+        {
             return None;
         }
         let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
@@ -868,12 +891,16 @@ impl Record {
             stored::ArchivedRecord::MessageChanged(c) if kind == KIND_MESSAGE_CHANGED => {
                 Some((c.conversation.to_native(), c.seq.to_native()))
             }
+            stored::ArchivedRecord::ReplyPosted(r) if kind == KIND_REPLY_POSTED => Some((
+                r.message.conversation.to_native(),
+                r.message.seq.to_native(),
+            )),
             _ => None,
         }
     }
 
-    /// Decodes an entry of the history store: a `MessagePosted` or a
-    /// `MessageChanged` record (the store keeps no kind byte; the archive
+    /// Decodes an entry of the history store: a `MessagePosted`, a
+    /// `MessageChanged` or a `ReplyPosted` record (the store keeps no kind byte; the archive
     /// names its variant). Anything else is an error.
     pub fn decode_history(payload: &[u8]) -> Result<Record, RecordError> {
         let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
@@ -886,7 +913,9 @@ impl Record {
             }
         })?;
         match record {
-            Record::MessagePosted(_) | Record::MessageChanged(_) => Ok(record),
+            Record::MessagePosted(_) | Record::MessageChanged(_) | Record::ReplyPosted(_) => {
+                Ok(record)
+            }
             other => Err(RecordError::KindMismatch {
                 kind: KIND_MESSAGE_POSTED,
                 found: kind_name(other.kind()).unwrap_or("?"),
@@ -1092,6 +1121,21 @@ mod tests {
                 kind: StoredChange::Topic,
                 text: "launch week".into(),
             })),
+            Record::ReplyPosted(Box::new(ReplyRecord {
+                message: MessageRecord {
+                    conversation: 7,
+                    seq: 45,
+                    sender: 3,
+                    client_msg_id: 12,
+                    ts: 30_300,
+                    body: "in the thread @ann".into(),
+                    mentions: vec![2],
+                    broadcast: StoredBroadcast::None,
+                    broadcast_ignored: false,
+                },
+                root: 42,
+                in_channel: false,
+            })),
         ]
     }
 
@@ -1106,9 +1150,9 @@ mod tests {
     #[test]
     fn every_kind_roundtrips() {
         let records = samples();
-        // Kinds 1..=26, then 40 (issue 17), 27 and 28 (issue 16, part 4)
-        // and a setting (kind 40 again).
-        assert_eq!(records.len(), usize::from(KIND_INVITE_POLICY_SET) + 4);
+        // Kinds 1..=26, then 40 (issue 17), 27 and 28 (issue 16, part 4),
+        // a setting (kind 40 again) and 41 (threads).
+        assert_eq!(records.len(), usize::from(KIND_INVITE_POLICY_SET) + 5);
         for record in records {
             let bytes = record.encode();
             // Decode from an unaligned copy as the WAL may hand it over.
@@ -1155,6 +1199,9 @@ mod tests {
             match &r {
                 Record::MessagePosted(m) => assert_eq!(key, Some((m.conversation, m.seq))),
                 Record::MessageChanged(c) => assert_eq!(key, Some((c.conversation, c.seq))),
+                Record::ReplyPosted(r) => {
+                    assert_eq!(key, Some((r.message.conversation, r.message.seq)))
+                }
                 _ => assert_eq!(key, None, "{r:?}"),
             }
         }
@@ -1171,7 +1218,9 @@ mod tests {
         for r in samples() {
             let got = Record::decode_history(&r.encode());
             match r {
-                Record::MessagePosted(_) | Record::MessageChanged(_) => assert_eq!(got, Ok(r)),
+                Record::MessagePosted(_) | Record::MessageChanged(_) | Record::ReplyPosted(_) => {
+                    assert_eq!(got, Ok(r))
+                }
                 _ => assert!(
                     matches!(got, Err(RecordError::KindMismatch { .. })),
                     "{got:?}"

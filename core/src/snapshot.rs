@@ -31,7 +31,7 @@ use crate::state::{
 };
 use crate::types::{
     Broadcast, Change, ChangeKind, ConversationId, Live, Lsn, Message, Millis, Reaction, Seq,
-    ShardId, UserId, WorkspaceId,
+    ShardId, Thread, ThreadSummary, UserId, WorkspaceId,
 };
 
 /// Snapshot magic.
@@ -62,7 +62,12 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CSNP";
 /// name, renames applied, is version 1's) unless they are the defaults, and the
 /// workspace role's renames in flight. Versions 1 to 8 hold none (every
 /// channel has default settings).
-pub const SNAPSHOT_VERSION: u32 = 9;
+///
+/// 10: [`SnapshotV10`], version 9 plus threads (issue 17, part 2): per
+/// conversation with replies, every reply's (seq, root, shown in the
+/// channel) and each root's summary with every sequenced reply applied.
+/// Versions 1 to 9 hold none (no build that wrote them had threads).
+pub const SNAPSHOT_VERSION: u32 = 10;
 
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -228,6 +233,36 @@ pub struct SnapshotV9 {
     settings: Vec<SnapSettings>,
     /// Workspace role: `Claim::Rename`s in flight, by channel id.
     renames: Vec<SnapRename>,
+}
+
+/// Version 10: version 9 and threads (issue 17, part 2).
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+pub struct SnapshotV10 {
+    v9: SnapshotV9,
+    /// Conversations with at least one reply, by id.
+    threads: Vec<SnapThreads>,
+}
+
+/// A conversation's threads.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapThreads {
+    conversation: u64,
+    /// (seq, root, shown in the channel) of every reply, ascending.
+    replies: Vec<(u64, u64, bool)>,
+    /// Every root's summary, by seq.
+    roots: Vec<SnapRoot>,
+}
+
+/// A thread root's summary and its state's version.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+struct SnapRoot {
+    seq: u64,
+    replies: u32,
+    last_reply: u64,
+    last_seq: u64,
+    /// Newest first, at most THREAD_PARTICIPANTS_MAX.
+    participants: Vec<u64>,
+    version: u64,
 }
 
 /// A channel's name and settings with every sequenced event applied.
@@ -506,7 +541,7 @@ fn decode_version(
     aligned: &[u8],
     live: &mut Vec<SnapLiveConv>,
     retracted: &mut Vec<(u64, u64, u64)>,
-    v9_parts: &mut (Vec<SnapSettings>, Vec<SnapRename>),
+    v9_parts: &mut (Vec<SnapSettings>, Vec<SnapRename>, Vec<SnapThreads>),
 ) -> Result<
     (
         SnapshotV1,
@@ -565,10 +600,15 @@ fn decode_version(
             people.invites = v7.invites;
             (v1, outbox, pushed, w, people, Some((v7.v6.handoff_tail, 0)))
         }
-        8 | 9 => {
-            let v8 = if version == 9 {
+        8..=10 => {
+            let v8 = if version == 10 {
+                let v10 =
+                    rkyv::from_bytes::<SnapshotV10, rancor::Error>(aligned).map_err(invalid)?;
+                *v9_parts = (v10.v9.settings, v10.v9.renames, v10.threads);
+                v10.v9.v8
+            } else if version == 9 {
                 let v9 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(aligned).map_err(invalid)?;
-                *v9_parts = (v9.settings, v9.renames);
+                *v9_parts = (v9.settings, v9.renames, Vec::new());
                 v9.v8
             } else {
                 rkyv::from_bytes::<SnapshotV8, rancor::Error>(aligned).map_err(invalid)?
@@ -795,7 +835,7 @@ pub fn encode(state: &State, last_lsn: Lsn) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Capture {
     /// Everything but the recent cache.
-    snapshot: SnapshotV9,
+    snapshot: SnapshotV10,
     /// (conversation, seq) of messages a delete not yet durable removes:
     /// redacted in the cache's copy (issue 17: `settle` redacts them; a
     /// snapshot counts them as durable).
@@ -808,7 +848,7 @@ pub struct Capture {
 impl Capture {
     /// The LSN the captured state is as of.
     pub fn lsn(&self) -> Lsn {
-        Lsn(self.snapshot.v8.v7.v6.v5.v4.v3.v2.v1.last_lsn)
+        Lsn(self.snapshot.v9.v8.v7.v6.v5.v4.v3.v2.v1.last_lsn)
     }
 
     /// The snapshot bytes (magic, version, archive): the same bytes
@@ -817,7 +857,7 @@ impl Capture {
         let mut cache = std::mem::take(&mut self.cache);
         cache.sort_unstable_by_key(|e| e.0);
         let pending = &self.pending_deletes;
-        self.snapshot.v8.v7.v6.v5.v4.v3.v2.v1.cache = cache
+        self.snapshot.v9.v8.v7.v6.v5.v4.v3.v2.v1.cache = cache
             .into_iter()
             .map(|(conversation, stamp, messages)| SnapCache {
                 conversation,
@@ -980,19 +1020,23 @@ pub fn capture(state: &State, last_lsn: Lsn) -> Capture {
         claims,
         cache: Vec::new(),
     };
+    let v9 = SnapshotV9 {
+        v8: SnapshotV8 {
+            v7: snapshot_v7(state, snapshot),
+            live: snap_live(state),
+            retracted: state
+                .retracted
+                .iter()
+                .map(|((u, c), s)| (u.0, c.0, s.0))
+                .collect(),
+        },
+        settings: snap_settings(state),
+        renames: snap_renames(state),
+    };
     Capture {
-        snapshot: SnapshotV9 {
-            v8: SnapshotV8 {
-                v7: snapshot_v7(state, snapshot),
-                live: snap_live(state),
-                retracted: state
-                    .retracted
-                    .iter()
-                    .map(|((u, c), s)| (u.0, c.0, s.0))
-                    .collect(),
-            },
-            settings: snap_settings(state),
-            renames: snap_renames(state),
+        snapshot: SnapshotV10 {
+            v9,
+            threads: snap_threads(state),
         },
         cache,
         pending_deletes,
@@ -1228,8 +1272,10 @@ fn restore_cache(
     state: &mut State,
     cache: Vec<SnapCache>,
     live: Vec<SnapLiveConv>,
+    threads: Vec<SnapThreads>,
 ) -> Result<(), RestoreError> {
     let cached_changes = restore_live(state, live)?;
+    restore_threads(state, threads)?;
     for entry in cache {
         let conv = ConversationId(entry.conversation);
         let Some(c) = state.conversations.get(&conv) else {
@@ -1239,6 +1285,7 @@ fn restore_cache(
             )));
         };
         let head = c.head.0;
+        let threads = c.replies.clone();
         let count = entry.messages.len() as u64;
         let contiguous = entry
             .messages
@@ -1265,9 +1312,93 @@ fn restore_cache(
                 broadcast: Broadcast::from(m.broadcast),
                 change: cached_changes.get(&(conv.0, m.seq)).copied(),
                 live: Live::default(),
+                thread: threads.get(&m.seq).map(|&(root, in_channel)| Thread {
+                    root: Seq(root),
+                    in_channel,
+                }),
             })
             .collect();
         state.cache.import(conv, entry.stamp, messages);
+    }
+    Ok(())
+}
+
+/// The threads of every conversation with a reply, by id (issue 17, part
+/// 2): each root's summary with every sequenced reply applied (a snapshot
+/// counts as durable once it is usable).
+fn snap_threads(state: &State) -> Vec<SnapThreads> {
+    let threads = state
+        .conversations
+        .values()
+        .filter(|c| !c.replies.is_empty())
+        .map(|c| {
+            let live = c.live_with_unsettled().0;
+            SnapThreads {
+                conversation: c.id.0,
+                replies: c.replies.iter().map(|(s, (r, i))| (*s, *r, *i)).collect(),
+                roots: c
+                    .threads
+                    .keys()
+                    .filter_map(|root| live.get(root).map(|e| (root, e)))
+                    .map(|(root, e)| SnapRoot {
+                        seq: *root,
+                        replies: e.live.thread.replies,
+                        last_reply: e.live.thread.last_reply.0,
+                        last_seq: e.live.thread.last_seq.0,
+                        participants: e.live.thread.participants.iter().map(|u| u.0).collect(),
+                        version: e.live.version.0,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    sorted(threads, |t: &SnapThreads| t.conversation)
+}
+
+/// Restores the threads (issue 17, part 2) into the restored
+/// conversations, after the changes' state (a root's summary goes into
+/// its state entry, which that restore may have made) and before the
+/// caches (cached replies get their thread from it).
+fn restore_threads(state: &mut State, threads: Vec<SnapThreads>) -> Result<(), RestoreError> {
+    for t in threads {
+        let Some(c) = state.conversations.get_mut(&ConversationId(t.conversation)) else {
+            return Err(inconsistent(format!(
+                "threads of unknown conversation {}",
+                t.conversation
+            )));
+        };
+        let head = c.head.0;
+        let ascending = t.replies.windows(2).all(|w| w[0].0 < w[1].0);
+        for &(seq, root, in_channel) in &t.replies {
+            if !ascending || seq > head || root == 0 || root >= seq || c.replies.contains_key(&root)
+            {
+                return Err(inconsistent(format!(
+                    "reply {seq} of {} to {root}: out of order, past the head or not to a root",
+                    t.conversation
+                )));
+            }
+            c.replies.insert(seq, (root, in_channel));
+            c.threads.entry(root).or_default().push(seq);
+            if !in_channel {
+                c.hidden.push(seq);
+            }
+        }
+        for r in t.roots {
+            if !c.threads.contains_key(&r.seq) {
+                return Err(inconsistent(format!(
+                    "thread summary of {} in {} without replies",
+                    r.seq, t.conversation
+                )));
+            }
+            let entry = c.live.entry(r.seq).or_default();
+            entry.live.version = entry.live.version.max(Seq(r.version));
+            *entry.live.thread = ThreadSummary {
+                replies: r.replies,
+                last_reply: Millis(r.last_reply),
+                last_seq: Seq(r.last_seq),
+                participants: r.participants.into_iter().map(UserId).collect(),
+            };
+        }
     }
     Ok(())
 }
@@ -1322,6 +1453,7 @@ fn restore_live(
                 deleted: e.deleted,
                 reactions,
                 version: Seq(e.version),
+                thread: Box::default(),
                 pinned,
             };
             if pinned {
@@ -1363,7 +1495,7 @@ pub fn restore(
     aligned.extend_from_slice(&bytes[8..]);
     let mut live = Vec::new();
     let mut retracted = Vec::new();
-    let mut v9 = (Vec::new(), Vec::new());
+    let mut v9 = (Vec::new(), Vec::new(), Vec::new());
     let (snap, outbox, pushed, watermark, people, tail) =
         decode_version(version, &aligned, &mut live, &mut retracted, &mut v9)?;
     let watermark = watermark.unwrap_or(snap.last_lsn);
@@ -1537,7 +1669,7 @@ pub fn restore(
         };
         state.claims.insert(claim.id, (value, Lsn(0)));
     }
-    restore_cache(&mut state, snap.cache, live)?;
+    restore_cache(&mut state, snap.cache, live, v9.2)?;
     restore_settings(&mut state, v9.0, v9.1)?;
     for p in outbox {
         if !state.users.contains_key(&UserId(p.user)) {
@@ -1791,8 +1923,9 @@ mod tests {
         assert_eq!(encode(&back, Lsn(200)), bytes, "restores to what it holds");
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v7 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned)
-            .expect("v9")
+        let v7 = rkyv::from_bytes::<SnapshotV10, rancor::Error>(&aligned)
+            .expect("v10")
+            .v9
             .v8
             .v7;
         let mut seven = SNAPSHOT_MAGIC.to_vec();
@@ -1839,8 +1972,9 @@ mod tests {
         let bytes = encode(&s, Lsn(9));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v5 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned)
-            .expect("v9")
+        let v5 = rkyv::from_bytes::<SnapshotV10, rancor::Error>(&aligned)
+            .expect("v10")
+            .v9
             .v8
             .v7
             .v6
@@ -1861,10 +1995,11 @@ mod tests {
         assert_eq!(ann.profile_version, 0);
         assert_eq!(listed(&back), vec![ANN, BOB], "by handle without names");
         let mut future = bytes.clone();
-        future[4..8].copy_from_slice(&10u32.to_le_bytes());
+        let next = SNAPSHOT_VERSION + 1;
+        future[4..8].copy_from_slice(&next.to_le_bytes());
         assert_eq!(
             restore_bytes(&future).err(),
-            Some(RestoreError::UnsupportedVersion { version: 10 })
+            Some(RestoreError::UnsupportedVersion { version: next })
         );
     }
 
@@ -1957,6 +2092,110 @@ mod tests {
         );
     }
 
+    /// Threads (issue 17, part 2) survive a snapshot: replies keep their
+    /// root (also in the restored cache), roots their summaries (a reply
+    /// not yet durable counts: a snapshot is durable once usable), hidden
+    /// replies stay out of unread counts; the bytes are a pure function of
+    /// the state.
+    #[test]
+    fn threads_round_trip() {
+        use crate::record::{ChangeRecord, MessageRecord, ReplyRecord, StoredChange};
+        let mut s = state();
+        let conv = 50u64;
+        let created = Record::ConversationCreated {
+            conversation: conv,
+            workspace: WS,
+            kind: StoredKind::PublicChannel,
+            name: "general".into(),
+            members: vec![ANN, BOB],
+            creator: Some(ANN),
+            ts: 2,
+        };
+        s.apply(Lsn(20), &created).expect("creates");
+        let message = |seq: u64, sender| MessageRecord {
+            conversation: conv,
+            seq,
+            sender,
+            client_msg_id: u128::from(seq),
+            ts: 10 * seq,
+            body: format!("m{seq}"),
+            mentions: vec![],
+            broadcast: StoredBroadcast::None,
+            broadcast_ignored: false,
+        };
+        let reply = |seq, sender, root, in_channel| {
+            Record::ReplyPosted(Box::new(ReplyRecord {
+                message: message(seq, sender),
+                root,
+                in_channel,
+            }))
+        };
+        let records = [
+            Record::MessagePosted(message(1, ANN)),
+            reply(2, BOB, 1, false),
+            Record::MessageChanged(Box::new(ChangeRecord {
+                conversation: conv,
+                seq: 3,
+                target: 1,
+                actor: BOB,
+                ts: 30,
+                kind: StoredChange::React,
+                text: "+1".into(),
+            })),
+            reply(4, ANN, 1, true),
+            reply(5, BOB, 1, false),
+        ];
+        for (i, r) in records.iter().enumerate() {
+            s.apply(Lsn(21 + i as u64), r).expect("applies");
+        }
+        // The last reply is not durable yet.
+        s.settle(Lsn(24));
+        let bytes = encode(&s, Lsn(25));
+        let (back, _) = restore_bytes(&bytes).expect("restores");
+        assert_eq!(encode(&back, Lsn(25)), bytes, "same bytes after restore");
+        let c = &back.conversations[&ConversationId(conv)];
+        assert_eq!(c.threads[&1], vec![2, 4, 5]);
+        assert_eq!(c.hidden, vec![2, 5]);
+        assert_eq!(
+            c.messages_between(Seq(0), Seq(5)),
+            2,
+            "the root and the reply shown in the channel"
+        );
+        assert_eq!(c.last_post, 4, "a hidden reply is not the preview");
+        let root = c.present(back.cache.range(ConversationId(conv), Seq(1), Seq(1))[0].clone());
+        let t = &root.live.thread;
+        assert_eq!(
+            (
+                t.replies,
+                t.last_seq,
+                t.participants.clone(),
+                root.live.version
+            ),
+            (3, Seq(5), vec![UserId(BOB), UserId(ANN)], Seq(5))
+        );
+        assert_eq!(root.live.reactions.len(), 1, "its reaction too");
+        let threads: Vec<Option<u64>> = back
+            .cache
+            .range(ConversationId(conv), Seq(1), Seq(5))
+            .iter()
+            .map(|m| m.thread.map(|t| t.root.0))
+            .collect();
+        assert_eq!(threads, vec![None, Some(1), None, Some(1), Some(1)]);
+        // A version 9 snapshot (no threads) still restores: no replies.
+        let mut aligned = AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes[8..]);
+        let v9 = rkyv::from_bytes::<SnapshotV10, rancor::Error>(&aligned)
+            .expect("v10")
+            .v9;
+        let mut nine = SNAPSHOT_MAGIC.to_vec();
+        nine.extend_from_slice(&9u32.to_le_bytes());
+        nine.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&v9).expect("encodes"));
+        let (old, _) = restore_bytes(&nine).expect("a version 9 snapshot restores");
+        let c = &old.conversations[&ConversationId(conv)];
+        assert!(c.replies.is_empty() && c.threads.is_empty());
+        assert_eq!(c.head, Seq(5));
+    }
+
     /// A version 5 snapshot (with the seq → LSN index) restores to what
     /// version 6 holds for the same state: the index is checked and
     /// dropped, and the hand-off tail is taken from it. Version 6 holds
@@ -2004,8 +2243,9 @@ mod tests {
         let bytes = encode(&s, Lsn(lsn));
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[8..]);
-        let v6 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned)
-            .expect("v9")
+        let v6 = rkyv::from_bytes::<SnapshotV10, rancor::Error>(&aligned)
+            .expect("v10")
+            .v9
             .v8
             .v7
             .v6;
@@ -2019,8 +2259,9 @@ mod tests {
             .iter()
             .all(|c| c.lsns.is_empty()));
         let as_v5 = |index: Vec<u64>| {
-            let mut v5 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned)
-                .expect("v9")
+            let mut v5 = rkyv::from_bytes::<SnapshotV10, rancor::Error>(&aligned)
+                .expect("v10")
+                .v9
                 .v8
                 .v7
                 .v6

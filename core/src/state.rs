@@ -38,12 +38,12 @@ use crate::constants::{
 use crate::dirindex::DirIndex;
 use crate::hash::{HashState, Map};
 use crate::ids::{shard_of, IdAllocator, Placed};
-use crate::record::{ChangeRecord, MessageRecord, Record, StoredBroadcast};
+use crate::record::{ChangeRecord, MessageRecord, Record, ReplyRecord, StoredBroadcast};
 use crate::text::preview;
 use crate::types::{
     Broadcast, Change, ChangeKind, ChannelSettings, ConnId, ConversationId, ConversationKind,
     DeviceKind, Live, Lsn, Message, Millis, NotifyLevel, NotifyReason, Posting, Profile, Role, Seq,
-    ShardId, UserId, WorkspaceId,
+    ShardId, Thread, UserId, WorkspaceId,
 };
 
 /// Why a record does not apply to the state.
@@ -409,6 +409,16 @@ pub struct Conversation {
     /// settings with the events not yet durable applied too are
     /// [`Conversation::current_settings`] (what the owner decides by).
     pub settings: ChannelSettings,
+    /// Threads (issue 17, part 2): every reply, by seq → (root, shown in
+    /// the channel). About 40 bytes per reply (like the mention index,
+    /// it grows with the conversation's history).
+    pub replies: BTreeMap<u64, (u64, bool)>,
+    /// Threads: each root's reply seqs, ascending (8 bytes per reply plus
+    /// about 50 per root): thread pages.
+    pub threads: BTreeMap<u64, Vec<u64>>,
+    /// Threads: the seqs of replies not shown in the channel, ascending (8
+    /// bytes each): unread counts skip them like changes.
+    pub hidden: Vec<u64>,
     /// Issue 17, part 3: the pinned messages as of durable pin events
     /// (the seqs whose `live` entry is pinned), ascending; at most
     /// PINS_PER_CONVERSATION_MAX (checked by the owner, counting the pins
@@ -473,20 +483,45 @@ impl Conversation {
         count(self.mentions.get(&user).map_or(&[][..], Vec::as_slice)) + count(&self.broadcasts)
     }
 
-    /// Messages (not changes) with `read < seq <= head`: unread counts.
-    /// O(log changes).
+    /// Messages (not changes, not replies shown only in their thread)
+    /// with `read < seq <= head`: unread counts. O(log changes + log
+    /// replies).
     pub fn messages_between(&self, read: Seq, head: Seq) -> u64 {
         if head <= read {
             return 0;
         }
-        let lo = self.changes.partition_point(|&s| s <= read.0);
-        let hi = self.changes.partition_point(|&s| s <= head.0);
-        head.0 - read.0 - (hi - lo) as u64
+        let between = |seqs: &[u64]| {
+            let lo = seqs.partition_point(|&s| s <= read.0);
+            let hi = seqs.partition_point(|&s| s <= head.0);
+            (hi - lo) as u64
+        };
+        (head.0 - read.0)
+            .saturating_sub(between(&self.changes))
+            .saturating_sub(between(&self.hidden))
+    }
+
+    /// Whether `seq` is a reply in a thread (issue 17, part 2).
+    pub fn is_reply(&self, seq: Seq) -> bool {
+        self.replies.contains_key(&seq.0)
+    }
+
+    /// The seq of the newest reply of `root`'s thread at or below `head`
+    /// (`Seq(0)`: none).
+    pub fn newest_reply(&self, root: Seq, head: Seq) -> Seq {
+        let seqs = self.threads.get(&root.0).map_or(&[][..], Vec::as_slice);
+        let end = seqs.partition_point(|&s| s <= head.0);
+        Seq(end.checked_sub(1).map_or(0, |i| seqs[i]))
     }
 
     /// Applies a durable change to its target's state (issue 17) and keeps
     /// the preview current; returns the target if it is now deleted.
     fn settle_change(&mut self, event: &Message) -> Option<Seq> {
+        if let (None, Some(thread)) = (event.change, event.thread) {
+            // Threads: a durable reply updates its root's summary.
+            let entry = self.live.entry(thread.root.0).or_default();
+            crate::live::apply_parts(&mut entry.live, &mut entry.text, event);
+            return None;
+        }
         let change = event.change?;
         if change.kind.is_setting() {
             if let Some(name) = self.settings.apply(change.kind, &event.body) {
@@ -522,6 +557,11 @@ impl Conversation {
         let mut live = self.live.clone();
         let mut deleted = Vec::new();
         for (_, event) in &self.unsettled_changes {
+            if let (None, Some(thread)) = (event.change, event.thread) {
+                let entry = live.entry(thread.root.0).or_default();
+                crate::live::apply_parts(&mut entry.live, &mut entry.text, event);
+                continue;
+            }
             let Some(change) = event.change.filter(|c| !c.kind.is_setting()) else {
                 continue;
             };
@@ -907,6 +947,9 @@ impl State {
             unsettled_changes: VecDeque::new(),
             pins: BTreeSet::new(),
             settings: ChannelSettings::default(),
+            replies: BTreeMap::new(),
+            threads: BTreeMap::new(),
+            hidden: Vec::new(),
         }
     }
 
@@ -1213,7 +1256,7 @@ impl State {
                 }
                 conv.recompute_homes(shard_count);
             }
-            Record::MessagePosted(m) => self.apply_message(lsn, m)?,
+            Record::MessagePosted(m) => self.apply_message(lsn, m, None)?,
             Record::CursorSet {
                 user,
                 conversation,
@@ -1284,7 +1327,7 @@ impl State {
             Record::NotifyHandedOff { lsn: mark } => {
                 self.set_handoff_watermark(lsn, *mark)?;
             }
-            Record::MessageChanged(c) => self.apply_change(lsn, c)?,
+            Record::MessageChanged(_) | Record::ReplyPosted(_) => self.apply_live(lsn, record)?,
             Record::ChannelRenameClaimed { .. } | Record::ChannelRenameConfirmed { .. } => {
                 self.apply_rename(lsn, record)?
             }
@@ -1562,7 +1605,51 @@ impl State {
         Ok(())
     }
 
-    fn apply_message(&mut self, lsn: Lsn, m: &MessageRecord) -> Result<(), ApplyError> {
+    /// The records of issue 17 that live in a conversation's sequence
+    /// besides messages: changes and (part 2) replies.
+    fn apply_live(&mut self, lsn: Lsn, record: &Record) -> Result<(), ApplyError> {
+        match record {
+            Record::MessageChanged(c) => self.apply_change(lsn, c),
+            Record::ReplyPosted(r) => self.apply_reply(lsn, r),
+            _ => Ok(()),
+        }
+    }
+
+    /// A reply (issue 17, part 2): a message (see `apply_message`) whose
+    /// root must be an earlier message, not a change or a reply; indexed
+    /// for thread pages and unread counts, and queued like a change so
+    /// its root's summary moves once it is durable (`settle`).
+    fn apply_reply(&mut self, lsn: Lsn, r: &ReplyRecord) -> Result<(), ApplyError> {
+        let m = &r.message;
+        let conv = self.conversation_mut(m.conversation)?;
+        let root = Seq(r.root);
+        if r.root == 0 || r.root >= m.seq || conv.is_change(root) || conv.is_reply(root) {
+            return Err(ApplyError::Inconsistent(format!(
+                "reply {} in {} to {}, not a message",
+                m.seq, m.conversation, r.root
+            )));
+        }
+        let thread = Thread {
+            root,
+            in_channel: r.in_channel,
+        };
+        self.apply_message(lsn, m, Some(thread))?;
+        let conv = self.conversation_mut(m.conversation)?;
+        conv.replies.insert(m.seq, (r.root, r.in_channel));
+        conv.threads.entry(r.root).or_default().push(m.seq);
+        if !r.in_channel {
+            conv.hidden.push(m.seq);
+        }
+        conv.unsettled_changes.push_back((lsn.0, reply_of(r)));
+        Ok(())
+    }
+
+    fn apply_message(
+        &mut self,
+        lsn: Lsn,
+        m: &MessageRecord,
+        thread: Option<Thread>,
+    ) -> Result<(), ApplyError> {
         let conv = self.conversation_mut(m.conversation)?;
         if m.seq != conv.head.0 + 1 {
             return Err(ApplyError::Inconsistent(format!(
@@ -1580,8 +1667,11 @@ impl State {
         conv.head = Seq(m.seq);
         conv.undurable.push_back(lsn.0);
         conv.last_activity = Millis(m.ts);
-        conv.preview = Some(preview(&m.body));
-        conv.last_post = m.seq;
+        // A reply shown in its thread only is not the channel's preview.
+        if thread.is_none_or(|t| t.in_channel) {
+            conv.preview = Some(preview(&m.body));
+            conv.last_post = m.seq;
+        }
         conv.dedup.insert(
             sender,
             m.client_msg_id,
@@ -1605,7 +1695,8 @@ impl State {
                 }
             }
         }
-        let message = message_of(m);
+        let mut message = message_of(m);
+        message.thread = thread;
         self.cache.push(lsn.0, message);
         let conversation = ConversationId(m.conversation);
         self.unsettled.push_back((lsn.0, conversation));
@@ -1678,7 +1769,19 @@ pub fn message_of(m: &MessageRecord) -> Message {
         broadcast: Broadcast::from(m.broadcast),
         change: None,
         live: Live::default(),
+        thread: None,
     }
+}
+
+/// The client view of a reply record (issue 17, part 2): its message with
+/// `thread` set.
+pub fn reply_of(r: &ReplyRecord) -> Message {
+    let mut m = message_of(&r.message);
+    m.thread = Some(Thread {
+        root: Seq(r.root),
+        in_channel: r.in_channel,
+    });
+    m
 }
 
 /// The client view of a change record (issue 17): a `Message` with its
@@ -1698,6 +1801,7 @@ pub fn change_of(c: &ChangeRecord) -> Message {
             target: Seq(c.target),
         }),
         live: Live::default(),
+        thread: None,
     }
 }
 

@@ -364,6 +364,41 @@ pub enum Request {
         /// unreact, at most REACTION_BYTES_MAX); empty for a delete.
         text: String,
     },
+    /// Threads (issue 17, part 2): post a reply in the thread of `root`
+    /// (a message, not a change or a reply, not deleted). Answered with
+    /// `SendAck` like `Send`; the same idempotency key rules.
+    Reply {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The thread's root.
+        root: Seq,
+        /// Also show it in the channel.
+        in_channel: bool,
+        /// Idempotency key: a retry with the same key returns the first ack.
+        client_msg_id: ClientMsgId,
+        /// UTF-8 text, at most BODY_BYTES_MAX bytes.
+        body: String,
+        /// Users mentioned directly.
+        mentions: Vec<UserId>,
+        /// `@channel` / `@here`.
+        broadcast: Broadcast,
+    },
+    /// Threads (issue 17, part 2): a page of a root's replies, answered
+    /// with `Response::Thread`: the root first (current state, with its summary)
+    /// when `after` is below it, then up to `limit` (at most
+    /// THREAD_PAGE_MAX) replies with `seq > after`, ascending; `head` is
+    /// the seq of the thread's newest reply (page on with `after` = the
+    /// last seq returned until it reaches `head`).
+    Thread {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The thread's root.
+        root: Seq,
+        /// Cursor: replies after this seq.
+        after: Seq,
+        /// Page size.
+        limit: u32,
+    },
     /// Change a channel setting (issue 16, part 4): a new event in the
     /// channel's sequence (a `Message` whose change kind is the setting,
     /// target `Seq(0)`, body the value). Answered with `SendAck` (its
@@ -564,6 +599,40 @@ pub struct Message {
     /// A message's current state as of `live.version` (history and sync
     /// pages); default for live events and for changes.
     pub live: Live,
+    /// Threads (issue 17, part 2): `Some` for a reply, naming its thread's
+    /// root (a message, never a change or another reply) and whether it
+    /// is also shown in the channel. A reply is a message like any other
+    /// (own seq, mentions, notifications, edits, reactions).
+    pub thread: Option<Thread>,
+}
+
+/// Where a reply belongs (issue 17, part 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Thread {
+    /// The seq of the thread's root message.
+    pub root: Seq,
+    /// Also shown in the channel: counts for the channel's unread and
+    /// preview like any message. `false`: seen in the thread only.
+    pub in_channel: bool,
+}
+
+/// A thread root's summary (issue 17, part 2), part of its [`Live`]
+/// state: at most THREAD_PARTICIPANTS_MAX participants, so a root's
+/// summary is bounded (about 60 bytes).
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct ThreadSummary {
+    /// Replies sequenced (a deleted reply stays counted: its tombstone
+    /// stays in the thread).
+    pub replies: u32,
+    /// Time of the newest reply (`Millis(0)`: none).
+    pub last_reply: Millis,
+    /// Seq of the newest reply (`Seq(0)`: none).
+    pub last_seq: Seq,
+    /// The most recent distinct repliers, newest first (at most
+    /// THREAD_PARTICIPANTS_MAX).
+    pub participants: Vec<UserId>,
 }
 
 /// What a change event does to its target message (issue 17).
@@ -708,7 +777,12 @@ pub struct Live {
     /// The seq of the last change this state includes (`Seq(0)`: none). A
     /// holder applies a change event only if its seq is above this, so a
     /// current-state page followed by older change events stays current.
+    /// Replies to a thread root move it too (issue 17, part 2).
     pub version: Seq,
+    /// Threads (issue 17, part 2): the summary of the replies to this
+    /// message (default: none); boxed so a `Message`, and every event
+    /// enum holding one, stays small.
+    pub thread: Box<ThreadSummary>,
     /// Pinned to its conversation (issue 17, part 3; a delete unpins).
     pub pinned: bool,
 }
@@ -865,6 +939,15 @@ pub enum Response {
     Boot(Box<BootPage>),
     /// The answer to a [`Request::People`].
     People(PeopleResponse),
+    /// Threads (issue 17, part 2): a page of a thread (`Request::Thread`).
+    /// On the client protocol it is a `HistoryReply` (same fields).
+    Thread {
+        /// The root first when the cursor was below it, then replies,
+        /// ascending.
+        messages: Vec<Message>,
+        /// The seq of the thread's newest reply (`Seq(0)`: none).
+        head: Seq,
+    },
     // pins, typing, presence (issue 17, parts 3-4)
     /// `ListPins`: pinned messages' seqs, descending (as of durable pins).
     Pins {

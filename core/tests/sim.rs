@@ -408,6 +408,14 @@ fn simulation() {
     );
     let _ = writeln!(
         std::io::stderr(),
+        "threads (issue 17, part 2): {} replies sequenced, {} refused (root deleted, a reply, archived), \
+         {} thread pages read; every device ends with every root's reply count, last reply and participants as the owner's",
+        t.replies_acked,
+        t.replies_refused,
+        t.thread_pages,
+    );
+    let _ = writeln!(
+        std::io::stderr(),
         "channel settings (issue 16, part 4): {} settings sequenced ({} renames), {} answered Done, \
          {} refused (role, archived, name taken); {} sends refused (archived or admins only); \
          every device ends with every channel's settings as the durable events say",

@@ -2,10 +2,12 @@
 //! replay in `net/tests/fuzz_corpus.rs`: any bytes through
 //! `courier_net::shard::decode_peer` (a peer message as it arrives from
 //! another node's link, kind 4) never panic, and a frame that decodes
-//! encodes again to bytes that decode to the same (from, to, message).
+//! encodes again to bytes that decode to the same (from, to, message);
+//! the same bytes as a leader hint (kind 9, `LeaderHint::decode`) never
+//! panic, and a hint that decodes encodes to the same bytes.
 #![allow(dead_code)]
 
-use courier_net::shard::{decode_peer, encode_peer};
+use courier_net::shard::{decode_peer, encode_peer, LeaderHint};
 
 /// Decodes `data` as a peer frame; whether it decoded.
 pub fn peer_frame(data: &[u8]) -> bool {
@@ -24,5 +26,18 @@ pub fn peer_frame(data: &[u8]) -> bool {
         ),
         Err(e) => panic!("a re-encoded peer frame does not decode: {e}"),
     }
+    true
+}
+
+/// Decodes `data` as a leader hint; whether it decoded.
+pub fn leader_hint(data: &[u8]) -> bool {
+    let Ok(hint) = LeaderHint::decode(data) else {
+        return false;
+    };
+    assert_eq!(
+        &hint.encode()[..],
+        data,
+        "a leader hint re-encodes differently"
+    );
     true
 }

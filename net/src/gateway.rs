@@ -624,10 +624,12 @@ fn close_reason(reason: std::borrow::Cow<'static, str>) -> std::borrow::Cow<'sta
 /// frame (the connection is closed after too many of those).
 fn handle_frame(ctx: &Rc<ShardCtx>, conn: &Conn, bytes: &[u8], bad_frames: &mut u32) {
     match decode_client(bytes) {
-        Ok(ClientFrame::Hello { .. }) if ctx.session_shard() != Some(conn.id.shard()) => {
+        Ok(ClientFrame::Hello { .. })
+            if ctx.session_shard() != Some(conn.id.shard()) || !ctx.sessions_open() =>
+        {
             // Cluster mode, this node has not learnt its cluster's voters
-            // yet (or did after this connection came): no session here
-            // (docs/PROTOCOL.md §10).
+            // yet (or did after this connection came), or, beyond the
+            // voters, no leader yet: no session here (docs/PROTOCOL.md §10).
             conn.close(
                 close::NOT_SERVING,
                 "not serving yet: this node has not joined its cluster; try another server",

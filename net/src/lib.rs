@@ -24,6 +24,8 @@
 //!   refusal, `GET /admin/cluster`).
 //! - [`limits`]: per-connection and per-user rate limits.
 //! - [`link`]: node-to-node links (TCP between cluster nodes, docs/LINKS.md).
+//! - [`listener`]: listening sockets whose accept is ended from outside
+//!   (never re-polled under a timeout: that leaks waker references).
 //! - [`http`]: request-head routing (pure).
 //! - [`web`]: the web app's files, embedded (served at `GET /`).
 //! - [`sync`]: generic async helpers ([`sync::Signal`], [`sync::with_timeout`]).
@@ -44,6 +46,7 @@ pub mod gateway;
 pub mod http;
 pub mod limits;
 pub mod link;
+pub mod listener;
 pub mod metrics;
 pub mod push;
 pub mod server;

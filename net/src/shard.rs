@@ -28,6 +28,7 @@ mod catchup;
 mod edge;
 mod history;
 mod journal;
+mod nonvoter;
 mod peers;
 mod publish;
 mod registry;
@@ -35,6 +36,7 @@ pub(crate) mod replica;
 
 /// The link form of peer messages between nodes (clients on any node).
 pub use edge::{decode_peer, encode_peer, PeerFrameError, LINK_KIND_PEER};
+pub use nonvoter::{HintError, LeaderHint, LINK_KIND_LEADER_HINT};
 /// Exit codes of a replica that stops the process (docs/CLUSTER.md).
 pub use replica::{EXIT_DEMOTED, EXIT_DIVERGED};
 
@@ -533,7 +535,7 @@ pub async fn run(mut setup: ShardSetup) -> anyhow::Result<()> {
     glommio::spawn_local(staging_task(ctx.clone())).detach();
     glommio::spawn_local(history::history_task(ctx.clone())).detach();
 
-    let listener = glommio::net::TcpListener::bind(setup.listen)
+    let listener = crate::listener::Listener::bind(setup.listen, false)
         .map_err(|e| anyhow::anyhow!("shard {}: binding {}: {e}", id.0, setup.listen))?;
     tracing::info!(
         shard = id.0,
@@ -604,31 +606,38 @@ fn new_ctx(
     })
 }
 
-/// Accepts connections, each served by its own task, until a stop is requested.
-async fn accept_loop(ctx: &Rc<ShardCtx>, listener: glommio::net::TcpListener) {
-    // Accept until asked to stop. The pending accept is kept across ticks:
-    // dropping an in-flight io_uring accept can lose a connection the kernel
-    // already accepted (a socket nobody ever reads).
-    let mut accept = Box::pin(listener.accept());
-    while !ctx.stop.is_requested() {
-        match with_timeout(TICK_INTERVAL, &mut accept).await {
-            None => continue,
-            Some(result) => {
-                accept = Box::pin(listener.accept());
-                match result {
-                    Ok(stream) => {
-                        glommio::spawn_local(gateway::serve(ctx.clone(), stream)).detach();
-                    }
-                    Err(e) => {
-                        tracing::warn!(shard = ctx.id.0, error = %e, "accept failed");
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                    }
-                }
+/// Accepts connections, each served by its own task, until a stop is
+/// requested. The pending accept is awaited alone (`crate::listener`: a
+/// re-polled accept leaks waker references in glommio); a task that only
+/// sleeps closes the listener when the stop comes, which ends it.
+async fn accept_loop(ctx: &Rc<ShardCtx>, listener: crate::listener::Listener) {
+    let listener = Rc::new(listener);
+    {
+        let (ctx, listener) = (ctx.clone(), listener.clone());
+        glommio::spawn_local(async move {
+            while !ctx.stop.is_requested() {
+                glommio::timer::sleep(TICK_INTERVAL).await;
+            }
+            listener.close();
+        })
+        .detach();
+    }
+    loop {
+        let accepted = listener.accept().await;
+        if ctx.stop.is_requested() {
+            // A connection that came with the stop is closed (dropped).
+            break;
+        }
+        match accepted {
+            Ok(stream) => {
+                glommio::spawn_local(gateway::serve(ctx.clone(), stream)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = ctx.id.0, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
     }
-    drop(accept);
-    drop(listener);
 }
 
 /// Stop sequence: no new connections (done by the caller), let in-flight
@@ -752,6 +761,7 @@ async fn tick_task(ctx: Rc<ShardCtx>) {
             }
         }
         ctx.submit(Input::Tick);
+        ctx.expire_leader();
         ctx.edge_tick();
         ctx.publish();
         if ctx.appended.get().saturating_sub(ctx.snapshot_lsn.get())

@@ -812,3 +812,107 @@ fn clients_on_followers_send_and_watch_across_a_failover() {
     acked.extend(more);
     assert_eq!(history(nodes[b].addr(), &ann, general), acked);
 }
+
+/// A node beyond the replication factor (node 4 of a cluster of three
+/// voters) holds clients like any other: everything is done through it
+/// (admin session, workspace, user, channel, a live watcher, sends), with
+/// a second sender on a voter; the primary is killed; its connections stay
+/// open, live delivery resumes once the new primary's leader hints reach
+/// it, and nothing acknowledged is lost or repeated.
+#[test]
+fn a_node_beyond_the_replication_factor_serves_clients_across_a_failover() {
+    let etcd = Etcd::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    let (mut nodes, admin, primary, _) = start_three(&etcd, dir.path(), &[]);
+    nodes.push(start_node_args(&etcd, dir.path(), 4, &[], &[]));
+    let extra = 3;
+    let voter = (0..3).find(|&i| i != primary).unwrap();
+    let token = nodes[0].admin_token().unwrap();
+    // Node 4 takes sessions once it learnt every group's leader.
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    while serves(nodes[extra].addr(), &admin) != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "node 4 takes no session\n{}",
+            nodes[extra].log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ann, general) = setup(nodes[extra].addr(), &admin);
+    let view = cluster_view(&nodes[extra], &token);
+    assert!(!view.serving_clients, "node 4 is not a voter: {view:?}");
+    let mut watcher = login_routed(nodes[extra].addr(), &ann);
+    let mut acked = send_acked(nodes[extra].addr(), &ann, general, "via-node-4", 20);
+    acked.extend(send_acked(
+        nodes[voter].addr(),
+        &ann,
+        general,
+        "via-voter",
+        10,
+    ));
+    let live: Vec<(Seq, String)> = (0..acked.len())
+        .map(|_| {
+            let m = watcher.next_message();
+            (m.seq, m.body)
+        })
+        .collect();
+    assert_eq!(live, acked, "live delivery on the node beyond the voters");
+    assert_eq!(history(nodes[extra].addr(), &ann, general), acked);
+
+    nodes[primary].kill9();
+    let voters: Vec<usize> = (0..3).filter(|&i| i != primary).collect();
+    let (second, failover) = wait_primary(&nodes, &voters, &admin);
+    eprintln!(
+        "failover: node {} is the primary {failover:?} after the kill",
+        second + 1
+    );
+    // A Hello in flight when node 4 learns the new leader is closed with
+    // 4011 (the client connects again): wait until it takes one.
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    while serves(nodes[extra].addr(), &ann) != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "node 4 takes no session after the failover"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut sender = login_routed(nodes[extra].addr(), &ann);
+    let deadline = Instant::now() + PRIMARY_WAIT;
+    loop {
+        let body = format!("probe-{}", acked.len());
+        let seq = sender.send(general, &body);
+        acked.push((seq, body));
+        let (events, closed) = watcher.drain_events(Duration::from_millis(500));
+        assert!(
+            closed.is_none(),
+            "the watcher's connection closed: {closed:?}"
+        );
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::Message(m) if m.seq == seq))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "live delivery did not resume on node 4\n{}",
+            nodes[extra].log_tail(60)
+        );
+    }
+    let more = send_acked(nodes[extra].addr(), &ann, general, "after", 20);
+    let live: Vec<(Seq, String)> = (0..more.len())
+        .map(|_| {
+            let m = watcher.next_message();
+            (m.seq, m.body)
+        })
+        .collect();
+    assert_eq!(live, more, "live delivery after the failover, in order");
+    acked.extend(more);
+    assert_eq!(history(nodes[extra].addr(), &ann, general), acked);
+    let log = std::fs::read_to_string(nodes[extra].log_path()).unwrap_or_default();
+    assert!(
+        log.contains("holds client connections only"),
+        "node 4 says it is not a voter:\n{}",
+        nodes[extra].log_tail(40)
+    );
+}

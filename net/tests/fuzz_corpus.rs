@@ -110,4 +110,17 @@ fn peer_frame_corpus() {
         inputs.len() - 3,
         "every seed but the three malformed ones (short, version 2, header only) decodes"
     );
+    // The same bytes as leader hints (kind 9): none panics; a good hint
+    // and its mutations.
+    let hint = courier_net::shard::LeaderHint { leader: 2, term: 9 }.encode();
+    assert!(peer_frame_harness::leader_hint(&hint));
+    for i in 0..hint.len() {
+        let mut bad = hint.to_vec();
+        bad[i] ^= 0x5a;
+        assert_eq!(peer_frame_harness::leader_hint(&bad), i != 0, "byte {i}");
+        assert!(!peer_frame_harness::leader_hint(&hint[..i]));
+    }
+    for input in &inputs {
+        peer_frame_harness::leader_hint(input);
+    }
 }

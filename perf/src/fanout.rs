@@ -121,6 +121,9 @@ struct Seen {
     /// Memory after connecting and settling (thread 0 only).
     rss_connected_kib: Option<u64>,
     kernel_connected_kib: Option<u64>,
+    /// Server CPU time (ns) from the first send to the end of the drain
+    /// (thread 0 only).
+    server_cpu_ns: Option<u64>,
     errors: Vec<String>,
 }
 
@@ -275,6 +278,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
                 s.kernel_connected_kib = tcp_kernel_kib();
             }
             phase.wait().await?;
+            let cpu_before = if t == 0 { probe.cpu_ns() } else { None };
             if let Some(sender) = sender {
                 let acks = post(sender, channel, cmd, &timer).await?;
                 seen.borrow_mut().acks = acks;
@@ -293,6 +297,9 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
                 timer.sleep_until(now_ns() + 5_000_000).await?;
             }
             phase.wait().await?;
+            if let (Some(a), Some(b)) = (cpu_before, probe.cpu_ns()) {
+                seen.borrow_mut().server_cpu_ns = Some(b.saturating_sub(a));
+            }
             for task in tasks {
                 task.abort();
             }
@@ -309,6 +316,7 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     let mut arrivals: Vec<Vec<u64>> = vec![Vec::new(); cmd.messages];
     let mut rss_connected = None;
     let mut kernel_connected = None;
+    let mut server_cpu_ns = None;
     let mut errors = Vec::new();
     let mut receivers_seen = 0;
     for s in seen {
@@ -320,9 +328,124 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
         }
         rss_connected = rss_connected.or(s.rss_connected_kib);
         kernel_connected = kernel_connected.or(s.kernel_connected_kib);
+        server_cpu_ns = server_cpu_ns.or(s.server_cpu_ns);
         errors.extend(s.errors);
         receivers_seen += s.receivers;
     }
+    let Spread {
+        first,
+        median,
+        last,
+        from_due,
+        delivered,
+        missing,
+        deliveries_per_s,
+        per_message,
+    } = spread(&mut arrivals, &acks, receivers_seen);
+    let per_conn = |after: Option<u64>, before: Option<u64>| match (after, before) {
+        (Some(a), Some(b)) if receivers > 0 => {
+            Some((a.saturating_sub(b)) as f64 * 1024.0 / receivers as f64)
+        }
+        _ => None,
+    };
+    // Everything the server did from the first send to the last delivery
+    // (idle gaps between messages included: a floor of the rate's cost).
+    let cpu_us_per_delivery = server_cpu_ns
+        .filter(|_| delivered > 0)
+        .map(|ns| ns as f64 / 1e3 / delivered as f64);
+    let rss_per_conn = per_conn(rss_connected, rss_before);
+    let kernel_per_conn = per_conn(kernel_connected, kernel_before);
+    let stats = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+        };
+        json!({"min_ms": q(0.0), "p50_ms": q(0.5), "p90_ms": q(0.9), "max_ms": q(1.0), "count": v.len()})
+    };
+    let (sf, sm, sl) = (stats(&first), stats(&median), stats(&last));
+    let cell = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));
+    report::table(
+        &format!(
+            "fanout: {members} members, {connected} connected (from {ips} source IPs), {} messages at {}/s; ms after the ack, per message",
+            cmd.messages, cmd.rate
+        ),
+        &["delivery", "min", "p50", "p90", "max"],
+        &[
+            vec!["first".into(), cell(&sf["min_ms"]), cell(&sf["p50_ms"]), cell(&sf["p90_ms"]), cell(&sf["max_ms"])],
+            vec!["median".into(), cell(&sm["min_ms"]), cell(&sm["p50_ms"]), cell(&sm["p90_ms"]), cell(&sm["max_ms"])],
+            vec!["last".into(), cell(&sl["min_ms"]), cell(&sl["p50_ms"]), cell(&sl["p90_ms"]), cell(&sl["max_ms"])],
+        ],
+    );
+    println!(
+        "deliveries: {delivered} ({missing} missing), {deliveries_per_s:.0}/s; connecting took {connect_s:.1} s; setup {setup_s:.1} s"
+    );
+    println!(
+        "server CPU from the first send to the last delivery: {} ms, {} µs per delivered frame",
+        server_cpu_ns.map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1e6)),
+        cpu_us_per_delivery.map_or("-".into(), |us| format!("{us:.2}")),
+    );
+    println!(
+        "server RSS: {} KiB before connecting, {} KiB connected and idle, {} KiB after the run → {} per idle authenticated connection; kernel TCP memory {} per connection",
+        rss_before.map_or("-".into(), |v| v.to_string()),
+        rss_connected.map_or("-".into(), |v| v.to_string()),
+        rss_after.map_or("-".into(), |v| v.to_string()),
+        rss_per_conn.map_or("-".into(), |v| format!("{:.0} B ({:.2} KiB)", v, v / 1024.0)),
+        kernel_per_conn.map_or("-".into(), |v| format!("{v:.0} B")),
+    );
+    let last_max = sl["max_ms"].as_f64();
+    let met_latency = last_max.is_some_and(|l| l <= 150.0) && missing == 0;
+    let met_memory = rss_per_conn.is_some_and(|b| b <= 8.0 * 1024.0);
+    println!(
+        "targets: last delivery ≤ 150 ms after ack ({}), ≤ 8 KiB server memory per idle connection ({}).",
+        if met_latency { "met" } else { "MISSED" },
+        if met_memory { "met" } else { "MISSED" }
+    );
+    if !errors.is_empty() {
+        println!("errors: {} (first: {})", errors.len(), errors[0]);
+    }
+    let mut params = cmd.common.params();
+    params["fanout"] = json!({
+        "members": members, "connected": connected, "rate": cmd.rate, "messages": cmd.messages,
+        "body_bytes": cmd.body_bytes, "source_ips": ips, "connect_in_flight": cmd.connect_in_flight,
+        "connected_requested": cmd.connected, "limited_by": limited,
+    });
+    let results = json!({
+        "after_ack_first": sf, "after_ack_median": sm, "after_ack_last": sl,
+        "delivery_from_due": latency_json(&from_due),
+        "delivered": delivered, "missing": missing, "deliveries_per_s": deliveries_per_s,
+        "server_cpu_ms": server_cpu_ns.map(|ns| ns as f64 / 1e6),
+        "server_cpu_us_per_delivery": cpu_us_per_delivery,
+        "server_rss_kib": {"before": rss_before, "connected_idle": rss_connected, "after_run": rss_after},
+        "server_rss_bytes_per_idle_connection": rss_per_conn,
+        "kernel_tcp_bytes_per_connection": kernel_per_conn,
+        "connect_s": connect_s, "setup_s": setup_s,
+        "errors": errors.len(), "first_error": errors.first(),
+        "per_message": per_message,
+        "target_met": met_latency && met_memory,
+    });
+    report::emit(
+        cmd.common.json,
+        &report::envelope("fanout", machine, params, results),
+    );
+    Ok(())
+}
+
+/// Per-message delivery spread after the ack, over all receivers.
+struct Spread {
+    first: Vec<f64>,
+    median: Vec<f64>,
+    last: Vec<f64>,
+    from_due: hdrhistogram::Histogram<u64>,
+    delivered: usize,
+    missing: usize,
+    deliveries_per_s: f64,
+    per_message: Vec<Value>,
+}
+
+/// Sorts each message's arrivals and measures them against its ack.
+fn spread(arrivals: &mut [Vec<u64>], acks: &[(u64, Option<u64>)], receivers_seen: usize) -> Spread {
     let mut first = Vec::new();
     let mut median = Vec::new();
     let mut last = Vec::new();
@@ -359,82 +482,16 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<()> {
     } else {
         0.0
     };
-    let per_conn = |after: Option<u64>, before: Option<u64>| match (after, before) {
-        (Some(a), Some(b)) if receivers > 0 => {
-            Some((a.saturating_sub(b)) as f64 * 1024.0 / receivers as f64)
-        }
-        _ => None,
-    };
-    let rss_per_conn = per_conn(rss_connected, rss_before);
-    let kernel_per_conn = per_conn(kernel_connected, kernel_before);
-    let stats = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        let q = |p: f64| {
-            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
-                .copied()
-        };
-        json!({"min_ms": q(0.0), "p50_ms": q(0.5), "p90_ms": q(0.9), "max_ms": q(1.0), "count": v.len()})
-    };
-    let (sf, sm, sl) = (stats(&first), stats(&median), stats(&last));
-    let cell = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));
-    report::table(
-        &format!(
-            "fanout: {members} members, {connected} connected (from {ips} source IPs), {} messages at {}/s; ms after the ack, per message",
-            cmd.messages, cmd.rate
-        ),
-        &["delivery", "min", "p50", "p90", "max"],
-        &[
-            vec!["first".into(), cell(&sf["min_ms"]), cell(&sf["p50_ms"]), cell(&sf["p90_ms"]), cell(&sf["max_ms"])],
-            vec!["median".into(), cell(&sm["min_ms"]), cell(&sm["p50_ms"]), cell(&sm["p90_ms"]), cell(&sm["max_ms"])],
-            vec!["last".into(), cell(&sl["min_ms"]), cell(&sl["p50_ms"]), cell(&sl["p90_ms"]), cell(&sl["max_ms"])],
-        ],
-    );
-    println!(
-        "deliveries: {delivered} ({missing} missing), {deliveries_per_s:.0}/s; connecting took {connect_s:.1} s; setup {setup_s:.1} s"
-    );
-    println!(
-        "server RSS: {} KiB before connecting, {} KiB connected and idle, {} KiB after the run → {} per idle authenticated connection; kernel TCP memory {} per connection",
-        rss_before.map_or("-".into(), |v| v.to_string()),
-        rss_connected.map_or("-".into(), |v| v.to_string()),
-        rss_after.map_or("-".into(), |v| v.to_string()),
-        rss_per_conn.map_or("-".into(), |v| format!("{:.0} B ({:.2} KiB)", v, v / 1024.0)),
-        kernel_per_conn.map_or("-".into(), |v| format!("{v:.0} B")),
-    );
-    let last_max = sl["max_ms"].as_f64();
-    let met_latency = last_max.is_some_and(|l| l <= 150.0) && missing == 0;
-    let met_memory = rss_per_conn.is_some_and(|b| b <= 8.0 * 1024.0);
-    println!(
-        "targets: last delivery ≤ 150 ms after ack ({}), ≤ 8 KiB server memory per idle connection ({}).",
-        if met_latency { "met" } else { "MISSED" },
-        if met_memory { "met" } else { "MISSED" }
-    );
-    if !errors.is_empty() {
-        println!("errors: {} (first: {})", errors.len(), errors[0]);
+    Spread {
+        first,
+        median,
+        last,
+        from_due,
+        delivered,
+        missing,
+        deliveries_per_s,
+        per_message,
     }
-    let mut params = cmd.common.params();
-    params["fanout"] = json!({
-        "members": members, "connected": connected, "rate": cmd.rate, "messages": cmd.messages,
-        "body_bytes": cmd.body_bytes, "source_ips": ips, "connect_in_flight": cmd.connect_in_flight,
-        "connected_requested": cmd.connected, "limited_by": limited,
-    });
-    let results = json!({
-        "after_ack_first": sf, "after_ack_median": sm, "after_ack_last": sl,
-        "delivery_from_due": latency_json(&from_due),
-        "delivered": delivered, "missing": missing, "deliveries_per_s": deliveries_per_s,
-        "server_rss_kib": {"before": rss_before, "connected_idle": rss_connected, "after_run": rss_after},
-        "server_rss_bytes_per_idle_connection": rss_per_conn,
-        "kernel_tcp_bytes_per_connection": kernel_per_conn,
-        "connect_s": connect_s, "setup_s": setup_s,
-        "errors": errors.len(), "first_error": errors.first(),
-        "per_message": per_message,
-        "target_met": met_latency && met_memory,
-    });
-    report::emit(
-        cmd.common.json,
-        &report::envelope("fanout", machine, params, results),
-    );
-    Ok(())
 }
 
 fn mine_len(seen: &Rc<RefCell<Seen>>) -> usize {

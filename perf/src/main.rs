@@ -11,7 +11,7 @@
 //! p50/p90/p99/p999/max. docs/PERFORMANCE.md has the commands and figures.
 //!
 //! # Layout
-//! One module per scenario (`send`, `e2e`, `fanout` — over a cluster in
+//! One module per scenario (`send`, `e2e`, `hot`, `fanout` — over a cluster in
 //! `fanout_cluster`, with load-generator processes from `loader` —,
 //! `catchup`, `history`, `boot`, `fairness`, `restart`, `failover`, `wal`,
 //! `soak`), plus the shared pieces:
@@ -33,6 +33,7 @@ mod fairness;
 mod fanout;
 mod fanout_cluster;
 mod history;
+mod hot;
 mod loader;
 mod payload;
 mod pool;
@@ -63,6 +64,9 @@ enum Scenario {
     E2e(e2e::Cmd),
     /// One big channel: delivery spread after each ack, memory per connection.
     Fanout(fanout::Cmd),
+    /// One hot conversation: many senders, every member connected and
+    /// receiving every message; acked sends/s, deliveries/s, CPU per send.
+    Hot(hot::Cmd),
     /// Reconnect after missing messages: round trips, bytes, time to repaired.
     Catchup(catchup::Cmd),
     /// History as it grows: old-page latency, RSS, snapshot size, restart.
@@ -97,6 +101,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::E2e(cmd) => e2e::run(cmd),
         Scenario::Fanout(cmd) if cmd.cluster > 0 => fanout_cluster::run(cmd),
         Scenario::Fanout(cmd) => fanout::run(cmd),
+        Scenario::Hot(cmd) => hot::run(cmd),
         Scenario::Catchup(cmd) => catchup::run(cmd),
         Scenario::History(cmd) => history::run(cmd),
         Scenario::Soak(cmd) => soak::run(cmd),

@@ -399,6 +399,56 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Posts a reply in the thread of `root` (issue 17, part 2), retrying
+    /// its idempotency key over reconnects like [`Client::send_with_id`]:
+    /// at most one reply exists afterwards. `in_channel`: also shown in
+    /// the channel.
+    pub async fn reply(
+        &mut self,
+        conversation: ConversationId,
+        root: Seq,
+        in_channel: bool,
+        message: &Outgoing,
+    ) -> Result<SendAck, ClientError> {
+        let request = Request::Reply {
+            conversation,
+            root,
+            in_channel,
+            client_msg_id: new_client_msg_id(),
+            body: message.body.clone(),
+            mentions: message.mentions.clone(),
+            broadcast: message.broadcast,
+        };
+        ack_reply(self.request(request).await?)
+    }
+
+    /// One page of the thread of `root` (issue 17, part 2): the root
+    /// first when `after` is below it, then up to `limit` replies after
+    /// `after`, ascending; and the seq of the thread's newest reply (page
+    /// on with `after` = the last seq returned until it reaches it).
+    pub async fn thread_page(
+        &mut self,
+        conversation: ConversationId,
+        root: Seq,
+        after: Seq,
+        limit: u32,
+    ) -> Result<(Vec<courier_core::api::Message>, Seq), ClientError> {
+        let request = Request::Thread {
+            conversation,
+            root,
+            after,
+            limit,
+        };
+        match self.request(request).await? {
+            Response::History { messages, head } | Response::Thread { messages, head } => {
+                Ok((messages, head))
+            }
+            other => Err(crate::requester::unexpected("History", &other)),
+        }
+    }
+}
+
 /// The index in `servers` of the primary a 4011 `error` names, if listed.
 fn hinted_index(servers: &[String], error: &ClientError) -> Option<usize> {
     let hint = crate::connection::normalize_url(error.primary_hint()?).ok()?;

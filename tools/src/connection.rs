@@ -660,6 +660,7 @@ pub(crate) fn response_name(response: &Response) -> &'static str {
         Response::SendAck { .. } => "SendAck",
         Response::Sync { .. } => "Sync",
         Response::History { .. } => "History",
+        Response::Thread { .. } => "Thread",
         Response::Boot(_) => "Boot",
         Response::Pins { .. } => "PinPage",
         Response::Presence { .. } => "PresenceReply",

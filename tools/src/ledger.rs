@@ -1014,6 +1014,7 @@ mod tests {
             broadcast: Broadcast::None,
             change: None,
             live: Default::default(),
+            thread: None,
         }
     }
 

@@ -142,8 +142,9 @@ impl Tracker {
 
     /// Unread seqs of a conversation: known head minus read cursor. An
     /// upper bound on unread messages: edits, deletes and reactions take
-    /// seqs too (issue 17); the server's `ConversationInfo::unread` counts
-    /// messages only.
+    /// seqs too (issue 17), and so do replies shown only in their thread
+    /// (issue 17, part 2); the server's `ConversationInfo::unread` counts
+    /// messages shown in the channel only.
     pub fn unread(&self, conversation: ConversationId) -> Option<u64> {
         self.convs
             .get(&conversation)
@@ -431,6 +432,7 @@ mod tests {
             broadcast: Broadcast::None,
             change: None,
             live: Default::default(),
+            thread: None,
         }
     }
 

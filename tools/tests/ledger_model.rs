@@ -91,6 +91,7 @@ impl Model {
             broadcast: Broadcast::None,
             change: None,
             live: Default::default(),
+            thread: None,
         };
         if self.mode == Mode::DeliverBeforeFsync {
             ledger.delivered(&m);

@@ -32,6 +32,9 @@ role_messages! {
         ChangeMessage,
         // channel settings (issue 16, part 4)
         ApplyRename,
+        // threads (issue 17, part 2)
+        PostReply,
+        ThreadPage,
         // pins, typing (issue 17, parts 3-4)
         ListPins,
         Typing,
@@ -189,6 +192,35 @@ pub struct Send {
     pub mentions: Vec<UserId>,
     /// Broadcast.
     pub broadcast: Broadcast,
+}
+
+/// C → O: post a reply in a thread (issue 17, part 2): a `Send` with
+/// its root.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PostReply {
+    /// The message, checked at `C` like a `Send`.
+    pub send: Send,
+    /// The thread's root.
+    pub root: Seq,
+    /// Also shown in the channel.
+    pub in_channel: bool,
+}
+
+/// C → O: a page of a thread (issue 17, part 2).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ThreadPage {
+    /// Request.
+    pub origin: Origin,
+    /// Reader.
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// The thread's root.
+    pub root: Seq,
+    /// Replies after this seq.
+    pub after: Seq,
+    /// Page size (clamped to THREAD_PAGE_MAX).
+    pub limit: u32,
 }
 
 /// C → O: edit, delete or react to an earlier message (issue 17).

@@ -8,6 +8,16 @@ use courier_core::api::{
     Response, Seq, ShardId, UserId, WorkspaceId,
 };
 use courier_core::record::{ChangeRecord, MessageRecord, Record};
+
+/// The message of a `MessagePosted` or `ReplyPosted` record (threads,
+/// issue 17 part 2), with the reply's (root, shown in the channel).
+fn posted_of(rec: &Record) -> Option<(&MessageRecord, Option<(u64, bool)>)> {
+    match rec {
+        Record::MessagePosted(m) => Some((m, None)),
+        Record::ReplyPosted(r) => Some((&r.message, Some((r.root, r.in_channel)))),
+        _ => None,
+    }
+}
 use courier_core::Shard;
 
 use super::{config, Chaos, Down, Stored, World};
@@ -19,6 +29,22 @@ pub struct Posted {
     pub lsn: u64,
     pub rec: MessageRecord,
     pub durable_at: Option<u64>,
+    /// Threads: a reply's (root, shown in the channel).
+    pub thread: Option<(u64, bool)>,
+}
+
+impl Posted {
+    /// As clients see it, no changes applied.
+    pub fn message(&self) -> Message {
+        let mut m = message_of(&self.rec);
+        m.thread = self
+            .thread
+            .map(|(root, in_channel)| courier_core::api::Thread {
+                root: Seq(root),
+                in_channel,
+            });
+        m
+    }
 }
 
 /// A change of an earlier message (issue 17) as the model knows it.
@@ -68,7 +94,16 @@ impl Model {
             panic!("shard {shard} appended an undecodable record at {lsn}: {e}")
         });
         let mut stored = None;
-        if let Record::MessagePosted(m) = &rec {
+        if let Some((m, thread)) = posted_of(&rec) {
+            if let Some((root, _)) = thread {
+                let r = self.messages.get(&(m.conversation, root));
+                assert!(
+                    r.is_some_and(|r| r.thread.is_none()),
+                    "reply {}/{} to {root}: not a message, or a reply",
+                    m.conversation,
+                    m.seq
+                );
+            }
             stored = Some(Stored {
                 conversation: m.conversation,
                 seq: m.seq,
@@ -105,6 +140,7 @@ impl Model {
                     lsn,
                     rec: m.clone(),
                     durable_at: None,
+                    thread,
                 },
             );
         }
@@ -183,23 +219,45 @@ impl Model {
             .collect()
     }
 
-    /// A durable message in its state after its durable changes with a seq
-    /// at or below `version` (every change when `u64::MAX`).
+    /// The durable replies to `root` (threads), ascending seq.
+    pub fn replies_to(&self, conv: u64, root: u64) -> Vec<&Posted> {
+        self.messages
+            .range((conv, root + 1)..=(conv, u64::MAX))
+            .map(|(_, p)| p)
+            .filter(|p| p.thread.is_some_and(|t| t.0 == root) && p.durable_at.is_some())
+            .collect()
+    }
+
+    /// A durable message in its state after its durable changes and
+    /// replies (threads) with a seq at or below `version` (all when
+    /// `u64::MAX`), applied in seq order.
     pub fn state_at(&self, conv: u64, seq: u64, version: u64) -> Message {
         let p = &self.messages[&(conv, seq)];
-        let mut m = message_of(&p.rec);
-        for c in self.changes_of(conv, seq) {
-            if c.rec.seq <= version {
-                courier_core::live::apply(&mut m, &change_message(&c.rec));
-            }
+        let mut m = p.message();
+        let mut events: Vec<Message> = self
+            .changes_of(conv, seq)
+            .iter()
+            .map(|c| change_message(&c.rec))
+            .chain(self.replies_to(conv, seq).iter().map(|r| r.message()))
+            .filter(|e| e.seq.0 <= version)
+            .collect();
+        events.sort_by_key(|e| e.seq);
+        for e in &events {
+            courier_core::live::apply(&mut m, e);
         }
         m
     }
 
-    /// Messages (not changes) with `read < seq <= head`, durable or not.
+    /// Messages (not changes, not replies shown only in their thread)
+    /// with `read < seq <= head`, durable or not.
     pub fn messages_between(&self, conv: u64, read: u64, head: u64) -> u64 {
         (read + 1..=head)
             .filter(|s| !self.changes.contains_key(&(conv, *s)))
+            .filter(|s| {
+                self.messages
+                    .get(&(conv, *s))
+                    .is_none_or(|p| p.thread.is_none_or(|t| t.1))
+            })
             .count() as u64
     }
 
@@ -209,6 +267,10 @@ impl Model {
                 .get(&lsn)
                 .cloned()
                 .unwrap_or_else(|| panic!("durable LSN {lsn} of shard {shard} unknown"));
+            let rec = match posted_of(&rec) {
+                Some((m, _)) => Record::MessagePosted(m.clone()),
+                None => rec,
+            };
             match rec {
                 Record::MessagePosted(m) => {
                     let p = self
@@ -293,7 +355,12 @@ impl Model {
             .map(|(l, _)| *l)
             .collect();
         for lsn in lost {
-            match self.records[usize::from(shard)].remove(&lsn) {
+            let removed = self.records[usize::from(shard)].remove(&lsn);
+            let removed = match removed.as_ref().and_then(posted_of) {
+                Some((m, _)) => Some(Record::MessagePosted(m.clone())),
+                None => removed,
+            };
+            match removed {
                 Some(Record::MessagePosted(m)) => {
                     let p = self.messages.remove(&(m.conversation, m.seq));
                     assert!(p.is_some_and(|p| p.durable_at.is_none()));
@@ -391,9 +458,12 @@ impl Model {
         let version = m.live.version.0;
         if version > 0 {
             let c = self.changes.get(&(key.0, version));
+            let r = self.messages.get(&(key.0, version));
             assert!(
-                c.is_some_and(|c| c.durable_at.is_some() && c.rec.target == key.1),
-                "{what}: message {key:?} at version {version}, not a durable change of it"
+                c.is_some_and(|c| c.durable_at.is_some() && c.rec.target == key.1)
+                    || r.is_some_and(|r| r.durable_at.is_some()
+                        && r.thread.is_some_and(|t| t.0 == key.1)),
+                "{what}: message {key:?} at version {version}, not a durable change of it or reply to it"
             );
         }
         let expected = self.state_at(key.0, key.1, version);
@@ -408,6 +478,18 @@ impl Model {
     pub fn check_current(&self, m: &Message, t0: u64, what: &str) {
         if m.change.is_some() {
             return;
+        }
+        for r in self.replies_to(m.conversation.0, m.seq.0) {
+            if r.durable_at.is_some_and(|d| d <= t0) {
+                assert!(
+                    m.live.version.0 >= r.rec.seq,
+                    "{what}: root {:?}/{} served at version {} after reply {} was durable",
+                    m.conversation,
+                    m.seq.0,
+                    m.live.version.0,
+                    r.rec.seq
+                );
+            }
         }
         for c in self.changes_of(m.conversation.0, m.seq.0) {
             if c.durable_at.is_some_and(|d| d <= t0) {
@@ -465,6 +547,7 @@ pub fn change_message(c: &ChangeRecord) -> Message {
             target: Seq(c.target),
         }),
         live: Default::default(),
+        thread: None,
     }
 }
 
@@ -481,6 +564,7 @@ pub fn message_of(r: &MessageRecord) -> Message {
         broadcast: r.broadcast.into(),
         change: None,
         live: Default::default(),
+        thread: None,
     }
 }
 
@@ -672,6 +756,20 @@ impl World {
                     check(&mut self.model, m, true, "history");
                 }
             }
+            Response::Thread { messages, head } => {
+                // Threads: the root (first, when the cursor was below it)
+                // and replies to it, ascending.
+                let root = messages.first().map(|m| m.thread.map_or(m.seq, |t| t.root));
+                for w in messages.windows(2) {
+                    assert!(w[0].seq < w[1].seq, "thread page out of order");
+                }
+                for m in messages {
+                    let of = m.thread.map_or(m.seq, |t| t.root);
+                    assert_eq!(Some(of), root, "thread page mixes threads");
+                    assert!(m.thread.is_none() || m.seq <= *head);
+                    check(&mut self.model, m, true, "thread");
+                }
+            }
             Response::Sync { changed, .. } => {
                 for sc in changed {
                     assert!(sc.info.member);
@@ -837,10 +935,9 @@ impl World {
                 // Issue 17: every message ends in the owner's state.
                 for m in cc.msgs.values().filter(|m| m.change.is_none()) {
                     let mut held = m.clone();
+                    // Changes of it and (threads) replies to it.
                     for e in cc.msgs.range(m.seq.0 + 1..).map(|(_, e)| e) {
-                        if e.change.is_some_and(|ch| ch.target == m.seq) {
-                            courier_core::live::apply(&mut held, e);
-                        }
+                        courier_core::live::apply(&mut held, e);
                     }
                     let want = model.state_at(conv.0, m.seq.0, u64::MAX);
                     let view = |m: &Message| {
@@ -849,6 +946,7 @@ impl World {
                             m.live.edited,
                             m.live.deleted,
                             m.live.reactions.clone(),
+                            m.live.thread.clone(),
                             m.live.pinned,
                         )
                     };

@@ -48,6 +48,12 @@ pub enum Pend {
         conv: ConversationId,
         own: bool,
     },
+    /// Threads (issue 17, part 2): a reply in `conv`.
+    Reply {
+        conv: ConversationId,
+    },
+    /// Threads: a thread page.
+    Thread,
     /// Issue 16, part 4: a channel setting of `kind`.
     Setting {
         conv: ConversationId,
@@ -463,6 +469,8 @@ impl World {
                 self.disconnect(c);
             }
             (Pend::Change { conv, own }, result) => self.on_change_reply(conv, own, result),
+            (Pend::Reply { conv }, result) => self.on_reply_reply(conv, result),
+            (Pend::Thread, result) => self.on_thread_reply(result),
             (Pend::Setting { conv, kind }, result) => self.on_setting_reply(conv, kind, result),
             (Pend::Role, Ok(Response::Done)) => self.stats.roles_set += 1,
             (Pend::Role, Err(Reject::NotAdmin | Reject::Forbidden(_))) => {

@@ -21,8 +21,10 @@
 //! The core's `Effect::Append`s are staged into the serving replica and
 //! proposed at the end of each input (a pump turn); committed records
 //! reach the state WAL through the replica's effects, and the core hears
-//! `Durable` from that WAL's fsyncs: an ack means committed on a quorum
-//! and durable in the serving node's state WAL.
+//! `Durable` as soon as they are appended there (as courierd's
+//! `journal::durability_task` in cluster mode): an ack means committed on
+//! a quorum; the state WAL's fsyncs come later, and a power loss before
+//! them loses its tail, which the restart re-applies from the raft WAL.
 //!
 //! The ledger ([`super::Model`]) learns a record when it is first
 //! committed (first applied anywhere): committed is durable in a cluster.
@@ -170,6 +172,10 @@ pub struct Cluster {
     pub durable: Vec<u64>,
     /// Ticks since no node serves (0 while one does).
     pub unserved_run: u64,
+    /// Committed records the serving node appended to a state WAL during
+    /// the effects being carried out: (shard, LSN), reported `Durable`
+    /// once they are done.
+    pub reports: Vec<(u16, u64)>,
 }
 
 fn engine_config(node: u64, seed: u64) -> CoreConfig {
@@ -226,6 +232,7 @@ impl World {
             faulty: false,
             ticked_at: 0,
             durable: vec![0; usize::from(shards)],
+            reports: Vec::new(),
         }));
         for k in 0..NODES {
             w.node_start(k);
@@ -392,6 +399,7 @@ impl World {
         let mut effects = Vec::new();
         let driven = m.drive(durable, facts, &mut effects);
         self.execute(k, s, effects);
+        self.report_committed();
         if let Err(f) = driven {
             if self.cl_ref().nodes[k].up {
                 self.fatal(k, s, f);
@@ -474,6 +482,24 @@ impl World {
         store.log_bytes += r.payload.len() as u64 + 13;
         store.wal.push((r.kind, r.payload));
         store.index.push(stored);
+        if !replay && self.cl_ref().serving == Some(k) {
+            self.cl().reports.push((s, r.lsn));
+        }
+    }
+
+    /// The serving node's durability reports: a committed record is
+    /// durable once appended to its state WAL (module docs) — the ledger
+    /// learns it, the history store is fed, and the core hears `Durable`.
+    fn report_committed(&mut self) {
+        let reports = std::mem::take(&mut self.cl().reports);
+        for (s, lsn) in reports {
+            if self.nodes[usize::from(s)].shard.is_none() {
+                continue; // the node stopped serving meanwhile
+            }
+            self.ledger_durable(s, lsn);
+            self.feed_history(s, lsn);
+            self.input(s, courier_core::api::Input::Durable { lsn: Lsn(lsn) });
+        }
     }
 
     /// The ledger learns that a serving core `s` holds LSNs up to `lsn`

@@ -2,6 +2,9 @@
 //! unpin messages they hold (their own and others'), and the replies are
 //! checked against the model (a change acknowledged is durable; a refusal is one the rules
 //! allow). Issue 16, part 4: devices change channel settings the same way.
+//! Threads (issue 17, part 2): devices reply to messages they hold and read
+//! threads; the checker checks every served reply and root against the
+//! model and that every device ends with every root's reply count.
 
 use courier_core::api::{
     ChangeKind, ConversationId, ConversationKind, Reject, Request, Response, Seq,
@@ -32,6 +35,9 @@ impl World {
         let Some(&(target, own)) = self.rng.pick(&posts) else {
             return;
         };
+        if self.rng.chance(1, 3) {
+            return self.act_thread(c, conv, target);
+        }
         let (kind, text) = match self.rng.below(12) {
             0..=2 => (
                 ChangeKind::Edit,
@@ -51,6 +57,71 @@ impl World {
             text,
         };
         self.request(c, request, Pend::Change { conv, own });
+    }
+
+    /// Threads: a reply to `root` (refused if it is a reply itself), or a
+    /// page of its thread.
+    fn act_thread(&mut self, c: usize, conv: ConversationId, root: Seq) {
+        if self.rng.chance(1, 3) {
+            let after = Seq(self.rng.below(root.0 + 3));
+            let limit = 1 + self.rng.below(5) as u32;
+            let request = Request::Thread {
+                conversation: conv,
+                root,
+                after,
+                limit,
+            };
+            self.request(c, request, Pend::Thread);
+            return;
+        }
+        let request = Request::Reply {
+            conversation: conv,
+            root,
+            in_channel: self.rng.chance(1, 4),
+            client_msg_id: u128::from(self.rng.next_u64()) << 64 | 0xeeee,
+            body: format!("c{c}-reply-{}", self.rng.below(1000)),
+            mentions: vec![],
+            broadcast: courier_core::api::Broadcast::None,
+        };
+        self.request(c, request, Pend::Reply { conv });
+    }
+
+    /// The answer to a reply: an ack names a durable reply of this
+    /// conversation; refusals are the ones the rules allow.
+    pub(super) fn on_reply_reply(
+        &mut self,
+        conv: ConversationId,
+        result: Result<Response, Reject>,
+    ) {
+        match result {
+            Ok(Response::SendAck {
+                conversation, seq, ..
+            }) => {
+                assert_eq!(conversation, conv);
+                let p = self.model.messages.get(&(conv.0, seq.0));
+                assert!(
+                    p.is_some_and(|p| p.durable_at.is_some() && p.thread.is_some()),
+                    "reply ack of {conv:?}/{} that is not a durable reply",
+                    seq.0
+                );
+                self.stats.replies_acked += 1;
+            }
+            // A reply as root; a deleted root; archived; admins only.
+            Err(
+                Reject::Invalid(_) | Reject::NotFound | Reject::Archived | Reject::Forbidden(_),
+            ) => self.stats.replies_refused += 1,
+            Err(Reject::Unavailable { .. }) => {}
+            other => panic!("reply in {conv:?} answered {other:?}"),
+        }
+    }
+
+    /// A thread page (checked by `check_read` as it arrives).
+    pub(super) fn on_thread_reply(&mut self, result: Result<Response, Reject>) {
+        match result {
+            Ok(Response::Thread { .. }) => self.stats.thread_pages += 1,
+            Err(Reject::NotFound | Reject::Invalid(_) | Reject::Unavailable { .. }) => {}
+            other => panic!("thread page answered {other:?}"),
+        }
     }
 
     fn emoji(&mut self) -> String {

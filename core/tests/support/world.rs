@@ -133,6 +133,11 @@ pub struct Stats {
     pub changes_acked: u64,
     pub changes_noop: u64,
     pub changes_refused: u64,
+    /// Threads (issue 17, part 2): replies acknowledged, refused (root
+    /// deleted, archived, no longer a member), thread pages read.
+    pub replies_acked: u64,
+    pub replies_refused: u64,
+    pub thread_pages: u64,
     /// Issue 16, part 4: channel settings sequenced (renames among them),
     /// answered `Done`, refused (role, archived, name taken).
     pub settings_acked: u64,
@@ -184,6 +189,9 @@ impl Stats {
             changes_acked,
             changes_noop,
             changes_refused,
+            replies_acked,
+            replies_refused,
+            thread_pages,
             settings_acked,
             renames_acked,
             settings_noop,
@@ -225,6 +233,9 @@ impl Stats {
         self.changes_acked += changes_acked;
         self.changes_noop += changes_noop;
         self.changes_refused += changes_refused;
+        self.replies_acked += replies_acked;
+        self.replies_refused += replies_refused;
+        self.thread_pages += thread_pages;
         self.settings_acked += settings_acked;
         self.renames_acked += renames_acked;
         self.settings_noop += settings_noop;

@@ -235,11 +235,11 @@ fn finish(
     fbb.finished_data().to_vec()
 }
 
-fn u128_to_wire(v: ClientMsgId) -> wire::U128 {
+pub(crate) fn u128_to_wire(v: ClientMsgId) -> wire::U128 {
     wire::U128::new(v as u64, (v >> 64) as u64)
 }
 
-fn u128_from_wire(v: &wire::U128) -> ClientMsgId {
+pub(crate) fn u128_from_wire(v: &wire::U128) -> ClientMsgId {
     u128::from(v.lo()) | (u128::from(v.hi()) << 64)
 }
 
@@ -262,7 +262,7 @@ fn device_kind_from_wire(kind: wire::DeviceKind) -> Result<DeviceKind, DecodeErr
     })
 }
 
-fn broadcast_to_wire(b: Broadcast) -> wire::Broadcast {
+pub(crate) fn broadcast_to_wire(b: Broadcast) -> wire::Broadcast {
     match b {
         Broadcast::None => wire::Broadcast::None,
         Broadcast::Here => wire::Broadcast::Here,
@@ -270,7 +270,7 @@ fn broadcast_to_wire(b: Broadcast) -> wire::Broadcast {
     }
 }
 
-fn broadcast_from_wire(b: wire::Broadcast) -> Result<Broadcast, DecodeError> {
+pub(crate) fn broadcast_from_wire(b: wire::Broadcast) -> Result<Broadcast, DecodeError> {
     Ok(match b {
         wire::Broadcast::None => Broadcast::None,
         wire::Broadcast::Here => Broadcast::Here,
@@ -334,7 +334,7 @@ fn reason_from_wire(r: wire::NotifyReason) -> Result<NotifyReason, DecodeError> 
     })
 }
 
-fn ids_vec<'a>(
+pub(crate) fn ids_vec<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     ids: impl ExactSizeIterator<Item = u64> + DoubleEndedIterator,
 ) -> WIPOffset<Vector<'a, u64>> {
@@ -456,7 +456,9 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
         }
         Request::Lookup { name, kind } => encode_lookup(fbb, name, *kind),
         r @ (Request::People(_) | Request::Change { .. }) => crate::live::encode_request(fbb, r),
-        r @ Request::SetChannel { .. } => crate::live::encode_request(fbb, r),
+        r @ (Request::SetChannel { .. } | Request::Reply { .. } | Request::Thread { .. }) => {
+            crate::live::encode_request(fbb, r)
+        }
         Request::Send {
             conversation,
             client_msg_id,
@@ -633,6 +635,9 @@ fn encode_message<'a>(
     let mentions = ids_vec(fbb, m.mentions.iter().map(|u| u.0));
     let id = u128_to_wire(m.client_msg_id);
     let reactions = crate::live::encode_reactions(fbb, &m.live);
+    let t = &m.live.thread;
+    let participants =
+        (!t.participants.is_empty()).then(|| ids_vec(fbb, t.participants.iter().map(|u| u.0)));
     wire::Message::create(
         fbb,
         &wire::MessageArgs {
@@ -650,6 +655,12 @@ fn encode_message<'a>(
             deleted: m.live.deleted,
             reactions,
             version: m.live.version.0,
+            thread_root: m.thread.map_or(0, |t| t.root.0),
+            thread_in_channel: m.thread.is_some_and(|t| t.in_channel),
+            reply_count: t.replies,
+            last_reply_ms: t.last_reply.0,
+            last_reply_seq: t.last_seq.0,
+            participants,
             pinned: m.live.pinned,
         },
     )
@@ -802,7 +813,9 @@ fn encode_response(
             );
             (B::SyncReply, t.as_union_value())
         }
-        Response::History { messages, head } => encode_history(fbb, messages, *head),
+        Response::History { messages, head } | Response::Thread { messages, head } => {
+            encode_history(fbb, messages, *head)
+        }
         Response::Boot(page) => encode_boot(fbb, page),
         Response::People(p) => people::encode_response(fbb, p),
         r => crate::around::encode_response(fbb, r),
@@ -1516,7 +1529,9 @@ fn decode_infos(
 }
 
 fn decode_message(t: &wire::Message<'_>) -> Result<Message, DecodeError> {
-    let (change, live) = crate::live::decode_live(t)?;
+    let (change, mut live) = crate::live::decode_live(t)?;
+    let (thread, summary) = crate::threads::decode_thread(t)?;
+    *live.thread = summary;
     Ok(Message {
         conversation: ConversationId(t.conversation()),
         seq: Seq(t.seq()),
@@ -1528,6 +1543,7 @@ fn decode_message(t: &wire::Message<'_>) -> Result<Message, DecodeError> {
         broadcast: broadcast_from_wire(t.broadcast())?,
         change,
         live,
+        thread,
     })
 }
 

@@ -74,6 +74,9 @@ pub(crate) fn encode_request(
             text,
         } => return encode_set_channel(fbb, *conversation, *kind, text),
         Request::People(p) => return crate::people::encode_request(fbb, p),
+        r @ (Request::Reply { .. } | Request::Thread { .. }) => {
+            return crate::threads::encode_request(fbb, r)
+        }
         other => unreachable!("live::encode_request called with {other:?}"),
     };
     let text = fbb.create_string(text);
@@ -129,6 +132,9 @@ pub(crate) fn decode_request(
             }),
             _ => Err(DecodeError::field("kind", "not a channel setting")),
         };
+    }
+    if crate::threads::is_thread_request(kind) {
+        return crate::threads::decode_request(frame, kind);
     }
     if kind != wire::Body::ChangeMessage {
         return crate::people::decode_request(frame, kind);
@@ -199,6 +205,7 @@ pub(crate) fn decode_live(t: &wire::Message<'_>) -> Result<(Option<Change>, Live
         deleted: t.deleted(),
         reactions,
         version: Seq(t.version()),
+        thread: Default::default(),
         pinned: t.pinned(),
     };
     Ok((change, live))

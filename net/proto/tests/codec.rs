@@ -38,6 +38,7 @@ fn message(seq: u64) -> Message {
         broadcast: Broadcast::Here,
         change: None,
         live: Default::default(),
+        thread: None,
     }
 }
 
@@ -145,7 +146,56 @@ fn requests() -> Vec<Request> {
     .into_iter()
     .chain(people_requests().into_iter().map(Request::People))
     .chain(live_requests())
+    .chain(thread_requests())
     .collect()
+}
+
+/// Threads (issue 17, part 2): after the others, so the committed corpus
+/// files of the older ones keep their numbers.
+fn thread_requests() -> Vec<Request> {
+    vec![
+        Request::Reply {
+            conversation: ConversationId(5),
+            root: Seq(4),
+            in_channel: true,
+            client_msg_id: u128::MAX - 9,
+            body: "in the thread ✓".into(),
+            mentions: vec![UserId(2), UserId(3)],
+            broadcast: Broadcast::Here,
+        },
+        Request::Thread {
+            conversation: ConversationId(5),
+            root: Seq(4),
+            after: Seq(7),
+            limit: 50,
+        },
+    ]
+}
+
+/// A thread root with its summary, and a reply (issue 17, part 2).
+fn thread_events() -> Vec<Event> {
+    vec![
+        Event::Message(Message {
+            live: Live {
+                version: Seq(12),
+                thread: Box::new(ThreadSummary {
+                    replies: 3,
+                    last_reply: Millis(789),
+                    last_seq: Seq(12),
+                    participants: vec![UserId(3), UserId(1)],
+                }),
+                ..Live::default()
+            },
+            ..message(4)
+        }),
+        Event::Message(Message {
+            thread: Some(Thread {
+                root: Seq(4),
+                in_channel: false,
+            }),
+            ..message(12)
+        }),
+    ]
 }
 
 /// Issue 17's requests (after the others, so the committed corpus files
@@ -559,6 +609,7 @@ fn events() -> Vec<Event> {
                     users: vec![UserId(1), UserId(9)],
                 }],
                 version: Seq(9),
+                thread: Box::default(),
                 pinned: true,
             },
             ..message(4)
@@ -638,6 +689,9 @@ fn events() -> Vec<Event> {
             version: 3,
         },
     ]
+    .into_iter()
+    .chain(thread_events())
+    .collect()
 }
 
 #[test]
@@ -690,6 +744,45 @@ fn every_reply_and_event_round_trips() {
         let frame = ServerFrame::Event(event);
         assert_eq!(decode_server(&enc.server(&frame)), Ok(frame));
     }
+}
+
+/// Threads: a thread page travels as a history page (same fields), and a
+/// message with more participants than a summary keeps is refused.
+#[test]
+fn a_thread_page_is_a_history_page_on_the_wire() {
+    let mut enc = Encoder::new();
+    let messages = vec![message(4), message(6)];
+    let page = Response::Thread {
+        messages: messages.clone(),
+        head: Seq(6),
+    };
+    let bytes = enc.server(&ServerFrame::Reply {
+        req: 3,
+        result: Ok(page),
+    });
+    assert_eq!(
+        decode_server(&bytes),
+        Ok(ServerFrame::Reply {
+            req: 3,
+            result: Ok(Response::History {
+                messages,
+                head: Seq(6)
+            })
+        })
+    );
+    let crowded = Message {
+        live: Live {
+            thread: Box::new(ThreadSummary {
+                replies: 4,
+                participants: (1..=4).map(UserId).collect(),
+                ..ThreadSummary::default()
+            }),
+            ..Live::default()
+        },
+        ..message(4)
+    };
+    let bytes = enc.server(&ServerFrame::Event(Event::Message(crowded)));
+    assert!(decode_server(&bytes).is_err());
 }
 
 #[test]

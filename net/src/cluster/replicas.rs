@@ -14,10 +14,12 @@
 //! address, builds the node's [`crate::link`] links (and starts
 //! `cluster::peers::follow`, which keeps their peer book in step with the
 //! registry) and sends each core its part; the cores serve (and refuse sessions) meanwhile, so a node never
-//! blocks its start on the others.
+//! blocks its start on the others. A node that is not among the voters
+//! (beyond the replication factor) records the set too and runs edges
+//! only (`crate::shard::nonvoter`): it holds client connections.
 //!
-//! Must never: record a voter set this node is not in, overwrite a
-//! recorded set, or wait on etcd on a core's thread.
+//! Must never: overwrite a recorded set, or wait on etcd on a core's
+//! thread.
 
 use crate::link::{self, CoreLinks, LinkConfig, PeerAddr};
 use crate::shard::Stop;
@@ -162,11 +164,7 @@ fn run(setup: Setup) -> anyhow::Result<()> {
         }
         std::thread::sleep(POLL);
     };
-    anyhow::ensure!(
-        voters.iter().any(|v| v.node == setup.node),
-        "node {} is not a voter of the data path ({voters:?}); adding nodes is not built",
-        setup.node
-    );
+    let voter = voters.iter().any(|v| v.node == setup.node);
     let cluster_id = setup.status.borrow().config.cluster_id.0;
     let peers = voters
         .iter()
@@ -188,7 +186,12 @@ fn run(setup: Setup) -> anyhow::Result<()> {
     // voter restarted on another address is followed).
     crate::cluster::peers::follow(setup.status.clone(), node.book.clone())
         .context("starting the peer book follower")?;
-    tracing::info!(voters = ?voters, peer_listen = %node.addr, "cluster: voters known; starting the replicated data path");
+    if voter {
+        tracing::info!(voters = ?voters, peer_listen = %node.addr, "cluster: voters known; starting the replicated data path");
+    } else {
+        tracing::info!(voters = ?voters, peer_listen = %node.addr,
+            "cluster: voters known; this node is not one of them: it holds client connections only");
+    }
     let ids: Vec<u64> = voters.iter().map(|v| u64::from(v.node)).collect();
     for (links, tx) in node.cores.into_iter().zip(&setup.cores_tx) {
         let start = ReplicaStart {

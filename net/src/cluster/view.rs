@@ -34,6 +34,10 @@ pub struct CoreGroupView {
     /// The core started its state machine (it serves as the group's
     /// leader from now on; losing leadership ends the process).
     pub started: AtomicBool,
+    /// A node beyond the voters (`shard::nonvoter`): the leader itself
+    /// named itself in a hint of this term, so it knows this node's
+    /// address and its replies reach this node's edges.
+    pub leader_confirmed: AtomicBool,
 }
 
 /// The node's replication view (see the module docs).

@@ -142,7 +142,7 @@ struct Routes {
 /// Spawns the forward receivers and the accept loop; returns the inbox.
 pub(crate) fn start(
     state: Rc<CoreState>,
-    listener: glommio::net::TcpListener,
+    listener: crate::listener::Listener,
     forward_to: Vec<Option<SharedSender<Envelope>>>,
     forward_from: Vec<Option<SharedReceiver<Envelope>>>,
 ) -> Inbox {
@@ -168,8 +168,16 @@ async fn pump(
     let Some(receiver) = unless_stopped(&state, receiver.connect()).await else {
         return;
     };
+    // Woken only by a message or the stop, never by a timer: every poll of
+    // a pending receive leaves a waker with glommio until a message comes
+    // (`crate::listener` has the story).
+    let stop = state.stop_signal();
     while !state.stopped() {
-        match with_timeout(TICK, receiver.recv()).await {
+        let next = futures_lite::future::or(async { Some(receiver.recv().await) }, async {
+            stop.wait().await;
+            None
+        });
+        match next.await {
             None => continue,
             Some(None) => break,
             Some(Some(env)) => {
@@ -184,7 +192,7 @@ async fn pump(
 /// Connects the forward channels, then accepts until the links stop.
 async fn accept_side(
     state: Rc<CoreState>,
-    listener: glommio::net::TcpListener,
+    listener: crate::listener::Listener,
     forward_to: Vec<Option<SharedSender<Envelope>>>,
     local: Rc<LocalSender<Envelope>>,
 ) {
@@ -199,41 +207,45 @@ async fn accept_side(
         });
     }
     let routes = Rc::new(Routes { local, forward });
-    // The pending accept is kept across ticks: dropping an in-flight
-    // io_uring accept can lose a connection the kernel already accepted.
-    let mut accept = Box::pin(listener.accept());
-    while !state.stopped() {
-        match with_timeout(TICK, &mut accept).await {
-            None => continue,
-            Some(result) => {
-                accept = Box::pin(listener.accept());
-                match result {
-                    Ok(_)
-                        if state.counters.accepted_open.get()
-                            >= state.config.accepted_connections_max as u64 =>
-                    {
-                        add(&state.counters.accept_over_limit, 1);
-                        tracing::warn!(
-                            core = state.core.0,
-                            "too many node links; closed a new one"
-                        );
-                    }
-                    Ok(stream) => {
-                        add(&state.counters.accepted_open, 1);
-                        let (state, routes) = (state.clone(), routes.clone());
-                        super::spawn(&state.clone(), async move {
-                            serve(state.clone(), routes, stream).await;
-                            state
-                                .counters
-                                .accepted_open
-                                .set(state.counters.accepted_open.get() - 1);
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(core = state.core.0, error = %e, "peer accept failed");
-                        glommio::timer::sleep(TICK).await;
-                    }
-                }
+    // The pending accept is awaited alone (`crate::listener`): a task that
+    // only sleeps closes the listener at stop, which ends it.
+    let listener = Rc::new(listener);
+    {
+        let (watch, listener) = (state.clone(), listener.clone());
+        super::spawn(&state, async move {
+            while !watch.stopped() {
+                glommio::timer::sleep(TICK).await;
+            }
+            listener.close();
+        });
+    }
+    loop {
+        let result = listener.accept().await;
+        if state.stopped() {
+            break;
+        }
+        match result {
+            Ok(_)
+                if state.counters.accepted_open.get()
+                    >= state.config.accepted_connections_max as u64 =>
+            {
+                add(&state.counters.accept_over_limit, 1);
+                tracing::warn!(core = state.core.0, "too many node links; closed a new one");
+            }
+            Ok(stream) => {
+                add(&state.counters.accepted_open, 1);
+                let (state, routes) = (state.clone(), routes.clone());
+                super::spawn(&state.clone(), async move {
+                    serve(state.clone(), routes, stream).await;
+                    state
+                        .counters
+                        .accepted_open
+                        .set(state.counters.accepted_open.get() - 1);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(core = state.core.0, error = %e, "peer accept failed");
+                glommio::timer::sleep(TICK).await;
             }
         }
     }

@@ -75,6 +75,7 @@ pub use counters::LinkCounters;
 pub use inbound::{Inbound, Inbox};
 pub use outbound::{LinkDown, LinkFailure, PeerStatus, Refusal};
 
+use crate::sync::Signal;
 use bytes::Bytes;
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use std::cell::Cell;
@@ -386,16 +387,9 @@ fn new_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     Ok(socket)
 }
 
-fn listen(addr: SocketAddr) -> Result<glommio::net::TcpListener, LinkError> {
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    let listen_err = |source| LinkError::Listen { addr, source };
-    let socket = new_socket(addr).map_err(listen_err)?;
-    socket.bind(&addr.into()).map_err(listen_err)?;
-    socket.listen(1024).map_err(listen_err)?;
-    let fd = socket.into_raw_fd();
-    // SAFETY: `fd` is a listening TCP socket we own (into_raw_fd gave up
-    // socket2's ownership), handed to exactly one owner.
-    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(fd) })
+fn listen(addr: SocketAddr) -> Result<crate::listener::Listener, LinkError> {
+    // SO_REUSEPORT and SO_REUSEADDR, as `new_socket`.
+    crate::listener::Listener::bind(addr, true).map_err(|source| LinkError::Listen { addr, source })
 }
 
 /// State shared by one core's link tasks (single-threaded).
@@ -411,6 +405,9 @@ pub(crate) struct CoreState {
     book_seen: Cell<u64>,
     counters: counters::Counters,
     stopped: Cell<bool>,
+    /// Notified at stop: one per forward receiver (`stop_signal`; a
+    /// handful per core, created at start).
+    stop_signals: std::cell::RefCell<Vec<Rc<Signal>>>,
     /// Link tasks running on this core (see [`spawn`]).
     tasks: Cell<usize>,
 }
@@ -418,6 +415,19 @@ pub(crate) struct CoreState {
 impl CoreState {
     fn stopped(&self) -> bool {
         self.stopped.get()
+    }
+
+    /// A signal notified when the links stop, for a task that waits on
+    /// something else meanwhile (`inbound::pump`): it must not wake on a
+    /// timer to look at `stopped` while a channel receive is pending
+    /// (glommio keeps a waker per poll of a pending receive).
+    fn stop_signal(&self) -> Rc<Signal> {
+        let signal = Rc::new(Signal::default());
+        if self.stopped() {
+            signal.notify();
+        }
+        self.stop_signals.borrow_mut().push(signal.clone());
+        signal
     }
 
     /// This core's link to `node`, if it has one.
@@ -533,6 +543,7 @@ impl CoreLinks {
             book_seen: Cell::new(u64::MAX),
             counters: counters::Counters::default(),
             stopped: Cell::new(false),
+            stop_signals: std::cell::RefCell::new(Vec::new()),
             tasks: Cell::new(0),
         });
         // A link (and writer task) per node of the book.
@@ -644,6 +655,9 @@ impl LinkHandle {
         self.state.stopped.set(true);
         for p in self.state.peers.borrow().iter() {
             p.wake.notify();
+        }
+        for s in self.state.stop_signals.borrow().iter() {
+            s.notify();
         }
     }
 

@@ -4,7 +4,8 @@
 //! snapshot into the core, and every message record from the store's
 //! `durable_source` on into the store (which may be behind or ahead of the
 //! snapshot after a crash: entries it has are skipped as duplicates, the
-//! rest are re-added; the store is never ahead of the log, see `history`).
+//! rest are re-added; the store is never ahead of the log — in cluster
+//! mode, of the raft log: see `history`).
 //! Recovery = snapshot + history store + the log's tail.
 //!
 //! It must never serve, append or snapshot: it only reads what is on disk

@@ -183,8 +183,18 @@ fn send(ctx: &ShardCtx, r: &Replica, peer: link::NodeId, kind: u8, bytes: Vec<u8
 async fn run(ctx: &Rc<ShardCtx>, r: &Rc<Replica>, first: link::NodeId) {
     // Everything of the state WAL durable and in the history store first:
     // the install replaces the state WAL.
+    // (`reported` does not wait for the state WAL in cluster mode: see
+    // `journal::durability_task`.)
     while ctx.reported.get() < ctx.appended.get() && !ctx.stop.is_requested() {
         glommio::timer::sleep(HISTORY_WAIT).await;
+    }
+    if let Err(e) = ctx
+        .wal
+        .wait_durable(courier_wal::Lsn(ctx.appended.get()))
+        .await
+    {
+        tracing::error!(shard = ctx.id.0, error = %e, "catch-up: the state WAL failed");
+        return;
     }
     if ctx.sync_history().await.is_none() {
         return;

@@ -6,10 +6,11 @@
 //!
 //! Addresses. State shard `s` (`0..S`, S = cores: one Raft group per
 //! core) lives on core `s` of the node leading group `s`. The edges come
-//! after them: the edge of core `c` of the voter at index `i` (voters
-//! sorted by node id; the set is fixed for the cluster) is
-//! `S + i·cores + c`. [`Routes::locate`] turns an address into (node,
-//! core); a message for another node crosses the node link as
+//! after them, by node id, voters or not: the edge of core `c` of node
+//! `n` is `S + (n − 1)·S + c`, for node ids `1..=`[`Routes::edge_nodes`]
+//! (at most [`EDGE_NODES_MAX`], and what the 16-bit shard address space
+//! leaves: `SHARD_COUNT_MAX / S − 1`). [`Routes::locate`] turns an
+//! address into (node, core); a message for another node crosses the node link as
 //! [`LINK_KIND_PEER`] (`version 1 (u8), from (u16), to (u16)`, then the
 //! `PeerMsg` wire form), FIFO per (source core, destination core) like
 //! every link message.
@@ -98,14 +99,22 @@ pub fn decode_peer(bytes: &[u8]) -> Result<(ShardId, ShardId, PeerMsg), PeerFram
     Ok((ShardId(from), ShardId(to), msg))
 }
 
+/// Node ids that may hold client connections (edges): `1..=` this, or
+/// fewer where the shard address space is smaller (see the module docs).
+/// Every state shard counts this many nodes' edges (a `Restarted` or a
+/// profile change goes to each address), so it is kept modest.
+pub const EDGE_NODES_MAX: u16 = 64;
+
 /// Where every shard of the cluster is, as this node knows it.
 pub(crate) struct Routes {
     /// This node.
     pub(crate) node: u64,
     /// The cluster's voters, ascending (fixed for the cluster).
-    voters: Vec<u64>,
+    pub(crate) voters: Vec<u64>,
     /// State shards = cores per node (one group per core).
-    shards: u16,
+    pub(crate) shards: u16,
+    /// Node ids `1..=edge_nodes` have edge addresses.
+    edge_nodes: u16,
     /// This core's links.
     pub(crate) links: LinkHandle,
     /// Each group's leader as this node knows it.
@@ -113,7 +122,9 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
-    /// Routes for `node` among `voters` (any order; `node` must be one).
+    /// Routes for `node` in a cluster whose data path has `voters` (any
+    /// order; `node` need not be one). Fails when a voter's or this
+    /// node's id has no edge address.
     pub(crate) fn new(
         node: u64,
         voters: &[u64],
@@ -124,35 +135,54 @@ impl Routes {
         let mut voters = voters.to_vec();
         voters.sort_unstable();
         voters.dedup();
-        if !voters.contains(&node) {
-            anyhow::bail!("node {node} is not among the voters {voters:?}");
-        }
-        let addresses = u32::from(shards) * (voters.len() as u32 + 1);
-        if addresses > u32::from(courier_core::constants::SHARD_COUNT_MAX) {
+        let edge_nodes = Routes::edge_nodes(shards);
+        if let Some(bad) = voters
+            .iter()
+            .chain([&node])
+            .find(|n| **n == 0 || **n > u64::from(edge_nodes))
+        {
             anyhow::bail!(
-                "{} voters × {shards} cores: {addresses} shard addresses, at most {}",
-                voters.len(),
-                courier_core::constants::SHARD_COUNT_MAX
+                "node id {bad} cannot hold client connections: with {shards} cores per node, \
+                 node ids 1..={edge_nodes} can (each node's cores get shard addresses \
+                 by node id; see docs/CLUSTER.md, \"Clients on any node\")"
             );
         }
         Ok(Routes {
             node,
             voters,
             shards,
+            edge_nodes,
             links,
             view,
         })
     }
 
-    /// Edge shards in the cluster.
-    pub(crate) fn edges(&self) -> u16 {
-        self.voters.len() as u16 * self.shards
+    /// How many node ids have edge addresses with `shards` cores per node.
+    pub(crate) fn edge_nodes(shards: u16) -> u16 {
+        let shards = shards.max(1);
+        let by_space = (courier_core::constants::SHARD_COUNT_MAX / shards).saturating_sub(1);
+        by_space.min(EDGE_NODES_MAX)
     }
 
-    /// The edge of `core` of `node` (None: not a voter).
+    /// Edge shards in the cluster.
+    pub(crate) fn edges(&self) -> u16 {
+        self.edge_nodes * self.shards
+    }
+
+    /// Whether this node is a voter of the data path (else it holds
+    /// client connections only).
+    pub(crate) fn is_voter(&self) -> bool {
+        self.voters.contains(&self.node)
+    }
+
+    /// The edge of `core` of `node` (None: no such address).
     pub(crate) fn edge_id(&self, node: u64, core: u16) -> Option<ShardId> {
-        let index = self.voters.iter().position(|v| *v == node)? as u16;
-        (core < self.shards).then(|| ShardId(self.shards + index * self.shards + core))
+        edge_address(self.shards, self.edge_nodes, node, core)
+    }
+
+    /// The node's replication view.
+    pub(crate) fn view(&self) -> &Arc<NodeView> {
+        &self.view
     }
 
     /// The leader of group `s` as this node knows it (None: unknown).
@@ -173,10 +203,24 @@ impl Routes {
         if to.0 < self.shards {
             return Some((self.leader(to.0)?, to.0));
         }
-        let e = to.0 - self.shards;
-        let node = *self.voters.get(usize::from(e / self.shards))?;
-        Some((node, e % self.shards))
+        edge_place(self.shards, self.edge_nodes, to)
     }
+}
+
+/// The address of `core`'s edge on `node` with `shards` cores per node
+/// and node ids `1..=edge_nodes` (None: no such address).
+fn edge_address(shards: u16, edge_nodes: u16, node: u64, core: u16) -> Option<ShardId> {
+    let node = u16::try_from(node)
+        .ok()
+        .filter(|n| (1..=edge_nodes).contains(n))?;
+    (core < shards).then(|| ShardId(shards + (node - 1) * shards + core))
+}
+
+/// The (node, core) of edge address `to` (None: not an edge address).
+fn edge_place(shards: u16, edge_nodes: u16, to: ShardId) -> Option<(u64, u16)> {
+    let e = to.0.checked_sub(shards)?;
+    let node = e / shards + 1;
+    (node <= edge_nodes).then_some((u64::from(node), e % shards))
 }
 
 /// One core's edge: its shard and what it last acted on.
@@ -197,6 +241,13 @@ pub(crate) struct Edge {
     failed_over: Cell<bool>,
     /// Requests forwarded so far (their sequence numbers, from 1).
     forwarded: Cell<u64>,
+    /// A non-voter's knowledge of this core's group leader, from leader
+    /// hints (`nonvoter`); unused on a voter (its replica knows).
+    pub(crate) known: Cell<super::nonvoter::Known>,
+    /// `Hello`s are taken: at once on a voter; on a non-voter once every
+    /// group's leader was learnt (`nonvoter`), so that a first request
+    /// does not go nowhere.
+    pub(crate) open: Cell<bool>,
     /// One of the edge's messages found no place (no leader known) when
     /// `forwarded` was this (0: none since requests were last answered):
     /// the next leader change answers the requests up to it — not those
@@ -233,6 +284,8 @@ impl ShardCtx {
             failed_over: Cell::new(false),
             forwarded: Cell::new(0),
             lost: Cell::new(0),
+            known: Cell::new(Default::default()),
+            open: Cell::new(routes.is_voter()),
             routes,
         });
         if self.edge.set(edge.clone()).is_err() {
@@ -290,6 +343,12 @@ impl ShardCtx {
         if node == routes.node {
             return self.local_peer(from, to, msg);
         }
+        let dest = link::NodeId(node as u32);
+        if to.0 >= routes.shards && routes.links.book().get(dest).is_none() {
+            // The edge of a node id no node registered (a state shard's
+            // `Restarted` or profile change goes to every edge address).
+            return;
+        }
         let bytes = match encode_peer(from, to, &msg) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -298,7 +357,6 @@ impl ShardCtx {
                 return;
             }
         };
-        let dest = link::NodeId(node as u32);
         match routes
             .links
             .send(dest, CoreId(core), LINK_KIND_PEER, bytes.into())
@@ -575,6 +633,32 @@ impl ShardCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edges_are_addressed_by_node_id_within_the_shard_address_space() {
+        assert_eq!(Routes::edge_nodes(1), EDGE_NODES_MAX);
+        assert_eq!(Routes::edge_nodes(2), EDGE_NODES_MAX);
+        assert_eq!(Routes::edge_nodes(16), 63, "1,024 / 16 − 1");
+        assert_eq!(Routes::edge_nodes(512), 1);
+        assert_eq!(Routes::edge_nodes(1024), 0);
+        let (shards, nodes) = (2, Routes::edge_nodes(2));
+        assert_eq!(edge_address(shards, nodes, 1, 0), Some(ShardId(2)));
+        assert_eq!(edge_address(shards, nodes, 1, 1), Some(ShardId(3)));
+        assert_eq!(edge_address(shards, nodes, 4, 1), Some(ShardId(9)));
+        assert_eq!(edge_address(shards, nodes, 0, 0), None);
+        assert_eq!(edge_address(shards, nodes, 65, 0), None);
+        assert_eq!(edge_address(shards, nodes, 3, 2), None, "no core 2");
+        let last = edge_address(shards, nodes, 64, 1).unwrap();
+        assert!(u32::from(last.0) < u32::from(courier_core::constants::SHARD_COUNT_MAX));
+        for node in 1..=u64::from(nodes) {
+            for core in 0..shards {
+                let at = edge_address(shards, nodes, node, core).unwrap();
+                assert_eq!(edge_place(shards, nodes, at), Some((node, core)));
+            }
+        }
+        assert_eq!(edge_place(shards, nodes, ShardId(1)), None, "a state shard");
+        assert_eq!(edge_place(shards, nodes, ShardId(2 + 64 * 2)), None);
+    }
 
     #[test]
     fn peer_frames_round_trip_and_bad_ones_are_typed() {

@@ -11,9 +11,13 @@
 //! tells the core `Durable` → the history task `sync`s the store (its own
 //! group commit, off the ack path). So every message the core calls
 //! durable is at least staged in the store, and a read that finds a page
-//! short syncs once and reads again. Only WAL-durable records enter the
+//! short syncs once and reads again. Only durable records enter the
 //! store, so after a crash the store is never ahead of the log; what it
-//! lacks is re-added from the log at the next start (`boot`).
+//! lacks is re-added from the log at the next start (`boot`). (In cluster
+//! mode "durable" is Raft's commit, and the log that is never behind the
+//! store is the raft log: the store may hold records the state WAL lost
+//! in a crash, which the restart re-applies from the raft log and the
+//! store skips as duplicates; see `journal::durability_task`.)
 //!
 //! Bounds: the queue holds message records appended and not yet durable,
 //! bounded like the WAL's own queue and `staged` (the gateway pauses reads

@@ -283,7 +283,21 @@ async fn truncate_log(ctx: &Rc<ShardCtx>, lsn: u64) {
 /// Reports durability to the core: waits for the WAL to make the highest
 /// appended LSN durable, moves the message records it covers into the
 /// history store, then feeds `Input::Durable`.
+///
+/// Cluster mode does not wait for the state WAL: only records Raft
+/// committed — durable in the raft WAL of a quorum — are appended to it
+/// (`replica`), so they are durable when appended, and the state WAL is
+/// this node's materialized copy, made durable off the ack path (a crash
+/// before its fsync re-applies them from the raft log at the next start,
+/// which is never compacted past what the state WAL holds durably). The
+/// ack then waits for one fsync (the raft WAL's, on a quorum), not two.
+/// The history store may then hold records the state WAL lost in a
+/// crash; the re-applied records find them there (`Appended::Duplicate`).
 pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
+    let committed_is_durable = ctx.mode.view().is_some();
+    if committed_is_durable {
+        glommio::spawn_local(watch_state_wal(ctx.clone())).detach();
+    }
     // From what the boot found durable, not from `appended`: records the
     // core appended during `start` (before this task runs) must be
     // reported too, or every answer waiting on them hangs until the next
@@ -295,7 +309,12 @@ pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
             continue;
         }
         let target = ctx.appended.get();
-        match ctx.wal.wait_durable(courier_wal::Lsn(target)).await {
+        let durable = if committed_is_durable {
+            Ok(())
+        } else {
+            ctx.wal.wait_durable(courier_wal::Lsn(target)).await
+        };
+        match durable {
             Ok(()) => {
                 #[cfg(feature = "failpoints")]
                 crate::failpoints::get().on_durable_report();
@@ -322,6 +341,28 @@ pub(super) async fn durability_task(ctx: Rc<ShardCtx>) {
                 ctx.reported_wake.notify();
                 return;
             }
+        }
+    }
+}
+
+/// How often [`watch_state_wal`] looks for records not yet durable.
+const STATE_WAL_WATCH: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Cluster mode: nothing on the ack path waits for the state WAL's fsyncs
+/// (see [`durability_task`]), so this task does, to turn a failed one into
+/// a storage failure (the node stops; its restart re-applies the lost tail
+/// from the raft WAL) instead of noticing only at the next append.
+async fn watch_state_wal(ctx: Rc<ShardCtx>) {
+    while !ctx.stop.is_requested() && ctx.storage_failed.borrow().is_none() {
+        let target = ctx.appended.get();
+        if target <= ctx.wal.durable_lsn().0 {
+            glommio::timer::sleep(STATE_WAL_WATCH).await;
+            continue;
+        }
+        if let Err(e) = ctx.wal.wait_durable(courier_wal::Lsn(target)).await {
+            tracing::error!(shard = ctx.id.0, error = %e, "state WAL failed; refusing writes");
+            ctx.storage_failed(&e, format!("state WAL failed: {e}"));
+            return;
         }
     }
 }

@@ -191,6 +191,9 @@ async fn attach(ctx: &Rc<ShardCtx>, start: ReplicaStart, dir: &Path) -> anyhow::
         .view()
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("cluster mode without a node view"))?;
+    if !start.voters.contains(&view.node) {
+        return super::nonvoter::attach(ctx, start, view);
+    }
     let (links, inbox) = start.links.start()?;
     let wal = open_wal(ctx, dir).await?;
     let state_lsn = ctx.appended.get();
@@ -467,6 +470,7 @@ async fn ticker(ctx: Rc<ShardCtx>, r: Rc<Replica>) {
         let ticked = r.machine.borrow_mut().tick(); // re-proposes what raft dropped
         or_exit(ctx.id.0, ticked);
         r.check(&ctx);
+        ctx.send_leader_hints();
         r.drive_wake.notify();
     }
 }

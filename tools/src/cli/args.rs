@@ -113,6 +113,33 @@ pub enum Command {
         #[arg(long)]
         remove: bool,
     },
+    /// Reply in the thread of message ROOT_SEQ (issue 17, part 2); prints
+    /// the reply's seq. --also-channel shows it in the channel too.
+    Reply {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The seq of the thread's root message.
+        #[arg(value_name = "ROOT_SEQ")]
+        root: u64,
+        /// The reply text.
+        text: String,
+        /// Also show the reply in the channel.
+        #[arg(long)]
+        also_channel: bool,
+    },
+    /// Print a thread: its root message, then its replies (oldest first).
+    Thread {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The seq of the thread's root message.
+        #[arg(value_name = "ROOT_SEQ")]
+        root: u64,
+        /// At most this many replies.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Pin a message to its conversation (any member may; at most 100
     /// pinned per conversation). Prints the pin's own seq.
     Pin {
@@ -659,6 +686,23 @@ mod tests {
                 seq: 7,
                 emoji: "+1".into(),
                 remove: true,
+            },
+        );
+        check(
+            &["reply", "general", "7", "on it", "--also-channel"],
+            Command::Reply {
+                conversation: "general".into(),
+                root: 7,
+                text: "on it".into(),
+                also_channel: true,
+            },
+        );
+        check(
+            &["thread", "general", "7"],
+            Command::Thread {
+                conversation: "general".into(),
+                root: 7,
+                limit: 100,
             },
         );
         check(

@@ -138,6 +138,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             change(&ctx, &conversation, seq, kind, emoji).await
         }
+        Command::Reply { .. } | Command::Thread { .. } => {
+            super::threads::run(&ctx, cli.command).await
+        }
         Command::Pin { conversation, seq } => {
             change(&ctx, &conversation, seq, ChangeKind::Pin, String::new()).await
         }
@@ -663,14 +666,14 @@ async fn set_channel(
 /// name, else `@handle`); a sender whose profile cannot be read (an older
 /// server, another workspace) is shown by id, and asked for only once.
 #[derive(Default)]
-struct Names {
+pub(super) struct Names {
     cache: ProfileCache,
     asked: HashSet<UserId>,
 }
 
 impl Names {
     /// Fetches the profiles of those of `users` not asked for yet.
-    async fn learn(&mut self, client: &mut Client, users: &[UserId]) {
+    pub(super) async fn learn(&mut self, client: &mut Client, users: &[UserId]) {
         let new: Vec<UserId> = users
             .iter()
             .copied()
@@ -702,7 +705,7 @@ impl Names {
 
 /// Labels of conversations (`#general`, `@alice`, `@alice,@bob`), for
 /// human output and `conversation_name`.
-struct Labels(HashMap<ConversationId, String>);
+pub(super) struct Labels(pub(super) HashMap<ConversationId, String>);
 
 impl Labels {
     /// Learns the DM members' names, then labels `convs` (`me`: left out
@@ -840,7 +843,12 @@ async fn watch_loop(
     }
 }
 
-fn print_message(ctx: &Ctx, labels: &Labels, names: &Names, m: &Message) -> anyhow::Result<()> {
+pub(super) fn print_message(
+    ctx: &Ctx,
+    labels: &Labels,
+    names: &Names,
+    m: &Message,
+) -> anyhow::Result<()> {
     let name = names.get(m.sender);
     let conversation_name = labels.name(m.conversation);
     ctx.out

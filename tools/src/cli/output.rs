@@ -153,6 +153,22 @@ pub fn message_json(
                 v["edited_ts"] = json!(at.0);
             }
             v["deleted"] = json!(m.live.deleted);
+            // Threads (issue 17, part 2): a reply names its root; every
+            // message carries its thread summary (0 replies: none).
+            v["thread_root"] = json!(m.thread.map(|t| t.root.0));
+            if let Some(t) = m.thread {
+                v["in_channel"] = json!(t.in_channel);
+            }
+            let t = &m.live.thread;
+            v["reply_count"] = json!(t.replies);
+            if t.replies > 0 {
+                v["last_reply_ts"] = json!(t.last_reply.0);
+                v["participants"] = json!(t
+                    .participants
+                    .iter()
+                    .map(|u| id_json(u.0))
+                    .collect::<Vec<_>>());
+            }
             v["pinned"] = json!(m.live.pinned);
             v["reactions"] = m
                 .live
@@ -249,9 +265,17 @@ pub fn message_text(label: &str, m: &Message, sender_name: Option<&str>) -> Stri
     match m.change {
         None if m.live.deleted => format!("{head} (deleted)"),
         None => {
-            let mut line = format!("{head} {}", m.body);
+            let mut line = match m.thread {
+                Some(t) => format!("{head} ↳ #{} {}", t.root.0, m.body),
+                None => format!("{head} {}", m.body),
+            };
             if m.live.edited.is_some() {
                 line.push_str(" (edited)");
+            }
+            let replies = m.live.thread.replies;
+            if replies > 0 {
+                let s = if replies == 1 { "y" } else { "ies" };
+                line.push_str(&format!(" [{replies} repl{s}]"));
             }
             if m.live.pinned {
                 line.push_str(" (pinned)");
@@ -432,6 +456,7 @@ mod tests {
             broadcast: courier_core::api::Broadcast::None,
             change: None,
             live: Default::default(),
+            thread: None,
         };
         let v = message_json(&m, None, None);
         assert!(v.get("sender_name").is_none());
@@ -476,6 +501,7 @@ mod tests {
                 target: Seq(t),
             }),
             live,
+            thread: None,
         };
         let reacted = Live {
             edited: Some(Millis(9)),
@@ -576,6 +602,68 @@ mod tests {
             None,
         );
         assert_eq!((&v["target"], &v["pinned"]), (&json!(1), &json!(false)));
+    }
+
+    /// Threads (issue 17, part 2): a reply names its root (`thread_root`,
+    /// `in_channel`, `↳ #root`); a root carries `reply_count`,
+    /// `last_reply_ts` and `participants` (`[N replies]`).
+    #[test]
+    fn replies_and_roots_render() {
+        use courier_core::api::{
+            Broadcast, ConversationId, Live, Millis, Seq, Thread, ThreadSummary, UserId,
+        };
+        let base = Message {
+            conversation: ConversationId(3),
+            seq: Seq(1),
+            sender: UserId(2),
+            client_msg_id: 0,
+            ts: Millis(0),
+            body: "ship it?".into(),
+            mentions: vec![],
+            broadcast: Broadcast::None,
+            change: None,
+            live: Live::default(),
+            thread: None,
+        };
+        let root = Message {
+            live: Live {
+                thread: Box::new(ThreadSummary {
+                    replies: 2,
+                    last_reply: Millis(30),
+                    last_seq: Seq(3),
+                    participants: vec![UserId(4), UserId(2)],
+                }),
+                ..Live::default()
+            },
+            ..base.clone()
+        };
+        let v = message_json(&root, None, None);
+        assert_eq!(
+            (&v["thread_root"], &v["reply_count"], &v["last_reply_ts"]),
+            (&json!(null), &json!(2), &json!(30))
+        );
+        assert_eq!(v["participants"], json!(["4", "2"]));
+        assert!(message_text("c", &root, None).ends_with("ship it? [2 replies]"));
+        let reply = Message {
+            seq: Seq(3),
+            body: "yes".into(),
+            thread: Some(Thread {
+                root: Seq(1),
+                in_channel: true,
+            }),
+            ..base
+        };
+        let v = message_json(&reply, None, None);
+        assert_eq!(
+            (
+                &v["type"],
+                &v["thread_root"],
+                &v["in_channel"],
+                &v["reply_count"]
+            ),
+            (&json!("message"), &json!(1), &json!(true), &json!(0))
+        );
+        assert!(message_text("c", &reply, None).ends_with("↳ #1 yes"));
     }
 
     #[test]

@@ -300,6 +300,7 @@ impl State {
             broadcast: Broadcast::None,
             change: None,
             live: Default::default(),
+            thread: None,
         };
         log.push(m.clone());
         self.dedup.insert((conv, id), seq);

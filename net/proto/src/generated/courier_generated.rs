@@ -1124,10 +1124,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 70;
+pub const ENUM_MAX_BODY: u8 = 72;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 71] = [
+pub const ENUM_VALUES_BODY: [Body; 73] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -1190,6 +1190,8 @@ pub const ENUM_VALUES_BODY: [Body; 71] = [
   Body::ChangeMessage,
   Body::SetChannel,
   Body::ProfileChangedEvent,
+  Body::PostReply,
+  Body::GetThread,
   Body::ListPins,
   Body::PinPage,
   Body::Typing,
@@ -1268,18 +1270,20 @@ impl Body {
   pub const ChangeMessage: Self = Self(59);
   pub const SetChannel: Self = Self(60);
   pub const ProfileChangedEvent: Self = Self(61);
-  pub const ListPins: Self = Self(62);
-  pub const PinPage: Self = Self(63);
-  pub const Typing: Self = Self(64);
-  pub const TypingEvent: Self = Self(65);
-  pub const WatchPresence: Self = Self(66);
-  pub const GetPresence: Self = Self(67);
-  pub const SetAway: Self = Self(68);
-  pub const PresenceReply: Self = Self(69);
-  pub const PresenceEvent: Self = Self(70);
+  pub const PostReply: Self = Self(62);
+  pub const GetThread: Self = Self(63);
+  pub const ListPins: Self = Self(64);
+  pub const PinPage: Self = Self(65);
+  pub const Typing: Self = Self(66);
+  pub const TypingEvent: Self = Self(67);
+  pub const WatchPresence: Self = Self(68);
+  pub const GetPresence: Self = Self(69);
+  pub const SetAway: Self = Self(70);
+  pub const PresenceReply: Self = Self(71);
+  pub const PresenceEvent: Self = Self(72);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 70;
+  pub const ENUM_MAX: u8 = 72;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1343,6 +1347,8 @@ impl Body {
     Self::ChangeMessage,
     Self::SetChannel,
     Self::ProfileChangedEvent,
+    Self::PostReply,
+    Self::GetThread,
     Self::ListPins,
     Self::PinPage,
     Self::Typing,
@@ -1418,6 +1424,8 @@ impl Body {
       Self::ChangeMessage => Some("ChangeMessage"),
       Self::SetChannel => Some("SetChannel"),
       Self::ProfileChangedEvent => Some("ProfileChangedEvent"),
+      Self::PostReply => Some("PostReply"),
+      Self::GetThread => Some("GetThread"),
       Self::ListPins => Some("ListPins"),
       Self::PinPage => Some("PinPage"),
       Self::Typing => Some("Typing"),
@@ -3530,6 +3538,358 @@ impl ::core::fmt::Debug for ChangeMessage<'_> {
       ds.field("target", &self.target());
       ds.field("kind", &self.kind());
       ds.field("text", &self.text());
+      ds.finish()
+  }
+}
+pub enum PostReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Threads (issue 17, part 2): post a reply in the thread of `root`.
+/// Answered with `SendAck` like `Send` (same idempotency rules).
+pub struct PostReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PostReply<'a> {
+  type Inner = PostReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PostReply<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_IN_CHANNEL: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_BODY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MENTIONS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_BROADCAST: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PostReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PostReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PostReply<'bldr>> {
+    let mut builder = PostReplyBuilder::new(_fbb);
+    builder.add_root(args.root);
+    builder.add_conversation(args.conversation);
+    if let Some(x) = args.mentions { builder.add_mentions(x); }
+    if let Some(x) = args.body { builder.add_body(x); }
+    if let Some(x) = args.client_msg_id { builder.add_client_msg_id(x); }
+    builder.add_broadcast(args.broadcast);
+    builder.add_in_channel(args.in_channel);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostReply::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn root(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostReply::VT_ROOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn in_channel(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PostReply::VT_IN_CHANNEL, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn client_msg_id(&self) -> &'a U128 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<U128>(PostReply::VT_CLIENT_MSG_ID, None).unwrap()}
+  }
+  #[inline]
+  pub fn body(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PostReply::VT_BODY, None).unwrap()}
+  }
+  #[inline]
+  pub fn mentions(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(PostReply::VT_MENTIONS, None)}
+  }
+  #[inline]
+  pub fn broadcast(&self) -> Broadcast {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Broadcast>(PostReply::VT_BROADCAST, Some(Broadcast::None)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PostReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<u64>("root", Self::VT_ROOT, false)?
+     .visit_field::<bool>("in_channel", Self::VT_IN_CHANNEL, false)?
+     .visit_field::<U128>("client_msg_id", Self::VT_CLIENT_MSG_ID, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("body", Self::VT_BODY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("mentions", Self::VT_MENTIONS, false)?
+     .visit_field::<Broadcast>("broadcast", Self::VT_BROADCAST, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PostReplyArgs<'a> {
+    pub conversation: u64,
+    pub root: u64,
+    pub in_channel: bool,
+    pub client_msg_id: Option<&'a U128>,
+    pub body: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mentions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub broadcast: Broadcast,
+}
+impl<'a> Default for PostReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PostReplyArgs {
+      conversation: 0,
+      root: 0,
+      in_channel: false,
+      client_msg_id: None, // required field
+      body: None, // required field
+      mentions: None,
+      broadcast: Broadcast::None,
+    }
+  }
+}
+
+pub struct PostReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PostReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(PostReply::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_root(&mut self, root: u64) {
+    self.fbb_.push_slot::<u64>(PostReply::VT_ROOT, root, 0);
+  }
+  #[inline]
+  pub fn add_in_channel(&mut self, in_channel: bool) {
+    self.fbb_.push_slot::<bool>(PostReply::VT_IN_CHANNEL, in_channel, false);
+  }
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: &U128) {
+    self.fbb_.push_slot_always::<&U128>(PostReply::VT_CLIENT_MSG_ID, client_msg_id);
+  }
+  #[inline]
+  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PostReply::VT_BODY, body);
+  }
+  #[inline]
+  pub fn add_mentions(&mut self, mentions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PostReply::VT_MENTIONS, mentions);
+  }
+  #[inline]
+  pub fn add_broadcast(&mut self, broadcast: Broadcast) {
+    self.fbb_.push_slot::<Broadcast>(PostReply::VT_BROADCAST, broadcast, Broadcast::None);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PostReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PostReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PostReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PostReply::VT_CLIENT_MSG_ID,"client_msg_id");
+    self.fbb_.required(o, PostReply::VT_BODY,"body");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PostReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PostReply");
+      ds.field("conversation", &self.conversation());
+      ds.field("root", &self.root());
+      ds.field("in_channel", &self.in_channel());
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("body", &self.body());
+      ds.field("mentions", &self.mentions());
+      ds.field("broadcast", &self.broadcast());
+      ds.finish()
+  }
+}
+pub enum GetThreadOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Threads: a page of a thread, answered with a `HistoryPage`: the root
+/// first when `after` is below it, then up to `limit` replies after
+/// `after`; `head` is the thread's newest reply seq.
+pub struct GetThread<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetThread<'a> {
+  type Inner = GetThread<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetThread<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetThread { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetThreadArgs
+  ) -> ::flatbuffers::WIPOffset<GetThread<'bldr>> {
+    let mut builder = GetThreadBuilder::new(_fbb);
+    builder.add_after(args.after);
+    builder.add_root(args.root);
+    builder.add_conversation(args.conversation);
+    builder.add_limit(args.limit);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetThread::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn root(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetThread::VT_ROOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetThread::VT_AFTER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GetThread::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetThread<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<u64>("root", Self::VT_ROOT, false)?
+     .visit_field::<u64>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetThreadArgs {
+    pub conversation: u64,
+    pub root: u64,
+    pub after: u64,
+    pub limit: u32,
+}
+impl<'a> Default for GetThreadArgs {
+  #[inline]
+  fn default() -> Self {
+    GetThreadArgs {
+      conversation: 0,
+      root: 0,
+      after: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct GetThreadBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetThreadBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(GetThread::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_root(&mut self, root: u64) {
+    self.fbb_.push_slot::<u64>(GetThread::VT_ROOT, root, 0);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: u64) {
+    self.fbb_.push_slot::<u64>(GetThread::VT_AFTER, after, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(GetThread::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetThreadBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetThreadBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetThread<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetThread<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetThread");
+      ds.field("conversation", &self.conversation());
+      ds.field("root", &self.root());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
       ds.finish()
   }
 }
@@ -5859,7 +6219,13 @@ impl<'a> Message<'a> {
   pub const VT_DELETED: ::flatbuffers::VOffsetT = 26;
   pub const VT_REACTIONS: ::flatbuffers::VOffsetT = 28;
   pub const VT_VERSION: ::flatbuffers::VOffsetT = 30;
-  pub const VT_PINNED: ::flatbuffers::VOffsetT = 32;
+  pub const VT_THREAD_ROOT: ::flatbuffers::VOffsetT = 32;
+  pub const VT_THREAD_IN_CHANNEL: ::flatbuffers::VOffsetT = 34;
+  pub const VT_REPLY_COUNT: ::flatbuffers::VOffsetT = 36;
+  pub const VT_LAST_REPLY_MS: ::flatbuffers::VOffsetT = 38;
+  pub const VT_LAST_REPLY_SEQ: ::flatbuffers::VOffsetT = 40;
+  pub const VT_PARTICIPANTS: ::flatbuffers::VOffsetT = 42;
+  pub const VT_PINNED: ::flatbuffers::VOffsetT = 44;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5871,6 +6237,9 @@ impl<'a> Message<'a> {
     args: &'args MessageArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Message<'bldr>> {
     let mut builder = MessageBuilder::new(_fbb);
+    builder.add_last_reply_seq(args.last_reply_seq);
+    builder.add_last_reply_ms(args.last_reply_ms);
+    builder.add_thread_root(args.thread_root);
     builder.add_version(args.version);
     builder.add_edited_ms(args.edited_ms);
     builder.add_target(args.target);
@@ -5878,11 +6247,14 @@ impl<'a> Message<'a> {
     builder.add_sender(args.sender);
     builder.add_seq(args.seq);
     builder.add_conversation(args.conversation);
+    if let Some(x) = args.participants { builder.add_participants(x); }
+    builder.add_reply_count(args.reply_count);
     if let Some(x) = args.reactions { builder.add_reactions(x); }
     if let Some(x) = args.mentions { builder.add_mentions(x); }
     if let Some(x) = args.body { builder.add_body(x); }
     if let Some(x) = args.client_msg_id { builder.add_client_msg_id(x); }
     builder.add_pinned(args.pinned);
+    builder.add_thread_in_channel(args.thread_in_channel);
     builder.add_deleted(args.deleted);
     builder.add_change(args.change);
     builder.add_broadcast(args.broadcast);
@@ -5989,6 +6361,49 @@ impl<'a> Message<'a> {
     unsafe { self._tab.get::<u64>(Message::VT_VERSION, Some(0)).unwrap()}
   }
   #[inline]
+  pub fn thread_root(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Message::VT_THREAD_ROOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn thread_in_channel(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Message::VT_THREAD_IN_CHANNEL, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn reply_count(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Message::VT_REPLY_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_reply_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Message::VT_LAST_REPLY_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_reply_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Message::VT_LAST_REPLY_SEQ, Some(0)).unwrap()}
+  }
+  /// The most recent distinct repliers, newest first (at most 3).
+  #[inline]
+  pub fn participants(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Message::VT_PARTICIPANTS, None)}
+  }
+  #[inline]
   pub fn pinned(&self) -> bool {
     // Safety:
     // Created from valid Table for this object
@@ -6017,6 +6432,12 @@ impl ::flatbuffers::Verifiable for Message<'_> {
      .visit_field::<bool>("deleted", Self::VT_DELETED, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Reaction>>>>("reactions", Self::VT_REACTIONS, false)?
      .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .visit_field::<u64>("thread_root", Self::VT_THREAD_ROOT, false)?
+     .visit_field::<bool>("thread_in_channel", Self::VT_THREAD_IN_CHANNEL, false)?
+     .visit_field::<u32>("reply_count", Self::VT_REPLY_COUNT, false)?
+     .visit_field::<u64>("last_reply_ms", Self::VT_LAST_REPLY_MS, false)?
+     .visit_field::<u64>("last_reply_seq", Self::VT_LAST_REPLY_SEQ, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("participants", Self::VT_PARTICIPANTS, false)?
      .visit_field::<bool>("pinned", Self::VT_PINNED, false)?
      .finish();
     Ok(())
@@ -6037,6 +6458,12 @@ pub struct MessageArgs<'a> {
     pub deleted: bool,
     pub reactions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Reaction<'a>>>>>,
     pub version: u64,
+    pub thread_root: u64,
+    pub thread_in_channel: bool,
+    pub reply_count: u32,
+    pub last_reply_ms: u64,
+    pub last_reply_seq: u64,
+    pub participants: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub pinned: bool,
 }
 impl<'a> Default for MessageArgs<'a> {
@@ -6057,6 +6484,12 @@ impl<'a> Default for MessageArgs<'a> {
       deleted: false,
       reactions: None,
       version: 0,
+      thread_root: 0,
+      thread_in_channel: false,
+      reply_count: 0,
+      last_reply_ms: 0,
+      last_reply_seq: 0,
+      participants: None,
       pinned: false,
     }
   }
@@ -6124,6 +6557,30 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Message::VT_VERSION, version, 0);
   }
   #[inline]
+  pub fn add_thread_root(&mut self, thread_root: u64) {
+    self.fbb_.push_slot::<u64>(Message::VT_THREAD_ROOT, thread_root, 0);
+  }
+  #[inline]
+  pub fn add_thread_in_channel(&mut self, thread_in_channel: bool) {
+    self.fbb_.push_slot::<bool>(Message::VT_THREAD_IN_CHANNEL, thread_in_channel, false);
+  }
+  #[inline]
+  pub fn add_reply_count(&mut self, reply_count: u32) {
+    self.fbb_.push_slot::<u32>(Message::VT_REPLY_COUNT, reply_count, 0);
+  }
+  #[inline]
+  pub fn add_last_reply_ms(&mut self, last_reply_ms: u64) {
+    self.fbb_.push_slot::<u64>(Message::VT_LAST_REPLY_MS, last_reply_ms, 0);
+  }
+  #[inline]
+  pub fn add_last_reply_seq(&mut self, last_reply_seq: u64) {
+    self.fbb_.push_slot::<u64>(Message::VT_LAST_REPLY_SEQ, last_reply_seq, 0);
+  }
+  #[inline]
+  pub fn add_participants(&mut self, participants: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Message::VT_PARTICIPANTS, participants);
+  }
+  #[inline]
   pub fn add_pinned(&mut self, pinned: bool) {
     self.fbb_.push_slot::<bool>(Message::VT_PINNED, pinned, false);
   }
@@ -6161,6 +6618,12 @@ impl ::core::fmt::Debug for Message<'_> {
       ds.field("deleted", &self.deleted());
       ds.field("reactions", &self.reactions());
       ds.field("version", &self.version());
+      ds.field("thread_root", &self.thread_root());
+      ds.field("thread_in_channel", &self.thread_in_channel());
+      ds.field("reply_count", &self.reply_count());
+      ds.field("last_reply_ms", &self.last_reply_ms());
+      ds.field("last_reply_seq", &self.last_reply_seq());
+      ds.field("participants", &self.participants());
       ds.field("pinned", &self.pinned());
       ds.finish()
   }
@@ -12967,6 +13430,34 @@ impl<'a> Frame<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn body_as_post_reply(&self) -> Option<PostReply<'a>> {
+    if self.body_type() == Body::PostReply {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PostReply::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_thread(&self) -> Option<GetThread<'a>> {
+    if self.body_type() == Body::GetThread {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetThread::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn body_as_list_pins(&self) -> Option<ListPins<'a>> {
     if self.body_type() == Body::ListPins {
       let u = self.body();
@@ -13163,6 +13654,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::ChangeMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMessage>>("Body::ChangeMessage", pos),
           Body::SetChannel => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetChannel>>("Body::SetChannel", pos),
           Body::ProfileChangedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProfileChangedEvent>>("Body::ProfileChangedEvent", pos),
+          Body::PostReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PostReply>>("Body::PostReply", pos),
+          Body::GetThread => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetThread>>("Body::GetThread", pos),
           Body::ListPins => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListPins>>("Body::ListPins", pos),
           Body::PinPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PinPage>>("Body::PinPage", pos),
           Body::Typing => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Typing>>("Body::Typing", pos),
@@ -13656,6 +14149,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::ProfileChangedEvent => {
           if let Some(x) = self.body_as_profile_changed_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PostReply => {
+          if let Some(x) = self.body_as_post_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GetThread => {
+          if let Some(x) = self.body_as_get_thread() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

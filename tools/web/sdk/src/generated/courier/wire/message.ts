@@ -110,13 +110,51 @@ version():bigint {
   return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
 }
 
-pinned():boolean {
+threadRoot():bigint {
   const offset = this.bb!.__offset(this.bb_pos, 32);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+threadInChannel():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 34);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
+replyCount():number {
+  const offset = this.bb!.__offset(this.bb_pos, 36);
+  return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
+}
+
+lastReplyMs():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 38);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+lastReplySeq():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 40);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+/**
+ * The most recent distinct repliers, newest first (at most 3).
+ */
+participants(index: number):bigint|null {
+  const offset = this.bb!.__offset(this.bb_pos, 42);
+  return offset ? this.bb!.readUint64(this.bb!.__vector(this.bb_pos + offset) + index * 8) : BigInt(0);
+}
+
+participantsLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 42);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+pinned():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 44);
   return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
 }
 
 static startMessage(builder:flatbuffers.Builder) {
-  builder.startObject(15);
+  builder.startObject(21);
 }
 
 static addConversation(builder:flatbuffers.Builder, conversation:bigint) {
@@ -199,8 +237,44 @@ static addVersion(builder:flatbuffers.Builder, version:bigint) {
   builder.addFieldInt64(13, version, BigInt('0'));
 }
 
+static addThreadRoot(builder:flatbuffers.Builder, threadRoot:bigint) {
+  builder.addFieldInt64(14, threadRoot, BigInt('0'));
+}
+
+static addThreadInChannel(builder:flatbuffers.Builder, threadInChannel:boolean) {
+  builder.addFieldInt8(15, +threadInChannel, +false);
+}
+
+static addReplyCount(builder:flatbuffers.Builder, replyCount:number) {
+  builder.addFieldInt32(16, replyCount, 0);
+}
+
+static addLastReplyMs(builder:flatbuffers.Builder, lastReplyMs:bigint) {
+  builder.addFieldInt64(17, lastReplyMs, BigInt('0'));
+}
+
+static addLastReplySeq(builder:flatbuffers.Builder, lastReplySeq:bigint) {
+  builder.addFieldInt64(18, lastReplySeq, BigInt('0'));
+}
+
+static addParticipants(builder:flatbuffers.Builder, participantsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(19, participantsOffset, 0);
+}
+
+static createParticipantsVector(builder:flatbuffers.Builder, data:bigint[]):flatbuffers.Offset {
+  builder.startVector(8, data.length, 8);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addInt64(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startParticipantsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(8, numElems, 8);
+}
+
 static addPinned(builder:flatbuffers.Builder, pinned:boolean) {
-  builder.addFieldInt8(14, +pinned, +false);
+  builder.addFieldInt8(20, +pinned, +false);
 }
 
 static endMessage(builder:flatbuffers.Builder):flatbuffers.Offset {
