@@ -1383,6 +1383,16 @@ fn restore_threads(state: &mut State, threads: Vec<SnapThreads>) -> Result<(), R
                 c.hidden.push(seq);
             }
         }
+        if c.changes.is_empty() {
+            // Only a conversation with changes has its `last_post` in the
+            // snapshot (`snap_live`); without any it is the newest seq that
+            // is not a reply shown in its thread only.
+            let mut last = head;
+            while last > 0 && c.hidden.binary_search(&last).is_ok() {
+                last -= 1;
+            }
+            c.last_post = last;
+        }
         for r in t.roots {
             if !c.threads.contains_key(&r.seq) {
                 return Err(inconsistent(format!(
@@ -2194,6 +2204,60 @@ mod tests {
         let c = &old.conversations[&ConversationId(conv)];
         assert!(c.replies.is_empty() && c.threads.is_empty());
         assert_eq!(c.head, Seq(5));
+    }
+
+    /// A conversation without changes whose newest seqs are replies shown
+    /// in their thread only restores their root, not them, as its newest
+    /// post (the simulation found restore + replay disagreeing: a later
+    /// edit of the root then changed the preview only in the live state).
+    #[test]
+    fn hidden_replies_are_not_the_last_post_after_restore() {
+        use crate::record::{MessageRecord, ReplyRecord};
+        let mut s = state();
+        let conv = 51u64;
+        let created = Record::ConversationCreated {
+            conversation: conv,
+            workspace: WS,
+            kind: StoredKind::PublicChannel,
+            name: "quiet".into(),
+            members: vec![ANN, BOB],
+            creator: Some(ANN),
+            ts: 2,
+        };
+        s.apply(Lsn(20), &created).expect("creates");
+        let message = |seq: u64| MessageRecord {
+            conversation: conv,
+            seq,
+            sender: BOB,
+            client_msg_id: u128::from(seq),
+            ts: 10 * seq,
+            body: format!("m{seq}"),
+            mentions: vec![],
+            broadcast: StoredBroadcast::None,
+            broadcast_ignored: false,
+        };
+        let reply = |seq: u64, in_channel| {
+            Record::ReplyPosted(Box::new(ReplyRecord {
+                message: message(seq),
+                root: 1,
+                in_channel,
+            }))
+        };
+        let records = [
+            Record::MessagePosted(message(1)),
+            reply(2, true),
+            reply(3, false),
+            reply(4, false),
+        ];
+        for (i, r) in records.iter().enumerate() {
+            s.apply(Lsn(21 + i as u64), r).expect("applies");
+        }
+        s.settle(Lsn(24));
+        assert_eq!(s.conversations[&ConversationId(conv)].last_post, 2);
+        let bytes = encode(&s, Lsn(24));
+        let (back, _) = restore_bytes(&bytes).expect("restores");
+        let c = &back.conversations[&ConversationId(conv)];
+        assert_eq!(c.last_post, 2, "the reply also shown in the channel");
     }
 
     /// A version 5 snapshot (with the seq → LSN index) restores to what
