@@ -1182,27 +1182,45 @@ impl ConnRole {
                 };
                 cx.send_peer(to, body, out);
             }
-            Request::SetFocus { focused, active } => {
-                let body = peer::home::SetFocus {
-                    origin,
-                    user: who.user,
-                    focused,
-                    active,
-                };
-                cx.send_peer(home, body, out);
-            }
-            Request::SetDnd { until } => {
-                let body = peer::home::SetDnd {
-                    origin,
-                    user: who.user,
-                    until,
-                };
-                cx.send_peer(home, body, out);
+            device @ (Request::SetFocus { .. } | Request::SetDnd { .. }) => {
+                route_device(cx, origin, who, home, device, out)
             }
             Request::People(p) => return self.route_people(cx, origin, who, p, out),
             other => return self.route_around(cx, origin, who, other, out),
         }
         Ok(())
+    }
+}
+
+/// `SetFocus` and `SetDnd`: device and do-not-disturb state, kept in the
+/// user's home shard's memory (`home`); other requests are not routed here.
+fn route_device(
+    cx: &mut Ctx,
+    origin: Origin,
+    who: Who,
+    home: ShardId,
+    request: Request,
+    out: &mut Vec<Effect>,
+) {
+    match request {
+        Request::SetFocus { focused, active } => {
+            let body = peer::home::SetFocus {
+                origin,
+                user: who.user,
+                focused,
+                active,
+            };
+            cx.send_peer(home, body, out);
+        }
+        Request::SetDnd { until } => {
+            let body = peer::home::SetDnd {
+                origin,
+                user: who.user,
+                until,
+            };
+            cx.send_peer(home, body, out);
+        }
+        _ => {}
     }
 }
 
