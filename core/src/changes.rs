@@ -1,5 +1,5 @@
 //! Messages that live (issue 17), the owner's side: `ChangeMessage`
-//! (edit, delete, react, unreact) sequenced as a new event in the
+//! (edit, delete, react, unreact, pin, unpin) sequenced as a new event in the
 //! conversation, kept as `impl OwnerRole` here so `owner.rs` stays as it
 //! was.
 //!
@@ -11,7 +11,10 @@
 //! `Done` and sequence nothing (retries are safe); reaction bounds
 //! (REACTIONS_PER_MESSAGE_MAX distinct, REACTION_USERS_PER_MESSAGE_MAX in
 //! all) and the per-conversation state bound
-//! (LIVE_MESSAGES_PER_CONVERSATION_MAX) → `TooLarge`. Edits and deletes
+//! (LIVE_MESSAGES_PER_CONVERSATION_MAX) → `TooLarge`. Pins (part 3): any
+//! member pins or unpins; a pin that is there or an unpin of one that is
+//! not answers `Done`; at most PINS_PER_CONVERSATION_MAX pinned (counting
+//! pins not yet durable) → `TooLarge`. Edits and deletes
 //! also need the target's author and time: from the recent cache, or one
 //! read of the history store (the request waits in the owner's bounded
 //! read table and every check runs again when the read is back). Only the
@@ -27,7 +30,8 @@ use crate::api::{Effect, ReadToken};
 use crate::auth::Access;
 use crate::commit::{Action, Ctx};
 use crate::constants::{
-    LIVE_MESSAGES_PER_CONVERSATION_MAX, REACTIONS_PER_MESSAGE_MAX, REACTION_USERS_PER_MESSAGE_MAX,
+    LIVE_MESSAGES_PER_CONVERSATION_MAX, PINS_PER_CONVERSATION_MAX, REACTIONS_PER_MESSAGE_MAX,
+    REACTION_USERS_PER_MESSAGE_MAX,
 };
 use crate::live::{has_reacted, reaction_count};
 use crate::owner::{OwnerRole, PendingRead};
@@ -197,6 +201,27 @@ fn plan(c: &Conversation, durable: crate::types::Lsn, m: &ChangeMessage) -> Resu
         }
         ChangeKind::Unreact => {
             if live.is_some_and(|l| has_reacted(l, &m.text, user)) {
+                Ok(Plan::Commit)
+            } else {
+                Ok(Plan::Noop)
+            }
+        }
+        // Pins (issue 17, part 3): any member; a pin that is there, or an
+        // unpin of one that is not, changes nothing.
+        ChangeKind::Pin => {
+            if live.is_some_and(|l| l.pinned) {
+                return Ok(Plan::Noop);
+            }
+            if c.pins_now() >= PINS_PER_CONVERSATION_MAX {
+                return Err(Reject::TooLarge(format!(
+                    "pins: more than PINS_PER_CONVERSATION_MAX ({PINS_PER_CONVERSATION_MAX}) \
+                     pinned messages; unpin one first"
+                )));
+            }
+            Ok(Plan::Commit)
+        }
+        ChangeKind::Unpin => {
+            if live.is_some_and(|l| l.pinned) {
                 Ok(Plan::Commit)
             } else {
                 Ok(Plan::Noop)

@@ -68,6 +68,9 @@ pub(crate) struct ConnRole {
     /// a profile change reaches a workspace's sessions in O(those
     /// sessions), not O(connections) or O(members).
     pub(crate) by_workspace: BTreeSet<(WorkspaceId, ConnId)>,
+    /// Issue 17, part 4: the users watched by connections here (see
+    /// `crate::around`).
+    pub(crate) presence: crate::around::PresenceSubs,
 }
 
 impl ConnRole {
@@ -82,6 +85,7 @@ impl ConnRole {
             hellos: PendingTable::new(PENDING_HELLOS_MAX, incarnation),
             placement_counter: 0,
             by_workspace: BTreeSet::new(),
+            presence: Default::default(),
         }
     }
 }
@@ -114,6 +118,8 @@ pub(crate) struct Conn {
     pub(crate) device: Option<DeviceInfo>,
     /// Conversations this connection is subscribed to (pending or active).
     pub(crate) subs: BTreeSet<ConversationId>,
+    /// Issue 17, part 4: its typing rate and presence watches.
+    pub(crate) around: crate::around::ConnAround,
 }
 
 /// A connection's subscription to a conversation.
@@ -204,6 +210,7 @@ impl ConnRole {
                 session: Session::Anonymous,
                 device: None,
                 subs: Default::default(),
+                around: Default::default(),
             },
         );
     }
@@ -417,6 +424,7 @@ impl ConnRole {
 
     /// Removes every subscription of a departed connection.
     fn drop_conn_subs(&mut self, cx: &mut Ctx, conn: ConnId, c: &Conn, out: &mut Vec<Effect>) {
+        self.drop_conn_presence(cx, conn, &c.around, out);
         let Session::User { who, .. } = c.session else {
             return;
         };
@@ -782,7 +790,7 @@ impl ConnRole {
         let conns: Vec<ConnId> = sub
             .conns
             .iter()
-            .filter(|(_, s)| s.active)
+            .filter(|((user, _), s)| s.active && Self::fanout_filter(&event, *user))
             .map(|((_, c), _)| *c)
             .collect();
         self.deliver(cx, conns, event, out);
@@ -1174,26 +1182,45 @@ impl ConnRole {
                 };
                 cx.send_peer(to, body, out);
             }
-            Request::SetFocus { focused, active } => {
-                let body = peer::home::SetFocus {
-                    origin,
-                    user: who.user,
-                    focused,
-                    active,
-                };
-                cx.send_peer(home, body, out);
-            }
-            Request::SetDnd { until } => {
-                let body = peer::home::SetDnd {
-                    origin,
-                    user: who.user,
-                    until,
-                };
-                cx.send_peer(home, body, out);
+            device @ (Request::SetFocus { .. } | Request::SetDnd { .. }) => {
+                route_device(cx, origin, who, home, device, out)
             }
             Request::People(p) => return self.route_people(cx, origin, who, p, out),
+            other => return self.route_around(cx, origin, who, other, out),
         }
         Ok(())
+    }
+}
+
+/// `SetFocus` and `SetDnd`: device and do-not-disturb state, kept in the
+/// user's home shard's memory (`home`); other requests are not routed here.
+fn route_device(
+    cx: &mut Ctx,
+    origin: Origin,
+    who: Who,
+    home: ShardId,
+    request: Request,
+    out: &mut Vec<Effect>,
+) {
+    match request {
+        Request::SetFocus { focused, active } => {
+            let body = peer::home::SetFocus {
+                origin,
+                user: who.user,
+                focused,
+                active,
+            };
+            cx.send_peer(home, body, out);
+        }
+        Request::SetDnd { until } => {
+            let body = peer::home::SetDnd {
+                origin,
+                user: who.user,
+                until,
+            };
+            cx.send_peer(home, body, out);
+        }
+        _ => {}
     }
 }
 
@@ -1217,6 +1244,7 @@ impl ConnRole {
             ConnMsg::WatchReply(m) => self.on_watch_reply(cx, from, m, out),
             ConnMsg::Unsubscribed(m) => self.on_unsubscribed(cx, m, out),
             ConnMsg::Fanout(m) => self.on_fanout(cx, from, m, out),
+            ConnMsg::PresenceChanged(m) => self.on_presence_changed(cx, from, m, out),
             ConnMsg::SessionRole(m) => self.on_session_role(cx, m),
             ConnMsg::ProfileChanged(m) => self.on_profile_changed(cx, m, out),
         }

@@ -63,6 +63,32 @@ pub const REACTION_USERS_PER_MESSAGE_MAX: usize = 1_024;
 /// message beyond this count is refused with `TooLarge`.
 pub const LIVE_MESSAGES_PER_CONVERSATION_MAX: usize = 65_536;
 
+/// Pinned messages per conversation (issue 17, part 3): a pin beyond it is
+/// refused with `TooLarge` (unpin one first). Pins are changes of a
+/// message, so they also count towards
+/// [`LIVE_MESSAGES_PER_CONVERSATION_MAX`].
+pub const PINS_PER_CONVERSATION_MAX: usize = 100;
+
+/// Pinned messages per `ListPins` page (issue 17, part 3).
+pub const PINS_PAGE_MAX: u32 = 100;
+
+/// Typing (issue 17, part 4): a connection forwards at most one `Typing`
+/// per conversation per this interval; more are answered `Done` and
+/// dropped.
+pub const TYPING_INTERVAL_MS: u64 = 2_000;
+
+/// Typing: conversations whose last `Typing` a connection remembers for
+/// its rate (the oldest is forgotten first): bounds the per-connection
+/// state.
+pub const TYPING_CONVERSATIONS_PER_CONN_MAX: usize = 8;
+
+/// Typing: a client shows "X is typing" this long after the last
+/// `Typing` event (a typist repeats it every TYPING_INTERVAL_MS).
+pub const TYPING_EXPIRY_MS: u64 = 6_000;
+
+/// Presence (issue 17, part 4): users one connection may watch.
+pub const PRESENCE_WATCH_PER_CONN_MAX: usize = 500;
+
 /// Default edit window: a message can be edited this long after it was
 /// posted (deletes and reactions have no window). Configurable per node
 /// (`ShardConfig::edit_window_ms`, `courierd --edit-window-secs`).
@@ -460,6 +486,10 @@ const _: () = assert!(HISTORY_PAGE_MAX as usize <= PEER_BATCH_MAX);
 const _: () = assert!(DEDUP_WINDOW_PER_CONVERSATION >= 1);
 const _: () = assert!(REACTION_BYTES_MAX <= BODY_BYTES_MAX);
 const _: () = assert!(REACTIONS_PER_MESSAGE_MAX <= REACTION_USERS_PER_MESSAGE_MAX);
+const _: () = assert!(PINS_PER_CONVERSATION_MAX <= LIVE_MESSAGES_PER_CONVERSATION_MAX);
+const _: () = assert!(PINS_PAGE_MAX as usize <= PINS_PER_CONVERSATION_MAX);
+const _: () = assert!(TYPING_EXPIRY_MS > TYPING_INTERVAL_MS);
+const _: () = assert!(PRESENCE_WATCH_PER_CONN_MAX <= PEER_BATCH_MAX);
 const _: () = assert!(PENDING_DM_OPENS_MAX >= 1 && DM_OPEN_WAITERS_MAX >= 1);
 const _: () = assert!(GET_USERS_MAX <= PEER_BATCH_MAX);
 const _: () = assert!(DISPLAY_NAME_BYTES_MAX <= NAME_BYTES_MAX);

@@ -59,6 +59,9 @@ pub(crate) struct HomeRole {
     /// A membership round completed: deactivated users still listed in a
     /// conversation are evicted again at the next tick (`crate::roles`).
     pub(crate) evict_due: bool,
+    /// Issue 17, part 4: presence watchers and manual aways of the users
+    /// homed here (memory; see `crate::around`).
+    pub(crate) presence: crate::around::PresenceHome,
 }
 
 impl HomeRole {
@@ -71,6 +74,7 @@ impl HomeRole {
             directory_round_due: false,
             replayed_profiles: BTreeMap::new(),
             evict_due: false,
+            presence: Default::default(),
         }
     }
 }
@@ -1035,6 +1039,16 @@ impl HomeRole {
         out: &mut Vec<Effect>,
     ) {
         use peer::home::HomeMsg;
+        let touched = match &msg {
+            HomeMsg::Auth(m) => Some(m.user),
+            HomeMsg::DeviceGone(m) => Some(m.user),
+            HomeMsg::RevokeToken(m) => Some(m.user),
+            _ => None,
+        };
+        let touched_many: Vec<UserId> = match &msg {
+            HomeMsg::DevicesRegister(m) => m.devices.iter().map(|d| d.user).collect(),
+            _ => Vec::new(),
+        };
         match msg {
             HomeMsg::MembershipRound(m) => self.on_membership_round(cx, from, m),
             HomeMsg::Activity(m) => self.on_activity(m),
@@ -1061,6 +1075,17 @@ impl HomeRole {
             HomeMsg::SetRole(m) => self.on_set_role(cx, m, out),
             HomeMsg::RoleChanged(m) => self.on_role_changed(cx, m, out),
             HomeMsg::ListTokens(m) => self.on_list_tokens(cx, m, out),
+            HomeMsg::PresenceWatch(m) => self.on_presence_watch(cx, from, m, out),
+            HomeMsg::PresenceGet(m) => self.on_presence_get(cx, m, out),
+            HomeMsg::SetAway(m) => self.on_set_away(cx, m, out),
+        }
+        // Issue 17, part 4: a device connected or went (or a token's
+        // sessions closed): the user's presence may have changed.
+        if let Some(user) = touched {
+            self.presence_touch(cx, user, out);
+        }
+        for user in touched_many {
+            self.presence_touch(cx, user, out);
         }
     }
 }

@@ -70,6 +70,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod around;
 pub mod auth;
 mod bitset;
 mod cache;
@@ -92,6 +93,7 @@ mod owner;
 mod peer;
 mod pending;
 mod people;
+mod pins;
 pub mod profile;
 pub mod record;
 mod roles;

@@ -1,5 +1,5 @@
 //! Messages that live (issue 17): the one rule by which a change event
-//! (edit, delete, reaction) changes the message it targets.
+//! (edit, delete, reaction, pin) changes the message it targets.
 //!
 //! A change is a new event in the conversation's own sequence naming its
 //! target seq ([`crate::types::Change`]); history is never rewritten in
@@ -19,7 +19,7 @@
 //! again. A deleted root's summary stays as it was.
 //!
 //! A deleted message keeps only its tombstone: no text, no mentions, no
-//! reactions; later edits and reactions of it are skipped (the owner
+//! reactions, not pinned; later edits and reactions of it are skipped (the owner
 //! refuses them before they are sequenced).
 
 use crate::constants::THREAD_PARTICIPANTS_MAX;
@@ -48,12 +48,15 @@ pub fn apply_parts(live: &mut Live, text: &mut String, event: &Message) -> bool 
         }
         ChangeKind::Delete => {
             live.deleted = true;
+            live.pinned = false;
             live.edited = None;
             live.reactions = Vec::new();
             *text = String::new();
         }
         ChangeKind::React => react(live, &event.body, event.sender),
         ChangeKind::Unreact => unreact(live, &event.body, event.sender),
+        ChangeKind::Pin => live.pinned = true,
+        ChangeKind::Unpin => live.pinned = false,
         // Settings returned above.
         ChangeKind::Topic
         | ChangeKind::Purpose
@@ -315,5 +318,24 @@ mod tests {
         assert!(apply(&mut root, &reply(11, 6, 1)));
         assert_eq!(root.live.thread.replies, 6);
         assert!(root.live.deleted);
+    }
+
+    /// Issue 17, part 3: pins and unpins in seq order; a delete unpins for
+    /// good; an older event after a newer one is skipped.
+    #[test]
+    fn pins_apply_in_seq_order_and_delete_unpins() {
+        use ChangeKind::*;
+        let run = |events: &[(u64, ChangeKind)]| {
+            let mut m = msg(1, 1, "hello", None);
+            for &(seq, kind) in events {
+                apply(&mut m, &msg(seq, 2, "", Some((kind, 1))));
+            }
+            (m.live.pinned, m.live.deleted, m.live.version.0)
+        };
+        assert_eq!(run(&[]), (false, false, 0));
+        assert_eq!(run(&[(2, Pin)]), (true, false, 2));
+        assert_eq!(run(&[(2, Pin), (3, Unpin)]), (false, false, 3));
+        assert_eq!(run(&[(3, Unpin), (2, Pin)]), (false, false, 3));
+        assert_eq!(run(&[(2, Pin), (3, Delete), (4, Pin)]), (false, true, 4));
     }
 }

@@ -1281,6 +1281,8 @@ impl OwnerRole {
                 self.post(cx, m.send, Some(thread), out)
             }
             OwnerMsg::ThreadPage(m) => self.on_thread_page(cx, m, out),
+            OwnerMsg::ListPins(m) => self.on_list_pins(cx, m, out),
+            OwnerMsg::Typing(m) => self.on_typing(cx, m, out),
         }
     }
 }

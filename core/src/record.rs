@@ -311,6 +311,11 @@ mod stored {
         PostingEveryone,
         /// [`ChangeKind::PostingAdmins`].
         PostingAdmins,
+        // pins (issue 17, part 3): appended
+        /// [`ChangeKind::Pin`].
+        Pin,
+        /// [`ChangeKind::Unpin`].
+        Unpin,
     }
 
     impl From<ChangeKind> for StoredChange {
@@ -327,6 +332,8 @@ mod stored {
                 ChangeKind::Unarchive => StoredChange::Unarchive,
                 ChangeKind::PostingEveryone => StoredChange::PostingEveryone,
                 ChangeKind::PostingAdmins => StoredChange::PostingAdmins,
+                ChangeKind::Pin => StoredChange::Pin,
+                ChangeKind::Unpin => StoredChange::Unpin,
             }
         }
     }
@@ -345,6 +352,8 @@ mod stored {
                 StoredChange::Unarchive => ChangeKind::Unarchive,
                 StoredChange::PostingEveryone => ChangeKind::PostingEveryone,
                 StoredChange::PostingAdmins => ChangeKind::PostingAdmins,
+                StoredChange::Pin => ChangeKind::Pin,
+                StoredChange::Unpin => ChangeKind::Unpin,
             }
         }
     }

@@ -516,18 +516,22 @@ impl Shard {
         if self.cx.config.is_edge() {
             if !from_edge {
                 self.conn.rewatch_owner(&mut self.cx, from, out);
+                self.conn.rewatch_presence(&mut self.cx, from, out);
                 self.conn.register_devices_with(&mut self.cx, from, out);
             }
             return;
         }
         if from_edge {
             self.home.forget_shard_connections(&mut self.cx, from);
+            self.home.presence_forget_shard(&mut self.cx, from, out);
             self.owner.clear_interest_of(&mut self.cx, from);
             return;
         }
         self.home.forget_shard_connections(&mut self.cx, from);
+        self.home.presence_forget_shard(&mut self.cx, from, out);
         self.owner.clear_interest_of(&mut self.cx, from);
         self.conn.rewatch_owner(&mut self.cx, from, out);
+        self.conn.rewatch_presence(&mut self.cx, from, out);
         self.conn.register_devices_with(&mut self.cx, from, out);
         self.notifier.redrive_handoffs_to(&mut self.cx, from, out);
         // Its membership round (and our users' `all` levels in its

@@ -1213,6 +1213,25 @@ fn settled_preview(c: &crate::state::Conversation) -> Option<String> {
     }
 }
 
+/// Issue 17, part 3: a pinned message is written as one more entry of its
+/// reactions, this emoji with no users — one no client can react with
+/// (`text::check_change` refuses control characters) and no reaction has
+/// (it always has a user) — so the version 9 layout holds pins unchanged.
+const PINNED_MARK: &str = "\u{0}pinned";
+
+/// A message's reactions as written, with [`PINNED_MARK`] last if pinned.
+fn snap_reactions(live: &Live) -> Vec<(String, Vec<u64>)> {
+    let mut out: Vec<(String, Vec<u64>)> = live
+        .reactions
+        .iter()
+        .map(|r| (r.emoji.clone(), r.users.iter().map(|u| u.0).collect()))
+        .collect();
+    if live.pinned {
+        out.push((PINNED_MARK.to_owned(), Vec::new()));
+    }
+    out
+}
+
 /// The issue-17 state of every conversation with a change, by id.
 fn snap_live(state: &State) -> Vec<SnapLiveConv> {
     let live = state
@@ -1231,12 +1250,7 @@ fn snap_live(state: &State) -> Vec<SnapLiveConv> {
                     seq: *seq,
                     edited: e.live.edited.map(|t| t.0),
                     deleted: e.live.deleted,
-                    reactions: e
-                        .live
-                        .reactions
-                        .iter()
-                        .map(|r| (r.emoji.clone(), r.users.iter().map(|u| u.0).collect()))
-                        .collect(),
+                    reactions: snap_reactions(&e.live),
                     version: e.live.version.0,
                     text: e.text.clone(),
                 })
@@ -1430,9 +1444,15 @@ fn restore_live(
                     e.seq, l.conversation
                 )));
             }
+            let mut pinned = false;
             let reactions = e
                 .reactions
                 .into_iter()
+                .filter(|(emoji, users)| {
+                    let mark = emoji == PINNED_MARK && users.is_empty();
+                    pinned |= mark;
+                    !mark
+                })
                 .map(|(emoji, users)| Reaction {
                     emoji,
                     users: users.into_iter().map(UserId).collect(),
@@ -1444,7 +1464,11 @@ fn restore_live(
                 reactions,
                 version: Seq(e.version),
                 thread: Box::default(),
+                pinned,
             };
+            if pinned {
+                c.pins.insert(e.seq);
+            }
             c.live.insert(e.seq, LiveEntry { live, text: e.text });
         }
         for (seq, target, kind) in l.cached {
@@ -2039,6 +2063,9 @@ mod tests {
             change(5, 2, StoredChange::Delete, ""),
             post(6),
             change(7, 6, StoredChange::React, "eyes"),
+            change(8, 6, StoredChange::Pin, ""),
+            change(9, 1, StoredChange::Pin, ""),
+            change(10, 1, StoredChange::Unpin, ""),
         ];
         for (i, r) in records.iter().enumerate() {
             s.apply(Lsn(21 + i as u64), r).expect("applies");
@@ -2048,8 +2075,11 @@ mod tests {
         let (back, _) = restore_bytes(&bytes).expect("restores");
         assert_eq!(encode(&back, Lsn(30)), bytes, "same bytes after restore");
         let c = &back.conversations[&ConversationId(conv)];
-        assert_eq!(c.changes, vec![3, 4, 5, 7]);
+        assert_eq!(c.changes, vec![3, 4, 5, 7, 8, 9, 10]);
         assert_eq!(c.last_post, 6);
+        // Issue 17, part 3: the pin survives, the unpinned one does not.
+        assert_eq!(c.pins.iter().copied().collect::<Vec<_>>(), vec![6]);
+        assert!(c.live[&6].live.pinned && !c.live[&1].live.pinned);
         assert_eq!(c.messages_between(Seq(0), Seq(7)), 3, "messages only");
         let page: Vec<(u64, String, bool, usize)> = back
             .cache
@@ -2220,6 +2250,60 @@ mod tests {
         let c = &old.conversations[&ConversationId(conv)];
         assert!(c.replies.is_empty() && c.threads.is_empty());
         assert_eq!(c.head, Seq(5));
+    }
+
+    /// A conversation without changes whose newest seqs are replies shown
+    /// in their thread only restores their root, not them, as its newest
+    /// post (the simulation found restore + replay disagreeing: a later
+    /// edit of the root then changed the preview only in the live state).
+    #[test]
+    fn hidden_replies_are_not_the_last_post_after_restore() {
+        use crate::record::{MessageRecord, ReplyRecord};
+        let mut s = state();
+        let conv = 51u64;
+        let created = Record::ConversationCreated {
+            conversation: conv,
+            workspace: WS,
+            kind: StoredKind::PublicChannel,
+            name: "quiet".into(),
+            members: vec![ANN, BOB],
+            creator: Some(ANN),
+            ts: 2,
+        };
+        s.apply(Lsn(20), &created).expect("creates");
+        let message = |seq: u64| MessageRecord {
+            conversation: conv,
+            seq,
+            sender: BOB,
+            client_msg_id: u128::from(seq),
+            ts: 10 * seq,
+            body: format!("m{seq}"),
+            mentions: vec![],
+            broadcast: StoredBroadcast::None,
+            broadcast_ignored: false,
+        };
+        let reply = |seq: u64, in_channel| {
+            Record::ReplyPosted(Box::new(ReplyRecord {
+                message: message(seq),
+                root: 1,
+                in_channel,
+            }))
+        };
+        let records = [
+            Record::MessagePosted(message(1)),
+            reply(2, true),
+            reply(3, false),
+            reply(4, false),
+        ];
+        for (i, r) in records.iter().enumerate() {
+            s.apply(Lsn(21 + i as u64), r).expect("applies");
+        }
+        s.settle(Lsn(24));
+        assert_eq!(s.conversations[&ConversationId(conv)].last_post, 2);
+        let bytes = encode(&s, Lsn(24));
+        let (back, _) = restore_bytes(&bytes).expect("restores");
+        let c = &back.conversations[&ConversationId(conv)];
+        assert_eq!(c.last_post, 2, "the reply also shown in the channel");
     }
 
     /// A version 5 snapshot (with the seq → LSN index) restores to what

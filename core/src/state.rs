@@ -419,6 +419,11 @@ pub struct Conversation {
     /// Threads: the seqs of replies not shown in the channel, ascending (8
     /// bytes each): unread counts skip them like changes.
     pub hidden: Vec<u64>,
+    /// Issue 17, part 3: the pinned messages as of durable pin events
+    /// (the seqs whose `live` entry is pinned), ascending; at most
+    /// PINS_PER_CONVERSATION_MAX (checked by the owner, counting the pins
+    /// not yet durable too). `ListPins` pages through it.
+    pub pins: BTreeSet<u64>,
 }
 
 /// The state of a changed message (issue 17): its [`Live`] and, once
@@ -528,6 +533,11 @@ impl Conversation {
         let entry = self.live.entry(target.0).or_default();
         crate::live::apply_parts(&mut entry.live, &mut entry.text, event);
         let deleted = entry.live.deleted;
+        if entry.live.pinned {
+            self.pins.insert(target.0);
+        } else {
+            self.pins.remove(&target.0);
+        }
         if target.0 == self.last_post {
             self.preview = if deleted {
                 None
@@ -606,6 +616,18 @@ impl Conversation {
             }
         }
         posting
+    }
+
+    /// Pins once every sequenced event counts (durable or not): what the
+    /// owner bounds by PINS_PER_CONVERSATION_MAX. O(changes not yet
+    /// durable).
+    pub fn pins_now(&self) -> usize {
+        let pending = self
+            .unsettled_changes
+            .iter()
+            .filter(|(_, e)| e.change.is_some_and(|c| c.kind == ChangeKind::Pin))
+            .count();
+        self.pins.len() + pending
     }
 
     /// Whether `seq` is a change, not a message.
@@ -923,6 +945,7 @@ impl State {
             live: BTreeMap::new(),
             last_post: 0,
             unsettled_changes: VecDeque::new(),
+            pins: BTreeSet::new(),
             settings: ChannelSettings::default(),
             replies: BTreeMap::new(),
             threads: BTreeMap::new(),

@@ -94,7 +94,8 @@ pub fn check_setting(kind: crate::types::ChangeKind, text: &str) -> Result<(), R
 
 /// Checks the text of a change (issue 17): an edit's new body (as a
 /// message's), a reaction's emoji (1..=REACTION_BYTES_MAX bytes, no
-/// whitespace or control characters), nothing for a delete.
+/// whitespace or control characters), nothing for a delete, a pin or an
+/// unpin.
 pub fn check_change(kind: crate::types::ChangeKind, text: &str) -> Result<(), Reject> {
     use crate::constants::REACTION_BYTES_MAX;
     use crate::types::ChangeKind;
@@ -102,6 +103,10 @@ pub fn check_change(kind: crate::types::ChangeKind, text: &str) -> Result<(), Re
         ChangeKind::Edit => check_body(text, 0),
         ChangeKind::Delete if text.is_empty() => Ok(()),
         ChangeKind::Delete => Err(Reject::Invalid("text: must be empty for a delete".into())),
+        ChangeKind::Pin | ChangeKind::Unpin if text.is_empty() => Ok(()),
+        ChangeKind::Pin | ChangeKind::Unpin => {
+            Err(Reject::Invalid("text: must be empty for a pin".into()))
+        }
         ChangeKind::React | ChangeKind::Unreact => {
             if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(Reject::Invalid(

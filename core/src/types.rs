@@ -444,6 +444,58 @@ pub enum Request {
     },
     /// Profiles, lookups, the directory and member lists (issue 16).
     People(PeopleRequest),
+    // pins, typing, presence (issue 17, parts 3-4)
+    /// A page of a conversation's pinned messages (issue 17, part 3): their
+    /// seqs, newest message first. Read access as for `History`.
+    ListPins {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Only pins of messages below this seq (`Seq(0)`: from the newest).
+        before: Seq,
+        /// Page size, 1..=PINS_PAGE_MAX.
+        limit: u32,
+    },
+    /// "I am typing in this conversation" (issue 17, part 4): ephemeral,
+    /// never stored. Members who may post; answered `Done` (also when the
+    /// connection's rate, one per TYPING_INTERVAL_MS per conversation,
+    /// drops it). The other members' connected sessions get
+    /// [`Event::Typing`].
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Subscribe this connection to the presence of `users` (issue 17,
+    /// part 4), replacing its previous set (empty: none); at most
+    /// PRESENCE_WATCH_PER_CONN_MAX. Answered `Done`; the current state of
+    /// each user of the workspace follows as [`Event::Presence`], then
+    /// every change. Users outside the workspace are ignored.
+    WatchPresence {
+        /// The users.
+        users: Vec<UserId>,
+    },
+    /// One user's presence now (`NotFound` outside the workspace).
+    GetPresence {
+        /// The user.
+        user: UserId,
+    },
+    /// Set or clear the manual away of the session's user (memory only).
+    SetAway {
+        /// Away.
+        away: bool,
+    },
+}
+
+/// A user's presence (issue 17, part 4): `Active` while at least one of
+/// their devices is connected and they have not set themselves away.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub enum Presence {
+    /// No device connected, or set away by hand.
+    #[default]
+    Away,
+    /// A device is connected and the user is not set away.
+    Active,
 }
 
 /// A user's role in their workspace (held on the workspace's shard, copied
@@ -610,6 +662,11 @@ pub enum ChangeKind {
     PostingEveryone,
     /// Only workspace admins and owners may post (an announcement channel).
     PostingAdmins,
+    // pins (issue 17, part 3)
+    /// Pin the target message to the conversation (`body` empty).
+    Pin,
+    /// Unpin the target message (`body` empty).
+    Unpin,
 }
 
 impl ChangeKind {
@@ -618,8 +675,18 @@ impl ChangeKind {
     pub fn is_setting(self) -> bool {
         !matches!(
             self,
-            ChangeKind::Edit | ChangeKind::Delete | ChangeKind::React | ChangeKind::Unreact
+            ChangeKind::Edit
+                | ChangeKind::Delete
+                | ChangeKind::React
+                | ChangeKind::Unreact
+                | ChangeKind::Pin
+                | ChangeKind::Unpin
         )
+    }
+
+    /// Whether this kind pins or unpins a message (issue 17, part 3).
+    pub fn is_pin(self) -> bool {
+        matches!(self, ChangeKind::Pin | ChangeKind::Unpin)
     }
 }
 
@@ -665,7 +732,12 @@ impl ChannelSettings {
             ChangeKind::Unarchive => self.archived = false,
             ChangeKind::PostingEveryone => self.posting = Posting::Everyone,
             ChangeKind::PostingAdmins => self.posting = Posting::Admins,
-            ChangeKind::Edit | ChangeKind::Delete | ChangeKind::React | ChangeKind::Unreact => {}
+            ChangeKind::Edit
+            | ChangeKind::Delete
+            | ChangeKind::React
+            | ChangeKind::Unreact
+            | ChangeKind::Pin
+            | ChangeKind::Unpin => {}
         }
         None
     }
@@ -711,6 +783,8 @@ pub struct Live {
     /// message (default: none); boxed so a `Message`, and every event
     /// enum holding one, stays small.
     pub thread: Box<ThreadSummary>,
+    /// Pinned to its conversation (issue 17, part 3; a delete unpins).
+    pub pinned: bool,
 }
 
 /// A conversation as listed to a member.
@@ -873,6 +947,25 @@ pub enum Response {
         messages: Vec<Message>,
         /// The seq of the thread's newest reply (`Seq(0)`: none).
         head: Seq,
+    },
+    // pins, typing, presence (issue 17, parts 3-4)
+    /// `ListPins`: pinned messages' seqs, descending (as of durable pins).
+    Pins {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Pinned seqs, newest message first.
+        pins: Vec<Seq>,
+        /// `before` for the next page (`Seq(0)`: this was the last).
+        next: Seq,
+    },
+    /// `GetPresence`.
+    Presence {
+        /// The user.
+        user: UserId,
+        /// Their presence.
+        presence: Presence,
+        /// Set away by hand (`SetAway`).
+        manual_away: bool,
     },
 }
 
@@ -1044,6 +1137,24 @@ pub enum Event {
         user: UserId,
         /// The profile's new version.
         version: u64,
+    },
+    // pins, typing, presence (issue 17, parts 3-4)
+    /// `user` is typing in `conversation` (never to the typist's own
+    /// sessions): show it for TYPING_EXPIRY_MS unless repeated. Ephemeral:
+    /// a session not connected never gets it.
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who types.
+        user: UserId,
+    },
+    /// A watched user's presence (`WatchPresence`): the current state
+    /// after subscribing, then each change.
+    Presence {
+        /// The user.
+        user: UserId,
+        /// Their presence now.
+        presence: Presence,
     },
 }
 

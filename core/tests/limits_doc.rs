@@ -112,6 +112,12 @@ fn constants() -> BTreeMap<&'static str, u64> {
         INVITE_EXPIRY_MAX_MS,
         INVITES_PER_WORKSPACE_MAX,
         PENDING_PROFILE_GATHERS_MAX,
+        PINS_PER_CONVERSATION_MAX,
+        PINS_PAGE_MAX,
+        TYPING_INTERVAL_MS,
+        TYPING_CONVERSATIONS_PER_CONN_MAX,
+        TYPING_EXPIRY_MS,
+        PRESENCE_WATCH_PER_CONN_MAX,
     ]
 }
 

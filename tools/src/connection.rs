@@ -662,6 +662,8 @@ pub(crate) fn response_name(response: &Response) -> &'static str {
         Response::History { .. } => "History",
         Response::Thread { .. } => "Thread",
         Response::Boot(_) => "Boot",
+        Response::Pins { .. } => "PinPage",
+        Response::Presence { .. } => "PresenceReply",
         Response::People(p) => match p {
             courier_core::api::PeopleResponse::Users(_) => "UserList",
             courier_core::api::PeopleResponse::Directory { .. } => "DirectoryPage",

@@ -109,6 +109,21 @@ pub enum SessionEvent {
         /// The profile's new version.
         version: u64,
     },
+    /// Someone else types in a watched conversation (issue 17, part 4):
+    /// show it for `courier_core::constants::TYPING_EXPIRY_MS`.
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who types.
+        user: UserId,
+    },
+    /// A watched user's presence (`Request::WatchPresence`).
+    Presence {
+        /// The user.
+        user: UserId,
+        /// Their presence now.
+        presence: courier_core::api::Presence,
+    },
 }
 
 /// The watching session (see the module docs).
@@ -382,6 +397,11 @@ impl Session {
             Event::ProfileChanged { user, version } => {
                 Some(SessionEvent::ProfileChanged { user, version })
             }
+            Event::Typing { conversation, user } => self
+                .tracker
+                .wants(conversation)
+                .then_some(SessionEvent::Typing { conversation, user }),
+            Event::Presence { user, presence } => Some(SessionEvent::Presence { user, presence }),
         }
     }
 

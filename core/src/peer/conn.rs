@@ -6,7 +6,8 @@
 
 use crate::peer::{Origin, Ticket, Who};
 use crate::types::{
-    CloseReason, ConnId, ConversationId, Event, Reject, Response, Role, UserId, WorkspaceId,
+    CloseReason, ConnId, ConversationId, Event, Presence, Reject, Response, Role, UserId,
+    WorkspaceId,
 };
 use std::sync::Arc;
 
@@ -24,7 +25,20 @@ role_messages! {
         Fanout,
         SessionRole,
         ProfileChanged,
+        // presence (issue 17, part 4)
+        PresenceChanged,
     }
+}
+
+/// H → C: a watched user's presence: the state now after a watch, then
+/// each change (one message per watching shard, whatever the number of
+/// watching connections there).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PresenceChanged {
+    /// The user.
+    pub user: UserId,
+    /// Their presence.
+    pub presence: Presence,
 }
 
 /// Any → C: the answer to a client request.

@@ -39,7 +39,47 @@ role_messages! {
         ListTokens,
         // messages that live (issue 17)
         MessageDeleted,
+        // presence (issue 17, part 4)
+        PresenceWatch,
+        PresenceGet,
+        SetAway,
     }
+}
+
+/// C → H: `C`'s first connection starts (`watch`) or its last stops
+/// watching `user`'s presence (issue 17, part 4). `H` answers a watch of a
+/// user of `workspace` with `PresenceChanged` (the state now); others it
+/// ignores.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PresenceWatch {
+    /// The watched user (homed on `H`).
+    pub user: UserId,
+    /// The watchers' workspace (unused for an unwatch).
+    pub workspace: WorkspaceId,
+    /// Start (`true`) or stop.
+    pub watch: bool,
+}
+
+/// C → H: `GetPresence` of a user homed on `H`.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PresenceGet {
+    /// Request.
+    pub origin: Origin,
+    /// The asker's workspace (another's user is `NotFound`).
+    pub workspace: WorkspaceId,
+    /// The user.
+    pub user: UserId,
+}
+
+/// C → H(user): `SetAway` (memory only).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SetAway {
+    /// Request.
+    pub origin: Origin,
+    /// The user (the session's).
+    pub user: UserId,
+    /// Away by hand.
+    pub away: bool,
 }
 
 /// O → H: every durable membership of `O`'s conversations for users

@@ -35,7 +35,36 @@ role_messages! {
         // threads (issue 17, part 2)
         PostReply,
         ThreadPage,
+        // pins, typing (issue 17, parts 3-4)
+        ListPins,
+        Typing,
     }
+}
+
+/// C → O: a member types (issue 17, part 4; rate-limited at `C`).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Typing {
+    /// Request.
+    pub origin: Origin,
+    /// The typist (must be allowed to post).
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
+}
+
+/// C → O: a page of pinned messages (issue 17, part 3).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ListPins {
+    /// Request.
+    pub origin: Origin,
+    /// Reader (read access, as for `History`).
+    pub who: Who,
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Only seqs below this (`Seq(0)`: from the newest).
+    pub before: Seq,
+    /// Page size (checked at `C`).
+    pub limit: u32,
 }
 
 /// W → O: apply a claimed rename (retried until W has the outcome).

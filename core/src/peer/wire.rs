@@ -23,7 +23,7 @@ use crate::constants::PEER_WIRE_BYTES_MAX;
 use rkyv::{rancor, util::AlignedVec};
 
 /// The version byte that starts every encoded peer message.
-pub const PEER_WIRE_VERSION: u8 = 5;
+pub const PEER_WIRE_VERSION: u8 = 6;
 
 /// Why bytes are not a peer message, or a message has no wire form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

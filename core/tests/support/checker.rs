@@ -947,6 +947,7 @@ impl World {
                             m.live.deleted,
                             m.live.reactions.clone(),
                             m.live.thread.clone(),
+                            m.live.pinned,
                         )
                     };
                     assert_eq!(

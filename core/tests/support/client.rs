@@ -279,6 +279,9 @@ impl World {
                 assert!(*version >= 1, "client {c}: profile event of version 0");
                 self.stats.profile_events += 1;
             }
+            // Issue 17, part 4: ephemeral, nothing to hold; the simulation
+            // sends neither (tools/tests/around.rs checks them end to end).
+            Event::Typing { .. } | Event::Presence { .. } => {}
         }
     }
 

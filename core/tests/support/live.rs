@@ -1,13 +1,16 @@
-//! Issue 17 in the simulation: devices edit, delete and react to messages
-//! they hold (their own and others'), and the replies are checked against
-//! the model (a change acknowledged is durable; a refusal is one the rules
+//! Issue 17 in the simulation: devices edit, delete, react to, pin and
+//! unpin messages they hold (their own and others'), and the replies are
+//! checked against the model (a change acknowledged is durable; a refusal is one the rules
 //! allow). Issue 16, part 4: devices change channel settings the same way.
 //! Threads (issue 17, part 2): devices reply to messages they hold and read
 //! threads; the checker checks every served reply and root against the
 //! model and that every device ends with every root's reply count.
+//! Pins pages, typing and presence (issue 17, parts 3-4) are asked for
+//! too: they write nothing, so any answer but a refusal of a well-formed
+//! request will do.
 
 use courier_core::api::{
-    ChangeKind, ConversationId, ConversationKind, Reject, Request, Response, Seq,
+    ChangeKind, ConversationId, ConversationKind, Reject, Request, Response, Seq, UserId,
 };
 
 use super::{Pend, World};
@@ -38,14 +41,20 @@ impl World {
         if self.rng.chance(1, 3) {
             return self.act_thread(c, conv, target);
         }
-        let (kind, text) = match self.rng.below(10) {
+        if self.rng.chance(1, 8) {
+            return self.act_around(c, conv);
+        }
+        let (kind, text) = match self.rng.below(12) {
             0..=2 => (
                 ChangeKind::Edit,
                 format!("c{c}-edit-{}", self.rng.below(1000)),
             ),
             3 => (ChangeKind::Delete, String::new()),
             4..=7 => (ChangeKind::React, self.emoji()),
-            _ => (ChangeKind::Unreact, self.emoji()),
+            8..=9 => (ChangeKind::Unreact, self.emoji()),
+            // Issue 17, part 3: pins are changes like reactions.
+            10 => (ChangeKind::Pin, String::new()),
+            _ => (ChangeKind::Unpin, String::new()),
         };
         let request = Request::Change {
             conversation: conv,
@@ -81,6 +90,43 @@ impl World {
             broadcast: courier_core::api::Broadcast::None,
         };
         self.request(c, request, Pend::Reply { conv });
+    }
+
+    /// Issue 17, parts 3-4: a pins page, typing, or presence (a look, a
+    /// watch of a few users of the workspace, or a manual away). None of
+    /// them writes; any answer but a refusal of a well-formed request will
+    /// do (`Pend::Other`), and typing and presence events are ignored.
+    fn act_around(&mut self, c: usize, conv: ConversationId) {
+        let ws = self.clients[c].ws;
+        let users: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|(w, _)| Some(*w) == ws)
+            .map(|(_, u)| *u)
+            .collect();
+        let request = match self.rng.below(5) {
+            0 => Request::ListPins {
+                conversation: conv,
+                before: Seq(self.rng.below(20)),
+                limit: 1 + self.rng.below(5) as u32,
+            },
+            1 => Request::Typing { conversation: conv },
+            2 => {
+                let n = self.rng.below(4) as usize;
+                let watched = (0..n).filter_map(|_| self.rng.pick(&users).copied());
+                Request::WatchPresence {
+                    users: watched.collect(),
+                }
+            }
+            3 => match self.rng.pick(&users) {
+                Some(&user) => Request::GetPresence { user },
+                None => return,
+            },
+            _ => Request::SetAway {
+                away: self.rng.chance(1, 2),
+            },
+        };
+        self.request(c, request, Pend::Other);
     }
 
     /// The answer to a reply: an ack names a durable reply of this
@@ -157,6 +203,9 @@ impl World {
                 self.stats.changes_refused += 1;
             }
             Err(Reject::NotFound | Reject::Archived) => self.stats.changes_refused += 1,
+            Err(Reject::TooLarge(why)) if why.contains("PINS_PER_CONVERSATION_MAX") => {
+                self.stats.changes_refused += 1
+            }
             Err(Reject::Unavailable { .. }) => {}
             other => panic!("change of {conv:?} answered {other:?}"),
         }

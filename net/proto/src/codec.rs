@@ -569,6 +569,7 @@ fn encode_request(fbb: &mut FlatBufferBuilder<'static>, request: &Request) -> (w
             (B::SetFocus, t.as_union_value())
         }
         Request::SetDnd { until } => encode_set_dnd(fbb, *until),
+        r => crate::around::encode_request(fbb, r),
     }
 }
 
@@ -660,6 +661,7 @@ fn encode_message<'a>(
             last_reply_ms: t.last_reply.0,
             last_reply_seq: t.last_seq.0,
             participants,
+            pinned: m.live.pinned,
         },
     )
 }
@@ -670,6 +672,23 @@ fn encode_messages<'a>(
 ) -> WIPOffset<Vector<'a, ForwardsUOffset<wire::Message<'a>>>> {
     let items: Vec<_> = messages.iter().map(|m| encode_message(fbb, m)).collect();
     fbb.create_vector(&items)
+}
+
+/// `Response::History` → `HistoryPage`.
+fn encode_history(
+    fbb: &mut FlatBufferBuilder<'static>,
+    messages: &[Message],
+    head: Seq,
+) -> (wire::Body, Union) {
+    let messages = encode_messages(fbb, messages);
+    let t = wire::HistoryPage::create(
+        fbb,
+        &wire::HistoryPageArgs {
+            messages: Some(messages),
+            head: head.0,
+        },
+    );
+    (wire::Body::HistoryPage, t.as_union_value())
 }
 
 fn encode_response(
@@ -795,18 +814,11 @@ fn encode_response(
             (B::SyncReply, t.as_union_value())
         }
         Response::History { messages, head } | Response::Thread { messages, head } => {
-            let messages = encode_messages(fbb, messages);
-            let t = wire::HistoryPage::create(
-                fbb,
-                &wire::HistoryPageArgs {
-                    messages: Some(messages),
-                    head: head.0,
-                },
-            );
-            (B::HistoryPage, t.as_union_value())
+            encode_history(fbb, messages, *head)
         }
         Response::Boot(page) => encode_boot(fbb, page),
         Response::People(p) => people::encode_response(fbb, p),
+        r => crate::around::encode_response(fbb, r),
     }
 }
 
@@ -1005,6 +1017,7 @@ fn encode_event(fbb: &mut FlatBufferBuilder<'static>, event: &Event) -> (wire::B
             );
             (B::ProfileChangedEvent, t.as_union_value())
         }
+        e => crate::around::encode_event(fbb, e),
     }
 }
 
@@ -1260,7 +1273,7 @@ fn decode_request(frame: &wire::Frame<'_>) -> Result<Request, DecodeError> {
                 until: (t.until_ms() != 0).then_some(Millis(t.until_ms())),
             }
         }
-        other => return crate::live::decode_request(frame, other),
+        other => return crate::around::decode_request(frame, other),
     };
     Ok(request)
 }
@@ -1383,6 +1396,9 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
             });
         }
         kind if is_event(kind) => return Ok(ServerFrame::Event(decode_event(&frame, kind)?)),
+        other if crate::around::is_response(other) => {
+            crate::around::decode_response(&frame, other)?
+        }
         other => people::decode_response(&frame, other)?,
     };
     Ok(ServerFrame::Reply {
@@ -1402,7 +1418,7 @@ fn is_event(kind: wire::Body) -> bool {
             | B::LeftEvent
             | B::NotifyEvent
             | B::ProfileChangedEvent
-    )
+    ) || crate::around::is_event(kind)
 }
 
 /// Decodes an event body (`is_event`).
@@ -1445,6 +1461,7 @@ fn decode_event(frame: &wire::Frame<'_>, kind: wire::Body) -> Result<Event, Deco
                 version: t.version(),
             }
         }
+        other if crate::around::is_event(other) => crate::around::decode_event(frame, other)?,
         other => return Err(DecodeError::UnexpectedBody(body_name(other))),
     })
 }

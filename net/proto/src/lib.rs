@@ -11,7 +11,8 @@
 //! # Layout
 //! - [`codec`]: [`Encoder`], [`decode_client`], [`decode_server`]; the
 //!   people frames of issue 16 (profiles, lookups, directory, members) in
-//!   `people.rs`, which the codec calls for those union members.
+//!   `people.rs`, which the codec calls for those union members; pins,
+//!   typing and presence (issue 17, parts 3-4) in `around.rs`.
 //! - [`token`]: the text form of credentials.
 //! - [`close`]: every WebSocket close code the server uses.
 //! - [`constants`]: frame-size and verifier limits.
@@ -20,6 +21,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod around;
 pub mod close;
 pub mod codec;
 pub mod constants;

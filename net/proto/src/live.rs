@@ -29,6 +29,8 @@ pub(crate) fn kind_to_wire(change: Option<Change>) -> wire::ChangeKind {
         Some(ChangeKind::Unarchive) => wire::ChangeKind::Unarchive,
         Some(ChangeKind::PostingEveryone) => wire::ChangeKind::PostingEveryone,
         Some(ChangeKind::PostingAdmins) => wire::ChangeKind::PostingAdmins,
+        Some(ChangeKind::Pin) => wire::ChangeKind::Pin,
+        Some(ChangeKind::Unpin) => wire::ChangeKind::Unpin,
     }
 }
 
@@ -46,6 +48,8 @@ fn kind_from_wire(k: wire::ChangeKind) -> Result<Option<ChangeKind>, DecodeError
         wire::ChangeKind::Unarchive => Some(ChangeKind::Unarchive),
         wire::ChangeKind::PostingEveryone => Some(ChangeKind::PostingEveryone),
         wire::ChangeKind::PostingAdmins => Some(ChangeKind::PostingAdmins),
+        wire::ChangeKind::Pin => Some(ChangeKind::Pin),
+        wire::ChangeKind::Unpin => Some(ChangeKind::Unpin),
         _ => return Err(DecodeError::field("kind", "unknown change kind")),
     })
 }
@@ -202,6 +206,7 @@ pub(crate) fn decode_live(t: &wire::Message<'_>) -> Result<(Option<Change>, Live
         reactions,
         version: Seq(t.version()),
         thread: Default::default(),
+        pinned: t.pinned(),
     };
     Ok((change, live))
 }

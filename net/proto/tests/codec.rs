@@ -227,6 +227,25 @@ fn live_requests() -> Vec<Request> {
             kind: ChangeKind::Unreact,
             text: "+1".into(),
         },
+        // Issue 17, part 3.
+        Request::Change {
+            conversation: c,
+            target: Seq(4),
+            kind: ChangeKind::Pin,
+            text: String::new(),
+        },
+        Request::ListPins {
+            conversation: c,
+            before: Seq(40),
+            limit: 25,
+        },
+        // Issue 17, part 4.
+        Request::Typing { conversation: c },
+        Request::WatchPresence {
+            users: vec![UserId(3), UserId(u64::MAX)],
+        },
+        Request::GetPresence { user: UserId(3) },
+        Request::SetAway { away: true },
     ]
     .into_iter()
     .chain(setting_requests())
@@ -508,6 +527,16 @@ fn responses() -> Vec<Result<Response, Reject>> {
             messages: vec![message(1)],
             head: Seq(10),
         }),
+        Ok(Response::Pins {
+            conversation: ConversationId(3),
+            pins: vec![Seq(9), Seq(4)],
+            next: Seq(4),
+        }),
+        Ok(Response::Presence {
+            user: UserId(3),
+            presence: courier_core::api::Presence::Active,
+            manual_away: false,
+        }),
         Ok(Response::Boot(Box::new(BootPage {
             user: UserId(1),
             user_name: "ann".into(),
@@ -581,6 +610,7 @@ fn events() -> Vec<Event> {
                 }],
                 version: Seq(9),
                 thread: Box::default(),
+                pinned: true,
             },
             ..message(4)
         }),
@@ -603,9 +633,36 @@ fn events() -> Vec<Event> {
             mentions: vec![],
             ..message(9)
         }),
+        // Issue 17, part 3: a pin and an unpin.
+        Event::Message(Message {
+            change: Some(Change {
+                kind: ChangeKind::Pin,
+                target: Seq(4),
+            }),
+            body: String::new(),
+            mentions: vec![],
+            ..message(10)
+        }),
+        Event::Message(Message {
+            change: Some(Change {
+                kind: ChangeKind::Unpin,
+                target: Seq(4),
+            }),
+            body: String::new(),
+            mentions: vec![],
+            ..message(11)
+        }),
         Event::ReadCursor {
             conversation: ConversationId(1),
             seq: Seq(2),
+        },
+        Event::Typing {
+            conversation: ConversationId(1),
+            user: UserId(4),
+        },
+        Event::Presence {
+            user: UserId(4),
+            presence: courier_core::api::Presence::Away,
         },
         Event::Joined(info()),
         Event::Left {

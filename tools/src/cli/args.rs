@@ -140,6 +140,52 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Pin a message to its conversation (any member may; at most 100
+    /// pinned per conversation). Prints the pin's own seq.
+    Pin {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The message's seq.
+        seq: u64,
+    },
+    /// Unpin a pinned message. Prints the unpin's own seq.
+    Unpin {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+        /// The message's seq.
+        seq: u64,
+    },
+    /// List a conversation's pinned messages, newest first.
+    Pins {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+    },
+    /// Tell a conversation's other members you are typing (they see it for
+    /// a few seconds; at most one per 2 s per conversation is passed on).
+    Typing {
+        /// Conversation: channel name or id, or @user for a DM.
+        #[arg(value_name = "CONV")]
+        conversation: String,
+    },
+    /// Show users' presence (active / away); --watch keeps printing
+    /// every change until interrupted.
+    Presence {
+        /// Users (names or ids), at most 500.
+        #[arg(required = true, num_args = 1..=500, value_name = "USER")]
+        users: Vec<String>,
+        /// Keep printing changes.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Set yourself away by hand (`on`), or back (`off`).
+    Away {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// Stream every new message of your conversations (or of those named),
     /// surviving server restarts and network drops with no gap and no
     /// duplicate.

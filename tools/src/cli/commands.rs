@@ -141,6 +141,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reply { .. } | Command::Thread { .. } => {
             super::threads::run(&ctx, cli.command).await
         }
+        Command::Pin { conversation, seq } => {
+            change(&ctx, &conversation, seq, ChangeKind::Pin, String::new()).await
+        }
+        Command::Unpin { conversation, seq } => {
+            change(&ctx, &conversation, seq, ChangeKind::Unpin, String::new()).await
+        }
+        Command::Pins { conversation } => super::around::pins(&ctx, &conversation).await,
+        Command::Typing { conversation } => super::around::typing(&ctx, &conversation).await,
+        Command::Presence { users, watch } => super::around::presence(&ctx, &users, watch).await,
+        Command::Away { state } => super::around::away(&ctx, &state).await,
         Command::Watch(args) => watch(&ctx, args).await,
         Command::History {
             conversation,
@@ -596,7 +606,7 @@ async fn send(ctx: &Ctx, conversation: &str, text: String) -> anyhow::Result<()>
     )
 }
 
-/// `edit`, `delete`, `react`: one change of message `seq` (issue 17);
+/// `edit`, `delete`, `react`, `pin`, `unpin`: one change of message `seq` (issue 17);
 /// prints the change's own seq, or `unchanged` when there was nothing to
 /// change.
 async fn change(
@@ -609,7 +619,7 @@ async fn change(
     if seq == 0 {
         return Err(usage("SEQ starts at 1"));
     }
-    if kind != ChangeKind::Delete && text.is_empty() {
+    if kind != ChangeKind::Delete && !kind.is_pin() && text.is_empty() {
         return Err(usage("the text is empty"));
     }
     let mut client = ctx.client().await?;
@@ -817,9 +827,18 @@ async fn watch_loop(
                 // fetches the new profile (and shows the new name).
                 names.on_changed(user, version);
             }
+            SessionEvent::Typing { conversation, user } => {
+                // Issue 17, part 4: a transient status, not a message line
+                // (stderr in text mode, so stdout stays one message a line).
+                names.learn(session.client(), &[user]).await;
+                let who = names.get(user);
+                let label = labels.get(conversation);
+                super::around::print_typing(ctx, conversation, &label, user, who.as_deref())?;
+            }
             SessionEvent::CaughtUp { .. }
             | SessionEvent::ReadCursor { .. }
-            | SessionEvent::Notify { .. } => {}
+            | SessionEvent::Notify { .. }
+            | SessionEvent::Presence { .. } => {}
         }
     }
 }

@@ -169,6 +169,7 @@ pub fn message_json(
                     .map(|u| id_json(u.0))
                     .collect::<Vec<_>>());
             }
+            v["pinned"] = json!(m.live.pinned);
             v["reactions"] = m
                 .live
                 .reactions
@@ -198,6 +199,10 @@ pub fn message_json(
                 v["emoji"] = json!(m.body);
                 v["removed"] = json!(c.kind == ChangeKind::Unreact);
             }
+            // Issue 17, part 3: `pin` with `pinned` saying which way.
+            if c.kind.is_pin() {
+                v["pinned"] = json!(c.kind == ChangeKind::Pin);
+            }
         }
     }
     if let Some(name) = sender_name {
@@ -210,7 +215,8 @@ pub fn message_json(
 }
 
 /// The `type` of a change in `--json` output: `edit`, `delete`,
-/// `reaction` (`removed` says which way); for a channel setting (issue
+/// `reaction` (`removed` says which way), `pin` (`pinned` says which
+/// way; issue 17, part 3); for a channel setting (issue
 /// 16, part 4) `topic`, `purpose`, `rename` (with `value`), `archive`,
 /// `unarchive`, `posting` (with `posting`: `admins` or `everyone`).
 pub fn change_type(kind: ChangeKind) -> &'static str {
@@ -224,6 +230,7 @@ pub fn change_type(kind: ChangeKind) -> &'static str {
         ChangeKind::Archive => "archive",
         ChangeKind::Unarchive => "unarchive",
         ChangeKind::PostingEveryone | ChangeKind::PostingAdmins => "posting",
+        ChangeKind::Pin | ChangeKind::Unpin => "pin",
     }
 }
 
@@ -240,9 +247,12 @@ pub fn setting_text(kind: ChangeKind, value: &str) -> String {
         ChangeKind::Unarchive => "unarchived the channel".to_owned(),
         ChangeKind::PostingAdmins => "made posting admins-only".to_owned(),
         ChangeKind::PostingEveryone => "let everyone post".to_owned(),
-        ChangeKind::Edit | ChangeKind::Delete | ChangeKind::React | ChangeKind::Unreact => {
-            String::new()
-        }
+        ChangeKind::Edit
+        | ChangeKind::Delete
+        | ChangeKind::React
+        | ChangeKind::Unreact
+        | ChangeKind::Pin
+        | ChangeKind::Unpin => String::new(),
     }
 }
 
@@ -267,6 +277,9 @@ pub fn message_text(label: &str, m: &Message, sender_name: Option<&str>) -> Stri
                 let s = if replies == 1 { "y" } else { "ies" };
                 line.push_str(&format!(" [{replies} repl{s}]"));
             }
+            if m.live.pinned {
+                line.push_str(" (pinned)");
+            }
             for r in &m.live.reactions {
                 line.push_str(&format!(" [{} {}]", r.emoji, r.users.len()));
             }
@@ -277,6 +290,8 @@ pub fn message_text(label: &str, m: &Message, sender_name: Option<&str>) -> Stri
             ChangeKind::Delete => format!("{head} deleted #{}", c.target.0),
             ChangeKind::React => format!("{head} reacted {} to #{}", m.body, c.target.0),
             ChangeKind::Unreact => format!("{head} removed {} from #{}", m.body, c.target.0),
+            ChangeKind::Pin => format!("{head} pinned #{}", c.target.0),
+            ChangeKind::Unpin => format!("{head} unpinned #{}", c.target.0),
             kind => format!("{head} {}", setting_text(kind, &m.body)),
         },
     }
@@ -528,6 +543,29 @@ mod tests {
                 "reaction",
                 "removed +1 from #1",
             ),
+            (
+                msg(7, "", Some((ChangeKind::Pin, 1)), Live::default()),
+                "pin",
+                "pinned #1",
+            ),
+            (
+                msg(8, "", Some((ChangeKind::Unpin, 1)), Live::default()),
+                "pin",
+                "unpinned #1",
+            ),
+            (
+                msg(
+                    9,
+                    "hi",
+                    None,
+                    Live {
+                        pinned: true,
+                        ..Live::default()
+                    },
+                ),
+                "message",
+                "hi (pinned)",
+            ),
         ];
         for (m, kind, text) in table {
             let v = message_json(&m, None, None);
@@ -558,6 +596,12 @@ mod tests {
             (&v["target"], &v["emoji"], &v["removed"]),
             (&json!(1), &json!("+1"), &json!(true))
         );
+        let v = message_json(
+            &msg(8, "", Some((ChangeKind::Unpin, 1)), Live::default()),
+            None,
+            None,
+        );
+        assert_eq!((&v["target"], &v["pinned"]), (&json!(1), &json!(false)));
     }
 
     /// Threads (issue 17, part 2): a reply names its root (`thread_root`,

@@ -373,10 +373,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Broadcast {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CHANGE_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CHANGE_KIND: u8 = 11;
+pub const ENUM_MAX_CHANGE_KIND: u8 = 13;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CHANGE_KIND: [ChangeKind; 12] = [
+pub const ENUM_VALUES_CHANGE_KIND: [ChangeKind; 14] = [
   ChangeKind::None,
   ChangeKind::Edit,
   ChangeKind::Delete,
@@ -389,6 +389,8 @@ pub const ENUM_VALUES_CHANGE_KIND: [ChangeKind; 12] = [
   ChangeKind::Unarchive,
   ChangeKind::PostingEveryone,
   ChangeKind::PostingAdmins,
+  ChangeKind::Pin,
+  ChangeKind::Unpin,
 ];
 
 /// Messages that live (issue 17): what a change event does to its target.
@@ -412,9 +414,11 @@ impl ChangeKind {
   pub const Unarchive: Self = Self(9);
   pub const PostingEveryone: Self = Self(10);
   pub const PostingAdmins: Self = Self(11);
+  pub const Pin: Self = Self(12);
+  pub const Unpin: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::Edit,
@@ -428,6 +432,8 @@ impl ChangeKind {
     Self::Unarchive,
     Self::PostingEveryone,
     Self::PostingAdmins,
+    Self::Pin,
+    Self::Unpin,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -444,6 +450,8 @@ impl ChangeKind {
       Self::Unarchive => Some("Unarchive"),
       Self::PostingEveryone => Some("PostingEveryone"),
       Self::PostingAdmins => Some("PostingAdmins"),
+      Self::Pin => Some("Pin"),
+      Self::Unpin => Some("Unpin"),
       _ => None,
     }
   }
@@ -1116,10 +1124,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for UnavailableCause {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 63;
+pub const ENUM_MAX_BODY: u8 = 72;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 64] = [
+pub const ENUM_VALUES_BODY: [Body; 73] = [
   Body::NONE,
   Body::Hello,
   Body::CreateWorkspace,
@@ -1184,6 +1192,15 @@ pub const ENUM_VALUES_BODY: [Body; 64] = [
   Body::ProfileChangedEvent,
   Body::PostReply,
   Body::GetThread,
+  Body::ListPins,
+  Body::PinPage,
+  Body::Typing,
+  Body::TypingEvent,
+  Body::WatchPresence,
+  Body::GetPresence,
+  Body::SetAway,
+  Body::PresenceReply,
+  Body::PresenceEvent,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1255,9 +1272,18 @@ impl Body {
   pub const ProfileChangedEvent: Self = Self(61);
   pub const PostReply: Self = Self(62);
   pub const GetThread: Self = Self(63);
+  pub const ListPins: Self = Self(64);
+  pub const PinPage: Self = Self(65);
+  pub const Typing: Self = Self(66);
+  pub const TypingEvent: Self = Self(67);
+  pub const WatchPresence: Self = Self(68);
+  pub const GetPresence: Self = Self(69);
+  pub const SetAway: Self = Self(70);
+  pub const PresenceReply: Self = Self(71);
+  pub const PresenceEvent: Self = Self(72);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 63;
+  pub const ENUM_MAX: u8 = 72;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1323,6 +1349,15 @@ impl Body {
     Self::ProfileChangedEvent,
     Self::PostReply,
     Self::GetThread,
+    Self::ListPins,
+    Self::PinPage,
+    Self::Typing,
+    Self::TypingEvent,
+    Self::WatchPresence,
+    Self::GetPresence,
+    Self::SetAway,
+    Self::PresenceReply,
+    Self::PresenceEvent,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1391,6 +1426,15 @@ impl Body {
       Self::ProfileChangedEvent => Some("ProfileChangedEvent"),
       Self::PostReply => Some("PostReply"),
       Self::GetThread => Some("GetThread"),
+      Self::ListPins => Some("ListPins"),
+      Self::PinPage => Some("PinPage"),
+      Self::Typing => Some("Typing"),
+      Self::TypingEvent => Some("TypingEvent"),
+      Self::WatchPresence => Some("WatchPresence"),
+      Self::GetPresence => Some("GetPresence"),
+      Self::SetAway => Some("SetAway"),
+      Self::PresenceReply => Some("PresenceReply"),
+      Self::PresenceEvent => Some("PresenceEvent"),
       _ => None,
     }
   }
@@ -1447,6 +1491,90 @@ impl<'a> ::flatbuffers::Verifiable for Body {
 impl ::flatbuffers::SimpleToVerifyInSlice for Body {}
 pub struct BodyUnionTableOffset {}
 
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_PRESENCE_STATE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_PRESENCE_STATE: u8 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_PRESENCE_STATE: [PresenceState; 2] = [
+  PresenceState::Away,
+  PresenceState::Active,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PresenceState(pub u8);
+#[allow(non_upper_case_globals)]
+impl PresenceState {
+  pub const Away: Self = Self(0);
+  pub const Active: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Away,
+    Self::Active,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Away => Some("Away"),
+      Self::Active => Some("Active"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for PresenceState {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for PresenceState {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for PresenceState {
+    type Output = PresenceState;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for PresenceState {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for PresenceState {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for PresenceState {}
 /// A 128-bit value (client message ids), little-endian halves.
 // struct U128, aligned to 8
 #[repr(transparent)]
@@ -6097,6 +6225,7 @@ impl<'a> Message<'a> {
   pub const VT_LAST_REPLY_MS: ::flatbuffers::VOffsetT = 38;
   pub const VT_LAST_REPLY_SEQ: ::flatbuffers::VOffsetT = 40;
   pub const VT_PARTICIPANTS: ::flatbuffers::VOffsetT = 42;
+  pub const VT_PINNED: ::flatbuffers::VOffsetT = 44;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6124,6 +6253,7 @@ impl<'a> Message<'a> {
     if let Some(x) = args.mentions { builder.add_mentions(x); }
     if let Some(x) = args.body { builder.add_body(x); }
     if let Some(x) = args.client_msg_id { builder.add_client_msg_id(x); }
+    builder.add_pinned(args.pinned);
     builder.add_thread_in_channel(args.thread_in_channel);
     builder.add_deleted(args.deleted);
     builder.add_change(args.change);
@@ -6273,6 +6403,13 @@ impl<'a> Message<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Message::VT_PARTICIPANTS, None)}
   }
+  #[inline]
+  pub fn pinned(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Message::VT_PINNED, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Message<'_> {
@@ -6301,6 +6438,7 @@ impl ::flatbuffers::Verifiable for Message<'_> {
      .visit_field::<u64>("last_reply_ms", Self::VT_LAST_REPLY_MS, false)?
      .visit_field::<u64>("last_reply_seq", Self::VT_LAST_REPLY_SEQ, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("participants", Self::VT_PARTICIPANTS, false)?
+     .visit_field::<bool>("pinned", Self::VT_PINNED, false)?
      .finish();
     Ok(())
   }
@@ -6326,6 +6464,7 @@ pub struct MessageArgs<'a> {
     pub last_reply_ms: u64,
     pub last_reply_seq: u64,
     pub participants: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub pinned: bool,
 }
 impl<'a> Default for MessageArgs<'a> {
   #[inline]
@@ -6351,6 +6490,7 @@ impl<'a> Default for MessageArgs<'a> {
       last_reply_ms: 0,
       last_reply_seq: 0,
       participants: None,
+      pinned: false,
     }
   }
 }
@@ -6441,6 +6581,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Message::VT_PARTICIPANTS, participants);
   }
   #[inline]
+  pub fn add_pinned(&mut self, pinned: bool) {
+    self.fbb_.push_slot::<bool>(Message::VT_PINNED, pinned, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MessageBuilder {
@@ -6480,6 +6624,7 @@ impl ::core::fmt::Debug for Message<'_> {
       ds.field("last_reply_ms", &self.last_reply_ms());
       ds.field("last_reply_seq", &self.last_reply_seq());
       ds.field("participants", &self.participants());
+      ds.field("pinned", &self.pinned());
       ds.finish()
   }
 }
@@ -11363,6 +11508,1014 @@ impl ::core::fmt::Debug for MemberPage<'_> {
       ds.finish()
   }
 }
+pub enum ListPinsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A page of pinned messages, newest message first: `before` 0 starts at
+/// the newest, `limit` 1..=100.
+pub struct ListPins<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListPins<'a> {
+  type Inner = ListPins<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListPins<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BEFORE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListPins { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListPinsArgs
+  ) -> ::flatbuffers::WIPOffset<ListPins<'bldr>> {
+    let mut builder = ListPinsBuilder::new(_fbb);
+    builder.add_before(args.before);
+    builder.add_conversation(args.conversation);
+    builder.add_limit(args.limit);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListPins::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn before(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListPins::VT_BEFORE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListPins::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListPins<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<u64>("before", Self::VT_BEFORE, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListPinsArgs {
+    pub conversation: u64,
+    pub before: u64,
+    pub limit: u32,
+}
+impl<'a> Default for ListPinsArgs {
+  #[inline]
+  fn default() -> Self {
+    ListPinsArgs {
+      conversation: 0,
+      before: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct ListPinsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListPinsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(ListPins::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_before(&mut self, before: u64) {
+    self.fbb_.push_slot::<u64>(ListPins::VT_BEFORE, before, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListPins::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListPinsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListPinsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListPins<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListPins<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListPins");
+      ds.field("conversation", &self.conversation());
+      ds.field("before", &self.before());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum PinPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The pinned seqs (load the messages with `History`); `next` is the next
+/// page's `before` (0: last page).
+pub struct PinPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PinPage<'a> {
+  type Inner = PinPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PinPage<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PINS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NEXT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PinPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PinPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PinPage<'bldr>> {
+    let mut builder = PinPageBuilder::new(_fbb);
+    builder.add_next(args.next);
+    builder.add_conversation(args.conversation);
+    if let Some(x) = args.pins { builder.add_pins(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PinPage::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn pins(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(PinPage::VT_PINS, None)}
+  }
+  #[inline]
+  pub fn next(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PinPage::VT_NEXT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PinPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("pins", Self::VT_PINS, false)?
+     .visit_field::<u64>("next", Self::VT_NEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PinPageArgs<'a> {
+    pub conversation: u64,
+    pub pins: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub next: u64,
+}
+impl<'a> Default for PinPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PinPageArgs {
+      conversation: 0,
+      pins: None,
+      next: 0,
+    }
+  }
+}
+
+pub struct PinPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PinPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(PinPage::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_pins(&mut self, pins: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PinPage::VT_PINS, pins);
+  }
+  #[inline]
+  pub fn add_next(&mut self, next: u64) {
+    self.fbb_.push_slot::<u64>(PinPage::VT_NEXT, next, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PinPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PinPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PinPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PinPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PinPage");
+      ds.field("conversation", &self.conversation());
+      ds.field("pins", &self.pins());
+      ds.field("next", &self.next());
+      ds.finish()
+  }
+}
+pub enum TypingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// "I am typing here": answered `Done`; at most one per 2 s per
+/// conversation is passed on (more are answered `Done` and dropped).
+pub struct Typing<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Typing<'a> {
+  type Inner = Typing<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Typing<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Typing { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TypingArgs
+  ) -> ::flatbuffers::WIPOffset<Typing<'bldr>> {
+    let mut builder = TypingBuilder::new(_fbb);
+    builder.add_conversation(args.conversation);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Typing::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Typing<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TypingArgs {
+    pub conversation: u64,
+}
+impl<'a> Default for TypingArgs {
+  #[inline]
+  fn default() -> Self {
+    TypingArgs {
+      conversation: 0,
+    }
+  }
+}
+
+pub struct TypingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TypingBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(Typing::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TypingBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TypingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Typing<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Typing<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Typing");
+      ds.field("conversation", &self.conversation());
+      ds.finish()
+  }
+}
+pub enum TypingEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `user` types in `conversation`: show it for 6 s unless repeated.
+pub struct TypingEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TypingEvent<'a> {
+  type Inner = TypingEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TypingEvent<'a> {
+  pub const VT_CONVERSATION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TypingEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TypingEventArgs
+  ) -> ::flatbuffers::WIPOffset<TypingEvent<'bldr>> {
+    let mut builder = TypingEventBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_conversation(args.conversation);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TypingEvent::VT_CONVERSATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TypingEvent::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TypingEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation", Self::VT_CONVERSATION, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TypingEventArgs {
+    pub conversation: u64,
+    pub user: u64,
+}
+impl<'a> Default for TypingEventArgs {
+  #[inline]
+  fn default() -> Self {
+    TypingEventArgs {
+      conversation: 0,
+      user: 0,
+    }
+  }
+}
+
+pub struct TypingEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TypingEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation(&mut self, conversation: u64) {
+    self.fbb_.push_slot::<u64>(TypingEvent::VT_CONVERSATION, conversation, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(TypingEvent::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TypingEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TypingEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TypingEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TypingEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TypingEvent");
+      ds.field("conversation", &self.conversation());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum WatchPresenceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Watch these users' presence (replaces the connection's set; ≤ 500).
+pub struct WatchPresence<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for WatchPresence<'a> {
+  type Inner = WatchPresence<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> WatchPresence<'a> {
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    WatchPresence { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WatchPresenceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<WatchPresence<'bldr>> {
+    let mut builder = WatchPresenceBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(WatchPresence::VT_USERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for WatchPresence<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("users", Self::VT_USERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WatchPresenceArgs<'a> {
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for WatchPresenceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    WatchPresenceArgs {
+      users: None,
+    }
+  }
+}
+
+pub struct WatchPresenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchPresenceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchPresence::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchPresenceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WatchPresenceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchPresence<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for WatchPresence<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("WatchPresence");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum GetPresenceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetPresence<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetPresence<'a> {
+  type Inner = GetPresence<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetPresence<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetPresence { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetPresenceArgs
+  ) -> ::flatbuffers::WIPOffset<GetPresence<'bldr>> {
+    let mut builder = GetPresenceBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetPresence::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetPresence<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetPresenceArgs {
+    pub user: u64,
+}
+impl<'a> Default for GetPresenceArgs {
+  #[inline]
+  fn default() -> Self {
+    GetPresenceArgs {
+      user: 0,
+    }
+  }
+}
+
+pub struct GetPresenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetPresenceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(GetPresence::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetPresenceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetPresenceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetPresence<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetPresence<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetPresence");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum SetAwayOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetAway<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetAway<'a> {
+  type Inner = SetAway<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetAway<'a> {
+  pub const VT_AWAY: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetAway { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetAwayArgs
+  ) -> ::flatbuffers::WIPOffset<SetAway<'bldr>> {
+    let mut builder = SetAwayBuilder::new(_fbb);
+    builder.add_away(args.away);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn away(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetAway::VT_AWAY, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetAway<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("away", Self::VT_AWAY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetAwayArgs {
+    pub away: bool,
+}
+impl<'a> Default for SetAwayArgs {
+  #[inline]
+  fn default() -> Self {
+    SetAwayArgs {
+      away: false,
+    }
+  }
+}
+
+pub struct SetAwayBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetAwayBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_away(&mut self, away: bool) {
+    self.fbb_.push_slot::<bool>(SetAway::VT_AWAY, away, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetAwayBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetAwayBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetAway<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetAway<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetAway");
+      ds.field("away", &self.away());
+      ds.finish()
+  }
+}
+pub enum PresenceReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PresenceReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceReply<'a> {
+  type Inner = PresenceReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceReply<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MANUAL_AWAY: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceReplyArgs
+  ) -> ::flatbuffers::WIPOffset<PresenceReply<'bldr>> {
+    let mut builder = PresenceReplyBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_manual_away(args.manual_away);
+    builder.add_state(args.state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceReply::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn state(&self) -> PresenceState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceState>(PresenceReply::VT_STATE, Some(PresenceState::Away)).unwrap()}
+  }
+  #[inline]
+  pub fn manual_away(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceReply::VT_MANUAL_AWAY, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<PresenceState>("state", Self::VT_STATE, false)?
+     .visit_field::<bool>("manual_away", Self::VT_MANUAL_AWAY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceReplyArgs {
+    pub user: u64,
+    pub state: PresenceState,
+    pub manual_away: bool,
+}
+impl<'a> Default for PresenceReplyArgs {
+  #[inline]
+  fn default() -> Self {
+    PresenceReplyArgs {
+      user: 0,
+      state: PresenceState::Away,
+      manual_away: false,
+    }
+  }
+}
+
+pub struct PresenceReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(PresenceReply::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: PresenceState) {
+    self.fbb_.push_slot::<PresenceState>(PresenceReply::VT_STATE, state, PresenceState::Away);
+  }
+  #[inline]
+  pub fn add_manual_away(&mut self, manual_away: bool) {
+    self.fbb_.push_slot::<bool>(PresenceReply::VT_MANUAL_AWAY, manual_away, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceReply");
+      ds.field("user", &self.user());
+      ds.field("state", &self.state());
+      ds.field("manual_away", &self.manual_away());
+      ds.finish()
+  }
+}
+pub enum PresenceEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PresenceEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceEvent<'a> {
+  type Inner = PresenceEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceEvent<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceEventArgs
+  ) -> ::flatbuffers::WIPOffset<PresenceEvent<'bldr>> {
+    let mut builder = PresenceEventBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_state(args.state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceEvent::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn state(&self) -> PresenceState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceState>(PresenceEvent::VT_STATE, Some(PresenceState::Away)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<PresenceState>("state", Self::VT_STATE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceEventArgs {
+    pub user: u64,
+    pub state: PresenceState,
+}
+impl<'a> Default for PresenceEventArgs {
+  #[inline]
+  fn default() -> Self {
+    PresenceEventArgs {
+      user: 0,
+      state: PresenceState::Away,
+    }
+  }
+}
+
+pub struct PresenceEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(PresenceEvent::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: PresenceState) {
+    self.fbb_.push_slot::<PresenceState>(PresenceEvent::VT_STATE, state, PresenceState::Away);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceEvent");
+      ds.field("user", &self.user());
+      ds.field("state", &self.state());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12303,6 +13456,132 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_pins(&self) -> Option<ListPins<'a>> {
+    if self.body_type() == Body::ListPins {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListPins::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_pin_page(&self) -> Option<PinPage<'a>> {
+    if self.body_type() == Body::PinPage {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PinPage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_typing(&self) -> Option<Typing<'a>> {
+    if self.body_type() == Body::Typing {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Typing::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_typing_event(&self) -> Option<TypingEvent<'a>> {
+    if self.body_type() == Body::TypingEvent {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { TypingEvent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_watch_presence(&self) -> Option<WatchPresence<'a>> {
+    if self.body_type() == Body::WatchPresence {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { WatchPresence::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_presence(&self) -> Option<GetPresence<'a>> {
+    if self.body_type() == Body::GetPresence {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetPresence::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_away(&self) -> Option<SetAway<'a>> {
+    if self.body_type() == Body::SetAway {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetAway::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_presence_reply(&self) -> Option<PresenceReply<'a>> {
+    if self.body_type() == Body::PresenceReply {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PresenceReply::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_presence_event(&self) -> Option<PresenceEvent<'a>> {
+    if self.body_type() == Body::PresenceEvent {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PresenceEvent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -12377,6 +13656,15 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::ProfileChangedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProfileChangedEvent>>("Body::ProfileChangedEvent", pos),
           Body::PostReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PostReply>>("Body::PostReply", pos),
           Body::GetThread => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetThread>>("Body::GetThread", pos),
+          Body::ListPins => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListPins>>("Body::ListPins", pos),
+          Body::PinPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PinPage>>("Body::PinPage", pos),
+          Body::Typing => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Typing>>("Body::Typing", pos),
+          Body::TypingEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TypingEvent>>("Body::TypingEvent", pos),
+          Body::WatchPresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchPresence>>("Body::WatchPresence", pos),
+          Body::GetPresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetPresence>>("Body::GetPresence", pos),
+          Body::SetAway => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetAway>>("Body::SetAway", pos),
+          Body::PresenceReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceReply>>("Body::PresenceReply", pos),
+          Body::PresenceEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceEvent>>("Body::PresenceEvent", pos),
           _ => Ok(()),
         }
      })?
@@ -12875,6 +14163,69 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::GetThread => {
           if let Some(x) = self.body_as_get_thread() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListPins => {
+          if let Some(x) = self.body_as_list_pins() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PinPage => {
+          if let Some(x) = self.body_as_pin_page() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Typing => {
+          if let Some(x) = self.body_as_typing() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::TypingEvent => {
+          if let Some(x) = self.body_as_typing_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::WatchPresence => {
+          if let Some(x) = self.body_as_watch_presence() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GetPresence => {
+          if let Some(x) = self.body_as_get_presence() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetAway => {
+          if let Some(x) = self.body_as_set_away() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PresenceReply => {
+          if let Some(x) = self.body_as_presence_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PresenceEvent => {
+          if let Some(x) = self.body_as_presence_event() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

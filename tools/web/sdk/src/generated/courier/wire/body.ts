@@ -18,6 +18,7 @@ import { DirectoryPage } from '../../courier/wire/directory-page.js';
 import { Done } from '../../courier/wire/done.js';
 import { ErrorReply } from '../../courier/wire/error-reply.js';
 import { Found } from '../../courier/wire/found.js';
+import { GetPresence } from '../../courier/wire/get-presence.js';
 import { GetThread } from '../../courier/wire/get-thread.js';
 import { GetUserByHandle } from '../../courier/wire/get-user-by-handle.js';
 import { GetUsers } from '../../courier/wire/get-users.js';
@@ -35,6 +36,7 @@ import { LeftEvent } from '../../courier/wire/left-event.js';
 import { ListConversations } from '../../courier/wire/list-conversations.js';
 import { ListInvites } from '../../courier/wire/list-invites.js';
 import { ListMembers } from '../../courier/wire/list-members.js';
+import { ListPins } from '../../courier/wire/list-pins.js';
 import { ListTokens } from '../../courier/wire/list-tokens.js';
 import { Lookup } from '../../courier/wire/lookup.js';
 import { MarkRead } from '../../courier/wire/mark-read.js';
@@ -42,7 +44,10 @@ import { MemberPage } from '../../courier/wire/member-page.js';
 import { MessageEvent } from '../../courier/wire/message-event.js';
 import { NotifyEvent } from '../../courier/wire/notify-event.js';
 import { OpenDm } from '../../courier/wire/open-dm.js';
+import { PinPage } from '../../courier/wire/pin-page.js';
 import { PostReply } from '../../courier/wire/post-reply.js';
+import { PresenceEvent } from '../../courier/wire/presence-event.js';
+import { PresenceReply } from '../../courier/wire/presence-reply.js';
 import { ProfileChangedEvent } from '../../courier/wire/profile-changed-event.js';
 import { ReadCursorEvent } from '../../courier/wire/read-cursor-event.js';
 import { RedeemInvite } from '../../courier/wire/redeem-invite.js';
@@ -51,6 +56,7 @@ import { RevokeInvite } from '../../courier/wire/revoke-invite.js';
 import { RevokeToken } from '../../courier/wire/revoke-token.js';
 import { Send } from '../../courier/wire/send.js';
 import { SendAck } from '../../courier/wire/send-ack.js';
+import { SetAway } from '../../courier/wire/set-away.js';
 import { SetChannel } from '../../courier/wire/set-channel.js';
 import { SetDnd } from '../../courier/wire/set-dnd.js';
 import { SetFocus } from '../../courier/wire/set-focus.js';
@@ -62,7 +68,10 @@ import { Sync } from '../../courier/wire/sync.js';
 import { SyncReply } from '../../courier/wire/sync-reply.js';
 import { TokenIssued } from '../../courier/wire/token-issued.js';
 import { TokenList } from '../../courier/wire/token-list.js';
+import { Typing } from '../../courier/wire/typing.js';
+import { TypingEvent } from '../../courier/wire/typing-event.js';
 import { UserList } from '../../courier/wire/user-list.js';
+import { WatchPresence } from '../../courier/wire/watch-presence.js';
 import { Welcome } from '../../courier/wire/welcome.js';
 import { WorkspaceCreated } from '../../courier/wire/workspace-created.js';
 
@@ -131,13 +140,22 @@ export enum Body {
   SetChannel = 60,
   ProfileChangedEvent = 61,
   PostReply = 62,
-  GetThread = 63
+  GetThread = 63,
+  ListPins = 64,
+  PinPage = 65,
+  Typing = 66,
+  TypingEvent = 67,
+  WatchPresence = 68,
+  GetPresence = 69,
+  SetAway = 70,
+  PresenceReply = 71,
+  PresenceEvent = 72
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null
-): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+  accessor: (obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetPresence|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|PostReply|PresenceEvent|PresenceReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetAway|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|Typing|TypingEvent|UserList|WatchPresence|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetPresence|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|PostReply|PresenceEvent|PresenceReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetAway|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|Typing|TypingEvent|UserList|WatchPresence|Welcome|WorkspaceCreated|null
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetPresence|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|PostReply|PresenceEvent|PresenceReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetAway|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|Typing|TypingEvent|UserList|WatchPresence|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -203,15 +221,24 @@ export function unionToBody(
     case 'ProfileChangedEvent': return accessor(new ProfileChangedEvent())! as ProfileChangedEvent;
     case 'PostReply': return accessor(new PostReply())! as PostReply;
     case 'GetThread': return accessor(new GetThread())! as GetThread;
+    case 'ListPins': return accessor(new ListPins())! as ListPins;
+    case 'PinPage': return accessor(new PinPage())! as PinPage;
+    case 'Typing': return accessor(new Typing())! as Typing;
+    case 'TypingEvent': return accessor(new TypingEvent())! as TypingEvent;
+    case 'WatchPresence': return accessor(new WatchPresence())! as WatchPresence;
+    case 'GetPresence': return accessor(new GetPresence())! as GetPresence;
+    case 'SetAway': return accessor(new SetAway())! as SetAway;
+    case 'PresenceReply': return accessor(new PresenceReply())! as PresenceReply;
+    case 'PresenceEvent': return accessor(new PresenceEvent())! as PresenceEvent;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null, 
+  accessor: (index: number, obj:Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetPresence|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|PostReply|PresenceEvent|PresenceReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetAway|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|Typing|TypingEvent|UserList|WatchPresence|Welcome|WorkspaceCreated) => Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetPresence|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|PostReply|PresenceEvent|PresenceReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetAway|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|Typing|TypingEvent|UserList|WatchPresence|Welcome|WorkspaceCreated|null, 
   index: number
-): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PostReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|UserList|Welcome|WorkspaceCreated|null {
+): Boot|BootReply|BrowseChannels|ChangeMessage|ChannelPage|ConversationList|ConversationReply|CreateChannel|CreateInvite|CreateUser|CreateWorkspace|Directory|DirectoryPage|Done|ErrorReply|Found|GetPresence|GetThread|GetUserByHandle|GetUsers|Hello|History|HistoryPage|Invite|InviteCreated|InviteList|IssueToken|Join|JoinedEvent|Leave|LeftEvent|ListConversations|ListInvites|ListMembers|ListPins|ListTokens|Lookup|MarkRead|MemberPage|MessageEvent|NotifyEvent|OpenDm|PinPage|PostReply|PresenceEvent|PresenceReply|ProfileChangedEvent|ReadCursorEvent|RedeemInvite|Remove|RevokeInvite|RevokeToken|Send|SendAck|SetAway|SetChannel|SetDnd|SetFocus|SetInvitePolicy|SetNotify|SetProfile|SetRole|Sync|SyncReply|TokenIssued|TokenList|Typing|TypingEvent|UserList|WatchPresence|Welcome|WorkspaceCreated|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -277,6 +304,15 @@ export function unionListToBody(
     case 'ProfileChangedEvent': return accessor(index, new ProfileChangedEvent())! as ProfileChangedEvent;
     case 'PostReply': return accessor(index, new PostReply())! as PostReply;
     case 'GetThread': return accessor(index, new GetThread())! as GetThread;
+    case 'ListPins': return accessor(index, new ListPins())! as ListPins;
+    case 'PinPage': return accessor(index, new PinPage())! as PinPage;
+    case 'Typing': return accessor(index, new Typing())! as Typing;
+    case 'TypingEvent': return accessor(index, new TypingEvent())! as TypingEvent;
+    case 'WatchPresence': return accessor(index, new WatchPresence())! as WatchPresence;
+    case 'GetPresence': return accessor(index, new GetPresence())! as GetPresence;
+    case 'SetAway': return accessor(index, new SetAway())! as SetAway;
+    case 'PresenceReply': return accessor(index, new PresenceReply())! as PresenceReply;
+    case 'PresenceEvent': return accessor(index, new PresenceEvent())! as PresenceEvent;
     default: return null;
   }
 }

@@ -20,5 +20,7 @@ export enum ChangeKind {
   Archive = 8,
   Unarchive = 9,
   PostingEveryone = 10,
-  PostingAdmins = 11
+  PostingAdmins = 11,
+  Pin = 12,
+  Unpin = 13
 }

@@ -148,8 +148,13 @@ participantsLength():number {
   return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
 }
 
+pinned():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 44);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
 static startMessage(builder:flatbuffers.Builder) {
-  builder.startObject(20);
+  builder.startObject(21);
 }
 
 static addConversation(builder:flatbuffers.Builder, conversation:bigint) {
@@ -266,6 +271,10 @@ static createParticipantsVector(builder:flatbuffers.Builder, data:bigint[]):flat
 
 static startParticipantsVector(builder:flatbuffers.Builder, numElems:number) {
   builder.startVector(8, numElems, 8);
+}
+
+static addPinned(builder:flatbuffers.Builder, pinned:boolean) {
+  builder.addFieldInt8(20, +pinned, +false);
 }
 
 static endMessage(builder:flatbuffers.Builder):flatbuffers.Offset {
