@@ -6,47 +6,14 @@
 //! in their thread; a non-member can neither reply nor read a thread.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod cli_run;
 mod watch;
 
+use cli_run::{courier, id, run, run_ok};
 use courier_tools::testkit::ServerProcess;
 use serde_json::Value;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use watch::Watch;
-
-/// A `courier` command against `server` with a clean environment.
-fn courier(server: &ServerProcess, token: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
-    cmd.env_remove("COURIER_TOKEN")
-        .env(
-            "COURIER_CONFIG",
-            server.data_dir().with_file_name("cli-config.toml"),
-        )
-        .env("COURIER_SERVER", server.url())
-        .args(["--token", token, "--json"])
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn run(server: &ServerProcess, token: &str, args: &[&str]) -> (Option<i32>, Vec<Value>) {
-    let out: Output = courier(server, token, args).output().unwrap();
-    let rows = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (out.status.code(), rows)
-}
-
-fn run_ok(server: &ServerProcess, token: &str, args: &[&str]) -> Vec<Value> {
-    let (code, rows) = run(server, token, args);
-    assert_eq!(code, Some(0), "courier {args:?}");
-    rows
-}
-
-fn id(v: &Value) -> String {
-    v.as_str().unwrap().to_owned()
-}
 
 /// (seq, body, thread_root) of a message line.
 fn line(v: &Value) -> (u64, String, Option<u64>) {
